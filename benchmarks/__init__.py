@@ -1,0 +1,1 @@
+"""unetrt.benchmarks: unet-bench and the project's benchmark scripts."""

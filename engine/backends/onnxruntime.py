@@ -1,0 +1,106 @@
+"""ONNX Runtime backend: CPU provider, CUDA provider when the installed build has it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from ..model_info import METADATA_KEY, ModelInfo
+from .base import check_batch
+
+
+def read_onnx_info(path: str | Path) -> ModelInfo:
+    """The model description stored in an ONNX file's metadata props, without loading the graph weights.
+
+    Raises:
+        ValueError: when the file has no unetrt metadata.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return _info_from_session(session, path)
+
+
+def _info_from_session(session: object, path: str | Path) -> ModelInfo:
+    meta = session.get_modelmeta().custom_metadata_map  # type: ignore[attr-defined]
+    if METADATA_KEY not in meta:
+        raise ValueError(
+            f"ONNX file {str(path)!r} has no {METADATA_KEY!r} metadata; export it with unet-export"
+        )
+    return ModelInfo.from_json(meta[METADATA_KEY])
+
+
+class OnnxRuntimeBackend:
+    """Runs an exported ``.onnx`` U-Net through ONNX Runtime.
+
+    Args:
+        path: the ONNX file written by ``unet-export``.
+        device: 'cpu', 'cuda' or 'auto' (CUDA provider when available).
+        threads: intra-op threads for the CPU provider (None: ONNX Runtime's default, one per core).
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ValueError: when it lacks unetrt metadata or 'cuda' is asked of a CPU-only build.
+
+    Example:
+        >>> with OnnxRuntimeBackend("model.onnx") as backend:  # doctest: +SKIP
+        ...     logits = backend.infer(batch)
+    """
+
+    name = "onnxruntime"
+    max_input_hw: tuple[int, int] | None = None
+    max_batch: int | None = None
+
+    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model {str(path)!r} does not exist")
+        available = ort.get_available_providers()
+        has_cuda = "CUDAExecutionProvider" in available
+        if device == "cuda" and not has_cuda:
+            raise ValueError(
+                "device 'cuda' asked, but this onnxruntime has no CUDA provider; install onnxruntime-gpu"
+            )
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+        use_cuda = has_cuda and device in ("auto", "cuda")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        self._session: ort.InferenceSession | None = ort.InferenceSession(str(path), options, providers=providers)
+        self.info = _info_from_session(self._session, path)
+        self.device = "cuda" if self._session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.threads = threads
+        self._input = self._session.get_inputs()[0].name
+        self._output = self._session.get_outputs()[0].name
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """N x C x H x W float32 -> N x K x h x w float32 logits.
+
+        Raises:
+            ValueError: on a malformed batch, or after :meth:`close`.
+        """
+        if self._session is None:
+            raise ValueError("this backend is closed; open a new one")
+        batch = check_batch(batch, self.info)
+        (logits,) = self._session.run([self._output], {self._input: batch})
+        return np.asarray(logits, dtype=np.float32)
+
+    def close(self) -> None:
+        """Drop the session (idempotent)."""
+        self._session = None
+
+    def __enter__(self) -> OnnxRuntimeBackend:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

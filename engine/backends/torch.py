@@ -1,0 +1,96 @@
+"""PyTorch backend for ``.pt`` checkpoints (CPU or CUDA); torch is imported only here, lazily."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from .base import check_batch
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError(
+            "the torch backend needs PyTorch: pip install 'unetrt[export]' (after installing the torch build you want)"
+        ) from exc
+    return torch
+
+
+class TorchBackend:
+    """Runs a ``.pt`` checkpoint written by ``unet-train`` in PyTorch.
+
+    Args:
+        path: the checkpoint.
+        device: 'cpu', 'cuda' or 'auto' (CUDA when available).
+        threads: torch intra-op CPU threads (None: leave torch's setting).
+        half: run in FP16 (CUDA only).
+        channels_last: use the channels-last memory format.
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ValueError: when it is not a unetrt checkpoint, or CUDA/FP16 is asked where it is not available.
+
+    Example:
+        >>> with TorchBackend("best.pt") as backend:  # doctest: +SKIP
+        ...     logits = backend.infer(batch)
+    """
+
+    name = "torch"
+    max_input_hw: tuple[int, int] | None = None
+    max_batch: int | None = None
+
+    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
+                 half: bool = False, channels_last: bool = False) -> None:
+        torch = _import_torch()
+        from unetrt.export.checkpoint import load_model
+
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' asked, but torch sees no CUDA GPU")
+        use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+        if half and not use_cuda:
+            raise ValueError("FP16 (half=True) needs a CUDA device; use FP32 on the CPU")
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        self._device = torch.device("cuda" if use_cuda else "cpu")
+        model, self.info = load_model(path, map_location=self._device)
+        self._dtype = torch.float16 if half else torch.float32
+        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self._model: Any = model.to(self._device, self._dtype, memory_format=self._memory_format)
+        self.device = f"cuda ({torch.cuda.get_device_name()})" if use_cuda else "cpu"
+        self.threads = threads
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """N x C x H x W float32 -> N x K x h x w float32 logits.
+
+        Raises:
+            ValueError: on a malformed batch or an illegal size, or after :meth:`close`.
+        """
+        if self._model is None:
+            raise ValueError("this backend is closed; open a new one")
+        batch = check_batch(batch, self.info)
+        torch = self._torch
+        with torch.inference_mode():
+            tensor = torch.from_numpy(batch).to(self._device, self._dtype, memory_format=self._memory_format)
+            logits = self._model(tensor)
+            return logits.float().cpu().numpy()
+
+    def close(self) -> None:
+        """Drop the model and return cached GPU memory (idempotent)."""
+        self._model = None
+        if self._device.type == "cuda":
+            self._torch.cuda.empty_cache()
+
+    def __enter__(self) -> TorchBackend:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

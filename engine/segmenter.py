@@ -1,0 +1,190 @@
+"""``Segmenter``: camera frame in, class-id mask out, on any backend."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .backends import Backend, open_backend
+from .geometry import PaddedShape
+from .model_info import ModelInfo
+from .preprocessing import check_frame, prepare_input
+from .visualize import blend, colorize_mask, palette_bgr
+
+
+@dataclass
+class SegmentationResult:
+    """What :meth:`Segmenter.segment` returns for one frame.
+
+    Attributes:
+        mask: HxW uint8 class ids at the frame's size (binary models: 0 or 1).
+        probabilities: KxHxW float32 class probabilities (binary: 1xHxW foreground), when asked for.
+        latency_ms: wall time of the whole call.
+        timings_ms: per stage: 'preprocess', 'inference', 'postprocess'.
+    """
+
+    mask: np.ndarray
+    probabilities: np.ndarray | None
+    latency_ms: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def logits_to_mask(logits: np.ndarray, binary: bool) -> np.ndarray:
+    """K x H x W logits -> H x W uint8 class ids (binary: logit > 0, i.e. probability > 0.5)."""
+    if binary:
+        return (logits[0] > 0).astype(np.uint8)
+    return logits.argmax(axis=0).astype(np.uint8)
+
+
+def logits_to_probabilities(logits: np.ndarray, binary: bool) -> np.ndarray:
+    """K x H x W logits -> probabilities: sigmoid (binary) or softmax over K."""
+    if binary:
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    shifted = np.exp(logits - logits.max(axis=0, keepdims=True))
+    return (shifted / shifted.sum(axis=0, keepdims=True)).astype(np.float32)
+
+
+def _crop(logits: np.ndarray, rows: PaddedShape, cols: PaddedShape, height: int, width: int) -> np.ndarray:
+    return logits[:, rows.crop_start : rows.crop_start + height, cols.crop_start : cols.crop_start + width]
+
+
+class Segmenter:
+    """Segments OpenCV frames of any size with a U-Net on any backend.
+
+    Frames are converted to the model's colour order and normalisation, resized
+    to the model's working size if it declares one, mirror-padded to a legal
+    network size, and the result is cropped and brought back to the frame's size.
+
+    Args:
+        model: a .plan, .onnx or .pt file, or a bundled model name ('camvid').
+        backend: 'auto' (from the file suffix), 'onnxruntime', 'torch' or 'tensorrt'.
+        device: 'auto', 'cpu' or 'cuda'.
+        probabilities: return per-class probabilities with every result.
+        **backend_options: passed to the backend (e.g. ``threads=2``).
+
+    Raises:
+        ValueError: when the model or backend cannot be opened as asked.
+        FileNotFoundError: when the model file does not exist.
+
+    Example:
+        >>> with Segmenter("camvid") as seg:  # doctest: +SKIP
+        ...     result = seg.segment(cv2.imread("frame.png"))
+        ...     cv2.imwrite("overlay.png", seg.overlay(frame, result))
+    """
+
+    def __init__(self, model: str | Path = "camvid", backend: str = "auto", device: str = "auto",
+                 probabilities: bool = False, **backend_options: Any) -> None:
+        self.backend: Backend = open_backend(model, backend, device, **backend_options)
+        self.info: ModelInfo = self.backend.info
+        self.probabilities = probabilities
+        self._palette = palette_bgr(self.info.colors, self.info.binary)
+
+    def segment(self, frame: np.ndarray, probabilities: bool | None = None) -> SegmentationResult:
+        """Segment one frame.
+
+        Args:
+            frame: HxWx3 BGR uint8 or HxW gray uint8, any size.
+            probabilities: override the constructor's choice for this call.
+
+        Returns:
+            The mask at the frame's size, optional probabilities and timings.
+
+        Raises:
+            ValueError: on a wrong dtype, channel count or an empty frame.
+        """
+        return self.segment_batch([frame], probabilities)[0]
+
+    def segment_batch(self, frames: Sequence[np.ndarray], probabilities: bool | None = None) -> list[SegmentationResult]:
+        """Segment several frames; frames of equal size go through the network as one batch.
+
+        Raises:
+            ValueError: when any frame is malformed (the message names its index).
+        """
+        want_probs = self.probabilities if probabilities is None else probabilities
+        checked = []
+        for index, frame in enumerate(frames):
+            try:
+                checked.append(check_frame(frame, self.info.in_channels))
+            except ValueError as exc:
+                raise ValueError(f"frame {index}: {exc}") from None
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, frame in enumerate(checked):
+            groups.setdefault(frame.shape[:2], []).append(index)
+        results: list[SegmentationResult | None] = [None] * len(checked)
+        for indices in groups.values():
+            for index, result in zip(indices, self._segment_same_size([checked[i] for i in indices], want_probs)):
+                results[index] = result
+        return [r for r in results if r is not None]
+
+    def _segment_same_size(self, frames: list[np.ndarray], want_probs: bool) -> list[SegmentationResult]:
+        start = time.perf_counter()
+        height, width = frames[0].shape[:2]
+        work = self.info.working_size
+        inputs = []
+        for frame in frames:
+            if work is not None and (width, height) != work:
+                frame = cv2.resize(frame, work, interpolation=cv2.INTER_AREA)
+            batch, rows, cols = prepare_input(frame, self.info)
+            inputs.append(batch)
+        net_h, net_w = (work[1], work[0]) if work is not None else (height, width)
+        prepared = time.perf_counter()
+        logits = self.backend.infer(np.concatenate(inputs))
+        inferred = time.perf_counter()
+        outputs = []
+        for sample in logits:
+            sample = _crop(sample, rows, cols, net_h, net_w)
+            mask = logits_to_mask(sample, self.info.binary)
+            probs = logits_to_probabilities(sample, self.info.binary) if want_probs else None
+            if (net_w, net_h) != (width, height):
+                mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+                if probs is not None:
+                    probs = _resize_channels(probs, width, height)
+            outputs.append((mask, probs))
+        done = time.perf_counter()
+        share = len(frames)
+        timings = {
+            "preprocess": (prepared - start) * 1e3 / share,
+            "inference": (inferred - prepared) * 1e3 / share,
+            "postprocess": (done - inferred) * 1e3 / share,
+        }
+        latency = (done - start) * 1e3
+        return [SegmentationResult(mask, probs, latency, dict(timings)) for mask, probs in outputs]
+
+    def colorize(self, result: SegmentationResult) -> np.ndarray:
+        """The mask as an HxWx3 BGR image in the model's class colours."""
+        return colorize_mask(result.mask, self._palette)
+
+    def overlay(self, frame: np.ndarray, result: SegmentationResult, alpha: float = 0.5) -> np.ndarray:
+        """The frame with the coloured mask blended over it.
+
+        Raises:
+            ValueError: when alpha is outside [0, 1] or the frame and mask sizes differ.
+        """
+        return blend(frame, self.colorize(result), alpha)
+
+    def close(self) -> None:
+        """Release the backend (idempotent)."""
+        self.backend.close()
+
+    def __enter__(self) -> Segmenter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _resize_channels(probs: np.ndarray, width: int, height: int) -> np.ndarray:
+    # cv2.resize takes HxWxC with up to 512 channels; probabilities are CxHxW.
+    resized = cv2.resize(np.ascontiguousarray(probs.transpose(1, 2, 0)), (width, height),
+                         interpolation=cv2.INTER_LINEAR)
+    if resized.ndim == 2:
+        resized = resized[..., None]
+    return np.ascontiguousarray(resized.transpose(2, 0, 1))

@@ -1,0 +1,1 @@
+"""unetrt.export: the U-Net model, training, ONNX export and engine build (needs torch)."""

@@ -1,0 +1,47 @@
+"""Fixtures shared by the whole suite: the shared data sets and tiny models made on the fly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from unetrt.model_info import ModelInfo
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout; tests that need it skip where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def tiny_info(num_classes: int = 3, in_channels: int = 3, padding: str = "same", depth: int = 3,
+              working_size: tuple[int, int] | None = None) -> ModelInfo:
+    """A small model description for tests (base 4)."""
+    names = tuple(f"class{i}" for i in range(num_classes))
+    colors = tuple((40 * i % 256, 90 * i % 256, 160 * i % 256) for i in range(num_classes))
+    return ModelInfo(class_names=names, colors=colors, in_channels=in_channels,
+                     mean=(0.5,) * in_channels, std=(0.25,) * in_channels, padding=padding, depth=depth,
+                     base=4, working_size=working_size, name="tiny", extra={"dropout": [0.0] * depth})
+
+
+@pytest.fixture(scope="session")
+def tiny_model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A random tiny multi-class U-Net saved as .pt and exported as .onnx (needs torch)."""
+    pytest.importorskip("torch")
+    import torch
+
+    from unetrt.export.checkpoint import build_model, save_checkpoint
+    from unetrt.export.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_model")
+    info = tiny_info()
+    model = build_model(info).eval()
+    save_checkpoint(folder / "tiny.pt", model, info)
+    export_onnx(model, info, folder / "tiny.onnx")
+    return {"pt": folder / "tiny.pt", "onnx": folder / "tiny.onnx"}
