@@ -9,6 +9,7 @@ from setuptools import setup
 PACKAGE_DIR = {
     "unetrt": "engine",
     "unetrt.backends": "engine/backends",
+    "unetrt.stream": "engine/stream",
     "unetrt.export": "export",
     "unetrt.benchmarks": "benchmarks",
 }
@@ -16,5 +17,5 @@ PACKAGE_DIR = {
 setup(
     packages=list(PACKAGE_DIR),
     package_dir=PACKAGE_DIR,
-    package_data={"unetrt": ["models/*.onnx", "models/*.pt", "models/*.mp4", "py.typed"]},
+    package_data={"unetrt": ["models/*.onnx", "models/*.pt", "models/*.json", "samples/*.mp4", "py.typed"]},
 )

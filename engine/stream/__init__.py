@@ -1,0 +1,1 @@
+"""Streaming runner: sources, sinks and the capture/inference/write pipeline."""
