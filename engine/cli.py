@@ -39,7 +39,8 @@ def run_cli(action: Callable[[], object]) -> int:
     try:
         action()
     except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # Library errors can span lines (torch, onnxruntime); the user gets one.
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

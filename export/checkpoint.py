@@ -60,7 +60,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for corrupt files
-        raise ValueError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot read checkpoint {str(path)!r} as a PyTorch file: {first_line}") from exc
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
             f"{str(path)!r} is not a unetrt checkpoint (no {CHECKPOINT_FORMAT!r} marker); train it with unet-train"

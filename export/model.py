@@ -38,7 +38,7 @@ class DoubleConv(nn.Sequential):
         super().__init__(
             nn.Conv2d(in_ch, out_ch, 3, padding=pad),
             act(),
-            nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
+            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
             nn.Conv2d(out_ch, out_ch, 3, padding=pad),
             act(),
         )

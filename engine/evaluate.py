@@ -1,0 +1,130 @@
+"""``unet-eval``: segmentation quality of a model over an image folder and its label folder.
+
+Multi-class models report mean IoU, per-class IoU and pixel accuracy (the ignore
+index excluded); binary models report IoU, Dice, pixel error and the ISBI 2012
+Rand error.
+
+Example:
+    unet-eval --model camvid --images ../shared/data/camvid/val --labels ../shared/data/camvid/valannot
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .cli import run_cli
+from .datasets import paired_files, read_image, read_label
+from .metrics import ConfusionMatrix, rand_error
+from .segmenter import Segmenter
+
+
+def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path) -> dict[str, Any]:
+    """Segment every image of a folder and score it against the label with the same stem.
+
+    Args:
+        segmenter: an open Segmenter.
+        images: folder of frames.
+        labels: folder of label maps (class ids, or 0/255 masks for binary models).
+
+    Returns:
+        A JSON-ready dictionary of figures (see the module docstring).
+
+    Raises:
+        FileNotFoundError: when a folder does not exist.
+        ValueError: when the stems differ, a file cannot be read, or a label's size differs from its image.
+
+    Example:
+        >>> with Segmenter("camvid") as seg:  # doctest: +SKIP
+        ...     figures = evaluate(seg, "val", "valannot")
+    """
+    info = segmenter.info
+    pairs = paired_files(images, labels)
+    binary = info.binary
+    matrix = ConfusionMatrix(2 if binary else info.num_classes, None if binary else info.ignore_index)
+    rand_errors = []
+    for image_path, label_path in tqdm(pairs, desc="evaluating", unit="image", disable=None):
+        image = read_image(image_path, info.in_channels)
+        label = read_label(label_path, binary)
+        if label.shape != image.shape[:2]:
+            raise ValueError(
+                f"label {label_path.name} is {label.shape[1]}x{label.shape[0]} but image {image_path.name} is "
+                f"{image.shape[1]}x{image.shape[0]}"
+            )
+        mask = segmenter.segment(image).mask
+        matrix.update(mask, label)
+        if binary:
+            rand_errors.append(rand_error(mask, label))
+    figures: dict[str, Any] = {"model": info.name, "images": len(pairs), "backend": segmenter.backend.name}
+    if binary:
+        iou = matrix.iou()
+        tp = matrix.matrix[1, 1]
+        dice = 2 * tp / max(matrix.matrix[1, :].sum() + matrix.matrix[:, 1].sum(), 1)
+        figures.update({
+            "iou": float(iou[1]),
+            "dice": float(dice),
+            "pixel_error": 1.0 - matrix.pixel_accuracy(),
+            "rand_error": float(np.mean(rand_errors)),
+        })
+    else:
+        per_class = matrix.iou()
+        figures.update({
+            "mean_iou": matrix.mean_iou(),
+            "pixel_accuracy": matrix.pixel_accuracy(),
+            "per_class_iou": {name: None if np.isnan(v) else float(v) for name, v in zip(info.class_names, per_class)},
+        })
+    return figures
+
+
+def format_figures(figures: dict[str, Any]) -> str:
+    """The figures as the lines ``unet-eval`` prints."""
+    lines = [f"model {figures['model']} on {figures['images']} images ({figures['backend']})"]
+    if "mean_iou" in figures:
+        lines.append(f"mean IoU        {100 * figures['mean_iou']:.2f}")
+        lines.append(f"pixel accuracy  {100 * figures['pixel_accuracy']:.2f}")
+        for name, value in figures["per_class_iou"].items():
+            lines.append(f"  {name:<12s}  {'n/a' if value is None else f'{100 * value:.2f}'}")
+    else:
+        lines.append(f"IoU             {figures['iou']:.4f}")
+        lines.append(f"Dice            {figures['dice']:.4f}")
+        lines.append(f"pixel error     {figures['pixel_error']:.4f}")
+        lines.append(f"Rand error      {figures['rand_error']:.4f}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of ``unet-eval``."""
+    parser = argparse.ArgumentParser(prog="unet-eval", description="Score a model on an image/label folder pair.")
+    parser.add_argument("--model", required=True, help="a .plan, .onnx or .pt file, or a bundled model name")
+    parser.add_argument("--images", required=True, help="folder of frames")
+    parser.add_argument("--labels", required=True, help="folder of label maps with the same file stems")
+    parser.add_argument("--backend", default="auto", help="auto, onnxruntime, torch or tensorrt")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise FileNotFoundError(f"folder of --json {args.json!r} does not exist")
+    with Segmenter(args.model, backend=args.backend) as segmenter:
+        figures = evaluate(segmenter, args.images, args.labels)
+    print(format_figures(figures))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``unet-eval``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    return run_cli(lambda: _run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

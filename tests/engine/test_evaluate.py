@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from unetrt.evaluate import evaluate
+from unetrt.segmenter import Segmenter
+
+
+def make_folders(root: Path, count: int = 3) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    images, labels = root / "images", root / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for i in range(count):
+        cv2.imwrite(str(images / f"f{i}.png"), rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+        cv2.imwrite(str(labels / f"f{i}.png"), rng.integers(0, 3, (24, 32), dtype=np.uint8))
+    return images, labels
+
+
+def test_figures_match_a_direct_count(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    images, labels = make_folders(tmp_path)
+    with Segmenter(tiny_model_files["onnx"]) as seg:
+        figures = evaluate(seg, images, labels)
+        preds = [seg.segment(cv2.imread(str(p))).mask for p in sorted(images.iterdir())]
+    truth = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted(labels.iterdir())]
+    hits = sum(int((p == t).sum()) for p, t in zip(preds, truth))
+    assert figures["pixel_accuracy"] == pytest.approx(hits / (3 * 24 * 32))
+    ious = []
+    for c in range(3):
+        inter = sum(int(((p == c) & (t == c)).sum()) for p, t in zip(preds, truth))
+        union = sum(int(((p == c) | (t == c)).sum()) for p, t in zip(preds, truth))
+        ious.append(inter / union)
+    assert figures["mean_iou"] == pytest.approx(np.mean(ious))
+    assert figures["images"] == 3
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "unetrt.evaluate", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_writes_json(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    images, labels = make_folders(tmp_path)
+    proc = run_cli("--model", str(tiny_model_files["onnx"]), "--images", str(images), "--labels", str(labels),
+                   "--json", "out.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "mean IoU" in proc.stdout
+    assert set(json.loads((tmp_path / "out.json").read_text())) >= {"mean_iou", "pixel_accuracy", "per_class_iou"}
+
+
+def test_cli_bad_input_one_line_exit_2(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    images, labels = make_folders(tmp_path)
+    (labels / "f0.png").rename(labels / "other.png")
+    cases = [
+        (["--model", str(tiny_model_files["onnx"]), "--images", str(images), "--labels", str(labels)],
+         "do not match by file stem"),
+        (["--model", "missing.onnx", "--images", str(images), "--labels", str(labels)], "does not exist"),
+        (["--model", str(tiny_model_files["onnx"]), "--images", "nope", "--labels", str(labels)], "does not exist"),
+    ]
+    for args, message in cases:
+        proc = run_cli(*args, cwd=tmp_path)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import pytest
+
+from unetrt.geometry import (
+    check_input_size,
+    is_legal_size,
+    legal_sizes,
+    nearest_legal_sizes,
+    output_margin,
+    plan_padding,
+    valid_output_size,
+)
+
+
+def test_paper_valid_sizes() -> None:
+    assert valid_output_size(572) == 388
+    assert output_margin(572, "valid") == 92
+    assert valid_output_size(573) is None
+
+
+def test_valid_legal_sizes_step_by_16() -> None:
+    sizes = legal_sizes(100, 700, "valid")
+    assert 572 in sizes
+    assert all(b - a == 16 for a, b in zip(sizes, sizes[1:]))
+    # every max-pool sees an even size
+    for size in sizes:
+        s = size
+        for _ in range(4):
+            s -= 4
+            assert s % 2 == 0
+            s //= 2
+
+
+def test_same_mode_multiple_of_16() -> None:
+    assert is_legal_size(512, "same") and not is_legal_size(500, "same")
+    assert nearest_legal_sizes(500, "same") == (496, 512)
+    assert is_legal_size(8, "same", depth=4) and not is_legal_size(12, "same", depth=4)
+
+
+def test_check_input_size_names_nearest_sizes() -> None:
+    with pytest.raises(ValueError, match=r"width 500 .* multiple of 16; nearest legal sizes: 496 or 512"):
+        check_input_size(512, 500)
+    with pytest.raises(ValueError, match=r"nearest legal sizes: 572 or 588"):
+        check_input_size(580, 572, "valid")
+    with pytest.raises(ValueError, match="padding must be one of"):
+        check_input_size(64, 64, "full")
+
+
+@pytest.mark.parametrize("size", [1, 2, 15, 16, 17, 360, 481])
+def test_plan_padding_same(size: int) -> None:
+    pad = plan_padding(size, "same")
+    assert pad.before == 0 and pad.network_input % 16 == 0
+    assert pad.network_input - 16 < size <= pad.network_input
+    assert pad.network_output == pad.network_input
+
+
+@pytest.mark.parametrize("size", [1, 50, 388, 389, 512])
+def test_plan_padding_valid_covers_frame(size: int) -> None:
+    pad = plan_padding(size, "valid")
+    assert valid_output_size(pad.network_input) == pad.network_output >= size
+    assert pad.before == 92
+    assert pad.before + size + pad.after == pad.network_input

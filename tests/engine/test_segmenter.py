@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unetrt.segmenter import Segmenter, logits_to_mask, logits_to_probabilities
+
+
+def test_logits_to_mask_and_probabilities() -> None:
+    logits = np.array([[[0.0, 2.0]], [[1.0, -1.0]], [[0.5, 0.0]]], dtype=np.float32)
+    assert logits_to_mask(logits, binary=False).tolist() == [[1, 0]]
+    probs = logits_to_probabilities(logits, binary=False)
+    assert np.allclose(probs.sum(axis=0), 1.0)
+    binary = np.array([[[-0.1, 0.0, 3.0]]], dtype=np.float32)
+    assert logits_to_mask(binary, binary=True).tolist() == [[0, 0, 1]]
+    assert logits_to_probabilities(binary, binary=True)[0, 0, 1] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (37, 53), (64, 64), (100, 30)])
+def test_any_frame_size_gives_mask_of_that_size(tiny_model_files: dict[str, Path], size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    with Segmenter(tiny_model_files["onnx"], probabilities=True) as seg:
+        result = seg.segment(frame)
+    assert result.mask.shape == size and result.mask.dtype == np.uint8
+    assert result.mask.max() < 3
+    assert result.probabilities is not None and result.probabilities.shape == (3, *size)
+    assert np.allclose(result.probabilities.sum(axis=0), 1.0, atol=1e-5)
+    assert np.array_equal(result.probabilities.argmax(axis=0), result.mask)
+    assert result.latency_ms > 0 and set(result.timings_ms) == {"preprocess", "inference", "postprocess"}
+
+
+def test_padding_is_mirrored_and_cropped(tiny_model_files: dict[str, Path]) -> None:
+    """A frame of illegal size gives exactly the crop of the network run on its mirror-padded version."""
+    rng = np.random.default_rng(2)
+    frame = rng.integers(0, 256, (20, 27, 3), dtype=np.uint8)
+    # depth 3: sides must be multiples of 4, so 27 columns are mirror-padded to 28
+    padded = np.pad(frame, ((0, 0), (0, 1), (0, 0)), mode="reflect")
+    assert np.array_equal(padded[:, 27], frame[:, 25])
+    with Segmenter(tiny_model_files["onnx"]) as seg:
+        small = seg.segment(frame).mask
+        big = seg.segment(padded).mask
+    assert np.array_equal(small, big[:20, :27])
+
+
+def test_onnx_and_torch_give_the_same_answer(tiny_model_files: dict[str, Path]) -> None:
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(2)]
+    with Segmenter(tiny_model_files["onnx"], probabilities=True) as onnx_seg, \
+            Segmenter(tiny_model_files["pt"], probabilities=True) as torch_seg:
+        for a, b in zip(onnx_seg.segment_batch(frames), torch_seg.segment_batch(frames)):
+            assert np.abs(a.probabilities - b.probabilities).max() < 1e-5
+            assert (a.mask == b.mask).mean() > 0.999
+
+
+def test_batch_equals_single_and_keeps_order(tiny_model_files: dict[str, Path]) -> None:
+    rng = np.random.default_rng(4)
+    frames = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(32, 32, 3), (17, 40, 3), (32, 32, 3), (9, 9)]]
+    with Segmenter(tiny_model_files["onnx"]) as seg:
+        batch = seg.segment_batch(frames)
+        singles = [seg.segment(f) for f in frames]
+    for frame, a, b in zip(frames, batch, singles):
+        assert a.mask.shape == frame.shape[:2]
+        assert np.array_equal(a.mask, b.mask)
+
+
+def test_working_size_resizes_and_restores(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from conftest import tiny_info
+    from unetrt.export.checkpoint import build_model
+    from unetrt.export.onnx_export import export_onnx
+
+    info = tiny_info(working_size=(32, 24))
+    torch.manual_seed(0)
+    path = export_onnx(build_model(info), info, tmp_path / "w.onnx")
+    frame = np.random.default_rng(5).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    with Segmenter(path, probabilities=True) as seg:
+        result = seg.segment(frame)
+        calls: list[tuple[int, ...]] = []
+        original = seg.backend.infer
+        seg.backend.infer = lambda batch: calls.append(batch.shape) or original(batch)  # type: ignore[method-assign]
+        seg.segment(frame)
+    assert calls == [(1, 3, 24, 32)]
+    assert result.mask.shape == (120, 160) and result.probabilities.shape == (3, 120, 160)
+
+
+def test_gray_frames_for_color_model(tiny_model_files: dict[str, Path]) -> None:
+    frame = np.full((16, 16), 128, np.uint8)
+    with Segmenter(tiny_model_files["onnx"]) as seg:
+        assert seg.segment(frame).mask.shape == (16, 16)
+        assert seg.segment(frame[..., None]).mask.shape == (16, 16)
+
+
+@pytest.mark.parametrize(("frame", "message"), [
+    (np.zeros((8, 8, 3), np.float32), "dtype must be uint8"),
+    (np.zeros((8, 8, 2), np.uint8), "HxWx3 BGR or HxW gray"),
+    (np.zeros((8, 8, 4), np.uint8), "4 channels"),
+    (np.zeros((0, 8, 3), np.uint8), "empty"),
+    (np.zeros((2, 8, 8, 3), np.uint8), "HxWx3 BGR or HxW gray"),
+    ([[1, 2], [3, 4]], "numpy array"),
+])
+def test_bad_frames_raise_value_error(tiny_model_files: dict[str, Path], frame: object, message: str) -> None:
+    with Segmenter(tiny_model_files["onnx"]) as seg, pytest.raises(ValueError, match=message):
+        seg.segment(frame)  # type: ignore[arg-type]
+
+
+def test_overlay_and_colorize(tiny_model_files: dict[str, Path]) -> None:
+    frame = np.random.default_rng(6).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    with Segmenter(tiny_model_files["onnx"]) as seg:
+        result = seg.segment(frame)
+        colored = seg.colorize(result)
+        rgb = np.asarray(seg.info.colors)[result.mask]
+        assert np.array_equal(colored[..., ::-1], rgb)
+        assert np.array_equal(seg.overlay(frame, result, alpha=0.0), frame)
+        assert np.array_equal(seg.overlay(frame, result, alpha=1.0), colored)
+        with pytest.raises(ValueError, match="alpha"):
+            seg.overlay(frame, result, alpha=1.5)
+
+
+def test_closed_backend_refuses(tiny_model_files: dict[str, Path]) -> None:
+    seg = Segmenter(tiny_model_files["onnx"])
+    seg.close()
+    seg.close()
+    with pytest.raises(ValueError, match="closed"):
+        seg.segment(np.zeros((8, 8, 3), np.uint8))
