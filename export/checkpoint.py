@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from unetrt.model_info import ModelInfo
 
 from .model import UNet
@@ -31,6 +30,7 @@ def build_model(info: ModelInfo) -> UNet:
         depth=info.depth,
         activation=info.activation,
         padding=info.padding,
+        batch_norm=bool(info.extra.get("batch_norm", False)),
         **kwargs,
     )
 

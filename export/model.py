@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-
 from unetrt.geometry import check_input_size
 
 DEFAULT_DROPOUT = (0.1, 0.1, 0.2, 0.2, 0.3)
@@ -30,16 +29,27 @@ def _he_normal(module: nn.Module) -> None:
 
 
 class DoubleConv(nn.Sequential):
-    """Two 3x3 convolutions with an activation after each and dropout between them."""
+    """Two 3x3 convolutions with an activation after each and dropout between them.
 
-    def __init__(self, in_ch: int, out_ch: int, dropout: float, activation: str, padding: str) -> None:
+    With ``batch_norm`` each convolution is followed by batch normalisation before
+    the activation; export folds it into the convolution, so inference costs nothing more.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, dropout: float, activation: str, padding: str,
+                 batch_norm: bool = False) -> None:
         pad = 1 if padding == "same" else 0
         act = ACTIVATIONS[activation]
+
+        def norm() -> nn.Module:
+            return nn.BatchNorm2d(out_ch) if batch_norm else nn.Identity()
+
         super().__init__(
             nn.Conv2d(in_ch, out_ch, 3, padding=pad),
+            norm(),
             act(),
             nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
             nn.Conv2d(out_ch, out_ch, 3, padding=pad),
+            norm(),
             act(),
         )
 
@@ -61,6 +71,8 @@ class UNet(nn.Module):
         activation: 'elu' (blog) or 'relu' (paper).
         dropout: dropout rate per level, encoder order; the decoder mirrors it.
         padding: 'same' (blog) or 'valid' (paper).
+        batch_norm: batch normalisation after every 3x3 convolution (not in the listing;
+            it makes small models on small data train in far fewer steps).
 
     Raises:
         ValueError: on an unknown activation or padding, or a dropout list of the wrong length.
@@ -80,6 +92,7 @@ class UNet(nn.Module):
         activation: str = "elu",
         dropout: Sequence[float] = DEFAULT_DROPOUT,
         padding: str = "same",
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -96,14 +109,16 @@ class UNet(nn.Module):
         self.encoder = nn.ModuleList()
         prev = in_channels
         for width, rate in zip(widths, dropout):
-            self.encoder.append(DoubleConv(prev, width, rate, activation, padding))
+            self.encoder.append(DoubleConv(prev, width, rate, activation, padding, batch_norm))
             prev = width
         self.pool = nn.MaxPool2d(2)
         self.upsample = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for level in reversed(range(depth - 1)):
             self.upsample.append(nn.ConvTranspose2d(widths[level + 1], widths[level], 2, stride=2))
-            self.decoder.append(DoubleConv(2 * widths[level], widths[level], dropout[level], activation, padding))
+            self.decoder.append(
+                DoubleConv(2 * widths[level], widths[level], dropout[level], activation, padding, batch_norm)
+            )
         self.head = nn.Conv2d(widths[0], num_classes, 1)
         self.apply(_he_normal)
 

@@ -77,3 +77,9 @@ def test_bad_arguments(kwargs: dict[str, object], message: str) -> None:
 def test_elu_and_relu() -> None:
     assert any(isinstance(m, torch.nn.ELU) for m in UNet(3, 1, base=4).modules())
     assert any(isinstance(m, torch.nn.ReLU) for m in UNet(3, 1, base=4, activation="relu").modules())
+
+
+def test_batch_norm_option_adds_a_norm_per_conv() -> None:
+    net = UNet(3, 2, base=4, batch_norm=True)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 18
+    assert net.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 2, 32, 32)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv (once) with CPU PyTorch, unetrt in editable mode and the given extras.
+# Usage: scripts/setup_venv.sh [extras]   e.g. scripts/setup_venv.sh export,dev
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-export}"
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+  || { echo "error: unetrt needs Python 3.10 or newer (found $(python3 --version))" >&2; exit 2; }
+[ -x .venv/bin/python ] || python3 -m venv .venv
+pip=".venv/bin/python -m pip"
+$pip install -q --upgrade pip "setuptools>=64" wheel
+# torch is pinned to the CPU wheel before anything can ask for a loose 'torch' and pull a CUDA build.
+$pip install -q "torch==2.13.0"
+$pip install -q -e ".[${extras}]"

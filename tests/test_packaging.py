@@ -1,0 +1,33 @@
+"""The one import root: engine/ is unetrt, export/ is unetrt.export, benchmarks/ is unetrt.benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import unetrt
+import unetrt.benchmarks
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_folders_map_onto_one_import_root() -> None:
+    assert Path(unetrt.__file__).parent == ROOT / "engine"
+    assert Path(unetrt.benchmarks.__file__).parent == ROOT / "benchmarks"
+
+
+def test_export_package_maps_to_export_folder() -> None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("unetrt.export")
+    assert spec is not None and spec.origin is not None
+    assert Path(spec.origin).parent == ROOT / "export"
+
+
+def test_bundled_model_and_clip_are_package_data() -> None:
+    from unetrt.bundled import bundled_model_names, bundled_model_path, sample_clip
+
+    assert "camvid" in bundled_model_names()
+    for suffix in (".onnx", ".pt"):
+        path = bundled_model_path("camvid", suffix)
+        assert path.stat().st_size <= 10 * 1024 * 1024
+    assert sample_clip().stat().st_size <= 5 * 1024 * 1024
