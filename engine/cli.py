@@ -26,7 +26,9 @@ def parse_size(text: str) -> tuple[int, int]:
     """
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT with positive integers, e.g. 480x360, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"size must be WIDTHxHEIGHT with positive integers, e.g. 480x360, got {text!r}"
+        )
     return int(parts[0]), int(parts[1])
 
 

@@ -45,7 +45,9 @@ def check_frame(frame: object, in_channels: int) -> np.ndarray:
     if frame.size == 0 or frame.shape[0] == 0 or frame.shape[1] == 0:
         raise ValueError(f"frame is empty (shape {frame.shape})")
     if frame.ndim == 3 and frame.shape[2] == 4:
-        raise ValueError(f"frame has 4 channels (BGRA, shape {frame.shape}); drop alpha with cv2.cvtColor(f, cv2.COLOR_BGRA2BGR)")
+        raise ValueError(
+            f"frame has 4 channels (BGRA, shape {frame.shape}); drop alpha with cv2.cvtColor(f, cv2.COLOR_BGRA2BGR)"
+        )
     return frame
 
 

@@ -38,7 +38,9 @@ def blend(frame: np.ndarray, colored: np.ndarray, alpha: float) -> np.ndarray:
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if frame.shape[:2] != colored.shape[:2]:
-        raise ValueError(f"frame is {frame.shape[1]}x{frame.shape[0]} but the mask is {colored.shape[1]}x{colored.shape[0]}")
+        raise ValueError(
+            f"frame is {frame.shape[1]}x{frame.shape[0]} but the mask is {colored.shape[1]}x{colored.shape[0]}"
+        )
     if frame.ndim == 2:
         frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
     return cv2.addWeighted(frame, 1.0 - alpha, colored, alpha, 0.0)

@@ -4,8 +4,12 @@ The graph takes ``image`` (N, C, H, W float32, already normalised) with dynamic
 batch, height and width and returns ``logits``; the model description travels
 in the file's metadata props, and the export is checked against PyTorch.
 
+With ``--fp16`` the FP32 model is still written to ``-o`` and checked, and its
+FP16 conversion (FP32 inputs, outputs and logit head) is written beside it as
+``NAME.fp16.onnx`` and checked against it on ONNX Runtime.
+
 Example:
-    unet-export runs/camvid/best.pt -o camvid.onnx
+    unet-export runs/camvid/best.pt -o camvid.onnx --fp16   # camvid.onnx and camvid.fp16.onnx
 """
 
 from __future__ import annotations
@@ -19,18 +23,20 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-
 from unetrt.cli import run_cli
 from unetrt.geometry import plan_padding
 from unetrt.model_info import METADATA_KEY, ModelInfo
 
 from .checkpoint import load_model
+from .fp16 import compare_fp16, convert_file
 from .model import UNet
 
 OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 TOLERANCE = 1e-4
+# The FP16 graph must pick the FP32 graph's class on at least this share of pixels of the check batch.
+FP16_MIN_AGREEMENT = 0.99
 
 
 def export_onnx(model: UNet, info: ModelInfo, path: str | Path, sample_hw: tuple[int, int] | None = None) -> Path:
@@ -115,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", help=".pt checkpoint written by unet-train")
     parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random check batch")
+    parser.add_argument("--fp16", action="store_true",
+                        help="also write NAME.fp16.onnx (FP16 body, FP32 inputs/outputs/head) beside the output")
     return parser
 
 
@@ -135,6 +143,16 @@ def export_command(args: argparse.Namespace) -> None:
           f"{height}x{width} batch: {diff:.2e}")
     if diff > TOLERANCE:
         raise ValueError(f"ONNX Runtime differs from PyTorch by {diff:.2e} > {TOLERANCE:.0e}; the export is wrong")
+    if args.fp16:
+        fp16_output = convert_file(output)
+        agreement = compare_fp16(output, fp16_output, batch)
+        print(f"wrote {fp16_output}; on the same batch max |FP32 - FP16 logits|: {agreement.max_abs_logit_diff:.2e}, "
+              f"classes agree on {100 * agreement.pixel_agreement:.2f}% of pixels")
+        if not agreement.pixel_agreement >= FP16_MIN_AGREEMENT:
+            raise ValueError(
+                f"the FP16 graph agrees with FP32 on only {100 * agreement.pixel_agreement:.2f}% of pixels "
+                f"(< {100 * FP16_MIN_AGREEMENT:.0f}%); use the FP32 model"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

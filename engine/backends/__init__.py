@@ -84,6 +84,6 @@ def open_backend(model: str | Path, backend: str = "auto", device: str = "auto",
         from .torch import TorchBackend
 
         return TorchBackend(path, device=device, **options)
-    from .tensorrt import TensorRTBackend  # type: ignore[import-not-found,unused-ignore]
+    from .tensorrt import TensorRTBackend
 
-    return TensorRTBackend(path, **options)  # type: ignore[no-any-return,unused-ignore]
+    return TensorRTBackend(path, device=device, **options)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from unetrt.geometry import (
@@ -22,7 +24,7 @@ def test_paper_valid_sizes() -> None:
 def test_valid_legal_sizes_step_by_16() -> None:
     sizes = legal_sizes(100, 700, "valid")
     assert 572 in sizes
-    assert all(b - a == 16 for a, b in zip(sizes, sizes[1:]))
+    assert all(b - a == 16 for a, b in itertools.pairwise(sizes))
     # every max-pool sees an even size
     for size in sizes:
         s = size

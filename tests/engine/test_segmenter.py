@@ -69,6 +69,7 @@ def test_batch_equals_single_and_keeps_order(tiny_model_files: dict[str, Path]) 
 def test_working_size_resizes_and_restores(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     from conftest import tiny_info
+
     from unetrt.export.checkpoint import build_model
     from unetrt.export.onnx_export import export_onnx
 

@@ -11,7 +11,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("torch")
 
 from unetrt.export.checkpoint import load_model  # noqa: E402
-from unetrt.export.onnx_export import INPUT_NAME, OUTPUT_NAME, OPSET, main, max_abs_difference  # noqa: E402
+from unetrt.export.onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, main, max_abs_difference  # noqa: E402
 from unetrt.model_info import METADATA_KEY, ModelInfo  # noqa: E402
 
 
@@ -35,7 +35,9 @@ def test_dynamic_shapes_match_pytorch(tiny_model_files: dict[str, Path], shape: 
     assert max_abs_difference(model, info, tiny_model_files["onnx"], batch) <= 1e-4
 
 
-def test_cli_prints_difference(tiny_model_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_difference(
+    tiny_model_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "m.onnx"
     assert main([str(tiny_model_files["pt"]), "-o", str(out)]) == 0
     assert "max |PyTorch - ONNX Runtime|" in capsys.readouterr().out

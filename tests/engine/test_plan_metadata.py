@@ -1,0 +1,199 @@
+"""Plan metadata, optimisation-profile arithmetic and compatibility checks (no TensorRT needed)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import tiny_info
+
+from unetrt.plan_metadata import (
+    GpuIdentity,
+    PlanCompatibilityError,
+    PlanMetadata,
+    ShapeProfile,
+    check_compatibility,
+    default_profile,
+    format_shape,
+    metadata_path,
+    parse_shape,
+    read_plan_metadata,
+    resolve_profile,
+    write_plan_metadata,
+)
+
+ORIN = GpuIdentity("Orin", (8, 7))
+H100 = GpuIdentity("NVIDIA H100 80GB HBM3", (9, 0))
+
+
+def make_metadata(**changes: Any) -> PlanMetadata:
+    info = tiny_info(working_size=(64, 48))
+    base = PlanMetadata(
+        tensorrt_version="10.3.0", gpu=ORIN, input_name="image", output_name="logits",
+        input_dtype="float32", output_dtype="float32",
+        profile=ShapeProfile((1, 3, 4, 4), (1, 3, 48, 64), (4, 3, 48, 64)),
+        precision="fp16", strongly_typed=False, source="models/tiny.onnx", info=info,
+        build_options={"workspace_mib": 1024, "opt_level": 3},
+    )
+    return replace(base, **changes)
+
+
+@pytest.mark.parametrize("text, shape", [("1x3x192x256", (1, 3, 192, 256)), ("4X1X64X64", (4, 1, 64, 64))])
+def test_parse_shape(text: str, shape: tuple[int, ...]) -> None:
+    assert parse_shape(text) == shape
+    assert parse_shape(format_shape(shape)) == shape
+
+
+@pytest.mark.parametrize("text", ["1x3x192", "1x3x192x256x1", "0x3x64x64", "1x3x-64x64", "ax3x64x64", ""])
+def test_parse_shape_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="NxCxHxW"):
+        parse_shape(text)
+
+
+def test_profile_limits() -> None:
+    profile = ShapeProfile((1, 3, 16, 16), (2, 3, 192, 256), (8, 3, 384, 512))
+    assert profile.max_batch == 8
+    assert profile.max_input_hw == (384, 512)
+    assert profile.min_input_hw == (16, 16)
+    assert profile.contains((8, 3, 384, 512)) and profile.contains((1, 3, 16, 16))
+    assert not profile.contains((9, 3, 64, 64)) and not profile.contains((1, 3, 64))
+
+
+def test_profile_rejects_inverted_and_mixed_channels() -> None:
+    with pytest.raises(ValueError, match="H is 64 / 32 / 128"):
+        ShapeProfile((1, 3, 64, 64), (1, 3, 32, 64), (1, 3, 128, 64))
+    with pytest.raises(ValueError, match="channel count"):
+        ShapeProfile((1, 1, 64, 64), (1, 3, 64, 64), (1, 3, 64, 64))
+    three_dims: Any = (1, 3, 64)
+    with pytest.raises(ValueError, match="4 dimensions"):
+        ShapeProfile(three_dims, (1, 3, 64, 64), (1, 3, 64, 64))
+    with pytest.raises(ValueError, match="non-positive"):
+        ShapeProfile((0, 3, 64, 64), (1, 3, 64, 64), (1, 3, 64, 64))
+
+
+def test_check_shape_explains_the_way_out() -> None:
+    profile = ShapeProfile((1, 3, 16, 16), (1, 3, 192, 256), (4, 3, 192, 256))
+    profile.check_shape((4, 3, 192, 256))
+    with pytest.raises(ValueError) as caught:
+        profile.check_shape((1, 3, 360, 480))
+    message = str(caught.value)
+    assert "1x3x360x480" in message and "max 4x3x192x256" in message
+    assert "--max-shape 4x3x360x480" in message and "tile" in message
+
+
+def test_check_model_names_legal_sides() -> None:
+    info = tiny_info(depth=3)  # sides must be multiples of 4
+    ShapeProfile((1, 3, 4, 4), (1, 3, 64, 64), (2, 3, 128, 128)).check_model(info)
+    with pytest.raises(ValueError, match=r"max shape 2x3x130x128: height 130 .* 128 and 132"):
+        ShapeProfile((1, 3, 4, 4), (1, 3, 64, 64), (2, 3, 130, 128)).check_model(info)
+    with pytest.raises(ValueError, match="model takes 3"):
+        ShapeProfile((1, 1, 4, 4), (1, 1, 64, 64), (2, 1, 128, 128)).check_model(info)
+
+
+def test_default_profile_from_working_size() -> None:
+    info = tiny_info(depth=3, working_size=(50, 30))  # legal network input: 52 x 32
+    profile = default_profile(info)
+    assert profile.min == (1, 3, 4, 4)
+    assert profile.opt == (1, 3, 32, 52)
+    assert profile.max == (4, 3, 32, 52)
+    profile.check_model(info)
+
+
+def test_default_profile_without_working_size() -> None:
+    profile = default_profile(tiny_info(depth=3), max_batch=2)
+    assert (profile.opt, profile.max) == ((1, 3, 512, 512), (2, 3, 1024, 1024))
+
+
+def test_default_profile_of_valid_padding_uses_legal_sides() -> None:
+    info = tiny_info(depth=3, padding="valid")
+    profile = default_profile(info)
+    profile.check_model(info)
+    assert profile.min[2] > 1 and profile.max[2] >= 1024
+
+
+def test_resolve_profile_completes_partial_shapes() -> None:
+    info = tiny_info(depth=3, working_size=(64, 48))
+    assert resolve_profile(info) == default_profile(info)
+    wider = resolve_profile(info, max_shape=(8, 3, 96, 128))
+    assert wider.max == (8, 3, 96, 128) and wider.opt == (1, 3, 48, 64) and wider.min == (1, 3, 4, 4)
+    big_opt = resolve_profile(info, opt_shape=(2, 3, 96, 96))
+    assert big_opt.max == (4, 3, 96, 96) and big_opt.min == (1, 3, 4, 4)
+    tight = resolve_profile(info, min_shape=(1, 3, 8, 8), max_shape=(1, 3, 32, 32))
+    assert tight.opt == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="not a legal input side"):
+        resolve_profile(info, max_shape=(1, 3, 50, 64))
+
+
+def test_metadata_round_trip(tmp_path: Path) -> None:
+    metadata = make_metadata()
+    plan = tmp_path / "unet.plan"
+    written = write_plan_metadata(plan, metadata)
+    assert written == metadata_path(plan) == tmp_path / "unet.plan.json"
+    assert read_plan_metadata(plan) == metadata
+    data = json.loads(written.read_text())
+    assert data["gpu"] == {"name": "Orin", "compute_capability": [8, 7]}
+    assert data["profile"]["max"] == [4, 3, 48, 64]
+    assert data["model"]["class_names"] == ["class0", "class1", "class2"]
+    assert data["inputs"] == [{"name": "image", "dtype": "float32"}]
+
+
+def test_read_metadata_errors(tmp_path: Path) -> None:
+    plan = tmp_path / "unet.plan"
+    with pytest.raises(FileNotFoundError, match="unet-build"):
+        read_plan_metadata(plan)
+    metadata_path(plan).write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_plan_metadata(plan)
+    data = make_metadata().to_dict()
+    data["format_version"] = 99
+    metadata_path(plan).write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="upgrade unetrt"):
+        read_plan_metadata(plan)
+    data = make_metadata().to_dict()
+    data["outputs"].append({"name": "extra", "dtype": "float32"})
+    metadata_path(plan).write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="exactly one input and one output"):
+        read_plan_metadata(plan)
+    del data["gpu"]
+    metadata_path(plan).write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="incomplete"):
+        read_plan_metadata(plan)
+
+
+def test_rebuild_command() -> None:
+    command = make_metadata().rebuild_command("out/unet.plan")
+    assert command == ("unet-build models/tiny.onnx -o out/unet.plan --min-shape 1x3x4x4 --opt-shape 1x3x48x64 "
+                       "--max-shape 4x3x48x64 --fp16 --workspace 1024 --opt-level 3")
+
+
+def test_compatible_plan_passes_silently() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_compatibility(make_metadata(), "10.3.0", ORIN, "unet.plan")
+
+
+def test_other_tensorrt_version_is_refused() -> None:
+    with pytest.raises(PlanCompatibilityError) as caught:
+        check_compatibility(make_metadata(), "10.13.0.35", ORIN, "unet.plan")
+    message = str(caught.value)
+    assert "TensorRT 10.3.0 built it" in message and "TensorRT 10.13.0.35" in message
+    assert "unet-build models/tiny.onnx -o unet.plan" in message and "--fp16" in message
+
+
+def test_other_architecture_is_refused() -> None:
+    with pytest.raises(PlanCompatibilityError, match=r"built for Orin \(sm_87\), this GPU is .*\(sm_90\)"):
+        check_compatibility(make_metadata(), "10.3.0", H100, "unet.plan")
+
+
+def test_same_architecture_other_model_warns() -> None:
+    with pytest.warns(RuntimeWarning, match="same architecture"):
+        check_compatibility(make_metadata(), "10.3.0", GpuIdentity("Jetson AGX Orin", (8, 7)), "unet.plan")
+
+
+def test_metadata_rejects_unknown_precision() -> None:
+    with pytest.raises(ValueError, match="precision"):
+        make_metadata(precision="int8")

@@ -1,0 +1,145 @@
+"""FP16 conversion of exported U-Nets: graph structure, ONNX Runtime agreement, and unet-export --fp16."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from unetrt.backends.onnxruntime import read_onnx_info
+from unetrt.export.fp16 import (
+    compare_fp16,
+    convert_file,
+    convert_to_fp16,
+    fp16_path_for,
+    fp32_nodes,
+    is_fp16_model,
+)
+from unetrt.export.onnx_export import main as export_main
+
+# Stated tolerances of the FP16 graph against FP32 on ONNX Runtime's CPU provider.
+MAX_LOGIT_DIFF = 0.1
+MIN_PIXEL_AGREEMENT = 0.995
+CAMVID_FRAMES = 6
+
+
+def _elem_types(values: Any) -> list[int]:
+    return [v.type.tensor_type.elem_type for v in values]
+
+
+def test_tiny_unet_converts_with_fp32_io_and_head(tiny_model_files: dict[str, Path]) -> None:
+    model = onnx.load(str(tiny_model_files["onnx"]))
+    converted = convert_to_fp16(model)
+    onnx.checker.check_model(converted, full_check=True)
+    assert _elem_types(converted.graph.input) == [TensorProto.FLOAT]
+    assert _elem_types(converted.graph.output) == [TensorProto.FLOAT]
+    dtypes = {init.name: init.data_type for init in converted.graph.initializer}
+    assert dtypes["head.weight"] == dtypes["head.bias"] == TensorProto.FLOAT
+    body = {name: t for name, t in dtypes.items() if not name.startswith("head.")}
+    assert body and set(body.values()) == {TensorProto.FLOAT16}
+    assert fp32_nodes(model) == ["/head/Conv"]
+    assert is_fp16_model(converted) and not is_fp16_model(model)
+    # the source graph is left untouched
+    assert all(init.data_type == TensorProto.FLOAT for init in model.graph.initializer)
+
+
+def test_conversion_keeps_metadata_and_refuses_fp16_input(tiny_model_files: dict[str, Path],
+                                                           tmp_path: Path) -> None:
+    target = convert_file(tiny_model_files["onnx"], tmp_path / "tiny.fp16.onnx")
+    assert read_onnx_info(target) == read_onnx_info(tiny_model_files["onnx"])
+    with pytest.raises(ValueError, match="FP16 weights already"):
+        convert_to_fp16(onnx.load(str(target)))
+
+
+def test_reductions_stay_fp32_inside_the_graph() -> None:
+    # x -> Mul(w) -> ReduceMean -> Add(b) -> y: Mul goes FP16, the reduction and the output node stay FP32.
+    w = helper.make_tensor("w", TensorProto.FLOAT, [1, 2, 1, 1], [0.5, 2.0])
+    b = helper.make_tensor("b", TensorProto.FLOAT, [1], [0.25])
+    nodes = [
+        helper.make_node("Mul", ["x", "w"], ["scaled"], name="scale"),
+        helper.make_node("ReduceMean", ["scaled"], ["mean"], name="mean", axes=[1], keepdims=1),
+        helper.make_node("Add", ["mean", "b"], ["y"], name="shift"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert fp32_nodes(model) == ["mean", "shift"]
+    converted = convert_to_fp16(model)
+    dtypes = {init.name: init.data_type for init in converted.graph.initializer}
+    assert dtypes == {"w": TensorProto.FLOAT16, "b": TensorProto.FLOAT}
+    producers = {out: node for node in converted.graph.node for out in node.output}
+    mean = next(node for node in converted.graph.node if node.op_type == "ReduceMean")
+    cast = producers[mean.input[0]]
+    assert cast.op_type == "Cast" and cast.attribute[0].i == TensorProto.FLOAT
+    assert _elem_types(converted.graph.output) == [TensorProto.FLOAT]
+
+
+def test_unnamed_kept_node_is_reported() -> None:
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    with pytest.raises(ValueError, match="has no name"):
+        fp32_nodes(helper.make_model(graph))
+
+
+def test_tiny_unet_fp16_agrees_with_fp32(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    fp16 = convert_file(tiny_model_files["onnx"], tmp_path / "tiny.fp16.onnx")
+    batch = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    agreement = compare_fp16(tiny_model_files["onnx"], fp16, batch)
+    assert agreement.pixels == 2 * 64 * 64
+    assert agreement.max_abs_logit_diff < MAX_LOGIT_DIFF
+    assert agreement.pixel_agreement >= MIN_PIXEL_AGREEMENT
+
+
+def test_compare_detects_a_different_model(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    # A graph whose weights were perturbed must not pass as an FP16 copy: the check can fail.
+    model = onnx.load(str(tiny_model_files["onnx"]))
+    for init in model.graph.initializer:
+        if init.name == "head.bias":
+            values = onnx.numpy_helper.to_array(init) + np.array([3.0, 0.0, -3.0], dtype=np.float32)
+            init.CopyFrom(onnx.numpy_helper.from_array(values, init.name))
+    onnx.save(model, str(tmp_path / "other.onnx"))
+    batch = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    agreement = compare_fp16(tiny_model_files["onnx"], tmp_path / "other.onnx", batch)
+    assert agreement.max_abs_logit_diff > 2.9
+    assert agreement.pixel_agreement < MIN_PIXEL_AGREEMENT
+
+
+def test_unet_export_fp16_writes_both_models(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "tiny.onnx"
+    assert export_main([str(tiny_model_files["pt"]), "-o", str(output), "--fp16"]) == 0
+    fp16 = fp16_path_for(output)
+    assert fp16 == tmp_path / "tiny.fp16.onnx" and fp16.is_file() and output.is_file()
+    assert not is_fp16_model(onnx.load(str(output))) and is_fp16_model(onnx.load(str(fp16)))
+    out = capsys.readouterr().out
+    assert "tiny.fp16.onnx" in out and "% of pixels" in out
+
+
+@pytest.mark.data
+def test_bundled_camvid_fp16_agrees_on_val_frames(shared_data: Path, tmp_path: Path) -> None:
+    import cv2
+
+    from unetrt.bundled import bundled_model_path
+    from unetrt.datasets import list_images, read_image
+    from unetrt.preprocessing import prepare_input
+
+    try:
+        fp32 = bundled_model_path("camvid", ".onnx")
+    except ValueError:
+        pytest.skip("the bundled camvid model is not in engine/models yet")
+    info = read_onnx_info(fp32)
+    assert info.working_size is not None
+    frames = list_images(shared_data / "camvid" / "val")
+    picked = frames[:: max(1, len(frames) // CAMVID_FRAMES)][:CAMVID_FRAMES]
+    batch = np.concatenate([
+        prepare_input(cv2.resize(read_image(f), info.working_size, interpolation=cv2.INTER_AREA), info)[0]
+        for f in picked
+    ])
+    agreement = compare_fp16(fp32, convert_file(fp32, tmp_path / "camvid.fp16.onnx"), batch)
+    assert agreement.max_abs_logit_diff < MAX_LOGIT_DIFF
+    assert agreement.pixel_agreement >= MIN_PIXEL_AGREEMENT

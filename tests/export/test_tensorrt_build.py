@@ -1,0 +1,223 @@
+"""unet-build: the command line without TensorRT, and real engine builds where TensorRT and a GPU exist."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from conftest import tiny_info
+
+from unetrt.backends.tensorrt import MISSING_TENSORRT, tensorrt_available
+from unetrt.export.tensorrt import (
+    BuildOptions,
+    build_parser,
+    describe_parser_errors,
+    main,
+    read_model_info,
+)
+from unetrt.plan_metadata import GpuIdentity, PlanMetadata, ShapeProfile
+
+
+def _gpu_present() -> bool:
+    if not tensorrt_available():
+        return False
+    import pycuda.driver as cuda
+
+    try:
+        cuda.init()
+    except cuda.Error:
+        return False
+    return bool(cuda.Device.count() > 0)
+
+
+requires_gpu = pytest.mark.skipif(not _gpu_present(), reason="needs TensorRT, pycuda and an NVIDIA GPU")
+
+
+@pytest.mark.parametrize("missing", [None, types.ModuleType("tensorrt")], ids=["not-installed", "stubs-only"])
+def test_without_tensorrt_one_line_and_exit_2(missing: types.ModuleType | None, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # None makes `import tensorrt` raise ImportError; a bare module is what tensorrt-stubs alone leaves behind.
+    monkeypatch.setitem(sys.modules, "tensorrt", missing)
+    code = main([str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "unet.plan"), "--fp16"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    assert captured.err == f"error: {MISSING_TENSORRT}\n"
+    assert "JetPack" in captured.err and "pip install tensorrt" in captured.err
+    assert not (tmp_path / "unet.plan").exists()
+
+
+def test_bad_shape_is_an_argparse_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["m.onnx", "-o", "m.plan", "--max-shape", "1x3x64"])
+    assert caught.value.code == 2
+    assert "NxCxHxW" in capsys.readouterr().err
+
+
+def test_opt_level_range(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["m.onnx", "-o", "m.plan", "--opt-level", "6"])
+    assert "--opt-level" in capsys.readouterr().err
+
+
+def test_rebuild_command_parses_back() -> None:
+    profile = ShapeProfile((1, 3, 16, 16), (1, 3, 48, 64), (4, 3, 96, 128))
+    metadata = PlanMetadata(
+        tensorrt_version="10.3.0", gpu=GpuIdentity("Orin", (8, 7)), input_name="image", output_name="logits",
+        input_dtype="float32", output_dtype="float32", profile=profile, precision="fp16", strongly_typed=False,
+        source="my models/tiny.onnx", info=tiny_info(), build_options={"workspace_mib": 512, "opt_level": 5},
+    )
+    words = shlex.split(metadata.rebuild_command("out dir/unet.plan"))
+    assert words[0] == "unet-build"
+    args = build_parser().parse_args(words[1:])
+    assert (args.onnx, args.output) == ("my models/tiny.onnx", "out dir/unet.plan")
+    assert (args.min_shape, args.opt_shape, args.max_shape) == (profile.min, profile.opt, profile.max)
+    assert args.fp16 and args.workspace == 512 and args.opt_level == 5
+
+
+@pytest.mark.parametrize("kwargs, message", [({"workspace_mib": 0}, "workspace"), ({"opt_level": 7}, "opt level")])
+def test_build_options_validation(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BuildOptions(**kwargs)
+
+
+def test_read_model_info_requires_metadata(tiny_model_files: dict[str, Path]) -> None:
+    model = onnx.load(str(tiny_model_files["onnx"]))
+    assert read_model_info(model, "tiny.onnx") == tiny_info()
+    del model.metadata_props[:]
+    with pytest.raises(ValueError, match="unet-export"):
+        read_model_info(model, "tiny.onnx")
+
+
+@dataclass
+class FakeParserError:
+    name: str
+    operator: str
+    index: int
+    text: str
+
+    def node_name(self) -> str:
+        return self.name
+
+    def node_operator(self) -> str:
+        return self.operator
+
+    def node(self) -> int:
+        return self.index
+
+    def desc(self) -> str:
+        return self.text
+
+
+class FakeParser:
+    def __init__(self, errors: list[FakeParserError]) -> None:
+        self.errors = errors
+        self.num_errors = len(errors)
+
+    def get_error(self, index: int) -> FakeParserError:
+        return self.errors[index]
+
+
+def test_parser_errors_name_every_node() -> None:
+    parser: Any = FakeParser([FakeParserError("/up/ConvTranspose", "ConvTranspose", 7, "unsupported padding"),
+                         FakeParserError("", "", 9, "weights missing")])
+    text = describe_parser_errors(parser)
+    assert text == ("node '/up/ConvTranspose' (ConvTranspose): unsupported padding; "
+                    "node '#9' (unknown op): weights missing")
+
+
+# --- with TensorRT ------------------------------------------------------------------------------------------
+
+SMALL_PROFILE = {"min_shape": (1, 3, 16, 16), "opt_shape": (1, 3, 64, 64), "max_shape": (2, 3, 96, 96)}
+
+
+def _ort_logits(path: Path, batch: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, {"image": batch})[0])
+
+
+@pytest.mark.tensorrt
+@requires_gpu
+@pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
+def test_build_and_compare_with_onnxruntime(fp16: bool, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    import tensorrt as trt
+
+    from unetrt.backends.tensorrt import TensorRTBackend
+    from unetrt.export.tensorrt import build_engine
+    from unetrt.plan_metadata import read_plan_metadata
+
+    plan = tmp_path / "tiny.plan"
+    cache = tmp_path / "timing.cache"
+    metadata = build_engine(tiny_model_files["onnx"], plan,
+                            BuildOptions(fp16=fp16, timing_cache=cache, opt_level=1, progress=False, **SMALL_PROFILE))
+    assert read_plan_metadata(plan) == metadata
+    assert metadata.tensorrt_version == trt.__version__
+    assert metadata.precision == ("fp16" if fp16 else "fp32")
+    assert (metadata.input_dtype, metadata.output_dtype) == ("float32", "float32")
+    assert cache.stat().st_size > 0
+    batch = np.random.default_rng(0).standard_normal((2, 3, 64, 96)).astype(np.float32)
+    reference = _ort_logits(tiny_model_files["onnx"], batch)
+    with TensorRTBackend(plan) as backend:
+        logits = backend.infer(batch)
+    assert logits.shape == reference.shape and logits.dtype == np.float32
+    if fp16:
+        assert np.abs(logits - reference).max() < 0.1
+        assert (logits.argmax(1) == reference.argmax(1)).mean() >= 0.99
+    else:
+        np.testing.assert_allclose(logits, reference, atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.tensorrt
+@requires_gpu
+def test_build_from_fp16_graph_is_strongly_typed(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    from unetrt.export.fp16 import convert_file
+    from unetrt.export.tensorrt import build_engine
+
+    fp16_graph = convert_file(tiny_model_files["onnx"], tmp_path / "tiny.fp16.onnx")
+    metadata = build_engine(fp16_graph, tmp_path / "tiny.plan", BuildOptions(progress=False, **SMALL_PROFILE))
+    assert metadata.strongly_typed and metadata.precision == "fp16"
+    assert metadata.input_dtype == "float32"
+
+
+@pytest.mark.tensorrt
+@requires_gpu
+def test_cli_builds_triton_repository(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    repo = tmp_path / "models"
+    code = main([str(tiny_model_files["onnx"]), "--fp16", "--triton-repo", str(repo), "--name", "tiny",
+                 "--min-shape", "1x3x16x16", "--opt-shape", "1x3x64x64", "--max-shape", "4x3x64x64",
+                 "--no-progress"])
+    assert code == 0
+    assert (repo / "tiny" / "1" / "model.plan").stat().st_size > 0
+    assert 'platform: "tensorrt_plan"' in (repo / "tiny" / "config.pbtxt").read_text()
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.tensorrt
+@requires_gpu
+def test_parse_errors_are_listed_by_node(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    from unetrt.export.onnx_export import write_metadata
+    from unetrt.export.tensorrt import build_engine
+
+    node = helper.make_node("NoSuchOp", ["image"], ["logits"], name="mystery", domain="unetrt.test")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 16, 16])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("unetrt.test", 1)])
+    write_metadata(model, tiny_info())
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    with pytest.raises(ValueError, match=r"could not parse .*node 'mystery'"):
+        build_engine(tmp_path / "bad.onnx", tmp_path / "bad.plan",
+                     BuildOptions(progress=False, min_shape=(1, 3, 16, 16), opt_shape=(1, 3, 16, 16),
+                                  max_shape=(1, 3, 16, 16)))
