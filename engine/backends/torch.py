@@ -63,7 +63,9 @@ class TorchBackend:
         model, self.info = load_model(path, map_location=self._device)
         self._dtype = torch.float16 if half else torch.float32
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self._model: Any = model.to(self._device, self._dtype, memory_format=self._memory_format)
+        # typed as Any: torch's stubs omit the memory_format keyword that Module.to accepts
+        self._model: Any = model
+        self._model.to(self._device, self._dtype, memory_format=self._memory_format)
         self.device = f"cuda ({torch.cuda.get_device_name()})" if use_cuda else "cpu"
         self.threads = threads
 
