@@ -1,7 +1,9 @@
-"""Training data: image/label pairs held in memory as network-ready tensors.
+"""Training data: image/label pairs held in memory, augmented and cropped per item.
 
 The samples are decoded and resized once (to the model's working size when it
-has one) so that an epoch on two CPU cores spends its time in the network.
+has one) so that an epoch on two CPU cores spends its time in the network;
+optional per-pixel loss weight maps (:mod:`unetrt.export.weights`) travel with
+them through the same augmentation.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-
 from unetrt.datasets import paired_files, read_class_table, read_image, read_label
 from unetrt.preprocessing import normalize
+
+from .augment import AugmentConfig, augment
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,8 @@ def isbi_split(root: str | Path, val_slices: Sequence[int] = (20, 21, 22, 23)) -
     )
 
 
-class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Preloaded (image, target) pairs with flips and brightness/contrast jitter.
+class SegmentationDataset(Dataset[tuple[torch.Tensor, ...]]):
+    """Preloaded (image, target[, weights]) samples with augmentation and random crops.
 
     Args:
         pairs: (image path, label path) pairs.
@@ -88,10 +91,22 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         std: normalisation std per channel.
         binary: labels are 0/255 masks rather than class ids.
         size: optional (width, height) every sample is resized to.
-        augment: random flips and photometric jitter.
+        augment: an :class:`AugmentConfig`; ``True`` means the default (horizontal flip and
+            brightness/contrast jitter), ``False`` none.
+        crop: optional (width, height) of a random crop taken after augmentation (training on
+            parts of large images).
+        ignore_index: label id filled in where geometric augmentation exposes the border.
 
     Returns (per item):
-        image (C, H, W) float32 and target (H, W) int64 class ids (binary: 0/1).
+        image (C, H, W) float32 and target (H, W) int64 class ids (binary: 0/1), plus the
+        (H, W) float32 weight map once :meth:`set_weight_maps` has given the maps.
+
+    Raises:
+        ValueError: without pairs, when an image and its label differ in size, or a crop is
+            larger than the samples.
+
+    Example:
+        >>> data = SegmentationDataset(isbi_split("isbi").train, 1, (0.5,), (0.25,), True)  # doctest: +SKIP
     """
 
     def __init__(
@@ -102,15 +117,23 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         std: Sequence[float],
         binary: bool,
         size: tuple[int, int] | None = None,
-        augment: bool = False,
+        augment: bool | AugmentConfig = False,
+        crop: tuple[int, int] | None = None,
+        ignore_index: int | None = None,
     ) -> None:
         if not pairs:
             raise ValueError("a dataset needs at least one (image, label) pair")
         self.mean = tuple(mean)
         self.std = tuple(std)
-        self.augment = augment
+        if isinstance(augment, AugmentConfig):
+            self.augment: AugmentConfig | None = augment
+        else:
+            self.augment = AugmentConfig() if augment else None
+        self.crop = crop
+        self.ignore_index = ignore_index
         self.images: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
+        self.weight_maps: list[np.ndarray] | None = None
         for image_path, label_path in pairs:
             image = read_image(image_path, in_channels)
             label = read_label(label_path, binary)
@@ -124,28 +147,62 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                 label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
             if in_channels == 3:
                 image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            if crop is not None and (crop[0] > image.shape[1] or crop[1] > image.shape[0]):
+                raise ValueError(f"crop {crop[0]}x{crop[1]} is larger than sample {image_path.name} "
+                                 f"({image.shape[1]}x{image.shape[0]}); choose a smaller --crop")
             self.images.append(image)
             self.labels.append(label)
+
+    def set_weight_maps(self, maps: Sequence[np.ndarray]) -> None:
+        """Attach one per-pixel loss weight map per sample (then items carry a third tensor).
+
+        Raises:
+            ValueError: when the count or a shape does not match the labels.
+        """
+        if len(maps) != len(self.labels):
+            raise ValueError(f"got {len(maps)} weight maps for {len(self.labels)} samples")
+        for weights, label in zip(maps, self.labels, strict=True):
+            if weights.shape != label.shape:
+                raise ValueError(f"weight map of shape {weights.shape} for a label of shape {label.shape}")
+        self.weight_maps = [np.asarray(m, dtype=np.float32) for m in maps]
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         image, label = self.images[index], self.labels[index]
-        if self.augment:
-            image, label = _augment(image, label)
+        weights = None if self.weight_maps is None else self.weight_maps[index]
+        if self.augment is not None or self.crop is not None:
+            # Seeded from torch so that torch.manual_seed fixes the augmentation too (and each
+            # DataLoader worker, seeded differently by torch, draws differently).
+            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+            if self.augment is not None:
+                image, label, weights = augment(image, label, weights, self.augment, rng, self.ignore_index)
+            if self.crop is not None:
+                image, label, weights = random_crop(image, label, weights, self.crop, rng)
         tensor = normalize(image, self.mean, self.std)
-        return torch.from_numpy(tensor), torch.from_numpy(label.astype(np.int64))
+        items = (torch.from_numpy(tensor), torch.from_numpy(label.astype(np.int64)))
+        if weights is None:
+            return items
+        return (*items, torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32)))
 
 
-def _augment(image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(torch.randint(0, 2**31 - 1, ()).item())
-    if rng.random() < 0.5:
-        image, label = image[:, ::-1], label[:, ::-1]
-    gain = rng.uniform(0.8, 1.2)
-    bias = rng.uniform(-20, 20)
-    image = np.clip(image.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(image), np.ascontiguousarray(label)
+def random_crop(
+    image: np.ndarray, label: np.ndarray, weights: np.ndarray | None, size: tuple[int, int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The same random (width, height) window of image, label and weight map.
+
+    Example:
+        >>> _, lab, _ = random_crop(np.zeros((8, 8)), np.zeros((8, 8)), None, (4, 2), np.random.default_rng(0))
+        >>> lab.shape
+        (2, 4)
+    """
+    width, height = size
+    top = int(rng.integers(label.shape[0] - height + 1))
+    left = int(rng.integers(label.shape[1] - width + 1))
+    window = (slice(top, top + height), slice(left, left + width))
+    cropped = None if weights is None else np.ascontiguousarray(weights[window])
+    return np.ascontiguousarray(image[window]), np.ascontiguousarray(label[window]), cropped
 
 
 def class_frequencies(dataset: SegmentationDataset, num_classes: int) -> np.ndarray:

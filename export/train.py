@@ -1,8 +1,17 @@
 """``unet-train``: train a U-Net with Adam and early stopping, keep the best checkpoint.
 
+Losses by name (``--loss``, see :mod:`unetrt.export.losses`), the paper's weight maps
+and elastic deformation, random crops of large images, a learning-rate schedule,
+resuming (``--resume runs/x/last.pt``), AMP and channels_last on CUDA, and
+data-parallel training across processes with ``torchrun`` (gloo on CPU, NCCL on GPU;
+``--batch-size`` is per process). Every run writes ``log.csv``, ``history.json``,
+``curves.png`` (loss and validation metrics), ``best.pt``, ``last.pt`` and ``run.json``.
+
 Example:
     unet-train --dataset camvid --data ../shared/data/camvid --base 16 \
         --working-size 256x192 --out runs/camvid
+    unet-train --dataset isbi --data ../shared/data/isbi2012-em --base 16 --loss weighted-ce \
+        --augment hflip,vflip,rot90,elastic,jitter --crop 256x256 --monitor metric --out runs/isbi --name isbi
 """
 
 from __future__ import annotations
@@ -10,22 +19,25 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
-
 from unetrt.cli import parse_size, run_cli
+from unetrt.geometry import check_input_size
+from unetrt.metrics import ConfusionMatrix, rand_error
 from unetrt.model_info import ModelInfo
 
-from .checkpoint import build_model, save_checkpoint
+from .augment import AUGMENTATIONS, AugmentConfig
+from .checkpoint import build_model, load_checkpoint, save_checkpoint
 from .data import (
     SegmentationDataset,
     SplitFiles,
@@ -34,71 +46,147 @@ from .data import (
     isbi_split,
     median_frequency_weights,
 )
+from .distributed import (
+    DistributedContext,
+    all_reduce_sum,
+    broadcast_value,
+    gather_digests,
+    init_distributed,
+    shutdown,
+    wrap_model,
+)
+from .losses import LOSS_NAMES, SegmentationLoss
+from .weights import precompute_weight_maps
 
 GRAY_MEAN, GRAY_STD = (0.5,), (0.25,)
+# The validation figure --monitor metric selects on: (name, lower is better).
+BINARY_MONITOR = ("rand_error", True)
+MULTICLASS_MONITOR = ("mean_iou", False)
 
 
 @dataclass
 class EpochResult:
-    """Losses and pixel accuracy of one epoch."""
+    """Losses, pixel accuracy and validation metrics of one epoch."""
 
     epoch: int
     train_loss: float
     val_loss: float
     val_accuracy: float
     seconds: float
+    lr: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
-def segmentation_loss(
-    logits: torch.Tensor, target: torch.Tensor, info: ModelInfo, class_weights: torch.Tensor | None
-) -> torch.Tensor:
-    """BCE for a binary model, cross-entropy with the ignore index for a multi-class one."""
-    if info.binary:
-        return F.binary_cross_entropy_with_logits(logits[:, 0], target.float())
-    ignore = -100 if info.ignore_index is None else info.ignore_index
-    return F.cross_entropy(logits, target, weight=class_weights, ignore_index=ignore)
+def _fit_to_output(logits: torch.Tensor, *maps: torch.Tensor) -> list[torch.Tensor]:
+    """Centre-crop targets/weights to the logits' size ('valid' padding shrinks the output)."""
+    height, width = logits.shape[-2:]
+    fitted = []
+    for item in maps:
+        top, left = (item.shape[-2] - height) // 2, (item.shape[-1] - width) // 2
+        fitted.append(item[..., top:top + height, left:left + width])
+    return fitted
 
 
-def _accuracy_counts(logits: torch.Tensor, target: torch.Tensor, info: ModelInfo) -> tuple[int, int]:
-    pred = (logits[:, 0] > 0).long() if info.binary else logits.argmax(1)
-    valid = torch.ones_like(target, dtype=torch.bool) if info.ignore_index is None else target != info.ignore_index
-    return int(((pred == target) & valid).sum()), int(valid.sum())
+def _predict(logits: torch.Tensor, binary: bool) -> torch.Tensor:
+    return (logits[:, 0] > 0).long() if binary else logits.argmax(1)
 
 
 def run_epoch(
     model: torch.nn.Module,
-    loader: DataLoader,  # type: ignore[type-arg]
-    info: ModelInfo,
-    class_weights: torch.Tensor | None,
-    optimizer: torch.optim.Optimizer | None,
+    loader: DataLoader[Any],
+    loss_fn: SegmentationLoss,
+    optimizer: torch.optim.Optimizer,
+    context: DistributedContext,
     description: str,
     max_steps: int | None = None,
-) -> tuple[float, float]:
-    """One pass over ``loader``; trains when an optimizer is given.
+    scaler: torch.amp.GradScaler | None = None,
+) -> float:
+    """One training pass over ``loader``.
 
     Returns:
-        Mean loss over samples and pixel accuracy.
+        Mean loss per sample over all ranks.
     """
-    training = optimizer is not None
-    model.train(training)
-    total_loss, samples, correct, counted = 0.0, 0, 0, 0
-    with torch.set_grad_enabled(training):
-        bar = tqdm(loader, desc=description, leave=False, unit="batch", disable=None)
-        for step, (images, targets) in enumerate(bar):
-            if max_steps is not None and step >= max_steps:
-                break
+    model.train()
+    total_loss, samples = 0.0, 0
+    amp = scaler is not None and scaler.is_enabled()
+    bar = tqdm(loader, desc=description, leave=False, unit="batch", disable=None if context.is_main else True)
+    for step, batch in enumerate(bar):
+        if max_steps is not None and step >= max_steps:
+            break
+        images, targets, weights = _to_device(batch, context.device)
+        with torch.autocast(device_type=context.device.type, dtype=torch.float16, enabled=amp):
             logits = model(images)
-            loss = segmentation_loss(logits, targets, info, class_weights)
-            if optimizer is not None:
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            total_loss += float(loss) * images.shape[0]
-            samples += images.shape[0]
-            hits, pixels = _accuracy_counts(logits.detach(), targets, info)
-            correct, counted = correct + hits, counted + pixels
-            bar.set_postfix(loss=f"{total_loss / samples:.4f}")
-    return total_loss / max(samples, 1), correct / max(counted, 1)
+        targets, *rest = _fit_to_output(logits, targets, *([] if weights is None else [weights]))
+        loss = loss_fn(logits.float(), targets, rest[0] if rest else None)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        total_loss += loss.item() * images.shape[0]
+        samples += images.shape[0]
+        bar.set_postfix(loss=f"{total_loss / samples:.4f}")
+    total_loss, samples_sum = all_reduce_sum([total_loss, float(samples)], context)
+    return total_loss / max(samples_sum, 1.0)
+
+
+def _to_device(batch: Sequence[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor,
+                                                                              torch.Tensor | None]:
+    channels_last = device.type == "cuda"
+    images = batch[0].to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    targets = batch[1].to(device, non_blocking=True)
+    weights = batch[2].to(device, non_blocking=True) if len(batch) > 2 else None
+    return images, targets, weights
+
+
+@torch.no_grad()
+def validate(
+    model: torch.nn.Module,
+    loader: DataLoader[Any],
+    loss_fn: SegmentationLoss,
+    info: ModelInfo,
+    device: torch.device,
+    max_steps: int | None = None,
+    amp: bool = False,
+) -> dict[str, float]:
+    """Validation loss, pixel accuracy and metrics (unetrt.metrics) over ``loader``.
+
+    Returns:
+        ``loss`` and ``accuracy``, plus ``pixel_error``, ``rand_error`` (mean over images) and
+        ``iou`` (foreground) for a binary model, ``mean_iou`` for a multi-class one.
+    """
+    model.eval()
+    binary = info.binary
+    matrix = ConfusionMatrix(2 if binary else info.num_classes, None if binary else info.ignore_index)
+    total_loss, samples, rand_errors = 0.0, 0, []
+    for step, batch in enumerate(tqdm(loader, desc="validation", leave=False, unit="batch", disable=None)):
+        if max_steps is not None and step >= max_steps:
+            break
+        images, targets, weights = _to_device(batch, device)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+            logits = model(images)
+        targets, *rest = _fit_to_output(logits, targets, *([] if weights is None else [weights]))
+        loss = loss_fn(logits.float(), targets, rest[0] if rest else None)
+        total_loss += loss.item() * images.shape[0]
+        samples += images.shape[0]
+        predictions = _predict(logits, binary).cpu().numpy()
+        truths = targets.cpu().numpy()
+        for prediction, truth in zip(predictions, truths, strict=True):
+            matrix.update(prediction, truth)
+            if binary:
+                rand_errors.append(rand_error(prediction, truth))
+    figures = {"loss": total_loss / max(samples, 1), "accuracy": matrix.pixel_accuracy()}
+    if binary:
+        figures.update({"pixel_error": 1.0 - matrix.pixel_accuracy(), "rand_error": float(np.mean(rand_errors)),
+                        "iou": float(matrix.iou()[1])})
+    else:
+        figures["mean_iou"] = matrix.mean_iou()
+    return figures
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,19 +200,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--depth", type=int, default=5)
     parser.add_argument("--activation", choices=("elu", "relu"), default="elu")
     parser.add_argument("--padding", choices=("same", "valid"), default="same")
+    parser.add_argument("--batch-norm", action="store_true", help="batch normalisation after every 3x3 conv")
     parser.add_argument("--dropout", default="0.1,0.1,0.2,0.2,0.3", help="rates per level, comma-separated")
     parser.add_argument("--working-size", type=parse_size, default=None, metavar="WxH",
                         help="resize frames to this size for training and inference")
+    parser.add_argument("--crop", type=parse_size, default=None, metavar="WxH",
+                        help="train on random crops of this size (validation sees whole images)")
     parser.add_argument("--val-slices", default="20-23", help="ISBI: contiguous block of held-out slices")
     parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="samples per step and process")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr-schedule", choices=("none", "cosine", "plateau"), default="none",
+                        help="cosine: anneal to lr/100 over --epochs; plateau: x0.5 after patience/2 stale epochs")
     parser.add_argument("--patience", type=int, default=5, help="early stopping patience in epochs")
+    parser.add_argument("--monitor", choices=("loss", "metric"), default="loss",
+                        help="select/stop on validation loss, or on Rand error (binary) / mean IoU (multi-class)")
+    parser.add_argument("--loss", choices=LOSS_NAMES, default="ce",
+                        help="ce (BCE for binary models), bce, dice, weighted-ce (paper), dice-ce, size-ce")
+    parser.add_argument("--dice-weight", type=float, default=1.0, help="dice-ce: factor of the soft Dice term")
+    parser.add_argument("--ce-weight", type=float, default=1.0, help="dice-ce: factor of the weighted CE term")
+    parser.add_argument("--w0", type=float, default=10.0, help="distance weight maps: border weight")
+    parser.add_argument("--sigma", type=float, default=5.0, help="distance weight maps: border width (px)")
     parser.add_argument("--class-weights", choices=("none", "median-freq"), default="none",
                         help="class balancing of the cross-entropy (multi-class)")
+    parser.add_argument("--augment", default="hflip,jitter",
+                        help=f"comma-separated, from {', '.join(AUGMENTATIONS)}; 'none' for nothing")
+    parser.add_argument("--elastic-sigma", type=float, default=10.0, help="elastic: displacement std (px)")
+    parser.add_argument("--elastic-grid", type=int, default=3, help="elastic: coarse grid points per side")
+    parser.add_argument("--scale", type=float, default=0.1, help="scale: zoom range +-")
+    parser.add_argument("--shift", type=float, default=0.05, help="scale: shift range as a fraction of the size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
+                        help="float16 autocast with loss scaling (auto: on with CUDA)")
+    parser.add_argument("--resume", default=None, metavar="LAST_PT", help="continue from a last.pt of this run")
+    parser.add_argument("--weight-cache", default=None, metavar="DIR",
+                        help="cache folder for weight maps (default: OUT/weight_cache)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop each epoch after this many batches")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop after the epoch that passes this much training time (a compute budget)")
     return parser
 
 
@@ -132,20 +248,17 @@ def _split(args: argparse.Namespace) -> SplitFiles:
     if args.dataset == "camvid":
         return camvid_split(args.data)
     first, _, last = args.val_slices.partition("-")
-    block = range(int(first), int(last or first) + 1)
+    try:
+        block = range(int(first), int(last or first) + 1)
+    except ValueError as exc:
+        raise ValueError(f"--val-slices must look like 20-23, got {args.val_slices!r}") from exc
     return isbi_split(args.data, block)
 
 
-def train(args: argparse.Namespace) -> Path:
-    """Train as ``args`` says and return the path of the best checkpoint."""
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    split = _split(args)
+def _model_info(args: argparse.Namespace, split: SplitFiles) -> ModelInfo:
     gray = split.in_channels == 1
     dropout = tuple(float(v) for v in args.dropout.split(","))
-    info = ModelInfo(
+    return ModelInfo(
         class_names=split.class_names,
         colors=split.colors,
         in_channels=split.in_channels,
@@ -158,62 +271,252 @@ def train(args: argparse.Namespace) -> Path:
         working_size=args.working_size,
         ignore_index=split.ignore_index,
         name=args.name or args.dataset,
-        extra={"dropout": list(dropout)},
+        extra={"dropout": list(dropout), "batch_norm": args.batch_norm},
     )
+
+
+def _attach_weight_maps(datasets: Sequence[SegmentationDataset], loss_fn: SegmentationLoss, info: ModelInfo,
+                        class_weights: np.ndarray | None, args: argparse.Namespace) -> None:
+    kind = loss_fn.weight_map
+    if kind is None:
+        return
+    cache = Path(args.weight_cache) if args.weight_cache else Path(args.out) / "weight_cache"
+    options: dict[str, Any] = {}
+    if kind == "distance":
+        options = {"w0": args.w0, "sigma": args.sigma}
+        if not info.binary:
+            # Multi-class: w_c comes from the data set (median-frequency or uniform), not per image.
+            options["class_weights"] = class_weights if class_weights is not None else np.ones(info.num_classes)
+    for dataset in datasets:
+        maps = precompute_weight_maps(dataset.labels, kind, info.binary, 2 if info.binary else info.num_classes,
+                                      info.ignore_index, cache, **options)
+        dataset.set_weight_maps(maps)
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> Any:
+    if args.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1), eta_min=args.lr / 100)
+    if args.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(args.patience // 2, 1))
+    return None
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or args.patience < 1:
+        raise ValueError("--epochs, --batch-size and --patience must be at least 1 and --lr positive")
+    for option, size in (("--crop", args.crop), ("--working-size", args.working_size)):
+        if size is not None:
+            try:
+                check_input_size(size[1], size[0], args.padding, args.depth)
+            except ValueError as exc:
+                raise ValueError(f"{option}: {exc}") from exc
+
+
+def train(args: argparse.Namespace) -> Path:
+    """Train as ``args`` says and return the path of the best checkpoint."""
+    context = init_distributed(args.device)
+    try:
+        return _train(args, context)
+    finally:
+        shutdown(context)
+
+
+def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
+    _check_args(args)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    split = _split(args)
+    info = _model_info(args, split)
     binary = info.binary
-    train_set = SegmentationDataset(split.train, info.in_channels, info.mean, info.std, binary, args.working_size, True)
+    augment = AugmentConfig.parse(args.augment, scale=args.scale, shift=args.shift,
+                                  elastic_sigma=args.elastic_sigma, elastic_grid=args.elastic_grid)
+    train_set = SegmentationDataset(split.train, info.in_channels, info.mean, info.std, binary, args.working_size,
+                                    augment, args.crop, info.ignore_index)
     val_set = SegmentationDataset(split.val, info.in_channels, info.mean, info.std, binary, args.working_size)
-    class_weights = None
+    class_weights_np = None
     if args.class_weights == "median-freq" and not binary:
-        weights = median_frequency_weights(class_frequencies(train_set, info.num_classes))
-        class_weights = torch.tensor(weights, dtype=torch.float32)
-        info = ModelInfo.from_dict({**info.to_dict(), "extra": {**info.extra, "class_weights": weights.tolist()}})
-    model = build_model(info)
+        class_weights_np = median_frequency_weights(class_frequencies(train_set, info.num_classes))
+        info = ModelInfo.from_dict({**info.to_dict(),
+                                    "extra": {**info.extra, "class_weights": class_weights_np.tolist()}})
+    class_weights = None if class_weights_np is None else torch.tensor(class_weights_np, dtype=torch.float32)
+    loss_name = "bce" if binary and args.loss == "ce" else args.loss
+    loss_fn = SegmentationLoss(loss_name, binary, info.ignore_index, class_weights, args.dice_weight, args.ce_weight)
+    if context.is_main:
+        _attach_weight_maps((train_set, val_set), loss_fn, info, class_weights_np, args)
+    if context.distributed:
+        broadcast_value(None, context)  # rank 0 has filled the cache; the others read it
+    if not context.is_main:
+        _attach_weight_maps((train_set, val_set), loss_fn, info, class_weights_np, args)
+
+    device = context.device
+    amp = device.type == "cuda" and args.amp != "off"
+    if args.amp == "on" and device.type != "cuda":
+        raise ValueError("--amp on needs a CUDA device; use --amp auto or off on CPU")
+    model = build_model(info).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=len(train_set) > args.batch_size)
-    val_loader = DataLoader(val_set, batch_size=args.batch_size)
+    scheduler = _scheduler(optimizer, args)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp) if amp else None
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    state: dict[str, Any] = {"epoch": 0, "best": math.inf, "stale": 0, "history": []}
+    if args.resume:
+        state = _resume(Path(args.resume), model, optimizer, scheduler, scaler, info)
+    # After the weights exist: different augmentation draws per rank, the same start weights everywhere.
+    torch.manual_seed(args.seed + 1000 * context.rank + int(state["epoch"]))
+    ddp_model = wrap_model(model, context)
+
+    sampler: DistributedSampler[Any] | None = None
+    if context.distributed:
+        sampler = DistributedSampler(train_set, context.world_size, context.rank, shuffle=True, seed=args.seed,
+                                     drop_last=True)
+    drop_last = len(train_set) > args.batch_size * context.world_size
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
+                              drop_last=drop_last, num_workers=args.workers, pin_memory=device.type == "cuda",
+                              persistent_workers=args.workers > 0)
+    val_loader = DataLoader(val_set, batch_size=args.batch_size, num_workers=args.workers)
+
+    monitor_name, lower_better = ("loss", True) if args.monitor == "loss" else (
+        BINARY_MONITOR if binary else MULTICLASS_MONITOR)
     best_path = out / "best.pt"
-    best_loss, stale = float("inf"), 0
-    history: list[EpochResult] = []
-    (out / "command.json").write_text(json.dumps({"argv": sys.argv, "args": vars(args)}, indent=2, default=str))
-    for epoch in range(1, args.epochs + 1):
+    history = [EpochResult(**row) for row in state["history"]]
+    if context.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "command.json").write_text(json.dumps({"argv": sys.argv, "args": vars(args),
+                                                      "world_size": context.world_size}, indent=2, default=str))
+    best, stale = float(state["best"]), int(state["stale"])
+    run_start = time.perf_counter()
+    for epoch in range(int(state["epoch"]) + 1, args.epochs + 1):
         start = time.perf_counter()
-        train_loss, _ = run_epoch(model, train_loader, info, class_weights, optimizer, f"epoch {epoch} train",
-                                  args.max_steps)
-        val_loss, val_acc = run_epoch(model, val_loader, info, class_weights, None, f"epoch {epoch} val",
-                                      args.max_steps)
-        result = EpochResult(epoch, train_loss, val_loss, val_acc, time.perf_counter() - start)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        train_loss = run_epoch(ddp_model, train_loader, loss_fn, optimizer, context, f"epoch {epoch} train",
+                               args.max_steps, scaler)
+        figures = validate(model, val_loader, loss_fn, info, device, args.max_steps, amp)
+        figures = broadcast_value(figures, context)
+        lr = optimizer.param_groups[0]["lr"]
+        result = EpochResult(epoch, train_loss, figures["loss"], figures["accuracy"], time.perf_counter() - start,
+                             lr, {k: v for k, v in figures.items() if k not in ("loss", "accuracy")})
         history.append(result)
-        improved = val_loss < best_loss
+        value = figures[monitor_name]
+        score = value if lower_better else -value
+        improved = score < best
         if improved:
-            best_loss, stale = val_loss, 0
-            save_checkpoint(best_path, model, info, epoch=epoch, val_loss=val_loss, val_accuracy=val_acc)
+            best, stale = score, 0
         else:
             stale += 1
-        save_checkpoint(out / "last.pt", model, info, epoch=epoch, optimizer=optimizer.state_dict())
-        _write_log(out / "log.csv", history)
-        print(
-            f"epoch {epoch:3d}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
-            f"val acc {val_acc:.4f}  {result.seconds:.0f}s{'  *best*' if improved else ''}",
-            flush=True,
-        )
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(score)
+        elif scheduler is not None:
+            scheduler.step()
+        if context.is_main:
+            if improved:
+                save_checkpoint(best_path, model, info, epoch=epoch, val_loss=figures["loss"],
+                                val_accuracy=figures["accuracy"], val_metrics=result.metrics)
+            save_checkpoint(out / "last.pt", model, info, epoch=epoch, optimizer=optimizer.state_dict(),
+                            scheduler=None if scheduler is None else scheduler.state_dict(),
+                            scaler=None if scaler is None else scaler.state_dict(), best=best, stale=stale,
+                            history=[asdict(row) for row in history], torch_rng=torch.get_rng_state())
+            write_logs(out, history)
+            extra = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+            print(f"epoch {epoch:3d}  train loss {train_loss:.4f}  val loss {result.val_loss:.4f}  "
+                  f"val acc {result.val_accuracy:.4f}  {extra}  lr {lr:.2e}  {result.seconds:.0f}s"
+                  f"{'  *best*' if improved else ''}", flush=True)
         if stale >= args.patience:
-            print(f"early stop: validation loss has not improved for {args.patience} epochs", flush=True)
+            if context.is_main:
+                print(f"early stop: validation {monitor_name} has not improved for {args.patience} epochs",
+                      flush=True)
             break
-    print(f"best checkpoint: {best_path} (val loss {best_loss:.4f})")
+        out_of_time = args.max_minutes is not None and time.perf_counter() - run_start > 60 * args.max_minutes
+        if broadcast_value(out_of_time, context):
+            if context.is_main:
+                print(f"stop: the --max-minutes budget of {args.max_minutes:g} minutes is spent", flush=True)
+            break
+    digests = gather_digests(ddp_model, context)
+    if context.is_main:
+        best_row = _best_row(history, monitor_name, lower_better)
+        summary = {"best_epoch": None if best_row is None else best_row.epoch,
+                   "best": None if best_row is None else asdict(best_row), "monitor": monitor_name,
+                   "world_size": context.world_size, "rank_weight_digests": digests,
+                   "epochs_run": len(history)}
+        (out / "run.json").write_text(json.dumps(summary, indent=2))
+        print(f"best checkpoint: {best_path} (val {monitor_name} {abs(best):.4f})")
     return best_path
 
 
-def _write_log(path: Path, history: Sequence[EpochResult]) -> None:
-    with path.open("w", newline="") as handle:
+def _best_row(history: Sequence[EpochResult], monitor: str, lower_better: bool) -> EpochResult | None:
+    def value(row: EpochResult) -> float:
+        raw = row.val_loss if monitor == "loss" else row.metrics[monitor]
+        return raw if lower_better else -raw
+
+    return min(history, key=value) if history else None
+
+
+def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+            scaler: torch.amp.GradScaler | None, info: ModelInfo) -> dict[str, Any]:
+    """Load weights and training state from a ``last.pt``; returns epoch, best, stale and history.
+
+    Raises:
+        ValueError: when the checkpoint lacks training state or describes another architecture.
+    """
+    data = load_checkpoint(path)
+    if "optimizer" not in data or "epoch" not in data:
+        raise ValueError(f"{str(path)!r} holds no training state (optimizer, epoch); resume from a last.pt")
+    saved = ModelInfo.from_dict(data["info"])
+    for key in ("in_channels", "base", "depth", "padding", "activation", "class_names"):
+        if getattr(saved, key) != getattr(info, key):
+            raise ValueError(f"cannot resume from {str(path)!r}: its {key} is {getattr(saved, key)!r}, "
+                             f"this run's is {getattr(info, key)!r}")
+    model.load_state_dict(data["model"])
+    optimizer.load_state_dict(data["optimizer"])
+    if scheduler is not None and data.get("scheduler") is not None:
+        scheduler.load_state_dict(data["scheduler"])
+    if scaler is not None and data.get("scaler") is not None:
+        scaler.load_state_dict(data["scaler"])
+    if data.get("torch_rng") is not None:
+        torch.set_rng_state(data["torch_rng"])
+    return {"epoch": int(data["epoch"]), "best": float(data.get("best", math.inf)),
+            "stale": int(data.get("stale", 0)), "history": list(data.get("history", []))}
+
+
+def write_logs(out: Path, history: Sequence[EpochResult]) -> None:
+    """``log.csv`` and ``history.json`` of all epochs so far, and ``curves.png`` of loss and metrics."""
+    metric_names = sorted({name for row in history for name in row.metrics})
+    with (out / "log.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["epoch", "train_loss", "val_loss", "val_accuracy", "seconds"])
+        writer.writerow(["epoch", "train_loss", "val_loss", "val_accuracy", "seconds", "lr", *metric_names])
         for row in history:
-            writer.writerow([row.epoch, f"{row.train_loss:.6f}", f"{row.val_loss:.6f}",
-                             f"{row.val_accuracy:.6f}", f"{row.seconds:.1f}"])
+            writer.writerow([row.epoch, f"{row.train_loss:.6f}", f"{row.val_loss:.6f}", f"{row.val_accuracy:.6f}",
+                             f"{row.seconds:.1f}", f"{row.lr:.3g}",
+                             *(f"{row.metrics.get(name, float('nan')):.6f}" for name in metric_names)])
+    (out / "history.json").write_text(json.dumps([asdict(row) for row in history], indent=2))
+    plot_curves(history, out / "curves.png")
+
+
+def plot_curves(history: Sequence[EpochResult], path: Path) -> None:
+    """Loss (train and validation) and validation metrics per epoch, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row.epoch for row in history]
+    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    loss_ax.plot(epochs, [row.train_loss for row in history], label="train")
+    loss_ax.plot(epochs, [row.val_loss for row in history], label="validation")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    loss_ax.legend()
+    for name in sorted({name for row in history for name in row.metrics}):
+        metric_ax.plot(epochs, [row.metrics.get(name, float("nan")) for row in history], label=name)
+    metric_ax.plot(epochs, [row.val_accuracy for row in history], label="pixel accuracy", linestyle=":")
+    metric_ax.set(xlabel="epoch", title="validation metrics", ylim=(0, 1))
+    metric_ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from unetrt.metrics import ConfusionMatrix, confusion_matrix, dice, pixel_error, rand_error
 
 

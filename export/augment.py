@@ -1,0 +1,166 @@
+"""Training augmentation applied identically to an image, its label map and its weight map.
+
+OpenCV and numpy only. albumentations was considered and left out: its
+ElasticTransform is Simard's smoothed per-pixel field, not the U-Net paper's
+coarse-grid bicubic deformation (which is written here anyway), and the rest -
+flips, 90-degree turns, scale/shift, brightness/contrast - are a few lines each,
+while albumentations 2.0.8 brings pydantic, albucore, simsimd, stringzilla and
+PyYAML with it.
+
+Transforms, by the names ``--augment`` takes (comma-separated, applied in this order):
+
+``hflip``/``vflip``
+    mirror with probability 1/2.
+``rot90``
+    turn by k * 90 degrees, k uniform (k odd only for square samples, so batches keep their shape).
+``scale``
+    zoom by a factor in [1 - scale, 1 + scale] and shift by up to ``shift`` of the size (reflected border).
+``elastic``
+    the paper's deformation: displacement vectors drawn from N(0, elastic_sigma^2) px on a
+    ``elastic_grid`` x ``elastic_grid`` grid, upsampled bicubically to a per-pixel field;
+    images are resampled bicubically, labels by nearest neighbour, weights bilinearly.
+``jitter``
+    brightness/contrast: ``gain * image + bias``, gain in [1 - contrast, 1 + contrast], bias in +-brightness.
+
+Geometric transforms fill with the label's ignore index where it has one (mirror otherwise);
+weight maps follow the label (0 where the label is ignored).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+AUGMENTATIONS = ("hflip", "vflip", "rot90", "scale", "elastic", "jitter")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Which transforms run and how strong they are (see the module docstring).
+
+    Example:
+        >>> AugmentConfig.parse("hflip,jitter").names
+        ('hflip', 'jitter')
+    """
+
+    names: tuple[str, ...] = ("hflip", "jitter")
+    scale: float = 0.1
+    shift: float = 0.05
+    elastic_sigma: float = 10.0
+    elastic_grid: int = 3
+    contrast: float = 0.2
+    brightness: float = 20.0
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.names if n not in AUGMENTATIONS]
+        if unknown:
+            raise ValueError(f"unknown augmentation {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}")
+        if self.elastic_grid < 2:
+            raise ValueError(f"the elastic grid needs at least 2x2 points, got {self.elastic_grid}")
+        if not 0 <= self.scale < 1 or self.shift < 0 or self.elastic_sigma < 0:
+            raise ValueError(f"need 0 <= scale < 1, shift >= 0, elastic_sigma >= 0, got "
+                             f"{self.scale}, {self.shift}, {self.elastic_sigma}")
+
+    @classmethod
+    def parse(cls, text: str, **settings: float) -> AugmentConfig:
+        """From a comma-separated list such as ``"hflip,vflip,elastic"`` (``"none"`` or empty: nothing)."""
+        names = tuple(n.strip() for n in text.split(",") if n.strip() and n.strip() != "none")
+        return cls(names, **settings)  # type: ignore[arg-type]
+
+
+def elastic_field(height: int, width: int, sigma: float, grid: int, rng: np.random.Generator) -> np.ndarray:
+    """A smooth (H, W, 2) displacement field in pixels: N(0, sigma^2) vectors on a coarse grid, bicubic upsampling.
+
+    Example:
+        >>> elastic_field(64, 48, 10.0, 3, np.random.default_rng(0)).shape
+        (64, 48, 2)
+    """
+    coarse = rng.normal(0.0, sigma, size=(grid, grid, 2)).astype(np.float32)
+    # Grid points sit on the image corners and edges (align-corners), so the drawn vectors are exact there.
+    map_x = np.broadcast_to(np.linspace(0, grid - 1, width, dtype=np.float32), (height, width))
+    map_y = np.broadcast_to(np.linspace(0, grid - 1, height, dtype=np.float32)[:, None], (height, width))
+    return cv2.remap(coarse, np.ascontiguousarray(map_x), np.ascontiguousarray(map_y), cv2.INTER_CUBIC,
+                     borderMode=cv2.BORDER_REPLICATE)
+
+
+def _remap(array: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, interpolation: int,
+           fill: int | None) -> np.ndarray:
+    if fill is None:
+        return cv2.remap(array, map_x, map_y, interpolation, borderMode=cv2.BORDER_REFLECT_101)
+    return cv2.remap(array, map_x, map_y, interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+
+
+def augment(
+    image: np.ndarray,
+    label: np.ndarray,
+    weights: np.ndarray | None,
+    config: AugmentConfig,
+    rng: np.random.Generator,
+    ignore_index: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Apply ``config``'s transforms with random parameters from ``rng`` to a sample.
+
+    Args:
+        image: HxW or HxWxC uint8.
+        label: HxW uint8 class ids.
+        weights: HxW float32 weight map or None.
+        config: transforms and strengths.
+        rng: random source.
+        ignore_index: label value used to fill pixels moved in from outside (None: mirror).
+
+    Returns:
+        Contiguous (image, label, weights), same shapes and dtypes as given.
+
+    Raises:
+        ValueError: when shapes differ.
+
+    Example:
+        >>> img, lab, w = augment(np.zeros((8, 8), np.uint8), np.ones((8, 8), np.uint8), None,
+        ...                       AugmentConfig(("rot90",)), np.random.default_rng(0))
+        >>> lab.shape
+        (8, 8)
+    """
+    height, width = label.shape
+    if image.shape[:2] != label.shape or (weights is not None and weights.shape != label.shape):
+        raise ValueError(f"image {image.shape[:2]}, label {label.shape} and weights "
+                         f"{None if weights is None else weights.shape} must have the same height and width")
+    names = config.names
+    flips = [(flag, axis) for flag, axis in (("hflip", 1), ("vflip", 0)) if flag in names]
+    for _, axis in flips:
+        if rng.random() < 0.5:
+            image, label = np.flip(image, axis), np.flip(label, axis)
+            weights = None if weights is None else np.flip(weights, axis)
+    if "rot90" in names:
+        turns = int(rng.integers(4)) if height == width else 2 * int(rng.integers(2))
+        image, label = np.rot90(image, turns), np.rot90(label, turns)
+        weights = None if weights is None else np.rot90(weights, turns)
+    map_x = map_y = None
+    if "scale" in names or "elastic" in names:
+        # One sampling grid composes scale/shift and the elastic field, so each array is resampled once.
+        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+        map_x, map_y = xs, ys
+        if "scale" in names:
+            zoom = rng.uniform(1 - config.scale, 1 + config.scale)
+            dx, dy = rng.uniform(-config.shift, config.shift, 2) * (width, height)
+            map_x = (xs - width / 2) / zoom + width / 2 + dx
+            map_y = (ys - height / 2) / zoom + height / 2 + dy
+        if "elastic" in names and config.elastic_sigma > 0:
+            field = elastic_field(height, width, config.elastic_sigma, config.elastic_grid, rng)
+            map_x, map_y = map_x + field[..., 0], map_y + field[..., 1]
+        map_x, map_y = map_x.astype(np.float32), map_y.astype(np.float32)
+    if map_x is not None and map_y is not None:
+        image = _remap(np.ascontiguousarray(image), map_x, map_y, cv2.INTER_CUBIC, None)
+        moved = _remap(np.ascontiguousarray(label), map_x, map_y, cv2.INTER_NEAREST, ignore_index)
+        if weights is not None:
+            weights = _remap(np.ascontiguousarray(weights), map_x, map_y, cv2.INTER_LINEAR, None)
+            if ignore_index is not None:
+                weights = np.where(moved == ignore_index, np.float32(0), weights)
+        label = moved
+    if "jitter" in names:
+        gain = rng.uniform(1 - config.contrast, 1 + config.contrast)
+        bias = rng.uniform(-config.brightness, config.brightness)
+        image = np.clip(image.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
+    weights = None if weights is None else np.ascontiguousarray(weights, dtype=np.float32)
+    return np.ascontiguousarray(image), np.ascontiguousarray(label), weights

@@ -1,0 +1,137 @@
+"""``unet-weights``: a figure of the loss weight maps of a few labelled samples.
+
+One row per sample: image, mask, the paper's distance (border) weights and the
+object-size weights, darker = heavier, each map with its colour bar.
+
+Example:
+    unet-weights --images ../shared/data/isbi2012-em/images --labels ../shared/data/isbi2012-em/labels \
+        -o weights.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from unetrt.cli import parse_size, run_cli
+from unetrt.datasets import paired_files, read_class_table, read_image, read_label
+
+from .weights import distance_weight_map, size_weight_map
+
+
+def _is_binary(label: np.ndarray) -> bool:
+    return set(np.unique(label).tolist()) <= {0, 255}
+
+
+def _class_table_near(labels: Path) -> Path | None:
+    for folder in (labels, labels.parent):
+        if (folder / "classes.json").is_file():
+            return folder / "classes.json"
+    return None
+
+
+def weights_figure(
+    images: str | Path,
+    labels: str | Path,
+    out: str | Path,
+    samples: int = 3,
+    size: tuple[int, int] | None = None,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+    dpi: int = 60,
+) -> Path:
+    """Draw the figure for the first ``samples`` pairs spread evenly over the folders.
+
+    Binary 0/255 labels use the cell/membrane convention; class-id labels take the ignore
+    index and colours from a ``classes.json`` in the label folder or its parent when there is one.
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileNotFoundError, ValueError: on missing folders or unreadable files.
+
+    Example:
+        >>> weights_figure("isbi/images", "isbi/labels", "weights.png")  # doctest: +SKIP
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {samples}")
+    pairs = paired_files(images, labels)
+    chosen = [pairs[i] for i in np.linspace(0, len(pairs) - 1, min(samples, len(pairs))).round().astype(int)]
+    table_path = _class_table_near(Path(labels))
+    table = read_class_table(table_path) if table_path else None
+    fig, axes = plt.subplots(len(chosen), 4, figsize=(16, 3.6 * len(chosen)), squeeze=False)
+    for row, (image_path, label_path) in enumerate(chosen):
+        raw = read_label(label_path, binary=False)
+        binary = _is_binary(raw)
+        label = (raw > 127).astype(np.uint8) if binary else raw
+        image = read_image(image_path, 1 if binary else 3)
+        if size is not None:
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+        ignore = None if binary or table is None else table.ignore_index
+        num_classes = 2 if binary else (len(table.names) if table else int(label.max()) + 1)
+        # Multi-class: unit class weights so the picture shows the border term, not per-image class rarity.
+        class_weights = None if binary else np.ones(num_classes)
+        distance = distance_weight_map(label, binary, num_classes, w0=w0, sigma=sigma, ignore_index=ignore,
+                                       class_weights=class_weights)
+        sizes = size_weight_map(label, binary, ignore_index=ignore)
+        axes[row, 0].imshow(image if binary else cv2.cvtColor(image, cv2.COLOR_BGR2RGB), cmap="gray")
+        axes[row, 0].set_title(image_path.name)
+        if binary:
+            axes[row, 1].imshow(label, cmap="gray")
+            axes[row, 1].set_title("mask (white = cell)")
+        else:
+            colors = np.array(table.colors if table else [(0, 0, 0)] * num_classes, dtype=np.uint8)
+            palette = np.zeros((256, 3), dtype=np.uint8)
+            palette[: len(colors)] = colors
+            axes[row, 1].imshow(palette[label])
+            axes[row, 1].set_title("mask (black = ignored)")
+        for col, (data, title) in enumerate(((distance, f"distance weights (w0={w0:g}, sigma={sigma:g})"),
+                                             (sizes, "size weights")), start=2):
+            shown = axes[row, col].imshow(data, cmap="magma_r")
+            axes[row, col].set_title(title)
+            fig.colorbar(shown, ax=axes[row, col], fraction=0.046, pad=0.02)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of ``unet-weights``."""
+    parser = argparse.ArgumentParser(prog="unet-weights", description=__doc__.split("\n")[0])
+    parser.add_argument("--images", required=True, help="image folder")
+    parser.add_argument("--labels", required=True, help="label folder (0/255 masks or class ids)")
+    parser.add_argument("-o", "--out", default="weights.png", help="PNG to write")
+    parser.add_argument("--samples", type=int, default=3, help="rows (samples spread over the folder)")
+    parser.add_argument("--size", type=parse_size, default=None, metavar="WxH", help="resize samples first")
+    parser.add_argument("--w0", type=float, default=10.0, help="border weight")
+    parser.add_argument("--sigma", type=float, default=5.0, help="border width in pixels")
+    parser.add_argument("--dpi", type=int, default=60)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``unet-weights``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    return run_cli(lambda: print(weights_figure(args.images, args.labels, args.out, args.samples, args.size,
+                                                args.w0, args.sigma, args.dpi)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Augmentation keeps image, label and weight map aligned; parameters and errors behave."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unetrt.export.augment import AugmentConfig, augment, elastic_field
+
+
+def _sample(height: int = 32, width: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(5)
+    label = np.kron(rng.integers(0, 3, (height // 8, width // 8)), np.ones((8, 8))).astype(np.uint8)
+    return (label * 60).astype(np.uint8), label, label.astype(np.float32)
+
+
+@pytest.mark.parametrize("names", [("hflip",), ("vflip",), ("rot90",), ("hflip", "vflip", "rot90")])
+def test_flips_and_turns_move_all_three_together(names: tuple[str, ...]) -> None:
+    image, label, weights = _sample()
+    for seed in range(8):
+        out_image, out_label, out_weights = augment(image, label, weights, AugmentConfig(names),
+                                                    np.random.default_rng(seed))
+        np.testing.assert_array_equal(out_image, out_label * 60)
+        assert out_weights is not None
+        np.testing.assert_array_equal(out_weights, out_label.astype(np.float32))
+
+
+def test_some_flip_happens_and_rot90_keeps_non_square_shape() -> None:
+    image, label, _ = _sample(32, 48)
+    outputs = [augment(image, label, None, AugmentConfig(("hflip", "rot90")), np.random.default_rng(s))[1]
+               for s in range(10)]
+    assert all(out.shape == (32, 48) for out in outputs)
+    assert any(not np.array_equal(out, label) for out in outputs)
+
+
+def test_elastic_and_scale_keep_label_and_weights_aligned() -> None:
+    image, label, weights = _sample(64, 64)
+    config = AugmentConfig(("scale", "elastic"), scale=0.2, shift=0.1, elastic_sigma=10)
+    out_image, out_label, out_weights = augment(image, label, weights, config, np.random.default_rng(3))
+    assert out_weights is not None
+    assert not np.array_equal(out_label, label)
+    # nearest vs bilinear resampling of the same field agree away from the class edges
+    assert np.mean(np.abs(out_weights - out_label) < 0.5) > 0.9
+    assert np.mean(np.abs(out_image.astype(int) - out_label.astype(int) * 60) < 30) > 0.9
+    assert out_label.dtype == np.uint8 and out_weights.dtype == np.float32 and out_image.dtype == np.uint8
+
+
+def test_elastic_is_reproducible_per_seed() -> None:
+    image, label, weights = _sample()
+    config = AugmentConfig(("elastic",))
+    a = augment(image, label, weights, config, np.random.default_rng(1))
+    b = augment(image, label, weights, config, np.random.default_rng(1))
+    c = augment(image, label, weights, config, np.random.default_rng(2))
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_elastic_field_is_smooth_with_the_grid_sigma() -> None:
+    field = elastic_field(200, 200, 10.0, 3, np.random.default_rng(0))
+    corners = np.concatenate([elastic_field(50, 50, 10.0, 3, np.random.default_rng(s))[[0, 0, -1, -1], [0, -1, 0, -1]]
+                              for s in range(200)])
+    assert 8 < corners.std() < 12  # the grid's corner vectors are the drawn ones
+    assert np.abs(np.diff(field, axis=0)).max() < 2.0  # neighbouring pixels barely differ
+
+
+def test_zoom_out_fills_with_ignore_index_and_zero_weight() -> None:
+    image, label, weights = _sample()
+    weights = weights + 1
+    config = AugmentConfig(("scale",), scale=0.5, shift=0.0)
+    for seed in range(20):
+        _, out_label, out_weights = augment(image, label, weights, config, np.random.default_rng(seed), 255)
+        assert out_weights is not None
+        if (out_label == 255).any():
+            assert np.all(out_weights[out_label == 255] == 0)
+            return
+    pytest.fail("a zoom-out by up to 2x never exposed the border")
+
+
+def test_jitter_changes_only_the_image() -> None:
+    image, label, weights = _sample()
+    out_image, out_label, out_weights = augment(image, label, weights, AugmentConfig(("jitter",)),
+                                                np.random.default_rng(0))
+    np.testing.assert_array_equal(out_label, label)
+    np.testing.assert_array_equal(out_weights, weights)
+    assert not np.array_equal(out_image, image)
+
+
+def test_bad_configuration_and_shapes_raise() -> None:
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        AugmentConfig.parse("hflip,twirl")
+    with pytest.raises(ValueError, match="grid"):
+        AugmentConfig(("elastic",), elastic_grid=1)
+    assert AugmentConfig.parse("none").names == ()
+    with pytest.raises(ValueError, match="same height"):
+        augment(np.zeros((4, 4), np.uint8), np.zeros((4, 5), np.uint8), None, AugmentConfig(),
+                np.random.default_rng(0))

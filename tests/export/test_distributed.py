@@ -1,0 +1,60 @@
+"""Data-parallel training with torchrun: two CPU processes, gloo on loopback, identical weights at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_train import TINY, make_isbi  # noqa: E402  (pytest puts this folder on sys.path)
+
+from unetrt.export.distributed import DistributedContext, init_distributed, weights_digest  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_single_process_context_without_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    context = init_distributed("cpu")
+    assert context == DistributedContext(0, 1, 0, torch.device("cpu"))
+    assert context.is_main and not context.distributed
+
+
+def test_weights_digest_sees_one_changed_bit() -> None:
+    model = torch.nn.Linear(2, 2)
+    before = weights_digest(model)
+    with torch.no_grad():
+        model.weight[0, 0] = torch.nextafter(model.weight[0, 0], torch.tensor(10.0))
+    assert weights_digest(model) != before
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="torch built without gloo")
+def test_two_gloo_ranks_end_with_identical_weights(tmp_path: Path) -> None:
+    data = make_isbi(tmp_path / "isbi", slices=10)
+    out = tmp_path / "run"
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+               "-m", "unetrt.export.train", "--dataset", "isbi", "--data", str(data), "--val-slices", "8-9",
+               "--out", str(out), *TINY, "--batch-norm", "--epochs", "2", "--loss", "weighted-ce",
+               "--augment", "hflip,elastic", "--device", "cpu"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["world_size"] == 2
+    digests = summary["rank_weight_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert summary["epochs_run"] == 2

@@ -1,0 +1,143 @@
+"""unet-train on tiny synthetic data sets: logs and curves, losses, resume, seeds, compatibility, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from unetrt.export.checkpoint import load_checkpoint  # noqa: E402
+from unetrt.export.distributed import weights_digest  # noqa: E402
+from unetrt.export.train import build_parser, main  # noqa: E402
+
+TINY = ["--base", "4", "--depth", "3", "--batch-size", "2", "--threads", "1", "--dropout", "0,0,0"]
+
+
+def make_isbi(root: Path, slices: int = 6, size: int = 32) -> Path:
+    """ISBI-like slices: bright cells separated by dark membranes, labels 255 = cell."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for index in range(slices):
+        label = np.full((size, size), 255, np.uint8)
+        for line in rng.integers(4, size - 4, 3):
+            label[:, line] = 0
+            label[line, :] = 0
+        image = np.where(label > 0, 170, 60).astype(np.uint8) + rng.integers(0, 30, label.shape).astype(np.uint8)
+        cv2.imwrite(str(root / "images" / f"{index:02d}.png"), image)
+        cv2.imwrite(str(root / "labels" / f"{index:02d}.png"), label)
+    return root
+
+
+def make_camvid(root: Path, size: tuple[int, int] = (32, 24)) -> Path:
+    """A CamVid-layout folder with 3 classes plus ignore id 3."""
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True)
+    classes = [{"id": i, "name": f"c{i}", "color": [60 * i, 0, 0]} for i in range(4)]
+    (root / "classes.json").write_text(json.dumps({"ignore_index": 3, "classes": classes}))
+    for split, count in (("train", 4), ("val", 2)):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for index in range(count):
+            label = np.zeros(size[::-1], np.uint8)
+            label[:, size[0] // 2:] = 1
+            label[: size[1] // 3] = 2
+            label[0, 0] = 3
+            image = np.stack([label * 80, 255 - label * 80, rng.integers(0, 255, label.shape)], -1).astype(np.uint8)
+            cv2.imwrite(str(root / split / f"f{index}.png"), image)
+            cv2.imwrite(str(root / f"{split}annot" / f"f{index}.png"), label)
+    return root
+
+
+@pytest.fixture(scope="module")
+def isbi_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_isbi(tmp_path_factory.mktemp("isbi"))
+
+
+def _isbi_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--dataset", "isbi", "--data", str(data), "--val-slices", "4-5", "--out", str(out), *TINY, *extra]
+
+
+def test_weighted_loss_elastic_crops_write_logs_curves_and_checkpoints(isbi_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code = main(_isbi_args(isbi_root, out, "--epochs", "2", "--loss", "weighted-ce", "--augment",
+                           "hflip,vflip,rot90,elastic,jitter", "--crop", "16x16", "--monitor", "metric",
+                           "--lr-schedule", "cosine", "--name", "isbi"))
+    assert code == 0
+    for name in ("best.pt", "last.pt", "log.csv", "history.json", "curves.png", "run.json", "command.json"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert {"pixel_error", "rand_error", "iou", "lr"} <= set(rows[0])
+    assert 0 <= float(rows[-1]["rand_error"]) <= 1
+    assert float(rows[1]["lr"]) < float(rows[0]["lr"])  # cosine schedule
+    assert list((out / "weight_cache").glob("weights_distance_*.npz"))
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["monitor"] == "rand_error" and summary["world_size"] == 1
+    best = load_checkpoint(out / "best.pt")
+    assert best["info"]["name"] == "isbi" and "rand_error" in best["val_metrics"]
+
+
+def test_resume_continues_from_last_epoch(isbi_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(_isbi_args(isbi_root, out, "--epochs", "1", "--max-steps", "1")) == 0
+    assert main(_isbi_args(isbi_root, out, "--epochs", "2", "--max-steps", "1", "--resume", str(out / "last.pt"))) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert load_checkpoint(out / "last.pt")["epoch"] == 2
+
+
+def test_same_seed_same_weights(isbi_root: Path, tmp_path: Path) -> None:
+    digests = []
+    for run in ("a", "b"):
+        assert main(_isbi_args(isbi_root, tmp_path / run, "--epochs", "1", "--max-steps", "2",
+                               "--augment", "hflip,elastic")) == 0
+        from unetrt.export.checkpoint import load_model
+
+        digests.append(weights_digest(load_model(tmp_path / run / "last.pt")[0]))
+    assert digests[0] == digests[1]
+
+
+def test_multiclass_dice_ce_with_median_frequency(tmp_path: Path) -> None:
+    data = make_camvid(tmp_path / "camvid")
+    out = tmp_path / "run"
+    code = main(["--dataset", "camvid", "--data", str(data), "--out", str(out), *TINY, "--epochs", "1",
+                 "--loss", "dice-ce", "--class-weights", "median-freq", "--augment", "hflip,scale,jitter"])
+    assert code == 0
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert 0 <= float(rows[0]["mean_iou"]) <= 1
+
+
+def test_bundled_camvid_command_keeps_its_defaults() -> None:
+    args = build_parser().parse_args(shlex.split(
+        "--dataset camvid --data ../shared/data/camvid --base 16 --activation relu --working-size 256x192 "
+        "--class-weights median-freq --epochs 50 --out runs/camvid --name camvid"))
+    assert (args.loss, args.augment, args.lr, args.batch_size, args.patience) == ("ce", "hflip,jitter", 1e-3, 16, 5)
+    assert (args.monitor, args.lr_schedule, args.crop, args.resume) == ("loss", "none", None, None)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--crop", "18x18"], "--crop"),
+    (["--crop", "64x64"], "larger than sample"),
+    (["--augment", "twirl"], "unknown augmentation"),
+    (["--val-slices", "x-y"], "--val-slices"),
+    (["--loss", "bce", "--resume", "missing.pt"], "does not exist"),
+])
+def test_bad_options_exit_2_with_one_line(isbi_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          extra: list[str], message: str) -> None:
+    assert main(_isbi_args(isbi_root, tmp_path / "run", "--epochs", "1", *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_time_budget_stops_after_the_first_epoch(isbi_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(_isbi_args(isbi_root, out, "--epochs", "5", "--max-steps", "1", "--max-minutes", "0")) == 0
+    assert json.loads((out / "run.json").read_text())["epochs_run"] == 1
