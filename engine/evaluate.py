@@ -26,13 +26,15 @@ from .metrics import ConfusionMatrix, rand_error
 from .segmenter import Segmenter
 
 
-def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path) -> dict[str, Any]:
+def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
+             stems: Sequence[str] | None = None) -> dict[str, Any]:
     """Segment every image of a folder and score it against the label with the same stem.
 
     Args:
         segmenter: an open Segmenter.
         images: folder of frames.
         labels: folder of label maps (class ids, or 0/255 masks for binary models).
+        stems: score only the files with these stems (e.g. a held-out block of slices).
 
     Returns:
         A JSON-ready dictionary of figures (see the module docstring).
@@ -47,6 +49,12 @@ def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path) -> di
     """
     info = segmenter.info
     pairs = paired_files(images, labels)
+    if stems is not None:
+        wanted = set(stems)
+        missing = wanted - {image.stem for image, _ in pairs}
+        if missing:
+            raise ValueError(f"--stems names files that are not in {str(images)!r}: {', '.join(sorted(missing))}")
+        pairs = [pair for pair in pairs if pair[0].stem in wanted]
     binary = info.binary
     matrix = ConfusionMatrix(2 if binary else info.num_classes, None if binary else info.ignore_index)
     rand_errors = []
@@ -99,12 +107,36 @@ def format_figures(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def parse_stems(text: str) -> list[str]:
+    """Parse ``20-23`` or ``a,b,07-09`` into file stems; numeric ranges keep the zero padding of their start.
+
+    Raises:
+        argparse.ArgumentTypeError: on a malformed range.
+
+    Example:
+        >>> parse_stems("08-11,x")
+        ['08', '09', '10', '11', 'x']
+    """
+    stems: list[str] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, dash, last = part.partition("-")
+        if not dash:
+            stems.append(part)
+            continue
+        if not (first.isdigit() and last.isdigit() and int(first) <= int(last)):
+            raise argparse.ArgumentTypeError(f"stem range must be like 20-23, got {part!r}")
+        stems += [str(i).zfill(len(first)) for i in range(int(first), int(last) + 1)]
+    return stems
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``unet-eval``."""
     parser = argparse.ArgumentParser(prog="unet-eval", description="Score a model on an image/label folder pair.")
     parser.add_argument("--model", required=True, help="a .plan, .onnx or .pt file, or a bundled model name")
     parser.add_argument("--images", required=True, help="folder of frames")
     parser.add_argument("--labels", required=True, help="folder of label maps with the same file stems")
+    parser.add_argument("--stems", default=None, type=parse_stems,
+                        help="score only these file stems: a comma list and/or ranges, e.g. 20-23")
     parser.add_argument("--backend", default="auto", help="auto, onnxruntime, torch or tensorrt")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     return parser
@@ -114,7 +146,7 @@ def _run(args: argparse.Namespace) -> None:
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise FileNotFoundError(f"folder of --json {args.json!r} does not exist")
     with Segmenter(args.model, backend=args.backend) as segmenter:
-        figures = evaluate(segmenter, args.images, args.labels)
+        figures = evaluate(segmenter, args.images, args.labels, args.stems)
     print(format_figures(figures))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

@@ -68,3 +68,22 @@ def test_cli_bad_input_one_line_exit_2(tiny_model_files: dict[str, Path], tmp_pa
         proc = run_cli(*args, cwd=tmp_path)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_parse_stems_ranges_keep_padding() -> None:
+    import argparse
+
+    from unetrt.evaluate import parse_stems
+
+    assert parse_stems("20-23") == ["20", "21", "22", "23"]
+    assert parse_stems("08-10,x") == ["08", "09", "10", "x"]
+    with pytest.raises(argparse.ArgumentTypeError, match="like 20-23"):
+        parse_stems("9-3")
+
+
+def test_stems_restrict_the_split(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    images, labels = make_folders(tmp_path)
+    with Segmenter(tiny_model_files["onnx"]) as seg:
+        assert evaluate(seg, images, labels, stems=["f1"])["images"] == 1
+        with pytest.raises(ValueError, match="not in"):
+            evaluate(seg, images, labels, stems=["f9"])
