@@ -2,9 +2,27 @@
 
 ``engine/`` is ``unetrt`` (the runtime), ``export/`` is ``unetrt.export``,
 ``benchmarks/`` is ``unetrt.benchmarks``; ``cpp_ext/`` builds ``unetrt._tiling``.
+
+``unetrt._tiling`` always has the C++ kernels; the CUDA kernels are compiled in when nvcc is found.
+Environment overrides:
+
+- ``UNETRT_CUDA``: ``auto`` (default: CUDA when nvcc is found), ``1`` (CUDA required), ``0`` (CPU only).
+- ``UNETRT_CUDA_ARCHS``: compute capabilities, e.g. ``"87;90"`` (default: Jetson Xavier 72 and Orin 87, desktop
+  80 86 89 90, less those the installed nvcc no longer supports).
+- ``CUDA_HOME``: the CUDA toolkit (default: found from nvcc on PATH or /usr/local/cuda).
 """
 
-from setuptools import setup
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from pybind11.setup_helpers import ParallelCompile, Pybind11Extension
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 PACKAGE_DIR = {
     "unetrt": "engine",
@@ -14,8 +32,128 @@ PACKAGE_DIR = {
     "unetrt.benchmarks": "benchmarks",
 }
 
+CPP_EXT = Path("cpp_ext")
+DEFAULT_CUDA_ARCHS = ("72", "87", "80", "86", "89", "90")
+CUDA_SOURCES = [CPP_EXT / "tiling_cuda.cu"]
+
+
+def _log(message: str) -> None:
+    print(f"unetrt setup: {message}", file=sys.stderr)
+
+
+def find_nvcc() -> Path | None:
+    """nvcc from CUDA_HOME, PATH or /usr/local/cuda, or None."""
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    candidates = [Path(home) / "bin" / "nvcc"] if home else []
+    on_path = shutil.which("nvcc")
+    if on_path:
+        candidates.append(Path(on_path))
+    candidates.append(Path("/usr/local/cuda/bin/nvcc"))
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def cuda_wanted() -> Path | None:
+    """The nvcc to use, or None for a CPU-only build, following UNETRT_CUDA."""
+    choice = os.environ.get("UNETRT_CUDA", "auto").strip().lower()
+    if choice not in ("0", "1", "auto"):
+        raise SystemExit(f"UNETRT_CUDA must be 0, 1 or auto, got {choice!r}")
+    if choice == "0":
+        return None
+    nvcc = find_nvcc()
+    if nvcc is None and choice == "1":
+        raise SystemExit("UNETRT_CUDA=1 but nvcc was not found; set CUDA_HOME or put nvcc on PATH")
+    if nvcc is None:
+        _log("nvcc not found: building unetrt._tiling for the CPU only")
+    return nvcc
+
+
+def cuda_archs(nvcc: Path) -> list[str]:
+    """Compute capabilities to build for: UNETRT_CUDA_ARCHS as given, else the defaults nvcc supports."""
+    override = os.environ.get("UNETRT_CUDA_ARCHS")
+    if override:
+        archs = [a.strip().replace(".", "") for a in override.replace(",", ";").split(";") if a.strip()]
+        if not archs or not all(a.isdigit() for a in archs):
+            raise SystemExit(f"UNETRT_CUDA_ARCHS must list compute capabilities like '87;90', got {override!r}")
+        return archs
+    listed = subprocess.run([str(nvcc), "--list-gpu-arch"], capture_output=True, text=True, check=False).stdout
+    supported = {line.strip().removeprefix("compute_") for line in listed.split()}
+    archs = [a for a in DEFAULT_CUDA_ARCHS if not supported or a in supported]
+    dropped = sorted(set(DEFAULT_CUDA_ARCHS) - set(archs))
+    if dropped:
+        _log(f"this nvcc cannot build for sm_{', sm_'.join(dropped)}; skipped (use an older CUDA for them)")
+    if not archs:
+        raise SystemExit(f"nvcc {nvcc} supports none of {DEFAULT_CUDA_ARCHS}; set UNETRT_CUDA_ARCHS")
+    return archs
+
+
+def find_cuda_home(nvcc: Path) -> Path:
+    """The CUDA toolkit: CUDA_HOME, the folder above nvcc, or /usr/local/cuda (nvcc may be a wrapper script)."""
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    candidates = [Path(home)] if home else []
+    candidates += [nvcc.resolve().parents[1], Path("/usr/local/cuda")]
+    for candidate in candidates:
+        if (candidate / "include" / "cuda_runtime_api.h").is_file():
+            return candidate
+    raise SystemExit(f"CUDA headers not found in {', '.join(map(str, candidates))}; set CUDA_HOME")
+
+
+def cuda_library_dir(cuda_home: Path) -> Path:
+    """The folder holding libcudart_static.a."""
+    for candidate in (cuda_home / "lib64", cuda_home / "lib", *sorted((cuda_home / "targets").glob("*/lib"))):
+        if (candidate / "libcudart_static.a").is_file():
+            return candidate
+    raise SystemExit(f"libcudart_static.a not found under {cuda_home}; set CUDA_HOME to the CUDA toolkit")
+
+
+class BuildExt(build_ext):
+    """Compiles the .cu sources with nvcc and links them, with a static cudart, into unetrt._tiling."""
+
+    def build_extension(self, ext: Extension) -> None:
+        nvcc = cuda_wanted()
+        if nvcc is not None:
+            self._add_cuda(ext, nvcc)
+        super().build_extension(ext)
+
+    def _add_cuda(self, ext: Extension, nvcc: Path) -> None:
+        cuda_home = find_cuda_home(nvcc)
+        archs = cuda_archs(nvcc)
+        gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
+        # PTX of the newest arch lets later GPUs JIT-compile the kernels.
+        newest = max(archs, key=int)
+        gencode.append(f"-gencode=arch=compute_{newest},code=compute_{newest}")
+        build_temp = Path(self.build_temp)
+        build_temp.mkdir(parents=True, exist_ok=True)
+        for source in CUDA_SOURCES:
+            obj = build_temp / (source.stem + ".o")
+            command = [str(nvcc), "-c", str(source), "-o", str(obj), "-O3", "-std=c++17", f"-I{CPP_EXT}",
+                       "-Xcompiler=-fPIC,-fvisibility=hidden", "--threads=2", *gencode]
+            _log(f"building CUDA kernels for sm_{', sm_'.join(archs)}")
+            subprocess.run(command, check=True)
+            ext.extra_objects.append(str(obj))
+        ext.define_macros.append(("UNETRT_WITH_CUDA", "1"))
+        ext.include_dirs.append(str(cuda_home / "include"))
+        ext.library_dirs.append(str(cuda_library_dir(cuda_home)))
+        # Static cudart: the module imports on machines without a GPU or driver; the GPU entry points then raise.
+        ext.libraries.extend(["cudart_static", "rt", "dl", "pthread"])
+
+
+# The two C++ sources compile side by side (CI has 2 cores); UNETRT_BUILD_JOBS overrides.
+ParallelCompile("UNETRT_BUILD_JOBS", default=2).install()
+
+TILING = Pybind11Extension(
+    "unetrt._tiling",
+    sources=[str(CPP_EXT / "bindings.cpp"), str(CPP_EXT / "tiling_cpu.cpp")],
+    include_dirs=[str(CPP_EXT)],
+    depends=[str(CPP_EXT / "tiling.h"), *map(str, CUDA_SOURCES)],
+    cxx_std=17,
+    # No FMA contraction: the CPU kernels must round exactly as the CUDA kernels and numpy do.
+    extra_compile_args=["-O3", "-ffp-contract=off"],
+)
+
 setup(
     packages=list(PACKAGE_DIR),
     package_dir=PACKAGE_DIR,
     package_data={"unetrt": ["models/*.onnx", "models/*.pt", "models/*.json", "samples/*.mp4", "py.typed"]},
+    ext_modules=[TILING],
+    cmdclass={"build_ext": BuildExt},
 )

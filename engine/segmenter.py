@@ -13,9 +13,10 @@ import cv2
 import numpy as np
 
 from .backends import Backend, open_backend
-from .geometry import PaddedShape
+from .geometry import PaddedShape, legal_sizes, plan_padding
 from .model_info import ModelInfo
 from .preprocessing import check_frame, prepare_input
+from .tiling import BLEND_MODES, TileGrid, plan_tiles, tiled_inference
 from .visualize import blend, colorize_mask, palette_bgr
 
 
@@ -62,11 +63,21 @@ class Segmenter:
     to the model's working size if it declares one, mirror-padded to a legal
     network size, and the result is cropped and brought back to the frame's size.
 
+    An image (after the working-size resize) larger than the backend accepts
+    (``backend.max_input_hw``), or any image when ``tile`` is given, goes through
+    the network in mirror-padded overlapping tiles (:mod:`unetrt.tiling`),
+    batched up to ``backend.max_batch``; 'valid' models get their context margin.
+
     Args:
         model: a .plan, .onnx or .pt file, or a bundled model name ('camvid').
         backend: 'auto' (from the file suffix), 'onnxruntime', 'torch' or 'tensorrt'.
         device: 'auto', 'cpu' or 'cuda'.
         probabilities: return per-class probabilities with every result.
+        tile: network input tile side or (height, width) for tiled inference; None tiles only
+            images larger than the backend accepts, with the largest tile it accepts.
+        overlap: pixels neighbouring tile outputs share (None: tile / 8 for 'same' models,
+            0 for 'valid' models, whose context margin already surrounds each tile).
+        blend: how overlapping outputs combine: 'gaussian', 'linear' or 'crop'.
         **backend_options: passed to the backend (e.g. ``threads=2``).
 
     Raises:
@@ -80,10 +91,22 @@ class Segmenter:
     """
 
     def __init__(self, model: str | Path = "camvid", backend: str = "auto", device: str = "auto",
-                 probabilities: bool = False, **backend_options: Any) -> None:
+                 probabilities: bool = False, tile: int | tuple[int, int] | None = None, overlap: int | None = None,
+                 blend: str = "gaussian", **backend_options: Any) -> None:
+        if blend not in BLEND_MODES:
+            raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
+        if overlap is not None and overlap < 0:
+            raise ValueError(f"overlap must be >= 0, got {overlap}")
         self.backend: Backend = open_backend(model, backend, device, **backend_options)
         self.info: ModelInfo = self.backend.info
         self.probabilities = probabilities
+        self.tile, self.overlap, self.blend = tile, overlap, blend
+        if tile is not None:
+            try:
+                plan_tiles((1, 1), tile, 0, self.info.padding, self.info.depth)
+            except ValueError as exc:
+                self.backend.close()
+                raise ValueError(f"tile {tile!r} does not fit this model: {exc}") from None
         self._palette = palette_bgr(self.info.colors, self.info.binary)
 
     def segment(self, frame: np.ndarray, probabilities: bool | None = None) -> SegmentationResult:
@@ -101,7 +124,9 @@ class Segmenter:
         """
         return self.segment_batch([frame], probabilities)[0]
 
-    def segment_batch(self, frames: Sequence[np.ndarray], probabilities: bool | None = None) -> list[SegmentationResult]:
+    def segment_batch(
+        self, frames: Sequence[np.ndarray], probabilities: bool | None = None
+    ) -> list[SegmentationResult]:
         """Segment several frames; frames of equal size go through the network as one batch.
 
         Raises:
@@ -123,17 +148,53 @@ class Segmenter:
                 results[index] = result
         return [r for r in results if r is not None]
 
+    def tile_grid(self, height: int, width: int) -> TileGrid | None:
+        """The tile grid for a network image of ``height x width`` (after any working-size resize), or None
+        when it goes through the network whole.
+
+        Raises:
+            ValueError: when the asked tile exceeds what the backend accepts.
+        """
+        info, limit = self.info, self.backend.max_input_hw
+        if self.tile is None:
+            if limit is None:
+                return None
+            padded = (plan_padding(height, info.padding, info.depth).network_input,
+                      plan_padding(width, info.padding, info.depth).network_input)
+            if padded[0] <= limit[0] and padded[1] <= limit[1]:
+                return None
+            tile = tuple(self._largest_legal(side) for side in limit)
+        else:
+            tile = (self.tile, self.tile) if isinstance(self.tile, int) else tuple(self.tile)
+            if limit is not None and (tile[0] > limit[0] or tile[1] > limit[1]):
+                raise ValueError(f"tile {tile} exceeds the largest input this backend accepts, {limit}")
+        overlap = self.overlap
+        if overlap is None:
+            # Multiples of the pooling factor keep every tile on the untiled image's pooling grid.
+            multiple = info.size_multiple
+            overlap = 0 if info.padding == "valid" else min(tile) // 8 // multiple * multiple
+        return plan_tiles((height, width), tile, overlap, info.padding, info.depth)
+
+    def _largest_legal(self, side: int) -> int:
+        sizes = legal_sizes(1, side, self.info.padding, self.info.depth)
+        if not sizes:
+            raise ValueError(f"backend accepts at most {side} px, less than any legal input of this model")
+        return sizes[-1]
+
     def _segment_same_size(self, frames: list[np.ndarray], want_probs: bool) -> list[SegmentationResult]:
         start = time.perf_counter()
         height, width = frames[0].shape[:2]
         work = self.info.working_size
+        net_h, net_w = (work[1], work[0]) if work is not None else (height, width)
+        grid = self.tile_grid(net_h, net_w)
+        if grid is not None:
+            return [self._segment_tiled(frame, grid, want_probs) for frame in frames]
         inputs = []
         for frame in frames:
             if work is not None and (width, height) != work:
                 frame = cv2.resize(frame, work, interpolation=cv2.INTER_AREA)
             batch, rows, cols = prepare_input(frame, self.info)
             inputs.append(batch)
-        net_h, net_w = (work[1], work[0]) if work is not None else (height, width)
         prepared = time.perf_counter()
         logits = self.backend.infer(np.concatenate(inputs))
         inferred = time.perf_counter()
@@ -156,6 +217,35 @@ class Segmenter:
         }
         latency = (done - start) * 1e3
         return [SegmentationResult(mask, probs, latency, dict(timings)) for mask, probs in outputs]
+
+    def _segment_tiled(self, frame: np.ndarray, grid: TileGrid, want_probs: bool) -> SegmentationResult:
+        start = time.perf_counter()
+        height, width = frame.shape[:2]
+        work = self.info.working_size
+        if work is not None and (width, height) != work:
+            frame = cv2.resize(frame, work, interpolation=cv2.INTER_AREA)
+        # BGR -> RGB is fused into the tile kernel; other conversions are rare and done here.
+        swap_rb = self.info.in_channels == 3 and frame.ndim == 3
+        if self.info.in_channels == 3 and frame.ndim == 2:
+            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+        elif self.info.in_channels == 1 and frame.ndim == 3:
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        prepared = time.perf_counter()
+        tiled = tiled_inference(frame, self.backend.infer, grid, blend=self.blend,
+                                batch_size=self.backend.max_batch or 4, swap_rb=swap_rb,
+                                mean=self.info.mean, std=self.info.std, binary=self.info.binary)
+        inferred = time.perf_counter()
+        mask = tiled.mask
+        assert mask is not None  # asked for with binary=...
+        probs = logits_to_probabilities(tiled.logits, self.info.binary) if want_probs else None
+        if mask.shape != (height, width):
+            mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+            if probs is not None:
+                probs = _resize_channels(probs, width, height)
+        done = time.perf_counter()
+        timings = {"preprocess": (prepared - start) * 1e3, "inference": (inferred - prepared) * 1e3,
+                   "postprocess": (done - inferred) * 1e3}
+        return SegmentationResult(mask, probs, (done - start) * 1e3, timings)
 
     def colorize(self, result: SegmentationResult) -> np.ndarray:
         """The mask as an HxWx3 BGR image in the model's class colours."""

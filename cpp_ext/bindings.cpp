@@ -1,0 +1,621 @@
+// unetrt._tiling: checks every argument, then calls the CPU kernels (numpy arrays) or the CUDA launchers
+// (device pointers as integers). Any bad input raises ValueError before a kernel runs.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tiling.h"
+
+#if defined(UNETRT_WITH_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
+namespace py = pybind11;
+using unetrt::DType;
+
+namespace {
+
+// Every coordinate and size stays far below 2^62 after the products the kernels form.
+constexpr int64_t kMaxCoordinate = int64_t{1} << 31;
+
+using Pair = std::array<int64_t, 2>;
+
+template <typename... Parts>
+std::string cat(const Parts&... parts) {
+    std::ostringstream out;
+    (out << ... << parts);
+    return out.str();
+}
+
+[[noreturn]] void fail(const std::string& message) { throw py::value_error(message); }
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+    std::string text = "(";
+    for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+    return text + (shape.size() == 1 ? ",)" : ")");
+}
+
+const char* dtype_name(DType d) {
+    switch (d) {
+        case DType::u8: return "uint8";
+        case DType::f16: return "float16";
+        default: return "float32";
+    }
+}
+
+DType parse_dtype_name(const std::string& name, const char* what) {
+    if (name == "uint8") return DType::u8;
+    if (name == "float16") return DType::f16;
+    if (name == "float32") return DType::f32;
+    fail(cat(what, " dtype must be 'uint8', 'float16' or 'float32', got '", name, "'"));
+}
+
+int64_t itemsize(DType d) { return d == DType::u8 ? 1 : (d == DType::f16 ? 2 : 4); }
+
+DType array_dtype(const py::array& a, const char* what) {
+    const py::dtype dt = a.dtype();
+    const std::string order = py::str(dt.attr("byteorder"));
+    if (order == ">") fail(cat(what, " must be in native byte order, got ", std::string(py::str(dt))));
+    const char kind = dt.kind();
+    if (kind == 'u' && dt.itemsize() == 1) return DType::u8;
+    if (kind == 'f' && dt.itemsize() == 2) return DType::f16;
+    if (kind == 'f' && dt.itemsize() == 4) return DType::f32;
+    fail(cat(what, " dtype must be uint8, float16 or float32, got ", std::string(py::str(dt))));
+}
+
+std::vector<int64_t> array_shape(const py::array& a) {
+    return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
+}
+
+void require_dtype(const py::array& a, const char* what, std::initializer_list<DType> allowed) {
+    const DType d = array_dtype(a, what);
+    if (std::find(allowed.begin(), allowed.end(), d) != allowed.end()) return;
+    std::string names;
+    for (DType x : allowed) names += (names.empty() ? "" : " or ") + std::string(dtype_name(x));
+    fail(cat(what, " dtype must be ", names, ", got ", dtype_name(d)));
+}
+
+void require_output(const py::array& a, const char* what) {
+    if (!a.writeable()) fail(cat(what, " is read-only; pass a writeable array"));
+    if (!(a.flags() & py::array::c_style))
+        fail(cat(what, " must be C-contiguous; allocate it with np.empty(...) or use np.ascontiguousarray"));
+}
+
+void require_contiguous(const py::array& a, const char* what) {
+    if (!(a.flags() & py::array::c_style))
+        fail(cat(what, " must be C-contiguous; pass np.ascontiguousarray(", what, ")"));
+}
+
+void require_shape(const std::vector<int64_t>& got, const std::vector<int64_t>& want, const char* what) {
+    if (got != want) fail(cat(what, " must have shape ", shape_text(want), ", got ", shape_text(got)));
+}
+
+int resolve_threads(int threads) {
+    if (threads < 0) fail(cat("threads must be >= 0 (0 = one per core), got ", threads));
+    if (threads > 0) return std::min(threads, 256);
+    const unsigned cores = std::thread::hardware_concurrency();
+    return static_cast<int>(std::clamp(cores, 1u, 16u));
+}
+
+void check_range(int64_t v, const char* what) {
+    if (v < -kMaxCoordinate || v > kMaxCoordinate) fail(cat(what, " ", v, " is out of range (|value| <= 2^31)"));
+}
+
+// The grid must be well formed, every tile of [first, first + count) must exist, and each tile must overlap
+// the image (a tile wholly outside it means a planning error, not something to mirror).
+unetrt::Grid make_grid(Pair origin, Pair step, Pair grid, int64_t first, int64_t count, int64_t tile_h,
+                       int64_t tile_w, int64_t height, int64_t width) {
+    for (int64_t v : origin) check_range(v, "origin");
+    for (int64_t v : step) {
+        check_range(v, "step");
+        if (v < 1) fail(cat("step must be >= 1 in both axes, got (", step[0], ", ", step[1], ")"));
+    }
+    for (int64_t v : grid) {
+        check_range(v, "grid");
+        if (v < 1) fail(cat("grid must have >= 1 tile row and column, got (", grid[0], ", ", grid[1], ")"));
+    }
+    if (tile_h < 1 || tile_w < 1 || tile_h > kMaxCoordinate || tile_w > kMaxCoordinate)
+        fail(cat("tile size must be positive, got ", tile_h, " x ", tile_w));
+    const int64_t total = grid[0] * grid[1];
+    if (first < 0 || count < 1 || first + count > total)
+        fail(cat("tiles ", first, "..", first + count - 1, " are out of range: the grid ", grid[0], " x ", grid[1],
+                 " has tiles 0..", total - 1));
+    const int64_t sizes[2] = {tile_h, tile_w};
+    const int64_t extent[2] = {height, width};
+    const char* axis[2] = {"rows", "columns"};
+    for (int i = 0; i < 2; ++i) {
+        const int64_t last = origin[i] + (grid[i] - 1) * step[i];
+        check_range(last, "last tile origin");
+        if (origin[i] + sizes[i] <= 0 || last >= extent[i])
+            fail(cat("the grid reaches outside the image: tile ", axis[i], " span [", origin[i], ", ",
+                     last + sizes[i], ") with step ", step[i], " but the image has ", extent[i], " ", axis[i],
+                     "; every tile must overlap the image"));
+    }
+    return unetrt::Grid{origin[0], origin[1], step[0], step[1], grid[0], grid[1], first, count};
+}
+
+// Stitching also needs every image pixel covered and no gaps between tiles.
+void check_coverage(const unetrt::Grid& g, int64_t tile_h, int64_t tile_w, int64_t height, int64_t width) {
+    const int64_t origin[2] = {g.origin_y, g.origin_x};
+    const int64_t step[2] = {g.step_y, g.step_x};
+    const int64_t count[2] = {g.rows, g.cols};
+    const int64_t tile[2] = {tile_h, tile_w};
+    const int64_t extent[2] = {height, width};
+    const char* axis[2] = {"rows", "columns"};
+    for (int i = 0; i < 2; ++i) {
+        if (count[i] > 1 && step[i] > tile[i])
+            fail(cat("step ", step[i], " is larger than the output tile (", tile[i], ") along ", axis[i],
+                     ": pixels between tiles would have no value"));
+        if (origin[i] > 0 || origin[i] + (count[i] - 1) * step[i] + tile[i] < extent[i])
+            fail(cat("the grid does not cover the image ", axis[i], ": tiles span [", origin[i], ", ",
+                     origin[i] + (count[i] - 1) * step[i] + tile[i], ") but the image has ", extent[i], " ",
+                     axis[i]));
+    }
+}
+
+struct Normalisation {
+    std::vector<float> mul, add;
+};
+
+Normalisation make_normalisation(int64_t channels, double scale, const std::optional<std::vector<double>>& mean,
+                                 const std::optional<std::vector<double>>& std_dev) {
+    const std::vector<double> m = mean.value_or(std::vector<double>(static_cast<size_t>(channels), 0.0));
+    const std::vector<double> s = std_dev.value_or(std::vector<double>(static_cast<size_t>(channels), 1.0));
+    if (static_cast<int64_t>(m.size()) != channels || static_cast<int64_t>(s.size()) != channels)
+        fail(cat("mean and std need one value per channel (", channels, "), got ", m.size(), " and ", s.size()));
+    if (!std::isfinite(scale)) fail(cat("scale must be finite, got ", scale));
+    Normalisation n;
+    for (size_t c = 0; c < m.size(); ++c) {
+        if (!(s[c] > 0.0) || !std::isfinite(s[c]) || !std::isfinite(m[c]))
+            fail(cat("std values must be positive and mean values finite, got std[", c, "] = ", s[c], ", mean[",
+                     c, "] = ", m[c]));
+        // Computed in double and rounded once, as numpy's float32(scale / std) and float32(-mean / std).
+        n.mul.push_back(static_cast<float>(scale / s[c]));
+        n.add.push_back(static_cast<float>(-m[c] / s[c]));
+    }
+    return n;
+}
+
+unetrt::ExtractParams make_extract_params(const unetrt::ImageView& image, int64_t out_channels, int64_t tile_h,
+                                          int64_t tile_w, const unetrt::Grid& grid, bool swap_rb, double scale,
+                                          const std::optional<std::vector<double>>& mean,
+                                          const std::optional<std::vector<double>>& std_dev) {
+    if (image.channels < 1 || image.channels > unetrt::kMaxChannels)
+        fail(cat("image must have 1 to ", unetrt::kMaxChannels, " channels, got ", image.channels));
+    if (out_channels != image.channels)
+        fail(cat("out has ", out_channels, " channels but the image has ", image.channels));
+    if (swap_rb && image.channels < 3)
+        fail(cat("swap_rb swaps the first and third channel; the image has only ", image.channels));
+    const Normalisation norm = make_normalisation(image.channels, scale, mean, std_dev);
+    unetrt::ExtractParams p{};
+    p.grid = grid;
+    p.tile_h = tile_h;
+    p.tile_w = tile_w;
+    p.channels = static_cast<int>(image.channels);
+    for (int c = 0; c < p.channels; ++c) {
+        p.src_channel[c] = (swap_rb && c < 3) ? 2 - c : c;
+        p.mul[c] = norm.mul[static_cast<size_t>(c)];
+        p.add[c] = norm.add[static_cast<size_t>(c)];
+    }
+    return p;
+}
+
+unetrt::StitchMode parse_mode(const std::string& mode) {
+    if (mode == "crop") return unetrt::StitchMode::crop;
+    if (mode == "blend") return unetrt::StitchMode::blend;
+    fail(cat("mode must be 'crop' or 'blend', got '", mode, "'"));
+}
+
+// ---------------------------------------------------------------- CPU entry points (numpy arrays)
+
+unetrt::ImageView image_view(const py::array& image) {
+    const DType dtype = array_dtype(image, "image");
+    if (dtype == DType::f16) fail("image dtype must be uint8 or float32, got float16");
+    if (image.ndim() != 2 && image.ndim() != 3)
+        fail(cat("image must be H x W or H x W x C, got shape ", shape_text(array_shape(image))));
+    unetrt::ImageView v{};
+    v.data = image.data();
+    v.dtype = dtype;
+    v.height = image.shape(0);
+    v.width = image.shape(1);
+    v.channels = image.ndim() == 3 ? image.shape(2) : 1;
+    if (v.height < 1 || v.width < 1) fail(cat("image is empty, shape ", shape_text(array_shape(image))));
+    const int64_t size = itemsize(dtype);
+    int64_t strides[3] = {image.strides(0), image.strides(1), image.ndim() == 3 ? image.strides(2) : size};
+    for (int64_t s : strides)
+        if (s % size != 0) fail(cat("image strides must be multiples of the item size (", size, " bytes)"));
+    v.stride_y = strides[0] / size;
+    v.stride_x = strides[1] / size;
+    v.stride_c = strides[2] / size;
+    return v;
+}
+
+py::array extract_tiles(const py::array& image, py::array out, Pair origin, Pair step, Pair grid, int64_t first,
+                        bool swap_rb, double scale, std::optional<std::vector<double>> mean,
+                        std::optional<std::vector<double>> std_dev, int threads) {
+    const unetrt::ImageView view = image_view(image);
+    require_dtype(out, "out", {DType::f32, DType::f16});
+    require_output(out, "out");
+    if (out.ndim() != 4) fail(cat("out must be N x C x tile_h x tile_w, got shape ", shape_text(array_shape(out))));
+    const DType out_dtype = array_dtype(out, "out");
+    const unetrt::Grid g =
+        make_grid(origin, step, grid, first, out.shape(0), out.shape(2), out.shape(3), view.height, view.width);
+    const unetrt::ExtractParams p =
+        make_extract_params(view, out.shape(1), out.shape(2), out.shape(3), g, swap_rb, scale, mean, std_dev);
+    const int n_threads = resolve_threads(threads);
+    void* data = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+        unetrt::extract_tiles_cpu(view, data, out_dtype, p, n_threads);
+    }
+    return out;
+}
+
+unetrt::StitchParams make_stitch_params(DType tile_dtype, const std::vector<int64_t>& tiles_shape,
+                                        const std::vector<int64_t>& acc_shape, const unetrt::Grid& g,
+                                        const std::string& mode) {
+    unetrt::StitchParams p{};
+    p.grid = g;
+    p.tile_h = tiles_shape[2];
+    p.tile_w = tiles_shape[3];
+    p.classes = tiles_shape[1];
+    p.height = acc_shape[1];
+    p.width = acc_shape[2];
+    p.mode = parse_mode(mode);
+    p.tile_dtype = tile_dtype;
+    check_coverage(g, p.tile_h, p.tile_w, p.height, p.width);
+    return p;
+}
+
+void check_stitch_shapes(const std::vector<int64_t>& tiles_shape, const std::vector<int64_t>& acc_shape) {
+    if (tiles_shape.size() != 4)
+        fail(cat("tiles must be N x K x out_h x out_w, got shape ", shape_text(tiles_shape)));
+    if (acc_shape.size() != 3) fail(cat("acc must be K x H x W, got shape ", shape_text(acc_shape)));
+    if (tiles_shape[1] != acc_shape[0])
+        fail(cat("tiles have ", tiles_shape[1], " classes but acc has ", acc_shape[0]));
+    for (int64_t v : tiles_shape)
+        if (v < 1) fail(cat("tiles must not be empty, got shape ", shape_text(tiles_shape)));
+    for (int64_t v : acc_shape)
+        if (v < 1) fail(cat("acc must not be empty, got shape ", shape_text(acc_shape)));
+}
+
+void stitch_tiles(const py::array& tiles, py::array acc, std::optional<py::array> weight, Pair origin, Pair step,
+                  Pair grid, int64_t first, const std::string& mode, std::optional<py::array> window_y,
+                  std::optional<py::array> window_x, int threads) {
+    require_dtype(tiles, "tiles", {DType::f32, DType::f16});
+    require_contiguous(tiles, "tiles");
+    require_dtype(acc, "acc", {DType::f32});
+    require_output(acc, "acc");
+    const auto tiles_shape = array_shape(tiles);
+    const auto acc_shape = array_shape(acc);
+    check_stitch_shapes(tiles_shape, acc_shape);
+    const unetrt::Grid g = make_grid(origin, step, grid, first, tiles_shape[0], tiles_shape[2], tiles_shape[3],
+                                     acc_shape[1], acc_shape[2]);
+    unetrt::StitchParams p = make_stitch_params(array_dtype(tiles, "tiles"), tiles_shape, acc_shape, g, mode);
+    float* weight_data = nullptr;
+    if (p.mode == unetrt::StitchMode::blend) {
+        if (!weight || !window_y || !window_x) fail("mode 'blend' needs weight, window_y and window_x");
+        require_dtype(*weight, "weight", {DType::f32});
+        require_output(*weight, "weight");
+        require_shape(array_shape(*weight), {p.height, p.width}, "weight");
+        const std::pair<std::optional<py::array>*, int64_t> windows[2] = {{&window_y, p.tile_h}, {&window_x, p.tile_w}};
+        const char* names[2] = {"window_y", "window_x"};
+        for (int i = 0; i < 2; ++i) {
+            const py::array& w = **windows[i].first;
+            require_dtype(w, names[i], {DType::f32});
+            require_contiguous(w, names[i]);
+            require_shape(array_shape(w), {windows[i].second}, names[i]);
+        }
+        p.window_y = static_cast<const float*>(window_y->data());
+        p.window_x = static_cast<const float*>(window_x->data());
+        weight_data = static_cast<float*>(weight->mutable_data());
+    }
+    const int n_threads = resolve_threads(threads);
+    const void* tile_data = tiles.data();
+    float* acc_data = static_cast<float*>(acc.mutable_data());
+    py::gil_scoped_release release;
+    unetrt::stitch_tiles_cpu(tile_data, acc_data, weight_data, p, n_threads);
+}
+
+unetrt::FinishParams make_finish_params(const std::vector<int64_t>& acc_shape, bool has_weight, bool has_mask,
+                                        bool binary, double threshold, bool write_logits) {
+    if (acc_shape.size() != 3) fail(cat("acc must be K x H x W, got shape ", shape_text(acc_shape)));
+    for (int64_t v : acc_shape)
+        if (v < 1) fail(cat("acc must not be empty, got shape ", shape_text(acc_shape)));
+    if (binary && acc_shape[0] != 1) fail(cat("binary models have 1 output channel, acc has ", acc_shape[0]));
+    if (!binary && acc_shape[0] > 256) fail(cat("a uint8 mask holds at most 256 classes, acc has ", acc_shape[0]));
+    if (!has_mask && !(has_weight && write_logits))
+        fail("finish has nothing to do: pass mask, or weight with write_logits=True");
+    if (write_logits && !has_weight) fail("write_logits=True needs weight (it stores acc / weight)");
+    if (!std::isfinite(threshold)) fail(cat("threshold must be finite, got ", threshold));
+    unetrt::FinishParams p{};
+    p.classes = acc_shape[0];
+    p.height = acc_shape[1];
+    p.width = acc_shape[2];
+    p.normalize = has_weight;
+    p.write_logits = write_logits;
+    p.binary = binary;
+    p.threshold = static_cast<float>(threshold);
+    return p;
+}
+
+void finish(py::array acc, std::optional<py::array> weight, std::optional<py::array> mask, bool binary,
+            double threshold, bool write_logits, int threads) {
+    require_dtype(acc, "acc", {DType::f32});
+    require_output(acc, "acc");
+    const auto acc_shape = array_shape(acc);
+    const unetrt::FinishParams p =
+        make_finish_params(acc_shape, weight.has_value(), mask.has_value(), binary, threshold, write_logits);
+    const float* weight_data = nullptr;
+    uint8_t* mask_data = nullptr;
+    if (weight) {
+        require_dtype(*weight, "weight", {DType::f32});
+        require_contiguous(*weight, "weight");
+        require_shape(array_shape(*weight), {p.height, p.width}, "weight");
+        weight_data = static_cast<const float*>(weight->data());
+    }
+    if (mask) {
+        require_dtype(*mask, "mask", {DType::u8});
+        require_output(*mask, "mask");
+        require_shape(array_shape(*mask), {p.height, p.width}, "mask");
+        mask_data = static_cast<uint8_t*>(mask->mutable_data());
+    }
+    const int n_threads = resolve_threads(threads);
+    float* acc_data = static_cast<float*>(acc.mutable_data());
+    py::gil_scoped_release release;
+    unetrt::finish_cpu(acc_data, weight_data, mask_data, p, n_threads);
+}
+
+// ---------------------------------------------------------------- CUDA entry points (device pointers)
+
+#if defined(UNETRT_WITH_CUDA)
+constexpr bool kCudaBuilt = true;
+
+[[noreturn]] void cuda_fail(cudaError_t err, const char* what) {
+    throw std::runtime_error(cat(what, ": ", cudaGetErrorName(err), " (", cudaGetErrorString(err), ")"));
+}
+
+int cuda_device_count() {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        cudaGetLastError();  // clear the sticky-free error so later calls report their own
+        return 0;
+    }
+    return count;
+}
+
+void require_device() {
+    int count = 0;
+    const cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess) {
+        cudaGetLastError();
+        throw std::runtime_error(cat("no usable CUDA device: ", cudaGetErrorName(err), " (",
+                                     cudaGetErrorString(err), "); use the CPU functions (extract_tiles, ...)"));
+    }
+    if (count == 0) throw std::runtime_error("no CUDA device found; use the CPU functions (extract_tiles, ...)");
+}
+
+void require_device_pointer(uintptr_t ptr, int64_t align, const char* what) {
+    if (ptr == 0) fail(cat(what, " is a null pointer"));
+    if (ptr % static_cast<uintptr_t>(align) != 0)
+        fail(cat(what, " must be aligned to ", align, " bytes, got address ", ptr));
+    cudaPointerAttributes attributes{};
+    const cudaError_t err = cudaPointerGetAttributes(&attributes, reinterpret_cast<const void*>(ptr));
+    if (err != cudaSuccess) {
+        cudaGetLastError();
+        fail(cat(what, " is not a CUDA pointer (", cudaGetErrorString(err), ")"));
+    }
+    if (attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged)
+        fail(cat(what, " is not device memory; pass a pointer from cudaMalloc, torch.cuda, CuPy or pycuda"));
+}
+
+void check_launch(int err, const char* what) {
+    if (err != 0) cuda_fail(static_cast<cudaError_t>(err), what);
+}
+#else
+constexpr bool kCudaBuilt = false;
+
+int cuda_device_count() { return 0; }
+
+[[noreturn]] void require_device() {
+    throw std::runtime_error(
+        "unetrt._tiling was built without CUDA; reinstall on a machine with nvcc (UNETRT_CUDA=1 pip install .) "
+        "or use the CPU functions (extract_tiles, ...)");
+}
+
+void require_device_pointer(uintptr_t, int64_t, const char*) {}
+void check_launch(int, const char*) {}
+#endif
+
+void extract_tiles_cuda(uintptr_t image_ptr, Pair image_hw, int64_t channels, std::array<int64_t, 3> image_strides,
+                        const std::string& image_dtype, uintptr_t out_ptr, std::array<int64_t, 4> out_shape,
+                        const std::string& out_dtype, Pair origin, Pair step, Pair grid, int64_t first, bool swap_rb,
+                        double scale, std::optional<std::vector<double>> mean,
+                        std::optional<std::vector<double>> std_dev, uintptr_t stream) {
+    unetrt::ImageView view{};
+    view.dtype = parse_dtype_name(image_dtype, "image");
+    if (view.dtype == DType::f16) fail("image dtype must be uint8 or float32, got float16");
+    const DType out_type = parse_dtype_name(out_dtype, "out");
+    if (out_type == DType::u8) fail("out dtype must be float32 or float16, got uint8");
+    view.height = image_hw[0];
+    view.width = image_hw[1];
+    view.channels = channels;
+    if (view.height < 1 || view.width < 1 || view.height > kMaxCoordinate || view.width > kMaxCoordinate)
+        fail(cat("image must be at least 1 x 1, got ", view.height, " x ", view.width));
+    const int64_t size = itemsize(view.dtype);
+    for (int64_t s : image_strides) {
+        check_range(s, "image stride");
+        if (s % size != 0) fail(cat("image strides must be multiples of the item size (", size, " bytes)"));
+    }
+    view.stride_y = image_strides[0] / size;
+    view.stride_x = image_strides[1] / size;
+    view.stride_c = image_strides[2] / size;
+    for (int64_t v : out_shape)
+        if (v < 1) fail(cat("out shape must be positive, got ", shape_text({out_shape.begin(), out_shape.end()})));
+    if (out_shape[0] > 65535) fail(cat("at most 65535 tiles per call, got ", out_shape[0], "; split the batch"));
+    const unetrt::Grid g =
+        make_grid(origin, step, grid, first, out_shape[0], out_shape[2], out_shape[3], view.height, view.width);
+    const unetrt::ExtractParams p =
+        make_extract_params(view, out_shape[1], out_shape[2], out_shape[3], g, swap_rb, scale, mean, std_dev);
+    require_device();
+    require_device_pointer(image_ptr, size, "image_ptr");
+    require_device_pointer(out_ptr, itemsize(out_type), "out_ptr");
+    view.data = reinterpret_cast<const void*>(image_ptr);
+    py::gil_scoped_release release;
+    check_launch(unetrt::extract_tiles_cuda(view, reinterpret_cast<void*>(out_ptr), out_type, p,
+                                            reinterpret_cast<void*>(stream)),
+                 "extract_tiles_cuda launch failed");
+}
+
+void stitch_tiles_cuda(uintptr_t tiles_ptr, std::array<int64_t, 4> tiles_shape, const std::string& tiles_dtype,
+                       uintptr_t acc_ptr, std::array<int64_t, 3> acc_shape, uintptr_t weight_ptr, Pair origin,
+                       Pair step, Pair grid, int64_t first, const std::string& mode, uintptr_t window_y_ptr,
+                       uintptr_t window_x_ptr, uintptr_t stream) {
+    const DType tile_type = parse_dtype_name(tiles_dtype, "tiles");
+    if (tile_type == DType::u8) fail("tiles dtype must be float32 or float16, got uint8");
+    const std::vector<int64_t> ts(tiles_shape.begin(), tiles_shape.end());
+    const std::vector<int64_t> as(acc_shape.begin(), acc_shape.end());
+    check_stitch_shapes(ts, as);
+    const unetrt::Grid g = make_grid(origin, step, grid, first, ts[0], ts[2], ts[3], as[1], as[2]);
+    unetrt::StitchParams p = make_stitch_params(tile_type, ts, as, g, mode);
+    if (p.mode == unetrt::StitchMode::blend && (weight_ptr == 0 || window_y_ptr == 0 || window_x_ptr == 0))
+        fail("mode 'blend' needs weight_ptr, window_y_ptr and window_x_ptr");
+    require_device();
+    require_device_pointer(tiles_ptr, itemsize(tile_type), "tiles_ptr");
+    require_device_pointer(acc_ptr, 4, "acc_ptr");
+    if (p.mode == unetrt::StitchMode::blend) {
+        require_device_pointer(weight_ptr, 4, "weight_ptr");
+        require_device_pointer(window_y_ptr, 4, "window_y_ptr");
+        require_device_pointer(window_x_ptr, 4, "window_x_ptr");
+        p.window_y = reinterpret_cast<const float*>(window_y_ptr);
+        p.window_x = reinterpret_cast<const float*>(window_x_ptr);
+    }
+    py::gil_scoped_release release;
+    check_launch(unetrt::stitch_tiles_cuda(reinterpret_cast<const void*>(tiles_ptr),
+                                           reinterpret_cast<float*>(acc_ptr),
+                                           p.mode == unetrt::StitchMode::blend ? reinterpret_cast<float*>(weight_ptr)
+                                                                               : nullptr,
+                                           p, reinterpret_cast<void*>(stream)),
+                 "stitch_tiles_cuda launch failed");
+}
+
+void finish_cuda(uintptr_t acc_ptr, std::array<int64_t, 3> acc_shape, uintptr_t weight_ptr, uintptr_t mask_ptr,
+                 bool binary, double threshold, bool write_logits, uintptr_t stream) {
+    const unetrt::FinishParams p = make_finish_params({acc_shape.begin(), acc_shape.end()}, weight_ptr != 0,
+                                                      mask_ptr != 0, binary, threshold, write_logits);
+    require_device();
+    require_device_pointer(acc_ptr, 4, "acc_ptr");
+    if (weight_ptr != 0) require_device_pointer(weight_ptr, 4, "weight_ptr");
+    if (mask_ptr != 0) require_device_pointer(mask_ptr, 1, "mask_ptr");
+    py::gil_scoped_release release;
+    check_launch(unetrt::finish_cuda(reinterpret_cast<float*>(acc_ptr), reinterpret_cast<const float*>(weight_ptr),
+                                     reinterpret_cast<uint8_t*>(mask_ptr), p, reinterpret_cast<void*>(stream)),
+                 "finish_cuda launch failed");
+}
+
+}  // namespace
+
+#if !defined(UNETRT_WITH_CUDA)
+namespace unetrt {
+// Never called: every CUDA entry point raises in require_device() first. Defined so the module links.
+int extract_tiles_cuda(const ImageView&, void*, DType, const ExtractParams&, void*) { return 1; }
+int stitch_tiles_cuda(const void*, float*, float*, const StitchParams&, void*) { return 1; }
+int finish_cuda(float*, const float*, uint8_t*, const FinishParams&, void*) { return 1; }
+}  // namespace unetrt
+#endif
+
+PYBIND11_MODULE(_tiling, m) {
+    m.doc() = "Mirror-pad overlap-tile kernels: extract tiles, stitch network outputs, finish to a mask.";
+    m.attr("cuda_built") = kCudaBuilt;
+    m.def("cuda_device_count", &cuda_device_count,
+          "Number of CUDA devices usable by this module (0 without a CUDA build, driver or GPU).");
+
+    m.def("extract_tiles", &extract_tiles, py::arg("image"), py::arg("out"), py::kw_only(), py::arg("origin"),
+          py::arg("step"), py::arg("grid"), py::arg("first") = 0, py::arg("swap_rb") = false,
+          py::arg("scale") = 1.0 / 255.0, py::arg("mean") = py::none(), py::arg("std") = py::none(),
+          py::arg("threads") = 0,
+          R"doc(Cut mirror-padded, normalised CHW tiles out of one image (CPU).
+
+out[n, c, y, x] = image[reflect(oy + y), reflect(ox + x), c'] * float32(scale / std[c]) + float32(-mean[c] / std[c]),
+where tile first + n of the row-major grid starts at (oy, ox) = origin + (row, col) * step, reflect mirrors
+without repeating the edge pixel, and c' swaps channels 0 and 2 when swap_rb is set.
+
+Args:
+    image: H x W or H x W x C (C <= 4) uint8 or float32, any strides.
+    out: N x C x tile_h x tile_w float32 or float16, C-contiguous, writeable; N tiles are written.
+    origin, step, grid: (y, x) of tile 0's corner (may be negative), the tile step and (rows, cols).
+    first: index of the first tile to extract.
+    swap_rb: BGR <-> RGB. scale, mean, std: normalisation. threads: 0 = one per core.
+
+Returns:
+    out.
+
+Raises:
+    ValueError: on a wrong dtype, shape, stride or a grid reaching outside the image or past its last tile.)doc");
+
+    m.def("stitch_tiles", &stitch_tiles, py::arg("tiles"), py::arg("acc"), py::arg("weight") = py::none(),
+          py::kw_only(), py::arg("origin"), py::arg("step"), py::arg("grid"), py::arg("first") = 0,
+          py::arg("mode") = "crop", py::arg("window_y") = py::none(), py::arg("window_x") = py::none(),
+          py::arg("threads") = 0,
+          R"doc(Write network outputs N x K x out_h x out_w into the K x H x W result (CPU).
+
+'crop': each tile writes only its core, split at the middle of its overlaps. 'blend': acc += w * tile and
+weight += w with w = window_y[y] * window_x[x], in tile order; divide with finish(). origin is where output tile 0
+starts in image coordinates (for 'valid' networks, the input origin plus the context margin).
+
+Raises:
+    ValueError: on wrong dtypes or shapes, or a grid that leaves pixels uncovered or ends past its last tile.)doc");
+
+    m.def("finish", &finish, py::arg("acc"), py::arg("weight") = py::none(), py::arg("mask") = py::none(),
+          py::kw_only(), py::arg("binary") = false, py::arg("threshold") = 0.0, py::arg("write_logits") = false,
+          py::arg("threads") = 0,
+          R"doc(Normalise blended logits and/or reduce them to an H x W uint8 mask (CPU).
+
+Per pixel: v = acc / weight (when weight is given; stored back when write_logits), then mask = argmax over K
+(first maximum) or, when binary, v > threshold.
+
+Raises:
+    ValueError: on wrong dtypes or shapes, or nothing to do.)doc");
+
+    m.def("extract_tiles_cuda", &extract_tiles_cuda, py::arg("image_ptr"), py::arg("image_hw"), py::arg("channels"),
+          py::arg("image_strides"), py::arg("image_dtype"), py::arg("out_ptr"), py::arg("out_shape"),
+          py::arg("out_dtype"), py::kw_only(), py::arg("origin"), py::arg("step"), py::arg("grid"),
+          py::arg("first") = 0, py::arg("swap_rb") = false, py::arg("scale") = 1.0 / 255.0,
+          py::arg("mean") = py::none(), py::arg("std") = py::none(), py::arg("stream") = 0,
+          R"doc(extract_tiles on the GPU, asynchronous on `stream` (a cudaStream_t as int, 0 = default stream).
+
+image_strides are in bytes (row, pixel, channel), as numpy, CuPy and __cuda_array_interface__ give them;
+out is a contiguous N x C x tile_h x tile_w device buffer of out_dtype ('float32' or 'float16').
+
+Raises:
+    ValueError: on bad shapes, strides, dtypes, grids or pointers that are not device memory.
+    RuntimeError: without a CUDA build or device, or when the launch fails.)doc");
+
+    m.def("stitch_tiles_cuda", &stitch_tiles_cuda, py::arg("tiles_ptr"), py::arg("tiles_shape"),
+          py::arg("tiles_dtype"), py::arg("acc_ptr"), py::arg("acc_shape"), py::arg("weight_ptr") = 0,
+          py::kw_only(), py::arg("origin"), py::arg("step"), py::arg("grid"), py::arg("first") = 0,
+          py::arg("mode") = "crop", py::arg("window_y_ptr") = 0, py::arg("window_x_ptr") = 0,
+          py::arg("stream") = 0,
+          R"doc(stitch_tiles on the GPU; all buffers contiguous device memory (windows: float32 device arrays).
+
+Raises:
+    ValueError: on bad shapes, dtypes, grids or pointers. RuntimeError: without a CUDA device or on launch failure.)doc");
+
+    m.def("finish_cuda", &finish_cuda, py::arg("acc_ptr"), py::arg("acc_shape"), py::arg("weight_ptr") = 0,
+          py::arg("mask_ptr") = 0, py::kw_only(), py::arg("binary") = false, py::arg("threshold") = 0.0,
+          py::arg("write_logits") = false, py::arg("stream") = 0,
+          R"doc(finish on the GPU; pointers of 0 mean 'not given'.
+
+Raises:
+    ValueError: on bad shapes or pointers. RuntimeError: without a CUDA device or on launch failure.)doc");
+}

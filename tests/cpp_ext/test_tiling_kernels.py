@@ -1,0 +1,243 @@
+"""The CPU kernels of unetrt._tiling equal the numpy reference bit for bit, and reject bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tiling_reference import extract_reference, finish_reference, stitch_reference
+
+from unetrt import _tiling
+
+SETTINGS = settings(max_examples=80, deadline=None, derandomize=True)
+
+
+@st.composite
+def strided_images(draw: st.DrawFn) -> np.ndarray:
+    """Images of 1..40 px a side, 1/3/4 channels (or 2-D), uint8 or float32, often not contiguous."""
+    height, width = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    channels = draw(st.sampled_from([0, 1, 3, 4]))
+    dtype = draw(st.sampled_from([np.uint8, np.float32]))
+    layout = draw(st.sampled_from(["contiguous", "strided", "flipped", "fortran"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape = (height, width) if channels == 0 else (height, width, channels)
+    big = tuple(s * 2 for s in shape) if layout == "strided" else shape
+    if dtype == np.uint8:
+        data = rng.integers(0, 256, big, dtype=np.uint8)
+    else:
+        # Wide range: exercises half overflow, rounding and subnormals after normalisation.
+        data = (rng.standard_normal(big) * 10.0 ** rng.integers(-6, 6, big)).astype(np.float32)
+    if layout == "strided":
+        data = data[tuple(slice(None, None, 2) for _ in shape)]
+    elif layout == "flipped":
+        data = data[::-1, ::-1]
+    elif layout == "fortran":
+        data = np.asfortranarray(data)
+    return data
+
+
+@SETTINGS
+@given(image=strided_images(), data=st.data())
+def test_extract_equals_reference(image: np.ndarray, data: st.DataObject) -> None:
+    height, width = image.shape[:2]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    th, tw = data.draw(st.integers(1, 24)), data.draw(st.integers(1, 24))
+    # Origins may lie far outside the image (padding wider than the image); every tile must still touch it.
+    oy, ox = data.draw(st.integers(-(th - 1), height - 1)), data.draw(st.integers(-(tw - 1), width - 1))
+    sy, sx = data.draw(st.integers(1, 30)), data.draw(st.integers(1, 30))
+    rows = data.draw(st.integers(1, (height - 1 - oy) // sy + 1))
+    cols = data.draw(st.integers(1, (width - 1 - ox) // sx + 1))
+    first = data.draw(st.integers(0, rows * cols - 1))
+    count = data.draw(st.integers(1, rows * cols - first))
+    dtype = data.draw(st.sampled_from([np.float32, np.float16]))
+    swap_rb = channels >= 3 and data.draw(st.booleans())
+    scale = data.draw(st.sampled_from([1.0, 1.0 / 255.0, 3e-4]))
+    mean = data.draw(st.lists(st.floats(-2, 2), min_size=channels, max_size=channels))
+    std = data.draw(st.lists(st.floats(0.01, 3), min_size=channels, max_size=channels))
+    threads = data.draw(st.sampled_from([0, 1, 3]))
+    out = np.full((count, channels, th, tw), 7, dtype)
+    result = _tiling.extract_tiles(image, out, origin=(oy, ox), step=(sy, sx), grid=(rows, cols), first=first,
+                                   swap_rb=swap_rb, scale=scale, mean=mean, std=std, threads=threads)
+    assert result is out
+    expected = extract_reference(image, (th, tw), count, (oy, ox), (sy, sx), (rows, cols), first, swap_rb,
+                                 scale, mean, std, dtype)
+    assert np.array_equal(out.view(np.uint8), expected.view(np.uint8)), "not bit-identical"
+
+
+@pytest.mark.parametrize("size", [1, 2, 5])
+def test_padding_wider_than_image_bounces(size: int) -> None:
+    """A 1 x size image in a 9-wide tile starting 4 px left of it: reflect without repeating the edge."""
+    image = np.arange(size, dtype=np.uint8).reshape(1, size)
+    out = np.empty((1, 1, 1, 9), np.float32)
+    _tiling.extract_tiles(image, out, origin=(0, -4), step=(1, 1), grid=(1, 1), scale=1.0)
+    period = max(2 * (size - 1), 1)
+    expected = [min((i - 4) % period, period - (i - 4) % period) if size > 1 else 0 for i in range(9)]
+    assert out[0, 0, 0].tolist() == expected
+
+
+@st.composite
+def stitch_cases(draw: st.DrawFn) -> dict:
+    height, width = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    th, tw = draw(st.integers(1, 16)), draw(st.integers(1, 16))
+    sy, sx = draw(st.integers(1, th)), draw(st.integers(1, tw))
+    oy, ox = draw(st.integers(-(th - 1), 0)), draw(st.integers(-(tw - 1), 0))
+    rows_min = max(1, -(-(height - oy - th) // sy) + 1)
+    cols_min = max(1, -(-(width - ox - tw) // sx) + 1)
+    rows = draw(st.integers(rows_min, max(rows_min, (height - 1 - oy) // sy + 1)))
+    cols = draw(st.integers(cols_min, max(cols_min, (width - 1 - ox) // sx + 1)))
+    return {"hw": (height, width), "tile": (th, tw), "origin": (oy, ox), "step": (sy, sx), "grid": (rows, cols),
+            "classes": draw(st.integers(1, 4)), "mode": draw(st.sampled_from(["crop", "blend"])),
+            "dtype": draw(st.sampled_from([np.float32, np.float16])), "seed": draw(st.integers(0, 2**32 - 1)),
+            "batch": draw(st.integers(1, 5)), "threads": draw(st.sampled_from([0, 1, 2]))}
+
+
+@SETTINGS
+@given(case=stitch_cases())
+def test_stitch_equals_reference(case: dict) -> None:
+    rng = np.random.default_rng(case["seed"])
+    (height, width), (th, tw), (rows, cols) = case["hw"], case["tile"], case["grid"]
+    tiles = rng.standard_normal((rows * cols, case["classes"], th, tw)).astype(case["dtype"])
+    windows = {"window_y": rng.uniform(0.01, 1, th).astype(np.float32),
+               "window_x": rng.uniform(0.01, 1, tw).astype(np.float32)}
+    acc = np.zeros((case["classes"], height, width), np.float32)
+    weight = np.zeros((height, width), np.float32)
+    expected_acc, expected_weight = acc.copy(), weight.copy()
+    blend = case["mode"] == "blend"
+    for first in range(0, rows * cols, case["batch"]):
+        chunk = tiles[first : first + case["batch"]]
+        _tiling.stitch_tiles(chunk, acc, weight if blend else None, origin=case["origin"], step=case["step"],
+                             grid=case["grid"], first=first, mode=case["mode"], threads=case["threads"],
+                             **(windows if blend else {}))
+        stitch_reference(chunk, expected_acc, expected_weight, case["origin"], case["step"], case["grid"], first,
+                         case["mode"], **windows)
+    assert np.array_equal(acc, expected_acc)
+    assert np.array_equal(weight, expected_weight)
+    if not blend:
+        assert np.isin(acc, tiles.astype(np.float32)).all(), "crop must copy tile values unchanged"
+
+
+@SETTINGS
+@given(classes=st.integers(1, 5), height=st.integers(1, 20), width=st.integers(1, 20), seed=st.integers(0, 99),
+       use_weight=st.booleans(), binary=st.booleans())
+def test_finish_equals_reference(classes: int, height: int, width: int, seed: int, use_weight: bool,
+                                 binary: bool) -> None:
+    rng = np.random.default_rng(seed)
+    classes = 1 if binary else classes
+    acc = rng.standard_normal((classes, height, width)).astype(np.float32)
+    acc[:, 0, 0] = 0.5  # a tie: numpy's argmax keeps the first class
+    weight = rng.uniform(0.1, 2, (height, width)).astype(np.float32) if use_weight else None
+    expected_logits, expected_mask = finish_reference(acc, weight, binary, 0.25)
+    mask = np.empty((height, width), np.uint8)
+    _tiling.finish(acc, weight, mask, binary=binary, threshold=0.25, write_logits=use_weight)
+    assert np.array_equal(mask, expected_mask)
+    assert np.array_equal(acc, expected_logits)
+
+
+# --------------------------------------------------------------------------- bad input raises, never crashes
+
+IMAGE = np.zeros((10, 12, 3), np.uint8)
+GRID = {"origin": (0, 0), "step": (4, 4), "grid": (3, 3)}
+
+
+def _out(n: int = 9, c: int = 3, dtype: type = np.float32) -> np.ndarray:
+    return np.empty((n, c, 4, 4), dtype)
+
+
+@pytest.mark.parametrize(("image", "out", "kwargs", "message"), [
+    (IMAGE.astype(np.int16), _out(), GRID, "image dtype"),
+    (IMAGE.astype(np.float16), _out(), GRID, "uint8 or float32"),
+    (IMAGE[None], _out(), GRID, "H x W or H x W x C"),
+    (IMAGE[:0], _out(), GRID, "empty"),
+    (np.zeros((10, 12, 5), np.uint8), _out(c=5), GRID, "1 to 4 channels"),
+    (IMAGE, _out(dtype=np.float64), GRID, "out dtype"),
+    (IMAGE, _out(dtype=np.uint8), GRID, "out dtype"),
+    (IMAGE, _out()[:, :, :, ::2], GRID, "C-contiguous"),
+    (IMAGE, np.empty((9, 3, 4), np.float32), GRID, "N x C"),
+    (IMAGE, _out(c=1), GRID, "channels"),
+    (IMAGE, _out(n=10), GRID, "out of range"),
+    (IMAGE, _out(), {**GRID, "first": 1}, "out of range"),
+    (IMAGE, _out(), {**GRID, "first": -1}, "out of range"),
+    (IMAGE, _out(), {**GRID, "grid": (4, 3)}, "outside the image"),
+    (IMAGE, _out(), {**GRID, "origin": (-4, 0)}, "outside the image"),
+    (IMAGE, _out(), {**GRID, "step": (0, 4)}, "step"),
+    (IMAGE, _out(), {**GRID, "origin": (-(2**40), 0)}, "out of range"),
+    (IMAGE, _out(), {**GRID, "mean": [0.0]}, "one value per channel"),
+    (IMAGE, _out(), {**GRID, "std": [1.0, 0.0, 1.0]}, "positive"),
+    (IMAGE, _out(), {**GRID, "threads": -1}, "threads"),
+    (IMAGE[..., 0], _out(c=1), {**GRID, "swap_rb": True}, "swap_rb"),
+    (IMAGE.astype(">f4"), _out(), GRID, "byte order"),
+])
+def test_extract_rejects_bad_input(image: np.ndarray, out: np.ndarray, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _tiling.extract_tiles(image, out, **kwargs)
+
+
+def test_extract_rejects_read_only_output_and_wrong_types() -> None:
+    out = _out()
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        _tiling.extract_tiles(IMAGE, out, **GRID)
+    with pytest.raises(TypeError):
+        _tiling.extract_tiles([[1, 2]], _out(), **GRID)
+
+
+ACC = np.zeros((2, 10, 12), np.float32)
+TILES = np.zeros((9, 2, 4, 4), np.float32)
+
+
+@pytest.mark.parametrize(("tiles", "acc", "kwargs", "message"), [
+    (TILES.astype(np.float64), ACC, GRID, "tiles dtype"),
+    (TILES, ACC.astype(np.float16), GRID, "acc dtype"),
+    (np.ascontiguousarray(TILES[:, :1]), ACC, GRID, "classes"),
+    (TILES[0], ACC, GRID, "N x K"),
+    (TILES[:6], ACC, {**GRID, "step": (6, 4), "grid": (2, 3)}, "no value"),
+    (TILES, ACC, {**GRID, "origin": (1, 0)}, "cover"),
+    (TILES, ACC, {**GRID, "grid": (2, 3)}, "out of range"),
+    (TILES, ACC, {**GRID, "mode": "mean"}, "mode"),
+    (TILES, ACC, {**GRID, "mode": "blend"}, "needs weight"),
+    (TILES[:, :, :, ::-1], ACC, GRID, "C-contiguous"),
+])
+def test_stitch_rejects_bad_input(tiles: np.ndarray, acc: np.ndarray, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _tiling.stitch_tiles(tiles, acc.copy(), **kwargs)
+
+
+def test_stitch_rejects_bad_blend_buffers() -> None:
+    window = np.ones(4, np.float32)
+    weight = np.zeros((10, 12), np.float32)
+    blend = {**GRID, "mode": "blend"}
+    with pytest.raises(ValueError, match="weight must have shape"):
+        _tiling.stitch_tiles(TILES, ACC.copy(), weight[1:], window_y=window, window_x=window, **blend)
+    with pytest.raises(ValueError, match="window_x must have shape"):
+        _tiling.stitch_tiles(TILES, ACC.copy(), weight, window_y=window, window_x=window[:3], **blend)
+    with pytest.raises(ValueError, match="window_y dtype"):
+        _tiling.stitch_tiles(TILES, ACC.copy(), weight, window_y=window.astype(np.float64), window_x=window, **blend)
+
+
+def test_finish_rejects_bad_input() -> None:
+    mask = np.zeros((10, 12), np.uint8)
+    with pytest.raises(ValueError, match="binary models have 1"):
+        _tiling.finish(ACC.copy(), mask=mask, binary=True)
+    with pytest.raises(ValueError, match="mask must have shape"):
+        _tiling.finish(ACC.copy(), mask=np.zeros((10, 11), np.uint8))
+    with pytest.raises(ValueError, match="mask dtype"):
+        _tiling.finish(ACC.copy(), mask=mask.astype(np.int8))
+    with pytest.raises(ValueError, match="nothing to do"):
+        _tiling.finish(ACC.copy())
+    with pytest.raises(ValueError, match="256 classes"):
+        _tiling.finish(np.zeros((300, 2, 2), np.float32), mask=np.zeros((2, 2), np.uint8))
+
+
+def test_cuda_entry_points_raise_clearly_without_a_gpu() -> None:
+    if _tiling.cuda_device_count() > 0:
+        pytest.skip("a CUDA device is present: the CUDA tests cover these entry points")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        _tiling.extract_tiles_cuda(1024, (10, 12), 3, (36, 3, 1), "uint8", 4096, (9, 3, 4, 4), "float32", **GRID)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        _tiling.finish_cuda(1024, (2, 10, 12), mask_ptr=4096)
+    # Argument checks come first, so a bad call is a ValueError on any machine.
+    with pytest.raises(ValueError, match="out of range"):
+        _tiling.extract_tiles_cuda(1024, (10, 12), 3, (36, 3, 1), "uint8", 4096, (10, 3, 4, 4), "float32", **GRID)
+    with pytest.raises(ValueError, match="dtype must be"):
+        _tiling.stitch_tiles_cuda(1024, (9, 2, 4, 4), "float64", 4096, (2, 10, 12), **GRID)

@@ -1,0 +1,85 @@
+"""A plain numpy reference of the unetrt._tiling kernels, written for clarity, not speed.
+
+It computes every value with the same float32 operations as the kernels (multiply, then add; divide for
+the finish), so the kernels must equal it bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def normalisation(channels: int, scale: float, mean: Sequence[float] | None,
+                  std: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
+    mean = [0.0] * channels if mean is None else list(mean)
+    std = [1.0] * channels if std is None else list(std)
+    mul = np.array([np.float32(scale / s) for s in std], np.float32)
+    add = np.array([np.float32(-m / s) for m, s in zip(mean, std)], np.float32)
+    return mul, add
+
+
+def extract_reference(image: np.ndarray, tile_hw: tuple[int, int], count: int, origin: tuple[int, int],
+                      step: tuple[int, int], grid: tuple[int, int], first: int = 0, swap_rb: bool = False,
+                      scale: float = 1.0 / 255.0, mean: Sequence[float] | None = None,
+                      std: Sequence[float] | None = None, dtype: type = np.float32) -> np.ndarray:
+    """Tiles ``first .. first + count - 1`` of the grid, cut from the image mirror-padded by np.pad('reflect')."""
+    img = image if image.ndim == 3 else image[..., None]
+    height, width, channels = img.shape
+    (th, tw), (oy, ox), (sy, sx), (rows, cols) = tile_hw, origin, step, grid
+    pad_top, pad_left = max(0, -oy), max(0, -ox)
+    pad_bottom = max(0, oy + (rows - 1) * sy + th - height)
+    pad_right = max(0, ox + (cols - 1) * sx + tw - width)
+    padded = np.pad(img, ((pad_top, pad_bottom), (pad_left, pad_right), (0, 0)), mode="reflect")
+    mul, add = normalisation(channels, scale, mean, std)
+    order = list(range(channels))
+    if swap_rb:
+        order[0], order[2] = 2, 0
+    out: np.ndarray = np.empty((count, channels, th, tw), dtype)
+    for n in range(count):
+        r, c = divmod(first + n, cols)
+        y0, x0 = oy + r * sy + pad_top, ox + c * sx + pad_left
+        patch = padded[y0 : y0 + th, x0 : x0 + tw][..., order]
+        with np.errstate(over="ignore"):
+            out[n] = (patch.astype(np.float32) * mul + add).transpose(2, 0, 1).astype(dtype)
+    return out
+
+
+def crop_core(index: int, count: int, origin: int, step: int, tile: int, size: int) -> tuple[int, int]:
+    """The image span [lo, hi) tile ``index`` owns along one axis in crop mode."""
+    lo = 0 if index == 0 else origin + index * step + (tile - step) // 2
+    hi = size if index == count - 1 else origin + (index + 1) * step + (tile - step) // 2
+    lo, hi = max(lo, 0), min(hi, size)
+    return lo, max(lo, hi)
+
+
+def stitch_reference(tiles: np.ndarray, acc: np.ndarray, weight: np.ndarray | None, origin: tuple[int, int],
+                     step: tuple[int, int], grid: tuple[int, int], first: int = 0, mode: str = "crop",
+                     window_y: np.ndarray | None = None, window_x: np.ndarray | None = None) -> None:
+    """Write (crop) or accumulate (blend) tiles ``first ..`` into acc (K x H x W) and weight (H x W), in place."""
+    _, height, width = acc.shape
+    count, _, th, tw = tiles.shape
+    (oy, ox), (sy, sx), (rows, cols) = origin, step, grid
+    values = tiles.astype(np.float32)
+    for n in range(count):
+        r, c = divmod(first + n, cols)
+        y0, x0 = oy + r * sy, ox + c * sx
+        if mode == "crop":
+            ylo, yhi = crop_core(r, rows, oy, sy, th, height)
+            xlo, xhi = crop_core(c, cols, ox, sx, tw, width)
+            acc[:, ylo:yhi, xlo:xhi] = values[n, :, ylo - y0 : yhi - y0, xlo - x0 : xhi - x0]
+            continue
+        assert weight is not None and window_y is not None and window_x is not None
+        ylo, yhi, xlo, xhi = max(y0, 0), min(y0 + th, height), max(x0, 0), min(x0 + tw, width)
+        w = (window_y[:, None] * window_x[None, :])[ylo - y0 : yhi - y0, xlo - x0 : xhi - x0]
+        acc[:, ylo:yhi, xlo:xhi] += w * values[n, :, ylo - y0 : yhi - y0, xlo - x0 : xhi - x0]
+        weight[ylo:yhi, xlo:xhi] += w
+
+
+def finish_reference(acc: np.ndarray, weight: np.ndarray | None, binary: bool,
+                     threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(normalised logits, H x W uint8 mask)."""
+    logits = acc / weight if weight is not None else acc.copy()
+    mask = (logits[0] > np.float32(threshold)) if binary else logits.argmax(axis=0)
+    return logits, mask.astype(np.uint8)
