@@ -1,1 +1,40 @@
-"""Streaming runner: sources, sinks and the capture/inference/write pipeline."""
+"""Streaming runner: sources, sinks and the capture/inference/write pipeline.
+
+Example:
+    >>> from unetrt.stream import Stream
+    >>> with Stream("/dev/video0", "camvid") as stream:  # doctest: +SKIP
+    ...     for result in stream:
+    ...         print(result.index, result.latency_ms)
+"""
+
+from .pipeline import Stream, StreamResult
+from .sinks import DisplaySink, FrameSink, ImageSequenceSink, VideoFileSink, open_sink
+from .sources import (
+    CorruptFrameError,
+    FrameSource,
+    ImageSequenceSource,
+    IterableSource,
+    SourceError,
+    VideoCaptureSource,
+    open_source,
+)
+from .stats import StreamStats, format_summary
+
+__all__ = [
+    "CorruptFrameError",
+    "DisplaySink",
+    "FrameSink",
+    "FrameSource",
+    "ImageSequenceSink",
+    "ImageSequenceSource",
+    "IterableSource",
+    "SourceError",
+    "Stream",
+    "StreamResult",
+    "StreamStats",
+    "VideoCaptureSource",
+    "VideoFileSink",
+    "format_summary",
+    "open_sink",
+    "open_source",
+]

@@ -1,0 +1,261 @@
+"""The capture thread and the hand-off between it and inference.
+
+Live sources hand over through :class:`LatestFrameSlot`, which keeps only the
+newest frame: when inference is slower than the camera, stale frames are dropped
+(and counted) instead of queueing, so latency stays bounded. Stored sources (files,
+folders) hand over through :class:`FrameQueue`, which blocks the reader instead,
+so no frame is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .sources import CorruptFrameError, FrameSource, SourceError, check_stream_frame
+from .stats import StreamStats
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.05
+
+
+@dataclass
+class CapturedFrame:
+    """A frame as it left the capture thread.
+
+    Attributes:
+        image: the frame (BGR or gray uint8).
+        index: its position among all frames the source delivered (gaps mean dropped frames).
+        captured_at: ``time.perf_counter()`` when it was read.
+        wall_time: ``time.time()`` when it was read, to match it with other sensors.
+        capture_ms: how long the read took.
+    """
+
+    image: np.ndarray
+    index: int
+    captured_at: float
+    wall_time: float
+    capture_ms: float
+
+
+@dataclass
+class EndOfStream:
+    """The last item of a hand-off: the source ended, or failed with ``error``."""
+
+    error: BaseException | None = None
+
+
+HandoffItem = CapturedFrame | EndOfStream
+
+
+class LatestFrameSlot:
+    """Holds the newest frame only; putting a frame over an unread one drops the old one.
+
+    Example:
+        >>> slot = LatestFrameSlot()
+        >>> slot.put("a"), slot.put("b"), slot.get(0.1)
+        (0, 1, 'b')
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: object | None = None
+        self._end: EndOfStream | None = None
+
+    def put(self, frame: object, stop: threading.Event | None = None) -> int:
+        """Store the frame; returns how many unread frames it replaced (0 or 1). Never blocks."""
+        with self._cond:
+            dropped = int(self._frame is not None)
+            self._frame = frame
+            self._cond.notify()
+        return dropped
+
+    def finish(self, end: EndOfStream, stop: threading.Event | None = None) -> None:
+        """Mark the end; it is handed out after the last stored frame. Never blocks."""
+        with self._cond:
+            self._end = end
+            self._cond.notify()
+
+    def get(self, timeout: float) -> object:
+        """The newest frame, else the end marker.
+
+        Raises:
+            queue.Empty: when nothing arrives within ``timeout`` seconds.
+        """
+        with self._cond:
+            if self._frame is None and self._end is None:
+                self._cond.wait(timeout)
+            if self._frame is not None:
+                frame, self._frame = self._frame, None
+                return frame
+            if self._end is not None:
+                return self._end
+        raise queue.Empty
+
+
+class FrameQueue:
+    """A bounded FIFO: the reader waits when inference falls behind, so no frame is dropped.
+
+    Example:
+        >>> q = FrameQueue(2)
+        >>> q.put("a"), q.get(0.1)
+        (0, 'a')
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"queue size must be at least 1, got {size}")
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=size)
+
+    def put(self, frame: object, stop: threading.Event | None = None) -> int:
+        """Append, waiting for room until ``stop`` is set; returns 0 (nothing is ever dropped)."""
+        while True:
+            try:
+                self._queue.put(frame, timeout=POLL_S)
+                return 0
+            except queue.Full:
+                if stop is not None and stop.is_set():
+                    return 0
+
+    def finish(self, end: EndOfStream, stop: threading.Event | None = None) -> None:
+        """Append the end marker after the frames still queued; once ``stop`` is set they may be discarded."""
+        while True:
+            try:
+                self._queue.put(end, timeout=POLL_S)
+                return
+            except queue.Full:
+                if stop is not None and stop.is_set():
+                    self._discard_oldest()
+
+    def _discard_oldest(self) -> None:
+        with contextlib.suppress(queue.Empty):
+            self._queue.get_nowait()
+
+    def get(self, timeout: float) -> object:
+        """The oldest item.
+
+        Raises:
+            queue.Empty: when nothing arrives within ``timeout`` seconds.
+        """
+        return self._queue.get(timeout=timeout)
+
+
+Handoff = LatestFrameSlot | FrameQueue
+
+
+class CaptureThread(threading.Thread):
+    """Reads an opened source into a hand-off until the source ends, fails for good, or ``stop`` is set.
+
+    A live source that fails is closed and reopened with exponential backoff (a log
+    line each time); corrupt frames are skipped and counted. The thread owns the
+    source from here on and closes it when it ends.
+
+    Args:
+        source: an opened source.
+        handoff: a :class:`LatestFrameSlot` (live) or :class:`FrameQueue` (stored).
+        stats: where capture times and counters go.
+        stop: set to end capture promptly.
+        loop: replays of a stored source after its end: 0 none, N more times, -1 forever.
+        size: ``(width, height)`` every frame is resized to, or None.
+        reconnect_delay: first and largest wait in seconds between reopen attempts.
+        max_reconnects: reopen attempts without a frame in between before giving up (None: keep trying).
+    """
+
+    def __init__(self, source: FrameSource, handoff: Handoff, stats: StreamStats, stop: threading.Event,
+                 loop: int = 0, size: tuple[int, int] | None = None,
+                 reconnect_delay: tuple[float, float] = (0.5, 8.0), max_reconnects: int | None = None) -> None:
+        super().__init__(name="unetrt-capture", daemon=True)
+        self.source = source
+        self.handoff = handoff
+        self.stats = stats
+        self.stop = stop
+        self.loops_left = loop
+        self.size = size
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnects = max_reconnects
+        self._index = 0
+        self._attempts = 0
+
+    def run(self) -> None:
+        end = EndOfStream()
+        try:
+            self._capture()
+        except BaseException as exc:  # handed to the consumer thread, which raises it there
+            end = EndOfStream(exc)
+        finally:
+            self.source.close()
+            self.handoff.finish(end, self.stop)
+
+    def _capture(self) -> None:
+        while not self.stop.is_set():
+            started = time.perf_counter()
+            try:
+                frame = self.source.read()
+                if frame is not None:
+                    frame = check_stream_frame(frame)
+            except CorruptFrameError as exc:
+                self.stats.count("corrupt")
+                log.warning("skipping a corrupt frame from %s: %s", self.source.name, exc)
+                continue
+            except SourceError as exc:
+                if not self.source.live or not self._reopen(exc):
+                    raise
+                continue
+            self._attempts = 0
+            if frame is None:
+                if self.loops_left == 0 or self.source.live:
+                    return
+                if self.loops_left > 0:
+                    self.loops_left -= 1
+                self.source.close()
+                self.source.open()
+                continue
+            if self.size is not None and (frame.shape[1], frame.shape[0]) != self.size:
+                frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+            now = time.perf_counter()
+            item = CapturedFrame(frame, self._index, now, time.time(), (now - started) * 1e3)
+            self._index += 1
+            self.stats.add("capture", item.capture_ms)
+            self.stats.count("captured")
+            dropped = self.handoff.put(item, self.stop)
+            if dropped:
+                self.stats.count("dropped", dropped)
+
+    def _reopen(self, failure: SourceError) -> bool:
+        """Reopen a failed live source with backoff; False when stopped first.
+
+        Attempts count until a frame is read again, so a source that opens but never
+        delivers backs off like one that does not open.
+
+        Raises:
+            SourceError: after ``max_reconnects`` attempts without a frame.
+        """
+        first, longest = self.reconnect_delay
+        while True:
+            self._attempts += 1
+            if self.max_reconnects is not None and self._attempts > self.max_reconnects:
+                raise SourceError(
+                    f"{self.source.name} failed and did not come back after {self.max_reconnects} attempts: {failure}"
+                ) from failure
+            delay = min(first * 2 ** (self._attempts - 1), longest)
+            log.warning("%s failed (%s); reopening in %.2f s (attempt %d)", self.source.name, failure, delay,
+                        self._attempts)
+            self.source.close()
+            if self.stop.wait(delay):
+                return False
+            try:
+                self.source.open()
+            except SourceError as exc:
+                failure = exc
+                continue
+            self.stats.count("reconnects")
+            log.info("%s reopened (attempt %d)", self.source.name, self._attempts)
+            return True

@@ -1,0 +1,186 @@
+"""``unet-stream INPUT [OUTPUT]``: segment a camera, stream, video or image folder live.
+
+Examples::
+
+    unet-stream sample out.mp4 --model camvid          # the bundled CamVid clip
+    unet-stream /dev/video0 display://0 --visualize overlay,mask
+    unet-stream csi://0 --headless --stats stats.json  # Jetson CSI camera, no window
+    unet-stream rtsp://192.168.1.2:8554/cam out/frame_%05d.png --max-fps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+from tqdm import tqdm
+
+from ..cli import parse_size, run_cli
+from .pipeline import Stream
+from .sinks import display_available
+from .sources import SourceError
+from .stats import format_summary
+from .uri import parse_sink
+
+log = logging.getLogger("unetrt.stream")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``unet-stream``."""
+    parser = argparse.ArgumentParser(
+        prog="unet-stream",
+        description="Segment frames from a camera, network stream, video or image folder in real time.",
+        epilog="inputs: 0, /dev/video0, v4l2:///dev/video0, csi://0, rtsp://host/path, file://clip.mp4, clip.mp4, "
+               "a folder, 'frames/*.png', sample (the bundled CamVid clip). "
+               "outputs: display://0, out.mp4, out.avi, a folder, out/frame_%%04d.png.",
+    )
+    parser.add_argument("input", help="input URI (see below)")
+    parser.add_argument("output", nargs="?", default=None,
+                        help="output URI; default: a window when there is a display, else none")
+    parser.add_argument("--model", default="camvid", help="model file (.onnx, .pt, .plan) or bundled name")
+    parser.add_argument("--backend", default="auto", help="auto, onnxruntime, torch or tensorrt")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="CPU inference threads (ONNX Runtime, torch)")
+    parser.add_argument("--visualize", default="overlay", help="overlay, mask or overlay,mask (side by side)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay, 0..1")
+    parser.add_argument("--input-width", type=int, default=None, help="resize frames (and ask cameras) to this width")
+    parser.add_argument("--input-height", type=int, default=None, help="... and this height (give both)")
+    parser.add_argument("--max-fps", type=float, default=None, help="process at most this many frames per second")
+    parser.add_argument("--loop", type=int, default=0, help="replay a file or folder: N more times, -1 forever")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--tile", type=parse_tile, default=None,
+                        help="segment in overlapping tiles of N pixels or WIDTHxHEIGHT (large frames)")
+    parser.add_argument("--overlap", type=int, default=None, help="pixels neighbouring tiles share (with --tile)")
+    parser.add_argument("--blend", default=None, help="how tile overlaps combine: gaussian, linear or crop")
+    parser.add_argument("--headless", action="store_true", help="never open a window")
+    parser.add_argument("--no-overlay-stats", dest="draw_stats", action="store_false",
+                        help="do not draw FPS and latency on the output")
+    parser.add_argument("--stats", nargs="?", const="-", default=None, metavar="PATH",
+                        help="write the JSON summary to PATH, or to stdout without PATH (the table goes to stderr)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log every reconnect and skipped frame")
+    return parser
+
+
+def parse_tile(text: str) -> int | tuple[int, int]:
+    """``N`` or ``WIDTHxHEIGHT`` -> the Segmenter's ``tile``: a side, or (height, width).
+
+    Example:
+        >>> parse_tile("256"), parse_tile("320x240")
+        (256, (240, 320))
+    """
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    width, height = parse_size(text)
+    return height, width
+
+
+def _input_size(args: argparse.Namespace) -> tuple[int, int] | None:
+    width, height = args.input_width, args.input_height
+    if width is None and height is None:
+        return None
+    if width is None or height is None or width < 1 or height < 1:
+        raise ValueError(f"give both --input-width and --input-height as positive numbers, got {width}x{height}")
+    return width, height
+
+
+def _output(args: argparse.Namespace) -> str | None:
+    if args.output is None:
+        return "display://0" if not args.headless and display_available() else None
+    if args.headless and parse_sink(args.output).kind == "display":
+        raise ValueError(f"--headless cannot show {args.output}; write to a file or drop --headless")
+    return str(args.output)
+
+
+def _segmenter_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"backend": args.backend, "device": args.device}
+    for name in ("threads", "tile", "overlap", "blend"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    return options
+
+
+def _write_stats(summary: dict[str, Any], target: str | None) -> None:
+    table = format_summary(summary)
+    if target == "-":
+        print(table, file=sys.stderr)
+        print(json.dumps(summary, indent=2))
+        return
+    print(table)
+    if target is not None:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _stream(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    interrupted = False
+    try:
+        # The stream checks the input and output before it loads the model, so mistakes are reported at once.
+        stream = Stream(args.input, args.model, _output(args), visualize=args.visualize, alpha=args.alpha,
+                        draw_stats=args.draw_stats, input_size=_input_size(args), max_fps=args.max_fps,
+                        loop=args.loop, max_frames=args.max_frames, segmenter_options=_segmenter_options(args))
+        with stream, tqdm(total=_expected_frames(stream, args), unit="frame", disable=None,
+                          desc="unet-stream") as progress:
+            try:
+                for _ in stream:
+                    progress.update()
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                _close_ignoring_ctrl_c(stream)
+    except SourceError as exc:
+        raise ValueError(str(exc)) from exc
+    _write_stats(stream.summary(), args.stats)
+    if interrupted:
+        raise KeyboardInterrupt
+
+
+def _close_ignoring_ctrl_c(stream: Stream) -> None:
+    """Finish the output; a second Ctrl-C must not cut the video short while its index is written."""
+    if threading.current_thread() is not threading.main_thread():
+        stream.close()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        stream.close()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _expected_frames(stream: Stream, args: argparse.Namespace) -> int | None:
+    """Frames a stored source will deliver, when that is known (for the progress bar)."""
+    if stream.source.live or args.loop != 0:
+        return args.max_frames
+    files = getattr(stream.source, "files", None)
+    if files is not None:
+        count = len(files)
+    else:
+        capture = cv2.VideoCapture(stream.source.name)
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        capture.release()
+    if count <= 0:
+        return args.max_frames
+    return min(count, args.max_frames) if args.max_frames is not None else count
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``unet-stream``.
+
+    Returns:
+        0 on success, 2 on a user error, 130 after Ctrl-C (the output is finished and the summary printed).
+    """
+    args = build_parser().parse_args(argv)
+    return run_cli(lambda: _stream(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

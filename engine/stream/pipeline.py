@@ -1,0 +1,378 @@
+"""``Stream``: capture, inference and writing as three overlapping stages with bounded latency."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from ..segmenter import SegmentationResult
+from .capture import POLL_S, CapturedFrame, CaptureThread, EndOfStream, FrameQueue, Handoff, LatestFrameSlot
+from .render import compose, draw_caption, parse_visualize
+from .sinks import DEFAULT_OUTPUT_FPS, FrameSink, open_sink
+from .sources import FrameSource, SourceLike, open_source
+from .stats import StreamStats
+from .uri import SinkSpec, parse_sink
+
+log = logging.getLogger(__name__)
+
+JOIN_TIMEOUT_S = 5.0
+
+
+class FrameSegmenter(Protocol):
+    """What a stream needs from a segmenter (:class:`unetrt.segmenter.Segmenter` is one)."""
+
+    def segment(self, frame: np.ndarray) -> SegmentationResult:
+        """One frame -> its mask and stage timings."""
+        ...
+
+    def colorize(self, result: SegmentationResult) -> np.ndarray:
+        """The mask in class colours (HxWx3 BGR)."""
+        ...
+
+
+@dataclass
+class StreamResult:
+    """One segmented frame.
+
+    Attributes:
+        index: the frame's position among all frames the source delivered (gaps: dropped frames).
+        frame: the frame as captured (after any input resize).
+        mask: HxW uint8 class ids at the frame's size.
+        segmentation: the segmenter's full result (probabilities when asked for, timings).
+        captured_at: ``time.perf_counter()`` when the frame was read.
+        wall_time: ``time.time()`` when the frame was read, to match it with other sensors.
+        latency_ms: capture to mask, end to end (includes any wait in the hand-off).
+        timings_ms: 'capture', 'preprocess', 'inference', 'postprocess'.
+        fps: results per second over the last 30 results.
+    """
+
+    index: int
+    frame: np.ndarray
+    mask: np.ndarray
+    segmentation: SegmentationResult
+    captured_at: float
+    wall_time: float
+    latency_ms: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    fps: float = 0.0
+
+
+_WRITER_DONE = object()
+
+
+class Stream:
+    """Segments frames from a camera, stream, file, folder or Python iterable, live.
+
+    Capture runs in its own thread; for live sources only the newest frame is kept
+    (stale ones are dropped and counted), so latency stays bounded when inference is
+    slower than the camera; stored sources lose no frame. Results come out of
+    iteration (and go to ``callback``) while a writer thread renders and writes them
+    to ``output`` through a bounded queue.
+
+    Args:
+        source: a URI ('0', '/dev/video0', 'csi://0', 'rtsp://...', a video, a folder, a glob,
+            'sample'), a camera index, a :class:`FrameSource`, an iterable of frames or a function
+            returning one.
+        segmenter: a :class:`unetrt.segmenter.Segmenter` (or anything with ``segment``/``colorize``),
+            or a model path or bundled name to open one (then the stream closes it).
+        output: None, 'display://0', a .mp4/.avi path, an image folder or pattern, or a :class:`FrameSink`.
+        live: override whether stale frames may be dropped (default: cameras and streams yes,
+            files, folders and Python iterables no).
+        visualize: panels to write: 'overlay', 'mask' or 'overlay,mask'.
+        alpha: mask opacity in the overlay, in [0, 1].
+        draw_stats: draw FPS and latency on written frames.
+        input_size: ``(width, height)`` to resize every frame to (and ask cameras for).
+        max_fps: process at most this many frames per second (None: as fast as possible).
+        loop: replays of a stored source: 0 none, N more times, -1 forever.
+        max_frames: stop after this many results.
+        callback: called with every :class:`StreamResult` in the consuming thread.
+        output_fps: rate stored in an output video (default: the source's, else ``max_fps``, else 30).
+        queue_size: depth of the stored-source and writer queues.
+        reconnect_delay: first and largest wait in seconds between reopen attempts of a failed live source.
+        max_reconnects: reopen attempts in a row before a live source counts as gone (None: forever).
+        segmenter_options: keyword arguments for :class:`~unetrt.segmenter.Segmenter` when ``segmenter``
+            is a model name or path (e.g. ``{"backend": "onnxruntime", "threads": 2}``).
+
+    Raises:
+        ValueError: on a bad option, source or output; FileNotFoundError when a path does not exist.
+
+    Example:
+        >>> with Stream("/dev/video0", "camvid") as stream:  # doctest: +SKIP
+        ...     for result in stream:
+        ...         steer(result.mask)
+    """
+
+    def __init__(self, source: SourceLike, segmenter: FrameSegmenter | str | Path = "camvid",
+                 output: str | FrameSink | None = None, *, live: bool | None = None,
+                 visualize: str | Sequence[str] = "overlay", alpha: float = 0.5, draw_stats: bool = True,
+                 input_size: tuple[int, int] | None = None, max_fps: float | None = None, loop: int = 0,
+                 max_frames: int | None = None, callback: Callable[[StreamResult], object] | None = None,
+                 output_fps: float | None = None, queue_size: int = 2,
+                 reconnect_delay: tuple[float, float] = (0.5, 8.0), max_reconnects: int | None = None,
+                 segmenter_options: dict[str, Any] | None = None) -> None:
+        _check_options(alpha, max_fps, loop, max_frames, queue_size, reconnect_delay, input_size, output_fps)
+        self.visualize = parse_visualize(visualize)
+        self.alpha = alpha
+        self.draw_stats = draw_stats
+        self.input_size = input_size
+        self.max_fps = max_fps
+        self.loop = loop
+        self.max_frames = max_frames
+        self.callback = callback
+        self.queue_size = queue_size
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnects = max_reconnects
+        self.source: FrameSource = open_source(source, input_size, live)
+        # Parsed now so a bad output is reported before a model is loaded.
+        self._output: SinkSpec | FrameSink | None = parse_sink(output) if isinstance(output, str) else output
+        self._output_fps = output_fps
+        self._owns_segmenter = isinstance(segmenter, str | Path)
+        if isinstance(segmenter, str | Path):
+            from ..segmenter import Segmenter
+
+            self.segmenter: FrameSegmenter = Segmenter(segmenter, **(segmenter_options or {}))
+        else:
+            self.segmenter = segmenter
+        self.stats = StreamStats()
+        self.sink: FrameSink | None = None
+        self._stop = threading.Event()
+        self._handoff: Handoff | None = None
+        self._capture: CaptureThread | None = None
+        self._writer: threading.Thread | None = None
+        self._writer_queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._writer_error: BaseException | None = None
+        self._state = "new"
+
+    def start(self) -> Stream:
+        """Open the source and output and start the capture and writer threads (iteration does this too).
+
+        Raises:
+            SourceError: when the source cannot be opened.
+            ValueError: when the stream was already started, or the output cannot be opened.
+        """
+        if self._state != "new":
+            raise ValueError(f"this stream is {self._state}; a Stream runs once, make a new one")
+        self.source.open()
+        try:
+            self.sink = open_sink(self._output, self._pick_output_fps())
+        except BaseException:
+            self.source.close()
+            raise
+        self._state = "running"
+        self.stats = StreamStats()
+        self._handoff = LatestFrameSlot() if self.source.live else FrameQueue(self.queue_size)
+        self._capture = CaptureThread(self.source, self._handoff, self.stats, self._stop, loop=self.loop,
+                                      size=self.input_size, reconnect_delay=self.reconnect_delay,
+                                      max_reconnects=self.max_reconnects)
+        self._capture.start()
+        if self.sink is not None:
+            self._writer = threading.Thread(target=self._write_loop, name="unetrt-writer", daemon=True)
+            self._writer.start()
+        log.info("streaming %s (%s) -> %s", self.source.name, "live" if self.source.live else "stored",
+                 self.sink.name if self.sink is not None else "no output")
+        return self
+
+    def _pick_output_fps(self) -> float:
+        if self._output_fps is not None:
+            return self._output_fps
+        if self.source.live and self.max_fps is not None:
+            return self.max_fps
+        return self.source.fps or self.max_fps or DEFAULT_OUTPUT_FPS
+
+    def __iter__(self) -> Iterator[StreamResult]:
+        """Segment frames until the source ends, ``max_frames`` is reached, or :meth:`stop` is called.
+
+        Raises:
+            SourceError: when the source fails for good; OSError when the output fails.
+        """
+        if self._state == "new":
+            self.start()
+        elif self._state != "running":
+            raise ValueError(f"this stream is {self._state}; a Stream runs once, make a new one")
+        try:
+            yield from self._results()
+        finally:
+            # Also on an exception, a break in the caller's loop or Ctrl-C: the output is always finished.
+            self._shutdown()
+        self._raise_writer_error()
+
+    def _results(self) -> Iterator[StreamResult]:
+        assert self._handoff is not None
+        next_due = time.perf_counter()
+        produced = 0
+        while not self._stop.is_set():
+            self._raise_writer_error()
+            if self.max_frames is not None and produced >= self.max_frames:
+                return
+            if self.max_fps is not None:
+                wait = next_due - time.perf_counter()
+                if wait > 0 and self._stop.wait(wait):
+                    return
+                next_due = max(next_due + 1.0 / self.max_fps, time.perf_counter())
+            try:
+                item = self._handoff.get(POLL_S)
+            except queue.Empty:
+                continue
+            if isinstance(item, EndOfStream):
+                if item.error is not None:
+                    raise item.error
+                return
+            assert isinstance(item, CapturedFrame)
+            result = self._segment(item)
+            produced += 1
+            if self._writer is not None:
+                self._send_to_writer(result)
+            if self.callback is not None:
+                self.callback(result)
+            yield result
+
+    def run(self) -> dict[str, Any]:
+        """Consume the whole stream (results go to ``callback`` and the output) and close it.
+
+        Returns:
+            The :meth:`summary`.
+        """
+        with self:
+            for _ in self:
+                pass
+        return self.summary()
+
+    def _segment(self, item: CapturedFrame) -> StreamResult:
+        segmentation = self.segmenter.segment(item.image)
+        latency = (time.perf_counter() - item.captured_at) * 1e3
+        timings = {"capture": item.capture_ms}
+        for stage in ("preprocess", "inference", "postprocess"):
+            if stage in segmentation.timings_ms:
+                timings[stage] = segmentation.timings_ms[stage]
+                self.stats.add(stage, timings[stage])
+        self.stats.add("latency", latency)
+        self.stats.mark_result()
+        return StreamResult(item.index, item.image, segmentation.mask, segmentation, item.captured_at,
+                            item.wall_time, latency, timings, self.stats.live_fps())
+
+    def render(self, result: StreamResult) -> np.ndarray:
+        """The picture the output gets for a result: the chosen panels, with FPS and latency drawn on."""
+        frame = result.frame if result.frame.ndim == 3 else cv2.cvtColor(result.frame, cv2.COLOR_GRAY2BGR)
+        image = compose(frame, self.segmenter.colorize(result.segmentation), self.visualize, self.alpha)
+        if self.draw_stats:
+            dropped = self.stats.counters["dropped"]
+            caption = f"{result.fps:.1f} FPS  latency {result.latency_ms:.0f} ms"
+            draw_caption(image, caption + (f"  dropped {dropped}" if dropped else ""))
+        return image
+
+    def _send_to_writer(self, result: StreamResult) -> None:
+        while True:
+            self._raise_writer_error()
+            try:
+                self._writer_queue.put(result, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def _write_loop(self) -> None:
+        assert self.sink is not None
+        while True:
+            item = self._writer_queue.get()
+            if item is _WRITER_DONE:
+                break
+            if self._writer_error is not None:
+                continue  # keep draining so the inference thread never blocks on a dead writer
+            assert isinstance(item, StreamResult)
+            try:
+                started = time.perf_counter()
+                image = self.render(item)
+                rendered = time.perf_counter()
+                self.sink.write(image)
+                written = time.perf_counter()
+            except Exception as exc:  # reported to the consuming thread, which raises it
+                self._writer_error = exc
+                self._stop.set()
+                continue
+            self.stats.add("visualize", (rendered - started) * 1e3)
+            self.stats.add("write", (written - rendered) * 1e3)
+            self.stats.add("output_latency", (written - item.captured_at) * 1e3)
+            self.stats.count("written")
+            if self.sink.wants_stop:
+                self._stop.set()
+        try:
+            self.sink.close()
+        except Exception as exc:  # a video that cannot be finished is an output failure like any other
+            self._writer_error = self._writer_error or exc
+
+    def _raise_writer_error(self) -> None:
+        if self._writer_error is not None:
+            error, self._writer_error = self._writer_error, None
+            raise OSError(f"writing to {self.sink.name if self.sink else 'the output'} failed: {error}") from error
+
+    def stop(self) -> None:
+        """Ask the stream to end; iteration finishes after the frame in hand. Safe from any thread."""
+        self._stop.set()
+
+    def _shutdown(self) -> None:
+        """Stop capture, flush and close the output; idempotent."""
+        if self._state != "running":
+            return
+        self._state = "finished"
+        self._stop.set()
+        if self._capture is not None:
+            self._capture.join(JOIN_TIMEOUT_S)
+            if self._capture.is_alive():
+                log.warning("capture from %s did not stop within %.0f s (a blocked read)", self.source.name,
+                            JOIN_TIMEOUT_S)
+        if self._writer is not None:
+            self._writer_queue.put(_WRITER_DONE)
+            self._writer.join()
+
+    def close(self) -> None:
+        """Stop, flush the output, release the source and (if the stream opened it) the segmenter."""
+        self._shutdown()
+        if self._state == "new":
+            self._state = "finished"
+        if self._owns_segmenter:
+            close = getattr(self.segmenter, "close", None)
+            if close is not None:
+                close()
+
+    def summary(self) -> dict[str, Any]:
+        """Counters, FPS and p50/p95/p99 per stage and end to end (JSON-ready)."""
+        return {"source": self.source.name, "output": self.sink.name if self.sink else None,
+                "live": self.source.live, **self.stats.summary()}
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _check_options(alpha: float, max_fps: float | None, loop: int, max_frames: int | None, queue_size: int,
+                   reconnect_delay: tuple[float, float], input_size: tuple[int, int] | None,
+                   output_fps: float | None) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if max_fps is not None and not max_fps > 0:
+        raise ValueError(f"max_fps must be positive, got {max_fps}")
+    if output_fps is not None and not output_fps > 0:
+        raise ValueError(f"output_fps must be positive, got {output_fps}")
+    if loop < -1:
+        raise ValueError(f"loop must be -1 (forever), 0 (once) or a positive count, got {loop}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+    if queue_size < 1:
+        raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+    first, longest = reconnect_delay
+    if not 0 <= first <= longest:
+        raise ValueError(f"reconnect_delay must be (first, longest) with 0 <= first <= longest, got {reconnect_delay}")
+    if input_size is not None and (len(input_size) != 2 or min(input_size) < 1):
+        raise ValueError(f"input_size must be (width, height) with positive values, got {input_size}")

@@ -1,0 +1,211 @@
+"""Frame sinks: a video file, an image sequence or a window."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from .uri import SinkSpec, parse_sink
+
+FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".avi": "MJPG"}
+DEFAULT_OUTPUT_FPS = 30.0
+QUIT_KEYS = (27, ord("q"))
+
+
+@runtime_checkable
+class FrameSink(Protocol):
+    """Where rendered frames go.
+
+    Attributes:
+        name: the sink in words.
+        wants_stop: True once the user asked to end the stream (closed the window).
+    """
+
+    name: str
+    wants_stop: bool
+
+    def write(self, image: np.ndarray) -> None:
+        """Write one HxWx3 BGR uint8 frame.
+
+        Raises:
+            OSError: when the frame cannot be written.
+        """
+        ...
+
+    def close(self) -> None:
+        """Finish the output (a video gets its index written and becomes playable); idempotent."""
+        ...
+
+
+class VideoFileSink:
+    """An .mp4 (MPEG-4 Part 2) or .avi (Motion JPEG) file; opened on the first frame, which fixes its size.
+
+    Args:
+        path: the file to write; its folder is created.
+        fps: the frame rate stored in the file.
+
+    Raises:
+        ValueError: on another suffix or a non-positive rate.
+
+    Example:
+        >>> sink = VideoFileSink("out.mp4", fps=10)  # doctest: +SKIP
+    """
+
+    wants_stop = False
+
+    def __init__(self, path: str | Path, fps: float = DEFAULT_OUTPUT_FPS) -> None:
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in FOURCC_BY_SUFFIX:
+            raise ValueError(f"video output must end in {' or '.join(FOURCC_BY_SUFFIX)}, got {str(path)!r}")
+        if not fps > 0:
+            raise ValueError(f"output fps must be positive, got {fps}")
+        self.name = str(path)
+        self.fps = fps
+        self._fourcc = cv2.VideoWriter.fourcc(*FOURCC_BY_SUFFIX[suffix])
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+
+    def write(self, image: np.ndarray) -> None:
+        """Append a frame (resized to the first frame's size if it differs).
+
+        Raises:
+            OSError: when the encoder cannot be opened.
+        """
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        if self._writer is None:
+            self._size = (image.shape[1], image.shape[0])
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            writer = cv2.VideoWriter(str(self.path), self._fourcc, self.fps, self._size)
+            if not writer.isOpened():
+                raise OSError(f"cannot open a video writer for {self.name!r} at {self._size[0]}x{self._size[1]}")
+            self._writer = writer
+        if (image.shape[1], image.shape[0]) != self._size:
+            image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(image)
+
+    def close(self) -> None:
+        """Release the writer so the file's index is written (idempotent)."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+class ImageSequenceSink:
+    """Numbered images from a printf pattern such as ``out/frame_%04d.png``.
+
+    Raises:
+        ValueError: when the pattern has no ``%d`` counter.
+
+    Example:
+        >>> sink = ImageSequenceSink("out/frame_%04d.png")  # doctest: +SKIP
+    """
+
+    wants_stop = False
+
+    def __init__(self, pattern: str | Path) -> None:
+        pattern = str(pattern)
+        try:
+            pattern % 0
+        except TypeError:
+            raise ValueError(f"image pattern {pattern!r} needs one %d counter, e.g. frame_%04d.png") from None
+        self.pattern = pattern
+        self.name = pattern
+        self._index = 0
+        Path(pattern).parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, image: np.ndarray) -> None:
+        """Write the next numbered image.
+
+        Raises:
+            OSError: when OpenCV cannot write it.
+        """
+        path = self.pattern % self._index
+        if not cv2.imwrite(path, image):
+            raise OSError(f"cannot write image {path!r}")
+        self._index += 1
+
+    def close(self) -> None:
+        """Nothing to finish: every image is complete when written."""
+
+
+def opencv_has_gui() -> bool:
+    """Whether this OpenCV build can open windows (opencv-python-headless cannot)."""
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            return "NONE" not in line.upper()
+    return False
+
+
+def display_available() -> bool:
+    """A window can be shown: OpenCV has a GUI and there is a display to show it on."""
+    return opencv_has_gui() and bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+class DisplaySink:
+    """An OpenCV window; Esc, 'q' or closing the window ends the stream.
+
+    Raises:
+        ValueError: when OpenCV has no GUI or there is no display.
+    """
+
+    def __init__(self, index: int = 0, title: str = "unetrt") -> None:
+        if not opencv_has_gui():
+            raise ValueError(
+                "display:// needs OpenCV with GUI support; this is opencv-python-headless. "
+                "Install opencv-python instead, or write to a file (out.mp4) or run --headless"
+            )
+        if not display_available():
+            raise ValueError("display:// needs a display (DISPLAY is not set); write to a file or run --headless")
+        self.title = f"{title} {index}"
+        self.name = f"display://{index}"
+        self.wants_stop = False
+        self._shown = False
+
+    def write(self, image: np.ndarray) -> None:
+        """Show the frame and poll the keyboard and the window."""
+        cv2.imshow(self.title, image)
+        self._shown = True
+        key = cv2.waitKey(1) & 0xFF
+        closed = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
+        if key in QUIT_KEYS or closed:
+            self.wants_stop = True
+
+    def close(self) -> None:
+        """Close the window (idempotent)."""
+        if self._shown:
+            cv2.destroyWindow(self.title)
+            self._shown = False
+
+
+def open_sink(output: str | SinkSpec | FrameSink | None, fps: float | None = None) -> FrameSink | None:
+    """Make a sink from an output URI, a spec or a ready sink; None means no output.
+
+    Args:
+        output: ``display://0``, a .mp4/.avi path, an image folder or pattern, a sink, or None.
+        fps: the rate to store in a video file (default 30).
+
+    Raises:
+        ValueError: on an output that cannot be written.
+
+    Example:
+        >>> open_sink(None) is None
+        True
+    """
+    if output is None:
+        return None
+    if isinstance(output, FrameSink):
+        return output
+    spec = output if isinstance(output, SinkSpec) else parse_sink(output)
+    if spec.kind == "none":
+        return None
+    if spec.kind == "display":
+        return DisplaySink(int(spec.location))
+    if spec.kind == "video":
+        return VideoFileSink(spec.location, fps or DEFAULT_OUTPUT_FPS)
+    return ImageSequenceSink(spec.location)

@@ -1,0 +1,397 @@
+"""Frame sources: cameras, CSI sensors, network streams, video files, image folders and Python iterables.
+
+Every source has the same small life cycle: :meth:`open`, :meth:`read` until it
+returns None (end of stream), :meth:`close`. A live source that fails raises
+:class:`SourceError`; the capture thread then closes and reopens it with backoff.
+A frame that cannot be decoded raises :class:`CorruptFrameError` and is skipped.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from .uri import IMAGE_SUFFIXES, SourceSpec, parse_source
+
+log = logging.getLogger(__name__)
+
+# A video file that fails this many reads in a row before its announced frame count has ended.
+MAX_CONSECUTIVE_FILE_FAILURES = 10
+DEFAULT_CSI_CAPTURE = (1280, 720, 30)
+
+
+class SourceError(ConnectionError):
+    """A source could not be opened or stopped delivering frames (a live one is reopened)."""
+
+
+class CorruptFrameError(ValueError):
+    """One frame could not be decoded or is malformed; the stream skips it."""
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """Where frames come from.
+
+    Attributes:
+        name: the source in words, for logs and the summary.
+        live: frames arrive in real time (a camera): stale ones may be dropped to bound latency.
+        fps: the nominal frame rate when known, else None.
+    """
+
+    name: str
+    live: bool
+    fps: float | None
+
+    def open(self) -> None:
+        """Start delivering frames from the beginning (files) or from now (live sources).
+
+        Raises:
+            SourceError: when the device, stream or file cannot be opened.
+        """
+        ...
+
+    def read(self) -> np.ndarray | None:
+        """The next frame (HxWx3 BGR or HxW gray uint8), or None at the end of the stream.
+
+        Raises:
+            SourceError: when a live source stops delivering.
+            CorruptFrameError: when this one frame is unusable.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the device or file (idempotent)."""
+        ...
+
+
+def check_stream_frame(frame: object) -> np.ndarray:
+    """Accept an OpenCV-style image; reject anything else as a corrupt frame.
+
+    Raises:
+        CorruptFrameError: naming what was wrong with it.
+
+    Example:
+        >>> check_stream_frame(np.zeros((2, 3, 1), np.uint8)).shape
+        (2, 3)
+    """
+    if not isinstance(frame, np.ndarray):
+        raise CorruptFrameError(f"frame is a {type(frame).__name__}, not a numpy image")
+    if frame.dtype != np.uint8:
+        raise CorruptFrameError(f"frame dtype is {frame.dtype}, expected uint8")
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[..., 0]
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] != 3) or frame.size == 0:
+        raise CorruptFrameError(f"frame shape {frame.shape} is not HxWx3 BGR or HxW gray")
+    return frame
+
+
+def opencv_has_gstreamer() -> bool:
+    """Whether this OpenCV build can open GStreamer pipelines (needed for csi://)."""
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return "YES" in line
+    return False
+
+
+def csi_pipeline(sensor: int, size: tuple[int, int] | None = None, fps: int | None = None) -> str:
+    """The GStreamer pipeline that reads a Jetson CSI sensor through nvarguscamerasrc as BGR frames.
+
+    Example:
+        >>> csi_pipeline(0).startswith("nvarguscamerasrc sensor-id=0")
+        True
+    """
+    width, height = size or DEFAULT_CSI_CAPTURE[:2]
+    rate = fps or DEFAULT_CSI_CAPTURE[2]
+    return (
+        f"nvarguscamerasrc sensor-id={sensor} ! "
+        f"video/x-raw(memory:NVMM), width={width}, height={height}, framerate={rate}/1, format=NV12 ! "
+        f"nvvidconv ! video/x-raw, width={width}, height={height}, format=BGRx ! "
+        "videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false"
+    )
+
+
+class VideoCaptureSource:
+    """A camera, CSI sensor, network stream or video file read through ``cv2.VideoCapture``.
+
+    Args:
+        spec: what to open (from :func:`unetrt.stream.uri.parse_source`).
+        size: ``(width, height)`` to ask a camera for; None keeps its default.
+
+    Raises:
+        ValueError: for csi:// when OpenCV was built without GStreamer.
+
+    Example:
+        >>> source = VideoCaptureSource(parse_source("clip.mp4"))  # doctest: +SKIP
+    """
+
+    def __init__(self, spec: SourceSpec, size: tuple[int, int] | None = None) -> None:
+        if spec.kind not in ("camera", "csi", "rtsp", "video"):
+            raise ValueError(f"VideoCaptureSource cannot open a {spec.kind!r} source")
+        if spec.kind == "csi" and not opencv_has_gstreamer():
+            raise ValueError(
+                "csi:// needs OpenCV built with GStreamer (cv2.getBuildInformation() says 'GStreamer: NO'); "
+                "on a Jetson use the system OpenCV from JetPack (python3-opencv), not opencv-python from pip"
+            )
+        self.spec = spec
+        self.size = size
+        self.live = spec.live
+        self.name = spec.location if spec.kind != "csi" else f"csi://{spec.location}"
+        self.fps: float | None = None
+        self._capture: cv2.VideoCapture | None = None
+        self._frame_count = 0
+        self._frames_read = 0
+        self._failures = 0
+
+    def open(self) -> None:
+        """Open the device, stream or file.
+
+        Raises:
+            SourceError: when OpenCV cannot open it.
+        """
+        self.close()
+        capture = self._make_capture()
+        if not capture.isOpened():
+            capture.release()
+            raise SourceError(f"cannot open {self.spec.kind} {self.name!r}" + self._open_hint())
+        self._capture = capture
+        rate = capture.get(cv2.CAP_PROP_FPS)
+        self.fps = rate if 0 < rate < 1000 else None
+        self._frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
+        self._frames_read = 0
+        self._failures = 0
+
+    def _make_capture(self) -> cv2.VideoCapture:
+        kind, location = self.spec.kind, self.spec.location
+        if kind == "csi":
+            return cv2.VideoCapture(csi_pipeline(int(location), self.size), cv2.CAP_GSTREAMER)
+        if kind == "camera":
+            capture = cv2.VideoCapture(int(location) if location.isdigit() else location, cv2.CAP_V4L2)
+            # The capture thread always takes the newest frame; a deep driver queue would only add latency.
+            capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+            if self.size is not None:
+                capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
+                capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
+            return capture
+        if kind == "rtsp":
+            return cv2.VideoCapture(location, cv2.CAP_FFMPEG)
+        return cv2.VideoCapture(location)
+
+    def _open_hint(self) -> str:
+        if self.spec.kind == "camera":
+            return "; check the device exists (ls /dev/video*) and is not in use by another program"
+        if self.spec.kind == "video":
+            return "; the file may be damaged or use a codec this OpenCV build cannot decode"
+        return ""
+
+    def read(self) -> np.ndarray | None:
+        """The next frame; None when a file has ended.
+
+        Raises:
+            SourceError: when a live source delivers nothing or the source is not open.
+            CorruptFrameError: when a file frame fails to decode before the file's end.
+        """
+        if self._capture is None:
+            raise SourceError(f"source {self.name!r} is not open")
+        ok, frame = self._capture.read()
+        if ok and frame is not None:
+            self._frames_read += 1
+            self._failures = 0
+            return frame
+        if self.live:
+            raise SourceError(f"{self.name!r} stopped delivering frames")
+        self._failures += 1
+        if self._frames_read + self._failures < self._frame_count and self._failures < MAX_CONSECUTIVE_FILE_FAILURES:
+            raise CorruptFrameError(f"frame {self._frames_read + self._failures - 1} of {self.name!r} did not decode")
+        return None
+
+    def close(self) -> None:
+        """Release the capture (idempotent)."""
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+
+class ImageSequenceSource:
+    """The images of a folder or glob, in name order.
+
+    Args:
+        location: a folder (every image file in it) or a glob such as ``frames/*.png``.
+
+    Raises:
+        FileNotFoundError: when no image matches.
+
+    Example:
+        >>> source = ImageSequenceSource("camvid/val")  # doctest: +SKIP
+    """
+
+    live = False
+    fps: float | None = None
+
+    def __init__(self, location: str | Path) -> None:
+        path = Path(location)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files = [path]
+        else:
+            files = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+        if not files:
+            raise FileNotFoundError(f"no images in {str(location)!r} (suffixes: {', '.join(IMAGE_SUFFIXES)})")
+        self.name = str(location)
+        self.files = files
+        self._next: int | None = None
+
+    def open(self) -> None:
+        """Start again from the first image."""
+        self._next = 0
+
+    def read(self) -> np.ndarray | None:
+        """The next image; None after the last.
+
+        Raises:
+            SourceError: when the source is not open.
+            CorruptFrameError: when an image file cannot be decoded.
+        """
+        if self._next is None:
+            raise SourceError(f"source {self.name!r} is not open")
+        if self._next >= len(self.files):
+            return None
+        path = self.files[self._next]
+        self._next += 1
+        frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if frame is None:
+            raise CorruptFrameError(f"cannot decode image {str(path)!r}")
+        if frame.dtype == np.uint16:
+            frame = cv2.convertScaleAbs(frame, alpha=1 / 256)
+        return frame
+
+    def close(self) -> None:
+        """Forget the position (idempotent)."""
+        self._next = None
+
+
+FrameIterable = Iterable[np.ndarray]
+
+
+class IterableSource:
+    """Frames from Python: a list, a generator, or a function returning a fresh iterable.
+
+    A function can be reopened (after a failure, or to loop); a plain iterable is read once.
+
+    Args:
+        frames: the frames, or a zero-argument function that returns them.
+        live: frames arrive in real time (a camera loop): stale ones may be dropped.
+        fps: the nominal rate, used as the output video's rate.
+        name: how logs and the summary call it.
+
+    Example:
+        >>> source = IterableSource(lambda: (np.zeros((4, 4, 3), np.uint8) for _ in range(3)))
+        >>> source.open(); [source.read().shape for _ in range(3)], source.read()
+        ([(4, 4, 3), (4, 4, 3), (4, 4, 3)], None)
+    """
+
+    def __init__(self, frames: FrameIterable | Callable[[], FrameIterable], live: bool = False,
+                 fps: float | None = None, name: str = "python frames") -> None:
+        self._factory = frames if callable(frames) else None
+        self._frames = None if callable(frames) else frames
+        self._opened_once = False
+        self._iterator: Iterator[np.ndarray] | None = None
+        self.live = live
+        self.fps = fps
+        self.name = name
+
+    def open(self) -> None:
+        """Start iterating.
+
+        Raises:
+            SourceError: when the factory raises, or a one-shot iterable is opened a second time.
+        """
+        if self._factory is not None:
+            try:
+                self._iterator = iter(self._factory())
+            except Exception as exc:  # the factory is user code: any failure is a failed open
+                raise SourceError(f"{self.name}: opening failed: {exc!r}") from exc
+            return
+        if self._opened_once:
+            raise SourceError(
+                f"{self.name}: a plain iterable can be read only once; pass a function returning a new iterable "
+                "to loop or to reopen after a failure"
+            )
+        self._opened_once = True
+        self._iterator = iter(self._frames or ())
+
+    def read(self) -> np.ndarray | None:
+        """The next item; None when the iterable is exhausted.
+
+        Raises:
+            SourceError: when the iterable raises (it is then finished; a factory can reopen it).
+        """
+        if self._iterator is None:
+            raise SourceError(f"source {self.name!r} is not open")
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            return None
+        except Exception as exc:  # user code failing mid-stream is a source failure, like a camera dropping out
+            self._iterator = None
+            raise SourceError(f"{self.name}: {exc!r}") from exc
+
+    def close(self) -> None:
+        """Drop the iterator (generators are closed)."""
+        iterator, self._iterator = self._iterator, None
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+SourceLike = str | int | Path | FrameSource | FrameIterable | Callable[[], FrameIterable]
+
+
+def open_source(source: SourceLike, size: tuple[int, int] | None = None, live: bool | None = None) -> FrameSource:
+    """Make a :class:`FrameSource` from a URI, a camera index, a source object or Python frames.
+
+    Args:
+        source: a URI (see :func:`unetrt.stream.uri.parse_source`), a camera index, a ready
+            :class:`FrameSource`, an iterable of frames or a function returning one.
+        size: ``(width, height)`` to ask cameras for.
+        live: override whether stale frames may be dropped; None keeps the source's own answer
+            (cameras and streams are live, files and Python iterables are not).
+
+    Returns:
+        The source, not yet opened.
+
+    Raises:
+        ValueError: on a URI that cannot be served; FileNotFoundError when a path does not exist.
+
+    Example:
+        >>> open_source("0").live  # doctest: +SKIP
+        True
+    """
+    opened: FrameSource
+    if isinstance(source, FrameSource) and not isinstance(source, str | Path):
+        opened = source
+    elif isinstance(source, int) and not isinstance(source, bool):
+        opened = VideoCaptureSource(SourceSpec("camera", str(source), live=True), size)
+    elif isinstance(source, str | Path):
+        spec = parse_source(str(source))
+        opened = ImageSequenceSource(spec.location) if spec.kind == "images" else VideoCaptureSource(spec, size)
+    elif isinstance(source, np.ndarray):
+        raise ValueError(f"got one frame (array of shape {source.shape}); pass a list or generator of frames")
+    elif callable(source) or isinstance(source, Iterable):
+        opened = IterableSource(source, live=bool(live))
+    else:
+        raise ValueError(
+            f"cannot read frames from a {type(source).__name__}; give a URI, a camera index, "
+            "a FrameSource, an iterable of frames or a function returning one"
+        )
+    if live is not None:
+        opened.live = live
+    return opened

@@ -1,0 +1,131 @@
+"""Per-stage timings, counters and the end-of-run summary of a stream.
+
+Samples are kept in fixed-size windows so a stream that runs for days uses
+constant memory; percentiles describe the most recent ``window`` frames.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+STAGES = ("capture", "preprocess", "inference", "postprocess", "visualize", "write")
+LATENCIES = ("latency", "output_latency")
+DEFAULT_WINDOW = 10_000
+
+
+class StreamStats:
+    """Thread-safe timings (milliseconds) and counters shared by the pipeline's threads.
+
+    Args:
+        window: how many recent samples each stage keeps for percentiles.
+
+    Example:
+        >>> stats = StreamStats()
+        >>> stats.add("inference", 12.0); stats.summary()["stages_ms"]["inference"]["p50"]
+        12.0
+    """
+
+    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        self._lock = threading.Lock()
+        self._samples: dict[str, deque[float]] = {name: deque(maxlen=window) for name in STAGES + LATENCIES}
+        self.counters = {"captured": 0, "processed": 0, "written": 0, "dropped": 0, "corrupt": 0, "reconnects": 0}
+        self.started_at = time.perf_counter()
+        self.first_result_at: float | None = None
+        self.last_result_at: float | None = None
+        self._recent_results: deque[float] = deque(maxlen=30)
+
+    def add(self, stage: str, milliseconds: float) -> None:
+        """Record one sample of a stage ('capture' ... 'write') or of 'latency' / 'output_latency'.
+
+        Raises:
+            ValueError: on an unknown stage name.
+        """
+        if stage not in self._samples:
+            raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(self._samples)}")
+        with self._lock:
+            self._samples[stage].append(milliseconds)
+
+    def count(self, counter: str, amount: int = 1) -> None:
+        """Add to a counter ('captured', 'processed', 'written', 'dropped', 'corrupt', 'reconnects')."""
+        with self._lock:
+            self.counters[counter] += amount
+
+    def mark_result(self) -> None:
+        """Note that one frame's result is ready (for FPS)."""
+        now = time.perf_counter()
+        with self._lock:
+            if self.first_result_at is None:
+                self.first_result_at = now
+            self.last_result_at = now
+            self._recent_results.append(now)
+            self.counters["processed"] += 1
+
+    def live_fps(self) -> float:
+        """Results per second over the last 30 results (0 until there are two)."""
+        with self._lock:
+            if len(self._recent_results) < 2:
+                return 0.0
+            span = self._recent_results[-1] - self._recent_results[0]
+            return (len(self._recent_results) - 1) / span if span > 0 else 0.0
+
+    def recent(self, stage: str) -> float:
+        """The latest sample of a stage in milliseconds (0 before the first)."""
+        with self._lock:
+            samples = self._samples[stage]
+            return samples[-1] if samples else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """Counters, throughput and p50/p95/p99/mean/max per stage, as plain JSON-ready values."""
+        with self._lock:
+            samples = {name: np.asarray(values, dtype=np.float64) for name, values in self._samples.items()}
+            counters = dict(self.counters)
+            first, last = self.first_result_at, self.last_result_at
+        elapsed = (last or time.perf_counter()) - self.started_at
+        processed = counters["processed"]
+        # Steady-state rate: from the first result to the last, so model loading and warm-up do not count.
+        steady = (processed - 1) / (last - first) if first is not None and last is not None and last > first else 0.0
+        return {
+            **counters,
+            "elapsed_s": round(elapsed, 3),
+            "fps": round(processed / elapsed, 3) if elapsed > 0 else 0.0,
+            "steady_fps": round(steady, 3),
+            "stages_ms": {name: _describe(samples[name]) for name in STAGES if samples[name].size},
+            "latency_ms": _describe(samples["latency"]) if samples["latency"].size else None,
+            "output_latency_ms": _describe(samples["output_latency"]) if samples["output_latency"].size else None,
+        }
+
+
+def _describe(values: np.ndarray) -> dict[str, float]:
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {"count": int(values.size), "mean": round(float(values.mean()), 3), "p50": round(float(p50), 3),
+            "p95": round(float(p95), 3), "p99": round(float(p99), 3), "max": round(float(values.max()), 3)}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The summary as a short human-readable table.
+
+    Example:
+        >>> "frames" in format_summary(StreamStats().summary())
+        True
+    """
+    lines = [
+        f"frames {summary['processed']} processed, {summary['captured']} captured, {summary['dropped']} dropped, "
+        f"{summary['corrupt']} corrupt, {summary['reconnects']} reconnects, {summary['written']} written",
+        f"throughput {summary['fps']:.2f} FPS overall, {summary['steady_fps']:.2f} FPS steady, "
+        f"{summary['elapsed_s']:.2f} s",
+        f"{'stage':<16}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'mean ms':>10}",
+    ]
+    rows = dict(summary["stages_ms"])
+    for name in LATENCIES:
+        if summary.get(f"{name}_ms"):
+            rows[name] = summary[f"{name}_ms"]
+    for name, row in rows.items():
+        lines.append(f"{name:<16}{row['p50']:>10.2f}{row['p95']:>10.2f}{row['p99']:>10.2f}{row['mean']:>10.2f}")
+    return "\n".join(lines)

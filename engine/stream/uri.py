@@ -1,0 +1,163 @@
+"""Parsing jetson-inference-style resource URIs into what to open.
+
+Inputs: ``0`` (camera index), ``/dev/video0`` or ``v4l2:///dev/video0``, ``csi://0``,
+``rtsp://host/path``, ``file://clip.mp4`` or a plain video path, an image folder or glob,
+``sample`` (the bundled clip). Outputs: ``display://0``, a ``.mp4``/``.avi`` file, an
+image folder or an ``image_%04d.png`` pattern.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..bundled import sample_clip
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
+OUTPUT_VIDEO_SUFFIXES = (".mp4", ".avi")
+SAMPLE_NAME = "sample"
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_PRINTF_PATTERN = re.compile(r"%0?\d*d")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What an input URI names.
+
+    Attributes:
+        kind: 'camera' (V4L2 index or device), 'csi', 'rtsp', 'video' (a file) or 'images' (folder or glob).
+        location: the device path, camera index, URL, file path, folder or glob.
+        live: whether frames come in real time (stale ones may be dropped) or from storage (none dropped).
+    """
+
+    kind: str
+    location: str
+    live: bool
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """What an output URI names.
+
+    Attributes:
+        kind: 'display', 'video' (a file), 'images' (a folder or printf pattern) or 'none'.
+        location: the window index, file path, folder or pattern; '' for 'none'.
+    """
+
+    kind: str
+    location: str
+
+
+def parse_source(uri: str) -> SourceSpec:
+    """Turn an input URI into a :class:`SourceSpec`.
+
+    Raises:
+        ValueError: on an unknown protocol or a URI that names no camera, stream, video or images.
+        FileNotFoundError: when a file, folder or glob names nothing that exists.
+
+    Example:
+        >>> parse_source("v4l2:///dev/video1")
+        SourceSpec(kind='camera', location='/dev/video1', live=True)
+    """
+    text = uri.strip()
+    if not text:
+        raise ValueError("input is empty; give a camera index (0), /dev/video0, csi://0, rtsp://..., a video, a folder")
+    if text == SAMPLE_NAME:
+        return SourceSpec("video", str(sample_clip()), live=False)
+    if text.isdigit():
+        return SourceSpec("camera", text, live=True)
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        return _parse_source_scheme(scheme.lower(), rest, text)
+    if text.startswith("/dev/video"):
+        return SourceSpec("camera", text, live=True)
+    return _parse_source_path(text)
+
+
+def _parse_source_scheme(scheme: str, rest: str, text: str) -> SourceSpec:
+    if scheme == "v4l2":
+        if rest.isdigit():
+            return SourceSpec("camera", f"/dev/video{rest}", live=True)
+        if not rest.startswith("/dev/"):
+            raise ValueError(f"v4l2 URI must name a device, e.g. v4l2:///dev/video0, got {text!r}")
+        return SourceSpec("camera", rest, live=True)
+    if scheme == "csi":
+        if not rest.isdigit():
+            raise ValueError(f"csi URI must name a sensor number, e.g. csi://0, got {text!r}")
+        return SourceSpec("csi", rest, live=True)
+    if scheme in ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "rtp"):
+        return SourceSpec("rtsp", text, live=True)
+    if scheme == "file":
+        return _parse_source_path(rest)
+    raise ValueError(
+        f"unknown input protocol {scheme + '://'!r} in {text!r}; use v4l2://, csi://, rtsp://, file:// or a path"
+    )
+
+
+def _parse_source_path(text: str) -> SourceSpec:
+    path = Path(text).expanduser()
+    if _GLOB_CHARS.search(text):
+        if not glob.glob(str(path)):
+            raise FileNotFoundError(f"no files match the glob {text!r}")
+        return SourceSpec("images", str(path), live=False)
+    if path.is_dir():
+        return SourceSpec("images", str(path), live=False)
+    if not path.exists():
+        raise FileNotFoundError(f"input {text!r} does not exist (expected a video file, an image folder or a glob)")
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return SourceSpec("images", str(path), live=False)
+    if suffix in VIDEO_SUFFIXES:
+        return SourceSpec("video", str(path), live=False)
+    raise ValueError(
+        f"cannot tell what {text!r} is from its suffix {suffix!r}; "
+        f"videos: {', '.join(VIDEO_SUFFIXES)}; images: {', '.join(IMAGE_SUFFIXES)}"
+    )
+
+
+def parse_sink(uri: str | None) -> SinkSpec:
+    """Turn an output URI (or None for no output) into a :class:`SinkSpec`.
+
+    A path ending in a video suffix is a video file; one containing a printf
+    counter (``%04d``) or an image suffix is an image sequence; anything else
+    without a suffix is a folder to write numbered PNGs into.
+
+    Raises:
+        ValueError: on an unknown protocol or suffix.
+
+    Example:
+        >>> parse_sink("out/frame_%04d.png")
+        SinkSpec(kind='images', location='out/frame_%04d.png')
+    """
+    if uri is None or uri.strip() == "":
+        return SinkSpec("none", "")
+    text = uri.strip()
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        scheme = scheme.lower()
+        if scheme == "display":
+            if not rest.isdigit():
+                raise ValueError(f"display URI must name a window number, e.g. display://0, got {text!r}")
+            return SinkSpec("display", rest)
+        if scheme != "file":
+            raise ValueError(f"unknown output protocol {scheme + '://'!r} in {text!r}; use display://0 or a path")
+        text = rest
+    suffix = Path(text).suffix.lower()
+    if suffix in OUTPUT_VIDEO_SUFFIXES:
+        return SinkSpec("video", text)
+    if _PRINTF_PATTERN.search(text):
+        if suffix not in IMAGE_SUFFIXES:
+            raise ValueError(f"image pattern {text!r} must end in an image suffix such as .png or .jpg")
+        return SinkSpec("images", text)
+    if suffix in IMAGE_SUFFIXES:
+        raise ValueError(f"output {text!r} is a single image; use a pattern such as frame_%04d{suffix} or a folder")
+    if suffix:
+        raise ValueError(
+            f"cannot write output {text!r}: use a {' or '.join(OUTPUT_VIDEO_SUFFIXES)} video, "
+            "an image pattern such as frame_%04d.png, a folder or display://0"
+        )
+    return SinkSpec("images", str(Path(text) / "frame_%06d.png"))

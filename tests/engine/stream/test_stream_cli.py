@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from stream_helpers import count_video_frames, write_video
+
+from unetrt.bundled import bundled_model_names
+from unetrt.stream.cli import main
+
+
+def test_video_to_video_keeps_every_frame(tmp_path: Path, tiny_model_files: dict[str, Path],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    video = write_video(tmp_path / "in.mp4", 12)
+    out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
+    code = main([str(video), str(out), "--model", str(tiny_model_files["onnx"]), "--visualize", "overlay,mask",
+                 "--stats", str(stats), "--threads", "1"])
+    assert code == 0
+    assert count_video_frames(out) == 12
+    capture = cv2.VideoCapture(str(out))
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FPS)) == (128, 10)
+    summary = json.loads(stats.read_text())
+    assert summary["processed"] == summary["written"] == 12 and summary["dropped"] == 0
+    assert "inference" in summary["stages_ms"] and "p99" in summary["latency_ms"]
+    assert "12 processed" in capsys.readouterr().out
+
+
+@pytest.mark.skipif("camvid" not in bundled_model_names(), reason="the bundled camvid model is not in this checkout")
+def test_bundled_camvid_model(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "in.mp4", 5, size=(160, 120))
+    out = tmp_path / "out.mp4"
+    assert main([str(video), str(out), "--model", "camvid"]) == 0
+    assert count_video_frames(out) == 5
+
+
+def test_stats_to_stdout_and_image_folder(tmp_path: Path, tiny_model_files: dict[str, Path],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    video = write_video(tmp_path / "in.avi", 3)
+    code = main([str(video), str(tmp_path / "frames"), "--model", str(tiny_model_files["onnx"]), "--stats",
+                 "--input-width", "32", "--input-height", "24", "--no-overlay-stats"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["processed"] == 3
+    assert "processed" in captured.err
+    images = sorted((tmp_path / "frames").glob("*.png"))
+    assert len(images) == 3 and cv2.imread(str(images[0])).shape == (24, 32, 3)
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["/nonexistent/clip.mp4"], "does not exist"),
+    (["csi://front"], "sensor number"),
+    (["sample", "out.mkv"], "cannot write"),
+    (["sample", "--input-width", "100"], "both --input-width and --input-height"),
+    (["sample", "display://0", "--headless"], "--headless"),
+    (["sample", "--alpha", "2"], "alpha"),
+])
+def test_user_errors_are_one_line_and_exit_2(argv: list[str], words: str, tiny_model_files: dict[str, Path],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*argv, "--model", str(tiny_model_files["onnx"])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and words in err[0]
+
+
+def test_tile_is_passed_to_the_segmenter(tmp_path: Path, tiny_model_files: dict[str, Path]) -> None:
+    video = write_video(tmp_path / "in.mp4", 3, size=(96, 64))
+    model = str(tiny_model_files["onnx"])
+    for tile in ("32", "48x32"):
+        out = tmp_path / f"out_{tile}.mp4"
+        assert main([str(video), str(out), "--model", model, "--tile", tile, "--overlap", "8"]) == 0
+        assert count_video_frames(out) == 3
+    # The tile really reaches the segmenter: one it cannot use is reported as a user error.
+    assert main([str(video), "--model", model, "--tile", "7", "--headless"]) == 2
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
+def test_ctrl_c_finishes_the_video_and_prints_the_summary(tmp_path: Path, tiny_model_files: dict[str, Path]) -> None:
+    video = write_video(tmp_path / "in.mp4", 10)
+    out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
+    command = [sys.executable, "-m", "unetrt.stream.cli", str(video), str(out), "--loop", "-1",
+               "--model", str(tiny_model_files["onnx"]), "--threads", "1", "--max-fps", "50", "--stats", str(stats)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while not (out.exists() and out.stat().st_size > 0) and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert child.poll() is None, child.communicate()
+        child.send_signal(signal.SIGINT)
+        stdout, stderr = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130, stderr
+    assert "processed" in stdout and "interrupted" in stderr
+    written = json.loads(stats.read_text())["written"]
+    assert written > 0 and count_video_frames(out) == written

@@ -1,0 +1,258 @@
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from stream_helpers import FakeSegmenter, camera, count_video_frames, frame_with_index, write_video
+
+from unetrt.stream.pipeline import Stream, StreamResult
+from unetrt.stream.sources import IterableSource, SourceError
+
+FAST_RECONNECT = (0.01, 0.05)
+
+
+def test_video_file_every_frame_in_order_and_written(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "in.mp4", 15)
+    out = tmp_path / "out.mp4"
+    results: list[StreamResult] = []
+    with Stream(str(video), FakeSegmenter(), str(out), callback=results.append) as stream:
+        yielded = [r.index for r in stream]
+    summary = stream.summary()
+    assert yielded == list(range(15)) == [r.index for r in results]
+    assert summary["processed"] == summary["captured"] == summary["written"] == 15
+    assert summary["dropped"] == 0 and not summary["live"]
+    assert count_video_frames(out) == 15
+    first = results[0]
+    assert first.mask.shape == (48, 64) and first.mask.dtype == np.uint8
+    assert set(first.timings_ms) == {"capture", "preprocess", "inference", "postprocess"}
+    assert set(summary["stages_ms"]) >= {"capture", "inference", "visualize", "write"}
+    assert summary["latency_ms"]["p99"] >= summary["latency_ms"]["p50"] > 0
+
+
+def test_folder_source_skips_corrupt_image(tmp_path: Path) -> None:
+    for index in range(5):
+        cv2.imwrite(str(tmp_path / f"{index:02d}.png"), frame_with_index(index * 50))
+    (tmp_path / "02b.png").write_bytes(b"\x89PNG but truncated")
+    out = tmp_path / "out" / "f_%02d.png"
+    summary = Stream(str(tmp_path), FakeSegmenter(), str(out), visualize="overlay,mask").run()
+    assert summary["processed"] == 5 and summary["corrupt"] == 1
+    written = sorted((tmp_path / "out").glob("f_*.png"))
+    assert len(written) == 5
+    assert cv2.imread(str(written[0])).shape == (48, 128, 3)  # overlay and mask side by side
+
+
+def test_generator_with_bad_items_counts_them() -> None:
+    items = [frame_with_index(0), "not a frame", np.zeros((4, 4), np.float64), frame_with_index(1)]
+    summary = Stream(items, FakeSegmenter()).run()
+    assert summary["processed"] == 2 and summary["corrupt"] == 2
+
+
+def test_slow_camera_loses_nothing() -> None:
+    # Camera at 25 Hz, inference 2 ms: every frame is processed as it arrives.
+    with Stream(lambda: camera(30, 25.0), FakeSegmenter(0.002), live=True) as stream:
+        indices = [r.index for r in stream]
+    summary = stream.summary()
+    assert indices == list(range(30))
+    assert summary["dropped"] == 0
+    assert summary["latency_ms"]["p50"] < 20
+
+
+def test_fast_camera_drops_stale_frames_and_bounds_latency() -> None:
+    # Camera at 200 Hz, inference 25 ms: keeping only the newest frame holds latency near one inference.
+    with Stream(lambda: camera(100, 200.0), FakeSegmenter(0.025), live=True) as stream:
+        indices = [r.index for r in stream]
+    live = stream.summary()
+    assert live["dropped"] > 0
+    assert live["processed"] + live["dropped"] == live["captured"] == 100
+    assert indices == sorted(set(indices)) and indices[-1] == 99
+    assert live["latency_ms"]["p95"] < 150
+
+    # The same camera through a queue that never drops: latency grows with the backlog.
+    stored = Stream(lambda: camera(100, 200.0), FakeSegmenter(0.025), live=False, queue_size=1000).run()
+    assert stored["dropped"] == 0 and stored["processed"] == 100
+    assert stored["latency_ms"]["p95"] > 5 * live["latency_ms"]["p95"]
+
+
+class FlakyCamera:
+    """A live source that fails after frames 10 and 20 and refuses the first reopen attempt after each."""
+
+    live = True
+    fps = 100.0
+    name = "flaky camera"
+
+    def __init__(self, total: int = 30) -> None:
+        self.total = total
+        self.next_index = 0
+        self.opens = 0
+        self.failed_at: set[int] = set()
+        self.refuse_next_open = False
+        self.is_open = False
+
+    def open(self) -> None:
+        self.opens += 1
+        if self.refuse_next_open:
+            self.refuse_next_open = False
+            raise SourceError("device busy")
+        self.is_open = True
+
+    def read(self) -> np.ndarray | None:
+        assert self.is_open, "read from a closed source"
+        if self.next_index in (10, 20) and self.next_index not in self.failed_at:
+            self.failed_at.add(self.next_index)
+            self.refuse_next_open = True
+            raise SourceError("USB disconnect")
+        if self.next_index >= self.total:
+            return None
+        time.sleep(0.002)
+        self.next_index += 1
+        return frame_with_index(self.next_index - 1)
+
+    def close(self) -> None:
+        self.is_open = False
+
+
+def test_live_source_failing_twice_is_reopened(caplog: pytest.LogCaptureFixture) -> None:
+    source = FlakyCamera()
+    with caplog.at_level(logging.WARNING, logger="unetrt.stream"), \
+            Stream(source, FakeSegmenter(), reconnect_delay=FAST_RECONNECT) as stream:
+        indices = [r.index for r in stream]
+    summary = stream.summary()
+    assert summary["reconnects"] == 2 and summary["captured"] == 30
+    assert indices[-1] == 29 and summary["processed"] + summary["dropped"] == 30
+    assert source.opens == 1 + 2 * 2  # first open, then per failure one refused and one good attempt
+    assert sum("reopening" in record.getMessage() for record in caplog.records) == 4
+    assert not source.is_open
+
+
+def test_live_source_that_never_comes_back_ends_with_an_error() -> None:
+    opens = []
+
+    def camera_that_dies() -> object:
+        opens.append(1)
+        if len(opens) > 1:
+            raise RuntimeError("no such device")
+        return (frame_with_index(i) if i < 3 else None for i in range(4))  # None: a broken frame
+
+    def frames() -> object:
+        for frame in camera_that_dies():
+            if frame is None:
+                raise RuntimeError("cable pulled")
+            yield frame
+
+    stream = Stream(IterableSource(lambda: frames(), live=True), FakeSegmenter(),
+                    reconnect_delay=FAST_RECONNECT, max_reconnects=3)
+    with pytest.raises(SourceError, match="after 3 attempts"), stream:
+        list(stream)
+    assert len(opens) == 4
+
+
+def test_stop_is_prompt_and_leaves_no_threads_or_open_sources(tmp_path: Path) -> None:
+    before = set(threading.enumerate())
+    source = FlakyCamera(total=10**9)
+    source.failed_at = {10, 20}
+    stream = Stream(source, FakeSegmenter(), str(tmp_path / "o.avi"))
+    seen = 0
+    with stream:
+        for result in stream:
+            seen += 1
+            if result.index >= 5:
+                stopped_at = time.perf_counter()
+                stream.stop()
+    assert time.perf_counter() - stopped_at < 1.0
+    assert not source.is_open
+    assert set(threading.enumerate()) == before
+    assert count_video_frames(tmp_path / "o.avi") == seen
+
+
+def test_break_out_of_the_loop_cleans_up() -> None:
+    before = set(threading.enumerate())
+    segmenter = FakeSegmenter()
+    with Stream(lambda: camera(10**6, 1000.0), segmenter, live=True) as stream:
+        for result in stream:
+            if result.index > 3:
+                break
+    assert set(threading.enumerate()) == before
+    assert not segmenter.closed  # the caller's segmenter stays the caller's
+    with pytest.raises(ValueError, match="runs once"):
+        list(stream)
+
+
+def test_max_frames_loop_and_max_fps(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "in.avi", 4)
+    looped = Stream(str(video), FakeSegmenter(), loop=2).run()
+    assert looped["processed"] == 12
+    capped = Stream(str(video), FakeSegmenter(), loop=-1, max_frames=10).run()
+    assert capped["processed"] == 10
+    started = time.perf_counter()
+    paced = Stream(str(video), FakeSegmenter(), max_fps=20.0).run()
+    assert paced["processed"] == 4 and time.perf_counter() - started >= 3 / 20.0
+
+
+def test_input_size_resizes_frames() -> None:
+    with Stream([frame_with_index(0, (64, 48))], FakeSegmenter(), input_size=(32, 16)) as stream:
+        (result,) = list(stream)
+    assert result.frame.shape == (16, 32, 3) and result.mask.shape == (16, 32)
+
+
+def test_output_failure_is_raised_in_the_consuming_thread(tmp_path: Path) -> None:
+    class BrokenSink:
+        name = "broken sink"
+        wants_stop = False
+
+        def write(self, image: np.ndarray) -> None:
+            raise OSError("disk full")
+
+        def close(self) -> None:
+            pass
+
+    with pytest.raises(OSError, match="disk full"), Stream(lambda: camera(10**6, 1000.0), FakeSegmenter(),
+                                                         BrokenSink(), live=True) as stream:
+        list(stream)
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ({"alpha": 1.5}, "alpha"), ({"max_fps": 0}, "max_fps"), ({"loop": -2}, "loop"),
+    ({"visualize": "edges"}, "visualize mode"), ({"max_frames": 0}, "max_frames"),
+    ({"reconnect_delay": (2.0, 1.0)}, "reconnect_delay"),
+])
+def test_bad_options(kwargs: dict[str, object], words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        Stream([frame_with_index(0)], FakeSegmenter(), **kwargs)  # type: ignore[arg-type]
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
+def test_soak_2000_frames_memory_stays_flat() -> None:
+    # 2,000 160x120 frames through capture, inference, rendering and a sink. Holding on to
+    # every frame would grow RSS by > 150 MB; the pipeline must stay within 16 MB of warm-up.
+    class CountingSink:
+        name = "counter"
+        wants_stop = False
+        written = 0
+
+        def write(self, image: np.ndarray) -> None:
+            self.written += 1
+
+        def close(self) -> None:
+            pass
+
+    sink = CountingSink()
+    rss: dict[int, int] = {}
+
+    def sample_rss(result: StreamResult) -> None:
+        if result.index in (200, 1999):
+            rss[result.index] = rss_bytes()
+
+    frames = (frame_with_index(i, (160, 120)) for i in range(2000))
+    summary = Stream(frames, FakeSegmenter(), sink, callback=sample_rss).run()
+    assert summary["processed"] == 2000 and sink.written == 2000
+    assert rss[1999] - rss[200] < 16 * 1024 * 1024

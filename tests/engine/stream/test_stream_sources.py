@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from stream_helpers import write_video
+
+from unetrt.bundled import sample_clip
+from unetrt.stream.sinks import DisplaySink, ImageSequenceSink, VideoFileSink, opencv_has_gui
+from unetrt.stream.sources import (
+    CorruptFrameError,
+    ImageSequenceSource,
+    IterableSource,
+    SourceError,
+    VideoCaptureSource,
+    check_stream_frame,
+    csi_pipeline,
+    open_source,
+    opencv_has_gstreamer,
+)
+from unetrt.stream.uri import SourceSpec
+
+
+def read_all(source: object) -> list[np.ndarray]:
+    frames = []
+    source.open()  # type: ignore[attr-defined]
+    while (frame := source.read()) is not None:  # type: ignore[attr-defined]
+        frames.append(frame)
+    source.close()  # type: ignore[attr-defined]
+    return frames
+
+
+def test_video_file_reads_every_frame_then_ends(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "clip.avi", 7, fps=12)
+    source = open_source(str(video))
+    assert isinstance(source, VideoCaptureSource) and not source.live
+    frames = read_all(source)
+    assert len(frames) == 7 and frames[0].shape == (48, 64, 3)
+    assert source.fps == pytest.approx(12)
+
+
+def test_unreadable_video_is_a_source_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    with pytest.raises(SourceError, match="cannot open"):
+        open_source(str(broken)).open()
+
+
+def test_folder_in_name_order_and_corrupt_image(tmp_path: Path) -> None:
+    for index in (2, 0, 1):
+        cv2.imwrite(str(tmp_path / f"f{index}.png"), np.full((4, 5, 3), index, np.uint8))
+    (tmp_path / "f1b.png").write_bytes(b"garbage")
+    (tmp_path / "notes.txt").write_text("ignored")
+    source = ImageSequenceSource(tmp_path)
+    source.open()
+    assert source.read()[0, 0, 0] == 0
+    assert source.read()[0, 0, 0] == 1
+    with pytest.raises(CorruptFrameError, match=r"f1b\.png"):
+        source.read()
+    assert source.read()[0, 0, 0] == 2
+    assert source.read() is None
+
+
+def test_16_bit_images_become_8_bit(tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "deep.png"), np.full((4, 5, 3), 0xFFFF, np.uint16))
+    (frame,) = read_all(ImageSequenceSource(tmp_path))
+    assert frame.dtype == np.uint8 and frame.max() == 255
+
+
+def test_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no images"):
+        ImageSequenceSource(tmp_path)
+
+
+def test_iterable_once_and_factory_many_times() -> None:
+    frames = [np.zeros((2, 2, 3), np.uint8)] * 3
+    once = IterableSource(iter(frames))
+    assert len(read_all(once)) == 3
+    with pytest.raises(SourceError, match="only once"):
+        once.open()
+    again = IterableSource(lambda: frames)
+    assert len(read_all(again)) == 3 and len(read_all(again)) == 3
+
+
+def test_iterable_failure_is_a_source_error() -> None:
+    def failing() -> object:
+        yield np.zeros((2, 2, 3), np.uint8)
+        raise RuntimeError("cable pulled")
+
+    source = IterableSource(failing)
+    source.open()
+    source.read()
+    with pytest.raises(SourceError, match="cable pulled"):
+        source.read()
+
+
+def test_check_stream_frame() -> None:
+    assert check_stream_frame(np.zeros((3, 4, 4), np.uint8)).shape == (3, 4, 3)
+    for bad in (None, np.zeros((3, 4), np.float32), np.zeros((3, 4, 2), np.uint8), np.zeros((0, 4, 3), np.uint8)):
+        with pytest.raises(CorruptFrameError):
+            check_stream_frame(bad)
+
+
+def test_one_frame_is_not_a_source() -> None:
+    with pytest.raises(ValueError, match="one frame"):
+        open_source(np.zeros((4, 4, 3), np.uint8))
+
+
+def test_csi_needs_gstreamer() -> None:
+    assert "nvarguscamerasrc sensor-id=1" in csi_pipeline(1, (640, 480), 30)
+    if opencv_has_gstreamer():
+        pytest.skip("this OpenCV has GStreamer; the error path cannot be reached")
+    with pytest.raises(ValueError, match="GStreamer"):
+        VideoCaptureSource(SourceSpec("csi", "0", live=True))
+
+
+def test_missing_camera_is_a_source_error() -> None:
+    with pytest.raises(SourceError, match="cannot open camera"):
+        open_source("/dev/video99").open()
+
+
+def test_video_sink_is_playable_and_keeps_size(tmp_path: Path) -> None:
+    sink = VideoFileSink(tmp_path / "sub" / "out.mp4", fps=5)
+    for index in range(6):
+        sink.write(np.full((48, 64, 3), index * 40, np.uint8) if index != 3 else np.zeros((10, 10), np.uint8))
+    sink.close()
+    sink.close()
+    capture = cv2.VideoCapture(str(tmp_path / "sub" / "out.mp4"))
+    assert capture.get(cv2.CAP_PROP_FRAME_WIDTH) == 64
+    assert sum(1 for _ in iter(lambda: capture.read()[0], False)) == 6
+
+
+def test_image_sink_numbers_frames(tmp_path: Path) -> None:
+    sink = ImageSequenceSink(tmp_path / "out" / "f_%03d.png")
+    for _ in range(3):
+        sink.write(np.zeros((4, 4, 3), np.uint8))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f_000.png", "f_001.png", "f_002.png"]
+    with pytest.raises(ValueError, match="%d"):
+        ImageSequenceSink(tmp_path / "plain.png")
+
+
+def test_display_without_gui_is_a_clear_error() -> None:
+    if opencv_has_gui():
+        pytest.skip("this OpenCV has a GUI")
+    with pytest.raises(ValueError, match="headless"):
+        DisplaySink(0)
+
+
+def test_bundled_sample_clip_decodes() -> None:
+    clip = sample_clip()
+    assert clip.stat().st_size <= 5 * 1024 * 1024
+    frames = read_all(open_source("sample"))
+    assert len(frames) == 101 and frames[0].shape == (360, 480, 3)

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from unetrt.bundled import sample_clip
+from unetrt.stream.uri import SinkSpec, SourceSpec, parse_sink, parse_source
+
+
+@pytest.mark.parametrize(("uri", "expected"), [
+    ("0", SourceSpec("camera", "0", live=True)),
+    ("/dev/video2", SourceSpec("camera", "/dev/video2", live=True)),
+    ("v4l2:///dev/video1", SourceSpec("camera", "/dev/video1", live=True)),
+    ("v4l2://3", SourceSpec("camera", "/dev/video3", live=True)),
+    ("csi://0", SourceSpec("csi", "0", live=True)),
+    ("rtsp://10.0.0.2:8554/cam", SourceSpec("rtsp", "rtsp://10.0.0.2:8554/cam", live=True)),
+])
+def test_live_sources(uri: str, expected: SourceSpec) -> None:
+    assert parse_source(uri) == expected
+
+
+def test_stored_sources(tmp_path: Path) -> None:
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"x")
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "a.png").write_bytes(b"x")
+    assert parse_source(str(video)) == SourceSpec("video", str(video), live=False)
+    assert parse_source(f"file://{video}") == SourceSpec("video", str(video), live=False)
+    assert parse_source(str(tmp_path / "frames")).kind == "images"
+    assert parse_source(str(tmp_path / "frames" / "*.png")).kind == "images"
+    assert parse_source("sample") == SourceSpec("video", str(sample_clip()), live=False)
+
+
+@pytest.mark.parametrize(("uri", "error", "words"), [
+    ("", ValueError, "empty"),
+    ("webrtc://@:8554/in", ValueError, "unknown input protocol"),
+    ("csi://front", ValueError, "sensor number"),
+    ("v4l2://camera", ValueError, "v4l2:///dev/video0"),
+    ("/nonexistent/clip.mp4", FileNotFoundError, "does not exist"),
+    ("/nonexistent/*.png", FileNotFoundError, "no files match"),
+])
+def test_bad_sources_say_what_is_wrong(uri: str, error: type[Exception], words: str) -> None:
+    with pytest.raises(error, match=words):
+        parse_source(uri)
+
+
+def test_unknown_suffix(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("x")
+    with pytest.raises(ValueError, match="suffix"):
+        parse_source(str(path))
+
+
+@pytest.mark.parametrize(("uri", "expected"), [
+    (None, SinkSpec("none", "")),
+    ("display://0", SinkSpec("display", "0")),
+    ("out.mp4", SinkSpec("video", "out.mp4")),
+    ("file://out/run.avi", SinkSpec("video", "out/run.avi")),
+    ("out/frame_%04d.png", SinkSpec("images", "out/frame_%04d.png")),
+    ("out", SinkSpec("images", str(Path("out") / "frame_%06d.png"))),
+])
+def test_sinks(uri: str | None, expected: SinkSpec) -> None:
+    assert parse_sink(uri) == expected
+
+
+@pytest.mark.parametrize(("uri", "words"), [
+    ("rtp://host:1234", "unknown output protocol"),
+    ("display://left", "window number"),
+    ("frame.png", "single image"),
+    ("frames_%04d.txt", "image suffix"),
+    ("out.mkv", "cannot write"),
+])
+def test_bad_sinks(uri: str, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        parse_sink(uri)
