@@ -1,0 +1,766 @@
+"""``unet-bench``: every backend side by side on the same model, in one process.
+
+Times PyTorch (eager FP32, eager FP16, channels_last, CUDA graphs), ONNX Runtime
+and TensorRT on the same input, after warm-up, in several trials, and reports the
+median of the trial medians with its spread, latency percentiles, throughput,
+achieved TFLOP/s (convolution FLOPs counted from the ONNX graph), peak host and
+device memory and each variant's speed-up over PyTorch eager FP32 on the same device.
+GPU work is timed with CUDA events, CPU work with ``time.perf_counter_ns``.
+
+Example:
+    unet-bench --engine camvid --backend onnxruntime --backend torch --shape 480x360 --json out.json
+    unet-bench --engine unet.plan --batch 1,8 --no-data-transfers
+    unet-bench --unet-base 32 --shape 512x512 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+from tqdm import tqdm
+
+from unetrt.backends import SUFFIX_BACKEND
+from unetrt.bundled import bundled_model_path
+from unetrt.cli import USAGE_ERROR, parse_size, run_cli
+from unetrt.geometry import plan_padding
+from unetrt.model_info import ModelInfo
+
+from .flops import flops_per_image
+from .stats import (
+    current_rss_bytes,
+    machine_description,
+    peak_rss_bytes,
+    reset_peak_rss,
+    summarize,
+    usable_cores,
+)
+from .variants import BASELINE, Runner, Variant, Workload, all_variants, open_runner, release
+
+SCHEMA = "unetrt-bench-1"
+BACKEND_CHOICES = ("torch", "onnxruntime", "tensorrt")
+DEFAULT_SHAPE = (512, 512)
+MIB = 1024 * 1024
+LIBRARIES = {
+    "numpy": ("numpy",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "onnx": ("onnx",),
+    "torch": ("torch",),
+    "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
+    "pycuda": ("pycuda",),
+    "opencv": ("opencv-python-headless", "opencv-python"),
+    "unetrt": ("unetrt",),
+}
+MATMUL_SIZE = 8192
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr and exit code 2 (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message>`` and exit 2."""
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parse_batches(text: str) -> list[int]:
+    """``1,8`` -> [1, 8] for argparse.
+
+    Raises:
+        argparse.ArgumentTypeError: when an entry is not a positive integer.
+
+    Example:
+        >>> parse_batches("1,8")
+        [1, 8]
+    """
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"batch must be positive integers separated by commas, e.g. 1,8, got {text!r}")
+    return [int(p) for p in parts]
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
+    def convert(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of ``unet-bench``."""
+    parser = OneLineParser(prog="unet-bench", description="Benchmark every unetrt backend side by side.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--engine", help="a .plan, .onnx or .pt model, or a bundled model name (camvid)")
+    source.add_argument("--unet-base", type=_positive(int), metavar="N",
+                        help="benchmark an untrained U-Net with N base channels (depth 5, 11 classes), built here")
+    parser.add_argument("--backend", action="append", default=None,
+                        help="torch (all PyTorch variants), onnxruntime, tensorrt, or one variant key "
+                             "(torch-fp32, torch-fp16, torch-channels-last, torch-cuda-graphs); repeat for several. "
+                             "Default: every backend whose model file exists")
+    parser.add_argument("--batch", type=parse_batches, default=[1], help="batch sizes, comma-separated (default 1)")
+    parser.add_argument("--shape", type=parse_size, action="append", default=None, metavar="WxH",
+                        help="frame size, width x height like every unetrt command (repeatable; default: the "
+                             "model's working size, else 512x512)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto",
+                        help="precision of the channels_last and CUDA-graph variants (auto: fp16 on GPU, fp32 on CPU)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--warmup", type=_positive(int), default=5, help="untimed iterations first (default 5)")
+    parser.add_argument("--iterations", type=_positive(int), default=20, help="timed iterations per trial (default 20)")
+    parser.add_argument("--duration", type=_positive(float), default=None, metavar="SECONDS",
+                        help="time each trial for this long instead of a fixed number of iterations")
+    parser.add_argument("--trials", type=_positive(int), default=5, help="repeats of the timed loop (default 5)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--end-to-end", action="store_true",
+                      help="uint8 frames on the host to masks on the host through Segmenter.segment_batch")
+    mode.add_argument("--no-data-transfers", action="store_true",
+                      help="bare network on device-resident buffers, like trtexec")
+    parser.add_argument("--threads", type=_positive(int), default=None,
+                        help="intra-op threads of every CPU backend (default: the cores this process may use)")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write every figure as JSON")
+    parser.add_argument("--markdown", type=Path, default=None, metavar="FILE",
+                        help="write the table with the machine's description as Markdown")
+    parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
+                        help="latency distribution per variant (matplotlib)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random input frames")
+    parser.add_argument("--note", action="append", default=[], help="a remark kept with the results (repeatable)")
+    return parser
+
+
+@dataclass
+class ModelFiles:
+    """The files of one model in every format found, and what the missing ones mean.
+
+    Attributes:
+        name: how the model was given (path, bundled name or synthetic).
+        files: backend name -> model file it runs.
+        missing: backend name -> why it has no file.
+        info: the model's description.
+        onnx_for_flops: an ONNX file of the model, for counting FLOPs, or None.
+        plan_precision: the precision the TensorRT plan was built with, when there is a plan.
+    """
+
+    name: str
+    files: dict[str, Path]
+    missing: dict[str, str]
+    info: ModelInfo
+    onnx_for_flops: Path | None = None
+    plan_precision: str | None = None
+    scratch: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+
+
+def _read_info(files: dict[str, Path]) -> ModelInfo:
+    if "onnxruntime" in files:
+        from unetrt.backends.onnxruntime import read_onnx_info
+
+        return read_onnx_info(files["onnxruntime"])
+    if "torch" in files:
+        from unetrt.export.checkpoint import load_checkpoint
+
+        return ModelInfo.from_dict(load_checkpoint(files["torch"])["info"])
+    from unetrt.plan_metadata import read_plan_metadata
+
+    return read_plan_metadata(files["tensorrt"]).info
+
+
+def locate_model(engine: str) -> ModelFiles:
+    """Find a model's files: the given one plus siblings with the same stem (or a bundled model's files).
+
+    Raises:
+        ValueError: on an unknown suffix or bundled name.
+        FileNotFoundError: when the given file does not exist.
+    """
+    path = Path(engine)
+    files: dict[str, Path] = {}
+    missing: dict[str, str] = {}
+    if path.suffix in SUFFIX_BACKEND:
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {engine!r} does not exist")
+        for suffix, backend in SUFFIX_BACKEND.items():
+            sibling = path.with_suffix(suffix)
+            if sibling.is_file() and backend not in files:
+                files[backend] = sibling
+        wanted = {"torch": ".pt", "onnxruntime": ".onnx", "tensorrt": ".plan"}
+        for backend, suffix in wanted.items():
+            if backend not in files:
+                missing[backend] = f"{path.with_suffix(suffix).name} (same stem, beside {path.name}) does not exist"
+    elif path.suffix or len(path.parts) > 1:
+        raise ValueError(f"cannot tell the format of {engine!r}: use a .plan, .onnx or .pt file or a bundled "
+                         "model name")
+    else:
+        for backend, suffix in (("onnxruntime", ".onnx"), ("torch", ".pt")):
+            try:
+                files[backend] = bundled_model_path(engine, suffix)
+            except ValueError as exc:
+                missing[backend] = str(exc)
+        if not files:
+            raise ValueError(missing["onnxruntime"])
+        missing["tensorrt"] = (f"bundled model {engine!r} has no TensorRT plan (plans are built per GPU); "
+                               f"build one with unet-build and pass --engine FILE.plan")
+    model = ModelFiles(engine, files, missing, _read_info(files), files.get("onnxruntime"))
+    if "tensorrt" in files:
+        from unetrt.plan_metadata import read_plan_metadata
+
+        plan = read_plan_metadata(files["tensorrt"])
+        model.plan_precision = plan.precision
+        source = Path(plan.source)
+        if model.onnx_for_flops is None and source.suffix == ".onnx" and source.is_file():
+            model.onnx_for_flops = source
+    return model
+
+
+def synthetic_model(base: int) -> ModelFiles:
+    """An untrained U-Net of ``base`` channels (depth 5, 11 classes, ELU) as .pt and .onnx in a scratch folder.
+
+    Raises:
+        ImportError: without torch.
+    """
+    try:
+        import torch
+
+        from unetrt.export.checkpoint import build_model, save_checkpoint
+        from unetrt.export.onnx_export import export_onnx
+    except ImportError as exc:
+        raise ImportError("--unet-base builds the model with PyTorch: pip install 'unetrt[export]'") from exc
+    names = tuple(f"class{i}" for i in range(11))
+    colors = tuple((23 * i % 256, 71 * i % 256, 137 * i % 256) for i in range(11))
+    info = ModelInfo(class_names=names, colors=colors, base=base, depth=5, name=f"synthetic-base{base}",
+                     extra={"dropout": [0.0] * 5})
+    scratch = tempfile.TemporaryDirectory(prefix="unet-bench-")
+    folder = Path(scratch.name)
+    torch.manual_seed(0)
+    model = build_model(info).eval()
+    save_checkpoint(folder / "unet.pt", model, info)
+    export_onnx(model, info, folder / "unet.onnx")
+    files = {"torch": folder / "unet.pt", "onnxruntime": folder / "unet.onnx"}
+    missing = {"tensorrt": "--unet-base builds no TensorRT plan; build one with unet-build and pass --engine FILE.plan"}
+    return ModelFiles(info.name, files, missing, info, files["onnxruntime"], scratch=scratch)
+
+
+def _onnx_for_flops(model: ModelFiles) -> Path | None:
+    if model.onnx_for_flops is not None or "torch" not in model.files:
+        return model.onnx_for_flops
+    # Only a checkpoint: export it once to count its FLOPs from the same kind of graph.
+    from unetrt.export.checkpoint import load_model
+    from unetrt.export.onnx_export import export_onnx
+
+    if model.scratch is None:
+        model.scratch = tempfile.TemporaryDirectory(prefix="unet-bench-")
+    net, info = load_model(model.files["torch"])
+    model.onnx_for_flops = export_onnx(net, info, Path(model.scratch.name) / "flops.onnx")
+    return model.onnx_for_flops
+
+
+def select_variants(requested: Sequence[str] | None, model: ModelFiles,
+                    precision: str) -> tuple[list[Variant], list[str]]:
+    """The variants to run, baseline first, and notes on what was left out.
+
+    Raises:
+        ValueError: on an unknown backend, or a requested backend whose model file is missing.
+    """
+    catalogue = all_variants(precision)
+    notes: list[str] = []
+    if requested is None:
+        backends = [b for b in BACKEND_CHOICES if b in model.files]
+        notes += [f"{b} not run: {model.missing[b]}" for b in BACKEND_CHOICES if b in model.missing]
+        keys = [v.key for v in catalogue.values() if v.backend in backends]
+    else:
+        keys = []
+        for name in requested:
+            expanded = [v.key for v in catalogue.values() if v.backend == name] if name in BACKEND_CHOICES else [name]
+            if expanded == [name] and name not in catalogue:
+                choices = ", ".join([*BACKEND_CHOICES, *(k for k in catalogue if k not in BACKEND_CHOICES)])
+                raise ValueError(f"unknown backend {name!r}; choose from {choices}")
+            backend = catalogue[expanded[0]].backend
+            if backend not in model.files:
+                raise ValueError(f"backend {name!r} cannot run {model.name}: {model.missing[backend]}")
+            keys += [k for k in expanded if k not in keys]
+    ordered = sorted(keys, key=lambda k: k != BASELINE)
+    if BASELINE not in ordered:
+        notes.append("no PyTorch eager FP32 baseline in this run: ratios are left empty")
+    return [catalogue[k] for k in ordered], notes
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries results depend on, read from package metadata (nothing is imported)."""
+    versions = {}
+    for label, distributions in LIBRARIES.items():
+        for distribution in distributions:
+            try:
+                versions[label] = metadata.version(distribution)
+            except metadata.PackageNotFoundError:
+                continue
+            break
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.version.cuda is not None:
+        versions["cuda (torch)"] = str(torch.version.cuda)
+        versions["cudnn (torch)"] = str(torch.backends.cudnn.version())
+    return versions
+
+
+def _torch_cuda() -> Any | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() else None
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'.
+
+    Raises:
+        ValueError: when 'cuda' is asked and torch sees no GPU.
+    """
+    has_cuda = _torch_cuda() is not None
+    if device == "cuda" and not has_cuda:
+        raise ValueError("--device cuda asked, but no CUDA GPU is visible to torch; use --device cpu")
+    if device == "auto":
+        return "cuda" if has_cuda else "cpu"
+    return device
+
+
+class Clock:
+    """Times one call: CUDA events on a GPU (synchronised per call), ``perf_counter_ns`` on a CPU."""
+
+    def __init__(self, cuda: bool) -> None:
+        self._torch = _torch_cuda() if cuda else None
+        self.kind = "cuda-events" if self._torch is not None else "perf_counter_ns"
+
+    def time_ms(self, step: Callable[[], None]) -> float:
+        """Run ``step`` once and return its latency in milliseconds."""
+        if self._torch is None:
+            start = time.perf_counter_ns()
+            step()
+            return (time.perf_counter_ns() - start) / 1e6
+        begin = self._torch.cuda.Event(enable_timing=True)
+        end = self._torch.cuda.Event(enable_timing=True)
+        begin.record()
+        step()
+        end.record()
+        end.synchronize()
+        return float(begin.elapsed_time(end))
+
+
+def time_trial(runner: Runner, clock: Clock, iterations: int, duration: float | None) -> tuple[list[float], float]:
+    """One untimed call (to re-warm caches after another variant ran), then one timed loop.
+
+    Returns:
+        Per-iteration latencies (ms) and the loop's wall time (s).
+    """
+    clock.time_ms(runner.step)
+    samples: list[float] = []
+    start = time.perf_counter()
+    while True:
+        samples.append(clock.time_ms(runner.step))
+        elapsed = time.perf_counter() - start
+        if (elapsed >= duration) if duration is not None else (len(samples) >= iterations):
+            return samples, elapsed
+
+
+def matmul_fp16_tflops(size: int = MATMUL_SIZE, trials: int = 5, repeats: int = 10) -> float | None:
+    """The GPU's measured dense FP16 matmul rate (TFLOP/s, median of trials), or None without CUDA."""
+    torch = _torch_cuda()
+    if torch is None:
+        return None
+    a = torch.randn(size, size, device="cuda", dtype=torch.float16)
+    b = torch.randn(size, size, device="cuda", dtype=torch.float16)
+    for _ in range(3):
+        torch.matmul(a, b)
+    rates = []
+    for _ in range(trials):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        for _ in range(repeats):
+            torch.matmul(a, b)
+        end.record()
+        end.synchronize()
+        rates.append(2 * size**3 * repeats / (begin.elapsed_time(end) / 1e3) / 1e12)
+    del a, b
+    torch.cuda.empty_cache()
+    return float(np.median(rates))
+
+
+class DeviceMemory:
+    """Device memory a variant adds: torch's allocator peak for torch, cudaMemGetInfo growth for other libraries."""
+
+    def __init__(self, cuda: bool) -> None:
+        self._torch = _torch_cuda() if cuda else None
+        self._in_use = self._allocated = 0
+        if self._torch is not None:
+            self._torch.cuda.synchronize()
+            self._torch.cuda.reset_peak_memory_stats()
+            free, total = self._torch.cuda.mem_get_info()
+            self._in_use, self._allocated = total - free, self._torch.cuda.memory_allocated()
+
+    def peak_mib(self, variant: Variant) -> tuple[float | None, str | None]:
+        """(MiB, how it was measured) since construction, or (None, None) on a CPU."""
+        if self._torch is None:
+            return None, None
+        self._torch.cuda.synchronize()
+        if variant.backend == "torch":
+            peak = self._torch.cuda.max_memory_allocated() - self._allocated
+            return peak / MIB, "torch.cuda.max_memory_allocated over load and warm-up, above what was allocated before"
+        free, total = self._torch.cuda.mem_get_info()
+        return (total - free - self._in_use) / MIB, "device memory in use after warm-up minus before (cudaMemGetInfo)"
+
+
+def _network_hw(info: ModelInfo, frame_hw: tuple[int, int], mode: str) -> tuple[int, int]:
+    height, width = frame_hw
+    if mode == "end-to-end" and info.working_size is not None:
+        width, height = info.working_size
+    return (plan_padding(height, info.padding, info.depth).network_input,
+            plan_padding(width, info.padding, info.depth).network_input)
+
+
+@dataclass
+class _Measured:
+    """A variant held open during a group's interleaved trials."""
+
+    variant: Variant
+    runner: Runner
+    rss_before: int | None
+    peak_rss: int
+    device_mib: float | None
+    device_note: str | None
+    latencies: list[list[float]] = field(default_factory=list)
+    walls: list[float] = field(default_factory=list)
+
+
+def measure_group(variants: Sequence[Variant], model: ModelFiles, device: str, threads: int, workload: Workload,
+                  args: argparse.Namespace, flops: int | None) -> list[dict[str, Any]]:
+    """Open and warm up every variant, then time them in interleaved trials; one JSON dictionary each.
+
+    Interleaving (trial 1 of every variant, then trial 2, ...) in a rotating order
+    spreads slow drifts of a shared machine's load over all variants alike.
+    """
+    net_h, net_w = _network_hw(model.info, workload.frame_hw, workload.mode)
+    clock = Clock(device == "cuda")
+    rss_resettable = reset_peak_rss()
+    results: dict[str, dict[str, Any]] = {}
+    measured: list[_Measured] = []
+    try:
+        for variant in variants:
+            results[variant.key] = {
+                "variant": variant.key, "label": variant.label, "backend": variant.backend,
+                "precision": model.plan_precision if variant.backend == "tensorrt" else variant.precision,
+                "mode": workload.mode, "frame_hw": list(workload.frame_hw),
+                "network_input_hw": [net_h, net_w], "batch": workload.batch,
+                "model_file": str(model.files[variant.backend]), "versions": library_versions(), "device": device,
+            }
+            if variant.needs_cuda and device != "cuda":
+                results[variant.key].update(status="skipped", reason="needs a CUDA GPU (this run is on the CPU)")
+                continue
+            reset_peak_rss()
+            rss_before = current_rss_bytes()
+            memory = DeviceMemory(device == "cuda")
+            runner: Runner | None = None
+            try:
+                runner = open_runner(variant, model.files[variant.backend], device, threads, workload, model.info)
+                for _ in range(args.warmup):
+                    clock.time_ms(runner.step)
+            except (ValueError, ImportError, FileNotFoundError) as exc:
+                release(runner)
+                results[variant.key].update(status="skipped", reason=str(exc))
+                continue
+            measured.append(_Measured(variant, runner, rss_before, peak_rss_bytes(), *memory.peak_mib(variant)))
+        for trial in range(args.trials):
+            shift = trial % max(len(measured), 1)
+            for entry in measured[shift:] + measured[:shift]:
+                reset_peak_rss()
+                samples, wall = time_trial(entry.runner, clock, args.iterations, args.duration)
+                entry.latencies.append(samples)
+                entry.walls.append(wall)
+                entry.peak_rss = max(entry.peak_rss, peak_rss_bytes())
+    finally:
+        for entry in measured:
+            release(entry.runner)
+    for entry in measured:
+        results[entry.variant.key].update(_figures(entry, workload.batch, flops, clock.kind, device, rss_resettable))
+    return [results[v.key] for v in variants]
+
+
+def _figures(entry: _Measured, batch: int, flops: int | None, timer: str, device: str,
+             rss_resettable: bool) -> dict[str, Any]:
+    stats = summarize(entry.latencies)
+    throughput = float(np.median([len(s) * batch / wall for s, wall in zip(entry.latencies, entry.walls)]))
+    return {
+        "status": "ok",
+        "device": entry.runner.device,
+        "cpu_threads": entry.runner.threads if device == "cpu" else None,
+        "timer": timer,
+        "latency_ms": stats.to_dict(),
+        "samples_ms": [round(v, 4) for trial in entry.latencies for v in trial],
+        "throughput_images_per_s": throughput,
+        "flops_per_image": flops,
+        "achieved_tflops": flops * throughput / 1e12 if flops is not None else None,
+        "peak_rss_mib": entry.peak_rss / MIB,
+        "rss_before_open_mib": entry.rss_before / MIB if entry.rss_before is not None else None,
+        "rss_note": ("process-wide RSS high-water mark over this variant's load, warm-up and trials (reset before "
+                     "each); it includes the interpreter and every variant of this group held open at the time"
+                     if rss_resettable else
+                     "process-wide RSS high-water mark since the process started (the kernel refused a reset)"),
+        "peak_device_mib": entry.device_mib,
+        "device_memory_note": entry.device_note,
+    }
+
+
+def add_ratios(results: list[dict[str, Any]]) -> None:
+    """Set each result's ``speedup_vs_torch_fp32``: baseline median latency / its median latency, same workload."""
+    baselines = {_group(r): r for r in results if r["variant"] == BASELINE and r["status"] == "ok"}
+    for result in results:
+        base = baselines.get(_group(result))
+        ok = result["status"] == "ok" and base is not None
+        result["speedup_vs_torch_fp32"] = (
+            base["latency_ms"]["median"] / result["latency_ms"]["median"] if ok and base else None)
+
+
+def _group(result: dict[str, Any]) -> tuple[Any, ...]:
+    return result["mode"], tuple(result["frame_hw"]), result["batch"]
+
+
+TABLE_COLUMNS = ("Variant", "Device", "Input (NxHxW)", "Median ms", "±%", "Mean", "p50", "p90", "p99", "Min", "Max",
+                 "img/s", "× eager FP32", "TFLOP/s", "Peak RSS MiB", "Peak dev MiB")
+
+
+def _cell(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def format_table(results: Sequence[dict[str, Any]]) -> str:
+    """The results as one Markdown table; skipped variants keep a row with their reason."""
+    rows = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    for r in results:
+        shape = f"{r['batch']}x{r['network_input_hw'][0]}x{r['network_input_hw'][1]}"
+        if r["status"] != "ok":
+            cells = [r["label"], r["device"], shape, f"skipped: {r['reason']}", *[""] * (len(TABLE_COLUMNS) - 4)]
+        else:
+            lat = r["latency_ms"]
+            speedup = r["speedup_vs_torch_fp32"]
+            cells = [f"{r['label']}", r["device"], shape, _cell(lat["median"]), _cell(lat["spread_pct"], 1),
+                     *(_cell(lat[k]) for k in ("mean", "p50", "p90", "p99", "min", "max")),
+                     _cell(r["throughput_images_per_s"], 1), "–" if speedup is None else f"{speedup:.2f}×",
+                     _cell(r["achieved_tflops"], 3), _cell(r["peak_rss_mib"], 0), _cell(r["peak_device_mib"], 0)]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Header lines (model, machine, settings) and the table, as Markdown."""
+    machine = report["machine"]
+    load = machine["load_average_before"]
+    settings = report["settings"]
+    lines = [
+        f"**unet-bench** {report['created']} — model `{report['model']['name']}` "
+        f"(base {report['model']['base']}, depth {report['model']['depth']}, "
+        f"{report['model']['num_classes']} classes), mode **{settings['mode']}**",
+        "",
+        f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, "
+        f"load average before {_load(load)} / after {_load(machine['load_average_after'])}; "
+        f"GPU: {machine['gpu'] or 'none'}; CPU threads per backend: {settings['threads']} "
+        f"(ONNX Runtime spinning off, torch OMP_WAIT_POLICY={settings['omp_wait_policy'] or 'unset'}); "
+        f"{settings['trials']} trials x {settings['iterations_per_trial']} after {settings['warmup']} warm-up.",
+    ]
+    if report["matmul_fp16_tflops"] is not None:
+        lines.append(f"Measured dense FP16 matmul rate: {report['matmul_fp16_tflops']:.1f} TFLOP/s")
+    lines += [f"Note: {note}" for note in report["notes"]]
+    lines += ["", format_table(report["results"]), "",
+              "Median = median of trial medians; ±% = range of the trial medians; × eager FP32 = speed-up over "
+              "PyTorch eager FP32 on the same device and input; TFLOP/s counts Conv/ConvTranspose FLOPs only."]
+    return "\n".join(lines)
+
+
+def _load(load: Sequence[float] | None) -> str:
+    return "n/a" if load is None else "/".join(f"{v:.2f}" for v in load)
+
+
+def write_plot(results: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Box plots of per-iteration latency, one panel per workload, one box per variant.
+
+    Raises:
+        ImportError: without matplotlib.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("--plot needs matplotlib: pip install matplotlib") from exc
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in results:
+        if r["status"] == "ok":
+            groups.setdefault(_group(r), []).append(r)
+    if not groups:
+        raise ValueError("nothing to plot: no variant ran")
+    widest = max(len(rows) for rows in groups.values())
+    fig, axes = plt.subplots(1, len(groups), figsize=(2 + 1.6 * widest * len(groups), 5), squeeze=False)
+    for ax, ((mode, frame_hw, batch), rows) in zip(axes[0], groups.items()):
+        ax.boxplot([r["samples_ms"] for r in rows], showfliers=True)
+        ax.set_xticks(range(1, len(rows) + 1), [f"{r['label']}\n{r['device']}" for r in rows], fontsize=7,
+                      rotation=30, ha="right")
+        ax.set_yscale("log")
+        ax.set_ylabel("latency per call (ms, log scale)")
+        ax.set_title(f"{mode}, frame {frame_hw[1]}x{frame_hw[0]} (WxH), batch {batch}", fontsize=9)
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _tune_torch_for_gpu(torch: Any | None) -> dict[str, bool] | None:
+    # The baseline gets what a careful PyTorch user sets for fixed input shapes: cuDNN autotuning.
+    if torch is None:
+        return None
+    torch.backends.cudnn.benchmark = True
+    return {"cudnn.benchmark": True, "cudnn.allow_tf32 (FP32 convolutions on tensor cores)":
+            bool(torch.backends.cudnn.allow_tf32)}
+
+
+def require_tensorrt() -> None:
+    """Fail early, in one line, when the TensorRT backend cannot run here (no tensorrt or no pycuda).
+
+    Raises:
+        ImportError: naming what to install.
+    """
+    from unetrt.backends.tensorrt import require_pycuda
+    from unetrt.backends.tensorrt import require_tensorrt as require_bindings
+
+    require_bindings()
+    require_pycuda()
+
+
+def _check_output_folder(path: Path | None) -> None:
+    if path is not None and not path.parent.is_dir():
+        raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist")
+
+
+def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict[str, Any]:
+    """Run the benchmark ``args`` describe; print and write the report; return it.
+
+    Args:
+        args: the parsed command line.
+        command: the arguments as given, recorded in the report.
+
+    Raises:
+        ValueError, FileNotFoundError, ImportError: on a request that cannot be served (the CLI turns them
+        into one line and exit code 2).
+    """
+    for output in (args.json, args.markdown, args.plot):
+        _check_output_folder(output)
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        raise ValueError(f"--plot writes a PNG; give a file ending in .png, got {str(args.plot)!r}")
+    if "tensorrt" in (args.backend or []) or Path(args.engine or "").suffix in (".plan", ".engine"):
+        require_tensorrt()
+    model = synthetic_model(args.unet_base) if args.unet_base is not None else locate_model(args.engine)
+    device = resolve_device(args.device)
+    precision = args.precision if args.precision != "auto" else ("fp16" if device == "cuda" else "fp32")
+    if precision == "fp16" and device != "cuda":
+        raise ValueError("--precision fp16 needs a CUDA GPU; use --precision fp32 on the CPU")
+    variants, notes = select_variants(args.backend, model, precision)
+    notes = [*args.note, *notes]
+    if any(v.backend == "tensorrt" for v in variants):
+        require_tensorrt()
+    mode = "end-to-end" if args.end_to_end else "device" if args.no_data_transfers else "bare"
+    shapes = [(h, w) for w, h in (args.shape or [model.info.working_size or DEFAULT_SHAPE])]
+    threads = args.threads or usable_cores()
+    onnx_path = _onnx_for_flops(model)
+    if onnx_path is None:
+        notes.append("no ONNX file of this model: FLOPs and TFLOP/s are not counted")
+    machine = machine_description()
+    machine["load_average_before"] = machine.pop("load_average")
+    torch_cuda = _torch_cuda() if device == "cuda" else None
+    machine["gpu"] = torch_cuda.cuda.get_device_name() if torch_cuda is not None else None
+    matmul = matmul_fp16_tflops() if device == "cuda" else None
+    torch_flags = _tune_torch_for_gpu(torch_cuda)
+    groups = [(shape, batch) for shape in shapes for batch in args.batch]
+    results = []
+    for frame_hw, batch in tqdm(groups, desc="unet-bench", unit="workload", disable=None, file=sys.stderr):
+        net_hw = _network_hw(model.info, frame_hw, mode)
+        flops = flops_per_image(onnx_path, model.info.in_channels, *net_hw) if onnx_path is not None else None
+        workload = Workload(mode, frame_hw, batch, args.seed)
+        results += measure_group(variants, model, device, threads, workload, args, flops)
+    if not any(r["status"] == "ok" for r in results):
+        reasons = sorted({r["reason"] for r in results})
+        raise ValueError(f"no variant could run here: {'; '.join(reasons)}")
+    add_ratios(results)
+    for r in results:
+        if matmul is not None and r.get("achieved_tflops") is not None:
+            r["fraction_of_matmul_peak"] = r["achieved_tflops"] / matmul
+    machine["load_average_after"] = machine_description()["load_average"]
+    report = {
+        "schema": SCHEMA,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": ["unet-bench", *command],
+        "machine": machine,
+        "versions": library_versions(),
+        "model": {"name": model.name, "files": {k: str(v) for k, v in model.files.items()},
+                  "base": model.info.base, "depth": model.info.depth, "num_classes": model.info.num_classes,
+                  "working_size": model.info.working_size, "activation": model.info.activation},
+        "settings": {"mode": mode, "device": device, "precision": precision, "threads": threads,
+                     "warmup": args.warmup, "iterations_per_trial": args.iterations if args.duration is None
+                     else f"{args.duration}s", "trials": args.trials, "batches": args.batch,
+                     "frame_shapes_hw": [list(s) for s in shapes], "seed": args.seed, "torch_gpu_flags": torch_flags,
+                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                     "onnxruntime_session": "ORT_ENABLE_ALL, sequential, intra-op spinning off"},
+        "matmul_fp16_tflops": matmul,
+        "notes": notes,
+        "results": results,
+    }
+    text = format_report(report)
+    print(text)
+    if args.json is not None:
+        import json
+
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if args.markdown is not None:
+        args.markdown.write_text(text + "\n")
+    if args.plot is not None:
+        write_plot(results, args.plot)
+    if model.scratch is not None:
+        model.scratch.cleanup()
+    return report
+
+
+def quiet_openmp() -> str | None:
+    """Make PyTorch's OpenMP threads block when idle, as ONNX Runtime's do (``allow_spinning=0``).
+
+    libgomp threads spin-wait between operators by default; on a machine with any
+    other load they then take the cores the working threads need, and PyTorch with
+    as many threads as cores runs several times slower than with one. Setting
+    ``OMP_WAIT_POLICY=PASSIVE`` before torch is imported gives the baseline the same
+    treatment as ONNX Runtime. A value the user set is kept.
+
+    Returns:
+        The policy torch will run with, or None when torch was imported before (too late to change).
+    """
+    if "torch" in sys.modules:
+        return None
+    return os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``unet-bench``; returns the exit code."""
+    quiet_openmp()
+    command = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(command)
+    return run_cli(lambda: run_benchmark(args, command))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

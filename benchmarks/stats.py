@@ -1,0 +1,172 @@
+"""Figures for unet-bench: latency statistics over repeated trials, host memory and the machine's description."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROC_STATUS = Path("/proc/self/status")
+PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+CPUINFO = Path("/proc/cpuinfo")
+LOADAVG = Path("/proc/loadavg")
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency of one benchmark configuration, in milliseconds.
+
+    ``median`` is the headline figure: the median of the per-trial medians, so no
+    single trial decides it; ``spread_pct`` is (max - min) of the trial medians
+    relative to that median. The percentiles, mean, min and max pool every timed
+    iteration of every trial.
+
+    Attributes:
+        median: median of the trial medians.
+        mean: mean over all iterations.
+        p50: 50th percentile over all iterations.
+        p90: 90th percentile over all iterations.
+        p99: 99th percentile over all iterations.
+        min: fastest iteration.
+        max: slowest iteration.
+        trial_medians: the median of each trial.
+        spread_pct: range of the trial medians in percent of ``median``.
+        iterations: timed iterations in all trials together.
+    """
+
+    median: float
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    min: float
+    max: float
+    trial_medians: tuple[float, ...]
+    spread_pct: float
+    iterations: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary."""
+        data = asdict(self)
+        data["trial_medians"] = list(self.trial_medians)
+        return data
+
+
+def summarize(trials: Sequence[Sequence[float]]) -> LatencyStats:
+    """Summarise per-iteration latencies (ms) of several trials.
+
+    Args:
+        trials: one sequence of iteration latencies per trial; every trial needs at least one.
+
+    Returns:
+        The statistics; the headline ``median`` is the median of trial medians.
+
+    Raises:
+        ValueError: when there is no trial, or a trial without iterations.
+
+    Example:
+        >>> summarize([[1.0, 2.0, 3.0], [2.0, 2.0]]).median
+        2.0
+    """
+    if not trials:
+        raise ValueError("need at least one trial to summarise")
+    if any(len(trial) == 0 for trial in trials):
+        raise ValueError("every trial needs at least one timed iteration; raise --iterations or --duration")
+    medians = np.array([float(np.median(trial)) for trial in trials])
+    pooled = np.concatenate([np.asarray(trial, dtype=np.float64) for trial in trials])
+    median = float(np.median(medians))
+    p50, p90, p99 = (float(v) for v in np.percentile(pooled, [50, 90, 99]))
+    spread = float((medians.max() - medians.min()) / median * 100) if median > 0 else 0.0
+    return LatencyStats(median=median, mean=float(pooled.mean()), p50=p50, p90=p90, p99=p99,
+                        min=float(pooled.min()), max=float(pooled.max()),
+                        trial_medians=tuple(float(m) for m in medians), spread_pct=spread,
+                        iterations=int(pooled.size))
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        text = PROC_STATUS.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def current_rss_bytes() -> int | None:
+    """Resident set size of this process now (``VmRSS``), or None where /proc is unavailable."""
+    kib = _status_kib("VmRSS")
+    return None if kib is None else kib * 1024
+
+
+def peak_rss_bytes() -> int:
+    """High-water mark of this process's resident set size.
+
+    Reads ``VmHWM`` from /proc (which :func:`reset_peak_rss` can lower); falls back
+    to ``resource.getrusage``, which only ever grows.
+    """
+    kib = _status_kib("VmHWM")
+    if kib is None:
+        # ru_maxrss is in KiB on Linux.
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Lower the RSS high-water mark to the current RSS (Linux ``clear_refs`` 5).
+
+    Returns:
+        True when the mark was reset; False where the kernel does not allow it, in
+        which case later peaks include everything measured before.
+    """
+    try:
+        PROC_CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
+    try:
+        for line in CPUINFO.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the host's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def load_average() -> tuple[float, float, float] | None:
+    """1, 5 and 15 minute load averages, or None where the OS has none."""
+    try:
+        return os.getloadavg()
+    except OSError:
+        return None
+
+
+def machine_description() -> dict[str, Any]:
+    """CPU model, usable cores, total cores and load average, for every result file."""
+    return {
+        "cpu_model": cpu_model(),
+        "usable_cores": usable_cores(),
+        "cpu_count": os.cpu_count(),
+        "load_average": load_average(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }

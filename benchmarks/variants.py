@@ -1,0 +1,407 @@
+"""What unet-bench compares: the backend variants and the runners that time one call of each.
+
+A variant is one way of running the model (PyTorch eager FP32, FP16, channels-last,
+CUDA graphs, ONNX Runtime, TensorRT). A runner holds that variant open on a
+prepared input and does one timed call per :meth:`Runner.step`, in one of three modes:
+
+* ``bare``: a prepared, normalised host batch through ``backend.infer`` (host to host);
+* ``device``: the bare network on an input already on the device, output left there
+  (``--no-data-transfers``, like trtexec);
+* ``end-to-end``: uint8 HWC frames on the host to masks on the host through
+  ``Segmenter.segment_batch``, all pre- and post-processing included.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import numpy as np
+
+from unetrt.backends import Backend, open_backend
+from unetrt.model_info import ModelInfo
+from unetrt.preprocessing import prepare_input
+from unetrt.segmenter import Segmenter
+
+MODES = ("bare", "device", "end-to-end")
+BASELINE = "torch-fp32"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the model.
+
+    Attributes:
+        key: the name used on the command line and in results (e.g. 'torch-cuda-graphs').
+        label: the name shown in tables.
+        backend: the unetrt backend it runs on: 'torch', 'onnxruntime' or 'tensorrt'.
+        half: FP16 weights and activations (torch variants).
+        channels_last: channels-last memory format (torch variants).
+        cuda_graphs: replay a captured CUDA graph (torch variants).
+        needs_cuda: skipped on a CPU device.
+    """
+
+    key: str
+    label: str
+    backend: str
+    half: bool = False
+    channels_last: bool = False
+    cuda_graphs: bool = False
+    needs_cuda: bool = False
+
+    @property
+    def precision(self) -> str:
+        """'fp16' or 'fp32'; TensorRT's precision is the one its plan was built with."""
+        if self.backend == "tensorrt":
+            return "plan"
+        return "fp16" if self.half else "fp32"
+
+
+def torch_variants(precision: str) -> list[Variant]:
+    """The PyTorch variants; ``precision`` ('fp32' or 'fp16') applies to channels-last and CUDA graphs."""
+    half = precision == "fp16"
+    suffix = precision.upper()
+    return [
+        Variant(BASELINE, "PyTorch eager FP32", "torch"),
+        Variant("torch-fp16", "PyTorch eager FP16", "torch", half=True, needs_cuda=True),
+        Variant("torch-channels-last", f"PyTorch channels_last {suffix}", "torch", half=half, channels_last=True,
+                needs_cuda=half),
+        Variant("torch-cuda-graphs", f"PyTorch CUDA graphs {suffix}", "torch", half=half, cuda_graphs=True,
+                needs_cuda=True),
+    ]
+
+
+def all_variants(precision: str) -> dict[str, Variant]:
+    """Every variant by key."""
+    variants = [*torch_variants(precision), Variant("onnxruntime", "ONNX Runtime", "onnxruntime"),
+                Variant("tensorrt", "TensorRT", "tensorrt", needs_cuda=True)]
+    return {v.key: v for v in variants}
+
+
+class Runner(Protocol):
+    """An open variant on a prepared input: :meth:`step` is one timed call."""
+
+    device: str
+    threads: int | None
+
+    def step(self) -> None:
+        """Run once; for device-side work, only enqueue it (the timer synchronises)."""
+        ...
+
+    def close(self) -> None:
+        """Release everything the runner holds."""
+        ...
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The input one run measures.
+
+    Attributes:
+        mode: 'bare', 'device' or 'end-to-end'.
+        frame_hw: (height, width) of the camera frames (end-to-end) or of the image the batch is prepared from.
+        batch: images per call.
+        seed: seed of the random frame content.
+    """
+
+    mode: str
+    frame_hw: tuple[int, int]
+    batch: int
+    seed: int = 0
+
+    def frames(self, info: ModelInfo) -> list[np.ndarray]:
+        """``batch`` random uint8 frames (BGR, or gray for 1-channel models)."""
+        rng = np.random.default_rng(self.seed)
+        shape = self.frame_hw if info.in_channels == 1 else (*self.frame_hw, 3)
+        return [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(self.batch)]
+
+    def network_batch(self, info: ModelInfo) -> np.ndarray:
+        """The normalised, mirror-padded N x C x H x W batch the bare modes feed the network."""
+        return np.concatenate([prepare_input(frame, info)[0] for frame in self.frames(info)])
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+class CudaGraphBackend:
+    """A PyTorch checkpoint replayed as a captured CUDA graph, one graph per input shape.
+
+    Implements the :class:`unetrt.backends.Backend` protocol, so ``Segmenter`` can use it.
+
+    Args:
+        path: the ``.pt`` checkpoint.
+        half: FP16 weights and activations.
+
+    Raises:
+        ValueError: when torch sees no CUDA GPU.
+
+    Example:
+        >>> with CudaGraphBackend("best.pt", half=True) as net:  # doctest: +SKIP
+        ...     logits = net.infer(batch)
+    """
+
+    name = "torch"
+    max_input_hw: tuple[int, int] | None = None
+    max_batch: int | None = None
+    threads: int | None = None
+
+    def __init__(self, path: str | Path, half: bool = False) -> None:
+        torch = _torch()
+        from unetrt.export.checkpoint import load_model
+
+        if not torch.cuda.is_available():
+            raise ValueError("CUDA graphs need a CUDA GPU; torch sees none")
+        self._torch = torch
+        self._dtype = torch.float16 if half else torch.float32
+        model, self.info = load_model(path, map_location="cuda")
+        self._model: Any = model.to("cuda", self._dtype)
+        self.device = f"cuda ({torch.cuda.get_device_name()})"
+        self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
+
+    def capture(self, shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
+        """The (graph, static input, static output) for an input shape, captured on first use."""
+        if self._model is None:
+            raise ValueError("this backend is closed; open a new one")
+        if shape not in self._graphs:
+            torch = self._torch
+            static_in = torch.zeros(shape, device="cuda", dtype=self._dtype)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.inference_mode():
+                # Warm-up on a side stream before capture, as torch.cuda.graphs requires (cuDNN autotuning).
+                with torch.cuda.stream(side):
+                    for _ in range(3):
+                        self._model(static_in)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    static_out = self._model(static_in)
+            self._graphs[shape] = (graph, static_in, static_out)
+        return self._graphs[shape]
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """N x C x H x W float32 -> N x K x h x w float32 logits (host to host)."""
+        from unetrt.backends import check_batch
+
+        batch = check_batch(batch, self.info)
+        graph, static_in, static_out = self.capture(tuple(batch.shape))
+        static_in.copy_(self._torch.from_numpy(batch))
+        graph.replay()
+        return static_out.float().cpu().numpy()  # type: ignore[no-any-return,unused-ignore]
+
+    def close(self) -> None:
+        """Drop graphs and model and return cached GPU memory (idempotent)."""
+        self._graphs.clear()
+        self._model = None
+        self._torch.cuda.empty_cache()
+
+    def __enter__(self) -> CudaGraphBackend:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def open_variant_backend(variant: Variant, model: Path, device: str, threads: int | None) -> Backend:
+    """The unetrt backend of a variant on ``device`` ('cpu' or 'cuda').
+
+    Raises:
+        ValueError, ImportError, FileNotFoundError: from the backend (unavailable library, device or file).
+    """
+    if variant.cuda_graphs:
+        return CudaGraphBackend(model, half=variant.half)
+    if variant.backend == "torch":
+        return open_backend(model, "torch", device, threads=threads, half=variant.half,
+                            channels_last=variant.channels_last)
+    if variant.backend == "onnxruntime":
+        return open_backend(model, "onnxruntime", device, threads=threads)
+    return open_backend(model, "tensorrt", device)
+
+
+class BackendRunner:
+    """Bare mode: a prepared host batch through ``backend.infer``."""
+
+    def __init__(self, backend: Backend, batch: np.ndarray) -> None:
+        self._backend = backend
+        self._batch = batch
+        self.device = backend.device
+        self.threads = getattr(backend, "threads", None)
+
+    def step(self) -> None:
+        """One host-to-host inference."""
+        self._backend.infer(self._batch)
+
+    def close(self) -> None:
+        """Close the backend."""
+        self._backend.close()
+
+
+class SegmenterRunner:
+    """End-to-end mode: uint8 frames to masks through ``Segmenter.segment_batch``."""
+
+    def __init__(self, segmenter: Segmenter, frames: list[np.ndarray]) -> None:
+        self._segmenter = segmenter
+        self._frames = frames
+        self.device = segmenter.backend.device
+        self.threads = getattr(segmenter.backend, "threads", None)
+
+    def step(self) -> None:
+        """Frames in, masks out, all processing included."""
+        self._segmenter.segment_batch(self._frames)
+
+    def close(self) -> None:
+        """Close the segmenter and its backend."""
+        self._segmenter.close()
+
+
+def open_variant_segmenter(variant: Variant, model: Path, device: str, threads: int | None) -> Segmenter:
+    """A ``Segmenter`` running the variant, for the end-to-end mode.
+
+    Raises:
+        ValueError, ImportError, FileNotFoundError: from the backend (unavailable library, device or file).
+    """
+    if variant.backend == "onnxruntime":
+        return Segmenter(model, "onnxruntime", device, threads=threads)
+    if variant.backend == "tensorrt":
+        return Segmenter(model, "tensorrt", device)
+    segmenter = Segmenter(model, "torch", device, threads=threads, half=variant.half,
+                          channels_last=variant.channels_last)
+    if variant.cuda_graphs:
+        # CUDA graphs are no open_backend option: swap the eager backend for the graph replayer.
+        segmenter.backend.close()
+        segmenter.backend = CudaGraphBackend(model, half=variant.half)
+    return segmenter
+
+
+def _dtype_of(torch: Any, name: str) -> Any:
+    return {"fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+class TorchDeviceRunner:
+    """Device mode for the PyTorch variants: the input lives on the device, the output stays there."""
+
+    def __init__(self, variant: Variant, model_path: Path, device: str, threads: int | None,
+                 batch: np.ndarray) -> None:
+        torch = _torch()
+        self._torch = torch
+        if variant.cuda_graphs:
+            self._graph_backend: CudaGraphBackend | None = CudaGraphBackend(model_path, half=variant.half)
+            graph, static_in, _ = self._graph_backend.capture(tuple(batch.shape))
+            static_in.copy_(torch.from_numpy(batch))
+            self._graph = graph
+            self.device = self._graph_backend.device
+            self.threads = None
+            return
+        from unetrt.export.checkpoint import load_model
+
+        self._graph_backend = None
+        if threads is not None:
+            torch.set_num_threads(threads)
+        dtype = _dtype_of(torch, variant.precision)
+        memory_format = torch.channels_last if variant.channels_last else torch.contiguous_format
+        model, _ = load_model(model_path, map_location=device)
+        self._model: Any = model.to(device, dtype, memory_format=memory_format)
+        self._input = torch.from_numpy(batch).to(device, dtype, memory_format=memory_format)
+        self.device = f"cuda ({torch.cuda.get_device_name()})" if device == "cuda" else "cpu"
+        self.threads = torch.get_num_threads() if device == "cpu" else None
+
+    def step(self) -> None:
+        """One forward pass (enqueued, on a GPU)."""
+        if self._graph_backend is not None:
+            self._graph.replay()
+            return
+        with self._torch.inference_mode():
+            self._model(self._input)
+
+    def close(self) -> None:
+        """Drop the model, graphs and tensors."""
+        if self._graph_backend is not None:
+            self._graph_backend.close()
+        self._model = self._input = None
+
+
+class OnnxRuntimeDeviceRunner:
+    """Device mode for ONNX Runtime: input and output bound once to device buffers (IOBinding)."""
+
+    def __init__(self, model_path: Path, device: str, threads: int | None, batch: np.ndarray) -> None:
+        import onnxruntime as ort
+
+        from unetrt.backends.onnxruntime import session_options
+
+        provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
+        if provider not in ort.get_available_providers():
+            raise ValueError(f"this onnxruntime has no {provider}; install onnxruntime-gpu")
+        self._session = ort.InferenceSession(str(model_path), session_options(threads), providers=[provider])
+        ort_device = "cuda" if device == "cuda" else "cpu"
+        self._binding = self._session.io_binding()
+        self._input = ort.OrtValue.ortvalue_from_numpy(batch, ort_device, 0)
+        self._binding.bind_ortvalue_input(self._session.get_inputs()[0].name, self._input)
+        self._binding.bind_output(self._session.get_outputs()[0].name, ort_device)
+        self.device = device
+        self.threads = threads
+
+    def step(self) -> None:
+        """One run on the bound buffers."""
+        self._session.run_with_iobinding(self._binding)
+
+    def close(self) -> None:
+        """Drop session and buffers."""
+        self._binding = self._input = self._session = None
+
+
+class TensorRTDeviceRunner:
+    """Device mode for a TensorRT plan: torch CUDA tensors in and out of ``TensorRTBackend.infer_device``."""
+
+    def __init__(self, backend: Any, batch: np.ndarray) -> None:
+        torch = _torch()
+        if not torch.cuda.is_available():
+            raise ValueError("the TensorRT device mode keeps its buffers in torch CUDA tensors; torch sees no GPU")
+        self._backend = backend
+        metadata = backend.metadata
+        self._images = torch.from_numpy(batch).to("cuda", getattr(torch, metadata.input_dtype)).contiguous()
+        logits = backend.infer_device(self._images)
+        self._out = torch.empty(logits.shape, dtype=getattr(torch, metadata.output_dtype), device="cuda")
+        self.device = backend.device
+        self.threads: int | None = None
+
+    def step(self) -> None:
+        """One run from device input to device output."""
+        self._backend.infer_device(self._images, self._out)
+
+    def close(self) -> None:
+        """Close the backend and drop the buffers."""
+        self._backend.close()
+        self._images = self._out = None
+
+
+def open_runner(variant: Variant, model: Path, device: str, threads: int | None, workload: Workload,
+                info: ModelInfo) -> Runner:
+    """Open ``variant`` on ``model`` ready to time ``workload``.
+
+    Raises:
+        ValueError, ImportError, FileNotFoundError: when the variant cannot run here (the message says why).
+    """
+    if workload.mode == "end-to-end":
+        return SegmenterRunner(open_variant_segmenter(variant, model, device, threads), workload.frames(info))
+    batch = workload.network_batch(info)
+    if workload.mode == "bare":
+        return BackendRunner(open_variant_backend(variant, model, device, threads), batch)
+    if variant.backend == "torch":
+        return TorchDeviceRunner(variant, model, device, threads, batch)
+    if variant.backend == "onnxruntime":
+        return OnnxRuntimeDeviceRunner(model, device, threads, batch)
+    return TensorRTDeviceRunner(open_variant_backend(variant, model, device, threads), batch)
+
+
+def release(runner: Runner | None) -> None:
+    """Close a runner and collect its garbage, so the next variant starts from a quiet process."""
+    if runner is not None:
+        runner.close()
+    gc.collect()

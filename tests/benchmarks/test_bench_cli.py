@@ -1,0 +1,209 @@
+"""unet-bench end to end on a tiny model: the table, the JSON figures, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from unetrt.benchmarks.bench import (
+    locate_model,
+    main,
+    parse_batches,
+    quiet_openmp,
+    require_tensorrt,
+    select_variants,
+)
+
+FAST = ["--shape", "32x32", "--warmup", "1", "--iterations", "2", "--trials", "2", "--threads", "1"]
+FIGURES = {"mean", "p50", "p90", "p99", "min", "max", "median", "trial_medians", "spread_pct"}
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one error line, got: {err!r}"
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def bare_report(tiny_model_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench") / "out.json"
+    code = main(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", "--backend", "torch",
+                 *FAST, "--batch", "1,2", "--json", str(out)])
+    assert code == 0
+    return dict(json.loads(out.read_text()))
+
+
+def test_side_by_side_json_has_every_figure(bare_report: dict[str, Any]) -> None:
+    ok = [r for r in bare_report["results"] if r["status"] == "ok"]
+    assert {r["variant"] for r in ok} == {"torch-fp32", "torch-channels-last", "onnxruntime"}
+    assert {r["batch"] for r in ok} == {1, 2}
+    for r in ok:
+        assert set(r["latency_ms"]) >= FIGURES
+        assert r["latency_ms"]["iterations"] == 4
+        assert r["throughput_images_per_s"] > 0
+        assert r["flops_per_image"] > 0 and r["achieved_tflops"] > 0
+        assert r["peak_rss_mib"] > 0 and r["rss_note"]
+        assert r["cpu_threads"] == 1
+        assert r["device"] == "cpu" and r["timer"] == "perf_counter_ns"
+        assert {"numpy", "onnxruntime", "torch"} <= set(r["versions"])
+        assert r["network_input_hw"] == [32, 32]
+    assert bare_report["machine"]["cpu_model"] and bare_report["machine"]["load_average_before"] is not None
+    assert bare_report["settings"]["threads"] == 1
+
+
+def test_ratios_are_relative_to_torch_eager_fp32_of_the_same_batch(bare_report: dict[str, Any]) -> None:
+    results = bare_report["results"]
+    for batch in (1, 2):
+        base = next(r for r in results if r["variant"] == "torch-fp32" and r["batch"] == batch)
+        assert base["speedup_vs_torch_fp32"] == 1.0
+        ort = next(r for r in results if r["variant"] == "onnxruntime" and r["batch"] == batch)
+        expected = base["latency_ms"]["median"] / ort["latency_ms"]["median"]
+        assert ort["speedup_vs_torch_fp32"] == pytest.approx(expected)
+
+
+def test_gpu_variants_are_listed_as_skipped_with_the_reason_on_cpu(bare_report: dict[str, Any]) -> None:
+    skipped = {r["variant"]: r["reason"] for r in bare_report["results"] if r["status"] == "skipped"}
+    assert set(skipped) == {"torch-fp16", "torch-cuda-graphs"}
+    assert all("CUDA" in reason for reason in skipped.values())
+
+
+def test_table_is_printed_with_ratios(tiny_model_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["--engine", str(tiny_model_files["pt"]), "--backend", "torch-fp32",
+                         "--backend", "onnxruntime", *FAST, "--note", "shared machine"], capsys)
+    assert code == 0
+    assert "Note: shared machine" in out
+    assert "| PyTorch eager FP32 | cpu | 1x32x32 |" in out
+    assert "1.00×" in out and "| ONNX Runtime |" in out
+    assert "Machine:" in out
+
+
+@pytest.mark.parametrize("mode", ["--end-to-end", "--no-data-transfers"])
+def test_other_modes_run(tiny_model_files: dict[str, Path], tmp_path: Path, mode: str,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.json"
+    code, _, _ = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "torch-fp32", "--backend",
+                       "onnxruntime", *FAST, mode, "--json", str(out)], capsys)
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["mode"] == mode.removeprefix("--").replace("no-data-transfers", "device")
+    assert all(r["status"] == "ok" for r in report["results"])
+
+
+def test_duration_and_plot(tiny_model_files: dict[str, Path], tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "latency.png"
+    code, _, _ = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", "--shape", "32x32",
+                       "--warmup", "1", "--duration", "0.05", "--trials", "2", "--plot", str(plot)], capsys)
+    assert code == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plan_without_tensorrt_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        require_tensorrt()
+    except ImportError:
+        pass
+    else:
+        pytest.skip("TensorRT is installed here")
+    plan = tmp_path / "unet.plan"
+    plan.write_bytes(b"not an engine")
+    code, out, err = _run(["--engine", str(plan)], capsys)
+    assert code == 2
+    assert "TensorRT is not installed" in _one_line_error(err)
+    assert out == ""
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--engine", "{onnx}", "--backend", "tensorflow"], "unknown backend 'tensorflow'"),
+    (["--engine", "{onnx}", "--shape", "32by32"], "WIDTHxHEIGHT"),
+    (["--engine", "{onnx}", "--batch", "1,x"], "batch must be positive"),
+    (["--engine", "/nonexistent/unet.onnx"], "does not exist"),
+    (["--engine", "no_such_bundled_model"], "no bundled model"),
+    (["--engine", "{onnx}", "--unet-base", "8"], "not allowed with"),
+    (["--engine", "{onnx}", "--iterations", "0"], "positive"),
+    (["--engine", "{onnx}", "--precision", "fp16", "--device", "cpu"], "needs a CUDA GPU"),
+    (["--engine", "{onnx}", "--plot", "latency.svg"], ".png"),
+    ([], "is required"),
+])
+def test_bad_arguments_exit_2_with_one_clear_line(tiny_model_files: dict[str, Path], argv: list[str], message: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [a.format(onnx=tiny_model_files["onnx"]) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse errors leave through sys.exit
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert message in _one_line_error(err)
+    assert out == ""
+
+
+def test_missing_sibling_file_is_named(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    lonely = shutil.copy(tiny_model_files["onnx"], tmp_path / "lonely.onnx")
+    code, _, err = _run(["--engine", str(lonely), "--backend", "torch", *FAST], capsys)
+    assert code == 2
+    assert "lonely.pt (same stem, beside lonely.onnx) does not exist" in _one_line_error(err)
+
+
+def test_default_selection_runs_what_exists_baseline_first(tiny_model_files: dict[str, Path]) -> None:
+    model = locate_model(str(tiny_model_files["onnx"]))
+    variants, notes = select_variants(None, model, "fp32")
+    keys = [v.key for v in variants]
+    assert keys[0] == "torch-fp32"
+    assert set(keys) == {"torch-fp32", "torch-fp16", "torch-channels-last", "torch-cuda-graphs", "onnxruntime"}
+    assert any("tiny.plan" in note for note in notes)
+
+
+def test_parse_batches() -> None:
+    assert parse_batches("1, 8") == [1, 8]
+
+
+def test_synthetic_unet_of_a_given_base(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.json"
+    code, _, _ = _run(["--unet-base", "4", "--backend", "onnxruntime", *FAST, "--json", str(out)], capsys)
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["model"]["base"] == 4 and report["model"]["name"] == "synthetic-base4"
+    (result,) = report["results"]
+    assert result["status"] == "ok" and result["flops_per_image"] > 0
+
+
+@pytest.mark.cuda
+def test_gpu_variants_run_side_by_side_on_cuda(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    out = tmp_path / "out.json"
+    code, _, _ = _run(["--engine", str(tiny_model_files["pt"]), "--backend", "torch", "--device", "cuda", *FAST,
+                       "--json", str(out)], capsys)
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["matmul_fp16_tflops"] > 0
+    for result in report["results"]:
+        assert result["status"] == "ok", result.get("reason")
+        assert result["timer"] == "cuda-events" and result["peak_device_mib"] >= 0
+        assert result["fraction_of_matmul_peak"] > 0
+
+
+def test_quiet_openmp_sets_passive_waiting_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert quiet_openmp() == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert quiet_openmp() == "PASSIVE"
+    monkeypatch.setitem(sys.modules, "torch", object())
+    assert quiet_openmp() is None

@@ -1,0 +1,63 @@
+"""Latency statistics and host-memory readings of unet-bench."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unetrt.benchmarks.stats import (
+    current_rss_bytes,
+    machine_description,
+    peak_rss_bytes,
+    reset_peak_rss,
+    summarize,
+)
+
+
+def test_headline_is_the_median_of_trial_medians_not_of_pooled_samples() -> None:
+    # The long middle trial dominates the pooled samples (pooled median 10); the trial medians 1, 10, 2 give 2.
+    trials = [[1.0, 1.0, 1.0], [10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0], [2.0, 2.0, 2.0]]
+    stats = summarize(trials)
+    assert stats.median == 2.0
+    assert stats.p50 == 10.0
+    assert stats.trial_medians == (1.0, 10.0, 2.0)
+    assert stats.spread_pct == pytest.approx((10.0 - 1.0) / 2.0 * 100)
+    assert stats.iterations == 13
+
+
+def test_percentiles_mean_min_max_pool_every_iteration() -> None:
+    rng = np.random.default_rng(0)
+    trials = [rng.uniform(1, 3, 50).tolist() for _ in range(4)]
+    pooled = np.concatenate(trials)
+    stats = summarize(trials)
+    assert stats.mean == pytest.approx(pooled.mean())
+    assert stats.p90 == pytest.approx(np.percentile(pooled, 90))
+    assert stats.p99 == pytest.approx(np.percentile(pooled, 99))
+    assert (stats.min, stats.max) == (pooled.min(), pooled.max())
+    assert stats.min <= stats.p50 <= stats.p90 <= stats.p99 <= stats.max
+    assert set(stats.to_dict()) >= {"median", "mean", "p50", "p90", "p99", "min", "max", "trial_medians", "spread_pct"}
+
+
+@pytest.mark.parametrize("trials", [[], [[1.0], []]])
+def test_trials_without_iterations_are_refused(trials: list[list[float]]) -> None:
+    with pytest.raises(ValueError, match="trial"):
+        summarize(trials)
+
+
+def test_peak_rss_follows_a_large_allocation_and_can_be_reset() -> None:
+    reset_peak_rss()
+    before = peak_rss_bytes()
+    block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, touched
+    assert peak_rss_bytes() >= before + 48 * 1024 * 1024
+    del block
+    now = current_rss_bytes()
+    if reset_peak_rss():
+        assert now is not None
+        assert peak_rss_bytes() < before + 48 * 1024 * 1024
+
+
+def test_machine_description_names_cpu_cores_and_load() -> None:
+    machine = machine_description()
+    assert machine["cpu_model"]
+    assert machine["usable_cores"] >= 1
+    assert "load_average" in machine
