@@ -105,7 +105,7 @@ def benchmark(model: str, backend: str, threads: int | None, frames: int, repeat
         raise ValueError(f"frames and repeats must be at least 1, got {frames} and {repeats}")
     clip = sample_clip()
     images = read_frames(clip, frames)
-    options = {"threads": threads} if threads is not None else {}
+    options: dict[str, Any] = {"threads": threads} if threads is not None else {}
     load_before = machine_description()["load_average"]
     with Segmenter(model, backend=backend, **options) as segmenter, tempfile.TemporaryDirectory() as tmp:
         batches = network_batches(segmenter, images)

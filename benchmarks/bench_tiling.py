@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from unetrt import _tiling
+from unetrt import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
 from unetrt.benchmarks.stats import LatencyStats, machine_description, summarize, usable_cores
 from unetrt.cli import run_cli
 from unetrt.tiling import TileGrid, plan_tiles

@@ -17,7 +17,7 @@ import gc
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -307,7 +307,8 @@ class TorchDeviceRunner:
         dtype = _dtype_of(torch, variant.precision)
         memory_format = torch.channels_last if variant.channels_last else torch.contiguous_format
         model, _ = load_model(model_path, map_location=device)
-        self._model: Any = model.to(device, dtype, memory_format=memory_format)
+        # cast: torch's stubs omit the memory_format keyword that Module.to accepts
+        self._model: Any = cast(Any, model).to(device, dtype, memory_format=memory_format)
         self._input = torch.from_numpy(batch).to(device, dtype, memory_format=memory_format)
         self.device = f"cuda ({torch.cuda.get_device_name()})" if device == "cuda" else "cpu"
         self.threads = torch.get_num_threads() if device == "cpu" else None

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from unetrt.model_info import ModelInfo
 
 from .model import UNet

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
 from unetrt.datasets import paired_files, read_class_table, read_image, read_label
 from unetrt.preprocessing import normalize
 

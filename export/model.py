@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
 from unetrt.geometry import check_input_size
 
 DEFAULT_DROPOUT = (0.1, 0.1, 0.2, 0.2, 0.3)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+
 from unetrt.cli import run_cli
 from unetrt.geometry import plan_padding
 from unetrt.model_info import METADATA_KEY, ModelInfo

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
+
 from unetrt.cli import parse_size, run_cli
 from unetrt.geometry import check_input_size
 from unetrt.metrics import ConfusionMatrix, rand_error

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from unetrt.cli import parse_size, run_cli
 from unetrt.datasets import paired_files, read_class_table, read_image, read_label
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -63,9 +63,8 @@ class TorchBackend:
         model, self.info = load_model(path, map_location=self._device)
         self._dtype = torch.float16 if half else torch.float32
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        # typed as Any: torch's stubs omit the memory_format keyword that Module.to accepts
-        self._model: Any = model
-        self._model.to(self._device, self._dtype, memory_format=self._memory_format)
+        # cast: torch's stubs omit the memory_format keyword that Module.to accepts
+        self._model: Any = cast(Any, model).to(self._device, self._dtype, memory_format=self._memory_format)
         self.device = f"cuda ({torch.cuda.get_device_name()})" if use_cuda else "cpu"
         self.threads = threads
 
