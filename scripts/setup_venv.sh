@@ -12,3 +12,7 @@ $pip install -q --upgrade pip "setuptools>=64" wheel
 # torch is pinned to the CPU wheel before anything can ask for a loose 'torch' and pull a CUDA build.
 $pip install -q "torch==2.13.0"
 $pip install -q -e ".[${extras}]"
+if [[ ",${extras}," == *",dev,"* ]]; then
+  # The stubs pin tensorrt==10.13 and its CUDA bindings, which PyPI cannot serve here; mypy needs only the .pyi files.
+  $pip install -q --no-deps "tensorrt-stubs==10.13.0.35.1"
+fi
