@@ -8,6 +8,25 @@ import pytest
 
 from unetrt.model_info import ModelInfo
 
+
+def tensorrt_gpu_present() -> bool:
+    """Whether TensorRT's real bindings, pycuda and an NVIDIA GPU are all present."""
+    from unetrt.backends.tensorrt import tensorrt_available
+
+    if not tensorrt_available():
+        return False
+    import pycuda.driver as cuda
+
+    try:
+        cuda.init()
+    except cuda.Error:
+        return False
+    return bool(cuda.Device.count() > 0)
+
+
+requires_tensorrt_gpu = pytest.mark.skipif(not tensorrt_gpu_present(),
+                                           reason="needs TensorRT, pycuda and an NVIDIA GPU")
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from conftest import tiny_info
+from conftest import requires_tensorrt_gpu, tiny_info
 
-from unetrt.backends.tensorrt import MISSING_TENSORRT, tensorrt_available
+from unetrt.backends.tensorrt import MISSING_TENSORRT
 from unetrt.export.tensorrt import (
     BuildOptions,
     build_parser,
@@ -24,20 +24,7 @@ from unetrt.export.tensorrt import (
 )
 from unetrt.plan_metadata import GpuIdentity, PlanMetadata, ShapeProfile
 
-
-def _gpu_present() -> bool:
-    if not tensorrt_available():
-        return False
-    import pycuda.driver as cuda
-
-    try:
-        cuda.init()
-    except cuda.Error:
-        return False
-    return bool(cuda.Device.count() > 0)
-
-
-requires_gpu = pytest.mark.skipif(not _gpu_present(), reason="needs TensorRT, pycuda and an NVIDIA GPU")
+requires_gpu = requires_tensorrt_gpu
 
 
 @pytest.mark.parametrize("missing", [None, types.ModuleType("tensorrt")], ids=["not-installed", "stubs-only"])

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import tiny_info
+from conftest import requires_tensorrt_gpu, tiny_info
 
 from unetrt.backends import open_backend
 from unetrt.backends.tensorrt import (
@@ -23,20 +23,7 @@ from unetrt.backends.tensorrt import (
 )
 from unetrt.plan_metadata import GpuIdentity, PlanMetadata, ShapeProfile, write_plan_metadata
 
-
-def _gpu_present() -> bool:
-    if not tensorrt_available():
-        return False
-    import pycuda.driver as cuda
-
-    try:
-        cuda.init()
-    except cuda.Error:
-        return False
-    return bool(cuda.Device.count() > 0)
-
-
-requires_gpu = pytest.mark.skipif(not _gpu_present(), reason="needs TensorRT, pycuda and an NVIDIA GPU")
+requires_gpu = requires_tensorrt_gpu
 
 
 def write_fake_plan(folder: Path) -> Path:
