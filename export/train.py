@@ -237,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
                         help="float16 autocast with loss scaling (auto: on with CUDA)")
     parser.add_argument("--resume", default=None, metavar="LAST_PT", help="continue from a last.pt of this run")
+    parser.add_argument("--init", default=None, metavar="CKPT",
+                        help="start from the weights of this checkpoint (fine-tuning: fresh optimizer and schedule)")
     parser.add_argument("--weight-cache", default=None, metavar="DIR",
                         help="cache folder for weight maps (default: OUT/weight_cache)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop each epoch after this many batches")
@@ -366,6 +368,8 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
     state: dict[str, Any] = {"epoch": 0, "best": math.inf, "stale": 0, "history": []}
     if args.resume:
         state = _resume(Path(args.resume), model, optimizer, scheduler, scaler, info)
+    elif args.init:
+        _init_weights(Path(args.init), model, info)
     # After the weights exist: different augmentation draws per rank, the same start weights everywhere.
     torch.manual_seed(args.seed + 1000 * context.rank + int(state["epoch"]))
     ddp_model = wrap_model(model, context)
@@ -454,6 +458,24 @@ def _best_row(history: Sequence[EpochResult], monitor: str, lower_better: bool) 
         return raw if lower_better else -raw
 
     return min(history, key=value) if history else None
+
+
+def _init_weights(path: Path, model: torch.nn.Module, info: ModelInfo) -> None:
+    """Load the weights of another checkpoint of the same architecture.
+
+    Raises:
+        ValueError: when its architecture differs from this run's.
+    """
+    data = load_checkpoint(path, map_location="cpu")
+    theirs = ModelInfo.from_dict(data["info"])
+    ours_arch = (info.in_channels, info.num_classes, info.base, info.depth, info.padding, info.activation,
+                 bool(info.extra.get("batch_norm")))
+    theirs_arch = (theirs.in_channels, theirs.num_classes, theirs.base, theirs.depth, theirs.padding,
+                   theirs.activation, bool(theirs.extra.get("batch_norm")))
+    if ours_arch != theirs_arch:
+        raise ValueError(f"--init {str(path)!r} has architecture {theirs_arch}, this run builds {ours_arch} "
+                         "(in, classes, base, depth, padding, activation, batch norm); match the flags")
+    model.load_state_dict(data["model"])
 
 
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

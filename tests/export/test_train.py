@@ -141,3 +141,20 @@ def test_time_budget_stops_after_the_first_epoch(isbi_root: Path, tmp_path: Path
     out = tmp_path / "run"
     assert main(_isbi_args(isbi_root, out, "--epochs", "5", "--max-steps", "1", "--max-minutes", "0")) == 0
     assert json.loads((out / "run.json").read_text())["epochs_run"] == 1
+
+
+def test_init_fine_tunes_from_weights_and_checks_the_architecture(isbi_root: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    first = tmp_path / "first"
+    assert main(_isbi_args(isbi_root, first, "--epochs", "1", "--max-steps", "1")) == 0
+    start = load_checkpoint(first / "best.pt")["model"]
+    second = tmp_path / "second"
+    assert main(_isbi_args(isbi_root, second, "--epochs", "1", "--max-steps", "1", "--lr", "1e-12",
+                           "--init", str(first / "best.pt"))) == 0
+    tuned = load_checkpoint(second / "best.pt")["model"]
+    # a vanishing learning rate: the weights are still the ones it started from
+    learned = [k for k in start if "running" not in k and "num_batches" not in k]
+    assert all(torch.allclose(start[k], tuned[k], atol=1e-8) for k in learned)
+    assert main(_isbi_args(isbi_root, tmp_path / "third", "--epochs", "1", "--base", "8",
+                           "--init", str(first / "best.pt"))) == 2
+    assert "match the flags" in capsys.readouterr().err
