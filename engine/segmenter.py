@@ -15,7 +15,7 @@ import numpy as np
 from .backends import Backend, open_backend
 from .geometry import PaddedShape, legal_sizes, plan_padding
 from .model_info import ModelInfo
-from .preprocessing import check_frame, prepare_input
+from .preprocessing import check_frame, frame_to_model_channels, prepare_input
 from .tiling import BLEND_MODES, TileGrid, plan_tiles, tiled_inference
 from .visualize import blend, colorize_mask, palette_bgr
 
@@ -191,9 +191,7 @@ class Segmenter:
             return [self._segment_tiled(frame, grid, want_probs) for frame in frames]
         inputs = []
         for frame in frames:
-            if work is not None and (width, height) != work:
-                frame = cv2.resize(frame, work, interpolation=cv2.INTER_AREA)
-            batch, rows, cols = prepare_input(frame, self.info)
+            batch, rows, cols = prepare_input(self._to_working_size(frame), self.info)
             inputs.append(batch)
         prepared = time.perf_counter()
         logits = self.backend.infer(np.concatenate(inputs))
@@ -203,11 +201,7 @@ class Segmenter:
             sample = _crop(sample, rows, cols, net_h, net_w)
             mask = logits_to_mask(sample, self.info.binary)
             probs = logits_to_probabilities(sample, self.info.binary) if want_probs else None
-            if (net_w, net_h) != (width, height):
-                mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
-                if probs is not None:
-                    probs = _resize_channels(probs, width, height)
-            outputs.append((mask, probs))
+            outputs.append(_restore_size(mask, probs, height, width))
         done = time.perf_counter()
         share = len(frames)
         timings = {
@@ -221,15 +215,12 @@ class Segmenter:
     def _segment_tiled(self, frame: np.ndarray, grid: TileGrid, want_probs: bool) -> SegmentationResult:
         start = time.perf_counter()
         height, width = frame.shape[:2]
-        work = self.info.working_size
-        if work is not None and (width, height) != work:
-            frame = cv2.resize(frame, work, interpolation=cv2.INTER_AREA)
-        # BGR -> RGB is fused into the tile kernel; other conversions are rare and done here.
-        swap_rb = self.info.in_channels == 3 and frame.ndim == 3
-        if self.info.in_channels == 3 and frame.ndim == 2:
-            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-        elif self.info.in_channels == 1 and frame.ndim == 3:
-            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        frame = self._to_working_size(frame)
+        # BGR -> RGB is fused into the tile kernel; gray <-> colour conversions are rare and done here
+        # (swapping R and B of a gray frame expanded to three channels changes nothing).
+        if (frame.ndim == 3) != (self.info.in_channels == 3):
+            frame = frame_to_model_channels(frame, self.info.in_channels)
+        swap_rb = frame.ndim == 3
         prepared = time.perf_counter()
         tiled = tiled_inference(frame, self.backend.infer, grid, blend=self.blend,
                                 batch_size=self.backend.max_batch or 4, swap_rb=swap_rb,
@@ -238,14 +229,17 @@ class Segmenter:
         mask = tiled.mask
         assert mask is not None  # asked for with binary=...
         probs = logits_to_probabilities(tiled.logits, self.info.binary) if want_probs else None
-        if mask.shape != (height, width):
-            mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
-            if probs is not None:
-                probs = _resize_channels(probs, width, height)
+        mask, probs = _restore_size(mask, probs, height, width)
         done = time.perf_counter()
         timings = {"preprocess": (prepared - start) * 1e3, "inference": (inferred - prepared) * 1e3,
                    "postprocess": (done - inferred) * 1e3}
         return SegmentationResult(mask, probs, (done - start) * 1e3, timings)
+
+    def _to_working_size(self, frame: np.ndarray) -> np.ndarray:
+        work = self.info.working_size
+        if work is None or (frame.shape[1], frame.shape[0]) == work:
+            return frame
+        return cv2.resize(frame, work, interpolation=cv2.INTER_AREA)
 
     def colorize(self, result: SegmentationResult) -> np.ndarray:
         """The mask as an HxWx3 BGR image in the model's class colours."""
@@ -269,6 +263,15 @@ class Segmenter:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _restore_size(mask: np.ndarray, probs: np.ndarray | None, height: int,
+                  width: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Bring a network-sized mask (nearest) and probabilities (bilinear) back to the frame's size."""
+    if mask.shape == (height, width):
+        return mask, probs
+    mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    return mask, None if probs is None else _resize_channels(probs, width, height)
 
 
 def _resize_channels(probs: np.ndarray, width: int, height: int) -> np.ndarray:
