@@ -1,8 +1,10 @@
 """``unet-eval``: segmentation quality of a model over an image folder and its label folder.
 
 Multi-class models report mean IoU, per-class IoU and pixel accuracy (the ignore
-index excluded); binary models report IoU, Dice, pixel error and the ISBI 2012
-Rand error.
+index excluded). Binary models report IoU, Dice, pixel error and the ISBI 2012
+Rand error of the model's own masks (threshold 0.5), and the same two errors as the
+ISBI 2012 challenge computes them (best of thresholds 0.0 to 1.0, pooled over the
+images; see ``unetrt.metrics.IsbiChallengeScorer``), the figures the U-Net paper reports.
 
 Example:
     unet-eval --model camvid --images ../shared/data/camvid/val --labels ../shared/data/camvid/valannot
@@ -22,7 +24,7 @@ from tqdm import tqdm
 
 from .cli import run_cli
 from .datasets import paired_files, read_image, read_label
-from .metrics import ConfusionMatrix, rand_error
+from .metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from .segmenter import Segmenter
 
 
@@ -58,6 +60,7 @@ def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
     binary = info.binary
     matrix = ConfusionMatrix(2 if binary else info.num_classes, None if binary else info.ignore_index)
     rand_errors = []
+    challenge = IsbiChallengeScorer()
     for image_path, label_path in tqdm(pairs, desc="evaluating", unit="image", disable=None):
         image = read_image(image_path, info.in_channels)
         label = read_label(label_path, binary)
@@ -66,10 +69,11 @@ def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
                 f"label {label_path.name} is {label.shape[1]}x{label.shape[0]} but image {image_path.name} is "
                 f"{image.shape[1]}x{image.shape[0]}"
             )
-        mask = segmenter.segment(image).mask
-        matrix.update(mask, label)
-        if binary:
-            rand_errors.append(rand_error(mask, label))
+        result = segmenter.segment(image, probabilities=binary)
+        matrix.update(result.mask, label)
+        if binary and result.probabilities is not None:
+            rand_errors.append(rand_error(result.mask, label))
+            challenge.update(result.probabilities[0], label)
     figures: dict[str, Any] = {"model": info.name, "images": len(pairs), "backend": segmenter.backend.name}
     if binary:
         iou = matrix.iou()
@@ -80,6 +84,11 @@ def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
             "dice": float(dice),
             "pixel_error": 1.0 - matrix.pixel_accuracy(),
             "rand_error": float(np.mean(rand_errors)),
+        })
+        scores = challenge.scores()
+        figures.update({
+            "challenge_pixel_error": scores.pixel_error, "challenge_pixel_threshold": scores.pixel_threshold,
+            "challenge_rand_error": scores.rand_error, "challenge_rand_threshold": scores.rand_threshold,
         })
     else:
         per_class = matrix.iou()
@@ -104,6 +113,11 @@ def format_figures(figures: dict[str, Any]) -> str:
         lines.append(f"Dice            {figures['dice']:.4f}")
         lines.append(f"pixel error     {figures['pixel_error']:.4f}")
         lines.append(f"Rand error      {figures['rand_error']:.4f}")
+        lines.append("ISBI 2012 challenge protocol (best threshold of 0.0, 0.1, ..., 1.0; counts pooled):")
+        lines.append(f"pixel error     {figures['challenge_pixel_error']:.4f}  "
+                     f"(threshold {figures['challenge_pixel_threshold']:.1f})")
+        lines.append(f"Rand error      {figures['challenge_rand_error']:.4f}  "
+                     f"(threshold {figures['challenge_rand_threshold']:.1f})")
     return "\n".join(lines)
 
 

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from unetrt.cli import parse_size, run_cli
 from unetrt.geometry import check_input_size
-from unetrt.metrics import ConfusionMatrix, rand_error
+from unetrt.metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from unetrt.model_info import ModelInfo
 
 from .augment import AUGMENTATIONS, AugmentConfig
@@ -60,8 +60,9 @@ from .losses import LOSS_NAMES, SegmentationLoss
 from .weights import precompute_weight_maps
 
 GRAY_MEAN, GRAY_STD = (0.5,), (0.25,)
-# The validation figure --monitor metric selects on: (name, lower is better).
-BINARY_MONITOR = ("rand_error", True)
+# The validation figure --monitor metric selects on: (name, lower is better). Binary models are
+# selected on the ISBI 2012 challenge's Rand error, the figure the U-Net paper reports.
+BINARY_MONITOR = ("challenge_rand_error", True)
 MULTICLASS_MONITOR = ("mean_iou", False)
 
 
@@ -158,12 +159,15 @@ def validate(
     """Validation loss, pixel accuracy and metrics (unetrt.metrics) over ``loader``.
 
     Returns:
-        ``loss`` and ``accuracy``, plus ``pixel_error``, ``rand_error`` (mean over images) and
-        ``iou`` (foreground) for a binary model, ``mean_iou`` for a multi-class one.
+        ``loss`` and ``accuracy``, plus ``pixel_error``, ``rand_error`` (mean over images),
+        ``challenge_pixel_error``, ``challenge_rand_error`` (ISBI 2012 protocol, see
+        unetrt.metrics.IsbiChallengeScorer) and ``iou`` (foreground) for a binary model,
+        ``mean_iou`` for a multi-class one.
     """
     model.eval()
     binary = info.binary
     matrix = ConfusionMatrix(2 if binary else info.num_classes, None if binary else info.ignore_index)
+    challenge = IsbiChallengeScorer()
     total_loss, samples, rand_errors = 0.0, 0, []
     for step, batch in enumerate(tqdm(loader, desc="validation", leave=False, unit="batch", disable=None)):
         if max_steps is not None and step >= max_steps:
@@ -177,13 +181,17 @@ def validate(
         samples += images.shape[0]
         predictions = _predict(logits, binary).cpu().numpy()
         truths = targets.cpu().numpy()
-        for prediction, truth in zip(predictions, truths, strict=True):
+        probabilities = torch.sigmoid(logits.float())[:, 0].cpu().numpy() if binary else None
+        for index, (prediction, truth) in enumerate(zip(predictions, truths, strict=True)):
             matrix.update(prediction, truth)
-            if binary:
+            if probabilities is not None:
                 rand_errors.append(rand_error(prediction, truth))
+                challenge.update(probabilities[index], truth)
     figures = {"loss": total_loss / max(samples, 1), "accuracy": matrix.pixel_accuracy()}
     if binary:
+        scores = challenge.scores()
         figures.update({"pixel_error": 1.0 - matrix.pixel_accuracy(), "rand_error": float(np.mean(rand_errors)),
+                        "challenge_pixel_error": scores.pixel_error, "challenge_rand_error": scores.rand_error,
                         "iou": float(matrix.iou()[1])})
     else:
         figures["mean_iou"] = matrix.mean_iou()

@@ -87,3 +87,65 @@ def test_stems_restrict_the_split(tiny_model_files: dict[str, Path], tmp_path: P
         assert evaluate(seg, images, labels, stems=["f1"])["images"] == 1
         with pytest.raises(ValueError, match="not in"):
             evaluate(seg, images, labels, stems=["f9"])
+
+
+@pytest.fixture(scope="module")
+def tiny_binary_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    import torch
+    from conftest import tiny_info
+
+    from unetrt.export.checkpoint import build_model
+    from unetrt.export.onnx_export import export_onnx
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("tiny_binary") / "binary.onnx"
+    info = tiny_info(num_classes=1, in_channels=1)
+    export_onnx(build_model(info).eval(), info, path)
+    return path
+
+
+def _challenge_f_by_contingency(probs: list[np.ndarray], truths: list[np.ndarray], threshold: float) -> float:
+    """Rand F-score of the challenge from explicit contingency tables, pooled over images."""
+    both = predicted = true = 0.0
+    for prob, truth in zip(probs, truths):
+        true_seg = cv2.connectedComponents(truth.astype(np.uint8), connectivity=4)[1]
+        pred_seg = cv2.connectedComponents((prob > threshold).astype(np.uint8), connectivity=4)[1]
+        table = np.zeros((true_seg.max() + 1, pred_seg.max() + 1))
+        np.add.at(table, (true_seg.ravel(), pred_seg.ravel()), 1)
+        table = table[1:]  # only pixels inside true cells are scored
+        both += (table[:, 1:] * (table[:, 1:] - 1) / 2).sum()
+        predicted += (table[:, 1:].sum(0) * (table[:, 1:].sum(0) - 1) / 2).sum()
+        true += (table.sum(1) * (table.sum(1) - 1) / 2).sum()
+    if both == 0:
+        return 0.0
+    precision, recall = both / predicted, both / true
+    return 2 * precision * recall / (precision + recall)
+
+
+def test_binary_figures_include_the_challenge_protocol(tiny_binary_onnx: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(images / f"{i:02d}.png"), rng.integers(0, 256, (32, 32), dtype=np.uint8))
+        truth = np.full((32, 32), 255, np.uint8)
+        truth[:, 10 + i] = truth[20, :] = 0  # membranes cut the slice into four cells
+        cv2.imwrite(str(labels / f"{i:02d}.png"), truth)
+    with Segmenter(tiny_binary_onnx) as seg:
+        figures = evaluate(seg, images, labels)
+        probs = [seg.segment(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), probabilities=True).probabilities[0]
+                 for p in sorted(images.iterdir())]
+    truths = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 0 for p in sorted(labels.iterdir())]
+    thresholds = [round(0.1 * i, 1) for i in range(11)]
+    rand_f = [_challenge_f_by_contingency(probs, truths, t) for t in thresholds]
+    assert figures["challenge_rand_error"] == pytest.approx(1 - max(rand_f))
+    assert figures["challenge_rand_threshold"] == thresholds[int(np.argmax(rand_f))]
+    pixel_f = []
+    for t in thresholds:
+        tp = sum(int(((p > t) & y).sum()) for p, y in zip(probs, truths))
+        wrong = sum(int(((p > t) != y).sum()) for p, y in zip(probs, truths))
+        pixel_f.append(2 * tp / (2 * tp + wrong) if tp + wrong else 0.0)
+    assert figures["challenge_pixel_error"] == pytest.approx(1 - max(pixel_f))
+    assert {"iou", "dice", "pixel_error", "rand_error"} <= set(figures)

@@ -91,3 +91,61 @@ def test_rand_error_without_foreground_and_bad_shape() -> None:
     assert rand_error(np.ones((3, 3)), np.zeros((3, 3))) == 0.0
     with pytest.raises(ValueError, match="2-D"):
         rand_error(np.ones(3), np.ones(3))
+
+
+def test_challenge_scorer_two_cells_by_hand() -> None:
+    from unetrt.metrics import IsbiChallengeScorer
+
+    # Two 2-pixel cells; the membrane pixel has probability 0.35, so thresholds 0.0-0.3 merge the
+    # cells and 0.4-0.7 separate them; above 0.8 the right cell's 0.8 pixel turns background.
+    target = np.array([[1, 1, 0, 1, 1]])
+    probability = np.array([[0.9, 0.9, 0.35, 0.8, 0.9]])
+    scorer = IsbiChallengeScorer()
+    scorer.update(probability, target)
+    scores = scorer.scores()
+    assert (scores.pixel_error, scores.pixel_threshold) == (0.0, 0.4)
+    assert (scores.rand_error, scores.rand_threshold) == (0.0, 0.4)
+
+    merged = IsbiChallengeScorer(thresholds=[0.3])
+    merged.update(probability, target)
+    # Pixels: TP 4, one false positive -> F = 8/9. Rand: TP pairs 1 + 1 = 2, predicted-same pairs
+    # C(4, 2) = 6 (the membrane pixel is not scored), true-same pairs 2 -> P 1/3, R 1, F 1/2.
+    assert merged.scores().pixel_error == pytest.approx(1 - 8 / 9)
+    assert merged.scores().rand_error == pytest.approx(0.5)
+
+
+def test_challenge_scorer_pools_counts_over_slices() -> None:
+    from unetrt.metrics import IsbiChallengeScorer
+
+    target = np.array([[1, 1, 0, 1, 1]])
+    scorer = IsbiChallengeScorer(thresholds=[0.5])
+    scorer.update(np.array([[0.9, 0.9, 0.9, 0.9, 0.9]]), target)  # merged: 2 of 6 pairs right
+    scorer.update(np.array([[0.9, 0.9, 0.1, 0.9, 0.9]]), target)  # perfect: 2 of 2
+    # Pooled: TP 4, predicted-same 8, true-same 4 -> P 1/2, R 1, F 2/3 (a per-slice mean would give 3/4).
+    assert scorer.scores().rand_error == pytest.approx(1 / 3)
+    # Pooled pixels: TP 8, one error -> F = 16/17.
+    assert scorer.scores().pixel_error == pytest.approx(1 - 16 / 17)
+
+
+def test_challenge_scorer_split_and_background_pixels() -> None:
+    from unetrt.metrics import IsbiChallengeScorer
+
+    # One 4-pixel cell predicted as two 2-pixel pieces (a false membrane between them).
+    scorer = IsbiChallengeScorer(thresholds=[0.5])
+    scorer.update(np.array([[0.9, 0.9, 0.1, 0.9, 0.9]]), np.array([[1, 1, 1, 1, 1]]))
+    # Scored 5 pixels, true-same pairs C(5, 2) = 10; predicted segments of 2 and 2 -> 2 pairs, all right;
+    # the background pixel is in no predicted segment. P 1, R 2/10 -> F = 1/3.
+    assert scorer.scores().rand_error == pytest.approx(2 / 3)
+
+
+def test_challenge_scorer_rejects_bad_input() -> None:
+    from unetrt.metrics import IsbiChallengeScorer
+
+    with pytest.raises(ValueError, match="ascending"):
+        IsbiChallengeScorer(thresholds=[0.5, 0.2])
+    with pytest.raises(ValueError, match="ascending"):
+        IsbiChallengeScorer(thresholds=[1.5])
+    with pytest.raises(ValueError, match="call update"):
+        IsbiChallengeScorer().scores()
+    with pytest.raises(ValueError, match="2-D"):
+        IsbiChallengeScorer().update(np.zeros((1, 2, 2)), np.zeros((1, 2, 2)))

@@ -75,14 +75,15 @@ def test_weighted_loss_elastic_crops_write_logs_curves_and_checkpoints(isbi_root
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert [row["epoch"] for row in rows] == ["1", "2"]
-    assert {"pixel_error", "rand_error", "iou", "lr"} <= set(rows[0])
+    assert {"pixel_error", "rand_error", "challenge_pixel_error", "challenge_rand_error", "iou", "lr"} <= set(rows[0])
     assert 0 <= float(rows[-1]["rand_error"]) <= 1
+    assert 0 <= float(rows[-1]["challenge_rand_error"]) <= 1
     assert float(rows[1]["lr"]) < float(rows[0]["lr"])  # cosine schedule
     assert list((out / "weight_cache").glob("weights_distance_*.npz"))
     summary = json.loads((out / "run.json").read_text())
-    assert summary["monitor"] == "rand_error" and summary["world_size"] == 1
+    assert summary["monitor"] == "challenge_rand_error" and summary["world_size"] == 1
     best = load_checkpoint(out / "best.pt")
-    assert best["info"]["name"] == "isbi" and "rand_error" in best["val_metrics"]
+    assert best["info"]["name"] == "isbi" and "challenge_rand_error" in best["val_metrics"]
 
 
 def test_resume_continues_from_last_epoch(isbi_root: Path, tmp_path: Path) -> None:
