@@ -26,7 +26,7 @@ def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
-def check_frame(frame: object, in_channels: int) -> np.ndarray:
+def check_frame(frame: object) -> np.ndarray:
     """Validate an OpenCV frame: HxWx3 BGR uint8 or HxW (or HxWx1) gray uint8.
 
     Raises:

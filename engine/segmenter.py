@@ -136,7 +136,7 @@ class Segmenter:
         checked = []
         for index, frame in enumerate(frames):
             try:
-                checked.append(check_frame(frame, self.info.in_channels))
+                checked.append(check_frame(frame))
             except ValueError as exc:
                 raise ValueError(f"frame {index}: {exc}") from None
         groups: dict[tuple[int, int], list[int]] = {}

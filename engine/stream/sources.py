@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from ..preprocessing import check_frame
 from .uri import IMAGE_SUFFIXES, SourceSpec, parse_source
 
 log = logging.getLogger(__name__)
@@ -80,17 +81,13 @@ def check_stream_frame(frame: object) -> np.ndarray:
         >>> check_stream_frame(np.zeros((2, 3, 1), np.uint8)).shape
         (2, 3)
     """
-    if not isinstance(frame, np.ndarray):
-        raise CorruptFrameError(f"frame is a {type(frame).__name__}, not a numpy image")
-    if frame.dtype != np.uint8:
-        raise CorruptFrameError(f"frame dtype is {frame.dtype}, expected uint8")
-    if frame.ndim == 3 and frame.shape[2] == 1:
-        frame = frame[..., 0]
-    if frame.ndim == 3 and frame.shape[2] == 4:
+    # Cameras and files may deliver BGRA; a stream drops the alpha where Segmenter asks the caller to.
+    if isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 4:
         frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
-    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] != 3) or frame.size == 0:
-        raise CorruptFrameError(f"frame shape {frame.shape} is not HxWx3 BGR or HxW gray")
-    return frame
+    try:
+        return check_frame(frame)
+    except ValueError as error:
+        raise CorruptFrameError(str(error)) from error
 
 
 def opencv_has_gstreamer() -> bool:
