@@ -145,6 +145,19 @@ def _components(mask: np.ndarray) -> np.ndarray:
     return labels
 
 
+def _segment_overlaps(t_ids: np.ndarray, p_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel counts n_ij of every (true, predicted) segment pair and s_j of every predicted segment.
+
+    Pixels with predicted id 0 (background) belong to no predicted segment and are left out.
+    """
+    in_pred = p_ids > 0
+    if not in_pred.any():
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    pairs = t_ids[in_pred] * (int(p_ids.max()) + 1) + p_ids[in_pred]
+    return np.unique(pairs, return_counts=True)[1], np.unique(p_ids[in_pred], return_counts=True)[1]
+
+
 def rand_error(pred: np.ndarray, target: np.ndarray) -> float:
     """ISBI 2012 foreground-restricted Rand error, 1 - F of Rand split and merge scores.
 
@@ -182,11 +195,8 @@ def rand_error(pred: np.ndarray, target: np.ndarray) -> float:
         return 0.0
     t_ids = true_seg[scored].astype(np.int64)
     p_ids = pred_seg[scored].astype(np.int64)
-    in_pred = p_ids > 0
-    singletons = int((~in_pred).sum())
-    pairs = t_ids[in_pred] * (int(p_ids.max()) + 1) + p_ids[in_pred]
-    _, n_ij = np.unique(pairs, return_counts=True)
-    _, s_j = np.unique(p_ids[in_pred], return_counts=True)
+    singletons = int(np.count_nonzero(p_ids == 0))
+    n_ij, s_j = _segment_overlaps(t_ids, p_ids)
     _, t_i = np.unique(t_ids, return_counts=True)
     sum_ij = float(np.sum(n_ij.astype(np.float64) ** 2)) + singletons
     v_split = sum_ij / (float(np.sum(s_j.astype(np.float64) ** 2)) + singletons)
@@ -273,20 +283,13 @@ class IsbiChallengeScorer:
         true_seg = _components(truth)
         scored = true_seg > 0
         t_ids = true_seg[scored].astype(np.int64)
-        true_pairs = _pairs(np.unique(t_ids, return_counts=True)[1]) if t_ids.size else 0.0
+        true_pairs = _pairs(np.unique(t_ids, return_counts=True)[1])
         for row, threshold in enumerate(self.thresholds):
             pred = probability > threshold
             tp = float(np.count_nonzero(pred & truth))
             self._pixel[row] += (tp, float(np.count_nonzero(pred != truth)))
-            p_ids = _components(pred)[scored].astype(np.int64)
-            in_pred = p_ids > 0
-            if in_pred.any():
-                pairs = t_ids[in_pred] * (int(p_ids.max()) + 1) + p_ids[in_pred]
-                both = _pairs(np.unique(pairs, return_counts=True)[1])
-                predicted = _pairs(np.unique(p_ids[in_pred], return_counts=True)[1])
-            else:
-                both = predicted = 0.0
-            self._rand[row] += (both, predicted, true_pairs)
+            n_ij, s_j = _segment_overlaps(t_ids, _components(pred)[scored].astype(np.int64))
+            self._rand[row] += (_pairs(n_ij), _pairs(s_j), true_pairs)
         self.slices += 1
 
     def scores(self) -> IsbiChallengeScores:
