@@ -48,7 +48,7 @@ from .stats import (
 from .variants import BASELINE, Runner, Variant, Workload, all_variants, open_runner, release
 
 SCHEMA = "unetrt-bench-1"
-BACKEND_CHOICES = ("torch", "onnxruntime", "tensorrt")
+BACKEND_CHOICES = ("torch", "onnxruntime", "openvino", "tensorrt")
 DEFAULT_SHAPE = (512, 512)
 MIB = 1024 * 1024
 LIBRARIES = {
@@ -58,6 +58,7 @@ LIBRARIES = {
     "torch": ("torch",),
     "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
     "pycuda": ("pycuda",),
+    "openvino": ("openvino",),
     "opencv": ("opencv-python-headless", "opencv-python"),
     "unetrt": ("unetrt",),
 }
@@ -116,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shape", type=parse_size, action="append", default=None, metavar="WxH",
                         help="frame size, width x height like every unetrt command (repeatable; default: the "
                              "model's working size, else 512x512)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto",
-                        help="precision of the channels_last and CUDA-graph variants (auto: fp16 on GPU, fp32 on CPU)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16", "int8"), default="auto",
+                        help="fp32/fp16: precision of the channels_last and CUDA-graph variants (auto: fp16 on GPU, "
+                             "fp32 on CPU); int8/bf16: run only the variants of that precision, next to the PyTorch "
+                             "eager FP32 and ONNX Runtime FP32 references")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--warmup", type=_positive(int), default=5, help="untimed iterations first (default 5)")
     parser.add_argument("--iterations", type=_positive(int), default=20, help="timed iterations per trial (default 20)")
@@ -136,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write the table with the machine's description as Markdown")
     parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
                         help="latency distribution per variant (matplotlib)")
+    parser.add_argument("--matmul", action="store_true",
+                        help="on a CPU, also measure the dense INT8/BF16/FP32 matmul rate (bench_matmul) and give "
+                             "each row's share of the rate of its precision")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random input frames")
     parser.add_argument("--note", action="append", default=[], help="a remark kept with the results (repeatable)")
     return parser
@@ -164,10 +170,10 @@ class ModelFiles:
 
 
 def _read_info(files: dict[str, Path]) -> ModelInfo:
-    if "onnxruntime" in files:
+    if "onnxruntime" in files or "int8" in files:
         from unetrt.backends.onnxruntime import read_onnx_info
 
-        return read_onnx_info(files["onnxruntime"])
+        return read_onnx_info(files.get("onnxruntime", files.get("int8")))
     if "torch" in files:
         from unetrt.export.checkpoint import load_checkpoint
 
@@ -177,8 +183,25 @@ def _read_info(files: dict[str, Path]) -> ModelInfo:
     return read_plan_metadata(files["tensorrt"]).info
 
 
+def _add_onnx_variants(files: dict[str, Path], missing: dict[str, str], int8: Path) -> None:
+    """OpenVINO runs the FP32 .onnx; the INT8 variants run ``int8`` when it exists."""
+    from unetrt.backends.openvino import MISSING_OPENVINO, openvino_available
+
+    if "onnxruntime" in files:
+        if openvino_available():
+            files["openvino"] = files["onnxruntime"]
+        else:
+            missing["openvino"] = MISSING_OPENVINO
+    if int8.is_file():
+        files["int8"] = int8
+    else:
+        missing["int8"] = f"{int8.name} does not exist (write it with unet-export --int8)"
+
+
 def locate_model(engine: str) -> ModelFiles:
     """Find a model's files: the given one plus siblings with the same stem (or a bundled model's files).
+
+    ``NAME.onnx``, ``NAME.int8.onnx``, ``NAME.pt`` and ``NAME.plan`` belong together.
 
     Raises:
         ValueError: on an unknown suffix or bundled name.
@@ -187,17 +210,19 @@ def locate_model(engine: str) -> ModelFiles:
     path = Path(engine)
     files: dict[str, Path] = {}
     missing: dict[str, str] = {}
-    if path.suffix in SUFFIX_BACKEND:
+    if path.suffix in SUFFIX_BACKEND and path.suffix != ".xml":
         if not path.is_file():
             raise FileNotFoundError(f"model file {engine!r} does not exist")
-        for suffix, backend in SUFFIX_BACKEND.items():
-            sibling = path.with_suffix(suffix)
-            if sibling.is_file() and backend not in files:
-                files[backend] = sibling
+        stem = path.name.removesuffix(path.suffix).removesuffix(".int8")
         wanted = {"torch": ".pt", "onnxruntime": ".onnx", "tensorrt": ".plan"}
+        for suffix, backend in SUFFIX_BACKEND.items():
+            sibling = path.with_name(stem + suffix)
+            if backend in wanted and sibling.is_file() and backend not in files:
+                files[backend] = sibling
         for backend, suffix in wanted.items():
             if backend not in files:
-                missing[backend] = f"{path.with_suffix(suffix).name} (same stem, beside {path.name}) does not exist"
+                missing[backend] = f"{stem}{suffix} (same stem, beside {path.name}) does not exist"
+        _add_onnx_variants(files, missing, path.with_name(f"{stem}.int8.onnx"))
     elif path.suffix or len(path.parts) > 1:
         raise ValueError(f"cannot tell the format of {engine!r}: use a .plan, .onnx or .pt file or a bundled "
                          "model name")
@@ -209,9 +234,11 @@ def locate_model(engine: str) -> ModelFiles:
                 missing[backend] = str(exc)
         if not files:
             raise ValueError(missing["onnxruntime"])
+        _add_onnx_variants(files, missing, files.get("onnxruntime", Path(f"{engine}.onnx")).with_name(
+            f"{engine}.int8.onnx"))
         missing["tensorrt"] = (f"bundled model {engine!r} has no TensorRT plan (plans are built per GPU); "
                                f"build one with unet-build and pass --engine FILE.plan")
-    model = ModelFiles(engine, files, missing, _read_info(files), files.get("onnxruntime"))
+    model = ModelFiles(engine, files, missing, _read_info(files), files.get("onnxruntime", files.get("int8")))
     if "tensorrt" in files:
         from unetrt.plan_metadata import read_plan_metadata
 
@@ -269,25 +296,35 @@ def select_variants(requested: Sequence[str] | None, model: ModelFiles,
                     precision: str) -> tuple[list[Variant], list[str]]:
     """The variants to run, baseline first, and notes on what was left out.
 
+    A backend name stands for all its variants whose model file exists (ONNX Runtime
+    FP32 and INT8, ...); a variant key asks for that variant alone.
+
     Raises:
-        ValueError: on an unknown backend, or a requested backend whose model file is missing.
+        ValueError: on an unknown backend, or a requested variant whose model file is missing.
     """
     catalogue = all_variants(precision)
     notes: list[str] = []
     if requested is None:
-        backends = [b for b in BACKEND_CHOICES if b in model.files]
-        notes += [f"{b} not run: {model.missing[b]}" for b in BACKEND_CHOICES if b in model.missing]
-        keys = [v.key for v in catalogue.values() if v.backend in backends]
+        keys = [v.key for v in catalogue.values() if v.file_key in model.files]
+        notes += [f"{key} not run: {model.missing[key]}" for key in (*BACKEND_CHOICES, "int8") if key in model.missing]
     else:
         keys = []
         for name in requested:
-            expanded = [v.key for v in catalogue.values() if v.backend == name] if name in BACKEND_CHOICES else [name]
-            if expanded == [name] and name not in catalogue:
+            if name in BACKEND_CHOICES:
+                family = [v for v in catalogue.values() if v.backend == name]
+                if name not in model.files:
+                    raise ValueError(f"backend {name!r} cannot run {model.name}: {model.missing[name]}")
+                expanded = [v.key for v in family if v.file_key in model.files]
+                notes += [f"{v.key} not run: {model.missing[v.file_key]}" for v in family
+                          if v.file_key not in model.files]
+            elif name in catalogue:
+                variant = catalogue[name]
+                if variant.file_key not in model.files:
+                    raise ValueError(f"variant {name!r} cannot run {model.name}: {model.missing[variant.file_key]}")
+                expanded = [name]
+            else:
                 choices = ", ".join([*BACKEND_CHOICES, *(k for k in catalogue if k not in BACKEND_CHOICES)])
                 raise ValueError(f"unknown backend {name!r}; choose from {choices}")
-            backend = catalogue[expanded[0]].backend
-            if backend not in model.files:
-                raise ValueError(f"backend {name!r} cannot run {model.name}: {model.missing[backend]}")
             keys += [k for k in expanded if k not in keys]
     ordered = sorted(keys, key=lambda k: k != BASELINE)
     if BASELINE not in ordered:
@@ -460,7 +497,7 @@ def measure_group(variants: Sequence[Variant], model: ModelFiles, device: str, t
                 "precision": model.plan_precision if variant.backend == "tensorrt" else variant.precision,
                 "mode": workload.mode, "frame_hw": list(workload.frame_hw),
                 "network_input_hw": [net_h, net_w], "batch": workload.batch,
-                "model_file": str(model.files[variant.backend]), "versions": library_versions(), "device": device,
+                "model_file": str(model.files[variant.file_key]), "versions": library_versions(), "device": device,
             }
             if variant.needs_cuda and device != "cuda":
                 results[variant.key].update(status="skipped", reason="needs a CUDA GPU (this run is on the CPU)")
@@ -470,7 +507,7 @@ def measure_group(variants: Sequence[Variant], model: ModelFiles, device: str, t
             memory = DeviceMemory(device == "cuda")
             runner: Runner | None = None
             try:
-                runner = open_runner(variant, model.files[variant.backend], device, threads, workload, model.info)
+                runner = open_runner(variant, model.files[variant.file_key], device, threads, workload, model.info)
                 for _ in range(args.warmup):
                     clock.time_ms(runner.step)
             except (ValueError, ImportError, FileNotFoundError) as exc:
@@ -520,13 +557,23 @@ def _figures(entry: _Measured, batch: int, flops: int | None, timer: str, device
 
 
 def add_ratios(results: list[dict[str, Any]]) -> None:
-    """Set each result's ``speedup_vs_torch_fp32``: baseline median latency / its median latency, same workload."""
-    baselines = {_group(r): r for r in results if r["variant"] == BASELINE and r["status"] == "ok"}
+    """Set each result's ``speedup_vs_torch_fp32`` and ``speedup_vs_onnxruntime_fp32``: that variant's median
+    latency / the result's median latency, on the same workload (None when it did not run)."""
+    for key, reference in (("speedup_vs_torch_fp32", BASELINE), ("speedup_vs_onnxruntime_fp32", "onnxruntime")):
+        baselines = {_group(r): r for r in results if r["variant"] == reference and r["status"] == "ok"}
+        for result in results:
+            base = baselines.get(_group(result))
+            ok = result["status"] == "ok" and base is not None
+            result[key] = base["latency_ms"]["median"] / result["latency_ms"]["median"] if ok and base else None
+
+
+def add_matmul_fractions(results: list[dict[str, Any]], rates: dict[str, Any]) -> None:
+    """Set each CPU row's ``fraction_of_matmul_rate``: its convolution GFLOP/s over the measured dense matmul
+    rate of its precision (INT8, BF16 or FP32; the best engine's)."""
     for result in results:
-        base = baselines.get(_group(result))
-        ok = result["status"] == "ok" and base is not None
-        result["speedup_vs_torch_fp32"] = (
-            base["latency_ms"]["median"] / result["latency_ms"]["median"] if ok and base else None)
+        best = rates["best"].get(result["precision"])
+        achieved = result.get("achieved_tflops")
+        result["fraction_of_matmul_rate"] = achieved * 1e3 / best[1] if best and achieved is not None else None
 
 
 def _group(result: dict[str, Any]) -> tuple[Any, ...]:
@@ -534,7 +581,7 @@ def _group(result: dict[str, Any]) -> tuple[Any, ...]:
 
 
 TABLE_COLUMNS = ("Variant", "Device", "Input (NxHxW)", "Median ms", "±%", "Mean", "p50", "p90", "p99", "Min", "Max",
-                 "img/s", "× eager FP32", "TFLOP/s", "Peak RSS MiB", "Peak dev MiB")
+                 "img/s", "× eager FP32", "× ORT FP32", "TFLOP/s", "% matmul", "Peak RSS MiB", "Peak dev MiB")
 
 
 def _cell(value: float | None, digits: int = 2) -> str:
@@ -550,11 +597,14 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
             cells = [r["label"], r["device"], shape, f"skipped: {r['reason']}", *[""] * (len(TABLE_COLUMNS) - 4)]
         else:
             lat = r["latency_ms"]
-            speedup = r["speedup_vs_torch_fp32"]
+            speedup, over_ort = r["speedup_vs_torch_fp32"], r["speedup_vs_onnxruntime_fp32"]
+            share = r.get("fraction_of_matmul_rate")
             cells = [f"{r['label']}", r["device"], shape, _cell(lat["median"]), _cell(lat["spread_pct"], 1),
                      *(_cell(lat[k]) for k in ("mean", "p50", "p90", "p99", "min", "max")),
                      _cell(r["throughput_images_per_s"], 1), "–" if speedup is None else f"{speedup:.2f}×",
-                     _cell(r["achieved_tflops"], 3), _cell(r["peak_rss_mib"], 0), _cell(r["peak_device_mib"], 0)]
+                     "–" if over_ort is None else f"{over_ort:.2f}×", _cell(r["achieved_tflops"], 3),
+                     "–" if share is None else f"{100 * share:.0f}%", _cell(r["peak_rss_mib"], 0),
+                     _cell(r["peak_device_mib"], 0)]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -577,10 +627,18 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     if report["matmul_fp16_tflops"] is not None:
         lines.append(f"Measured dense FP16 matmul rate: {report['matmul_fp16_tflops']:.1f} TFLOP/s")
+    if report.get("matmul_cpu_gflops") is not None:
+        from .bench_matmul import format_rates
+
+        lines += ["", format_rates(report["matmul_cpu_gflops"]), ""]
+    if report.get("default_path") is not None:
+        lines.append(f"Default path of Segmenter({report['model']['name']!r}) here: {report['default_path']}")
     lines += [f"Note: {note}" for note in report["notes"]]
     lines += ["", format_table(report["results"]), "",
               "Median = median of trial medians; ±% = range of the trial medians; × eager FP32 = speed-up over "
-              "PyTorch eager FP32 on the same device and input; TFLOP/s counts Conv/ConvTranspose FLOPs only."]
+              "PyTorch eager FP32 on the same device and input; × ORT FP32 = the same over ONNX Runtime FP32; TFLOP/s "
+              "counts Conv/ConvTranspose FLOPs only; % matmul = that rate over the measured dense matmul rate of the "
+              "row's precision (--matmul)."]
     return "\n".join(lines)
 
 
@@ -669,10 +727,15 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
         require_tensorrt()
     model = synthetic_model(args.unet_base) if args.unet_base is not None else locate_model(args.engine)
     device = resolve_device(args.device)
-    precision = args.precision if args.precision != "auto" else ("fp16" if device == "cuda" else "fp32")
+    default_precision = "fp16" if device == "cuda" else "fp32"
+    precision = args.precision if args.precision in ("fp32", "fp16") else default_precision
     if precision == "fp16" and device != "cuda":
         raise ValueError("--precision fp16 needs a CUDA GPU; use --precision fp32 on the CPU")
     variants, notes = select_variants(args.backend, model, precision)
+    if args.precision in ("int8", "bf16"):
+        variants = [v for v in variants if v.precision == args.precision or v.key in (BASELINE, "onnxruntime")]
+        if not any(v.precision == args.precision for v in variants):
+            raise ValueError(f"no {args.precision} variant can run {model.name} here ({'; '.join(notes) or 'none'})")
     notes = [*args.note, *notes]
     if any(v.backend == "tensorrt" for v in variants):
         require_tensorrt()
@@ -699,6 +762,12 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
         reasons = sorted({r["reason"] for r in results})
         raise ValueError(f"no variant could run here: {'; '.join(reasons)}")
     add_ratios(results)
+    matmul_cpu = None
+    if args.matmul and device == "cpu":
+        from .bench_matmul import measure_matmul_rates
+
+        matmul_cpu = measure_matmul_rates(threads)
+        add_matmul_fractions(results, matmul_cpu)
     for r in results:
         if matmul is not None and r.get("achieved_tflops") is not None:
             r["fraction_of_matmul_peak"] = r["achieved_tflops"] / matmul
@@ -719,6 +788,8 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                      "onnxruntime_session": "ORT_ENABLE_ALL, sequential, intra-op spinning off"},
         "matmul_fp16_tflops": matmul,
+        "matmul_cpu_gflops": matmul_cpu,
+        "default_path": _default_path(args.engine, device),
         "notes": notes,
         "results": results,
     }
@@ -735,6 +806,16 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
     if model.scratch is not None:
         model.scratch.cleanup()
     return report
+
+
+def _default_path(engine: str | None, device: str) -> str | None:
+    """What ``Segmenter(engine)`` runs here, in words, for a bundled model name (None otherwise)."""
+    if engine is None or Path(engine).suffix or len(Path(engine).parts) > 1:
+        return None
+    from unetrt.backends import choose_model
+
+    choice = choose_model(engine, device=device)
+    return f"{choice.backend} {choice.precision.upper()} ({choice.path.name})"
 
 
 def quiet_openmp() -> str | None:

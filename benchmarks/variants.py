@@ -1,7 +1,7 @@
 """What unet-bench compares: the backend variants and the runners that time one call of each.
 
 A variant is one way of running the model (PyTorch eager FP32, FP16, channels-last,
-CUDA graphs, ONNX Runtime, TensorRT). A runner holds that variant open on a
+CUDA graphs, ONNX Runtime FP32 and INT8, OpenVINO FP32, BF16 and INT8, TensorRT). A runner holds that variant open on a
 prepared input and does one timed call per :meth:`Runner.step`, in one of three modes:
 
 * ``bare``: a prepared, normalised host batch through ``backend.infer`` (host to host);
@@ -37,8 +37,10 @@ class Variant:
     Attributes:
         key: the name used on the command line and in results (e.g. 'torch-cuda-graphs').
         label: the name shown in tables.
-        backend: the unetrt backend it runs on: 'torch', 'onnxruntime' or 'tensorrt'.
+        backend: the unetrt backend it runs on: 'torch', 'onnxruntime', 'openvino' or 'tensorrt'.
         half: FP16 weights and activations (torch variants).
+        quantized: runs the QDQ INT8 model (``NAME.int8.onnx``) instead of the FP32 one.
+        bf16: OpenVINO's BF16 inference-precision hint on the FP32 model.
         channels_last: channels-last memory format (torch variants).
         cuda_graphs: replay a captured CUDA graph (torch variants).
         needs_cuda: skipped on a CPU device.
@@ -51,13 +53,24 @@ class Variant:
     channels_last: bool = False
     cuda_graphs: bool = False
     needs_cuda: bool = False
+    quantized: bool = False
+    bf16: bool = False
 
     @property
     def precision(self) -> str:
-        """'fp16' or 'fp32'; TensorRT's precision is the one its plan was built with."""
+        """'int8', 'bf16', 'fp16' or 'fp32'; TensorRT's precision is the one its plan was built with."""
         if self.backend == "tensorrt":
             return "plan"
+        if self.quantized:
+            return "int8"
+        if self.bf16:
+            return "bf16"
         return "fp16" if self.half else "fp32"
+
+    @property
+    def file_key(self) -> str:
+        """Which of a model's files it runs: 'int8' (the QDQ model), else its backend's own file."""
+        return "int8" if self.quantized else self.backend
 
 
 def torch_variants(precision: str) -> list[Variant]:
@@ -76,7 +89,11 @@ def torch_variants(precision: str) -> list[Variant]:
 
 def all_variants(precision: str) -> dict[str, Variant]:
     """Every variant by key."""
-    variants = [*torch_variants(precision), Variant("onnxruntime", "ONNX Runtime", "onnxruntime"),
+    variants = [*torch_variants(precision), Variant("onnxruntime", "ONNX Runtime FP32", "onnxruntime"),
+                Variant("onnxruntime-int8", "ONNX Runtime INT8", "onnxruntime", quantized=True),
+                Variant("openvino-fp32", "OpenVINO FP32", "openvino"),
+                Variant("openvino-bf16", "OpenVINO BF16", "openvino", bf16=True),
+                Variant("openvino-int8", "OpenVINO INT8", "openvino", quantized=True),
                 Variant("tensorrt", "TensorRT", "tensorrt", needs_cuda=True)]
     return {v.key: v for v in variants}
 
@@ -222,6 +239,8 @@ def open_variant_backend(variant: Variant, model: Path, device: str, threads: in
                             channels_last=variant.channels_last)
     if variant.backend == "onnxruntime":
         return open_backend(model, "onnxruntime", device, threads=threads)
+    if variant.backend == "openvino":
+        return open_backend(model, "openvino", device, "bf16" if variant.bf16 else "auto", threads=threads)
     return open_backend(model, "tensorrt", device)
 
 
@@ -269,6 +288,8 @@ def open_variant_segmenter(variant: Variant, model: Path, device: str, threads: 
     """
     if variant.backend == "onnxruntime":
         return Segmenter(model, "onnxruntime", device, threads=threads)
+    if variant.backend == "openvino":
+        return Segmenter(model, "openvino", device, precision="bf16" if variant.bf16 else "auto", threads=threads)
     if variant.backend == "tensorrt":
         return Segmenter(model, "tensorrt", device)
     segmenter = Segmenter(model, "torch", device, threads=threads, half=variant.half,
@@ -392,7 +413,8 @@ def open_runner(variant: Variant, model: Path, device: str, threads: int | None,
     if workload.mode == "end-to-end":
         return SegmenterRunner(open_variant_segmenter(variant, model, device, threads), workload.frames(info))
     batch = workload.network_batch(info)
-    if workload.mode == "bare":
+    # OpenVINO runs on the host only: its bare call is already device-resident.
+    if workload.mode == "bare" or variant.backend == "openvino":
         return BackendRunner(open_variant_backend(variant, model, device, threads), batch)
     if variant.backend == "torch":
         return TorchDeviceRunner(variant, model, device, threads, batch)

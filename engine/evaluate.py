@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .backends import PRECISIONS
 from .cli import run_cli
 from .datasets import paired_files, read_image, read_label
 from .metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
@@ -151,7 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", required=True, help="folder of label maps with the same file stems")
     parser.add_argument("--stems", default=None, type=parse_stems,
                         help="score only these file stems: a comma list and/or ranges, e.g. 20-23")
-    parser.add_argument("--backend", default="auto", help="auto, onnxruntime, torch or tensorrt")
+    parser.add_argument("--backend", default="auto", help="auto, onnxruntime, openvino, torch or tensorrt")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="a bundled model's precision (auto: the fastest installed engine and precision that "
+                             "keeps the accuracy; bf16 is OpenVINO's hint)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     return parser
 
@@ -159,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> None:
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise FileNotFoundError(f"folder of --json {args.json!r} does not exist")
-    with Segmenter(args.model, backend=args.backend) as segmenter:
+    with Segmenter(args.model, backend=args.backend, precision=args.precision) as segmenter:
         figures = evaluate(segmenter, args.images, args.labels, args.stems)
     print(format_figures(figures))
     if args.json:

@@ -272,7 +272,7 @@ class PlanMetadata:
         input_name, output_name: the engine's I/O tensor names.
         input_dtype, output_dtype: their numpy dtype names ('float32', 'float16').
         profile: the input's optimisation profile.
-        precision: 'fp16' or 'fp32'.
+        precision: 'int8' (a QDQ graph; FP16 fallback), 'fp16' or 'fp32'.
         strongly_typed: whether the network was built strongly typed (types taken from the ONNX graph).
         source: the ONNX file it was built from, as given to unet-build.
         info: the model description.
@@ -293,8 +293,8 @@ class PlanMetadata:
     build_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp16", "fp32"):
-            raise ValueError(f"precision must be 'fp16' or 'fp32', got {self.precision!r}")
+        if self.precision not in ("int8", "fp16", "fp32"):
+            raise ValueError(f"precision must be 'int8', 'fp16' or 'fp32', got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, with the format version."""
@@ -360,6 +360,8 @@ class PlanMetadata:
                  "--max-shape", format_shape(self.profile.max)]
         if self.precision == "fp16":
             words.append("--fp16")
+        if self.precision == "int8":
+            words.append("--int8")
         if self.build_options.get("workspace_mib") is not None:
             words += ["--workspace", str(self.build_options["workspace_mib"])]
         if self.build_options.get("opt_level") is not None:

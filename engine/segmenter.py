@@ -70,7 +70,7 @@ class Segmenter:
 
     Args:
         model: a .plan, .onnx or .pt file, or a bundled model name ('camvid').
-        backend: 'auto' (from the file suffix), 'onnxruntime', 'torch' or 'tensorrt'.
+        backend: 'auto' (from the file suffix), 'onnxruntime', 'openvino', 'torch' or 'tensorrt'.
         device: 'auto', 'cpu' or 'cuda'.
         probabilities: return per-class probabilities with every result.
         tile: network input tile side or (height, width) for tiled inference; None tiles only
@@ -78,6 +78,8 @@ class Segmenter:
         overlap: pixels neighbouring tile outputs share (None: tile / 8 for 'same' models,
             0 for 'valid' models, whose context margin already surrounds each tile).
         blend: how overlapping outputs combine: 'gaussian', 'linear' or 'crop'.
+        precision: 'auto' (a bundled name: the fastest installed engine and precision that keeps the
+            accuracy), 'fp32', 'fp16', 'int8', or 'bf16' (OpenVINO); see :func:`unetrt.backends.choose_model`.
         **backend_options: passed to the backend (e.g. ``threads=2``).
 
     Raises:
@@ -92,12 +94,12 @@ class Segmenter:
 
     def __init__(self, model: str | Path = "camvid", backend: str = "auto", device: str = "auto",
                  probabilities: bool = False, tile: int | tuple[int, int] | None = None, overlap: int | None = None,
-                 blend: str = "gaussian", **backend_options: Any) -> None:
+                 blend: str = "gaussian", precision: str = "auto", **backend_options: Any) -> None:
         if blend not in BLEND_MODES:
             raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
         if overlap is not None and overlap < 0:
             raise ValueError(f"overlap must be >= 0, got {overlap}")
-        self.backend: Backend = open_backend(model, backend, device, **backend_options)
+        self.backend: Backend = open_backend(model, backend, device, precision, **backend_options)
         self.info: ModelInfo = self.backend.info
         self.probabilities = probabilities
         self.tile, self.overlap, self.blend = tile, overlap, blend

@@ -9,12 +9,24 @@ FP16 differs between TensorRT versions:
   precision from the graph, so ``--fp16`` converts the FP32 graph with
   :mod:`unetrt.export.fp16` (FP32 inputs, outputs and head) before parsing.
 
+INT8 takes the QDQ model of ``unet-export --int8`` (explicit quantization: the
+graph's QuantizeLinear/DequantizeLinear pairs fix the INT8 tensors and scales):
+
+* TensorRT 10 builds it weakly typed with ``BuilderFlag.INT8`` and ``BuilderFlag.FP16``
+  (layers outside the QDQ pairs may run in FP16), the logit head pinned to FP32;
+* TensorRT 11 builds it strongly typed: INT8 where the graph says so, FP32 elsewhere.
+
+In both, the INT32 bias dequantizations ONNX Runtime's quantizer writes are folded
+into FP32 constants first (TensorRT's DequantizeLinear takes INT8/FP8/INT4 only;
+it quantizes the bias itself).
+
 The plan is written with ``PLAN.json`` beside it (TensorRT version, GPU, I/O,
 profile, model description); the TensorRT backend checks it before loading.
 
 Example:
     unet-build camvid.onnx -o camvid.plan --fp16 --timing-cache trt.cache
     unet-build camvid.onnx --fp16 --triton-repo models --name camvid
+    unet-build camvid.int8.onnx -o camvid.int8.plan --int8
 """
 
 from __future__ import annotations
@@ -54,6 +66,7 @@ class BuildOptions:
 
     Attributes:
         fp16: build FP16 kernels (see the module docstring for how per TensorRT version).
+        int8: build the QDQ graph's INT8 kernels (with FP16 fallback on TensorRT 10).
         min_shape, opt_shape, max_shape: the input profile; missing ones come from the model's metadata.
         workspace_mib: builder workspace limit in MiB (None: TensorRT's default, the whole GPU memory).
         timing_cache: file to read tactic timings from and write them back to (None: none).
@@ -63,6 +76,7 @@ class BuildOptions:
     """
 
     fp16: bool = False
+    int8: bool = False
     min_shape: Shape | None = None
     opt_shape: Shape | None = None
     max_shape: Shape | None = None
@@ -152,13 +166,76 @@ def _pin_outputs_fp32(network: trt.INetworkDefinition) -> int:
     return pinned
 
 
+def has_qdq(model: onnx.ModelProto) -> bool:
+    """Whether a graph carries explicit quantization (QuantizeLinear / DequantizeLinear nodes)."""
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node)
+
+
+def fold_int32_dequantize(model: onnx.ModelProto) -> int:
+    """Replace every DequantizeLinear of an INT32 initializer (a quantized bias) by its FP32 value, in place.
+
+    Returns:
+        How many were folded.
+
+    Example:
+        >>> fold_int32_dequantize(onnx.load("camvid.int8.onnx"))  # doctest: +SKIP
+        23
+    """
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    folded: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        source = initializers.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if source is None or source.data_type != TensorProto.INT32:
+            continue
+        values = numpy_helper.to_array(source).astype(np.float64)
+        scale = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float64)
+        zero = (numpy_helper.to_array(initializers[node.input[2]]).astype(np.float64)
+                if len(node.input) > 2 and node.input[2] else 0.0)
+        model.graph.initializer.append(
+            numpy_helper.from_array(((values - zero) * scale).astype(np.float32), node.output[0]))
+        folded.append(node)
+    for node in folded:
+        model.graph.node.remove(node)
+    used = {name for node in model.graph.node for name in node.input}
+    unused = [t for t in model.graph.initializer if t.name not in used and t.name not in {o.name for o in
+                                                                                         model.graph.output}]
+    for tensor in unused:
+        model.graph.initializer.remove(tensor)
+    return len(folded)
+
+
+def configure_precision(config: trt.IBuilderConfig, network: trt.INetworkDefinition, options: BuildOptions,
+                        strongly_typed: bool) -> list[str]:
+    """Set the builder's precision flags for a weakly typed network (TensorRT 10); returns the flags set.
+
+    Strongly typed networks take their precision from the graph: nothing is set.
+    """
+    import tensorrt as trt
+
+    if strongly_typed or not (options.fp16 or options.int8):
+        return []
+    flags: list[str] = []
+    if options.int8:
+        # Explicit quantization: the QDQ pairs give the scales, no calibrator is attached.
+        config.set_flag(trt.BuilderFlag.INT8)
+        flags.append("INT8")
+    # FP16 kernels wherever the graph leaves the choice open (for INT8: the layers outside QDQ pairs).
+    config.set_flag(trt.BuilderFlag.FP16)
+    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    _pin_outputs_fp32(network)
+    return [*flags, "FP16", "OBEY_PRECISION_CONSTRAINTS"]
+
+
 def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOptions) -> PlanMetadata:
     """Parse an ONNX U-Net, build a TensorRT plan and write it with its metadata.
 
     Args:
         onnx_path: a graph written by ``unet-export`` (FP32, or FP16 from ``--fp16``).
         plan_path: the ``.plan`` file to write; ``PLAN.json`` is written beside it.
-        options: builder settings.
+        options: builder settings; ``int8`` needs a QDQ graph (``unet-export --int8``).
 
     Returns:
         The metadata written beside the plan.
@@ -166,7 +243,8 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
     Raises:
         ImportError: when TensorRT or pycuda is not installed.
         FileNotFoundError: when the ONNX file does not exist.
-        ValueError: on parse errors (listed per node), a bad profile, or a failed build.
+        ValueError: on parse errors (listed per node), a bad profile, a failed build, or ``int8`` on a graph
+            without QDQ nodes, or together with ``fp16``.
 
     Example:
         >>> build_engine("camvid.onnx", "camvid.plan", BuildOptions(fp16=True))  # doctest: +SKIP
@@ -183,6 +261,10 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
         raise FileNotFoundError(f"ONNX model {str(onnx_path)!r} does not exist")
     model = onnx.load(str(onnx_path))
     info = read_model_info(model, onnx_path)
+    quantized = has_qdq(model)
+    check_int8_request(options, quantized, onnx_path)
+    if quantized:
+        fold_int32_dequantize(model)
     profile = resolve_profile(info, options.min_shape, options.opt_shape, options.max_shape)
     gpu = gpu_identity(0)
     major = tensorrt_major(trt.__version__)
@@ -194,7 +276,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
     # TensorRT 11 networks are always strongly typed (the flag is accepted and ignored); TensorRT 10 builds
     # strongly typed only when the graph carries its own FP16 types, and weakly typed with FP16 flags otherwise.
     strongly_typed = major >= 11 or graph_fp16
-    precision = "fp16" if options.fp16 or graph_fp16 else "fp32"
+    precision = "int8" if quantized else "fp16" if options.fp16 or graph_fp16 else "fp32"
 
     logger = trt.Logger(trt.Logger.VERBOSE if options.verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -213,11 +295,8 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
     if options.opt_level is not None:
         config.builder_optimization_level = options.opt_level
-    if options.fp16 and not strongly_typed:
-        # TensorRT 10 weak typing (removed in 11): allow FP16 kernels, but keep the logit head in FP32.
-        config.set_flag(trt.BuilderFlag.FP16)
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        _pin_outputs_fp32(network)
+    # TensorRT 10 weak typing (removed in 11): allow FP16 (and INT8) kernels, but keep the logit head in FP32.
+    builder_flags = configure_precision(config, network, options, strongly_typed)
     if options.progress and hasattr(trt, "IProgressMonitor"):
         # IProgressMonitor is missing from the Python bindings of early TensorRT 10 releases.
         # Kept in a local: TensorRT holds no reference and the monitor must outlive the build.
@@ -253,10 +332,27 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
         strongly_typed=strongly_typed,
         source=str(onnx_path),
         info=info,
-        build_options={"workspace_mib": options.workspace_mib, "opt_level": options.opt_level},
+        build_options={"workspace_mib": options.workspace_mib, "opt_level": options.opt_level,
+                       "builder_flags": builder_flags},
     )
     write_plan_metadata(plan_path, metadata)
     return metadata
+
+
+def check_int8_request(options: BuildOptions, quantized: bool, onnx_path: str | Path) -> None:
+    """``--int8`` goes with a QDQ graph and alone; a QDQ graph needs ``--int8``.
+
+    Raises:
+        ValueError: naming the file and the fix.
+    """
+    if options.int8 and options.fp16:
+        raise ValueError("give --int8 or --fp16, not both: --int8 already lets layers outside the QDQ pairs run "
+                         "in FP16")
+    if options.int8 and not quantized:
+        raise ValueError(f"--int8 needs a QDQ model and {str(onnx_path)!r} has no QuantizeLinear/DequantizeLinear "
+                         "node; write one with unet-export --int8 (NAME.int8.onnx)")
+    if quantized and not options.int8:
+        raise ValueError(f"{str(onnx_path)!r} is a QDQ INT8 model; build it with --int8")
 
 
 def _numpy_name(dtype: trt.DataType) -> str:
@@ -281,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", help="the .plan file to write (PLAN.json is written beside it); "
                         "optional with --triton-repo")
     parser.add_argument("--fp16", action="store_true", help="build FP16 kernels (inputs, outputs and head stay FP32)")
+    parser.add_argument("--int8", action="store_true",
+                        help="build INT8 kernels from a QDQ model (unet-export --int8: NAME.int8.onnx), FP16 fallback")
     parser.add_argument("--min-shape", type=shape_argument, help="smallest input NxCxHxW (default: from the model)")
     parser.add_argument("--opt-shape", type=shape_argument, help="input NxCxHxW to tune for (default: working size)")
     parser.add_argument("--max-shape", type=shape_argument, help="largest input NxCxHxW (default: from the model)")
@@ -304,7 +402,7 @@ def build_command(args: argparse.Namespace) -> None:
     require_pycuda()
     if args.output is None and args.triton_repo is None:
         raise ValueError("give -o PLAN, --triton-repo DIR, or both")
-    options = BuildOptions(fp16=args.fp16, min_shape=args.min_shape, opt_shape=args.opt_shape,
+    options = BuildOptions(fp16=args.fp16, int8=args.int8, min_shape=args.min_shape, opt_shape=args.opt_shape,
                            max_shape=args.max_shape, workspace_mib=args.workspace, timing_cache=args.timing_cache,
                            opt_level=args.opt_level, verbose=args.verbose, progress=not args.no_progress)
     if args.instances < 1 or args.max_queue_delay_us < 0:

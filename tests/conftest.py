@@ -64,3 +64,16 @@ def tiny_model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     save_checkpoint(folder / "tiny.pt", model, info)
     export_onnx(model, info, folder / "tiny.onnx")
     return {"pt": folder / "tiny.pt", "onnx": folder / "tiny.onnx"}
+
+
+@pytest.fixture(scope="session")
+def tiny_int8_onnx(tiny_model_files: dict[str, Path]) -> Path:
+    """The tiny model quantized to QDQ INT8 (MinMax) on random calibration batches, as ``tiny.int8.onnx``."""
+    pytest.importorskip("onnx")
+    import numpy as np
+
+    from unetrt.export.quantize import int8_path, quantize_onnx
+
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((1, 3, 32, 48)).astype(np.float32) for _ in range(4)]
+    return quantize_onnx(tiny_model_files["onnx"], int8_path(tiny_model_files["onnx"]), batches, "minmax")

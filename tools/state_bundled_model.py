@@ -1,15 +1,24 @@
-"""Ship a trained run as a bundled model: export it, score it, and write its stated figures.
+"""Ship a trained model as a bundled model: export every variant, score each, and write its stated figures.
 
-Writes ``engine/models/NAME.onnx`` (``unet-export`` of the run's best checkpoint),
-``engine/models/NAME.pt`` (weights and ModelInfo only, no optimiser state) and
-``engine/models/NAME.json``: the validation figures ``unet-eval`` prints for the
-exported model, the best epoch and the training commands that produced it (one per
-stage when the run was started with ``--init``). ``tests/test_bundled_models.py``
-re-runs the evaluation and checks the figures against that file.
+From a run's best checkpoint (``--run``) or any unetrt checkpoint (``--checkpoint``,
+e.g. the bundled ``engine/models/NAME.pt`` itself) it writes, in ``engine/models/``:
+
+* ``NAME.onnx``: FP32 (``unet-export``, checked against PyTorch);
+* ``NAME.pt``: weights and ModelInfo only, no optimiser state;
+* ``NAME.fp16.onnx``: the FP16 graph (``unet-export --fp16``);
+* ``NAME.int8.onnx``: QDQ INT8 calibrated on ``--calibration`` frames (``unet-export --int8``),
+  refused when it loses more than 1 mIoU point (binary: 0.005 challenge pixel error);
+* ``NAME.json``: the figures ``unet-eval`` prints for the FP32 model on ONNX Runtime
+  (``validation``), the same for every precision on every installed CPU engine that
+  runs it (``variants``), the best epoch and the training commands (one per stage).
+
+``tests/test_bundled_models.py`` re-runs the evaluations and checks them against that file.
 
 Example:
     python tools/state_bundled_model.py camvid --run runs/camvid_ft2 --previous runs/camvid \\
-        --images camvid/val --labels camvid/valannot
+        --images camvid/val --labels camvid/valannot --calibration camvid/train
+    python tools/state_bundled_model.py isbi --checkpoint engine/models/isbi.pt --images isbi2012-em/images \\
+        --labels isbi2012-em/labels --stems 20-23 --calibration isbi2012-em/images
 """
 
 from __future__ import annotations
@@ -20,12 +29,15 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from unetrt.bundled import MODELS_DIR
+from unetrt.backends.openvino import cpu_has_bf16, openvino_available
+from unetrt.bundled import MODELS_DIR, PRECISION_SUFFIXES
 from unetrt.cli import run_cli
 from unetrt.evaluate import evaluate, format_figures, parse_stems
-from unetrt.export.checkpoint import load_model, save_checkpoint
+from unetrt.export.checkpoint import load_checkpoint, load_model, save_checkpoint
 from unetrt.export.onnx_export import main as export_main
+from unetrt.export.quantize import CALIBRATION_METHODS, DEFAULT_METHOD, read_quantization
 from unetrt.segmenter import Segmenter
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -37,47 +49,108 @@ def training_command(run: Path) -> str:
     return shlex.join(["unet-train", *argv[1:]])
 
 
+def engines_for(precision: str) -> list[str]:
+    """The installed CPU engines that run a bundled precision."""
+    openvino = ["openvino"] if openvino_available() else []
+    if precision == "bf16":
+        return openvino if openvino and cpu_has_bf16() else []
+    return ["onnxruntime", *openvino]
+
+
+def score_variants(name: str, images: Path, labels: Path, stems: Sequence[str] | None) -> dict[str, Any]:
+    """``unet-eval`` figures of every precision on every installed CPU engine, by precision then engine."""
+    variants: dict[str, Any] = {}
+    for precision in ("fp32", "bf16", "fp16", "int8"):
+        file = MODELS_DIR / f"{name}{PRECISION_SUFFIXES['fp32' if precision == 'bf16' else precision]}"
+        engines = engines_for(precision)
+        if not file.is_file() or not engines:
+            continue
+        entry: dict[str, Any] = {"file": file.name}
+        if precision == "int8":
+            entry["quantization"] = read_quantization(file)
+        for engine in engines:
+            with Segmenter(name, backend=engine, precision=precision, device="cpu") as segmenter:
+                figures = evaluate(segmenter, images, labels, stems)
+            print(f"{precision} on {engine}:\n{format_figures(figures)}")
+            entry[engine] = {k: v for k, v in figures.items() if isinstance(v, float) or k == "per_class_iou"}
+        variants[precision] = entry
+    return variants
+
+
+def _source(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint to ship and what is known of its training (best epoch, monitor, commands)."""
+    if args.run is not None:
+        run = Path(args.run)
+        best = run / "best.pt"
+        if not best.is_file():
+            raise FileNotFoundError(f"{best} does not exist: --run must be a unet-train output folder")
+        summary = json.loads((run / "run.json").read_text())
+        stages = [Path(p) for p in args.previous] + [run]
+        return best, {"best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
+                      "monitor": summary["monitor"],
+                      "training_commands": [training_command(stage) for stage in stages]}
+    checkpoint = Path(args.checkpoint)
+    load_checkpoint(checkpoint)  # a clear error for a file that is not a unetrt checkpoint
+    stated = MODELS_DIR / f"{args.name}.json"
+    # A checkpoint carries no run history: keep what the model's earlier statement recorded.
+    previous = json.loads(stated.read_text()) if stated.is_file() else {}
+    keys = ("best_epoch", "epochs_run", "monitor", "training_commands")
+    return checkpoint, {key: previous.get(key) for key in keys}
+
+
 def _run(args: argparse.Namespace) -> None:
-    run = Path(args.run)
-    best = run / "best.pt"
-    if not best.is_file():
-        raise FileNotFoundError(f"{best} does not exist: --run must be a unet-train output folder")
+    checkpoint, history = _source(args)
+    images, labels = SHARED_DATA / args.images, SHARED_DATA / args.labels
     onnx_path, pt_path = MODELS_DIR / f"{args.name}.onnx", MODELS_DIR / f"{args.name}.pt"
-    if export_main([str(best), "-o", str(onnx_path)]) != 0:
-        raise RuntimeError(f"unet-export of {best} failed")
-    model, info = load_model(best)
+    # Read before anything is written: the checkpoint may be the bundled NAME.pt itself.
+    model, info = load_model(checkpoint)
+    export_args = [str(checkpoint), "-o", str(onnx_path), "--fp16", "--int8",
+                   "--calibration", str(SHARED_DATA / args.calibration),
+                   "--calibration-count", str(args.calibration_count), "--calibration-method", args.calibration_method,
+                   "--check-images", str(images), "--check-labels", str(labels)]
+    if args.stems:
+        export_args += ["--check-stems", ",".join(args.stems)]
+    if export_main(export_args) != 0:
+        raise RuntimeError(f"unet-export of {checkpoint} failed (see the line above)")
     save_checkpoint(pt_path, model, info)
-    with Segmenter(onnx_path) as segmenter:
-        figures = evaluate(segmenter, SHARED_DATA / args.images, SHARED_DATA / args.labels, args.stems)
+    with Segmenter(onnx_path, backend="onnxruntime") as segmenter:
+        figures = evaluate(segmenter, images, labels, args.stems)
     print(format_figures(figures))
-    summary = json.loads((run / "run.json").read_text())
-    stages = [Path(p) for p in args.previous] + [run]
     stated = {
         "images": args.images,
         "labels": args.labels,
         "stems": args.stems,
         "validation": {k: v for k, v in figures.items() if isinstance(v, float)},
         "per_class_iou": figures.get("per_class_iou"),
-        "best_epoch": summary["best_epoch"],
-        "epochs_run": summary["epochs_run"],
-        "monitor": summary["monitor"],
-        "training_commands": [training_command(stage) for stage in stages],
+        "calibration": {"images": args.calibration, "count": args.calibration_count,
+                        "method": args.calibration_method},
+        "variants": score_variants(args.name, images, labels, args.stems),
+        **history,
     }
     (MODELS_DIR / f"{args.name}.json").write_text(json.dumps(stated, indent=2) + "\n")
-    print(f"wrote {onnx_path}, {pt_path} and {MODELS_DIR / f'{args.name}.json'}")
+    print(f"wrote every variant of {args.name} and {MODELS_DIR / f'{args.name}.json'}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("name", help="bundled model name, e.g. camvid")
-    parser.add_argument("--run", required=True, help="unet-train output folder holding best.pt")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="unet-train output folder holding best.pt")
+    source.add_argument("--checkpoint", help="a unetrt .pt checkpoint, e.g. the bundled engine/models/NAME.pt")
     parser.add_argument("--previous", nargs="*", default=[],
-                        help="earlier runs this one was initialised from (--init), oldest first")
+                        help="earlier runs this one was initialised from (--init), oldest first (with --run)")
     parser.add_argument("--images", required=True, help="validation images, relative to ../shared/data")
     parser.add_argument("--labels", required=True, help="validation labels, relative to ../shared/data")
     parser.add_argument("--stems", type=parse_stems, default=None, help="held-out stems, e.g. 20-23")
+    parser.add_argument("--calibration", required=True,
+                        help="INT8 calibration frames, relative to ../shared/data (e.g. camvid/train)")
+    parser.add_argument("--calibration-count", type=int, default=32, help="calibration frames (default 32)")
+    parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=DEFAULT_METHOD,
+                        help=f"INT8 calibration (default {DEFAULT_METHOD})")
     args = parser.parse_args(argv)
+    if args.previous and args.run is None:
+        parser.error("--previous goes with --run")
     return run_cli(lambda: _run(args))
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import cv2
 from tqdm import tqdm
 
+from ..backends import PRECISIONS
 from ..cli import parse_size, run_cli
 from .pipeline import Stream
 from .sinks import display_available
@@ -46,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("output", nargs="?", default=None,
                         help="output URI; default: a window when there is a display, else none")
     parser.add_argument("--model", default="camvid", help="model file (.onnx, .pt, .plan) or bundled name")
-    parser.add_argument("--backend", default="auto", help="auto, onnxruntime, torch or tensorrt")
+    parser.add_argument("--backend", default="auto", help="auto, onnxruntime, openvino, torch or tensorrt")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="a bundled model's precision (auto: the fastest installed engine and precision that "
+                             "keeps the accuracy; bf16 is OpenVINO's hint)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="CPU inference threads (ONNX Runtime, torch)")
     parser.add_argument("--visualize", default="overlay", help="overlay, mask or overlay,mask (side by side)")
@@ -100,7 +104,7 @@ def _output(args: argparse.Namespace) -> str | None:
 
 
 def _segmenter_options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {"backend": args.backend, "device": args.device}
+    options: dict[str, Any] = {"backend": args.backend, "device": args.device, "precision": args.precision}
     for name in ("threads", "tile", "overlap", "blend"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)

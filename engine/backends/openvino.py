@@ -1,0 +1,202 @@
+"""OpenVINO backend: runs ``.onnx`` (FP32 and INT8 QDQ) and OpenVINO IR ``.xml`` on the CPU.
+
+OpenVINO compiles a network for one static input shape much faster than for a
+dynamic one, so the model is reshaped to each batch's shape and the compiled model
+is cached per shape (a camera stream has one shape). Its CPU plugin runs a QDQ
+model with INT8 (VNNI) kernels, and takes an inference-precision hint: 'f32', or
+'bf16' on CPUs with native BF16 (AVX-512 BF16 or AMX).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from ..model_info import METADATA_KEY, ModelInfo
+from .base import check_batch
+
+MISSING_OPENVINO = "backend 'openvino' needs OpenVINO: pip install 'unetrt[openvino]' (or pip install openvino)"
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
+IR_SUFFIXES = (".xml",)
+
+
+def require_openvino() -> Any:
+    """The ``openvino`` module.
+
+    Raises:
+        ImportError: in one line saying how to install it.
+
+    Example:
+        >>> ov = require_openvino()  # doctest: +SKIP
+    """
+    try:
+        import openvino
+    except ImportError:
+        raise ImportError(MISSING_OPENVINO) from None
+    return openvino
+
+
+def openvino_available() -> bool:
+    """Whether OpenVINO is installed (nothing is imported).
+
+    Example:
+        >>> isinstance(openvino_available(), bool)
+        True
+    """
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin runs BF16 natively on this CPU.
+
+    Raises:
+        ImportError: without OpenVINO.
+    """
+    ov = require_openvino()
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def _read_model(core: Any, path: Path) -> Any:
+    try:
+        return core.read_model(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"OpenVINO cannot read {str(path)!r} as a model: {first}") from None
+
+
+def read_model_info(model: Any, path: Path) -> ModelInfo:
+    """The unetrt description of a model OpenVINO read: ONNX metadata props, or the IR's rt_info.
+
+    Raises:
+        ValueError: when the file carries no unetrt description.
+    """
+    if path.suffix == ".onnx":
+        from .onnxruntime import read_onnx_info
+
+        return read_onnx_info(path)
+    if not model.has_rt_info([METADATA_KEY]):
+        raise ValueError(f"OpenVINO IR {str(path)!r} has no {METADATA_KEY!r} rt_info; write it with "
+                         "unetrt.backends.openvino.write_ir")
+    return ModelInfo.from_json(str(model.get_rt_info([METADATA_KEY]).astype(str)))
+
+
+def write_ir(onnx_path: str | Path, xml_path: str | Path) -> Path:
+    """Convert a unetrt ONNX model to OpenVINO IR (``.xml`` + ``.bin``), the description kept in rt_info.
+
+    Raises:
+        ImportError: without OpenVINO.
+        ValueError: when the ONNX file cannot be read or carries no unetrt metadata.
+
+    Example:
+        >>> write_ir("camvid.int8.onnx", "camvid.int8.xml")  # doctest: +SKIP
+    """
+    ov = require_openvino()
+    onnx_path, xml_path = Path(onnx_path), Path(xml_path)
+    if xml_path.suffix not in IR_SUFFIXES:
+        raise ValueError(f"an OpenVINO IR file ends in .xml, got {str(xml_path)!r}")
+    model = _read_model(ov.Core(), onnx_path)
+    info = read_model_info(model, onnx_path)
+    model.set_rt_info(info.to_json(), [METADATA_KEY])
+    ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    return xml_path
+
+
+class OpenVinoBackend:
+    """Runs a unetrt model through OpenVINO's CPU plugin.
+
+    Args:
+        path: an ``.onnx`` file written by ``unet-export`` (FP32 or ``.int8.onnx``) or an IR ``.xml``.
+        device: 'auto' or 'cpu' (OpenVINO's GPU plugins are not used).
+        threads: inference threads (None: OpenVINO's default, one per core).
+        precision: inference precision hint, 'fp32' or 'bf16' (needs native BF16; INT8 layers stay INT8).
+
+    Raises:
+        ImportError: without OpenVINO (the message says how to install it).
+        FileNotFoundError: when the file does not exist.
+        ValueError: on a corrupt or foreign model file, a bad device, precision or thread count.
+
+    Example:
+        >>> with OpenVinoBackend("camvid.int8.onnx", threads=2) as backend:  # doctest: +SKIP
+        ...     logits = backend.infer(batch)
+    """
+
+    name = "openvino"
+    max_input_hw: tuple[int, int] | None = None
+    max_batch: int | None = None
+
+    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
+                 precision: str = "fp32") -> None:
+        ov = require_openvino()
+        path = Path(path)
+        if device not in ("auto", "cpu"):
+            raise ValueError(f"backend 'openvino' runs on the CPU; device must be 'auto' or 'cpu', got {device!r}")
+        if precision not in PRECISION_HINTS:
+            raise ValueError(f"OpenVINO precision must be one of {', '.join(PRECISION_HINTS)}, got {precision!r}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+        self._core = ov.Core()
+        if precision == "bf16" and "BF16" not in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise ValueError("precision 'bf16' asked, but this CPU has no native BF16; use precision 'fp32'")
+        self._model = _read_model(self._core, path)
+        self.info = read_model_info(self._model, path)
+        if len(self._model.inputs) != 1 or len(self._model.outputs) != 1:
+            raise ValueError(f"{str(path)!r} has {len(self._model.inputs)} inputs and {len(self._model.outputs)} "
+                             "outputs; a unetrt U-Net has one of each")
+        self.device = "cpu"
+        self.threads = threads
+        self.precision = precision
+        self._config: dict[str, Any] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": "1",
+            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
+            # Pinned threads cannot step aside for the capture, writer and other processes of a shared machine.
+            "ENABLE_CPU_PINNING": False,
+        }
+        if threads is not None:
+            self._config["INFERENCE_NUM_THREADS"] = threads
+        self._requests: dict[tuple[int, ...], Any] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _request(self, shape: tuple[int, ...]) -> Any:
+        request = self._requests.get(shape)
+        if request is None:
+            self._model.reshape({self._model.inputs[0]: list(shape)})
+            compiled = self._core.compile_model(self._model, "CPU", self._config)
+            request = compiled.create_infer_request()
+            self._requests[shape] = request
+        return request
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """N x C x H x W float32 -> N x K x h x w float32 logits.
+
+        Raises:
+            ValueError: on a malformed batch, or after :meth:`close`.
+        """
+        if self._closed:
+            raise ValueError("this backend is closed; open a new one")
+        batch = np.ascontiguousarray(check_batch(batch, self.info))
+        with self._lock:
+            request = self._request(tuple(batch.shape))
+            request.infer({0: batch})
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+    def close(self) -> None:
+        """Drop the compiled models (idempotent)."""
+        self._requests.clear()
+        self._closed = True
+
+    def __enter__(self) -> OpenVinoBackend:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

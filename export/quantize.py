@@ -1,0 +1,264 @@
+"""INT8 post-training quantization: a calibrated QDQ ONNX model beside the FP32 one, with an accuracy gate.
+
+ONNX Runtime's static quantization (``onnxruntime.quantization.quantize_static``)
+writes explicit QuantizeLinear/DequantizeLinear pairs (QDQ): signed INT8 with zero
+points of 0 for activations and per-output-channel symmetric INT8 weights, the
+layout TensorRT's explicit quantization, OpenVINO and ONNX Runtime's own INT8
+kernels all read. (NVIDIA ModelOpt's ONNX PTQ places QDQ for TensorRT alone and
+does not install on this project's machines; ONNX Runtime's tools come with the
+runtime dependency.)
+
+Calibration frames go through the runtime's own preprocessing: a ``Segmenter``
+on the FP32 model segments each frame and its backend records the network batch,
+so calibration sees exactly what inference sees (working-size resize, colour
+order, normalisation, mirror padding). The INT8 model is then scored against the
+FP32 model on labelled frames with ``unet-eval``'s :func:`unetrt.evaluate.evaluate`.
+
+Example:
+    >>> batches = calibration_batches("camvid.onnx", calibration_frames("camvid/train", 32))  # doctest: +SKIP
+    >>> quantize_onnx("camvid.onnx", "camvid.int8.onnx", batches, "percentile")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import onnx
+from tqdm import tqdm
+
+from unetrt.backends import Backend
+from unetrt.datasets import list_images, read_image
+from unetrt.evaluate import evaluate
+from unetrt.model_info import METADATA_KEY
+from unetrt.segmenter import Segmenter
+
+from .onnx_export import INPUT_NAME, write_metadata
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_METHOD = "percentile"
+QUANTIZATION_KEY = "unetrt.quantization"
+# An INT8 model may lose at most this much against FP32: 1 point of mean IoU (multi-class), or
+# 0.005 of the ISBI challenge pixel error (binary models).
+MAX_MEAN_IOU_LOSS = 0.01
+MAX_PIXEL_ERROR_GAIN = 0.005
+
+
+def int8_path(onnx_path: str | Path) -> Path:
+    """``model.onnx`` -> ``model.int8.onnx``.
+
+    Example:
+        >>> int8_path("out/camvid.onnx").name
+        'camvid.int8.onnx'
+    """
+    path = Path(onnx_path)
+    return path.with_name(f"{path.stem}.int8.onnx")
+
+
+def pick_evenly(items: Sequence[Path], count: int) -> list[Path]:
+    """``count`` items spread evenly over ``items`` (all of them when there are fewer).
+
+    Example:
+        >>> [p.name for p in pick_evenly([Path(str(i)) for i in range(10)], 3)]
+        ['0', '3', '6']
+    """
+    if count <= 0:
+        raise ValueError(f"calibration count must be positive, got {count}")
+    if count >= len(items):
+        return list(items)
+    step = len(items) / count
+    return [items[int(i * step)] for i in range(count)]
+
+
+class _RecordingBackend:
+    """A backend that remembers every batch it is given before passing it on."""
+
+    def __init__(self, inner: Backend) -> None:
+        self._inner = inner
+        self.batches: list[np.ndarray] = []
+        self.name, self.info, self.device = inner.name, inner.info, inner.device
+        self.max_input_hw, self.max_batch = inner.max_input_hw, inner.max_batch
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append(np.array(batch, dtype=np.float32, copy=True))
+        return self._inner.infer(batch)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __enter__(self) -> _RecordingBackend:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def calibration_batches(fp32_onnx: str | Path, frames: Sequence[Path]) -> list[np.ndarray]:
+    """The network batches the runtime feeds the FP32 model for these frames, one 1xCxHxW array per frame.
+
+    Raises:
+        ValueError: when a frame cannot be read.
+
+    Example:
+        >>> batches = calibration_batches("camvid.onnx", pick_evenly(list_images("train"), 32))  # doctest: +SKIP
+    """
+    with Segmenter(fp32_onnx, backend="onnxruntime") as segmenter:
+        recorder = _RecordingBackend(segmenter.backend)
+        # Swapping the backend keeps every step of the Segmenter's data path in front of the recorder.
+        segmenter.backend = recorder
+        for path in tqdm(frames, desc="calibrating", unit="frame", disable=None):
+            segmenter.segment(read_image(path, segmenter.info.in_channels))
+    return [b[i : i + 1] for b in recorder.batches for i in range(b.shape[0])]
+
+
+class _BatchReader:
+    """ONNX Runtime's CalibrationDataReader over recorded batches."""
+
+    def __init__(self, batches: Sequence[np.ndarray]) -> None:
+        self._feeds = iter([{INPUT_NAME: batch} for batch in batches])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+
+def quantize_onnx(fp32_onnx: str | Path, output: str | Path, batches: Sequence[np.ndarray],
+                  method: str = DEFAULT_METHOD) -> Path:
+    """Write the calibrated QDQ INT8 model of ``fp32_onnx`` to ``output``, metadata included.
+
+    Args:
+        fp32_onnx: the FP32 model written by ``unet-export``.
+        output: the .onnx file to write.
+        batches: calibration network inputs (see :func:`calibration_batches`).
+        method: 'minmax', 'entropy' or 'percentile' (99.999th percentile of |activation|).
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: on an unknown method or no calibration batch.
+
+    Example:
+        >>> quantize_onnx("camvid.onnx", "camvid.int8.onnx", batches)  # doctest: +SKIP
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from unetrt.backends.onnxruntime import read_onnx_info
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if method not in methods:
+        raise ValueError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
+    if not batches:
+        raise ValueError("no calibration batch: give a folder with at least one frame")
+    info = read_onnx_info(fp32_onnx)
+    output = Path(output)
+    with tempfile.TemporaryDirectory(prefix="unet-int8-") as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        # Shape inference and graph clean-up first, as ONNX Runtime recommends before static quantization.
+        quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared), str(output), _BatchReader(batches),  # type: ignore[arg-type]
+            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8, calibrate_method=methods[method],
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                           "CalibTensorRangeSymmetric": True, "CalibMovingAverage": False},
+        )
+    proto = onnx.load(str(output))
+    write_metadata(proto, info)
+    entry = proto.metadata_props.add()
+    entry.key = QUANTIZATION_KEY
+    entry.value = json.dumps({"precision": "int8", "format": "QDQ", "method": method, "frames": len(batches),
+                              "activations": "int8 symmetric per tensor", "weights": "int8 symmetric per channel"})
+    onnx.save(proto, str(output))
+    return output
+
+
+@dataclass(frozen=True)
+class AccuracyCheck:
+    """FP32 and INT8 figures on the same labelled frames, and whether INT8 keeps the accuracy.
+
+    Attributes:
+        metric: 'mean_iou' (multi-class) or 'challenge_pixel_error' (binary).
+        fp32: the FP32 model's figure.
+        int8: the INT8 model's figure.
+        limit: the largest loss allowed.
+        fp32_figures, int8_figures: everything ``unet-eval`` reports for each.
+    """
+
+    metric: str
+    fp32: float
+    int8: float
+    limit: float
+    fp32_figures: dict[str, Any]
+    int8_figures: dict[str, Any]
+
+    @property
+    def loss(self) -> float:
+        """How much worse INT8 is (positive: worse)."""
+        return self.fp32 - self.int8 if self.metric == "mean_iou" else self.int8 - self.fp32
+
+    @property
+    def passed(self) -> bool:
+        """INT8 is at most ``limit`` worse than FP32."""
+        return self.loss <= self.limit
+
+    def describe(self) -> str:
+        """One line: both figures and the verdict."""
+        if self.metric == "mean_iou":
+            figures = f"mean IoU FP32 {100 * self.fp32:.2f}, INT8 {100 * self.int8:.2f}"
+            limit = f"{100 * self.limit:.0f} point"
+        else:
+            figures = f"challenge pixel error FP32 {self.fp32:.4f}, INT8 {self.int8:.4f}"
+            limit = f"{self.limit}"
+        verdict = "within" if self.passed else "worse than FP32 by more than"
+        return f"{figures} ({verdict} {limit})"
+
+
+def check_accuracy(fp32_onnx: str | Path, int8_onnx: str | Path, images: str | Path, labels: str | Path,
+                   stems: Sequence[str] | None = None) -> AccuracyCheck:
+    """Score both models on ONNX Runtime over labelled frames.
+
+    Raises:
+        FileNotFoundError, ValueError: from :func:`unetrt.evaluate.evaluate` (missing folders, mismatched files).
+
+    Example:
+        >>> check_accuracy("camvid.onnx", "camvid.int8.onnx", "val", "valannot").passed  # doctest: +SKIP
+        True
+    """
+    figures = []
+    for path in (fp32_onnx, int8_onnx):
+        with Segmenter(path, backend="onnxruntime") as segmenter:
+            figures.append(evaluate(segmenter, images, labels, stems))
+    binary = "challenge_pixel_error" in figures[0]
+    metric = "challenge_pixel_error" if binary else "mean_iou"
+    return AccuracyCheck(metric, float(figures[0][metric]), float(figures[1][metric]),
+                         MAX_PIXEL_ERROR_GAIN if binary else MAX_MEAN_IOU_LOSS, figures[0], figures[1])
+
+
+def calibration_frames(folder: str | Path, count: int) -> list[Path]:
+    """``count`` image files spread evenly over a folder (sorted by name, so over its sequences).
+
+    Raises:
+        FileNotFoundError: when the folder does not exist.
+        ValueError: when it holds no image, or count is not positive.
+    """
+    return pick_evenly(list_images(folder), count)
+
+
+def read_quantization(path: str | Path) -> dict[str, Any] | None:
+    """The quantization record of an ONNX file written by :func:`quantize_onnx`, or None for a float model."""
+    proto = onnx.load(str(path), load_external_data=False)
+    for prop in proto.metadata_props:
+        if prop.key == QUANTIZATION_KEY:
+            return dict(json.loads(prop.value))
+    if not any(prop.key == METADATA_KEY for prop in proto.metadata_props):
+        raise ValueError(f"ONNX file {str(path)!r} has no {METADATA_KEY!r} metadata; export it with unet-export")
+    return None

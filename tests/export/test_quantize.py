@@ -1,0 +1,177 @@
+"""INT8 export: QDQ layout, metadata, calibration through the runtime's data path, and the accuracy gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from conftest import tiny_info
+from onnx import numpy_helper
+
+from unetrt.export import quantize
+from unetrt.export.onnx_export import main as export_main
+from unetrt.export.quantize import (
+    AccuracyCheck,
+    calibration_batches,
+    int8_path,
+    pick_evenly,
+    quantize_onnx,
+    read_quantization,
+)
+from unetrt.model_info import METADATA_KEY, ModelInfo
+
+
+def test_int8_path_and_even_picks() -> None:
+    assert int8_path(Path("a/b/camvid.onnx")) == Path("a/b/camvid.int8.onnx")
+    items = [Path(str(i)) for i in range(10)]
+    assert [p.name for p in pick_evenly(items, 4)] == ["0", "2", "5", "7"]
+    assert pick_evenly(items, 50) == items
+    with pytest.raises(ValueError, match="positive"):
+        pick_evenly(items, 0)
+
+
+def test_qdq_model_is_per_channel_symmetric_int8_with_metadata(tiny_int8_onnx: Path) -> None:
+    model = onnx.load(str(tiny_int8_onnx))
+    ops = [node.op_type for node in model.graph.node]
+    assert ops.count("Conv") == sum(1 for n in onnx.load(str(tiny_int8_onnx).replace(".int8", "")).graph.node
+                                    if n.op_type == "Conv")
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
+        weight_dq = producers[conv.input[1]]
+        assert weight_dq.op_type == "DequantizeLinear"
+        weights, scales = initializers[weight_dq.input[0]], initializers[weight_dq.input[1]]
+        assert weights.dtype == np.int8
+        assert scales.shape == (weights.shape[0],), "one scale per output channel"
+        assert not initializers[weight_dq.input[2]].any(), "symmetric: zero points are 0"
+        activation_dq = producers[conv.input[0]]
+        assert activation_dq.op_type == "DequantizeLinear"
+        assert initializers[activation_dq.input[2]].dtype == np.int8
+    props = {p.key: p.value for p in model.metadata_props}
+    assert ModelInfo.from_json(props[METADATA_KEY]) == tiny_info()
+    record = read_quantization(tiny_int8_onnx)
+    assert record is not None and record["method"] == "minmax" and record["frames"] == 4
+
+
+def test_float_model_has_no_quantization_record(tiny_model_files: dict[str, Path]) -> None:
+    assert read_quantization(tiny_model_files["onnx"]) is None
+
+
+def test_int8_logits_follow_fp32(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path) -> None:
+    import onnxruntime as ort
+
+    batch = np.random.default_rng(5).standard_normal((1, 3, 32, 48)).astype(np.float32)
+    fp32, int8 = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": batch})[0]
+                  for p in (tiny_model_files["onnx"], tiny_int8_onnx))
+    spread = np.abs(fp32).max()
+    assert np.abs(fp32 - int8).max() < 0.2 * spread
+    assert (fp32.argmax(1) == int8.argmax(1)).mean() > 0.8
+
+
+def _frames(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    paths = []
+    for index, (width, height) in enumerate(sizes):
+        path = folder / f"{index:02d}.png"
+        cv2.imwrite(str(path), rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        paths.append(path)
+    return paths
+
+
+def test_calibration_batches_are_what_the_segmenter_feeds(tiny_model_files: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    from unetrt.datasets import read_image
+    from unetrt.preprocessing import prepare_input
+
+    frames = _frames(tmp_path / "frames", [(40, 30), (64, 48)])
+    batches = calibration_batches(tiny_model_files["onnx"], frames)
+    assert len(batches) == 2
+    for path, batch in zip(frames, batches):
+        expected, _, _ = prepare_input(read_image(path, 3), tiny_info())
+        np.testing.assert_array_equal(batch, expected)
+
+
+def test_unknown_method_and_empty_calibration(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    batch = np.zeros((1, 3, 16, 16), np.float32)
+    with pytest.raises(ValueError, match="calibration method"):
+        quantize_onnx(tiny_model_files["onnx"], tmp_path / "x.onnx", [batch], "kl")
+    with pytest.raises(ValueError, match="no calibration batch"):
+        quantize_onnx(tiny_model_files["onnx"], tmp_path / "x.onnx", [], "minmax")
+
+
+@pytest.mark.parametrize("metric, fp32, int8, passed", [
+    ("mean_iou", 0.5642, 0.5550, True), ("mean_iou", 0.5642, 0.5500, False),
+    ("challenge_pixel_error", 0.0507, 0.0550, True), ("challenge_pixel_error", 0.0507, 0.0600, False),
+])
+def test_accuracy_gate(metric: str, fp32: float, int8: float, passed: bool) -> None:
+    limit = quantize.MAX_MEAN_IOU_LOSS if metric == "mean_iou" else quantize.MAX_PIXEL_ERROR_GAIN
+    check = AccuracyCheck(metric, fp32, int8, limit, {}, {})
+    assert check.passed is passed
+    text = check.describe()
+    assert ("FP32" in text and "INT8" in text) and (("within" in text) is passed)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--int8"], "--int8 needs --calibration DIR"),
+    (["--calibration", "x"], "--calibration only apply with --int8"),
+    (["--int8", "--calibration", "x", "--check-labels", "y", "--calibration-method", "kl"],
+     "--calibration-method must be one of"),
+])
+def test_int8_arguments_are_checked_in_one_line(argv: list[str], message: str, tiny_model_files: dict[str, Path],
+                                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = export_main([str(tiny_model_files["pt"]), "-o", str(tmp_path / "m.onnx"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def _labelled_folder(tmp_path: Path) -> tuple[Path, Path]:
+    images = tmp_path / "images"
+    _frames(images, [(48, 32)] * 3)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    rng = np.random.default_rng(2)
+    for index in range(3):
+        cv2.imwrite(str(labels / f"{index:02d}.png"), rng.integers(0, 3, (32, 48), dtype=np.uint8))
+    return images, labels
+
+
+@pytest.mark.parametrize("passes", [True, False], ids=["kept", "refused"])
+def test_unet_export_int8_writes_or_refuses(passes: bool, tiny_model_files: dict[str, Path], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    images, labels = _labelled_folder(tmp_path)
+    real_check = quantize.check_accuracy
+
+    def check(*args: object, **kwargs: object) -> AccuracyCheck:
+        measured = real_check(*args, **kwargs)  # type: ignore[arg-type]
+        # An untrained network's figures are noise: move INT8 to either side of the limit.
+        int8 = measured.fp32 - (0.001 if passes else 0.05)
+        return AccuracyCheck(measured.metric, measured.fp32, int8, measured.limit, measured.fp32_figures,
+                             measured.int8_figures)
+
+    monkeypatch.setattr(quantize, "check_accuracy", check)
+    output = tmp_path / "m.onnx"
+    code = export_main([str(tiny_model_files["pt"]), "-o", str(output), "--int8", "--calibration", str(images),
+                        "--calibration-count", "2", "--check-labels", str(labels)])
+    captured = capsys.readouterr()
+    assert output.is_file()
+    if passes:
+        assert code == 0 and int8_path(output).is_file()
+        assert "mean IoU FP32" in captured.out and "INT8" in captured.out
+        record = read_quantization(int8_path(output))
+        assert record is not None and record["frames"] == 2 and record["method"] == "percentile"
+    else:
+        assert code == 2 and not int8_path(output).exists()
+        assert "loses too much accuracy" in captured.err and "mean IoU FP32" in captured.err
+        assert captured.err.count("\n") == 1
+
+
+def test_quantization_record_is_json(tiny_int8_onnx: Path) -> None:
+    props = {p.key: p.value for p in onnx.load(str(tiny_int8_onnx)).metadata_props}
+    assert json.loads(props[quantize.QUANTIZATION_KEY])["format"] == "QDQ"
