@@ -49,7 +49,6 @@ def _median_rate(step: Callable[[], object], flops: float, warmup: int, trials: 
 
 def _matmul_onnx(size: int, quantized: bool) -> bytes:
     """A one-MatMul ONNX graph, ``image`` (size x size) times a constant; QDQ on both operands when quantized."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -73,8 +72,9 @@ def _matmul_onnx(size: int, quantized: bool) -> bytes:
     else:
         initializers.append(numpy_helper.from_array(weight, "w"))
         nodes.append(helper.make_node("MatMul", ["image", "w"], ["out"]))
-    graph = helper.make_graph(nodes, "matmul", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [size, size])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [size, size])], initializers)
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [size, size])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [size, size])
+    graph = helper.make_graph(nodes, "matmul", [image], [out], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     return bytes(model.SerializeToString())
 

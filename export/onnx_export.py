@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     int8.add_argument("--calibration-count", type=int, default=32, metavar="N",
                       help="frames taken evenly from the folder (default 32)")
     int8.add_argument("--calibration-method", default=None, help="percentile (default), entropy or minmax")
+    int8.add_argument("--int8-target", default="cpu",
+                      help="cpu (default: uint8 activations, for OpenVINO and ONNX Runtime) or tensorrt (symmetric "
+                           "int8 activations, for unet-build --int8)")
     int8.add_argument("--check-images", metavar="DIR",
                       help="labelled frames the INT8 model is scored on against FP32 (default: --calibration)")
     int8.add_argument("--check-labels", metavar="DIR", help="their labels")
@@ -164,14 +167,15 @@ def export_int8(output: Path, args: argparse.Namespace) -> None:
     frames = calibration_frames(args.calibration, args.calibration_count)
     batches = calibration_batches(output, frames)
     method = args.calibration_method or DEFAULT_METHOD
-    quantized = quantize_onnx(output, int8_path(output), batches, method)
-    check = check_accuracy(output, quantized, args.check_images or args.calibration, args.check_labels,
-                           args.check_stems)
-    if not check.passed:
+    quantized = quantize_onnx(output, int8_path(output), batches, method, args.int8_target)
+    checks = check_accuracy(output, quantized, args.check_images or args.calibration, args.check_labels,
+                            args.check_stems)
+    verdicts = "; ".join(check.describe() for check in checks)
+    if not all(check.passed for check in checks):
         quantized.unlink()
-        raise ValueError(f"the INT8 model loses too much accuracy, {check.describe()}; not written (try another "
+        raise ValueError(f"the INT8 model loses too much accuracy: {verdicts}; not written (try another "
                          "--calibration-method or more --calibration-count)")
-    print(f"wrote {quantized} ({method} calibration on {len(batches)} frames); {check.describe()}")
+    print(f"wrote {quantized} ({method} calibration on {len(batches)} frames, for {args.int8_target}); {verdicts}")
 
 
 def _check_int8_arguments(args: argparse.Namespace) -> None:
@@ -186,8 +190,10 @@ def _check_int8_arguments(args: argparse.Namespace) -> None:
                          "--check-images, default the calibration frames) to check the INT8 model's accuracy")
     if args.calibration_count <= 0:
         raise ValueError(f"--calibration-count must be positive, got {args.calibration_count}")
-    from .quantize import CALIBRATION_METHODS
+    from .quantize import CALIBRATION_METHODS, TARGETS
 
+    if args.int8_target not in TARGETS:
+        raise ValueError(f"--int8-target must be one of {', '.join(TARGETS)}, got {args.int8_target!r}")
     if args.calibration_method is not None and args.calibration_method not in CALIBRATION_METHODS:
         raise ValueError(f"--calibration-method must be one of {', '.join(CALIBRATION_METHODS)}, "
                          f"got {args.calibration_method!r}")

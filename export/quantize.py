@@ -1,12 +1,19 @@
 """INT8 post-training quantization: a calibrated QDQ ONNX model beside the FP32 one, with an accuracy gate.
 
 ONNX Runtime's static quantization (``onnxruntime.quantization.quantize_static``)
-writes explicit QuantizeLinear/DequantizeLinear pairs (QDQ): signed INT8 with zero
-points of 0 for activations and per-output-channel symmetric INT8 weights, the
-layout TensorRT's explicit quantization, OpenVINO and ONNX Runtime's own INT8
-kernels all read. (NVIDIA ModelOpt's ONNX PTQ places QDQ for TensorRT alone and
-does not install on this project's machines; ONNX Runtime's tools come with the
-runtime dependency.)
+writes explicit QuantizeLinear/DequantizeLinear pairs (QDQ) with per-output-channel
+symmetric INT8 weights, in one of two layouts of the activations (``target``):
+
+* 'cpu' (default): uint8 activations with a zero point, the layout OpenVINO and
+  ONNX Runtime's VNNI kernels run best and most accurately (measured on camvid:
+  OpenVINO with symmetric int8 activations agreed with FP32 on 89% of pixels,
+  with uint8 on 99%);
+* 'tensorrt': int8 activations with zero points of 0, the only layout TensorRT's
+  explicit quantization accepts (``unet-build --int8``).
+
+The logit head stays FP32 in both, so the logits are not rounded to 256 levels.
+(NVIDIA ModelOpt's ONNX PTQ places QDQ for TensorRT alone and does not install on
+this project's machines; ONNX Runtime's tools come with the runtime dependency.)
 
 Calibration frames go through the runtime's own preprocessing: a ``Segmenter``
 on the FP32 model segments each frame and its backend records the network batch,
@@ -42,6 +49,7 @@ from unetrt.segmenter import Segmenter
 from .onnx_export import INPUT_NAME, write_metadata
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+TARGETS = ("cpu", "tensorrt")
 DEFAULT_METHOD = "percentile"
 QUANTIZATION_KEY = "unetrt.quantization"
 # An INT8 model may lose at most this much against FP32: 1 point of mean IoU (multi-class), or
@@ -129,7 +137,7 @@ class _BatchReader:
 
 
 def quantize_onnx(fp32_onnx: str | Path, output: str | Path, batches: Sequence[np.ndarray],
-                  method: str = DEFAULT_METHOD) -> Path:
+                  method: str = DEFAULT_METHOD, target: str = "cpu") -> Path:
     """Write the calibrated QDQ INT8 model of ``fp32_onnx`` to ``output``, metadata included.
 
     Args:
@@ -137,12 +145,13 @@ def quantize_onnx(fp32_onnx: str | Path, output: str | Path, batches: Sequence[n
         output: the .onnx file to write.
         batches: calibration network inputs (see :func:`calibration_batches`).
         method: 'minmax', 'entropy' or 'percentile' (99.999th percentile of |activation|).
+        target: 'cpu' (uint8 activations) or 'tensorrt' (symmetric int8 activations); see the module docstring.
 
     Returns:
         The written path.
 
     Raises:
-        ValueError: on an unknown method or no calibration batch.
+        ValueError: on an unknown method or target, or no calibration batch.
 
     Example:
         >>> quantize_onnx("camvid.onnx", "camvid.int8.onnx", batches)  # doctest: +SKIP
@@ -156,6 +165,8 @@ def quantize_onnx(fp32_onnx: str | Path, output: str | Path, batches: Sequence[n
                "percentile": CalibrationMethod.Percentile}
     if method not in methods:
         raise ValueError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {method!r}")
+    if target not in TARGETS:
+        raise ValueError(f"INT8 target must be one of {', '.join(TARGETS)}, got {target!r}")
     if not batches:
         raise ValueError("no calibration batch: give a folder with at least one frame")
     info = read_onnx_info(fp32_onnx)
@@ -164,19 +175,25 @@ def quantize_onnx(fp32_onnx: str | Path, output: str | Path, batches: Sequence[n
         prepared = Path(scratch) / "prepared.onnx"
         # Shape inference and graph clean-up first, as ONNX Runtime recommends before static quantization.
         quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
+        graph = onnx.load(str(prepared)).graph
+        outputs = {value.name for value in graph.output}
+        head = [node.name for node in graph.node if outputs & set(node.output)]
+        symmetric = target == "tensorrt"
         quantize_static(
             str(prepared), str(output), _BatchReader(batches),  # type: ignore[arg-type]
-            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8, calibrate_method=methods[method],
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                           "CalibTensorRangeSymmetric": True, "CalibMovingAverage": False},
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            weight_type=QuantType.QInt8, calibrate_method=methods[method], nodes_to_exclude=head,
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "CalibMovingAverage": False},
         )
     proto = onnx.load(str(output))
     write_metadata(proto, info)
     entry = proto.metadata_props.add()
     entry.key = QUANTIZATION_KEY
-    entry.value = json.dumps({"precision": "int8", "format": "QDQ", "method": method, "frames": len(batches),
-                              "activations": "int8 symmetric per tensor", "weights": "int8 symmetric per channel"})
+    activations = "int8 symmetric per tensor" if symmetric else "uint8 asymmetric per tensor"
+    entry.value = json.dumps({"precision": "int8", "format": "QDQ", "target": target, "method": method,
+                              "frames": len(batches), "activations": activations,
+                              "weights": "int8 symmetric per channel", "fp32_nodes": head})
     onnx.save(proto, str(output))
     return output
 
@@ -187,9 +204,10 @@ class AccuracyCheck:
 
     Attributes:
         metric: 'mean_iou' (multi-class) or 'challenge_pixel_error' (binary).
-        fp32: the FP32 model's figure.
-        int8: the INT8 model's figure.
+        fp32: the FP32 model's figure (ONNX Runtime).
+        int8: the INT8 model's figure on ``engine``.
         limit: the largest loss allowed.
+        engine: the backend that ran the INT8 model.
         fp32_figures, int8_figures: everything ``unet-eval`` reports for each.
     """
 
@@ -197,6 +215,7 @@ class AccuracyCheck:
     fp32: float
     int8: float
     limit: float
+    engine: str
     fp32_figures: dict[str, Any]
     int8_figures: dict[str, Any]
 
@@ -213,34 +232,43 @@ class AccuracyCheck:
     def describe(self) -> str:
         """One line: both figures and the verdict."""
         if self.metric == "mean_iou":
-            figures = f"mean IoU FP32 {100 * self.fp32:.2f}, INT8 {100 * self.int8:.2f}"
+            figures = f"mean IoU FP32 {100 * self.fp32:.2f}, INT8 on {self.engine} {100 * self.int8:.2f}"
             limit = f"{100 * self.limit:.0f} point"
         else:
-            figures = f"challenge pixel error FP32 {self.fp32:.4f}, INT8 {self.int8:.4f}"
+            figures = f"challenge pixel error FP32 {self.fp32:.4f}, INT8 on {self.engine} {self.int8:.4f}"
             limit = f"{self.limit}"
         verdict = "within" if self.passed else "worse than FP32 by more than"
         return f"{figures} ({verdict} {limit})"
 
 
 def check_accuracy(fp32_onnx: str | Path, int8_onnx: str | Path, images: str | Path, labels: str | Path,
-                   stems: Sequence[str] | None = None) -> AccuracyCheck:
-    """Score both models on ONNX Runtime over labelled frames.
+                   stems: Sequence[str] | None = None) -> list[AccuracyCheck]:
+    """Score the FP32 model on ONNX Runtime and the INT8 model on every installed CPU engine (ONNX Runtime,
+    OpenVINO) over labelled frames.
+
+    Returns:
+        One check per engine that ran the INT8 model.
 
     Raises:
         FileNotFoundError, ValueError: from :func:`unetrt.evaluate.evaluate` (missing folders, mismatched files).
 
     Example:
-        >>> check_accuracy("camvid.onnx", "camvid.int8.onnx", "val", "valannot").passed  # doctest: +SKIP
-        True
+        >>> checks = check_accuracy("camvid.onnx", "camvid.int8.onnx", "val", "valannot")  # doctest: +SKIP
     """
-    figures = []
-    for path in (fp32_onnx, int8_onnx):
-        with Segmenter(path, backend="onnxruntime") as segmenter:
-            figures.append(evaluate(segmenter, images, labels, stems))
-    binary = "challenge_pixel_error" in figures[0]
+    from unetrt.backends.openvino import openvino_available
+
+    with Segmenter(fp32_onnx, backend="onnxruntime") as segmenter:
+        reference = evaluate(segmenter, images, labels, stems)
+    binary = "challenge_pixel_error" in reference
     metric = "challenge_pixel_error" if binary else "mean_iou"
-    return AccuracyCheck(metric, float(figures[0][metric]), float(figures[1][metric]),
-                         MAX_PIXEL_ERROR_GAIN if binary else MAX_MEAN_IOU_LOSS, figures[0], figures[1])
+    limit = MAX_PIXEL_ERROR_GAIN if binary else MAX_MEAN_IOU_LOSS
+    checks = []
+    for engine in ("onnxruntime", "openvino") if openvino_available() else ("onnxruntime",):
+        with Segmenter(int8_onnx, backend=engine) as segmenter:
+            figures = evaluate(segmenter, images, labels, stems)
+        checks.append(AccuracyCheck(metric, float(reference[metric]), float(figures[metric]), limit, engine,
+                                    reference, figures))
+    return checks
 
 
 def calibration_frames(folder: str | Path, count: int) -> list[Path]:

@@ -166,6 +166,21 @@ def _pin_outputs_fp32(network: trt.INetworkDefinition) -> int:
     return pinned
 
 
+def asymmetric_quantizers(model: onnx.ModelProto) -> list[str]:
+    """Names of QuantizeLinear nodes TensorRT cannot take: a uint8 type or a non-zero zero point."""
+    from onnx import TensorProto, numpy_helper
+
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear":
+            continue
+        zero = initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if zero is not None and (zero.data_type != TensorProto.INT8 or numpy_helper.to_array(zero).any()):
+            found.append(node.name or node.output[0])
+    return found
+
+
 def has_qdq(model: onnx.ModelProto) -> bool:
     """Whether a graph carries explicit quantization (QuantizeLinear / DequantizeLinear nodes)."""
     return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node)
@@ -262,7 +277,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
     model = onnx.load(str(onnx_path))
     info = read_model_info(model, onnx_path)
     quantized = has_qdq(model)
-    check_int8_request(options, quantized, onnx_path)
+    check_int8_request(options, quantized, onnx_path, asymmetric_quantizers(model))
     if quantized:
         fold_int32_dequantize(model)
     profile = resolve_profile(info, options.min_shape, options.opt_shape, options.max_shape)
@@ -339,8 +354,15 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
     return metadata
 
 
-def check_int8_request(options: BuildOptions, quantized: bool, onnx_path: str | Path) -> None:
-    """``--int8`` goes with a QDQ graph and alone; a QDQ graph needs ``--int8``.
+def check_int8_request(options: BuildOptions, quantized: bool, onnx_path: str | Path,
+                       asymmetric: Sequence[str] = ()) -> None:
+    """``--int8`` goes with a symmetric INT8 QDQ graph and alone; a QDQ graph needs ``--int8``.
+
+    Args:
+        options: the build settings.
+        quantized: whether the graph has QDQ nodes.
+        onnx_path: the graph's file, for the message.
+        asymmetric: its quantizers TensorRT cannot take (see :func:`asymmetric_quantizers`).
 
     Raises:
         ValueError: naming the file and the fix.
@@ -353,6 +375,10 @@ def check_int8_request(options: BuildOptions, quantized: bool, onnx_path: str | 
                          "node; write one with unet-export --int8 (NAME.int8.onnx)")
     if quantized and not options.int8:
         raise ValueError(f"{str(onnx_path)!r} is a QDQ INT8 model; build it with --int8")
+    if asymmetric:
+        raise ValueError(f"{str(onnx_path)!r} quantizes activations to uint8 with zero points ({len(asymmetric)} "
+                         "nodes, the CPU layout); TensorRT takes symmetric int8 only: export it with "
+                         "unet-export --int8 --int8-target tensorrt")
 
 
 def _numpy_name(dtype: trt.DataType) -> str:

@@ -132,8 +132,11 @@ def choose_model(model: str | Path, backend: str = "auto", precision: str = "aut
         return ModelChoice(bundled_model_path(name, ".pt"), "torch", "fp32")
     if precision == "bf16" and backend not in ("auto", "openvino"):
         raise ValueError("precision 'bf16' is OpenVINO's inference-precision hint; use backend 'openvino'")
-    for chosen, wanted in _candidates(backend, precision, _wants_gpu(device)):
-        if backend == "auto" and chosen == "openvino" and not openvino_available():
+    candidates = _candidates(backend, precision, _wants_gpu(device))
+    for chosen, wanted in candidates:
+        # An uninstalled OpenVINO is passed over when something else can serve; alone (bf16), opening it
+        # says how to install it.
+        if backend == "auto" and chosen == "openvino" and len(candidates) > 1 and not openvino_available():
             continue
         file = bundled_precision_path(name, "fp32" if wanted == "bf16" else wanted)
         if file is not None:

@@ -196,4 +196,4 @@ def test_same_architecture_other_model_warns() -> None:
 
 def test_metadata_rejects_unknown_precision() -> None:
     with pytest.raises(ValueError, match="precision"):
-        make_metadata(precision="int8")
+        make_metadata(precision="int4")

@@ -34,28 +34,49 @@ def test_int8_path_and_even_picks() -> None:
         pick_evenly(items, 0)
 
 
-def test_qdq_model_is_per_channel_symmetric_int8_with_metadata(tiny_int8_onnx: Path) -> None:
-    model = onnx.load(str(tiny_int8_onnx))
-    ops = [node.op_type for node in model.graph.node]
-    assert ops.count("Conv") == sum(1 for n in onnx.load(str(tiny_int8_onnx).replace(".int8", "")).graph.node
-                                    if n.op_type == "Conv")
-    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+def _check_layout(path: Path, fp32: Path, activation_dtype: type, symmetric_activations: bool) -> None:
+    model = onnx.load(str(path))
     initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     producers = {out: node for node in model.graph.node for out in node.output}
-    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
+    outputs = {value.name for value in model.graph.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert len(convs) == sum(1 for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv")
+    for conv in convs:
+        if outputs & set(conv.output):
+            # The logit head stays FP32: no DequantizeLinear in front of its weights, no QuantizeLinear behind it.
+            assert producers.get(conv.input[1]) is None or producers[conv.input[1]].op_type != "DequantizeLinear"
+            continue
         weight_dq = producers[conv.input[1]]
         assert weight_dq.op_type == "DequantizeLinear"
         weights, scales = initializers[weight_dq.input[0]], initializers[weight_dq.input[1]]
         assert weights.dtype == np.int8
         assert scales.shape == (weights.shape[0],), "one scale per output channel"
-        assert not initializers[weight_dq.input[2]].any(), "symmetric: zero points are 0"
+        assert not initializers[weight_dq.input[2]].any(), "symmetric weights: zero points are 0"
         activation_dq = producers[conv.input[0]]
         assert activation_dq.op_type == "DequantizeLinear"
-        assert initializers[activation_dq.input[2]].dtype == np.int8
+        zero = initializers[activation_dq.input[2]]
+        assert zero.dtype == activation_dtype
+        if symmetric_activations:
+            assert not zero.any()
     props = {p.key: p.value for p in model.metadata_props}
     assert ModelInfo.from_json(props[METADATA_KEY]) == tiny_info()
+
+
+def test_cpu_layout_uint8_activations_per_channel_int8_weights(tiny_model_files: dict[str, Path],
+                                                               tiny_int8_onnx: Path) -> None:
+    _check_layout(tiny_int8_onnx, tiny_model_files["onnx"], np.uint8, symmetric_activations=False)
     record = read_quantization(tiny_int8_onnx)
     assert record is not None and record["method"] == "minmax" and record["frames"] == 4
+    assert record["target"] == "cpu"
+
+
+def test_tensorrt_layout_symmetric_int8_activations(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    from unetrt.export.tensorrt import asymmetric_quantizers
+
+    batches = [np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)]
+    path = quantize_onnx(tiny_model_files["onnx"], tmp_path / "tiny.trt.int8.onnx", batches, "minmax", "tensorrt")
+    _check_layout(path, tiny_model_files["onnx"], np.int8, symmetric_activations=True)
+    assert asymmetric_quantizers(onnx.load(str(path))) == []
 
 
 def test_float_model_has_no_quantization_record(tiny_model_files: dict[str, Path]) -> None:
@@ -111,10 +132,10 @@ def test_unknown_method_and_empty_calibration(tiny_model_files: dict[str, Path],
 ])
 def test_accuracy_gate(metric: str, fp32: float, int8: float, passed: bool) -> None:
     limit = quantize.MAX_MEAN_IOU_LOSS if metric == "mean_iou" else quantize.MAX_PIXEL_ERROR_GAIN
-    check = AccuracyCheck(metric, fp32, int8, limit, {}, {})
+    check = AccuracyCheck(metric, fp32, int8, limit, "openvino", {}, {})
     assert check.passed is passed
     text = check.describe()
-    assert ("FP32" in text and "INT8" in text) and (("within" in text) is passed)
+    assert ("FP32" in text and "INT8 on openvino" in text) and (("within" in text) is passed)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -122,6 +143,7 @@ def test_accuracy_gate(metric: str, fp32: float, int8: float, passed: bool) -> N
     (["--calibration", "x"], "--calibration only apply with --int8"),
     (["--int8", "--calibration", "x", "--check-labels", "y", "--calibration-method", "kl"],
      "--calibration-method must be one of"),
+    (["--int8", "--calibration", "x", "--check-labels", "y", "--int8-target", "gpu"], "--int8-target must be one of"),
 ])
 def test_int8_arguments_are_checked_in_one_line(argv: list[str], message: str, tiny_model_files: dict[str, Path],
                                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -148,12 +170,10 @@ def test_unet_export_int8_writes_or_refuses(passes: bool, tiny_model_files: dict
     images, labels = _labelled_folder(tmp_path)
     real_check = quantize.check_accuracy
 
-    def check(*args: object, **kwargs: object) -> AccuracyCheck:
-        measured = real_check(*args, **kwargs)  # type: ignore[arg-type]
+    def check(*args: object, **kwargs: object) -> list[AccuracyCheck]:
         # An untrained network's figures are noise: move INT8 to either side of the limit.
-        int8 = measured.fp32 - (0.001 if passes else 0.05)
-        return AccuracyCheck(measured.metric, measured.fp32, int8, measured.limit, measured.fp32_figures,
-                             measured.int8_figures)
+        return [AccuracyCheck(m.metric, m.fp32, m.fp32 - (0.001 if passes else 0.05), m.limit, m.engine,
+                              m.fp32_figures, m.int8_figures) for m in real_check(*args, **kwargs)]  # type: ignore[arg-type]
 
     monkeypatch.setattr(quantize, "check_accuracy", check)
     output = tmp_path / "m.onnx"
@@ -163,7 +183,7 @@ def test_unet_export_int8_writes_or_refuses(passes: bool, tiny_model_files: dict
     assert output.is_file()
     if passes:
         assert code == 0 and int8_path(output).is_file()
-        assert "mean IoU FP32" in captured.out and "INT8" in captured.out
+        assert "mean IoU FP32" in captured.out and "INT8 on onnxruntime" in captured.out
         record = read_quantization(int8_path(output))
         assert record is not None and record["frames"] == 2 and record["method"] == "percentile"
     else:

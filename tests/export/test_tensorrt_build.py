@@ -208,3 +208,127 @@ def test_parse_errors_are_listed_by_node(tmp_path: Path) -> None:
         build_engine(tmp_path / "bad.onnx", tmp_path / "bad.plan",
                      BuildOptions(progress=False, min_shape=(1, 3, 16, 16), opt_shape=(1, 3, 16, 16),
                                   max_shape=(1, 3, 16, 16)))
+
+
+# --- INT8: graph preparation and builder flags, with a fake TensorRT -------------------------------------------
+
+
+class FakeTensor:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class FakeLayer:
+    def __init__(self, outputs: list[str]) -> None:
+        self._outputs = [FakeTensor(n) for n in outputs]
+        self.num_outputs = len(outputs)
+        self.precision: object = None
+        self.output_types: dict[int, object] = {}
+
+    def get_output(self, index: int) -> FakeTensor:
+        return self._outputs[index]
+
+    def set_output_type(self, index: int, dtype: object) -> None:
+        self.output_types[index] = dtype
+
+
+class FakeNetwork:
+    def __init__(self) -> None:
+        self.layers = [FakeLayer(["features"]), FakeLayer(["logits"])]
+        self.num_layers = len(self.layers)
+        self.num_outputs = 1
+
+    def get_output(self, index: int) -> FakeTensor:
+        return FakeTensor("logits")
+
+    def get_layer(self, index: int) -> FakeLayer:
+        return self.layers[index]
+
+
+class FakeConfig:
+    def __init__(self) -> None:
+        self.flags: list[str] = []
+
+    def set_flag(self, flag: str) -> None:
+        self.flags.append(flag)
+
+
+@pytest.fixture
+def fake_tensorrt(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    fake = types.ModuleType("tensorrt")
+    fake.BuilderFlag = types.SimpleNamespace(INT8="INT8", FP16="FP16",  # type: ignore[attr-defined]
+                                             OBEY_PRECISION_CONSTRAINTS="OBEY_PRECISION_CONSTRAINTS")
+    fake.float32 = "float32"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    return fake
+
+
+@pytest.mark.parametrize("options, strongly_typed, flags", [
+    (BuildOptions(int8=True), False, ["INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS"]),
+    (BuildOptions(fp16=True), False, ["FP16", "OBEY_PRECISION_CONSTRAINTS"]),
+    (BuildOptions(int8=True), True, []),
+    (BuildOptions(), False, []),
+])
+def test_precision_flags_per_typing(options: BuildOptions, strongly_typed: bool, flags: list[str],
+                                    fake_tensorrt: types.ModuleType) -> None:
+    from unetrt.export.tensorrt import configure_precision
+
+    config, network = FakeConfig(), FakeNetwork()
+    set_flags = configure_precision(config, network, options, strongly_typed)  # type: ignore[arg-type]
+    assert config.flags == flags == set_flags
+    head = network.layers[1]
+    # The logit head is pinned to FP32 whenever reduced-precision kernels are allowed (weak typing).
+    assert (head.precision == "float32") is bool(flags)
+    assert network.layers[0].precision is None
+
+
+def test_int8_request_checks(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path, tmp_path: Path) -> None:
+    from unetrt.export.quantize import quantize_onnx
+    from unetrt.export.tensorrt import asymmetric_quantizers, check_int8_request, has_qdq
+
+    cpu_layout = onnx.load(str(tiny_int8_onnx))
+    assert has_qdq(cpu_layout) and not has_qdq(onnx.load(str(tiny_model_files["onnx"])))
+    assert asymmetric_quantizers(cpu_layout), "the CPU layout has uint8 activations"
+    with pytest.raises(ValueError, match="--int8-target tensorrt"):
+        check_int8_request(BuildOptions(int8=True), True, "m.int8.onnx", asymmetric_quantizers(cpu_layout))
+    with pytest.raises(ValueError, match="has no QuantizeLinear"):
+        check_int8_request(BuildOptions(int8=True), False, "m.onnx")
+    with pytest.raises(ValueError, match="build it with --int8"):
+        check_int8_request(BuildOptions(fp16=True), True, "m.int8.onnx")
+    with pytest.raises(ValueError, match="not both"):
+        check_int8_request(BuildOptions(int8=True, fp16=True), True, "m.int8.onnx")
+    batches = [np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)]
+    trt_layout = quantize_onnx(tiny_model_files["onnx"], tmp_path / "t.int8.onnx", batches, "minmax", "tensorrt")
+    check_int8_request(BuildOptions(int8=True), True, trt_layout, asymmetric_quantizers(onnx.load(str(trt_layout))))
+
+
+def test_bias_dequantize_folding_keeps_the_logits(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    from onnx import TensorProto
+
+    from unetrt.export.quantize import quantize_onnx
+    from unetrt.export.tensorrt import fold_int32_dequantize
+
+    batches = [np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)]
+    path = quantize_onnx(tiny_model_files["onnx"], tmp_path / "t.int8.onnx", batches, "minmax", "tensorrt")
+    model = onnx.load(str(path))
+    int32 = {t.name for t in model.graph.initializer if t.data_type == TensorProto.INT32}
+    biases = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int32]
+    folded = fold_int32_dequantize(model)
+    assert folded == len(biases) > 0
+    assert not any(t.data_type == TensorProto.INT32 for t in model.graph.initializer)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(tmp_path / "folded.onnx"))
+    batch = np.random.default_rng(1).standard_normal((1, 3, 32, 48)).astype(np.float32)
+    np.testing.assert_allclose(_ort_logits(tmp_path / "folded.onnx", batch), _ort_logits(path, batch), atol=1e-4)
+
+
+def test_int8_plan_rebuild_command() -> None:
+    profile = ShapeProfile((1, 3, 16, 16), (1, 3, 48, 64), (4, 3, 96, 128))
+    metadata = PlanMetadata(
+        tensorrt_version="10.3.0", gpu=GpuIdentity("Orin", (8, 7)), input_name="image", output_name="logits",
+        input_dtype="float32", output_dtype="float32", profile=profile, precision="int8", strongly_typed=False,
+        source="camvid.int8.onnx", info=tiny_info(), build_options={"builder_flags": ["INT8", "FP16"]},
+    )
+    args = build_parser().parse_args(shlex.split(metadata.rebuild_command("camvid.int8.plan"))[1:])
+    assert args.int8 and not args.fp16
+    assert PlanMetadata.from_dict(metadata.to_dict()) == metadata

@@ -1,0 +1,69 @@
+"""Which file, backend and precision a model request runs: the fastest accurate CPU path by default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from unetrt import backends
+from unetrt.backends import CPU_PREFERENCE, ModelChoice, choose_model
+from unetrt.bundled import MODELS_DIR, bundled_model_names
+
+needs_camvid_int8 = pytest.mark.skipif(not (MODELS_DIR / "camvid.int8.onnx").is_file(),
+                                       reason="the bundled camvid INT8 variant is not in this checkout")
+
+
+@needs_camvid_int8
+@pytest.mark.parametrize("openvino, expected", [(True, ("openvino", "int8")), (False, ("onnxruntime", "int8"))])
+def test_default_is_the_first_installed_of_the_cpu_preference(openvino: bool, expected: tuple[str, str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("unetrt.backends.openvino.openvino_available", lambda: openvino)
+    choice = choose_model("camvid", device="cpu")
+    assert (choice.backend, choice.precision) == expected == CPU_PREFERENCE[0 if openvino else 1]
+    assert choice.path == MODELS_DIR / "camvid.int8.onnx"
+
+
+@needs_camvid_int8
+@pytest.mark.parametrize("backend, precision, expected", [
+    ("auto", "fp32", ("camvid.onnx", "onnxruntime", "fp32")),
+    ("onnxruntime", "int8", ("camvid.int8.onnx", "onnxruntime", "int8")),
+    ("openvino", "auto", ("camvid.int8.onnx", "openvino", "int8")),
+    ("openvino", "bf16", ("camvid.onnx", "openvino", "bf16")),
+    ("auto", "bf16", ("camvid.onnx", "openvino", "bf16")),
+    ("torch", "auto", ("camvid.pt", "torch", "fp32")),
+])
+def test_explicit_requests(backend: str, precision: str, expected: tuple[str, str, str],
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("unetrt.backends.openvino.openvino_available", lambda: False)
+    choice = choose_model("camvid", backend, precision, "cpu")
+    assert (choice.path.name, choice.backend, choice.precision) == expected
+
+
+def test_a_gpu_keeps_the_fp32_model() -> None:
+    assert choose_model("camvid", device="cuda") == ModelChoice(MODELS_DIR / "camvid.onnx", "onnxruntime", "fp32")
+
+
+@pytest.mark.parametrize("backend, precision, message", [
+    ("onnxruntime", "bf16", "OpenVINO's inference-precision hint"),
+    ("torch", "int8", "runs in fp32 on torch"),
+    ("auto", "int4", "unknown precision"),
+    ("tensorflow", "auto", "unknown backend"),
+])
+def test_impossible_bundled_requests(backend: str, precision: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        choose_model("camvid", backend, precision, "cpu")
+
+
+def test_a_path_runs_at_its_own_precision(tiny_model_files: dict[str, Path]) -> None:
+    assert choose_model(tiny_model_files["onnx"]).backend == "onnxruntime"
+    assert choose_model(tiny_model_files["onnx"], "openvino", "bf16").precision == "bf16"
+    with pytest.raises(ValueError, match="runs at the precision it was exported with"):
+        choose_model(tiny_model_files["onnx"], precision="int8")
+    with pytest.raises(ValueError, match="'onnxruntime' or 'openvino'"):
+        choose_model(tiny_model_files["onnx"], "torch")
+
+
+def test_precision_variants_share_their_model_name() -> None:
+    assert not any("." in name for name in bundled_model_names())
+    assert backends.resolve_model("camvid", "onnxruntime", "fp32")[0].name == "camvid.onnx"

@@ -1,0 +1,124 @@
+"""OpenVINO backend: agreement with ONNX Runtime on FP32, INT8 QDQ and IR, shape cache, errors in one line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unetrt.backends import open_backend
+from unetrt.backends.openvino import MISSING_OPENVINO, OpenVinoBackend, openvino_available
+
+requires_openvino = pytest.mark.skipif(not openvino_available(), reason="needs openvino (pip install openvino)")
+
+
+def _ort_logits(path: Path, batch: np.ndarray) -> np.ndarray:
+    with open_backend(path, "onnxruntime") as backend:
+        return backend.infer(batch)
+
+
+def test_without_openvino_the_message_says_how_to_install(tiny_model_files: dict[str, Path],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(ImportError) as caught:
+        open_backend(tiny_model_files["onnx"], "openvino")
+    assert str(caught.value) == MISSING_OPENVINO
+    assert "pip install" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@requires_openvino
+def test_fp32_onnx_matches_onnxruntime_and_caches_per_shape(tiny_model_files: dict[str, Path]) -> None:
+    rng = np.random.default_rng(0)
+    with OpenVinoBackend(tiny_model_files["onnx"], threads=1) as backend:
+        assert backend.name == "openvino" and backend.info.name == "tiny" and backend.threads == 1
+        for shape in ((1, 3, 32, 48), (2, 3, 16, 16), (1, 3, 32, 48)):
+            batch = rng.standard_normal(shape).astype(np.float32)
+            logits = backend.infer(batch)
+            assert logits.dtype == np.float32 and logits.shape == (shape[0], 3, *shape[2:])
+            np.testing.assert_allclose(logits, _ort_logits(tiny_model_files["onnx"], batch), atol=1e-4, rtol=1e-4)
+        assert len(backend._requests) == 2, "one compiled model per input shape"
+
+
+@requires_openvino
+def test_int8_qdq_model_runs_close_to_onnxruntime(tiny_int8_onnx: Path) -> None:
+    batch = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    with open_backend(tiny_int8_onnx, "openvino") as backend:
+        logits = backend.infer(batch)
+    reference = _ort_logits(tiny_int8_onnx, batch)
+    assert (logits.argmax(1) == reference.argmax(1)).mean() > 0.9
+
+
+@requires_openvino
+def test_ir_keeps_the_model_description(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    from unetrt.backends.openvino import write_ir
+
+    xml = write_ir(tiny_model_files["onnx"], tmp_path / "tiny.xml")
+    assert xml.is_file() and xml.with_suffix(".bin").is_file()
+    batch = np.random.default_rng(2).standard_normal((1, 3, 16, 32)).astype(np.float32)
+    with open_backend(xml) as backend:
+        assert backend.name == "openvino" and backend.info.class_names == ("class0", "class1", "class2")
+        np.testing.assert_allclose(backend.infer(batch), _ort_logits(tiny_model_files["onnx"], batch), atol=1e-4)
+
+
+@requires_openvino
+def test_bf16_hint_where_the_cpu_has_it(tiny_model_files: dict[str, Path]) -> None:
+    from unetrt.backends.openvino import cpu_has_bf16
+
+    if not cpu_has_bf16():
+        with pytest.raises(ValueError, match="no native BF16"):
+            OpenVinoBackend(tiny_model_files["onnx"], precision="bf16")
+        return
+    batch = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    with OpenVinoBackend(tiny_model_files["onnx"], precision="bf16") as backend:
+        logits = backend.infer(batch)
+    reference = _ort_logits(tiny_model_files["onnx"], batch)
+    assert (logits.argmax(1) == reference.argmax(1)).mean() > 0.9
+
+
+@requires_openvino
+@pytest.mark.parametrize("content, message", [(b"not a model at all", "OpenVINO cannot read"),
+                                              (b"\x08\x07\x12\x03abc", "OpenVINO cannot read")])
+def test_corrupt_file_is_one_value_error(content: bytes, message: str, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.xml"
+    broken.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as caught:
+        OpenVinoBackend(broken)
+    assert "\n" not in str(caught.value)
+
+
+@requires_openvino
+def test_onnx_without_metadata_is_refused(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["image"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 8, 8])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "bare.onnx"))
+    with pytest.raises(ValueError, match="unet-export"):
+        OpenVinoBackend(tmp_path / "bare.onnx")
+
+
+@requires_openvino
+@pytest.mark.parametrize("kwargs, message", [({"device": "cuda"}, "runs on the CPU"), ({"precision": "int4"}, "fp32"),
+                                             ({"threads": 0}, "threads")])
+def test_bad_options(kwargs: dict[str, object], message: str, tiny_model_files: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match=message):
+        OpenVinoBackend(tiny_model_files["onnx"], **kwargs)  # type: ignore[arg-type]
+
+
+@requires_openvino
+def test_closed_backend_and_bad_batch(tiny_model_files: dict[str, Path]) -> None:
+    backend = OpenVinoBackend(tiny_model_files["onnx"])
+    with pytest.raises(ValueError, match="channels"):
+        backend.infer(np.zeros((1, 1, 16, 16), np.float32))
+    backend.close()
+    with pytest.raises(ValueError, match="closed"):
+        backend.infer(np.zeros((1, 3, 16, 16), np.float32))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        open_backend(tmp_path / "nothing.xml")
