@@ -170,10 +170,11 @@ class ModelFiles:
 
 
 def _read_info(files: dict[str, Path]) -> ModelInfo:
-    if "onnxruntime" in files or "int8" in files:
+    onnx_file = files.get("onnxruntime") or files.get("int8")
+    if onnx_file is not None:
         from unetrt.backends.onnxruntime import read_onnx_info
 
-        return read_onnx_info(files.get("onnxruntime", files.get("int8")))
+        return read_onnx_info(onnx_file)
     if "torch" in files:
         from unetrt.export.checkpoint import load_checkpoint
 
@@ -274,7 +275,9 @@ def synthetic_model(base: int) -> ModelFiles:
     save_checkpoint(folder / "unet.pt", model, info)
     export_onnx(model, info, folder / "unet.onnx")
     files = {"torch": folder / "unet.pt", "onnxruntime": folder / "unet.onnx"}
-    missing = {"tensorrt": "--unet-base builds no TensorRT plan; build one with unet-build and pass --engine FILE.plan"}
+    missing = {"tensorrt": "--unet-base builds no TensorRT plan; build one with unet-build and pass --engine FILE.plan",
+               "int8": "--unet-base builds no INT8 model; export one with --int8, pass --engine FILE.onnx",
+               "openvino": "--unet-base runs no OpenVINO rows; pass --engine FILE.onnx"}
     return ModelFiles(info.name, files, missing, info, files["onnxruntime"], scratch=scratch)
 
 

@@ -60,8 +60,8 @@ def _matmul_onnx(size: int, quantized: bool) -> bytes:
             numpy_helper.from_array(np.round(weight / scale).astype(np.int8), "w_q"),
             numpy_helper.from_array(scale.astype(np.float32), "w_scale"),
             numpy_helper.from_array(np.zeros(size, np.int8), "w_zero"),
-            numpy_helper.from_array(np.float32(4.0 / 127), "x_scale"),
-            numpy_helper.from_array(np.int8(0), "x_zero"),
+            numpy_helper.from_array(np.array(4.0 / 127, np.float32), "x_scale"),
+            numpy_helper.from_array(np.array(0, np.int8), "x_zero"),
         ]
         nodes += [
             helper.make_node("QuantizeLinear", ["image", "x_scale", "x_zero"], ["x_q"]),

@@ -180,7 +180,7 @@ def quantize_onnx(fp32_onnx: str | Path, output: str | Path, batches: Sequence[n
         head = [node.name for node in graph.node if outputs & set(node.output)]
         symmetric = target == "tensorrt"
         quantize_static(
-            str(prepared), str(output), _BatchReader(batches),  # type: ignore[arg-type]
+            str(prepared), str(output), _BatchReader(batches),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8, calibrate_method=methods[method], nodes_to_exclude=head,

@@ -1,15 +1,34 @@
-"""The bundled models: PyTorch and ONNX Runtime agree, and unet-eval reproduces the stated figures."""
+"""The bundled models: PyTorch and ONNX Runtime agree, and unet-eval reproduces the stated figures of every
+precision on every installed CPU engine; INT8 keeps the accuracy of FP32."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from unetrt.backends.openvino import openvino_available
 from unetrt.bundled import MODELS_DIR, bundled_model_names
 from unetrt.datasets import list_images, read_image
+
+# Within 1 point of mean IoU; binary models: within 0.005 of the ISBI challenge pixel error.
+MAX_MEAN_IOU_LOSS = 0.01
+MAX_PIXEL_ERROR_GAIN = 0.005
+
+
+def _stated(name: str) -> dict[str, Any]:
+    return dict(json.loads((MODELS_DIR / f"{name}.json").read_text()))
+
+
+def _stated_variants() -> list[tuple[str, str, str]]:
+    runs = []
+    for name in bundled_model_names():
+        for precision, entry in _stated(name).get("variants", {}).items():
+            runs += [(name, precision, engine) for engine in ("onnxruntime", "openvino") if engine in entry]
+    return runs
 
 
 @pytest.mark.parametrize("name", bundled_model_names())
@@ -18,7 +37,8 @@ def test_torch_and_onnxruntime_logits_agree(name: str, shared_data: Path) -> Non
     from unetrt.backends import open_backend
     from unetrt.preprocessing import prepare_input
 
-    with open_backend(name, "onnxruntime") as onnx_net, open_backend(name, "torch", device="cpu") as torch_net:
+    with open_backend(name, "onnxruntime", precision="fp32") as onnx_net, \
+            open_backend(name, "torch", device="cpu") as torch_net:
         info = onnx_net.info
         folder = shared_data / ("camvid/val" if name == "camvid" else "isbi2012-em/images")
         for path in list_images(folder)[::25]:
@@ -32,16 +52,55 @@ def test_torch_and_onnxruntime_logits_agree(name: str, shared_data: Path) -> Non
             assert difference <= 1e-4, f"{path.name}: max |logit difference| {difference:.2e}"
 
 
-@pytest.mark.parametrize("name", bundled_model_names())
-def test_unet_eval_reproduces_stated_validation_figures(name: str, shared_data: Path) -> None:
+def _evaluate(name: str, backend: str, precision: str, shared_data: Path) -> dict[str, Any]:
     from unetrt.evaluate import evaluate
     from unetrt.segmenter import Segmenter
 
-    stated = json.loads((MODELS_DIR / f"{name}.json").read_text())
-    with Segmenter(name) as segmenter:
-        figures = evaluate(segmenter, shared_data / stated["images"], shared_data / stated["labels"],
-                           stems=stated.get("stems"))
-    for key, value in stated["validation"].items():
+    stated = _stated(name)
+    with Segmenter(name, backend=backend, precision=precision, device="cpu") as segmenter:
+        return evaluate(segmenter, shared_data / stated["images"], shared_data / stated["labels"],
+                        stems=stated.get("stems"))
+
+
+@pytest.mark.parametrize("name", bundled_model_names())
+def test_unet_eval_reproduces_stated_validation_figures(name: str, shared_data: Path) -> None:
+    figures = _evaluate(name, "onnxruntime", "fp32", shared_data)
+    for key, value in _stated(name)["validation"].items():
         # ONNX Runtime's CPU kernels differ in the last bits between processors; a handful of
         # pixels may flip, which moves a split-level figure by far less than this.
         assert figures[key] == pytest.approx(value, abs=5e-4), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, precision, engine", _stated_variants())
+def test_every_precision_reproduces_its_stated_figures(name: str, precision: str, engine: str,
+                                                       shared_data: Path) -> None:
+    if engine == "openvino" and not openvino_available():
+        pytest.skip("needs openvino (pip install 'unetrt[openvino]')")
+    if precision == "bf16":
+        from unetrt.backends.openvino import cpu_has_bf16
+
+        if not cpu_has_bf16():
+            pytest.skip("this CPU has no native BF16")
+    figures = _evaluate(name, engine, precision, shared_data)
+    # INT8 and BF16 kernels round differently on CPUs with and without VNNI / AVX-512 BF16: allow more there.
+    tolerance = 5e-4 if precision in ("fp32", "fp16") else 3e-3
+    for key, value in _stated(name)["variants"][precision][engine].items():
+        if isinstance(value, float):
+            assert figures[key] == pytest.approx(value, abs=tolerance), key
+
+
+@pytest.mark.parametrize("name", bundled_model_names())
+def test_stated_int8_keeps_the_fp32_accuracy(name: str) -> None:
+    stated = _stated(name)
+    assert (MODELS_DIR / f"{name}.int8.onnx").is_file(), "every bundled model ships an INT8 variant"
+    int8 = stated["variants"]["int8"]
+    assert int8["quantization"]["target"] == "cpu" and int8["quantization"]["format"] == "QDQ"
+    fp32 = stated["validation"]
+    for engine in ("onnxruntime", "openvino"):
+        if engine not in int8:
+            continue
+        if "mean_iou" in fp32:
+            assert fp32["mean_iou"] - int8[engine]["mean_iou"] <= MAX_MEAN_IOU_LOSS, engine
+        else:
+            assert int8[engine]["challenge_pixel_error"] - fp32["challenge_pixel_error"] <= MAX_PIXEL_ERROR_GAIN, engine

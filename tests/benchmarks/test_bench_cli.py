@@ -84,7 +84,7 @@ def test_table_is_printed_with_ratios(tiny_model_files: dict[str, Path], capsys:
     assert code == 0
     assert "Note: shared machine" in out
     assert "| PyTorch eager FP32 | cpu | 1x32x32 |" in out
-    assert "1.00×" in out and "| ONNX Runtime |" in out
+    assert "1.00×" in out and "| ONNX Runtime FP32 |" in out
     assert "Machine:" in out
 
 
@@ -163,8 +163,39 @@ def test_default_selection_runs_what_exists_baseline_first(tiny_model_files: dic
     variants, notes = select_variants(None, model, "fp32")
     keys = [v.key for v in variants]
     assert keys[0] == "torch-fp32"
-    assert set(keys) == {"torch-fp32", "torch-fp16", "torch-channels-last", "torch-cuda-graphs", "onnxruntime"}
+    from unetrt.backends.openvino import openvino_available
+
+    openvino = {"openvino-fp32", "openvino-bf16"} if openvino_available() else set()
+    assert set(keys) == {"torch-fp32", "torch-fp16", "torch-channels-last", "torch-cuda-graphs", "onnxruntime",
+                         *openvino}
     assert any("tiny.plan" in note for note in notes)
+    assert any("tiny.int8.onnx does not exist" in note for note in notes)
+
+
+def test_int8_sibling_adds_the_int8_rows(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path) -> None:
+    from unetrt.backends.openvino import openvino_available
+
+    model = locate_model(str(tiny_model_files["onnx"]))
+    assert model.files["int8"] == tiny_int8_onnx
+    variants, _ = select_variants(["onnxruntime", "openvino-int8"] if openvino_available() else ["onnxruntime"],
+                                  model, "fp32")
+    assert [v.key for v in variants][:2] == ["onnxruntime", "onnxruntime-int8"]
+    assert all(v.precision == "int8" for v in variants[1:])
+    assert all(v.file_key == "int8" for v in variants[1:])
+
+
+def test_int8_rows_run_with_ratios_to_onnxruntime_fp32(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path,
+                                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "int8.json"
+    code, text, _ = _run(["--engine", str(tiny_int8_onnx), "--precision", "int8", "--backend", "onnxruntime",
+                          *FAST, "--json", str(out)], capsys)
+    assert code == 0, text
+    results = {r["variant"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(results) == {"onnxruntime", "onnxruntime-int8"}
+    assert results["onnxruntime"]["speedup_vs_onnxruntime_fp32"] == pytest.approx(1.0)
+    assert results["onnxruntime-int8"]["precision"] == "int8"
+    assert results["onnxruntime-int8"]["model_file"] == str(tiny_int8_onnx)
+    assert "× ORT FP32" in text
 
 
 def test_parse_batches() -> None:
