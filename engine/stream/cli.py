@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a bundled model's precision (auto: the fastest installed engine and precision that "
                              "keeps the accuracy; bf16 is OpenVINO's hint)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=int, default=None, help="CPU inference threads (ONNX Runtime, torch)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU inference threads (ONNX Runtime, OpenVINO, torch)")
     parser.add_argument("--visualize", default="overlay", help="overlay, mask or overlay,mask (side by side)")
     parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay, 0..1")
     parser.add_argument("--input-width", type=int, default=None, help="resize frames (and ask cameras) to this width")
