@@ -149,3 +149,11 @@ def test_binary_figures_include_the_challenge_protocol(tiny_binary_onnx: Path, t
         pixel_f.append(2 * tp / (2 * tp + wrong) if tp + wrong else 0.0)
     assert figures["challenge_pixel_error"] == pytest.approx(1 - max(pixel_f))
     assert {"iou", "dice", "pixel_error", "rand_error"} <= set(figures)
+
+
+def test_cli_precision_reaches_the_segmenter(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    images, labels = make_folders(tmp_path)
+    proc = run_cli("--model", str(tiny_model_files["onnx"]), "--images", str(images), "--labels", str(labels),
+                   "--precision", "int8", cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "runs at the precision it was exported with" in lines[0]

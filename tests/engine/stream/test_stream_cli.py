@@ -102,3 +102,17 @@ def test_ctrl_c_finishes_the_video_and_prints_the_summary(tmp_path: Path, tiny_m
     assert "processed" in stdout and "interrupted" in stderr
     written = json.loads(stats.read_text())["written"]
     assert written > 0 and count_video_frames(out) == written
+
+
+@pytest.mark.skipif("camvid" not in bundled_model_names(), reason="the bundled camvid model is not in this checkout")
+def test_precision_is_passed_to_the_segmenter(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.stream.cli import _segmenter_options, build_parser
+
+    args = build_parser().parse_args(["sample", "--precision", "int8", "--backend", "onnxruntime"])
+    assert _segmenter_options(args)["precision"] == "int8"
+    video = write_video(tmp_path / "in.mp4", 2, size=(160, 120))
+    assert main([str(video), str(tmp_path / "out.mp4"), "--model", "camvid", "--precision", "int8",
+                 "--backend", "onnxruntime"]) == 0
+    assert main([str(video), str(tmp_path / "out.mp4"), "--model", "camvid", "--precision", "bf16",
+                 "--backend", "onnxruntime"]) == 2
+    assert "OpenVINO's inference-precision hint" in capsys.readouterr().err
