@@ -1,14 +1,18 @@
 """``unet-bench``: every backend side by side on the same model, in one process.
 
 Times PyTorch (eager FP32, eager FP16, channels_last, CUDA graphs), ONNX Runtime
+(FP32 and the INT8 QDQ model ``NAME.int8.onnx`` beside it), OpenVINO (FP32, BF16, INT8)
 and TensorRT on the same input, after warm-up, in several trials, and reports the
 median of the trial medians with its spread, latency percentiles, throughput,
 achieved TFLOP/s (convolution FLOPs counted from the ONNX graph), peak host and
-device memory and each variant's speed-up over PyTorch eager FP32 on the same device.
+device memory and each variant's speed-up over PyTorch eager FP32 and over ONNX
+Runtime FP32 on the same device; ``--matmul`` adds this CPU's dense INT8/BF16/FP32
+matmul rate (:mod:`unetrt.benchmarks.bench_matmul`) and each row's share of it.
 GPU work is timed with CUDA events, CPU work with ``time.perf_counter_ns``.
 
 Example:
     unet-bench --engine camvid --backend onnxruntime --backend torch --shape 480x360 --json out.json
+    unet-bench --engine camvid --shape 480x360 --end-to-end --threads 2 --matmul   # every CPU row
     unet-bench --engine unet.plan --batch 1,8 --no-data-transfers
     unet-bench --unet-base 32 --shape 512x512 --device cuda
 """
@@ -110,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--unet-base", type=_positive(int), metavar="N",
                         help="benchmark an untrained U-Net with N base channels (depth 5, 11 classes), built here")
     parser.add_argument("--backend", action="append", default=None,
-                        help="torch (all PyTorch variants), onnxruntime, tensorrt, or one variant key "
-                             "(torch-fp32, torch-fp16, torch-channels-last, torch-cuda-graphs); repeat for several. "
+                        help="torch, onnxruntime, openvino (all their variants whose files exist), tensorrt, or one "
+                             "variant key (torch-fp32, torch-fp16, torch-channels-last, torch-cuda-graphs, "
+                             "onnxruntime-int8, openvino-fp32, openvino-bf16, openvino-int8); repeat for several. "
                              "Default: every backend whose model file exists")
     parser.add_argument("--batch", type=parse_batches, default=[1], help="batch sizes, comma-separated (default 1)")
     parser.add_argument("--shape", type=parse_size, action="append", default=None, metavar="WxH",
