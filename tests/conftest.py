@@ -67,13 +67,15 @@ def tiny_model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
 
 
 @pytest.fixture(scope="session")
-def tiny_int8_onnx(tiny_model_files: dict[str, Path]) -> Path:
-    """The tiny model quantized to QDQ INT8 (MinMax) on random calibration batches, as ``tiny.int8.onnx``."""
+def tiny_int8_onnx(tiny_model_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model quantized to QDQ INT8 (MinMax) on random calibration batches, as ``tiny.int8.onnx`` in a
+    folder of its own (beside tiny.onnx it would add INT8 rows wherever the tiny model is benchmarked)."""
     pytest.importorskip("onnx")
     import numpy as np
 
-    from unetrt.export.quantize import int8_path, quantize_onnx
+    from unetrt.export.quantize import quantize_onnx
 
     rng = np.random.default_rng(0)
     batches = [rng.standard_normal((1, 3, 32, 48)).astype(np.float32) for _ in range(4)]
-    return quantize_onnx(tiny_model_files["onnx"], int8_path(tiny_model_files["onnx"]), batches, "minmax")
+    folder = tmp_path_factory.mktemp("tiny_int8")
+    return quantize_onnx(tiny_model_files["onnx"], folder / "tiny.int8.onnx", batches, "minmax")

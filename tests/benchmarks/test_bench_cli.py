@@ -172,11 +172,18 @@ def test_default_selection_runs_what_exists_baseline_first(tiny_model_files: dic
     assert any("tiny.int8.onnx does not exist" in note for note in notes)
 
 
-def test_int8_sibling_adds_the_int8_rows(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path) -> None:
+def _with_int8_sibling(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path, folder: Path) -> tuple[Path, Path]:
+    return (Path(shutil.copy(tiny_model_files["onnx"], folder / "tiny.onnx")),
+            Path(shutil.copy(tiny_int8_onnx, folder / "tiny.int8.onnx")))
+
+
+def test_int8_sibling_adds_the_int8_rows(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path,
+                                         tmp_path: Path) -> None:
     from unetrt.backends.openvino import openvino_available
 
-    model = locate_model(str(tiny_model_files["onnx"]))
-    assert model.files["int8"] == tiny_int8_onnx
+    fp32, int8 = _with_int8_sibling(tiny_model_files, tiny_int8_onnx, tmp_path)
+    model = locate_model(str(fp32))
+    assert model.files["int8"] == int8
     variants, _ = select_variants(["onnxruntime", "openvino-int8"] if openvino_available() else ["onnxruntime"],
                                   model, "fp32")
     assert [v.key for v in variants][:2] == ["onnxruntime", "onnxruntime-int8"]
@@ -186,15 +193,16 @@ def test_int8_sibling_adds_the_int8_rows(tiny_model_files: dict[str, Path], tiny
 
 def test_int8_rows_run_with_ratios_to_onnxruntime_fp32(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path,
                                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, int8 = _with_int8_sibling(tiny_model_files, tiny_int8_onnx, tmp_path)
     out = tmp_path / "int8.json"
-    code, text, _ = _run(["--engine", str(tiny_int8_onnx), "--precision", "int8", "--backend", "onnxruntime",
+    code, text, _ = _run(["--engine", str(int8), "--precision", "int8", "--backend", "onnxruntime",
                           *FAST, "--json", str(out)], capsys)
     assert code == 0, text
     results = {r["variant"]: r for r in json.loads(out.read_text())["results"]}
     assert set(results) == {"onnxruntime", "onnxruntime-int8"}
     assert results["onnxruntime"]["speedup_vs_onnxruntime_fp32"] == pytest.approx(1.0)
     assert results["onnxruntime-int8"]["precision"] == "int8"
-    assert results["onnxruntime-int8"]["model_file"] == str(tiny_int8_onnx)
+    assert results["onnxruntime-int8"]["model_file"] == str(int8)
     assert "× ORT FP32" in text
 
 
