@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     int8.add_argument("--calibration-count", type=int, default=32, metavar="N",
                       help="frames taken evenly from the folder (default 32; about 2 million network pixels in "
                            "all is enough: 8 for 512x512 frames, whose histograms take ~300 MB each)")
+    int8.add_argument("--calibration-stems", type=parse_stems, default=None,
+                      help="calibrate only on these file stems, e.g. 00-19 (keeps held-out frames unseen)")
     int8.add_argument("--calibration-method", default=None, help="percentile (default), entropy or minmax")
     int8.add_argument("--int8-target", default="cpu",
                       help="cpu (default: uint8 activations, for OpenVINO and ONNX Runtime) or tensorrt (symmetric "
@@ -165,7 +167,7 @@ def export_int8(output: Path, args: argparse.Namespace) -> None:
         quantize_onnx,
     )
 
-    frames = calibration_frames(args.calibration, args.calibration_count)
+    frames = calibration_frames(args.calibration, args.calibration_count, args.calibration_stems)
     batches = calibration_batches(output, frames)
     method = args.calibration_method or DEFAULT_METHOD
     quantized = quantize_onnx(output, int8_path(output), batches, method, args.int8_target)
@@ -181,8 +183,8 @@ def export_int8(output: Path, args: argparse.Namespace) -> None:
 
 def _check_int8_arguments(args: argparse.Namespace) -> None:
     if not args.int8:
-        given = [f"--{name.replace('_', '-')}" for name in ("calibration", "check_images", "check_labels")
-                 if getattr(args, name) is not None]
+        options = ("calibration", "calibration_stems", "check_images", "check_labels")
+        given = [f"--{name.replace('_', '-')}" for name in options if getattr(args, name) is not None]
         if given:
             raise ValueError(f"{', '.join(given)} only apply with --int8")
         return

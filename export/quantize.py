@@ -278,14 +278,29 @@ def check_accuracy(fp32_onnx: str | Path, int8_onnx: str | Path, images: str | P
     return checks
 
 
-def calibration_frames(folder: str | Path, count: int) -> list[Path]:
+def calibration_frames(folder: str | Path, count: int, stems: Sequence[str] | None = None) -> list[Path]:
     """``count`` image files spread evenly over a folder (sorted by name, so over its sequences).
+
+    Args:
+        folder: the image folder.
+        count: how many frames.
+        stems: take them only among these file stems (e.g. the training slices, to keep held-out ones unseen).
 
     Raises:
         FileNotFoundError: when the folder does not exist.
-        ValueError: when it holds no image, or count is not positive.
+        ValueError: when it holds no image, a stem is missing, or count is not positive.
+
+    Example:
+        >>> calibration_frames("isbi2012-em/images", 8, [f"{i:02d}" for i in range(20)])  # doctest: +SKIP
     """
-    return pick_evenly(list_images(folder), count)
+    images = list_images(folder)
+    if stems is not None:
+        wanted = set(stems)
+        missing = wanted - {image.stem for image in images}
+        if missing:
+            raise ValueError(f"calibration stems not in {str(folder)!r}: {', '.join(sorted(missing))}")
+        images = [image for image in images if image.stem in wanted]
+    return pick_evenly(images, count)
 
 
 def read_quantization(path: str | Path) -> dict[str, Any] | None:

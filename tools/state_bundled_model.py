@@ -18,7 +18,8 @@ Example:
     python tools/state_bundled_model.py camvid --run runs/camvid_ft2 --previous runs/camvid \\
         --images camvid/val --labels camvid/valannot --calibration camvid/train
     python tools/state_bundled_model.py isbi --checkpoint engine/models/isbi.pt --images isbi2012-em/images \\
-        --labels isbi2012-em/labels --stems 20-23 --calibration isbi2012-em/images
+        --labels isbi2012-em/labels --stems 20-23 --calibration isbi2012-em/images --calibration-stems 00-19 \\
+        --calibration-count 8
 """
 
 from __future__ import annotations
@@ -110,6 +111,8 @@ def _run(args: argparse.Namespace) -> None:
                    "--check-images", str(images), "--check-labels", str(labels)]
     if args.stems:
         export_args += ["--check-stems", ",".join(args.stems)]
+    if args.calibration_stems:
+        export_args += ["--calibration-stems", ",".join(args.calibration_stems)]
     if export_main(export_args) != 0:
         raise RuntimeError(f"unet-export of {checkpoint} failed (see the line above)")
     save_checkpoint(pt_path, model, info)
@@ -122,8 +125,8 @@ def _run(args: argparse.Namespace) -> None:
         "stems": args.stems,
         "validation": {k: v for k, v in figures.items() if isinstance(v, float)},
         "per_class_iou": figures.get("per_class_iou"),
-        "calibration": {"images": args.calibration, "count": args.calibration_count,
-                        "method": args.calibration_method},
+        "calibration": {"images": args.calibration, "stems": args.calibration_stems,
+                        "count": args.calibration_count, "method": args.calibration_method},
         "variants": score_variants(args.name, images, labels, args.stems),
         **history,
     }
@@ -145,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stems", type=parse_stems, default=None, help="held-out stems, e.g. 20-23")
     parser.add_argument("--calibration", required=True,
                         help="INT8 calibration frames, relative to ../shared/data (e.g. camvid/train)")
+    parser.add_argument("--calibration-stems", type=parse_stems, default=None,
+                        help="calibrate only on these stems, e.g. 00-19 (the training slices)")
     parser.add_argument("--calibration-count", type=int, default=32, help="calibration frames (default 32)")
     parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=DEFAULT_METHOD,
                         help=f"INT8 calibration (default {DEFAULT_METHOD})")

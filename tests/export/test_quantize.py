@@ -195,3 +195,13 @@ def test_unet_export_int8_writes_or_refuses(passes: bool, tiny_model_files: dict
 def test_quantization_record_is_json(tiny_int8_onnx: Path) -> None:
     props = {p.key: p.value for p in onnx.load(str(tiny_int8_onnx)).metadata_props}
     assert json.loads(props[quantize.QUANTIZATION_KEY])["format"] == "QDQ"
+
+
+def test_calibration_frames_can_be_restricted_to_stems(tmp_path: Path) -> None:
+    from unetrt.export.quantize import calibration_frames
+
+    _frames(tmp_path / "slices", [(16, 16)] * 10)
+    picked = calibration_frames(tmp_path / "slices", 3, [f"{i:02d}" for i in range(6)])
+    assert [p.stem for p in picked] == ["00", "02", "04"]
+    with pytest.raises(ValueError, match="calibration stems not in"):
+        calibration_frames(tmp_path / "slices", 3, ["42"])
