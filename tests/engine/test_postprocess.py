@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from unetrt.metrics import IsbiChallengeScorer, _components
-from unetrt.postprocess import seeded_watershed
+from unetrt.postprocess import BinaryCleanup, fill_holes, seeded_watershed
 
 
 def two_cells_with_a_gap(gap: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
@@ -79,3 +79,28 @@ def test_bad_settings_raise_value_error(kwargs: dict[str, float], message: str) 
 def test_a_map_that_is_not_2d_is_refused() -> None:
     with pytest.raises(ValueError, match="HxW"):
         seeded_watershed(np.zeros((2, 4, 4), np.float32))
+
+
+def test_fill_holes_fills_enclosed_specks_only() -> None:
+    mask = np.ones((10, 10), np.uint8)
+    mask[2:4, 2:4] = 0   # a 4-pixel speck inside
+    mask[6:9, 6:9] = 0   # a 9-pixel one
+    mask[0, 5] = 0       # a speck on the border: not enclosed
+    filled = fill_holes(mask, 5)
+    assert filled[2:4, 2:4].all() and not filled[6:9, 6:9].any() and filled[0, 5] == 0
+    assert np.array_equal(fill_holes(mask, 0), mask)
+
+
+def test_cleanup_modes_and_their_errors() -> None:
+    probability, truth = two_cells_with_a_gap()
+    probability[3, 3] = 0.1  # a speck inside the left cell
+    plain = BinaryCleanup().apply(probability, 0.5)
+    assert np.array_equal(plain, (probability > 0.5).astype(np.uint8))
+    assert BinaryCleanup("fill-holes", max_hole_area=2).apply(probability, 0.5)[3, 3] == 1
+    cleaned = BinaryCleanup("watershed", max_hole_area=2, seed_threshold=0.9, min_seed_area=5).apply(probability, 0.5)
+    assert _components(cleaned > 0).max() == 2 and cleaned[3, 3] == 1
+    assert np.array_equal(cleaned > 0, truth > 0)
+    with pytest.raises(ValueError, match="unknown post-processing"):
+        BinaryCleanup("erode")
+    with pytest.raises(ValueError, match="hole area"):
+        BinaryCleanup("fill-holes", max_hole_area=-1)
