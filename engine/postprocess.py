@@ -147,8 +147,8 @@ def seeded_watershed(probability: np.ndarray, threshold: float = 0.5, seed_thres
     markers[background] = background_marker
     # cv2.watershed floods the 8-bit image from low to high: low values are where cells are surest.
     # It marks the image's outermost pixels as boundary, so it runs on a copy one pixel larger all round.
-    relief = np.clip((1.0 - probability) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    relief = cv2.copyMakeBorder(relief, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
+    relief = cv2.copyMakeBorder(np.clip((1.0 - probability) * 255.0 + 0.5, 0, 255).astype(np.uint8),
+                                1, 1, 1, 1, cv2.BORDER_REPLICATE)
     flooded = cv2.copyMakeBorder(markers, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     cv2.watershed(cv2.merge((relief, relief, relief)), flooded)
     markers = flooded[1:-1, 1:-1]

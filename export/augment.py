@@ -73,7 +73,7 @@ class AugmentConfig:
     def parse(cls, text: str, **settings: Any) -> AugmentConfig:
         """From a comma-separated list such as ``"hflip,vflip,elastic"`` (``"none"`` or empty: nothing)."""
         names = tuple(n.strip() for n in text.split(",") if n.strip() and n.strip() != "none")
-        return cls(names, **settings)  # type: ignore[arg-type]
+        return cls(names, **settings)
 
 
 def elastic_field(height: int, width: int, sigma: float, grid: int, rng: np.random.Generator) -> np.ndarray:
