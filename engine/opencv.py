@@ -37,8 +37,9 @@ def import_cv2() -> ModuleType:
         >>> import_cv2().__name__
         'cv2'
     """
-    if "cv2" in sys.modules:
-        return sys.modules["cv2"]
+    loaded = sys.modules.get("cv2")
+    if loaded is not None:
+        return loaded
     # NumPy 2 writes its "compiled using NumPy 1.x" warning and a stack to sys.stderr before the import fails;
     # it is captured so the user sees one line, and replayed when the import fails for another reason.
     captured = io.StringIO()
