@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 from tqdm import tqdm
 
-from ..cli import parse_size, run_cli
+from ..cli import HelpFormatter, parse_size, run_cli
 from .flip import FLIPS
 from .pipeline import Stream
 from .sinks import display_available
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                "out.avi (Motion JPEG), a folder, out/frame_%04d.png, http://127.0.0.1:8080 (live view in a "
                "browser on this machine; http://0.0.0.0:8080 serves every network interface). "
                "Sizes are WIDTHxHEIGHT or separate widths and heights, in pixels.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("input", help="input URI (see below)")
     parser.add_argument("output", nargs="?", default=None,
