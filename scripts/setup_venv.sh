@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv (once) with CPU PyTorch, unetrt in strict editable mode and the given extras; a re-run with
-# nothing changed skips pip (the inputs' hash is kept in .venv/unetrt-setup.sha256).
+# nothing changed skips pip (the inputs' hash and the installed extras are kept in .venv/unetrt-setup.stamp).
 # Usage: scripts/setup_venv.sh [extras]   e.g. scripts/setup_venv.sh export,dev
 # OpenCV: the 'opencv' extra (opencv-python-headless) is added only when no cv2 imports, so a system OpenCV
 # (JetPack's, with GStreamer; reached through a venv made with --system-site-packages) is kept.
@@ -19,16 +19,19 @@ print("yes" if ours or importlib.util.find_spec("cv2") is None else "no")
 PY
 )
 [ "$pip_opencv" = yes ] && extras="${extras:+${extras},}opencv"
+# Extras only accumulate: demo.sh (export) after test.sh (export,dev) must not reinstall.
+stamp=.venv/unetrt-setup.stamp
+installed=$([ -f "$stamp" ] && sed -n 's/^extras=//p' "$stamp" || true)
+extras=$(printf '%s\n' ${extras//,/ } ${installed//,/ } | sort -u | paste -sd, -)
 # The strict editable install links each package file into build/, so the list of files is part of the state,
 # as are the C++/CUDA sources of unetrt._tiling and this script's own pins.
-stamp=.venv/unetrt-setup.sha256
 state=$( {
-  echo "extras=${extras} python=$(.venv/bin/python -V 2>&1) UNETRT_CUDA=${UNETRT_CUDA:-auto}"
+  echo "python=$(.venv/bin/python -V 2>&1) UNETRT_CUDA=${UNETRT_CUDA:-auto}"
   cat setup.py pyproject.toml scripts/setup_venv.sh
   find engine export benchmarks -name '*.py' -o -name py.typed -o -path '*/models/*' -o -path '*/samples/*' | sort
   cat cpp_ext/*
 } | sha256sum | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$state" ] \
+if [ "$extras" = "$installed" ] && grep -qx "state=${state}" "$stamp" 2>/dev/null \
    && .venv/bin/python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("unetrt") is None)' 2>/dev/null; then
   echo ".venv is up to date (extras: ${extras})"
   exit 0
@@ -50,4 +53,4 @@ if [[ ",${extras}," == *",dev,"* ]]; then
   # The stubs pin tensorrt==10.13 and its CUDA bindings, which PyPI cannot serve here; mypy needs only the .pyi files.
   pip install -q --no-deps "tensorrt-stubs==10.13.0.35.1"
 fi
-echo "$state" > "$stamp"
+printf 'state=%s\nextras=%s\n' "$state" "$extras" > "$stamp"
