@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from unetrt.cli import parse_size, run_cli
+from unetrt.cli import HelpFormatter, parse_size, run_cli
 from unetrt.geometry import check_input_size
 from unetrt.metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from unetrt.model_info import ModelInfo
@@ -270,15 +270,24 @@ def validate(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``unet-train``."""
-    parser = argparse.ArgumentParser(prog="unet-train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="unet-train", formatter_class=HelpFormatter,
+        description="Train a U-Net with Adam and early stopping and keep the best checkpoint. Every run writes "
+                    "log.csv, history.json, curves.png, best.pt, last.pt and run.json into --out.",
+        epilog="examples: unet-train --dataset camvid --data ../shared/data/camvid --base 16 --working-size 256x192 "
+               "--out runs/camvid; torchrun --nproc-per-node 2 -m unetrt.export.train ... (data-parallel; "
+               "--batch-size is per process). Sizes are WxH in pixels, e.g. 256x192.",
+    )
     parser.add_argument("--dataset", choices=("camvid", "isbi"), required=True, help="data set layout")
     parser.add_argument("--data", required=True, help="data set root folder")
     parser.add_argument("--out", default="runs/unet", help="output folder for checkpoints and logs")
     parser.add_argument("--name", default=None, help="model name stored in the checkpoint (default: dataset)")
     parser.add_argument("--base", type=int, default=64, help="channels of the first level (16 to 64)")
-    parser.add_argument("--depth", type=int, default=5)
-    parser.add_argument("--activation", choices=("elu", "relu"), default="elu")
-    parser.add_argument("--padding", choices=("same", "valid"), default="same")
+    parser.add_argument("--depth", type=int, default=5, help="levels of the U-Net (the paper's has 5)")
+    parser.add_argument("--activation", choices=("elu", "relu"), default="elu",
+                        help="activation after every convolution (the blog: elu; the paper: relu)")
+    parser.add_argument("--padding", choices=("same", "valid"), default="same",
+                        help="'valid' is the paper's unpadded network (572 -> 388); 'same' keeps the size")
     parser.add_argument("--batch-norm", action="store_true", help="batch normalisation after every 3x3 conv")
     parser.add_argument("--dropout", default="0.1,0.1,0.2,0.2,0.3", help="rates per level, comma-separated")
     parser.add_argument("--working-size", type=parse_size, default=None, metavar="WxH",
@@ -290,9 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-slices", default=None,
                         help="ISBI: contiguous block of slices that neither training nor selection sees "
                              "(reported with unet-eval --stems)")
-    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=50, help="most epochs to train (early stopping may end sooner)")
     parser.add_argument("--batch-size", type=int, default=16, help="samples per step and process")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--lr-schedule", choices=("none", "cosine", "plateau"), default="none",
                         help="cosine: anneal to lr/100 over --epochs; plateau: x0.5 after patience/2 stale epochs")
     parser.add_argument("--patience", type=int, default=5, help="early stopping patience in epochs")
@@ -315,10 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="scale: zoom factor drawn log-uniformly from [MIN, MAX] (e.g. 0.5,2), replaces --scale; "
                              "the shift grows with the zoom so that every part of the image can be seen")
     parser.add_argument("--shift", type=float, default=0.05, help="scale: shift range as a fraction of the size")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and augmentation")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to train (auto: cuda when available)")
     parser.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
                         help="mixed precision with channels_last: float16 autocast with loss scaling on CUDA, "
                              "bfloat16 autocast on CPUs with native BF16 (auto: on wherever supported)")
