@@ -5,6 +5,8 @@
 // the functions declared here trust the views they are given.
 #pragma once
 
+#include <math.h>
+
 #include <cstdint>
 #include <cstring>
 
@@ -18,7 +20,7 @@ namespace unetrt {
 
 constexpr int kMaxChannels = 4;
 
-enum class DType : int { u8 = 0, f16 = 1, f32 = 2 };
+enum class DType : int { u8 = 0, f16 = 1, f32 = 2, u16 = 3 };
 
 // An image H x W x C with strides in elements (any sign, any order), as numpy allows.
 struct ImageView {
@@ -71,6 +73,33 @@ struct FinishParams {
     float threshold;
 };
 
+// Bilinear resizes (finish_resized, resize_bilinear_u8) take sides up to 2^23 px: every output coordinate x and
+// x + 0.5 is then exact in float, so an identity resize maps each pixel onto itself.
+constexpr int64_t kMaxResizeSide = int64_t{1} << 23;
+
+// Kernels over image rows launch blocks of 8 rows with gridDim.y <= 65535: at most this many rows per launch.
+constexpr int64_t kMaxLaunchRows = int64_t{65535} * 8;
+
+// finish_resized: scores K x src_h x src_w (contiguous), the window rect (y0, x0, h, w) of it resized bilinearly
+// onto out_h x out_w, then mask = argmax over K (or value > threshold when binary) and/or probabilities = softmax
+// (sigmoid when binary) of the resized values, K x out_h x out_w. weight (src_h x src_w) divides every source value
+// before interpolation.
+struct FinishResizedParams {
+    int64_t classes, src_h, src_w;
+    int64_t rect_y, rect_x, rect_h, rect_w;
+    int64_t out_h, out_w;
+    DType score_dtype;  // f32 or f16
+    bool binary;
+    float threshold;
+    float scale_y, scale_x;  // rect_h / out_h, rect_w / out_w, rounded to float once by the host
+};
+
+// resize_bilinear_u8: in src_h x src_w x channels, out out_h x out_w x channels, both contiguous uint8.
+struct ResizeParams {
+    int64_t src_h, src_w, out_h, out_w, channels;
+    float scale_y, scale_x;
+};
+
 // Mirror index without repeating the edge pixel (numpy 'reflect', OpenCV BORDER_REFLECT_101); bounces back
 // and forth when i lies further out than the image is long.
 UNETRT_HD int64_t reflect_index(int64_t i, int64_t n) {
@@ -112,6 +141,39 @@ UNETRT_HD float mul_rn(float a, float b) { return a * b; }
 UNETRT_HD float add_rn(float a, float b) { return a + b; }
 UNETRT_HD float div_rn(float a, float b) { return a / b; }
 #endif
+
+// Where output coordinate o of an axis resized from n to m px samples the source (OpenCV INTER_LINEAR, half-pixel
+// centres): s = (o + 0.5) * scale - 0.5 with scale = n / m, clamped to [0, n - 1]; i0 = floor(s), i1 the next pixel
+// (i0 itself at the last pixel) and frac = s - i0. frac is 0 exactly when s is integral, so an identity resize copies.
+struct AxisSample {
+    int64_t i0, i1;
+    float frac;
+};
+
+UNETRT_HD AxisSample axis_sample(int64_t o, int64_t n, float scale) {
+    const float s = add_rn(mul_rn(add_rn(static_cast<float>(o), 0.5f), scale), -0.5f);
+    AxisSample a{0, 0, 0.0f};
+    if (s > 0.0f) {
+        const float whole = floorf(s);
+        a.i0 = static_cast<int64_t>(whole);
+        a.frac = add_rn(s, -whole);
+    }
+    if (a.i0 >= n - 1) {
+        a.i0 = n - 1;
+        a.frac = 0.0f;
+    }
+    a.i1 = a.frac > 0.0f ? a.i0 + 1 : a.i0;
+    return a;
+}
+
+// a * (1 - f) + b * f, rounded step by step; f == 0 gives a itself (not a + 0 * b, which turns -0 into +0 and
+// an infinite b into NaN). one_minus_f is 1 - f, passed in so row loops can table it.
+UNETRT_HD float lerp_rn(float a, float b, float f, float one_minus_f) {
+    return f == 0.0f ? a : add_rn(mul_rn(a, one_minus_f), mul_rn(b, f));
+}
+
+// Argmax step over classes in order: the first maximum wins, and the first NaN beats any number (numpy's argmax).
+UNETRT_HD bool beats(float v, float best) { return v > best || (v != v && best == best); }
 
 // Host float -> IEEE half, round to nearest even (what numpy's astype(float16) and CUDA's __float2half_rn do).
 inline uint16_t float_to_half_bits(float value) {
@@ -229,14 +291,82 @@ UNETRT_HD void finish_pixel(int64_t pixel, float* acc, const float* weight, uint
     if (mask != nullptr) mask[pixel] = static_cast<uint8_t>(p.binary ? (best_value > p.threshold ? 1 : 0) : best);
 }
 
+// One output pixel of the resize of a uint8 image: per channel the bilinear value, rounded half up and clamped.
+UNETRT_HD void resize_u8_pixel(int64_t y, int64_t x, const uint8_t* in, uint8_t* out, const ResizeParams& p) {
+    const AxisSample sy = axis_sample(y, p.src_h, p.scale_y);
+    const AxisSample sx = axis_sample(x, p.src_w, p.scale_x);
+    const float gy = add_rn(1.0f, -sy.frac);
+    const float gx = add_rn(1.0f, -sx.frac);
+    const uint8_t* row0 = in + sy.i0 * p.src_w * p.channels;
+    const uint8_t* row1 = in + sy.i1 * p.src_w * p.channels;
+    uint8_t* dst = out + (y * p.out_w + x) * p.channels;
+    for (int64_t c = 0; c < p.channels; ++c) {
+        const float top = lerp_rn(static_cast<float>(row0[sx.i0 * p.channels + c]),
+                                  static_cast<float>(row0[sx.i1 * p.channels + c]), sx.frac, gx);
+        const float bottom = lerp_rn(static_cast<float>(row1[sx.i0 * p.channels + c]),
+                                     static_cast<float>(row1[sx.i1 * p.channels + c]), sx.frac, gx);
+        const float v = add_rn(lerp_rn(top, bottom, sy.frac, gy), 0.5f);
+        dst[c] = static_cast<uint8_t>(v >= 255.0f ? 255.0f : (v <= 0.0f ? 0.0f : v));
+    }
+}
+
+// One output pixel (y, x) of finish_resized; `load(k, sy, sx)` reads the source score as float, already divided by
+// the weight. Interpolates each class horizontally, then vertically, then reduces as finish_pixel does; with
+// probabilities, stores the values first and turns them into softmax (sigmoid) in a second pass over K.
+template <typename Load>
+UNETRT_HD void finish_resized_pixel(int64_t y, int64_t x, const FinishResizedParams& p, const Load& load,
+                                    uint8_t* mask, float* probabilities) {
+    const AxisSample sy = axis_sample(y, p.rect_h, p.scale_y);
+    const AxisSample sx = axis_sample(x, p.rect_w, p.scale_x);
+    const float gy = add_rn(1.0f, -sy.frac);
+    const float gx = add_rn(1.0f, -sx.frac);
+    const int64_t y0 = p.rect_y + sy.i0, y1 = p.rect_y + sy.i1;
+    const int64_t x0 = p.rect_x + sx.i0, x1 = p.rect_x + sx.i1;
+    const int64_t plane = p.out_h * p.out_w;
+    const int64_t pixel = y * p.out_w + x;
+    int64_t best = 0;
+    float best_value = 0.0f;
+    for (int64_t k = 0; k < p.classes; ++k) {
+        const float top = lerp_rn(load(k, y0, x0), load(k, y0, x1), sx.frac, gx);
+        const float bottom = lerp_rn(load(k, y1, x0), load(k, y1, x1), sx.frac, gx);
+        const float v = lerp_rn(top, bottom, sy.frac, gy);
+        if (probabilities != nullptr) probabilities[k * plane + pixel] = v;
+        if (k == 0 || beats(v, best_value)) {
+            best = k;
+            best_value = v;
+        }
+    }
+    if (mask != nullptr)
+        mask[pixel] = static_cast<uint8_t>(p.binary ? (best_value > p.threshold ? 1 : 0) : best);
+    if (probabilities == nullptr) return;
+    if (p.binary) {
+        probabilities[pixel] = div_rn(1.0f, add_rn(1.0f, expf(-best_value)));
+        return;
+    }
+    float total = 0.0f;
+    for (int64_t k = 0; k < p.classes; ++k) {
+        const float e = expf(add_rn(probabilities[k * plane + pixel], -best_value));
+        probabilities[k * plane + pixel] = e;
+        total = add_rn(total, e);
+    }
+    for (int64_t k = 0; k < p.classes; ++k)
+        probabilities[k * plane + pixel] = div_rn(probabilities[k * plane + pixel], total);
+}
+
 // CPU kernels (tiling_cpu.cpp); `threads` >= 1. Outputs are contiguous.
 void extract_tiles_cpu(const ImageView& image, void* out, DType out_dtype, const ExtractParams& params, int threads);
 void stitch_tiles_cpu(const void* tiles, float* acc, float* weight, const StitchParams& params, int threads);
 void finish_cpu(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, int threads);
+void finish_resized_cpu(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                        const FinishResizedParams& params, int threads);
+void resize_bilinear_u8_cpu(const uint8_t* in, uint8_t* out, const ResizeParams& params, int threads);
 
 // CUDA launchers (tiling_cuda.cu): asynchronous on `stream`; return a cudaError_t value (0 = success).
 int extract_tiles_cuda(const ImageView& image, void* out, DType out_dtype, const ExtractParams& params, void* stream);
 int stitch_tiles_cuda(const void* tiles, float* acc, float* weight, const StitchParams& params, void* stream);
 int finish_cuda(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, void* stream);
+int finish_resized_cuda(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                        const FinishResizedParams& params, void* stream);
+int resize_bilinear_u8_cuda(const uint8_t* in, uint8_t* out, const ResizeParams& params, void* stream);
 
 }  // namespace unetrt

@@ -75,6 +75,34 @@ __global__ void finish_kernel(float* acc, const float* weight, uint8_t* mask, Fi
         finish_pixel(pixel, acc, weight, mask, p);
 }
 
+template <typename T>
+struct ScoreLoad {
+    const T* scores;
+    const float* weight;  // nullptr: not normalised
+    int64_t src_h, src_w;
+    __device__ float operator()(int64_t k, int64_t y, int64_t x) const {
+        const float v = load_as_float(scores + (k * src_h + y) * src_w + x);
+        return weight == nullptr ? v : div_rn(v, weight[y * src_w + x]);
+    }
+};
+
+template <typename T>
+__global__ void finish_resized_kernel(const T* __restrict__ scores, const float* __restrict__ weight,
+                                      uint8_t* __restrict__ mask, float* __restrict__ probabilities,
+                                      FinishResizedParams p) {
+    const int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    const int64_t y = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
+    if (x >= p.out_w || y >= p.out_h) return;
+    finish_resized_pixel(y, x, p, ScoreLoad<T>{scores, weight, p.src_h, p.src_w}, mask, probabilities);
+}
+
+__global__ void resize_u8_kernel(const uint8_t* __restrict__ in, uint8_t* __restrict__ out, ResizeParams p) {
+    const int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    const int64_t y = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
+    if (x >= p.out_w || y >= p.out_h) return;
+    resize_u8_pixel(y, x, in, out, p);
+}
+
 unsigned blocks(int64_t total, int per_block) { return static_cast<unsigned>((total + per_block - 1) / per_block); }
 
 template <typename In>
@@ -94,6 +122,8 @@ int extract_tiles_cuda(const ImageView& image, void* out, DType out_dtype, const
     const auto s = static_cast<cudaStream_t>(stream);
     if (image.dtype == DType::u8)
         launch_extract<uint8_t>(image, out, out_dtype, params, s);
+    else if (image.dtype == DType::u16)
+        launch_extract<uint16_t>(image, out, out_dtype, params, s);
     else
         launch_extract<float>(image, out, out_dtype, params, s);
     return static_cast<int>(cudaGetLastError());
@@ -122,6 +152,27 @@ int finish_cuda(float* acc, const float* weight, uint8_t* mask, const FinishPara
     const int64_t needed = (params.height * params.width + threads - 1) / threads;
     const unsigned grid = static_cast<unsigned>(needed < 65535 * 8 ? needed : 65535 * 8);
     finish_kernel<<<grid, threads, 0, static_cast<cudaStream_t>(stream)>>>(acc, weight, mask, params);
+    return static_cast<int>(cudaGetLastError());
+}
+
+int finish_resized_cuda(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                        const FinishResizedParams& params, void* stream) {
+    const dim3 block(kBlockX, kBlockY);
+    const dim3 grid(blocks(params.out_w, kBlockX), blocks(params.out_h, kBlockY));
+    const auto s = static_cast<cudaStream_t>(stream);
+    if (params.score_dtype == DType::f16)
+        finish_resized_kernel<__half><<<grid, block, 0, s>>>(static_cast<const __half*>(scores), weight, mask,
+                                                              probabilities, params);
+    else
+        finish_resized_kernel<float><<<grid, block, 0, s>>>(static_cast<const float*>(scores), weight, mask,
+                                                             probabilities, params);
+    return static_cast<int>(cudaGetLastError());
+}
+
+int resize_bilinear_u8_cuda(const uint8_t* in, uint8_t* out, const ResizeParams& params, void* stream) {
+    const dim3 block(kBlockX, kBlockY);
+    const dim3 grid(blocks(params.out_w, kBlockX), blocks(params.out_h, kBlockY));
+    resize_u8_kernel<<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(in, out, params);
     return static_cast<int>(cudaGetLastError());
 }
 
