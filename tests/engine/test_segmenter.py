@@ -5,17 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unetrt.segmenter import Segmenter, logits_to_mask, logits_to_probabilities
-
-
-def test_logits_to_mask_and_probabilities() -> None:
-    logits = np.array([[[0.0, 2.0]], [[1.0, -1.0]], [[0.5, 0.0]]], dtype=np.float32)
-    assert logits_to_mask(logits, binary=False).tolist() == [[1, 0]]
-    probs = logits_to_probabilities(logits, binary=False)
-    assert np.allclose(probs.sum(axis=0), 1.0)
-    binary = np.array([[[-0.1, 0.0, 3.0]]], dtype=np.float32)
-    assert logits_to_mask(binary, binary=True).tolist() == [[0, 0, 1]]
-    assert logits_to_probabilities(binary, binary=True)[0, 0, 1] == pytest.approx(0.5)
+from unetrt.segmenter import Segmenter
 
 
 @pytest.mark.parametrize("size", [(1, 1), (37, 53), (64, 64), (100, 30)])
@@ -95,11 +85,11 @@ def test_gray_frames_for_color_model(tiny_model_files: dict[str, Path]) -> None:
 
 
 @pytest.mark.parametrize(("frame", "message"), [
-    (np.zeros((8, 8, 3), np.float32), "dtype must be uint8"),
-    (np.zeros((8, 8, 2), np.uint8), "HxWx3 BGR or HxW gray"),
-    (np.zeros((8, 8, 4), np.uint8), "4 channels"),
+    (np.zeros((8, 8, 3), np.int16), "int16 is not supported"),
+    (np.full((8, 8, 3), 1.5, np.float32), r"values in \[0, 1\]"),
+    (np.zeros((8, 8, 2), np.uint8), "HxWx3 BGR, HxWx4 BGRA or HxW gray"),
     (np.zeros((0, 8, 3), np.uint8), "empty"),
-    (np.zeros((2, 8, 8, 3), np.uint8), "HxWx3 BGR or HxW gray"),
+    (np.zeros((2, 8, 8, 3), np.uint8), "HxWx3 BGR, HxWx4 BGRA or HxW gray"),
     ([[1, 2], [3, 4]], "numpy array"),
 ])
 def test_bad_frames_raise_value_error(tiny_model_files: dict[str, Path], frame: object, message: str) -> None:
