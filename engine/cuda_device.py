@@ -253,7 +253,7 @@ class CudaDevice:
 
     def prepare(self, frame: np.ndarray, work_hw: tuple[int, int] | None, slot: int) -> CudaBuffer:
         """See :meth:`unetrt.device.Device.prepare`: a uint8 frame goes up as it is and is resized on the GPU
-        (bilinear); other dtypes are resized on the host (cv2 area) and go up at the working size."""
+        (bilinear, as the host path); other dtypes are resized on the host and go up at the working size."""
         on_device_resize = work_hw is not None and frame.dtype == np.uint8 and frame.shape[:2] != work_hw
         if work_hw is not None and not on_device_resize:
             frame = resize_frame(frame, work_hw)

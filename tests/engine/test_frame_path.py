@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -23,7 +25,7 @@ def test_whole_frame_mask_is_bilinear_argmax_at_the_frame_size() -> None:
     frame = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
     path = FramePath(HostDevice(channel_scores), INFO)
     result = path.run([frame], plan_whole(24, 32, "same", 3), probabilities=True)[0]
-    small = cv2.resize(frame, (32, 24), interpolation=cv2.INTER_AREA)[..., ::-1].astype(np.float32)
+    small = cv2.resize(frame, (32, 24), interpolation=cv2.INTER_LINEAR)[..., ::-1].astype(np.float32)
     scores = (small / 255 - 0.5) / 0.25
     expected = cv2.resize(scores, (120, 90), interpolation=cv2.INTER_LINEAR)
     assert result.mask.shape == (90, 120) and (result.mask == expected.argmax(axis=2)).mean() >= 0.999
@@ -88,3 +90,12 @@ def test_network_input_is_the_papers_mirror_padded_normalised_rgb() -> None:
     np.testing.assert_allclose(batch[0], ((padded / 255 - 0.5) / 0.25).transpose(2, 0, 1), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="one size"):
         network_input([frame, frame[:5]], info)
+
+
+def test_automatic_kernel_threads_grow_with_the_work() -> None:
+    device = HostDevice(channel_scores)
+    assert device.threads_for(480 * 360 * 11) == 1  # a camera frame stays on the calling thread
+    assert 1 <= device.threads_for(4000 * 3000 * 3) <= len(os.sched_getaffinity(0))
+    assert HostDevice(channel_scores, threads=3).threads_for(10) == 3
+    with pytest.raises(ValueError, match="threads"):
+        HostDevice(channel_scores, threads=-1)
