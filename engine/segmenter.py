@@ -32,7 +32,9 @@ class SegmentationResult:
         mask: HxW uint8 class ids at the frame's size (binary models: 0 or 1).
         probabilities: KxHxW float32 class probabilities (binary: 1xHxW foreground), when asked for.
         latency_ms: wall time of the whole call.
-        timings_ms: per stage: 'preprocess', 'inference', 'postprocess'.
+        timings_ms: per stage: 'preprocess' (resize, extract), 'inference' (network), 'postprocess' (stitch,
+            finish, download). On the GPU path the stages are queued, not waited for, so only ``latency_ms``
+            is exact there.
     """
 
     mask: np.ndarray
@@ -191,7 +193,8 @@ class Segmenter:
     def _segment_same_size(self, frames: list[np.ndarray], want_probs: bool) -> list[SegmentationResult]:
         start = time.perf_counter()
         grid = self.tile_grid(*self._path.work_hw((frames[0].shape[0], frames[0].shape[1])))
-        # Whole frames used to go through as one batch of any size; tiles respect the backend's limit.
+        # Without a batch limit equal whole frames share one network call; tiles go in batches of 4 so that a
+        # large frame's tiles never sit in memory all at once.
         batch = len(frames) if grid.count == 1 and self.backend.max_batch is None else self.backend.max_batch or 4
         results = self._path.run(frames, grid, want_probs, batch)
         latency = (time.perf_counter() - start) * 1e3
