@@ -376,6 +376,14 @@ class CudaDevice:
         """See :meth:`unetrt.device.Device.synchronize`."""
         self.driver.synchronize(self.stream)
 
+    def release(self) -> None:
+        """See :meth:`unetrt.device.Device.release`: waits for the stream, then drops the graph and every cached
+        buffer (pycuda frees an allocation when its last reference goes, with the context current here)."""
+        self.driver.synchronize(self.stream)
+        self._drop_graph()
+        self._graph_key = None
+        self._cache.clear()
+
 
 class _Memcpy2D(ctypes.Structure):
     """The driver's CUDA_MEMCPY2D."""

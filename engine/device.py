@@ -124,6 +124,10 @@ class Device(Protocol[BufferT]):
         """Wait for all work given to this device."""
         ...
 
+    def release(self) -> None:
+        """Free the buffers and graphs the device keeps between calls (inside a session)."""
+        ...
+
 
 def resize_frame(frame: np.ndarray, work_hw: tuple[int, int]) -> np.ndarray:
     """A frame at the working size (height, width), bilinear (OpenCV INTER_LINEAR; any checked frame dtype).
@@ -268,3 +272,6 @@ class HostDevice:
 
     def synchronize(self) -> None:
         """See :meth:`Device.synchronize`: host work is done when its call returns."""
+
+    def release(self) -> None:
+        """See :meth:`Device.release`: the host device keeps nothing between calls."""

@@ -177,6 +177,12 @@ class FramePath(Generic[BufferT]):
         return [PathResult(host_masks[i], None if host_probs is None else host_probs[i], dict(timings))
                 for i in range(count)]
 
+    def release(self) -> None:
+        """Free the buffers this path and its device hold (they are made again when needed)."""
+        with self.device.session():
+            self._buffers = {}
+            self.device.release()
+
     def _buffers_for(self, grid: TileGrid, count: int, batch_size: int) -> _Buffers[BufferT]:
         key = (grid, count, batch_size)
         if key not in self._buffers:

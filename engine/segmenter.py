@@ -105,6 +105,7 @@ class Segmenter:
             self.backend.close()
             raise
         self._path: FramePath[Any] = FramePath(self.device, self.info, blend)
+        self._closed = False
         self._palette = palette_bgr(self.info.colors, self.info.binary)
 
     def _open_device(self, device_path: str) -> Device[Any]:
@@ -213,7 +214,11 @@ class Segmenter:
         return blend(frame, self.colorize(result), alpha)
 
     def close(self) -> None:
-        """Release the backend (idempotent)."""
+        """Free the path's buffers, then release the backend (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            # Device memory is freed while the backend's CUDA context still exists.
+            self._path.release()
         self.backend.close()
 
     def __enter__(self) -> Segmenter:

@@ -298,3 +298,16 @@ def test_methods_outside_a_session_refuse(fake_gpu: tuple[FakeCudaBackend, FakeD
     _, _, device = fake_gpu
     with pytest.raises(RuntimeError, match="session"):
         device.prepare(np.zeros((4, 4, 3), np.uint8), None, 0)
+
+
+def test_release_frees_inside_a_session_and_the_path_recovers(
+        fake_gpu: tuple[FakeCudaBackend, FakeDriver, CudaDevice]) -> None:
+    backend, _, device = fake_gpu
+    path = FramePath(device, backend.info)
+    grid = plan_whole(40, 56, "same", 3)
+    frame = frames(1, (40, 56, 3))[0]
+    before = path.run([frame], grid, False)[0].mask
+    sessions = backend.sessions
+    path.release()
+    assert backend.sessions == sessions + 1 and device._cache == {} and device._graph is None
+    assert np.array_equal(path.run([frame], grid, False)[0].mask, before)
