@@ -90,6 +90,8 @@ def test_identity_resize_is_an_exact_copy(dtype: type) -> None:
     ((9, 13), (0, 0, 9, 13), (1, 1)),     # down to a single pixel
     ((9, 13), (5, 0, 4, 13), (50, 2)),    # a rect on the bottom edge, stretched tall
     ((9, 13), (0, 9, 9, 4), (9, 97)),     # a rect on the right edge, stretched wide
+    ((3, 300), (0, 0, 3, 300), (2, 41)),  # a strong downscale: 8 outputs span more than 8 sources
+    ((4, 37), (0, 0, 4, 37), (3, 203)),   # an upscale to a width that is no multiple of 8
 ])
 def test_edges_and_class_counts(classes: int, src_hw: tuple[int, int], rect: tuple[int, int, int, int],
                                 out_hw: tuple[int, int]) -> None:
