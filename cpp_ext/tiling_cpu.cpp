@@ -10,7 +10,7 @@
 #include <immintrin.h>
 #endif
 
-namespace unetrt {
+namespace UNETRT_NAMESPACE {
 namespace {
 
 // Runs body(begin, end) over [0, total) split into `threads` contiguous parts.
@@ -250,12 +250,8 @@ void stitch_rows(const StitchParams& params, const Load& load, float* acc, float
 }  // namespace
 
 void stitch_tiles_cpu(const void* tiles, float* acc, float* weight, const StitchParams& params, int threads) {
-    const Grid& g = params.grid;
-    // Only the rows the batch can touch.
-    const int64_t first_row = g.first / g.cols;
-    const int64_t last_row = (g.first + g.count - 1) / g.cols;
-    const int64_t y_begin = std::max<int64_t>(0, g.origin_y + first_row * g.step_y);
-    const int64_t y_end = std::min<int64_t>(params.height, g.origin_y + last_row * g.step_y + params.tile_h);
+    int64_t y_begin, y_end;  // only the rows the batch can touch
+    stitch_band(params, &y_begin, &y_end);
     if (y_end <= y_begin) return;
     auto run = [&](const auto& load) {
         parallel_for(y_end - y_begin, threads, [&](int64_t begin, int64_t end) {
@@ -588,4 +584,4 @@ void resize_bilinear_u8_cpu(const uint8_t* in, uint8_t* out, const ResizeParams&
     });
 }
 
-}  // namespace unetrt
+}  // namespace UNETRT_NAMESPACE
