@@ -157,9 +157,9 @@ TILING = Pybind11Extension(
 # merge with the CPU build's), without FMA contraction (the device rounds a multiply and an add apart).
 TILING_EMULATED = Pybind11Extension(
     "unetrt._tiling_emu",
-    sources=[str(CPP_EXT / "bindings.cpp"), str(CPP_EXT / "tiling_emulated.cpp")],
+    sources=[str(CPP_EXT / "emulated_bindings.cpp"), str(CPP_EXT / "tiling_emulated.cpp")],
     include_dirs=[str(CPP_EXT)],
-    depends=[str(CPP_EXT / name) for name in ("tiling.h", "tiling_kernels.cuh", "cuda_emulation.h",
+    depends=[str(CPP_EXT / name) for name in ("bindings.cpp", "tiling.h", "tiling_kernels.cuh", "cuda_emulation.h",
                                               "tiling_emulated.h")],
     define_macros=[("UNETRT_EMULATED_CUDA", "1"), ("UNETRT_NAMESPACE", "unetrt_emulated")],
     cxx_std=17,

@@ -62,14 +62,6 @@ const char* dtype_name(DType d) {
     }
 }
 
-DType parse_dtype_name(const std::string& name, const char* what) {
-    if (name == "uint8") return DType::u8;
-    if (name == "uint16") return DType::u16;
-    if (name == "float16") return DType::f16;
-    if (name == "float32") return DType::f32;
-    fail(cat(what, " dtype must be 'uint8', 'uint16', 'float16' or 'float32', got '", name, "'"));
-}
-
 int64_t itemsize(DType d) { return d == DType::u8 ? 1 : (d == DType::f32 ? 4 : 2); }
 
 DType array_dtype(const py::array& a, const char* what) {
@@ -587,6 +579,15 @@ py::array resize_bilinear_u8(const py::array& image, py::array out, int threads)
 #if !defined(UNETRT_EMULATED_CUDA)
 // ---------------------------------------------------------------- CUDA entry points (device pointers)
 
+DType parse_dtype_name(const std::string& name, const char* what) {
+    if (name == "uint8") return DType::u8;
+    if (name == "uint16") return DType::u16;
+    if (name == "float16") return DType::f16;
+    if (name == "float32") return DType::f32;
+    fail(cat(what, " dtype must be 'uint8', 'uint16', 'float16' or 'float32', got '", name, "'"));
+}
+
+
 #if defined(UNETRT_WITH_CUDA)
 constexpr bool kCudaBuilt = true;
 
@@ -778,30 +779,30 @@ void resize_bilinear_u8_cuda(uintptr_t image_ptr, std::array<int64_t, 3> image_s
 #if defined(UNETRT_EMULATED_CUDA)
 // ---------------------------------------------------------------- the emulator's write log
 
-void record_writes() { unetrt::start_recording(); }
-
-// Writes per element of `array` since record_writes(), and the writes that fell outside every array given.
-std::pair<std::vector<py::array_t<int32_t>>, int64_t> write_counts(const std::vector<py::array>& arrays) {
-    const std::vector<unetrt::WriteRecord> writes = unetrt::stop_recording();
-    std::vector<py::array_t<int32_t>> counts;
+void record_writes(const std::vector<py::array>& arrays) {
+    std::vector<unetrt::Region> regions;
     for (const py::array& a : arrays) {
         require_contiguous(a, "array");
-        counts.emplace_back(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
-        std::fill(counts.back().mutable_data(), counts.back().mutable_data() + counts.back().size(), 0);
+        regions.push_back({reinterpret_cast<uintptr_t>(a.data()), static_cast<int64_t>(a.nbytes()),
+                           static_cast<int64_t>(a.itemsize())});
     }
-    int64_t stray = 0;
-    for (const unetrt::WriteRecord& w : writes) {
-        bool inside = false;
-        for (size_t i = 0; i < arrays.size() && !inside; ++i) {
-            const auto begin = reinterpret_cast<uintptr_t>(arrays[i].data());
-            const auto size = static_cast<uintptr_t>(arrays[i].itemsize());
-            if (w.address < begin || w.address >= begin + static_cast<uintptr_t>(arrays[i].nbytes())) continue;
-            inside = (w.address - begin) % size == 0 && w.bytes == static_cast<int64_t>(size);
-            if (inside) ++counts[i].mutable_data()[(w.address - begin) / size];
-        }
-        if (!inside) ++stray;
+    unetrt::start_recording(std::move(regions));
+}
+
+// Writes per element of each recorded array, shaped as it, and the stray writes (not performed).
+std::pair<std::vector<py::array_t<int32_t>>, int64_t> write_counts(const std::vector<py::array>& arrays) {
+    unetrt::WriteCounts counts = unetrt::stop_recording();
+    if (counts.per_region.size() != arrays.size())
+        fail(cat("write_counts needs the ", counts.per_region.size(), " arrays given to record_writes, got ",
+                 arrays.size()));
+    std::vector<py::array_t<int32_t>> shaped;
+    for (size_t i = 0; i < arrays.size(); ++i) {
+        if (static_cast<size_t>(arrays[i].size()) != counts.per_region[i].size())
+            fail(cat("write_counts: array ", i, " is not the one given to record_writes"));
+        shaped.emplace_back(std::vector<py::ssize_t>(arrays[i].shape(), arrays[i].shape() + arrays[i].ndim()),
+                            counts.per_region[i].data());
     }
-    return {counts, stray};
+    return {shaped, counts.stray};
 }
 #endif
 
@@ -821,9 +822,11 @@ int resize_bilinear_u8_cuda(const uint8_t*, uint8_t*, const ResizeParams&, void*
 #if defined(UNETRT_EMULATED_CUDA)
 PYBIND11_MODULE(_tiling_emu, m) {
     m.doc() = "The CUDA kernels of unetrt._tiling run by emulation on the CPU, on numpy arrays, for tests.";
-    m.def("record_writes", &record_writes, "Start logging every element the emulated kernels write (fresh log).");
+    m.def("record_writes", &record_writes, py::arg("arrays"),
+          R"doc(Count, from now on, every element the emulated kernels write into these C-contiguous arrays; a
+write anywhere else is not performed and counts as stray. Read the counts with write_counts(the same arrays).)doc");
     m.def("write_counts", &write_counts, py::arg("arrays"),
-          R"doc(Stop logging; per array, how often each element was written, and the count of writes outside them.
+          R"doc(Stop counting; per array, how often each element was written, and the number of stray writes.
 
 Returns:
     (list of int32 arrays shaped as the given ones, number of stray writes).)doc");

@@ -109,15 +109,16 @@ struct ResizeParams {
 };
 
 #if defined(UNETRT_EMULATED_CUDA)
-void record_write(const void* address, int64_t bytes);  // tiling_emulated.cpp
+bool record_write(const void* address, int64_t bytes);  // tiling_emulated.cpp
 #endif
 
 // Every output element the shared bodies and the CUDA kernels write goes through store(), so that the emulator
-// can count the writes; elsewhere it is a plain store.
+// can count the writes (and drop a write outside the outputs instead of corrupting memory); elsewhere it is a
+// plain store.
 template <typename T>
 UNETRT_HD void store(T* address, T value) {
 #if defined(UNETRT_EMULATED_CUDA)
-    record_write(address, static_cast<int64_t>(sizeof(T)));
+    if (!record_write(address, static_cast<int64_t>(sizeof(T)))) return;
 #endif
     *address = value;
 }

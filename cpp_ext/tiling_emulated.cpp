@@ -22,7 +22,8 @@ struct EmulatedLaunch {
 struct WriteLog {
     std::mutex mutex;
     std::atomic<bool> recording{false};  // read without the lock on every store
-    std::vector<WriteRecord> writes;
+    std::vector<Region> regions;
+    WriteCounts counts;
 };
 
 WriteLog& write_log() {
@@ -32,25 +33,37 @@ WriteLog& write_log() {
 
 }  // namespace
 
-void record_write(const void* address, int64_t bytes) {
+bool record_write(const void* address, int64_t bytes) {
     WriteLog& log = write_log();
-    if (!log.recording.load(std::memory_order_relaxed)) return;
+    if (!log.recording.load(std::memory_order_relaxed)) return true;
     std::lock_guard<std::mutex> lock(log.mutex);
-    log.writes.push_back({reinterpret_cast<uintptr_t>(address), bytes});
+    const auto a = reinterpret_cast<uintptr_t>(address);
+    for (size_t i = 0; i < log.regions.size(); ++i) {
+        const Region& r = log.regions[i];
+        if (a < r.begin || a >= r.begin + static_cast<uintptr_t>(r.bytes)) continue;
+        if (bytes != r.itemsize || (a - r.begin) % static_cast<uintptr_t>(r.itemsize) != 0) break;
+        ++log.counts.per_region[i][(a - r.begin) / static_cast<uintptr_t>(r.itemsize)];
+        return true;
+    }
+    ++log.counts.stray;
+    return false;
 }
 
-void start_recording() {
+void start_recording(std::vector<Region> regions) {
     WriteLog& log = write_log();
     std::lock_guard<std::mutex> lock(log.mutex);
-    log.writes.clear();
+    log.counts = WriteCounts{};
+    for (const Region& r : regions) log.counts.per_region.emplace_back(static_cast<size_t>(r.bytes / r.itemsize), 0);
+    log.regions = std::move(regions);
     log.recording = true;
 }
 
-std::vector<WriteRecord> stop_recording() {
+WriteCounts stop_recording() {
     WriteLog& log = write_log();
     std::lock_guard<std::mutex> lock(log.mutex);
     log.recording = false;
-    return std::move(log.writes);
+    log.regions.clear();
+    return std::move(log.counts);
 }
 
 int extract_tiles_cuda(const ImageView& image, void* out, DType out_dtype, const ExtractParams& params, void*) {

@@ -8,13 +8,20 @@
 
 namespace UNETRT_NAMESPACE {
 
-struct WriteRecord {
-    uintptr_t address;
-    int64_t bytes;
+// A writeable region: an output array.
+struct Region {
+    uintptr_t begin;
+    int64_t bytes, itemsize;
 };
 
-// Between start_recording() and stop_recording(), every store() of an emulated kernel is logged.
-void start_recording();
-std::vector<WriteRecord> stop_recording();
+// Between start_recording() and stop_recording(), every store() of an emulated kernel is counted per element of
+// the given regions; a store that is no whole element of one is not performed and counts as stray.
+struct WriteCounts {
+    std::vector<std::vector<int32_t>> per_region;
+    int64_t stray = 0;
+};
+
+void start_recording(std::vector<Region> regions);
+WriteCounts stop_recording();
 
 }  // namespace UNETRT_NAMESPACE
