@@ -1,5 +1,8 @@
 // unetrt._tiling: checks every argument, then calls the CPU kernels (numpy arrays) or the CUDA launchers
 // (device pointers as integers). Any bad input raises ValueError before a kernel runs.
+//
+// Compiled a second time with UNETRT_EMULATED_CUDA, this file is unetrt._tiling_emu: the same numpy functions
+// with the same checks, but running the CUDA kernels by emulation (tiling_emulated.cpp), plus a write log.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -18,6 +21,11 @@
 
 #if defined(UNETRT_WITH_CUDA)
 #include <cuda_runtime_api.h>
+#endif
+
+#if defined(UNETRT_EMULATED_CUDA)
+#include "tiling_emulated.h"
+namespace unetrt = UNETRT_NAMESPACE;
 #endif
 
 namespace py = pybind11;
@@ -52,14 +60,6 @@ const char* dtype_name(DType d) {
         case DType::f16: return "float16";
         default: return "float32";
     }
-}
-
-DType parse_dtype_name(const std::string& name, const char* what) {
-    if (name == "uint8") return DType::u8;
-    if (name == "uint16") return DType::u16;
-    if (name == "float16") return DType::f16;
-    if (name == "float32") return DType::f32;
-    fail(cat(what, " dtype must be 'uint8', 'uint16', 'float16' or 'float32', got '", name, "'"));
 }
 
 int64_t itemsize(DType d) { return d == DType::u8 ? 1 : (d == DType::f32 ? 4 : 2); }
@@ -219,6 +219,66 @@ unetrt::StitchMode parse_mode(const std::string& mode) {
     fail(cat("mode must be 'crop' or 'blend', got '", mode, "'"));
 }
 
+// A CUDA launch covers at most kMaxLaunchRows image rows (gridDim.y <= 65535 blocks of 8 rows).
+void require_launch_rows(int64_t rows, const char* what) {
+    if (rows > unetrt::kMaxLaunchRows)
+        fail(cat(what, " of ", rows, " rows needs more than 65535 thread blocks down; the CUDA kernels take at most ",
+                 unetrt::kMaxLaunchRows, " rows per call: split it"));
+}
+
+int64_t stitch_rows(const unetrt::StitchParams& p) {
+    int64_t y_begin, y_end;
+    unetrt::stitch_band(p, &y_begin, &y_end);
+    return y_end - y_begin;
+}
+
+// The kernels behind the numpy functions: the CPU kernels, or in the emulated module the CUDA launchers, checked
+// against the launch limits as the *_cuda entry points are.
+#if defined(UNETRT_EMULATED_CUDA)
+constexpr bool kEmulated = true;
+
+void check_emulated(int err, const char* what) {
+    if (err != 0) throw std::runtime_error(cat(what, ": the emulated launch failed with cudaError ", err));
+}
+
+void run_extract(const unetrt::ImageView& image, void* out, DType out_dtype, const unetrt::ExtractParams& p, int) {
+    check_emulated(unetrt::extract_tiles_cuda(image, out, out_dtype, p, nullptr), "extract_tiles");
+}
+void run_stitch(const void* tiles, float* acc, float* weight, const unetrt::StitchParams& p, int) {
+    check_emulated(unetrt::stitch_tiles_cuda(tiles, acc, weight, p, nullptr), "stitch_tiles");
+}
+void run_finish(float* acc, const float* weight, uint8_t* mask, const unetrt::FinishParams& p, int) {
+    check_emulated(unetrt::finish_cuda(acc, weight, mask, p, nullptr), "finish");
+}
+void run_finish_resized(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                        const unetrt::FinishResizedParams& p, int) {
+    check_emulated(unetrt::finish_resized_cuda(scores, weight, mask, probabilities, p, nullptr), "finish_resized");
+}
+void run_resize_u8(const uint8_t* in, uint8_t* out, const unetrt::ResizeParams& p, int) {
+    check_emulated(unetrt::resize_bilinear_u8_cuda(in, out, p, nullptr), "resize_bilinear_u8");
+}
+#else
+constexpr bool kEmulated = false;
+
+void run_extract(const unetrt::ImageView& image, void* out, DType out_dtype, const unetrt::ExtractParams& p,
+                 int threads) {
+    unetrt::extract_tiles_cpu(image, out, out_dtype, p, threads);
+}
+void run_stitch(const void* tiles, float* acc, float* weight, const unetrt::StitchParams& p, int threads) {
+    unetrt::stitch_tiles_cpu(tiles, acc, weight, p, threads);
+}
+void run_finish(float* acc, const float* weight, uint8_t* mask, const unetrt::FinishParams& p, int threads) {
+    unetrt::finish_cpu(acc, weight, mask, p, threads);
+}
+void run_finish_resized(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                        const unetrt::FinishResizedParams& p, int threads) {
+    unetrt::finish_resized_cpu(scores, weight, mask, probabilities, p, threads);
+}
+void run_resize_u8(const uint8_t* in, uint8_t* out, const unetrt::ResizeParams& p, int threads) {
+    unetrt::resize_bilinear_u8_cpu(in, out, p, threads);
+}
+#endif
+
 // ---------------------------------------------------------------- CPU entry points (numpy arrays)
 
 unetrt::ImageView image_view(const py::array& image) {
@@ -255,11 +315,12 @@ py::array extract_tiles(const py::array& image, py::array out, Pair origin, Pair
         make_grid(origin, step, grid, first, out.shape(0), out.shape(2), out.shape(3), view.height, view.width);
     const unetrt::ExtractParams p =
         make_extract_params(view, out.shape(1), out.shape(2), out.shape(3), g, swap_rb, scale, mean, std_dev);
+    if (kEmulated) require_launch_rows(p.tile_h, "a tile");
     const int n_threads = resolve_threads(threads);
     void* data = out.mutable_data();
     {
         py::gil_scoped_release release;
-        unetrt::extract_tiles_cpu(view, data, out_dtype, p, n_threads);
+        run_extract(view, data, out_dtype, p, n_threads);
     }
     return out;
 }
@@ -323,11 +384,12 @@ void stitch_tiles(const py::array& tiles, py::array acc, std::optional<py::array
         p.window_x = static_cast<const float*>(window_x->data());
         weight_data = static_cast<float*>(weight->mutable_data());
     }
+    if (kEmulated) require_launch_rows(stitch_rows(p), "a band of tiles");
     const int n_threads = resolve_threads(threads);
     const void* tile_data = tiles.data();
     float* acc_data = static_cast<float*>(acc.mutable_data());
     py::gil_scoped_release release;
-    unetrt::stitch_tiles_cpu(tile_data, acc_data, weight_data, p, n_threads);
+    run_stitch(tile_data, acc_data, weight_data, p, n_threads);
 }
 
 unetrt::FinishParams make_finish_params(const std::vector<int64_t>& acc_shape, bool has_weight, bool has_mask,
@@ -376,7 +438,7 @@ void finish(py::array acc, std::optional<py::array> weight, std::optional<py::ar
     const int n_threads = resolve_threads(threads);
     float* acc_data = static_cast<float*>(acc.mutable_data());
     py::gil_scoped_release release;
-    unetrt::finish_cpu(acc_data, weight_data, mask_data, p, n_threads);
+    run_finish(acc_data, weight_data, mask_data, p, n_threads);
 }
 
 // ---------------------------------------------------------------- resized finish and uint8 resize
@@ -461,10 +523,11 @@ void finish_resized(const py::array& scores, std::optional<py::array> mask, cons
         probability_data = static_cast<float*>(probabilities->mutable_data());
     }
     uint8_t* mask_data = mask ? static_cast<uint8_t*>(mask->mutable_data()) : nullptr;
+    if (kEmulated) require_launch_rows(p.out_h, "an output");
     const int n_threads = resolve_threads(threads);
     const void* score_data = scores.data();
     py::gil_scoped_release release;
-    unetrt::finish_resized_cpu(score_data, weight_data, mask_data, probability_data, p, n_threads);
+    run_finish_resized(score_data, weight_data, mask_data, probability_data, p, n_threads);
 }
 
 // Checks the shapes of resize_bilinear_u8 (both builds): image H x W x C, out h x w x C with C <= 4.
@@ -502,17 +565,28 @@ py::array resize_bilinear_u8(const py::array& image, py::array out, int threads)
                  shape_text(array_shape(out))));
     const unetrt::ResizeParams p = make_resize_params(shape, {out.shape(0), out.shape(1)});
     if (out.ndim() == 3) require_shape(array_shape(out), {p.out_h, p.out_w, p.channels}, "out");
+    if (kEmulated) require_launch_rows(p.out_h, "an output");
     const int n_threads = resolve_threads(threads);
     const auto* in_data = static_cast<const uint8_t*>(image.data());
     auto* out_data = static_cast<uint8_t*>(out.mutable_data());
     {
         py::gil_scoped_release release;
-        unetrt::resize_bilinear_u8_cpu(in_data, out_data, p, n_threads);
+        run_resize_u8(in_data, out_data, p, n_threads);
     }
     return out;
 }
 
+#if !defined(UNETRT_EMULATED_CUDA)
 // ---------------------------------------------------------------- CUDA entry points (device pointers)
+
+DType parse_dtype_name(const std::string& name, const char* what) {
+    if (name == "uint8") return DType::u8;
+    if (name == "uint16") return DType::u16;
+    if (name == "float16") return DType::f16;
+    if (name == "float32") return DType::f32;
+    fail(cat(what, " dtype must be 'uint8', 'uint16', 'float16' or 'float32', got '", name, "'"));
+}
+
 
 #if defined(UNETRT_WITH_CUDA)
 constexpr bool kCudaBuilt = true;
@@ -604,6 +678,7 @@ void extract_tiles_cuda(uintptr_t image_ptr, Pair image_hw, int64_t channels, st
         make_grid(origin, step, grid, first, out_shape[0], out_shape[2], out_shape[3], view.height, view.width);
     const unetrt::ExtractParams p =
         make_extract_params(view, out_shape[1], out_shape[2], out_shape[3], g, swap_rb, scale, mean, std_dev);
+    require_launch_rows(p.tile_h, "a tile");
     require_device();
     require_device_pointer(image_ptr, size, "image_ptr");
     require_device_pointer(out_ptr, itemsize(out_type), "out_ptr");
@@ -628,6 +703,7 @@ void stitch_tiles_cuda(uintptr_t tiles_ptr, std::array<int64_t, 4> tiles_shape, 
     unetrt::StitchParams p = make_stitch_params(tile_type, ts, as, g, mode);
     if (p.mode == unetrt::StitchMode::blend && (weight_ptr == 0 || window_y_ptr == 0 || window_x_ptr == 0))
         fail("mode 'blend' needs weight_ptr, window_y_ptr and window_x_ptr");
+    require_launch_rows(stitch_rows(p), "a band of tiles");
     require_device();
     require_device_pointer(tiles_ptr, itemsize(tile_type), "tiles_ptr");
     require_device_pointer(acc_ptr, 4, "acc_ptr");
@@ -669,9 +745,7 @@ void finish_resized_cuda(uintptr_t scores_ptr, std::array<int64_t, 3> scores_sha
                                                                      score_type, mask_hw, rect, binary, threshold);
     if (mask_ptr == 0 && probabilities_ptr == 0)
         fail("finish_resized_cuda has nothing to do: pass mask_ptr, probabilities_ptr or both");
-    if (p.out_h > unetrt::kMaxLaunchRows)
-        fail(cat("output height ", p.out_h, " needs more than 65535 thread blocks down; at most ",
-                 unetrt::kMaxLaunchRows, " rows per call"));
+    require_launch_rows(p.out_h, "an output");
     require_device();
     require_device_pointer(scores_ptr, itemsize(score_type), "scores_ptr");
     if (mask_ptr != 0) require_device_pointer(mask_ptr, 1, "mask_ptr");
@@ -689,9 +763,7 @@ void finish_resized_cuda(uintptr_t scores_ptr, std::array<int64_t, 3> scores_sha
 void resize_bilinear_u8_cuda(uintptr_t image_ptr, std::array<int64_t, 3> image_shape, uintptr_t out_ptr,
                              Pair out_hw, uintptr_t stream) {
     const unetrt::ResizeParams p = make_resize_params({image_shape.begin(), image_shape.end()}, out_hw);
-    if (p.out_h > unetrt::kMaxLaunchRows)
-        fail(cat("output height ", p.out_h, " needs more than 65535 thread blocks down; at most ",
-                 unetrt::kMaxLaunchRows, " rows per call"));
+    require_launch_rows(p.out_h, "an output");
     require_device();
     require_device_pointer(image_ptr, 1, "image_ptr");
     require_device_pointer(out_ptr, 1, "out_ptr");
@@ -702,9 +774,41 @@ void resize_bilinear_u8_cuda(uintptr_t image_ptr, std::array<int64_t, 3> image_s
                  "resize_bilinear_u8_cuda launch failed");
 }
 
+#endif  // !UNETRT_EMULATED_CUDA
+
+#if defined(UNETRT_EMULATED_CUDA)
+// ---------------------------------------------------------------- the emulator's write log
+
+void record_writes(const std::vector<py::array>& arrays) {
+    std::vector<unetrt::Region> regions;
+    for (const py::array& a : arrays) {
+        require_contiguous(a, "array");
+        regions.push_back({reinterpret_cast<uintptr_t>(a.data()), static_cast<int64_t>(a.nbytes()),
+                           static_cast<int64_t>(a.itemsize())});
+    }
+    unetrt::start_recording(std::move(regions));
+}
+
+// Writes per element of each recorded array, shaped as it, and the stray writes (not performed).
+std::pair<std::vector<py::array_t<int32_t>>, int64_t> write_counts(const std::vector<py::array>& arrays) {
+    unetrt::WriteCounts counts = unetrt::stop_recording();
+    if (counts.per_region.size() != arrays.size())
+        fail(cat("write_counts needs the ", counts.per_region.size(), " arrays given to record_writes, got ",
+                 arrays.size()));
+    std::vector<py::array_t<int32_t>> shaped;
+    for (size_t i = 0; i < arrays.size(); ++i) {
+        if (static_cast<size_t>(arrays[i].size()) != counts.per_region[i].size())
+            fail(cat("write_counts: array ", i, " is not the one given to record_writes"));
+        shaped.emplace_back(std::vector<py::ssize_t>(arrays[i].shape(), arrays[i].shape() + arrays[i].ndim()),
+                            counts.per_region[i].data());
+    }
+    return {shaped, counts.stray};
+}
+#endif
+
 }  // namespace
 
-#if !defined(UNETRT_WITH_CUDA)
+#if !defined(UNETRT_WITH_CUDA) && !defined(UNETRT_EMULATED_CUDA)
 namespace unetrt {
 // Never called: every CUDA entry point raises in require_device() first. Defined so the module links.
 int extract_tiles_cuda(const ImageView&, void*, DType, const ExtractParams&, void*) { return 1; }
@@ -715,11 +819,24 @@ int resize_bilinear_u8_cuda(const uint8_t*, uint8_t*, const ResizeParams&, void*
 }  // namespace unetrt
 #endif
 
+#if defined(UNETRT_EMULATED_CUDA)
+PYBIND11_MODULE(_tiling_emu, m) {
+    m.doc() = "The CUDA kernels of unetrt._tiling run by emulation on the CPU, on numpy arrays, for tests.";
+    m.def("record_writes", &record_writes, py::arg("arrays"),
+          R"doc(Count, from now on, every element the emulated kernels write into these C-contiguous arrays; a
+write anywhere else is not performed and counts as stray. Read the counts with write_counts(the same arrays).)doc");
+    m.def("write_counts", &write_counts, py::arg("arrays"),
+          R"doc(Stop counting; per array, how often each element was written, and the number of stray writes.
+
+Returns:
+    (list of int32 arrays shaped as the given ones, number of stray writes).)doc");
+#else
 PYBIND11_MODULE(_tiling, m) {
     m.doc() = "Mirror-pad overlap-tile kernels: extract tiles, stitch network outputs, finish to a mask.";
     m.attr("cuda_built") = kCudaBuilt;
     m.def("cuda_device_count", &cuda_device_count,
           "Number of CUDA devices usable by this module (0 without a CUDA build, driver or GPU).");
+#endif
 
     m.def("extract_tiles", &extract_tiles, py::arg("image"), py::arg("out"), py::kw_only(), py::arg("origin"),
           py::arg("step"), py::arg("grid"), py::arg("first") = 0, py::arg("swap_rb") = false,
@@ -815,6 +932,7 @@ Raises:
 Example:
     >>> small = resize_bilinear_u8(frame, np.empty((192, 256, 3), np.uint8))  # doctest: +SKIP)doc");
 
+#if !defined(UNETRT_EMULATED_CUDA)
     m.def("extract_tiles_cuda", &extract_tiles_cuda, py::arg("image_ptr"), py::arg("image_hw"), py::arg("channels"),
           py::arg("image_strides"), py::arg("image_dtype"), py::arg("out_ptr"), py::arg("out_shape"),
           py::arg("out_dtype"), py::kw_only(), py::arg("origin"), py::arg("step"), py::arg("grid"),
@@ -864,4 +982,5 @@ Raises:
 
 Raises:
     ValueError: on bad shapes or pointers. RuntimeError: without a CUDA device or on launch failure.)doc");
+#endif
 }

@@ -1,8 +1,12 @@
-// Mirror-pad overlap-tile kernels shared by the CPU (tiling_cpu.cpp) and CUDA (tiling_cuda.cu) builds.
+// Mirror-pad overlap-tile kernels shared by the CPU (tiling_cpu.cpp) and CUDA (tiling_kernels.cuh) builds.
 //
 // Both builds compute every value with the same float operations in the same order, so a CUDA
 // result equals the CPU result bit for bit. Validation of user input happens once, in bindings.cpp;
 // the functions declared here trust the views they are given.
+//
+// The emulated CUDA build (tiling_emulated.cpp, module unetrt._tiling_emu) compiles this header again with
+// UNETRT_NAMESPACE=unetrt_emulated, so that its inline functions never merge with the CPU build's, and with
+// UNETRT_EMULATED_CUDA, which makes store() report every output write to the emulator.
 #pragma once
 
 #include <math.h>
@@ -16,7 +20,11 @@
 #define UNETRT_HD inline
 #endif
 
-namespace unetrt {
+#ifndef UNETRT_NAMESPACE
+#define UNETRT_NAMESPACE unetrt
+#endif
+
+namespace UNETRT_NAMESPACE {
 
 constexpr int kMaxChannels = 4;
 
@@ -99,6 +107,21 @@ struct ResizeParams {
     int64_t src_h, src_w, out_h, out_w, channels;
     float scale_y, scale_x;
 };
+
+#if defined(UNETRT_EMULATED_CUDA)
+bool record_write(const void* address, int64_t bytes);  // tiling_emulated.cpp
+#endif
+
+// Every output element the shared bodies and the CUDA kernels write goes through store(), so that the emulator
+// can count the writes (and drop a write outside the outputs instead of corrupting memory); elsewhere it is a
+// plain store.
+template <typename T>
+UNETRT_HD void store(T* address, T value) {
+#if defined(UNETRT_EMULATED_CUDA)
+    if (!record_write(address, static_cast<int64_t>(sizeof(T)))) return;
+#endif
+    *address = value;
+}
 
 // Mirror index without repeating the edge pixel (numpy 'reflect', OpenCV BORDER_REFLECT_101); bounces back
 // and forth when i lies further out than the image is long.
@@ -249,13 +272,12 @@ UNETRT_HD void stitch_pixel(int64_t y, int64_t x, const StitchParams& p, const L
         const int64_t tx = x - (g.origin_x + c * g.step_x);
         if (t < g.first || t >= g.first + g.count || ty < 0 || ty >= p.tile_h || tx < 0 || tx >= p.tile_w) return;
         const int64_t base = (t - g.first) * p.classes * tile_plane + ty * p.tile_w + tx;
-        for (int64_t k = 0; k < p.classes; ++k) acc[k * plane + pixel] = load(base + k * tile_plane);
+        for (int64_t k = 0; k < p.classes; ++k) store(acc + k * plane + pixel, load(base + k * tile_plane));
         return;
     }
     int64_t r_lo, r_hi, c_lo, c_hi;
     covering_tiles(y, g.origin_y, g.step_y, p.tile_h, g.rows, &r_lo, &r_hi);
     covering_tiles(x, g.origin_x, g.step_x, p.tile_w, g.cols, &c_lo, &c_hi);
-    float total = weight[pixel];
     for (int64_t r = r_lo; r <= r_hi; ++r) {
         for (int64_t c = c_lo; c <= c_hi; ++c) {
             const int64_t t = r * g.cols + c;
@@ -263,15 +285,15 @@ UNETRT_HD void stitch_pixel(int64_t y, int64_t x, const StitchParams& p, const L
             const int64_t ty = y - (g.origin_y + r * g.step_y);
             const int64_t tx = x - (g.origin_x + c * g.step_x);
             const float w = mul_rn(p.window_y[ty], p.window_x[tx]);
-            total = add_rn(total, w);
+            // Stored per tile (the same sums as one store at the end): every output changes once per covering tile.
+            store(weight + pixel, add_rn(weight[pixel], w));
             const int64_t base = (t - g.first) * p.classes * tile_plane + ty * p.tile_w + tx;
             for (int64_t k = 0; k < p.classes; ++k) {
                 float* cell = acc + k * plane + pixel;
-                *cell = add_rn(*cell, mul_rn(w, load(base + k * tile_plane)));
+                store(cell, add_rn(*cell, mul_rn(w, load(base + k * tile_plane))));
             }
         }
     }
-    weight[pixel] = total;
 }
 
 // One pixel of the finish: divide by the blend weight, then argmax (first maximum, NaN wins, as numpy) or threshold.
@@ -282,13 +304,14 @@ UNETRT_HD void finish_pixel(int64_t pixel, float* acc, const float* weight, uint
     for (int64_t k = 0; k < p.classes; ++k) {
         float v = acc[k * plane + pixel];
         if (p.normalize) v = div_rn(v, weight[pixel]);
-        if (p.write_logits) acc[k * plane + pixel] = v;
+        if (p.write_logits) store(acc + k * plane + pixel, v);
         if (k == 0 || v > best_value || (v != v && best_value == best_value)) {
             best = k;
             best_value = v;
         }
     }
-    if (mask != nullptr) mask[pixel] = static_cast<uint8_t>(p.binary ? (best_value > p.threshold ? 1 : 0) : best);
+    if (mask != nullptr)
+        store(mask + pixel, static_cast<uint8_t>(p.binary ? (best_value > p.threshold ? 1 : 0) : best));
 }
 
 // One output pixel of the resize of a uint8 image: per channel the bilinear value, rounded half up and clamped.
@@ -306,51 +329,73 @@ UNETRT_HD void resize_u8_pixel(int64_t y, int64_t x, const uint8_t* in, uint8_t*
         const float bottom = lerp_rn(static_cast<float>(row1[sx.i0 * p.channels + c]),
                                      static_cast<float>(row1[sx.i1 * p.channels + c]), sx.frac, gx);
         const float v = add_rn(lerp_rn(top, bottom, sy.frac, gy), 0.5f);
-        dst[c] = static_cast<uint8_t>(v >= 255.0f ? 255.0f : (v <= 0.0f ? 0.0f : v));
+        store(dst + c, static_cast<uint8_t>(v >= 255.0f ? 255.0f : (v <= 0.0f ? 0.0f : v)));
     }
 }
 
+// The bilinear samples of one output pixel of finish_resized, in source coordinates.
+struct ResizedSample {
+    int64_t y0, y1, x0, x1;
+    float fy, gy, fx, gx;  // fractions and 1 - fractions
+};
+
+UNETRT_HD ResizedSample resized_sample(int64_t y, int64_t x, const FinishResizedParams& p) {
+    const AxisSample sy = axis_sample(y, p.rect_h, p.scale_y);
+    const AxisSample sx = axis_sample(x, p.rect_w, p.scale_x);
+    return {p.rect_y + sy.i0, p.rect_y + sy.i1, p.rect_x + sx.i0, p.rect_x + sx.i1,
+            sy.frac, add_rn(1.0f, -sy.frac), sx.frac, add_rn(1.0f, -sx.frac)};
+}
+
+// Class k's resized value: horizontal lerps of the two source rows, then the vertical lerp.
+template <typename Load>
+UNETRT_HD float resized_value(int64_t k, const ResizedSample& s, const Load& load) {
+    const float top = lerp_rn(load(k, s.y0, s.x0), load(k, s.y0, s.x1), s.fx, s.gx);
+    const float bottom = lerp_rn(load(k, s.y1, s.x0), load(k, s.y1, s.x1), s.fx, s.gx);
+    return lerp_rn(top, bottom, s.fy, s.gy);
+}
+
 // One output pixel (y, x) of finish_resized; `load(k, sy, sx)` reads the source score as float, already divided by
-// the weight. Interpolates each class horizontally, then vertically, then reduces as finish_pixel does; with
-// probabilities, stores the values first and turns them into softmax (sigmoid) in a second pass over K.
+// the weight. The argmax (or threshold) is finish_pixel's. Probabilities: softmax over K with the maximum
+// subtracted (exp(v - max), summed in class order, each divided by the sum), or the sigmoid when binary; the
+// values are recomputed in each pass so that every output element is written once.
 template <typename Load>
 UNETRT_HD void finish_resized_pixel(int64_t y, int64_t x, const FinishResizedParams& p, const Load& load,
                                     uint8_t* mask, float* probabilities) {
-    const AxisSample sy = axis_sample(y, p.rect_h, p.scale_y);
-    const AxisSample sx = axis_sample(x, p.rect_w, p.scale_x);
-    const float gy = add_rn(1.0f, -sy.frac);
-    const float gx = add_rn(1.0f, -sx.frac);
-    const int64_t y0 = p.rect_y + sy.i0, y1 = p.rect_y + sy.i1;
-    const int64_t x0 = p.rect_x + sx.i0, x1 = p.rect_x + sx.i1;
+    const ResizedSample s = resized_sample(y, x, p);
     const int64_t plane = p.out_h * p.out_w;
     const int64_t pixel = y * p.out_w + x;
     int64_t best = 0;
     float best_value = 0.0f;
     for (int64_t k = 0; k < p.classes; ++k) {
-        const float top = lerp_rn(load(k, y0, x0), load(k, y0, x1), sx.frac, gx);
-        const float bottom = lerp_rn(load(k, y1, x0), load(k, y1, x1), sx.frac, gx);
-        const float v = lerp_rn(top, bottom, sy.frac, gy);
-        if (probabilities != nullptr) probabilities[k * plane + pixel] = v;
+        const float v = resized_value(k, s, load);
         if (k == 0 || beats(v, best_value)) {
             best = k;
             best_value = v;
         }
     }
     if (mask != nullptr)
-        mask[pixel] = static_cast<uint8_t>(p.binary ? (best_value > p.threshold ? 1 : 0) : best);
+        store(mask + pixel, static_cast<uint8_t>(p.binary ? (best_value > p.threshold ? 1 : 0) : best));
     if (probabilities == nullptr) return;
     if (p.binary) {
-        probabilities[pixel] = div_rn(1.0f, add_rn(1.0f, expf(-best_value)));
+        store(probabilities + pixel, div_rn(1.0f, add_rn(1.0f, expf(-best_value))));
         return;
     }
     float total = 0.0f;
-    for (int64_t k = 0; k < p.classes; ++k) {
-        const float e = expf(add_rn(probabilities[k * plane + pixel], -best_value));
-        probabilities[k * plane + pixel] = e;
-        total = add_rn(total, e);
-    }
+    for (int64_t k = 0; k < p.classes; ++k) total = add_rn(total, expf(add_rn(resized_value(k, s, load), -best_value)));
     for (int64_t k = 0; k < p.classes; ++k)
-        probabilities[k * plane + pixel] = div_rn(probabilities[k * plane + pixel], total);
+        store(probabilities + k * plane + pixel,
+              div_rn(expf(add_rn(resized_value(k, s, load), -best_value)), total));
+}
+
+// The band [*y_begin, *y_end) of image rows the batch of a stitch can touch (empty when *y_end <= *y_begin).
+inline void stitch_band(const StitchParams& p, int64_t* y_begin, int64_t* y_end) {
+    const Grid& g = p.grid;
+    const int64_t first_row = g.first / g.cols;
+    const int64_t last_row = (g.first + g.count - 1) / g.cols;
+    const int64_t top = g.origin_y + first_row * g.step_y;
+    const int64_t bottom = g.origin_y + last_row * g.step_y + p.tile_h;
+    *y_begin = top > 0 ? top : 0;
+    *y_end = bottom < p.height ? bottom : p.height;
 }
 
 // CPU kernels (tiling_cpu.cpp); `threads` >= 1. Outputs are contiguous.
@@ -369,4 +414,4 @@ int finish_resized_cuda(const void* scores, const float* weight, uint8_t* mask, 
                         const FinishResizedParams& params, void* stream);
 int resize_bilinear_u8_cuda(const uint8_t* in, uint8_t* out, const ResizeParams& params, void* stream);
 
-}  // namespace unetrt
+}  // namespace UNETRT_NAMESPACE

@@ -10,7 +10,7 @@
 #include <immintrin.h>
 #endif
 
-namespace unetrt {
+namespace UNETRT_NAMESPACE {
 namespace {
 
 // Runs body(begin, end) over [0, total) split into `threads` contiguous parts.
@@ -250,12 +250,8 @@ void stitch_rows(const StitchParams& params, const Load& load, float* acc, float
 }  // namespace
 
 void stitch_tiles_cpu(const void* tiles, float* acc, float* weight, const StitchParams& params, int threads) {
-    const Grid& g = params.grid;
-    // Only the rows the batch can touch.
-    const int64_t first_row = g.first / g.cols;
-    const int64_t last_row = (g.first + g.count - 1) / g.cols;
-    const int64_t y_begin = std::max<int64_t>(0, g.origin_y + first_row * g.step_y);
-    const int64_t y_end = std::min<int64_t>(params.height, g.origin_y + last_row * g.step_y + params.tile_h);
+    int64_t y_begin, y_end;  // only the rows the batch can touch
+    stitch_band(params, &y_begin, &y_end);
     if (y_end <= y_begin) return;
     auto run = [&](const auto& load) {
         parallel_for(y_end - y_begin, threads, [&](int64_t begin, int64_t end) {
@@ -284,9 +280,10 @@ namespace {
 // Both compute lerp_rn and beats operation for operation (no FMA: -ffp-contract=off; a select, not a branch,
 // so that random class changes cost no mispredictions), so their results are identical.
 struct RowLoops {
-    // out[x] = lerp_rn(src[i0[x]], src[i1[x]], f[x], g[x]).
+    // out[x] = lerp_rn(src[i0[x]], src[i1[x]], f[x], g[x]). src holds 8 readable floats past its last index;
+    // block_base[b] >= 0 says that block b (x = 8b .. 8b + 7) reads only src[block_base[b] .. + 8).
     void (*lerp_gather)(const float* src, const int32_t* i0, const int32_t* i1, const float* f, const float* g,
-                        float* out, int64_t n);
+                        const int32_t* block_base, float* out, int64_t n);
     // out[x] = lerp_rn(top[x], bottom[x], f, g) for f != 0.
     void (*lerp)(const float* top, const float* bottom, float f, float g, float* out, int64_t n);
     // The running argmax over one class k: where beats(v[x], best_value[x]), k takes over.
@@ -297,7 +294,7 @@ struct RowLoops {
 };
 
 void lerp_gather_portable(const float* src, const int32_t* i0, const int32_t* i1, const float* f, const float* g,
-                          float* out, int64_t n) {
+                          const int32_t*, float* out, int64_t n) {
     for (int64_t x = 0; x < n; ++x) out[x] = lerp_rn(src[i0[x]], src[i1[x]], f[x], g[x]);
 }
 
@@ -346,15 +343,28 @@ UNETRT_AVX2 inline void argmax8(__m256 v, float* best_value, int32_t* best_class
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(best_class), _mm256_castps_si256(_mm256_blendv_ps(c, k, better)));
 }
 
+// Gathers are slow on many x86 cores; where the 8 outputs of a block read within 8 consecutive source floats
+// (any upscale, mild downscales) one load and two in-register permutes replace them.
 UNETRT_AVX2 void lerp_gather_avx2(const float* src, const int32_t* i0, const int32_t* i1, const float* f,
-                                  const float* g, float* out, int64_t n) {
+                                  const float* g, const int32_t* block_base, float* out, int64_t n) {
     int64_t x = 0;
     for (; x + 8 <= n; x += 8) {
-        const __m256 a = _mm256_i32gather_ps(src, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i0 + x)), 4);
-        const __m256 b = _mm256_i32gather_ps(src, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i1 + x)), 4);
+        const __m256i j0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i0 + x));
+        const __m256i j1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i1 + x));
+        const int32_t base = block_base[x / 8];
+        __m256 a, b;
+        if (base >= 0) {
+            const __m256 window = _mm256_loadu_ps(src + base);
+            const __m256i offset = _mm256_set1_epi32(base);
+            a = _mm256_permutevar8x32_ps(window, _mm256_sub_epi32(j0, offset));
+            b = _mm256_permutevar8x32_ps(window, _mm256_sub_epi32(j1, offset));
+        } else {
+            a = _mm256_i32gather_ps(src, j0, 4);
+            b = _mm256_i32gather_ps(src, j1, 4);
+        }
         _mm256_storeu_ps(out + x, lerp8(a, b, _mm256_loadu_ps(f + x), _mm256_loadu_ps(g + x)));
     }
-    lerp_gather_portable(src, i0 + x, i1 + x, f + x, g + x, out + x, n - x);
+    lerp_gather_portable(src, i0 + x, i1 + x, f + x, g + x, nullptr, out + x, n - x);
 }
 
 UNETRT_AVX2 void lerp_avx2(const float* top, const float* bottom, float f, float g, float* out, int64_t n) {
@@ -407,11 +417,13 @@ const RowLoops& row_loops() {
 class FinishResizedRows {
    public:
     // Scratch floats one band needs (besides out_w class numbers).
-    static int64_t scratch_size(const FinishResizedParams& p) { return p.rect_w + 2 * p.classes * p.out_w + 2 * p.out_w; }
+    static int64_t scratch_size(const FinishResizedParams& p) {
+        return p.rect_w + kSourcePadding + 2 * p.classes * p.out_w + 2 * p.out_w;
+    }
 
     // The horizontal samples of every output column, as row loops take them.
     struct Columns {
-        std::vector<int32_t> i0, i1;
+        std::vector<int32_t> i0, i1, block_base;
         std::vector<float> frac, one_minus_frac;
     };
 
@@ -424,6 +436,11 @@ class FinishResizedRows {
             c.frac.push_back(a.frac);
             c.one_minus_frac.push_back(add_rn(1.0f, -a.frac));
         }
+        // Indices grow with x, so a block's span is [i0 of its first, i1 of its last].
+        for (int64_t x = 0; x + 8 <= p.out_w; x += 8) {
+            const int32_t lo = c.i0[static_cast<size_t>(x)], hi = c.i1[static_cast<size_t>(x + 7)];
+            c.block_base.push_back(hi - lo < 8 ? lo : -1);
+        }
         return c;
     }
 
@@ -431,7 +448,7 @@ class FinishResizedRows {
                       float* scratch, int32_t* best_class)
         : p_(p), scores_(scores), weight_(weight), columns_(columns), best_class_(best_class) {
         source_ = scratch;
-        rows_[0] = source_ + p.rect_w;
+        rows_[0] = source_ + p.rect_w + kSourcePadding;
         rows_[1] = rows_[0] + p.classes * p.out_w;
         total_ = rows_[1] + p.classes * p.out_w;
         best_value_ = total_ + p.out_w;
@@ -480,6 +497,9 @@ class FinishResizedRows {
     }
 
    private:
+    // The source row holds this many more floats, so that an 8-float load at its last pixel stays inside.
+    static constexpr int64_t kSourcePadding = 8;
+
     // The horizontally interpolated rows (K x out_w) of source row `row`, computed into the slot not holding `keep`.
     const float* interpolated_rows(int64_t row, int64_t keep) {
         for (int i = 0; i < 2; ++i)
@@ -502,7 +522,7 @@ class FinishResizedRows {
             for (int64_t x = 0; x < p_.rect_w; ++x) src[x] = div_rn(src[x], wrow[x]);
         }
         loops_.lerp_gather(src, columns_.i0.data(), columns_.i1.data(), columns_.frac.data(),
-                        columns_.one_minus_frac.data(), out, p_.out_w);
+                           columns_.one_minus_frac.data(), columns_.block_base.data(), out, p_.out_w);
     }
 
     // Softmax over K (sigmoid when binary) of one output row, in place, in class order as finish_resized_pixel().
@@ -564,4 +584,4 @@ void resize_bilinear_u8_cpu(const uint8_t* in, uint8_t* out, const ResizeParams&
     });
 }
 
-}  // namespace unetrt
+}  // namespace UNETRT_NAMESPACE

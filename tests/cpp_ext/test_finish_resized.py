@@ -7,35 +7,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_cases import finish_cases
 from tiling_reference import finish_resized_reference, resize_u8_reference
 
 from unetrt import _tiling
 
 SETTINGS = settings(max_examples=120, deadline=None, derandomize=True)
-
-
-@st.composite
-def finish_cases(draw: st.DrawFn) -> dict:
-    """Score planes of 1..24 px a side, any rect inside, any output size; NaNs, infinities and ties sometimes."""
-    binary = draw(st.booleans())
-    classes = 1 if binary else draw(st.sampled_from([1, 2, 3, 5, 11, 255, 256]))
-    src_h, src_w = draw(st.integers(1, 24)), draw(st.integers(1, 24))
-    rect_h, rect_w = draw(st.integers(1, src_h)), draw(st.integers(1, src_w))
-    rect = (draw(st.integers(0, src_h - rect_h)), draw(st.integers(0, src_w - rect_w)), rect_h, rect_w)
-    out_hw = (draw(st.integers(1, 40)), draw(st.integers(1, 40)))
-    if draw(st.booleans()):
-        out_hw = (rect_h, rect_w)  # identity resize
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    dtype = draw(st.sampled_from([np.float32, np.float16]))
-    scores = (rng.standard_normal((classes, src_h, src_w)) * 4).astype(dtype)
-    special = draw(st.sampled_from(["none", "nan", "inf", "ties"]))
-    if special != "none":
-        picks = rng.random(scores.shape) < 0.1
-        scores[picks] = {"nan": np.nan, "inf": np.inf, "ties": 1.0}[special]
-    weight = rng.uniform(0.1, 2, (src_h, src_w)).astype(np.float32) if draw(st.booleans()) else None
-    return {"scores": scores, "rect": rect, "out_hw": out_hw, "weight": weight, "binary": binary,
-            "threshold": draw(st.sampled_from([0.0, 0.3, -1.5])), "threads": draw(st.sampled_from([0, 1, 3])),
-            "outputs": draw(st.sampled_from(["mask", "probabilities", "both"]))}
 
 
 def _run(case: dict) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -90,6 +67,8 @@ def test_identity_resize_is_an_exact_copy(dtype: type) -> None:
     ((9, 13), (0, 0, 9, 13), (1, 1)),     # down to a single pixel
     ((9, 13), (5, 0, 4, 13), (50, 2)),    # a rect on the bottom edge, stretched tall
     ((9, 13), (0, 9, 9, 4), (9, 97)),     # a rect on the right edge, stretched wide
+    ((3, 300), (0, 0, 3, 300), (2, 41)),  # a strong downscale: 8 outputs span more than 8 sources
+    ((4, 37), (0, 0, 4, 37), (3, 203)),   # an upscale to a width that is no multiple of 8
 ])
 def test_edges_and_class_counts(classes: int, src_hw: tuple[int, int], rect: tuple[int, int, int, int],
                                 out_hw: tuple[int, int]) -> None:
