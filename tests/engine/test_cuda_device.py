@@ -1,5 +1,6 @@
 """The GPU-resident path on the CPU: CudaDevice driven through a fake driver whose device memory is host memory
-and whose '*_cuda' kernels are the CPU kernels, so the orchestration, pointer arithmetic, copies and graph
+and whose '*_cuda' kernels are the emulated CUDA launches of unetrt._tiling_emu (every block and thread of the
+real launch configuration) or the CPU kernels, so the orchestration, pointer arithmetic, copies and graph
 capture the GPU runs are exercised here."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from unetrt import _tiling
+from unetrt import _tiling, _tiling_emu
 from unetrt.backends import open_backend
 from unetrt.backends.base import DeviceBackend, network_output_shape
 from unetrt.cuda_device import CudaDevice
@@ -122,17 +123,18 @@ class FakeGraph:
 
 
 class FakeKernels:
-    """The *_cuda entry points of unetrt._tiling, run by the CPU kernels on the fake driver's memory."""
+    """The *_cuda entry points of unetrt._tiling, run on the fake driver's memory by a module with the CPU
+    entry points' signatures (the emulated CUDA kernels, or the CPU kernels)."""
 
-    def __init__(self, driver: FakeDriver) -> None:
-        self.driver = driver
+    def __init__(self, driver: FakeDriver, kernels: Any) -> None:
+        self.driver, self.kernels = driver, kernels
 
     def extract_tiles_cuda(self, image_ptr: int, image_hw: tuple[int, int], channels: int,
                            image_strides: tuple[int, int, int], image_dtype: str, out_ptr: int,
                            out_shape: tuple[int, ...], out_dtype: str, *, stream: int, **kwargs: Any) -> None:
         image = self.driver.view(image_ptr, (*image_hw, channels), image_dtype, image_strides)
         out = self.driver.view(out_ptr, out_shape, out_dtype)
-        self.driver.queue(("extract", out_shape[0]), lambda: _tiling.extract_tiles(image, out, **kwargs), stream)
+        self.driver.queue(("extract", out_shape[0]), lambda: self.kernels.extract_tiles(image, out, **kwargs), stream)
 
     def stitch_tiles_cuda(self, tiles_ptr: int, tiles_shape: tuple[int, ...], tiles_dtype: str, acc_ptr: int,
                           acc_shape: tuple[int, ...], weight_ptr: int, *, window_y_ptr: int, window_x_ptr: int,
@@ -145,7 +147,7 @@ class FakeKernels:
             windows = {"window_y": view(window_y_ptr, (tiles_shape[2],), np.float32),
                        "window_x": view(window_x_ptr, (tiles_shape[3],), np.float32)}
         self.driver.queue(("stitch", tiles_shape[0]),
-                          lambda: _tiling.stitch_tiles(tiles, acc, weight, **kwargs, **windows), stream)
+                          lambda: self.kernels.stitch_tiles(tiles, acc, weight, **kwargs, **windows), stream)
 
     def finish_resized_cuda(self, scores_ptr: int, scores_shape: tuple[int, ...], scores_dtype: str, mask_ptr: int,
                             mask_hw: tuple[int, int], *, rect: tuple[int, int, int, int], weight_ptr: int,
@@ -155,14 +157,14 @@ class FakeKernels:
         mask = view(mask_ptr, mask_hw, np.uint8)
         weight = view(weight_ptr, scores_shape[1:], np.float32) if weight_ptr else None
         probs = view(probabilities_ptr, (scores_shape[0], *mask_hw), np.float32) if probabilities_ptr else None
-        self.driver.queue(("finish",), lambda: _tiling.finish_resized(
+        self.driver.queue(("finish",), lambda: self.kernels.finish_resized(
             scores, mask, rect=rect, weight=weight, binary=binary, threshold=threshold, probabilities=probs), stream)
 
     def resize_bilinear_u8_cuda(self, image_ptr: int, image_shape: tuple[int, int, int], out_ptr: int,
                                 out_hw: tuple[int, int], *, stream: int) -> None:
         image = self.driver.view(image_ptr, image_shape, np.uint8)
         out = self.driver.view(out_ptr, (*out_hw, image_shape[2]), np.uint8)
-        self.driver.queue(("resize",), lambda: _tiling.resize_bilinear_u8(image, out), stream)
+        self.driver.queue(("resize",), lambda: self.kernels.resize_bilinear_u8(image, out), stream)
 
 
 class FakeCudaBackend:
@@ -201,12 +203,14 @@ class FakeCudaBackend:
         self.inner.close()
 
 
-@pytest.fixture
-def fake_gpu(tiny_model_files: dict[str, Path]) -> Iterator[tuple[FakeCudaBackend, FakeDriver, CudaDevice]]:
+@pytest.fixture(params=["emulated", "cpu"])
+def fake_gpu(tiny_model_files: dict[str, Path],
+             request: pytest.FixtureRequest) -> Iterator[tuple[FakeCudaBackend, FakeDriver, CudaDevice]]:
     driver = FakeDriver()
     backend = FakeCudaBackend(open_backend(tiny_model_files["onnx"]), driver)
     assert isinstance(backend, DeviceBackend)
-    yield backend, driver, CudaDevice(backend, driver, FakeKernels(driver))
+    kernels = _tiling_emu if request.param == "emulated" else _tiling
+    yield backend, driver, CudaDevice(backend, driver, FakeKernels(driver, kernels))
     backend.close()
 
 
