@@ -332,8 +332,11 @@ class TensorRTBackend:
                 f"{str(self.path)!r} has inputs {inputs} and outputs {outputs}; a unetrt U-Net has one of each"
             )
         self._input, self._output = inputs[0], outputs[0]
-        self._input_dtype: np.dtype[Any] = np.dtype(trt.nptype(engine.get_tensor_dtype(self._input)))
-        self._output_dtype: np.dtype[Any] = np.dtype(trt.nptype(engine.get_tensor_dtype(self._output)))
+        # tensorrt-stubs leave nptype unannotated.
+        input_type = trt.nptype(engine.get_tensor_dtype(self._input))  # type: ignore[no-untyped-call]
+        output_type = trt.nptype(engine.get_tensor_dtype(self._output))  # type: ignore[no-untyped-call]
+        self._input_dtype: np.dtype[Any] = np.dtype(input_type)
+        self._output_dtype: np.dtype[Any] = np.dtype(output_type)
         low, opt, high = (_dims(dims) for dims in engine.get_tensor_profile_shape(self._input, 0))
         self.profile = ShapeProfile.from_dict({"min": low, "opt": opt, "max": high})
         self.max_input_hw: tuple[int, int] | None = self.profile.max_input_hw

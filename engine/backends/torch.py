@@ -84,7 +84,7 @@ class TorchBackend:
         with torch.inference_mode():
             tensor = torch.from_numpy(batch).to(self._device, self._dtype, memory_format=self._memory_format)
             logits = self._model(tensor)
-            return logits.float().cpu().numpy()
+            return cast(np.ndarray, logits.float().cpu().numpy())
 
     # --- device entry (the GPU-resident frame path) -------------------------------------------------------
 
