@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..bundled import bundled_model_names, bundled_model_path, bundled_precision_path
-from .base import Backend, check_batch
+from .base import Backend, DeviceBackend, check_batch
 
 BACKENDS = ("onnxruntime", "openvino", "torch", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
@@ -28,8 +28,8 @@ CPU_PREFERENCE = (("openvino", "int8"), ("onnxruntime", "int8"), ("openvino", "f
 # BF16 is an inference-precision hint of OpenVINO on the FP32 file, not a file of its own.
 HINT_PRECISIONS = {"openvino": ("fp32", "bf16")}
 
-__all__ = ["BACKENDS", "PRECISIONS", "Backend", "ModelChoice", "check_batch", "choose_model", "open_backend",
-           "resolve_model"]
+__all__ = ["BACKENDS", "PRECISIONS", "Backend", "DeviceBackend", "ModelChoice", "check_batch", "choose_model",
+           "open_backend", "resolve_model"]
 
 
 class ModelChoice(NamedTuple):

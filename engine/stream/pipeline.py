@@ -16,7 +16,9 @@ import cv2
 import numpy as np
 
 from ..segmenter import SegmentationResult
+from ..visualize import draw_legend, palette_bgr
 from .capture import POLL_S, CapturedFrame, CaptureThread, EndOfStream, FrameQueue, Handoff, LatestFrameSlot
+from .flip import check_flip, flip_frame
 from .render import compose, draw_caption, parse_visualize
 from .sinks import DEFAULT_OUTPUT_FPS, FrameSink, open_sink
 from .sources import FrameSource, SourceLike, open_source
@@ -91,6 +93,9 @@ class Stream:
         visualize: panels to write: 'overlay', 'mask' or 'overlay,mask'.
         alpha: mask opacity in the overlay, in [0, 1].
         draw_stats: draw FPS and latency on written frames.
+        legend: draw the class names and colours on written frames (needs a segmenter with ``info``).
+        input_flip: 'none', 'horizontal', 'vertical', 'rotate-180', 'clockwise' or 'counterclockwise':
+            how every frame is turned before it is segmented (a camera mounted upside down: 'rotate-180').
         input_size: ``(width, height)`` to resize every frame to (and ask cameras for).
         max_fps: process at most this many frames per second (None: as fast as possible).
         loop: replays of a stored source: 0 none, N more times, -1 forever.
@@ -115,6 +120,7 @@ class Stream:
     def __init__(self, source: SourceLike, segmenter: FrameSegmenter | str | Path = "camvid",
                  output: str | FrameSink | None = None, *, live: bool | None = None,
                  visualize: str | Sequence[str] = "overlay", alpha: float = 0.5, draw_stats: bool = True,
+                 legend: bool = False, input_flip: str = "none",
                  input_size: tuple[int, int] | None = None, max_fps: float | None = None, loop: int = 0,
                  max_frames: int | None = None, callback: Callable[[StreamResult], object] | None = None,
                  output_fps: float | None = None, queue_size: int = 2,
@@ -124,6 +130,7 @@ class Stream:
         self.visualize = parse_visualize(visualize)
         self.alpha = alpha
         self.draw_stats = draw_stats
+        self.input_flip = check_flip(input_flip)
         self.input_size = input_size
         self.max_fps = max_fps
         self.loop = loop
@@ -143,6 +150,7 @@ class Stream:
             self.segmenter: FrameSegmenter = Segmenter(segmenter, **(segmenter_options or {}))
         else:
             self.segmenter = segmenter
+        self._legend = _legend_entries(self.segmenter) if legend else None
         self.stats = StreamStats()
         self.sink: FrameSink | None = None
         self._stop = threading.Event()
@@ -248,7 +256,8 @@ class Stream:
         return self.summary()
 
     def _segment(self, item: CapturedFrame) -> StreamResult:
-        segmentation = self.segmenter.segment(item.image)
+        image = flip_frame(item.image, self.input_flip)
+        segmentation = self.segmenter.segment(image)
         latency = (time.perf_counter() - item.captured_at) * 1e3
         timings = {"capture": item.capture_ms}
         for stage in ("preprocess", "inference", "postprocess"):
@@ -257,7 +266,7 @@ class Stream:
                 self.stats.add(stage, timings[stage])
         self.stats.add("latency", latency)
         self.stats.mark_result()
-        return StreamResult(item.index, item.image, segmentation.mask, segmentation, item.captured_at,
+        return StreamResult(item.index, image, segmentation.mask, segmentation, item.captured_at,
                             item.wall_time, latency, timings, self.stats.live_fps())
 
     def render(self, result: StreamResult) -> np.ndarray:
@@ -268,6 +277,8 @@ class Stream:
             dropped = self.stats.counters["dropped"]
             caption = f"{result.fps:.1f} FPS  latency {result.latency_ms:.0f} ms"
             draw_caption(image, caption + (f"  dropped {dropped}" if dropped else ""))
+        if self._legend is not None:
+            draw_legend(image, *self._legend)
         return image
 
     def _send_to_writer(self, result: StreamResult) -> None:
@@ -344,8 +355,9 @@ class Stream:
                 close()
 
     def summary(self) -> dict[str, Any]:
-        """Counters, FPS and p50/p95/p99 per stage and end to end (JSON-ready)."""
+        """Counters, FPS and p50/p95/p99 per stage and end to end (JSON-ready); ``output_codec`` for a video."""
         return {"source": self.source.name, "output": self.sink.name if self.sink else None,
+                "output_codec": getattr(self.sink, "codec", None),
                 "live": self.source.live, **self.stats.summary()}
 
     def __enter__(self) -> Stream:
@@ -354,6 +366,17 @@ class Stream:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _legend_entries(segmenter: FrameSegmenter) -> tuple[list[str], list[tuple[int, int, int]]]:
+    """Class names and BGR colours for the legend, from the segmenter's model description."""
+    info = getattr(segmenter, "info", None)
+    if info is None:
+        raise ValueError("legend needs a segmenter that describes its classes (a unetrt Segmenter has .info)")
+    palette = palette_bgr(info.colors, info.binary)
+    ids = [1] if info.binary else list(range(len(info.class_names)))
+    colors = [(int(palette[i][0]), int(palette[i][1]), int(palette[i][2])) for i in ids]
+    return list(info.class_names), colors
 
 
 def _check_options(alpha: float, max_fps: float | None, loop: int, max_frames: int | None, queue_size: int,

@@ -108,14 +108,13 @@ def _frames(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
 def test_calibration_batches_are_what_the_segmenter_feeds(tiny_model_files: dict[str, Path],
                                                           tmp_path: Path) -> None:
     from unetrt.datasets import read_image
-    from unetrt.preprocessing import prepare_input
+    from unetrt.frame_path import network_input
 
     frames = _frames(tmp_path / "frames", [(40, 30), (64, 48)])
     batches = calibration_batches(tiny_model_files["onnx"], frames)
     assert len(batches) == 2
     for path, batch in zip(frames, batches):
-        expected, _, _ = prepare_input(read_image(path, 3), tiny_info())
-        np.testing.assert_array_equal(batch, expected)
+        np.testing.assert_array_equal(batch, network_input([read_image(path, 3)], tiny_info()))
 
 
 def test_unknown_method_and_empty_calibration(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
