@@ -117,7 +117,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         >>> "frames" in format_summary(StreamStats().summary())
         True
     """
-    lines = [describe_runtime_line(summary["runtime"])] if summary.get("runtime") else []
+    runtime = summary.get("runtime") or {}
+    lines = [describe_runtime_line(runtime)] if runtime.get("backend") else []
     lines += [
         f"frames {summary['processed']} processed, {summary['captured']} captured, {summary['dropped']} dropped, "
         f"{summary['corrupt']} corrupt, {summary['reconnects']} reconnects, {summary['written']} written",
@@ -164,10 +165,11 @@ def describe_runtime_line(runtime: dict[str, Any]) -> str:
     Example:
         >>> describe_runtime_line({"backend": "torch", "precision": "fp32", "model": "a.pt", "device": "cpu",
         ...                        "threads": 1})
-        'model a.pt on torch, fp32, cpu, 1 threads'
+        'model a.pt on torch, fp32, cpu, 1 thread'
     """
-    parts = [f"on {runtime['backend']}" if runtime.get("backend") else "on an unnamed segmenter"]
+    parts = [f"on {runtime.get('backend')}"]
     parts += [str(runtime[key]) for key in ("precision", "device") if runtime.get(key)]
-    if runtime.get("threads") is not None:
-        parts.append(f"{runtime['threads']} threads")
+    threads = runtime.get("threads")
+    if threads is not None:
+        parts.append(f"{threads} thread{'' if threads == 1 else 's'}")
     return f"model {runtime.get('model') or 'unknown'} " + ", ".join(parts)

@@ -163,5 +163,5 @@ def test_summary_says_what_ran_and_splits_queue_wait_from_processing(
     assert summary["latency_ms"]["mean"] == pytest.approx(
         summary["queue_wait_ms"]["mean"] + summary["processing_ms"]["mean"], abs=0.01)
     printed = capsys.readouterr().out
-    assert f"model {tiny_model_files['onnx']} on onnxruntime, fp32, cpu, 1 threads" in printed
+    assert f"model {tiny_model_files['onnx']} on onnxruntime, fp32, cpu, 1 thread" in printed
     assert "queue_wait" in printed and "processing" in printed
