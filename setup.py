@@ -1,9 +1,11 @@
 """Build script: maps the top-level folders onto the one import root ``unetrt``.
 
 ``engine/`` is ``unetrt`` (the runtime), ``export/`` is ``unetrt.export``,
-``benchmarks/`` is ``unetrt.benchmarks``; ``cpp_ext/`` builds ``unetrt._tiling``.
+``benchmarks/`` is ``unetrt.benchmarks``; ``cpp_ext/`` builds ``unetrt._tiling`` and ``unetrt._tiling_emu``.
 
 ``unetrt._tiling`` always has the C++ kernels; the CUDA kernels are compiled in when nvcc is found.
+``unetrt._tiling_emu`` is always built, by the host compiler alone: the CUDA kernels run by emulation on numpy
+arrays, so that the tests check the GPU's kernel code on every machine (about 20 s more build time).
 Environment overrides:
 
 - ``UNETRT_CUDA``: ``auto`` (default: CUDA when nvcc is found), ``1`` (CUDA required), ``0`` (CPU only).
@@ -109,9 +111,10 @@ class BuildExt(build_ext):
     """Compiles the .cu sources with nvcc and links them, with a static cudart, into unetrt._tiling."""
 
     def build_extension(self, ext: Extension) -> None:
-        nvcc = cuda_wanted()
-        if nvcc is not None:
-            self._add_cuda(ext, nvcc)
+        if ext.name == TILING.name:
+            nvcc = cuda_wanted()
+            if nvcc is not None:
+                self._add_cuda(ext, nvcc)
         super().build_extension(ext)
 
     def _add_cuda(self, ext: Extension, nvcc: Path) -> None:
@@ -144,16 +147,29 @@ TILING = Pybind11Extension(
     "unetrt._tiling",
     sources=[str(CPP_EXT / "bindings.cpp"), str(CPP_EXT / "tiling_cpu.cpp")],
     include_dirs=[str(CPP_EXT)],
-    depends=[str(CPP_EXT / "tiling.h"), *map(str, CUDA_SOURCES)],
+    depends=[str(CPP_EXT / "tiling.h"), str(CPP_EXT / "tiling_kernels.cuh"), *map(str, CUDA_SOURCES)],
     cxx_std=17,
     # No FMA contraction: the CPU kernels must round exactly as the CUDA kernels and numpy do.
     extra_compile_args=["-O3", "-ffp-contract=off"],
+)
+
+# The CUDA kernels compiled by g++ under cuda_emulation.h, in their own namespace (their inline helpers must not
+# merge with the CPU build's), without FMA contraction (the device rounds a multiply and an add apart).
+TILING_EMULATED = Pybind11Extension(
+    "unetrt._tiling_emu",
+    sources=[str(CPP_EXT / "emulated_bindings.cpp"), str(CPP_EXT / "tiling_emulated.cpp")],
+    include_dirs=[str(CPP_EXT)],
+    depends=[str(CPP_EXT / name) for name in ("bindings.cpp", "tiling.h", "tiling_kernels.cuh", "cuda_emulation.h",
+                                              "tiling_emulated.h")],
+    define_macros=[("UNETRT_EMULATED_CUDA", "1"), ("UNETRT_NAMESPACE", "unetrt_emulated")],
+    cxx_std=17,
+    extra_compile_args=["-O2", "-ffp-contract=off"],
 )
 
 setup(
     packages=list(PACKAGE_DIR),
     package_dir=PACKAGE_DIR,
     package_data={"unetrt": ["models/*.onnx", "models/*.pt", "models/*.json", "samples/*.mp4", "py.typed"]},
-    ext_modules=[TILING],
+    ext_modules=[TILING, TILING_EMULATED],
     cmdclass={"build_ext": BuildExt},
 )

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from unetrt.backends import SUFFIX_BACKEND
 from unetrt.bundled import bundled_model_path
-from unetrt.cli import USAGE_ERROR, parse_size, run_cli
+from unetrt.cli import USAGE_ERROR, HelpFormatter, parse_size, run_cli
 from unetrt.geometry import plan_padding
 from unetrt.model_info import ModelInfo
 
@@ -103,7 +103,8 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``unet-bench``."""
-    parser = OneLineParser(prog="unet-bench", description="Benchmark every unetrt backend side by side.")
+    parser = OneLineParser(prog="unet-bench", description="Benchmark every unetrt backend side by side.",
+                           formatter_class=HelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--engine", help="a .plan, .onnx or .pt model, or a bundled model name (camvid)")
     source.add_argument("--unet-base", type=_positive(int), metavar="N",
@@ -118,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "model's working size, else 512x512)")
     parser.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto",
                         help="precision of the channels_last and CUDA-graph variants (auto: fp16 on GPU, fp32 on CPU)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the PyTorch rows run (auto: cuda when available)")
     parser.add_argument("--warmup", type=_positive(int), default=5, help="untimed iterations first (default 5)")
     parser.add_argument("--iterations", type=_positive(int), default=20, help="timed iterations per trial (default 20)")
     parser.add_argument("--duration", type=_positive(float), default=None, metavar="SECONDS",

@@ -36,7 +36,7 @@ from unetrt import __version__
 from unetrt.benchmarks.stats import machine_description
 from unetrt.bundled import sample_clip
 from unetrt.cli import run_cli
-from unetrt.preprocessing import prepare_input
+from unetrt.frame_path import network_input
 from unetrt.segmenter import Segmenter
 from unetrt.stream.pipeline import Stream
 
@@ -67,13 +67,7 @@ def read_frames(path: Path, count: int) -> list[np.ndarray]:
 
 def network_batches(segmenter: Segmenter, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Each frame as the backend sees it: resized to the working size, normalised, padded."""
-    work = segmenter.info.working_size
-    batches = []
-    for frame in frames:
-        if work is not None:
-            frame = cv2.resize(frame, work, interpolation=cv2.INTER_AREA)
-        batches.append(prepare_input(frame, segmenter.info)[0])
-    return batches
+    return [network_input([frame], segmenter.info) for frame in frames]
 
 
 def timed_fps(work: Callable[[], int]) -> tuple[float, float]:

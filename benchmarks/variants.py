@@ -13,6 +13,7 @@ prepared input and does one timed call per :meth:`Runner.step`, in one of three 
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,8 @@ from typing import Any, Protocol, cast
 import numpy as np
 
 from unetrt.backends import Backend, open_backend
+from unetrt.frame_path import network_input
 from unetrt.model_info import ModelInfo
-from unetrt.preprocessing import prepare_input
 from unetrt.segmenter import Segmenter
 
 MODES = ("bare", "device", "end-to-end")
@@ -120,7 +121,8 @@ class Workload:
 
     def network_batch(self, info: ModelInfo) -> np.ndarray:
         """The normalised, mirror-padded N x C x H x W batch the bare modes feed the network."""
-        return np.concatenate([prepare_input(frame, info)[0] for frame in self.frames(info)])
+        # The bare modes feed the network the frame itself: no working-size resize.
+        return network_input(self.frames(info), dataclasses.replace(info, working_size=None))
 
 
 def _torch() -> Any:

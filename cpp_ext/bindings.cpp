@@ -1,5 +1,8 @@
 // unetrt._tiling: checks every argument, then calls the CPU kernels (numpy arrays) or the CUDA launchers
 // (device pointers as integers). Any bad input raises ValueError before a kernel runs.
+//
+// Compiled a second time with UNETRT_EMULATED_CUDA, this file is unetrt._tiling_emu: the same numpy functions
+// with the same checks, but running the CUDA kernels by emulation (tiling_emulated.cpp), plus a write log.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -18,6 +21,11 @@
 
 #if defined(UNETRT_WITH_CUDA)
 #include <cuda_runtime_api.h>
+#endif
+
+#if defined(UNETRT_EMULATED_CUDA)
+#include "tiling_emulated.h"
+namespace unetrt = UNETRT_NAMESPACE;
 #endif
 
 namespace py = pybind11;
@@ -48,19 +56,13 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 const char* dtype_name(DType d) {
     switch (d) {
         case DType::u8: return "uint8";
+        case DType::u16: return "uint16";
         case DType::f16: return "float16";
         default: return "float32";
     }
 }
 
-DType parse_dtype_name(const std::string& name, const char* what) {
-    if (name == "uint8") return DType::u8;
-    if (name == "float16") return DType::f16;
-    if (name == "float32") return DType::f32;
-    fail(cat(what, " dtype must be 'uint8', 'float16' or 'float32', got '", name, "'"));
-}
-
-int64_t itemsize(DType d) { return d == DType::u8 ? 1 : (d == DType::f16 ? 2 : 4); }
+int64_t itemsize(DType d) { return d == DType::u8 ? 1 : (d == DType::f32 ? 4 : 2); }
 
 DType array_dtype(const py::array& a, const char* what) {
     const py::dtype dt = a.dtype();
@@ -68,9 +70,10 @@ DType array_dtype(const py::array& a, const char* what) {
     if (order == ">") fail(cat(what, " must be in native byte order, got ", std::string(py::str(dt))));
     const char kind = dt.kind();
     if (kind == 'u' && dt.itemsize() == 1) return DType::u8;
+    if (kind == 'u' && dt.itemsize() == 2) return DType::u16;
     if (kind == 'f' && dt.itemsize() == 2) return DType::f16;
     if (kind == 'f' && dt.itemsize() == 4) return DType::f32;
-    fail(cat(what, " dtype must be uint8, float16 or float32, got ", std::string(py::str(dt))));
+    fail(cat(what, " dtype must be uint8, uint16, float16 or float32, got ", std::string(py::str(dt))));
 }
 
 std::vector<int64_t> array_shape(const py::array& a) {
@@ -216,11 +219,71 @@ unetrt::StitchMode parse_mode(const std::string& mode) {
     fail(cat("mode must be 'crop' or 'blend', got '", mode, "'"));
 }
 
+// A CUDA launch covers at most kMaxLaunchRows image rows (gridDim.y <= 65535 blocks of 8 rows).
+void require_launch_rows(int64_t rows, const char* what) {
+    if (rows > unetrt::kMaxLaunchRows)
+        fail(cat(what, " of ", rows, " rows needs more than 65535 thread blocks down; the CUDA kernels take at most ",
+                 unetrt::kMaxLaunchRows, " rows per call: split it"));
+}
+
+int64_t stitch_rows(const unetrt::StitchParams& p) {
+    int64_t y_begin, y_end;
+    unetrt::stitch_band(p, &y_begin, &y_end);
+    return y_end - y_begin;
+}
+
+// The kernels behind the numpy functions: the CPU kernels, or in the emulated module the CUDA launchers, checked
+// against the launch limits as the *_cuda entry points are.
+#if defined(UNETRT_EMULATED_CUDA)
+constexpr bool kEmulated = true;
+
+void check_emulated(int err, const char* what) {
+    if (err != 0) throw std::runtime_error(cat(what, ": the emulated launch failed with cudaError ", err));
+}
+
+void run_extract(const unetrt::ImageView& image, void* out, DType out_dtype, const unetrt::ExtractParams& p, int) {
+    check_emulated(unetrt::extract_tiles_cuda(image, out, out_dtype, p, nullptr), "extract_tiles");
+}
+void run_stitch(const void* tiles, float* acc, float* weight, const unetrt::StitchParams& p, int) {
+    check_emulated(unetrt::stitch_tiles_cuda(tiles, acc, weight, p, nullptr), "stitch_tiles");
+}
+void run_finish(float* acc, const float* weight, uint8_t* mask, const unetrt::FinishParams& p, int) {
+    check_emulated(unetrt::finish_cuda(acc, weight, mask, p, nullptr), "finish");
+}
+void run_finish_resized(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                        const unetrt::FinishResizedParams& p, int) {
+    check_emulated(unetrt::finish_resized_cuda(scores, weight, mask, probabilities, p, nullptr), "finish_resized");
+}
+void run_resize_u8(const uint8_t* in, uint8_t* out, const unetrt::ResizeParams& p, int) {
+    check_emulated(unetrt::resize_bilinear_u8_cuda(in, out, p, nullptr), "resize_bilinear_u8");
+}
+#else
+constexpr bool kEmulated = false;
+
+void run_extract(const unetrt::ImageView& image, void* out, DType out_dtype, const unetrt::ExtractParams& p,
+                 int threads) {
+    unetrt::extract_tiles_cpu(image, out, out_dtype, p, threads);
+}
+void run_stitch(const void* tiles, float* acc, float* weight, const unetrt::StitchParams& p, int threads) {
+    unetrt::stitch_tiles_cpu(tiles, acc, weight, p, threads);
+}
+void run_finish(float* acc, const float* weight, uint8_t* mask, const unetrt::FinishParams& p, int threads) {
+    unetrt::finish_cpu(acc, weight, mask, p, threads);
+}
+void run_finish_resized(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                        const unetrt::FinishResizedParams& p, int threads) {
+    unetrt::finish_resized_cpu(scores, weight, mask, probabilities, p, threads);
+}
+void run_resize_u8(const uint8_t* in, uint8_t* out, const unetrt::ResizeParams& p, int threads) {
+    unetrt::resize_bilinear_u8_cpu(in, out, p, threads);
+}
+#endif
+
 // ---------------------------------------------------------------- CPU entry points (numpy arrays)
 
 unetrt::ImageView image_view(const py::array& image) {
     const DType dtype = array_dtype(image, "image");
-    if (dtype == DType::f16) fail("image dtype must be uint8 or float32, got float16");
+    if (dtype == DType::f16) fail("image dtype must be uint8, uint16 or float32, got float16");
     if (image.ndim() != 2 && image.ndim() != 3)
         fail(cat("image must be H x W or H x W x C, got shape ", shape_text(array_shape(image))));
     unetrt::ImageView v{};
@@ -252,11 +315,12 @@ py::array extract_tiles(const py::array& image, py::array out, Pair origin, Pair
         make_grid(origin, step, grid, first, out.shape(0), out.shape(2), out.shape(3), view.height, view.width);
     const unetrt::ExtractParams p =
         make_extract_params(view, out.shape(1), out.shape(2), out.shape(3), g, swap_rb, scale, mean, std_dev);
+    if (kEmulated) require_launch_rows(p.tile_h, "a tile");
     const int n_threads = resolve_threads(threads);
     void* data = out.mutable_data();
     {
         py::gil_scoped_release release;
-        unetrt::extract_tiles_cpu(view, data, out_dtype, p, n_threads);
+        run_extract(view, data, out_dtype, p, n_threads);
     }
     return out;
 }
@@ -320,11 +384,12 @@ void stitch_tiles(const py::array& tiles, py::array acc, std::optional<py::array
         p.window_x = static_cast<const float*>(window_x->data());
         weight_data = static_cast<float*>(weight->mutable_data());
     }
+    if (kEmulated) require_launch_rows(stitch_rows(p), "a band of tiles");
     const int n_threads = resolve_threads(threads);
     const void* tile_data = tiles.data();
     float* acc_data = static_cast<float*>(acc.mutable_data());
     py::gil_scoped_release release;
-    unetrt::stitch_tiles_cpu(tile_data, acc_data, weight_data, p, n_threads);
+    run_stitch(tile_data, acc_data, weight_data, p, n_threads);
 }
 
 unetrt::FinishParams make_finish_params(const std::vector<int64_t>& acc_shape, bool has_weight, bool has_mask,
@@ -373,10 +438,155 @@ void finish(py::array acc, std::optional<py::array> weight, std::optional<py::ar
     const int n_threads = resolve_threads(threads);
     float* acc_data = static_cast<float*>(acc.mutable_data());
     py::gil_scoped_release release;
-    unetrt::finish_cpu(acc_data, weight_data, mask_data, p, n_threads);
+    run_finish(acc_data, weight_data, mask_data, p, n_threads);
 }
 
+// ---------------------------------------------------------------- resized finish and uint8 resize
+
+using Rect = std::array<int64_t, 4>;
+
+void check_resize_side(int64_t v, const char* what) {
+    if (v < 1 || v > unetrt::kMaxResizeSide)
+        fail(cat(what, " must be 1 to ", unetrt::kMaxResizeSide, " px, got ", v));
+}
+
+// Checks the shapes and options of finish_resized (both builds) and fills the kernel parameters.
+unetrt::FinishResizedParams make_finish_resized_params(const std::vector<int64_t>& scores_shape, DType score_dtype,
+                                                       Pair out_hw, const Rect& rect, bool binary, double threshold) {
+    if (score_dtype != DType::f32 && score_dtype != DType::f16)
+        fail(cat("scores dtype must be float32 or float16, got ", dtype_name(score_dtype)));
+    if (scores_shape.size() != 3) fail(cat("scores must be K x H x W, got shape ", shape_text(scores_shape)));
+    for (int64_t v : scores_shape)
+        if (v < 1 || v > kMaxCoordinate) fail(cat("scores must not be empty, got shape ", shape_text(scores_shape)));
+    const int64_t classes = scores_shape[0];
+    if (binary && classes != 1) fail(cat("binary models have 1 output channel, scores have ", classes));
+    if (!binary && classes > 256) fail(cat("a uint8 mask holds at most 256 classes, scores have ", classes));
+    if (!std::isfinite(threshold)) fail(cat("threshold must be finite, got ", threshold));
+    const auto [ry, rx, rh, rw] = rect;
+    if (rh < 1 || rw < 1 || ry < 0 || rx < 0 || ry > scores_shape[1] - rh || rx > scores_shape[2] - rw)
+        fail(cat("rect (y0, x0, h, w) = (", ry, ", ", rx, ", ", rh, ", ", rw, ") must be non-empty and lie inside ",
+                 "the ", scores_shape[1], " x ", scores_shape[2], " scores"));
+    check_resize_side(out_hw[0], "output height");
+    check_resize_side(out_hw[1], "output width");
+    if (rh > unetrt::kMaxResizeSide || rw > unetrt::kMaxResizeSide)
+        fail(cat("rect sides must be at most ", unetrt::kMaxResizeSide, " px, got ", rh, " x ", rw));
+    unetrt::FinishResizedParams p{};
+    p.classes = classes;
+    p.src_h = scores_shape[1];
+    p.src_w = scores_shape[2];
+    p.rect_y = ry;
+    p.rect_x = rx;
+    p.rect_h = rh;
+    p.rect_w = rw;
+    p.out_h = out_hw[0];
+    p.out_w = out_hw[1];
+    p.score_dtype = score_dtype;
+    p.binary = binary;
+    p.threshold = static_cast<float>(threshold);
+    p.scale_y = static_cast<float>(rh) / static_cast<float>(out_hw[0]);
+    p.scale_x = static_cast<float>(rw) / static_cast<float>(out_hw[1]);
+    return p;
+}
+
+void finish_resized(const py::array& scores, std::optional<py::array> mask, const Rect& rect,
+                    std::optional<py::array> weight, bool binary, double threshold,
+                    std::optional<py::array> probabilities, int threads) {
+    const DType score_dtype = array_dtype(scores, "scores");
+    require_contiguous(scores, "scores");
+    const auto scores_shape = array_shape(scores);
+    if (!mask && !probabilities) fail("finish_resized has nothing to do: pass mask, probabilities or both");
+    Pair out_hw{};
+    if (mask) {
+        require_dtype(*mask, "mask", {DType::u8});
+        require_output(*mask, "mask");
+        if (mask->ndim() != 2) fail(cat("mask must be H x W, got shape ", shape_text(array_shape(*mask))));
+        out_hw = {mask->shape(0), mask->shape(1)};
+    } else {
+        if (probabilities->ndim() != 3)
+            fail(cat("probabilities must be K x H x W, got shape ", shape_text(array_shape(*probabilities))));
+        out_hw = {probabilities->shape(1), probabilities->shape(2)};
+    }
+    const unetrt::FinishResizedParams p =
+        make_finish_resized_params(scores_shape, score_dtype, out_hw, rect, binary, threshold);
+    const float* weight_data = nullptr;
+    if (weight) {
+        require_dtype(*weight, "weight", {DType::f32});
+        require_contiguous(*weight, "weight");
+        require_shape(array_shape(*weight), {p.src_h, p.src_w}, "weight");
+        weight_data = static_cast<const float*>(weight->data());
+    }
+    float* probability_data = nullptr;
+    if (probabilities) {
+        require_dtype(*probabilities, "probabilities", {DType::f32});
+        require_output(*probabilities, "probabilities");
+        require_shape(array_shape(*probabilities), {p.classes, p.out_h, p.out_w}, "probabilities");
+        probability_data = static_cast<float*>(probabilities->mutable_data());
+    }
+    uint8_t* mask_data = mask ? static_cast<uint8_t*>(mask->mutable_data()) : nullptr;
+    if (kEmulated) require_launch_rows(p.out_h, "an output");
+    const int n_threads = resolve_threads(threads);
+    const void* score_data = scores.data();
+    py::gil_scoped_release release;
+    run_finish_resized(score_data, weight_data, mask_data, probability_data, p, n_threads);
+}
+
+// Checks the shapes of resize_bilinear_u8 (both builds): image H x W x C, out h x w x C with C <= 4.
+unetrt::ResizeParams make_resize_params(const std::vector<int64_t>& image_shape, Pair out_hw) {
+    if (image_shape.size() != 3)
+        fail(cat("image must be H x W or H x W x C, got shape ", shape_text(image_shape)));
+    check_resize_side(image_shape[0], "image height");
+    check_resize_side(image_shape[1], "image width");
+    check_resize_side(out_hw[0], "output height");
+    check_resize_side(out_hw[1], "output width");
+    if (image_shape[2] < 1 || image_shape[2] > unetrt::kMaxChannels)
+        fail(cat("image must have 1 to ", unetrt::kMaxChannels, " channels, got ", image_shape[2]));
+    unetrt::ResizeParams p{};
+    p.src_h = image_shape[0];
+    p.src_w = image_shape[1];
+    p.channels = image_shape[2];
+    p.out_h = out_hw[0];
+    p.out_w = out_hw[1];
+    p.scale_y = static_cast<float>(p.src_h) / static_cast<float>(p.out_h);
+    p.scale_x = static_cast<float>(p.src_w) / static_cast<float>(p.out_w);
+    return p;
+}
+
+py::array resize_bilinear_u8(const py::array& image, py::array out, int threads) {
+    require_dtype(image, "image", {DType::u8});
+    require_contiguous(image, "image");
+    require_dtype(out, "out", {DType::u8});
+    require_output(out, "out");
+    if (image.ndim() != 2 && image.ndim() != 3)
+        fail(cat("image must be H x W or H x W x C, got shape ", shape_text(array_shape(image))));
+    std::vector<int64_t> shape = array_shape(image);
+    if (shape.size() == 2) shape.push_back(1);
+    if (out.ndim() != image.ndim())
+        fail(cat("out must have as many dimensions as the image (", image.ndim(), "), got shape ",
+                 shape_text(array_shape(out))));
+    const unetrt::ResizeParams p = make_resize_params(shape, {out.shape(0), out.shape(1)});
+    if (out.ndim() == 3) require_shape(array_shape(out), {p.out_h, p.out_w, p.channels}, "out");
+    if (kEmulated) require_launch_rows(p.out_h, "an output");
+    const int n_threads = resolve_threads(threads);
+    const auto* in_data = static_cast<const uint8_t*>(image.data());
+    auto* out_data = static_cast<uint8_t*>(out.mutable_data());
+    {
+        py::gil_scoped_release release;
+        run_resize_u8(in_data, out_data, p, n_threads);
+    }
+    return out;
+}
+
+#if !defined(UNETRT_EMULATED_CUDA)
 // ---------------------------------------------------------------- CUDA entry points (device pointers)
+
+DType parse_dtype_name(const std::string& name, const char* what) {
+    if (name == "uint8") return DType::u8;
+    if (name == "uint16") return DType::u16;
+    if (name == "float16") return DType::f16;
+    if (name == "float32") return DType::f32;
+    fail(cat(what, " dtype must be 'uint8', 'uint16', 'float16' or 'float32', got '", name, "'"));
+}
+
 
 #if defined(UNETRT_WITH_CUDA)
 constexpr bool kCudaBuilt = true;
@@ -444,9 +654,10 @@ void extract_tiles_cuda(uintptr_t image_ptr, Pair image_hw, int64_t channels, st
                         std::optional<std::vector<double>> std_dev, uintptr_t stream) {
     unetrt::ImageView view{};
     view.dtype = parse_dtype_name(image_dtype, "image");
-    if (view.dtype == DType::f16) fail("image dtype must be uint8 or float32, got float16");
+    if (view.dtype == DType::f16) fail("image dtype must be uint8, uint16 or float32, got float16");
     const DType out_type = parse_dtype_name(out_dtype, "out");
-    if (out_type == DType::u8) fail("out dtype must be float32 or float16, got uint8");
+    if (out_type == DType::u8 || out_type == DType::u16)
+        fail(cat("out dtype must be float32 or float16, got ", dtype_name(out_type)));
     view.height = image_hw[0];
     view.width = image_hw[1];
     view.channels = channels;
@@ -467,6 +678,7 @@ void extract_tiles_cuda(uintptr_t image_ptr, Pair image_hw, int64_t channels, st
         make_grid(origin, step, grid, first, out_shape[0], out_shape[2], out_shape[3], view.height, view.width);
     const unetrt::ExtractParams p =
         make_extract_params(view, out_shape[1], out_shape[2], out_shape[3], g, swap_rb, scale, mean, std_dev);
+    require_launch_rows(p.tile_h, "a tile");
     require_device();
     require_device_pointer(image_ptr, size, "image_ptr");
     require_device_pointer(out_ptr, itemsize(out_type), "out_ptr");
@@ -482,7 +694,8 @@ void stitch_tiles_cuda(uintptr_t tiles_ptr, std::array<int64_t, 4> tiles_shape, 
                        Pair step, Pair grid, int64_t first, const std::string& mode, uintptr_t window_y_ptr,
                        uintptr_t window_x_ptr, uintptr_t stream) {
     const DType tile_type = parse_dtype_name(tiles_dtype, "tiles");
-    if (tile_type == DType::u8) fail("tiles dtype must be float32 or float16, got uint8");
+    if (tile_type == DType::u8 || tile_type == DType::u16)
+        fail(cat("tiles dtype must be float32 or float16, got ", dtype_name(tile_type)));
     const std::vector<int64_t> ts(tiles_shape.begin(), tiles_shape.end());
     const std::vector<int64_t> as(acc_shape.begin(), acc_shape.end());
     check_stitch_shapes(ts, as);
@@ -490,6 +703,7 @@ void stitch_tiles_cuda(uintptr_t tiles_ptr, std::array<int64_t, 4> tiles_shape, 
     unetrt::StitchParams p = make_stitch_params(tile_type, ts, as, g, mode);
     if (p.mode == unetrt::StitchMode::blend && (weight_ptr == 0 || window_y_ptr == 0 || window_x_ptr == 0))
         fail("mode 'blend' needs weight_ptr, window_y_ptr and window_x_ptr");
+    require_launch_rows(stitch_rows(p), "a band of tiles");
     require_device();
     require_device_pointer(tiles_ptr, itemsize(tile_type), "tiles_ptr");
     require_device_pointer(acc_ptr, 4, "acc_ptr");
@@ -523,22 +737,106 @@ void finish_cuda(uintptr_t acc_ptr, std::array<int64_t, 3> acc_shape, uintptr_t 
                  "finish_cuda launch failed");
 }
 
+void finish_resized_cuda(uintptr_t scores_ptr, std::array<int64_t, 3> scores_shape, const std::string& scores_dtype,
+                         uintptr_t mask_ptr, Pair mask_hw, const Rect& rect, uintptr_t weight_ptr,
+                         uintptr_t probabilities_ptr, bool binary, double threshold, uintptr_t stream) {
+    const DType score_type = parse_dtype_name(scores_dtype, "scores");
+    const unetrt::FinishResizedParams p = make_finish_resized_params({scores_shape.begin(), scores_shape.end()},
+                                                                     score_type, mask_hw, rect, binary, threshold);
+    if (mask_ptr == 0 && probabilities_ptr == 0)
+        fail("finish_resized_cuda has nothing to do: pass mask_ptr, probabilities_ptr or both");
+    require_launch_rows(p.out_h, "an output");
+    require_device();
+    require_device_pointer(scores_ptr, itemsize(score_type), "scores_ptr");
+    if (mask_ptr != 0) require_device_pointer(mask_ptr, 1, "mask_ptr");
+    if (weight_ptr != 0) require_device_pointer(weight_ptr, 4, "weight_ptr");
+    if (probabilities_ptr != 0) require_device_pointer(probabilities_ptr, 4, "probabilities_ptr");
+    py::gil_scoped_release release;
+    check_launch(unetrt::finish_resized_cuda(reinterpret_cast<const void*>(scores_ptr),
+                                             reinterpret_cast<const float*>(weight_ptr),
+                                             reinterpret_cast<uint8_t*>(mask_ptr),
+                                             reinterpret_cast<float*>(probabilities_ptr), p,
+                                             reinterpret_cast<void*>(stream)),
+                 "finish_resized_cuda launch failed");
+}
+
+void resize_bilinear_u8_cuda(uintptr_t image_ptr, std::array<int64_t, 3> image_shape, uintptr_t out_ptr,
+                             Pair out_hw, uintptr_t stream) {
+    const unetrt::ResizeParams p = make_resize_params({image_shape.begin(), image_shape.end()}, out_hw);
+    require_launch_rows(p.out_h, "an output");
+    require_device();
+    require_device_pointer(image_ptr, 1, "image_ptr");
+    require_device_pointer(out_ptr, 1, "out_ptr");
+    py::gil_scoped_release release;
+    check_launch(unetrt::resize_bilinear_u8_cuda(reinterpret_cast<const uint8_t*>(image_ptr),
+                                                 reinterpret_cast<uint8_t*>(out_ptr), p,
+                                                 reinterpret_cast<void*>(stream)),
+                 "resize_bilinear_u8_cuda launch failed");
+}
+
+#endif  // !UNETRT_EMULATED_CUDA
+
+#if defined(UNETRT_EMULATED_CUDA)
+// ---------------------------------------------------------------- the emulator's write log
+
+void record_writes(const std::vector<py::array>& arrays) {
+    std::vector<unetrt::Region> regions;
+    for (const py::array& a : arrays) {
+        require_contiguous(a, "array");
+        regions.push_back({reinterpret_cast<uintptr_t>(a.data()), static_cast<int64_t>(a.nbytes()),
+                           static_cast<int64_t>(a.itemsize())});
+    }
+    unetrt::start_recording(std::move(regions));
+}
+
+// Writes per element of each recorded array, shaped as it, and the stray writes (not performed).
+std::pair<std::vector<py::array_t<int32_t>>, int64_t> write_counts(const std::vector<py::array>& arrays) {
+    unetrt::WriteCounts counts = unetrt::stop_recording();
+    if (counts.per_region.size() != arrays.size())
+        fail(cat("write_counts needs the ", counts.per_region.size(), " arrays given to record_writes, got ",
+                 arrays.size()));
+    std::vector<py::array_t<int32_t>> shaped;
+    for (size_t i = 0; i < arrays.size(); ++i) {
+        if (static_cast<size_t>(arrays[i].size()) != counts.per_region[i].size())
+            fail(cat("write_counts: array ", i, " is not the one given to record_writes"));
+        shaped.emplace_back(std::vector<py::ssize_t>(arrays[i].shape(), arrays[i].shape() + arrays[i].ndim()),
+                            counts.per_region[i].data());
+    }
+    return {shaped, counts.stray};
+}
+#endif
+
 }  // namespace
 
-#if !defined(UNETRT_WITH_CUDA)
+#if !defined(UNETRT_WITH_CUDA) && !defined(UNETRT_EMULATED_CUDA)
 namespace unetrt {
 // Never called: every CUDA entry point raises in require_device() first. Defined so the module links.
 int extract_tiles_cuda(const ImageView&, void*, DType, const ExtractParams&, void*) { return 1; }
 int stitch_tiles_cuda(const void*, float*, float*, const StitchParams&, void*) { return 1; }
 int finish_cuda(float*, const float*, uint8_t*, const FinishParams&, void*) { return 1; }
+int finish_resized_cuda(const void*, const float*, uint8_t*, float*, const FinishResizedParams&, void*) { return 1; }
+int resize_bilinear_u8_cuda(const uint8_t*, uint8_t*, const ResizeParams&, void*) { return 1; }
 }  // namespace unetrt
 #endif
 
+#if defined(UNETRT_EMULATED_CUDA)
+PYBIND11_MODULE(_tiling_emu, m) {
+    m.doc() = "The CUDA kernels of unetrt._tiling run by emulation on the CPU, on numpy arrays, for tests.";
+    m.def("record_writes", &record_writes, py::arg("arrays"),
+          R"doc(Count, from now on, every element the emulated kernels write into these C-contiguous arrays; a
+write anywhere else is not performed and counts as stray. Read the counts with write_counts(the same arrays).)doc");
+    m.def("write_counts", &write_counts, py::arg("arrays"),
+          R"doc(Stop counting; per array, how often each element was written, and the number of stray writes.
+
+Returns:
+    (list of int32 arrays shaped as the given ones, number of stray writes).)doc");
+#else
 PYBIND11_MODULE(_tiling, m) {
     m.doc() = "Mirror-pad overlap-tile kernels: extract tiles, stitch network outputs, finish to a mask.";
     m.attr("cuda_built") = kCudaBuilt;
     m.def("cuda_device_count", &cuda_device_count,
           "Number of CUDA devices usable by this module (0 without a CUDA build, driver or GPU).");
+#endif
 
     m.def("extract_tiles", &extract_tiles, py::arg("image"), py::arg("out"), py::kw_only(), py::arg("origin"),
           py::arg("step"), py::arg("grid"), py::arg("first") = 0, py::arg("swap_rb") = false,
@@ -551,7 +849,7 @@ where tile first + n of the row-major grid starts at (oy, ox) = origin + (row, c
 without repeating the edge pixel, and c' swaps channels 0 and 2 when swap_rb is set.
 
 Args:
-    image: H x W or H x W x C (C <= 4) uint8 or float32, any strides.
+    image: H x W or H x W x C (C <= 4) uint8, uint16 or float32, any strides.
     out: N x C x tile_h x tile_w float32 or float16, C-contiguous, writeable; N tiles are written.
     origin, step, grid: (y, x) of tile 0's corner (may be negative), the tile step and (rows, cols).
     first: index of the first tile to extract.
@@ -587,6 +885,54 @@ Per pixel: v = acc / weight (when weight is given; stored back when write_logits
 Raises:
     ValueError: on wrong dtypes or shapes, or nothing to do.)doc");
 
+    m.def("finish_resized", &finish_resized, py::arg("scores"), py::arg("mask") = py::none(), py::kw_only(),
+          py::arg("rect"), py::arg("weight") = py::none(), py::arg("binary") = false, py::arg("threshold") = 0.0,
+          py::arg("probabilities") = py::none(), py::arg("threads") = 0,
+          R"doc(Resize network scores bilinearly to the output size and reduce them to a mask, in one pass (CPU).
+
+The rect (y0, x0, h, w) of the K x Hs x Ws scores (the valid area left after cropping the padding) maps onto the
+whole H x W output. Each source value is divided by weight (when given) at its source pixel, then resized with
+OpenCV INTER_LINEAR semantics (sx = (x + 0.5) * w / W - 0.5, clamped to the edge; h == H and w == W copies
+exactly). mask = argmax over K (first maximum, a NaN wins), or for binary models (K == 1) value > threshold, with
+the threshold in logit space. probabilities = softmax over K (sigmoid when binary) of the resized values; they
+match the CUDA twin to a few float32 ulp (expf differs), the mask matches it bit for bit.
+
+Args:
+    scores: K x Hs x Ws float32 or float16, C-contiguous.
+    mask: H x W uint8, C-contiguous, writeable; its shape sets the output size. None for probabilities only.
+    rect: (y0, x0, h, w) inside the scores.
+    weight: Hs x Ws float32 blend weight, or None.
+    binary, threshold: threshold the single channel instead of the argmax.
+    probabilities: K x H x W float32 output, or None. threads: 0 = one per core.
+
+Raises:
+    ValueError: on a wrong dtype, shape or rect, or neither mask nor probabilities.
+
+Example:
+    >>> mask = np.empty((360, 480), np.uint8)
+    >>> finish_resized(scores, mask, rect=(0, 0, 192, 256))  # doctest: +SKIP)doc");
+
+    m.def("resize_bilinear_u8", &resize_bilinear_u8, py::arg("image"), py::arg("out"), py::kw_only(),
+          py::arg("threads") = 0,
+          R"doc(Resize an H x W x C (or H x W) uint8 image to out's size with OpenCV INTER_LINEAR semantics (CPU).
+
+The twin of resize_bilinear_u8_cuda, computed in float32 and rounded half up: it is within one level of
+cv2.resize(..., interpolation=cv2.INTER_LINEAR), which rounds in fixed point.
+
+Args:
+    image: H x W x C (C <= 4) or H x W uint8, C-contiguous.
+    out: h x w x C (or h x w) uint8, C-contiguous, writeable. threads: 0 = one per core.
+
+Returns:
+    out.
+
+Raises:
+    ValueError: on a wrong dtype or shape.
+
+Example:
+    >>> small = resize_bilinear_u8(frame, np.empty((192, 256, 3), np.uint8))  # doctest: +SKIP)doc");
+
+#if !defined(UNETRT_EMULATED_CUDA)
     m.def("extract_tiles_cuda", &extract_tiles_cuda, py::arg("image_ptr"), py::arg("image_hw"), py::arg("channels"),
           py::arg("image_strides"), py::arg("image_dtype"), py::arg("out_ptr"), py::arg("out_shape"),
           py::arg("out_dtype"), py::kw_only(), py::arg("origin"), py::arg("step"), py::arg("grid"),
@@ -618,4 +964,23 @@ Raises:
 
 Raises:
     ValueError: on bad shapes or pointers. RuntimeError: without a CUDA device or on launch failure.)doc");
+
+    m.def("finish_resized_cuda", &finish_resized_cuda, py::arg("scores_ptr"), py::arg("scores_shape"),
+          py::arg("scores_dtype"), py::arg("mask_ptr"), py::arg("mask_hw"), py::kw_only(), py::arg("rect"),
+          py::arg("weight_ptr") = 0, py::arg("probabilities_ptr") = 0, py::arg("binary") = false,
+          py::arg("threshold") = 0.0, py::arg("stream") = 0,
+          R"doc(finish_resized on the GPU, asynchronous on `stream`; contiguous device buffers, 0 = 'not given'.
+
+mask_hw is the output size (also when mask_ptr is 0 and only probabilities_ptr, K x H x W float32, is written).
+
+Raises:
+    ValueError: on bad shapes, dtypes, rects or pointers. RuntimeError: without a CUDA device or on launch failure.)doc");
+
+    m.def("resize_bilinear_u8_cuda", &resize_bilinear_u8_cuda, py::arg("image_ptr"), py::arg("image_shape"),
+          py::arg("out_ptr"), py::arg("out_hw"), py::kw_only(), py::arg("stream") = 0,
+          R"doc(resize_bilinear_u8 on the GPU: contiguous H x W x C uint8 to out_h x out_w x C uint8, on `stream`.
+
+Raises:
+    ValueError: on bad shapes or pointers. RuntimeError: without a CUDA device or on launch failure.)doc");
+#endif
 }

@@ -1,9 +1,15 @@
-// Mirror-pad overlap-tile kernels shared by the CPU (tiling_cpu.cpp) and CUDA (tiling_cuda.cu) builds.
+// Mirror-pad overlap-tile kernels shared by the CPU (tiling_cpu.cpp) and CUDA (tiling_kernels.cuh) builds.
 //
 // Both builds compute every value with the same float operations in the same order, so a CUDA
 // result equals the CPU result bit for bit. Validation of user input happens once, in bindings.cpp;
 // the functions declared here trust the views they are given.
+//
+// The emulated CUDA build (tiling_emulated.cpp, module unetrt._tiling_emu) compiles this header again with
+// UNETRT_NAMESPACE=unetrt_emulated, so that its inline functions never merge with the CPU build's, and with
+// UNETRT_EMULATED_CUDA, which makes store() report every output write to the emulator.
 #pragma once
+
+#include <math.h>
 
 #include <cstdint>
 #include <cstring>
@@ -14,11 +20,15 @@
 #define UNETRT_HD inline
 #endif
 
-namespace unetrt {
+#ifndef UNETRT_NAMESPACE
+#define UNETRT_NAMESPACE unetrt
+#endif
+
+namespace UNETRT_NAMESPACE {
 
 constexpr int kMaxChannels = 4;
 
-enum class DType : int { u8 = 0, f16 = 1, f32 = 2 };
+enum class DType : int { u8 = 0, f16 = 1, f32 = 2, u16 = 3 };
 
 // An image H x W x C with strides in elements (any sign, any order), as numpy allows.
 struct ImageView {
@@ -71,6 +81,48 @@ struct FinishParams {
     float threshold;
 };
 
+// Bilinear resizes (finish_resized, resize_bilinear_u8) take sides up to 2^23 px: every output coordinate x and
+// x + 0.5 is then exact in float, so an identity resize maps each pixel onto itself.
+constexpr int64_t kMaxResizeSide = int64_t{1} << 23;
+
+// Kernels over image rows launch blocks of 8 rows with gridDim.y <= 65535: at most this many rows per launch.
+constexpr int64_t kMaxLaunchRows = int64_t{65535} * 8;
+
+// finish_resized: scores K x src_h x src_w (contiguous), the window rect (y0, x0, h, w) of it resized bilinearly
+// onto out_h x out_w, then mask = argmax over K (or value > threshold when binary) and/or probabilities = softmax
+// (sigmoid when binary) of the resized values, K x out_h x out_w. weight (src_h x src_w) divides every source value
+// before interpolation.
+struct FinishResizedParams {
+    int64_t classes, src_h, src_w;
+    int64_t rect_y, rect_x, rect_h, rect_w;
+    int64_t out_h, out_w;
+    DType score_dtype;  // f32 or f16
+    bool binary;
+    float threshold;
+    float scale_y, scale_x;  // rect_h / out_h, rect_w / out_w, rounded to float once by the host
+};
+
+// resize_bilinear_u8: in src_h x src_w x channels, out out_h x out_w x channels, both contiguous uint8.
+struct ResizeParams {
+    int64_t src_h, src_w, out_h, out_w, channels;
+    float scale_y, scale_x;
+};
+
+#if defined(UNETRT_EMULATED_CUDA)
+bool record_write(const void* address, int64_t bytes);  // tiling_emulated.cpp
+#endif
+
+// Every output element the shared bodies and the CUDA kernels write goes through store(), so that the emulator
+// can count the writes (and drop a write outside the outputs instead of corrupting memory); elsewhere it is a
+// plain store.
+template <typename T>
+UNETRT_HD void store(T* address, T value) {
+#if defined(UNETRT_EMULATED_CUDA)
+    if (!record_write(address, static_cast<int64_t>(sizeof(T)))) return;
+#endif
+    *address = value;
+}
+
 // Mirror index without repeating the edge pixel (numpy 'reflect', OpenCV BORDER_REFLECT_101); bounces back
 // and forth when i lies further out than the image is long.
 UNETRT_HD int64_t reflect_index(int64_t i, int64_t n) {
@@ -112,6 +164,39 @@ UNETRT_HD float mul_rn(float a, float b) { return a * b; }
 UNETRT_HD float add_rn(float a, float b) { return a + b; }
 UNETRT_HD float div_rn(float a, float b) { return a / b; }
 #endif
+
+// Where output coordinate o of an axis resized from n to m px samples the source (OpenCV INTER_LINEAR, half-pixel
+// centres): s = (o + 0.5) * scale - 0.5 with scale = n / m, clamped to [0, n - 1]; i0 = floor(s), i1 the next pixel
+// (i0 itself at the last pixel) and frac = s - i0. frac is 0 exactly when s is integral, so an identity resize copies.
+struct AxisSample {
+    int64_t i0, i1;
+    float frac;
+};
+
+UNETRT_HD AxisSample axis_sample(int64_t o, int64_t n, float scale) {
+    const float s = add_rn(mul_rn(add_rn(static_cast<float>(o), 0.5f), scale), -0.5f);
+    AxisSample a{0, 0, 0.0f};
+    if (s > 0.0f) {
+        const float whole = floorf(s);
+        a.i0 = static_cast<int64_t>(whole);
+        a.frac = add_rn(s, -whole);
+    }
+    if (a.i0 >= n - 1) {
+        a.i0 = n - 1;
+        a.frac = 0.0f;
+    }
+    a.i1 = a.frac > 0.0f ? a.i0 + 1 : a.i0;
+    return a;
+}
+
+// a * (1 - f) + b * f, rounded step by step; f == 0 gives a itself (not a + 0 * b, which turns -0 into +0 and
+// an infinite b into NaN). one_minus_f is 1 - f, passed in so row loops can table it.
+UNETRT_HD float lerp_rn(float a, float b, float f, float one_minus_f) {
+    return f == 0.0f ? a : add_rn(mul_rn(a, one_minus_f), mul_rn(b, f));
+}
+
+// Argmax step over classes in order: the first maximum wins, and the first NaN beats any number (numpy's argmax).
+UNETRT_HD bool beats(float v, float best) { return v > best || (v != v && best == best); }
 
 // Host float -> IEEE half, round to nearest even (what numpy's astype(float16) and CUDA's __float2half_rn do).
 inline uint16_t float_to_half_bits(float value) {
@@ -187,13 +272,12 @@ UNETRT_HD void stitch_pixel(int64_t y, int64_t x, const StitchParams& p, const L
         const int64_t tx = x - (g.origin_x + c * g.step_x);
         if (t < g.first || t >= g.first + g.count || ty < 0 || ty >= p.tile_h || tx < 0 || tx >= p.tile_w) return;
         const int64_t base = (t - g.first) * p.classes * tile_plane + ty * p.tile_w + tx;
-        for (int64_t k = 0; k < p.classes; ++k) acc[k * plane + pixel] = load(base + k * tile_plane);
+        for (int64_t k = 0; k < p.classes; ++k) store(acc + k * plane + pixel, load(base + k * tile_plane));
         return;
     }
     int64_t r_lo, r_hi, c_lo, c_hi;
     covering_tiles(y, g.origin_y, g.step_y, p.tile_h, g.rows, &r_lo, &r_hi);
     covering_tiles(x, g.origin_x, g.step_x, p.tile_w, g.cols, &c_lo, &c_hi);
-    float total = weight[pixel];
     for (int64_t r = r_lo; r <= r_hi; ++r) {
         for (int64_t c = c_lo; c <= c_hi; ++c) {
             const int64_t t = r * g.cols + c;
@@ -201,15 +285,15 @@ UNETRT_HD void stitch_pixel(int64_t y, int64_t x, const StitchParams& p, const L
             const int64_t ty = y - (g.origin_y + r * g.step_y);
             const int64_t tx = x - (g.origin_x + c * g.step_x);
             const float w = mul_rn(p.window_y[ty], p.window_x[tx]);
-            total = add_rn(total, w);
+            // Stored per tile (the same sums as one store at the end): every output changes once per covering tile.
+            store(weight + pixel, add_rn(weight[pixel], w));
             const int64_t base = (t - g.first) * p.classes * tile_plane + ty * p.tile_w + tx;
             for (int64_t k = 0; k < p.classes; ++k) {
                 float* cell = acc + k * plane + pixel;
-                *cell = add_rn(*cell, mul_rn(w, load(base + k * tile_plane)));
+                store(cell, add_rn(*cell, mul_rn(w, load(base + k * tile_plane))));
             }
         }
     }
-    weight[pixel] = total;
 }
 
 // One pixel of the finish: divide by the blend weight, then argmax (first maximum, NaN wins, as numpy) or threshold.
@@ -220,23 +304,114 @@ UNETRT_HD void finish_pixel(int64_t pixel, float* acc, const float* weight, uint
     for (int64_t k = 0; k < p.classes; ++k) {
         float v = acc[k * plane + pixel];
         if (p.normalize) v = div_rn(v, weight[pixel]);
-        if (p.write_logits) acc[k * plane + pixel] = v;
+        if (p.write_logits) store(acc + k * plane + pixel, v);
         if (k == 0 || v > best_value || (v != v && best_value == best_value)) {
             best = k;
             best_value = v;
         }
     }
-    if (mask != nullptr) mask[pixel] = static_cast<uint8_t>(p.binary ? (best_value > p.threshold ? 1 : 0) : best);
+    if (mask != nullptr)
+        store(mask + pixel, static_cast<uint8_t>(p.binary ? (best_value > p.threshold ? 1 : 0) : best));
+}
+
+// One output pixel of the resize of a uint8 image: per channel the bilinear value, rounded half up and clamped.
+UNETRT_HD void resize_u8_pixel(int64_t y, int64_t x, const uint8_t* in, uint8_t* out, const ResizeParams& p) {
+    const AxisSample sy = axis_sample(y, p.src_h, p.scale_y);
+    const AxisSample sx = axis_sample(x, p.src_w, p.scale_x);
+    const float gy = add_rn(1.0f, -sy.frac);
+    const float gx = add_rn(1.0f, -sx.frac);
+    const uint8_t* row0 = in + sy.i0 * p.src_w * p.channels;
+    const uint8_t* row1 = in + sy.i1 * p.src_w * p.channels;
+    uint8_t* dst = out + (y * p.out_w + x) * p.channels;
+    for (int64_t c = 0; c < p.channels; ++c) {
+        const float top = lerp_rn(static_cast<float>(row0[sx.i0 * p.channels + c]),
+                                  static_cast<float>(row0[sx.i1 * p.channels + c]), sx.frac, gx);
+        const float bottom = lerp_rn(static_cast<float>(row1[sx.i0 * p.channels + c]),
+                                     static_cast<float>(row1[sx.i1 * p.channels + c]), sx.frac, gx);
+        const float v = add_rn(lerp_rn(top, bottom, sy.frac, gy), 0.5f);
+        store(dst + c, static_cast<uint8_t>(v >= 255.0f ? 255.0f : (v <= 0.0f ? 0.0f : v)));
+    }
+}
+
+// The bilinear samples of one output pixel of finish_resized, in source coordinates.
+struct ResizedSample {
+    int64_t y0, y1, x0, x1;
+    float fy, gy, fx, gx;  // fractions and 1 - fractions
+};
+
+UNETRT_HD ResizedSample resized_sample(int64_t y, int64_t x, const FinishResizedParams& p) {
+    const AxisSample sy = axis_sample(y, p.rect_h, p.scale_y);
+    const AxisSample sx = axis_sample(x, p.rect_w, p.scale_x);
+    return {p.rect_y + sy.i0, p.rect_y + sy.i1, p.rect_x + sx.i0, p.rect_x + sx.i1,
+            sy.frac, add_rn(1.0f, -sy.frac), sx.frac, add_rn(1.0f, -sx.frac)};
+}
+
+// Class k's resized value: horizontal lerps of the two source rows, then the vertical lerp.
+template <typename Load>
+UNETRT_HD float resized_value(int64_t k, const ResizedSample& s, const Load& load) {
+    const float top = lerp_rn(load(k, s.y0, s.x0), load(k, s.y0, s.x1), s.fx, s.gx);
+    const float bottom = lerp_rn(load(k, s.y1, s.x0), load(k, s.y1, s.x1), s.fx, s.gx);
+    return lerp_rn(top, bottom, s.fy, s.gy);
+}
+
+// One output pixel (y, x) of finish_resized; `load(k, sy, sx)` reads the source score as float, already divided by
+// the weight. The argmax (or threshold) is finish_pixel's. Probabilities: softmax over K with the maximum
+// subtracted (exp(v - max), summed in class order, each divided by the sum), or the sigmoid when binary; the
+// values are recomputed in each pass so that every output element is written once.
+template <typename Load>
+UNETRT_HD void finish_resized_pixel(int64_t y, int64_t x, const FinishResizedParams& p, const Load& load,
+                                    uint8_t* mask, float* probabilities) {
+    const ResizedSample s = resized_sample(y, x, p);
+    const int64_t plane = p.out_h * p.out_w;
+    const int64_t pixel = y * p.out_w + x;
+    int64_t best = 0;
+    float best_value = 0.0f;
+    for (int64_t k = 0; k < p.classes; ++k) {
+        const float v = resized_value(k, s, load);
+        if (k == 0 || beats(v, best_value)) {
+            best = k;
+            best_value = v;
+        }
+    }
+    if (mask != nullptr)
+        store(mask + pixel, static_cast<uint8_t>(p.binary ? (best_value > p.threshold ? 1 : 0) : best));
+    if (probabilities == nullptr) return;
+    if (p.binary) {
+        store(probabilities + pixel, div_rn(1.0f, add_rn(1.0f, expf(-best_value))));
+        return;
+    }
+    float total = 0.0f;
+    for (int64_t k = 0; k < p.classes; ++k) total = add_rn(total, expf(add_rn(resized_value(k, s, load), -best_value)));
+    for (int64_t k = 0; k < p.classes; ++k)
+        store(probabilities + k * plane + pixel,
+              div_rn(expf(add_rn(resized_value(k, s, load), -best_value)), total));
+}
+
+// The band [*y_begin, *y_end) of image rows the batch of a stitch can touch (empty when *y_end <= *y_begin).
+inline void stitch_band(const StitchParams& p, int64_t* y_begin, int64_t* y_end) {
+    const Grid& g = p.grid;
+    const int64_t first_row = g.first / g.cols;
+    const int64_t last_row = (g.first + g.count - 1) / g.cols;
+    const int64_t top = g.origin_y + first_row * g.step_y;
+    const int64_t bottom = g.origin_y + last_row * g.step_y + p.tile_h;
+    *y_begin = top > 0 ? top : 0;
+    *y_end = bottom < p.height ? bottom : p.height;
 }
 
 // CPU kernels (tiling_cpu.cpp); `threads` >= 1. Outputs are contiguous.
 void extract_tiles_cpu(const ImageView& image, void* out, DType out_dtype, const ExtractParams& params, int threads);
 void stitch_tiles_cpu(const void* tiles, float* acc, float* weight, const StitchParams& params, int threads);
 void finish_cpu(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, int threads);
+void finish_resized_cpu(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                        const FinishResizedParams& params, int threads);
+void resize_bilinear_u8_cpu(const uint8_t* in, uint8_t* out, const ResizeParams& params, int threads);
 
 // CUDA launchers (tiling_cuda.cu): asynchronous on `stream`; return a cudaError_t value (0 = success).
 int extract_tiles_cuda(const ImageView& image, void* out, DType out_dtype, const ExtractParams& params, void* stream);
 int stitch_tiles_cuda(const void* tiles, float* acc, float* weight, const StitchParams& params, void* stream);
 int finish_cuda(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, void* stream);
+int finish_resized_cuda(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                        const FinishResizedParams& params, void* stream);
+int resize_bilinear_u8_cuda(const uint8_t* in, uint8_t* out, const ResizeParams& params, void* stream);
 
-}  // namespace unetrt
+}  // namespace UNETRT_NAMESPACE

@@ -10,7 +10,7 @@
 #include <immintrin.h>
 #endif
 
-namespace unetrt {
+namespace UNETRT_NAMESPACE {
 namespace {
 
 // Runs body(begin, end) over [0, total) split into `threads` contiguous parts.
@@ -31,6 +31,20 @@ void parallel_for(int64_t total, int threads, const Body& body) {
     }
     body(int64_t{0}, std::min(total, chunk));
     for (auto& worker : workers) worker.join();
+}
+
+// parallel_for with the part number, for bodies that use per-part scratch allocated up front (an allocation
+// failing inside a worker thread would terminate the process instead of raising MemoryError).
+int64_t part_count(int64_t total, int threads) { return std::max<int64_t>(1, std::min<int64_t>(threads, total)); }
+
+template <typename Body>
+void parallel_parts(int64_t total, int threads, const Body& body) {
+    const int64_t parts = part_count(total, threads);
+    const int64_t chunk = (total + parts - 1) / parts;
+    parallel_for(parts, static_cast<int>(parts), [&](int64_t begin, int64_t end) {
+        for (int64_t part = begin; part < end; ++part)
+            body(part, std::min(total, part * chunk), std::min(total, (part + 1) * chunk));
+    });
 }
 
 template <typename T>
@@ -74,6 +88,35 @@ void floats_to_halves(const float* src, uint16_t* dst, int64_t n) {
 }
 #else
 const auto floats_to_halves = floats_to_halves_portable;
+#endif
+
+// Rows of halves -> floats (exact). F16C where the CPU has it.
+void halves_to_floats_portable(const uint16_t* src, float* dst, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = half_bits_to_float(src[i]);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx,f16c"))) void halves_to_floats_f16c(const uint16_t* src, float* dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+    for (; i < n; ++i) dst[i] = half_bits_to_float(src[i]);
+}
+
+using FloatRow = void (*)(const uint16_t*, float*, int64_t);
+
+FloatRow pick_halves_to_floats() {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx") ? halves_to_floats_f16c
+                                                                           : halves_to_floats_portable;
+}
+
+void halves_to_floats(const uint16_t* src, float* dst, int64_t n) {
+    static const FloatRow convert = pick_halves_to_floats();
+    convert(src, dst, n);
+}
+#else
+const auto halves_to_floats = halves_to_floats_portable;
 #endif
 
 template <typename In, typename Out>
@@ -135,6 +178,8 @@ void extract_dispatch_out(const ImageView& image, void* out, DType out_dtype, co
 void extract_tiles_cpu(const ImageView& image, void* out, DType out_dtype, const ExtractParams& params, int threads) {
     if (image.dtype == DType::u8)
         extract_dispatch_out<uint8_t>(image, out, out_dtype, params, threads);
+    else if (image.dtype == DType::u16)
+        extract_dispatch_out<uint16_t>(image, out, out_dtype, params, threads);
     else
         extract_dispatch_out<float>(image, out, out_dtype, params, threads);
 }
@@ -205,12 +250,8 @@ void stitch_rows(const StitchParams& params, const Load& load, float* acc, float
 }  // namespace
 
 void stitch_tiles_cpu(const void* tiles, float* acc, float* weight, const StitchParams& params, int threads) {
-    const Grid& g = params.grid;
-    // Only the rows the batch can touch.
-    const int64_t first_row = g.first / g.cols;
-    const int64_t last_row = (g.first + g.count - 1) / g.cols;
-    const int64_t y_begin = std::max<int64_t>(0, g.origin_y + first_row * g.step_y);
-    const int64_t y_end = std::min<int64_t>(params.height, g.origin_y + last_row * g.step_y + params.tile_h);
+    int64_t y_begin, y_end;  // only the rows the batch can touch
+    stitch_band(params, &y_begin, &y_end);
     if (y_end <= y_begin) return;
     auto run = [&](const auto& load) {
         parallel_for(y_end - y_begin, threads, [&](int64_t begin, int64_t end) {
@@ -233,4 +274,314 @@ void finish_cpu(float* acc, const float* weight, uint8_t* mask, const FinishPara
     });
 }
 
-}  // namespace unetrt
+namespace {
+
+// The row loops of finish_resized: portable ones and, on x86 with AVX2, 8-float ones picked once at load time.
+// Both compute lerp_rn and beats operation for operation (no FMA: -ffp-contract=off; a select, not a branch,
+// so that random class changes cost no mispredictions), so their results are identical.
+struct RowLoops {
+    // out[x] = lerp_rn(src[i0[x]], src[i1[x]], f[x], g[x]). src holds 8 readable floats past its last index;
+    // block_base[b] >= 0 says that block b (x = 8b .. 8b + 7) reads only src[block_base[b] .. + 8).
+    void (*lerp_gather)(const float* src, const int32_t* i0, const int32_t* i1, const float* f, const float* g,
+                        const int32_t* block_base, float* out, int64_t n);
+    // out[x] = lerp_rn(top[x], bottom[x], f, g) for f != 0.
+    void (*lerp)(const float* top, const float* bottom, float f, float g, float* out, int64_t n);
+    // The running argmax over one class k: where beats(v[x], best_value[x]), k takes over.
+    void (*argmax)(const float* v, float* best_value, int32_t* best_class, int32_t k, int64_t n);
+    // lerp and argmax in one pass, for when the values are not kept.
+    void (*lerp_argmax)(const float* top, const float* bottom, float f, float g, float* best_value,
+                        int32_t* best_class, int32_t k, int64_t n);
+};
+
+void lerp_gather_portable(const float* src, const int32_t* i0, const int32_t* i1, const float* f, const float* g,
+                          const int32_t*, float* out, int64_t n) {
+    for (int64_t x = 0; x < n; ++x) out[x] = lerp_rn(src[i0[x]], src[i1[x]], f[x], g[x]);
+}
+
+void lerp_portable(const float* top, const float* bottom, float f, float g, float* out, int64_t n) {
+    for (int64_t x = 0; x < n; ++x) out[x] = add_rn(mul_rn(top[x], g), mul_rn(bottom[x], f));
+}
+
+void argmax_portable(const float* v, float* best_value, int32_t* best_class, int32_t k, int64_t n) {
+    for (int64_t x = 0; x < n; ++x) {
+        const bool better = beats(v[x], best_value[x]);
+        best_value[x] = better ? v[x] : best_value[x];
+        best_class[x] = better ? k : best_class[x];
+    }
+}
+
+void lerp_argmax_portable(const float* top, const float* bottom, float f, float g, float* best_value,
+                          int32_t* best_class, int32_t k, int64_t n) {
+    for (int64_t x = 0; x < n; ++x) {
+        const float v = add_rn(mul_rn(top[x], g), mul_rn(bottom[x], f));
+        const bool better = beats(v, best_value[x]);
+        best_value[x] = better ? v : best_value[x];
+        best_class[x] = better ? k : best_class[x];
+    }
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#define UNETRT_AVX2 __attribute__((target("avx2")))
+
+UNETRT_AVX2 inline __m256 lerp8(__m256 a, __m256 b, __m256 f, __m256 g) {
+    const __m256 blend = _mm256_add_ps(_mm256_mul_ps(a, g), _mm256_mul_ps(b, f));
+    return _mm256_blendv_ps(blend, a, _mm256_cmp_ps(f, _mm256_setzero_ps(), _CMP_EQ_OQ));
+}
+
+// beats(v, b) on 8 lanes: v > b, or v is NaN and b is not.
+UNETRT_AVX2 inline __m256 beats8(__m256 v, __m256 b) {
+    const __m256 nan_over_number =
+        _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_cmp_ps(b, b, _CMP_ORD_Q));
+    return _mm256_or_ps(_mm256_cmp_ps(v, b, _CMP_GT_OQ), nan_over_number);
+}
+
+UNETRT_AVX2 inline void argmax8(__m256 v, float* best_value, int32_t* best_class, __m256 k) {
+    const __m256 b = _mm256_loadu_ps(best_value);
+    const __m256 better = beats8(v, b);
+    _mm256_storeu_ps(best_value, _mm256_blendv_ps(b, v, better));
+    const __m256 c = _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(best_class)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(best_class), _mm256_castps_si256(_mm256_blendv_ps(c, k, better)));
+}
+
+// Gathers are slow on many x86 cores; where the 8 outputs of a block read within 8 consecutive source floats
+// (any upscale, mild downscales) one load and two in-register permutes replace them.
+UNETRT_AVX2 void lerp_gather_avx2(const float* src, const int32_t* i0, const int32_t* i1, const float* f,
+                                  const float* g, const int32_t* block_base, float* out, int64_t n) {
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8) {
+        const __m256i j0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i0 + x));
+        const __m256i j1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i1 + x));
+        const int32_t base = block_base[x / 8];
+        __m256 a, b;
+        if (base >= 0) {
+            const __m256 window = _mm256_loadu_ps(src + base);
+            const __m256i offset = _mm256_set1_epi32(base);
+            a = _mm256_permutevar8x32_ps(window, _mm256_sub_epi32(j0, offset));
+            b = _mm256_permutevar8x32_ps(window, _mm256_sub_epi32(j1, offset));
+        } else {
+            a = _mm256_i32gather_ps(src, j0, 4);
+            b = _mm256_i32gather_ps(src, j1, 4);
+        }
+        _mm256_storeu_ps(out + x, lerp8(a, b, _mm256_loadu_ps(f + x), _mm256_loadu_ps(g + x)));
+    }
+    lerp_gather_portable(src, i0 + x, i1 + x, f + x, g + x, nullptr, out + x, n - x);
+}
+
+UNETRT_AVX2 void lerp_avx2(const float* top, const float* bottom, float f, float g, float* out, int64_t n) {
+    const __m256 f8 = _mm256_set1_ps(f), g8 = _mm256_set1_ps(g);
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8)
+        _mm256_storeu_ps(out + x, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(top + x), g8),
+                                                _mm256_mul_ps(_mm256_loadu_ps(bottom + x), f8)));
+    lerp_portable(top + x, bottom + x, f, g, out + x, n - x);
+}
+
+UNETRT_AVX2 void argmax_avx2(const float* v, float* best_value, int32_t* best_class, int32_t k, int64_t n) {
+    const __m256 k8 = _mm256_castsi256_ps(_mm256_set1_epi32(k));
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8) argmax8(_mm256_loadu_ps(v + x), best_value + x, best_class + x, k8);
+    argmax_portable(v + x, best_value + x, best_class + x, k, n - x);
+}
+
+UNETRT_AVX2 void lerp_argmax_avx2(const float* top, const float* bottom, float f, float g, float* best_value,
+                                  int32_t* best_class, int32_t k, int64_t n) {
+    const __m256 f8 = _mm256_set1_ps(f), g8 = _mm256_set1_ps(g);
+    const __m256 k8 = _mm256_castsi256_ps(_mm256_set1_epi32(k));
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8) {
+        const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(top + x), g8),
+                                       _mm256_mul_ps(_mm256_loadu_ps(bottom + x), f8));
+        argmax8(v, best_value + x, best_class + x, k8);
+    }
+    lerp_argmax_portable(top + x, bottom + x, f, g, best_value + x, best_class + x, k, n - x);
+}
+
+RowLoops pick_row_loops() {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) return {lerp_gather_avx2, lerp_avx2, argmax_avx2, lerp_argmax_avx2};
+    return {lerp_gather_portable, lerp_portable, argmax_portable, lerp_argmax_portable};
+}
+#else
+RowLoops pick_row_loops() { return {lerp_gather_portable, lerp_portable, argmax_portable, lerp_argmax_portable}; }
+#endif
+
+const RowLoops& row_loops() {
+    static const RowLoops loops = pick_row_loops();
+    return loops;
+}
+
+// Row form of finish_resized_pixel() for one band of output rows. Each source row is converted, divided by the
+// weight and interpolated horizontally once per class and kept while consecutive output rows sample it; each
+// output row is then a vertical blend of two such rows and a running argmax, all over contiguous rows of floats.
+// Every value goes through the same lerp_rn/beats steps as the per-pixel form, so the results are identical.
+class FinishResizedRows {
+   public:
+    // Scratch floats one band needs (besides out_w class numbers).
+    static int64_t scratch_size(const FinishResizedParams& p) {
+        return p.rect_w + kSourcePadding + 2 * p.classes * p.out_w + 2 * p.out_w;
+    }
+
+    // The horizontal samples of every output column, as row loops take them.
+    struct Columns {
+        std::vector<int32_t> i0, i1, block_base;
+        std::vector<float> frac, one_minus_frac;
+    };
+
+    static Columns columns(const FinishResizedParams& p) {
+        Columns c;
+        for (int64_t x = 0; x < p.out_w; ++x) {
+            const AxisSample a = axis_sample(x, p.rect_w, p.scale_x);
+            c.i0.push_back(static_cast<int32_t>(a.i0));
+            c.i1.push_back(static_cast<int32_t>(a.i1));
+            c.frac.push_back(a.frac);
+            c.one_minus_frac.push_back(add_rn(1.0f, -a.frac));
+        }
+        // Indices grow with x, so a block's span is [i0 of its first, i1 of its last].
+        for (int64_t x = 0; x + 8 <= p.out_w; x += 8) {
+            const int32_t lo = c.i0[static_cast<size_t>(x)], hi = c.i1[static_cast<size_t>(x + 7)];
+            c.block_base.push_back(hi - lo < 8 ? lo : -1);
+        }
+        return c;
+    }
+
+    FinishResizedRows(const FinishResizedParams& p, const void* scores, const float* weight, const Columns& columns,
+                      float* scratch, int32_t* best_class)
+        : p_(p), scores_(scores), weight_(weight), columns_(columns), best_class_(best_class) {
+        source_ = scratch;
+        rows_[0] = source_ + p.rect_w + kSourcePadding;
+        rows_[1] = rows_[0] + p.classes * p.out_w;
+        total_ = rows_[1] + p.classes * p.out_w;
+        best_value_ = total_ + p.out_w;
+    }
+
+    void run(int64_t y_begin, int64_t y_end, uint8_t* mask, float* probabilities) {
+        const int64_t plane = p_.out_h * p_.out_w;
+        const int64_t w = p_.out_w;
+        for (int64_t y = y_begin; y < y_end; ++y) {
+            const AxisSample sy = axis_sample(y, p_.rect_h, p_.scale_y);
+            const float gy = add_rn(1.0f, -sy.frac);
+            const float* top = interpolated_rows(sy.i0, sy.i1);
+            const float* bottom = interpolated_rows(sy.i1, sy.i0);
+            float* best_value = best_value_;
+            int32_t* best_class = best_class_;
+            for (int64_t k = 0; k < p_.classes; ++k) {
+                const float* h0 = top + k * w;
+                const float* h1 = bottom + k * w;
+                const int32_t kk = static_cast<int32_t>(k);
+                if (probabilities == nullptr && k > 0) {
+                    if (sy.frac == 0.0f) loops_.argmax(h0, best_value, best_class, kk, w);
+                    else loops_.lerp_argmax(h0, h1, sy.frac, gy, best_value, best_class, kk, w);
+                    continue;
+                }
+                float* v = probabilities != nullptr ? probabilities + k * plane + y * w : best_value;
+                if (sy.frac == 0.0f) std::memcpy(v, h0, static_cast<size_t>(w) * sizeof(float));
+                else loops_.lerp(h0, h1, sy.frac, gy, v, w);
+                if (k == 0) {
+                    if (v != best_value) std::memcpy(best_value, v, static_cast<size_t>(w) * sizeof(float));
+                    std::fill(best_class, best_class + w, 0);
+                } else {
+                    loops_.argmax(v, best_value, best_class, kk, w);
+                }
+            }
+            if (mask != nullptr) {
+                uint8_t* out = mask + y * w;
+                if (p_.binary) {
+                    const float threshold = p_.threshold;
+                    for (int64_t x = 0; x < w; ++x) out[x] = best_value[x] > threshold ? 1 : 0;
+                } else {
+                    for (int64_t x = 0; x < w; ++x) out[x] = static_cast<uint8_t>(best_class[x]);
+                }
+            }
+            if (probabilities != nullptr) to_probabilities(probabilities + y * w, plane);
+        }
+    }
+
+   private:
+    // The source row holds this many more floats, so that an 8-float load at its last pixel stays inside.
+    static constexpr int64_t kSourcePadding = 8;
+
+    // The horizontally interpolated rows (K x out_w) of source row `row`, computed into the slot not holding `keep`.
+    const float* interpolated_rows(int64_t row, int64_t keep) {
+        for (int i = 0; i < 2; ++i)
+            if (cached_[i] == row) return rows_[i];
+        const int slot = cached_[0] == keep ? 1 : 0;
+        cached_[slot] = row;
+        for (int64_t k = 0; k < p_.classes; ++k) interpolate_row(k, row, rows_[slot] + k * p_.out_w);
+        return rows_[slot];
+    }
+
+    void interpolate_row(int64_t k, int64_t row, float* out) {
+        const int64_t src_row = (k * p_.src_h + p_.rect_y + row) * p_.src_w + p_.rect_x;
+        float* src = source_;
+        if (p_.score_dtype == DType::f16)
+            halves_to_floats(static_cast<const uint16_t*>(scores_) + src_row, src, p_.rect_w);
+        else
+            std::memcpy(src, static_cast<const float*>(scores_) + src_row, static_cast<size_t>(p_.rect_w) * 4);
+        if (weight_ != nullptr) {
+            const float* wrow = weight_ + (p_.rect_y + row) * p_.src_w + p_.rect_x;
+            for (int64_t x = 0; x < p_.rect_w; ++x) src[x] = div_rn(src[x], wrow[x]);
+        }
+        loops_.lerp_gather(src, columns_.i0.data(), columns_.i1.data(), columns_.frac.data(),
+                           columns_.one_minus_frac.data(), columns_.block_base.data(), out, p_.out_w);
+    }
+
+    // Softmax over K (sigmoid when binary) of one output row, in place, in class order as finish_resized_pixel().
+    void to_probabilities(float* row, int64_t plane) {
+        const int64_t w = p_.out_w;
+        if (p_.binary) {
+            for (int64_t x = 0; x < w; ++x) row[x] = div_rn(1.0f, add_rn(1.0f, expf(-best_value_[x])));
+            return;
+        }
+        float* total = total_;
+        std::fill(total, total + w, 0.0f);
+        for (int64_t k = 0; k < p_.classes; ++k) {
+            float* v = row + k * plane;
+            for (int64_t x = 0; x < w; ++x) {
+                v[x] = expf(add_rn(v[x], -best_value_[x]));
+                total[x] = add_rn(total[x], v[x]);
+            }
+        }
+        for (int64_t k = 0; k < p_.classes; ++k) {
+            float* v = row + k * plane;
+            for (int64_t x = 0; x < w; ++x) v[x] = div_rn(v[x], total[x]);
+        }
+    }
+
+    const FinishResizedParams p_;
+    const void* scores_;
+    const float* weight_;
+    const Columns& columns_;
+    const RowLoops& loops_ = row_loops();
+    float* source_;
+    float* rows_[2];
+    float* total_;  // softmax denominators of one row
+    float* best_value_;
+    int32_t* best_class_;
+    int64_t cached_[2] = {-1, -1};
+};
+
+}  // namespace
+
+void finish_resized_cpu(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                        const FinishResizedParams& params, int threads) {
+    const FinishResizedRows::Columns columns = FinishResizedRows::columns(params);
+    const int64_t per_part = FinishResizedRows::scratch_size(params);
+    const int64_t parts = part_count(params.out_h, threads);
+    std::vector<float> scratch(static_cast<size_t>(parts * per_part));
+    std::vector<int32_t> classes(static_cast<size_t>(parts * params.out_w));
+    parallel_parts(params.out_h, threads, [&](int64_t part, int64_t begin, int64_t end) {
+        FinishResizedRows rows(params, scores, weight, columns, scratch.data() + part * per_part,
+                               classes.data() + part * params.out_w);
+        rows.run(begin, end, mask, probabilities);
+    });
+}
+
+void resize_bilinear_u8_cpu(const uint8_t* in, uint8_t* out, const ResizeParams& params, int threads) {
+    parallel_for(params.out_h, threads, [&](int64_t begin, int64_t end) {
+        const ResizeParams p = params;  // a local copy: uint8_t stores may alias anything
+        for (int64_t y = begin; y < end; ++y)
+            for (int64_t x = 0; x < p.out_w; ++x) resize_u8_pixel(y, x, in, out, p);
+    });
+}
+
+}  // namespace UNETRT_NAMESPACE

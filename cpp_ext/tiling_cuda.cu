@@ -1,128 +1,50 @@
-// CUDA kernels: the semantics of tiling.h, one thread per output pixel. No Python here; bindings.cpp calls the
-// launchers, which return a cudaError_t value instead of throwing across the C ABI.
+// The real CUDA launchers: tiling_kernels.cuh over a policy that launches with <<<>>> on a stream. No Python
+// here; bindings.cpp calls the launchers, which return a cudaError_t value instead of throwing across the C ABI.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include "tiling.h"
+#include "tiling_kernels.cuh"
 
 namespace unetrt {
 namespace {
 
-constexpr int kBlockX = 32;
-constexpr int kBlockY = 8;
+struct StreamLaunch {
+    cudaStream_t stream;
 
-template <typename T>
-__device__ __forceinline__ float load_as_float(const T* p) {
-    return static_cast<float>(*p);
-}
-template <>
-__device__ __forceinline__ float load_as_float<__half>(const __half* p) {
-    return __half2float(*p);
-}
-
-template <typename Out>
-__device__ __forceinline__ void store_from_float(Out* p, float v);
-template <>
-__device__ __forceinline__ void store_from_float<float>(float* p, float v) {
-    *p = v;
-}
-template <>
-__device__ __forceinline__ void store_from_float<__half>(__half* p, float v) {
-    *p = __float2half_rn(v);
-}
-
-// blockIdx.z = tile in the batch; x and y = pixel in the tile; every channel of that pixel per thread.
-template <typename In, typename Out>
-__global__ void extract_kernel(ImageView image, Out* __restrict__ out, ExtractParams p) {
-    const int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-    const int64_t y = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
-    const int64_t n = blockIdx.z;
-    if (x >= p.tile_w || y >= p.tile_h) return;
-    const Grid& g = p.grid;
-    const int64_t t = g.first + n;
-    const int64_t r = t / g.cols;
-    const int64_t c = t % g.cols;
-    const int64_t sy = reflect_index(g.origin_y + r * g.step_y + y, image.height);
-    const int64_t sx = reflect_index(g.origin_x + c * g.step_x + x, image.width);
-    const In* pixel = static_cast<const In*>(image.data) + sy * image.stride_y + sx * image.stride_x;
-    const int64_t tile_plane = p.tile_h * p.tile_w;
-    Out* dst = out + n * p.channels * tile_plane + y * p.tile_w + x;
-    for (int ch = 0; ch < p.channels; ++ch) {
-        const float v = load_as_float(pixel + p.src_channel[ch] * image.stride_c);
-        store_from_float(dst + ch * tile_plane, add_rn(mul_rn(v, p.mul[ch]), p.add[ch]));
+    template <typename... Params, typename... Args>
+    int operator()(const LaunchConfig& c, void (*kernel)(Params...), Args... args) {
+        kernel<<<c.grid, c.block, 0, stream>>>(args...);
+        return static_cast<int>(cudaGetLastError());
     }
-}
-
-template <typename T>
-struct DeviceLoad {
-    const T* data;
-    __device__ float operator()(int64_t i) const { return load_as_float(data + i); }
 };
-
-template <typename T>
-__global__ void stitch_kernel(const T* __restrict__ tiles, float* acc, float* weight, StitchParams p,
-                              int64_t y_begin) {
-    const int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-    const int64_t y = y_begin + static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
-    if (x >= p.width || y >= p.height) return;
-    stitch_pixel(y, x, p, DeviceLoad<T>{tiles}, acc, weight);
-}
-
-__global__ void finish_kernel(float* acc, const float* weight, uint8_t* mask, FinishParams p) {
-    const int64_t total = p.height * p.width;
-    for (int64_t pixel = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; pixel < total;
-         pixel += static_cast<int64_t>(gridDim.x) * blockDim.x)
-        finish_pixel(pixel, acc, weight, mask, p);
-}
-
-unsigned blocks(int64_t total, int per_block) { return static_cast<unsigned>((total + per_block - 1) / per_block); }
-
-template <typename In>
-void launch_extract(const ImageView& image, void* out, DType out_dtype, const ExtractParams& p, cudaStream_t s) {
-    const dim3 block(kBlockX, kBlockY);
-    const dim3 grid(blocks(p.tile_w, kBlockX), blocks(p.tile_h, kBlockY), static_cast<unsigned>(p.grid.count));
-    if (out_dtype == DType::f16)
-        extract_kernel<In, __half><<<grid, block, 0, s>>>(image, static_cast<__half*>(out), p);
-    else
-        extract_kernel<In, float><<<grid, block, 0, s>>>(image, static_cast<float*>(out), p);
-}
 
 }  // namespace
 
 int extract_tiles_cuda(const ImageView& image, void* out, DType out_dtype, const ExtractParams& params,
                        void* stream) {
-    const auto s = static_cast<cudaStream_t>(stream);
-    if (image.dtype == DType::u8)
-        launch_extract<uint8_t>(image, out, out_dtype, params, s);
-    else
-        launch_extract<float>(image, out, out_dtype, params, s);
-    return static_cast<int>(cudaGetLastError());
+    StreamLaunch launch{static_cast<cudaStream_t>(stream)};
+    return launch_extract(image, out, out_dtype, params, launch);
 }
 
 int stitch_tiles_cuda(const void* tiles, float* acc, float* weight, const StitchParams& params, void* stream) {
-    const Grid& g = params.grid;
-    const int64_t first_row = g.first / g.cols;
-    const int64_t last_row = (g.first + g.count - 1) / g.cols;
-    const int64_t y_begin = g.origin_y + first_row * g.step_y > 0 ? g.origin_y + first_row * g.step_y : 0;
-    const int64_t y_stop = g.origin_y + last_row * g.step_y + params.tile_h;
-    const int64_t y_end = y_stop < params.height ? y_stop : params.height;
-    if (y_end <= y_begin) return 0;
-    const dim3 block(kBlockX, kBlockY);
-    const dim3 grid(blocks(params.width, kBlockX), blocks(y_end - y_begin, kBlockY));
-    const auto s = static_cast<cudaStream_t>(stream);
-    if (params.tile_dtype == DType::f16)
-        stitch_kernel<__half><<<grid, block, 0, s>>>(static_cast<const __half*>(tiles), acc, weight, params, y_begin);
-    else
-        stitch_kernel<float><<<grid, block, 0, s>>>(static_cast<const float*>(tiles), acc, weight, params, y_begin);
-    return static_cast<int>(cudaGetLastError());
+    StreamLaunch launch{static_cast<cudaStream_t>(stream)};
+    return launch_stitch(tiles, acc, weight, params, launch);
 }
 
 int finish_cuda(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, void* stream) {
-    const int threads = 256;
-    const int64_t needed = (params.height * params.width + threads - 1) / threads;
-    const unsigned grid = static_cast<unsigned>(needed < 65535 * 8 ? needed : 65535 * 8);
-    finish_kernel<<<grid, threads, 0, static_cast<cudaStream_t>(stream)>>>(acc, weight, mask, params);
-    return static_cast<int>(cudaGetLastError());
+    StreamLaunch launch{static_cast<cudaStream_t>(stream)};
+    return launch_finish(acc, weight, mask, params, launch);
+}
+
+int finish_resized_cuda(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                        const FinishResizedParams& params, void* stream) {
+    StreamLaunch launch{static_cast<cudaStream_t>(stream)};
+    return launch_finish_resized(scores, weight, mask, probabilities, params, launch);
+}
+
+int resize_bilinear_u8_cuda(const uint8_t* in, uint8_t* out, const ResizeParams& params, void* stream) {
+    StreamLaunch launch{static_cast<cudaStream_t>(stream)};
+    return launch_resize_u8(in, out, params, launch);
 }
 
 }  // namespace unetrt

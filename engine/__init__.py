@@ -1,14 +1,35 @@
 """unetrt: real-time U-Net semantic segmentation (runtime; imports without torch).
 
+``Segmenter`` and friends are loaded on first use, after OpenCV has been checked, so a missing
+or incompatible OpenCV is reported in one line (see :mod:`unetrt.opencv`).
+
 Example:
     >>> from unetrt import Segmenter
     >>> with Segmenter("camvid") as seg:  # doctest: +SKIP
     ...     mask = seg.segment(frame).mask
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .model_info import ModelInfo
-from .segmenter import SegmentationResult, Segmenter
 
 __version__ = "0.1.0"
 
 __all__ = ["ModelInfo", "SegmentationResult", "Segmenter", "__version__"]
+
+_NEEDS_OPENCV = {"Segmenter": ".segmenter", "SegmentationResult": ".segmenter"}
+
+if TYPE_CHECKING:
+    from .segmenter import SegmentationResult, Segmenter
+else:
+    # Hidden from type checkers, which would otherwise resolve every unknown attribute (unetrt._tiling) through it.
+    def __getattr__(name: str) -> Any:
+        if name not in _NEEDS_OPENCV:
+            raise AttributeError(f"module 'unetrt' has no attribute {name!r}")
+        from .opencv import import_cv2
+
+        import_cv2()
+        return getattr(importlib.import_module(_NEEDS_OPENCV[name], __name__), name)

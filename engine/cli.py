@@ -20,6 +20,23 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, N
                                                 PermissionError, ImportError)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that ends each option with its default, except where there is none to state.
+
+    Flags (default False), options without a default (None) and help texts that already say
+    "(default: ...)" in words are left as written.
+
+    Example:
+        >>> parser = argparse.ArgumentParser(formatter_class=HelpFormatter)
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "(default" in text or "%(default)" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """Parse ``WxH`` (e.g. ``256x192``) into ``(width, height)`` for argparse.
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .cli import run_cli
+from .cli import HelpFormatter, run_cli
 from .datasets import paired_files, read_image, read_label
 from .metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from .segmenter import Segmenter
@@ -145,7 +145,8 @@ def parse_stems(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``unet-eval``."""
-    parser = argparse.ArgumentParser(prog="unet-eval", description="Score a model on an image/label folder pair.")
+    parser = argparse.ArgumentParser(prog="unet-eval", description="Score a model on an image/label folder pair.",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--model", required=True, help="a .plan, .onnx or .pt file, or a bundled model name")
     parser.add_argument("--images", required=True, help="folder of frames")
     parser.add_argument("--labels", required=True, help="folder of label maps with the same file stems")

@@ -13,7 +13,7 @@ pooled over the stack, and each error is 1 minus the best F-score over threshold
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -249,6 +249,8 @@ class IsbiChallengeScorer:
 
     Args:
         thresholds: binarisation thresholds in [0, 1], ascending.
+        binarize: how a map becomes a mask at a threshold (default ``probability > threshold``); a
+            post-processing step such as :func:`unetrt.postprocess.seeded_watershed` is scored this way.
 
     Raises:
         ValueError: when the thresholds are empty, unsorted or outside [0, 1].
@@ -260,11 +262,13 @@ class IsbiChallengeScorer:
         (0.0, 0.3)
     """
 
-    def __init__(self, thresholds: Sequence[float] = CHALLENGE_THRESHOLDS) -> None:
+    def __init__(self, thresholds: Sequence[float] = CHALLENGE_THRESHOLDS,
+                 binarize: Callable[[np.ndarray, float], np.ndarray] | None = None) -> None:
         values = np.asarray(thresholds, dtype=np.float64)
         if values.ndim != 1 or values.size == 0 or np.any(np.diff(values) <= 0) or values[0] < 0 or values[-1] > 1:
             raise ValueError(f"thresholds must be ascending values in [0, 1], got {list(thresholds)}")
         self.thresholds = tuple(float(t) for t in values)
+        self.binarize = binarize
         # Per threshold: pixel TP, FP + FN; Rand pair TP, predicted-same pairs, true-same pairs.
         self._pixel = np.zeros((values.size, 2), dtype=np.float64)
         self._rand = np.zeros((values.size, 3), dtype=np.float64)
@@ -285,7 +289,7 @@ class IsbiChallengeScorer:
         t_ids = true_seg[scored].astype(np.int64)
         true_pairs = _pairs(np.unique(t_ids, return_counts=True)[1])
         for row, threshold in enumerate(self.thresholds):
-            pred = probability > threshold
+            pred = probability > threshold if self.binarize is None else self.binarize(probability, threshold) != 0
             tp = float(np.count_nonzero(pred & truth))
             self._pixel[row] += (tp, float(np.count_nonzero(pred != truth)))
             n_ij, s_j = _segment_overlaps(t_ids, _components(pred)[scored].astype(np.int64))

@@ -20,17 +20,22 @@ from .geometry import PADDING_MODES, is_legal_size, legal_sizes, nearest_legal_s
 
 BLEND_MODES = ("gaussian", "linear", "crop")
 GAUSSIAN_SIGMA_SCALE = 0.125  # sigma as a fraction of the tile side, as MONAI's sliding-window inference
+# MONAI clamps its importance map at 1e-3: without a floor, a pixel seen only by tile edges (exp(-8) ~ 3e-4)
+# takes its class from whichever edge is least tiny, which alone moved 4 % of argmax pixels on a 1440 x 1088 frame.
+WINDOW_FLOOR = 1e-3
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
 class TileGrid:
-    """A regular grid of network tiles over one image.
+    """A grid of network tiles over one image: regular slots, the last row and column moved back inside.
 
-    Tile ``(r, c)`` is the network input whose top-left corner lies at ``origin + (r, c) * step`` in image
-    coordinates (negative or past the image where it is mirror-padded); its output covers
-    ``output_origin + (r, c) * step`` onwards, ``output_hw`` pixels.
+    Slot ``(r, c)`` starts at ``origin + (r, c) * step`` in image coordinates (its output at
+    ``output_origin + (r, c) * step``, ``output_hw`` pixels); the stitch kernels see this regular grid. The
+    tiles of the last row (column) run ``shift`` px before their slot, so that they end at the image's edge
+    instead of mirror-padding up to a whole step past it (as MONAI's sliding window places its last window);
+    their outputs move forward by ``shift`` into the slot before stitching (:meth:`tile_origin`).
 
     Attributes:
         image_hw: the image's (height, width).
@@ -38,8 +43,10 @@ class TileGrid:
         output_hw: network output per tile (smaller by ``2 * margin`` for 'valid' networks).
         margin: context margin lost on each side, per axis (0 for 'same').
         origin: top-left of tile 0's input.
-        step: distance between neighbouring tiles.
+        step: distance between neighbouring slots.
         shape: (rows, cols) of tiles.
+        shift: how far the last row's and last column's tiles lie before their slots (0 when one tile spans
+            the axis or the slots end at the image's edge).
     """
 
     image_hw: tuple[int, int]
@@ -49,6 +56,7 @@ class TileGrid:
     origin: tuple[int, int]
     step: tuple[int, int]
     shape: tuple[int, int]
+    shift: tuple[int, int] = (0, 0)
 
     @property
     def count(self) -> int:
@@ -64,6 +72,27 @@ class TileGrid:
     def overlap(self) -> tuple[int, int]:
         """Pixels shared by neighbouring outputs, per axis (0 when one tile spans the axis)."""
         return tuple(0 if n == 1 else o - s for n, o, s in zip(self.shape, self.output_hw, self.step))  # type: ignore[return-value]
+
+    def tile_origin(self, row: int, col: int) -> tuple[int, int]:
+        """Top-left corner of tile ``(row, col)``'s network input in image coordinates (the slot, less ``shift``
+        in the last row and column).
+
+        Example:
+            >>> plan_tiles((100, 64), 64, overlap=16).tile_origin(1, 0)
+            (36, 0)
+        """
+        return (self.origin[0] + row * self.step[0] - (self.shift[0] if row == self.shape[0] - 1 else 0),
+                self.origin[1] + col * self.step[1] - (self.shift[1] if col == self.shape[1] - 1 else 0))
+
+    def axis_starts(self, axis: int) -> list[int]:
+        """Where each tile's network *output* starts along ``axis`` (0 rows, 1 columns), in image coordinates.
+
+        Example:
+            >>> plan_tiles((100, 64), 64, overlap=16).axis_starts(0)
+            [0, 36]
+        """
+        count, start, step = self.shape[axis], self.output_origin[axis], self.step[axis]
+        return [start + i * step - (self.shift[axis] if i == count - 1 else 0) for i in range(count)]
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -92,8 +121,9 @@ def _check_tile(tile: int, padding: str, depth: int) -> None:
                          f"nearest legal sides: {nearest} (see unetrt.tiling.legal_tile_sizes)")
 
 
-def _plan_axis(size: int, tile: int, overlap: int, padding: str, depth: int) -> tuple[int, int, int, int, int, int]:
-    """(tile_in, tile_out, margin, origin, step, count) along one axis."""
+def _plan_axis(size: int, tile: int, overlap: int, padding: str, depth: int,
+               align: int) -> tuple[int, int, int, int, int, int, int]:
+    """(tile_in, tile_out, margin, origin, step, count, shift) along one axis."""
     _check_tile(tile, padding, depth)
     # A tile larger than the image needs wastes work: shrink it to the smallest legal size that still covers it.
     tile_in = min(tile, plan_padding(size, padding, depth).network_input)
@@ -101,16 +131,19 @@ def _plan_axis(size: int, tile: int, overlap: int, padding: str, depth: int) -> 
     assert tile_out is not None  # tile_in is legal
     margin = (tile_in - tile_out) // 2
     if tile_out >= size:
-        return tile_in, tile_out, margin, -margin, tile_out, 1
+        return tile_in, tile_out, margin, -margin, tile_out, 1, 0
     if not 0 <= overlap < tile_out:
         raise ValueError(f"overlap must be in [0, {tile_out}) for output tiles of {tile_out} px, got {overlap}")
     step = tile_out - overlap
     count = -(-(size - tile_out) // step) + 1
-    return tile_in, tile_out, margin, -margin, step, count
+    slot = (count - 1) * step
+    # The last tile ends at the image's edge, its start rounded up to the network's pooling grid.
+    last = -(-(size - tile_out) // align) * align
+    return tile_in, tile_out, margin, -margin, step, count, slot - min(last, slot)
 
 
 def plan_tiles(image_hw: Sequence[int], tile: int | Sequence[int], overlap: int | Sequence[int] = 0,
-               padding: str = "same", depth: int = 5) -> TileGrid:
+               padding: str = "same", depth: int = 5, align: int = 1) -> TileGrid:
     """The tile grid covering an image.
 
     Args:
@@ -121,12 +154,15 @@ def plan_tiles(image_hw: Sequence[int], tile: int | Sequence[int], overlap: int 
             need none: their context margin already supplies the surroundings.
         padding: the network's convolutions, 'same' or 'valid'.
         depth: the network's resolution levels.
+        align: the last row's and column's tiles start on a multiple of this (e.g. the network's size multiple,
+            which keeps every tile on the untiled image's pooling grid); 1 places them exactly at the edge.
 
     Returns:
-        The grid; its last row and column may reach past the image (mirror-padded).
+        The grid. Where the image is at least a tile long, every tile lies inside it (the last one up to
+        ``align - 1`` px past its edge); a shorter axis gets one tile, mirror-padded.
 
     Raises:
-        ValueError: on an illegal tile (naming the nearest legal ones), a bad overlap or an empty image.
+        ValueError: on an illegal tile (naming the nearest legal ones), a bad overlap or align, or an empty image.
 
     Example:
         >>> grid = plan_tiles((1000, 800), 572, padding="valid")
@@ -138,18 +174,94 @@ def plan_tiles(image_hw: Sequence[int], tile: int | Sequence[int], overlap: int 
     height, width = _pair(tuple(image_hw), "image_hw")
     if height < 1 or width < 1:
         raise ValueError(f"image must be at least 1 x 1, got {height} x {width}")
+    if not isinstance(align, (int, np.integer)) or align < 1:
+        raise ValueError(f"align must be a positive int, got {align!r}")
     tiles, overlaps = _pair(tile, "tile"), _pair(overlap, "overlap")
-    rows = _plan_axis(height, tiles[0], overlaps[0], padding, depth)
-    cols = _plan_axis(width, tiles[1], overlaps[1], padding, depth)
+    rows = _plan_axis(height, tiles[0], overlaps[0], padding, depth, int(align))
+    cols = _plan_axis(width, tiles[1], overlaps[1], padding, depth, int(align))
     return TileGrid(image_hw=(height, width), tile_hw=(rows[0], cols[0]), output_hw=(rows[1], cols[1]),
                     margin=(rows[2], cols[2]), origin=(rows[3], cols[3]), step=(rows[4], cols[4]),
-                    shape=(rows[5], cols[5]))
+                    shape=(rows[5], cols[5]), shift=(rows[6], cols[6]))
+
+
+def tile_runs(grid: TileGrid, jobs: Sequence[tuple[int, int]], regular: bool) -> list[tuple[int, int, int]]:
+    """Split ``(frame, tile)`` jobs into runs the kernels take in one call: ``(start, count, frame)`` with
+    consecutive tiles of one frame. With ``regular=False`` (extraction from a grid that shifts its last tiles,
+    whose origins leave the regular grid), a run also stays in one tile row and a shifted last column is a run
+    of its own.
+
+    Example:
+        >>> tile_runs(plan_tiles((64, 64), 32), [(0, 0), (0, 1), (0, 2), (1, 0)], regular=True)
+        [(0, 3, 0), (3, 1, 1)]
+    """
+    runs: list[tuple[int, int, int]] = []
+    cols = grid.shape[1]
+    for index, (frame, tile) in enumerate(jobs):
+        if runs:
+            start, count, run_frame = runs[-1]
+            joins = run_frame == frame and tile == jobs[index - 1][1] + 1
+            if not regular and grid.shift != (0, 0):
+                col = tile % cols
+                joins = joins and col != 0 and not (grid.shift[1] and col == cols - 1)
+            if joins:
+                runs[-1] = (start, count + 1, frame)
+                continue
+        runs.append((index, 1, frame))
+    return runs
+
+
+def extract_call(grid: TileGrid, tile: int) -> tuple[tuple[int, int], tuple[int, int], int]:
+    """``(origin, grid, first)`` of the regular grid an extract call starting at ``tile`` uses: the whole grid
+    when nothing is shifted, else the tile's row (its regular columns, or the shifted last column alone).
+
+    Example:
+        >>> extract_call(plan_tiles((100, 64), 64, overlap=16), 1)
+        ((36, 0), (1, 1), 0)
+    """
+    if grid.shift == (0, 0):
+        return grid.origin, grid.shape, tile
+    cols = grid.shape[1]
+    row, col = divmod(tile, cols)
+    y0, x0 = grid.tile_origin(row, col)
+    if grid.shift[1] and col == cols - 1:
+        return (y0, x0), (1, 1), 0
+    return (y0, grid.origin[1]), (1, cols - (1 if grid.shift[1] else 0)), col
+
+
+def shift_tile_output(tile: np.ndarray, axis: int, pixels: int) -> None:
+    """Move one K x h x w tile output ``pixels`` toward the start of ``axis`` (1 rows, 2 columns), in place: a
+    shifted last tile's output then lines up with its slot (:class:`TileGrid`).
+
+    Example:
+        >>> tile = np.arange(4, dtype=np.float32).reshape(1, 1, 4)
+        >>> shift_tile_output(tile, 2, 1); tile.tolist()
+        [[[1.0, 2.0, 3.0, 3.0]]]
+    """
+    size = tile.shape[axis]
+    # numpy copes with the overlap of source and destination.
+    if axis == 1:
+        tile[:, : size - pixels] = tile[:, pixels:]
+    else:
+        tile[:, :, : size - pixels] = tile[:, :, pixels:]
+
+
+def plan_whole(height: int, width: int, padding: str = "same", depth: int = 5) -> TileGrid:
+    """The one-tile grid of an image that goes through the network whole: mirror-padded to the smallest legal
+    input (at the end for 'same' networks; with the context margin around it for 'valid' ones).
+
+    Example:
+        >>> plan_whole(360, 480).tile_hw
+        (368, 480)
+    """
+    padded = (plan_padding(height, padding, depth).network_input, plan_padding(width, padding, depth).network_input)
+    return plan_tiles((height, width), padded, 0, padding, depth)
 
 
 def blend_window(kind: str, size: int) -> np.ndarray:
     """A 1-D blending window of ``size`` float32 weights, all positive, peak 1.
 
-    'gaussian': sigma = size / 8 around the centre (as MONAI); 'linear': a tent falling to the edges.
+    'gaussian': sigma = size / 8 around the centre, floored at :data:`WINDOW_FLOOR` (as MONAI);
+    'linear': a tent falling to the edges.
 
     Raises:
         ValueError: on an unknown kind or a size below 1.
@@ -168,7 +280,10 @@ def blend_window(kind: str, size: int) -> np.ndarray:
         window = np.minimum(index + 1, size - index)
     else:
         raise ValueError(f"window kind must be 'gaussian' or 'linear', got {kind!r}")
-    return (window / window.max()).astype(np.float32)
+    window = window / window.max()
+    if kind == "gaussian":
+        window = np.maximum(window, WINDOW_FLOOR)
+    return window.astype(np.float32)
 
 
 @dataclass
@@ -245,13 +360,25 @@ def tiled_inference(image: np.ndarray, predictor: Predictor, grid: TileGrid, *, 
     batch = np.empty((min(batch_size, grid.count), channels, *grid.tile_hw), dtype=dtype)
     acc: np.ndarray | None = None
     weight = np.zeros((height, width), np.float32) if mode == "blend" else None
+    jobs = [(0, tile) for tile in range(grid.count)]
     for first in range(0, grid.count, batch_size):
-        count = min(batch_size, grid.count - first)
-        tiles = batch[:count]
-        _tiling.extract_tiles(image, tiles, origin=grid.origin, first=first, swap_rb=swap_rb, scale=scale,
-                              mean=None if mean is None else list(mean), std=None if std is None else list(std),
-                              threads=threads, **geometry)
-        outputs = _check_outputs(predictor(tiles), count, grid)
+        chunk = jobs[first : first + batch_size]
+        tiles = batch[: len(chunk)]
+        for start, count, _ in tile_runs(grid, chunk, regular=False):
+            origin, shape, first_tile = extract_call(grid, chunk[start][1])
+            _tiling.extract_tiles(image, tiles[start : start + count], origin=origin, step=grid.step, grid=shape,
+                                  first=first_tile, swap_rb=swap_rb, scale=scale,
+                                  mean=None if mean is None else list(mean), std=None if std is None else list(std),
+                                  threads=threads)
+        outputs = _check_outputs(predictor(tiles), len(chunk), grid)
+        if grid.shift != (0, 0):
+            outputs = outputs.copy()  # the predictor may have handed out its own buffer
+            for index, (_, tile) in enumerate(chunk):
+                row, col = divmod(tile, grid.shape[1])
+                if row == grid.shape[0] - 1 and grid.shift[0]:
+                    shift_tile_output(outputs[index], 1, grid.shift[0])
+                if col == grid.shape[1] - 1 and grid.shift[1]:
+                    shift_tile_output(outputs[index], 2, grid.shift[1])
         if acc is None:
             acc = np.zeros((outputs.shape[1], height, width), np.float32)
         _tiling.stitch_tiles(outputs, acc, weight, origin=grid.output_origin, first=first, mode=mode,

@@ -45,3 +45,49 @@ def blend(frame: np.ndarray, colored: np.ndarray, alpha: float) -> np.ndarray:
     if frame.ndim == 2:
         frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
     return cv2.addWeighted(frame, 1.0 - alpha, colored, alpha, 0.0)
+
+
+def draw_legend(image: np.ndarray, names: Sequence[str], colors_bgr: Sequence[Sequence[int]]) -> np.ndarray:
+    """Draw a legend (a colour swatch and the name of each class) in the bottom-left corner, in place.
+
+    Args:
+        image: HxWx3 BGR uint8, drawn on.
+        names: class names, top to bottom.
+        colors_bgr: one BGR colour per name.
+
+    Returns:
+        ``image``.
+
+    Raises:
+        ValueError: when names and colours differ in number.
+
+    Example:
+        >>> draw_legend(np.zeros((120, 160, 3), np.uint8), ["road", "car"], [(128, 64, 128), (128, 0, 64)]).shape
+        (120, 160, 3)
+    """
+    if len(names) != len(colors_bgr):
+        raise ValueError(f"legend has {len(names)} names but {len(colors_bgr)} colours")
+    if not names:
+        return image
+    # Text scaled to the image as the caption is, but small enough that 11 classes fit in 360 rows.
+    scale = max(0.3, image.shape[0] / 1000)
+    thickness = max(1, round(scale * 1.5))
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    sizes = [cv2.getTextSize(name, font, scale, thickness)[0] for name in names]
+    row = max(h for _, h in sizes) + max(3, round(6 * scale))
+    swatch = row - max(2, round(3 * scale))
+    pad = max(2, round(4 * scale))
+    width = swatch + 3 * pad + max(w for w, _ in sizes)
+    height = row * len(names) + pad
+    top = max(0, image.shape[0] - height)
+    panel = image[top:, :width]
+    # A darkened panel keeps the names readable over any picture.
+    panel[:] = (panel.astype(np.uint16) * 2 // 5).astype(np.uint8)
+    for index, (name, color) in enumerate(zip(names, colors_bgr)):
+        y = top + pad + index * row
+        bgr = tuple(int(c) for c in color)
+        cv2.rectangle(image, (pad, y), (pad + swatch, y + swatch), bgr, cv2.FILLED)
+        cv2.rectangle(image, (pad, y), (pad + swatch, y + swatch), (255, 255, 255), 1)
+        cv2.putText(image, name, (2 * pad + swatch, y + swatch - 1), font, scale, (255, 255, 255), thickness,
+                    cv2.LINE_AA)
+    return image

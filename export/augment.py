@@ -14,7 +14,9 @@ Transforms, by the names ``--augment`` takes (comma-separated, applied in this o
 ``rot90``
     turn by k * 90 degrees, k uniform (k odd only for square samples, so batches keep their shape).
 ``scale``
-    zoom by a factor in [1 - scale, 1 + scale] and shift by up to ``shift`` of the size (reflected border).
+    zoom by a factor in [1 - scale, 1 + scale], or drawn log-uniformly from ``zoom`` = (min, max) when given,
+    and shift by up to ``shift`` of the size, or further when the zoom hides part of the image, so that
+    every part can come into view (reflected border).
 ``elastic``
     the paper's deformation: displacement vectors drawn from N(0, elastic_sigma^2) px on a
     ``elastic_grid`` x ``elastic_grid`` grid, upsampled bicubically to a per-pixel field;
@@ -29,6 +31,7 @@ weight maps follow the label (0 where the label is ignored).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -52,6 +55,7 @@ class AugmentConfig:
     elastic_grid: int = 3
     contrast: float = 0.2
     brightness: float = 20.0
+    zoom: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.names if n not in AUGMENTATIONS]
@@ -59,15 +63,17 @@ class AugmentConfig:
             raise ValueError(f"unknown augmentation {', '.join(unknown)}; choose from {', '.join(AUGMENTATIONS)}")
         if self.elastic_grid < 2:
             raise ValueError(f"the elastic grid needs at least 2x2 points, got {self.elastic_grid}")
+        if self.zoom is not None and not 0 < self.zoom[0] <= self.zoom[1]:
+            raise ValueError(f"the zoom range needs 0 < min <= max, got {self.zoom}")
         if not 0 <= self.scale < 1 or self.shift < 0 or self.elastic_sigma < 0:
             raise ValueError(f"need 0 <= scale < 1, shift >= 0, elastic_sigma >= 0, got "
                              f"{self.scale}, {self.shift}, {self.elastic_sigma}")
 
     @classmethod
-    def parse(cls, text: str, **settings: float) -> AugmentConfig:
+    def parse(cls, text: str, **settings: Any) -> AugmentConfig:
         """From a comma-separated list such as ``"hflip,vflip,elastic"`` (``"none"`` or empty: nothing)."""
         names = tuple(n.strip() for n in text.split(",") if n.strip() and n.strip() != "none")
-        return cls(names, **settings)  # type: ignore[arg-type]
+        return cls(names, **settings)
 
 
 def elastic_field(height: int, width: int, sigma: float, grid: int, rng: np.random.Generator) -> np.ndarray:
@@ -142,8 +148,12 @@ def augment(
         ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
         map_x, map_y = xs, ys
         if "scale" in names:
-            zoom = rng.uniform(1 - config.scale, 1 + config.scale)
-            dx, dy = rng.uniform(-config.shift, config.shift, 2) * (width, height)
+            if config.zoom is None:
+                zoom = rng.uniform(1 - config.scale, 1 + config.scale)
+            else:
+                zoom = float(np.exp(rng.uniform(np.log(config.zoom[0]), np.log(config.zoom[1]))))
+            reach = max(config.shift, (1 - 1 / zoom) / 2)
+            dx, dy = rng.uniform(-reach, reach, 2) * (width, height)
             map_x = (xs - width / 2) / zoom + width / 2 + dx
             map_y = (ys - height / 2) / zoom + height / 2 + dy
         if "elastic" in names and config.elastic_sigma > 0:

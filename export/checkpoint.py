@@ -41,7 +41,7 @@ def build_model(info: ModelInfo) -> UNet:
     )
 
 
-def save_checkpoint(path: str | Path, model: UNet, info: ModelInfo, **state: Any) -> None:
+def save_checkpoint(path: str | Path, model: torch.nn.Module, info: ModelInfo, **state: Any) -> None:
     """Write weights, model description and any training state (optimizer, epoch, ...).
 
     The file is written to a temporary name and renamed, so an interrupted save

@@ -56,24 +56,33 @@ def camvid_split(root: str | Path) -> SplitFiles:
     )
 
 
-def isbi_split(root: str | Path, val_slices: Sequence[int] = (20, 21, 22, 23)) -> SplitFiles:
-    """ISBI 2012 EM: images/NN.png, labels/NN.png; a contiguous block of slices is held out.
+def isbi_split(root: str | Path, val_slices: Sequence[int] = (20, 21, 22, 23),
+               test_slices: Sequence[int] = ()) -> SplitFiles:
+    """ISBI 2012 EM: images/NN.png, labels/NN.png; a contiguous block of slices is held out for validation.
 
-    The binary target is the cell interior (label 255) against membrane (label 0).
+    The binary target is the cell interior (label 255) against membrane (label 0). A second block,
+    ``test_slices``, is left out of both training and validation, for figures selection never saw.
 
     Raises:
-        ValueError: when ``val_slices`` is not a contiguous block of existing slices.
+        ValueError: when a block is not contiguous, names missing slices, or the two blocks overlap.
     """
     root = Path(root)
     pairs = paired_files(root / "images", root / "labels")
-    held = sorted(set(val_slices))
-    if not held or held != list(range(held[0], held[-1] + 1)):
-        raise ValueError(f"validation slices must be one contiguous block (adjacent slices correlate), got {held}")
     stems = {int(p.stem) for p, _ in pairs}
-    if not set(held) <= stems:
-        raise ValueError(f"validation slices {held} are not all in {sorted(stems)}")
+    blocks = {"validation": sorted(set(val_slices)), "test": sorted(set(test_slices))}
+    for name, held in blocks.items():
+        if name == "test" and not held:
+            continue
+        if not held or held != list(range(held[0], held[-1] + 1)):
+            raise ValueError(f"{name} slices must be one contiguous block (adjacent slices correlate), got {held}")
+        if not set(held) <= stems:
+            raise ValueError(f"{name} slices {held} are not all in {sorted(stems)}")
+    held = blocks["validation"]
+    if set(held) & set(blocks["test"]):
+        raise ValueError(f"validation slices {held} and test slices {blocks['test']} overlap")
+    left_out = set(held) | set(blocks["test"])
     return SplitFiles(
-        train=[pair for pair in pairs if int(pair[0].stem) not in held],
+        train=[pair for pair in pairs if int(pair[0].stem) not in left_out],
         val=[pair for pair in pairs if int(pair[0].stem) in held],
         class_names=("cell",),
         colors=((255, 255, 0),),

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 import torch
 
-from unetrt.cli import run_cli
+from unetrt.cli import HelpFormatter, run_cli
 from unetrt.geometry import plan_padding
 from unetrt.model_info import METADATA_KEY, ModelInfo
 
@@ -118,7 +118,8 @@ def max_abs_difference(model: UNet, info: ModelInfo, onnx_path: str | Path, batc
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``unet-export``."""
-    parser = argparse.ArgumentParser(prog="unet-export", description="Export a unetrt checkpoint to ONNX.")
+    parser = argparse.ArgumentParser(prog="unet-export", description="Export a unetrt checkpoint to ONNX.",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("checkpoint", help=".pt checkpoint written by unet-train")
     parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random check batch")

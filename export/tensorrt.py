@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unetrt.backends.tensorrt import gpu_identity, require_pycuda, require_tensorrt, tensorrt_major
-from unetrt.cli import run_cli
+from unetrt.cli import HelpFormatter, run_cli
 from unetrt.model_info import METADATA_KEY, ModelInfo
 from unetrt.plan_metadata import (
     PlanMetadata,
@@ -117,7 +117,7 @@ def _progress_monitor() -> Any:
         def phase_start(self, phase_name: str, parent_phase: str, num_steps: int) -> None:
             with self._lock:
                 self._bars[phase_name] = tqdm(total=num_steps, desc=phase_name, position=len(self._bars),
-                                              leave=not parent_phase, unit="step")
+                                              leave=not parent_phase, unit="step", disable=None)
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             with self._lock:
@@ -276,7 +276,11 @@ def shape_argument(text: str) -> Shape:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``unet-build`` (trtexec-like flags)."""
-    parser = argparse.ArgumentParser(prog="unet-build", description="Build a TensorRT engine from a unetrt ONNX model.")
+    parser = argparse.ArgumentParser(prog="unet-build", description="Build a TensorRT engine from a unetrt ONNX model.",
+                                     formatter_class=HelpFormatter,
+                                     epilog="Shapes here are tensor shapes NxCxHxW (batch, channels, height, width, "
+                                            "as ONNX and TensorRT order them), e.g. 1x3x192x256; the other unet "
+                                            "commands take frame sizes as WxH, e.g. 256x192.")
     parser.add_argument("onnx", help=".onnx file written by unet-export (FP32, or NAME.fp16.onnx)")
     parser.add_argument("-o", "--output", help="the .plan file to write (PLAN.json is written beside it); "
                         "optional with --triton-repo")

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from unetrt.cli import parse_size, run_cli
+from unetrt.cli import HelpFormatter, parse_size, run_cli
 from unetrt.geometry import check_input_size
 from unetrt.metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from unetrt.model_info import ModelInfo
@@ -102,21 +102,26 @@ def run_epoch(
     description: str,
     max_steps: int | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
+    ema: WeightAverage | None = None,
 ) -> float:
     """One training pass over ``loader``.
+
+    Args:
+        amp_dtype: autocast dtype (float16 on CUDA, bfloat16 on CPU), None for full precision.
+        ema: weight average updated after every optimizer step.
 
     Returns:
         Mean loss per sample over all ranks.
     """
     model.train()
     total_loss, samples = 0.0, 0
-    amp = scaler is not None and scaler.is_enabled()
     bar = tqdm(loader, desc=description, leave=False, unit="batch", disable=None if context.is_main else True)
     for step, batch in enumerate(bar):
         if max_steps is not None and step >= max_steps:
             break
-        images, targets, weights = _to_device(batch, context.device)
-        with torch.autocast(device_type=context.device.type, dtype=torch.float16, enabled=amp):
+        images, targets, weights = _to_device(batch, context.device, amp_dtype is not None)
+        with _autocast(context.device, amp_dtype):
             logits = model(images)
         targets, *rest = _fit_to_output(logits, targets, *([] if weights is None else [weights]))
         loss = loss_fn(logits.float(), targets, rest[0] if rest else None)
@@ -128,6 +133,8 @@ def run_epoch(
         else:
             loss.backward()
             optimizer.step()
+        if ema is not None:
+            ema.update(model)
         total_loss += loss.item() * images.shape[0]
         samples += images.shape[0]
         bar.set_postfix(loss=f"{total_loss / samples:.4f}")
@@ -135,9 +142,72 @@ def run_epoch(
     return total_loss / max(samples_sum, 1.0)
 
 
-def _to_device(batch: Sequence[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor,
-                                                                              torch.Tensor | None]:
-    channels_last = device.type == "cuda"
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU runs bfloat16 convolutions natively (AVX-512 BF16 or AMX), through oneDNN."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def amp_dtype_for(device: torch.device, amp: str) -> torch.dtype | None:
+    """The autocast dtype ``--amp`` asks for on ``device``: float16 on CUDA, bfloat16 on a BF16 CPU, else None.
+
+    Raises:
+        ValueError: for ``amp == "on"`` on a CPU without native bfloat16.
+
+    Example:
+        >>> amp_dtype_for(torch.device("cpu"), "off") is None
+        True
+    """
+    if amp == "off":
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if cpu_supports_bf16():
+        return torch.bfloat16
+    if amp == "on":
+        raise ValueError("--amp on needs a CUDA device or a CPU with native bfloat16 (AVX-512 BF16 or AMX); "
+                         "use --amp auto or off here")
+    return None
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights (buffers such as batch-norm statistics are copied).
+
+    Args:
+        model: the model being trained.
+        decay: weight of the old average per step, in [0, 1).
+
+    Example:
+        >>> average = WeightAverage(torch.nn.Linear(2, 2), 0.99)
+        >>> average.model.weight.requires_grad
+        False
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"--ema must be in [0, 1), got {decay}")
+        import copy
+
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        """Move the average towards ``model``'s current weights."""
+        for average, current in zip(self.model.parameters(), model.parameters(), strict=True):
+            average.lerp_(current.detach(), 1.0 - self.decay)
+        for average_buffer, buffer in zip(self.model.buffers(), model.buffers(), strict=True):
+            average_buffer.copy_(buffer)
+
+
+def _to_device(batch: Sequence[torch.Tensor], device: torch.device,
+               channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    channels_last = channels_last or device.type == "cuda"
     images = batch[0].to(device, non_blocking=True)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -154,7 +224,7 @@ def validate(
     info: ModelInfo,
     device: torch.device,
     max_steps: int | None = None,
-    amp: bool = False,
+    amp_dtype: torch.dtype | None = None,
 ) -> dict[str, float]:
     """Validation loss, pixel accuracy and metrics (unetrt.metrics) over ``loader``.
 
@@ -172,8 +242,8 @@ def validate(
     for step, batch in enumerate(tqdm(loader, desc="validation", leave=False, unit="batch", disable=None)):
         if max_steps is not None and step >= max_steps:
             break
-        images, targets, weights = _to_device(batch, device)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+        images, targets, weights = _to_device(batch, device, amp_dtype is not None)
+        with _autocast(device, amp_dtype):
             logits = model(images)
         targets, *rest = _fit_to_output(logits, targets, *([] if weights is None else [weights]))
         loss = loss_fn(logits.float(), targets, rest[0] if rest else None)
@@ -200,25 +270,38 @@ def validate(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``unet-train``."""
-    parser = argparse.ArgumentParser(prog="unet-train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="unet-train", formatter_class=HelpFormatter,
+        description="Train a U-Net with Adam and early stopping and keep the best checkpoint. Every run writes "
+                    "log.csv, history.json, curves.png, best.pt, last.pt and run.json into --out.",
+        epilog="examples: unet-train --dataset camvid --data ../shared/data/camvid --base 16 --working-size 256x192 "
+               "--out runs/camvid; torchrun --nproc-per-node 2 -m unetrt.export.train ... (data-parallel; "
+               "--batch-size is per process). Sizes are WxH in pixels, e.g. 256x192.",
+    )
     parser.add_argument("--dataset", choices=("camvid", "isbi"), required=True, help="data set layout")
     parser.add_argument("--data", required=True, help="data set root folder")
     parser.add_argument("--out", default="runs/unet", help="output folder for checkpoints and logs")
     parser.add_argument("--name", default=None, help="model name stored in the checkpoint (default: dataset)")
     parser.add_argument("--base", type=int, default=64, help="channels of the first level (16 to 64)")
-    parser.add_argument("--depth", type=int, default=5)
-    parser.add_argument("--activation", choices=("elu", "relu"), default="elu")
-    parser.add_argument("--padding", choices=("same", "valid"), default="same")
+    parser.add_argument("--depth", type=int, default=5, help="levels of the U-Net (the paper's has 5)")
+    parser.add_argument("--activation", choices=("elu", "relu"), default="elu",
+                        help="activation after every convolution (the blog: elu; the paper: relu)")
+    parser.add_argument("--padding", choices=("same", "valid"), default="same",
+                        help="'valid' is the paper's unpadded network (572 -> 388); 'same' keeps the size")
     parser.add_argument("--batch-norm", action="store_true", help="batch normalisation after every 3x3 conv")
     parser.add_argument("--dropout", default="0.1,0.1,0.2,0.2,0.3", help="rates per level, comma-separated")
     parser.add_argument("--working-size", type=parse_size, default=None, metavar="WxH",
                         help="resize frames to this size for training and inference")
     parser.add_argument("--crop", type=parse_size, default=None, metavar="WxH",
                         help="train on random crops of this size (validation sees whole images)")
-    parser.add_argument("--val-slices", default="20-23", help="ISBI: contiguous block of held-out slices")
-    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--val-slices", default="20-23",
+                        help="ISBI: contiguous block of slices held out for validation (model selection)")
+    parser.add_argument("--test-slices", default=None,
+                        help="ISBI: contiguous block of slices that neither training nor selection sees "
+                             "(reported with unet-eval --stems)")
+    parser.add_argument("--epochs", type=int, default=50, help="most epochs to train (early stopping may end sooner)")
     parser.add_argument("--batch-size", type=int, default=16, help="samples per step and process")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--lr-schedule", choices=("none", "cosine", "plateau"), default="none",
                         help="cosine: anneal to lr/100 over --epochs; plateau: x0.5 after patience/2 stale epochs")
     parser.add_argument("--patience", type=int, default=5, help="early stopping patience in epochs")
@@ -237,13 +320,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--elastic-sigma", type=float, default=10.0, help="elastic: displacement std (px)")
     parser.add_argument("--elastic-grid", type=int, default=3, help="elastic: coarse grid points per side")
     parser.add_argument("--scale", type=float, default=0.1, help="scale: zoom range +-")
+    parser.add_argument("--zoom", default=None, metavar="MIN,MAX",
+                        help="scale: zoom factor drawn log-uniformly from [MIN, MAX] (e.g. 0.5,2), replaces --scale; "
+                             "the shift grows with the zoom so that every part of the image can be seen")
     parser.add_argument("--shift", type=float, default=0.05, help="scale: shift range as a fraction of the size")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and augmentation")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to train (auto: cuda when available)")
     parser.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
-                        help="float16 autocast with loss scaling (auto: on with CUDA)")
+                        help="mixed precision with channels_last: float16 autocast with loss scaling on CUDA, "
+                             "bfloat16 autocast on CPUs with native BF16 (auto: on wherever supported)")
+    parser.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                        help="validate, select and save an exponential moving average of the weights "
+                             "(e.g. 0.999; 0: off)")
     parser.add_argument("--resume", default=None, metavar="LAST_PT", help="continue from a last.pt of this run")
     parser.add_argument("--init", default=None, metavar="CKPT",
                         help="start from the weights of this checkpoint (fine-tuning: fresh optimizer and schedule)")
@@ -258,12 +349,26 @@ def build_parser() -> argparse.ArgumentParser:
 def _split(args: argparse.Namespace) -> SplitFiles:
     if args.dataset == "camvid":
         return camvid_split(args.data)
-    first, _, last = args.val_slices.partition("-")
+    test = () if args.test_slices is None else _slice_block("--test-slices", args.test_slices)
+    return isbi_split(args.data, _slice_block("--val-slices", args.val_slices), test)
+
+
+def _slice_block(option: str, text: str) -> range:
+    first, _, last = text.partition("-")
     try:
-        block = range(int(first), int(last or first) + 1)
+        return range(int(first), int(last or first) + 1)
     except ValueError as exc:
-        raise ValueError(f"--val-slices must look like 20-23, got {args.val_slices!r}") from exc
-    return isbi_split(args.data, block)
+        raise ValueError(f"{option} must look like 20-23, got {text!r}") from exc
+
+
+def _zoom_range(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise ValueError(f"--zoom must look like 0.5,2, got {text!r}") from exc
+    return low, high
 
 
 def _model_info(args: argparse.Namespace, split: SplitFiles) -> ModelInfo:
@@ -345,7 +450,8 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
     info = _model_info(args, split)
     binary = info.binary
     augment = AugmentConfig.parse(args.augment, scale=args.scale, shift=args.shift,
-                                  elastic_sigma=args.elastic_sigma, elastic_grid=args.elastic_grid)
+                                  elastic_sigma=args.elastic_sigma, elastic_grid=args.elastic_grid,
+                                  zoom=_zoom_range(args.zoom))
     train_set = SegmentationDataset(split.train, info.in_channels, info.mean, info.std, binary, args.working_size,
                                     augment, args.crop, info.ignore_index)
     val_set = SegmentationDataset(split.val, info.in_channels, info.mean, info.std, binary, args.working_size)
@@ -365,15 +471,14 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
         _attach_weight_maps((train_set, val_set), loss_fn, info, class_weights_np, args)
 
     device = context.device
-    amp = device.type == "cuda" and args.amp != "off"
-    if args.amp == "on" and device.type != "cuda":
-        raise ValueError("--amp on needs a CUDA device; use --amp auto or off on CPU")
+    amp_dtype = amp_dtype_for(device, args.amp)
     model = build_model(info).to(device)
-    if device.type == "cuda":
+    if amp_dtype is not None:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scheduler = _scheduler(optimizer, args)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp) if amp else None
+    # bfloat16 has float32's range, so only float16 needs loss scaling.
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
     out = Path(args.out)
     state: dict[str, Any] = {"epoch": 0, "best": math.inf, "stale": 0, "history": []}
@@ -381,6 +486,11 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
         state = _resume(Path(args.resume), model, optimizer, scheduler, scaler, info)
     elif args.init:
         _init_weights(Path(args.init), model, info)
+    ema = WeightAverage(model, args.ema) if args.ema > 0 else None
+    if ema is not None and state.get("ema") is not None:
+        ema.model.load_state_dict(state["ema"])
+    # The averaged weights are the ones validated, selected and shipped.
+    evaluated = model if ema is None else ema.model
     # After the weights exist: different augmentation draws per rank, the same start weights everywhere.
     torch.manual_seed(args.seed + 1000 * context.rank + int(state["epoch"]))
     ddp_model = wrap_model(model, context)
@@ -410,8 +520,8 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
         if sampler is not None:
             sampler.set_epoch(epoch)
         train_loss = run_epoch(ddp_model, train_loader, loss_fn, optimizer, context, f"epoch {epoch} train",
-                               args.max_steps, scaler)
-        figures = validate(model, val_loader, loss_fn, info, device, args.max_steps, amp)
+                               args.max_steps, scaler, amp_dtype, ema)
+        figures = validate(evaluated, val_loader, loss_fn, info, device, args.max_steps, amp_dtype)
         figures = broadcast_value(figures, context)
         lr = optimizer.param_groups[0]["lr"]
         result = EpochResult(epoch, train_loss, figures["loss"], figures["accuracy"], time.perf_counter() - start,
@@ -430,9 +540,10 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
             scheduler.step()
         if context.is_main:
             if improved:
-                save_checkpoint(best_path, model, info, epoch=epoch, val_loss=figures["loss"],
+                save_checkpoint(best_path, evaluated, info, epoch=epoch, val_loss=figures["loss"],
                                 val_accuracy=figures["accuracy"], val_metrics=result.metrics)
             save_checkpoint(out / "last.pt", model, info, epoch=epoch, optimizer=optimizer.state_dict(),
+                            ema=None if ema is None else ema.model.state_dict(),
                             scheduler=None if scheduler is None else scheduler.state_dict(),
                             scaler=None if scaler is None else scaler.state_dict(), best=best, stale=stale,
                             history=[asdict(row) for row in history], torch_rng=torch.get_rng_state())
@@ -513,7 +624,7 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     if data.get("torch_rng") is not None:
         torch.set_rng_state(data["torch_rng"])
     return {"epoch": int(data["epoch"]), "best": float(data.get("best", math.inf)),
-            "stale": int(data.get("stale", 0)), "history": list(data.get("history", []))}
+            "stale": int(data.get("stale", 0)), "history": list(data.get("history", [])), "ema": data.get("ema")}
 
 
 def write_logs(out: Path, history: Sequence[EpochResult]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from unetrt.cli import parse_size, run_cli
+from unetrt.cli import HelpFormatter, parse_size, run_cli
 from unetrt.datasets import paired_files, read_class_table, read_image, read_label
 
 from .weights import distance_weight_map, size_weight_map
@@ -115,7 +115,8 @@ def weights_figure(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``unet-weights``."""
-    parser = argparse.ArgumentParser(prog="unet-weights", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="unet-weights", description=__doc__.split("\n")[0].replace("``", ""),
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--images", required=True, help="image folder")
     parser.add_argument("--labels", required=True, help="label folder (0/255 masks or class ids)")
     parser.add_argument("-o", "--out", default="weights.png", help="PNG to write")
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=parse_size, default=None, metavar="WxH", help="resize samples first")
     parser.add_argument("--w0", type=float, default=10.0, help="border weight")
     parser.add_argument("--sigma", type=float, default=5.0, help="border width in pixels")
-    parser.add_argument("--dpi", type=int, default=60)
+    parser.add_argument("--dpi", type=int, default=60, help="resolution of the figure file")
     return parser
 
 

@@ -6,7 +6,7 @@ venv=build/runtime-venv
 rm -rf "$venv"
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip "setuptools>=64" wheel pybind11
-UNETRT_CUDA=0 "$venv/bin/python" -m pip install -q --no-build-isolation -e .
+UNETRT_CUDA=0 "$venv/bin/python" -m pip install -q --no-build-isolation -e ".[opencv]"
 "$venv/bin/python" - <<'PY'
 import importlib.util
 import numpy as np

@@ -1,12 +1,42 @@
 #!/usr/bin/env bash
-# Create .venv (once) with CPU PyTorch, unetrt in editable mode and the given extras.
+# Create .venv (once) with CPU PyTorch, unetrt in strict editable mode and the given extras; a re-run with
+# nothing changed skips pip (the inputs' hash and the installed extras are kept in .venv/unetrt-setup.stamp).
 # Usage: scripts/setup_venv.sh [extras]   e.g. scripts/setup_venv.sh export,dev
+# OpenCV: the 'opencv' extra (opencv-python-headless) is added only when no cv2 imports, so a system OpenCV
+# (JetPack's, with GStreamer; reached through a venv made with --system-site-packages) is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-export}"
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
   || { echo "error: unetrt needs Python 3.10 or newer (found $(python3 --version))" >&2; exit 2; }
 [ -x .venv/bin/python ] || python3 -m venv .venv
+# cv2 from a pip wheel counts as ours (keep the extra); a cv2 from the system is kept and no wheel is added.
+pip_opencv=$(.venv/bin/python - <<'PY'
+import importlib.metadata as metadata
+import importlib.util
+ours = any((d.metadata["Name"] or "").lower().startswith("opencv") for d in metadata.distributions())
+print("yes" if ours or importlib.util.find_spec("cv2") is None else "no")
+PY
+)
+[ "$pip_opencv" = yes ] && extras="${extras:+${extras},}opencv"
+# Extras only accumulate: demo.sh (export) after test.sh (export,dev) must not reinstall.
+stamp=.venv/unetrt-setup.stamp
+installed=$([ -f "$stamp" ] && sed -n 's/^extras=//p' "$stamp" || true)
+extras=$(printf '%s\n' ${extras//,/ } ${installed//,/ } | sort -u | paste -sd, -)
+# The strict editable install links each package file into build/, so the list of files is part of the state,
+# as are the C++/CUDA sources of unetrt._tiling and this script's own pins.
+state=$( {
+  echo "python=$(.venv/bin/python -V 2>&1) UNETRT_CUDA=${UNETRT_CUDA:-auto}"
+  cat setup.py pyproject.toml scripts/setup_venv.sh
+  find engine export benchmarks -name '*.py' -o -name py.typed -o -path '*/models/*' -o -path '*/samples/*' | sort
+  cat cpp_ext/*
+} | sha256sum | cut -d' ' -f1)
+if [ "$extras" = "$installed" ] && grep -qx "state=${state}" "$stamp" 2>/dev/null \
+   && .venv/bin/python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("unetrt") is None)' 2>/dev/null; then
+  echo ".venv is up to date (extras: ${extras})"
+  exit 0
+fi
+rm -f "$stamp"
 mkdir -p build
 log=build/setup.log
 echo "setting up .venv (extras: ${extras}; pip log: ${log})"
@@ -17,8 +47,10 @@ pip() {
 pip install -q --upgrade pip "setuptools>=64" wheel
 # torch is pinned to the CPU wheel before anything can ask for a loose 'torch' and pull a CUDA build.
 pip install -q "torch==2.13.0"
-pip install -q -e ".[${extras}]"
+# Strict mode links the package tree into build/__editable__.*, which mypy, pyright and Pylance follow.
+pip install -q -e ".[${extras}]" --config-settings editable_mode=strict
 if [[ ",${extras}," == *",dev,"* ]]; then
   # The stubs pin tensorrt==10.13 and its CUDA bindings, which PyPI cannot serve here; mypy needs only the .pyi files.
   pip install -q --no-deps "tensorrt-stubs==10.13.0.35.1"
 fi
+printf 'state=%s\nextras=%s\n' "$state" "$extras" > "$stamp"

@@ -16,18 +16,13 @@ from unetrt.datasets import list_images, read_image
 def test_torch_and_onnxruntime_logits_agree(name: str, shared_data: Path) -> None:
     pytest.importorskip("torch")
     from unetrt.backends import open_backend
-    from unetrt.preprocessing import prepare_input
+    from unetrt.frame_path import network_input
 
     with open_backend(name, "onnxruntime") as onnx_net, open_backend(name, "torch", device="cpu") as torch_net:
         info = onnx_net.info
         folder = shared_data / ("camvid/val" if name == "camvid" else "isbi2012-em/images")
         for path in list_images(folder)[::25]:
-            frame = read_image(path, info.in_channels)
-            if info.working_size is not None:
-                import cv2
-
-                frame = cv2.resize(frame, info.working_size, interpolation=cv2.INTER_AREA)
-            batch, _, _ = prepare_input(frame, info)
+            batch = network_input([read_image(path, info.in_channels)], info)
             difference = np.abs(onnx_net.infer(batch) - torch_net.infer(batch)).max()
             assert difference <= 1e-4, f"{path.name}: max |logit difference| {difference:.2e}"
 

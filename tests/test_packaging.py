@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_folders_map_onto_one_import_root() -> None:
-    assert Path(unetrt.__file__).parent == ROOT / "engine"
-    assert Path(unetrt.benchmarks.__file__).parent == ROOT / "benchmarks"
+    assert Path(unetrt.__file__).resolve().parent == ROOT / "engine"
+    assert Path(unetrt.benchmarks.__file__).resolve().parent == ROOT / "benchmarks"
 
 
 def test_export_package_maps_to_export_folder() -> None:
@@ -20,7 +20,7 @@ def test_export_package_maps_to_export_folder() -> None:
 
     spec = importlib.util.find_spec("unetrt.export")
     assert spec is not None and spec.origin is not None
-    assert Path(spec.origin).parent == ROOT / "export"
+    assert Path(spec.origin).resolve().parent == ROOT / "export"
 
 
 def test_bundled_model_and_clip_are_package_data() -> None:

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from ..bundled import bundled_model_path
-from .base import Backend, check_batch
+from .base import Backend, DeviceBackend, check_batch
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
 SUFFIX_BACKEND = {".onnx": "onnxruntime", ".pt": "torch", ".plan": "tensorrt", ".engine": "tensorrt"}
 
-__all__ = ["BACKENDS", "Backend", "check_batch", "open_backend", "resolve_model"]
+__all__ = ["BACKENDS", "Backend", "DeviceBackend", "check_batch", "open_backend", "resolve_model"]
 
 
 def resolve_model(model: str | Path, backend: str = "auto") -> tuple[Path, str]:

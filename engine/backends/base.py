@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..geometry import check_input_size, output_margin
 from ..model_info import ModelInfo
 
 
@@ -72,3 +75,81 @@ def invalid_model_file(path: str | Path, expected: str, problem: str) -> ValueEr
         "model file 'm.onnx' is not a valid ONNX model written by unet-export: it is empty"
     """
     return ValueError(f"model file {str(path)!r} is not a valid {expected}: {' '.join(problem.split())}")
+@runtime_checkable
+class DeviceBackend(Backend, Protocol):
+    """A backend that also runs on device buffers: the entry of the GPU-resident path.
+
+    Everything is asynchronous on the stream that :meth:`device_session` yields; nothing waits on the host.
+
+    Attributes:
+        input_dtype: the network input's dtype on the device (float32, or float16 for FP16 engine inputs).
+        output_dtype: the logits' dtype on the device.
+        capturable: whether :meth:`enqueue` may be recorded into a CUDA graph and replayed.
+    """
+
+    input_dtype: np.dtype[Any]
+    output_dtype: np.dtype[Any]
+    capturable: bool
+
+    def device_session(self) -> AbstractContextManager[int]:
+        """Make the backend's CUDA context current on this thread (and hold its lock); yields the stream handle
+        all device work of the path goes on."""
+        ...
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """N x K x h x w logits shape for an N x C x H x W input (inside :meth:`device_session`).
+
+        Raises:
+            ValueError: when the backend does not take that shape.
+        """
+        ...
+
+    def enqueue(self, input_ptr: int, input_shape: tuple[int, ...], output_ptr: int, stream: int) -> None:
+        """Queue the network on ``stream``: contiguous input at ``input_ptr`` -> contiguous logits at
+        ``output_ptr`` (inside :meth:`device_session`).
+
+        Raises:
+            ValueError: on a shape the backend does not take.
+            RuntimeError: when the runtime refuses to queue the work.
+        """
+        ...
+
+
+def network_output_shape(info: ModelInfo, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """N x K x h x w logits shape of the model for an N x C x H x W input ('valid' networks lose their margin).
+
+    Raises:
+        ValueError: on a rank other than 4 or a side the network does not take.
+
+    Example:
+        >>> network_output_shape(info, (1, 3, 192, 256))  # doctest: +SKIP
+        (1, 11, 192, 256)
+    """
+    if len(input_shape) != 4:
+        raise ValueError(f"input shape must be N x C x H x W, got {input_shape}")
+    batch, _, height, width = (int(d) for d in input_shape)
+    check_input_size(height, width, info.padding, info.depth)
+    sides = [side - 2 * output_margin(side, info.padding, info.depth) for side in (height, width)]
+    return batch, info.num_classes, sides[0], sides[1]
+
+
+@dataclass(frozen=True)
+class CudaArrayView:
+    """A contiguous device array described by ``__cuda_array_interface__`` (no ownership), so torch, CuPy and
+    ONNX Runtime can wrap memory the frame path owns.
+
+    Attributes:
+        ptr: device address.
+        shape: the array's shape.
+        dtype: its element type.
+    """
+
+    ptr: int
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        """Version 3 of the interface; no stream: the producer and consumer share one."""
+        return {"data": (self.ptr, False), "shape": self.shape, "typestr": self.dtype.str, "strides": None,
+                "version": 3, "stream": None}

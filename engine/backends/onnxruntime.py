@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..model_info import METADATA_KEY, ModelInfo
-from .base import check_batch, invalid_model_file
+from .base import check_batch, invalid_model_file, network_output_shape
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -151,6 +153,8 @@ class OnnxRuntimeBackend:
         self.path = path
         # unet-export --fp16 names its FP16 graph NAME.fp16.onnx; its inputs and outputs stay FP32.
         self.precision = "fp16" if path.name.endswith(".fp16.onnx") else "fp32"
+        self._cuda_context: Any = None
+        self._stream: Any = None
         self._input = self._session.get_inputs()[0].name
         self._output = self._session.get_outputs()[0].name
 
@@ -166,9 +170,74 @@ class OnnxRuntimeBackend:
         (logits,) = self._session.run([self._output], {self._input: batch})
         return np.asarray(logits, dtype=np.float32)
 
+    # --- device entry (the GPU-resident frame path): the CUDA provider through IO binding ------------------
+
+    capturable = False
+    input_dtype = np.dtype(np.float32)
+    output_dtype = np.dtype(np.float32)
+
+    @contextmanager
+    def device_session(self) -> Iterator[int]:
+        """Make the GPU's primary context (the one ONNX Runtime's CUDA provider uses) current through pycuda and
+        yield the handle of a stream this backend owns for the path's kernels.
+
+        Raises:
+            ValueError: when the session runs on the CPU provider, or after :meth:`close`.
+            ImportError: when pycuda is missing.
+        """
+        if self._session is None:
+            raise ValueError("this backend is closed; open a new one")
+        if self.device != "cuda":
+            raise ValueError("the device entry needs ONNX Runtime's CUDA provider; install onnxruntime-gpu")
+        from .tensorrt import require_pycuda
+
+        require_pycuda()
+        import pycuda.driver as cuda
+
+        cuda.init()
+        if self._cuda_context is None:
+            self._cuda_context = cuda.Device(0).retain_primary_context()
+        self._cuda_context.push()
+        try:
+            if self._stream is None:
+                self._stream = cuda.Stream()
+            yield int(self._stream.handle)
+        finally:
+            cuda.Context.pop()
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The logits' shape for an input shape.
+
+        Raises:
+            ValueError: on a side the network does not take.
+        """
+        return network_output_shape(self.info, input_shape)
+
+    def enqueue(self, input_ptr: int, input_shape: tuple[int, ...], output_ptr: int, stream: int) -> None:
+        """Run the session on device buffers through IO binding. ONNX Runtime runs on its own stream, so this
+        waits for ``stream`` first (the one host synchronisation of this backend's device path) and returns when
+        the logits are written.
+
+        Raises:
+            ValueError: on a side the network does not take, or after :meth:`close`.
+        """
+        if self._session is None:
+            raise ValueError("this backend is closed; open a new one")
+        output_shape = self.output_shape(input_shape)
+        assert self._stream is not None  # device_session() made it
+        self._stream.synchronize()
+        binding = self._session.io_binding()
+        binding.bind_input(self._input, "cuda", 0, np.float32, list(input_shape), input_ptr)
+        binding.bind_output(self._output, "cuda", 0, np.float32, list(output_shape), output_ptr)
+        self._session.run_with_iobinding(binding)
+
     def close(self) -> None:
-        """Drop the session (idempotent)."""
+        """Drop the session and the stream; release the retained CUDA context (idempotent)."""
         self._session = None
+        self._stream = None
+        if self._cuda_context is not None:
+            self._cuda_context.detach()
+            self._cuda_context = None
 
     def __enter__(self) -> OnnxRuntimeBackend:
         return self

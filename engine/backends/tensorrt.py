@@ -333,8 +333,11 @@ class TensorRTBackend:
                 f"{str(self.path)!r} has inputs {inputs} and outputs {outputs}; a unetrt U-Net has one of each"
             )
         self._input, self._output = inputs[0], outputs[0]
-        self._input_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._input)))
-        self._output_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._output)))
+        # tensorrt-stubs leave nptype unannotated.
+        input_type = trt.nptype(engine.get_tensor_dtype(self._input))  # type: ignore[no-untyped-call]
+        output_type = trt.nptype(engine.get_tensor_dtype(self._output))  # type: ignore[no-untyped-call]
+        self._input_dtype: np.dtype[Any] = np.dtype(input_type)
+        self._output_dtype: np.dtype[Any] = np.dtype(output_type)
         low, opt, high = (_dims(dims) for dims in engine.get_tensor_profile_shape(self._input, 0))
         self.profile = ShapeProfile.from_dict({"min": low, "opt": opt, "max": high})
         self.max_input_hw: tuple[int, int] | None = self.profile.max_input_hw
@@ -486,6 +489,59 @@ class TensorRTBackend:
                 cuda.memcpy_dtoh_async(host_out, self._device_out, self._stream)
                 self._stream.synchronize()
                 return host_out.astype(np.float32, copy=True)
+
+    # --- device entry (the GPU-resident frame path) -------------------------------------------------------
+
+    capturable = True
+
+    @property
+    def input_dtype(self) -> np.dtype[Any]:
+        """The engine's input dtype (float32, or float16 for an FP16-input engine)."""
+        return self._input_dtype
+
+    @property
+    def output_dtype(self) -> np.dtype[Any]:
+        """The engine's output dtype."""
+        return self._output_dtype
+
+    @contextmanager
+    def device_session(self) -> Iterator[int]:
+        """Hold the backend's lock with its CUDA context current; yields its stream's handle.
+
+        Raises:
+            ValueError: after :meth:`close`.
+        """
+        with self._lock:
+            self._check_open()
+            with self._active():
+                yield int(self._stream.handle)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The logits' shape for an input shape (inside :meth:`device_session`).
+
+        Raises:
+            ValueError: on a shape outside the engine's profile.
+        """
+        self._set_shape(tuple(int(d) for d in input_shape))
+        return self._out_shape
+
+    def enqueue(self, input_ptr: int, input_shape: tuple[int, ...], output_ptr: int, stream: int) -> None:
+        """Queue the engine on ``stream`` from and into device buffers (inside :meth:`device_session`); the
+        frame path captures it into its own CUDA graph, so the backend's graph is not used here.
+
+        Raises:
+            ValueError: on a shape outside the engine's profile.
+            RuntimeError: when TensorRT refuses the buffers or the launch.
+        """
+        self._set_shape(tuple(int(d) for d in input_shape))
+        try:
+            if not (self._context.set_tensor_address(self._input, input_ptr)
+                    and self._context.set_tensor_address(self._output, output_ptr)):
+                raise RuntimeError("TensorRT refused the frame path's device buffers")
+            if not self._context.execute_async_v3(stream):
+                raise RuntimeError(f"TensorRT failed to enqueue inference for shape {format_shape(input_shape)}")
+        finally:
+            self._bind_own_buffers()
 
     # --- teardown ----------------------------------------------------------------------------------------
 

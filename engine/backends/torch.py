@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
 import numpy as np
 
-from .base import check_batch
+from .base import CudaArrayView, check_batch, network_output_shape
 
 
 def _import_torch() -> Any:
@@ -69,6 +71,7 @@ class TorchBackend:
         self.threads = threads
         self.path = Path(path)
         self.precision = "fp16" if half else "fp32"
+        self._stream: Any = None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """N x C x H x W float32 -> N x K x h x w float32 logits.
@@ -83,7 +86,63 @@ class TorchBackend:
         with torch.inference_mode():
             tensor = torch.from_numpy(batch).to(self._device, self._dtype, memory_format=self._memory_format)
             logits = self._model(tensor)
-            return logits.float().cpu().numpy()
+            return cast(np.ndarray, logits.float().cpu().numpy())
+
+    # --- device entry (the GPU-resident frame path) -------------------------------------------------------
+
+    capturable = False  # the caching allocator may allocate during a capture
+
+    @property
+    def input_dtype(self) -> np.dtype[Any]:
+        """float16 with ``half=True``, else float32."""
+        return np.dtype(np.float16 if self._dtype == self._torch.float16 else np.float32)
+
+    @property
+    def output_dtype(self) -> np.dtype[Any]:
+        """float32: the logits are cast into the caller's buffer."""
+        return np.dtype(np.float32)
+
+    @contextmanager
+    def device_session(self) -> Iterator[int]:
+        """Make this backend's GPU current (its primary context, which pycuda then allocates in) and yield the
+        handle of the backend's own stream.
+
+        Raises:
+            ValueError: when the backend runs on the CPU, or after :meth:`close`.
+        """
+        if self._model is None:
+            raise ValueError("this backend is closed; open a new one")
+        if self._device.type != "cuda":
+            raise ValueError("the device entry needs the torch backend on CUDA; open it with device='cuda'")
+        torch = self._torch
+        with torch.cuda.device(self._device):
+            torch.cuda.init()
+            if self._stream is None:
+                self._stream = torch.cuda.Stream(self._device)
+            yield int(self._stream.cuda_stream)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The logits' shape for an input shape.
+
+        Raises:
+            ValueError: on a side the network does not take.
+        """
+        return network_output_shape(self.info, input_shape)
+
+    def enqueue(self, input_ptr: int, input_shape: tuple[int, ...], output_ptr: int, stream: int) -> None:
+        """Run the model on ``stream`` from and into device buffers, without a host synchronisation.
+
+        Raises:
+            ValueError: on a side the network does not take.
+        """
+        torch = self._torch
+        output_shape = self.output_shape(input_shape)
+        with torch.inference_mode(), torch.cuda.stream(torch.cuda.ExternalStream(stream, device=self._device)):
+            images = torch.as_tensor(CudaArrayView(input_ptr, tuple(input_shape), self.input_dtype),
+                                     device=self._device)
+            logits = self._model(images.contiguous(memory_format=self._memory_format))
+            out = torch.as_tensor(CudaArrayView(output_ptr, output_shape, self.output_dtype), device=self._device)
+            out.copy_(logits)
 
     def close(self) -> None:
         """Drop the model and return cached GPU memory (idempotent)."""

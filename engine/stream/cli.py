@@ -5,6 +5,7 @@ Examples::
     unet-stream sample out.mp4 --model camvid          # the bundled CamVid clip
     unet-stream /dev/video0 display://0 --visualize overlay,mask
     unet-stream csi://0 --headless --stats stats.json  # Jetson CSI camera, no window
+    unet-stream csi://0 http://0.0.0.0:8080 --legend   # live view in a browser on any computer of the network
     unet-stream rtsp://192.168.1.2:8554/cam out/frame_%05d.png --max-fps 5
 """
 
@@ -23,7 +24,8 @@ from typing import Any
 import cv2
 from tqdm import tqdm
 
-from ..cli import StopOnSigterm, TerminatedError, parse_size, run_cli
+from ..cli import HelpFormatter, StopOnSigterm, TerminatedError, parse_size, run_cli
+from .flip import FLIPS
 from .pipeline import Stream
 from .sinks import display_available
 from .sources import SourceError, silence_video_library_logs
@@ -38,13 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unet-stream",
         description="Segment frames from a camera, network stream, video or image folder in real time.",
+        # The epilog is printed as written (argparse substitutes %-codes only in help strings), so one '%' here.
         epilog="inputs: 0, /dev/video0, v4l2:///dev/video0, csi://0, rtsp://host/path, file://clip.mp4, clip.mp4, "
                "a folder, 'frames/*.png', sample (the bundled CamVid clip). "
-               "outputs: display://0, out.mp4, out.avi, a folder, out/frame_%%04d.png.",
+               "outputs: display://0, out.mp4 (H.264 when ffmpeg or OpenCV has an encoder, else MPEG-4 Part 2), "
+               "out.avi (Motion JPEG), a folder, out/frame_%04d.png, http://127.0.0.1:8080 (live view in a "
+               "browser on this machine; http://0.0.0.0:8080 serves every network interface). "
+               "Sizes are WIDTHxHEIGHT or separate widths and heights, in pixels.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("input", help="input URI (see below)")
     parser.add_argument("output", nargs="?", default=None,
-                        help="output URI; default: a window when there is a display, else none")
+                        help="output URI (default: a window when there is a display, else none)")
     parser.add_argument("--model", default="camvid", help="model file (.onnx, .pt, .plan) or bundled name")
     parser.add_argument("--backend", default="auto", help="auto, onnxruntime, torch or tensorrt")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -60,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="segment in overlapping tiles of N pixels or WIDTHxHEIGHT (large frames)")
     parser.add_argument("--overlap", type=int, default=None, help="pixels neighbouring tiles share (with --tile)")
     parser.add_argument("--blend", default=None, help="how tile overlaps combine: gaussian, linear or crop")
+    parser.add_argument("--input-flip", default="none", choices=list(FLIPS),
+                        help="turn every frame before segmenting it (a camera mounted upside down: rotate-180)")
+    parser.add_argument("--legend", action="store_true", help="draw the class names and colours on the output")
     parser.add_argument("--headless", action="store_true", help="never open a window")
     parser.add_argument("--no-overlay-stats", dest="draw_stats", action="store_false",
                         help="do not draw FPS and latency on the output")
@@ -131,6 +141,9 @@ def _write_stats(summary: dict[str, Any], target: str | None) -> None:
 def _stream(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Where the output goes is always worth a line: the live view's address, the video's codec.
+    for name in ("unetrt.stream.webview", "unetrt.stream.sinks"):
+        logging.getLogger(name).setLevel(logging.INFO)
     if not args.verbose:
         silence_video_library_logs()
     with StopOnSigterm() as sigterm:
@@ -147,10 +160,10 @@ def _run_stream(args: argparse.Namespace, sigterm: StopOnSigterm) -> bool:
     try:
         # The stream checks the input and output before it loads the model, so mistakes are reported at once.
         stream = Stream(args.input, args.model, _output(args), visualize=args.visualize, alpha=args.alpha,
-                        draw_stats=args.draw_stats, input_size=_input_size(args), max_fps=args.max_fps,
-                        loop=args.loop, max_frames=args.max_frames, max_reconnects=args.max_reconnects,
-                        wait=args.wait, open_timeout=args.open_timeout,
-                        segmenter_options=_segmenter_options(args))
+                        draw_stats=args.draw_stats, legend=args.legend, input_flip=args.input_flip,
+                        input_size=_input_size(args), max_fps=args.max_fps, loop=args.loop,
+                        max_frames=args.max_frames, max_reconnects=args.max_reconnects, wait=args.wait,
+                        open_timeout=args.open_timeout, segmenter_options=_segmenter_options(args))
         sigterm.stop = stream.stop
         with stream, tqdm(total=_expected_frames(stream, args), unit="frame", disable=None,
                           desc="unet-stream") as progress:

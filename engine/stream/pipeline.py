@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from ..segmenter import SegmentationResult
+from ..visualize import draw_legend, palette_bgr
 from .capture import (
     POLL_S,
     CapturedFrame,
@@ -26,6 +27,7 @@ from .capture import (
     LatestFrameSlot,
     open_when_up,
 )
+from .flip import check_flip, flip_frame
 from .output_path import check_output_path
 from .render import compose, draw_caption, parse_visualize
 from .sinks import DEFAULT_OUTPUT_FPS, FrameSink, open_sink
@@ -101,6 +103,9 @@ class Stream:
         visualize: panels to write: 'overlay', 'mask' or 'overlay,mask'.
         alpha: mask opacity in the overlay, in [0, 1].
         draw_stats: draw FPS and latency on written frames.
+        legend: draw the class names and colours on written frames (needs a segmenter with ``info``).
+        input_flip: 'none', 'horizontal', 'vertical', 'rotate-180', 'clockwise' or 'counterclockwise':
+            how every frame is turned before it is segmented (a camera mounted upside down: 'rotate-180').
         input_size: ``(width, height)`` to resize every frame to (and ask cameras for).
         max_fps: process at most this many frames per second (None: as fast as possible).
         loop: replays of a stored source: 0 none, N more times, -1 forever.
@@ -131,6 +136,7 @@ class Stream:
     def __init__(self, source: SourceLike, segmenter: FrameSegmenter | str | Path = "camvid",
                  output: str | FrameSink | None = None, *, live: bool | None = None,
                  visualize: str | Sequence[str] = "overlay", alpha: float = 0.5, draw_stats: bool = True,
+                 legend: bool = False, input_flip: str = "none",
                  input_size: tuple[int, int] | None = None, max_fps: float | None = None, loop: int = 0,
                  max_frames: int | None = None, callback: Callable[[StreamResult], object] | None = None,
                  output_fps: float | None = None, queue_size: int = 2,
@@ -145,6 +151,7 @@ class Stream:
         self.visualize = parse_visualize(visualize)
         self.alpha = alpha
         self.draw_stats = draw_stats
+        self.input_flip = check_flip(input_flip)
         self.input_size = input_size
         self.max_fps = max_fps
         self.loop = loop
@@ -167,6 +174,7 @@ class Stream:
             self.segmenter: FrameSegmenter = Segmenter(segmenter, **(segmenter_options or {}))
         else:
             self.segmenter = segmenter
+        self._legend = _legend_entries(self.segmenter) if legend else None
         self.stats = StreamStats()
         self.sink: FrameSink | None = None
         self._stop = threading.Event()
@@ -282,7 +290,8 @@ class Stream:
 
     def _segment(self, item: CapturedFrame) -> StreamResult:
         taken_at = time.perf_counter()
-        segmentation = self.segmenter.segment(item.image)
+        image = flip_frame(item.image, self.input_flip)
+        segmentation = self.segmenter.segment(image)
         done_at = time.perf_counter()
         latency = (done_at - item.captured_at) * 1e3
         self.stats.add("queue_wait", (taken_at - item.captured_at) * 1e3)
@@ -294,7 +303,7 @@ class Stream:
                 self.stats.add(stage, timings[stage])
         self.stats.add("latency", latency)
         self.stats.mark_result()
-        return StreamResult(item.index, item.image, segmentation.mask, segmentation, item.captured_at,
+        return StreamResult(item.index, image, segmentation.mask, segmentation, item.captured_at,
                             item.wall_time, latency, timings, self.stats.live_fps())
 
     def render(self, result: StreamResult) -> np.ndarray:
@@ -305,6 +314,8 @@ class Stream:
             dropped = self.stats.counters["dropped"]
             caption = f"{result.fps:.1f} FPS  latency {result.latency_ms:.0f} ms"
             draw_caption(image, caption + (f"  dropped {dropped}" if dropped else ""))
+        if self._legend is not None:
+            draw_legend(image, *self._legend)
         return image
 
     def _send_to_writer(self, result: StreamResult) -> None:
@@ -381,10 +392,14 @@ class Stream:
                 close()
 
     def summary(self) -> dict[str, Any]:
-        """What ran (backend, precision, model, device, threads), counters, FPS and p50/p95/p99 per stage,
-        end to end, in the hand-off queue and in processing (JSON-ready)."""
+        """What ran (backend, precision, model, device, threads), counters, FPS and latencies (JSON-ready).
+
+        Latencies: p50/p95/p99 per stage, end to end, in the hand-off queue and in processing;
+        ``output_codec`` names a video's codec.
+        """
         return {"source": self.source.name, "output": self.sink.name if self.sink else None,
-                "live": self.source.live, "runtime": describe_runtime(self.segmenter), **self.stats.summary()}
+                "output_codec": getattr(self.sink, "codec", None), "live": self.source.live,
+                "runtime": describe_runtime(self.segmenter), **self.stats.summary()}
 
     def __enter__(self) -> Stream:
         return self
@@ -392,6 +407,17 @@ class Stream:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _legend_entries(segmenter: FrameSegmenter) -> tuple[list[str], list[tuple[int, int, int]]]:
+    """Class names and BGR colours for the legend, from the segmenter's model description."""
+    info = getattr(segmenter, "info", None)
+    if info is None:
+        raise ValueError("legend needs a segmenter that describes its classes (a unetrt Segmenter has .info)")
+    palette = palette_bgr(info.colors, info.binary)
+    ids = [1] if info.binary else list(range(len(info.class_names)))
+    colors = [(int(palette[i][0]), int(palette[i][1]), int(palette[i][2])) for i in ids]
+    return list(info.class_names), colors
 
 
 def _check_options(alpha: float, max_fps: float | None, loop: int, max_frames: int | None, queue_size: int,

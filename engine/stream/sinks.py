@@ -1,7 +1,8 @@
-"""Frame sinks: a video file, an image sequence or a window."""
+"""Frame sinks: a video file, an image sequence, a window or a live view in the browser."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -9,9 +10,14 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from .encoders import H264, MJPEG, MPEG4, VideoEncoder, open_video_encoder
 from .uri import SinkSpec, parse_sink
+from .webview import HttpViewSink
 
-FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".avi": "MJPG"}
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".avi")
+CODEC_NAMES = {H264: "H.264", MPEG4: "MPEG-4 Part 2", MJPEG: "Motion JPEG"}
 DEFAULT_OUTPUT_FPS = 30.0
 QUIT_KEYS = (27, ord("q"))
 
@@ -42,7 +48,10 @@ class FrameSink(Protocol):
 
 
 class VideoFileSink:
-    """An .mp4 (MPEG-4 Part 2) or .avi (Motion JPEG) file; opened on the first frame, which fixes its size.
+    """An .mp4 (H.264 where an encoder exists, else MPEG-4 Part 2) or .avi (Motion JPEG) file.
+
+    The file is opened on the first frame, which fixes its size; ``codec`` then says what is written
+    (see :func:`unetrt.stream.encoders.open_video_encoder`).
 
     Args:
         path: the file to write; its folder is created.
@@ -60,40 +69,43 @@ class VideoFileSink:
     def __init__(self, path: str | Path, fps: float = DEFAULT_OUTPUT_FPS) -> None:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
-        if suffix not in FOURCC_BY_SUFFIX:
-            raise ValueError(f"video output must end in {' or '.join(FOURCC_BY_SUFFIX)}, got {str(path)!r}")
+        if suffix not in VIDEO_SUFFIXES:
+            raise ValueError(f"video output must end in {' or '.join(VIDEO_SUFFIXES)}, got {str(path)!r}")
         if not fps > 0:
             raise ValueError(f"output fps must be positive, got {fps}")
         self.name = str(path)
         self.fps = fps
-        self._fourcc = cv2.VideoWriter.fourcc(*FOURCC_BY_SUFFIX[suffix])
-        self._writer: cv2.VideoWriter | None = None
+        self.codec: str | None = None
+        self._encoder: VideoEncoder | None = None
         self._size: tuple[int, int] | None = None
 
     def write(self, image: np.ndarray) -> None:
         """Append a frame (resized to the first frame's size if it differs).
 
         Raises:
-            OSError: when the encoder cannot be opened.
+            OSError: when no encoder can be opened or the encoder fails.
         """
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        if self._writer is None:
+        if self._encoder is None:
             self._size = (image.shape[1], image.shape[0])
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            writer = cv2.VideoWriter(str(self.path), self._fourcc, self.fps, self._size)
-            if not writer.isOpened():
-                raise OSError(f"cannot open a video writer for {self.name!r} at {self._size[0]}x{self._size[1]}")
-            self._writer = writer
+            self._encoder = open_video_encoder(self.path, self.fps, self._size)
+            self.codec = self._encoder.codec
+            log.info("writing %s as %s (%s)", self.name, CODEC_NAMES[self.codec], self._encoder.how)
         if (image.shape[1], image.shape[0]) != self._size:
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
-        self._writer.write(image)
+        self._encoder.write(image)
 
     def close(self) -> None:
-        """Release the writer so the file's index is written (idempotent)."""
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        """Finish the file so its index is written (idempotent).
+
+        Raises:
+            OSError: when the encoder cannot finish the file.
+        """
+        encoder, self._encoder = self._encoder, None
+        if encoder is not None:
+            encoder.release()
 
 
 class ImageSequenceSink:
@@ -187,7 +199,8 @@ def open_sink(output: str | SinkSpec | FrameSink | None, fps: float | None = Non
     """Make a sink from an output URI, a spec or a ready sink; None means no output.
 
     Args:
-        output: ``display://0``, a .mp4/.avi path, an image folder or pattern, a sink, or None.
+        output: ``display://0``, a .mp4/.avi path, an image folder or pattern, ``http://HOST:PORT`` (a live
+            view in the browser, see :class:`~unetrt.stream.webview.HttpViewSink`), a sink, or None.
         fps: the rate to store in a video file (default 30).
 
     Raises:
@@ -206,6 +219,9 @@ def open_sink(output: str | SinkSpec | FrameSink | None, fps: float | None = Non
         return None
     if spec.kind == "display":
         return DisplaySink(int(spec.location))
+    if spec.kind == "http":
+        host, _, port = spec.location.rpartition(":")
+        return HttpViewSink(host, int(port))
     if spec.kind == "video":
         return VideoFileSink(spec.location, fps or DEFAULT_OUTPUT_FPS)
     return ImageSequenceSink(spec.location)

@@ -126,6 +126,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{summary['elapsed_s']:.2f} s",
         f"{'stage':<16}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'mean ms':>10}",
     ]
+    if summary.get("output_codec"):
+        lines.insert(0, f"output {summary.get('output')} ({summary['output_codec']})")
     rows = dict(summary["stages_ms"])
     for name in LATENCIES:
         if summary.get(f"{name}_ms"):

@@ -3,7 +3,8 @@
 Inputs: ``0`` (camera index), ``/dev/video0`` or ``v4l2:///dev/video0``, ``csi://0``,
 ``rtsp://host/path``, ``file://clip.mp4`` or a plain video path, an image folder or glob,
 ``sample`` (the bundled clip). Outputs: ``display://0``, a ``.mp4``/``.avi`` file, an
-image folder or an ``image_%04d.png`` pattern.
+image folder or an ``image_%04d.png`` pattern, or ``http://127.0.0.1:8080`` (a live view in the browser;
+``http://0.0.0.0:8080`` serves every network interface).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ class SinkSpec:
     """What an output URI names.
 
     Attributes:
-        kind: 'display', 'video' (a file), 'images' (a folder or printf pattern) or 'none'.
-        location: the window index, file path, folder or pattern; '' for 'none'.
+        kind: 'display', 'video' (a file), 'images' (a folder or printf pattern), 'http' (a live view) or 'none'.
+        location: the window index, file path, folder or pattern, ``HOST:PORT`` for 'http'; '' for 'none'.
     """
 
     kind: str
@@ -143,8 +144,13 @@ def parse_sink(uri: str | None) -> SinkSpec:
             if not rest.isdigit():
                 raise ValueError(f"display URI must name a window number, e.g. display://0, got {text!r}")
             return SinkSpec("display", rest)
+        if scheme == "http":
+            return _parse_http_sink(rest, text)
         if scheme != "file":
-            raise ValueError(f"unknown output protocol {scheme + '://'!r} in {text!r}; use display://0 or a path")
+            raise ValueError(
+                f"unknown output protocol {scheme + '://'!r} in {text!r}; "
+                "use display://0, http://127.0.0.1:8080 or a path"
+            )
         text = rest
     suffix = Path(text).suffix.lower()
     if suffix in OUTPUT_VIDEO_SUFFIXES:
@@ -161,3 +167,18 @@ def parse_sink(uri: str | None) -> SinkSpec:
             "an image pattern such as frame_%04d.png, a folder or display://0"
         )
     return SinkSpec("images", str(Path(text) / "frame_%06d.png"))
+
+
+def _parse_http_sink(rest: str, text: str) -> SinkSpec:
+    """``HOST:PORT`` of a live view; the path must be empty or '/' (the page is always at '/')."""
+    address, _, path = rest.partition("/")
+    if path:
+        raise ValueError(f"a live view is served at '/', drop the path from {text!r} (e.g. http://127.0.0.1:8080)")
+    host, colon, port = address.rpartition(":") if not address.endswith("]") else (address, "", "")
+    if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"live view URI needs a port, e.g. http://127.0.0.1:8080 or http://0.0.0.0:8080, got {text!r}")
+    host = host.strip("[]")
+    if not host:
+        raise ValueError(f"live view URI needs a host: http://127.0.0.1:{port} (this machine) or "
+                         f"http://0.0.0.0:{port} (every interface), got {text!r}")
+    return SinkSpec("http", f"{host}:{port}")

@@ -6,35 +6,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_cases import stitch_cases, strided_images
 from tiling_reference import extract_reference, finish_reference, stitch_reference
 
 from unetrt import _tiling
 
 SETTINGS = settings(max_examples=80, deadline=None, derandomize=True)
-
-
-@st.composite
-def strided_images(draw: st.DrawFn) -> np.ndarray:
-    """Images of 1..40 px a side, 1/3/4 channels (or 2-D), uint8 or float32, often not contiguous."""
-    height, width = draw(st.integers(1, 40)), draw(st.integers(1, 40))
-    channels = draw(st.sampled_from([0, 1, 3, 4]))
-    dtype = draw(st.sampled_from([np.uint8, np.float32]))
-    layout = draw(st.sampled_from(["contiguous", "strided", "flipped", "fortran"]))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    shape = (height, width) if channels == 0 else (height, width, channels)
-    big = tuple(s * 2 for s in shape) if layout == "strided" else shape
-    if dtype == np.uint8:
-        data = rng.integers(0, 256, big, dtype=np.uint8)
-    else:
-        # Wide range: exercises half overflow, rounding and subnormals after normalisation.
-        data = (rng.standard_normal(big) * 10.0 ** rng.integers(-6, 6, big)).astype(np.float32)
-    if layout == "strided":
-        data = data[tuple(slice(None, None, 2) for _ in shape)]
-    elif layout == "flipped":
-        data = data[::-1, ::-1]
-    elif layout == "fortran":
-        data = np.asfortranarray(data)
-    return data
 
 
 @SETTINGS
@@ -52,7 +29,7 @@ def test_extract_equals_reference(image: np.ndarray, data: st.DataObject) -> Non
     count = data.draw(st.integers(1, rows * cols - first))
     dtype = data.draw(st.sampled_from([np.float32, np.float16]))
     swap_rb = channels >= 3 and data.draw(st.booleans())
-    scale = data.draw(st.sampled_from([1.0, 1.0 / 255.0, 3e-4]))
+    scale = data.draw(st.sampled_from([1.0, 1.0 / 255.0, 1.0 / 65535.0, 3e-4]))
     mean = data.draw(st.lists(st.floats(-2, 2), min_size=channels, max_size=channels))
     std = data.draw(st.lists(st.floats(0.01, 3), min_size=channels, max_size=channels))
     threads = data.draw(st.sampled_from([0, 1, 3]))
@@ -74,22 +51,6 @@ def test_padding_wider_than_image_bounces(size: int) -> None:
     period = max(2 * (size - 1), 1)
     expected = [min((i - 4) % period, period - (i - 4) % period) if size > 1 else 0 for i in range(9)]
     assert out[0, 0, 0].tolist() == expected
-
-
-@st.composite
-def stitch_cases(draw: st.DrawFn) -> dict:
-    height, width = draw(st.integers(1, 40)), draw(st.integers(1, 40))
-    th, tw = draw(st.integers(1, 16)), draw(st.integers(1, 16))
-    sy, sx = draw(st.integers(1, th)), draw(st.integers(1, tw))
-    oy, ox = draw(st.integers(-(th - 1), 0)), draw(st.integers(-(tw - 1), 0))
-    rows_min = max(1, -(-(height - oy - th) // sy) + 1)
-    cols_min = max(1, -(-(width - ox - tw) // sx) + 1)
-    rows = draw(st.integers(rows_min, max(rows_min, (height - 1 - oy) // sy + 1)))
-    cols = draw(st.integers(cols_min, max(cols_min, (width - 1 - ox) // sx + 1)))
-    return {"hw": (height, width), "tile": (th, tw), "origin": (oy, ox), "step": (sy, sx), "grid": (rows, cols),
-            "classes": draw(st.integers(1, 4)), "mode": draw(st.sampled_from(["crop", "blend"])),
-            "dtype": draw(st.sampled_from([np.float32, np.float16])), "seed": draw(st.integers(0, 2**32 - 1)),
-            "batch": draw(st.integers(1, 5)), "threads": draw(st.sampled_from([0, 1, 2]))}
 
 
 @SETTINGS
@@ -146,7 +107,8 @@ def _out(n: int = 9, c: int = 3, dtype: type = np.float32) -> np.ndarray:
 
 @pytest.mark.parametrize(("image", "out", "kwargs", "message"), [
     (IMAGE.astype(np.int16), _out(), GRID, "image dtype"),
-    (IMAGE.astype(np.float16), _out(), GRID, "uint8 or float32"),
+    (IMAGE.astype(np.uint32), _out(), GRID, "image dtype"),
+    (IMAGE.astype(np.float16), _out(), GRID, "uint8, uint16 or float32"),
     (IMAGE[None], _out(), GRID, "H x W or H x W x C"),
     (IMAGE[:0], _out(), GRID, "empty"),
     (np.zeros((10, 12, 5), np.uint8), _out(c=5), GRID, "1 to 4 channels"),
@@ -171,6 +133,15 @@ def _out(n: int = 9, c: int = 3, dtype: type = np.float32) -> np.ndarray:
 def test_extract_rejects_bad_input(image: np.ndarray, out: np.ndarray, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         _tiling.extract_tiles(image, out, **kwargs)
+
+
+def test_extract_takes_the_full_uint16_range() -> None:
+    """16-bit camera frames: 65535 with scale 1/65535 is 1.0, and no value wraps."""
+    image = np.array([[0, 1, 256, 65535]], np.uint16)
+    out = np.empty((1, 1, 1, 4), np.float32)
+    _tiling.extract_tiles(image, out, origin=(0, 0), step=(1, 4), grid=(1, 1), scale=1.0 / 65535.0)
+    assert out[0, 0, 0].tolist() == (image[0].astype(np.float32) * np.float32(1.0 / 65535.0)).tolist()
+    assert out[0, 0, 0, -1] == 1.0
 
 
 def test_extract_rejects_read_only_output_and_wrong_types() -> None:

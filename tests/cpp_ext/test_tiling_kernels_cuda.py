@@ -159,3 +159,58 @@ def test_cuda_rejects_host_pointers(device: Device) -> None:
     with pytest.raises(ValueError, match="image_ptr"):
         _tiling.extract_tiles_cuda(image.ctypes.data, (10, 12), 3, image.strides, "uint8", cuda_array_args(out).ptr,
                                    (9, 3, 4, 4), "float32", origin=(0, 0), step=(4, 4), grid=(3, 3))
+
+
+def test_extract_cuda_reads_uint16_frames(device: Device) -> None:
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 65536, (40, 50, 3), dtype=np.uint16)
+    kwargs = {"origin": (-4, -4), "step": (12, 12), "grid": (4, 5), "swap_rb": True, "scale": 1.0 / 65535.0}
+    image_dev = device.put(image)
+    out = device.empty((20, 3, 16, 16), np.float16)
+    _tiling.extract_tiles_cuda(cuda_array_args(image_dev).ptr, (40, 50), 3, image.strides, "uint16",
+                               cuda_array_args(out).ptr, (20, 3, 16, 16), "float16", **kwargs)
+    cpu = np.empty((20, 3, 16, 16), np.float16)
+    _tiling.extract_tiles(image, cpu, **kwargs)
+    assert np.array_equal(device.get(out).view(np.uint16), cpu.view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize(("classes", "binary", "use_weight"), [(11, False, False), (5, False, True), (1, True, True),
+                                                                (256, False, False)])
+@pytest.mark.parametrize(("src_hw", "rect", "out_hw"), [((192, 256), (0, 0, 192, 256), (360, 480)),
+                                                        ((70, 90), (3, 5, 60, 80), (37, 1001)),
+                                                        ((9, 9), (0, 0, 9, 9), (9, 9))])
+def test_finish_resized_cuda_equals_cpu(device: Device, dtype: Any, classes: int, binary: bool, use_weight: bool,
+                                        src_hw: tuple[int, int], rect: tuple[int, int, int, int],
+                                        out_hw: tuple[int, int]) -> None:
+    """The mask bit for bit; probabilities within a few float32 ulp (CUDA's expf is not glibc's)."""
+    rng = np.random.default_rng(classes)
+    scores = (rng.standard_normal((classes, *src_hw)) * 3).astype(dtype)
+    weight = rng.uniform(0.2, 2, src_hw).astype(np.float32) if use_weight else None
+    mask = np.empty(out_hw, np.uint8)
+    probabilities = np.empty((classes, *out_hw), np.float32)
+    _tiling.finish_resized(scores, mask, rect=rect, weight=weight, binary=binary, threshold=0.1,
+                           probabilities=probabilities)
+    scores_dev, mask_dev = device.put(scores), device.empty(out_hw, np.uint8)
+    probabilities_dev = device.empty((classes, *out_hw), np.float32)
+    weight_dev = device.put(weight) if weight is not None else None
+    _tiling.finish_resized_cuda(cuda_array_args(scores_dev).ptr, scores.shape, np.dtype(dtype).name,
+                                cuda_array_args(mask_dev).ptr, out_hw, rect=rect,
+                                weight_ptr=cuda_array_args(weight_dev).ptr if weight_dev is not None else 0,
+                                probabilities_ptr=cuda_array_args(probabilities_dev).ptr, binary=binary,
+                                threshold=0.1)
+    assert np.array_equal(device.get(mask_dev), mask)
+    np.testing.assert_allclose(device.get(probabilities_dev), probabilities, rtol=4e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(("src", "out_hw"), [((1080, 1920, 3), (192, 256)), ((360, 480, 1), (721, 959)),
+                                             ((5, 7, 4), (5, 7))])
+def test_resize_u8_cuda_equals_cpu(device: Device, src: tuple[int, int, int], out_hw: tuple[int, int]) -> None:
+    image = np.random.default_rng(6).integers(0, 256, src, dtype=np.uint8)
+    out_dev = device.empty((*out_hw, src[2]), np.uint8)
+    _tiling.resize_bilinear_u8_cuda(cuda_array_args(image_dev := device.put(image)).ptr, src,
+                                    cuda_array_args(out_dev).ptr, out_hw)
+    cpu = np.empty((*out_hw, src[2]), np.uint8)
+    _tiling.resize_bilinear_u8(image, cpu)
+    assert np.array_equal(device.get(out_dev), cpu)
+    del image_dev

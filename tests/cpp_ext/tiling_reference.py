@@ -83,3 +83,63 @@ def finish_reference(acc: np.ndarray, weight: np.ndarray | None, binary: bool,
     logits = acc / weight if weight is not None else acc.copy()
     mask = (logits[0] > np.float32(threshold)) if binary else logits.argmax(axis=0)
     return logits, mask.astype(np.uint8)
+
+
+def axis_samples(out_size: int, src_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i0, i1, frac) per output coordinate of a bilinear resize from src_size to out_size (OpenCV INTER_LINEAR:
+    s = (o + 0.5) * scale - 0.5 clamped to [0, src_size - 1]), in float32 as the kernels compute it."""
+    scale = np.float32(src_size) / np.float32(out_size)
+    s = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    i0 = np.where(s > 0, np.floor(s), 0).astype(np.int64)
+    frac = np.where(s > 0, s - np.floor(s), 0).astype(np.float32)
+    last = i0 >= src_size - 1
+    i0[last], frac[last] = src_size - 1, 0
+    i1 = np.where(frac > 0, i0 + 1, i0)
+    return i0, i1, frac
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """a * (1 - frac) + b * frac in float32, and exactly a where frac is 0."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(frac == 0, a, a * (np.float32(1) - frac) + b * frac).astype(np.float32)
+
+
+def bilinear_reference(src: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """float32 bilinear resize of C x h x w to C x H x W: horizontal pass, then vertical."""
+    yi0, yi1, fy = axis_samples(out_hw[0], src.shape[1])
+    xi0, xi1, fx = axis_samples(out_hw[1], src.shape[2])
+    top = _lerp(src[:, yi0][:, :, xi0], src[:, yi0][:, :, xi1], fx[None, None, :])
+    bottom = _lerp(src[:, yi1][:, :, xi0], src[:, yi1][:, :, xi1], fx[None, None, :])
+    return _lerp(top, bottom, fy[None, :, None])
+
+
+def finish_resized_reference(scores: np.ndarray, out_hw: tuple[int, int], rect: tuple[int, int, int, int],
+                             weight: np.ndarray | None = None, binary: bool = False,
+                             threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(resized values K x H x W, mask H x W uint8, probabilities K x H x W) of finish_resized."""
+    y0, x0, h, w = rect
+    src = scores.astype(np.float32)[:, y0 : y0 + h, x0 : x0 + w]
+    if weight is not None:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            src = (src / weight[y0 : y0 + h, x0 : x0 + w]).astype(np.float32)
+    values = bilinear_reference(src, out_hw)
+    if binary:
+        best = values[0]
+        mask = best > np.float32(threshold)
+        with np.errstate(over="ignore"):
+            probabilities = (1 / (1 + np.exp(-values.astype(np.float64)))).astype(np.float32)
+    else:
+        mask = values.argmax(axis=0)  # first maximum; a NaN wins as numpy's argmax does
+        best = np.take_along_axis(values, mask[None], axis=0)[0]
+        with np.errstate(invalid="ignore", over="ignore"):
+            e = np.exp(values.astype(np.float64) - best)
+            probabilities = (e / e.sum(axis=0)).astype(np.float32)
+    return values, mask.astype(np.uint8), probabilities
+
+
+def resize_u8_reference(image: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """resize_bilinear_u8: the float32 bilinear value rounded half up (H x W x C or H x W)."""
+    planes = image if image.ndim == 3 else image[..., None]
+    values = bilinear_reference(planes.transpose(2, 0, 1).astype(np.float32), out_hw)
+    rounded = np.clip(np.floor(values + np.float32(0.5)), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    return rounded if image.ndim == 3 else rounded[..., 0]

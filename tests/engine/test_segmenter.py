@@ -5,17 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unetrt.segmenter import Segmenter, logits_to_mask, logits_to_probabilities
-
-
-def test_logits_to_mask_and_probabilities() -> None:
-    logits = np.array([[[0.0, 2.0]], [[1.0, -1.0]], [[0.5, 0.0]]], dtype=np.float32)
-    assert logits_to_mask(logits, binary=False).tolist() == [[1, 0]]
-    probs = logits_to_probabilities(logits, binary=False)
-    assert np.allclose(probs.sum(axis=0), 1.0)
-    binary = np.array([[[-0.1, 0.0, 3.0]]], dtype=np.float32)
-    assert logits_to_mask(binary, binary=True).tolist() == [[0, 0, 1]]
-    assert logits_to_probabilities(binary, binary=True)[0, 0, 1] == pytest.approx(0.5)
+from unetrt.segmenter import Segmenter
 
 
 @pytest.mark.parametrize("size", [(1, 1), (37, 53), (64, 64), (100, 30)])
@@ -95,11 +85,11 @@ def test_gray_frames_for_color_model(tiny_model_files: dict[str, Path]) -> None:
 
 
 @pytest.mark.parametrize(("frame", "message"), [
-    (np.zeros((8, 8, 3), np.float32), "dtype must be uint8"),
-    (np.zeros((8, 8, 2), np.uint8), "HxWx3 BGR or HxW gray"),
-    (np.zeros((8, 8, 4), np.uint8), "4 channels"),
+    (np.zeros((8, 8, 3), np.int16), "int16 is not supported"),
+    (np.full((8, 8, 3), 1.5, np.float32), r"values in \[0, 1\]"),
+    (np.zeros((8, 8, 2), np.uint8), "HxWx3 BGR, HxWx4 BGRA or HxW gray"),
     (np.zeros((0, 8, 3), np.uint8), "empty"),
-    (np.zeros((2, 8, 8, 3), np.uint8), "HxWx3 BGR or HxW gray"),
+    (np.zeros((2, 8, 8, 3), np.uint8), "HxWx3 BGR, HxWx4 BGRA or HxW gray"),
     ([[1, 2], [3, 4]], "numpy array"),
 ])
 def test_bad_frames_raise_value_error(tiny_model_files: dict[str, Path], frame: object, message: str) -> None:
@@ -126,3 +116,64 @@ def test_closed_backend_refuses(tiny_model_files: dict[str, Path]) -> None:
     seg.close()
     with pytest.raises(ValueError, match="closed"):
         seg.segment(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_uint16_and_float_frames_agree_with_the_uint8_frame(tiny_model_files: dict[str, Path]) -> None:
+    """The same picture as uint8, full-range uint16 and float in [0, 1] gives the same mask (before: refused
+    with advice to astype(np.uint8), which wrapped the values)."""
+    frame = np.random.default_rng(7).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    variants = [frame.astype(np.uint16) * 257, (frame / 255).astype(np.float32), frame / 255.0]
+    with Segmenter(tiny_model_files["onnx"], probabilities=True) as seg:
+        reference = seg.segment(frame)
+        for variant in variants:
+            result = seg.segment(variant)
+            assert (result.mask == reference.mask).mean() >= 0.999, variant.dtype
+            assert np.abs(result.probabilities - reference.probabilities).max() < 1e-5
+
+
+def test_bundled_model_uint16_frame_agrees_through_the_working_size(shared_data: Path) -> None:
+    """camvid resizes 480x360 to 256x192 first: a 16-bit copy of a val frame still gives the 8-bit frame's mask."""
+    import cv2
+
+    from unetrt.datasets import list_images
+
+    frame = cv2.imread(str(list_images(shared_data / "camvid" / "val")[0]))
+    with Segmenter("camvid") as seg:
+        reference = seg.segment(frame).mask
+        deep = seg.segment(frame.astype(np.uint16) * 257).mask
+        unit = seg.segment(frame.astype(np.float32) / 255).mask
+    assert (deep == reference).mean() >= 0.995 and (unit == reference).mean() >= 0.995
+
+
+def test_mask_is_the_argmax_of_bilinearly_resized_scores(shared_data: Path) -> None:
+    """Not argmax-then-nearest: the mask at the frame's size is the argmax of the scores resized bilinearly."""
+    import cv2
+
+    from unetrt.datasets import list_images
+    from unetrt.frame_path import network_input
+
+    frame = cv2.imread(str(list_images(shared_data / "camvid" / "val")[3]))
+    with Segmenter("camvid", probabilities=True) as seg:
+        result = seg.segment(frame)
+        logits = seg.backend.infer(network_input([frame], seg.info))[0]
+    resized = cv2.resize(np.ascontiguousarray(logits.transpose(1, 2, 0)), (480, 360), interpolation=cv2.INTER_LINEAR)
+    assert (result.mask == resized.argmax(axis=2)).mean() >= 0.999
+    nearest = cv2.resize(logits.argmax(axis=0).astype(np.uint8), (480, 360), interpolation=cv2.INTER_NEAREST)
+    assert (result.mask != nearest).mean() > 0.001  # the old blocky edges are gone
+    assert np.allclose(result.probabilities.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_bgra_frames_are_segmented_like_bgr(tiny_model_files: dict[str, Path]) -> None:
+    frame = np.random.default_rng(8).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    bgra = np.dstack([frame, np.full((20, 24), 9, np.uint8)])
+    with Segmenter(tiny_model_files["onnx"]) as seg:
+        assert np.array_equal(seg.segment(bgra).mask, seg.segment(frame).mask)
+
+
+def test_cuda_device_path_needs_a_cuda_backend(tiny_model_files: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="device_path 'cuda' needs a backend running on CUDA"):
+        Segmenter(tiny_model_files["onnx"], device="cpu", device_path="cuda")
+    with pytest.raises(ValueError, match="device_path must be one of"):
+        Segmenter(tiny_model_files["onnx"], device_path="gpu")
+    with Segmenter(tiny_model_files["onnx"], device="cpu") as seg:
+        assert seg.device.name == "cpu"

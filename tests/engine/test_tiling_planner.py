@@ -9,11 +9,15 @@ from hypothesis import strategies as st
 
 from unetrt.geometry import valid_output_size
 from unetrt.tiling import (
+    WINDOW_FLOOR,
     TiledInferer,
     blend_window,
     cuda_array_args,
+    extract_call,
     legal_tile_sizes,
     plan_tiles,
+    plan_whole,
+    tile_runs,
     tiled_inference,
 )
 
@@ -37,6 +41,13 @@ def test_small_images_get_one_shrunken_legal_tile() -> None:
     valid = plan_tiles((1, 1), 572, padding="valid")
     assert valid.shape == (1, 1) and valid.tile_hw[0] < 572
     assert valid_output_size(valid.tile_hw[0]) == valid.output_hw[0] >= 1
+
+
+def test_whole_image_grid_is_one_mirror_padded_tile() -> None:
+    grid = plan_whole(360, 480)
+    assert grid.shape == (1, 1) and grid.tile_hw == (368, 480) and grid.origin == (0, 0) and grid.shift == (0, 0)
+    valid = plan_whole(100, 100, "valid")
+    assert valid.count == 1 and valid.output_hw[0] >= 100 and valid.origin[0] == -valid.margin[0] < 0
 
 
 def test_legal_tile_sizes_follow_geometry() -> None:
@@ -155,3 +166,73 @@ def test_cuda_array_args_reads_the_interface() -> None:
     assert args.ptr == 1234 and args.shape == (2, 3, 4) and args.strides == (24, 8, 2) and args.dtype == "float16"
     with pytest.raises(ValueError, match="__cuda_array_interface__"):
         cuda_array_args(np.zeros(3))
+
+
+def test_last_tiles_lie_inside_the_image_as_in_monai() -> None:
+    """1440 x 1088 with 256 px tiles and 64 px overlap: the regular grid would mirror-pad 128 and 160 px past
+    the bottom and right edges; the last row and column move back to end at the edges."""
+    grid = plan_tiles((1088, 1440), 256, overlap=64)
+    assert grid.shape == (6, 8) and grid.step == (192, 192)
+    assert grid.shift == (128, 160)
+    for axis, size in enumerate((1088, 1440)):
+        starts = grid.axis_starts(axis)
+        assert min(starts) >= 0 and starts[-1] + 256 == size
+        assert starts[:-1] == [i * 192 for i in range(len(starts) - 1)]
+    assert grid.tile_origin(5, 7) == (1088 - 256, 1440 - 256)
+    assert grid.tile_origin(4, 6) == (4 * 192, 6 * 192)
+
+
+def test_aligned_last_tiles_stay_on_the_pooling_grid() -> None:
+    grid = plan_tiles((1000, 700), 256, overlap=64, align=16)
+    for axis, size in enumerate((1000, 700)):
+        last = grid.axis_starts(axis)[-1]
+        assert last % 16 == 0 and 0 <= last + 256 - size < 16
+    with pytest.raises(ValueError, match="align"):
+        plan_tiles((100, 100), 32, align=0)
+
+
+def test_axes_shorter_than_a_tile_keep_one_padded_tile() -> None:
+    grid = plan_tiles((20, 300), 64, overlap=16, depth=3)
+    assert grid.shape[0] == 1 and grid.shift[0] == 0 and grid.tile_hw[0] == 20
+    assert grid.shift[1] > 0 and grid.axis_starts(1)[-1] + 64 == 300
+
+
+def test_shifted_last_tile_sees_only_real_pixels() -> None:
+    image = np.random.default_rng(8).integers(0, 256, (100, 70), dtype=np.uint8)
+    grid = plan_tiles(image.shape, 32, overlap=8, depth=3)
+    assert grid.shift == (4, 10)
+    seen: list[np.ndarray] = []
+
+    def record(batch: np.ndarray) -> np.ndarray:
+        seen.append(batch.copy())
+        return batch.copy()
+
+    result = tiled_inference(image, record, grid, blend="gaussian", batch_size=3, scale=1.0)
+    tiles = np.concatenate(seen)[:, 0]
+    for tile in range(grid.count):
+        y0, x0 = grid.tile_origin(*divmod(tile, grid.shape[1]))
+        assert y0 >= 0 and x0 >= 0 and y0 + 32 <= 100 and x0 + 32 <= 70
+        assert np.array_equal(tiles[tile], image[y0 : y0 + 32, x0 : x0 + 32])
+    np.testing.assert_allclose(result.logits[0], image, rtol=1e-6, atol=1e-4)
+
+
+def test_tile_runs_and_extract_calls_follow_the_shifted_grid() -> None:
+    grid = plan_tiles((100, 70), 32, overlap=8, depth=3)  # 4 x 3 tiles, last row and column shifted
+    jobs = [(0, tile) for tile in range(4, 10)]
+    assert tile_runs(grid, jobs, regular=True) == [(0, 6, 0)]
+    assert tile_runs(grid, jobs, regular=False) == [(0, 1, 0), (1, 1, 0), (2, 2, 0), (4, 1, 0), (5, 1, 0)]
+    assert extract_call(grid, 3) == ((24, 0), (1, 2), 0)
+    assert extract_call(grid, 5) == ((24, 70 - 32), (1, 1), 0)
+    assert extract_call(grid, 10) == ((100 - 32, 0), (1, 2), 1)
+    regular = plan_tiles((64, 64), 32, depth=3)
+    assert regular.shift == (0, 0) and extract_call(regular, 3) == ((0, 0), (2, 2), 3)
+    assert tile_runs(regular, [(0, 2), (0, 3), (1, 0)], regular=False) == [(0, 2, 0), (2, 1, 1)]
+
+
+def test_gaussian_window_has_monais_floor() -> None:
+    window = blend_window("gaussian", 256)
+    unfloored = np.exp(-0.5 * ((np.arange(256) - 127.5) / 32.0) ** 2)
+    unfloored /= unfloored.max()
+    assert unfloored.min() < 1e-3
+    assert window.min() == np.float32(WINDOW_FLOOR)
+    np.testing.assert_allclose(window, np.maximum(unfloored, WINDOW_FLOOR), rtol=1e-6)

@@ -122,11 +122,9 @@ def test_unet_export_fp16_writes_both_models(tiny_model_files: dict[str, Path], 
 
 @pytest.mark.data
 def test_bundled_camvid_fp16_agrees_on_val_frames(shared_data: Path, tmp_path: Path) -> None:
-    import cv2
-
     from unetrt.bundled import bundled_model_path
     from unetrt.datasets import list_images, read_image
-    from unetrt.preprocessing import prepare_input
+    from unetrt.frame_path import network_input
 
     try:
         fp32 = bundled_model_path("camvid", ".onnx")
@@ -136,10 +134,7 @@ def test_bundled_camvid_fp16_agrees_on_val_frames(shared_data: Path, tmp_path: P
     assert info.working_size is not None
     frames = list_images(shared_data / "camvid" / "val")
     picked = frames[:: max(1, len(frames) // CAMVID_FRAMES)][:CAMVID_FRAMES]
-    batch = np.concatenate([
-        prepare_input(cv2.resize(read_image(f), info.working_size, interpolation=cv2.INTER_AREA), info)[0]
-        for f in picked
-    ])
+    batch = np.concatenate([network_input([read_image(f)], info) for f in picked])
     agreement = compare_fp16(fp32, convert_file(fp32, tmp_path / "camvid.fp16.onnx"), batch)
     assert agreement.max_abs_logit_diff < MAX_LOGIT_DIFF
     assert agreement.pixel_agreement >= MIN_PIXEL_AGREEMENT

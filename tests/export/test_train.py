@@ -159,3 +159,71 @@ def test_init_fine_tunes_from_weights_and_checks_the_architecture(isbi_root: Pat
     assert main(_isbi_args(isbi_root, tmp_path / "third", "--epochs", "1", "--base", "8",
                            "--init", str(first / "best.pt"))) == 2
     assert "match the flags" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+                    reason="this CPU has no native bfloat16")
+def test_bf16_autocast_learns_a_tiny_problem_as_well_as_fp32(isbi_root: Path, tmp_path: Path) -> None:
+    errors = {}
+    for amp in ("on", "off"):
+        out = tmp_path / amp
+        assert main(_isbi_args(isbi_root, out, "--epochs", "12", "--lr", "3e-3", "--augment", "none",
+                               "--amp", amp, "--dropout", "0,0,0")) == 0
+        rows = list(csv.DictReader((out / "log.csv").open()))
+        assert float(rows[-1]["train_loss"]) < 0.5 * float(rows[0]["train_loss"]), amp
+        errors[amp] = float(rows[-1]["pixel_error"])
+    assert errors["on"] <= errors["off"] + 0.02, errors
+
+
+def test_amp_dtype_follows_the_device() -> None:
+    from unetrt.export.train import amp_dtype_for, cpu_supports_bf16
+
+    cpu = torch.device("cpu")
+    assert amp_dtype_for(cpu, "off") is None
+    assert amp_dtype_for(cpu, "auto") == (torch.bfloat16 if cpu_supports_bf16() else None)
+    assert amp_dtype_for(torch.device("cuda"), "auto") == torch.float16
+
+
+def test_ema_weights_are_validated_and_saved(isbi_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(_isbi_args(isbi_root, out, "--epochs", "2", "--max-steps", "2", "--ema", "0.5")) == 0
+    last = load_checkpoint(out / "last.pt")
+    assert set(last["ema"]) == set(last["model"])
+    moved = [k for k in last["model"] if "running" not in k and "num_batches" not in k
+             and not torch.equal(last["ema"][k], last["model"][k])]
+    assert moved, "the average must differ from the current weights after steps of training"
+    out2 = tmp_path / "resumed"
+    assert main(_isbi_args(isbi_root, out2, "--epochs", "1", "--max-steps", "1", "--ema", "0.5")) == 0
+    assert main(_isbi_args(isbi_root, out2, "--epochs", "2", "--max-steps", "1", "--ema", "0.5",
+                           "--resume", str(out2 / "last.pt"))) == 0
+    assert main(_isbi_args(isbi_root, tmp_path / "bad", "--epochs", "1", "--ema", "1.5")) == 2
+
+
+def test_test_slices_are_left_out_of_training_and_validation(isbi_root: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.export.data import isbi_split
+
+    split = isbi_split(isbi_root, range(2, 4), range(4, 6))
+    assert sorted(int(p.stem) for p, _ in split.train) == [0, 1]
+    assert sorted(int(p.stem) for p, _ in split.val) == [2, 3]
+    with pytest.raises(ValueError, match="overlap"):
+        isbi_split(isbi_root, range(2, 4), range(3, 5))
+    assert main(_isbi_args(isbi_root, tmp_path / "run", "--epochs", "1", "--val-slices", "2-3",
+                           "--test-slices", "4-x")) == 2
+    assert "--test-slices" in capsys.readouterr().err
+
+
+def test_zoom_range_draws_log_uniform_factors_and_is_checked() -> None:
+    from unetrt.export.augment import AugmentConfig, augment
+
+    config = AugmentConfig(("scale",), zoom=(0.5, 2.0))
+    label = np.zeros((32, 32), np.uint8)
+    label[8:24, 8:24] = 1
+    areas = [augment(label * 200, label, None, config, np.random.default_rng(seed), ignore_index=9)[1]
+             for seed in range(40)]
+    sizes = [int((a == 1).sum()) for a in areas]
+    # zoom 0.5 shrinks the square's area to about 1/4, zoom 2 blows it up to fill most of the frame
+    assert min(sizes) < 256 * 0.5 and max(sizes) > 256 * 2
+    assert any((a == 9).any() for a in areas), "zooming out fills the border with the ignore index"
+    with pytest.raises(ValueError, match="zoom"):
+        AugmentConfig(("scale",), zoom=(2.0, 0.5))

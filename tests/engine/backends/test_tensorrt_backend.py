@@ -212,3 +212,27 @@ def test_plan_from_another_tensorrt_is_refused_before_loading(tiny_plan: Path, t
     metadata_path(copy).write_text(json.dumps(data))
     with pytest.raises(PlanCompatibilityError, match=r"TensorRT 8.6.1 built it.*unet-build"):
         TensorRTBackend(copy)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.cuda
+@requires_gpu
+@pytest.mark.parametrize("shape", [(64, 64, 3), (150, 130, 3)], ids=["whole", "tiled"])
+def test_gpu_resident_path_matches_the_host_path(tiny_plan: Path, shape: tuple[int, int, int]) -> None:
+    """Segmenter on a plan runs the CudaDevice path (graph captured on the second call, replayed on the third)
+    and gives the host path's masks and probabilities on the same engine."""
+    from unetrt import _tiling
+    from unetrt.cuda_device import CudaDevice
+    from unetrt.segmenter import Segmenter
+
+    if not (_tiling.cuda_built and _tiling.cuda_device_count() > 0):
+        pytest.skip("unetrt._tiling was built without CUDA")
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(3)]
+    with Segmenter(tiny_plan, probabilities=True) as gpu, \
+            Segmenter(tiny_plan, probabilities=True, device_path="host") as host:
+        assert isinstance(gpu.device, CudaDevice)
+        for frame in frames:
+            want, have = host.segment(frame), gpu.segment(frame)
+            assert (want.mask == have.mask).mean() >= 0.999
+            assert np.abs(want.probabilities - have.probabilities).max() < 1e-4

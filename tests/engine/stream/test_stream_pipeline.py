@@ -47,7 +47,7 @@ def test_folder_source_skips_corrupt_image(tmp_path: Path) -> None:
 
 
 def test_generator_with_bad_items_counts_them() -> None:
-    items = [frame_with_index(0), "not a frame", np.zeros((4, 4), np.float64), frame_with_index(1)]
+    items = [frame_with_index(0), "not a frame", np.full((4, 4), 3.0, np.float64), frame_with_index(1)]
     summary = Stream(items, FakeSegmenter()).run()
     assert summary["processed"] == 2 and summary["corrupt"] == 2
 

@@ -98,7 +98,7 @@ def test_iterable_failure_is_a_source_error() -> None:
 
 def test_check_stream_frame() -> None:
     assert check_stream_frame(np.zeros((3, 4, 4), np.uint8)).shape == (3, 4, 3)
-    for bad in (None, np.zeros((3, 4), np.float32), np.zeros((3, 4, 2), np.uint8), np.zeros((0, 4, 3), np.uint8)):
+    for bad in (None, np.full((3, 4), 2.0, np.float32), np.zeros((3, 4, 2), np.uint8), np.zeros((0, 4, 3), np.uint8)):
         with pytest.raises(CorruptFrameError):
             check_stream_frame(bad)
 

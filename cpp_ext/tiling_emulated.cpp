@@ -1,0 +1,95 @@
+// The CUDA kernels of tiling_kernels.cuh compiled by g++ and run by emulation (cuda_emulation.h), in namespace
+// unetrt_emulated. bindings.cpp, compiled again with UNETRT_EMULATED_CUDA, exposes them on numpy arrays as the
+// module unetrt._tiling_emu, so that CI without a GPU runs the very kernel code the GPU runs.
+#include <atomic>
+#include <mutex>
+#include <vector>
+
+#include "cuda_emulation.h"
+#include "tiling_kernels.cuh"
+#include "tiling_emulated.h"
+
+namespace UNETRT_NAMESPACE {
+namespace {
+
+struct EmulatedLaunch {
+    template <typename... Params, typename... Args>
+    int operator()(const LaunchConfig& c, void (*kernel)(Params...), Args... args) {
+        return cuda_emulation::emulated_launch(c.grid, c.block, kernel, args...);
+    }
+};
+
+struct WriteLog {
+    std::mutex mutex;
+    std::atomic<bool> recording{false};  // read without the lock on every store
+    std::vector<Region> regions;
+    WriteCounts counts;
+};
+
+WriteLog& write_log() {
+    static WriteLog log;
+    return log;
+}
+
+}  // namespace
+
+bool record_write(const void* address, int64_t bytes) {
+    WriteLog& log = write_log();
+    if (!log.recording.load(std::memory_order_relaxed)) return true;
+    std::lock_guard<std::mutex> lock(log.mutex);
+    const auto a = reinterpret_cast<uintptr_t>(address);
+    for (size_t i = 0; i < log.regions.size(); ++i) {
+        const Region& r = log.regions[i];
+        if (a < r.begin || a >= r.begin + static_cast<uintptr_t>(r.bytes)) continue;
+        if (bytes != r.itemsize || (a - r.begin) % static_cast<uintptr_t>(r.itemsize) != 0) break;
+        ++log.counts.per_region[i][(a - r.begin) / static_cast<uintptr_t>(r.itemsize)];
+        return true;
+    }
+    ++log.counts.stray;
+    return false;
+}
+
+void start_recording(std::vector<Region> regions) {
+    WriteLog& log = write_log();
+    std::lock_guard<std::mutex> lock(log.mutex);
+    log.counts = WriteCounts{};
+    for (const Region& r : regions) log.counts.per_region.emplace_back(static_cast<size_t>(r.bytes / r.itemsize), 0);
+    log.regions = std::move(regions);
+    log.recording = true;
+}
+
+WriteCounts stop_recording() {
+    WriteLog& log = write_log();
+    std::lock_guard<std::mutex> lock(log.mutex);
+    log.recording = false;
+    log.regions.clear();
+    return std::move(log.counts);
+}
+
+int extract_tiles_cuda(const ImageView& image, void* out, DType out_dtype, const ExtractParams& params, void*) {
+    EmulatedLaunch launch;
+    return launch_extract(image, out, out_dtype, params, launch);
+}
+
+int stitch_tiles_cuda(const void* tiles, float* acc, float* weight, const StitchParams& params, void*) {
+    EmulatedLaunch launch;
+    return launch_stitch(tiles, acc, weight, params, launch);
+}
+
+int finish_cuda(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, void*) {
+    EmulatedLaunch launch;
+    return launch_finish(acc, weight, mask, params, launch);
+}
+
+int finish_resized_cuda(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                        const FinishResizedParams& params, void*) {
+    EmulatedLaunch launch;
+    return launch_finish_resized(scores, weight, mask, probabilities, params, launch);
+}
+
+int resize_bilinear_u8_cuda(const uint8_t* in, uint8_t* out, const ResizeParams& params, void*) {
+    EmulatedLaunch launch;
+    return launch_resize_u8(in, out, params, launch);
+}
+
+}  // namespace UNETRT_NAMESPACE

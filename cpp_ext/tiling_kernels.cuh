@@ -1,0 +1,201 @@
+// CUDA kernels and their launch configuration, shared by the real launchers (tiling_cuda.cu, nvcc) and the
+// emulated ones (tiling_emulated.cpp, g++ under cuda_emulation.h). Only the launch itself differs: a Launch
+// policy runs kernel(args...) over a LaunchConfig, with <<<>>> on a GPU or a loop over every (block, thread) in
+// emulation. The kernels use no shared memory, barriers, atomics or warp intrinsics, so the emulation is exact.
+//
+// Before including this header, the including file provides __half, __half2float, __float2half_rn, dim3,
+// threadIdx, blockIdx, blockDim and gridDim (cuda_fp16.h and the CUDA runtime, or cuda_emulation.h).
+#pragma once
+
+#include "tiling.h"
+
+namespace UNETRT_NAMESPACE {
+
+constexpr unsigned kBlockX = 32;
+constexpr unsigned kBlockY = 8;
+constexpr unsigned kFinishThreads = 256;
+constexpr int64_t kMaxGridY = 65535;
+
+// Grid and block of one launch; y_begin is the first image row of a row band (stitching).
+struct LaunchConfig {
+    dim3 grid, block;
+    int64_t y_begin;
+    bool empty;  // nothing to do: launch nothing
+};
+
+template <typename T>
+__device__ __forceinline__ float load_as_float(const T* p) {
+    return static_cast<float>(*p);
+}
+template <>
+__device__ __forceinline__ float load_as_float<__half>(const __half* p) {
+    return __half2float(*p);
+}
+
+template <typename Out>
+__device__ __forceinline__ void store_from_float(Out* p, float v);
+template <>
+__device__ __forceinline__ void store_from_float<float>(float* p, float v) {
+    store(p, v);
+}
+template <>
+__device__ __forceinline__ void store_from_float<__half>(__half* p, float v) {
+    store(p, __float2half_rn(v));
+}
+
+// blockIdx.z = tile in the batch; x and y = pixel in the tile; every channel of that pixel per thread.
+template <typename In, typename Out>
+__global__ void extract_kernel(ImageView image, Out* __restrict__ out, ExtractParams p) {
+    const int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    const int64_t y = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
+    const int64_t n = blockIdx.z;
+    if (x >= p.tile_w || y >= p.tile_h) return;
+    const Grid& g = p.grid;
+    const int64_t t = g.first + n;
+    const int64_t r = t / g.cols;
+    const int64_t c = t % g.cols;
+    const int64_t sy = reflect_index(g.origin_y + r * g.step_y + y, image.height);
+    const int64_t sx = reflect_index(g.origin_x + c * g.step_x + x, image.width);
+    const In* pixel = static_cast<const In*>(image.data) + sy * image.stride_y + sx * image.stride_x;
+    const int64_t tile_plane = p.tile_h * p.tile_w;
+    Out* dst = out + n * p.channels * tile_plane + y * p.tile_w + x;
+    for (int ch = 0; ch < p.channels; ++ch) {
+        const float v = load_as_float(pixel + p.src_channel[ch] * image.stride_c);
+        store_from_float(dst + ch * tile_plane, add_rn(mul_rn(v, p.mul[ch]), p.add[ch]));
+    }
+}
+
+template <typename T>
+struct DeviceLoad {
+    const T* data;
+    __device__ float operator()(int64_t i) const { return load_as_float(data + i); }
+};
+
+template <typename T>
+__global__ void stitch_kernel(const T* __restrict__ tiles, float* acc, float* weight, StitchParams p,
+                              int64_t y_begin) {
+    const int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    const int64_t y = y_begin + static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
+    if (x >= p.width || y >= p.height) return;
+    stitch_pixel(y, x, p, DeviceLoad<T>{tiles}, acc, weight);
+}
+
+__global__ void finish_kernel(float* acc, const float* weight, uint8_t* mask, FinishParams p) {
+    const int64_t total = p.height * p.width;
+    for (int64_t pixel = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; pixel < total;
+         pixel += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        finish_pixel(pixel, acc, weight, mask, p);
+}
+
+template <typename T>
+struct ScoreLoad {
+    const T* scores;
+    const float* weight;  // nullptr: not normalised
+    int64_t src_h, src_w;
+    __device__ float operator()(int64_t k, int64_t y, int64_t x) const {
+        const float v = load_as_float(scores + (k * src_h + y) * src_w + x);
+        return weight == nullptr ? v : div_rn(v, weight[y * src_w + x]);
+    }
+};
+
+template <typename T>
+__global__ void finish_resized_kernel(const T* __restrict__ scores, const float* __restrict__ weight,
+                                      uint8_t* __restrict__ mask, float* __restrict__ probabilities,
+                                      FinishResizedParams p) {
+    const int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    const int64_t y = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
+    if (x >= p.out_w || y >= p.out_h) return;
+    finish_resized_pixel(y, x, p, ScoreLoad<T>{scores, weight, p.src_h, p.src_w}, mask, probabilities);
+}
+
+__global__ void resize_u8_kernel(const uint8_t* __restrict__ in, uint8_t* __restrict__ out, ResizeParams p) {
+    const int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    const int64_t y = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
+    if (x >= p.out_w || y >= p.out_h) return;
+    resize_u8_pixel(y, x, in, out, p);
+}
+
+// ---------------------------------------------------------------- launch configuration (host)
+
+inline unsigned blocks(int64_t total, unsigned per_block) {
+    return static_cast<unsigned>((total + per_block - 1) / per_block);
+}
+
+// A 32 x 8 block per image patch over width x rows (rows <= kMaxLaunchRows, checked by the bindings).
+inline LaunchConfig image_config(int64_t width, int64_t rows, int64_t depth = 1) {
+    return {dim3(blocks(width, kBlockX), blocks(rows, kBlockY), static_cast<unsigned>(depth)),
+            dim3(kBlockX, kBlockY), 0, false};
+}
+
+inline LaunchConfig extract_config(const ExtractParams& p) { return image_config(p.tile_w, p.tile_h, p.grid.count); }
+
+// Stitching launches over the band of image rows the batch's tiles can touch.
+inline LaunchConfig stitch_config(const StitchParams& p) {
+    int64_t y_begin, y_end;
+    stitch_band(p, &y_begin, &y_end);
+    if (y_end <= y_begin) return {dim3(), dim3(), 0, true};
+    LaunchConfig c = image_config(p.width, y_end - y_begin);
+    c.y_begin = y_begin;
+    return c;
+}
+
+// A grid-stride loop: at most 65535 * 8 blocks of 256 threads, each covering several pixels on huge images.
+inline LaunchConfig finish_config(const FinishParams& p) {
+    const int64_t needed = blocks(p.height * p.width, kFinishThreads);
+    const int64_t cap = kMaxGridY * 8;
+    return {dim3(static_cast<unsigned>(needed < cap ? needed : cap)), dim3(kFinishThreads), 0, false};
+}
+
+inline LaunchConfig finish_resized_config(const FinishResizedParams& p) { return image_config(p.out_w, p.out_h); }
+
+inline LaunchConfig resize_config(const ResizeParams& p) { return image_config(p.out_w, p.out_h); }
+
+// ---------------------------------------------------------------- launchers over a Launch policy
+//
+// launch(config, kernel, args...) runs the kernel and returns a cudaError_t value (0 = success).
+
+template <typename In, typename Launch>
+int launch_extract_from(const ImageView& image, void* out, DType out_dtype, const ExtractParams& p, Launch& launch) {
+    const LaunchConfig c = extract_config(p);
+    if (out_dtype == DType::f16) return launch(c, extract_kernel<In, __half>, image, static_cast<__half*>(out), p);
+    return launch(c, extract_kernel<In, float>, image, static_cast<float*>(out), p);
+}
+
+template <typename Launch>
+int launch_extract(const ImageView& image, void* out, DType out_dtype, const ExtractParams& p, Launch& launch) {
+    if (image.dtype == DType::u8) return launch_extract_from<uint8_t>(image, out, out_dtype, p, launch);
+    if (image.dtype == DType::u16) return launch_extract_from<uint16_t>(image, out, out_dtype, p, launch);
+    return launch_extract_from<float>(image, out, out_dtype, p, launch);
+}
+
+template <typename Launch>
+int launch_stitch(const void* tiles, float* acc, float* weight, const StitchParams& p, Launch& launch) {
+    const LaunchConfig c = stitch_config(p);
+    if (c.empty) return 0;
+    if (p.tile_dtype == DType::f16)
+        return launch(c, stitch_kernel<__half>, static_cast<const __half*>(tiles), acc, weight, p, c.y_begin);
+    return launch(c, stitch_kernel<float>, static_cast<const float*>(tiles), acc, weight, p, c.y_begin);
+}
+
+template <typename Launch>
+int launch_finish(float* acc, const float* weight, uint8_t* mask, const FinishParams& p, Launch& launch) {
+    return launch(finish_config(p), finish_kernel, acc, weight, mask, p);
+}
+
+template <typename Launch>
+int launch_finish_resized(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                          const FinishResizedParams& p, Launch& launch) {
+    const LaunchConfig c = finish_resized_config(p);
+    if (p.score_dtype == DType::f16)
+        return launch(c, finish_resized_kernel<__half>, static_cast<const __half*>(scores), weight, mask,
+                      probabilities, p);
+    return launch(c, finish_resized_kernel<float>, static_cast<const float*>(scores), weight, mask, probabilities,
+                  p);
+}
+
+template <typename Launch>
+int launch_resize_u8(const uint8_t* in, uint8_t* out, const ResizeParams& p, Launch& launch) {
+    return launch(resize_config(p), resize_u8_kernel, in, out, p);
+}
+
+}  // namespace UNETRT_NAMESPACE

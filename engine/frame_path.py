@@ -1,0 +1,261 @@
+"""The one frame-to-mask path, the same on every device.
+
+frame -> working-size resize -> tile grid (one tile when the image fits) -> native extract into the network's
+input buffer (mirror padding, BGR -> RGB, scaling, normalisation, layout and dtype in one kernel) -> network
+-> stitch (several tiles) -> native finish: bilinear resize of the scores to the frame's size fused with
+argmax (or threshold) and optional probabilities. :class:`FramePath` drives a :class:`unetrt.device.Device`
+through these steps; the device decides where the buffers live.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic
+
+import numpy as np
+
+from .device import BufferT, Device, HostDevice
+from .model_info import ModelInfo
+from .preprocessing import check_frame, frame_scale, frame_to_model_channels
+from .tiling import BLEND_MODES, TileGrid, blend_window, extract_call, plan_whole, tile_runs
+
+
+@dataclass
+class PathResult:
+    """One frame's way through the path.
+
+    Attributes:
+        mask: H x W uint8 class ids at the frame's size.
+        probabilities: K x H x W float32 at the frame's size, when asked for.
+        timings_ms: 'preprocess' (resize and extract), 'inference' (network), 'postprocess' (stitch, finish,
+            download), shared evenly by the frames of one call.
+    """
+
+    mask: np.ndarray
+    probabilities: np.ndarray | None
+    timings_ms: dict[str, float]
+
+
+@dataclass
+class _Buffers(Generic[BufferT]):
+    batch: BufferT
+    acc: BufferT | None
+    weight: BufferT | None
+    window_y: BufferT | None
+    window_x: BufferT | None
+
+
+def extract_normalisation(image: np.ndarray, info: ModelInfo) -> dict[str, Any]:
+    """The extract kernel's channel order and normalisation for a frame in the model's channels: BGR -> RGB,
+    values scaled to [0, 1] by dtype, then the model's mean and std.
+
+    Example:
+        >>> extract_normalisation(np.zeros((2, 2), np.uint16), info)["scale"] * 65535  # doctest: +SKIP
+        1.0
+    """
+    return {"swap_rb": image.ndim == 3, "scale": frame_scale(image.dtype), "mean": info.mean, "std": info.std}
+
+
+def network_input(frames: Sequence[np.ndarray], info: ModelInfo, dtype: Any = np.float32) -> np.ndarray:
+    """The N x C x H x W batch the network sees for equal-size frames taken whole (one mirror-padded tile of
+    the working-size image), cut as the path cuts it: for benchmarks and checks of the bare network.
+
+    Raises:
+        ValueError: on a malformed frame or frames of different sizes.
+
+    Example:
+        >>> network_input([np.zeros((360, 480, 3), np.uint8)], camvid_info).shape  # doctest: +SKIP
+        (1, 3, 192, 256)
+    """
+    checked = [check_frame(frame) for frame in frames]
+    if any(frame.shape[:2] != checked[0].shape[:2] for frame in checked):
+        raise ValueError("network_input takes frames of one size")
+    work = info.working_size
+    work_hw = None if work is None else (work[1], work[0])
+    height, width = work_hw or checked[0].shape[:2]
+    grid = plan_whole(height, width, info.padding, info.depth)
+    device = HostDevice(lambda batch: batch, dtype)
+    batch = np.empty((len(checked), info.in_channels, *grid.tile_hw), device.input_dtype)
+    for slot, frame in enumerate(checked):
+        image = frame_to_model_channels(frame, info.in_channels)
+        device.extract(device.prepare(image, work_hw, slot), batch[slot : slot + 1], origin=grid.origin,
+                       step=grid.step, grid=grid.shape, first=0, **extract_normalisation(image, info))
+    return batch
+
+
+class FramePath(Generic[BufferT]):
+    """Segments equal-size frames on one device.
+
+    Args:
+        device: where the buffers live and the kernels run.
+        info: the model (channels, normalisation, classes, working size).
+        blend: how overlapping tile outputs combine: 'gaussian', 'linear' or 'crop'.
+
+    Raises:
+        ValueError: on an unknown blend.
+
+    Example:
+        >>> path = FramePath(HostDevice(backend.infer), backend.info)  # doctest: +SKIP
+        >>> result = path.run([frame], grid, probabilities=False)[0]  # doctest: +SKIP
+    """
+
+    def __init__(self, device: Device[BufferT], info: ModelInfo, blend: str = "gaussian") -> None:
+        if blend not in BLEND_MODES:
+            raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
+        self.device = device
+        self.info = info
+        self.blend = blend
+        self._buffers: dict[tuple[Any, ...], _Buffers[BufferT]] = {}
+
+    def work_hw(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
+        """(height, width) of the image the network sees for a frame of ``frame_hw``.
+
+        Example:
+            >>> path.work_hw((360, 480))  # camvid works at 256 x 192  # doctest: +SKIP
+            (192, 256)
+        """
+        work = self.info.working_size
+        return frame_hw if work is None else (work[1], work[0])
+
+    def run(self, frames: Sequence[np.ndarray], grid: TileGrid, probabilities: bool,
+            batch_size: int = 4) -> list[PathResult]:
+        """Masks (and probabilities) at the frames' size.
+
+        Args:
+            frames: checked frames (:func:`unetrt.preprocessing.check_frame`) of one size, dtype and layout.
+            grid: the tile grid for the working-size image (:meth:`work_hw`).
+            probabilities: also return per-class probabilities.
+            batch_size: tiles per network call (the backend's ``max_batch``); frames taken whole go through
+                together when it allows.
+
+        Returns:
+            One result per frame, in order.
+
+        Raises:
+            ValueError: when the frames differ, the grid does not fit them, the batch size is below 1 or the
+                network returns another shape.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        start = time.perf_counter()
+        first = frames[0]
+        if any(f.shape != first.shape or f.dtype != first.dtype for f in frames):
+            raise ValueError("frames of one call must share size, layout and dtype")
+        frame_hw = (int(first.shape[0]), int(first.shape[1]))
+        work_hw = self.work_hw(frame_hw)
+        if grid.image_hw != work_hw:
+            raise ValueError(f"grid was planned for a {grid.image_hw} image, the frames give {work_hw}; re-plan it")
+        device, info = self.device, self.info
+        with device.session():
+            images = [frame_to_model_channels(f, info.in_channels) for f in frames]
+            prepared = [device.prepare(image, None if work_hw == frame_hw else work_hw, slot)
+                        for slot, image in enumerate(images)]
+            count, classes = len(frames), info.num_classes
+            buffers = self._buffers_for(grid, count, batch_size)
+            masks = device.output((count, *frame_hw), np.dtype(np.uint8), ("mask", count, frame_hw))
+            probs = (device.output((count, classes, *frame_hw), np.dtype(np.float32), ("probs", count, frame_hw))
+                     if probabilities else None)
+            normalisation = extract_normalisation(images[0], info)
+            marks: dict[str, float] = {}
+
+            def enqueue() -> None:
+                self._enqueue(prepared, grid, buffers, masks, probs, normalisation, marks)
+
+            device.launch(("frames", first.shape, first.dtype.str, grid, count, probabilities), enqueue)
+            host_masks = device.download(masks)
+            host_probs = None if probs is None else device.download(probs)
+            device.synchronize()
+            if device.reuses_outputs:
+                host_masks = host_masks.copy()
+                host_probs = None if host_probs is None else host_probs.copy()
+        done = time.perf_counter()
+        extracted, inferred = marks.get("extracted", start), marks.get("inferred", done)
+        timings = {"preprocess": (extracted - start) * 1e3 / count, "inference": (inferred - extracted) * 1e3 / count,
+                   "postprocess": (done - inferred) * 1e3 / count}
+        return [PathResult(host_masks[i], None if host_probs is None else host_probs[i], dict(timings))
+                for i in range(count)]
+
+    def release(self) -> None:
+        """Free the buffers this path and its device hold (they are made again when needed)."""
+        with self.device.session():
+            self._buffers = {}
+            self.device.release()
+
+    def _buffers_for(self, grid: TileGrid, count: int, batch_size: int) -> _Buffers[BufferT]:
+        key = (grid, count, batch_size)
+        if key not in self._buffers:
+            device = self.device
+            tiles = min(batch_size, grid.count * count)
+            batch = device.allocate((tiles, self.info.in_channels, *grid.tile_hw), device.input_dtype)
+            acc = weight = window_y = window_x = None
+            if grid.count > 1:
+                float32 = np.dtype(np.float32)
+                acc = device.allocate((count, self.info.num_classes, *grid.image_hw), float32)
+                if self.blend != "crop":
+                    weight = device.allocate((count, *grid.image_hw), float32)
+                    window_y = device.constant(blend_window(self.blend, grid.output_hw[0]))
+                    window_x = device.constant(blend_window(self.blend, grid.output_hw[1]))
+            # Only the latest size's buffers stay: a stream's frames share one size, and a large frame's
+            # accumulator should not outlive the frames that need it.
+            self._buffers = {key: _Buffers(batch, acc, weight, window_y, window_x)}
+        return self._buffers[key]
+
+    def _enqueue(self, images: Sequence[BufferT], grid: TileGrid, buffers: _Buffers[BufferT], masks: BufferT,
+                 probs: BufferT | None, normalisation: dict[str, Any], marks: dict[str, float]) -> None:
+        device, binary = self.device, self.info.binary
+        jobs = [(frame, tile) for frame in range(len(images)) for tile in range(grid.count)]
+        whole = grid.count == 1
+        if not whole:
+            assert buffers.acc is not None  # allocated for every grid of several tiles
+            device.zero(buffers.acc)
+            if buffers.weight is not None:
+                device.zero(buffers.weight)
+        rows, cols = grid.shape
+        capacity = device.shape(buffers.batch)[0]
+        for chunk_start in range(0, len(jobs), capacity):
+            chunk = jobs[chunk_start : chunk_start + capacity]
+            batch = device.part(buffers.batch, 0, len(chunk))
+            for start, count, frame in tile_runs(grid, chunk, regular=False):
+                origin, shape, first_tile = extract_call(grid, chunk[start][1])
+                device.extract(images[frame], device.part(batch, start, start + count), origin=origin,
+                               step=grid.step, grid=shape, first=first_tile, **normalisation)
+            marks.setdefault("extracted", time.perf_counter())
+            outputs = device.run(batch)
+            marks["inferred"] = time.perf_counter()
+            self._check_outputs(device.shape(outputs), len(chunk), grid)
+            if whole:
+                margin_y, margin_x = grid.output_origin
+                rect = (-margin_y, -margin_x, *grid.image_hw)
+                for index, (frame, _) in enumerate(chunk):
+                    device.finish(device.item(outputs, index), device.item(masks, frame),
+                                  None if probs is None else device.item(probs, frame), rect=rect, weight=None,
+                                  binary=binary)
+                continue
+            for index, (_, tile) in enumerate(chunk):
+                row, col = divmod(tile, cols)
+                if row == rows - 1 and grid.shift[0]:
+                    device.shift(outputs, index, 2, grid.shift[0])
+                if col == cols - 1 and grid.shift[1]:
+                    device.shift(outputs, index, 3, grid.shift[1])
+            assert buffers.acc is not None
+            for start, count, frame in tile_runs(grid, chunk, regular=True):
+                device.stitch(device.part(outputs, start, start + count), device.item(buffers.acc, frame),
+                              None if buffers.weight is None else device.item(buffers.weight, frame),
+                              origin=grid.output_origin, step=grid.step, grid=grid.shape, first=chunk[start][1],
+                              mode="crop" if self.blend == "crop" else "blend", window_y=buffers.window_y,
+                              window_x=buffers.window_x)
+        if whole:
+            return
+        assert buffers.acc is not None
+        for frame in range(len(images)):
+            device.finish(device.item(buffers.acc, frame), device.item(masks, frame),
+                          None if probs is None else device.item(probs, frame), rect=(0, 0, *grid.image_hw),
+                          weight=None if buffers.weight is None else device.item(buffers.weight, frame),
+                          binary=binary)
+
+    def _check_outputs(self, shape: tuple[int, ...], count: int, grid: TileGrid) -> None:
+        expected = (count, self.info.num_classes, *grid.output_hw)
+        if tuple(shape) != expected:
+            raise ValueError(f"the network returned shape {tuple(shape)} for {count} tile(s); expected {expected}")

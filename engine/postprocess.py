@@ -1,0 +1,167 @@
+"""Optional clean-up of a binary model's probability map into a cell mask.
+
+A binary membrane model (ISBI 2012) fails in three ways that cost Rand error: a gap in a thin
+membrane merges two cells, a membrane drawn too thick eats into cells, and dark structures inside
+a cell (mitochondria, vesicles) are drawn as specks of membrane. A single threshold trades the
+first two against each other. Two clean-ups, chosen with :class:`BinaryCleanup`:
+
+``fill-holes``
+    specks of background enclosed by one cell and smaller than ``max_hole_area`` pixels become cell.
+``watershed``
+    seeded watershed: the cells of the map thresholded at ``seed_threshold`` (holes filled as above,
+    at least ``min_seed_area`` pixels) are the seeds, one per cell; they grow over the map, highest
+    probability first, through every pixel above the mask threshold; where two growing cells meet, a
+    line of background keeps them apart, so a gap no longer merges them.
+
+numpy and OpenCV only, so the runtime can use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+POSTPROCESS_MODES = ("none", "fill-holes", "watershed")
+
+
+@dataclass(frozen=True)
+class BinaryCleanup:
+    """Settings of a binary model's mask clean-up (see the module docstring).
+
+    Args:
+        mode: 'none', 'fill-holes' or 'watershed'.
+        max_hole_area: enclosed background specks smaller than this many pixels become cell (0: none).
+        seed_threshold: watershed: seeds are the cells above this probability.
+        min_seed_area: watershed: seeds smaller than this many pixels are dropped.
+
+    Raises:
+        ValueError: on an unknown mode or settings out of range.
+
+    Example:
+        >>> p = np.full((5, 5), 0.9, np.float32); p[2, 2] = 0.1   # a speck inside a cell
+        >>> int(BinaryCleanup("fill-holes", max_hole_area=4).apply(p, 0.5).sum())
+        25
+    """
+
+    mode: str = "none"
+    max_hole_area: int = 0
+    seed_threshold: float = 0.5
+    min_seed_area: int = 10
+
+    def __post_init__(self) -> None:
+        if self.mode not in POSTPROCESS_MODES:
+            raise ValueError(f"unknown post-processing {self.mode!r}; choose one of {', '.join(POSTPROCESS_MODES)}")
+        if self.max_hole_area < 0:
+            raise ValueError(f"the maximum hole area must be at least 0 pixels, got {self.max_hole_area}")
+        check_watershed_settings(0.0, self.seed_threshold, self.min_seed_area)
+
+    def apply(self, probability: np.ndarray, threshold: float) -> np.ndarray:
+        """The HxW uint8 mask (1 = cell) of a foreground probability map at ``threshold``."""
+        if self.mode == "watershed":
+            seed = max(self.seed_threshold, threshold)
+            return seeded_watershed(probability, threshold, seed, self.min_seed_area, self.max_hole_area)
+        mask = (np.asarray(probability) > threshold).astype(np.uint8)
+        return fill_holes(mask, self.max_hole_area) if self.mode == "fill-holes" else mask
+
+
+def fill_holes(mask: np.ndarray, max_area: int) -> np.ndarray:
+    """Turn background specks smaller than ``max_area`` pixels that do not touch the image border into foreground.
+
+    Background is taken 8-connected, so a thin diagonal membrane still counts as one piece.
+
+    Args:
+        mask: HxW uint8, non-zero = foreground.
+        max_area: specks of fewer pixels are filled (0: nothing changes).
+
+    Returns:
+        HxW uint8 mask, 1 = foreground.
+
+    Example:
+        >>> m = np.ones((4, 4), np.uint8); m[1, 1] = 0
+        >>> int(fill_holes(m, 2).sum())
+        16
+    """
+    foreground = (mask != 0).astype(np.uint8)
+    if max_area <= 0:
+        return foreground
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(1 - foreground, connectivity=8)
+    x, y, w, h = (stats[:, k] for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
+    inside = (x > 0) & (y > 0) & (x + w < mask.shape[1]) & (y + h < mask.shape[0])
+    small = (stats[:, cv2.CC_STAT_AREA] < max_area) & inside
+    small[0] = False  # label 0 is the foreground itself
+    return np.where(small[labels], np.uint8(1), foreground)
+
+
+def check_watershed_settings(threshold: float, seed_threshold: float, min_seed_area: int) -> None:
+    """Raise ValueError unless 0 <= threshold <= seed_threshold <= 1 and min_seed_area >= 1.
+
+    Example:
+        >>> check_watershed_settings(0.3, 0.8, 20)
+    """
+    if not 0.0 <= threshold <= seed_threshold <= 1.0:
+        raise ValueError(f"the watershed needs 0 <= threshold <= seed threshold <= 1, got threshold {threshold} "
+                         f"and seed threshold {seed_threshold}")
+    if min_seed_area < 1:
+        raise ValueError(f"the minimum seed area must be at least 1 pixel, got {min_seed_area}")
+
+
+def seeded_watershed(probability: np.ndarray, threshold: float = 0.5, seed_threshold: float = 0.9,
+                     min_seed_area: int = 30, max_hole_area: int = 0) -> np.ndarray:
+    """Cell mask of a foreground probability map by seeded watershed (see the module docstring).
+
+    Args:
+        probability: HxW float probability of the foreground (cell interior), in [0, 1].
+        threshold: pixels at or below it stay background (except filled holes of seeds).
+        seed_threshold: seeds are the 4-connected regions above it.
+        min_seed_area: seeds smaller than this many pixels are dropped (noise, not cells).
+        max_hole_area: specks inside a seed smaller than this are filled first (see :func:`fill_holes`),
+            so that a dark structure inside a cell does not cut its seed in two.
+
+    Returns:
+        HxW uint8 mask, 1 = foreground, with touching cells separated by background lines.
+
+    Raises:
+        ValueError: when the map is not 2-D or the settings are out of range.
+
+    Example:
+        >>> p = np.full((5, 7), 0.95, np.float32); p[:, 3] = 0.6   # a weak membrane in column 3
+        >>> seeded_watershed(p, threshold=0.5, seed_threshold=0.9, min_seed_area=2)[0]
+        array([1, 1, 1, 0, 1, 1, 1], dtype=uint8)
+    """
+    if probability.ndim != 2 or probability.size == 0:
+        raise ValueError(f"the watershed takes a non-empty HxW probability map, got shape {probability.shape}")
+    check_watershed_settings(threshold, seed_threshold, min_seed_area)
+    probability = np.asarray(probability, dtype=np.float32)
+    seed_mask = fill_holes((probability > seed_threshold).astype(np.uint8), max_hole_area)
+    count, seeds, stats, _ = cv2.connectedComponentsWithStats(seed_mask, connectivity=4)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_seed_area
+    keep[0] = False
+    relabel = np.zeros(count, np.int32)
+    relabel[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    markers = relabel[seeds]
+    background = (probability <= threshold) & (seed_mask == 0)
+    # One marker for all background, so the flood stops at it instead of crossing it.
+    background_marker = int(keep.sum()) + 1
+    markers[background] = background_marker
+    # cv2.watershed floods the 8-bit image from low to high: low values are where cells are surest.
+    # It marks the image's outermost pixels as boundary, so it runs on a copy one pixel larger all round.
+    relief = cv2.copyMakeBorder(np.clip((1.0 - probability) * 255.0 + 0.5, 0, 255).astype(np.uint8),
+                                1, 1, 1, 1, cv2.BORDER_REPLICATE)
+    flooded = cv2.copyMakeBorder(markers, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    cv2.watershed(cv2.merge((relief, relief, relief)), flooded)
+    markers = flooded[1:-1, 1:-1]
+    cells = (markers > 0) & (markers != background_marker)
+    # The scorer's segments are 4-connected: wherever two cells still touch side by side, cut the contact.
+    owner = np.where(cells, markers, 0)
+    for axis in (0, 1):
+        ahead = np.roll(owner, -1, axis)
+        contact = (owner > 0) & (ahead > 0) & (ahead != owner)
+        if axis == 0:
+            contact[-1, :] = False
+        else:
+            contact[:, -1] = False
+        cells &= ~contact
+        owner = np.where(cells, owner, 0)
+    return cells.astype(np.uint8)

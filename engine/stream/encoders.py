@@ -1,0 +1,200 @@
+"""Video encoders for the file sink: H.264 where an encoder exists, else MPEG-4 Part 2 (or Motion JPEG in .avi).
+
+Browsers and most players refuse MPEG-4 Part 2 in .mp4, so an .mp4 is written as H.264 by the first
+encoder that works: OpenCV's own FFmpeg (fourcc ``avc1``; Debian's and JetPack's OpenCV have one, the
+pip wheels do not), then the ``ffmpeg`` command with libx264, fed raw frames through a pipe. Only when
+neither exists does the file fall back to MPEG-4 Part 2 (``mp4v``), with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Protocol
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+H264 = "h264"
+MPEG4 = "mpeg4"
+MJPEG = "mjpeg"
+
+
+class VideoEncoder(Protocol):
+    """An open video file that takes BGR frames of one size.
+
+    Attributes:
+        codec: the codec written ('h264', 'mpeg4' or 'mjpeg').
+        how: the encoder in words, for the log line.
+    """
+
+    codec: str
+    how: str
+
+    def write(self, image: np.ndarray) -> None:
+        """Append one HxWx3 BGR uint8 frame of the size the file was opened with.
+
+        Raises:
+            OSError: when the encoder fails.
+        """
+        ...
+
+    def release(self) -> None:
+        """Finish the file (its index is written and it becomes playable)."""
+        ...
+
+
+class OpenCVEncoder:
+    """A ``cv2.VideoWriter`` with a known codec.
+
+    Raises:
+        OSError: when OpenCV cannot open a writer with this fourcc.
+    """
+
+    def __init__(self, path: Path, fourcc: str, codec: str, fps: float, size: tuple[int, int]) -> None:
+        with _quiet_native_stderr():
+            # A missing encoder makes FFmpeg print errors from C; the failure is handled and reported below.
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, size)
+        if not writer.isOpened():
+            writer.release()
+            raise OSError(f"OpenCV cannot write {fourcc!r} video to {str(path)!r}")
+        self._writer = writer
+        self.codec = codec
+        self.how = f"OpenCV, fourcc {fourcc}"
+
+    def write(self, image: np.ndarray) -> None:
+        """Append one frame."""
+        self._writer.write(image)
+
+    def release(self) -> None:
+        """Finish the file."""
+        self._writer.release()
+
+
+class FfmpegH264Encoder:
+    """H.264 through the ``ffmpeg`` command (libx264): raw BGR frames go to its stdin.
+
+    Raises:
+        OSError: when ffmpeg cannot be started.
+    """
+
+    codec = H264
+    how = "ffmpeg with libx264"
+
+    def __init__(self, ffmpeg: str, path: Path, fps: float, size: tuple[int, int]) -> None:
+        self.path = path
+        # ffmpeg's messages go to a file: a pipe nobody reads could fill and stall it. Closed in release().
+        self._errors: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        command = [
+            ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size[0]}x{size[1]}", "-r", f"{fps:g}", "-i", "-",
+            # yuv420p is what every player decodes; it needs even sides, so odd frames get one padding pixel.
+            "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+            "-movflags", "+faststart", str(path),
+        ]
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=self._errors)
+
+    def write(self, image: np.ndarray) -> None:
+        """Send one frame to ffmpeg.
+
+        Raises:
+            OSError: when ffmpeg has exited.
+        """
+        stdin = self._process.stdin
+        assert stdin is not None
+        try:
+            stdin.write(np.ascontiguousarray(image).tobytes())
+        except BrokenPipeError:
+            raise OSError(f"ffmpeg stopped while writing {str(self.path)!r}: {self._error_text()}") from None
+
+    def release(self) -> None:
+        """Close ffmpeg's input and wait for it to finish the file.
+
+        Raises:
+            OSError: when ffmpeg failed.
+        """
+        stdin = self._process.stdin
+        if stdin is not None and not stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                stdin.close()
+        code = self._process.wait()
+        message = self._error_text()
+        self._errors.close()
+        if code != 0:
+            raise OSError(f"ffmpeg failed to write {str(self.path)!r} (exit {code}): {message}")
+
+    def _error_text(self) -> str:
+        self._errors.seek(0)
+        return " ".join(self._errors.read().decode(errors="replace").split())[-300:]
+
+
+@functools.cache
+def ffmpeg_with_libx264() -> str | None:
+    """The path of an ``ffmpeg`` command that has the libx264 encoder, or None."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        return None
+    try:
+        listed = subprocess.run([ffmpeg, "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=30,
+                                check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return ffmpeg if " libx264 " in listed else None
+
+
+def open_video_encoder(path: Path, fps: float, size: tuple[int, int]) -> VideoEncoder:
+    """Open the best encoder for ``path``: H.264 for .mp4 where possible, MPEG-4 Part 2 otherwise, MJPEG for .avi.
+
+    Args:
+        path: the .mp4 or .avi file to write (its folder must exist).
+        fps: frames per second stored in the file.
+        size: ``(width, height)`` of every frame.
+
+    Returns:
+        The open encoder; its ``codec`` says what it writes.
+
+    Raises:
+        OSError: when no encoder can write the file.
+
+    Example:
+        >>> encoder = open_video_encoder(Path("out.mp4"), 10.0, (480, 360))  # doctest: +SKIP
+        >>> encoder.codec
+        'h264'
+    """
+    if path.suffix.lower() == ".avi":
+        return OpenCVEncoder(path, "MJPG", MJPEG, fps, size)
+    with contextlib.suppress(OSError):
+        return OpenCVEncoder(path, "avc1", H264, fps, size)
+    ffmpeg = ffmpeg_with_libx264()
+    if ffmpeg is not None:
+        return FfmpegH264Encoder(ffmpeg, path, fps, size)
+    log.warning("no H.264 encoder (this OpenCV has none and no ffmpeg with libx264 is installed): writing %s as "
+                "MPEG-4 Part 2, which some players and browsers refuse; apt-get install ffmpeg to get H.264", path)
+    return OpenCVEncoder(path, "mp4v", MPEG4, fps, size)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (where FFmpeg's C code writes) for the duration of a probe."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

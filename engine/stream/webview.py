@@ -1,0 +1,220 @@
+"""A live view in the browser: ``unet-stream SOURCE http://127.0.0.1:8080`` serves the annotated stream.
+
+The page at ``/`` shows ``/stream``, a Motion JPEG stream (``multipart/x-mixed-replace``), which every
+browser plays in a plain ``<img>`` with no plug-in. Nothing else is served: any other path gets 404,
+and no file is ever read from disk.
+
+The pipeline never waits for a viewer: :meth:`HttpViewSink.write` encodes the frame once and puts it
+in a single latest-frame slot. Each viewer has its own thread that sends the newest frame whenever
+its socket has taken the previous one, so a slow viewer skips frames, and a viewer that connects and
+never reads blocks only its own thread until the send timeout closes its socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import logging
+import socket
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+BOUNDARY = "unetrtframe"
+JPEG_QUALITY = 80
+# A viewer whose socket takes no data for this long is disconnected.
+SEND_TIMEOUT_S = 10.0
+# How often a waiting viewer thread checks whether the sink was closed.
+WAIT_POLL_S = 0.5
+ALL_INTERFACES = ("0.0.0.0", "::", "")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>unetrt live view</title>
+<style>body{{margin:0;background:#202020;color:#ddd;font:14px sans-serif}}
+h1{{font-size:14px;font-weight:normal;margin:8px}}img{{display:block;max-width:100%;margin:0 8px}}</style>
+</head><body><h1>unetrt: {title}</h1><img id="stream" src="/stream" alt="live segmentation"></body></html>
+"""
+
+
+class LatestFrame:
+    """The newest encoded frame and its sequence number; viewers wait for a newer one.
+
+    Example:
+        >>> slot = LatestFrame()
+        >>> slot.put(b"jpeg"); slot.wait_newer(0, timeout=0.0)
+        (1, b'jpeg')
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._sequence = 0
+        self._data = b""
+        self.closed = False
+
+    def put(self, data: bytes) -> None:
+        """Replace the frame (never blocks on viewers) and wake every waiting viewer."""
+        with self._condition:
+            self._sequence += 1
+            self._data = data
+            self._condition.notify_all()
+
+    def wait_newer(self, seen: int, timeout: float) -> tuple[int, bytes] | None:
+        """The frame after ``seen``, waiting up to ``timeout`` seconds; None on timeout or when closed."""
+        with self._condition:
+            self._condition.wait_for(lambda: self.closed or self._sequence > seen, timeout)
+            if self.closed or self._sequence <= seen:
+                return None
+            return self._sequence, self._data
+
+    def close(self) -> None:
+        """Wake every viewer so it ends."""
+        with self._condition:
+            self.closed = True
+            self._condition.notify_all()
+
+
+class _ViewServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # Bind exactly where the URI says; a second unet-stream on the same port must fail, not share it.
+    allow_reuse_address = False
+
+    def __init__(self, address: tuple[str, int], slot: LatestFrame, title: str) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.slot = slot
+        self.page = PAGE.format(title=html.escape(title)).encode()
+        self.viewers = 0
+        self.viewers_lock = threading.Lock()
+        super().__init__(address, _ViewHandler)
+
+
+class _ViewHandler(BaseHTTPRequestHandler):
+    server: _ViewServer
+    protocol_version = "HTTP/1.0"
+    routes: ClassVar[dict[str, str]] = {"/": "page", "/index.html": "page", "/stream": "stream"}
+
+    def do_GET(self) -> None:
+        route = self.routes.get(self.path.split("?", 1)[0])
+        if route is None:
+            self.send_error(HTTPStatus.NOT_FOUND, "unetrt serves only / and /stream")
+        elif route == "page":
+            self._send_page()
+        else:
+            self._send_stream()
+
+    def _send_page(self) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(self.server.page)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(self.server.page)
+
+    def _send_stream(self) -> None:
+        self.connection.settimeout(SEND_TIMEOUT_S)
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        with self.server.viewers_lock:
+            self.server.viewers += 1
+        seen = 0
+        try:
+            while True:
+                newest = self.server.slot.wait_newer(seen, WAIT_POLL_S)
+                if newest is None:
+                    if self.server.slot.closed:
+                        return
+                    continue
+                seen, jpeg = newest
+                head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+                self.wfile.write(head.encode() + jpeg + b"\r\n")
+        except OSError:  # the viewer left, or stopped reading for SEND_TIMEOUT_S
+            return
+        finally:
+            with self.server.viewers_lock:
+                self.server.viewers -= 1
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class HttpViewSink:
+    """Serves the output frames as a live Motion JPEG view at ``http://HOST:PORT/``.
+
+    Args:
+        host: where to listen: '127.0.0.1' or 'localhost' (this machine only), '0.0.0.0' (every
+            interface), or one address of this machine.
+        port: the TCP port; 0 picks a free one (see :attr:`url`).
+        title: shown on the page.
+
+    Raises:
+        ValueError: when the address cannot be listened on (in use, not this machine's, no permission).
+
+    Example:
+        >>> sink = HttpViewSink("127.0.0.1", 8080)  # doctest: +SKIP
+        >>> sink.write(frame)  # every open page now shows it
+    """
+
+    wants_stop = False
+
+    def __init__(self, host: str, port: int, title: str = "live segmentation") -> None:
+        self._slot = LatestFrame()
+        try:
+            self._server = _ViewServer((host, port), self._slot, title)
+        except OSError as exc:
+            raise ValueError(f"cannot serve the live view on {host}:{port}: {exc.strerror or exc}; "
+                             "pick another port (http://127.0.0.1:8081) or stop what uses it") from None
+        self.port = int(self._server.server_address[1])
+        self.host = host
+        shown = f"[{host}]" if ":" in host else host
+        self.name = f"http://{shown}:{self.port}/"
+        self.url = self.name
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": WAIT_POLL_S},
+                                        name="unetrt-webview", daemon=True)
+        self._thread.start()
+        if host in ALL_INTERFACES:
+            reach = f"every network interface: other computers open http://THIS-MACHINE'S-ADDRESS:{self.port}/"
+        elif host in LOOPBACK:
+            reach = "this machine only"
+        else:
+            reach = f"address {host} only"
+        log.info("live view at %s (%s)", self.url, reach)
+
+    @property
+    def viewers(self) -> int:
+        """Viewers connected to the stream now."""
+        with self._server.viewers_lock:
+            return self._server.viewers
+
+    def write(self, image: np.ndarray) -> None:
+        """Publish a frame to every viewer; returns at once (the frame is skipped when nobody watches).
+
+        Raises:
+            OSError: when the frame cannot be encoded as JPEG.
+        """
+        if self.viewers == 0:
+            return
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise OSError(f"cannot encode a {image.shape} frame as JPEG for the live view")
+        self._slot.put(jpeg.tobytes())
+
+    def close(self) -> None:
+        """Stop serving and end every viewer's stream (idempotent)."""
+        if self._slot.closed:
+            return
+        self._slot.close()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+        with contextlib.suppress(OSError):
+            self._server.socket.close()
+

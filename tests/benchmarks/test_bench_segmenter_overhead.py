@@ -1,0 +1,28 @@
+"""bench_segmenter_overhead: one short run writes both result files; bad arguments are one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from unetrt.benchmarks.bench_segmenter_overhead import main
+
+
+def test_short_run_writes_markdown_and_json(shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "overhead"
+    assert main(["--images", str(shared_data / "camvid" / "val"), "--frames", "2", "--trials", "2",
+                 "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["frames"] == 2 and result["finish_classes"] == 11
+    assert result["overhead_ms"] == pytest.approx(result["segment_ms"]["median"] - result["bare_ms"]["median"])
+    assert 0 < result["host_work_ms"] < result["segment_ms"]["max"]
+    assert result["machine"]["load_average_before"] is not None
+    assert "Overhead:" in out.with_suffix(".md").read_text()
+
+
+def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--images", str(tmp_path), "--frames", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "holds no images" in capsys.readouterr().err
+    assert main(["--frames", "0", "--out", str(tmp_path / "x")]) == 2

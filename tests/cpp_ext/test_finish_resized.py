@@ -1,0 +1,217 @@
+"""finish_resized and resize_bilinear_u8 (CPU) equal the numpy reference, and reject bad input."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kernel_cases import finish_cases
+from tiling_reference import finish_resized_reference, resize_u8_reference
+
+from unetrt import _tiling
+
+SETTINGS = settings(max_examples=120, deadline=None, derandomize=True)
+
+
+def _run(case: dict) -> tuple[np.ndarray | None, np.ndarray | None]:
+    classes = case["scores"].shape[0]
+    mask = np.full(case["out_hw"], 77, np.uint8) if case["outputs"] != "probabilities" else None
+    probabilities = (np.full((classes, *case["out_hw"]), -1, np.float32) if case["outputs"] != "mask" else None)
+    _tiling.finish_resized(case["scores"], mask, rect=case["rect"], weight=case["weight"], binary=case["binary"],
+                           threshold=case["threshold"], probabilities=probabilities, threads=case["threads"])
+    return mask, probabilities
+
+
+@SETTINGS
+@given(case=finish_cases())
+def test_finish_resized_equals_reference(case: dict) -> None:
+    mask, probabilities = _run(case)
+    _, expected_mask, expected_probabilities = finish_resized_reference(
+        case["scores"], case["out_hw"], case["rect"], case["weight"], case["binary"], case["threshold"])
+    if mask is not None:
+        assert np.array_equal(mask, expected_mask), "mask differs from the reference"
+    if probabilities is not None:
+        # float32 expf and a float32 sum over K against a float64 reference; NaNs where it has NaNs.
+        np.testing.assert_allclose(probabilities, expected_probabilities, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_identity_resize_is_an_exact_copy(dtype: type) -> None:
+    """h == H, w == W: every output value is its source value, so infinities next to a pixel leave it alone
+    (a blend 1 * a + 0 * inf would be NaN and win the argmax) and the mask is the argmax of the rect itself."""
+    rng = np.random.default_rng(5)
+    scores = rng.standard_normal((4, 30, 40)).astype(dtype)
+    scores[rng.random(scores.shape) < 0.05] = np.inf
+    scores[rng.random(scores.shape) < 0.05] = -np.inf
+    rect = (3, 5, 20, 30)
+    window = scores[:, 3:23, 5:35].astype(np.float32)
+    mask = np.empty((20, 30), np.uint8)
+    probabilities = np.empty((4, 20, 30), np.float32)
+    _tiling.finish_resized(scores, mask, rect=rect, probabilities=probabilities)
+    assert np.array_equal(mask, window.argmax(axis=0).astype(np.uint8))
+    binary_mask = np.empty((20, 30), np.uint8)
+    _tiling.finish_resized(np.ascontiguousarray(scores[:1]), binary_mask, rect=rect, binary=True, threshold=0.0)
+    assert np.array_equal(binary_mask, (window[0] > 0).astype(np.uint8))
+    # Equal to the existing finish kernel on the cropped plane, bit for bit.
+    finish_mask = np.empty((20, 30), np.uint8)
+    _tiling.finish(np.ascontiguousarray(window), mask=finish_mask)
+    assert np.array_equal(mask, finish_mask)
+
+
+@pytest.mark.parametrize("classes", [1, 2, 7, 255, 256])
+@pytest.mark.parametrize(("src_hw", "rect", "out_hw"), [
+    ((1, 1), (0, 0, 1, 1), (7, 5)),       # a single source pixel everywhere
+    ((9, 13), (8, 12, 1, 1), (3, 4)),     # the bottom-right corner pixel
+    ((9, 13), (0, 0, 9, 13), (1, 1)),     # down to a single pixel
+    ((9, 13), (5, 0, 4, 13), (50, 2)),    # a rect on the bottom edge, stretched tall
+    ((9, 13), (0, 9, 9, 4), (9, 97)),     # a rect on the right edge, stretched wide
+    ((3, 300), (0, 0, 3, 300), (2, 41)),  # a strong downscale: 8 outputs span more than 8 sources
+    ((4, 37), (0, 0, 4, 37), (3, 203)),   # an upscale to a width that is no multiple of 8
+])
+def test_edges_and_class_counts(classes: int, src_hw: tuple[int, int], rect: tuple[int, int, int, int],
+                                out_hw: tuple[int, int]) -> None:
+    rng = np.random.default_rng(classes)
+    scores = rng.standard_normal((classes, *src_hw)).astype(np.float32)
+    mask = np.empty(out_hw, np.uint8)
+    probabilities = np.empty((classes, *out_hw), np.float32)
+    _tiling.finish_resized(scores, mask, rect=rect, probabilities=probabilities)
+    _, expected_mask, expected_probabilities = finish_resized_reference(scores, out_hw, rect)
+    assert np.array_equal(mask, expected_mask)
+    np.testing.assert_allclose(probabilities, expected_probabilities, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1, rtol=1e-5)
+
+
+def test_upscale_matches_opencv_interpolation() -> None:
+    """The resized values follow cv2.resize INTER_LINEAR (to float32 rounding of the coordinates)."""
+    rng = np.random.default_rng(9)
+    scores = rng.standard_normal((1, 48, 64)).astype(np.float32)
+    probabilities = np.empty((1, 90, 120), np.float32)
+    _tiling.finish_resized(scores, rect=(0, 0, 48, 64), binary=True, probabilities=probabilities)
+    values = -np.log(1 / probabilities[0].astype(np.float64) - 1)  # undo the sigmoid
+    expected = cv2.resize(scores[0], (120, 90), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(values, expected, atol=1e-4)
+
+
+def test_weight_divides_sources_before_interpolation() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal((3, 10, 10)).astype(np.float32)
+    weight = rng.uniform(0.5, 2, (10, 10)).astype(np.float32)
+    divided = np.ascontiguousarray(scores / weight)
+    with_weight, without = np.empty((25, 17), np.uint8), np.empty((25, 17), np.uint8)
+    _tiling.finish_resized(scores, with_weight, rect=(1, 2, 8, 7), weight=weight)
+    _tiling.finish_resized(divided, without, rect=(1, 2, 8, 7))
+    assert np.array_equal(with_weight, without)
+
+
+SCORES = np.zeros((3, 8, 10), np.float32)
+MASK = np.zeros((16, 20), np.uint8)
+RECT = (0, 0, 8, 10)
+
+
+@pytest.mark.parametrize(("scores", "mask", "kwargs", "message"), [
+    (SCORES.astype(np.float64), MASK, {}, "scores dtype"),
+    (SCORES.astype(np.uint8), MASK, {}, "scores dtype must be float32 or float16"),
+    (SCORES[0], MASK, {}, "K x H x W"),
+    (SCORES[:, :, ::2], MASK, {}, "C-contiguous"),
+    (SCORES[:, :0], MASK, {}, "empty"),
+    (SCORES, None, {}, "nothing to do"),
+    (SCORES, MASK.astype(np.int8), {}, "mask dtype"),
+    (SCORES, MASK[None], {}, "H x W"),
+    (SCORES, MASK[:, ::2], {}, "C-contiguous"),
+    (SCORES, MASK, {"rect": (0, 0, 9, 10)}, "inside"),
+    (SCORES, MASK, {"rect": (-1, 0, 8, 10)}, "inside"),
+    (SCORES, MASK, {"rect": (0, 1, 8, 10)}, "inside"),
+    (SCORES, MASK, {"rect": (0, 0, 0, 10)}, "non-empty"),
+    (SCORES, MASK, {"binary": True}, "binary models have 1"),
+    (SCORES, MASK, {"threshold": float("nan")}, "threshold must be finite"),
+    (SCORES, MASK, {"weight": np.ones((8, 9), np.float32)}, "weight must have shape"),
+    (SCORES, MASK, {"weight": np.ones((8, 10), np.float64)}, "weight dtype"),
+    (SCORES, MASK, {"probabilities": np.zeros((3, 16, 21), np.float32)}, "probabilities must have shape"),
+    (SCORES, MASK, {"probabilities": np.zeros((3, 16, 20), np.float16)}, "probabilities dtype"),
+    (SCORES, None, {"probabilities": np.zeros((16, 20), np.float32)}, "K x H x W"),
+    (SCORES, MASK, {"threads": -2}, "threads"),
+    (np.zeros((257, 2, 2), np.float32), MASK, {"rect": (0, 0, 2, 2)}, "256 classes"),
+    (SCORES, np.zeros((1, 0), np.uint8), {}, "output width"),
+])
+def test_finish_resized_rejects_bad_input(scores: np.ndarray, mask: np.ndarray | None, kwargs: dict,
+                                          message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _tiling.finish_resized(scores, mask, **{"rect": RECT, **kwargs})
+
+
+def test_finish_resized_rejects_read_only_outputs() -> None:
+    mask = MASK.copy()
+    mask.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        _tiling.finish_resized(SCORES, mask, rect=RECT)
+
+
+# --------------------------------------------------------------------------- resize_bilinear_u8
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(height=st.integers(1, 40), width=st.integers(1, 40), out_h=st.integers(1, 60), out_w=st.integers(1, 60),
+       channels=st.sampled_from([0, 1, 3, 4]), seed=st.integers(0, 2**32 - 1), threads=st.sampled_from([0, 1, 3]))
+def test_resize_u8_equals_reference_and_opencv(height: int, width: int, out_h: int, out_w: int, channels: int,
+                                               seed: int, threads: int) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (height, width) if channels == 0 else (height, width, channels)
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    out = np.empty((out_h, out_w, *shape[2:]), np.uint8)
+    assert _tiling.resize_bilinear_u8(image, out, threads=threads) is out
+    assert np.array_equal(out, resize_u8_reference(image, (out_h, out_w)))
+    expected = cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_LINEAR).reshape(out.shape)
+    assert np.abs(out.astype(np.int16) - expected).max() <= 1
+
+
+def test_resize_u8_identity_and_camera_sizes() -> None:
+    rng = np.random.default_rng(4)
+    frame = rng.integers(0, 256, (360, 480, 3), dtype=np.uint8)
+    same = np.empty_like(frame)
+    _tiling.resize_bilinear_u8(frame, same)
+    assert np.array_equal(same, frame)
+    small = np.empty((192, 256, 3), np.uint8)
+    _tiling.resize_bilinear_u8(frame, small)
+    expected = cv2.resize(frame, (256, 192), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(small.astype(np.int16) - expected).max() <= 1
+
+
+IMAGE = np.zeros((10, 12, 3), np.uint8)
+
+
+@pytest.mark.parametrize(("image", "out", "message"), [
+    (IMAGE.astype(np.float32), np.zeros((5, 6, 3), np.uint8), "image dtype"),
+    (IMAGE, np.zeros((5, 6, 3), np.float32), "out dtype"),
+    (IMAGE[:, ::2], np.zeros((5, 6, 3), np.uint8), "C-contiguous"),
+    (IMAGE, np.zeros((5, 6, 3), np.uint8)[:, ::2], "C-contiguous"),
+    (IMAGE, np.zeros((5, 6, 4), np.uint8), "out must have shape"),
+    (IMAGE, np.zeros((5, 6), np.uint8), "as many dimensions"),
+    (IMAGE[:0], np.zeros((5, 6, 3), np.uint8), "image height"),
+    (IMAGE, np.zeros((0, 6, 3), np.uint8), "output height"),
+    (np.zeros((4, 4, 5), np.uint8), np.zeros((2, 2, 5), np.uint8), "1 to 4 channels"),
+    (np.zeros(4, np.uint8), np.zeros(2, np.uint8), "H x W"),
+])
+def test_resize_u8_rejects_bad_input(image: np.ndarray, out: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _tiling.resize_bilinear_u8(image, out)
+
+
+def test_new_cuda_entry_points_check_arguments_first() -> None:
+    """Argument checks come before the device check: a bad call is a ValueError on any machine."""
+    with pytest.raises(ValueError, match="inside"):
+        _tiling.finish_resized_cuda(1024, (3, 8, 10), "float32", 4096, (16, 20), rect=(0, 0, 9, 10))
+    with pytest.raises(ValueError, match="nothing to do"):
+        _tiling.finish_resized_cuda(1024, (3, 8, 10), "float32", 0, (16, 20), rect=RECT)
+    with pytest.raises(ValueError, match="524280 rows"):
+        _tiling.finish_resized_cuda(1024, (3, 8, 10), "float32", 4096, (600_000, 20), rect=RECT)
+    with pytest.raises(ValueError, match="scores dtype"):
+        _tiling.finish_resized_cuda(1024, (3, 8, 10), "uint8", 4096, (16, 20), rect=RECT)
+    with pytest.raises(ValueError, match="1 to 4 channels"):
+        _tiling.resize_bilinear_u8_cuda(1024, (10, 12, 5), 4096, (5, 6))
+    if _tiling.cuda_device_count() == 0:
+        with pytest.raises(RuntimeError, match="CUDA"):
+            _tiling.finish_resized_cuda(1024, (3, 8, 10), "float32", 4096, (16, 20), rect=RECT)
+        with pytest.raises(RuntimeError, match="CUDA"):
+            _tiling.resize_bilinear_u8_cuda(1024, (10, 12, 3), 4096, (5, 6))

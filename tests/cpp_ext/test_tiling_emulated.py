@@ -1,0 +1,207 @@
+"""The CUDA kernels, run by emulation (unetrt._tiling_emu), equal the C++ kernels bit for bit and write every
+output element exactly once (once per covering tile when blending).
+
+unetrt._tiling_emu is tiling_kernels.cuh compiled by g++ under cuda_emulation.h: every (block, thread) of the
+real launch configuration runs in sequence, and every store is logged. NaNs compare equal whatever their payload
+(the host and the device make different ones).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kernel_cases import finish_cases, stitch_cases, strided_images
+
+from unetrt import _tiling, _tiling_emu
+
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True)
+MAX_LAUNCH_ROWS = 65535 * 8
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit-identical arrays, except that any NaN equals any NaN."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.kind != "f":
+        return bool(np.array_equal(a, b))
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    bits = f"u{a.dtype.itemsize}"
+    return bool(np.array_equal(nan_a, nan_b) and np.array_equal(a.view(bits)[~nan_a], b.view(bits)[~nan_b]))
+
+
+def written_once(*arrays: np.ndarray) -> bool:
+    """Stop counting writes: every element of every array written exactly once, nothing written elsewhere."""
+    counts, stray = _tiling_emu.write_counts(list(arrays))
+    return stray == 0 and all((c == 1).all() for c in counts)
+
+
+@SETTINGS
+@given(image=strided_images(), data=st.data())
+def test_extract_emulated_equals_cpu(image: np.ndarray, data: st.DataObject) -> None:
+    height, width = image.shape[:2]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    th, tw = data.draw(st.integers(1, 24)), data.draw(st.integers(1, 24))
+    oy, ox = data.draw(st.integers(-(th - 1), height - 1)), data.draw(st.integers(-(tw - 1), width - 1))
+    sy, sx = data.draw(st.integers(1, 30)), data.draw(st.integers(1, 30))
+    rows = data.draw(st.integers(1, (height - 1 - oy) // sy + 1))
+    cols = data.draw(st.integers(1, (width - 1 - ox) // sx + 1))
+    first = data.draw(st.integers(0, rows * cols - 1))
+    count = data.draw(st.integers(1, rows * cols - first))
+    dtype = data.draw(st.sampled_from([np.float32, np.float16]))
+    kwargs = {"origin": (oy, ox), "step": (sy, sx), "grid": (rows, cols), "first": first,
+              "swap_rb": channels >= 3 and data.draw(st.booleans()),
+              "scale": data.draw(st.sampled_from([1.0, 1.0 / 255.0, 1.0 / 65535.0])),
+              "mean": data.draw(st.lists(st.floats(-2, 2), min_size=channels, max_size=channels)),
+              "std": data.draw(st.lists(st.floats(0.01, 3), min_size=channels, max_size=channels))}
+    cpu = np.full((count, channels, th, tw), 7, dtype)
+    emulated = cpu.copy()
+    _tiling.extract_tiles(image, cpu, **kwargs)
+    _tiling_emu.record_writes([emulated])
+    _tiling_emu.extract_tiles(image, emulated, **kwargs)
+    assert written_once(emulated)
+    assert same_bits(emulated, cpu)
+
+
+def coverage(case: dict) -> np.ndarray:
+    """How many tiles of the grid cover each pixel."""
+    (height, width), (th, tw), (oy, ox), (sy, sx), (rows, cols) = (
+        case["hw"], case["tile"], case["origin"], case["step"], case["grid"])
+    count = np.zeros((height, width), np.int32)
+    for r in range(rows):
+        for c in range(cols):
+            y0, x0 = oy + r * sy, ox + c * sx
+            count[max(y0, 0) : max(y0 + th, 0), max(x0, 0) : max(x0 + tw, 0)] += 1
+    return count
+
+
+@SETTINGS
+@given(case=stitch_cases())
+def test_stitch_emulated_equals_cpu(case: dict) -> None:
+    rng = np.random.default_rng(case["seed"])
+    (height, width), (th, tw), (rows, cols) = case["hw"], case["tile"], case["grid"]
+    tiles = rng.standard_normal((rows * cols, case["classes"], th, tw)).astype(case["dtype"])
+    windows = {"window_y": rng.uniform(0.01, 1, th).astype(np.float32),
+               "window_x": rng.uniform(0.01, 1, tw).astype(np.float32)}
+    blend = case["mode"] == "blend"
+    acc = {name: np.zeros((case["classes"], height, width), np.float32) for name in ("cpu", "emulated")}
+    weight = {name: np.zeros((height, width), np.float32) for name in ("cpu", "emulated")}
+    geometry = {"origin": case["origin"], "step": case["step"], "grid": case["grid"], "mode": case["mode"],
+                **(windows if blend else {})}
+    _tiling_emu.record_writes([acc["emulated"], weight["emulated"]])
+    for first in range(0, rows * cols, case["batch"]):
+        chunk = tiles[first : first + case["batch"]]
+        for name, module in (("cpu", _tiling), ("emulated", _tiling_emu)):
+            module.stitch_tiles(chunk, acc[name], weight[name] if blend else None, first=first, **geometry)
+    (acc_writes, weight_writes), stray = _tiling_emu.write_counts([acc["emulated"], weight["emulated"]])
+    assert stray == 0
+    expected = coverage(case) if blend else np.ones((height, width), np.int32)
+    assert (acc_writes == expected).all(), "each class of a pixel must change once per covering (crop: owning) tile"
+    assert (weight_writes == (expected if blend else 0)).all()
+    assert same_bits(acc["emulated"], acc["cpu"])
+    assert same_bits(weight["emulated"], weight["cpu"])
+
+
+@SETTINGS
+@given(classes=st.integers(1, 12), height=st.integers(1, 30), width=st.integers(1, 30), seed=st.integers(0, 99),
+       use_weight=st.booleans(), binary=st.booleans(), nans=st.booleans())
+def test_finish_emulated_equals_cpu(classes: int, height: int, width: int, seed: int, use_weight: bool,
+                                    binary: bool, nans: bool) -> None:
+    rng = np.random.default_rng(seed)
+    classes = 1 if binary else classes
+    acc = rng.standard_normal((classes, height, width)).astype(np.float32)
+    if nans:
+        acc[rng.random(acc.shape) < 0.1] = np.nan
+    weight = rng.uniform(0.1, 2, (height, width)).astype(np.float32) if use_weight else None
+    outputs = {}
+    for name, module in (("cpu", _tiling), ("emulated", _tiling_emu)):
+        outputs[name] = (acc.copy(), np.full((height, width), 9, np.uint8))
+        if name == "emulated":
+            _tiling_emu.record_writes(list(outputs[name]))
+        module.finish(outputs[name][0], weight, outputs[name][1], binary=binary, threshold=0.25,
+                      write_logits=use_weight)
+    (logit_writes, mask_writes), stray = _tiling_emu.write_counts(list(outputs["emulated"]))
+    assert stray == 0 and (mask_writes == 1).all() and (logit_writes == int(use_weight)).all()
+    assert same_bits(outputs["emulated"][0], outputs["cpu"][0])
+    assert same_bits(outputs["emulated"][1], outputs["cpu"][1])
+
+
+@SETTINGS
+@given(case=finish_cases())
+def test_finish_resized_emulated_equals_cpu(case: dict) -> None:
+    """Mask and probabilities alike: on the host both builds call the same expf, so even probabilities agree."""
+    classes = case["scores"].shape[0]
+    results = {}
+    for name, module in (("cpu", _tiling), ("emulated", _tiling_emu)):
+        mask = np.full(case["out_hw"], 77, np.uint8) if case["outputs"] != "probabilities" else None
+        probabilities = (np.full((classes, *case["out_hw"]), -1, np.float32) if case["outputs"] != "mask" else None)
+        results[name] = [a for a in (mask, probabilities) if a is not None]
+        if name == "emulated":
+            _tiling_emu.record_writes(results[name])
+        module.finish_resized(case["scores"], mask, rect=case["rect"], weight=case["weight"], binary=case["binary"],
+                              threshold=case["threshold"], probabilities=probabilities, threads=case["threads"])
+    assert written_once(*results["emulated"])
+    for emulated, cpu in zip(results["emulated"], results["cpu"]):
+        assert same_bits(emulated, cpu)
+
+
+@SETTINGS
+@given(height=st.integers(1, 40), width=st.integers(1, 40), out_h=st.integers(1, 50), out_w=st.integers(1, 50),
+       channels=st.sampled_from([0, 1, 3, 4]), seed=st.integers(0, 2**32 - 1))
+def test_resize_u8_emulated_equals_cpu(height: int, width: int, out_h: int, out_w: int, channels: int,
+                                       seed: int) -> None:
+    shape = (height, width) if channels == 0 else (height, width, channels)
+    image = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    cpu = np.empty((out_h, out_w, *shape[2:]), np.uint8)
+    emulated = np.empty_like(cpu)
+    _tiling.resize_bilinear_u8(image, cpu)
+    _tiling_emu.record_writes([emulated])
+    _tiling_emu.resize_bilinear_u8(image, emulated)
+    assert written_once(emulated)
+    assert np.array_equal(emulated, cpu)
+
+
+# --------------------------------------------------------------------------- launch limits
+
+
+def test_tallest_tile_a_launch_takes_runs() -> None:
+    """524,280 rows = 65535 blocks of 8: the last row is reached and written."""
+    image = np.arange(7, dtype=np.uint8).reshape(7, 1)
+    out = np.empty((1, 1, MAX_LAUNCH_ROWS, 1), np.float32)
+    _tiling_emu.extract_tiles(image, out, origin=(0, 0), step=(1, 1), grid=(1, 1), scale=1.0)
+    cpu = np.empty_like(out)
+    _tiling.extract_tiles(image, cpu, origin=(0, 0), step=(1, 1), grid=(1, 1), scale=1.0)
+    assert np.array_equal(out, cpu)
+
+
+def test_launches_past_65535_blocks_down_raise_value_error() -> None:
+    rows = MAX_LAUNCH_ROWS + 1
+    image = np.zeros((3, 1), np.uint8)
+    with pytest.raises(ValueError, match="65535 thread blocks"):
+        _tiling_emu.extract_tiles(image, np.empty((1, 1, rows, 1), np.float32), origin=(0, 0), step=(1, 1),
+                                  grid=(1, 1))
+    with pytest.raises(ValueError, match="65535 thread blocks"):
+        _tiling_emu.stitch_tiles(np.zeros((1, 1, rows, 1), np.float32), np.zeros((1, rows, 1), np.float32),
+                                 origin=(0, 0), step=(1, 1), grid=(1, 1))
+    with pytest.raises(ValueError, match="65535 thread blocks"):
+        _tiling_emu.finish_resized(np.zeros((2, 4, 4), np.float32), np.empty((rows, 1), np.uint8), rect=(0, 0, 4, 4))
+    with pytest.raises(ValueError, match="65535 thread blocks"):
+        _tiling_emu.resize_bilinear_u8(np.zeros((4, 4), np.uint8), np.empty((rows, 1), np.uint8))
+    # The real entry points check the same before they look for a device.
+    with pytest.raises(ValueError, match="65535 thread blocks"):
+        _tiling.extract_tiles_cuda(1024, (3, 1), 1, (1, 1, 1), "uint8", 4096, (1, 1, rows, 1), "float32",
+                                   origin=(0, 0), step=(1, 1), grid=(1, 1))
+    with pytest.raises(ValueError, match="65535 thread blocks"):
+        _tiling.stitch_tiles_cuda(1024, (1, 1, rows, 1), "float32", 4096, (1, rows, 1), origin=(0, 0), step=(1, 1),
+                                  grid=(1, 1))
+    # The CPU kernels have no such limit.
+    _tiling.finish_resized(np.zeros((2, 4, 4), np.float32), np.empty((rows, 1), np.uint8), rect=(0, 0, 4, 4))
+
+
+def test_emulated_module_checks_input_as_the_cpu_one() -> None:
+    with pytest.raises(ValueError, match="inside"):
+        _tiling_emu.finish_resized(np.zeros((2, 4, 4), np.float32), np.empty((3, 3), np.uint8), rect=(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="out of range"):
+        _tiling_emu.extract_tiles(np.zeros((4, 4), np.uint8), np.empty((2, 1, 2, 2), np.float32), origin=(0, 0),
+                                  step=(2, 2), grid=(1, 1))

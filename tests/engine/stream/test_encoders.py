@@ -1,0 +1,83 @@
+"""Output videos: H.264 where an encoder exists (checked with ffprobe), MPEG-4 Part 2 with a warning where not."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unetrt.stream import encoders
+from unetrt.stream.cli import main
+from unetrt.stream.sinks import VideoFileSink
+
+
+def _probe_codec(path: Path) -> str:
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        pytest.skip("needs ffprobe (apt-get install ffmpeg)")
+    out = subprocess.run([ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=codec_name",
+                          "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True).stdout
+    return out.strip()
+
+
+def _h264_encoder_present(tmp_path: Path) -> bool:
+    if encoders.ffmpeg_with_libx264() is not None:
+        return True
+    try:
+        encoders.OpenCVEncoder(tmp_path / "probe.mp4", "avc1", encoders.H264, 10.0, (64, 48)).release()
+    except OSError:
+        return False
+    return True
+
+
+def test_main_job_writes_h264(tmp_path: Path) -> None:
+    if not _h264_encoder_present(tmp_path):
+        pytest.skip("no H.264 encoder here (neither OpenCV's FFmpeg nor ffmpeg with libx264)")
+    out, stats = tmp_path / "camvid_annotated.mp4", tmp_path / "stats.json"
+    assert main(["sample", str(out), "--model", "camvid", "--max-frames", "6", "--legend", "--stats", str(stats)]) == 0
+    assert _probe_codec(out) == "h264"
+    assert json.loads(stats.read_text())["output_codec"] == "h264"
+
+
+def test_without_h264_encoder_falls_back_to_mpeg4_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    real_opencv_encoder = encoders.OpenCVEncoder
+
+    def opencv_without_h264(path: Path, fourcc: str, codec: str, fps: float, size: tuple[int, int]) -> object:
+        if fourcc == "avc1":
+            raise OSError("no avc1 in this test")
+        return real_opencv_encoder(path, fourcc, codec, fps, size)
+
+    monkeypatch.setattr(encoders, "OpenCVEncoder", opencv_without_h264)
+    monkeypatch.setattr(encoders, "ffmpeg_with_libx264", lambda: None)
+    sink = VideoFileSink(tmp_path / "out.mp4", fps=10)
+    with caplog.at_level(logging.WARNING, logger="unetrt.stream.encoders"):
+        for shade in range(3):
+            sink.write(np.full((48, 64, 3), shade * 60, np.uint8))
+        sink.close()
+    assert sink.codec == encoders.MPEG4
+    assert "MPEG-4 Part 2" in caplog.text
+    assert _probe_codec(tmp_path / "out.mp4") == "mpeg4"
+
+
+def test_odd_sized_frames_make_a_playable_h264_file(tmp_path: Path) -> None:
+    ffmpeg = encoders.ffmpeg_with_libx264()
+    if ffmpeg is None:
+        pytest.skip("needs ffmpeg with libx264")
+    encoder = encoders.FfmpegH264Encoder(ffmpeg, tmp_path / "odd.mp4", 10.0, (65, 47))
+    for shade in range(4):
+        encoder.write(np.full((47, 65, 3), shade * 50, np.uint8))
+    encoder.release()
+    assert _probe_codec(tmp_path / "odd.mp4") == "h264"
+
+
+def test_avi_is_motion_jpeg(tmp_path: Path) -> None:
+    sink = VideoFileSink(tmp_path / "out.avi", fps=10)
+    sink.write(np.zeros((48, 64, 3), np.uint8))
+    sink.close()
+    assert sink.codec == encoders.MJPEG

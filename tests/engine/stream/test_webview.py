@@ -1,0 +1,161 @@
+"""The live view: only the page and the stream are served, every viewer gets frames, a stalled one blocks nothing."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import urllib.error
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+from stream_helpers import FakeSegmenter
+
+from unetrt.stream import Stream
+from unetrt.stream.sinks import open_sink
+from unetrt.stream.webview import BOUNDARY, HttpViewSink, LatestFrame
+
+# Generous: only a hang (a viewer blocking the pipeline) ever reaches it.
+HANG_S = 120.0
+
+
+@pytest.fixture
+def sink() -> HttpViewSink:
+    view = HttpViewSink("127.0.0.1", 0)
+    yield view
+    view.close()
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, b""
+
+
+def test_page_is_served_and_every_other_path_is_404(sink: HttpViewSink) -> None:
+    status, body = _get(sink.url)
+    assert status == 200 and b'src="/stream"' in body
+    for path in ("etc/passwd", "../README.md", "%2e%2e/setup.py", "stream/x", "favicon.ico", "engine/cli.py"):
+        assert _get(sink.url + path)[0] == 404, path
+
+
+class Viewer(threading.Thread):
+    """Reads the MJPEG stream and decodes the first ``wanted`` JPEG parts."""
+
+    def __init__(self, url: str, wanted: int) -> None:
+        super().__init__(daemon=True)
+        self.url, self.wanted = url, wanted
+        self.frames: list[np.ndarray] = []
+        self.connected = threading.Event()
+
+    def run(self) -> None:
+        with urllib.request.urlopen(self.url + "stream", timeout=HANG_S) as response:
+            assert response.headers["Content-Type"] == f"multipart/x-mixed-replace; boundary={BOUNDARY}"
+            self.connected.set()
+            while len(self.frames) < self.wanted:
+                headers = {}
+                line = response.readline()
+                while line in (b"\r\n", f"--{BOUNDARY}\r\n".encode()):
+                    line = response.readline()
+                if not line:
+                    return  # the server ended the stream
+                while line.strip():
+                    key, _, value = line.decode().partition(":")
+                    headers[key.strip().lower()] = value.strip()
+                    line = response.readline()
+                jpeg = response.read(int(headers["content-length"]))
+                self.frames.append(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))
+
+
+def _wait_for_viewers(sink: HttpViewSink, count: int) -> None:
+    deadline = threading.Event()
+    while sink.viewers < count and not deadline.wait(0.01):
+        pass
+
+
+def test_several_viewers_get_the_frames(sink: HttpViewSink) -> None:
+    viewers = [Viewer(sink.url, 3) for _ in range(2)]
+    for viewer in viewers:
+        viewer.start()
+    _wait_for_viewers(sink, 2)
+    shade = 0
+    while any(v.is_alive() for v in viewers):
+        shade = (shade + 40) % 256
+        sink.write(np.full((48, 64, 3), shade, np.uint8))
+        for viewer in viewers:
+            viewer.join(0.02)
+    for viewer in viewers:
+        assert len(viewer.frames) == 3
+        assert viewer.frames[0].shape == (48, 64, 3)
+
+
+def _stalled_client(port: int) -> socket.socket:
+    """A client that asks for the stream and never reads; its receive buffer is tiny so the server's sends block."""
+    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", port))
+    client.sendall(b"GET /stream HTTP/1.0\r\n\r\n")
+    return client
+
+
+def _run_stream(frames: list[np.ndarray], sink: HttpViewSink) -> dict[str, int]:
+    summary: dict[str, int] = {}
+
+    def run() -> None:
+        summary.update(Stream(frames, FakeSegmenter(), sink, draw_stats=False).run())
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(HANG_S)
+    assert not worker.is_alive(), "the stream hung on a viewer"
+    return summary
+
+
+def test_a_stalled_client_does_not_slow_the_stream() -> None:
+    # Noise compresses badly: every JPEG is about 1 MB, so a client that never reads fills its socket at once.
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8) for _ in range(40)]
+    results = {}
+    for stalled in (False, True):
+        view = HttpViewSink("127.0.0.1", 0)
+        client = _stalled_client(view.port) if stalled else None
+        reader = Viewer(view.url, 2)
+        reader.start()
+        reader.connected.wait(10)
+        _wait_for_viewers(view, 2 if stalled else 1)
+        results[stalled] = _run_stream(frames, view)
+        reader.join(HANG_S)
+        assert len(reader.frames) == 2, "a reading viewer got frames beside the stalled one"
+        view.close()
+        if client is not None:
+            client.close()
+    assert results[True]["written"] == results[False]["written"] == len(frames)
+    assert results[True]["processed"] == results[False]["processed"] == len(frames)
+    assert results[True]["dropped"] == results[False]["dropped"] == 0
+
+
+def test_latest_frame_slot_skips_to_the_newest() -> None:
+    slot = LatestFrame()
+    for data in (b"a", b"b", b"c"):
+        slot.put(data)
+    assert slot.wait_newer(0, timeout=0.0) == (3, b"c")
+    assert slot.wait_newer(3, timeout=0.0) is None
+    slot.close()
+    assert slot.wait_newer(0, timeout=0.0) is None
+
+
+def test_busy_port_is_one_clear_error(sink: HttpViewSink) -> None:
+    with pytest.raises(ValueError, match=f"cannot serve the live view on 127.0.0.1:{sink.port}"):
+        HttpViewSink("127.0.0.1", sink.port)
+
+
+def test_http_output_uri_opens_the_view() -> None:
+    view = open_sink("http://127.0.0.1:0")
+    try:
+        assert isinstance(view, HttpViewSink) and view.url.startswith("http://127.0.0.1:")
+        assert _get(view.url)[0] == 200
+    finally:
+        view.close()

@@ -1,0 +1,85 @@
+"""The console scripts: help that states defaults and copyable examples, one line when OpenCV cannot be used."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from unetrt.stream.cli import build_parser as stream_parser
+
+
+def _parser(module: str) -> argparse.ArgumentParser:
+    if module.startswith("unetrt.export.") and module != "unetrt.export.tensorrt":
+        pytest.importorskip("torch")
+    import importlib
+
+    parser: argparse.ArgumentParser = importlib.import_module(module).build_parser()
+    return parser
+
+
+@pytest.mark.parametrize("module", ["unetrt.export.train", "unetrt.stream.cli", "unetrt.evaluate",
+                                    "unetrt.benchmarks.bench", "unetrt.export.tensorrt",
+                                    "unetrt.export.onnx_export", "unetrt.export.weights_figure"])
+def test_every_option_with_a_default_states_it(module: str) -> None:
+    parser = _parser(module)
+    text = parser.format_help()
+    assert "``" not in text
+    for action in parser._actions:
+        if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+            continue
+        assert action.help, f"{action.option_strings[0]} has no help"
+        shown = parser.formatter_class(parser.prog)._get_help_string(action) or ""
+        assert "(default" in shown, f"{action.option_strings[0]} does not state its default"
+
+
+def test_stream_epilog_pattern_is_copyable() -> None:
+    text = stream_parser().format_help()
+    assert "out/frame_%04d.png" in text and "%%" not in text
+    assert "http://127.0.0.1:8080" in text and "--legend" in text and "rotate-180" in text
+
+
+def _run_command(tmp_path: Path, fake_cv2: str | None) -> subprocess.CompletedProcess[str]:
+    """Run unet-stream's console-script function with cv2 hidden (None) or replaced by a fake package."""
+    prelude = "import sys\nsys.modules['cv2'] = None\n"
+    if fake_cv2 is not None:
+        (tmp_path / "cv2").mkdir()
+        (tmp_path / "cv2" / "__init__.py").write_text(textwrap.dedent(fake_cv2))
+        prelude = f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\n"
+    code = prelude + ("from unetrt.commands import unet_stream\n"
+                      "sys.argv = ['unet-stream', 'sample']\nsys.exit(unet_stream())\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": ""})
+
+
+def test_missing_opencv_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = _run_command(tmp_path, None)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "pip install 'unetrt[opencv]'" in done.stderr and "--system-site-packages" in done.stderr
+
+
+def test_opencv_built_for_numpy_1_is_one_line_naming_the_fix(tmp_path: Path) -> None:
+    # What Debian's python3-opencv 4.6 does under NumPy 2: NumPy prints a warning and a stack, then the import fails.
+    fake = """
+        import sys
+        sys.stderr.write("A module that was compiled using NumPy 1.x cannot be run in NumPy 2.4.6 as it may crash.\\n"
+                         "Traceback (most recent call last):\\n  File ...\\n")
+        raise ImportError("numpy.core.multiarray failed to import")
+    """
+    done = _run_command(tmp_path, fake)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "pip install 'numpy<2'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_segmenter_import_reports_missing_opencv() -> None:
+    code = ("import sys\nsys.modules['cv2'] = None\nimport unetrt\n"
+            "try:\n    unetrt.Segmenter\nexcept ImportError as e:\n    print(type(e).__name__, e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert out.startswith("OpenCVImportError unetrt needs OpenCV")

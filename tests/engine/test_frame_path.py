@@ -1,0 +1,101 @@
+"""FramePath on the host device with stand-in networks: the fused finish at the frame's size, batching and errors."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+from conftest import tiny_info
+
+from unetrt.device import HostDevice
+from unetrt.frame_path import FramePath, network_input
+from unetrt.tiling import plan_tiles, plan_whole
+
+INFO = tiny_info(num_classes=3, working_size=(32, 24))
+
+
+def channel_scores(batch: np.ndarray) -> np.ndarray:
+    """A 'network' whose three class scores are its three normalised input channels (R, G, B)."""
+    return batch.copy()
+
+
+def test_whole_frame_mask_is_bilinear_argmax_at_the_frame_size() -> None:
+    frame = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    path = FramePath(HostDevice(channel_scores), INFO)
+    result = path.run([frame], plan_whole(24, 32, "same", 3), probabilities=True)[0]
+    small = cv2.resize(frame, (32, 24), interpolation=cv2.INTER_LINEAR)[..., ::-1].astype(np.float32)
+    scores = (small / 255 - 0.5) / 0.25
+    expected = cv2.resize(scores, (120, 90), interpolation=cv2.INTER_LINEAR)
+    assert result.mask.shape == (90, 120) and (result.mask == expected.argmax(axis=2)).mean() >= 0.999
+    softmax = np.exp(expected - expected.max(axis=2, keepdims=True))
+    softmax /= softmax.sum(axis=2, keepdims=True)
+    assert np.abs(result.probabilities - softmax.transpose(2, 0, 1)).max() < 1e-4
+    assert set(result.timings_ms) == {"preprocess", "inference", "postprocess"}
+
+
+def test_equal_frames_share_one_network_call_and_keep_their_order() -> None:
+    calls: list[tuple[int, ...]] = []
+
+    def record(batch: np.ndarray) -> np.ndarray:
+        calls.append(batch.shape)
+        return batch.copy()
+
+    # BGR frames that are pure red, green and blue: the stand-in network's classes 0, 1 and 2.
+    frames = [np.zeros((24, 32, 3), np.uint8) for _ in range(3)]
+    for frame, channel in zip(frames, (2, 1, 0)):
+        frame[..., channel] = 255
+    results = FramePath(HostDevice(record), INFO).run(frames, plan_whole(24, 32, "same", 3), False, batch_size=3)
+    assert calls == [(3, 3, 24, 32)]
+    assert [np.unique(r.mask).tolist() for r in results] == [[0], [1], [2]]
+    assert not np.shares_memory(results[0].mask, results[1].mask)
+
+
+def test_tiles_respect_the_batch_size() -> None:
+    calls: list[int] = []
+
+    def record(batch: np.ndarray) -> np.ndarray:
+        calls.append(batch.shape[0])
+        return batch.copy()
+
+    frame = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    grid = plan_tiles((24, 32), 16, 4, "same", 3)
+    FramePath(HostDevice(record), INFO).run([frame, frame], grid, False, batch_size=4)
+    assert sum(calls) == 2 * grid.count and max(calls) <= 4
+
+
+def test_bad_calls_raise() -> None:
+    path = FramePath(HostDevice(channel_scores), INFO)
+    grid = plan_whole(24, 32, "same", 3)
+    with pytest.raises(ValueError, match="share size"):
+        path.run([np.zeros((24, 32, 3), np.uint8), np.zeros((24, 32, 3), np.uint16)], grid, False)
+    with pytest.raises(ValueError, match="re-plan"):
+        path.run([np.zeros((24, 32, 3), np.uint8)], plan_whole(20, 32, "same", 3), False)
+    with pytest.raises(ValueError, match="batch_size"):
+        path.run([np.zeros((24, 32, 3), np.uint8)], grid, False, batch_size=0)
+    wrong = FramePath(HostDevice(lambda batch: batch[:, :2]), INFO)
+    with pytest.raises(ValueError, match="network returned shape"):
+        wrong.run([np.zeros((24, 32, 3), np.uint8)], grid, False)
+    with pytest.raises(ValueError, match="blend must be"):
+        FramePath(HostDevice(channel_scores), INFO, blend="max")
+
+
+def test_network_input_is_the_papers_mirror_padded_normalised_rgb() -> None:
+    info = tiny_info(num_classes=3)
+    frame = np.random.default_rng(2).integers(0, 256, (10, 13, 3), dtype=np.uint8)
+    batch = network_input([frame], info)
+    assert batch.shape == (1, 3, 12, 16) and batch.dtype == np.float32
+    padded = np.pad(frame[..., ::-1], ((0, 2), (0, 3), (0, 0)), mode="reflect").astype(np.float32)
+    np.testing.assert_allclose(batch[0], ((padded / 255 - 0.5) / 0.25).transpose(2, 0, 1), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="one size"):
+        network_input([frame, frame[:5]], info)
+
+
+def test_automatic_kernel_threads_grow_with_the_work() -> None:
+    device = HostDevice(channel_scores)
+    assert device.threads_for(480 * 360 * 11) == 1  # a camera frame stays on the calling thread
+    assert 1 <= device.threads_for(4000 * 3000 * 3) <= len(os.sched_getaffinity(0))
+    assert HostDevice(channel_scores, threads=3).threads_for(10) == 3
+    with pytest.raises(ValueError, match="threads"):
+        HostDevice(channel_scores, threads=-1)

@@ -1,0 +1,106 @@
+"""Seeded watershed of binary probability maps: gaps in membranes no longer merge cells."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from unetrt.metrics import IsbiChallengeScorer, _components
+from unetrt.postprocess import BinaryCleanup, fill_holes, seeded_watershed
+
+
+def two_cells_with_a_gap(gap: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """Two cells split by a vertical membrane whose middle the model drew weakly (probability ``gap``)."""
+    truth = np.ones((20, 21), np.uint8)
+    truth[:, 10] = 0
+    probability = np.where(truth > 0, 0.95, 0.05).astype(np.float32)
+    probability[8:12, 10] = gap
+    return probability, truth
+
+
+def test_a_weak_membrane_gap_no_longer_merges_two_cells() -> None:
+    probability, _ = two_cells_with_a_gap()
+    assert _components(probability > 0.5).max() == 1  # plain thresholding merges the cells
+    mask = seeded_watershed(probability, threshold=0.5, seed_threshold=0.9, min_seed_area=5)
+    assert _components(mask > 0).max() == 2
+    # the cells keep their interiors; only the membrane column is background
+    assert mask[:, :10].all() and mask[:, 11:].all() and not mask[:, 10].any()
+
+
+def test_pixels_at_or_below_the_threshold_stay_background_and_small_seeds_are_dropped() -> None:
+    probability = np.full((12, 12), 0.2, np.float32)
+    probability[2:9, 2:9] = 0.95
+    probability[10, 10] = 0.99  # a one-pixel seed: noise
+    mask = seeded_watershed(probability, threshold=0.5, seed_threshold=0.9, min_seed_area=4)
+    assert mask[2:9, 2:9].all()
+    assert mask.sum() == 49
+
+
+def test_every_cell_of_the_mask_holds_at_most_one_seed_on_random_maps() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        probability = cv2.GaussianBlur(rng.random((40, 40)).astype(np.float32), (5, 5), 0)
+        probability = (probability - probability.min()) / np.ptp(probability)
+        mask = seeded_watershed(probability, threshold=0.3, seed_threshold=0.7, min_seed_area=1)
+        assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+        seeds = _components(probability > 0.7)
+        cells = _components(mask > 0)
+        assert seeds.max() >= 2, "the case must have several seeds to keep apart"
+        for cell in range(1, int(cells.max()) + 1):
+            inside = np.unique(seeds[(cells == cell) & (seeds > 0)])
+            assert inside.size <= 1, f"cell {cell} merges seeds {inside}"
+        # every seed pixel stays foreground
+        assert mask[seeds > 0].all()
+
+
+def test_the_challenge_scorer_scores_a_post_processing_step() -> None:
+    probability, truth = two_cells_with_a_gap()
+    plain = IsbiChallengeScorer()
+    plain.update(probability, truth)
+    watershed = IsbiChallengeScorer(binarize=lambda p, t: seeded_watershed(p, t, max(t, 0.9), 5))
+    watershed.update(probability, truth)
+    assert watershed.scores().rand_error == 0.0
+    # plain thresholds either merge the cells (t < 0.6) or cut the gap pixels out of the true cells' pairs
+    assert plain.scores().rand_error >= 0.0
+    assert plain.scores().rand_threshold >= 0.6
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"threshold": 0.9, "seed_threshold": 0.5}, "threshold"),
+    ({"threshold": 0.5, "seed_threshold": 1.5}, "seed threshold"),
+    ({"min_seed_area": 0}, "seed area"),
+])
+def test_bad_settings_raise_value_error(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        seeded_watershed(np.zeros((4, 4), np.float32), **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_map_that_is_not_2d_is_refused() -> None:
+    with pytest.raises(ValueError, match="HxW"):
+        seeded_watershed(np.zeros((2, 4, 4), np.float32))
+
+
+def test_fill_holes_fills_enclosed_specks_only() -> None:
+    mask = np.ones((10, 10), np.uint8)
+    mask[2:4, 2:4] = 0   # a 4-pixel speck inside
+    mask[6:9, 6:9] = 0   # a 9-pixel one
+    mask[0, 5] = 0       # a speck on the border: not enclosed
+    filled = fill_holes(mask, 5)
+    assert filled[2:4, 2:4].all() and not filled[6:9, 6:9].any() and filled[0, 5] == 0
+    assert np.array_equal(fill_holes(mask, 0), mask)
+
+
+def test_cleanup_modes_and_their_errors() -> None:
+    probability, truth = two_cells_with_a_gap()
+    probability[3, 3] = 0.1  # a speck inside the left cell
+    plain = BinaryCleanup().apply(probability, 0.5)
+    assert np.array_equal(plain, (probability > 0.5).astype(np.uint8))
+    assert BinaryCleanup("fill-holes", max_hole_area=2).apply(probability, 0.5)[3, 3] == 1
+    cleaned = BinaryCleanup("watershed", max_hole_area=2, seed_threshold=0.9, min_seed_area=5).apply(probability, 0.5)
+    assert _components(cleaned > 0).max() == 2 and cleaned[3, 3] == 1
+    assert np.array_equal(cleaned > 0, truth > 0)
+    with pytest.raises(ValueError, match="unknown post-processing"):
+        BinaryCleanup("erode")
+    with pytest.raises(ValueError, match="hole area"):
+        BinaryCleanup("fill-holes", max_hole_area=-1)

@@ -1,0 +1,62 @@
+"""Frame rules shared by Segmenter and Stream: dtypes, layouts, value ranges and the advice given."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unetrt.preprocessing import check_frame, frame_scale, frame_to_model_channels
+from unetrt.stream.sources import CorruptFrameError, check_stream_frame
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+def test_supported_dtypes_pass_unchanged(dtype: type) -> None:
+    frame = np.zeros((4, 5, 3), dtype)
+    checked = check_frame(frame)
+    assert checked.dtype == dtype and checked.shape == (4, 5, 3) and np.shares_memory(checked, frame)
+
+
+def test_layouts_gray_single_channel_and_bgra() -> None:
+    assert check_frame(np.zeros((4, 5), np.uint8)).shape == (4, 5)
+    assert check_frame(np.zeros((4, 5, 1), np.uint16)).shape == (4, 5)
+    bgra = np.arange(4 * 5 * 4, dtype=np.uint16).reshape(4, 5, 4)
+    checked = check_frame(bgra)
+    assert checked.shape == (4, 5, 3) and np.array_equal(checked, bgra[..., :3])
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.uint32, np.float16, np.bool_])
+def test_unsupported_dtypes_get_advice_that_keeps_the_values(dtype: type) -> None:
+    with pytest.raises(ValueError, match=f"{np.dtype(dtype).name} is not supported") as error:
+        check_frame(np.zeros((4, 5, 3), dtype))
+    message = str(error.value)
+    assert "uint16 full range" in message
+    # The old advice wrapped 16-bit values; only bool frames (0/1) are safely scaled into uint8.
+    assert ("convert with frame.astype(np.uint8)" in message) == (dtype is np.bool_)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, 255.0, np.nan])
+def test_float_frames_outside_the_unit_range_are_refused(value: float) -> None:
+    frame = np.full((4, 5), 0.5, np.float32)
+    frame[2, 3] = value
+    with pytest.raises(ValueError, match=r"float frames must hold values in \[0, 1\]"):
+        check_frame(frame)
+
+
+def test_scale_brings_every_dtype_to_the_unit_range() -> None:
+    assert frame_scale(np.dtype(np.uint8)) * 255 == pytest.approx(1.0)
+    assert frame_scale(np.dtype(np.uint16)) * 65535 == pytest.approx(1.0)
+    assert frame_scale(np.dtype(np.float32)) == frame_scale(np.dtype(np.float64)) == 1.0
+
+
+def test_channel_conversion_for_the_model() -> None:
+    gray = np.full((3, 4), 7, np.uint16)
+    assert np.array_equal(frame_to_model_channels(gray, 3), np.full((3, 4, 3), 7, np.uint16))
+    bgr = np.zeros((3, 4, 3), np.float32)
+    assert frame_to_model_channels(bgr, 3) is bgr and frame_to_model_channels(bgr, 1).shape == (3, 4)
+
+
+def test_stream_applies_the_same_rules() -> None:
+    assert check_stream_frame(np.full((3, 4), 0.25, np.float32)).dtype == np.float32
+    assert check_stream_frame(np.zeros((3, 4, 4), np.uint16)).shape == (3, 4, 3)
+    with pytest.raises(CorruptFrameError, match="int16 is not supported"):
+        check_stream_frame(np.zeros((3, 4), np.int16))
