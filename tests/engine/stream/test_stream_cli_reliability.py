@@ -165,3 +165,31 @@ def test_summary_says_what_ran_and_splits_queue_wait_from_processing(
     printed = capsys.readouterr().out
     assert f"model {tiny_model_files['onnx']} on onnxruntime, fp32, cpu, 1 thread" in printed
     assert "queue_wait" in printed and "processing" in printed
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_signal_to_the_whole_process_group_still_finishes_the_video(
+        sig: int, tmp_path: Path, tiny_model_files: dict[str, Path]) -> None:
+    # A terminal's Ctrl-C and systemd's stop signal every process of the group, the video encoder included.
+    video = write_video(tmp_path / "in.mp4", 10)
+    out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
+    command = _stream_command(str(video), str(out), "--loop", "-1", "--model", str(tiny_model_files["onnx"]),
+                              "--threads", "1", "--max-fps", "50", "--stats", str(stats))
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env(),
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not out.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # some frames into the encoder
+        assert child.poll() is None, child.communicate()
+        os.killpg(child.pid, sig)
+        stdout, stderr = child.communicate(timeout=60)
+        assert "processed" in stdout
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == (143 if sig == signal.SIGTERM else 130), stderr
+    written = json.loads(stats.read_text())["written"]
+    assert written > 0 and count_video_frames(out) == written, stderr
