@@ -14,10 +14,11 @@ mkdir -p "$out"
 "$python" -c 'import pybind11' 2>/dev/null || "$python" -m pip install -q "pybind11>=2.12" >"$out/pip.log" 2>&1 \
   || { cat "$out/pip.log" >&2; echo "error: could not install pybind11 into .venv" >&2; exit 1; }
 
-# -O1 keeps stack traces readable; no recovery, so the first report fails the test that caused it.
-sanitize="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -O1 -g"
+# -g1: line tables for the stack traces, without the full debug info that slows the build; no recovery, so the
+# first report fails the test that caused it.
+sanitize="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -O1 -g1"
 echo "building the sanitized modules into $out (log: $out/build.log)"
-CFLAGS="$sanitize" LDFLAGS="-fsanitize=address,undefined" UNETRT_CUDA=0 \
+CFLAGS="$sanitize" CXXFLAGS="$sanitize" LDFLAGS="-fsanitize=address,undefined" UNETRT_CUDA=0 \
   "$python" setup.py -q build_ext --build-lib "$out/lib" --build-temp "$out/temp" >"$out/build.log" 2>&1 \
   || { tail -n 40 "$out/build.log" >&2; echo "error: the sanitized build failed" >&2; exit 1; }
 
@@ -57,10 +58,11 @@ libstdcxx=$(g++ -print-file-name=libstdc++.so)
 for lib in "$libasan" "$libstdcxx"; do
   [ -f "$lib" ] || { echo "error: $(basename "$lib") not found (g++ -print-file-name)" >&2; exit 1; }
 done
+# --capture=sys: sanitizer reports go to file descriptor 2 and must reach the log even when the process aborts.
 echo "running tests/cpp_ext under ASan+UBSan"
 status=0
 LD_PRELOAD="$libasan $libstdcxx" ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:strict_string_checks=1" \
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" PYTHONPATH="$out${PYTHONPATH:+:$PYTHONPATH}" \
-  "$python" -m pytest -p sanitized_modules tests/cpp_ext -q -p no:cacheprovider "$@" || status=$?
+  "$python" -m pytest -p sanitized_modules tests/cpp_ext -q -p no:cacheprovider --capture=sys "$@" || status=$?
 echo "sanitizer run: exit $status, $(( $(date +%s) - start )) s"
 exit "$status"
