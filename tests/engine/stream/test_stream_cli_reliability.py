@@ -171,7 +171,7 @@ def test_summary_says_what_ran_and_splits_queue_wait_from_processing(
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
 def test_signal_to_the_whole_process_group_still_finishes_the_video(
         sig: int, tmp_path: Path, tiny_model_files: dict[str, Path]) -> None:
-    # A terminal's Ctrl-C and systemd's stop signal every process of the group, the video encoder included.
+    # A terminal's Ctrl-C and `kill -- -PGID` signal every process of the group, the video encoder included.
     video = write_video(tmp_path / "in.mp4", 10)
     out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
     command = _stream_command(str(video), str(out), "--loop", "-1", "--model", str(tiny_model_files["onnx"]),
