@@ -64,7 +64,8 @@ const char* dtype_name(DType d) {
 
 int64_t itemsize(DType d) { return d == DType::u8 ? 1 : (d == DType::f32 ? 4 : 2); }
 
-DType array_dtype(const py::array& a, const char* what) {
+// The array's dtype among those the kernels know, or nullopt; non-native byte order is an error.
+std::optional<DType> known_dtype(const py::array& a, const char* what) {
     const py::dtype dt = a.dtype();
     const std::string order = py::str(dt.attr("byteorder"));
     if (order == ">") fail(cat(what, " must be in native byte order, got ", std::string(py::str(dt))));
@@ -73,19 +74,29 @@ DType array_dtype(const py::array& a, const char* what) {
     if (kind == 'u' && dt.itemsize() == 2) return DType::u16;
     if (kind == 'f' && dt.itemsize() == 2) return DType::f16;
     if (kind == 'f' && dt.itemsize() == 4) return DType::f32;
-    fail(cat(what, " dtype must be uint8, uint16, float16 or float32, got ", std::string(py::str(dt))));
+    return std::nullopt;
+}
+
+void require_dtype(const py::array& a, const char* what, std::initializer_list<DType> allowed) {
+    const std::optional<DType> d = known_dtype(a, what);
+    if (d && std::find(allowed.begin(), allowed.end(), *d) != allowed.end()) return;
+    std::string names;
+    size_t i = 0;
+    for (DType x : allowed) {
+        if (i > 0) names += i + 1 == allowed.size() ? " or " : ", ";
+        names += dtype_name(x);
+        ++i;
+    }
+    fail(cat(what, " dtype must be ", names, ", got ", std::string(py::str(a.dtype()))));
+}
+
+DType array_dtype(const py::array& a, const char* what, std::initializer_list<DType> allowed) {
+    require_dtype(a, what, allowed);
+    return *known_dtype(a, what);
 }
 
 std::vector<int64_t> array_shape(const py::array& a) {
     return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
-}
-
-void require_dtype(const py::array& a, const char* what, std::initializer_list<DType> allowed) {
-    const DType d = array_dtype(a, what);
-    if (std::find(allowed.begin(), allowed.end(), d) != allowed.end()) return;
-    std::string names;
-    for (DType x : allowed) names += (names.empty() ? "" : " or ") + std::string(dtype_name(x));
-    fail(cat(what, " dtype must be ", names, ", got ", dtype_name(d)));
 }
 
 void require_output(const py::array& a, const char* what) {
@@ -282,8 +293,7 @@ void run_resize_u8(const uint8_t* in, uint8_t* out, const unetrt::ResizeParams& 
 // ---------------------------------------------------------------- CPU entry points (numpy arrays)
 
 unetrt::ImageView image_view(const py::array& image) {
-    const DType dtype = array_dtype(image, "image");
-    if (dtype == DType::f16) fail("image dtype must be uint8, uint16 or float32, got float16");
+    const DType dtype = array_dtype(image, "image", {DType::u8, DType::u16, DType::f32});
     if (image.ndim() != 2 && image.ndim() != 3)
         fail(cat("image must be H x W or H x W x C, got shape ", shape_text(array_shape(image))));
     unetrt::ImageView v{};
@@ -310,7 +320,7 @@ py::array extract_tiles(const py::array& image, py::array out, Pair origin, Pair
     require_dtype(out, "out", {DType::f32, DType::f16});
     require_output(out, "out");
     if (out.ndim() != 4) fail(cat("out must be N x C x tile_h x tile_w, got shape ", shape_text(array_shape(out))));
-    const DType out_dtype = array_dtype(out, "out");
+    const DType out_dtype = array_dtype(out, "out", {DType::f32, DType::f16});
     const unetrt::Grid g =
         make_grid(origin, step, grid, first, out.shape(0), out.shape(2), out.shape(3), view.height, view.width);
     const unetrt::ExtractParams p =
@@ -365,7 +375,7 @@ void stitch_tiles(const py::array& tiles, py::array acc, std::optional<py::array
     check_stitch_shapes(tiles_shape, acc_shape);
     const unetrt::Grid g = make_grid(origin, step, grid, first, tiles_shape[0], tiles_shape[2], tiles_shape[3],
                                      acc_shape[1], acc_shape[2]);
-    unetrt::StitchParams p = make_stitch_params(array_dtype(tiles, "tiles"), tiles_shape, acc_shape, g, mode);
+    unetrt::StitchParams p = make_stitch_params(array_dtype(tiles, "tiles", {DType::f32, DType::f16}), tiles_shape, acc_shape, g, mode);
     float* weight_data = nullptr;
     if (p.mode == unetrt::StitchMode::blend) {
         if (!weight || !window_y || !window_x) fail("mode 'blend' needs weight, window_y and window_x");
@@ -491,7 +501,7 @@ unetrt::FinishResizedParams make_finish_resized_params(const std::vector<int64_t
 void finish_resized(const py::array& scores, std::optional<py::array> mask, const Rect& rect,
                     std::optional<py::array> weight, bool binary, double threshold,
                     std::optional<py::array> probabilities, int threads) {
-    const DType score_dtype = array_dtype(scores, "scores");
+    const DType score_dtype = array_dtype(scores, "scores", {DType::f32, DType::f16});
     require_contiguous(scores, "scores");
     const auto scores_shape = array_shape(scores);
     if (!mask && !probabilities) fail("finish_resized has nothing to do: pass mask, probabilities or both");

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from types import FrameType, TracebackType
 
 USAGE_ERROR = 2
+# What a shell reports for a process ended by SIGTERM (128 + 15): a command that stops cleanly on SIGTERM
+# still exits with it, so a supervisor can tell "stopped" from "finished" (as 130 tells Ctrl-C).
+TERMINATED = 128 + signal.SIGTERM
 
 # Errors that mean "the user asked for something that cannot be done": they are
 # reported as one line without a traceback. Anything else is a bug and propagates.
@@ -49,11 +55,66 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+class TerminatedError(Exception):
+    """A command stopped early on SIGTERM after finishing its output; :func:`run_cli` exits with 143."""
+
+
+class StopOnSigterm:
+    """While active, SIGTERM asks the work to stop (through ``stop``) instead of killing the process.
+
+    ``docker stop``, systemd and ``kill`` send SIGTERM; the default action ends the process at
+    once, leaving a half-written video without its index. Inside this context the signal only
+    calls ``stop`` (set it once the work exists; a signal that came earlier calls it then) and
+    records that it came. Outside the main thread, where Python cannot install handlers, it does nothing.
+
+    Example:
+        >>> with StopOnSigterm() as sigterm:  # doctest: +SKIP
+        ...     sigterm.stop = stream.stop
+        ...     run(stream)
+        >>> if sigterm.received: raise TerminatedError  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+        self._stop: Callable[[], object] | None = None
+        self._previous: object = None
+        self._installed = False
+
+    @property
+    def stop(self) -> Callable[[], object] | None:
+        """What the signal calls; setting it after a signal arrived calls it at once."""
+        return self._stop
+
+    @stop.setter
+    def stop(self, stop: Callable[[], object] | None) -> None:
+        self._stop = stop
+        if self.received and stop is not None:
+            stop()
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self.received = True
+        if self._stop is not None:
+            self._stop()
+
+    def __enter__(self) -> StopOnSigterm:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._installed = True
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)  # type: ignore[arg-type]
+            self._installed = False
+
+
 def run_cli(action: Callable[[], object]) -> int:
     """Run a command's work; report user errors as one line on stderr with exit code 2.
 
     Returns:
-        0 on success, 2 on a user error, 130 on Ctrl-C.
+        0 on success, 2 on a user error, 130 on Ctrl-C, 143 when the work stopped on SIGTERM
+        (it raised :class:`TerminatedError` after finishing its output).
     """
     try:
         action()
@@ -64,4 +125,7 @@ def run_cli(action: Callable[[], object]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except TerminatedError:
+        print("terminated", file=sys.stderr)
+        return TERMINATED
     return 0

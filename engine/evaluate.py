@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from .backends import PRECISIONS
 from .cli import HelpFormatter, run_cli
 from .datasets import paired_files, read_image, read_label
 from .metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
+from .postprocess import POSTPROCESS_MODES, BinaryCleanup
 from .segmenter import Segmenter
 
 
@@ -61,7 +63,8 @@ def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
     binary = info.binary
     matrix = ConfusionMatrix(2 if binary else info.num_classes, None if binary else info.ignore_index)
     rand_errors = []
-    challenge = IsbiChallengeScorer()
+    cleanup = segmenter.cleanup
+    challenge = IsbiChallengeScorer(binarize=None if cleanup is None else cleanup.apply)
     for image_path, label_path in tqdm(pairs, desc="evaluating", unit="image", disable=None):
         image = read_image(image_path, info.in_channels)
         label = read_label(label_path, binary)
@@ -76,6 +79,8 @@ def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
             rand_errors.append(rand_error(result.mask, label))
             challenge.update(result.probabilities[0], label)
     figures: dict[str, Any] = {"model": info.name, "images": len(pairs), "backend": segmenter.backend.name}
+    if cleanup is not None:
+        figures["cleanup"] = asdict(cleanup)
     if binary:
         iou = matrix.iou()
         tp = matrix.matrix[1, 1]
@@ -104,6 +109,9 @@ def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
 def format_figures(figures: dict[str, Any]) -> str:
     """The figures as the lines ``unet-eval`` prints."""
     lines = [f"model {figures['model']} on {figures['images']} images ({figures['backend']})"]
+    if "cleanup" in figures:
+        settings = ", ".join(f"{k} {v}" for k, v in figures["cleanup"].items() if k != "mode")
+        lines.append(f"masks cleaned by {figures['cleanup']['mode']} ({settings})")
     if "mean_iou" in figures:
         lines.append(f"mean IoU        {100 * figures['mean_iou']:.2f}")
         lines.append(f"pixel accuracy  {100 * figures['pixel_accuracy']:.2f}")
@@ -158,13 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a bundled model's precision (auto: the fastest installed engine and precision that "
                              "keeps the accuracy; bf16 is OpenVINO's hint)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    cleanup = BinaryCleanup()
+    parser.add_argument("--cleanup", choices=POSTPROCESS_MODES, default=cleanup.mode,
+                        help="binary models: clean the masks by hole filling or seeded watershed "
+                             "(the challenge figures score the cleaned masks at every threshold)")
+    parser.add_argument("--max-hole-area", type=int, default=cleanup.max_hole_area,
+                        help="--cleanup: enclosed background specks smaller than this many pixels become cell")
+    parser.add_argument("--seed-threshold", type=float, default=cleanup.seed_threshold,
+                        help="--cleanup watershed: seeds are the cells above this probability")
+    parser.add_argument("--min-seed-area", type=int, default=cleanup.min_seed_area,
+                        help="--cleanup watershed: smaller seeds are dropped")
     return parser
 
 
 def _run(args: argparse.Namespace) -> None:
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise FileNotFoundError(f"folder of --json {args.json!r} does not exist")
-    with Segmenter(args.model, backend=args.backend, precision=args.precision) as segmenter:
+    cleanup = BinaryCleanup(args.cleanup, args.max_hole_area, args.seed_threshold, args.min_seed_area)
+    with Segmenter(args.model, backend=args.backend, precision=args.precision, cleanup=cleanup) as segmenter:
         figures = evaluate(segmenter, args.images, args.labels, args.stems)
     print(format_figures(figures))
     if args.json:

@@ -35,6 +35,7 @@ class BinaryCleanup:
         max_hole_area: enclosed background specks smaller than this many pixels become cell (0: none).
         seed_threshold: watershed: seeds are the cells above this probability.
         min_seed_area: watershed: seeds smaller than this many pixels are dropped.
+        threshold: the mask threshold :class:`unetrt.Segmenter` applies (the challenge scorer sweeps its own).
 
     Raises:
         ValueError: on an unknown mode or settings out of range.
@@ -49,6 +50,7 @@ class BinaryCleanup:
     max_hole_area: int = 0
     seed_threshold: float = 0.5
     min_seed_area: int = 10
+    threshold: float = 0.5
 
     def __post_init__(self) -> None:
         if self.mode not in POSTPROCESS_MODES:
@@ -56,6 +58,13 @@ class BinaryCleanup:
         if self.max_hole_area < 0:
             raise ValueError(f"the maximum hole area must be at least 0 pixels, got {self.max_hole_area}")
         check_watershed_settings(0.0, self.seed_threshold, self.min_seed_area)
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"the mask threshold must lie in [0, 1], got {self.threshold}")
+
+    @property
+    def active(self) -> bool:
+        """Whether the clean-up changes anything."""
+        return self.mode != "none"
 
     def apply(self, probability: np.ndarray, threshold: float) -> np.ndarray:
         """The HxW uint8 mask (1 = cell) of a foreground probability map at ``threshold``."""

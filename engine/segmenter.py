@@ -17,6 +17,7 @@ from .device import Device, HostDevice
 from .frame_path import FramePath
 from .geometry import legal_sizes
 from .model_info import ModelInfo
+from .postprocess import BinaryCleanup
 from .preprocessing import check_frame
 from .tiling import BLEND_MODES, TileGrid, plan_tiles, plan_whole
 from .visualize import blend, colorize_mask, palette_bgr
@@ -68,6 +69,8 @@ class Segmenter:
         blend: how overlapping outputs combine: 'gaussian', 'linear' or 'crop'.
         device_path: 'auto' (the GPU-resident path when the backend runs on CUDA and has a device entry),
             'host' (numpy buffers and ``backend.infer``) or 'cuda'.
+        cleanup: binary models only: a clean-up of the mask from the probability map at the frame's size
+            (hole filling or seeded watershed, :class:`unetrt.postprocess.BinaryCleanup`; runs on the CPU).
         precision: 'auto' (a bundled name: the fastest installed engine and precision that keeps the
             accuracy), 'fp32', 'fp16', 'int8', or 'bf16' (OpenVINO); see :func:`unetrt.backends.choose_model`.
         **backend_options: passed to the backend (e.g. ``threads=2``).
@@ -84,8 +87,8 @@ class Segmenter:
 
     def __init__(self, model: str | Path = "camvid", backend: str = "auto", device: str = "auto",
                  probabilities: bool = False, tile: int | tuple[int, int] | None = None, overlap: int | None = None,
-                 blend: str = "gaussian", device_path: str = "auto", precision: str = "auto",
-                 **backend_options: Any) -> None:
+                 blend: str = "gaussian", device_path: str = "auto", cleanup: BinaryCleanup | None = None,
+                 precision: str = "auto", **backend_options: Any) -> None:
         if blend not in BLEND_MODES:
             raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
         if overlap is not None and overlap < 0:
@@ -95,6 +98,11 @@ class Segmenter:
         self.backend: Backend = open_backend(model, backend, device, precision, **backend_options)
         self.info: ModelInfo = self.backend.info
         self.probabilities = probabilities
+        self.cleanup = cleanup if cleanup is not None and cleanup.active else None
+        if self.cleanup is not None and not self.info.binary:
+            self.backend.close()
+            raise ValueError(f"cleanup {self.cleanup.mode!r} is for binary models; {self.info.name!r} has "
+                             f"{self.info.num_classes} classes")
         self.tile, self.overlap, self.blend = tile, overlap, blend
         if tile is not None:
             try:
@@ -200,9 +208,15 @@ class Segmenter:
         # Without a batch limit equal whole frames share one network call; tiles go in batches of 4 so that a
         # large frame's tiles never sit in memory all at once.
         batch = len(frames) if grid.count == 1 and self.backend.max_batch is None else self.backend.max_batch or 4
-        results = self._path.run(frames, grid, want_probs, batch)
+        cleanup = self.cleanup
+        results = self._path.run(frames, grid, want_probs or cleanup is not None, batch)
+        masks = [r.mask for r in results]
+        if cleanup is not None:
+            masks = [cleanup.apply(r.probabilities[0], cleanup.threshold)  # type: ignore[index]
+                     for r in results]
         latency = (time.perf_counter() - start) * 1e3
-        return [SegmentationResult(r.mask, r.probabilities, latency, r.timings_ms) for r in results]
+        return [SegmentationResult(mask, r.probabilities if want_probs else None, latency, r.timings_ms)
+                for mask, r in zip(masks, results, strict=True)]
 
     def colorize(self, result: SegmentationResult) -> np.ndarray:
         """The mask as an HxWx3 BGR image in the model's class colours."""

@@ -433,7 +433,7 @@ class CudaArrayArgs:
         ptr: device address.
         shape: the array's shape.
         strides: strides in bytes (C-contiguous ones when the producer gives none).
-        dtype: 'uint8', 'float16' or 'float32'.
+        dtype: 'uint8', 'uint16', 'float16' or 'float32'.
     """
 
     ptr: int
@@ -442,7 +442,7 @@ class CudaArrayArgs:
     dtype: str
 
 
-_TYPESTR = {"|u1": "uint8", "<f2": "float16", "<f4": "float32"}
+_TYPESTR = {"|u1": "uint8", "<u2": "uint16", "<f2": "float16", "<f4": "float32"}
 
 
 def cuda_array_args(array: Any) -> CudaArrayArgs:
@@ -462,7 +462,7 @@ def cuda_array_args(array: Any) -> CudaArrayArgs:
                          "a torch CUDA tensor or a pycuda GPUArray")
     typestr = interface["typestr"]
     if typestr not in _TYPESTR:
-        raise ValueError(f"device array dtype {typestr!r} is not uint8, float16 or float32")
+        raise ValueError(f"device array dtype {typestr!r} is not uint8, uint16, float16 or float32")
     shape = tuple(int(s) for s in interface["shape"])
     itemsize = int(typestr[2:])
     strides = interface.get("strides")

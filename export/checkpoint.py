@@ -7,11 +7,16 @@ from typing import Any
 
 import torch
 
+from unetrt.backends.base import invalid_model_file
 from unetrt.model_info import ModelInfo
 
 from .model import UNet
 
 CHECKPOINT_FORMAT = "unetrt-checkpoint-1"
+CHECKPOINT_EXPECTED = "unetrt checkpoint (a .pt file written by unet-train)"
+# torch.save writes a zip archive; files from torch < 1.6 are a bare pickle (protocol 2 opens with 0x80).
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"
 
 
 def build_model(info: ModelInfo) -> UNet:
@@ -53,25 +58,37 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
     Raises:
         FileNotFoundError: when the file does not exist.
-        ValueError: when it is not a unetrt checkpoint.
+        ValueError: when it is not a unetrt checkpoint (named in one line: not a PyTorch file, damaged, or
+            a PyTorch file of another program).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    with path.open("rb") as stream:
+        head = stream.read(len(_ZIP_MAGIC))
+    if not head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
+        # torch's own error for a file of another kind is a bare "pop from empty list" or a pickle message.
+        seen = "it is empty" if not head else f"it starts with {head!r}"
+        raise invalid_model_file(path, CHECKPOINT_EXPECTED,
+                                 f"a checkpoint is a zip archive written by torch.save, but {seen}")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for corrupt files
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"cannot read checkpoint {str(path)!r} as a PyTorch file: {first_line}") from exc
+        raise invalid_model_file(path, CHECKPOINT_EXPECTED,
+                                 f"the archive is damaged or truncated (torch: {first_line})") from exc
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"{str(path)!r} is not a unetrt checkpoint (no {CHECKPOINT_FORMAT!r} marker); train it with unet-train"
-        )
+        raise invalid_model_file(path, CHECKPOINT_EXPECTED,
+                                 f"it is a PyTorch file without the {CHECKPOINT_FORMAT!r} marker")
     return data
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[UNet, ModelInfo]:
     """The U-Net (in eval mode) and its description from a checkpoint.
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ValueError: when it is not a unetrt checkpoint or its weights do not fit its architecture.
 
     Example:
         >>> net, info = load_model("best.pt")  # doctest: +SKIP
@@ -79,5 +96,10 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     data = load_checkpoint(path, map_location)
     info = ModelInfo.from_dict(data["info"])
     model = build_model(info)
-    model.load_state_dict(data["model"])
+    try:
+        model.load_state_dict(data["model"])
+    except RuntimeError as exc:  # torch's report lists every mismatched tensor, one per line
+        first_line = str(exc).strip().splitlines()[0]
+        raise invalid_model_file(path, CHECKPOINT_EXPECTED,
+                                 f"its weights do not fit the architecture it describes ({first_line})") from exc
     return model.eval(), info

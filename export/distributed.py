@@ -75,8 +75,24 @@ def init_distributed(device_name: str = "auto") -> DistributedContext:
         raise ValueError(f"malformed torchrun environment (RANK/WORLD_SIZE/LOCAL_RANK): {exc}") from exc
     device = pick_device(device_name, local_rank)
     if world_size > 1 and not dist.is_initialized():
+        _import_collectives_before_the_group_exists()
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistributedContext(rank, world_size, local_rank, device)
+
+
+def _import_collectives_before_the_group_exists() -> None:
+    """Import ``torch.distributed.nn`` now, while no process group exists.
+
+    Its functions default to ``group=group.WORLD``, a default evaluated once, at import.
+    DistributedDataParallel imports it on first use; after ``init_process_group`` that
+    binds the live default group into ten default arguments for the life of the process,
+    so ``destroy_process_group`` cannot free it: gloo's worker and socket threads outlive
+    :func:`shutdown` and are still running while the interpreter exits. When the other
+    rank closes its sockets at that moment, the exiting process aborts ("terminate called
+    without an active exception", SIGABRT). Imported first, the defaults are None (the
+    default group looked up per call) and the group dies in :func:`shutdown`.
+    """
+    import torch.distributed.nn  # noqa: F401
 
 
 def wrap_model(model: nn.Module, context: DistributedContext) -> nn.Module:
@@ -139,7 +155,16 @@ def gather_digests(model: nn.Module, context: DistributedContext) -> list[str]:
     return [str(d) for d in digests]
 
 
-def shutdown(context: DistributedContext) -> None:
-    """Leave the process group (a no-op for a single process)."""
+def shutdown(context: DistributedContext, completed: bool = True) -> None:
+    """Leave the process group (a no-op for a single process).
+
+    After a completed run every rank waits at a barrier first, so a fast rank does not close
+    its connections while a slower one still sends or receives the last collective; after a
+    failure (``completed=False``) it leaves at once, as the other ranks may never get there.
+    Destroying the group joins gloo's threads (see
+    :func:`_import_collectives_before_the_group_exists` for why they can be joined).
+    """
     if context.distributed and dist.is_initialized():
+        if completed:
+            dist.barrier()
         dist.destroy_process_group()

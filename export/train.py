@@ -432,9 +432,12 @@ def train(args: argparse.Namespace) -> Path:
     """Train as ``args`` says and return the path of the best checkpoint."""
     context = init_distributed(args.device)
     try:
-        return _train(args, context)
-    finally:
-        shutdown(context)
+        best = _train(args, context)
+    except BaseException:
+        shutdown(context, completed=False)
+        raise
+    shutdown(context)
+    return best
 
 
 def _train(args: argparse.Namespace, context: DistributedContext) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -55,6 +56,25 @@ def check_batch(batch: np.ndarray, info: ModelInfo) -> np.ndarray:
     return np.ascontiguousarray(batch, dtype=np.float32)
 
 
+def invalid_model_file(path: str | Path, expected: str, problem: str) -> ValueError:
+    """The one error every backend raises for a model file that exists but cannot be used.
+
+    Library errors about a damaged file run to many lines and name neither the file nor
+    what it should have been; this names both, and the problem in one line.
+
+    Args:
+        path: the model file.
+        expected: what the file should be, e.g. 'ONNX model written by unet-export'.
+        problem: what is wrong with it, e.g. 'the file is truncated or not ONNX'.
+
+    Returns:
+        The ValueError to raise (``raise invalid_model_file(...) from exc``).
+
+    Example:
+        >>> str(invalid_model_file("m.onnx", "ONNX model written by unet-export", "it is empty"))
+        "model file 'm.onnx' is not a valid ONNX model written by unet-export: it is empty"
+    """
+    return ValueError(f"model file {str(path)!r} is not a valid {expected}: {' '.join(problem.split())}")
 @runtime_checkable
 class DeviceBackend(Backend, Protocol):
     """A backend that also runs on device buffers: the entry of the GPU-resident path.

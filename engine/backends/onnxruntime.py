@@ -11,24 +11,62 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..model_info import METADATA_KEY, ModelInfo
-from .base import check_batch, network_output_shape
+from .base import check_batch, invalid_model_file, network_output_shape
 
 if TYPE_CHECKING:
     import onnxruntime as ort
+
+ONNX_EXPECTED = "ONNX model (an .onnx file written by unet-export)"
 
 
 def read_onnx_info(path: str | Path) -> ModelInfo:
     """The model description stored in an ONNX file's metadata props, without loading the graph weights.
 
     Raises:
-        ValueError: when the file has no unetrt metadata.
+        ValueError: when the file is not a loadable ONNX model or has no unetrt metadata.
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = open_session(path, options, ["CPUExecutionProvider"])
     return _info_from_session(session, path)
+
+
+def open_session(path: str | Path, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+    """An ONNX Runtime session for ``path``; a file ONNX Runtime cannot load is reported in one line.
+
+    Args:
+        path: the ONNX file (it must exist).
+        options: the session options.
+        providers: execution providers in order of preference.
+
+    Returns:
+        The session.
+
+    Raises:
+        ValueError: when the file is not a loadable ONNX model (damaged, truncated, empty, another format),
+            naming the file and what is wrong.
+
+    Example:
+        >>> session = open_session("model.onnx", session_options(2), ["CPUExecutionProvider"])  # doctest: +SKIP
+    """
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except ort_errors.InvalidProtobuf as exc:
+        raise invalid_model_file(path, ONNX_EXPECTED, "it is truncated, damaged or not ONNX at all "
+                                 "(ONNX Runtime cannot parse it as a protobuf)") from exc
+    except (ort_errors.InvalidArgument, ort_errors.InvalidGraph, ort_errors.NoModel) as exc:
+        raise invalid_model_file(path, ONNX_EXPECTED, _onnx_runtime_reason(exc)) from exc
+
+
+def _onnx_runtime_reason(error: Exception) -> str:
+    """ONNX Runtime's own reason, without its status prefix and the 'Load model from PATH failed:' preamble."""
+    text = str(error).split(" : ")[-1]
+    return text.split("failed:", 1)[-1].strip() or type(error).__name__
 
 
 def _info_from_session(session: object, path: str | Path) -> ModelInfo:
@@ -80,7 +118,8 @@ class OnnxRuntimeBackend:
 
     Raises:
         FileNotFoundError: when the file does not exist.
-        ValueError: when it lacks unetrt metadata or 'cuda' is asked of a CPU-only build.
+        ValueError: when it is not a loadable ONNX model, lacks unetrt metadata, or 'cuda' is asked of a
+            CPU-only build.
 
     Example:
         >>> with OnnxRuntimeBackend("model.onnx") as backend:  # doctest: +SKIP
@@ -107,11 +146,13 @@ class OnnxRuntimeBackend:
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
         use_cuda = has_cuda and device in ("auto", "cuda")
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
-        self._session: ort.InferenceSession | None = ort.InferenceSession(
-            str(path), session_options(threads), providers=providers)
+        self._session: ort.InferenceSession | None = open_session(path, session_options(threads), providers)
         self.info = _info_from_session(self._session, path)
         self.device = "cuda" if self._session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self.threads = threads
+        self.path = path
+        # unet-export --fp16 names its FP16 graph NAME.fp16.onnx; its inputs and outputs stay FP32.
+        self.precision = "fp16" if path.name.endswith(".fp16.onnx") else "fp32"
         self._cuda_context: Any = None
         self._stream: Any = None
         self._input = self._session.get_inputs()[0].name

@@ -274,6 +274,7 @@ class TensorRTBackend:
         self.path = path
         self.metadata: PlanMetadata = read_plan_metadata(path)
         self.info = self.metadata.info
+        self.precision = self.metadata.precision
         require_tensorrt()
         require_pycuda()
         import pycuda.driver as cuda

@@ -69,6 +69,8 @@ class TorchBackend:
         self._model: Any = cast(Any, model).to(self._device, self._dtype, memory_format=self._memory_format)
         self.device = f"cuda ({torch.cuda.get_device_name()})" if use_cuda else "cpu"
         self.threads = threads
+        self.path = Path(path)
+        self.precision = "fp16" if half else "fp32"
         self._stream: Any = None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

@@ -151,6 +151,67 @@ class FrameQueue:
 Handoff = LatestFrameSlot | FrameQueue
 
 
+def backoff_delay(attempt: int, reconnect_delay: tuple[float, float]) -> float:
+    """Seconds to wait before reopen attempt ``attempt`` (1, 2, ...): doubling from the first, capped.
+
+    Example:
+        >>> [backoff_delay(n, (0.5, 8.0)) for n in (1, 2, 3, 6)]
+        [0.5, 1.0, 2.0, 8.0]
+    """
+    first, longest = reconnect_delay
+    return float(min(first * 2 ** (attempt - 1), longest))
+
+
+def open_when_up(source: FrameSource, stop: threading.Event, reconnect_delay: tuple[float, float] = (0.5, 8.0),
+                 max_attempts: int | None = None, wait: float | None = None) -> bool:
+    """Open a live source, waiting for one that is not up yet with the reconnect backoff (a log line per attempt).
+
+    Args:
+        source: the source to open.
+        stop: set to give up waiting at once.
+        reconnect_delay: first and largest wait in seconds between attempts.
+        max_attempts: retries after the first failure before giving up (None: no limit).
+        wait: seconds to keep trying (None: no limit; 0: one attempt).
+
+    Returns:
+        True once the source is open; False when ``stop`` was set first.
+
+    Raises:
+        SourceError: when the source is still not up after ``wait`` seconds or ``max_attempts`` retries.
+
+    Example:
+        >>> open_when_up(source, threading.Event(), wait=30)  # doctest: +SKIP
+        True
+    """
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        try:
+            source.open()
+        except SourceError as exc:
+            failure = exc
+        else:
+            if attempt:
+                log.warning("%s is up after %.1f s (attempt %d)", source.name, time.monotonic() - started, attempt + 1)
+            return True
+        attempt += 1
+        waited = time.monotonic() - started
+        if wait == 0:
+            raise failure
+        if wait is not None and waited >= wait:
+            raise SourceError(f"{failure}; still not up after waiting {wait:g} s (--wait)") from failure
+        if max_attempts is not None and attempt > max_attempts:
+            raise SourceError(f"{failure}; still not up after {max_attempts} retries (--max-reconnects)") from failure
+        delay = backoff_delay(attempt, reconnect_delay)
+        if wait is not None:
+            delay = min(delay, wait - waited)
+        limit = f" of {wait:g} s" if wait is not None else ""
+        log.warning("%s is not up yet (%s); waited %.1f s%s, retrying in %.2f s (attempt %d)", source.name,
+                    failure, waited, limit, delay, attempt + 1)
+        if stop.wait(delay):
+            return False
+
+
 class CaptureThread(threading.Thread):
     """Reads an opened source into a hand-off until the source ends, fails for good, or ``stop`` is set.
 
@@ -238,14 +299,13 @@ class CaptureThread(threading.Thread):
         Raises:
             SourceError: after ``max_reconnects`` attempts without a frame.
         """
-        first, longest = self.reconnect_delay
         while True:
             self._attempts += 1
             if self.max_reconnects is not None and self._attempts > self.max_reconnects:
                 raise SourceError(
                     f"{self.source.name} failed and did not come back after {self.max_reconnects} attempts: {failure}"
                 ) from failure
-            delay = min(first * 2 ** (self._attempts - 1), longest)
+            delay = backoff_delay(self._attempts, self.reconnect_delay)
             log.warning("%s failed (%s); reopening in %.2f s (attempt %d)", self.source.name, failure, delay,
                         self._attempts)
             self.source.close()

@@ -25,11 +25,11 @@ import cv2
 from tqdm import tqdm
 
 from ..backends import PRECISIONS
-from ..cli import HelpFormatter, parse_size, run_cli
+from ..cli import HelpFormatter, StopOnSigterm, TerminatedError, parse_size, run_cli
 from .flip import FLIPS
 from .pipeline import Stream
 from .sinks import display_available
-from .sources import SourceError
+from .sources import SourceError, silence_video_library_logs
 from .stats import format_summary
 from .uri import parse_sink
 
@@ -80,7 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not draw FPS and latency on the output")
     parser.add_argument("--stats", nargs="?", const="-", default=None, metavar="PATH",
                         help="write the JSON summary to PATH, or to stdout without PATH (the table goes to stderr)")
-    parser.add_argument("--verbose", "-v", action="store_true", help="log every reconnect and skipped frame")
+    parser.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                        help="wait this long for a live source that is not up yet, retrying with backoff "
+                             "(default: as long as --max-reconnects allows; 0: fail at once)")
+    parser.add_argument("--max-reconnects", type=int, default=None, metavar="N",
+                        help="give a live source up after N failed reopen attempts in a row (default: never)")
+    parser.add_argument("--open-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="a network stream that does not open, or send a frame, within this time counts "
+                             "as failed and is retried (default: 10)")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="log every reconnect and skipped frame, and let OpenCV and FFmpeg log too")
     return parser
 
 
@@ -140,13 +149,27 @@ def _stream(args: argparse.Namespace) -> None:
     # Where the output goes is always worth a line: the live view's address, the video's codec.
     for name in ("unetrt.stream.webview", "unetrt.stream.sinks"):
         logging.getLogger(name).setLevel(logging.INFO)
+    if not args.verbose:
+        silence_video_library_logs()
+    with StopOnSigterm() as sigterm:
+        interrupted = _run_stream(args, sigterm)
+    if interrupted:
+        raise KeyboardInterrupt
+    if sigterm.received:
+        raise TerminatedError
+
+
+def _run_stream(args: argparse.Namespace, sigterm: StopOnSigterm) -> bool:
+    """Stream until the end, Ctrl-C or SIGTERM; finish the output and print the summary. True after Ctrl-C."""
     interrupted = False
     try:
         # The stream checks the input and output before it loads the model, so mistakes are reported at once.
         stream = Stream(args.input, args.model, _output(args), visualize=args.visualize, alpha=args.alpha,
                         draw_stats=args.draw_stats, legend=args.legend, input_flip=args.input_flip,
-                        input_size=_input_size(args), max_fps=args.max_fps,
-                        loop=args.loop, max_frames=args.max_frames, segmenter_options=_segmenter_options(args))
+                        input_size=_input_size(args), max_fps=args.max_fps, loop=args.loop,
+                        max_frames=args.max_frames, max_reconnects=args.max_reconnects, wait=args.wait,
+                        open_timeout=args.open_timeout, segmenter_options=_segmenter_options(args))
+        sigterm.stop = stream.stop
         with stream, tqdm(total=_expected_frames(stream, args), unit="frame", disable=None,
                           desc="unet-stream") as progress:
             try:
@@ -159,8 +182,7 @@ def _stream(args: argparse.Namespace) -> None:
     except SourceError as exc:
         raise ValueError(str(exc)) from exc
     _write_stats(stream.summary(), args.stats)
-    if interrupted:
-        raise KeyboardInterrupt
+    return interrupted
 
 
 def _close_ignoring_ctrl_c(stream: Stream) -> None:
@@ -195,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``unet-stream``.
 
     Returns:
-        0 on success, 2 on a user error, 130 after Ctrl-C (the output is finished and the summary printed).
+        0 on success, 2 on a user error, 130 after Ctrl-C and 143 after SIGTERM (in both cases the output
+        is finished and the summary printed first).
     """
     args = build_parser().parse_args(argv)
     return run_cli(lambda: _stream(args))

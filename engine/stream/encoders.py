@@ -101,8 +101,11 @@ class FfmpegH264Encoder:
             "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
             "-movflags", "+faststart", str(path),
         ]
+        # A session of its own: Ctrl-C in a terminal and `kill -- -PGID` signal the whole process group, and
+        # ffmpeg would quit before the stream has sent its last frames; release() ends it instead. (systemd
+        # signals by cgroup, not group: its units need KillMode=mixed, see the README.)
         self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                         stderr=self._errors)
+                                         stderr=self._errors, start_new_session=True)
 
     def write(self, image: np.ndarray) -> None:
         """Send one frame to ffmpeg.

@@ -17,12 +17,22 @@ import numpy as np
 
 from ..segmenter import SegmentationResult
 from ..visualize import draw_legend, palette_bgr
-from .capture import POLL_S, CapturedFrame, CaptureThread, EndOfStream, FrameQueue, Handoff, LatestFrameSlot
+from .capture import (
+    POLL_S,
+    CapturedFrame,
+    CaptureThread,
+    EndOfStream,
+    FrameQueue,
+    Handoff,
+    LatestFrameSlot,
+    open_when_up,
+)
 from .flip import check_flip, flip_frame
+from .output_path import check_output_path
 from .render import compose, draw_caption, parse_visualize
 from .sinks import DEFAULT_OUTPUT_FPS, FrameSink, open_sink
 from .sources import FrameSource, SourceLike, open_source
-from .stats import StreamStats
+from .stats import StreamStats, describe_runtime
 from .uri import SinkSpec, parse_sink
 
 log = logging.getLogger(__name__)
@@ -53,7 +63,7 @@ class StreamResult:
         segmentation: the segmenter's full result (probabilities when asked for, timings).
         captured_at: ``time.perf_counter()`` when the frame was read.
         wall_time: ``time.time()`` when the frame was read, to match it with other sensors.
-        latency_ms: capture to mask, end to end (includes any wait in the hand-off).
+        latency_ms: capture to mask, end to end: the wait in the hand-off plus the segmentation.
         timings_ms: 'capture', 'preprocess', 'inference', 'postprocess'.
         fps: results per second over the last 30 results.
     """
@@ -104,7 +114,13 @@ class Stream:
         output_fps: rate stored in an output video (default: the source's, else ``max_fps``, else 30).
         queue_size: depth of the stored-source and writer queues.
         reconnect_delay: first and largest wait in seconds between reopen attempts of a failed live source.
-        max_reconnects: reopen attempts in a row before a live source counts as gone (None: forever).
+        max_reconnects: reopen attempts in a row before a live source counts as gone (None: forever); also
+            bounds the retries while a live source is not up yet at the start.
+        wait: seconds to wait at the start for a live source that is not up yet, retrying with the
+            reconnect backoff and a log line per attempt (None: as long as ``max_reconnects`` allows;
+            0: fail at once). Stored sources never wait.
+        open_timeout: seconds a network stream may take to open, or to deliver a frame, before the attempt
+            counts as failed (None: FFmpeg's default, 30 s).
         segmenter_options: keyword arguments for :class:`~unetrt.segmenter.Segmenter` when ``segmenter``
             is a model name or path (e.g. ``{"backend": "onnxruntime", "threads": 2}``).
 
@@ -125,8 +141,13 @@ class Stream:
                  max_frames: int | None = None, callback: Callable[[StreamResult], object] | None = None,
                  output_fps: float | None = None, queue_size: int = 2,
                  reconnect_delay: tuple[float, float] = (0.5, 8.0), max_reconnects: int | None = None,
+                 wait: float | None = None, open_timeout: float | None = None,
                  segmenter_options: dict[str, Any] | None = None) -> None:
         _check_options(alpha, max_fps, loop, max_frames, queue_size, reconnect_delay, input_size, output_fps)
+        if wait is not None and wait < 0:
+            raise ValueError(f"wait must be >= 0 seconds (or None: as long as max_reconnects allows), got {wait}")
+        if max_reconnects is not None and max_reconnects < 0:
+            raise ValueError(f"max_reconnects must be >= 0 (or None: forever), got {max_reconnects}")
         self.visualize = parse_visualize(visualize)
         self.alpha = alpha
         self.draw_stats = draw_stats
@@ -139,9 +160,12 @@ class Stream:
         self.queue_size = queue_size
         self.reconnect_delay = reconnect_delay
         self.max_reconnects = max_reconnects
-        self.source: FrameSource = open_source(source, input_size, live)
-        # Parsed now so a bad output is reported before a model is loaded.
+        self.wait = wait
+        self.source: FrameSource = open_source(source, input_size, live, open_timeout)
+        # Parsed and checked now so a bad output is reported before a model is loaded.
         self._output: SinkSpec | FrameSink | None = parse_sink(output) if isinstance(output, str) else output
+        if isinstance(self._output, SinkSpec):
+            check_output_path(self._output)
         self._output_fps = output_fps
         self._owns_segmenter = isinstance(segmenter, str | Path)
         if isinstance(segmenter, str | Path):
@@ -164,13 +188,20 @@ class Stream:
     def start(self) -> Stream:
         """Open the source and output and start the capture and writer threads (iteration does this too).
 
+        A live source that is not up yet is waited for (see ``wait``); when :meth:`stop` is called
+        during that wait the stream ends without a frame.
+
         Raises:
-            SourceError: when the source cannot be opened.
+            SourceError: when the source cannot be opened (a live one: within ``wait`` / ``max_reconnects``).
             ValueError: when the stream was already started, or the output cannot be opened.
         """
         if self._state != "new":
             raise ValueError(f"this stream is {self._state}; a Stream runs once, make a new one")
-        self.source.open()
+        if not self.source.live:
+            self.source.open()
+        elif not open_when_up(self.source, self._stop, self.reconnect_delay, self.max_reconnects, self.wait):
+            self._state = "finished"
+            return self
         try:
             self.sink = open_sink(self._output, self._pick_output_fps())
         except BaseException:
@@ -205,6 +236,8 @@ class Stream:
         """
         if self._state == "new":
             self.start()
+            if self._state != "running":
+                return  # stopped while waiting for a live source to come up
         elif self._state != "running":
             raise ValueError(f"this stream is {self._state}; a Stream runs once, make a new one")
         try:
@@ -256,9 +289,13 @@ class Stream:
         return self.summary()
 
     def _segment(self, item: CapturedFrame) -> StreamResult:
+        taken_at = time.perf_counter()
         image = flip_frame(item.image, self.input_flip)
         segmentation = self.segmenter.segment(image)
-        latency = (time.perf_counter() - item.captured_at) * 1e3
+        done_at = time.perf_counter()
+        latency = (done_at - item.captured_at) * 1e3
+        self.stats.add("queue_wait", (taken_at - item.captured_at) * 1e3)
+        self.stats.add("processing", (done_at - taken_at) * 1e3)
         timings = {"capture": item.capture_ms}
         for stage in ("preprocess", "inference", "postprocess"):
             if stage in segmentation.timings_ms:
@@ -355,10 +392,14 @@ class Stream:
                 close()
 
     def summary(self) -> dict[str, Any]:
-        """Counters, FPS and p50/p95/p99 per stage and end to end (JSON-ready); ``output_codec`` for a video."""
+        """What ran (backend, precision, model, device, threads), counters, FPS and latencies (JSON-ready).
+
+        Latencies: p50/p95/p99 per stage, end to end, in the hand-off queue and in processing;
+        ``output_codec`` names a video's codec.
+        """
         return {"source": self.source.name, "output": self.sink.name if self.sink else None,
-                "output_codec": getattr(self.sink, "codec", None),
-                "live": self.source.live, **self.stats.summary()}
+                "output_codec": getattr(self.sink, "codec", None), "live": self.source.live,
+                "runtime": describe_runtime(self.segmenter), **self.stats.summary()}
 
     def __enter__(self) -> Stream:
         return self

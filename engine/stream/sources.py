@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 # A video file that fails this many reads in a row before its announced frame count has ended.
 MAX_CONSECUTIVE_FILE_FAILURES = 10
 DEFAULT_CSI_CAPTURE = (1280, 720, 30)
+# A network stream still opening after this long gets a log line saying what it waits for.
+SLOW_OPEN_NOTICE_S = 3.0
 
 
 class SourceError(ConnectionError):
@@ -90,6 +94,22 @@ def check_stream_frame(frame: object) -> np.ndarray:
         raise CorruptFrameError(str(error)) from error
 
 
+def silence_video_library_logs() -> None:
+    """Keep OpenCV's and FFmpeg's own log lines off stderr; the stream's log says what failed, in one line.
+
+    A failed open of a network stream otherwise prints FFmpeg lines (``[tcp @ 0x...] Connection to
+    tcp://... failed``) and OpenCV warnings (``VIDEOIO(FFMPEG): ... can't be used to capture by name``).
+    OpenCV reads ``OPENCV_FFMPEG_LOGLEVEL`` when it first starts FFmpeg, so call this before the
+    first capture; a level set in the environment by the user is kept.
+
+    Example:
+        >>> silence_video_library_logs()
+    """
+    # -8 is FFmpeg's AV_LOG_QUIET: OpenCV then installs a log callback that passes nothing on.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def opencv_has_gstreamer() -> bool:
     """Whether this OpenCV build can open GStreamer pipelines (needed for csi://)."""
     for line in cv2.getBuildInformation().splitlines():
@@ -121,6 +141,9 @@ class VideoCaptureSource:
     Args:
         spec: what to open (from :func:`unetrt.stream.uri.parse_source`).
         size: ``(width, height)`` to ask a camera for; None keeps its default.
+        open_timeout: seconds a network stream may take to open, and to deliver each frame, before it
+            counts as failed (None: FFmpeg's default, 30 s). Past ``SLOW_OPEN_NOTICE_S`` a log line says
+            the open is still waiting.
 
     Raises:
         ValueError: for csi:// when OpenCV was built without GStreamer.
@@ -129,7 +152,10 @@ class VideoCaptureSource:
         >>> source = VideoCaptureSource(parse_source("clip.mp4"))  # doctest: +SKIP
     """
 
-    def __init__(self, spec: SourceSpec, size: tuple[int, int] | None = None) -> None:
+    def __init__(self, spec: SourceSpec, size: tuple[int, int] | None = None,
+                 open_timeout: float | None = None) -> None:
+        if open_timeout is not None and not open_timeout > 0:
+            raise ValueError(f"open timeout must be a positive number of seconds, got {open_timeout}")
         if spec.kind not in ("camera", "csi", "rtsp", "video"):
             raise ValueError(f"VideoCaptureSource cannot open a {spec.kind!r} source")
         if spec.kind == "csi" and not opencv_has_gstreamer():
@@ -139,6 +165,7 @@ class VideoCaptureSource:
             )
         self.spec = spec
         self.size = size
+        self.open_timeout = open_timeout
         self.live = spec.live
         self.name = spec.location if spec.kind != "csi" else f"csi://{spec.location}"
         self.fps: float | None = None
@@ -154,7 +181,12 @@ class VideoCaptureSource:
             SourceError: when OpenCV cannot open it.
         """
         self.close()
-        capture = self._make_capture()
+        notice = self._slow_open_notice()
+        try:
+            capture = self._make_capture()
+        finally:
+            if notice is not None:
+                notice.cancel()
         if not capture.isOpened():
             capture.release()
             raise SourceError(f"cannot open {self.spec.kind} {self.name!r}" + self._open_hint())
@@ -178,8 +210,24 @@ class VideoCaptureSource:
                 capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
             return capture
         if kind == "rtsp":
-            return cv2.VideoCapture(location, cv2.CAP_FFMPEG)
+            params: list[int] = []
+            if self.open_timeout is not None:
+                milliseconds = round(self.open_timeout * 1000)
+                params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, milliseconds, cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds]
+            return cv2.VideoCapture(location, cv2.CAP_FFMPEG, params)
         return cv2.VideoCapture(location)
+
+    def _slow_open_notice(self) -> threading.Timer | None:
+        """A host that does not answer keeps OpenCV silent until the timeout: say so while it waits."""
+        if self.spec.kind != "rtsp":
+            return None
+        limit = f"{self.open_timeout:g} s" if self.open_timeout is not None else "FFmpeg's default of 30 s"
+        notice = threading.Timer(SLOW_OPEN_NOTICE_S, log.warning, args=(
+            "still connecting to %s after %.0f s: no answer yet; giving up after %s (--open-timeout)",
+            self.name, SLOW_OPEN_NOTICE_S, limit))
+        notice.daemon = True
+        notice.start()
+        return notice
 
     def _open_hint(self) -> str:
         if self.spec.kind == "camera":
@@ -352,7 +400,8 @@ class IterableSource:
 SourceLike = str | int | Path | FrameSource | FrameIterable | Callable[[], FrameIterable]
 
 
-def open_source(source: SourceLike, size: tuple[int, int] | None = None, live: bool | None = None) -> FrameSource:
+def open_source(source: SourceLike, size: tuple[int, int] | None = None, live: bool | None = None,
+                open_timeout: float | None = None) -> FrameSource:
     """Make a :class:`FrameSource` from a URI, a camera index, a source object or Python frames.
 
     Args:
@@ -361,6 +410,7 @@ def open_source(source: SourceLike, size: tuple[int, int] | None = None, live: b
         size: ``(width, height)`` to ask cameras for.
         live: override whether stale frames may be dropped; None keeps the source's own answer
             (cameras and streams are live, files and Python iterables are not).
+        open_timeout: seconds a network stream may take to open or to deliver a frame (None: FFmpeg's 30 s).
 
     Returns:
         The source, not yet opened.
@@ -376,10 +426,11 @@ def open_source(source: SourceLike, size: tuple[int, int] | None = None, live: b
     if isinstance(source, FrameSource) and not isinstance(source, str | Path):
         opened = source
     elif isinstance(source, int) and not isinstance(source, bool):
-        opened = VideoCaptureSource(SourceSpec("camera", str(source), live=True), size)
+        opened = VideoCaptureSource(SourceSpec("camera", str(source), live=True), size, open_timeout)
     elif isinstance(source, str | Path):
         spec = parse_source(str(source))
-        opened = ImageSequenceSource(spec.location) if spec.kind == "images" else VideoCaptureSource(spec, size)
+        opened = (ImageSequenceSource(spec.location) if spec.kind == "images"
+                  else VideoCaptureSource(spec, size, open_timeout))
     elif isinstance(source, np.ndarray):
         raise ValueError(f"got one frame (array of shape {source.shape}); pass a list or generator of frames")
     elif callable(source) or isinstance(source, Iterable):

@@ -9,12 +9,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 STAGES = ("capture", "preprocess", "inference", "postprocess", "visualize", "write")
-LATENCIES = ("latency", "output_latency")
+# 'latency' runs from capture to mask; it is 'queue_wait' (in the hand-off, long for a stored source read ahead)
+# plus 'processing' (segmentation alone). 'output_latency' runs from capture to the frame written.
+LATENCIES = ("latency", "queue_wait", "processing", "output_latency")
 DEFAULT_WINDOW = 10_000
 
 
@@ -42,7 +45,7 @@ class StreamStats:
         self._recent_results: deque[float] = deque(maxlen=30)
 
     def add(self, stage: str, milliseconds: float) -> None:
-        """Record one sample of a stage ('capture' ... 'write') or of 'latency' / 'output_latency'.
+        """Record one sample of a stage ('capture' ... 'write') or of a latency (see ``LATENCIES``).
 
         Raises:
             ValueError: on an unknown stage name.
@@ -97,8 +100,7 @@ class StreamStats:
             "fps": round(processed / elapsed, 3) if elapsed > 0 else 0.0,
             "steady_fps": round(steady, 3),
             "stages_ms": {name: _describe(samples[name]) for name in STAGES if samples[name].size},
-            "latency_ms": _describe(samples["latency"]) if samples["latency"].size else None,
-            "output_latency_ms": _describe(samples["output_latency"]) if samples["output_latency"].size else None,
+            **{f"{name}_ms": _describe(samples[name]) if samples[name].size else None for name in LATENCIES},
         }
 
 
@@ -115,7 +117,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         >>> "frames" in format_summary(StreamStats().summary())
         True
     """
-    lines = [
+    runtime = summary.get("runtime") or {}
+    lines = [describe_runtime_line(runtime)] if runtime.get("backend") else []
+    lines += [
         f"frames {summary['processed']} processed, {summary['captured']} captured, {summary['dropped']} dropped, "
         f"{summary['corrupt']} corrupt, {summary['reconnects']} reconnects, {summary['written']} written",
         f"throughput {summary['fps']:.2f} FPS overall, {summary['steady_fps']:.2f} FPS steady, "
@@ -131,3 +135,43 @@ def format_summary(summary: dict[str, Any]) -> str:
     for name, row in rows.items():
         lines.append(f"{name:<16}{row['p50']:>10.2f}{row['p95']:>10.2f}{row['p99']:>10.2f}{row['mean']:>10.2f}")
     return "\n".join(lines)
+
+
+def describe_runtime(segmenter: object) -> dict[str, Any]:
+    """What ran: backend, precision, model, device and threads of a segmenter (None where it does not say).
+
+    Reads the attributes a :class:`unetrt.segmenter.Segmenter`'s backend carries (``name``, ``precision``,
+    ``path``, ``device``, ``threads``); a segmenter of another kind gives Nones.
+
+    Example:
+        >>> describe_runtime(object())["backend"] is None
+        True
+    """
+    backend = getattr(segmenter, "backend", None)
+    info = getattr(segmenter, "info", None)
+    path = getattr(backend, "path", None)
+    threads = getattr(backend, "threads", None)
+    return {
+        "backend": getattr(backend, "name", None),
+        "precision": getattr(backend, "precision", None),
+        "model": str(Path(path)) if path is not None else getattr(info, "name", None),
+        "device": getattr(backend, "device", None),
+        # None: the library's own default (ONNX Runtime: one per physical core; torch: its setting).
+        "threads": threads if threads is not None else ("default" if backend is not None else None),
+    }
+
+
+def describe_runtime_line(runtime: dict[str, Any]) -> str:
+    """One line for the summary table, e.g. ``model m.onnx on onnxruntime, fp32, cpu, 2 threads``.
+
+    Example:
+        >>> describe_runtime_line({"backend": "torch", "precision": "fp32", "model": "a.pt", "device": "cpu",
+        ...                        "threads": 1})
+        'model a.pt on torch, fp32, cpu, 1 thread'
+    """
+    parts = [f"on {runtime.get('backend')}"]
+    parts += [str(runtime[key]) for key in ("precision", "device") if runtime.get(key)]
+    threads = runtime.get("threads")
+    if threads is not None:
+        parts.append(f"{threads} thread{'' if threads == 1 else 's'}")
+    return f"model {runtime.get('model') or 'unknown'} " + ", ".join(parts)

@@ -111,7 +111,7 @@ RECT = (0, 0, 8, 10)
 
 
 @pytest.mark.parametrize(("scores", "mask", "kwargs", "message"), [
-    (SCORES.astype(np.float64), MASK, {}, "scores dtype"),
+    (SCORES.astype(np.float64), MASK, {}, "scores dtype must be float32 or float16, got float64"),
     (SCORES.astype(np.uint8), MASK, {}, "scores dtype must be float32 or float16"),
     (SCORES[0], MASK, {}, "K x H x W"),
     (SCORES[:, :, ::2], MASK, {}, "C-contiguous"),

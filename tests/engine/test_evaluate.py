@@ -157,3 +157,47 @@ def test_cli_precision_reaches_the_segmenter(tiny_model_files: dict[str, Path], 
                    "--precision", "int8", cwd=tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "runs at the precision it was exported with" in lines[0]
+
+
+def test_cleanup_masks_are_what_the_segmenter_returns_and_what_the_challenge_scores(
+        tiny_binary_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.evaluate import main
+    from unetrt.metrics import IsbiChallengeScorer
+    from unetrt.postprocess import BinaryCleanup
+
+    rng = np.random.default_rng(5)
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(images / f"{i:02d}.png"), rng.integers(0, 256, (32, 32), dtype=np.uint8))
+        truth = np.full((32, 32), 255, np.uint8)
+        truth[:, 12] = 0
+        cv2.imwrite(str(labels / f"{i:02d}.png"), truth)
+    cleanup = BinaryCleanup("watershed", max_hole_area=20, seed_threshold=0.6, min_seed_area=2)
+    with Segmenter(tiny_binary_onnx, cleanup=cleanup) as seg:
+        figures = evaluate(seg, images, labels)
+        frame = cv2.imread(str(images / "00.png"), cv2.IMREAD_GRAYSCALE)
+        result = seg.segment(frame)
+        assert result.probabilities is None  # asked for by the clean-up, not by the caller
+    with Segmenter(tiny_binary_onnx) as plain:
+        probability = plain.segment(frame, probabilities=True).probabilities[0]
+    assert np.array_equal(result.mask, cleanup.apply(probability, 0.5))
+    scorer = IsbiChallengeScorer(binarize=cleanup.apply)
+    for i in range(2):
+        with Segmenter(tiny_binary_onnx) as plain:
+            p = plain.segment(cv2.imread(str(images / f"{i:02d}.png"), cv2.IMREAD_GRAYSCALE),
+                              probabilities=True).probabilities[0]
+        scorer.update(p, cv2.imread(str(labels / f"{i:02d}.png"), cv2.IMREAD_GRAYSCALE))
+    assert figures["challenge_rand_error"] == pytest.approx(scorer.scores().rand_error)
+    assert figures["cleanup"]["mode"] == "watershed"
+    code = main(["--model", str(tiny_binary_onnx), "--images", str(images), "--labels", str(labels),
+                 "--cleanup", "fill-holes", "--max-hole-area", "30"])
+    assert code == 0 and "masks cleaned by fill-holes" in capsys.readouterr().out
+
+
+def test_cleanup_is_refused_for_multiclass_models(tiny_model_files: dict[str, Path]) -> None:
+    from unetrt.postprocess import BinaryCleanup
+
+    with pytest.raises(ValueError, match="binary models"):
+        Segmenter(tiny_model_files["onnx"], cleanup=BinaryCleanup("fill-holes", max_hole_area=5))

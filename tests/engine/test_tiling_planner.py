@@ -158,12 +158,15 @@ def test_blend_windows_are_positive_with_unit_peak() -> None:
 
 def test_cuda_array_args_reads_the_interface() -> None:
     class FakeDeviceArray:
-        def __init__(self) -> None:
-            self.__cuda_array_interface__ = {"data": (1234, False), "shape": (2, 3, 4), "typestr": "<f2",
+        def __init__(self, typestr: str = "<f2") -> None:
+            self.__cuda_array_interface__ = {"data": (1234, False), "shape": (2, 3, 4), "typestr": typestr,
                                              "strides": None, "version": 3}
 
     args = cuda_array_args(FakeDeviceArray())
     assert args.ptr == 1234 and args.shape == (2, 3, 4) and args.strides == (24, 8, 2) and args.dtype == "float16"
+    assert cuda_array_args(FakeDeviceArray("<u2")).dtype == "uint16"  # 16-bit camera frames
+    with pytest.raises(ValueError, match="is not uint8"):
+        cuda_array_args(FakeDeviceArray("<f8"))
     with pytest.raises(ValueError, match="__cuda_array_interface__"):
         cuda_array_args(np.zeros(3))
 

@@ -58,3 +58,21 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path: Path) -> None:
     digests = summary["rank_weight_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
     assert summary["epochs_run"] == 2
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="torch built without gloo")
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread names are read from Linux's /proc")
+def test_shutdown_joins_gloo_threads_before_the_process_exits(tmp_path: Path) -> None:
+    # Threads of a process group that outlives shutdown() are still running while the interpreter exits; when
+    # the other rank closes its sockets then, the process aborts ("terminate called without an active
+    # exception"). This checks the cause deterministically instead of waiting for the rare abort.
+    worker = Path(__file__).with_name("gloo_shutdown_worker.py")
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(worker), str(tmp_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        threads = (tmp_path / f"rank{rank}.txt").read_text().split()
+        assert not [name for name in threads if "gloo" in name], f"rank {rank} threads after shutdown: {threads}"

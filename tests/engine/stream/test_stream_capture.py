@@ -1,0 +1,114 @@
+"""Waiting for a live source that is not up yet: backoff, a log line per attempt, bounded by wait and attempts."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+from stream_helpers import FakeSegmenter, frame_with_index
+
+from unetrt.stream.capture import backoff_delay, open_when_up
+from unetrt.stream.pipeline import Stream
+from unetrt.stream.sources import SourceError
+
+FAST = (0.01, 0.04)
+
+
+class LateCamera:
+    """A live source whose open fails ``down_for`` times, then delivers ``frames`` frames."""
+
+    live = True
+    fps = None
+    name = "late camera"
+
+    def __init__(self, down_for: int, frames: int = 5) -> None:
+        self.down_for = down_for
+        self.frames = frames
+        self.opens = 0
+        self._next: int | None = None
+
+    def open(self) -> None:
+        self.opens += 1
+        if self.opens <= self.down_for:
+            raise SourceError("connection refused")
+        self._next = 0
+
+    def read(self) -> np.ndarray | None:
+        if self._next is None:
+            raise SourceError("not open")
+        if self._next >= self.frames:
+            return None
+        self._next += 1
+        return frame_with_index(self._next - 1)
+
+    def close(self) -> None:
+        self._next = None
+
+
+def test_backoff_doubles_up_to_the_longest() -> None:
+    assert [backoff_delay(n, (0.5, 8.0)) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+
+
+def test_source_that_comes_up_is_opened_with_a_line_per_attempt(caplog: pytest.LogCaptureFixture) -> None:
+    camera = LateCamera(down_for=3)
+    with caplog.at_level(logging.WARNING, logger="unetrt.stream"):
+        assert open_when_up(camera, threading.Event(), FAST) is True
+    assert camera.opens == 4
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("is not up yet (connection refused)" in m for m in messages) == 3
+    assert any("late camera is up after" in m for m in messages)
+
+
+def test_wait_bounds_the_time(caplog: pytest.LogCaptureFixture) -> None:
+    camera = LateCamera(down_for=10**6)
+    with pytest.raises(SourceError, match=r"still not up after waiting 0.2 s \(--wait\)"):
+        open_when_up(camera, threading.Event(), FAST, wait=0.2)
+    assert camera.opens > 3
+
+
+def test_wait_zero_fails_at_once_with_the_source_error() -> None:
+    camera = LateCamera(down_for=1)
+    with pytest.raises(SourceError, match=r"^connection refused$"):
+        open_when_up(camera, threading.Event(), FAST, wait=0)
+    assert camera.opens == 1
+
+
+def test_max_attempts_bounds_the_retries() -> None:
+    camera = LateCamera(down_for=10**6)
+    with pytest.raises(SourceError, match=r"after 2 retries \(--max-reconnects\)"):
+        open_when_up(camera, threading.Event(), FAST, max_attempts=2)
+    assert camera.opens == 3
+
+
+def test_stop_ends_the_wait() -> None:
+    stop = threading.Event()
+    stop.set()
+    assert open_when_up(LateCamera(down_for=10**6), stop, (5.0, 5.0)) is False
+
+
+def test_stream_waits_for_a_live_source_that_is_not_up_yet() -> None:
+    camera = LateCamera(down_for=4, frames=5)
+    with Stream(camera, FakeSegmenter(), reconnect_delay=FAST) as stream:
+        results = list(stream)
+    summary = stream.summary()
+    # A live source keeps only its newest frame: every frame is either processed or dropped as stale.
+    assert results and results[-1].index == 4 and camera.opens == 5
+    assert summary["captured"] == 5 and summary["processed"] + summary["dropped"] == 5
+
+
+def test_stream_start_up_wait_is_bounded_by_max_reconnects() -> None:
+    camera = LateCamera(down_for=4)
+    with pytest.raises(SourceError, match="after 2 retries"), \
+            Stream(camera, FakeSegmenter(), reconnect_delay=FAST, max_reconnects=2) as stream:
+        list(stream)
+    assert camera.opens == 3
+
+
+def test_stream_stopped_while_waiting_ends_without_frames() -> None:
+    stream = Stream(LateCamera(down_for=10**6), FakeSegmenter(), reconnect_delay=(0.05, 0.05))
+    threading.Timer(0.3, stream.stop).start()
+    with stream:
+        assert list(stream) == []
+    assert stream.summary()["processed"] == 0
