@@ -48,7 +48,7 @@ def test_cli_prints_difference(
     (["missing.pt", "-o", "x.onnx"], "does not exist"),
     (["{pt}", "-o", "x.txt"], "must end in .onnx"),
     (["{pt}", "-o", "/no/such/folder/x.onnx"], "does not exist"),
-    (["{onnx}", "-o", "x.onnx"], "cannot read checkpoint"),
+    (["{onnx}", "-o", "x.onnx"], "is not a valid unetrt checkpoint"),
 ])
 def test_cli_bad_input_one_line_exit_2(tiny_model_files: dict[str, Path], tmp_path: Path, args: list[str],
                                        message: str) -> None:
