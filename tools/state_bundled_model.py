@@ -16,8 +16,9 @@ e.g. the bundled ``engine/models/NAME.pt`` itself) it writes, in ``engine/models
 
 Example:
     python tools/state_bundled_model.py camvid --run runs/camvid_ft2 --previous runs/camvid \\
-        --images camvid/val --labels camvid/valannot --calibration camvid/train
-    python tools/state_bundled_model.py isbi --checkpoint engine/models/isbi.pt --images isbi2012-em/images \\
+        --selected-on "camvid/val" --images camvid/val --labels camvid/valannot --calibration camvid/train
+    python tools/state_bundled_model.py isbi --checkpoint engine/models/isbi.pt --selected-on "slices 20-23" \\
+        --images isbi2012-em/images \\
         --labels isbi2012-em/labels --stems 20-23 --calibration isbi2012-em/images --calibration-stems 00-19 \\
         --calibration-count 8
 """
@@ -87,16 +88,24 @@ def _source(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
             raise FileNotFoundError(f"{best} does not exist: --run must be a unet-train output folder")
         summary = json.loads((run / "run.json").read_text())
         stages = [Path(p) for p in args.previous] + [run]
+        commands = [training_command(stage) for stage in stages]
+        if args.previous_stated:
+            # The first stage started from the bundled weights: their stages come first.
+            commands = _stated(args.name).get("training_commands", []) + commands
         return best, {"best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
-                      "monitor": summary["monitor"],
-                      "training_commands": [training_command(stage) for stage in stages]}
+                      "monitor": summary["monitor"], "training_commands": commands}
     checkpoint = Path(args.checkpoint)
     load_checkpoint(checkpoint)  # a clear error for a file that is not a unetrt checkpoint
-    stated = MODELS_DIR / f"{args.name}.json"
     # A checkpoint carries no run history: keep what the model's earlier statement recorded.
-    previous = json.loads(stated.read_text()) if stated.is_file() else {}
+    previous = _stated(args.name)
     keys = ("best_epoch", "epochs_run", "monitor", "training_commands")
     return checkpoint, {key: previous.get(key) for key in keys}
+
+
+def _stated(name: str) -> dict[str, Any]:
+    """The model's current engine/models/NAME.json, or nothing."""
+    stated = MODELS_DIR / f"{name}.json"
+    return dict(json.loads(stated.read_text())) if stated.is_file() else {}
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -123,6 +132,8 @@ def _run(args: argparse.Namespace) -> None:
         "images": args.images,
         "labels": args.labels,
         "stems": args.stems,
+        "selected_on": args.selected_on,
+        "reported_on": f"{args.images}" + (f", stems {','.join(args.stems)}" if args.stems else ", every frame"),
         "validation": {k: v for k, v in figures.items() if isinstance(v, float)},
         "per_class_iou": figures.get("per_class_iou"),
         "calibration": {"images": args.calibration, "stems": args.calibration_stems,
@@ -143,6 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     source.add_argument("--checkpoint", help="a unetrt .pt checkpoint, e.g. the bundled engine/models/NAME.pt")
     parser.add_argument("--previous", nargs="*", default=[],
                         help="earlier runs this one was initialised from (--init), oldest first (with --run)")
+    parser.add_argument("--previous-stated", action="store_true",
+                        help="the run started from the bundled weights (--init engine/models/NAME.pt): take the "
+                             "earlier stages' commands from the current NAME.json (with --run)")
+    parser.add_argument("--selected-on", required=True,
+                        help="the data that selected the model (best epoch, thresholds), in words, e.g. "
+                             "'isbi2012-em slices 18-20'; stated in NAME.json next to the reported data")
     parser.add_argument("--images", required=True, help="validation images, relative to ../shared/data")
     parser.add_argument("--labels", required=True, help="validation labels, relative to ../shared/data")
     parser.add_argument("--stems", type=parse_stems, default=None, help="held-out stems, e.g. 20-23")
@@ -154,8 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=DEFAULT_METHOD,
                         help=f"INT8 calibration (default {DEFAULT_METHOD})")
     args = parser.parse_args(argv)
-    if args.previous and args.run is None:
-        parser.error("--previous goes with --run")
+    if (args.previous or args.previous_stated) and args.run is None:
+        parser.error("--previous and --previous-stated go with --run")
     return run_cli(lambda: _run(args))
 
 

@@ -94,6 +94,9 @@ def check_stream_frame(frame: object) -> np.ndarray:
         raise CorruptFrameError(str(error)) from error
 
 
+OPENCV_LOG_LEVEL_ERROR = 2  # cv::utils::logging::LOG_LEVEL_ERROR
+
+
 def silence_video_library_logs() -> None:
     """Keep OpenCV's and FFmpeg's own log lines off stderr; the stream's log says what failed, in one line.
 
@@ -107,7 +110,12 @@ def silence_video_library_logs() -> None:
     """
     # -8 is FFmpeg's AV_LOG_QUIET: OpenCV then installs a log callback that passes nothing on.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    # OpenCV 5 has only cv2.utils.logging.setLogLevel; Debian's and JetPack's OpenCV 4 builds have only
+    # cv2.setLogLevel.
+    logging_api = getattr(cv2.utils, "logging", None)
+    set_level = getattr(cv2, "setLogLevel", None) if logging_api is None else logging_api.setLogLevel
+    if set_level is not None:
+        set_level(OPENCV_LOG_LEVEL_ERROR)
 
 
 def opencv_has_gstreamer() -> bool:
