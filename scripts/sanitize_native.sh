@@ -11,8 +11,6 @@ python=.venv/bin/python
 out=build/sanitize
 rm -rf "$out"
 mkdir -p "$out"
-"$python" -c 'import pybind11' 2>/dev/null || "$python" -m pip install -q "pybind11>=2.12" >"$out/pip.log" 2>&1 \
-  || { cat "$out/pip.log" >&2; echo "error: could not install pybind11 into .venv" >&2; exit 1; }
 
 # -g1: line tables for the stack traces, without the full debug info that slows the build; no recovery, so the
 # first report fails the test that caused it.
