@@ -123,16 +123,23 @@ def _challenge_f_by_contingency(probs: list[np.ndarray], truths: list[np.ndarray
     return 2 * precision * recall / (precision + recall)
 
 
-def test_binary_figures_include_the_challenge_protocol(tiny_binary_onnx: Path, tmp_path: Path) -> None:
-    rng = np.random.default_rng(3)
-    images, labels = tmp_path / "images", tmp_path / "labels"
+def make_binary_folders(root: Path, seed: int, rows: tuple[int, ...]) -> tuple[Path, Path]:
+    """Two random 32x32 slices whose labels are cut into cells by membrane column 10 + i and the given rows."""
+    rng = np.random.default_rng(seed)
+    images, labels = root / "images", root / "labels"
     images.mkdir()
     labels.mkdir()
     for i in range(2):
         cv2.imwrite(str(images / f"{i:02d}.png"), rng.integers(0, 256, (32, 32), dtype=np.uint8))
         truth = np.full((32, 32), 255, np.uint8)
-        truth[:, 10 + i] = truth[20, :] = 0  # membranes cut the slice into four cells
+        truth[:, 10 + i] = 0
+        truth[list(rows), :] = 0
         cv2.imwrite(str(labels / f"{i:02d}.png"), truth)
+    return images, labels
+
+
+def test_binary_figures_include_the_challenge_protocol(tiny_binary_onnx: Path, tmp_path: Path) -> None:
+    images, labels = make_binary_folders(tmp_path, 3, (20,))  # membranes cut each slice into four cells
     with Segmenter(tiny_binary_onnx) as seg:
         figures = evaluate(seg, images, labels)
         probs = [seg.segment(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), probabilities=True).probabilities[0]
@@ -165,15 +172,7 @@ def test_cleanup_masks_are_what_the_segmenter_returns_and_what_the_challenge_sco
     from unetrt.metrics import IsbiChallengeScorer
     from unetrt.postprocess import BinaryCleanup
 
-    rng = np.random.default_rng(5)
-    images, labels = tmp_path / "images", tmp_path / "labels"
-    images.mkdir()
-    labels.mkdir()
-    for i in range(2):
-        cv2.imwrite(str(images / f"{i:02d}.png"), rng.integers(0, 256, (32, 32), dtype=np.uint8))
-        truth = np.full((32, 32), 255, np.uint8)
-        truth[:, 12] = 0
-        cv2.imwrite(str(labels / f"{i:02d}.png"), truth)
+    images, labels = make_binary_folders(tmp_path, 5, ())
     cleanup = BinaryCleanup("watershed", max_hole_area=20, seed_threshold=0.6, min_seed_area=2)
     with Segmenter(tiny_binary_onnx, cleanup=cleanup) as seg:
         figures = evaluate(seg, images, labels)
