@@ -99,3 +99,21 @@ def test_stated_int8_keeps_the_fp32_accuracy(name: str) -> None:
             assert fp32["mean_iou"] - int8[engine]["mean_iou"] <= MAX_MEAN_IOU_LOSS, engine
         else:
             assert int8[engine]["challenge_pixel_error"] - fp32["challenge_pixel_error"] <= MAX_PIXEL_ERROR_GAIN, engine
+
+
+@pytest.mark.parametrize("name", [n for n in bundled_model_names() if "cleanup" in _stated(n)])
+def test_stated_cleanup_reproduces_its_report_figures(name: str, shared_data: Path) -> None:
+    from unetrt.evaluate import evaluate
+    from unetrt.postprocess import BinaryCleanup
+    from unetrt.segmenter import Segmenter
+
+    stated = _stated(name)
+    cleanup = stated["cleanup"]
+    assert not set(cleanup["selected_on_stems"]) & set(stated["stems"]), "chosen and reported on other slices"
+    with Segmenter(name, backend="onnxruntime", precision="fp32", device="cpu",
+                   cleanup=BinaryCleanup(**cleanup["settings"])) as segmenter:
+        figures = evaluate(segmenter, shared_data / stated["images"], shared_data / stated["labels"],
+                           stems=stated["stems"])
+    cleaned = cleanup["report"]["cleaned"]
+    assert figures["challenge_rand_error"] == pytest.approx(cleaned["rand_error"], abs=5e-4)
+    assert figures["challenge_pixel_error"] == pytest.approx(cleaned["pixel_error"], abs=5e-4)

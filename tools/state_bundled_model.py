@@ -141,6 +141,13 @@ def _run(args: argparse.Namespace) -> None:
         "variants": score_variants(args.name, images, labels, args.stems),
         **history,
     }
+    if args.cleanup_tuning:
+        # Chosen by tools/tune_postprocess.py on the selection block; reported on this model's report block.
+        tuning = json.loads(Path(args.cleanup_tuning).read_text())
+        if tuning["report_stems"] != args.stems:
+            raise ValueError(f"--cleanup-tuning reports on stems {tuning['report_stems']}, this model on {args.stems}")
+        stated["cleanup"] = {"settings": tuning["chosen"], "selected_on_stems": tuning["selection_stems"],
+                             "report": tuning["report"]}
     (MODELS_DIR / f"{args.name}.json").write_text(json.dumps(stated, indent=2) + "\n")
     print(f"wrote every variant of {args.name} and {MODELS_DIR / f'{args.name}.json'}")
 
@@ -160,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--selected-on", required=True,
                         help="the data that selected the model (best epoch, thresholds), in words, e.g. "
                              "'isbi2012-em slices 18-20'; stated in NAME.json next to the reported data")
+    parser.add_argument("--cleanup-tuning", default=None, metavar="JSON",
+                        help="binary models: the results of tools/tune_postprocess.py, stated as the model's "
+                             "recommended mask clean-up with its figures on the report stems")
     parser.add_argument("--images", required=True, help="validation images, relative to ../shared/data")
     parser.add_argument("--labels", required=True, help="validation labels, relative to ../shared/data")
     parser.add_argument("--stems", type=parse_stems, default=None, help="held-out stems, e.g. 20-23")
