@@ -3,8 +3,8 @@
 Two timings per CamVid val frame, interleaved in one run (the order flips every trial, so a change in the
 load of a shared machine hits both alike):
 
-* ``bare``: ``backend.infer`` on the frame's network input (1 x 3 x 192 x 256, prepared beforehand by the
-  same kernels);
+* ``bare``: ``backend.infer`` on the frame's network input (1 x 3 x H x W at the model's working size,
+  prepared beforehand by the same kernels);
 * ``segment``: ``Segmenter.segment`` from the uint8 BGR frame to the mask at 480x360 (check, working-size
   resize, extract, network, fused bilinear finish).
 
@@ -103,7 +103,7 @@ def benchmark(model: str, images: Path, frames: int, trials: int, threads: int) 
         raise ValueError(f"frames, trials and threads must be at least 1, got {frames}, {trials}, {threads}")
     pictures = read_frames(images, frames)
     load_before = machine_description()["load_average"]
-    with Segmenter(model, backend="onnxruntime", device="cpu", threads=threads) as segmenter:
+    with Segmenter(model, backend="onnxruntime", precision="fp32", device="cpu", threads=threads) as segmenter:
         batches = [network_input([frame], segmenter.info) for frame in pictures]
         for frame, batch in zip(pictures, batches):  # warm-up: sessions, buffers, caches
             segmenter.backend.infer(batch)
@@ -129,6 +129,7 @@ def benchmark(model: str, images: Path, frames: int, trials: int, threads: int) 
         "backend": "onnxruntime (CPU, FP32)",
         "threads": threads,
         "frame_hw": list(FRAME_HW),
+        "network_input_hw": [int(v) for v in batches[0].shape[2:]],
         "working_size": list(work) if work is not None else None,
         "frames": frames,
         "trials": trials,
@@ -159,6 +160,7 @@ def markdown(result: dict[str, Any]) -> str:
     machine = result["machine"]
     bare, segment, finish = result["bare_ms"], result["segment_ms"], result["finish_ms"]
     stages = ", ".join(f"{k} {v:.2f} ms" for k, v in result["segment_stages_ms"].items())
+    network_h, network_w = result["network_input_hw"]
     return "\n".join([
         "# Segmenter overhead over the bare network (CPU)",
         "",
@@ -168,14 +170,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores; load average (1, 5, 15 min) "
         f"before {_load(machine['load_average_before'])}, after {_load(machine['load_average'])}.",
         f"Model `{result['model']}` on {result['backend']}, {result['threads']} threads; {result['frames']} CamVid "
-        f"val frames at 480x360, network input 192x256, {result['trials']} interleaved trials.",
+        f"val frames at 480x360, network input {network_h}x{network_w} (HxW), {result['trials']} interleaved trials.",
         "",
         "| measurement | median ms | p90 ms | trial spread |",
         "| --- | --- | --- | --- |",
         f"| bare `backend.infer` | {bare['median']:.2f} | {bare['p90']:.2f} | {bare['spread_pct']:.1f}% |",
         f"| `Segmenter.segment` (uint8 frame to 480x360 mask) | {segment['median']:.2f} | {segment['p90']:.2f} | "
         f"{segment['spread_pct']:.1f}% |",
-        f"| fused finish alone ({result['finish_classes']} classes, 256x192 to 480x360) | {finish['median']:.2f} | "
+        f"| fused finish alone ({result['finish_classes']} classes, {network_w}x{network_h} to 480x360) | "
+        f"{finish['median']:.2f} | "
         f"{finish['p90']:.2f} | {finish['spread_pct']:.1f}% |",
         "",
         f"Overhead: **{result['overhead_ms']:.2f} ms = {result['overhead_pct']:.1f}%** of the bare network "

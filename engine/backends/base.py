@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..bundled import PRECISION_SUFFIXES
 from ..geometry import check_input_size, output_margin
 from ..model_info import ModelInfo
 
@@ -54,6 +55,19 @@ def check_batch(batch: np.ndarray, info: ModelInfo) -> np.ndarray:
     if batch.dtype not in (np.float32, np.float16):
         raise ValueError(f"batch dtype must be float32, got {batch.dtype}")
     return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+def onnx_file_precision(path: Path) -> str:
+    """The precision of an .onnx model by the name ``unet-export`` gives each variant: 'int8', 'fp16' or 'fp32'.
+
+    Example:
+        >>> onnx_file_precision(Path("camvid.int8.onnx"))
+        'int8'
+    """
+    for precision, suffix in PRECISION_SUFFIXES.items():
+        if precision != "fp32" and path.name.endswith(suffix):
+            return precision
+    return "fp32"
 
 
 def invalid_model_file(path: str | Path, expected: str, problem: str) -> ValueError:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..model_info import METADATA_KEY, ModelInfo
-from .base import check_batch, invalid_model_file, network_output_shape
+from .base import check_batch, invalid_model_file, network_output_shape, onnx_file_precision
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -152,7 +152,7 @@ class OnnxRuntimeBackend:
         self.threads = threads
         self.path = path
         # unet-export --fp16 names its FP16 graph NAME.fp16.onnx; its inputs and outputs stay FP32.
-        self.precision = "fp16" if path.name.endswith(".fp16.onnx") else "fp32"
+        self.precision = onnx_file_precision(path)
         self._cuda_context: Any = None
         self._stream: Any = None
         self._input = self._session.get_inputs()[0].name

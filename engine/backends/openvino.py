@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..model_info import METADATA_KEY, ModelInfo
-from .base import check_batch
+from .base import check_batch, onnx_file_precision
 
 MISSING_OPENVINO = "backend 'openvino' needs OpenVINO: pip install 'unetrt[openvino]' (or pip install openvino)"
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
@@ -152,7 +152,9 @@ class OpenVinoBackend:
                              "outputs; a unetrt U-Net has one of each")
         self.device = "cpu"
         self.threads = threads
-        self.precision = precision
+        # What runs: an INT8 file stays INT8 whatever the hint; otherwise the hint decides FP32 or BF16.
+        file_precision = onnx_file_precision(path)
+        self.precision = file_precision if file_precision != "fp32" else precision
         self._config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": "1",

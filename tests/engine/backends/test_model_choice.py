@@ -67,3 +67,14 @@ def test_a_path_runs_at_its_own_precision(tiny_model_files: dict[str, Path]) -> 
 def test_precision_variants_share_their_model_name() -> None:
     assert not any("." in name for name in bundled_model_names())
     assert backends.resolve_model("camvid", "onnxruntime", "fp32")[0].name == "camvid.onnx"
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_backends_report_the_precision_of_the_file_they_run(backend: str) -> None:
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    from unetrt.backends import open_backend
+
+    for precision in ("int8", "fp16", "fp32"):
+        with open_backend("camvid", backend, device="cpu", precision=precision) as net:
+            assert net.precision == precision, (backend, precision)
