@@ -132,13 +132,14 @@ def test_uint16_and_float_frames_agree_with_the_uint8_frame(tiny_model_files: di
 
 
 def test_bundled_model_uint16_frame_agrees_through_the_working_size(shared_data: Path) -> None:
-    """camvid resizes 480x360 to 256x192 first: a 16-bit copy of a val frame still gives the 8-bit frame's mask."""
+    """camvid resizes 480x360 to its working size first: a 16-bit copy of a val frame gives the 8-bit frame's mask."""
     import cv2
 
     from unetrt.datasets import list_images
 
     frame = cv2.imread(str(list_images(shared_data / "camvid" / "val")[0]))
-    with Segmenter("camvid") as seg:
+    # FP32: INT8 turns the last-bit differences of a 16-bit resize into a few more flipped pixels.
+    with Segmenter("camvid", precision="fp32") as seg:
         reference = seg.segment(frame).mask
         deep = seg.segment(frame.astype(np.uint16) * 257).mask
         unit = seg.segment(frame.astype(np.float32) / 255).mask
