@@ -31,6 +31,34 @@ def strided_images(draw: st.DrawFn) -> np.ndarray:
 
 
 @st.composite
+def extract_cases(draw: st.DrawFn) -> dict:
+    """An image (:func:`strided_images`), an output dtype and the keyword arguments of an extract call.
+
+    Origins may lie far outside the image (padding wider than the image); every tile still touches it.
+    """
+    image = draw(strided_images())
+    height, width = image.shape[:2]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    th, tw = draw(st.integers(1, 24)), draw(st.integers(1, 24))
+    oy, ox = draw(st.integers(-(th - 1), height - 1)), draw(st.integers(-(tw - 1), width - 1))
+    sy, sx = draw(st.integers(1, 30)), draw(st.integers(1, 30))
+    rows = draw(st.integers(1, (height - 1 - oy) // sy + 1))
+    cols = draw(st.integers(1, (width - 1 - ox) // sx + 1))
+    first = draw(st.integers(0, rows * cols - 1))
+    count = draw(st.integers(1, rows * cols - first))
+    return {
+        "image": image,
+        "out_shape": (count, channels, th, tw),
+        "dtype": draw(st.sampled_from([np.float32, np.float16])),
+        "kwargs": {"origin": (oy, ox), "step": (sy, sx), "grid": (rows, cols), "first": first,
+                   "swap_rb": channels >= 3 and draw(st.booleans()),
+                   "scale": draw(st.sampled_from([1.0, 1.0 / 255.0, 1.0 / 65535.0, 3e-4])),
+                   "mean": draw(st.lists(st.floats(-2, 2), min_size=channels, max_size=channels)),
+                   "std": draw(st.lists(st.floats(0.01, 3), min_size=channels, max_size=channels))},
+    }
+
+
+@st.composite
 def stitch_cases(draw: st.DrawFn) -> dict:
     height, width = draw(st.integers(1, 40)), draw(st.integers(1, 40))
     th, tw = draw(st.integers(1, 16)), draw(st.integers(1, 16))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_cases import finish_cases, stitch_cases, strided_images
+from kernel_cases import extract_cases, finish_cases, stitch_cases
 
 from unetrt import _tiling, _tiling_emu
 
@@ -38,24 +38,10 @@ def written_once(*arrays: np.ndarray) -> bool:
 
 
 @SETTINGS
-@given(image=strided_images(), data=st.data())
-def test_extract_emulated_equals_cpu(image: np.ndarray, data: st.DataObject) -> None:
-    height, width = image.shape[:2]
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    th, tw = data.draw(st.integers(1, 24)), data.draw(st.integers(1, 24))
-    oy, ox = data.draw(st.integers(-(th - 1), height - 1)), data.draw(st.integers(-(tw - 1), width - 1))
-    sy, sx = data.draw(st.integers(1, 30)), data.draw(st.integers(1, 30))
-    rows = data.draw(st.integers(1, (height - 1 - oy) // sy + 1))
-    cols = data.draw(st.integers(1, (width - 1 - ox) // sx + 1))
-    first = data.draw(st.integers(0, rows * cols - 1))
-    count = data.draw(st.integers(1, rows * cols - first))
-    dtype = data.draw(st.sampled_from([np.float32, np.float16]))
-    kwargs = {"origin": (oy, ox), "step": (sy, sx), "grid": (rows, cols), "first": first,
-              "swap_rb": channels >= 3 and data.draw(st.booleans()),
-              "scale": data.draw(st.sampled_from([1.0, 1.0 / 255.0, 1.0 / 65535.0])),
-              "mean": data.draw(st.lists(st.floats(-2, 2), min_size=channels, max_size=channels)),
-              "std": data.draw(st.lists(st.floats(0.01, 3), min_size=channels, max_size=channels))}
-    cpu = np.full((count, channels, th, tw), 7, dtype)
+@given(case=extract_cases())
+def test_extract_emulated_equals_cpu(case: dict) -> None:
+    image, kwargs = case["image"], case["kwargs"]
+    cpu = np.full(case["out_shape"], 7, case["dtype"])
     emulated = cpu.copy()
     _tiling.extract_tiles(image, cpu, **kwargs)
     _tiling_emu.record_writes([emulated])

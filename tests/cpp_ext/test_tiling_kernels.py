@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_cases import stitch_cases, strided_images
+from kernel_cases import extract_cases, stitch_cases
 from tiling_reference import extract_reference, finish_reference, stitch_reference
 
 from unetrt import _tiling
@@ -15,30 +15,16 @@ SETTINGS = settings(max_examples=80, deadline=None, derandomize=True)
 
 
 @SETTINGS
-@given(image=strided_images(), data=st.data())
-def test_extract_equals_reference(image: np.ndarray, data: st.DataObject) -> None:
-    height, width = image.shape[:2]
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    th, tw = data.draw(st.integers(1, 24)), data.draw(st.integers(1, 24))
-    # Origins may lie far outside the image (padding wider than the image); every tile must still touch it.
-    oy, ox = data.draw(st.integers(-(th - 1), height - 1)), data.draw(st.integers(-(tw - 1), width - 1))
-    sy, sx = data.draw(st.integers(1, 30)), data.draw(st.integers(1, 30))
-    rows = data.draw(st.integers(1, (height - 1 - oy) // sy + 1))
-    cols = data.draw(st.integers(1, (width - 1 - ox) // sx + 1))
-    first = data.draw(st.integers(0, rows * cols - 1))
-    count = data.draw(st.integers(1, rows * cols - first))
-    dtype = data.draw(st.sampled_from([np.float32, np.float16]))
-    swap_rb = channels >= 3 and data.draw(st.booleans())
-    scale = data.draw(st.sampled_from([1.0, 1.0 / 255.0, 1.0 / 65535.0, 3e-4]))
-    mean = data.draw(st.lists(st.floats(-2, 2), min_size=channels, max_size=channels))
-    std = data.draw(st.lists(st.floats(0.01, 3), min_size=channels, max_size=channels))
-    threads = data.draw(st.sampled_from([0, 1, 3]))
-    out = np.full((count, channels, th, tw), 7, dtype)
-    result = _tiling.extract_tiles(image, out, origin=(oy, ox), step=(sy, sx), grid=(rows, cols), first=first,
-                                   swap_rb=swap_rb, scale=scale, mean=mean, std=std, threads=threads)
+@given(case=extract_cases(), threads=st.sampled_from([0, 1, 3]))
+def test_extract_equals_reference(case: dict, threads: int) -> None:
+    image, kwargs = case["image"], case["kwargs"]
+    count, _, th, tw = case["out_shape"]
+    out = np.full(case["out_shape"], 7, case["dtype"])
+    result = _tiling.extract_tiles(image, out, **kwargs, threads=threads)
     assert result is out
-    expected = extract_reference(image, (th, tw), count, (oy, ox), (sy, sx), (rows, cols), first, swap_rb,
-                                 scale, mean, std, dtype)
+    expected = extract_reference(image, (th, tw), count, kwargs["origin"], kwargs["step"], kwargs["grid"],
+                                 kwargs["first"], kwargs["swap_rb"], kwargs["scale"], kwargs["mean"], kwargs["std"],
+                                 case["dtype"])
     assert np.array_equal(out.view(np.uint8), expected.view(np.uint8)), "not bit-identical"
 
 
