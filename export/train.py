@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import math
@@ -189,8 +190,6 @@ class WeightAverage:
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"--ema must be in [0, 1), got {decay}")
-        import copy
-
         self.decay = decay
         self.model = copy.deepcopy(model).eval()
         for parameter in self.model.parameters():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,3 +75,23 @@ def count_video_frames(path: Path) -> int:
         count += 1
     capture.release()
     return count
+
+
+def signal_once_writing(child: subprocess.Popen[str], out: Path, sig: int, wait_s: float, settle_s: float,
+                        exit_s: float) -> tuple[str, str]:
+    """Send ``sig`` to a running ``unet-stream`` once its output file has data; return its stdout and stderr.
+
+    Waits up to ``wait_s`` for the first bytes of ``out``, lets it run ``settle_s`` more, then gives it ``exit_s``
+    to finish; the child is killed if it is still running after that.
+    """
+    try:
+        deadline = time.monotonic() + wait_s
+        while not (out.exists() and out.stat().st_size > 0) and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(settle_s)
+        assert child.poll() is None, child.communicate()
+        child.send_signal(sig)
+        return child.communicate(timeout=exit_s)
+    finally:
+        if child.poll() is None:
+            child.kill()

@@ -5,12 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import pytest
-from stream_helpers import count_video_frames, write_video
+from stream_helpers import count_video_frames, signal_once_writing, write_video
 
 from unetrt.bundled import bundled_model_names
 from unetrt.stream.cli import main
@@ -87,17 +86,7 @@ def test_ctrl_c_finishes_the_video_and_prints_the_summary(tmp_path: Path, tiny_m
                "--model", str(tiny_model_files["onnx"]), "--threads", "1", "--max-fps", "50", "--stats", str(stats)]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        deadline = time.monotonic() + 60
-        while not (out.exists() and out.stat().st_size > 0) and child.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)
-        assert child.poll() is None, child.communicate()
-        child.send_signal(signal.SIGINT)
-        stdout, stderr = child.communicate(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    stdout, stderr = signal_once_writing(child, out, signal.SIGINT, wait_s=60, settle_s=0.5, exit_s=30)
     assert child.returncode == 130, stderr
     assert "processed" in stdout and "interrupted" in stderr
     written = json.loads(stats.read_text())["written"]

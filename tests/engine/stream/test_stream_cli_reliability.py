@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stream_helpers import count_video_frames, write_video
+from stream_helpers import count_video_frames, signal_once_writing, write_video
 
 from unetrt.stream.cli import main
 
@@ -38,16 +38,7 @@ def test_sigterm_finishes_the_video_and_prints_the_summary(tmp_path: Path, tiny_
     command = _stream_command(str(video), str(out), "--loop", "-1", "--model", str(tiny_model_files["onnx"]),
                               "--threads", "1", "--max-fps", "50", "--stats", str(stats))
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env())
-    try:
-        deadline = time.monotonic() + 120
-        while not (out.exists() and out.stat().st_size > 0) and child.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert child.poll() is None, child.communicate()
-        child.send_signal(signal.SIGTERM)
-        stdout, stderr = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    stdout, stderr = signal_once_writing(child, out, signal.SIGTERM, wait_s=120, settle_s=0.0, exit_s=60)
     assert child.returncode == 143, stderr
     assert "processed" in stdout and stderr.strip().splitlines()[-1] == "terminated"
     written = json.loads(stats.read_text())["written"]
