@@ -37,6 +37,7 @@ from tqdm import tqdm
 from unetrt.backends import SUFFIX_BACKEND
 from unetrt.bundled import bundled_model_path
 from unetrt.cli import USAGE_ERROR, HelpFormatter, parse_size, run_cli
+from unetrt.cpu import usable_cores
 from unetrt.geometry import plan_padding
 from unetrt.model_info import ModelInfo
 
@@ -47,7 +48,6 @@ from .stats import (
     peak_rss_bytes,
     reset_peak_rss,
     summarize,
-    usable_cores,
 )
 from .variants import BASELINE, Runner, Variant, Workload, all_variants, open_runner, release
 

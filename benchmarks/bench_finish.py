@@ -33,8 +33,9 @@ import numpy as np
 
 from unetrt import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
 from unetrt.benchmarks.bench_tiling import cpu_timer, time_interleaved
-from unetrt.benchmarks.stats import machine_description, usable_cores
+from unetrt.benchmarks.stats import machine_description
 from unetrt.cli import parse_size, run_cli
+from unetrt.cpu import usable_cores
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_MS = 2.0

@@ -35,8 +35,9 @@ import numpy as np
 from tqdm import tqdm
 
 from unetrt import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
-from unetrt.benchmarks.stats import LatencyStats, machine_description, summarize, usable_cores
+from unetrt.benchmarks.stats import LatencyStats, machine_description, summarize
 from unetrt.cli import run_cli
+from unetrt.cpu import usable_cores
 from unetrt.tiling import TileGrid, plan_tiles
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

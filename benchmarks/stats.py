@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from unetrt.cpu import usable_cores
+
 PROC_STATUS = Path("/proc/self/status")
 PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 CPUINFO = Path("/proc/cpuinfo")
@@ -142,14 +144,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, not the host's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def load_average() -> tuple[float, float, float] | None:

@@ -10,7 +10,6 @@ Only these thin calls differ, so the CPU tests exercise the orchestration the GP
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol, TypeVar
@@ -19,6 +18,7 @@ import cv2
 import numpy as np
 
 from . import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
+from .cpu import usable_cores
 from .tiling import shift_tile_output
 
 BufferT = TypeVar("BufferT")
@@ -173,7 +173,7 @@ class HostDevice:
         self.predictor = predictor
         self.input_dtype = np.dtype(input_dtype)
         self.threads = threads
-        self._cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self._cores = usable_cores()
 
     def threads_for(self, elements: int) -> int:
         """Kernel threads for a call that writes ``elements`` values.

@@ -73,6 +73,9 @@ class Segmenter:
             (hole filling or seeded watershed, :class:`unetrt.postprocess.BinaryCleanup`; runs on the CPU).
         precision: 'auto' (a bundled name: the fastest installed engine and precision that keeps the
             accuracy), 'fp32', 'fp16', 'int8', or 'bf16' (OpenVINO); see :func:`unetrt.backends.choose_model`.
+        warm_up: for a model with a working size (every frame reaches the network at one shape), run a blank
+            frame through the whole path now, so the first real frame does not pay for the engine's
+            compilation of that shape (OpenVINO compiles on a shape's first run: about 0.3 s for ``camvid``).
         **backend_options: passed to the backend (e.g. ``threads=2``).
 
     Raises:
@@ -88,7 +91,7 @@ class Segmenter:
     def __init__(self, model: str | Path = "camvid", backend: str = "auto", device: str = "auto",
                  probabilities: bool = False, tile: int | tuple[int, int] | None = None, overlap: int | None = None,
                  blend: str = "gaussian", device_path: str = "auto", cleanup: BinaryCleanup | None = None,
-                 precision: str = "auto", **backend_options: Any) -> None:
+                 precision: str = "auto", warm_up: bool = True, **backend_options: Any) -> None:
         if blend not in BLEND_MODES:
             raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
         if overlap is not None and overlap < 0:
@@ -118,6 +121,13 @@ class Segmenter:
         self._path: FramePath[Any] = FramePath(self.device, self.info, blend)
         self._closed = False
         self._palette = palette_bgr(self.info.colors, self.info.binary)
+        if warm_up and self.info.working_size is not None and tile is None:
+            width, height = self.info.working_size
+            try:
+                self.segment(np.zeros((height, width, 3), np.uint8))
+            except BaseException:
+                self.close()
+                raise
 
     def _open_device(self, device_path: str) -> Device[Any]:
         backend = self.backend

@@ -182,7 +182,7 @@ def distance_weight_map(
         mask: HxW 0/1 mask (binary) or class ids.
         binary: binary foreground/background mask; the border term goes on background pixels.
         num_classes: K for the class balance (binary: 2).
-        w0: border weight.
+        w0: border weight; 0 leaves the class balance ``w_c`` alone (no border term).
         sigma: border width in pixels.
         ignore_index: class id that weighs 0 and forms no object.
         class_weights: fixed per-class ``w_c`` values (default: balanced from this mask).
@@ -192,7 +192,7 @@ def distance_weight_map(
         HxW float32, 0 on ignored pixels.
 
     Raises:
-        ValueError: on a non-2-D mask or a non-positive ``sigma``/``w0``/``tolerance``.
+        ValueError: on a non-2-D mask, a negative ``w0`` or a non-positive ``sigma``/``tolerance``.
 
     Example:
         >>> mask = np.array([[1, 1, 0, 1, 1]])
@@ -200,11 +200,13 @@ def distance_weight_map(
         >>> round(float(w[0, 2]), 3)  # the gap: w_c 2.5 plus 10 exp(-4/50)
         11.731
     """
-    if sigma <= 0 or w0 <= 0 or tolerance <= 0:
-        raise ValueError(f"sigma, w0 and tolerance must be positive, got {sigma}, {w0}, {tolerance}")
+    if sigma <= 0 or w0 < 0 or tolerance <= 0:
+        raise ValueError(f"sigma and tolerance must be positive and w0 at least 0, got {sigma}, {tolerance}, {w0}")
     mask = _check_mask(mask)
     labels = (mask != 0).astype(np.uint8) if binary else mask
     weights = class_balance_map(labels, 2 if binary else num_classes, None if binary else ignore_index, class_weights)
+    if w0 == 0:
+        return weights
     objects = label_objects(labels, binary, ignore_index)
     reach = sigma * math.sqrt(2.0 * math.log(max(w0 / tolerance, 1.0 + 1e-9)))
     d1, d2 = nearest_object_distances(objects, reach)

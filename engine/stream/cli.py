@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "keeps the accuracy; bf16 is OpenVINO's hint)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=None,
-                        help="CPU inference threads (ONNX Runtime, OpenVINO, torch)")
+                        help="CPU inference threads per worker (ONNX Runtime, OpenVINO, torch)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="segmenters running side by side (default: one per CPU core, at most 4, for CPU "
+                             "inference, sharing the cores; one on a GPU)")
     parser.add_argument("--visualize", default="overlay", help="overlay, mask or overlay,mask (side by side)")
     parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay, 0..1")
     parser.add_argument("--input-width", type=int, default=None, help="resize frames (and ask cameras) to this width")
@@ -168,7 +171,8 @@ def _run_stream(args: argparse.Namespace, sigterm: StopOnSigterm) -> bool:
                         draw_stats=args.draw_stats, legend=args.legend, input_flip=args.input_flip,
                         input_size=_input_size(args), max_fps=args.max_fps, loop=args.loop,
                         max_frames=args.max_frames, max_reconnects=args.max_reconnects, wait=args.wait,
-                        open_timeout=args.open_timeout, segmenter_options=_segmenter_options(args))
+                        open_timeout=args.open_timeout, segmenter_options=_segmenter_options(args),
+                        workers=args.workers)
         sigterm.stop = stream.stop
         with stream, tqdm(total=_expected_frames(stream, args), unit="frame", disable=None,
                           desc="unet-stream") as progress:

@@ -1,4 +1,9 @@
-"""``Stream``: capture, inference and writing as three overlapping stages with bounded latency."""
+"""``Stream``: capture, inference and writing as overlapping stages with bounded latency.
+
+Capture fills a hand-off (the newest frame for live sources, a bounded queue for stored
+ones); one or more inference workers take frames from it, each with its own segmenter;
+results leave in capture order, to the caller's loop and to a writer thread.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from .capture import (
     EndOfStream,
     FrameQueue,
     Handoff,
+    HandoffItem,
     LatestFrameSlot,
     open_when_up,
 )
@@ -34,6 +40,7 @@ from .sinks import DEFAULT_OUTPUT_FPS, FrameSink, open_sink
 from .sources import FrameSource, SourceLike, open_source
 from .stats import StreamStats, describe_runtime
 from .uri import SinkSpec, parse_sink
+from .workers import open_segmenters
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +64,8 @@ class StreamResult:
     """One segmented frame.
 
     Attributes:
-        index: the frame's position among all frames the source delivered (gaps: dropped frames).
+        index: the frame's position among all frames the source delivered (gaps: dropped frames);
+            results come in increasing index order whatever the number of workers.
         frame: the frame as captured (after any input resize).
         mask: HxW uint8 class ids at the frame's size.
         segmentation: the segmenter's full result (probabilities when asked for, timings).
@@ -81,22 +89,26 @@ class StreamResult:
 
 _WRITER_DONE = object()
 
+# What a worker hands the consuming thread for one taken item, in take order.
+WorkerOutcome = StreamResult | EndOfStream | BaseException
+
 
 class Stream:
     """Segments frames from a camera, stream, file, folder or Python iterable, live.
 
     Capture runs in its own thread; for live sources only the newest frame is kept
     (stale ones are dropped and counted), so latency stays bounded when inference is
-    slower than the camera; stored sources lose no frame. Results come out of
-    iteration (and go to ``callback``) while a writer thread renders and writes them
-    to ``output`` through a bounded queue.
+    slower than the camera; stored sources lose no frame. Inference workers (one per
+    CPU core by default, one on a GPU) segment frames side by side, each with its own
+    segmenter. Results come out of iteration in capture order (and go to ``callback``)
+    while a writer thread renders and writes them to ``output`` through a bounded queue.
 
     Args:
         source: a URI ('0', '/dev/video0', 'csi://0', 'rtsp://...', a video, a folder, a glob,
             'sample'), a camera index, a :class:`FrameSource`, an iterable of frames or a function
             returning one.
         segmenter: a :class:`unetrt.segmenter.Segmenter` (or anything with ``segment``/``colorize``),
-            or a model path or bundled name to open one (then the stream closes it).
+            or a model path or bundled name to open one per worker (then the stream closes them).
         output: None, 'display://0', a .mp4/.avi path, an image folder or pattern, or a :class:`FrameSink`.
         live: override whether stale frames may be dropped (default: cameras and streams yes,
             files, folders and Python iterables no).
@@ -122,10 +134,14 @@ class Stream:
         open_timeout: seconds a network stream may take to open, or to deliver a frame, before the attempt
             counts as failed (None: FFmpeg's default, 30 s).
         segmenter_options: keyword arguments for :class:`~unetrt.segmenter.Segmenter` when ``segmenter``
-            is a model name or path (e.g. ``{"backend": "onnxruntime", "threads": 2}``).
+            is a model name or path (e.g. ``{"backend": "onnxruntime", "threads": 2}``); without
+            ``threads`` the CPU cores are shared out among the workers.
+        workers: segmenters running side by side when ``segmenter`` is a model name or path (None: one per
+            CPU core, at most 4, for CPU inference; one on a GPU). A segmenter object runs alone.
 
     Raises:
-        ValueError: on a bad option, source or output; FileNotFoundError when a path does not exist.
+        ValueError: on a bad option, source or output, or ``workers`` above 1 with a segmenter object or a
+            GPU model; FileNotFoundError when a path does not exist.
 
     Example:
         >>> with Stream("/dev/video0", "camvid") as stream:  # doctest: +SKIP
@@ -142,7 +158,7 @@ class Stream:
                  output_fps: float | None = None, queue_size: int = 2,
                  reconnect_delay: tuple[float, float] = (0.5, 8.0), max_reconnects: int | None = None,
                  wait: float | None = None, open_timeout: float | None = None,
-                 segmenter_options: dict[str, Any] | None = None) -> None:
+                 segmenter_options: dict[str, Any] | None = None, workers: int | None = None) -> None:
         _check_options(alpha, max_fps, loop, max_frames, queue_size, reconnect_delay, input_size, output_fps)
         if wait is not None and wait < 0:
             raise ValueError(f"wait must be >= 0 seconds (or None: as long as max_reconnects allows), got {wait}")
@@ -169,11 +185,13 @@ class Stream:
         self._output_fps = output_fps
         self._owns_segmenter = isinstance(segmenter, str | Path)
         if isinstance(segmenter, str | Path):
-            from ..segmenter import Segmenter
-
-            self.segmenter: FrameSegmenter = Segmenter(segmenter, **(segmenter_options or {}))
+            self.segmenters: list[FrameSegmenter] = open_segmenters(segmenter, segmenter_options or {}, workers)
         else:
-            self.segmenter = segmenter
+            if workers not in (None, 1):
+                raise ValueError(f"workers={workers} needs one segmenter per worker, which the stream opens from a "
+                                 "model name or path: pass the model rather than a segmenter object")
+            self.segmenters = [segmenter]
+        self.segmenter: FrameSegmenter = self.segmenters[0]
         self._legend = _legend_entries(self.segmenter) if legend else None
         self.stats = StreamStats()
         self.sink: FrameSink | None = None
@@ -183,6 +201,13 @@ class Stream:
         self._writer: threading.Thread | None = None
         self._writer_queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self._writer_error: BaseException | None = None
+        self._workers: list[threading.Thread] = []
+        self._take_lock = threading.Lock()
+        self._taken = 0
+        self._source_ended = False
+        self._next_due = 0.0
+        self._outcomes: dict[int, WorkerOutcome] = {}
+        self._outcome_ready = threading.Condition()
         self._state = "new"
 
     def start(self) -> Stream:
@@ -248,34 +273,102 @@ class Stream:
         self._raise_writer_error()
 
     def _results(self) -> Iterator[StreamResult]:
-        assert self._handoff is not None
-        next_due = time.perf_counter()
-        produced = 0
-        while not self._stop.is_set():
-            self._raise_writer_error()
-            if self.max_frames is not None and produced >= self.max_frames:
+        self._next_due = time.perf_counter()
+        self._workers = [threading.Thread(target=self._work, args=(segmenter,), name=f"unetrt-infer-{i}", daemon=True)
+                         for i, segmenter in enumerate(self.segmenters)]
+        for worker in self._workers:
+            worker.start()
+        sequence = 0
+        while True:
+            outcome = self._next_outcome(sequence)
+            if outcome is None:
                 return
-            if self.max_fps is not None:
-                wait = next_due - time.perf_counter()
-                if wait > 0 and self._stop.wait(wait):
-                    return
-                next_due = max(next_due + 1.0 / self.max_fps, time.perf_counter())
-            try:
-                item = self._handoff.get(POLL_S)
-            except queue.Empty:
-                continue
-            if isinstance(item, EndOfStream):
-                if item.error is not None:
-                    raise item.error
+            sequence += 1
+            if isinstance(outcome, EndOfStream):
+                if outcome.error is not None:
+                    raise outcome.error
                 return
-            assert isinstance(item, CapturedFrame)
-            result = self._segment(item)
-            produced += 1
+            if isinstance(outcome, BaseException):
+                raise outcome
+            self.stats.mark_result()
+            outcome.fps = self.stats.live_fps()
             if self._writer is not None:
-                self._send_to_writer(result)
+                self._send_to_writer(outcome)
             if self.callback is not None:
-                self.callback(result)
-            yield result
+                self.callback(outcome)
+            yield outcome
+
+    def _next_outcome(self, sequence: int) -> WorkerOutcome | None:
+        """The outcome of the ``sequence``-th taken item, waiting for it (None once the stream is stopped)."""
+        while True:
+            self._raise_writer_error()
+            with self._outcome_ready:
+                if sequence in self._outcomes:
+                    outcome = self._outcomes.pop(sequence)
+                    self._outcome_ready.notify_all()
+                    return outcome
+                if self._stop.is_set():
+                    return None
+                self._outcome_ready.wait(POLL_S)
+
+    def _work(self, segmenter: FrameSegmenter) -> None:
+        """One inference worker: take the next item, segment it, hand the outcome over in take order."""
+        while True:
+            with self._outcome_ready:
+                # Run at most one result per worker ahead of the consumer, so a slow loop body holds frames
+                # back in the hand-off (where a live source replaces them) rather than piling up results.
+                while len(self._outcomes) >= len(self.segmenters) and not self._stop.is_set():
+                    self._outcome_ready.wait(POLL_S)
+            taken = self._take()
+            if taken is None:
+                return
+            sequence, item = taken
+            outcome: WorkerOutcome
+            if isinstance(item, CapturedFrame):
+                try:
+                    outcome = self._segment(item, segmenter)
+                except Exception as exc:  # raised in the consuming thread, at this frame's turn
+                    outcome = exc
+            else:
+                outcome = item
+            with self._outcome_ready:
+                self._outcomes[sequence] = outcome
+                self._outcome_ready.notify_all()
+            if not isinstance(outcome, StreamResult):
+                return
+
+    def _take(self) -> tuple[int, HandoffItem] | None:
+        """The next frame (or the end) with its take-order number; None when this worker should stop."""
+        with self._take_lock:
+            while not self._stop.is_set() and not self._source_ended:
+                if self.max_frames is not None and self._taken >= self.max_frames:
+                    return self._end_taking(EndOfStream())
+                if self.max_fps is not None:
+                    wait = self._next_due - time.perf_counter()
+                    if wait > 0 and self._stop.wait(wait):
+                        return None
+                    self._next_due = max(self._next_due + 1.0 / self.max_fps, time.perf_counter())
+                try:
+                    item = self._handoff_item()
+                except queue.Empty:
+                    continue
+                if isinstance(item, EndOfStream):
+                    return self._end_taking(item)
+                sequence, self._taken = self._taken, self._taken + 1
+                return sequence, item
+            return None
+
+    def _handoff_item(self) -> HandoffItem:
+        assert self._handoff is not None
+        item = self._handoff.get(POLL_S)
+        assert isinstance(item, CapturedFrame | EndOfStream)
+        return item
+
+    def _end_taking(self, end: EndOfStream) -> tuple[int, HandoffItem]:
+        """Called with the take lock held: ``end`` is the last item any worker takes."""
+        self._source_ended = True
+        sequence, self._taken = self._taken, self._taken + 1
+        return sequence, end
 
     def run(self) -> dict[str, Any]:
         """Consume the whole stream (results go to ``callback`` and the output) and close it.
@@ -288,10 +381,10 @@ class Stream:
                 pass
         return self.summary()
 
-    def _segment(self, item: CapturedFrame) -> StreamResult:
+    def _segment(self, item: CapturedFrame, segmenter: FrameSegmenter) -> StreamResult:
         taken_at = time.perf_counter()
         image = flip_frame(item.image, self.input_flip)
-        segmentation = self.segmenter.segment(image)
+        segmentation = segmenter.segment(image)
         done_at = time.perf_counter()
         latency = (done_at - item.captured_at) * 1e3
         self.stats.add("queue_wait", (taken_at - item.captured_at) * 1e3)
@@ -302,9 +395,8 @@ class Stream:
                 timings[stage] = segmentation.timings_ms[stage]
                 self.stats.add(stage, timings[stage])
         self.stats.add("latency", latency)
-        self.stats.mark_result()
         return StreamResult(item.index, image, segmentation.mask, segmentation, item.captured_at,
-                            item.wall_time, latency, timings, self.stats.live_fps())
+                            item.wall_time, latency, timings)
 
     def render(self, result: StreamResult) -> np.ndarray:
         """The picture the output gets for a result: the chosen panels, with FPS and latency drawn on."""
@@ -372,6 +464,9 @@ class Stream:
             return
         self._state = "finished"
         self._stop.set()
+        for worker in self._workers:
+            # A worker ends within a poll interval, or after the frame it is segmenting.
+            worker.join()
         if self._capture is not None:
             self._capture.join(JOIN_TIMEOUT_S)
             if self._capture.is_alive():
@@ -382,24 +477,26 @@ class Stream:
             self._writer.join()
 
     def close(self) -> None:
-        """Stop, flush the output, release the source and (if the stream opened it) the segmenter."""
+        """Stop, flush the output, release the source and (if the stream opened them) the segmenters."""
         self._shutdown()
         if self._state == "new":
             self._state = "finished"
         if self._owns_segmenter:
-            close = getattr(self.segmenter, "close", None)
-            if close is not None:
-                close()
+            for segmenter in self.segmenters:
+                close = getattr(segmenter, "close", None)
+                if close is not None:
+                    close()
 
     def summary(self) -> dict[str, Any]:
-        """What ran (backend, precision, model, device, threads), counters, FPS and latencies (JSON-ready).
+        """What ran (backend, precision, model, device, threads, workers), counters, FPS and latencies (JSON-ready).
 
         Latencies: p50/p95/p99 per stage, end to end, in the hand-off queue and in processing;
         ``output_codec`` names a video's codec.
         """
         return {"source": self.source.name, "output": self.sink.name if self.sink else None,
                 "output_codec": getattr(self.sink, "codec", None), "live": self.source.live,
-                "runtime": describe_runtime(self.segmenter), **self.stats.summary()}
+                "runtime": {**describe_runtime(self.segmenter), "workers": len(self.segmenters)},
+                **self.stats.summary()}
 
     def __enter__(self) -> Stream:
         return self

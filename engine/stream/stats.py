@@ -162,16 +162,19 @@ def describe_runtime(segmenter: object) -> dict[str, Any]:
 
 
 def describe_runtime_line(runtime: dict[str, Any]) -> str:
-    """One line for the summary table, e.g. ``model m.onnx on onnxruntime, fp32, cpu, 2 threads``.
+    """One line for the summary table, e.g. ``model m.onnx on onnxruntime, fp32, cpu, 2 workers x 1 thread``.
 
     Example:
         >>> describe_runtime_line({"backend": "torch", "precision": "fp32", "model": "a.pt", "device": "cpu",
-        ...                        "threads": 1})
-        'model a.pt on torch, fp32, cpu, 1 thread'
+        ...                        "threads": 1, "workers": 2})
+        'model a.pt on torch, fp32, cpu, 2 workers x 1 thread'
     """
     parts = [f"on {runtime.get('backend')}"]
     parts += [str(runtime[key]) for key in ("precision", "device") if runtime.get(key)]
     threads = runtime.get("threads")
     if threads is not None:
         parts.append(f"{threads} thread{'' if threads == 1 else 's'}")
+    workers = runtime.get("workers")
+    if workers is not None and workers > 1:
+        parts[-1] = f"{workers} workers x {parts[-1]}" if threads is not None else f"{workers} workers"
     return f"model {runtime.get('model') or 'unknown'} " + ", ".join(parts)

@@ -77,6 +77,27 @@ def test_working_size_resizes_and_restores(tiny_model_files: dict[str, Path], tm
     assert result.mask.shape == (120, 160) and result.probabilities.shape == (3, 120, 160)
 
 
+def test_warm_up_runs_the_working_size_shape_at_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    from conftest import tiny_info
+
+    from unetrt.backends.onnxruntime import OnnxRuntimeBackend
+    from unetrt.export.checkpoint import build_model
+    from unetrt.export.onnx_export import export_onnx
+
+    info = tiny_info(working_size=(32, 24))
+    torch.manual_seed(0)
+    path = export_onnx(build_model(info), info, tmp_path / "w.onnx")
+    calls: list[tuple[int, ...]] = []
+    original = OnnxRuntimeBackend.infer
+    monkeypatch.setattr(OnnxRuntimeBackend, "infer",
+                        lambda self, batch: calls.append(batch.shape) or original(self, batch))
+    with Segmenter(path):
+        assert calls == [(1, 3, 24, 32)]  # the one shape every frame reaches the network at
+    with Segmenter(path, warm_up=False):
+        assert calls == [(1, 3, 24, 32)]
+
+
 def test_gray_frames_for_color_model(tiny_model_files: dict[str, Path]) -> None:
     frame = np.full((16, 16), 128, np.uint8)
     with Segmenter(tiny_model_files["onnx"]) as seg:

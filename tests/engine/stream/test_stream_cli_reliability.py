@@ -144,17 +144,18 @@ def test_summary_says_what_ran_and_splits_queue_wait_from_processing(
     video = write_video(tmp_path / "in.mp4", 6)
     stats = tmp_path / "stats.json"
     assert main([str(video), "--headless", "--model", str(tiny_model_files["onnx"]), "--threads", "1",
-                 "--stats", str(stats)]) == 0
+                 "--workers", "2", "--stats", str(stats)]) == 0
     summary = json.loads(stats.read_text())
     assert summary["runtime"] == {"backend": "onnxruntime", "precision": "fp32",
-                                  "model": str(tiny_model_files["onnx"]), "device": "cpu", "threads": 1}
+                                  "model": str(tiny_model_files["onnx"]), "device": "cpu", "threads": 1,
+                                  "workers": 2}
     for name in ("latency_ms", "queue_wait_ms", "processing_ms"):
         assert summary[name]["count"] == 6, name
     # End to end is the wait in the read-ahead queue plus the processing, frame by frame, so also in the mean.
     assert summary["latency_ms"]["mean"] == pytest.approx(
         summary["queue_wait_ms"]["mean"] + summary["processing_ms"]["mean"], abs=0.01)
     printed = capsys.readouterr().out
-    assert f"model {tiny_model_files['onnx']} on onnxruntime, fp32, cpu, 1 thread" in printed
+    assert f"model {tiny_model_files['onnx']} on onnxruntime, fp32, cpu, 2 workers x 1 thread" in printed
     assert "queue_wait" in printed and "processing" in printed
 
 

@@ -1,0 +1,216 @@
+"""The main job as users run it, ``unet-stream sample OUT.mp4 --model camvid``, against other ways of running it.
+
+Every way is a whole ``unet-stream`` process (model loading, decoding the bundled clip,
+segmenting, drawing, encoding the video), timed by the summary it writes with ``--stats``:
+frames per second overall (first frame read to last result, warm-up included) and steady
+(first result to last). Repeats are interleaved (way 1, way 2, ..., way 1 again) so a change
+in the machine's load hits every way alike; medians are reported, with the ratio of each way
+to the baseline (the first ``--way`` given, else ONNX Runtime FP32 on one worker).
+
+Built-in ways, all with this checkout's ``unet-stream``:
+
+* ``default``: the main job exactly (the fastest installed CPU engine and precision, one
+  inference worker per core);
+* ``default, one worker``: the same on one worker with the engine's own threading;
+* ``onnxruntime fp32, one worker``: the FP32 model on ONNX Runtime, the main job's path before
+  the INT8 and worker work.
+
+``--way "NAME=EXECUTABLE"`` adds another ``unet-stream`` (another checkout's, such as a previous
+release's) that gets the same input, output and model arguments.
+
+Usage::
+
+    python -m unetrt.benchmarks.bench_main_job --repeats 5 \\
+        --way "previous release=/path/to/old/.venv/bin/unet-stream"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from unetrt import __version__
+from unetrt.benchmarks.stats import machine_description
+from unetrt.cli import run_cli
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RUN_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Way:
+    """One way of running the main job: a ``unet-stream`` executable and the options it adds."""
+
+    name: str
+    executable: str
+    options: tuple[str, ...] = ()
+
+    def command(self, model: str, output: Path, stats: Path) -> list[str]:
+        """The command line of one run."""
+        return [self.executable, "sample", str(output), "--model", model, *self.options, "--stats", str(stats)]
+
+
+def this_checkouts_stream() -> str:
+    """The ``unet-stream`` installed beside this interpreter.
+
+    Raises:
+        ValueError: when it is not there (unetrt not installed into this environment).
+    """
+    executable = Path(sys.executable).parent / "unet-stream"
+    if not executable.is_file():
+        raise ValueError(f"no unet-stream beside {sys.executable}; install unetrt into this environment "
+                         "(scripts/setup_venv.sh) and run the benchmark with its python")
+    return str(executable)
+
+
+def parse_way(text: str) -> Way:
+    """``NAME=EXECUTABLE`` -> a :class:`Way`.
+
+    Raises:
+        ValueError: when the text has no '=' or the executable does not exist.
+
+    Example:
+        >>> parse_way("old=/bin/true").name
+        'old'
+    """
+    name, sep, executable = text.partition("=")
+    if not sep or not name or not executable:
+        raise ValueError(f"--way takes NAME=EXECUTABLE (a unet-stream of another checkout), got {text!r}")
+    if not Path(executable).is_file():
+        raise ValueError(f"--way {name!r}: {executable!r} does not exist")
+    return Way(name, executable)
+
+
+def built_in_ways() -> list[Way]:
+    """The ways of this checkout (module docstring)."""
+    stream = this_checkouts_stream()
+    return [
+        Way("default", stream),
+        Way("default, one worker", stream, ("--workers", "1")),
+        Way("onnxruntime fp32, one worker", stream, ("--backend", "onnxruntime", "--precision", "fp32",
+                                                     "--workers", "1")),
+    ]
+
+
+def run_once(way: Way, model: str, folder: Path) -> dict[str, Any]:
+    """Run one way once; returns its ``--stats`` summary.
+
+    Raises:
+        RuntimeError: when the run fails (its stderr's last lines are in the message).
+    """
+    stats = folder / "stats.json"
+    stats.unlink(missing_ok=True)
+    done = subprocess.run(way.command(model, folder / "out.mp4", stats), capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S, check=False)
+    if done.returncode != 0 or not stats.is_file():
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        raise RuntimeError(f"{way.name!r} failed (exit {done.returncode}): {tail}")
+    summary: dict[str, Any] = json.loads(stats.read_text())
+    return summary
+
+
+def benchmark(ways: Sequence[Way], model: str, repeats: int) -> dict[str, Any]:
+    """Interleaved repeats of every way; returns the JSON-ready result (first way = baseline).
+
+    Raises:
+        ValueError: on fewer than 1 repeat or no ways; RuntimeError when a run fails.
+    """
+    if repeats < 1 or not ways:
+        raise ValueError(f"need at least 1 repeat and 1 way, got {repeats} and {len(ways)}")
+    load_before = machine_description()["load_average"]
+    summaries: dict[str, list[dict[str, Any]]] = {way.name: [] for way in ways}
+    with tempfile.TemporaryDirectory() as tmp, tqdm(total=repeats * len(ways), desc="bench_main_job",
+                                                    unit="run") as progress:
+        for _ in range(repeats):
+            for way in ways:
+                summaries[way.name].append(run_once(way, model, Path(tmp)))
+                progress.update()
+    baseline = ways[0].name
+    rows = []
+    for way in ways:
+        runs = summaries[way.name]
+        fps = [float(s["fps"]) for s in runs]
+        steady = [float(s["steady_fps"]) for s in runs]
+        rows.append({"way": way.name, "command": " ".join(way.command(model, Path("OUT.mp4"), Path("S.json"))),
+                     "runtime": runs[-1].get("runtime"), "codec": runs[-1].get("output_codec"),
+                     "frames": runs[-1]["processed"], "fps": statistics.median(fps), "fps_trials": fps,
+                     "steady_fps": statistics.median(steady), "steady_fps_trials": steady})
+    base = next(row for row in rows if row["way"] == baseline)
+    for row in rows:
+        row["x_baseline"] = row["fps"] / base["fps"]
+        row["x_baseline_steady"] = row["steady_fps"] / base["steady_fps"]
+    return {"benchmark": "bench_main_job", "unetrt": __version__, "machine": machine_description(),
+            "load_average_before": load_before, "model": model, "repeats": repeats, "baseline": baseline,
+            "rows": rows}
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    """The result as a Markdown report."""
+    machine = result["machine"]
+    load = ", ".join(f"{v:.2f}" for v in result["load_average_before"] or ())
+    load_after = ", ".join(f"{v:.2f}" for v in machine["load_average"] or ())
+    lines = [
+        "# The main job, back to back with other ways of running it",
+        "",
+        f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores; load average (1, 5, 15 min) "
+        f"{load} before, {load_after} after. unetrt {result['unetrt']}; model `{result['model']}`; the bundled "
+        f"clip through a whole `unet-stream` process per run; {result['repeats']} interleaved repeats, medians. "
+        "Overall: first frame read to last result (model compilation on the first frame included); "
+        "steady: first result to last.",
+        "",
+        f"| way | what ran | frames | FPS overall | × {result['baseline']} | FPS steady | × {result['baseline']} "
+        "(steady) | overall trials |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in result["rows"]:
+        runtime = row["runtime"] or {}
+        ran = (f"{runtime.get('backend')} {runtime.get('precision')}, {runtime.get('workers', 1)} worker(s) x "
+               f"{runtime.get('threads')} threads, {row['codec']}")
+        trials = ", ".join(f"{v:.1f}" for v in row["fps_trials"])
+        lines.append(f"| {row['way']} | {ran} | {row['frames']} | {row['fps']:.1f} | {row['x_baseline']:.2f}× | "
+                     f"{row['steady_fps']:.1f} | {row['x_baseline_steady']:.2f}× | {trials} |")
+    lines += ["", "Commands:", ""] + [f"- {row['way']}: `{row['command']}`" for row in result["rows"]] + [""]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and write ``<results-dir>/<name>.json`` and ``.md``; 0 on success, 2 on bad input."""
+    parser = argparse.ArgumentParser(description="The main job (unet-stream sample OUT --model camvid), timed "
+                                                 "back to back with other ways of running it.")
+    parser.add_argument("--way", action="append", default=[], metavar="NAME=EXECUTABLE",
+                        help="another unet-stream to time (the first one given is the baseline)")
+    parser.add_argument("--model", default="camvid", help="model file or bundled name")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--name", default="main_job_cpu", help="result file name without suffix")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+
+    def action() -> None:
+        args = parser.parse_args(argv)
+        if args.repeats < 1:
+            raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+        ways = [parse_way(text) for text in args.way]
+        built_in = built_in_ways()
+        if not ways:
+            built_in = [built_in[-1], *built_in[:-1]]  # ONNX Runtime FP32 first: the baseline
+        result = benchmark([*ways, *built_in], args.model, args.repeats)
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        (args.results_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        markdown = to_markdown(result)
+        (args.results_dir / f"{args.name}.md").write_text(markdown)
+        print(markdown)
+
+    return run_cli(action)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

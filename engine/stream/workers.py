@@ -1,0 +1,88 @@
+"""How many segmenters a stream runs side by side, and opening them.
+
+On a CPU, one network run spread over every core leaves cores idle at each layer's
+barrier, while one run per core keeps them all busy: on this project's 2-core machines
+two single-threaded OpenVINO INT8 segmenters segment about 1.8x the frames per second
+of one two-threaded one (``benchmarks/results/stream_workers_cpu.md``). A GPU keeps
+one segmenter busy on its own, so there the stream runs one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .. import cpu
+
+MAX_AUTO_WORKERS = 4
+
+
+def auto_worker_count(cores: int, threads: int | None) -> int:
+    """Workers for CPU inference: one per ``threads`` cores, or one per core up to ``MAX_AUTO_WORKERS``.
+
+    Args:
+        cores: usable CPU cores.
+        threads: inference threads per worker the caller asked for (None: not asked).
+
+    Example:
+        >>> auto_worker_count(2, None), auto_worker_count(16, None), auto_worker_count(8, 4)
+        (2, 4, 2)
+    """
+    if threads is not None:
+        return max(1, cores // threads)
+    return max(1, min(MAX_AUTO_WORKERS, cores))
+
+
+def open_segmenters(model: str | Path, options: dict[str, Any], workers: int | None) -> list[Any]:
+    """Open the segmenters of a stream's inference workers, all alike.
+
+    Args:
+        model: a model path or bundled name.
+        options: keyword arguments of :class:`unetrt.segmenter.Segmenter` (``threads`` among them or not).
+        workers: how many (None: one per core for CPU inference, see :func:`auto_worker_count`; one on a GPU).
+
+    Returns:
+        The segmenters; without ``threads`` in ``options`` the cores are shared out among them.
+
+    Raises:
+        ValueError: when ``workers`` is below 1, or above 1 for a model that runs on a GPU; as
+            :class:`~unetrt.segmenter.Segmenter` otherwise.
+
+    Example:
+        >>> segmenters = open_segmenters("camvid", {}, 2)  # doctest: +SKIP
+        >>> [s.backend.threads for s in segmenters]  # doctest: +SKIP
+        [1, 1]
+    """
+    from ..segmenter import Segmenter
+
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1 (or None: one per CPU core), got {workers}")
+    first = Segmenter(model, **options)
+    if workers == 1:
+        return [first]
+    device = getattr(first.backend, "device", "cpu")
+    if device != "cpu":
+        if workers is None:
+            return [first]
+        first.close()
+        raise ValueError(f"workers={workers} shares CPU cores among segmenters, but {str(model)!r} runs on "
+                         f"{device}, which one worker keeps busy: use workers=1 (--workers 1)")
+    cores = cpu.usable_cores()
+    threads = options.get("threads")
+    count = workers if workers is not None else auto_worker_count(cores, threads)
+    if count == 1:
+        return [first]
+    segmenters = [first]
+    if threads is None:
+        # The first one holds every core's threads; open them all again with an equal share.
+        first.close()
+        options = {**options, "threads": max(1, cores // count)}
+        segmenters = []
+    try:
+        while len(segmenters) < count:
+            segmenters.append(Segmenter(model, **options))
+    except BaseException:
+        for segmenter in segmenters:
+            segmenter.close()
+        raise
+    return segmenters
