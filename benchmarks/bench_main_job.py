@@ -16,7 +16,9 @@ Built-in ways, all with this checkout's ``unet-stream``:
   the INT8 and worker work.
 
 ``--way "NAME=EXECUTABLE"`` adds another ``unet-stream`` (another checkout's, such as a previous
-release's) that gets the same input, output and model arguments.
+release's) that gets the same input, output and model arguments. ``--hide-ffmpeg`` runs every way
+with the folders that hold an ``ffmpeg`` command left out of ``PATH``, as on a machine without it:
+the .mp4 is then MPEG-4 Part 2 for every way (a release before H.264 output always wrote that).
 
 Usage::
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -55,9 +58,11 @@ class Way:
     executable: str
     options: tuple[str, ...] = ()
 
-    def command(self, model: str, output: Path, stats: Path) -> list[str]:
-        """The command line of one run."""
-        return [self.executable, "sample", str(output), "--model", model, *self.options, "--stats", str(stats)]
+    def command(self, model: str, output: Path, stats: Path, max_frames: int | None = None) -> list[str]:
+        """The command line of one run (``max_frames``: stop after that many frames, for a quick check)."""
+        limit = ["--max-frames", str(max_frames)] if max_frames is not None else []
+        return [self.executable, "sample", str(output), "--model", model, *self.options, *limit,
+                "--stats", str(stats)]
 
 
 def this_checkouts_stream() -> str:
@@ -102,7 +107,19 @@ def built_in_ways() -> list[Way]:
     ]
 
 
-def run_once(way: Way, model: str, folder: Path) -> dict[str, Any]:
+def path_without_ffmpeg(path: str) -> str:
+    """``path`` (a ``PATH`` value) without the folders that hold an ``ffmpeg`` command.
+
+    Example:
+        >>> path_without_ffmpeg("/nonexistent/a:/nonexistent/b")
+        '/nonexistent/a:/nonexistent/b'
+    """
+    return os.pathsep.join(folder for folder in path.split(os.pathsep)
+                           if folder and not (Path(folder) / "ffmpeg").exists())
+
+
+def run_once(way: Way, model: str, folder: Path, hide_ffmpeg: bool = False,
+             max_frames: int | None = None) -> dict[str, Any]:
     """Run one way once; returns its ``--stats`` summary.
 
     Raises:
@@ -110,8 +127,11 @@ def run_once(way: Way, model: str, folder: Path) -> dict[str, Any]:
     """
     stats = folder / "stats.json"
     stats.unlink(missing_ok=True)
-    done = subprocess.run(way.command(model, folder / "out.mp4", stats), capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT_S, check=False)
+    env = dict(os.environ)
+    if hide_ffmpeg:
+        env["PATH"] = path_without_ffmpeg(env.get("PATH", ""))
+    done = subprocess.run(way.command(model, folder / "out.mp4", stats, max_frames), capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S, check=False, env=env)
     if done.returncode != 0 or not stats.is_file():
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])
         raise RuntimeError(f"{way.name!r} failed (exit {done.returncode}): {tail}")
@@ -119,7 +139,8 @@ def run_once(way: Way, model: str, folder: Path) -> dict[str, Any]:
     return summary
 
 
-def benchmark(ways: Sequence[Way], model: str, repeats: int) -> dict[str, Any]:
+def benchmark(ways: Sequence[Way], model: str, repeats: int, hide_ffmpeg: bool = False,
+              max_frames: int | None = None) -> dict[str, Any]:
     """Interleaved repeats of every way; returns the JSON-ready result (first way = baseline).
 
     Raises:
@@ -133,7 +154,7 @@ def benchmark(ways: Sequence[Way], model: str, repeats: int) -> dict[str, Any]:
                                                     unit="run") as progress:
         for _ in range(repeats):
             for way in ways:
-                summaries[way.name].append(run_once(way, model, Path(tmp)))
+                summaries[way.name].append(run_once(way, model, Path(tmp), hide_ffmpeg, max_frames))
                 progress.update()
     baseline = ways[0].name
     rows = []
@@ -141,7 +162,8 @@ def benchmark(ways: Sequence[Way], model: str, repeats: int) -> dict[str, Any]:
         runs = summaries[way.name]
         fps = [float(s["fps"]) for s in runs]
         steady = [float(s["steady_fps"]) for s in runs]
-        rows.append({"way": way.name, "command": " ".join(way.command(model, Path("OUT.mp4"), Path("S.json"))),
+        command = " ".join(way.command(model, Path("OUT.mp4"), Path("S.json"), max_frames))
+        rows.append({"way": way.name, "command": command,
                      "runtime": runs[-1].get("runtime"), "codec": runs[-1].get("output_codec"),
                      "frames": runs[-1]["processed"], "fps": statistics.median(fps), "fps_trials": fps,
                      "steady_fps": statistics.median(steady), "steady_fps_trials": steady})
@@ -151,6 +173,7 @@ def benchmark(ways: Sequence[Way], model: str, repeats: int) -> dict[str, Any]:
         row["x_baseline_steady"] = row["steady_fps"] / base["steady_fps"]
     return {"benchmark": "bench_main_job", "unetrt": __version__, "machine": machine_description(),
             "load_average_before": load_before, "model": model, "repeats": repeats, "baseline": baseline,
+            "ffmpeg_hidden": hide_ffmpeg,
             "rows": rows}
 
 
@@ -166,7 +189,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"{load} before, {load_after} after. unetrt {result['unetrt']}; model `{result['model']}`; the bundled "
         f"clip through a whole `unet-stream` process per run; {result['repeats']} interleaved repeats, medians. "
         "Overall: first frame read to last result (model compilation on the first frame included); "
-        "steady: first result to last.",
+        "steady: first result to last."
+        + (" `ffmpeg` was hidden from every run (no H.264 encoder: .mp4 files are MPEG-4 Part 2)."
+           if result.get("ffmpeg_hidden") else ""),
         "",
         f"| way | what ran | frames | FPS overall | × {result['baseline']} | FPS steady | × {result['baseline']} "
         "(steady) | overall trials |",
@@ -191,6 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="another unet-stream to time (the first one given is the baseline)")
     parser.add_argument("--model", default="camvid", help="model file or bundled name")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--max-frames", type=int, default=None,
+                        help="stop every run after this many frames (a quick check; default: the whole clip)")
+    parser.add_argument("--hide-ffmpeg", action="store_true",
+                        help="leave the folders holding ffmpeg out of PATH, as on a machine without it")
     parser.add_argument("--name", default="main_job_cpu", help="result file name without suffix")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
 
@@ -198,11 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.repeats < 1:
             raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+        if args.max_frames is not None and args.max_frames < 1:
+            raise ValueError(f"--max-frames must be at least 1, got {args.max_frames}")
         ways = [parse_way(text) for text in args.way]
         built_in = built_in_ways()
         if not ways:
             built_in = [built_in[-1], *built_in[:-1]]  # ONNX Runtime FP32 first: the baseline
-        result = benchmark([*ways, *built_in], args.model, args.repeats)
+        result = benchmark([*ways, *built_in], args.model, args.repeats, args.hide_ffmpeg, args.max_frames)
         args.results_dir.mkdir(parents=True, exist_ok=True)
         (args.results_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
         markdown = to_markdown(result)

@@ -70,6 +70,16 @@ def test_multiclass_border_on_both_sides_and_ignored_pixels_weigh_zero() -> None
     assert w[5, 0] < w[5, 3] < w[5, 4]
 
 
+def test_w0_zero_leaves_the_class_balance_alone() -> None:
+    mask = np.zeros((10, 10), dtype=np.uint8)
+    mask[:, 5:] = 1
+    mask[0, 0] = 9
+    balance = np.array([0.5, 3.0])
+    w = distance_weight_map(mask, binary=False, num_classes=2, ignore_index=9, class_weights=balance, w0=0.0)
+    np.testing.assert_array_equal(w, class_balance_map(mask, 2, 9, balance))
+    assert w[5, 4] == 0.5 and w[5, 5] == 3.0 and w[0, 0] == 0.0
+
+
 def test_size_weights_small_objects_heavier_background_fixed() -> None:
     mask = np.zeros((20, 20), dtype=np.uint8)
     mask[0:2, 0:2] = 1  # area 4
@@ -87,6 +97,8 @@ def test_bad_arguments_raise() -> None:
         distance_weight_map(np.ones(5), binary=True)
     with pytest.raises(ValueError, match="sigma"):
         distance_weight_map(np.ones((3, 3)), binary=True, sigma=0)
+    with pytest.raises(ValueError, match="w0 at least 0"):
+        distance_weight_map(np.ones((3, 3)), binary=True, w0=-1.0)
     with pytest.raises(ValueError, match="unknown weight map kind"):
         precompute_weight_maps([np.ones((3, 3))], "nope", binary=True)
 
