@@ -199,8 +199,11 @@ def to_markdown(result: dict[str, Any]) -> str:
     ]
     for row in result["rows"]:
         runtime = row["runtime"] or {}
-        ran = (f"{runtime.get('backend')} {runtime.get('precision')}, {runtime.get('workers', 1)} worker(s) x "
-               f"{runtime.get('threads')} threads, {row['codec']}")
+        if runtime.get("backend"):
+            ran = (f"{runtime['backend']} {runtime.get('precision')}, {runtime.get('workers', 1)} worker(s) x "
+                   f"{runtime.get('threads')} threads, {row['codec']}")
+        else:
+            ran = "not in its summary (a version before the runtime line)"
         trials = ", ".join(f"{v:.1f}" for v in row["fps_trials"])
         lines.append(f"| {row['way']} | {ran} | {row['frames']} | {row['fps']:.1f} | {row['x_baseline']:.2f}× | "
                      f"{row['steady_fps']:.1f} | {row['x_baseline_steady']:.2f}× | {trials} |")

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -74,6 +75,32 @@ def test_odd_sized_frames_make_a_playable_h264_file(tmp_path: Path) -> None:
         encoder.write(np.full((47, 65, 3), shade * 50, np.uint8))
     encoder.release()
     assert _probe_codec(tmp_path / "odd.mp4") == "h264"
+
+
+def test_h264_keeps_the_colours_and_pads_odd_sides(tmp_path: Path) -> None:
+    ffmpeg = encoders.ffmpeg_with_libx264()
+    if ffmpeg is None:
+        pytest.skip("needs ffmpeg with libx264")
+    colours = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (40, 120, 200)]  # BGR
+    encoder = encoders.FfmpegH264Encoder(ffmpeg, tmp_path / "colours.mp4", 10.0, (65, 47))
+    for colour in colours:
+        encoder.write(np.full((47, 65, 3), colour, np.uint8))
+    encoder.release()
+    capture = cv2.VideoCapture(str(tmp_path / "colours.mp4"))
+    decoded = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        decoded.append(frame)
+    assert len(decoded) == len(colours)
+    for colour, frame in zip(colours, decoded, strict=True):
+        assert frame.shape == (48, 66, 3)
+        inside = frame[8:40, 8:56].reshape(-1, 3).mean(axis=0)
+        assert np.abs(inside - np.array(colour)).max() < 8, (colour, inside)
+        # The padding is black in luma; its chroma is shared with the last real row and column (4:2:0).
+        luma = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV)[..., 0]
+        assert luma[47, 8:56].max() < luma[46, 8:56].min() or luma[46, 8:56].max() < 40
 
 
 def test_avi_is_motion_jpeg(tmp_path: Path) -> None:
