@@ -80,9 +80,9 @@ def _matmul_onnx(size: int, quantized: bool) -> bytes:
 
 
 def _openvino_rate(size: int, threads: int, quantized: bool, hint: str, warmup: int, trials: int) -> float:
-    import openvino as ov
+    from unetrt.backends.openvino import shared_core
 
-    core = ov.Core()
+    core = shared_core()
     model = core.read_model(_matmul_onnx(size, quantized), b"")
     compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint,
                                                  "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False})

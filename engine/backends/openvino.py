@@ -52,14 +52,37 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+_core_lock = threading.Lock()
+_core: Any = None
+
+
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``, made on first use.
+
+    One Core serves every backend: each Core's CPU plugin puts an alternate signal stack (sized for AMX
+    state) on the thread that first compiles with it and puts the previous one back when it goes. Two
+    Cores alive on one thread and released in the order they were made leave that thread's signal stack
+    pointing at freed memory, and the next Ctrl-C or SIGTERM delivered there kills the process with a
+    segmentation fault. A Core that lives as long as the process never does that.
+
+    Raises:
+        ImportError: without OpenVINO.
+    """
+    global _core
+    ov = require_openvino()
+    with _core_lock:
+        if _core is None:
+            _core = ov.Core()
+        return _core
+
+
 def cpu_has_bf16() -> bool:
     """Whether OpenVINO's CPU plugin runs BF16 natively on this CPU.
 
     Raises:
         ImportError: without OpenVINO.
     """
-    ov = require_openvino()
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "BF16" in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def _read_model(core: Any, path: Path) -> Any:
@@ -100,7 +123,7 @@ def write_ir(onnx_path: str | Path, xml_path: str | Path) -> Path:
     onnx_path, xml_path = Path(onnx_path), Path(xml_path)
     if xml_path.suffix not in IR_SUFFIXES:
         raise ValueError(f"an OpenVINO IR file ends in .xml, got {str(xml_path)!r}")
-    model = _read_model(ov.Core(), onnx_path)
+    model = _read_model(shared_core(), onnx_path)
     info = read_model_info(model, onnx_path)
     model.set_rt_info(info.to_json(), [METADATA_KEY])
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
@@ -132,7 +155,7 @@ class OpenVinoBackend:
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
                  precision: str = "fp32") -> None:
-        ov = require_openvino()
+        require_openvino()
         path = Path(path)
         if device not in ("auto", "cpu"):
             raise ValueError(f"backend 'openvino' runs on the CPU; device must be 'auto' or 'cpu', got {device!r}")
@@ -142,7 +165,7 @@ class OpenVinoBackend:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if not path.is_file():
             raise FileNotFoundError(f"model file {str(path)!r} does not exist")
-        self._core = ov.Core()
+        self._core = shared_core()
         if precision == "bf16" and "BF16" not in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise ValueError("precision 'bf16' asked, but this CPU has no native BF16; use precision 'fp32'")
         self._model = _read_model(self._core, path)

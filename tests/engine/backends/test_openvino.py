@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from unetrt.backends import open_backend
 from unetrt.backends.openvino import MISSING_OPENVINO, OpenVinoBackend, openvino_available
+from unetrt.bundled import bundled_model_path
 
 requires_openvino = pytest.mark.skipif(not openvino_available(), reason="needs openvino (pip install openvino)")
 
@@ -122,3 +124,29 @@ def test_closed_backend_and_bad_batch(tiny_model_files: dict[str, Path]) -> None
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         open_backend(tmp_path / "nothing.xml")
+
+
+@requires_openvino
+def test_backends_share_one_core_so_ctrl_c_after_closing_them_is_a_keyboard_interrupt() -> None:
+    # Two INT8 camvid backends alive on one thread, closed in the order they were opened, then Ctrl-C: on a CPU
+    # with AMX (where the CPU plugin sets up its alternate signal stack) a Core per backend left the thread's
+    # signal stack on freed memory, a segmentation fault.
+    model = bundled_model_path("camvid", ".int8.onnx")
+    script = f"""
+import gc, os, signal, time
+import numpy as np
+from unetrt.backends.openvino import OpenVinoBackend
+first, second = OpenVinoBackend({str(model)!r}), OpenVinoBackend({str(model)!r})
+first.infer(np.zeros((1, 3, 288, 384), np.float32))
+second.infer(np.zeros((1, 3, 288, 384), np.float32))
+first.close(); second.close()
+del first, second
+gc.collect()
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(5)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "interrupted", (done.returncode, done.stderr[-500:])
