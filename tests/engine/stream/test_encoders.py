@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -108,3 +109,16 @@ def test_avi_is_motion_jpeg(tmp_path: Path) -> None:
     sink.write(np.zeros((48, 64, 3), np.uint8))
     sink.close()
     assert sink.codec == encoders.MJPEG
+
+
+def test_the_encoder_runs_below_this_process_priority(tmp_path: Path) -> None:
+    ffmpeg = encoders.ffmpeg_with_libx264()
+    if ffmpeg is None or not hasattr(os, "getpriority"):
+        pytest.skip("needs ffmpeg with libx264 and POSIX priorities")
+    encoder = encoders.FfmpegH264Encoder(ffmpeg, tmp_path / "nice.mp4", 10.0, (64, 48))
+    try:
+        expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + encoders.ENCODER_NICENESS)
+        assert os.getpriority(os.PRIO_PROCESS, encoder._process.pid) == expected
+    finally:
+        encoder.write(np.zeros((48, 64, 3), np.uint8))
+        encoder.release()
