@@ -188,8 +188,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores; load average (1, 5, 15 min) "
         f"{load} before, {load_after} after. unetrt {result['unetrt']}; model `{result['model']}`; the bundled "
         f"clip through a whole `unet-stream` process per run; {result['repeats']} interleaved repeats, medians. "
-        "Overall: first frame read to last result (model compilation on the first frame included); "
-        "steady: first result to last."
+        "Overall: first frame read to last result; steady: first result to last. Loading the model (and the "
+        "warm-up run that compiles its engine) comes before the first frame and counts in neither."
         + (" `ffmpeg` was hidden from every run (no H.264 encoder: .mp4 files are MPEG-4 Part 2)."
            if result.get("ffmpeg_hidden") else ""),
         "",
