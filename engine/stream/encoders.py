@@ -159,7 +159,8 @@ def _lower_priority(pid: int) -> None:
     """Give the encoder process less CPU priority than this one (``ENCODER_NICENESS`` more).
 
     The encoder is the one stage whose delay no result waits for: at equal priority its threads preempt
-    the inference workers on a 2-core machine (main job: about 62 against 67 frames per second).
+    the inference workers on a 2-core machine (main job with a training run sharing the cores: 60-67
+    frames per second at equal priority, 65-70 with the encoder 10 below).
     """
     if not hasattr(os, "setpriority"):
         return

@@ -1,10 +1,11 @@
 """How many segmenters a stream runs side by side, and opening them.
 
 On a CPU, one network run spread over every core leaves cores idle at each layer's
-barrier, while one run per core keeps them all busy: on this project's 2-core machines
-two single-threaded OpenVINO INT8 segmenters segment about 1.8x the frames per second
-of one two-threaded one (``benchmarks/results/stream_workers_cpu.md``). A GPU keeps
-one segmenter busy on its own, so there the stream runs one.
+barrier, while one run per core keeps them all busy: on an idle 2-core Xeon the main job
+runs at 99.4 frames per second on two single-threaded OpenVINO INT8 segmenters against
+86.5 on one two-threaded one (``benchmarks/results/main_job_cpu_mpeg4.md``), and the gap
+grows when other processes share the cores, whose threads stall a layer's barrier. A GPU
+keeps one segmenter busy on its own, so there the stream runs one.
 """
 
 from __future__ import annotations
