@@ -43,12 +43,15 @@ class Fp16Agreement:
 
     Attributes:
         max_abs_logit_diff: largest absolute difference between the two graphs' logits.
+        max_abs_logit: largest absolute FP32 logit (FP16 rounds relative to magnitude, so the difference
+            is read against it).
         pixel_agreement: fraction of pixels whose predicted class (argmax, or logit > 0
             for a one-channel model) is the same in both.
         pixels: number of pixels compared.
     """
 
     max_abs_logit_diff: float
+    max_abs_logit: float
     pixel_agreement: float
     pixels: int
 
@@ -208,6 +211,7 @@ def compare_fp16(fp32_path: str | Path, fp16_path: str | Path, batch: np.ndarray
         same = reference.argmax(axis=1) == reduced.argmax(axis=1)
     return Fp16Agreement(
         max_abs_logit_diff=float(np.abs(reference - reduced).max()),
+        max_abs_logit=float(np.abs(reference).max()),
         pixel_agreement=float(same.mean()),
         pixels=int(same.size),
     )

@@ -224,7 +224,8 @@ def export_command(args: argparse.Namespace) -> None:
     if args.fp16:
         fp16_output = convert_file(output)
         agreement = compare_fp16(output, fp16_output, batch)
-        print(f"wrote {fp16_output}; on the same batch max |FP32 - FP16 logits|: {agreement.max_abs_logit_diff:.2e}, "
+        print(f"wrote {fp16_output}; on the same batch max |FP32 - FP16 logits|: {agreement.max_abs_logit_diff:.2e} "
+              f"(largest |FP32 logit| {agreement.max_abs_logit:.2f}), "
               f"classes agree on {100 * agreement.pixel_agreement:.2f}% of pixels")
         if not agreement.pixel_agreement >= FP16_MIN_AGREEMENT:
             raise ValueError(
