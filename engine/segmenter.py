@@ -121,10 +121,9 @@ class Segmenter:
         self._path: FramePath[Any] = FramePath(self.device, self.info, blend)
         self._closed = False
         self._palette = palette_bgr(self.info.colors, self.info.binary)
-        if warm_up and self.info.working_size is not None and tile is None:
-            width, height = self.info.working_size
+        if warm_up:
             try:
-                self.segment(np.zeros((height, width, 3), np.uint8))
+                self.warm_up()
             except BaseException:
                 self.close()
                 raise
@@ -140,6 +139,19 @@ class Segmenter:
         from .cuda_device import CudaDevice
 
         return CudaDevice(backend)
+
+    def warm_up(self) -> None:
+        """Run a blank frame through the whole path when every frame reaches the network at one shape.
+
+        That is a model with a working size and no fixed ``tile``; other models meet a shape per frame size,
+        and nothing is run.
+
+        Raises:
+            ValueError: after :meth:`close`.
+        """
+        if self.info.working_size is not None and self.tile is None:
+            width, height = self.info.working_size
+            self.segment(np.zeros((height, width, 3), np.uint8))
 
     def segment(self, frame: np.ndarray, probabilities: bool | None = None) -> SegmentationResult:
         """Segment one frame.

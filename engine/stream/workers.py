@@ -58,28 +58,31 @@ def open_segmenters(model: str | Path, options: dict[str, Any], workers: int | N
 
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1 (or None: one per CPU core), got {workers}")
-    first = Segmenter(model, **options)
-    if workers == 1:
-        return [first]
+    warm_up = options.get("warm_up", True)
+    # Opened cold: it tells the device, and may be opened again with fewer threads; warmed once it is kept.
+    first = Segmenter(model, **{**options, "warm_up": False})
     device = getattr(first.backend, "device", "cpu")
-    if device != "cpu":
-        if workers is None:
-            return [first]
+    threads = options.get("threads")
+    cores = cpu.usable_cores()
+    if workers is not None:
+        count = workers
+    elif device != "cpu":
+        count = 1
+    else:
+        count = auto_worker_count(cores, threads)
+    if count > 1 and device != "cpu":
         first.close()
         raise ValueError(f"workers={workers} shares CPU cores among segmenters, but {str(model)!r} runs on "
                          f"{device}, which one worker keeps busy: use workers=1 (--workers 1)")
-    cores = cpu.usable_cores()
-    threads = options.get("threads")
-    count = workers if workers is not None else auto_worker_count(cores, threads)
-    if count == 1:
-        return [first]
     segmenters = [first]
-    if threads is None:
+    if count > 1 and threads is None:
         # The first one holds every core's threads; open them all again with an equal share.
         first.close()
         options = {**options, "threads": max(1, cores // count)}
         segmenters = []
     try:
+        if segmenters and warm_up:
+            first.warm_up()
         while len(segmenters) < count:
             segmenters.append(Segmenter(model, **options))
     except BaseException:

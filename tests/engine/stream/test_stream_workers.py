@@ -104,6 +104,9 @@ def test_a_gpu_model_runs_one_worker(monkeypatch: pytest.MonkeyPatch) -> None:
             super().__init__()
             self.backend = type("Backend", (), {"device": "cuda"})()
 
+        def warm_up(self) -> None:
+            pass
+
     import unetrt.segmenter
 
     monkeypatch.setattr(unetrt.segmenter, "Segmenter", GpuSegmenter)
