@@ -20,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import sys
 import time
@@ -33,7 +32,7 @@ import numpy as np
 
 from unetrt import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
 from unetrt.benchmarks.bench_tiling import cpu_timer, time_interleaved
-from unetrt.benchmarks.stats import machine_description
+from unetrt.benchmarks.stats import machine_description, write_results
 from unetrt.cli import parse_size, run_cli
 from unetrt.cpu import usable_cores
 
@@ -85,11 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "fused_vs_opencv_numpy_agreement": agreement, "target_ms": TARGET_MS, "target_met": fused_ms <= TARGET_MS,
         "load_average_after": machine_description()["load_average"],
     }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    markdown = to_markdown(result)
-    (args.results_dir / f"{args.name}.md").write_text(markdown)
-    print(markdown)
+    write_results(args.results_dir, args.name, result, to_markdown(result))
     return result
 
 

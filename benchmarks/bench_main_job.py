@@ -2,9 +2,9 @@
 
 Every way is a whole ``unet-stream`` process (model loading, decoding the bundled clip,
 segmenting, drawing, encoding the video), timed by the summary it writes with ``--stats``:
-frames per second overall (first frame read to last result, warm-up included) and steady
-(first result to last). Repeats are interleaved (way 1, way 2, ..., way 1 again) so a change
-in the machine's load hits every way alike; medians are reported, with the ratio of each way
+frames per second overall (first frame read to last result) and steady (first result to last).
+Repeats are interleaved (way 1, way 2, ..., way 1 again) so a change in the machine's load hits
+every way alike; medians are reported, with the ratio of each way
 to the baseline (the first ``--way`` given, else ONNX Runtime FP32 on one worker).
 
 Built-in ways, all with this checkout's ``unet-stream``:
@@ -43,7 +43,7 @@ from typing import Any
 from tqdm import tqdm
 
 from unetrt import __version__
-from unetrt.benchmarks.stats import machine_description
+from unetrt.benchmarks.stats import machine_description, write_results
 from unetrt.cli import run_cli
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -156,7 +156,6 @@ def benchmark(ways: Sequence[Way], model: str, repeats: int, hide_ffmpeg: bool =
             for way in ways:
                 summaries[way.name].append(run_once(way, model, Path(tmp), hide_ffmpeg, max_frames))
                 progress.update()
-    baseline = ways[0].name
     rows = []
     for way in ways:
         runs = summaries[way.name]
@@ -167,12 +166,12 @@ def benchmark(ways: Sequence[Way], model: str, repeats: int, hide_ffmpeg: bool =
                      "runtime": runs[-1].get("runtime"), "codec": runs[-1].get("output_codec"),
                      "frames": runs[-1]["processed"], "fps": statistics.median(fps), "fps_trials": fps,
                      "steady_fps": statistics.median(steady), "steady_fps_trials": steady})
-    base = next(row for row in rows if row["way"] == baseline)
+    base = rows[0]
     for row in rows:
         row["x_baseline"] = row["fps"] / base["fps"]
         row["x_baseline_steady"] = row["steady_fps"] / base["steady_fps"]
     return {"benchmark": "bench_main_job", "unetrt": __version__, "machine": machine_description(),
-            "load_average_before": load_before, "model": model, "repeats": repeats, "baseline": baseline,
+            "load_average_before": load_before, "model": model, "repeats": repeats, "baseline": base["way"],
             "ffmpeg_hidden": hide_ffmpeg,
             "rows": rows}
 
@@ -237,11 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not ways:
             built_in = [built_in[-1], *built_in[:-1]]  # ONNX Runtime FP32 first: the baseline
         result = benchmark([*ways, *built_in], args.model, args.repeats, args.hide_ffmpeg, args.max_frames)
-        args.results_dir.mkdir(parents=True, exist_ok=True)
-        (args.results_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        markdown = to_markdown(result)
-        (args.results_dir / f"{args.name}.md").write_text(markdown)
-        print(markdown)
+        write_results(args.results_dir, args.name, result, to_markdown(result))
 
     return run_cli(action)
 

@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,7 @@ import onnxruntime
 from tqdm import tqdm
 
 from unetrt import __version__
-from unetrt.benchmarks.stats import machine_description
+from unetrt.benchmarks.stats import machine_description, write_results
 from unetrt.bundled import sample_clip
 from unetrt.cli import run_cli
 from unetrt.frame_path import network_input
@@ -218,11 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def action() -> None:
         result = benchmark(args.model, args.backend, args.threads, args.frames, args.repeats)
-        args.results_dir.mkdir(parents=True, exist_ok=True)
-        (args.results_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        markdown = to_markdown(result)
-        (args.results_dir / f"{args.name}.md").write_text(markdown)
-        print(markdown)
+        write_results(args.results_dir, args.name, result, to_markdown(result))
 
     return run_cli(action)
 

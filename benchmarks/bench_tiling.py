@@ -22,7 +22,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import sys
 import time
@@ -35,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from unetrt import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
-from unetrt.benchmarks.stats import LatencyStats, machine_description, summarize
+from unetrt.benchmarks.stats import LatencyStats, machine_description, summarize, write_results
 from unetrt.cli import run_cli
 from unetrt.cpu import usable_cores
 from unetrt.tiling import TileGrid, plan_tiles
@@ -248,12 +247,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "gpu": None if args.no_gpu else bench_gpu(frame, grid, args.trials, args.iterations),
     }
     result["machine_after"] = {"load_average": machine_description()["load_average"]}
-    args.results_dir.mkdir(parents=True, exist_ok=True)
     name = args.name or ("tiling_gpu" if result["gpu"] else "tiling_cpu")
-    (args.results_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    markdown = to_markdown(result)
-    (args.results_dir / f"{name}.md").write_text(markdown)
-    print(markdown)
+    write_results(args.results_dir, name, result, to_markdown(result))
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -164,3 +165,15 @@ def machine_description() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
+
+
+def write_results(folder: Path, name: str, result: dict[str, Any], markdown: str) -> None:
+    """Write a benchmark's ``NAME.json`` and ``NAME.md`` into ``folder`` (made if missing) and print the report.
+
+    Example:
+        >>> write_results(Path("benchmarks/results"), "finish_cpu", result, to_markdown(result))  # doctest: +SKIP
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (folder / f"{name}.md").write_text(markdown)
+    print(markdown)
