@@ -13,7 +13,9 @@ Built-in ways, all with this checkout's ``unet-stream``:
   inference worker per core);
 * ``default, one worker``: the same on one worker with the engine's own threading;
 * ``onnxruntime fp32, one worker``: the FP32 model on ONNX Runtime, the main job's path before
-  the INT8 and worker work.
+  the INT8 and worker work;
+* ``default at WxH`` for every ``--working-size WxH``: the main job with frames resized to that size
+  for the network in place of the model's own (what another working size costs or saves).
 
 ``--way "NAME=EXECUTABLE"`` adds another ``unet-stream`` (another checkout's, such as a previous
 release's) that gets the same input, output and model arguments. ``--hide-ffmpeg`` runs every way
@@ -44,7 +46,7 @@ from tqdm import tqdm
 
 from unetrt import __version__
 from unetrt.benchmarks.stats import machine_description, write_results
-from unetrt.cli import run_cli
+from unetrt.cli import parse_size, run_cli
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RUN_TIMEOUT_S = 600
@@ -96,12 +98,14 @@ def parse_way(text: str) -> Way:
     return Way(name, executable)
 
 
-def built_in_ways() -> list[Way]:
-    """The ways of this checkout (module docstring)."""
+def built_in_ways(working_sizes: Sequence[tuple[int, int]] = ()) -> list[Way]:
+    """The ways of this checkout (module docstring), ONNX Runtime FP32 last."""
     stream = this_checkouts_stream()
     return [
         Way("default", stream),
         Way("default, one worker", stream, ("--workers", "1")),
+        *(Way(f"default at {width}x{height}", stream, ("--working-size", f"{width}x{height}"))
+          for width, height in working_sizes),
         Way("onnxruntime fp32, one worker", stream, ("--backend", "onnxruntime", "--precision", "fp32",
                                                      "--workers", "1")),
     ]
@@ -201,6 +205,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         if runtime.get("backend"):
             ran = (f"{runtime['backend']} {runtime.get('precision')}, {runtime.get('workers', 1)} worker(s) x "
                    f"{runtime.get('threads')} threads, {row['codec']}")
+            if runtime.get("working_size"):
+                ran += f", working size {runtime['working_size']}"
         else:
             ran = "not in its summary (a version before the runtime line)"
         trials = ", ".join(f"{v:.1f}" for v in row["fps_trials"])
@@ -216,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  "back to back with other ways of running it.")
     parser.add_argument("--way", action="append", default=[], metavar="NAME=EXECUTABLE",
                         help="another unet-stream to time (the first one given is the baseline)")
+    parser.add_argument("--working-size", type=parse_size, action="append", default=[], metavar="WxH",
+                        help="also time the main job at this working size in place of the model's own")
     parser.add_argument("--model", default="camvid", help="model file or bundled name")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--max-frames", type=int, default=None,
@@ -232,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.max_frames is not None and args.max_frames < 1:
             raise ValueError(f"--max-frames must be at least 1, got {args.max_frames}")
         ways = [parse_way(text) for text in args.way]
-        built_in = built_in_ways()
+        built_in = built_in_ways(args.working_size)
         if not ways:
             built_in = [built_in[-1], *built_in[:-1]]  # ONNX Runtime FP32 first: the baseline
         result = benchmark([*ways, *built_in], args.model, args.repeats, args.hide_ffmpeg, args.max_frames)

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .backends import PRECISIONS
-from .cli import HelpFormatter, run_cli
+from .cli import HelpFormatter, parse_size, run_cli
 from .datasets import paired_files, read_image, read_label
 from .metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from .postprocess import POSTPROCESS_MODES, BinaryCleanup
@@ -78,7 +78,8 @@ def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
         if binary and result.probabilities is not None:
             rand_errors.append(rand_error(result.mask, label))
             challenge.update(result.probabilities[0], label)
-    figures: dict[str, Any] = {"model": info.name, "images": len(pairs), "backend": segmenter.backend.name}
+    figures: dict[str, Any] = {"model": info.name, "images": len(pairs), "backend": segmenter.backend.name,
+                               "working_size": None if info.working_size is None else list(info.working_size)}
     if cleanup is not None:
         figures["cleanup"] = asdict(cleanup)
     if binary:
@@ -108,7 +109,9 @@ def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
 
 def format_figures(figures: dict[str, Any]) -> str:
     """The figures as the lines ``unet-eval`` prints."""
-    lines = [f"model {figures['model']} on {figures['images']} images ({figures['backend']})"]
+    size = figures.get("working_size")
+    at = f", working size {size[0]}x{size[1]}" if size else ""
+    lines = [f"model {figures['model']} on {figures['images']} images ({figures['backend']}{at})"]
     if "cleanup" in figures:
         settings = ", ".join(f"{k} {v}" for k, v in figures["cleanup"].items() if k != "mode")
         lines.append(f"masks cleaned by {figures['cleanup']['mode']} ({settings})")
@@ -165,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="a bundled model's precision (auto: the fastest installed engine and precision that "
                              "keeps the accuracy; bf16 is OpenVINO's hint)")
+    parser.add_argument("--working-size", type=parse_size, default=None, metavar="WxH",
+                        help="resize frames to this size for the network, in place of the model's own")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     cleanup = BinaryCleanup()
     parser.add_argument("--cleanup", choices=POSTPROCESS_MODES, default=cleanup.mode,
@@ -183,7 +188,8 @@ def _run(args: argparse.Namespace) -> None:
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise FileNotFoundError(f"folder of --json {args.json!r} does not exist")
     cleanup = BinaryCleanup(args.cleanup, args.max_hole_area, args.seed_threshold, args.min_seed_area)
-    with Segmenter(args.model, backend=args.backend, precision=args.precision, cleanup=cleanup) as segmenter:
+    with Segmenter(args.model, backend=args.backend, precision=args.precision, cleanup=cleanup,
+                   working_size=args.working_size) as segmenter:
         figures = evaluate(segmenter, args.images, args.labels, args.stems)
     print(format_figures(figures))
     if args.json:

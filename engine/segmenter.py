@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -44,6 +44,23 @@ class SegmentationResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+def check_working_size(size: object) -> tuple[int, int]:
+    """``size`` as a ``(width, height)`` working size.
+
+    Raises:
+        ValueError: unless it is two positive integers.
+
+    Example:
+        >>> check_working_size((256, 192))
+        (256, 192)
+    """
+    if (not isinstance(size, tuple | list) or len(size) != 2
+            or not all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise ValueError(f"working_size must be (width, height) with two positive integers, e.g. (256, 192), "
+                         f"got {size!r}")
+    return int(size[0]), int(size[1])
+
+
 class Segmenter:
     """Segments camera frames of any size with a U-Net on any backend, through one path for every frame.
 
@@ -73,6 +90,9 @@ class Segmenter:
             (hole filling or seeded watershed, :class:`unetrt.postprocess.BinaryCleanup`; runs on the CPU).
         precision: 'auto' (a bundled name: the fastest installed engine and precision that keeps the
             accuracy), 'fp32', 'fp16', 'int8', or 'bf16' (OpenVINO); see :func:`unetrt.backends.choose_model`.
+        working_size: ``(width, height)`` every frame is resized to before inference, in place of the model's
+            own (None: the model's). Smaller is faster and, for a model trained with scale augmentation, costs
+            little accuracy (``tools/sweep_working_size.py`` measures it for a model).
         warm_up: for a model with a working size (every frame reaches the network at one shape), run a blank
             frame through the whole path now, so the first real frame does not pay for the engine's
             compilation of that shape (OpenVINO compiles on a shape's first run: about 0.3 s for ``camvid``).
@@ -91,15 +111,19 @@ class Segmenter:
     def __init__(self, model: str | Path = "camvid", backend: str = "auto", device: str = "auto",
                  probabilities: bool = False, tile: int | tuple[int, int] | None = None, overlap: int | None = None,
                  blend: str = "gaussian", device_path: str = "auto", cleanup: BinaryCleanup | None = None,
-                 precision: str = "auto", warm_up: bool = True, **backend_options: Any) -> None:
+                 precision: str = "auto", working_size: tuple[int, int] | None = None, warm_up: bool = True,
+                 **backend_options: Any) -> None:
         if blend not in BLEND_MODES:
             raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
         if overlap is not None and overlap < 0:
             raise ValueError(f"overlap must be >= 0, got {overlap}")
         if device_path not in DEVICE_PATHS:
             raise ValueError(f"device_path must be one of {DEVICE_PATHS}, got {device_path!r}")
+        size = None if working_size is None else check_working_size(working_size)
         self.backend: Backend = open_backend(model, backend, device, precision, **backend_options)
         self.info: ModelInfo = self.backend.info
+        if size is not None:
+            self.info = replace(self.info, working_size=size)
         self.probabilities = probabilities
         self.cleanup = cleanup if cleanup is not None and cleanup.active else None
         if self.cleanup is not None and not self.info.binary:

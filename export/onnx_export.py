@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import warnings
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ import numpy as np
 import onnx
 import torch
 
-from unetrt.cli import HelpFormatter, run_cli
+from unetrt.cli import HelpFormatter, parse_size, run_cli
 from unetrt.evaluate import parse_stems
 from unetrt.geometry import plan_padding
 from unetrt.model_info import METADATA_KEY, ModelInfo
@@ -130,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=HelpFormatter)
     parser.add_argument("checkpoint", help=".pt checkpoint written by unet-train")
     parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    parser.add_argument("--working-size", type=parse_size, default=None, metavar="WxH",
+                        help="the working size the model states (frames are resized to it before inference), in "
+                             "place of the checkpoint's training size; INT8 calibration and checks run at it")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random check batch")
     parser.add_argument("--fp16", action="store_true",
                         help="also write NAME.fp16.onnx (FP16 body, FP32 inputs/outputs/head) beside the output")
@@ -212,6 +216,8 @@ def export_command(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"output folder {str(output.parent)!r} does not exist")
     _check_int8_arguments(args)
     model, info = load_model(args.checkpoint)
+    if args.working_size is not None:
+        info = dataclasses.replace(info, working_size=args.working_size)
     export_onnx(model, info, output)
     height, width = _sample_hw(info)
     rng = np.random.default_rng(args.seed)

@@ -10,7 +10,12 @@ e.g. the bundled ``engine/models/NAME.pt`` itself) it writes, in ``engine/models
   refused when it loses more than 1 mIoU point (binary: 0.005 challenge pixel error);
 * ``NAME.json``: the figures ``unet-eval`` prints for the FP32 model on ONNX Runtime
   (``validation``), the same for every precision on every installed CPU engine that
-  runs it (``variants``), the best epoch and the training commands (one per stage).
+  runs it (``variants``), the best epoch, the training commands (one per stage) and the
+  working size every variant states beside the one it was trained at.
+
+``--working-size WxH`` states another working size than the training one in every
+variant (``unet-export --working-size``): measure what it costs first with
+``tools/sweep_working_size.py``.
 
 ``tests/test_bundled_models.py`` re-runs the evaluations and checks them against that file.
 
@@ -26,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -35,7 +41,7 @@ from typing import Any
 
 from unetrt.backends.openvino import cpu_has_bf16, openvino_available
 from unetrt.bundled import MODELS_DIR, PRECISION_SUFFIXES
-from unetrt.cli import run_cli
+from unetrt.cli import parse_size, run_cli
 from unetrt.evaluate import evaluate, format_figures, parse_stems
 from unetrt.export.checkpoint import load_checkpoint, load_model, save_checkpoint
 from unetrt.export.onnx_export import main as export_main
@@ -96,10 +102,12 @@ def _source(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
                       "monitor": summary["monitor"], "training_commands": commands}
     checkpoint = Path(args.checkpoint)
     load_checkpoint(checkpoint)  # a clear error for a file that is not a unetrt checkpoint
-    # A checkpoint carries no run history: keep what the model's earlier statement recorded.
+    # A checkpoint carries no run history: keep what the model's earlier statement recorded, and the size it was
+    # trained at (a re-stated bundled checkpoint carries the size stated last).
     previous = _stated(args.name)
     keys = ("best_epoch", "epochs_run", "monitor", "training_commands")
-    return checkpoint, {key: previous.get(key) for key in keys}
+    return checkpoint, {**{key: previous.get(key) for key in keys},
+                        "trained_working_size": previous.get("working_size", {}).get("trained")}
 
 
 def _stated(name: str) -> dict[str, Any]:
@@ -114,12 +122,17 @@ def _run(args: argparse.Namespace) -> None:
     onnx_path, pt_path = MODELS_DIR / f"{args.name}.onnx", MODELS_DIR / f"{args.name}.pt"
     # Read before anything is written: the checkpoint may be the bundled NAME.pt itself.
     model, info = load_model(checkpoint)
+    trained = history.pop("trained_working_size", None) or info.working_size
+    if args.working_size is not None:
+        info = dataclasses.replace(info, working_size=args.working_size)
     export_args = [str(checkpoint), "-o", str(onnx_path), "--fp16", "--int8",
                    "--calibration", str(SHARED_DATA / args.calibration),
                    "--calibration-count", str(args.calibration_count), "--calibration-method", args.calibration_method,
                    "--check-images", str(images), "--check-labels", str(labels)]
     if args.stems:
         export_args += ["--check-stems", ",".join(args.stems)]
+    if info.working_size is not None:
+        export_args += ["--working-size", "{}x{}".format(*info.working_size)]
     if args.calibration_stems:
         export_args += ["--calibration-stems", ",".join(args.calibration_stems)]
     if export_main(export_args) != 0:
@@ -139,6 +152,8 @@ def _run(args: argparse.Namespace) -> None:
         "calibration": {"images": args.calibration, "stems": args.calibration_stems,
                         "count": args.calibration_count, "method": args.calibration_method},
         "variants": score_variants(args.name, images, labels, args.stems),
+        "working_size": {"stated": None if info.working_size is None else list(info.working_size),
+                         "trained": None if trained is None else list(trained)},
         **history,
     }
     if args.cleanup_tuning:
@@ -178,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calibration-stems", type=parse_stems, default=None,
                         help="calibrate only on these stems, e.g. 00-19 (the training slices)")
     parser.add_argument("--calibration-count", type=int, default=32, help="calibration frames (default 32)")
+    parser.add_argument("--working-size", type=parse_size, default=None, metavar="WxH",
+                        help="the working size every variant states, in place of the checkpoint's")
     parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=DEFAULT_METHOD,
                         help=f"INT8 calibration (default {DEFAULT_METHOD})")
     args = parser.parse_args(argv)

@@ -211,7 +211,9 @@ class OpenVinoBackend:
         batch = np.ascontiguousarray(check_batch(batch, self.info))
         with self._lock:
             request = self._request(tuple(batch.shape))
-            request.infer({0: batch})
+            # Shared: OpenVINO reads the batch in place and its result is copied once, here (by default it copies
+            # both ways, and the outputs a second time into the dictionary infer returns).
+            request.infer({0: batch}, share_inputs=True, share_outputs=True)
             return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
     def close(self) -> None:

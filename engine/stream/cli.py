@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None,
                         help="segmenters running side by side (default: one per CPU core, at most 4, for CPU "
                              "inference, sharing the cores; one on a GPU)")
+    parser.add_argument("--working-size", type=parse_size, default=None, metavar="WxH",
+                        help="resize frames to this size for the network, in place of the model's own (smaller is "
+                             "faster and a little less accurate)")
     parser.add_argument("--visualize", default="overlay", help="overlay, mask or overlay,mask (side by side)")
     parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay, 0..1")
     parser.add_argument("--input-width", type=int, default=None, help="resize frames (and ask cameras) to this width")
@@ -128,7 +131,7 @@ def _output(args: argparse.Namespace) -> str | None:
 
 def _segmenter_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {"backend": args.backend, "device": args.device, "precision": args.precision}
-    for name in ("threads", "tile", "overlap", "blend"):
+    for name in ("threads", "tile", "overlap", "blend", "working_size"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     return options

@@ -138,10 +138,11 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def describe_runtime(segmenter: object) -> dict[str, Any]:
-    """What ran: backend, precision, model, device and threads of a segmenter (None where it does not say).
+    """What ran: backend, precision, model, device, threads and working size of a segmenter (None where it does not
+    say).
 
     Reads the attributes a :class:`unetrt.segmenter.Segmenter`'s backend carries (``name``, ``precision``,
-    ``path``, ``device``, ``threads``); a segmenter of another kind gives Nones.
+    ``path``, ``device``, ``threads``) and its ``info``; a segmenter of another kind gives Nones.
 
     Example:
         >>> describe_runtime(object())["backend"] is None
@@ -158,11 +159,17 @@ def describe_runtime(segmenter: object) -> dict[str, Any]:
         "device": getattr(backend, "device", None),
         # None: the library's own default (ONNX Runtime: one per physical core; torch: its setting).
         "threads": threads if threads is not None else ("default" if backend is not None else None),
+        "working_size": _size_text(getattr(info, "working_size", None)),
     }
 
 
+def _size_text(size: tuple[int, int] | None) -> str | None:
+    return None if size is None else f"{size[0]}x{size[1]}"
+
+
 def describe_runtime_line(runtime: dict[str, Any]) -> str:
-    """One line for the summary table, e.g. ``model m.onnx on onnxruntime, fp32, cpu, 2 workers x 1 thread``.
+    """One line for the summary table, e.g. ``model m.onnx on onnxruntime, fp32, cpu, 2 workers x 1 thread``,
+    and the working size where the model has one.
 
     Example:
         >>> describe_runtime_line({"backend": "torch", "precision": "fp32", "model": "a.pt", "device": "cpu",
@@ -177,4 +184,6 @@ def describe_runtime_line(runtime: dict[str, Any]) -> str:
     workers = runtime.get("workers")
     if workers is not None and workers > 1:
         parts[-1] = f"{workers} workers x {parts[-1]}" if threads is not None else f"{workers} workers"
+    if runtime.get("working_size"):
+        parts.append(f"working size {runtime['working_size']}")
     return f"model {runtime.get('model') or 'unknown'} " + ", ".join(parts)

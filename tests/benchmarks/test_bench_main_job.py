@@ -28,6 +28,15 @@ def test_every_way_runs_the_clip_and_the_baseline_comes_first(tmp_path: Path) ->
     assert "| default |" in (tmp_path / "main_job_cpu.md").read_text()
 
 
+def test_working_size_ways_run_the_main_job_at_that_size(tmp_path: Path) -> None:
+    assert bench_main_job.main(["--repeats", "1", "--max-frames", "2", "--working-size", "192x144",
+                                "--results-dir", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "main_job_cpu.json").read_text())
+    row = next(row for row in result["rows"] if row["way"] == "default at 192x144")
+    assert row["runtime"]["working_size"] == "192x144" and "--working-size 192x144" in row["command"]
+    assert "working size 192x144 |" in (tmp_path / "main_job_cpu.md").read_text()
+
+
 def test_another_checkouts_stream_is_the_baseline(tmp_path: Path) -> None:
     stream = Path(sys.executable).parent / "unet-stream"
     assert bench_main_job.main(["--repeats", "1", "--max-frames", "2", "--way", f"again={stream}",

@@ -55,6 +55,18 @@ def test_cli_writes_json(tiny_model_files: dict[str, Path], tmp_path: Path) -> N
     assert set(json.loads((tmp_path / "out.json").read_text())) >= {"mean_iou", "pixel_accuracy", "per_class_iou"}
 
 
+def test_cli_scores_at_another_working_size(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    images, labels = make_folders(tmp_path)
+    proc = run_cli("--model", str(tiny_model_files["onnx"]), "--images", str(images), "--labels", str(labels),
+                   "--working-size", "16x12", "--json", "out.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "(onnxruntime, working size 16x12)" in proc.stdout
+    figures = json.loads((tmp_path / "out.json").read_text())
+    with Segmenter(tiny_model_files["onnx"], working_size=(16, 12)) as seg:
+        assert figures["mean_iou"] == evaluate(seg, images, labels)["mean_iou"]
+    assert figures["working_size"] == [16, 12]
+
+
 def test_cli_bad_input_one_line_exit_2(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
     images, labels = make_folders(tmp_path)
     (labels / "f0.png").rename(labels / "other.png")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,43 @@ def test_warm_up_runs_the_working_size_shape_at_open(tmp_path: Path, monkeypatch
         assert calls == [(1, 3, 24, 32)]  # the one shape every frame reaches the network at
     with Segmenter(path, warm_up=False):
         assert calls == [(1, 3, 24, 32)]
+
+
+def test_working_size_option_is_the_same_as_a_model_stating_that_size(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    from conftest import tiny_info
+
+    from unetrt.backends.onnxruntime import OnnxRuntimeBackend
+    from unetrt.export.checkpoint import build_model
+    from unetrt.export.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    model = build_model(tiny_info()).eval()
+    trained = export_onnx(model, tiny_info(working_size=(32, 24)), tmp_path / "trained.onnx")
+    stated = export_onnx(model, tiny_info(working_size=(20, 12)), tmp_path / "stated.onnx")
+    shapes: list[tuple[int, ...]] = []
+    original = OnnxRuntimeBackend.infer
+    monkeypatch.setattr(OnnxRuntimeBackend, "infer",
+                        lambda self, batch: shapes.append(batch.shape) or original(self, batch))
+    frame = np.random.default_rng(4).integers(0, 256, (45, 61, 3), dtype=np.uint8)
+    with Segmenter(trained, working_size=(20, 12), probabilities=True, warm_up=False) as seg:
+        overridden = seg.segment(frame)
+        assert seg.info.working_size == (20, 12) and seg.backend.info.working_size == (32, 24)
+    assert shapes == [(1, 3, 12, 20)]  # 12 rows: a multiple of 4 for depth 3, so no padding
+    with Segmenter(stated, probabilities=True, warm_up=False) as seg:
+        reference = seg.segment(frame)
+    assert overridden.mask.shape == (45, 61)
+    assert np.array_equal(overridden.mask, reference.mask)
+    assert overridden.probabilities is not None and reference.probabilities is not None
+    assert np.array_equal(overridden.probabilities, reference.probabilities)
+
+
+@pytest.mark.parametrize("size", [(0, 12), (20,), "20x12", (20.0, 12), (True, 12), (20, -1)])
+def test_bad_working_size_is_refused_before_the_model_opens(size: object) -> None:
+    with pytest.raises(ValueError, match=r"working_size must be \(width, height\) with two positive integers, "
+                                         r"e\.g\. \(256, 192\), got " + re.escape(repr(size))):
+        Segmenter("no-such-model.onnx", working_size=size)  # type: ignore[arg-type]
 
 
 def test_gray_frames_for_color_model(tiny_model_files: dict[str, Path]) -> None:

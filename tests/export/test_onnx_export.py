@@ -44,6 +44,14 @@ def test_cli_prints_difference(
     assert out.is_file()
 
 
+def test_cli_states_another_working_size(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    assert main([str(tiny_model_files["pt"]), "-o", str(out), "--working-size", "40x28"]) == 0
+    stated = {p.key: p.value for p in onnx.load(str(out)).metadata_props}[METADATA_KEY]
+    _, trained = load_model(tiny_model_files["pt"])
+    assert ModelInfo.from_json(stated).working_size == (40, 28) and trained.working_size is None
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["missing.pt", "-o", "x.onnx"], "does not exist"),
     (["{pt}", "-o", "x.txt"], "must end in .onnx"),

@@ -148,7 +148,7 @@ def test_summary_says_what_ran_and_splits_queue_wait_from_processing(
     summary = json.loads(stats.read_text())
     assert summary["runtime"] == {"backend": "onnxruntime", "precision": "fp32",
                                   "model": str(tiny_model_files["onnx"]), "device": "cpu", "threads": 1,
-                                  "workers": 2}
+                                  "workers": 2, "working_size": None}
     for name in ("latency_ms", "queue_wait_ms", "processing_ms"):
         assert summary[name]["count"] == 6, name
     # End to end is the wait in the read-ahead queue plus the processing, frame by frame, so also in the mean.
@@ -157,6 +157,24 @@ def test_summary_says_what_ran_and_splits_queue_wait_from_processing(
     printed = capsys.readouterr().out
     assert f"model {tiny_model_files['onnx']} on onnxruntime, fp32, cpu, 2 workers x 1 thread" in printed
     assert "queue_wait" in printed and "processing" in printed
+
+
+def test_working_size_option_reaches_the_network_and_the_summary(
+        tmp_path: Path, tiny_model_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    video = write_video(tmp_path / "in.mp4", 3)
+    stats = tmp_path / "stats.json"
+    assert main([str(video), "--headless", "--model", str(tiny_model_files["onnx"]), "--threads", "1",
+                 "--workers", "1", "--working-size", "24x16", "--stats", str(stats)]) == 0
+    assert json.loads(stats.read_text())["runtime"]["working_size"] == "24x16"
+    assert "cpu, 1 thread, working size 24x16" in capsys.readouterr().out
+
+
+def test_bad_working_size_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video = write_video(tmp_path / "in.mp4", 1)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(video), "--headless", "--working-size", "0x16"])
+    assert exit_info.value.code == 2
+    assert "size must be WIDTHxHEIGHT with positive integers, e.g. 480x360, got '0x16'" in capsys.readouterr().err
 
 
 @POSIX_ONLY
