@@ -2,8 +2,8 @@
 
 On a CPU, one network run spread over every core leaves cores idle at each layer's
 barrier, while one run per core keeps them all busy: on an idle 2-core Xeon the main job
-runs at 99.4 frames per second on two single-threaded OpenVINO INT8 segmenters against
-86.5 on one two-threaded one (``benchmarks/results/main_job_cpu_mpeg4.md``), and the gap
+runs at 190.0 frames per second on two single-threaded OpenVINO INT8 segmenters against
+157.9 on one two-threaded one (``benchmarks/results/main_job_cpu_mpeg4.md``), and the gap
 grows when other processes share the cores, whose threads stall a layer's barrier. A GPU
 keeps one segmenter busy on its own, so there the stream runs one.
 """
