@@ -8,6 +8,7 @@ ONNX file's metadata props (key ``"unetrt"``) and next to a TensorRT plan
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -15,6 +16,23 @@ from .geometry import PADDING_MODES
 
 METADATA_KEY = "unetrt"
 FORMAT_VERSION = 1
+
+
+def check_working_size(size: object) -> tuple[int, int]:
+    """``size`` as a ``(width, height)`` working size.
+
+    Raises:
+        ValueError: unless it is two positive integers.
+
+    Example:
+        >>> check_working_size((256, 192))
+        (256, 192)
+    """
+    if (not isinstance(size, tuple | list) or len(size) != 2
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) > 0 for v in size)):
+        raise ValueError(f"working_size must be (width, height) with two positive integers, e.g. (256, 192), "
+                         f"got {size!r}")
+    return int(size[0]), int(size[1])
 
 
 @dataclass(frozen=True)
@@ -75,8 +93,8 @@ class ModelInfo:
             raise ValueError(f"std values must be positive, got {self.std}")
         if self.padding not in PADDING_MODES:
             raise ValueError(f"padding must be one of {PADDING_MODES}, got {self.padding!r}")
-        if self.working_size is not None and (len(self.working_size) != 2 or min(self.working_size) <= 0):
-            raise ValueError(f"working_size must be (width, height) with positive sides, got {self.working_size}")
+        if self.working_size is not None:
+            check_working_size(self.working_size)
 
     @property
     def num_classes(self) -> int:

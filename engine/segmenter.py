@@ -16,7 +16,7 @@ from .backends.base import DeviceBackend
 from .device import Device, HostDevice
 from .frame_path import FramePath
 from .geometry import legal_sizes
-from .model_info import ModelInfo
+from .model_info import ModelInfo, check_working_size
 from .postprocess import BinaryCleanup
 from .preprocessing import check_frame
 from .tiling import BLEND_MODES, TileGrid, plan_tiles, plan_whole
@@ -42,23 +42,6 @@ class SegmentationResult:
     probabilities: np.ndarray | None
     latency_ms: float
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-def check_working_size(size: object) -> tuple[int, int]:
-    """``size`` as a ``(width, height)`` working size.
-
-    Raises:
-        ValueError: unless it is two positive integers.
-
-    Example:
-        >>> check_working_size((256, 192))
-        (256, 192)
-    """
-    if (not isinstance(size, tuple | list) or len(size) != 2
-            or not all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in size)):
-        raise ValueError(f"working_size must be (width, height) with two positive integers, e.g. (256, 192), "
-                         f"got {size!r}")
-    return int(size[0]), int(size[1])
 
 
 class Segmenter:
