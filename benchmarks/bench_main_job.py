@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from unetrt import __version__
 from unetrt.benchmarks.stats import machine_description, write_results
-from unetrt.cli import parse_size, run_cli
+from unetrt.cli import format_size, parse_size, run_cli
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RUN_TIMEOUT_S = 600
@@ -104,8 +104,8 @@ def built_in_ways(working_sizes: Sequence[tuple[int, int]] = ()) -> list[Way]:
     return [
         Way("default", stream),
         Way("default, one worker", stream, ("--workers", "1")),
-        *(Way(f"default at {width}x{height}", stream, ("--working-size", f"{width}x{height}"))
-          for width, height in working_sizes),
+        *(Way(f"default at {format_size(size)}", stream, ("--working-size", format_size(size)))
+          for size in working_sizes),
         Way("onnxruntime fp32, one worker", stream, ("--backend", "onnxruntime", "--precision", "fp32",
                                                      "--workers", "1")),
     ]

@@ -55,6 +55,16 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def format_size(size: tuple[int, int]) -> str:
+    """``(width, height)`` as ``WxH``, the text :func:`parse_size` reads.
+
+    Example:
+        >>> format_size((480, 360))
+        '480x360'
+    """
+    return f"{size[0]}x{size[1]}"
+
+
 class TerminatedError(Exception):
     """A command stopped early on SIGTERM after finishing its output; :func:`run_cli` exits with 143."""
 

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .backends import PRECISIONS
-from .cli import HelpFormatter, parse_size, run_cli
+from .cli import HelpFormatter, format_size, parse_size, run_cli
 from .datasets import paired_files, read_image, read_label
 from .metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from .postprocess import POSTPROCESS_MODES, BinaryCleanup
@@ -110,7 +110,7 @@ def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
 def format_figures(figures: dict[str, Any]) -> str:
     """The figures as the lines ``unet-eval`` prints."""
     size = figures.get("working_size")
-    at = f", working size {size[0]}x{size[1]}" if size else ""
+    at = f", working size {format_size(size)}" if size else ""
     lines = [f"model {figures['model']} on {figures['images']} images ({figures['backend']}{at})"]
     if "cleanup" in figures:
         settings = ", ".join(f"{k} {v}" for k, v in figures["cleanup"].items() if k != "mode")

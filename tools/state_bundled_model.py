@@ -41,7 +41,7 @@ from typing import Any
 
 from unetrt.backends.openvino import cpu_has_bf16, openvino_available
 from unetrt.bundled import MODELS_DIR, PRECISION_SUFFIXES
-from unetrt.cli import parse_size, run_cli
+from unetrt.cli import format_size, parse_size, run_cli
 from unetrt.evaluate import evaluate, format_figures, parse_stems
 from unetrt.export.checkpoint import load_checkpoint, load_model, save_checkpoint
 from unetrt.export.onnx_export import main as export_main
@@ -132,7 +132,7 @@ def _run(args: argparse.Namespace) -> None:
     if args.stems:
         export_args += ["--check-stems", ",".join(args.stems)]
     if info.working_size is not None:
-        export_args += ["--working-size", "{}x{}".format(*info.working_size)]
+        export_args += ["--working-size", format_size(info.working_size)]
     if args.calibration_stems:
         export_args += ["--calibration-stems", ",".join(args.calibration_stems)]
     if export_main(export_args) != 0:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from unetrt.cli import HelpFormatter, parse_size, run_cli
+from unetrt.cli import HelpFormatter, format_size, parse_size, run_cli
 from unetrt.evaluate import evaluate, parse_stems
 from unetrt.segmenter import Segmenter
 
@@ -71,15 +71,15 @@ def sweep(model: str, images: Path, labels: Path, sizes: Sequence[tuple[int, int
     results: dict[str, Any] = {"model": model, "images": str(images), "stems": stems, "runs": []}
     for engine, precision in runs:
         rows = []
-        for width, height in sizes:
-            with Segmenter(model, backend=engine, precision=precision, device="cpu", working_size=(width, height),
+        for size in sizes:
+            with Segmenter(model, backend=engine, precision=precision, device="cpu", working_size=size,
                            warm_up=False) as segmenter:
                 figures = evaluate(segmenter, images, labels, stems)
                 ran = {"backend": segmenter.backend.name, "precision": getattr(segmenter.backend, "precision", None)}
             metric, value = headline(figures)
-            print(f"{engine}:{precision} ({ran['backend']} {ran['precision']}) at {width}x{height}: "
+            print(f"{engine}:{precision} ({ran['backend']} {ran['precision']}) at {format_size(size)}: "
                   f"{metric} {value:.4f}", flush=True)
-            rows.append({"working_size": [width, height], **ran, "metric": metric, "value": value,
+            rows.append({"working_size": list(size), **ran, "metric": metric, "value": value,
                          "figures": figures})
         results["runs"].append({"run": f"{engine}:{precision}", "rows": rows})
     return results
@@ -103,7 +103,7 @@ def plot(results: dict[str, Any], path: Path, trained: tuple[int, int] | None) -
                   label=f"{rows[0]['backend']} {rows[0]['precision']}")
     sizes = results["runs"][0]["rows"]
     axes.set_xticks([w * h / 1e3 for w, h in (row["working_size"] for row in sizes)],
-                    [f"{w}x{h}" for w, h in (row["working_size"] for row in sizes)], rotation=30)
+                    [format_size(row["working_size"]) for row in sizes], rotation=30)
     if trained is not None:
         axes.axvline(trained[0] * trained[1] / 1e3, color="grey", linestyle=":", label="trained at")
     axes.set_xlabel("working size (spaced by its pixel count)")

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..cli import format_size
+
 STAGES = ("capture", "preprocess", "inference", "postprocess", "visualize", "write")
 # 'latency' runs from capture to mask; it is 'queue_wait' (in the hand-off, long for a stored source read ahead)
 # plus 'processing' (segmentation alone). 'output_latency' runs from capture to the frame written.
@@ -152,6 +154,7 @@ def describe_runtime(segmenter: object) -> dict[str, Any]:
     info = getattr(segmenter, "info", None)
     path = getattr(backend, "path", None)
     threads = getattr(backend, "threads", None)
+    working_size = getattr(info, "working_size", None)
     return {
         "backend": getattr(backend, "name", None),
         "precision": getattr(backend, "precision", None),
@@ -159,12 +162,8 @@ def describe_runtime(segmenter: object) -> dict[str, Any]:
         "device": getattr(backend, "device", None),
         # None: the library's own default (ONNX Runtime: one per physical core; torch: its setting).
         "threads": threads if threads is not None else ("default" if backend is not None else None),
-        "working_size": _size_text(getattr(info, "working_size", None)),
+        "working_size": None if working_size is None else format_size(working_size),
     }
-
-
-def _size_text(size: tuple[int, int] | None) -> str | None:
-    return None if size is None else f"{size[0]}x{size[1]}"
 
 
 def describe_runtime_line(runtime: dict[str, Any]) -> str:
