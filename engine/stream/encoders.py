@@ -196,18 +196,23 @@ class FfmpegH264Encoder:
         return " ".join(self._errors.read().decode(errors="replace").split())[-300:]
 
 
-def disk_full_reason(path: Path) -> str:
-    """``": no space left on the disk of 'FOLDER'"`` when the file system that holds ``path`` is full, else ''.
+def disk_full_reason(path: Path, needed: int = 0) -> str:
+    """``": no space left on the disk of 'FOLDER'"`` when the file system that will hold ``path`` has no more than
+    ``needed`` bytes free, else ''.
+
+    A writer that failed may have removed its partial file already (OpenCV's ``imwrite`` does), so
+    "full" means "not enough left for what was being written".
 
     Example:
         >>> disk_full_reason(Path("/no/such/folder/out.mp4"))
         ''
     """
     try:
-        full = os.statvfs(path.parent).f_bavail == 0
+        status = os.statvfs(path.parent)
     except (OSError, AttributeError):  # statvfs is POSIX only
         return ""
-    return f": no space left on the disk of {str(path.parent)!r}" if full else ""
+    free = status.f_bavail * status.f_frsize
+    return f": no space left on the disk of {str(path.parent)!r} ({free // 1024} KiB free)" if free <= needed else ""
 
 
 def _lower_priority(pid: int) -> None:

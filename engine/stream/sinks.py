@@ -155,7 +155,7 @@ class ImageSequenceSink:
         except cv2.error as exc:  # OpenCV raises for some encoder failures instead of returning False
             written, reason = False, " ".join(str(exc).split())
         else:
-            reason = disk_full_reason(Path(path))
+            reason = disk_full_reason(Path(path), needed=image.nbytes)
         if not written:
             # A half-written image would be a corrupt frame among the good ones.
             Path(path).unlink(missing_ok=True)
