@@ -105,7 +105,7 @@ def test_an_input_without_a_decodable_frame_exits_2(tmp_path: Path, tiny_model_f
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     image = tmp_path / "broken.png"
     image.write_bytes(b"\x89PNG not really")
-    assert main([str(image), "--headless", "--model", str(tiny_model_files["onnx"]), "--loop", "-1"]) == 2
+    assert main([str(image), "--headless", "--model", str(tiny_model_files["onnx"])]) == 2
     lines = _error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "has no frame that decodes (1 corrupt)" in lines[0], lines
 
