@@ -156,7 +156,7 @@ class TimedReader:
 
     Example:
         >>> reader = TimedReader(capture)  # doctest: +SKIP
-        >>> reader.read(timeout=10.0)  # (ok, frame), or None after 10 s without one
+        >>> ok, frame = reader.read(timeout=10.0)  # doctest: +SKIP  (None after 10 s without a frame)
     """
 
     def __init__(self, capture: cv2.VideoCapture) -> None:
