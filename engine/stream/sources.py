@@ -154,9 +154,9 @@ class TimedReader:
     The thread owns the capture from here on and releases it when it ends; a read given up on ends
     when FFmpeg's own timeout fires.
 
-    Example:
+    Example (``read`` gives None instead after 10 s without a frame):
         >>> reader = TimedReader(capture)  # doctest: +SKIP
-        >>> ok, frame = reader.read(timeout=10.0)  # doctest: +SKIP  (None after 10 s without a frame)
+        >>> ok, frame = reader.read(timeout=10.0)  # doctest: +SKIP
     """
 
     def __init__(self, capture: cv2.VideoCapture) -> None:
