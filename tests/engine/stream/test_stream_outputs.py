@@ -213,3 +213,28 @@ def test_a_full_disk_stops_an_image_folder_without_a_broken_frame(full_disk: Pat
     _run_to_full_disk(tmp_path, out, tiny_model_files["onnx"], capsys)
     frames = sorted(out.iterdir())
     assert frames and all(cv2.imread(str(path)) is not None for path in frames)
+
+
+class SilentWriter:
+    """OpenCV 4's ``VideoWriter``: ``write`` returns None, also when the frame did not reach the disk."""
+
+    def __init__(self, writer: cv2.VideoWriter) -> None:
+        self._writer = writer
+
+    def write(self, image: np.ndarray) -> None:
+        self._writer.write(image)
+
+    def release(self) -> None:
+        self._writer.release()
+
+
+def test_a_full_disk_is_noticed_when_the_writer_says_nothing(full_disk: Path) -> None:
+    encoder = encoders.OpenCVEncoder(full_disk / "out.avi", "MJPG", encoders.MJPEG, 10.0, (160, 120))
+    encoder._writer = SilentWriter(encoder._writer)  # type: ignore[assignment]
+    rng = np.random.default_rng(0)
+    try:
+        with pytest.raises(OSError, match="no space left on the disk"):
+            for _ in range(400):  # 400 frames of noise are far more than the disk holds
+                encoder.write(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    finally:
+        encoder.release()
