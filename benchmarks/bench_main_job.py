@@ -131,6 +131,8 @@ def run_once(way: Way, model: str, folder: Path, hide_ffmpeg: bool = False,
     """
     stats = folder / "stats.json"
     stats.unlink(missing_ok=True)
+    # Removed rather than --overwrite: a previous release's unet-stream, timed beside this one, lacks the flag.
+    (folder / "out.mp4").unlink(missing_ok=True)
     env = dict(os.environ)
     if hide_ffmpeg:
         env["PATH"] = path_without_ffmpeg(env.get("PATH", ""))

@@ -29,6 +29,7 @@ from .datasets import paired_files, read_image, read_label
 from .metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from .postprocess import POSTPROCESS_MODES, BinaryCleanup
 from .segmenter import Segmenter
+from .stream.output_path import check_writable_file
 
 
 def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
@@ -185,8 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
-    if args.json and not Path(args.json).resolve().parent.is_dir():
-        raise FileNotFoundError(f"folder of --json {args.json!r} does not exist")
+    if args.json:
+        # Before the model loads: a long evaluation must not end in a traceback and lose its figures.
+        check_writable_file(Path(args.json), f"--json {args.json!r}")
+        if not Path(args.json).resolve().parent.is_dir():
+            raise FileNotFoundError(f"folder of --json {args.json!r} does not exist")
     cleanup = BinaryCleanup(args.cleanup, args.max_hole_area, args.seed_threshold, args.min_seed_area)
     with Segmenter(args.model, backend=args.backend, precision=args.precision, cleanup=cleanup,
                    working_size=args.working_size) as segmenter:

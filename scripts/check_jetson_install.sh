@@ -33,7 +33,7 @@ gstreamer = [line.strip() for line in cv2.getBuildInformation().splitlines() if 
 assert gstreamer and "YES" in gstreamer[0], f"system OpenCV lost GStreamer: {gstreamer}"
 print(f"cv2 {cv2.__version__} from {cv2.__file__}: {gstreamer[0]}; numpy {numpy.__version__}")
 PY
-"$venv/bin/unet-stream" sample "$out/out.mp4" --max-frames 20 --headless --stats "$out/stats.json"
+"$venv/bin/unet-stream" sample "$out/out.mp4" --max-frames 20 --headless --overwrite --stats "$out/stats.json"
 "$venv/bin/python" -c "
 import json, sys
 summary = json.load(open('$out/stats.json'))

@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_venv.sh export,openvino
 mkdir -p out
-exec .venv/bin/unet-stream sample out/camvid_annotated.mp4 --model camvid "$@"
+exec .venv/bin/unet-stream sample out/camvid_annotated.mp4 --model camvid --overwrite "$@"

@@ -7,7 +7,7 @@ Example:
     ...         print(result.index, result.latency_ms)
 """
 
-from .pipeline import Stream, StreamResult
+from .pipeline import OutputError, Stream, StreamResult
 from .sinks import DisplaySink, FrameSink, ImageSequenceSink, VideoFileSink, open_sink
 from .sources import (
     CorruptFrameError,
@@ -28,6 +28,7 @@ __all__ = [
     "ImageSequenceSink",
     "ImageSequenceSource",
     "IterableSource",
+    "OutputError",
     "SourceError",
     "Stream",
     "StreamResult",

@@ -272,6 +272,10 @@ class CaptureThread(threading.Thread):
                 continue
             self._attempts = 0
             if frame is None:
+                if self._index == 0 and not self.source.live:
+                    corrupt = self.stats.counters["corrupt"]
+                    raise SourceError(f"{self.source.name!r} has no frame that decodes"
+                                      + (f" ({corrupt} corrupt)" if corrupt else " (it is empty)"))
                 if self.loops_left == 0 or self.source.live:
                     return
                 if self.loops_left > 0:

@@ -27,11 +27,15 @@ from tqdm import tqdm
 from ..backends import PRECISIONS
 from ..cli import HelpFormatter, StopOnSigterm, TerminatedError, parse_size, run_cli
 from .flip import FLIPS
-from .pipeline import Stream
+from .output_path import check_writable_file
+from .pipeline import OutputError, Stream
 from .sinks import display_available
-from .sources import SourceError, silence_video_library_logs
+from .sources import SourceError
 from .stats import format_summary
 from .uri import parse_sink
+
+# Exit status when the output failed (a full disk): the frames written before it are kept and playable.
+OUTPUT_FAILED = 1
 
 log = logging.getLogger("unetrt.stream")
 
@@ -86,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not draw FPS and latency on the output")
     parser.add_argument("--stats", nargs="?", const="-", default=None, metavar="PATH",
                         help="write the JSON summary to PATH, or to stdout without PATH (the table goes to stderr)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output video, or delete an earlier run's frames (files named "
+                             "like the new ones) from an output folder; without it both are refused")
     parser.add_argument("--wait", type=float, default=None, metavar="SECONDS",
                         help="wait this long for a live source that is not up yet, retrying with backoff "
                              "(default: as long as --max-reconnects allows; 0: fail at once)")
@@ -137,16 +144,51 @@ def _segmenter_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _check_stats_target(args: argparse.Namespace) -> None:
+    """Check ``--stats PATH`` before the model loads, so the summary of a long run is not lost at its end.
+
+    Raises:
+        ValueError: when PATH cannot be written, or is the input or the output.
+    """
+    if args.stats in (None, "-"):
+        return
+    target = Path(args.stats)
+    check_writable_file(target, f"--stats {args.stats!r}")
+    for other, role in ((args.input, "input"), (args.output, "output")):
+        if other is not None and _same_path(target, Path(other)):
+            raise ValueError(f"--stats {args.stats!r} is the {role}; give the summary a file of its own")
+
+
+def _same_path(first: Path, second: Path) -> bool:
+    if first.resolve() == second.resolve():
+        return True
+    try:
+        return first.samefile(second)
+    except OSError:  # one does not exist
+        return False
+
+
 def _write_stats(summary: dict[str, Any], target: str | None) -> None:
+    """Print the table and write the JSON summary.
+
+    Raises:
+        ValueError: when the summary file cannot be written (it was checked before the run; the disk may
+            have filled since), after the table and the JSON on stdout, so nothing is lost.
+    """
     table = format_summary(summary)
+    text = json.dumps(summary, indent=2)
     if target == "-":
         print(table, file=sys.stderr)
-        print(json.dumps(summary, indent=2))
+        print(text)
         return
     print(table)
     if target is not None:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        Path(target).write_text(json.dumps(summary, indent=2) + "\n")
+        try:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            Path(target).write_text(text + "\n")
+        except OSError as exc:
+            print(text)
+            raise ValueError(f"cannot write --stats {target!r}: {exc.strerror or exc}; the summary is above") from exc
 
 
 def _stream(args: argparse.Namespace) -> None:
@@ -155,8 +197,6 @@ def _stream(args: argparse.Namespace) -> None:
     # Where the output goes is always worth a line: the live view's address, the video's codec.
     for name in ("unetrt.stream.webview", "unetrt.stream.sinks"):
         logging.getLogger(name).setLevel(logging.INFO)
-    if not args.verbose:
-        silence_video_library_logs()
     with StopOnSigterm() as sigterm:
         interrupted = _run_stream(args, sigterm)
     if interrupted:
@@ -168,6 +208,8 @@ def _stream(args: argparse.Namespace) -> None:
 def _run_stream(args: argparse.Namespace, sigterm: StopOnSigterm) -> bool:
     """Stream until the end, Ctrl-C or SIGTERM; finish the output and print the summary. True after Ctrl-C."""
     interrupted = False
+    output_error: OutputError | None = None
+    _check_stats_target(args)
     try:
         # The stream checks the input and output before it loads the model, so mistakes are reported at once.
         stream = Stream(args.input, args.model, _output(args), visualize=args.visualize, alpha=args.alpha,
@@ -175,7 +217,7 @@ def _run_stream(args: argparse.Namespace, sigterm: StopOnSigterm) -> bool:
                         input_size=_input_size(args), max_fps=args.max_fps, loop=args.loop,
                         max_frames=args.max_frames, max_reconnects=args.max_reconnects, wait=args.wait,
                         open_timeout=args.open_timeout, segmenter_options=_segmenter_options(args),
-                        workers=args.workers)
+                        workers=args.workers, overwrite=args.overwrite, video_library_logs=args.verbose)
         sigterm.stop = stream.stop
         with stream, tqdm(total=_expected_frames(stream, args), unit="frame", disable=None,
                           desc="unet-stream") as progress:
@@ -184,11 +226,15 @@ def _run_stream(args: argparse.Namespace, sigterm: StopOnSigterm) -> bool:
                     progress.update()
             except KeyboardInterrupt:
                 interrupted = True
+            except OutputError as exc:  # reported after the summary, which says how many frames were written
+                output_error = exc
             finally:
                 _close_ignoring_ctrl_c(stream)
     except SourceError as exc:
         raise ValueError(str(exc)) from exc
     _write_stats(stream.summary(), args.stats)
+    if output_error is not None:
+        raise output_error
     return interrupted
 
 
@@ -224,11 +270,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``unet-stream``.
 
     Returns:
-        0 on success, 2 on a user error, 130 after Ctrl-C and 143 after SIGTERM (in both cases the output
-        is finished and the summary printed first).
+        0 on success, 2 on a user error, 1 when writing the output failed (a full disk: the frames written
+        before are kept), 130 after Ctrl-C and 143 after SIGTERM (in these three cases the output is
+        finished and the summary printed first).
     """
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: _stream(args))
+    try:
+        return run_cli(lambda: _stream(args))
+    except OutputError as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return OUTPUT_FAILED
 
 
 if __name__ == "__main__":

@@ -4,6 +4,12 @@ Browsers and most players refuse MPEG-4 Part 2 in .mp4, so an .mp4 is written as
 encoder that works: OpenCV's own FFmpeg (fourcc ``avc1``; Debian's and JetPack's OpenCV have one, the
 pip wheels do not), then the ``ffmpeg`` command with libx264, fed raw frames through a pipe. Only when
 neither exists does the file fall back to MPEG-4 Part 2 (``mp4v``), with a warning.
+
+A write that fails (a full disk) raises ``OSError`` at that frame, so the stream stops and the file
+keeps what was written: ffmpeg writes a fragmented MP4 (a self-contained fragment each second), which
+plays up to the last whole fragment even when the disk filled before the end; OpenCV's Motion JPEG
+.avi plays up to the failure without its index. OpenCV's own MP4 writer needs its index (the ``moov``
+atom) at the end, which a full disk cannot take.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import functools
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -32,6 +39,12 @@ MJPEG = "mjpeg"
 # 1.9 ms for 2.30 MB.
 X264_PRESET = "superfast"
 ENCODER_NICENESS = 10
+# ffmpeg's MP4 fragments: an index with every second of video, so a file cut short (a full disk, a killed
+# process) plays up to its last whole fragment. Players and browsers play fragmented MP4 as any other.
+FRAGMENT_US = 1_000_000
+# OpenCV 4's VideoWriter.write returns nothing: a writer whose file stopped growing for this many frames
+# while its disk is full has failed (OpenCV 5 returns False from the failed write itself).
+STALLED_FRAMES = 8
 
 
 class VideoEncoder(Protocol):
@@ -73,12 +86,38 @@ class OpenCVEncoder:
             writer.release()
             raise OSError(f"OpenCV cannot write {fourcc!r} video to {str(path)!r}")
         self._writer = writer
+        self.path = path
         self.codec = codec
         self.how = f"OpenCV, fourcc {fourcc}"
+        self._frames = 0
+        self._size_on_disk = 0
+        self._stalled = 0
 
     def write(self, image: np.ndarray) -> None:
-        """Append one frame."""
-        self._writer.write(image)
+        """Append one frame.
+
+        Raises:
+            OSError: when OpenCV says the write failed (OpenCV 5), or the file stopped growing on a full
+                disk or is not a regular file (OpenCV 4, whose write says nothing).
+        """
+        written = self._writer.write(image)
+        self._frames += 1
+        if written is False or (written is None and self._stopped_growing()):
+            raise OSError(f"OpenCV could not write frame {self._frames} to {str(self.path)!r}"
+                          f"{disk_full_reason(self.path)}")
+
+    def _stopped_growing(self) -> bool:
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return True  # the file was removed or its folder is gone
+        if not stat.S_ISREG(status.st_mode):
+            return False  # a device or pipe: nothing to measure
+        if status.st_size > self._size_on_disk:
+            self._size_on_disk, self._stalled = status.st_size, 0
+            return False
+        self._stalled += 1
+        return self._stalled >= STALLED_FRAMES and bool(disk_full_reason(self.path))
 
     def release(self) -> None:
         """Finish the file."""
@@ -109,7 +148,8 @@ class FfmpegH264Encoder:
         command = [
             ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{even[0]}x{even[1]}", "-r", f"{fps:g}", "-i", "-",
-            "-c:v", "libx264", "-preset", X264_PRESET, "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(path),
+            "-c:v", "libx264", "-preset", X264_PRESET, "-pix_fmt", "yuv420p",
+            "-movflags", "+empty_moov+default_base_moof", "-frag_duration", str(FRAGMENT_US), str(path),
         ]
         # A session of its own: Ctrl-C in a terminal and `kill -- -PGID` signal the whole process group, and
         # ffmpeg would quit before the stream has sent its last frames; release() ends it instead. (systemd
@@ -132,6 +172,7 @@ class FfmpegH264Encoder:
         try:
             stdin.write(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420).data)
         except BrokenPipeError:
+            self._process.wait()
             raise OSError(f"ffmpeg stopped while writing {str(self.path)!r}: {self._error_text()}") from None
 
     def release(self) -> None:
@@ -153,6 +194,25 @@ class FfmpegH264Encoder:
     def _error_text(self) -> str:
         self._errors.seek(0)
         return " ".join(self._errors.read().decode(errors="replace").split())[-300:]
+
+
+def disk_full_reason(path: Path, needed: int = 0) -> str:
+    """``": no space left on the disk of 'FOLDER'"`` when the file system that will hold ``path`` has no more than
+    ``needed`` bytes free, else ''.
+
+    A writer that failed may have removed its partial file already (OpenCV's ``imwrite`` does), so
+    "full" means "not enough left for what was being written".
+
+    Example:
+        >>> disk_full_reason(Path("/no/such/folder/out.mp4"))
+        ''
+    """
+    try:
+        status = os.statvfs(path.parent)
+    except (OSError, AttributeError):  # statvfs is POSIX only
+        return ""
+    free = status.f_bavail * status.f_frsize
+    return f": no space left on the disk of {str(path.parent)!r} ({free // 1024} KiB free)" if free <= needed else ""
 
 
 def _lower_priority(pid: int) -> None:

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from .uri import SinkSpec
+
+OVERWRITE_HINT = "add --overwrite (overwrite=True in Python) to replace it"
 
 
 def check_output_path(spec: SinkSpec) -> None:
@@ -34,25 +38,124 @@ def check_output_path(spec: SinkSpec) -> None:
     if spec.kind not in ("video", "images"):
         return
     target = Path(spec.location)
-    folder = target.parent
     if spec.kind == "video" and target.is_dir():
         raise ValueError(f"cannot write video {spec.location!r}: it is an existing folder; give a file name")
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"cannot write output {spec.location!r}: {str(existing)!r} is a file, not a folder; "
-                         "choose another output path")
+    check_writable_file(target, f"output {spec.location!r}")
     if spec.kind == "video" and target.exists() and not os.access(target, os.W_OK):
         raise ValueError(f"cannot write video {spec.location!r}: the existing file is read-only; "
                          "choose another output path or remove it")
+
+
+def check_writable_file(target: Path, label: str) -> None:
+    """Make sure a file can be created at ``target``: its nearest existing folder takes new files.
+
+    Nothing is left behind; folders that do not exist yet are not created.
+
+    Args:
+        target: the file to be written.
+        label: how the message names it, e.g. ``"--stats 'run/stats.json'"``.
+
+    Raises:
+        ValueError: naming ``label`` and the reason (a parent that is a file, the path is a folder, no write
+            permission, a read-only file system) in one line.
+
+    Example:
+        >>> check_writable_file(Path("stats.json"), "--stats 'stats.json'")  # doctest: +SKIP
+    """
+    if target.is_dir():
+        raise ValueError(f"cannot write {label}: it is an existing folder; give a file name")
+    existing = target.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot write {label}: {str(existing)!r} is a file, not a folder; "
+                         "choose another output path")
     try:
         handle, probe = tempfile.mkstemp(prefix=".unetrt-write-check-", dir=existing)
     except OSError as exc:
-        raise ValueError(f"cannot write output {spec.location!r}: {_reason(exc, existing)}; "
+        raise ValueError(f"cannot write {label}: {_reason(exc, existing)}; "
                          "choose a folder you can write to") from exc
     os.close(handle)
     os.unlink(probe)
+
+
+def check_not_input(spec: SinkSpec, inputs: Sequence[Path]) -> None:
+    """Refuse an output that would overwrite the input: the same file, a hard or symbolic link to it, or (for
+    images) the input's own folder.
+
+    Args:
+        spec: the parsed output.
+        inputs: the files the source reads (a video, or every image of a folder or glob).
+
+    Raises:
+        ValueError: in one line naming both paths.
+
+    Example:
+        >>> check_not_input(SinkSpec("video", "out.mp4"), [])
+    """
+    if spec.kind not in ("video", "images") or not inputs:
+        return
+    target = Path(spec.location)
+    if spec.kind == "video":
+        candidates, what = [target], "is the input"
+    else:
+        candidates, what = [target.parent], "is the input's folder"
+        inputs = sorted({path.parent for path in inputs})
+    for candidate in candidates:
+        for source in inputs:
+            if _same_file(candidate, source):
+                raise ValueError(f"output {spec.location!r} {what} {str(source)!r} (the same file or a link to "
+                                 "it) and would destroy it; choose another output path")
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def frame_files(pattern: str) -> list[Path]:
+    """The files an image-sequence output with this printf pattern writes that exist now (an earlier run's).
+
+    Only names the pattern itself produces count (``frame_%06d.png``: ``frame_000000.png``,
+    ``frame_1234567.png``); other files in the folder are not ours and are never touched.
+
+    Example:
+        >>> frame_files("no-such-folder/frame_%06d.png")
+        []
+    """
+    path = Path(pattern)
+    if not path.parent.is_dir():
+        return []
+    prefix, _counter, suffix = re.split(r"(%0?\d*d)", path.name, maxsplit=1)
+    name = re.compile(re.escape(prefix) + r"\d+" + re.escape(suffix) + "$")
+    return sorted(entry for entry in path.parent.iterdir() if name.match(entry.name) and not entry.is_dir())
+
+
+def check_existing_output(spec: SinkSpec, overwrite: bool) -> None:
+    """Refuse an output that exists already unless ``overwrite``: a video file, or an earlier run's frames.
+
+    Args:
+        spec: the parsed output.
+        overwrite: replace the video, or delete the earlier frames when the sink opens.
+
+    Raises:
+        ValueError: in one line naming the flag.
+
+    Example:
+        >>> check_existing_output(SinkSpec("none", ""), overwrite=False)
+    """
+    if overwrite:
+        return
+    if spec.kind == "video" and os.path.lexists(spec.location):
+        raise ValueError(f"output {spec.location!r} exists; {OVERWRITE_HINT}")
+    if spec.kind == "images":
+        earlier = frame_files(spec.location)
+        if earlier:
+            raise ValueError(f"output folder {str(Path(spec.location).parent)!r} holds {len(earlier)} frames of an "
+                             f"earlier run ({earlier[0].name}, ...); add --overwrite (overwrite=True in Python) to "
+                             "delete them first, or choose an empty folder")
 
 
 def _reason(error: OSError, folder: Path) -> str:

@@ -34,10 +34,18 @@ from .capture import (
     open_when_up,
 )
 from .flip import check_flip, flip_frame
-from .output_path import check_output_path
+from .output_path import check_existing_output, check_not_input, check_output_path
 from .render import compose, draw_caption, parse_visualize
 from .sinks import DEFAULT_OUTPUT_FPS, FrameSink, open_sink
-from .sources import FrameSource, SourceLike, open_source
+from .sources import (
+    FrameSource,
+    SourceError,
+    SourceLike,
+    input_files,
+    missing_local_device,
+    open_source,
+    silence_video_library_logs,
+)
 from .stats import StreamStats, describe_runtime
 from .uri import SinkSpec, parse_sink
 from .workers import open_segmenters
@@ -89,6 +97,10 @@ class StreamResult:
 
 _WRITER_DONE = object()
 
+
+class OutputError(OSError):
+    """Writing the output failed (a full disk, a stopped encoder); the frames written before it are kept."""
+
 # What a worker hands the consuming thread for one taken item, in take order.
 WorkerOutcome = StreamResult | EndOfStream | BaseException
 
@@ -138,10 +150,16 @@ class Stream:
             ``threads`` the CPU cores are shared out among the workers.
         workers: segmenters running side by side when ``segmenter`` is a model name or path (None: one per
             CPU core, at most 4, for CPU inference; one on a GPU). A segmenter object runs alone.
+        overwrite: replace an existing output video, and delete an earlier run's frames (only files named
+            like this output's frames) from an image output folder before writing; False refuses both.
+        video_library_logs: let OpenCV and FFmpeg print their own log lines (``[ WARN:...]``) on stderr;
+            by default they are silenced (as ``unet-stream`` does without ``--verbose``) and the stream's
+            own log says what failed. A level set in ``OPENCV_LOG_LEVEL`` or ``OPENCV_FFMPEG_LOGLEVEL`` is kept.
 
     Raises:
-        ValueError: on a bad option, source or output, or ``workers`` above 1 with a segmenter object or a
-            GPU model; FileNotFoundError when a path does not exist.
+        ValueError: on a bad option, source or output (one that is the input, or exists and ``overwrite`` is
+            False), or ``workers`` above 1 with a segmenter object or a GPU model; FileNotFoundError when a path
+            does not exist.
 
     Example:
         >>> with Stream("/dev/video0", "camvid") as stream:  # doctest: +SKIP
@@ -158,7 +176,8 @@ class Stream:
                  output_fps: float | None = None, queue_size: int = 2,
                  reconnect_delay: tuple[float, float] = (0.5, 8.0), max_reconnects: int | None = None,
                  wait: float | None = None, open_timeout: float | None = None,
-                 segmenter_options: dict[str, Any] | None = None, workers: int | None = None) -> None:
+                 segmenter_options: dict[str, Any] | None = None, workers: int | None = None,
+                 overwrite: bool = True, video_library_logs: bool = False) -> None:
         _check_options(alpha, max_fps, loop, max_frames, queue_size, reconnect_delay, input_size, output_fps)
         if wait is not None and wait < 0:
             raise ValueError(f"wait must be >= 0 seconds (or None: as long as max_reconnects allows), got {wait}")
@@ -177,11 +196,17 @@ class Stream:
         self.reconnect_delay = reconnect_delay
         self.max_reconnects = max_reconnects
         self.wait = wait
+        self.overwrite = overwrite
+        if not video_library_logs:
+            silence_video_library_logs()
         self.source: FrameSource = open_source(source, input_size, live, open_timeout)
         # Parsed and checked now so a bad output is reported before a model is loaded.
         self._output: SinkSpec | FrameSink | None = parse_sink(output) if isinstance(output, str) else output
         if isinstance(self._output, SinkSpec):
             check_output_path(self._output)
+            # Before the overwrite check: even with overwrite=True the input is never written over.
+            check_not_input(self._output, input_files(self.source))
+            check_existing_output(self._output, overwrite)
         self._output_fps = output_fps
         self._owns_segmenter = isinstance(segmenter, str | Path)
         if isinstance(segmenter, str | Path):
@@ -217,18 +242,23 @@ class Stream:
         during that wait the stream ends without a frame.
 
         Raises:
-            SourceError: when the source cannot be opened (a live one: within ``wait`` / ``max_reconnects``).
+            SourceError: when the source cannot be opened (a live one: within ``wait`` / ``max_reconnects``; a
+                camera device path that does not exist: at once unless ``wait`` was given).
             ValueError: when the stream was already started, or the output cannot be opened.
         """
         if self._state != "new":
             raise ValueError(f"this stream is {self._state}; a Stream runs once, make a new one")
+        device = missing_local_device(self.source)
+        if device is not None and self.wait is None:
+            raise SourceError(f"camera {device!r} does not exist (see ls /dev/video*); check the cable and the "
+                              "number, or pass wait=SECONDS (--wait SECONDS) to wait for it to be plugged in")
         if not self.source.live:
             self.source.open()
         elif not open_when_up(self.source, self._stop, self.reconnect_delay, self.max_reconnects, self.wait):
             self._state = "finished"
             return self
         try:
-            self.sink = open_sink(self._output, self._pick_output_fps())
+            self.sink = open_sink(self._output, self._pick_output_fps(), replace_earlier=self.overwrite)
         except BaseException:
             self.source.close()
             raise
@@ -257,7 +287,8 @@ class Stream:
         """Segment frames until the source ends, ``max_frames`` is reached, or :meth:`stop` is called.
 
         Raises:
-            SourceError: when the source fails for good; OSError when the output fails.
+            SourceError: when the source fails for good, or a stored one has no frame that decodes.
+            OutputError: when the output fails (what was written before is finished and kept).
         """
         if self._state == "new":
             self.start()
@@ -452,7 +483,7 @@ class Stream:
     def _raise_writer_error(self) -> None:
         if self._writer_error is not None:
             error, self._writer_error = self._writer_error, None
-            raise OSError(f"writing to {self.sink.name if self.sink else 'the output'} failed: {error}") from error
+            raise OutputError(f"writing to {self.sink.name if self.sink else 'the output'} failed: {error}") from error
 
     def stop(self) -> None:
         """Ask the stream to end; iteration finishes after the frame in hand. Safe from any thread."""

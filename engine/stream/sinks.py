@@ -10,7 +10,8 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from .encoders import H264, MJPEG, MPEG4, VideoEncoder, open_video_encoder
+from .encoders import H264, MJPEG, MPEG4, VideoEncoder, disk_full_reason, open_video_encoder
+from .output_path import frame_files
 from .uri import SinkSpec, parse_sink
 from .webview import HttpViewSink
 
@@ -111,6 +112,11 @@ class VideoFileSink:
 class ImageSequenceSink:
     """Numbered images from a printf pattern such as ``out/frame_%04d.png``.
 
+    Args:
+        pattern: the printf pattern of the file names.
+        replace_earlier: delete the files an earlier run wrote with this pattern first, so no stale frame
+            is left among the new ones (other files in the folder are kept).
+
     Raises:
         ValueError: when the pattern has no ``%d`` counter.
 
@@ -120,7 +126,7 @@ class ImageSequenceSink:
 
     wants_stop = False
 
-    def __init__(self, pattern: str | Path) -> None:
+    def __init__(self, pattern: str | Path, replace_earlier: bool = True) -> None:
         pattern = str(pattern)
         try:
             pattern % 0
@@ -130,6 +136,12 @@ class ImageSequenceSink:
         self.name = pattern
         self._index = 0
         Path(pattern).parent.mkdir(parents=True, exist_ok=True)
+        if replace_earlier:
+            earlier = frame_files(pattern)
+            for path in earlier:
+                path.unlink()
+            if earlier:
+                log.info("deleted %d frames of an earlier run from %s", len(earlier), Path(pattern).parent)
 
     def write(self, image: np.ndarray) -> None:
         """Write the next numbered image.
@@ -138,8 +150,16 @@ class ImageSequenceSink:
             OSError: when OpenCV cannot write it.
         """
         path = self.pattern % self._index
-        if not cv2.imwrite(path, image):
-            raise OSError(f"cannot write image {path!r}")
+        try:
+            written = cv2.imwrite(path, image)
+        except cv2.error as exc:  # OpenCV raises for some encoder failures instead of returning False
+            written, reason = False, " ".join(str(exc).split())
+        else:
+            reason = disk_full_reason(Path(path), needed=image.nbytes)
+        if not written:
+            # A half-written image would be a corrupt frame among the good ones.
+            Path(path).unlink(missing_ok=True)
+            raise OSError(f"cannot write image {path!r}{reason}")
         self._index += 1
 
     def close(self) -> None:
@@ -195,13 +215,15 @@ class DisplaySink:
             self._shown = False
 
 
-def open_sink(output: str | SinkSpec | FrameSink | None, fps: float | None = None) -> FrameSink | None:
+def open_sink(output: str | SinkSpec | FrameSink | None, fps: float | None = None,
+              replace_earlier: bool = True) -> FrameSink | None:
     """Make a sink from an output URI, a spec or a ready sink; None means no output.
 
     Args:
         output: ``display://0``, a .mp4/.avi path, an image folder or pattern, ``http://HOST:PORT`` (a live
             view in the browser, see :class:`~unetrt.stream.webview.HttpViewSink`), a sink, or None.
         fps: the rate to store in a video file (default 30).
+        replace_earlier: for an image output, delete an earlier run's frames first (see :class:`ImageSequenceSink`).
 
     Raises:
         ValueError: on an output that cannot be written.
@@ -224,4 +246,4 @@ def open_sink(output: str | SinkSpec | FrameSink | None, fps: float | None = Non
         return HttpViewSink(host, int(port))
     if spec.kind == "video":
         return VideoFileSink(spec.location, fps or DEFAULT_OUTPUT_FPS)
-    return ImageSequenceSink(spec.location)
+    return ImageSequenceSink(spec.location, replace_earlier)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -110,6 +111,8 @@ def silence_video_library_logs() -> None:
     """
     # -8 is FFmpeg's AV_LOG_QUIET: OpenCV then installs a log callback that passes nothing on.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    if "OPENCV_LOG_LEVEL" in os.environ:
+        return  # the user chose OpenCV's level
     # OpenCV 5 has only cv2.utils.logging.setLogLevel; Debian's and JetPack's OpenCV 4 builds have only
     # cv2.setLogLevel.
     logging_api = getattr(cv2.utils, "logging", None)
@@ -141,6 +144,66 @@ def csi_pipeline(sensor: int, size: tuple[int, int] | None = None, fps: int | No
         f"nvvidconv ! video/x-raw, width={width}, height={height}, format=BGRx ! "
         "videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false"
     )
+
+
+class TimedReader:
+    """Reads a ``cv2.VideoCapture`` in a thread of its own, so a read that hangs can be given up on.
+
+    FFmpeg's read timeout does not bound a read from a frozen RTSP server (one that keeps its connection
+    open but sends nothing): a SIGSTOPped server was noticed after 20 s with a 10 s timeout, 9 s with 3 s.
+    The thread owns the capture from here on and releases it when it ends; a read given up on ends
+    when FFmpeg's own timeout fires.
+
+    Example (``read`` gives None instead after 10 s without a frame):
+        >>> reader = TimedReader(capture)  # doctest: +SKIP
+        >>> ok, frame = reader.read(timeout=10.0)  # doctest: +SKIP
+    """
+
+    def __init__(self, capture: cv2.VideoCapture) -> None:
+        self._capture = capture
+        self._request = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._result: tuple[bool, np.ndarray | None] = (False, None)
+        self._abandoned = False
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="unetrt-capture-read", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._request.wait()
+                self._request.clear()
+                if self._closing:
+                    return
+                ok, frame = self._capture.read()
+                with self._lock:
+                    self._result = (bool(ok), frame)
+                    self._done.set()
+                    if self._abandoned:
+                        return
+        finally:
+            self._capture.release()
+
+    def read(self, timeout: float) -> tuple[bool, np.ndarray | None] | None:
+        """The capture's next ``(ok, frame)``, or None when none came within ``timeout`` seconds.
+
+        After None the reader is abandoned: make a new capture.
+        """
+        self._done.clear()
+        self._request.set()
+        if not self._done.wait(timeout):
+            with self._lock:
+                if not self._done.is_set():
+                    self._abandoned = True
+                    return None
+        return self._result
+
+    def release(self) -> None:
+        """Release the capture once no read is in progress (at once when idle); idempotent."""
+        self._closing = True
+        self._request.set()
 
 
 class VideoCaptureSource:
@@ -178,6 +241,8 @@ class VideoCaptureSource:
         self.name = spec.location if spec.kind != "csi" else f"csi://{spec.location}"
         self.fps: float | None = None
         self._capture: cv2.VideoCapture | None = None
+        # A network stream is read through a TimedReader, so a frozen server is noticed within open_timeout.
+        self._reader: TimedReader | None = None
         self._frame_count = 0
         self._frames_read = 0
         self._failures = 0
@@ -198,12 +263,15 @@ class VideoCaptureSource:
         if not capture.isOpened():
             capture.release()
             raise SourceError(f"cannot open {self.spec.kind} {self.name!r}" + self._open_hint())
-        self._capture = capture
         rate = capture.get(cv2.CAP_PROP_FPS)
         self.fps = rate if 0 < rate < 1000 else None
         self._frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
         self._frames_read = 0
         self._failures = 0
+        if self.spec.kind == "rtsp" and self.open_timeout is not None:
+            self._reader = TimedReader(capture)
+        else:
+            self._capture = capture
 
     def _make_capture(self) -> cv2.VideoCapture:
         kind, location = self.spec.kind, self.spec.location
@@ -251,9 +319,18 @@ class VideoCaptureSource:
             SourceError: when a live source delivers nothing or the source is not open.
             CorruptFrameError: when a file frame fails to decode before the file's end.
         """
-        if self._capture is None:
+        if self._reader is not None:
+            assert self.open_timeout is not None
+            outcome = self._reader.read(self.open_timeout)
+            if outcome is None:
+                self._reader = None  # it releases the capture once FFmpeg's read returns
+                raise SourceError(f"{self.name!r} sent no frame for {self.open_timeout:g} s (--open-timeout); "
+                                  "the server or camera may be frozen")
+            ok, frame = outcome
+        elif self._capture is not None:
+            ok, frame = self._capture.read()
+        else:
             raise SourceError(f"source {self.name!r} is not open")
-        ok, frame = self._capture.read()
         if ok and frame is not None:
             self._frames_read += 1
             self._failures = 0
@@ -270,6 +347,9 @@ class VideoCaptureSource:
         if self._capture is not None:
             self._capture.release()
             self._capture = None
+        if self._reader is not None:
+            self._reader.release()
+            self._reader = None
 
 
 class ImageSequenceSource:
@@ -406,6 +486,41 @@ class IterableSource:
 
 
 SourceLike = str | int | Path | FrameSource | FrameIterable | Callable[[], FrameIterable]
+
+
+def input_files(source: FrameSource) -> list[Path]:
+    """The files a source reads (a video file, or every image of a folder or glob); [] for the others.
+
+    Example:
+        >>> input_files(IterableSource([]))
+        []
+    """
+    files = getattr(source, "files", None)
+    if files is not None:
+        return [Path(path) for path in files]
+    spec = getattr(source, "spec", None)
+    if isinstance(spec, SourceSpec) and spec.kind == "video":
+        return [Path(spec.location)]
+    return []
+
+
+def missing_local_device(source: FrameSource) -> str | None:
+    """The device path of a local camera that does not exist (``/dev/video3``, or index 3 on Linux), else None.
+
+    Example:
+        >>> missing_local_device(VideoCaptureSource(SourceSpec("camera", "/dev/video99", live=True)))
+        '/dev/video99'
+    """
+    spec = getattr(source, "spec", None)
+    if not isinstance(spec, SourceSpec) or spec.kind != "camera":
+        return None
+    if spec.location.isdigit():
+        if not sys.platform.startswith("linux"):
+            return None  # other systems number their cameras without a device file
+        device = f"/dev/video{spec.location}"
+    else:
+        device = spec.location
+    return None if os.path.exists(device) else device
 
 
 def open_source(source: SourceLike, size: tuple[int, int] | None = None, live: bool | None = None,

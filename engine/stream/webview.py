@@ -8,6 +8,12 @@ The pipeline never waits for a viewer: :meth:`HttpViewSink.write` encodes the fr
 in a single latest-frame slot. Each viewer has its own thread that sends the newest frame whenever
 its socket has taken the previous one, so a slow viewer skips frames, and a viewer that connects and
 never reads blocks only its own thread until the send timeout closes its socket.
+
+Limits: a connection that sends no request within ``REQUEST_TIMEOUT_S`` is closed; at most
+``max_viewers`` streams are served at once and ``MAX_CONNECTIONS`` connections are open at once, and
+past either a client gets HTTP 503 (with a log line, at most one per ``REFUSAL_LOG_S``). The port can
+be listened on again at once after the stream ends (``SO_REUSEADDR``, as every server sets), while a
+second live view on a port that one already listens on is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import contextlib
 import html
 import logging
 import socket
+import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
@@ -30,6 +38,15 @@ BOUNDARY = "unetrtframe"
 JPEG_QUALITY = 80
 # A viewer whose socket takes no data for this long is disconnected.
 SEND_TIMEOUT_S = 10.0
+# A connection that sends no complete request line and headers within this long is closed.
+REQUEST_TIMEOUT_S = 5.0
+# Streams served at once (each costs a thread and a JPEG send per frame), and connections open at once.
+MAX_VIEWERS = 8
+MAX_CONNECTIONS = 64
+# Refused clients get at most one log line per this many seconds (a flood must not flood the log).
+REFUSAL_LOG_S = 10.0
+BUSY_RESPONSE = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 5\r\n"
+                 b"Connection: close\r\n\r\nunetrt live view: too many connections\n")
 # How often a waiting viewer thread checks whether the sink was closed.
 WAIT_POLL_S = 0.5
 ALL_INTERFACES = ("0.0.0.0", "::", "")
@@ -83,21 +100,69 @@ class LatestFrame:
 
 class _ViewServer(ThreadingHTTPServer):
     daemon_threads = True
-    # Bind exactly where the URI says; a second unet-stream on the same port must fail, not share it.
-    allow_reuse_address = False
+    # SO_REUSEADDR: the port is free again at once after a stream that had viewers (else TIME_WAIT holds it
+    # for a minute). Linux and the BSDs still refuse a second listener on a port one listens on; Windows'
+    # SO_REUSEADDR would let it share the port, so there SO_EXCLUSIVEADDRUSE is set instead
+    # (https://learn.microsoft.com/windows/win32/winsock/using-so-reuseaddr-and-so-exclusiveaddruse).
+    allow_reuse_address = sys.platform != "win32"
 
-    def __init__(self, address: tuple[str, int], slot: LatestFrame, title: str) -> None:
+    def __init__(self, address: tuple[str, int], slot: LatestFrame, title: str, max_viewers: int) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.slot = slot
         self.page = PAGE.format(title=html.escape(title)).encode()
+        self.max_viewers = max_viewers
         self.viewers = 0
+        self.connections = 0
         self.viewers_lock = threading.Lock()
+        self._refused = 0
+        self._refusal_logged_at = -REFUSAL_LOG_S
         super().__init__(address, _ViewHandler)
+
+    def server_bind(self) -> None:
+        if sys.platform == "win32":
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        super().server_bind()
+
+    def process_request(self, request: socket.socket, client_address: tuple[str, int]) -> None:  # type: ignore[override]
+        """Refuse a connection past ``MAX_CONNECTIONS`` with a 503, without a thread; else serve it in one."""
+        with self.viewers_lock:
+            busy = self.connections >= MAX_CONNECTIONS
+            if not busy:
+                self.connections += 1
+        if busy:
+            self.note_refusal(client_address[0], f"{MAX_CONNECTIONS} connections are open")
+            with contextlib.suppress(OSError):
+                request.setblocking(False)  # never let a client that does not read stall the accept loop
+                request.send(BUSY_RESPONSE)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: socket.socket, client_address: tuple[str, int]) -> None:  # type: ignore[override]
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self.viewers_lock:
+                self.connections -= 1
+
+    def note_refusal(self, client: str, why: str) -> None:
+        """One log line for refused clients, at most every ``REFUSAL_LOG_S`` seconds, counting the others."""
+        now = time.monotonic()
+        with self.viewers_lock:
+            self._refused += 1
+            if now - self._refusal_logged_at < REFUSAL_LOG_S:
+                return
+            refused, self._refused, self._refusal_logged_at = self._refused, 0, now
+        others = f" (and {refused - 1} more since the last such line)" if refused > 1 else ""
+        log.warning("live view refused %s with 503: %s, the most it serves%s", client, why, others)
 
 
 class _ViewHandler(BaseHTTPRequestHandler):
     server: _ViewServer
     protocol_version = "HTTP/1.0"
+    # Applied to the socket before the request is read (socketserver.StreamRequestHandler.setup): a client that
+    # sends nothing is closed after this long instead of holding a thread and a descriptor forever.
+    timeout = REQUEST_TIMEOUT_S
     routes: ClassVar[dict[str, str]] = {"/": "page", "/index.html": "page", "/stream": "stream"}
 
     def do_GET(self) -> None:
@@ -118,15 +183,21 @@ class _ViewHandler(BaseHTTPRequestHandler):
         self.wfile.write(self.server.page)
 
     def _send_stream(self) -> None:
-        self.connection.settimeout(SEND_TIMEOUT_S)
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
         with self.server.viewers_lock:
-            self.server.viewers += 1
+            full = self.server.viewers >= self.server.max_viewers
+            if not full:
+                self.server.viewers += 1
+        if full:
+            self.server.note_refusal(self.client_address[0], f"{self.server.max_viewers} viewers watch")
+            self.send_error(HTTPStatus.SERVICE_UNAVAILABLE, "too many viewers; try again later")
+            return
         seen = 0
         try:
+            self.connection.settimeout(SEND_TIMEOUT_S)
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
             while True:
                 newest = self.server.slot.wait_newer(seen, WAIT_POLL_S)
                 if newest is None:
@@ -154,9 +225,11 @@ class HttpViewSink:
             interface), or one address of this machine.
         port: the TCP port; 0 picks a free one (see :attr:`url`).
         title: shown on the page.
+        max_viewers: streams served at once; the next viewer gets HTTP 503 and the log a line.
 
     Raises:
-        ValueError: when the address cannot be listened on (in use, not this machine's, no permission).
+        ValueError: when the address cannot be listened on (another live view or program listens there, not
+            this machine's address, no permission), or ``max_viewers`` is below 1.
 
     Example:
         >>> sink = HttpViewSink("127.0.0.1", 8080)  # doctest: +SKIP
@@ -165,13 +238,16 @@ class HttpViewSink:
 
     wants_stop = False
 
-    def __init__(self, host: str, port: int, title: str = "live segmentation") -> None:
+    def __init__(self, host: str, port: int, title: str = "live segmentation", max_viewers: int = MAX_VIEWERS) -> None:
+        if max_viewers < 1:
+            raise ValueError(f"max_viewers must be at least 1, got {max_viewers}")
         self._slot = LatestFrame()
         try:
-            self._server = _ViewServer((host, port), self._slot, title)
+            self._server = _ViewServer((host, port), self._slot, title, max_viewers)
         except OSError as exc:
-            raise ValueError(f"cannot serve the live view on {host}:{port}: {exc.strerror or exc}; "
-                             "pick another port (http://127.0.0.1:8081) or stop what uses it") from None
+            raise ValueError(f"cannot serve the live view on {host}:{port}: {exc.strerror or exc} (another live "
+                             "view or program listens there); pick another port (http://127.0.0.1:8081) or stop "
+                             "what uses it") from None
         self.port = int(self._server.server_address[1])
         self.host = host
         shown = f"[{host}]" if ":" in host else host

@@ -212,3 +212,28 @@ def test_cleanup_is_refused_for_multiclass_models(tiny_model_files: dict[str, Pa
 
     with pytest.raises(ValueError, match="binary models"):
         Segmenter(tiny_model_files["onnx"], cleanup=BinaryCleanup("fill-holes", max_hole_area=5))
+
+
+@pytest.mark.parametrize(("target", "words"), [("notes.txt/out.json", "is a file, not a folder"),
+                                               ("a-folder", "it is an existing folder"),
+                                               ("/proc/out.json", "cannot write --json '/proc/out.json'")])
+def test_cli_json_target_is_checked_before_the_model_loads(target: str, words: str, tmp_path: Path) -> None:
+    if target.startswith("/proc/") and Path("/proc").is_dir() and _proc_takes_files():
+        pytest.skip("needs a /proc that refuses new files")
+    (tmp_path / "notes.txt").write_text("a file")
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "broken.onnx").write_bytes(b"not onnx")  # would be the error if the model were loaded first
+    images, labels = make_folders(tmp_path)
+    proc = run_cli("--model", "broken.onnx", "--images", str(images), "--labels", str(labels),
+                   "--json", target, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and words in lines[0] and "broken.onnx" not in lines[0], lines
+
+
+def _proc_takes_files() -> bool:
+    try:
+        Path("/proc/.unetrt-probe").touch()
+    except OSError:
+        return False
+    Path("/proc/.unetrt-probe").unlink()
+    return True

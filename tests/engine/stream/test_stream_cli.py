@@ -102,6 +102,6 @@ def test_precision_is_passed_to_the_segmenter(tmp_path: Path, capsys: pytest.Cap
     video = write_video(tmp_path / "in.mp4", 2, size=(160, 120))
     assert main([str(video), str(tmp_path / "out.mp4"), "--model", "camvid", "--precision", "int8",
                  "--backend", "onnxruntime"]) == 0
-    assert main([str(video), str(tmp_path / "out.mp4"), "--model", "camvid", "--precision", "bf16",
+    assert main([str(video), str(tmp_path / "out2.mp4"), "--model", "camvid", "--precision", "bf16",
                  "--backend", "onnxruntime"]) == 2
     assert "OpenVINO's inference-precision hint" in capsys.readouterr().err

@@ -160,3 +160,27 @@ def test_waits_for_the_server_reconnects_after_a_restart_and_stops_on_sigterm(
     images = sorted(out.glob("*.png"))
     assert summary["written"] > 0 and len(images) == summary["written"]
     assert all(cv2.imread(str(image)) is not None for image in images)
+
+
+def test_a_frozen_server_is_noticed_within_the_open_timeout(tmp_path: Path, tiny_model_files: dict[str, Path]) -> None:
+    port = _free_port()
+    out = tmp_path / "frames"
+    server = _start_server(port)
+    command = [sys.executable, "-m", "unetrt.stream.cli", f"rtsp://127.0.0.1:{port}/test", str(out),
+               "--model", str(tiny_model_files["onnx"]), "--threads", "1", "--open-timeout", "2",
+               "--max-reconnects", "0"]
+    stream = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        log = LineLog(stream.stderr)
+        _wait_for_more_frames(out, 0, lambda: stream.poll() is None, log)
+        server.send_signal(signal.SIGSTOP)  # the server keeps its connection open and sends nothing
+        stream.wait(timeout=STEP_TIMEOUT_S)
+        log.join()
+    finally:
+        _stop(stream)
+        server.send_signal(signal.SIGCONT)
+        _stop(server, signal.SIGTERM)
+    assert stream.returncode == 2, "\n".join(log.lines[-30:])
+    # The read that hung is what failed (FFmpeg alone gave up only after 2-3 times the timeout).
+    assert "sent no frame for 2 s (--open-timeout)" in log.lines[-1], "\n".join(log.lines[-30:])

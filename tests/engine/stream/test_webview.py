@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from stream_helpers import FakeSegmenter
 
-from unetrt.stream import Stream
+from unetrt.stream import Stream, webview
 from unetrt.stream.sinks import open_sink
-from unetrt.stream.webview import BOUNDARY, HttpViewSink, LatestFrame
+from unetrt.stream.webview import BOUNDARY, REQUEST_TIMEOUT_S, HttpViewSink, LatestFrame
 
 # Generous: only a hang (a viewer blocking the pipeline) ever reaches it.
 HANG_S = 120.0
@@ -157,5 +157,73 @@ def test_http_output_uri_opens_the_view() -> None:
     try:
         assert isinstance(view, HttpViewSink) and view.url.startswith("http://127.0.0.1:")
         assert _get(view.url)[0] == 200
+    finally:
+        view.close()
+
+
+def test_the_port_is_free_again_at_once_after_a_viewer_loaded_the_page() -> None:
+    view = HttpViewSink("127.0.0.1", 0)
+    port = view.port
+    try:
+        assert _get(view.url)[0] == 200  # the server closes first, so its side of the connection is in TIME_WAIT
+    finally:
+        view.close()
+    again = HttpViewSink("127.0.0.1", port)
+    try:
+        assert _get(again.url)[0] == 200
+        with pytest.raises(ValueError, match="another live view or program listens there"):
+            HttpViewSink("127.0.0.1", port)  # reuse of the address never means sharing a listening port
+    finally:
+        again.close()
+
+
+def test_a_connection_that_sends_no_request_is_closed() -> None:
+    view = HttpViewSink("127.0.0.1", 0)
+    try:
+        # Three times the server's limit: only a server that never closes idle connections reaches it.
+        with socket.create_connection(("127.0.0.1", view.port), timeout=3 * REQUEST_TIMEOUT_S) as idle:
+            assert idle.recv(1024) == b""  # closed by the server
+    finally:
+        view.close()
+
+
+def _request(port: int, path: str) -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", port), timeout=HANG_S)
+    connection.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+    return connection
+
+
+def _status_line(connection: socket.socket) -> bytes:
+    return connection.makefile("rb").readline().strip()
+
+
+def test_viewers_past_the_cap_get_503_and_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    view = HttpViewSink("127.0.0.1", 0, max_viewers=1)
+    try:
+        with _request(view.port, "/stream") as first:
+            assert _status_line(first) == b"HTTP/1.0 200 OK"
+            with caplog.at_level("WARNING", logger="unetrt.stream.webview"):
+                with _request(view.port, "/stream") as second:
+                    assert _status_line(second).startswith(b"HTTP/1.0 503")
+                with _request(view.port, "/stream") as third:
+                    assert _status_line(third).startswith(b"HTTP/1.0 503")
+            assert _get(view.url)[0] == 200  # the page is still served
+            refusals = [record.getMessage() for record in caplog.records if "refused" in record.getMessage()]
+            assert len(refusals) == 1 and "1 viewers watch" in refusals[0], refusals
+    finally:
+        view.close()
+    with pytest.raises(ValueError, match="max_viewers must be at least 1"):
+        HttpViewSink("127.0.0.1", 0, max_viewers=0)
+
+
+def test_connections_past_the_cap_get_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webview, "MAX_CONNECTIONS", 2)
+    view = HttpViewSink("127.0.0.1", 0)
+    try:
+        idle = [socket.create_connection(("127.0.0.1", view.port), timeout=HANG_S) for _ in range(2)]
+        with socket.create_connection(("127.0.0.1", view.port), timeout=HANG_S) as refused:
+            assert _status_line(refused).startswith(b"HTTP/1.0 503")
+        for connection in idle:
+            connection.close()
     finally:
         view.close()
