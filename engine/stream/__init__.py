@@ -8,7 +8,8 @@ Example:
 """
 
 from .pipeline import Stream, StreamResult
-from .sinks import DisplaySink, FrameSink, ImageSequenceSink, VideoFileSink, open_sink
+from .rosbag import FrameHeader, RosbagSink, RosbagSource
+from .sinks import DisplaySink, FrameSink, ImageSequenceSink, ResultSink, VideoFileSink, open_sink
 from .sources import (
     CorruptFrameError,
     FrameSource,
@@ -23,11 +24,15 @@ from .stats import StreamStats, format_summary
 __all__ = [
     "CorruptFrameError",
     "DisplaySink",
+    "FrameHeader",
     "FrameSink",
     "FrameSource",
     "ImageSequenceSink",
     "ImageSequenceSource",
     "IterableSource",
+    "ResultSink",
+    "RosbagSink",
+    "RosbagSource",
     "SourceError",
     "Stream",
     "StreamResult",

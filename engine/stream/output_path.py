@@ -31,11 +31,11 @@ def check_output_path(spec: SinkSpec) -> None:
     Example:
         >>> check_output_path(SinkSpec("none", ""))
     """
-    if spec.kind not in ("video", "images"):
+    if spec.kind not in ("video", "rosbag", "images"):
         return
     target = Path(spec.location)
     folder = target.parent
-    if spec.kind == "video" and target.is_dir():
+    if spec.kind in ("video", "rosbag") and target.is_dir():
         raise ValueError(f"cannot write video {spec.location!r}: it is an existing folder; give a file name")
     existing = folder
     while not existing.exists():
@@ -43,7 +43,7 @@ def check_output_path(spec: SinkSpec) -> None:
     if not existing.is_dir():
         raise ValueError(f"cannot write output {spec.location!r}: {str(existing)!r} is a file, not a folder; "
                          "choose another output path")
-    if spec.kind == "video" and target.exists() and not os.access(target, os.W_OK):
+    if spec.kind in ("video", "rosbag") and target.exists() and not os.access(target, os.W_OK):
         raise ValueError(f"cannot write video {spec.location!r}: the existing file is read-only; "
                          "choose another output path or remove it")
     try:
