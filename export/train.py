@@ -61,6 +61,9 @@ from .losses import LOSS_NAMES, SegmentationLoss
 from .weights import precompute_weight_maps
 
 GRAY_MEAN, GRAY_STD = (0.5,), (0.25,)
+# The activation of the bundled model of each layout (engine/models/NAME.pt), so that their recorded
+# training commands, which leave it out, rebuild them.
+DEFAULT_ACTIVATIONS = {"camvid": "relu", "isbi": "elu"}
 # The validation figure --monitor metric selects on: (name, lower is better). Binary models are
 # selected on the ISBI 2012 challenge's Rand error, the figure the U-Net paper reports.
 BINARY_MONITOR = ("challenge_rand_error", True)
@@ -300,9 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base", type=int, default=16,
                         help="channels of the first level (16 to 64; the bundled models: 16)")
     parser.add_argument("--depth", type=int, default=5, help="levels of the U-Net (the paper's has 5)")
-    parser.add_argument("--activation", choices=("elu", "relu"), default="relu",
-                        help="activation after every convolution (the paper and the bundled camvid: relu; the blog: "
-                             "elu)")
+    parser.add_argument("--activation", choices=("elu", "relu"), default=None,
+                        help="activation after every convolution (default: the bundled model's of the layout: relu "
+                             "for camvid and your own data, as the paper; elu for isbi, as the blog)")
     parser.add_argument("--padding", choices=("same", "valid"), default="same",
                         help="'valid' is the paper's unpadded network (572 -> 388); 'same' keeps the size")
     parser.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
@@ -403,7 +406,7 @@ def _model_info(args: argparse.Namespace, split: SplitFiles) -> ModelInfo:
         padding=args.padding,
         depth=args.depth,
         base=args.base,
-        activation=args.activation,
+        activation=args.activation or DEFAULT_ACTIVATIONS[args.dataset],
         working_size=args.working_size,
         ignore_index=split.ignore_index,
         name=args.name or args.dataset,

@@ -14,10 +14,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from unetrt.export.checkpoint import load_checkpoint  # noqa: E402
-from unetrt.export.train import build_parser  # noqa: E402
+from unetrt.export.data import SplitFiles  # noqa: E402
+from unetrt.export.train import _model_info, build_parser  # noqa: E402
 from unetrt.export.train import main as train_main  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "own-data.md"
+MODELS = Path(__file__).resolve().parents[2] / "engine" / "models"
 RECIPE_MARK = "<!-- recipe:"
 # Tiny sizes appended to the recipe's unet-train line (argparse keeps the last value of an option).
 TINY_TRAIN = ["--working-size", "64x48", "--base", "4", "--depth", "3", "--dropout", "0,0,0", "--epochs", "2",
@@ -89,14 +91,34 @@ def test_documented_recipe_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.M
         assert seg.segment(frame).mask.shape == frame.shape[:2]
 
 
+def _architecture(argv: list[str]) -> dict[str, object]:
+    """What ``unet-train ARGV`` would build: the architecture fields of its ModelInfo."""
+    args = build_parser().parse_args(argv)
+    info = _model_info(args, SplitFiles([], [], ("a", "b"), ((0, 0, 0), (1, 1, 1)), None,
+                                        1 if args.dataset == "isbi" else 3))
+    return {"base": info.base, "depth": info.depth, "activation": info.activation, "padding": info.padding,
+            "batch_norm": info.extra["batch_norm"], "dropout": list(info.extra["dropout"])}
+
+
+def _bundled_architecture(name: str) -> dict[str, object]:
+    info = load_checkpoint(MODELS / f"{name}.pt")["info"]
+    return {key: info.get(key, info["extra"].get(key)) for key in
+            ("base", "depth", "activation", "padding", "batch_norm", "dropout")}
+
+
 def test_defaults_are_the_bundled_models_recipe() -> None:
-    bundled = load_checkpoint(Path(__file__).resolve().parents[2] / "engine" / "models" / "camvid.pt")["info"]
+    assert _architecture(["--dataset", "camvid", "--data", "mydata"]) == _bundled_architecture("camvid")
     args = build_parser().parse_args(["--dataset", "camvid", "--data", "mydata"])
-    ours = {"base": args.base, "depth": args.depth, "activation": args.activation, "padding": args.padding,
-            "batch_norm": args.batch_norm, "dropout": [float(v) for v in args.dropout.split(",")]}
-    theirs = {key: bundled.get(key, bundled["extra"].get(key)) for key in ours}
-    assert ours == theirs
-    assert args.class_weights == "median-freq" and "class_weights" in bundled["extra"]
+    assert args.class_weights == "median-freq" and "class_weights" in load_checkpoint(MODELS / "camvid.pt")["info"][
+        "extra"]
+
+
+@pytest.mark.parametrize("name", ["camvid", "isbi"])
+def test_recorded_training_commands_still_build_the_bundled_models(name: str) -> None:
+    commands = json.loads((MODELS / f"{name}.json").read_text())["training_commands"]
+    assert commands
+    for command in commands:
+        assert _architecture(shlex.split(command)[1:]) == _bundled_architecture(name), command
 
 
 def test_epoch_bar_shows_in_a_log_with_its_steps_loss_and_eta(tmp_path: Path,
