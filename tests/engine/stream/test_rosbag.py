@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from unetrt.segmenter import Segmenter
 from unetrt.stream import Stream
 from unetrt.stream.cli import main
 from unetrt.stream.rosbag import MASK_TOPIC, OVERLAY_TOPIC, RosbagSink, RosbagSource
+from unetrt.stream.sources import SourceError
 from unetrt.stream.uri import parse_sink, parse_source
 
 ENGINE = ["--backend", "onnxruntime", "--threads", "1", "--workers", "1"]
@@ -255,3 +257,36 @@ def test_uris_name_bags(image_bag: Path, tmp_path: Path) -> None:
     assert parse_sink("out/seg.mcap").kind == "rosbag"
     source = RosbagSource(folder)
     assert (source.topic, source.frame_count, source.live) == ("/c", 1, False)
+
+
+def test_a_bag_that_breaks_off_while_read_is_a_source_error(image_bag: Path) -> None:
+    from rosbags.rosbag2 import ReaderError
+
+    source = RosbagSource(image_bag)
+    source.open()
+    assert source._messages is not None
+    first = next(source._messages)
+
+    def breaking_off() -> Iterator[tuple[Any, int, bytes]]:
+        yield first
+        raise ReaderError("chunk CRC mismatch")  # what a damaged chunk in the middle of a bag gives
+
+    source._messages = breaking_off()
+    assert source.read() is not None
+    with pytest.raises(SourceError, match=r"breaks off after 1 messages of /camera/image_raw \(chunk CRC mismatch\); "
+                                          r"is it truncated\?"):
+        source.read()
+    source.close()
+
+
+def test_bare_db3_is_read_and_a_bag_output_path_is_checked(tmp_path: Path, tiny_model_files: dict[str, Path],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    folder = write_bag(tmp_path / "sq_bag", {"/c": [image_message(f, "mono8", i) for i, f in enumerate(
+        [cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) for frame in synthetic_frames(2)])]}, "sqlite3")
+    source = RosbagSource(next(folder.glob("*.db3")))
+    source.open()
+    assert [source.read() is not None for _ in range(3)] == [True, True, False]
+    source.close()
+    (tmp_path / "file").write_text("")
+    assert main([str(folder), str(tmp_path / "file" / "out.mcap"), "--model", str(tiny_model_files["onnx"])]) == 2
+    assert "is a file, not a folder" in _one_line_error(capsys)
