@@ -1,7 +1,8 @@
 """Reading image/label folder pairs, with the CamVid and ISBI 2012 conventions.
 
 Numpy and OpenCV only, so evaluation works in the runtime without torch.
-Label maps are single-channel uint8 class ids (CamVid) or 0/255 binary masks (ISBI).
+Label maps are single-channel uint8 class ids (CamVid) or 0/255 binary masks (ISBI); the layout and
+``classes.json`` of a data set of your own are described in docs/own-data.md.
 """
 
 from __future__ import annotations
@@ -96,31 +97,72 @@ def read_label(path: str | Path, binary: bool) -> np.ndarray:
     if label is None:
         raise ValueError(f"cannot read label {str(path)!r}: missing, unreadable or not an image")
     if label.ndim == 3:
+        # A gray map saved as RGB is fine; a colour-coded one (one colour per class) is not a map of ids.
+        if any(not np.array_equal(label[..., 0], label[..., c]) for c in range(1, min(label.shape[2], 3))):
+            raise ValueError(f"label {str(path)!r} is a colour image; a label must hold one class id per pixel "
+                             "(0, 1, 2, ... as in classes.json), saved as a single-channel PNG: convert colours "
+                             "to ids (docs/own-data.md)")
         label = label[..., 0]
     if label.dtype != np.uint8:
         raise ValueError(f"label {str(path)!r} has dtype {label.dtype}; expected uint8 class ids")
     return (label > 127).astype(np.uint8) if binary else label
 
 
+def check_label_ids(label: np.ndarray, path: str | Path, num_classes: int, ignore_index: int | None) -> None:
+    """Make sure a label map holds only the ids of the class table (0..num_classes-1) and ``ignore_index``.
+
+    Raises:
+        ValueError: naming the file, the ids outside the table and their pixel count, and the fix.
+
+    Example:
+        >>> check_label_ids(np.array([[0, 1], [1, 255]], np.uint8), "a.png", 2, 255)
+    """
+    counts = np.bincount(label.ravel(), minlength=256)
+    allowed = np.zeros(counts.size, bool)
+    allowed[:num_classes] = True
+    if ignore_index is not None and 0 <= ignore_index < counts.size:
+        allowed[ignore_index] = True
+    outside = np.flatnonzero((counts > 0) & ~allowed)
+    if outside.size:
+        table = f"0..{num_classes - 1}" + (f" and ignore_index {ignore_index}" if ignore_index is not None else "")
+        raise ValueError(f"label {str(path)!r} holds class ids {', '.join(map(str, outside[:8].tolist()))} "
+                         f"({int(counts[outside].sum())} pixels) outside the class table ({table}): relabel them, "
+                         "or add those classes to classes.json")
+
+
+CLASS_TABLE_FORM = ('{"ignore_index": 255, "classes": [{"id": 0, "name": "background", "color": [0, 0, 0]}, '
+                    '{"id": 1, "name": "person", "color": [220, 20, 60]}]}')
+
+
 def read_class_table(path: str | Path) -> ClassTable:
-    """Read a CamVid-style ``classes.json`` (ids, names, colours, ``ignore_index``).
+    """Read a ``classes.json``: ids, names, RGB colours and an optional ``ignore_index`` (docs/own-data.md).
 
     The ignored class is left out of the returned names and colours; ids must
     be 0..K-1 for the K kept classes.
 
     Raises:
-        ValueError: when the file is malformed.
+        ValueError: when the file is not JSON, lacks a field, or its ids are not 0..K-1; the message shows
+            the expected form.
+
+    Example:
+        >>> read_class_table("../shared/data/camvid/classes.json").names[:2]  # doctest: +SKIP
+        ('sky', 'building')
     """
-    data = json.loads(Path(path).read_text())
-    ignore = data.get("ignore_index")
-    classes = sorted((c for c in data["classes"] if c["id"] != ignore), key=lambda c: c["id"])
-    if [c["id"] for c in classes] != list(range(len(classes))):
-        raise ValueError(f"class ids in {str(path)!r} must be 0..K-1 apart from ignore_index")
-    return ClassTable(
-        names=tuple(c["name"] for c in classes),
-        colors=tuple(tuple(int(v) for v in c["color"]) for c in classes),  # type: ignore[misc]
-        ignore_index=ignore,
-    )
+    try:
+        data = json.loads(Path(path).read_text())
+        ignore = data.get("ignore_index")
+        classes = sorted((c for c in data["classes"] if c["id"] != ignore), key=lambda c: c["id"])
+        names = tuple(str(c["name"]) for c in classes)
+        colors = tuple((int(c["color"][0]), int(c["color"][1]), int(c["color"][2])) for c in classes)
+        ids = [c["id"] for c in classes]
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise ValueError(f"{str(path)!r} is not a class table ({type(exc).__name__}: {exc}); expected the form "
+                         f"{CLASS_TABLE_FORM}") from exc
+    if ignore is not None and (not isinstance(ignore, int) or not 0 <= ignore <= 255):
+        raise ValueError(f"ignore_index in {str(path)!r} must be a label id from 0 to 255 or absent, got {ignore!r}")
+    if ids != list(range(len(classes))) or not classes:
+        raise ValueError(f"class ids in {str(path)!r} must be 0..K-1 apart from ignore_index, got {ids}")
+    return ClassTable(names=names, colors=colors, ignore_index=ignore)
 
 
 def find_class_table(labels: str | Path) -> Path | None:

@@ -65,6 +65,11 @@ def check_frame(frame: object) -> np.ndarray:
         >>> check_frame(np.zeros((2, 3, 4), np.uint16)).shape
         (2, 3, 3)
     """
+    if frame is None:
+        # The usual cause: OpenCV reports a failed read by returning None, not by raising.
+        raise ValueError("frame is None, not an image: cv2.imread returns None when it cannot read a file (a wrong "
+                         "path, or not an image) and VideoCapture.read() returns (False, None) when a video ends or "
+                         "a camera fails; check for None before segmenting")
     if not isinstance(frame, np.ndarray):
         raise ValueError(f"frame must be a numpy array (an OpenCV image), got {type(frame).__name__}")
     if frame.dtype not in FRAME_DTYPES:

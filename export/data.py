@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from unetrt.datasets import paired_files, read_class_table, read_image, read_label
+from unetrt.datasets import check_label_ids, paired_files, read_class_table, read_image, read_label
 from unetrt.preprocessing import normalize
 
 from .augment import AugmentConfig, augment
@@ -36,15 +36,18 @@ class SplitFiles:
 
 
 def camvid_split(root: str | Path) -> SplitFiles:
-    """CamVid in the SegNet layout: train/, trainannot/, val/, valannot/, classes.json.
+    """The SegNet layout of CamVid, and of any data set of your own (docs/own-data.md): train/, trainannot/,
+    val/, valannot/ (labels named as their images, any image suffix) and classes.json.
 
     Raises:
         FileNotFoundError: when a folder or classes.json is missing.
+        ValueError: when classes.json is malformed or the images and labels do not pair up.
     """
     root = Path(root)
     table_path = root / "classes.json"
     if not table_path.is_file():
-        raise FileNotFoundError(f"{str(table_path)!r} not found: is {str(root)!r} a CamVid folder?")
+        raise FileNotFoundError(f"{str(table_path)!r} not found: a data set folder holds train/, trainannot/, val/, "
+                                "valannot/ and classes.json (docs/own-data.md)")
     table = read_class_table(table_path)
     return SplitFiles(
         train=paired_files(root / "train", root / "trainannot"),
@@ -106,14 +109,17 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, ...]]):
         crop: optional (width, height) of a random crop taken after augmentation (training on
             parts of large images).
         ignore_index: label id filled in where geometric augmentation exposes the border.
+        num_classes: the class table's size; when given (multi-class), every label is checked to hold only the
+            ids 0..num_classes-1 and ``ignore_index``.
 
     Returns (per item):
         image (C, H, W) float32 and target (H, W) int64 class ids (binary: 0/1), plus the
         (H, W) float32 weight map once :meth:`set_weight_maps` has given the maps.
 
     Raises:
-        ValueError: without pairs, when an image and its label differ in size, or a crop is
-            larger than the samples.
+        ValueError: without pairs, when an image and its label differ in size, a label holds an id outside
+            the class table, samples differ in size without ``size`` or ``crop`` (they could not be batched),
+            or a crop is larger than the samples.
 
     Example:
         >>> data = SegmentationDataset(isbi_split("isbi").train, 1, (0.5,), (0.25,), True)  # doctest: +SKIP
@@ -130,6 +136,7 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, ...]]):
         augment: bool | AugmentConfig = False,
         crop: tuple[int, int] | None = None,
         ignore_index: int | None = None,
+        num_classes: int | None = None,
     ) -> None:
         if not pairs:
             raise ValueError("a dataset needs at least one (image, label) pair")
@@ -149,9 +156,12 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, ...]]):
             label = read_label(label_path, binary)
             if image.shape[:2] != label.shape[:2]:
                 raise ValueError(
-                    f"image {image_path.name} is {image.shape[1]}x{image.shape[0]} but its label is "
-                    f"{label.shape[1]}x{label.shape[0]}"
+                    f"image {str(image_path)!r} is {image.shape[1]}x{image.shape[0]} but its label "
+                    f"{str(label_path)!r} is {label.shape[1]}x{label.shape[0]}: a label must be drawn on its image "
+                    "at the same size"
                 )
+            if num_classes is not None and not binary:
+                check_label_ids(label, label_path, num_classes, ignore_index)
             if size is not None and (image.shape[1], image.shape[0]) != size:
                 image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
                 label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
@@ -160,6 +170,11 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, ...]]):
             if crop is not None and (crop[0] > image.shape[1] or crop[1] > image.shape[0]):
                 raise ValueError(f"crop {crop[0]}x{crop[1]} is larger than sample {image_path.name} "
                                  f"({image.shape[1]}x{image.shape[0]}); choose a smaller --crop")
+            if crop is None and self.images and image.shape[:2] != self.images[0].shape[:2]:
+                first = self.images[0]
+                raise ValueError(f"samples differ in size ({pairs[0][0].name} is {first.shape[1]}x{first.shape[0]}, "
+                                 f"{image_path.name} is {image.shape[1]}x{image.shape[0]}): give --working-size WxH "
+                                 "to resize them all to one size")
             self.images.append(image)
             self.labels.append(label)
 

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from unetrt.cli import HelpFormatter, parse_size, run_cli
-from unetrt.geometry import check_input_size
+from unetrt.geometry import check_input_size, nearest_legal_sizes
 from unetrt.metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from unetrt.model_info import ModelInfo
 
@@ -61,6 +61,9 @@ from .losses import LOSS_NAMES, SegmentationLoss
 from .weights import precompute_weight_maps
 
 GRAY_MEAN, GRAY_STD = (0.5,), (0.25,)
+# The activation of the bundled model of each layout (engine/models/NAME.pt), so that their recorded
+# training commands, which leave it out, rebuild them.
+DEFAULT_ACTIVATIONS = {"camvid": "relu", "isbi": "elu"}
 # The validation figure --monitor metric selects on: (name, lower is better). Binary models are
 # selected on the ISBI 2012 challenge's Rand error, the figure the U-Net paper reports.
 BINARY_MONITOR = ("challenge_rand_error", True)
@@ -117,9 +120,10 @@ def run_epoch(
     """
     model.train()
     total_loss, samples = 0.0, 0
-    bar = tqdm(loader, desc=description, leave=False, unit="batch", disable=None if context.is_main else True)
+    steps = len(loader) if max_steps is None else min(len(loader), max_steps)
+    bar = progress_bar(loader, description, steps, context.is_main)
     for step, batch in enumerate(bar):
-        if max_steps is not None and step >= max_steps:
+        if step >= steps:
             break
         images, targets, weights = _to_device(batch, context.device, amp_dtype is not None)
         with _autocast(context.device, amp_dtype):
@@ -138,9 +142,24 @@ def run_epoch(
             ema.update(model)
         total_loss += loss.item() * images.shape[0]
         samples += images.shape[0]
-        bar.set_postfix(loss=f"{total_loss / samples:.4f}")
+        bar.set_postfix(loss=f"{total_loss / samples:.4f}", refresh=False)
     total_loss, samples_sum = all_reduce_sum([total_loss, float(samples)], context)
     return total_loss / max(samples_sum, 1.0)
+
+
+# A bar in a log file (stderr not a terminal) is redrawn at most this often, so a long epoch leaves a few lines.
+LOG_BAR_INTERVAL_S = 30.0
+
+
+def progress_bar(loader: DataLoader[Any], description: str, steps: int, shown: bool) -> tqdm[Any]:
+    """The bar of an epoch: batches done of ``steps``, the running loss (set by the caller), elapsed time and ETA.
+
+    On a terminal it is redrawn live and cleared at the end; into a log (stderr redirected) it writes a line
+    every ``LOG_BAR_INTERVAL_S`` seconds and keeps the last one, so a long epoch is never silent.
+    """
+    terminal = sys.stderr.isatty()
+    return tqdm(loader, desc=description, total=steps, unit="batch", leave=not terminal, disable=not shown,
+                mininterval=0.1 if terminal else LOG_BAR_INTERVAL_S, dynamic_ncols=terminal)
 
 
 def cpu_supports_bf16() -> bool:
@@ -281,13 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="data set root folder")
     parser.add_argument("--out", default="runs/unet", help="output folder for checkpoints and logs")
     parser.add_argument("--name", default=None, help="model name stored in the checkpoint (default: dataset)")
-    parser.add_argument("--base", type=int, default=64, help="channels of the first level (16 to 64)")
+    parser.add_argument("--base", type=int, default=16,
+                        help="channels of the first level (16 to 64; the bundled models: 16)")
     parser.add_argument("--depth", type=int, default=5, help="levels of the U-Net (the paper's has 5)")
-    parser.add_argument("--activation", choices=("elu", "relu"), default="elu",
-                        help="activation after every convolution (the blog: elu; the paper: relu)")
+    parser.add_argument("--activation", choices=("elu", "relu"), default=None,
+                        help="activation after every convolution (default: the bundled model's of the layout: relu "
+                             "for camvid and your own data, as the paper; elu for isbi, as the blog)")
     parser.add_argument("--padding", choices=("same", "valid"), default="same",
                         help="'valid' is the paper's unpadded network (572 -> 388); 'same' keeps the size")
-    parser.add_argument("--batch-norm", action="store_true", help="batch normalisation after every 3x3 conv")
+    parser.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
+                        help="batch normalisation after every 3x3 conv, folded into the convolutions on export (the "
+                             "bundled models have it; without it a base-16 network learns several times slower)")
     parser.add_argument("--dropout", default="0.1,0.1,0.2,0.2,0.3", help="rates per level, comma-separated")
     parser.add_argument("--working-size", type=parse_size, default=None, metavar="WxH",
                         help="resize frames to this size for training and inference")
@@ -312,8 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ce-weight", type=float, default=1.0, help="dice-ce: factor of the weighted CE term")
     parser.add_argument("--w0", type=float, default=10.0, help="distance weight maps: border weight")
     parser.add_argument("--sigma", type=float, default=5.0, help="distance weight maps: border width (px)")
-    parser.add_argument("--class-weights", choices=("none", "median-freq"), default="none",
-                        help="class balancing of the cross-entropy (multi-class)")
+    parser.add_argument("--class-weights", choices=("none", "median-freq"), default="median-freq",
+                        help="class balancing of the cross-entropy (multi-class; median-freq: SegNet's median "
+                             "frequency balancing, as the bundled camvid)")
     parser.add_argument("--augment", default="hflip,jitter",
                         help=f"comma-separated, from {', '.join(AUGMENTATIONS)}; 'none' for nothing")
     parser.add_argument("--elastic-sigma", type=float, default=10.0, help="elastic: displacement std (px)")
@@ -382,7 +406,7 @@ def _model_info(args: argparse.Namespace, split: SplitFiles) -> ModelInfo:
         padding=args.padding,
         depth=args.depth,
         base=args.base,
-        activation=args.activation,
+        activation=args.activation or DEFAULT_ACTIVATIONS[args.dataset],
         working_size=args.working_size,
         ignore_index=split.ignore_index,
         name=args.name or args.dataset,
@@ -427,6 +451,25 @@ def _check_args(args: argparse.Namespace) -> None:
                 raise ValueError(f"{option}: {exc}") from exc
 
 
+def _check_sample_sizes(train_set: SegmentationDataset, val_set: SegmentationDataset,
+                        args: argparse.Namespace) -> None:
+    """The network takes only some sizes: say so before the first step, with the sizes to ask for.
+
+    Raises:
+        ValueError: when the training crops or the samples are not a size the network accepts.
+    """
+    for name, dataset, crop in (("training", train_set, args.crop), ("validation", val_set, None)):
+        height, width = dataset.images[0].shape[:2]
+        if crop is not None:
+            width, height = crop
+        try:
+            check_input_size(height, width, args.padding, args.depth)
+        except ValueError as exc:
+            legal = [nearest_legal_sizes(side, args.padding, args.depth)[1] for side in (width, height)]
+            raise ValueError(f"the {name} samples are {width}x{height}: {exc}; resize them with --working-size "
+                             f"{legal[0]}x{legal[1]} (or another legal size)") from exc
+
+
 def train(args: argparse.Namespace) -> Path:
     """Train as ``args`` says and return the path of the best checkpoint."""
     context = init_distributed(args.device)
@@ -451,9 +494,12 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
     augment = AugmentConfig.parse(args.augment, scale=args.scale, shift=args.shift,
                                   elastic_sigma=args.elastic_sigma, elastic_grid=args.elastic_grid,
                                   zoom=_zoom_range(args.zoom))
+    num_classes = None if binary else info.num_classes
     train_set = SegmentationDataset(split.train, info.in_channels, info.mean, info.std, binary, args.working_size,
-                                    augment, args.crop, info.ignore_index)
-    val_set = SegmentationDataset(split.val, info.in_channels, info.mean, info.std, binary, args.working_size)
+                                    augment, args.crop, info.ignore_index, num_classes)
+    val_set = SegmentationDataset(split.val, info.in_channels, info.mean, info.std, binary, args.working_size,
+                                  ignore_index=info.ignore_index, num_classes=num_classes)
+    _check_sample_sizes(train_set, val_set, args)
     class_weights_np = None
     if args.class_weights == "median-freq" and not binary:
         class_weights_np = median_frequency_weights(class_frequencies(train_set, info.num_classes))

@@ -8,7 +8,8 @@ Example:
 """
 
 from .pipeline import OutputError, Stream, StreamResult
-from .sinks import DisplaySink, FrameSink, ImageSequenceSink, VideoFileSink, open_sink
+from .rosbag import FrameHeader, RosbagSink, RosbagSource
+from .sinks import DisplaySink, FrameSink, ImageSequenceSink, ResultSink, VideoFileSink, open_sink
 from .sources import (
     CorruptFrameError,
     FrameSource,
@@ -23,12 +24,16 @@ from .stats import StreamStats, format_summary
 __all__ = [
     "CorruptFrameError",
     "DisplaySink",
+    "FrameHeader",
     "FrameSink",
     "FrameSource",
     "ImageSequenceSink",
     "ImageSequenceSource",
     "IterableSource",
     "OutputError",
+    "ResultSink",
+    "RosbagSink",
+    "RosbagSource",
     "SourceError",
     "Stream",
     "StreamResult",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .rosbag import FrameHeader
 from .sources import CorruptFrameError, FrameSource, SourceError, check_stream_frame
 from .stats import StreamStats
 
@@ -37,6 +38,7 @@ class CapturedFrame:
         captured_at: ``time.perf_counter()`` when it was read.
         wall_time: ``time.time()`` when it was read, to match it with other sensors.
         capture_ms: how long the read took.
+        header: the message header of a frame from a ROS 2 bag (the source's ``last_header``), else None.
     """
 
     image: np.ndarray
@@ -44,6 +46,7 @@ class CapturedFrame:
     captured_at: float
     wall_time: float
     capture_ms: float
+    header: FrameHeader | None = None
 
 
 @dataclass
@@ -286,7 +289,8 @@ class CaptureThread(threading.Thread):
             if self.size is not None and (frame.shape[1], frame.shape[0]) != self.size:
                 frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
             now = time.perf_counter()
-            item = CapturedFrame(frame, self._index, now, time.time(), (now - started) * 1e3)
+            item = CapturedFrame(frame, self._index, now, time.time(), (now - started) * 1e3,
+                                 getattr(self.source, "last_header", None))
             self._index += 1
             self.stats.add("capture", item.capture_ms)
             self.stats.count("captured")

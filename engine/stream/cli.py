@@ -7,6 +7,7 @@ Examples::
     unet-stream csi://0 --headless --stats stats.json  # Jetson CSI camera, no window
     unet-stream csi://0 http://0.0.0.0:8080 --legend   # live view in a browser on any computer of the network
     unet-stream rtsp://192.168.1.2:8554/cam out/frame_%05d.png --max-fps 5
+    unet-stream recording.mcap segmented.mcap --topic /camera/image_raw  # ROS 2 bag in, /unetrt/mask out
 """
 
 from __future__ import annotations
@@ -47,10 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment frames from a camera, network stream, video or image folder in real time.",
         # The epilog is printed as written (argparse substitutes %-codes only in help strings), so one '%' here.
         epilog="inputs: 0, /dev/video0, v4l2:///dev/video0, csi://0, rtsp://host/path, file://clip.mp4, clip.mp4, "
-               "a folder, 'frames/*.png', sample (the bundled CamVid clip). "
+               "a folder, 'frames/*.png', sample (the bundled CamVid clip), a ROS 2 bag (a rosbag2 folder, rec.mcap, "
+               "rec.db3; needs pip install 'unetrt[ros]'). "
                "outputs: display://0, out.mp4 (H.264 when ffmpeg or OpenCV has an encoder, else MPEG-4 Part 2), "
                "out.avi (Motion JPEG), a folder, out/frame_%04d.png, http://127.0.0.1:8080 (live view in a "
-               "browser on this machine; http://0.0.0.0:8080 serves every network interface). "
+               "browser on this machine; http://0.0.0.0:8080 serves every network interface), out.mcap (a ROS 2 bag: "
+               "/unetrt/mask mono8 class ids and /unetrt/overlay JPEG, with each input message's header). "
                "Sizes are WIDTHxHEIGHT or separate widths and heights, in pixels.",
         formatter_class=HelpFormatter,
     )
@@ -101,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--open-timeout", type=float, default=10.0, metavar="SECONDS",
                         help="a network stream that does not open, or send a frame, within this time counts "
                              "as failed and is retried (default: 10)")
+    parser.add_argument("--topic", default=None,
+                        help="the image topic of a ROS 2 bag input (default: the bag's only image topic)")
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="log every reconnect and skipped frame, and let OpenCV and FFmpeg log too")
     return parser
@@ -217,7 +222,8 @@ def _run_stream(args: argparse.Namespace, sigterm: StopOnSigterm) -> bool:
                         input_size=_input_size(args), max_fps=args.max_fps, loop=args.loop,
                         max_frames=args.max_frames, max_reconnects=args.max_reconnects, wait=args.wait,
                         open_timeout=args.open_timeout, segmenter_options=_segmenter_options(args),
-                        workers=args.workers, overwrite=args.overwrite, video_library_logs=args.verbose)
+                        workers=args.workers, overwrite=args.overwrite, video_library_logs=args.verbose,
+                        topic=args.topic)
         sigterm.stop = stream.stop
         with stream, tqdm(total=_expected_frames(stream, args), unit="frame", disable=None,
                           desc="unet-stream") as progress:
@@ -257,6 +263,8 @@ def _expected_frames(stream: Stream, args: argparse.Namespace) -> int | None:
     files = getattr(stream.source, "files", None)
     if files is not None:
         count = len(files)
+    elif hasattr(stream.source, "frame_count"):  # a ROS 2 bag counts its messages
+        count = int(stream.source.frame_count)
     else:
         capture = cv2.VideoCapture(stream.source.name)
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))

@@ -35,13 +35,13 @@ def check_output_path(spec: SinkSpec) -> None:
     Example:
         >>> check_output_path(SinkSpec("none", ""))
     """
-    if spec.kind not in ("video", "images"):
+    if spec.kind not in ("video", "rosbag", "images"):
         return
     target = Path(spec.location)
-    if spec.kind == "video" and target.is_dir():
+    if spec.kind in ("video", "rosbag") and target.is_dir():
         raise ValueError(f"cannot write video {spec.location!r}: it is an existing folder; give a file name")
     check_writable_file(target, f"output {spec.location!r}")
-    if spec.kind == "video" and target.exists() and not os.access(target, os.W_OK):
+    if spec.kind in ("video", "rosbag") and target.exists() and not os.access(target, os.W_OK):
         raise ValueError(f"cannot write video {spec.location!r}: the existing file is read-only; "
                          "choose another output path or remove it")
 
@@ -93,10 +93,10 @@ def check_not_input(spec: SinkSpec, inputs: Sequence[Path]) -> None:
     Example:
         >>> check_not_input(SinkSpec("video", "out.mp4"), [])
     """
-    if spec.kind not in ("video", "images") or not inputs:
+    if spec.kind not in ("video", "rosbag", "images") or not inputs:
         return
     target = Path(spec.location)
-    if spec.kind == "video":
+    if spec.kind in ("video", "rosbag"):
         candidates, what = [target], "is the input"
     else:
         candidates, what = [target.parent], "is the input's folder"
@@ -148,7 +148,7 @@ def check_existing_output(spec: SinkSpec, overwrite: bool) -> None:
     """
     if overwrite:
         return
-    if spec.kind == "video" and os.path.lexists(spec.location):
+    if spec.kind in ("video", "rosbag") and os.path.lexists(spec.location):
         raise ValueError(f"output {spec.location!r} exists; {OVERWRITE_HINT}")
     if spec.kind == "images":
         earlier = frame_files(spec.location)

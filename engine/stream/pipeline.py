@@ -36,7 +36,8 @@ from .capture import (
 from .flip import check_flip, flip_frame
 from .output_path import check_existing_output, check_not_input, check_output_path
 from .render import compose, draw_caption, parse_visualize
-from .sinks import DEFAULT_OUTPUT_FPS, FrameSink, open_sink
+from .rosbag import FrameHeader
+from .sinks import DEFAULT_OUTPUT_FPS, ResultSink, Sink, open_sink
 from .sources import (
     FrameSource,
     SourceError,
@@ -82,6 +83,7 @@ class StreamResult:
         latency_ms: capture to mask, end to end: the wait in the hand-off plus the segmentation.
         timings_ms: 'capture', 'preprocess', 'inference', 'postprocess'.
         fps: results per second over the last 30 results.
+        header: the input message's header (stamp, frame_id, log time) when the source is a ROS 2 bag, else None.
     """
 
     index: int
@@ -93,6 +95,7 @@ class StreamResult:
     latency_ms: float
     timings_ms: dict[str, float] = field(default_factory=dict)
     fps: float = 0.0
+    header: FrameHeader | None = None
 
 
 _WRITER_DONE = object()
@@ -117,11 +120,12 @@ class Stream:
 
     Args:
         source: a URI ('0', '/dev/video0', 'csi://0', 'rtsp://...', a video, a folder, a glob,
-            'sample'), a camera index, a :class:`FrameSource`, an iterable of frames or a function
+            'sample', a ROS 2 bag), a camera index, a :class:`FrameSource`, an iterable of frames or a function
             returning one.
         segmenter: a :class:`unetrt.segmenter.Segmenter` (or anything with ``segment``/``colorize``),
             or a model path or bundled name to open one per worker (then the stream closes them).
-        output: None, 'display://0', a .mp4/.avi path, an image folder or pattern, or a :class:`FrameSink`.
+        output: None, 'display://0', a .mp4/.avi path, an image folder or pattern, a .mcap ROS 2 bag (each
+            mask and JPEG overlay with the input's header), or a :class:`FrameSink`.
         live: override whether stale frames may be dropped (default: cameras and streams yes,
             files, folders and Python iterables no).
         visualize: panels to write: 'overlay', 'mask' or 'overlay,mask'.
@@ -155,6 +159,7 @@ class Stream:
         video_library_logs: let OpenCV and FFmpeg print their own log lines (``[ WARN:...]``) on stderr;
             by default they are silenced (as ``unet-stream`` does without ``--verbose``) and the stream's
             own log says what failed. A level set in ``OPENCV_LOG_LEVEL`` or ``OPENCV_FFMPEG_LOGLEVEL`` is kept.
+        topic: the image topic of a ROS 2 bag source (None: the bag's only image topic).
 
     Raises:
         ValueError: on a bad option, source or output (one that is the input, or exists and ``overwrite`` is
@@ -168,7 +173,7 @@ class Stream:
     """
 
     def __init__(self, source: SourceLike, segmenter: FrameSegmenter | str | Path = "camvid",
-                 output: str | FrameSink | None = None, *, live: bool | None = None,
+                 output: str | Sink | None = None, *, live: bool | None = None,
                  visualize: str | Sequence[str] = "overlay", alpha: float = 0.5, draw_stats: bool = True,
                  legend: bool = False, input_flip: str = "none",
                  input_size: tuple[int, int] | None = None, max_fps: float | None = None, loop: int = 0,
@@ -177,7 +182,7 @@ class Stream:
                  reconnect_delay: tuple[float, float] = (0.5, 8.0), max_reconnects: int | None = None,
                  wait: float | None = None, open_timeout: float | None = None,
                  segmenter_options: dict[str, Any] | None = None, workers: int | None = None,
-                 overwrite: bool = True, video_library_logs: bool = False) -> None:
+                 overwrite: bool = True, video_library_logs: bool = False, topic: str | None = None) -> None:
         _check_options(alpha, max_fps, loop, max_frames, queue_size, reconnect_delay, input_size, output_fps)
         if wait is not None and wait < 0:
             raise ValueError(f"wait must be >= 0 seconds (or None: as long as max_reconnects allows), got {wait}")
@@ -199,9 +204,9 @@ class Stream:
         self.overwrite = overwrite
         if not video_library_logs:
             silence_video_library_logs()
-        self.source: FrameSource = open_source(source, input_size, live, open_timeout)
+        self.source: FrameSource = open_source(source, input_size, live, open_timeout, topic)
         # Parsed and checked now so a bad output is reported before a model is loaded.
-        self._output: SinkSpec | FrameSink | None = parse_sink(output) if isinstance(output, str) else output
+        self._output: SinkSpec | Sink | None = parse_sink(output) if isinstance(output, str) else output
         if isinstance(self._output, SinkSpec):
             check_output_path(self._output)
             # Before the overwrite check: even with overwrite=True the input is never written over.
@@ -219,7 +224,7 @@ class Stream:
         self.segmenter: FrameSegmenter = self.segmenters[0]
         self._legend = _legend_entries(self.segmenter) if legend else None
         self.stats = StreamStats()
-        self.sink: FrameSink | None = None
+        self.sink: Sink | None = None
         self._stop = threading.Event()
         self._handoff: Handoff | None = None
         self._capture: CaptureThread | None = None
@@ -427,7 +432,7 @@ class Stream:
                 self.stats.add(stage, timings[stage])
         self.stats.add("latency", latency)
         return StreamResult(item.index, image, segmentation.mask, segmentation, item.captured_at,
-                            item.wall_time, latency, timings)
+                            item.wall_time, latency, timings, header=item.header)
 
     def render(self, result: StreamResult) -> np.ndarray:
         """The picture the output gets for a result: the chosen panels, with FPS and latency drawn on."""
@@ -463,7 +468,10 @@ class Stream:
                 started = time.perf_counter()
                 image = self.render(item)
                 rendered = time.perf_counter()
-                self.sink.write(image)
+                if isinstance(self.sink, ResultSink):
+                    self.sink.write_result(item, image)
+                else:
+                    self.sink.write(image)
                 written = time.perf_counter()
             except Exception as exc:  # reported to the consuming thread, which raises it
                 self._writer_error = exc

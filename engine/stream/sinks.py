@@ -1,19 +1,23 @@
-"""Frame sinks: a video file, an image sequence, a window or a live view in the browser."""
+"""Frame sinks: a video file, an image sequence, a window, a live view in the browser or a ROS 2 bag."""
 
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
 from .encoders import H264, MJPEG, MPEG4, VideoEncoder, disk_full_reason, open_video_encoder
 from .output_path import frame_files
+from .rosbag import RosbagSink
 from .uri import SinkSpec, parse_sink
 from .webview import HttpViewSink
+
+if TYPE_CHECKING:
+    from .pipeline import StreamResult
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,34 @@ class FrameSink(Protocol):
     def close(self) -> None:
         """Finish the output (a video gets its index written and becomes playable); idempotent."""
         ...
+
+
+@runtime_checkable
+class ResultSink(Protocol):
+    """Where whole results go, not only pictures (a ROS 2 bag stores each mask and the input's header).
+
+    Attributes:
+        name: the sink in words.
+        wants_stop: True once the sink asks to end the stream.
+    """
+
+    name: str
+    wants_stop: bool
+
+    def write_result(self, result: StreamResult, image: np.ndarray) -> None:
+        """Write one result and its rendered picture (HxWx3 BGR uint8).
+
+        Raises:
+            OSError: when it cannot be written.
+        """
+        ...
+
+    def close(self) -> None:
+        """Finish the output; idempotent."""
+        ...
+
+
+Sink = FrameSink | ResultSink
 
 
 class VideoFileSink:
@@ -215,13 +247,14 @@ class DisplaySink:
             self._shown = False
 
 
-def open_sink(output: str | SinkSpec | FrameSink | None, fps: float | None = None,
-              replace_earlier: bool = True) -> FrameSink | None:
+def open_sink(output: str | SinkSpec | Sink | None, fps: float | None = None,
+              replace_earlier: bool = True) -> Sink | None:
     """Make a sink from an output URI, a spec or a ready sink; None means no output.
 
     Args:
         output: ``display://0``, a .mp4/.avi path, an image folder or pattern, ``http://HOST:PORT`` (a live
-            view in the browser, see :class:`~unetrt.stream.webview.HttpViewSink`), a sink, or None.
+            view in the browser, see :class:`~unetrt.stream.webview.HttpViewSink`), a .mcap ROS 2 bag (see
+            :class:`~unetrt.stream.rosbag.RosbagSink`), a sink, or None.
         fps: the rate to store in a video file (default 30).
         replace_earlier: for an image output, delete an earlier run's frames first (see :class:`ImageSequenceSink`).
 
@@ -234,7 +267,7 @@ def open_sink(output: str | SinkSpec | FrameSink | None, fps: float | None = Non
     """
     if output is None:
         return None
-    if isinstance(output, FrameSink):
+    if isinstance(output, FrameSink | ResultSink):
         return output
     spec = output if isinstance(output, SinkSpec) else parse_sink(output)
     if spec.kind == "none":
@@ -244,6 +277,8 @@ def open_sink(output: str | SinkSpec | FrameSink | None, fps: float | None = Non
     if spec.kind == "http":
         host, _, port = spec.location.rpartition(":")
         return HttpViewSink(host, int(port))
+    if spec.kind == "rosbag":
+        return RosbagSink(spec.location)
     if spec.kind == "video":
         return VideoFileSink(spec.location, fps or DEFAULT_OUTPUT_FPS)
     return ImageSequenceSink(spec.location, replace_earlier)

@@ -1,4 +1,5 @@
-"""Frame sources: cameras, CSI sensors, network streams, video files, image folders and Python iterables.
+"""Frame sources: cameras, CSI sensors, network streams, video files, image folders and Python iterables
+(ROS 2 bags: :mod:`unetrt.stream.rosbag`).
 
 Every source has the same small life cycle: :meth:`open`, :meth:`read` until it
 returns None (end of stream), :meth:`close`. A live source that fails raises
@@ -524,7 +525,7 @@ def missing_local_device(source: FrameSource) -> str | None:
 
 
 def open_source(source: SourceLike, size: tuple[int, int] | None = None, live: bool | None = None,
-                open_timeout: float | None = None) -> FrameSource:
+                open_timeout: float | None = None, topic: str | None = None) -> FrameSource:
     """Make a :class:`FrameSource` from a URI, a camera index, a source object or Python frames.
 
     Args:
@@ -534,6 +535,7 @@ def open_source(source: SourceLike, size: tuple[int, int] | None = None, live: b
         live: override whether stale frames may be dropped; None keeps the source's own answer
             (cameras and streams are live, files and Python iterables are not).
         open_timeout: seconds a network stream may take to open or to deliver a frame (None: FFmpeg's 30 s).
+        topic: the image topic of a ROS 2 bag (None: the bag's only image topic); only for bags.
 
     Returns:
         The source, not yet opened.
@@ -546,14 +548,24 @@ def open_source(source: SourceLike, size: tuple[int, int] | None = None, live: b
         True
     """
     opened: FrameSource
+    if topic is not None and not (isinstance(source, str | Path) and parse_source(str(source)).kind == "rosbag"):
+        what = repr(str(source)) if isinstance(source, str | Path | int) else f"a {type(source).__name__}"
+        raise ValueError(f"a topic ({topic!r}, --topic) picks the image topic of a ROS 2 bag, and {what} is not "
+                         "one (a rosbag2 folder, .mcap or .db3)")
     if isinstance(source, FrameSource) and not isinstance(source, str | Path):
         opened = source
     elif isinstance(source, int) and not isinstance(source, bool):
         opened = VideoCaptureSource(SourceSpec("camera", str(source), live=True), size, open_timeout)
     elif isinstance(source, str | Path):
         spec = parse_source(str(source))
-        opened = (ImageSequenceSource(spec.location) if spec.kind == "images"
-                  else VideoCaptureSource(spec, size, open_timeout))
+        if spec.kind == "rosbag":
+            from .rosbag import RosbagSource  # rosbag.py imports this module's errors
+
+            opened = RosbagSource(spec.location, topic)
+        elif spec.kind == "images":
+            opened = ImageSequenceSource(spec.location)
+        else:
+            opened = VideoCaptureSource(spec, size, open_timeout)
     elif isinstance(source, np.ndarray):
         raise ValueError(f"got one frame (array of shape {source.shape}); pass a list or generator of frames")
     elif callable(source) or isinstance(source, Iterable):

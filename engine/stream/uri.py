@@ -2,8 +2,9 @@
 
 Inputs: ``0`` (camera index), ``/dev/video0`` or ``v4l2:///dev/video0``, ``csi://0``,
 ``rtsp://host/path``, ``file://clip.mp4`` or a plain video path, an image folder or glob,
-``sample`` (the bundled clip). Outputs: ``display://0``, a ``.mp4``/``.avi`` file, an
-image folder or an ``image_%04d.png`` pattern, or ``http://127.0.0.1:8080`` (a live view in the browser;
+``sample`` (the bundled clip), a ROS 2 bag (a rosbag2 folder, ``.mcap`` or ``.db3``).
+Outputs: ``display://0``, a ``.mp4``/``.avi`` file, an image folder or an ``image_%04d.png`` pattern,
+a ``.mcap`` ROS 2 bag, or ``http://127.0.0.1:8080`` (a live view in the browser;
 ``http://0.0.0.0:8080`` serves every network interface).
 """
 
@@ -19,6 +20,10 @@ from ..bundled import sample_clip
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
 OUTPUT_VIDEO_SUFFIXES = (".mp4", ".avi")
+# ROS 2 bags (engine/stream/rosbag.py): storage files read alone, a rosbag2 folder by its metadata file.
+ROSBAG_SUFFIXES = (".mcap", ".db3")
+ROSBAG_METADATA = "metadata.yaml"
+OUTPUT_ROSBAG_SUFFIX = ".mcap"
 SAMPLE_NAME = "sample"
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -30,7 +35,8 @@ class SourceSpec:
     """What an input URI names.
 
     Attributes:
-        kind: 'camera' (V4L2 index or device), 'csi', 'rtsp', 'video' (a file) or 'images' (folder or glob).
+        kind: 'camera' (V4L2 index or device), 'csi', 'rtsp', 'video' (a file), 'images' (folder or glob) or
+            'rosbag' (a ROS 2 bag: rosbag2 folder, .mcap or .db3).
         location: the device path, camera index, URL, file path, folder or glob.
         live: whether frames come in real time (stale ones may be dropped) or from storage (none dropped).
     """
@@ -45,7 +51,8 @@ class SinkSpec:
     """What an output URI names.
 
     Attributes:
-        kind: 'display', 'video' (a file), 'images' (a folder or printf pattern), 'http' (a live view) or 'none'.
+        kind: 'display', 'video' (a file), 'images' (a folder or printf pattern), 'rosbag' (a .mcap file),
+            'http' (a live view) or 'none'.
         location: the window index, file path, folder or pattern, ``HOST:PORT`` for 'http'; '' for 'none'.
     """
 
@@ -106,7 +113,8 @@ def _parse_source_path(text: str) -> SourceSpec:
             raise FileNotFoundError(f"no files match the glob {text!r}")
         return SourceSpec("images", str(path), live=False)
     if path.is_dir():
-        return SourceSpec("images", str(path), live=False)
+        kind = "rosbag" if (path / ROSBAG_METADATA).is_file() else "images"
+        return SourceSpec(kind, str(path), live=False)
     if not path.exists():
         raise FileNotFoundError(f"input {text!r} does not exist (expected a video file, an image folder or a glob)")
     suffix = path.suffix.lower()
@@ -114,9 +122,12 @@ def _parse_source_path(text: str) -> SourceSpec:
         return SourceSpec("images", str(path), live=False)
     if suffix in VIDEO_SUFFIXES:
         return SourceSpec("video", str(path), live=False)
+    if suffix in ROSBAG_SUFFIXES:
+        return SourceSpec("rosbag", str(path), live=False)
     raise ValueError(
         f"cannot tell what {text!r} is from its suffix {suffix!r}; "
-        f"videos: {', '.join(VIDEO_SUFFIXES)}; images: {', '.join(IMAGE_SUFFIXES)}"
+        f"videos: {', '.join(VIDEO_SUFFIXES)}; images: {', '.join(IMAGE_SUFFIXES)}; ROS 2 bags: "
+        f"{', '.join(ROSBAG_SUFFIXES)} or a rosbag2 folder"
     )
 
 
@@ -155,6 +166,8 @@ def parse_sink(uri: str | None) -> SinkSpec:
     suffix = Path(text).suffix.lower()
     if suffix in OUTPUT_VIDEO_SUFFIXES:
         return SinkSpec("video", text)
+    if suffix == OUTPUT_ROSBAG_SUFFIX:
+        return SinkSpec("rosbag", text)
     if _PRINTF_PATTERN.search(text):
         if suffix not in IMAGE_SUFFIXES:
             raise ValueError(f"image pattern {text!r} must end in an image suffix such as .png or .jpg")
@@ -164,7 +177,7 @@ def parse_sink(uri: str | None) -> SinkSpec:
     if suffix:
         raise ValueError(
             f"cannot write output {text!r}: use a {' or '.join(OUTPUT_VIDEO_SUFFIXES)} video, "
-            "an image pattern such as frame_%04d.png, a folder or display://0"
+            f"a {OUTPUT_ROSBAG_SUFFIX} ROS 2 bag, an image pattern such as frame_%04d.png, a folder or display://0"
         )
     return SinkSpec("images", str(Path(text) / "frame_%06d.png"))
 

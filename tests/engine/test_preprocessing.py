@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -60,3 +62,11 @@ def test_stream_applies_the_same_rules() -> None:
     assert check_stream_frame(np.zeros((3, 4, 4), np.uint16)).shape == (3, 4, 3)
     with pytest.raises(CorruptFrameError, match="int16 is not supported"):
         check_stream_frame(np.zeros((3, 4), np.int16))
+
+
+def test_none_names_the_likely_cause(tmp_path: Path) -> None:
+    import cv2
+
+    frame = cv2.imread(str(tmp_path / "missing.png"))  # what a mistyped path gives
+    with pytest.raises(ValueError, match=r"frame is None, not an image: cv2.imread returns None"):
+        check_frame(frame)

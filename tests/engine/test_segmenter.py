@@ -237,3 +237,10 @@ def test_cuda_device_path_needs_a_cuda_backend(tiny_model_files: dict[str, Path]
         Segmenter(tiny_model_files["onnx"], device_path="gpu")
     with Segmenter(tiny_model_files["onnx"], device="cpu") as seg:
         assert seg.device.name == "cpu"
+
+
+def test_segment_none_says_the_read_probably_failed(tiny_model_files: dict[str, Path]) -> None:
+    with Segmenter(tiny_model_files["onnx"], backend="onnxruntime") as seg, \
+            pytest.raises(ValueError, match=r"frame 0: frame is None, not an image: cv2.imread returns None when it "
+                                            r"cannot read a file"):
+        seg.segment(None)  # type: ignore[arg-type]

@@ -1,0 +1,367 @@
+"""ROS 2 bags as a stream's input and output, through ``rosbags`` (pure Python: no ROS install needed).
+
+Input: a rosbag2 folder (``metadata.yaml`` beside MCAP or SQLite storage), or a bare ``.mcap`` or ``.db3`` file;
+one image topic of ``sensor_msgs/msg/Image`` (``bgr8``, ``rgb8``, ``mono8``, ``mono16``) or
+``sensor_msgs/msg/CompressedImage`` is read in log-time order, every message, with its header.
+Output: a single ``.mcap`` file (Foxglove and ``ros2 bag play`` open it) with ``/unetrt/mask`` (``mono8`` class ids)
+and ``/unetrt/overlay`` (JPEG), each message with the input message's header stamp and frame_id and log time.
+
+``rosbags`` is imported only when a bag is opened; without it the error says how to install it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from .sources import CorruptFrameError, SourceError
+from .uri import OUTPUT_ROSBAG_SUFFIX
+
+if TYPE_CHECKING:
+    from .pipeline import StreamResult
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
+# Raw encodings read (sensor_msgs/image_encodings.hpp names): channels and numpy dtype of one pixel.
+RAW_ENCODINGS: dict[str, tuple[int, str]] = {"bgr8": (3, "u1"), "rgb8": (3, "u1"), "mono8": (1, "u1"),
+                                             "mono16": (1, "u2")}
+MASK_TOPIC = "/unetrt/mask"
+OVERLAY_TOPIC = "/unetrt/overlay"
+JPEG_QUALITY = 90
+ROSBAG2_VERSION = 9
+INSTALL_HINT = "ROS 2 bags need the rosbags package: pip install 'unetrt[ros]' (or pip install rosbags)"
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    """When and where a frame was taken (its ROS message header) and when the bag logged it.
+
+    Attributes:
+        stamp_sec: ``header.stamp.sec``.
+        stamp_nanosec: ``header.stamp.nanosec``.
+        frame_id: ``header.frame_id`` (the camera's coordinate frame).
+        log_time_ns: the bag's receive time of the message, in nanoseconds.
+    """
+
+    stamp_sec: int
+    stamp_nanosec: int
+    frame_id: str
+    log_time_ns: int
+
+
+def _rosbags(submodule: str) -> ModuleType:
+    """``rosbags.<submodule>``, or an ImportError that says how to install it."""
+    try:
+        return importlib.import_module(f"rosbags.{submodule}")
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and exc.name.split(".")[0] == "rosbags":
+            raise ImportError(INSTALL_HINT) from exc
+        raise
+
+
+def _typestore() -> Any:
+    """The message types of ROS 2 (sensor_msgs/Image and CompressedImage are the same in every release)."""
+    typesys = _rosbags("typesys")
+    return typesys.get_typestore(typesys.Stores.LATEST)
+
+
+# What reading a damaged bag raises: rosbags' own errors, and the storage's (a cut MCAP ends mid-record,
+# a cut SQLite file is "not a database" or "malformed") which rosbags passes on.
+def _read_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [_rosbags("rosbag2").ReaderError, OSError, EOFError, struct.error,
+                                         KeyError, IndexError, ValueError]
+    with contextlib.suppress(ImportError):
+        errors.append(importlib.import_module("apsw").Error)
+    with contextlib.suppress(ImportError):
+        errors.append(importlib.import_module("sqlite3").Error)
+    return tuple(errors)
+
+
+def _open_reader(path: Path) -> Any:
+    """An opened ``rosbags.rosbag2.Reader``.
+
+    Raises:
+        ValueError: when the bag cannot be opened (damaged, truncated or not a rosbag2 bag).
+    """
+    reader = _rosbags("rosbag2").Reader(path)
+    try:
+        reader.open()
+    except _read_errors() as exc:
+        raise ValueError(f"cannot read the ROS 2 bag {str(path)!r}: {exc} (is it truncated, or still being "
+                         "recorded?)") from exc
+    return reader
+
+
+def _describe_topics(topics: dict[str, Any]) -> str:
+    return ", ".join(f"{name} ({info.msgtype})" for name, info in sorted(topics.items())) or "none"
+
+
+def pick_image_topic(path: Path, topic: str | None) -> tuple[str, str, int, float | None]:
+    """The image topic to read: ``topic``, or the bag's only image topic.
+
+    Returns:
+        ``(topic, message type, message count, frames per second or None)``.
+
+    Raises:
+        ValueError: when the bag cannot be read, has no image topic, lacks ``topic``, ``topic`` is not an
+            image topic, or the bag has several image topics and ``topic`` is None.
+
+    Example:
+        >>> pick_image_topic(Path("recording.mcap"), None)  # doctest: +SKIP
+        ('/camera/image_raw', 'sensor_msgs/msg/Image', 120, 10.0)
+    """
+    reader = _open_reader(path)
+    try:
+        topics = dict(reader.topics)
+        duration_ns = reader.duration
+    finally:
+        reader.close()
+    images = {name: info for name, info in topics.items() if info.msgtype in IMAGE_TYPES}
+    if topic is None:
+        if not images:
+            raise ValueError(f"the ROS 2 bag {str(path)!r} has no image topic (sensor_msgs/msg/Image or "
+                             f"CompressedImage); its topics: {_describe_topics(topics)}")
+        if len(images) > 1:
+            raise ValueError(f"the ROS 2 bag {str(path)!r} has several image topics: {', '.join(sorted(images))}; "
+                             "choose one with --topic (topic= in Python)")
+        topic = next(iter(images))
+    elif topic not in topics:
+        raise ValueError(f"topic {topic!r} is not in the ROS 2 bag {str(path)!r}; its image topics: "
+                         f"{', '.join(sorted(images)) or 'none'}")
+    elif topic not in images:
+        raise ValueError(f"topic {topic!r} of {str(path)!r} carries {topics[topic].msgtype}, not images; its image "
+                         f"topics: {', '.join(sorted(images)) or 'none'}")
+    count = int(images[topic].msgcount)
+    fps = (count - 1) / (duration_ns / 1e9) if count > 1 and duration_ns > 0 else None
+    return topic, images[topic].msgtype, count, fps
+
+
+def decode_image(message: Any, msgtype: str) -> np.ndarray:
+    """A ``sensor_msgs`` Image or CompressedImage as an OpenCV frame (BGR or gray uint8).
+
+    ``mono16`` is scaled to 8 bits (value / 256, rounded), as a 16-bit image file in a folder source is.
+
+    Raises:
+        SourceError: on an encoding unetrt does not read (the whole topic has it).
+        CorruptFrameError: when the message's data does not hold the image it announces.
+    """
+    if msgtype == COMPRESSED_IMAGE_TYPE:
+        frame = cv2.imdecode(np.asarray(message.data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        if frame is None:
+            raise CorruptFrameError(f"a CompressedImage ({message.format or 'no format'}) did not decode")
+    else:
+        frame = _raw_image(message)
+    if frame.dtype == np.uint16:
+        frame = cv2.convertScaleAbs(frame, alpha=1 / 256)
+    return frame
+
+
+def _raw_image(message: Any) -> np.ndarray:
+    encoding = str(message.encoding).lower()
+    if encoding not in RAW_ENCODINGS:
+        raise SourceError(f"image encoding {message.encoding!r} is not supported; unetrt reads "
+                          f"{', '.join(RAW_ENCODINGS)} and sensor_msgs/msg/CompressedImage")
+    channels, kind = RAW_ENCODINGS[encoding]
+    dtype = np.dtype(kind).newbyteorder(">" if message.is_bigendian else "<")
+    height, width, step = int(message.height), int(message.width), int(message.step)
+    row_bytes = width * channels * dtype.itemsize
+    data = np.asarray(message.data, dtype=np.uint8)
+    if height < 1 or width < 1 or step < row_bytes or data.size < step * height:
+        raise CorruptFrameError(f"a {width}x{height} {encoding} image with step {step} holds {data.size} bytes")
+    rows = data[:step * height].reshape(height, step)[:, :row_bytes]
+    frame = np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels).astype(dtype.newbyteorder("="))
+    if encoding == "rgb8":
+        return cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+    return frame if channels == 3 else frame[..., 0]
+
+
+class RosbagSource:
+    """The images of one topic of a ROS 2 bag, every message in log-time order (a stored source: none dropped).
+
+    After each :meth:`read`, :attr:`last_header` holds that message's header; the stream carries it to the
+    result (:attr:`unetrt.stream.StreamResult.header`) and to a bag output.
+
+    Args:
+        path: a rosbag2 folder, or a ``.mcap`` / ``.db3`` file.
+        topic: the image topic; None picks the bag's only one.
+
+    Raises:
+        ValueError: when the bag cannot be read or the topic cannot be chosen (see :func:`pick_image_topic`).
+        ImportError: when ``rosbags`` is not installed.
+
+    Example:
+        >>> source = RosbagSource("recording.mcap", "/camera/image_raw")  # doctest: +SKIP
+    """
+
+    live = False
+
+    def __init__(self, path: str | Path, topic: str | None = None) -> None:
+        self.path = Path(path)
+        self.name = str(path)
+        self.topic, self.msgtype, self.frame_count, self.fps = pick_image_topic(self.path, topic)
+        self.last_header: FrameHeader | None = None
+        self._typestore = _typestore()
+        self._reader: Any = None
+        self._messages: Iterator[tuple[Any, int, bytes]] | None = None
+        self._read_count = 0
+
+    @property
+    def files(self) -> list[Path]:
+        """The files of the bag (the bag file, or every file of a rosbag2 folder): an output may not be one."""
+        return sorted(self.path.iterdir()) if self.path.is_dir() else [self.path]
+
+    def open(self) -> None:
+        """Start again from the first message.
+
+        Raises:
+            SourceError: when the bag cannot be opened.
+        """
+        self.close()
+        try:
+            reader = _open_reader(self.path)
+        except ValueError as exc:
+            raise SourceError(str(exc)) from exc
+        connections = [c for c in reader.connections if c.topic == self.topic]
+        self._reader = reader
+        self._messages = iter(reader.messages(connections=connections))
+        self._read_count = 0
+
+    def read(self) -> np.ndarray | None:
+        """The next image; None after the last message.
+
+        Raises:
+            SourceError: when the source is not open, the bag breaks off (truncated) or the encoding is unsupported.
+            CorruptFrameError: when one message does not hold a readable image.
+        """
+        if self._messages is None:
+            raise SourceError(f"source {self.name!r} is not open")
+        try:
+            item = next(self._messages, None)
+        except _read_errors() as exc:
+            raise SourceError(f"the ROS 2 bag {self.name!r} breaks off after {self._read_count} messages of "
+                              f"{self.topic} ({exc}); is it truncated?") from exc
+        if item is None:
+            return None
+        _, log_time_ns, raw = item
+        self._read_count += 1
+        try:
+            message = self._typestore.deserialize_cdr(raw, self.msgtype)
+        except _read_errors() as exc:
+            raise CorruptFrameError(f"message {self._read_count - 1} of {self.topic} does not decode: {exc}") from exc
+        stamp = message.header.stamp
+        self.last_header = FrameHeader(int(stamp.sec), int(stamp.nanosec), str(message.header.frame_id),
+                                       int(log_time_ns))
+        return decode_image(message, self.msgtype)
+
+    def close(self) -> None:
+        """Close the bag (idempotent)."""
+        reader, self._reader, self._messages = self._reader, None, None
+        if reader is not None:
+            reader.close()
+
+
+class RosbagSink:
+    """A ``.mcap`` file with ``/unetrt/mask`` (Image, mono8 class ids) and ``/unetrt/overlay`` (CompressedImage, JPEG).
+
+    Each result is written with the input frame's header (stamp, frame_id) and log time when the input is a
+    bag; frames from other sources get their capture time as stamp and an empty frame_id. The file is
+    written beside the target and moved into place when the sink closes, so a bag read as input may be
+    overwritten, and a half-written file is never left under the target's name.
+
+    Args:
+        path: the ``.mcap`` file to write (replaced when it exists); its folder is created.
+
+    Raises:
+        ValueError: on another suffix. ImportError: when ``rosbags`` is not installed.
+
+    Example:
+        >>> sink = RosbagSink("segmented.mcap")  # doctest: +SKIP
+    """
+
+    wants_stop = False
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() != OUTPUT_ROSBAG_SUFFIX:
+            raise ValueError(f"a ROS 2 bag output must end in {OUTPUT_ROSBAG_SUFFIX}, got {str(path)!r}")
+        self.name = str(path)
+        self._typestore = _typestore()
+        self._writer: Any = None
+        self._folder: Path | None = None
+        self._connections: dict[str, Any] = {}
+        self._closed = False
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._folder = Path(tempfile.mkdtemp(prefix=".unetrt-bag-", dir=self.path.parent))
+        rosbag2 = _rosbags("rosbag2")
+        writer = rosbag2.Writer(self._folder / "bag", version=ROSBAG2_VERSION,
+                                storage_plugin=rosbag2.StoragePlugin.MCAP)
+        writer.open()
+        self._connections = {
+            MASK_TOPIC: writer.add_connection(MASK_TOPIC, IMAGE_TYPE, typestore=self._typestore),
+            OVERLAY_TOPIC: writer.add_connection(OVERLAY_TOPIC, COMPRESSED_IMAGE_TYPE, typestore=self._typestore),
+        }
+        self._writer = writer
+
+    def write_result(self, result: StreamResult, image: np.ndarray) -> None:
+        """Write the result's mask and ``image`` (the rendered overlay) with the input's header.
+
+        Raises:
+            OSError: when the bag cannot be written or the overlay cannot be encoded.
+        """
+        if self._writer is None:
+            self._open()
+        header = result.header or _capture_header(result.wall_time)
+        types = self._typestore.types
+        ros_header = types["std_msgs/msg/Header"](
+            stamp=types["builtin_interfaces/msg/Time"](sec=header.stamp_sec, nanosec=header.stamp_nanosec),
+            frame_id=header.frame_id)
+        mask = np.ascontiguousarray(result.mask, dtype=np.uint8)
+        mask_message = types[IMAGE_TYPE](header=ros_header, height=mask.shape[0], width=mask.shape[1],
+                                         encoding="mono8", is_bigendian=0, step=mask.shape[1], data=mask.ravel())
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise OSError(f"cannot encode the overlay of frame {result.index} as JPEG")
+        overlay_message = types[COMPRESSED_IMAGE_TYPE](header=ros_header, format="jpeg", data=jpeg.ravel())
+        for topic, message, msgtype in ((MASK_TOPIC, mask_message, IMAGE_TYPE),
+                                        (OVERLAY_TOPIC, overlay_message, COMPRESSED_IMAGE_TYPE)):
+            self._writer.write(self._connections[topic], header.log_time_ns,
+                               self._typestore.serialize_cdr(message, msgtype))
+
+    def close(self) -> None:
+        """Finish the bag and move it into place (idempotent; a stream without results writes an empty bag).
+
+        Raises:
+            OSError: when the bag cannot be finished or moved into place.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is None:
+            self._open()
+        writer, folder, self._writer, self._folder = self._writer, self._folder, None, None
+        assert folder is not None
+        try:
+            writer.close()
+            os.replace(folder / "bag" / "bag.mcap", self.path)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _capture_header(wall_time: float) -> FrameHeader:
+    nanoseconds = round(wall_time * 1e9)
+    return FrameHeader(nanoseconds // 1_000_000_000, nanoseconds % 1_000_000_000, "", nanoseconds)

@@ -1,0 +1,295 @@
+"""ROS 2 bags in and out: every message segmented once, headers kept, masks equal the Segmenter's."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("rosbags")
+
+from bag_helpers import (
+    FRAME_ID,
+    TYPESTORE,
+    compressed_message,
+    image_message,
+    log_time_of,
+    mask_of,
+    read_topic,
+    stamp_of,
+    write_bag,
+)
+from stream_helpers import FakeSegmenter, write_video
+
+from unetrt.bundled import bundled_model_names
+from unetrt.segmenter import Segmenter
+from unetrt.stream import Stream
+from unetrt.stream.cli import main
+from unetrt.stream.rosbag import MASK_TOPIC, OVERLAY_TOPIC, RosbagSink, RosbagSource
+from unetrt.stream.sources import SourceError
+from unetrt.stream.uri import parse_sink, parse_source
+
+ENGINE = ["--backend", "onnxruntime", "--threads", "1", "--workers", "1"]
+RAW_ENCODINGS = ("bgr8", "rgb8", "mono8", "mono16")
+
+
+def synthetic_frames(count: int, size: tuple[int, int] = (64, 48)) -> list[np.ndarray]:
+    """BGR frames with a bright square moving over noise, so the tiny model's masks differ between frames."""
+    rng = np.random.default_rng(7)
+    frames = []
+    for index in range(count):
+        frame = rng.integers(0, 120, (size[1], size[0], 3), dtype=np.uint8)
+        x = 4 * index % (size[0] - 16)
+        frame[8:24, x:x + 16] = (40 * index % 256, 200, 255)
+        frames.append(frame)
+    return frames
+
+
+def as_decoded(frame: np.ndarray, encoding: str) -> np.ndarray:
+    """The frame as the bag source hands it over for ``encoding``."""
+    if encoding in ("mono8", "mono16"):
+        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        return cv2.convertScaleAbs(gray.astype(np.uint16) * 257, alpha=1 / 256) if encoding == "mono16" else gray
+    return frame
+
+
+def encoded(frame: np.ndarray, encoding: str, index: int) -> Any:
+    if encoding == "mono16":
+        gray16 = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257
+        return _mono16_message(gray16, index)
+    pixels = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if encoding == "mono8" else frame
+    return image_message(pixels, encoding, index)
+
+
+def _mono16_message(gray16: np.ndarray, index: int) -> Any:
+    message = image_message(np.zeros(gray16.shape, np.uint8), "mono8", index)
+    big_endian = gray16.astype(">u2").view(np.uint8).reshape(gray16.shape[0], -1)
+    message.encoding, message.is_bigendian, message.step = "mono16", 1, big_endian.shape[1]
+    message.data = big_endian.ravel()
+    return message
+
+
+def check_output(out: Path, expected_frames: list[np.ndarray], model: Path | str) -> None:
+    """One mask and one overlay per input message, with its stamp, frame_id and log time; masks as Segmenter's."""
+    masks, overlays = read_topic(out, MASK_TOPIC), read_topic(out, OVERLAY_TOPIC)
+    assert len(masks) == len(overlays) == len(expected_frames)
+    with Segmenter(model, backend="onnxruntime", threads=1) as segmenter:
+        for index, ((log_time, mask), (overlay_time, overlay), frame) in enumerate(
+                zip(masks, overlays, expected_frames)):
+            assert log_time == overlay_time == log_time_of(index)
+            for message in (mask, overlay):
+                assert (message.header.stamp.sec, message.header.stamp.nanosec) == stamp_of(index)
+                assert message.header.frame_id == FRAME_ID
+            np.testing.assert_array_equal(mask_of(mask), segmenter.segment(frame).mask)
+            assert overlay.format == "jpeg"
+            picture = cv2.imdecode(np.asarray(overlay.data, np.uint8), cv2.IMREAD_COLOR)
+            assert picture.shape[:2] == frame.shape[:2]
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_raw_images_of_every_encoding_are_segmented_once_each(storage: str, tmp_path: Path,
+                                                              tiny_model_files: dict[str, Path]) -> None:
+    frames = synthetic_frames(8)
+    encodings = [RAW_ENCODINGS[i % len(RAW_ENCODINGS)] for i in range(len(frames))]
+    messages = [encoded(frame, encoding, i) for i, (frame, encoding) in enumerate(zip(frames, encodings))]
+    # A second image topic and a non-image topic: --topic picks, the others are not read.
+    bag = write_bag(tmp_path / ("in.mcap" if storage == "mcap" else "in_bag"), {
+        "/camera/image_raw": messages,
+        "/camera/compressed": [compressed_message(frame, i) for i, frame in enumerate(frames[:3])],
+        "/status": [TYPESTORE.types["std_msgs/msg/String"](data="ok")],
+    }, storage)
+    out = tmp_path / "out.mcap"
+    model = tiny_model_files["onnx"]
+    assert main([str(bag), str(out), "--topic", "/camera/image_raw", "--model", str(model), *ENGINE]) == 0
+    check_output(out, [as_decoded(f, e) for f, e in zip(frames, encodings)], model)
+
+
+def test_compressed_images_and_the_only_image_topic_is_picked(tmp_path: Path,
+                                                              tiny_model_files: dict[str, Path]) -> None:
+    frames = synthetic_frames(5)
+    bag = write_bag(tmp_path / "in_bag", {
+        "/camera/compressed": [compressed_message(frame, i) for i, frame in enumerate(frames)],
+        "/status": [TYPESTORE.types["std_msgs/msg/String"](data="ok")],
+    }, "mcap")
+    out = tmp_path / "nested" / "out.mcap"
+    assert main([str(bag), str(out), "--model", str(tiny_model_files["onnx"]), *ENGINE]) == 0
+    check_output(out, frames, tiny_model_files["onnx"])
+
+
+@pytest.mark.data
+@pytest.mark.skipif("camvid" not in bundled_model_names(), reason="the bundled camvid model is not in this checkout")
+def test_camvid_frames_through_an_mcap_bag_and_a_sqlite_rosbag2(tmp_path: Path, shared_data: Path) -> None:
+    files = sorted((shared_data / "camvid" / "val").glob("*.png"))[:4]
+    frames = [cv2.imread(str(path), cv2.IMREAD_COLOR) for path in files]
+    assert len(frames) == 4 and all(frame is not None for frame in frames)
+    jpegs = [compressed_message(frame, i, ".jpg") for i, frame in enumerate(frames)]
+    bags = {
+        "mcap": (write_bag(tmp_path / "camvid.mcap", {"/camera/image_raw": [
+            image_message(frame, "bgr8", i) for i, frame in enumerate(frames)]}, "mcap"), frames),
+        "sqlite3": (write_bag(tmp_path / "camvid_bag", {"/camera/image_raw/compressed": jpegs}, "sqlite3"),
+                    [cv2.imdecode(np.asarray(m.data), cv2.IMREAD_COLOR) for m in jpegs]),
+    }
+    for storage, (bag, expected) in bags.items():
+        out = tmp_path / f"out_{storage}.mcap"
+        assert main([str(bag), str(out), "--model", "camvid", *ENGINE]) == 0
+        check_output(out, expected, "camvid")
+        # The bundled model finds the road in these road scenes: the masks are real segmentations.
+        road = mask_of(read_topic(out, MASK_TOPIC)[0][1]) == 3
+        assert road.mean() > 0.1
+
+
+@pytest.fixture
+def image_bag(tmp_path: Path) -> Path:
+    return write_bag(tmp_path / "in.mcap", {
+        "/camera/image_raw": [image_message(f, "bgr8", i) for i, f in enumerate(synthetic_frames(3))]}, "mcap")
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:"), err
+    return err[0]
+
+
+def test_bag_without_image_topic_unknown_topic_and_truncated_bag_exit_2(
+        tmp_path: Path, image_bag: Path, tiny_model_files: dict[str, Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    model = ["--model", str(tiny_model_files["onnx"])]
+    no_images = write_bag(tmp_path / "status.mcap", {"/status": [TYPESTORE.types["std_msgs/msg/String"](data="a")]},
+                          "mcap")
+    assert main([str(no_images), str(tmp_path / "a.mcap"), *model]) == 2
+    line = _one_line_error(capsys)
+    assert "no image topic" in line and "/status (std_msgs/msg/String)" in line
+    assert main([str(image_bag), str(tmp_path / "b.mcap"), "--topic", "/camera/depth", *model]) == 2
+    line = _one_line_error(capsys)
+    assert "'/camera/depth' is not in" in line and "/camera/image_raw" in line
+    data = image_bag.read_bytes()
+    truncated = tmp_path / "cut.mcap"
+    truncated.write_bytes(data[:len(data) * 2 // 3])
+    assert main([str(truncated), str(tmp_path / "c.mcap"), *model]) == 2
+    assert "truncated" in _one_line_error(capsys)
+    sqlite_bag = write_bag(tmp_path / "sq_bag", {"/camera/image_raw": [
+        image_message(f, "bgr8", i) for i, f in enumerate(synthetic_frames(3))]}, "sqlite3")
+    storage = next(sqlite_bag.glob("*.db3"))
+    storage.write_bytes(storage.read_bytes()[:storage.stat().st_size // 2])
+    assert main([str(sqlite_bag), str(tmp_path / "d.mcap"), *model]) == 2
+    assert "truncated" in _one_line_error(capsys)
+    assert not any(tmp_path.glob("[abcd].mcap")) and not any(tmp_path.glob(".unetrt-bag-*"))
+
+
+@pytest.mark.parametrize(("topics", "argv", "words"), [
+    ({"/a": "image", "/b": "compressed"}, [], "several image topics: /a, /b; choose one with --topic"),
+    ({"/a": "image", "/status": "string"}, ["--topic", "/status"], "carries std_msgs/msg/String, not images"),
+])
+def test_ambiguous_or_wrong_topic_exits_2(topics: dict[str, str], argv: list[str], words: str, tmp_path: Path,
+                                         tiny_model_files: dict[str, Path],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    frame = synthetic_frames(1)[0]
+    makers = {"image": lambda: image_message(frame, "bgr8", 0), "compressed": lambda: compressed_message(frame, 0),
+              "string": lambda: TYPESTORE.types["std_msgs/msg/String"](data="a")}
+    bag = write_bag(tmp_path / "in.mcap", {topic: [makers[kind]()] for topic, kind in topics.items()}, "mcap")
+    assert main([str(bag), str(tmp_path / "out.mcap"), *argv, "--model", str(tiny_model_files["onnx"])]) == 2
+    assert words in _one_line_error(capsys)
+
+
+def test_topic_on_a_video_and_unsupported_encoding_exit_2(tmp_path: Path, tiny_model_files: dict[str, Path],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    model = ["--model", str(tiny_model_files["onnx"]), *ENGINE]
+    video = write_video(tmp_path / "in.mp4", 2)
+    assert main([str(video), str(tmp_path / "out.mcap"), "--topic", "/camera/image_raw", *model]) == 2
+    assert "is not one (a rosbag2 folder, .mcap or .db3)" in _one_line_error(capsys)
+    message = image_message(synthetic_frames(1)[0], "bgr8", 0)
+    message.encoding = "yuv422"
+    bag = write_bag(tmp_path / "yuv.mcap", {"/camera/image_raw": [message]}, "mcap")
+    assert main([str(bag), str(tmp_path / "yuv_out.mcap"), *model]) == 2
+    assert "image encoding 'yuv422' is not supported" in _one_line_error(capsys)
+
+
+def test_without_rosbags_one_line_says_how_to_install(image_bag: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      tiny_model_files: dict[str, Path],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "rosbags.rosbag2", None)  # makes the import fail as when not installed
+    assert main([str(image_bag), "--headless", "--model", str(tiny_model_files["onnx"])]) == 2
+    assert "pip install 'unetrt[ros]'" in _one_line_error(capsys)
+
+
+def test_python_api_carries_headers_to_results_and_bag(image_bag: Path, tmp_path: Path) -> None:
+    segmenter = FakeSegmenter()
+    out = tmp_path / "out.mcap"
+    with Stream(str(image_bag), segmenter, str(out), topic="/camera/image_raw") as stream:
+        results = list(stream)
+    assert [(r.header.stamp_sec, r.header.stamp_nanosec) for r in results if r.header] == [stamp_of(i)
+                                                                                          for i in range(3)]
+    assert [r.header.log_time_ns for r in results if r.header] == [log_time_of(i) for i in range(3)]
+    assert {r.header.frame_id for r in results if r.header} == {FRAME_ID}
+    masks = read_topic(out, MASK_TOPIC)
+    assert [log_time for log_time, _ in masks] == [log_time_of(i) for i in range(3)]
+    for (_, message), result in zip(masks, results):
+        np.testing.assert_array_equal(mask_of(message), result.mask)
+
+
+def test_video_to_bag_stamps_capture_times(tmp_path: Path) -> None:
+    out = tmp_path / "out.mcap"
+    summary = Stream(str(write_video(tmp_path / "in.mp4", 4)), FakeSegmenter(), str(out)).run()
+    assert summary["written"] == 4
+    masks = read_topic(out, MASK_TOPIC)
+    stamps = [message.header.stamp.sec * 10**9 + message.header.stamp.nanosec for _, message in masks]
+    assert len(masks) == 4 and stamps == sorted(stamps) and stamps[0] > 1_600_000_000 * 10**9
+    assert [log_time for log_time, _ in masks] == stamps and masks[0][1].header.frame_id == ""
+
+
+def test_bag_sink_without_results_writes_an_empty_bag_and_replaces_an_old_file(tmp_path: Path) -> None:
+    out = tmp_path / "out.mcap"
+    out.write_bytes(b"old")
+    sink = RosbagSink(out)
+    sink.close()
+    sink.close()
+    assert read_topic(out, MASK_TOPIC) == [] and not any(tmp_path.glob(".unetrt-bag-*"))
+
+
+def test_uris_name_bags(image_bag: Path, tmp_path: Path) -> None:
+    folder = write_bag(tmp_path / "folder_bag", {"/c": [image_message(synthetic_frames(1)[0], "bgr8", 0)]},
+                       "sqlite3")
+    assert parse_source(str(image_bag)).kind == parse_source(str(folder)).kind == "rosbag"
+    assert parse_source(str(next(folder.glob("*.db3")))).kind == "rosbag"
+    assert parse_source(str(tmp_path)).kind == "images"
+    assert parse_sink("out/seg.mcap").kind == "rosbag"
+    source = RosbagSource(folder)
+    assert (source.topic, source.frame_count, source.live) == ("/c", 1, False)
+
+
+def test_a_bag_that_breaks_off_while_read_is_a_source_error(image_bag: Path) -> None:
+    from rosbags.rosbag2 import ReaderError
+
+    source = RosbagSource(image_bag)
+    source.open()
+    assert source._messages is not None
+    first = next(source._messages)
+
+    def breaking_off() -> Iterator[tuple[Any, int, bytes]]:
+        yield first
+        raise ReaderError("chunk CRC mismatch")  # what a damaged chunk in the middle of a bag gives
+
+    source._messages = breaking_off()
+    assert source.read() is not None
+    with pytest.raises(SourceError, match=r"breaks off after 1 messages of /camera/image_raw \(chunk CRC mismatch\); "
+                                          r"is it truncated\?"):
+        source.read()
+    source.close()
+
+
+def test_bare_db3_is_read_and_a_bag_output_path_is_checked(tmp_path: Path, tiny_model_files: dict[str, Path],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    folder = write_bag(tmp_path / "sq_bag", {"/c": [image_message(f, "mono8", i) for i, f in enumerate(
+        [cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) for frame in synthetic_frames(2)])]}, "sqlite3")
+    source = RosbagSource(next(folder.glob("*.db3")))
+    source.open()
+    assert [source.read() is not None for _ in range(3)] == [True, True, False]
+    source.close()
+    (tmp_path / "file").write_text("")
+    assert main([str(folder), str(tmp_path / "file" / "out.mcap"), "--model", str(tiny_model_files["onnx"])]) == 2
+    assert "is a file, not a folder" in _one_line_error(capsys)
