@@ -306,7 +306,7 @@ def test_onnxruntime_device_session_and_close_leave_the_context_stack_alone(
 
     gpu = install_fake_gpu(monkeypatch)
     backend = OnnxRuntimeBackend(tiny_model_files["onnx"], device="cpu")
-    backend.device = "cuda:0"  # as on the CUDA provider, which this machine's onnxruntime lacks
+    backend.device = "cuda"  # as on the CUDA provider, which this machine's onnxruntime lacks
     with backend.device_session() as stream:
         assert gpu.current() is gpu.primary(0) and stream in gpu.streams
     assert gpu.driver_stack() == []
