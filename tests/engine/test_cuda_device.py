@@ -272,10 +272,17 @@ def test_device_of_the_backend_is_used(tiny_model_files: dict[str, Path], monkey
 
 
 def test_kernels_run_on_the_backend_stream(fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
+    """Finding 12: the stream argument reaches every launch; with the emulated module the launchers' own stream
+    plumbing (tiling_kernels.cuh's StreamLaunch, as the `<<<>>>` build uses it) records each launch's stream."""
     backend, _, device = fake_gpu
-    FramePath(device, backend.info).run(frames(1, (70, 100, 3)), plan_tiles((70, 100), 32, 8, "same", 3), False)
     kernels = device.kernels
-    assert isinstance(kernels, FakeKernels) and set(kernels.streams) == {backend.stream}
+    assert isinstance(kernels, FakeKernels)
+    _tiling_emu.launched_streams()
+    FramePath(device, backend.info).run(frames(1, (70, 100, 3)), plan_tiles((70, 100), 32, 8, "same", 3), False)
+    assert set(kernels.streams) == {backend.stream}
+    launched = _tiling_emu.launched_streams()
+    if kernels.pointers:
+        assert len(launched) >= 4 and set(launched) == {backend.stream}
 
 
 def test_without_pycuda_a_runtime_backend_takes_the_host_path_with_a_warning(
