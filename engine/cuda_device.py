@@ -119,6 +119,11 @@ class CudaKernels(Protocol):
         """See ``unetrt._tiling.stitch_tiles_cuda``."""
         ...
 
+    def finish_cuda(self, acc_ptr: int, acc_shape: tuple[int, ...], weight_ptr: int, mask_ptr: int, *,
+                    binary: bool, threshold: float, write_logits: bool, stream: int) -> None:
+        """See ``unetrt._tiling.finish_cuda``."""
+        ...
+
     def finish_resized_cuda(self, scores_ptr: int, scores_shape: tuple[int, ...], scores_dtype: str, mask_ptr: int,
                             mask_hw: tuple[int, int], *, rect: tuple[int, int, int, int], weight_ptr: int,
                             binary: bool, threshold: float, probabilities_ptr: int, stream: int) -> None:
@@ -361,10 +366,13 @@ class CudaDevice:
 
     def finish(self, scores: CudaBuffer, mask: CudaBuffer, probabilities: CudaBuffer | None, *,
                rect: tuple[int, int, int, int], weight: CudaBuffer | None, binary: bool) -> None:
-        """See :meth:`unetrt.device.Device.finish`."""
+        """See :meth:`unetrt.device.Device.finish`: a weight divides the accumulator in place first, once per
+        source pixel (``finish_cuda`` with ``write_logits``)."""
+        if weight is not None:
+            self.kernels.finish_cuda(scores.ptr, scores.shape, weight.ptr, 0, binary=binary, threshold=0.0,
+                                     write_logits=True, stream=self.stream)
         self.kernels.finish_resized_cuda(scores.ptr, scores.shape, scores.dtype_name, mask.ptr,
-                                         (mask.shape[0], mask.shape[1]), rect=rect,
-                                         weight_ptr=0 if weight is None else weight.ptr, binary=binary,
+                                         (mask.shape[0], mask.shape[1]), rect=rect, weight_ptr=0, binary=binary,
                                          threshold=0.0, probabilities_ptr=0 if probabilities is None else
                                          probabilities.ptr, stream=self.stream)
 

@@ -108,7 +108,11 @@ class Device(Protocol[BufferT]):
     def finish(self, scores: BufferT, mask: BufferT, probabilities: BufferT | None, *,
                rect: tuple[int, int, int, int], weight: BufferT | None, binary: bool) -> None:
         """Resize ``rect`` of K x h x w scores bilinearly to the mask's size, fused with argmax (threshold 0 when
-        binary) and optional softmax/sigmoid probabilities (``unetrt._tiling.finish_resized``)."""
+        binary) and optional softmax/sigmoid probabilities (``unetrt._tiling.finish_resized``).
+
+        With a ``weight`` (blended tiles), the scores are the float32 stitch accumulator and are divided by it in
+        place first, once per source pixel (``unetrt._tiling.finish`` with ``write_logits``), not at every
+        bilinear tap of every class."""
         ...
 
     def download(self, buffer: BufferT) -> np.ndarray:
@@ -258,9 +262,11 @@ class HostDevice:
     def finish(self, scores: np.ndarray, mask: np.ndarray, probabilities: np.ndarray | None, *,
                rect: tuple[int, int, int, int], weight: np.ndarray | None, binary: bool) -> None:
         """See :meth:`Device.finish`."""
+        if weight is not None:
+            _tiling.finish(scores, weight, write_logits=True, threads=self.threads_for(scores.size))
         written = mask.size * (scores.shape[0] if probabilities is None else 2 * scores.shape[0])
-        _tiling.finish_resized(scores, mask, rect=rect, weight=weight, binary=binary, threshold=0.0,
-                               probabilities=probabilities, threads=self.threads_for(written))
+        _tiling.finish_resized(scores, mask, rect=rect, binary=binary, threshold=0.0, probabilities=probabilities,
+                               threads=self.threads_for(written))
 
     def download(self, buffer: np.ndarray) -> np.ndarray:
         """See :meth:`Device.download` (host buffers are returned as they are)."""

@@ -119,6 +119,25 @@ def test_cuda_device_equals_host_device(fake_gpu: tuple[RuntimeBackend, FakeGpu,
     assert plan_tiles((70, 100), 32, 8, "same", 3).shift != (0, 0)
 
 
+def test_blend_weight_divides_each_source_pixel_once(fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
+    """Finding 10: the blend weight divides the K x H x W accumulator once per source pixel (finish with
+    write_logits), and the resize reads the normalised scores (no weight, so no division at each of the 4 x K
+    taps per output pixel); the masks and probabilities stay the host path's bit for bit."""
+    backend, _, device = fake_gpu
+    grid = plan_tiles((70, 100), 32, 8, "same", 3)
+    batch = frames(1, (70, 100, 3))
+    want = FramePath(HostDevice(backend.inner.infer), backend.info).run(batch, grid, True)[0]
+    have = FramePath(device, backend.info).run(batch, grid, True)[0]
+    assert np.array_equal(want.mask, have.mask)
+    assert want.probabilities is not None and have.probabilities is not None
+    assert np.array_equal(want.probabilities.view(np.uint32), have.probabilities.view(np.uint32))
+    kernels = device.kernels
+    assert isinstance(kernels, FakeKernels)
+    assert [name for name, _ in kernels.calls] == ["finish", "finish_resized"]
+    assert kernels.calls[0][1]["write_logits"] and kernels.calls[0][1]["mask_ptr"] == 0
+    assert kernels.calls[1][1]["weight_ptr"] == 0
+
+
 def test_allocates_in_the_primary_context_the_runtime_made_current(
         fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
     """Finding 1: torch and ONNX Runtime make the primary context current through the runtime, which pycuda does

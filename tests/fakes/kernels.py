@@ -23,6 +23,7 @@ class FakeKernels:
     def __init__(self, gpu: FakeGpu, kernels: Any) -> None:
         self.gpu, self.kernels = gpu, kernels
         self.streams: list[int] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
         self.pointers = hasattr(kernels, "launched_streams")
 
     def _launch(self, stream: int, kind: str, name: str, *args: Any, **kwargs: Any) -> None:
@@ -66,9 +67,24 @@ class FakeKernels:
                        "window_x": view(window_x_ptr, (tiles_shape[3],), np.float32)}
         self._queue(stream, "stitch", lambda: self.kernels.stitch_tiles(tiles, acc, weight, **kwargs, **windows))
 
+    def finish_cuda(self, acc_ptr: int, acc_shape: tuple[int, ...], weight_ptr: int, mask_ptr: int, *,
+                    binary: bool, threshold: float, write_logits: bool, stream: int) -> None:
+        self.calls.append(("finish", {"weight_ptr": weight_ptr, "mask_ptr": mask_ptr, "write_logits": write_logits}))
+        if self.pointers:
+            self._launch(stream, "normalise", "finish_cuda", acc_ptr, acc_shape, weight_ptr, mask_ptr, binary=binary,
+                         threshold=threshold, write_logits=write_logits)
+            return
+        view = self.gpu.view
+        acc = view(acc_ptr, tuple(acc_shape), np.float32)
+        weight = view(weight_ptr, tuple(acc_shape[1:]), np.float32) if weight_ptr else None
+        mask = view(mask_ptr, tuple(acc_shape[1:]), np.uint8) if mask_ptr else None
+        self._queue(stream, "normalise", lambda: self.kernels.finish(acc, weight, mask, binary=binary,
+                                                                     threshold=threshold, write_logits=write_logits))
+
     def finish_resized_cuda(self, scores_ptr: int, scores_shape: tuple[int, ...], scores_dtype: str, mask_ptr: int,
                             mask_hw: tuple[int, int], *, rect: tuple[int, int, int, int], weight_ptr: int,
                             binary: bool, threshold: float, probabilities_ptr: int, stream: int) -> None:
+        self.calls.append(("finish_resized", {"weight_ptr": weight_ptr}))
         if self.pointers:
             self._launch(stream, "finish", "finish_resized_cuda", scores_ptr, scores_shape, scores_dtype, mask_ptr,
                          mask_hw, rect=rect, weight_ptr=weight_ptr, binary=binary, threshold=threshold,
