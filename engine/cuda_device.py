@@ -364,15 +364,17 @@ class CudaDevice:
                                        first=first, mode=mode, window_y_ptr=0 if window_y is None else window_y.ptr,
                                        window_x_ptr=0 if window_x is None else window_x.ptr, stream=self.stream)
 
-    def finish(self, scores: CudaBuffer, mask: CudaBuffer, probabilities: CudaBuffer | None, *,
+    def finish(self, scores: CudaBuffer, mask: CudaBuffer | None, probabilities: CudaBuffer | None, *,
                rect: tuple[int, int, int, int], weight: CudaBuffer | None, binary: bool) -> None:
         """See :meth:`unetrt.device.Device.finish`: a weight divides the accumulator in place first, once per
         source pixel (``finish_cuda`` with ``write_logits``)."""
         if weight is not None:
             self.kernels.finish_cuda(scores.ptr, scores.shape, weight.ptr, 0, binary=binary, threshold=0.0,
                                      write_logits=True, stream=self.stream)
-        self.kernels.finish_resized_cuda(scores.ptr, scores.shape, scores.dtype_name, mask.ptr,
-                                         (mask.shape[0], mask.shape[1]), rect=rect, weight_ptr=0, binary=binary,
+        out = mask if mask is not None else probabilities
+        assert out is not None  # the frame path asks for a mask, probabilities or both
+        self.kernels.finish_resized_cuda(scores.ptr, scores.shape, scores.dtype_name, 0 if mask is None else mask.ptr,
+                                         (out.shape[-2], out.shape[-1]), rect=rect, weight_ptr=0, binary=binary,
                                          threshold=0.0, probabilities_ptr=0 if probabilities is None else
                                          probabilities.ptr, stream=self.stream)
 

@@ -23,7 +23,7 @@ from unetrt import _tiling, _tiling_emu
 from unetrt.backends import open_backend
 from unetrt.backends.base import DeviceBackend, network_output_shape
 from unetrt.cuda_device import CudaDevice
-from unetrt.device import HostDevice
+from unetrt.device import HostDevice, resize_frame
 from unetrt.frame_path import FramePath
 from unetrt.tiling import plan_tiles, plan_whole
 
@@ -431,3 +431,35 @@ def test_fp16_input_engine_gets_half_tiles_from_the_extract_kernel(
         assert np.array_equal(want.mask, have.mask)
         assert want.probabilities is not None and have.probabilities is not None
         np.testing.assert_allclose(want.probabilities, have.probabilities, atol=1e-6)
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "whole"])
+def test_probabilities_at_the_working_size(fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice], blend: str) -> None:
+    """Finding 9: probabilities can come back at the working size (a fraction of the frame-size transfer); they are
+    the probabilities of the working-size image, on the host and the GPU path alike, and the mask is unchanged."""
+    from dataclasses import replace
+
+    backend, gpu, device = fake_gpu
+    info = replace(backend.info, working_size=(64, 48))
+    frame = frames(1, (90, 120, 3))
+    grid = plan_whole(48, 64, "same", 3) if blend == "whole" else plan_tiles((48, 64), 32, 8, "same", 3)
+    host = FramePath(HostDevice(backend.inner.infer), info)
+    # Each path's own working-size image: OpenCV's resize on the host, the resize kernel on the GPU.
+    for path, small in ((host, resize_frame(frame[0], (48, 64))), (FramePath(device, info), _resized(frame[0]))):
+        reference = host.run([small], grid, True)[0]
+        full = path.run(frame, grid, True)[0]
+        gpu.log.clear()
+        result = path.run(frame, grid, True, probabilities_size="working")[0]
+        assert result.probabilities is not None and result.probabilities.shape == (3, 48, 64)
+        assert reference.probabilities is not None
+        # within float rounding: the emulated and CPU kernels may differ in the last bit of a blended sum
+        np.testing.assert_allclose(result.probabilities, reference.probabilities, rtol=0, atol=1e-6)
+        assert np.array_equal(result.mask, full.mask) and result.mask.shape == (90, 120)
+    with pytest.raises(ValueError, match="probabilities_size"):
+        host.run(frame, grid, True, probabilities_size="half")
+
+
+def _resized(frame: np.ndarray) -> np.ndarray:
+    out = np.empty((48, 64, frame.shape[2]), np.uint8)
+    _tiling.resize_bilinear_u8(frame, out)
+    return out

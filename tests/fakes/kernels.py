@@ -92,7 +92,7 @@ class FakeKernels:
             return
         view = self.gpu.view
         scores = view(scores_ptr, tuple(scores_shape), scores_dtype)
-        mask = view(mask_ptr, tuple(mask_hw), np.uint8)
+        mask = view(mask_ptr, tuple(mask_hw), np.uint8) if mask_ptr else None
         weight = view(weight_ptr, tuple(scores_shape[1:]), np.float32) if weight_ptr else None
         probs = view(probabilities_ptr, (scores_shape[0], *mask_hw), np.float32) if probabilities_ptr else None
         self._queue(stream, "finish", lambda: self.kernels.finish_resized(
