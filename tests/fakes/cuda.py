@@ -22,9 +22,10 @@ The fakes refuse what the real libraries refuse; each rule names its document:
   ``cuStreamEndCapture``; CUDA Programming Guide, "CUDA Graphs: Prohibited and Unhandled Operations").
 * ``cuDevicePrimaryCtxRelease`` after the last retain destroys the primary context; a context must not be used
   after that (CUDA Driver API, "Primary Context Management").
-* pycuda's ``Context.detach`` of a primary context that is not current pushes it to release it and leaves it on the
-  thread's context stack (pycuda ``src/cpp/cuda.hpp``, ``context::detach`` with ``scoped_context_activation``
-  around ``cuDevicePrimaryCtxRelease``; the reason unetrt pops it itself).
+* pycuda's ``Context.detach`` from a thread other than the one that made the context releases nothing; of a
+  primary context that is not current, it pushes it to release it and leaves it on the thread's context stack
+  (pycuda ``src/cpp/cuda.hpp``, ``context::detach`` with ``scoped_context_activation`` around
+  ``cuDevicePrimaryCtxRelease``; the reason unetrt pops it itself).
 """
 
 from __future__ import annotations
@@ -348,6 +349,10 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
 
         def detach(self) -> None:
             context = self._context
+            if threading.get_ident() != self._owner:
+                # context::detach on another thread cannot release: pycuda leaves the context to leak (with a
+                # warning); whoever retained it must release it through the driver.
+                return
             if context.primary:
                 pycuda_stack = gpu.pycuda_stack()
                 if not pycuda_stack or pycuda_stack[-1] is not context:

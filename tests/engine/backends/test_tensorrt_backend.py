@@ -403,3 +403,64 @@ def test_fake_without_pycuda_the_backend_says_how_to_install(fake_trt: tuple[Fak
     monkeypatch.setitem(sys.modules, "pycuda.driver", None)
     with pytest.raises(ImportError, match="pip install pycuda"):
         TensorRTBackend(plan)
+
+
+@pytest.mark.gpu_contract
+def test_fake_close_on_another_thread_releases_through_the_driver(fake_trt: tuple[FakeGpu, Path]) -> None:
+    """pycuda releases a retained context only on the thread that retained it; a backend closed elsewhere (a
+    stream's worker) releases it through the driver and leaves that thread's context stack empty."""
+    import threading
+
+    gpu, plan = fake_trt
+    backend = TensorRTBackend(plan)
+    assert gpu.primary(0).retains == 1
+    stacks: list[int] = []
+
+    def close() -> None:
+        backend.close()
+        stacks.append(len(gpu.driver_stack()))
+
+    worker = threading.Thread(target=close)
+    worker.start()
+    worker.join()
+    assert stacks == [0] and gpu.primary(0).retains == 0 and gpu.driver_stack() == []
+
+
+@pytest.mark.gpu_contract
+def test_graph_cache_warms_up_captures_replays_and_falls_back_once() -> None:
+    """The one graph policy, on its own: run 1 plain, run 2 captured and replayed, run 3 replayed; a new key starts
+    over; a capture that fails warns once and that key runs plainly from then on."""
+    import warnings
+
+    from unetrt.cuda import GraphCache
+
+    events: list[str] = []
+
+    class Recorded:
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+        def launch(self, stream_handle: int) -> None:
+            events.append(f"replay {self.key}")
+
+        def destroy(self) -> None:
+            events.append(f"destroy {self.key}")
+
+    current = {"key": "a", "refuse": False}
+
+    def capture(enqueue: Any) -> Recorded | None:
+        return None if current["refuse"] else Recorded(current["key"])
+
+    graphs = GraphCache(capture, "the test")
+    for _ in range(3):
+        graphs.run("a", 7, lambda: events.append("plain a"))
+    assert events == ["plain a", "replay a", "replay a"]
+    events.clear()
+    current.update(key="b", refuse=True)
+    with pytest.warns(RuntimeWarning, match="capture of the test failed"):
+        for _ in range(2):
+            graphs.run("b", 7, lambda: events.append("plain b"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        graphs.run("b", 7, lambda: events.append("plain b"))
+    assert events == ["destroy a", "plain b", "plain b", "plain b"]
