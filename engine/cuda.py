@@ -216,8 +216,59 @@ class DeviceArray:
                 "version": 3, "stream": None}
 
 
+@dataclass(frozen=True)
+class CudaArrayInterface:
+    """What an object's ``__cuda_array_interface__`` says.
+
+    Attributes:
+        ptr: device address.
+        shape: the array's shape.
+        strides: strides in bytes (C-contiguous ones when the producer gives none).
+        dtype: the element type.
+        read_only: whether the producer marked it read-only.
+        stream: the producer's stream, or None.
+    """
+
+    ptr: int
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    dtype: np.dtype[Any]
+    read_only: bool
+    stream: int | None
+
+
+def cuda_array_interface(array: Any, what: str) -> CudaArrayInterface:
+    """Read ``__cuda_array_interface__`` (the one reader of it in unetrt).
+
+    Args:
+        array: a CUDA ``torch.Tensor``, a CuPy array, a pycuda ``GPUArray``, a :class:`DeviceArray`.
+        what: its name in error messages.
+
+    Raises:
+        ValueError: when the object has no such interface.
+
+    Example:
+        >>> cuda_array_interface(DeviceArray(0x1000, (2, 3), np.dtype(np.float32)), "images").strides
+        (12, 4)
+    """
+    interface = getattr(array, "__cuda_array_interface__", None)
+    if not isinstance(interface, dict):
+        raise ValueError(
+            f"{what} must be a CUDA device array with __cuda_array_interface__ (torch.Tensor on cuda, CuPy, "
+            f"pycuda GPUArray), got {type(array).__name__}"
+        )
+    shape = tuple(int(d) for d in interface["shape"])
+    dtype = np.dtype(interface["typestr"])
+    strides = interface.get("strides")
+    stream = interface.get("stream")
+    return CudaArrayInterface(
+        int(interface["data"][0]), shape,
+        DeviceArray(0, shape, dtype).strides if strides is None else tuple(int(s) for s in strides), dtype,
+        bool(interface["data"][1]), None if stream is None else int(stream))
+
+
 def read_cuda_array(array: Any, what: str, writable: bool = False) -> tuple[DeviceArray, int | None]:
-    """The device array behind any ``__cuda_array_interface__`` object, and the stream its producer named.
+    """The C-contiguous device array behind any ``__cuda_array_interface__`` object, and its producer's stream.
 
     Args:
         array: a CUDA ``torch.Tensor``, a CuPy array, a pycuda ``GPUArray``, a :class:`DeviceArray`.
@@ -234,22 +285,13 @@ def read_cuda_array(array: Any, what: str, writable: bool = False) -> tuple[Devi
         >>> read_cuda_array(DeviceArray(0x1000, (2, 3), np.dtype(np.float32)), "images")[0].shape
         (2, 3)
     """
-    interface = getattr(array, "__cuda_array_interface__", None)
-    if not isinstance(interface, dict):
-        raise ValueError(
-            f"{what} must be a CUDA device array with __cuda_array_interface__ (torch.Tensor on cuda, CuPy, "
-            f"pycuda GPUArray), got {type(array).__name__}"
-        )
-    shape = tuple(int(d) for d in interface["shape"])
-    dtype = np.dtype(interface["typestr"])
-    described = DeviceArray(int(interface["data"][0]), shape, dtype, array)
-    strides = interface.get("strides")
-    if strides is not None and tuple(int(s) for s in strides) != described.strides:
+    interface = cuda_array_interface(array, what)
+    described = DeviceArray(interface.ptr, interface.shape, interface.dtype, array)
+    if interface.strides != described.strides:
         raise ValueError(f"{what} must be C-contiguous; call .contiguous() (torch) or cupy.ascontiguousarray")
-    if writable and interface["data"][1]:
+    if writable and interface.read_only:
         raise ValueError(f"{what} is a read-only device array; pass a writable one")
-    stream = interface.get("stream")
-    return described, None if stream is None else int(stream)
+    return described, interface.stream
 
 
 class Graph(Protocol):
