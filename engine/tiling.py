@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
+from .cuda import cuda_array_interface
 from .geometry import PADDING_MODES, is_legal_size, legal_sizes, nearest_legal_sizes, plan_padding, valid_output_size
 
 BLEND_MODES = ("gaussian", "linear", "crop")
@@ -456,19 +457,8 @@ def cuda_array_args(array: Any) -> CudaArrayArgs:
         >>> args = cuda_array_args(torch.zeros(4, 3, 64, 64, device="cuda"))  # doctest: +SKIP
         >>> _tiling.extract_tiles_cuda(..., args.ptr, args.shape, args.dtype, ...)  # doctest: +SKIP
     """
-    interface = getattr(array, "__cuda_array_interface__", None)
-    if interface is None:
-        raise ValueError(f"{type(array).__name__} has no __cuda_array_interface__; pass a CuPy array, "
-                         "a torch CUDA tensor or a pycuda GPUArray")
-    typestr = interface["typestr"]
+    interface = cuda_array_interface(array, type(array).__name__)
+    typestr = interface.dtype.str
     if typestr not in _TYPESTR:
         raise ValueError(f"device array dtype {typestr!r} is not uint8, uint16, float16 or float32")
-    shape = tuple(int(s) for s in interface["shape"])
-    itemsize = int(typestr[2:])
-    strides = interface.get("strides")
-    if strides is None:
-        contiguous = [itemsize]
-        for side in reversed(shape[1:]):
-            contiguous.insert(0, contiguous[0] * side)
-        strides = contiguous
-    return CudaArrayArgs(int(interface["data"][0]), shape, tuple(int(s) for s in strides), _TYPESTR[typestr])
+    return CudaArrayArgs(interface.ptr, interface.shape, interface.strides, _TYPESTR[typestr])
