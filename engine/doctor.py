@@ -89,9 +89,13 @@ def report(args: argparse.Namespace) -> list[str]:
     lines = [f"unetrt {_version('unetrt')}, Python {platform.python_version()} ({platform.machine()}), "
              f"NumPy {numpy}", _opencv_line(), _gpu_line(), _kernels_line(),
              f"engine cache: {engine_cache_dir()} (set {ENGINE_CACHE_ENV} to move it)"]
-    with open_backend(args.model, args.backend, args.device, args.precision, build=args.build) as backend:
-        what = " ".join(str(part) for part in (backend.name, backend.precision, backend.device) if part)
-        lines.append(f"unet-stream --model {args.model} runs on: {what}")
+    backend = open_backend(args.model, args.backend, args.device, args.precision, build=args.build)
+    try:
+        parts = (backend.name, getattr(backend, "precision", None), backend.device)
+        what = " ".join(str(part) for part in parts if part)
+    finally:
+        backend.close()
+    lines.append(f"unet-stream --model {args.model} runs on: {what}")
     return lines
 
 
