@@ -4,7 +4,10 @@ A path's suffix picks the backend: ``.plan`` TensorRT, ``.onnx`` ONNX Runtime (o
 OpenVINO when asked), ``.xml`` OpenVINO, ``.pt`` PyTorch. A bundled model name on a
 CPU picks the fastest installed engine and precision that keeps the model's
 accuracy (``CPU_PREFERENCE``, measured by ``unet-bench``); ``precision`` and
-``backend`` choose another.
+``backend`` choose another. On a CUDA machine with TensorRT (bindings and pycuda
+import, a GPU is present) a bundled name or an ``.onnx`` file runs as a TensorRT
+engine built on first use and cached (:mod:`unetrt.plan_cache`), then ONNX Runtime's
+CUDA provider, then the CPU list.
 """
 
 from __future__ import annotations
