@@ -74,7 +74,7 @@ def _gpu_line() -> str:
 def _kernels_line() -> str:
     from . import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
 
-    if hasattr(_tiling, "extract_tiles_cuda"):
+    if getattr(_tiling, "cuda_built", False):
         return "CUDA kernels: built (unetrt._tiling)"
     return "CUDA kernels: not built (CPU kernels only; reinstall with UNETRT_CUDA=1 where nvcc is)"
 
