@@ -1,92 +1,78 @@
 """The GPU-resident device of the frame-to-mask path: pycuda owns the memory, everything runs on one stream.
 
-A frame crosses the bus once (uint8 as it came, through a page-locked staging buffer); the working-size resize,
+A frame is copied once. On a discrete GPU it crosses the bus once (uint8 as it came, from a page-locked staging
+buffer); on an integrated GPU (a Jetson: one memory for CPU and GPU, CU_DEVICE_ATTRIBUTE_INTEGRATED) the staging
+buffer is mapped into the device and the kernels read it in place, with no device copy. The working-size resize,
 the extract kernel, the network (the backend's device entry), stitching and the fused finish run on the
 backend's stream with no host synchronisation in between; only the mask (and probabilities when asked for)
 come back. With a backend that allows it (TensorRT), the device work of a fixed frame size is captured into
-one CUDA graph on its second call and replayed afterwards.
+one CUDA graph on its second call and replayed afterwards (:class:`unetrt.cuda.GraphCache`); each network call
+of a frame size runs at one batch shape (a short last chunk runs padded), so a graph holds one input shape.
 
-The driver calls (allocation, copies, memset, graphs) go through :class:`CudaDriver` and the kernels through
-:class:`CudaKernels`, so the CPU tests drive this module with a fake driver whose "device memory" is host
-memory and whose kernels are the CPU kernels.
+Buffers kept between calls (staging, device copies, logits, downloads) are cached per shape in a bounded
+least-recently-used cache, freed on eviction: a stream of changing frame sizes does not grow memory without end.
+
+The driver calls (context, allocation, copies, memset, graphs) go through :class:`CudaDriver`
+(:class:`PycudaDriver` pushes the device's primary context, because pycuda allocates only in a context it pushed
+itself) and the kernels through :class:`CudaKernels`, so the CPU tests drive this module with fake pycuda and
+driver libraries whose "device memory" is host memory and whose kernels are the emulated CUDA kernels.
 """
 
 from __future__ import annotations
 
 import ctypes
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import numpy as np
 
+from . import cuda
 from .backends.base import DeviceBackend
+from .cuda import DeviceArray, Graph, GraphCache, PrimaryContext, cuda_ordinal
 from .device import resize_frame
 
-_DTYPE_NAMES = {np.dtype(np.uint8): "uint8", np.dtype(np.uint16): "uint16", np.dtype(np.float16): "float16",
-                np.dtype(np.float32): "float32"}
 # CUmemorytype of device memory in CUDA_MEMCPY2D.
 _MEMORY_DEVICE = 2
+# Buffers kept between calls: room for a batch of frames at a few frame sizes, few enough to bound memory.
+CACHED_BUFFERS = 64
 
-
-@dataclass(frozen=True)
-class CudaBuffer:
-    """A C-contiguous array in device memory.
-
-    Attributes:
-        ptr: device address.
-        shape: the array's shape.
-        dtype: its element type.
-        owner: what keeps the memory alive (a pycuda allocation, or the buffer this one is part of).
-    """
-
-    ptr: int
-    shape: tuple[int, ...]
-    dtype: np.dtype[Any]
-    owner: object
-
-    @property
-    def nbytes(self) -> int:
-        """Size in bytes."""
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-
-    @property
-    def strides(self) -> tuple[int, ...]:
-        """C-contiguous strides in bytes."""
-        strides = [self.dtype.itemsize]
-        for side in reversed(self.shape[1:]):
-            strides.insert(0, strides[0] * side)
-        return tuple(strides)
-
-    @property
-    def dtype_name(self) -> str:
-        """The kernels' name of the dtype ('uint8', 'uint16', 'float16', 'float32')."""
-        return _DTYPE_NAMES[self.dtype]
-
-
-class CudaGraph(Protocol):
-    """A captured sequence of device work."""
-
-    def launch(self, stream_handle: int) -> None:
-        """Replay on the stream."""
-        ...
-
-    def destroy(self) -> None:
-        """Free the graph."""
-        ...
+# The frame path's buffers are unetrt's one device-array type.
+CudaBuffer = DeviceArray
 
 
 class CudaDriver(Protocol):
-    """The driver calls of the device: memory, asynchronous copies on a stream, graphs."""
+    """The driver calls of the device: context, memory, asynchronous copies on a stream, graphs.
+
+    Attributes:
+        integrated: whether the GPU shares one memory with the CPU (host memory can then be mapped).
+    """
+
+    integrated: bool
+
+    def session(self) -> AbstractContextManager[None]:
+        """Make the device's context current for pycuda for the block (every other call runs inside one)."""
+        ...
+
+    def release(self) -> None:
+        """Let go of the context retained for :meth:`session` when the current session ends."""
+        ...
 
     def allocate(self, nbytes: int) -> tuple[int, object]:
-        """Device memory: (address, owner that frees it when dropped)."""
+        """Device memory: (address, owner that :meth:`free` takes)."""
         ...
 
     def pinned(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
         """A page-locked host array (copies from and to it are asynchronous)."""
+        ...
+
+    def mapped(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[np.ndarray, int]:
+        """A page-locked host array mapped into the device, and its device address."""
+        ...
+
+    def free(self, memory: object) -> None:
+        """Free now: an owner from :meth:`allocate`, or an array from :meth:`pinned` or :meth:`mapped`."""
         ...
 
     def upload(self, dst: int, src: np.ndarray, stream: int) -> None:
@@ -110,7 +96,7 @@ class CudaDriver(Protocol):
         """Wait for the stream."""
         ...
 
-    def capture(self, stream: int, enqueue: Callable[[], bool]) -> CudaGraph | None:
+    def capture(self, stream: int, enqueue: Callable[[], None]) -> Graph | None:
         """Capture what ``enqueue()`` queues on the stream (without running it); None when capture fails."""
         ...
 
@@ -150,9 +136,13 @@ class CudaDevice:
 
     Args:
         backend: a backend with a device entry, running on CUDA.
-        driver: the driver calls (default: :class:`PycudaDriver`).
+        driver: the driver calls (default: :class:`PycudaDriver` on the backend's GPU).
         kernels: the CUDA kernels (default: :mod:`unetrt._tiling`).
         graphs: capture the device work of a fixed frame size into a CUDA graph when the backend allows it.
+        cached_buffers: how many per-shape buffers stay between calls (least recently used go first).
+
+    Raises:
+        ImportError: when pycuda is missing (with the install hint).
 
     Example:
         >>> device = CudaDevice(open_backend("camvid.plan"))  # doctest: +SKIP
@@ -162,23 +152,29 @@ class CudaDevice:
     reuses_outputs = True
 
     def __init__(self, backend: DeviceBackend, driver: CudaDriver | None = None,
-                 kernels: CudaKernels | None = None, graphs: bool = True) -> None:
+                 kernels: CudaKernels | None = None, graphs: bool = True,
+                 cached_buffers: int = CACHED_BUFFERS) -> None:
         self.backend = backend
         self.input_dtype: np.dtype[Any] = np.dtype(backend.input_dtype)
         if driver is None:
-            driver = PycudaDriver()
+            driver = PycudaDriver(cuda_ordinal(backend.device))
         if kernels is None:
             from . import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
 
             kernels = cast(CudaKernels, _tiling)
         self.driver: CudaDriver = driver
         self.kernels: CudaKernels = kernels
-        self.graphs = graphs and backend.capturable
         self._stream: int | None = None
-        self._cache: dict[tuple[Any, ...], Any] = {}
-        self._graph_key: object = None
-        self._graph_runs = 0
-        self._graph: CudaGraph | None = None
+        self._cache: OrderedDict[Hashable, Any] = OrderedDict()
+        self._capacity = cached_buffers
+        self._used_now: set[Hashable] = set()
+        self._graphs = GraphCache(lambda enqueue: self.driver.capture(self.stream, enqueue), "the frame path",
+                                  enabled=graphs and backend.capturable)
+
+    @property
+    def graphs(self) -> bool:
+        """Whether the device work is captured into CUDA graphs."""
+        return self._graphs.enabled
 
     @property
     def stream(self) -> int:
@@ -192,22 +188,38 @@ class CudaDevice:
         return self._stream
 
     def session(self) -> AbstractContextManager[None]:
-        """See :meth:`unetrt.device.Device.session`: the backend's context, lock and stream."""
+        """See :meth:`unetrt.device.Device.session`: the backend's lock and stream, the primary context pushed."""
         return self._session()
 
     @contextmanager
     def _session(self) -> Iterator[None]:
-        with self.backend.device_session() as stream:
+        with self.backend.device_session() as stream, self.driver.session():
             self._stream = stream
+            self._used_now = set()
             try:
                 yield
             finally:
                 self._stream = None
 
-    def _cached(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
+    def _cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """The buffer for ``key``, made on first use; least recently used buffers of earlier sessions are freed
+        beyond the cache's capacity (a graph that may hold one is dropped first)."""
+        self._used_now.add(key)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        value = make()
+        self._cache[key] = value
+        stale = [k for k in self._cache if k not in self._used_now][: max(0, len(self._cache) - self._capacity)]
+        if stale:
+            # Earlier calls ended with a synchronize, so no queued work reads these; a graph might.
+            self._graphs.invalidate()
+            for old in stale:
+                self._free(self._cache.pop(old))
+        return value
+
+    def _free(self, buffer: Any) -> None:
+        self.driver.free(buffer.owner if isinstance(buffer, DeviceArray) else buffer)
 
     # --- buffers -------------------------------------------------------------------------------------------
 
@@ -252,20 +264,31 @@ class CudaDevice:
     # --- the path ------------------------------------------------------------------------------------------
 
     def prepare(self, frame: np.ndarray, work_hw: tuple[int, int] | None, slot: int) -> CudaBuffer:
-        """See :meth:`unetrt.device.Device.prepare`: a uint8 frame goes up as it is and is resized on the GPU
-        (bilinear, as the host path); other dtypes are resized on the host and go up at the working size."""
+        """See :meth:`unetrt.device.Device.prepare`: a uint8 frame goes to the device as it is and is resized
+        there (bilinear, as the host path); other dtypes are resized on the host and go at the working size.
+        The frame is copied once into page-locked memory; an integrated GPU reads that memory in place, a
+        discrete one gets one asynchronous upload."""
+        stream = self.stream
         on_device_resize = work_hw is not None and frame.dtype == np.uint8 and frame.shape[:2] != work_hw
         if work_hw is not None and not on_device_resize:
             frame = resize_frame(frame, work_hw)
         if frame.dtype == np.float64:
             frame = frame.astype(np.float32)
         shape, dtype = tuple(frame.shape), frame.dtype
-        staged = cast(np.ndarray, self._cached(("staged", slot, shape, dtype.str),
-                                               lambda: self.driver.pinned(shape, dtype)))
-        np.copyto(staged, frame)
-        uploaded = cast(CudaBuffer, self._cached(("frame", slot, shape, dtype.str),
-                                                 lambda: self.allocate(shape, dtype)))
-        self.driver.upload(uploaded.ptr, staged, self.stream)
+        if self.driver.integrated:
+            def mapped() -> CudaBuffer:
+                host, ptr = self.driver.mapped(shape, dtype)
+                return CudaBuffer(ptr, shape, dtype, host)
+
+            uploaded = cast(CudaBuffer, self._cached(("mapped", slot, shape, dtype.str), mapped))
+            np.copyto(cast(np.ndarray, uploaded.owner), frame)
+        else:
+            staged = cast(np.ndarray, self._cached(("staged", slot, shape, dtype.str),
+                                                   lambda: self.driver.pinned(shape, dtype)))
+            np.copyto(staged, frame)
+            uploaded = cast(CudaBuffer, self._cached(("frame", slot, shape, dtype.str),
+                                                     lambda: self.allocate(shape, dtype)))
+            self.driver.upload(uploaded.ptr, staged, stream)
         if not on_device_resize:
             return uploaded
         assert work_hw is not None  # on_device_resize implies it
@@ -275,7 +298,7 @@ class CudaDevice:
         height, width = shape[0], shape[1]
         channels = shape[2] if len(shape) == 3 else 1
         self.kernels.resize_bilinear_u8_cuda(uploaded.ptr, (height, width, channels), resized.ptr, work_hw,
-                                             stream=self.stream)
+                                             stream=stream)
         return resized
 
     def extract(self, image: CudaBuffer, out: CudaBuffer, *, origin: tuple[int, int], step: tuple[int, int],
@@ -292,12 +315,23 @@ class CudaDevice:
                                         mean=list(mean), std=list(std), stream=self.stream)
 
     def run(self, batch: CudaBuffer) -> CudaBuffer:
-        """See :meth:`unetrt.device.Device.run`: the backend's device entry on this stream."""
-        shape = self.backend.output_shape(batch.shape)
+        """See :meth:`unetrt.device.Device.run`: the backend's device entry on this stream.
+
+        The first rows of a batch buffer (a short last chunk) run at the buffer's whole batch, the extra rows
+        holding earlier tiles whose outputs nobody reads: every network call of a frame size then has one input
+        shape, which a captured CUDA graph needs (TensorRT refuses to capture the first enqueue after a shape
+        change, and a graph replayed after a shape change would compute from stale state).
+        """
+        whole = batch.owner
+        if isinstance(whole, DeviceArray) and whole.ptr == batch.ptr and whole.shape[1:] == batch.shape[1:]:
+            padded = whole
+        else:
+            padded = batch
+        shape = self.backend.output_shape(padded.shape)
         dtype = np.dtype(self.backend.output_dtype)
         outputs = cast(CudaBuffer, self._cached(("logits", shape, dtype.str), lambda: self.allocate(shape, dtype)))
-        self.backend.enqueue(batch.ptr, batch.shape, outputs.ptr, self.stream)
-        return outputs
+        self.backend.enqueue(padded.ptr, padded.shape, outputs.ptr, self.stream)
+        return self.part(outputs, 0, batch.shape[0])
 
     def shift(self, tiles: CudaBuffer, index: int, axis: int, pixels: int) -> None:
         """See :meth:`unetrt.device.Device.shift`: two 2-D copies through a scratch buffer (the source and
@@ -343,46 +377,22 @@ class CudaDevice:
 
     def launch(self, key: object, enqueue: Callable[[], None]) -> None:
         """See :meth:`unetrt.device.Device.launch`: the first call of a key runs ``enqueue`` (the warm-up the
-        backend needs), the second captures it into a CUDA graph, later ones replay the graph."""
-        if not self.graphs:
-            enqueue()
-            return
-        if key != self._graph_key:
-            self._drop_graph()
-            self._graph_key = key
-        self._graph_runs += 1
-        if self._graph is None and self._graph_runs == 2:
-            def record() -> bool:
-                enqueue()
-                return True
-
-            self._graph = self.driver.capture(self.stream, record)
-            if self._graph is None:
-                self.graphs = False
-                warnings.warn("CUDA graph capture of the frame path failed; running without graphs",
-                              RuntimeWarning, stacklevel=2)
-        if self._graph is not None:
-            self._graph.launch(self.stream)
-        else:
-            enqueue()
-
-    def _drop_graph(self) -> None:
-        if self._graph is not None:
-            self._graph.destroy()
-            self._graph = None
-        self._graph_runs = 0
+        backend needs), the second captures it into a CUDA graph, later ones replay the graph; when capture
+        fails, that key runs without graphs (one warning) and the frame is still segmented."""
+        self._graphs.run(cast(Hashable, key), self.stream, enqueue)
 
     def synchronize(self) -> None:
         """See :meth:`unetrt.device.Device.synchronize`."""
         self.driver.synchronize(self.stream)
 
     def release(self) -> None:
-        """See :meth:`unetrt.device.Device.release`: waits for the stream, then drops the graph and every cached
-        buffer (pycuda frees an allocation when its last reference goes, with the context current here)."""
+        """See :meth:`unetrt.device.Device.release`: waits for the stream, then drops the graph and frees every
+        cached buffer (the context is current here); the retained context goes when the session ends."""
         self.driver.synchronize(self.stream)
-        self._drop_graph()
-        self._graph_key = None
-        self._cache.clear()
+        self._graphs.clear()
+        while self._cache:
+            self._free(self._cache.popitem()[1])
+        self.driver.release()
 
 
 class _Memcpy2D(ctypes.Structure):
@@ -400,50 +410,88 @@ class _Memcpy2D(ctypes.Structure):
 
 
 class PycudaDriver:
-    """:class:`CudaDriver` on pycuda (memory) and the driver library (copies on a raw stream handle, graphs).
+    """:class:`CudaDriver` on pycuda (memory, in the device's primary context) and the driver library (copies
+    on a raw stream handle, graphs).
 
-    Needs the caller's CUDA context current (``DeviceBackend.device_session``).
+    Args:
+        ordinal: the CUDA device index.
 
     Raises:
         ImportError: when pycuda is missing (with the install hint).
     """
 
-    def __init__(self) -> None:
-        from .backends.tensorrt import _driver_library, require_pycuda
+    def __init__(self, ordinal: int = 0) -> None:
+        cuda.require_pycuda()
+        self.ordinal = ordinal
+        self._context: PrimaryContext | None = None
+        self._release_after_session = False
+        self.integrated = self._primary().integrated
 
-        require_pycuda()
-        import pycuda.driver as cuda
+    def _primary(self) -> PrimaryContext:
+        if self._context is None:
+            self._context = PrimaryContext(self.ordinal)
+        return self._context
 
-        cuda.init()
-        self._lib = _driver_library()
+    @contextmanager
+    def _active(self) -> Iterator[None]:
+        with self._primary().active():
+            yield
+        if self._release_after_session and self._context is not None:
+            self._context.release()
+            self._context = None
+            self._release_after_session = False
+
+    def session(self) -> AbstractContextManager[None]:
+        """See :meth:`CudaDriver.session`: the device's primary context, retained through pycuda and pushed."""
+        return self._active()
+
+    def release(self) -> None:
+        """See :meth:`CudaDriver.release`."""
+        self._release_after_session = True
 
     def _check(self, status: int, what: str) -> None:
-        if status != 0:
-            raise RuntimeError(f"{what} failed with CUDA error {status}")
+        cuda.check(status, what)
 
     def allocate(self, nbytes: int) -> tuple[int, object]:
         """See :meth:`CudaDriver.allocate`."""
-        import pycuda.driver as cuda
+        import pycuda.driver as pycuda
 
-        allocation = cuda.mem_alloc(nbytes)
+        allocation = pycuda.mem_alloc(nbytes)
         return int(allocation), allocation
 
     def pinned(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
         """See :meth:`CudaDriver.pinned`."""
-        import pycuda.driver as cuda
+        import pycuda.driver as pycuda
 
-        return cast(np.ndarray, cuda.pagelocked_empty(shape, dtype))
+        return cast(np.ndarray, pycuda.pagelocked_empty(shape, dtype))
+
+    def mapped(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[np.ndarray, int]:
+        """See :meth:`CudaDriver.mapped`: page-locked memory allocated with CU_MEMHOSTALLOC_DEVICEMAP."""
+        import pycuda.driver as pycuda
+
+        host = pycuda.pagelocked_empty(shape, dtype, mem_flags=pycuda.host_alloc_flags.DEVICEMAP)
+        return cast(np.ndarray, host), int(host.base.get_device_pointer())
+
+    def free(self, memory: object) -> None:
+        """See :meth:`CudaDriver.free`."""
+        if isinstance(memory, np.ndarray):
+            cast(Any, memory.base).free()
+        else:
+            cast(Any, memory).free()
+
+    def _lib(self) -> Any:
+        return cuda.driver_library()
 
     def upload(self, dst: int, src: np.ndarray, stream: int) -> None:
         """See :meth:`CudaDriver.upload`."""
-        self._check(self._lib.cuMemcpyHtoDAsync_v2(ctypes.c_uint64(dst), ctypes.c_void_p(src.ctypes.data),
-                                                   ctypes.c_size_t(src.nbytes), ctypes.c_void_p(stream)),
+        self._check(self._lib().cuMemcpyHtoDAsync_v2(ctypes.c_uint64(dst), ctypes.c_void_p(src.ctypes.data),
+                                                     ctypes.c_size_t(src.nbytes), ctypes.c_void_p(stream)),
                     "cuMemcpyHtoDAsync")
 
     def download(self, dst: np.ndarray, src: int, stream: int) -> None:
         """See :meth:`CudaDriver.download`."""
-        self._check(self._lib.cuMemcpyDtoHAsync_v2(ctypes.c_void_p(dst.ctypes.data), ctypes.c_uint64(src),
-                                                   ctypes.c_size_t(dst.nbytes), ctypes.c_void_p(stream)),
+        self._check(self._lib().cuMemcpyDtoHAsync_v2(ctypes.c_void_p(dst.ctypes.data), ctypes.c_uint64(src),
+                                                     ctypes.c_size_t(dst.nbytes), ctypes.c_void_p(stream)),
                     "cuMemcpyDtoHAsync")
 
     def copy_2d(self, dst: int, dst_pitch: int, src: int, src_pitch: int, width_bytes: int, height: int,
@@ -452,19 +500,17 @@ class PycudaDriver:
         copy = _Memcpy2D(srcMemoryType=_MEMORY_DEVICE, srcDevice=src, srcPitch=src_pitch,
                          dstMemoryType=_MEMORY_DEVICE, dstDevice=dst, dstPitch=dst_pitch,
                          WidthInBytes=width_bytes, Height=height)
-        self._check(self._lib.cuMemcpy2DAsync_v2(ctypes.byref(copy), ctypes.c_void_p(stream)), "cuMemcpy2DAsync")
+        self._check(self._lib().cuMemcpy2DAsync_v2(ctypes.byref(copy), ctypes.c_void_p(stream)), "cuMemcpy2DAsync")
 
     def zero(self, dst: int, nbytes: int, stream: int) -> None:
         """See :meth:`CudaDriver.zero`."""
-        self._check(self._lib.cuMemsetD8Async(ctypes.c_uint64(dst), ctypes.c_ubyte(0), ctypes.c_size_t(nbytes),
-                                              ctypes.c_void_p(stream)), "cuMemsetD8Async")
+        self._check(self._lib().cuMemsetD8Async(ctypes.c_uint64(dst), ctypes.c_ubyte(0), ctypes.c_size_t(nbytes),
+                                                ctypes.c_void_p(stream)), "cuMemsetD8Async")
 
     def synchronize(self, stream: int) -> None:
         """See :meth:`CudaDriver.synchronize`."""
-        self._check(self._lib.cuStreamSynchronize(ctypes.c_void_p(stream)), "cuStreamSynchronize")
+        self._check(self._lib().cuStreamSynchronize(ctypes.c_void_p(stream)), "cuStreamSynchronize")
 
-    def capture(self, stream: int, enqueue: Callable[[], bool]) -> CudaGraph | None:
+    def capture(self, stream: int, enqueue: Callable[[], None]) -> Graph | None:
         """See :meth:`CudaDriver.capture`."""
-        from .backends.tensorrt import _DriverGraph
-
-        return _DriverGraph.capture(stream, enqueue)
+        return cuda.DriverGraph.capture(stream, enqueue)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -146,8 +147,15 @@ class Segmenter:
         if not isinstance(backend, DeviceBackend) or not on_cuda:
             raise ValueError(f"device_path 'cuda' needs a backend running on CUDA with a device entry; "
                              f"{backend.name} runs on {backend.device}: use device_path='host'")
+        from .cuda import MISSING_PYCUDA, pycuda_available
         from .cuda_device import CudaDevice
 
+        if device_path == "auto" and not pycuda_available():
+            # The GPU-resident path allocates through pycuda; without it the host path still runs the network on
+            # the backend's GPU.
+            warnings.warn(f"{backend.name} runs on {backend.device} but frames go through host memory: "
+                          f"{MISSING_PYCUDA}", RuntimeWarning, stacklevel=3)
+            return HostDevice(lambda batch: self.backend.infer(batch))
         return CudaDevice(backend)
 
     def warm_up(self) -> None:

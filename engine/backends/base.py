@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -145,25 +144,3 @@ def network_output_shape(info: ModelInfo, input_shape: tuple[int, ...]) -> tuple
     check_input_size(height, width, info.padding, info.depth)
     sides = [side - 2 * output_margin(side, info.padding, info.depth) for side in (height, width)]
     return batch, info.num_classes, sides[0], sides[1]
-
-
-@dataclass(frozen=True)
-class CudaArrayView:
-    """A contiguous device array described by ``__cuda_array_interface__`` (no ownership), so torch, CuPy and
-    ONNX Runtime can wrap memory the frame path owns.
-
-    Attributes:
-        ptr: device address.
-        shape: the array's shape.
-        dtype: its element type.
-    """
-
-    ptr: int
-    shape: tuple[int, ...]
-    dtype: np.dtype[Any]
-
-    @property
-    def __cuda_array_interface__(self) -> dict[str, Any]:
-        """Version 3 of the interface; no stream: the producer and consumer share one."""
-        return {"data": (self.ptr, False), "shape": self.shape, "typestr": self.dtype.str, "strides": None,
-                "version": 3, "stream": None}

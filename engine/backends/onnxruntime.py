@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..cuda import PrimaryContext, cuda_ordinal
 from ..model_info import METADATA_KEY, ModelInfo
 from .base import check_batch, invalid_model_file, network_output_shape, onnx_file_precision
 
@@ -113,7 +114,7 @@ class OnnxRuntimeBackend:
 
     Args:
         path: the ONNX file written by ``unet-export``.
-        device: 'cpu', 'cuda' or 'auto' (CUDA provider when available).
+        device: 'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA provider when available; 'cuda' and 'auto' use GPU 0).
         threads: intra-op threads for the CPU provider (None: ONNX Runtime's default, one per core).
 
     Raises:
@@ -138,22 +139,30 @@ class OnnxRuntimeBackend:
             raise FileNotFoundError(f"ONNX model {str(path)!r} does not exist")
         available = ort.get_available_providers()
         has_cuda = "CUDAExecutionProvider" in available
-        if device == "cuda" and not has_cuda:
+        if device != "cpu":
+            try:
+                self._ordinal = cuda_ordinal(device)
+            except ValueError:
+                raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+        else:
+            self._ordinal = 0
+        if device.startswith("cuda") and not has_cuda:
             raise ValueError(
-                "device 'cuda' asked, but this onnxruntime has no CUDA provider; install onnxruntime-gpu"
+                f"device {device!r} asked, but this onnxruntime has no CUDA provider; install onnxruntime-gpu"
             )
-        if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-        use_cuda = has_cuda and device in ("auto", "cuda")
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+        use_cuda = has_cuda and device != "cpu"
+        providers: list[Any] = (
+            [("CUDAExecutionProvider", {"device_id": self._ordinal}), "CPUExecutionProvider"] if use_cuda
+            else ["CPUExecutionProvider"])
         self._session: ort.InferenceSession | None = open_session(path, session_options(threads), providers)
         self.info = _info_from_session(self._session, path)
-        self.device = "cuda" if self._session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        on_cuda = self._session.get_providers()[0] == "CUDAExecutionProvider"
+        self.device = f"cuda:{self._ordinal}" if on_cuda else "cpu"
         self.threads = threads
         self.path = path
         # unet-export --fp16 names its FP16 graph NAME.fp16.onnx; its inputs and outputs stay FP32.
         self.precision = onnx_file_precision(path)
-        self._cuda_context: Any = None
+        self._cuda_context: PrimaryContext | None = None
         self._stream: Any = None
         self._input = self._session.get_inputs()[0].name
         self._output = self._session.get_outputs()[0].name
@@ -179,7 +188,7 @@ class OnnxRuntimeBackend:
     @contextmanager
     def device_session(self) -> Iterator[int]:
         """Make the GPU's primary context (the one ONNX Runtime's CUDA provider uses) current through pycuda and
-        yield the handle of a stream this backend owns for the path's kernels.
+        yield the handle of a stream this backend owns for the path's kernels (:class:`unetrt.cuda.PrimaryContext`).
 
         Raises:
             ValueError: when the session runs on the CPU provider, or after :meth:`close`.
@@ -187,23 +196,16 @@ class OnnxRuntimeBackend:
         """
         if self._session is None:
             raise ValueError("this backend is closed; open a new one")
-        if self.device != "cuda":
+        if not self.device.startswith("cuda"):
             raise ValueError("the device entry needs ONNX Runtime's CUDA provider; install onnxruntime-gpu")
-        from .tensorrt import require_pycuda
+        import pycuda.driver as cuda  # PrimaryContext checked that it imports
 
-        require_pycuda()
-        import pycuda.driver as cuda
-
-        cuda.init()
         if self._cuda_context is None:
-            self._cuda_context = cuda.Device(0).retain_primary_context()
-        self._cuda_context.push()
-        try:
+            self._cuda_context = PrimaryContext(self._ordinal)
+        with self._cuda_context.active():
             if self._stream is None:
                 self._stream = cuda.Stream()
             yield int(self._stream.handle)
-        finally:
-            cuda.Context.pop()
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The logits' shape for an input shape.
@@ -227,17 +229,19 @@ class OnnxRuntimeBackend:
         assert self._stream is not None  # device_session() made it
         self._stream.synchronize()
         binding = self._session.io_binding()
-        binding.bind_input(self._input, "cuda", 0, np.float32, list(input_shape), input_ptr)
-        binding.bind_output(self._output, "cuda", 0, np.float32, list(output_shape), output_ptr)
+        binding.bind_input(self._input, "cuda", self._ordinal, np.float32, list(input_shape), input_ptr)
+        binding.bind_output(self._output, "cuda", self._ordinal, np.float32, list(output_shape), output_ptr)
         self._session.run_with_iobinding(binding)
 
     def close(self) -> None:
         """Drop the session and the stream; release the retained CUDA context (idempotent)."""
         self._session = None
-        self._stream = None
         if self._cuda_context is not None:
-            self._cuda_context.detach()
+            with self._cuda_context.active():
+                self._stream = None  # destroyed with its context current
+            self._cuda_context.release()
             self._cuda_context = None
+        self._stream = None
 
     def __enter__(self) -> OnnxRuntimeBackend:
         return self

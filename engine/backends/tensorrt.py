@@ -3,26 +3,27 @@
 TensorRT and pycuda are imported lazily, so this module imports anywhere; the
 backend itself needs both and an NVIDIA GPU.
 
-CUDA context: the backend adopts the pycuda context current on the calling
-thread when there is one (the caller keeps owning it); otherwise it retains the
-device's primary context, the one the CUDA runtime, PyTorch and CuPy use, so
-device arrays from those libraries can be passed to :meth:`TensorRTBackend.infer_device`.
-It pushes that context around every CUDA call and pops it afterwards, and
-releases what it retained in :meth:`TensorRTBackend.close`. It never uses
-``pycuda.autoinit``.
+CUDA context: the backend retains the device's primary context (the one the CUDA
+runtime, PyTorch and CuPy use, so their device arrays can be passed to
+:meth:`TensorRTBackend.infer_device`), pushes it around every CUDA call and
+releases it in :meth:`TensorRTBackend.close` (:class:`unetrt.cuda.PrimaryContext`).
+A context another library made current (``pycuda.autoinit``) is never adopted.
 
-Thread safety: one backend owns one execution context, one stream and one set of
+Execution contexts: one runs :meth:`TensorRTBackend.infer` and
+:meth:`TensorRTBackend.infer_device`, another (made on first use) the device
+entry of the GPU-resident frame path, so that neither changes the input shape a
+CUDA graph of the other was captured with.
+
+Thread safety: one backend owns its execution contexts, one stream and one set of
 buffers. Its methods lock, so one backend may be shared between threads, but
 calls then run one after another. To run inference concurrently, open one
-backend per thread: each gets its own execution context and stream.
+backend per thread: each gets its own execution contexts and stream.
 """
 
 from __future__ import annotations
 
-import ctypes
 import threading
-import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +31,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..cuda import (
+    MISSING_PYCUDA,
+    DriverGraph,
+    GraphCache,
+    PrimaryContext,
+    cuda_ordinal,
+    read_cuda_array,
+    require_pycuda,
+)
 from ..plan_metadata import (
     GpuIdentity,
     PlanMetadata,
@@ -47,12 +57,8 @@ MISSING_TENSORRT = (
     "TensorRT is not installed: on a Jetson install JetPack 6 (it ships TensorRT 10 with its Python bindings); "
     "elsewhere run `pip install tensorrt pycuda` (or `pip install 'unetrt[tensorrt]'`)"
 )
-MISSING_PYCUDA = (
-    "pycuda is not installed: run `pip install pycuda` (it builds against the CUDA toolkit; on a Jetson use "
-    "the one from JetPack) to run TensorRT engines"
-)
-# CUstreamCaptureMode: capture only this thread's CUDA calls, so other threads' work cannot break it.
-_CAPTURE_MODE_THREAD_LOCAL = 1
+__all__ = ["MISSING_PYCUDA", "MISSING_TENSORRT", "TensorRTBackend", "gpu_identity", "parse_device",
+           "require_pycuda", "require_tensorrt", "tensorrt_available", "tensorrt_major"]
 
 
 def tensorrt_available() -> bool:
@@ -81,18 +87,6 @@ def require_tensorrt() -> None:
         raise ImportError(MISSING_TENSORRT)
 
 
-def require_pycuda() -> None:
-    """Raise an install hint unless pycuda's driver module imports.
-
-    Raises:
-        ImportError: with :data:`MISSING_PYCUDA`.
-    """
-    try:
-        import pycuda.driver  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(MISSING_PYCUDA) from exc
-
-
 def tensorrt_major(version: str) -> int:
     """Major version of a TensorRT version string ('10.3.0' -> 10).
 
@@ -115,13 +109,11 @@ def parse_device(device: str) -> int:
         >>> parse_device("cuda:1")
         1
     """
-    if device in ("auto", "cuda"):
-        return 0
-    if device.startswith("cuda:") and device[5:].isdigit():
-        return int(device[5:])
     if device == "cpu":
         raise ValueError("TensorRT engines run on an NVIDIA GPU only; use the .onnx model for 'cpu'")
-    raise ValueError(f"device must be 'auto', 'cuda' or 'cuda:N', got {device!r}")
+    if device != "auto" and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise ValueError(f"device must be 'auto', 'cuda' or 'cuda:N', got {device!r}")
+    return cuda_ordinal(device)
 
 
 def gpu_identity(index: int = 0) -> GpuIdentity:
@@ -143,99 +135,56 @@ def gpu_identity(index: int = 0) -> GpuIdentity:
     return GpuIdentity(str(device.name()), (int(major), int(minor)))
 
 
-def _driver_library() -> ctypes.CDLL:
-    return ctypes.CDLL("libcuda.so.1")
-
-
-def _release_primary_context(context: Any, ordinal: int, owner_thread: int) -> None:
-    """Release a primary context retained through pycuda, leaving the thread's context stack as it was."""
-    driver = _driver_library()
-    context.detach()
-    if threading.get_ident() == owner_thread:
-        # pycuda releases a primary context by pushing it and calling cuDevicePrimaryCtxRelease, which (unlike
-        # cuCtxDetach) does not pop it: pop it here, or the thread keeps a possibly destroyed context current.
-        driver.cuCtxPopCurrent_v2(ctypes.byref(ctypes.c_void_p()))
-    else:
-        # pycuda only releases on the thread that retained the context; release it here through the driver.
-        device = ctypes.c_int()
-        if driver.cuDeviceGet(ctypes.byref(device), ctypes.c_int(ordinal)) == 0:
-            driver.cuDevicePrimaryCtxRelease_v2(device)
-
-
-class _DriverGraph:
-    """A CUDA graph captured from one stream, through the driver library (pycuda has no graph API)."""
-
-    def __init__(self, driver: ctypes.CDLL, graph: ctypes.c_void_p, graph_exec: ctypes.c_void_p) -> None:
-        self._driver = driver
-        self._graph = graph
-        self._exec = graph_exec
-
-    @classmethod
-    def capture(cls, stream_handle: int, enqueue: Any) -> _DriverGraph | None:
-        """Capture what ``enqueue()`` puts on the stream; None when it returns False or capture fails."""
-        driver = _driver_library()
-        stream = ctypes.c_void_p(stream_handle)
-        if driver.cuStreamBeginCapture_v2(stream, ctypes.c_int(_CAPTURE_MODE_THREAD_LOCAL)) != 0:
-            return None
-        enqueued = False
-        try:
-            enqueued = bool(enqueue())
-        finally:
-            # Capture must end on the same thread even when enqueueing raised, or the stream stays unusable.
-            graph = ctypes.c_void_p()
-            ended = driver.cuStreamEndCapture(stream, ctypes.byref(graph)) == 0
-        if not (enqueued and ended and graph.value):
-            if graph.value:
-                driver.cuGraphDestroy(graph)
-            return None
-        graph_exec = ctypes.c_void_p()
-        if driver.cuGraphInstantiateWithFlags(ctypes.byref(graph_exec), graph, ctypes.c_ulonglong(0)) != 0:
-            driver.cuGraphDestroy(graph)
-            return None
-        return cls(driver, graph, graph_exec)
-
-    def launch(self, stream_handle: int) -> None:
-        """Replay the graph on the stream.
-
-        Raises:
-            RuntimeError: when the driver refuses the launch.
-        """
-        status = self._driver.cuGraphLaunch(self._exec, ctypes.c_void_p(stream_handle))
-        if status != 0:
-            raise RuntimeError(f"cuGraphLaunch failed with CUDA error {status}")
-
-    def destroy(self) -> None:
-        """Free the graph (idempotent; the owning context must be current)."""
-        if self._exec.value:
-            self._driver.cuGraphExecDestroy(self._exec)
-            self._exec = ctypes.c_void_p()
-        if self._graph.value:
-            self._driver.cuGraphDestroy(self._graph)
-            self._graph = ctypes.c_void_p()
-
-
 def _dims(dims: trt.Dims) -> tuple[int, ...]:
     return tuple(int(dims[i]) for i in range(len(dims)))
 
 
-def _cuda_array_info(array: Any, what: str) -> tuple[int, tuple[int, ...], np.dtype[Any], Any]:
-    interface = getattr(array, "__cuda_array_interface__", None)
-    if not isinstance(interface, dict):
-        raise ValueError(
-            f"{what} must be a CUDA device array with __cuda_array_interface__ (torch.Tensor on cuda, CuPy, "
-            f"pycuda GPUArray), got {type(array).__name__}"
-        )
-    shape = tuple(int(d) for d in interface["shape"])
-    dtype = np.dtype(interface["typestr"])
-    strides = interface.get("strides")
-    if strides is not None:
-        expected = tuple(int(s) * dtype.itemsize for s in np.cumprod((1, *shape[:0:-1]))[::-1])
-        if tuple(int(s) for s in strides) != expected:
-            raise ValueError(f"{what} must be C-contiguous; call .contiguous() (torch) or cupy.ascontiguousarray")
-    pointer, read_only = interface["data"]
-    if read_only and what == "out":
-        raise ValueError("out is a read-only device array; pass a writable one")
-    return int(pointer), shape, dtype, interface.get("stream")
+class _Execution:
+    """One TensorRT execution context and the input shape it is set to; a shape change calls ``on_change``."""
+
+    def __init__(self, context: trt.IExecutionContext, input_name: str, output_name: str, profile: ShapeProfile,
+                 on_change: Callable[[], None]) -> None:
+        self.context = context
+        self._input, self._output = input_name, output_name
+        self._profile = profile
+        self._on_change = on_change
+        self.shape: tuple[int, ...] | None = None
+        self.out_shape: tuple[int, ...] = ()
+
+    def set_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Set the input shape (when it differs); the output shape.
+
+        Raises:
+            ValueError: on a shape outside the profile.
+        """
+        self._profile.check_shape(shape)
+        if shape != self.shape:
+            self._on_change()
+            if not self.context.set_input_shape(self._input, shape):
+                raise ValueError(f"TensorRT rejected input shape {format_shape(shape)}")
+            self.shape = shape
+            self.out_shape = _dims(self.context.get_tensor_shape(self._output))
+        return self.out_shape
+
+    def bind(self, input_ptr: int, output_ptr: int, what: str) -> None:
+        """Point the input and output at device buffers.
+
+        Raises:
+            ValueError: when TensorRT refuses an address (it takes 256-byte aligned ones only).
+        """
+        for name, pointer in ((self._input, input_ptr), (self._output, output_ptr)):
+            if not self.context.set_tensor_address(name, pointer):
+                raise ValueError(f"TensorRT refused {what} for {name!r} at {pointer:#x}: device buffers must start "
+                                 "at a 256-byte aligned address (a fresh allocation, not an offset view)")
+
+    def enqueue(self, stream: int) -> None:
+        """Queue the engine on ``stream``.
+
+        Raises:
+            RuntimeError: when TensorRT refuses (e.g. the first enqueue after a shape change under capture).
+        """
+        if not self.context.execute_async_v3(stream):
+            raise RuntimeError(f"TensorRT failed to enqueue inference for shape {format_shape(self.shape or ())}")
 
 
 class TensorRTBackend:
@@ -244,7 +193,7 @@ class TensorRTBackend:
     Args:
         path: the ``.plan`` file; ``PATH.json`` (written by unet-build) must lie beside it.
         device: 'auto', 'cuda' or 'cuda:N'.
-        cuda_graph: replay a CUDA graph once the same input shape comes twice in a row
+        cuda_graph: replay a CUDA graph of :meth:`infer` once the same input shape comes twice in a row
             (the first run of a shape is the warm-up); falls back to plain enqueueing when capture fails.
 
     Attributes:
@@ -277,7 +226,6 @@ class TensorRTBackend:
         self.precision = self.metadata.precision
         require_tensorrt()
         require_pycuda()
-        import pycuda.driver as cuda
         import tensorrt as trt
 
         # Compare the metadata with this machine before TensorRT sees the plan: a plan from another
@@ -288,23 +236,12 @@ class TensorRTBackend:
         self.cuda_graph = cuda_graph
         self._lock = threading.Lock()
         self._closed = False
-        adopted = cuda.Context.get_current()
-        if adopted is not None and adopted.get_device() != cuda.Device(index):
-            raise ValueError(
-                f"the current pycuda context is on another device than {device!r}; "
-                "open the backend with the matching device or from a thread without that context"
-            )
-        self._owns_cuda_context = adopted is None
-        self._ordinal = index
-        self._owner_thread = threading.get_ident()
-        self._cuda_context = cuda.Device(index).retain_primary_context() if adopted is None else adopted
-        self._graph: _DriverGraph | None = None
-        self._graph_failed = False
-        self._runs_of_shape = 0
-        self._shape: tuple[int, ...] | None = None
-        self._out_shape: tuple[int, ...] = ()
+        self._cuda_context = PrimaryContext(index)
+        self._graphs = GraphCache(lambda enqueue: DriverGraph.capture(self._stream.handle, enqueue),
+                                  f"TensorRT inference of {path.name}", enabled=cuda_graph)
+        self._device_execution: _Execution | None = None
         try:
-            with self._active():
+            with self._cuda_context.active():
                 self._open_engine()
         except BaseException:
             self._release()
@@ -342,14 +279,13 @@ class TensorRTBackend:
         self.profile = ShapeProfile.from_dict({"min": low, "opt": opt, "max": high})
         self.max_input_hw: tuple[int, int] | None = self.profile.max_input_hw
         self.max_batch: int | None = self.profile.max_batch
-        context = engine.create_execution_context()
-        if context is None:
-            raise ValueError(f"TensorRT could not create an execution context for {str(self.path)!r} (GPU memory?)")
-        self._context: trt.IExecutionContext = context
+        self._execution = self._new_execution(self._graphs.invalidate)
         self._stream = cuda.Stream()
-        if not self._context.set_input_shape(self._input, self.profile.max):
-            raise ValueError(f"the engine rejects its own largest profile shape {format_shape(self.profile.max)}")
-        max_out = _dims(self._context.get_tensor_shape(self._output))
+        try:
+            max_out = self._execution.set_shape(self.profile.max)
+        except ValueError as exc:
+            raise ValueError(f"the engine rejects its own largest profile shape {format_shape(self.profile.max)}") \
+                from exc
         in_size = int(np.prod(self.profile.max))
         out_size = int(np.prod(max_out))
         self._host_in: np.ndarray = cuda.pagelocked_empty(in_size, self._input_dtype)
@@ -358,61 +294,20 @@ class TensorRTBackend:
         self._device_out = cuda.mem_alloc(max(1, self._host_out.nbytes))
         self._bind_own_buffers()
 
+    def _new_execution(self, on_change: Callable[[], None]) -> _Execution:
+        context = self._engine.create_execution_context()
+        if context is None:
+            raise ValueError(f"TensorRT could not create an execution context for {str(self.path)!r} (GPU memory?)")
+        return _Execution(context, self._input, self._output, self.profile, on_change)
+
     def _bind_own_buffers(self) -> None:
-        if not (self._context.set_tensor_address(self._input, int(self._device_in))
-                and self._context.set_tensor_address(self._output, int(self._device_out))):
-            raise RuntimeError("TensorRT refused the backend's own device buffers")
-
-    @contextmanager
-    def _active(self) -> Iterator[None]:
-        import pycuda.driver as cuda
-
-        self._cuda_context.push()
-        try:
-            yield
-        finally:
-            cuda.Context.pop()
+        self._execution.bind(int(self._device_in), int(self._device_out), "the backend's own buffers")
 
     # --- inference ---------------------------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError("this backend is closed; open a new one")
-
-    def _set_shape(self, shape: tuple[int, ...]) -> None:
-        self.profile.check_shape(shape)
-        if shape == self._shape:
-            self._runs_of_shape += 1
-            return
-        if not self._context.set_input_shape(self._input, shape):
-            raise ValueError(f"TensorRT rejected input shape {format_shape(shape)}")
-        self._out_shape = _dims(self._context.get_tensor_shape(self._output))
-        self._shape = shape
-        self._runs_of_shape = 1
-        self._drop_graph()
-
-    def _drop_graph(self) -> None:
-        if self._graph is not None:
-            self._graph.destroy()
-            self._graph = None
-
-    def _enqueue(self) -> bool:
-        return bool(self._context.execute_async_v3(self._stream.handle))
-
-    def _execute(self, use_graph: bool) -> None:
-        if use_graph and self.cuda_graph and not self._graph_failed:
-            # The first run of a shape is the warm-up TensorRT needs before capture; capture on the second.
-            if self._graph is None and self._runs_of_shape >= 2:
-                self._graph = _DriverGraph.capture(self._stream.handle, self._enqueue)
-                if self._graph is None:
-                    self._graph_failed = True
-                    warnings.warn(f"CUDA graph capture failed for {self.path.name}; running without graphs",
-                                  RuntimeWarning, stacklevel=3)
-            if self._graph is not None:
-                self._graph.launch(self._stream.handle)
-                return
-        if not self._enqueue():
-            raise RuntimeError(f"TensorRT failed to enqueue inference for shape {format_shape(self._shape or ())}")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """N x C x H x W float32 (normalised, legal H and W) -> N x K x h x w float32 logits.
@@ -426,13 +321,13 @@ class TensorRTBackend:
         shape = tuple(int(d) for d in batch.shape)
         with self._lock:
             self._check_open()
-            with self._active():
-                self._set_shape(shape)
+            with self._cuda_context.active():
+                out_shape = self._execution.set_shape(shape)
                 host_in = self._host_in[: batch.size].reshape(shape)
                 np.copyto(host_in, batch, casting="same_kind")
-                host_out = self._host_out[: int(np.prod(self._out_shape))].reshape(self._out_shape)
+                host_out = self._host_out[: int(np.prod(out_shape))].reshape(out_shape)
                 cuda.memcpy_htod_async(self._device_in, host_in, self._stream)
-                self._execute(use_graph=True)
+                self._graphs.run(shape, self._stream.handle, lambda: self._execution.enqueue(self._stream.handle))
                 cuda.memcpy_dtoh_async(host_out, self._device_out, self._stream)
                 self._stream.synchronize()
                 return host_out.astype(np.float32, copy=True)
@@ -443,49 +338,51 @@ class TensorRTBackend:
         Args:
             images: a C-contiguous N x C x H x W device array exposing ``__cuda_array_interface__``
                 (a CUDA ``torch.Tensor``, a CuPy array, a pycuda ``GPUArray``) of the engine's input dtype,
-                on this backend's device.
-            out: optional device array of the output shape and dtype to write the logits into.
+                on this backend's device, starting at a 256-byte aligned address.
+            out: optional device array of the output shape and dtype to write the logits into (aligned alike).
 
         Returns:
             ``out`` when given (filled when this returns), else the logits as a float32 numpy array.
 
         Raises:
-            ValueError: on a non-device array, a wrong dtype, layout or shape, or after :meth:`close`.
+            ValueError: on a non-device array, a wrong dtype, layout or shape, an address TensorRT refuses, or
+                after :meth:`close`.
         """
         import pycuda.driver as cuda
 
-        pointer, shape, dtype, producer_stream = _cuda_array_info(images, "images")
+        source, producer_stream = read_cuda_array(images, "images")
+        shape = source.shape
         if len(shape) != 4 or shape[1] != self.info.in_channels:
             raise ValueError(f"images must be N x {self.info.in_channels} x H x W, got shape {shape}")
-        if dtype != self._input_dtype:
-            raise ValueError(f"images must have dtype {self._input_dtype} (the engine's input), got {dtype}")
+        if source.dtype != self._input_dtype:
+            raise ValueError(f"images must have dtype {self._input_dtype} (the engine's input), got {source.dtype}")
         with self._lock:
             self._check_open()
-            with self._active():
-                self._set_shape(shape)
+            with self._cuda_context.active():
+                out_shape = self._execution.set_shape(shape)
                 if producer_stream not in (None, 1):
                     # The producer's stream is neither absent nor the legacy default stream (which our blocking
                     # stream already waits for): wait for all queued work so the input is complete.
                     cuda.Context.synchronize()
                 out_pointer = int(self._device_out)
                 if out is not None:
-                    out_pointer, out_shape, out_dtype, _ = _cuda_array_info(out, "out")
-                    if out_shape != self._out_shape or out_dtype != self._output_dtype:
+                    target, _ = read_cuda_array(out, "out", writable=True)
+                    if target.shape != out_shape or target.dtype != self._output_dtype:
                         raise ValueError(
-                            f"out must have shape {self._out_shape} and dtype {self._output_dtype}, "
-                            f"got {out_shape} {out_dtype}"
+                            f"out must have shape {out_shape} and dtype {self._output_dtype}, "
+                            f"got {target.shape} {target.dtype}"
                         )
+                    out_pointer = target.ptr
                 try:
-                    self._context.set_tensor_address(self._input, pointer)
-                    self._context.set_tensor_address(self._output, out_pointer)
+                    self._execution.bind(source.ptr, out_pointer, "the caller's device arrays")
                     # The captured graph holds the backend's own buffer addresses: enqueue directly.
-                    self._execute(use_graph=False)
+                    self._execution.enqueue(self._stream.handle)
                 finally:
                     self._bind_own_buffers()
                 if out is not None:
                     self._stream.synchronize()
                     return out
-                host_out = self._host_out[: int(np.prod(self._out_shape))].reshape(self._out_shape)
+                host_out = self._host_out[: int(np.prod(out_shape))].reshape(out_shape)
                 cuda.memcpy_dtoh_async(host_out, self._device_out, self._stream)
                 self._stream.synchronize()
                 return host_out.astype(np.float32, copy=True)
@@ -513,8 +410,14 @@ class TensorRTBackend:
         """
         with self._lock:
             self._check_open()
-            with self._active():
+            with self._cuda_context.active():
                 yield int(self._stream.handle)
+
+    def _device(self) -> _Execution:
+        if self._device_execution is None:
+            # The frame path captures this context's enqueues into its own graphs, which hold the shape it had.
+            self._device_execution = self._new_execution(lambda: None)
+        return self._device_execution
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The logits' shape for an input shape (inside :meth:`device_session`).
@@ -522,50 +425,41 @@ class TensorRTBackend:
         Raises:
             ValueError: on a shape outside the engine's profile.
         """
-        self._set_shape(tuple(int(d) for d in input_shape))
-        return self._out_shape
+        return self._device().set_shape(tuple(int(d) for d in input_shape))
 
     def enqueue(self, input_ptr: int, input_shape: tuple[int, ...], output_ptr: int, stream: int) -> None:
         """Queue the engine on ``stream`` from and into device buffers (inside :meth:`device_session`); the
         frame path captures it into its own CUDA graph, so the backend's graph is not used here.
 
         Raises:
-            ValueError: on a shape outside the engine's profile.
-            RuntimeError: when TensorRT refuses the buffers or the launch.
+            ValueError: on a shape outside the engine's profile or an address TensorRT refuses.
+            RuntimeError: when TensorRT refuses the launch (e.g. under capture right after a shape change).
         """
-        self._set_shape(tuple(int(d) for d in input_shape))
-        try:
-            if not (self._context.set_tensor_address(self._input, input_ptr)
-                    and self._context.set_tensor_address(self._output, output_ptr)):
-                raise RuntimeError("TensorRT refused the frame path's device buffers")
-            if not self._context.execute_async_v3(stream):
-                raise RuntimeError(f"TensorRT failed to enqueue inference for shape {format_shape(input_shape)}")
-        finally:
-            self._bind_own_buffers()
+        execution = self._device()
+        execution.set_shape(tuple(int(d) for d in input_shape))
+        execution.bind(input_ptr, output_ptr, "the frame path's device buffers")
+        execution.enqueue(stream)
 
     # --- teardown ----------------------------------------------------------------------------------------
 
     def _release(self) -> None:
-        import pycuda.driver as cuda
-
-        self._cuda_context.push()
         try:
-            self._drop_graph()
-            for name in ("_device_in", "_device_out"):
-                allocation = self.__dict__.pop(name, None)
-                if allocation is not None:
-                    allocation.free()
-            for name in ("_host_in", "_host_out"):
-                array = self.__dict__.pop(name, None)
-                if array is not None:
-                    array.base.free()
-            # TensorRT objects free device memory when destroyed: children before parents, context current.
-            for name in ("_context", "_stream", "_engine", "_runtime"):
-                self.__dict__.pop(name, None)
+            with self._cuda_context.active():
+                self._graphs.clear()
+                for name in ("_device_in", "_device_out"):
+                    allocation = self.__dict__.pop(name, None)
+                    if allocation is not None:
+                        allocation.free()
+                for name in ("_host_in", "_host_out"):
+                    array = self.__dict__.pop(name, None)
+                    if array is not None:
+                        array.base.free()
+                # TensorRT objects free device memory when destroyed: children before parents, context current.
+                self._device_execution = None
+                for name in ("_execution", "_stream", "_engine", "_runtime"):
+                    self.__dict__.pop(name, None)
         finally:
-            cuda.Context.pop()
-            if self._owns_cuda_context:
-                _release_primary_context(self._cuda_context, self._ordinal, self._owner_thread)
+            self._cuda_context.release()
 
     def close(self) -> None:
         """Free the engine, buffers, stream and CUDA graph; release the retained context (idempotent)."""

@@ -10,7 +10,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from .base import CudaArrayView, check_batch, network_output_shape
+from ..cuda import DeviceArray
+from .base import check_batch, network_output_shape
 
 
 def _import_torch() -> Any:
@@ -138,10 +139,10 @@ class TorchBackend:
         torch = self._torch
         output_shape = self.output_shape(input_shape)
         with torch.inference_mode(), torch.cuda.stream(torch.cuda.ExternalStream(stream, device=self._device)):
-            images = torch.as_tensor(CudaArrayView(input_ptr, tuple(input_shape), self.input_dtype),
+            images = torch.as_tensor(DeviceArray(input_ptr, tuple(input_shape), self.input_dtype),
                                      device=self._device)
             logits = self._model(images.contiguous(memory_format=self._memory_format))
-            out = torch.as_tensor(CudaArrayView(output_ptr, output_shape, self.output_dtype), device=self._device)
+            out = torch.as_tensor(DeviceArray(output_ptr, output_shape, self.output_dtype), device=self._device)
             out.copy_(logits)
 
     def close(self) -> None:

@@ -1,18 +1,23 @@
-"""The GPU-resident path on the CPU: CudaDevice driven through a fake driver whose device memory is host memory
-and whose '*_cuda' kernels are the emulated CUDA launches of unetrt._tiling_emu (every block and thread of the
-real launch configuration) or the CPU kernels, so the orchestration, pointer arithmetic, copies and graph
-capture the GPU runs are exercised here."""
+"""The GPU-resident path on the CPU: CudaDevice with its real PycudaDriver over the fake pycuda and CUDA driver
+(tests/fakes), whose device memory is host memory, and kernels that run the emulated CUDA launches of
+unetrt._tiling_emu (every block and thread of the real launch configuration) or the CPU kernels on it. The fakes
+keep the libraries' rules (contexts, capture, alignment), so the orchestration, pointer arithmetic, copies and
+graph capture the GPU runs are checked here."""
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Callable, Iterator
+import sys
+import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from fakes.cuda import FakeGpu, FakeOp, install_fake_gpu
+from fakes.kernels import FakeKernels
+from fakes.tensorrt import FakeEngine, install_fake_tensorrt, write_plan_from_onnx
 
 from unetrt import _tiling, _tiling_emu
 from unetrt.backends import open_backend
@@ -22,179 +27,52 @@ from unetrt.device import HostDevice
 from unetrt.frame_path import FramePath
 from unetrt.tiling import plan_tiles, plan_whole
 
-STREAM = 0x5EED
+pytestmark = pytest.mark.gpu_contract
 
 
-class FakeDriver:
-    """Device memory in host arrays at fake addresses; every queued operation is logged, and while capturing
-    it is recorded into a graph instead of running."""
+class RuntimeBackend:
+    """A DeviceBackend as torch or ONNX Runtime is one: the CUDA runtime makes the primary context current (pycuda
+    does not see that), and the network (a CPU backend) reads and writes the fake device memory on the stream."""
 
-    def __init__(self) -> None:
-        self._starts: list[int] = []
-        self._blocks: list[np.ndarray] = []
-        self._next = 0x10000
-        self.log: list[tuple[Any, ...]] = []
-        self._recording: list[Callable[[], None]] | None = None
-
-    # memory
-    def allocate(self, nbytes: int) -> tuple[int, object]:
-        block = np.zeros(nbytes, np.uint8)
-        ptr = self._next
-        self._next += (nbytes + 511) // 256 * 256  # a gap after every block catches overruns
-        self._starts.append(ptr)
-        self._blocks.append(block)
-        return ptr, block
-
-    def pinned(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
-        return np.zeros(shape, dtype)
-
-    def bytes_at(self, ptr: int, nbytes: int) -> np.ndarray:
-        index = bisect.bisect_right(self._starts, ptr) - 1
-        offset = ptr - self._starts[index]
-        block = self._blocks[index]
-        assert index >= 0 and offset + nbytes <= block.size, f"access past a device allocation at {ptr:#x}"
-        return block[offset : offset + nbytes]
-
-    def view(self, ptr: int, shape: tuple[int, ...], dtype: Any, strides: tuple[int, ...] | None = None) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        if strides is None:
-            extent = int(np.prod(shape)) * dtype.itemsize
-        else:
-            extent = sum((side - 1) * stride for side, stride in zip(shape, strides)) + dtype.itemsize
-        return np.ndarray(shape, dtype, buffer=self.bytes_at(ptr, extent), strides=strides)
-
-    # queued work
-    def queue(self, entry: tuple[Any, ...], work: Callable[[], None], stream: int) -> None:
-        assert stream == STREAM, "all device work goes on the backend's stream"
-        self.log.append(entry)
-        if self._recording is not None:
-            self._recording.append(work)
-        else:
-            work()
-
-    def upload(self, dst: int, src: np.ndarray, stream: int) -> None:
-        self.queue(("upload", src.nbytes, src.dtype.str), lambda: self.bytes_at(dst, src.nbytes).__setitem__(
-            slice(None), src.reshape(-1).view(np.uint8)), stream)
-
-    def download(self, dst: np.ndarray, src: int, stream: int) -> None:
-        self.queue(("download", dst.nbytes), lambda: dst.reshape(-1).view(np.uint8).__setitem__(
-            slice(None), self.bytes_at(src, dst.nbytes)), stream)
-
-    def copy_2d(self, dst: int, dst_pitch: int, src: int, src_pitch: int, width_bytes: int, height: int,
-                stream: int) -> None:
-        def work() -> None:
-            for row in range(height):
-                data = self.bytes_at(src + row * src_pitch, width_bytes).copy()
-                self.bytes_at(dst + row * dst_pitch, width_bytes)[:] = data
-
-        assert dst + (height - 1) * dst_pitch + width_bytes <= src or src + (height - 1) * src_pitch + width_bytes \
-            <= dst, "copy_2d regions must not overlap"
-        self.queue(("copy_2d",), work, stream)
-
-    def zero(self, dst: int, nbytes: int, stream: int) -> None:
-        self.queue(("zero",), lambda: self.bytes_at(dst, nbytes).fill(0), stream)
-
-    def synchronize(self, stream: int) -> None:
-        assert stream == STREAM
-        self.log.append(("sync",))
-
-    def capture(self, stream: int, enqueue: Callable[[], bool]) -> FakeGraph | None:
-        self._recording = []
-        try:
-            ok = enqueue()
-        finally:
-            recorded, self._recording = self._recording, None
-        self.log.append(("captured", len(recorded)))
-        return FakeGraph(self, recorded) if ok else None
-
-
-class FakeGraph:
-    def __init__(self, driver: FakeDriver, work: list[Callable[[], None]]) -> None:
-        self.driver, self.work = driver, work
-
-    def launch(self, stream_handle: int) -> None:
-        assert stream_handle == STREAM
-        self.driver.log.append(("graph", len(self.work)))
-        for step in self.work:
-            step()
-
-    def destroy(self) -> None:
-        self.work = []
-
-
-class FakeKernels:
-    """The *_cuda entry points of unetrt._tiling, run on the fake driver's memory by a module with the CPU
-    entry points' signatures (the emulated CUDA kernels, or the CPU kernels)."""
-
-    def __init__(self, driver: FakeDriver, kernels: Any) -> None:
-        self.driver, self.kernels = driver, kernels
-
-    def extract_tiles_cuda(self, image_ptr: int, image_hw: tuple[int, int], channels: int,
-                           image_strides: tuple[int, int, int], image_dtype: str, out_ptr: int,
-                           out_shape: tuple[int, ...], out_dtype: str, *, stream: int, **kwargs: Any) -> None:
-        image = self.driver.view(image_ptr, (*image_hw, channels), image_dtype, image_strides)
-        out = self.driver.view(out_ptr, out_shape, out_dtype)
-        self.driver.queue(("extract", out_shape[0]), lambda: self.kernels.extract_tiles(image, out, **kwargs), stream)
-
-    def stitch_tiles_cuda(self, tiles_ptr: int, tiles_shape: tuple[int, ...], tiles_dtype: str, acc_ptr: int,
-                          acc_shape: tuple[int, ...], weight_ptr: int, *, window_y_ptr: int, window_x_ptr: int,
-                          stream: int, **kwargs: Any) -> None:
-        view = self.driver.view
-        tiles, acc = view(tiles_ptr, tiles_shape, tiles_dtype), view(acc_ptr, acc_shape, np.float32)
-        weight = view(weight_ptr, acc_shape[1:], np.float32) if weight_ptr else None
-        windows = {}
-        if window_y_ptr:
-            windows = {"window_y": view(window_y_ptr, (tiles_shape[2],), np.float32),
-                       "window_x": view(window_x_ptr, (tiles_shape[3],), np.float32)}
-        self.driver.queue(("stitch", tiles_shape[0]),
-                          lambda: self.kernels.stitch_tiles(tiles, acc, weight, **kwargs, **windows), stream)
-
-    def finish_resized_cuda(self, scores_ptr: int, scores_shape: tuple[int, ...], scores_dtype: str, mask_ptr: int,
-                            mask_hw: tuple[int, int], *, rect: tuple[int, int, int, int], weight_ptr: int,
-                            binary: bool, threshold: float, probabilities_ptr: int, stream: int) -> None:
-        view = self.driver.view
-        scores = view(scores_ptr, scores_shape, scores_dtype)
-        mask = view(mask_ptr, mask_hw, np.uint8)
-        weight = view(weight_ptr, scores_shape[1:], np.float32) if weight_ptr else None
-        probs = view(probabilities_ptr, (scores_shape[0], *mask_hw), np.float32) if probabilities_ptr else None
-        self.driver.queue(("finish",), lambda: self.kernels.finish_resized(
-            scores, mask, rect=rect, weight=weight, binary=binary, threshold=threshold, probabilities=probs), stream)
-
-    def resize_bilinear_u8_cuda(self, image_ptr: int, image_shape: tuple[int, int, int], out_ptr: int,
-                                out_hw: tuple[int, int], *, stream: int) -> None:
-        image = self.driver.view(image_ptr, image_shape, np.uint8)
-        out = self.driver.view(out_ptr, (*out_hw, image_shape[2]), np.uint8)
-        self.driver.queue(("resize",), lambda: self.kernels.resize_bilinear_u8(image, out), stream)
-
-
-class FakeCudaBackend:
-    """A DeviceBackend around a real CPU backend: the network reads and writes the fake device memory."""
-
-    capturable = True
     input_dtype = np.dtype(np.float32)
     output_dtype = np.dtype(np.float32)
-    name = "fake-cuda"
-    device = "cuda:0 (fake)"
+    name = "fake-runtime"
     max_input_hw = None
     max_batch = None
 
-    def __init__(self, inner: Any, driver: FakeDriver) -> None:
-        self.inner, self.driver, self.info = inner, driver, inner.info
+    def __init__(self, inner: Any, gpu: FakeGpu, ordinal: int = 0, capturable: bool = True) -> None:
+        self.inner, self.gpu, self.info, self.ordinal = inner, gpu, inner.info, ordinal
+        self.device = f"cuda:{ordinal} (fake)"
+        self.capturable = capturable
         self.sessions = 0
+        self.stream: int | None = None
+        self.refuse_under_capture = False
 
     @contextmanager
     def device_session(self) -> Iterator[int]:
         self.sessions += 1
-        yield STREAM
+        stack = list(self.gpu.driver_stack())
+        self.gpu.runtime_set_device(self.ordinal)
+        try:
+            if self.stream is None:
+                self.stream = self.gpu.new_stream().handle
+            yield self.stream
+        finally:
+            self.gpu.driver_stack()[:] = stack
+            self.gpu.release_primary(self.ordinal)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return network_output_shape(self.info, input_shape)
 
     def enqueue(self, input_ptr: int, input_shape: tuple[int, ...], output_ptr: int, stream: int) -> None:
-        images = self.driver.view(input_ptr, input_shape, np.float32)
-        out = self.driver.view(output_ptr, self.output_shape(input_shape), np.float32)
-        self.driver.queue(("network", input_shape), lambda: out.__setitem__(slice(None), self.inner.infer(images)),
-                          stream)
+        if self.refuse_under_capture and self.gpu.capturing(stream):
+            # As a library raises on a launch into an invalidated capture.
+            self.gpu.invalidate_capture(stream)
+            raise RuntimeError("operation not permitted when stream is capturing")
+        images = self.gpu.view(input_ptr, input_shape, np.float32)
+        out = self.gpu.view(output_ptr, self.output_shape(input_shape), np.float32)
+        self.gpu.enqueue(stream, FakeOp(lambda: out.__setitem__(slice(None), self.inner.infer(images)),
+                                        kind="network"))
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return self.inner.infer(batch)
@@ -204,13 +82,13 @@ class FakeCudaBackend:
 
 
 @pytest.fixture(params=["emulated", "cpu"])
-def fake_gpu(tiny_model_files: dict[str, Path],
-             request: pytest.FixtureRequest) -> Iterator[tuple[FakeCudaBackend, FakeDriver, CudaDevice]]:
-    driver = FakeDriver()
-    backend = FakeCudaBackend(open_backend(tiny_model_files["onnx"]), driver)
+def fake_gpu(tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+             request: pytest.FixtureRequest) -> Iterator[tuple[RuntimeBackend, FakeGpu, CudaDevice]]:
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False))
+    backend = RuntimeBackend(open_backend(tiny_model_files["onnx"]), gpu)
     assert isinstance(backend, DeviceBackend)
     kernels = _tiling_emu if request.param == "emulated" else _tiling
-    yield backend, driver, CudaDevice(backend, driver, FakeKernels(driver, kernels))
+    yield backend, gpu, CudaDevice(backend, kernels=FakeKernels(gpu, kernels))
     backend.close()
 
 
@@ -220,9 +98,12 @@ def frames(count: int, shape: tuple[int, ...], dtype: Any = np.uint8, seed: int 
     return [rng.integers(0, high, shape).astype(dtype) for _ in range(count)]
 
 
+def kinds(gpu: FakeGpu) -> list[str]:
+    return [entry[0] for entry in gpu.log]
+
+
 @pytest.mark.parametrize("blend", ["gaussian", "crop"])
-def test_cuda_device_equals_host_device(fake_gpu: tuple[FakeCudaBackend, FakeDriver, CudaDevice],
-                                        blend: str) -> None:
+def test_cuda_device_equals_host_device(fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice], blend: str) -> None:
     """Whole frames and a grid with shifted last tiles give the host path's masks and probabilities exactly."""
     backend, _, device = fake_gpu
     host = FramePath(HostDevice(backend.inner.infer), backend.info, blend)
@@ -238,27 +119,56 @@ def test_cuda_device_equals_host_device(fake_gpu: tuple[FakeCudaBackend, FakeDri
     assert plan_tiles((70, 100), 32, 8, "same", 3).shift != (0, 0)
 
 
+def test_allocates_in_the_primary_context_the_runtime_made_current(
+        fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
+    """Finding 1: torch and ONNX Runtime make the primary context current through the runtime, which pycuda does
+    not count; the device pushes the retained primary context itself, so pycuda can allocate."""
+    backend, gpu, device = fake_gpu
+    path = FramePath(device, backend.info)
+    path.run(frames(1, (40, 56, 3)), plan_whole(40, 56, "same", 3), False)
+    assert gpu.live("device") > 0
+    assert all(gpu.context_of(ptr) is gpu.primary(0) for ptr, (_, _, kind) in gpu._blocks.items()
+               if kind == "device")
+    assert gpu.driver_stack() == [] and gpu.pycuda_stack() == []
+
+
 def test_frame_goes_up_once_and_only_results_come_back(
-        fake_gpu: tuple[FakeCudaBackend, FakeDriver, CudaDevice]) -> None:
-    backend, driver, device = fake_gpu
+        fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
+    backend, gpu, device = fake_gpu
     path = FramePath(device, backend.info)
     frame = frames(1, (40, 56, 3))[0]
     grid = plan_whole(40, 56, "same", 3)
     path.run([frame], grid, False)
-    driver.log.clear()
+    gpu.log.clear()
     result = path.run([frame], grid, True)[0]
-    kinds = [entry[0] for entry in driver.log]
-    assert driver.log[0] == ("upload", frame.nbytes, "|u1")  # uint8, as the camera gave it
-    assert kinds.count("upload") == 1
-    downloads = [entry[1] for entry in driver.log if entry[0] == "download"]
-    assert downloads == [40 * 56, 3 * 40 * 56 * 4]  # the mask, then the probabilities
-    assert kinds.count("sync") == 1 and kinds[-1] == "sync"  # one host wait, at the end
+    assert kinds(gpu)[0] == "htod" and kinds(gpu).count("htod") == 1  # uint8, as the camera gave it
+    assert kinds(gpu).count("dtoh") == 2  # the mask, then the probabilities
+    assert kinds(gpu).count("sync") == 1 and kinds(gpu)[-1] == "sync"  # one host wait, at the end
     assert result.mask.shape == (40, 56) and result.probabilities is not None
 
 
+def test_integrated_gpu_reads_the_frame_in_place(tiny_model_files: dict[str, Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 9: on an integrated GPU (CU_DEVICE_ATTRIBUTE_INTEGRATED) the frame is copied once into mapped
+    page-locked memory and the kernels read it there: no device copy; the masks are the host path's."""
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=True))
+    backend = RuntimeBackend(open_backend(tiny_model_files["onnx"]), gpu)
+    device = CudaDevice(backend, kernels=FakeKernels(gpu, _tiling))
+    path = FramePath(device, backend.info)
+    host = FramePath(HostDevice(backend.inner.infer), backend.info)
+    grid = plan_whole(40, 56, "same", 3)
+    for seed in range(2):
+        frame = frames(1, (40, 56, 3), seed=seed)
+        gpu.log.clear()
+        assert np.array_equal(path.run(frame, grid, False)[0].mask, host.run(frame, grid, False)[0].mask)
+        assert "htod" not in kinds(gpu)
+    assert gpu.live("pinned") >= 1
+    backend.close()
+
+
 def test_graph_is_captured_on_the_second_call_and_replayed(
-        fake_gpu: tuple[FakeCudaBackend, FakeDriver, CudaDevice]) -> None:
-    backend, driver, device = fake_gpu
+        fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
+    backend, gpu, device = fake_gpu
     path = FramePath(device, backend.info)
     grid = plan_tiles((70, 100), 32, 8, "same", 3)
     first, second = frames(1, (70, 100, 3), seed=1), frames(1, (70, 100, 3), seed=2)
@@ -266,52 +176,232 @@ def test_graph_is_captured_on_the_second_call_and_replayed(
                  for f in (first, second)]
     masks = []
     for batch in (first, first, second):
-        driver.log.clear()
+        gpu.log.clear()
         masks.append(path.run(batch, grid, False)[0].mask)
-    kinds = [entry[0] for entry in driver.log]
-    assert "graph" in kinds and "network" not in kinds  # the last call replayed the whole device part
+    assert "graph" in kinds(gpu) and "network" not in kinds(gpu)  # the last call replayed the whole device part
     assert np.array_equal(masks[1], reference[0]) and np.array_equal(masks[2], reference[1])
     # A new frame size is a new graph: run plainly first, capture again on its second call.
     other = plan_tiles((64, 96), 32, 8, "same", 3)
-    driver.log.clear()
+    gpu.log.clear()
     path.run(frames(1, (64, 96, 3)), other, False)
-    assert "graph" not in [entry[0] for entry in driver.log]
+    assert "graph" not in kinds(gpu)
+
+
+def test_failed_capture_turns_graphs_off_for_that_size_and_the_frame_is_segmented(
+        fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
+    """Finding 2: a call refused under capture (it raises) ends the capture; the frame still runs plainly, with one
+    warning, and that frame size runs without graphs from then on."""
+    backend, gpu, device = fake_gpu
+    backend.refuse_under_capture = True
+    path = FramePath(device, backend.info)
+    grid = plan_whole(40, 56, "same", 3)
+    frame = frames(1, (40, 56, 3))
+    expected = FramePath(HostDevice(backend.inner.infer), backend.info).run(frame, grid, False)[0].mask
+    path.run(frame, grid, False)
+    with pytest.warns(RuntimeWarning, match="capture .* failed"):
+        assert np.array_equal(path.run(frame, grid, False)[0].mask, expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(path.run(frame, grid, False)[0].mask, expected)
+    assert all(not stream.capture for stream in gpu.streams.values())
 
 
 def test_working_size_resize_runs_on_the_device_for_uint8_only(
-        fake_gpu: tuple[FakeCudaBackend, FakeDriver, CudaDevice]) -> None:
-    _, driver, device = fake_gpu
+        fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
+    _, gpu, device = fake_gpu
     shape = (48, 64)
     for dtype, on_device in ((np.uint8, True), (np.uint16, False)):
         image = frames(1, (120, 160, 3), dtype)[0]
-        driver.log.clear()
+        gpu.log.clear()
         with device.session():
             prepared = device.prepare(image, shape, 0)
             device.synchronize()
-        assert prepared.shape == (*shape, 3) and prepared.dtype == dtype
-        assert (("resize",) in driver.log) == on_device
-        uploaded = [entry[1] for entry in driver.log if entry[0] == "upload"]
-        assert uploaded == [image.nbytes if on_device else 48 * 64 * 3 * 2]
-        if on_device:
-            expected = np.empty((*shape, 3), np.uint8)
-            _tiling.resize_bilinear_u8(image, expected)
-            assert np.array_equal(driver.view(prepared.ptr, prepared.shape, prepared.dtype), expected)
+            assert prepared.shape == (*shape, 3) and prepared.dtype == dtype
+            assert ("resize" in kinds(gpu)) == on_device
+            assert kinds(gpu).count("htod") == 1
+            if on_device:
+                expected = np.empty((*shape, 3), np.uint8)
+                _tiling.resize_bilinear_u8(image, expected)
+                assert np.array_equal(gpu.view(prepared.ptr, prepared.shape, prepared.dtype), expected)
 
 
-def test_methods_outside_a_session_refuse(fake_gpu: tuple[FakeCudaBackend, FakeDriver, CudaDevice]) -> None:
+def test_methods_outside_a_session_refuse(fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
     _, _, device = fake_gpu
     with pytest.raises(RuntimeError, match="session"):
         device.prepare(np.zeros((4, 4, 3), np.uint8), None, 0)
 
 
 def test_release_frees_inside_a_session_and_the_path_recovers(
-        fake_gpu: tuple[FakeCudaBackend, FakeDriver, CudaDevice]) -> None:
-    backend, _, device = fake_gpu
+        fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
+    backend, gpu, device = fake_gpu
     path = FramePath(device, backend.info)
     grid = plan_whole(40, 56, "same", 3)
     frame = frames(1, (40, 56, 3))[0]
     before = path.run([frame], grid, False)[0].mask
     sessions = backend.sessions
     path.release()
-    assert backend.sessions == sessions + 1 and device._cache == {} and device._graph is None
+    assert backend.sessions == sessions + 1 and device._cache == {} and device._graphs.graph is None
+    assert gpu.live("device") == 0 and gpu.live("pinned") == 0
+    assert gpu.primary(0).retains == 0 and gpu.driver_stack() == []
     assert np.array_equal(path.run([frame], grid, False)[0].mask, before)
+
+
+def test_buffers_of_many_frame_sizes_stay_bounded(fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
+    """Finding 11: per-shape staging, device and download buffers are kept in a bounded LRU cache and freed on
+    eviction, so a stream of changing frame sizes does not grow memory."""
+    backend, gpu, device = fake_gpu
+    path = FramePath(device, backend.info)
+    live = []
+    for step in range(24):
+        height, width = 16 + 8 * (step % 12), 24 + 8 * (step // 12)
+        path.run(frames(1, (height, width, 3), seed=step), plan_whole(height, width, "same", 3), False)
+        live.append(gpu.live("device") + gpu.live("pinned"))
+    assert len(device._cache) <= 64 and max(live) <= 64 + 8
+    assert live[-1] <= live[11] + 4
+
+
+def test_device_of_the_backend_is_used(tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 12: no device ordinal is hard-coded; a backend on cuda:1 gets buffers in cuda:1's primary context."""
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(count=2, integrated=False))
+    backend = RuntimeBackend(open_backend(tiny_model_files["onnx"]), gpu, ordinal=1)
+    device = CudaDevice(backend, kernels=FakeKernels(gpu, _tiling))
+    FramePath(device, backend.info).run(frames(1, (40, 56, 3)), plan_whole(40, 56, "same", 3), False)
+    contexts = {gpu.context_of(ptr) for ptr, (_, _, kind) in gpu._blocks.items() if kind == "device"}
+    assert contexts == {gpu.primary(1)}
+    backend.close()
+
+
+def test_kernels_run_on_the_backend_stream(fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
+    backend, _, device = fake_gpu
+    FramePath(device, backend.info).run(frames(1, (70, 100, 3)), plan_tiles((70, 100), 32, 8, "same", 3), False)
+    kernels = device.kernels
+    assert isinstance(kernels, FakeKernels) and set(kernels.streams) == {backend.stream}
+
+
+def test_without_pycuda_a_runtime_backend_takes_the_host_path_with_a_warning(
+        tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 1: a torch or ONNX Runtime CUDA backend without pycuda, device path not forced: the host path and
+    one warning line, not an ImportError; forced ('cuda'), the ImportError names the fix."""
+    import unetrt.segmenter as segmenter_module
+
+    gpu = FakeGpu()
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    monkeypatch.setattr(segmenter_module, "open_backend",
+                        lambda *args, **kwargs: RuntimeBackend(open_backend(tiny_model_files["onnx"]), gpu))
+    with pytest.warns(RuntimeWarning, match="pip install pycuda") as caught, \
+            segmenter_module.Segmenter(tiny_model_files["onnx"], warm_up=False) as segmenter:
+        assert isinstance(segmenter.device, HostDevice)
+        assert segmenter.segment(frames(1, (40, 56, 3))[0]).mask.shape == (40, 56)
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    with pytest.raises(ImportError, match="pip install pycuda"):
+        segmenter_module.Segmenter(tiny_model_files["onnx"], device_path="cuda", warm_up=False)
+
+
+def test_onnxruntime_device_session_and_close_leave_the_context_stack_alone(
+        tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 12: ONNX Runtime's device session retains the primary context of its device; close releases it and
+    leaves the thread's context stack as it was (pycuda's detach would leave it pushed)."""
+    from unetrt.backends.onnxruntime import OnnxRuntimeBackend
+
+    gpu = install_fake_gpu(monkeypatch)
+    backend = OnnxRuntimeBackend(tiny_model_files["onnx"], device="cpu")
+    backend.device = "cuda"  # as on the CUDA provider, which this machine's onnxruntime lacks
+    with backend.device_session() as stream:
+        assert gpu.current() is gpu.primary(0) and stream in gpu.streams
+    assert gpu.driver_stack() == []
+    backend.close()
+    assert gpu.driver_stack() == [] and gpu.pycuda_stack() == [] and gpu.primary(0).retains == 0
+
+
+# --- with the fake TensorRT: one input shape per graph ------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_trt_device(tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                    tmp_path: Path) -> Iterator[tuple[Any, FakeGpu, CudaDevice]]:
+    from unetrt.backends.tensorrt import TensorRTBackend
+
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False))
+    install_fake_tensorrt(monkeypatch, gpu)
+    plan = write_plan_from_onnx(tiny_model_files["onnx"], tmp_path / "tiny.plan", gpu)
+    backend = TensorRTBackend(plan)
+    yield backend, gpu, CudaDevice(backend, kernels=FakeKernels(gpu, _tiling))
+    backend.close()
+
+
+def test_six_tiles_at_max_batch_four_replay_one_graph(fake_trt_device: tuple[Any, FakeGpu, CudaDevice],
+                                                      tiny_model_files: dict[str, Path]) -> None:
+    """Finding 3: a 6-tile grid at max batch 4 runs the network at one shape (the short chunk padded), so the
+    capture does not begin with a shape change (TensorRT refuses that) and the graph replays."""
+    backend, gpu, device = fake_trt_device
+    grid = plan_tiles((48, 64), 32, 8, "same", 3)
+    assert grid.count == 6
+    host = FramePath(HostDevice(open_backend(tiny_model_files["onnx"]).infer), backend.info)
+    path = FramePath(device, backend.info)
+    for seed in range(3):
+        frame = frames(1, (48, 64, 3), seed=seed)
+        gpu.log.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = path.run(frame, grid, False, batch_size=4)[0].mask
+        assert (got == host.run(frame, grid, False, batch_size=4)[0].mask).mean() > 0.999
+    assert "graph" in kinds(gpu) and "tensorrt" not in kinds(gpu)
+
+
+def test_infer_between_replays_does_not_stale_the_frame_path_graph(
+        fake_trt_device: tuple[Any, FakeGpu, CudaDevice], tiny_model_files: dict[str, Path]) -> None:
+    """The frame path's graph holds its execution context's shape; infer() of another shape on the same backend
+    uses its own context, so the replay is still valid (the fake refuses a replay after a shape change)."""
+    backend, gpu, device = fake_trt_device
+    grid = plan_whole(64, 64, "same", 3)
+    path = FramePath(device, backend.info)
+    frame = frames(1, (64, 64, 3))
+    expected = FramePath(HostDevice(open_backend(tiny_model_files["onnx"]).infer), backend.info).run(
+        frame, grid, False)[0].mask
+    for _ in range(3):
+        path.run(frame, grid, False)
+        backend.infer(np.zeros((2, 3, 32, 32), np.float32))
+    gpu.log.clear()
+    assert (path.run(frame, grid, False)[0].mask == expected).mean() > 0.999
+    assert "graph" in kinds(gpu) and "graph refused" not in kinds(gpu)
+
+
+def test_engine_that_cannot_be_captured_still_segments(fake_trt_device: tuple[Any, FakeGpu, CudaDevice],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 2 with TensorRT: execute_async_v3 returning False under capture makes the backend raise inside the
+    capture; the frame path warns once and runs that size plainly."""
+    backend, gpu, device = fake_trt_device
+    monkeypatch.setattr(FakeEngine, "capturable", False)
+    path = FramePath(device, backend.info)
+    grid = plan_whole(64, 64, "same", 3)
+    frame = frames(1, (64, 64, 3))
+    first = path.run(frame, grid, False)[0].mask
+    with pytest.warns(RuntimeWarning, match="capture"):
+        assert np.array_equal(path.run(frame, grid, False)[0].mask, first)
+    gpu.log.clear()
+    assert np.array_equal(path.run(frame, grid, False)[0].mask, first)
+    assert "tensorrt" in kinds(gpu)
+
+
+def test_fp16_input_engine_gets_half_tiles_from_the_extract_kernel(
+        tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Finding 8 (runtime side): an FP16-input plan takes the tiles as half, written by the extract kernel
+    (emulated CUDA launch), and agrees with the host path feeding the same half tiles."""
+    from unetrt.backends.tensorrt import TensorRTBackend
+
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False))
+    install_fake_tensorrt(monkeypatch, gpu)
+    plan = write_plan_from_onnx(tiny_model_files["onnx"], tmp_path / "half.plan", gpu, input_dtype="float16")
+    with TensorRTBackend(plan) as backend:
+        device = CudaDevice(backend, kernels=FakeKernels(gpu, _tiling_emu))
+        assert device.input_dtype == np.float16
+        onnx = open_backend(tiny_model_files["onnx"])
+        host = FramePath(HostDevice(lambda batch: onnx.infer(batch.astype(np.float32)), np.float16), backend.info)
+        grid = plan_whole(40, 56, "same", 3)
+        frame = frames(1, (40, 56, 3))
+        want = host.run(frame, grid, True)[0]
+        have = FramePath(device, backend.info).run(frame, grid, True)[0]
+        assert np.array_equal(want.mask, have.mask)
+        assert want.probabilities is not None and have.probabilities is not None
+        np.testing.assert_allclose(want.probabilities, have.probabilities, atol=1e-6)

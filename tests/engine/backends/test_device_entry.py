@@ -10,7 +10,8 @@ import pytest
 from conftest import tiny_info
 
 from unetrt.backends import DeviceBackend, open_backend
-from unetrt.backends.base import CudaArrayView, network_output_shape
+from unetrt.backends.base import network_output_shape
+from unetrt.cuda import DeviceArray
 
 
 def test_output_shape_follows_the_geometry() -> None:
@@ -24,8 +25,8 @@ def test_output_shape_follows_the_geometry() -> None:
         network_output_shape(tiny_info(), (3, 32, 32))
 
 
-def test_cuda_array_view_describes_contiguous_device_memory() -> None:
-    view = CudaArrayView(0xABC000, (1, 3, 8, 8), np.dtype(np.float16))
+def test_device_array_describes_contiguous_device_memory() -> None:
+    view = DeviceArray(0xABC000, (1, 3, 8, 8), np.dtype(np.float16))
     interface = view.__cuda_array_interface__
     assert interface["data"] == (0xABC000, False) and interface["shape"] == (1, 3, 8, 8)
     assert interface["typestr"] == "<f2" and interface["strides"] is None and interface["version"] == 3

@@ -10,17 +10,19 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import requires_tensorrt_gpu, tiny_info
+from fakes.cuda import FakeGpu, install_fake_gpu
+from fakes.tensorrt import install_fake_tensorrt, write_plan_from_onnx
 
 from unetrt.backends import open_backend
 from unetrt.backends.tensorrt import (
     MISSING_TENSORRT,
     TensorRTBackend,
-    _cuda_array_info,
     parse_device,
     require_tensorrt,
     tensorrt_available,
     tensorrt_major,
 )
+from unetrt.cuda import read_cuda_array
 from unetrt.plan_metadata import GpuIdentity, PlanMetadata, ShapeProfile, write_plan_metadata
 
 requires_gpu = requires_tensorrt_gpu
@@ -98,20 +100,20 @@ class FakeDeviceArray:
 
 
 def test_cuda_array_interface_is_read() -> None:
-    pointer, shape, dtype, stream = _cuda_array_info(FakeDeviceArray((2, 3, 8, 8), stream=7), "images")
-    assert (pointer, shape, dtype, stream) == (0xD000, (2, 3, 8, 8), np.dtype(np.float32), 7)
+    array, stream = read_cuda_array(FakeDeviceArray((2, 3, 8, 8), stream=7), "images")
+    assert (array.ptr, array.shape, array.dtype, stream) == (0xD000, (2, 3, 8, 8), np.dtype(np.float32), 7)
     contiguous = FakeDeviceArray((2, 3, 8, 8), strides=(3 * 64 * 4, 64 * 4, 8 * 4, 4))
-    assert _cuda_array_info(contiguous, "images")[1] == (2, 3, 8, 8)
+    assert read_cuda_array(contiguous, "images")[0].shape == (2, 3, 8, 8)
 
 
 def test_cuda_array_interface_errors() -> None:
     with pytest.raises(ValueError, match="__cuda_array_interface__"):
-        _cuda_array_info(np.zeros((1, 3, 8, 8), np.float32), "images")
+        read_cuda_array(np.zeros((1, 3, 8, 8), np.float32), "images")
     transposed = FakeDeviceArray((2, 3, 8, 8), strides=(4, 8, 24, 192))
     with pytest.raises(ValueError, match="C-contiguous"):
-        _cuda_array_info(transposed, "images")
+        read_cuda_array(transposed, "images")
     with pytest.raises(ValueError, match="read-only"):
-        _cuda_array_info(FakeDeviceArray((2, 3, 8, 8), read_only=True), "out")
+        read_cuda_array(FakeDeviceArray((2, 3, 8, 8), read_only=True), "out", writable=True)
 
 
 # --- with TensorRT and a GPU --------------------------------------------------------------------------------
@@ -182,7 +184,10 @@ def test_infer_device_with_gpuarray(tiny_plan: Path, tiny_model_files: dict[str,
     reference = _reference(tiny_model_files, batch)
     context = cuda.Device(0).make_context()
     try:
-        # A caller's own pycuda context is adopted, so its device arrays are valid inside the backend.
+        # A caller's own context is never adopted: the backend works in the primary context, so arrays made in
+        # the caller's context are copied into primary-context arrays first.
+        primary = cuda.Device(0).retain_primary_context()
+        primary.push()
         with TensorRTBackend(tiny_plan) as backend:
             images = gpuarray.to_gpu(batch)
             np.testing.assert_allclose(backend.infer_device(images), reference, atol=2e-3, rtol=1e-3)
@@ -193,6 +198,8 @@ def test_infer_device_with_gpuarray(tiny_plan: Path, tiny_model_files: dict[str,
                 backend.infer_device(gpuarray.to_gpu(batch.astype(np.float64)))
             # the backend's own buffers are bound again afterwards
             np.testing.assert_allclose(backend.infer(batch), reference, atol=2e-3, rtol=1e-3)
+        cuda.Context.pop()
+        primary.detach()
     finally:
         context.pop()
         context.detach()
@@ -236,3 +243,163 @@ def test_gpu_resident_path_matches_the_host_path(tiny_plan: Path, shape: tuple[i
             want, have = host.segment(frame), gpu.segment(frame)
             assert (want.mask == have.mask).mean() >= 0.999
             assert np.abs(want.probabilities - have.probabilities).max() < 1e-4
+
+
+# --- on the CPU, against fakes of TensorRT, pycuda and the CUDA driver that keep the libraries' rules ------------
+
+
+@pytest.fixture
+def fake_trt(monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path],
+             tmp_path: Path) -> tuple[FakeGpu, Path]:
+    """A fake Orin with fake TensorRT 10.3 and a fake plan of the tiny model (max batch 4, up to 96 x 96)."""
+    gpu = install_fake_gpu(monkeypatch)
+    install_fake_tensorrt(monkeypatch, gpu)
+    return gpu, write_plan_from_onnx(tiny_model_files["onnx"], tmp_path / "tiny.plan", gpu)
+
+
+def _onnx(tiny_model_files: dict[str, Path], batch: np.ndarray) -> np.ndarray:
+    from unetrt.backends.onnxruntime import OnnxRuntimeBackend
+
+    with OnnxRuntimeBackend(tiny_model_files["onnx"], device="cpu") as ort_backend:
+        return ort_backend.infer(batch)
+
+
+@pytest.mark.gpu_contract
+def test_fake_infer_matches_onnxruntime_through_a_replayed_graph(
+        fake_trt: tuple[FakeGpu, Path], tiny_model_files: dict[str, Path]) -> None:
+    gpu, plan = fake_trt
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((2, 3, 64, 64)).astype(np.float32) for _ in range(2)]
+    with TensorRTBackend(plan) as backend:
+        assert backend.device == "cuda:0 (Orin (fake))" and backend.max_batch == 4
+        for batch in (*batches, *batches):
+            np.testing.assert_allclose(backend.infer(batch), _onnx(tiny_model_files, batch), atol=1e-5)
+        assert ("graph", 1) in gpu.log  # runs 3 and 4 of the shape replayed the captured enqueue
+        other = rng.standard_normal((1, 3, 32, 96)).astype(np.float32)
+        np.testing.assert_allclose(backend.infer(other), _onnx(tiny_model_files, other), atol=1e-5)
+    assert gpu.driver_stack() == [] and gpu.live("device") == 0 and gpu.live("pinned") == 0
+
+
+@pytest.mark.gpu_contract
+def test_fake_graph_is_dropped_when_infer_device_changes_the_shape(
+        fake_trt: tuple[FakeGpu, Path], tiny_model_files: dict[str, Path]) -> None:
+    """infer_device runs on the same execution context as infer: its shape change must drop infer's graph, or the
+    graph would replay after the context ran another shape (the fake refuses that, as the graph is stale)."""
+    import pycuda.driver as cuda
+
+    from unetrt.cuda import DeviceArray
+
+    gpu, plan = fake_trt
+    batch = np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    other = np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with TensorRTBackend(plan) as backend:
+        for _ in range(3):
+            backend.infer(batch)
+        with backend.device_session():
+            memory = cuda.mem_alloc(other.nbytes)
+            gpu.bytes_at(int(memory), other.nbytes)[:] = other.reshape(-1).view(np.uint8)
+        np.testing.assert_allclose(backend.infer_device(DeviceArray(int(memory), other.shape, other.dtype)),
+                                   _onnx(tiny_model_files, other), atol=1e-5)
+        np.testing.assert_allclose(backend.infer(batch), _onnx(tiny_model_files, batch), atol=1e-5)
+        with backend.device_session():
+            memory.free()
+
+
+@pytest.mark.gpu_contract
+def test_fake_unaligned_device_array_is_refused_not_run_on_stale_buffers(fake_trt: tuple[FakeGpu, Path]) -> None:
+    """Finding 5: set_tensor_address refuses an address that is not 256-byte aligned; the backend says so."""
+    import pycuda.driver as cuda
+
+    from unetrt.cuda import DeviceArray
+
+    _gpu, plan = fake_trt
+    with TensorRTBackend(plan) as backend:
+        with backend.device_session():
+            memory = cuda.mem_alloc(4 + 3 * 32 * 32 * 4)
+        view = DeviceArray(int(memory) + 4, (1, 3, 32, 32), np.dtype(np.float32))
+        with pytest.raises(ValueError, match="256-byte aligned"):
+            backend.infer_device(view)
+        # the backend's own buffers are bound again
+        assert backend.infer(np.zeros((1, 3, 32, 32), np.float32)).shape[0] == 1
+        with backend.device_session():
+            memory.free()
+
+
+@pytest.mark.gpu_contract
+def test_fake_foreign_context_is_not_adopted(fake_trt: tuple[FakeGpu, Path]) -> None:
+    """Finding 12: a pycuda.autoinit-style context current on the thread is left alone; the backend allocates in
+    the primary context and leaves the thread's context stack as it found it."""
+    import pycuda.driver as cuda
+
+    gpu, plan = fake_trt
+    own = cuda.Device(0).make_context()
+    try:
+        stack = list(gpu.driver_stack())
+        before = gpu.live("device")
+        with TensorRTBackend(plan) as backend:
+            ours = [ptr for ptr, (_, context, kind) in gpu._blocks.items() if kind == "device"][before:]
+            assert ours and all(gpu.context_of(ptr) is gpu.primary(0) for ptr in ours)
+            backend.infer(np.zeros((1, 3, 32, 32), np.float32))
+        assert gpu.driver_stack() == stack
+    finally:
+        own.detach()
+
+
+@pytest.mark.gpu_contract
+def test_fake_device_ordinal_is_used(monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path],
+                                     tmp_path: Path) -> None:
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(count=2))
+    install_fake_tensorrt(monkeypatch, gpu)
+    plan = write_plan_from_onnx(tiny_model_files["onnx"], tmp_path / "tiny.plan", gpu)
+    with TensorRTBackend(plan, device="cuda:1") as backend:
+        assert backend.device.startswith("cuda:1")
+        assert gpu.primary(1).retains == 1 and gpu.primary(0).retains == 0
+    assert gpu.primary(1).retains == 0
+
+
+@pytest.mark.gpu_contract
+def test_fake_corrupt_plan_is_refused_with_the_rebuild_command(fake_trt: tuple[FakeGpu, Path]) -> None:
+    gpu, plan = fake_trt
+    plan.write_bytes(plan.read_bytes()[:10])
+    with pytest.raises(ValueError, match=r"could not deserialise.*unet-build"):
+        TensorRTBackend(plan)
+    assert gpu.driver_stack() == [] and gpu.primary(0).retains == 0
+
+
+@pytest.mark.gpu_contract
+def test_fake_runtime_refuses_plans_of_another_version_or_device(fake_trt: tuple[FakeGpu, Path],
+                                                                  tiny_model_files: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    import tensorrt as trt
+
+    gpu, plan = fake_trt
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    assert runtime.deserialize_cuda_engine(plan.read_bytes()) is not None
+    older = write_plan_from_onnx(tiny_model_files["onnx"], tmp_path / "old.plan", gpu, version="8.6.1")
+    assert runtime.deserialize_cuda_engine(older.read_bytes()) is None
+    elsewhere = write_plan_from_onnx(tiny_model_files["onnx"], tmp_path / "x86.plan",
+                                FakeGpu(name="NVIDIA H100", compute_capability=(9, 0)))
+    assert runtime.deserialize_cuda_engine(elsewhere.read_bytes()) is None
+
+
+@pytest.mark.gpu_contract
+def test_fake_fp16_input_plan_takes_half_input(monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path],
+                                               tmp_path: Path) -> None:
+    gpu = install_fake_gpu(monkeypatch)
+    install_fake_tensorrt(monkeypatch, gpu)
+    plan = write_plan_from_onnx(tiny_model_files["onnx"], tmp_path / "half.plan", gpu, input_dtype="float16")
+    batch = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    with TensorRTBackend(plan) as backend:
+        assert backend.input_dtype == np.float16
+        expected = _onnx(tiny_model_files, batch.astype(np.float16).astype(np.float32))
+        np.testing.assert_allclose(backend.infer(batch), expected, atol=1e-5)
+
+
+@pytest.mark.gpu_contract
+def test_fake_without_pycuda_the_backend_says_how_to_install(fake_trt: tuple[FakeGpu, Path],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    _, plan = fake_trt
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    with pytest.raises(ImportError, match="pip install pycuda"):
+        TensorRTBackend(plan)

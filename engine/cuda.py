@@ -1,0 +1,386 @@
+"""The generic CUDA plumbing of the GPU path: pycuda, the driver library, the primary context, device arrays and
+CUDA graphs. The TensorRT backend, :class:`unetrt.cuda_device.CudaDevice`, ONNX Runtime's IO binding and the
+benchmarks all use these, so each rule below is kept in one place.
+
+* Context: every component works in the device's *primary* context (the one the CUDA runtime, PyTorch, CuPy and
+  ONNX Runtime use), retained through pycuda and pushed around every call that allocates or queues work, popped
+  afterwards. pycuda allocates only in a context it pushed itself, so a context the runtime made current is not
+  enough. A context some other code created (``pycuda.autoinit``, ``make_context``) is never adopted: device
+  arrays from it would not be valid in the runtime's context. No device ordinal is assumed.
+* Device arrays: :class:`DeviceArray` is the one device-array type; :func:`read_cuda_array` is the one reader of
+  ``__cuda_array_interface__``.
+* Graphs: :class:`GraphCache` is the one CUDA-graph policy: the first call of a key runs plainly (the warm-up
+  TensorRT and cuDNN need), the second is captured and replayed, later calls replay; a new key drops the graph;
+  a failed capture turns graphs off for that key with a warning and runs the work plainly.
+
+pycuda is imported lazily; this module imports anywhere.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import threading
+import warnings
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+MISSING_PYCUDA = (
+    "pycuda is not installed: run `pip install pycuda` (it builds against the CUDA toolkit; on a Jetson use "
+    "the one from JetPack) to run TensorRT engines"
+)
+# CUstreamCaptureMode: capture only this thread's CUDA calls, so other threads' work cannot break it.
+CAPTURE_MODE_THREAD_LOCAL = 1
+_DTYPE_NAMES = {np.dtype(np.uint8): "uint8", np.dtype(np.uint16): "uint16", np.dtype(np.float16): "float16",
+                np.dtype(np.float32): "float32"}
+
+
+def require_pycuda() -> None:
+    """Raise an install hint unless pycuda's driver module imports.
+
+    Raises:
+        ImportError: with :data:`MISSING_PYCUDA`.
+
+    Example:
+        >>> require_pycuda()  # doctest: +SKIP
+    """
+    try:
+        import pycuda.driver  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(MISSING_PYCUDA) from exc
+
+
+def pycuda_available() -> bool:
+    """Whether pycuda imports."""
+    try:
+        require_pycuda()
+    except ImportError:
+        return False
+    return True
+
+
+def driver_library() -> Any:
+    """The CUDA driver library (``libcuda.so.1``) through ctypes; the tests replace this function with a fake."""
+    return ctypes.CDLL("libcuda.so.1")
+
+
+def check(status: int, what: str) -> None:
+    """Raise when a driver call did not return CUDA_SUCCESS.
+
+    Raises:
+        RuntimeError: naming the call and the CUDA error number.
+    """
+    if status != 0:
+        raise RuntimeError(f"{what} failed with CUDA error {status}")
+
+
+def cuda_ordinal(device: str) -> int:
+    """The CUDA device index of a device spelling: 'auto' and 'cuda' are 0, 'cuda:N' is N; a backend's device
+    text ('cuda:1 (Orin)', 'cuda (NVIDIA A100)') works too.
+
+    Raises:
+        ValueError: when the text names no CUDA device.
+
+    Example:
+        >>> cuda_ordinal("cuda:1 (Orin)")
+        1
+    """
+    if device == "auto":
+        return 0
+    match = re.fullmatch(r"cuda(?::(\d+))?(?: \(.*\))?", device)
+    if match is None:
+        raise ValueError(f"device must be 'auto', 'cuda' or 'cuda:N', got {device!r}")
+    return int(match.group(1) or 0)
+
+
+class PrimaryContext:
+    """The primary context of one CUDA device, retained through pycuda until :meth:`release`.
+
+    Args:
+        ordinal: the CUDA device index.
+
+    Raises:
+        ImportError: when pycuda is missing.
+        ValueError: when there is no such device.
+
+    Example:
+        >>> context = PrimaryContext(0)  # doctest: +SKIP
+        >>> with context.active():  # doctest: +SKIP
+        ...     buffer = pycuda.driver.mem_alloc(1024)
+        >>> context.release()  # doctest: +SKIP
+    """
+
+    def __init__(self, ordinal: int = 0) -> None:
+        require_pycuda()
+        import pycuda.driver as cuda
+
+        cuda.init()
+        count = cuda.Device.count()
+        if not 0 <= ordinal < count:
+            raise ValueError(f"CUDA device {ordinal} does not exist; this machine has {count} CUDA device(s)")
+        self.ordinal = ordinal
+        self.device = cuda.Device(ordinal)
+        self._context: Any = self.device.retain_primary_context()
+        self._owner_thread = threading.get_ident()
+
+    @property
+    def integrated(self) -> bool:
+        """Whether the GPU shares one memory with the CPU (a Jetson): CU_DEVICE_ATTRIBUTE_INTEGRATED."""
+        import pycuda.driver as cuda
+
+        return bool(self.device.get_attribute(cuda.device_attribute.INTEGRATED))
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """Push the context for the block (pycuda allocates and queues in it), pop it afterwards.
+
+        Raises:
+            ValueError: after :meth:`release`.
+        """
+        import pycuda.driver as cuda
+
+        if self._context is None:
+            raise ValueError("this CUDA context was released")
+        self._context.push()
+        try:
+            yield
+        finally:
+            cuda.Context.pop()
+
+    def release(self) -> None:
+        """Release the retained context, leaving this thread's context stack as it was (idempotent)."""
+        context, self._context = self._context, None
+        if context is None:
+            return
+        driver = driver_library()
+        context.detach()
+        if threading.get_ident() == self._owner_thread:
+            # pycuda releases a primary context by pushing it and calling cuDevicePrimaryCtxRelease, which does not
+            # pop it: pop it here, or the thread keeps a possibly destroyed context current.
+            driver.cuCtxPopCurrent_v2(ctypes.byref(ctypes.c_void_p()))
+        else:
+            # pycuda only releases on the thread that retained the context; release it here through the driver.
+            device = ctypes.c_int()
+            if driver.cuDeviceGet(ctypes.byref(device), ctypes.c_int(self.ordinal)) == 0:
+                driver.cuDevicePrimaryCtxRelease_v2(device)
+
+
+@dataclass(frozen=True)
+class DeviceArray:
+    """A C-contiguous array in device memory, described by ``__cuda_array_interface__`` so that torch, CuPy and
+    ONNX Runtime can wrap it.
+
+    Attributes:
+        ptr: device address.
+        shape: the array's shape.
+        dtype: its element type.
+        owner: what keeps the memory alive (an allocation, or the array this one is part of); None for a view of
+            memory someone else owns.
+
+    Example:
+        >>> DeviceArray(0x1000, (2, 3), np.dtype(np.float32)).nbytes
+        24
+    """
+
+    ptr: int
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    owner: object = None
+
+    @property
+    def nbytes(self) -> int:
+        """Size in bytes."""
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """C-contiguous strides in bytes."""
+        strides = [self.dtype.itemsize]
+        for side in reversed(self.shape[1:]):
+            strides.insert(0, strides[0] * side)
+        return tuple(strides)
+
+    @property
+    def dtype_name(self) -> str:
+        """The kernels' name of the dtype ('uint8', 'uint16', 'float16', 'float32')."""
+        return _DTYPE_NAMES[self.dtype]
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        """Version 3 of the interface; no stream: the producer and consumer share one."""
+        return {"data": (self.ptr, False), "shape": self.shape, "typestr": self.dtype.str, "strides": None,
+                "version": 3, "stream": None}
+
+
+def read_cuda_array(array: Any, what: str, writable: bool = False) -> tuple[DeviceArray, int | None]:
+    """The device array behind any ``__cuda_array_interface__`` object, and the stream its producer named.
+
+    Args:
+        array: a CUDA ``torch.Tensor``, a CuPy array, a pycuda ``GPUArray``, a :class:`DeviceArray`.
+        what: its name in error messages.
+        writable: refuse a read-only array.
+
+    Returns:
+        (the array, the producer's stream or None).
+
+    Raises:
+        ValueError: when it is not a device array, not C-contiguous, or read-only where ``writable``.
+
+    Example:
+        >>> read_cuda_array(DeviceArray(0x1000, (2, 3), np.dtype(np.float32)), "images")[0].shape
+        (2, 3)
+    """
+    interface = getattr(array, "__cuda_array_interface__", None)
+    if not isinstance(interface, dict):
+        raise ValueError(
+            f"{what} must be a CUDA device array with __cuda_array_interface__ (torch.Tensor on cuda, CuPy, "
+            f"pycuda GPUArray), got {type(array).__name__}"
+        )
+    shape = tuple(int(d) for d in interface["shape"])
+    dtype = np.dtype(interface["typestr"])
+    described = DeviceArray(int(interface["data"][0]), shape, dtype, array)
+    strides = interface.get("strides")
+    if strides is not None and tuple(int(s) for s in strides) != described.strides:
+        raise ValueError(f"{what} must be C-contiguous; call .contiguous() (torch) or cupy.ascontiguousarray")
+    if writable and interface["data"][1]:
+        raise ValueError(f"{what} is a read-only device array; pass a writable one")
+    stream = interface.get("stream")
+    return described, None if stream is None else int(stream)
+
+
+class Graph(Protocol):
+    """A captured sequence of device work."""
+
+    def launch(self, stream_handle: int) -> None:
+        """Replay on the stream."""
+        ...
+
+    def destroy(self) -> None:
+        """Free the graph."""
+        ...
+
+
+class DriverGraph:
+    """A CUDA graph captured from one stream through the driver library (pycuda has no graph API)."""
+
+    def __init__(self, graph: ctypes.c_void_p, graph_exec: ctypes.c_void_p) -> None:
+        self._graph = graph
+        self._exec = graph_exec
+
+    @classmethod
+    def capture(cls, stream_handle: int, enqueue: Callable[[], None]) -> DriverGraph | None:
+        """Capture what ``enqueue()`` queues on the stream (nothing runs); None when the capture fails, including
+        when ``enqueue`` raises RuntimeError because a call refused to be captured."""
+        driver = driver_library()
+        stream = ctypes.c_void_p(stream_handle)
+        if driver.cuStreamBeginCapture_v2(stream, ctypes.c_int(CAPTURE_MODE_THREAD_LOCAL)) != 0:
+            return None
+        enqueued = False
+        try:
+            enqueue()
+            enqueued = True
+        except RuntimeError:
+            enqueued = False
+        finally:
+            # Capture must end on the same thread even when enqueueing failed, or the stream stays unusable.
+            graph = ctypes.c_void_p()
+            ended = driver.cuStreamEndCapture(stream, ctypes.byref(graph)) == 0
+        if not (enqueued and ended and graph.value):
+            if graph.value:
+                driver.cuGraphDestroy(graph)
+            return None
+        graph_exec = ctypes.c_void_p()
+        if driver.cuGraphInstantiateWithFlags(ctypes.byref(graph_exec), graph, ctypes.c_ulonglong(0)) != 0:
+            driver.cuGraphDestroy(graph)
+            return None
+        return cls(graph, graph_exec)
+
+    def launch(self, stream_handle: int) -> None:
+        """Replay the graph on the stream.
+
+        Raises:
+            RuntimeError: when the driver refuses the launch.
+        """
+        check(driver_library().cuGraphLaunch(self._exec, ctypes.c_void_p(stream_handle)), "cuGraphLaunch")
+
+    def destroy(self) -> None:
+        """Free the graph (idempotent; the owning context must be current)."""
+        driver = driver_library()
+        if self._exec.value:
+            driver.cuGraphExecDestroy(self._exec)
+            self._exec = ctypes.c_void_p()
+        if self._graph.value:
+            driver.cuGraphDestroy(self._graph)
+            self._graph = ctypes.c_void_p()
+
+
+class GraphCache:
+    """The CUDA-graph policy: warm up, capture on the next call, replay; a new key drops the graph; a failed
+    capture turns graphs off for that key (with one warning) and the work runs plainly.
+
+    Args:
+        capture: captures ``enqueue()`` into a graph, or returns None (e.g. :meth:`DriverGraph.capture` on a stream).
+        what: what is captured, for the warning.
+        enabled: False runs everything plainly.
+
+    Example:
+        >>> capture = lambda enqueue: DriverGraph.capture(stream, enqueue)  # doctest: +SKIP
+        >>> graphs = GraphCache(capture, "the frame path")  # doctest: +SKIP
+        >>> graphs.run(("frame", 480, 360), stream, enqueue)  # doctest: +SKIP
+    """
+
+    def __init__(self, capture: Callable[[Callable[[], None]], Graph | None], what: str, enabled: bool = True) -> None:
+        self._capture = capture
+        self.what = what
+        self.enabled = enabled
+        self._key: Hashable = None
+        self._runs = 0
+        self._graph: Graph | None = None
+        self._failed: set[Hashable] = set()
+
+    @property
+    def graph(self) -> Graph | None:
+        """The graph of the current key, once captured."""
+        return self._graph
+
+    def run(self, key: Hashable, stream: int, enqueue: Callable[[], None]) -> None:
+        """Run ``enqueue()`` (which queues work on ``stream`` and raises RuntimeError when a call is refused) for
+        ``key``, through the key's graph when there is one.
+
+        Raises:
+            RuntimeError: when the plain run fails, or the driver refuses to replay the graph.
+        """
+        if not self.enabled or key in self._failed:
+            enqueue()
+            return
+        if key != self._key:
+            self.invalidate()
+            self._key = key
+        self._runs += 1
+        if self._graph is None and self._runs == 2:
+            self._graph = self._capture(enqueue)
+            if self._graph is None:
+                self._failed.add(key)
+                warnings.warn(f"CUDA graph capture of {self.what} failed; running it without graphs",
+                              RuntimeWarning, stacklevel=3)
+        if self._graph is not None:
+            self._graph.launch(stream)
+        else:
+            enqueue()
+
+    def invalidate(self) -> None:
+        """Drop the graph (its context must be current); the next call of any key starts with a warm-up."""
+        if self._graph is not None:
+            self._graph.destroy()
+            self._graph = None
+        self._key = None
+        self._runs = 0
+
+    def clear(self) -> None:
+        """Drop the graph and forget failed keys."""
+        self.invalidate()
+        self._failed.clear()

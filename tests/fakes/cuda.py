@@ -1,0 +1,703 @@
+"""A fake GPU for the CPU tests: pycuda's driver module and the CUDA driver library, over one shared state.
+
+"Device memory" is real host memory addressed by its real integer address, so the emulated kernels
+(``unetrt._tiling_emu``) and numpy views can read and write it. Work queued on a stream runs at once, unless the
+stream is capturing a graph: then it is recorded and runs when the graph is launched.
+
+Install it with :func:`install_fake_gpu` (monkeypatch puts ``pycuda`` and ``pycuda.driver`` into ``sys.modules``
+and makes :func:`unetrt.cuda.driver_library` return the fake driver library).
+
+The fakes refuse what the real libraries refuse; each rule names its document:
+
+* pycuda allocates (``mem_alloc``, ``pagelocked_empty``, ``Stream``, ``register_host_memory``) only inside a
+  context that pycuda itself made current (push, make_context): pycuda ``src/cpp/cuda.hpp``,
+  ``explicit_context_dependent::acquire_context`` raises "no currently active context?" when pycuda's own
+  context stack is empty; a context the CUDA runtime (torch, ONNX Runtime) made current does not count.
+* Driver calls need a current context: CUDA Driver API, "Context Management" (``CUDA_ERROR_INVALID_CONTEXT``).
+* A device pointer from ``cuMemAlloc`` is aligned to at least 256 bytes (CUDA C Programming Guide, "Device
+  Memory Accesses": "any address of a variable residing in global memory or returned by one of the memory
+  allocation routines from the driver or runtime API is always aligned to at least 256 bytes").
+* Stream capture: synchronising a capturing stream is not allowed and invalidates the capture, which then ends
+  with ``CUDA_ERROR_STREAM_CAPTURE_INVALIDATED`` and no graph (CUDA Driver API, ``cuStreamBeginCapture``,
+  ``cuStreamEndCapture``; CUDA Programming Guide, "CUDA Graphs: Prohibited and Unhandled Operations").
+* ``cuDevicePrimaryCtxRelease`` after the last retain destroys the primary context; a context must not be used
+  after that (CUDA Driver API, "Primary Context Management").
+* pycuda's ``Context.detach`` of a primary context that is not current pushes it to release it and leaves it on the
+  thread's context stack (pycuda ``src/cpp/cuda.hpp``, ``context::detach`` with ``scoped_context_activation``
+  around ``cuDevicePrimaryCtxRelease``; the reason unetrt pops it itself).
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import itertools
+import sys
+import threading
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+CUDA_SUCCESS = 0
+CUDA_ERROR_INVALID_VALUE = 1
+CUDA_ERROR_INVALID_CONTEXT = 201
+CUDA_ERROR_INVALID_HANDLE = 400
+CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED = 900
+CUDA_ERROR_STREAM_CAPTURE_INVALIDATED = 901
+# CUdevice_attribute values (cuda.h).
+ATTRIBUTE_INTEGRATED = 18
+ATTRIBUTE_CAN_MAP_HOST_MEMORY = 19
+ALIGNMENT = 256
+
+
+class FakeCudaError(RuntimeError):
+    """pycuda.driver.Error."""
+
+
+class FakeLogicError(FakeCudaError):
+    """pycuda.driver.LogicError."""
+
+
+@dataclass(eq=False)
+class FakeOp:
+    """One piece of queued work: ``check`` returns why it cannot run now (or None), ``run`` does it."""
+
+    run: Callable[[], None]
+    check: Callable[[], str | None] = lambda: None
+    kind: str = "op"
+
+
+@dataclass(eq=False)
+class FakeContext:
+    """A CUDA context."""
+
+    gpu: FakeGpu
+    ordinal: int
+    primary: bool
+    handle: int
+    alive: bool = True
+    retains: int = 0
+
+
+@dataclass(eq=False)
+class FakeStream:
+    handle: int
+    context: FakeContext
+    capture: list[FakeOp] | None = None
+    capture_invalidated: bool = False
+
+
+@dataclass
+class FakeGpu:
+    """The state of the fake machine: devices, contexts per thread, memory, streams and graphs.
+
+    Attributes:
+        name: the device name pycuda reports.
+        compute_capability: (major, minor).
+        integrated: whether CPU and GPU share one memory (Jetson), CU_DEVICE_ATTRIBUTE_INTEGRATED.
+        count: how many devices there are (all alike).
+        log: (kind, details) of every operation that ran on a stream.
+    """
+
+    name: str = "Orin (fake)"
+    compute_capability: tuple[int, int] = (8, 7)
+    integrated: bool = True
+    count: int = 1
+    log: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._handles = itertools.count(0x1000)
+        self._primary: dict[int, FakeContext] = {}
+        self._threads = threading.local()
+        self._starts: list[int] = []
+        self._blocks: dict[int, tuple[np.ndarray, FakeContext | None, str]] = {}
+        self._keep: dict[int, Any] = {}
+        self.streams: dict[int, FakeStream] = {}
+        self.graphs: dict[int, list[FakeOp]] = {}
+        self.execs: dict[int, list[FakeOp]] = {}
+        self.lock = threading.RLock()
+
+    # --- contexts ----------------------------------------------------------------------------------------
+
+    def driver_stack(self) -> list[FakeContext]:
+        """This thread's driver context stack (last = current)."""
+        if not hasattr(self._threads, "driver"):
+            self._threads.driver = []
+            self._threads.pycuda = []
+        return self._threads.driver  # type: ignore[no-any-return]
+
+    def pycuda_stack(self) -> list[FakeContext]:
+        """The contexts pycuda made current on this thread (pycuda's own bookkeeping)."""
+        self.driver_stack()
+        return self._threads.pycuda  # type: ignore[no-any-return]
+
+    def current(self) -> FakeContext | None:
+        stack = self.driver_stack()
+        return stack[-1] if stack else None
+
+    def primary(self, ordinal: int) -> FakeContext:
+        context = self._primary.get(ordinal)
+        if context is None or not context.alive:
+            context = FakeContext(self, ordinal, True, next(self._handles))
+            self._primary[ordinal] = context
+        return context
+
+    def runtime_set_device(self, ordinal: int) -> None:
+        """What ``cudaSetDevice`` (torch.cuda.device, ONNX Runtime) does: the primary context becomes current
+        in the driver, which pycuda does not see."""
+        context = self.primary(ordinal)
+        context.retains += 1
+        stack = self.driver_stack()
+        if stack:
+            stack[-1] = context
+        else:
+            stack.append(context)
+
+    def release_primary(self, ordinal: int) -> int:
+        context = self._primary.get(ordinal)
+        if context is None or context.retains <= 0:
+            return CUDA_ERROR_INVALID_CONTEXT
+        context.retains -= 1
+        if context.retains == 0:
+            context.alive = False
+        return CUDA_SUCCESS
+
+    def require_context(self) -> FakeContext:
+        context = self.current()
+        if context is None or not context.alive:
+            raise FakeLogicError("cuCtxGetCurrent failed: invalid device context")
+        return context
+
+    # --- memory ------------------------------------------------------------------------------------------
+
+    def allocate(self, nbytes: int, kind: str = "device") -> tuple[int, np.ndarray]:
+        """Host memory at a 256-byte aligned address: (address, the bytes)."""
+        raw = np.zeros(max(1, nbytes) + ALIGNMENT, np.uint8)
+        offset = (-raw.ctypes.data) % ALIGNMENT
+        block = raw[offset : offset + max(1, nbytes)]
+        ptr = int(block.ctypes.data)
+        with self.lock:
+            bisect.insort(self._starts, ptr)
+            self._blocks[ptr] = (block, self.current(), kind)
+        return ptr, block
+
+    def register(self, array: np.ndarray, kind: str) -> int:
+        """Make a host array's memory known (pinned or registered host memory): its address."""
+        ptr = int(array.ctypes.data)
+        flat = array.reshape(-1).view(np.uint8)
+        with self.lock:
+            if ptr not in self._blocks:
+                bisect.insort(self._starts, ptr)
+            self._blocks[ptr] = (flat, self.current(), kind)
+        return ptr
+
+    def free(self, ptr: int) -> None:
+        with self.lock:
+            if ptr in self._blocks:
+                del self._blocks[ptr]
+                self._starts.remove(ptr)
+
+    def live(self, kind: str | None = None) -> int:
+        """How many allocations (of a kind: 'device', 'pinned', 'registered') are alive."""
+        return sum(1 for _, _, k in self._blocks.values() if kind is None or k == kind)
+
+    def context_of(self, ptr: int) -> FakeContext | None:
+        """The context current when the memory at ``ptr`` was allocated."""
+        return self._find(ptr, 1)[1]
+
+    def _find(self, ptr: int, nbytes: int) -> tuple[np.ndarray, FakeContext | None, int]:
+        with self.lock:
+            index = bisect.bisect_right(self._starts, ptr) - 1
+            if index < 0:
+                raise FakeCudaError(f"address {ptr:#x} is not in any allocation")
+            start = self._starts[index]
+            block, context, _ = self._blocks[start]
+        offset = ptr - start
+        if offset + nbytes > block.size:
+            raise FakeCudaError(f"access of {nbytes} bytes at {ptr:#x} runs past its allocation")
+        return block, context, offset
+
+    def bytes_at(self, ptr: int, nbytes: int) -> np.ndarray:
+        """The ``nbytes`` bytes at ``ptr`` (a view)."""
+        block, _, offset = self._find(ptr, nbytes)
+        return block[offset : offset + nbytes]
+
+    def view(self, ptr: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A C-contiguous numpy view of device memory."""
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        return self.bytes_at(ptr, nbytes).view(dtype).reshape(shape)
+
+    # --- streams and graphs ------------------------------------------------------------------------------
+
+    def new_stream(self) -> FakeStream:
+        stream = FakeStream(next(self._handles), self.require_context())
+        self.streams[stream.handle] = stream
+        return stream
+
+    def stream(self, handle: int) -> FakeStream:
+        stream = self.streams.get(handle)
+        if stream is None:
+            raise FakeCudaError(f"unknown stream {handle:#x}")
+        return stream
+
+    def capturing(self, handle: int) -> bool:
+        stream = self.streams.get(handle)
+        return stream is not None and stream.capture is not None
+
+    def invalidate_capture(self, handle: int) -> None:
+        self.stream(handle).capture_invalidated = True
+
+    def enqueue(self, handle: int, op: FakeOp) -> None:
+        """Queue ``op`` on a stream: record it while capturing, else run it now."""
+        self.require_context()
+        stream = self.stream(handle)
+        if stream.capture is not None:
+            stream.capture.append(op)
+            return
+        reason = op.check()
+        if reason is not None:
+            raise FakeCudaError(reason)
+        self.log.append((op.kind,))
+        op.run()
+
+    def launch_graph(self, ops: list[FakeOp]) -> int:
+        for op in ops:
+            reason = op.check()
+            if reason is not None:
+                self.log.append(("graph refused", reason))
+                return CUDA_ERROR_INVALID_VALUE
+        self.log.append(("graph", len(ops)))
+        for op in ops:
+            op.run()
+        return CUDA_SUCCESS
+
+
+# --- pycuda.driver -------------------------------------------------------------------------------------------
+
+
+def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
+    """Fake ``pycuda`` and ``pycuda.driver`` modules over ``gpu``."""
+    driver = types.ModuleType("pycuda.driver")
+    driver.Error = FakeCudaError  # type: ignore[attr-defined]
+    driver.LogicError = FakeLogicError  # type: ignore[attr-defined]
+
+    def pycuda_context() -> FakeContext:
+        stack = gpu.pycuda_stack()
+        if not stack or not stack[-1].alive:
+            # pycuda src/cpp/cuda.hpp, explicit_context_dependent::acquire_context.
+            raise FakeLogicError("explicit_context_dependent failed: invalid device context - "
+                                 "no currently active context?")
+        return stack[-1]
+
+    def init(flags: int = 0) -> None:
+        return None
+
+    class device_attribute:  # noqa: N801 - pycuda's name
+        INTEGRATED = ATTRIBUTE_INTEGRATED
+        CAN_MAP_HOST_MEMORY = ATTRIBUTE_CAN_MAP_HOST_MEMORY
+
+    class mem_host_register_flags:  # noqa: N801 - pycuda's name
+        PORTABLE = 1
+        DEVICEMAP = 2
+
+    class host_alloc_flags:  # noqa: N801 - pycuda's name
+        PORTABLE = 1
+        DEVICEMAP = 2
+        WRITECOMBINED = 4
+
+    class Context:
+        def __init__(self, context: FakeContext) -> None:
+            self._context = context
+            self._owner = threading.get_ident()
+
+        @property
+        def handle(self) -> int:
+            return self._context.handle
+
+        def push(self) -> None:
+            if not self._context.alive:
+                raise FakeLogicError("cuCtxPushCurrent failed: invalid device context")
+            gpu.driver_stack().append(self._context)
+            gpu.pycuda_stack().append(self._context)
+
+        @staticmethod
+        def pop() -> None:
+            stack = gpu.pycuda_stack()
+            if not stack:
+                raise FakeLogicError("context::pop failed: cannot pop non-current context")
+            stack.pop()
+            gpu.driver_stack().pop()
+
+        @staticmethod
+        def get_current() -> Context | None:
+            stack = gpu.pycuda_stack()
+            return Context(stack[-1]) if stack else None
+
+        @staticmethod
+        def get_device() -> Device:
+            return Device(pycuda_context().ordinal)
+
+        @staticmethod
+        def synchronize() -> None:
+            pycuda_context()
+
+        def detach(self) -> None:
+            context = self._context
+            if context.primary:
+                pycuda_stack = gpu.pycuda_stack()
+                if not pycuda_stack or pycuda_stack[-1] is not context:
+                    # context::detach activates the context to release it and leaves it pushed.
+                    gpu.driver_stack().append(context)
+                    gpu.pycuda_stack().append(context)
+                gpu.release_primary(context.ordinal)
+            else:
+                context.alive = False
+                stack = gpu.driver_stack()
+                if stack and stack[-1] is context:
+                    stack.pop()
+                    gpu.pycuda_stack().pop()
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Context) and other._context is self._context
+
+        def __hash__(self) -> int:
+            return hash(self._context.handle)
+
+    class Device:
+        def __init__(self, ordinal: int) -> None:
+            if not 0 <= ordinal < gpu.count:
+                raise FakeLogicError(f"cuDeviceGet failed: invalid device ordinal {ordinal}")
+            self.ordinal = ordinal
+
+        @staticmethod
+        def count() -> int:
+            return gpu.count
+
+        def name(self) -> str:
+            return gpu.name
+
+        def compute_capability(self) -> tuple[int, int]:
+            return gpu.compute_capability
+
+        def get_attribute(self, attribute: int) -> int:
+            if attribute == ATTRIBUTE_INTEGRATED:
+                return int(gpu.integrated)
+            if attribute == ATTRIBUTE_CAN_MAP_HOST_MEMORY:
+                return 1
+            raise FakeLogicError(f"attribute {attribute} is not faked")
+
+        def retain_primary_context(self) -> Context:
+            context = gpu.primary(self.ordinal)
+            context.retains += 1
+            return Context(context)
+
+        def make_context(self, flags: int = 0) -> Context:
+            context = Context(FakeContext(gpu, self.ordinal, False, next(gpu._handles)))
+            context.push()
+            return context
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Device) and other.ordinal == self.ordinal
+
+        def __hash__(self) -> int:
+            return self.ordinal
+
+    class DeviceAllocation:
+        def __init__(self, nbytes: int) -> None:
+            pycuda_context()
+            self.ptr, _ = gpu.allocate(nbytes)
+
+        def __int__(self) -> int:
+            return self.ptr
+
+        def __index__(self) -> int:
+            return self.ptr
+
+        def free(self) -> None:
+            gpu.free(self.ptr)
+
+        def __del__(self) -> None:
+            gpu.free(self.ptr)
+
+    class HostAllocation(bytearray):
+        """The base of a page-locked array (pycuda's HostAllocation, freed with free())."""
+
+        def free(self) -> None:
+            gpu.free(self.ptr)
+
+        def get_device_pointer(self) -> int:
+            # cuMemHostGetDevicePointer: only for memory allocated with CU_MEMHOSTALLOC_DEVICEMAP (CUDA Driver API).
+            if not self.flags & host_alloc_flags.DEVICEMAP:
+                raise FakeLogicError("cuMemHostGetDevicePointer failed: memory was not allocated with DEVICEMAP")
+            pycuda_context()
+            return self.ptr
+
+    class RegisteredHostMemory:
+        """The base of a registered array (pycuda's RegisteredHostMemory): it keeps the host array alive."""
+
+        def __init__(self, array: np.ndarray) -> None:
+            self.array = array
+            self.ptr = gpu.register(array, "registered")
+            self.__array_interface__ = array.__array_interface__
+
+        def get_device_pointer(self) -> int:
+            pycuda_context()
+            return self.ptr
+
+        def unregister(self) -> None:
+            gpu.free(self.ptr)
+
+    def mem_alloc(nbytes: int) -> DeviceAllocation:
+        return DeviceAllocation(nbytes)
+
+    def pagelocked_empty(shape: Any, dtype: Any, order: str = "C", mem_flags: int = 0) -> np.ndarray:
+        pycuda_context()
+        dtype = np.dtype(dtype)
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        base = HostAllocation(max(1, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize) + ALIGNMENT)
+        address = ctypes.addressof(ctypes.c_char.from_buffer(base))
+        offset = (-address) % ALIGNMENT
+        array = np.ndarray(shape, dtype, buffer=base, offset=offset)
+        base.ptr = gpu.register(array, "pinned")  # type: ignore[attr-defined]
+        base.flags = mem_flags  # type: ignore[attr-defined]
+        return array
+
+    def register_host_memory(array: np.ndarray, flags: int = 0) -> np.ndarray:
+        pycuda_context()
+        if not array.flags.c_contiguous:
+            raise FakeLogicError("register_host_memory needs a contiguous array")
+        # Like pycuda, the returned array's base is the registration (with get_device_pointer and unregister).
+        return np.asarray(RegisteredHostMemory(array))
+
+    class Stream:
+        def __init__(self, flags: int = 0) -> None:
+            pycuda_context()
+            self._stream = gpu.new_stream()
+            self.handle = self._stream.handle
+
+        def synchronize(self) -> None:
+            if self._stream.capture is not None:
+                self._stream.capture_invalidated = True
+                raise FakeLogicError("cuStreamSynchronize failed: operation not permitted when stream is capturing")
+
+    def _pointer(value: Any) -> int:
+        return int(value)
+
+    def _stream_handle(stream: Stream | None) -> int:
+        if stream is None:
+            raise FakeCudaError("the fake pycuda queues asynchronous copies on an explicit stream only")
+        return stream.handle
+
+    def memcpy_htod_async(dest: Any, src: np.ndarray, stream: Stream | None = None) -> None:
+        pycuda_context()
+        dst = _pointer(dest)
+        data = np.ascontiguousarray(src).reshape(-1).view(np.uint8)
+
+        def run() -> None:
+            gpu.bytes_at(dst, data.size)[:] = data
+
+        gpu.enqueue(_stream_handle(stream), FakeOp(run, kind="htod"))
+
+    def memcpy_dtoh_async(dest: np.ndarray, src: Any, stream: Stream | None = None) -> None:
+        pycuda_context()
+        source = _pointer(src)
+        target = dest.reshape(-1).view(np.uint8)
+
+        def run() -> None:
+            target[:] = gpu.bytes_at(source, target.size)
+
+        gpu.enqueue(_stream_handle(stream), FakeOp(run, kind="dtoh"))
+
+    for name, value in dict(locals()).items():
+        if not name.startswith("_") and name not in ("driver", "gpu", "pycuda_context"):
+            setattr(driver, name, value)
+    package = types.ModuleType("pycuda")
+    package.__path__ = []  # type: ignore[attr-defined]
+    package.driver = driver  # type: ignore[attr-defined]
+    return package, driver
+
+
+# --- the driver library (ctypes) -----------------------------------------------------------------------------
+
+
+def _value(argument: Any) -> int:
+    """An integer from what the project passes through ctypes (c_void_p, c_uint64, c_int, int)."""
+    value = getattr(argument, "value", argument)
+    return int(value or 0)
+
+
+def _target(reference: Any) -> Any:
+    """The ctypes object behind ``ctypes.byref(x)``."""
+    return reference._obj
+
+
+class FakeDriverLibrary:
+    """The ``libcuda.so.1`` calls the project makes, on :class:`FakeGpu` (names as in cuda.h)."""
+
+    def __init__(self, gpu: FakeGpu) -> None:
+        self.gpu = gpu
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"the fake driver has no {name}; fake it in tests/fakes/cuda.py")
+
+    def _context(self) -> int:
+        context = self.gpu.current()
+        return CUDA_SUCCESS if context is not None and context.alive else CUDA_ERROR_INVALID_CONTEXT
+
+    def cuDeviceGet(self, device: Any, ordinal: Any) -> int:  # noqa: N802 - the driver's names
+        index = _value(ordinal)
+        if not 0 <= index < self.gpu.count:
+            return CUDA_ERROR_INVALID_VALUE
+        _target(device).value = index
+        return CUDA_SUCCESS
+
+    def cuDeviceGetAttribute(self, value: Any, attribute: Any, device: Any) -> int:  # noqa: N802
+        if _value(attribute) == ATTRIBUTE_INTEGRATED:
+            _target(value).value = int(self.gpu.integrated)
+            return CUDA_SUCCESS
+        return CUDA_ERROR_INVALID_VALUE
+
+    def cuDevicePrimaryCtxRelease_v2(self, device: Any) -> int:  # noqa: N802
+        return self.gpu.release_primary(_value(device))
+
+    def cuCtxPopCurrent_v2(self, previous: Any) -> int:  # noqa: N802
+        stack = self.gpu.driver_stack()
+        if not stack:
+            return CUDA_ERROR_INVALID_CONTEXT
+        popped = stack.pop()
+        pycuda = self.gpu.pycuda_stack()
+        if pycuda and pycuda[-1] is popped:
+            pycuda.pop()
+        _target(previous).value = popped.handle
+        return CUDA_SUCCESS
+
+    def cuStreamBeginCapture_v2(self, stream: Any, mode: Any) -> int:  # noqa: N802
+        if self._context():
+            return CUDA_ERROR_INVALID_CONTEXT
+        fake = self.gpu.streams.get(_value(stream))
+        if fake is None:
+            return CUDA_ERROR_INVALID_HANDLE
+        if fake.capture is not None:
+            return CUDA_ERROR_INVALID_VALUE
+        fake.capture, fake.capture_invalidated = [], False
+        return CUDA_SUCCESS
+
+    def cuStreamIsCapturing(self, stream: Any, status: Any) -> int:  # noqa: N802
+        _target(status).value = int(self.gpu.capturing(_value(stream)))
+        return CUDA_SUCCESS
+
+    def cuStreamEndCapture(self, stream: Any, graph: Any) -> int:  # noqa: N802
+        fake = self.gpu.streams.get(_value(stream))
+        if fake is None or fake.capture is None:
+            return CUDA_ERROR_INVALID_VALUE
+        ops, invalidated = fake.capture, fake.capture_invalidated
+        fake.capture, fake.capture_invalidated = None, False
+        if invalidated:
+            _target(graph).value = None
+            return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED
+        handle = next(self.gpu._handles)
+        self.gpu.graphs[handle] = ops
+        _target(graph).value = handle
+        return CUDA_SUCCESS
+
+    def cuGraphInstantiateWithFlags(self, graph_exec: Any, graph: Any, flags: Any) -> int:  # noqa: N802
+        ops = self.gpu.graphs.get(_value(graph))
+        if ops is None:
+            return CUDA_ERROR_INVALID_VALUE
+        handle = next(self.gpu._handles)
+        self.gpu.execs[handle] = list(ops)
+        _target(graph_exec).value = handle
+        return CUDA_SUCCESS
+
+    def cuGraphLaunch(self, graph_exec: Any, stream: Any) -> int:  # noqa: N802
+        if self._context():
+            return CUDA_ERROR_INVALID_CONTEXT
+        ops = self.gpu.execs.get(_value(graph_exec))
+        if ops is None or _value(stream) not in self.gpu.streams:
+            return CUDA_ERROR_INVALID_HANDLE
+        return self.gpu.launch_graph(ops)
+
+    def cuGraphExecDestroy(self, graph_exec: Any) -> int:  # noqa: N802
+        return CUDA_SUCCESS if self.gpu.execs.pop(_value(graph_exec), None) is not None else CUDA_ERROR_INVALID_VALUE
+
+    def cuGraphDestroy(self, graph: Any) -> int:  # noqa: N802
+        return CUDA_SUCCESS if self.gpu.graphs.pop(_value(graph), None) is not None else CUDA_ERROR_INVALID_VALUE
+
+    def _queue(self, stream: Any, run: Callable[[], None], kind: str) -> int:
+        if self._context():
+            return CUDA_ERROR_INVALID_CONTEXT
+        if _value(stream) not in self.gpu.streams:
+            return CUDA_ERROR_INVALID_HANDLE
+        self.gpu.enqueue(_value(stream), FakeOp(run, kind=kind))
+        return CUDA_SUCCESS
+
+    def cuMemcpyHtoDAsync_v2(self, dst: Any, src: Any, nbytes: Any, stream: Any) -> int:  # noqa: N802
+        return self._copy(dst, src, nbytes, stream, "htod")
+
+    def cuMemcpyDtoHAsync_v2(self, dst: Any, src: Any, nbytes: Any, stream: Any) -> int:  # noqa: N802
+        return self._copy(dst, src, nbytes, stream, "dtoh")
+
+    def cuMemcpyDtoDAsync_v2(self, dst: Any, src: Any, nbytes: Any, stream: Any) -> int:  # noqa: N802
+        return self._copy(dst, src, nbytes, stream, "dtod")
+
+    def _copy(self, dst: Any, src: Any, nbytes: Any, stream: Any, kind: str) -> int:
+        target, source, size = _value(dst), _value(src), _value(nbytes)
+
+        def run() -> None:
+            self.gpu.bytes_at(target, size)[:] = self.gpu.bytes_at(source, size)
+
+        return self._queue(stream, run, kind)
+
+    def cuMemcpy2DAsync_v2(self, copy: Any, stream: Any) -> int:  # noqa: N802
+        c = _target(copy)
+        src, dst = int(c.srcDevice), int(c.dstDevice)
+        src_pitch, dst_pitch, width, height = int(c.srcPitch), int(c.dstPitch), int(c.WidthInBytes), int(c.Height)
+        if (dst + (height - 1) * dst_pitch + width > src and src + (height - 1) * src_pitch + width > dst):
+            # cuMemcpy2D: "the source and destination regions must not overlap" (undefined otherwise).
+            return CUDA_ERROR_INVALID_VALUE
+
+        def run() -> None:
+            for row in range(height):
+                data = self.gpu.bytes_at(src + row * src_pitch, width).copy()
+                self.gpu.bytes_at(dst + row * dst_pitch, width)[:] = data
+
+        return self._queue(stream, run, "copy_2d")
+
+    def cuMemsetD8Async(self, dst: Any, value: Any, nbytes: Any, stream: Any) -> int:  # noqa: N802
+        target, byte, size = _value(dst), _value(value), _value(nbytes)
+        return self._queue(stream, lambda: self.gpu.bytes_at(target, size).fill(byte), "zero")
+
+    def cuStreamSynchronize(self, stream: Any) -> int:  # noqa: N802
+        if self._context():
+            return CUDA_ERROR_INVALID_CONTEXT
+        fake = self.gpu.streams.get(_value(stream))
+        if fake is None:
+            return CUDA_ERROR_INVALID_HANDLE
+        if fake.capture is not None:
+            fake.capture_invalidated = True
+            return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED
+        self.gpu.log.append(("sync",))
+        return CUDA_SUCCESS
+
+
+def install_fake_gpu(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu | None = None) -> FakeGpu:
+    """Put the fake pycuda into ``sys.modules`` and the fake driver library behind :func:`unetrt.cuda.driver_library`.
+
+    Example:
+        >>> gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False))  # doctest: +SKIP
+    """
+    import unetrt.cuda
+
+    gpu = gpu or FakeGpu()
+    package, driver = make_pycuda(gpu)
+    monkeypatch.setitem(sys.modules, "pycuda", package)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+    library = FakeDriverLibrary(gpu)
+    monkeypatch.setattr(unetrt.cuda, "driver_library", lambda: library)
+    return gpu

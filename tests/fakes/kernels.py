@@ -1,0 +1,68 @@
+"""The ``*_cuda`` kernel entry points of ``unetrt._tiling`` on :class:`fakes.cuda.FakeGpu` memory.
+
+Each call becomes one piece of work on its stream (recorded while the stream captures a graph), which runs the
+numpy entry point of a kernel module on views of the fake device memory: ``unetrt._tiling_emu`` (the CUDA kernels
+of ``tiling_kernels.cuh`` run by emulation, every block and thread of the real launch) or ``unetrt._tiling``
+(the CPU kernels).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .cuda import FakeGpu, FakeOp
+
+
+class FakeKernels:
+    """:class:`unetrt.cuda_device.CudaKernels` over a fake GPU and a kernel module with the numpy entry points."""
+
+    def __init__(self, gpu: FakeGpu, kernels: Any) -> None:
+        self.gpu, self.kernels = gpu, kernels
+        self.streams: list[int] = []
+
+    def _queue(self, stream: int, kind: str, work: Any) -> None:
+        self.streams.append(stream)
+        self.gpu.enqueue(stream, FakeOp(work, kind=kind))
+
+    def _strided(self, ptr: int, shape: tuple[int, ...], dtype: Any, strides: tuple[int, ...]) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        extent = sum((side - 1) * stride for side, stride in zip(shape, strides)) + dtype.itemsize
+        return np.ndarray(shape, dtype, buffer=self.gpu.bytes_at(ptr, extent), strides=strides)
+
+    def extract_tiles_cuda(self, image_ptr: int, image_hw: tuple[int, int], channels: int,
+                           image_strides: tuple[int, int, int], image_dtype: str, out_ptr: int,
+                           out_shape: tuple[int, ...], out_dtype: str, *, stream: int, **kwargs: Any) -> None:
+        image = self._strided(image_ptr, (*image_hw, channels), image_dtype, image_strides)
+        out = self.gpu.view(out_ptr, tuple(out_shape), out_dtype)
+        self._queue(stream, "extract", lambda: self.kernels.extract_tiles(image, out, **kwargs))
+
+    def stitch_tiles_cuda(self, tiles_ptr: int, tiles_shape: tuple[int, ...], tiles_dtype: str, acc_ptr: int,
+                          acc_shape: tuple[int, ...], weight_ptr: int, *, window_y_ptr: int, window_x_ptr: int,
+                          stream: int, **kwargs: Any) -> None:
+        view = self.gpu.view
+        tiles, acc = view(tiles_ptr, tuple(tiles_shape), tiles_dtype), view(acc_ptr, tuple(acc_shape), np.float32)
+        weight = view(weight_ptr, tuple(acc_shape[1:]), np.float32) if weight_ptr else None
+        windows = {}
+        if window_y_ptr:
+            windows = {"window_y": view(window_y_ptr, (tiles_shape[2],), np.float32),
+                       "window_x": view(window_x_ptr, (tiles_shape[3],), np.float32)}
+        self._queue(stream, "stitch", lambda: self.kernels.stitch_tiles(tiles, acc, weight, **kwargs, **windows))
+
+    def finish_resized_cuda(self, scores_ptr: int, scores_shape: tuple[int, ...], scores_dtype: str, mask_ptr: int,
+                            mask_hw: tuple[int, int], *, rect: tuple[int, int, int, int], weight_ptr: int,
+                            binary: bool, threshold: float, probabilities_ptr: int, stream: int) -> None:
+        view = self.gpu.view
+        scores = view(scores_ptr, tuple(scores_shape), scores_dtype)
+        mask = view(mask_ptr, tuple(mask_hw), np.uint8)
+        weight = view(weight_ptr, tuple(scores_shape[1:]), np.float32) if weight_ptr else None
+        probs = view(probabilities_ptr, (scores_shape[0], *mask_hw), np.float32) if probabilities_ptr else None
+        self._queue(stream, "finish", lambda: self.kernels.finish_resized(
+            scores, mask, rect=rect, weight=weight, binary=binary, threshold=threshold, probabilities=probs))
+
+    def resize_bilinear_u8_cuda(self, image_ptr: int, image_shape: tuple[int, int, int], out_ptr: int,
+                                out_hw: tuple[int, int], *, stream: int) -> None:
+        image = self.gpu.view(image_ptr, tuple(image_shape), np.uint8)
+        out = self.gpu.view(out_ptr, (*out_hw, image_shape[2]), np.uint8)
+        self._queue(stream, "resize", lambda: self.kernels.resize_bilinear_u8(image, out))

@@ -1,0 +1,275 @@
+"""A fake ``tensorrt`` runtime for the CPU tests: the engine of a fake plan (:mod:`fakes.trt_plan`) computes its
+output with ONNX Runtime on the ONNX model inside the plan, reading and writing :class:`fakes.cuda.FakeGpu` memory.
+
+Install it with :func:`install_fake_tensorrt` (after :func:`fakes.cuda.install_fake_gpu`). The builder side lives
+in its own file. The fake refuses what TensorRT refuses; each rule names its document:
+
+* ``deserialize_cuda_engine`` returns None for a plan of another TensorRT version or another device: "Serialized
+  engines are not portable across platforms or TensorRT versions" and are "specific to the exact GPU model they
+  were built on" (TensorRT Developer Guide, "Serialized Engine Compatibility"); the API returns null on failure
+  (``IRuntime::deserializeCudaEngine``, NvInferRuntime.h).
+* ``set_tensor_address`` returns False for an address that is not 256-byte aligned: "The pointer must have at
+  least 256-byte alignment" (``IExecutionContext::setTensorAddress``, NvInferRuntime.h, TensorRT 10).
+* ``set_input_shape`` returns False for a shape outside the optimisation profile
+  (``IExecutionContext::setInputShape``, NvInferRuntime.h).
+* ``execute_async_v3`` under stream capture returns False when the context's input shape changed since its last
+  enqueue, and the capture is invalidated: the TensorRT Developer Guide ("Working with CUDA Graphs") says to call
+  enqueueV3 once outside capture after changing input shapes before capturing, because that first call may do
+  work (allocation, synchronisation) a stream capture cannot hold.
+* A graph replayed after its context ran another shape is refused: a graph holds the launches for the shapes and
+  addresses current at capture and must be captured again when they change (same section). The real GPU would
+  compute from stale state silently; the fake refuses the launch instead.
+* ``execute_async_v3`` under capture returns False for an engine that cannot be captured (set
+  ``FakeEngine.capturable = False``): the TensorRT Developer Guide ("Working with CUDA Graphs") lists engines that
+  cannot be captured (e.g. with loops or conditionals, or ones that synchronise internally), and enqueueV3 fails
+  under capture for them.
+* ``execute_async_v3`` returns False when a tensor has no address (``IExecutionContext::enqueueV3``: "all input
+  and output tensor addresses must be set").
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from .cuda import FakeGpu, FakeOp
+from .trt_plan import FakePlan, deserialize, serialize
+
+DEFAULT_VERSION = "10.3.0"
+
+
+class DataType(enum.Enum):
+    """tensorrt.DataType."""
+
+    FLOAT = "float32"
+    HALF = "float16"
+    INT8 = "int8"
+    INT32 = "int32"
+
+
+class TensorIOMode(enum.Enum):
+    """tensorrt.TensorIOMode."""
+
+    NONE = 0
+    INPUT = 1
+    OUTPUT = 2
+
+
+def nptype(dtype: DataType) -> type:
+    """tensorrt.nptype."""
+    return np.dtype(dtype.value).type
+
+
+class Logger:
+    """tensorrt.Logger: keeps what was logged."""
+
+    class Severity(enum.IntEnum):
+        INTERNAL_ERROR = 0
+        ERROR = 1
+        WARNING = 2
+        INFO = 3
+        VERBOSE = 4
+
+    INTERNAL_ERROR = Severity.INTERNAL_ERROR
+    ERROR = Severity.ERROR
+    WARNING = Severity.WARNING
+    INFO = Severity.INFO
+    VERBOSE = Severity.VERBOSE
+
+    def __init__(self, min_severity: Any = Severity.WARNING) -> None:
+        self.min_severity = min_severity
+        self.messages: list[str] = []
+
+    def log(self, severity: Any, message: str) -> None:
+        self.messages.append(message)
+
+
+class FakeEngine:
+    """tensorrt.ICudaEngine of a fake plan."""
+
+    capturable = True
+
+    def __init__(self, gpu: FakeGpu, plan: FakePlan) -> None:
+        import onnxruntime as ort
+
+        self.gpu, self.plan = gpu, plan
+        self.session = ort.InferenceSession(plan.onnx_model, providers=["CPUExecutionProvider"])
+        self._onnx_input = self.session.get_inputs()[0].name
+        self._output_shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self.contexts: list[FakeExecutionContext] = []
+
+    @property
+    def num_io_tensors(self) -> int:
+        return 2
+
+    def get_tensor_name(self, index: int) -> str:
+        return (self.plan.input_name, self.plan.output_name)[index]
+
+    def get_tensor_mode(self, name: str) -> TensorIOMode:
+        return {self.plan.input_name: TensorIOMode.INPUT, self.plan.output_name: TensorIOMode.OUTPUT}.get(
+            name, TensorIOMode.NONE)
+
+    def get_tensor_dtype(self, name: str) -> DataType:
+        return DataType(self.plan.input_dtype if name == self.plan.input_name else self.plan.output_dtype)
+
+    def get_tensor_profile_shape(self, name: str, profile: int) -> tuple[tuple[int, ...], ...]:
+        if name != self.plan.input_name or profile != 0:
+            raise ValueError("the fake engine has one input and one profile")
+        return self.plan.profile
+
+    def create_execution_context(self) -> FakeExecutionContext:
+        context = FakeExecutionContext(self)
+        self.contexts.append(context)
+        return context
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if shape not in self._output_shapes:
+            (out,) = self.session.run(None, {self._onnx_input: np.zeros(shape, np.float32)})
+            self._output_shapes[shape] = tuple(int(d) for d in out.shape)
+        return self._output_shapes[shape]
+
+    def compute(self, images: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run(None, {self._onnx_input: images.astype(np.float32)})
+        return np.asarray(out)
+
+
+class FakeExecutionContext:
+    """tensorrt.IExecutionContext."""
+
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+        self.shape: tuple[int, ...] | None = None
+        self.shape_changes = 0
+        self._enqueued_since_change = False
+        self.addresses: dict[str, int] = {}
+        self.refused: list[str] = []
+
+    def set_input_shape(self, name: str, shape: Any) -> bool:
+        shape = tuple(int(d) for d in shape)
+        low, _, high = self.engine.plan.profile
+        if name != self.engine.plan.input_name or len(shape) != len(low) or any(
+                not lo <= s <= hi for s, lo, hi in zip(shape, low, high)):
+            self.refused.append(f"shape {shape}")
+            return False
+        if shape != self.shape:
+            self.shape = shape
+            self.shape_changes += 1
+            self._enqueued_since_change = False
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        if self.shape is None:
+            raise ValueError("set the input shape first")
+        return self.shape if name == self.engine.plan.input_name else self.engine.output_shape(self.shape)
+
+    def set_tensor_address(self, name: str, address: int) -> bool:
+        if int(address) % 256:
+            self.refused.append(f"address {int(address):#x} of {name}")
+            return False
+        self.addresses[name] = int(address)
+        return True
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        gpu, plan = self.engine.gpu, self.engine.plan
+        if self.shape is None or set(self.addresses) != {plan.input_name, plan.output_name}:
+            return False
+        if gpu.capturing(stream_handle) and not (self._enqueued_since_change and self.engine.capturable):
+            gpu.invalidate_capture(stream_handle)
+            self.refused.append("enqueue under capture " + ("after a shape change" if self.engine.capturable
+                                                            else "of an engine that cannot be captured"))
+            return False
+        shape, generation = self.shape, self.shape_changes
+        out_shape = self.engine.output_shape(shape)
+        source, target = self.addresses[plan.input_name], self.addresses[plan.output_name]
+
+        def check() -> str | None:
+            if self.shape_changes != generation:
+                return "the execution context ran another shape since this work was captured"
+            return None
+
+        def run() -> None:
+            images = gpu.view(source, shape, plan.input_dtype)
+            out = gpu.view(target, out_shape, plan.output_dtype)
+            out[...] = self.engine.compute(images).astype(out.dtype)
+
+        gpu.enqueue(stream_handle, FakeOp(run, check, kind="tensorrt"))
+        self._enqueued_since_change = True
+        return True
+
+
+class Runtime:
+    """tensorrt.Runtime over the fake GPU."""
+
+    gpu: FakeGpu
+    version: str
+
+    def __init__(self, logger: Logger) -> None:
+        self.logger = logger
+
+    def deserialize_cuda_engine(self, data: bytes) -> FakeEngine | None:
+        plan = deserialize(bytes(data))
+        if plan is None:
+            self.logger.log(Logger.ERROR, "not a serialized engine")
+            return None
+        if plan.tensorrt_version != self.version:
+            self.logger.log(Logger.ERROR, f"plan of TensorRT {plan.tensorrt_version}, this is {self.version}")
+            return None
+        if (plan.device_name, tuple(plan.compute_capability)) != (self.gpu.name, self.gpu.compute_capability):
+            self.logger.log(Logger.ERROR, f"plan for {plan.device_name}, this is {self.gpu.name}")
+            return None
+        return FakeEngine(self.gpu, plan)
+
+
+def make_tensorrt(gpu: FakeGpu, version: str = DEFAULT_VERSION) -> types.ModuleType:
+    """A fake ``tensorrt`` module whose runtime runs on ``gpu``."""
+    module = types.ModuleType("tensorrt")
+    module.__version__ = version  # type: ignore[attr-defined]
+    runtime = type("Runtime", (Runtime,), {"gpu": gpu, "version": version})
+    for name, value in {"Runtime": runtime, "Logger": Logger, "DataType": DataType, "TensorIOMode": TensorIOMode,
+                        "nptype": nptype, "ICudaEngine": FakeEngine,
+                        "IExecutionContext": FakeExecutionContext}.items():
+        setattr(module, name, value)
+    return module
+
+
+def install_fake_tensorrt(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu,
+                          version: str = DEFAULT_VERSION) -> types.ModuleType:
+    """Put a fake ``tensorrt`` over ``gpu`` into ``sys.modules``.
+
+    Example:
+        >>> trt = install_fake_tensorrt(monkeypatch, install_fake_gpu(monkeypatch))  # doctest: +SKIP
+    """
+    module = make_tensorrt(gpu, version)
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
+    return module
+
+
+def write_plan_from_onnx(onnx_path: Path, plan_path: Path, gpu: FakeGpu, *, version: str = DEFAULT_VERSION,
+                    input_dtype: str = "float32", precision: str = "fp16",
+                    profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None) -> Path:
+    """A fake plan of an exported ONNX model for ``gpu``, with the metadata JSON unet-build writes beside it.
+
+    Example:
+        >>> plan = write_plan_from_onnx(model_files["onnx"], tmp_path / "tiny.plan", gpu)  # doctest: +SKIP
+    """
+    from unetrt.backends.onnxruntime import read_onnx_info
+    from unetrt.plan_metadata import GpuIdentity, PlanMetadata, ShapeProfile, write_plan_metadata
+
+    info = read_onnx_info(onnx_path)
+    if profile is None:
+        profile = ((1, info.in_channels, 16, 16), (1, info.in_channels, 64, 64), (4, info.in_channels, 96, 96))
+    plan = FakePlan(tensorrt_version=version, device_name=gpu.name, compute_capability=gpu.compute_capability,
+                    input_name="image", output_name="logits", input_dtype=input_dtype, output_dtype="float32",
+                    profile=profile, precision=precision, dla_core=None, onnx_model=onnx_path.read_bytes())
+    plan_path.write_bytes(serialize(plan))
+    write_plan_metadata(plan_path, PlanMetadata(
+        tensorrt_version=version, gpu=GpuIdentity(gpu.name, gpu.compute_capability), input_name="image",
+        output_name="logits", input_dtype=input_dtype, output_dtype="float32",
+        profile=ShapeProfile(*profile), precision=precision, strongly_typed=False, source=str(onnx_path), info=info))
+    return plan_path
