@@ -44,7 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .backends.tensorrt import gpu_identity, require_pycuda, require_tensorrt, tensorrt_major
+from .backends.tensorrt import gpu_identity, require_tensorrt, tensorrt_major
+from .cuda import require_pycuda
 from .model_info import METADATA_KEY, ModelInfo
 from .plan_metadata import PlanMetadata, Shape, format_shape, replace_file, resolve_profile, write_plan_metadata
 

@@ -29,9 +29,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .backends.tensorrt import gpu_identity, parse_device, require_pycuda, require_tensorrt
+from .backends.tensorrt import gpu_identity, parse_device, require_tensorrt
 from .cli import format_size
-from .plan_build import BuildOptions, file_sha256, has_qdq, load_onnx
+from .cuda import require_pycuda
+from .plan_build import BuildOptions, file_sha256, has_qdq, load_onnx, read_model_info
 from .plan_metadata import GpuIdentity, PlanMetadata, metadata_path, read_plan_metadata
 
 if TYPE_CHECKING:
@@ -70,7 +71,8 @@ class PlanKey:
         model_name: the ONNX file's stem, for a readable file name.
         source_sha256: SHA-256 of the ONNX file.
         precision: 'fp32', 'fp16' or 'int8'.
-        working_size: (width, height) the profile is fixed at, None: the model's own.
+        working_size: (width, height) the profile is fixed at (the model's own unless another is asked), None:
+            a model without one.
         dla_core: the DLA core, None: the GPU alone.
         tensorrt_version: ``tensorrt.__version__``.
         gpu: the GPU's name and compute capability.
@@ -99,7 +101,7 @@ class PlanKey:
 
     def mismatch(self, metadata: PlanMetadata) -> str | None:
         """What in a plan's metadata disagrees with this key (None: nothing)."""
-        working_size = None if self.working_size is None else metadata.info.working_size
+        working_size = metadata.info.working_size
         pairs = {
             "TensorRT version": (metadata.tensorrt_version, self.tensorrt_version),
             "GPU": (metadata.gpu, self.gpu),
@@ -147,7 +149,10 @@ def plan_key(onnx_path: str | Path, precision: str = "auto", working_size: tuple
     import tensorrt as trt
 
     path = Path(onnx_path)
-    quantized = has_qdq(load_onnx(path))
+    model = load_onnx(path)
+    if working_size is None:
+        working_size = read_model_info(model, path).working_size
+    quantized = has_qdq(model)
     return PlanKey(
         model_name=path.name.split(".")[0],
         source_sha256=file_sha256(path),
@@ -246,7 +251,8 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
         if progress:
             _announce(f"building a TensorRT engine for {key.describe()} ({problem}); the first run on a Jetson "
                       f"takes minutes, later starts load it from {folder}")
-        options = BuildOptions(fp16=key.precision == "fp16", int8=key.precision == "int8", working_size=working_size,
+        options = BuildOptions(fp16=key.precision == "fp16", int8=key.precision == "int8",
+                               working_size=key.working_size,
                                dla_core=dla_core, progress=progress,
                                timing_cache=folder / f"timing-{key.tensorrt_version}-{key.gpu.sm}.cache")
         build_engine(onnx_path, plan, options, device_index)

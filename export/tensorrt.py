@@ -21,8 +21,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetrt.backends.tensorrt import require_pycuda, require_tensorrt
+from unetrt.backends.tensorrt import require_tensorrt
 from unetrt.cli import HelpFormatter, run_cli
+from unetrt.cuda import require_pycuda
 from unetrt.plan_build import (
     MAX_OPT_LEVEL,
     BuildOptions,

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from conftest import tiny_info
+from fakes.cuda import FakeGpu
 from fakes.trt_plan import deserialize
-from plan_fixtures import StandInGpu, builds, install_fake_tensorrt_gpu
+from plan_fixtures import builds, install_fake_tensorrt_gpu
 
 from unetrt.export.tensorrt import build_parser, main
 from unetrt.plan_build import BuildOptions, build_engine, default_workspace_mib
@@ -21,11 +22,11 @@ pytestmark = pytest.mark.gpu_contract
 
 
 @pytest.fixture
-def fake_trt(monkeypatch: pytest.MonkeyPatch) -> StandInGpu:
+def fake_trt(monkeypatch: pytest.MonkeyPatch) -> FakeGpu:
     return install_fake_tensorrt_gpu(monkeypatch)[1]
 
 
-def test_fp16_build_writes_plan_and_metadata(fake_trt: StandInGpu, tiny_model_files: dict[str, Path],
+def test_fp16_build_writes_plan_and_metadata(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                              tmp_path: Path) -> None:
     plan = tmp_path / "tiny.plan"
     metadata = build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True, progress=False))
@@ -37,7 +38,7 @@ def test_fp16_build_writes_plan_and_metadata(fake_trt: StandInGpu, tiny_model_fi
     assert builds() == 1
 
 
-def test_foreign_timing_cache_warns_and_starts_fresh(fake_trt: StandInGpu, tiny_model_files: dict[str, Path],
+def test_foreign_timing_cache_warns_and_starts_fresh(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                                      tmp_path: Path) -> None:
     # Finding 4: set_timing_cache refuses a cache from another device (returns False); the old code ignored that
     # and then failed on get_timing_cache() (None) after the build.
@@ -51,7 +52,7 @@ def test_foreign_timing_cache_warns_and_starts_fresh(fake_trt: StandInGpu, tiny_
     assert rewritten["device"] == f"{fake_trt.name}/sm_87" and rewritten["entries"] > 0
 
 
-def test_own_timing_cache_is_reused_without_warning(fake_trt: StandInGpu, tiny_model_files: dict[str, Path],
+def test_own_timing_cache_is_reused_without_warning(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                                     tmp_path: Path) -> None:
     cache = tmp_path / "trt.cache"
     options = BuildOptions(fp16=True, timing_cache=cache, progress=False)
@@ -63,7 +64,7 @@ def test_own_timing_cache_is_reused_without_warning(fake_trt: StandInGpu, tiny_m
     assert json.loads(cache.read_text())["entries"] == 2 * first
 
 
-def test_metadata_is_in_place_before_the_plan(fake_trt: StandInGpu, tiny_model_files: dict[str, Path],
+def test_metadata_is_in_place_before_the_plan(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Finding 4: the old code wrote the plan, then its metadata; a crash in between left a plan the backend
     # refuses. Now a crash while the plan is renamed into place leaves the metadata and no plan.
@@ -88,7 +89,7 @@ def test_workspace_is_capped_on_integrated_gpus(integrated: bool, memory: int, e
                                                 monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path],
                                                 tmp_path: Path) -> None:
     # Finding 6: TensorRT's default workspace limit is the device memory, on a Jetson the whole system memory.
-    install_fake_tensorrt_gpu(monkeypatch, StandInGpu(integrated=integrated, total_memory=memory))
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(integrated=integrated), total_memory=memory)
     metadata = build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan", BuildOptions(fp16=True, progress=False))
     assert metadata.build_options["workspace_mib"] == expected == default_workspace_mib(integrated, memory)
     asked = build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan",
@@ -96,7 +97,7 @@ def test_workspace_is_capped_on_integrated_gpus(integrated: bool, memory: int, e
     assert asked.build_options["workspace_mib"] == 300
 
 
-def test_dla_core_with_gpu_fallback_is_recorded(fake_trt: StandInGpu, tiny_model_files: dict[str, Path],
+def test_dla_core_with_gpu_fallback_is_recorded(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                                 tmp_path: Path) -> None:
     # Finding 7: --dla-core N, GPU fallback, the core in the plan's JSON and rebuild command.
     plan = tmp_path / "tiny.plan"
@@ -113,14 +114,14 @@ def test_dla_core_with_gpu_fallback_is_recorded(fake_trt: StandInGpu, tiny_model
     (BuildOptions(fp16=True, dla_core=2), "has 2 DLA core"),
     (BuildOptions(dla_core=0), "FP16 and INT8 layers only"),
 ])
-def test_impossible_dla_requests(options: BuildOptions, message: str, fake_trt: StandInGpu,
+def test_impossible_dla_requests(options: BuildOptions, message: str, fake_trt: FakeGpu,
                                  tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=message):
         build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan", options)
     assert not any(tmp_path.iterdir())
 
 
-def test_profile_is_fixed_at_the_working_size(fake_trt: StandInGpu, tiny_model_files: dict[str, Path],
+def test_profile_is_fixed_at_the_working_size(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                               tmp_path: Path) -> None:
     # Finding 8 (profile part): frames reach the network at the working size only.
     plan = tmp_path / "tiny.plan"
@@ -134,7 +135,7 @@ def test_profile_is_fixed_at_the_working_size(fake_trt: StandInGpu, tiny_model_f
     assert (wider.profile.min, wider.profile.max) == ((1, 3, 16, 16), (2, 3, 96, 96))
 
 
-def test_unet_build_command_with_dla(fake_trt: StandInGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
+def test_unet_build_command_with_dla(fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     plan = tmp_path / "tiny.plan"
     code = main([str(tiny_model_files["onnx"]), "-o", str(plan), "--fp16", "--dla-core", "0", "--no-progress"])
@@ -146,7 +147,7 @@ def test_unet_build_command_with_dla(fake_trt: StandInGpu, tiny_model_files: dic
     assert capsys.readouterr().err.startswith("error: --dla-core 5: this device has 2 DLA core(s)")
 
 
-def test_parse_errors_are_listed_by_node(fake_trt: StandInGpu, tmp_path: Path) -> None:
+def test_parse_errors_are_listed_by_node(fake_trt: FakeGpu, tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
 
@@ -162,7 +163,7 @@ def test_parse_errors_are_listed_by_node(fake_trt: StandInGpu, tmp_path: Path) -
         build_engine(tmp_path / "bad.onnx", tmp_path / "bad.plan", BuildOptions(progress=False))
 
 
-def test_progress_monitor_bars_follow_the_phases(fake_trt: StandInGpu, tiny_model_files: dict[str, Path],
+def test_progress_monitor_bars_follow_the_phases(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan", BuildOptions(fp16=True, progress=True))
     assert builds() == 1  # the monitor answered True at every step: the build was not cancelled

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes.cuda import FakeGpu
 from fakes.tensorrt_builder import Builder
-from plan_fixtures import StandInGpu, builds, install_fake_tensorrt_gpu
+from plan_fixtures import builds, install_fake_tensorrt_gpu
 
 from unetrt.plan_cache import (
     ENGINE_CACHE_ENV,
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.gpu_contract
 
 
 @pytest.fixture
-def fake_trt(monkeypatch: pytest.MonkeyPatch) -> StandInGpu:
+def fake_trt(monkeypatch: pytest.MonkeyPatch) -> FakeGpu:
     return install_fake_tensorrt_gpu(monkeypatch)[1]
 
 
@@ -57,7 +58,7 @@ def test_every_part_of_the_key_names_another_entry() -> None:
     assert key.stem.startswith("camvid-fp16-") and key.stem == replace(key).stem
 
 
-def test_first_use_builds_later_uses_load(fake_trt: StandInGpu, tiny_model_files: dict[str, Path],
+def test_first_use_builds_later_uses_load(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plan = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
     assert builds() == 1
@@ -71,7 +72,7 @@ def test_first_use_builds_later_uses_load(fake_trt: StandInGpu, tiny_model_files
     assert metadata.precision == "fp16" and metadata.gpu.name == fake_trt.name
 
 
-def test_no_build_without_a_cached_engine_says_how(fake_trt: StandInGpu, tiny_model_files: dict[str, Path],
+def test_no_build_without_a_cached_engine_says_how(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                                    tmp_path: Path) -> None:
     with pytest.raises(PlanNotCachedError, match=r"no usable cached TensorRT engine for tiny FP16 .* --no-build"):
         cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path, build=False)
@@ -96,7 +97,7 @@ def _foreign_version(plan: Path) -> None:
 
 @pytest.mark.parametrize("damage", [_truncate, _garble_metadata, _drop_metadata, _foreign_version],
                          ids=["truncated-plan", "corrupt-metadata", "no-metadata", "other-tensorrt"])
-def test_an_entry_that_cannot_be_trusted_is_rebuilt(damage: object, fake_trt: StandInGpu,
+def test_an_entry_that_cannot_be_trusted_is_rebuilt(damage: object, fake_trt: FakeGpu,
                                                     tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
     plan = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
     good = plan.read_bytes()
@@ -108,7 +109,7 @@ def test_an_entry_that_cannot_be_trusted_is_rebuilt(damage: object, fake_trt: St
     assert plan.read_bytes() == good and entry_problem(plan, plan_key(tiny_model_files["onnx"])) is None
 
 
-def test_half_replaced_entry_is_detected(fake_trt: StandInGpu, tiny_model_files: dict[str, Path],
+def test_half_replaced_entry_is_detected(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                          tmp_path: Path) -> None:
     # A reader between the metadata's rename and the plan's sees new metadata beside the old plan.
     fp16 = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
@@ -128,7 +129,7 @@ def test_a_new_tensorrt_builds_its_own_entry(monkeypatch: pytest.MonkeyPatch, ti
     assert read_plan_metadata(new).tensorrt_version == "10.4.0"
 
 
-def test_working_size_and_precision_are_part_of_the_entry(fake_trt: StandInGpu, tiny_model_files: dict[str, Path],
+def test_working_size_and_precision_are_part_of_the_entry(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                                           tmp_path: Path) -> None:
     small = cached_plan(tiny_model_files["onnx"], working_size=(64, 48), cache_dir=tmp_path)
     large = cached_plan(tiny_model_files["onnx"], working_size=(128, 96), cache_dir=tmp_path)
@@ -139,14 +140,14 @@ def test_working_size_and_precision_are_part_of_the_entry(fake_trt: StandInGpu, 
     assert read_plan_metadata(fp32).precision == "fp32"
 
 
-def test_precision_must_fit_the_graph(fake_trt: StandInGpu, tiny_model_files: dict[str, Path],
+def test_precision_must_fit_the_graph(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                       tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="precision 'int8' needs a QDQ model"):
         cached_plan(tiny_model_files["onnx"], "int8", cache_dir=tmp_path)
     assert builds() == 0
 
 
-def test_qdq_model_builds_int8(fake_trt: StandInGpu, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+def test_qdq_model_builds_int8(fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
     from unetrt.export.quantize import quantize_onnx
 
     batches = [np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)]
@@ -155,7 +156,7 @@ def test_qdq_model_builds_int8(fake_trt: StandInGpu, tiny_model_files: dict[str,
     assert plan.name.startswith("tiny-int8-") and read_plan_metadata(plan).precision == "int8"
 
 
-def test_concurrent_first_runs_build_once(fake_trt: StandInGpu, tiny_model_files: dict[str, Path],
+def test_concurrent_first_runs_build_once(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     start = threading.Barrier(4)
     build = Builder.build_serialized_network
