@@ -24,6 +24,9 @@ In both, the INT32 bias dequantizations ONNX Runtime's quantizer writes are fold
 into FP32 constants first (TensorRT's DequantizeLinear takes INT8/FP8/INT4 only;
 it quantizes the bias itself).
 
+A weakly typed FP16 or INT8 build takes its input in FP16 (the logits stay FP32):
+the frame path's extract kernel writes half, and ``infer`` converts a float32 batch.
+
 On an integrated GPU (Jetson: one memory for CPU and GPU) the builder's workspace
 is capped by default (:func:`default_workspace_mib`), since TensorRT's default
 limit there is the whole system memory. ``dla_core`` puts the layers a DLA can
@@ -442,6 +445,10 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
         config.builder_optimization_level = options.opt_level
     # TensorRT 10 weak typing (removed in 11): allow FP16 (and INT8) kernels, but keep the logit head in FP32.
     builder_flags = configure_precision(config, network, options, strongly_typed)
+    if builder_flags and not strongly_typed:
+        # The first layers run in FP16 anyway: an FP16 input spares TensorRT a reformat layer, and the frame path's
+        # extract kernel writes half directly (a strongly typed network takes its input type from the graph).
+        image.dtype = trt.float16
     builder_flags += configure_dla(config, builder, options.dla_core, precision)
     if options.progress and hasattr(trt, "IProgressMonitor"):
         # IProgressMonitor is missing from the Python bindings of early TensorRT 10 releases.

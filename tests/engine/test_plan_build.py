@@ -36,6 +36,11 @@ def test_fp16_build_writes_plan_and_metadata(fake_trt: FakeGpu, tiny_model_files
     assert (metadata.gpu.name, metadata.precision) == (fake_trt.name, "fp16")
     assert metadata.plan_sha256 is not None and metadata.source_sha256 is not None
     assert builds() == 1
+    # Finding 8 (FP16 input): an FP16 plan takes half input, so no reformat layer; the logits stay FP32.
+    assert (metadata.input_dtype, metadata.output_dtype) == ("float16", "float32")
+    assert (fake.input_dtype, fake.output_dtype) == ("float16", "float32")
+    fp32 = build_engine(tiny_model_files["onnx"], plan, BuildOptions(progress=False))
+    assert (fp32.precision, fp32.input_dtype) == ("fp32", "float32")
 
 
 def test_foreign_timing_cache_warns_and_starts_fresh(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
@@ -167,3 +172,13 @@ def test_progress_monitor_bars_follow_the_phases(fake_trt: FakeGpu, tiny_model_f
                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan", BuildOptions(fp16=True, progress=True))
     assert builds() == 1  # the monitor answered True at every step: the build was not cancelled
+
+
+def test_fp16_graph_builds_strongly_typed_with_its_own_input_type(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    from unetrt.export.fp16 import convert_file
+
+    fp16_graph = convert_file(tiny_model_files["onnx"], tmp_path / "tiny.fp16.onnx")
+    metadata = build_engine(fp16_graph, tmp_path / "tiny.plan", BuildOptions(progress=False))
+    assert metadata.strongly_typed and metadata.precision == "fp16"
+    assert metadata.input_dtype == "float32" and metadata.build_options["builder_flags"] == []

@@ -108,9 +108,16 @@ class IProgressMonitor:
 
 @dataclass
 class Tensor:
+    """ITensor: an input's ``dtype`` may be set (weakly typed networks); ``graph_dtype`` is the ONNX graph's."""
+
     name: str
     shape: tuple[int, ...]
     dtype: Any  # the module's tensorrt.DataType member
+    graph_dtype: Any = None
+
+    def __post_init__(self) -> None:
+        if self.graph_dtype is None:
+            self.graph_dtype = self.dtype
 
 
 @dataclass
@@ -349,8 +356,8 @@ class Builder:
                                            zip(image.shape, profile[0], profile[2])):
             return None
         reduced = config.flags & {BuilderFlag.FP16, BuilderFlag.INT8}
-        if network.strongly_typed and reduced:
-            return None  # [TYPING]
+        if network.strongly_typed and (reduced or image.dtype != image.graph_dtype):
+            return None  # [TYPING]: no precision flags, and the I/O types are the graph's
         precision = _precision(network, config)
         dla_core = None
         if config.default_device_type == DeviceType.DLA:
@@ -427,7 +434,7 @@ def install_builder(module: types.ModuleType, gpu: Any, dla_cores: int = 2) -> t
         "Builder": bound, "OnnxParser": parser, "BuilderFlag": BuilderFlag, "DeviceType": DeviceType,
         "MemoryPoolType": MemoryPoolType, "NetworkDefinitionCreationFlag": NetworkDefinitionCreationFlag,
         "Dims4": Dims4, "IProgressMonitor": IProgressMonitor, "IHostMemory": HostMemory,
-        "float32": module.DataType.FLOAT,
+        "float32": module.DataType.FLOAT, "float16": module.DataType.HALF,
     }
     for name, value in names.items():
         setattr(module, name, value)
