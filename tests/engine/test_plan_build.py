@@ -182,3 +182,12 @@ def test_fp16_graph_builds_strongly_typed_with_its_own_input_type(fake_trt: Fake
     metadata = build_engine(fp16_graph, tmp_path / "tiny.plan", BuildOptions(progress=False))
     assert metadata.strongly_typed and metadata.precision == "fp16"
     assert metadata.input_dtype == "float32" and metadata.build_options["builder_flags"] == []
+
+
+def test_dla_plan_opens_on_its_core(fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    from unetrt.backends.tensorrt import TensorRTBackend
+
+    plan = tmp_path / "tiny.plan"
+    build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True, dla_core=1, progress=False))
+    with TensorRTBackend(plan) as backend:
+        assert backend._runtime.DLA_core == 1  # set before the plan was deserialised
