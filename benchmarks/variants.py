@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -148,8 +149,36 @@ def _torch() -> Any:
     return torch
 
 
+class _TorchGraph:
+    """A torch CUDA graph as :class:`unetrt.cuda.Graph` (torch replays on its current stream)."""
+
+    def __init__(self, graph: Any) -> None:
+        self._graph = graph
+
+    @classmethod
+    def capture(cls, torch: Any, enqueue: Callable[[], None]) -> _TorchGraph | None:
+        """Capture ``enqueue()``; None when torch refuses the capture."""
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                enqueue()
+        except RuntimeError:
+            return None
+        return cls(graph)
+
+    def launch(self, stream_handle: int) -> None:
+        """Replay (torch uses its current stream)."""
+        self._graph.replay()
+
+    def destroy(self) -> None:
+        """Free the graph's memory pool."""
+        self._graph.reset()
+
+
 class CudaGraphBackend:
-    """A PyTorch checkpoint replayed as a captured CUDA graph, one graph per input shape.
+    """A PyTorch checkpoint replayed as a captured CUDA graph, under unetrt's one graph policy
+    (:class:`unetrt.cuda.GraphCache`: the first call of a shape is the eager warm-up, the second is captured,
+    later calls replay; a new shape drops the graph; a failed capture runs that shape eagerly, with a warning).
 
     Implements the :class:`unetrt.backends.Backend` protocol, so ``Segmenter`` can use it.
 
@@ -172,6 +201,7 @@ class CudaGraphBackend:
 
     def __init__(self, path: str | Path, half: bool = False) -> None:
         torch = _torch()
+        from unetrt.cuda import GraphCache
         from unetrt.export.checkpoint import load_model
 
         if not torch.cuda.is_available():
@@ -181,43 +211,52 @@ class CudaGraphBackend:
         model, self.info = load_model(path, map_location="cuda")
         self._model: Any = model.to("cuda", self._dtype)
         self.device = f"cuda ({torch.cuda.get_device_name()})"
-        self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
+        self._graphs = GraphCache(lambda enqueue: _TorchGraph.capture(torch, enqueue), "the PyTorch model")
+        self._static_in: Any = None
+        self._static_out: Any = None
 
-    def capture(self, shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
-        """The (graph, static input, static output) for an input shape, captured on first use."""
+    def run(self, shape: tuple[int, ...]) -> Any:
+        """Run the model on the static input of ``shape`` (:meth:`static_input`) under the graph policy; the
+        output tensor (valid once the stream reaches it)."""
         if self._model is None:
             raise ValueError("this backend is closed; open a new one")
-        if shape not in self._graphs:
-            torch = self._torch
-            static_in = torch.zeros(shape, device="cuda", dtype=self._dtype)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
+        torch = self._torch
+
+        def enqueue() -> None:
             with torch.inference_mode():
-                # Warm-up on a side stream before capture, as torch.cuda.graphs requires (cuDNN autotuning).
+                if torch.cuda.is_current_stream_capturing():
+                    self._static_out = self._model(self._static_in)
+                    return
+                # Eager runs go on a side stream, as torch.cuda.graphs requires of the warm-up before capture.
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
-                    for _ in range(3):
-                        self._model(static_in)
+                    self._static_out = self._model(self._static_in)
                 torch.cuda.current_stream().wait_stream(side)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    static_out = self._model(static_in)
-            self._graphs[shape] = (graph, static_in, static_out)
-        return self._graphs[shape]
+
+        self._graphs.run(shape, torch.cuda.current_stream().cuda_stream, enqueue)
+        return self._static_out
+
+    def static_input(self, shape: tuple[int, ...]) -> Any:
+        """The device tensor that :meth:`run` reads for ``shape`` (made anew when the shape changes)."""
+        if self._static_in is None or tuple(self._static_in.shape) != shape:
+            self._graphs.invalidate()
+            self._static_in = self._torch.zeros(shape, device="cuda", dtype=self._dtype)
+        return self._static_in
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """N x C x H x W float32 -> N x K x h x w float32 logits (host to host)."""
         from unetrt.backends import check_batch
 
         batch = check_batch(batch, self.info)
-        graph, static_in, static_out = self.capture(tuple(batch.shape))
-        static_in.copy_(self._torch.from_numpy(batch))
-        graph.replay()
-        return static_out.float().cpu().numpy()  # type: ignore[no-any-return,unused-ignore]
+        shape = tuple(int(d) for d in batch.shape)
+        self.static_input(shape).copy_(self._torch.from_numpy(batch))
+        return self.run(shape).float().cpu().numpy()  # type: ignore[no-any-return,unused-ignore]
 
     def close(self) -> None:
         """Drop graphs and model and return cached GPU memory (idempotent)."""
         self._graphs.clear()
-        self._model = None
+        self._model = self._static_in = self._static_out = None
         self._torch.cuda.empty_cache()
 
     def __enter__(self) -> CudaGraphBackend:
@@ -316,9 +355,8 @@ class TorchDeviceRunner:
         self._torch = torch
         if variant.cuda_graphs:
             self._graph_backend: CudaGraphBackend | None = CudaGraphBackend(model_path, half=variant.half)
-            graph, static_in, _ = self._graph_backend.capture(tuple(batch.shape))
-            static_in.copy_(torch.from_numpy(batch))
-            self._graph = graph
+            self._shape = tuple(int(d) for d in batch.shape)
+            self._graph_backend.static_input(self._shape).copy_(torch.from_numpy(batch))
             self.device = self._graph_backend.device
             self.threads = None
             return
@@ -339,7 +377,8 @@ class TorchDeviceRunner:
     def step(self) -> None:
         """One forward pass (enqueued, on a GPU)."""
         if self._graph_backend is not None:
-            self._graph.replay()
+            # Step 1 is the eager warm-up, step 2 captures, later steps replay (the runner's warm-up steps).
+            self._graph_backend.run(self._shape)
             return
         with self._torch.inference_mode():
             self._model(self._input)

@@ -586,8 +586,9 @@ py::array resize_bilinear_u8(const py::array& image, py::array out, int threads)
     return out;
 }
 
-#if !defined(UNETRT_EMULATED_CUDA)
 // ---------------------------------------------------------------- CUDA entry points (device pointers)
+// In the emulated module, device pointers are host addresses (the tests' fake GPU memory) and the launchers run the
+// emulated kernels at once; the argument checks and the stream plumbing are the CUDA build's.
 
 DType parse_dtype_name(const std::string& name, const char* what) {
     if (name == "uint8") return DType::u8;
@@ -641,6 +642,18 @@ void require_device_pointer(uintptr_t ptr, int64_t align, const char* what) {
 
 void check_launch(int err, const char* what) {
     if (err != 0) cuda_fail(static_cast<cudaError_t>(err), what);
+}
+#elif defined(UNETRT_EMULATED_CUDA)
+void require_device() {}
+
+void require_device_pointer(uintptr_t ptr, int64_t align, const char* what) {
+    if (ptr == 0) fail(cat(what, " is a null pointer"));
+    if (ptr % static_cast<uintptr_t>(align) != 0)
+        fail(cat(what, " must be aligned to ", align, " bytes, got address ", ptr));
+}
+
+void check_launch(int err, const char* what) {
+    if (err != 0) throw std::runtime_error(cat(what, ": the emulated launch failed with cudaError ", err));
 }
 #else
 constexpr bool kCudaBuilt = false;
@@ -783,8 +796,6 @@ void resize_bilinear_u8_cuda(uintptr_t image_ptr, std::array<int64_t, 3> image_s
                                                  reinterpret_cast<void*>(stream)),
                  "resize_bilinear_u8_cuda launch failed");
 }
-
-#endif  // !UNETRT_EMULATED_CUDA
 
 #if defined(UNETRT_EMULATED_CUDA)
 // ---------------------------------------------------------------- the emulator's write log
@@ -942,7 +953,10 @@ Raises:
 Example:
     >>> small = resize_bilinear_u8(frame, np.empty((192, 256, 3), np.uint8))  # doctest: +SKIP)doc");
 
-#if !defined(UNETRT_EMULATED_CUDA)
+#if defined(UNETRT_EMULATED_CUDA)
+    m.def("launched_streams", &unetrt::take_launched_streams,
+          R"doc(The stream of every emulated kernel launch since the last call, in order (and forget them).)doc");
+#endif
     m.def("extract_tiles_cuda", &extract_tiles_cuda, py::arg("image_ptr"), py::arg("image_hw"), py::arg("channels"),
           py::arg("image_strides"), py::arg("image_dtype"), py::arg("out_ptr"), py::arg("out_shape"),
           py::arg("out_dtype"), py::kw_only(), py::arg("origin"), py::arg("step"), py::arg("grid"),
@@ -992,5 +1006,4 @@ Raises:
 
 Raises:
     ValueError: on bad shapes or pointers. RuntimeError: without a CUDA device or on launch failure.)doc");
-#endif
 }

@@ -12,6 +12,8 @@
 #endif
 
 #include <cstdint>
+#include <mutex>
+#include <vector>
 
 #define __global__
 #define __device__
@@ -70,4 +72,27 @@ int emulated_launch(const dim3& grid, const dim3& block, void (*kernel)(Params..
     return kSuccess;
 }
 
+// The stream of every emulated launch, in order (read and cleared by unetrt._tiling_emu.launched_streams()).
+struct StreamLog {
+    std::mutex mutex;
+    std::vector<uintptr_t> streams;
+};
+
+inline StreamLog& stream_log() {
+    static StreamLog log;
+    return log;
+}
+
 }  // namespace cuda_emulation
+
+// What `kernel<<<grid, block, 0, stream>>>(args...)` is in tiling_cuda.cu: here the stream is recorded and the
+// kernel runs at once (the emulation has one timeline; the fake driver of the tests orders work per stream).
+template <typename... Params, typename... Args>
+int launch_on_stream(const dim3& grid, const dim3& block, void* stream, void (*kernel)(Params...), Args... args) {
+    {
+        cuda_emulation::StreamLog& log = cuda_emulation::stream_log();
+        std::lock_guard<std::mutex> lock(log.mutex);
+        log.streams.push_back(reinterpret_cast<uintptr_t>(stream));
+    }
+    return cuda_emulation::emulated_launch(grid, block, kernel, args...);
+}

@@ -12,13 +12,6 @@
 namespace UNETRT_NAMESPACE {
 namespace {
 
-struct EmulatedLaunch {
-    template <typename... Params, typename... Args>
-    int operator()(const LaunchConfig& c, void (*kernel)(Params...), Args... args) {
-        return cuda_emulation::emulated_launch(c.grid, c.block, kernel, args...);
-    }
-};
-
 struct WriteLog {
     std::mutex mutex;
     std::atomic<bool> recording{false};  // read without the lock on every store
@@ -66,29 +59,37 @@ WriteCounts stop_recording() {
     return std::move(log.counts);
 }
 
-int extract_tiles_cuda(const ImageView& image, void* out, DType out_dtype, const ExtractParams& params, void*) {
-    EmulatedLaunch launch;
+std::vector<uintptr_t> take_launched_streams() {
+    cuda_emulation::StreamLog& log = cuda_emulation::stream_log();
+    std::lock_guard<std::mutex> lock(log.mutex);
+    std::vector<uintptr_t> streams;
+    streams.swap(log.streams);
+    return streams;
+}
+
+int extract_tiles_cuda(const ImageView& image, void* out, DType out_dtype, const ExtractParams& params, void* stream) {
+    StreamLaunch launch{stream};
     return launch_extract(image, out, out_dtype, params, launch);
 }
 
-int stitch_tiles_cuda(const void* tiles, float* acc, float* weight, const StitchParams& params, void*) {
-    EmulatedLaunch launch;
+int stitch_tiles_cuda(const void* tiles, float* acc, float* weight, const StitchParams& params, void* stream) {
+    StreamLaunch launch{stream};
     return launch_stitch(tiles, acc, weight, params, launch);
 }
 
-int finish_cuda(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, void*) {
-    EmulatedLaunch launch;
+int finish_cuda(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, void* stream) {
+    StreamLaunch launch{stream};
     return launch_finish(acc, weight, mask, params, launch);
 }
 
 int finish_resized_cuda(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
-                        const FinishResizedParams& params, void*) {
-    EmulatedLaunch launch;
+                        const FinishResizedParams& params, void* stream) {
+    StreamLaunch launch{stream};
     return launch_finish_resized(scores, weight, mask, probabilities, params, launch);
 }
 
-int resize_bilinear_u8_cuda(const uint8_t* in, uint8_t* out, const ResizeParams& params, void*) {
-    EmulatedLaunch launch;
+int resize_bilinear_u8_cuda(const uint8_t* in, uint8_t* out, const ResizeParams& params, void* stream) {
+    StreamLaunch launch{stream};
     return launch_resize_u8(in, out, params, launch);
 }
 

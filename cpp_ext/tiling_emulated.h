@@ -24,4 +24,7 @@ struct WriteCounts {
 void start_recording(std::vector<Region> regions);
 WriteCounts stop_recording();
 
+// The stream of every emulated launch since the last call, in order; forgets them.
+std::vector<uintptr_t> take_launched_streams();
+
 }  // namespace UNETRT_NAMESPACE

@@ -4,7 +4,9 @@
 // emulation. The kernels use no shared memory, barriers, atomics or warp intrinsics, so the emulation is exact.
 //
 // Before including this header, the including file provides __half, __half2float, __float2half_rn, dim3,
-// threadIdx, blockIdx, blockDim and gridDim (cuda_fp16.h and the CUDA runtime, or cuda_emulation.h).
+// threadIdx, blockIdx, blockDim and gridDim (cuda_fp16.h and the CUDA runtime, or cuda_emulation.h), and
+// launch_on_stream(grid, block, stream, kernel, args...) -> error code: the one line that differs, `<<<>>>` on a
+// GPU or the emulated loop (which also records the stream, so the tests see which stream every launch got).
 #pragma once
 
 #include "tiling.h"
@@ -21,6 +23,16 @@ struct LaunchConfig {
     dim3 grid, block;
     int64_t y_begin;
     bool empty;  // nothing to do: launch nothing
+};
+
+// The Launch policy of both builds: every kernel of one call goes on the caller's stream.
+struct StreamLaunch {
+    void* stream;
+
+    template <typename... Params, typename... Args>
+    int operator()(const LaunchConfig& c, void (*kernel)(Params...), Args... args) {
+        return launch_on_stream(c.grid, c.block, stream, kernel, args...);
+    }
 };
 
 template <typename T>

@@ -119,6 +119,11 @@ class CudaKernels(Protocol):
         """See ``unetrt._tiling.stitch_tiles_cuda``."""
         ...
 
+    def finish_cuda(self, acc_ptr: int, acc_shape: tuple[int, ...], weight_ptr: int, mask_ptr: int, *,
+                    binary: bool, threshold: float, write_logits: bool, stream: int) -> None:
+        """See ``unetrt._tiling.finish_cuda``."""
+        ...
+
     def finish_resized_cuda(self, scores_ptr: int, scores_shape: tuple[int, ...], scores_dtype: str, mask_ptr: int,
                             mask_hw: tuple[int, int], *, rect: tuple[int, int, int, int], weight_ptr: int,
                             binary: bool, threshold: float, probabilities_ptr: int, stream: int) -> None:
@@ -359,12 +364,17 @@ class CudaDevice:
                                        first=first, mode=mode, window_y_ptr=0 if window_y is None else window_y.ptr,
                                        window_x_ptr=0 if window_x is None else window_x.ptr, stream=self.stream)
 
-    def finish(self, scores: CudaBuffer, mask: CudaBuffer, probabilities: CudaBuffer | None, *,
+    def finish(self, scores: CudaBuffer, mask: CudaBuffer | None, probabilities: CudaBuffer | None, *,
                rect: tuple[int, int, int, int], weight: CudaBuffer | None, binary: bool) -> None:
-        """See :meth:`unetrt.device.Device.finish`."""
-        self.kernels.finish_resized_cuda(scores.ptr, scores.shape, scores.dtype_name, mask.ptr,
-                                         (mask.shape[0], mask.shape[1]), rect=rect,
-                                         weight_ptr=0 if weight is None else weight.ptr, binary=binary,
+        """See :meth:`unetrt.device.Device.finish`: a weight divides the accumulator in place first, once per
+        source pixel (``finish_cuda`` with ``write_logits``)."""
+        if weight is not None:
+            self.kernels.finish_cuda(scores.ptr, scores.shape, weight.ptr, 0, binary=binary, threshold=0.0,
+                                     write_logits=True, stream=self.stream)
+        out = mask if mask is not None else probabilities
+        assert out is not None  # the frame path asks for a mask, probabilities or both
+        self.kernels.finish_resized_cuda(scores.ptr, scores.shape, scores.dtype_name, 0 if mask is None else mask.ptr,
+                                         (out.shape[-2], out.shape[-1]), rect=rect, weight_ptr=0, binary=binary,
                                          threshold=0.0, probabilities_ptr=0 if probabilities is None else
                                          probabilities.ptr, stream=self.stream)
 

@@ -105,10 +105,15 @@ class Device(Protocol[BufferT]):
         """Add tile outputs into a K x H x W accumulator (``unetrt._tiling.stitch_tiles``)."""
         ...
 
-    def finish(self, scores: BufferT, mask: BufferT, probabilities: BufferT | None, *,
+    def finish(self, scores: BufferT, mask: BufferT | None, probabilities: BufferT | None, *,
                rect: tuple[int, int, int, int], weight: BufferT | None, binary: bool) -> None:
         """Resize ``rect`` of K x h x w scores bilinearly to the mask's size, fused with argmax (threshold 0 when
-        binary) and optional softmax/sigmoid probabilities (``unetrt._tiling.finish_resized``)."""
+        binary) and optional softmax/sigmoid probabilities (``unetrt._tiling.finish_resized``); without a mask,
+        the probabilities alone at their own size.
+
+        With a ``weight`` (blended tiles), the scores are the float32 stitch accumulator and are divided by it in
+        place first, once per source pixel (``unetrt._tiling.finish`` with ``write_logits``), not at every
+        bilinear tap of every class."""
         ...
 
     def download(self, buffer: BufferT) -> np.ndarray:
@@ -255,12 +260,17 @@ class HostDevice:
         _tiling.stitch_tiles(tiles, acc, weight, origin=origin, step=step, grid=grid, first=first, mode=mode,
                              window_y=window_y, window_x=window_x, threads=self.threads_for(acc.size))
 
-    def finish(self, scores: np.ndarray, mask: np.ndarray, probabilities: np.ndarray | None, *,
+    def finish(self, scores: np.ndarray, mask: np.ndarray | None, probabilities: np.ndarray | None, *,
                rect: tuple[int, int, int, int], weight: np.ndarray | None, binary: bool) -> None:
         """See :meth:`Device.finish`."""
-        written = mask.size * (scores.shape[0] if probabilities is None else 2 * scores.shape[0])
-        _tiling.finish_resized(scores, mask, rect=rect, weight=weight, binary=binary, threshold=0.0,
-                               probabilities=probabilities, threads=self.threads_for(written))
+        if weight is not None:
+            _tiling.finish(scores, weight, write_logits=True, threads=self.threads_for(scores.size))
+        out = mask if mask is not None else probabilities
+        assert out is not None  # the frame path asks for a mask, probabilities or both
+        pixels = out.shape[-2] * out.shape[-1]
+        written = pixels * (scores.shape[0] if probabilities is None else 2 * scores.shape[0])
+        _tiling.finish_resized(scores, mask, rect=rect, binary=binary, threshold=0.0, probabilities=probabilities,
+                               threads=self.threads_for(written))
 
     def download(self, buffer: np.ndarray) -> np.ndarray:
         """See :meth:`Device.download` (host buffers are returned as they are)."""

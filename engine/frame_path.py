@@ -21,6 +21,8 @@ from .model_info import ModelInfo
 from .preprocessing import check_frame, frame_scale, frame_to_model_channels
 from .tiling import BLEND_MODES, TileGrid, blend_window, extract_call, plan_whole, tile_runs
 
+PROBABILITY_SIZES = ("frame", "working")
+
 
 @dataclass
 class PathResult:
@@ -28,7 +30,7 @@ class PathResult:
 
     Attributes:
         mask: H x W uint8 class ids at the frame's size.
-        probabilities: K x H x W float32 at the frame's size, when asked for.
+        probabilities: K x H x W float32 at the frame's size (or the working size, when asked so), when asked for.
         timings_ms: 'preprocess' (resize and extract), 'inference' (network), 'postprocess' (stitch, finish,
             download), shared evenly by the frames of one call.
     """
@@ -120,13 +122,15 @@ class FramePath(Generic[BufferT]):
         return frame_hw if work is None else (work[1], work[0])
 
     def run(self, frames: Sequence[np.ndarray], grid: TileGrid, probabilities: bool,
-            batch_size: int = 4) -> list[PathResult]:
+            batch_size: int = 4, probabilities_size: str = "frame") -> list[PathResult]:
         """Masks (and probabilities) at the frames' size.
 
         Args:
             frames: checked frames (:func:`unetrt.preprocessing.check_frame`) of one size, dtype and layout.
             grid: the tile grid for the working-size image (:meth:`work_hw`).
             probabilities: also return per-class probabilities.
+            probabilities_size: 'frame' (the mask's size) or 'working' (the working size: 11 classes of a 1080p
+                frame are 91 MB at the frame's size, 2 MB at 256 x 192).
             batch_size: tiles per network call (the backend's ``max_batch``); frames taken whole go through
                 together when it allows.
 
@@ -139,6 +143,8 @@ class FramePath(Generic[BufferT]):
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if probabilities_size not in PROBABILITY_SIZES:
+            raise ValueError(f"probabilities_size must be one of {PROBABILITY_SIZES}, got {probabilities_size!r}")
         start = time.perf_counter()
         first = frames[0]
         if any(f.shape != first.shape or f.dtype != first.dtype for f in frames):
@@ -155,7 +161,8 @@ class FramePath(Generic[BufferT]):
             count, classes = len(frames), info.num_classes
             buffers = self._buffers_for(grid, count, batch_size)
             masks = device.output((count, *frame_hw), np.dtype(np.uint8), ("mask", count, frame_hw))
-            probs = (device.output((count, classes, *frame_hw), np.dtype(np.float32), ("probs", count, frame_hw))
+            probs_hw = work_hw if probabilities_size == "working" else frame_hw
+            probs = (device.output((count, classes, *probs_hw), np.dtype(np.float32), ("probs", count, probs_hw))
                      if probabilities else None)
             normalisation = extract_normalisation(images[0], info)
             marks: dict[str, float] = {}
@@ -163,7 +170,7 @@ class FramePath(Generic[BufferT]):
             def enqueue() -> None:
                 self._enqueue(prepared, grid, buffers, masks, probs, normalisation, marks)
 
-            device.launch(("frames", first.shape, first.dtype.str, grid, count, probabilities), enqueue)
+            device.launch(("frames", first.shape, first.dtype.str, grid, count, probabilities, probs_hw), enqueue)
             host_masks = device.download(masks)
             host_probs = None if probs is None else device.download(probs)
             device.synchronize()
@@ -204,7 +211,7 @@ class FramePath(Generic[BufferT]):
 
     def _enqueue(self, images: Sequence[BufferT], grid: TileGrid, buffers: _Buffers[BufferT], masks: BufferT,
                  probs: BufferT | None, normalisation: dict[str, Any], marks: dict[str, float]) -> None:
-        device, binary = self.device, self.info.binary
+        device = self.device
         jobs = [(frame, tile) for frame in range(len(images)) for tile in range(grid.count)]
         whole = grid.count == 1
         if not whole:
@@ -229,9 +236,8 @@ class FramePath(Generic[BufferT]):
                 margin_y, margin_x = grid.output_origin
                 rect = (-margin_y, -margin_x, *grid.image_hw)
                 for index, (frame, _) in enumerate(chunk):
-                    device.finish(device.item(outputs, index), device.item(masks, frame),
-                                  None if probs is None else device.item(probs, frame), rect=rect, weight=None,
-                                  binary=binary)
+                    self._finish(device.item(outputs, index), device.item(masks, frame),
+                                 None if probs is None else device.item(probs, frame), rect, None)
                 continue
             for index, (_, tile) in enumerate(chunk):
                 row, col = divmod(tile, cols)
@@ -250,10 +256,20 @@ class FramePath(Generic[BufferT]):
             return
         assert buffers.acc is not None
         for frame in range(len(images)):
-            device.finish(device.item(buffers.acc, frame), device.item(masks, frame),
-                          None if probs is None else device.item(probs, frame), rect=(0, 0, *grid.image_hw),
-                          weight=None if buffers.weight is None else device.item(buffers.weight, frame),
-                          binary=binary)
+            self._finish(device.item(buffers.acc, frame), device.item(masks, frame),
+                         None if probs is None else device.item(probs, frame), (0, 0, *grid.image_hw),
+                         None if buffers.weight is None else device.item(buffers.weight, frame))
+
+    def _finish(self, scores: BufferT, mask: BufferT, probs: BufferT | None, rect: tuple[int, int, int, int],
+                weight: BufferT | None) -> None:
+        """The mask, and the probabilities in the same pass when they share its size, else in a second one."""
+        device, binary = self.device, self.info.binary
+        if probs is None or device.shape(probs)[1:] == device.shape(mask):
+            device.finish(scores, mask, probs, rect=rect, weight=weight, binary=binary)
+            return
+        device.finish(scores, mask, None, rect=rect, weight=weight, binary=binary)
+        # The first pass divided the scores by the weight in place.
+        device.finish(scores, None, probs, rect=rect, weight=None, binary=binary)
 
     def _check_outputs(self, shape: tuple[int, ...], count: int, grid: TileGrid) -> None:
         expected = (count, self.info.num_classes, *grid.output_hw)

@@ -15,7 +15,7 @@ import numpy as np
 from .backends import Backend, open_backend
 from .backends.base import DeviceBackend
 from .device import Device, HostDevice
-from .frame_path import FramePath
+from .frame_path import PROBABILITY_SIZES, FramePath
 from .geometry import legal_sizes
 from .model_info import ModelInfo, check_working_size
 from .postprocess import BinaryCleanup
@@ -171,13 +171,17 @@ class Segmenter:
             width, height = self.info.working_size
             self.segment(np.zeros((height, width, 3), np.uint8))
 
-    def segment(self, frame: np.ndarray, probabilities: bool | None = None) -> SegmentationResult:
+    def segment(self, frame: np.ndarray, probabilities: bool | None = None,
+                probabilities_size: str = "frame") -> SegmentationResult:
         """Segment one frame.
 
         Args:
             frame: HxW gray, HxWx3 BGR or HxWx4 BGRA; uint8, uint16 (full range) or float32/float64 in [0, 1];
                 any size.
             probabilities: override the constructor's choice for this call.
+            probabilities_size: 'frame' (default) or 'working': probabilities at the working size, where the
+                network saw the frame (far less memory and transfer for large frames; the mask stays at the
+                frame's size).
 
         Returns:
             The mask at the frame's size, optional probabilities and timings.
@@ -185,16 +189,23 @@ class Segmenter:
         Raises:
             ValueError: on a wrong dtype, value range, channel count or an empty frame.
         """
-        return self.segment_batch([frame], probabilities)[0]
+        return self.segment_batch([frame], probabilities, probabilities_size)[0]
 
     def segment_batch(
-        self, frames: Sequence[np.ndarray], probabilities: bool | None = None
+        self, frames: Sequence[np.ndarray], probabilities: bool | None = None, probabilities_size: str = "frame"
     ) -> list[SegmentationResult]:
         """Segment several frames; frames of equal size go through the network as one batch.
 
         Raises:
-            ValueError: when any frame is malformed (the message names its index).
+            ValueError: when any frame is malformed (the message names its index), or on an unknown
+                ``probabilities_size`` ('frame' or 'working'; 'working' not with a cleanup, which needs them at the
+                frame's size).
         """
+        if probabilities_size not in PROBABILITY_SIZES:
+            raise ValueError(f"probabilities_size must be one of {PROBABILITY_SIZES}, got {probabilities_size!r}")
+        if probabilities_size == "working" and self.cleanup is not None:
+            raise ValueError("probabilities_size='working' does not go with a cleanup, which needs the "
+                             "probabilities at the frame's size; use 'frame'")
         want_probs = self.probabilities if probabilities is None else probabilities
         checked = []
         for index, frame in enumerate(frames):
@@ -207,7 +218,8 @@ class Segmenter:
             groups.setdefault((frame.shape, frame.dtype.str), []).append(index)
         results: list[SegmentationResult | None] = [None] * len(checked)
         for indices in groups.values():
-            for index, result in zip(indices, self._segment_same_size([checked[i] for i in indices], want_probs)):
+            same_size = [checked[i] for i in indices]
+            for index, result in zip(indices, self._segment_same_size(same_size, want_probs, probabilities_size)):
                 results[index] = result
         return [r for r in results if r is not None]
 
@@ -242,14 +254,15 @@ class Segmenter:
             raise ValueError(f"backend accepts at most {side} px, less than any legal input of this model")
         return sizes[-1]
 
-    def _segment_same_size(self, frames: list[np.ndarray], want_probs: bool) -> list[SegmentationResult]:
+    def _segment_same_size(self, frames: list[np.ndarray], want_probs: bool,
+                           probabilities_size: str) -> list[SegmentationResult]:
         start = time.perf_counter()
         grid = self.tile_grid(*self._path.work_hw((frames[0].shape[0], frames[0].shape[1])))
         # Without a batch limit equal whole frames share one network call; tiles go in batches of 4 so that a
         # large frame's tiles never sit in memory all at once.
         batch = len(frames) if grid.count == 1 and self.backend.max_batch is None else self.backend.max_batch or 4
         cleanup = self.cleanup
-        results = self._path.run(frames, grid, want_probs or cleanup is not None, batch)
+        results = self._path.run(frames, grid, want_probs or cleanup is not None, batch, probabilities_size)
         masks = [r.mask for r in results]
         if cleanup is not None:
             masks = [cleanup.apply(r.probabilities[0], cleanup.threshold)  # type: ignore[index]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 from kernel_cases import finish_cases
 from tiling_reference import finish_resized_reference, resize_u8_reference
 
-from unetrt import _tiling
+from unetrt import _tiling, _tiling_emu
 
 SETTINGS = settings(max_examples=120, deadline=None, derandomize=True)
 
@@ -215,3 +217,20 @@ def test_new_cuda_entry_points_check_arguments_first() -> None:
             _tiling.finish_resized_cuda(1024, (3, 8, 10), "float32", 4096, (16, 20), rect=RECT)
         with pytest.raises(RuntimeError, match="CUDA"):
             _tiling.resize_bilinear_u8_cuda(1024, (10, 12, 3), 4096, (5, 6))
+
+
+@pytest.mark.parametrize("module", [_tiling, _tiling_emu], ids=["cpu", "emulated"])
+def test_normalising_once_equals_dividing_at_every_tap(module: Any) -> None:
+    """The frame path divides the accumulator by the blend weight once per source pixel (finish with write_logits)
+    and resizes the result; that is bit for bit what finish_resized computes with the weight at every tap."""
+    rng = np.random.default_rng(5)
+    scores = rng.standard_normal((4, 23, 31)).astype(np.float32)
+    weight = rng.uniform(0.05, 3, (23, 31)).astype(np.float32)
+    per_tap_mask, per_tap_probs = np.empty((50, 70), np.uint8), np.empty((4, 50, 70), np.float32)
+    module.finish_resized(scores, per_tap_mask, rect=(2, 3, 19, 26), weight=weight, probabilities=per_tap_probs)
+    normalised = scores.copy()
+    module.finish(normalised, weight, write_logits=True)
+    once_mask, once_probs = np.empty_like(per_tap_mask), np.empty_like(per_tap_probs)
+    module.finish_resized(normalised, once_mask, rect=(2, 3, 19, 26), probabilities=once_probs)
+    assert np.array_equal(per_tap_mask, once_mask)
+    assert np.array_equal(per_tap_probs.view(np.uint32), once_probs.view(np.uint32))

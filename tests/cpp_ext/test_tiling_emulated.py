@@ -191,3 +191,29 @@ def test_emulated_module_checks_input_as_the_cpu_one() -> None:
     with pytest.raises(ValueError, match="out of range"):
         _tiling_emu.extract_tiles(np.zeros((4, 4), np.uint8), np.empty((2, 1, 2, 2), np.float32), origin=(0, 0),
                                   step=(2, 2), grid=(1, 1))
+
+
+def test_pointer_entry_points_pass_the_stream_to_every_launch() -> None:
+    """The *_cuda entry points of the emulated module check their arguments as the CUDA build does and hand the
+    stream to the shared launch policy (StreamLaunch in tiling_kernels.cuh), which the `<<<>>>` build uses too:
+    the emulation records the stream of each launch."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    expected, out = np.empty((1, 3, 20, 30), np.float16), np.empty((1, 3, 20, 30), np.float16)
+    geometry = {"origin": (0, 0), "step": (20, 30), "grid": (1, 1), "swap_rb": True, "scale": 1 / 255}
+    _tiling.extract_tiles(image, expected, **geometry)
+    _tiling_emu.launched_streams()
+    _tiling_emu.extract_tiles_cuda(image.ctypes.data, (20, 30), 3, image.strides, "uint8", out.ctypes.data,
+                                   out.shape, "float16", stream=0xABC0, **geometry)
+    mask = np.empty((40, 60), np.uint8)
+    scores = rng.standard_normal((3, 20, 30)).astype(np.float32)
+    _tiling_emu.finish_resized_cuda(scores.ctypes.data, scores.shape, "float32", mask.ctypes.data, mask.shape,
+                                    rect=(0, 0, 20, 30), stream=0xDEF0)
+    assert _tiling_emu.launched_streams() == [0xABC0, 0xDEF0]
+    assert same_bits(out, expected)
+    reference = np.empty_like(mask)
+    _tiling.finish_resized(scores, reference, rect=(0, 0, 20, 30))
+    assert np.array_equal(mask, reference)
+    with pytest.raises(ValueError, match="aligned"):
+        _tiling_emu.extract_tiles_cuda(image.ctypes.data, (20, 30), 3, image.strides, "uint8", out.ctypes.data + 1,
+                                       out.shape, "float16", **geometry)

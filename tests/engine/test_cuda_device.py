@@ -23,7 +23,7 @@ from unetrt import _tiling, _tiling_emu
 from unetrt.backends import open_backend
 from unetrt.backends.base import DeviceBackend, network_output_shape
 from unetrt.cuda_device import CudaDevice
-from unetrt.device import HostDevice
+from unetrt.device import HostDevice, resize_frame
 from unetrt.frame_path import FramePath
 from unetrt.tiling import plan_tiles, plan_whole
 
@@ -117,6 +117,25 @@ def test_cuda_device_equals_host_device(fake_gpu: tuple[RuntimeBackend, FakeGpu,
             assert want.probabilities is not None and have.probabilities is not None
             assert np.array_equal(want.probabilities, have.probabilities)
     assert plan_tiles((70, 100), 32, 8, "same", 3).shift != (0, 0)
+
+
+def test_blend_weight_divides_each_source_pixel_once(fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
+    """Finding 10: the blend weight divides the K x H x W accumulator once per source pixel (finish with
+    write_logits), and the resize reads the normalised scores (no weight, so no division at each of the 4 x K
+    taps per output pixel); the masks and probabilities stay the host path's bit for bit."""
+    backend, _, device = fake_gpu
+    grid = plan_tiles((70, 100), 32, 8, "same", 3)
+    batch = frames(1, (70, 100, 3))
+    want = FramePath(HostDevice(backend.inner.infer), backend.info).run(batch, grid, True)[0]
+    have = FramePath(device, backend.info).run(batch, grid, True)[0]
+    assert np.array_equal(want.mask, have.mask)
+    assert want.probabilities is not None and have.probabilities is not None
+    assert np.array_equal(want.probabilities.view(np.uint32), have.probabilities.view(np.uint32))
+    kernels = device.kernels
+    assert isinstance(kernels, FakeKernels)
+    assert [name for name, _ in kernels.calls] == ["finish", "finish_resized"]
+    assert kernels.calls[0][1]["write_logits"] and kernels.calls[0][1]["mask_ptr"] == 0
+    assert kernels.calls[1][1]["weight_ptr"] == 0
 
 
 def test_allocates_in_the_primary_context_the_runtime_made_current(
@@ -272,10 +291,17 @@ def test_device_of_the_backend_is_used(tiny_model_files: dict[str, Path], monkey
 
 
 def test_kernels_run_on_the_backend_stream(fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
+    """Finding 12: the stream argument reaches every launch; with the emulated module the launchers' own stream
+    plumbing (tiling_kernels.cuh's StreamLaunch, as the `<<<>>>` build uses it) records each launch's stream."""
     backend, _, device = fake_gpu
-    FramePath(device, backend.info).run(frames(1, (70, 100, 3)), plan_tiles((70, 100), 32, 8, "same", 3), False)
     kernels = device.kernels
-    assert isinstance(kernels, FakeKernels) and set(kernels.streams) == {backend.stream}
+    assert isinstance(kernels, FakeKernels)
+    _tiling_emu.launched_streams()
+    FramePath(device, backend.info).run(frames(1, (70, 100, 3)), plan_tiles((70, 100), 32, 8, "same", 3), False)
+    assert set(kernels.streams) == {backend.stream}
+    launched = _tiling_emu.launched_streams()
+    if kernels.pointers:
+        assert len(launched) >= 4 and set(launched) == {backend.stream}
 
 
 def test_without_pycuda_a_runtime_backend_takes_the_host_path_with_a_warning(
@@ -405,3 +431,35 @@ def test_fp16_input_engine_gets_half_tiles_from_the_extract_kernel(
         assert np.array_equal(want.mask, have.mask)
         assert want.probabilities is not None and have.probabilities is not None
         np.testing.assert_allclose(want.probabilities, have.probabilities, atol=1e-6)
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "whole"])
+def test_probabilities_at_the_working_size(fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice], blend: str) -> None:
+    """Finding 9: probabilities can come back at the working size (a fraction of the frame-size transfer); they are
+    the probabilities of the working-size image, on the host and the GPU path alike, and the mask is unchanged."""
+    from dataclasses import replace
+
+    backend, gpu, device = fake_gpu
+    info = replace(backend.info, working_size=(64, 48))
+    frame = frames(1, (90, 120, 3))
+    grid = plan_whole(48, 64, "same", 3) if blend == "whole" else plan_tiles((48, 64), 32, 8, "same", 3)
+    host = FramePath(HostDevice(backend.inner.infer), info)
+    # Each path's own working-size image: OpenCV's resize on the host, the resize kernel on the GPU.
+    for path, small in ((host, resize_frame(frame[0], (48, 64))), (FramePath(device, info), _resized(frame[0]))):
+        reference = host.run([small], grid, True)[0]
+        full = path.run(frame, grid, True)[0]
+        gpu.log.clear()
+        result = path.run(frame, grid, True, probabilities_size="working")[0]
+        assert result.probabilities is not None and result.probabilities.shape == (3, 48, 64)
+        assert reference.probabilities is not None
+        # within float rounding: the emulated and CPU kernels may differ in the last bit of a blended sum
+        np.testing.assert_allclose(result.probabilities, reference.probabilities, rtol=0, atol=1e-6)
+        assert np.array_equal(result.mask, full.mask) and result.mask.shape == (90, 120)
+    with pytest.raises(ValueError, match="probabilities_size"):
+        host.run(frame, grid, True, probabilities_size="half")
+
+
+def _resized(frame: np.ndarray) -> np.ndarray:
+    out = np.empty((48, 64, frame.shape[2]), np.uint8)
+    _tiling.resize_bilinear_u8(frame, out)
+    return out
