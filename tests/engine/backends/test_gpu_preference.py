@@ -52,11 +52,6 @@ def test_onnx_file_runs_on_tensorrt_first(tensorrt_gpu: None, tiny_model_files: 
     assert model_choices(onnx, precision="fp32") == [ModelChoice(onnx, "tensorrt", "fp32")]
 
 
-def test_without_tensorrt_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("unetrt.backends.tensorrt_gpu_available", lambda: False)
-    assert choose_model("camvid", device="cuda") == ModelChoice(MODELS_DIR / "camvid.onnx", "onnxruntime", "fp32")
-
-
 def test_explicit_tensorrt_builds_from_the_bundled_onnx() -> None:
     # Before: "bundled model 'camvid' has no TensorRT engine".
     assert choose_model("camvid", "tensorrt") == ModelChoice(MODELS_DIR / "camvid.onnx", "tensorrt", "fp16")
