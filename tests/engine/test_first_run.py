@@ -126,3 +126,14 @@ def test_unet_stream_first_run_summary_names_tensorrt(first_run: Path, tmp_path:
     assert builds() == 1
     assert main(["sample", str(tmp_path / "again.mp4"), "--max-frames", "2", "--headless", "--no-build"]) == 0
     assert builds() == 1
+
+
+def test_unet_bench_finds_the_cached_engine_of_a_bundled_model(first_run: Path) -> None:
+    from unetrt.benchmarks.bench import locate_model
+
+    missing = locate_model("camvid", build=False)
+    assert "tensorrt" not in missing.files and "no usable cached TensorRT engine" in missing.missing["tensorrt"]
+    assert builds() == 0
+    model = locate_model("camvid")
+    assert model.files["tensorrt"] == _only_entry(first_run) and model.plan_precision == "fp16"
+    assert "tensorrt" not in model.missing and builds() == 1
