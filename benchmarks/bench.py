@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "eager FP32 and ONNX Runtime FP32 references")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the PyTorch rows run (auto: cuda when available)")
+    parser.add_argument("--no-build", dest="build", action="store_false",
+                        help="the TensorRT rows of a bundled model or .onnx file use a cached engine only (by "
+                             "default one is built and cached on first use, as Segmenter does)")
     parser.add_argument("--warmup", type=_positive(int), default=5, help="untimed iterations first (default 5)")
     parser.add_argument("--iterations", type=_positive(int), default=20, help="timed iterations per trial (default 20)")
     parser.add_argument("--duration", type=_positive(float), default=None, metavar="SECONDS",
@@ -206,10 +209,27 @@ def _add_onnx_variants(files: dict[str, Path], missing: dict[str, str], int8: Pa
         missing["int8"] = f"{int8.name} does not exist (write it with unet-export --int8)"
 
 
-def locate_model(engine: str) -> ModelFiles:
+def _cached_engine(files: dict[str, Path], missing: dict[str, str], build: bool) -> None:
+    """Without a ``.plan``, on a GPU with TensorRT: the engine cache's plan of the FP32 ONNX model (FP16)."""
+    from unetrt.backends import tensorrt_gpu_available
+    from unetrt.plan_cache import cached_plan
+
+    onnx_file = files.get("onnxruntime")
+    if "tensorrt" in files or onnx_file is None or not tensorrt_gpu_available():
+        return
+    try:
+        files["tensorrt"] = cached_plan(onnx_file, "fp16", build=build)
+    except (ImportError, LookupError, ValueError) as exc:
+        missing["tensorrt"] = str(exc)
+        return
+    missing.pop("tensorrt", None)
+
+
+def locate_model(engine: str, build: bool = True) -> ModelFiles:
     """Find a model's files: the given one plus siblings with the same stem (or a bundled model's files).
 
-    ``NAME.onnx``, ``NAME.int8.onnx``, ``NAME.pt`` and ``NAME.plan`` belong together.
+    ``NAME.onnx``, ``NAME.int8.onnx``, ``NAME.pt`` and ``NAME.plan`` belong together. Without a ``NAME.plan``,
+    on a GPU with TensorRT, the TensorRT rows run the engine cache's FP16 engine (built here when ``build``).
 
     Raises:
         ValueError: on an unknown suffix or bundled name.
@@ -246,6 +266,7 @@ def locate_model(engine: str) -> ModelFiles:
             f"{engine}.int8.onnx"))
         missing["tensorrt"] = (f"bundled model {engine!r} has no TensorRT plan (plans are built per GPU); "
                                f"build one with unet-build and pass --engine FILE.plan")
+    _cached_engine(files, missing, build)
     model = ModelFiles(engine, files, missing, _read_info(files), files.get("onnxruntime", files.get("int8")))
     if "tensorrt" in files:
         from unetrt.plan_metadata import read_plan_metadata
@@ -735,7 +756,7 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
         raise ValueError(f"--plot writes a PNG; give a file ending in .png, got {str(args.plot)!r}")
     if "tensorrt" in (args.backend or []) or Path(args.engine or "").suffix in (".plan", ".engine"):
         require_tensorrt()
-    model = synthetic_model(args.unet_base) if args.unet_base is not None else locate_model(args.engine)
+    model = synthetic_model(args.unet_base) if args.unet_base is not None else locate_model(args.engine, args.build)
     device = resolve_device(args.device)
     default_precision = "fp16" if device == "cuda" else "fp32"
     precision = args.precision if args.precision in ("fp32", "fp16") else default_precision

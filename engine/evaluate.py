@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "keeps the accuracy; bf16 is OpenVINO's hint)")
     parser.add_argument("--working-size", type=parse_size, default=None, metavar="WxH",
                         help="resize frames to this size for the network, in place of the model's own")
+    parser.add_argument("--no-build", dest="build", action="store_false",
+                        help="on a GPU with TensorRT, use a cached TensorRT engine only, never build one")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     cleanup = BinaryCleanup()
     parser.add_argument("--cleanup", choices=POSTPROCESS_MODES, default=cleanup.mode,
@@ -193,7 +195,7 @@ def _run(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"folder of --json {args.json!r} does not exist")
     cleanup = BinaryCleanup(args.cleanup, args.max_hole_area, args.seed_threshold, args.min_seed_area)
     with Segmenter(args.model, backend=args.backend, precision=args.precision, cleanup=cleanup,
-                   working_size=args.working_size) as segmenter:
+                   working_size=args.working_size, build=args.build) as segmenter:
         figures = evaluate(segmenter, args.images, args.labels, args.stems)
     print(format_figures(figures))
     if args.json:

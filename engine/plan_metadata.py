@@ -13,7 +13,9 @@ This module does not import TensorRT, so all of it runs and is tested anywhere.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,10 +181,10 @@ def _legal_at_least(side: int, info: ModelInfo) -> int:
 def default_profile(info: ModelInfo, max_batch: int = DEFAULT_MAX_BATCH) -> ShapeProfile:
     """The profile ``unet-build`` uses when no shape is given.
 
-    With a working size (frames are resized to it), the engine is tuned for and
-    limited to the legal network input at that size; without one it is tuned for
-    512x512 and accepts up to 1024x1024. The smallest input is the smallest legal
-    side; batches run from 1 to ``max_batch``, tuned for 1 (live video).
+    With a working size (frames are resized to it), the input's height and width are
+    fixed at the legal network input of that size (min = opt = max); without one it
+    is tuned for 512x512 and accepts the smallest legal side up to 1024x1024. Batches
+    run from 1 to ``max_batch``, tuned for 1 (live video).
 
     Raises:
         ValueError: when ``max_batch`` is not positive.
@@ -196,16 +198,18 @@ def default_profile(info: ModelInfo, max_batch: int = DEFAULT_MAX_BATCH) -> Shap
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     channels = info.in_channels
-    smallest = _legal_at_least(1, info)
     if info.working_size is not None:
+        # Every frame reaches the network at this one size: a profile fixed there lets TensorRT pick tactics for
+        # exactly that shape (a range would make it keep kernels valid down to the smallest side).
         width, height = info.working_size
-        opt_h, opt_w = _legal_at_least(height, info), _legal_at_least(width, info)
-        max_h, max_w = opt_h, opt_w
-    else:
-        opt_h = opt_w = _legal_at_least(DEFAULT_OPT_SIDE, info)
-        max_h = max_w = _legal_at_least(DEFAULT_MAX_SIDE, info)
-    return ShapeProfile((1, channels, smallest, smallest), (1, channels, opt_h, opt_w),
-                        (max_batch, channels, max_h, max_w))
+        side_h, side_w = _legal_at_least(height, info), _legal_at_least(width, info)
+        return ShapeProfile((1, channels, side_h, side_w), (1, channels, side_h, side_w),
+                            (max_batch, channels, side_h, side_w))
+    smallest = _legal_at_least(1, info)
+    opt = _legal_at_least(DEFAULT_OPT_SIDE, info)
+    largest = _legal_at_least(DEFAULT_MAX_SIDE, info)
+    return ShapeProfile((1, channels, smallest, smallest), (1, channels, opt, opt),
+                        (max_batch, channels, largest, largest))
 
 
 def resolve_profile(info: ModelInfo, min_shape: Shape | None = None, opt_shape: Shape | None = None,
@@ -277,6 +281,10 @@ class PlanMetadata:
         source: the ONNX file it was built from, as given to unet-build.
         info: the model description.
         build_options: builder settings worth repeating on a rebuild (workspace, opt level).
+        dla_core: the DLA core the engine's layers run on (GPU fallback for the rest), None: the GPU alone.
+        source_sha256: SHA-256 of the ONNX file it was built from (the engine cache's key checks it).
+        plan_sha256: SHA-256 of the plan's bytes, written before the plan: a plan that does not match is
+            a torn or foreign file.
     """
 
     tensorrt_version: str
@@ -291,6 +299,9 @@ class PlanMetadata:
     source: str
     info: ModelInfo
     build_options: dict[str, Any] = field(default_factory=dict)
+    dla_core: int | None = None
+    source_sha256: str | None = None
+    plan_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in ("int8", "fp16", "fp32"):
@@ -309,6 +320,9 @@ class PlanMetadata:
             "strongly_typed": self.strongly_typed,
             "source": self.source,
             "build_options": dict(self.build_options),
+            "dla_core": self.dla_core,
+            "source_sha256": self.source_sha256,
+            "plan_sha256": self.plan_sha256,
             "model": self.info.to_dict(),
         }
 
@@ -349,6 +363,9 @@ class PlanMetadata:
                 source=str(data["source"]),
                 info=ModelInfo.from_dict(data["model"]),
                 build_options=dict(data.get("build_options", {})),
+                dla_core=None if data.get("dla_core") is None else int(data["dla_core"]),
+                source_sha256=_optional_text(data.get("source_sha256")),
+                plan_sha256=_optional_text(data.get("plan_sha256")),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"plan metadata is incomplete ({exc!r}); rebuild the engine with unet-build") from exc
@@ -366,7 +383,13 @@ class PlanMetadata:
             words += ["--workspace", str(self.build_options["workspace_mib"])]
         if self.build_options.get("opt_level") is not None:
             words += ["--opt-level", str(self.build_options["opt_level"])]
+        if self.dla_core is not None:
+            words += ["--dla-core", str(self.dla_core)]
         return shlex.join(words)
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def metadata_path(plan_path: str | Path) -> Path:
@@ -376,10 +399,27 @@ def metadata_path(plan_path: str | Path) -> Path:
 
 
 def write_plan_metadata(plan_path: str | Path, metadata: PlanMetadata) -> Path:
-    """Write the metadata next to the plan; returns the JSON file's path."""
+    """Write the metadata next to the plan, atomically (a temporary file renamed into place); returns its path."""
     path = metadata_path(plan_path)
-    path.write_text(metadata.to_json() + "\n", encoding="utf-8")
+    replace_file(path, (metadata.to_json() + "\n").encode("utf-8"))
     return path
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part.
+
+    The bytes go to a temporary file in the same folder (named after this process, so that concurrent
+    writers never share one), are flushed to disk, and the file is renamed over ``path``.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def read_plan_metadata(plan_path: str | Path) -> PlanMetadata:

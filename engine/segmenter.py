@@ -80,6 +80,8 @@ class Segmenter:
         warm_up: for a model with a working size (every frame reaches the network at one shape), run a blank
             frame through the whole path now, so the first real frame does not pay for the engine's
             compilation of that shape (OpenVINO compiles on a shape's first run: about 0.3 s for ``camvid``).
+        build: on a GPU with TensorRT, build (and cache) the model's TensorRT engine when none is cached
+            (:mod:`unetrt.plan_cache`); False: use a cached engine or fall back to the next backend.
         **backend_options: passed to the backend (e.g. ``threads=2``).
 
     Raises:
@@ -96,7 +98,7 @@ class Segmenter:
                  probabilities: bool = False, tile: int | tuple[int, int] | None = None, overlap: int | None = None,
                  blend: str = "gaussian", device_path: str = "auto", cleanup: BinaryCleanup | None = None,
                  precision: str = "auto", working_size: tuple[int, int] | None = None, warm_up: bool = True,
-                 **backend_options: Any) -> None:
+                 build: bool = True, **backend_options: Any) -> None:
         if blend not in BLEND_MODES:
             raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
         if overlap is not None and overlap < 0:
@@ -104,7 +106,8 @@ class Segmenter:
         if device_path not in DEVICE_PATHS:
             raise ValueError(f"device_path must be one of {DEVICE_PATHS}, got {device_path!r}")
         size = None if working_size is None else check_working_size(working_size)
-        self.backend: Backend = open_backend(model, backend, device, precision, **backend_options)
+        self.backend: Backend = open_backend(model, backend, device, precision, build=build, working_size=size,
+                                             **backend_options)
         self.info: ModelInfo = self.backend.info
         if size is not None:
             self.info = replace(self.info, working_size=size)

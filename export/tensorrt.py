@@ -1,391 +1,49 @@
 """``unet-build``: an ONNX U-Net to a TensorRT engine (``.plan``) with its metadata, optionally for Triton.
 
-FP16 differs between TensorRT versions:
-
-* TensorRT 10 builds the FP32 graph with ``BuilderFlag.FP16`` and pins the
-  layers that produce the network output to FP32 (weak typing). Given an FP16
-  graph (``unet-export --fp16``) it builds it strongly typed instead.
-* TensorRT 11 removed weak typing: every network is strongly typed and takes its
-  precision from the graph, so ``--fp16`` converts the FP32 graph with
-  :mod:`unetrt.export.fp16` (FP32 inputs, outputs and head) before parsing.
-
-INT8 takes the QDQ model of ``unet-export --int8`` (explicit quantization: the
-graph's QuantizeLinear/DequantizeLinear pairs fix the INT8 tensors and scales):
-
-* TensorRT 10 builds it weakly typed with ``BuilderFlag.INT8`` and ``BuilderFlag.FP16``
-  (layers outside the QDQ pairs may run in FP16), the logit head pinned to FP32;
-* TensorRT 11 builds it strongly typed: INT8 where the graph says so, FP32 elsewhere.
-
-In both, the INT32 bias dequantizations ONNX Runtime's quantizer writes are folded
-into FP32 constants first (TensorRT's DequantizeLinear takes INT8/FP8/INT4 only;
-it quantizes the bias itself).
+A thin command over :mod:`unetrt.plan_build` (the builder core, which the runtime's engine cache uses too and
+which needs no torch); see there how FP16 and INT8 are built per TensorRT version, the workspace cap on
+integrated GPUs and DLA.
 
 The plan is written with ``PLAN.json`` beside it (TensorRT version, GPU, I/O,
-profile, model description); the TensorRT backend checks it before loading.
+profile, DLA core, model description); the TensorRT backend checks it before loading.
 
 Example:
     unet-build camvid.onnx -o camvid.plan --fp16 --timing-cache trt.cache
     unet-build camvid.onnx --fp16 --triton-repo models --name camvid
     unet-build camvid.int8.onnx -o camvid.int8.plan --int8
+    unet-build camvid.onnx -o camvid.dla.plan --fp16 --dla-core 0
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from unetrt.backends.tensorrt import gpu_identity, require_pycuda, require_tensorrt, tensorrt_major
+from unetrt.backends.tensorrt import require_tensorrt
 from unetrt.cli import HelpFormatter, run_cli
-from unetrt.model_info import METADATA_KEY, ModelInfo
-from unetrt.plan_metadata import (
-    PlanMetadata,
-    Shape,
-    format_shape,
-    parse_shape,
-    resolve_profile,
-    write_plan_metadata,
+from unetrt.cuda import require_pycuda
+from unetrt.plan_build import (
+    MAX_OPT_LEVEL,
+    BuildOptions,
+    asymmetric_quantizers,
+    build_engine,
+    check_int8_request,
+    configure_precision,
+    describe_parser_errors,
+    fold_int32_dequantize,
+    has_qdq,
+    read_model_info,
 )
+from unetrt.plan_metadata import Shape, format_shape, parse_shape
 
 from .triton import check_model_name, model_plan_path, write_triton_repository
 
-if TYPE_CHECKING:
-    import onnx
-    import tensorrt as trt
-
-MAX_OPT_LEVEL = 5
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """Builder settings of ``unet-build``.
-
-    Attributes:
-        fp16: build FP16 kernels (see the module docstring for how per TensorRT version).
-        int8: build the QDQ graph's INT8 kernels (with FP16 fallback on TensorRT 10).
-        min_shape, opt_shape, max_shape: the input profile; missing ones come from the model's metadata.
-        workspace_mib: builder workspace limit in MiB (None: TensorRT's default, the whole GPU memory).
-        timing_cache: file to read tactic timings from and write them back to (None: none).
-        opt_level: builder optimisation level 0-5 (None: TensorRT's default, 3).
-        verbose: TensorRT's verbose log.
-        progress: a tqdm bar per build phase where TensorRT offers IProgressMonitor.
-    """
-
-    fp16: bool = False
-    int8: bool = False
-    min_shape: Shape | None = None
-    opt_shape: Shape | None = None
-    max_shape: Shape | None = None
-    workspace_mib: int | None = None
-    timing_cache: Path | None = None
-    opt_level: int | None = None
-    verbose: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.workspace_mib is not None and self.workspace_mib <= 0:
-            raise ValueError(f"workspace must be a positive number of MiB, got {self.workspace_mib}")
-        if self.opt_level is not None and not 0 <= self.opt_level <= MAX_OPT_LEVEL:
-            raise ValueError(f"opt level must be 0-{MAX_OPT_LEVEL}, got {self.opt_level}")
-
-
-def read_model_info(model: onnx.ModelProto, path: str | Path) -> ModelInfo:
-    """The unetrt description stored in an ONNX graph's metadata props.
-
-    Raises:
-        ValueError: when the graph has none.
-    """
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            return ModelInfo.from_json(prop.value)
-    raise ValueError(f"ONNX file {str(path)!r} has no {METADATA_KEY!r} metadata; export it with unet-export")
-
-
-def describe_parser_errors(parser: trt.OnnxParser) -> str:
-    """All errors the ONNX parser recorded, one per node: ``node 'name' (Op): description``."""
-    parts = []
-    for index in range(parser.num_errors):
-        error = parser.get_error(index)
-        node = error.node_name() or f"#{error.node()}"
-        parts.append(f"node {node!r} ({error.node_operator() or 'unknown op'}): {error.desc()}")
-    return "; ".join(parts) or "no error recorded"
-
-
-def _progress_monitor() -> Any:
-    import tensorrt as trt
-    from tqdm import tqdm
-
-    class TqdmProgressMonitor(trt.IProgressMonitor):
-        """One tqdm bar per builder phase, nested as TensorRT nests them."""
-
-        def __init__(self) -> None:
-            trt.IProgressMonitor.__init__(self)
-            self._bars: dict[str, Any] = {}
-            # TensorRT calls the monitor from several builder threads.
-            self._lock = threading.Lock()
-
-        def phase_start(self, phase_name: str, parent_phase: str, num_steps: int) -> None:
-            with self._lock:
-                self._bars[phase_name] = tqdm(total=num_steps, desc=phase_name, position=len(self._bars),
-                                              leave=not parent_phase, unit="step", disable=None)
-
-        def step_complete(self, phase_name: str, step: int) -> bool:
-            with self._lock:
-                bar = self._bars.get(phase_name)
-                if bar is not None:
-                    bar.update(step + 1 - bar.n)
-            return True
-
-        def phase_finish(self, phase_name: str) -> None:
-            with self._lock:
-                bar = self._bars.pop(phase_name, None)
-                if bar is not None:
-                    bar.close()
-
-    return TqdmProgressMonitor()
-
-
-def _pin_outputs_fp32(network: trt.INetworkDefinition) -> int:
-    """Keep the layers that write network outputs in FP32 (TensorRT 10 weak typing); returns how many."""
-    import tensorrt as trt
-
-    outputs = {network.get_output(i).name for i in range(network.num_outputs)}
-    pinned = 0
-    for index in range(network.num_layers):
-        layer = network.get_layer(index)
-        written = [j for j in range(layer.num_outputs) if layer.get_output(j).name in outputs]
-        if written:
-            layer.precision = trt.float32
-            for j in written:
-                layer.set_output_type(j, trt.float32)
-            pinned += 1
-    return pinned
-
-
-def asymmetric_quantizers(model: onnx.ModelProto) -> list[str]:
-    """Names of QuantizeLinear nodes TensorRT cannot take: a uint8 type or a non-zero zero point."""
-    from onnx import TensorProto, numpy_helper
-
-    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
-    found = []
-    for node in model.graph.node:
-        if node.op_type != "QuantizeLinear":
-            continue
-        zero = initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        if zero is not None and (zero.data_type != TensorProto.INT8 or numpy_helper.to_array(zero).any()):
-            found.append(node.name or node.output[0])
-    return found
-
-
-def has_qdq(model: onnx.ModelProto) -> bool:
-    """Whether a graph carries explicit quantization (QuantizeLinear / DequantizeLinear nodes)."""
-    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node)
-
-
-def fold_int32_dequantize(model: onnx.ModelProto) -> int:
-    """Replace every DequantizeLinear of an INT32 initializer (a quantized bias) by its FP32 value, in place.
-
-    Returns:
-        How many were folded.
-
-    Example:
-        >>> fold_int32_dequantize(onnx.load("camvid.int8.onnx"))  # doctest: +SKIP
-        23
-    """
-    import numpy as np
-    from onnx import TensorProto, numpy_helper
-
-    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
-    folded: list[onnx.NodeProto] = []
-    for node in model.graph.node:
-        source = initializers.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
-        if source is None or source.data_type != TensorProto.INT32:
-            continue
-        values = numpy_helper.to_array(source).astype(np.float64)
-        scale = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float64)
-        zero = (numpy_helper.to_array(initializers[node.input[2]]).astype(np.float64)
-                if len(node.input) > 2 and node.input[2] else 0.0)
-        model.graph.initializer.append(
-            numpy_helper.from_array(((values - zero) * scale).astype(np.float32), node.output[0]))
-        folded.append(node)
-    for node in folded:
-        model.graph.node.remove(node)
-    used = {name for node in model.graph.node for name in node.input}
-    unused = [t for t in model.graph.initializer if t.name not in used and t.name not in {o.name for o in
-                                                                                         model.graph.output}]
-    for tensor in unused:
-        model.graph.initializer.remove(tensor)
-    return len(folded)
-
-
-def configure_precision(config: trt.IBuilderConfig, network: trt.INetworkDefinition, options: BuildOptions,
-                        strongly_typed: bool) -> list[str]:
-    """Set the builder's precision flags for a weakly typed network (TensorRT 10); returns the flags set.
-
-    Strongly typed networks take their precision from the graph: nothing is set.
-    """
-    import tensorrt as trt
-
-    if strongly_typed or not (options.fp16 or options.int8):
-        return []
-    flags: list[str] = []
-    if options.int8:
-        # Explicit quantization: the QDQ pairs give the scales, no calibrator is attached.
-        config.set_flag(trt.BuilderFlag.INT8)
-        flags.append("INT8")
-    # FP16 kernels wherever the graph leaves the choice open (for INT8: the layers outside QDQ pairs).
-    config.set_flag(trt.BuilderFlag.FP16)
-    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-    _pin_outputs_fp32(network)
-    return [*flags, "FP16", "OBEY_PRECISION_CONSTRAINTS"]
-
-
-def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOptions) -> PlanMetadata:
-    """Parse an ONNX U-Net, build a TensorRT plan and write it with its metadata.
-
-    Args:
-        onnx_path: a graph written by ``unet-export`` (FP32, or FP16 from ``--fp16``).
-        plan_path: the ``.plan`` file to write; ``PLAN.json`` is written beside it.
-        options: builder settings; ``int8`` needs a QDQ graph (``unet-export --int8``).
-
-    Returns:
-        The metadata written beside the plan.
-
-    Raises:
-        ImportError: when TensorRT or pycuda is not installed.
-        FileNotFoundError: when the ONNX file does not exist.
-        ValueError: on parse errors (listed per node), a bad profile, a failed build, or ``int8`` on a graph
-            without QDQ nodes, or together with ``fp16``.
-
-    Example:
-        >>> build_engine("camvid.onnx", "camvid.plan", BuildOptions(fp16=True))  # doctest: +SKIP
-    """
-    require_tensorrt()
-    require_pycuda()
-    import onnx
-    import tensorrt as trt
-
-    from .fp16 import convert_to_fp16, is_fp16_model
-
-    onnx_path, plan_path = Path(onnx_path), Path(plan_path)
-    if not onnx_path.is_file():
-        raise FileNotFoundError(f"ONNX model {str(onnx_path)!r} does not exist")
-    model = onnx.load(str(onnx_path))
-    info = read_model_info(model, onnx_path)
-    quantized = has_qdq(model)
-    check_int8_request(options, quantized, onnx_path, asymmetric_quantizers(model))
-    if quantized:
-        fold_int32_dequantize(model)
-    profile = resolve_profile(info, options.min_shape, options.opt_shape, options.max_shape)
-    gpu = gpu_identity(0)
-    major = tensorrt_major(trt.__version__)
-    graph_fp16 = is_fp16_model(model)
-    if options.fp16 and major >= 11 and not graph_fp16:
-        # TensorRT 11 has no BuilderFlag.FP16: the precision must be in the graph itself.
-        model = convert_to_fp16(model)
-        graph_fp16 = True
-    # TensorRT 11 networks are always strongly typed (the flag is accepted and ignored); TensorRT 10 builds
-    # strongly typed only when the graph carries its own FP16 types, and weakly typed with FP16 flags otherwise.
-    strongly_typed = major >= 11 or graph_fp16
-    precision = "int8" if quantized else "fp16" if options.fp16 or graph_fp16 else "fp32"
-
-    logger = trt.Logger(trt.Logger.VERBOSE if options.verbose else trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(model.SerializeToString(), str(onnx_path)):
-        raise ValueError(f"TensorRT could not parse {str(onnx_path)!r}: {describe_parser_errors(parser)}")
-    if network.num_inputs != 1 or network.num_outputs != 1:
-        raise ValueError(f"{str(onnx_path)!r} has {network.num_inputs} inputs and {network.num_outputs} outputs; "
-                         "a unetrt U-Net has one of each")
-    image, logits = network.get_input(0), network.get_output(0)
-
-    config = builder.create_builder_config()
-    if options.workspace_mib is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
-    if options.opt_level is not None:
-        config.builder_optimization_level = options.opt_level
-    # TensorRT 10 weak typing (removed in 11): allow FP16 (and INT8) kernels, but keep the logit head in FP32.
-    builder_flags = configure_precision(config, network, options, strongly_typed)
-    if options.progress and hasattr(trt, "IProgressMonitor"):
-        # IProgressMonitor is missing from the Python bindings of early TensorRT 10 releases.
-        # Kept in a local: TensorRT holds no reference and the monitor must outlive the build.
-        monitor = _progress_monitor()
-        config.progress_monitor = monitor
-    shape_profile = builder.create_optimization_profile()
-    shape_profile.set_shape(image.name, trt.Dims4(*profile.min), trt.Dims4(*profile.opt), trt.Dims4(*profile.max))
-    config.add_optimization_profile(shape_profile)
-    cache = None
-    if options.timing_cache is not None:
-        data = options.timing_cache.read_bytes() if options.timing_cache.is_file() else b""
-        cache = config.create_timing_cache(data)
-        config.set_timing_cache(cache, ignore_mismatch=False)
-
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise ValueError(
-            f"TensorRT failed to build an engine from {str(onnx_path)!r} for profile {format_shape(profile.min)} .. "
-            f"{format_shape(profile.max)}; rerun with --verbose to see why"
-        )
-    plan_path.write_bytes(bytes(serialized))
-    if cache is not None and options.timing_cache is not None:
-        options.timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
-    metadata = PlanMetadata(
-        tensorrt_version=trt.__version__,
-        gpu=gpu,
-        input_name=image.name,
-        output_name=logits.name,
-        input_dtype=_numpy_name(image.dtype),
-        output_dtype=_numpy_name(logits.dtype),
-        profile=profile,
-        precision=precision,
-        strongly_typed=strongly_typed,
-        source=str(onnx_path),
-        info=info,
-        build_options={"workspace_mib": options.workspace_mib, "opt_level": options.opt_level,
-                       "builder_flags": builder_flags},
-    )
-    write_plan_metadata(plan_path, metadata)
-    return metadata
-
-
-def check_int8_request(options: BuildOptions, quantized: bool, onnx_path: str | Path,
-                       asymmetric: Sequence[str] = ()) -> None:
-    """``--int8`` goes with a symmetric INT8 QDQ graph and alone; a QDQ graph needs ``--int8``.
-
-    Args:
-        options: the build settings.
-        quantized: whether the graph has QDQ nodes.
-        onnx_path: the graph's file, for the message.
-        asymmetric: its quantizers TensorRT cannot take (see :func:`asymmetric_quantizers`).
-
-    Raises:
-        ValueError: naming the file and the fix.
-    """
-    if options.int8 and options.fp16:
-        raise ValueError("give --int8 or --fp16, not both: --int8 already lets layers outside the QDQ pairs run "
-                         "in FP16")
-    if options.int8 and not quantized:
-        raise ValueError(f"--int8 needs a QDQ model and {str(onnx_path)!r} has no QuantizeLinear/DequantizeLinear "
-                         "node; write one with unet-export --int8 (NAME.int8.onnx)")
-    if quantized and not options.int8:
-        raise ValueError(f"{str(onnx_path)!r} is a QDQ INT8 model; build it with --int8")
-    if asymmetric:
-        raise ValueError(f"{str(onnx_path)!r} quantizes activations to uint8 with zero points ({len(asymmetric)} "
-                         "nodes, the CPU layout); TensorRT takes symmetric int8 only: export it with "
-                         "unet-export --int8 --int8-target tensorrt")
-
-
-def _numpy_name(dtype: trt.DataType) -> str:
-    import numpy as np
-    import tensorrt as trt
-
-    return str(np.dtype(trt.nptype(dtype)).name)
+# The builder core lives in unetrt.plan_build; these names stay importable from here for unet-build's users.
+__all__ = ["BuildOptions", "asymmetric_quantizers", "build_engine", "build_parser", "check_int8_request",
+           "configure_precision", "describe_parser_errors", "fold_int32_dequantize", "has_qdq", "main",
+           "read_model_info", "shape_argument"]
 
 
 def shape_argument(text: str) -> Shape:
@@ -412,10 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-shape", type=shape_argument, help="smallest input NxCxHxW (default: from the model)")
     parser.add_argument("--opt-shape", type=shape_argument, help="input NxCxHxW to tune for (default: working size)")
     parser.add_argument("--max-shape", type=shape_argument, help="largest input NxCxHxW (default: from the model)")
-    parser.add_argument("--workspace", type=int, metavar="MIB", help="builder workspace limit in MiB")
+    parser.add_argument("--workspace", type=int, metavar="MIB",
+                        help="builder workspace limit in MiB (default: TensorRT's on a discrete GPU; on an "
+                             "integrated one such as a Jetson, the smaller of 1024 and a quarter of its memory)")
     parser.add_argument("--timing-cache", type=Path, metavar="FILE", help="read and update this timing cache")
     parser.add_argument("--opt-level", type=int, choices=range(MAX_OPT_LEVEL + 1), metavar="0-5",
                         help="builder optimisation level (TensorRT default 3)")
+    parser.add_argument("--dla-core", type=int, metavar="N",
+                        help="run the layers a DLA supports on DLA core N (Jetson Orin AGX/NX: 0 or 1), the rest on "
+                             "the GPU; needs --fp16 or --int8")
     parser.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--triton-repo", type=Path, metavar="DIR", help="also write a Triton model repository here")
@@ -434,7 +97,8 @@ def build_command(args: argparse.Namespace) -> None:
         raise ValueError("give -o PLAN, --triton-repo DIR, or both")
     options = BuildOptions(fp16=args.fp16, int8=args.int8, min_shape=args.min_shape, opt_shape=args.opt_shape,
                            max_shape=args.max_shape, workspace_mib=args.workspace, timing_cache=args.timing_cache,
-                           opt_level=args.opt_level, verbose=args.verbose, progress=not args.no_progress)
+                           opt_level=args.opt_level, dla_core=args.dla_core, verbose=args.verbose,
+                           progress=not args.no_progress)
     if args.instances < 1 or args.max_queue_delay_us < 0:
         raise ValueError(f"--instances must be >= 1 and --max-queue-delay-us >= 0, got {args.instances} and "
                          f"{args.max_queue_delay_us}")
@@ -454,7 +118,8 @@ def build_command(args: argparse.Namespace) -> None:
     if not plan.parent.is_dir():
         raise FileNotFoundError(f"output folder {str(plan.parent)!r} does not exist")
     metadata = build_engine(args.onnx, plan, options)
-    print(f"wrote {plan} (TensorRT {metadata.tensorrt_version}, {metadata.gpu.describe()}, {metadata.precision}, "
+    dla = "" if metadata.dla_core is None else f", DLA core {metadata.dla_core} with GPU fallback"
+    print(f"wrote {plan} (TensorRT {metadata.tensorrt_version}, {metadata.gpu.describe()}, {metadata.precision}{dla}, "
           f"profile {format_shape(metadata.profile.min)} .. {format_shape(metadata.profile.max)})")
     if args.triton_repo is not None:
         config = write_triton_repository(args.triton_repo, name or metadata.info.name, plan, metadata,

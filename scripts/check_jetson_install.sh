@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# CI: the README's Jetson install keeps the system OpenCV (the one built with GStreamer, which csi:// needs).
-# Debian 12's python3-opencv (OpenCV 4.6, GStreamer: YES, built for NumPy 1.x and Python 3.11) stands in for
-# JetPack's. Steps: a venv from the system Python with --system-site-packages, the README's pip line
-# (pycuda is left out: it needs a CUDA device to build against), then:
+# CI: the Jetson install (scripts/setup_jetson.sh) keeps the system OpenCV (the one built with GStreamer, which
+# csi:// needs). Debian 12's python3-opencv (OpenCV 4.6, GStreamer: YES, built for NumPy 1.x and Python 3.11)
+# stands in for JetPack's. Steps: scripts/setup_jetson.sh --cpu-only (its part that needs no GPU: the venv from
+# the system Python with --system-site-packages, onnx and NumPy 1.x, unetrt without CUDA kernels, and the doctor's
+# report of what a stream runs), then:
+#   - the report names the backend and device a stream uses;
 #   - cv2 is still the system one and still reports GStreamer: YES;
 #   - unet-stream sample out.mp4 works;
 #   - with NumPy 2 forced in, every command fails with one line naming the numpy<2 fix (then NumPy 1 is restored).
@@ -15,11 +17,14 @@ venv=build/jetson-venv
 out=build/jetson-check
 rm -rf "$venv" "$out"
 mkdir -p "$out"
-# --- the README's Jetson steps (UNETRT_CUDA=0: this machine has no GPU; on a Jetson nvcc is found and used) ---
-/usr/bin/python3 -m venv --system-site-packages "$venv"
-"$venv/bin/python" -m pip install -q --upgrade pip "setuptools>=64" wheel pybind11 >"$out/pip.log" 2>&1
-UNETRT_CUDA=0 "$venv/bin/python" -m pip install -q --no-build-isolation -e . "numpy<2" >>"$out/pip.log" 2>&1 \
-  || { tail -n 30 "$out/pip.log" >&2; echo "error: pip install failed; see $out/pip.log" >&2; exit 1; }
+# --- scripts/setup_jetson.sh, the part that needs no GPU (on a Jetson it also builds pycuda, the CUDA kernels
+# and the TensorRT engine) ---
+VENV="$venv" bash scripts/setup_jetson.sh --cpu-only >"$out/setup.log" 2>&1 \
+  || { tail -n 30 "$out/setup.log" >&2; echo "error: scripts/setup_jetson.sh --cpu-only failed" >&2; exit 1; }
+cat "$out/setup.log"
+grep -q "^unet-stream --model camvid runs on: onnxruntime .* cpu$" "$out/setup.log" \
+  || { echo "error: the setup did not end with the backend and device a stream uses" >&2; exit 1; }
+"$venv/bin/python" -c "import onnx" || { echo "error: the setup did not install onnx (engine builds need it)" >&2; exit 1; }
 # --- checks ---
 "$venv/bin/python" - <<'PY'
 import importlib.metadata as metadata

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,17 @@ requires_tensorrt_gpu = pytest.mark.skipif(not tensorrt_gpu_present(),
                                            reason="needs TensorRT, pycuda and an NVIDIA GPU")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scratch_engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """TensorRT engines built by tests (on a GPU machine, any Segmenter of an .onnx) go to a scratch folder, never
+    the user's cache (unetrt.plan_cache reads UNETRT_ENGINE_CACHE; subprocesses inherit it)."""
+    folder = tmp_path_factory.mktemp("engines")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("UNETRT_ENGINE_CACHE", str(folder))
+    yield folder
+    patch.undo()
 
 
 @pytest.fixture(scope="session")

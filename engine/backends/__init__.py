@@ -4,11 +4,15 @@ A path's suffix picks the backend: ``.plan`` TensorRT, ``.onnx`` ONNX Runtime (o
 OpenVINO when asked), ``.xml`` OpenVINO, ``.pt`` PyTorch. A bundled model name on a
 CPU picks the fastest installed engine and precision that keeps the model's
 accuracy (``CPU_PREFERENCE``, measured by ``unet-bench``); ``precision`` and
-``backend`` choose another.
+``backend`` choose another. On a CUDA machine with TensorRT (bindings and pycuda
+import, a GPU is present) a bundled name or an ``.onnx`` file runs as a TensorRT
+engine built on first use and cached (:mod:`unetrt.plan_cache`), then ONNX Runtime's
+CUDA provider, then the CPU list.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,49 +24,95 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 SUFFIX_BACKEND = {".onnx": "onnxruntime", ".pt": "torch", ".plan": "tensorrt", ".engine": "tensorrt",
                   ".xml": "openvino"}
 # Backends that can run each suffix besides its own.
-ALSO_RUNS = {".onnx": ("openvino",)}
+ALSO_RUNS = {".onnx": ("openvino", "tensorrt")}
 # Fastest first on a CPU, from one interleaved unet-bench run on 2 AVX-512 VNNI cores
 # (benchmarks/results/bench_*_cpu_camvid_int8*.md); every entry keeps the bundled models'
 # accuracy (INT8 within 1 mIoU point / 0.005 pixel error of FP32, engine/models/NAME.json).
 CPU_PREFERENCE = (("openvino", "int8"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("onnxruntime", "fp32"))
 # BF16 is an inference-precision hint of OpenVINO on the FP32 file, not a file of its own.
-HINT_PRECISIONS = {"openvino": ("fp32", "bf16")}
+HINT_PRECISIONS = {"openvino": ("fp32", "bf16"), "tensorrt": ("fp32", "fp16", "int8")}
+# The precisions a TensorRT engine is built at from an ONNX model ('auto': FP16, or INT8 for a QDQ graph).
+TENSORRT_PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 __all__ = ["BACKENDS", "PRECISIONS", "Backend", "DeviceBackend", "ModelChoice", "check_batch", "choose_model",
-           "open_backend", "resolve_model"]
+           "model_choices", "open_backend", "resolve_model", "tensorrt_gpu_available"]
 
 
 class ModelChoice(NamedTuple):
-    """What runs: the model file, the backend and the precision ('auto': the file's own)."""
+    """What runs: the model file, the backend and the precision ('auto': the file's own).
+
+    For backend 'tensorrt' with an ``.onnx`` file, the precision is the one the engine is built at
+    (:mod:`unetrt.plan_cache` builds it on first use and caches it).
+    """
 
     path: Path
     backend: str
     precision: str
 
 
-def _wants_gpu(device: str) -> bool:
-    if device == "cuda":
-        return True
-    if device != "auto":
+def tensorrt_gpu_available() -> bool:
+    """Whether TensorRT's bindings and pycuda import and a CUDA GPU is present (no context is created).
+
+    Example:
+        >>> tensorrt_gpu_available()  # doctest: +SKIP
+        True
+    """
+    from .tensorrt import tensorrt_available
+
+    if not tensorrt_available():
         return False
+    try:
+        import pycuda.driver as cuda
+    except ImportError:
+        return False
+    try:
+        cuda.init()
+        return bool(cuda.Device.count() > 0)
+    except cuda.Error:
+        return False
+
+
+def _onnxruntime_cuda() -> bool:
     import onnxruntime as ort
 
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def _choose_file(path: Path, backend: str, precision: str) -> ModelChoice:
+def _choose_file(path: Path, backend: str, precision: str, device: str) -> list[ModelChoice]:
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
     native = SUFFIX_BACKEND[path.suffix]
     runs_on = (native, *ALSO_RUNS.get(path.suffix, ()))
-    chosen = native if backend == "auto" else backend
-    if chosen not in runs_on:
+    if backend == "auto" and path.suffix == ".onnx" and device != "cpu" and tensorrt_gpu_available():
+        # On a GPU with TensorRT an ONNX model runs as a TensorRT engine built on first use (FP16 unless the
+        # graph is QDQ INT8); ONNX Runtime is the fallback when the engine cannot be had.
+        chosen = [_check_file_precision(path, "tensorrt", precision)]
+        return chosen + ([ModelChoice(path, native, "auto")] if precision == "auto" else [])
+    chosen_backend = native if backend == "auto" else backend
+    if chosen_backend not in runs_on:
         raise ValueError(f"backend {backend!r} cannot run {path.name}: a {path.suffix} file runs on "
                          f"{' or '.join(repr(b) for b in runs_on)}")
-    if precision != "auto" and precision not in HINT_PRECISIONS.get(chosen, ()):
+    return [_check_file_precision(path, chosen_backend, precision)]
+
+
+def _check_file_precision(path: Path, backend: str, precision: str) -> ModelChoice:
+    if precision != "auto" and precision not in HINT_PRECISIONS.get(backend, ()):
         raise ValueError(f"precision {precision!r} picks among a bundled model's files; {path.name} runs at the "
                          "precision it was exported with: pass precision 'auto', or the file of that precision")
-    return ModelChoice(path, chosen, precision)
+    return ModelChoice(path, backend, precision)
+
+
+def _tensorrt_bundled(name: str, precision: str) -> ModelChoice:
+    if precision not in TENSORRT_PRECISIONS:
+        raise ValueError(f"a TensorRT engine is built at {', '.join(TENSORRT_PRECISIONS)}; precision {precision!r} "
+                         "is OpenVINO's hint")
+    # INT8 comes from the shipped QDQ model; FP16 and FP32 from the FP32 graph (FP16 by builder flag or by
+    # conversion, per TensorRT version: unetrt.plan_build).
+    wanted = "int8" if precision == "int8" else "fp32"
+    file = bundled_precision_path(name, wanted)
+    if file is None:
+        raise ValueError(f"bundled model {name!r} ships no {wanted} ONNX file to build a TensorRT engine from")
+    return ModelChoice(file, "tensorrt", "fp16" if precision == "auto" else precision)
 
 
 def _candidates(backend: str, precision: str, gpu: bool) -> list[tuple[str, str]]:
@@ -78,22 +128,87 @@ def _candidates(backend: str, precision: str, gpu: bool) -> list[tuple[str, str]
     return [("onnxruntime", precision)] if gpu else [("openvino", precision), ("onnxruntime", precision)]
 
 
+def model_choices(model: str | Path, backend: str = "auto", precision: str = "auto",
+                  device: str = "auto") -> list[ModelChoice]:
+    """What runs ``model``, best first: the first that opens runs, the others are fallbacks.
+
+    With backend 'auto' on a CUDA machine with TensorRT, a bundled model or an ``.onnx`` file runs as a TensorRT
+    engine (built on first use, cached), then ONNX Runtime; any other request has one choice. See
+    :func:`choose_model`.
+
+    Raises:
+        ValueError, FileNotFoundError: as :func:`choose_model`.
+
+    Example:
+        >>> [c.backend for c in model_choices("camvid", device="cpu")]  # doctest: +SKIP
+        ['openvino']
+    """
+    from .openvino import openvino_available
+
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    path = Path(model)
+    if path.suffix in SUFFIX_BACKEND:
+        return _choose_file(path, backend, precision, device)
+    if path.suffix or len(path.parts) > 1:
+        raise ValueError(f"cannot tell the backend of {str(model)!r}: use a .plan, .onnx, .xml or .pt file or a "
+                         "bundled model name")
+    name = str(model)
+    if name not in bundled_model_names():
+        bundled_model_path(name)  # raises, listing the bundled names
+    if backend == "tensorrt":
+        return [_tensorrt_bundled(name, precision)]
+    if backend == "torch":
+        if precision not in ("auto", "fp32"):
+            raise ValueError(f"the bundled {name}.pt runs in fp32 on torch; pass precision 'auto' or 'fp32', or "
+                             "another backend for the other precisions")
+        return [ModelChoice(bundled_model_path(name, ".pt"), "torch", "fp32")]
+    if precision == "bf16" and backend not in ("auto", "openvino"):
+        raise ValueError("precision 'bf16' is OpenVINO's inference-precision hint; use backend 'openvino'")
+    choices: list[ModelChoice] = []
+    if backend == "auto" and precision != "bf16" and device != "cpu" and tensorrt_gpu_available():
+        choices.append(_tensorrt_bundled(name, precision))
+    # After TensorRT: ONNX Runtime's CUDA provider where it is installed (or the device is forced), else the
+    # CPU list.
+    gpu = device == "cuda" or (device == "auto" and _onnxruntime_cuda())
+    candidates = _candidates(backend, precision, gpu)
+    for chosen, wanted in candidates:
+        # An uninstalled OpenVINO is passed over when something else can serve; alone (bf16), opening it
+        # says how to install it.
+        if backend == "auto" and chosen == "openvino" and len(candidates) > 1 and not openvino_available():
+            continue
+        file = bundled_precision_path(name, "fp32" if wanted == "bf16" else wanted)
+        if file is not None:
+            return [*choices, ModelChoice(file, chosen, wanted)]
+    if choices:
+        return choices
+    raise ValueError(f"bundled model {name!r} ships no {precision} file for backend {backend!r}; "
+                     "bundled precisions are those of tools/state_bundled_model.py (fp32, fp16, int8)")
+
+
 def choose_model(model: str | Path, backend: str = "auto", precision: str = "auto",
                  device: str = "auto") -> ModelChoice:
     """Map a path or bundled name, a backend and a precision request to the file, backend and precision that run.
 
     A bundled name with backend and precision 'auto' takes, on a CPU, the first of
     ``CPU_PREFERENCE`` that is installed and shipped (OpenVINO INT8, then ONNX Runtime
-    INT8, ...); with a GPU, the FP32 model on ONNX Runtime.
+    INT8, ...). On a CUDA machine with TensorRT (its bindings and pycuda import, a GPU is
+    present) a bundled name or an ``.onnx`` file runs as a TensorRT engine built from the
+    ONNX model on first use and cached (FP16; INT8 from the shipped QDQ model with precision
+    'int8'); without TensorRT, the FP32 model on ONNX Runtime's CUDA provider.
 
     Args:
         model: a .plan, .onnx, .xml or .pt path, or a bundled model name.
         backend: 'auto', 'onnxruntime', 'openvino', 'torch' or 'tensorrt'.
-        precision: 'auto', 'fp32', 'fp16', 'int8' (bundled files), or 'bf16' (OpenVINO's hint on the FP32 file).
+        precision: 'auto', 'fp32', 'fp16', 'int8' (bundled files, or a TensorRT engine's build precision),
+            or 'bf16' (OpenVINO's hint on the FP32 file).
         device: 'auto', 'cpu' or 'cuda'.
 
     Returns:
-        The choice; its precision is 'auto' for a path given without one.
+        The first choice (:func:`model_choices` lists the fallbacks); its precision is 'auto' for a path given
+        without one.
 
     Raises:
         ValueError: on an unknown backend or precision, a file the backend cannot run, an unknown bundled
@@ -104,45 +219,7 @@ def choose_model(model: str | Path, backend: str = "auto", precision: str = "aut
         >>> choose_model("camvid", "onnxruntime", "fp32").path.name
         'camvid.onnx'
     """
-    from .openvino import openvino_available
-
-    if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    path = Path(model)
-    if path.suffix in SUFFIX_BACKEND:
-        return _choose_file(path, backend, precision)
-    if path.suffix or len(path.parts) > 1:
-        raise ValueError(f"cannot tell the backend of {str(model)!r}: use a .plan, .onnx, .xml or .pt file or a "
-                         "bundled model name")
-    name = str(model)
-    if name not in bundled_model_names():
-        bundled_model_path(name)  # raises, listing the bundled names
-    if backend == "tensorrt":
-        raise ValueError(
-            f"bundled model {name!r} has no TensorRT engine (engines are built per GPU); "
-            f"build one with: unet-build $(python -c 'import unetrt.bundled as b; "
-            f"print(b.bundled_model_path(\"{name}\"))') -o {name}.plan"
-        )
-    if backend == "torch":
-        if precision not in ("auto", "fp32"):
-            raise ValueError(f"the bundled {name}.pt runs in fp32 on torch; pass precision 'auto' or 'fp32', or "
-                             "another backend for the other precisions")
-        return ModelChoice(bundled_model_path(name, ".pt"), "torch", "fp32")
-    if precision == "bf16" and backend not in ("auto", "openvino"):
-        raise ValueError("precision 'bf16' is OpenVINO's inference-precision hint; use backend 'openvino'")
-    candidates = _candidates(backend, precision, _wants_gpu(device))
-    for chosen, wanted in candidates:
-        # An uninstalled OpenVINO is passed over when something else can serve; alone (bf16), opening it
-        # says how to install it.
-        if backend == "auto" and chosen == "openvino" and len(candidates) > 1 and not openvino_available():
-            continue
-        file = bundled_precision_path(name, "fp32" if wanted == "bf16" else wanted)
-        if file is not None:
-            return ModelChoice(file, chosen, wanted)
-    raise ValueError(f"bundled model {name!r} ships no {precision} file for backend {backend!r}; "
-                     "bundled precisions are those of tools/state_bundled_model.py (fp32, fp16, int8)")
+    return model_choices(model, backend, precision, device)[0]
 
 
 def resolve_model(model: str | Path, backend: str = "auto", precision: str = "auto",
@@ -161,14 +238,21 @@ def resolve_model(model: str | Path, backend: str = "auto", precision: str = "au
 
 
 def open_backend(model: str | Path, backend: str = "auto", device: str = "auto", precision: str = "auto",
-                 **options: Any) -> Backend:
+                 build: bool = True, working_size: tuple[int, int] | None = None, **options: Any) -> Backend:
     """Open the backend that runs ``model``.
+
+    An ``.onnx`` file or bundled model chosen for TensorRT (:func:`choose_model`) opens as the TensorRT engine of
+    :mod:`unetrt.plan_cache`: loaded from the engine cache, or built and cached on first use with a progress
+    line. When TensorRT was chosen automatically and that engine cannot be had (no cached one with
+    ``build=False``, a failed build, a missing package), the next choice opens instead after a one-line note.
 
     Args:
         model: a .plan, .onnx, .xml or .pt path, or a bundled model name.
         backend: 'auto', 'onnxruntime', 'openvino', 'torch' or 'tensorrt' (see :func:`choose_model`).
         device: 'auto', 'cpu' or 'cuda'.
         precision: 'auto', 'fp32', 'fp16', 'bf16' or 'int8' (see :func:`choose_model`).
+        build: whether a TensorRT engine may be built (False: use a cached one or fall back).
+        working_size: (width, height) a TensorRT engine built here is fixed at (None: the model's own).
         **options: passed to the backend (e.g. ``threads``).
 
     Returns:
@@ -178,12 +262,26 @@ def open_backend(model: str | Path, backend: str = "auto", device: str = "auto",
         ValueError: when the model or backend request cannot be served.
         FileNotFoundError: when the model file does not exist.
         ImportError: when the backend's library is not installed (the message says how to install it).
+        LookupError: (``unetrt.plan_cache.PlanNotCachedError``) with ``build=False``, backend 'tensorrt' and no
+            cached engine.
 
     Example:
         >>> with open_backend("camvid", precision="int8") as net:  # doctest: +SKIP
         ...     logits = net.infer(batch)
     """
-    path, chosen, chosen_precision = choose_model(model, backend, precision, device)
+    *preferred, last = model_choices(model, backend, precision, device)
+    # Only an automatic TensorRT choice has fallbacks after it.
+    for choice in preferred:
+        try:
+            return _open_choice(choice, device, build, working_size, options)
+        except (ImportError, LookupError, ValueError) as exc:
+            print(f"unetrt: no TensorRT engine ({exc}); running {last.backend} instead", file=sys.stderr, flush=True)
+    return _open_choice(last, device, build, working_size, options)
+
+
+def _open_choice(choice: ModelChoice, device: str, build: bool, working_size: tuple[int, int] | None,
+                 options: dict[str, Any]) -> Backend:
+    path, chosen, chosen_precision = choice
     if chosen == "onnxruntime":
         from .onnxruntime import OnnxRuntimeBackend
 
@@ -197,6 +295,11 @@ def open_backend(model: str | Path, backend: str = "auto", device: str = "auto",
         from .torch import TorchBackend
 
         return TorchBackend(path, device=device, **options)
+    if path.suffix == ".onnx":
+        from ..plan_cache import open_cached_engine
+
+        return open_cached_engine(path, chosen_precision, device, working_size=working_size, build=build,
+                                  **options)
     from .tensorrt import TensorRTBackend
 
     return TensorRTBackend(path, device=device, **options)

@@ -255,6 +255,9 @@ class TensorRTBackend:
 
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
+        if self.metadata.dla_core is not None:
+            # IRuntime::setDLACore: the DLA core a DLA engine runs on, set before deserialising (as trtexec does).
+            self._runtime.DLA_core = self.metadata.dla_core
         engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
             raise ValueError(

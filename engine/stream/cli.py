@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a bundled model's precision (auto: the fastest installed engine and precision that "
                              "keeps the accuracy; bf16 is OpenVINO's hint)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--no-build", dest="build", action="store_false",
+                        help="on a GPU with TensorRT, use a cached TensorRT engine only, never build one (without a "
+                             "cached engine the next backend runs)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU inference threads per worker (ONNX Runtime, OpenVINO, torch)")
     parser.add_argument("--workers", type=int, default=None,
@@ -142,7 +145,8 @@ def _output(args: argparse.Namespace) -> str | None:
 
 
 def _segmenter_options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {"backend": args.backend, "device": args.device, "precision": args.precision}
+    options: dict[str, Any] = {"backend": args.backend, "device": args.device, "precision": args.precision,
+                               "build": args.build}
     for name in ("threads", "tile", "overlap", "blend", "working_size"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)

@@ -363,7 +363,7 @@ def test_six_tiles_at_max_batch_four_replay_one_graph(fake_trt_device: tuple[Any
     backend, gpu, device = fake_trt_device
     grid = plan_tiles((48, 64), 32, 8, "same", 3)
     assert grid.count == 6
-    host = FramePath(HostDevice(open_backend(tiny_model_files["onnx"]).infer), backend.info)
+    host = FramePath(HostDevice(open_backend(tiny_model_files["onnx"], "onnxruntime").infer), backend.info)
     path = FramePath(device, backend.info)
     for seed in range(3):
         frame = frames(1, (48, 64, 3), seed=seed)
@@ -383,7 +383,7 @@ def test_infer_between_replays_does_not_stale_the_frame_path_graph(
     grid = plan_whole(64, 64, "same", 3)
     path = FramePath(device, backend.info)
     frame = frames(1, (64, 64, 3))
-    expected = FramePath(HostDevice(open_backend(tiny_model_files["onnx"]).infer), backend.info).run(
+    expected = FramePath(HostDevice(open_backend(tiny_model_files["onnx"], "onnxruntime").infer), backend.info).run(
         frame, grid, False)[0].mask
     for _ in range(3):
         path.run(frame, grid, False)
@@ -422,7 +422,7 @@ def test_fp16_input_engine_gets_half_tiles_from_the_extract_kernel(
     with TensorRTBackend(plan) as backend:
         device = CudaDevice(backend, kernels=FakeKernels(gpu, _tiling_emu))
         assert device.input_dtype == np.float16
-        onnx = open_backend(tiny_model_files["onnx"])
+        onnx = open_backend(tiny_model_files["onnx"], "onnxruntime")
         host = FramePath(HostDevice(lambda batch: onnx.infer(batch.astype(np.float32)), np.float16), backend.info)
         grid = plan_whole(40, 56, "same", 3)
         frame = frames(1, (40, 56, 3))

@@ -94,10 +94,11 @@ def test_check_model_names_legal_sides() -> None:
         ShapeProfile((1, 1, 4, 4), (1, 1, 64, 64), (2, 1, 128, 128)).check_model(info)
 
 
-def test_default_profile_from_working_size() -> None:
+def test_default_profile_is_fixed_at_the_working_size() -> None:
+    # Finding 8: every frame reaches the network at the working size, so min = opt = max there (batch 1..4).
     info = tiny_info(depth=3, working_size=(50, 30))  # legal network input: 52 x 32
     profile = default_profile(info)
-    assert profile.min == (1, 3, 4, 4)
+    assert profile.min == (1, 3, 32, 52)
     assert profile.opt == (1, 3, 32, 52)
     assert profile.max == (4, 3, 32, 52)
     profile.check_model(info)
@@ -119,9 +120,11 @@ def test_resolve_profile_completes_partial_shapes() -> None:
     info = tiny_info(depth=3, working_size=(64, 48))
     assert resolve_profile(info) == default_profile(info)
     wider = resolve_profile(info, max_shape=(8, 3, 96, 128))
-    assert wider.max == (8, 3, 96, 128) and wider.opt == (1, 3, 48, 64) and wider.min == (1, 3, 4, 4)
+    assert wider.max == (8, 3, 96, 128) and wider.opt == (1, 3, 48, 64) and wider.min == (1, 3, 48, 64)
     big_opt = resolve_profile(info, opt_shape=(2, 3, 96, 96))
-    assert big_opt.max == (4, 3, 96, 96) and big_opt.min == (1, 3, 4, 4)
+    assert big_opt.max == (4, 3, 96, 96) and big_opt.min == (1, 3, 48, 64)
+    asked_min = resolve_profile(info, min_shape=(1, 3, 8, 8))
+    assert (asked_min.min, asked_min.opt, asked_min.max) == ((1, 3, 8, 8), (1, 3, 48, 64), (4, 3, 48, 64))
     tight = resolve_profile(info, min_shape=(1, 3, 8, 8), max_shape=(1, 3, 32, 32))
     assert tight.opt == (1, 3, 32, 32)
     with pytest.raises(ValueError, match="not a legal input side"):

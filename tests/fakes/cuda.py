@@ -311,6 +311,13 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
         DEVICEMAP = 2
         WRITECOMBINED = 4
 
+    def wrappers() -> list[Any]:
+        """The pycuda context objects this thread pushed, beside :meth:`FakeGpu.pycuda_stack`."""
+        gpu.driver_stack()
+        if not hasattr(gpu._threads, "wrappers"):
+            gpu._threads.wrappers = []
+        return gpu._threads.wrappers  # type: ignore[no-any-return]
+
     class Context:
         def __init__(self, context: FakeContext) -> None:
             self._context = context
@@ -325,6 +332,7 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
                 raise FakeLogicError("cuCtxPushCurrent failed: invalid device context")
             gpu.driver_stack().append(self._context)
             gpu.pycuda_stack().append(self._context)
+            wrappers().append(self)
 
         @staticmethod
         def pop() -> None:
@@ -333,6 +341,8 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
                 raise FakeLogicError("context::pop failed: cannot pop non-current context")
             stack.pop()
             gpu.driver_stack().pop()
+            if wrappers():
+                wrappers().pop()
 
         @staticmethod
         def get_current() -> Context | None:
@@ -354,11 +364,15 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
                 # warning); whoever retained it must release it through the driver.
                 return
             if context.primary:
-                pycuda_stack = gpu.pycuda_stack()
-                if not pycuda_stack or pycuda_stack[-1] is not context:
+                pushed = wrappers()
+                # pycuda src/cpp/cuda.hpp, context::detach: "active_before_destruction = current_context().get() ==
+                # this" compares pycuda's context *objects*; each retain_primary_context() makes its own, so
+                # another object of the same primary context on top does not count as this one being active.
+                if not pushed or pushed[-1] is not self:
                     # context::detach activates the context to release it and leaves it pushed.
                     gpu.driver_stack().append(context)
                     gpu.pycuda_stack().append(context)
+                    pushed.append(self)
                 gpu.release_primary(context.ordinal)
             else:
                 context.alive = False

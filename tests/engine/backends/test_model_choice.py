@@ -40,7 +40,9 @@ def test_explicit_requests(backend: str, precision: str, expected: tuple[str, st
     assert (choice.path.name, choice.backend, choice.precision) == expected
 
 
-def test_a_gpu_keeps_the_fp32_model() -> None:
+def test_a_gpu_without_tensorrt_keeps_the_fp32_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With TensorRT the GPU runs an engine built from it (tests/engine/backends/test_gpu_preference.py).
+    monkeypatch.setattr("unetrt.backends.tensorrt_gpu_available", lambda: False)
     assert choose_model("camvid", device="cuda") == ModelChoice(MODELS_DIR / "camvid.onnx", "onnxruntime", "fp32")
 
 

@@ -1,0 +1,535 @@
+"""Build a TensorRT plan from a unetrt ONNX model: the builder core of ``unet-build`` and of the engine cache.
+
+It needs TensorRT, pycuda and onnx, never torch, so a Jetson's runtime install
+builds its own engines (:mod:`unetrt.plan_cache` does on first use).
+
+FP16 differs between TensorRT versions:
+
+* TensorRT 10 builds the FP32 graph with ``BuilderFlag.FP16`` and pins the
+  layers that produce the network output to FP32 (weak typing). Given an FP16
+  graph (``unet-export --fp16``) it builds it strongly typed instead.
+* TensorRT 11 removed weak typing: every network is strongly typed and takes its
+  precision from the graph, so FP16 converts the FP32 graph with
+  :mod:`unetrt.export.fp16` (FP32 inputs, outputs and head; onnx and
+  onnxconverter-common, no torch) before parsing.
+
+INT8 takes the QDQ model of ``unet-export --int8`` (explicit quantization: the
+graph's QuantizeLinear/DequantizeLinear pairs fix the INT8 tensors and scales):
+
+* TensorRT 10 builds it weakly typed with ``BuilderFlag.INT8`` and ``BuilderFlag.FP16``
+  (layers outside the QDQ pairs may run in FP16), the logit head pinned to FP32;
+* TensorRT 11 builds it strongly typed: INT8 where the graph says so, FP32 elsewhere.
+
+In both, the INT32 bias dequantizations ONNX Runtime's quantizer writes are folded
+into FP32 constants first (TensorRT's DequantizeLinear takes INT8/FP8/INT4 only;
+it quantizes the bias itself).
+
+A weakly typed FP16 or INT8 build takes its input in FP16 (the logits stay FP32):
+the frame path's extract kernel writes half, and ``infer`` converts a float32 batch.
+
+On an integrated GPU (Jetson: one memory for CPU and GPU) the builder's workspace
+is capped by default (:func:`default_workspace_mib`), since TensorRT's default
+limit there is the whole system memory. ``dla_core`` puts the layers a DLA can
+run on that core, the rest on the GPU (``BuilderFlag.GPU_FALLBACK``).
+
+The metadata (``PLAN.json``: TensorRT version, GPU, I/O, profile, DLA core,
+hashes of the ONNX file and of the plan) is written before the plan is renamed
+into place, so a crash never leaves a plan without its description.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .backends.tensorrt import gpu_identity, require_tensorrt, tensorrt_major
+from .cuda import require_pycuda
+from .model_info import METADATA_KEY, ModelInfo
+from .plan_metadata import PlanMetadata, Shape, format_shape, replace_file, resolve_profile, write_plan_metadata
+
+if TYPE_CHECKING:
+    import onnx
+    import tensorrt as trt
+
+MAX_OPT_LEVEL = 5
+# The workspace cap on integrated GPUs: at most this, and at most this fraction of the device's memory.
+INTEGRATED_WORKSPACE_CAP_MIB = 1024
+INTEGRATED_WORKSPACE_FRACTION = 4
+MISSING_ONNX = "building a TensorRT engine needs the onnx package: run `pip install onnx`"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Builder settings of ``unet-build`` and of the engine cache.
+
+    Attributes:
+        fp16: build FP16 kernels (see the module docstring for how per TensorRT version).
+        int8: build the QDQ graph's INT8 kernels (with FP16 fallback on TensorRT 10).
+        min_shape, opt_shape, max_shape: the input profile; missing ones come from the model's metadata.
+        workspace_mib: builder workspace limit in MiB (None: :func:`default_workspace_mib`).
+        timing_cache: file to read tactic timings from and write them back to (None: none).
+        opt_level: builder optimisation level 0-5 (None: TensorRT's default, 3).
+        dla_core: run the layers a DLA supports on this DLA core, the others on the GPU (None: GPU only).
+        working_size: (width, height) in place of the model's own, for the default profile.
+        verbose: TensorRT's verbose log.
+        progress: a tqdm bar per build phase where TensorRT offers IProgressMonitor.
+
+    Raises:
+        ValueError: on a non-positive workspace, an opt level outside 0-5 or a negative DLA core.
+
+    Example:
+        >>> BuildOptions(fp16=True, dla_core=0).dla_core
+        0
+    """
+
+    fp16: bool = False
+    int8: bool = False
+    min_shape: Shape | None = None
+    opt_shape: Shape | None = None
+    max_shape: Shape | None = None
+    workspace_mib: int | None = None
+    timing_cache: Path | None = None
+    opt_level: int | None = None
+    dla_core: int | None = None
+    working_size: tuple[int, int] | None = None
+    verbose: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.workspace_mib is not None and self.workspace_mib <= 0:
+            raise ValueError(f"workspace must be a positive number of MiB, got {self.workspace_mib}")
+        if self.opt_level is not None and not 0 <= self.opt_level <= MAX_OPT_LEVEL:
+            raise ValueError(f"opt level must be 0-{MAX_OPT_LEVEL}, got {self.opt_level}")
+        if self.dla_core is not None and self.dla_core < 0:
+            raise ValueError(f"DLA core must be 0 or more, got {self.dla_core}")
+
+
+def default_workspace_mib(integrated: bool, total_memory_bytes: int) -> int | None:
+    """The builder workspace limit when none is asked: capped on integrated GPUs, TensorRT's own elsewhere.
+
+    TensorRT's default workspace limit is the device's whole memory; on an integrated GPU that is the system
+    memory the build itself, the OS and the camera pipeline share, so an 8 GB Orin Nano can run out while
+    building. There the cap is the smaller of 1 GiB and a quarter of the memory.
+
+    Args:
+        integrated: whether the GPU shares the system memory (CU_DEVICE_ATTRIBUTE_INTEGRATED).
+        total_memory_bytes: the device's memory.
+
+    Returns:
+        The limit in MiB, or None to leave TensorRT's default.
+
+    Example:
+        >>> default_workspace_mib(True, 8 << 30), default_workspace_mib(True, 2 << 30), default_workspace_mib(False, 0)
+        (1024, 512, None)
+    """
+    if not integrated:
+        return None
+    return max(1, min(INTEGRATED_WORKSPACE_CAP_MIB, (total_memory_bytes >> 20) // INTEGRATED_WORKSPACE_FRACTION))
+
+
+def _device_memory(index: int) -> tuple[bool, int]:
+    """(integrated, total memory in bytes) of CUDA device ``index``; reads attributes only, creates no context."""
+    import pycuda.driver as cuda
+
+    device = cuda.Device(index)
+    integrated = bool(device.get_attribute(cuda.device_attribute.INTEGRATED))
+    return integrated, int(device.total_memory())
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, as hex.
+
+    Example:
+        >>> len(file_sha256(__file__))
+        64
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_model_info(model: onnx.ModelProto, path: str | Path) -> ModelInfo:
+    """The unetrt description stored in an ONNX graph's metadata props.
+
+    Raises:
+        ValueError: when the graph has none.
+    """
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return ModelInfo.from_json(prop.value)
+    raise ValueError(f"ONNX file {str(path)!r} has no {METADATA_KEY!r} metadata; export it with unet-export")
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Load an ONNX graph for building.
+
+    Raises:
+        ImportError: with :data:`MISSING_ONNX` when onnx is not installed.
+        FileNotFoundError: when the file does not exist.
+    """
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError(MISSING_ONNX) from exc
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"ONNX model {str(path)!r} does not exist")
+    return onnx.load(str(path))
+
+
+def describe_parser_errors(parser: trt.OnnxParser) -> str:
+    """All errors the ONNX parser recorded, one per node: ``node 'name' (Op): description``."""
+    parts = []
+    for index in range(parser.num_errors):
+        error = parser.get_error(index)
+        node = error.node_name() or f"#{error.node()}"
+        parts.append(f"node {node!r} ({error.node_operator() or 'unknown op'}): {error.desc()}")
+    return "; ".join(parts) or "no error recorded"
+
+
+def _progress_monitor() -> Any:
+    import tensorrt as trt
+    from tqdm import tqdm
+
+    class TqdmProgressMonitor(trt.IProgressMonitor):
+        """One tqdm bar per builder phase, nested as TensorRT nests them."""
+
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self._bars: dict[str, Any] = {}
+            # TensorRT calls the monitor from several builder threads.
+            self._lock = threading.Lock()
+
+        def phase_start(self, phase_name: str, parent_phase: str, num_steps: int) -> None:
+            with self._lock:
+                self._bars[phase_name] = tqdm(total=num_steps, desc=phase_name, position=len(self._bars),
+                                              leave=not parent_phase, unit="step", disable=None)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            with self._lock:
+                bar = self._bars.get(phase_name)
+                if bar is not None:
+                    bar.update(step + 1 - bar.n)
+            return True
+
+        def phase_finish(self, phase_name: str) -> None:
+            with self._lock:
+                bar = self._bars.pop(phase_name, None)
+                if bar is not None:
+                    bar.close()
+
+    return TqdmProgressMonitor()
+
+
+def _pin_outputs_fp32(network: trt.INetworkDefinition) -> int:
+    """Keep the layers that write network outputs in FP32 (TensorRT 10 weak typing); returns how many."""
+    import tensorrt as trt
+
+    outputs = {network.get_output(i).name for i in range(network.num_outputs)}
+    pinned = 0
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        written = [j for j in range(layer.num_outputs) if layer.get_output(j).name in outputs]
+        if written:
+            layer.precision = trt.float32
+            for j in written:
+                layer.set_output_type(j, trt.float32)
+            pinned += 1
+    return pinned
+
+
+def asymmetric_quantizers(model: onnx.ModelProto) -> list[str]:
+    """Names of QuantizeLinear nodes TensorRT cannot take: a uint8 type or a non-zero zero point."""
+    from onnx import TensorProto, numpy_helper
+
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear":
+            continue
+        zero = initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if zero is not None and (zero.data_type != TensorProto.INT8 or numpy_helper.to_array(zero).any()):
+            found.append(node.name or node.output[0])
+    return found
+
+
+def has_qdq(model: onnx.ModelProto) -> bool:
+    """Whether a graph carries explicit quantization (QuantizeLinear / DequantizeLinear nodes)."""
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node)
+
+
+def fold_int32_dequantize(model: onnx.ModelProto) -> int:
+    """Replace every DequantizeLinear of an INT32 initializer (a quantized bias) by its FP32 value, in place.
+
+    Returns:
+        How many were folded.
+
+    Example:
+        >>> fold_int32_dequantize(onnx.load("camvid.int8.onnx"))  # doctest: +SKIP
+        23
+    """
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    folded: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        source = initializers.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if source is None or source.data_type != TensorProto.INT32:
+            continue
+        values = numpy_helper.to_array(source).astype(np.float64)
+        scale = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float64)
+        zero = (numpy_helper.to_array(initializers[node.input[2]]).astype(np.float64)
+                if len(node.input) > 2 and node.input[2] else 0.0)
+        model.graph.initializer.append(
+            numpy_helper.from_array(((values - zero) * scale).astype(np.float32), node.output[0]))
+        folded.append(node)
+    for node in folded:
+        model.graph.node.remove(node)
+    used = {name for node in model.graph.node for name in node.input}
+    unused = [t for t in model.graph.initializer if t.name not in used and t.name not in {o.name for o in
+                                                                                         model.graph.output}]
+    for tensor in unused:
+        model.graph.initializer.remove(tensor)
+    return len(folded)
+
+
+def configure_precision(config: trt.IBuilderConfig, network: trt.INetworkDefinition, options: BuildOptions,
+                        strongly_typed: bool) -> list[str]:
+    """Set the builder's precision flags for a weakly typed network (TensorRT 10); returns the flags set.
+
+    Strongly typed networks take their precision from the graph: nothing is set.
+    """
+    import tensorrt as trt
+
+    if strongly_typed or not (options.fp16 or options.int8):
+        return []
+    flags: list[str] = []
+    if options.int8:
+        # Explicit quantization: the QDQ pairs give the scales, no calibrator is attached.
+        config.set_flag(trt.BuilderFlag.INT8)
+        flags.append("INT8")
+    # FP16 kernels wherever the graph leaves the choice open (for INT8: the layers outside QDQ pairs).
+    config.set_flag(trt.BuilderFlag.FP16)
+    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    _pin_outputs_fp32(network)
+    return [*flags, "FP16", "OBEY_PRECISION_CONSTRAINTS"]
+
+
+def configure_dla(config: trt.IBuilderConfig, builder: trt.Builder, dla_core: int | None,
+                  precision: str) -> list[str]:
+    """Put the layers a DLA can run on ``dla_core``, the rest on the GPU; returns the flags set.
+
+    Raises:
+        ValueError: when this device has no such DLA core, or the precision is FP32 (DLAs run FP16 and INT8).
+    """
+    import tensorrt as trt
+
+    if dla_core is None:
+        return []
+    available = int(builder.num_DLA_cores)
+    if dla_core >= available:
+        raise ValueError(f"--dla-core {dla_core}: this device has {available} DLA core(s)"
+                         + (f"; use 0-{available - 1}" if available else "; drop --dla-core"))
+    if precision == "fp32":
+        raise ValueError("a DLA runs FP16 and INT8 layers only; add --fp16 (or --int8 with a QDQ model) to "
+                         "--dla-core")
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = dla_core
+    # Layers the DLA cannot run (or more than it can hold) go to the GPU instead of failing the build.
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    return ["GPU_FALLBACK"]
+
+
+def attach_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> Any:
+    """Attach the timing cache stored at ``path`` (an empty one when absent); returns the cache or None.
+
+    A cache written on another device or TensorRT version is refused by ``set_timing_cache`` (it returns
+    False): then one warning line, and the build starts from a fresh cache that replaces the file afterwards.
+    """
+    if path is None:
+        return None
+    data = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache
+    warnings.warn(f"timing cache {str(path)!r} was written on another GPU or TensorRT version; building with a "
+                  "fresh one, which replaces it", RuntimeWarning, stacklevel=3)
+    cache = config.create_timing_cache(b"")
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise RuntimeError("TensorRT refused an empty timing cache")
+    return cache
+
+
+def _precision_of(options: BuildOptions, quantized: bool, graph_fp16: bool) -> str:
+    return "int8" if quantized else "fp16" if options.fp16 or graph_fp16 else "fp32"
+
+
+def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOptions,
+                 device_index: int = 0) -> PlanMetadata:
+    """Parse an ONNX U-Net, build a TensorRT plan and write it with its metadata.
+
+    Args:
+        onnx_path: a graph written by ``unet-export`` (FP32, FP16 from ``--fp16``, or QDQ INT8).
+        plan_path: the ``.plan`` file to write; ``PLAN.json`` is written beside it, first.
+        options: builder settings; ``int8`` needs a QDQ graph (``unet-export --int8``).
+        device_index: the CUDA device to build for.
+
+    Returns:
+        The metadata written beside the plan.
+
+    Raises:
+        ImportError: when TensorRT, pycuda or onnx is not installed.
+        FileNotFoundError: when the ONNX file does not exist.
+        ValueError: on parse errors (listed per node), a bad profile, a failed build, a DLA core this device
+            lacks, or ``int8`` on a graph without QDQ nodes, or together with ``fp16``.
+
+    Example:
+        >>> build_engine("camvid.onnx", "camvid.plan", BuildOptions(fp16=True))  # doctest: +SKIP
+    """
+    require_tensorrt()
+    require_pycuda()
+    import tensorrt as trt
+
+    onnx_path, plan_path = Path(onnx_path), Path(plan_path)
+    model = load_onnx(onnx_path)
+    info = read_model_info(model, onnx_path)
+    if options.working_size is not None:
+        info = ModelInfo.from_dict({**info.to_dict(), "working_size": list(options.working_size)})
+    quantized = has_qdq(model)
+    check_int8_request(options, quantized, onnx_path, asymmetric_quantizers(model))
+    if quantized:
+        fold_int32_dequantize(model)
+    profile = resolve_profile(info, options.min_shape, options.opt_shape, options.max_shape)
+    gpu = gpu_identity(device_index)
+    major = tensorrt_major(trt.__version__)
+    from .export.fp16 import is_fp16_model
+
+    graph_fp16 = is_fp16_model(model)
+    if options.fp16 and major >= 11 and not graph_fp16:
+        from .export.fp16 import convert_to_fp16
+
+        # TensorRT 11 has no BuilderFlag.FP16: the precision must be in the graph itself.
+        model = convert_to_fp16(model)
+        graph_fp16 = True
+    # TensorRT 11 networks are always strongly typed (the flag is accepted and ignored); TensorRT 10 builds
+    # strongly typed only when the graph carries its own FP16 types, and weakly typed with FP16 flags otherwise.
+    strongly_typed = major >= 11 or graph_fp16
+    precision = _precision_of(options, quantized, graph_fp16)
+
+    logger = trt.Logger(trt.Logger.VERBOSE if options.verbose else trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(model.SerializeToString(), str(onnx_path)):
+        raise ValueError(f"TensorRT could not parse {str(onnx_path)!r}: {describe_parser_errors(parser)}")
+    if network.num_inputs != 1 or network.num_outputs != 1:
+        raise ValueError(f"{str(onnx_path)!r} has {network.num_inputs} inputs and {network.num_outputs} outputs; "
+                         "a unetrt U-Net has one of each")
+    image, logits = network.get_input(0), network.get_output(0)
+
+    config = builder.create_builder_config()
+    workspace_mib = options.workspace_mib
+    if workspace_mib is None:
+        workspace_mib = default_workspace_mib(*_device_memory(device_index))
+    if workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    if options.opt_level is not None:
+        config.builder_optimization_level = options.opt_level
+    # TensorRT 10 weak typing (removed in 11): allow FP16 (and INT8) kernels, but keep the logit head in FP32.
+    builder_flags = configure_precision(config, network, options, strongly_typed)
+    if builder_flags and not strongly_typed:
+        # The first layers run in FP16 anyway: an FP16 input spares TensorRT a reformat layer, and the frame path's
+        # extract kernel writes half directly (a strongly typed network takes its input type from the graph).
+        image.dtype = trt.float16
+    builder_flags += configure_dla(config, builder, options.dla_core, precision)
+    if options.progress and hasattr(trt, "IProgressMonitor"):
+        # IProgressMonitor is missing from the Python bindings of early TensorRT 10 releases.
+        # Kept in a local: TensorRT holds no reference and the monitor must outlive the build.
+        monitor = _progress_monitor()
+        config.progress_monitor = monitor
+    shape_profile = builder.create_optimization_profile()
+    shape_profile.set_shape(image.name, trt.Dims4(*profile.min), trt.Dims4(*profile.opt), trt.Dims4(*profile.max))
+    config.add_optimization_profile(shape_profile)
+    cache = attach_timing_cache(config, options.timing_cache)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ValueError(
+            f"TensorRT failed to build an engine from {str(onnx_path)!r} for profile {format_shape(profile.min)} .. "
+            f"{format_shape(profile.max)}; rerun with --verbose to see why"
+        )
+    plan_bytes = bytes(serialized)
+    metadata = PlanMetadata(
+        tensorrt_version=trt.__version__,
+        gpu=gpu,
+        input_name=image.name,
+        output_name=logits.name,
+        input_dtype=_numpy_name(image.dtype),
+        output_dtype=_numpy_name(logits.dtype),
+        profile=profile,
+        precision=precision,
+        strongly_typed=strongly_typed,
+        source=str(onnx_path),
+        info=info,
+        build_options={"workspace_mib": workspace_mib, "opt_level": options.opt_level,
+                       "builder_flags": builder_flags},
+        dla_core=options.dla_core,
+        source_sha256=file_sha256(onnx_path),
+        plan_sha256=hashlib.sha256(plan_bytes).hexdigest(),
+    )
+    write_plan(plan_path, plan_bytes, metadata)
+    if cache is not None and options.timing_cache is not None:
+        replace_file(options.timing_cache, bytes(config.get_timing_cache().serialize()))
+    return metadata
+
+
+def write_plan(plan_path: Path, plan_bytes: bytes, metadata: PlanMetadata) -> None:
+    """Write the metadata, then the plan, each renamed into place whole.
+
+    In this order a crash leaves either the old pair, or new metadata whose ``plan_sha256`` the old (or
+    missing) plan does not match, which the engine cache detects; never a new plan without its description.
+    """
+    write_plan_metadata(plan_path, metadata)
+    replace_file(plan_path, plan_bytes)
+
+
+def check_int8_request(options: BuildOptions, quantized: bool, onnx_path: str | Path,
+                       asymmetric: Sequence[str] = ()) -> None:
+    """``--int8`` goes with a symmetric INT8 QDQ graph and alone; a QDQ graph needs ``--int8``.
+
+    Args:
+        options: the build settings.
+        quantized: whether the graph has QDQ nodes.
+        onnx_path: the graph's file, for the message.
+        asymmetric: its quantizers TensorRT cannot take (see :func:`asymmetric_quantizers`).
+
+    Raises:
+        ValueError: naming the file and the fix.
+    """
+    if options.int8 and options.fp16:
+        raise ValueError("give --int8 or --fp16, not both: --int8 already lets layers outside the QDQ pairs run "
+                         "in FP16")
+    if options.int8 and not quantized:
+        raise ValueError(f"--int8 needs a QDQ model and {str(onnx_path)!r} has no QuantizeLinear/DequantizeLinear "
+                         "node; write one with unet-export --int8 (NAME.int8.onnx)")
+    if quantized and not options.int8:
+        raise ValueError(f"{str(onnx_path)!r} is a QDQ INT8 model; build it with --int8")
+    if asymmetric:
+        raise ValueError(f"{str(onnx_path)!r} quantizes activations to uint8 with zero points ({len(asymmetric)} "
+                         "nodes, the CPU layout); TensorRT takes symmetric int8 only: export it with "
+                         "unet-export --int8 --int8-target tensorrt")
+
+
+def _numpy_name(dtype: trt.DataType) -> str:
+    import numpy as np
+    import tensorrt as trt
+
+    return str(np.dtype(trt.nptype(dtype)).name)

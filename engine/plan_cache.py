@@ -1,0 +1,320 @@
+"""The engine cache: a TensorRT plan built from an ONNX model on its first use and loaded on later starts.
+
+As jetson-inference's segNet does, ``Segmenter("camvid")`` on a machine with TensorRT and a GPU builds an engine
+from the ONNX model the first time (minutes on a Jetson, with a progress line), and every later start loads it
+(a second or so). Entries live in a user cache folder (:func:`engine_cache_dir`: ``$UNETRT_ENGINE_CACHE``, else
+``$XDG_CACHE_HOME/unetrt/engines``, else ``~/.cache/unetrt/engines``), named by a key of everything that makes
+a plan valid (:class:`PlanKey`): the TensorRT version, the GPU and its compute capability, the precision, the
+working size, the DLA core and the ONNX file's SHA-256.
+
+An entry is trusted only when its metadata matches the key and the plan's bytes match the SHA-256 recorded in
+the metadata; anything else (a truncated plan, a plan of another TensorRT, metadata of another model, a plan
+TensorRT cannot deserialise) is rebuilt. Concurrent first runs are safe: the builder holds a lock file per entry
+and writes the metadata and then the plan, each to a temporary name renamed into place
+(:func:`unetrt.plan_build.write_plan`); a reader that sees a half-replaced entry finds the hashes disagree and
+waits for the lock.
+
+Needs TensorRT, pycuda and onnx (to build), never torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .backends.tensorrt import gpu_identity, parse_device, require_tensorrt
+from .cli import format_size
+from .cuda import require_pycuda
+from .plan_build import BuildOptions, file_sha256, has_qdq, load_onnx, read_model_info
+from .plan_metadata import GpuIdentity, PlanMetadata, metadata_path, read_plan_metadata
+
+if TYPE_CHECKING:
+    from .backends.tensorrt import TensorRTBackend
+
+ENGINE_CACHE_ENV = "UNETRT_ENGINE_CACHE"
+KEY_VERSION = 1
+BUILD_PRECISIONS = ("auto", "fp32", "fp16", "int8")
+
+
+class PlanNotCachedError(LookupError):
+    """No usable cached engine, and building was not allowed (``build=False``, ``--no-build``)."""
+
+
+def engine_cache_dir() -> Path:
+    """The folder of cached engines: ``$UNETRT_ENGINE_CACHE``, else ``$XDG_CACHE_HOME/unetrt/engines``, else
+    ``~/.cache/unetrt/engines`` (the XDG base-directory default).
+
+    Example:
+        >>> engine_cache_dir().name  # doctest: +SKIP
+        'engines'
+    """
+    override = os.environ.get(ENGINE_CACHE_ENV)
+    if override:
+        return Path(override).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME")
+    root = Path(base).expanduser() if base and Path(base).is_absolute() else Path.home() / ".cache"
+    return root / "unetrt" / "engines"
+
+
+@dataclass(frozen=True)
+class PlanKey:
+    """Everything a cached plan must have been built with to be used here.
+
+    Attributes:
+        model_name: the ONNX file's stem, for a readable file name.
+        source_sha256: SHA-256 of the ONNX file.
+        precision: 'fp32', 'fp16' or 'int8'.
+        working_size: (width, height) the profile is fixed at (the model's own unless another is asked), None:
+            a model without one.
+        dla_core: the DLA core, None: the GPU alone.
+        tensorrt_version: ``tensorrt.__version__``.
+        gpu: the GPU's name and compute capability.
+    """
+
+    model_name: str
+    source_sha256: str
+    precision: str
+    working_size: tuple[int, int] | None
+    dla_core: int | None
+    tensorrt_version: str
+    gpu: GpuIdentity
+
+    @property
+    def stem(self) -> str:
+        """The entry's file stem: model, precision and the key's digest, e.g. ``camvid-fp16-1f0c...``."""
+        text = json.dumps({"key_version": KEY_VERSION, **asdict(self)}, sort_keys=True)
+        return f"{self.model_name}-{self.precision}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+    def describe(self) -> str:
+        """'camvid FP16 at 256x192 for Orin (sm_87), TensorRT 10.3.0'."""
+        size = "" if self.working_size is None else f" at {format_size(self.working_size)}"
+        dla = "" if self.dla_core is None else f" on DLA core {self.dla_core}"
+        return (f"{self.model_name} {self.precision.upper()}{size}{dla} for {self.gpu.describe()}, "
+                f"TensorRT {self.tensorrt_version}")
+
+    def mismatch(self, metadata: PlanMetadata) -> str | None:
+        """What in a plan's metadata disagrees with this key (None: nothing)."""
+        working_size = metadata.info.working_size
+        pairs = {
+            "TensorRT version": (metadata.tensorrt_version, self.tensorrt_version),
+            "GPU": (metadata.gpu, self.gpu),
+            "precision": (metadata.precision, self.precision),
+            "DLA core": (metadata.dla_core, self.dla_core),
+            "ONNX file": (metadata.source_sha256, self.source_sha256),
+            "working size": (working_size, self.working_size),
+        }
+        wrong = [name for name, (found, wanted) in pairs.items() if found != wanted]
+        return f"its {', '.join(wrong)} differ" if wrong else None
+
+
+def resolve_build_precision(precision: str, quantized: bool, onnx_path: str | Path) -> str:
+    """The precision a plan is built at: 'auto' is INT8 for a QDQ graph and FP16 otherwise.
+
+    Raises:
+        ValueError: on an unknown precision, or one the graph cannot be built at.
+
+    Example:
+        >>> resolve_build_precision("auto", False, "camvid.onnx")
+        'fp16'
+    """
+    if precision not in BUILD_PRECISIONS:
+        raise ValueError(f"a TensorRT engine is built at {', '.join(BUILD_PRECISIONS)}, not {precision!r}")
+    if precision == "auto":
+        return "int8" if quantized else "fp16"
+    if (precision == "int8") != quantized:
+        needs = ("a QDQ model (NAME.int8.onnx from unet-export --int8)" if precision == "int8"
+                 else "the FP32 model (this one is QDQ INT8: use precision 'int8')")
+        raise ValueError(f"precision {precision!r} needs {needs}; got {str(onnx_path)!r}")
+    return precision
+
+
+def plan_key(onnx_path: str | Path, precision: str = "auto", working_size: tuple[int, int] | None = None,
+             dla_core: int | None = None, device_index: int = 0) -> PlanKey:
+    """The cache key of an ONNX model built here at a precision and working size.
+
+    Raises:
+        ImportError: when TensorRT, pycuda or onnx is missing.
+        FileNotFoundError: when the ONNX file does not exist.
+        ValueError: on a precision the graph cannot be built at, or no such CUDA device.
+    """
+    require_tensorrt()
+    require_pycuda()
+    import tensorrt as trt
+
+    path = Path(onnx_path)
+    model = load_onnx(path)
+    if working_size is None:
+        working_size = read_model_info(model, path).working_size
+    quantized = has_qdq(model)
+    return PlanKey(
+        model_name=path.name.split(".")[0],
+        source_sha256=file_sha256(path),
+        precision=resolve_build_precision(precision, quantized, path),
+        working_size=None if working_size is None else (int(working_size[0]), int(working_size[1])),
+        dla_core=dla_core,
+        tensorrt_version=str(trt.__version__),
+        gpu=gpu_identity(device_index),
+    )
+
+
+def entry_problem(plan_path: Path, key: PlanKey) -> str | None:
+    """Why the cache entry at ``plan_path`` cannot be used for ``key`` (None: it can).
+
+    Checks, without TensorRT: the metadata exists, parses and matches the key; the plan exists and its bytes
+    hash to the metadata's ``plan_sha256`` (a truncated or half-replaced plan does not).
+    """
+    if not metadata_path(plan_path).is_file():
+        return "no engine is cached" if not plan_path.exists() else "its metadata is missing"
+    try:
+        metadata = read_plan_metadata(plan_path)
+    except (OSError, ValueError) as exc:
+        return f"its metadata is unreadable ({exc})"
+    mismatch = key.mismatch(metadata)
+    if mismatch is not None:
+        return mismatch
+    if not plan_path.is_file():
+        return "its plan is missing"
+    if metadata.plan_sha256 is None or file_sha256(plan_path) != metadata.plan_sha256:
+        return "its plan is truncated or replaced (checksum mismatch)"
+    return None
+
+
+@contextmanager
+def _entry_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (flock: released by the OS if the process dies)."""
+    import fcntl
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _announce(text: str) -> None:
+    print(f"unetrt: {text}", file=sys.stderr, flush=True)
+
+
+def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tuple[int, int] | None = None,
+                dla_core: int | None = None, build: bool = True, device_index: int = 0,
+                cache_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """The cached plan of an ONNX model for this TensorRT and GPU, built (and cached) when there is none.
+
+    Args:
+        onnx_path: a unetrt ONNX model (FP32, or QDQ INT8 for precision 'int8').
+        precision: 'auto' (INT8 for a QDQ graph, else FP16), 'fp16', 'fp32' or 'int8'.
+        working_size: (width, height) to fix the profile at, in place of the model's own.
+        dla_core: build for this DLA core (GPU fallback), None: the GPU alone.
+        build: False: never build; raise :class:`PlanNotCachedError` when nothing usable is cached.
+        device_index: the CUDA device.
+        cache_dir: the cache folder (None: :func:`engine_cache_dir`).
+        progress: the 'building ...' line and TensorRT's per-phase progress bars.
+
+    Returns:
+        The plan's path (its metadata beside it).
+
+    Raises:
+        PlanNotCachedError: with ``build=False`` and no usable entry.
+        ImportError: when TensorRT, pycuda or onnx is missing.
+        ValueError: when the model cannot be built (the message says why).
+
+    Example:
+        >>> plan = cached_plan(bundled_model_path("camvid"))  # doctest: +SKIP
+    """
+    key = plan_key(onnx_path, precision, working_size, dla_core, device_index)
+    folder = Path(cache_dir) if cache_dir is not None else engine_cache_dir()
+    plan = folder / f"{key.stem}.plan"
+    problem = entry_problem(plan, key)
+    if problem is None:
+        return plan
+    if not build:
+        raise PlanNotCachedError(
+            f"no usable cached TensorRT engine for {key.describe()} in {folder} ({problem}); run once without "
+            "--no-build (build=True) to build and cache it"
+        )
+    with _entry_lock(folder / f"{key.stem}.lock"):
+        # Another process may have built it while this one waited for the lock.
+        problem = entry_problem(plan, key)
+        if problem is None:
+            return plan
+        from .plan_build import build_engine
+
+        if progress:
+            _announce(f"building a TensorRT engine for {key.describe()} ({problem}); the first run on a Jetson "
+                      f"takes minutes, later starts load it from {folder}")
+        options = BuildOptions(fp16=key.precision == "fp16", int8=key.precision == "int8",
+                               working_size=key.working_size,
+                               dla_core=dla_core, progress=progress,
+                               timing_cache=folder / f"timing-{key.tensorrt_version}-{key.gpu.sm}.cache")
+        build_engine(onnx_path, plan, options, device_index)
+        if progress:
+            _announce(f"cached {plan}")
+    return plan
+
+
+def discard_entry(plan_path: Path, plan_sha256: str | None) -> None:
+    """Remove a cache entry found unusable, unless another process has replaced it meanwhile."""
+    with _entry_lock(plan_path.with_suffix(".lock")):
+        try:
+            current = read_plan_metadata(plan_path).plan_sha256
+        except (OSError, ValueError):
+            current = plan_sha256
+        if current == plan_sha256:
+            metadata_path(plan_path).unlink(missing_ok=True)
+            plan_path.unlink(missing_ok=True)
+
+
+def open_cached_engine(onnx_path: str | Path, precision: str = "auto", device: str = "auto",
+                       working_size: tuple[int, int] | None = None, dla_core: int | None = None, build: bool = True,
+                       cache_dir: str | Path | None = None, progress: bool = True,
+                       cuda_graph: bool = True) -> TensorRTBackend:
+    """Open the TensorRT engine of an ONNX model from the cache, building it first when needed.
+
+    A cached plan that TensorRT refuses (it does not deserialise, or its metadata names another TensorRT or
+    GPU) is discarded and rebuilt once.
+
+    Args:
+        onnx_path, precision, working_size, dla_core, build, cache_dir, progress: as :func:`cached_plan`.
+        device: 'auto', 'cuda' or 'cuda:N'.
+        cuda_graph: passed to the backend.
+
+    Returns:
+        The open backend; close it, or use it as a context manager.
+
+    Raises:
+        PlanNotCachedError, ImportError, ValueError: as :func:`cached_plan`.
+
+    Example:
+        >>> with open_cached_engine(bundled_model_path("camvid")) as net:  # doctest: +SKIP
+        ...     logits = net.infer(batch)
+    """
+    from .backends.tensorrt import TensorRTBackend
+
+    index = parse_device(device)
+    plan = cached_plan(onnx_path, precision, working_size, dla_core, build, index, cache_dir, progress)
+    try:
+        return TensorRTBackend(plan, device=device, cuda_graph=cuda_graph)
+    except ValueError as exc:
+        # PlanCompatibilityError is a ValueError too. The entry passed the cache's own checks, so TensorRT
+        # itself refused it: a plan from another TensorRT build with the same version string, or damaged bytes.
+        if not build:
+            raise PlanNotCachedError(f"the cached TensorRT engine {plan} is unusable ({exc}); run once without "
+                                     "--no-build (build=True) to rebuild it") from exc
+        if progress:
+            _announce(f"the cached engine {plan.name} is unusable ({exc}); rebuilding it")
+        try:
+            refused = read_plan_metadata(plan).plan_sha256
+        except (OSError, ValueError):
+            refused = None
+        discard_entry(plan, refused)
+    plan = cached_plan(onnx_path, precision, working_size, dla_core, True, index, cache_dir, progress)
+    return TensorRTBackend(plan, device=device, cuda_graph=cuda_graph)

@@ -1,0 +1,55 @@
+"""The fake TensorRT (runtime and builder) over the fake GPU, pycuda and driver, for the engine-build, engine-cache
+and first-run tests."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+from fakes.cuda import FakeGpu, install_fake_gpu
+from fakes.tensorrt import install_fake_tensorrt
+from fakes.tensorrt_builder import Builder, install_builder
+
+
+def install_fake_tensorrt_gpu(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu | None = None, version: str = "10.3.0",
+                              dla_cores: int = 2, total_memory: int = 8 << 30) -> tuple[types.ModuleType, FakeGpu]:
+    """Fake ``tensorrt`` (runtime and builder), ``pycuda`` and CUDA driver in place of the real ones.
+
+    Args:
+        gpu: the fake device (default: an integrated Orin).
+        version: the fake TensorRT's version.
+        dla_cores: the DLA cores its builder sees.
+        total_memory: what pycuda's ``Device.total_memory()`` reports (pycuda documentation, ``Device``:
+            "total_memory(): Return the total amount of memory on the device in bytes").
+
+    Returns:
+        The fake ``tensorrt`` module and the fake GPU.
+    """
+    gpu = install_fake_gpu(monkeypatch, gpu or FakeGpu())
+    monkeypatch.setattr(sys.modules["pycuda.driver"].Device, "total_memory", lambda self: total_memory,
+                        raising=False)
+    module = install_fake_tensorrt(monkeypatch, gpu, version)
+    install_builder(module, gpu, dla_cores)
+    monkeypatch.setattr(Builder, "builds", 0)
+    return module, gpu
+
+
+def builds() -> int:
+    """How many engine builds ran since the fake was installed."""
+    return int(Builder.builds)
+
+
+def route_cuda_kernels_to(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu, kernels: types.ModuleType) -> None:
+    """Make every ``CudaDevice`` the Segmenter opens run ``kernels``' numpy entry points on the fake GPU's memory
+    (:class:`fakes.kernels.FakeKernels`) in place of the CUDA build of ``unetrt._tiling``."""
+    from fakes.kernels import FakeKernels
+
+    import unetrt.cuda_device as cuda_device
+
+    real = cuda_device.CudaDevice
+
+    def on_fake_gpu(backend: object, **options: object) -> object:
+        return real(backend, kernels=FakeKernels(gpu, kernels), **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cuda_device, "CudaDevice", on_fake_gpu)

@@ -1,0 +1,19 @@
+"""``python -m unetrt.doctor``: the report ends with what a stream runs, opened as the stream opens it."""
+
+from __future__ import annotations
+
+import pytest
+
+from unetrt.doctor import main
+
+
+def test_report_names_backend_and_device(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--device", "cpu", "--backend", "onnxruntime", "--precision", "fp32"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "unet-stream --model camvid runs on: onnxruntime fp32 cpu"
+    assert any(line.startswith("engine cache: ") for line in lines)
+
+
+def test_unknown_model_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--model", "nosuch"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

@@ -1,0 +1,139 @@
+"""A Jetson user's first run, on the CPU: the real orchestration over the fake TensorRT, pycuda and driver.
+
+``Segmenter("camvid")`` / ``unet-stream`` on a machine with TensorRT and a GPU: the first open builds the engine
+and caches it, the second loads it without building, a corrupted entry and a plan of another TensorRT are
+rebuilt, the masks agree with ONNX Runtime FP32, and the summary names TensorRT.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fakes.trt_plan import deserialize, serialize
+from plan_fixtures import builds, install_fake_tensorrt_gpu, route_cuda_kernels_to
+
+from unetrt.plan_metadata import read_plan_metadata, write_plan_metadata
+from unetrt.segmenter import Segmenter
+
+pytestmark = pytest.mark.gpu_contract
+FRAMES = 12  # CamVid val frames compared (of 101), spread over the split
+
+
+@pytest.fixture
+def first_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A CUDA machine with TensorRT (fakes), no ONNX Runtime CUDA provider, an empty engine cache; the frame path's
+    CUDA kernels are the CPU kernels run on the fake GPU's memory."""
+    from unetrt import _tiling  # type: ignore[attr-defined]
+
+    _, gpu = install_fake_tensorrt_gpu(monkeypatch)
+    route_cuda_kernels_to(monkeypatch, gpu, _tiling)
+    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: False)
+    cache = tmp_path / "engines"
+    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="module")
+def camvid_frames(shared_data: Path) -> list[np.ndarray]:
+    import cv2
+
+    files = sorted((shared_data / "camvid" / "val").glob("*.png"))
+    if not files:
+        pytest.skip("no CamVid val frames in ../shared/data/camvid/val")
+    picked = files[:: max(1, len(files) // FRAMES)][:FRAMES]
+    return [cv2.imread(str(path), cv2.IMREAD_COLOR) for path in picked]
+
+
+def _only_entry(cache: Path) -> Path:
+    plans = sorted(cache.glob("*.plan"))
+    assert len(plans) == 1, plans
+    return plans[0]
+
+
+def test_first_open_builds_second_loads(first_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with Segmenter("camvid") as segmenter:
+        assert (segmenter.backend.name, segmenter.backend.precision) == ("tensorrt", "fp16")
+        assert segmenter.backend.device.startswith("cuda:0")
+    assert builds() == 1
+    assert "building a TensorRT engine for camvid FP16 at 256x192" in capsys.readouterr().err
+    plan = _only_entry(first_run)
+    with Segmenter("camvid", build=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+        assert Path(segmenter.backend.path) == plan  # type: ignore[attr-defined]
+    assert builds() == 1 and capsys.readouterr().err == ""
+
+
+def test_masks_agree_with_onnxruntime_fp32(first_run: Path, camvid_frames: list[np.ndarray]) -> None:
+    with Segmenter("camvid", backend="onnxruntime", precision="fp32", device="cpu") as reference:
+        expected = [reference.segment(frame).mask for frame in camvid_frames]
+    with Segmenter("camvid") as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+        masks = [segmenter.segment(frame).mask for frame in camvid_frames]
+    agreement = np.mean([np.mean(a == b) for a, b in zip(masks, expected, strict=True)])
+    assert agreement >= 0.995, agreement
+
+
+def _forge(plan: Path, tensorrt_version: str | None = None, garbage: bool = False) -> None:
+    """Replace the plan's bytes, with metadata that still matches them: only TensorRT itself can refuse it."""
+    import hashlib
+
+    fake = deserialize(plan.read_bytes())
+    assert fake is not None
+    data = b"\0" * 4096 if garbage else serialize(replace(fake, tensorrt_version=tensorrt_version or "10.2.0"))
+    plan.write_bytes(data)
+    write_plan_metadata(plan, replace(read_plan_metadata(plan), plan_sha256=hashlib.sha256(data).hexdigest()))
+
+
+@pytest.mark.parametrize("garbage", [True, False], ids=["corrupt-plan", "plan-of-another-tensorrt"])
+def test_entry_tensorrt_refuses_is_rebuilt(garbage: bool, first_run: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    with Segmenter("camvid", warm_up=False):
+        pass
+    plan = _only_entry(first_run)
+    _forge(plan, garbage=garbage)
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    assert builds() == 2
+    assert "is unusable" in capsys.readouterr().err
+    rebuilt = deserialize(plan.read_bytes())
+    assert rebuilt is not None and rebuilt.tensorrt_version == "10.3.0"
+
+
+def test_refused_entry_with_no_build_falls_back(first_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with Segmenter("camvid", warm_up=False):
+        pass
+    _forge(_only_entry(first_run), garbage=True)
+    with Segmenter("camvid", build=False, warm_up=False) as segmenter:
+        fallback = segmenter.backend.name
+    assert fallback in ("openvino", "onnxruntime") and builds() == 1
+    assert "is unusable (TensorRT could not deserialise" in capsys.readouterr().err
+
+
+def test_unet_stream_first_run_summary_names_tensorrt(first_run: Path, tmp_path: Path) -> None:
+    from unetrt.stream.cli import main
+
+    stats = tmp_path / "stats.json"
+    code = main(["sample", str(tmp_path / "out.mp4"), "--max-frames", "3", "--headless", "--stats", str(stats)])
+    assert code == 0
+    summary = json.loads(stats.read_text())
+    runtime = summary["runtime"]
+    assert (runtime["backend"], runtime["precision"]) == ("tensorrt", "fp16")
+    assert str(runtime["device"]).startswith("cuda:0")
+    assert builds() == 1
+    assert main(["sample", str(tmp_path / "again.mp4"), "--max-frames", "2", "--headless", "--no-build"]) == 0
+    assert builds() == 1
+
+
+def test_unet_bench_finds_the_cached_engine_of_a_bundled_model(first_run: Path) -> None:
+    from unetrt.benchmarks.bench import locate_model
+
+    missing = locate_model("camvid", build=False)
+    assert "tensorrt" not in missing.files and "no usable cached TensorRT engine" in missing.missing["tensorrt"]
+    assert builds() == 0
+    model = locate_model("camvid")
+    assert model.files["tensorrt"] == _only_entry(first_run) and model.plan_precision == "fp16"
+    assert "tensorrt" not in model.missing and builds() == 1

@@ -1,0 +1,193 @@
+"""The builder core (unetrt.plan_build, unet-build) against the rule-keeping fake TensorRT builder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import warnings
+from pathlib import Path
+
+import pytest
+from conftest import tiny_info
+from fakes.cuda import FakeGpu
+from fakes.trt_plan import deserialize
+from plan_fixtures import builds, install_fake_tensorrt_gpu
+
+from unetrt.export.tensorrt import build_parser, main
+from unetrt.plan_build import BuildOptions, build_engine, default_workspace_mib
+from unetrt.plan_metadata import metadata_path, read_plan_metadata
+
+pytestmark = pytest.mark.gpu_contract
+
+
+@pytest.fixture
+def fake_trt(monkeypatch: pytest.MonkeyPatch) -> FakeGpu:
+    return install_fake_tensorrt_gpu(monkeypatch)[1]
+
+
+def test_fp16_build_writes_plan_and_metadata(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                             tmp_path: Path) -> None:
+    plan = tmp_path / "tiny.plan"
+    metadata = build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True, progress=False))
+    assert read_plan_metadata(plan) == metadata
+    fake = deserialize(plan.read_bytes())
+    assert fake is not None and fake.precision == "fp16" and fake.tensorrt_version == "10.3.0"
+    assert (metadata.gpu.name, metadata.precision) == (fake_trt.name, "fp16")
+    assert metadata.plan_sha256 is not None and metadata.source_sha256 is not None
+    assert builds() == 1
+    # Finding 8 (FP16 input): an FP16 plan takes half input, so no reformat layer; the logits stay FP32.
+    assert (metadata.input_dtype, metadata.output_dtype) == ("float16", "float32")
+    assert (fake.input_dtype, fake.output_dtype) == ("float16", "float32")
+    fp32 = build_engine(tiny_model_files["onnx"], plan, BuildOptions(progress=False))
+    assert (fp32.precision, fp32.input_dtype) == ("fp32", "float32")
+
+
+def test_foreign_timing_cache_warns_and_starts_fresh(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    # Finding 4: set_timing_cache refuses a cache from another device (returns False); the old code ignored that
+    # and then failed on get_timing_cache() (None) after the build.
+    cache = tmp_path / "trt.cache"
+    cache.write_text(json.dumps({"magic": "unetrt-fake-timing-cache", "tensorrt_version": "10.3.0",
+                                 "device": "NVIDIA A100/sm_80", "entries": 40}))
+    with pytest.warns(RuntimeWarning, match="another GPU or TensorRT version"):
+        build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan",
+                     BuildOptions(fp16=True, timing_cache=cache, progress=False))
+    rewritten = json.loads(cache.read_text())
+    assert rewritten["device"] == f"{fake_trt.name}/sm_87" and rewritten["entries"] > 0
+
+
+def test_own_timing_cache_is_reused_without_warning(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    cache = tmp_path / "trt.cache"
+    options = BuildOptions(fp16=True, timing_cache=cache, progress=False)
+    build_engine(tiny_model_files["onnx"], tmp_path / "a.plan", options)
+    first = json.loads(cache.read_text())["entries"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_engine(tiny_model_files["onnx"], tmp_path / "b.plan", options)
+    assert json.loads(cache.read_text())["entries"] == 2 * first
+
+
+def test_metadata_is_in_place_before_the_plan(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Finding 4: the old code wrote the plan, then its metadata; a crash in between left a plan the backend
+    # refuses. Now a crash while the plan is renamed into place leaves the metadata and no plan.
+    plan = tmp_path / "tiny.plan"
+    real_replace = os.replace
+
+    def crash_on_plan(source: str | Path, target: str | Path) -> None:
+        if str(target).endswith(".plan"):
+            raise OSError("disk full")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", crash_on_plan)
+    with pytest.raises(OSError, match="disk full"):
+        build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True, progress=False))
+    assert metadata_path(plan).is_file() and not plan.exists()
+    assert [p.name for p in tmp_path.iterdir()] == [metadata_path(plan).name], "no temporary file is left"
+
+
+@pytest.mark.parametrize("integrated, memory, expected", [(True, 8 << 30, 1024), (True, 2 << 30, 512),
+                                                          (False, 80 << 30, None)])
+def test_workspace_is_capped_on_integrated_gpus(integrated: bool, memory: int, expected: int | None,
+                                                monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path],
+                                                tmp_path: Path) -> None:
+    # Finding 6: TensorRT's default workspace limit is the device memory, on a Jetson the whole system memory.
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(integrated=integrated), total_memory=memory)
+    metadata = build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan", BuildOptions(fp16=True, progress=False))
+    assert metadata.build_options["workspace_mib"] == expected == default_workspace_mib(integrated, memory)
+    asked = build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan",
+                         BuildOptions(fp16=True, workspace_mib=300, progress=False))
+    assert asked.build_options["workspace_mib"] == 300
+
+
+def test_dla_core_with_gpu_fallback_is_recorded(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                tmp_path: Path) -> None:
+    # Finding 7: --dla-core N, GPU fallback, the core in the plan's JSON and rebuild command.
+    plan = tmp_path / "tiny.plan"
+    metadata = build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True, dla_core=1, progress=False))
+    fake = deserialize(plan.read_bytes())
+    assert fake is not None and fake.dla_core == 1
+    assert json.loads(metadata_path(plan).read_text())["dla_core"] == 1
+    assert "GPU_FALLBACK" in metadata.build_options["builder_flags"]
+    args = build_parser().parse_args(shlex.split(metadata.rebuild_command(plan))[1:])
+    assert args.dla_core == 1 and args.fp16
+
+
+@pytest.mark.parametrize("options, message", [
+    (BuildOptions(fp16=True, dla_core=2), "has 2 DLA core"),
+    (BuildOptions(dla_core=0), "FP16 and INT8 layers only"),
+])
+def test_impossible_dla_requests(options: BuildOptions, message: str, fake_trt: FakeGpu,
+                                 tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan", options)
+    assert not any(tmp_path.iterdir())
+
+
+def test_profile_is_fixed_at_the_working_size(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                              tmp_path: Path) -> None:
+    # Finding 8 (profile part): frames reach the network at the working size only.
+    plan = tmp_path / "tiny.plan"
+    metadata = build_engine(tiny_model_files["onnx"], plan,
+                            BuildOptions(fp16=True, working_size=(64, 48), progress=False))
+    assert metadata.profile.min[1:] == metadata.profile.opt[1:] == metadata.profile.max[1:] == (3, 48, 64)
+    fake = deserialize(plan.read_bytes())
+    assert fake is not None and fake.profile[0][2:] == fake.profile[2][2:] == (48, 64)
+    wider = build_engine(tiny_model_files["onnx"], plan, BuildOptions(
+        fp16=True, working_size=(64, 48), min_shape=(1, 3, 16, 16), max_shape=(2, 3, 96, 96), progress=False))
+    assert (wider.profile.min, wider.profile.max) == ((1, 3, 16, 16), (2, 3, 96, 96))
+
+
+def test_unet_build_command_with_dla(fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    plan = tmp_path / "tiny.plan"
+    code = main([str(tiny_model_files["onnx"]), "-o", str(plan), "--fp16", "--dla-core", "0", "--no-progress"])
+    assert code == 0
+    assert "DLA core 0 with GPU fallback" in capsys.readouterr().out
+    assert read_plan_metadata(plan).dla_core == 0
+    code = main([str(tiny_model_files["onnx"]), "-o", str(plan), "--fp16", "--dla-core", "5", "--no-progress"])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("error: --dla-core 5: this device has 2 DLA core(s)")
+
+
+def test_parse_errors_are_listed_by_node(fake_trt: FakeGpu, tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from unetrt.export.onnx_export import write_metadata
+
+    node = helper.make_node("NoSuchOp", ["image"], ["logits"], name="mystery", domain="unetrt.test")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 16, 16])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("unetrt.test", 1)])
+    write_metadata(model, tiny_info())
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    with pytest.raises(ValueError, match=r"could not parse .*node 'mystery' \(NoSuchOp\)"):
+        build_engine(tmp_path / "bad.onnx", tmp_path / "bad.plan", BuildOptions(progress=False))
+
+
+def test_progress_monitor_bars_follow_the_phases(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan", BuildOptions(fp16=True, progress=True))
+    assert builds() == 1  # the monitor answered True at every step: the build was not cancelled
+
+
+def test_fp16_graph_builds_strongly_typed_with_its_own_input_type(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    from unetrt.export.fp16 import convert_file
+
+    fp16_graph = convert_file(tiny_model_files["onnx"], tmp_path / "tiny.fp16.onnx")
+    metadata = build_engine(fp16_graph, tmp_path / "tiny.plan", BuildOptions(progress=False))
+    assert metadata.strongly_typed and metadata.precision == "fp16"
+    assert metadata.input_dtype == "float32" and metadata.build_options["builder_flags"] == []
+
+
+def test_dla_plan_opens_on_its_core(fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    from unetrt.backends.tensorrt import TensorRTBackend
+
+    plan = tmp_path / "tiny.plan"
+    build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True, dla_core=1, progress=False))
+    with TensorRTBackend(plan) as backend:
+        assert backend._runtime.DLA_core == 1  # set before the plan was deserialised

@@ -1,0 +1,213 @@
+"""The engine cache (unetrt.plan_cache): key, folder, build once, load later, rebuild what cannot be trusted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fakes.cuda import FakeGpu
+from fakes.tensorrt_builder import Builder
+from plan_fixtures import builds, install_fake_tensorrt_gpu
+
+from unetrt.plan_cache import (
+    ENGINE_CACHE_ENV,
+    PlanKey,
+    PlanNotCachedError,
+    cached_plan,
+    engine_cache_dir,
+    entry_problem,
+    plan_key,
+)
+from unetrt.plan_metadata import GpuIdentity, metadata_path, read_plan_metadata, write_plan_metadata
+
+pytestmark = pytest.mark.gpu_contract
+
+
+@pytest.fixture
+def fake_trt(monkeypatch: pytest.MonkeyPatch) -> FakeGpu:
+    return install_fake_tensorrt_gpu(monkeypatch)[1]
+
+
+def test_cache_folder_follows_env_then_xdg_then_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(ENGINE_CACHE_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert engine_cache_dir() == tmp_path / "home" / ".cache" / "unetrt" / "engines"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG spec: relative paths are invalid
+    assert engine_cache_dir() == tmp_path / "home" / ".cache" / "unetrt" / "engines"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert engine_cache_dir() == tmp_path / "xdg" / "unetrt" / "engines"
+    monkeypatch.setenv(ENGINE_CACHE_ENV, str(tmp_path / "mine"))
+    assert engine_cache_dir() == tmp_path / "mine"
+
+
+def test_every_part_of_the_key_names_another_entry() -> None:
+    key = PlanKey("camvid", "ab" * 32, "fp16", (256, 192), None, "10.3.0", GpuIdentity("Orin", (8, 7)))
+    variants = [replace(key, source_sha256="cd" * 32), replace(key, precision="int8"),
+                replace(key, working_size=(320, 240)), replace(key, dla_core=0),
+                replace(key, tensorrt_version="10.3.1"), replace(key, gpu=GpuIdentity("Orin", (8, 6))),
+                replace(key, gpu=GpuIdentity("Orin Nano", (8, 7)))]
+    stems = {key.stem, *(v.stem for v in variants)}
+    assert len(stems) == len(variants) + 1
+    assert key.stem.startswith("camvid-fp16-") and key.stem == replace(key).stem
+
+
+def test_first_use_builds_later_uses_load(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
+    assert builds() == 1
+    err = capsys.readouterr().err
+    assert "building a TensorRT engine for tiny FP16" in err and "cached" in err
+    assert plan.parent == tmp_path and plan.name.startswith("tiny-fp16-")
+    assert cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path) == plan
+    assert cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path, build=False) == plan
+    assert builds() == 1 and capsys.readouterr().err == ""
+    metadata = read_plan_metadata(plan)
+    assert metadata.precision == "fp16" and metadata.gpu.name == fake_trt.name
+
+
+def test_no_build_without_a_cached_engine_says_how(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    with pytest.raises(PlanNotCachedError, match=r"no usable cached TensorRT engine for tiny FP16 .* --no-build"):
+        cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path, build=False)
+    assert builds() == 0
+
+
+def _truncate(plan: Path) -> None:
+    plan.write_bytes(plan.read_bytes()[: plan.stat().st_size // 2])
+
+
+def _garble_metadata(plan: Path) -> None:
+    metadata_path(plan).write_text("{ not json")
+
+
+def _drop_metadata(plan: Path) -> None:
+    metadata_path(plan).unlink()
+
+
+def _foreign_version(plan: Path) -> None:
+    write_plan_metadata(plan, replace(read_plan_metadata(plan), tensorrt_version="10.2.0"))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _garble_metadata, _drop_metadata, _foreign_version],
+                         ids=["truncated-plan", "corrupt-metadata", "no-metadata", "other-tensorrt"])
+def test_an_entry_that_cannot_be_trusted_is_rebuilt(damage: object, fake_trt: FakeGpu,
+                                                    tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
+    good = plan.read_bytes()
+    damage(plan)  # type: ignore[operator]
+    with pytest.raises(PlanNotCachedError):
+        cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path, build=False)
+    assert cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path) == plan
+    assert builds() == 2
+    assert plan.read_bytes() == good and entry_problem(plan, plan_key(tiny_model_files["onnx"])) is None
+
+
+def test_half_replaced_entry_is_detected(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                         tmp_path: Path) -> None:
+    # A reader between the metadata's rename and the plan's sees new metadata beside the old plan.
+    fp16 = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
+    fp32 = cached_plan(tiny_model_files["onnx"], "fp32", cache_dir=tmp_path)
+    fp16.write_bytes(fp32.read_bytes())
+    assert entry_problem(fp16, plan_key(tiny_model_files["onnx"])) == (
+        "its plan is truncated or replaced (checksum mismatch)")
+
+
+def test_a_new_tensorrt_builds_its_own_entry(monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path],
+                                             tmp_path: Path) -> None:
+    module, _ = install_fake_tensorrt_gpu(monkeypatch, version="10.3.0")
+    old = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
+    module.__version__ = "10.4.0"  # type: ignore[attr-defined]
+    new = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
+    assert new != old and builds() == 2
+    assert read_plan_metadata(new).tensorrt_version == "10.4.0"
+
+
+def test_working_size_and_precision_are_part_of_the_entry(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    small = cached_plan(tiny_model_files["onnx"], working_size=(64, 48), cache_dir=tmp_path)
+    large = cached_plan(tiny_model_files["onnx"], working_size=(128, 96), cache_dir=tmp_path)
+    fp32 = cached_plan(tiny_model_files["onnx"], "fp32", working_size=(64, 48), cache_dir=tmp_path)
+    assert len({small, large, fp32}) == 3 and builds() == 3
+    assert read_plan_metadata(small).profile.max[2:] == (48, 64)
+    assert read_plan_metadata(large).profile.max[2:] == (96, 128)
+    assert read_plan_metadata(fp32).precision == "fp32"
+
+
+def test_precision_must_fit_the_graph(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                      tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="precision 'int8' needs a QDQ model"):
+        cached_plan(tiny_model_files["onnx"], "int8", cache_dir=tmp_path)
+    assert builds() == 0
+
+
+def test_qdq_model_builds_int8(fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    from unetrt.export.quantize import quantize_onnx
+
+    batches = [np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)]
+    qdq = quantize_onnx(tiny_model_files["onnx"], tmp_path / "tiny.int8.onnx", batches, "minmax", "tensorrt")
+    plan = cached_plan(qdq, cache_dir=tmp_path / "cache")
+    assert plan.name.startswith("tiny-int8-") and read_plan_metadata(plan).precision == "int8"
+
+
+def test_concurrent_first_runs_build_once(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    start = threading.Barrier(4)
+    build = Builder.build_serialized_network
+    building = threading.Event()
+
+    def slow_build(self: Builder, network: object, config: object) -> object:
+        building.set()
+        # Hold the build until every other thread has found the entry missing and asked for the lock.
+        threading.Event().wait(0.3)
+        return build(self, network, config)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Builder, "build_serialized_network", slow_build)
+    results: list[Path] = []
+
+    def first_run() -> None:
+        start.wait()
+        results.append(cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path, progress=False))
+
+    threads = [threading.Thread(target=first_run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4 and len(set(results)) == 1
+    assert builds() == 1 and building.is_set()
+    assert entry_problem(results[0], plan_key(tiny_model_files["onnx"])) is None
+
+
+CHILD = """
+import sys
+sys.path[:0] = {paths!r}
+import pytest
+from plan_fixtures import builds, install_fake_tensorrt_gpu
+from unetrt.plan_cache import cached_plan
+install_fake_tensorrt_gpu(pytest.MonkeyPatch())
+print(cached_plan({onnx!r}, cache_dir={cache!r}, progress=False), builds())
+"""
+
+
+def test_two_processes_share_one_build(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    tests = Path(__file__).resolve().parents[1]
+    script = CHILD.format(paths=[str(tests), str(tests / "engine")], onnx=str(tiny_model_files["onnx"]),
+                          cache=str(tmp_path))
+    children = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True) for _ in range(2)]
+    outputs = [child.communicate(timeout=120) for child in children]
+    assert all(child.returncode == 0 for child in children), [err for _, err in outputs]
+    plans = {out.split()[0] for out, _ in outputs}
+    assert len(plans) == 1
+    assert sum(int(out.split()[1]) for out, _ in outputs) == 1, "exactly one process built the engine"
+    plan = Path(plans.pop())
+    metadata = json.loads(metadata_path(plan).read_text())
+    assert metadata["plan_sha256"] and plan.stat().st_size > 0
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".cache", ".json", ".lock", ".plan"]
