@@ -47,8 +47,9 @@ SUMMARY_NAME = "summary.json"
 INSTALL_HINT = "unet-batch needs Ray Data: pip install 'unetrt[ray]'"
 # Rows of decoded frames per actor call; equal-size frames of a call go through the network as one batch.
 DEFAULT_BATCH_SIZE = 4
-# Decoding tasks ask for this share of a CPU, so that they still fit beside actors that fill a node's CPUs.
-READ_TASK_CPUS = 0.25
+# Decoding tasks reserve no CPU, so that they always fit beside actors that fill a node's CPUs (a reserved
+# share would wait forever there); at most this many run per node.
+READ_TASKS_PER_NODE = 2
 
 SegmenterFactory = Callable[[], Segmenter]
 
@@ -251,6 +252,26 @@ def default_workers(resources: dict[str, float], settings: BatchSettings) -> int
     return max(1, int(resources.get("CPU", 1.0) - 1) // settings.threads)
 
 
+def check_pool_fits(pool: int, resources: dict[str, float], settings: BatchSettings) -> None:
+    """Refuse a pool whose actors ask for more than the cluster has (Ray Data would wait for them forever).
+
+    Raises:
+        ValueError: naming what the pool needs and what the cluster has.
+
+    Example:
+        >>> check_pool_fits(2, {"CPU": 2.0}, BatchSettings(threads=1))
+    """
+    gpus = resources.get("GPU", 0.0)
+    if gpus > 0:
+        needed, have, what = pool * settings.gpus_per_worker, gpus, "GPUs"
+        hint = "lower --workers or --gpus-per-worker"
+    else:
+        needed, have, what = float(pool * settings.threads), resources.get("CPU", 0.0), "CPUs"
+        hint = "lower --workers or --threads"
+    if needed > have:
+        raise ValueError(f"{pool} workers need {needed:g} {what} but the Ray cluster has {have:g}; {hint}")
+
+
 def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSettings, address: str | None = None,
               workers: int | None = None, segmenter_factory: SegmenterFactory | None = None,
               progress: bool | None = None) -> dict[str, Any]:
@@ -302,6 +323,7 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
         resources = ray.cluster_resources()
         on_gpu = resources.get("GPU", 0.0) > 0
         pool = workers if workers is not None else default_workers(resources, settings)
+        check_pool_fits(pool, resources, settings)
         known = all(unit.frames > 0 for unit in pending)
         total = sum(unit.frames for unit in pending) if known else None
         with tqdm(total=total, desc="segmenting", unit="frame", disable=None if progress is None else not progress,
@@ -329,8 +351,8 @@ def _dataset(ray: Any, units: list[WorkUnit], out_dir: Path, settings: BatchSett
     ordered = sorted(units, key=lambda unit: unit.kind == IMAGE)
     items = ray.data.from_items([unit.as_row() for unit in ordered], override_num_blocks=min(len(ordered), 200))
     frames = items.flat_map(read_unit, fn_kwargs={"out_dir": str(out_dir), "overlay": settings.overlay},
-                            num_cpus=READ_TASK_CPUS,
-                            compute=ray.data.TaskPoolStrategy(size=min(len(ordered), 2 * node_count)))
+                            num_cpus=0,
+                            compute=ray.data.TaskPoolStrategy(size=min(len(ordered), READ_TASKS_PER_NODE * node_count)))
     resources: dict[str, float] = ({"num_gpus": settings.gpus_per_worker, "num_cpus": 1} if on_gpu
                                    else {"num_cpus": settings.threads})
     return frames.map_batches(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import builtins
 import os
 from pathlib import Path
@@ -11,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from unetrt.batch.cli import main, parse_address
+from unetrt.batch.cli import build_parser, main, parse_address
 from unetrt.batch.inputs import (
     FAILED,
     SKIPPED,
@@ -22,7 +23,7 @@ from unetrt.batch.inputs import (
     read_unit,
     unit_is_done,
 )
-from unetrt.batch.job import INSTALL_HINT, BatchSettings, default_workers, import_ray
+from unetrt.batch.job import INSTALL_HINT, BatchSettings, check_pool_fits, default_workers, import_ray
 from unetrt.batch.outputs import (
     frame_output,
     is_done,
@@ -177,6 +178,22 @@ def test_default_workers_follow_the_cluster() -> None:
     assert default_workers({"CPU": 2.0}, BatchSettings()) == 1
     assert default_workers({"CPU": 16.0, "GPU": 4.0}, BatchSettings()) == 4
     assert default_workers({"CPU": 16.0, "GPU": 2.0}, BatchSettings(gpus_per_worker=0.5)) == 4
+
+
+def test_a_pool_larger_than_the_cluster_is_refused() -> None:
+    check_pool_fits(2, {"CPU": 4.0}, BatchSettings(threads=2))
+    with pytest.raises(ValueError, match="3 workers need 6 CPUs but the Ray cluster has 4; lower --workers"):
+        check_pool_fits(3, {"CPU": 4.0}, BatchSettings(threads=2))
+    with pytest.raises(ValueError, match="need 3 GPUs but the Ray cluster has 2"):
+        check_pool_fits(3, {"CPU": 64.0, "GPU": 2.0}, BatchSettings())
+
+
+def test_help_states_every_default() -> None:
+    parser = build_parser()
+    for action in parser._actions:
+        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            shown = parser.formatter_class(parser.prog)._get_help_string(action) or ""
+            assert "(default" in shown, action.option_strings[0]
 
 
 def test_without_ray_the_command_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
