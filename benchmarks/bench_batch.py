@@ -49,7 +49,7 @@ def write_frames(folder: Path, count: int) -> list[Path]:
         ValueError: when the clip has fewer frames.
     """
     capture = cv2.VideoCapture(str(sample_clip()))
-    paths = []
+    paths: list[Path] = []
     while len(paths) < count:
         ok, frame = capture.read()
         if not ok:
@@ -70,6 +70,8 @@ def run_loop(paths: Sequence[Path], out: Path, model: str, threads: int) -> dict
         opened = time.perf_counter()
         for path in paths:
             frame = cv2.imread(str(path))
+            if frame is None:
+                raise ValueError(f"cannot read {str(path)!r}")
             write_png_atomically(out / f"{path.stem}.png", segmenter.segment(frame).mask)
         done = time.perf_counter()
         engine = f"{segmenter.backend.name} on {segmenter.backend.device}"

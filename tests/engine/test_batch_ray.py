@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,8 @@ def recordings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def settings(tiny_model_files: dict[str, Path]) -> BatchSettings:
-    return BatchSettings(model=str(tiny_model_files["onnx"]), batch_size=2)
+    # Two actors of NODE_CPUS threads fill every CPU of the cluster: the decoding tasks must still run.
+    return BatchSettings(model=str(tiny_model_files["onnx"]), batch_size=2, threads=NODE_CPUS)
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +94,7 @@ def test_masks_equal_segmenter_and_a_rerun_writes_only_what_is_missing(
     assert summary["frames"] == {"total": total, "written": total, "skipped": 0, "failed": 0}
     assert summary["failures"] == []
     assert len(summary["cluster"]["nodes"]) == 2
+    assert len({worker["node"] for worker in summary["workers"].values()}) == 2, "one actor per node"
     assert sum(worker["frames"] for worker in summary["workers"].values()) == total
     assert summary["backend"] == "onnxruntime" and summary["precision"] == "fp32"
     assert json.loads((out / SUMMARY_NAME).read_text()) == summary
@@ -113,7 +116,7 @@ def test_a_killed_actor_still_ends_with_every_output_written_once(
         two_node_cluster: Any, settings: BatchSettings, recordings: dict[str, Any],
         reference_masks: dict[str, np.ndarray], tmp_path: Path) -> None:
     killed = tmp_path / "killed"
-    one_frame_batches = BatchSettings(model=settings.model, batch_size=1)
+    one_frame_batches = replace(settings, batch_size=1)
 
     def open_segmenter_that_dies_once() -> Segmenter:
         class DyingSegmenter(Segmenter):
@@ -132,7 +135,7 @@ def test_a_killed_actor_still_ends_with_every_output_written_once(
                         os.kill(os.getpid(), signal.SIGKILL)
                 return super().segment_batch(frames, probabilities)
 
-        return DyingSegmenter(settings.model, threads=1)
+        return DyingSegmenter(settings.model, threads=settings.threads)
 
     out = tmp_path / "out"
     summary = run_batch(recordings["inputs"], out, one_frame_batches, workers=2,
