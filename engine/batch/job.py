@@ -252,6 +252,18 @@ def default_workers(resources: dict[str, float], settings: BatchSettings) -> int
     return max(1, int(resources.get("CPU", 1.0) - 1) // settings.threads)
 
 
+def actor_resources(settings: BatchSettings, on_gpu: bool) -> dict[str, float]:
+    """What each actor reserves: ``gpus_per_worker`` GPUs and one CPU on a cluster with GPUs, else ``threads`` CPUs.
+
+    Example:
+        >>> actor_resources(BatchSettings(gpus_per_worker=0.5), on_gpu=True)
+        {'num_gpus': 0.5, 'num_cpus': 1}
+    """
+    if on_gpu:
+        return {"num_gpus": settings.gpus_per_worker, "num_cpus": 1}
+    return {"num_cpus": settings.threads}
+
+
 def check_pool_fits(pool: int, resources: dict[str, float], settings: BatchSettings) -> None:
     """Refuse a pool whose actors ask for more than the cluster has (Ray Data would wait for them forever).
 
@@ -353,14 +365,12 @@ def _dataset(ray: Any, units: list[WorkUnit], out_dir: Path, settings: BatchSett
     frames = items.flat_map(read_unit, fn_kwargs={"out_dir": str(out_dir), "overlay": settings.overlay},
                             num_cpus=0,
                             compute=ray.data.TaskPoolStrategy(size=min(len(ordered), READ_TASKS_PER_NODE * node_count)))
-    resources: dict[str, float] = ({"num_gpus": settings.gpus_per_worker, "num_cpus": 1} if on_gpu
-                                   else {"num_cpus": settings.threads})
     return frames.map_batches(
         SegmentWorker, batch_size=settings.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=pool),
         fn_constructor_kwargs={"settings": settings, "out_dir": str(out_dir), "device": "cuda" if on_gpu else "cpu",
                                "segmenter_factory": segmenter_factory},
-        **resources)
+        **actor_resources(settings, on_gpu))
 
 
 def _tally(batch: dict[str, np.ndarray], counts: Counter[str], failures: list[dict[str, Any]],

@@ -23,7 +23,14 @@ from unetrt.batch.inputs import (
     read_unit,
     unit_is_done,
 )
-from unetrt.batch.job import INSTALL_HINT, BatchSettings, check_pool_fits, default_workers, import_ray
+from unetrt.batch.job import (
+    INSTALL_HINT,
+    BatchSettings,
+    actor_resources,
+    check_pool_fits,
+    default_workers,
+    import_ray,
+)
 from unetrt.batch.outputs import (
     frame_output,
     is_done,
@@ -178,6 +185,12 @@ def test_default_workers_follow_the_cluster() -> None:
     assert default_workers({"CPU": 2.0}, BatchSettings()) == 1
     assert default_workers({"CPU": 16.0, "GPU": 4.0}, BatchSettings()) == 4
     assert default_workers({"CPU": 16.0, "GPU": 2.0}, BatchSettings(gpus_per_worker=0.5)) == 4
+
+
+def test_actors_reserve_gpus_on_a_gpu_cluster_and_threads_on_a_cpu_one() -> None:
+    assert actor_resources(BatchSettings(threads=3), on_gpu=False) == {"num_cpus": 3}
+    assert actor_resources(BatchSettings(threads=3, gpus_per_worker=0.5), on_gpu=True) == {"num_gpus": 0.5,
+                                                                                           "num_cpus": 1}
 
 
 def test_a_pool_larger_than_the_cluster_is_refused() -> None:
