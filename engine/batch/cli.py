@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment image files, folders, globs and videos on a Ray cluster: one mask PNG per frame "
                     "(OUT/<stem>.png for an image, OUT/<video stem>/<frame index>.png for a video) and "
                     f"OUT/{SUMMARY_NAME}. A re-run writes only the outputs that are missing.")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, globs or video files")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, video files, and folders or globs of them")
     parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for masks and the summary")
     parser.add_argument("--model", required=True, help="a .plan, .onnx or .pt file (same path on every node) "
                                                        "or a bundled model name")

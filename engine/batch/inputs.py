@@ -1,6 +1,6 @@
 """What a batch job reads: its inputs expanded into work units, and each unit decoded into frame rows.
 
-An input is an image file, a folder or glob of images, a video file, or any other recording that
+An input is an image file, a video file, a folder or glob of them, or any other recording that
 :func:`unetrt.stream.sources.open_source` can read from storage (ROS 2 bags, when the stream package reads
 them, come in this way with no change here: every non-live source kind other than images is read as a
 sequence of frames). Each image is a unit of its own; each video or recording is one unit, decoded in order
@@ -13,6 +13,7 @@ that names the problem, so nothing is dropped silently.
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from ..stream.sources import (
     check_stream_frame,
     open_source,
 )
-from ..stream.uri import parse_source
+from ..stream.uri import IMAGE_SUFFIXES, VIDEO_SUFFIXES, parse_source
 from .outputs import frame_output, image_output, is_done, overlay_output
 
 IMAGE = "image"
@@ -81,13 +82,35 @@ def expand_inputs(inputs: Sequence[str]) -> list[WorkUnit]:
             raise ValueError(f"input {text!r} is a live {spec.kind} source; unet-batch reads recordings "
                              "from storage, use unet-stream for live sources")
         if spec.kind == "images":
-            units += [WorkUnit(IMAGE, str(path), image_output(path.stem))
-                      for path in ImageSequenceSource(spec.location).files]
+            units += [_file_unit(path) for path in _listed_files(spec.location)]
         else:
             path = Path(spec.location)
             units.append(WorkUnit(STREAM, str(path), path.stem, announced_frames(path)))
     check_distinct_outputs(units)
     return units
+
+
+def _listed_files(location: str) -> list[Path]:
+    """The images and videos of a folder or glob (or the one image file named), in name order.
+
+    Raises:
+        FileNotFoundError: when it holds neither.
+    """
+    path = Path(location)
+    if path.is_file():
+        return [path]
+    candidates = path.iterdir() if path.is_dir() else (Path(name) for name in glob.glob(location))
+    files = sorted(c for c in candidates if c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images or videos in {location!r} (suffixes: "
+                                f"{', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
+    return files
+
+
+def _file_unit(path: Path) -> WorkUnit:
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return WorkUnit(STREAM, str(path), path.stem, announced_frames(path))
+    return WorkUnit(IMAGE, str(path), image_output(path.stem))
 
 
 def check_distinct_outputs(units: Sequence[WorkUnit]) -> None:

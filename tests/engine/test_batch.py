@@ -78,10 +78,17 @@ def test_inputs_expand_to_one_unit_per_image_and_per_video(tmp_path: Path) -> No
         ("image", "img_00.png"), ("image", "img_01.png"), ("image", "img_02.png"), ("stream", "drive"),
         ("image", "loose.png")]
     assert units[3].frames == 5
+    # A folder (or glob) of a fleet's videos and images gives both.
+    write_video(tmp_path / "frames" / "clip.avi", 2)
+    units = expand_inputs([str(tmp_path / "frames")])
+    assert [(u.kind, u.output) for u in units] == [
+        ("stream", "clip"), ("image", "img_00.png"), ("image", "img_01.png"), ("image", "img_02.png")]
+    assert [u.output for u in expand_inputs([str(tmp_path / "frames" / "*.avi")])] == ["clip"]
 
 
 @pytest.mark.parametrize("inputs, error, message", [
     (["missing.png"], FileNotFoundError, "does not exist"),
+    (["empty"], FileNotFoundError, "no images or videos in 'empty'"),
     (["none_*.png"], FileNotFoundError, "no files match"),
     (["0"], ValueError, "live camera source; unet-batch reads recordings"),
     (["notes.txt"], ValueError, "cannot tell what"),
@@ -91,6 +98,7 @@ def test_bad_inputs_are_refused_with_the_reason(tmp_path: Path, monkeypatch: pyt
                                                 inputs: list[str], error: type[Exception], message: str) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(error, match=message):
         expand_inputs(inputs)
 
