@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..backends import choose_model
 from ..backends.base import onnx_file_precision
+from ..cli import StopOnSigterm, TerminatedError
 from ..segmenter import Segmenter
 from .inputs import (
     FAILED,
@@ -309,6 +310,9 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
         ValueError: on bad inputs, settings, worker count or output folder.
         FileNotFoundError: when an input or the model does not exist.
         ImportError: when Ray Data is not installed.
+        TerminatedError: on SIGTERM (in the main thread); what was written stays, no summary is written.
+
+    Ray's connection belongs to the process: do not run two jobs at once from threads of one process.
 
     Example:
         >>> summary = run_batch(["clips/*.mp4"], "masks", BatchSettings("camvid"), address="auto")  # doctest: +SKIP
@@ -330,7 +334,10 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
     per_worker: dict[str, dict[str, Any]] = defaultdict(lambda: {"frames": 0, "busy_s": 0.0})
     engines: set[tuple[str, str]] = set()
     start = time.perf_counter()
-    with ray_connection(address) as ray:
+    # SIGTERM (docker stop, a scheduler) ends the job as Ctrl-C does: what is written stays, Ray is shut down,
+    # and a re-run resumes; without this Ray's own handler dumps a native stack trace.
+    with ray_connection(address) as ray, StopOnSigterm() as sigterm:
+        sigterm.stop = _raise_terminated
         nodes = cluster_nodes(ray)
         resources = ray.cluster_resources()
         on_gpu = resources.get("GPU", 0.0) > 0
@@ -352,6 +359,10 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
                        "cuda" if on_gpu else "cpu")
     write_summary(folder / SUMMARY_NAME, summary)
     return summary
+
+
+def _raise_terminated() -> None:
+    raise TerminatedError
 
 
 def _dataset(ray: Any, units: list[WorkUnit], out_dir: Path, settings: BatchSettings, pool: int, on_gpu: bool,

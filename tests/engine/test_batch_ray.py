@@ -25,6 +25,7 @@ from test_batch import write_images, write_video
 from unetrt.batch.cli import main
 from unetrt.batch.job import SUMMARY_NAME, BatchSettings, run_batch
 from unetrt.batch.outputs import PARTIAL_MARK, frame_output
+from unetrt.cli import TerminatedError
 from unetrt.segmenter import Segmenter
 
 ray = pytest.importorskip("ray", reason="unet-batch needs the 'ray' extra")
@@ -77,12 +78,12 @@ def read_masks(out: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
     return {name: cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED) for name in names}
 
 
-def assert_masks_equal(out: Path, reference: dict[str, np.ndarray]) -> None:
+def assert_masks_equal(out: Path, reference: dict[str, np.ndarray], partials_allowed: bool = False) -> None:
     written = read_masks(out, list(reference))
     for name, mask in reference.items():
         assert written[name] is not None, f"{name} was not written"
         np.testing.assert_array_equal(written[name], mask, err_msg=name)
-    assert not list(out.rglob(f"*{PARTIAL_MARK}*"))
+    assert partials_allowed or not list(out.rglob(f"*{PARTIAL_MARK}*"))
 
 
 def test_masks_equal_segmenter_and_a_rerun_writes_only_what_is_missing(
@@ -145,6 +146,38 @@ def test_a_killed_actor_still_ends_with_every_output_written_once(
     assert summary["frames"] == {"total": total, "written": total, "skipped": 0, "failed": 0}
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == sorted(reference_masks)
     assert_masks_equal(out, reference_masks)
+
+
+def test_sigterm_stops_the_job_keeping_what_was_written(
+        two_node_cluster: Any, settings: BatchSettings, recordings: dict[str, Any],
+        reference_masks: dict[str, np.ndarray], tmp_path: Path) -> None:
+    driver = os.getpid()
+    one_frame_batches = replace(settings, batch_size=1)
+
+    def open_segmenter_that_stops_the_job() -> Segmenter:
+        class StoppingSegmenter(Segmenter):
+            """Sends SIGTERM to the test process on its third batch, as ``docker stop`` would."""
+
+            calls = 0
+
+            def segment_batch(self, frames: Sequence[np.ndarray], probabilities: bool | None = None) -> Any:
+                self.calls += 1
+                if self.calls == 3:
+                    os.kill(driver, signal.SIGTERM)
+                return super().segment_batch(frames, probabilities)
+
+        return StoppingSegmenter(settings.model, threads=settings.threads)
+
+    out = tmp_path / "out"
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TerminatedError):
+        run_batch(recordings["inputs"], out, one_frame_batches, workers=2,
+                  segmenter_factory=open_segmenter_that_stops_the_job, progress=False)
+    assert signal.getsignal(signal.SIGTERM) == handler
+    assert not (out / SUMMARY_NAME).exists()
+    written = {str(path.relative_to(out)) for path in out.rglob("*.png")}
+    assert written < set(reference_masks)
+    assert_masks_equal(out, {name: reference_masks[name] for name in written}, partials_allowed=True)
 
 
 def test_bad_inputs_are_listed_and_the_exit_is_non_zero(
