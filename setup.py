@@ -30,6 +30,7 @@ PACKAGE_DIR = {
     "unetrt": "engine",
     "unetrt.backends": "engine/backends",
     "unetrt.stream": "engine/stream",
+    "unetrt.batch": "engine/batch",
     "unetrt.export": "export",
     "unetrt.benchmarks": "benchmarks",
 }

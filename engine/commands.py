@@ -55,3 +55,8 @@ def unet_build() -> int:
 def unet_weights() -> int:
     """``unet-weights``: see :mod:`unetrt.export.weights_figure`."""
     return _launch("unetrt.export.weights_figure")
+
+
+def unet_batch() -> int:
+    """``unet-batch``: see :mod:`unetrt.batch.cli`."""
+    return _launch("unetrt.batch.cli")

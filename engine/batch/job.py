@@ -1,0 +1,434 @@
+"""A batch segmentation job on Ray Data: units are decoded by tasks spread over the cluster's nodes, and a pool
+of actors, each owning one :class:`unetrt.segmenter.Segmenter`, segments the frames and writes the masks.
+
+Ray's fault tolerance does the rest: an actor that dies is restarted and its batch retried
+(``max_restarts`` and ``max_task_retries`` are -1 for Ray Data's actor pools). A retried batch skips the
+frames the dead actor had already written, and every file is renamed into place only once complete
+(:mod:`unetrt.batch.outputs`), so each output is written once and never left half-written.
+
+Ray is an extra (``pip install 'unetrt[ray]'``); this module imports it only inside the calls that need it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ..backends import choose_model
+from ..backends.base import onnx_file_precision
+from ..cli import StopOnSigterm, TerminatedError
+from ..segmenter import Segmenter
+from .inputs import (
+    FAILED,
+    IMAGE,
+    SKIPPED,
+    TODO,
+    WHOLE_INPUT,
+    WorkUnit,
+    expand_inputs,
+    frame_from_row,
+    read_unit,
+    unit_is_done,
+)
+from .outputs import is_done, overlay_output, remove_partial_files, write_png_atomically
+
+WRITTEN = "written"
+SUMMARY_NAME = "summary.json"
+INSTALL_HINT = "unet-batch needs Ray Data: pip install 'unetrt[ray]'"
+# Rows of decoded frames per actor call; equal-size frames of a call go through the network as one batch.
+DEFAULT_BATCH_SIZE = 4
+# Decoding tasks reserve no CPU, so that they always fit beside actors that fill a node's CPUs (a reserved
+# share would wait forever there); at most this many run per node.
+READ_TASKS_PER_NODE = 2
+
+SegmenterFactory = Callable[[], Segmenter]
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How every actor opens its Segmenter, and what it writes.
+
+    Attributes:
+        model: a .plan, .onnx or .pt path (the same on every node) or a bundled model name.
+        backend: 'auto', 'onnxruntime', 'openvino', 'torch' or 'tensorrt'.
+        precision: 'auto', 'fp32', 'fp16', 'bf16' or 'int8' (see :func:`unetrt.backends.choose_model`).
+        working_size: ``(width, height)`` frames are resized to for the network, or None for the model's own.
+        threads: CPU inference threads per actor (and the CPUs each actor reserves on a CPU cluster).
+        gpus_per_worker: GPUs each actor reserves on a cluster with GPUs (a fraction shares one GPU).
+        batch_size: frames per actor call.
+        overlay: also write each frame with its coloured mask blended over it.
+    """
+
+    model: str = "camvid"
+    backend: str = "auto"
+    precision: str = "auto"
+    working_size: tuple[int, int] | None = None
+    threads: int = 1
+    gpus_per_worker: float = 1.0
+    batch_size: int = DEFAULT_BATCH_SIZE
+    overlay: bool = False
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if not 0 < self.gpus_per_worker <= 8:
+            raise ValueError(f"GPUs per worker must be in (0, 8], got {self.gpus_per_worker}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+
+    def open_segmenter(self, device: str) -> Segmenter:
+        """The Segmenter an actor owns, on 'cpu' or 'cuda'."""
+        options: dict[str, Any] = {"backend": self.backend, "precision": self.precision, "device": device,
+                                   "working_size": self.working_size}
+        if device == "cpu":
+            options["threads"] = self.threads
+        return Segmenter(self.model, **options)
+
+    def engine(self, device: str) -> dict[str, str]:
+        """The model file, backend and precision that run on ``device`` (for the summary)."""
+        choice = choose_model(self.model, self.backend, self.precision, device)
+        precision = choice.precision
+        if precision == "auto":
+            precision = onnx_file_precision(choice.path) if choice.path.suffix == ".onnx" else "as built"
+        return {"model": str(choice.path), "backend": choice.backend, "precision": precision}
+
+
+class SegmentWorker:
+    """A Ray Data actor: owns one Segmenter, segments batches of frame rows and writes their outputs.
+
+    Args:
+        settings: how to open the Segmenter and what to write.
+        out_dir: the job's output folder (shared storage, the same path on every node).
+        device: 'cpu' or 'cuda' (Ray has given the actor a GPU).
+        segmenter_factory: opens the Segmenter instead of ``settings`` (a custom or instrumented one).
+
+    Example:
+        >>> worker = SegmentWorker(BatchSettings("camvid"), "out", "cpu")  # doctest: +SKIP
+    """
+
+    def __init__(self, settings: BatchSettings, out_dir: str, device: str,
+                 segmenter_factory: SegmenterFactory | None = None) -> None:
+        import ray
+
+        self.settings = settings
+        self.out_dir = Path(out_dir)
+        self.segmenter = segmenter_factory() if segmenter_factory is not None else settings.open_segmenter(device)
+        node = ray.get_runtime_context().get_node_id()
+        self.node = node
+        self.worker = f"{node[:8]}:{os.getpid()}"
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Segment the batch's 'todo' rows and write their masks; every row comes back with its status."""
+        start = time.perf_counter()
+        count = len(batch["output"])
+        outputs = [str(name) for name in batch["output"]]
+        status = [str(s) for s in batch["status"]]
+        errors = [str(e) for e in batch["error"]]
+        todo = []
+        for row in range(count):
+            if status[row] != TODO:
+                continue
+            if is_done(self.out_dir, outputs[row], self.settings.overlay):
+                # Written by an earlier attempt of this batch, on an actor that died before returning it.
+                status[row] = SKIPPED
+            else:
+                todo.append(row)
+        frames = [frame_from_row(batch["pixels"][row], str(batch["shape"][row]), str(batch["dtype"][row]))
+                  for row in todo]
+        for row, frame, outcome in zip(todo, frames, self._segment(frames)):
+            if isinstance(outcome, str):
+                status[row], errors[row] = FAILED, outcome
+                continue
+            try:
+                self._write(outputs[row], frame, outcome)
+            except (OSError, ValueError) as exc:
+                status[row], errors[row] = FAILED, f"cannot write {outputs[row]!r}: {exc}"
+                continue
+            status[row] = WRITTEN
+        busy = time.perf_counter() - start
+        return {
+            "input": np.asarray(batch["input"]), "index": np.asarray(batch["index"]),
+            "output": np.asarray(outputs), "status": np.asarray(status), "error": np.asarray(errors),
+            "worker": np.asarray([self.worker] * count), "node": np.asarray([self.node] * count),
+            "busy_s": np.full(count, busy / count),
+            "backend": np.asarray([self.segmenter.backend.name] * count),
+            "device": np.asarray([self.segmenter.backend.device] * count),
+        }
+
+    def _segment(self, frames: list[np.ndarray]) -> list[Any]:
+        """A result per frame, or the error text for a frame the Segmenter refuses."""
+        if not frames:
+            return []
+        try:
+            return list(self.segmenter.segment_batch(frames))
+        except ValueError:
+            pass
+        # One malformed frame refuses the whole call: segment one by one to blame only that one.
+        outcomes: list[Any] = []
+        for frame in frames:
+            try:
+                outcomes.append(self.segmenter.segment(frame))
+            except ValueError as exc:
+                outcomes.append(f"cannot segment: {exc}")
+        return outcomes
+
+    def _write(self, output: str, frame: np.ndarray, result: Any) -> None:
+        if self.settings.overlay:
+            write_png_atomically(self.out_dir / overlay_output(output), self.segmenter.overlay(frame, result))
+        # The mask last: a mask on disk means the frame is done.
+        write_png_atomically(self.out_dir / output, result.mask)
+
+
+def import_ray() -> Any:
+    """Ray, or an ImportError that says in one line how to install it."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise ImportError(INSTALL_HINT) from exc
+    return ray
+
+
+@contextlib.contextmanager
+def ray_connection(address: str | None) -> Iterator[Any]:
+    """Connect to a Ray cluster for the job; yields the ``ray`` module.
+
+    Args:
+        address: 'auto' (the cluster this machine belongs to, after ``ray start``), ``ray://HOST:PORT``
+            (Ray Client), ``HOST:PORT`` (a head node's GCS), or None for a local cluster started for the job
+            and stopped after it. A process already connected keeps its connection.
+
+    Raises:
+        ImportError: when Ray Data is not installed.
+        ConnectionError: when no cluster answers at ``address``.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address is None:
+        options["include_dashboard"] = False
+    else:
+        options["address"] = address
+    try:
+        ray.init(**options)
+    except ConnectionError as exc:
+        raise ConnectionError(f"no Ray cluster at {address!r}: {exc}; start one with 'ray start --head'") from exc
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def cluster_nodes(ray: Any) -> list[dict[str, Any]]:
+    """The cluster's live nodes: id, address, CPUs and GPUs."""
+    return [{"node_id": node["NodeID"], "address": node["NodeManagerAddress"],
+             "cpus": node["Resources"].get("CPU", 0), "gpus": node["Resources"].get("GPU", 0)}
+            for node in ray.nodes() if node.get("Alive")]
+
+
+def default_workers(resources: dict[str, float], settings: BatchSettings) -> int:
+    """Actors for a cluster: as many as its GPUs hold, else one per ``threads`` CPUs, one CPU kept for decoding.
+
+    Example:
+        >>> default_workers({"CPU": 8.0}, BatchSettings(threads=2))
+        3
+    """
+    gpus = resources.get("GPU", 0.0)
+    if gpus > 0:
+        return max(1, int(gpus / settings.gpus_per_worker))
+    return max(1, int(resources.get("CPU", 1.0) - 1) // settings.threads)
+
+
+def actor_resources(settings: BatchSettings, on_gpu: bool) -> dict[str, float]:
+    """What each actor reserves: ``gpus_per_worker`` GPUs and one CPU on a cluster with GPUs, else ``threads`` CPUs.
+
+    Example:
+        >>> actor_resources(BatchSettings(gpus_per_worker=0.5), on_gpu=True)
+        {'num_gpus': 0.5, 'num_cpus': 1}
+    """
+    if on_gpu:
+        return {"num_gpus": settings.gpus_per_worker, "num_cpus": 1}
+    return {"num_cpus": settings.threads}
+
+
+def check_pool_fits(pool: int, resources: dict[str, float], settings: BatchSettings) -> None:
+    """Refuse a pool whose actors ask for more than the cluster has (Ray Data would wait for them forever).
+
+    Raises:
+        ValueError: naming what the pool needs and what the cluster has.
+
+    Example:
+        >>> check_pool_fits(2, {"CPU": 2.0}, BatchSettings(threads=1))
+    """
+    gpus = resources.get("GPU", 0.0)
+    if gpus > 0:
+        needed, have, what = pool * settings.gpus_per_worker, gpus, "GPUs"
+        hint = "lower --workers or --gpus-per-worker"
+    else:
+        needed, have, what = float(pool * settings.threads), resources.get("CPU", 0.0), "CPUs"
+        hint = "lower --workers or --threads"
+    if needed > have:
+        raise ValueError(f"{pool} workers need {needed:g} {what} but the Ray cluster has {have:g}; {hint}")
+
+
+def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSettings, address: str | None = None,
+              workers: int | None = None, segmenter_factory: SegmenterFactory | None = None,
+              progress: bool | None = None) -> dict[str, Any]:
+    """Segment every frame of ``inputs`` on a Ray cluster and write masks and ``summary.json`` to ``out_dir``.
+
+    Outputs that already exist are skipped, so a re-run after an interruption writes only what is missing.
+
+    Args:
+        inputs: image files, folders, globs, video files (see :func:`unetrt.batch.inputs.expand_inputs`).
+        out_dir: the output folder, created when missing (on a multi-node cluster: shared storage, the same
+            path on every node, as the inputs and the model file).
+        settings: the model and what to write.
+        address: see :func:`ray_connection`.
+        workers: actors in the pool (None: :func:`default_workers`).
+        segmenter_factory: opens each actor's Segmenter instead of ``settings`` (it must pickle).
+        progress: show a progress bar (None: when stderr is a terminal).
+
+    Returns:
+        The summary that was written to ``out_dir/summary.json``: frames written, skipped and failed, the
+        failures, wall time, frames per second per worker, model, backend, precision and the cluster's nodes.
+
+    Raises:
+        ValueError: on bad inputs, settings, worker count or output folder.
+        FileNotFoundError: when an input or the model does not exist.
+        ImportError: when Ray Data is not installed.
+        TerminatedError: on SIGTERM (in the main thread); what was written stays, no summary is written.
+
+    Ray's connection belongs to the process: do not run two jobs at once from threads of one process.
+
+    Example:
+        >>> summary = run_batch(["clips/*.mp4"], "masks", BatchSettings("camvid"), address="auto")  # doctest: +SKIP
+        >>> summary["frames"]["failed"]  # doctest: +SKIP
+        0
+    """
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output {str(folder)!r} is a file; give a folder")
+    units = expand_inputs(inputs)
+    settings.engine("auto")  # a bad model, backend or precision is reported before any node starts on it
+    folder.mkdir(parents=True, exist_ok=True)
+    done = [unit_is_done(unit, folder, settings.overlay) for unit in units]
+    pending = [unit for unit, finished in zip(units, done) if not finished]
+    counts: Counter[str] = Counter({SKIPPED: sum(unit.frames for unit, finished in zip(units, done) if finished)})
+    failures: list[dict[str, Any]] = []
+    per_worker: dict[str, dict[str, Any]] = defaultdict(lambda: {"frames": 0, "busy_s": 0.0})
+    engines: set[tuple[str, str]] = set()
+    start = time.perf_counter()
+    # SIGTERM (docker stop, a scheduler) ends the job as Ctrl-C does: what is written stays, Ray is shut down,
+    # and a re-run resumes; without this Ray's own handler dumps a native stack trace.
+    with ray_connection(address) as ray, StopOnSigterm() as sigterm:
+        sigterm.stop = _raise_terminated
+        nodes = cluster_nodes(ray)
+        resources = ray.cluster_resources()
+        on_gpu = resources.get("GPU", 0.0) > 0
+        pool = workers if workers is not None else default_workers(resources, settings)
+        check_pool_fits(pool, resources, settings)
+        known = all(unit.frames > 0 for unit in pending)
+        total = sum(unit.frames for unit in pending) if known else None
+        with tqdm(total=total, desc="segmenting", unit="frame", disable=None if progress is None else not progress,
+                  dynamic_ncols=True) as bar:
+            if pending:
+                dataset = _dataset(ray, pending, folder, settings, pool, on_gpu, len(nodes), segmenter_factory)
+                for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                    _tally(batch, counts, failures, per_worker, engines)
+                    bar.update(len(batch["output"]))
+                    bar.set_postfix(failed=counts[FAILED], refresh=False)
+    wall = time.perf_counter() - start
+    remove_partial_files(folder)
+    summary = _summary(settings, units, counts, failures, per_worker, engines, wall, nodes, address, pool,
+                       "cuda" if on_gpu else "cpu")
+    write_summary(folder / SUMMARY_NAME, summary)
+    return summary
+
+
+def _raise_terminated() -> None:
+    raise TerminatedError
+
+
+def _dataset(ray: Any, units: list[WorkUnit], out_dir: Path, settings: BatchSettings, pool: int, on_gpu: bool,
+             node_count: int, segmenter_factory: SegmenterFactory | None) -> Any:
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # ours counts frames; Ray's would draw over it
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # Videos first, one block each, so that the long decodes start early; Ray Data spreads tasks over the nodes.
+    ordered = sorted(units, key=lambda unit: unit.kind == IMAGE)
+    items = ray.data.from_items([unit.as_row() for unit in ordered], override_num_blocks=min(len(ordered), 200))
+    frames = items.flat_map(read_unit, fn_kwargs={"out_dir": str(out_dir), "overlay": settings.overlay},
+                            num_cpus=0,
+                            compute=ray.data.TaskPoolStrategy(size=min(len(ordered), READ_TASKS_PER_NODE * node_count)))
+    return frames.map_batches(
+        SegmentWorker, batch_size=settings.batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=pool),
+        fn_constructor_kwargs={"settings": settings, "out_dir": str(out_dir), "device": "cuda" if on_gpu else "cpu",
+                               "segmenter_factory": segmenter_factory},
+        **actor_resources(settings, on_gpu))
+
+
+def _tally(batch: dict[str, np.ndarray], counts: Counter[str], failures: list[dict[str, Any]],
+           per_worker: dict[str, dict[str, Any]], engines: set[tuple[str, str]]) -> None:
+    for row in range(len(batch["output"])):
+        status = str(batch["status"][row])
+        counts[status] += 1
+        worker = per_worker[str(batch["worker"][row])]
+        worker["node"] = str(batch["node"][row])
+        worker["busy_s"] += float(batch["busy_s"][row])
+        engines.add((str(batch["backend"][row]), str(batch["device"][row])))
+        if status == WRITTEN:
+            worker["frames"] += 1
+        elif status == FAILED:
+            index = int(batch["index"][row])
+            failures.append({"input": str(batch["input"][row]), "frame": None if index == WHOLE_INPUT else index,
+                             "output": str(batch["output"][row]), "error": str(batch["error"][row])})
+
+
+def _summary(settings: BatchSettings, units: list[WorkUnit], counts: Counter[str], failures: list[dict[str, Any]],
+             per_worker: dict[str, dict[str, Any]], engines: set[tuple[str, str]], wall: float,
+             nodes: list[dict[str, Any]], address: str | None, pool: int, device: str) -> dict[str, Any]:
+    workers = {name: {"node": figures.get("node"), "frames": figures["frames"], "busy_s": round(figures["busy_s"], 3),
+                      "fps": round(figures["frames"] / figures["busy_s"], 2) if figures["busy_s"] > 0 else None}
+               for name, figures in sorted(per_worker.items())}
+    frames = {"total": counts[WRITTEN] + counts[SKIPPED] + counts[FAILED], "written": counts[WRITTEN],
+              "skipped": counts[SKIPPED], "failed": counts[FAILED]}
+    return {
+        **settings.engine(device),
+        "engines": sorted(f"{backend} on {where}" for backend, where in engines),
+        "settings": asdict(settings),
+        "inputs": len(units),
+        "frames": frames,
+        "failures": sorted(failures, key=lambda f: (f["input"], -1 if f["frame"] is None else f["frame"])),
+        "wall_time_s": round(wall, 3),
+        "fps": round(counts[WRITTEN] / wall, 2) if wall > 0 else None,
+        "workers": workers,
+        "pool_size": pool,
+        "cluster": {"address": address or "local", "nodes": nodes},
+    }
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """Write the summary as JSON under a temporary name, then rename it into place."""
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+__all__ = ["FAILED", "SKIPPED", "WRITTEN", "BatchSettings", "SegmentWorker", "run_batch"]

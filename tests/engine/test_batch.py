@@ -1,0 +1,234 @@
+"""unet-batch without a cluster: inputs, output names, atomic writes, options, and Ray missing."""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import os
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from unetrt.batch.cli import build_parser, main, parse_address
+from unetrt.batch.inputs import (
+    FAILED,
+    SKIPPED,
+    TODO,
+    WorkUnit,
+    expand_inputs,
+    frame_from_row,
+    read_unit,
+    unit_is_done,
+)
+from unetrt.batch.job import (
+    INSTALL_HINT,
+    BatchSettings,
+    actor_resources,
+    check_pool_fits,
+    default_workers,
+    import_ray,
+)
+from unetrt.batch.outputs import (
+    frame_output,
+    is_done,
+    overlay_output,
+    remove_partial_files,
+    write_png_atomically,
+)
+
+
+def write_video(path: Path, frames: int, size: tuple[int, int] = (64, 48)) -> list[np.ndarray]:
+    """An MJPEG .avi of ``frames`` frames; returns the frames as OpenCV decodes them."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    rng = np.random.default_rng(len(path.name))
+    for _ in range(frames):
+        writer.write(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    writer.release()
+    capture = cv2.VideoCapture(str(path))
+    decoded = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        decoded.append(frame)
+    capture.release()
+    return decoded
+
+
+def write_images(folder: Path, count: int, size: tuple[int, int] = (40, 30), prefix: str = "img") -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(count)
+    paths = []
+    for index in range(count):
+        path = folder / f"{prefix}_{index:02d}.png"
+        cv2.imwrite(str(path), rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+        paths.append(path)
+    return paths
+
+
+def test_inputs_expand_to_one_unit_per_image_and_per_video(tmp_path: Path) -> None:
+    images = write_images(tmp_path / "frames", 3)
+    write_video(tmp_path / "drive.avi", 5)
+    (tmp_path / "loose.png").write_bytes(images[0].read_bytes())
+    units = expand_inputs([str(tmp_path / "frames"), str(tmp_path / "drive.avi"), str(tmp_path / "lo*.png")])
+    assert [(u.kind, u.output) for u in units] == [
+        ("image", "img_00.png"), ("image", "img_01.png"), ("image", "img_02.png"), ("stream", "drive"),
+        ("image", "loose.png")]
+    assert units[3].frames == 5
+    # A folder (or glob) of a fleet's videos and images gives both.
+    write_video(tmp_path / "frames" / "clip.avi", 2)
+    units = expand_inputs([str(tmp_path / "frames")])
+    assert [(u.kind, u.output) for u in units] == [
+        ("stream", "clip"), ("image", "img_00.png"), ("image", "img_01.png"), ("image", "img_02.png")]
+    assert [u.output for u in expand_inputs([str(tmp_path / "frames" / "*.avi")])] == ["clip"]
+
+
+@pytest.mark.parametrize("inputs, error, message", [
+    (["missing.png"], FileNotFoundError, "does not exist"),
+    (["empty"], FileNotFoundError, "no images or videos in 'empty'"),
+    (["none_*.png"], FileNotFoundError, "no files match"),
+    (["0"], ValueError, "live camera source; unet-batch reads recordings"),
+    (["notes.txt"], ValueError, "cannot tell what"),
+    ([], ValueError, "no inputs"),
+])
+def test_bad_inputs_are_refused_with_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                inputs: list[str], error: type[Exception], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(error, match=message):
+        expand_inputs(inputs)
+
+
+def test_two_inputs_that_would_write_one_output_are_refused(tmp_path: Path) -> None:
+    first = write_images(tmp_path / "a", 1)[0]
+    second = write_images(tmp_path / "b", 1)[0]
+    with pytest.raises(ValueError, match=r"would both write 'img_00\.png'"):
+        expand_inputs([str(first), str(second)])
+    write_video(tmp_path / "img_00.avi", 2)
+    # A video's frame folder and an image's mask do not collide; two videos of one stem do.
+    expand_inputs([str(first), str(tmp_path / "img_00.avi")])
+    (tmp_path / "c").mkdir()
+    write_video(tmp_path / "c" / "img_00.avi", 2)
+    with pytest.raises(ValueError, match=r"would both write 'img_00/'"):
+        expand_inputs([str(tmp_path / "img_00.avi"), str(tmp_path / "c" / "img_00.avi")])
+
+
+def test_output_names() -> None:
+    assert frame_output("drive", 12) == "drive/000012.png"
+    assert overlay_output("drive/000012.png") == "drive/000012.overlay.png"
+
+
+def test_atomic_write_leaves_a_complete_file_and_no_partial(tmp_path: Path) -> None:
+    mask = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    write_png_atomically(tmp_path / "sub" / "a.png", mask)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "sub" / "a.png"), cv2.IMREAD_UNCHANGED), mask)
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["a.png"]
+
+
+def test_a_write_killed_halfway_leaves_nothing_that_counts_as_done(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail_rename(source: Any, target: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail_rename)
+    with pytest.raises(OSError, match="No space left"):
+        write_png_atomically(tmp_path / "a.png", np.zeros((2, 2), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+    assert not is_done(tmp_path, "a.png", overlay=False)
+
+
+def test_partial_files_never_count_and_are_removed(tmp_path: Path) -> None:
+    (tmp_path / "drive").mkdir()
+    (tmp_path / "drive" / ".000001.png.partial-deadbeef").write_bytes(b"\x89PNG half")
+    (tmp_path / "drive" / "000000.png").write_bytes(b"done")
+    assert is_done(tmp_path, "drive/000000.png", overlay=False)
+    assert not is_done(tmp_path, "drive/000001.png", overlay=False)
+    assert not is_done(tmp_path, "drive/000000.png", overlay=True)
+    assert remove_partial_files(tmp_path) == 1
+    assert sorted(p.name for p in (tmp_path / "drive").iterdir()) == ["000000.png"]
+
+
+def test_read_unit_skips_written_frames_and_reports_corrupt_ones(tmp_path: Path) -> None:
+    frames = write_video(tmp_path / "drive.avi", 4)
+    out = tmp_path / "out"
+    (out / "drive").mkdir(parents=True)
+    (out / "drive" / "000001.png").write_bytes(b"done")
+    unit = expand_inputs([str(tmp_path / "drive.avi")])[0]
+    rows = list(read_unit(unit.as_row(), str(out), overlay=False))
+    assert [(r["index"], r["status"]) for r in rows] == [(0, TODO), (1, SKIPPED), (2, TODO), (3, TODO)]
+    np.testing.assert_array_equal(frame_from_row(rows[2]["pixels"], rows[2]["shape"], rows[2]["dtype"]), frames[2])
+    assert rows[1]["pixels"] == b""
+    assert not unit_is_done(unit, out, overlay=False)
+    for index in (0, 2, 3):
+        (out / frame_output("drive", index)).write_bytes(b"done")
+    assert unit_is_done(unit, out, overlay=False)
+
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    broken = [WorkUnit("image", str(tmp_path / "broken.png"), "broken.png"),
+              WorkUnit("stream", str(tmp_path / "broken.mp4"), "broken", 0)]
+    rows = [row for unit in broken for row in read_unit(unit.as_row(), str(out), overlay=False)]
+    assert [(r["index"], r["status"]) for r in rows] == [(-1, FAILED), (-1, FAILED)]
+    assert "cannot decode image" in rows[0]["error"] and "cannot open video" in rows[1]["error"]
+
+
+@pytest.mark.parametrize("text, expected", [("auto", "auto"), ("none", None), ("ray://head:10001", "ray://head:10001"),
+                                            ("10.0.0.5:6379", "10.0.0.5:6379")])
+def test_address_forms(text: str, expected: str | None) -> None:
+    assert parse_address(text) == expected
+
+
+def test_bad_address_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["x.png", "-o", "out", "--model", "camvid", "--address", "ray://head"])
+    assert stop.value.code == 2
+    assert "--address must be auto, ray://HOST:PORT" in capsys.readouterr().err
+
+
+def test_default_workers_follow_the_cluster() -> None:
+    assert default_workers({"CPU": 2.0}, BatchSettings()) == 1
+    assert default_workers({"CPU": 16.0, "GPU": 4.0}, BatchSettings()) == 4
+    assert default_workers({"CPU": 16.0, "GPU": 2.0}, BatchSettings(gpus_per_worker=0.5)) == 4
+
+
+def test_actors_reserve_gpus_on_a_gpu_cluster_and_threads_on_a_cpu_one() -> None:
+    assert actor_resources(BatchSettings(threads=3), on_gpu=False) == {"num_cpus": 3}
+    assert actor_resources(BatchSettings(threads=3, gpus_per_worker=0.5), on_gpu=True) == {"num_gpus": 0.5,
+                                                                                           "num_cpus": 1}
+
+
+def test_a_pool_larger_than_the_cluster_is_refused() -> None:
+    check_pool_fits(2, {"CPU": 4.0}, BatchSettings(threads=2))
+    with pytest.raises(ValueError, match="3 workers need 6 CPUs but the Ray cluster has 4; lower --workers"):
+        check_pool_fits(3, {"CPU": 4.0}, BatchSettings(threads=2))
+    with pytest.raises(ValueError, match="need 3 GPUs but the Ray cluster has 2"):
+        check_pool_fits(3, {"CPU": 64.0, "GPU": 2.0}, BatchSettings())
+
+
+def test_help_states_every_default() -> None:
+    parser = build_parser()
+    for action in parser._actions:
+        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            shown = parser.formatter_class(parser.prog)._get_help_string(action) or ""
+            assert "(default" in shown, action.option_strings[0]
+
+
+def test_without_ray_the_command_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    real_import = builtins.__import__
+
+    def no_ray(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "ray" or name.startswith("ray."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ImportError, match="pip install 'unetrt\\[ray\\]'"):
+        import_ray()
+    image = write_images(tmp_path, 1)[0]
+    assert main([str(image), "-o", str(tmp_path / "out"), "--model", "camvid"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {INSTALL_HINT}"
