@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -56,6 +57,15 @@ class Segmenter:
     scores bilinearly to the frame's size fused with the argmax (threshold for binary models) and probabilities
     (:mod:`unetrt.frame_path`). On the CPU this runs on numpy buffers; a backend with a device entry on CUDA
     keeps everything on the GPU (:mod:`unetrt.cuda_device`).
+
+    Threads: :meth:`segment` and :meth:`segment_batch` may be called from any number of threads at once and
+    give exactly the results of sequential calls. Each call works in buffers of its own, so on the CPU the
+    resize, tile cutting and finish of several calls run side by side, and so does the network where the
+    backend allows it: ONNX Runtime and torch run calls together, OpenVINO and TensorRT (on the host path) one
+    network call at a time, and the GPU-resident path (one CUDA stream) one whole call at a time. What that buys
+    on each backend is measured in ``docs/concurrency.md`` (``benchmarks/bench_concurrency.py``): with one
+    inference thread per segmenter, two threads on one ONNX Runtime segmenter come close to two segmenters, at
+    half the memory. :meth:`close` waits for calls in flight; calls after it raise ValueError.
 
     Args:
         model: a .plan, .onnx or .pt file, or a bundled model name ('camvid').
@@ -127,6 +137,9 @@ class Segmenter:
             raise
         self._path: FramePath[Any] = FramePath(self.device, self.info, blend)
         self._closed = False
+        # Calls in flight, so that close() frees nothing a call on another thread still uses.
+        self._calls = 0
+        self._calls_done = threading.Condition()
         self._palette = palette_bgr(self.info.colors, self.info.binary)
         if warm_up:
             try:
@@ -181,9 +194,23 @@ class Segmenter:
     ) -> list[SegmentationResult]:
         """Segment several frames; frames of equal size go through the network as one batch.
 
+        Safe from any thread (see the class description).
+
         Raises:
-            ValueError: when any frame is malformed (the message names its index).
+            ValueError: when any frame is malformed (the message names its index), or after :meth:`close`.
         """
+        with self._calls_done:
+            if self._closed:
+                raise ValueError("this segmenter is closed; open a new one")
+            self._calls += 1
+        try:
+            return self._segment_checked(frames, probabilities)
+        finally:
+            with self._calls_done:
+                self._calls -= 1
+                self._calls_done.notify_all()
+
+    def _segment_checked(self, frames: Sequence[np.ndarray], probabilities: bool | None) -> list[SegmentationResult]:
         want_probs = self.probabilities if probabilities is None else probabilities
         checked = []
         for index, frame in enumerate(frames):
@@ -260,9 +287,12 @@ class Segmenter:
         return blend(frame, self.colorize(result), alpha)
 
     def close(self) -> None:
-        """Free the path's buffers, then release the backend (idempotent)."""
-        if not self._closed:
-            self._closed = True
+        """Wait for calls in flight on other threads, free the path's buffers, then release the backend
+        (idempotent)."""
+        with self._calls_done:
+            closing, self._closed = not self._closed, True
+            self._calls_done.wait_for(lambda: self._calls == 0)
+        if closing:
             # Device memory is freed while the backend's CUDA context still exists.
             self._path.release()
         self.backend.close()
