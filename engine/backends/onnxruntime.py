@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..model_info import METADATA_KEY, ModelInfo
+from ..model_info import METADATA_KEY, ModelInfo, check_network_channels
 from .base import check_batch, invalid_model_file, network_output_shape, onnx_file_precision
 
 if TYPE_CHECKING:
@@ -148,6 +148,8 @@ class OnnxRuntimeBackend:
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
         self._session: ort.InferenceSession | None = open_session(path, session_options(threads), providers)
         self.info = _info_from_session(self._session, path)
+        check_network_channels(self.info, self._session.get_inputs()[0].shape[1],
+                               self._session.get_outputs()[0].shape[1], str(path))
         self.device = "cuda" if self._session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self.threads = threads
         self.path = path
