@@ -170,9 +170,10 @@ def to_markdown(result: dict[str, Any], plot: str | None) -> str:
         f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores; load average (1, 5, 15 min) "
         f"{load_before} before, {load_after} after (a shared machine: other jobs ran beside it).",
         "",
-        f"Source `{Path(result['source']).name}` looped, model `{result['model']}` ({stream['runtime'].get('backend')}, "
-        f"{stream['runtime'].get('precision')}), {result['workers']} worker(s), threads "
-        f"{result['threads'] or 'default'}, output `{result['output']}`, max FPS {result['max_fps'] or 'unlimited'}; "
+        f"Source `{Path(result['source']).name}` looped, model `{result['model']}` "
+        f"({stream['runtime'].get('backend')}, {stream['runtime'].get('precision')}), {result['workers']} "
+        f"worker(s), threads {result['threads'] or 'default'}, output `{result['output']}`, max FPS "
+        f"{result['max_fps'] or 'unlimited'}; "
         f"{result['duration_s'] / 60:.1f} min, memory sampled every {result['interval_s']:g} s.",
         "",
         "| figure | value |",
