@@ -59,7 +59,8 @@ def open_session(path: str | Path, options: ort.SessionOptions, providers: list[
     except ort_errors.InvalidProtobuf as exc:
         raise invalid_model_file(path, ONNX_EXPECTED, "it is truncated, damaged or not ONNX at all "
                                  "(ONNX Runtime cannot parse it as a protobuf)") from exc
-    except (ort_errors.InvalidArgument, ort_errors.InvalidGraph, ort_errors.NoModel) as exc:
+    except (ort_errors.InvalidArgument, ort_errors.InvalidGraph, ort_errors.NoModel, ort_errors.Fail) as exc:
+        # Fail: e.g. an external-data path that escapes the model's folder, which ONNX Runtime refuses.
         raise invalid_model_file(path, ONNX_EXPECTED, _onnx_runtime_reason(exc)) from exc
 
 

@@ -89,8 +89,11 @@ def _read_model(core: Any, path: Path) -> Any:
     try:
         return core.read_model(str(path))
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"OpenVINO cannot read {str(path)!r} as a model: {first}") from None
+        # OpenVINO nests its reports ("Exception from core.cpp:84:", "Check ... failed at ...:", the reason):
+        # the last line is the reason.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise ValueError(f"OpenVINO cannot read {str(path)!r} as a model: "
+                         f"{lines[-1] if lines else type(exc).__name__}") from None
 
 
 def read_model_info(model: Any, path: Path) -> ModelInfo:

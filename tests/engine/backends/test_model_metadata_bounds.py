@@ -77,3 +77,49 @@ def test_a_huge_working_size_option_is_refused_before_the_model_opens(capsys: py
     assert stream_main(["sample", "--model", "camvid", "--headless", "--working-size", "60000x45000"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "working_size 60000x45000 is too large" in err and "\n" not in err
+
+
+def escaping_external_data(folder: Path) -> Path:
+    """An ONNX model in ``folder/models`` whose weights are external data at ``../outside.bin``, outside its
+    folder (a crafted file reaching for any file on the machine)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import set_external_data
+
+    from unetrt.model_info import ModelInfo
+
+    weights = np.ones((3, 3, 1, 1), np.float32)
+    weights.tofile(folder / "outside.bin")
+    tensor = numpy_helper.from_array(weights, "w")
+    set_external_data(tensor, location="../outside.bin")
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "escape",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w"])], [tensor])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    info = ModelInfo(class_names=("a", "b", "c"), colors=((0, 0, 0),) * 3, depth=2, base=4, mean=(0.5,) * 3,
+                     std=(0.25,) * 3)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, info.to_json()
+    (folder / "models").mkdir()
+    path = folder / "models" / "escape.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("backend", "words"), [
+    ("onnxruntime", "External data path escapes model directory"),
+    pytest.param("openvino", "outside the base directory", marks=pytest.mark.skipif(
+        importlib.util.find_spec("openvino") is None, reason="OpenVINO is not installed")),
+])
+def test_external_data_outside_the_model_folder_is_one_line(backend: str, words: str, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = escaping_external_data(tmp_path)
+    with pytest.raises(ValueError, match=words) as caught:
+        Segmenter(path, backend=backend)
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+    assert stream_main(["sample", "--model", str(path), "--backend", backend, "--headless"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and words in lines[0], lines
