@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -81,3 +83,31 @@ def test_four_threads_on_one_segmenter_get_the_sequential_masks(clip_frames: lis
                 future.result()
     wrong = sum(a != b for key, masks in expected.items() for a, b in zip(masks, got[key], strict=True))
     assert wrong == 0, f"{wrong} of {THREADS * FRAMES} masks differ from the sequential ones"
+
+
+def test_close_waits_for_a_call_in_flight_then_refuses(tiny_model_files: dict[str, Path]) -> None:
+    segmenter = Segmenter(tiny_model_files["onnx"])
+    entered, release = threading.Event(), threading.Event()
+    infer = segmenter.backend.infer
+
+    def held_infer(batch: np.ndarray) -> np.ndarray:
+        entered.set()
+        assert release.wait(60)
+        return infer(batch)
+
+    segmenter.backend.infer = held_infer  # type: ignore[method-assign]
+    frame = np.zeros((24, 32, 3), np.uint8)
+    with ThreadPoolExecutor(2) as pool:
+        call = pool.submit(segmenter.segment, frame)
+        assert entered.wait(60)
+        closing = pool.submit(segmenter.close)
+        # close() may not release the backend under the call; it returns only after the call does (a close
+        # that did not wait would be done well within the half second).
+        with pytest.raises(FuturesTimeout):
+            closing.result(timeout=0.5)
+        assert not call.done()
+        release.set()
+        assert call.result().mask.shape == (24, 32)
+        closing.result()
+    with pytest.raises(ValueError, match="closed"):
+        segmenter.segment(frame)
