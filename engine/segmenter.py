@@ -63,9 +63,10 @@ class Segmenter:
     resize, tile cutting and finish of several calls run side by side, and so does the network where the
     backend allows it: ONNX Runtime and torch run calls together, OpenVINO and TensorRT (on the host path) one
     network call at a time, and the GPU-resident path (one CUDA stream) one whole call at a time. What that buys
-    on each backend is measured in ``docs/concurrency.md`` (``benchmarks/bench_concurrency.py``): with one
-    inference thread per segmenter, two threads on one ONNX Runtime segmenter come close to two segmenters, at
-    half the memory. :meth:`close` waits for calls in flight; calls after it raise ValueError.
+    on each backend is measured in ``docs/concurrency.md`` (``benchmarks/bench_concurrency.py``, 2 cores, one
+    inference thread per segmenter): two threads on one ONNX Runtime or torch segmenter did 1.3-1.6x the frames
+    of one thread (a segmenter per thread: 1.2-1.9x, at twice the memory); on OpenVINO they gain nothing (use a
+    segmenter per thread there). :meth:`close` waits for calls in flight; calls after it raise ValueError.
 
     Args:
         model: a .plan, .onnx or .pt file, or a bundled model name ('camvid').
