@@ -40,6 +40,10 @@ class Device(Protocol[BufferT]):
         name: where it runs, in words.
         reuses_outputs: whether :meth:`download` hands out the same host array on every call (copy what you keep).
         input_dtype: the network input's dtype (float32 or float16).
+
+    A device may also set ``concurrent = True``: sessions of several threads may then overlap, each working on
+    buffers of its own (:class:`HostDevice`). Without it :class:`unetrt.frame_path.FramePath` runs one call
+    at a time on the device.
     """
 
     name: str
@@ -160,6 +164,11 @@ class HostDevice:
         threads: CPU threads for the kernels; 0 picks per call: one thread per :data:`ELEMENTS_PER_THREAD` the
             call writes, at most one per usable core.
 
+    Calls from several threads may overlap (``concurrent``): the device keeps no state between calls, the
+    kernels write only the buffers they are given, and the predictor must be safe from several threads (every
+    backend's ``infer`` is: ONNX Runtime's ``run`` and torch's forward in inference mode are; OpenVINO and
+    TensorRT hold a lock around their one request or execution context).
+
     Raises:
         ValueError: on a negative thread count.
 
@@ -171,6 +180,7 @@ class HostDevice:
 
     name = "cpu"
     reuses_outputs = False
+    concurrent = True
 
     def __init__(self, predictor: Predictor, input_dtype: Any = np.float32, threads: int = 0) -> None:
         if threads < 0:

@@ -5,12 +5,19 @@ input buffer (mirror padding, BGR -> RGB, scaling, normalisation, layout and dty
 -> stitch (several tiles) -> native finish: bilinear resize of the scores to the frame's size fused with
 argmax (or threshold) and optional probabilities. :class:`FramePath` drives a :class:`unetrt.device.Device`
 through these steps; the device decides where the buffers live.
+
+Threads: a :class:`FramePath` may be called from any number of threads. Each call takes its own set of
+working buffers (tile batch, accumulator, weights) from a small pool, so calls on a device that declares
+``concurrent = True`` (:class:`unetrt.device.HostDevice`) run side by side and never see each other's tiles;
+on any other device (one CUDA stream, whose outputs and graphs are reused) the path serialises its calls.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Generic
 
@@ -22,6 +29,9 @@ from .preprocessing import check_frame, frame_scale, frame_to_model_channels
 from .tiling import BLEND_MODES, TileGrid, blend_window, extract_call, plan_whole, tile_runs
 
 PROBABILITY_SIZES = ("frame", "working")
+# Idle buffer sets kept per geometry: enough for the threads that usually share a segmenter; a burst of more
+# callers allocates extra sets that are dropped when returned.
+POOL_SIZE = 4
 
 
 @dataclass
@@ -95,6 +105,12 @@ class FramePath(Generic[BufferT]):
         info: the model (channels, normalisation, classes, working size).
         blend: how overlapping tile outputs combine: 'gaussian', 'linear' or 'crop'.
 
+    Safe to call from any number of threads, with the results of sequential calls: every call works in
+    buffers of its own (borrowed from a pool of at most :data:`POOL_SIZE` idle sets per geometry). On a device
+    with ``concurrent = True`` (:class:`~unetrt.device.HostDevice`, whose predictor must then be safe from
+    several threads, as every backend's ``infer`` is) calls run side by side; on any other device they take
+    turns.
+
     Raises:
         ValueError: on an unknown blend.
 
@@ -109,7 +125,13 @@ class FramePath(Generic[BufferT]):
         self.device = device
         self.info = info
         self.blend = blend
-        self._buffers: dict[tuple[Any, ...], _Buffers[BufferT]] = {}
+        # Idle working buffers of the latest geometry; a call borrows a set and gives it back.
+        self._pool_key: tuple[Any, ...] | None = None
+        self._pool: list[_Buffers[BufferT]] = []
+        self._pool_lock = threading.Lock()
+        # Calls overlap only on a device that says they may (host buffers, kernels on the caller's arrays); one
+        # CUDA stream with reused outputs and recorded graphs takes one call at a time.
+        self._call_lock = None if getattr(device, "concurrent", False) else threading.Lock()
 
     def work_hw(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
         """(height, width) of the image the network sees for a frame of ``frame_hw``.
@@ -145,7 +167,6 @@ class FramePath(Generic[BufferT]):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if probabilities_size not in PROBABILITY_SIZES:
             raise ValueError(f"probabilities_size must be one of {PROBABILITY_SIZES}, got {probabilities_size!r}")
-        start = time.perf_counter()
         first = frames[0]
         if any(f.shape != first.shape or f.dtype != first.dtype for f in frames):
             raise ValueError("frames of one call must share size, layout and dtype")
@@ -154,12 +175,12 @@ class FramePath(Generic[BufferT]):
         if grid.image_hw != work_hw:
             raise ValueError(f"grid was planned for a {grid.image_hw} image, the frames give {work_hw}; re-plan it")
         device, info = self.device, self.info
-        with device.session():
+        count, classes = len(frames), info.num_classes
+        with self._turn(), device.session(), self._borrowed_buffers(grid, count, batch_size) as buffers:
+            begun = time.perf_counter()  # after any wait for the device: that wait is no stage's time
             images = [frame_to_model_channels(f, info.in_channels) for f in frames]
             prepared = [device.prepare(image, None if work_hw == frame_hw else work_hw, slot)
                         for slot, image in enumerate(images)]
-            count, classes = len(frames), info.num_classes
-            buffers = self._buffers_for(grid, count, batch_size)
             masks = device.output((count, *frame_hw), np.dtype(np.uint8), ("mask", count, frame_hw))
             probs_hw = work_hw if probabilities_size == "working" else frame_hw
             probs = (device.output((count, classes, *probs_hw), np.dtype(np.float32), ("probs", count, probs_hw))
@@ -178,36 +199,58 @@ class FramePath(Generic[BufferT]):
                 host_masks = host_masks.copy()
                 host_probs = None if host_probs is None else host_probs.copy()
         done = time.perf_counter()
-        extracted, inferred = marks.get("extracted", start), marks.get("inferred", done)
-        timings = {"preprocess": (extracted - start) * 1e3 / count, "inference": (inferred - extracted) * 1e3 / count,
+        extracted, inferred = marks.get("extracted", begun), marks.get("inferred", done)
+        timings = {"preprocess": (extracted - begun) * 1e3 / count, "inference": (inferred - extracted) * 1e3 / count,
                    "postprocess": (done - inferred) * 1e3 / count}
         return [PathResult(host_masks[i], None if host_probs is None else host_probs[i], dict(timings))
                 for i in range(count)]
 
     def release(self) -> None:
-        """Free the buffers this path and its device hold (they are made again when needed)."""
-        with self.device.session():
-            self._buffers = {}
+        """Free the buffers this path and its device hold (they are made again when needed).
+
+        Calls in flight on a concurrent device keep the buffers they borrowed until they return.
+        """
+        with self._turn(), self.device.session():
+            with self._pool_lock:
+                self._pool_key, self._pool = None, []
             self.device.release()
 
-    def _buffers_for(self, grid: TileGrid, count: int, batch_size: int) -> _Buffers[BufferT]:
+    def _turn(self) -> AbstractContextManager[Any]:
+        """Held for the whole of one call: nothing on a concurrent device, else the path's one lock."""
+        return nullcontext() if self._call_lock is None else self._call_lock
+
+    @contextmanager
+    def _borrowed_buffers(self, grid: TileGrid, count: int, batch_size: int) -> Iterator[_Buffers[BufferT]]:
+        """A set of working buffers for one call (inside its session), returned to the pool afterwards."""
         key = (grid, count, batch_size)
-        if key not in self._buffers:
-            device = self.device
-            tiles = min(batch_size, grid.count * count)
-            batch = device.allocate((tiles, self.info.in_channels, *grid.tile_hw), device.input_dtype)
-            acc = weight = window_y = window_x = None
-            if grid.count > 1:
-                float32 = np.dtype(np.float32)
-                acc = device.allocate((count, self.info.num_classes, *grid.image_hw), float32)
-                if self.blend != "crop":
-                    weight = device.allocate((count, *grid.image_hw), float32)
-                    window_y = device.constant(blend_window(self.blend, grid.output_hw[0]))
-                    window_x = device.constant(blend_window(self.blend, grid.output_hw[1]))
-            # Only the latest size's buffers stay: a stream's frames share one size, and a large frame's
-            # accumulator should not outlive the frames that need it.
-            self._buffers = {key: _Buffers(batch, acc, weight, window_y, window_x)}
-        return self._buffers[key]
+        with self._pool_lock:
+            if key != self._pool_key:
+                # Only the latest geometry's buffers stay: a stream's frames share one size, and a large frame's
+                # accumulator should not outlive the frames that need it.
+                self._pool_key, self._pool = key, []
+            buffers = self._pool.pop() if self._pool else None
+        if buffers is None:
+            buffers = self._allocate_buffers(grid, count, batch_size)
+        try:
+            yield buffers
+        finally:
+            with self._pool_lock:
+                if key == self._pool_key and len(self._pool) < POOL_SIZE:
+                    self._pool.append(buffers)
+
+    def _allocate_buffers(self, grid: TileGrid, count: int, batch_size: int) -> _Buffers[BufferT]:
+        device = self.device
+        tiles = min(batch_size, grid.count * count)
+        batch = device.allocate((tiles, self.info.in_channels, *grid.tile_hw), device.input_dtype)
+        acc = weight = window_y = window_x = None
+        if grid.count > 1:
+            float32 = np.dtype(np.float32)
+            acc = device.allocate((count, self.info.num_classes, *grid.image_hw), float32)
+            if self.blend != "crop":
+                weight = device.allocate((count, *grid.image_hw), float32)
+                window_y = device.constant(blend_window(self.blend, grid.output_hw[0]))
+                window_x = device.constant(blend_window(self.blend, grid.output_hw[1]))
+        return _Buffers(batch, acc, weight, window_y, window_x)
 
     def _enqueue(self, images: Sequence[BufferT], grid: TileGrid, buffers: _Buffers[BufferT], masks: BufferT,
                  probs: BufferT | None, normalisation: dict[str, Any], marks: dict[str, float]) -> None:

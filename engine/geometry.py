@@ -16,8 +16,54 @@ PADDING_MODES = ("same", "valid")
 def _check_mode(padding: str, depth: int) -> None:
     if padding not in PADDING_MODES:
         raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+
+
+def size_period(depth: int) -> int:
+    """Legal input sides of either padding mode repeat with this period: ``2 ** (depth - 1)``.
+
+    A 'same' side must be a multiple of it; a 'valid' side must leave an even size before every one of the
+    ``depth - 1`` max-pools, which fixes it modulo the same power of two (and it must be large enough that no
+    convolution runs out of pixels).
+
+    Example:
+        >>> size_period(5)
+        16
+    """
+    return 2 ** (depth - 1)
+
+
+def _smallest_valid_size(depth: int) -> int:
+    """The smallest input side a 'valid' U-Net of this depth accepts.
+
+    Every legal side is ``period * b + 4 * (period - 1)`` (four pixels lost before each pool, then halved);
+    the sizes grow with ``b``, and ``b = 8`` always leaves every convolution enough pixels.
+    """
+    period = size_period(depth)
+    for bottom in range(1, 9):
+        size = period * bottom + 4 * (period - 1)
+        if valid_output_size(size, depth) is not None:
+            return size
+    raise AssertionError("unreachable: a bottom side of 8 is legal at every depth")
+
+
+def _legal_at_or_above(size: int, padding: str, depth: int) -> int:
+    """The smallest legal side >= ``size`` (arithmetic: no search, so any depth answers at once)."""
+    period = size_period(depth)
+    first = period if padding == "same" else _smallest_valid_size(depth)
+    if size <= first:
+        return first
+    return first + -(-(size - first) // period) * period
+
+
+def _legal_at_or_below(size: int, padding: str, depth: int) -> int | None:
+    """The largest legal side <= ``size``, or None when there is none."""
+    period = size_period(depth)
+    first = period if padding == "same" else _smallest_valid_size(depth)
+    if size < first:
+        return None
+    return first + (size - first) // period * period
 
 
 def valid_output_size(size: int, depth: int = 5) -> int | None:
@@ -71,13 +117,8 @@ def nearest_legal_sizes(size: int, padding: str = "same", depth: int = 5) -> tup
         (496, 512)
     """
     _check_mode(padding, depth)
-    above = max(size, 1)
-    while not is_legal_size(above, padding, depth):
-        above += 1
-    below: int | None = min(size, above) - 1
-    while below is not None and not is_legal_size(below, padding, depth):
-        below = below - 1 if below > 1 else None
-    return below, above
+    above = _legal_at_or_above(max(size, 1), padding, depth)
+    return _legal_at_or_below(min(size, above) - 1, padding, depth), above
 
 
 def legal_sizes(lo: int, hi: int, padding: str = "same", depth: int = 5) -> list[int]:
@@ -88,7 +129,7 @@ def legal_sizes(lo: int, hi: int, padding: str = "same", depth: int = 5) -> list
         [572, 588]
     """
     _check_mode(padding, depth)
-    return [s for s in range(max(lo, 1), hi + 1) if is_legal_size(s, padding, depth)]
+    return list(range(_legal_at_or_above(max(lo, 1), padding, depth), hi + 1, size_period(depth)))
 
 
 def check_input_size(height: int, width: int, padding: str = "same", depth: int = 5) -> None:
@@ -169,11 +210,14 @@ def plan_padding(size: int, padding: str = "same", depth: int = 5) -> PaddedShap
     if padding == "same":
         _, target = nearest_legal_sizes(size, padding, depth)
         return PaddedShape(0, target - size, target, target, 0)
-    # Valid mode: find the smallest legal input whose output covers the frame.
-    candidate = size
+    # Valid mode: the smallest legal input whose output covers the frame. Output = input - 2 * margin with a
+    # margin that only grows with the input, so the first legal side >= size + 2 * (that side's margin)
+    # is found within a few periods.
+    candidate = _legal_at_or_above(size, padding, depth)
     while True:
         out = valid_output_size(candidate, depth)
-        if out is not None and out >= size:
+        assert out is not None  # candidate is legal
+        if out >= size:
             margin = (candidate - out) // 2
             return PaddedShape(margin, candidate - size - margin, candidate, out, 0)
-        candidate += 1
+        candidate = _legal_at_or_above(candidate + (size - out), padding, depth)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -57,6 +58,16 @@ class Segmenter:
     scores bilinearly to the frame's size fused with the argmax (threshold for binary models) and probabilities
     (:mod:`unetrt.frame_path`). On the CPU this runs on numpy buffers; a backend with a device entry on CUDA
     keeps everything on the GPU (:mod:`unetrt.cuda_device`).
+
+    Threads: :meth:`segment` and :meth:`segment_batch` may be called from any number of threads at once and
+    give exactly the results of sequential calls. Each call works in buffers of its own, so on the CPU the
+    resize, tile cutting and finish of several calls run side by side, and so does the network where the
+    backend allows it: ONNX Runtime and torch run calls together, OpenVINO and TensorRT (on the host path) one
+    network call at a time, and the GPU-resident path (one CUDA stream) one whole call at a time. What that buys
+    on each backend is measured in ``docs/concurrency.md`` (``benchmarks/bench_concurrency.py``, 2 cores, one
+    inference thread per segmenter): two threads on one ONNX Runtime or torch segmenter did 1.3-1.6x the frames
+    of one thread (a segmenter per thread: 1.2-1.9x, at twice the memory); on OpenVINO they gain nothing (use a
+    segmenter per thread there). :meth:`close` waits for calls in flight; calls after it raise ValueError.
 
     Args:
         model: a .plan, .onnx or .pt file, or a bundled model name ('camvid').
@@ -131,6 +142,9 @@ class Segmenter:
             raise
         self._path: FramePath[Any] = FramePath(self.device, self.info, blend)
         self._closed = False
+        # Calls in flight, so that close() frees nothing a call on another thread still uses.
+        self._calls = 0
+        self._calls_done = threading.Condition()
         self._palette = palette_bgr(self.info.colors, self.info.binary)
         if warm_up:
             try:
@@ -196,16 +210,31 @@ class Segmenter:
     ) -> list[SegmentationResult]:
         """Segment several frames; frames of equal size go through the network as one batch.
 
+        Safe from any thread (see the class description).
+
         Raises:
             ValueError: when any frame is malformed (the message names its index), or on an unknown
                 ``probabilities_size`` ('frame' or 'working'; 'working' not with a cleanup, which needs them at the
-                frame's size).
+                frame's size), or after :meth:`close`.
         """
         if probabilities_size not in PROBABILITY_SIZES:
             raise ValueError(f"probabilities_size must be one of {PROBABILITY_SIZES}, got {probabilities_size!r}")
         if probabilities_size == "working" and self.cleanup is not None:
             raise ValueError("probabilities_size='working' does not go with a cleanup, which needs the "
                              "probabilities at the frame's size; use 'frame'")
+        with self._calls_done:
+            if self._closed:
+                raise ValueError("this segmenter is closed; open a new one")
+            self._calls += 1
+        try:
+            return self._segment_checked(frames, probabilities, probabilities_size)
+        finally:
+            with self._calls_done:
+                self._calls -= 1
+                self._calls_done.notify_all()
+
+    def _segment_checked(self, frames: Sequence[np.ndarray], probabilities: bool | None,
+                         probabilities_size: str) -> list[SegmentationResult]:
         want_probs = self.probabilities if probabilities is None else probabilities
         checked = []
         for index, frame in enumerate(frames):
@@ -284,9 +313,12 @@ class Segmenter:
         return blend(frame, self.colorize(result), alpha)
 
     def close(self) -> None:
-        """Free the path's buffers, then release the backend (idempotent)."""
-        if not self._closed:
-            self._closed = True
+        """Wait for calls in flight on other threads, free the path's buffers, then release the backend
+        (idempotent)."""
+        with self._calls_done:
+            closing, self._closed = not self._closed, True
+            self._calls_done.wait_for(lambda: self._calls == 0)
+        if closing:
             # Device memory is freed while the backend's CUDA context still exists.
             self._path.release()
         self.backend.close()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..cuda import PrimaryContext, cuda_ordinal
-from ..model_info import METADATA_KEY, ModelInfo
+from ..model_info import METADATA_KEY, ModelInfo, check_network_channels
 from .base import check_batch, invalid_model_file, network_output_shape, onnx_file_precision
 
 if TYPE_CHECKING:
@@ -60,7 +60,8 @@ def open_session(path: str | Path, options: ort.SessionOptions, providers: list[
     except ort_errors.InvalidProtobuf as exc:
         raise invalid_model_file(path, ONNX_EXPECTED, "it is truncated, damaged or not ONNX at all "
                                  "(ONNX Runtime cannot parse it as a protobuf)") from exc
-    except (ort_errors.InvalidArgument, ort_errors.InvalidGraph, ort_errors.NoModel) as exc:
+    except (ort_errors.InvalidArgument, ort_errors.InvalidGraph, ort_errors.NoModel, ort_errors.Fail) as exc:
+        # Fail: e.g. an external-data path that escapes the model's folder, which ONNX Runtime refuses.
         raise invalid_model_file(path, ONNX_EXPECTED, _onnx_runtime_reason(exc)) from exc
 
 
@@ -156,6 +157,8 @@ class OnnxRuntimeBackend:
             else ["CPUExecutionProvider"])
         self._session: ort.InferenceSession | None = open_session(path, session_options(threads), providers)
         self.info = _info_from_session(self._session, path)
+        check_network_channels(self.info, self._session.get_inputs()[0].shape[1],
+                               self._session.get_outputs()[0].shape[1], str(path))
         on_cuda = self._session.get_providers()[0] == "CUDAExecutionProvider"
         self.device = f"cuda:{self._ordinal}" if on_cuda else "cpu"
         self.threads = threads

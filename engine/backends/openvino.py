@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..model_info import METADATA_KEY, ModelInfo
+from ..model_info import METADATA_KEY, ModelInfo, check_network_channels
 from .base import check_batch, onnx_file_precision
 
 MISSING_OPENVINO = "backend 'openvino' needs OpenVINO: pip install 'unetrt[openvino]' (or pip install openvino)"
@@ -89,8 +89,11 @@ def _read_model(core: Any, path: Path) -> Any:
     try:
         return core.read_model(str(path))
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"OpenVINO cannot read {str(path)!r} as a model: {first}") from None
+        # OpenVINO nests its reports ("Exception from core.cpp:84:", "Check ... failed at ...:", the reason):
+        # the last line is the reason.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise ValueError(f"OpenVINO cannot read {str(path)!r} as a model: "
+                         f"{lines[-1] if lines else type(exc).__name__}") from None
 
 
 def read_model_info(model: Any, path: Path) -> ModelInfo:
@@ -107,6 +110,14 @@ def read_model_info(model: Any, path: Path) -> ModelInfo:
         raise ValueError(f"OpenVINO IR {str(path)!r} has no {METADATA_KEY!r} rt_info; write it with "
                          "unetrt.backends.openvino.write_ir")
     return ModelInfo.from_json(str(model.get_rt_info([METADATA_KEY]).astype(str)))
+
+
+def _static_channels(port: Any) -> int | None:
+    """The channel dimension (axis 1) of a model input or output, or None when it is dynamic."""
+    shape = port.get_partial_shape()
+    if shape.rank.is_dynamic or len(shape) < 2 or shape[1].is_dynamic:
+        return None
+    return int(shape[1].get_length())
 
 
 def write_ir(onnx_path: str | Path, xml_path: str | Path) -> Path:
@@ -173,6 +184,8 @@ class OpenVinoBackend:
         if len(self._model.inputs) != 1 or len(self._model.outputs) != 1:
             raise ValueError(f"{str(path)!r} has {len(self._model.inputs)} inputs and {len(self._model.outputs)} "
                              "outputs; a unetrt U-Net has one of each")
+        check_network_channels(self.info, _static_channels(self._model.inputs[0]),
+                               _static_channels(self._model.outputs[0]), str(path))
         self.device = "cpu"
         self.threads = threads
         # What runs: an INT8 file stays INT8 whatever the hint; otherwise the hint decides FP32 or BF16.

@@ -23,6 +23,38 @@ LATENCIES = ("latency", "queue_wait", "processing", "output_latency")
 DEFAULT_WINDOW = 10_000
 
 
+class SampleWindow:
+    """The latest ``size`` samples of one stage, in a float64 ring allocated and written in full up front.
+
+    A deque of Python floats grew by about 32 bytes a sample per stage until it was full (10 stages x 10,000
+    samples: 3.2 MB over the first 10,000 frames), which a soak reads as a leak of 0.4 MB/min at 20 FPS; the
+    ring's memory is resident from the start and never grows.
+
+    Example:
+        >>> window = SampleWindow(2); window.add(1.0); window.add(2.0); window.add(3.0)
+        >>> sorted(window.values().tolist()), window.latest()
+        ([2.0, 3.0], 3.0)
+    """
+
+    def __init__(self, size: int) -> None:
+        # np.full writes every element, so the pages are resident now rather than as samples arrive.
+        self._ring = np.full(size, np.nan)
+        self._added = 0
+
+    def add(self, value: float) -> None:
+        """Keep ``value``, dropping the oldest sample once the window is full."""
+        self._ring[self._added % self._ring.size] = value
+        self._added += 1
+
+    def values(self) -> np.ndarray:
+        """A copy of the samples kept (in ring order, not time order)."""
+        return self._ring[: min(self._added, self._ring.size)].copy()
+
+    def latest(self) -> float:
+        """The newest sample (0 before the first)."""
+        return float(self._ring[(self._added - 1) % self._ring.size]) if self._added else 0.0
+
+
 class StreamStats:
     """Thread-safe timings (milliseconds) and counters shared by the pipeline's threads.
 
@@ -39,7 +71,7 @@ class StreamStats:
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         self._lock = threading.Lock()
-        self._samples: dict[str, deque[float]] = {name: deque(maxlen=window) for name in STAGES + LATENCIES}
+        self._samples = {name: SampleWindow(window) for name in STAGES + LATENCIES}
         self.counters = {"captured": 0, "processed": 0, "written": 0, "dropped": 0, "corrupt": 0, "reconnects": 0}
         self.started_at = time.perf_counter()
         self.first_result_at: float | None = None
@@ -55,7 +87,7 @@ class StreamStats:
         if stage not in self._samples:
             raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(self._samples)}")
         with self._lock:
-            self._samples[stage].append(milliseconds)
+            self._samples[stage].add(milliseconds)
 
     def count(self, counter: str, amount: int = 1) -> None:
         """Add to a counter ('captured', 'processed', 'written', 'dropped', 'corrupt', 'reconnects')."""
@@ -83,13 +115,12 @@ class StreamStats:
     def recent(self, stage: str) -> float:
         """The latest sample of a stage in milliseconds (0 before the first)."""
         with self._lock:
-            samples = self._samples[stage]
-            return samples[-1] if samples else 0.0
+            return self._samples[stage].latest()
 
     def summary(self) -> dict[str, Any]:
         """Counters, throughput and p50/p95/p99/mean/max per stage, as plain JSON-ready values."""
         with self._lock:
-            samples = {name: np.asarray(values, dtype=np.float64) for name, values in self._samples.items()}
+            samples = {name: window.values() for name, window in self._samples.items()}
             counters = dict(self.counters)
             first, last = self.first_result_at, self.last_result_at
         elapsed = (last or time.perf_counter()) - self.started_at

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -99,3 +102,64 @@ def test_automatic_kernel_threads_grow_with_the_work() -> None:
     assert HostDevice(channel_scores, threads=3).threads_for(10) == 3
     with pytest.raises(ValueError, match="threads"):
         HostDevice(channel_scores, threads=-1)
+
+
+class MeetingNetwork:
+    """The channel-scores network, entered by all ``parties`` threads together: each waits at a barrier inside
+    the call, so every thread has cut its tiles before any network call reads them (the overlap a race needs)."""
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = threading.Barrier(parties, timeout=30)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.barrier.wait()
+        return batch.copy()
+
+
+@pytest.mark.parametrize("tile", [None, 16], ids=["whole", "tiled"])
+def test_calls_from_threads_inside_the_network_together_get_their_own_masks(tile: int | None) -> None:
+    threads, rounds = 4, 6
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(threads * rounds)]
+    grid = plan_whole(24, 32, "same", 3) if tile is None else plan_tiles((24, 32), tile, 4, "same", 3)
+    sequential = FramePath(HostDevice(channel_scores), INFO)
+    expected = [sequential.run([frame], grid, True, batch_size=2)[0] for frame in frames]
+    path = FramePath(HostDevice(MeetingNetwork(threads)), INFO)
+    results: dict[int, object] = {}
+
+    def work(worker: int) -> None:
+        for index in range(worker, len(frames), threads):
+            results[index] = path.run([frames[index]], grid, True, batch_size=2)[0]
+
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(work, worker) for worker in range(threads)]:
+            future.result()
+    wrong = [i for i, want in enumerate(expected)
+             if not (np.array_equal(results[i].mask, want.mask)  # type: ignore[attr-defined]
+                     and np.array_equal(results[i].probabilities, want.probabilities))]  # type: ignore[attr-defined]
+    assert wrong == []
+
+
+def test_a_device_that_is_not_concurrent_takes_one_call_at_a_time() -> None:
+    inside, most = 0, 0
+    lock = threading.Lock()
+
+    class OneStreamDevice(HostDevice):
+        concurrent = False
+
+    def counting(batch: np.ndarray) -> np.ndarray:
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        time.sleep(0.01)  # a window for another thread to enter (the assertion holds however short)
+        with lock:
+            inside -= 1
+        return batch.copy()
+
+    path = FramePath(OneStreamDevice(counting), INFO)
+    grid = plan_whole(24, 32, "same", 3)
+    frame = np.zeros((24, 32, 3), np.uint8)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: path.run([frame], grid, False), range(16)))
+    assert most == 1

@@ -63,3 +63,28 @@ def test_plan_padding_valid_covers_frame(size: int) -> None:
     assert valid_output_size(pad.network_input) == pad.network_output >= size
     assert pad.before == 92
     assert pad.before + size + pad.after == pad.network_input
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_any_depth_answers_at_once(padding: str) -> None:
+    # Depth 40 used to search one side at a time up to 2**39 (hours at 100 % CPU, deaf to SIGTERM).
+    below, above = nearest_legal_sizes(500, padding, 40)
+    assert below is None and is_legal_size(above, padding, 40) and above >= 2**39
+    assert legal_sizes(1, above, padding, 40) == [above]
+    padded = plan_padding(500, padding, 40)
+    assert is_legal_size(padded.network_input, padding, 40) and padded.network_output >= 500
+
+
+@pytest.mark.parametrize(("padding", "depth"), list(itertools.product(["same", "valid"], range(1, 7))))
+def test_nearest_and_listed_sizes_agree_with_the_rule_side_by_side(padding: str, depth: int) -> None:
+    legal = [s for s in range(1, 800) if is_legal_size(s, padding, depth)]
+    assert legal_sizes(1, 799, padding, depth) == legal
+    for size in range(1, 700):
+        below, above = nearest_legal_sizes(size, padding, depth)
+        assert above == min(s for s in legal if s >= size)
+        assert below == max((s for s in legal if s < min(size, above)), default=None)
+
+
+def test_depth_must_be_an_integer() -> None:
+    with pytest.raises(ValueError, match="depth must be an integer >= 1"):
+        nearest_legal_sizes(100, "same", "5")  # type: ignore[arg-type]

@@ -1,0 +1,113 @@
+"""One Segmenter called from several threads at once gives exactly the masks of sequential calls, on every
+installed backend and precision of the bundled model (issue 21: 34-49 of 64 masks were another frame's)."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from unetrt.bundled import sample_clip
+from unetrt.segmenter import Segmenter
+
+THREADS = 4
+FRAMES = 16
+# Rounds of two frames per thread; every thread starts each round at one barrier, so the calls overlap.
+ROUNDS = FRAMES // 2
+BACKENDS = [
+    ("onnxruntime", "fp32"),
+    ("onnxruntime", "int8"),
+    pytest.param("openvino", "fp32", marks=pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                                                              reason="OpenVINO is not installed")),
+    pytest.param("openvino", "int8", marks=pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                                                              reason="OpenVINO is not installed")),
+    pytest.param("torch", "fp32", marks=pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                                           reason="torch is not installed")),
+]
+
+
+@pytest.fixture(scope="module")
+def clip_frames() -> list[np.ndarray]:
+    """16 different frames of the bundled clip (every sixth, so neighbours differ)."""
+    capture = cv2.VideoCapture(str(sample_clip()))
+    frames: list[np.ndarray] = []
+    index = 0
+    while len(frames) < FRAMES:
+        ok, frame = capture.read()
+        assert ok, "the sample clip has too few frames"
+        if index % 6 == 0:
+            frames.append(frame)
+        index += 1
+    capture.release()
+    return frames
+
+
+def planned_calls(worker: int) -> list[tuple[int, int]]:
+    """The frame pairs a thread segments, one per round: each thread walks all frames from its own starting
+    point, so in one round the threads hold different frames."""
+    return [((worker * 4 + 2 * round_) % FRAMES, (worker * 4 + 2 * round_ + 1) % FRAMES) for round_ in range(ROUNDS)]
+
+
+def segment_pair(segmenter: Segmenter, frames: list[np.ndarray], worker: int, pair: tuple[int, int]) -> list[bytes]:
+    """Even threads call ``segment`` on each frame of the pair, odd ones ``segment_batch`` on both (one
+    network call of batch 2, whose answer may differ in the last bits from two calls of batch 1)."""
+    if worker % 2 == 0:
+        return [segmenter.segment(frames[i]).mask.tobytes() for i in pair]
+    return [r.mask.tobytes() for r in segmenter.segment_batch([frames[i] for i in pair])]
+
+
+@pytest.mark.parametrize(("backend", "precision"), BACKENDS)
+def test_four_threads_on_one_segmenter_get_the_sequential_masks(clip_frames: list[np.ndarray], backend: str,
+                                                                precision: str) -> None:
+    with Segmenter("camvid", backend=backend, precision=precision, threads=1) as segmenter:
+        singles = {segmenter.segment(frame).mask.tobytes() for frame in clip_frames}
+        assert len(singles) == FRAMES  # every frame has its own mask, so a swapped one would show
+        expected = {(worker, round_): segment_pair(segmenter, clip_frames, worker, pair)
+                    for worker in range(THREADS) for round_, pair in enumerate(planned_calls(worker))}
+        barrier = threading.Barrier(THREADS, timeout=60)
+        got: dict[tuple[int, int], list[bytes]] = {}
+
+        def work(worker: int) -> None:
+            for round_, pair in enumerate(planned_calls(worker)):
+                barrier.wait()
+                got[(worker, round_)] = segment_pair(segmenter, clip_frames, worker, pair)
+
+        with ThreadPoolExecutor(THREADS) as pool:
+            for future in [pool.submit(work, worker) for worker in range(THREADS)]:
+                future.result()
+    wrong = sum(a != b for key, masks in expected.items() for a, b in zip(masks, got[key], strict=True))
+    assert wrong == 0, f"{wrong} of {THREADS * FRAMES} masks differ from the sequential ones"
+
+
+def test_close_waits_for_a_call_in_flight_then_refuses(tiny_model_files: dict[str, Path]) -> None:
+    segmenter = Segmenter(tiny_model_files["onnx"])
+    entered, release = threading.Event(), threading.Event()
+    infer = segmenter.backend.infer
+
+    def held_infer(batch: np.ndarray) -> np.ndarray:
+        entered.set()
+        assert release.wait(60)
+        return infer(batch)
+
+    segmenter.backend.infer = held_infer  # type: ignore[method-assign]
+    frame = np.zeros((24, 32, 3), np.uint8)
+    with ThreadPoolExecutor(2) as pool:
+        call = pool.submit(segmenter.segment, frame)
+        assert entered.wait(60)
+        closing = pool.submit(segmenter.close)
+        # close() may not release the backend under the call; it returns only after the call does (a close
+        # that did not wait would be done well within the half second).
+        with pytest.raises(FuturesTimeout):
+            closing.result(timeout=0.5)
+        assert not call.done()
+        release.set()
+        assert call.result().mask.shape == (24, 32)
+        closing.result()
+    with pytest.raises(ValueError, match="closed"):
+        segmenter.segment(frame)
