@@ -49,7 +49,7 @@ from .stats import (
     reset_peak_rss,
     summarize,
 )
-from .variants import BASELINE, Runner, Variant, Workload, all_variants, open_runner, release
+from .variants import BASELINE, HAND_WRITTEN, Runner, Variant, Workload, all_variants, open_runner, release
 
 SCHEMA = "unetrt-bench-1"
 BACKEND_CHOICES = ("torch", "onnxruntime", "openvino", "tensorrt")
@@ -117,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", action="append", default=None,
                         help="torch, onnxruntime, openvino (all their variants whose files exist), tensorrt, or one "
                              "variant key (torch-fp32, torch-fp16, torch-channels-last, torch-cuda-graphs, "
-                             "onnxruntime-int8, openvino-fp32, openvino-bf16, openvino-int8); repeat for several. "
-                             "Default: every backend whose model file exists")
+                             "onnxruntime-int8, openvino-fp32, openvino-bf16, openvino-int8, "
+                             "hand-written-openvino-int8: the pipeline a user writes by hand around OpenVINO INT8, "
+                             "--end-to-end only); repeat for several. Default: every backend whose model file exists")
     parser.add_argument("--batch", type=parse_batches, default=[1], help="batch sizes, comma-separated (default 1)")
     parser.add_argument("--shape", type=parse_size, action="append", default=None, metavar="WxH",
                         help="frame size, width x height like every unetrt command (repeatable; default: the "
@@ -750,6 +751,11 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
     if any(v.backend == "tensorrt" for v in variants):
         require_tensorrt()
     mode = "end-to-end" if args.end_to_end else "device" if args.no_data_transfers else "bare"
+    if mode != "end-to-end":
+        if HAND_WRITTEN in (args.backend or []):
+            raise ValueError(f"{HAND_WRITTEN} is a whole frame-to-mask pipeline: add --end-to-end")
+        # A pipeline, not a way of running the network: it has no bare or device-resident form.
+        variants = [v for v in variants if not v.hand_written]
     shapes = [(h, w) for w, h in (args.shape or [model.info.working_size or DEFAULT_SHAPE])]
     threads = args.threads or usable_cores()
     onnx_path = _onnx_for_flops(model)
