@@ -29,6 +29,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +117,11 @@ def kernel_medians(segmenter: Segmenter, pictures: Sequence[np.ndarray], scores:
                                                    grid=grid.shape, first=0, **normalisation),
         "finish": lambda _frame, _image: device.finish(scores, mask, None, rect=rect, weight=None, binary=False),
     }
-    return {name: summarize([[timed_ms(lambda f=frame, i=image: action(f, i))
-                              for frame, image in zip(pictures, resized)] for _ in range(trials)])
-            for name, action in actions.items()}
+    def runs(action: Callable[[np.ndarray, np.ndarray], object]) -> LatencyStats:
+        return summarize([[timed_ms(partial(action, frame, image)) for frame, image in zip(pictures, resized)]
+                          for _ in range(trials)])
+
+    return {name: runs(action) for name, action in actions.items()}
 
 
 def benchmark(model: str, images: Path, frames: int, trials: int, threads: int, backend: str = "auto",
