@@ -44,6 +44,7 @@ from unetrt.model_info import ModelInfo
 from .flops import flops_per_image
 from .stats import (
     current_rss_bytes,
+    describe_cpu,
     machine_description,
     peak_rss_bytes,
     reset_peak_rss,
@@ -630,7 +631,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"(base {report['model']['base']}, depth {report['model']['depth']}, "
         f"{report['model']['num_classes']} classes), mode **{settings['mode']}**",
         "",
-        f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, "
+        f"Machine: {describe_cpu(machine)}, {machine['usable_cores']} usable cores, "
         f"load average before {_load(load)} / after {_load(machine['load_average_after'])}; "
         f"GPU: {machine['gpu'] or 'none'}; CPU threads per backend: {settings['threads']} "
         f"(ONNX Runtime spinning off, torch OMP_WAIT_POLICY={settings['omp_wait_policy'] or 'unset'}); "

@@ -38,7 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 import unetrt
-from unetrt.benchmarks.stats import LatencyStats, machine_description, summarize
+from unetrt.benchmarks.stats import LatencyStats, describe_cpu, machine_description, summarize
 from unetrt.cli import run_cli
 from unetrt.datasets import list_images
 from unetrt.device import HostDevice, resize_frame
@@ -202,7 +202,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['trials']} --threads {result['threads']} --backend {result['backend_asked']} --precision "
         f"{result['precision_asked']}` (unetrt {result['unetrt']})",
         "",
-        f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores; load average (1, 5, 15 min) "
+        f"Machine: {describe_cpu(machine)}, {machine['usable_cores']} usable cores; load average (1, 5, 15 min) "
         f"before {_load(machine['load_average_before'])}, after {_load(machine['load_average'])}.",
         f"Model `{result['model']}` on {result['backend']}, {result['threads']} threads; {result['frames']} CamVid "
         f"val frames at 480x360, network input {network_h}x{network_w} (HxW), {result['trials']} interleaved trials.",
