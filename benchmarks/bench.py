@@ -569,9 +569,10 @@ def _figures(entry: _Measured, batch: int, flops: int | None, timer: str, device
 
 
 def add_ratios(results: list[dict[str, Any]]) -> None:
-    """Set each result's ``speedup_vs_torch_fp32`` and ``speedup_vs_onnxruntime_fp32``: that variant's median
-    latency / the result's median latency, on the same workload (None when it did not run)."""
-    for key, reference in (("speedup_vs_torch_fp32", BASELINE), ("speedup_vs_onnxruntime_fp32", "onnxruntime")):
+    """Set each result's ``speedup_vs_torch_fp32``, ``speedup_vs_onnxruntime_fp32`` and ``speedup_vs_hand_written``:
+    that variant's median latency / the result's median latency, on the same workload (None when it did not run)."""
+    for key, reference in (("speedup_vs_torch_fp32", BASELINE), ("speedup_vs_onnxruntime_fp32", "onnxruntime"),
+                           ("speedup_vs_hand_written", HAND_WRITTEN)):
         baselines = {_group(r): r for r in results if r["variant"] == reference and r["status"] == "ok"}
         for result in results:
             base = baselines.get(_group(result))
@@ -593,7 +594,8 @@ def _group(result: dict[str, Any]) -> tuple[Any, ...]:
 
 
 TABLE_COLUMNS = ("Variant", "Device", "Input (NxHxW)", "Median ms", "±%", "Mean", "p50", "p90", "p99", "Min", "Max",
-                 "img/s", "× eager FP32", "× ORT FP32", "TFLOP/s", "% matmul", "Peak RSS MiB", "Peak dev MiB")
+                 "img/s", "× eager FP32", "× ORT FP32", "× hand-written", "TFLOP/s", "% matmul", "Peak RSS MiB",
+                 "Peak dev MiB")
 
 
 def _cell(value: float | None, digits: int = 2) -> str:
@@ -609,12 +611,14 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
             cells = [r["label"], r["device"], shape, f"skipped: {r['reason']}", *[""] * (len(TABLE_COLUMNS) - 4)]
         else:
             lat = r["latency_ms"]
-            speedup, over_ort = r["speedup_vs_torch_fp32"], r["speedup_vs_onnxruntime_fp32"]
+            speedup, over_ort, over_hand = (r["speedup_vs_torch_fp32"], r["speedup_vs_onnxruntime_fp32"],
+                                            r["speedup_vs_hand_written"])
             share = r.get("fraction_of_matmul_rate")
             cells = [f"{r['label']}", r["device"], shape, _cell(lat["median"]), _cell(lat["spread_pct"], 1),
                      *(_cell(lat[k]) for k in ("mean", "p50", "p90", "p99", "min", "max")),
                      _cell(r["throughput_images_per_s"], 1), "–" if speedup is None else f"{speedup:.2f}×",
-                     "–" if over_ort is None else f"{over_ort:.2f}×", _cell(r["achieved_tflops"], 3),
+                     "–" if over_ort is None else f"{over_ort:.2f}×",
+                     "–" if over_hand is None else f"{over_hand:.2f}×", _cell(r["achieved_tflops"], 3),
                      "–" if share is None else f"{100 * share:.0f}%", _cell(r["peak_rss_mib"], 0),
                      _cell(r["peak_device_mib"], 0)]
         rows.append("| " + " | ".join(cells) + " |")
@@ -648,7 +652,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [f"Note: {note}" for note in report["notes"]]
     lines += ["", format_table(report["results"]), "",
               "Median = median of trial medians; ±% = range of the trial medians; × eager FP32 = speed-up over "
-              "PyTorch eager FP32 on the same device and input; × ORT FP32 = the same over ONNX Runtime FP32; TFLOP/s "
+              "PyTorch eager FP32 on the same device and input; × ORT FP32 = the same over ONNX Runtime FP32; "
+              "× hand-written = the same over the hand-written OpenVINO INT8 pipeline (--end-to-end); TFLOP/s "
               "counts Conv/ConvTranspose FLOPs only; % matmul = that rate over the measured dense matmul rate of the "
               "row's precision (--matmul)."]
     return "\n".join(lines)

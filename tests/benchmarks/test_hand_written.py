@@ -70,6 +70,11 @@ def test_row_runs_end_to_end_beside_unetrt(tiny_model_files: dict[str, Path], ti
     assert results[HAND_WRITTEN]["model_file"] == str(int8)
     assert results[HAND_WRITTEN]["latency_ms"]["median"] > 0
     assert "| Hand-written OpenVINO INT8 (cv2 + numpy) | cpu |" in text
+    hand, unetrt = results[HAND_WRITTEN], results["openvino-int8"]
+    assert hand["speedup_vs_hand_written"] == pytest.approx(1.0)
+    assert unetrt["speedup_vs_hand_written"] == pytest.approx(
+        hand["latency_ms"]["median"] / unetrt["latency_ms"]["median"])
+    assert "× hand-written" in text
 
 
 def test_row_is_left_out_of_the_bare_modes(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path,
