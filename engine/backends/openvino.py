@@ -146,10 +146,12 @@ class OpenVinoBackend:
         device: 'auto' or 'cpu' (OpenVINO's GPU plugins are not used).
         threads: inference threads (None: OpenVINO's default, one per core).
         precision: inference precision hint, 'fp32' or 'bf16' (needs native BF16; INT8 layers stay INT8).
+        lanes: single-threaded infer requests a batch of several images is spread over (None: one per thread;
+            1: a batch runs whole on one request with every thread).
 
     Attributes:
-        lanes: single-threaded infer requests a batch of several images is spread over (the thread count;
-            1: every batch runs whole on one request).
+        lanes: single-threaded infer requests a batch of several images is spread over (1: none, a batch
+            runs whole on one request).
 
     Raises:
         ImportError: without OpenVINO (the message says how to install it).
@@ -166,7 +168,7 @@ class OpenVinoBackend:
     max_batch: int | None = None
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", lanes: int | None = None) -> None:
         require_openvino()
         path = Path(path)
         if device not in ("auto", "cpu"):
@@ -175,6 +177,8 @@ class OpenVinoBackend:
             raise ValueError(f"OpenVINO precision must be one of {', '.join(PRECISION_HINTS)}, got {precision!r}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        if lanes is not None and lanes < 1:
+            raise ValueError(f"lanes must be >= 1 (1: a batch runs whole on one request), got {lanes}")
         if not path.is_file():
             raise FileNotFoundError(f"model file {str(path)!r} does not exist")
         self._core = shared_core()
@@ -199,7 +203,7 @@ class OpenVinoBackend:
         }
         if threads is not None:
             self._config["INFERENCE_NUM_THREADS"] = threads
-        self.lanes = threads if threads is not None else usable_cores()
+        self.lanes = lanes if lanes is not None else threads if threads is not None else usable_cores()
         self._requests: dict[tuple[int, ...], Any] = {}
         self._lane_requests: dict[tuple[int, ...], list[Any]] = {}
         self._lock = threading.Lock()

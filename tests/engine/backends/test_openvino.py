@@ -105,7 +105,7 @@ def test_onnx_without_metadata_is_refused(tmp_path: Path) -> None:
 
 @requires_openvino
 @pytest.mark.parametrize("kwargs, message", [({"device": "cuda"}, "runs on the CPU"), ({"precision": "int4"}, "fp32"),
-                                             ({"threads": 0}, "threads")])
+                                             ({"threads": 0}, "threads"), ({"lanes": 0}, "lanes")])
 def test_bad_options(kwargs: dict[str, object], message: str, tiny_model_files: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match=message):
         OpenVinoBackend(tiny_model_files["onnx"], **kwargs)  # type: ignore[arg-type]
@@ -171,8 +171,9 @@ def test_a_batch_is_spread_over_single_threaded_lanes_with_the_same_logits() -> 
 
 
 @requires_openvino
-def test_one_thread_runs_a_batch_whole(tiny_model_files: dict[str, Path]) -> None:
-    with OpenVinoBackend(tiny_model_files["onnx"], threads=1) as backend:
+@pytest.mark.parametrize("options", [{"threads": 1}, {"threads": 2, "lanes": 1}])
+def test_one_lane_runs_a_batch_whole(options: dict[str, int], tiny_model_files: dict[str, Path]) -> None:
+    with OpenVinoBackend(tiny_model_files["onnx"], **options) as backend:  # type: ignore[arg-type]
         assert backend.lanes == 1
         backend.infer(np.zeros((2, 3, 16, 16), np.float32))
         assert list(backend._requests) == [(2, 3, 16, 16)] and not backend._lane_requests
