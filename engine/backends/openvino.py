@@ -7,10 +7,11 @@ model with INT8 (VNNI) kernels, and takes an inference-precision hint: 'f32', or
 'bf16' on CPUs with native BF16 (AVX-512 BF16 or AMX).
 
 One image runs on every thread at once (lowest latency). A batch of several images is
-spread over lanes instead: one single-threaded infer request per thread, each taking
-the next image as it finishes one. A small network run on several threads leaves them
-waiting at every layer's barrier; lanes keep each core busy on an image of its own and
-return the same logits, bit for bit (``docs/cpu.md`` has the figures).
+spread over lanes instead: up to one infer request per thread (never more than the
+images), the threads shared out among them, each request taking the next image as it
+finishes one. A small network run on several threads leaves them waiting at every
+layer's barrier; lanes keep each core busy on an image of its own and return the same
+logits, bit for bit (``docs/cpu.md`` has the figures).
 """
 
 from __future__ import annotations
@@ -146,12 +147,12 @@ class OpenVinoBackend:
         device: 'auto' or 'cpu' (OpenVINO's GPU plugins are not used).
         threads: inference threads (None: OpenVINO's default, one per core).
         precision: inference precision hint, 'fp32' or 'bf16' (needs native BF16; INT8 layers stay INT8).
-        lanes: single-threaded infer requests a batch of several images is spread over (None: one per thread;
-            1: a batch runs whole on one request with every thread).
+        lanes: at most this many infer requests a batch of several images is spread over, the threads shared
+            out among them (None: one per thread; 1: a batch runs whole on one request with every thread).
 
     Attributes:
-        lanes: single-threaded infer requests a batch of several images is spread over (1: none, a batch
-            runs whole on one request).
+        lanes: at most this many infer requests a batch of several images is spread over (1: a batch runs
+            whole on one request).
 
     Raises:
         ImportError: without OpenVINO (the message says how to install it).
@@ -203,9 +204,10 @@ class OpenVinoBackend:
         }
         if threads is not None:
             self._config["INFERENCE_NUM_THREADS"] = threads
-        self.lanes = lanes if lanes is not None else threads if threads is not None else usable_cores()
+        self._thread_budget = threads if threads is not None else usable_cores()
+        self.lanes = lanes if lanes is not None else self._thread_budget
         self._requests: dict[tuple[int, ...], Any] = {}
-        self._lane_requests: dict[tuple[int, ...], list[Any]] = {}
+        self._lane_requests: dict[tuple[tuple[int, ...], int], list[Any]] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -218,20 +220,20 @@ class OpenVinoBackend:
             self._requests[shape] = request
         return request
 
-    def _lane_requests_for(self, image_shape: tuple[int, ...]) -> list[Any]:
-        requests = self._lane_requests.get(image_shape)
+    def _lane_requests_for(self, image_shape: tuple[int, ...], count: int) -> list[Any]:
+        requests = self._lane_requests.get((image_shape, count))
         if requests is None:
             self._model.reshape({self._model.inputs[0]: [1, *image_shape]})
-            # One stream per lane, each on one thread: OpenVINO splits INFERENCE_NUM_THREADS among the streams.
-            config = {**self._config, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(self.lanes),
-                      "INFERENCE_NUM_THREADS": self.lanes}
+            # One stream per lane: OpenVINO shares INFERENCE_NUM_THREADS out among the streams.
+            config = {**self._config, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(count),
+                      "INFERENCE_NUM_THREADS": max(count, self._thread_budget)}
             compiled = self._core.compile_model(self._model, "CPU", config)
-            requests = [compiled.create_infer_request() for _ in range(self.lanes)]
-            self._lane_requests[image_shape] = requests
+            requests = [compiled.create_infer_request() for _ in range(count)]
+            self._lane_requests[(image_shape, count)] = requests
         return requests
 
     def _infer_in_lanes(self, batch: np.ndarray) -> np.ndarray:
-        requests = self._lane_requests_for(tuple(batch.shape[1:]))
+        requests = self._lane_requests_for(tuple(batch.shape[1:]), min(self.lanes, len(batch)))
         outputs: np.ndarray | None = None
         running: deque[tuple[Any, int]] = deque()
         for index, request in zip(range(len(batch)), requests):
