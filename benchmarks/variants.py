@@ -317,7 +317,8 @@ class HandWrittenPipeline:
     The recipe, written plainly: the QDQ INT8 ONNX model (``NAME.int8.onnx``, ONNX Runtime's static
     quantization of the FP32 model) compiled by OpenVINO for the one input shape; per frame an OpenCV bilinear
     resize to that shape, BGR -> RGB, scaling and normalisation in numpy, HWC -> NCHW, the infer request, a
-    numpy argmax over the classes and an OpenCV nearest-neighbour resize of the labels back to the frame's size.
+    numpy argmax over the classes (a threshold at 0 for a binary model) and an OpenCV nearest-neighbour resize of
+    the labels back to the frame's size.
     Its masks are unetrt's up to where the two resizes differ (nearest labels against bilinear scores).
 
     Args:
@@ -356,6 +357,7 @@ class HandWrittenPipeline:
         self._mean = np.asarray(info.mean, np.float32)
         self._std = np.asarray(info.std, np.float32)
         self._gray = info.in_channels == 1
+        self._binary = info.binary
         self.device = "cpu"
         self.threads = threads
 
@@ -367,7 +369,7 @@ class HandWrittenPipeline:
         normalised = (image.astype(np.float32) / 255.0 - self._mean) / self._std
         batch = np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
         logits = self._request.infer({0: batch})[0]
-        labels = logits[0].argmax(axis=0).astype(np.uint8)
+        labels = (logits[0, 0] > 0 if self._binary else logits[0].argmax(axis=0)).astype(np.uint8)
         return cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
 
     def close(self) -> None:

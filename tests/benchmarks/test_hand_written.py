@@ -89,3 +89,15 @@ def test_row_is_left_out_of_the_bare_modes(tiny_model_files: dict[str, Path], ti
     assert main(["--engine", str(int8), "--backend", HAND_WRITTEN, *FAST]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "add --end-to-end" in err
+
+
+def test_binary_gray_model_is_thresholded(shared_data: Path) -> None:
+    path = list_images(shared_data / "isbi2012-em" / "images")[21]
+    frame = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    with Segmenter("isbi", backend="openvino", precision="int8", threads=2) as segmenter:
+        pipeline = HandWrittenPipeline(bundled_model_path("isbi", ".int8.onnx"), segmenter.info, frame.shape[:2],
+                                       threads=2)
+        mask = pipeline.segment(frame)
+        assert mask.shape == frame.shape and set(np.unique(mask)) == {0, 1}
+        # No resize on either side (512x512 runs whole): the same pixels but for the padding's mirror border.
+        assert (mask == segmenter.segment(frame).mask).mean() > 0.97
