@@ -44,12 +44,13 @@ from unetrt.model_info import ModelInfo
 from .flops import flops_per_image
 from .stats import (
     current_rss_bytes,
+    describe_cpu,
     machine_description,
     peak_rss_bytes,
     reset_peak_rss,
     summarize,
 )
-from .variants import BASELINE, Runner, Variant, Workload, all_variants, open_runner, release
+from .variants import BASELINE, HAND_WRITTEN, Runner, Variant, Workload, all_variants, open_runner, release
 
 SCHEMA = "unetrt-bench-1"
 BACKEND_CHOICES = ("torch", "onnxruntime", "openvino", "tensorrt")
@@ -117,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", action="append", default=None,
                         help="torch, onnxruntime, openvino (all their variants whose files exist), tensorrt, or one "
                              "variant key (torch-fp32, torch-fp16, torch-channels-last, torch-cuda-graphs, "
-                             "onnxruntime-int8, openvino-fp32, openvino-bf16, openvino-int8); repeat for several. "
-                             "Default: every backend whose model file exists")
+                             "onnxruntime-int8, openvino-fp32, openvino-bf16, openvino-int8, "
+                             "hand-written-openvino-int8: the pipeline a user writes by hand around OpenVINO INT8, "
+                             "--end-to-end only); repeat for several. Default: every backend whose model file exists")
     parser.add_argument("--batch", type=parse_batches, default=[1], help="batch sizes, comma-separated (default 1)")
     parser.add_argument("--shape", type=parse_size, action="append", default=None, metavar="WxH",
                         help="frame size, width x height like every unetrt command (repeatable; default: the "
@@ -588,9 +590,10 @@ def _figures(entry: _Measured, batch: int, flops: int | None, timer: str, device
 
 
 def add_ratios(results: list[dict[str, Any]]) -> None:
-    """Set each result's ``speedup_vs_torch_fp32`` and ``speedup_vs_onnxruntime_fp32``: that variant's median
-    latency / the result's median latency, on the same workload (None when it did not run)."""
-    for key, reference in (("speedup_vs_torch_fp32", BASELINE), ("speedup_vs_onnxruntime_fp32", "onnxruntime")):
+    """Set each result's ``speedup_vs_torch_fp32``, ``speedup_vs_onnxruntime_fp32`` and ``speedup_vs_hand_written``:
+    that variant's median latency / the result's median latency, on the same workload (None when it did not run)."""
+    for key, reference in (("speedup_vs_torch_fp32", BASELINE), ("speedup_vs_onnxruntime_fp32", "onnxruntime"),
+                           ("speedup_vs_hand_written", HAND_WRITTEN)):
         baselines = {_group(r): r for r in results if r["variant"] == reference and r["status"] == "ok"}
         for result in results:
             base = baselines.get(_group(result))
@@ -612,7 +615,8 @@ def _group(result: dict[str, Any]) -> tuple[Any, ...]:
 
 
 TABLE_COLUMNS = ("Variant", "Device", "Input (NxHxW)", "Median ms", "±%", "Mean", "p50", "p90", "p99", "Min", "Max",
-                 "img/s", "× eager FP32", "× ORT FP32", "TFLOP/s", "% matmul", "Peak RSS MiB", "Peak dev MiB")
+                 "img/s", "× eager FP32", "× ORT FP32", "× hand-written", "TFLOP/s", "% matmul", "Peak RSS MiB",
+                 "Peak dev MiB")
 
 
 def _cell(value: float | None, digits: int = 2) -> str:
@@ -628,12 +632,14 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
             cells = [r["label"], r["device"], shape, f"skipped: {r['reason']}", *[""] * (len(TABLE_COLUMNS) - 4)]
         else:
             lat = r["latency_ms"]
-            speedup, over_ort = r["speedup_vs_torch_fp32"], r["speedup_vs_onnxruntime_fp32"]
+            speedup, over_ort, over_hand = (r["speedup_vs_torch_fp32"], r["speedup_vs_onnxruntime_fp32"],
+                                            r["speedup_vs_hand_written"])
             share = r.get("fraction_of_matmul_rate")
             cells = [f"{r['label']}", r["device"], shape, _cell(lat["median"]), _cell(lat["spread_pct"], 1),
                      *(_cell(lat[k]) for k in ("mean", "p50", "p90", "p99", "min", "max")),
                      _cell(r["throughput_images_per_s"], 1), "–" if speedup is None else f"{speedup:.2f}×",
-                     "–" if over_ort is None else f"{over_ort:.2f}×", _cell(r["achieved_tflops"], 3),
+                     "–" if over_ort is None else f"{over_ort:.2f}×",
+                     "–" if over_hand is None else f"{over_hand:.2f}×", _cell(r["achieved_tflops"], 3),
                      "–" if share is None else f"{100 * share:.0f}%", _cell(r["peak_rss_mib"], 0),
                      _cell(r["peak_device_mib"], 0)]
         rows.append("| " + " | ".join(cells) + " |")
@@ -650,7 +656,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"(base {report['model']['base']}, depth {report['model']['depth']}, "
         f"{report['model']['num_classes']} classes), mode **{settings['mode']}**",
         "",
-        f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, "
+        f"Machine: {describe_cpu(machine)}, {machine['usable_cores']} usable cores, "
         f"load average before {_load(load)} / after {_load(machine['load_average_after'])}; "
         f"GPU: {machine['gpu'] or 'none'}; CPU threads per backend: {settings['threads']} "
         f"(ONNX Runtime spinning off, torch OMP_WAIT_POLICY={settings['omp_wait_policy'] or 'unset'}); "
@@ -667,7 +673,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [f"Note: {note}" for note in report["notes"]]
     lines += ["", format_table(report["results"]), "",
               "Median = median of trial medians; ±% = range of the trial medians; × eager FP32 = speed-up over "
-              "PyTorch eager FP32 on the same device and input; × ORT FP32 = the same over ONNX Runtime FP32; TFLOP/s "
+              "PyTorch eager FP32 on the same device and input; × ORT FP32 = the same over ONNX Runtime FP32; "
+              "× hand-written = the same over the hand-written OpenVINO INT8 pipeline (--end-to-end); TFLOP/s "
               "counts Conv/ConvTranspose FLOPs only; % matmul = that rate over the measured dense matmul rate of the "
               "row's precision (--matmul)."]
     return "\n".join(lines)
@@ -771,6 +778,11 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
     if any(v.backend == "tensorrt" for v in variants):
         require_tensorrt()
     mode = "end-to-end" if args.end_to_end else "device" if args.no_data_transfers else "bare"
+    if mode != "end-to-end":
+        if HAND_WRITTEN in (args.backend or []):
+            raise ValueError(f"{HAND_WRITTEN} is a whole frame-to-mask pipeline: add --end-to-end")
+        # A pipeline, not a way of running the network: it has no bare or device-resident form.
+        variants = [v for v in variants if not v.hand_written]
     shapes = [(h, w) for w, h in (args.shape or [model.info.working_size or DEFAULT_SHAPE])]
     threads = args.threads or usable_cores()
     onnx_path = _onnx_for_flops(model)

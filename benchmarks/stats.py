@@ -147,6 +147,42 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The /proc/cpuinfo flags that decide which CPU kernels run INT8 and BF16 (Linux names).
+MATRIX_FEATURES = {"avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI", "avx512_bf16": "AVX-512 BF16",
+                   "amx_int8": "AMX INT8", "amx_bf16": "AMX BF16"}
+
+
+def cpu_features() -> dict[str, bool] | None:
+    """Which of :data:`MATRIX_FEATURES` the CPU has, from /proc/cpuinfo's flags (None where there is none).
+
+    Example:
+        >>> sorted(cpu_features() or {})  # doctest: +SKIP
+        ['amx_bf16', 'amx_int8', 'avx512_bf16', 'avx512_vnni', 'avx_vnni']
+    """
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return None
+    flags = next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")),
+                 None)
+    return None if flags is None else {name: name in flags for name in MATRIX_FEATURES}
+
+
+def describe_cpu(machine: dict[str, Any]) -> str:
+    """The CPU's model and its INT8/BF16 matrix features in words, from :func:`machine_description`.
+
+    Example:
+        >>> describe_cpu({"cpu_model": "AMD EPYC", "cpu_features": {"avx512_vnni": True, "amx_int8": False}})
+        'AMD EPYC (AVX-512 VNNI; no AMX)'
+    """
+    features = machine.get("cpu_features")
+    if not features:
+        return str(machine["cpu_model"])
+    present = [MATRIX_FEATURES[name] for name, has in features.items() if has]
+    no_amx = not any(has for name, has in features.items() if name.startswith("amx"))
+    return f"{machine['cpu_model']} ({', '.join(present) or 'no VNNI or BF16'}{'; no AMX' if no_amx else ''})"
+
+
 def load_average() -> tuple[float, float, float] | None:
     """1, 5 and 15 minute load averages, or None where the OS has none."""
     try:
@@ -156,9 +192,11 @@ def load_average() -> tuple[float, float, float] | None:
 
 
 def machine_description() -> dict[str, Any]:
-    """CPU model, usable cores, total cores and load average, for every result file."""
+    """CPU model and its INT8/BF16 matrix features, usable cores, total cores and load average, for every result
+    file."""
     return {
         "cpu_model": cpu_model(),
+        "cpu_features": cpu_features(),
         "usable_cores": usable_cores(),
         "cpu_count": os.cpu_count(),
         "load_average": load_average(),

@@ -1,14 +1,16 @@
 """What unet-bench compares: the backend variants and the runners that time one call of each.
 
 A variant is one way of running the model (PyTorch eager FP32, FP16, channels-last,
-CUDA graphs, ONNX Runtime FP32 and INT8, OpenVINO FP32, BF16 and INT8, TensorRT). A runner holds that variant open on a
-prepared input and does one timed call per :meth:`Runner.step`, in one of three modes:
+CUDA graphs, ONNX Runtime FP32 and INT8, OpenVINO FP32, BF16 and INT8, TensorRT, and the pipeline a CPU user
+writes by hand around OpenVINO INT8). A runner holds that variant open on a prepared input and does one timed call
+per :meth:`Runner.step`, in one of three modes:
 
 * ``bare``: a prepared, normalised host batch through ``backend.infer`` (host to host);
 * ``device``: the bare network on an input already on the device, output left there
   (``--no-data-transfers``, like trtexec);
 * ``end-to-end``: uint8 HWC frames on the host to masks on the host through
-  ``Segmenter.segment_batch``, all pre- and post-processing included.
+  ``Segmenter.segment_batch``, all pre- and post-processing included (the hand-written row: its own code,
+  :class:`HandWrittenPipeline`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, cast
 
+import cv2
 import numpy as np
 
 from unetrt.backends import Backend, open_backend
@@ -30,6 +33,7 @@ from unetrt.segmenter import Segmenter
 
 MODES = ("bare", "device", "end-to-end")
 BASELINE = "torch-fp32"
+HAND_WRITTEN = "hand-written-openvino-int8"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Variant:
         channels_last: channels-last memory format (torch variants).
         cuda_graphs: replay a captured CUDA graph (torch variants).
         needs_cuda: skipped on a CPU device.
+        hand_written: not unetrt at all, but :class:`HandWrittenPipeline` (end-to-end mode only).
     """
 
     key: str
@@ -57,6 +62,7 @@ class Variant:
     needs_cuda: bool = False
     quantized: bool = False
     bf16: bool = False
+    hand_written: bool = False
 
     @property
     def precision(self) -> str:
@@ -96,6 +102,8 @@ def all_variants(precision: str) -> dict[str, Variant]:
                 Variant("openvino-fp32", "OpenVINO FP32", "openvino"),
                 Variant("openvino-bf16", "OpenVINO BF16", "openvino", bf16=True),
                 Variant("openvino-int8", "OpenVINO INT8", "openvino", quantized=True),
+                Variant(HAND_WRITTEN, "Hand-written OpenVINO INT8 (cv2 + numpy)", "openvino", quantized=True,
+                        hand_written=True),
                 Variant("tensorrt", "TensorRT", "tensorrt", needs_cuda=True)]
     return {v.key: v for v in variants}
 
@@ -342,6 +350,91 @@ def open_variant_segmenter(variant: Variant, model: Path, device: str, threads: 
     return segmenter
 
 
+class HandWrittenPipeline:
+    """The frame-to-mask pipeline a CPU user writes by hand around OpenVINO, as a yardstick for unetrt.
+
+    The recipe, written plainly: the QDQ INT8 ONNX model (``NAME.int8.onnx``, ONNX Runtime's static
+    quantization of the FP32 model) compiled by OpenVINO for the one input shape; per frame an OpenCV bilinear
+    resize to that shape, BGR -> RGB, scaling and normalisation in numpy, HWC -> NCHW, the infer request, a
+    numpy argmax over the classes (a threshold at 0 for a binary model) and an OpenCV nearest-neighbour resize of
+    the labels back to the frame's size.
+    Its masks are unetrt's up to where the two resizes differ (nearest labels against bilinear scores).
+
+    Args:
+        model: the INT8 (or any) ONNX file.
+        info: the model's description (working size, mean, std, channels).
+        frame_hw: (height, width) of the frames, for a model without a working size.
+        threads: OpenVINO inference threads (None: OpenVINO's default).
+
+    Raises:
+        ValueError: for a 'valid'-padding model (it needs the mirror-padded context this recipe does not cut).
+        ImportError: without OpenVINO or OpenCV.
+
+    Example:
+        >>> pipeline = HandWrittenPipeline(Path("camvid.int8.onnx"), info, (360, 480), threads=2)  # doctest: +SKIP
+        >>> pipeline.segment(frame).shape  # doctest: +SKIP
+        (360, 480)
+    """
+
+    def __init__(self, model: Path, info: ModelInfo, frame_hw: tuple[int, int], threads: int | None) -> None:
+        if info.padding != "same":
+            raise ValueError("the hand-written pipeline resizes frames straight to the network input: it serves "
+                             "'same'-padding models only")
+        from unetrt.backends.openvino import shared_core
+
+        # The process's one Core (a second Core in one process breaks OpenVINO's signal handling on release).
+        core = shared_core()
+        height, width = frame_hw if info.working_size is None else (info.working_size[1], info.working_size[0])
+        # The nearest size the network takes, as a user would pick it.
+        multiple = info.size_multiple
+        self.input_hw = (-(-height // multiple) * multiple, -(-width // multiple) * multiple)
+        network = core.read_model(str(model))
+        network.reshape([1, info.in_channels, *self.input_hw])
+        # OpenVINO's defaults (latency hint, its own inference precision), only the thread count every row shares.
+        config = {} if threads is None else {"INFERENCE_NUM_THREADS": threads}
+        self._request = core.compile_model(network, "CPU", config).create_infer_request()
+        self._mean = np.asarray(info.mean, np.float32)
+        self._std = np.asarray(info.std, np.float32)
+        self._gray = info.in_channels == 1
+        self._binary = info.binary
+        self.device = "cpu"
+        self.threads = threads
+
+    def segment(self, frame: np.ndarray) -> np.ndarray:
+        """A uint8 BGR (or gray) frame -> its H x W uint8 class-id mask."""
+        height, width = frame.shape[:2]
+        small = cv2.resize(frame, (self.input_hw[1], self.input_hw[0]), interpolation=cv2.INTER_LINEAR)
+        image = small[..., None] if self._gray else cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        normalised = (image.astype(np.float32) / 255.0 - self._mean) / self._std
+        batch = np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
+        logits = self._request.infer({0: batch})[0]
+        labels = (logits[0, 0] > 0 if self._binary else logits[0].argmax(axis=0)).astype(np.uint8)
+        return cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
+
+    def close(self) -> None:
+        """Drop the compiled model."""
+        self._request = None
+
+
+class HandWrittenRunner:
+    """End-to-end mode of the hand-written row: each frame through :meth:`HandWrittenPipeline.segment`."""
+
+    def __init__(self, pipeline: HandWrittenPipeline, frames: list[np.ndarray]) -> None:
+        self._pipeline = pipeline
+        self._frames = frames
+        self.device = pipeline.device
+        self.threads = pipeline.threads
+
+    def step(self) -> None:
+        """Frames in, masks out, frame by frame."""
+        for frame in self._frames:
+            self._pipeline.segment(frame)
+
+    def close(self) -> None:
+        """Close the pipeline."""
+        self._pipeline.close()
+
+
 def _dtype_of(torch: Any, name: str) -> Any:
     return {"fp16": torch.float16, "fp32": torch.float32}[name]
 
@@ -451,6 +544,11 @@ def open_runner(variant: Variant, model: Path, device: str, threads: int | None,
     Raises:
         ValueError, ImportError, FileNotFoundError: when the variant cannot run here (the message says why).
     """
+    if variant.hand_written:
+        if workload.mode != "end-to-end":
+            raise ValueError(f"{variant.key} is a whole frame-to-mask pipeline: it runs with --end-to-end only")
+        return HandWrittenRunner(HandWrittenPipeline(model, info, workload.frame_hw, threads),
+                                 workload.frames(info))
     if workload.mode == "end-to-end":
         return SegmenterRunner(open_variant_segmenter(variant, model, device, threads), workload.frames(info))
     batch = workload.network_batch(info)

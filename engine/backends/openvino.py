@@ -5,17 +5,26 @@ dynamic one, so the model is reshaped to each batch's shape and the compiled mod
 is cached per shape (a camera stream has one shape). Its CPU plugin runs a QDQ
 model with INT8 (VNNI) kernels, and takes an inference-precision hint: 'f32', or
 'bf16' on CPUs with native BF16 (AVX-512 BF16 or AMX).
+
+One image runs on every thread at once (lowest latency). A batch of several images is
+spread over lanes instead: up to one infer request per thread (never more than the
+images), the threads shared out among them, each request taking the next image as it
+finishes one. A small network run on several threads leaves them waiting at every
+layer's barrier; lanes keep each core busy on an image of its own and return the same
+logits, bit for bit (``docs/cpu.md`` has the figures).
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from ..cpu import usable_cores
 from ..model_info import METADATA_KEY, ModelInfo, check_network_channels
 from .base import check_batch, onnx_file_precision
 
@@ -149,6 +158,12 @@ class OpenVinoBackend:
         device: 'auto' or 'cpu' (OpenVINO's GPU plugins are not used).
         threads: inference threads (None: OpenVINO's default, one per core).
         precision: inference precision hint, 'fp32' or 'bf16' (needs native BF16; INT8 layers stay INT8).
+        lanes: at most this many infer requests a batch of several images is spread over, the threads shared
+            out among them (None: one per thread; 1: a batch runs whole on one request with every thread).
+
+    Attributes:
+        lanes: at most this many infer requests a batch of several images is spread over (1: a batch runs
+            whole on one request).
 
     Raises:
         ImportError: without OpenVINO (the message says how to install it).
@@ -165,7 +180,7 @@ class OpenVinoBackend:
     max_batch: int | None = None
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", lanes: int | None = None) -> None:
         require_openvino()
         path = Path(path)
         if device not in ("auto", "cpu"):
@@ -174,6 +189,8 @@ class OpenVinoBackend:
             raise ValueError(f"OpenVINO precision must be one of {', '.join(PRECISION_HINTS)}, got {precision!r}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        if lanes is not None and lanes < 1:
+            raise ValueError(f"lanes must be >= 1 (1: a batch runs whole on one request), got {lanes}")
         if not path.is_file():
             raise FileNotFoundError(f"model file {str(path)!r} does not exist")
         self._core = shared_core()
@@ -200,7 +217,10 @@ class OpenVinoBackend:
         }
         if threads is not None:
             self._config["INFERENCE_NUM_THREADS"] = threads
+        self._thread_budget = threads if threads is not None else usable_cores()
+        self.lanes = lanes if lanes is not None else self._thread_budget
         self._requests: dict[tuple[int, ...], Any] = {}
+        self._lane_requests: dict[tuple[tuple[int, ...], int], list[Any]] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -213,8 +233,48 @@ class OpenVinoBackend:
             self._requests[shape] = request
         return request
 
+    def _lane_requests_for(self, image_shape: tuple[int, ...], count: int) -> list[Any]:
+        requests = self._lane_requests.get((image_shape, count))
+        if requests is None:
+            self._model.reshape({self._model.inputs[0]: [1, *image_shape]})
+            # One stream per lane: OpenVINO shares INFERENCE_NUM_THREADS out among the streams.
+            config = {**self._config, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(count),
+                      "INFERENCE_NUM_THREADS": max(count, self._thread_budget)}
+            compiled = self._core.compile_model(self._model, "CPU", config)
+            requests = [compiled.create_infer_request() for _ in range(count)]
+            self._lane_requests[(image_shape, count)] = requests
+        return requests
+
+    def _infer_in_lanes(self, batch: np.ndarray) -> np.ndarray:
+        requests = self._lane_requests_for(tuple(batch.shape[1:]), min(self.lanes, len(batch)))
+        outputs: np.ndarray | None = None
+        running: deque[tuple[Any, int]] = deque()
+        for index, request in zip(range(len(batch)), requests):
+            request.start_async({0: batch[index : index + 1]}, share_inputs=True)
+            running.append((request, index))
+        following = len(running)
+        try:
+            while running:
+                # Lanes run at one speed: the oldest image finishes first.
+                request, index = running.popleft()
+                request.wait()
+                logits = request.get_output_tensor(0).data
+                if outputs is None:
+                    outputs = np.empty((len(batch), *logits.shape[1:]), np.float32)
+                outputs[index] = logits[0]
+                if following < len(batch):
+                    request.start_async({0: batch[following : following + 1]}, share_inputs=True)
+                    running.append((request, following))
+                    following += 1
+        finally:
+            # The requests read the caller's batch in place: none may outlive this call.
+            for request, _ in running:
+                request.wait()
+        assert outputs is not None  # a checked batch holds at least one image
+        return outputs
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """N x C x H x W float32 -> N x K x h x w float32 logits.
+        """N x C x H x W float32 -> N x K x h x w float32 logits; several images are spread over the lanes.
 
         Raises:
             ValueError: on a malformed batch, or after :meth:`close`.
@@ -223,6 +283,8 @@ class OpenVinoBackend:
             raise ValueError("this backend is closed; open a new one")
         batch = np.ascontiguousarray(check_batch(batch, self.info))
         with self._lock:
+            if len(batch) > 1 and self.lanes > 1:
+                return self._infer_in_lanes(batch)
             request = self._request(tuple(batch.shape))
             # Shared: OpenVINO reads the batch in place and its result is copied once, here (by default it copies
             # both ways, and the outputs a second time into the dictionary infer returns).
@@ -232,6 +294,7 @@ class OpenVinoBackend:
     def close(self) -> None:
         """Drop the compiled models (idempotent)."""
         self._requests.clear()
+        self._lane_requests.clear()
         self._closed = True
 
     def __enter__(self) -> OpenVinoBackend:

@@ -22,6 +22,22 @@ def test_short_run_writes_markdown_and_json(shared_data: Path, tmp_path: Path) -
     assert "Overhead:" in out.with_suffix(".md").read_text()
 
 
+def test_default_path_and_where_the_overhead_goes(shared_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    out = tmp_path / "overhead"
+    assert main(["--images", str(shared_data / "camvid" / "val"), "--frames", "2", "--trials", "1",
+                 "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    # Segmenter's default on a CPU with OpenVINO installed, at the shipped working size.
+    assert result["backend"] == "openvino (CPU, INT8)"
+    assert result["network_input_hw"] == [192, 256]
+    assert set(result["kernels_alone_ms"]) == {"resize", "extract", "finish"}
+    assert all(value > 0 for value in result["kernels_alone_ms"].values())
+    assert result["overhead_beyond_kernels_ms"] == pytest.approx(
+        result["overhead_ms"] - sum(result["kernels_alone_ms"].values()))
+    assert "--backend auto --precision auto" in out.with_suffix(".md").read_text()
+
+
 def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--images", str(tmp_path), "--frames", "1", "--out", str(tmp_path / "x")]) == 2
     assert "holds no images" in capsys.readouterr().err

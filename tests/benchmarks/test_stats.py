@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from unetrt.benchmarks import stats
 from unetrt.benchmarks.stats import (
     current_rss_bytes,
+    describe_cpu,
     machine_description,
     peak_rss_bytes,
     reset_peak_rss,
@@ -61,3 +65,20 @@ def test_machine_description_names_cpu_cores_and_load() -> None:
     assert machine["cpu_model"]
     assert machine["usable_cores"] >= 1
     assert "load_average" in machine
+
+
+def test_cpu_features_and_their_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    monkeypatch.setattr(stats, "CPUINFO", cpuinfo)
+    machine = machine_description()
+    assert machine["cpu_features"] == {"avx512_vnni": True, "avx_vnni": False, "avx512_bf16": True,
+                                       "amx_int8": False, "amx_bf16": False}
+    assert describe_cpu(machine) == "AMD EPYC (AVX-512 VNNI, AVX-512 BF16; no AMX)"
+    cpuinfo.write_text("model name\t: Xeon\nflags\t\t: avx512_vnni avx512_bf16 amx_bf16 amx_int8 amx_tile\n")
+    assert describe_cpu(machine_description()) == "Xeon (AVX-512 VNNI, AVX-512 BF16, AMX INT8, AMX BF16)"
+    cpuinfo.write_text("model name\t: Old\nflags\t\t: sse2\n")
+    assert describe_cpu(machine_description()) == "Old (no VNNI or BF16; no AMX)"
+    monkeypatch.setattr(stats, "CPUINFO", tmp_path / "absent")
+    assert machine_description()["cpu_features"] is None
+    assert describe_cpu({"cpu_model": "Apple M2", "cpu_features": None}) == "Apple M2"

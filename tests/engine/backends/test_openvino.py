@@ -105,7 +105,7 @@ def test_onnx_without_metadata_is_refused(tmp_path: Path) -> None:
 
 @requires_openvino
 @pytest.mark.parametrize("kwargs, message", [({"device": "cuda"}, "runs on the CPU"), ({"precision": "int4"}, "fp32"),
-                                             ({"threads": 0}, "threads")])
+                                             ({"threads": 0}, "threads"), ({"lanes": 0}, "lanes")])
 def test_bad_options(kwargs: dict[str, object], message: str, tiny_model_files: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match=message):
         OpenVinoBackend(tiny_model_files["onnx"], **kwargs)  # type: ignore[arg-type]
@@ -150,3 +150,40 @@ except KeyboardInterrupt:
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0 and done.stdout.strip() == "interrupted", (done.returncode, done.stderr[-500:])
+
+
+@requires_openvino
+def test_a_batch_is_spread_over_single_threaded_lanes_with_the_same_logits() -> None:
+    from unetrt.frame_path import network_input
+
+    path = bundled_model_path("camvid", ".int8.onnx")
+    rng = np.random.default_rng(2)
+    with OpenVinoBackend(path, threads=2) as backend:
+        assert backend.lanes == 2
+        frames = [rng.integers(0, 256, (192, 256, 3), dtype=np.uint8) for _ in range(3)]
+        batch = network_input(frames, backend.info)
+        together = backend.infer(batch)
+        assert list(backend._lane_requests) == [((3, 192, 256), 2)], "several images run in the lanes"
+        assert len(backend._lane_requests[((3, 192, 256), 2)]) == 2
+        alone = np.concatenate([backend.infer(batch[i : i + 1]) for i in range(3)])
+        assert list(backend._requests) == [(1, 3, 192, 256)], "one image runs on every thread at once"
+    np.testing.assert_array_equal(together, alone)
+
+
+@requires_openvino
+@pytest.mark.parametrize("options", [{"threads": 1}, {"threads": 2, "lanes": 1}])
+def test_one_lane_runs_a_batch_whole(options: dict[str, int], tiny_model_files: dict[str, Path]) -> None:
+    with OpenVinoBackend(tiny_model_files["onnx"], **options) as backend:  # type: ignore[arg-type]
+        assert backend.lanes == 1
+        backend.infer(np.zeros((2, 3, 16, 16), np.float32))
+        assert list(backend._requests) == [(2, 3, 16, 16)] and not backend._lane_requests
+
+
+@requires_openvino
+def test_never_more_lanes_than_images(tiny_model_files: dict[str, Path]) -> None:
+    batch = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    with OpenVinoBackend(tiny_model_files["onnx"], threads=4) as backend:
+        assert backend.lanes == 4
+        together = backend.infer(batch)
+        assert list(backend._lane_requests) == [((3, 16, 16), 2)]
+        np.testing.assert_array_equal(together, np.concatenate([backend.infer(batch[:1]), backend.infer(batch[1:])]))
