@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -31,7 +32,7 @@ from .flip import FLIPS
 from .output_path import check_writable_file
 from .pipeline import OutputError, Stream
 from .sinks import display_available
-from .sources import SourceError
+from .sources import SourceError, reads_still_hung
 from .stats import format_summary
 from .uri import parse_sink
 
@@ -288,10 +289,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        return run_cli(lambda: _stream(args))
+        code = run_cli(lambda: _stream(args))
     except OutputError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
-        return OUTPUT_FAILED
+        code = OUTPUT_FAILED
+    if reads_still_hung():
+        # A read from a frozen server is still blocked in FFmpeg: skip the interpreter's shutdown, which would
+        # abort the process when that read returns (the summary and the output are already finished).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -147,6 +147,24 @@ def csi_pipeline(sensor: int, size: tuple[int, int] | None = None, fps: int | No
     )
 
 
+# Reader threads still inside a read that was given up on. FFmpeg cannot be interrupted, so such a thread
+# may outlive the stream; a command checks this before it exits (see :func:`reads_still_hung`).
+_HUNG_READS: set[threading.Thread] = set()
+
+
+def reads_still_hung() -> bool:
+    """Whether a capture read given up on (:class:`TimedReader`) is still blocked inside FFmpeg.
+
+    The interpreter's shutdown unwinds such a thread through OpenCV's C++ frames when the read returns, which
+    aborts the process ("FATAL: exception not rethrown"); a command that sees True leaves with ``os._exit``.
+
+    Example:
+        >>> reads_still_hung()
+        False
+    """
+    return any(thread.is_alive() for thread in _HUNG_READS)
+
+
 class TimedReader:
     """Reads a ``cv2.VideoCapture`` in a thread of its own, so a read that hangs can be given up on.
 
@@ -198,6 +216,7 @@ class TimedReader:
             with self._lock:
                 if not self._done.is_set():
                     self._abandoned = True
+                    _HUNG_READS.add(self._thread)
                     return None
         return self._result
 
