@@ -328,6 +328,9 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
     settings.engine("auto")  # a bad model, backend or precision is reported before any node starts on it
     folder.mkdir(parents=True, exist_ok=True)
     done = [unit_is_done(unit, folder, settings.overlay) for unit in units]
+    # A row found done during the job counts as skipped only when its mask existed before the job: Ray re-runs a
+    # batch whose results died with their actor, and that batch then finds the masks this job already wrote.
+    written_before = {path.relative_to(folder).as_posix() for path in folder.rglob("*.png")}
     pending = [unit for unit, finished in zip(units, done) if not finished]
     counts: Counter[str] = Counter({SKIPPED: sum(unit.frames for unit, finished in zip(units, done) if finished)})
     failures: list[dict[str, Any]] = []
@@ -350,7 +353,7 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
             if pending:
                 dataset = _dataset(ray, pending, folder, settings, pool, on_gpu, len(nodes), segmenter_factory)
                 for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                    _tally(batch, counts, failures, per_worker, engines)
+                    _tally(batch, counts, failures, per_worker, engines, written_before)
                     bar.update(len(batch["output"]))
                     bar.set_postfix(failed=counts[FAILED], refresh=False)
     wall = time.perf_counter() - start
@@ -385,9 +388,11 @@ def _dataset(ray: Any, units: list[WorkUnit], out_dir: Path, settings: BatchSett
 
 
 def _tally(batch: dict[str, np.ndarray], counts: Counter[str], failures: list[dict[str, Any]],
-           per_worker: dict[str, dict[str, Any]], engines: set[tuple[str, str]]) -> None:
+           per_worker: dict[str, dict[str, Any]], engines: set[tuple[str, str]], written_before: set[str]) -> None:
     for row in range(len(batch["output"])):
         status = str(batch["status"][row])
+        if status == SKIPPED and str(batch["output"][row]) not in written_before:
+            status = WRITTEN
         counts[status] += 1
         worker = per_worker[str(batch["worker"][row])]
         worker["node"] = str(batch["node"][row])
