@@ -5,7 +5,6 @@ from __future__ import annotations
 import shlex
 import sys
 import types
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import requires_tensorrt_gpu, tiny_info
+from fakes.tensorrt_builder import ParserError
 
 from unetrt.backends.tensorrt import MISSING_TENSORRT
 from unetrt.export.tensorrt import (
@@ -84,38 +84,10 @@ def test_read_model_info_requires_metadata(tiny_model_files: dict[str, Path]) ->
         read_model_info(model, "tiny.onnx")
 
 
-@dataclass
-class FakeParserError:
-    name: str
-    operator: str
-    index: int
-    text: str
-
-    def node_name(self) -> str:
-        return self.name
-
-    def node_operator(self) -> str:
-        return self.operator
-
-    def node(self) -> int:
-        return self.index
-
-    def desc(self) -> str:
-        return self.text
-
-
-class FakeParser:
-    def __init__(self, errors: list[FakeParserError]) -> None:
-        self.errors = errors
-        self.num_errors = len(errors)
-
-    def get_error(self, index: int) -> FakeParserError:
-        return self.errors[index]
-
-
 def test_parser_errors_name_every_node() -> None:
-    parser: Any = FakeParser([FakeParserError("/up/ConvTranspose", "ConvTranspose", 7, "unsupported padding"),
-                         FakeParserError("", "", 9, "weights missing")])
+    errors = [ParserError("/up/ConvTranspose", "ConvTranspose", 7, "unsupported padding"),
+              ParserError("", "", 9, "weights missing")]
+    parser: Any = types.SimpleNamespace(num_errors=len(errors), get_error=errors.__getitem__)
     text = describe_parser_errors(parser)
     assert text == ("node '/up/ConvTranspose' (ConvTranspose): unsupported padding; "
                     "node '#9' (unknown op): weights missing")
