@@ -95,7 +95,8 @@ def test_masks_equal_segmenter_and_a_rerun_writes_only_what_is_missing(
     assert summary["frames"] == {"total": total, "written": total, "skipped": 0, "failed": 0}
     assert summary["failures"] == []
     assert len(summary["cluster"]["nodes"]) == 2
-    assert len({worker["node"] for worker in summary["workers"].values()}) == 2, "one actor per node"
+    # Which actor takes which batch is Ray Data's choice (one still loading its model can see the other take
+    # every batch), so the nodes' shares of the work are not asserted; every frame's mask is, below.
     assert sum(worker["frames"] for worker in summary["workers"].values()) == total
     assert summary["backend"] == "onnxruntime" and summary["precision"] == "fp32"
     assert json.loads((out / SUMMARY_NAME).read_text()) == summary
@@ -152,18 +153,25 @@ def test_sigterm_stops_the_job_keeping_what_was_written(
         two_node_cluster: Any, settings: BatchSettings, recordings: dict[str, Any],
         reference_masks: dict[str, np.ndarray], tmp_path: Path) -> None:
     driver = os.getpid()
+    stopped = tmp_path / "stopped"
     one_frame_batches = replace(settings, batch_size=1)
 
     def open_segmenter_that_stops_the_job() -> Segmenter:
         class StoppingSegmenter(Segmenter):
-            """Sends SIGTERM to the test process on its third batch, as ``docker stop`` would."""
+            """Sends SIGTERM to the test process on its third batch, once in the whole job, as ``docker stop``
+            would (a second actor's SIGTERM could arrive after the job has ended)."""
 
             calls = 0
 
             def segment_batch(self, frames: Sequence[np.ndarray], probabilities: bool | None = None) -> Any:
                 self.calls += 1
                 if self.calls == 3:
-                    os.kill(driver, signal.SIGTERM)
+                    try:
+                        os.close(os.open(stopped, os.O_CREAT | os.O_EXCL))
+                    except FileExistsError:
+                        pass
+                    else:
+                        os.kill(driver, signal.SIGTERM)
                 return super().segment_batch(frames, probabilities)
 
         return StoppingSegmenter(settings.model, threads=settings.threads)
