@@ -91,3 +91,19 @@ def tiny_int8_onnx(tiny_model_files: dict[str, Path], tmp_path_factory: pytest.T
     batches = [rng.standard_normal((1, 3, 32, 48)).astype(np.float32) for _ in range(4)]
     folder = tmp_path_factory.mktemp("tiny_int8")
     return quantize_onnx(tiny_model_files["onnx"], folder / "tiny.int8.onnx", batches, "minmax")
+
+
+def write_unparsable_onnx(path: Path) -> Path:
+    """A model file with unetrt metadata whose one node ('mystery', op NoSuchOp) no ONNX importer knows."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from unetrt.export.onnx_export import write_metadata
+
+    node = helper.make_node("NoSuchOp", ["image"], ["logits"], name="mystery", domain="unetrt.test")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 16, 16])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("unetrt.test", 1)])
+    write_metadata(model, tiny_info())
+    onnx.save(model, str(path))
+    return path

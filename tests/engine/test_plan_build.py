@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import tiny_info
+from conftest import write_unparsable_onnx
 from fakes.cuda import FakeGpu
 from fakes.trt_plan import deserialize
 from plan_fixtures import builds, install_fake_tensorrt_gpu
@@ -153,17 +153,7 @@ def test_unet_build_command_with_dla(fake_trt: FakeGpu, tiny_model_files: dict[s
 
 
 def test_parse_errors_are_listed_by_node(fake_trt: FakeGpu, tmp_path: Path) -> None:
-    import onnx
-    from onnx import TensorProto, helper
-
-    from unetrt.export.onnx_export import write_metadata
-
-    node = helper.make_node("NoSuchOp", ["image"], ["logits"], name="mystery", domain="unetrt.test")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 16, 16])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("unetrt.test", 1)])
-    write_metadata(model, tiny_info())
-    onnx.save(model, str(tmp_path / "bad.onnx"))
+    write_unparsable_onnx(tmp_path / "bad.onnx")
     with pytest.raises(ValueError, match=r"could not parse .*node 'mystery' \(NoSuchOp\)"):
         build_engine(tmp_path / "bad.onnx", tmp_path / "bad.plan", BuildOptions(progress=False))
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from conftest import requires_tensorrt_gpu, tiny_info
+from conftest import requires_tensorrt_gpu, tiny_info, write_unparsable_onnx
 from fakes.tensorrt_builder import ParserError
 
 from unetrt.backends.tensorrt import MISSING_TENSORRT
@@ -166,17 +166,9 @@ def test_cli_builds_triton_repository(tiny_model_files: dict[str, Path], tmp_pat
 @pytest.mark.tensorrt
 @requires_gpu
 def test_parse_errors_are_listed_by_node(tmp_path: Path) -> None:
-    from onnx import TensorProto, helper
-
-    from unetrt.export.onnx_export import write_metadata
     from unetrt.export.tensorrt import build_engine
 
-    node = helper.make_node("NoSuchOp", ["image"], ["logits"], name="mystery", domain="unetrt.test")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 16, 16])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("unetrt.test", 1)])
-    write_metadata(model, tiny_info())
-    onnx.save(model, str(tmp_path / "bad.onnx"))
+    write_unparsable_onnx(tmp_path / "bad.onnx")
     with pytest.raises(ValueError, match=r"could not parse .*node 'mystery'"):
         build_engine(tmp_path / "bad.onnx", tmp_path / "bad.plan",
                      BuildOptions(progress=False, min_shape=(1, 3, 16, 16), opt_shape=(1, 3, 16, 16),
