@@ -26,6 +26,7 @@ from tqdm import tqdm
 from .backends import PRECISIONS
 from .cli import HelpFormatter, format_size, parse_size, run_cli
 from .datasets import paired_files, read_image, read_label
+from .heldout import PARTS, HeldOutSplit
 from .metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from .postprocess import POSTPROCESS_MODES, BinaryCleanup
 from .segmenter import Segmenter
@@ -53,7 +54,6 @@ def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
         >>> with Segmenter("camvid") as seg:  # doctest: +SKIP
         ...     figures = evaluate(seg, "val", "valannot")
     """
-    info = segmenter.info
     pairs = paired_files(images, labels)
     if stems is not None:
         wanted = set(stems)
@@ -61,6 +61,28 @@ def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
         if missing:
             raise ValueError(f"--stems names files that are not in {str(images)!r}: {', '.join(sorted(missing))}")
         pairs = [pair for pair in pairs if pair[0].stem in wanted]
+    return evaluate_pairs(segmenter, pairs)
+
+
+def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[tuple[Path, Path]]) -> dict[str, Any]:
+    """Segment each image of (image, label) pairs and score it against its label.
+
+    Args:
+        segmenter: an open Segmenter.
+        pairs: (image file, label file) pairs, e.g. one part of a held-out split (:mod:`unetrt.heldout`).
+
+    Returns:
+        A JSON-ready dictionary of figures (see the module docstring).
+
+    Raises:
+        ValueError: when a file cannot be read or a label's size differs from its image.
+
+    Example:
+        >>> split = HeldOutSplit.read("engine/models/camvid.split.json")  # doctest: +SKIP
+        >>> with Segmenter("camvid") as seg:  # doctest: +SKIP
+        ...     figures = evaluate_pairs(seg, split.pairs("../shared/data/camvid", "report"))
+    """
+    info = segmenter.info
     binary = info.binary
     matrix = ConfusionMatrix(2 if binary else info.num_classes, None if binary else info.ignore_index)
     rand_errors = []
@@ -161,8 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unet-eval", description="Score a model on an image/label folder pair.",
                                      formatter_class=HelpFormatter)
     parser.add_argument("--model", required=True, help="a .plan, .onnx or .pt file, or a bundled model name")
-    parser.add_argument("--images", required=True, help="folder of frames")
-    parser.add_argument("--labels", required=True, help="folder of label maps with the same file stems")
+    parser.add_argument("--images", default=None, help="folder of frames")
+    parser.add_argument("--labels", default=None, help="folder of label maps with the same file stems")
+    parser.add_argument("--split", default=None, metavar="SPLIT_JSON",
+                        help="score one part of a held-out split (engine/heldout.py) of the data set folder --data, "
+                             "in place of --images/--labels")
+    parser.add_argument("--part", choices=PARTS, default="report",
+                        help="--split: the part to score (report: the frames no choice was made on)")
+    parser.add_argument("--data", default=None, help="--split: the data set folder (train/, val/, ...)")
     parser.add_argument("--stems", default=None, type=parse_stems,
                         help="score only these file stems: a comma list and/or ranges, e.g. 20-23")
     parser.add_argument("--backend", default="auto", help="auto, onnxruntime, openvino, torch or tensorrt")
@@ -187,7 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_inputs(args: argparse.Namespace) -> None:
+    if args.split is None and (args.images is None or args.labels is None):
+        raise ValueError("say what to score: --images and --labels, or --split with --data")
+    if args.split is not None and (args.data is None or args.images is not None or args.stems is not None):
+        raise ValueError("--split takes its frames from --data; leave out --images, --labels and --stems")
+
+
 def _run(args: argparse.Namespace) -> None:
+    _check_inputs(args)
     if args.json:
         # Before the model loads: a long evaluation must not end in a traceback and lose its figures.
         check_writable_file(Path(args.json), f"--json {args.json!r}")
@@ -196,7 +232,11 @@ def _run(args: argparse.Namespace) -> None:
     cleanup = BinaryCleanup(args.cleanup, args.max_hole_area, args.seed_threshold, args.min_seed_area)
     with Segmenter(args.model, backend=args.backend, precision=args.precision, cleanup=cleanup,
                    working_size=args.working_size, build=args.build) as segmenter:
-        figures = evaluate(segmenter, args.images, args.labels, args.stems)
+        if args.split is None:
+            figures = evaluate(segmenter, args.images, args.labels, args.stems)
+        else:
+            figures = evaluate_pairs(segmenter, HeldOutSplit.read(args.split).pairs(args.data, args.part))
+            figures["split"] = {"file": args.split, "part": args.part}
     print(format_figures(figures))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

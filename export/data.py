@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from unetrt.datasets import check_label_ids, paired_files, read_class_table, read_image, read_label
+from unetrt.heldout import HeldOutSplit
 from unetrt.preprocessing import normalize
 
 from .augment import AugmentConfig, augment
@@ -35,9 +36,12 @@ class SplitFiles:
     in_channels: int
 
 
-def camvid_split(root: str | Path) -> SplitFiles:
+def camvid_split(root: str | Path, held_out: HeldOutSplit | None = None) -> SplitFiles:
     """The SegNet layout of CamVid, and of any data set of your own (docs/own-data.md): train/, trainannot/,
     val/, valannot/ (labels named as their images, any image suffix) and classes.json.
+
+    With ``held_out``, the folders are pooled and split by time span instead: training gets every frame outside
+    the split's parts and guard bands, validation (model selection) its ``select`` part.
 
     Raises:
         FileNotFoundError: when a folder or classes.json is missing.
@@ -49,9 +53,13 @@ def camvid_split(root: str | Path) -> SplitFiles:
         raise FileNotFoundError(f"{str(table_path)!r} not found: a data set folder holds train/, trainannot/, val/, "
                                 "valannot/ and classes.json (docs/own-data.md)")
     table = read_class_table(table_path)
+    if held_out is not None:
+        train, val = held_out.train_pairs(root), held_out.pairs(root, "select")
+    else:
+        train, val = paired_files(root / "train", root / "trainannot"), paired_files(root / "val", root / "valannot")
     return SplitFiles(
-        train=paired_files(root / "train", root / "trainannot"),
-        val=paired_files(root / "val", root / "valannot"),
+        train=train,
+        val=val,
         class_names=table.names,
         colors=table.colors,
         ignore_index=table.ignore_index,

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from unetrt.cli import HelpFormatter, parse_size, run_cli
 from unetrt.geometry import check_input_size, nearest_legal_sizes
+from unetrt.heldout import HeldOutSplit
 from unetrt.metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from unetrt.model_info import ModelInfo
 
@@ -318,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="train on random crops of this size (validation sees whole images)")
     parser.add_argument("--val-slices", default="20-23",
                         help="ISBI: contiguous block of slices held out for validation (model selection)")
+    parser.add_argument("--split", default=None, metavar="SPLIT_JSON",
+                        help="camvid layout: hold out time spans (engine/heldout.py; the bundled camvid's: "
+                             "engine/models/camvid.split.json): train on every frame of train/ and val/ outside "
+                             "them, select on their 'select' part")
     parser.add_argument("--test-slices", default=None,
                         help="ISBI: contiguous block of slices that neither training nor selection sees "
                              "(reported with unet-eval --stems)")
@@ -371,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _split(args: argparse.Namespace) -> SplitFiles:
     if args.dataset == "camvid":
-        return camvid_split(args.data)
+        return camvid_split(args.data, None if args.split is None else HeldOutSplit.read(args.split))
     test = () if args.test_slices is None else _slice_block("--test-slices", args.test_slices)
     return isbi_split(args.data, _slice_block("--val-slices", args.val_slices), test)
 
@@ -443,6 +448,9 @@ def _scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> An
 def _check_args(args: argparse.Namespace) -> None:
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or args.patience < 1:
         raise ValueError("--epochs, --batch-size and --patience must be at least 1 and --lr positive")
+    if args.split is not None and args.dataset != "camvid":
+        raise ValueError(f"--split holds out time spans of the camvid layout; for --dataset {args.dataset} use "
+                         "--val-slices and --test-slices")
     for option, size in (("--crop", args.crop), ("--working-size", args.working_size)):
         if size is not None:
             try:
