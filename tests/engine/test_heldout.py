@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from unetrt.evaluate import evaluate, evaluate_pairs
+from unetrt.heldout import HeldOutSplit
+from unetrt.segmenter import Segmenter
+
+BUNDLED_SPLIT = Path(__file__).resolve().parents[2] / "engine" / "models" / "camvid.split.json"
+
+
+def make_video_set(root: Path) -> Path:
+    """Two sequences, frames 30 apart, split over train/ and val/ as CamVid's are."""
+    rng = np.random.default_rng(0)
+    for images, labels in (("train", "trainannot"), ("val", "valannot")):
+        (root / images).mkdir(parents=True)
+        (root / labels).mkdir()
+    stems = [("train", f"seqA_{n:05d}") for n in range(0, 600, 30)] + [("train", f"seqB_f{n:05d}")
+                                                                          for n in range(0, 300, 30)]
+    stems += [("val", f"seqA_{n:05d}") for n in range(601, 700, 2)]
+    for folder, stem in stems:
+        cv2.imwrite(str(root / folder / f"{stem}.png"), rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+        cv2.imwrite(str(root / f"{folder}annot" / f"{stem}.png"), rng.integers(0, 3, (24, 32), dtype=np.uint8))
+    return root
+
+
+def write_split(path: Path, **fields: object) -> Path:
+    data = {"guard_frames": 60, "select": ["seqA:00300-00360", "seqB:120-150"],
+            "report": ["seqA:00601-00699"], **fields}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def stems(pairs: list[tuple[Path, Path]]) -> set[str]:
+    return {image.stem for image, _ in pairs}
+
+
+def test_parts_and_guard_band_share_no_frame(tmp_path: Path) -> None:
+    root = make_video_set(tmp_path / "data")
+    split = HeldOutSplit.read(write_split(tmp_path / "split.json"))
+    select, report, train = (stems(split.pairs(root, "select")), stems(split.pairs(root, "report")),
+                             stems(split.train_pairs(root)))
+    assert select == {"seqA_00300", "seqA_00330", "seqA_00360", "seqB_f00120", "seqB_f00150"}
+    assert report == {f"seqA_{n:05d}" for n in range(601, 700, 2)}
+    assert not (select & train or report & train or select & report)
+    # the guard band (60 frames) keeps training two frames away from each span on each side
+    assert {"seqA_00240", "seqA_00270", "seqA_00390", "seqA_00420", "seqA_00570"}.isdisjoint(train)
+    assert {"seqA_00210", "seqA_00450", "seqA_00540", "seqB_f00030", "seqB_f00240"} <= train
+    assert {"seqB_f00060", "seqB_f00210"}.isdisjoint(train)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"select": ["seqA:0300"]}, "a span looks like"),
+    ({"report": []}, "non-empty lists"),
+    ({"guard_frames": -1}, "guard_frames"),
+    ({"select": ["seqC:0-10"]}, "matches no frame"),
+])
+def test_a_broken_split_is_named(tmp_path: Path, fields: dict[str, object], message: str) -> None:
+    root = make_video_set(tmp_path / "data")
+    with pytest.raises(ValueError, match=message):
+        HeldOutSplit.read(write_split(tmp_path / "split.json", **fields)).pairs(root, "select")
+
+
+def test_bundled_camvid_split_holds_out_whole_spans(shared_data: Path) -> None:
+    split = HeldOutSplit.read(BUNDLED_SPLIT)
+    root = shared_data / "camvid"
+    report, select = stems(split.pairs(root, "report")), stems(split.pairs(root, "select"))
+    train = stems(split.train_pairs(root))
+    assert len(report) == 122 and len(select) == 36
+    assert not (train & report or train & select or report & select)
+    # every val/ frame (0016E5, the span the old selection used) is in the report part, none in training
+    assert {p.stem for p in (root / "val").iterdir()} <= report
+
+
+def test_evaluate_pairs_equals_evaluate_on_the_same_files(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    root = make_video_set(tmp_path / "data")
+    split = HeldOutSplit.read(write_split(tmp_path / "split.json"))
+    with Segmenter(tiny_model_files["onnx"]) as seg:
+        by_split = evaluate_pairs(seg, split.pairs(root, "report"))
+        by_folder = evaluate(seg, root / "val", root / "valannot")
+    assert by_split == by_folder
+
+
+def run_eval(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "unetrt.evaluate", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_scores_a_split_part(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    root = make_video_set(tmp_path / "data")
+    split = write_split(tmp_path / "split.json")
+    proc = run_eval("--model", str(tiny_model_files["onnx"]), "--split", str(split), "--data", str(root),
+                    "--part", "select", "--json", "out.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads((tmp_path / "out.json").read_text())
+    assert figures["images"] == 5 and figures["split"]["part"] == "select"
+
+
+def test_cli_without_frames_to_score_says_so(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    proc = run_eval("--model", str(tiny_model_files["onnx"]), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--images and --labels, or --split with --data" in proc.stderr
+    assert "Traceback" not in proc.stderr
