@@ -621,7 +621,8 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
         summary = {"best_epoch": None if best_row is None else best_row.epoch,
                    "best": None if best_row is None else asdict(best_row), "monitor": monitor_name,
                    "world_size": context.world_size, "rank_weight_digests": digests,
-                   "epochs_run": len(history)}
+                   "epochs_run": len(history), "split": args.split,
+                   "samples": {"train": len(train_set), "select": len(val_set)}}
         (out / "run.json").write_text(json.dumps(summary, indent=2))
         print(f"best checkpoint: {best_path} (val {monitor_name} {abs(best):.4f})")
     return best_path

@@ -192,3 +192,23 @@ def test_broken_datasets_stop_with_one_line(damage: Callable[[Path], None], work
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error:") and words in err, err
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_held_out_split_trains_outside_its_spans(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "mydata", train=6, val=2)
+    # train_000..005 and val_000..001: frames 0..5 of sequence "train", 0..1 of "val"
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"guard_frames": 1, "select": ["train:0-0"], "report": ["val:0-1"]}))
+    argv = ["--dataset", "camvid", "--data", str(data), "--out", str(tmp_path / "run"), "--split", str(split),
+            *TINY_TRAIN, "--epochs", "1"]
+    assert train_main(argv) == 0
+    summary = json.loads((tmp_path / "run" / "run.json").read_text())
+    # frame 1 of "train" is inside the guard band of the select span; frames 2..5 remain for training
+    assert summary["samples"] == {"train": 4, "select": 1} and summary["split"] == str(split)
+
+
+def test_held_out_split_is_for_the_camvid_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"select": ["a:0-1"], "report": ["a:2-3"]}))
+    assert train_main(["--dataset", "isbi", "--data", str(tmp_path), "--split", str(split)]) == 2
+    assert "use --val-slices and --test-slices" in capsys.readouterr().err
