@@ -197,9 +197,15 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast
 class WeightAverage:
     """Exponential moving average of a model's weights (buffers such as batch-norm statistics are copied).
 
+    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates (the ``num_updates`` rule of
+    TensorFlow's ExponentialMovingAverage): from random weights, a fixed 0.995 would keep half of the random
+    initialisation in the average for 140 steps while the copied batch-norm statistics follow the trained
+    weights, and the averaged model would score near zero for several epochs.
+
     Args:
         model: the model being trained.
         decay: weight of the old average per step, in [0, 1).
+        updates: updates made before (a resumed run's count).
 
     Example:
         >>> average = WeightAverage(torch.nn.Linear(2, 2), 0.99)
@@ -207,10 +213,11 @@ class WeightAverage:
         False
     """
 
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+    def __init__(self, model: torch.nn.Module, decay: float, updates: int = 0) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"--ema must be in [0, 1), got {decay}")
         self.decay = decay
+        self.updates = updates
         self.model = copy.deepcopy(model).eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
@@ -218,8 +225,10 @@ class WeightAverage:
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         """Move the average towards ``model``'s current weights."""
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
         for average, current in zip(self.model.parameters(), model.parameters(), strict=True):
-            average.lerp_(current.detach(), 1.0 - self.decay)
+            average.lerp_(current.detach(), 1.0 - decay)
         for average_buffer, buffer in zip(self.model.buffers(), model.buffers(), strict=True):
             average_buffer.copy_(buffer)
 
@@ -539,7 +548,11 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
         state = _resume(Path(args.resume), model, optimizer, scheduler, scaler, info)
     elif args.init:
         _init_weights(Path(args.init), model, info)
-    ema = WeightAverage(model, args.ema) if args.ema > 0 else None
+    ema_updates = 0
+    if state.get("ema") is not None:
+        # A run saved before the update count was kept resumes with the decay warmed up.
+        ema_updates = state.get("ema_updates") or 10**6
+    ema = WeightAverage(model, args.ema, ema_updates) if args.ema > 0 else None
     if ema is not None and state.get("ema") is not None:
         ema.model.load_state_dict(state["ema"])
     # The averaged weights are the ones validated, selected and shipped.
@@ -597,6 +610,7 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
                                 val_accuracy=figures["accuracy"], val_metrics=result.metrics)
             save_checkpoint(out / "last.pt", model, info, epoch=epoch, optimizer=optimizer.state_dict(),
                             ema=None if ema is None else ema.model.state_dict(),
+                            ema_updates=None if ema is None else ema.updates,
                             scheduler=None if scheduler is None else scheduler.state_dict(),
                             scaler=None if scaler is None else scaler.state_dict(), best=best, stale=stale,
                             history=[asdict(row) for row in history], torch_rng=torch.get_rng_state())
@@ -678,7 +692,8 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     if data.get("torch_rng") is not None:
         torch.set_rng_state(data["torch_rng"])
     return {"epoch": int(data["epoch"]), "best": float(data.get("best", math.inf)),
-            "stale": int(data.get("stale", 0)), "history": list(data.get("history", [])), "ema": data.get("ema")}
+            "stale": int(data.get("stale", 0)), "history": list(data.get("history", [])), "ema": data.get("ema"),
+            "ema_updates": data.get("ema_updates")}
 
 
 def write_logs(out: Path, history: Sequence[EpochResult]) -> None:

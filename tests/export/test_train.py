@@ -229,3 +229,24 @@ def test_zoom_range_draws_log_uniform_factors_and_is_checked() -> None:
     assert any((a == 9).any() for a in areas), "zooming out fills the border with the ignore index"
     with pytest.raises(ValueError, match="zoom"):
         AugmentConfig(("scale",), zoom=(2.0, 0.5))
+
+
+def test_weight_average_warms_up_from_random_weights() -> None:
+    from unetrt.export.train import WeightAverage
+
+    start = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(start.weight)
+    average = WeightAverage(start, 0.995)
+    trained = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.ones_(trained.weight)
+    for _ in range(20):
+        average.update(trained)
+    # a fixed 0.995 would leave 0.995**20 = 90% of the random start; the warm-up's decays 0.1, 0.18, ... leave
+    # their product
+    left = float(np.prod([min(0.995, (1 + n) / (10 + n)) for n in range(20)]))
+    assert left < 1e-3
+    assert average.model.weight.item() == pytest.approx(1 - left, abs=1e-6)
+    assert average.updates == 20
+    resumed = WeightAverage(trained, 0.995, updates=10**6)
+    resumed.update(start)
+    assert resumed.model.weight.item() == pytest.approx(0.995)
