@@ -2,41 +2,39 @@
 
 Capture fills a hand-off (the newest frame for live sources, a bounded queue for stored
 ones); one or more inference workers take frames from it, each with its own segmenter;
-results leave in capture order, to the caller's loop and to a writer thread.
+results leave in capture order, to the caller's loop and to a writer thread. ``Stream``
+owns the life cycle and wires the parts: :class:`~unetrt.stream.capture.CaptureThread`,
+:class:`~unetrt.stream.inference.InferenceWorkers`, :class:`~unetrt.stream.writer.ResultWriter`,
+:class:`~unetrt.stream.render.Renderer`, with its settings in
+:class:`~unetrt.stream.options.StreamOptions`.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from ..segmenter import SegmentationResult, Segmenter
 from .capture import (
     POLL_S,
-    CapturedFrame,
     CaptureThread,
     CaptureTransform,
     EndOfStream,
     FrameQueue,
     Handoff,
-    HandoffItem,
     LatestFrameSlot,
     open_when_up,
 )
+from .inference import FrameSegmenter, InferenceWorkers, WorkerOutcome
 from .options import StreamOptions
-from .ordered import OrderedResults
 from .output_path import check_existing_output, check_not_input, check_output_path
 from .render import Renderer, legend_entries
-from .rosbag import FrameHeader
+from .result import StreamResult
 from .sinks import DEFAULT_OUTPUT_FPS, Sink, open_sink
 from .sources import (
     FrameSource,
@@ -55,52 +53,6 @@ from .writer import ResultWriter
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT_S = 5.0
-
-
-class FrameSegmenter(Protocol):
-    """What a stream needs from a segmenter (:class:`unetrt.segmenter.Segmenter` is one)."""
-
-    def segment(self, frame: np.ndarray) -> SegmentationResult:
-        """One frame -> its mask and stage timings."""
-        ...
-
-    def colorize(self, result: SegmentationResult) -> np.ndarray:
-        """The mask in class colours (HxWx3 BGR)."""
-        ...
-
-
-@dataclass
-class StreamResult:
-    """One segmented frame.
-
-    Attributes:
-        index: the frame's position among all frames the source delivered (gaps: dropped frames);
-            results come in increasing index order whatever the number of workers.
-        frame: the frame as captured (after the input resize and flip, which happen at capture).
-        mask: HxW uint8 class ids at the frame's size.
-        segmentation: the segmenter's full result (probabilities when asked for, timings).
-        captured_at: ``time.perf_counter()`` when the frame was read.
-        wall_time: ``time.time()`` when the frame was read, to match it with other sensors.
-        latency_ms: capture to mask, end to end: the wait in the hand-off plus the segmentation.
-        timings_ms: 'capture', 'preprocess', 'inference', 'postprocess'.
-        fps: results per second over the last 30 results (0 during the first second, while not yet measured).
-        header: the input message's header (stamp, frame_id, log time) when the source is a ROS 2 bag, else None.
-    """
-
-    index: int
-    frame: np.ndarray
-    mask: np.ndarray
-    segmentation: SegmentationResult
-    captured_at: float
-    wall_time: float
-    latency_ms: float
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    fps: float = 0.0
-    header: FrameHeader | None = None
-
-
-# What a worker hands the consuming thread for one taken item, in take order.
-WorkerOutcome = StreamResult | EndOfStream | BaseException
 
 
 class Stream:
@@ -166,12 +118,7 @@ class Stream:
         self._handoff: Handoff | None = None
         self._capture: CaptureThread | None = None
         self._writer: ResultWriter | None = None
-        self._workers: list[threading.Thread] = []
-        self._take_lock = threading.Lock()
-        self._taken = 0
-        self._source_ended = False
-        self._next_due = 0.0
-        self._ordered: OrderedResults[WorkerOutcome] = OrderedResults(len(self.segmenters))
+        self._workers: InferenceWorkers | None = None
         self._state = "new"
 
     def _segmenters(self, segmenter: FrameSegmenter | str | Path) -> list[FrameSegmenter]:
@@ -255,11 +202,10 @@ class Stream:
         self._raise_writer_error()
 
     def _results(self) -> Iterator[StreamResult]:
-        self._next_due = time.perf_counter()
-        self._workers = [threading.Thread(target=self._work, args=(segmenter,), name=f"unetrt-infer-{i}", daemon=True)
-                         for i, segmenter in enumerate(self.segmenters)]
-        for worker in self._workers:
-            worker.start()
+        assert self._handoff is not None
+        self._workers = InferenceWorkers(self.segmenters, self._handoff, self.stats, self._stop,
+                                         self.options.max_fps, self.options.max_frames)
+        self._workers.start()
         sequence = 0
         while True:
             outcome = self._next_outcome(sequence)
@@ -285,63 +231,10 @@ class Stream:
         while True:
             self._raise_writer_error()
             stopped = self._stop.is_set()
-            outcome = self._ordered.take(sequence, 0.0 if stopped else POLL_S)
+            assert self._workers is not None
+            outcome = self._workers.outcome(sequence, 0.0 if stopped else POLL_S)
             if outcome is not None or stopped:
                 return outcome
-
-    def _work(self, segmenter: FrameSegmenter) -> None:
-        """One inference worker: take the next item, segment it, hand the outcome over in take order."""
-        while True:
-            self._ordered.wait_for_room(self._stop, POLL_S)
-            taken = self._take()
-            if taken is None:
-                return
-            sequence, item = taken
-            outcome: WorkerOutcome
-            if isinstance(item, CapturedFrame):
-                try:
-                    outcome = self._segment(item, segmenter)
-                except Exception as exc:  # raised in the consuming thread, at this frame's turn
-                    outcome = exc
-            else:
-                outcome = item
-            self._ordered.put(sequence, outcome)
-            if not isinstance(outcome, StreamResult):
-                return
-
-    def _take(self) -> tuple[int, HandoffItem] | None:
-        """The next frame (or the end) with its take-order number; None when this worker should stop."""
-        max_fps, max_frames = self.options.max_fps, self.options.max_frames
-        with self._take_lock:
-            while not self._stop.is_set() and not self._source_ended:
-                if max_frames is not None and self._taken >= max_frames:
-                    return self._end_taking(EndOfStream())
-                if max_fps is not None:
-                    wait = self._next_due - time.perf_counter()
-                    if wait > 0 and self._stop.wait(wait):
-                        return None
-                    self._next_due = max(self._next_due + 1.0 / max_fps, time.perf_counter())
-                try:
-                    item = self._handoff_item()
-                except queue.Empty:
-                    continue
-                if isinstance(item, EndOfStream):
-                    return self._end_taking(item)
-                sequence, self._taken = self._taken, self._taken + 1
-                return sequence, item
-            return None
-
-    def _handoff_item(self) -> HandoffItem:
-        assert self._handoff is not None
-        item = self._handoff.get(POLL_S)
-        assert isinstance(item, CapturedFrame | EndOfStream)
-        return item
-
-    def _end_taking(self, end: EndOfStream) -> tuple[int, HandoffItem]:
-        """Called with the take lock held: ``end`` is the last item any worker takes."""
-        self._source_ended = True
-        sequence, self._taken = self._taken, self._taken + 1
-        return sequence, end
 
     def run(self) -> dict[str, Any]:
         """Consume the whole stream (results go to ``callback`` and the output) and close it.
@@ -353,26 +246,6 @@ class Stream:
             for _ in self:
                 pass
         return self.summary()
-
-    def _segment(self, item: CapturedFrame, segmenter: FrameSegmenter) -> StreamResult:
-        taken_at = time.perf_counter()
-        # The frame was checked at capture: a unetrt Segmenter is not asked to check it again.
-        if isinstance(segmenter, Segmenter):
-            segmentation = segmenter.segment_checked(item.image)
-        else:
-            segmentation = segmenter.segment(item.image)
-        done_at = time.perf_counter()
-        latency = (done_at - item.captured_at) * 1e3
-        self.stats.add("queue_wait", (taken_at - item.captured_at) * 1e3)
-        self.stats.add("processing", (done_at - taken_at) * 1e3)
-        timings = {"capture": item.capture_ms}
-        for stage in ("preprocess", "inference", "postprocess"):
-            if stage in segmentation.timings_ms:
-                timings[stage] = segmentation.timings_ms[stage]
-                self.stats.add(stage, timings[stage])
-        self.stats.add("latency", latency)
-        return StreamResult(item.index, item.image, segmentation.mask, segmentation, item.captured_at,
-                            item.wall_time, latency, timings, header=item.header)
 
     def render(self, result: StreamResult) -> np.ndarray:
         """The picture the output gets for a result: the chosen panels, with FPS, latency and legend drawn on."""
@@ -392,9 +265,8 @@ class Stream:
             return
         self._state = "finished"
         self._stop.set()
-        for worker in self._workers:
-            # A worker ends within a poll interval, or after the frame it is segmenting.
-            worker.join()
+        if self._workers is not None:
+            self._workers.join()
         if self._capture is not None:
             self._capture.join(JOIN_TIMEOUT_S)
             if self._capture.is_alive():

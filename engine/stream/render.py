@@ -16,7 +16,7 @@ from ..segmenter import SegmentationResult
 from ..visualize import blend, draw_legend, palette_bgr
 
 if TYPE_CHECKING:
-    from .pipeline import StreamResult
+    from .result import StreamResult
 
 VISUALIZE_MODES = ("overlay", "mask")
 # 'outside': a strip beside the frame, so no part of the scene is covered; 'inside': over its bottom-left corner.

@@ -17,7 +17,7 @@ from .uri import SinkSpec, parse_sink
 from .webview import HttpViewSink
 
 if TYPE_CHECKING:
-    from .pipeline import StreamResult
+    from .result import StreamResult
 
 log = logging.getLogger(__name__)
 

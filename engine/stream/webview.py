@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from .pipeline import StreamResult
+    from .result import StreamResult
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from .sinks import ResultSink, Sink
 from .stats import StreamStats
 
 if TYPE_CHECKING:
-    from .pipeline import StreamResult
+    from .result import StreamResult
 
 _DONE = object()
 
