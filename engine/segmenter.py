@@ -217,6 +217,19 @@ class Segmenter:
                 ``probabilities_size`` ('frame' or 'working'; 'working' not with a cleanup, which needs them at the
                 frame's size), or after :meth:`close`.
         """
+        return self._segment_frames(frames, probabilities, probabilities_size, check=True)
+
+    def segment_checked(self, frame: np.ndarray) -> SegmentationResult:
+        """:meth:`segment` for a frame that :func:`unetrt.preprocessing.check_frame` returned, without checking
+        it again (a stream checks each frame once, at capture). Safe from any thread.
+
+        Raises:
+            ValueError: after :meth:`close`.
+        """
+        return self._segment_frames([frame], None, "frame", check=False)[0]
+
+    def _segment_frames(self, frames: Sequence[np.ndarray], probabilities: bool | None, probabilities_size: str,
+                        check: bool) -> list[SegmentationResult]:
         if probabilities_size not in PROBABILITY_SIZES:
             raise ValueError(f"probabilities_size must be one of {PROBABILITY_SIZES}, got {probabilities_size!r}")
         if probabilities_size == "working" and self.cleanup is not None:
@@ -227,21 +240,16 @@ class Segmenter:
                 raise ValueError("this segmenter is closed; open a new one")
             self._calls += 1
         try:
-            return self._segment_checked(frames, probabilities, probabilities_size)
+            return self._segment_grouped(frames if not check else _checked(frames), probabilities,
+                                         probabilities_size)
         finally:
             with self._calls_done:
                 self._calls -= 1
                 self._calls_done.notify_all()
 
-    def _segment_checked(self, frames: Sequence[np.ndarray], probabilities: bool | None,
+    def _segment_grouped(self, checked: Sequence[np.ndarray], probabilities: bool | None,
                          probabilities_size: str) -> list[SegmentationResult]:
         want_probs = self.probabilities if probabilities is None else probabilities
-        checked = []
-        for index, frame in enumerate(frames):
-            try:
-                checked.append(check_frame(frame))
-            except ValueError as exc:
-                raise ValueError(f"frame {index}: {exc}") from None
         groups: dict[tuple[Any, ...], list[int]] = {}
         for index, frame in enumerate(checked):
             groups.setdefault((frame.shape, frame.dtype.str), []).append(index)
@@ -329,3 +337,18 @@ class Segmenter:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _checked(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Each frame through :func:`check_frame`, a failure naming the frame's index.
+
+    Raises:
+        ValueError: on the first malformed frame.
+    """
+    checked = []
+    for index, frame in enumerate(frames):
+        try:
+            checked.append(check_frame(frame))
+        except ValueError as exc:
+            raise ValueError(f"frame {index}: {exc}") from None
+    return checked

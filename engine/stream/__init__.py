@@ -7,7 +7,8 @@ Example:
     ...         print(result.index, result.latency_ms)
 """
 
-from .pipeline import OutputError, Stream, StreamResult
+from .options import StreamOptions
+from .pipeline import Stream, StreamResult
 from .rosbag import FrameHeader, RosbagSink, RosbagSource
 from .sinks import DisplaySink, FrameSink, ImageSequenceSink, ResultSink, VideoFileSink, open_sink
 from .sources import (
@@ -20,6 +21,7 @@ from .sources import (
     open_source,
 )
 from .stats import StreamStats, format_summary
+from .writer import OutputError
 
 __all__ = [
     "CorruptFrameError",
@@ -36,6 +38,7 @@ __all__ = [
     "RosbagSource",
     "SourceError",
     "Stream",
+    "StreamOptions",
     "StreamResult",
     "StreamStats",
     "VideoCaptureSource",

@@ -1,4 +1,4 @@
-"""The capture thread and the hand-off between it and inference.
+"""The capture thread, the one place a frame is checked and transformed, and the hand-off to inference.
 
 Live sources hand over through :class:`LatestFrameSlot`, which keeps only the
 newest frame: when inference is slower than the camera, stale frames are dropped
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .flip import check_flip, flip_frame
 from .rosbag import FrameHeader
 from .sources import CorruptFrameError, FrameSource, SourceError, check_stream_frame
 from .stats import StreamStats
@@ -33,11 +34,11 @@ class CapturedFrame:
     """A frame as it left the capture thread.
 
     Attributes:
-        image: the frame (BGR or gray uint8).
+        image: the frame after :class:`CaptureTransform` (checked, resized, flipped): BGR or gray.
         index: its position among all frames the source delivered (gaps mean dropped frames).
         captured_at: ``time.perf_counter()`` when it was read.
         wall_time: ``time.time()`` when it was read, to match it with other sensors.
-        capture_ms: how long the read took.
+        capture_ms: how long the read and the transform took.
         header: the message header of a frame from a ROS 2 bag (the source's ``last_header``), else None.
     """
 
@@ -47,6 +48,43 @@ class CapturedFrame:
     wall_time: float
     capture_ms: float
     header: FrameHeader | None = None
+
+
+@dataclass(frozen=True)
+class CaptureTransform:
+    """What is done to every frame as it is captured, and only there: the check (channels: BGRA loses its
+    alpha, HxWx1 becomes HxW), the resize to the requested input size, the flip.
+
+    Everything downstream (inference, rendering, the sink) gets the frame as this returns it.
+
+    Attributes:
+        size: ``(width, height)`` to resize to (``cv2.INTER_AREA``), or None.
+        flip: a name in :data:`unetrt.stream.flip.FLIPS`, applied after the resize.
+
+    Raises:
+        ValueError: on an unknown flip.
+
+    Example:
+        >>> CaptureTransform((4, 2), "horizontal").apply(np.zeros((8, 16, 4), np.uint8)).shape
+        (2, 4, 3)
+    """
+
+    size: tuple[int, int] | None = None
+    flip: str = "none"
+
+    def __post_init__(self) -> None:
+        check_flip(self.flip)
+
+    def apply(self, frame: object) -> np.ndarray:
+        """The checked, resized and flipped frame.
+
+        Raises:
+            CorruptFrameError: when ``frame`` is not an image a segmenter accepts.
+        """
+        image = check_stream_frame(frame)
+        if self.size is not None and (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        return flip_frame(image, self.flip)
 
 
 @dataclass
@@ -228,13 +266,13 @@ class CaptureThread(threading.Thread):
         stats: where capture times and counters go.
         stop: set to end capture promptly.
         loop: replays of a stored source after its end: 0 none, N more times, -1 forever.
-        size: ``(width, height)`` every frame is resized to, or None.
+        transform: the check, resize and flip of every frame (see :class:`CaptureTransform`).
         reconnect_delay: first and largest wait in seconds between reopen attempts.
         max_reconnects: reopen attempts without a frame in between before giving up (None: keep trying).
     """
 
     def __init__(self, source: FrameSource, handoff: Handoff, stats: StreamStats, stop: threading.Event,
-                 loop: int = 0, size: tuple[int, int] | None = None,
+                 loop: int = 0, transform: CaptureTransform | None = None,
                  reconnect_delay: tuple[float, float] = (0.5, 8.0), max_reconnects: int | None = None) -> None:
         super().__init__(name="unetrt-capture", daemon=True)
         self.source = source
@@ -242,7 +280,7 @@ class CaptureThread(threading.Thread):
         self.stats = stats
         self.stop = stop
         self.loops_left = loop
-        self.size = size
+        self.transform = transform or CaptureTransform()
         self.reconnect_delay = reconnect_delay
         self.max_reconnects = max_reconnects
         self._index = 0
@@ -262,9 +300,8 @@ class CaptureThread(threading.Thread):
         while not self.stop.is_set():
             started = time.perf_counter()
             try:
-                frame = self.source.read()
-                if frame is not None:
-                    frame = check_stream_frame(frame)
+                raw = self.source.read()
+                frame = None if raw is None else self.transform.apply(raw)
             except CorruptFrameError as exc:
                 self.stats.count("corrupt")
                 log.warning("skipping a corrupt frame from %s: %s", self.source.name, exc)
@@ -286,8 +323,6 @@ class CaptureThread(threading.Thread):
                 self.source.close()
                 self.source.open()
                 continue
-            if self.size is not None and (frame.shape[1], frame.shape[0]) != self.size:
-                frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
             now = time.perf_counter()
             item = CapturedFrame(frame, self._index, now, time.time(), (now - started) * 1e3,
                                  getattr(self.source, "last_header", None))

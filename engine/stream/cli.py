@@ -23,18 +23,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 from tqdm import tqdm
 
 from ..backends import PRECISIONS
 from ..cli import HelpFormatter, StopOnSigterm, TerminatedError, parse_size, run_cli
 from .flip import FLIPS
+from .options import StreamOptions
 from .output_path import check_writable_file
-from .pipeline import OutputError, Stream
+from .pipeline import Stream
+from .render import LEGEND_PLACES
 from .sinks import display_available
-from .sources import SourceError, reads_still_hung
+from .sources import SourceError, reads_still_hung, stored_frame_count
 from .stats import format_summary
-from .uri import parse_sink
+from .uri import SinkSpec, parse_sink
+from .writer import OutputError
 
 # Exit status when the output failed (a full disk): the frames written before it are kept and playable.
 OUTPUT_FAILED = 1
@@ -91,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--blend", default=None, help="how tile overlaps combine: gaussian, linear or crop")
     parser.add_argument("--input-flip", default="none", choices=list(FLIPS),
                         help="turn every frame before segmenting it (a camera mounted upside down: rotate-180)")
-    parser.add_argument("--legend", action="store_true", help="draw the class names and colours on the output")
+    parser.add_argument("--legend", nargs="?", const="outside", default="off", choices=LEGEND_PLACES,
+                        help="draw the class names and colours: outside (a strip beside the frame; --legend alone), "
+                             "inside (over its bottom-left corner) or off")
     parser.add_argument("--headless", action="store_true", help="never open a window")
     parser.add_argument("--no-overlay-stats", dest="draw_stats", action="store_false",
                         help="do not draw FPS and latency on the output")
@@ -137,12 +141,28 @@ def _input_size(args: argparse.Namespace) -> tuple[int, int] | None:
     return width, height
 
 
-def _output(args: argparse.Namespace) -> str | None:
+def _output(args: argparse.Namespace) -> SinkSpec | None:
+    """The output, parsed once here (the stream takes the spec as it is)."""
     if args.output is None:
-        return "display://0" if not args.headless and display_available() else None
-    if args.headless and parse_sink(args.output).kind == "display":
+        return SinkSpec("display", "0") if not args.headless and display_available() else None
+    spec = parse_sink(args.output)
+    if args.headless and spec.kind == "display":
         raise ValueError(f"--headless cannot show {args.output}; write to a file or drop --headless")
-    return str(args.output)
+    return spec
+
+
+def stream_options(args: argparse.Namespace) -> StreamOptions:
+    """The stream's settings from the parsed flags, built once.
+
+    Raises:
+        ValueError: on a bad value (see :class:`~unetrt.stream.options.StreamOptions`).
+    """
+    return StreamOptions(visualize=args.visualize, alpha=args.alpha, draw_stats=args.draw_stats, legend=args.legend,
+                         input_flip=args.input_flip, input_size=_input_size(args), max_fps=args.max_fps,
+                         loop=args.loop, max_frames=args.max_frames, max_reconnects=args.max_reconnects,
+                         wait=args.wait, open_timeout=args.open_timeout, segmenter_options=_segmenter_options(args),
+                         workers=args.workers, overwrite=args.overwrite, video_library_logs=args.verbose,
+                         topic=args.topic)
 
 
 def _segmenter_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -222,18 +242,13 @@ def _run_stream(args: argparse.Namespace, sigterm: StopOnSigterm) -> bool:
     _check_stats_target(args)
     try:
         # The stream checks the input and output before it loads the model, so mistakes are reported at once.
-        stream = Stream(args.input, args.model, _output(args), visualize=args.visualize, alpha=args.alpha,
-                        draw_stats=args.draw_stats, legend=args.legend, input_flip=args.input_flip,
-                        input_size=_input_size(args), max_fps=args.max_fps, loop=args.loop,
-                        max_frames=args.max_frames, max_reconnects=args.max_reconnects, wait=args.wait,
-                        open_timeout=args.open_timeout, segmenter_options=_segmenter_options(args),
-                        workers=args.workers, overwrite=args.overwrite, video_library_logs=args.verbose,
-                        topic=args.topic)
+        stream = Stream(args.input, args.model, _output(args), stream_options(args))
         sigterm.stop = stream.stop
-        with stream, tqdm(total=_expected_frames(stream, args), unit="frame", disable=None,
-                          desc="unet-stream") as progress:
+        with stream, tqdm(unit="frame", disable=None, desc="unet-stream") as progress:
             try:
-                for _ in stream:
+                for index, _ in enumerate(stream):
+                    if index == 0:  # the source is open now: a stored one knows how many frames it holds
+                        progress.reset(total=_expected_frames(stream, args))
                     progress.update()
             except KeyboardInterrupt:
                 interrupted = True
@@ -262,19 +277,9 @@ def _close_ignoring_ctrl_c(stream: Stream) -> None:
 
 
 def _expected_frames(stream: Stream, args: argparse.Namespace) -> int | None:
-    """Frames a stored source will deliver, when that is known (for the progress bar)."""
-    if stream.source.live or args.loop != 0:
-        return args.max_frames
-    files = getattr(stream.source, "files", None)
-    if files is not None:
-        count = len(files)
-    elif hasattr(stream.source, "frame_count"):  # a ROS 2 bag counts its messages
-        count = int(stream.source.frame_count)
-    else:
-        capture = cv2.VideoCapture(stream.source.name)
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        capture.release()
-    if count <= 0:
+    """Frames the stream will segment, when that is known (for the progress bar); the source is open."""
+    count = stored_frame_count(stream.source)
+    if stream.source.live or args.loop != 0 or count is None:
         return args.max_frames
     return min(count, args.max_frames) if args.max_frames is not None else count
 

@@ -1,15 +1,38 @@
-"""Turning a frame and its coloured mask into the picture a stream writes, with live figures drawn on it."""
+"""Turning a frame and its coloured mask into the picture a stream writes, with live figures drawn on it.
+
+:class:`Renderer` owns what is drawn: the panels, the class colours (through the segmenter), the legend
+and the FPS and latency caption.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
 
-from ..visualize import blend
+from ..segmenter import SegmentationResult
+from ..visualize import blend, draw_legend, palette_bgr
+
+if TYPE_CHECKING:
+    from .result import StreamResult
 
 VISUALIZE_MODES = ("overlay", "mask")
+# 'outside': a strip beside the frame, so no part of the scene is covered; 'inside': over its bottom-left corner.
+LEGEND_PLACES = ("outside", "inside", "off")
+# Space kept right of the legend's longest name in an outside strip, in pixels.
+LEGEND_MARGIN = 4
+
+LegendEntries = tuple[list[str], list[tuple[int, int, int]]]
+
+
+class Colorizer(Protocol):
+    """What gives a mask its class colours (a :class:`~unetrt.segmenter.Segmenter` is one)."""
+
+    def colorize(self, result: SegmentationResult) -> np.ndarray:
+        """The mask in class colours (HxWx3 BGR)."""
+        ...
 
 
 def parse_visualize(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -29,6 +52,23 @@ def parse_visualize(text: str | Sequence[str]) -> tuple[str, ...]:
         if mode not in VISUALIZE_MODES:
             raise ValueError(f"unknown visualize mode {mode!r}; use overlay, mask or overlay,mask")
     return modes
+
+
+def parse_legend(legend: bool | str) -> str:
+    """Where the legend goes: one of ``LEGEND_PLACES`` (True: 'outside', False: 'off').
+
+    Raises:
+        ValueError: naming the places.
+
+    Example:
+        >>> parse_legend(True), parse_legend("inside"), parse_legend(False)
+        ('outside', 'inside', 'off')
+    """
+    if isinstance(legend, bool):
+        return "outside" if legend else "off"
+    if legend not in LEGEND_PLACES:
+        raise ValueError(f"unknown legend place {legend!r}; use one of {', '.join(LEGEND_PLACES)}")
+    return legend
 
 
 def compose(frame: np.ndarray, colored: np.ndarray, modes: Sequence[str], alpha: float) -> np.ndarray:
@@ -55,3 +95,104 @@ def draw_caption(image: np.ndarray, text: str) -> np.ndarray:
     cv2.putText(image, text, (pad, pad + height), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness,
                 cv2.LINE_AA)
     return image
+
+
+def stats_caption(fps: float, latency_ms: float, dropped: int) -> str:
+    """The caption drawn on a frame; the FPS is left out while it is 0 (the first second, not measured yet).
+
+    Example:
+        >>> stats_caption(0.0, 41.6, 0), stats_caption(24.96, 41.6, 3)
+        ('latency 42 ms', '25.0 FPS  latency 42 ms  dropped 3')
+    """
+    parts = [f"{fps:.1f} FPS"] if fps > 0 else []
+    parts.append(f"latency {latency_ms:.0f} ms")
+    if dropped:
+        parts.append(f"dropped {dropped}")
+    return "  ".join(parts)
+
+
+def legend_entries(segmenter: Any) -> LegendEntries:
+    """Class names and BGR colours for the legend, from the segmenter's model description.
+
+    Raises:
+        ValueError: when the segmenter does not describe its classes (has no ``info``).
+    """
+    info = getattr(segmenter, "info", None)
+    if info is None:
+        raise ValueError("legend needs a segmenter that describes its classes (a unetrt Segmenter has .info)")
+    palette = palette_bgr(info.colors, info.binary)
+    ids = [1] if info.binary else list(range(len(info.class_names)))
+    colors = [(int(palette[i][0]), int(palette[i][1]), int(palette[i][2])) for i in ids]
+    return list(info.class_names), colors
+
+
+def legend_strip(entries: LegendEntries, height: int) -> np.ndarray:
+    """The legend on a black strip ``height`` rows high and as wide as its longest name needs.
+
+    Example:
+        >>> legend_strip((["road"], [(128, 64, 128)]), 120).shape[0]
+        120
+    """
+    # draw_legend lays the legend out (its text scale follows the height); drawn on a black canvas wider
+    # than any legend, the strip keeps the columns it used.
+    canvas = np.zeros((height, 2 * height + 320, 3), np.uint8)
+    draw_legend(canvas, *entries)
+    used = np.flatnonzero(canvas.any(axis=(0, 2)))
+    width = int(used[-1]) + 1 + LEGEND_MARGIN if used.size else 0
+    return canvas[:, :width].copy()
+
+
+class Renderer:
+    """Draws the picture a stream writes for a result: the chosen panels, the caption and the legend.
+
+    Args:
+        colors: what colours the mask (the segmenter; asked at each frame).
+        visualize: panels, left to right ('overlay', 'mask'; see :func:`parse_visualize`).
+        alpha: mask opacity in the overlay, in [0, 1].
+        draw_stats: draw FPS and latency (see :func:`stats_caption`).
+        legend: class names and BGR colours (see :func:`legend_entries`), or None for no legend.
+        legend_place: 'outside' (a strip right of the panels) or 'inside' (over the bottom-left corner).
+
+    Raises:
+        ValueError: on an unknown panel or legend place.
+
+    Example:
+        >>> class Gray:
+        ...     def colorize(self, result): return cv2.merge([result.mask] * 3)
+        >>> renderer = Renderer(Gray(), "overlay", 0.5, False, (["road"], [(128, 64, 128)]), "outside")
+        >>> renderer.draw(np.zeros((120, 160, 3), np.uint8),
+        ...               SegmentationResult(np.zeros((120, 160), np.uint8), None, 0.0), 0.0, 0.0, 0).shape[1] > 160
+        True
+    """
+
+    def __init__(self, colors: Colorizer, visualize: str | Sequence[str], alpha: float, draw_stats: bool,
+                 legend: LegendEntries | None, legend_place: str = "outside") -> None:
+        self.colors = colors
+        self.visualize = parse_visualize(visualize)
+        self.alpha = alpha
+        self.draw_stats = draw_stats
+        self.legend = legend
+        self.legend_place = parse_legend(legend_place)
+        self._strips: dict[int, np.ndarray] = {}
+
+    def render(self, result: StreamResult, dropped: int) -> np.ndarray:
+        """The picture for a stream result, ``dropped`` frames so far written in the caption."""
+        return self.draw(result.frame, result.segmentation, result.fps, result.latency_ms, dropped)
+
+    def draw(self, frame: np.ndarray, segmentation: SegmentationResult, fps: float, latency_ms: float,
+             dropped: int) -> np.ndarray:
+        """The panels of ``frame`` and its segmentation, with the caption and the legend drawn on (a new image)."""
+        if frame.ndim == 2:
+            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        image = compose(frame, self.colors.colorize(segmentation), self.visualize, self.alpha)
+        if self.draw_stats:
+            draw_caption(image, stats_caption(fps, latency_ms, dropped))
+        legend = self.legend
+        if legend is None or self.legend_place == "off":
+            return image
+        if self.legend_place == "inside":
+            return draw_legend(image, *legend)
+        height = image.shape[0]
+        if height not in self._strips:  # one strip per frame height: the legend does not change
+            self._strips[height] = legend_strip(legend, height)
+        return np.hstack([image, self._strips[height]])

@@ -30,7 +30,7 @@ from .sources import CorruptFrameError, SourceError
 from .uri import OUTPUT_ROSBAG_SUFFIX
 
 if TYPE_CHECKING:
-    from .pipeline import StreamResult
+    from .result import StreamResult
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"

@@ -17,7 +17,7 @@ from .uri import SinkSpec, parse_sink
 from .webview import HttpViewSink
 
 if TYPE_CHECKING:
-    from .pipeline import StreamResult
+    from .result import StreamResult
 
 log = logging.getLogger(__name__)
 
@@ -275,8 +275,9 @@ def open_sink(output: str | SinkSpec | Sink | None, fps: float | None = None,
     if spec.kind == "display":
         return DisplaySink(int(spec.location))
     if spec.kind == "http":
-        host, _, port = spec.location.rpartition(":")
-        return HttpViewSink(host, int(port))
+        if spec.address is None:
+            raise ValueError(f"live view output {spec.location!r} has no address; make its spec with parse_sink")
+        return HttpViewSink(*spec.address)
     if spec.kind == "rosbag":
         return RosbagSink(spec.location)
     if spec.kind == "video":

@@ -77,6 +77,25 @@ class FrameSource(Protocol):
         ...
 
 
+@runtime_checkable
+class CountedSource(Protocol):
+    """A source that knows how many frames it holds: ``frame_count`` (0: unknown; a video knows once open)."""
+
+    frame_count: int
+
+
+def stored_frame_count(source: FrameSource) -> int | None:
+    """How many frames a stored source delivers in one pass, when it says (a video: once open); else None.
+
+    Example:
+        >>> stored_frame_count(IterableSource([])) is None
+        True
+    """
+    if source.live or not isinstance(source, CountedSource) or source.frame_count <= 0:
+        return None
+    return int(source.frame_count)
+
+
 def check_stream_frame(frame: object) -> np.ndarray:
     """Accept an OpenCV-style image; reject anything else as a corrupt frame.
 
@@ -263,7 +282,8 @@ class VideoCaptureSource:
         self._capture: cv2.VideoCapture | None = None
         # A network stream is read through a TimedReader, so a frozen server is noticed within open_timeout.
         self._reader: TimedReader | None = None
-        self._frame_count = 0
+        # Frames the file announces, read when it opens (0: unknown, a live source, or not open yet).
+        self.frame_count = 0
         self._frames_read = 0
         self._failures = 0
 
@@ -285,7 +305,7 @@ class VideoCaptureSource:
             raise SourceError(f"cannot open {self.spec.kind} {self.name!r}" + self._open_hint())
         rate = capture.get(cv2.CAP_PROP_FPS)
         self.fps = rate if 0 < rate < 1000 else None
-        self._frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
+        self.frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
         self._frames_read = 0
         self._failures = 0
         if self.spec.kind == "rtsp" and self.open_timeout is not None:
@@ -358,7 +378,7 @@ class VideoCaptureSource:
         if self.live:
             raise SourceError(f"{self.name!r} stopped delivering frames")
         self._failures += 1
-        if self._frames_read + self._failures < self._frame_count and self._failures < MAX_CONSECUTIVE_FILE_FAILURES:
+        if self._frames_read + self._failures < self.frame_count and self._failures < MAX_CONSECUTIVE_FILE_FAILURES:
             raise CorruptFrameError(f"frame {self._frames_read + self._failures - 1} of {self.name!r} did not decode")
         return None
 
@@ -400,6 +420,7 @@ class ImageSequenceSource:
             raise FileNotFoundError(f"no images in {str(location)!r} (suffixes: {', '.join(IMAGE_SUFFIXES)})")
         self.name = str(location)
         self.files = files
+        self.frame_count = len(files)
         self._next: int | None = None
 
     def open(self) -> None:

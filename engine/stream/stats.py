@@ -21,6 +21,9 @@ STAGES = ("capture", "preprocess", "inference", "postprocess", "visualize", "wri
 # plus 'processing' (segmentation alone). 'output_latency' runs from capture to the frame written.
 LATENCIES = ("latency", "queue_wait", "processing", "output_latency")
 DEFAULT_WINDOW = 10_000
+# The live FPS is 0 (not shown) until results have come for this long: over the first few results it swings
+# from 0 to thousands and says nothing.
+FPS_SETTLE_S = 1.0
 
 
 class SampleWindow:
@@ -94,9 +97,9 @@ class StreamStats:
         with self._lock:
             self.counters[counter] += amount
 
-    def mark_result(self) -> None:
-        """Note that one frame's result is ready (for FPS)."""
-        now = time.perf_counter()
+    def mark_result(self, now: float | None = None) -> None:
+        """Note that one frame's result is ready (for FPS), at ``now`` (``time.perf_counter()``; None: now)."""
+        now = time.perf_counter() if now is None else now
         with self._lock:
             if self.first_result_at is None:
                 self.first_result_at = now
@@ -105,9 +108,17 @@ class StreamStats:
             self.counters["processed"] += 1
 
     def live_fps(self) -> float:
-        """Results per second over the last 30 results (0 until there are two)."""
+        """Results per second over the last 30 results; 0 until results have come for ``FPS_SETTLE_S``.
+
+        Example:
+            >>> stats = StreamStats()
+            >>> for now in (0.0, 0.5, 1.0): stats.mark_result(now)
+            >>> stats.live_fps()
+            2.0
+        """
         with self._lock:
-            if len(self._recent_results) < 2:
+            first = self.first_result_at
+            if len(self._recent_results) < 2 or first is None or self._recent_results[-1] - first < FPS_SETTLE_S:
                 return 0.0
             span = self._recent_results[-1] - self._recent_results[0]
             return (len(self._recent_results) - 1) / span if span > 0 else 0.0

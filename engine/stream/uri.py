@@ -54,10 +54,12 @@ class SinkSpec:
         kind: 'display', 'video' (a file), 'images' (a folder or printf pattern), 'rosbag' (a .mcap file),
             'http' (a live view) or 'none'.
         location: the window index, file path, folder or pattern, ``HOST:PORT`` for 'http'; '' for 'none'.
+        address: ``(host, port)`` of an 'http' live view (the host without IPv6 brackets), else None.
     """
 
     kind: str
     location: str
+    address: tuple[str, int] | None = None
 
 
 def parse_source(uri: str) -> SourceSpec:
@@ -143,7 +145,9 @@ def parse_sink(uri: str | None) -> SinkSpec:
 
     Example:
         >>> parse_sink("out/frame_%04d.png")
-        SinkSpec(kind='images', location='out/frame_%04d.png')
+        SinkSpec(kind='images', location='out/frame_%04d.png', address=None)
+        >>> parse_sink("http://0.0.0.0:8080").address
+        ('0.0.0.0', 8080)
     """
     if uri is None or uri.strip() == "":
         return SinkSpec("none", "")
@@ -194,4 +198,4 @@ def _parse_http_sink(rest: str, text: str) -> SinkSpec:
     if not host:
         raise ValueError(f"live view URI needs a host: http://127.0.0.1:{port} (this machine) or "
                          f"http://0.0.0.0:{port} (every interface), got {text!r}")
-    return SinkSpec("http", f"{host}:{port}")
+    return SinkSpec("http", f"{host}:{port}", (host, int(port)))

@@ -1,8 +1,10 @@
 """A live view in the browser: ``unet-stream SOURCE http://127.0.0.1:8080`` serves the annotated stream.
 
-The page at ``/`` shows ``/stream``, a Motion JPEG stream (``multipart/x-mixed-replace``), which every
-browser plays in a plain ``<img>`` with no plug-in. Nothing else is served: any other path gets 404,
-and no file is ever read from disk.
+The page at ``/`` (also ``/index.html``) shows ``/stream``, a Motion JPEG stream
+(``multipart/x-mixed-replace``), which every browser plays in a plain ``<img>`` with no plug-in, and
+under it the live figures as text, which it polls from ``/stats`` (JSON: frame index, FPS, latency,
+dropped frames, per-stage milliseconds). Nothing else is served: any other path gets 404, and no file
+is ever read from disk.
 
 The pipeline never waits for a viewer: :meth:`HttpViewSink.write` encodes the frame once and puts it
 in a single latest-frame slot. Each viewer has its own thread that sends the newest frame whenever
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import json
 import logging
 import socket
 import sys
@@ -27,10 +30,13 @@ import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from .result import StreamResult
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +62,33 @@ PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>unetrt live view</title>
 <style>body{{margin:0;background:#202020;color:#ddd;font:14px sans-serif}}
-h1{{font-size:14px;font-weight:normal;margin:8px}}img{{display:block;max-width:100%;margin:0 8px}}</style>
-</head><body><h1>unetrt: {title}</h1><img id="stream" src="/stream" alt="live segmentation"></body></html>
+h1{{font-size:14px;font-weight:normal;margin:8px}}img{{display:block;max-width:100%;margin:0 8px}}
+pre{{margin:8px;font:13px monospace}}</style>
+</head><body><h1>unetrt: {title}</h1><img id="stream" src="/stream" alt="live segmentation">
+<pre id="stats">waiting for the first frame</pre>
+<script>
+function describe(s) {{
+  const parts = ["frame " + s.frame];
+  if (s.fps !== null) parts.push(s.fps.toFixed(1) + " FPS");
+  parts.push("latency " + s.latency_ms.toFixed(0) + " ms", "dropped " + s.dropped);
+  const stages = Object.entries(s.timings_ms).map(([name, ms]) => name + " " + ms.toFixed(1));
+  return parts.join("  ") + (stages.length ? "\nms per frame: " + stages.join("  ") : "");
+}}
+async function poll() {{
+  try {{
+    const stats = await (await fetch("/stats", {{cache: "no-store"}})).json();
+    if (stats.frame !== undefined) document.getElementById("stats").textContent = describe(stats);
+  }} catch (error) {{
+    document.getElementById("stats").textContent = "the stream has ended";
+    return;
+  }}
+  setTimeout(poll, {poll_ms});
+}}
+poll();
+</script></body></html>
 """
+# How often the page asks for /stats.
+STATS_POLL_MS = 500
 
 
 class LatestFrame:
@@ -109,7 +139,8 @@ class _ViewServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], slot: LatestFrame, title: str, max_viewers: int) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.slot = slot
-        self.page = PAGE.format(title=html.escape(title)).encode()
+        self.page = PAGE.format(title=html.escape(title), poll_ms=STATS_POLL_MS).encode()
+        self.stats_json = b"{}"
         self.max_viewers = max_viewers
         self.viewers = 0
         self.connections = 0
@@ -163,24 +194,28 @@ class _ViewHandler(BaseHTTPRequestHandler):
     # Applied to the socket before the request is read (socketserver.StreamRequestHandler.setup): a client that
     # sends nothing is closed after this long instead of holding a thread and a descriptor forever.
     timeout = REQUEST_TIMEOUT_S
-    routes: ClassVar[dict[str, str]] = {"/": "page", "/index.html": "page", "/stream": "stream"}
+    routes: ClassVar[dict[str, str]] = {"/": "page", "/index.html": "page", "/stream": "stream", "/stats": "stats"}
 
     def do_GET(self) -> None:
         route = self.routes.get(self.path.split("?", 1)[0])
         if route is None:
-            self.send_error(HTTPStatus.NOT_FOUND, "unetrt serves only / and /stream")
+            self.send_error(HTTPStatus.NOT_FOUND, "unetrt serves only /, /stream and /stats")
         elif route == "page":
-            self._send_page()
+            self._send_body(self.server.page, "text/html; charset=utf-8")
+        elif route == "stats":
+            with self.server.viewers_lock:
+                stats = self.server.stats_json
+            self._send_body(stats, "application/json")
         else:
             self._send_stream()
 
-    def _send_page(self) -> None:
+    def _send_body(self, body: bytes, content_type: str) -> None:
         self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(self.server.page)))
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(self.server.page)
+        self.wfile.write(body)
 
     def _send_stream(self) -> None:
         with self.server.viewers_lock:
@@ -250,6 +285,7 @@ class HttpViewSink:
                              "what uses it") from None
         self.port = int(self._server.server_address[1])
         self.host = host
+        self._results = 0
         shown = f"[{host}]" if ":" in host else host
         self.name = f"http://{shown}:{self.port}/"
         self.url = self.name
@@ -269,6 +305,18 @@ class HttpViewSink:
         """Viewers connected to the stream now."""
         with self._server.viewers_lock:
             return self._server.viewers
+
+    def write_result(self, result: StreamResult, image: np.ndarray) -> None:
+        """Publish a stream result: its figures at ``/stats`` and its picture to every viewer (see :meth:`write`).
+
+        Raises:
+            OSError: when the picture cannot be encoded as JPEG.
+        """
+        self._results += 1
+        stats = live_stats(result, dropped=result.index + 1 - self._results)
+        with self._server.viewers_lock:
+            self._server.stats_json = json.dumps(stats).encode()
+        self.write(image)
 
     def write(self, image: np.ndarray) -> None:
         """Publish a frame to every viewer; returns at once (the frame is skipped when nobody watches).
@@ -294,3 +342,15 @@ class HttpViewSink:
         with contextlib.suppress(OSError):
             self._server.socket.close()
 
+
+
+def live_stats(result: StreamResult, dropped: int) -> dict[str, Any]:
+    """The figures the page shows for a result (JSON-ready): ``fps`` is None while not yet measured.
+
+    Example:
+        >>> live_stats(result, dropped=0)  # doctest: +SKIP
+        {'frame': 41, 'fps': 24.9, 'latency_ms': 40.2, 'dropped': 0, 'timings_ms': {'capture': 1.1, ...}}
+    """
+    return {"frame": result.index, "fps": round(result.fps, 1) if result.fps > 0 else None,
+            "latency_ms": round(result.latency_ms, 1), "dropped": dropped,
+            "timings_ms": {stage: round(ms, 2) for stage, ms in result.timings_ms.items()}}

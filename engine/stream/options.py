@@ -1,0 +1,141 @@
+"""``StreamOptions``: every setting of a stream in one checked, frozen object.
+
+``unet-stream`` builds one from its flags; ``Stream(source, model, output, options)`` takes one, and
+``Stream``'s keyword arguments (``max_fps=15``) are the same fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .flip import check_flip
+from .render import parse_legend, parse_visualize
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a stream reads, paces, segments and draws (checked when made).
+
+    Attributes:
+        live: override whether stale frames may be dropped (None: cameras and streams yes, files, folders and
+            Python iterables no).
+        visualize: panels to write: 'overlay', 'mask' or 'overlay,mask' (a sequence of the names is accepted;
+            kept as a tuple).
+        alpha: mask opacity in the overlay, in [0, 1].
+        draw_stats: draw FPS and latency on written frames (the FPS from the first second of results on).
+        legend: where the class names and colours go: 'outside' (a strip beside the frame), 'inside' (over the
+            frame's bottom-left corner) or 'off'; True means 'outside', False 'off'. Needs a segmenter with
+            ``info``.
+        input_flip: 'none', 'horizontal', 'vertical', 'rotate-180', 'clockwise' or 'counterclockwise': how
+            every frame is turned at capture, before it is segmented (a camera mounted upside down: 'rotate-180').
+        input_size: ``(width, height)`` to resize every frame to at capture (and ask cameras for).
+        max_fps: process at most this many frames per second (None: as fast as possible).
+        loop: replays of a stored source: 0 none, N more times, -1 forever.
+        max_frames: stop after this many results.
+        output_fps: rate stored in an output video (default: the source's, else ``max_fps``, else 30).
+        queue_size: depth of the stored-source and writer queues.
+        reconnect_delay: first and largest wait in seconds between reopen attempts of a failed live source.
+        max_reconnects: reopen attempts in a row before a live source counts as gone (None: forever); also
+            bounds the retries while a live source is not up yet at the start.
+        wait: seconds to wait at the start for a live source that is not up yet, retrying with the reconnect
+            backoff and a log line per attempt (None: as long as ``max_reconnects`` allows; 0: fail at once).
+            Stored sources never wait.
+        open_timeout: seconds a network stream may take to open, or to deliver a frame, before the attempt
+            counts as failed (None: FFmpeg's default, 30 s).
+        segmenter_options: keyword arguments for :class:`~unetrt.segmenter.Segmenter` when the stream opens
+            the segmenters from a model name or path (e.g. ``{"backend": "onnxruntime", "threads": 2}``);
+            without ``threads`` the CPU cores are shared out among the workers.
+        workers: segmenters running side by side when the stream opens them (None: one per CPU core, at most
+            4, for CPU inference; one on a GPU). A segmenter object runs alone.
+        overwrite: replace an existing output video, and delete an earlier run's frames (only files named like
+            this output's frames) from an image output folder before writing; False refuses both.
+        video_library_logs: let OpenCV and FFmpeg print their own log lines (``[ WARN:...]``) on stderr; by
+            default they are silenced and the stream's own log says what failed. A level set in
+            ``OPENCV_LOG_LEVEL`` or ``OPENCV_FFMPEG_LOGLEVEL`` is kept.
+        topic: the image topic of a ROS 2 bag source (None: the bag's only image topic).
+
+    Raises:
+        ValueError: naming the setting and what it accepts.
+
+    Example:
+        >>> StreamOptions(max_fps=15, legend=True).legend
+        'outside'
+    """
+
+    live: bool | None = None
+    visualize: str | Sequence[str] = "overlay"
+    alpha: float = 0.5
+    draw_stats: bool = True
+    legend: bool | str = "off"
+    input_flip: str = "none"
+    input_size: tuple[int, int] | None = None
+    max_fps: float | None = None
+    loop: int = 0
+    max_frames: int | None = None
+    output_fps: float | None = None
+    queue_size: int = 2
+    reconnect_delay: tuple[float, float] = (0.5, 8.0)
+    max_reconnects: int | None = None
+    wait: float | None = None
+    open_timeout: float | None = None
+    segmenter_options: Mapping[str, Any] = field(default_factory=dict)
+    workers: int | None = None
+    overwrite: bool = True
+    video_library_logs: bool = False
+    topic: str | None = None
+
+    def __post_init__(self) -> None:
+        # Normalised here, once, so every reader sees one spelling (frozen: set through object.__setattr__).
+        object.__setattr__(self, "visualize", parse_visualize(self.visualize))
+        object.__setattr__(self, "legend", parse_legend(self.legend))
+        check_flip(self.input_flip)
+        _check_numbers(self)
+
+    @classmethod
+    def from_settings(cls, options: StreamOptions | None, settings: Mapping[str, Any]) -> StreamOptions:
+        """``options`` (or the defaults) with the keyword ``settings`` laid over them.
+
+        Raises:
+            ValueError: on a name that is no setting (naming the settings), or a bad value.
+
+        Example:
+            >>> StreamOptions.from_settings(StreamOptions(max_fps=5), {"loop": 2}).max_fps
+            5
+        """
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - names)
+        if unknown:
+            raise ValueError(f"unknown stream setting {', '.join(map(repr, unknown))}; settings: "
+                             f"{', '.join(sorted(names))}")
+        if options is None:
+            return cls(**settings)
+        merged = {f.name: getattr(options, f.name) for f in fields(cls)}
+        return cls(**{**merged, **settings})
+
+
+def _check_numbers(options: StreamOptions) -> None:
+    if not 0.0 <= options.alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {options.alpha}")
+    if options.max_fps is not None and not options.max_fps > 0:
+        raise ValueError(f"max_fps must be positive, got {options.max_fps}")
+    if options.output_fps is not None and not options.output_fps > 0:
+        raise ValueError(f"output_fps must be positive, got {options.output_fps}")
+    if options.loop < -1:
+        raise ValueError(f"loop must be -1 (forever), 0 (once) or a positive count, got {options.loop}")
+    if options.max_frames is not None and options.max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1, got {options.max_frames}")
+    if options.queue_size < 1:
+        raise ValueError(f"queue_size must be at least 1, got {options.queue_size}")
+    first, longest = options.reconnect_delay
+    if not 0 <= first <= longest:
+        raise ValueError("reconnect_delay must be (first, longest) with 0 <= first <= longest, "
+                         f"got {options.reconnect_delay}")
+    size = options.input_size
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise ValueError(f"input_size must be (width, height) with positive values, got {size}")
+    if options.wait is not None and options.wait < 0:
+        raise ValueError(f"wait must be >= 0 seconds (or None: as long as max_reconnects allows), got {options.wait}")
+    if options.max_reconnects is not None and options.max_reconnects < 0:
+        raise ValueError(f"max_reconnects must be >= 0 (or None: forever), got {options.max_reconnects}")

@@ -1,0 +1,53 @@
+"""StreamOptions: one checked, frozen settings object; Stream's keyword arguments are its fields."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from stream_helpers import FakeSegmenter, frame_with_index
+
+from unetrt.stream import Stream, StreamOptions
+from unetrt.stream.cli import build_parser, stream_options
+
+
+def test_options_object_drives_the_stream_and_keywords_override_it() -> None:
+    frames = [frame_with_index(i) for i in range(6)]
+    assert len(list(Stream(frames, FakeSegmenter(), None, StreamOptions(max_frames=2)))) == 2
+    overridden = Stream(frames, FakeSegmenter(), None, StreamOptions(max_frames=2, alpha=0.25), max_frames=3)
+    assert overridden.options.max_frames == 3 and overridden.options.alpha == 0.25
+    assert len(list(overridden)) == 3
+
+
+def test_options_are_frozen_and_normalised() -> None:
+    options = StreamOptions(visualize="overlay, mask", legend=True)
+    assert options.visualize == ("overlay", "mask") and options.legend == "outside"
+    assert StreamOptions(legend=False).legend == "off"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.max_fps = 3.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("settings", "words"), [
+    ({"alpha": -0.1}, "alpha"), ({"wait": -1}, "wait"), ({"max_reconnects": -1}, "max_reconnects"),
+    ({"input_size": (0, 10)}, "input_size"), ({"output_fps": 0}, "output_fps"), ({"queue_size": 0}, "queue_size"),
+    ({"input_flip": "sideways"}, "rotate-180"), ({"legend": "corner"}, "outside, inside, off"),
+])
+def test_bad_settings_name_the_setting(settings: dict[str, object], words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        StreamOptions(**settings)  # type: ignore[arg-type]
+
+
+def test_unknown_keyword_names_the_settings() -> None:
+    with pytest.raises(ValueError, match=r"unknown stream setting .max_fsp.; settings: .*max_fps"):
+        Stream([frame_with_index(0)], FakeSegmenter(), max_fsp=3)
+
+
+def test_the_command_builds_the_options_once_from_its_flags() -> None:
+    args = build_parser().parse_args(["sample", "--max-fps", "5", "--legend", "--input-width", "64",
+                                      "--input-height", "48", "--input-flip", "rotate-180", "--threads", "1"])
+    options = stream_options(args)
+    assert (options.max_fps, options.legend, options.input_size, options.input_flip) == (5.0, "outside", (64, 48),
+                                                                                          "rotate-180")
+    assert options.segmenter_options["threads"] == 1 and options.overwrite is False
+    assert stream_options(build_parser().parse_args(["sample"])).legend == "off"
+    assert stream_options(build_parser().parse_args(["sample", "--legend", "inside"])).legend == "inside"
