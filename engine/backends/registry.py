@@ -101,7 +101,7 @@ class BackendSpec:
         opener = getattr(importlib.import_module(module_name), function, None)
         if not callable(opener):
             raise ValueError(f"backend {self.name!r}: opener {self.opener!r} is not a function")
-        return opener  # type: ignore[no-any-return]
+        return opener
 
 
 _REGISTRY: dict[str, BackendSpec] = {}
