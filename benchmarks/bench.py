@@ -193,14 +193,16 @@ def _read_info(files: dict[str, Path]) -> ModelInfo:
 
 
 def _add_onnx_variants(files: dict[str, Path], missing: dict[str, str], int8: Path) -> None:
-    """OpenVINO runs the FP32 .onnx; the INT8 variants run ``int8`` when it exists."""
+    """The registered backends that also run ONNX (OpenVINO, when installed) run the FP32 .onnx (TensorRT runs the
+    engine cache's plan of it: :func:`_cached_engine`); the INT8 variants run ``int8`` when it exists."""
     from unetrt.backends.openvino import MISSING_OPENVINO, openvino_available
 
     if "onnxruntime" in files:
-        if openvino_available():
-            files["openvino"] = files["onnxruntime"]
-        else:
+        if not openvino_available():
             missing["openvino"] = MISSING_OPENVINO
+        for spec in registered_backends():
+            if ".onnx" in spec.also_runs and spec.name != "tensorrt" and spec.name not in missing:
+                files[spec.name] = files["onnxruntime"]
     if int8.is_file():
         files["int8"] = int8
     else:
@@ -321,6 +323,11 @@ def _onnx_for_flops(model: ModelFiles) -> Path | None:
     return model.onnx_for_flops
 
 
+def _why_missing(model: ModelFiles, key: str) -> str:
+    """Why ``model`` has no file for a backend or the INT8 variants."""
+    return model.missing.get(key, f"none of its files (the one given and those beside it) runs on {key!r}")
+
+
 def select_variants(requested: Sequence[str] | None, model: ModelFiles,
                     precision: str) -> tuple[list[Variant], list[str]]:
     """The variants to run, baseline first, and notes on what was left out.
@@ -343,14 +350,15 @@ def select_variants(requested: Sequence[str] | None, model: ModelFiles,
             if name in choices:
                 family = [v for v in catalogue.values() if v.backend == name]
                 if name not in model.files:
-                    raise ValueError(f"backend {name!r} cannot run {model.name}: {model.missing[name]}")
+                    raise ValueError(f"backend {name!r} cannot run {model.name}: {_why_missing(model, name)}")
                 expanded = [v.key for v in family if v.file_key in model.files]
-                notes += [f"{v.key} not run: {model.missing[v.file_key]}" for v in family
+                notes += [f"{v.key} not run: {_why_missing(model, v.file_key)}" for v in family
                           if v.file_key not in model.files]
             elif name in catalogue:
                 variant = catalogue[name]
                 if variant.file_key not in model.files:
-                    raise ValueError(f"variant {name!r} cannot run {model.name}: {model.missing[variant.file_key]}")
+                    why = _why_missing(model, variant.file_key)
+                    raise ValueError(f"variant {name!r} cannot run {model.name}: {why}")
                 expanded = [name]
             else:
                 listed = ", ".join([*choices, *(k for k in catalogue if k not in choices)])

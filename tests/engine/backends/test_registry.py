@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,6 +69,20 @@ def test_a_new_backend_is_one_module_and_one_registration_line(private_registry:
         assert backend.name == "toy"
     with pytest.raises(ValueError, match=r"backend 'toy' cannot run tiny\.pt"):
         choose_model(tiny_model_files["pt"], "toy")
+
+
+def test_unet_bench_runs_a_registered_backends_rows(private_registry: None, tiny_model_files: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    from unetrt.benchmarks.bench import main as bench_main
+
+    register_backend(BackendSpec("toy", "toy_backend:open_model", "class 1 everywhere, for tests",
+                                 also_runs=(".onnx",), bench_rows=(BenchRow("toy-fp32", "Toy FP32"),)))
+    out = tmp_path / "bench.json"
+    assert bench_main(["--engine", str(tiny_model_files["onnx"]), "--backend", "toy", "--shape", "32x32",
+                       "--warmup", "1", "--iterations", "2", "--trials", "1", "--threads", "1",
+                       "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["results"]
+    assert (row["variant"], row["status"], row["model_file"]) == ("toy-fp32", "ok", str(tiny_model_files["onnx"]))
 
 
 def test_registration_refuses_a_taken_name_and_a_bad_opener(private_registry: None) -> None:

@@ -17,7 +17,7 @@ from unetrt.model_file import read_model_file
 
 
 class ToyBackend:
-    """Logits that pick class 1 at every pixel, at the network's output size."""
+    """Logits that pick class 1 (a binary model: the foreground) at every pixel, at the network's output size."""
 
     name = "toy"
     max_input_hw: tuple[int, int] | None = None
@@ -31,7 +31,7 @@ class ToyBackend:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = check_batch(batch, self.info)
         logits = np.zeros(network_output_shape(self.info, batch.shape), np.float32)
-        logits[:, 1] = 1.0
+        logits[:, min(1, logits.shape[1] - 1)] = 1.0  # class 1; a binary model: foreground
         return logits
 
     def close(self) -> None:
