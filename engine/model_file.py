@@ -11,7 +11,8 @@ Each container keeps the same JSON document (:class:`~unetrt.model_info.ModelInf
 
 The precision of a file is read from its content, never from its name: a graph with QuantizeLinear or
 DequantizeLinear nodes is INT8, one with FP16 initializers FP16 (``unet-export --fp16``), any other FP32; a plan's
-is the one it was built at; a checkpoint is FP32.
+is the one it was built at; an OpenVINO IR is INT8 when quantized, else FP32 (FP16 constants there are storage
+only); a checkpoint is FP32.
 
 Every description of a model file is decoded by :func:`decode_description`, the one parser of this document.
 """
@@ -328,17 +329,14 @@ def _read_ir(path: Path) -> ModelFile:
         raise _invalid(path, IR_EXPECTED, f"it is not well-formed XML ({exc})") from None
     rt_info = root.find("rt_info")
     entry = None if rt_info is None else rt_info.find(METADATA_KEY)
-    if root.tag != "net" or entry is None or entry.get("value") is None:
+    if root.tag != "net" or rt_info is None or entry is None or entry.get("value") is None:
         raise ValueError(f"OpenVINO IR {str(path)!r} has no {METADATA_KEY!r} rt_info; write it with "
                          "unetrt.backends.openvino.write_ir")
     # OpenVINO keeps the ONNX file's metadata props under <framework>: an INT8 model's quantization record too.
-    record = None if rt_info is None else rt_info.find(f"framework/{QUANTIZATION_KEY}")
+    record = rt_info.find(f"framework/{QUANTIZATION_KEY}")
     quantization = _quantization(None if record is None else record.get("value"), path)
-    kinds = [(layer.get("type"), layer.find("data")) for layer in root.iter("layer")]
-    if quantization is not None or any(kind == "FakeQuantize" for kind, _ in kinds):
-        precision = "int8"
-    elif any(kind == "Const" and data is not None and data.get("element_type") == "f16" for kind, data in kinds):
-        precision = "fp16"
-    else:
-        precision = "fp32"
+    # FP16 constants in an IR are storage only (openvino.save_model compresses them by default): OpenVINO
+    # decompresses them and runs at its inference-precision hint, so an IR is INT8 or FP32.
+    quantized = quantization is not None or any(layer.get("type") == "FakeQuantize" for layer in root.iter("layer"))
+    precision = "int8" if quantized else "fp32"
     return ModelFile(path, decode_description(str(entry.get("value"))), precision, quantization)

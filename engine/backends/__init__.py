@@ -30,7 +30,7 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 # accuracy (INT8 within 1 mIoU point / 0.005 pixel error of FP32, engine/models/NAME.json).
 CPU_PREFERENCE = (("openvino", "int8"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("onnxruntime", "fp32"))
 # The precisions a TensorRT engine is built at from an ONNX model ('auto': FP16, or INT8 for a QDQ graph).
-TENSORRT_PRECISIONS = ("auto", "fp32", "fp16", "int8")
+TENSORRT_PRECISIONS = ("auto", *backend_spec("tensorrt").hint_precisions)
 
 __all__ = ["PRECISIONS", "Backend", "DeviceBackend", "ModelChoice", "check_batch", "choose_model", "model_choices",
            "open_backend", "resolve_model", "tensorrt_gpu_available"]

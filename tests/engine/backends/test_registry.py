@@ -36,7 +36,10 @@ def _help_texts() -> dict[str, str]:
 
 
 def test_built_in_backends_are_registered() -> None:
+    from unetrt.backends.openvino import PRECISION_HINTS
+
     assert backend_names() == ("onnxruntime", "openvino", "torch", "tensorrt")
+    assert registry.backend_spec("openvino").hint_precisions == tuple(PRECISION_HINTS)
     for text in _help_texts().values():
         assert all(name in text for name in backend_names())
 
