@@ -34,11 +34,12 @@ from typing import Any, NoReturn
 import numpy as np
 from tqdm import tqdm
 
-from unetrt.backends import SUFFIX_BACKEND
+from unetrt.backends.registry import backend_names, native_backend, registered_backends
 from unetrt.bundled import bundled_model_path
 from unetrt.cli import USAGE_ERROR, HelpFormatter, parse_size, run_cli
 from unetrt.cpu import usable_cores
 from unetrt.geometry import plan_padding
+from unetrt.model_file import read_model_file
 from unetrt.model_info import ModelInfo
 
 from .flops import flops_per_image
@@ -53,7 +54,11 @@ from .stats import (
 from .variants import BASELINE, HAND_WRITTEN, Runner, Variant, Workload, all_variants, open_runner, release
 
 SCHEMA = "unetrt-bench-1"
-BACKEND_CHOICES = ("torch", "onnxruntime", "openvino", "tensorrt")
+
+
+def backend_choices() -> tuple[str, ...]:
+    """The registered backends, PyTorch (the baseline) first."""
+    return tuple(sorted(backend_names(), key=lambda name: name != "torch"))
 DEFAULT_SHAPE = (512, 512)
 MIB = 1024 * 1024
 LIBRARIES = {
@@ -115,12 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--engine", help="a .plan, .onnx or .pt model, or a bundled model name (camvid)")
     source.add_argument("--unet-base", type=_positive(int), metavar="N",
                         help="benchmark an untrained U-Net with N base channels (depth 5, 11 classes), built here")
+    backends = backend_choices()
+    keys = ", ".join(key for key in all_variants("fp32") if key not in backends)
     parser.add_argument("--backend", action="append", default=None,
-                        help="torch, onnxruntime, openvino (all their variants whose files exist), tensorrt, or one "
-                             "variant key (torch-fp32, torch-fp16, torch-channels-last, torch-cuda-graphs, "
-                             "onnxruntime-int8, openvino-fp32, openvino-bf16, openvino-int8, "
-                             "hand-written-openvino-int8: the pipeline a user writes by hand around OpenVINO INT8, "
-                             "--end-to-end only); repeat for several. Default: every backend whose model file exists")
+                        help=f"a backend ({', '.join(backends)}: all its variants whose files exist) or one "
+                             f"variant key ({keys}; {HAND_WRITTEN} is the pipeline a user writes by hand around "
+                             "OpenVINO INT8, --end-to-end only); repeat for several. Default: every backend whose "
+                             "model file exists")
     parser.add_argument("--batch", type=parse_batches, default=[1], help="batch sizes, comma-separated (default 1)")
     parser.add_argument("--shape", type=parse_size, action="append", default=None, metavar="WxH",
                         help="frame size, width x height like every unetrt command (repeatable; default: the "
@@ -182,29 +188,21 @@ class ModelFiles:
 
 
 def _read_info(files: dict[str, Path]) -> ModelInfo:
-    onnx_file = files.get("onnxruntime") or files.get("int8")
-    if onnx_file is not None:
-        from unetrt.backends.onnxruntime import read_onnx_info
-
-        return read_onnx_info(onnx_file)
-    if "torch" in files:
-        from unetrt.export.checkpoint import load_checkpoint
-
-        return ModelInfo.from_dict(load_checkpoint(files["torch"])["info"])
-    from unetrt.plan_metadata import read_plan_metadata
-
-    return read_plan_metadata(files["tensorrt"]).info
+    return read_model_file(files.get("onnxruntime") or files.get("int8") or files.get("torch")
+                           or files["tensorrt"]).info
 
 
 def _add_onnx_variants(files: dict[str, Path], missing: dict[str, str], int8: Path) -> None:
-    """OpenVINO runs the FP32 .onnx; the INT8 variants run ``int8`` when it exists."""
+    """The registered backends that also run ONNX (OpenVINO, when installed) run the FP32 .onnx (TensorRT runs the
+    engine cache's plan of it: :func:`_cached_engine`); the INT8 variants run ``int8`` when it exists."""
     from unetrt.backends.openvino import MISSING_OPENVINO, openvino_available
 
     if "onnxruntime" in files:
-        if openvino_available():
-            files["openvino"] = files["onnxruntime"]
-        else:
+        if not openvino_available():
             missing["openvino"] = MISSING_OPENVINO
+        for spec in registered_backends():
+            if ".onnx" in spec.also_runs and spec.name != "tensorrt" and spec.name not in missing:
+                files[spec.name] = files["onnxruntime"]
     if int8.is_file():
         files["int8"] = int8
     else:
@@ -240,12 +238,12 @@ def locate_model(engine: str, build: bool = True) -> ModelFiles:
     path = Path(engine)
     files: dict[str, Path] = {}
     missing: dict[str, str] = {}
-    if path.suffix in SUFFIX_BACKEND and path.suffix != ".xml":
+    if native_backend(path.suffix) is not None and path.suffix != ".xml":
         if not path.is_file():
             raise FileNotFoundError(f"model file {engine!r} does not exist")
         stem = path.name.removesuffix(path.suffix).removesuffix(".int8")
         wanted = {"torch": ".pt", "onnxruntime": ".onnx", "tensorrt": ".plan"}
-        for suffix, backend in SUFFIX_BACKEND.items():
+        for suffix, backend in ((s, spec.name) for spec in registered_backends() for s in spec.suffixes):
             sibling = path.with_name(stem + suffix)
             if backend in wanted and sibling.is_file() and backend not in files:
                 files[backend] = sibling
@@ -325,6 +323,11 @@ def _onnx_for_flops(model: ModelFiles) -> Path | None:
     return model.onnx_for_flops
 
 
+def _why_missing(model: ModelFiles, key: str) -> str:
+    """Why ``model`` has no file for a backend or the INT8 variants."""
+    return model.missing.get(key, f"none of its files (the one given and those beside it) runs on {key!r}")
+
+
 def select_variants(requested: Sequence[str] | None, model: ModelFiles,
                     precision: str) -> tuple[list[Variant], list[str]]:
     """The variants to run, baseline first, and notes on what was left out.
@@ -336,28 +339,30 @@ def select_variants(requested: Sequence[str] | None, model: ModelFiles,
         ValueError: on an unknown backend, or a requested variant whose model file is missing.
     """
     catalogue = all_variants(precision)
+    choices = backend_choices()
     notes: list[str] = []
     if requested is None:
         keys = [v.key for v in catalogue.values() if v.file_key in model.files]
-        notes += [f"{key} not run: {model.missing[key]}" for key in (*BACKEND_CHOICES, "int8") if key in model.missing]
+        notes += [f"{key} not run: {model.missing[key]}" for key in (*choices, "int8") if key in model.missing]
     else:
         keys = []
         for name in requested:
-            if name in BACKEND_CHOICES:
+            if name in choices:
                 family = [v for v in catalogue.values() if v.backend == name]
                 if name not in model.files:
-                    raise ValueError(f"backend {name!r} cannot run {model.name}: {model.missing[name]}")
+                    raise ValueError(f"backend {name!r} cannot run {model.name}: {_why_missing(model, name)}")
                 expanded = [v.key for v in family if v.file_key in model.files]
-                notes += [f"{v.key} not run: {model.missing[v.file_key]}" for v in family
+                notes += [f"{v.key} not run: {_why_missing(model, v.file_key)}" for v in family
                           if v.file_key not in model.files]
             elif name in catalogue:
                 variant = catalogue[name]
                 if variant.file_key not in model.files:
-                    raise ValueError(f"variant {name!r} cannot run {model.name}: {model.missing[variant.file_key]}")
+                    why = _why_missing(model, variant.file_key)
+                    raise ValueError(f"variant {name!r} cannot run {model.name}: {why}")
                 expanded = [name]
             else:
-                choices = ", ".join([*BACKEND_CHOICES, *(k for k in catalogue if k not in BACKEND_CHOICES)])
-                raise ValueError(f"unknown backend {name!r}; choose from {choices}")
+                listed = ", ".join([*choices, *(k for k in catalogue if k not in choices)])
+                raise ValueError(f"unknown backend {name!r}; choose from {listed}")
             keys += [k for k in expanded if k not in keys]
     ordered = sorted(keys, key=lambda k: k != BASELINE)
     if BASELINE not in ordered:

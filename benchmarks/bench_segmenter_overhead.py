@@ -147,7 +147,7 @@ def benchmark(model: str, images: Path, frames: int, trials: int, threads: int, 
         scores = segmenter.backend.infer(batches[0])[0]
         kernels = kernel_medians(segmenter, pictures, scores, trials)
         work = segmenter.info.working_size
-        ran = f"{segmenter.backend.name} (CPU, {str(getattr(segmenter.backend, 'precision', precision)).upper()})"
+        ran = f"{segmenter.backend.name} (CPU, {segmenter.backend.precision.upper()})"
     finish = kernels["finish"]
     overhead_ms = segment.median - bare.median
     overhead_pct = 100.0 * overhead_ms / bare.median

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from unetrt.backends import Backend, open_backend
+from unetrt.backends.registry import registered_backends
 from unetrt.frame_path import network_input
 from unetrt.model_info import ModelInfo
 from unetrt.segmenter import Segmenter
@@ -43,7 +44,7 @@ class Variant:
     Attributes:
         key: the name used on the command line and in results (e.g. 'torch-cuda-graphs').
         label: the name shown in tables.
-        backend: the unetrt backend it runs on: 'torch', 'onnxruntime', 'openvino' or 'tensorrt'.
+        backend: the registered unetrt backend it runs on (:mod:`unetrt.backends.registry`).
         half: FP16 weights and activations (torch variants).
         quantized: runs the QDQ INT8 model (``NAME.int8.onnx``) instead of the FP32 one.
         bf16: OpenVINO's BF16 inference-precision hint on the FP32 model.
@@ -95,16 +96,20 @@ def torch_variants(precision: str) -> list[Variant]:
     ]
 
 
+def registered_variants() -> list[Variant]:
+    """The rows every registered backend declares (:class:`unetrt.backends.registry.BenchRow`), in registration
+    order."""
+    return [Variant(row.key, row.label, spec.name, needs_cuda=row.needs_cuda, quantized=row.precision == "int8",
+                    bf16=row.precision == "bf16")
+            for spec in registered_backends() for row in spec.bench_rows]
+
+
 def all_variants(precision: str) -> dict[str, Variant]:
-    """Every variant by key."""
-    variants = [*torch_variants(precision), Variant("onnxruntime", "ONNX Runtime FP32", "onnxruntime"),
-                Variant("onnxruntime-int8", "ONNX Runtime INT8", "onnxruntime", quantized=True),
-                Variant("openvino-fp32", "OpenVINO FP32", "openvino"),
-                Variant("openvino-bf16", "OpenVINO BF16", "openvino", bf16=True),
-                Variant("openvino-int8", "OpenVINO INT8", "openvino", quantized=True),
+    """Every variant by key: the PyTorch ones (eager, channels-last and CUDA-graph runs of the checkpoint, which
+    only a benchmark needs), the registered backends' rows, and the hand-written OpenVINO pipeline."""
+    variants = [*torch_variants(precision), *registered_variants(),
                 Variant(HAND_WRITTEN, "Hand-written OpenVINO INT8 (cv2 + numpy)", "openvino", quantized=True,
-                        hand_written=True),
-                Variant("tensorrt", "TensorRT", "tensorrt", needs_cuda=True)]
+                        hand_written=True)]
     return {v.key: v for v in variants}
 
 
@@ -216,6 +221,8 @@ class CudaGraphBackend:
             raise ValueError("CUDA graphs need a CUDA GPU; torch sees none")
         self._torch = torch
         self._dtype = torch.float16 if half else torch.float32
+        self.path = Path(path)
+        self.precision = "fp16" if half else "fp32"
         model, self.info = load_model(path, map_location="cuda")
         self._model: Any = model.to("cuda", self._dtype)
         self.device = f"cuda ({torch.cuda.get_device_name()})"
@@ -286,11 +293,12 @@ def open_variant_backend(variant: Variant, model: Path, device: str, threads: in
     if variant.backend == "torch":
         return open_backend(model, "torch", device, threads=threads, half=variant.half,
                             channels_last=variant.channels_last)
-    if variant.backend == "onnxruntime":
-        return open_backend(model, "onnxruntime", device, threads=threads)
-    if variant.backend == "openvino":
-        return open_backend(model, "openvino", device, "bf16" if variant.bf16 else "auto", threads=threads)
-    return open_backend(model, "tensorrt", device)
+    return open_backend(model, variant.backend, device, _asked_precision(variant), threads=threads)
+
+
+def _asked_precision(variant: Variant) -> str:
+    """A registered row's precision request: its hint ('bf16'), else the file's own."""
+    return "bf16" if variant.bf16 else "auto"
 
 
 class BackendRunner:
@@ -300,7 +308,7 @@ class BackendRunner:
         self._backend = backend
         self._batch = batch
         self.device = backend.device
-        self.threads = getattr(backend, "threads", None)
+        self.threads = backend.threads
 
     def step(self) -> None:
         """One host-to-host inference."""
@@ -318,7 +326,7 @@ class SegmenterRunner:
         self._segmenter = segmenter
         self._frames = frames
         self.device = segmenter.backend.device
-        self.threads = getattr(segmenter.backend, "threads", None)
+        self.threads = segmenter.backend.threads
 
     def step(self) -> None:
         """Frames in, masks out, all processing included."""
@@ -335,12 +343,8 @@ def open_variant_segmenter(variant: Variant, model: Path, device: str, threads: 
     Raises:
         ValueError, ImportError, FileNotFoundError: from the backend (unavailable library, device or file).
     """
-    if variant.backend == "onnxruntime":
-        return Segmenter(model, "onnxruntime", device, threads=threads)
-    if variant.backend == "openvino":
-        return Segmenter(model, "openvino", device, precision="bf16" if variant.bf16 else "auto", threads=threads)
-    if variant.backend == "tensorrt":
-        return Segmenter(model, "tensorrt", device)
+    if variant.backend != "torch":
+        return Segmenter(model, variant.backend, device, precision=_asked_precision(variant), threads=threads)
     segmenter = Segmenter(model, "torch", device, threads=threads, half=variant.half,
                           channels_last=variant.channels_last)
     if variant.cuda_graphs:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from importlib import metadata
 
 from .backends import PRECISIONS, open_backend, tensorrt_gpu_available
+from .backends.registry import backend_help
 from .cli import HelpFormatter, run_cli
 from .plan_cache import ENGINE_CACHE_ENV, engine_cache_dir
 
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m unetrt.doctor", formatter_class=HelpFormatter,
                                      description="Report what this unetrt install runs, and where.")
     parser.add_argument("--model", default="camvid", help="model file or bundled name, as unet-stream --model")
-    parser.add_argument("--backend", default="auto", help="auto, onnxruntime, openvino, torch or tensorrt")
+    parser.add_argument("--backend", default="auto", help=backend_help())
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="as unet-stream --precision")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--build", action="store_true",
@@ -91,7 +92,7 @@ def report(args: argparse.Namespace) -> list[str]:
              f"engine cache: {engine_cache_dir()} (set {ENGINE_CACHE_ENV} to move it)"]
     backend = open_backend(args.model, args.backend, args.device, args.precision, build=args.build)
     try:
-        parts = (backend.name, getattr(backend, "precision", None), backend.device)
+        parts = (backend.name, backend.precision, backend.device)
         what = " ".join(str(part) for part in parts if part)
     finally:
         backend.close()

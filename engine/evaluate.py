@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .backends import PRECISIONS
+from .backends.registry import backend_help
 from .cli import HelpFormatter, format_size, parse_size, run_cli
 from .datasets import paired_files, read_image, read_label
 from .heldout import PARTS, HeldOutSplit
@@ -193,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default=None, help="--split: the data set folder (train/, val/, ...)")
     parser.add_argument("--stems", default=None, type=parse_stems,
                         help="score only these file stems: a comma list and/or ranges, e.g. 20-23")
-    parser.add_argument("--backend", default="auto", help="auto, onnxruntime, openvino, torch or tensorrt")
+    parser.add_argument("--backend", default="auto", help=backend_help())
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="a bundled model's precision (auto: the fastest installed engine and precision that "
                              "keeps the accuracy; bf16 is OpenVINO's hint)")

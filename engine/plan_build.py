@@ -39,6 +39,7 @@ into place, so a crash never leaves a plan without its description.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 import warnings
@@ -49,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backends.tensorrt import gpu_identity, require_tensorrt, tensorrt_major
 from .cuda import require_pycuda
-from .model_info import METADATA_KEY, ModelInfo
+from .model_file import read_model_file
 from .plan_metadata import PlanMetadata, Shape, format_shape, replace_file, resolve_profile, write_plan_metadata
 
 if TYPE_CHECKING:
@@ -153,18 +154,6 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def read_model_info(model: onnx.ModelProto, path: str | Path) -> ModelInfo:
-    """The unetrt description stored in an ONNX graph's metadata props.
-
-    Raises:
-        ValueError: when the graph has none.
-    """
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            return ModelInfo.from_json(prop.value)
-    raise ValueError(f"ONNX file {str(path)!r} has no {METADATA_KEY!r} metadata; export it with unet-export")
 
 
 def load_onnx(path: str | Path) -> onnx.ModelProto:
@@ -399,9 +388,9 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
 
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     model = load_onnx(onnx_path)
-    info = read_model_info(model, onnx_path)
+    info = read_model_file(onnx_path).info
     if options.working_size is not None:
-        info = ModelInfo.from_dict({**info.to_dict(), "working_size": list(options.working_size)})
+        info = dataclasses.replace(info, working_size=options.working_size)
     quantized = has_qdq(model)
     check_int8_request(options, quantized, onnx_path, asymmetric_quantizers(model))
     if quantized:

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING
 from .backends.tensorrt import gpu_identity, parse_device, require_tensorrt
 from .cli import format_size
 from .cuda import require_pycuda
-from .plan_build import BuildOptions, file_sha256, has_qdq, load_onnx, read_model_info
+from .model_file import read_model_file
+from .plan_build import BuildOptions, file_sha256, has_qdq, load_onnx
 from .plan_metadata import GpuIdentity, PlanMetadata, metadata_path, read_plan_metadata
 
 if TYPE_CHECKING:
@@ -151,7 +152,7 @@ def plan_key(onnx_path: str | Path, precision: str = "auto", working_size: tuple
     path = Path(onnx_path)
     model = load_onnx(path)
     if working_size is None:
-        working_size = read_model_info(model, path).working_size
+        working_size = read_model_file(path).info.working_size
     quantized = has_qdq(model)
     return PlanKey(
         model_name=path.name.split(".")[0],

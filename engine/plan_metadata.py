@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .geometry import is_legal_size, nearest_legal_sizes
+from .model_file import decode_description
 from .model_info import ModelInfo
 
 PLAN_FORMAT_VERSION = 1
@@ -361,7 +362,7 @@ class PlanMetadata:
                 precision=str(data["precision"]),
                 strongly_typed=bool(data["strongly_typed"]),
                 source=str(data["source"]),
-                info=ModelInfo.from_dict(data["model"]),
+                info=decode_description(data["model"]),
                 build_options=dict(data.get("build_options", {})),
                 dla_core=None if data.get("dla_core") is None else int(data["dla_core"]),
                 source_sha256=_optional_text(data.get("source_sha256")),

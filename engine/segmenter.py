@@ -71,7 +71,8 @@ class Segmenter:
 
     Args:
         model: a .plan, .onnx or .pt file, or a bundled model name ('camvid').
-        backend: 'auto' (from the file suffix), 'onnxruntime', 'openvino', 'torch' or 'tensorrt'.
+        backend: 'auto' (from the file suffix) or a registered backend ('onnxruntime', 'openvino', 'torch',
+            'tensorrt', ...: :mod:`unetrt.backends.registry`).
         device: 'auto', 'cpu' or 'cuda'.
         probabilities: return per-class probabilities with every result.
         tile: network input tile side or (height, width) for tiled inference; None tiles only

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from unetrt.backends.base import invalid_model_file
+from unetrt.model_file import checkpoint_description
 from unetrt.model_info import ModelInfo
 
 from .model import UNet
@@ -94,7 +95,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
         >>> net, info = load_model("best.pt")  # doctest: +SKIP
     """
     data = load_checkpoint(path, map_location)
-    info = ModelInfo.from_dict(data["info"])
+    info = checkpoint_description(data)
     model = build_model(info)
     try:
         model.load_state_dict(data["model"])

@@ -35,15 +35,14 @@ import torch
 from unetrt.cli import HelpFormatter, parse_size, run_cli
 from unetrt.evaluate import parse_stems
 from unetrt.geometry import plan_padding
-from unetrt.model_info import METADATA_KEY, ModelInfo
+from unetrt.model_file import INPUT_NAME, OUTPUT_NAME, write_onnx_description
+from unetrt.model_info import ModelInfo
 
 from .checkpoint import load_model
 from .fp16 import compare_fp16, convert_file
 from .model import UNet
 
 OPSET = 17
-INPUT_NAME = "image"
-OUTPUT_NAME = "logits"
 TOLERANCE = 1e-4
 # The FP16 graph must pick the FP32 graph's class on at least this share of pixels of the check batch.
 FP16_MIN_AGREEMENT = 0.99
@@ -86,23 +85,13 @@ def export_onnx(model: UNet, info: ModelInfo, path: str | Path, sample_hw: tuple
             dynamo=False,
         )
     proto = onnx.load(str(path))
-    write_metadata(proto, info)
+    write_onnx_description(proto, info)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ValueError(f"onnx.checker rejected the exported graph: {exc}") from exc
     onnx.save(proto, str(path))
     return path
-
-
-def write_metadata(proto: onnx.ModelProto, info: ModelInfo) -> None:
-    """Store ``info`` under the ``unetrt`` metadata key (replacing an older entry)."""
-    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, info.to_json()
-    proto.producer_name = "unetrt"
 
 
 def _sample_hw(info: ModelInfo) -> tuple[int, int]:

@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,16 +47,13 @@ from tqdm import tqdm
 from unetrt.backends import Backend
 from unetrt.datasets import list_images, read_image
 from unetrt.evaluate import evaluate
-from unetrt.model_info import METADATA_KEY
+from unetrt.model_file import INPUT_NAME, read_model_file, write_onnx_description
 from unetrt.segmenter import Segmenter
-
-from .onnx_export import INPUT_NAME, write_metadata
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("cpu", "tensorrt")
 MINMAX_CHUNK = 8
 DEFAULT_METHOD = "percentile"
-QUANTIZATION_KEY = "unetrt.quantization"
 # An INT8 model may lose at most this much against FP32: 1 point of mean IoU (multi-class), or
 # 0.005 of the ISBI challenge pixel error (binary models).
 MAX_MEAN_IOU_LOSS = 0.01
@@ -97,6 +93,7 @@ class _RecordingBackend:
         self._inner = inner
         self.batches: list[np.ndarray] = []
         self.name, self.info, self.device = inner.name, inner.info, inner.device
+        self.precision, self.path, self.threads = inner.precision, inner.path, inner.threads
         self.max_input_hw, self.max_batch = inner.max_input_hw, inner.max_batch
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -165,8 +162,6 @@ def quantize_onnx(fp32_onnx: str | Path, output: str | Path, batches: Sequence[n
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from unetrt.backends.onnxruntime import read_onnx_info
-
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     if method not in methods:
@@ -175,7 +170,7 @@ def quantize_onnx(fp32_onnx: str | Path, output: str | Path, batches: Sequence[n
         raise ValueError(f"INT8 target must be one of {', '.join(TARGETS)}, got {target!r}")
     if not batches:
         raise ValueError("no calibration batch: give a folder with at least one frame")
-    info = read_onnx_info(fp32_onnx)
+    info = read_model_file(fp32_onnx).info
     output = Path(output)
     with tempfile.TemporaryDirectory(prefix="unet-int8-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
@@ -194,13 +189,10 @@ def quantize_onnx(fp32_onnx: str | Path, output: str | Path, batches: Sequence[n
                            "CalibMaxIntermediateOutputs": MINMAX_CHUNK if method == "minmax" else None},
         )
     proto = onnx.load(str(output))
-    write_metadata(proto, info)
-    entry = proto.metadata_props.add()
-    entry.key = QUANTIZATION_KEY
     activations = "int8 symmetric per tensor" if symmetric else "uint8 asymmetric per tensor"
-    entry.value = json.dumps({"precision": "int8", "format": "QDQ", "target": target, "method": method,
-                              "frames": len(batches), "activations": activations,
-                              "weights": "int8 symmetric per channel", "fp32_nodes": head})
+    write_onnx_description(proto, info, {"precision": "int8", "format": "QDQ", "target": target, "method": method,
+                                         "frames": len(batches), "activations": activations,
+                                         "weights": "int8 symmetric per channel", "fp32_nodes": head})
     onnx.save(proto, str(output))
     return output
 
@@ -301,14 +293,3 @@ def calibration_frames(folder: str | Path, count: int, stems: Sequence[str] | No
             raise ValueError(f"calibration stems not in {str(folder)!r}: {', '.join(sorted(missing))}")
         images = [image for image in images if image.stem in wanted]
     return pick_evenly(images, count)
-
-
-def read_quantization(path: str | Path) -> dict[str, Any] | None:
-    """The quantization record of an ONNX file written by :func:`quantize_onnx`, or None for a float model."""
-    proto = onnx.load(str(path), load_external_data=False)
-    for prop in proto.metadata_props:
-        if prop.key == QUANTIZATION_KEY:
-            return dict(json.loads(prop.value))
-    if not any(prop.key == METADATA_KEY for prop in proto.metadata_props):
-        raise ValueError(f"ONNX file {str(path)!r} has no {METADATA_KEY!r} metadata; export it with unet-export")
-    return None

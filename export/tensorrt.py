@@ -24,6 +24,7 @@ from pathlib import Path
 from unetrt.backends.tensorrt import require_tensorrt
 from unetrt.cli import HelpFormatter, run_cli
 from unetrt.cuda import require_pycuda
+from unetrt.model_file import read_model_file
 from unetrt.plan_build import (
     MAX_OPT_LEVEL,
     BuildOptions,
@@ -34,7 +35,6 @@ from unetrt.plan_build import (
     describe_parser_errors,
     fold_int32_dequantize,
     has_qdq,
-    read_model_info,
 )
 from unetrt.plan_metadata import Shape, format_shape, parse_shape
 
@@ -43,7 +43,7 @@ from .triton import check_model_name, model_plan_path, write_triton_repository
 # The builder core lives in unetrt.plan_build; these names stay importable from here for unet-build's users.
 __all__ = ["BuildOptions", "asymmetric_quantizers", "build_engine", "build_parser", "check_int8_request",
            "configure_precision", "describe_parser_errors", "fold_int32_dequantize", "has_qdq", "main",
-           "read_model_info", "shape_argument"]
+           "shape_argument"]
 
 
 def shape_argument(text: str) -> Shape:
@@ -108,9 +108,7 @@ def build_command(args: argparse.Namespace) -> None:
     if args.output is not None:
         plan = Path(args.output)
     else:
-        import onnx
-
-        name = name or read_model_info(onnx.load(args.onnx, load_external_data=False), args.onnx).name
+        name = name or read_model_file(args.onnx).info.name
         plan = model_plan_path(args.triton_repo, name)
         plan.parent.mkdir(parents=True, exist_ok=True)
     if plan.suffix not in (".plan", ".engine"):

@@ -24,7 +24,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from unetrt.cli import HelpFormatter, parse_size, run_cli
 from unetrt.geometry import check_input_size, nearest_legal_sizes
 from unetrt.heldout import HeldOutSplit
 from unetrt.metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
+from unetrt.model_file import checkpoint_description
 from unetrt.model_info import ModelInfo
 
 from .augment import AUGMENTATIONS, AugmentConfig
@@ -520,8 +521,7 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
     class_weights_np = None
     if args.class_weights == "median-freq" and not binary:
         class_weights_np = median_frequency_weights(class_frequencies(train_set, info.num_classes))
-        info = ModelInfo.from_dict({**info.to_dict(),
-                                    "extra": {**info.extra, "class_weights": class_weights_np.tolist()}})
+        info = replace(info, extra={**info.extra, "class_weights": class_weights_np.tolist()})
     class_weights = None if class_weights_np is None else torch.tensor(class_weights_np, dtype=torch.float32)
     loss_name = "bce" if binary and args.loss == "ce" else args.loss
     loss_fn = SegmentationLoss(loss_name, binary, info.ignore_index, class_weights, args.dice_weight, args.ce_weight)
@@ -657,7 +657,7 @@ def _init_weights(path: Path, model: torch.nn.Module, info: ModelInfo) -> None:
         ValueError: when its architecture differs from this run's.
     """
     data = load_checkpoint(path, map_location="cpu")
-    theirs = ModelInfo.from_dict(data["info"])
+    theirs = checkpoint_description(data)
     ours_arch = (info.in_channels, info.num_classes, info.base, info.depth, info.padding, info.activation,
                  bool(info.extra.get("batch_norm")))
     theirs_arch = (theirs.in_channels, theirs.num_classes, theirs.base, theirs.depth, theirs.padding,
@@ -678,7 +678,7 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     data = load_checkpoint(path)
     if "optimizer" not in data or "epoch" not in data:
         raise ValueError(f"{str(path)!r} holds no training state (optimizer, epoch); resume from a last.pt")
-    saved = ModelInfo.from_dict(data["info"])
+    saved = checkpoint_description(data)
     for key in ("in_channels", "base", "depth", "padding", "activation", "class_names"):
         if getattr(saved, key) != getattr(info, key):
             raise ValueError(f"cannot resume from {str(path)!r}: its {key} is {getattr(saved, key)!r}, "

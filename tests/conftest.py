@@ -98,12 +98,12 @@ def write_unparsable_onnx(path: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    from unetrt.export.onnx_export import write_metadata
+    from unetrt.model_file import write_onnx_description
 
     node = helper.make_node("NoSuchOp", ["image"], ["logits"], name="mystery", domain="unetrt.test")
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 16, 16])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("unetrt.test", 1)])
-    write_metadata(model, tiny_info())
+    write_onnx_description(model, tiny_info())
     onnx.save(model, str(path))
     return path

@@ -45,7 +45,8 @@ from unetrt.cli import format_size, parse_size, run_cli
 from unetrt.evaluate import evaluate, format_figures, parse_stems
 from unetrt.export.checkpoint import load_checkpoint, load_model, save_checkpoint
 from unetrt.export.onnx_export import main as export_main
-from unetrt.export.quantize import CALIBRATION_METHODS, DEFAULT_METHOD, read_quantization
+from unetrt.export.quantize import CALIBRATION_METHODS, DEFAULT_METHOD
+from unetrt.model_file import read_model_file
 from unetrt.segmenter import Segmenter
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -75,7 +76,7 @@ def score_variants(name: str, images: Path, labels: Path, stems: Sequence[str] |
             continue
         entry: dict[str, Any] = {"file": file.name}
         if precision == "int8":
-            entry["quantization"] = read_quantization(file)
+            entry["quantization"] = read_model_file(file).quantization
         for engine in engines:
             with Segmenter(name, backend=engine, precision=precision, device="cpu") as segmenter:
                 figures = evaluate(segmenter, images, labels, stems)

@@ -75,7 +75,7 @@ def sweep(model: str, images: Path, labels: Path, sizes: Sequence[tuple[int, int
             with Segmenter(model, backend=engine, precision=precision, device="cpu", working_size=size,
                            warm_up=False) as segmenter:
                 figures = evaluate(segmenter, images, labels, stems)
-                ran = {"backend": segmenter.backend.name, "precision": getattr(segmenter.backend, "precision", None)}
+                ran = {"backend": segmenter.backend.name, "precision": segmenter.backend.precision}
             metric, value = headline(figures)
             print(f"{engine}:{precision} ({ran['backend']} {ran['precision']}) at {format_size(size)}: "
                   f"{metric} {value:.4f}", flush=True)

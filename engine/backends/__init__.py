@@ -1,7 +1,10 @@
 """Inference backends and the choice of model file, backend and precision.
 
-A path's suffix picks the backend: ``.plan`` TensorRT, ``.onnx`` ONNX Runtime (or
-OpenVINO when asked), ``.xml`` OpenVINO, ``.pt`` PyTorch. A bundled model name on a
+The backends are those of :mod:`unetrt.backends.registry` (one module and one registration line each). A path's
+suffix picks the backend: ``.plan`` TensorRT, ``.onnx`` ONNX Runtime (or OpenVINO when asked), ``.xml``
+OpenVINO, ``.pt`` PyTorch. The precision that runs is the file's own, read from its content
+(:mod:`unetrt.model_file`), unless a backend's hint is asked; :func:`choose_model` hands it to the backend. A
+bundled model name on a
 CPU picks the fastest installed engine and precision that keeps the model's
 accuracy (``CPU_PREFERENCE``, measured by ``unet-bench``); ``precision`` and
 ``backend`` choose another. On a CUDA machine with TensorRT (bindings and pycuda
@@ -17,32 +20,28 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..bundled import bundled_model_names, bundled_model_path, bundled_precision_path
+from ..model_file import file_precision
 from .base import Backend, DeviceBackend, check_batch
+from .registry import OpenRequest, backend_spec, native_backend, registered_backends
 
-BACKENDS = ("onnxruntime", "openvino", "torch", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
-SUFFIX_BACKEND = {".onnx": "onnxruntime", ".pt": "torch", ".plan": "tensorrt", ".engine": "tensorrt",
-                  ".xml": "openvino"}
-# Backends that can run each suffix besides its own.
-ALSO_RUNS = {".onnx": ("openvino", "tensorrt")}
 # Fastest first on a CPU, from one interleaved unet-bench run on 2 AVX-512 VNNI cores
 # (benchmarks/results/bench_*_cpu_camvid_int8*.md); every entry keeps the bundled models'
 # accuracy (INT8 within 1 mIoU point / 0.005 pixel error of FP32, engine/models/NAME.json).
 CPU_PREFERENCE = (("openvino", "int8"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("onnxruntime", "fp32"))
-# BF16 is an inference-precision hint of OpenVINO on the FP32 file, not a file of its own.
-HINT_PRECISIONS = {"openvino": ("fp32", "bf16"), "tensorrt": ("fp32", "fp16", "int8")}
 # The precisions a TensorRT engine is built at from an ONNX model ('auto': FP16, or INT8 for a QDQ graph).
-TENSORRT_PRECISIONS = ("auto", "fp32", "fp16", "int8")
+TENSORRT_PRECISIONS = ("auto", *backend_spec("tensorrt").hint_precisions)
 
-__all__ = ["BACKENDS", "PRECISIONS", "Backend", "DeviceBackend", "ModelChoice", "check_batch", "choose_model",
-           "model_choices", "open_backend", "resolve_model", "tensorrt_gpu_available"]
+__all__ = ["PRECISIONS", "Backend", "DeviceBackend", "ModelChoice", "check_batch", "choose_model", "model_choices",
+           "open_backend", "resolve_model", "tensorrt_gpu_available"]
 
 
 class ModelChoice(NamedTuple):
-    """What runs: the model file, the backend and the precision ('auto': the file's own).
+    """What runs: the model file, the backend and the precision handed to it.
 
-    For backend 'tensorrt' with an ``.onnx`` file, the precision is the one the engine is built at
-    (:mod:`unetrt.plan_cache` builds it on first use and caches it).
+    The precision is the file's own (read from its content by :mod:`unetrt.model_file`) or the backend hint that
+    was asked ('bf16' on OpenVINO). For backend 'tensorrt' with an ``.onnx`` file, it is the one the engine is
+    built at (:mod:`unetrt.plan_cache` builds it on first use and caches it).
     """
 
     path: Path
@@ -81,25 +80,33 @@ def _onnxruntime_cuda() -> bool:
 def _choose_file(path: Path, backend: str, precision: str, device: str) -> list[ModelChoice]:
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
-    native = SUFFIX_BACKEND[path.suffix]
-    runs_on = (native, *ALSO_RUNS.get(path.suffix, ()))
+    native = native_backend(path.suffix)
+    assert native is not None  # model_choices sends only registered suffixes here
+    runs_on = [spec.name for spec in registered_backends() if spec.runs(path.suffix)]
     if backend == "auto" and path.suffix == ".onnx" and device != "cpu" and tensorrt_gpu_available():
         # On a GPU with TensorRT an ONNX model runs as a TensorRT engine built on first use (FP16 unless the
         # graph is QDQ INT8); ONNX Runtime is the fallback when the engine cannot be had.
-        chosen = [_check_file_precision(path, "tensorrt", precision)]
-        return chosen + ([ModelChoice(path, native, "auto")] if precision == "auto" else [])
-    chosen_backend = native if backend == "auto" else backend
+        chosen = [_file_choice(path, "tensorrt", precision)]
+        return chosen + ([_file_choice(path, native.name, "auto")] if precision == "auto" else [])
+    chosen_backend = native.name if backend == "auto" else backend
     if chosen_backend not in runs_on:
         raise ValueError(f"backend {backend!r} cannot run {path.name}: a {path.suffix} file runs on "
                          f"{' or '.join(repr(b) for b in runs_on)}")
-    return [_check_file_precision(path, chosen_backend, precision)]
+    return [_file_choice(path, chosen_backend, precision)]
 
 
-def _check_file_precision(path: Path, backend: str, precision: str) -> ModelChoice:
-    if precision != "auto" and precision not in HINT_PRECISIONS.get(backend, ()):
+def _file_choice(path: Path, backend: str, precision: str) -> ModelChoice:
+    """A given file on a backend: at the precision asked when it is one of the backend's hints, else the file's."""
+    if precision != "auto" and precision not in backend_spec(backend).hint_precisions:
         raise ValueError(f"precision {precision!r} picks among a bundled model's files; {path.name} runs at the "
                          "precision it was exported with: pass precision 'auto', or the file of that precision")
-    return ModelChoice(path, backend, precision)
+    if precision != "auto":
+        return ModelChoice(path, backend, precision)
+    own = file_precision(path)
+    if backend == "tensorrt" and path.suffix == ".onnx":
+        # An engine is built from the model: INT8 from a QDQ graph, FP16 from a float one (plan_cache's 'auto').
+        own = "int8" if own == "int8" else "fp16"
+    return ModelChoice(path, backend, own)
 
 
 def _tensorrt_bundled(name: str, precision: str) -> ModelChoice:
@@ -145,16 +152,17 @@ def model_choices(model: str | Path, backend: str = "auto", precision: str = "au
     """
     from .openvino import openvino_available
 
-    if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
+    if backend != "auto":
+        backend_spec(backend)  # raises on an unknown name, listing the registered ones
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     path = Path(model)
-    if path.suffix in SUFFIX_BACKEND:
+    if native_backend(path.suffix) is not None:
         return _choose_file(path, backend, precision, device)
     if path.suffix or len(path.parts) > 1:
-        raise ValueError(f"cannot tell the backend of {str(model)!r}: use a .plan, .onnx, .xml or .pt file or a "
-                         "bundled model name")
+        suffixes = ", ".join(s for spec in registered_backends() for s in spec.suffixes)
+        raise ValueError(f"cannot tell the backend of {str(model)!r}: use a {suffixes} file or a bundled model "
+                         "name")
     name = str(model)
     if name not in bundled_model_names():
         bundled_model_path(name)  # raises, listing the bundled names
@@ -201,14 +209,14 @@ def choose_model(model: str | Path, backend: str = "auto", precision: str = "aut
 
     Args:
         model: a .plan, .onnx, .xml or .pt path, or a bundled model name.
-        backend: 'auto', 'onnxruntime', 'openvino', 'torch' or 'tensorrt'.
+        backend: 'auto' or a registered backend ('onnxruntime', 'openvino', 'torch', 'tensorrt', ...).
         precision: 'auto', 'fp32', 'fp16', 'int8' (bundled files, or a TensorRT engine's build precision),
             or 'bf16' (OpenVINO's hint on the FP32 file).
         device: 'auto', 'cpu' or 'cuda'.
 
     Returns:
-        The first choice (:func:`model_choices` lists the fallbacks); its precision is 'auto' for a path given
-        without one.
+        The first choice (:func:`model_choices` lists the fallbacks); for a path given with precision 'auto',
+        the file's own precision (read from its content).
 
     Raises:
         ValueError: on an unknown backend or precision, a file the backend cannot run, an unknown bundled
@@ -248,12 +256,12 @@ def open_backend(model: str | Path, backend: str = "auto", device: str = "auto",
 
     Args:
         model: a .plan, .onnx, .xml or .pt path, or a bundled model name.
-        backend: 'auto', 'onnxruntime', 'openvino', 'torch' or 'tensorrt' (see :func:`choose_model`).
+        backend: 'auto' or a registered backend (see :func:`choose_model`).
         device: 'auto', 'cpu' or 'cuda'.
         precision: 'auto', 'fp32', 'fp16', 'bf16' or 'int8' (see :func:`choose_model`).
         build: whether a TensorRT engine may be built (False: use a cached one or fall back).
         working_size: (width, height) a TensorRT engine built here is fixed at (None: the model's own).
-        **options: passed to the backend (e.g. ``threads``).
+        **options: passed to the backend's opener (e.g. ``threads``).
 
     Returns:
         An open backend; close it, or use it as a context manager.
@@ -281,25 +289,5 @@ def open_backend(model: str | Path, backend: str = "auto", device: str = "auto",
 
 def _open_choice(choice: ModelChoice, device: str, build: bool, working_size: tuple[int, int] | None,
                  options: dict[str, Any]) -> Backend:
-    path, chosen, chosen_precision = choice
-    if chosen == "onnxruntime":
-        from .onnxruntime import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(path, device=device, **options)
-    if chosen == "openvino":
-        from .openvino import OpenVinoBackend
-
-        hint = "bf16" if chosen_precision == "bf16" else "fp32"
-        return OpenVinoBackend(path, device=device, precision=hint, **options)
-    if chosen == "torch":
-        from .torch import TorchBackend
-
-        return TorchBackend(path, device=device, **options)
-    if path.suffix == ".onnx":
-        from ..plan_cache import open_cached_engine
-
-        return open_cached_engine(path, chosen_precision, device, working_size=working_size, build=build,
-                                  **options)
-    from .tensorrt import TensorRTBackend
-
-    return TensorRTBackend(path, device=device, **options)
+    opener = backend_spec(choice.backend).load_opener()
+    return opener(OpenRequest(choice.path, choice.precision, device, build, working_size, options))

@@ -8,7 +8,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..bundled import PRECISION_SUFFIXES
 from ..geometry import check_input_size, output_margin
 from ..model_info import ModelInfo
 
@@ -18,9 +17,12 @@ class Backend(Protocol):
     """Runs the network on normalised batches; owns its resources until :meth:`close`.
 
     Attributes:
-        name: short backend name ('onnxruntime', 'torch', 'tensorrt').
+        name: short backend name, as registered (:mod:`unetrt.backends.registry`).
         device: where it runs, in words (e.g. 'cpu', 'cuda:0 (NVIDIA H100)').
         info: the model's description.
+        precision: what the network runs at: 'fp32', 'fp16', 'bf16' or 'int8'.
+        path: the model file it runs (for a TensorRT engine built from an ONNX model: the cached plan).
+        threads: the CPU threads it was asked to use, or None for its library's default.
         max_input_hw: largest (height, width) the backend accepts, or None for no limit.
         max_batch: largest batch it accepts, or None for no limit.
     """
@@ -28,6 +30,9 @@ class Backend(Protocol):
     name: str
     device: str
     info: ModelInfo
+    precision: str
+    path: Path
+    threads: int | None
     max_input_hw: tuple[int, int] | None
     max_batch: int | None
 
@@ -56,17 +61,29 @@ def check_batch(batch: np.ndarray, info: ModelInfo) -> np.ndarray:
     return np.ascontiguousarray(batch, dtype=np.float32)
 
 
-def onnx_file_precision(path: Path) -> str:
-    """The precision of an .onnx model by the name ``unet-export`` gives each variant: 'int8', 'fp16' or 'fp32'.
+def check_precision(asked: str, runs_at: str, backend: str, path: Path) -> str:
+    """The precision a backend runs a file at, checked against the one it was asked for.
+
+    Args:
+        asked: the precision :func:`unetrt.backends.choose_model` chose, or 'auto'.
+        runs_at: the precision the backend runs this file at (read from the file: :mod:`unetrt.model_file`).
+        backend: the backend's name, for the message.
+        path: the model file, for the message.
+
+    Returns:
+        ``runs_at``.
+
+    Raises:
+        ValueError: when ``asked`` is neither 'auto' nor ``runs_at``.
 
     Example:
-        >>> onnx_file_precision(Path("camvid.int8.onnx"))
+        >>> check_precision("auto", "int8", "onnxruntime", Path("camvid.int8.onnx"))
         'int8'
     """
-    for precision, suffix in PRECISION_SUFFIXES.items():
-        if precision != "fp32" and path.name.endswith(suffix):
-            return precision
-    return "fp32"
+    if asked not in ("auto", runs_at):
+        raise ValueError(f"{path.name} runs at {runs_at} on backend {backend!r}, not {asked!r}: pass precision "
+                         f"'auto', or the file of that precision")
+    return runs_at
 
 
 def invalid_model_file(path: str | Path, expected: str, problem: str) -> ValueError:

@@ -11,27 +11,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..cuda import PrimaryContext, cuda_ordinal
-from ..model_info import METADATA_KEY, ModelInfo, check_network_channels
-from .base import check_batch, invalid_model_file, network_output_shape, onnx_file_precision
+from ..model_file import ONNX_EXPECTED, read_model_file
+from ..model_info import check_network_channels
+from .base import check_batch, check_precision, invalid_model_file, network_output_shape
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-ONNX_EXPECTED = "ONNX model (an .onnx file written by unet-export)"
-
-
-def read_onnx_info(path: str | Path) -> ModelInfo:
-    """The model description stored in an ONNX file's metadata props, without loading the graph weights.
-
-    Raises:
-        ValueError: when the file is not a loadable ONNX model or has no unetrt metadata.
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = open_session(path, options, ["CPUExecutionProvider"])
-    return _info_from_session(session, path)
+    from .registry import OpenRequest
 
 
 def open_session(path: str | Path, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
@@ -71,15 +58,6 @@ def _onnx_runtime_reason(error: Exception) -> str:
     return text.split("failed:", 1)[-1].strip() or type(error).__name__
 
 
-def _info_from_session(session: object, path: str | Path) -> ModelInfo:
-    meta = session.get_modelmeta().custom_metadata_map  # type: ignore[attr-defined]
-    if METADATA_KEY not in meta:
-        raise ValueError(
-            f"ONNX file {str(path)!r} has no {METADATA_KEY!r} metadata; export it with unet-export"
-        )
-    return ModelInfo.from_json(meta[METADATA_KEY])
-
-
 def session_options(threads: int | None = None) -> ort.SessionOptions:
     """The session options of every unetrt ONNX Runtime session, tuned on the U-Net (see unet-bench).
 
@@ -117,11 +95,13 @@ class OnnxRuntimeBackend:
         path: the ONNX file written by ``unet-export``.
         device: 'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA provider when available; 'cuda' and 'auto' use GPU 0).
         threads: intra-op threads for the CPU provider (None: ONNX Runtime's default, one per core).
+        precision: the precision :func:`unetrt.backends.choose_model` chose ('auto': the file's own); ONNX
+            Runtime runs the file as it is, so another one is refused.
 
     Raises:
         FileNotFoundError: when the file does not exist.
-        ValueError: when it is not a loadable ONNX model, lacks unetrt metadata, or 'cuda' is asked of a
-            CPU-only build.
+        ValueError: when it is not a loadable ONNX model, lacks unetrt metadata, is of another precision than
+            asked, or 'cuda' is asked of a CPU-only build.
 
     Example:
         >>> with OnnxRuntimeBackend("model.onnx") as backend:  # doctest: +SKIP
@@ -132,12 +112,16 @@ class OnnxRuntimeBackend:
     max_input_hw: tuple[int, int] | None = None
     max_batch: int | None = None
 
-    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
+                 precision: str = "auto") -> None:
         import onnxruntime as ort
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model {str(path)!r} does not exist")
+        described = read_model_file(path)
+        self.info = described.info
+        self.precision = check_precision(precision, described.precision, self.name, path)
         available = ort.get_available_providers()
         has_cuda = "CUDAExecutionProvider" in available
         if device != "cpu":
@@ -156,15 +140,12 @@ class OnnxRuntimeBackend:
             [("CUDAExecutionProvider", {"device_id": self._ordinal}), "CPUExecutionProvider"] if use_cuda
             else ["CPUExecutionProvider"])
         self._session: ort.InferenceSession | None = open_session(path, session_options(threads), providers)
-        self.info = _info_from_session(self._session, path)
         check_network_channels(self.info, self._session.get_inputs()[0].shape[1],
                                self._session.get_outputs()[0].shape[1], str(path))
         on_cuda = self._session.get_providers()[0] == "CUDAExecutionProvider"
         self.device = f"cuda:{self._ordinal}" if on_cuda else "cpu"
         self.threads = threads
         self.path = path
-        # unet-export --fp16 names its FP16 graph NAME.fp16.onnx; its inputs and outputs stay FP32.
-        self.precision = onnx_file_precision(path)
         self._cuda_context: PrimaryContext | None = None
         self._stream: Any = None
         self._input = self._session.get_inputs()[0].name
@@ -252,3 +233,12 @@ class OnnxRuntimeBackend:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def open_model(request: OpenRequest) -> OnnxRuntimeBackend:
+    """The registry's opener (:mod:`unetrt.backends.registry`): an :class:`OnnxRuntimeBackend` for the request.
+
+    Raises:
+        FileNotFoundError, ValueError: as :class:`OnnxRuntimeBackend`.
+    """
+    return OnnxRuntimeBackend(request.path, device=request.device, precision=request.precision, **request.options)

@@ -20,17 +20,21 @@ import threading
 from collections import deque
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..cpu import usable_cores
-from ..model_info import METADATA_KEY, ModelInfo, check_network_channels
-from .base import check_batch, onnx_file_precision
+from ..model_file import IR_SUFFIXES, read_model_file, write_ir_description
+from ..model_file import PRECISIONS as FILE_PRECISIONS
+from ..model_info import check_network_channels
+from .base import check_batch
+
+if TYPE_CHECKING:
+    from .registry import OpenRequest
 
 MISSING_OPENVINO = "backend 'openvino' needs OpenVINO: pip install 'unetrt[openvino]' (or pip install openvino)"
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
-IR_SUFFIXES = (".xml",)
 
 
 def require_openvino() -> Any:
@@ -105,22 +109,6 @@ def _read_model(core: Any, path: Path) -> Any:
                          f"{lines[-1] if lines else type(exc).__name__}") from None
 
 
-def read_model_info(model: Any, path: Path) -> ModelInfo:
-    """The unetrt description of a model OpenVINO read: ONNX metadata props, or the IR's rt_info.
-
-    Raises:
-        ValueError: when the file carries no unetrt description.
-    """
-    if path.suffix == ".onnx":
-        from .onnxruntime import read_onnx_info
-
-        return read_onnx_info(path)
-    if not model.has_rt_info([METADATA_KEY]):
-        raise ValueError(f"OpenVINO IR {str(path)!r} has no {METADATA_KEY!r} rt_info; write it with "
-                         "unetrt.backends.openvino.write_ir")
-    return ModelInfo.from_json(str(model.get_rt_info([METADATA_KEY]).astype(str)))
-
-
 def _static_channels(port: Any) -> int | None:
     """The channel dimension (axis 1) of a model input or output, or None when it is dynamic."""
     shape = port.get_partial_shape()
@@ -143,9 +131,9 @@ def write_ir(onnx_path: str | Path, xml_path: str | Path) -> Path:
     onnx_path, xml_path = Path(onnx_path), Path(xml_path)
     if xml_path.suffix not in IR_SUFFIXES:
         raise ValueError(f"an OpenVINO IR file ends in .xml, got {str(xml_path)!r}")
+    info = read_model_file(onnx_path).info
     model = _read_model(shared_core(), onnx_path)
-    info = read_model_info(model, onnx_path)
-    model.set_rt_info(info.to_json(), [METADATA_KEY])
+    write_ir_description(model, info)
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
     return xml_path
 
@@ -157,7 +145,8 @@ class OpenVinoBackend:
         path: an ``.onnx`` file written by ``unet-export`` (FP32 or ``.int8.onnx``) or an IR ``.xml``.
         device: 'auto' or 'cpu' (OpenVINO's GPU plugins are not used).
         threads: inference threads (None: OpenVINO's default, one per core).
-        precision: inference precision hint, 'fp32' or 'bf16' (needs native BF16; INT8 layers stay INT8).
+        precision: 'auto' (the file's own) or the inference-precision hint 'fp32' or 'bf16' (needs native BF16);
+            an INT8 or FP16 file runs at its own precision whatever the hint (INT8 layers stay INT8).
         lanes: at most this many infer requests a batch of several images is spread over, the threads shared
             out among them (None: one per thread; 1: a batch runs whole on one request with every thread).
 
@@ -180,13 +169,14 @@ class OpenVinoBackend:
     max_batch: int | None = None
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None,
-                 precision: str = "fp32", lanes: int | None = None) -> None:
+                 precision: str = "auto", lanes: int | None = None) -> None:
         require_openvino()
         path = Path(path)
         if device not in ("auto", "cpu"):
             raise ValueError(f"backend 'openvino' runs on the CPU; device must be 'auto' or 'cpu', got {device!r}")
-        if precision not in PRECISION_HINTS:
-            raise ValueError(f"OpenVINO precision must be one of {', '.join(PRECISION_HINTS)}, got {precision!r}")
+        if precision not in ("auto", *PRECISION_HINTS, *FILE_PRECISIONS):
+            raise ValueError(f"OpenVINO precision must be 'auto' or one of {', '.join(PRECISION_HINTS)}, "
+                             f"got {precision!r}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if lanes is not None and lanes < 1:
@@ -196,8 +186,13 @@ class OpenVinoBackend:
         self._core = shared_core()
         if precision == "bf16" and "BF16" not in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise ValueError("precision 'bf16' asked, but this CPU has no native BF16; use precision 'fp32'")
+        # OpenVINO reads the file first: its report names what is wrong with a damaged one.
         self._model = _read_model(self._core, path)
-        self.info = read_model_info(self._model, path)
+        described = read_model_file(path)
+        if precision in FILE_PRECISIONS and precision not in (described.precision, *PRECISION_HINTS):
+            raise ValueError(f"{path.name} runs at {described.precision} on backend 'openvino', not {precision!r}: "
+                             "pass precision 'auto', or the file of that precision")
+        self.info = described.info
         if len(self._model.inputs) != 1 or len(self._model.outputs) != 1:
             raise ValueError(f"{str(path)!r} has {len(self._model.inputs)} inputs and {len(self._model.outputs)} "
                              "outputs; a unetrt U-Net has one of each")
@@ -205,13 +200,14 @@ class OpenVinoBackend:
                                _static_channels(self._model.outputs[0]), str(path))
         self.device = "cpu"
         self.threads = threads
-        # What runs: an INT8 file stays INT8 whatever the hint; otherwise the hint decides FP32 or BF16.
-        file_precision = onnx_file_precision(path)
-        self.precision = file_precision if file_precision != "fp32" else precision
+        self.path = path
+        hint = precision if precision in PRECISION_HINTS else "fp32"
+        # What runs: an INT8 (or FP16) file keeps its precision whatever the hint; an FP32 one runs at the hint.
+        self.precision = described.precision if described.precision != "fp32" else hint
         self._config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": "1",
-            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
+            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[hint],
             # Pinned threads cannot step aside for the capture, writer and other processes of a shared machine.
             "ENABLE_CPU_PINNING": False,
         }
@@ -303,3 +299,12 @@ class OpenVinoBackend:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def open_model(request: OpenRequest) -> OpenVinoBackend:
+    """The registry's opener (:mod:`unetrt.backends.registry`): an :class:`OpenVinoBackend` for the request.
+
+    Raises:
+        ImportError, FileNotFoundError, ValueError: as :class:`OpenVinoBackend`.
+    """
+    return OpenVinoBackend(request.path, device=request.device, precision=request.precision, **request.options)

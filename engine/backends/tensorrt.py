@@ -48,10 +48,12 @@ from ..plan_metadata import (
     format_shape,
     read_plan_metadata,
 )
-from .base import check_batch
+from .base import check_batch, check_precision
 
 if TYPE_CHECKING:
     import tensorrt as trt
+
+    from .registry import OpenRequest
 
 MISSING_TENSORRT = (
     "TensorRT is not installed: on a Jetson install JetPack 6 (it ships TensorRT 10 with its Python bindings); "
@@ -195,6 +197,8 @@ class TensorRTBackend:
         device: 'auto', 'cuda' or 'cuda:N'.
         cuda_graph: replay a CUDA graph of :meth:`infer` once the same input shape comes twice in a row
             (the first run of a shape is the warm-up); falls back to plain enqueueing when capture fails.
+        precision: the precision :func:`unetrt.backends.choose_model` chose ('auto': the plan's own, from its
+            metadata); another one is refused.
 
     Attributes:
         max_input_hw: largest (height, width) of the engine's optimisation profile.
@@ -214,8 +218,10 @@ class TensorRTBackend:
     """
 
     name = "tensorrt"
+    threads: int | None = None  # the GPU runs it: no CPU threads to set
 
-    def __init__(self, path: str | Path, device: str = "auto", cuda_graph: bool = True) -> None:
+    def __init__(self, path: str | Path, device: str = "auto", cuda_graph: bool = True,
+                 precision: str = "auto") -> None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"TensorRT plan {str(path)!r} does not exist")
@@ -223,7 +229,7 @@ class TensorRTBackend:
         self.path = path
         self.metadata: PlanMetadata = read_plan_metadata(path)
         self.info = self.metadata.info
-        self.precision = self.metadata.precision
+        self.precision = check_precision(precision, self.metadata.precision, self.name, path)
         require_tensorrt()
         require_pycuda()
         import tensorrt as trt
@@ -478,3 +484,23 @@ class TensorRTBackend:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def open_model(request: OpenRequest) -> TensorRTBackend:
+    """The registry's opener (:mod:`unetrt.backends.registry`): a plan runs as it is; an ONNX model runs as the
+    engine :mod:`unetrt.plan_cache` builds from it on first use (at the request's precision and working size) and
+    caches.
+
+    The option ``threads`` (every backend's) is dropped: the GPU runs the network, there are no CPU threads to set.
+
+    Raises:
+        ImportError, FileNotFoundError, ValueError: as :class:`TensorRTBackend`.
+        LookupError: (``unetrt.plan_cache.PlanNotCachedError``) with ``build=False`` and no cached engine.
+    """
+    options = {key: value for key, value in request.options.items() if key != "threads"}
+    if request.path.suffix == ".onnx":
+        from ..plan_cache import open_cached_engine
+
+        return open_cached_engine(request.path, request.precision, request.device,
+                                  working_size=request.working_size, build=request.build, **options)
+    return TensorRTBackend(request.path, device=request.device, precision=request.precision, **options)

@@ -6,12 +6,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from ..cuda import DeviceArray
 from .base import check_batch, network_output_shape
+
+if TYPE_CHECKING:
+    from .registry import OpenRequest
 
 
 def _import_torch() -> Any:
@@ -52,6 +55,8 @@ class TorchBackend:
         torch = _import_torch()
         from unetrt.export.checkpoint import load_model
 
+        self.path = Path(path)
+        self.precision = "fp16" if half else "fp32"
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
         if device == "cuda" and not torch.cuda.is_available():
@@ -70,8 +75,6 @@ class TorchBackend:
         self._model: Any = cast(Any, model).to(self._device, self._dtype, memory_format=self._memory_format)
         self.device = f"cuda ({torch.cuda.get_device_name()})" if use_cuda else "cpu"
         self.threads = threads
-        self.path = Path(path)
-        self.precision = "fp16" if half else "fp32"
         self._stream: Any = None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -157,3 +160,15 @@ class TorchBackend:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def open_model(request: OpenRequest) -> TorchBackend:
+    """The registry's opener (:mod:`unetrt.backends.registry`): a :class:`TorchBackend` for the request, in FP16
+    when the precision asked is 'fp16' or the option ``half`` says so (a checkpoint holds FP32 weights).
+
+    Raises:
+        ImportError, FileNotFoundError, ValueError: as :class:`TorchBackend`.
+    """
+    options = dict(request.options)
+    half = bool(options.pop("half", False)) or request.precision == "fp16"
+    return TorchBackend(request.path, device=request.device, half=half, **options)

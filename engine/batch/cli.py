@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..backends import PRECISIONS
+from ..backends.registry import backend_help
 from ..cli import HelpFormatter, parse_size, run_cli
 from .job import DEFAULT_BATCH_SIZE, SUMMARY_NAME, BatchSettings, run_batch
 
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for masks and the summary")
     parser.add_argument("--model", required=True, help="a .plan, .onnx or .pt file (same path on every node) "
                                                        "or a bundled model name")
-    parser.add_argument("--backend", default="auto", help="auto, onnxruntime, openvino, torch or tensorrt")
+    parser.add_argument("--backend", default="auto", help=backend_help())
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="a bundled model's precision (auto: the fastest that keeps the accuracy)")
     parser.add_argument("--working-size", type=parse_size, default=None, metavar="WxH",

@@ -26,7 +26,6 @@ import numpy as np
 from tqdm import tqdm
 
 from ..backends import choose_model
-from ..backends.base import onnx_file_precision
 from ..cli import StopOnSigterm, TerminatedError
 from ..segmenter import Segmenter
 from .inputs import (
@@ -98,10 +97,7 @@ class BatchSettings:
     def engine(self, device: str) -> dict[str, str]:
         """The model file, backend and precision that run on ``device`` (for the summary)."""
         choice = choose_model(self.model, self.backend, self.precision, device)
-        precision = choice.precision
-        if precision == "auto":
-            precision = onnx_file_precision(choice.path) if choice.path.suffix == ".onnx" else "as built"
-        return {"model": str(choice.path), "backend": choice.backend, "precision": precision}
+        return {"model": str(choice.path), "backend": choice.backend, "precision": choice.precision}
 
 
 class SegmentWorker:

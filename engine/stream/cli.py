@@ -26,6 +26,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ..backends import PRECISIONS
+from ..backends.registry import backend_help
 from ..cli import HelpFormatter, StopOnSigterm, TerminatedError, parse_size, run_cli
 from .flip import FLIPS
 from .options import StreamOptions
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("output", nargs="?", default=None,
                         help="output URI (default: a window when there is a display, else none)")
     parser.add_argument("--model", default="camvid", help="model file (.onnx, .pt, .plan) or bundled name")
-    parser.add_argument("--backend", default="auto", help="auto, onnxruntime, openvino, torch or tensorrt")
+    parser.add_argument("--backend", default="auto", help=backend_help())
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="a bundled model's precision (auto: the fastest installed engine and precision that "
                              "keeps the accuracy; bf16 is OpenVINO's hint)")

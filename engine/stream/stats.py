@@ -9,12 +9,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..cli import format_size
+
+if TYPE_CHECKING:
+    from ..backends import Backend
 
 STAGES = ("capture", "preprocess", "inference", "postprocess", "visualize", "write")
 # 'latency' runs from capture to mask; it is 'queue_wait' (in the hand-off, long for a stored source read ahead)
@@ -185,27 +187,26 @@ def describe_runtime(segmenter: object) -> dict[str, Any]:
     """What ran: backend, precision, model, device, threads and working size of a segmenter (None where it does not
     say).
 
-    Reads the attributes a :class:`unetrt.segmenter.Segmenter`'s backend carries (``name``, ``precision``,
-    ``path``, ``device``, ``threads``) and its ``info``; a segmenter of another kind gives Nones.
+    Reads what a :class:`unetrt.segmenter.Segmenter`'s backend says of itself (the
+    :class:`unetrt.backends.Backend` protocol: ``name``, ``precision``, ``path``, ``device``, ``threads``) and
+    its ``info``; a frame segmenter without a backend gives Nones.
 
     Example:
         >>> describe_runtime(object())["backend"] is None
         True
     """
-    backend = getattr(segmenter, "backend", None)
+    # A stream takes any frame segmenter; only unetrt's Segmenter has a backend.
+    backend: Backend | None = getattr(segmenter, "backend", None)
     info = getattr(segmenter, "info", None)
-    path = getattr(backend, "path", None)
-    threads = getattr(backend, "threads", None)
     working_size = getattr(info, "working_size", None)
-    return {
-        "backend": getattr(backend, "name", None),
-        "precision": getattr(backend, "precision", None),
-        "model": str(Path(path)) if path is not None else getattr(info, "name", None),
-        "device": getattr(backend, "device", None),
-        # None: the library's own default (ONNX Runtime: one per physical core; torch: its setting).
-        "threads": threads if threads is not None else ("default" if backend is not None else None),
-        "working_size": None if working_size is None else format_size(working_size),
-    }
+    described: dict[str, Any] = {"backend": None, "precision": None, "model": getattr(info, "name", None),
+                                 "device": None, "threads": None}
+    if backend is not None:
+        described = {"backend": backend.name, "precision": backend.precision, "model": str(backend.path),
+                     "device": backend.device,
+                     # None: the library's own default (ONNX Runtime: one per physical core; torch: its setting).
+                     "threads": "default" if backend.threads is None else backend.threads}
+    return {**described, "working_size": None if working_size is None else format_size(working_size)}
 
 
 def describe_runtime_line(runtime: dict[str, Any]) -> str:

@@ -61,7 +61,7 @@ def open_segmenters(model: str | Path, options: dict[str, Any], workers: int | N
     warm_up = options.get("warm_up", True)
     # Opened cold: it tells the device, and may be opened again with fewer threads; warmed once it is kept.
     first = Segmenter(model, **{**options, "warm_up": False})
-    device = getattr(first.backend, "device", "cpu")
+    device = first.backend.device
     threads = options.get("threads")
     cores = cpu.usable_cores()
     if workers is not None:

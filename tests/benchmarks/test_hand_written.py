@@ -40,10 +40,10 @@ def test_masks_agree_with_unetrt_on_camvid_frames(shared_data: Path) -> None:
 
 
 def test_network_input_is_the_working_size_rounded_to_what_the_network_takes() -> None:
-    from unetrt.backends.onnxruntime import read_onnx_info
+    from unetrt.model_file import read_model_file
 
     path = bundled_model_path("camvid", ".int8.onnx")
-    info = read_onnx_info(path)
+    info = read_model_file(path).info
     assert HandWrittenPipeline(path, info, (360, 480), threads=1).input_hw == (192, 256)
     unsized = HandWrittenPipeline(path, dataclasses.replace(info, working_size=None), (100, 70), threads=1)
     assert unsized.input_hw == (112, 80)

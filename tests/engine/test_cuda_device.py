@@ -42,6 +42,7 @@ class RuntimeBackend:
 
     def __init__(self, inner: Any, gpu: FakeGpu, ordinal: int = 0, capturable: bool = True) -> None:
         self.inner, self.gpu, self.info, self.ordinal = inner, gpu, inner.info, ordinal
+        self.precision, self.path, self.threads = inner.precision, inner.path, inner.threads
         self.device = f"cuda:{ordinal} (fake)"
         self.capturable = capturable
         self.sessions = 0

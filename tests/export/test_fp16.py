@@ -10,7 +10,6 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from unetrt.backends.onnxruntime import read_onnx_info
 from unetrt.export.fp16 import (
     compare_fp16,
     convert_file,
@@ -20,6 +19,7 @@ from unetrt.export.fp16 import (
     is_fp16_model,
 )
 from unetrt.export.onnx_export import main as export_main
+from unetrt.model_file import read_model_file
 
 # Stated tolerances of the FP16 graph against FP32 on ONNX Runtime's CPU provider.
 MAX_LOGIT_DIFF = 0.1
@@ -53,7 +53,7 @@ def test_tiny_unet_converts_with_fp32_io_and_head(tiny_model_files: dict[str, Pa
 def test_conversion_keeps_metadata_and_refuses_fp16_input(tiny_model_files: dict[str, Path],
                                                            tmp_path: Path) -> None:
     target = convert_file(tiny_model_files["onnx"], tmp_path / "tiny.fp16.onnx")
-    assert read_onnx_info(target) == read_onnx_info(tiny_model_files["onnx"])
+    assert read_model_file(target).info == read_model_file(tiny_model_files["onnx"]).info
     with pytest.raises(ValueError, match="FP16 weights already"):
         convert_to_fp16(onnx.load(str(target)))
 
@@ -133,7 +133,7 @@ def test_bundled_camvid_fp16_agrees_on_val_frames(shared_data: Path, tmp_path: P
         fp32 = bundled_model_path("camvid", ".onnx")
     except ValueError:
         pytest.skip("the bundled camvid model is not in engine/models yet")
-    info = read_onnx_info(fp32)
+    info = read_model_file(fp32).info
     assert info.working_size is not None
     frames = list_images(shared_data / "camvid" / "val")
     picked = frames[:: max(1, len(frames) // CAMVID_FRAMES)][:CAMVID_FRAMES]

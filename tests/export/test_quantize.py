@@ -20,8 +20,8 @@ from unetrt.export.quantize import (
     int8_path,
     pick_evenly,
     quantize_onnx,
-    read_quantization,
 )
+from unetrt.model_file import QUANTIZATION_KEY, read_model_file
 from unetrt.model_info import METADATA_KEY, ModelInfo
 
 
@@ -65,7 +65,7 @@ def _check_layout(path: Path, fp32: Path, activation_dtype: type, symmetric_acti
 def test_cpu_layout_uint8_activations_per_channel_int8_weights(tiny_model_files: dict[str, Path],
                                                                tiny_int8_onnx: Path) -> None:
     _check_layout(tiny_int8_onnx, tiny_model_files["onnx"], np.uint8, symmetric_activations=False)
-    record = read_quantization(tiny_int8_onnx)
+    record = read_model_file(tiny_int8_onnx).quantization
     assert record is not None and record["method"] == "minmax" and record["frames"] == 4
     assert record["target"] == "cpu"
 
@@ -80,7 +80,7 @@ def test_tensorrt_layout_symmetric_int8_activations(tiny_model_files: dict[str, 
 
 
 def test_float_model_has_no_quantization_record(tiny_model_files: dict[str, Path]) -> None:
-    assert read_quantization(tiny_model_files["onnx"]) is None
+    assert read_model_file(tiny_model_files["onnx"]).quantization is None
 
 
 def test_int8_logits_follow_fp32(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path) -> None:
@@ -183,7 +183,7 @@ def test_unet_export_int8_writes_or_refuses(passes: bool, tiny_model_files: dict
     if passes:
         assert code == 0 and int8_path(output).is_file()
         assert "mean IoU FP32" in captured.out and "INT8 on onnxruntime" in captured.out
-        record = read_quantization(int8_path(output))
+        record = read_model_file(int8_path(output)).quantization
         assert record is not None and record["frames"] == 2 and record["method"] == "percentile"
     else:
         assert code == 2 and not int8_path(output).exists()
@@ -193,7 +193,7 @@ def test_unet_export_int8_writes_or_refuses(passes: bool, tiny_model_files: dict
 
 def test_quantization_record_is_json(tiny_int8_onnx: Path) -> None:
     props = {p.key: p.value for p in onnx.load(str(tiny_int8_onnx)).metadata_props}
-    assert json.loads(props[quantize.QUANTIZATION_KEY])["format"] == "QDQ"
+    assert json.loads(props[QUANTIZATION_KEY])["format"] == "QDQ"
 
 
 def test_calibration_frames_can_be_restricted_to_stems(tmp_path: Path) -> None:

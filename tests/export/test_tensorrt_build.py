@@ -20,7 +20,6 @@ from unetrt.export.tensorrt import (
     build_parser,
     describe_parser_errors,
     main,
-    read_model_info,
 )
 from unetrt.plan_metadata import GpuIdentity, PlanMetadata, ShapeProfile
 
@@ -74,14 +73,6 @@ def test_rebuild_command_parses_back() -> None:
 def test_build_options_validation(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         BuildOptions(**kwargs)
-
-
-def test_read_model_info_requires_metadata(tiny_model_files: dict[str, Path]) -> None:
-    model = onnx.load(str(tiny_model_files["onnx"]))
-    assert read_model_info(model, "tiny.onnx") == tiny_info()
-    del model.metadata_props[:]
-    with pytest.raises(ValueError, match="unet-export"):
-        read_model_info(model, "tiny.onnx")
 
 
 def test_parser_errors_name_every_node() -> None:

@@ -258,10 +258,10 @@ def write_plan_from_onnx(onnx_path: Path, plan_path: Path, gpu: FakeGpu, *, vers
     Example:
         >>> plan = write_plan_from_onnx(model_files["onnx"], tmp_path / "tiny.plan", gpu)  # doctest: +SKIP
     """
-    from unetrt.backends.onnxruntime import read_onnx_info
+    from unetrt.model_file import read_model_file
     from unetrt.plan_metadata import GpuIdentity, PlanMetadata, ShapeProfile, write_plan_metadata
 
-    info = read_onnx_info(onnx_path)
+    info = read_model_file(onnx_path).info
     if profile is None:
         profile = ((1, info.in_channels, 16, 16), (1, info.in_channels, 64, 64), (4, info.in_channels, 96, 96))
     plan = FakePlan(tensorrt_version=version, device_name=gpu.name, compute_capability=gpu.compute_capability,

@@ -1,0 +1,342 @@
+"""The model file: a unetrt model's description read from and written to every container, without a session.
+
+Each container keeps the same JSON document (:class:`~unetrt.model_info.ModelInfo`):
+
+* ``.onnx``: the metadata prop ``unetrt`` (and ``unetrt.quantization`` for an INT8 model of ``unet-export --int8``),
+  read by a small reader of ONNX's protobuf wire format that skips the weights; it needs neither onnx nor an
+  inference session, so the runtime reads it on a machine with ONNX Runtime alone;
+* OpenVINO IR ``.xml``: the top-level rt_info ``unetrt`` (:func:`write_ir_description`), read as XML;
+* TensorRT ``.plan`` / ``.engine``: the ``PLAN.json`` beside it (:mod:`unetrt.plan_metadata`);
+* ``.pt``: the checkpoint's ``info`` entry (reading it needs torch: :mod:`unetrt.export.checkpoint`).
+
+The precision of a file is read from its content, never from its name: a graph with QuantizeLinear or
+DequantizeLinear nodes is INT8, one with FP16 initializers FP16 (``unet-export --fp16``), any other FP32; a plan's
+is the one it was built at; an OpenVINO IR is INT8 when quantized, else FP32 (FP16 constants there are storage
+only); a checkpoint is FP32.
+
+Every description of a model file is decoded by :func:`decode_description`, the one parser of this document.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .model_info import METADATA_KEY, ModelInfo
+
+ONNX_SUFFIXES = (".onnx",)
+IR_SUFFIXES = (".xml",)
+PLAN_SUFFIXES = (".plan", ".engine")
+CHECKPOINT_SUFFIXES = (".pt",)
+MODEL_SUFFIXES = (*ONNX_SUFFIXES, *IR_SUFFIXES, *PLAN_SUFFIXES, *CHECKPOINT_SUFFIXES)
+# The quantization record of an INT8 ONNX model (unetrt.export.quantize writes it).
+QUANTIZATION_KEY = "unetrt.quantization"
+# The names of the network's one input and one output in every ONNX file unet-export writes.
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+ONNX_EXPECTED = "ONNX model (an .onnx file written by unet-export)"
+IR_EXPECTED = "OpenVINO IR (an .xml file written by unetrt.backends.openvino.write_ir)"
+PRECISIONS = ("fp32", "fp16", "int8")
+
+# ONNX's protobuf schema (onnx/onnx.proto3): field numbers and wire types this reader uses or checks.
+_VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
+# ModelProto: ir_version 1, producer_name 2, producer_version 3, domain 4, model_version 5, doc_string 6,
+# graph 7, opset_import 8, metadata_props 14, training_info 20, functions 25, configuration 26.
+_MODEL_WIRE = {1: _VARINT, 2: _LENGTH, 3: _LENGTH, 4: _LENGTH, 5: _VARINT, 6: _LENGTH, 7: _LENGTH, 8: _LENGTH,
+               14: _LENGTH, 20: _LENGTH, 25: _LENGTH, 26: _LENGTH}
+_MODEL_GRAPH, _MODEL_METADATA = 7, 14
+_GRAPH_NODE, _GRAPH_INITIALIZER = 1, 5  # GraphProto
+_NODE_OP_TYPE = 4  # NodeProto
+_TENSOR_DATA_TYPE = 2  # TensorProto
+_ENTRY_KEY, _ENTRY_VALUE = 1, 2  # StringStringEntryProto
+_FLOAT16 = 10  # TensorProto.DataType.FLOAT16
+_QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """What a model file says about itself.
+
+    Attributes:
+        path: the file.
+        info: the model's description.
+        precision: 'fp32', 'fp16' or 'int8', read from the content (a plan: the precision it was built at).
+        quantization: the INT8 model's quantization record (calibration method, frames, layout), or None.
+    """
+
+    path: Path
+    info: ModelInfo
+    precision: str
+    quantization: dict[str, Any] | None = None
+
+
+def decode_description(document: str | Mapping[str, Any]) -> ModelInfo:
+    """The one parser of a stored model description: JSON text or its decoded object -> ModelInfo.
+
+    Raises:
+        ValueError: in one line, when the document is not valid model metadata.
+
+    Example:
+        >>> decode_description(ModelInfo(("cell",), ((255, 0, 0),), in_channels=1, mean=(0.5,),
+        ...                                        std=(0.25,)).to_json()).class_names
+        ('cell',)
+    """
+    if isinstance(document, str):
+        return ModelInfo.from_json(document)
+    return ModelInfo.from_dict(dict(document))
+
+
+def read_model_file(path: str | Path) -> ModelFile:
+    """Read the description and precision of a model file of any container, without an inference session.
+
+    Args:
+        path: an .onnx, .xml (OpenVINO IR), .plan/.engine (with PLAN.json beside it) or .pt file.
+
+    Returns:
+        The file's description, precision and quantization record.
+
+    Raises:
+        FileNotFoundError: when the file (or a plan's metadata) does not exist.
+        ValueError: in one line naming the file, when it is damaged, of another kind, or carries no unetrt
+            description; on a suffix that is no model file.
+        ImportError: for a .pt file without torch (the message says how to install it).
+
+    Example:
+        >>> read_model_file("camvid.int8.onnx").precision  # doctest: +SKIP
+        'int8'
+    """
+    path = Path(path)
+    if path.suffix not in MODEL_SUFFIXES:
+        raise ValueError(f"{str(path)!r} is no model file: use a {', '.join(MODEL_SUFFIXES)} file")
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    if path.suffix in ONNX_SUFFIXES:
+        return _read_onnx(path)
+    if path.suffix in IR_SUFFIXES:
+        return _read_ir(path)
+    if path.suffix in PLAN_SUFFIXES:
+        from .plan_metadata import read_plan_metadata
+
+        metadata = read_plan_metadata(path)
+        return ModelFile(path, metadata.info, metadata.precision)
+    try:
+        from .export.checkpoint import load_checkpoint
+    except ImportError as exc:
+        raise ImportError(f"reading {str(path)!r} needs PyTorch ({exc}): pip install 'unetrt[export]' after "
+                          "installing the torch build you want") from exc
+    return ModelFile(path, checkpoint_description(load_checkpoint(path)), "fp32")
+
+
+def file_precision(path: str | Path) -> str:
+    """The precision a model file runs at, from its content (see the module docstring); a .pt file is FP32.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`read_model_file` (a .pt file is not opened).
+
+    Example:
+        >>> file_precision("camvid.fp16.onnx")  # doctest: +SKIP
+        'fp16'
+    """
+    path = Path(path)
+    if path.suffix in CHECKPOINT_SUFFIXES:
+        return "fp32"
+    return read_model_file(path).precision
+
+
+def checkpoint_description(data: Mapping[str, Any]) -> ModelInfo:
+    """The description in a checkpoint's dictionary (``torch.load`` of a ``.pt`` written by ``unet-train``).
+
+    Raises:
+        ValueError: when it has none or it is not valid model metadata.
+    """
+    if "info" not in data:
+        raise ValueError("the checkpoint has no 'info' entry; write it with unet-train")
+    return decode_description(data["info"])
+
+
+def write_onnx_description(proto: Any, info: ModelInfo, quantization: Mapping[str, Any] | None = None) -> None:
+    """Store ``info`` (and an INT8 model's quantization record) in an ``onnx.ModelProto``'s metadata props.
+
+    The entries written here replace older ones of the same key; the other props are kept.
+
+    Example:
+        >>> write_onnx_description(onnx.load("camvid.onnx"), info)  # doctest: +SKIP
+    """
+    ours = {METADATA_KEY: info.to_json()}
+    if quantization is not None:
+        ours[QUANTIZATION_KEY] = json.dumps(dict(quantization))
+    kept = [p for p in proto.metadata_props if p.key not in ours]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in ours.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "unetrt"
+
+
+def write_ir_description(model: Any, info: ModelInfo) -> None:
+    """Store ``info`` in an ``openvino.Model``'s rt_info (saved into the IR ``.xml`` by ``openvino.save_model``).
+
+    Example:
+        >>> write_ir_description(core.read_model("camvid.onnx"), info)  # doctest: +SKIP
+    """
+    model.set_rt_info(info.to_json(), [METADATA_KEY])
+
+
+# --- ONNX: protobuf wire format (https://protobuf.dev/programming-guides/encoding/) ------------------------------
+
+
+class _MalformedError(Exception):
+    """The bytes are not a protobuf message of the expected schema."""
+
+
+def _varint(data: Any, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end:
+            raise _MalformedError("a varint runs past the end")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 64:
+            raise _MalformedError("a varint is longer than 10 bytes")
+
+
+def _fields(data: Any, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """(field number, wire type, start, end) of each field; a varint's value is its ``start``."""
+    pos = start
+    while pos < end:
+        key, pos = _varint(data, pos, end)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise _MalformedError("field number 0")
+        if wire == _VARINT:
+            value, pos = _varint(data, pos, end)
+            yield number, wire, value, pos
+            continue
+        if wire == _LENGTH:
+            size, pos = _varint(data, pos, end)
+        elif wire in (_FIXED64, _FIXED32):
+            size = 8 if wire == _FIXED64 else 4
+        else:
+            raise _MalformedError(f"wire type {wire}")
+        if pos + size > end:
+            raise _MalformedError("a field runs past the end")
+        yield number, wire, pos, pos + size
+        pos += size
+
+
+def _text(data: Any, start: int, end: int) -> str:
+    try:
+        return bytes(data[start:end]).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _MalformedError("a string is not UTF-8") from exc
+
+
+def _entry(data: Any, start: int, end: int) -> tuple[str, str]:
+    key = value = ""
+    for number, wire, first, last in _fields(data, start, end):
+        if number in (_ENTRY_KEY, _ENTRY_VALUE) and wire != _LENGTH:
+            raise _MalformedError("a metadata entry of the wrong type")
+        if number == _ENTRY_KEY:
+            key = _text(data, first, last)
+        elif number == _ENTRY_VALUE:
+            value = _text(data, first, last)
+    return key, value
+
+
+def _graph_precision(data: Any, start: int, end: int) -> str:
+    fp16 = False
+    for number, wire, first, last in _fields(data, start, end):
+        if wire != _LENGTH:
+            continue
+        if number == _GRAPH_NODE:
+            for field, kind, low, high in _fields(data, first, last):
+                if field == _NODE_OP_TYPE and kind == _LENGTH and _text(data, low, high) in _QDQ_OPS:
+                    return "int8"
+        elif number == _GRAPH_INITIALIZER and not fp16:
+            fp16 = any(field == _TENSOR_DATA_TYPE and kind == _VARINT and value == _FLOAT16
+                       for field, kind, value, _ in _fields(data, first, last))
+    return "fp16" if fp16 else "fp32"
+
+
+def _onnx_contents(data: Any, size: int) -> tuple[dict[str, str], str | None]:
+    """(metadata props, precision or None without a graph) of a serialised ONNX ModelProto."""
+    props: dict[str, str] = {}
+    precision = None
+    for number, wire, first, last in _fields(data, 0, size):
+        if number in _MODEL_WIRE and wire != _MODEL_WIRE[number]:
+            raise _MalformedError(f"field {number} has wire type {wire}")
+        if number == _MODEL_METADATA:
+            key, value = _entry(data, first, last)
+            props[key] = value
+        elif number == _MODEL_GRAPH:
+            precision = _graph_precision(data, first, last)
+    return props, precision
+
+
+def _invalid(path: Path, expected: str, problem: str) -> ValueError:
+    return ValueError(f"model file {str(path)!r} is not a valid {expected}: {problem}")
+
+
+def _read_onnx(path: Path) -> ModelFile:
+    props: dict[str, str] = {}
+    precision: str | None = None
+    with path.open("rb") as file:
+        size = path.stat().st_size
+        try:
+            if size != 0:
+                # Mapped, not read: the weights are skipped over, never copied.
+                with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                    props, precision = _onnx_contents(data, size)
+        except _MalformedError as exc:
+            raise _invalid(path, ONNX_EXPECTED, f"it is truncated, damaged or not ONNX at all ({exc})") from None
+    if precision is None:
+        raise _invalid(path, ONNX_EXPECTED, "No graph was found in it (an empty file or another protobuf)")
+    if METADATA_KEY not in props:
+        raise ValueError(f"ONNX file {str(path)!r} has no {METADATA_KEY!r} metadata; export it with unet-export")
+    return ModelFile(path, decode_description(props[METADATA_KEY]), precision,
+                     _quantization(props.get(QUANTIZATION_KEY), path))
+
+
+def _quantization(text: str | None, path: Path) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{str(path)!r}: its {QUANTIZATION_KEY!r} record is not valid JSON ({exc})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{str(path)!r}: its {QUANTIZATION_KEY!r} record must be a JSON object")
+    return record
+
+
+# --- OpenVINO IR: the .xml's <rt_info> (https://docs.openvino.ai/2024/documentation/openvino-ir-format.html) ----
+
+
+def _read_ir(path: Path) -> ModelFile:
+    try:
+        root = ElementTree.parse(path).getroot()
+    except ElementTree.ParseError as exc:
+        raise _invalid(path, IR_EXPECTED, f"it is not well-formed XML ({exc})") from None
+    rt_info = root.find("rt_info")
+    entry = None if rt_info is None else rt_info.find(METADATA_KEY)
+    if root.tag != "net" or rt_info is None or entry is None or entry.get("value") is None:
+        raise ValueError(f"OpenVINO IR {str(path)!r} has no {METADATA_KEY!r} rt_info; write it with "
+                         "unetrt.backends.openvino.write_ir")
+    # OpenVINO keeps the ONNX file's metadata props under <framework>: an INT8 model's quantization record too.
+    record = rt_info.find(f"framework/{QUANTIZATION_KEY}")
+    quantization = _quantization(None if record is None else record.get("value"), path)
+    # FP16 constants in an IR are storage only (openvino.save_model compresses them by default): OpenVINO
+    # decompresses them and runs at its inference-precision hint, so an IR is INT8 or FP32.
+    quantized = quantization is not None or any(layer.get("type") == "FakeQuantize" for layer in root.iter("layer"))
+    precision = "int8" if quantized else "fp32"
+    return ModelFile(path, decode_description(str(entry.get("value"))), precision, quantization)

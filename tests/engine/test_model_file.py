@@ -1,0 +1,186 @@
+"""unetrt.model_file: every container's description and precision, read without an inference session."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_info
+
+from unetrt.backends import choose_model, open_backend
+from unetrt.model_file import (
+    QUANTIZATION_KEY,
+    file_precision,
+    read_model_file,
+    write_onnx_description,
+)
+from unetrt.model_info import METADATA_KEY
+from unetrt.plan_metadata import GpuIdentity, PlanMetadata, ShapeProfile, write_plan_metadata
+
+onnx = pytest.importorskip("onnx")
+
+
+@pytest.fixture(scope="module")
+def tiny_fp16_onnx(tiny_model_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("onnxconverter_common")
+    from unetrt.export.fp16 import convert_to_fp16
+
+    path = tmp_path_factory.mktemp("tiny_fp16") / "tiny.fp16.onnx"
+    onnx.save(convert_to_fp16(onnx.load(str(tiny_model_files["onnx"]))), str(path))
+    return path
+
+
+@pytest.fixture
+def no_onnx_runtime_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any ONNX Runtime session opened from here on fails the test."""
+    import onnxruntime as ort
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an ONNX Runtime session was opened to read the model's description")
+
+    monkeypatch.setattr(ort, "InferenceSession", refuse)
+
+
+def test_onnx_description_and_precision_match_the_onnx_library(tiny_model_files: dict[str, Path],
+                                                              tiny_fp16_onnx: Path, tiny_int8_onnx: Path) -> None:
+    for path, precision in ((tiny_model_files["onnx"], "fp32"), (tiny_fp16_onnx, "fp16"), (tiny_int8_onnx, "int8")):
+        described = read_model_file(path)
+        props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        assert described.info == tiny_info() and described.info.to_json() == props[METADATA_KEY]
+        assert described.precision == precision
+    quantization = read_model_file(tiny_int8_onnx).quantization
+    assert quantization is not None and quantization["method"] == "minmax" and quantization["frames"] == 4
+    assert read_model_file(tiny_model_files["onnx"]).quantization is None
+
+
+def test_precision_comes_from_the_content_not_the_name(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path,
+                                                       tmp_path: Path) -> None:
+    # Before: the precision was read off the name (NAME.int8.onnx), so a renamed file reported the wrong one.
+    quantized = shutil.copy(tiny_int8_onnx, tmp_path / "calibrated.onnx")
+    float_named_int8 = shutil.copy(tiny_model_files["onnx"], tmp_path / "float.int8.onnx")
+    assert file_precision(quantized) == "int8" and file_precision(float_named_int8) == "fp32"
+    assert choose_model(quantized).precision == "int8"
+    with open_backend(quantized, "onnxruntime") as backend:
+        assert backend.precision == "int8"
+    with open_backend(float_named_int8, "onnxruntime") as backend:
+        assert backend.precision == "fp32"
+
+
+def test_a_backend_refuses_a_precision_its_file_does_not_run_at(tiny_model_files: dict[str, Path]) -> None:
+    from unetrt.backends.onnxruntime import OnnxRuntimeBackend
+
+    with pytest.raises(ValueError, match="runs at fp32 on backend 'onnxruntime', not 'int8'"):
+        OnnxRuntimeBackend(tiny_model_files["onnx"], precision="int8")
+
+
+def test_onnx_is_read_without_a_session(tiny_model_files: dict[str, Path], no_onnx_runtime_session: None) -> None:
+    assert read_model_file(tiny_model_files["onnx"]).info == tiny_info()
+    assert choose_model(tiny_model_files["onnx"], "openvino").precision == "fp32"
+
+
+def test_openvino_ir_is_written_without_an_onnx_runtime_session(tiny_int8_onnx: Path, tmp_path: Path,
+                                                                no_onnx_runtime_session: None) -> None:
+    # Before: write_ir (and OpenVinoBackend on an .onnx file) opened an ONNX Runtime session for the description.
+    pytest.importorskip("openvino")
+    from unetrt.backends.openvino import OpenVinoBackend, write_ir
+
+    xml = write_ir(tiny_int8_onnx, tmp_path / "tiny.int8.xml")
+    described = read_model_file(xml)
+    assert described.info == tiny_info() and described.precision == "int8"
+    assert described.quantization == read_model_file(tiny_int8_onnx).quantization
+    with OpenVinoBackend(tiny_int8_onnx) as backend:
+        assert backend.info == tiny_info() and backend.precision == "int8"
+
+
+def test_plan_and_checkpoint(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    plan = tmp_path / "tiny.plan"
+    plan.write_bytes(b"engine bytes")
+    write_plan_metadata(plan, PlanMetadata(
+        tensorrt_version="10.3.0", gpu=GpuIdentity("Orin", (8, 7)), input_name="image", output_name="logits",
+        input_dtype="float16", output_dtype="float32",
+        profile=ShapeProfile((1, 3, 8, 8), (1, 3, 32, 32), (2, 3, 64, 64)),
+        precision="int8", strongly_typed=False, source="tiny.int8.onnx", info=tiny_info()))
+    assert read_model_file(plan).info == tiny_info() and file_precision(plan) == "int8"
+    pytest.importorskip("torch")
+    assert read_model_file(tiny_model_files["pt"]).info == tiny_info()
+    assert file_precision(tiny_model_files["pt"]) == "fp32"
+
+
+def _truncated(tiny: Path, tmp_path: Path) -> Path:
+    data = tiny.read_bytes()
+    path = tmp_path / "truncated.onnx"
+    path.write_bytes(data[: len(data) * 2 // 3])
+    return path
+
+
+def _random(tiny: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "random.onnx"
+    path.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    return path
+
+
+def _empty(tiny: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "empty.onnx"
+    path.write_bytes(b"")
+    return path
+
+
+def _graphless(tiny: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "graphless.onnx"
+    path.write_bytes(onnx.ModelProto(ir_version=8, producer_name="someone").SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize(("make", "words"), [(_truncated, "truncated, damaged or not ONNX"),
+                                             (_random, "truncated, damaged or not ONNX"),
+                                             (_empty, "No graph was found"), (_graphless, "No graph was found")])
+def test_damaged_onnx_is_one_line_naming_the_file(make: object, words: str, tiny_model_files: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    path = make(tiny_model_files["onnx"], tmp_path)  # type: ignore[operator]
+    with pytest.raises(ValueError) as caught:
+        read_model_file(path)
+    message = str(caught.value)
+    assert "\n" not in message and repr(str(path)) in message and words in message
+
+
+def test_onnx_without_description_says_how_to_get_one(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    model = onnx.load(str(tiny_model_files["onnx"]))
+    del model.metadata_props[:]
+    path = tmp_path / "bare.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ValueError, match="has no 'unetrt' metadata; export it with unet-export"):
+        read_model_file(path)
+
+
+def test_other_files_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_model_file(tmp_path / "missing.onnx")
+    with pytest.raises(ValueError, match="is no model file"):
+        read_model_file(tmp_path / "notes.txt")
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<net><layers>")
+    with pytest.raises(ValueError, match="not a valid OpenVINO IR"):
+        read_model_file(broken)
+
+
+def test_writing_replaces_our_entries_and_keeps_the_others(tiny_model_files: dict[str, Path]) -> None:
+    model = onnx.load(str(tiny_model_files["onnx"]))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "someone.else", "kept"
+    write_onnx_description(model, tiny_info(num_classes=2), {"method": "minmax"})
+    write_onnx_description(model, tiny_info(num_classes=4))
+    props = [(p.key, p.value) for p in model.metadata_props]
+    assert [key for key, _ in props].count(METADATA_KEY) == 1 and ("someone.else", "kept") in props
+    assert dict(props)[METADATA_KEY] == tiny_info(num_classes=4).to_json()
+    assert dict(props)[QUANTIZATION_KEY] == '{"method": "minmax"}'
+
+
+def test_quantize_no_longer_imports_onnx_export() -> None:
+    # Before: export/quantize.py imported export/onnx_export.py, which imports quantize back (an import circle).
+    code = "import sys, unetrt.export.quantize; print('unetrt.export.onnx_export' in sys.modules)"
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert ran.stdout.strip() == "False"
