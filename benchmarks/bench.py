@@ -298,7 +298,7 @@ def locate_model(engine: str, build: bool = True) -> ModelFiles:
         _add_onnx_variants(files, missing, files.get("onnxruntime", Path(f"{engine}.onnx")).with_name(
             f"{engine}.int8.onnx"))
         missing["tensorrt"] = (f"bundled model {engine!r} has no TensorRT plan (plans are built per GPU); "
-                               f"build one with unet-build and pass --engine FILE.plan")
+                               f"build one with unet-build and pass --model FILE.plan")
     _cached_engine(files, missing, build)
     model = ModelFiles(engine, files, missing, _read_info(files), files.get("onnxruntime", files.get("int8")))
     if "tensorrt" in files:
@@ -336,9 +336,10 @@ def synthetic_model(base: int) -> ModelFiles:
     save_checkpoint(folder / "unet.pt", model, info)
     export_onnx(model, info, folder / "unet.onnx")
     files = {"torch": folder / "unet.pt", "onnxruntime": folder / "unet.onnx"}
-    missing = {"tensorrt": "--unet-base builds no TensorRT plan; build one with unet-build and pass --engine FILE.plan",
-               "int8": "--unet-base builds no INT8 model; export one with --int8, pass --engine FILE.onnx",
-               "openvino": "--unet-base runs no OpenVINO rows; pass --engine FILE.onnx"}
+    missing = {"tensorrt": "--unet-base builds no TensorRT plan; build one with unet-build and pass --model FILE.plan",
+               "int8": "--unet-base builds no INT8 model; export one with unet-export --precision int8, pass "
+                       "--model FILE.onnx",
+               "openvino": "--unet-base runs no OpenVINO rows; pass --model FILE.onnx"}
     return ModelFiles(info.name, files, missing, info, files["onnxruntime"], scratch=scratch)
 
 

@@ -451,7 +451,7 @@ def _scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> An
 def _check_args(args: argparse.Namespace) -> None:
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or args.patience < 1:
         raise ValueError("--epochs, --batch-size and --patience must be at least 1 and --lr positive")
-    for option, size in (("--crop", args.crop), ("--working-size", args.working_size)):
+    for option, size in (("--crop", args.crop), ("--size", args.working_size)):
         if size is not None:
             try:
                 check_input_size(size[1], size[0], args.padding, args.depth)
@@ -474,7 +474,7 @@ def _check_sample_sizes(train_set: SegmentationDataset, val_set: SegmentationDat
             check_input_size(height, width, args.padding, args.depth)
         except ValueError as exc:
             legal = [nearest_legal_sizes(side, args.padding, args.depth)[1] for side in (width, height)]
-            raise ValueError(f"the {name} samples are {width}x{height}: {exc}; resize them with --working-size "
+            raise ValueError(f"the {name} samples are {width}x{height}: {exc}; resize them with --size "
                              f"{legal[0]}x{legal[1]} (or another legal size)") from exc
 
 
