@@ -35,8 +35,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         text = action.help or ""
         # --batch-norm/--no-batch-norm names both states, so its default reads right; --no-build does not.
         is_flag = action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction)
-        if (is_flag or action.default in (None, False, argparse.SUPPRESS) or "(default" in text
-                or "%(default)" in text):
+        # Identity, not ==: a default of 0 (--seed, --loop) equals False and must still be shown.
+        no_default = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if is_flag or no_default or "(default" in text or "%(default)" in text:
             return text
         return super()._get_help_string(action)
 

@@ -34,7 +34,8 @@ def test_every_option_with_a_default_states_it(module: str) -> None:
     for action in parser._actions:
         # A switch (--no-build) says what it does; "(default: True)" after it would read wrong.
         switch = action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction)
-        if not action.option_strings or switch or action.default in (None, False, argparse.SUPPRESS):
+        no_default = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if not action.option_strings or switch or no_default:
             continue
         assert action.help, f"{action.option_strings[0]} has no help"
         shown = parser.formatter_class(parser.prog)._get_help_string(action) or ""
