@@ -76,7 +76,8 @@ class CommandParser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
-Container = argparse.ArgumentParser | argparse._ActionsContainer
+# What add_argument can be called on: a parser, an argument group or a mutually exclusive group.
+Container = argparse._ActionsContainer
 
 
 def add_aliases(container: Container, flags: Sequence[str], dest: str, **kwargs: Any) -> None:
