@@ -11,10 +11,11 @@ matmul rate (:mod:`unetrt.benchmarks.bench_matmul`) and each row's share of it.
 GPU work is timed with CUDA events, CPU work with ``time.perf_counter_ns``.
 
 Example:
-    unet-bench --engine camvid --backend onnxruntime --backend torch --shape 480x360 --json out.json
-    unet-bench --engine camvid --shape 480x360 --end-to-end --threads 2 --matmul   # every CPU row
-    unet-bench --engine unet.plan --batch 1,8 --no-data-transfers
-    unet-bench --unet-base 32 --shape 512x512 --device cuda
+    unet-bench --model camvid --backend onnxruntime --backend torch --size 480x360 -o out.json
+    unet-bench --model camvid --size 480x360 --end-to-end --threads 2 --matmul   # every CPU row
+    unet-bench --model unet.plan --batch-size 1,8 --no-data-transfers
+    unet-bench --loadEngine=unet.plan --shapes=image:8x3x360x480 --noDataTransfers   # trtexec's spellings
+    unet-bench --unet-base 32 --size 512x512 --device cuda
 """
 
 from __future__ import annotations
@@ -29,14 +30,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from unetrt.backends.registry import backend_names, native_backend, registered_backends
 from unetrt.bundled import bundled_model_path
-from unetrt.cli import USAGE_ERROR, HelpFormatter, parse_size, run_cli
+from unetrt.cli import run_cli
+from unetrt.cli_options import (
+    ALIASES_EPILOG,
+    CommandParser,
+    add_aliases,
+    add_batch_size,
+    add_device,
+    add_model,
+    add_output,
+    add_precision,
+    add_size,
+    add_threads,
+    trtexec_shape,
+)
 from unetrt.cpu import usable_cores
 from unetrt.geometry import plan_padding
 from unetrt.model_file import read_model_file
@@ -75,14 +89,6 @@ LIBRARIES = {
 MATMUL_SIZE = 8192
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line on stderr and exit code 2 (no usage block)."""
-
-    def error(self, message: str) -> NoReturn:
-        """Print ``<prog>: error: <message>`` and exit 2."""
-        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def parse_batches(text: str) -> list[int]:
     """``1,8`` -> [1, 8] for argparse.
 
@@ -114,10 +120,12 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``unet-bench``."""
-    parser = OneLineParser(prog="unet-bench", description="Benchmark every unetrt backend side by side.",
-                           formatter_class=HelpFormatter)
+    parser = CommandParser(prog="unet-bench", description="Benchmark every unetrt backend side by side.",
+                           epilog=ALIASES_EPILOG)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--engine", help="a .plan, .onnx or .pt model, or a bundled model name (camvid)")
+    # --engine is this command's old spelling; trtexec loads an engine with --loadEngine, an ONNX model with --onnx.
+    add_model(parser, container=source, required=False, aliases=("--engine", "--loadEngine", "--onnx"),
+              help="a .plan, .onnx or .pt model, or a bundled model name (camvid)")
     source.add_argument("--unet-base", type=_positive(int), metavar="N",
                         help="benchmark an untrained U-Net with N base channels (depth 5, 11 classes), built here")
     backends = backend_choices()
@@ -127,16 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
                              f"variant key ({keys}; {HAND_WRITTEN} is the pipeline a user writes by hand around "
                              "OpenVINO INT8, --end-to-end only); repeat for several. Default: every backend whose "
                              "model file exists")
-    parser.add_argument("--batch", type=parse_batches, default=[1], help="batch sizes, comma-separated (default 1)")
-    parser.add_argument("--shape", type=parse_size, action="append", default=None, metavar="WxH",
-                        help="frame size, width x height like every unetrt command (repeatable; default: the "
-                             "model's working size, else 512x512)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16", "int8"), default="auto",
-                        help="fp32/fp16: precision of the channels_last and CUDA-graph variants (auto: fp16 on GPU, "
-                             "fp32 on CPU); int8/bf16: run only the variants of that precision, next to the PyTorch "
-                             "eager FP32 and ONNX Runtime FP32 references")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where the PyTorch rows run (auto: cuda when available)")
+    add_batch_size(parser, type=parse_batches, default=None, aliases=("--batch",), metavar="N[,N...]",
+                   help="batch sizes, comma-separated (default: 1, or the N of --shapes)")
+    add_size(parser, dest="shape", aliases=("--shape",), action="append",
+             help="frame size, width x height like every unetrt command (repeatable; default: the "
+                  "model's working size, else 512x512)")
+    # trtexec's --shapes=image:NxCxHxW gives a batch size and a frame size at once.
+    add_aliases(parser, ["--shapes"], "trtexec_shapes", type=trtexec_shape, action="append")
+    add_precision(parser, help="fp32/fp16: precision of the channels_last and CUDA-graph variants (auto: fp16 on "
+                               "GPU, fp32 on CPU); int8/bf16: run only the variants of that precision, next to the "
+                               "PyTorch eager FP32 and ONNX Runtime FP32 references")
+    add_aliases(parser, ["--fp16"], "precision", action="store_const", const="fp16")
+    add_aliases(parser, ["--int8"], "precision", action="store_const", const="int8")
+    add_device(parser, ordinals=False, help="where the PyTorch rows run (auto: cuda when available)")
     parser.add_argument("--no-build", dest="build", action="store_false",
                         help="the TensorRT rows of a bundled model or .onnx file use a cached engine only (by "
                              "default one is built and cached on first use, as Segmenter does)")
@@ -150,9 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="uint8 frames on the host to masks on the host through Segmenter.segment_batch")
     mode.add_argument("--no-data-transfers", action="store_true",
                       help="bare network on device-resident buffers, like trtexec")
-    parser.add_argument("--threads", type=_positive(int), default=None,
-                        help="intra-op threads of every CPU backend (default: the cores this process may use)")
-    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="write every figure as JSON")
+    add_aliases(mode, ["--noDataTransfers"], "no_data_transfers", action="store_true")
+    add_threads(parser, help="intra-op threads of every CPU backend", default_text="the cores this process may use")
+    add_output(parser, type=Path, aliases=("--json",), metavar="FILE.json", help="write every figure as JSON")
     parser.add_argument("--markdown", type=Path, default=None, metavar="FILE",
                         help="write the table with the machine's description as Markdown")
     parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
@@ -162,7 +173,27 @@ def build_parser() -> argparse.ArgumentParser:
                              "each row's share of the rate of its precision")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random input frames")
     parser.add_argument("--note", action="append", default=[], help="a remark kept with the results (repeatable)")
+    parser.add_finisher(_apply_trtexec_shapes)
     return parser
+
+
+def _apply_trtexec_shapes(args: argparse.Namespace) -> None:
+    """Turn trtexec's ``--shapes=image:NxCxHxW`` into frame sizes and batch sizes; default the batch to 1.
+
+    Raises:
+        ValueError: when ``--shapes`` and ``--batch-size`` give different batch sizes.
+    """
+    specs = getattr(args, "trtexec_shapes", None) or []
+    if hasattr(args, "trtexec_shapes"):
+        del args.trtexec_shapes
+    args.channels = sorted({spec[1] for spec in specs})
+    batches = sorted({spec[0] for spec in specs})
+    if specs:
+        args.shape = [*(args.shape or []), *[(spec[3], spec[2]) for spec in specs]]
+        if args.batch_size is not None and sorted(args.batch_size) != batches:
+            raise ValueError(f"--shapes asks for batch {','.join(map(str, batches))} and --batch-size for "
+                             f"{','.join(map(str, args.batch_size))}; give one")
+    args.batch_size = args.batch_size or batches or [1]
 
 
 @dataclass
@@ -265,7 +296,7 @@ def locate_model(engine: str, build: bool = True) -> ModelFiles:
         _add_onnx_variants(files, missing, files.get("onnxruntime", Path(f"{engine}.onnx")).with_name(
             f"{engine}.int8.onnx"))
         missing["tensorrt"] = (f"bundled model {engine!r} has no TensorRT plan (plans are built per GPU); "
-                               f"build one with unet-build and pass --engine FILE.plan")
+                               f"build one with unet-build and pass --model FILE.plan")
     _cached_engine(files, missing, build)
     model = ModelFiles(engine, files, missing, _read_info(files), files.get("onnxruntime", files.get("int8")))
     if "tensorrt" in files:
@@ -303,9 +334,10 @@ def synthetic_model(base: int) -> ModelFiles:
     save_checkpoint(folder / "unet.pt", model, info)
     export_onnx(model, info, folder / "unet.onnx")
     files = {"torch": folder / "unet.pt", "onnxruntime": folder / "unet.onnx"}
-    missing = {"tensorrt": "--unet-base builds no TensorRT plan; build one with unet-build and pass --engine FILE.plan",
-               "int8": "--unet-base builds no INT8 model; export one with --int8, pass --engine FILE.onnx",
-               "openvino": "--unet-base runs no OpenVINO rows; pass --engine FILE.onnx"}
+    missing = {"tensorrt": "--unet-base builds no TensorRT plan; build one with unet-build and pass --model FILE.plan",
+               "int8": "--unet-base builds no INT8 model; export one with unet-export --precision int8, pass "
+                       "--model FILE.onnx",
+               "openvino": "--unet-base runs no OpenVINO rows; pass --model FILE.onnx"}
     return ModelFiles(info.name, files, missing, info, files["onnxruntime"], scratch=scratch)
 
 
@@ -762,13 +794,17 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
         ValueError, FileNotFoundError, ImportError: on a request that cannot be served (the CLI turns them
         into one line and exit code 2).
     """
-    for output in (args.json, args.markdown, args.plot):
+    for output in (args.output, args.markdown, args.plot):
         _check_output_folder(output)
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise ValueError(f"--plot writes a PNG; give a file ending in .png, got {str(args.plot)!r}")
-    if "tensorrt" in (args.backend or []) or Path(args.engine or "").suffix in (".plan", ".engine"):
+    if "tensorrt" in (args.backend or []) or Path(args.model or "").suffix in (".plan", ".engine"):
         require_tensorrt()
-    model = synthetic_model(args.unet_base) if args.unet_base is not None else locate_model(args.engine, args.build)
+    model = synthetic_model(args.unet_base) if args.unet_base is not None else locate_model(args.model, args.build)
+    channels = getattr(args, "channels", [])
+    if channels and channels != [model.info.in_channels]:
+        raise ValueError(f"--shapes gives {','.join(map(str, channels))} channels, but {model.name} takes "
+                         f"{model.info.in_channels}")
     device = resolve_device(args.device)
     default_precision = "fp16" if device == "cuda" else "fp32"
     precision = args.precision if args.precision in ("fp32", "fp16") else default_precision
@@ -799,7 +835,7 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
     machine["gpu"] = torch_cuda.cuda.get_device_name() if torch_cuda is not None else None
     matmul = matmul_fp16_tflops() if device == "cuda" else None
     torch_flags = _tune_torch_for_gpu(torch_cuda)
-    groups = [(shape, batch) for shape in shapes for batch in args.batch]
+    groups = [(shape, batch) for shape in shapes for batch in args.batch_size]
     results = []
     for frame_hw, batch in tqdm(groups, desc="unet-bench", unit="workload", disable=None, file=sys.stderr):
         net_hw = _network_hw(model.info, frame_hw, mode)
@@ -831,22 +867,22 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
                   "working_size": model.info.working_size, "activation": model.info.activation},
         "settings": {"mode": mode, "device": device, "precision": precision, "threads": threads,
                      "warmup": args.warmup, "iterations_per_trial": args.iterations if args.duration is None
-                     else f"{args.duration}s", "trials": args.trials, "batches": args.batch,
+                     else f"{args.duration}s", "trials": args.trials, "batches": args.batch_size,
                      "frame_shapes_hw": [list(s) for s in shapes], "seed": args.seed, "torch_gpu_flags": torch_flags,
                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                      "onnxruntime_session": "ORT_ENABLE_ALL, sequential, intra-op spinning off"},
         "matmul_fp16_tflops": matmul,
         "matmul_cpu_gflops": matmul_cpu,
-        "default_path": _default_path(args.engine, device),
+        "default_path": _default_path(args.model, device),
         "notes": notes,
         "results": results,
     }
     text = format_report(report)
     print(text)
-    if args.json is not None:
+    if args.output is not None:
         import json
 
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        args.output.write_text(json.dumps(report, indent=2) + "\n")
     if args.markdown is not None:
         args.markdown.write_text(text + "\n")
     if args.plot is not None:

@@ -23,7 +23,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, N
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Help that ends each option with its default, except where there is none to state.
 
-    Flags (default False), options without a default (None) and help texts that already say
+    Flags (``--fp16``, ``--no-overlay-stats``: what they do is the help; a "(default: True)" after
+    "do not draw ..." would read wrong), options without a default (None) and help texts that already say
     "(default: ...)" in words are left as written.
 
     Example:
@@ -32,7 +33,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "(default" in text or "%(default)" in text:
+        # --batch-norm/--no-batch-norm names both states, so its default reads right; --no-build does not.
+        is_flag = action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction)
+        # Identity, not ==: a default of 0 (--seed, --loop) equals False and must still be shown.
+        no_default = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if is_flag or no_default or "(default" in text or "%(default)" in text:
             return text
         return super()._get_help_string(action)
 

@@ -23,9 +23,18 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .backends import PRECISIONS
-from .backends.registry import backend_help
-from .cli import HelpFormatter, format_size, parse_size, run_cli
+from .cli import format_size, run_cli
+from .cli_options import (
+    ALIASES_EPILOG,
+    CommandParser,
+    add_backend,
+    add_device,
+    add_model,
+    add_output,
+    add_precision,
+    add_size,
+    add_threads,
+)
 from .datasets import paired_files, read_image, read_label
 from .heldout import PARTS, HeldOutSplit
 from .metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
@@ -181,9 +190,9 @@ def parse_stems(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``unet-eval``."""
-    parser = argparse.ArgumentParser(prog="unet-eval", description="Score a model on an image/label folder pair.",
-                                     formatter_class=HelpFormatter)
-    parser.add_argument("--model", required=True, help="a .plan, .onnx or .pt file, or a bundled model name")
+    parser = CommandParser(prog="unet-eval", description="Score a model on an image/label folder pair.",
+                           epilog=ALIASES_EPILOG)
+    add_model(parser, help="a .plan, .onnx or .pt file, or a bundled model name")
     parser.add_argument("--images", default=None, help="folder of frames")
     parser.add_argument("--labels", default=None, help="folder of label maps with the same file stems")
     parser.add_argument("--split", default=None, metavar="SPLIT_JSON",
@@ -194,15 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default=None, help="--split: the data set folder (train/, val/, ...)")
     parser.add_argument("--stems", default=None, type=parse_stems,
                         help="score only these file stems: a comma list and/or ranges, e.g. 20-23")
-    parser.add_argument("--backend", default="auto", help=backend_help())
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="a bundled model's precision (auto: the fastest installed engine and precision that "
-                             "keeps the accuracy; bf16 is OpenVINO's hint)")
-    parser.add_argument("--working-size", type=parse_size, default=None, metavar="WxH",
-                        help="resize frames to this size for the network, in place of the model's own")
+    add_backend(parser)
+    add_precision(parser, help="a bundled model's precision (auto: the fastest installed engine and precision that "
+                               "keeps the accuracy; bf16 is OpenVINO's hint)")
+    add_device(parser, help="where the network runs (auto: a CUDA GPU when one is usable, else the CPU)")
+    add_threads(parser, help="CPU inference threads (ONNX Runtime, OpenVINO, torch)",
+                default_text="the backend's: the usable cores")
+    add_size(parser, help="resize frames to this size for the network, in place of the model's own")
     parser.add_argument("--no-build", dest="build", action="store_false",
                         help="on a GPU with TensorRT, use a cached TensorRT engine only, never build one")
-    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    add_output(parser, aliases=("--json",), metavar="FILE.json", help="also write the figures to this JSON file")
     cleanup = BinaryCleanup()
     parser.add_argument("--cleanup", choices=POSTPROCESS_MODES, default=cleanup.mode,
                         help="binary models: clean the masks by hole filling or seeded watershed "
@@ -225,22 +235,24 @@ def _check_inputs(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     _check_inputs(args)
-    if args.json:
+    if args.output:
         # Before the model loads: a long evaluation must not end in a traceback and lose its figures.
-        check_writable_file(Path(args.json), f"--json {args.json!r}")
-        if not Path(args.json).resolve().parent.is_dir():
-            raise FileNotFoundError(f"folder of --json {args.json!r} does not exist")
+        check_writable_file(Path(args.output), f"--output {args.output!r}")
+        if not Path(args.output).resolve().parent.is_dir():
+            raise FileNotFoundError(f"folder of --output {args.output!r} does not exist")
     cleanup = BinaryCleanup(args.cleanup, args.max_hole_area, args.seed_threshold, args.min_seed_area)
-    with Segmenter(args.model, backend=args.backend, precision=args.precision, cleanup=cleanup,
-                   working_size=args.working_size, build=args.build) as segmenter:
+    # Only threads that were asked for reach the backend: TensorRT takes none.
+    threads = {} if args.threads is None else {"threads": args.threads}
+    with Segmenter(args.model, backend=args.backend, device=args.device, precision=args.precision, cleanup=cleanup,
+                   working_size=args.working_size, build=args.build, **threads) as segmenter:
         if args.split is None:
             figures = evaluate(segmenter, args.images, args.labels, args.stems)
         else:
             figures = evaluate_pairs(segmenter, HeldOutSplit.read(args.split).pairs(args.data, args.part))
             figures["split"] = {"file": args.split, "part": args.part}
     print(format_figures(figures))
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    if args.output:
+        Path(args.output).write_text(json.dumps(figures, indent=2) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

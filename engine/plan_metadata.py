@@ -376,10 +376,8 @@ class PlanMetadata:
         words = ["unet-build", self.source, "-o", str(plan_path),
                  "--min-shape", format_shape(self.profile.min), "--opt-shape", format_shape(self.profile.opt),
                  "--max-shape", format_shape(self.profile.max)]
-        if self.precision == "fp16":
-            words.append("--fp16")
-        if self.precision == "int8":
-            words.append("--int8")
+        if self.precision in ("fp16", "int8"):
+            words += ["--precision", self.precision]
         if self.build_options.get("workspace_mib") is not None:
             words += ["--workspace", str(self.build_options["workspace_mib"])]
         if self.build_options.get("opt_level") is not None:

@@ -181,7 +181,7 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, ...]]):
             if crop is None and self.images and image.shape[:2] != self.images[0].shape[:2]:
                 first = self.images[0]
                 raise ValueError(f"samples differ in size ({pairs[0][0].name} is {first.shape[1]}x{first.shape[0]}, "
-                                 f"{image_path.name} is {image.shape[1]}x{image.shape[0]}): give --working-size WxH "
+                                 f"{image_path.name} is {image.shape[1]}x{image.shape[0]}): give --size WxH "
                                  "to resize them all to one size")
             self.images.append(image)
             self.labels.append(label)

@@ -4,18 +4,18 @@ The graph takes ``image`` (N, C, H, W float32, already normalised) with dynamic
 batch, height and width and returns ``logits``; the model description travels
 in the file's metadata props, and the export is checked against PyTorch.
 
-With ``--fp16`` the FP32 model is still written to ``-o`` and checked, and its
+With ``--precision fp16`` (or ``--fp16``) the FP32 model is still written to ``-o`` and checked, and its
 FP16 conversion (FP32 inputs, outputs and logit head) is written beside it as
 ``NAME.fp16.onnx`` and checked against it on ONNX Runtime.
 
-With ``--int8`` the FP32 model is calibrated on real frames into a QDQ INT8 model,
+With ``--precision int8`` (or ``--int8``) the FP32 model is calibrated on real frames into a QDQ INT8 model,
 ``NAME.int8.onnx`` (see :mod:`unetrt.export.quantize`); the command fails, and
 removes it, when it scores worse than FP32 on the labelled check frames by more
 than 1 point of mean IoU (binary models: 0.005 of the challenge pixel error).
 
 Example:
-    unet-export runs/camvid/best.pt -o camvid.onnx --fp16   # camvid.onnx and camvid.fp16.onnx
-    unet-export runs/camvid/best.pt -o camvid.onnx --int8 --calibration camvid/train \
+    unet-export runs/camvid/best.pt -o camvid.onnx --precision fp16   # camvid.onnx and camvid.fp16.onnx
+    unet-export runs/camvid/best.pt -o camvid.onnx --precision int8 --calibration camvid/train \
         --check-images camvid/val --check-labels camvid/valannot   # camvid.onnx and camvid.int8.onnx
 """
 
@@ -32,7 +32,8 @@ import numpy as np
 import onnx
 import torch
 
-from unetrt.cli import HelpFormatter, parse_size, run_cli
+from unetrt.cli import run_cli
+from unetrt.cli_options import ALIASES_EPILOG, CommandParser, add_aliases, add_model, add_output, add_size
 from unetrt.evaluate import parse_stems
 from unetrt.geometry import plan_padding
 from unetrt.model_file import INPUT_NAME, OUTPUT_NAME, write_onnx_description
@@ -116,18 +117,21 @@ def max_abs_difference(model: UNet, info: ModelInfo, onnx_path: str | Path, batc
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``unet-export``."""
-    parser = argparse.ArgumentParser(prog="unet-export", description="Export a unetrt checkpoint to ONNX.",
-                                     formatter_class=HelpFormatter)
-    parser.add_argument("checkpoint", help=".pt checkpoint written by unet-train")
-    parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    parser.add_argument("--working-size", type=parse_size, default=None, metavar="WxH",
-                        help="the working size the model states (frames are resized to it before inference), in "
-                             "place of the checkpoint's training size; INT8 calibration and checks run at it")
+    parser = CommandParser(prog="unet-export", description="Export a unetrt checkpoint to ONNX.",
+                           epilog=ALIASES_EPILOG)
+    add_model(parser, positional="CHECKPOINT", metavar="CHECKPOINT", help=".pt checkpoint written by unet-train")
+    add_output(parser, required=True, metavar="MODEL.onnx", help="the .onnx file to write")
+    add_size(parser, help="the working size the model states (frames are resized to it before inference), in "
+                          "place of the checkpoint's training size; INT8 calibration and checks run at it")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random check batch")
-    parser.add_argument("--fp16", action="store_true",
-                        help="also write NAME.fp16.onnx (FP16 body, FP32 inputs/outputs/head) beside the output")
-    int8 = parser.add_argument_group("INT8 (QDQ, calibrated; needs --calibration and --check-labels)")
-    int8.add_argument("--int8", action="store_true", help="also write NAME.int8.onnx beside the output")
+    parser.add_argument("--precision", type=parse_export_precisions, default=(), metavar="fp16[,int8]",
+                        help="precisions written beside the FP32 model (always written): fp16 (NAME.fp16.onnx: FP16 "
+                             "body, FP32 inputs/outputs/head), int8 (NAME.int8.onnx, see INT8 below); "
+                             "comma-separated (default: FP32 only)")
+    add_aliases(parser, ["--fp16"], "fp16", action="store_true")
+    int8 = parser.add_argument_group("INT8 (--precision int8: QDQ, calibrated; needs --calibration and "
+                                     "--check-labels)")
+    add_aliases(int8, ["--int8"], "int8", action="store_true")
     int8.add_argument("--calibration", metavar="DIR", help="folder of real frames to calibrate on")
     int8.add_argument("--calibration-count", type=int, default=32, metavar="N",
                       help="frames taken evenly from the folder (default 32; about 2 million network pixels in "
@@ -137,12 +141,40 @@ def build_parser() -> argparse.ArgumentParser:
     int8.add_argument("--calibration-method", default=None, help="percentile (default), entropy or minmax")
     int8.add_argument("--int8-target", default="cpu",
                       help="cpu (default: uint8 activations, for OpenVINO and ONNX Runtime) or tensorrt (symmetric "
-                           "int8 activations, for unet-build --int8)")
+                           "int8 activations, for unet-build --precision int8)")
     int8.add_argument("--check-images", metavar="DIR",
                       help="labelled frames the INT8 model is scored on against FP32 (default: --calibration)")
     int8.add_argument("--check-labels", metavar="DIR", help="their labels")
     int8.add_argument("--check-stems", type=parse_stems, default=None, help="score only these stems, e.g. 20-23")
+    parser.add_finisher(_apply_precisions)
     return parser
+
+
+EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def parse_export_precisions(text: str) -> tuple[str, ...]:
+    """``--precision fp16,int8`` -> ('fp16', 'int8'): the models written besides FP32.
+
+    Raises:
+        argparse.ArgumentTypeError: on a precision that unet-export does not write.
+
+    Example:
+        >>> parse_export_precisions("fp16,int8")
+        ('fp16', 'int8')
+    """
+    names = tuple(name.strip().lower() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in EXPORT_PRECISIONS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"invalid precision {text!r} (choose from {', '.join(EXPORT_PRECISIONS)}, "
+                                         "comma-separated)")
+    return names
+
+
+def _apply_precisions(args: argparse.Namespace) -> None:
+    """``--precision`` sets the same switches as the older ``--fp16`` and ``--int8``."""
+    args.fp16 = bool(getattr(args, "fp16", False)) or "fp16" in args.precision
+    args.int8 = bool(getattr(args, "int8", False)) or "int8" in args.precision
 
 
 def export_int8(output: Path, args: argparse.Namespace) -> None:
@@ -180,11 +212,12 @@ def _check_int8_arguments(args: argparse.Namespace) -> None:
         options = ("calibration", "calibration_stems", "check_images", "check_labels")
         given = [f"--{name.replace('_', '-')}" for name in options if getattr(args, name) is not None]
         if given:
-            raise ValueError(f"{', '.join(given)} only apply with --int8")
+            raise ValueError(f"{', '.join(given)} only apply with --precision int8")
         return
     if args.calibration is None or args.check_labels is None:
-        raise ValueError("--int8 needs --calibration DIR (frames to calibrate on) and --check-labels DIR (labels of "
-                         "--check-images, default the calibration frames) to check the INT8 model's accuracy")
+        raise ValueError("--precision int8 needs --calibration DIR (frames to calibrate on) and --check-labels DIR "
+                         "(labels of --check-images, default the calibration frames) to check the INT8 model's "
+                         "accuracy")
     if args.calibration_count <= 0:
         raise ValueError(f"--calibration-count must be positive, got {args.calibration_count}")
     from .quantize import CALIBRATION_METHODS, TARGETS
@@ -204,7 +237,7 @@ def export_command(args: argparse.Namespace) -> None:
     if not output.parent.is_dir():
         raise FileNotFoundError(f"output folder {str(output.parent)!r} does not exist")
     _check_int8_arguments(args)
-    model, info = load_model(args.checkpoint)
+    model, info = load_model(args.model)
     if args.working_size is not None:
         info = dataclasses.replace(info, working_size=args.working_size)
     export_onnx(model, info, output)

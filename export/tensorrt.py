@@ -8,10 +8,11 @@ The plan is written with ``PLAN.json`` beside it (TensorRT version, GPU, I/O,
 profile, DLA core, model description); the TensorRT backend checks it before loading.
 
 Example:
-    unet-build camvid.onnx -o camvid.plan --fp16 --timing-cache trt.cache
-    unet-build camvid.onnx --fp16 --triton-repo models --name camvid
-    unet-build camvid.int8.onnx -o camvid.int8.plan --int8
-    unet-build camvid.onnx -o camvid.dla.plan --fp16 --dla-core 0
+    unet-build camvid.onnx -o camvid.plan --precision fp16 --timing-cache trt.cache
+    unet-build camvid.onnx --precision fp16 --triton-repo models --name camvid
+    unet-build camvid.int8.onnx -o camvid.int8.plan --precision int8
+    unet-build camvid.onnx -o camvid.dla.plan --precision fp16 --dla-core 0
+    unet-build --onnx=camvid.onnx --saveEngine=camvid.plan --fp16 --optShapes=image:1x3x192x256   # trtexec's flags
 """
 
 from __future__ import annotations
@@ -22,7 +23,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unetrt.backends.tensorrt import require_tensorrt
-from unetrt.cli import HelpFormatter, run_cli
+from unetrt.cli import run_cli
+from unetrt.cli_options import (
+    ALIASES_EPILOG,
+    CommandParser,
+    add_aliases,
+    add_model,
+    add_output,
+    add_precision,
+    add_size,
+    trtexec_pool_mib,
+    trtexec_shape,
+)
 from unetrt.cuda import require_pycuda
 from unetrt.model_file import read_model_file
 from unetrt.plan_build import (
@@ -56,29 +68,44 @@ def shape_argument(text: str) -> Shape:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``unet-build`` (trtexec-like flags)."""
-    parser = argparse.ArgumentParser(prog="unet-build", description="Build a TensorRT engine from a unetrt ONNX model.",
-                                     formatter_class=HelpFormatter,
-                                     epilog="Shapes here are tensor shapes NxCxHxW (batch, channels, height, width, "
-                                            "as ONNX and TensorRT order them), e.g. 1x3x192x256; the other unet "
-                                            "commands take frame sizes as WxH, e.g. 256x192.")
-    parser.add_argument("onnx", help=".onnx file written by unet-export (FP32, or NAME.fp16.onnx)")
-    parser.add_argument("-o", "--output", help="the .plan file to write (PLAN.json is written beside it); "
-                        "optional with --triton-repo")
-    parser.add_argument("--fp16", action="store_true", help="build FP16 kernels (inputs, outputs and head stay FP32)")
-    parser.add_argument("--int8", action="store_true",
-                        help="build INT8 kernels from a QDQ model (unet-export --int8: NAME.int8.onnx), FP16 fallback")
+    parser = CommandParser(prog="unet-build", description="Build a TensorRT engine from a unetrt ONNX model.",
+                           epilog="Shapes here are tensor shapes NxCxHxW (batch, channels, height, width, as ONNX "
+                                  "and TensorRT order them), e.g. 1x3x192x256; --size, like the other unet "
+                                  "commands, takes a frame size WxH, e.g. 256x192. trtexec's spellings work too: "
+                                  "--onnx, --saveEngine, --minShapes/--optShapes/--maxShapes=image:NxCxHxW, "
+                                  "--timingCacheFile, --fp16, --int8, --memPoolSize=workspace:SIZE, "
+                                  "--builderOptimizationLevel, --useDLACore. " + ALIASES_EPILOG)
+    add_model(parser, positional="ONNX", metavar="ONNX", aliases=("--onnx",),
+              help=".onnx file written by unet-export (FP32, NAME.fp16.onnx or NAME.int8.onnx)")
+    add_output(parser, aliases=("--saveEngine",), metavar="PLAN",
+               help="the .plan file to write (PLAN.json is written beside it); optional with --triton-repo")
+    add_precision(parser, choices=BUILD_PRECISIONS, default="fp32",
+                  help="fp16: FP16 kernels (inputs, outputs and head stay FP32); int8: INT8 kernels from a QDQ "
+                       "model (unet-export --precision int8: NAME.int8.onnx), FP16 fallback")
+    add_aliases(parser, ["--fp16"], "fp16", action="store_true")
+    add_aliases(parser, ["--int8"], "int8", action="store_true")
+    add_size(parser, help="the working size the profile is tuned for, in place of the model's own (the "
+                          "optimisation shape is 1xCxHxW at it)")
     parser.add_argument("--min-shape", type=shape_argument, help="smallest input NxCxHxW (default: from the model)")
-    parser.add_argument("--opt-shape", type=shape_argument, help="input NxCxHxW to tune for (default: working size)")
+    parser.add_argument("--opt-shape", type=shape_argument,
+                        help="input NxCxHxW to tune for (default: 1xC at the working size)")
     parser.add_argument("--max-shape", type=shape_argument, help="largest input NxCxHxW (default: from the model)")
+    for flag, dest in (("--minShapes", "min_shape"), ("--optShapes", "opt_shape"), ("--maxShapes", "max_shape")):
+        add_aliases(parser, [flag], dest, type=trtexec_shape)
     parser.add_argument("--workspace", type=int, metavar="MIB",
                         help="builder workspace limit in MiB (default: TensorRT's on a discrete GPU; on an "
                              "integrated one such as a Jetson, the smaller of 1024 and a quarter of its memory)")
+    add_aliases(parser, ["--memPoolSize"], "workspace", type=trtexec_pool_mib)
     parser.add_argument("--timing-cache", type=Path, metavar="FILE", help="read and update this timing cache")
+    add_aliases(parser, ["--timingCacheFile"], "timing_cache", type=Path)
     parser.add_argument("--opt-level", type=int, choices=range(MAX_OPT_LEVEL + 1), metavar="0-5",
                         help="builder optimisation level (TensorRT default 3)")
+    add_aliases(parser, ["--builderOptimizationLevel"], "opt_level", type=int, choices=range(MAX_OPT_LEVEL + 1))
     parser.add_argument("--dla-core", type=int, metavar="N",
                         help="run the layers a DLA supports on DLA core N (Jetson Orin AGX/NX: 0 or 1), the rest on "
-                             "the GPU; needs --fp16 or --int8")
+                             "the GPU; needs --precision fp16 or int8")
+    add_aliases(parser, ["--useDLACore"], "dla_core", type=int)
+    parser.add_finisher(_apply_precision)
     parser.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--triton-repo", type=Path, metavar="DIR", help="also write a Triton model repository here")
@@ -89,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+BUILD_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def _apply_precision(args: argparse.Namespace) -> None:
+    """``--precision`` sets the switches trtexec's ``--fp16`` and ``--int8`` set (both may be given, as there)."""
+    args.fp16 = bool(getattr(args, "fp16", False)) or args.precision == "fp16"
+    args.int8 = bool(getattr(args, "int8", False)) or args.precision == "int8"
+
+
 def build_command(args: argparse.Namespace) -> None:
     """Check TensorRT first, then the arguments, then build and write the plan (and the Triton repository)."""
     require_tensorrt()
@@ -97,7 +133,8 @@ def build_command(args: argparse.Namespace) -> None:
         raise ValueError("give -o PLAN, --triton-repo DIR, or both")
     options = BuildOptions(fp16=args.fp16, int8=args.int8, min_shape=args.min_shape, opt_shape=args.opt_shape,
                            max_shape=args.max_shape, workspace_mib=args.workspace, timing_cache=args.timing_cache,
-                           opt_level=args.opt_level, dla_core=args.dla_core, verbose=args.verbose,
+                           opt_level=args.opt_level, dla_core=args.dla_core, working_size=args.working_size,
+                           verbose=args.verbose,
                            progress=not args.no_progress)
     if args.instances < 1 or args.max_queue_delay_us < 0:
         raise ValueError(f"--instances must be >= 1 and --max-queue-delay-us >= 0, got {args.instances} and "
@@ -108,14 +145,14 @@ def build_command(args: argparse.Namespace) -> None:
     if args.output is not None:
         plan = Path(args.output)
     else:
-        name = name or read_model_file(args.onnx).info.name
+        name = name or read_model_file(args.model).info.name
         plan = model_plan_path(args.triton_repo, name)
         plan.parent.mkdir(parents=True, exist_ok=True)
     if plan.suffix not in (".plan", ".engine"):
         raise ValueError(f"output must end in .plan or .engine, got {str(plan)!r}")
     if not plan.parent.is_dir():
         raise FileNotFoundError(f"output folder {str(plan.parent)!r} does not exist")
-    metadata = build_engine(args.onnx, plan, options)
+    metadata = build_engine(args.model, plan, options)
     dla = "" if metadata.dla_core is None else f", DLA core {metadata.dla_core} with GPU fallback"
     print(f"wrote {plan} (TensorRT {metadata.tensorrt_version}, {metadata.gpu.describe()}, {metadata.precision}{dla}, "
           f"profile {format_shape(metadata.profile.min)} .. {format_shape(metadata.profile.max)})")

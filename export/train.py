@@ -9,9 +9,9 @@ data-parallel training across processes with ``torchrun`` (gloo on CPU, NCCL on 
 
 Example:
     unet-train --dataset camvid --data ../shared/data/camvid --base 16 \
-        --working-size 256x192 --out runs/camvid
+        --size 256x192 -o runs/camvid
     unet-train --dataset isbi --data ../shared/data/isbi2012-em --base 16 --loss weighted-ce \
-        --augment hflip,vflip,rot90,elastic,jitter --crop 256x256 --monitor metric --out runs/isbi --name isbi
+        --augment hflip,vflip,rot90,elastic,jitter --crop 256x256 --monitor metric -o runs/isbi --name isbi
 """
 
 from __future__ import annotations
@@ -33,7 +33,16 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from unetrt.cli import HelpFormatter, parse_size, run_cli
+from unetrt.cli import parse_size, run_cli
+from unetrt.cli_options import (
+    ALIASES_EPILOG,
+    CommandParser,
+    add_batch_size,
+    add_device,
+    add_output,
+    add_size,
+    add_threads,
+)
 from unetrt.geometry import check_input_size, nearest_legal_sizes
 from unetrt.heldout import HeldOutSplit
 from unetrt.metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
@@ -299,17 +308,18 @@ def validate(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``unet-train``."""
-    parser = argparse.ArgumentParser(
-        prog="unet-train", formatter_class=HelpFormatter,
+    parser = CommandParser(
+        prog="unet-train",
         description="Train a U-Net with Adam and early stopping and keep the best checkpoint. Every run writes "
-                    "log.csv, history.json, curves.png, best.pt, last.pt and run.json into --out.",
-        epilog="examples: unet-train --dataset camvid --data ../shared/data/camvid --base 16 --working-size 256x192 "
-               "--out runs/camvid; torchrun --nproc-per-node 2 -m unetrt.export.train ... (data-parallel; "
-               "--batch-size is per process). Sizes are WxH in pixels, e.g. 256x192.",
+                    "log.csv, history.json, curves.png, best.pt, last.pt and run.json into the --output folder.",
+        epilog="examples: unet-train --dataset camvid --data ../shared/data/camvid --base 16 --size 256x192 "
+               "-o runs/camvid; torchrun --nproc-per-node 2 -m unetrt.export.train ... (data-parallel; "
+               "--batch-size is per process). Sizes are WxH in pixels, e.g. 256x192. " + ALIASES_EPILOG,
     )
     parser.add_argument("--dataset", choices=("camvid", "isbi"), required=True, help="data set layout")
     parser.add_argument("--data", required=True, help="data set root folder")
-    parser.add_argument("--out", default="runs/unet", help="output folder for checkpoints and logs")
+    add_output(parser, default="runs/unet", aliases=("--out",), metavar="DIR",
+               help="output folder for checkpoints and logs")
     parser.add_argument("--name", default=None, help="model name stored in the checkpoint (default: dataset)")
     parser.add_argument("--base", type=int, default=16,
                         help="channels of the first level (16 to 64; the bundled models: 16)")
@@ -323,8 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="batch normalisation after every 3x3 conv, folded into the convolutions on export (the "
                              "bundled models have it; without it a base-16 network learns several times slower)")
     parser.add_argument("--dropout", default="0.1,0.1,0.2,0.2,0.3", help="rates per level, comma-separated")
-    parser.add_argument("--working-size", type=parse_size, default=None, metavar="WxH",
-                        help="resize frames to this size for training and inference")
+    add_size(parser, help="resize frames to this size for training and inference")
     parser.add_argument("--crop", type=parse_size, default=None, metavar="WxH",
                         help="train on random crops of this size (validation sees whole images)")
     parser.add_argument("--val-slices", default="20-23",
@@ -337,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ISBI: contiguous block of slices that neither training nor selection sees "
                              "(reported with unet-eval --stems)")
     parser.add_argument("--epochs", type=int, default=50, help="most epochs to train (early stopping may end sooner)")
-    parser.add_argument("--batch-size", type=int, default=16, help="samples per step and process")
+    add_batch_size(parser, default=16, help="samples per step and process")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--lr-schedule", choices=("none", "cosine", "plateau"), default="none",
                         help="cosine: anneal to lr/100 over --epochs; plateau: x0.5 after patience/2 stale epochs")
@@ -363,10 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "the shift grows with the zoom so that every part of the image can be seen")
     parser.add_argument("--shift", type=float, default=0.05, help="scale: shift range as a fraction of the size")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and augmentation")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads(parser, help="torch CPU threads", default_text="torch's: one per core")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where to train (auto: cuda when available)")
+    add_device(parser, ordinals=False, help="where to train (auto: cuda when available)")
     parser.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
                         help="mixed precision with channels_last: float16 autocast with loss scaling on CUDA, "
                              "bfloat16 autocast on CPUs with native BF16 (auto: on wherever supported)")
@@ -434,7 +442,7 @@ def _attach_weight_maps(datasets: Sequence[SegmentationDataset], loss_fn: Segmen
     kind = loss_fn.weight_map
     if kind is None:
         return
-    cache = Path(args.weight_cache) if args.weight_cache else Path(args.out) / "weight_cache"
+    cache = Path(args.weight_cache) if args.weight_cache else Path(args.output) / "weight_cache"
     options: dict[str, Any] = {}
     if kind == "distance":
         options = {"w0": args.w0, "sigma": args.sigma}
@@ -461,7 +469,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.split is not None and args.dataset != "camvid":
         raise ValueError(f"--split holds out time spans of the camvid layout; for --dataset {args.dataset} use "
                          "--val-slices and --test-slices")
-    for option, size in (("--crop", args.crop), ("--working-size", args.working_size)):
+    for option, size in (("--crop", args.crop), ("--size", args.working_size)):
         if size is not None:
             try:
                 check_input_size(size[1], size[0], args.padding, args.depth)
@@ -484,7 +492,7 @@ def _check_sample_sizes(train_set: SegmentationDataset, val_set: SegmentationDat
             check_input_size(height, width, args.padding, args.depth)
         except ValueError as exc:
             legal = [nearest_legal_sizes(side, args.padding, args.depth)[1] for side in (width, height)]
-            raise ValueError(f"the {name} samples are {width}x{height}: {exc}; resize them with --working-size "
+            raise ValueError(f"the {name} samples are {width}x{height}: {exc}; resize them with --size "
                              f"{legal[0]}x{legal[1]} (or another legal size)") from exc
 
 
@@ -542,7 +550,7 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
     # bfloat16 has float32's range, so only float16 needs loss scaling.
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
-    out = Path(args.out)
+    out = Path(args.output)
     state: dict[str, Any] = {"epoch": 0, "best": math.inf, "stale": 0, "history": []}
     if args.resume:
         state = _resume(Path(args.resume), model, optimizer, scheduler, scaler, info)

@@ -18,7 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from unetrt.cli import HelpFormatter, parse_size, run_cli
+from unetrt.cli import run_cli
+from unetrt.cli_options import ALIASES_EPILOG, CommandParser, add_output, add_size
 from unetrt.datasets import paired_files, read_class_table, read_image, read_label
 
 from .weights import distance_weight_map, size_weight_map
@@ -115,13 +116,13 @@ def weights_figure(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``unet-weights``."""
-    parser = argparse.ArgumentParser(prog="unet-weights", description=__doc__.split("\n")[0].replace("``", ""),
-                                     formatter_class=HelpFormatter)
+    parser = CommandParser(prog="unet-weights", description=__doc__.split("\n")[0].replace("``", ""),
+                           epilog=ALIASES_EPILOG)
     parser.add_argument("--images", required=True, help="image folder")
     parser.add_argument("--labels", required=True, help="label folder (0/255 masks or class ids)")
-    parser.add_argument("-o", "--out", default="weights.png", help="PNG to write")
+    add_output(parser, default="weights.png", aliases=("--out",), metavar="FILE.png", help="PNG to write")
     parser.add_argument("--samples", type=int, default=3, help="rows (samples spread over the folder)")
-    parser.add_argument("--size", type=parse_size, default=None, metavar="WxH", help="resize samples first")
+    add_size(parser, dest="size", aliases=(), help="resize samples first")
     parser.add_argument("--w0", type=float, default=10.0, help="border weight")
     parser.add_argument("--sigma", type=float, default=5.0, help="border width in pixels")
     parser.add_argument("--dpi", type=int, default=60, help="resolution of the figure file")
@@ -131,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``unet-weights``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: print(weights_figure(args.images, args.labels, args.out, args.samples, args.size,
+    return run_cli(lambda: print(weights_figure(args.images, args.labels, args.output, args.samples, args.size,
                                                 args.w0, args.sigma, args.dpi)))
 
 

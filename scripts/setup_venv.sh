@@ -2,6 +2,7 @@
 # Create .venv (once) with CPU PyTorch, unetrt in strict editable mode and the given extras; a re-run with
 # nothing changed skips pip (the inputs' hash and the installed extras are kept in .venv/unetrt-setup.stamp).
 # Usage: scripts/setup_venv.sh [extras]   e.g. scripts/setup_venv.sh export,dev
+# Each step prints one line ("[setup 2/5] ...") so a first run, which takes minutes, is never silent.
 # OpenCV: the 'opencv' extra (opencv-python-headless) is added only when no cv2 imports, so a system OpenCV
 # (JetPack's, with GStreamer; reached through a venv made with --system-site-packages) is kept.
 set -euo pipefail
@@ -9,7 +10,14 @@ cd "$(dirname "$0")/.."
 extras="${1:-export}"
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
   || { echo "error: unetrt needs Python 3.10 or newer (found $(python3 --version))" >&2; exit 2; }
-[ -x .venv/bin/python ] || python3 -m venv .venv
+steps=5
+step() { echo "[setup $1/${steps}] $2"; }
+if [ -x .venv/bin/python ]; then
+  step 1 "checking the existing .venv ($(.venv/bin/python -V 2>&1))"
+else
+  step 1 "creating .venv with $(python3 -V 2>&1)"
+  python3 -m venv .venv
+fi
 # cv2 from a pip wheel counts as ours (keep the extra); a cv2 from the system is kept and no wheel is added.
 pip_opencv=$(.venv/bin/python - <<'PY'
 import importlib.metadata as metadata
@@ -39,18 +47,25 @@ fi
 rm -f "$stamp"
 mkdir -p build
 log=build/setup.log
-echo "setting up .venv (extras: ${extras}; pip log: ${log})"
+echo "setting up .venv (extras: ${extras}; pip's output goes to ${log}: follow it with tail -f ${log})"
 : > "$log"
 pip() {
   .venv/bin/python -m pip "$@" >>"$log" 2>&1 || { tail -n 40 "$log" >&2; echo "error: pip $* failed; see $log" >&2; exit 1; }
 }
+step 2 "upgrading pip, setuptools and wheel"
 pip install -q --upgrade pip "setuptools>=64" wheel
+step 3 "installing CPU-only PyTorch 2.13.0 (the largest download: minutes on a slow connection)"
 # torch is pinned to the CPU wheel before anything can ask for a loose 'torch' and pull a CUDA build.
 pip install -q "torch==2.13.0"
 # Strict mode links the package tree into build/__editable__.*, which mypy, pyright and Pylance follow.
+step 4 "installing unetrt with ${extras} and compiling its C++ kernels (a few minutes the first time)"
 pip install -q -e ".[${extras}]" --config-settings editable_mode=strict
 if [[ ",${extras}," == *",dev,"* ]]; then
+  step 5 "installing the TensorRT type stubs for mypy"
   # The stubs pin tensorrt==10.13 and its CUDA bindings, which PyPI cannot serve here; mypy needs only the .pyi files.
   pip install -q --no-deps "tensorrt-stubs==10.13.0.35.1"
+else
+  step 5 "no type stubs to install (only the dev extra needs them)"
 fi
 printf 'state=%s\nextras=%s\n' "$state" "$extras" > "$stamp"
+echo ".venv is ready (extras: ${extras})"

@@ -14,9 +14,19 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..backends import PRECISIONS
-from ..backends.registry import backend_help
-from ..cli import HelpFormatter, parse_size, run_cli
+from ..cli import run_cli
+from ..cli_options import (
+    ALIASES_EPILOG,
+    CommandParser,
+    add_backend,
+    add_batch_size,
+    add_model,
+    add_output,
+    add_precision,
+    add_size,
+    add_threads,
+    positive_int,
+)
 from .job import DEFAULT_BATCH_SIZE, SUMMARY_NAME, BatchSettings, run_batch
 
 FRAMES_FAILED = 1
@@ -45,34 +55,20 @@ def parse_address(text: str) -> str | None:
     return value
 
 
-def positive_int(text: str) -> int:
-    """A positive integer for argparse.
-
-    Raises:
-        argparse.ArgumentTypeError: otherwise.
-    """
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return int(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``unet-batch``."""
-    parser = argparse.ArgumentParser(
-        prog="unet-batch", formatter_class=HelpFormatter,
+    parser = CommandParser(
+        prog="unet-batch", epilog=ALIASES_EPILOG,
         description="Segment image files, folders, globs and videos on a Ray cluster: one mask PNG per frame "
                     "(OUT/<stem>.png for an image, OUT/<video stem>/<frame index>.png for a video) and "
                     f"OUT/{SUMMARY_NAME}. A re-run writes only the outputs that are missing.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files, video files, and folders or globs of them")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for masks and the summary")
-    parser.add_argument("--model", required=True, help="a .plan, .onnx or .pt file (same path on every node) "
-                                                       "or a bundled model name")
-    parser.add_argument("--backend", default="auto", help=backend_help())
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="a bundled model's precision (auto: the fastest that keeps the accuracy)")
-    parser.add_argument("--working-size", type=parse_size, default=None, metavar="WxH",
-                        help="resize frames to this size for the network, in place of the model's own")
+    add_output(parser, required=True, metavar="OUT_DIR", help="folder for masks and the summary")
+    add_model(parser, help="a .plan, .onnx or .pt file (same path on every node) or a bundled model name")
+    add_backend(parser)
+    add_precision(parser, help="a bundled model's precision (auto: the fastest that keeps the accuracy)")
+    add_size(parser, help="resize frames to this size for the network, in place of the model's own")
     parser.add_argument("--address", type=parse_address, default=None,
                         help="the Ray cluster: auto (the one this machine joined with 'ray start'), "
                              "ray://HOST:PORT (Ray Client), HOST:PORT, or none: a local cluster for this job "
@@ -80,12 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=positive_int, default=None,
                         help="actors in the pool, one Segmenter each (default: one per GPU of the cluster; "
                              "without GPUs one per --threads CPUs, one CPU kept for decoding)")
-    parser.add_argument("--threads", type=positive_int, default=1,
-                        help="CPU inference threads per actor, and the CPUs it reserves")
+    add_threads(parser, default=1, help="CPU inference threads per actor, and the CPUs it reserves")
     parser.add_argument("--gpus-per-worker", type=float, default=1.0,
                         help="GPUs each actor reserves on GPU nodes (0.5: two actors share a GPU)")
-    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
-                        help="frames per actor call")
+    add_batch_size(parser, default=DEFAULT_BATCH_SIZE, help="frames per actor call")
     parser.add_argument("--overlay", action="store_true",
                         help="also write each frame with its mask blended over it (<name>.overlay.png)")
     return parser

@@ -25,9 +25,19 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..backends import PRECISIONS
-from ..backends.registry import backend_help
-from ..cli import HelpFormatter, StopOnSigterm, TerminatedError, parse_size, run_cli
+from ..cli import StopOnSigterm, TerminatedError, parse_size, run_cli
+from ..cli_options import (
+    ALIASES_EPILOG,
+    CommandParser,
+    add_aliases,
+    add_backend,
+    add_device,
+    add_model,
+    add_output,
+    add_precision,
+    add_size,
+    add_threads,
+)
 from .flip import FLIPS
 from .options import StreamOptions
 from .output_path import check_writable_file
@@ -47,7 +57,7 @@ log = logging.getLogger("unetrt.stream")
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``unet-stream``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="unet-stream",
         description="Segment frames from a camera, network stream, video or image folder in real time.",
         # The epilog is printed as written (argparse substitutes %-codes only in help strings), so one '%' here.
@@ -58,35 +68,37 @@ def build_parser() -> argparse.ArgumentParser:
                "out.avi (Motion JPEG), a folder, out/frame_%04d.png, http://127.0.0.1:8080 (live view in a "
                "browser on this machine; http://0.0.0.0:8080 serves every network interface), out.mcap (a ROS 2 bag: "
                "/unetrt/mask mono8 class ids and /unetrt/overlay JPEG, with each input message's header). "
-               "Sizes are WIDTHxHEIGHT or separate widths and heights, in pixels.",
-        formatter_class=HelpFormatter,
+               "Sizes are WIDTHxHEIGHT or separate widths and heights, in pixels. " + ALIASES_EPILOG,
     )
     parser.add_argument("input", help="input URI (see below)")
-    parser.add_argument("output", nargs="?", default=None,
-                        help="output URI (default: a window when there is a display, else none)")
-    parser.add_argument("--model", default="camvid", help="model file (.onnx, .pt, .plan) or bundled name")
-    parser.add_argument("--backend", default="auto", help=backend_help())
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="a bundled model's precision (auto: the fastest installed engine and precision that "
-                             "keeps the accuracy; bf16 is OpenVINO's hint)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_output(parser, positional="OUTPUT", metavar="OUTPUT",
+               help="output URI (default: a window when there is a display, else none)")
+    # segnet (jetson-inference) names its built-in models --network and its own files --model.
+    add_model(parser, default="camvid", required=False, aliases=("--network",),
+              help="model file (.onnx, .pt, .plan) or bundled name")
+    add_backend(parser)
+    add_precision(parser, help="a bundled model's precision (auto: the fastest installed engine and precision "
+                               "that keeps the accuracy; bf16 is OpenVINO's hint)")
+    add_device(parser, help="where the network runs (auto: a CUDA GPU when one is usable, else the CPU)")
     parser.add_argument("--no-build", dest="build", action="store_false",
                         help="on a GPU with TensorRT, use a cached TensorRT engine only, never build one (without a "
                              "cached engine the next backend runs)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU inference threads per worker (ONNX Runtime, OpenVINO, torch)")
+    add_threads(parser, help="CPU inference threads per worker (ONNX Runtime, OpenVINO, torch)",
+                default_text="the usable cores shared out among the workers")
     parser.add_argument("--workers", type=int, default=None,
                         help="segmenters running side by side (default: one per CPU core, at most 4, for CPU "
                              "inference, sharing the cores; one on a GPU)")
-    parser.add_argument("--working-size", type=parse_size, default=None, metavar="WxH",
-                        help="resize frames to this size for the network, in place of the model's own (smaller is "
-                             "faster and a little less accurate)")
+    add_size(parser, help="resize frames to this size for the network, in place of the model's own (smaller is "
+                          "faster and a little less accurate)")
     parser.add_argument("--visualize", default="overlay", help="overlay, mask or overlay,mask (side by side)")
     parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay, 0..1")
     parser.add_argument("--input-width", type=int, default=None, help="resize frames (and ask cameras) to this width")
     parser.add_argument("--input-height", type=int, default=None, help="... and this height (give both)")
     parser.add_argument("--max-fps", type=float, default=None, help="process at most this many frames per second")
+    # segnet's --input-rate asks the camera for a rate; here frames above the rate are skipped (docs/cli.md).
+    add_aliases(parser, ["--input-rate", "--framerate"], "max_fps", type=float)
     parser.add_argument("--loop", type=int, default=0, help="replay a file or folder: N more times, -1 forever")
+    add_aliases(parser, ["--input-loop"], "loop", type=int)
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument("--tile", type=parse_tile, default=None,
                         help="segment in overlapping tiles of N pixels or WIDTHxHEIGHT (large frames)")
@@ -99,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "inside (over its bottom-left corner) or off")
     parser.add_argument("--headless", action="store_true", help="never open a window")
     parser.add_argument("--no-overlay-stats", dest="draw_stats", action="store_false",
-                        help="do not draw FPS and latency on the output")
+                        help="do not draw FPS and latency on the output (they are drawn by default)")
     parser.add_argument("--stats", nargs="?", const="-", default=None, metavar="PATH",
                         help="write the JSON summary to PATH, or to stdout without PATH (the table goes to stderr)")
     parser.add_argument("--overwrite", action="store_true",

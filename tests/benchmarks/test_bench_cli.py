@@ -135,6 +135,7 @@ def test_plan_without_tensorrt_exits_2_with_one_line(tmp_path: Path, capsys: pyt
     (["--engine", "{onnx}", "--iterations", "0"], "positive"),
     (["--engine", "{onnx}", "--precision", "fp16", "--device", "cpu"], "needs a CUDA GPU"),
     (["--engine", "{onnx}", "--plot", "latency.svg"], ".png"),
+    (["--loadEngine={onnx}", "--shapes=image:1x5x32x32"], "tiny.onnx takes 3"),
     ([], "is required"),
 ])
 def test_bad_arguments_exit_2_with_one_clear_line(tiny_model_files: dict[str, Path], argv: list[str], message: str,

@@ -25,13 +25,17 @@ def _parser(module: str) -> argparse.ArgumentParser:
 
 @pytest.mark.parametrize("module", ["unetrt.export.train", "unetrt.stream.cli", "unetrt.evaluate",
                                     "unetrt.benchmarks.bench", "unetrt.export.tensorrt",
-                                    "unetrt.export.onnx_export", "unetrt.export.weights_figure"])
+                                    "unetrt.export.onnx_export", "unetrt.export.weights_figure",
+                                    "unetrt.batch.cli"])
 def test_every_option_with_a_default_states_it(module: str) -> None:
     parser = _parser(module)
     text = parser.format_help()
     assert "``" not in text
     for action in parser._actions:
-        if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+        # A switch (--no-build) says what it does; "(default: True)" after it would read wrong.
+        switch = action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction)
+        no_default = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if not action.option_strings or switch or no_default:
             continue
         assert action.help, f"{action.option_strings[0]} has no help"
         shown = parser.formatter_class(parser.prog)._get_help_string(action) or ""

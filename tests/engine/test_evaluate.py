@@ -55,6 +55,18 @@ def test_cli_writes_json(tiny_model_files: dict[str, Path], tmp_path: Path) -> N
     assert set(json.loads((tmp_path / "out.json").read_text())) >= {"mean_iou", "pixel_accuracy", "per_class_iou"}
 
 
+def test_cli_in_the_shared_vocabulary_scores_the_same(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    # Issue 24: -o, --size, --device and --threads, as every command spells them, reach the Segmenter.
+    images, labels = make_folders(tmp_path)
+    proc = run_cli("--model", str(tiny_model_files["onnx"]), "--images", str(images), "--labels", str(labels),
+                   "--size", "16x12", "--device", "cpu", "--threads", "1", "-o", "new.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads((tmp_path / "new.json").read_text())
+    with Segmenter(tiny_model_files["onnx"], device="cpu", working_size=(16, 12), threads=1) as seg:
+        assert seg.backend.device == "cpu" and seg.backend.threads == 1
+        assert figures["mean_iou"] == evaluate(seg, images, labels)["mean_iou"]
+
+
 def test_cli_scores_at_another_working_size(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
     images, labels = make_folders(tmp_path)
     proc = run_cli("--model", str(tiny_model_files["onnx"]), "--images", str(images), "--labels", str(labels),
@@ -216,7 +228,7 @@ def test_cleanup_is_refused_for_multiclass_models(tiny_model_files: dict[str, Pa
 
 @pytest.mark.parametrize(("target", "words"), [("notes.txt/out.json", "is a file, not a folder"),
                                                ("a-folder", "it is an existing folder"),
-                                               ("/proc/out.json", "cannot write --json '/proc/out.json'")])
+                                               ("/proc/out.json", "cannot write --output '/proc/out.json'")])
 def test_cli_json_target_is_checked_before_the_model_loads(target: str, words: str, tmp_path: Path) -> None:
     if target.startswith("/proc/") and Path("/proc").is_dir() and _proc_takes_files():
         pytest.skip("needs a /proc that refuses new files")

@@ -152,6 +152,20 @@ def test_unet_build_command_with_dla(fake_trt: FakeGpu, tiny_model_files: dict[s
     assert capsys.readouterr().err.startswith("error: --dla-core 5: this device has 2 DLA core(s)")
 
 
+def test_unet_build_in_trtexec_words_builds_the_same_plan(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    # Issue 24: --precision/--size and trtexec's --onnx/--saveEngine/--fp16/--optShapes reach the builder alike.
+    ours, theirs = tmp_path / "ours.plan", tmp_path / "theirs.plan"
+    assert main(["--model", str(tiny_model_files["onnx"]), "-o", str(ours), "--precision", "fp16", "--size", "64x48",
+                 "--no-progress"]) == 0
+    assert main([f"--onnx={tiny_model_files['onnx']}", f"--saveEngine={theirs}", "--fp16",
+                 "--minShapes=image:1x3x48x64", "--optShapes=image:1x3x48x64", "--maxShapes=image:4x3x48x64",
+                 "--no-progress"]) == 0
+    first, second = read_plan_metadata(ours), read_plan_metadata(theirs)
+    assert first.precision == second.precision == "fp16"
+    assert first.profile == second.profile and first.profile.opt == (1, 3, 48, 64)
+
+
 def test_parse_errors_are_listed_by_node(fake_trt: FakeGpu, tmp_path: Path) -> None:
     write_unparsable_onnx(tmp_path / "bad.onnx")
     with pytest.raises(ValueError, match=r"could not parse .*node 'mystery' \(NoSuchOp\)"):

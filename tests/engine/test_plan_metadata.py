@@ -170,7 +170,7 @@ def test_read_metadata_errors(tmp_path: Path) -> None:
 def test_rebuild_command() -> None:
     command = make_metadata().rebuild_command("out/unet.plan")
     assert command == ("unet-build models/tiny.onnx -o out/unet.plan --min-shape 1x3x4x4 --opt-shape 1x3x48x64 "
-                       "--max-shape 4x3x48x64 --fp16 --workspace 1024 --opt-level 3")
+                       "--max-shape 4x3x48x64 --precision fp16 --workspace 1024 --opt-level 3")
 
 
 def test_compatible_plan_passes_silently() -> None:
@@ -184,7 +184,7 @@ def test_other_tensorrt_version_is_refused() -> None:
         check_compatibility(make_metadata(), "10.13.0.35", ORIN, "unet.plan")
     message = str(caught.value)
     assert "TensorRT 10.3.0 built it" in message and "TensorRT 10.13.0.35" in message
-    assert "unet-build models/tiny.onnx -o unet.plan" in message and "--fp16" in message
+    assert "unet-build models/tiny.onnx -o unet.plan" in message and "--precision fp16" in message
 
 
 def test_other_architecture_is_refused() -> None:

@@ -178,7 +178,7 @@ def _no_class_table(root: Path) -> None:
     (_ids_outside_the_table, "64x48", "holds class ids 7 (4 pixels) outside the class table (0..1 and ignore_index"),
     (_colour_label, "64x48", "is a colour image"),
     (_images_of_mixed_sizes, None, "samples differ in size"),
-    (_size_the_network_cannot_take, None, "resize them with --working-size 64x48"),
+    (_size_the_network_cannot_take, None, "resize them with --size 64x48"),
     (_class_table_without_names, "64x48", "is not a class table (KeyError: 'name'); expected the form"),
     (_no_class_table, "64x48", "classes.json' not found"),
 ])

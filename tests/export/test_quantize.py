@@ -138,8 +138,8 @@ def test_accuracy_gate(metric: str, fp32: float, int8: float, passed: bool) -> N
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--int8"], "--int8 needs --calibration DIR"),
-    (["--calibration", "x"], "--calibration only apply with --int8"),
+    (["--int8"], "--precision int8 needs --calibration DIR"),
+    (["--calibration", "x"], "--calibration only apply with --precision int8"),
     (["--int8", "--calibration", "x", "--check-labels", "y", "--calibration-method", "kl"],
      "--calibration-method must be one of"),
     (["--int8", "--calibration", "x", "--check-labels", "y", "--int8-target", "gpu"], "--int8-target must be one of"),

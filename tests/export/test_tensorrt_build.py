@@ -64,7 +64,7 @@ def test_rebuild_command_parses_back() -> None:
     words = shlex.split(metadata.rebuild_command("out dir/unet.plan"))
     assert words[0] == "unet-build"
     args = build_parser().parse_args(words[1:])
-    assert (args.onnx, args.output) == ("my models/tiny.onnx", "out dir/unet.plan")
+    assert (args.model, args.output) == ("my models/tiny.onnx", "out dir/unet.plan")
     assert (args.min_shape, args.opt_shape, args.max_shape) == (profile.min, profile.opt, profile.max)
     assert args.fp16 and args.workspace == 512 and args.opt_level == 5
 

@@ -1,0 +1,87 @@
+"""scripts/setup_venv.sh and scripts/demo.sh say what they are doing, one line per step, before each step runs.
+
+They run in a copy of the scripts next to a stand-in ``.venv/bin/python`` that records the pip calls instead of
+installing, so the test takes a second and needs no network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Answers what the scripts ask .venv/bin/python: its version, whether OpenCV came from pip (no), whether unetrt is
+# installed (after 'pip install -e'), and writes every pip call into out.log, where the script's own lines go too
+# (both append, so the order is kept; the script sends pip's output to its log file).
+FAKE_PYTHON = """#!/usr/bin/env bash
+here="$(cd "$(dirname "$0")/../.." && pwd)"
+case "$1" in
+  -V) echo "Python 3.11.0" ;;
+  -) cat > /dev/null; echo no ;;
+  -c) [ -f "$here/.venv/installed" ] ;;
+  -m) shift 2; echo "PIP $1 ${*: -1}" >> "$here/out.log"
+      [[ " $* " == *" -e "* ]] && touch "$here/.venv/installed"; exit 0 ;;
+esac
+"""
+FAKE_UNET_STREAM = "#!/usr/bin/env bash\necho \"unet-stream $*\"\n"
+
+
+@pytest.fixture()
+def checkout(tmp_path: Path) -> Path:
+    """A copy of what the scripts read, with the stand-in python in .venv."""
+    shutil.copytree(REPO / "scripts", tmp_path / "scripts")
+    for name in ("setup.py", "pyproject.toml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "cpp_ext", tmp_path / "cpp_ext")
+    for package in ("engine", "export", "benchmarks"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name, text in (("python", FAKE_PYTHON), ("unet-stream", FAKE_UNET_STREAM)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return tmp_path
+
+
+def _run(checkout: Path, *command: str) -> list[str]:
+    """Run a script; its output lines with the stand-in pip's calls among them."""
+    log = checkout / "out.log"
+    log.write_text("")
+    with log.open("a") as out:
+        done = subprocess.run(["bash", *command], cwd=checkout, stdout=out, stderr=subprocess.PIPE, text=True,
+                              timeout=60, env={**os.environ, "PYTHONPATH": ""})
+    assert done.returncode == 0, done.stderr
+    return log.read_text().splitlines()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_setup_prints_each_step_before_it_runs_and_once_when_up_to_date(checkout: Path) -> None:
+    lines = _run(checkout, "scripts/setup_venv.sh", "export,dev")
+    steps = [line for line in lines if line.startswith("[setup ")]
+    assert [line[:11] for line in steps] == [f"[setup {n}/5]" for n in range(1, 6)], lines
+    assert "checking the existing .venv (Python 3.11.0)" in steps[0]
+    assert "CPU-only PyTorch" in steps[2] and "compiling its C++ kernels" in steps[3] and "stubs" in steps[4]
+    # Every pip call comes after the line that announces it.
+    order = [line for line in lines if line.startswith(("[setup ", "PIP "))]
+    assert [line.split(" ")[1] if line.startswith("PIP") else line[:11] for line in order] == [
+        "[setup 1/5]", "[setup 2/5]", "install", "[setup 3/5]", "install", "[setup 4/5]", "install",
+        "[setup 5/5]", "install"], order
+    assert "tail -f build/setup.log" in "\n".join(lines) and lines[-1].startswith(".venv is ready")
+    again = _run(checkout, "scripts/setup_venv.sh", "export,dev")
+    assert again == ["[setup 1/5] checking the existing .venv (Python 3.11.0)",
+                     f".venv is up to date (extras: {lines[-1].split('extras: ')[1]}"]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_demo_says_what_it_sets_up_and_then_what_it_runs(checkout: Path) -> None:
+    lines = _run(checkout, "scripts/demo.sh")
+    demo = [index for index, line in enumerate(lines) if line.startswith("[demo ")]
+    setup = [index for index, line in enumerate(lines) if line.startswith("[setup ")]
+    assert len(demo) == 2 and demo[0] < setup[0] and setup[-1] < demo[1], lines
+    assert "segmenting the bundled CamVid clip" in lines[demo[1]]
+    assert lines[-1] == "unet-stream sample out/camvid_annotated.mp4 --model camvid --overwrite"
