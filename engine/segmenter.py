@@ -21,7 +21,7 @@ from .geometry import legal_sizes
 from .model_info import ModelInfo, check_working_size
 from .postprocess import BinaryCleanup
 from .preprocessing import check_frame
-from .tiling import BLEND_MODES, TileGrid, plan_tiles, plan_whole
+from .tiling import TileGrid, check_blend, plan_tiles, plan_whole
 from .visualize import blend, colorize_mask, palette_bgr
 
 DEVICE_PATHS = ("auto", "host", "cuda")
@@ -110,8 +110,7 @@ class Segmenter:
                  blend: str = "gaussian", device_path: str = "auto", cleanup: BinaryCleanup | None = None,
                  precision: str = "auto", working_size: tuple[int, int] | None = None, warm_up: bool = True,
                  build: bool = True, **backend_options: Any) -> None:
-        if blend not in BLEND_MODES:
-            raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
+        check_blend(blend)  # before a backend is opened (FramePath checks it with the same function)
         if overlap is not None and overlap < 0:
             raise ValueError(f"overlap must be >= 0, got {overlap}")
         if device_path not in DEVICE_PATHS:
