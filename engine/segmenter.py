@@ -118,9 +118,10 @@ class Segmenter:
         size = None if working_size is None else check_working_size(working_size)
         self.backend: Backend = open_backend(model, backend, device, precision, build=build, working_size=size,
                                              **backend_options)
-        self.info: ModelInfo = self.backend.info
         if size is not None:
-            self.info = replace(self.info, working_size=size)
+            # The backend runs every frame at this size from now on: its description says so too, so that
+            # seg.info and seg.backend.info are one record.
+            self.backend.info = replace(self.backend.info, working_size=size)
         self.probabilities = probabilities
         self.cleanup = cleanup if cleanup is not None and cleanup.active else None
         if self.cleanup is not None and not self.info.binary:
@@ -151,6 +152,16 @@ class Segmenter:
             except BaseException:
                 self.close()
                 raise
+
+    @property
+    def info(self) -> ModelInfo:
+        """What runs: the backend's model description, with the ``working_size`` asked for at open.
+
+        Example:
+            >>> Segmenter("camvid", working_size=(320, 240)).info.working_size  # doctest: +SKIP
+            (320, 240)
+        """
+        return self.backend.info
 
     def _open_device(self, device_path: str) -> Device[Any]:
         backend = self.backend
@@ -293,8 +304,7 @@ class Segmenter:
         results = self._path.run(frames, grid, want_probs or cleanup is not None, batch, probabilities_size)
         masks = [r.mask for r in results]
         if cleanup is not None:
-            masks = [cleanup.apply(r.probabilities[0], cleanup.threshold)  # type: ignore[index]
-                     for r in results]
+            masks = [cleanup.apply(r.probabilities[0]) for r in results]  # type: ignore[index]
         latency = (time.perf_counter() - start) * 1e3
         return [SegmentationResult(mask, r.probabilities if want_probs else None, latency, r.timings_ms)
                 for mask, r in zip(masks, results, strict=True)]
