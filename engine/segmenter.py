@@ -19,10 +19,11 @@ from .device import Device, HostDevice
 from .frame_path import PROBABILITY_SIZES, FramePath
 from .geometry import legal_sizes
 from .model_info import ModelInfo, check_working_size
+from .palette import Palette
 from .postprocess import BinaryCleanup
 from .preprocessing import check_frame
 from .tiling import TileGrid, check_blend, plan_tiles, plan_whole
-from .visualize import blend, colorize_mask, palette_bgr
+from .visualize import blend, colorize_mask
 
 DEVICE_PATHS = ("auto", "host", "cuda")
 
@@ -93,6 +94,8 @@ class Segmenter:
             compilation of that shape (OpenVINO compiles on a shape's first run: about 0.3 s for ``camvid``).
         build: on a GPU with TensorRT, build (and cache) the model's TensorRT engine when none is cached
             (:mod:`unetrt.plan_cache`); False: use a cached engine or fall back to the next backend.
+        palette: the class names and colours of :meth:`colorize`, :meth:`overlay` and the stream's legend (None:
+            the model's own, :meth:`unetrt.palette.Palette.of`); settable later as ``seg.palette``.
         **backend_options: passed to the backend (e.g. ``threads=2``).
 
     Raises:
@@ -109,7 +112,7 @@ class Segmenter:
                  probabilities: bool = False, tile: int | tuple[int, int] | None = None, overlap: int | None = None,
                  blend: str = "gaussian", device_path: str = "auto", cleanup: BinaryCleanup | None = None,
                  precision: str = "auto", working_size: tuple[int, int] | None = None, warm_up: bool = True,
-                 build: bool = True, **backend_options: Any) -> None:
+                 build: bool = True, palette: Palette | None = None, **backend_options: Any) -> None:
         check_blend(blend)  # before a backend is opened (FramePath checks it with the same function)
         if overlap is not None and overlap < 0:
             raise ValueError(f"overlap must be >= 0, got {overlap}")
@@ -145,7 +148,11 @@ class Segmenter:
         # Calls in flight, so that close() frees nothing a call on another thread still uses.
         self._calls = 0
         self._calls_done = threading.Condition()
-        self._palette = palette_bgr(self.info.colors, self.info.binary)
+        try:
+            self.palette = Palette.of(self.info) if palette is None else palette
+        except BaseException:
+            self.close()
+            raise
         if warm_up:
             try:
                 self.warm_up()
@@ -162,6 +169,26 @@ class Segmenter:
             (320, 240)
         """
         return self.backend.info
+
+    @property
+    def palette(self) -> Palette:
+        """The class names and colours masks are drawn with (the model's own unless set).
+
+        Raises:
+            ValueError: on setting one that is no :class:`~unetrt.palette.Palette` or does not fit the model's
+                classes (the message shows the palette and the classes).
+
+        Example:
+            >>> seg.palette = dataclasses.replace(seg.palette, colors=my_colors)  # doctest: +SKIP
+        """
+        return self._palette
+
+    @palette.setter
+    def palette(self, palette: Palette) -> None:
+        if not isinstance(palette, Palette):
+            raise ValueError(f"palette must be a unetrt.palette.Palette, got {palette!r}; "
+                             f"e.g. dataclasses.replace(seg.palette, colors=...)")
+        self._palette = palette.check_fits(self.info)
 
     def _open_device(self, device_path: str) -> Device[Any]:
         backend = self.backend
@@ -310,8 +337,8 @@ class Segmenter:
                 for mask, r in zip(masks, results, strict=True)]
 
     def colorize(self, result: SegmentationResult) -> np.ndarray:
-        """The mask as an HxWx3 BGR image in the model's class colours."""
-        return colorize_mask(result.mask, self._palette)
+        """The mask as an HxWx3 BGR image in the colours of :attr:`palette`."""
+        return colorize_mask(result.mask, self.palette.lut_bgr)
 
     def overlay(self, frame: np.ndarray, result: SegmentationResult, alpha: float = 0.5) -> np.ndarray:
         """The frame with the coloured mask blended over it.

@@ -20,8 +20,9 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from ..palette import Palette
 from ..segmenter import SegmentationResult
-from ..visualize import draw_legend, palette_bgr
+from ..visualize import draw_legend
 from .capture import (
     POLL_S,
     CapturedFrame,
@@ -546,14 +547,11 @@ class Stream:
 
 
 def _legend_entries(segmenter: FrameSegmenter) -> tuple[list[str], list[tuple[int, int, int]]]:
-    """Class names and BGR colours for the legend, from the segmenter's model description."""
-    info = getattr(segmenter, "info", None)
-    if info is None:
-        raise ValueError("legend needs a segmenter that describes its classes (a unetrt Segmenter has .info)")
-    palette = palette_bgr(info.colors, info.binary)
-    ids = [1] if info.binary else list(range(len(info.class_names)))
-    colors = [(int(palette[i][0]), int(palette[i][1]), int(palette[i][2])) for i in ids]
-    return list(info.class_names), colors
+    """Class names and BGR colours for the legend, from the segmenter's palette (the colours of its masks)."""
+    palette: Palette | None = getattr(segmenter, "palette", None)
+    if palette is None:
+        raise ValueError("legend needs a segmenter that describes its classes (a unetrt Segmenter has .palette)")
+    return palette.legend()
 
 
 def _check_options(alpha: float, max_fps: float | None, loop: int, max_frames: int | None, queue_size: int,
