@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tiling_reference import extract_reference
 
-from unetrt import _tiling
+from unetrt import _tiling, _tiling_emu
 from unetrt.cuda import CudaArrayInterface, cuda_array_interface
 from unetrt.tiling import blend_window
 
@@ -211,12 +211,13 @@ def test_finish_resized_cuda_equals_cpu(device: Device, dtype: Any, classes: int
 
 @pytest.mark.parametrize(("src", "out_hw"), [((1080, 1920, 3), (192, 256)), ((360, 480, 1), (721, 959)),
                                              ((5, 7, 4), (5, 7))])
-def test_resize_u8_cuda_equals_cpu(device: Device, src: tuple[int, int, int], out_hw: tuple[int, int]) -> None:
+def test_resize_u8_cuda_equals_its_emulation(device: Device, src: tuple[int, int, int],
+                                             out_hw: tuple[int, int]) -> None:
     image = np.random.default_rng(6).integers(0, 256, src, dtype=np.uint8)
     out_dev = device.empty((*out_hw, src[2]), np.uint8)
     _tiling.resize_bilinear_u8_cuda(device_args(image_dev := device.put(image)).ptr, src,
                                     device_args(out_dev).ptr, out_hw)
-    cpu = np.empty((*out_hw, src[2]), np.uint8)
-    _tiling.resize_bilinear_u8(image, cpu)
-    assert np.array_equal(device.get(out_dev), cpu)
+    emulated = np.empty((*out_hw, src[2]), np.uint8)
+    _tiling_emu.resize_bilinear_u8(image, emulated)
+    assert np.array_equal(device.get(out_dev), emulated)
     del image_dev
