@@ -285,9 +285,6 @@ void run_finish_resized(const void* scores, const float* weight, uint8_t* mask, 
                         const unetrt::FinishResizedParams& p, int threads) {
     unetrt::finish_resized_cpu(scores, weight, mask, probabilities, p, threads);
 }
-void run_resize_u8(const uint8_t* in, uint8_t* out, const unetrt::ResizeParams& p, int threads) {
-    unetrt::resize_bilinear_u8_cpu(in, out, p, threads);
-}
 #endif
 
 // ---------------------------------------------------------------- CPU entry points (numpy arrays)
@@ -561,6 +558,9 @@ unetrt::ResizeParams make_resize_params(const std::vector<int64_t>& image_shape,
     return p;
 }
 
+#if defined(UNETRT_EMULATED_CUDA)
+// The CUDA resize on numpy arrays, emulated, for the CudaDevice tests; the product's host path resizes with OpenCV
+// (unetrt.device.resize_frame), so the CPU module has no such entry point.
 py::array resize_bilinear_u8(const py::array& image, py::array out, int threads) {
     require_dtype(image, "image", {DType::u8});
     require_contiguous(image, "image");
@@ -585,6 +585,7 @@ py::array resize_bilinear_u8(const py::array& image, py::array out, int threads)
     }
     return out;
 }
+#endif
 
 // ---------------------------------------------------------------- CUDA entry points (device pointers)
 // In the emulated module, device pointers are host addresses (the tests' fake GPU memory) and the launchers run the
@@ -933,12 +934,14 @@ Example:
     >>> mask = np.empty((360, 480), np.uint8)
     >>> finish_resized(scores, mask, rect=(0, 0, 192, 256))  # doctest: +SKIP)doc");
 
+#if defined(UNETRT_EMULATED_CUDA)
     m.def("resize_bilinear_u8", &resize_bilinear_u8, py::arg("image"), py::arg("out"), py::kw_only(),
           py::arg("threads") = 0,
-          R"doc(Resize an H x W x C (or H x W) uint8 image to out's size with OpenCV INTER_LINEAR semantics (CPU).
+          R"doc(resize_bilinear_u8_cuda's kernel, emulated on numpy arrays: an H x W x C (or H x W) uint8 image
+resized to out's size with OpenCV INTER_LINEAR semantics.
 
-The twin of resize_bilinear_u8_cuda, computed in float32 and rounded half up: it is within one level of
-cv2.resize(..., interpolation=cv2.INTER_LINEAR), which rounds in fixed point.
+Computed in float32 and rounded half up: it is within one level of cv2.resize(..., interpolation=cv2.INTER_LINEAR),
+which rounds in fixed point.
 
 Args:
     image: H x W x C (C <= 4) or H x W uint8, C-contiguous.
@@ -952,8 +955,6 @@ Raises:
 
 Example:
     >>> small = resize_bilinear_u8(frame, np.empty((192, 256, 3), np.uint8))  # doctest: +SKIP)doc");
-
-#if defined(UNETRT_EMULATED_CUDA)
     m.def("launched_streams", &unetrt::take_launched_streams,
           R"doc(The stream of every emulated kernel launch since the last call, in order (and forget them).)doc");
 #endif

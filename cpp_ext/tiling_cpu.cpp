@@ -576,12 +576,4 @@ void finish_resized_cpu(const void* scores, const float* weight, uint8_t* mask, 
     });
 }
 
-void resize_bilinear_u8_cpu(const uint8_t* in, uint8_t* out, const ResizeParams& params, int threads) {
-    parallel_for(params.out_h, threads, [&](int64_t begin, int64_t end) {
-        const ResizeParams p = params;  // a local copy: uint8_t stores may alias anything
-        for (int64_t y = begin; y < end; ++y)
-            for (int64_t x = 0; x < p.out_w; ++x) resize_u8_pixel(y, x, in, out, p);
-    });
-}
-
 }  // namespace UNETRT_NAMESPACE

@@ -15,10 +15,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .model_info import ModelInfo
+from .palette import Palette
 
 __version__ = "0.1.0"
 
-__all__ = ["ModelInfo", "SegmentationResult", "Segmenter", "__version__"]
+__all__ = ["ModelInfo", "Palette", "SegmentationResult", "Segmenter", "__version__"]
 
 _NEEDS_OPENCV = {"Segmenter": ".segmenter", "SegmentationResult": ".segmenter"}
 

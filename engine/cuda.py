@@ -236,6 +236,17 @@ class CudaArrayInterface:
     read_only: bool
     stream: int | None
 
+    @property
+    def dtype_name(self) -> str:
+        """The native kernels' name of the dtype ('uint8', 'uint16', 'float16', 'float32').
+
+        Raises:
+            ValueError: for a dtype the kernels do not take.
+        """
+        if self.dtype not in _DTYPE_NAMES:
+            raise ValueError(f"device array dtype {self.dtype.str!r} is not uint8, uint16, float16 or float32")
+        return _DTYPE_NAMES[self.dtype]
+
 
 def cuda_array_interface(array: Any, what: str) -> CudaArrayInterface:
     """Read ``__cuda_array_interface__`` (the one reader of it in unetrt).

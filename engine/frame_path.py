@@ -26,7 +26,7 @@ import numpy as np
 from .device import BufferT, Device, HostDevice
 from .model_info import ModelInfo
 from .preprocessing import check_frame, frame_scale, frame_to_model_channels
-from .tiling import BLEND_MODES, TileGrid, blend_window, extract_call, plan_whole, tile_runs
+from .tiling import TileGrid, blend_window, check_blend, extract_call, plan_whole, tile_runs
 
 PROBABILITY_SIZES = ("frame", "working")
 # Idle buffer sets kept per geometry: enough for the threads that usually share a segmenter; a burst of more
@@ -120,11 +120,9 @@ class FramePath(Generic[BufferT]):
     """
 
     def __init__(self, device: Device[BufferT], info: ModelInfo, blend: str = "gaussian") -> None:
-        if blend not in BLEND_MODES:
-            raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
         self.device = device
         self.info = info
-        self.blend = blend
+        self.blend = check_blend(blend)
         # Idle working buffers of the latest geometry; a call borrows a set and gives it back.
         self._pool_key: tuple[Any, ...] | None = None
         self._pool: list[_Buffers[BufferT]] = []

@@ -42,7 +42,7 @@ class BinaryCleanup:
 
     Example:
         >>> p = np.full((5, 5), 0.9, np.float32); p[2, 2] = 0.1   # a speck inside a cell
-        >>> int(BinaryCleanup("fill-holes", max_hole_area=4).apply(p, 0.5).sum())
+        >>> int(BinaryCleanup("fill-holes", max_hole_area=4).apply(p).sum())
         25
     """
 
@@ -66,8 +66,23 @@ class BinaryCleanup:
         """Whether the clean-up changes anything."""
         return self.mode != "none"
 
-    def apply(self, probability: np.ndarray, threshold: float) -> np.ndarray:
-        """The HxW uint8 mask (1 = cell) of a foreground probability map at ``threshold``."""
+    def apply(self, probability: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """The HxW uint8 mask (1 = cell) of a foreground probability map.
+
+        Args:
+            probability: HxW foreground probabilities.
+            threshold: the mask threshold; None (the default) takes this clean-up's own ``threshold``. A
+                scorer that sweeps thresholds (:class:`unetrt.metrics.IsbiChallengeScorer`) passes each one.
+
+        Returns:
+            The cleaned mask.
+
+        Example:
+            >>> BinaryCleanup(threshold=0.7).apply(np.array([[0.6, 0.8]], np.float32)).tolist()
+            [[0, 1]]
+        """
+        if threshold is None:
+            threshold = self.threshold
         if self.mode == "watershed":
             seed = max(self.seed_threshold, threshold)
             return seeded_watershed(probability, threshold, seed, self.min_seed_area, self.max_hole_area)

@@ -19,10 +19,11 @@ from .device import Device, HostDevice
 from .frame_path import PROBABILITY_SIZES, FramePath
 from .geometry import legal_sizes
 from .model_info import ModelInfo, check_working_size
+from .palette import Palette
 from .postprocess import BinaryCleanup
 from .preprocessing import check_frame
-from .tiling import BLEND_MODES, TileGrid, plan_tiles, plan_whole
-from .visualize import blend, colorize_mask, palette_bgr
+from .tiling import TileGrid, check_blend, plan_tiles, plan_whole
+from .visualize import blend, colorize_mask
 
 DEVICE_PATHS = ("auto", "host", "cuda")
 
@@ -94,6 +95,8 @@ class Segmenter:
             compilation of that shape (OpenVINO compiles on a shape's first run: about 0.3 s for ``camvid``).
         build: on a GPU with TensorRT, build (and cache) the model's TensorRT engine when none is cached
             (:mod:`unetrt.plan_cache`); False: use a cached engine or fall back to the next backend.
+        palette: the class names and colours of :meth:`colorize`, :meth:`overlay` and the stream's legend (None:
+            the model's own, :meth:`unetrt.palette.Palette.of`); settable later as ``seg.palette``.
         **backend_options: passed to the backend (e.g. ``threads=2``).
 
     Raises:
@@ -110,9 +113,8 @@ class Segmenter:
                  probabilities: bool = False, tile: int | tuple[int, int] | None = None, overlap: int | None = None,
                  blend: str = "gaussian", device_path: str = "auto", cleanup: BinaryCleanup | None = None,
                  precision: str = "auto", working_size: tuple[int, int] | None = None, warm_up: bool = True,
-                 build: bool = True, **backend_options: Any) -> None:
-        if blend not in BLEND_MODES:
-            raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
+                 build: bool = True, palette: Palette | None = None, **backend_options: Any) -> None:
+        check_blend(blend)  # before a backend is opened (FramePath checks it with the same function)
         if overlap is not None and overlap < 0:
             raise ValueError(f"overlap must be >= 0, got {overlap}")
         if device_path not in DEVICE_PATHS:
@@ -120,9 +122,10 @@ class Segmenter:
         size = None if working_size is None else check_working_size(working_size)
         self.backend: Backend = open_backend(model, backend, device, precision, build=build, working_size=size,
                                              **backend_options)
-        self.info: ModelInfo = self.backend.info
         if size is not None:
-            self.info = replace(self.info, working_size=size)
+            # The backend runs every frame at this size from now on: its description says so too, so that
+            # seg.info and seg.backend.info are one record.
+            self.backend.info = replace(self.backend.info, working_size=size)
         self.probabilities = probabilities
         self.cleanup = cleanup if cleanup is not None and cleanup.active else None
         if self.cleanup is not None and not self.info.binary:
@@ -146,13 +149,47 @@ class Segmenter:
         # Calls in flight, so that close() frees nothing a call on another thread still uses.
         self._calls = 0
         self._calls_done = threading.Condition()
-        self._palette = palette_bgr(self.info.colors, self.info.binary)
+        try:
+            self.palette = Palette.of(self.info) if palette is None else palette
+        except BaseException:
+            self.close()
+            raise
         if warm_up:
             try:
                 self.warm_up()
             except BaseException:
                 self.close()
                 raise
+
+    @property
+    def info(self) -> ModelInfo:
+        """What runs: the backend's model description, with the ``working_size`` asked for at open.
+
+        Example:
+            >>> Segmenter("camvid", working_size=(320, 240)).info.working_size  # doctest: +SKIP
+            (320, 240)
+        """
+        return self.backend.info
+
+    @property
+    def palette(self) -> Palette:
+        """The class names and colours masks are drawn with (the model's own unless set).
+
+        Raises:
+            ValueError: on setting one that is no :class:`~unetrt.palette.Palette` or does not fit the model's
+                classes (the message shows the palette and the classes).
+
+        Example:
+            >>> seg.palette = dataclasses.replace(seg.palette, colors=my_colors)  # doctest: +SKIP
+        """
+        return self._palette
+
+    @palette.setter
+    def palette(self, palette: Palette) -> None:
+        if not isinstance(palette, Palette):
+            raise ValueError(f"palette must be a unetrt.palette.Palette, got {palette!r}; "
+                             f"e.g. dataclasses.replace(seg.palette, colors=...)")
+        self._palette = palette.check_fits(self.info)
 
     def _open_device(self, device_path: str) -> Device[Any]:
         backend = self.backend
@@ -303,15 +340,14 @@ class Segmenter:
         results = self._path.run(frames, grid, want_probs or cleanup is not None, batch, probabilities_size)
         masks = [r.mask for r in results]
         if cleanup is not None:
-            masks = [cleanup.apply(r.probabilities[0], cleanup.threshold)  # type: ignore[index]
-                     for r in results]
+            masks = [cleanup.apply(r.probabilities[0]) for r in results]  # type: ignore[index]
         latency = (time.perf_counter() - start) * 1e3
         return [SegmentationResult(mask, r.probabilities if want_probs else None, latency, r.timings_ms)
                 for mask, r in zip(masks, results, strict=True)]
 
     def colorize(self, result: SegmentationResult) -> np.ndarray:
-        """The mask as an HxWx3 BGR image in the model's class colours."""
-        return colorize_mask(result.mask, self._palette)
+        """The mask as an HxWx3 BGR image in the colours of :attr:`palette`."""
+        return colorize_mask(result.mask, self.palette.lut_bgr)
 
     def overlay(self, frame: np.ndarray, result: SegmentationResult, alpha: float = 0.5) -> np.ndarray:
         """The frame with the coloured mask blended over it.

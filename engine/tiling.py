@@ -1,22 +1,20 @@
-"""Overlap-tile inference for images of any size: plan a tile grid, run tiles through a network, stitch.
+"""Overlap-tile geometry for images of any size: the tile grid, the kernels' calls over it, the blend windows.
 
 Tiles are cut with mirror padding wherever they reach past the image (the U-Net paper's overlap-tile
-strategy) by the native kernels of :mod:`unetrt._tiling`. A 'same' network's tiles overlap by ``overlap``
-pixels; a 'valid' network's tiles additionally carry its context margin (92 px for 572 -> 388), so their
-outputs abut exactly. Outputs are stitched by cropping each tile to its core ('crop') or by a weighted
-average with a Gaussian or linear window ('gaussian', 'linear').
+strategy). A 'same' network's tiles overlap by ``overlap`` pixels; a 'valid' network's tiles additionally
+carry its context margin (92 px for 572 -> 388), so their outputs abut exactly. Outputs are stitched by
+cropping each tile to its core ('crop') or by a weighted average with a Gaussian or linear window
+('gaussian', 'linear'). This module only plans; :class:`unetrt.frame_path.FramePath` runs frames through a
+grid with the native kernels of :mod:`unetrt._tiling` (on the CPU or on a GPU, one path).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from . import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
-from .cuda import cuda_array_interface
 from .geometry import PADDING_MODES, is_legal_size, legal_sizes, nearest_legal_sizes, plan_padding, valid_output_size
 
 BLEND_MODES = ("gaussian", "linear", "crop")
@@ -25,7 +23,27 @@ GAUSSIAN_SIGMA_SCALE = 0.125  # sigma as a fraction of the tile side, as MONAI's
 # takes its class from whichever edge is least tiny, which alone moved 4 % of argmax pixels on a 1440 x 1088 frame.
 WINDOW_FLOOR = 1e-3
 
-Predictor = Callable[[np.ndarray], np.ndarray]
+
+def check_blend(blend: str) -> str:
+    """The blend mode, checked (the one check of it in unetrt).
+
+    Args:
+        blend: 'gaussian' or 'linear' (weighted average of overlapping tile outputs) or 'crop' (each output
+            keeps the middle of its overlaps; exact for 'valid' networks).
+
+    Returns:
+        ``blend`` itself.
+
+    Raises:
+        ValueError: on any other value, naming the modes.
+
+    Example:
+        >>> check_blend("crop")
+        'crop'
+    """
+    if blend not in BLEND_MODES:
+        raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
+    return blend
 
 
 @dataclass(frozen=True)
@@ -285,180 +303,3 @@ def blend_window(kind: str, size: int) -> np.ndarray:
     if kind == "gaussian":
         window = np.maximum(window, WINDOW_FLOOR)
     return window.astype(np.float32)
-
-
-@dataclass
-class TiledResult:
-    """What :func:`tiled_inference` returns.
-
-    Attributes:
-        logits: K x H x W float32: stitched network outputs at the image's size.
-        mask: H x W uint8 class ids (argmax, or logit > 0 for binary models), when asked for.
-    """
-
-    logits: np.ndarray
-    mask: np.ndarray | None
-
-
-def _check_outputs(outputs: object, count: int, grid: TileGrid) -> np.ndarray:
-    if not isinstance(outputs, np.ndarray) or outputs.ndim != 4:
-        shape = getattr(outputs, "shape", outputs)
-        raise ValueError(f"predictor must return an N x K x h x w numpy array, got {shape}")
-    if outputs.shape[0] != count or tuple(outputs.shape[2:]) != grid.output_hw:
-        raise ValueError(f"predictor returned shape {outputs.shape} for {count} tiles; expected "
-                         f"({count}, K, {grid.output_hw[0]}, {grid.output_hw[1]})")
-    if outputs.dtype not in (np.float32, np.float16):
-        outputs = outputs.astype(np.float32)
-    return np.ascontiguousarray(outputs)
-
-
-def tiled_inference(image: np.ndarray, predictor: Predictor, grid: TileGrid, *, blend: str = "gaussian",
-                    batch_size: int = 4, swap_rb: bool = False, scale: float = 1.0 / 255.0,
-                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                    binary: bool | None = None, dtype: Any = np.float32, threads: int = 0) -> TiledResult:
-    """Run ``predictor`` over an image tile by tile and stitch its outputs.
-
-    Memory is bounded by the result (K x H x W float32, plus H x W weights when blending) and one batch of
-    tiles, whatever the image's size.
-
-    Args:
-        image: H x W or H x W x C uint8 or float32, any strides.
-        predictor: N x C x th x tw batch (``dtype``) -> N x K x oh x ow outputs (e.g. ``backend.infer``).
-        grid: from :func:`plan_tiles` for ``image.shape[:2]``.
-        blend: 'gaussian' or 'linear' (weighted average of overlapping outputs) or 'crop' (each output
-            keeps the middle of its overlaps; exact for 'valid' networks).
-        batch_size: tiles per predictor call (respect the backend's ``max_batch``).
-        swap_rb: swap channels 0 and 2 (BGR frame into an RGB network).
-        scale, mean, std: normalisation ``(x * scale - mean) / std`` per channel.
-        binary: also return the mask: True thresholds logit > 0, False takes the argmax; None: no mask.
-        dtype: np.float32 or np.float16 network input.
-        threads: CPU threads for the kernels (0 = one per core).
-
-    Returns:
-        The stitched logits and, if asked, the mask.
-
-    Raises:
-        ValueError: on a grid not made for this image, an unknown blend, a bad batch size or predictor output.
-
-    Example:
-        >>> grid = plan_tiles(frame.shape[:2], 256, overlap=32)  # doctest: +SKIP
-        >>> result = tiled_inference(frame, backend.infer, grid, swap_rb=True, mean=m, std=s)  # doctest: +SKIP
-    """
-    if blend not in BLEND_MODES:
-        raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
-        raise ValueError(f"image must be an H x W or H x W x C numpy array, got {getattr(image, 'shape', image)}")
-    if tuple(image.shape[:2]) != grid.image_hw:
-        raise ValueError(f"grid was planned for a {grid.image_hw} image, got {image.shape[:2]}; re-plan it")
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    height, width = grid.image_hw
-    mode = "crop" if blend == "crop" else "blend"
-    windows = {} if mode == "crop" else {"window_y": blend_window(blend, grid.output_hw[0]),
-                                         "window_x": blend_window(blend, grid.output_hw[1])}
-    geometry = {"step": grid.step, "grid": grid.shape}
-    batch = np.empty((min(batch_size, grid.count), channels, *grid.tile_hw), dtype=dtype)
-    acc: np.ndarray | None = None
-    weight = np.zeros((height, width), np.float32) if mode == "blend" else None
-    jobs = [(0, tile) for tile in range(grid.count)]
-    for first in range(0, grid.count, batch_size):
-        chunk = jobs[first : first + batch_size]
-        tiles = batch[: len(chunk)]
-        for start, count, _ in tile_runs(grid, chunk, regular=False):
-            origin, shape, first_tile = extract_call(grid, chunk[start][1])
-            _tiling.extract_tiles(image, tiles[start : start + count], origin=origin, step=grid.step, grid=shape,
-                                  first=first_tile, swap_rb=swap_rb, scale=scale,
-                                  mean=None if mean is None else list(mean), std=None if std is None else list(std),
-                                  threads=threads)
-        outputs = _check_outputs(predictor(tiles), len(chunk), grid)
-        if grid.shift != (0, 0):
-            outputs = outputs.copy()  # the predictor may have handed out its own buffer
-            for index, (_, tile) in enumerate(chunk):
-                row, col = divmod(tile, grid.shape[1])
-                if row == grid.shape[0] - 1 and grid.shift[0]:
-                    shift_tile_output(outputs[index], 1, grid.shift[0])
-                if col == grid.shape[1] - 1 and grid.shift[1]:
-                    shift_tile_output(outputs[index], 2, grid.shift[1])
-        if acc is None:
-            acc = np.zeros((outputs.shape[1], height, width), np.float32)
-        _tiling.stitch_tiles(outputs, acc, weight, origin=grid.output_origin, first=first, mode=mode,
-                             threads=threads, **geometry, **windows)
-    assert acc is not None  # the grid has at least one tile
-    mask = None if binary is None else np.empty((height, width), np.uint8)
-    if weight is not None or mask is not None:
-        # One pass: divide by the blend weight and reduce to the mask.
-        _tiling.finish(acc, weight, mask, binary=bool(binary), write_logits=weight is not None, threads=threads)
-    return TiledResult(acc, mask)
-
-
-class TiledInferer:
-    """Settings for :func:`tiled_inference`, planned per image.
-
-    Args:
-        tile: network input tile side or (height, width).
-        overlap: pixels shared by neighbouring outputs.
-        padding, depth: the network's convolutions and levels (for legal tile sizes and the context margin).
-        blend: 'gaussian', 'linear' or 'crop'.
-        batch_size: tiles per predictor call.
-        **normalisation: swap_rb, scale, mean, std, dtype, threads for :func:`tiled_inference`.
-
-    Example:
-        >>> inferer = TiledInferer(572, padding="valid", blend="crop")  # doctest: +SKIP
-        >>> logits = inferer(image, backend.infer).logits  # doctest: +SKIP
-    """
-
-    def __init__(self, tile: int | Sequence[int], overlap: int | Sequence[int] = 0, padding: str = "same",
-                 depth: int = 5, blend: str = "gaussian", batch_size: int = 4, **normalisation: Any) -> None:
-        plan_tiles((1, 1), tile, overlap, padding, depth)  # fail early on illegal settings
-        if blend not in BLEND_MODES:
-            raise ValueError(f"blend must be one of {BLEND_MODES}, got {blend!r}")
-        self.tile, self.overlap, self.padding, self.depth = tile, overlap, padding, depth
-        self.blend, self.batch_size, self.normalisation = blend, batch_size, normalisation
-
-    def plan(self, image_hw: Sequence[int]) -> TileGrid:
-        """The grid for an image of this size."""
-        return plan_tiles(image_hw, self.tile, self.overlap, self.padding, self.depth)
-
-    def __call__(self, image: np.ndarray, predictor: Predictor, binary: bool | None = None) -> TiledResult:
-        """Tiled inference of ``predictor`` over ``image`` with these settings."""
-        return tiled_inference(image, predictor, self.plan(image.shape[:2]), blend=self.blend,
-                               batch_size=self.batch_size, binary=binary, **self.normalisation)
-
-
-@dataclass(frozen=True)
-class CudaArrayArgs:
-    """A device array as the ``*_cuda`` kernels of :mod:`unetrt._tiling` take it.
-
-    Attributes:
-        ptr: device address.
-        shape: the array's shape.
-        strides: strides in bytes (C-contiguous ones when the producer gives none).
-        dtype: 'uint8', 'uint16', 'float16' or 'float32'.
-    """
-
-    ptr: int
-    shape: tuple[int, ...]
-    strides: tuple[int, ...]
-    dtype: str
-
-
-_TYPESTR = {"|u1": "uint8", "<u2": "uint16", "<f2": "float16", "<f4": "float32"}
-
-
-def cuda_array_args(array: Any) -> CudaArrayArgs:
-    """Pointer, shape, byte strides and dtype of any ``__cuda_array_interface__`` array (CuPy, torch CUDA
-    tensors, pycuda GPUArray, Numba).
-
-    Raises:
-        ValueError: when the object is no CUDA array or has a dtype the kernels do not take.
-
-    Example:
-        >>> args = cuda_array_args(torch.zeros(4, 3, 64, 64, device="cuda"))  # doctest: +SKIP
-        >>> _tiling.extract_tiles_cuda(..., args.ptr, args.shape, args.dtype, ...)  # doctest: +SKIP
-    """
-    interface = cuda_array_interface(array, type(array).__name__)
-    typestr = interface.dtype.str
-    if typestr not in _TYPESTR:
-        raise ValueError(f"device array dtype {typestr!r} is not uint8, uint16, float16 or float32")
-    return CudaArrayArgs(interface.ptr, interface.shape, interface.strides, _TYPESTR[typestr])

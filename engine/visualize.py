@@ -1,4 +1,4 @@
-"""Colouring class-id masks and blending them over frames."""
+"""Colouring class-id masks (with a :class:`unetrt.palette.Palette`'s table), blending them over frames, legends."""
 
 from __future__ import annotations
 
@@ -8,19 +8,8 @@ import cv2
 import numpy as np
 
 
-def palette_bgr(colors: Sequence[Sequence[int]], binary: bool) -> np.ndarray:
-    """A 256x3 BGR lookup table from RGB class colours (binary: id 0 black, id 1 the colour)."""
-    table = np.zeros((256, 3), dtype=np.uint8)
-    rgb = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
-    if binary:
-        table[1] = rgb[0][::-1]
-    else:
-        table[: len(rgb)] = rgb[:, ::-1]
-    return table
-
-
 def colorize_mask(mask: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """HxW uint8 class ids -> HxWx3 BGR colours through a 256x3 palette.
+    """HxW uint8 class ids -> HxWx3 BGR colours through a 256x3 lookup table (:attr:`unetrt.palette.Palette.lut_bgr`).
 
     Example:
         >>> colorize_mask(np.zeros((2, 2), np.uint8), np.full((256, 3), 7, np.uint8))[0, 0].tolist()

@@ -21,6 +21,7 @@ import numpy as np
 from unetrt.cli import run_cli
 from unetrt.cli_options import ALIASES_EPILOG, CommandParser, add_output, add_size
 from unetrt.datasets import paired_files, read_class_table, read_image, read_label
+from unetrt.palette import Palette
 
 from .weights import distance_weight_map, size_weight_map
 
@@ -93,10 +94,10 @@ def weights_figure(
             axes[row, 1].imshow(label, cmap="gray")
             axes[row, 1].set_title("mask (white = cell)")
         else:
-            colors = np.array(table.colors if table else [(0, 0, 0)] * num_classes, dtype=np.uint8)
-            palette = np.zeros((256, 3), dtype=np.uint8)
-            palette[: len(colors)] = colors
-            axes[row, 1].imshow(palette[label])
+            # Without a class table every class is drawn black, as ignored labels are.
+            palette = (Palette(table.names, table.colors) if table else
+                       Palette(tuple(str(i) for i in range(num_classes)), ((0, 0, 0),) * num_classes))
+            axes[row, 1].imshow(palette.lut_rgb[label])
             axes[row, 1].set_title("mask (black = ignored)")
         for col, (data, title) in enumerate(((distance, f"distance weights (w0={w0:g}, sigma={sigma:g})"),
                                              (sizes, "size weights")), start=2):

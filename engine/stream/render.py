@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import cv2
 import numpy as np
 
+from ..palette import Palette
 from ..segmenter import SegmentationResult
-from ..visualize import blend, draw_legend, palette_bgr
+from ..visualize import blend, draw_legend
 
 if TYPE_CHECKING:
     from .result import StreamResult
@@ -112,18 +113,15 @@ def stats_caption(fps: float, latency_ms: float, dropped: int) -> str:
 
 
 def legend_entries(segmenter: Any) -> LegendEntries:
-    """Class names and BGR colours for the legend, from the segmenter's model description.
+    """Class names and BGR colours for the legend, from the segmenter's palette (the colours of its masks).
 
     Raises:
-        ValueError: when the segmenter does not describe its classes (has no ``info``).
+        ValueError: when the segmenter has no palette.
     """
-    info = getattr(segmenter, "info", None)
-    if info is None:
-        raise ValueError("legend needs a segmenter that describes its classes (a unetrt Segmenter has .info)")
-    palette = palette_bgr(info.colors, info.binary)
-    ids = [1] if info.binary else list(range(len(info.class_names)))
-    colors = [(int(palette[i][0]), int(palette[i][1]), int(palette[i][2])) for i in ids]
-    return list(info.class_names), colors
+    palette: Palette | None = getattr(segmenter, "palette", None)
+    if palette is None:
+        raise ValueError("legend needs a segmenter that describes its classes (a unetrt Segmenter has .palette)")
+    return palette.legend()
 
 
 def legend_strip(entries: LegendEntries, height: int) -> np.ndarray:

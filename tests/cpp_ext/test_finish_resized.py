@@ -1,4 +1,5 @@
-"""finish_resized and resize_bilinear_u8 (CPU) equal the numpy reference, and reject bad input."""
+"""finish_resized (CPU) and resize_bilinear_u8 (the CUDA kernel, emulated) equal the numpy reference, and reject bad
+input."""
 
 from __future__ import annotations
 
@@ -162,7 +163,7 @@ def test_resize_u8_equals_reference_and_opencv(height: int, width: int, out_h: i
     shape = (height, width) if channels == 0 else (height, width, channels)
     image = rng.integers(0, 256, shape, dtype=np.uint8)
     out = np.empty((out_h, out_w, *shape[2:]), np.uint8)
-    assert _tiling.resize_bilinear_u8(image, out, threads=threads) is out
+    assert _tiling_emu.resize_bilinear_u8(image, out, threads=threads) is out
     assert np.array_equal(out, resize_u8_reference(image, (out_h, out_w)))
     expected = cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_LINEAR).reshape(out.shape)
     assert np.abs(out.astype(np.int16) - expected).max() <= 1
@@ -172,10 +173,10 @@ def test_resize_u8_identity_and_camera_sizes() -> None:
     rng = np.random.default_rng(4)
     frame = rng.integers(0, 256, (360, 480, 3), dtype=np.uint8)
     same = np.empty_like(frame)
-    _tiling.resize_bilinear_u8(frame, same)
+    _tiling_emu.resize_bilinear_u8(frame, same)
     assert np.array_equal(same, frame)
     small = np.empty((192, 256, 3), np.uint8)
-    _tiling.resize_bilinear_u8(frame, small)
+    _tiling_emu.resize_bilinear_u8(frame, small)
     expected = cv2.resize(frame, (256, 192), interpolation=cv2.INTER_LINEAR)
     assert np.abs(small.astype(np.int16) - expected).max() <= 1
 
@@ -197,7 +198,7 @@ IMAGE = np.zeros((10, 12, 3), np.uint8)
 ])
 def test_resize_u8_rejects_bad_input(image: np.ndarray, out: np.ndarray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        _tiling.resize_bilinear_u8(image, out)
+        _tiling_emu.resize_bilinear_u8(image, out)
 
 
 def test_new_cuda_entry_points_check_arguments_first() -> None:

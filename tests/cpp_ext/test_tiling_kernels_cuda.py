@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from tiling_reference import extract_reference
 
-from unetrt import _tiling
-from unetrt.tiling import blend_window, cuda_array_args
+from unetrt import _tiling, _tiling_emu
+from unetrt.cuda import CudaArrayInterface, cuda_array_interface
+from unetrt.tiling import blend_window
 
 pytestmark = pytest.mark.cuda
 
@@ -76,14 +77,19 @@ def device() -> Device:
     return dev
 
 
+def device_args(array: Any) -> CudaArrayInterface:
+    """Pointer, shape, byte strides and dtype of a CuPy or torch device array, as the kernels take them."""
+    return cuda_array_interface(array, type(array).__name__)
+
+
 def _extract_cuda(dev: Device, image_dev: Any, out_shape: tuple[int, ...], out_dtype: Any, **kwargs: Any) -> Any:
-    img = cuda_array_args(image_dev)
+    img = device_args(image_dev)
     out = dev.empty(out_shape, out_dtype)
-    out_args = cuda_array_args(out)
+    out_args = device_args(out)
     channels = img.shape[2] if len(img.shape) == 3 else 1
     strides = img.strides if len(img.strides) == 3 else (*img.strides, 1)
-    _tiling.extract_tiles_cuda(img.ptr, img.shape[:2], channels, strides, img.dtype, out_args.ptr, out_args.shape,
-                               out_args.dtype, **kwargs)
+    _tiling.extract_tiles_cuda(img.ptr, img.shape[:2], channels, strides, img.dtype_name, out_args.ptr, out_args.shape,
+                               out_args.dtype_name, **kwargs)
     return out
 
 
@@ -132,11 +138,11 @@ def test_stitch_and_finish_cuda_equal_cpu(device: Device, mode: str, dtype: Any)
     acc_dev, weight_dev, window_dev = device.put(acc), device.put(weight), device.put(window)
     for first in range(0, len(tiles), 3):
         chunk = tiles[first : first + 3]
-        chunk_dev = cuda_array_args(chunk_dev_array := device.put(chunk))
-        blend_args = ({"window_y_ptr": cuda_array_args(window_dev).ptr, "window_x_ptr": cuda_array_args(window_dev).ptr}
+        chunk_dev = device_args(chunk_dev_array := device.put(chunk))
+        blend_args = ({"window_y_ptr": device_args(window_dev).ptr, "window_x_ptr": device_args(window_dev).ptr}
                       if mode == "blend" else {})
-        _tiling.stitch_tiles_cuda(chunk_dev.ptr, chunk_dev.shape, chunk_dev.dtype, cuda_array_args(acc_dev).ptr,
-                                  acc.shape, cuda_array_args(weight_dev).ptr if mode == "blend" else 0, first=first,
+        _tiling.stitch_tiles_cuda(chunk_dev.ptr, chunk_dev.shape, chunk_dev.dtype_name, device_args(acc_dev).ptr,
+                                  acc.shape, device_args(weight_dev).ptr if mode == "blend" else 0, first=first,
                                   **geometry, **blend_args)
         device.sync()
         del chunk_dev_array
@@ -145,8 +151,8 @@ def test_stitch_and_finish_cuda_equal_cpu(device: Device, mode: str, dtype: Any)
     assert np.array_equal(device.get(acc_dev), acc)
     mask_dev = device.empty((height, width), np.uint8)
     use_weight = mode == "blend"
-    _tiling.finish_cuda(cuda_array_args(acc_dev).ptr, acc.shape, cuda_array_args(weight_dev).ptr if use_weight else 0,
-                        cuda_array_args(mask_dev).ptr, write_logits=use_weight)
+    _tiling.finish_cuda(device_args(acc_dev).ptr, acc.shape, device_args(weight_dev).ptr if use_weight else 0,
+                        device_args(mask_dev).ptr, write_logits=use_weight)
     mask = np.empty((height, width), np.uint8)
     _tiling.finish(acc, weight if use_weight else None, mask, write_logits=use_weight)
     assert np.array_equal(device.get(mask_dev), mask)
@@ -157,7 +163,7 @@ def test_cuda_rejects_host_pointers(device: Device) -> None:
     image = np.zeros((10, 12, 3), np.uint8)
     out = device.empty((9, 3, 4, 4), np.float32)
     with pytest.raises(ValueError, match="image_ptr"):
-        _tiling.extract_tiles_cuda(image.ctypes.data, (10, 12), 3, image.strides, "uint8", cuda_array_args(out).ptr,
+        _tiling.extract_tiles_cuda(image.ctypes.data, (10, 12), 3, image.strides, "uint8", device_args(out).ptr,
                                    (9, 3, 4, 4), "float32", origin=(0, 0), step=(4, 4), grid=(3, 3))
 
 
@@ -167,8 +173,8 @@ def test_extract_cuda_reads_uint16_frames(device: Device) -> None:
     kwargs = {"origin": (-4, -4), "step": (12, 12), "grid": (4, 5), "swap_rb": True, "scale": 1.0 / 65535.0}
     image_dev = device.put(image)
     out = device.empty((20, 3, 16, 16), np.float16)
-    _tiling.extract_tiles_cuda(cuda_array_args(image_dev).ptr, (40, 50), 3, image.strides, "uint16",
-                               cuda_array_args(out).ptr, (20, 3, 16, 16), "float16", **kwargs)
+    _tiling.extract_tiles_cuda(device_args(image_dev).ptr, (40, 50), 3, image.strides, "uint16",
+                               device_args(out).ptr, (20, 3, 16, 16), "float16", **kwargs)
     cpu = np.empty((20, 3, 16, 16), np.float16)
     _tiling.extract_tiles(image, cpu, **kwargs)
     assert np.array_equal(device.get(out).view(np.uint16), cpu.view(np.uint16))
@@ -194,10 +200,10 @@ def test_finish_resized_cuda_equals_cpu(device: Device, dtype: Any, classes: int
     scores_dev, mask_dev = device.put(scores), device.empty(out_hw, np.uint8)
     probabilities_dev = device.empty((classes, *out_hw), np.float32)
     weight_dev = device.put(weight) if weight is not None else None
-    _tiling.finish_resized_cuda(cuda_array_args(scores_dev).ptr, scores.shape, np.dtype(dtype).name,
-                                cuda_array_args(mask_dev).ptr, out_hw, rect=rect,
-                                weight_ptr=cuda_array_args(weight_dev).ptr if weight_dev is not None else 0,
-                                probabilities_ptr=cuda_array_args(probabilities_dev).ptr, binary=binary,
+    _tiling.finish_resized_cuda(device_args(scores_dev).ptr, scores.shape, np.dtype(dtype).name,
+                                device_args(mask_dev).ptr, out_hw, rect=rect,
+                                weight_ptr=device_args(weight_dev).ptr if weight_dev is not None else 0,
+                                probabilities_ptr=device_args(probabilities_dev).ptr, binary=binary,
                                 threshold=0.1)
     assert np.array_equal(device.get(mask_dev), mask)
     np.testing.assert_allclose(device.get(probabilities_dev), probabilities, rtol=4e-6, atol=1e-7)
@@ -205,12 +211,13 @@ def test_finish_resized_cuda_equals_cpu(device: Device, dtype: Any, classes: int
 
 @pytest.mark.parametrize(("src", "out_hw"), [((1080, 1920, 3), (192, 256)), ((360, 480, 1), (721, 959)),
                                              ((5, 7, 4), (5, 7))])
-def test_resize_u8_cuda_equals_cpu(device: Device, src: tuple[int, int, int], out_hw: tuple[int, int]) -> None:
+def test_resize_u8_cuda_equals_its_emulation(device: Device, src: tuple[int, int, int],
+                                             out_hw: tuple[int, int]) -> None:
     image = np.random.default_rng(6).integers(0, 256, src, dtype=np.uint8)
     out_dev = device.empty((*out_hw, src[2]), np.uint8)
-    _tiling.resize_bilinear_u8_cuda(cuda_array_args(image_dev := device.put(image)).ptr, src,
-                                    cuda_array_args(out_dev).ptr, out_hw)
-    cpu = np.empty((*out_hw, src[2]), np.uint8)
-    _tiling.resize_bilinear_u8(image, cpu)
-    assert np.array_equal(device.get(out_dev), cpu)
+    _tiling.resize_bilinear_u8_cuda(device_args(image_dev := device.put(image)).ptr, src,
+                                    device_args(out_dev).ptr, out_hw)
+    emulated = np.empty((*out_hw, src[2]), np.uint8)
+    _tiling_emu.resize_bilinear_u8(image, emulated)
+    assert np.array_equal(device.get(out_dev), emulated)
     del image_dev

@@ -240,9 +240,9 @@ def test_working_size_resize_runs_on_the_device_for_uint8_only(
             assert ("resize" in kinds(gpu)) == on_device
             assert kinds(gpu).count("htod") == 1
             if on_device:
-                expected = np.empty((*shape, 3), np.uint8)
-                _tiling.resize_bilinear_u8(image, expected)
-                assert np.array_equal(gpu.view(prepared.ptr, prepared.shape, prepared.dtype), expected)
+                # The host path's resize (OpenCV, fixed point) and the kernel's (float32) differ by at most a level.
+                resized = gpu.view(prepared.ptr, prepared.shape, prepared.dtype).astype(np.int16)
+                assert np.abs(resized - resize_frame(image, shape)).max() <= 1
 
 
 def test_methods_outside_a_session_refuse(fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
@@ -462,5 +462,5 @@ def test_probabilities_at_the_working_size(fake_gpu: tuple[RuntimeBackend, FakeG
 
 def _resized(frame: np.ndarray) -> np.ndarray:
     out = np.empty((48, 64, frame.shape[2]), np.uint8)
-    _tiling.resize_bilinear_u8(frame, out)
+    _tiling_emu.resize_bilinear_u8(frame, out)  # the resize kernel's own numbers
     return out

@@ -94,13 +94,21 @@ def test_fill_holes_fills_enclosed_specks_only() -> None:
 def test_cleanup_modes_and_their_errors() -> None:
     probability, truth = two_cells_with_a_gap()
     probability[3, 3] = 0.1  # a speck inside the left cell
-    plain = BinaryCleanup().apply(probability, 0.5)
+    plain = BinaryCleanup().apply(probability)
     assert np.array_equal(plain, (probability > 0.5).astype(np.uint8))
-    assert BinaryCleanup("fill-holes", max_hole_area=2).apply(probability, 0.5)[3, 3] == 1
-    cleaned = BinaryCleanup("watershed", max_hole_area=2, seed_threshold=0.9, min_seed_area=5).apply(probability, 0.5)
+    assert BinaryCleanup("fill-holes", max_hole_area=2).apply(probability)[3, 3] == 1
+    cleaned = BinaryCleanup("watershed", max_hole_area=2, seed_threshold=0.9, min_seed_area=5).apply(probability)
     assert _components(cleaned > 0).max() == 2 and cleaned[3, 3] == 1
     assert np.array_equal(cleaned > 0, truth > 0)
     with pytest.raises(ValueError, match="unknown post-processing"):
         BinaryCleanup("erode")
+
+
+def test_cleanup_thresholds_at_its_own_threshold_unless_a_scorer_passes_one() -> None:
+    probability = np.array([[0.2, 0.6, 0.8]], np.float32)
+    assert BinaryCleanup(threshold=0.7).apply(probability).tolist() == [[0, 0, 1]]
+    assert BinaryCleanup(threshold=0.7).apply(probability, 0.5).tolist() == [[0, 1, 1]]
+    assert BinaryCleanup("watershed", seed_threshold=0.5, min_seed_area=1, threshold=0.7).apply(probability).tolist() \
+        == [[0, 0, 1]]
     with pytest.raises(ValueError, match="hole area"):
         BinaryCleanup("fill-holes", max_hole_area=-1)

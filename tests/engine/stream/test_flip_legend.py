@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from stream_helpers import FakeSegmenter
 
+from unetrt.palette import Palette
 from unetrt.stream import Stream
 from unetrt.stream.flip import FLIPS, flip_frame
 from unetrt.visualize import draw_legend
@@ -42,6 +43,18 @@ def test_legend_draws_each_class_colour() -> None:
     assert (image[:200] == 128).all(), "the legend sits in the bottom-left corner"
     with pytest.raises(ValueError, match="2 names but 1 colours"):
         draw_legend(image, ["a", "b"], [(0, 0, 0)])
+
+
+def test_the_legend_shows_the_segmenters_palette() -> None:
+    class PaletteSegmenter(FakeSegmenter):
+        palette = Palette(("road", "car"), ((255, 0, 0), (0, 255, 0)))
+
+    frame = np.full((360, 480, 3), 128, np.uint8)
+    stream = Stream([frame], PaletteSegmenter(), legend=True, draw_stats=False)
+    (result,) = list(stream)
+    image = stream.render(result)
+    for bgr in ((0, 0, 255), (0, 255, 0)):  # road red and car green, in BGR
+        assert (image == bgr).all(axis=2).sum() > 20, bgr
 
 
 def test_legend_needs_class_names() -> None:

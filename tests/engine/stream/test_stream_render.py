@@ -6,18 +6,16 @@ import numpy as np
 import pytest
 from stream_helpers import FakeSegmenter
 
+from unetrt.palette import Palette
 from unetrt.segmenter import SegmentationResult
 from unetrt.stream import Stream, StreamStats
 from unetrt.stream.render import Renderer, stats_caption
 
 
 class DescribedSegmenter(FakeSegmenter):
-    """A fake segmenter with a model description, so a legend can be drawn."""
+    """A fake segmenter with a palette, so a legend can be drawn."""
 
-    class info:  # noqa: N801 - stands in for a ModelInfo
-        class_names = ("background", "thing")
-        colors = ((0, 0, 0), (255, 0, 0))
-        binary = False
+    palette = Palette(("background", "thing"), ((0, 0, 0), (255, 0, 0)), binary=False)
 
 
 class CollectingSink:
