@@ -653,8 +653,7 @@ class FinishResizedRows {
 
     void run(int64_t y_begin, int64_t y_end, uint8_t* mask, float* probabilities) {
         if (mask != nullptr && probabilities == nullptr && !p_.binary && p_.classes > 1) {
-            run_labels(y_begin, y_end, mask);
-            return;
+            y_begin = run_labels(y_begin, y_end, mask);
         }
         const int64_t plane = p_.out_h * p_.out_w;
         const int64_t w = p_.out_w;
@@ -702,6 +701,9 @@ class FinishResizedRows {
     static constexpr int64_t kSourcePadding = 8;
     // Output pixels go in blocks of this many: a block with one unsettled pixel is computed class by class whole.
     static constexpr int64_t kBlock = 8;
+    // run_labels gives up on a band after this many rows when more than this share of their blocks was unsettled.
+    static constexpr int64_t kProbeRows = 16;
+    static constexpr float kMostlyUnsettled = 0.3f;
 
     // The mask alone (argmax over K, no probabilities). An output pixel is a blend, with non-negative weights, of
     // the four source pixels around it. Where those four share their argmax c, beating every other class there by
@@ -710,28 +712,36 @@ class FinishResizedRows {
     // gap must exceed 2^-18 of the largest magnitude among them, 64 ulp), the argmax of the resized values is c
     // too, exactly as finish_resized_pixel() computes it: the pixel is settled without interpolating its classes.
     // The other pixels (class borders, near ties, NaN, infinities, huge or tiny values) go through the class
-    // loop, in blocks.
-    void run_labels(int64_t y_begin, int64_t y_end, uint8_t* mask) {
+    // loop, in blocks. Summarising costs about a third of the class loop: when, after kProbeRows rows, more than
+    // kMostlyUnsettled of the blocks held an unsettled pixel (noisy scores: a border everywhere), the rest of the
+    // band goes through the plain class loop of run(); returns the first row left for it.
+    int64_t run_labels(int64_t y_begin, int64_t y_end, uint8_t* mask) {
         const int64_t w = p_.out_w;
+        int64_t blocks_seen = 0, blocks_unsettled = 0;
         for (int64_t y = y_begin; y < y_end; ++y) {
+            if (y - y_begin == kProbeRows && static_cast<float>(blocks_unsettled) > kMostlyUnsettled * blocks_seen)
+                return y;
             const AxisSample sy = axis_sample(y, p_.rect_h, p_.scale_y);
             const int top = summarized_row(sy.i0, sy.i1);
             const int bottom = summarized_row(sy.i1, sy.i0);
             const bool all_settled =
                 loops_.settle(column_label_[top], column_label_[bottom], column_gap_[top], column_gap_[bottom],
                               column_magnitude_[top], column_magnitude_[bottom], row_label_, unsettled_, w);
-            if (!all_settled) argmax_unsettled_blocks(sy);
+            blocks_seen += blocks(p_);
+            if (!all_settled) blocks_unsettled += argmax_unsettled_blocks(sy);
             // A local: the uint8 stores may alias anything, a member would be read again at every pixel.
             const int32_t* label = row_label_;
             uint8_t* out = mask + y * w;
             for (int64_t x = 0; x < w; ++x) out[x] = static_cast<uint8_t>(label[x]);
         }
+        return y_end;
     }
 
     // The class loop of run() over the blocks of row_label_ that hold an unsettled pixel, whose labels it replaces
-    // (the settled pixels among them get the label they had).
-    void argmax_unsettled_blocks(const AxisSample& sy) {
+    // (the settled pixels among them get the label they had); returns how many blocks that was.
+    int64_t argmax_unsettled_blocks(const AxisSample& sy) {
         const int64_t w = p_.out_w;
+        int64_t count = 0;
         const float gy = add_rn(1.0f, -sy.frac);
         int64_t x = 0;
         while (x < w) {
@@ -743,6 +753,7 @@ class FinishResizedRows {
             while (end < w && unsettled_[end / kBlock]) end += kBlock;
             end = std::min(end, w);
             const int64_t n = end - x;
+            count += (n + kBlock - 1) / kBlock;
             // Only these columns of the two source rows are interpolated (where no earlier row needed them).
             const float* top = interpolated_columns(sy.i0, sy.i1, x, end);
             const float* bottom = interpolated_columns(sy.i1, sy.i0, x, end);
@@ -759,6 +770,7 @@ class FinishResizedRows {
             }
             x = end;
         }
+        return count;
     }
 
     // The slot (0 or 1) holding the column labels, gaps and magnitudes of source row `row`, computed into the slot
