@@ -293,67 +293,58 @@ struct RowLoops {
     // lerp and argmax in one pass, for when the values are not kept.
     void (*lerp_argmax)(const float* top, const float* bottom, float f, float g, float* best_value,
                         int32_t* best_class, int32_t k, int64_t n);
-    // One class k > 0 of a source row into its running summary: the best value and its class (-1 for good after a
-    // NaN), the runner-up and the largest magnitude.
-    void (*summarize)(const float* v, float* best, float* runner_up, float* magnitude, int32_t* label, int32_t k,
-                      int64_t n);
-    // label[x] = the label shared by the top and bottom column summaries where it is settled (see run_labels), else
-    // -1; unsettled[b] = whether block b (x = 8b .. 8b + 7) holds a -1; returns whether every pixel is settled.
-    bool (*settle)(const int32_t* label_top, const int32_t* label_bottom, const float* gap_top,
-                   const float* gap_bottom, const float* magnitude_top, const float* magnitude_bottom,
-                   int32_t* label, uint8_t* unsettled, int64_t n);
-    // The summary of a source row at the output columns: the label where both source pixels share it (else -1),
-    // the smaller lead and the larger magnitude. Sources hold 8 readable values past their last index; block_base
-    // as in lerp_gather.
-    void (*summarize_columns)(const int32_t* label, const float* gap, const float* magnitude, const int32_t* i0,
-                              const int32_t* i1, const int32_t* block_base, int32_t* column_label,
-                              float* column_gap, float* column_magnitude, int64_t n);
+    // label[x] = the argmax class of source pixel x over `classes` rows `class_stride` floats apart where it is
+    // confident (see run_labels), else -1.
+    void (*confident_labels)(const float* v, int64_t class_stride, int32_t classes, int32_t* label, int64_t n);
+    // column_label[x] = label[i0[x]] where label[i1[x]] is the same, else -1. label holds 8 readable values past its
+    // last index; block_base as in lerp_gather.
+    void (*column_labels)(const int32_t* label, const int32_t* i0, const int32_t* i1, const int32_t* block_base,
+                          int32_t* column_label, int64_t n);
+    // label[x] = top[x] where bottom[x] is the same, else -1; unsettled[b] = whether block b (x = 8b .. 8b + 7) holds
+    // a -1; returns whether no pixel does.
+    bool (*settle)(const int32_t* top, const int32_t* bottom, int32_t* label, uint8_t* unsettled, int64_t n);
 };
 
-void summarize_columns_portable(const int32_t* label, const float* gap, const float* magnitude, const int32_t* i0,
-                                const int32_t* i1, const int32_t*, int32_t* column_label, float* column_gap,
-                                float* column_magnitude, int64_t n) {
-    for (int64_t x = 0; x < n; ++x) {
-        const int32_t a = i0[x], b = i1[x];
-        column_label[x] = label[a] == label[b] ? label[a] : -1;
-        column_gap[x] = gap[a] < gap[b] ? gap[a] : gap[b];
-        column_magnitude[x] = magnitude[a] > magnitude[b] ? magnitude[a] : magnitude[b];
-    }
-}
-
-// The bounds of a settled pixel (run_labels): magnitudes below 2^100 (no overflow in the blend), a lead above 2^-100
-// (no underflow can matter) and above 2^-18 of the magnitude (64 ulp: the blend rounds within 12).
+// A source pixel is confident (run_labels) when no value is NaN, every magnitude is below 2^100 (no overflow in a
+// blend), and the argmax leads the runner-up by more than 2^-100 (no underflow matters) and by more than 2^-18 of the
+// largest magnitude (64 ulp; a blend's rounding moves two classes' values apart by at most 8 ulp of it).
 constexpr float kSettledMagnitude = 0x1p100f;
 constexpr float kSettledGap = 0x1p-100f;
 constexpr float kSettledRatio = 0x1p-18f;
 
-void summarize_portable(const float* v, float* best, float* runner_up, float* magnitude, int32_t* label, int32_t k,
-                        int64_t n) {
+void confident_labels_portable(const float* v, int64_t class_stride, int32_t classes, int32_t* label, int64_t n) {
     for (int64_t x = 0; x < n; ++x) {
-        const float value = v[x];
-        const float b = best[x];
-        const float r = runner_up[x];
-        const bool better = value > b;
-        best[x] = better ? value : b;
-        runner_up[x] = better ? b : (value > r ? value : r);
-        const int32_t l = label[x];
-        label[x] = value != value ? -1 : (better && l >= 0 ? k : l);
-        const float a = std::fabs(value);
-        magnitude[x] = a > magnitude[x] ? a : magnitude[x];
+        float best = v[x];
+        float runner_up = -std::numeric_limits<float>::infinity();
+        float magnitude = std::fabs(best);
+        int32_t l = best != best ? -1 : 0;
+        for (int32_t k = 1; k < classes; ++k) {
+            const float value = v[k * class_stride + x];
+            const bool better = value > best;
+            runner_up = better ? best : (value > runner_up ? value : runner_up);
+            best = better ? value : best;
+            l = value != value ? -1 : (better && l >= 0 ? k : l);
+            const float a = std::fabs(value);
+            magnitude = a > magnitude ? a : magnitude;
+        }
+        const float gap = add_rn(best, -runner_up);
+        const bool confident = l >= 0 && magnitude < kSettledMagnitude && gap > kSettledGap &&
+                               gap > magnitude * kSettledRatio;
+        label[x] = confident ? l : -1;
     }
 }
 
-bool settle_portable(const int32_t* label_top, const int32_t* label_bottom, const float* gap_top,
-                     const float* gap_bottom, const float* magnitude_top, const float* magnitude_bottom,
-                     int32_t* label, uint8_t* unsettled, int64_t n) {
+void column_labels_portable(const int32_t* label, const int32_t* i0, const int32_t* i1, const int32_t*,
+                            int32_t* column_label, int64_t n) {
+    for (int64_t x = 0; x < n; ++x) column_label[x] = label[i0[x]] == label[i1[x]] ? label[i0[x]] : -1;
+}
+
+bool settle_portable(const int32_t* top, const int32_t* bottom, int32_t* label, uint8_t* unsettled, int64_t n) {
     bool all = true;
     for (int64_t x = 0; x < n; ++x) {
         if (x % 8 == 0) unsettled[x / 8] = 0;
-        const float gap = gap_top[x] < gap_bottom[x] ? gap_top[x] : gap_bottom[x];
-        const float magnitude = magnitude_top[x] > magnitude_bottom[x] ? magnitude_top[x] : magnitude_bottom[x];
-        const bool settled = label_top[x] >= 0 && label_top[x] == label_bottom[x] && magnitude < kSettledMagnitude &&
-                             gap > kSettledGap && gap > magnitude * kSettledRatio;
-        label[x] = settled ? label_top[x] : -1;
+        const bool settled = top[x] >= 0 && top[x] == bottom[x];
+        label[x] = settled ? top[x] : -1;
         unsettled[x / 8] = static_cast<uint8_t>(unsettled[x / 8] | (settled ? 0 : 1));
         all = all && settled;
     }
@@ -463,114 +454,93 @@ UNETRT_AVX2 void lerp_argmax_avx2(const float* top, const float* bottom, float f
     lerp_argmax_portable(top + x, bottom + x, f, g, best_value + x, best_class + x, k, n - x);
 }
 
-UNETRT_AVX2 void summarize_avx2(const float* v, float* best, float* runner_up, float* magnitude, int32_t* label,
-                                int32_t k, int64_t n) {
-    const __m256i k8 = _mm256_set1_epi32(k);
+UNETRT_AVX2 void confident_labels_avx2(const float* v, int64_t class_stride, int32_t classes, int32_t* label,
+                                       int64_t n) {
     const __m256i none = _mm256_set1_epi32(-1);
     const __m256 sign = _mm256_set1_ps(-0.0f);
-    int64_t x = 0;
-    for (; x + 8 <= n; x += 8) {
-        const __m256 value = _mm256_loadu_ps(v + x);
-        const __m256 b = _mm256_loadu_ps(best + x);
-        const __m256 r = _mm256_loadu_ps(runner_up + x);
-        const __m256 better = _mm256_cmp_ps(value, b, _CMP_GT_OQ);
-        _mm256_storeu_ps(best + x, _mm256_blendv_ps(b, value, better));
-        const __m256 second = _mm256_blendv_ps(r, value, _mm256_cmp_ps(value, r, _CMP_GT_OQ));
-        _mm256_storeu_ps(runner_up + x, _mm256_blendv_ps(second, b, better));
-        const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(label + x));
-        const __m256i take = _mm256_and_si256(_mm256_castps_si256(better), _mm256_cmpgt_epi32(l, none));
-        const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(value, value, _CMP_UNORD_Q));
-        const __m256i updated = _mm256_blendv_epi8(l, k8, take);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(label + x), _mm256_blendv_epi8(updated, none, nan));
-        // max_ps(a, m) is a > m ? a : m, as the portable loop.
-        _mm256_storeu_ps(magnitude + x, _mm256_max_ps(_mm256_andnot_ps(sign, value), _mm256_loadu_ps(magnitude + x)));
-    }
-    summarize_portable(v + x, best + x, runner_up + x, magnitude + x, label + x, k, n - x);
-}
-
-UNETRT_AVX2 bool settle_avx2(const int32_t* label_top, const int32_t* label_bottom, const float* gap_top,
-                             const float* gap_bottom, const float* magnitude_top, const float* magnitude_bottom,
-                             int32_t* label, uint8_t* unsettled, int64_t n) {
-    const __m256i none = _mm256_set1_epi32(-1);
     const __m256 limit = _mm256_set1_ps(kSettledMagnitude), floor = _mm256_set1_ps(kSettledGap);
     const __m256 ratio = _mm256_set1_ps(kSettledRatio);
-    __m256i all = _mm256_set1_epi32(-1);
     int64_t x = 0;
     for (; x + 8 <= n; x += 8) {
-        // min_ps(a, b) is a < b ? a : b and max_ps(a, b) is a > b ? a : b, as the portable loop.
-        const __m256 gap = _mm256_min_ps(_mm256_loadu_ps(gap_top + x), _mm256_loadu_ps(gap_bottom + x));
-        const __m256 magnitude =
-            _mm256_max_ps(_mm256_loadu_ps(magnitude_top + x), _mm256_loadu_ps(magnitude_bottom + x));
-        const __m256i top = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(label_top + x));
-        const __m256i bottom = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(label_bottom + x));
+        __m256 best = _mm256_loadu_ps(v + x);
+        __m256 runner_up = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+        __m256 magnitude = _mm256_andnot_ps(sign, best);
+        __m256i l = _mm256_castps_si256(_mm256_cmp_ps(best, best, _CMP_UNORD_Q));  // -1 where NaN, else 0
+        for (int32_t k = 1; k < classes; ++k) {
+            const __m256 value = _mm256_loadu_ps(v + k * class_stride + x);
+            const __m256 better = _mm256_cmp_ps(value, best, _CMP_GT_OQ);
+            const __m256 second = _mm256_blendv_ps(runner_up, value, _mm256_cmp_ps(value, runner_up, _CMP_GT_OQ));
+            runner_up = _mm256_blendv_ps(second, best, better);
+            best = _mm256_blendv_ps(best, value, better);
+            const __m256i take = _mm256_and_si256(_mm256_castps_si256(better), _mm256_cmpgt_epi32(l, none));
+            l = _mm256_blendv_epi8(l, _mm256_set1_epi32(k), take);
+            l = _mm256_or_si256(l, _mm256_castps_si256(_mm256_cmp_ps(value, value, _CMP_UNORD_Q)));
+            // max_ps(a, m) is a > m ? a : m, as the portable loop.
+            magnitude = _mm256_max_ps(_mm256_andnot_ps(sign, value), magnitude);
+        }
+        const __m256 gap = _mm256_sub_ps(best, runner_up);  // b - r is b + (-r), as add_rn(best, -runner_up)
         const __m256 bounds = _mm256_and_ps(
             _mm256_and_ps(_mm256_cmp_ps(magnitude, limit, _CMP_LT_OQ), _mm256_cmp_ps(gap, floor, _CMP_GT_OQ)),
             _mm256_cmp_ps(gap, _mm256_mul_ps(magnitude, ratio), _CMP_GT_OQ));
-        const __m256i settled = _mm256_and_si256(
-            _mm256_and_si256(_mm256_cmpgt_epi32(top, none), _mm256_cmpeq_epi32(top, bottom)),
-            _mm256_castps_si256(bounds));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(label + x), _mm256_blendv_epi8(none, top, settled));
-        unsettled[x / 8] = _mm256_movemask_epi8(settled) == -1 ? 0 : 1;
-        all = _mm256_and_si256(all, settled);
+        const __m256i confident = _mm256_and_si256(_mm256_cmpgt_epi32(l, none), _mm256_castps_si256(bounds));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(label + x), _mm256_blendv_epi8(none, l, confident));
     }
-    const bool rest = settle_portable(label_top + x, label_bottom + x, gap_top + x, gap_bottom + x,
-                                      magnitude_top + x, magnitude_bottom + x, label + x, unsettled + x / 8, n - x);
-    return rest && _mm256_movemask_epi8(all) == -1;
+    confident_labels_portable(v + x, class_stride, classes, label + x, n - x);
 }
 
-UNETRT_AVX2 void summarize_columns_avx2(const int32_t* label, const float* gap, const float* magnitude,
-                                        const int32_t* i0, const int32_t* i1, const int32_t* block_base,
-                                        int32_t* column_label, float* column_gap, float* column_magnitude,
-                                        int64_t n) {
+UNETRT_AVX2 void column_labels_avx2(const int32_t* label, const int32_t* i0, const int32_t* i1,
+                                    const int32_t* block_base, int32_t* column_label, int64_t n) {
     const __m256i none = _mm256_set1_epi32(-1);
     int64_t x = 0;
     for (; x + 8 <= n; x += 8) {
         const __m256i j0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i0 + x));
         const __m256i j1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i1 + x));
         const int32_t base = block_base[x / 8];
-        __m256i la, lb;
-        __m256 ga, gb, ma, mb;
+        __m256i a, b;
         if (base >= 0) {
-            const __m256i k0 = _mm256_sub_epi32(j0, _mm256_set1_epi32(base));
-            const __m256i k1 = _mm256_sub_epi32(j1, _mm256_set1_epi32(base));
-            const __m256i lw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(label + base));
-            const __m256 gw = _mm256_loadu_ps(gap + base), mw = _mm256_loadu_ps(magnitude + base);
-            la = _mm256_permutevar8x32_epi32(lw, k0);
-            lb = _mm256_permutevar8x32_epi32(lw, k1);
-            ga = _mm256_permutevar8x32_ps(gw, k0);
-            gb = _mm256_permutevar8x32_ps(gw, k1);
-            ma = _mm256_permutevar8x32_ps(mw, k0);
-            mb = _mm256_permutevar8x32_ps(mw, k1);
+            const __m256i window = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(label + base));
+            const __m256i offset = _mm256_set1_epi32(base);
+            a = _mm256_permutevar8x32_epi32(window, _mm256_sub_epi32(j0, offset));
+            b = _mm256_permutevar8x32_epi32(window, _mm256_sub_epi32(j1, offset));
         } else {
-            la = _mm256_i32gather_epi32(label, j0, 4);
-            lb = _mm256_i32gather_epi32(label, j1, 4);
-            ga = _mm256_i32gather_ps(gap, j0, 4);
-            gb = _mm256_i32gather_ps(gap, j1, 4);
-            ma = _mm256_i32gather_ps(magnitude, j0, 4);
-            mb = _mm256_i32gather_ps(magnitude, j1, 4);
+            a = _mm256_i32gather_epi32(label, j0, 4);
+            b = _mm256_i32gather_epi32(label, j1, 4);
         }
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(column_label + x),
-                            _mm256_blendv_epi8(none, la, _mm256_cmpeq_epi32(la, lb)));
-        // min_ps(a, b) is a < b ? a : b and max_ps(a, b) is a > b ? a : b, as the portable loop.
-        _mm256_storeu_ps(column_gap + x, _mm256_min_ps(ga, gb));
-        _mm256_storeu_ps(column_magnitude + x, _mm256_max_ps(ma, mb));
+                            _mm256_blendv_epi8(none, a, _mm256_cmpeq_epi32(a, b)));
     }
-    summarize_columns_portable(label, gap, magnitude, i0 + x, i1 + x, nullptr, column_label + x, column_gap + x,
-                               column_magnitude + x, n - x);
+    column_labels_portable(label, i0 + x, i1 + x, nullptr, column_label + x, n - x);
+}
+
+UNETRT_AVX2 bool settle_avx2(const int32_t* top, const int32_t* bottom, int32_t* label, uint8_t* unsettled,
+                             int64_t n) {
+    const __m256i none = _mm256_set1_epi32(-1);
+    __m256i all = none;
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8) {
+        const __m256i t = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(top + x));
+        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bottom + x));
+        const __m256i settled = _mm256_and_si256(_mm256_cmpgt_epi32(t, none), _mm256_cmpeq_epi32(t, b));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(label + x), _mm256_blendv_epi8(none, t, settled));
+        unsettled[x / 8] = _mm256_movemask_epi8(settled) == -1 ? 0 : 1;
+        all = _mm256_and_si256(all, settled);
+    }
+    const bool rest = settle_portable(top + x, bottom + x, label + x, unsettled + x / 8, n - x);
+    return rest && _mm256_movemask_epi8(all) == -1;
 }
 
 RowLoops pick_row_loops() {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2"))
-        return {lerp_gather_avx2, lerp_avx2,      argmax_avx2, lerp_argmax_avx2, summarize_avx2,
-                settle_avx2,      summarize_columns_avx2};
-    return {lerp_gather_portable, lerp_portable,   argmax_portable,           lerp_argmax_portable,
-            summarize_portable,   settle_portable, summarize_columns_portable};
+        return {lerp_gather_avx2,      lerp_avx2,          argmax_avx2, lerp_argmax_avx2,
+                confident_labels_avx2, column_labels_avx2, settle_avx2};
+    return {lerp_gather_portable,      lerp_portable,          argmax_portable, lerp_argmax_portable,
+            confident_labels_portable, column_labels_portable, settle_portable};
 }
 #else
 RowLoops pick_row_loops() {
-    return {lerp_gather_portable, lerp_portable,   argmax_portable,           lerp_argmax_portable,
-            summarize_portable,   settle_portable, summarize_columns_portable};
+    return {lerp_gather_portable,      lerp_portable,          argmax_portable, lerp_argmax_portable,
+            confident_labels_portable, column_labels_portable, settle_portable};
 }
 #endif
 
@@ -586,15 +556,14 @@ const RowLoops& row_loops() {
 class FinishResizedRows {
    public:
     // Scratch floats one band needs: the source row, two cached rows of interpolated classes, the softmax sums, the
-    // best values, and the label summaries (per source pixel: gap and magnitude; per cached row: the same per
-    // output column).
+    // best values, and every class of one source row (converted or divided, for the labels).
     static int64_t scratch_size(const FinishResizedParams& p) {
-        return p.rect_w + kSourcePadding + 2 * p.classes * p.out_w + 2 * p.out_w + 3 * (p.rect_w + kSourcePadding) +
-               4 * p.out_w;
+        return p.rect_w + kSourcePadding + 2 * p.classes * p.out_w + 2 * p.out_w + p.classes * p.rect_w;
     }
 
-    // Scratch int32 one band needs: the class numbers of one row, its settled labels, the labels of each source
-    // pixel and of the two cached rows of column labels.
+    // Scratch int32 one band needs: the class numbers of one row, its settled labels, the confident labels of a
+    // source row, the two cached rows of column labels, which blocks each cached row of classes holds, and (as
+    // bytes) which blocks of a row are unsettled.
     static int64_t label_scratch_size(const FinishResizedParams& p) {
         return 2 * p.out_w + p.rect_w + kSourcePadding + 2 * p.out_w + 2 * blocks(p) + (blocks(p) + 3) / 4;
     }
@@ -633,16 +602,10 @@ class FinishResizedRows {
         rows_[1] = rows_[0] + p.classes * p.out_w;
         total_ = rows_[1] + p.classes * p.out_w;
         best_value_ = total_ + p.out_w;
-        source_best_ = best_value_ + p.out_w;
-        // The source summaries hold kSourcePadding more values, for the 8-value loads of summarize_columns.
-        source_gap_ = source_best_ + p.rect_w + kSourcePadding;
-        source_magnitude_ = source_gap_ + p.rect_w + kSourcePadding;
-        for (int i = 0; i < 2; ++i) {
-            column_gap_[i] = source_magnitude_ + p.rect_w + kSourcePadding + 2 * i * p.out_w;
-            column_magnitude_[i] = column_gap_[i] + p.out_w;
-        }
+        source_classes_ = best_value_ + p.out_w;
         best_class_ = label_scratch;
         row_label_ = best_class_ + p.out_w;
+        // kSourcePadding more labels, for the 8-value loads of column_labels.
         source_label_ = row_label_ + p.out_w;
         column_label_[0] = source_label_ + p.rect_w + kSourcePadding;
         column_label_[1] = column_label_[0] + p.out_w;
@@ -705,13 +668,15 @@ class FinishResizedRows {
     static constexpr int64_t kProbeRows = 16;
     static constexpr float kMostlyUnsettled = 0.3f;
 
-    // The mask alone (argmax over K, no probabilities). An output pixel is a blend, with non-negative weights, of
-    // the four source pixels around it. Where those four share their argmax c, beating every other class there by
-    // a gap larger than the rounding of the blend can move two classes' values relative to each other (each
-    // resized value is within 6 ulp of the exact blend of its sources: two rounded lerps of 3 roundings each; the
-    // gap must exceed 2^-18 of the largest magnitude among them, 64 ulp), the argmax of the resized values is c
-    // too, exactly as finish_resized_pixel() computes it: the pixel is settled without interpolating its classes.
-    // The other pixels (class borders, near ties, NaN, infinities, huge or tiny values) go through the class
+    // The mask alone (argmax over K, no probabilities). An output pixel is a blend, with non-negative weights w_i,
+    // of the four source pixels around it. A resized value (two rounded lerps of 3 roundings each) lies within
+    // 4.01 ulp-units of sum_i w_i |s_i| of the exact blend, so two classes' resized values lie within
+    // 8.02 u sum_i w_i M_i of their exact difference, M_i the largest magnitude at source pixel i. Where the four
+    // source pixels are confident (confident_labels: no NaN, the argmax c leads every other class by more than
+    // 2^-18 = 64 u of M_i, more than 2^-100, with M_i below 2^100) and share c, the exact difference of c and any
+    // class is at least sum_i w_i lead_i > 64 u sum_i w_i M_i: c's resized value is above every other class's,
+    // and the argmax is c, exactly as finish_resized_pixel() computes it; the pixel is settled without
+    // interpolating its classes. The other pixels (class borders, near ties, NaN, infinities, huge or tiny values) go through the class
     // loop, in blocks. Summarising costs about a third of the class loop: when, after kProbeRows rows, more than
     // kMostlyUnsettled of the blocks held an unsettled pixel (noisy scores: a border everywhere), the rest of the
     // band goes through the plain class loop of run(); returns the first row left for it.
@@ -725,8 +690,7 @@ class FinishResizedRows {
             const int top = summarized_row(sy.i0, sy.i1);
             const int bottom = summarized_row(sy.i1, sy.i0);
             const bool all_settled =
-                loops_.settle(column_label_[top], column_label_[bottom], column_gap_[top], column_gap_[bottom],
-                              column_magnitude_[top], column_magnitude_[bottom], row_label_, unsettled_, w);
+                loops_.settle(column_label_[top], column_label_[bottom], row_label_, unsettled_, w);
             blocks_seen += blocks(p_);
             if (!all_settled) blocks_unsettled += argmax_unsettled_blocks(sy);
             // A local: the uint8 stores may alias anything, a member would be read again at every pixel.
@@ -773,42 +737,30 @@ class FinishResizedRows {
         return count;
     }
 
-    // The slot (0 or 1) holding the column labels, gaps and magnitudes of source row `row`, computed into the slot
-    // not holding `keep`.
+    // The slot (0 or 1) holding the column labels of source row `row`, computed into the slot not holding `keep`.
     int summarized_row(int64_t row, int64_t keep) {
         for (int i = 0; i < 2; ++i)
             if (summarized_[i] == row) return i;
         const int slot = summarized_[0] == keep ? 1 : 0;
         summarized_[slot] = row;
         summarize_source_row(row);
-        loops_.summarize_columns(source_label_, source_gap_, source_magnitude_, columns_.i0.data(),
-                                 columns_.i1.data(), columns_.block_base.data(), column_label_[slot],
-                                 column_gap_[slot], column_magnitude_[slot], p_.out_w);
+        loops_.column_labels(source_label_, columns_.i0.data(), columns_.i1.data(), columns_.block_base.data(),
+                             column_label_[slot], p_.out_w);
         return slot;
     }
 
-    // Per pixel of source row `row` (divided by the weight, as interpolated): the argmax class (-1 after a NaN),
-    // its lead over the runner-up, and the largest magnitude of any class.
+    // The confident label of each pixel of source row `row` (divided by the weight, as interpolated), or -1.
     void summarize_source_row(int64_t row) {
         const int64_t n = p_.rect_w;
-        float* best = source_best_;
-        float* gap = source_gap_;  // the runner-up while the classes are read, then the lead over it
-        float* magnitude = source_magnitude_;
-        int32_t* label = source_label_;
-        for (int64_t k = 0; k < p_.classes; ++k) {
-            const float* v = load_source_row(k, row, false);
-            if (k == 0) {
-                for (int64_t x = 0; x < n; ++x) {
-                    best[x] = v[x];
-                    gap[x] = -std::numeric_limits<float>::infinity();
-                    magnitude[x] = std::fabs(v[x]);
-                    label[x] = v[x] != v[x] ? -1 : 0;
-                }
-                continue;
-            }
-            loops_.summarize(v, best, gap, magnitude, label, static_cast<int32_t>(k), n);
+        const int32_t classes = static_cast<int32_t>(p_.classes);
+        if (p_.score_dtype == DType::f32 && weight_ == nullptr) {
+            const float* scores = static_cast<const float*>(scores_) + (p_.rect_y + row) * p_.src_w + p_.rect_x;
+            loops_.confident_labels(scores, p_.src_h * p_.src_w, classes, source_label_, n);
+            return;
         }
-        for (int64_t x = 0; x < n; ++x) gap[x] = add_rn(best[x], -gap[x]);
+        for (int64_t k = 0; k < p_.classes; ++k)
+            std::memcpy(source_classes_ + k * n, load_source_row(k, row, false), static_cast<size_t>(n) * 4);
+        loops_.confident_labels(source_classes_, n, classes, source_label_, n);
     }
 
     // The horizontally interpolated rows (K x out_w) of source row `row`, computed into the slot not holding `keep`.
@@ -895,11 +847,7 @@ class FinishResizedRows {
     float* rows_[2];
     float* total_;  // softmax denominators of one row
     float* best_value_;
-    float* source_best_;
-    float* source_gap_;
-    float* source_magnitude_;
-    float* column_gap_[2];
-    float* column_magnitude_[2];
+    float* source_classes_;  // K x rect_w: one source row converted or divided, for confident_labels
     int32_t* best_class_;
     int32_t* row_label_;  // the settled label of each output pixel of a row, -1 where the class loop decides
     int32_t* source_label_;
