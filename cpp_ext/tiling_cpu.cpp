@@ -676,10 +676,10 @@ class FinishResizedRows {
     // 2^-18 = 64 u of M_i, more than 2^-100, with M_i below 2^100) and share c, the exact difference of c and any
     // class is at least sum_i w_i lead_i > 64 u sum_i w_i M_i: c's resized value is above every other class's,
     // and the argmax is c, exactly as finish_resized_pixel() computes it; the pixel is settled without
-    // interpolating its classes. The other pixels (class borders, near ties, NaN, infinities, huge or tiny values) go through the class
-    // loop, in blocks. Summarising costs about a third of the class loop: when, after kProbeRows rows, more than
-    // kMostlyUnsettled of the blocks held an unsettled pixel (noisy scores: a border everywhere), the rest of the
-    // band goes through the plain class loop of run(); returns the first row left for it.
+    // interpolating its classes. The other pixels (class borders, near ties, NaN, infinities, huge or tiny values)
+    // go through the class loop, in blocks. The labels cost a pass over the scores: when, after kProbeRows rows,
+    // more than kMostlyUnsettled of the blocks held an unsettled pixel (noisy scores: a border everywhere), the rest
+    // of the band goes through the plain class loop of run(); returns the first row left for it.
     int64_t run_labels(int64_t y_begin, int64_t y_end, uint8_t* mask) {
         const int64_t w = p_.out_w;
         int64_t blocks_seen = 0, blocks_unsettled = 0;
