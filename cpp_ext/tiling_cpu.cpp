@@ -802,7 +802,8 @@ class FinishResizedRows {
     const float* load_source_row(int64_t k, int64_t row, bool padded) {
         const int64_t src_row = (k * p_.src_h + p_.rect_y + row) * p_.src_w + p_.rect_x;
         const int64_t readable = p_.rect_w + (padded ? kSourcePadding : 0);
-        if (p_.score_dtype == DType::f32 && weight_ == nullptr && src_row + readable <= p_.classes * p_.src_h * p_.src_w)
+        const bool direct = p_.score_dtype == DType::f32 && weight_ == nullptr;
+        if (direct && src_row + readable <= p_.classes * p_.src_h * p_.src_w)
             return static_cast<const float*>(scores_) + src_row;
         float* src = source_;
         if (p_.score_dtype == DType::f16)
