@@ -52,6 +52,7 @@ from unetrt.cli_options import (
     trtexec_shape,
 )
 from unetrt.cpu import usable_cores
+from unetrt.datasets import list_images
 from unetrt.geometry import plan_padding
 from unetrt.model_file import read_model_file
 from unetrt.model_info import ModelInfo
@@ -172,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="on a CPU, also measure the dense INT8/BF16/FP32 matmul rate (bench_matmul) and give "
                              "each row's share of the rate of its precision")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random input frames")
+    parser.add_argument("--frames", type=Path, default=None, metavar="DIR",
+                        help="take the frames from the images of this folder (resized to --shape where they differ) "
+                             "instead of random pixels, e.g. ../shared/data/camvid/val: a photograph's scores have "
+                             "a scene's class regions")
     parser.add_argument("--note", action="append", default=[], help="a remark kept with the results (repeatable)")
     parser.add_finisher(_apply_trtexec_shapes)
     return parser
@@ -835,12 +840,15 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
     machine["gpu"] = torch_cuda.cuda.get_device_name() if torch_cuda is not None else None
     matmul = matmul_fp16_tflops() if device == "cuda" else None
     torch_flags = _tune_torch_for_gpu(torch_cuda)
+    images = () if args.frames is None else tuple(list_images(args.frames))
+    if images:
+        notes.append(f"frames: the first images of {args.frames} (not random pixels)")
     groups = [(shape, batch) for shape in shapes for batch in args.batch_size]
     results = []
     for frame_hw, batch in tqdm(groups, desc="unet-bench", unit="workload", disable=None, file=sys.stderr):
         net_hw = _network_hw(model.info, frame_hw, mode)
         flops = flops_per_image(onnx_path, model.info.in_channels, *net_hw) if onnx_path is not None else None
-        workload = Workload(mode, frame_hw, batch, args.seed)
+        workload = Workload(mode, frame_hw, batch, args.seed, images)
         results += measure_group(variants, model, device, threads, workload, args, flops)
     if not any(r["status"] == "ok" for r in results):
         reasons = sorted({r["reason"] for r in results})
@@ -868,7 +876,8 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
         "settings": {"mode": mode, "device": device, "precision": precision, "threads": threads,
                      "warmup": args.warmup, "iterations_per_trial": args.iterations if args.duration is None
                      else f"{args.duration}s", "trials": args.trials, "batches": args.batch_size,
-                     "frame_shapes_hw": [list(s) for s in shapes], "seed": args.seed, "torch_gpu_flags": torch_flags,
+                     "frame_shapes_hw": [list(s) for s in shapes], "seed": args.seed,
+                     "frames": None if args.frames is None else str(args.frames), "torch_gpu_flags": torch_flags,
                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                      "onnxruntime_session": "ORT_ENABLE_ALL, sequential, intra-op spinning off"},
         "matmul_fp16_tflops": matmul,

@@ -10,11 +10,17 @@ scores fused with the argmax, ``unetrt._tiling.finish_resized``). Timed, interle
 * ``argmax_nearest``: the old path, for scale: ``finish`` (argmax) at network resolution, then
   ``cv2.resize(INTER_NEAREST)`` of the mask (blocky edges, a different result).
 
+The scores are either ``--content random`` (independent normal values: every pixel lies on a class border, the
+kernel's worst case) or ``--content regions`` (a scene: coarse class regions, each winning by 4, plus a
+little noise, as a network's scores look; the kernel settles the pixels inside a region from the argmax of their
+source pixels and interpolates the classes only along the borders).
+
 Target: ``fused`` <= 2 ms (issue 11). The load average before and after is printed with the machine.
 
 Usage::
 
     python -m unetrt.benchmarks.bench_finish --trials 5 --iterations 50
+    python -m unetrt.benchmarks.bench_finish --content regions --name finish_cpu_regions
 """
 
 from __future__ import annotations
@@ -38,6 +44,27 @@ from unetrt.cpu import usable_cores
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_MS = 2.0
+CONTENTS = ("random", "regions")
+# A region of the ``regions`` scores is this many source pixels on a side; the noise's standard deviation is small
+# against the lead of 4, so that, as in camvid's logits of CamVid val frames, about 10% of the 8-pixel blocks of
+# the mask hold a class border.
+REGION_SIDE = 48
+NOISE = 0.5
+
+
+def region_scores(classes: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """K x H x W float32 scores of a scene: coarse class regions, each winning by 4, plus normal noise.
+
+    Example:
+        >>> region_scores(11, 192, 256).shape
+        (11, 192, 256)
+    """
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, classes, (-(-height // REGION_SIDE), -(-width // REGION_SIDE)))
+    labels = coarse[np.arange(height)[:, None] // REGION_SIDE, np.arange(width)[None, :] // REGION_SIDE]
+    scores = (rng.standard_normal((classes, height, width)) * NOISE).astype(np.float32)
+    scores[labels, np.arange(height)[:, None], np.arange(width)[None, :]] += 4
+    return scores
 
 
 def opencv_numpy_finish(scores: np.ndarray, out_hw: tuple[int, int], mask: np.ndarray) -> np.ndarray:
@@ -56,7 +83,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--classes must be 1 to 256, --trials and --iterations positive")
     (net_w, net_h), (out_w, out_h) = args.scores, args.mask
     machine = machine_description()
-    scores = np.random.default_rng(0).standard_normal((args.classes, net_h, net_w)).astype(np.float32)
+    if args.content == "regions":
+        scores = region_scores(args.classes, net_h, net_w)
+    else:
+        scores = np.random.default_rng(0).standard_normal((args.classes, net_h, net_w)).astype(np.float32)
     rect = (0, 0, net_h, net_w)
     masks = {name: np.empty((out_h, out_w), np.uint8) for name in ("fused", "fused_1_thread", "opencv_numpy")}
     small = np.empty((net_h, net_w), np.uint8)
@@ -77,7 +107,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     agreement = float((masks["fused"] == masks["opencv_numpy"]).mean())
     fused_ms = stats["fused"].median
     result: dict[str, Any] = {
-        "case": f"{args.classes} classes, {net_w}x{net_h} float32 scores -> {out_w}x{out_h} uint8 mask",
+        "case": f"{args.classes} classes, {net_w}x{net_h} float32 scores ({args.content}) -> {out_w}x{out_h} "
+                "uint8 mask",
+        "content": args.content,
         "host": socket.gethostname(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine,
         "threads": args.threads or usable_cores(),
         "latency_ms": {name: s.to_dict() for name, s in stats.items()},
@@ -117,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=11)
     parser.add_argument("--scores", type=parse_size, default=(256, 192), help="score plane WxH (default 256x192)")
     parser.add_argument("--mask", type=parse_size, default=(480, 360), help="mask WxH (default 480x360)")
+    parser.add_argument("--content", choices=CONTENTS, default="random",
+                        help="scores: 'random' (every pixel a class border, the worst case) or 'regions' (a scene)")
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=50, help="timed calls per trial")
     parser.add_argument("--threads", type=int, default=0, help="threads of the fused kernel (0 = one per core)")

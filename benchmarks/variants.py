@@ -137,18 +137,38 @@ class Workload:
         frame_hw: (height, width) of the camera frames (end-to-end) or of the image the batch is prepared from.
         batch: images per call.
         seed: seed of the random frame content.
+        images: image files to take the frames from (the first ``batch``, again from the first when fewer),
+            resized to ``frame_hw`` where they differ; empty: random frames. Photographs give a network's
+            scores the class regions of a scene, random pixels do not.
     """
 
     mode: str
     frame_hw: tuple[int, int]
     batch: int
     seed: int = 0
+    images: tuple[Path, ...] = ()
 
     def frames(self, info: ModelInfo) -> list[np.ndarray]:
-        """``batch`` random uint8 frames (BGR, or gray for 1-channel models)."""
-        rng = np.random.default_rng(self.seed)
-        shape = self.frame_hw if info.in_channels == 1 else (*self.frame_hw, 3)
-        return [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(self.batch)]
+        """``batch`` uint8 frames (BGR, or gray for 1-channel models): random, or read from ``images``.
+
+        Raises:
+            ValueError: when an image file cannot be read.
+        """
+        if not self.images:
+            rng = np.random.default_rng(self.seed)
+            shape = self.frame_hw if info.in_channels == 1 else (*self.frame_hw, 3)
+            return [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(self.batch)]
+        flag = cv2.IMREAD_GRAYSCALE if info.in_channels == 1 else cv2.IMREAD_COLOR
+        frames = []
+        for index in range(self.batch):
+            path = self.images[index % len(self.images)]
+            frame = cv2.imread(str(path), flag)
+            if frame is None:
+                raise ValueError(f"cannot read {str(path)!r} as an image")
+            if frame.shape[:2] != self.frame_hw:
+                frame = cv2.resize(frame, (self.frame_hw[1], self.frame_hw[0]), interpolation=cv2.INTER_AREA)
+            frames.append(frame)
+        return frames
 
     def network_batch(self, info: ModelInfo) -> np.ndarray:
         """The normalised, mirror-padded N x C x H x W batch the bare modes feed the network."""

@@ -1,5 +1,7 @@
 // CPU kernels: the semantics of tiling.h on a few threads (stitching in scatter form, term for term stitch_pixel()).
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <type_traits>
 #include <thread>
 #include <vector>
@@ -291,7 +293,63 @@ struct RowLoops {
     // lerp and argmax in one pass, for when the values are not kept.
     void (*lerp_argmax)(const float* top, const float* bottom, float f, float g, float* best_value,
                         int32_t* best_class, int32_t k, int64_t n);
+    // label[x] = the argmax class of source pixel x over `classes` rows `class_stride` floats apart where it is
+    // confident (see run_labels), else -1.
+    void (*confident_labels)(const float* v, int64_t class_stride, int32_t classes, int32_t* label, int64_t n);
+    // column_label[x] = label[i0[x]] where label[i1[x]] is the same, else -1. label holds 8 readable values past its
+    // last index; block_base as in lerp_gather.
+    void (*column_labels)(const int32_t* label, const int32_t* i0, const int32_t* i1, const int32_t* block_base,
+                          int32_t* column_label, int64_t n);
+    // label[x] = top[x] where bottom[x] is the same, else -1; unsettled[b] = whether block b (x = 8b .. 8b + 7) holds
+    // a -1; returns whether no pixel does.
+    bool (*settle)(const int32_t* top, const int32_t* bottom, int32_t* label, uint8_t* unsettled, int64_t n);
 };
+
+// A source pixel is confident (run_labels) when no value is NaN, every magnitude is below 2^100 (no overflow in a
+// blend), and the argmax leads the runner-up by more than 2^-100 (no underflow matters) and by more than 2^-18 of the
+// largest magnitude (64 ulp; a blend's rounding moves two classes' values apart by at most 8 ulp of it).
+constexpr float kSettledMagnitude = 0x1p100f;
+constexpr float kSettledGap = 0x1p-100f;
+constexpr float kSettledRatio = 0x1p-18f;
+
+void confident_labels_portable(const float* v, int64_t class_stride, int32_t classes, int32_t* label, int64_t n) {
+    for (int64_t x = 0; x < n; ++x) {
+        float best = v[x];
+        float runner_up = -std::numeric_limits<float>::infinity();
+        float magnitude = std::fabs(best);
+        int32_t l = best != best ? -1 : 0;
+        for (int32_t k = 1; k < classes; ++k) {
+            const float value = v[k * class_stride + x];
+            const bool better = value > best;
+            runner_up = better ? best : (value > runner_up ? value : runner_up);
+            best = better ? value : best;
+            l = value != value ? -1 : (better && l >= 0 ? k : l);
+            const float a = std::fabs(value);
+            magnitude = a > magnitude ? a : magnitude;
+        }
+        const float gap = add_rn(best, -runner_up);
+        const bool confident = l >= 0 && magnitude < kSettledMagnitude && gap > kSettledGap &&
+                               gap > magnitude * kSettledRatio;
+        label[x] = confident ? l : -1;
+    }
+}
+
+void column_labels_portable(const int32_t* label, const int32_t* i0, const int32_t* i1, const int32_t*,
+                            int32_t* column_label, int64_t n) {
+    for (int64_t x = 0; x < n; ++x) column_label[x] = label[i0[x]] == label[i1[x]] ? label[i0[x]] : -1;
+}
+
+bool settle_portable(const int32_t* top, const int32_t* bottom, int32_t* label, uint8_t* unsettled, int64_t n) {
+    bool all = true;
+    for (int64_t x = 0; x < n; ++x) {
+        if (x % 8 == 0) unsettled[x / 8] = 0;
+        const bool settled = top[x] >= 0 && top[x] == bottom[x];
+        label[x] = settled ? top[x] : -1;
+        unsettled[x / 8] = static_cast<uint8_t>(unsettled[x / 8] | (settled ? 0 : 1));
+        all = all && settled;
+    }
+    return all;
+}
 
 void lerp_gather_portable(const float* src, const int32_t* i0, const int32_t* i1, const float* f, const float* g,
                           const int32_t*, float* out, int64_t n) {
@@ -396,13 +454,94 @@ UNETRT_AVX2 void lerp_argmax_avx2(const float* top, const float* bottom, float f
     lerp_argmax_portable(top + x, bottom + x, f, g, best_value + x, best_class + x, k, n - x);
 }
 
+UNETRT_AVX2 void confident_labels_avx2(const float* v, int64_t class_stride, int32_t classes, int32_t* label,
+                                       int64_t n) {
+    const __m256i none = _mm256_set1_epi32(-1);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 limit = _mm256_set1_ps(kSettledMagnitude), floor = _mm256_set1_ps(kSettledGap);
+    const __m256 ratio = _mm256_set1_ps(kSettledRatio);
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8) {
+        __m256 best = _mm256_loadu_ps(v + x);
+        __m256 runner_up = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+        __m256 magnitude = _mm256_andnot_ps(sign, best);
+        __m256i l = _mm256_castps_si256(_mm256_cmp_ps(best, best, _CMP_UNORD_Q));  // -1 where NaN, else 0
+        for (int32_t k = 1; k < classes; ++k) {
+            const __m256 value = _mm256_loadu_ps(v + k * class_stride + x);
+            const __m256 better = _mm256_cmp_ps(value, best, _CMP_GT_OQ);
+            const __m256 second = _mm256_blendv_ps(runner_up, value, _mm256_cmp_ps(value, runner_up, _CMP_GT_OQ));
+            runner_up = _mm256_blendv_ps(second, best, better);
+            best = _mm256_blendv_ps(best, value, better);
+            const __m256i take = _mm256_and_si256(_mm256_castps_si256(better), _mm256_cmpgt_epi32(l, none));
+            l = _mm256_blendv_epi8(l, _mm256_set1_epi32(k), take);
+            l = _mm256_or_si256(l, _mm256_castps_si256(_mm256_cmp_ps(value, value, _CMP_UNORD_Q)));
+            // max_ps(a, m) is a > m ? a : m, as the portable loop.
+            magnitude = _mm256_max_ps(_mm256_andnot_ps(sign, value), magnitude);
+        }
+        const __m256 gap = _mm256_sub_ps(best, runner_up);  // b - r is b + (-r), as add_rn(best, -runner_up)
+        const __m256 bounds = _mm256_and_ps(
+            _mm256_and_ps(_mm256_cmp_ps(magnitude, limit, _CMP_LT_OQ), _mm256_cmp_ps(gap, floor, _CMP_GT_OQ)),
+            _mm256_cmp_ps(gap, _mm256_mul_ps(magnitude, ratio), _CMP_GT_OQ));
+        const __m256i confident = _mm256_and_si256(_mm256_cmpgt_epi32(l, none), _mm256_castps_si256(bounds));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(label + x), _mm256_blendv_epi8(none, l, confident));
+    }
+    confident_labels_portable(v + x, class_stride, classes, label + x, n - x);
+}
+
+UNETRT_AVX2 void column_labels_avx2(const int32_t* label, const int32_t* i0, const int32_t* i1,
+                                    const int32_t* block_base, int32_t* column_label, int64_t n) {
+    const __m256i none = _mm256_set1_epi32(-1);
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8) {
+        const __m256i j0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i0 + x));
+        const __m256i j1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(i1 + x));
+        const int32_t base = block_base[x / 8];
+        __m256i a, b;
+        if (base >= 0) {
+            const __m256i window = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(label + base));
+            const __m256i offset = _mm256_set1_epi32(base);
+            a = _mm256_permutevar8x32_epi32(window, _mm256_sub_epi32(j0, offset));
+            b = _mm256_permutevar8x32_epi32(window, _mm256_sub_epi32(j1, offset));
+        } else {
+            a = _mm256_i32gather_epi32(label, j0, 4);
+            b = _mm256_i32gather_epi32(label, j1, 4);
+        }
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(column_label + x),
+                            _mm256_blendv_epi8(none, a, _mm256_cmpeq_epi32(a, b)));
+    }
+    column_labels_portable(label, i0 + x, i1 + x, nullptr, column_label + x, n - x);
+}
+
+UNETRT_AVX2 bool settle_avx2(const int32_t* top, const int32_t* bottom, int32_t* label, uint8_t* unsettled,
+                             int64_t n) {
+    const __m256i none = _mm256_set1_epi32(-1);
+    __m256i all = none;
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8) {
+        const __m256i t = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(top + x));
+        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bottom + x));
+        const __m256i settled = _mm256_and_si256(_mm256_cmpgt_epi32(t, none), _mm256_cmpeq_epi32(t, b));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(label + x), _mm256_blendv_epi8(none, t, settled));
+        unsettled[x / 8] = _mm256_movemask_epi8(settled) == -1 ? 0 : 1;
+        all = _mm256_and_si256(all, settled);
+    }
+    const bool rest = settle_portable(top + x, bottom + x, label + x, unsettled + x / 8, n - x);
+    return rest && _mm256_movemask_epi8(all) == -1;
+}
+
 RowLoops pick_row_loops() {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2")) return {lerp_gather_avx2, lerp_avx2, argmax_avx2, lerp_argmax_avx2};
-    return {lerp_gather_portable, lerp_portable, argmax_portable, lerp_argmax_portable};
+    if (__builtin_cpu_supports("avx2"))
+        return {lerp_gather_avx2,      lerp_avx2,          argmax_avx2, lerp_argmax_avx2,
+                confident_labels_avx2, column_labels_avx2, settle_avx2};
+    return {lerp_gather_portable,      lerp_portable,          argmax_portable, lerp_argmax_portable,
+            confident_labels_portable, column_labels_portable, settle_portable};
 }
 #else
-RowLoops pick_row_loops() { return {lerp_gather_portable, lerp_portable, argmax_portable, lerp_argmax_portable}; }
+RowLoops pick_row_loops() {
+    return {lerp_gather_portable,      lerp_portable,          argmax_portable, lerp_argmax_portable,
+            confident_labels_portable, column_labels_portable, settle_portable};
+}
 #endif
 
 const RowLoops& row_loops() {
@@ -416,10 +555,21 @@ const RowLoops& row_loops() {
 // Every value goes through the same lerp_rn/beats steps as the per-pixel form, so the results are identical.
 class FinishResizedRows {
    public:
-    // Scratch floats one band needs (besides out_w class numbers).
+    // Scratch floats one band needs: the source row, two cached rows of interpolated classes, the softmax sums, the
+    // best values, and every class of one source row (converted or divided, for the labels).
     static int64_t scratch_size(const FinishResizedParams& p) {
-        return p.rect_w + kSourcePadding + 2 * p.classes * p.out_w + 2 * p.out_w;
+        return p.rect_w + kSourcePadding + 2 * p.classes * p.out_w + 2 * p.out_w + p.classes * p.rect_w;
     }
+
+    // Scratch int32 one band needs: the class numbers of one row, its settled labels, the confident labels of a
+    // source row, the two cached rows of column labels, which blocks each cached row of classes holds, and (as
+    // bytes) which blocks of a row are unsettled.
+    static int64_t label_scratch_size(const FinishResizedParams& p) {
+        return 2 * p.out_w + p.rect_w + kSourcePadding + 2 * p.out_w + 2 * blocks(p) + (blocks(p) + 3) / 4;
+    }
+
+    // Blocks of output columns (the last one may be short).
+    static int64_t blocks(const FinishResizedParams& p) { return (p.out_w + kBlock - 1) / kBlock; }
 
     // The horizontal samples of every output column, as row loops take them.
     struct Columns {
@@ -445,16 +595,29 @@ class FinishResizedRows {
     }
 
     FinishResizedRows(const FinishResizedParams& p, const void* scores, const float* weight, const Columns& columns,
-                      float* scratch, int32_t* best_class)
-        : p_(p), scores_(scores), weight_(weight), columns_(columns), best_class_(best_class) {
+                      float* scratch, int32_t* label_scratch)
+        : p_(p), scores_(scores), weight_(weight), columns_(columns) {
         source_ = scratch;
         rows_[0] = source_ + p.rect_w + kSourcePadding;
         rows_[1] = rows_[0] + p.classes * p.out_w;
         total_ = rows_[1] + p.classes * p.out_w;
         best_value_ = total_ + p.out_w;
+        source_classes_ = best_value_ + p.out_w;
+        best_class_ = label_scratch;
+        row_label_ = best_class_ + p.out_w;
+        // kSourcePadding more labels, for the 8-value loads of column_labels.
+        source_label_ = row_label_ + p.out_w;
+        column_label_[0] = source_label_ + p.rect_w + kSourcePadding;
+        column_label_[1] = column_label_[0] + p.out_w;
+        interpolated_[0] = column_label_[1] + p.out_w;
+        interpolated_[1] = interpolated_[0] + blocks(p);
+        unsettled_ = reinterpret_cast<uint8_t*>(interpolated_[1] + blocks(p));
     }
 
     void run(int64_t y_begin, int64_t y_end, uint8_t* mask, float* probabilities) {
+        if (mask != nullptr && probabilities == nullptr && !p_.binary && p_.classes > 1) {
+            y_begin = run_labels(y_begin, y_end, mask);
+        }
         const int64_t plane = p_.out_h * p_.out_w;
         const int64_t w = p_.out_w;
         for (int64_t y = y_begin; y < y_end; ++y) {
@@ -499,19 +662,149 @@ class FinishResizedRows {
    private:
     // The source row holds this many more floats, so that an 8-float load at its last pixel stays inside.
     static constexpr int64_t kSourcePadding = 8;
+    // Output pixels go in blocks of this many: a block with one unsettled pixel is computed class by class whole.
+    static constexpr int64_t kBlock = 8;
+    // run_labels gives up on a band after this many rows when more than this share of their blocks was unsettled.
+    static constexpr int64_t kProbeRows = 16;
+    static constexpr float kMostlyUnsettled = 0.3f;
+
+    // The mask alone (argmax over K, no probabilities). An output pixel is a blend, with non-negative weights w_i,
+    // of the four source pixels around it. A resized value (two rounded lerps of 3 roundings each) lies within
+    // 4.01 ulp-units of sum_i w_i |s_i| of the exact blend, so two classes' resized values lie within
+    // 8.02 u sum_i w_i M_i of their exact difference, M_i the largest magnitude at source pixel i. Where the four
+    // source pixels are confident (confident_labels: no NaN, the argmax c leads every other class by more than
+    // 2^-18 = 64 u of M_i, more than 2^-100, with M_i below 2^100) and share c, the exact difference of c and any
+    // class is at least sum_i w_i lead_i > 64 u sum_i w_i M_i: c's resized value is above every other class's,
+    // and the argmax is c, exactly as finish_resized_pixel() computes it; the pixel is settled without
+    // interpolating its classes. The other pixels (class borders, near ties, NaN, infinities, huge or tiny values)
+    // go through the class loop, in blocks. The labels cost a pass over the scores: when, after kProbeRows rows,
+    // more than kMostlyUnsettled of the blocks held an unsettled pixel (noisy scores: a border everywhere), the rest
+    // of the band goes through the plain class loop of run(); returns the first row left for it.
+    int64_t run_labels(int64_t y_begin, int64_t y_end, uint8_t* mask) {
+        const int64_t w = p_.out_w;
+        int64_t blocks_seen = 0, blocks_unsettled = 0;
+        for (int64_t y = y_begin; y < y_end; ++y) {
+            if (y - y_begin == kProbeRows && static_cast<float>(blocks_unsettled) > kMostlyUnsettled * blocks_seen)
+                return y;
+            const AxisSample sy = axis_sample(y, p_.rect_h, p_.scale_y);
+            const int top = summarized_row(sy.i0, sy.i1);
+            const int bottom = summarized_row(sy.i1, sy.i0);
+            const bool all_settled =
+                loops_.settle(column_label_[top], column_label_[bottom], row_label_, unsettled_, w);
+            blocks_seen += blocks(p_);
+            if (!all_settled) blocks_unsettled += argmax_unsettled_blocks(sy);
+            // A local: the uint8 stores may alias anything, a member would be read again at every pixel.
+            const int32_t* label = row_label_;
+            uint8_t* out = mask + y * w;
+            for (int64_t x = 0; x < w; ++x) out[x] = static_cast<uint8_t>(label[x]);
+        }
+        return y_end;
+    }
+
+    // The class loop of run() over the blocks of row_label_ that hold an unsettled pixel, whose labels it replaces
+    // (the settled pixels among them get the label they had); returns how many blocks that was.
+    int64_t argmax_unsettled_blocks(const AxisSample& sy) {
+        const int64_t w = p_.out_w;
+        int64_t count = 0;
+        const float gy = add_rn(1.0f, -sy.frac);
+        int64_t x = 0;
+        while (x < w) {
+            if (!unsettled_[x / kBlock]) {
+                x += kBlock;
+                continue;
+            }
+            int64_t end = x + kBlock;
+            while (end < w && unsettled_[end / kBlock]) end += kBlock;
+            end = std::min(end, w);
+            const int64_t n = end - x;
+            count += (n + kBlock - 1) / kBlock;
+            // Only these columns of the two source rows are interpolated (where no earlier row needed them).
+            const float* top = interpolated_columns(sy.i0, sy.i1, x, end);
+            const float* bottom = interpolated_columns(sy.i1, sy.i0, x, end);
+            float* best_value = best_value_ + x;
+            int32_t* best_class = row_label_ + x;
+            if (sy.frac == 0.0f) std::memcpy(best_value, top + x, static_cast<size_t>(n) * sizeof(float));
+            else loops_.lerp(top + x, bottom + x, sy.frac, gy, best_value, n);
+            std::fill(best_class, best_class + n, 0);
+            for (int64_t k = 1; k < p_.classes; ++k) {
+                const float* h0 = top + k * w + x;
+                const int32_t kk = static_cast<int32_t>(k);
+                if (sy.frac == 0.0f) loops_.argmax(h0, best_value, best_class, kk, n);
+                else loops_.lerp_argmax(h0, bottom + k * w + x, sy.frac, gy, best_value, best_class, kk, n);
+            }
+            x = end;
+        }
+        return count;
+    }
+
+    // The slot (0 or 1) holding the column labels of source row `row`, computed into the slot not holding `keep`.
+    int summarized_row(int64_t row, int64_t keep) {
+        for (int i = 0; i < 2; ++i)
+            if (summarized_[i] == row) return i;
+        const int slot = summarized_[0] == keep ? 1 : 0;
+        summarized_[slot] = row;
+        summarize_source_row(row);
+        loops_.column_labels(source_label_, columns_.i0.data(), columns_.i1.data(), columns_.block_base.data(),
+                             column_label_[slot], p_.out_w);
+        return slot;
+    }
+
+    // The confident label of each pixel of source row `row` (divided by the weight, as interpolated), or -1.
+    void summarize_source_row(int64_t row) {
+        const int64_t n = p_.rect_w;
+        const int32_t classes = static_cast<int32_t>(p_.classes);
+        if (p_.score_dtype == DType::f32 && weight_ == nullptr) {
+            const float* scores = static_cast<const float*>(scores_) + (p_.rect_y + row) * p_.src_w + p_.rect_x;
+            loops_.confident_labels(scores, p_.src_h * p_.src_w, classes, source_label_, n);
+            return;
+        }
+        for (int64_t k = 0; k < p_.classes; ++k)
+            std::memcpy(source_classes_ + k * n, load_source_row(k, row, false), static_cast<size_t>(n) * 4);
+        loops_.confident_labels(source_classes_, n, classes, source_label_, n);
+    }
 
     // The horizontally interpolated rows (K x out_w) of source row `row`, computed into the slot not holding `keep`.
-    const float* interpolated_rows(int64_t row, int64_t keep) {
-        for (int i = 0; i < 2; ++i)
-            if (cached_[i] == row) return rows_[i];
-        const int slot = cached_[0] == keep ? 1 : 0;
-        cached_[slot] = row;
-        for (int64_t k = 0; k < p_.classes; ++k) interpolate_row(k, row, rows_[slot] + k * p_.out_w);
+    const float* interpolated_rows(int64_t row, int64_t keep) { return interpolated_columns(row, keep, 0, p_.out_w); }
+
+    // The horizontally interpolated rows (K x out_w) of source row `row`, valid at least in the output columns
+    // [x_begin, x_end) (x_begin a block's first column): the blocks of them not computed yet are computed into the
+    // slot holding `row`, or else into the one not holding `keep`.
+    const float* interpolated_columns(int64_t row, int64_t keep, int64_t x_begin, int64_t x_end) {
+        int slot = cached_[0] == row ? 0 : (cached_[1] == row ? 1 : -1);
+        if (slot < 0) {
+            slot = cached_[0] == keep ? 1 : 0;
+            cached_[slot] = row;
+            std::fill(interpolated_[slot], interpolated_[slot] + blocks(p_), 0);
+        }
+        int32_t* done = interpolated_[slot];
+        const int64_t block_end = (x_end + kBlock - 1) / kBlock;
+        for (int64_t block = x_begin / kBlock; block < block_end;) {
+            if (done[block]) {
+                ++block;
+                continue;
+            }
+            int64_t stop = block + 1;
+            while (stop < block_end && !done[stop]) ++stop;
+            const int64_t x = block * kBlock;
+            const int64_t n = std::min(stop * kBlock, p_.out_w) - x;
+            for (int64_t k = 0; k < p_.classes; ++k)
+                loops_.lerp_gather(load_source_row(k, row, true), columns_.i0.data() + x, columns_.i1.data() + x,
+                                   columns_.frac.data() + x, columns_.one_minus_frac.data() + x,
+                                   columns_.block_base.data() + block, rows_[slot] + k * p_.out_w + x, n);
+            std::fill(done + block, done + stop, 1);
+            block = stop;
+        }
         return rows_[slot];
     }
 
-    void interpolate_row(int64_t k, int64_t row, float* out) {
+    // Class k of source row `row` of the rect as floats, divided by the weight: the scores themselves where they are
+    // such floats (with kSourcePadding more readable past the row's end when `padded`), else a copy in source_.
+    const float* load_source_row(int64_t k, int64_t row, bool padded) {
         const int64_t src_row = (k * p_.src_h + p_.rect_y + row) * p_.src_w + p_.rect_x;
+        const int64_t readable = p_.rect_w + (padded ? kSourcePadding : 0);
+        const bool direct = p_.score_dtype == DType::f32 && weight_ == nullptr;
+        if (direct && src_row + readable <= p_.classes * p_.src_h * p_.src_w)
+            return static_cast<const float*>(scores_) + src_row;
         float* src = source_;
         if (p_.score_dtype == DType::f16)
             halves_to_floats(static_cast<const uint16_t*>(scores_) + src_row, src, p_.rect_w);
@@ -521,8 +814,7 @@ class FinishResizedRows {
             const float* wrow = weight_ + (p_.rect_y + row) * p_.src_w + p_.rect_x;
             for (int64_t x = 0; x < p_.rect_w; ++x) src[x] = div_rn(src[x], wrow[x]);
         }
-        loops_.lerp_gather(src, columns_.i0.data(), columns_.i1.data(), columns_.frac.data(),
-                           columns_.one_minus_frac.data(), columns_.block_base.data(), out, p_.out_w);
+        return src;
     }
 
     // Softmax over K (sigmoid when binary) of one output row, in place, in class order as finish_resized_pixel().
@@ -556,8 +848,15 @@ class FinishResizedRows {
     float* rows_[2];
     float* total_;  // softmax denominators of one row
     float* best_value_;
+    float* source_classes_;  // K x rect_w: one source row converted or divided, for confident_labels
     int32_t* best_class_;
+    int32_t* row_label_;  // the settled label of each output pixel of a row, -1 where the class loop decides
+    int32_t* source_label_;
+    int32_t* column_label_[2];
+    int32_t* interpolated_[2];  // per block of output columns: whether rows_[slot] holds it
+    uint8_t* unsettled_;        // per block of output columns of a row: whether it holds an unsettled pixel
     int64_t cached_[2] = {-1, -1};
+    int64_t summarized_[2] = {-1, -1};
 };
 
 }  // namespace
@@ -566,12 +865,13 @@ void finish_resized_cpu(const void* scores, const float* weight, uint8_t* mask, 
                         const FinishResizedParams& params, int threads) {
     const FinishResizedRows::Columns columns = FinishResizedRows::columns(params);
     const int64_t per_part = FinishResizedRows::scratch_size(params);
+    const int64_t labels_per_part = FinishResizedRows::label_scratch_size(params);
     const int64_t parts = part_count(params.out_h, threads);
     std::vector<float> scratch(static_cast<size_t>(parts * per_part));
-    std::vector<int32_t> classes(static_cast<size_t>(parts * params.out_w));
+    std::vector<int32_t> labels(static_cast<size_t>(parts * labels_per_part));
     parallel_parts(params.out_h, threads, [&](int64_t part, int64_t begin, int64_t end) {
         FinishResizedRows rows(params, scores, weight, columns, scratch.data() + part * per_part,
-                               classes.data() + part * params.out_w);
+                               labels.data() + part * labels_per_part);
         rows.run(begin, end, mask, probabilities);
     });
 }

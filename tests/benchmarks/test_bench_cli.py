@@ -6,8 +6,11 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 
 from unetrt.benchmarks.bench import (
@@ -18,6 +21,7 @@ from unetrt.benchmarks.bench import (
     require_tensorrt,
     select_variants,
 )
+from unetrt.benchmarks.variants import Workload
 
 FAST = ["--shape", "32x32", "--warmup", "1", "--iterations", "2", "--trials", "2", "--threads", "1"]
 FIGURES = {"mean", "p50", "p90", "p99", "min", "max", "median", "trial_medians", "spread_pct"}
@@ -100,6 +104,41 @@ def test_other_modes_run(tiny_model_files: dict[str, Path], tmp_path: Path, mode
     assert all(r["status"] == "ok" for r in report["results"])
 
 
+def test_end_to_end_frames_from_a_folder(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """--frames: the frames are the folder's images, resized to --shape, and the report says so."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(folder / name), rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    out = tmp_path / "out.json"
+    code, _, _ = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", *FAST,
+                       "--end-to-end", "--batch", "3", "--frames", str(folder), "--json", str(out)], capsys)
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["frames"] == str(folder)
+    assert any(str(folder) in note for note in report["notes"])
+    assert all(r["status"] == "ok" for r in report["results"])
+
+
+def test_workload_frames_come_from_the_images_in_turn(tmp_path: Path) -> None:
+    first, second = np.full((20, 30, 3), 40, np.uint8), np.full((20, 30, 3), 200, np.uint8)
+    paths = (tmp_path / "1.png", tmp_path / "2.png")
+    for path, image in zip(paths, (first, second)):
+        cv2.imwrite(str(path), image)
+    info = SimpleNamespace(in_channels=3)
+    frames = Workload("end-to-end", (10, 15), 3, images=paths).frames(info)  # type: ignore[arg-type]
+    assert [f.shape for f in frames] == [(10, 15, 3)] * 3
+    assert [int(f[0, 0, 0]) for f in frames] == [40, 200, 40]
+    gray_info = SimpleNamespace(in_channels=1)
+    gray = Workload("end-to-end", (20, 30), 1, images=paths).frames(gray_info)  # type: ignore[arg-type]
+    assert gray[0].shape == (20, 30)
+    (tmp_path / "3.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="cannot read"):
+        Workload("end-to-end", (20, 30), 1, images=(tmp_path / "3.png",)).frames(info)  # type: ignore[arg-type]
+
+
 def test_duration_and_plot(tiny_model_files: dict[str, Path], tmp_path: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib")
@@ -136,6 +175,7 @@ def test_plan_without_tensorrt_exits_2_with_one_line(tmp_path: Path, capsys: pyt
     (["--engine", "{onnx}", "--precision", "fp16", "--device", "cpu"], "needs a CUDA GPU"),
     (["--engine", "{onnx}", "--plot", "latency.svg"], ".png"),
     (["--loadEngine={onnx}", "--shapes=image:1x5x32x32"], "tiny.onnx takes 3"),
+    (["--engine", "{onnx}", "--end-to-end", "--frames", "/nonexistent/frames"], "does not exist"),
     ([], "is required"),
 ])
 def test_bad_arguments_exit_2_with_one_clear_line(tiny_model_files: dict[str, Path], argv: list[str], message: str,
