@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "each row's share of the rate of its precision")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random input frames")
     parser.add_argument("--frames", type=Path, default=None, metavar="DIR",
-                        help="take the frames from the images of this folder (resized to --shape where they differ) "
+                        help="take the frames from the images of this folder (resized to --size where they differ) "
                              "instead of random pixels, e.g. ../shared/data/camvid/val: a photograph's scores have "
                              "a scene's class regions")
     parser.add_argument("--note", action="append", default=[], help="a remark kept with the results (repeatable)")

@@ -104,14 +104,34 @@ class Palette:
         table.flags.writeable = False
         return table
 
-    def legend(self) -> tuple[list[str], list[tuple[int, int, int]]]:
+    def legend(self, hidden: Sequence[str] = ()) -> tuple[list[str], list[tuple[int, int, int]]]:
         """Class names and their BGR colours, top to bottom, as :func:`unetrt.visualize.draw_legend` takes them.
+
+        Args:
+            hidden: names left out (classes a picture does not draw, see :meth:`ids_of`).
 
         Example:
             >>> Palette(("cell",), ((255, 0, 0),), binary=True).legend()
             (['cell'], [(0, 0, 255)])
         """
-        return list(self.names), [(b, g, r) for r, g, b in self.colors]
+        shown = [(name, (b, g, r)) for name, (r, g, b) in zip(self.names, self.colors) if name not in hidden]
+        return [name for name, _ in shown], [color for _, color in shown]
+
+    def ids_of(self, names: Sequence[str]) -> tuple[int, ...]:
+        """The mask ids of classes given by name (e.g. the classes a picture leaves undrawn).
+
+        Raises:
+            ValueError: on a name that is no class of this palette; the message lists the classes.
+
+        Example:
+            >>> Palette(("sky", "road"), ((0, 0, 255), (128, 64, 128))).ids_of(["road"])
+            (1,)
+        """
+        unknown = [name for name in names if name not in self.names]
+        if unknown:
+            raise ValueError(f"no class named {', '.join(map(repr, unknown))}; the classes are "
+                             f"{', '.join(self.names)}")
+        return tuple(self.ids[self.names.index(name)] for name in names)
 
     def check_fits(self, info: ModelInfo) -> Palette:
         """This palette, checked against a model's classes.

@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "faster and a little less accurate)")
     parser.add_argument("--visualize", default="overlay", help="overlay, mask or overlay,mask (side by side)")
     parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay, 0..1")
+    parser.add_argument("--ignore-class", dest="ignore_classes", default=(), metavar="NAME[,NAME...]",
+                        type=lambda text: tuple(name.strip() for name in text.split(",") if name.strip()),
+                        help="classes the picture leaves undrawn, as segnet's --ignore-class (the overlay shows the "
+                             "frame there; masks are unchanged). Default: none")
     parser.add_argument("--input-width", type=int, default=None, help="resize frames (and ask cameras) to this width")
     parser.add_argument("--input-height", type=int, default=None, help="... and this height (give both)")
     parser.add_argument("--max-fps", type=float, default=None, help="process at most this many frames per second")
@@ -171,6 +175,7 @@ def stream_options(args: argparse.Namespace) -> StreamOptions:
         ValueError: on a bad value (see :class:`~unetrt.stream.options.StreamOptions`).
     """
     return StreamOptions(visualize=args.visualize, alpha=args.alpha, draw_stats=args.draw_stats, legend=args.legend,
+                         ignore_classes=args.ignore_classes,
                          input_flip=args.input_flip, input_size=_input_size(args), max_fps=args.max_fps,
                          loop=args.loop, max_frames=args.max_frames, max_reconnects=args.max_reconnects,
                          wait=args.wait, open_timeout=args.open_timeout, segmenter_options=_segmenter_options(args),

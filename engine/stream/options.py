@@ -28,6 +28,9 @@ class StreamOptions:
         legend: where the class names and colours go: 'outside' (a strip beside the frame), 'inside' (over the
             frame's bottom-left corner) or 'off'; True means 'outside', False 'off'. Needs a segmenter with
             ``info``.
+        ignore_classes: class names the picture leaves undrawn (jetson-inference segnet's ``--ignore-class``):
+            the overlay shows the frame there, the mask panel black, the legend leaves them out. The masks and
+            results are unchanged.
         input_flip: 'none', 'horizontal', 'vertical', 'rotate-180', 'clockwise' or 'counterclockwise': how
             every frame is turned at capture, before it is segmented (a camera mounted upside down: 'rotate-180').
         input_size: ``(width, height)`` to resize every frame to at capture (and ask cameras for).
@@ -69,6 +72,7 @@ class StreamOptions:
     alpha: float = 0.5
     draw_stats: bool = True
     legend: bool | str = "off"
+    ignore_classes: tuple[str, ...] = ()
     input_flip: str = "none"
     input_size: tuple[int, int] | None = None
     max_fps: float | None = None
@@ -90,6 +94,7 @@ class StreamOptions:
         # Normalised here, once, so every reader sees one spelling (frozen: set through object.__setattr__).
         object.__setattr__(self, "visualize", parse_visualize(self.visualize))
         object.__setattr__(self, "legend", parse_legend(self.legend))
+        object.__setattr__(self, "ignore_classes", tuple(self.ignore_classes))
         check_flip(self.input_flip)
         _check_numbers(self)
 

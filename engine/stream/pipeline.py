@@ -33,7 +33,7 @@ from .capture import (
 from .inference import FrameSegmenter, InferenceWorkers, WorkerOutcome
 from .options import StreamOptions
 from .output_path import check_existing_output, check_not_input, check_output_path
-from .render import Renderer, legend_entries
+from .render import Renderer, legend_entries, segmenter_palette
 from .result import StreamResult
 from .sinks import DEFAULT_OUTPUT_FPS, Sink, open_sink
 from .sources import (
@@ -109,9 +109,11 @@ class Stream:
         self._owns_segmenter = isinstance(segmenter, str | Path)
         self.segmenters: list[FrameSegmenter] = self._segmenters(segmenter)
         self.segmenter: FrameSegmenter = self.segmenters[0]
-        legend = legend_entries(self.segmenter) if self.options.legend != "off" else None
+        hidden = self.options.ignore_classes
+        legend = legend_entries(self.segmenter, hidden) if self.options.legend != "off" else None
+        undrawn_ids = segmenter_palette(self.segmenter).ids_of(hidden) if hidden else ()
         self.renderer = Renderer(self.segmenter, self.options.visualize, self.options.alpha,
-                                 self.options.draw_stats, legend, str(self.options.legend))
+                                 self.options.draw_stats, legend, str(self.options.legend), undrawn_ids)
         self.stats = StreamStats()
         self.sink: Sink | None = None
         self._stop = threading.Event()

@@ -72,8 +72,12 @@ def parse_legend(legend: bool | str) -> str:
     return legend
 
 
-def compose(frame: np.ndarray, colored: np.ndarray, modes: Sequence[str], alpha: float) -> np.ndarray:
+def compose(frame: np.ndarray, colored: np.ndarray, modes: Sequence[str], alpha: float,
+            undrawn: np.ndarray | None = None) -> np.ndarray:
     """The panels named by ``modes`` side by side: 'overlay' blends the mask over the frame, 'mask' is the mask.
+
+    ``undrawn`` (HxW bool, optional) marks pixels of classes left undrawn: the overlay shows the frame there and
+    the mask panel black.
 
     Raises:
         ValueError: when alpha is outside [0, 1] or the sizes differ.
@@ -82,7 +86,18 @@ def compose(frame: np.ndarray, colored: np.ndarray, modes: Sequence[str], alpha:
         >>> compose(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2, 3), np.uint8), ("overlay", "mask"), 0.5).shape
         (2, 4, 3)
     """
-    panels = [blend(frame, colored, alpha) if mode == "overlay" else colored for mode in modes]
+    if undrawn is not None:
+        colored = colored.copy()
+        colored[undrawn] = 0
+    panels = []
+    for mode in modes:
+        if mode == "mask":
+            panels.append(colored)
+            continue
+        overlay = blend(frame, colored, alpha)
+        if undrawn is not None:
+            overlay[undrawn] = frame[undrawn]
+        panels.append(overlay)
     return panels[0] if len(panels) == 1 else np.hstack(panels)
 
 
@@ -112,16 +127,26 @@ def stats_caption(fps: float, latency_ms: float, dropped: int) -> str:
     return "  ".join(parts)
 
 
-def legend_entries(segmenter: Any) -> LegendEntries:
-    """Class names and BGR colours for the legend, from the segmenter's palette (the colours of its masks).
+def segmenter_palette(segmenter: Any) -> Palette:
+    """The palette a segmenter colours its masks with.
+
+    Raises:
+        ValueError: when the segmenter has none.
+    """
+    palette: Palette | None = getattr(segmenter, "palette", None)
+    if palette is None:
+        raise ValueError("the legend and --ignore-class need a segmenter that describes its classes "
+                         "(a unetrt Segmenter has .palette)")
+    return palette
+
+
+def legend_entries(segmenter: Any, hidden: Sequence[str] = ()) -> LegendEntries:
+    """Class names and BGR colours for the legend, from the segmenter's palette, without the ``hidden`` classes.
 
     Raises:
         ValueError: when the segmenter has no palette.
     """
-    palette: Palette | None = getattr(segmenter, "palette", None)
-    if palette is None:
-        raise ValueError("legend needs a segmenter that describes its classes (a unetrt Segmenter has .palette)")
-    return palette.legend()
+    return segmenter_palette(segmenter).legend(hidden)
 
 
 def legend_strip(entries: LegendEntries, height: int) -> np.ndarray:
@@ -150,6 +175,7 @@ class Renderer:
         draw_stats: draw FPS and latency (see :func:`stats_caption`).
         legend: class names and BGR colours (see :func:`legend_entries`), or None for no legend.
         legend_place: 'outside' (a strip right of the panels) or 'inside' (over the bottom-left corner).
+        undrawn_ids: mask ids of classes left undrawn (see :func:`compose`).
 
     Raises:
         ValueError: on an unknown panel or legend place.
@@ -164,13 +190,15 @@ class Renderer:
     """
 
     def __init__(self, colors: Colorizer, visualize: str | Sequence[str], alpha: float, draw_stats: bool,
-                 legend: LegendEntries | None, legend_place: str = "outside") -> None:
+                 legend: LegendEntries | None, legend_place: str = "outside",
+                 undrawn_ids: Sequence[int] = ()) -> None:
         self.colors = colors
         self.visualize = parse_visualize(visualize)
         self.alpha = alpha
         self.draw_stats = draw_stats
         self.legend = legend
         self.legend_place = parse_legend(legend_place)
+        self.undrawn_ids = np.asarray(sorted(set(undrawn_ids)), np.uint8)
         self._strips: dict[int, np.ndarray] = {}
 
     def render(self, result: StreamResult, dropped: int) -> np.ndarray:
@@ -182,7 +210,8 @@ class Renderer:
         """The panels of ``frame`` and its segmentation, with the caption and the legend drawn on (a new image)."""
         if frame.ndim == 2:
             frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-        image = compose(frame, self.colors.colorize(segmentation), self.visualize, self.alpha)
+        undrawn = np.isin(segmentation.mask, self.undrawn_ids) if self.undrawn_ids.size else None
+        image = compose(frame, self.colors.colorize(segmentation), self.visualize, self.alpha, undrawn)
         if self.draw_stats:
             draw_caption(image, stats_caption(fps, latency_ms, dropped))
         legend = self.legend

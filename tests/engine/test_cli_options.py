@@ -109,6 +109,7 @@ SPELLINGS: list[tuple[str, list[str] | None, str, Any, list[list[str]]]] = [
     (STREAM, None, "input_flip", "rotate-180", [["--input-flip", "rotate-180"]]),
     (STREAM, None, "visualize", "overlay,mask", [["--visualize", "overlay,mask"], ["--visualize=overlay,mask"]]),
     (STREAM, None, "alpha", 0.7, [["--alpha", "0.7"]]),
+    (STREAM, None, "ignore_classes", ("sky", "road"), [["--ignore-class", "sky,road"], ["--ignore-class=sky, road"]]),
 ]
 
 

@@ -51,3 +51,5 @@ def test_the_command_builds_the_options_once_from_its_flags() -> None:
     assert options.segmenter_options["threads"] == 1 and options.overwrite is False
     assert stream_options(build_parser().parse_args(["sample"])).legend == "off"
     assert stream_options(build_parser().parse_args(["sample", "--legend", "inside"])).legend == "inside"
+    assert stream_options(build_parser().parse_args(["sample", "--ignore-class", "sky"])).ignore_classes == ("sky",)
+    assert stream_options(build_parser().parse_args(["sample"])).ignore_classes == ()

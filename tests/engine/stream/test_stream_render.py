@@ -76,3 +76,47 @@ def test_live_fps_starts_after_the_first_second() -> None:
         assert stats.live_fps() == 0.0, "no rate during the first second of results"
     stats.mark_result(11.0)
     assert stats.live_fps() == pytest.approx(5.0)
+
+
+class PaletteColours(DescribedSegmenter):
+    """Colours masks through its palette, as a Segmenter does."""
+
+    def colorize(self, result: SegmentationResult) -> np.ndarray:
+        return self.palette.lut_bgr[result.mask]
+
+
+def _half_thing_frame() -> tuple[np.ndarray, SegmentationResult]:
+    mask = np.zeros((120, 160), np.uint8)
+    mask[:, 80:] = 1
+    return _frame(), SegmentationResult(mask, None, 0.0)
+
+
+def test_ignored_class_is_left_undrawn_in_overlay_and_mask() -> None:
+    frame, segmentation = _half_thing_frame()
+    segmenter = PaletteColours()
+    drawn = Renderer(segmenter, ("overlay", "mask"), 0.5, False, None).draw(frame, segmentation, 0.0, 0.0, 0)
+    hidden = Renderer(segmenter, ("overlay", "mask"), 0.5, False, None,
+                      undrawn_ids=segmenter.palette.ids_of(["thing"])).draw(frame, segmentation, 0.0, 0.0, 0)
+    overlay, mask_panel = hidden[:, :160], hidden[:, 160:]
+    assert (overlay[:, 80:] == frame[:, 80:]).all(), "the overlay shows the frame where the ignored class is"
+    assert (mask_panel[:, 80:] == 0).all(), "the mask panel is black there"
+    assert (hidden[:, :80] == drawn[:, :80]).all() and (hidden[:, 160:240] == drawn[:, 160:240]).all()
+    assert not (drawn[:, 80:160] == frame[:, 80:]).all(), "without --ignore-class the class is drawn"
+
+
+def test_stream_ignores_a_class_in_picture_and_legend_but_not_in_results() -> None:
+    frame = _frame()
+    frame[:, 80:] = 200  # FakeSegmenter: brighter than 127 is class 1, 'thing'
+    sink = CollectingSink()
+    results = list(Stream([frame], PaletteColours(), sink, legend="outside", draw_stats=False,
+                          ignore_classes=("thing",)))
+    assert (results[0].mask[:, 80:] == 1).all(), "the masks are unchanged"
+    (image,) = sink.images
+    assert (image[:, 80:160] == frame[:, 80:]).all()
+    strip = image[:, 160:]
+    assert not ((strip == (0, 0, 255)).all(axis=2)).any(), "the legend leaves the ignored class out"
+
+
+def test_an_unknown_ignored_class_lists_the_classes() -> None:
+    with pytest.raises(ValueError, match="no class named 'tree'; the classes are background, thing"):
+        Stream([_frame()], PaletteColours(), CollectingSink(), ignore_classes=("tree",))
