@@ -58,5 +58,5 @@ def test_the_legend_shows_the_segmenters_palette() -> None:
 
 
 def test_legend_needs_class_names() -> None:
-    with pytest.raises(ValueError, match="legend needs a segmenter that describes its classes"):
+    with pytest.raises(ValueError, match="the legend and --ignore-class need a segmenter that describes its classes"):
         Stream([np.zeros((4, 4, 3), np.uint8)], FakeSegmenter(), legend=True)
