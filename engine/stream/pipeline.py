@@ -40,6 +40,7 @@ from .sources import (
     FrameSource,
     SourceError,
     SourceLike,
+    give_up_on,
     input_files,
     missing_local_device,
     open_source,
@@ -274,6 +275,7 @@ class Stream:
             if self._capture.is_alive():
                 log.warning("capture from %s did not stop within %.0f s (a blocked read)", self.source.name,
                             JOIN_TIMEOUT_S)
+                give_up_on(self._capture)
         if self._writer is not None:
             self._writer.finish()
 

@@ -15,7 +15,7 @@ import pytest
 from stream_helpers import FakeSegmenter
 
 from unetrt.stream import SourceError, Stream, VideoCaptureSource
-from unetrt.stream.sources import TimedReader, missing_local_device
+from unetrt.stream.sources import TimedReader, missing_local_device, reads_still_hung
 from unetrt.stream.uri import SourceSpec
 
 # Generous: only a hang (the defect) ever reaches it.
@@ -137,3 +137,46 @@ def test_opencv_log_is_silenced_in_the_python_api() -> None:
                             check=False)
     assert result.stdout.strip() == "refused", result.stderr
     assert result.stderr == "", result.stderr
+
+
+
+class SlowToReleaseCapture(FrozenCapture):
+    """An RTSP capture whose release talks to the server first (FFmpeg's RTSP TEARDOWN)."""
+
+    def release(self) -> None:
+        time.sleep(0.3)
+        super().release()
+
+
+def _wait_until_no_read_hangs() -> None:
+    deadline = time.monotonic() + HANG_S
+    while reads_still_hung() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_releasing_a_timed_reader_waits_for_the_capture_release() -> None:
+    # The reader thread releases the capture; returning from that into Python after the interpreter has shut
+    # down aborts the process, so release() returns only once it is done.
+    capture = SlowToReleaseCapture(frames=1)
+    reader = TimedReader(capture)  # type: ignore[arg-type]
+    assert reader.read(HANG_S)[0] is True  # type: ignore[index]
+    reader.release()
+    assert capture.released.is_set()
+    assert not reads_still_hung()
+
+
+def test_a_read_that_outlives_the_wait_on_release_counts_as_hung() -> None:
+    capture = FrozenCapture(frames=0)
+    reader = TimedReader(capture)  # type: ignore[arg-type]
+    thread, outcome = _run_in_thread(lambda: reader.read(HANG_S))
+    time.sleep(0.1)  # the reader thread is now inside the capture's read
+    try:
+        reader.release(wait=0.1)
+        assert reads_still_hung()  # unet-stream leaves with os._exit instead of crashing at shutdown
+    finally:
+        capture.thaw.set()
+    thread.join(HANG_S)
+    assert outcome["value"] == (False, None)
+    assert capture.released.wait(HANG_S)
+    _wait_until_no_read_hangs()
+    assert not reads_still_hung()
