@@ -1,0 +1,41 @@
+"""bench_network_layers: OpenVINO's per-layer profile of the default path's network, summed by layer type."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from unetrt.benchmarks.bench_network_layers import main, profile_layers
+
+pytest.importorskip("openvino")
+
+
+def test_profile_of_the_bundled_int8_network(tmp_path: Path) -> None:
+    out = tmp_path / "layers"
+    assert main(["--model", "camvid", "--threads", "1", "--calls", "3", "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    # The file and precision the default CPU path runs.
+    assert Path(result["file"]).name == "camvid.int8.onnx" and result["precision"] == "int8"
+    assert result["input_shape"] == [1, 3, 192, 256]
+    layers = {row["layer"] for row in result["rows"]}
+    assert {"Convolution", "ConvolutionBackpropData", "MaxPool", "Concat"} <= layers
+    # The rows are the per-type medians, largest first; their sum is what the report calls the layers' time.
+    times = [row["ms"] for row in result["rows"]]
+    assert times == sorted(times, reverse=True) and all(t > 0 for t in times)
+    assert result["layers_ms"] == pytest.approx(sum(times))
+    assert 0 < result["convolution_ms"] < result["layers_ms"]
+    # camvid's convolutions at 256x192: 2.28 G multiply-adds, counted from its graph.
+    assert result["convolution_macs"] == pytest.approx(2.282e9, rel=1e-3)
+    assert result["convolution_gmac_per_s"] == pytest.approx(
+        result["convolution_macs"] / result["convolution_ms"] / 1e6)
+    report = out.with_suffix(".md").read_text()
+    assert "| Convolution | " in report and "G multiply-adds" in report
+
+
+def test_bad_call_count_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match="calls must be at least 1, got 0"):
+        profile_layers("camvid", threads=1, calls=0)
+    assert main(["--calls", "0", "--out", "unused"]) == 2
+    assert "calls must be at least 1" in capsys.readouterr().err
