@@ -31,24 +31,13 @@ import numpy as np
 
 from unetrt.backends.openvino import OpenVinoBackend
 from unetrt.benchmarks.flops import flops_per_image
-from unetrt.benchmarks.stats import CPUINFO, describe_cpu, machine_description
+from unetrt.benchmarks.stats import cpu_nominal_mhz, describe_cpu, machine_description
 from unetrt.cli import run_cli
 from unetrt.frame_path import network_input
 from unetrt.segmenter import Segmenter
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CONVOLUTIONS = ("Convolution", "ConvolutionBackpropData")
-
-
-def nominal_mhz() -> float | None:
-    """The clock /proc/cpuinfo states for the first CPU, in MHz (None where there is none)."""
-    try:
-        for line in CPUINFO.read_text().splitlines():
-            if line.startswith("cpu MHz"):
-                return float(line.split(":", 1)[1])
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def profile_layers(model: str, threads: int, calls: int) -> dict[str, Any]:
@@ -105,7 +94,7 @@ def profile_layers(model: str, threads: int, calls: int) -> dict[str, Any]:
     macs = flops_per_image(source, batch.shape[1], batch.shape[2], batch.shape[3]) / 2 if source.suffix == ".onnx" \
         else None
     machine = machine_description()
-    mhz = nominal_mhz()
+    mhz = cpu_nominal_mhz()
     rate = None if macs is None or conv_ms == 0 else macs / (conv_ms * 1e-3)
     return {
         "machine": machine, "cpu": describe_cpu(machine), "model": model, "file": str(source),

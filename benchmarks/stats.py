@@ -136,15 +136,34 @@ def reset_peak_rss() -> bool:
     return True
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
+def _cpuinfo_field(name: str) -> str | None:
+    """The first CPU's value of a /proc/cpuinfo field (None where there is none)."""
     try:
         for line in CPUINFO.read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(name):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def cpu_nominal_mhz() -> float | None:
+    """The clock /proc/cpuinfo states for the first CPU, in MHz (None where there is none; turbo runs above it).
+
+    Example:
+        >>> cpu_nominal_mhz()  # doctest: +SKIP
+        2596.142
+    """
+    value = _cpuinfo_field("cpu MHz")
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
 
 
 # The /proc/cpuinfo flags that decide which CPU kernels run INT8 and BF16 (Linux names).

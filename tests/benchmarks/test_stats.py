@@ -82,3 +82,16 @@ def test_cpu_features_and_their_words(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(stats, "CPUINFO", tmp_path / "absent")
     assert machine_description()["cpu_features"] is None
     assert describe_cpu({"cpu_model": "Apple M2", "cpu_features": None}) == "Apple M2"
+
+
+def test_nominal_clock_from_cpuinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: AMD EPYC\ncpu MHz\t\t: 2596.142\ncpu MHz\t\t: 3700.000\n")
+    monkeypatch.setattr(stats, "CPUINFO", cpuinfo)
+    assert stats.cpu_nominal_mhz() == pytest.approx(2596.142)  # the first CPU's
+    cpuinfo.write_text("model name\t: Apple M2\n")
+    assert stats.cpu_nominal_mhz() is None
+    cpuinfo.write_text("cpu MHz\t\t: unknown\n")
+    assert stats.cpu_nominal_mhz() is None
+    monkeypatch.setattr(stats, "CPUINFO", tmp_path / "absent")
+    assert stats.cpu_nominal_mhz() is None
