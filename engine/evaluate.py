@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .bundled import MODELS_DIR
 from .cli import format_size, run_cli
 from .cli_options import (
     ALIASES_EPILOG,
@@ -72,6 +73,35 @@ def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
             raise ValueError(f"--stems names files that are not in {str(images)!r}: {', '.join(sorted(missing))}")
         pairs = [pair for pair in pairs if pair[0].stem in wanted]
     return evaluate_pairs(segmenter, pairs)
+
+
+def evaluate_stated(segmenter: Segmenter, stated: Mapping[str, Any], data_root: str | Path) -> dict[str, Any]:
+    """Score a segmenter on the data a bundled model's ``NAME.json`` reports its figures on.
+
+    Args:
+        segmenter: an open Segmenter.
+        stated: the model's statement (``engine/models/NAME.json``): a held-out ``split`` ({"file": a split
+            file in ``engine/models``, "data": its data set folder, "part": the part reported on}), else
+            ``images``, ``labels`` and ``stems``.
+        data_root: the folder those data set paths are relative to (``../shared/data``).
+
+    Returns:
+        The figures, as :func:`evaluate_pairs`.
+
+    Raises:
+        ValueError: as :func:`evaluate` and :meth:`unetrt.heldout.HeldOutSplit.pairs`.
+
+    Example:
+        >>> stated = json.loads(Path("engine/models/camvid.json").read_text())  # doctest: +SKIP
+        >>> with Segmenter("camvid") as seg:  # doctest: +SKIP
+        ...     figures = evaluate_stated(seg, stated, "../shared/data")
+    """
+    root = Path(data_root)
+    split = stated.get("split")
+    if split is not None:
+        pairs = HeldOutSplit.read(MODELS_DIR / split["file"]).pairs(root / split["data"], split["part"])
+        return evaluate_pairs(segmenter, pairs)
+    return evaluate(segmenter, root / stated["images"], root / stated["labels"], stated.get("stems"))
 
 
 def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[tuple[Path, Path]]) -> dict[str, Any]:

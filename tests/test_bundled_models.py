@@ -48,13 +48,11 @@ def test_torch_and_onnxruntime_logits_agree(name: str, shared_data: Path) -> Non
 
 
 def _evaluate(name: str, backend: str, precision: str, shared_data: Path) -> dict[str, Any]:
-    from unetrt.evaluate import evaluate
+    from unetrt.evaluate import evaluate_stated
     from unetrt.segmenter import Segmenter
 
-    stated = _stated(name)
     with Segmenter(name, backend=backend, precision=precision, device="cpu") as segmenter:
-        return evaluate(segmenter, shared_data / stated["images"], shared_data / stated["labels"],
-                        stems=stated.get("stems"))
+        return evaluate_stated(segmenter, _stated(name), shared_data)
 
 
 @pytest.mark.parametrize("name", bundled_model_names())

@@ -42,10 +42,11 @@ from typing import Any
 from unetrt.backends.openvino import cpu_has_bf16, openvino_available
 from unetrt.bundled import MODELS_DIR, PRECISION_SUFFIXES
 from unetrt.cli import format_size, parse_size, run_cli
-from unetrt.evaluate import evaluate, format_figures, parse_stems
+from unetrt.evaluate import evaluate_stated, format_figures, parse_stems
 from unetrt.export.checkpoint import load_checkpoint, load_model, save_checkpoint
 from unetrt.export.onnx_export import main as export_main
 from unetrt.export.quantize import CALIBRATION_METHODS, DEFAULT_METHOD
+from unetrt.heldout import HeldOutSplit
 from unetrt.model_file import read_model_file
 from unetrt.segmenter import Segmenter
 
@@ -66,8 +67,9 @@ def engines_for(precision: str) -> list[str]:
     return ["onnxruntime", *openvino]
 
 
-def score_variants(name: str, images: Path, labels: Path, stems: Sequence[str] | None) -> dict[str, Any]:
-    """``unet-eval`` figures of every precision on every installed CPU engine, by precision then engine."""
+def score_variants(name: str, report: dict[str, Any]) -> dict[str, Any]:
+    """``unet-eval`` figures of every precision on every installed CPU engine, by precision then engine, on the
+    reported data (:func:`unetrt.evaluate.evaluate_stated`)."""
     variants: dict[str, Any] = {}
     for precision in ("fp32", "bf16", "fp16", "int8"):
         file = MODELS_DIR / f"{name}{PRECISION_SUFFIXES['fp32' if precision == 'bf16' else precision]}"
@@ -79,7 +81,7 @@ def score_variants(name: str, images: Path, labels: Path, stems: Sequence[str] |
             entry["quantization"] = read_model_file(file).quantization
         for engine in engines:
             with Segmenter(name, backend=engine, precision=precision, device="cpu") as segmenter:
-                figures = evaluate(segmenter, images, labels, stems)
+                figures = evaluate_stated(segmenter, report, SHARED_DATA)
             print(f"{precision} on {engine}:\n{format_figures(figures)}")
             entry[engine] = {k: v for k, v in figures.items() if isinstance(v, float) or k == "per_class_iou"}
         variants[precision] = entry
@@ -134,25 +136,45 @@ def _run(args: argparse.Namespace) -> None:
         export_args += ["--check-stems", ",".join(args.stems)]
     if info.working_size is not None:
         export_args += ["--working-size", format_size(info.working_size)]
-    if args.calibration_stems:
-        export_args += ["--calibration-stems", ",".join(args.calibration_stems)]
+    report: dict[str, Any] = {"images": args.images, "labels": args.labels, "stems": args.stems}
+    calibration_stems = args.calibration_stems
+    if args.split is not None:
+        split_file = Path(args.split).resolve()
+        if split_file.parent != MODELS_DIR:
+            raise ValueError(f"--split must be a split file in {MODELS_DIR} (it ships with the model), "
+                             f"got {args.split!r}")
+        report = {"split": {"file": split_file.name, "data": args.split_data, "part": "report"}}
+        if calibration_stems is None:
+            # Calibration fits activation ranges: only frames training saw, none of a held-out part.
+            folder = (SHARED_DATA / args.calibration).resolve()
+            train = HeldOutSplit.read(split_file).train_pairs(SHARED_DATA / args.split_data)
+            calibration_stems = [image.stem for image, _ in train if image.parent.resolve() == folder]
+    if calibration_stems:
+        export_args += ["--calibration-stems", ",".join(calibration_stems)]
     if export_main(export_args) != 0:
         raise RuntimeError(f"unet-export of {checkpoint} failed (see the line above)")
     save_checkpoint(pt_path, model, info)
     with Segmenter(onnx_path, backend="onnxruntime") as segmenter:
-        figures = evaluate(segmenter, images, labels, args.stems)
+        figures = evaluate_stated(segmenter, report, SHARED_DATA)
     print(format_figures(figures))
+    if args.split is not None:
+        reported_on = (f"{args.split_data}, part 'report' of {report['split']['file']} ({figures['images']} frames of "
+                       "time spans no training frame comes within 90 frames of)")
+    else:
+        reported_on = f"{args.images}" + (f", stems {','.join(args.stems)}" if args.stems else ", every frame")
     stated = {
+        # The INT8 check's data (unet-export --check-images); also the reported data when there is no split.
         "images": args.images,
         "labels": args.labels,
         "stems": args.stems,
+        **({"split": report["split"]} if args.split is not None else {}),
         "selected_on": args.selected_on,
-        "reported_on": f"{args.images}" + (f", stems {','.join(args.stems)}" if args.stems else ", every frame"),
+        "reported_on": reported_on,
         "validation": {k: v for k, v in figures.items() if isinstance(v, float)},
         "per_class_iou": figures.get("per_class_iou"),
-        "calibration": {"images": args.calibration, "stems": args.calibration_stems,
+        "calibration": {"images": args.calibration, "stems": calibration_stems,
                         "count": args.calibration_count, "method": args.calibration_method},
-        "variants": score_variants(args.name, images, labels, args.stems),
+        "variants": score_variants(args.name, report),
         "working_size": {"stated": None if info.working_size is None else list(info.working_size),
                          "trained": None if trained is None else list(trained)},
         **history,
@@ -189,6 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images", required=True, help="validation images, relative to ../shared/data")
     parser.add_argument("--labels", required=True, help="validation labels, relative to ../shared/data")
     parser.add_argument("--stems", type=parse_stems, default=None, help="held-out stems, e.g. 20-23")
+    parser.add_argument("--split", default=None, metavar="FILE",
+                        help="a held-out split in engine/models (e.g. engine/models/camvid.split.json): the figures "
+                             "are reported on its 'report' part, the INT8 model calibrated on its training frames; "
+                             "--images/--labels then only feed unet-export's INT8 check")
+    parser.add_argument("--split-data", default=None, help="with --split: its data set, relative to ../shared/data")
     parser.add_argument("--calibration", required=True,
                         help="INT8 calibration frames, relative to ../shared/data (e.g. camvid/train)")
     parser.add_argument("--calibration-stems", type=parse_stems, default=None,
@@ -199,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=DEFAULT_METHOD,
                         help=f"INT8 calibration (default {DEFAULT_METHOD})")
     args = parser.parse_args(argv)
+    if (args.split is None) != (args.split_data is None):
+        parser.error("--split and --split-data go together")
     if (args.previous or args.previous_stated) and args.run is None:
         parser.error("--previous and --previous-stated go with --run")
     return run_cli(lambda: _run(args))
