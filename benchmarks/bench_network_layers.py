@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -31,7 +30,7 @@ import numpy as np
 
 from unetrt.backends.openvino import OpenVinoBackend
 from unetrt.benchmarks.flops import flops_per_image
-from unetrt.benchmarks.stats import cpu_nominal_mhz, describe_cpu, machine_description
+from unetrt.benchmarks.stats import cpu_nominal_mhz, describe_cpu, machine_description, write_results
 from unetrt.cli import run_cli
 from unetrt.frame_path import network_input
 from unetrt.segmenter import Segmenter
@@ -143,11 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> None:
         result = profile_layers(args.model, args.threads, args.calls)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-        report = markdown(result)
-        args.out.with_suffix(".md").write_text(report)
-        print(report)
+        write_results(args.out.parent, args.out.name, result, markdown(result))
 
     return run_cli(run)
 

@@ -25,7 +25,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 import unetrt
-from unetrt.benchmarks.stats import LatencyStats, describe_cpu, machine_description, summarize
+from unetrt.benchmarks.stats import LatencyStats, describe_cpu, machine_description, summarize, write_results
 from unetrt.cli import run_cli
 from unetrt.datasets import list_images
 from unetrt.device import HostDevice, resize_frame
@@ -249,11 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def run() -> None:
         result = benchmark(args.model, args.images, args.frames, args.trials, args.threads, args.backend,
                            args.precision)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-        report = markdown(result)
-        args.out.with_suffix(".md").write_text(report)
-        print(report)
+        write_results(args.out.parent, args.out.name, result, markdown(result))
 
     return run_cli(run)
 
