@@ -137,17 +137,21 @@ def _run(args: argparse.Namespace) -> None:
     if info.working_size is not None:
         export_args += ["--working-size", format_size(info.working_size)]
     report: dict[str, Any] = {"images": args.images, "labels": args.labels, "stems": args.stems}
+    reported_on = f"{args.images}" + (f", stems {','.join(args.stems)}" if args.stems else ", every frame")
     calibration_stems = args.calibration_stems
     if args.split is not None:
         split_file = Path(args.split).resolve()
         if split_file.parent != MODELS_DIR:
             raise ValueError(f"--split must be a split file in {MODELS_DIR} (it ships with the model), "
                              f"got {args.split!r}")
+        split = HeldOutSplit.read(split_file)
         report = {"split": {"file": split_file.name, "data": args.split_data, "part": "report"}}
+        reported_on = (f"{args.split_data}, part 'report' of {split_file.name} (time spans no training frame comes "
+                       f"within {split.guard_frames} frames of)")
         if calibration_stems is None:
             # Calibration fits activation ranges: only frames training saw, none of a held-out part.
             folder = (SHARED_DATA / args.calibration).resolve()
-            train = HeldOutSplit.read(split_file).train_pairs(SHARED_DATA / args.split_data)
+            train = split.train_pairs(SHARED_DATA / args.split_data)
             calibration_stems = [image.stem for image, _ in train if image.parent.resolve() == folder]
     if calibration_stems:
         export_args += ["--calibration-stems", ",".join(calibration_stems)]
@@ -157,11 +161,6 @@ def _run(args: argparse.Namespace) -> None:
     with Segmenter(onnx_path, backend="onnxruntime") as segmenter:
         figures = evaluate_stated(segmenter, report, SHARED_DATA)
     print(format_figures(figures))
-    if args.split is not None:
-        reported_on = (f"{args.split_data}, part 'report' of {report['split']['file']} ({figures['images']} frames of "
-                       "time spans no training frame comes within 90 frames of)")
-    else:
-        reported_on = f"{args.images}" + (f", stems {','.join(args.stems)}" if args.stems else ", every frame")
     stated = {
         # The INT8 check's data (unet-export --check-images); also the reported data when there is no split.
         "images": args.images,
