@@ -34,7 +34,7 @@ import cv2
 
 from unetrt.batch.job import BatchSettings, run_batch
 from unetrt.batch.outputs import write_png_atomically
-from unetrt.benchmarks.stats import load_average, machine_description, usable_cores, write_results
+from unetrt.benchmarks.stats import describe_cpu, load_average, machine_description, usable_cores, write_results
 from unetrt.bundled import sample_clip
 from unetrt.cli import HelpFormatter, run_cli
 from unetrt.segmenter import Segmenter
@@ -114,7 +114,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [
         "# unet-batch on Ray against a plain Segmenter loop (CPU)", "",
         f"`{result['command']}` (Ray {result['ray']})", "",
-        f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, shared with other jobs: load "
+        f"Machine: {describe_cpu(machine)}, {machine['usable_cores']} usable cores, shared with other jobs: load "
         f"average (1, 5, 15 min) before {', '.join(f'{v:.2f}' for v in before)}, after "
         f"{', '.join(f'{v:.2f}' for v in after)}.",
         f"Model `{result['model']}`; {result['frames']} frames of the bundled CamVid clip (480x360 PNG); each "

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from unetrt import __version__
 from unetrt.benchmarks.bench_stream import read_frames
-from unetrt.benchmarks.stats import load_average, machine_description, write_results
+from unetrt.benchmarks.stats import describe_cpu, load_average, machine_description, write_results
 from unetrt.bundled import sample_clip
 from unetrt.cli import run_cli
 from unetrt.segmenter import Segmenter
@@ -116,7 +116,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [
         "# One segmenter from several threads",
         "",
-        f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores; load average (1, 5, 15 min) "
+        f"Machine: {describe_cpu(machine)}, {machine['usable_cores']} usable cores; load average (1, 5, 15 min) "
         f"{load_before} before, {load_after} after. **The machine was shared with other jobs**, so absolute FPS is "
         "lower and noisier than on an idle machine; compare the ways within a row.",
         "",

@@ -38,7 +38,7 @@ import numpy as np
 
 from unetrt import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
 from unetrt.benchmarks.bench_tiling import cpu_timer, time_interleaved
-from unetrt.benchmarks.stats import machine_description, write_results
+from unetrt.benchmarks.stats import describe_cpu, machine_description, write_results
 from unetrt.cli import parse_size, run_cli
 from unetrt.cpu import usable_cores
 
@@ -128,7 +128,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# Fused finish: {result['case']}",
         "",
-        f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores; load average before "
+        f"Machine: {describe_cpu(machine)}, {machine['usable_cores']} usable cores; load average before "
         f"({load}), after ({after}); host {result['host']}; {result['date']}.",
         "",
         "| path | median ms | p90 ms | min ms | trial spread |",

@@ -45,7 +45,7 @@ from typing import Any
 from tqdm import tqdm
 
 from unetrt import __version__
-from unetrt.benchmarks.stats import machine_description, write_results
+from unetrt.benchmarks.stats import describe_cpu, machine_description, write_results
 from unetrt.cli import format_size, parse_size, run_cli
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -190,7 +190,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [
         "# The main job, back to back with other ways of running it",
         "",
-        f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores; load average (1, 5, 15 min) "
+        f"Machine: {describe_cpu(machine)}, {machine['usable_cores']} usable cores; load average (1, 5, 15 min) "
         f"{load} before, {load_after} after. unetrt {result['unetrt']}; model `{result['model']}`; the bundled "
         f"clip through a whole `unet-stream` process per run; {result['repeats']} interleaved repeats, medians. "
         "Overall: first frame read to last result; steady: first result to last. Loading the model (and the "

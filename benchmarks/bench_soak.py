@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from unetrt import __version__
-from unetrt.benchmarks.stats import current_rss_bytes, load_average, machine_description, write_results
+from unetrt.benchmarks.stats import current_rss_bytes, describe_cpu, load_average, machine_description, write_results
 from unetrt.bundled import sample_clip
 from unetrt.cli import run_cli
 from unetrt.stream.pipeline import Stream
@@ -167,7 +167,7 @@ def to_markdown(result: dict[str, Any], plot: str | None) -> str:
     lines = [
         "# Soak: resident memory over a long stream",
         "",
-        f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores; load average (1, 5, 15 min) "
+        f"Machine: {describe_cpu(machine)}, {machine['usable_cores']} usable cores; load average (1, 5, 15 min) "
         f"{load_before} before, {load_after} after (a shared machine: other jobs ran beside it).",
         "",
         f"Source `{Path(result['source']).name}` looped, model `{result['model']}` "

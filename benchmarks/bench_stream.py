@@ -32,7 +32,7 @@ import onnxruntime
 from tqdm import tqdm
 
 from unetrt import __version__
-from unetrt.benchmarks.stats import machine_description, write_results
+from unetrt.benchmarks.stats import describe_cpu, machine_description, write_results
 from unetrt.bundled import sample_clip
 from unetrt.cli import run_cli
 from unetrt.frame_path import network_input
@@ -172,7 +172,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Streaming pipeline vs bare inference",
         "",
-        f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores; "
+        f"Machine: {describe_cpu(machine)}, {machine['usable_cores']} usable cores; "
         f"load average (1, 5, 15 min) {load} before, {load_after} after. "
         "**The machine was shared with other jobs** (a training run and other helpers), so absolute FPS "
         "is lower and noisier than on an idle machine; the ratios matter more.",

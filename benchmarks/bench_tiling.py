@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from unetrt import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
-from unetrt.benchmarks.stats import LatencyStats, machine_description, summarize, write_results
+from unetrt.benchmarks.stats import LatencyStats, describe_cpu, machine_description, summarize, write_results
 from unetrt.cli import run_cli
 from unetrt.cpu import usable_cores
 from unetrt.tiling import TileGrid, plan_tiles
@@ -208,7 +208,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"# Tile extraction: {result['frame']} frame -> {result['tiles']} tiles of {result['tile']} FP16, "
         f"overlap {result['overlap']}",
         "",
-        f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, load average "
+        f"Machine: {describe_cpu(machine)}, {machine['usable_cores']} usable cores, load average "
         f"{machine['load_average']}; host {result['host']}; {result['date']}.",
         "",
         "| path | median ms | tiles/s | effective GB/s |",

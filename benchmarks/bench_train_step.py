@@ -22,7 +22,7 @@ from typing import Any
 
 from unetrt.cli import parse_size, run_cli
 
-from .stats import machine_description, summarize
+from .stats import describe_cpu, machine_description, summarize
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -118,7 +118,7 @@ def write_results(data: dict[str, Any], out: Path) -> tuple[Path, Path]:
     lines = [
         f"# U-Net training step, base {settings['base']}, batch {settings['batch']} at {settings['shape']}",
         "",
-        f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, {data['threads']} threads, "
+        f"Machine: {describe_cpu(machine)}, {machine['usable_cores']} usable cores, {data['threads']} threads, "
         f"load average {machine['load_average']}; torch {data['torch']} on {data['device']}. "
         f"{settings['trials']} interleaved trials of {settings['steps']} steps after {settings['warmup']} warm-up.",
         "",

@@ -20,7 +20,7 @@ from unetrt.cli import run_cli
 from unetrt.datasets import list_images, read_label
 from unetrt.export.weights import label_objects, weight_map
 
-from .stats import machine_description, summarize
+from .stats import describe_cpu, machine_description, summarize
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -71,7 +71,7 @@ def write_results(data: dict[str, object], out: Path) -> tuple[Path, Path]:
     lines = [
         f"# Weight maps, {data['size']} ISBI labels ({data['maps']} maps, {objects['min']}-{objects['max']} objects)",
         "",
-        f"Machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, "
+        f"Machine: {describe_cpu(machine)}, {machine['usable_cores']} usable cores, "
         f"load average {machine['load_average']} (shared machine).",
         "",
         "| map | median ms | p90 ms | min ms |",

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from unetrt.benchmarks.without_amx import amx_denied
 from unetrt.cpu import usable_cores
 
 PROC_STATUS = Path("/proc/self/status")
@@ -197,9 +198,12 @@ def describe_cpu(machine: dict[str, Any]) -> str:
     features = machine.get("cpu_features")
     if not features:
         return str(machine["cpu_model"])
-    present = [MATRIX_FEATURES[name] for name, has in features.items() if has]
-    no_amx = not any(has for name, has in features.items() if name.startswith("amx"))
-    return f"{machine['cpu_model']} ({', '.join(present) or 'no VNNI or BF16'}{'; no AMX' if no_amx else ''})"
+    denied = bool(machine.get("amx_denied"))
+    present = [MATRIX_FEATURES[name] for name, has in features.items()
+               if has and not (denied and name.startswith("amx"))]
+    has_amx = any(has for name, has in features.items() if name.startswith("amx"))
+    amx = "; AMX denied to this process" if denied and has_amx else "" if has_amx else "; no AMX"
+    return f"{machine['cpu_model']} ({', '.join(present) or 'no VNNI or BF16'}{amx})"
 
 
 def load_average() -> tuple[float, float, float] | None:
@@ -211,11 +215,13 @@ def load_average() -> tuple[float, float, float] | None:
 
 
 def machine_description() -> dict[str, Any]:
-    """CPU model and its INT8/BF16 matrix features, usable cores, total cores and load average, for every result
-    file."""
+    """CPU model and its INT8/BF16 matrix features (and whether AMX is denied to this process:
+    :mod:`unetrt.benchmarks.without_amx`), usable cores, total cores and load average, for every result file."""
+    features = cpu_features()
     return {
         "cpu_model": cpu_model(),
-        "cpu_features": cpu_features(),
+        "cpu_features": features,
+        "amx_denied": bool(features and features["amx_int8"]) and amx_denied(),
         "usable_cores": usable_cores(),
         "cpu_count": os.cpu_count(),
         "load_average": load_average(),

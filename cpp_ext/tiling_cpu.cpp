@@ -454,36 +454,62 @@ UNETRT_AVX2 void lerp_argmax_avx2(const float* top, const float* bottom, float f
     lerp_argmax_portable(top + x, bottom + x, f, g, best_value + x, best_class + x, k, n - x);
 }
 
+// The running state of confident_labels_portable() on 8 lanes. best and runner_up follow the portable loop's
+// selects exactly (max_ps(a, b) is a > b ? a : b, NaN giving b, as its `>` tests); the smallest value stands in for
+// the largest magnitude (without NaN, max |v| = max(best, -smallest), and a NaN makes the pixel unconfident anyway);
+// and a NaN anywhere sets the label to -1 at the end, as the portable loop's sticky -1 does.
+struct ConfidentLanes {
+    __m256 best, runner_up, smallest, nan;
+    __m256i label;
+
+    UNETRT_AVX2 explicit ConfidentLanes(__m256 first)
+        : best(first), runner_up(_mm256_set1_ps(-std::numeric_limits<float>::infinity())), smallest(first),
+          nan(_mm256_cmp_ps(first, first, _CMP_UNORD_Q)), label(_mm256_setzero_si256()) {}
+
+    UNETRT_AVX2 void step(__m256 value, __m256i k) {
+        const __m256 better = _mm256_cmp_ps(value, best, _CMP_GT_OQ);
+        runner_up = _mm256_blendv_ps(_mm256_max_ps(value, runner_up), best, better);
+        best = _mm256_max_ps(value, best);
+        smallest = _mm256_min_ps(value, smallest);
+        label = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(label), _mm256_castsi256_ps(k), better));
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(value, value, _CMP_UNORD_Q));
+    }
+
+    // The confident label of each lane, or -1.
+    UNETRT_AVX2 __m256i labels() const {
+        const __m256 magnitude = _mm256_max_ps(best, _mm256_xor_ps(smallest, _mm256_set1_ps(-0.0f)));
+        const __m256 gap = _mm256_sub_ps(best, runner_up);  // b - r is b + (-r), as add_rn(best, -runner_up)
+        const __m256 confident = _mm256_andnot_ps(
+            nan, _mm256_and_ps(_mm256_and_ps(_mm256_cmp_ps(magnitude, _mm256_set1_ps(kSettledMagnitude), _CMP_LT_OQ),
+                                             _mm256_cmp_ps(gap, _mm256_set1_ps(kSettledGap), _CMP_GT_OQ)),
+                               _mm256_cmp_ps(gap, _mm256_mul_ps(magnitude, _mm256_set1_ps(kSettledRatio)),
+                                             _CMP_GT_OQ)));
+        return _mm256_castps_si256(
+            _mm256_blendv_ps(_mm256_castsi256_ps(_mm256_set1_epi32(-1)), _mm256_castsi256_ps(label), confident));
+    }
+};
+
+// Two groups of 8 pixels at a time: each class step of one group waits on the previous step's max (a chain of
+// dependent instructions), so two independent chains keep the core busy; 16 floats are also one cache line of each
+// class plane, read whole before the 11 planes (4 KiB-aligned apart, one L1 set) can evict it.
 UNETRT_AVX2 void confident_labels_avx2(const float* v, int64_t class_stride, int32_t classes, int32_t* label,
                                        int64_t n) {
-    const __m256i none = _mm256_set1_epi32(-1);
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    const __m256 limit = _mm256_set1_ps(kSettledMagnitude), floor = _mm256_set1_ps(kSettledGap);
-    const __m256 ratio = _mm256_set1_ps(kSettledRatio);
     int64_t x = 0;
-    for (; x + 8 <= n; x += 8) {
-        __m256 best = _mm256_loadu_ps(v + x);
-        __m256 runner_up = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-        __m256 magnitude = _mm256_andnot_ps(sign, best);
-        __m256i l = _mm256_castps_si256(_mm256_cmp_ps(best, best, _CMP_UNORD_Q));  // -1 where NaN, else 0
+    for (; x + 16 <= n; x += 16) {
+        ConfidentLanes low(_mm256_loadu_ps(v + x)), high(_mm256_loadu_ps(v + x + 8));
         for (int32_t k = 1; k < classes; ++k) {
-            const __m256 value = _mm256_loadu_ps(v + k * class_stride + x);
-            const __m256 better = _mm256_cmp_ps(value, best, _CMP_GT_OQ);
-            const __m256 second = _mm256_blendv_ps(runner_up, value, _mm256_cmp_ps(value, runner_up, _CMP_GT_OQ));
-            runner_up = _mm256_blendv_ps(second, best, better);
-            best = _mm256_blendv_ps(best, value, better);
-            const __m256i take = _mm256_and_si256(_mm256_castps_si256(better), _mm256_cmpgt_epi32(l, none));
-            l = _mm256_blendv_epi8(l, _mm256_set1_epi32(k), take);
-            l = _mm256_or_si256(l, _mm256_castps_si256(_mm256_cmp_ps(value, value, _CMP_UNORD_Q)));
-            // max_ps(a, m) is a > m ? a : m, as the portable loop.
-            magnitude = _mm256_max_ps(_mm256_andnot_ps(sign, value), magnitude);
+            const float* plane = v + k * class_stride + x;
+            const __m256i kk = _mm256_set1_epi32(k);
+            low.step(_mm256_loadu_ps(plane), kk);
+            high.step(_mm256_loadu_ps(plane + 8), kk);
         }
-        const __m256 gap = _mm256_sub_ps(best, runner_up);  // b - r is b + (-r), as add_rn(best, -runner_up)
-        const __m256 bounds = _mm256_and_ps(
-            _mm256_and_ps(_mm256_cmp_ps(magnitude, limit, _CMP_LT_OQ), _mm256_cmp_ps(gap, floor, _CMP_GT_OQ)),
-            _mm256_cmp_ps(gap, _mm256_mul_ps(magnitude, ratio), _CMP_GT_OQ));
-        const __m256i confident = _mm256_and_si256(_mm256_cmpgt_epi32(l, none), _mm256_castps_si256(bounds));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(label + x), _mm256_blendv_epi8(none, l, confident));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(label + x), low.labels());
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(label + x + 8), high.labels());
+    }
+    for (; x + 8 <= n; x += 8) {
+        ConfidentLanes lanes(_mm256_loadu_ps(v + x));
+        for (int32_t k = 1; k < classes; ++k) lanes.step(_mm256_loadu_ps(v + k * class_stride + x), _mm256_set1_epi32(k));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(label + x), lanes.labels());
     }
     confident_labels_portable(v + x, class_stride, classes, label + x, n - x);
 }

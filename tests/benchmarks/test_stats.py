@@ -71,6 +71,7 @@ def test_cpu_features_and_their_words(tmp_path: Path, monkeypatch: pytest.Monkey
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
     monkeypatch.setattr(stats, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(stats, "amx_denied", lambda: False)
     machine = machine_description()
     assert machine["cpu_features"] == {"avx512_vnni": True, "avx_vnni": False, "avx512_bf16": True,
                                        "amx_int8": False, "amx_bf16": False}

@@ -1,0 +1,56 @@
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from unetrt.benchmarks import stats, without_amx
+from unetrt.benchmarks.stats import describe_cpu, machine_description
+
+linux_x86_64 = pytest.mark.skipif(sys.platform != "linux" or platform.machine() != "x86_64",
+                                  reason="AMX permission is a Linux x86_64 request")
+ASK = "from unetrt.benchmarks.without_amx import amx_denied; print(amx_denied())"
+
+
+@linux_x86_64
+def test_a_command_run_without_amx_is_refused_amx_and_a_plain_one_is_not() -> None:
+    wrapped = subprocess.run([sys.executable, "-m", "unetrt.benchmarks.without_amx", sys.executable, "-c", ASK],
+                             capture_output=True, text=True, check=True)
+    plain = subprocess.run([sys.executable, "-c", ASK], capture_output=True, text=True, check=True)
+    assert (wrapped.stdout.strip(), plain.stdout.strip()) == ("True", "False")
+
+
+@linux_x86_64
+def test_the_refusal_reaches_threads_and_children_and_leaves_other_calls_alone() -> None:
+    script = (
+        "import os, subprocess, sys, threading\n"
+        "from unetrt.benchmarks.without_amx import amx_denied\n"
+        "seen = []\n"
+        "thread = threading.Thread(target=lambda: seen.append(amx_denied()))\n"
+        "thread.start(); thread.join()\n"
+        f"child = subprocess.run([sys.executable, '-c', {ASK!r}], capture_output=True, text=True).stdout.strip()\n"
+        "print(seen[0], child, os.getpid() > 0)\n"
+    )
+    wrapped = subprocess.run([sys.executable, "-m", "unetrt.benchmarks.without_amx", sys.executable, "-c", script],
+                             capture_output=True, text=True, check=True)
+    assert wrapped.stdout.split() == ["True", "True", "True"]
+
+
+def test_usage_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert without_amx.main([]) == 2
+    assert without_amx.main(["no-such-command-for-unetrt"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == "error: command not found: 'no-such-command-for-unetrt'; give a program on PATH or its path"
+
+
+def test_a_process_refused_amx_is_described_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: Xeon\nflags\t\t: avx512_vnni avx512_bf16 amx_bf16 amx_int8 amx_tile\n")
+    monkeypatch.setattr(stats, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(stats, "amx_denied", lambda: True)
+    machine = machine_description()
+    assert machine["amx_denied"] is True
+    assert describe_cpu(machine) == "Xeon (AVX-512 VNNI, AVX-512 BF16; AMX denied to this process)"
+    monkeypatch.setattr(stats, "amx_denied", lambda: False)
+    assert describe_cpu(machine_description()) == "Xeon (AVX-512 VNNI, AVX-512 BF16, AMX INT8, AMX BF16)"
