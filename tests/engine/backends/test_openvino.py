@@ -135,6 +135,8 @@ def test_backends_share_one_core_so_ctrl_c_after_closing_them_is_a_keyboard_inte
     script = f"""
 import gc, os, signal, time
 import numpy as np
+# Python's own Ctrl-C handler even where the test runs in a background job, which starts with SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from unetrt.backends.openvino import OpenVinoBackend
 first, second = OpenVinoBackend({str(model)!r}), OpenVinoBackend({str(model)!r})
 first.infer(np.zeros((1, 3, 288, 384), np.float32))
