@@ -121,6 +121,75 @@ void halves_to_floats(const uint16_t* src, float* dst, int64_t n) {
 const auto halves_to_floats = halves_to_floats_portable;
 #endif
 
+// One row of an interleaved 3-channel uint8 image that needs no mirroring, into three float planes: plane[ch][x] =
+// src[3 x + src_channel[ch]] * mul[ch] + add[ch], rounded after the product and after the sum, as extract_typed().
+void interleaved_u8_row_portable(const uint8_t* src, const int* src_channel, const float* mul, const float* add,
+                                 float* const* plane, int64_t n) {
+    for (int ch = 0; ch < 3; ++ch)
+        for (int64_t x = 0; x < n; ++x)
+            plane[ch][x] = add_rn(mul_rn(to_float(src[3 * x + src_channel[ch]]), mul[ch]), add[ch]);
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+// 16 pixels (48 bytes) at a time: three byte shuffles per channel gather its 16 values, which are widened to two
+// groups of 8 floats; the product and the sum are two instructions, so each rounds as in the portable loop.
+__attribute__((target("avx2"))) void interleaved_u8_row_avx2(const uint8_t* src, const int* src_channel,
+                                                             const float* mul, const float* add,
+                                                             float* const* plane, int64_t n) {
+    // shuffle[c][part]: the bytes of channel c (pixel i at byte 3 i + c of the 48) that lie in 16-byte part `part`.
+    alignas(16) int8_t shuffle[3][3][16];
+    for (int c = 0; c < 3; ++c)
+        for (int part = 0; part < 3; ++part)
+            for (int i = 0; i < 16; ++i) {
+                const int byte = 3 * i + c - 16 * part;
+                shuffle[c][part][i] = static_cast<int8_t>(byte >= 0 && byte < 16 ? byte : -1);
+            }
+    __m256 scale[3], offset[3];
+    float* out[3];
+    __m128i pick[3][3];
+    for (int ch = 0; ch < 3; ++ch) {
+        scale[ch] = _mm256_set1_ps(mul[ch]);
+        offset[ch] = _mm256_set1_ps(add[ch]);
+        out[ch] = plane[ch];
+        for (int part = 0; part < 3; ++part)
+            pick[ch][part] = _mm_load_si128(reinterpret_cast<const __m128i*>(shuffle[src_channel[ch]][part]));
+    }
+    int64_t x = 0;
+    for (; x + 16 <= n; x += 16) {
+        const uint8_t* bytes = src + 3 * x;
+        const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
+        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes + 16));
+        const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes + 32));
+        for (int ch = 0; ch < 3; ++ch) {
+            const __m128i values = _mm_or_si128(
+                _mm_or_si128(_mm_shuffle_epi8(a, pick[ch][0]), _mm_shuffle_epi8(b, pick[ch][1])),
+                _mm_shuffle_epi8(c, pick[ch][2]));
+            const __m256 low = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(values));
+            const __m256 high = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(values, 8)));
+            _mm256_storeu_ps(out[ch] + x, _mm256_add_ps(_mm256_mul_ps(low, scale[ch]), offset[ch]));
+            _mm256_storeu_ps(out[ch] + x + 8, _mm256_add_ps(_mm256_mul_ps(high, scale[ch]), offset[ch]));
+        }
+    }
+    float* const rest[3] = {out[0] + x, out[1] + x, out[2] + x};
+    interleaved_u8_row_portable(src + 3 * x, src_channel, mul, add, rest, n - x);
+}
+
+using InterleavedRow = void (*)(const uint8_t*, const int*, const float*, const float*, float* const*, int64_t);
+
+InterleavedRow pick_interleaved_u8_row() {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") ? interleaved_u8_row_avx2 : interleaved_u8_row_portable;
+}
+
+void interleaved_u8_row(const uint8_t* src, const int* src_channel, const float* mul, const float* add,
+                        float* const* plane, int64_t n) {
+    static const InterleavedRow convert = pick_interleaved_u8_row();
+    convert(src, src_channel, mul, add, plane, n);
+}
+#else
+const auto interleaved_u8_row = interleaved_u8_row_portable;
+#endif
+
 template <typename In, typename Out>
 void extract_typed(const ImageView& image_ref, Out* out, const ExtractParams& params, int threads) {
     // Local copies: stores through Out* must not force the compiler to reload them.
@@ -140,14 +209,25 @@ void extract_typed(const ImageView& image_ref, Out* out, const ExtractParams& pa
             const int64_t t = g.first + n;
             const int64_t r = t / g.cols;
             const int64_t c = t % g.cols;
+            const int64_t x0 = g.origin_x + c * g.step_x;
             if (n != cached_tile) {
-                const int64_t x0 = g.origin_x + c * g.step_x;
                 for (int64_t x = 0; x < p.tile_w; ++x)
                     column_offset[static_cast<size_t>(x)] = reflect_index(x0 + x, image.width) * image.stride_x;
                 cached_tile = n;
             }
             const int64_t sy = reflect_index(g.origin_y + r * g.step_y + y, image.height);
             const In* row = base + sy * image.stride_y;
+            if constexpr (std::is_same_v<In, uint8_t> && std::is_same_v<Out, float>) {
+                // A camera frame's common case: packed BGR bytes and a tile row inside the image (no mirroring).
+                if (p.channels == 3 && image.stride_x == 3 && image.stride_c == 1 && x0 >= 0 &&
+                    x0 + p.tile_w <= image.width) {
+                    float* const planes[3] = {out + (n * 3 + 0) * tile_plane + y * p.tile_w,
+                                              out + (n * 3 + 1) * tile_plane + y * p.tile_w,
+                                              out + (n * 3 + 2) * tile_plane + y * p.tile_w};
+                    interleaved_u8_row(row + x0 * 3, p.src_channel, p.mul, p.add, planes, p.tile_w);
+                    continue;
+                }
+            }
             for (int ch = 0; ch < p.channels; ++ch) {
                 const In* src = row + p.src_channel[ch] * image.stride_c;
                 const float mul = p.mul[ch];
