@@ -2,12 +2,13 @@
 
 On Linux a process must ask the kernel for AMX's tile state (``arch_prctl(ARCH_REQ_XCOMP_PERM,
 XFEATURE_XTILEDATA)``, Documentation/arch/x86/xstate.rst) before it may run an AMX instruction, and oneDNN, the
-kernel library under OpenVINO, ONNX Runtime and PyTorch, asks before it picks an AMX kernel: refused, it runs
-the AVX-512 VNNI (INT8) and AVX-512 BF16 kernels a Xeon without AMX runs. This module installs a seccomp filter
-(Documentation/userspace-api/seccomp_filter.rst) that answers that one request with EPERM, then runs the command
-in its place; the filter is inherited by every thread and child process and cannot be lifted. Benchmarks started
-this way name the CPU with "AMX denied to this process" (:func:`amx_denied`), so an AMX Xeon can measure issue
-26's figures for CPUs without AMX; clock, caches and memory remain the AMX Xeon's.
+kernel library under OpenVINO and PyTorch, asks before it picks an AMX kernel: refused, it runs the AVX-512 VNNI
+(INT8) and AVX-512 BF16 kernels a Xeon without AMX runs (OpenVINO's layer profile then names ``brgconv_avx512_I8``
+where it named ``brgconv_avx512_amx_I8``). Any other library that asks is refused alike. This module installs a
+seccomp filter (Documentation/userspace-api/seccomp_filter.rst) that answers that one request with EPERM, then runs
+the command in its place; the filter is inherited by every thread and child process and cannot be lifted. Benchmarks
+started this way name the CPU with "AMX denied to this process" (:func:`amx_denied`), so an AMX Xeon can measure
+issue 26's figures for CPUs without AMX; clock, caches and memory remain the AMX Xeon's.
 
 Usage::
 

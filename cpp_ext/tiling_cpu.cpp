@@ -137,20 +137,25 @@ __attribute__((target("avx2"))) void interleaved_u8_row_avx2(const uint8_t* src,
                                                              const float* mul, const float* add,
                                                              float* const* plane, int64_t n) {
     // shuffle[c][part]: the bytes of channel c (pixel i at byte 3 i + c of the 48) that lie in 16-byte part `part`.
-    alignas(16) int8_t shuffle[3][3][16];
-    for (int c = 0; c < 3; ++c)
-        for (int part = 0; part < 3; ++part)
-            for (int i = 0; i < 16; ++i) {
-                const int byte = 3 * i + c - 16 * part;
-                shuffle[c][part][i] = static_cast<int8_t>(byte >= 0 && byte < 16 ? byte : -1);
-            }
+    struct Shuffles {
+        alignas(16) int8_t bytes[3][3][16];
+    };
+    static const Shuffles table = [] {
+        Shuffles t{};
+        for (int c = 0; c < 3; ++c)
+            for (int part = 0; part < 3; ++part)
+                for (int i = 0; i < 16; ++i) {
+                    const int byte = 3 * i + c - 16 * part;
+                    t.bytes[c][part][i] = static_cast<int8_t>(byte >= 0 && byte < 16 ? byte : -1);
+                }
+        return t;
+    }();
+    const auto& shuffle = table.bytes;
     __m256 scale[3], offset[3];
-    float* out[3];
     __m128i pick[3][3];
     for (int ch = 0; ch < 3; ++ch) {
         scale[ch] = _mm256_set1_ps(mul[ch]);
         offset[ch] = _mm256_set1_ps(add[ch]);
-        out[ch] = plane[ch];
         for (int part = 0; part < 3; ++part)
             pick[ch][part] = _mm_load_si128(reinterpret_cast<const __m128i*>(shuffle[src_channel[ch]][part]));
     }
@@ -166,11 +171,11 @@ __attribute__((target("avx2"))) void interleaved_u8_row_avx2(const uint8_t* src,
                 _mm_shuffle_epi8(c, pick[ch][2]));
             const __m256 low = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(values));
             const __m256 high = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(values, 8)));
-            _mm256_storeu_ps(out[ch] + x, _mm256_add_ps(_mm256_mul_ps(low, scale[ch]), offset[ch]));
-            _mm256_storeu_ps(out[ch] + x + 8, _mm256_add_ps(_mm256_mul_ps(high, scale[ch]), offset[ch]));
+            _mm256_storeu_ps(plane[ch] + x, _mm256_add_ps(_mm256_mul_ps(low, scale[ch]), offset[ch]));
+            _mm256_storeu_ps(plane[ch] + x + 8, _mm256_add_ps(_mm256_mul_ps(high, scale[ch]), offset[ch]));
         }
     }
-    float* const rest[3] = {out[0] + x, out[1] + x, out[2] + x};
+    float* const rest[3] = {plane[0] + x, plane[1] + x, plane[2] + x};
     interleaved_u8_row_portable(src + 3 * x, src_channel, mul, add, rest, n - x);
 }
 

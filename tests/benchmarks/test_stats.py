@@ -78,6 +78,10 @@ def test_cpu_features_and_their_words(tmp_path: Path, monkeypatch: pytest.Monkey
     assert describe_cpu(machine) == "AMD EPYC (AVX-512 VNNI, AVX-512 BF16; no AMX)"
     cpuinfo.write_text("model name\t: Xeon\nflags\t\t: avx512_vnni avx512_bf16 amx_bf16 amx_int8 amx_tile\n")
     assert describe_cpu(machine_description()) == "Xeon (AVX-512 VNNI, AVX-512 BF16, AMX INT8, AMX BF16)"
+    monkeypatch.setattr(stats, "amx_denied", lambda: True)  # run under unetrt.benchmarks.without_amx
+    assert machine_description()["amx_denied"] is True
+    assert describe_cpu(machine_description()) == "Xeon (AVX-512 VNNI, AVX-512 BF16; AMX denied to this process)"
+    monkeypatch.setattr(stats, "amx_denied", lambda: False)
     cpuinfo.write_text("model name\t: Old\nflags\t\t: sse2\n")
     assert describe_cpu(machine_description()) == "Old (no VNNI or BF16; no AMX)"
     monkeypatch.setattr(stats, "CPUINFO", tmp_path / "absent")

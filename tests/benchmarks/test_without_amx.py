@@ -1,12 +1,10 @@
 import platform
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from unetrt.benchmarks import stats, without_amx
-from unetrt.benchmarks.stats import describe_cpu, machine_description
+from unetrt.benchmarks import without_amx
 
 linux_x86_64 = pytest.mark.skipif(sys.platform != "linux" or platform.machine() != "x86_64",
                                   reason="AMX permission is a Linux x86_64 request")
@@ -42,15 +40,3 @@ def test_usage_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) -
     assert without_amx.main(["no-such-command-for-unetrt"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[-1] == "error: command not found: 'no-such-command-for-unetrt'; give a program on PATH or its path"
-
-
-def test_a_process_refused_amx_is_described_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("model name\t: Xeon\nflags\t\t: avx512_vnni avx512_bf16 amx_bf16 amx_int8 amx_tile\n")
-    monkeypatch.setattr(stats, "CPUINFO", cpuinfo)
-    monkeypatch.setattr(stats, "amx_denied", lambda: True)
-    machine = machine_description()
-    assert machine["amx_denied"] is True
-    assert describe_cpu(machine) == "Xeon (AVX-512 VNNI, AVX-512 BF16; AMX denied to this process)"
-    monkeypatch.setattr(stats, "amx_denied", lambda: False)
-    assert describe_cpu(machine_description()) == "Xeon (AVX-512 VNNI, AVX-512 BF16, AMX INT8, AMX BF16)"
