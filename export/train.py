@@ -70,6 +70,7 @@ from .distributed import (
 )
 from .losses import LOSS_NAMES, SegmentationLoss
 from .weights import precompute_weight_maps
+from .widen import widen_unet
 
 GRAY_MEAN, GRAY_STD = (0.5,), (0.25,)
 # The activation of the bundled model of each layout (engine/models/NAME.pt), so that their recorded
@@ -383,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(e.g. 0.999; 0: off)")
     parser.add_argument("--resume", default=None, metavar="LAST_PT", help="continue from a last.pt of this run")
     parser.add_argument("--init", default=None, metavar="CKPT",
-                        help="start from the weights of this checkpoint (fine-tuning: fresh optimizer and schedule)")
+                        help="start from the weights of this checkpoint (fine-tuning: fresh optimizer and schedule); "
+                             "a checkpoint of a smaller --base is widened to this run's (Net2WiderNet)")
     parser.add_argument("--weight-cache", default=None, metavar="DIR",
                         help="cache folder for weight maps (default: OUT/weight_cache)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop each epoch after this many batches")
@@ -659,21 +661,31 @@ def _best_row(history: Sequence[EpochResult], monitor: str, lower_better: bool) 
 
 
 def _init_weights(path: Path, model: torch.nn.Module, info: ModelInfo) -> None:
-    """Load the weights of another checkpoint of the same architecture.
+    """Load the weights of another checkpoint of the same architecture, or of a narrower one of the same family
+    (smaller ``--base``), which is widened into this run's network computing the same function
+    (:func:`unetrt.export.widen.widen_unet`).
 
     Raises:
-        ValueError: when its architecture differs from this run's.
+        ValueError: when its architecture differs from this run's other than by a smaller base.
     """
     data = load_checkpoint(path, map_location="cpu")
     theirs = checkpoint_description(data)
-    ours_arch = (info.in_channels, info.num_classes, info.base, info.depth, info.padding, info.activation,
+    ours_arch = (info.in_channels, info.num_classes, info.depth, info.padding, info.activation,
                  bool(info.extra.get("batch_norm")))
-    theirs_arch = (theirs.in_channels, theirs.num_classes, theirs.base, theirs.depth, theirs.padding,
-                   theirs.activation, bool(theirs.extra.get("batch_norm")))
-    if ours_arch != theirs_arch:
-        raise ValueError(f"--init {str(path)!r} has architecture {theirs_arch}, this run builds {ours_arch} "
-                         "(in, classes, base, depth, padding, activation, batch norm); match the flags")
-    model.load_state_dict(data["model"])
+    theirs_arch = (theirs.in_channels, theirs.num_classes, theirs.depth, theirs.padding, theirs.activation,
+                   bool(theirs.extra.get("batch_norm")))
+    if ours_arch != theirs_arch or theirs.base > info.base:
+        raise ValueError(f"--init {str(path)!r} has architecture {theirs_arch} at base {theirs.base}, this run "
+                         f"builds {ours_arch} at base {info.base} (in, classes, depth, padding, activation, batch "
+                         "norm; the base may only grow); match the flags")
+    if theirs.base == info.base:
+        model.load_state_dict(data["model"])
+        return
+    narrow = build_model(replace(theirs, extra={**theirs.extra, "dropout": info.extra.get("dropout")}))
+    narrow.load_state_dict(data["model"])
+    widen_unet(narrow, model)  # type: ignore[arg-type]  # build_model made it a UNet
+    print(f"--init: widened base {theirs.base} to base {info.base}: the new channels repeat trained ones, so "
+          "training starts from the narrow network's function")
 
 
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

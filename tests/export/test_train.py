@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from unetrt.export.checkpoint import load_checkpoint  # noqa: E402
+from unetrt.export.checkpoint import load_checkpoint, load_model  # noqa: E402
 from unetrt.export.distributed import weights_digest  # noqa: E402
 from unetrt.export.train import build_parser, main  # noqa: E402
 
@@ -156,9 +156,33 @@ def test_init_fine_tunes_from_weights_and_checks_the_architecture(isbi_root: Pat
     # a vanishing learning rate: the weights are still the ones it started from
     learned = [k for k in start if "running" not in k and "num_batches" not in k]
     assert all(torch.allclose(start[k], tuned[k], atol=1e-8) for k in learned)
-    assert main(_isbi_args(isbi_root, tmp_path / "third", "--epochs", "1", "--base", "8",
+    capsys.readouterr()
+    assert main(_isbi_args(isbi_root, tmp_path / "third", "--epochs", "1", "--base", "2",
+                           "--init", str(first / "best.pt"))) == 2
+    assert "the base may only grow" in capsys.readouterr().err
+    assert main(_isbi_args(isbi_root, tmp_path / "third", "--epochs", "1", "--no-batch-norm",
                            "--init", str(first / "best.pt"))) == 2
     assert "match the flags" in capsys.readouterr().err
+
+
+def test_init_from_a_narrower_checkpoint_widens_it(isbi_root: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    first = tmp_path / "first"
+    # Without batch norm a step at a vanishing learning rate changes nothing (batch norm would update its
+    # running statistics).
+    assert main(_isbi_args(isbi_root, first, "--epochs", "1", "--max-steps", "1", "--no-batch-norm")) == 0
+    wide = tmp_path / "wide"
+    assert main(_isbi_args(isbi_root, wide, "--epochs", "1", "--max-steps", "1", "--lr", "1e-12", "--no-batch-norm",
+                           "--init", str(first / "best.pt"), "--base", "8")) == 0
+    assert "widened base 4 to base 8" in capsys.readouterr().out
+    narrow_net, _ = load_model(first / "best.pt")
+    wide_net, info = load_model(wide / "best.pt")
+    assert info.base == 8
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        want, have = narrow_net(x), wide_net(x)
+    # the same function but for the noise that separates the repeated channels
+    assert float((have - want).abs().max()) < 0.05 * float(want.abs().max())
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported(),

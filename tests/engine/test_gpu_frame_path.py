@@ -1,0 +1,167 @@
+"""The GPU-resident frame path on a real GPU: the torch backend on CUDA, pycuda's driver, the CUDA kernels.
+
+The CPU suite drives :mod:`unetrt.cuda_device` with fakes of pycuda and the driver; this module runs the same
+code against the real libraries (skipped unless the CUDA build of unetrt._tiling, an NVIDIA GPU, pycuda and a
+CUDA build of torch are all present: ``scripts/check_gpu.sh`` runs it on such a machine).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from unetrt import _tiling
+
+pytestmark = pytest.mark.cuda
+
+
+def _gpu_ready() -> str | None:
+    """Why the GPU path cannot run here, or None."""
+    if not _tiling.cuda_built:
+        return "unetrt._tiling was built without CUDA"
+    if _tiling.cuda_device_count() == 0:
+        return "no CUDA device"
+    if importlib.util.find_spec("pycuda") is None:
+        return "needs pycuda"
+    if importlib.util.find_spec("torch") is None:
+        return "needs torch"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "needs a CUDA build of torch"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def gpu() -> None:
+    reason = _gpu_ready()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def _frames(shape: tuple[int, ...], count: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    # Smooth frames (a blurred random field) give the network regions to segment, not noise at every pixel.
+    frames: list[np.ndarray] = []
+    for _ in range(count):
+        coarse = rng.integers(0, 256, (max(2, shape[0] // 8), max(2, shape[1] // 8), *shape[2:]), dtype=np.uint8)
+        frames.append(cv2.resize(coarse, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR).reshape(shape))
+    return frames
+
+
+@pytest.mark.parametrize(("shape", "tile"), [((64, 64, 3), None), ((150, 130, 3), 64), ((97, 211), None),
+                                              ((120, 90, 4), 48)],
+                         ids=["whole", "tiled", "gray-odd", "bgra-tiled"])
+def test_gpu_resident_path_gives_the_host_path_answers(tiny_model_files: dict[str, Path],
+                                                      shape: tuple[int, ...], tile: int | None) -> None:
+    """Same backend, same frames: the CudaDevice path (upload, extract, network, stitch, finish on the GPU) and the
+    host path (CPU kernels, the network's host entry) give the same masks and probabilities."""
+    from unetrt.cuda_device import CudaDevice
+    from unetrt.segmenter import Segmenter
+
+    frames = _frames(shape, 3, seed=len(shape) + (tile or 0))
+    with Segmenter(tiny_model_files["pt"], device="cuda", probabilities=True, tile=tile) as on_gpu, \
+            Segmenter(tiny_model_files["pt"], device="cuda", probabilities=True, tile=tile,
+                      device_path="host") as on_host:
+        assert isinstance(on_gpu.device, CudaDevice)
+        for frame in frames:
+            want, have = on_host.segment(frame), on_gpu.segment(frame)
+            assert have.mask.shape == frame.shape[:2] and have.mask.dtype == np.uint8
+            assert (want.mask == have.mask).mean() >= 0.999
+            assert np.abs(want.probabilities - have.probabilities).max() < 1e-3
+
+
+def test_bundled_camvid_on_the_gpu_agrees_with_the_cpu() -> None:
+    """The bundled camvid checkpoint on the GPU path and its ONNX twin on ONNX Runtime's CPU path agree on the
+    bundled clip's frames (the GPU's convolutions may use TF32, so a few pixels at near-ties may differ)."""
+    from unetrt.bundled import bundled_model_path, sample_clip
+    from unetrt.segmenter import Segmenter
+
+    capture = cv2.VideoCapture(str(sample_clip()))
+    frames = []
+    while len(frames) < 4:
+        ok, frame = capture.read()
+        assert ok, "the bundled clip has fewer than 4 frames"
+        frames.append(frame)
+    capture.release()
+    pt = bundled_model_path("camvid", ".pt")
+    with Segmenter(pt, device="cuda") as on_gpu, \
+            Segmenter(pt.with_suffix(".onnx"), backend="onnxruntime", device="cpu") as on_cpu:
+        agreement = [float((on_gpu.segment(f).mask == on_cpu.segment(f).mask).mean()) for f in frames]
+    assert min(agreement) >= 0.995, agreement
+
+
+def test_threads_each_get_the_mask_they_would_get_alone(tiny_model_files: dict[str, Path]) -> None:
+    frames = _frames((96, 128, 3), 8, seed=5)
+    from unetrt.segmenter import Segmenter
+
+    with Segmenter(tiny_model_files["pt"], device="cuda") as seg:
+        alone = [seg.segment(frame).mask for frame in frames]
+        results: dict[tuple[int, int], np.ndarray] = {}
+        errors: list[BaseException] = []
+
+        def work(worker: int) -> None:
+            try:
+                for round_ in range(3):
+                    for index in range(worker, len(frames), 2):
+                        results[worker * 100 + round_, index] = seg.segment(frames[index]).mask
+            except BaseException as exc:  # handed to the main thread, which fails the test
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(worker,)) for worker in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors
+    assert len(results) == 4 * 3 * 4
+    for (_, index), mask in results.items():
+        np.testing.assert_array_equal(mask, alone[index])
+
+
+def test_many_frame_sizes_keep_buffers_bounded_and_close_frees_them(tiny_model_files: dict[str, Path],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Device buffers are cached per frame size in a bounded least-recently-used cache: 80 frame sizes never hold
+    more than the cache's capacity (plus one call's buffers) in real pycuda allocations, and closing the segmenter
+    frees every one."""
+    from unetrt.cuda_device import CACHED_BUFFERS
+    from unetrt.segmenter import Segmenter
+
+    rng = np.random.default_rng(9)
+    sizes = [(int(h), int(w)) for h, w in zip(rng.integers(40, 400, 80), rng.integers(40, 400, 80), strict=True)]
+    seg = Segmenter(tiny_model_files["pt"], device="cuda")
+    device: Any = seg.device
+    driver = device.driver
+    live: set[int] = set()
+    peak = 0
+    allocate, free = driver.allocate, driver.free
+
+    def counted_allocate(nbytes: int) -> tuple[int, object]:
+        nonlocal peak
+        ptr, owner = allocate(nbytes)
+        live.add(id(owner))
+        peak = max(peak, len(live))
+        return ptr, owner
+
+    def counted_free(memory: object) -> None:
+        live.discard(id(memory))
+        free(memory)
+
+    monkeypatch.setattr(driver, "allocate", counted_allocate)
+    monkeypatch.setattr(driver, "free", counted_free)
+    try:
+        for height, width in sizes:
+            mask = seg.segment(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).mask
+            assert mask.shape == (height, width)
+    finally:
+        seg.close()
+    assert 0 < peak <= CACHED_BUFFERS + 16
+    assert not live, f"{len(live)} device buffers outlived close()"
+    with pytest.raises(ValueError, match="closed"):
+        seg.segment(np.zeros((32, 32, 3), np.uint8))

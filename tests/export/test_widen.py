@@ -1,0 +1,71 @@
+"""unetrt.export.widen: a wider U-Net that starts as the narrow one's function."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from unetrt.export.model import UNet  # noqa: E402 - after the torch check
+from unetrt.export.widen import widen_unet  # noqa: E402
+
+
+def _trained_like(net: UNet, seed: int) -> UNet:
+    """Random batch-norm statistics and affine terms, as training leaves them (fresh ones are 0 and 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.3)
+                module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+    return net.eval()
+
+
+@pytest.mark.parametrize(("activation", "padding", "batch_norm"),
+                         [("relu", "same", True), ("elu", "same", False), ("relu", "valid", False)])
+def test_without_noise_the_wide_network_computes_the_narrow_ones_logits(activation: str, padding: str,
+                                                                         batch_norm: bool) -> None:
+    torch.manual_seed(0)
+    kwargs = dict(depth=3, activation=activation, padding=padding, batch_norm=batch_norm, dropout=(0.1, 0.2, 0.3))
+    narrow = _trained_like(UNet(3, 5, base=4, **kwargs), seed=1)
+    wide = widen_unet(narrow, UNet(3, 5, base=7, **kwargs), seed=3, noise=0.0).eval()
+    size = 64 if padding == "same" else 92
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        want, have = narrow(x), wide(x)
+    assert want.shape == have.shape
+    torch.testing.assert_close(have, want, atol=1e-4, rtol=1e-4)
+
+
+def test_noise_separates_the_copies_and_keeps_the_function_close() -> None:
+    torch.manual_seed(0)
+    narrow = _trained_like(UNet(3, 4, base=4, depth=3, batch_norm=True, dropout=(0.0,) * 3), seed=2)
+    wide = widen_unet(narrow, UNet(3, 4, base=8, depth=3, batch_norm=True, dropout=(0.0,) * 3), noise=0.01).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        want, have = narrow(x), wide(x)
+    assert not torch.equal(want, have)
+    assert float((have - want).abs().max()) < 0.05 * float(want.abs().max())
+    first = wide.encoder[0][0].weight
+    assert not any(torch.equal(first[copy], first[original]) for copy in range(4, 8) for original in range(4))
+
+
+def test_the_kept_channels_are_the_narrow_networks_own() -> None:
+    narrow = UNet(1, 2, base=4, depth=2, dropout=(0.0, 0.0))
+    wide = widen_unet(narrow, UNet(1, 2, base=6, depth=2, dropout=(0.0, 0.0)), noise=0.0)
+    # The first convolution reads the image, whose channels are not repeated: its first 4 filters are copied.
+    torch.testing.assert_close(wide.encoder[0][0].weight[:4], narrow.encoder[0][0].weight)
+
+
+def test_refuses_networks_of_another_family_or_a_narrower_target() -> None:
+    narrow = UNet(3, 4, base=8, depth=3, dropout=(0.0,) * 3)
+    with pytest.raises(ValueError, match="at least the narrow one's channels"):
+        widen_unet(narrow, UNet(3, 4, base=4, depth=3, dropout=(0.0,) * 3))
+    with pytest.raises(ValueError, match="one depth and padding"):
+        widen_unet(narrow, UNet(3, 4, base=16, depth=4, dropout=(0.0,) * 4))
+    with pytest.raises(ValueError, match="input channels and classes"):
+        widen_unet(narrow, UNet(3, 5, base=16, depth=3, dropout=(0.0,) * 3))
+    with pytest.raises(ValueError, match="differ in layers"):
+        widen_unet(narrow, UNet(3, 4, base=16, depth=3, dropout=(0.0,) * 3, batch_norm=True))
