@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -205,6 +206,24 @@ def _announce(text: str) -> None:
     print(f"unetrt: {text}", file=sys.stderr, flush=True)
 
 
+def _writable_folder(folder: Path, stem: str) -> Path:
+    """``folder`` when an engine can be cached there, else a private temporary folder for this process.
+
+    Checked before the build (minutes on a Jetson), so that a read-only file system or a service account
+    without a home still gets its engine, told once that later starts will build again and how to avoid it.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{stem}.lock", "a+b"):
+            pass
+    except OSError as exc:
+        fallback = Path(tempfile.mkdtemp(prefix="unetrt-engines-"))
+        _announce(f"cannot write the engine cache {folder} ({exc.strerror or exc}); this run builds into "
+                  f"{fallback}, and every start will build again: set {ENGINE_CACHE_ENV} to a writable folder")
+        return fallback
+    return folder
+
+
 def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tuple[int, int] | None = None,
                 dla_core: int | None = None, build: bool = True, device_index: int = 0,
                 cache_dir: str | Path | None = None, progress: bool = True) -> Path:
@@ -223,10 +242,15 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
     Returns:
         The plan's path (its metadata beside it).
 
+    A cache folder that cannot be written (a read-only file system, a service account without a home) does not
+    stop the first run: the engine is built into a temporary folder for this process, with a line saying that
+    later starts will build again and how to avoid it.
+
     Raises:
         PlanNotCachedError: with ``build=False`` and no usable entry.
         ImportError: when TensorRT, pycuda or onnx is missing.
-        ValueError: when the model cannot be built (the message says why).
+        ValueError: when the model cannot be built, or the built engine cannot be written (a full disk); the
+            message says why.
 
     Example:
         >>> plan = cached_plan(bundled_model_path("camvid"))  # doctest: +SKIP
@@ -242,6 +266,8 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
             f"no usable cached TensorRT engine for {key.describe()} in {folder} ({problem}); run once without "
             "--no-build (build=True) to build and cache it"
         )
+    folder = _writable_folder(folder, key.stem)
+    plan = folder / f"{key.stem}.plan"
     with _entry_lock(folder / f"{key.stem}.lock"):
         # Another process may have built it while this one waited for the lock.
         problem = entry_problem(plan, key)
@@ -256,7 +282,15 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
                                working_size=key.working_size,
                                dla_core=dla_core, progress=progress,
                                timing_cache=folder / f"timing-{key.tensorrt_version}-{key.gpu.sm}.cache")
-        build_engine(onnx_path, plan, options, device_index)
+        try:
+            build_engine(onnx_path, plan, options, device_index)
+        except OSError as exc:
+            if exc.filename is None or Path(exc.filename).parent != folder:
+                raise
+            # The disk filled up (or the folder changed hands) while the plan was written: the build is lost.
+            raise ValueError(f"the TensorRT engine was built but could not be written to {folder} "
+                             f"({exc.strerror or exc}); free space there or set {ENGINE_CACHE_ENV} to another "
+                             "folder") from exc
         if progress:
             _announce(f"cached {plan}")
     return plan
@@ -316,6 +350,13 @@ def open_cached_engine(onnx_path: str | Path, precision: str = "auto", device: s
             refused = read_plan_metadata(plan).plan_sha256
         except (OSError, ValueError):
             refused = None
-        discard_entry(plan, refused)
+        try:
+            discard_entry(plan, refused)
+        except OSError as exc:
+            # A read-only cache (a prebuilt engine on a read-only root file system, then a JetPack upgrade).
+            cache_dir = Path(tempfile.mkdtemp(prefix="unetrt-engines-"))
+            _announce(f"cannot remove the unusable engine from {plan.parent} ({exc.strerror or exc}); this run "
+                      f"builds into {cache_dir}, and every start will build again: set {ENGINE_CACHE_ENV} to a "
+                      "writable folder")
     plan = cached_plan(onnx_path, precision, working_size, dla_core, True, index, cache_dir, progress)
     return TensorRTBackend(plan, device=device, cuda_graph=cuda_graph)

@@ -137,3 +137,38 @@ def test_unet_bench_finds_the_cached_engine_of_a_bundled_model(first_run: Path) 
     model = locate_model("camvid")
     assert model.files["tensorrt"] == _only_entry(first_run) and model.plan_precision == "fp16"
     assert "tensorrt" not in model.missing and builds() == 1
+
+
+def test_an_unwritable_cache_still_ends_on_tensorrt(first_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A service account without a home or a read-only root file system: the engine is built for this run."""
+    blocker = tmp_path / "readonly"
+    blocker.write_text("a file where the cache's parent folder should be")
+    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(blocker / "engines"))
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    assert builds() == 1
+    err = capsys.readouterr().err
+    assert "cannot write the engine cache" in err and "UNETRT_ENGINE_CACHE" in err
+
+
+def test_a_refused_entry_in_a_read_only_cache_is_rebuilt_elsewhere(first_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A prebuilt engine on a read-only file system that TensorRT refuses after an upgrade: the run still ends on
+    TensorRT, with an engine built for it elsewhere."""
+    import errno
+
+    with Segmenter("camvid", warm_up=False):
+        pass
+    plan = _only_entry(first_run)
+    _forge(plan, garbage=True)
+
+    def read_only(plan_path: Path, plan_sha256: str | None) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(plan_path))
+
+    monkeypatch.setattr("unetrt.plan_cache.discard_entry", read_only)
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+        assert Path(segmenter.backend.path).parent != first_run  # type: ignore[attr-defined]
+    assert builds() == 2
+    assert "cannot remove the unusable engine" in capsys.readouterr().err

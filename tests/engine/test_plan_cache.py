@@ -79,6 +79,40 @@ def test_no_build_without_a_cached_engine_says_how(fake_trt: FakeGpu, tiny_model
     assert builds() == 0
 
 
+def test_an_unwritable_cache_builds_into_a_temporary_folder(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A cache folder that cannot be made (here: a file stands where a parent folder should be, as a read-only
+    file system refuses) still gets the first run its engine, and says that later starts build again and why."""
+    blocker = tmp_path / "home"
+    blocker.write_text("a file, not a folder")
+    cache = blocker / ".cache" / "engines"
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=cache)
+    assert plan.is_file() and plan.parent != cache and builds() == 1
+    err = capsys.readouterr().err
+    assert f"cannot write the engine cache {cache}" in err and "set UNETRT_ENGINE_CACHE to a writable folder" in err
+    assert read_plan_metadata(plan).plan_sha256 is not None
+    assert cached_plan(tiny_model_files["onnx"], cache_dir=cache) != plan and builds() == 2
+
+
+def test_a_disk_that_fills_up_during_the_write_says_so(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from unetrt import plan_build
+
+    def full_disk(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    with monkeypatch.context() as patch, \
+            pytest.raises(ValueError, match=r"built but could not be written to .*No space left on device.*"
+                                            r"free space there or set UNETRT_ENGINE_CACHE"):
+        patch.setattr(plan_build, "replace_file", full_disk)
+        cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
+    # Nothing usable was left behind: the next run builds.
+    with pytest.raises(PlanNotCachedError):
+        cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path, build=False)
+
+
 def _truncate(plan: Path) -> None:
     plan.write_bytes(plan.read_bytes()[: plan.stat().st_size // 2])
 
