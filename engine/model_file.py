@@ -10,9 +10,10 @@ Each container keeps the same JSON document (:class:`~unetrt.model_info.ModelInf
 * ``.pt``: the checkpoint's ``info`` entry (reading it needs torch: :mod:`unetrt.export.checkpoint`).
 
 The precision of a file is read from its content, never from its name: a graph with QuantizeLinear or
-DequantizeLinear nodes is INT8, one with FP16 initializers FP16 (``unet-export --fp16``), any other FP32; a plan's
-is the one it was built at; an OpenVINO IR is INT8 when quantized, else FP32 (FP16 constants there are storage
-only); a checkpoint is FP32.
+DequantizeLinear nodes is INT8, one with FP16 initializers FP16 (``unet-export --fp16``) unless its
+``unetrt.weight_storage`` prop says they are FP32 weights stored as FP16 (:mod:`unetrt.export.compact`), any
+other FP32; a plan's is the one it was built at; an OpenVINO IR is INT8 when quantized, else FP32 (FP16
+constants there are storage only); a checkpoint is FP32.
 
 Every description of a model file is decoded by :func:`decode_description`, the one parser of this document.
 """
@@ -36,6 +37,9 @@ CHECKPOINT_SUFFIXES = (".pt",)
 MODEL_SUFFIXES = (*ONNX_SUFFIXES, *IR_SUFFIXES, *PLAN_SUFFIXES, *CHECKPOINT_SUFFIXES)
 # The quantization record of an INT8 ONNX model (unetrt.export.quantize writes it).
 QUANTIZATION_KEY = "unetrt.quantization"
+# Marks an FP32 graph whose weights are stored as FP16 and cast to FP32 on load (unetrt.export.compact): its FP16
+# initializers are storage, not an FP16 graph.
+WEIGHT_STORAGE_KEY = "unetrt.weight_storage"
 # The names of the network's one input and one output in every ONNX file unet-export writes.
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -280,6 +284,8 @@ def _onnx_contents(data: Any, size: int) -> tuple[dict[str, str], str | None]:
             props[key] = value
         elif number == _MODEL_GRAPH:
             precision = _graph_precision(data, first, last)
+    if precision == "fp16" and props.get(WEIGHT_STORAGE_KEY) == "float16":
+        precision = "fp32"
     return props, precision
 
 

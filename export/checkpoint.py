@@ -105,33 +105,3 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
                                  f"its weights do not fit the architecture it describes ({first_line})") from exc
     return model.eval(), info
 
-
-def compact_checkpoint(source: str | Path, destination: str | Path) -> Path:
-    """Write a checkpoint's weights and description alone, floating-point weights stored as float16.
-
-    For committing the checkpoint of a wide network within the project's 10 MB per file: half the bytes of
-    float32. Loading converts them back to float32 (``load_state_dict`` copies into the float32 parameters), so
-    :func:`load_model`, ``unet-train --init`` and every backend read it as before; the weights are those of the
-    source rounded to float16 (11 significant bits).
-
-    Args:
-        source: a checkpoint written by :func:`save_checkpoint` (training state, if any, is dropped).
-        destination: the compact checkpoint to write.
-
-    Returns:
-        ``destination``.
-
-    Raises:
-        FileNotFoundError, ValueError: as :func:`load_checkpoint`.
-
-    Example:
-        >>> compact_checkpoint("runs/camvid_wide/best.pt", "checkpoints/camvid_wide/best.pt")  # doctest: +SKIP
-    """
-    data = load_checkpoint(source)
-    weights = {name: tensor.half() if tensor.is_floating_point() else tensor for name, tensor in data["model"].items()}
-    destination = Path(destination)
-    tmp = destination.with_suffix(destination.suffix + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "info": data["info"], "model": weights,
-                "weights_stored_as": "float16"}, tmp)
-    tmp.replace(destination)
-    return destination

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unetrt.cli import run_cli
-from unetrt.export.checkpoint import compact_checkpoint
+from unetrt.export.compact import compact_checkpoint
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,82 @@
+"""unetrt.export.compact: FP32 model files with float16-stored weights compute what they computed before."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from unetrt.export.compact import MIN_ELEMENTS, compact_onnx  # noqa: E402
+from unetrt.model_file import file_precision, read_model_file  # noqa: E402
+
+
+def _rounded_copy(source: Path, destination: Path) -> Path:
+    """The FP32 graph with every float32 weight that compact_onnx stores as float16 rounded to a float16 value,
+    stored as float32."""
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.load(str(source))
+    for tensor in model.graph.initializer:
+        if tensor.data_type == TensorProto.FLOAT and int(np.prod(tensor.dims)) >= MIN_ELEMENTS:
+            rounded = numpy_helper.to_array(tensor).astype(np.float16).astype(np.float32)
+            tensor.CopyFrom(numpy_helper.from_array(rounded, tensor.name))
+    onnx.save(model, str(destination))
+    return destination
+
+
+def _run_onnxruntime(path: Path, batch: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, {session.get_inputs()[0].name: batch})[0])
+
+
+def test_compact_onnx_halves_the_file_and_computes_the_rounded_weights_exactly(
+        tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    source = tiny_model_files["onnx"]
+    compact = compact_onnx(source, tmp_path / "tiny.onnx")
+    assert file_precision(compact) == "fp32"
+    assert read_model_file(compact).info == read_model_file(source).info
+    weight_bytes = sum(4 * int(np.prod(t.dims)) for t in onnx.load(str(source)).graph.initializer if t.data_type == 1)
+    assert compact.stat().st_size < source.stat().st_size - 0.45 * weight_bytes  # half of each weight's 4 bytes
+    batch = np.random.default_rng(0).standard_normal((2, 3, 32, 48)).astype(np.float32)
+    want = _run_onnxruntime(_rounded_copy(source, tmp_path / "rounded.onnx"), batch)
+    np.testing.assert_array_equal(_run_onnxruntime(compact, batch), want)
+    # the rounding itself moves the logits very little
+    np.testing.assert_allclose(want, _run_onnxruntime(source, batch), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="needs OpenVINO")
+def test_openvino_reads_the_compact_graph_as_fp32(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    from unetrt.backends.openvino import OpenVinoBackend
+
+    compact = compact_onnx(tiny_model_files["onnx"], tmp_path / "tiny.onnx")
+    batch = np.random.default_rng(1).standard_normal((1, 3, 32, 48)).astype(np.float32)
+    with OpenVinoBackend(compact, precision="fp32") as backend:
+        assert backend.precision == "fp32"
+        have = backend.infer(batch)
+    np.testing.assert_allclose(have, _run_onnxruntime(compact, batch), atol=1e-4)
+
+
+def test_quantizing_the_compact_graph_quantizes_its_weights(tiny_model_files: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    from unetrt.export.quantize import quantize_onnx
+
+    compact = compact_onnx(tiny_model_files["onnx"], tmp_path / "tiny.onnx")
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((1, 3, 32, 48)).astype(np.float32) for _ in range(2)]
+    quantized = quantize_onnx(compact, tmp_path / "tiny.int8.onnx", batches, "minmax")
+    assert file_precision(quantized) == "int8"
+    convs = [node for node in onnx.load(str(quantized)).graph.node if node.op_type in ("Conv", "ConvTranspose")]
+    producers = {out: node.op_type for node in onnx.load(str(quantized)).graph.node for out in node.output}
+    assert convs and all(producers.get(conv.input[1]) == "DequantizeLinear" for conv in convs[:-1])
+
+
+def test_only_fp32_graphs_are_compacted(tiny_int8_onnx: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="is int8"):
+        compact_onnx(tiny_int8_onnx, tmp_path / "x.onnx")
