@@ -5,6 +5,9 @@ e.g. the bundled ``engine/models/NAME.pt`` itself) it writes, in ``engine/models
 
 * ``NAME.onnx``: FP32 (``unet-export``, checked against PyTorch);
 * ``NAME.pt``: weights and ModelInfo only, no optimiser state;
+* with ``--weights float16`` (automatic when float32 weights would not fit 10 MB): ``NAME.onnx`` and ``NAME.pt``
+  store the weights as float16, computed in float32, and every file is made from those rounded weights
+  (``unetrt.export.compact``);
 * ``NAME.fp16.onnx``: the FP16 graph (``unet-export --fp16``);
 * ``NAME.int8.onnx``: QDQ INT8 calibrated on ``--calibration`` frames (``unet-export --int8``),
   refused when it loses more than 1 mIoU point (binary: 0.005 challenge pixel error);
@@ -44,6 +47,7 @@ from unetrt.bundled import MODELS_DIR, PRECISION_SUFFIXES
 from unetrt.cli import format_size, parse_size, run_cli
 from unetrt.evaluate import evaluate_stated, format_figures, parse_stems
 from unetrt.export.checkpoint import load_checkpoint, load_model, save_checkpoint
+from unetrt.export.compact import compact_checkpoint, compact_onnx
 from unetrt.export.onnx_export import main as export_main
 from unetrt.export.quantize import CALIBRATION_METHODS, DEFAULT_METHOD
 from unetrt.heldout import HeldOutSplit
@@ -51,6 +55,16 @@ from unetrt.model_file import read_model_file
 from unetrt.segmenter import Segmenter
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# Each shipped file stays within 10 MiB (tests/test_packaging.py); float32 weights past this many bytes are
+# stored as float16 (the ONNX graph's metadata and structure need the rest).
+FLOAT32_WEIGHT_LIMIT = 9_500_000
+
+
+def store_float16(choice: str, model: Any) -> bool:
+    """Whether the weights ship as float16: asked, or 'auto' and their float32 bytes pass the limit."""
+    if choice != "auto":
+        return choice == "float16"
+    return sum(4 * p.numel() for p in model.state_dict().values() if p.is_floating_point()) > FLOAT32_WEIGHT_LIMIT
 
 
 def training_command(run: Path) -> str:
@@ -125,6 +139,11 @@ def _run(args: argparse.Namespace) -> None:
     onnx_path, pt_path = MODELS_DIR / f"{args.name}.onnx", MODELS_DIR / f"{args.name}.pt"
     # Read before anything is written: the checkpoint may be the bundled NAME.pt itself.
     model, info = load_model(checkpoint)
+    float16 = store_float16(args.weights, model)
+    if float16:
+        # Every file is made from the weights rounded to float16 once, so all of them agree as float32 ones do.
+        checkpoint = compact_checkpoint(checkpoint, MODELS_DIR / f".{args.name}.float16.pt")
+        model, _ = load_model(checkpoint)
     trained = history.pop("trained_working_size", None) or info.working_size
     if args.working_size is not None:
         info = dataclasses.replace(info, working_size=args.working_size)
@@ -155,9 +174,16 @@ def _run(args: argparse.Namespace) -> None:
             calibration_stems = [image.stem for image, _ in train if image.parent.resolve() == folder]
     if calibration_stems:
         export_args += ["--calibration-stems", ",".join(calibration_stems)]
-    if export_main(export_args) != 0:
-        raise RuntimeError(f"unet-export of {checkpoint} failed (see the line above)")
+    try:
+        if export_main(export_args) != 0:
+            raise RuntimeError(f"unet-export of {checkpoint} failed (see the line above)")
+    finally:
+        if float16:
+            checkpoint.unlink()
     save_checkpoint(pt_path, model, info)
+    if float16:
+        compact_onnx(onnx_path, onnx_path)
+        compact_checkpoint(pt_path, pt_path)
     with Segmenter(onnx_path, backend="onnxruntime") as segmenter:
         figures = evaluate_stated(segmenter, report, SHARED_DATA)
     print(format_figures(figures))
@@ -174,6 +200,7 @@ def _run(args: argparse.Namespace) -> None:
         "calibration": {"images": args.calibration, "stems": calibration_stems,
                         "count": args.calibration_count, "method": args.calibration_method},
         "variants": score_variants(args.name, report),
+        "weights_stored_as": "float16" if float16 else "float32",
         "working_size": {"stated": None if info.working_size is None else list(info.working_size),
                          "trained": None if trained is None else list(trained)},
         **history,
@@ -224,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the working size every variant states, in place of the checkpoint's")
     parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=DEFAULT_METHOD,
                         help=f"INT8 calibration (default {DEFAULT_METHOD})")
+    parser.add_argument("--weights", choices=("auto", "float32", "float16"), default="auto",
+                        help="how NAME.onnx and NAME.pt store the weights (computed in float32 either way); auto: "
+                             "float16 when float32 would pass the 10 MB per file (unetrt.export.compact)")
     args = parser.parse_args(argv)
     if (args.split is None) != (args.split_data is None):
         parser.error("--split and --split-data go together")
