@@ -68,6 +68,28 @@ def driver_library() -> Any:
     return ctypes.CDLL("libcuda.so.1")
 
 
+def cuda_device_count() -> int:
+    """How many CUDA GPUs the driver sees, asked of ``libcuda.so.1`` itself (0 without a driver).
+
+    Needs neither pycuda nor a context, so a machine with a GPU and TensorRT but no pycuda is still told apart
+    from one without a GPU (and told to install pycuda).
+
+    Example:
+        >>> cuda_device_count()  # doctest: +SKIP
+        1
+    """
+    try:
+        library = driver_library()
+    except OSError:  # no NVIDIA driver on this machine
+        return 0
+    if library.cuInit(0) != 0:
+        return 0
+    count = ctypes.c_int(0)
+    if library.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return int(count.value)
+
+
 def check(status: int, what: str) -> None:
     """Raise when a driver call did not return CUDA_SUCCESS.
 

@@ -59,7 +59,7 @@ def _opencv_line() -> str:
 
 
 def _gpu_line() -> str:
-    from .backends.tensorrt import gpu_identity, tensorrt_available
+    from .backends.tensorrt import MISSING_PYCUDA, gpu_identity, tensorrt_available
 
     if not tensorrt_available():
         return "TensorRT: not installed (on a Jetson: JetPack 6's python3-libnvinfer; see docs/jetson.md)"
@@ -67,8 +67,9 @@ def _gpu_line() -> str:
 
     pycuda = _version("pycuda")
     if not tensorrt_gpu_available():
-        reason = "pycuda is not installed" if pycuda is None else "no CUDA GPU is visible"
-        return f"TensorRT {trt.__version__}: {reason}"
+        return f"TensorRT {trt.__version__}: no CUDA GPU is visible"
+    if pycuda is None:
+        return f"TensorRT {trt.__version__}: a GPU is present, but TensorRT cannot run: {MISSING_PYCUDA}"
     return f"TensorRT {trt.__version__}, pycuda {pycuda}, GPU 0: {gpu_identity(0).describe()}"
 
 

@@ -7,10 +7,11 @@ OpenVINO, ``.pt`` PyTorch. The precision that runs is the file's own, read from 
 bundled model name on a
 CPU picks the fastest installed engine and precision that keeps the model's
 accuracy (``CPU_PREFERENCE``, measured by ``unet-bench``); ``precision`` and
-``backend`` choose another. On a CUDA machine with TensorRT (bindings and pycuda
-import, a GPU is present) a bundled name or an ``.onnx`` file runs as a TensorRT
-engine built on first use and cached (:mod:`unetrt.plan_cache`), then ONNX Runtime's
-CUDA provider, then the CPU list.
+``backend`` choose another. On a CUDA machine with TensorRT (its bindings import, a
+GPU is present) a bundled name or an ``.onnx`` file runs as a TensorRT engine built on
+first use and cached (:mod:`unetrt.plan_cache`), then ONNX Runtime's CUDA provider,
+then the CPU list; a choice that cannot open (pycuda missing, a failed build) gives
+way to the next after a one-line note.
 """
 
 from __future__ import annotations
@@ -50,25 +51,20 @@ class ModelChoice(NamedTuple):
 
 
 def tensorrt_gpu_available() -> bool:
-    """Whether TensorRT's bindings and pycuda import and a CUDA GPU is present (no context is created).
+    """Whether TensorRT's bindings import and a CUDA GPU is present (no context is created).
+
+    pycuda is not asked for here: on a machine with TensorRT and a GPU but no pycuda (a Jetson whose JetPack
+    has TensorRT, before ``pip install pycuda``) TensorRT is still the first choice, and opening it fails with
+    pycuda's install line, which the fallback prints before the next choice runs: never a silent CPU run.
 
     Example:
         >>> tensorrt_gpu_available()  # doctest: +SKIP
         True
     """
+    from ..cuda import cuda_device_count
     from .tensorrt import tensorrt_available
 
-    if not tensorrt_available():
-        return False
-    try:
-        import pycuda.driver as cuda
-    except ImportError:
-        return False
-    try:
-        cuda.init()
-        return bool(cuda.Device.count() > 0)
-    except cuda.Error:
-        return False
+    return tensorrt_available() and cuda_device_count() > 0
 
 
 def _onnxruntime_cuda() -> bool:
@@ -202,10 +198,11 @@ def choose_model(model: str | Path, backend: str = "auto", precision: str = "aut
 
     A bundled name with backend and precision 'auto' takes, on a CPU, the first of
     ``CPU_PREFERENCE`` that is installed and shipped (OpenVINO INT8, then ONNX Runtime
-    INT8, ...). On a CUDA machine with TensorRT (its bindings and pycuda import, a GPU is
-    present) a bundled name or an ``.onnx`` file runs as a TensorRT engine built from the
-    ONNX model on first use and cached (FP16; INT8 from the shipped QDQ model with precision
-    'int8'); without TensorRT, the FP32 model on ONNX Runtime's CUDA provider.
+    INT8, ...). On a CUDA machine with TensorRT (its bindings import, a GPU is
+    present: :func:`tensorrt_gpu_available`) a bundled name or an ``.onnx`` file runs as a
+    TensorRT engine built from the ONNX model on first use and cached (FP16; INT8 from the
+    shipped QDQ model with precision 'int8'); without TensorRT, the FP32 model on ONNX
+    Runtime's CUDA provider.
 
     Args:
         model: a .plan, .onnx, .xml or .pt path, or a bundled model name.

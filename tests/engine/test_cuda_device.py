@@ -464,3 +464,23 @@ def _resized(frame: np.ndarray) -> np.ndarray:
     out = np.empty((48, 64, frame.shape[2]), np.uint8)
     _tiling_emu.resize_bilinear_u8(frame, out)  # the resize kernel's own numbers
     return out
+
+
+def test_the_driver_counts_gpus_without_pycuda_and_keeps_cuinit_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+
+    import unetrt.cuda
+    from unetrt.cuda import cuda_device_count
+
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(count=2))
+    library = unetrt.cuda.driver_library()
+    count = ctypes.c_int(0)
+    assert library.cuDeviceGetCount(ctypes.byref(count)) == 3  # CUDA_ERROR_NOT_INITIALIZED before cuInit
+    assert library.cuInit(1) == 1 and not gpu.initialized  # flags must be 0
+    assert cuda_device_count() == 2 and gpu.initialized
+
+    def no_driver() -> None:
+        raise OSError("libcuda.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(unetrt.cuda, "driver_library", no_driver)
+    assert cuda_device_count() == 0

@@ -172,3 +172,22 @@ def test_a_refused_entry_in_a_read_only_cache_is_rebuilt_elsewhere(first_run: Pa
         assert Path(segmenter.backend.path).parent != first_run  # type: ignore[attr-defined]
     assert builds() == 2
     assert "cannot remove the unusable engine" in capsys.readouterr().err
+
+
+def test_without_pycuda_the_first_run_says_how_to_get_tensorrt(first_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """JetPack ships TensorRT but not pycuda: the default path still tries TensorRT (the driver itself counts the
+    GPU), and the CPU run that follows comes after one line naming the missing package, never silently."""
+    import sys
+
+    from unetrt.doctor import main as doctor
+
+    monkeypatch.setitem(sys.modules, "pycuda", None)  # import pycuda now raises ImportError
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name in ("openvino", "onnxruntime")
+    err = capsys.readouterr().err
+    assert "no TensorRT engine (pycuda is not installed: run `pip install pycuda`" in err
+    assert builds() == 0
+    assert doctor(["--device", "cpu"]) == 0
+    assert "a GPU is present, but TensorRT cannot run: pycuda is not installed" in capsys.readouterr().out

@@ -14,6 +14,9 @@ The fakes refuse what the real libraries refuse; each rule names its document:
   ``explicit_context_dependent::acquire_context`` raises "no currently active context?" when pycuda's own
   context stack is empty; a context the CUDA runtime (torch, ONNX Runtime) made current does not count.
 * Driver calls need a current context: CUDA Driver API, "Context Management" (``CUDA_ERROR_INVALID_CONTEXT``).
+* ``cuInit`` comes before any other driver call, and its flags must be 0 (CUDA Driver API, "Initialization":
+  ``cuInit`` "must be called before any other function from the driver API", else
+  ``CUDA_ERROR_NOT_INITIALIZED``; "Flags: Initialization flag for CUDA. Currently must be 0").
 * A device pointer from ``cuMemAlloc`` is aligned to at least 256 bytes (CUDA C Programming Guide, "Device
   Memory Accesses": "any address of a variable residing in global memory or returned by one of the memory
   allocation routines from the driver or runtime API is always aligned to at least 256 bytes").
@@ -45,6 +48,7 @@ import pytest
 
 CUDA_SUCCESS = 0
 CUDA_ERROR_INVALID_VALUE = 1
+CUDA_ERROR_NOT_INITIALIZED = 3
 CUDA_ERROR_INVALID_CONTEXT = 201
 CUDA_ERROR_INVALID_HANDLE = 400
 CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED = 900
@@ -102,6 +106,7 @@ class FakeGpu:
         integrated: whether CPU and GPU share one memory (Jetson), CU_DEVICE_ATTRIBUTE_INTEGRATED.
         count: how many devices there are (all alike).
         log: (kind, details) of every operation that ran on a stream.
+        initialized: whether the driver was initialised (``cuInit``, or pycuda's ``init``).
     """
 
     name: str = "Orin (fake)"
@@ -109,6 +114,7 @@ class FakeGpu:
     integrated: bool = True
     count: int = 1
     log: list[tuple[Any, ...]] = field(default_factory=list)
+    initialized: bool = False
 
     def __post_init__(self) -> None:
         self._handles = itertools.count(0x1000)
@@ -296,7 +302,7 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
         return stack[-1]
 
     def init(flags: int = 0) -> None:
-        return None
+        gpu.initialized = True
 
     class device_attribute:  # noqa: N801 - pycuda's name
         INTEGRATED = ATTRIBUTE_INTEGRATED
@@ -569,7 +575,19 @@ class FakeDriverLibrary:
         context = self.gpu.current()
         return CUDA_SUCCESS if context is not None and context.alive else CUDA_ERROR_INVALID_CONTEXT
 
-    def cuDeviceGet(self, device: Any, ordinal: Any) -> int:  # noqa: N802 - the driver's names
+    def cuInit(self, flags: Any) -> int:  # noqa: N802 - the driver's names
+        if _value(flags) != 0:
+            return CUDA_ERROR_INVALID_VALUE
+        self.gpu.initialized = True
+        return CUDA_SUCCESS
+
+    def cuDeviceGetCount(self, count: Any) -> int:  # noqa: N802
+        if not self.gpu.initialized:
+            return CUDA_ERROR_NOT_INITIALIZED
+        _target(count).value = self.gpu.count
+        return CUDA_SUCCESS
+
+    def cuDeviceGet(self, device: Any, ordinal: Any) -> int:  # noqa: N802
         index = _value(ordinal)
         if not 0 <= index < self.gpu.count:
             return CUDA_ERROR_INVALID_VALUE
