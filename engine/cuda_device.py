@@ -40,6 +40,18 @@ CACHED_BUFFERS = 64
 
 # The frame path's buffers are unetrt's one device-array type.
 CudaBuffer = DeviceArray
+MISSING_CUDA_KERNELS = (
+    "unetrt._tiling was built without its CUDA kernels (no nvcc was found when it was installed): reinstall it "
+    "with nvcc on PATH or CUDA_HOME set, e.g. UNETRT_CUDA=1 pip install --force-reinstall --no-deps unetrt "
+    "(on a Jetson CUDA_HOME=/usr/local/cuda)"
+)
+
+
+def cuda_kernels_built() -> bool:
+    """Whether :mod:`unetrt._tiling` has its CUDA kernels (it was compiled where nvcc was)."""
+    from . import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
+
+    return bool(getattr(_tiling, "cuda_built", False))
 
 
 class CudaDriver(Protocol):
@@ -147,7 +159,8 @@ class CudaDevice:
         cached_buffers: how many per-shape buffers stay between calls (least recently used go first).
 
     Raises:
-        ImportError: when pycuda is missing (with the install hint).
+        ImportError: when pycuda is missing, or ``unetrt._tiling`` was built without its CUDA kernels (each with
+            the install hint).
 
     Example:
         >>> device = CudaDevice(open_backend("camvid.plan"))  # doctest: +SKIP
@@ -161,12 +174,14 @@ class CudaDevice:
                  cached_buffers: int = CACHED_BUFFERS) -> None:
         self.backend = backend
         self.input_dtype: np.dtype[Any] = np.dtype(backend.input_dtype)
-        if driver is None:
-            driver = PycudaDriver(cuda_ordinal(backend.device))
         if kernels is None:
             from . import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
 
+            if not cuda_kernels_built():
+                raise ImportError(MISSING_CUDA_KERNELS)
             kernels = cast(CudaKernels, _tiling)
+        if driver is None:
+            driver = PycudaDriver(cuda_ordinal(backend.device))
         self.driver: CudaDriver = driver
         self.kernels: CudaKernels = kernels
         self._stream: int | None = None

@@ -200,13 +200,14 @@ class Segmenter:
             raise ValueError(f"device_path 'cuda' needs a backend running on CUDA with a device entry; "
                              f"{backend.name} runs on {backend.device}: use device_path='host'")
         from .cuda import MISSING_PYCUDA, pycuda_available
-        from .cuda_device import CudaDevice
+        from .cuda_device import MISSING_CUDA_KERNELS, CudaDevice, cuda_kernels_built
 
-        if device_path == "auto" and not pycuda_available():
-            # The GPU-resident path allocates through pycuda; without it the host path still runs the network on
-            # the backend's GPU.
-            warnings.warn(f"{backend.name} runs on {backend.device} but frames go through host memory: "
-                          f"{MISSING_PYCUDA}", RuntimeWarning, stacklevel=3)
+        # The GPU-resident path allocates through pycuda and runs unetrt's CUDA kernels; without either the host
+        # path still runs the network on the backend's GPU.
+        missing = MISSING_PYCUDA if not pycuda_available() else None if cuda_kernels_built() else MISSING_CUDA_KERNELS
+        if device_path == "auto" and missing is not None:
+            warnings.warn(f"{backend.name} runs on {backend.device} but frames go through host memory: {missing}",
+                          RuntimeWarning, stacklevel=3)
             return HostDevice(lambda batch: self.backend.infer(batch))
         return CudaDevice(backend)
 

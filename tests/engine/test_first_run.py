@@ -191,3 +191,24 @@ def test_without_pycuda_the_first_run_says_how_to_get_tensorrt(first_run: Path, 
     assert builds() == 0
     assert doctor(["--device", "cpu"]) == 0
     assert "a GPU is present, but TensorRT cannot run: pycuda is not installed" in capsys.readouterr().out
+
+
+def test_without_the_cuda_kernels_frames_go_through_host_memory_and_say_why(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """unetrt installed where nvcc was not found: TensorRT still runs the network (through host memory), with a
+    warning naming the reinstall; asking for the GPU-resident path outright is refused with the same line."""
+    from unetrt.device import HostDevice
+
+    # This checkout's build may have its CUDA kernels (nvcc was here): answer as a build without them does.
+    monkeypatch.setattr("unetrt.cuda_device.cuda_kernels_built", lambda: False)
+    install_fake_tensorrt_gpu(monkeypatch)
+    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: False)
+    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(tmp_path / "engines"))
+    frame = np.full((360, 480, 3), 90, np.uint8)
+    with pytest.warns(RuntimeWarning, match="frames go through host memory: unetrt._tiling was built without its "
+                                            "CUDA kernels.*UNETRT_CUDA=1"), \
+            Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt" and isinstance(segmenter.device, HostDevice)
+        assert segmenter.segment(frame).mask.shape == (360, 480)
+    with pytest.raises(ImportError, match="built without its CUDA kernels"):
+        Segmenter("camvid", warm_up=False, device_path="cuda")
