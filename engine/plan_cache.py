@@ -229,6 +229,10 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
                 cache_dir: str | Path | None = None, progress: bool = True) -> Path:
     """The cached plan of an ONNX model for this TensorRT and GPU, built (and cached) when there is none.
 
+    A cache folder that cannot be written (a read-only file system, a service account without a home) does not
+    stop the first run: the engine is built into a temporary folder for this process, with a line saying that
+    later starts will build again and how to avoid it.
+
     Args:
         onnx_path: a unetrt ONNX model (FP32, or QDQ INT8 for precision 'int8').
         precision: 'auto' (INT8 for a QDQ graph, else FP16), 'fp16', 'fp32' or 'int8'.
@@ -241,10 +245,6 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
 
     Returns:
         The plan's path (its metadata beside it).
-
-    A cache folder that cannot be written (a read-only file system, a service account without a home) does not
-    stop the first run: the engine is built into a temporary folder for this process, with a line saying that
-    later starts will build again and how to avoid it.
 
     Raises:
         PlanNotCachedError: with ``build=False`` and no usable entry.

@@ -204,7 +204,11 @@ class Segmenter:
 
         # The GPU-resident path allocates through pycuda and runs unetrt's CUDA kernels; without either the host
         # path still runs the network on the backend's GPU.
-        missing = MISSING_PYCUDA if not pycuda_available() else None if cuda_kernels_built() else MISSING_CUDA_KERNELS
+        missing = None
+        if not pycuda_available():
+            missing = MISSING_PYCUDA
+        elif not cuda_kernels_built():
+            missing = MISSING_CUDA_KERNELS
         if device_path == "auto" and missing is not None:
             warnings.warn(f"{backend.name} runs on {backend.device} but frames go through host memory: {missing}",
                           RuntimeWarning, stacklevel=3)

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from conftest import tiny_info
+from tool_module import load_tool
 
 torch = pytest.importorskip("torch")
 
 from unetrt.export.checkpoint import build_model, load_checkpoint, load_model, save_checkpoint  # noqa: E402
-
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "compact_checkpoint.py"
-
-
-def load_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("compact_checkpoint", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_compact_checkpoint_halves_the_weights_and_loads_as_float32(tmp_path: Path,
@@ -36,7 +23,7 @@ def test_compact_checkpoint_halves_the_weights_and_loads_as_float32(tmp_path: Pa
     save_checkpoint(source, model, info, optimizer=optimizer.state_dict(), epoch=3)
     weights_only = tmp_path / "weights.pt"
     save_checkpoint(weights_only, model, info)
-    assert load_tool().main([str(source), str(compact)]) == 0
+    assert load_tool("compact_checkpoint").main([str(source), str(compact)]) == 0
     assert "compact.pt" in capsys.readouterr().out
     stored = load_checkpoint(compact)
     assert "optimizer" not in stored and stored["weights_stored_as"] == "float16"
@@ -58,7 +45,7 @@ def test_a_file_that_is_not_a_checkpoint_exits_2_with_one_line(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    assert load_tool().main([str(bad), str(tmp_path / "out.pt")]) == 2
+    assert load_tool("compact_checkpoint").main([str(bad), str(tmp_path / "out.pt")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "out.pt").exists()

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
 import pytest
+from tool_module import load_tool
 
 from unetrt.evaluate import evaluate
 from unetrt.segmenter import Segmenter
-
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "sweep_working_size.py"
-
-
-def load_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("sweep_working_size", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def labelled_folders(root: Path) -> tuple[Path, Path]:
@@ -41,7 +28,7 @@ def labelled_folders(root: Path) -> tuple[Path, Path]:
 def test_each_size_scores_as_unet_eval_does_and_a_plot_is_written(tiny_model_files: dict[str, Path],
                                                                   tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    tool = load_tool()
+    tool = load_tool("sweep_working_size")
     images, labels = labelled_folders(tmp_path)
     out = tmp_path / "sweep"
     assert tool.main([str(tiny_model_files["onnx"]), "--images", str(images), "--labels", str(labels),
@@ -65,7 +52,7 @@ def test_each_size_scores_as_unet_eval_does_and_a_plot_is_written(tiny_model_fil
 ])
 def test_bad_arguments_are_one_line_and_exit_2(extra: list[str], words: str, tiny_model_files: dict[str, Path],
                                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    tool = load_tool()
+    tool = load_tool("sweep_working_size")
     images, labels = labelled_folders(tmp_path)
     argv = [str(tiny_model_files["onnx"]), "--images", str(images), "--labels", str(labels),
             "--out", str(tmp_path / "sweep"), *extra]
