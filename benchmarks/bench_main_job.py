@@ -46,7 +46,9 @@ from tqdm import tqdm
 
 from unetrt import __version__
 from unetrt.benchmarks.stats import describe_cpu, machine_description, write_results
+from unetrt.bundled import PRECISION_SUFFIXES
 from unetrt.cli import format_size, parse_size, run_cli
+from unetrt.model_file import file_precision
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RUN_TIMEOUT_S = 600
@@ -59,11 +61,12 @@ class Way:
     name: str
     executable: str
     options: tuple[str, ...] = ()
+    model: str | None = None  # a model of its own in place of the one benchmarked (the FP32 baseline's file)
 
     def command(self, model: str, output: Path, stats: Path, max_frames: int | None = None) -> list[str]:
         """The command line of one run (``max_frames``: stop after that many frames, for a quick check)."""
         limit = ["--max-frames", str(max_frames)] if max_frames is not None else []
-        return [self.executable, "sample", str(output), "--model", model, *self.options, *limit,
+        return [self.executable, "sample", str(output), "--model", self.model or model, *self.options, *limit,
                 "--stats", str(stats)]
 
 
@@ -98,16 +101,44 @@ def parse_way(text: str) -> Way:
     return Way(name, executable)
 
 
-def built_in_ways(working_sizes: Sequence[tuple[int, int]] = ()) -> list[Way]:
-    """The ways of this checkout (module docstring), ONNX Runtime FP32 last."""
+def fp32_baseline(model: str) -> tuple[str | None, tuple[str, ...]]:
+    """The model file (None: the one benchmarked) and options of the ONNX Runtime FP32 baseline.
+
+    A bundled name is asked for its FP32 file; a model file runs as it is when it is FP32, else its FP32
+    twin beside it (``NAME.onnx`` of ``NAME.int8.onnx`` or ``NAME.fp16.onnx``) does.
+
+    Raises:
+        ValueError: when a model file is not FP32 and has no FP32 twin.
+    """
+    path = Path(model)
+    if not path.suffix:
+        return None, ("--precision", "fp32")
+    if path.suffix == ".onnx" and file_precision(path) == "fp32":
+        return None, ()
+    for suffix in PRECISION_SUFFIXES.values():
+        if path.name.endswith(suffix) and suffix != PRECISION_SUFFIXES["fp32"]:
+            twin = path.with_name(path.name[: -len(suffix)] + PRECISION_SUFFIXES["fp32"])
+            if twin.is_file():
+                return str(twin), ()
+    raise ValueError(f"the ONNX Runtime FP32 baseline needs an FP32 ONNX model: {model!r} is not one and has no "
+                     "FP32 twin (NAME.onnx) beside it")
+
+
+def built_in_ways(model: str = "camvid", working_sizes: Sequence[tuple[int, int]] = ()) -> list[Way]:
+    """The ways of this checkout (module docstring) for ``model``, ONNX Runtime FP32 last.
+
+    Raises:
+        ValueError: as :func:`fp32_baseline`, or without this checkout's ``unet-stream``.
+    """
     stream = this_checkouts_stream()
+    baseline_model, precision = fp32_baseline(model)
     return [
         Way("default", stream),
         Way("default, one worker", stream, ("--workers", "1")),
         *(Way(f"default at {format_size(size)}", stream, ("--working-size", format_size(size)))
           for size in working_sizes),
-        Way("onnxruntime fp32, one worker", stream, ("--backend", "onnxruntime", "--precision", "fp32",
-                                                     "--workers", "1")),
+        Way("onnxruntime fp32, one worker", stream, ("--backend", "onnxruntime", *precision, "--workers", "1"),
+            baseline_model),
     ]
 
 
@@ -242,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.max_frames is not None and args.max_frames < 1:
             raise ValueError(f"--max-frames must be at least 1, got {args.max_frames}")
         ways = [parse_way(text) for text in args.way]
-        built_in = built_in_ways(args.working_size)
+        built_in = built_in_ways(args.model, args.working_size)
         if not ways:
             built_in = [built_in[-1], *built_in[:-1]]  # ONNX Runtime FP32 first: the baseline
         result = benchmark([*ways, *built_in], args.model, args.repeats, args.hide_ffmpeg, args.max_frames)

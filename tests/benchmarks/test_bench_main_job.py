@@ -68,3 +68,32 @@ def test_path_without_ffmpeg_drops_only_its_folders(tmp_path: Path) -> None:
     assert bench_main_job.path_without_ffmpeg(os.pathsep.join([str(with_ffmpeg), str(without)])) == str(without)
     if shutil.which("ffmpeg"):
         assert shutil.which("ffmpeg", path=bench_main_job.path_without_ffmpeg(os.environ["PATH"])) is None
+
+
+def test_the_fp32_baseline_of_a_model_file_is_its_fp32_twin(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path,
+                                                            tmp_path: Path) -> None:
+    from unetrt.benchmarks.bench_main_job import fp32_baseline
+
+    assert fp32_baseline("camvid") == (None, ("--precision", "fp32"))
+    assert fp32_baseline(str(tiny_model_files["onnx"])) == (None, ())
+    int8 = tmp_path / "tiny.int8.onnx"
+    int8.write_bytes(tiny_int8_onnx.read_bytes())
+    with pytest.raises(ValueError, match="no FP32 twin"):
+        fp32_baseline(str(int8))
+    (tmp_path / "tiny.onnx").write_bytes(tiny_model_files["onnx"].read_bytes())
+    assert fp32_baseline(str(int8)) == (str(tmp_path / "tiny.onnx"), ())
+
+
+def test_a_model_file_runs_against_its_fp32_twin(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path,
+                                                 tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "tiny.onnx").write_bytes(tiny_model_files["onnx"].read_bytes())
+    (folder / "tiny.int8.onnx").write_bytes(tiny_int8_onnx.read_bytes())
+    assert bench_main_job.main(["--model", str(folder / "tiny.int8.onnx"), "--repeats", "1", "--max-frames", "2",
+                                "--hide-ffmpeg", "--results-dir", str(tmp_path), "--name", "t"]) == 0
+    rows = {row["way"]: row for row in json.loads((tmp_path / "t.json").read_text())["rows"]}
+    assert "tiny.onnx --backend onnxruntime --workers 1" in rows["onnxruntime fp32, one worker"]["command"]
+    assert rows["onnxruntime fp32, one worker"]["runtime"]["precision"] == "fp32"
+    assert "tiny.int8.onnx --workers 1" in rows["default, one worker"]["command"]
+    assert rows["default, one worker"]["runtime"]["precision"] == "int8"
