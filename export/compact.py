@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from unetrt.model_file import WEIGHT_STORAGE_KEY, file_precision
 
-from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from .checkpoint import load_model, save_checkpoint
 
 # Initializers smaller than this stay float32 (scalars and shape constants are not worth a Cast node).
 MIN_ELEMENTS = 16
@@ -41,19 +40,15 @@ def compact_checkpoint(source: str | Path, destination: str | Path) -> Path:
         ``destination``.
 
     Raises:
-        FileNotFoundError, ValueError: as :func:`unetrt.export.checkpoint.load_checkpoint`.
+        FileNotFoundError, ValueError: as :func:`unetrt.export.checkpoint.load_model`.
 
     Example:
         >>> compact_checkpoint("runs/camvid_wide/best.pt", "checkpoints/camvid_wide/best.pt")  # doctest: +SKIP
     """
-    data = load_checkpoint(source)
-    weights = {name: tensor.half() if tensor.is_floating_point() else tensor for name, tensor in data["model"].items()}
-    destination = Path(destination)
-    tmp = destination.with_suffix(destination.suffix + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "info": data["info"], "model": weights,
-                "weights_stored_as": "float16"}, tmp)
-    tmp.replace(destination)
-    return destination
+    model, info = load_model(source)
+    # Module.half() casts the floating-point parameters and buffers; the batch-norm counters stay integers.
+    save_checkpoint(destination, model.half(), info, weights_stored_as="float16")
+    return Path(destination)
 
 
 def compact_onnx(source: str | Path, destination: str | Path) -> Path:

@@ -65,7 +65,9 @@ def _block(module: nn.Module) -> nn.Sequential:
     return module
 
 
-def _widen_conv(narrow_module: nn.Module, wide_module: nn.Module, inputs: ChannelMap, outputs: ChannelMap) -> None:
+def _widen_conv(narrow_module: nn.Module, wide_module: nn.Module, inputs: ChannelMap, outputs: ChannelMap,
+                noise: float = 0.0, generator: torch.Generator | None = None) -> None:
+    """Copy one convolution; ``noise`` times the weights' spread goes onto the repeated channels' weights."""
     narrow, wide = _conv(narrow_module), _conv(wide_module)
     # Conv2d weights are (out, in, kh, kw), ConvTranspose2d weights (in, out, kh, kw).
     weight = narrow.weight.detach()
@@ -73,6 +75,10 @@ def _widen_conv(narrow_module: nn.Module, wide_module: nn.Module, inputs: Channe
         weight = weight.transpose(0, 1)
     scaled = weight / inputs.copies.view(1, -1, 1, 1)
     new = scaled[outputs.source][:, inputs.source]
+    kept = int(outputs.copies.numel())
+    if noise > 0 and new.shape[0] > kept:
+        repeated = new[kept:]
+        repeated.add_(torch.randn(repeated.shape, generator=generator) * noise * float(new.std()))
     if isinstance(wide, nn.ConvTranspose2d):
         new = new.transpose(0, 1)
     with torch.no_grad():
@@ -93,26 +99,13 @@ def _widen_norm(narrow: nn.Module, wide: nn.Module, outputs: ChannelMap) -> None
 
 
 def _widen_block(narrow_module: nn.Module, wide_module: nn.Module, inputs: ChannelMap, middle: ChannelMap,
-                 outputs: ChannelMap) -> None:
+                 outputs: ChannelMap, noise: float, generator: torch.Generator) -> None:
     """A DoubleConv: conv, norm, act, dropout, conv, norm, act."""
     narrow, wide = _block(narrow_module), _block(wide_module)
-    _widen_conv(narrow[0], wide[0], inputs, middle)
+    _widen_conv(narrow[0], wide[0], inputs, middle, noise, generator)
     _widen_norm(narrow[1], wide[1], middle)
-    _widen_conv(narrow[4], wide[4], middle, outputs)
+    _widen_conv(narrow[4], wide[4], middle, outputs, noise, generator)
     _widen_norm(narrow[5], wide[5], outputs)
-
-
-def _perturb_copies(module: nn.Module, outputs: ChannelMap, noise: float, generator: torch.Generator) -> None:
-    """Noise of ``noise`` times the layer's weight spread on the incoming weights of the repeated channels."""
-    conv = _conv(module)
-    narrow = int(outputs.copies.numel())
-    if noise <= 0 or conv.weight.shape[0 if isinstance(conv, nn.Conv2d) else 1] == narrow:
-        return
-    with torch.no_grad():
-        weight = conv.weight if isinstance(conv, nn.Conv2d) else conv.weight.transpose(0, 1)
-        repeated = weight[narrow:]
-        spread = float(weight.std())
-        repeated.add_((torch.randn(repeated.shape, generator=generator) * noise * spread).to(repeated.device))
 
 
 def widen_unet(narrow: UNet, wide: UNet, seed: int = 0, noise: float = 0.01) -> UNet:
@@ -158,20 +151,15 @@ def widen_unet(narrow: UNet, wide: UNet, seed: int = 0, noise: float = 0.01) -> 
     inputs = image
     for level in range(depth):
         middle, outputs = level_map(level), level_map(level)
-        _widen_block(narrow.encoder[level], wide.encoder[level], inputs, middle, outputs)
-        _perturb_copies(_block(wide.encoder[level])[0], middle, noise, generator)
-        _perturb_copies(_block(wide.encoder[level])[4], outputs, noise, generator)
+        _widen_block(narrow.encoder[level], wide.encoder[level], inputs, middle, outputs, noise, generator)
         skips.append(outputs)
         inputs = outputs
     for index, level in enumerate(reversed(range(depth - 1))):
         upsampled = level_map(level)
-        _widen_conv(narrow.upsample[index], wide.upsample[index], inputs, upsampled)
-        _perturb_copies(wide.upsample[index], upsampled, noise, generator)
+        _widen_conv(narrow.upsample[index], wide.upsample[index], inputs, upsampled, noise, generator)
         joined = skips[level].concat(upsampled, narrow_widths[level])
         middle, outputs = level_map(level), level_map(level)
-        _widen_block(narrow.decoder[index], wide.decoder[index], joined, middle, outputs)
-        _perturb_copies(_block(wide.decoder[index])[0], middle, noise, generator)
-        _perturb_copies(_block(wide.decoder[index])[4], outputs, noise, generator)
+        _widen_block(narrow.decoder[index], wide.decoder[index], joined, middle, outputs, noise, generator)
         inputs = outputs
     _widen_conv(narrow.head, wide.head, inputs, ChannelMap.identity(int(narrow.head.out_channels)))
     return wide
