@@ -355,9 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--monitor", choices=("loss", "metric"), default="loss",
                         help="select/stop on validation loss, or on Rand error (binary) / mean IoU (multi-class)")
     parser.add_argument("--loss", choices=LOSS_NAMES, default="ce",
-                        help="ce (BCE for binary models), bce, dice, weighted-ce (paper), dice-ce, size-ce")
-    parser.add_argument("--dice-weight", type=float, default=1.0, help="dice-ce: factor of the soft Dice term")
-    parser.add_argument("--ce-weight", type=float, default=1.0, help="dice-ce: factor of the weighted CE term")
+                        help="ce (BCE for binary models), bce, dice, weighted-ce (paper), dice-ce, size-ce, "
+                             "lovasz-ce (per-class IoU surrogate), cldice-ce (thin structures kept connected)")
+    parser.add_argument("--dice-weight", type=float, default=1.0,
+                        help="dice-ce, cldice-ce: factor of the soft Dice term")
+    parser.add_argument("--ce-weight", type=float, default=1.0,
+                        help="dice-ce, lovasz-ce, cldice-ce: factor of the weighted CE term")
+    parser.add_argument("--lovasz-weight", type=float, default=1.0, help="lovasz-ce: factor of the Lovász term")
+    parser.add_argument("--cldice-weight", type=float, default=1.0, help="cldice-ce: factor of the clDice term")
+    parser.add_argument("--thin-class", type=int, default=0,
+                        help="cldice-ce: the class whose thin structures must stay connected (ISBI: 0, membranes)")
+    parser.add_argument("--cldice-iterations", type=int, default=5,
+                        help="cldice-ce: soft erosions of the skeleton, at least half the thickest structure (px)")
     parser.add_argument("--w0", type=float, default=10.0, help="distance weight maps: border weight")
     parser.add_argument("--sigma", type=float, default=5.0, help="distance weight maps: border width (px)")
     parser.add_argument("--class-weights", choices=("none", "median-freq"), default="median-freq",
@@ -534,7 +543,9 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
         info = replace(info, extra={**info.extra, "class_weights": class_weights_np.tolist()})
     class_weights = None if class_weights_np is None else torch.tensor(class_weights_np, dtype=torch.float32)
     loss_name = "bce" if binary and args.loss == "ce" else args.loss
-    loss_fn = SegmentationLoss(loss_name, binary, info.ignore_index, class_weights, args.dice_weight, args.ce_weight)
+    loss_fn = SegmentationLoss(loss_name, binary, info.ignore_index, class_weights, args.dice_weight, args.ce_weight,
+                               args.lovasz_weight, args.cldice_weight, args.thin_class, args.cldice_iterations,
+                               info.num_classes)
     if context.is_main:
         _attach_weight_maps((train_set, val_set), loss_fn, info, class_weights_np, args)
     if context.distributed:

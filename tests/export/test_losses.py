@@ -10,8 +10,11 @@ import torch
 from unetrt.export.losses import (
     LOSS_NAMES,
     SegmentationLoss,
+    cldice_loss,
+    lovasz_softmax_loss,
     plain_cross_entropy,
     soft_dice_loss,
+    soft_skeleton,
     weighted_cross_entropy,
 )
 
@@ -100,3 +103,120 @@ def test_every_loss_decreases_on_a_tiny_fixed_problem(name: str, binary: bool) -
         optimizer.step()
         values.append(loss.item())
     assert values[-1] < 0.9 * values[0]
+
+
+def _one_hot_logits(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    # Logits whose softmax is one-hot to float32 precision.
+    return torch.nn.functional.one_hot(labels, classes).permute(0, 3, 1, 2).float() * 200.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lovasz_softmax_of_hard_predictions_is_one_minus_iou_over_the_classes_present(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.randint(0, 4, (2, 9, 7), generator=generator)  # class 4 never in the target
+    predicted = torch.randint(0, 5, (2, 9, 7), generator=generator)
+    target[0, :3, :3] = 9  # ignored
+    valid = target != 9
+    expected = []
+    for cls in range(4):
+        truth, guess = (target == cls) & valid, (predicted == cls) & valid
+        expected.append(1.0 - (truth & guess).sum().item() / (truth | guess).sum().item())
+    got = lovasz_softmax_loss(_one_hot_logits(predicted, 5), target, binary=False, ignore_index=9)
+    assert got.item() == pytest.approx(sum(expected) / len(expected), abs=1e-6)
+
+
+def test_lovasz_softmax_of_a_binary_model_scores_both_classes() -> None:
+    target = torch.tensor([[[1, 1, 0, 0, 0, 1]]])
+    logits = torch.tensor([[[[30.0, -30.0, -30.0, 30.0, -30.0, 30.0]]]])  # predicted 1 0 0 1 0 1
+    foreground_iou, background_iou = 2 / 4, 2 / 4
+    expected = ((1 - foreground_iou) + (1 - background_iou)) / 2
+    assert lovasz_softmax_loss(logits, target, binary=True).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_lovasz_softmax_with_no_valid_pixel_is_zero_and_keeps_a_gradient() -> None:
+    logits = torch.zeros(1, 3, 2, 2, requires_grad=True)
+    loss = lovasz_softmax_loss(logits, torch.full((1, 2, 2), 9), binary=False, ignore_index=9)
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad is not None
+
+
+def test_lovasz_softmax_weighs_a_rare_class_as_much_as_a_common_one() -> None:
+    # One pole pixel in a road: missing it costs half the loss, where cross-entropy barely notices.
+    target = torch.zeros(1, 10, 10, dtype=torch.long)
+    target[0, 5, 5] = 1
+    missed = _one_hot_logits(torch.zeros(1, 10, 10, dtype=torch.long), 2)
+    assert lovasz_softmax_loss(missed, target, binary=False).item() == pytest.approx((1 - 99 / 100 + 1) / 2, abs=1e-6)
+
+
+def test_soft_skeleton_of_a_stripe_is_its_centre_line_and_stays_inside() -> None:
+    stripe = torch.zeros(1, 1, 12, 20)
+    stripe[0, 0, 3:8, 2:18] = 1.0  # five rows thick
+    skeleton = soft_skeleton(stripe, iterations=3)
+    assert torch.all(skeleton[stripe == 0] == 0)
+    assert torch.all(skeleton[0, 0, 5, 4:16] == 1.0)  # the centre row, away from the ends
+    assert torch.all(skeleton[0, 0, [3, 4, 6, 7], 4:16] == 0.0)
+
+
+def _membrane_target() -> torch.Tensor:
+    target = torch.ones(1, 16, 16, dtype=torch.long)
+    target[0, 7:10, :] = 0  # a horizontal membrane three pixels thick between two cells
+    return target
+
+
+def test_cldice_is_zero_for_a_perfect_membrane() -> None:
+    target = _membrane_target()
+    perfect = torch.where(target == 0, -30.0, 30.0).float().unsqueeze(1)
+    assert cldice_loss(perfect, target, True, thin_class=0, iterations=2).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_cldice_charges_a_gap_in_a_thin_membrane_as_much_as_in_a_thick_one() -> None:
+    target = torch.ones(1, 24, 32, dtype=torch.long)
+    target[0, 5, :] = 0  # one pixel thick
+    target[0, 14:19, :] = 0  # five pixels thick
+    perfect = torch.where(target == 0, -30.0, 30.0).float().unsqueeze(1)
+    thin_gap, thick_gap = perfect.clone(), perfect.clone()
+    thin_gap[0, 0, 5, 16] = 30.0
+    thick_gap[0, 0, 14:19, 16] = 30.0
+    topology = [cldice_loss(gapped, target, True, thin_class=0, iterations=3).item()
+                for gapped in (thin_gap, thick_gap)]
+    pixels = [(soft_dice_loss(gapped, target, True) - soft_dice_loss(perfect, target, True)).item()
+              for gapped in (thin_gap, thick_gap)]
+    assert topology[0] > 0.005 and topology[0] == pytest.approx(topology[1], rel=1e-3)
+    assert pixels[1] > 4 * pixels[0]
+
+
+def test_cldice_of_a_multi_class_model_reads_the_thin_class_channel() -> None:
+    target = _membrane_target() + 1  # classes 1 (membrane) and 2 (cell) of three
+    logits = _one_hot_logits(target, 3)
+    assert cldice_loss(logits, target, False, thin_class=1, iterations=2).item() == pytest.approx(0.0, abs=1e-6)
+    wrong_class = cldice_loss(logits, target, False, thin_class=0, iterations=2).item()
+    assert wrong_class == pytest.approx(0.0, abs=1e-6)  # class 0 absent from both: smoothing scores it perfect
+    shifted = _one_hot_logits(torch.roll(target, 4, dims=1), 3)
+    assert cldice_loss(shifted, target, False, thin_class=1, iterations=2).item() > 0.5
+
+
+def test_combined_losses_are_their_weighted_terms() -> None:
+    torch.manual_seed(3)
+    logits = torch.randn(2, 1, 16, 16)
+    target = _membrane_target().repeat(2, 1, 1)
+    weights = 1 + torch.rand(2, 16, 16)
+    weighted = weighted_cross_entropy(logits, target, weights, True)
+    lovasz = SegmentationLoss("lovasz-ce", binary=True, lovasz_weight=0.7, ce_weight=1.5)(logits, target, weights)
+    expected_lovasz = 0.7 * lovasz_softmax_loss(logits, target, True).item() + 1.5 * weighted.item()
+    assert lovasz.item() == pytest.approx(expected_lovasz, rel=1e-6)
+    cldice = SegmentationLoss("cldice-ce", binary=True, dice_weight=0.5, cldice_weight=2.0, ce_weight=1.0,
+                              cldice_iterations=3)(logits, target, weights)
+    expected = (0.5 * soft_dice_loss(logits, target, True) + 2.0 * cldice_loss(logits, target, True, 0, iterations=3)
+                + weighted)
+    assert cldice.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_cldice_settings_the_model_cannot_have_are_refused_with_the_value() -> None:
+    with pytest.raises(ValueError, match="--thin-class 2 is not one of the model's classes 0-1"):
+        SegmentationLoss("cldice-ce", binary=True, thin_class=2)
+    with pytest.raises(ValueError, match="--thin-class -1 is not one of the model's classes 0-10"):
+        SegmentationLoss("cldice-ce", binary=False, thin_class=-1, num_classes=11)
+    with pytest.raises(ValueError, match="--cldice-iterations 0 must be at least 1"):
+        SegmentationLoss("cldice-ce", binary=True, cldice_iterations=0)
+    with pytest.raises(ValueError, match="thin class 3 is not one of the model's classes 0-2"):
+        cldice_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long), False, thin_class=3)

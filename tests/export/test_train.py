@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shlex
 from pathlib import Path
 
@@ -116,6 +117,17 @@ def test_multiclass_dice_ce_with_median_frequency(tmp_path: Path) -> None:
     assert 0 <= float(rows[0]["mean_iou"]) <= 1
 
 
+@pytest.mark.parametrize("loss", ["lovasz-ce", "cldice-ce"])
+def test_multiclass_lovasz_and_cldice_losses_train(tmp_path: Path, loss: str) -> None:
+    data = make_camvid(tmp_path / "camvid")
+    out = tmp_path / "run"
+    code = main(["--dataset", "camvid", "--data", str(data), "--out", str(out), *TINY, "--epochs", "1",
+                 "--loss", loss, "--w0", "0", "--thin-class", "1", "--cldice-iterations", "2"])
+    assert code == 0
+    assert json.loads((out / "command.json").read_text())["args"]["loss"] == loss
+    assert math.isfinite(float(next(csv.DictReader((out / "log.csv").open()))["train_loss"]))
+
+
 def test_bundled_camvid_command_keeps_its_defaults() -> None:
     args = build_parser().parse_args(shlex.split(
         "--dataset camvid --data ../shared/data/camvid --base 16 --activation relu --working-size 256x192 "
@@ -130,6 +142,8 @@ def test_bundled_camvid_command_keeps_its_defaults() -> None:
     (["--augment", "twirl"], "unknown augmentation"),
     (["--val-slices", "x-y"], "--val-slices"),
     (["--loss", "bce", "--resume", "missing.pt"], "does not exist"),
+    (["--loss", "cldice-ce", "--thin-class", "2"], "--thin-class 2 is not one of the model's classes 0-1"),
+    (["--loss", "cldice-ce", "--cldice-iterations", "0"], "--cldice-iterations 0 must be at least 1"),
 ])
 def test_bad_options_exit_2_with_one_line(isbi_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           extra: list[str], message: str) -> None:
