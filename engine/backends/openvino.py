@@ -183,6 +183,7 @@ class OpenVinoBackend:
             raise ValueError(f"lanes must be >= 1 (1: a batch runs whole on one request), got {lanes}")
         if not path.is_file():
             raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+        self._ov = require_openvino()
         self._core = shared_core()
         if precision == "bf16" and "BF16" not in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise ValueError("precision 'bf16' asked, but this CPU has no native BF16; use precision 'fp32'")
@@ -196,6 +197,10 @@ class OpenVinoBackend:
         if len(self._model.inputs) != 1 or len(self._model.outputs) != 1:
             raise ValueError(f"{str(path)!r} has {len(self._model.inputs)} inputs and {len(self._model.outputs)} "
                              "outputs; a unetrt U-Net has one of each")
+        # The logits are written straight into the caller's float32 arrays, whatever type the file's output has.
+        outputs = self._ov.preprocess.PrePostProcessor(self._model)
+        outputs.output(0).tensor().set_element_type(self._ov.Type.f32)
+        self._model = outputs.build()
         check_network_channels(self.info, _static_channels(self._model.inputs[0]),
                                _static_channels(self._model.outputs[0]), str(path))
         self.device = "cpu"
@@ -215,19 +220,20 @@ class OpenVinoBackend:
             self._config["INFERENCE_NUM_THREADS"] = threads
         self._thread_budget = threads if threads is not None else usable_cores()
         self.lanes = lanes if lanes is not None else self._thread_budget
-        self._requests: dict[tuple[int, ...], Any] = {}
-        self._lane_requests: dict[tuple[tuple[int, ...], int], list[Any]] = {}
+        self._requests: dict[tuple[int, ...], tuple[Any, tuple[int, ...]]] = {}
+        self._lane_requests: dict[tuple[tuple[int, ...], int], tuple[list[Any], tuple[int, ...]]] = {}
         self._lock = threading.Lock()
         self._closed = False
 
-    def _request(self, shape: tuple[int, ...]) -> Any:
-        request = self._requests.get(shape)
-        if request is None:
+    def _request(self, shape: tuple[int, ...]) -> tuple[Any, tuple[int, ...]]:
+        """The infer request for input ``shape`` and the shape of its output."""
+        entry = self._requests.get(shape)
+        if entry is None:
             self._model.reshape({self._model.inputs[0]: list(shape)})
             compiled = self._core.compile_model(self._model, "CPU", self._config)
-            request = compiled.create_infer_request()
-            self._requests[shape] = request
-        return request
+            entry = (compiled.create_infer_request(), tuple(compiled.outputs[0].get_shape()))
+            self._requests[shape] = entry
+        return entry
 
     def profiled_request(self, shape: tuple[int, ...]) -> Any:
         """A new infer request of this model at ``shape``, compiled with this backend's settings and OpenVINO's
@@ -244,44 +250,45 @@ class OpenVinoBackend:
             return self._core.compile_model(self._model, "CPU", {**self._config, "PERF_COUNT": True}) \
                 .create_infer_request()
 
-    def _lane_requests_for(self, image_shape: tuple[int, ...], count: int) -> list[Any]:
-        requests = self._lane_requests.get((image_shape, count))
-        if requests is None:
+    def _lane_requests_for(self, image_shape: tuple[int, ...],
+                           count: int) -> tuple[list[Any], tuple[int, ...]]:
+        entry = self._lane_requests.get((image_shape, count))
+        if entry is None:
             self._model.reshape({self._model.inputs[0]: [1, *image_shape]})
             # One stream per lane: OpenVINO shares INFERENCE_NUM_THREADS out among the streams.
             config = {**self._config, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(count),
                       "INFERENCE_NUM_THREADS": max(count, self._thread_budget)}
             compiled = self._core.compile_model(self._model, "CPU", config)
-            requests = [compiled.create_infer_request() for _ in range(count)]
-            self._lane_requests[(image_shape, count)] = requests
-        return requests
+            entry = ([compiled.create_infer_request() for _ in range(count)], tuple(compiled.outputs[0].get_shape()))
+            self._lane_requests[(image_shape, count)] = entry
+        return entry
 
     def _infer_in_lanes(self, batch: np.ndarray) -> np.ndarray:
-        requests = self._lane_requests_for(tuple(batch.shape[1:]), min(self.lanes, len(batch)))
-        outputs: np.ndarray | None = None
+        requests, output_shape = self._lane_requests_for(tuple(batch.shape[1:]), min(self.lanes, len(batch)))
+        outputs = np.empty((len(batch), *output_shape[1:]), np.float32)
         running: deque[tuple[Any, int]] = deque()
-        for index, request in zip(range(len(batch)), requests):
+
+        def start(request: Any, index: int) -> None:
+            # Each image's logits are written straight into its place in the result.
+            request.set_output_tensor(0, self._ov.Tensor(outputs[index : index + 1], shared_memory=True))
             request.start_async({0: batch[index : index + 1]}, share_inputs=True)
             running.append((request, index))
+
+        for index, request in zip(range(len(batch)), requests):
+            start(request, index)
         following = len(running)
         try:
             while running:
                 # Lanes run at one speed: the oldest image finishes first.
-                request, index = running.popleft()
+                request, _ = running.popleft()
                 request.wait()
-                logits = request.get_output_tensor(0).data
-                if outputs is None:
-                    outputs = np.empty((len(batch), *logits.shape[1:]), np.float32)
-                outputs[index] = logits[0]
                 if following < len(batch):
-                    request.start_async({0: batch[following : following + 1]}, share_inputs=True)
-                    running.append((request, following))
+                    start(request, following)
                     following += 1
         finally:
-            # The requests read the caller's batch in place: none may outlive this call.
+            # The requests read the caller's batch and write the result in place: none may outlive this call.
             for request, _ in running:
                 request.wait()
-        assert outputs is not None  # a checked batch holds at least one image
         return outputs
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -296,11 +303,13 @@ class OpenVinoBackend:
         with self._lock:
             if len(batch) > 1 and self.lanes > 1:
                 return self._infer_in_lanes(batch)
-            request = self._request(tuple(batch.shape))
-            # Shared: OpenVINO reads the batch in place and its result is copied once, here (by default it copies
-            # both ways, and the outputs a second time into the dictionary infer returns).
-            request.infer({0: batch}, share_inputs=True, share_outputs=True)
-            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+            request, output_shape = self._request(tuple(batch.shape))
+            # OpenVINO reads the batch in place and writes the logits straight into a new array of the caller's:
+            # by default it copies both ways, and the outputs once more into the dictionary infer returns.
+            logits = np.empty(output_shape, np.float32)
+            request.set_output_tensor(0, self._ov.Tensor(logits, shared_memory=True))
+            request.infer({0: batch}, share_inputs=True)
+            return logits
 
     def close(self) -> None:
         """Drop the compiled models (idempotent)."""

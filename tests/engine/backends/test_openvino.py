@@ -166,7 +166,7 @@ def test_a_batch_is_spread_over_single_threaded_lanes_with_the_same_logits() -> 
         batch = network_input(frames, backend.info)
         together = backend.infer(batch)
         assert list(backend._lane_requests) == [((3, 192, 256), 2)], "several images run in the lanes"
-        assert len(backend._lane_requests[((3, 192, 256), 2)]) == 2
+        assert len(backend._lane_requests[((3, 192, 256), 2)][0]) == 2
         alone = np.concatenate([backend.infer(batch[i : i + 1]) for i in range(3)])
         assert list(backend._requests) == [(1, 3, 192, 256)], "one image runs on every thread at once"
     np.testing.assert_array_equal(together, alone)
@@ -189,3 +189,26 @@ def test_never_more_lanes_than_images(tiny_model_files: dict[str, Path]) -> None
         together = backend.infer(batch)
         assert list(backend._lane_requests) == [((3, 16, 16), 2)]
         np.testing.assert_array_equal(together, np.concatenate([backend.infer(batch[:1]), backend.infer(batch[1:])]))
+
+
+@requires_openvino
+@pytest.mark.parametrize("options", [{"threads": 1}, {"threads": 2}])
+def test_each_result_is_the_callers_own_array_written_in_place(options: dict[str, int],
+                                                               tiny_int8_onnx: Path) -> None:
+    rng = np.random.default_rng(4)
+    first, second = (rng.standard_normal((2, 3, 32, 48)).astype(np.float32) for _ in range(2))
+    with OpenVinoBackend(tiny_int8_onnx, **options) as backend:  # type: ignore[arg-type]
+        results = [backend.infer(first), backend.infer(second), backend.infer(first[:1]), backend.infer(second[:1])]
+        kept = [result.copy() for result in results]
+        backend.infer(first)
+        backend.infer(first[:1])
+    for result, copy in zip(results, kept):
+        assert result.dtype == np.float32 and result.flags.c_contiguous and result.flags.writeable
+        np.testing.assert_array_equal(result, copy)  # later calls never write into an earlier result
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(results) for b in results[i + 1 :])
+    np.testing.assert_array_equal(results[2], results[0][:1])
+    with OpenVinoBackend(tiny_int8_onnx, **options) as backend:  # type: ignore[arg-type]
+        # A request of the same settings read the way OpenVINO's documentation shows: its own output tensor.
+        request = backend.profiled_request((1, 3, 32, 48))
+        request.infer({0: second[:1]})
+        np.testing.assert_array_equal(results[3], request.get_output_tensor(0).data)
