@@ -49,7 +49,8 @@ TOLERANCE = 1e-4
 FP16_MIN_AGREEMENT = 0.99
 
 
-def export_onnx(model: UNet, info: ModelInfo, path: str | Path, sample_hw: tuple[int, int] | None = None) -> Path:
+def export_onnx(model: UNet, info: ModelInfo, path: str | Path, sample_hw: tuple[int, int] | None = None,
+                fold_batch_norm: bool = True) -> Path:
     """Write ``model`` as ONNX with dynamic N, H, W and ``info`` in the metadata props.
 
     Args:
@@ -57,6 +58,9 @@ def export_onnx(model: UNet, info: ModelInfo, path: str | Path, sample_hw: tuple
         info: its description.
         path: the .onnx file to write.
         sample_hw: the (height, width) traced; defaults to the working size or 64x64.
+        fold_batch_norm: fold each batch norm into the convolution before it (the exporter's constant folding);
+            False keeps them as BatchNormalization nodes, so the graph holds the checkpoint's own weights
+            (what a graph that stores them as float16 needs, :func:`unetrt.export.compact.compact_onnx`).
 
     Returns:
         The written path.
@@ -84,6 +88,7 @@ def export_onnx(model: UNet, info: ModelInfo, path: str | Path, sample_hw: tuple
             dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
                           OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"}},
             dynamo=False,
+            do_constant_folding=fold_batch_norm,
         )
     proto = onnx.load(str(path))
     write_onnx_description(proto, info)

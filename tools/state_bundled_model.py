@@ -48,6 +48,7 @@ from unetrt.cli import format_size, parse_size, run_cli
 from unetrt.evaluate import evaluate_stated, format_figures, parse_stems
 from unetrt.export.checkpoint import load_checkpoint, load_model, save_checkpoint
 from unetrt.export.compact import compact_checkpoint, compact_onnx
+from unetrt.export.onnx_export import export_onnx
 from unetrt.export.onnx_export import main as export_main
 from unetrt.export.quantize import CALIBRATION_METHODS, DEFAULT_METHOD
 from unetrt.heldout import HeldOutSplit
@@ -182,6 +183,10 @@ def _run(args: argparse.Namespace) -> None:
             checkpoint.unlink()
     save_checkpoint(pt_path, model, info)
     if float16:
+        # unet-export folded each batch norm into its convolution, and the folded weights would be rounded to
+        # float16 a second time; kept apart, the graph stores exactly the checkpoint's float16 values, and every
+        # backend computes what PyTorch computes from NAME.pt.
+        export_onnx(model, info, onnx_path, fold_batch_norm=False)
         compact_onnx(onnx_path, onnx_path)
         compact_checkpoint(pt_path, pt_path)
     with Segmenter(onnx_path, backend="onnxruntime") as segmenter:

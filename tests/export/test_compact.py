@@ -80,3 +80,40 @@ def test_quantizing_the_compact_graph_quantizes_its_weights(tiny_model_files: di
 def test_only_fp32_graphs_are_compacted(tiny_int8_onnx: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is int8"):
         compact_onnx(tiny_int8_onnx, tmp_path / "x.onnx")
+
+
+def test_a_compact_graph_of_a_batch_norm_network_computes_what_its_compact_checkpoint_does(tmp_path: Path) -> None:
+    import dataclasses
+
+    import torch
+
+    from tests.conftest import tiny_info
+    from unetrt.export.checkpoint import build_model, load_model, save_checkpoint
+    from unetrt.export.compact import compact_checkpoint
+    from unetrt.export.onnx_export import export_onnx
+
+    torch.manual_seed(1)
+    info = dataclasses.replace(tiny_info(), extra={"dropout": [0.0] * 3, "batch_norm": True})
+    model = build_model(info)
+    for layer in model.modules():
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            # Trained statistics, not the identity a fresh layer starts as.
+            layer.running_mean.uniform_(-0.5, 0.5)
+            layer.running_var.uniform_(0.05, 3.0)
+            layer.weight.data.uniform_(0.5, 2.0)
+    save_checkpoint(tmp_path / "full.pt", model.eval(), info)
+    compact, _ = load_model(compact_checkpoint(tmp_path / "full.pt", tmp_path / "half.pt"))
+    batch = np.random.default_rng(2).standard_normal((2, 3, 32, 48)).astype(np.float32)
+    with torch.inference_mode():
+        want = compact.eval()(torch.from_numpy(batch)).numpy()
+    differences = {}
+    for fold in (False, True):
+        path = compact_onnx(export_onnx(compact, info, tmp_path / f"fold_{fold}.onnx", fold_batch_norm=fold),
+                            tmp_path / f"fold_{fold}.compact.onnx")
+        kinds = {node.op_type for node in onnx.load(str(path)).graph.node}
+        assert ("BatchNormalization" in kinds) is not fold
+        differences[fold] = float(np.abs(_run_onnxruntime(path, batch) - want).max())
+    # Unfolded, the float16 values are the checkpoint's own: float32 rounding alone. Folded, each folded weight is
+    # rounded to float16 a second time.
+    assert differences[False] < 1e-4 * max(1.0, float(np.abs(want).max()))
+    assert differences[True] > 10 * differences[False]
