@@ -224,6 +224,11 @@ def soft_skeleton(image: torch.Tensor, iterations: int) -> torch.Tensor:
     return skeleton
 
 
+def _check_thin_class(thin_class: int, classes: int) -> None:
+    if not 0 <= thin_class < classes:
+        raise ValueError(f"--thin-class {thin_class} is not one of the model's classes 0-{classes - 1}")
+
+
 def cldice_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -260,9 +265,7 @@ def cldice_loss(
         >>> round(cldice_loss(perfect, target, True, thin_class=0, iterations=2).item(), 4)
         0.0
     """
-    classes = 2 if binary else logits.shape[1]
-    if not 0 <= thin_class < classes:
-        raise ValueError(f"thin class {thin_class} is not one of the model's classes 0-{classes - 1}")
+    _check_thin_class(thin_class, 2 if binary else logits.shape[1])
     valid = _valid(target, ignore_index).unsqueeze(1).to(logits.dtype)
     predicted = _class_probabilities(logits, binary)[:, thin_class:thin_class + 1] * valid
     truth = (target == thin_class).unsqueeze(1).to(logits.dtype) * valid
@@ -318,9 +321,7 @@ class SegmentationLoss(nn.Module):
         if name == "bce" and not binary:
             raise ValueError("--loss bce needs a binary model; use --loss ce for a multi-class one")
         if name == "cldice-ce":
-            classes = 2 if binary else num_classes
-            if not 0 <= thin_class < classes:
-                raise ValueError(f"--thin-class {thin_class} is not one of the model's classes 0-{classes - 1}")
+            _check_thin_class(thin_class, 2 if binary else num_classes)
             if cldice_iterations < 1:
                 raise ValueError(f"--cldice-iterations {cldice_iterations} must be at least 1")
         self.name = name

@@ -198,9 +198,9 @@ class OpenVinoBackend:
             raise ValueError(f"{str(path)!r} has {len(self._model.inputs)} inputs and {len(self._model.outputs)} "
                              "outputs; a unetrt U-Net has one of each")
         # The logits are written straight into the caller's float32 arrays, whatever type the file's output has.
-        outputs = self._ov.preprocess.PrePostProcessor(self._model)
-        outputs.output(0).tensor().set_element_type(self._ov.Type.f32)
-        self._model = outputs.build()
+        float32_output = self._ov.preprocess.PrePostProcessor(self._model)
+        float32_output.output(0).tensor().set_element_type(self._ov.Type.f32)
+        self._model = float32_output.build()
         check_network_channels(self.info, _static_channels(self._model.inputs[0]),
                                _static_channels(self._model.outputs[0]), str(path))
         self.device = "cpu"
@@ -266,13 +266,13 @@ class OpenVinoBackend:
     def _infer_in_lanes(self, batch: np.ndarray) -> np.ndarray:
         requests, output_shape = self._lane_requests_for(tuple(batch.shape[1:]), min(self.lanes, len(batch)))
         outputs = np.empty((len(batch), *output_shape[1:]), np.float32)
-        running: deque[tuple[Any, int]] = deque()
+        running: deque[Any] = deque()
 
         def start(request: Any, index: int) -> None:
             # Each image's logits are written straight into its place in the result.
             request.set_output_tensor(0, self._ov.Tensor(outputs[index : index + 1], shared_memory=True))
             request.start_async({0: batch[index : index + 1]}, share_inputs=True)
-            running.append((request, index))
+            running.append(request)
 
         for index, request in zip(range(len(batch)), requests):
             start(request, index)
@@ -280,14 +280,14 @@ class OpenVinoBackend:
         try:
             while running:
                 # Lanes run at one speed: the oldest image finishes first.
-                request, _ = running.popleft()
+                request = running.popleft()
                 request.wait()
                 if following < len(batch):
                     start(request, following)
                     following += 1
         finally:
             # The requests read the caller's batch and write the result in place: none may outlive this call.
-            for request, _ in running:
+            for request in running:
                 request.wait()
         return outputs
 

@@ -218,5 +218,5 @@ def test_cldice_settings_the_model_cannot_have_are_refused_with_the_value() -> N
         SegmentationLoss("cldice-ce", binary=False, thin_class=-1, num_classes=11)
     with pytest.raises(ValueError, match="--cldice-iterations 0 must be at least 1"):
         SegmentationLoss("cldice-ce", binary=True, cldice_iterations=0)
-    with pytest.raises(ValueError, match="thin class 3 is not one of the model's classes 0-2"):
+    with pytest.raises(ValueError, match="--thin-class 3 is not one of the model's classes 0-2"):
         cldice_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long), False, thin_class=3)
