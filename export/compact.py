@@ -2,7 +2,9 @@
 
 For a wide network within the project's 10 MB per file. The weights are rounded to float16 once (11 significant
 bits); every later file (ONNX FP32, FP16 and INT8, the checkpoint) is made from those rounded weights, so they
-agree with one another exactly as the float32 files of a narrower network do.
+agree with one another exactly as the float32 files of a narrower network do. The compact ONNX graph is exported
+with its batch norms apart (``export_onnx(..., fold_batch_norm=False)``): folded ones would be new products that
+float16 rounds a second time.
 
 * :func:`compact_checkpoint`: a checkpoint's floating-point tensors as float16; ``load_state_dict`` copies them
   into the float32 parameters, so :func:`unetrt.export.checkpoint.load_model` and ``unet-train --init`` read it
@@ -55,7 +57,8 @@ def compact_onnx(source: str | Path, destination: str | Path) -> Path:
     """Store an FP32 ONNX graph's float32 weights as float16, each cast back to float32 where it is read.
 
     The float16 values are the float32 weights rounded to nearest; a graph whose weights are already float16
-    values (made from a :func:`compact_checkpoint`) computes exactly what it computed before.
+    values (exported from a :func:`compact_checkpoint` with ``fold_batch_norm=False``) computes exactly what it
+    computed before.
 
     Args:
         source: an FP32 ONNX model written by ``unet-export`` (not FP16 or INT8: those are small already).
