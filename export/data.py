@@ -21,7 +21,7 @@ from unetrt.datasets import check_label_ids, paired_files, read_class_table, rea
 from unetrt.heldout import HeldOutSplit
 from unetrt.preprocessing import normalize
 
-from .augment import AugmentConfig, augment
+from .augment import AugmentConfig, augment, label_scale_of
 
 
 @dataclass(frozen=True)
@@ -119,15 +119,19 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, ...]]):
         ignore_index: label id filled in where geometric augmentation exposes the border.
         num_classes: the class table's size; when given (multi-class), every label is checked to hold only the
             ids 0..num_classes-1 and ``ignore_index``.
+        label_scale: labels are kept at this multiple of ``size`` (nearest neighbour from the file), so that a
+            loss on logits resized to them sees structures thinner than a pixel of the network's input (a pole
+            2 px wide in a 480x360 label is one pixel or none at 256x192); augmentation and crops move them with
+            the image. 1: the labels are resized with the images.
 
     Returns (per item):
-        image (C, H, W) float32 and target (H, W) int64 class ids (binary: 0/1), plus the
-        (H, W) float32 weight map once :meth:`set_weight_maps` has given the maps.
+        image (C, H, W) float32 and target (k*H, k*W) int64 class ids (binary: 0/1), k = ``label_scale``, plus
+        the weight map of the target's size (float32) once :meth:`set_weight_maps` has given the maps.
 
     Raises:
         ValueError: without pairs, when an image and its label differ in size, a label holds an id outside
             the class table, samples differ in size without ``size`` or ``crop`` (they could not be batched),
-            or a crop is larger than the samples.
+            a crop is larger than the samples, or ``label_scale`` is not a positive integer.
 
     Example:
         >>> data = SegmentationDataset(isbi_split("isbi").train, 1, (0.5,), (0.25,), True)  # doctest: +SKIP
@@ -145,9 +149,13 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, ...]]):
         crop: tuple[int, int] | None = None,
         ignore_index: int | None = None,
         num_classes: int | None = None,
+        label_scale: int = 1,
     ) -> None:
         if not pairs:
             raise ValueError("a dataset needs at least one (image, label) pair")
+        if label_scale < 1:
+            raise ValueError(f"label_scale must be a positive integer, got {label_scale}")
+        self.label_scale = label_scale
         self.mean = tuple(mean)
         self.std = tuple(std)
         if isinstance(augment, AugmentConfig):
@@ -172,7 +180,9 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, ...]]):
                 check_label_ids(label, label_path, num_classes, ignore_index)
             if size is not None and (image.shape[1], image.shape[0]) != size:
                 image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-                label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+            label_size = (image.shape[1] * label_scale, image.shape[0] * label_scale)
+            if (label.shape[1], label.shape[0]) != label_size:
+                label = cv2.resize(label, label_size, interpolation=cv2.INTER_NEAREST)
             if in_channels == 3:
                 image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
             if crop is not None and (crop[0] > image.shape[1] or crop[1] > image.shape[0]):
@@ -225,17 +235,21 @@ def random_crop(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The same random (width, height) window of image, label and weight map.
 
+    A label (and weight map) k times the image's size gets the window k times as large, at k times the offset.
+
     Example:
         >>> _, lab, _ = random_crop(np.zeros((8, 8)), np.zeros((8, 8)), None, (4, 2), np.random.default_rng(0))
         >>> lab.shape
         (2, 4)
     """
     width, height = size
-    top = int(rng.integers(label.shape[0] - height + 1))
-    left = int(rng.integers(label.shape[1] - width + 1))
+    scale = label_scale_of(image, label)
+    top = int(rng.integers(image.shape[0] - height + 1))
+    left = int(rng.integers(image.shape[1] - width + 1))
     window = (slice(top, top + height), slice(left, left + width))
-    cropped = None if weights is None else np.ascontiguousarray(weights[window])
-    return np.ascontiguousarray(image[window]), np.ascontiguousarray(label[window]), cropped
+    fine = (slice(scale * top, scale * (top + height)), slice(scale * left, scale * (left + width)))
+    cropped = None if weights is None else np.ascontiguousarray(weights[fine])
+    return np.ascontiguousarray(image[window]), np.ascontiguousarray(label[fine]), cropped
 
 
 def class_frequencies(dataset: SegmentationDataset, num_classes: int) -> np.ndarray:

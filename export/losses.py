@@ -118,17 +118,24 @@ def soft_dice_loss(
         0.5
     """
     valid = _valid(target, ignore_index).unsqueeze(1).float()
-    if binary:
-        probs = torch.sigmoid(logits[:, :1])
-        onehot = (target == 1).unsqueeze(1).float()
-    else:
-        probs = torch.softmax(logits, dim=1)
-        safe = torch.where(valid[:, 0] > 0, target, torch.zeros_like(target))
-        onehot = F.one_hot(safe, logits.shape[1]).permute(0, 3, 1, 2).float()
-    probs, onehot = probs * valid, onehot * valid
     dims = (0, 2, 3)
-    intersection = (probs * onehot).sum(dims)
-    total = probs.sum(dims) + onehot.sum(dims)
+    if binary:
+        probs = torch.sigmoid(logits[:, :1]) * valid
+        onehot = (target == 1).unsqueeze(1).float() * valid
+        intersection = (probs * onehot).sum(dims)
+        target_total = onehot.sum(dims)
+    else:
+        # Per class, the target's pixels are counted and its probabilities there summed by class id, rather than
+        # through a one-hot (N, K, H, W) copy of the target: the same sums in a K-th of the memory traffic.
+        classes = logits.shape[1]
+        probs = torch.softmax(logits, dim=1) * valid
+        inside = valid[:, 0] > 0
+        ids = target[inside]
+        at_target = probs.gather(1, torch.where(inside, target, torch.zeros_like(target)).unsqueeze(1))[:, 0]
+        intersection = torch.zeros(classes, dtype=probs.dtype, device=probs.device).index_add(
+            0, ids, at_target[inside])
+        target_total = torch.bincount(ids, minlength=classes)[:classes].to(probs.dtype)
+    total = probs.sum(dims) + target_total
     return 1.0 - ((2.0 * intersection + smooth) / (total + smooth).clamp(min=1e-12)).mean()
 
 

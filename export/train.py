@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -105,6 +106,14 @@ def _fit_to_output(logits: torch.Tensor, *maps: torch.Tensor) -> list[torch.Tens
     return fitted
 
 
+def _to_label_grid(logits: torch.Tensor, label_scale: int) -> torch.Tensor:
+    """Logits resized bilinearly (half-pixel centres, as the runtime's finish step) to labels ``label_scale`` finer."""
+    logits = logits.float()
+    if label_scale == 1:
+        return logits
+    return F.interpolate(logits, scale_factor=label_scale, mode="bilinear", align_corners=False)
+
+
 def _predict(logits: torch.Tensor, binary: bool) -> torch.Tensor:
     return (logits[:, 0] > 0).long() if binary else logits.argmax(1)
 
@@ -120,12 +129,15 @@ def run_epoch(
     scaler: torch.amp.GradScaler | None = None,
     amp_dtype: torch.dtype | None = None,
     ema: WeightAverage | None = None,
+    label_scale: int = 1,
 ) -> float:
     """One training pass over ``loader``.
 
     Args:
         amp_dtype: autocast dtype (float16 on CUDA, bfloat16 on CPU), None for full precision.
         ema: weight average updated after every optimizer step.
+        label_scale: the loader's labels are this multiple of the network's input size (the logits are resized to
+            them before the loss).
 
     Returns:
         Mean loss per sample over all ranks.
@@ -140,8 +152,9 @@ def run_epoch(
         images, targets, weights = _to_device(batch, context.device, amp_dtype is not None)
         with _autocast(context.device, amp_dtype):
             logits = model(images)
+        logits = _to_label_grid(logits, label_scale)
         targets, *rest = _fit_to_output(logits, targets, *([] if weights is None else [weights]))
-        loss = loss_fn(logits.float(), targets, rest[0] if rest else None)
+        loss = loss_fn(logits, targets, rest[0] if rest else None)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -264,8 +277,11 @@ def validate(
     device: torch.device,
     max_steps: int | None = None,
     amp_dtype: torch.dtype | None = None,
+    label_scale: int = 1,
 ) -> dict[str, float]:
     """Validation loss, pixel accuracy and metrics (unetrt.metrics) over ``loader``.
+
+    With ``label_scale`` above 1 the logits are resized bilinearly to the loader's finer labels and scored there.
 
     Returns:
         ``loss`` and ``accuracy``, plus ``pixel_error``, ``rand_error`` (mean over images),
@@ -284,8 +300,9 @@ def validate(
         images, targets, weights = _to_device(batch, device, amp_dtype is not None)
         with _autocast(device, amp_dtype):
             logits = model(images)
+        logits = _to_label_grid(logits, label_scale)
         targets, *rest = _fit_to_output(logits, targets, *([] if weights is None else [weights]))
-        loss = loss_fn(logits.float(), targets, rest[0] if rest else None)
+        loss = loss_fn(logits, targets, rest[0] if rest else None)
         total_loss += loss.item() * images.shape[0]
         samples += images.shape[0]
         predictions = _predict(logits, binary).cpu().numpy()
@@ -335,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "bundled models have it; without it a base-16 network learns several times slower)")
     parser.add_argument("--dropout", default="0.1,0.1,0.2,0.2,0.3", help="rates per level, comma-separated")
     add_size(parser, help="resize frames to this size for training and inference")
+    parser.add_argument("--label-scale", type=int, default=1, metavar="K",
+                        help="score the loss and validation on labels kept at K times --size, the logits resized "
+                             "bilinearly to them as inference does (2 at 256x192: a pole thinner than an input pixel "
+                             "still counts); 1: labels resized with the frames")
     parser.add_argument("--crop", type=parse_size, default=None, metavar="WxH",
                         help="train on random crops of this size (validation sees whole images)")
     parser.add_argument("--val-slices", default="20-23",
@@ -456,7 +477,8 @@ def _attach_weight_maps(datasets: Sequence[SegmentationDataset], loss_fn: Segmen
     cache = Path(args.weight_cache) if args.weight_cache else Path(args.output) / "weight_cache"
     options: dict[str, Any] = {}
     if kind == "distance":
-        options = {"w0": args.w0, "sigma": args.sigma}
+        # sigma is in the network's input pixels; finer labels measure it in theirs.
+        options = {"w0": args.w0, "sigma": args.sigma * args.label_scale}
         if not info.binary:
             # Multi-class: w_c comes from the data set (median-frequency or uniform), not per image.
             options["class_weights"] = class_weights if class_weights is not None else np.ones(info.num_classes)
@@ -477,6 +499,9 @@ def _scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> An
 def _check_args(args: argparse.Namespace) -> None:
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or args.patience < 1:
         raise ValueError("--epochs, --batch-size and --patience must be at least 1 and --lr positive")
+    if args.label_scale < 1:
+        raise ValueError(f"--label-scale must be a positive integer, got {args.label_scale}; 1 keeps the labels at "
+                         "the frames' size")
     if args.split is not None and args.dataset != "camvid":
         raise ValueError(f"--split holds out time spans of the camvid layout; for --dataset {args.dataset} use "
                          "--val-slices and --test-slices")
@@ -533,9 +558,10 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
                                   zoom=_zoom_range(args.zoom))
     num_classes = None if binary else info.num_classes
     train_set = SegmentationDataset(split.train, info.in_channels, info.mean, info.std, binary, args.working_size,
-                                    augment, args.crop, info.ignore_index, num_classes)
+                                    augment, args.crop, info.ignore_index, num_classes, args.label_scale)
     val_set = SegmentationDataset(split.val, info.in_channels, info.mean, info.std, binary, args.working_size,
-                                  ignore_index=info.ignore_index, num_classes=num_classes)
+                                  ignore_index=info.ignore_index, num_classes=num_classes,
+                                  label_scale=args.label_scale)
     _check_sample_sizes(train_set, val_set, args)
     class_weights_np = None
     if args.class_weights == "median-freq" and not binary:
@@ -607,8 +633,9 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
         if sampler is not None:
             sampler.set_epoch(epoch)
         train_loss = run_epoch(ddp_model, train_loader, loss_fn, optimizer, context, f"epoch {epoch} train",
-                               args.max_steps, scaler, amp_dtype, ema)
-        figures = validate(evaluated, val_loader, loss_fn, info, device, args.max_steps, amp_dtype)
+                               args.max_steps, scaler, amp_dtype, ema, args.label_scale)
+        figures = validate(evaluated, val_loader, loss_fn, info, device, args.max_steps, amp_dtype,
+                           args.label_scale)
         figures = broadcast_value(figures, context)
         lr = optimizer.param_groups[0]["lr"]
         result = EpochResult(epoch, train_loss, figures["loss"], figures["accuracy"], time.perf_counter() - start,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -91,6 +92,51 @@ def test_bad_configuration_and_shapes_raise() -> None:
     with pytest.raises(ValueError, match="grid"):
         AugmentConfig(("elastic",), elastic_grid=1)
     assert AugmentConfig.parse("none").names == ()
-    with pytest.raises(ValueError, match="same height"):
+    with pytest.raises(ValueError, match="label 5x4 must be the image's size 4x4 or an integer multiple"):
         augment(np.zeros((4, 4), np.uint8), np.zeros((4, 5), np.uint8), None, AugmentConfig(),
                 np.random.default_rng(0))
+    with pytest.raises(ValueError, match="label 12x8 must be the image's size 4x4 or an integer multiple"):
+        augment(np.zeros((4, 4), np.uint8), np.zeros((8, 12), np.uint8), None, AugmentConfig(),
+                np.random.default_rng(0))
+    with pytest.raises(ValueError, match="weight map"):
+        augment(np.zeros((4, 4), np.uint8), np.zeros((8, 8), np.uint8), np.zeros((4, 4), np.float32),
+                AugmentConfig(), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("names", [("hflip", "vflip"), ("rot90",), ("scale",), ("elastic",),
+                                   ("hflip", "scale", "elastic")])
+def test_a_label_at_twice_the_size_moves_as_the_image(names: tuple[str, ...]) -> None:
+    # A label drawn at 2x the image must come out as the 2x drawing of the transformed image's own label: the
+    # same transform applied to the image-size label and to its 2x copy agree on every 2x2 block's pixels,
+    # save next to a class edge, where the finer grid samples the source more closely. A shift of one pixel
+    # or more would put disagreements away from the edges.
+    _, label, _ = _sample(64, 64)
+    image = (label * 60).astype(np.uint8)
+    fine = np.kron(label, np.ones((2, 2), np.uint8))
+    config = AugmentConfig(names, scale=0.3, shift=0.1, elastic_sigma=6)
+    for seed in range(6):
+        out_image, out_label, _ = augment(image, label, None, config, np.random.default_rng(seed))
+        _, out_fine, _ = augment(image, fine, None, config, np.random.default_rng(seed))
+        assert out_fine.shape == (128, 128)
+        disagree = (out_fine.reshape(64, 2, 64, 2) != out_label[:, None, :, None]).any(axis=(1, 3))
+        kernel = np.ones((3, 3), np.uint8)
+        near_edge = cv2.dilate(out_label, kernel) != cv2.erode(out_label, kernel)
+        # Mirrored in from outside, each grid reflects about its own first pixel centre (half a pixel apart).
+        near_edge[[0, 1, -2, -1], :] = near_edge[:, [0, 1, -2, -1]] = True
+        assert disagree.any() or names == ("hflip", "vflip") or names == ("rot90",)
+        assert not (disagree & ~near_edge).any(), (names, seed)
+        # the image drawn in the same call follows the fine label too
+        assert np.mean(np.abs(out_image.astype(int) - out_label.astype(int) * 60) < 30) > 0.9
+
+
+def test_a_label_at_twice_the_size_is_not_the_image_size_label_upsampled_when_zoomed() -> None:
+    # Under a zoom the 2x label is resampled on its own grid (finer detail), not copied from the 1x result.
+    label = np.zeros((32, 32), np.uint8)
+    label[:, 15] = 1  # a one-pixel pole
+    fine = np.kron(label, np.ones((2, 2), np.uint8))
+    config = AugmentConfig(("scale",), zoom=(0.5, 0.5), shift=0.0)
+    _, out_label, _ = augment(label * 60, label, None, config, np.random.default_rng(0))
+    _, out_fine, _ = augment(label * 60, fine, None, config, np.random.default_rng(0))
+    # Halved, the pole is one fine pixel wide: the 2x label keeps it in every row, as half a coarse pixel.
+    assert (out_fine == 1).sum(axis=1).min() >= 1
+    assert (out_fine == 1).sum() < 2 * 2 * (out_label == 1).sum() or (out_label == 1).sum() == 0

@@ -60,6 +60,25 @@ def test_soft_dice_value_by_hand_multiclass() -> None:
     assert soft_dice_loss(logits, target, binary=False, smooth=0.0).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_soft_dice_multiclass_equals_the_one_hot_sums_with_their_gradient() -> None:
+    # The one-hot formulation written out independently: the sums by class id must give its value and gradient,
+    # with an ignored id and a class that no target pixel holds.
+    torch.manual_seed(3)
+    logits = torch.randn(2, 4, 6, 7, requires_grad=True)
+    target = torch.randint(0, 3, (2, 6, 7))  # class 3 absent
+    target[0, :2] = 9
+    valid = (target != 9).unsqueeze(1).float()
+    probs = torch.softmax(logits, 1) * valid
+    onehot = torch.stack([(target == c).float() for c in range(4)], 1) * valid
+    dims = (0, 2, 3)
+    expected = 1 - ((2 * (probs * onehot).sum(dims) + 1) / (probs.sum(dims) + onehot.sum(dims) + 1)).mean()
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    got = soft_dice_loss(logits, target, binary=False, ignore_index=9)
+    (got_grad,) = torch.autograd.grad(got, logits)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    torch.testing.assert_close(got_grad, expected_grad, rtol=1e-5, atol=1e-7)
+
+
 def test_dice_ce_is_the_linear_combination() -> None:
     torch.manual_seed(0)
     logits, target = torch.randn(2, 1, 4, 4), torch.randint(0, 2, (2, 4, 4))

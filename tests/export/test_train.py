@@ -117,6 +117,32 @@ def test_multiclass_dice_ce_with_median_frequency(tmp_path: Path) -> None:
     assert 0 <= float(rows[0]["mean_iou"]) <= 1
 
 
+def test_label_scale_trains_and_scores_on_the_finer_labels(tmp_path: Path) -> None:
+    data = make_camvid(tmp_path / "camvid", size=(64, 48))
+    out = tmp_path / "run"
+    code = main(["--dataset", "camvid", "--data", str(data), "--out", str(out), *TINY, "--epochs", "2",
+                 "--size", "32x24", "--label-scale", "2", "--loss", "dice-ce", "--w0", "0", "--crop", "16x16",
+                 "--augment", "hflip,scale", "--monitor", "metric"])
+    assert code == 0
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert all(math.isfinite(float(row["train_loss"])) and 0 <= float(row["mean_iou"]) <= 1 for row in rows)
+    assert json.loads((out / "command.json").read_text())["args"]["label_scale"] == 2
+
+
+def test_logits_reach_the_finer_labels_as_the_runtime_resizes_them() -> None:
+    # The finish step resizes scores with OpenCV's INTER_LINEAR geometry (half-pixel centres, edges clamped);
+    # training must score the logits that way, or it learns for a resize inference does not do.
+    from unetrt.export.train import _to_label_grid
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(1, 3, 6, 8)).astype(np.float32)
+    fine = _to_label_grid(torch.from_numpy(logits), 2).numpy()
+    for channel in range(3):
+        expected = cv2.resize(logits[0, channel], (16, 12), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_allclose(fine[0, channel], expected, atol=1e-5)
+    assert _to_label_grid(torch.from_numpy(logits), 1).shape == (1, 3, 6, 8)
+
+
 @pytest.mark.parametrize("loss", ["lovasz-ce", "cldice-ce"])
 def test_multiclass_lovasz_and_cldice_losses_train(tmp_path: Path, loss: str) -> None:
     data = make_camvid(tmp_path / "camvid")
@@ -144,6 +170,7 @@ def test_bundled_camvid_command_keeps_its_defaults() -> None:
     (["--loss", "bce", "--resume", "missing.pt"], "does not exist"),
     (["--loss", "cldice-ce", "--thin-class", "2"], "--thin-class 2 is not one of the model's classes 0-1"),
     (["--loss", "cldice-ce", "--cldice-iterations", "0"], "--cldice-iterations 0 must be at least 1"),
+    (["--label-scale", "0"], "--label-scale must be a positive integer, got 0"),
 ])
 def test_bad_options_exit_2_with_one_line(isbi_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           extra: list[str], message: str) -> None:
