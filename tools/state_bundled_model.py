@@ -5,6 +5,8 @@ e.g. the bundled ``engine/models/NAME.pt`` itself) it writes, in ``engine/models
 
 * ``NAME.onnx``: FP32 (``unet-export``, checked against PyTorch);
 * ``NAME.pt``: weights and ModelInfo only, no optimiser state;
+* with ``--prior-correction JSON`` (from ``tools/select_prior_correction.py``): every file made from the
+  checkpoint with part of its class balancing divided out of the head's biases (``unetrt.export.prior``);
 * with ``--weights float16`` (automatic when float32 weights would not fit 10 MB): ``NAME.onnx`` and ``NAME.pt``
   store the weights as float16, computed in float32, and every file is made from those rounded weights
   (``unetrt.export.compact``);
@@ -50,6 +52,7 @@ from unetrt.export.checkpoint import load_checkpoint, load_model, save_checkpoin
 from unetrt.export.compact import compact_checkpoint, compact_onnx
 from unetrt.export.onnx_export import export_onnx
 from unetrt.export.onnx_export import main as export_main
+from unetrt.export.prior import correct_class_prior
 from unetrt.export.quantize import CALIBRATION_METHODS, DEFAULT_METHOD
 from unetrt.heldout import HeldOutSplit
 from unetrt.model_file import read_model_file
@@ -128,6 +131,17 @@ def _source(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
                         "trained_working_size": previous.get("working_size", {}).get("trained")}
 
 
+def _prior_selection(path: Path, checkpoint: Path) -> dict[str, Any]:
+    """The choice tools/select_prior_correction.py wrote, checked to be of this checkpoint and not of the report."""
+    selection = dict(json.loads(path.read_text()))
+    if Path(selection["checkpoint"]).resolve() != checkpoint.resolve():
+        raise ValueError(f"--prior-correction {str(path)!r} chose tau for {selection['checkpoint']}, not for "
+                         f"{checkpoint}: run tools/select_prior_correction.py on the checkpoint you ship")
+    if selection["part"] == "report":
+        raise ValueError(f"--prior-correction {str(path)!r} chose tau on the report part, which must stay unseen")
+    return selection
+
+
 def _stated(name: str) -> dict[str, Any]:
     """The model's current engine/models/NAME.json, or nothing."""
     stated = MODELS_DIR / f"{name}.json"
@@ -140,10 +154,19 @@ def _run(args: argparse.Namespace) -> None:
     onnx_path, pt_path = MODELS_DIR / f"{args.name}.onnx", MODELS_DIR / f"{args.name}.pt"
     # Read before anything is written: the checkpoint may be the bundled NAME.pt itself.
     model, info = load_model(checkpoint)
+    prior = None if args.prior_correction is None else _prior_selection(Path(args.prior_correction), checkpoint)
+    scratch: list[Path] = []
+    if prior is not None:
+        # The correction lives in the head's biases: every file below is made from the corrected weights.
+        model, info = correct_class_prior(model, info, prior["chosen"])
+        checkpoint = MODELS_DIR / f".{args.name}.prior.pt"
+        save_checkpoint(checkpoint, model, info)
+        scratch.append(checkpoint)
     float16 = store_float16(args.weights, model)
     if float16:
         # Every file is made from the weights rounded to float16 once, so all of them agree as float32 ones do.
         checkpoint = compact_checkpoint(checkpoint, MODELS_DIR / f".{args.name}.float16.pt")
+        scratch.append(checkpoint)
         model, _ = load_model(checkpoint)
     trained = history.pop("trained_working_size", None) or info.working_size
     if args.working_size is not None:
@@ -179,8 +202,8 @@ def _run(args: argparse.Namespace) -> None:
         if export_main(export_args) != 0:
             raise RuntimeError(f"unet-export of {checkpoint} failed (see the line above)")
     finally:
-        if float16:
-            checkpoint.unlink()
+        for path in scratch:
+            path.unlink()
     save_checkpoint(pt_path, model, info)
     if float16:
         # unet-export folded each batch norm into its convolution, and the folded weights would be rounded to
@@ -210,6 +233,9 @@ def _run(args: argparse.Namespace) -> None:
                          "trained": None if trained is None else list(trained)},
         **history,
     }
+    if prior is not None:
+        stated["prior_correction"] = {"tau": prior["chosen"], "selected_on_part": prior["part"],
+                                      "mean_iou_by_tau": {str(row["tau"]): row["mean_iou"] for row in prior["rows"]}}
     if args.cleanup_tuning:
         # Chosen by tools/tune_postprocess.py on the selection block; reported on this model's report block.
         tuning = json.loads(Path(args.cleanup_tuning).read_text())
@@ -236,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--selected-on", required=True,
                         help="the data that selected the model (best epoch, thresholds), in words, e.g. "
                              "'isbi2012-em slices 18-20'; stated in NAME.json next to the reported data")
+    parser.add_argument("--prior-correction", default=None, metavar="JSON",
+                        help="fold the class-prior correction tools/select_prior_correction.py chose into the head "
+                             "(unetrt.export.prior)")
     parser.add_argument("--cleanup-tuning", default=None, metavar="JSON",
                         help="binary models: the results of tools/tune_postprocess.py, stated as the model's "
                              "recommended mask clean-up with its figures on the report stems")
