@@ -161,11 +161,16 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[tuple[Path, Path]]) -> 
             "challenge_rand_error": scores.rand_error, "challenge_rand_threshold": scores.rand_threshold,
         })
     else:
-        per_class = matrix.iou()
+        def by_class(values: np.ndarray) -> dict[str, float | None]:
+            return {name: None if np.isnan(v) else float(v) for name, v in zip(info.class_names, values, strict=True)}
+
         figures.update({
             "mean_iou": matrix.mean_iou(),
             "pixel_accuracy": matrix.pixel_accuracy(),
-            "per_class_iou": {name: None if np.isnan(v) else float(v) for name, v in zip(info.class_names, per_class)},
+            "per_class_iou": by_class(matrix.iou()),
+            # Whether a class is missed or painted over its neighbours: IoU alone does not say.
+            "per_class_precision": by_class(matrix.precision()),
+            "per_class_recall": by_class(matrix.recall()),
         })
     return figures
 
@@ -181,8 +186,18 @@ def format_figures(figures: dict[str, Any]) -> str:
     if "mean_iou" in figures:
         lines.append(f"mean IoU        {100 * figures['mean_iou']:.2f}")
         lines.append(f"pixel accuracy  {100 * figures['pixel_accuracy']:.2f}")
+        precision, recall = figures.get("per_class_precision", {}), figures.get("per_class_recall", {})
+
+        def shown(value: float | None) -> str:
+            return "n/a" if value is None else f"{100 * value:.2f}"
+
+        if precision:
+            lines.append(f"  {'class':<12s}  {'IoU':>6s}  {'precision':>9s}  {'recall':>6s}")
         for name, value in figures["per_class_iou"].items():
-            lines.append(f"  {name:<12s}  {'n/a' if value is None else f'{100 * value:.2f}'}")
+            line = f"  {name:<12s}  {shown(value):>6s}"
+            if precision:
+                line += f"  {shown(precision.get(name)):>9s}  {shown(recall.get(name)):>6s}"
+            lines.append(line)
     else:
         lines.append(f"IoU             {figures['iou']:.4f}")
         lines.append(f"Dice            {figures['dice']:.4f}")

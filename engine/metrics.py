@@ -101,6 +101,20 @@ class ConfusionMatrix:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
 
+    def precision(self) -> np.ndarray:
+        """Per class, the share of the pixels predicted as it that are it; NaN for a class never predicted."""
+        tp = np.diag(self.matrix).astype(np.float64)
+        predicted = self.matrix.sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(predicted > 0, tp / np.maximum(predicted, 1), np.nan)
+
+    def recall(self) -> np.ndarray:
+        """Per class, the share of its pixels predicted as it; NaN for a class absent from the targets."""
+        tp = np.diag(self.matrix).astype(np.float64)
+        present = self.matrix.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(present > 0, tp / np.maximum(present, 1), np.nan)
+
     def mean_iou(self) -> float:
         """Mean IoU over the classes that occur (NaN when nothing was counted)."""
         iou = self.iou()

@@ -52,7 +52,9 @@ def test_cli_writes_json(tiny_model_files: dict[str, Path], tmp_path: Path) -> N
                    "--json", "out.json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "mean IoU" in proc.stdout
-    assert set(json.loads((tmp_path / "out.json").read_text())) >= {"mean_iou", "pixel_accuracy", "per_class_iou"}
+    figures = json.loads((tmp_path / "out.json").read_text())
+    assert set(figures) >= {"mean_iou", "pixel_accuracy", "per_class_iou", "per_class_precision", "per_class_recall"}
+    assert "precision" in proc.stdout and set(figures["per_class_precision"]) == set(figures["per_class_iou"])
 
 
 def test_cli_in_the_shared_vocabulary_scores_the_same(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:

@@ -45,6 +45,15 @@ def test_accumulated_iou_accuracy_and_absent_class() -> None:
     assert cm.pixel_accuracy() == pytest.approx(3 / 4)
 
 
+def test_precision_and_recall_by_hand_with_a_class_never_predicted() -> None:
+    cm = ConfusionMatrix(3)
+    # class 0: 3 pixels, 2 found; class 1: 1 pixel, found, and 2 others painted as it; class 2: never predicted
+    cm.update(np.array([0, 0, 1, 1, 1, 0]), np.array([0, 0, 0, 1, 2, 2]))
+    np.testing.assert_allclose(cm.precision()[:2], [2 / 3, 1 / 3])
+    np.testing.assert_allclose(cm.recall(), [2 / 3, 1.0, 0.0])
+    assert math.isnan(cm.precision()[2])
+
+
 def test_dice_and_pixel_error() -> None:
     pred = np.array([[1, 1, 0, 0]])
     target = np.array([[1, 0, 1, 0]])
