@@ -393,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--class-weights", choices=("none", "median-freq"), default="median-freq",
                         help="class balancing of the cross-entropy (multi-class; median-freq: SegNet's median "
                              "frequency balancing, as the bundled camvid)")
+    parser.add_argument("--class-weight-power", type=float, default=1.0, metavar="P",
+                        help="median-freq: raise each class weight to this power (0.5: the square root, milder "
+                             "balancing; 1: SegNet's)")
     parser.add_argument("--augment", default="hflip,jitter",
                         help=f"comma-separated, from {', '.join(AUGMENTATIONS)}; 'none' for nothing")
     parser.add_argument("--elastic-sigma", type=float, default=10.0, help="elastic: displacement std (px)")
@@ -499,6 +502,9 @@ def _scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> An
 def _check_args(args: argparse.Namespace) -> None:
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or args.patience < 1:
         raise ValueError("--epochs, --batch-size and --patience must be at least 1 and --lr positive")
+    if not 0.0 <= args.class_weight_power <= 1.0:
+        raise ValueError(f"--class-weight-power must be between 0 (no balancing) and 1 (median-frequency "
+                         f"weights), got {args.class_weight_power}")
     if args.label_scale < 1:
         raise ValueError(f"--label-scale must be a positive integer, got {args.label_scale}; 1 keeps the labels at "
                          "the frames' size")
@@ -566,6 +572,7 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
     class_weights_np = None
     if args.class_weights == "median-freq" and not binary:
         class_weights_np = median_frequency_weights(class_frequencies(train_set, info.num_classes))
+        class_weights_np = class_weights_np ** args.class_weight_power
         info = replace(info, extra={**info.extra, "class_weights": class_weights_np.tolist()})
     class_weights = None if class_weights_np is None else torch.tensor(class_weights_np, dtype=torch.float32)
     loss_name = "bce" if binary and args.loss == "ce" else args.loss

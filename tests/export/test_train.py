@@ -117,6 +117,18 @@ def test_multiclass_dice_ce_with_median_frequency(tmp_path: Path) -> None:
     assert 0 <= float(rows[0]["mean_iou"]) <= 1
 
 
+def test_class_weight_power_softens_the_median_frequency_weights(tmp_path: Path) -> None:
+    data = make_camvid(tmp_path / "camvid")
+    weights = {}
+    for power in ("1", "0.5"):
+        out = tmp_path / f"run{power}"
+        assert main(["--dataset", "camvid", "--data", str(data), "--out", str(out), *TINY, "--epochs", "1",
+                     "--class-weights", "median-freq", "--class-weight-power", power]) == 0
+        weights[power] = np.array(load_checkpoint(out / "best.pt")["info"]["extra"]["class_weights"])
+    np.testing.assert_allclose(weights["0.5"], np.sqrt(weights["1"]), rtol=1e-6)
+    assert not np.allclose(weights["1"], 1.0)
+
+
 def test_label_scale_trains_and_scores_on_the_finer_labels(tmp_path: Path) -> None:
     data = make_camvid(tmp_path / "camvid", size=(64, 48))
     out = tmp_path / "run"
@@ -171,6 +183,7 @@ def test_bundled_camvid_command_keeps_its_defaults() -> None:
     (["--loss", "cldice-ce", "--thin-class", "2"], "--thin-class 2 is not one of the model's classes 0-1"),
     (["--loss", "cldice-ce", "--cldice-iterations", "0"], "--cldice-iterations 0 must be at least 1"),
     (["--label-scale", "0"], "--label-scale must be a positive integer, got 0"),
+    (["--class-weight-power", "2"], "--class-weight-power must be between 0"),
 ])
 def test_bad_options_exit_2_with_one_line(isbi_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           extra: list[str], message: str) -> None:
