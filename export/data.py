@@ -155,7 +155,6 @@ class SegmentationDataset(Dataset[tuple[torch.Tensor, ...]]):
             raise ValueError("a dataset needs at least one (image, label) pair")
         if label_scale < 1:
             raise ValueError(f"label_scale must be a positive integer, got {label_scale}")
-        self.label_scale = label_scale
         self.mean = tuple(mean)
         self.std = tuple(std)
         if isinstance(augment, AugmentConfig):
