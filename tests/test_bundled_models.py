@@ -3,6 +3,7 @@ precision on every installed CPU engine; INT8 keeps the accuracy of FP32."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -115,3 +116,23 @@ def test_stated_cleanup_reproduces_its_report_figures(name: str, shared_data: Pa
     cleaned = cleanup["report"]["cleaned"]
     assert figures["challenge_rand_error"] == pytest.approx(cleaned["rand_error"], abs=5e-4)
     assert figures["challenge_pixel_error"] == pytest.approx(cleaned["pixel_error"], abs=5e-4)
+
+
+@pytest.mark.parametrize("name", bundled_model_names())
+def test_a_stated_prior_correction_is_in_every_file(name: str) -> None:
+    # The correction lives in the head's biases: each file must say it carries the tau the statement chose, or
+    # one precision would answer as the uncorrected network.
+    from unetrt.bundled import PRECISION_SUFFIXES
+    from unetrt.model_file import read_model_file
+
+    stated = _stated(name).get("prior_correction")
+    suffixes = [*PRECISION_SUFFIXES.values(), *([".pt"] if importlib.util.find_spec("torch") else [])]
+    files = [MODELS_DIR / f"{name}{suffix}" for suffix in suffixes]
+    corrections = {path.name: read_model_file(path).info.extra.get("prior_correction") for path in files
+                   if path.is_file()}
+    assert f"{name}.onnx" in corrections
+    for file, correction in corrections.items():
+        if stated is None:
+            assert correction is None, file
+        else:
+            assert correction is not None and correction["tau"] == stated["tau"], file
