@@ -96,24 +96,22 @@ class ConfusionMatrix:
 
     def iou(self) -> np.ndarray:
         """Intersection over union per class; NaN for a class absent from both prediction and target."""
-        tp = np.diag(self.matrix).astype(np.float64)
-        union = self.matrix.sum(0) + self.matrix.sum(1) - tp
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+        tp = np.diag(self.matrix)
+        return self._share_of(self.matrix.sum(0) + self.matrix.sum(1) - tp)
 
     def precision(self) -> np.ndarray:
         """Per class, the share of the pixels predicted as it that are it; NaN for a class never predicted."""
-        tp = np.diag(self.matrix).astype(np.float64)
-        predicted = self.matrix.sum(0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(predicted > 0, tp / np.maximum(predicted, 1), np.nan)
+        return self._share_of(self.matrix.sum(0))
 
     def recall(self) -> np.ndarray:
         """Per class, the share of its pixels predicted as it; NaN for a class absent from the targets."""
+        return self._share_of(self.matrix.sum(1))
+
+    def _share_of(self, totals: np.ndarray) -> np.ndarray:
+        """Each class's correctly predicted pixels over ``totals``; NaN where the total is 0."""
         tp = np.diag(self.matrix).astype(np.float64)
-        present = self.matrix.sum(1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(present > 0, tp / np.maximum(present, 1), np.nan)
+            return np.where(totals > 0, tp / np.maximum(totals, 1), np.nan)
 
     def mean_iou(self) -> float:
         """Mean IoU over the classes that occur (NaN when nothing was counted)."""
