@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from unetrt.benchmarks.bench_lanes import main
+from unetrt.bundled import MODELS_DIR
 
 pytest.importorskip("openvino")
 
@@ -17,7 +18,8 @@ def test_short_run_writes_markdown_and_json(shared_data: Path, tmp_path: Path) -
                  "--iterations", "1", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "lanes_cpu.json").read_text())
     assert set(result["latency_ms"]) == {"lanes", "one_request", "one_by_one"}
-    assert result["lanes"] == 2 and result["network_input_hw"] == [192, 256]
+    width, height = json.loads((MODELS_DIR / "camvid.json").read_text())["working_size"]["stated"]
+    assert result["lanes"] == 2 and result["network_input_hw"] == [height, width]
     assert result["lanes_speedup_over_one_request"] == pytest.approx(
         result["per_image_ms"]["one_request"] / result["per_image_ms"]["lanes"])
     assert "Lanes:" in (tmp_path / "lanes_cpu.md").read_text()

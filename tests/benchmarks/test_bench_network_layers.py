@@ -35,7 +35,10 @@ def test_profile_of_the_bundled_int8_network(tmp_path: Path) -> None:
     result = json.loads(out.with_suffix(".json").read_text())
     # The file and precision the default CPU path runs.
     assert Path(result["file"]).name == "camvid.int8.onnx" and result["precision"] == "int8"
-    assert result["input_shape"] == [1, 3, 192, 256]
+    info = read_model_file(bundled_model_path("camvid", ".onnx")).info
+    assert info.working_size is not None
+    width, height = info.working_size
+    assert result["input_shape"] == [1, 3, height, width]
     layers = {row["layer"] for row in result["rows"]}
     assert {"Convolution", "ConvolutionBackpropData", "MaxPool", "Concat"} <= layers
     # The rows are the per-type medians, largest first; their sum is what the report calls the layers' time.
@@ -43,9 +46,8 @@ def test_profile_of_the_bundled_int8_network(tmp_path: Path) -> None:
     assert times == sorted(times, reverse=True) and all(t > 0 for t in times)
     assert result["layers_ms"] == pytest.approx(sum(times))
     assert 0 < result["convolution_ms"] < result["layers_ms"]
-    # The graph's count is the U-Net's own at 256x192 (2.28 G multiply-adds at base 16, 5.11 G at base 24).
-    info = read_model_file(bundled_model_path("camvid", ".onnx")).info
-    assert result["convolution_macs"] == _unet_macs(info.base, info.depth, 192, 256, 3, info.num_classes)
+    # The graph's count is the U-Net's own at the working size (5.11 G multiply-adds at base 24 and 256x192).
+    assert result["convolution_macs"] == _unet_macs(info.base, info.depth, height, width, 3, info.num_classes)
     assert result["convolution_gmac_per_s"] == pytest.approx(
         result["convolution_macs"] / result["convolution_ms"] / 1e6)
     report = out.with_suffix(".md").read_text()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from unetrt.benchmarks.bench_segmenter_overhead import main
+from unetrt.bundled import MODELS_DIR
 
 
 def test_short_run_writes_markdown_and_json(shared_data: Path, tmp_path: Path) -> None:
@@ -30,7 +31,8 @@ def test_default_path_and_where_the_overhead_goes(shared_data: Path, tmp_path: P
     result = json.loads(out.with_suffix(".json").read_text())
     # Segmenter's default on a CPU with OpenVINO installed, at the shipped working size.
     assert result["backend"] == "openvino (CPU, INT8)"
-    assert result["network_input_hw"] == [192, 256]
+    width, height = json.loads((MODELS_DIR / "camvid.json").read_text())["working_size"]["stated"]
+    assert result["network_input_hw"] == [height, width]
     assert set(result["kernels_alone_ms"]) == {"resize", "extract", "finish"}
     assert all(value > 0 for value in result["kernels_alone_ms"].values())
     assert result["overhead_beyond_kernels_ms"] == pytest.approx(

@@ -30,7 +30,7 @@ def test_extract_equals_reference(case: dict, threads: int) -> None:
 
 @pytest.mark.parametrize("swap_rb", [True, False])
 @pytest.mark.parametrize(("height", "width", "tile", "origin", "step", "grid"), [
-    (192, 256, (192, 256), (0, 0), (1, 1), (1, 1)),   # camvid's one tile at its working size
+    (192, 256, (192, 256), (0, 0), (1, 1), (1, 1)),   # camvid's one tile at 256x192
     (37, 53, (16, 37), (-5, 0), (9, 16), (3, 2)),     # rows inside and mirrored; the 37-px rows' 5-px tail
     (20, 70, (20, 33), (0, -6), (1, 20), (1, 3)),     # a tile crossing each side beside one inside
 ])

@@ -16,6 +16,7 @@ import pytest
 from fakes.trt_plan import deserialize, serialize
 from plan_fixtures import builds, install_fake_tensorrt_gpu, route_cuda_kernels_to
 
+from unetrt.bundled import MODELS_DIR
 from unetrt.plan_metadata import read_plan_metadata, write_plan_metadata
 from unetrt.segmenter import Segmenter
 
@@ -59,7 +60,8 @@ def test_first_open_builds_second_loads(first_run: Path, capsys: pytest.CaptureF
         assert (segmenter.backend.name, segmenter.backend.precision) == ("tensorrt", "fp16")
         assert segmenter.backend.device.startswith("cuda:0")
     assert builds() == 1
-    assert "building a TensorRT engine for camvid FP16 at 256x192" in capsys.readouterr().err
+    width, height = json.loads((MODELS_DIR / "camvid.json").read_text())["working_size"]["stated"]
+    assert f"building a TensorRT engine for camvid FP16 at {width}x{height}" in capsys.readouterr().err
     plan = _only_entry(first_run)
     with Segmenter("camvid", build=False) as segmenter:
         assert segmenter.backend.name == "tensorrt"

@@ -165,10 +165,11 @@ def test_a_batch_is_spread_over_single_threaded_lanes_with_the_same_logits() -> 
         frames = [rng.integers(0, 256, (192, 256, 3), dtype=np.uint8) for _ in range(3)]
         batch = network_input(frames, backend.info)
         together = backend.infer(batch)
-        assert list(backend._lane_requests) == [((3, 192, 256), 2)], "several images run in the lanes"
-        assert len(backend._lane_requests[((3, 192, 256), 2)][0]) == 2
+        lane_shape = tuple(batch.shape[1:])  # one image: channels, height, width
+        assert list(backend._lane_requests) == [(lane_shape, 2)], "several images run in the lanes"
+        assert len(backend._lane_requests[(lane_shape, 2)][0]) == 2
         alone = np.concatenate([backend.infer(batch[i : i + 1]) for i in range(3)])
-        assert list(backend._requests) == [(1, 3, 192, 256)], "one image runs on every thread at once"
+        assert list(backend._requests) == [(1, *lane_shape)], "one image runs on every thread at once"
     np.testing.assert_array_equal(together, alone)
 
 

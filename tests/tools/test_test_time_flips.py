@@ -1,0 +1,111 @@
+"""tools/test_time_flips.py: every flip undone exactly, the plain row unet-eval's, bad arguments one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from tool_module import load_tool
+
+torch = pytest.importorskip("torch")
+
+from unetrt.datasets import paired_files  # noqa: E402
+from unetrt.evaluate import evaluate_pairs  # noqa: E402
+from unetrt.export.checkpoint import build_model, save_checkpoint  # noqa: E402
+from unetrt.model_info import ModelInfo  # noqa: E402
+from unetrt.segmenter import Segmenter  # noqa: E402
+
+test_time_flips = load_tool("test_time_flips")
+
+
+def _dihedral_symmetric(weight: torch.Tensor) -> torch.Tensor:
+    """The kernel averaged over the eight rotations and mirrors of its square."""
+    copies = [torch.rot90(weight, turns, dims=(-2, -1)) for turns in range(4)]
+    copies += [copy.flip(-1) for copy in copies]
+    return torch.stack(copies).mean(0)
+
+
+def _model(root: Path, classes: int, symmetric: bool) -> Path:
+    names = ("fg",) if classes == 1 else tuple(f"c{i}" for i in range(classes))
+    info = ModelInfo(class_names=names, colors=((0, 0, 0),) * classes, base=4, depth=3, activation="relu",
+                     ignore_index=None if classes == 1 else classes, name="tiny",
+                     extra={"dropout": [0, 0, 0]})
+    torch.manual_seed(1)
+    model = build_model(info).eval()
+    if symmetric:
+        # Kernels symmetric under the square's eight transforms make the network commute with them (zero 'same'
+        # padding, 2x2 pooling and up-convolutions on even sides): every flipped copy's probabilities, turned
+        # back, are the plain ones, so any error in undoing a flip changes the figures.
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                    module.weight.copy_(_dihedral_symmetric(module.weight))
+    path = root / f"model_{classes}_{symmetric}.pt"
+    save_checkpoint(path, model, info)
+    return path
+
+
+def _folders(root: Path, classes: int) -> tuple[Path, Path]:
+    rng = np.random.default_rng(classes)
+    images, labels = root / "images", root / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for stem in ("18", "19", "20"):
+        label = rng.integers(0, max(classes, 2), (4, 4)).repeat(8, 0).repeat(8, 1).astype(np.uint8)
+        image = (label[..., None] * 70 + rng.integers(0, 60, (32, 32, 3))).astype(np.uint8)
+        cv2.imwrite(str(images / f"{stem}.png"), image)
+        cv2.imwrite(str(labels / f"{stem}.png"), label * 255 if classes == 1 else label)
+    return images, labels
+
+
+@pytest.mark.parametrize("turns", range(4))
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_each_transform_is_undone(turns: int, mirrored: bool) -> None:
+    frame = np.arange(5 * 7 * 3).reshape(5, 7, 3)
+    transformed = test_time_flips.transform_frame(frame, (turns, mirrored))
+    back = test_time_flips.untransform_planes(np.moveaxis(transformed, -1, 0), (turns, mirrored))
+    assert np.array_equal(np.moveaxis(back, 0, -1), frame)
+
+
+@pytest.mark.parametrize("classes", [3, 1])
+def test_a_network_that_commutes_with_flips_scores_the_same_with_them(tmp_path: Path, classes: int) -> None:
+    model = _model(tmp_path, classes, symmetric=True)
+    images, labels = _folders(tmp_path, classes)
+    out = tmp_path / "flips.json"
+    assert test_time_flips.main([str(model), "--images", str(images), "--labels", str(labels), "--flips", "dihedral",
+                                 "--out", str(out)]) == 0
+    plain, flipped = json.loads(out.read_text())["rows"]
+    assert (plain["flips"], flipped["flips"], flipped["network_runs_per_frame"]) == ("none", "dihedral", 8)
+    keys = ["challenge_pixel_error", "challenge_rand_error"] if classes == 1 else ["mean_iou"]
+    for key in keys:
+        assert flipped[key] == pytest.approx(plain[key], abs=1e-9)
+
+
+def test_the_plain_row_is_unet_evals_figure(tmp_path: Path) -> None:
+    model = _model(tmp_path, 3, symmetric=False)
+    images, labels = _folders(tmp_path, 3)
+    with Segmenter(model) as segmenter:
+        expected = evaluate_pairs(segmenter, paired_files(images, labels))
+        rows = test_time_flips.score_flip_sets(segmenter, paired_files(images, labels), ["none", "horizontal"])
+    assert rows[0]["mean_iou"] == pytest.approx(expected["mean_iou"], abs=1e-9)
+    assert rows[0]["per_class_iou"] == pytest.approx(expected["per_class_iou"], abs=1e-9)
+    assert rows[1]["network_runs_per_frame"] == 2
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    ([], "give either --split (with --data) or --images with --labels"),
+    (["--split", "s.json"], "--split needs --data"),
+    (["--images", "IMAGES"], "--images needs --labels"),
+    (["--images", "IMAGES", "--labels", "LABELS", "--stems", "40-41"], "--stems matched no file"),
+])
+def test_bad_arguments_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                                            message: str) -> None:
+    model = _model(tmp_path, 3, symmetric=False)
+    images, labels = _folders(tmp_path, 3)
+    argv = [arg.replace("IMAGES", str(images)).replace("LABELS", str(labels)) for arg in argv]
+    assert test_time_flips.main([str(model), *argv, "--out", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
