@@ -8,7 +8,8 @@ Mean IoU rewards something in between (a rare class must be found, but not paint
 tau is one number chosen on selection data (``tools/select_prior_correction.py``).
 
 The shift is folded into the 1x1 head's biases, so every file exported from the corrected checkpoint, on every
-backend and precision, gives the corrected answers, at no cost per frame.
+backend and precision, gives the corrected answers, at no cost per frame. The checkpoint records the shift, so
+:func:`undo_class_prior` gives back the weights as trained (``unet-train --init`` of a bundled model starts there).
 """
 
 from __future__ import annotations
@@ -79,4 +80,35 @@ def correct_class_prior(model: UNet, info: ModelInfo, tau: float) -> tuple[UNet,
     with torch.no_grad():
         bias.sub_(shift.to(device=bias.device, dtype=bias.dtype))
     extra = {**info.extra, "prior_correction": {"tau": tau, "bias_shift": [-float(s) for s in shift]}}
+    return model, dataclasses.replace(info, extra=extra)
+
+
+def undo_class_prior(model: UNet, info: ModelInfo) -> tuple[UNet, ModelInfo]:
+    """The model as trained: the bias shift a prior correction recorded (``info.extra['prior_correction']``) taken
+    back out of the head.
+
+    Args:
+        model: a model corrected by :func:`correct_class_prior` (changed in place and returned).
+        info: its ModelInfo; the returned one no longer records a correction.
+
+    Returns:
+        (model, info) with the head as trained.
+
+    Raises:
+        ValueError: for a model without a recorded correction, or a record that does not fit its head.
+
+    Example:
+        >>> model, info = undo_class_prior(*load_model("engine/models/camvid.pt"))  # doctest: +SKIP
+    """
+    record = info.extra.get("prior_correction")
+    shift = record.get("bias_shift") if isinstance(record, dict) else None
+    if not isinstance(shift, Sequence) or len(shift) != info.num_classes:
+        raise ValueError(f"model {info.name!r} records no prior correction with one bias shift per class "
+                         f"(got {record!r}): there is nothing to undo")
+    bias = model.head.bias
+    if bias is None:
+        raise ValueError(f"model {info.name!r} has a head without biases: it cannot hold a correction")
+    with torch.no_grad():
+        bias.sub_(torch.tensor([float(v) for v in shift], device=bias.device, dtype=bias.dtype))
+    extra = {key: value for key, value in info.extra.items() if key != "prior_correction"}
     return model, dataclasses.replace(info, extra=extra)

@@ -70,6 +70,7 @@ from .distributed import (
     wrap_model,
 )
 from .losses import LOSS_NAMES, SegmentationLoss
+from .prior import undo_class_prior
 from .weights import precompute_weight_maps
 from .widen import widen_unet
 
@@ -723,14 +724,27 @@ def _init_weights(path: Path, model: torch.nn.Module, info: ModelInfo) -> None:
         raise ValueError(f"--init {str(path)!r} has architecture {theirs_arch} at base {theirs.base}, this run "
                          f"builds {ours_arch} at base {info.base} (in, classes, depth, padding, activation, batch "
                          "norm; the base may only grow); match the flags")
+    corrected = "prior_correction" in theirs.extra
     if theirs.base == info.base:
         model.load_state_dict(data["model"])
+        if corrected:
+            _undo_prior_correction(path, model, theirs)
         return
     narrow = build_model(replace(theirs, extra={**theirs.extra, "dropout": info.extra.get("dropout")}))
     narrow.load_state_dict(data["model"])
+    if corrected:
+        _undo_prior_correction(path, narrow, theirs)
     widen_unet(narrow, model)  # type: ignore[arg-type]  # build_model made it a UNet
     print(f"--init: widened base {theirs.base} to base {info.base}: the new channels repeat trained ones, so "
           "training starts from the narrow network's function")
+
+
+def _undo_prior_correction(path: Path, model: torch.nn.Module, info: ModelInfo) -> None:
+    # The correction was chosen for the weights as trained; training on from the corrected head would teach the
+    # network to cancel it, and the next run's own correction would then be chosen against a moving target.
+    undo_class_prior(model, info)  # type: ignore[arg-type]  # build_model made it a UNet
+    print(f"--init: {str(path)!r} carries a class-prior correction (tau {info.extra['prior_correction']['tau']}); "
+          "training starts from the weights as trained, without it")
 
 
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from unetrt.export.checkpoint import build_model  # noqa: E402 - after the torch check
-from unetrt.export.prior import class_weights_of, correct_class_prior  # noqa: E402
+from unetrt.export.prior import class_weights_of, correct_class_prior, undo_class_prior  # noqa: E402
 from unetrt.model_info import ModelInfo  # noqa: E402
 
 WEIGHTS = [1.0, 4.0, 0.25]
@@ -69,3 +70,27 @@ def test_a_corrected_model_is_not_corrected_twice() -> None:
     with pytest.raises(ValueError, match="was corrected before"):
         correct_class_prior(model, info, 0.5)
     assert class_weights_of(info) == WEIGHTS
+
+
+def test_undo_gives_back_the_head_as_trained_and_drops_the_record() -> None:
+    model, info = _model()
+    trained = model.head.bias.detach().clone()
+    corrected, corrected_info = correct_class_prior(model, info, 0.75)
+    assert not torch.equal(corrected.head.bias, trained)
+    back, back_info = undo_class_prior(corrected, corrected_info)
+    torch.testing.assert_close(back.head.bias.detach(), trained, atol=1e-6, rtol=0)
+    assert "prior_correction" not in back_info.extra and back_info.extra["class_weights"] == WEIGHTS
+    # what was undone can be corrected again, by another tau
+    correct_class_prior(back, back_info, 0.25)
+
+
+@pytest.mark.parametrize(("record", "message"), [
+    (None, "records no prior correction"),
+    ({"tau": 0.5, "bias_shift": [0.1, 0.2]}, "records no prior correction with one bias shift per class"),
+])
+def test_undo_refuses_a_model_without_a_fitting_record(record: dict[str, object] | None, message: str) -> None:
+    model, info = _model()
+    if record is not None:
+        info = dataclasses.replace(info, extra={**info.extra, "prior_correction": record})
+    with pytest.raises(ValueError, match=message):
+        undo_class_prior(model, info)

@@ -129,6 +129,27 @@ def test_class_weight_power_softens_the_median_frequency_weights(tmp_path: Path)
     assert not np.allclose(weights["1"], 1.0)
 
 
+def test_init_from_a_corrected_checkpoint_starts_from_the_weights_as_trained(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.export.checkpoint import save_checkpoint
+    from unetrt.export.prior import correct_class_prior
+
+    data = make_camvid(tmp_path / "camvid")
+    args = ["--dataset", "camvid", "--data", str(data), *TINY, "--epochs", "1", "--max-steps", "1",
+            "--class-weights", "median-freq", "--no-batch-norm"]
+    assert main([*args, "--out", str(tmp_path / "first")]) == 0
+    trained = load_checkpoint(tmp_path / "first" / "best.pt")["model"]["head.bias"].clone()
+    corrected = tmp_path / "corrected.pt"
+    save_checkpoint(corrected, *correct_class_prior(*load_model(tmp_path / "first" / "best.pt"), 1.0))
+    capsys.readouterr()
+    assert main([*args, "--lr", "1e-12", "--init", str(corrected), "--out", str(tmp_path / "second")]) == 0
+    assert "carries a class-prior correction (tau 1.0)" in capsys.readouterr().out
+    second = load_checkpoint(tmp_path / "second" / "best.pt")
+    # a vanishing learning rate: the head is the one trained, not the corrected one, and nothing says corrected
+    torch.testing.assert_close(second["model"]["head.bias"], trained, atol=1e-6, rtol=0)
+    assert "prior_correction" not in second["info"]["extra"]
+
+
 def test_label_scale_trains_and_scores_on_the_finer_labels(tmp_path: Path) -> None:
     data = make_camvid(tmp_path / "camvid", size=(64, 48))
     out = tmp_path / "run"
