@@ -724,19 +724,15 @@ def _init_weights(path: Path, model: torch.nn.Module, info: ModelInfo) -> None:
         raise ValueError(f"--init {str(path)!r} has architecture {theirs_arch} at base {theirs.base}, this run "
                          f"builds {ours_arch} at base {info.base} (in, classes, depth, padding, activation, batch "
                          "norm; the base may only grow); match the flags")
-    corrected = "prior_correction" in theirs.extra
-    if theirs.base == info.base:
-        model.load_state_dict(data["model"])
-        if corrected:
-            _undo_prior_correction(path, model, theirs)
-        return
-    narrow = build_model(replace(theirs, extra={**theirs.extra, "dropout": info.extra.get("dropout")}))
-    narrow.load_state_dict(data["model"])
-    if corrected:
-        _undo_prior_correction(path, narrow, theirs)
-    widen_unet(narrow, model)  # type: ignore[arg-type]  # build_model made it a UNet
-    print(f"--init: widened base {theirs.base} to base {info.base}: the new channels repeat trained ones, so "
-          "training starts from the narrow network's function")
+    source = model if theirs.base == info.base else build_model(
+        replace(theirs, extra={**theirs.extra, "dropout": info.extra.get("dropout")}))
+    source.load_state_dict(data["model"])
+    if "prior_correction" in theirs.extra:
+        _undo_prior_correction(path, source, theirs)
+    if source is not model:
+        widen_unet(source, model)  # type: ignore[arg-type]  # build_model made it a UNet
+        print(f"--init: widened base {theirs.base} to base {info.base}: the new channels repeat trained ones, so "
+              "training starts from the narrow network's function")
 
 
 def _undo_prior_correction(path: Path, model: torch.nn.Module, info: ModelInfo) -> None:
