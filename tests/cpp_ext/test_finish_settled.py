@@ -51,8 +51,8 @@ def check(scores: np.ndarray, out_hw: tuple[int, int], rect: tuple[int, int, int
 
 
 @pytest.mark.parametrize(("src_hw", "out_hw"), [
-    ((240, 320), (360, 480)),  # camvid: the working size to the camera frame
-    ((192, 256), (360, 480)),  # camvid at 256x192
+    ((192, 256), (360, 480)),  # camvid: the working size to the camera frame
+    ((240, 320), (360, 480)),  # camvid at working_size=(320, 240)
     ((48, 61), (97, 203)),     # an upscale to a width that is no multiple of 8
     ((64, 300), (50, 41)),     # a downscale: 8 outputs span more than 8 sources (gathered)
     ((40, 40), (40, 40)),      # identity
