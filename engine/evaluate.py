@@ -161,18 +161,25 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[tuple[Path, Path]]) -> 
             "challenge_rand_error": scores.rand_error, "challenge_rand_threshold": scores.rand_threshold,
         })
     else:
-        def by_class(values: np.ndarray) -> dict[str, float | None]:
-            return {name: None if np.isnan(v) else float(v) for name, v in zip(info.class_names, values, strict=True)}
-
         figures.update({
             "mean_iou": matrix.mean_iou(),
             "pixel_accuracy": matrix.pixel_accuracy(),
-            "per_class_iou": by_class(matrix.iou()),
+            "per_class_iou": per_class(info.class_names, matrix.iou()),
             # Whether a class is missed or painted over its neighbours: IoU alone does not say.
-            "per_class_precision": by_class(matrix.precision()),
-            "per_class_recall": by_class(matrix.recall()),
+            "per_class_precision": per_class(info.class_names, matrix.precision()),
+            "per_class_recall": per_class(info.class_names, matrix.recall()),
         })
     return figures
+
+
+def per_class(class_names: Sequence[str], values: np.ndarray) -> dict[str, float | None]:
+    """One figure per class name, JSON-ready: None where the figure is NaN (a class that never occurred).
+
+    Example:
+        >>> per_class(["road", "pole"], np.array([0.9, np.nan]))
+        {'road': 0.9, 'pole': None}
+    """
+    return {name: None if np.isnan(v) else float(v) for name, v in zip(class_names, values, strict=True)}
 
 
 def format_figures(figures: dict[str, Any]) -> str:

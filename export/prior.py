@@ -72,14 +72,9 @@ def correct_class_prior(model: UNet, info: ModelInfo, tau: float) -> tuple[UNet,
     if "prior_correction" in info.extra:
         raise ValueError(f"model {info.name!r} was corrected before ({info.extra['prior_correction']}); "
                          "correct the checkpoint it came from instead")
-    weights = class_weights_of(info)
-    shift = torch.tensor([tau * math.log(w) for w in weights])
-    bias = model.head.bias
-    if bias is None:
-        raise ValueError(f"model {info.name!r} has a head without biases: there is nowhere to fold the correction")
-    with torch.no_grad():
-        bias.sub_(shift.to(device=bias.device, dtype=bias.dtype))
-    extra = {**info.extra, "prior_correction": {"tau": tau, "bias_shift": [-float(s) for s in shift]}}
+    shift = [tau * math.log(w) for w in class_weights_of(info)]
+    _subtract_from_head_bias(model, info, shift)
+    extra = {**info.extra, "prior_correction": {"tau": tau, "bias_shift": [-s for s in shift]}}
     return model, dataclasses.replace(info, extra=extra)
 
 
@@ -105,10 +100,14 @@ def undo_class_prior(model: UNet, info: ModelInfo) -> tuple[UNet, ModelInfo]:
     if not isinstance(shift, Sequence) or len(shift) != info.num_classes:
         raise ValueError(f"model {info.name!r} records no prior correction with one bias shift per class "
                          f"(got {record!r}): there is nothing to undo")
-    bias = model.head.bias
-    if bias is None:
-        raise ValueError(f"model {info.name!r} has a head without biases: it cannot hold a correction")
-    with torch.no_grad():
-        bias.sub_(torch.tensor([float(v) for v in shift], device=bias.device, dtype=bias.dtype))
+    _subtract_from_head_bias(model, info, [float(v) for v in shift])
     extra = {key: value for key, value in info.extra.items() if key != "prior_correction"}
     return model, dataclasses.replace(info, extra=extra)
+
+
+def _subtract_from_head_bias(model: UNet, info: ModelInfo, values: Sequence[float]) -> None:
+    bias = model.head.bias
+    if bias is None:
+        raise ValueError(f"model {info.name!r} has a head without biases: there is nowhere to fold the correction")
+    with torch.no_grad():
+        bias.sub_(torch.tensor(values, device=bias.device, dtype=bias.dtype))

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from unetrt.cli import format_size, parse_size, run_cli
 from unetrt.cli_options import CommandParser, add_backend, add_precision
 from unetrt.datasets import paired_files, read_image, read_label
-from unetrt.evaluate import parse_stems
+from unetrt.evaluate import parse_stems, per_class
 from unetrt.heldout import HeldOutSplit
 from unetrt.metrics import ConfusionMatrix, IsbiChallengeScorer
 from unetrt.segmenter import Segmenter
@@ -116,8 +116,7 @@ def score_flip_sets(segmenter: Segmenter, pairs: Sequence[tuple[Path, Path]],
             row.update({"challenge_pixel_error": scores.pixel_error, "challenge_rand_error": scores.rand_error})
         else:
             row.update({"mean_iou": scorers[name].mean_iou(),
-                        "per_class_iou": {n: None if np.isnan(v) else float(v)
-                                          for n, v in zip(info.class_names, scorers[name].iou(), strict=True)}})
+                        "per_class_iou": per_class(info.class_names, scorers[name].iou())})
         rows.append(row)
     return rows
 
