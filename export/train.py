@@ -72,7 +72,7 @@ from .distributed import (
 from .losses import LOSS_NAMES, SegmentationLoss
 from .prior import undo_class_prior
 from .weights import precompute_weight_maps
-from .widen import widen_unet
+from .width import narrow_unet, widen_unet
 
 GRAY_MEAN, GRAY_STD = (0.5,), (0.25,)
 # The activation of the bundled model of each layout (engine/models/NAME.pt), so that their recorded
@@ -419,7 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", default=None, metavar="LAST_PT", help="continue from a last.pt of this run")
     parser.add_argument("--init", default=None, metavar="CKPT",
                         help="start from the weights of this checkpoint (fine-tuning: fresh optimizer and schedule); "
-                             "a checkpoint of a smaller --base is widened to this run's (Net2WiderNet)")
+                             "a checkpoint of a smaller --base is widened to this run's (Net2WiderNet), one of a "
+                             "larger --base narrowed to it (each layer keeps its largest channels)")
     parser.add_argument("--weight-cache", default=None, metavar="DIR",
                         help="cache folder for weight maps (default: OUT/weight_cache)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop each epoch after this many batches")
@@ -707,12 +708,13 @@ def _best_row(history: Sequence[EpochResult], monitor: str, lower_better: bool) 
 
 
 def _init_weights(path: Path, model: torch.nn.Module, info: ModelInfo) -> None:
-    """Load the weights of another checkpoint of the same architecture, or of a narrower one of the same family
-    (smaller ``--base``), which is widened into this run's network computing the same function
-    (:func:`unetrt.export.widen.widen_unet`).
+    """Load the weights of another checkpoint of the same architecture, or of one of the same family at another
+    ``--base``: a narrower one is widened into this run's network computing the same function
+    (:func:`unetrt.export.width.widen_unet`), a wider one narrowed to its largest channels
+    (:func:`unetrt.export.width.narrow_unet`).
 
     Raises:
-        ValueError: when its architecture differs from this run's other than by a smaller base.
+        ValueError: when its architecture differs from this run's other than by the base.
     """
     data = load_checkpoint(path, map_location="cpu")
     theirs = checkpoint_description(data)
@@ -720,19 +722,22 @@ def _init_weights(path: Path, model: torch.nn.Module, info: ModelInfo) -> None:
                  bool(info.extra.get("batch_norm")))
     theirs_arch = (theirs.in_channels, theirs.num_classes, theirs.depth, theirs.padding, theirs.activation,
                    bool(theirs.extra.get("batch_norm")))
-    if ours_arch != theirs_arch or theirs.base > info.base:
-        raise ValueError(f"--init {str(path)!r} has architecture {theirs_arch} at base {theirs.base}, this run "
-                         f"builds {ours_arch} at base {info.base} (in, classes, depth, padding, activation, batch "
-                         "norm; the base may only grow); match the flags")
+    if ours_arch != theirs_arch:
+        raise ValueError(f"--init {str(path)!r} has architecture {theirs_arch}, this run builds {ours_arch} (in, "
+                         "classes, depth, padding, activation, batch norm; only the base may differ); match the flags")
     source = model if theirs.base == info.base else build_model(
         replace(theirs, extra={**theirs.extra, "dropout": info.extra.get("dropout")}))
     source.load_state_dict(data["model"])
     if "prior_correction" in theirs.extra:
         _undo_prior_correction(path, source, theirs)
-    if source is not model:
-        widen_unet(source, model)  # type: ignore[arg-type]  # build_model made it a UNet
+    if theirs.base < info.base:
+        widen_unet(source, model)  # type: ignore[arg-type]  # build_model made both UNets
         print(f"--init: widened base {theirs.base} to base {info.base}: the new channels repeat trained ones, so "
               "training starts from the narrow network's function")
+    elif theirs.base > info.base:
+        narrow_unet(source, model)  # type: ignore[arg-type]
+        print(f"--init: narrowed base {theirs.base} to base {info.base}: every layer keeps its channels of largest "
+              "activation; training recovers what the dropped ones carried")
 
 
 def _undo_prior_correction(path: Path, model: torch.nn.Module, info: ModelInfo) -> None:

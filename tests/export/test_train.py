@@ -232,12 +232,21 @@ def test_init_fine_tunes_from_weights_and_checks_the_architecture(isbi_root: Pat
     learned = [k for k in start if "running" not in k and "num_batches" not in k]
     assert all(torch.allclose(start[k], tuned[k], atol=1e-8) for k in learned)
     capsys.readouterr()
-    assert main(_isbi_args(isbi_root, tmp_path / "third", "--epochs", "1", "--base", "2",
-                           "--init", str(first / "best.pt"))) == 2
-    assert "the base may only grow" in capsys.readouterr().err
     assert main(_isbi_args(isbi_root, tmp_path / "third", "--epochs", "1", "--no-batch-norm",
                            "--init", str(first / "best.pt"))) == 2
     assert "match the flags" in capsys.readouterr().err
+
+
+def test_init_from_a_wider_checkpoint_narrows_it(isbi_root: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    wide = tmp_path / "wide"
+    assert main(_isbi_args(isbi_root, wide, "--epochs", "1", "--max-steps", "1", "--base", "8")) == 0
+    narrow = tmp_path / "narrow"
+    assert main(_isbi_args(isbi_root, narrow, "--epochs", "1", "--max-steps", "1", "--base", "4",
+                           "--init", str(wide / "best.pt"))) == 0
+    assert "narrowed base 8 to base 4" in capsys.readouterr().out
+    _, info = load_model(narrow / "best.pt")
+    assert info.base == 4
 
 
 def test_init_from_a_narrower_checkpoint_widens_it(isbi_root: Path, tmp_path: Path,
