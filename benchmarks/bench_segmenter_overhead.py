@@ -4,7 +4,7 @@ Two timings per CamVid val frame, interleaved in one run (the order flips every 
 load of a shared machine hits both alike):
 
 * ``bare``: ``backend.infer`` on the frame's network input (1 x 3 x H x W at the model's working size,
-  256x192 for the shipped camvid, prepared beforehand by the same kernels);
+  that of the shipped camvid, prepared beforehand by the same kernels);
 * ``segment``: ``Segmenter.segment`` from the uint8 BGR frame to the mask at 480x360 (check, working-size
   resize, extract, network, fused bilinear finish).
 

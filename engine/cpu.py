@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def usable_cores() -> int:
@@ -16,3 +17,39 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
+
+
+# x86 flags of an instruction that multiplies uint8 by int8 and adds into int32 without an int16 step.
+_VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def int8_products_saturate(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU's INT8 convolution kernels add pairs of uint8 x int8 products in int16 (and saturate).
+
+    An x86 CPU without VNNI (AVX2, or AVX-512 alone) multiplies with ``vpmaddubsw``, which adds two products
+    into int16: 255 x 127 x 2 > 32767, so a model with full 8-bit weights loses accuracy there on OpenVINO
+    (ONNX Runtime's quantization guide: reduce-range weights "for the U8S8 format on AVX2 and AVX512
+    (non-VNNI) machines to mitigate saturation"). False where it cannot tell (no ``/proc/cpuinfo``) or on
+    another architecture.
+
+    Args:
+        cpuinfo: the text of ``/proc/cpuinfo`` (read from the system when None).
+
+    Returns:
+        True on an x86 CPU whose flags show no VNNI and no AMX.
+
+    Example:
+        >>> int8_products_saturate("flags\\t: sse2 avx2 fma\\n")
+        True
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags = set(value.split())
+            return "sse2" in flags and not flags & _VNNI_FLAGS
+    return False

@@ -122,13 +122,17 @@ def _source(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         return best, {"best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
                       "monitor": summary["monitor"], "training_commands": commands}
     checkpoint = Path(args.checkpoint)
-    load_checkpoint(checkpoint)  # a clear error for a file that is not a unetrt checkpoint
+    data = load_checkpoint(checkpoint)  # a clear error for a file that is not a unetrt checkpoint
     # A checkpoint carries no run history: keep what the model's earlier statement recorded, and the size it was
     # trained at (a re-stated bundled checkpoint carries the size stated last).
     previous = _stated(args.name)
     keys = ("best_epoch", "epochs_run", "monitor", "training_commands")
-    return checkpoint, {**{key: previous.get(key) for key in keys},
-                        "trained_working_size": previous.get("working_size", {}).get("trained")}
+    history = {**{key: previous.get(key) for key in keys},
+               "trained_working_size": previous.get("working_size", {}).get("trained")}
+    if "prior_correction" in data["info"].get("extra", {}) and "prior_correction" in previous:
+        # A re-stated bundled checkpoint carries the correction folded in already: keep how it was chosen.
+        history["prior_correction"] = previous["prior_correction"]
+    return checkpoint, history
 
 
 def _prior_selection(path: Path, checkpoint: Path) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..cpu import usable_cores
+from ..cpu import int8_products_saturate, usable_cores
 from ..model_file import IR_SUFFIXES, read_model_file, write_ir_description
 from ..model_file import PRECISIONS as FILE_PRECISIONS
 from ..model_info import check_network_channels
@@ -107,6 +107,21 @@ def _read_model(core: Any, path: Path) -> Any:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise ValueError(f"OpenVINO cannot read {str(path)!r} as a model: "
                          f"{lines[-1] if lines else type(exc).__name__}") from None
+
+
+def _check_weight_range(quantization: dict[str, Any] | None, path: Path) -> None:
+    """Refuse an INT8 file of full 8-bit weights where OpenVINO's kernels would saturate (:mod:`unetrt.cpu`).
+
+    unet-export writes CPU INT8 weights in 7 bits (its record says so); a file from before that, run here, would
+    give masks that differ from every other CPU's without a word.
+    """
+    if quantization is None or quantization.get("target", "cpu") != "cpu":
+        return
+    if "7 bits" in str(quantization.get("weights", "")) or not int8_products_saturate():
+        return
+    raise ValueError(f"{path.name} has 8-bit INT8 weights, which OpenVINO saturates on this CPU without VNNI "
+                     "(uint8 x int8 products add in int16): re-export it with this unetrt (unet-export --int8 "
+                     "writes 7-bit weights), or run it with backend 'onnxruntime'")
 
 
 def _static_channels(port: Any) -> int | None:
@@ -194,6 +209,7 @@ class OpenVinoBackend:
             raise ValueError(f"{path.name} runs at {described.precision} on backend 'openvino', not {precision!r}: "
                              "pass precision 'auto', or the file of that precision")
         self.info = described.info
+        _check_weight_range(described.quantization, path)
         if len(self._model.inputs) != 1 or len(self._model.outputs) != 1:
             raise ValueError(f"{str(path)!r} has {len(self._model.inputs)} inputs and {len(self._model.outputs)} "
                              "outputs; a unetrt U-Net has one of each")

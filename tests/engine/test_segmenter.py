@@ -212,11 +212,17 @@ def test_mask_is_the_argmax_of_bilinearly_resized_scores(shared_data: Path) -> N
 
     from unetrt.datasets import list_images
     from unetrt.frame_path import network_input
+    from unetrt.tiling import plan_whole
 
     frame = cv2.imread(str(list_images(shared_data / "camvid" / "val")[3]))
     with Segmenter("camvid", probabilities=True) as seg:
         result = seg.segment(frame)
         logits = seg.backend.infer(network_input([frame], seg.info))[0]
+    # the working-size image's own scores: the network input is it mirror-padded to sizes the U-Net takes
+    assert seg.info.working_size is not None
+    width, height = seg.info.working_size
+    origin_y, origin_x = plan_whole(height, width, seg.info.padding, seg.info.depth).output_origin
+    logits = logits[:, origin_y : origin_y + height, origin_x : origin_x + width]
     resized = cv2.resize(np.ascontiguousarray(logits.transpose(1, 2, 0)), (480, 360), interpolation=cv2.INTER_LINEAR)
     assert (result.mask == resized.argmax(axis=2)).mean() >= 0.999
     nearest = cv2.resize(logits.argmax(axis=0).astype(np.uint8), (480, 360), interpolation=cv2.INTER_NEAREST)

@@ -52,6 +52,36 @@ def test_int8_qdq_model_runs_close_to_onnxruntime(tiny_int8_onnx: Path) -> None:
     assert (logits.argmax(1) == reference.argmax(1)).mean() > 0.9
 
 
+def _with_eight_bit_record(int8_onnx: Path, destination: Path) -> Path:
+    """The INT8 file as unet-export wrote it before its CPU weights were 7 bits: the same record without them."""
+    import json
+
+    import onnx
+
+    proto = onnx.load(str(int8_onnx))
+    for prop in proto.metadata_props:
+        if prop.key == "unetrt.quantization":
+            record = json.loads(prop.value)
+            assert record["weights"].endswith(", 7 bits"), record
+            prop.value = json.dumps({**record, "weights": "int8 symmetric per channel"})
+    onnx.save(proto, str(destination))
+    return destination
+
+
+@requires_openvino
+def test_eight_bit_weights_are_refused_where_int8_products_saturate(tiny_int8_onnx: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    old = _with_eight_bit_record(tiny_int8_onnx, tmp_path / "old.int8.onnx")
+    monkeypatch.setattr("unetrt.backends.openvino.int8_products_saturate", lambda: True)
+    with pytest.raises(ValueError, match=r"8-bit INT8 weights, which OpenVINO saturates.*backend 'onnxruntime'"):
+        OpenVinoBackend(old)
+    with OpenVinoBackend(tiny_int8_onnx) as backend:  # 7-bit weights: safe on every CPU
+        assert backend.precision == "int8"
+    monkeypatch.setattr("unetrt.backends.openvino.int8_products_saturate", lambda: False)
+    with OpenVinoBackend(old) as backend:  # a CPU with VNNI adds in int32
+        assert backend.precision == "int8"
+
+
 @requires_openvino
 def test_ir_keeps_the_model_description(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
     from unetrt.backends.openvino import write_ir
