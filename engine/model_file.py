@@ -37,6 +37,9 @@ CHECKPOINT_SUFFIXES = (".pt",)
 MODEL_SUFFIXES = (*ONNX_SUFFIXES, *IR_SUFFIXES, *PLAN_SUFFIXES, *CHECKPOINT_SUFFIXES)
 # The quantization record of an INT8 ONNX model (unetrt.export.quantize writes it).
 QUANTIZATION_KEY = "unetrt.quantization"
+# The record's "weights" entry of a CPU INT8 model whose weights use 7 of their 8 bits (safe where INT8 products
+# saturate: unetrt.cpu.int8_products_saturate); before 2026-12-05 it read "int8 symmetric per channel".
+SEVEN_BIT_WEIGHTS = "int8 symmetric per channel, 7 bits"
 # Marks an FP32 graph whose weights are stored as FP16 and cast to FP32 on load (unetrt.export.compact): its FP16
 # initializers are storage, not an FP16 graph.
 WEIGHT_STORAGE_KEY = "unetrt.weight_storage"

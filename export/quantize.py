@@ -54,7 +54,7 @@ from tqdm import tqdm
 from unetrt.backends import Backend
 from unetrt.datasets import list_images, read_image
 from unetrt.evaluate import evaluate
-from unetrt.model_file import INPUT_NAME, read_model_file, write_onnx_description
+from unetrt.model_file import INPUT_NAME, SEVEN_BIT_WEIGHTS, read_model_file, write_onnx_description
 from unetrt.segmenter import Segmenter
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -199,7 +199,7 @@ def quantize_onnx(fp32_onnx: str | Path, output: str | Path, batches: Sequence[n
     activations = "int8 symmetric per tensor" if symmetric else "uint8 asymmetric per tensor"
     write_onnx_description(proto, info, {"precision": "int8", "format": "QDQ", "target": target, "method": method,
                                          "frames": len(batches), "activations": activations,
-                                         "weights": "int8 symmetric per channel" + ("" if symmetric else ", 7 bits"),
+                                         "weights": "int8 symmetric per channel" if symmetric else SEVEN_BIT_WEIGHTS,
                                          "fp32_nodes": head})
     onnx.save(proto, str(output))
     return output

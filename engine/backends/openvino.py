@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..cpu import int8_products_saturate, usable_cores
-from ..model_file import IR_SUFFIXES, read_model_file, write_ir_description
+from ..model_file import IR_SUFFIXES, SEVEN_BIT_WEIGHTS, read_model_file, write_ir_description
 from ..model_file import PRECISIONS as FILE_PRECISIONS
 from ..model_info import check_network_channels
 from .base import check_batch
@@ -117,7 +117,7 @@ def _check_weight_range(quantization: dict[str, Any] | None, path: Path) -> None
     """
     if quantization is None or quantization.get("target", "cpu") != "cpu":
         return
-    if "7 bits" in str(quantization.get("weights", "")) or not int8_products_saturate():
+    if quantization.get("weights") == SEVEN_BIT_WEIGHTS or not int8_products_saturate():
         return
     raise ValueError(f"{path.name} has 8-bit INT8 weights, which OpenVINO saturates on this CPU without VNNI "
                      "(uint8 x int8 products add in int16): re-export it with this unetrt (unet-export --int8 "

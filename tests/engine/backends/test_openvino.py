@@ -12,6 +12,7 @@ import pytest
 from unetrt.backends import open_backend
 from unetrt.backends.openvino import MISSING_OPENVINO, OpenVinoBackend, openvino_available
 from unetrt.bundled import bundled_model_path
+from unetrt.model_file import SEVEN_BIT_WEIGHTS
 
 requires_openvino = pytest.mark.skipif(not openvino_available(), reason="needs openvino (pip install openvino)")
 
@@ -62,7 +63,7 @@ def _with_eight_bit_record(int8_onnx: Path, destination: Path) -> Path:
     for prop in proto.metadata_props:
         if prop.key == "unetrt.quantization":
             record = json.loads(prop.value)
-            assert record["weights"].endswith(", 7 bits"), record
+            assert record["weights"] == SEVEN_BIT_WEIGHTS, record
             prop.value = json.dumps({**record, "weights": "int8 symmetric per channel"})
     onnx.save(proto, str(destination))
     return destination
