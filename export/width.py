@@ -42,7 +42,7 @@ class ChannelMap:
     """Which narrow channel each wide channel copies, and how many copies each narrow channel has."""
 
     source: torch.Tensor  # (target,) int64: the source channel each target channel copies
-    copies: torch.Tensor  # (source,) float: how many target channels copy each source channel (0: dropped)
+    copies: torch.Tensor  # (source,) float: how many target channels copy each source channel
 
     @staticmethod
     def identity(channels: int) -> ChannelMap:
@@ -92,8 +92,7 @@ def _copy_conv(source_module: nn.Module, target_module: nn.Module, inputs: Chann
     weight = source.weight.detach()
     if isinstance(source, nn.ConvTranspose2d):
         weight = weight.transpose(0, 1)
-    # A dropped channel (0 copies) is never read: clamping keeps its column finite without changing the kept ones.
-    scaled = weight / inputs.copies.clamp(min=1).view(1, -1, 1, 1)
+    scaled = weight / inputs.copies.view(1, -1, 1, 1)
     new = scaled[outputs.source][:, inputs.source]
     kept = int(outputs.copies.numel())
     if noise > 0 and new.shape[0] > kept:

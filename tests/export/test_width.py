@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from unetrt.export.model import UNet  # noqa: E402 - after the torch check
-from unetrt.export.width import channel_scores, narrow_unet, widen_unet  # noqa: E402
+from unetrt.export.width import ChannelMap, _copy_unet, channel_scores, narrow_unet, widen_unet  # noqa: E402
 
 
 def _trained_like(net: UNet, seed: int) -> UNet:
@@ -95,13 +95,12 @@ def _shuffled(net: UNet, seed: int) -> UNet:
         return torch.randperm(width, generator=generator)
 
     shuffled = UNet(3, 4, base=8, depth=3, activation="relu", batch_norm=True, dropout=(0.0,) * 3)
-    # widen_unet with a permutation for its "random" maps and no noise is a relabelling of the channels.
-    from unetrt.export import width
 
-    def choose(sources: int, _conv: object, _activation: object, _norm: object, targets: int) -> width.ChannelMap:
-        return width.ChannelMap(order(sources), torch.ones(sources))
+    # The copy with a permutation for every layer's map and no noise is a relabelling of the channels.
+    def choose(sources: int, _conv: object, _activation: object, _norm: object, _targets: int) -> ChannelMap:
+        return ChannelMap(order(sources), torch.ones(sources))
 
-    return width._copy_unet(net, shuffled, choose, 0.0, generator).eval()
+    return _copy_unet(net, shuffled, choose, 0.0, generator).eval()
 
 
 def test_narrowing_away_silent_channels_keeps_the_function_exactly() -> None:
