@@ -275,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--cleanup watershed: seeds are the cells above this probability")
     parser.add_argument("--min-seed-area", type=int, default=cleanup.min_seed_area,
                         help="--cleanup watershed: smaller seeds are dropped")
+    parser.add_argument("--lines-threshold", type=float, default=cleanup.lines_threshold,
+                        help="binary models: grow the --cleanup's cells at this threshold over the membrane until "
+                             "they meet and cut the one-pixel lines where they meet into every mask")
     return parser
 
 
@@ -292,7 +295,8 @@ def _run(args: argparse.Namespace) -> None:
         check_writable_file(Path(args.output), f"--output {args.output!r}")
         if not Path(args.output).resolve().parent.is_dir():
             raise FileNotFoundError(f"folder of --output {args.output!r} does not exist")
-    cleanup = BinaryCleanup(args.cleanup, args.max_hole_area, args.seed_threshold, args.min_seed_area)
+    cleanup = BinaryCleanup(args.cleanup, args.max_hole_area, args.seed_threshold, args.min_seed_area,
+                            lines_threshold=args.lines_threshold)
     # Only threads that were asked for reach the backend: TensorRT takes none.
     threads = {} if args.threads is None else {"threads": args.threads}
     with Segmenter(args.model, backend=args.backend, device=args.device, precision=args.precision, cleanup=cleanup,

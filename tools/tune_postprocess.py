@@ -1,8 +1,8 @@
 """Choose a binary model's mask clean-up on one block of slices, report it on another.
 
 For every setting of a small grid (:class:`unetrt.postprocess.BinaryCleanup`: hole filling, seeded
-watershed), the ISBI 2012 challenge's Rand error of the cleaned masks (best of the thresholds
-0.0 ... 1.0, counts pooled) is computed on the selection block; the best setting is then scored
+watershed, each with and without cell lines), the ISBI 2012 challenge's Rand error of the cleaned masks
+(best of the thresholds 0.0 ... 1.0, counts pooled) is computed on the selection block; the best setting is then scored
 once on the report block, next to the plain thresholded masks of the same model. Probability maps
 are computed once per slice.
 
@@ -31,10 +31,14 @@ from unetrt.evaluate import parse_stems
 from unetrt.metrics import IsbiChallengeScorer
 from unetrt.postprocess import BinaryCleanup
 
+LINE_THRESHOLDS = (None, 0.1, 0.2, 0.3, 0.5, 0.7)
 GRID = (
-    *(BinaryCleanup("fill-holes", max_hole_area=area) for area in (50, 100, 200, 400, 800)),
-    *(BinaryCleanup("watershed", max_hole_area=area, seed_threshold=seed, min_seed_area=10)
-      for seed in (0.2, 0.3, 0.4, 0.5) for area in (0, 400)),
+    *(BinaryCleanup("none", lines_threshold=lines) for lines in LINE_THRESHOLDS[1:]),
+    *(BinaryCleanup("fill-holes", max_hole_area=area, lines_threshold=lines)
+      for area in (50, 100, 200, 400, 800) for lines in LINE_THRESHOLDS),
+    *(BinaryCleanup("watershed", max_hole_area=area, seed_threshold=seed, min_seed_area=10, lines_threshold=lines)
+      for seed in (0.2, 0.3, 0.4, 0.5) for area in (0, 400)
+      for lines in LINE_THRESHOLDS if lines is None or lines <= seed),
 )
 
 
@@ -70,8 +74,10 @@ def tune(model: str, data: Path, select: Sequence[str], report: Sequence[str]) -
     selection_maps = probability_maps(model, data, select)
     grid = [{**asdict(cleanup), **challenge_figures(selection_maps, cleanup)}
             for cleanup in tqdm(GRID, desc="grid", disable=None)]
-    best = min(grid, key=lambda row: row["rand_error"])
-    chosen = BinaryCleanup(best["mode"], best["max_hole_area"], best["seed_threshold"], best["min_seed_area"])
+    # Ties in Rand error (settings that differ only where the lines overrule them) go to the lower pixel error.
+    best = min(grid, key=lambda row: (row["rand_error"], row["pixel_error"]))
+    chosen = BinaryCleanup(best["mode"], best["max_hole_area"], best["seed_threshold"], best["min_seed_area"],
+                           lines_threshold=best["lines_threshold"])
     report_maps = probability_maps(model, data, report)
     return {
         "model": model, "selection_stems": list(select), "report_stems": list(report),

@@ -221,6 +221,19 @@ def test_cleanup_masks_are_what_the_segmenter_returns_and_what_the_challenge_sco
     assert code == 0 and "masks cleaned by fill-holes" in capsys.readouterr().out
 
 
+def test_cli_cell_lines_are_scored_and_a_bad_lines_threshold_is_one_line(
+        tiny_binary_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.evaluate import main
+
+    images, labels = make_binary_folders(tmp_path, 5, ())
+    common = ["--model", str(tiny_binary_onnx), "--images", str(images), "--labels", str(labels)]
+    assert main([*common, "--lines-threshold", "0.3"]) == 0
+    assert "masks cleaned by none (" in capsys.readouterr().out
+    assert main([*common, "--lines-threshold", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cell lines' threshold must lie in [0, 1], got 1.5" in err[0]
+
+
 def test_cleanup_is_refused_for_multiclass_models(tiny_model_files: dict[str, Path]) -> None:
     from unetrt.postprocess import BinaryCleanup
 

@@ -1,4 +1,4 @@
-"""Seeded watershed of binary probability maps: gaps in membranes no longer merge cells."""
+"""Clean-up of binary probability maps: gaps in membranes no longer merge cells, thick membranes no longer eat them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from unetrt.metrics import IsbiChallengeScorer, _components
-from unetrt.postprocess import BinaryCleanup, fill_holes, seeded_watershed
+from unetrt.postprocess import BinaryCleanup, cell_lines, fill_holes, seeded_watershed
 
 
 def two_cells_with_a_gap(gap: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
@@ -112,3 +112,75 @@ def test_cleanup_thresholds_at_its_own_threshold_unless_a_scorer_passes_one() ->
         == [[0, 0, 1]]
     with pytest.raises(ValueError, match="hole area"):
         BinaryCleanup("fill-holes", max_hole_area=-1)
+
+
+def cells_and_thick_membrane() -> tuple[np.ndarray, np.ndarray]:
+    """A 3x2 grid of cells whose 1-pixel true membranes the model draws 5 pixels thick, one gap left open."""
+    truth = np.ones((31, 41), np.uint8)
+    truth[10, :] = truth[20, :] = 0
+    truth[:, 20] = 0
+    probability = np.full(truth.shape, 0.95, np.float32)
+    for row in (10, 20):
+        probability[row - 2:row + 3, :] = 0.05
+    probability[:, 18:23] = 0.05
+    probability[13:17, 18:23] = 0.4  # a gap in the vertical membrane between the middle two cells
+    return probability, truth
+
+
+def test_cell_lines_run_midway_between_cells_and_leave_no_two_cells_4_connected() -> None:
+    cells = np.zeros((9, 12), np.uint8)
+    cells[:, :3] = 1
+    cells[:, 8:] = 1
+    lines = cell_lines(cells)
+    # columns 3..7 are background; 3, 4 and 5 are nearer the left cell, 6 and 7 the right one: the line is column 5
+    assert lines.dtype == bool and np.array_equal(np.nonzero(lines.any(0))[0], [5]) and lines[:, 5].all()
+    grown = _components(~lines)
+    assert grown.max() == 2 and (grown[:, :5] == grown[0, 0]).all() and (grown[:, 6:] == grown[0, -1]).all()
+
+
+def test_cell_lines_of_one_cell_or_none_are_empty_and_bad_masks_are_refused() -> None:
+    one = np.zeros((5, 5), np.uint8)
+    assert not cell_lines(one).any()
+    one[2, 2] = 1
+    assert not cell_lines(one).any()
+    with pytest.raises(ValueError, match="HxW"):
+        cell_lines(np.zeros((0, 3), np.uint8))
+
+
+def test_cell_lines_never_cut_a_cell_of_the_mask_they_come_from_on_random_masks() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        blobs = cv2.GaussianBlur(rng.random((48, 48)).astype(np.float32), (7, 7), 0)
+        cells = (blobs > np.quantile(blobs, 0.6)).astype(np.uint8)
+        lines = cell_lines(cells)
+        before, after = _components(cells > 0), _components(~lines)
+        assert before.max() >= 2, "the case must have several cells"
+        for cell in range(1, int(before.max()) + 1):  # no cell is split...
+            assert np.unique(after[(before == cell) & ~lines]).size == 1
+        for grown in range(1, int(after.max()) + 1):  # ...and no two are joined
+            assert np.unique(before[(after == grown) & (before > 0)]).size <= 1
+
+
+def test_lines_let_thick_membranes_be_thin_where_the_challenge_scores_and_keep_the_mask_at_its_threshold() -> None:
+    probability, truth = cells_and_thick_membrane()
+    plain = IsbiChallengeScorer()
+    plain.update(probability, truth)
+    cleanup = BinaryCleanup("watershed", seed_threshold=0.9, min_seed_area=5, lines_threshold=0.5)
+    lined = IsbiChallengeScorer(binarize=cleanup.apply)
+    lined.update(probability, truth)
+    # thick membranes cost plain masks the border pixels of every cell, and at t < 0.4 the gap merges two cells
+    assert plain.scores().rand_error > 0.1
+    # the lines run midway through the drawn membrane, where the true one is, but for a few pixels at its crossings
+    assert lined.scores().rand_error < 0.005 and lined.scores().rand_threshold == 0.0
+    # at the mask threshold the membrane keeps its drawn thickness; the gap is cut by one line, not filled
+    mask = cleanup.apply(probability)
+    assert np.array_equal(mask[:, :18], (probability[:, :18] > 0.5).astype(np.uint8))
+    assert _components(mask > 0).max() == 6
+    # this map's true membrane is one pixel thin, so the pixel error falls too
+    assert lined.scores().pixel_error < 0.005 < plain.scores().pixel_error
+
+
+def test_lines_threshold_out_of_range_is_refused_and_makes_the_cleanup_active() -> None:
+    assert BinaryCleanup(lines_threshold=0.2).active and not BinaryCleanup().active
+    with pytest.raises(ValueError, match="cell lines' threshold"):
+        BinaryCleanup(lines_threshold=1.5)
