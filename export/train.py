@@ -49,6 +49,7 @@ from unetrt.heldout import HeldOutSplit
 from unetrt.metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from unetrt.model_file import checkpoint_description
 from unetrt.model_info import ModelInfo
+from unetrt.postprocess import BinaryCleanup
 
 from .augment import AUGMENTATIONS, AugmentConfig
 from .checkpoint import build_model, load_checkpoint, save_checkpoint
@@ -279,10 +280,13 @@ def validate(
     max_steps: int | None = None,
     amp_dtype: torch.dtype | None = None,
     label_scale: int = 1,
+    cleanup: BinaryCleanup | None = None,
 ) -> dict[str, float]:
     """Validation loss, pixel accuracy and metrics (unetrt.metrics) over ``loader``.
 
     With ``label_scale`` above 1 the logits are resized bilinearly to the loader's finer labels and scored there.
+    With a binary model and a ``cleanup``, the challenge figures of the cleaned masks are added as
+    ``cleaned_challenge_pixel_error`` and ``cleaned_challenge_rand_error``.
 
     Returns:
         ``loss`` and ``accuracy``, plus ``pixel_error``, ``rand_error`` (mean over images),
@@ -294,6 +298,7 @@ def validate(
     binary = info.binary
     matrix = ConfusionMatrix(2 if binary else info.num_classes, None if binary else info.ignore_index)
     challenge = IsbiChallengeScorer()
+    cleaned = IsbiChallengeScorer(binarize=cleanup.apply) if binary and cleanup is not None else None
     total_loss, samples, rand_errors = 0.0, 0, []
     for step, batch in enumerate(tqdm(loader, desc="validation", leave=False, unit="batch", disable=None)):
         if max_steps is not None and step >= max_steps:
@@ -314,12 +319,18 @@ def validate(
             if probabilities is not None:
                 rand_errors.append(rand_error(prediction, truth))
                 challenge.update(probabilities[index], truth)
+                if cleaned is not None:
+                    cleaned.update(probabilities[index], truth)
     figures = {"loss": total_loss / max(samples, 1), "accuracy": matrix.pixel_accuracy()}
     if binary:
         scores = challenge.scores()
         figures.update({"pixel_error": 1.0 - matrix.pixel_accuracy(), "rand_error": float(np.mean(rand_errors)),
                         "challenge_pixel_error": scores.pixel_error, "challenge_rand_error": scores.rand_error,
                         "iou": float(matrix.iou()[1])})
+        if cleaned is not None:
+            cleaned_scores = cleaned.scores()
+            figures.update({"cleaned_challenge_pixel_error": cleaned_scores.pixel_error,
+                            "cleaned_challenge_rand_error": cleaned_scores.rand_error})
     else:
         figures["mean_iou"] = matrix.mean_iou()
     return figures
@@ -376,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--patience", type=int, default=5, help="early stopping patience in epochs")
     parser.add_argument("--monitor", choices=("loss", "metric"), default="loss",
                         help="select/stop on validation loss, or on Rand error (binary) / mean IoU (multi-class)")
+    parser.add_argument("--monitor-cleanup", type=Path, default=None, metavar="NAME.json",
+                        help="binary models, with --monitor metric: select/stop on the challenge Rand error of the "
+                             "masks cleaned as this model statement's 'cleanup' says (e.g. engine/models/isbi.json)")
     parser.add_argument("--loss", choices=LOSS_NAMES, default="ce",
                         help="ce (BCE for binary models), bce, dice, weighted-ce (paper), dice-ce, size-ce, "
                              "lovasz-ce (per-class IoU surrogate), cldice-ce (thin structures kept connected)")
@@ -510,6 +524,8 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.label_scale < 1:
         raise ValueError(f"--label-scale must be a positive integer, got {args.label_scale}; 1 keeps the labels at "
                          "the frames' size")
+    if args.monitor_cleanup is not None and args.monitor != "metric":
+        raise ValueError("--monitor-cleanup chooses the figure --monitor metric selects on; add --monitor metric")
     if args.split is not None and args.dataset != "camvid":
         raise ValueError(f"--split holds out time spans of the camvid layout; for --dataset {args.dataset} use "
                          "--val-slices and --test-slices")
@@ -629,6 +645,10 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
 
     monitor_name, lower_better = ("loss", True) if args.monitor == "loss" else (
         BINARY_MONITOR if binary else MULTICLASS_MONITOR)
+    cleanup = None
+    if args.monitor_cleanup is not None:
+        cleanup = _stated_cleanup(args.monitor_cleanup, binary)
+        monitor_name = f"cleaned_{BINARY_MONITOR[0]}"
     best_path = out / "best.pt"
     history = [EpochResult(**row) for row in state["history"]]
     if context.is_main:
@@ -644,7 +664,7 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
         train_loss = run_epoch(ddp_model, train_loader, loss_fn, optimizer, context, f"epoch {epoch} train",
                                args.max_steps, scaler, amp_dtype, ema, args.label_scale)
         figures = validate(evaluated, val_loader, loss_fn, info, device, args.max_steps, amp_dtype,
-                           args.label_scale)
+                           args.label_scale, cleanup)
         figures = broadcast_value(figures, context)
         lr = optimizer.param_groups[0]["lr"]
         result = EpochResult(epoch, train_loss, figures["loss"], figures["accuracy"], time.perf_counter() - start,
@@ -699,12 +719,30 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
     return best_path
 
 
+def _stated_cleanup(statement: Path, binary: bool) -> BinaryCleanup:
+    """The clean-up a model statement (``engine/models/NAME.json``) states, for --monitor-cleanup.
+
+    Raises:
+        ValueError: for a multi-class run, or a statement that is unreadable or states no clean-up.
+    """
+    if not binary:
+        raise ValueError("--monitor-cleanup is for binary models (a clean-up of cell masks); this run is multi-class")
+    try:
+        settings = json.loads(statement.read_text())["cleanup"]["settings"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"--monitor-cleanup {str(statement)!r} is not a model statement with a 'cleanup' "
+                         f"(like engine/models/isbi.json): {exc}") from exc
+    return BinaryCleanup(**settings)
+
+
 def _best_row(history: Sequence[EpochResult], monitor: str, lower_better: bool) -> EpochResult | None:
     def value(row: EpochResult) -> float:
         raw = row.val_loss if monitor == "loss" else row.metrics[monitor]
         return raw if lower_better else -raw
 
-    return min(history, key=value) if history else None
+    # Epochs of a resumed run may have been scored before its monitor was asked for.
+    scored = [row for row in history if monitor == "loss" or monitor in row.metrics]
+    return min(scored, key=value) if scored else None
 
 
 def _init_weights(path: Path, model: torch.nn.Module, info: ModelInfo) -> None:

@@ -87,6 +87,33 @@ def test_weighted_loss_elastic_crops_write_logs_curves_and_checkpoints(isbi_root
     assert best["info"]["name"] == "isbi" and "challenge_rand_error" in best["val_metrics"]
 
 
+def test_monitor_cleanup_selects_on_the_cleaned_masks_rand_error(isbi_root: Path, tmp_path: Path) -> None:
+    from unetrt.postprocess import BinaryCleanup
+
+    statement = tmp_path / "isbi.json"
+    cleanup = BinaryCleanup("watershed", max_hole_area=20, seed_threshold=0.4, min_seed_area=2, lines_threshold=0.3)
+    statement.write_text(json.dumps({"cleanup": {"settings": {**cleanup.__dict__}}}))
+    out = tmp_path / "run"
+    assert main(_isbi_args(isbi_root, out, "--epochs", "2", "--monitor", "metric", "--monitor-cleanup",
+                           str(statement), "--name", "isbi")) == 0
+    rows = json.loads((out / "history.json").read_text())
+    cleaned = [row["metrics"]["cleaned_challenge_rand_error"] for row in rows]
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["monitor"] == "cleaned_challenge_rand_error"
+    assert summary["best"]["epoch"] == 1 + int(np.argmin(cleaned))
+    assert all(0 <= value <= 1 for value in cleaned)
+
+
+def test_monitor_cleanup_is_refused_for_multiclass_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    statement = tmp_path / "isbi.json"
+    statement.write_text(json.dumps({"cleanup": {"settings": {"mode": "fill-holes", "max_hole_area": 4}}}))
+    data = make_camvid(tmp_path / "camvid")
+    assert main(["--dataset", "camvid", "--data", str(data), "--out", str(tmp_path / "run"), *TINY, "--epochs", "1",
+                 "--monitor", "metric", "--monitor-cleanup", str(statement)]) == 2
+    err = capsys.readouterr().err
+    assert "--monitor-cleanup is for binary models" in err and err.count("\n") == 1
+
+
 def test_resume_continues_from_last_epoch(isbi_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert main(_isbi_args(isbi_root, out, "--epochs", "1", "--max-steps", "1")) == 0
@@ -205,6 +232,8 @@ def test_bundled_camvid_command_keeps_its_defaults() -> None:
     (["--loss", "cldice-ce", "--cldice-iterations", "0"], "--cldice-iterations 0 must be at least 1"),
     (["--label-scale", "0"], "--label-scale must be a positive integer, got 0"),
     (["--class-weight-power", "2"], "--class-weight-power must be between 0"),
+    (["--monitor-cleanup", "x.json"], "--monitor-cleanup chooses the figure --monitor metric selects on"),
+    (["--monitor", "metric", "--monitor-cleanup", "missing.json"], "is not a model statement with a 'cleanup'"),
 ])
 def test_bad_options_exit_2_with_one_line(isbi_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           extra: list[str], message: str) -> None:
