@@ -84,7 +84,7 @@ class Segmenter:
         device_path: 'auto' (the GPU-resident path when the backend runs on CUDA and has a device entry),
             'host' (numpy buffers and ``backend.infer``) or 'cuda'.
         cleanup: binary models only: a clean-up of the mask from the probability map at the frame's size
-            (hole filling or seeded watershed, :class:`unetrt.postprocess.BinaryCleanup`; runs on the CPU).
+            (hole filling, seeded watershed, cell lines: :class:`unetrt.postprocess.BinaryCleanup`; runs on the CPU).
         precision: 'auto' (a bundled name: the fastest installed engine and precision that keeps the
             accuracy), 'fp32', 'fp16', 'int8', or 'bf16' (OpenVINO); see :func:`unetrt.backends.choose_model`.
         working_size: ``(width, height)`` every frame is resized to before inference, in place of the model's
