@@ -75,9 +75,8 @@ def tune(model: str, data: Path, select: Sequence[str], report: Sequence[str]) -
     grid = [{**asdict(cleanup), **challenge_figures(selection_maps, cleanup)}
             for cleanup in tqdm(GRID, desc="grid", disable=None)]
     # Ties in Rand error (settings that differ only where the lines overrule them) go to the lower pixel error.
-    best = min(grid, key=lambda row: (row["rand_error"], row["pixel_error"]))
-    chosen = BinaryCleanup(best["mode"], best["max_hole_area"], best["seed_threshold"], best["min_seed_area"],
-                           lines_threshold=best["lines_threshold"])
+    best = min(range(len(GRID)), key=lambda index: (grid[index]["rand_error"], grid[index]["pixel_error"]))
+    chosen = GRID[best]
     report_maps = probability_maps(model, data, report)
     return {
         "model": model, "selection_stems": list(select), "report_stems": list(report),
