@@ -405,7 +405,8 @@ void finish_cpu(float* acc, const float* weight, uint8_t* mask, const FinishPara
 void finish_resized_cpu(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
                         const FinishResizedParams& params, int threads);
 
-// CUDA launchers (tiling_cuda.cu): asynchronous on `stream`; return a cudaError_t value (0 = success).
+// CUDA launchers (defined in tiling_kernels.cuh, built by tiling_cuda.cu): asynchronous on `stream`; return a
+// cudaError_t value (0 = success).
 int extract_tiles_cuda(const ImageView& image, void* out, DType out_dtype, const ExtractParams& params, void* stream);
 int stitch_tiles_cuda(const void* tiles, float* acc, float* weight, const StitchParams& params, void* stream);
 int finish_cuda(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, void* stream);

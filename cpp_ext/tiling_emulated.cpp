@@ -67,30 +67,4 @@ std::vector<uintptr_t> take_launched_streams() {
     return streams;
 }
 
-int extract_tiles_cuda(const ImageView& image, void* out, DType out_dtype, const ExtractParams& params, void* stream) {
-    StreamLaunch launch{stream};
-    return launch_extract(image, out, out_dtype, params, launch);
-}
-
-int stitch_tiles_cuda(const void* tiles, float* acc, float* weight, const StitchParams& params, void* stream) {
-    StreamLaunch launch{stream};
-    return launch_stitch(tiles, acc, weight, params, launch);
-}
-
-int finish_cuda(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, void* stream) {
-    StreamLaunch launch{stream};
-    return launch_finish(acc, weight, mask, params, launch);
-}
-
-int finish_resized_cuda(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
-                        const FinishResizedParams& params, void* stream) {
-    StreamLaunch launch{stream};
-    return launch_finish_resized(scores, weight, mask, probabilities, params, launch);
-}
-
-int resize_bilinear_u8_cuda(const uint8_t* in, uint8_t* out, const ResizeParams& params, void* stream) {
-    StreamLaunch launch{stream};
-    return launch_resize_u8(in, out, params, launch);
-}
-
 }  // namespace UNETRT_NAMESPACE

@@ -1,7 +1,7 @@
 // CUDA kernels and their launch configuration, shared by the real launchers (tiling_cuda.cu, nvcc) and the
-// emulated ones (tiling_emulated.cpp, g++ under cuda_emulation.h). Only the launch itself differs: a Launch
-// policy runs kernel(args...) over a LaunchConfig, with <<<>>> on a GPU or a loop over every (block, thread) in
-// emulation. The kernels use no shared memory, barriers, atomics or warp intrinsics, so the emulation is exact.
+// emulated ones (tiling_emulated.cpp, g++ under cuda_emulation.h), with the entry points of tiling.h. Only the
+// launch itself differs: <<<>>> on a GPU or a loop over every (block, thread) in emulation. The kernels use no
+// shared memory, barriers, atomics or warp intrinsics, so the emulation is exact.
 //
 // Before including this header, the including file provides __half, __half2float, __float2half_rn, dim3,
 // threadIdx, blockIdx, blockDim and gridDim (cuda_fp16.h and the CUDA runtime, or cuda_emulation.h), and
@@ -25,15 +25,6 @@ struct LaunchConfig {
     bool empty;  // nothing to do: launch nothing
 };
 
-// The Launch policy of both builds: every kernel of one call goes on the caller's stream.
-struct StreamLaunch {
-    void* stream;
-
-    template <typename... Params, typename... Args>
-    int operator()(const LaunchConfig& c, void (*kernel)(Params...), Args... args) {
-        return launch_on_stream(c.grid, c.block, stream, kernel, args...);
-    }
-};
 
 template <typename T>
 __device__ __forceinline__ float load_as_float(const T* p) {
@@ -162,52 +153,58 @@ inline LaunchConfig finish_resized_config(const FinishResizedParams& p) { return
 
 inline LaunchConfig resize_config(const ResizeParams& p) { return image_config(p.out_w, p.out_h); }
 
-// ---------------------------------------------------------------- launchers over a Launch policy
+// ---------------------------------------------------------------- the entry points of tiling.h
 //
-// launch(config, kernel, args...) runs the kernel and returns a cudaError_t value (0 = success).
+// Defined here, once, for both builds: each TU that includes this header (tiling_cuda.cu, tiling_emulated.cpp)
+// compiles them in its own namespace. Every kernel of one call goes on the caller's stream; each returns a
+// cudaError_t value (0 = success).
 
-template <typename In, typename Launch>
-int launch_extract_from(const ImageView& image, void* out, DType out_dtype, const ExtractParams& p, Launch& launch) {
+template <typename... Params, typename... Args>
+int launch(const LaunchConfig& c, void* stream, void (*kernel)(Params...), Args... args) {
+    return launch_on_stream(c.grid, c.block, stream, kernel, args...);
+}
+
+template <typename In>
+int extract_tiles_from(const ImageView& image, void* out, DType out_dtype, const ExtractParams& p, void* stream) {
     const LaunchConfig c = extract_config(p);
-    if (out_dtype == DType::f16) return launch(c, extract_kernel<In, __half>, image, static_cast<__half*>(out), p);
-    return launch(c, extract_kernel<In, float>, image, static_cast<float*>(out), p);
+    if (out_dtype == DType::f16)
+        return launch(c, stream, extract_kernel<In, __half>, image, static_cast<__half*>(out), p);
+    return launch(c, stream, extract_kernel<In, float>, image, static_cast<float*>(out), p);
 }
 
-template <typename Launch>
-int launch_extract(const ImageView& image, void* out, DType out_dtype, const ExtractParams& p, Launch& launch) {
-    if (image.dtype == DType::u8) return launch_extract_from<uint8_t>(image, out, out_dtype, p, launch);
-    if (image.dtype == DType::u16) return launch_extract_from<uint16_t>(image, out, out_dtype, p, launch);
-    return launch_extract_from<float>(image, out, out_dtype, p, launch);
+int extract_tiles_cuda(const ImageView& image, void* out, DType out_dtype, const ExtractParams& params,
+                       void* stream) {
+    if (image.dtype == DType::u8) return extract_tiles_from<uint8_t>(image, out, out_dtype, params, stream);
+    if (image.dtype == DType::u16) return extract_tiles_from<uint16_t>(image, out, out_dtype, params, stream);
+    return extract_tiles_from<float>(image, out, out_dtype, params, stream);
 }
 
-template <typename Launch>
-int launch_stitch(const void* tiles, float* acc, float* weight, const StitchParams& p, Launch& launch) {
-    const LaunchConfig c = stitch_config(p);
+int stitch_tiles_cuda(const void* tiles, float* acc, float* weight, const StitchParams& params, void* stream) {
+    const LaunchConfig c = stitch_config(params);
     if (c.empty) return 0;
-    if (p.tile_dtype == DType::f16)
-        return launch(c, stitch_kernel<__half>, static_cast<const __half*>(tiles), acc, weight, p, c.y_begin);
-    return launch(c, stitch_kernel<float>, static_cast<const float*>(tiles), acc, weight, p, c.y_begin);
+    if (params.tile_dtype == DType::f16)
+        return launch(c, stream, stitch_kernel<__half>, static_cast<const __half*>(tiles), acc, weight, params,
+                      c.y_begin);
+    return launch(c, stream, stitch_kernel<float>, static_cast<const float*>(tiles), acc, weight, params,
+                  c.y_begin);
 }
 
-template <typename Launch>
-int launch_finish(float* acc, const float* weight, uint8_t* mask, const FinishParams& p, Launch& launch) {
-    return launch(finish_config(p), finish_kernel, acc, weight, mask, p);
+int finish_cuda(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, void* stream) {
+    return launch(finish_config(params), stream, finish_kernel, acc, weight, mask, params);
 }
 
-template <typename Launch>
-int launch_finish_resized(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
-                          const FinishResizedParams& p, Launch& launch) {
-    const LaunchConfig c = finish_resized_config(p);
-    if (p.score_dtype == DType::f16)
-        return launch(c, finish_resized_kernel<__half>, static_cast<const __half*>(scores), weight, mask,
-                      probabilities, p);
-    return launch(c, finish_resized_kernel<float>, static_cast<const float*>(scores), weight, mask, probabilities,
-                  p);
+int finish_resized_cuda(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                        const FinishResizedParams& params, void* stream) {
+    const LaunchConfig c = finish_resized_config(params);
+    if (params.score_dtype == DType::f16)
+        return launch(c, stream, finish_resized_kernel<__half>, static_cast<const __half*>(scores), weight, mask,
+                      probabilities, params);
+    return launch(c, stream, finish_resized_kernel<float>, static_cast<const float*>(scores), weight, mask,
+                  probabilities, params);
 }
 
-template <typename Launch>
-int launch_resize_u8(const uint8_t* in, uint8_t* out, const ResizeParams& p, Launch& launch) {
-    return launch(resize_config(p), resize_u8_kernel, in, out, p);
+int resize_bilinear_u8_cuda(const uint8_t* in, uint8_t* out, const ResizeParams& params, void* stream) {
+    return launch(resize_config(params), stream, resize_u8_kernel, in, out, params);
 }
 
 }  // namespace UNETRT_NAMESPACE

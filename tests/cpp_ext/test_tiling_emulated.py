@@ -195,7 +195,7 @@ def test_emulated_module_checks_input_as_the_cpu_one() -> None:
 
 def test_pointer_entry_points_pass_the_stream_to_every_launch() -> None:
     """The *_cuda entry points of the emulated module check their arguments as the CUDA build does and hand the
-    stream to the shared launch policy (StreamLaunch in tiling_kernels.cuh), which the `<<<>>>` build uses too:
+    stream to every launch of the entry points in tiling_kernels.cuh, which the `<<<>>>` build compiles too:
     the emulation records the stream of each launch."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)

@@ -293,7 +293,7 @@ def test_device_of_the_backend_is_used(tiny_model_files: dict[str, Path], monkey
 
 def test_kernels_run_on_the_backend_stream(fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
     """Finding 12: the stream argument reaches every launch; with the emulated module the launchers' own stream
-    plumbing (tiling_kernels.cuh's StreamLaunch, as the `<<<>>>` build uses it) records each launch's stream."""
+    plumbing (tiling_kernels.cuh's entry points, which the `<<<>>>` build compiles too) records each launch's stream."""
     backend, _, device = fake_gpu
     kernels = device.kernels
     assert isinstance(kernels, FakeKernels)
