@@ -20,7 +20,7 @@ import numpy as np
 
 from unetrt.cli import run_cli
 from unetrt.cli_options import ALIASES_EPILOG, CommandParser, add_output, add_size
-from unetrt.datasets import paired_files, read_class_table, read_image, read_label
+from unetrt.datasets import find_class_table, paired_files, read_class_table, read_image, read_label
 from unetrt.palette import Palette
 
 from .weights import distance_weight_map, size_weight_map
@@ -28,13 +28,6 @@ from .weights import distance_weight_map, size_weight_map
 
 def _is_binary(label: np.ndarray) -> bool:
     return set(np.unique(label).tolist()) <= {0, 255}
-
-
-def _class_table_near(labels: Path) -> Path | None:
-    for folder in (labels, labels.parent):
-        if (folder / "classes.json").is_file():
-            return folder / "classes.json"
-    return None
 
 
 def weights_figure(
@@ -70,7 +63,7 @@ def weights_figure(
         raise ValueError(f"--samples must be at least 1, got {samples}")
     pairs = paired_files(images, labels)
     chosen = [pairs[i] for i in np.linspace(0, len(pairs) - 1, min(samples, len(pairs))).round().astype(int)]
-    table_path = _class_table_near(Path(labels))
+    table_path = find_class_table(labels)
     table = read_class_table(table_path) if table_path else None
     fig, axes = plt.subplots(len(chosen), 4, figsize=(16, 3.6 * len(chosen)), squeeze=False)
     for row, (image_path, label_path) in enumerate(chosen):

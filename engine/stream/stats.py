@@ -37,8 +37,8 @@ class SampleWindow:
 
     Example:
         >>> window = SampleWindow(2); window.add(1.0); window.add(2.0); window.add(3.0)
-        >>> sorted(window.values().tolist()), window.latest()
-        ([2.0, 3.0], 3.0)
+        >>> sorted(window.values().tolist())
+        [2.0, 3.0]
     """
 
     def __init__(self, size: int) -> None:
@@ -54,10 +54,6 @@ class SampleWindow:
     def values(self) -> np.ndarray:
         """A copy of the samples kept (in ring order, not time order)."""
         return self._ring[: min(self._added, self._ring.size)].copy()
-
-    def latest(self) -> float:
-        """The newest sample (0 before the first)."""
-        return float(self._ring[(self._added - 1) % self._ring.size]) if self._added else 0.0
 
 
 class StreamStats:
@@ -124,11 +120,6 @@ class StreamStats:
                 return 0.0
             span = self._recent_results[-1] - self._recent_results[0]
             return (len(self._recent_results) - 1) / span if span > 0 else 0.0
-
-    def recent(self, stage: str) -> float:
-        """The latest sample of a stage in milliseconds (0 before the first)."""
-        with self._lock:
-            return self._samples[stage].latest()
 
     def summary(self) -> dict[str, Any]:
         """Counters, throughput and p50/p95/p99/mean/max per stage, as plain JSON-ready values."""
