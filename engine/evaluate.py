@@ -39,7 +39,7 @@ from .cli_options import (
 from .datasets import paired_files, read_image, read_label
 from .heldout import PARTS, HeldOutSplit
 from .metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
-from .postprocess import POSTPROCESS_MODES, BinaryCleanup
+from .postprocess import POSTPROCESS_MODES, STATED, BinaryCleanup
 from .segmenter import Segmenter
 from .stream.output_path import check_writable_file
 
@@ -265,17 +265,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-build", dest="build", action="store_false",
                         help="on a GPU with TensorRT, use a cached TensorRT engine only, never build one")
     add_output(parser, aliases=("--json",), metavar="FILE.json", help="also write the figures to this JSON file")
-    cleanup = BinaryCleanup()
-    parser.add_argument("--cleanup", choices=POSTPROCESS_MODES, default=cleanup.mode,
-                        help="binary models: clean the masks by hole filling or seeded watershed "
-                             "(the challenge figures score the cleaned masks at every threshold)")
-    parser.add_argument("--max-hole-area", type=int, default=cleanup.max_hole_area,
-                        help="--cleanup: enclosed background specks smaller than this many pixels become cell")
-    parser.add_argument("--seed-threshold", type=float, default=cleanup.seed_threshold,
-                        help="--cleanup watershed: seeds are the cells above this probability")
-    parser.add_argument("--min-seed-area", type=int, default=cleanup.min_seed_area,
-                        help="--cleanup watershed: smaller seeds are dropped")
-    parser.add_argument("--lines-threshold", type=float, default=cleanup.lines_threshold,
+    defaults = BinaryCleanup()
+    parser.add_argument("--cleanup", choices=(STATED, *POSTPROCESS_MODES), default=STATED,
+                        help="binary models: clean the masks by hole filling or seeded watershed (the challenge "
+                             "figures score the cleaned masks at every threshold); stated: the clean-up a bundled "
+                             "model's statement names (isbi's), none for a model file")
+    parser.add_argument("--max-hole-area", type=int, default=None,
+                        help="--cleanup: enclosed background specks smaller than this many pixels become cell "
+                             f"(default {defaults.max_hole_area})")
+    parser.add_argument("--seed-threshold", type=float, default=None,
+                        help=f"--cleanup watershed: seeds are the cells above this probability (default "
+                             f"{defaults.seed_threshold})")
+    parser.add_argument("--min-seed-area", type=int, default=None,
+                        help=f"--cleanup watershed: smaller seeds are dropped (default {defaults.min_seed_area})")
+    parser.add_argument("--lines-threshold", type=float, default=None,
                         help="binary models: grow the --cleanup's cells at this threshold over the membrane until "
                              "they meet and cut the one-pixel lines where they meet into every mask")
     return parser
@@ -288,6 +291,21 @@ def _check_inputs(args: argparse.Namespace) -> None:
         raise ValueError("--split takes its frames from --data; leave out --images, --labels and --stems")
 
 
+CLEANUP_SETTINGS = ("max_hole_area", "seed_threshold", "min_seed_area", "lines_threshold")
+
+
+def _cleanup(args: argparse.Namespace) -> BinaryCleanup | str:
+    """``--cleanup`` and its settings: the statement's clean-up, or one of the user's own."""
+    given = {name: getattr(args, name) for name in CLEANUP_SETTINGS if getattr(args, name) is not None}
+    if args.cleanup == STATED:
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"{flags} set a clean-up of your own: name its mode with --cleanup "
+                             f"({', '.join(POSTPROCESS_MODES)})")
+        return STATED
+    return BinaryCleanup(args.cleanup, **given)
+
+
 def _run(args: argparse.Namespace) -> None:
     _check_inputs(args)
     if args.output:
@@ -295,8 +313,7 @@ def _run(args: argparse.Namespace) -> None:
         check_writable_file(Path(args.output), f"--output {args.output!r}")
         if not Path(args.output).resolve().parent.is_dir():
             raise FileNotFoundError(f"folder of --output {args.output!r} does not exist")
-    cleanup = BinaryCleanup(args.cleanup, args.max_hole_area, args.seed_threshold, args.min_seed_area,
-                            lines_threshold=args.lines_threshold)
+    cleanup = _cleanup(args)
     # Only threads that were asked for reach the backend: TensorRT takes none.
     threads = {} if args.threads is None else {"threads": args.threads}
     with Segmenter(args.model, backend=args.backend, device=args.device, precision=args.precision, cleanup=cleanup,

@@ -21,17 +21,27 @@ and cuts the contacts where a gap would merge two cells; thresholded near 0 it l
 but the lines, so a membrane drawn too thick no longer eats into the cells. The ISBI challenge's Rand score counts
 pixel pairs inside true cells only, which is why a true membrane can be drawn one pixel thin there.
 
+A bundled binary model's statement names the clean-up chosen for it on its selection slices
+(:func:`stated_cleanup`); :class:`unetrt.Segmenter` applies it by default (``cleanup="stated"``).
+
 numpy and OpenCV only, so the runtime can use it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
+from .bundled import bundled_statement, is_bundled_name
+
 POSTPROCESS_MODES = ("none", "fill-holes", "watershed")
+# Segmenter(cleanup=STATED): the clean-up a bundled model's statement names, none for any other model.
+STATED = "stated"
 
 
 @dataclass(frozen=True)
@@ -201,6 +211,62 @@ def seeded_watershed(probability: np.ndarray, threshold: float = 0.5, seed_thres
     markers = flooded[1:-1, 1:-1]
     owner = np.where((markers > 0) & (markers != background_marker), markers, 0)
     return _apart(owner).astype(np.uint8)
+
+
+def statement_cleanup(statement: Mapping[str, Any], source: str) -> BinaryCleanup | None:
+    """The clean-up a model statement names (``cleanup.settings`` of a ``NAME.json``, chosen by
+    tools/tune_postprocess.py on the model's selection slices), or None when it names none.
+
+    Args:
+        statement: the statement's JSON object.
+        source: what the statement is, for the error message (e.g. "the statement of 'isbi'").
+
+    Raises:
+        ValueError: when the settings are not those of a :class:`BinaryCleanup`.
+
+    Example:
+        >>> statement_cleanup({"cleanup": {"settings": {"mode": "fill-holes", "max_hole_area": 50}}}, "x").mode
+        'fill-holes'
+    """
+    stated = statement.get("cleanup")
+    if stated is None:
+        return None
+    settings = stated.get("settings") if isinstance(stated, Mapping) else None
+    known = {field.name for field in fields(BinaryCleanup)}
+    if not isinstance(settings, Mapping) or not settings.keys() <= known:
+        raise ValueError(f"{source} names a clean-up unetrt does not know: {settings!r}")
+    return BinaryCleanup(**settings)
+
+
+def stated_cleanup(name: str) -> BinaryCleanup | None:
+    """The clean-up the statement of bundled model ``name`` names (:func:`statement_cleanup`), or None.
+
+    Raises:
+        ValueError: when the statement's settings are not those of a :class:`BinaryCleanup`.
+
+    Example:
+        >>> stated_cleanup("isbi").mode, stated_cleanup("camvid")  # doctest: +SKIP
+        ('watershed', None)
+    """
+    return statement_cleanup(bundled_statement(name), f"the statement of {name!r} (reinstall unetrt)")
+
+
+def resolve_cleanup(cleanup: BinaryCleanup | str | None, model: str | Path) -> BinaryCleanup | None:
+    """The clean-up a Segmenter of ``model`` applies: ``cleanup`` itself, or for ``"stated"`` the one a bundled
+    model's statement names (none for a model file); None when it changes nothing.
+
+    Raises:
+        ValueError: when ``cleanup`` is a string other than ``"stated"``.
+
+    Example:
+        >>> resolve_cleanup("stated", "camvid") is None, resolve_cleanup(None, "isbi") is None
+        (True, True)
+    """
+    if isinstance(cleanup, str):
+        if cleanup != STATED:
+            raise ValueError(f"cleanup must be a BinaryCleanup, None or {STATED!r}, got {cleanup!r}")
+        cleanup = stated_cleanup(str(model)) if is_bundled_name(model) else None
+    return cleanup if cleanup is not None and cleanup.active else None
 
 
 def cell_lines(cells: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from .frame_path import PROBABILITY_SIZES, FramePath
 from .geometry import legal_sizes
 from .model_info import ModelInfo, check_working_size
 from .palette import Palette
-from .postprocess import BinaryCleanup
+from .postprocess import STATED, BinaryCleanup, resolve_cleanup
 from .preprocessing import check_frame
 from .tiling import TileGrid, check_blend, plan_tiles, plan_whole
 from .visualize import blend, colorize_mask
@@ -84,7 +84,9 @@ class Segmenter:
         device_path: 'auto' (the GPU-resident path when the backend runs on CUDA and has a device entry),
             'host' (numpy buffers and ``backend.infer``) or 'cuda'.
         cleanup: binary models only: a clean-up of the mask from the probability map at the frame's size
-            (hole filling, seeded watershed, cell lines: :class:`unetrt.postprocess.BinaryCleanup`; runs on the CPU).
+            (hole filling, seeded watershed, cell lines: :class:`unetrt.postprocess.BinaryCleanup`; runs on the
+            CPU). ``"stated"`` (the default): the clean-up a bundled model's statement names (``isbi``: seeded
+            watershed and cell lines, chosen on its selection slices), none for a model file; None: none.
         precision: 'auto' (a bundled name: the fastest installed engine and precision that keeps the
             accuracy), 'fp32', 'fp16', 'int8', or 'bf16' (OpenVINO); see :func:`unetrt.backends.choose_model`.
         working_size: ``(width, height)`` every frame is resized to before inference, in place of the model's
@@ -111,7 +113,7 @@ class Segmenter:
 
     def __init__(self, model: str | Path = "camvid", backend: str = "auto", device: str = "auto",
                  probabilities: bool = False, tile: int | tuple[int, int] | None = None, overlap: int | None = None,
-                 blend: str = "gaussian", device_path: str = "auto", cleanup: BinaryCleanup | None = None,
+                 blend: str = "gaussian", device_path: str = "auto", cleanup: BinaryCleanup | str | None = STATED,
                  precision: str = "auto", working_size: tuple[int, int] | None = None, warm_up: bool = True,
                  build: bool = True, palette: Palette | None = None, **backend_options: Any) -> None:
         check_blend(blend)  # before a backend is opened (FramePath checks it with the same function)
@@ -120,6 +122,7 @@ class Segmenter:
         if device_path not in DEVICE_PATHS:
             raise ValueError(f"device_path must be one of {DEVICE_PATHS}, got {device_path!r}")
         size = None if working_size is None else check_working_size(working_size)
+        chosen_cleanup = resolve_cleanup(cleanup, model)
         self.backend: Backend = open_backend(model, backend, device, precision, build=build, working_size=size,
                                              **backend_options)
         if size is not None:
@@ -127,7 +130,7 @@ class Segmenter:
             # seg.info and seg.backend.info are one record.
             self.backend.info = replace(self.backend.info, working_size=size)
         self.probabilities = probabilities
-        self.cleanup = cleanup if cleanup is not None and cleanup.active else None
+        self.cleanup = chosen_cleanup
         if self.cleanup is not None and not self.info.binary:
             self.backend.close()
             raise ValueError(f"cleanup {self.cleanup.mode!r} is for binary models; {self.info.name!r} has "

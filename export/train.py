@@ -49,7 +49,7 @@ from unetrt.heldout import HeldOutSplit
 from unetrt.metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from unetrt.model_file import checkpoint_description
 from unetrt.model_info import ModelInfo
-from unetrt.postprocess import BinaryCleanup
+from unetrt.postprocess import BinaryCleanup, statement_cleanup
 
 from .augment import AUGMENTATIONS, AugmentConfig
 from .checkpoint import build_model, load_checkpoint, save_checkpoint
@@ -727,12 +727,16 @@ def _stated_cleanup(statement: Path, binary: bool) -> BinaryCleanup:
     """
     if not binary:
         raise ValueError("--monitor-cleanup is for binary models (a clean-up of cell masks); this run is multi-class")
+    not_a_statement = (f"--monitor-cleanup {str(statement)!r} is not a model statement with a 'cleanup' (like "
+                       "engine/models/isbi.json)")
     try:
-        settings = json.loads(statement.read_text())["cleanup"]["settings"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"--monitor-cleanup {str(statement)!r} is not a model statement with a 'cleanup' "
-                         f"(like engine/models/isbi.json): {exc}") from exc
-    return BinaryCleanup(**settings)
+        stated = json.loads(statement.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{not_a_statement}: {exc}") from exc
+    cleanup = statement_cleanup(stated, f"--monitor-cleanup {str(statement)!r}") if isinstance(stated, dict) else None
+    if cleanup is None:
+        raise ValueError(not_a_statement)
+    return cleanup
 
 
 def _best_row(history: Sequence[EpochResult], monitor: str, lower_better: bool) -> EpochResult | None:

@@ -52,7 +52,8 @@ def _evaluate(name: str, backend: str, precision: str, shared_data: Path) -> dic
     from unetrt.evaluate import evaluate_stated
     from unetrt.segmenter import Segmenter
 
-    with Segmenter(name, backend=backend, precision=precision, device="cpu") as segmenter:
+    # The plain masks: a stated clean-up has its own record.
+    with Segmenter(name, backend=backend, precision=precision, device="cpu", cleanup=None) as segmenter:
         return evaluate_stated(segmenter, _stated(name), shared_data)
 
 
@@ -102,20 +103,43 @@ def test_stated_int8_keeps_the_fp32_accuracy(name: str) -> None:
 
 @pytest.mark.parametrize("name", [n for n in bundled_model_names() if "cleanup" in _stated(n)])
 def test_stated_cleanup_reproduces_its_report_figures(name: str, shared_data: Path) -> None:
+    """The Segmenter of a bundled name applies the statement's clean-up by default: the challenge figures of its
+    masks and those of the one mask it returns are the statement's report."""
+    from unetrt.datasets import paired_files, read_image, read_label
     from unetrt.evaluate import evaluate
+    from unetrt.metrics import IsbiChallengeScorer
     from unetrt.postprocess import BinaryCleanup
     from unetrt.segmenter import Segmenter
 
     stated = _stated(name)
     cleanup = stated["cleanup"]
     assert not set(cleanup["selected_on_stems"]) & set(stated["stems"]), "chosen and reported on other slices"
-    with Segmenter(name, backend="onnxruntime", precision="fp32", device="cpu",
-                   cleanup=BinaryCleanup(**cleanup["settings"])) as segmenter:
-        figures = evaluate(segmenter, shared_data / stated["images"], shared_data / stated["labels"],
-                           stems=stated["stems"])
-    cleaned = cleanup["report"]["cleaned"]
+    images, labels = shared_data / stated["images"], shared_data / stated["labels"]
+    with Segmenter(name, backend="onnxruntime", precision="fp32", device="cpu") as segmenter:
+        assert segmenter.cleanup == BinaryCleanup(**cleanup["settings"])
+        figures = evaluate(segmenter, images, labels, stems=stated["stems"])
+        one_mask = IsbiChallengeScorer(thresholds=(segmenter.cleanup.threshold,), binarize=segmenter.cleanup.apply)
+        for image, label in paired_files(images, labels):
+            if image.stem in stated["stems"]:
+                result = segmenter.segment(read_image(image, 1), probabilities=True)
+                assert np.array_equal(result.mask, segmenter.cleanup.apply(result.probabilities[0]))
+                one_mask.update(result.probabilities[0], read_label(label, True))
+    cleaned, mask = cleanup["report"]["cleaned"], cleanup["report"]["mask"]
     assert figures["challenge_rand_error"] == pytest.approx(cleaned["rand_error"], abs=5e-4)
     assert figures["challenge_pixel_error"] == pytest.approx(cleaned["pixel_error"], abs=5e-4)
+    assert one_mask.scores().rand_error == pytest.approx(mask["rand_error"], abs=5e-4)
+    assert one_mask.scores().pixel_error == pytest.approx(mask["pixel_error"], abs=5e-4)
+
+
+@pytest.mark.parametrize("name", bundled_model_names())
+def test_a_cpu_runs_the_stated_precision(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A statement that moves its model off INT8 on CPUs says why; the choice follows it."""
+    from unetrt.backends import choose_model
+
+    monkeypatch.setattr("unetrt.backends.openvino.openvino_available", lambda: True)
+    stated = _stated(name).get("cpu_precision", {"precision": "int8"})
+    assert stated["precision"] == "int8" or len(stated.get("why", "")) > 40
+    assert choose_model(name, device="cpu").precision == stated["precision"]
 
 
 @pytest.mark.parametrize("name", bundled_model_names())

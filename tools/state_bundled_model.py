@@ -16,7 +16,8 @@ e.g. the bundled ``engine/models/NAME.pt`` itself) it writes, in ``engine/models
 * ``NAME.json``: the figures ``unet-eval`` prints for the FP32 model on ONNX Runtime
   (``validation``), the same for every precision on every installed CPU engine that
   runs it (``variants``), the best epoch, the training commands (one per stage) and the
-  working size every variant states beside the one it was trained at.
+  working size every variant states beside the one it was trained at, and with ``--cpu-precision fp32``
+  the precision the model runs at on a CPU when none is asked (``cpu_precision``; INT8 otherwise), with why.
 
 ``--working-size WxH`` states another working size than the training one in every
 variant (``unet-export --working-size``): measure what it costs first with
@@ -45,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from unetrt.backends.openvino import cpu_has_bf16, openvino_available
-from unetrt.bundled import MODELS_DIR, PRECISION_SUFFIXES
+from unetrt.bundled import CPU_PRECISIONS, MODELS_DIR, PRECISION_SUFFIXES
 from unetrt.cli import format_size, parse_size, run_cli
 from unetrt.evaluate import evaluate_stated, format_figures, parse_stems
 from unetrt.export.checkpoint import load_checkpoint, load_model, save_checkpoint
@@ -98,7 +99,8 @@ def score_variants(name: str, report: dict[str, Any]) -> dict[str, Any]:
         if precision == "int8":
             entry["quantization"] = read_model_file(file).quantization
         for engine in engines:
-            with Segmenter(name, backend=engine, precision=precision, device="cpu") as segmenter:
+            # The plain masks: the statement's clean-up has its own record ('cleanup').
+            with Segmenter(name, backend=engine, precision=precision, device="cpu", cleanup=None) as segmenter:
                 figures = evaluate_stated(segmenter, report, SHARED_DATA)
             print(f"{precision} on {engine}:\n{format_figures(figures)}")
             entry[engine] = {k: v for k, v in figures.items() if isinstance(v, float) or k == "per_class_iou"}
@@ -240,6 +242,8 @@ def _run(args: argparse.Namespace) -> None:
     if prior is not None:
         stated["prior_correction"] = {"tau": prior["chosen"], "selected_on_part": prior["part"],
                                       "mean_iou_by_tau": {str(row["tau"]): row["mean_iou"] for row in prior["rows"]}}
+    stated["cpu_precision"] = {"precision": args.cpu_precision,
+                               **({"why": args.cpu_precision_why} if args.cpu_precision_why else {})}
     if args.cleanup_tuning:
         # Chosen by tools/tune_postprocess.py on the selection block; reported on this model's report block.
         tuning = json.loads(Path(args.cleanup_tuning).read_text())
@@ -292,7 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--weights", choices=("auto", "float32", "float16"), default="auto",
                         help="how NAME.onnx and NAME.pt store the weights (computed in float32 either way); auto: "
                              "float16 when float32 would pass the 10 MB per file (unetrt.export.compact)")
+    parser.add_argument("--cpu-precision", choices=CPU_PRECISIONS, default=CPU_PRECISIONS[0],
+                        help="what the model runs at on a CPU when no precision is asked (default int8); fp32 "
+                             "for a model whose INT8 variant loses a figure its users rely on")
+    parser.add_argument("--cpu-precision-why", default=None, metavar="TEXT",
+                        help="--cpu-precision fp32: the figures that decided it, and where they were measured")
     args = parser.parse_args(argv)
+    if args.cpu_precision != CPU_PRECISIONS[0] and not args.cpu_precision_why:
+        parser.error(f"--cpu-precision {args.cpu_precision} needs --cpu-precision-why: the figures that decided it")
     if (args.split is None) != (args.split_data is None):
         parser.error("--split and --split-data go together")
     if (args.previous or args.previous_stated) and args.run is None:

@@ -6,7 +6,8 @@ OpenVINO, ``.pt`` PyTorch. The precision that runs is the file's own, read from 
 (:mod:`unetrt.model_file`), unless a backend's hint is asked; :func:`choose_model` hands it to the backend. A
 bundled model name on a
 CPU picks the fastest installed engine and precision that keeps the model's
-accuracy (``CPU_PREFERENCE``, measured by ``unet-bench``); ``precision`` and
+accuracy (``CPU_PREFERENCE``, measured by ``unet-bench``; from FP32 on for a model whose statement says INT8
+loses a figure, :func:`unetrt.bundled.bundled_cpu_precision`); ``precision`` and
 ``backend`` choose another. On a CUDA machine with TensorRT (its bindings import, a
 GPU is present) a bundled name or an ``.onnx`` file runs as a TensorRT engine built on
 first use and cached (:mod:`unetrt.plan_cache`), then ONNX Runtime's CUDA provider,
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..bundled import bundled_model_names, bundled_model_path, bundled_precision_path
+from ..bundled import bundled_cpu_precision, bundled_model_names, bundled_model_path, bundled_precision_path
 from ..model_file import file_precision
 from .base import Backend, DeviceBackend, check_batch
 from .registry import OpenRequest, backend_spec, native_backend, registered_backends
@@ -118,11 +119,13 @@ def _tensorrt_bundled(name: str, precision: str) -> ModelChoice:
     return ModelChoice(file, "tensorrt", "fp16" if precision == "auto" else precision)
 
 
-def _candidates(backend: str, precision: str, gpu: bool) -> list[tuple[str, str]]:
+def _candidates(backend: str, precision: str, gpu: bool, cpu_precision: str) -> list[tuple[str, str]]:
     if precision == "auto":
         if gpu:
             return [(backend if backend != "auto" else "onnxruntime", "fp32")]
-        preference = [c for c in CPU_PREFERENCE if backend in ("auto", c[0])]
+        # From the first entry at the model's CPU precision: a model stated FP32 skips the INT8 ones.
+        first = next(i for i, c in enumerate(CPU_PREFERENCE) if c[1] == cpu_precision)
+        preference = [c for c in CPU_PREFERENCE[first:] if backend in ("auto", c[0])]
         return preference or [(backend, "fp32")]
     if backend != "auto":
         return [(backend, precision)]
@@ -177,7 +180,7 @@ def model_choices(model: str | Path, backend: str = "auto", precision: str = "au
     # After TensorRT: ONNX Runtime's CUDA provider where it is installed (or the device is forced), else the
     # CPU list.
     gpu = device == "cuda" or (device == "auto" and _onnxruntime_cuda())
-    candidates = _candidates(backend, precision, gpu)
+    candidates = _candidates(backend, precision, gpu, bundled_cpu_precision(name))
     for chosen, wanted in candidates:
         # An uninstalled OpenVINO is passed over when something else can serve; alone (bf16), opening it
         # says how to install it.
@@ -196,13 +199,12 @@ def choose_model(model: str | Path, backend: str = "auto", precision: str = "aut
                  device: str = "auto") -> ModelChoice:
     """Map a path or bundled name, a backend and a precision request to the file, backend and precision that run.
 
-    A bundled name with backend and precision 'auto' takes, on a CPU, the first of
-    ``CPU_PREFERENCE`` that is installed and shipped (OpenVINO INT8, then ONNX Runtime
-    INT8, ...). On a CUDA machine with TensorRT (its bindings import, a GPU is
-    present: :func:`tensorrt_gpu_available`) a bundled name or an ``.onnx`` file runs as a
-    TensorRT engine built from the ONNX model on first use and cached (FP16; INT8 from the
-    shipped QDQ model with precision 'int8'); without TensorRT, the FP32 model on ONNX
-    Runtime's CUDA provider.
+    A bundled name with backend and precision 'auto' takes, on a CPU, the first of ``CPU_PREFERENCE`` that is
+    installed and shipped (OpenVINO INT8, then ONNX Runtime INT8, ...; from OpenVINO FP32 on for a model stated
+    FP32 on CPUs, such as ``isbi``). On a CUDA machine with TensorRT (its bindings import, a GPU is present:
+    :func:`tensorrt_gpu_available`) a bundled name or an ``.onnx`` file runs as a TensorRT engine built from the
+    ONNX model on first use and cached (FP16; INT8 from the shipped QDQ model with precision 'int8'); without
+    TensorRT, the FP32 model on ONNX Runtime's CUDA provider.
 
     Args:
         model: a .plan, .onnx, .xml or .pt path, or a bundled model name.

@@ -175,8 +175,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def describe_runtime(segmenter: object) -> dict[str, Any]:
-    """What ran: backend, precision, model, device, threads and working size of a segmenter (None where it does not
-    say).
+    """What ran: backend, precision, model, device, threads, working size and mask clean-up of a segmenter (None
+    where it does not say).
 
     Reads what a :class:`unetrt.segmenter.Segmenter`'s backend says of itself (the
     :class:`unetrt.backends.Backend` protocol: ``name``, ``precision``, ``path``, ``device``, ``threads``) and
@@ -197,7 +197,11 @@ def describe_runtime(segmenter: object) -> dict[str, Any]:
                      "device": backend.device,
                      # None: the library's own default (ONNX Runtime: one per physical core; torch: its setting).
                      "threads": "default" if backend.threads is None else backend.threads}
-    return {**described, "working_size": None if working_size is None else format_size(working_size)}
+    cleanup = getattr(segmenter, "cleanup", None)
+    steps = [] if cleanup is None else [cleanup.mode] * (cleanup.mode != "none") + [
+        "cell lines"] * (cleanup.lines_threshold is not None)
+    return {**described, "working_size": None if working_size is None else format_size(working_size),
+            "cleanup": " + ".join(steps) or None}
 
 
 def describe_runtime_line(runtime: dict[str, Any]) -> str:
@@ -219,4 +223,6 @@ def describe_runtime_line(runtime: dict[str, Any]) -> str:
         parts[-1] = f"{workers} workers x {parts[-1]}" if threads is not None else f"{workers} workers"
     if runtime.get("working_size"):
         parts.append(f"working size {runtime['working_size']}")
+    if runtime.get("cleanup"):
+        parts.append(f"masks cleaned by {runtime['cleanup']}")
     return f"model {runtime.get('model') or 'unknown'} " + ", ".join(parts)

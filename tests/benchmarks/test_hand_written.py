@@ -98,7 +98,7 @@ def test_row_is_left_out_of_the_bare_modes(tiny_model_files: dict[str, Path], ti
 def test_binary_gray_model_is_thresholded(shared_data: Path) -> None:
     path = list_images(shared_data / "isbi2012-em" / "images")[21]
     frame = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    with Segmenter("isbi", backend="openvino", precision="int8", threads=2) as segmenter:
+    with Segmenter("isbi", backend="openvino", precision="int8", threads=2, cleanup=None) as segmenter:
         pipeline = HandWrittenPipeline(bundled_model_path("isbi", ".int8.onnx"), segmenter.info, frame.shape[:2],
                                        threads=2)
         mask = pipeline.segment(frame)

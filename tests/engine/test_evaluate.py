@@ -227,11 +227,38 @@ def test_cli_cell_lines_are_scored_and_a_bad_lines_threshold_is_one_line(
 
     images, labels = make_binary_folders(tmp_path, 5, ())
     common = ["--model", str(tiny_binary_onnx), "--images", str(images), "--labels", str(labels)]
-    assert main([*common, "--lines-threshold", "0.3"]) == 0
+    assert main([*common, "--cleanup", "none", "--lines-threshold", "0.3"]) == 0
     assert "masks cleaned by none (" in capsys.readouterr().out
-    assert main([*common, "--lines-threshold", "1.5"]) == 2
+    assert main([*common, "--cleanup", "none", "--lines-threshold", "1.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cell lines' threshold must lie in [0, 1], got 1.5" in err[0]
+
+
+def test_cli_settings_without_a_mode_are_one_line_naming_the_fix(tiny_binary_onnx: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.evaluate import main
+
+    images, labels = make_binary_folders(tmp_path, 5, ())
+    code = main(["--model", str(tiny_binary_onnx), "--images", str(images), "--labels", str(labels),
+                 "--max-hole-area", "30", "--lines-threshold", "0.2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "--max-hole-area, --lines-threshold set a clean-up of your own: name its mode with --cleanup" in err[0]
+
+
+def test_cli_scores_a_bundled_model_with_its_stated_cleanup_unless_told_otherwise(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.evaluate import main
+    from unetrt.postprocess import stated_cleanup
+
+    stated = stated_cleanup("isbi")
+    assert stated is not None
+    images, labels = make_binary_folders(tmp_path, 5, ())
+    common = ["--model", "isbi", "--images", str(images), "--labels", str(labels), "--device", "cpu"]
+    assert main(common) == 0
+    assert f"masks cleaned by {stated.mode} (" in capsys.readouterr().out
+    assert main([*common, "--cleanup", "none"]) == 0
+    assert "masks cleaned" not in capsys.readouterr().out
 
 
 def test_cleanup_is_refused_for_multiclass_models(tiny_model_files: dict[str, Path]) -> None:

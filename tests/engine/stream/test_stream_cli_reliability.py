@@ -148,7 +148,7 @@ def test_summary_says_what_ran_and_splits_queue_wait_from_processing(
     summary = json.loads(stats.read_text())
     assert summary["runtime"] == {"backend": "onnxruntime", "precision": "fp32",
                                   "model": str(tiny_model_files["onnx"]), "device": "cpu", "threads": 1,
-                                  "workers": 2, "working_size": None}
+                                  "workers": 2, "working_size": None, "cleanup": None}
     for name in ("latency_ms", "queue_wait_ms", "processing_ms"):
         assert summary[name]["count"] == 6, name
     # End to end is the wait in the read-ahead queue plus the processing, frame by frame, so also in the mean.
