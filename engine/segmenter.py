@@ -279,8 +279,9 @@ class Segmenter:
         if probabilities_size not in PROBABILITY_SIZES:
             raise ValueError(f"probabilities_size must be one of {PROBABILITY_SIZES}, got {probabilities_size!r}")
         if probabilities_size == "working" and self.cleanup is not None:
-            raise ValueError("probabilities_size='working' does not go with a cleanup, which needs the "
-                             "probabilities at the frame's size; use 'frame'")
+            raise ValueError(f"probabilities_size='working' does not go with a cleanup ({self.cleanup.mode}, the "
+                             "model's stated one unless you gave it), which needs the probabilities at the frame's "
+                             "size; use 'frame', or Segmenter(..., cleanup=None)")
         with self._calls_done:
             if self._closed:
                 raise ValueError("this segmenter is closed; open a new one")

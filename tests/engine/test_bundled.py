@@ -107,3 +107,17 @@ def test_the_segmenter_applies_the_bundled_isbi_cleanup_by_default() -> None:
         assert plain.cleanup is None
         result = plain.segment(frame, probabilities=True)
         assert np.array_equal(result.mask, (result.probabilities[0] > 0.5).astype(np.uint8))
+
+
+def test_working_size_probabilities_with_the_stated_cleanup_say_how_to_turn_it_off() -> None:
+    import numpy as np
+
+    from unetrt import Segmenter
+
+    frame = np.zeros((64, 64), np.uint8)
+    refusal = r"does not go with a cleanup \(watershed, the model's stated one .*cleanup=None\)"
+    with Segmenter("isbi", device="cpu", backend="onnxruntime", precision="fp32") as seg, \
+            pytest.raises(ValueError, match=refusal):
+        seg.segment(frame, probabilities=True, probabilities_size="working")
+    with Segmenter("isbi", device="cpu", backend="onnxruntime", precision="fp32", cleanup=None) as seg:
+        assert seg.segment(frame, probabilities=True, probabilities_size="working").probabilities is not None
