@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from unetrt.model_info import ModelInfo
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests stop unet-stream children with Ctrl-C (SIGINT). A shell's background job starts with SIGINT ignored,
+    and an ignored signal stays ignored across exec in every child, which then never stops; a handled one is reset
+    to the default there. So the suite handles it, however it was started."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def tensorrt_gpu_present() -> bool:

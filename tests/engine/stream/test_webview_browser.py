@@ -55,7 +55,12 @@ def test_browser_shows_the_live_stream(tmp_path: Path) -> None:
         second = _screenshot(url, tmp_path / "second.png")
     finally:
         stream.send_signal(signal.SIGINT)
-        stream.communicate(timeout=60)
+        try:
+            stream.communicate(timeout=60)
+        finally:
+            if stream.poll() is None:  # a stream left running would slow every later test
+                stream.kill()
+                stream.communicate()
     pictures = [_picture_area(shot) for shot in (first, second)]
     for picture in pictures:
         # The 480x360 clip (less the page's margins) with its segmentation colours, not an empty page or a broken icon.
