@@ -308,12 +308,8 @@ class IsbiChallengeScorer:
             self._rand[row] += (_pairs(n_ij), _pairs(s_j), true_pairs)
         self.slices += 1
 
-    def scores(self) -> IsbiChallengeScores:
-        """The pooled challenge figures.
-
-        Raises:
-            ValueError: when no slice was added.
-        """
+    def _f_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel and Rand F-score per threshold, pooled over the slices."""
         if self.slices == 0:
             raise ValueError("no slices were scored: call update() first")
         tp, wrong = self._pixel[:, 0], self._pixel[:, 1]
@@ -323,8 +319,34 @@ class IsbiChallengeScorer:
         recall = np.divide(both, true, out=np.zeros_like(both), where=true > 0)
         total = precision + recall
         rand_f = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
+        return pixel_f, rand_f
+
+    def scores(self) -> IsbiChallengeScores:
+        """The pooled challenge figures.
+
+        Raises:
+            ValueError: when no slice was added.
+        """
+        pixel_f, rand_f = self._f_scores()
         best_pixel, best_rand = int(np.argmax(pixel_f)), int(np.argmax(rand_f))
         return IsbiChallengeScores(
             pixel_error=float(1.0 - pixel_f[best_pixel]), pixel_threshold=self.thresholds[best_pixel],
             rand_error=float(1.0 - rand_f[best_rand]), rand_threshold=self.thresholds[best_rand],
         )
+
+    def per_threshold(self) -> list[dict[str, float]]:
+        """Pixel and Rand error at every threshold (those :meth:`scores` takes the best of): the figures of the
+        one mask each threshold gives.
+
+        Raises:
+            ValueError: when no slice was added.
+
+        Example:
+            >>> scorer = IsbiChallengeScorer(thresholds=(0.5, 0.85))
+            >>> scorer.update(np.array([[0.9, 0.9, 0.3, 0.8, 0.9]]), np.array([[1, 1, 0, 1, 1]]))
+            >>> [round(row["pixel_error"], 3) for row in scorer.per_threshold()]
+            [0.0, 0.143]
+        """
+        pixel_f, rand_f = self._f_scores()
+        return [{"threshold": t, "pixel_error": float(1.0 - p), "rand_error": float(1.0 - r)}
+                for t, p, r in zip(self.thresholds, pixel_f, rand_f, strict=True)]

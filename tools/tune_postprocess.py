@@ -32,7 +32,7 @@ from unetrt import Segmenter
 from unetrt.cli import run_cli
 from unetrt.datasets import paired_files, read_image, read_label
 from unetrt.evaluate import parse_stems
-from unetrt.metrics import CHALLENGE_THRESHOLDS, IsbiChallengeScorer
+from unetrt.metrics import IsbiChallengeScorer
 from unetrt.postprocess import BinaryCleanup
 
 LINE_THRESHOLDS = (None, 0.1, 0.2, 0.3, 0.5, 0.7)
@@ -62,44 +62,47 @@ def probability_maps(model: str, data: Path, stems: Sequence[str]) -> list[tuple
     return maps
 
 
-def challenge_figures(maps: Sequence[tuple[np.ndarray, np.ndarray]],
-                      cleanup: BinaryCleanup | None) -> dict[str, float]:
-    """Challenge pixel and Rand errors of plain thresholds (``cleanup`` None) or of the cleaned masks."""
+def challenge_scorer(maps: Sequence[tuple[np.ndarray, np.ndarray]],
+                     cleanup: BinaryCleanup | None) -> IsbiChallengeScorer:
+    """The challenge's counts of plain thresholds (``cleanup`` None) or of the cleaned masks, over every slice."""
     scorer = IsbiChallengeScorer(binarize=None if cleanup is None else cleanup.apply)
     for probability, truth in maps:
         scorer.update(probability, truth)
+    return scorer
+
+
+def challenge_figures(scorer: IsbiChallengeScorer) -> dict[str, float]:
+    """Challenge pixel and Rand errors, each at its own best threshold."""
     scores = scorer.scores()
     return {"pixel_error": scores.pixel_error, "pixel_threshold": scores.pixel_threshold,
             "rand_error": scores.rand_error, "rand_threshold": scores.rand_threshold}
 
 
-def mask_figures(maps: Sequence[tuple[np.ndarray, np.ndarray]], cleanup: BinaryCleanup) -> dict[str, float]:
-    """Challenge pixel and Rand errors of the one mask ``cleanup`` gives at its own threshold."""
-    scorer = IsbiChallengeScorer(thresholds=(cleanup.threshold,), binarize=cleanup.apply)
-    for probability, truth in maps:
-        scorer.update(probability, truth)
-    scores = scorer.scores()
-    return {"threshold": cleanup.threshold, "pixel_error": scores.pixel_error, "rand_error": scores.rand_error}
+def mask_figures(scorer: IsbiChallengeScorer, threshold: float) -> dict[str, float]:
+    """Challenge pixel and Rand errors of the one mask of ``threshold``."""
+    return next(row for row in scorer.per_threshold() if row["threshold"] == threshold)
 
 
 def tune(model: str, data: Path, select: Sequence[str], report: Sequence[str]) -> dict[str, Any]:
     """Grid-search on ``select``, score the chosen clean-up and the plain masks on ``report``."""
     selection_maps = probability_maps(model, data, select)
-    grid = [{**asdict(cleanup), **challenge_figures(selection_maps, cleanup)}
-            for cleanup in tqdm(GRID, desc="grid", disable=None)]
+    scorers = [challenge_scorer(selection_maps, cleanup) for cleanup in tqdm(GRID, desc="grid", disable=None)]
+    grid = [{**asdict(cleanup), **challenge_figures(scorer)} for cleanup, scorer in zip(GRID, scorers, strict=True)]
     # Ties in Rand error (settings that differ only where the lines overrule them) go to the lower pixel error.
     best = min(range(len(GRID)), key=lambda index: (grid[index]["rand_error"], grid[index]["pixel_error"]))
-    masks = [mask_figures(selection_maps, replace(GRID[best], threshold=float(t))) for t in CHALLENGE_THRESHOLDS]
+    masks = scorers[best].per_threshold()
     # The one mask's threshold: least pixel + Rand error; ties go to the lower threshold.
     mask = min(masks, key=lambda row: (row["pixel_error"] + row["rand_error"], row["threshold"]))
     chosen = replace(GRID[best], threshold=mask["threshold"])
     report_maps = probability_maps(model, data, report)
+    cleaned = challenge_scorer(report_maps, chosen)
     return {
         "model": model, "selection_stems": list(select), "report_stems": list(report),
-        "selection": {"plain": challenge_figures(selection_maps, None), "grid": grid, "mask_thresholds": masks},
+        "selection": {"plain": challenge_figures(challenge_scorer(selection_maps, None)), "grid": grid,
+                      "mask_thresholds": masks},
         "chosen": asdict(chosen),
-        "report": {"plain": challenge_figures(report_maps, None), "cleaned": challenge_figures(report_maps, chosen),
-                   "mask": mask_figures(report_maps, chosen)},
+        "report": {"plain": challenge_figures(challenge_scorer(report_maps, None)),
+                   "cleaned": challenge_figures(cleaned), "mask": mask_figures(cleaned, chosen.threshold)},
     }
 
 

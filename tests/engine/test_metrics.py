@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from unetrt.metrics import ConfusionMatrix, confusion_matrix, dice, pixel_error, rand_error
+from unetrt.metrics import ConfusionMatrix, IsbiChallengeScorer, confusion_matrix, dice, pixel_error, rand_error
 
 
 def test_confusion_matrix_counts_rows_target_cols_pred() -> None:
@@ -158,3 +158,26 @@ def test_challenge_scorer_rejects_bad_input() -> None:
         IsbiChallengeScorer().scores()
     with pytest.raises(ValueError, match="2-D"):
         IsbiChallengeScorer().update(np.zeros((1, 2, 2)), np.zeros((1, 2, 2)))
+
+
+
+def test_per_threshold_errors_are_what_scores_takes_the_best_of_and_what_one_threshold_gives() -> None:
+    rng = np.random.default_rng(3)
+    slices = []
+    for _ in range(2):
+        truth = np.full((32, 32), 1, np.uint8)
+        truth[::8, :] = truth[:, ::8] = 0
+        slices.append((np.clip(truth * 0.7 + rng.normal(0.15, 0.2, truth.shape), 0, 1), truth))
+    scorer = IsbiChallengeScorer()
+    for probability, truth in slices:
+        scorer.update(probability, truth)
+    rows, scores = scorer.per_threshold(), scorer.scores()
+    assert [row["threshold"] for row in rows] == list(scorer.thresholds)
+    best_pixel = min(rows, key=lambda row: (row["pixel_error"], row["threshold"]))
+    best_rand = min(rows, key=lambda row: (row["rand_error"], row["threshold"]))
+    assert (best_pixel["pixel_error"], best_pixel["threshold"]) == (scores.pixel_error, scores.pixel_threshold)
+    assert (best_rand["rand_error"], best_rand["threshold"]) == (scores.rand_error, scores.rand_threshold)
+    single = IsbiChallengeScorer(thresholds=(0.3,))
+    for probability, truth in slices:
+        single.update(probability, truth)
+    assert single.per_threshold() == [row for row in rows if row["threshold"] == 0.3]
