@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .backends.tensorrt import gpu_identity, require_tensorrt, tensorrt_major
-from .cuda import require_pycuda
+from .cuda import PrimaryContext, require_pycuda
 from .model_file import read_model_file
 from .plan_metadata import PlanMetadata, Shape, format_shape, replace_file, resolve_profile, write_plan_metadata
 
@@ -412,72 +412,83 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
     strongly_typed = major >= 11 or graph_fp16
     precision = _precision_of(options, quantized, graph_fp16)
 
-    logger = trt.Logger(trt.Logger.VERBOSE if options.verbose else trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(model.SerializeToString(), str(onnx_path)):
-        raise ValueError(f"TensorRT could not parse {str(onnx_path)!r}: {describe_parser_errors(parser)}")
-    if network.num_inputs != 1 or network.num_outputs != 1:
-        raise ValueError(f"{str(onnx_path)!r} has {network.num_inputs} inputs and {network.num_outputs} outputs; "
-                         "a unetrt U-Net has one of each")
-    image, logits = network.get_input(0), network.get_output(0)
+    def build() -> PlanMetadata:
+        logger = trt.Logger(trt.Logger.VERBOSE if options.verbose else trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse(model.SerializeToString(), str(onnx_path)):
+            raise ValueError(f"TensorRT could not parse {str(onnx_path)!r}: {describe_parser_errors(parser)}")
+        if network.num_inputs != 1 or network.num_outputs != 1:
+            raise ValueError(f"{str(onnx_path)!r} has {network.num_inputs} inputs and {network.num_outputs} outputs; "
+                             "a unetrt U-Net has one of each")
+        image, logits = network.get_input(0), network.get_output(0)
 
-    config = builder.create_builder_config()
-    workspace_mib = options.workspace_mib
-    if workspace_mib is None:
-        workspace_mib = default_workspace_mib(*_device_memory(device_index))
-    if workspace_mib is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    if options.opt_level is not None:
-        config.builder_optimization_level = options.opt_level
-    # TensorRT 10 weak typing (removed in 11): allow FP16 (and INT8) kernels, but keep the logit head in FP32.
-    builder_flags = configure_precision(config, network, options, strongly_typed)
-    if builder_flags and not strongly_typed:
-        # The first layers run in FP16 anyway: an FP16 input spares TensorRT a reformat layer, and the frame path's
-        # extract kernel writes half directly (a strongly typed network takes its input type from the graph).
-        image.dtype = trt.float16
-    builder_flags += configure_dla(config, builder, options.dla_core, precision)
-    if options.progress and hasattr(trt, "IProgressMonitor"):
-        # IProgressMonitor is missing from the Python bindings of early TensorRT 10 releases.
-        # Kept in a local: TensorRT holds no reference and the monitor must outlive the build.
-        monitor = _progress_monitor()
-        config.progress_monitor = monitor
-    shape_profile = builder.create_optimization_profile()
-    shape_profile.set_shape(image.name, trt.Dims4(*profile.min), trt.Dims4(*profile.opt), trt.Dims4(*profile.max))
-    config.add_optimization_profile(shape_profile)
-    cache = attach_timing_cache(config, options.timing_cache)
+        config = builder.create_builder_config()
+        workspace_mib = options.workspace_mib
+        if workspace_mib is None:
+            workspace_mib = default_workspace_mib(*_device_memory(device_index))
+        if workspace_mib is not None:
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+        if options.opt_level is not None:
+            config.builder_optimization_level = options.opt_level
+        # TensorRT 10 weak typing (removed in 11): allow FP16 (and INT8) kernels, but keep the logit head in FP32.
+        builder_flags = configure_precision(config, network, options, strongly_typed)
+        if builder_flags and not strongly_typed:
+            # The first layers run in FP16 anyway: an FP16 input spares TensorRT a reformat layer, and the frame path's
+            # extract kernel writes half directly (a strongly typed network takes its input type from the graph).
+            image.dtype = trt.float16
+        builder_flags += configure_dla(config, builder, options.dla_core, precision)
+        if options.progress and hasattr(trt, "IProgressMonitor"):
+            # IProgressMonitor is missing from the Python bindings of early TensorRT 10 releases.
+            # Kept in a local: TensorRT holds no reference and the monitor must outlive the build.
+            monitor = _progress_monitor()
+            config.progress_monitor = monitor
+        shape_profile = builder.create_optimization_profile()
+        shape_profile.set_shape(image.name, trt.Dims4(*profile.min), trt.Dims4(*profile.opt), trt.Dims4(*profile.max))
+        config.add_optimization_profile(shape_profile)
+        cache = attach_timing_cache(config, options.timing_cache)
 
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise ValueError(
-            f"TensorRT failed to build an engine from {str(onnx_path)!r} for profile {format_shape(profile.min)} .. "
-            f"{format_shape(profile.max)}; rerun with --verbose to see why"
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise ValueError(
+                f"TensorRT failed to build an engine from {str(onnx_path)!r} for profile "
+                f"{format_shape(profile.min)} .. {format_shape(profile.max)}; rerun with --verbose to see why"
+            )
+        plan_bytes = bytes(serialized)
+        metadata = PlanMetadata(
+            tensorrt_version=trt.__version__,
+            gpu=gpu,
+            input_name=image.name,
+            output_name=logits.name,
+            input_dtype=_numpy_name(image.dtype),
+            output_dtype=_numpy_name(logits.dtype),
+            profile=profile,
+            precision=precision,
+            strongly_typed=strongly_typed,
+            source=str(onnx_path),
+            info=info,
+            build_options={"workspace_mib": workspace_mib, "opt_level": options.opt_level,
+                           "builder_flags": builder_flags},
+            dla_core=options.dla_core,
+            source_sha256=file_sha256(onnx_path),
+            plan_sha256=hashlib.sha256(plan_bytes).hexdigest(),
         )
-    plan_bytes = bytes(serialized)
-    metadata = PlanMetadata(
-        tensorrt_version=trt.__version__,
-        gpu=gpu,
-        input_name=image.name,
-        output_name=logits.name,
-        input_dtype=_numpy_name(image.dtype),
-        output_dtype=_numpy_name(logits.dtype),
-        profile=profile,
-        precision=precision,
-        strongly_typed=strongly_typed,
-        source=str(onnx_path),
-        info=info,
-        build_options={"workspace_mib": workspace_mib, "opt_level": options.opt_level,
-                       "builder_flags": builder_flags},
-        dla_core=options.dla_core,
-        source_sha256=file_sha256(onnx_path),
-        plan_sha256=hashlib.sha256(plan_bytes).hexdigest(),
-    )
-    write_plan(plan_path, plan_bytes, metadata)
-    if cache is not None and options.timing_cache is not None:
-        replace_file(options.timing_cache, bytes(config.get_timing_cache().serialize()))
-    return metadata
+        write_plan(plan_path, plan_bytes, metadata)
+        if cache is not None and options.timing_cache is not None:
+            replace_file(options.timing_cache, bytes(config.get_timing_cache().serialize()))
+        return metadata
+
+    # The builder works on the CUDA device current on this thread (TensorRT FAQ: "use cudaSetDevice() before
+    # calling the builder"): make device_index's primary context current for it, as the runtime does; the
+    # TensorRT objects are locals of build(), so they are freed while the context is still current.
+    device_context = PrimaryContext(device_index)
+    try:
+        with device_context.active():
+            return build()
+    finally:
+        device_context.release()
 
 
 def write_plan(plan_path: Path, plan_bytes: bytes, metadata: PlanMetadata) -> None:

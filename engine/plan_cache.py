@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .backends.tensorrt import TensorRTBackend
 
 ENGINE_CACHE_ENV = "UNETRT_ENGINE_CACHE"
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: the GPU's multiprocessor count joined the key (every Orin module is "Orin", sm_87)
 BUILD_PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 
@@ -114,6 +114,13 @@ class PlanKey:
         }
         wrong = [name for name, (found, wanted) in pairs.items() if found != wanted]
         return f"its {', '.join(wrong)} differ" if wrong else None
+
+
+def _timing_cache_name(key: PlanKey) -> str:
+    """'timing-10.3.0-sm_87-16sm.cache': TensorRT refuses a timing cache of another device, and Orin modules
+    differ only in their multiprocessor count."""
+    count = "" if key.gpu.multiprocessors is None else f"-{key.gpu.multiprocessors}sm"
+    return f"timing-{key.tensorrt_version}-{key.gpu.sm}{count}.cache"
 
 
 def resolve_build_precision(precision: str, quantized: bool, onnx_path: str | Path) -> str:
@@ -281,7 +288,7 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
         options = BuildOptions(fp16=key.precision == "fp16", int8=key.precision == "int8",
                                working_size=key.working_size,
                                dla_core=dla_core, progress=progress,
-                               timing_cache=folder / f"timing-{key.tensorrt_version}-{key.gpu.sm}.cache")
+                               timing_cache=folder / _timing_cache_name(key))
         try:
             build_engine(onnx_path, plan, options, device_index)
         except OSError as exc:
@@ -327,17 +334,22 @@ def open_cached_engine(onnx_path: str | Path, precision: str = "auto", device: s
 
     Raises:
         PlanNotCachedError, ImportError, ValueError: as :func:`cached_plan`.
+        EngineResourceError: (a ValueError) when the GPU has no memory left to run the engine; the cached engine
+            is kept.
 
     Example:
         >>> with open_cached_engine(bundled_model_path("camvid")) as net:  # doctest: +SKIP
         ...     logits = net.infer(batch)
     """
-    from .backends.tensorrt import TensorRTBackend
+    from .backends.tensorrt import EngineResourceError, TensorRTBackend
 
     index = parse_device(device)
     plan = cached_plan(onnx_path, precision, working_size, dla_core, build, index, cache_dir, progress)
     try:
         return TensorRTBackend(plan, device=device, cuda_graph=cuda_graph)
+    except EngineResourceError:
+        # The plan deserialised; the GPU is short of memory. Rebuilding would delete a good engine and need more.
+        raise
     except ValueError as exc:
         # PlanCompatibilityError is a ValueError too. The entry passed the cache's own checks, so TensorRT
         # itself refused it: a plan from another TensorRT build with the same version string, or damaged bytes.

@@ -249,6 +249,14 @@ def resolve_profile(info: ModelInfo, min_shape: Shape | None = None, opt_shape: 
 class GpuIdentity:
     """A GPU as far as TensorRT engine compatibility is concerned.
 
+    Every Jetson Orin module reports the name "Orin" and compute capability 8.7; the multiprocessor count tells an
+    AGX Orin (16) from an Orin NX (8) or Nano (4 to 8), whose engines TensorRT times separately.
+
+    Attributes:
+        name: the device name the driver reports.
+        compute_capability: (major, minor).
+        multiprocessors: CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT; None in metadata written before it was recorded.
+
     Example:
         >>> GpuIdentity("Orin", (8, 7)).sm
         'sm_87'
@@ -256,6 +264,7 @@ class GpuIdentity:
 
     name: str
     compute_capability: tuple[int, int]
+    multiprocessors: int | None = None
 
     @property
     def sm(self) -> str:
@@ -263,8 +272,20 @@ class GpuIdentity:
         return f"sm_{self.compute_capability[0]}{self.compute_capability[1]}"
 
     def describe(self) -> str:
-        """'NVIDIA H100 (sm_90)'."""
-        return f"{self.name} ({self.sm})"
+        """'Orin (sm_87, 8 SMs)'; without the count when it is not known.
+
+        Example:
+            >>> GpuIdentity("Orin", (8, 7), 8).describe()
+            'Orin (sm_87, 8 SMs)'
+        """
+        count = "" if self.multiprocessors is None else f", {self.multiprocessors} SMs"
+        return f"{self.name} ({self.sm}{count})"
+
+    def same_model(self, other: GpuIdentity) -> bool:
+        """Whether two GPUs are the same model (name, architecture and, where both are known, multiprocessors)."""
+        known = self.multiprocessors is not None and other.multiprocessors is not None
+        return ((self.name, self.compute_capability) == (other.name, other.compute_capability)
+                and (not known or self.multiprocessors == other.multiprocessors))
 
 
 @dataclass(frozen=True)
@@ -313,7 +334,8 @@ class PlanMetadata:
         return {
             "format_version": PLAN_FORMAT_VERSION,
             "tensorrt_version": self.tensorrt_version,
-            "gpu": {"name": self.gpu.name, "compute_capability": list(self.gpu.compute_capability)},
+            "gpu": {"name": self.gpu.name, "compute_capability": list(self.gpu.compute_capability),
+                    "multiprocessors": self.gpu.multiprocessors},
             "inputs": [{"name": self.input_name, "dtype": self.input_dtype}],
             "outputs": [{"name": self.output_name, "dtype": self.output_dtype}],
             "profile": self.profile.to_dict(),
@@ -347,6 +369,7 @@ class PlanMetadata:
         try:
             gpu = data["gpu"]
             major, minor = (int(v) for v in gpu["compute_capability"])
+            multiprocessors = gpu.get("multiprocessors")
             inputs, outputs = list(data["inputs"]), list(data["outputs"])
             if len(inputs) != 1 or len(outputs) != 1:
                 raise ValueError(
@@ -355,7 +378,8 @@ class PlanMetadata:
             inp, out = inputs[0], outputs[0]
             return cls(
                 tensorrt_version=str(data["tensorrt_version"]),
-                gpu=GpuIdentity(str(gpu["name"]), (major, minor)),
+                gpu=GpuIdentity(str(gpu["name"]), (major, minor),
+                                None if multiprocessors is None else int(multiprocessors)),
                 input_name=str(inp["name"]), output_name=str(out["name"]),
                 input_dtype=str(inp["dtype"]), output_dtype=str(out["dtype"]),
                 profile=ShapeProfile.from_dict(data["profile"]),
@@ -469,7 +493,7 @@ def check_compatibility(metadata: PlanMetadata, tensorrt_version: str, gpu: GpuI
             f"TensorRT version and GPU architecture they were built for; rebuild it on this machine with: "
             f"{metadata.rebuild_command(plan_path)}"
         )
-    if metadata.gpu.name != gpu.name:
+    if not metadata.gpu.same_model(gpu):
         warnings.warn(
             f"{str(plan_path)!r} was built on {metadata.gpu.describe()} and runs on {gpu.describe()}: same "
             f"architecture, but its kernels were timed on the other GPU; for best speed rebuild with: "

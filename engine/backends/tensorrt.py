@@ -59,8 +59,13 @@ MISSING_TENSORRT = (
     "TensorRT is not installed: on a Jetson install JetPack 6 (it ships TensorRT 10 with its Python bindings); "
     "elsewhere run `pip install tensorrt pycuda` (or `pip install 'unetrt[tensorrt]'`)"
 )
-__all__ = ["MISSING_PYCUDA", "MISSING_TENSORRT", "TensorRTBackend", "gpu_identity", "parse_device",
-           "require_pycuda", "require_tensorrt", "tensorrt_available", "tensorrt_major"]
+__all__ = ["MISSING_PYCUDA", "MISSING_TENSORRT", "EngineResourceError", "TensorRTBackend", "gpu_identity",
+           "parse_device", "require_pycuda", "require_tensorrt", "tensorrt_available", "tensorrt_major"]
+
+
+class EngineResourceError(ValueError):
+    """The plan is fine but the GPU cannot run it now: no device memory left for its execution context or
+    buffers. A cached engine must not be discarded and rebuilt for it."""
 
 
 def tensorrt_available() -> bool:
@@ -119,7 +124,8 @@ def parse_device(device: str) -> int:
 
 
 def gpu_identity(index: int = 0) -> GpuIdentity:
-    """Name and compute capability of CUDA device ``index`` (needs pycuda; creates no context).
+    """Name, compute capability and multiprocessor count of CUDA device ``index`` (needs pycuda; creates no
+    context).
 
     Raises:
         ImportError: when pycuda is missing.
@@ -134,7 +140,8 @@ def gpu_identity(index: int = 0) -> GpuIdentity:
         raise ValueError(f"CUDA device {index} does not exist; this machine has {count} CUDA device(s)")
     device = cuda.Device(index)
     major, minor = device.compute_capability()
-    return GpuIdentity(str(device.name()), (int(major), int(minor)))
+    multiprocessors = int(device.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT))
+    return GpuIdentity(str(device.name()), (int(major), int(minor)), multiprocessors)
 
 
 def _dims(dims: trt.Dims) -> tuple[int, ...]:
@@ -210,6 +217,8 @@ class TensorRTBackend:
         FileNotFoundError: when the plan or its metadata is missing.
         ImportError: when TensorRT or pycuda is not installed.
         PlanCompatibilityError: when the plan was built with another TensorRT or for another GPU architecture.
+        EngineResourceError: (a ValueError) when the GPU has no memory left for the engine's execution context or
+            buffers.
         ValueError: when the plan does not deserialise or does not look like a unetrt U-Net.
 
     Example:
@@ -297,16 +306,26 @@ class TensorRTBackend:
                 from exc
         in_size = int(np.prod(self.profile.max))
         out_size = int(np.prod(max_out))
-        self._host_in: np.ndarray = cuda.pagelocked_empty(in_size, self._input_dtype)
-        self._host_out: np.ndarray = cuda.pagelocked_empty(out_size, self._output_dtype)
-        self._device_in = cuda.mem_alloc(max(1, self._host_in.nbytes))
-        self._device_out = cuda.mem_alloc(max(1, self._host_out.nbytes))
+        try:
+            self._host_in: np.ndarray = cuda.pagelocked_empty(in_size, self._input_dtype)
+            self._host_out: np.ndarray = cuda.pagelocked_empty(out_size, self._output_dtype)
+            self._device_in = cuda.mem_alloc(max(1, self._host_in.nbytes))
+            self._device_out = cuda.mem_alloc(max(1, self._host_out.nbytes))
+        except cuda.MemoryError as exc:
+            total = in_size * self._input_dtype.itemsize + out_size * self._output_dtype.itemsize
+            raise EngineResourceError(
+                f"the GPU has no memory left for the buffers of {str(self.path)!r} ({total / 2**20:.1f} MiB at its "
+                f"largest shape {format_shape(self.profile.max)}): {exc}; close other GPU programs or build the "
+                "engine for a smaller working size") from exc
         self._bind_own_buffers()
 
     def _new_execution(self, on_change: Callable[[], None]) -> _Execution:
         context = self._engine.create_execution_context()
         if context is None:
-            raise ValueError(f"TensorRT could not create an execution context for {str(self.path)!r} (GPU memory?)")
+            raise EngineResourceError(
+                f"TensorRT could not create an execution context for {str(self.path)!r} (most often: too little GPU "
+                "memory left for its activations); close other GPU programs or build the engine for a smaller "
+                "working size")
         return _Execution(context, self._input, self._output, self.profile, on_change)
 
     def _bind_own_buffers(self) -> None:

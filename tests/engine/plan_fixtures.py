@@ -32,6 +32,7 @@ def install_fake_tensorrt_gpu(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu | No
     module = install_fake_tensorrt(monkeypatch, gpu, version)
     install_builder(module, gpu, dla_cores)
     monkeypatch.setattr(Builder, "builds", 0)
+    monkeypatch.setattr(Builder, "devices", [])
     return module, gpu
 
 

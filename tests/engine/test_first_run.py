@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes.cuda import FakeGpu
+from fakes.tensorrt import FakeEngine
 from fakes.trt_plan import deserialize, serialize
 from plan_fixtures import builds, install_fake_tensorrt_gpu, route_cuda_kernels_to
 
@@ -25,12 +27,18 @@ FRAMES = 12  # CamVid val frames compared (of 101), spread over the split
 
 
 @pytest.fixture
-def first_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def gpu() -> FakeGpu:
+    """The fake Orin of :func:`first_run`."""
+    return FakeGpu()
+
+
+@pytest.fixture
+def first_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gpu: FakeGpu) -> Path:
     """A CUDA machine with TensorRT (fakes), no ONNX Runtime CUDA provider, an empty engine cache; the frame path's
     CUDA kernels are the CPU kernels run on the fake GPU's memory."""
     from unetrt import _tiling  # type: ignore[attr-defined]
 
-    _, gpu = install_fake_tensorrt_gpu(monkeypatch)
+    install_fake_tensorrt_gpu(monkeypatch, gpu)
     route_cuda_kernels_to(monkeypatch, gpu, _tiling)
     monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: False)
     cache = tmp_path / "engines"
@@ -174,6 +182,57 @@ def test_a_refused_entry_in_a_read_only_cache_is_rebuilt_elsewhere(first_run: Pa
         assert Path(segmenter.backend.path).parent != first_run  # type: ignore[attr-defined]
     assert builds() == 2
     assert "cannot remove the unusable engine" in capsys.readouterr().err
+
+
+def test_a_gpu_out_of_memory_keeps_the_cached_engine(first_run: Path, gpu: FakeGpu,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Another program holds the GPU's memory: the engine cannot get an execution context. The run says so and
+    goes on on the CPU; the cached engine is neither discarded nor rebuilt, and serves once memory is back."""
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    entry = _only_entry(first_run)
+    good = entry.read_bytes()
+    capsys.readouterr()
+    gpu.memory_bytes = 0
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name in ("openvino", "onnxruntime")
+    err = capsys.readouterr().err
+    assert "no TensorRT engine (TensorRT could not create an execution context" in err
+    assert "too little GPU memory" in err and "rebuilding" not in err
+    assert builds() == 1 and _only_entry(first_run).read_bytes() == good
+    gpu.memory_bytes = None
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    assert builds() == 1
+
+
+def test_no_memory_for_the_engine_buffers_frees_what_it_took(first_run: Path, gpu: FakeGpu,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    with Segmenter("camvid", warm_up=False):
+        pass
+    capsys.readouterr()
+    gpu.memory_bytes = FakeEngine.context_memory + 1  # the context fits, its input buffer does not
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name in ("openvino", "onnxruntime")
+    err = capsys.readouterr().err
+    assert "the GPU has no memory left for the buffers of" in err and "cuMemAlloc failed: out of memory" in err
+    assert gpu.live("device") == 0 and builds() == 1
+
+
+def test_a_cache_cloned_from_another_orin_module_builds_its_own_entry(first_run: Path, gpu: FakeGpu) -> None:
+    """A fleet image prepared on an AGX Orin (16 SMs) and flashed onto an Orin NX (8): the same name and
+    architecture, but the NX builds and caches its own engine instead of running tactics timed on the AGX."""
+    with Segmenter("camvid", warm_up=False):
+        pass
+    gpu.multiprocessors = 8
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+        assert "8 SMs" in segmenter.backend.metadata.gpu.describe()  # type: ignore[attr-defined]
+    assert builds() == 2 and len(list(first_run.glob("*.plan"))) == 2
+    gpu.multiprocessors = 16
+    with Segmenter("camvid", warm_up=False):
+        pass
+    assert builds() == 2
 
 
 def test_without_pycuda_the_first_run_says_how_to_get_tensorrt(first_run: Path, monkeypatch: pytest.MonkeyPatch,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import write_unparsable_onnx
 from fakes.cuda import FakeGpu
+from fakes.tensorrt_builder import Builder
 from fakes.trt_plan import deserialize
 from plan_fixtures import builds, install_fake_tensorrt_gpu
 
@@ -195,3 +196,13 @@ def test_dla_plan_opens_on_its_core(fake_trt: FakeGpu, tiny_model_files: dict[st
     build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True, dla_core=1, progress=False))
     with TensorRTBackend(plan) as backend:
         assert backend._runtime.DLA_core == 1  # set before the plan was deserialised
+
+
+def test_the_engine_is_built_on_the_device_asked_for(monkeypatch: pytest.MonkeyPatch,
+                                                      tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    """TensorRT builds on the thread's current CUDA device (device 0 when none is): cuda:1 must be current."""
+    _, gpu = install_fake_tensorrt_gpu(monkeypatch, FakeGpu(count=2, integrated=False))
+    build_engine(tiny_model_files["onnx"], tmp_path / "one.plan", BuildOptions(progress=False), device_index=1)
+    build_engine(tiny_model_files["onnx"], tmp_path / "zero.plan", BuildOptions(progress=False))
+    assert Builder.devices == [1, 0]
+    assert gpu.current() is None and all(gpu.primary(index).retains == 0 for index in (0, 1))

@@ -52,7 +52,8 @@ def test_every_part_of_the_key_names_another_entry() -> None:
     variants = [replace(key, source_sha256="cd" * 32), replace(key, precision="int8"),
                 replace(key, working_size=(320, 240)), replace(key, dla_core=0),
                 replace(key, tensorrt_version="10.3.1"), replace(key, gpu=GpuIdentity("Orin", (8, 6))),
-                replace(key, gpu=GpuIdentity("Orin Nano", (8, 7)))]
+                replace(key, gpu=GpuIdentity("Orin Nano", (8, 7))),
+                replace(key, gpu=GpuIdentity("Orin", (8, 7), 8))]
     stems = {key.stem, *(v.stem for v in variants)}
     assert len(stems) == len(variants) + 1
     assert key.stem.startswith("camvid-fp16-") and key.stem == replace(key).stem

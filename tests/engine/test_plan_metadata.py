@@ -26,7 +26,7 @@ from unetrt.plan_metadata import (
     write_plan_metadata,
 )
 
-ORIN = GpuIdentity("Orin", (8, 7))
+ORIN = GpuIdentity("Orin", (8, 7), 16)
 H100 = GpuIdentity("NVIDIA H100 80GB HBM3", (9, 0))
 
 
@@ -138,7 +138,10 @@ def test_metadata_round_trip(tmp_path: Path) -> None:
     assert written == metadata_path(plan) == tmp_path / "unet.plan.json"
     assert read_plan_metadata(plan) == metadata
     data = json.loads(written.read_text())
-    assert data["gpu"] == {"name": "Orin", "compute_capability": [8, 7]}
+    assert data["gpu"] == {"name": "Orin", "compute_capability": [8, 7], "multiprocessors": 16}
+    del data["gpu"]["multiprocessors"]  # metadata written before the count was recorded
+    written.write_text(json.dumps(data))
+    assert read_plan_metadata(plan).gpu == GpuIdentity("Orin", (8, 7), None)
     assert data["profile"]["max"] == [4, 3, 48, 64]
     assert data["model"]["class_names"] == ["class0", "class1", "class2"]
     assert data["inputs"] == [{"name": "image", "dtype": "float32"}]
@@ -188,13 +191,22 @@ def test_other_tensorrt_version_is_refused() -> None:
 
 
 def test_other_architecture_is_refused() -> None:
-    with pytest.raises(PlanCompatibilityError, match=r"built for Orin \(sm_87\), this GPU is .*\(sm_90\)"):
+    with pytest.raises(PlanCompatibilityError, match=r"built for Orin \(sm_87, 16 SMs\), this GPU is .*\(sm_90\)"):
         check_compatibility(make_metadata(), "10.3.0", H100, "unet.plan")
 
 
 def test_same_architecture_other_model_warns() -> None:
     with pytest.warns(RuntimeWarning, match="same architecture"):
         check_compatibility(make_metadata(), "10.3.0", GpuIdentity("Jetson AGX Orin", (8, 7)), "unet.plan")
+
+
+def test_another_orin_module_warns_an_unknown_count_does_not(recwarn: pytest.WarningsRecorder) -> None:
+    # Every Orin module reports "Orin", sm_87: an AGX Orin's engine on an Orin NX runs with tactics timed on 16 SMs.
+    with pytest.warns(RuntimeWarning, match=r"built on Orin \(sm_87, 16 SMs\) and runs on Orin \(sm_87, 8 SMs\)"):
+        check_compatibility(make_metadata(), "10.3.0", GpuIdentity("Orin", (8, 7), 8), "unet.plan")
+    check_compatibility(make_metadata(gpu=GpuIdentity("Orin", (8, 7))), "10.3.0", ORIN, "unet.plan")
+    check_compatibility(make_metadata(), "10.3.0", ORIN, "unet.plan")
+    assert not recwarn.list
 
 
 def test_metadata_rejects_unknown_precision() -> None:

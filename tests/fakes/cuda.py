@@ -23,6 +23,9 @@ The fakes refuse what the real libraries refuse; each rule names its document:
 * Stream capture: synchronising a capturing stream is not allowed and invalidates the capture, which then ends
   with ``CUDA_ERROR_STREAM_CAPTURE_INVALIDATED`` and no graph (CUDA Driver API, ``cuStreamBeginCapture``,
   ``cuStreamEndCapture``; CUDA Programming Guide, "CUDA Graphs: Prohibited and Unhandled Operations").
+* Device memory runs out: with ``FakeGpu.memory_bytes`` set, an allocation beyond it raises pycuda's
+  ``MemoryError`` (pycuda documentation, ``pycuda.driver.MemoryError``: "Thrown when mem_alloc() or related
+  functionality fails"; the driver's ``cuMemAlloc`` returns ``CUDA_ERROR_OUT_OF_MEMORY``).
 * ``cuDevicePrimaryCtxRelease`` after the last retain destroys the primary context; a context must not be used
   after that (CUDA Driver API, "Primary Context Management").
 * pycuda's ``Context.detach`` from a thread other than the one that made the context releases nothing; of a
@@ -54,6 +57,7 @@ CUDA_ERROR_INVALID_HANDLE = 400
 CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED = 900
 CUDA_ERROR_STREAM_CAPTURE_INVALIDATED = 901
 # CUdevice_attribute values (cuda.h).
+ATTRIBUTE_MULTIPROCESSOR_COUNT = 16
 ATTRIBUTE_INTEGRATED = 18
 ATTRIBUTE_CAN_MAP_HOST_MEMORY = 19
 ALIGNMENT = 256
@@ -65,6 +69,10 @@ class FakeCudaError(RuntimeError):
 
 class FakeLogicError(FakeCudaError):
     """pycuda.driver.LogicError."""
+
+
+class FakeMemoryError(FakeCudaError):
+    """pycuda.driver.MemoryError (a pycuda error, not Python's MemoryError)."""
 
 
 @dataclass(eq=False)
@@ -103,18 +111,22 @@ class FakeGpu:
     Attributes:
         name: the device name pycuda reports.
         compute_capability: (major, minor).
+        multiprocessors: CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT (an AGX Orin: 16).
         integrated: whether CPU and GPU share one memory (Jetson), CU_DEVICE_ATTRIBUTE_INTEGRATED.
         count: how many devices there are (all alike).
         log: (kind, details) of every operation that ran on a stream.
         initialized: whether the driver was initialised (``cuInit``, or pycuda's ``init``).
+        memory_bytes: the device memory allocations may take in all (None: no limit).
     """
 
     name: str = "Orin (fake)"
     compute_capability: tuple[int, int] = (8, 7)
+    multiprocessors: int = 16
     integrated: bool = True
     count: int = 1
     log: list[tuple[Any, ...]] = field(default_factory=list)
     initialized: bool = False
+    memory_bytes: int | None = None
 
     def __post_init__(self) -> None:
         self._handles = itertools.count(0x1000)
@@ -182,7 +194,14 @@ class FakeGpu:
     # --- memory ------------------------------------------------------------------------------------------
 
     def allocate(self, nbytes: int, kind: str = "device") -> tuple[int, np.ndarray]:
-        """Host memory at a 256-byte aligned address: (address, the bytes)."""
+        """Host memory at a 256-byte aligned address: (address, the bytes).
+
+        Raises:
+            FakeMemoryError: when a device allocation would pass ``memory_bytes``.
+        """
+        free = self.free_device_bytes()
+        if kind == "device" and free is not None and max(1, nbytes) > free:
+            raise FakeMemoryError("cuMemAlloc failed: out of memory")
         raw = np.zeros(max(1, nbytes) + ALIGNMENT, np.uint8)
         offset = (-raw.ctypes.data) % ALIGNMENT
         block = raw[offset : offset + max(1, nbytes)]
@@ -207,6 +226,14 @@ class FakeGpu:
             if ptr in self._blocks:
                 del self._blocks[ptr]
                 self._starts.remove(ptr)
+
+    def free_device_bytes(self) -> int | None:
+        """Device memory left to allocate (None: no limit)."""
+        if self.memory_bytes is None:
+            return None
+        with self.lock:
+            used = sum(block.nbytes for block, _, kind in self._blocks.values() if kind == "device")
+        return self.memory_bytes - used
 
     def live(self, kind: str | None = None) -> int:
         """How many allocations (of a kind: 'device', 'pinned', 'registered') are alive."""
@@ -292,6 +319,7 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
     driver = types.ModuleType("pycuda.driver")
     driver.Error = FakeCudaError  # type: ignore[attr-defined]
     driver.LogicError = FakeLogicError  # type: ignore[attr-defined]
+    driver.MemoryError = FakeMemoryError  # type: ignore[attr-defined]
 
     def pycuda_context() -> FakeContext:
         stack = gpu.pycuda_stack()
@@ -305,6 +333,7 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
         gpu.initialized = True
 
     class device_attribute:  # noqa: N801 - pycuda's name
+        MULTIPROCESSOR_COUNT = ATTRIBUTE_MULTIPROCESSOR_COUNT
         INTEGRATED = ATTRIBUTE_INTEGRATED
         CAN_MAP_HOST_MEMORY = ATTRIBUTE_CAN_MAP_HOST_MEMORY
 
@@ -414,6 +443,8 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
                 return int(gpu.integrated)
             if attribute == ATTRIBUTE_CAN_MAP_HOST_MEMORY:
                 return 1
+            if attribute == ATTRIBUTE_MULTIPROCESSOR_COUNT:
+                return gpu.multiprocessors
             raise FakeLogicError(f"attribute {attribute} is not faked")
 
         def retain_primary_context(self) -> Context:
@@ -447,7 +478,8 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
             gpu.free(self.ptr)
 
         def __del__(self) -> None:
-            gpu.free(self.ptr)
+            if hasattr(self, "ptr"):  # not when the allocation itself failed
+                gpu.free(self.ptr)
 
     class HostAllocation(bytearray):
         """The base of a page-locked array (pycuda's HostAllocation, freed with free())."""

@@ -23,6 +23,11 @@ in its own file. The fake refuses what TensorRT refuses; each rule names its doc
   ``FakeEngine.capturable = False``): the TensorRT Developer Guide ("Working with CUDA Graphs") lists engines that
   cannot be captured (e.g. with loops or conditionals, or ones that synchronise internally), and enqueueV3 fails
   under capture for them.
+* ``create_execution_context`` returns None when the device memory left is less than the context's activation
+  memory (``FakeEngine.context_memory``): "IExecutionContext requires a block of device memory for internal
+  activation tensors during inference", allocated at creation by default (``ExecutionContextAllocationStrategy``,
+  NvInferRuntime.h: kSTATIC, "Default static allocation with the maximum size across all profiles"), and
+  ``ICudaEngine::createExecutionContext`` returns null when it fails.
 * ``execute_async_v3`` returns False when a tensor has no address (``IExecutionContext::enqueueV3``: "all input
   and output tensor addresses must be set").
 """
@@ -94,6 +99,7 @@ class FakeEngine:
     """tensorrt.ICudaEngine of a fake plan."""
 
     capturable = True
+    context_memory = 1 << 20  # the activation memory each execution context allocates
 
     def __init__(self, gpu: FakeGpu, plan: FakePlan) -> None:
         import onnxruntime as ort
@@ -123,7 +129,10 @@ class FakeEngine:
             raise ValueError("the fake engine has one input and one profile")
         return self.plan.profile
 
-    def create_execution_context(self) -> FakeExecutionContext:
+    def create_execution_context(self) -> FakeExecutionContext | None:
+        free = self.gpu.free_device_bytes()
+        if free is not None and free < self.context_memory:
+            return None
         context = FakeExecutionContext(self)
         self.contexts.append(context)
         return context
@@ -269,7 +278,7 @@ def write_plan_from_onnx(onnx_path: Path, plan_path: Path, gpu: FakeGpu, *, vers
                     profile=profile, precision=precision, dla_core=None, onnx_model=onnx_path.read_bytes())
     plan_path.write_bytes(serialize(plan))
     write_plan_metadata(plan_path, PlanMetadata(
-        tensorrt_version=version, gpu=GpuIdentity(gpu.name, gpu.compute_capability), input_name="image",
-        output_name="logits", input_dtype=input_dtype, output_dtype="float32",
+        tensorrt_version=version, gpu=GpuIdentity(gpu.name, gpu.compute_capability, gpu.multiprocessors),
+        input_name="image", output_name="logits", input_dtype=input_dtype, output_dtype="float32",
         profile=ShapeProfile(*profile), precision=precision, strongly_typed=False, source=str(onnx_path), info=info))
     return plan_path

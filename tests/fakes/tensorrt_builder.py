@@ -25,6 +25,10 @@ Documents cited (TensorRT 10 C++ and Python API references, Developer Guide):
   graph; the reduced-precision builder flags (FP16, INT8, ...) are an error with it.
 * [DLA] Developer Guide, "Working with DLA": the DLA runs FP16 and INT8 layers; the core must lie in
   [0, getNbDLACores()); layers the DLA cannot run need BuilderFlag.GPU_FALLBACK, else the build fails.
+* [DEVICE] TensorRT Developer Guide, FAQ "How do I use TensorRT on multiple GPUs?": "Each ICudaEngine object is
+  bound to a specific GPU when it is instantiated, either by the builder or on deserialization. To select the GPU,
+  use cudaSetDevice() before calling the builder"; with no device set, the CUDA runtime works on device 0 (CUDA C++
+  Programming Guide, "Device Selection"). The fake records the device each build ran on (``Builder.devices``).
 * [ONNX] OnnxParser.parse returns False and records one error per node it cannot import (an operator without
   an importer): https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/parsers/Onnx/pyOnnx.html
 """
@@ -36,7 +40,7 @@ import json
 import threading
 import types
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -317,8 +321,10 @@ class Builder:
     """
 
     builds = 0  # how many builds ran, over every fake builder (tests count rebuilds with it)
+    devices: ClassVar[list[int]] = []  # the CUDA device of each build, in order [DEVICE]
     _count_lock = threading.Lock()
     module: types.ModuleType
+    gpu: Any
     device_name = "Orin"
     compute_capability = (8, 7)
     num_DLA_cores = 2  # noqa: N815 - the name TensorRT gives it
@@ -343,8 +349,10 @@ class Builder:
 
     def build_serialized_network(self, network: NetworkDefinition, config: BuilderConfig) -> HostMemory | None:
         """The plan, or None when the build fails (the reason goes to the log, as TensorRT does) [BUILDER]."""
+        current = self.gpu.current()
         with Builder._count_lock:
             Builder.builds += 1
+            Builder.devices.append(0 if current is None else current.ordinal)
         if network.num_inputs == 0 or network.num_outputs == 0:
             return None
         image = network.get_input(0)
@@ -420,13 +428,13 @@ def install_builder(module: types.ModuleType, gpu: Any, dla_cores: int = 2) -> t
 
     Args:
         module: the fake module; its ``__version__``, ``DataType``, ``nptype`` and ``Logger`` are used.
-        gpu: the device built for (``name`` and ``compute_capability``, as the fake GPU has them).
+        gpu: the fake GPU (:class:`fakes.cuda.FakeGpu`): its name, compute capability and current context.
         dla_cores: how many DLA cores it has (Orin AGX / NX: 2).
 
     Returns:
         The module.
     """
-    bound = type("Builder", (Builder,), {"module": module, "device_name": gpu.name,
+    bound = type("Builder", (Builder,), {"module": module, "gpu": gpu, "device_name": gpu.name,
                                          "compute_capability": tuple(gpu.compute_capability),
                                          "num_DLA_cores": dla_cores})
     parser = type("OnnxParser", (OnnxParser,), {"module": module})
