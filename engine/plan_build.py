@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .backends.tensorrt import gpu_identity, require_tensorrt, tensorrt_major
+from .backends.tensorrt import gpu_identity, require_tensorrt, start_tensorrt, tensorrt_major
 from .cuda import PrimaryContext, require_pycuda
 from .model_file import read_model_file
 from .plan_metadata import PlanMetadata, Shape, format_shape, replace_file, resolve_profile, write_plan_metadata
@@ -414,7 +414,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
 
     def build() -> PlanMetadata:
         logger = trt.Logger(trt.Logger.VERBOSE if options.verbose else trt.Logger.WARNING)
-        builder = trt.Builder(logger)
+        builder = start_tensorrt(trt.Builder, logger)
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -60,7 +60,9 @@ MISSING_TENSORRT = (
     "elsewhere run `pip install tensorrt pycuda` (or `pip install 'unetrt[tensorrt]'`)"
 )
 __all__ = ["MISSING_PYCUDA", "MISSING_TENSORRT", "EngineResourceError", "TensorRTBackend", "gpu_identity",
-           "parse_device", "require_pycuda", "require_tensorrt", "tensorrt_available", "tensorrt_major"]
+           "parse_device", "require_pycuda", "require_tensorrt", "start_tensorrt", "tensorrt_available",
+           "tensorrt_major"]
+T = TypeVar("T")
 
 
 class EngineResourceError(ValueError):
@@ -121,6 +123,23 @@ def parse_device(device: str) -> int:
     if device != "auto" and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
         raise ValueError(f"device must be 'auto', 'cuda' or 'cuda:N', got {device!r}")
     return cuda_ordinal(device)
+
+
+def start_tensorrt(factory: Callable[[Any], T], logger: Any) -> T:
+    """``trt.Runtime(logger)`` or ``trt.Builder(logger)``, with TensorRT's failure to start turned into a ValueError.
+
+    When TensorRT cannot initialise CUDA (a driver older than the CUDA it was built for, a container without the
+    GPU's libraries, no memory for a context) its constructors return null, which the Python bindings raise as
+    ``TypeError: pybind11::init(): factory function returned nullptr``.
+
+    Raises:
+        ValueError: naming the failure and how to see why.
+    """
+    try:
+        return factory(logger)
+    except TypeError as exc:
+        raise ValueError(f"TensorRT could not start on this GPU ({exc}): CUDA failed to initialise under it; "
+                         "`python -m unetrt.doctor` shows the driver, CUDA and TensorRT versions") from exc
 
 
 def gpu_identity(index: int = 0) -> GpuIdentity:
@@ -269,7 +288,7 @@ class TensorRTBackend:
         import tensorrt as trt
 
         self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
+        self._runtime = start_tensorrt(trt.Runtime, self._logger)
         if self.metadata.dla_core is not None:
             # IRuntime::setDLACore: the DLA core a DLA engine runs on, set before deserialising (as trtexec does).
             self._runtime.DLA_core = self.metadata.dla_core

@@ -273,3 +273,19 @@ def test_without_the_cuda_kernels_frames_go_through_host_memory_and_say_why(
         assert segmenter.segment(frame).mask.shape == (360, 480)
     with pytest.raises(ImportError, match="built without its CUDA kernels"):
         Segmenter("camvid", warm_up=False, device_path="cuda")
+
+
+def test_tensorrt_that_cannot_start_cuda_falls_back_with_one_line(first_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """TensorRT's constructors return null when CUDA fails to initialise under them (a driver older than
+    TensorRT's CUDA), which its Python bindings raise as a TypeError (NVIDIA/TensorRT issues 635, 2913)."""
+    import tensorrt as trt
+
+    def no_cuda(*args: object) -> None:
+        raise TypeError("pybind11::init(): factory function returned nullptr")
+
+    monkeypatch.setattr(trt, "Builder", no_cuda)
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name in ("openvino", "onnxruntime")
+    assert "no TensorRT engine (TensorRT could not start on this GPU (pybind11::init()" in capsys.readouterr().err
+    assert builds() == 0
