@@ -280,6 +280,10 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
         problem = entry_problem(plan, key)
         if problem is None:
             return plan
+        # Writers of this entry hold its lock, so its temporaries are a killed build's (power cut, SIGKILL),
+        # each the size of a plan: on a Jetson's eMMC they would pile up.
+        for stale in folder.glob(f".{key.stem}.plan*.tmp"):
+            stale.unlink(missing_ok=True)
         from .plan_build import build_engine
 
         if progress:

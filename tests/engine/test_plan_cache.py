@@ -246,3 +246,14 @@ def test_two_processes_share_one_build(tiny_model_files: dict[str, Path], tmp_pa
     metadata = json.loads(metadata_path(plan).read_text())
     assert metadata["plan_sha256"] and plan.stat().st_size > 0
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".cache", ".json", ".lock", ".plan"]
+
+
+def test_a_killed_build_leaves_no_temporaries_behind_the_next(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    stem = plan_key(tiny_model_files["onnx"]).stem
+    killed = [tmp_path / f".{stem}.plan.4242.1.tmp", tmp_path / f".{stem}.plan.json.4242.1.tmp"]
+    other = tmp_path / ".other-fp16-0123456789abcdef.plan.4242.1.tmp"
+    for path in (*killed, other):
+        path.write_bytes(b"half a plan")
+    cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
+    assert not any(path.exists() for path in killed) and other.exists()
