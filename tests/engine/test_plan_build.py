@@ -8,6 +8,7 @@ import shlex
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import write_unparsable_onnx
 from fakes.cuda import FakeGpu
@@ -206,3 +207,21 @@ def test_the_engine_is_built_on_the_device_asked_for(monkeypatch: pytest.MonkeyP
     build_engine(tiny_model_files["onnx"], tmp_path / "zero.plan", BuildOptions(progress=False))
     assert Builder.devices == [1, 0]
     assert gpu.current() is None and all(gpu.primary(index).retains == 0 for index in (0, 1))
+
+
+def test_tensorrt_11_builds_fp16_and_int8_strongly_typed(monkeypatch: pytest.MonkeyPatch,
+                                                         tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    """TensorRT 11 removed the weak-typing flags (the fake raises AttributeError for them): FP16 comes from the
+    graph converted to FP16, INT8 from the QDQ graph, both built strongly typed."""
+    from unetrt.export.quantize import quantize_onnx
+
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(integrated=False), version="11.4.0")
+    fp16 = build_engine(tiny_model_files["onnx"], tmp_path / "fp16.plan", BuildOptions(fp16=True, progress=False))
+    assert (fp16.precision, fp16.strongly_typed, fp16.build_options["builder_flags"]) == ("fp16", True, [])
+    assert fp16.tensorrt_version == "11.4.0"
+    batches = [np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)]
+    qdq = quantize_onnx(tiny_model_files["onnx"], tmp_path / "tiny.int8.onnx", batches, "minmax", "tensorrt")
+    int8 = build_engine(qdq, tmp_path / "int8.plan", BuildOptions(int8=True, progress=False))
+    assert (int8.precision, int8.strongly_typed) == ("int8", True)
+    fp32 = build_engine(tiny_model_files["onnx"], tmp_path / "fp32.plan", BuildOptions(progress=False))
+    assert fp32.precision == "fp32"

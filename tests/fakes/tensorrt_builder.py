@@ -29,6 +29,11 @@ Documents cited (TensorRT 10 C++ and Python API references, Developer Guide):
   bound to a specific GPU when it is instantiated, either by the builder or on deserialization. To select the GPU,
   use cudaSetDevice() before calling the builder"; with no device set, the CUDA runtime works on device 0 (CUDA C++
   Programming Guide, "Device Selection"). The fake records the device each build ran on (``Builder.devices``).
+* [TRT11] TensorRT 11 "Removed Python APIs and Replacements" (Migrating from TensorRT 10.x to 11.x): the APIs
+  listed "have been removed in TensorRT 11.x and will cause runtime errors if called", among them
+  ``BuilderFlag.FP16`` ("Strong typing with ModelOpt AutoCast"), ``BuilderFlag.INT8`` ("Explicit quantization with
+  Q/DQ nodes") and ``BuilderFlag.OBEY_PRECISION_CONSTRAINTS`` ("Strong typing (always enforced)"): a fake of
+  version 11 or later has no such flags, and its networks are strongly typed whatever the creation flags say.
 * [ONNX] OnnxParser.parse returns False and records one error per node it cannot import (an operator without
   an importer): https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/parsers/Onnx/pyOnnx.html
 """
@@ -339,6 +344,8 @@ class Builder:
         return f"{self.device_name}/sm_{self.compute_capability[0]}{self.compute_capability[1]}"
 
     def create_network(self, flags: int = 0) -> NetworkDefinition:
+        if _major(self.tensorrt_version) >= 11:
+            flags |= 1 << STRONGLY_TYPED_BIT  # [TRT11]
         return NetworkDefinition(flags)
 
     def create_builder_config(self) -> BuilderConfig:
@@ -423,6 +430,10 @@ def _run_phases(monitor: IProgressMonitor | None) -> bool:
     return True
 
 
+def _major(version: str) -> int:
+    return int(version.split(".")[0])
+
+
 def install_builder(module: types.ModuleType, gpu: Any, dla_cores: int = 2) -> types.ModuleType:
     """Add the builder side to the runtime fake's ``tensorrt`` module (:func:`fakes.tensorrt.make_tensorrt`).
 
@@ -438,8 +449,11 @@ def install_builder(module: types.ModuleType, gpu: Any, dla_cores: int = 2) -> t
                                          "compute_capability": tuple(gpu.compute_capability),
                                          "num_DLA_cores": dla_cores})
     parser = type("OnnxParser", (OnnxParser,), {"module": module})
+    # [TRT11]: the weak-typing flags are gone; reaching for one raises AttributeError, as the real module does.
+    flags = (types.SimpleNamespace(GPU_FALLBACK=BuilderFlag.GPU_FALLBACK)
+             if _major(str(module.__version__)) >= 11 else BuilderFlag)
     names: dict[str, Any] = {
-        "Builder": bound, "OnnxParser": parser, "BuilderFlag": BuilderFlag, "DeviceType": DeviceType,
+        "Builder": bound, "OnnxParser": parser, "BuilderFlag": flags, "DeviceType": DeviceType,
         "MemoryPoolType": MemoryPoolType, "NetworkDefinitionCreationFlag": NetworkDefinitionCreationFlag,
         "Dims4": Dims4, "IProgressMonitor": IProgressMonitor, "IHostMemory": HostMemory,
         "float32": module.DataType.FLOAT, "float16": module.DataType.HALF,
