@@ -152,6 +152,8 @@ class Segmenter:
         # Calls in flight, so that close() frees nothing a call on another thread still uses.
         self._calls = 0
         self._calls_done = threading.Condition()
+        # Set by the one close() that releases; any other close() waits for it (close is idempotent).
+        self._released = threading.Event()
         try:
             self.palette = Palette.of(self.info) if palette is None else palette
         except BaseException:
@@ -372,10 +374,19 @@ class Segmenter:
         with self._calls_done:
             closing, self._closed = not self._closed, True
             self._calls_done.wait_for(lambda: self._calls == 0)
-        if closing:
+        if not closing:
+            # Another thread's close() is releasing: closing the backend here could pull its context from under
+            # that release (which then fails, leaking the path's device memory and retained context).
+            self._released.wait()
+            return
+        try:
             # Device memory is freed while the backend's CUDA context still exists.
             self._path.release()
-        self.backend.close()
+        finally:
+            try:
+                self.backend.close()
+            finally:
+                self._released.set()
 
     def __enter__(self) -> Segmenter:
         return self

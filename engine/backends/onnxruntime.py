@@ -157,10 +157,11 @@ class OnnxRuntimeBackend:
         Raises:
             ValueError: on a malformed batch, or after :meth:`close`.
         """
-        if self._session is None:
+        session = self._session  # one read: close() on another thread may drop the attribute meanwhile
+        if session is None:
             raise ValueError("this backend is closed; open a new one")
         batch = check_batch(batch, self.info)
-        (logits,) = self._session.run([self._output], {self._input: batch})
+        (logits,) = session.run([self._output], {self._input: batch})
         return np.asarray(logits, dtype=np.float32)
 
     # --- device entry (the GPU-resident frame path): the CUDA provider through IO binding ------------------

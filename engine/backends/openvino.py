@@ -313,10 +313,11 @@ class OpenVinoBackend:
         Raises:
             ValueError: on a malformed batch, or after :meth:`close`.
         """
-        if self._closed:
-            raise ValueError("this backend is closed; open a new one")
         batch = np.ascontiguousarray(check_batch(batch, self.info))
         with self._lock:
+            # Checked under the lock close() takes, so no request is compiled again after close.
+            if self._closed:
+                raise ValueError("this backend is closed; open a new one")
             if len(batch) > 1 and self.lanes > 1:
                 return self._infer_in_lanes(batch)
             request, output_shape = self._request(tuple(batch.shape))
@@ -329,9 +330,10 @@ class OpenVinoBackend:
 
     def close(self) -> None:
         """Drop the compiled models (idempotent)."""
-        self._requests.clear()
-        self._lane_requests.clear()
-        self._closed = True
+        with self._lock:
+            self._requests.clear()
+            self._lane_requests.clear()
+            self._closed = True
 
     def __enter__(self) -> OpenVinoBackend:
         return self

@@ -83,13 +83,14 @@ class TorchBackend:
         Raises:
             ValueError: on a malformed batch or an illegal size, or after :meth:`close`.
         """
-        if self._model is None:
+        model = self._model  # one read: close() on another thread may drop the attribute meanwhile
+        if model is None:
             raise ValueError("this backend is closed; open a new one")
         batch = check_batch(batch, self.info)
         torch = self._torch
         with torch.inference_mode():
             tensor = torch.from_numpy(batch).to(self._device, self._dtype, memory_format=self._memory_format)
-            logits = self._model(tensor)
+            logits = model(tensor)
             return cast(np.ndarray, logits.float().cpu().numpy())
 
     # --- device entry (the GPU-resident frame path) -------------------------------------------------------

@@ -111,3 +111,37 @@ def test_close_waits_for_a_call_in_flight_then_refuses(tiny_model_files: dict[st
         closing.result()
     with pytest.raises(ValueError, match="closed"):
         segmenter.segment(frame)
+
+
+def test_a_second_close_waits_for_the_first_to_release(tiny_model_files: dict[str, Path],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two threads closing at once: the frame path's buffers are freed before the backend closes, and the second
+    close returns only once that is done (on a GPU, a second close that closed the backend first made the release
+    fail and leak the path's device memory and the retained CUDA context)."""
+    segmenter = Segmenter(tiny_model_files["onnx"])
+    entered, release = threading.Event(), threading.Event()
+    order: list[str] = []
+    path_release, backend_close = segmenter._path.release, segmenter.backend.close
+
+    def held_release() -> None:
+        entered.set()
+        assert release.wait(60)
+        path_release()
+        order.append("path")
+
+    def recorded_close() -> None:
+        order.append("backend")
+        backend_close()
+
+    monkeypatch.setattr(segmenter._path, "release", held_release)
+    monkeypatch.setattr(segmenter.backend, "close", recorded_close)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(segmenter.close)
+        assert entered.wait(60)
+        second = pool.submit(segmenter.close)
+        with pytest.raises(FuturesTimeout):
+            second.result(timeout=0.5)
+        release.set()
+        first.result()
+        second.result()
+    assert order == ["path", "backend"]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +55,47 @@ def test_onnx_without_metadata_is_refused(tmp_path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     with pytest.raises(ValueError, match="no 'unetrt' metadata; export it with unet-export"):
         open_backend(path)
+
+
+@pytest.mark.parametrize("backend, suffix", [
+    ("onnxruntime", "onnx"),
+    pytest.param("torch", "pt", marks=pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                                         reason="torch is not installed")),
+])
+def test_a_close_from_another_thread_after_the_check_leaves_the_call_its_answer(
+        backend: str, suffix: str, tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() landing between infer's closed check and its run: the call that was let in finishes with the
+    right logits (it used to read the dropped session again: AttributeError / TypeError)."""
+    from unetrt.backends import base
+
+    net = open_backend(tiny_model_files[suffix], backend=backend)
+    batch = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    expected = net.infer(batch)
+    module = sys.modules[type(net).__module__]
+
+    def check_then_close(batch: np.ndarray, info: object) -> np.ndarray:
+        net.close()
+        return base.check_batch(batch, info)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "check_batch", check_then_close)
+    np.testing.assert_array_equal(net.infer(batch), expected)
+    with pytest.raises(ValueError, match="closed"):
+        net.infer(batch)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="OpenVINO is not installed")
+def test_openvino_compiles_nothing_after_a_close_from_another_thread(tiny_model_files: dict[str, Path],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from unetrt.backends import base, openvino
+
+    net = open_backend(tiny_model_files["onnx"], backend="openvino")
+    batch = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+
+    def check_then_close(batch: np.ndarray, info: object) -> np.ndarray:
+        net.close()
+        return base.check_batch(batch, info)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(openvino, "check_batch", check_then_close)
+    with pytest.raises(ValueError, match="closed"):
+        net.infer(batch)
+    assert not net._requests  # type: ignore[attr-defined]
