@@ -145,3 +145,49 @@ def test_a_second_close_waits_for_the_first_to_release(tiny_model_files: dict[st
         first.result()
         second.result()
     assert order == ["path", "backend"]
+
+
+MIXED_CASES = [
+    pytest.param("onnxruntime", {}, id="onnxruntime"),
+    pytest.param("onnxruntime", {"tile": 32, "blend": "crop"}, id="onnxruntime-tiled-crop"),
+    pytest.param("openvino", {"threads": 2, "tile": 32}, id="openvino-lanes-tiled",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                                          reason="OpenVINO is not installed")),
+]
+
+
+@pytest.mark.parametrize("backend, options", MIXED_CASES)
+def test_mixed_calls_from_threads_give_their_sequential_answers(backend: str, options: dict[str, object],
+                                                                tiny_model_files: dict[str, Path]) -> None:
+    """Frames of different sizes and kinds (uint8, float, grey), single and batched calls, with and without
+    probabilities, tiled or whole: a model without a working size changes the frame path's buffer geometry from
+    call to call, and each thread must still get exactly the answer of the same call made alone."""
+    rng = np.random.default_rng(0)
+    frames: list[np.ndarray] = []
+    for index, (height, width) in enumerate([(48, 64), (60, 80), (32, 100), (75, 50)] * 2):
+        frame = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), np.uint8), (0, 0), 3)
+        frames.append(frame.astype(np.float32) / 255 if index % 4 == 1 else
+                      np.ascontiguousarray(frame[..., 0]) if index % 4 == 3 else frame)
+    calls = [(kind, index, probabilities) for index in range(len(frames)) for kind, probabilities in
+             (("one", False), ("one", True), ("batch", False))]
+    with Segmenter(tiny_model_files["onnx"], backend=backend, **options) as segmenter:  # type: ignore[arg-type]
+
+        def answer(call: tuple[str, int, bool]) -> list[tuple[bytes, bytes | None]]:
+            kind, index, probabilities = call
+            picked = [frames[index]] if kind == "one" else [frames[(index + k) % len(frames)] for k in (0, 4, 1)]
+            results = (segmenter.segment_batch(picked, probabilities=probabilities) if kind == "batch"
+                       else [segmenter.segment(picked[0], probabilities=probabilities)])
+            return [(r.mask.tobytes(), None if r.probabilities is None else r.probabilities.tobytes())
+                    for r in results]
+
+        expected = {call: answer(call) for call in calls}
+        start = threading.Barrier(THREADS)
+
+        def work(seed: int) -> int:
+            order = np.random.default_rng(seed).permutation(len(calls))
+            start.wait()
+            return sum(answer(calls[i]) != expected[calls[i]] for i in order)
+
+        with ThreadPoolExecutor(THREADS) as pool:
+            wrong = sum(pool.map(work, range(THREADS)))
+    assert wrong == 0, f"{wrong} of {THREADS * len(calls)} calls differ from the sequential answers"
