@@ -56,6 +56,7 @@ from unetrt.datasets import list_images
 from unetrt.geometry import plan_padding
 from unetrt.model_file import read_model_file
 from unetrt.model_info import ModelInfo
+from unetrt.stream.output_path import check_writable_file
 
 from .flops import flops_per_image
 from .stats import (
@@ -783,9 +784,24 @@ def require_tensorrt() -> None:
     require_pycuda()
 
 
-def _check_output_folder(path: Path | None) -> None:
-    if path is not None and not path.parent.is_dir():
+def _check_output_folder(path: Path | None, flag: str) -> None:
+    """The report files are written after every trial: refuse one that cannot be written before the first."""
+    if path is None:
+        return
+    if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist")
+    check_writable_file(path, f"{flag} {str(path)!r}")
+
+
+def _check_outputs_are_no_model(outputs: Sequence[Path | None], model: ModelFiles) -> None:
+    """Refuse a report file that is one of the model's files (the report would replace the model)."""
+    for output in outputs:
+        if output is None or not output.is_file():
+            continue
+        for file in model.files.values():
+            if file.is_file() and output.samefile(file):
+                raise ValueError(f"output {str(output)!r} is the model file {str(file)!r}, which the report would "
+                                 "replace; write the report to a file of its own")
 
 
 def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict[str, Any]:
@@ -799,13 +815,14 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
         ValueError, FileNotFoundError, ImportError: on a request that cannot be served (the CLI turns them
         into one line and exit code 2).
     """
-    for output in (args.output, args.markdown, args.plot):
-        _check_output_folder(output)
+    for output, flag in ((args.output, "--output"), (args.markdown, "--markdown"), (args.plot, "--plot")):
+        _check_output_folder(output, flag)
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise ValueError(f"--plot writes a PNG; give a file ending in .png, got {str(args.plot)!r}")
     if "tensorrt" in (args.backend or []) or Path(args.model or "").suffix in (".plan", ".engine"):
         require_tensorrt()
     model = synthetic_model(args.unet_base) if args.unet_base is not None else locate_model(args.model, args.build)
+    _check_outputs_are_no_model((args.output, args.markdown, args.plot), model)
     channels = getattr(args, "channels", [])
     if channels and channels != [model.info.in_channels]:
         raise ValueError(f"--shapes gives {','.join(map(str, channels))} channels, but {model.name} takes "

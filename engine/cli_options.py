@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 from .backends import PRECISIONS
 from .backends.registry import backend_help, backend_names
 from .cli import USAGE_ERROR, HelpFormatter, parse_size
+from .cpu import MAX_THREADS
 from .plan_metadata import Shape, parse_shape
 
 # The one list of each kind of choice (the backends' comes from unetrt.backends.registry when a parser is built).
@@ -253,7 +254,7 @@ def add_threads(parser: CommandParser, *, help: str, default_text: str | None = 
         default: the value when none is given.
         **kwargs: more of argparse's ``add_argument`` (``type``).
     """
-    kwargs.setdefault("type", positive_int)
+    kwargs.setdefault("type", thread_count)
     text = help if default_text is None else f"{help} (default: {default_text})"
     parser.add_argument("--threads", default=default, metavar="N", help=text, **kwargs)
 
@@ -278,6 +279,22 @@ def positive_int(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return int(text)
+
+
+def thread_count(text: str) -> int:
+    """A thread count for argparse: a positive integer up to :data:`unetrt.cpu.MAX_THREADS`.
+
+    Raises:
+        argparse.ArgumentTypeError: otherwise.
+
+    Example:
+        >>> thread_count("4")
+        4
+    """
+    threads = positive_int(text)
+    if threads > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_THREADS} threads, got {text!r}")
+    return threads
 
 
 def trtexec_shape(text: str) -> Shape:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 
@@ -17,6 +18,29 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
+
+
+# The most inference threads a backend is asked for: far above any core count, below what crashes PyTorch's
+# set_num_threads (100000 ends the process with SIGSEGV) or makes ONNX Runtime spawn threads for minutes.
+MAX_THREADS = 1024
+
+
+def check_threads(threads: object) -> None:
+    """Refuse a thread count no backend can take: not an int, below 1 or above :data:`MAX_THREADS`.
+
+    None (the backend's default) passes.
+
+    Raises:
+        ValueError: naming the value and the range.
+
+    Example:
+        >>> check_threads(2)
+    """
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or not 1 <= int(threads) <= MAX_THREADS:
+        raise ValueError(f"threads must be an integer from 1 to {MAX_THREADS} (or None: the backend's default), "
+                         f"got {threads!r}")
 
 
 # x86 flags of an instruction that multiplies uint8 by int8 and adds into int32 without an int16 step.

@@ -218,6 +218,11 @@ def format_figures(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# The most stems one range may name: a data set folder holds far fewer files, and a typo such as 0-999999999
+# must not build a list of a billion names.
+MAX_STEMS = 100_000
+
+
 def parse_stems(text: str) -> list[str]:
     """Parse ``20-23`` or ``a,b,07-09`` into file stems; numeric ranges keep the zero padding of their start.
 
@@ -236,7 +241,12 @@ def parse_stems(text: str) -> list[str]:
             continue
         if not (first.isdigit() and last.isdigit() and int(first) <= int(last)):
             raise argparse.ArgumentTypeError(f"stem range must be like 20-23, got {part!r}")
+        if int(last) - int(first) >= MAX_STEMS:
+            raise argparse.ArgumentTypeError(f"stem range {part!r} names more than {MAX_STEMS} files; give the "
+                                             "stems of the files in the folder")
         stems += [str(i).zfill(len(first)) for i in range(int(first), int(last) + 1)]
+    if not stems:
+        raise argparse.ArgumentTypeError(f"no stems in {text!r}; give file stems and/or ranges, e.g. 20-23")
     return stems
 
 
@@ -306,6 +316,26 @@ def _cleanup(args: argparse.Namespace) -> BinaryCleanup | str:
     return BinaryCleanup(args.cleanup, **given)
 
 
+def _check_output_is_no_input(output: Path, args: argparse.Namespace) -> None:
+    """Refuse an --output that is a file the command reads (a frame, a label, the model, the split): the JSON would
+    replace it.
+
+    Raises:
+        ValueError: naming the output and what it is.
+    """
+    if not output.is_file():
+        return
+    folders = [args.images, args.labels] if args.split is None else [args.data]
+    for folder in (Path(f) for f in folders if f is not None):
+        if folder.is_dir() and output.resolve().is_relative_to(folder.resolve()):
+            raise ValueError(f"--output {str(output)!r} is a file of the input folder {str(folder)!r}, which the "
+                             "figures would replace; write them to a file of their own")
+    for given, role in ((args.model, "the model"), (args.split, "the split file")):
+        if given is not None and Path(given).is_file() and output.samefile(given):
+            raise ValueError(f"--output {str(output)!r} is {role}, which the figures would replace; write them to "
+                             "a file of their own")
+
+
 def _run(args: argparse.Namespace) -> None:
     _check_inputs(args)
     if args.output:
@@ -313,6 +343,7 @@ def _run(args: argparse.Namespace) -> None:
         check_writable_file(Path(args.output), f"--output {args.output!r}")
         if not Path(args.output).resolve().parent.is_dir():
             raise FileNotFoundError(f"folder of --output {args.output!r} does not exist")
+        _check_output_is_no_input(Path(args.output), args)
     cleanup = _cleanup(args)
     # Only threads that were asked for reach the backend: TensorRT takes none.
     threads = {} if args.threads is None else {"threads": args.threads}

@@ -17,6 +17,7 @@ way to the next after a one-line note.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -155,6 +156,8 @@ def model_choices(model: str | Path, backend: str = "auto", precision: str = "au
         backend_spec(backend)  # raises on an unknown name, listing the registered ones
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ValueError(f"unknown device {device!r}; choose one of auto, cpu, cuda, cuda:N")
     path = Path(model)
     if native_backend(path.suffix) is not None:
         return _choose_file(path, backend, precision, device)
@@ -179,7 +182,7 @@ def model_choices(model: str | Path, backend: str = "auto", precision: str = "au
         choices.append(_tensorrt_bundled(name, precision))
     # After TensorRT: ONNX Runtime's CUDA provider where it is installed (or the device is forced), else the
     # CPU list.
-    gpu = device == "cuda" or (device == "auto" and _onnxruntime_cuda())
+    gpu = device.startswith("cuda") or (device == "auto" and _onnxruntime_cuda())
     candidates = _candidates(backend, precision, gpu, bundled_cpu_precision(name))
     for chosen, wanted in candidates:
         # An uninstalled OpenVINO is passed over when something else can serve; alone (bf16), opening it

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..model_info import MAX_WORKING_PIXELS, MAX_WORKING_SIDE
 from .flip import check_flip
 from .render import parse_legend, parse_visualize
 
@@ -140,6 +141,10 @@ def _check_numbers(options: StreamOptions) -> None:
     size = options.input_size
     if size is not None and (len(size) != 2 or min(size) < 1):
         raise ValueError(f"input_size must be (width, height) with positive values, got {size}")
+    if size is not None and (max(size) > MAX_WORKING_SIDE or size[0] * size[1] > MAX_WORKING_PIXELS):
+        # Every frame is resized to it before the network sees it: refused here, not by OpenCV's allocator.
+        raise ValueError(f"input_size {size[0]}x{size[1]} is too large: at most {MAX_WORKING_SIDE} px a side and "
+                         f"{MAX_WORKING_PIXELS // 1_000_000} M pixels (--input-width/--input-height)")
     if options.wait is not None and options.wait < 0:
         raise ValueError(f"wait must be >= 0 seconds (or None: as long as max_reconnects allows), got {options.wait}")
     if options.max_reconnects is not None and options.max_reconnects < 0:

@@ -191,6 +191,26 @@ def test_bad_arguments_exit_2_with_one_clear_line(tiny_model_files: dict[str, Pa
     assert out == ""
 
 
+@pytest.mark.parametrize("flag", ["--json", "--markdown"])
+def test_a_folder_as_report_file_is_refused_before_the_run(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                                           flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # It ran every trial, then ended in IsADirectoryError's traceback.
+    (tmp_path / "a-folder").mkdir()
+    code, out, err = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", *FAST,
+                           flag, str(tmp_path / "a-folder")], capsys)
+    assert code == 2 and "it is an existing folder" in _one_line_error(err)
+    assert out == ""
+
+
+def test_a_report_file_that_is_the_model_is_refused(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    model = Path(shutil.copy(tiny_model_files["onnx"], tmp_path / "mine.onnx"))
+    before = model.read_bytes()
+    code, _, err = _run(["--engine", str(model), "--backend", "onnxruntime", *FAST, "--json", str(model)], capsys)
+    assert code == 2 and "is the model file" in _one_line_error(err)
+    assert model.read_bytes() == before
+
+
 def test_missing_sibling_file_is_named(tiny_model_files: dict[str, Path], tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     lonely = shutil.copy(tiny_model_files["onnx"], tmp_path / "lonely.onnx")

@@ -248,3 +248,15 @@ def test_command_parser_merges_a_positional_with_its_flag() -> None:
     assert parser.parse_args(["a.onnx", "--model", "a.onnx"]).model == "a.onnx"
     assert parser.parse_args(["--engine", "b.onnx"]).model == "b.onnx"
     assert parser.parse_args(["c.onnx"]).device == "auto"
+
+
+@pytest.mark.parametrize("module", ["unetrt.stream.cli", "unetrt.evaluate", "unetrt.benchmarks.bench"])
+def test_a_thread_count_past_the_cap_is_one_line(module: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # torch.set_num_threads(100000) ended unet-stream --backend torch with SIGSEGV.
+    parser = importlib.import_module(module).build_parser()
+    argv = {"unetrt.stream.cli": ["sample"], "unetrt.evaluate": ["--model", "camvid"],
+            "unetrt.benchmarks.bench": ["--model", "camvid"]}[module]
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args([*argv, "--threads", "100000"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(lines) == 1 and "must be at most 1024 threads" in lines[0]

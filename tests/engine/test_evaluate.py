@@ -107,6 +107,34 @@ def test_parse_stems_ranges_keep_padding() -> None:
         parse_stems("9-3")
 
 
+@pytest.mark.parametrize(("text", "words"), [(",", "no stems"), (" , ", "no stems"),
+                                             ("0-999999999", "more than 100000 files")])
+def test_parse_stems_refuses_nothing_and_huge_ranges(text: str, words: str) -> None:
+    import argparse
+
+    from unetrt.evaluate import parse_stems
+
+    # ',' scored no image with exit 0; 0-999999999 built a billion names (minutes, gigabytes).
+    with pytest.raises(argparse.ArgumentTypeError, match=words):
+        parse_stems(text)
+
+
+@pytest.mark.parametrize(("target", "words"), [("labels/f0.png", "is a file of the input folder"),
+                                               ("images/f1.png", "is a file of the input folder"),
+                                               ("model.onnx", "is the model")])
+def test_cli_output_never_replaces_a_file_it_reads(tiny_model_files: dict[str, Path], tmp_path: Path, target: str,
+                                                   words: str) -> None:
+    images, labels = make_folders(tmp_path)
+    model = tmp_path / "model.onnx"
+    model.write_bytes(tiny_model_files["onnx"].read_bytes())
+    before = (tmp_path / target).read_bytes()
+    proc = run_cli("--model", str(model), "--images", str(images), "--labels", str(labels), "-o", target,
+                   cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and words in lines[0], proc.stderr
+    assert (tmp_path / target).read_bytes() == before
+
+
 def test_stems_restrict_the_split(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
     images, labels = make_folders(tmp_path)
     with Segmenter(tiny_model_files["onnx"]) as seg:

@@ -137,6 +137,27 @@ def test_bad_working_size_is_refused_before_the_model_opens(size: object) -> Non
         Segmenter("no-such-model.onnx", working_size=size)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("threads", [0, -1, 1.5, "2", True, 100_000])
+def test_bad_thread_counts_are_one_value_error_before_the_model_opens(threads: object) -> None:
+    # torch.set_num_threads(100000) ended the process with SIGSEGV; ONNX Runtime took minutes spawning threads.
+    with pytest.raises(ValueError, match=r"threads must be an integer from 1 to 1024"):
+        Segmenter("no-such-model.onnx", threads=threads)
+
+
+@pytest.mark.parametrize("device", ["foo", "gpu", "cuda:-1", "CUDA:x"])
+def test_an_unknown_device_is_named_as_such(device: str) -> None:
+    # It was reported as "backend 'openvino' runs on the CPU", a backend the caller never asked for.
+    with pytest.raises(ValueError, match=r"unknown device .* choose one of auto, cpu, cuda, cuda:N"):
+        Segmenter("camvid", device=device)
+
+
+def test_cuda_with_an_ordinal_asks_for_a_gpu_backend_like_cuda() -> None:
+    from unetrt.backends import model_choices
+
+    assert [c.backend for c in model_choices("camvid", device="cuda:1")] == \
+        [c.backend for c in model_choices("camvid", device="cuda")]
+
+
 def test_gray_frames_for_color_model(tiny_model_files: dict[str, Path]) -> None:
     frame = np.full((16, 16), 128, np.uint8)
     with Segmenter(tiny_model_files["onnx"]) as seg:

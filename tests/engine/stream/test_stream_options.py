@@ -37,6 +37,13 @@ def test_bad_settings_name_the_setting(settings: dict[str, object], words: str) 
         StreamOptions(**settings)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("size", [(100_000, 100_000), (8193, 10), (8000, 8000)])
+def test_an_input_size_too_large_to_allocate_is_refused_up_front(size: tuple[int, int]) -> None:
+    # It reached cv2.resize in the capture thread, whose OutOfMemoryError came out as a traceback.
+    with pytest.raises(ValueError, match=r"input_size .* is too large"):
+        StreamOptions(input_size=size)
+
+
 def test_unknown_keyword_names_the_settings() -> None:
     with pytest.raises(ValueError, match=r"unknown stream setting .max_fsp.; settings: .*max_fps"):
         Stream([frame_with_index(0)], FakeSegmenter(), max_fsp=3)
