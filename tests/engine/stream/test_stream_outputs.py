@@ -114,17 +114,20 @@ def test_an_input_without_a_decodable_frame_exits_2(tmp_path: Path, tiny_model_f
     ("notes.txt/stats.json", "is a file, not a folder"),
     ("a-folder", "it is an existing folder"),
     ("in.avi", "is the input"),
+    ("recording.mp4", "exists; add --overwrite to replace it"),
 ])
 def test_stats_target_is_checked_before_the_model_loads(target: str, words: str, tmp_path: Path,
                                                         broken_model: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "notes.txt").write_text("a file")
     (tmp_path / "a-folder").mkdir()
+    (tmp_path / "recording.mp4").write_bytes(b"a video the summary would replace")
     video = write_video(tmp_path / "in.avi", 3)
     assert main([str(video), "--headless", "--model", str(broken_model), "--stats", str(tmp_path / target)]) == 2
     lines = _error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0] and "--stats" in lines[0], lines
     assert "broken.onnx" not in lines[0]
+    assert (tmp_path / "recording.mp4").read_bytes() == b"a video the summary would replace"
 
 
 def test_stats_in_a_folder_that_refuses_files(tmp_path: Path, broken_model: Path,
