@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,13 +22,21 @@ import numpy as np
 from unetrt.cli import run_cli
 from unetrt.cli_options import ALIASES_EPILOG, CommandParser, add_output, add_size
 from unetrt.datasets import find_class_table, paired_files, read_class_table, read_image, read_label
+from unetrt.model_info import MAX_WORKING_PIXELS, MAX_WORKING_SIDE
 from unetrt.palette import Palette
+from unetrt.stream.output_path import check_writable_file
 
 from .weights import distance_weight_map, size_weight_map
 
 
 def _is_binary(label: np.ndarray) -> bool:
     return set(np.unique(label).tolist()) <= {0, 255}
+
+
+# One row per sample at 16 x 3.6 inches: beyond these the figure stops being readable (and, at dpi 100000,
+# allocatable).
+MAX_SAMPLES = 50
+MIN_DPI, MAX_DPI = 10, 600
 
 
 def weights_figure(
@@ -49,7 +58,8 @@ def weights_figure(
         The path written.
 
     Raises:
-        FileNotFoundError, ValueError: on missing folders or unreadable files.
+        FileNotFoundError, ValueError: on missing folders or unreadable files, or settings
+            :func:`check_figure_settings` refuses.
 
     Example:
         >>> weights_figure("isbi/images", "isbi/labels", "weights.png")  # doctest: +SKIP
@@ -59,8 +69,7 @@ def weights_figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if samples < 1:
-        raise ValueError(f"--samples must be at least 1, got {samples}")
+    check_figure_settings(out, images, labels, samples, size, w0, sigma, dpi)
     pairs = paired_files(images, labels)
     chosen = [pairs[i] for i in np.linspace(0, len(pairs) - 1, min(samples, len(pairs))).round().astype(int)]
     table_path = find_class_table(labels)
@@ -106,6 +115,34 @@ def weights_figure(
     fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out
+
+
+def check_figure_settings(out: str | Path, images: str | Path, labels: str | Path, samples: int,
+                          size: tuple[int, int] | None, w0: float, sigma: float, dpi: int) -> None:
+    """Refuse settings the figure cannot be drawn with, before any work: each error names the value.
+
+    Raises:
+        ValueError: an output that cannot be written or is a file of the input folders (the figure would replace
+            it), samples outside 1-50, a size past the working-size limits, a w0 or sigma that is not a finite
+            positive number, a dpi outside 10-600.
+    """
+    out = Path(out)
+    check_writable_file(out, f"--output {str(out)!r}")
+    for folder in (Path(images), Path(labels)):
+        if out.is_file() and folder.is_dir() and out.resolve().is_relative_to(folder.resolve()):
+            raise ValueError(f"--output {str(out)!r} is a file of the input folder {str(folder)!r}, which the "
+                             "figure would replace; write it to a file of its own")
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise ValueError(f"--samples must be from 1 to {MAX_SAMPLES}, got {samples}")
+    if size is not None and (max(size) > MAX_WORKING_SIDE or size[0] * size[1] > MAX_WORKING_PIXELS):
+        raise ValueError(f"--size {size[0]}x{size[1]} is too large: at most {MAX_WORKING_SIDE} px a side and "
+                         f"{MAX_WORKING_PIXELS // 1_000_000} M pixels")
+    if not (math.isfinite(w0) and w0 >= 0):
+        raise ValueError(f"--w0 must be a finite number >= 0, got {w0}")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"--sigma must be a finite number of pixels > 0, got {sigma}")
+    if not MIN_DPI <= dpi <= MAX_DPI:
+        raise ValueError(f"--dpi must be from {MIN_DPI} to {MAX_DPI}, got {dpi}")
 
 
 def build_parser() -> argparse.ArgumentParser:
