@@ -431,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="validate, select and save an exponential moving average of the weights "
                              "(e.g. 0.999; 0: off)")
     parser.add_argument("--resume", default=None, metavar="LAST_PT", help="continue from a last.pt of this run")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run's checkpoints in --output (without it, a folder holding a "
+                             "best.pt is refused unless --resume continues that run)")
     parser.add_argument("--init", default=None, metavar="CKPT",
                         help="start from the weights of this checkpoint (fine-tuning: fresh optimizer and schedule); "
                              "a checkpoint of a smaller --base is widened to this run's (Net2WiderNet), one of a "
@@ -516,6 +519,12 @@ def _scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> An
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {args.output!r} is a file; give a folder for the run's checkpoints and logs")
+    if (out / "best.pt").exists() and not (args.resume or args.overwrite):
+        raise ValueError(f"--output {args.output!r} holds an earlier run's best.pt; give another folder, continue "
+                         f"that run with --resume {str(out / 'last.pt')!r}, or add --overwrite to replace it")
     if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or args.patience < 1:
         raise ValueError("--epochs, --batch-size and --patience must be at least 1 and --lr positive")
     if not 0.0 <= args.class_weight_power <= 1.0:

@@ -123,6 +123,23 @@ def test_resume_continues_from_last_epoch(isbi_root: Path, tmp_path: Path) -> No
     assert load_checkpoint(out / "last.pt")["epoch"] == 2
 
 
+def test_an_earlier_run_is_kept_unless_overwrite_or_resume(isbi_root: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(_isbi_args(isbi_root, out, "--epochs", "1", "--max-steps", "1")) == 0
+    best = (out / "best.pt").read_bytes()
+    capsys.readouterr()
+    assert main(_isbi_args(isbi_root, out, "--epochs", "1", "--max-steps", "1", "--seed", "3")) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "holds an earlier run's best.pt" in lines[0] and "--overwrite" in lines[0], lines
+    assert (out / "best.pt").read_bytes() == best
+    assert main(_isbi_args(isbi_root, out, "--epochs", "1", "--max-steps", "1", "--seed", "3", "--overwrite")) == 0
+    assert (out / "best.pt").read_bytes() != best
+    (tmp_path / "a-file").write_text("notes")
+    assert main(_isbi_args(isbi_root, tmp_path / "a-file", "--epochs", "1")) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
+
+
 def test_same_seed_same_weights(isbi_root: Path, tmp_path: Path) -> None:
     digests = []
     for run in ("a", "b"):
