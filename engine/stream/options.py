@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -126,7 +127,7 @@ def _check_numbers(options: StreamOptions) -> None:
         raise ValueError(f"alpha must be in [0, 1], got {options.alpha}")
     if options.max_fps is not None and not options.max_fps > 0:
         raise ValueError(f"max_fps must be positive, got {options.max_fps}")
-    if options.output_fps is not None and not options.output_fps > 0:
+    if options.output_fps is not None and not (math.isfinite(options.output_fps) and options.output_fps > 0):
         raise ValueError(f"output_fps must be positive, got {options.output_fps}")
     if options.loop < -1:
         raise ValueError(f"loop must be -1 (forever), 0 (once) or a positive count, got {options.loop}")
@@ -135,7 +136,7 @@ def _check_numbers(options: StreamOptions) -> None:
     if options.queue_size < 1:
         raise ValueError(f"queue_size must be at least 1, got {options.queue_size}")
     first, longest = options.reconnect_delay
-    if not 0 <= first <= longest:
+    if not (0 <= first <= longest and math.isfinite(longest)):
         raise ValueError("reconnect_delay must be (first, longest) with 0 <= first <= longest, "
                          f"got {options.reconnect_delay}")
     size = options.input_size
@@ -145,7 +146,7 @@ def _check_numbers(options: StreamOptions) -> None:
         # Every frame is resized to it before the network sees it: refused here, not by OpenCV's allocator.
         raise ValueError(f"input_size {size[0]}x{size[1]} is too large: at most {MAX_WORKING_SIDE} px a side and "
                          f"{MAX_WORKING_PIXELS // 1_000_000} M pixels (--input-width/--input-height)")
-    if options.wait is not None and options.wait < 0:
+    if options.wait is not None and not (math.isfinite(options.wait) and options.wait >= 0):
         raise ValueError(f"wait must be >= 0 seconds (or None: as long as max_reconnects allows), got {options.wait}")
     if options.max_reconnects is not None and options.max_reconnects < 0:
         raise ValueError(f"max_reconnects must be >= 0 (or None: forever), got {options.max_reconnects}")

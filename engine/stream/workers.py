@@ -34,6 +34,16 @@ def auto_worker_count(cores: int, threads: int | None) -> int:
     return max(1, min(MAX_AUTO_WORKERS, cores))
 
 
+def max_workers() -> int:
+    """The most segmenters a stream opens side by side: 4 per usable CPU core.
+
+    Example:
+        >>> max_workers() >= 4
+        True
+    """
+    return 4 * max(1, cpu.usable_cores())
+
+
 def open_segmenters(model: str | Path, options: dict[str, Any], workers: int | None) -> list[Any]:
     """Open the segmenters of a stream's inference workers, all alike.
 
@@ -46,7 +56,8 @@ def open_segmenters(model: str | Path, options: dict[str, Any], workers: int | N
         The segmenters; without ``threads`` in ``options`` the cores are shared out among them.
 
     Raises:
-        ValueError: when ``workers`` is below 1, or above 1 for a model that runs on a GPU; as
+        ValueError: when ``workers`` is below 1 or above :func:`max_workers`, or above 1 for a model that runs on a
+            GPU; as
             :class:`~unetrt.segmenter.Segmenter` otherwise.
 
     Example:
@@ -58,6 +69,11 @@ def open_segmenters(model: str | Path, options: dict[str, Any], workers: int | N
 
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1 (or None: one per CPU core), got {workers}")
+    most = max_workers()
+    if workers is not None and workers > most:
+        # Each worker holds a network in memory; a thousand ran this machine out of memory while opening.
+        raise ValueError(f"workers={workers} is more than {most} (4 per usable CPU core) segmenters; more than one "
+                         "per core gains nothing: use at most that many, or leave it out for one per core")
     warm_up = options.get("warm_up", True)
     # Opened cold: it tells the device, and may be opened again with fewer threads; warmed once it is kept.
     first = Segmenter(model, **{**options, "warm_up": False})

@@ -191,6 +191,16 @@ def test_bad_arguments_exit_2_with_one_clear_line(tiny_model_files: dict[str, Pa
     assert out == ""
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "0"])
+def test_a_duration_that_never_ends_is_refused(value: str, tiny_model_files: dict[str, Path],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # --duration nan and inf ran forever.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", *FAST, "--duration", value])
+    assert exit_info.value.code == 2
+    assert f"expected a positive finite float, got {value!r}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flag", ["--json", "--markdown"])
 def test_a_folder_as_report_file_is_refused_before_the_run(tiny_model_files: dict[str, Path], tmp_path: Path,
                                                            flag: str, capsys: pytest.CaptureFixture[str]) -> None:

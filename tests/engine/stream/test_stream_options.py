@@ -44,6 +44,28 @@ def test_an_input_size_too_large_to_allocate_is_refused_up_front(size: tuple[int
         StreamOptions(input_size=size)
 
 
+@pytest.mark.parametrize(("settings", "words"), [
+    ({"wait": float("nan")}, "wait must be >= 0 seconds"),
+    ({"wait": float("inf")}, "wait must be >= 0 seconds"),
+    ({"output_fps": float("inf")}, "output_fps must be positive"),
+    ({"reconnect_delay": (0.5, float("inf"))}, "reconnect_delay must be"),
+])
+def test_times_that_would_wait_forever_are_refused(settings: dict[str, object], words: str) -> None:
+    # --wait nan was taken as "wait forever".
+    with pytest.raises(ValueError, match=words):
+        StreamOptions(**settings)  # type: ignore[arg-type]
+
+
+def test_more_workers_than_the_cores_can_use_is_one_error_before_any_model_opens(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # --workers 1000 opened segmenters until the machine ran out of memory.
+    from unetrt.stream import workers
+
+    monkeypatch.setattr(workers.cpu, "usable_cores", lambda: 2)
+    with pytest.raises(ValueError, match=r"workers=9 is more than 8 \(4 per usable CPU core\)"):
+        workers.open_segmenters("no-such-model.onnx", {}, 9)
+
+
 def test_unknown_keyword_names_the_settings() -> None:
     with pytest.raises(ValueError, match=r"unknown stream setting .max_fsp.; settings: .*max_fps"):
         Stream([frame_with_index(0)], FakeSegmenter(), max_fsp=3)
