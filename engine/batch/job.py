@@ -281,6 +281,32 @@ def check_pool_fits(pool: int, resources: dict[str, float], settings: BatchSetti
         raise ValueError(f"{pool} workers need {needed:g} {what} but the Ray cluster has {have:g}; {hint}")
 
 
+def check_output_apart(inputs: Sequence[str], units: Sequence[WorkUnit], out_dir: Path) -> None:
+    """Refuse an output folder that holds an input, or lies inside an input folder.
+
+    An input PNG inside the output folder passes for the mask of its own name (the job then reports it done and
+    writes nothing), and masks written inside an input folder become frames of the next run.
+
+    Args:
+        inputs: the job's inputs as given (files, folders, patterns).
+        units: what they expanded to.
+        out_dir: the output folder.
+
+    Raises:
+        ValueError: naming the input and the output folder.
+
+    Example:
+        >>> check_output_apart(["data/a.png"], [WorkUnit("image", "data/a.png", "a.png")], Path("masks"))
+    """
+    output = out_dir.resolve()
+    folders = [Path(text) for text in inputs if Path(text).is_dir()]
+    for source, shown in [*((Path(unit.path), unit.path) for unit in units), *((f, str(f)) for f in folders)]:
+        resolved = source.resolve()
+        if resolved.is_relative_to(output) or (source.is_dir() and output.is_relative_to(resolved)):
+            raise ValueError(f"the output folder {str(out_dir)!r} and the input {shown!r} overlap: masks would "
+                             "pass for frames or frames for masks; give the masks a folder of their own")
+
+
 def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSettings, address: str | None = None,
               workers: int | None = None, segmenter_factory: SegmenterFactory | None = None,
               progress: bool | None = None) -> dict[str, Any]:
@@ -321,6 +347,7 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"output {str(folder)!r} is a file; give a folder")
     units = expand_inputs(inputs)
+    check_output_apart(inputs, units, folder)
     settings.engine("auto")  # a bad model, backend or precision is reported before any node starts on it
     folder.mkdir(parents=True, exist_ok=True)
     done = [unit_is_done(unit, folder, settings.overlay) for unit in units]

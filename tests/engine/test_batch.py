@@ -27,6 +27,7 @@ from unetrt.batch.job import (
     INSTALL_HINT,
     BatchSettings,
     actor_resources,
+    check_output_apart,
     check_pool_fits,
     default_workers,
     import_ray,
@@ -115,6 +116,17 @@ def test_two_inputs_that_would_write_one_output_are_refused(tmp_path: Path) -> N
     write_video(tmp_path / "c" / "img_00.avi", 2)
     with pytest.raises(ValueError, match=r"would both write 'img_00/'"):
         expand_inputs([str(tmp_path / "img_00.avi"), str(tmp_path / "c" / "img_00.avi")])
+
+
+def test_an_output_folder_that_overlaps_an_input_is_refused(tmp_path: Path) -> None:
+    # unet-batch frames -o frames took the PNGs for finished masks, wrote nothing and reported them done.
+    write_images(tmp_path / "frames", 2)
+    inputs = [str(tmp_path / "frames")]
+    units = expand_inputs(inputs)
+    for out in (tmp_path / "frames", tmp_path / "frames" / "masks", tmp_path):
+        with pytest.raises(ValueError, match="overlap: masks would pass for frames"):
+            check_output_apart(inputs, units, out)
+    check_output_apart(inputs, units, tmp_path / "masks")
 
 
 def test_output_names() -> None:
