@@ -36,7 +36,7 @@ from .cli_options import (
     add_size,
     add_threads,
 )
-from .datasets import paired_files, read_image, read_label
+from .datasets import check_label_ids, paired_files, read_image, read_label
 from .heldout import PARTS, HeldOutSplit
 from .metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from .postprocess import POSTPROCESS_MODES, STATED, BinaryCleanup
@@ -136,6 +136,9 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[tuple[Path, Path]]) -> 
                 f"label {label_path.name} is {label.shape[1]}x{label.shape[0]} but image {image_path.name} is "
                 f"{image.shape[1]}x{image.shape[0]}"
             )
+        if not binary:
+            # Ids outside the table (another data set's labels, 0/255 masks) would score as nothing, silently.
+            check_label_ids(label, label_path, info.num_classes, info.ignore_index)
         result = segmenter.segment(image, probabilities=binary)
         matrix.update(result.mask, label)
         if binary and result.probabilities is not None:

@@ -319,3 +319,15 @@ def _proc_takes_files() -> bool:
         return False
     Path("/proc/.unetrt-probe").unlink()
     return True
+
+
+def test_labels_outside_the_class_table_are_one_line_not_empty_figures(tiny_model_files: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    # camvid scored on ISBI's 0/255 masks exited 0 with every figure n/a.
+    images, labels = make_folders(tmp_path)
+    cv2.imwrite(str(labels / "f1.png"), np.full((24, 32), 255, np.uint8))
+    proc = run_cli("--model", str(tiny_model_files["onnx"]), "--images", str(images), "--labels", str(labels),
+                   cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "f1.png' holds class ids 255" in lines[0] and "outside the class table (0..2)" in lines[0]
