@@ -225,13 +225,18 @@ def _check_int8_arguments(args: argparse.Namespace) -> None:
                          "accuracy")
     if args.calibration_count <= 0:
         raise ValueError(f"--calibration-count must be positive, got {args.calibration_count}")
-    from .quantize import CALIBRATION_METHODS, TARGETS
+    from .quantize import CALIBRATION_METHODS, TARGETS, calibration_frames
 
     if args.int8_target not in TARGETS:
         raise ValueError(f"--int8-target must be one of {', '.join(TARGETS)}, got {args.int8_target!r}")
     if args.calibration_method is not None and args.calibration_method not in CALIBRATION_METHODS:
         raise ValueError(f"--calibration-method must be one of {', '.join(CALIBRATION_METHODS)}, "
                          f"got {args.calibration_method!r}")
+    # The folders are read after the FP32 export: refused now, before anything is written.
+    calibration_frames(args.calibration, args.calibration_count, args.calibration_stems)
+    for flag, folder in (("--check-images", args.check_images), ("--check-labels", args.check_labels)):
+        if folder is not None and not Path(folder).is_dir():
+            raise FileNotFoundError(f"{flag} folder {str(folder)!r} does not exist")
 
 
 def export_command(args: argparse.Namespace) -> None:

@@ -143,12 +143,18 @@ def test_accuracy_gate(metric: str, fp32: float, int8: float, passed: bool) -> N
     (["--int8", "--calibration", "x", "--check-labels", "y", "--calibration-method", "kl"],
      "--calibration-method must be one of"),
     (["--int8", "--calibration", "x", "--check-labels", "y", "--int8-target", "gpu"], "--int8-target must be one of"),
+    (["--int8", "--calibration", "no-such-folder", "--check-labels", "y"], "no-such-folder"),
+    (["--int8", "--calibration", "FRAMES", "--check-labels", "no-such-labels"],
+     "--check-labels folder 'no-such-labels' does not exist"),
 ])
 def test_int8_arguments_are_checked_in_one_line(argv: list[str], message: str, tiny_model_files: dict[str, Path],
                                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _frames(tmp_path / "frames", [(48, 32)])
+    argv = [str(tmp_path / "frames") if arg == "FRAMES" else arg for arg in argv]
     code = export_main([str(tiny_model_files["pt"]), "-o", str(tmp_path / "m.onnx"), *argv])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "m.onnx").exists()  # nothing written before the refusal
 
 
 def _labelled_folder(tmp_path: Path) -> tuple[Path, Path]:
