@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from ..cuda import DeviceArray
+from ..cuda import DeviceArray, cuda_ordinal
 from .base import check_batch, network_output_shape
 
 if TYPE_CHECKING:
@@ -57,23 +57,25 @@ class TorchBackend:
 
         self.path = Path(path)
         self.precision = "fp16" if half else "fp32"
-        if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' asked, but torch sees no CUDA GPU")
-        use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+        ordinal = None if device in ("auto", "cpu") else cuda_ordinal(device)
+        if ordinal is not None and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked, but torch sees no CUDA GPU")
+        if ordinal is not None and ordinal >= torch.cuda.device_count():
+            raise ValueError(f"CUDA device {ordinal} does not exist; torch sees {torch.cuda.device_count()} CUDA "
+                             "device(s)")
+        use_cuda = device != "cpu" and torch.cuda.is_available()
         if half and not use_cuda:
             raise ValueError("FP16 (half=True) needs a CUDA device; use FP32 on the CPU")
         if threads is not None:
             torch.set_num_threads(threads)
         self._torch = torch
-        self._device = torch.device("cuda" if use_cuda else "cpu")
+        self._device = torch.device("cpu" if not use_cuda else f"cuda:{ordinal or 0}")
         model, self.info = load_model(path, map_location=self._device)
         self._dtype = torch.float16 if half else torch.float32
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # cast: torch's stubs omit the memory_format keyword that Module.to accepts
         self._model: Any = cast(Any, model).to(self._device, self._dtype, memory_format=self._memory_format)
-        self.device = f"cuda ({torch.cuda.get_device_name()})" if use_cuda else "cpu"
+        self.device = f"cuda:{ordinal or 0} ({torch.cuda.get_device_name(self._device)})" if use_cuda else "cpu"
         self.threads = threads
         self._stream: Any = None
 

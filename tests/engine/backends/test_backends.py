@@ -99,3 +99,19 @@ def test_openvino_compiles_nothing_after_a_close_from_another_thread(tiny_model_
     with pytest.raises(ValueError, match="closed"):
         net.infer(batch)
     assert not net._requests  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_torch_takes_a_cuda_ordinal_like_the_other_backends(tiny_model_files: dict[str, Path],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from unetrt.backends.torch import TorchBackend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"device 'cuda:1' asked, but torch sees no CUDA GPU"):
+        TorchBackend(tiny_model_files["pt"], device="cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"CUDA device 1 does not exist; torch sees 1 CUDA device"):
+        TorchBackend(tiny_model_files["pt"], device="cuda:1")
