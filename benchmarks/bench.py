@@ -57,7 +57,7 @@ from unetrt.datasets import list_images
 from unetrt.geometry import plan_padding
 from unetrt.model_file import read_model_file
 from unetrt.model_info import ModelInfo
-from unetrt.stream.output_path import check_writable_file
+from unetrt.stream.output_path import check_reads_nothing, check_writable_file
 
 from .flops import flops_per_image
 from .stats import (
@@ -794,17 +794,6 @@ def _check_output_folder(path: Path | None, flag: str) -> None:
     check_writable_file(path, f"{flag} {str(path)!r}")
 
 
-def _check_outputs_are_no_model(outputs: Sequence[Path | None], model: ModelFiles) -> None:
-    """Refuse a report file that is one of the model's files (the report would replace the model)."""
-    for output in outputs:
-        if output is None or not output.is_file():
-            continue
-        for file in model.files.values():
-            if file.is_file() and output.samefile(file):
-                raise ValueError(f"output {str(output)!r} is the model file {str(file)!r}, which the report would "
-                                 "replace; write the report to a file of its own")
-
-
 def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict[str, Any]:
     """Run the benchmark ``args`` describe; print and write the report; return it.
 
@@ -823,7 +812,10 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
     if "tensorrt" in (args.backend or []) or Path(args.model or "").suffix in (".plan", ".engine"):
         require_tensorrt()
     model = synthetic_model(args.unet_base) if args.unet_base is not None else locate_model(args.model, args.build)
-    _check_outputs_are_no_model((args.output, args.markdown, args.plot), model)
+    for output, flag in ((args.output, "--output"), (args.markdown, "--markdown"), (args.plot, "--plot")):
+        if output is not None:
+            check_reads_nothing(output, f"{flag} {str(output)!r}",
+                                files={f"the model file ({kind})": path for kind, path in model.files.items()})
     channels = getattr(args, "channels", [])
     if channels and channels != [model.info.in_channels]:
         raise ValueError(f"--shapes gives {','.join(map(str, channels))} channels, but {model.name} takes "

@@ -41,7 +41,7 @@ from .heldout import PARTS, HeldOutSplit
 from .metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from .postprocess import POSTPROCESS_MODES, STATED, BinaryCleanup
 from .segmenter import Segmenter
-from .stream.output_path import check_writable_file
+from .stream.output_path import check_reads_nothing, check_writable_file
 
 
 def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
@@ -319,26 +319,6 @@ def _cleanup(args: argparse.Namespace) -> BinaryCleanup | str:
     return BinaryCleanup(args.cleanup, **given)
 
 
-def _check_output_is_no_input(output: Path, args: argparse.Namespace) -> None:
-    """Refuse an --output that is a file the command reads (a frame, a label, the model, the split): the JSON would
-    replace it.
-
-    Raises:
-        ValueError: naming the output and what it is.
-    """
-    if not output.is_file():
-        return
-    folders = [args.images, args.labels] if args.split is None else [args.data]
-    for folder in (Path(f) for f in folders if f is not None):
-        if folder.is_dir() and output.resolve().is_relative_to(folder.resolve()):
-            raise ValueError(f"--output {str(output)!r} is a file of the input folder {str(folder)!r}, which the "
-                             "figures would replace; write them to a file of their own")
-    for given, role in ((args.model, "the model"), (args.split, "the split file")):
-        if given is not None and Path(given).is_file() and output.samefile(given):
-            raise ValueError(f"--output {str(output)!r} is {role}, which the figures would replace; write them to "
-                             "a file of their own")
-
-
 def _run(args: argparse.Namespace) -> None:
     _check_inputs(args)
     if args.output:
@@ -346,7 +326,10 @@ def _run(args: argparse.Namespace) -> None:
         check_writable_file(Path(args.output), f"--output {args.output!r}")
         if not Path(args.output).resolve().parent.is_dir():
             raise FileNotFoundError(f"folder of --output {args.output!r} does not exist")
-        _check_output_is_no_input(Path(args.output), args)
+        folders = [args.images, args.labels] if args.split is None else [args.data]
+        check_reads_nothing(Path(args.output), f"--output {args.output!r}",
+                            [Path(folder) for folder in folders if folder is not None],
+                            {"the model": Path(args.model), "the split file": args.split and Path(args.split)})
     cleanup = _cleanup(args)
     # Only threads that were asked for reach the backend: TensorRT takes none.
     threads = {} if args.threads is None else {"threads": args.threads}

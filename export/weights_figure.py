@@ -24,7 +24,7 @@ from unetrt.cli_options import ALIASES_EPILOG, CommandParser, add_output, add_si
 from unetrt.datasets import find_class_table, paired_files, read_class_table, read_image, read_label
 from unetrt.model_info import MAX_WORKING_PIXELS, MAX_WORKING_SIDE
 from unetrt.palette import Palette
-from unetrt.stream.output_path import check_writable_file
+from unetrt.stream.output_path import check_reads_nothing, check_writable_file
 
 from .weights import distance_weight_map, size_weight_map
 
@@ -128,10 +128,7 @@ def check_figure_settings(out: str | Path, images: str | Path, labels: str | Pat
     """
     out = Path(out)
     check_writable_file(out, f"--output {str(out)!r}")
-    for folder in (Path(images), Path(labels)):
-        if out.is_file() and folder.is_dir() and out.resolve().is_relative_to(folder.resolve()):
-            raise ValueError(f"--output {str(out)!r} is a file of the input folder {str(folder)!r}, which the "
-                             "figure would replace; write it to a file of its own")
+    check_reads_nothing(out, f"--output {str(out)!r}", [Path(images), Path(labels)])
     if not 1 <= samples <= MAX_SAMPLES:
         raise ValueError(f"--samples must be from 1 to {MAX_SAMPLES}, got {samples}")
     if size is not None and (max(size) > MAX_WORKING_SIDE or size[0] * size[1] > MAX_WORKING_PIXELS):

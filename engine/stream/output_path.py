@@ -11,7 +11,7 @@ import errno
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .uri import SinkSpec
@@ -44,6 +44,36 @@ def check_output_path(spec: SinkSpec) -> None:
     if spec.kind in ("video", "rosbag") and target.exists() and not os.access(target, os.W_OK):
         raise ValueError(f"cannot write video {spec.location!r}: the existing file is read-only; "
                          "choose another output path or remove it")
+
+
+def check_reads_nothing(output: Path, label: str, folders: Iterable[Path] = (),
+                        files: Mapping[str, Path | None] | None = None) -> None:
+    """Refuse an output file that is one of the files the command reads: one inside an input folder, or one of
+    ``files``. A missing output passes.
+
+    Args:
+        output: the file the command will write.
+        label: how the message names it, e.g. ``"--output 'figures.json'"``.
+        folders: input folders (those that do not exist are passed over).
+        files: input files by what they are, e.g. ``{"the model": Path("camvid.onnx")}`` (None values are
+            passed over).
+
+    Raises:
+        ValueError: naming the output and the input it is, in one line.
+
+    Example:
+        >>> check_reads_nothing(Path("new.json"), "--output 'new.json'", [Path("labels")])
+    """
+    if not output.is_file():
+        return
+    for folder in folders:
+        if folder.is_dir() and output.resolve().is_relative_to(folder.resolve()):
+            raise ValueError(f"{label} is a file of the input folder {str(folder)!r}, which the output would "
+                             "replace; give the output a file of its own")
+    for role, given in (files or {}).items():
+        if given is not None and given.is_file() and output.samefile(given):
+            raise ValueError(f"{label} is {role} {str(given)!r}, which the output would replace; give the output a "
+                             "file of its own")
 
 
 def check_writable_file(target: Path, label: str) -> None:
