@@ -134,10 +134,15 @@ def start_tensorrt(factory: Callable[[Any], T], logger: Any) -> T:
 
     Raises:
         ValueError: naming the failure and how to see why.
+
+    Example:
+        >>> runtime = start_tensorrt(trt.Runtime, trt.Logger(trt.Logger.WARNING))  # doctest: +SKIP
     """
     try:
         return factory(logger)
     except TypeError as exc:
+        if "nullptr" not in str(exc):
+            raise  # a wrong call, not TensorRT failing to start
         raise ValueError(f"TensorRT could not start on this GPU ({exc}): CUDA failed to initialise under it; "
                          "`python -m unetrt.doctor` shows the driver, CUDA and TensorRT versions") from exc
 
