@@ -300,7 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_inputs(args: argparse.Namespace) -> None:
     if args.split is None and (args.images is None or args.labels is None):
         raise ValueError("say what to score: --images and --labels, or --split with --data")
-    if args.split is not None and (args.data is None or args.images is not None or args.stems is not None):
+    if args.split is not None and args.data is None:
+        raise ValueError("--split needs --data: the data set root its stems are found in (e.g. "
+                         "--data ../shared/data/camvid)")
+    if args.split is not None and (args.images is not None or args.labels is not None or args.stems is not None):
         raise ValueError("--split takes its frames from --data; leave out --images, --labels and --stems")
 
 

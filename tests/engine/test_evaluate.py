@@ -331,3 +331,16 @@ def test_labels_outside_the_class_table_are_one_line_not_empty_figures(tiny_mode
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "f1.png' holds class ids 255" in lines[0] and "outside the class table (0..2)" in lines[0]
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--split", "camvid.split.json"], "--split needs --data"),
+    (["--split", "camvid.split.json", "--data", ".", "--labels", "labels"],
+     "leave out --images, --labels and --stems"),
+])
+def test_split_mistakes_name_the_fix(argv: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.evaluate import main
+
+    assert main(["--model", "camvid", *argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], lines
