@@ -15,7 +15,6 @@ import numpy as np
 
 from .backends import Backend, open_backend
 from .backends.base import DeviceBackend
-from .cpu import check_threads
 from .device import Device, HostDevice
 from .frame_path import PROBABILITY_SIZES, FramePath
 from .geometry import legal_sizes
@@ -123,7 +122,6 @@ class Segmenter:
         if device_path not in DEVICE_PATHS:
             raise ValueError(f"device_path must be one of {DEVICE_PATHS}, got {device_path!r}")
         size = None if working_size is None else check_working_size(working_size)
-        check_threads(backend_options.get("threads"))
         chosen_cleanup = resolve_cleanup(cleanup, model)
         self.backend: Backend = open_backend(model, backend, device, precision, build=build, working_size=size,
                                              **backend_options)

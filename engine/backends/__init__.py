@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..bundled import bundled_cpu_precision, bundled_model_names, bundled_model_path, bundled_precision_path
+from ..cpu import check_threads
 from ..model_file import file_precision
 from .base import Backend, DeviceBackend, check_batch
 from .registry import OpenRequest, backend_spec, native_backend, registered_backends
@@ -279,6 +280,7 @@ def open_backend(model: str | Path, backend: str = "auto", device: str = "auto",
         >>> with open_backend("camvid", precision="int8") as net:  # doctest: +SKIP
         ...     logits = net.infer(batch)
     """
+    check_threads(options.get("threads"))  # before any backend is tried: past the cap PyTorch crashes
     *preferred, last = model_choices(model, backend, precision, device)
     # Only an automatic TensorRT choice has fallbacks after it.
     for choice in preferred:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..cpu import int8_products_saturate, usable_cores
+from ..cpu import check_threads, int8_products_saturate, usable_cores
 from ..model_file import IR_SUFFIXES, SEVEN_BIT_WEIGHTS, read_model_file, write_ir_description
 from ..model_file import PRECISIONS as FILE_PRECISIONS
 from ..model_info import check_network_channels
@@ -192,8 +192,7 @@ class OpenVinoBackend:
         if precision not in ("auto", *PRECISION_HINTS, *FILE_PRECISIONS):
             raise ValueError(f"OpenVINO precision must be 'auto' or one of {', '.join(PRECISION_HINTS)}, "
                              f"got {precision!r}")
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        check_threads(threads)
         if lanes is not None and lanes < 1:
             raise ValueError(f"lanes must be >= 1 (1: a batch runs whole on one request), got {lanes}")
         if not path.is_file():
