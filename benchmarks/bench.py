@@ -805,14 +805,15 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
         ValueError, FileNotFoundError, ImportError: on a request that cannot be served (the CLI turns them
         into one line and exit code 2).
     """
-    for output, flag in ((args.output, "--output"), (args.markdown, "--markdown"), (args.plot, "--plot")):
+    reports = ((args.output, "--output"), (args.markdown, "--markdown"), (args.plot, "--plot"))
+    for output, flag in reports:
         _check_output_folder(output, flag)
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise ValueError(f"--plot writes a PNG; give a file ending in .png, got {str(args.plot)!r}")
     if "tensorrt" in (args.backend or []) or Path(args.model or "").suffix in (".plan", ".engine"):
         require_tensorrt()
     model = synthetic_model(args.unet_base) if args.unet_base is not None else locate_model(args.model, args.build)
-    for output, flag in ((args.output, "--output"), (args.markdown, "--markdown"), (args.plot, "--plot")):
+    for output, flag in reports:
         if output is not None:
             check_reads_nothing(output, f"{flag} {str(output)!r}",
                                 files={f"the model file ({kind})": path for kind, path in model.files.items()})
