@@ -74,6 +74,18 @@ class TerminatedError(Exception):
     """A command stopped early on SIGTERM after finishing its output; :func:`run_cli` exits with 143."""
 
 
+def raise_terminated() -> None:
+    """Raise :class:`TerminatedError`: the ``stop`` of a :class:`StopOnSigterm` whose work has no stop of its own.
+
+    From the signal handler it interrupts the main thread as Ctrl-C's KeyboardInterrupt does: opening a model
+    (a first-run TensorRT build takes minutes on a Jetson, stopped at its next step) ends at once.
+
+    Raises:
+        TerminatedError: always.
+    """
+    raise TerminatedError
+
+
 class StopOnSigterm:
     """While active, SIGTERM asks the work to stop (through ``stop``) instead of killing the process.
 
@@ -84,6 +96,8 @@ class StopOnSigterm:
 
     Example:
         >>> with StopOnSigterm() as sigterm:  # doctest: +SKIP
+        ...     sigterm.stop = raise_terminated  # while the stream opens its model
+        ...     stream = Stream("camera", "camvid")
         ...     sigterm.stop = stream.stop
         ...     run(stream)
         >>> if sigterm.received: raise TerminatedError  # doctest: +SKIP

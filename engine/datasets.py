@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .paths import check_folder
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
@@ -37,9 +39,7 @@ def list_images(folder: str | Path) -> list[Path]:
         >>> list_images("../shared/data/camvid/val")[:1]  # doctest: +SKIP
         [PosixPath('../shared/data/camvid/val/0016E5_07959.png')]
     """
-    path = Path(folder)
-    if not path.is_dir():
-        raise FileNotFoundError(f"image folder {str(path)!r} does not exist")
+    path = check_folder(folder, "image folder")
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"folder {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .datasets import paired_files
+from .paths import check_file
 
 PARTS = ("select", "report")
 FOLDER_PAIRS = (("train", "trainannot"), ("val", "valannot"))
@@ -65,8 +66,7 @@ class HeldOutSplit:
             >>> split = HeldOutSplit.read("engine/models/camvid.split.json")  # doctest: +SKIP
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"split file {str(path)!r} does not exist")
+        check_file(path, "split file")
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .model_info import METADATA_KEY, ModelInfo
+from .paths import check_file
 
 ONNX_SUFFIXES = (".onnx",)
 IR_SUFFIXES = (".xml",)
@@ -120,8 +121,7 @@ def read_model_file(path: str | Path) -> ModelFile:
     path = Path(path)
     if path.suffix not in MODEL_SUFFIXES:
         raise ValueError(f"{str(path)!r} is no model file: use a {', '.join(MODEL_SUFFIXES)} file")
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    check_file(path, "model file")
     if path.suffix in ONNX_SUFFIXES:
         return _read_onnx(path)
     if path.suffix in IR_SUFFIXES:

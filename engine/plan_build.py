@@ -50,7 +50,9 @@ from typing import TYPE_CHECKING, Any
 
 from .backends.tensorrt import gpu_identity, require_tensorrt, start_tensorrt, tensorrt_major
 from .cuda import PrimaryContext, require_pycuda
+from .interruptible import run_interruptible
 from .model_file import read_model_file
+from .paths import check_file
 from .plan_metadata import PlanMetadata, Shape, format_shape, replace_file, resolve_profile, write_plan_metadata
 
 if TYPE_CHECKING:
@@ -78,7 +80,8 @@ class BuildOptions:
         dla_core: run the layers a DLA supports on this DLA core, the others on the GPU (None: GPU only).
         working_size: (width, height) in place of the model's own, for the default profile.
         verbose: TensorRT's verbose log.
-        progress: a tqdm bar per build phase where TensorRT offers IProgressMonitor.
+        progress: a tqdm bar per build phase where TensorRT offers IProgressMonitor (where it does, Ctrl-C and
+            SIGTERM stop the build at its next step, bars or not).
 
     Raises:
         ValueError: on a non-positive workspace, an opt level outside 0-5 or a negative DLA core.
@@ -167,8 +170,7 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
         import onnx
     except ImportError as exc:
         raise ImportError(MISSING_ONNX) from exc
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"ONNX model {str(path)!r} does not exist")
+    check_file(path, "ONNX model")
     return onnx.load(str(path))
 
 
@@ -182,12 +184,12 @@ def describe_parser_errors(parser: trt.OnnxParser) -> str:
     return "; ".join(parts) or "no error recorded"
 
 
-def _progress_monitor() -> Any:
+def _progress_monitor(cancel: threading.Event, bars: bool) -> Any:
     import tensorrt as trt
     from tqdm import tqdm
 
-    class TqdmProgressMonitor(trt.IProgressMonitor):
-        """One tqdm bar per builder phase, nested as TensorRT nests them."""
+    class BuildMonitor(trt.IProgressMonitor):
+        """Stops the build at its next step once ``cancel`` is set; one tqdm bar per phase when ``bars``."""
 
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
@@ -198,14 +200,15 @@ def _progress_monitor() -> Any:
         def phase_start(self, phase_name: str, parent_phase: str, num_steps: int) -> None:
             with self._lock:
                 self._bars[phase_name] = tqdm(total=num_steps, desc=phase_name, position=len(self._bars),
-                                              leave=not parent_phase, unit="step", disable=None)
+                                              leave=not parent_phase, unit="step", disable=None if bars else True)
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             with self._lock:
                 bar = self._bars.get(phase_name)
                 if bar is not None:
                     bar.update(step + 1 - bar.n)
-            return True
+            # False asks TensorRT to stop the build (IProgressMonitor.stepComplete).
+            return not cancel.is_set()
 
         def phase_finish(self, phase_name: str) -> None:
             with self._lock:
@@ -213,7 +216,7 @@ def _progress_monitor() -> Any:
                 if bar is not None:
                     bar.close()
 
-    return TqdmProgressMonitor()
+    return BuildMonitor()
 
 
 def _pin_outputs_fp32(network: trt.INetworkDefinition) -> int:
@@ -378,6 +381,9 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
         FileNotFoundError: when the ONNX file does not exist.
         ValueError: on parse errors (listed per node), a bad profile, a failed build, a DLA core this device
             lacks, or ``int8`` on a graph without QDQ nodes, or together with ``fp16``.
+        KeyboardInterrupt: on Ctrl-C during the build (as what a SIGTERM handler raises, such as
+            :class:`~unetrt.cli.TerminatedError`), once the builder has stopped at its next step; the plan is
+            not written.
 
     Example:
         >>> build_engine("camvid.onnx", "camvid.plan", BuildOptions(fp16=True))  # doctest: +SKIP
@@ -440,10 +446,11 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
             # extract kernel writes half directly (a strongly typed network takes its input type from the graph).
             image.dtype = trt.float16
         builder_flags += configure_dla(config, builder, options.dla_core, precision)
-        if options.progress and hasattr(trt, "IProgressMonitor"):
-            # IProgressMonitor is missing from the Python bindings of early TensorRT 10 releases.
-            # Kept in a local: TensorRT holds no reference and the monitor must outlive the build.
-            monitor = _progress_monitor()
+        if hasattr(trt, "IProgressMonitor"):
+            # IProgressMonitor is missing from the Python bindings of early TensorRT 10 releases: there, Ctrl-C and
+            # SIGTERM wait for the build to end. Kept in a local: TensorRT holds no reference and the monitor must
+            # outlive the build.
+            monitor = _progress_monitor(cancel, options.progress)
             config.progress_monitor = monitor
         shape_profile = builder.create_optimization_profile()
         shape_profile.set_shape(image.name, trt.Dims4(*profile.min), trt.Dims4(*profile.opt), trt.Dims4(*profile.max))
@@ -480,15 +487,21 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
             replace_file(options.timing_cache, bytes(config.get_timing_cache().serialize()))
         return metadata
 
-    # The builder works on the CUDA device current on this thread (TensorRT FAQ: "use cudaSetDevice() before
-    # calling the builder"): make device_index's primary context current for it, as the runtime does; the
-    # TensorRT objects are locals of build(), so they are freed while the context is still current.
-    device_context = PrimaryContext(device_index)
-    try:
-        with device_context.active():
-            return build()
-    finally:
-        device_context.release()
+    def build_on_device() -> PlanMetadata:
+        # The builder works on the CUDA device current on this thread (TensorRT FAQ: "use cudaSetDevice() before
+        # calling the builder"): make device_index's primary context current for it, as the runtime does; the
+        # TensorRT objects are locals of build(), so they are freed while the context is still current.
+        device_context = PrimaryContext(device_index)
+        try:
+            with device_context.active():
+                return build()
+        finally:
+            device_context.release()
+
+    # On a thread of its own, so that Ctrl-C or SIGTERM (minutes into a Jetson's first build) stops the builder
+    # at its next step, through the monitor, instead of waiting for it.
+    cancel = threading.Event()
+    return run_interruptible(build_on_device, cancel, "tensorrt-build")
 
 
 def write_plan(plan_path: Path, plan_bytes: bytes, metadata: PlanMetadata) -> None:

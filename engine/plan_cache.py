@@ -196,13 +196,22 @@ def entry_problem(plan_path: Path, key: PlanKey) -> str | None:
 
 
 @contextmanager
-def _entry_lock(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` (flock: released by the OS if the process dies)."""
+def _entry_lock(lock_path: Path, holder_note: str | None) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (flock: released by the OS if the process dies).
+
+    When another process holds it (it is building this entry: minutes on a Jetson), ``holder_note`` is announced
+    first, so that a second program started meanwhile says why it waits; Ctrl-C ends the wait.
+    """
     import fcntl
 
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if holder_note is not None:
+                _announce(holder_note)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -275,7 +284,9 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
         )
     folder = _writable_folder(folder, key.stem)
     plan = folder / f"{key.stem}.plan"
-    with _entry_lock(folder / f"{key.stem}.lock"):
+    waiting = (f"another process is building the TensorRT engine for {key.describe()}; waiting for it to finish "
+               "(minutes on a Jetson)") if progress else None
+    with _entry_lock(folder / f"{key.stem}.lock", waiting):
         # Another process may have built it while this one waited for the lock.
         problem = entry_problem(plan, key)
         if problem is None:
@@ -309,7 +320,7 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
 
 def discard_entry(plan_path: Path, plan_sha256: str | None) -> None:
     """Remove a cache entry found unusable, unless another process has replaced it meanwhile."""
-    with _entry_lock(plan_path.with_suffix(".lock")):
+    with _entry_lock(plan_path.with_suffix(".lock"), None):
         try:
             current = read_plan_metadata(plan_path).plan_sha256
         except (OSError, ValueError):

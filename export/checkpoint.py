@@ -10,6 +10,7 @@ import torch
 from unetrt.backends.base import invalid_model_file
 from unetrt.model_file import checkpoint_description
 from unetrt.model_info import ModelInfo
+from unetrt.paths import check_file
 
 from .model import UNet
 
@@ -63,8 +64,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             a PyTorch file of another program).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    check_file(path, "checkpoint")
     with path.open("rb") as stream:
         head = stream.read(len(_ZIP_MAGIC))
     if not head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):

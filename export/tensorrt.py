@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unetrt.backends.tensorrt import require_tensorrt
-from unetrt.cli import run_cli
+from unetrt.cli import StopOnSigterm, raise_terminated, run_cli
 from unetrt.cli_options import (
     ALIASES_EPILOG,
     CommandParser,
@@ -37,6 +37,7 @@ from unetrt.cli_options import (
 )
 from unetrt.cuda import require_pycuda
 from unetrt.model_file import read_model_file
+from unetrt.paths import check_folder
 from unetrt.plan_build import (
     MAX_OPT_LEVEL,
     BuildOptions,
@@ -150,8 +151,7 @@ def build_command(args: argparse.Namespace) -> None:
         plan.parent.mkdir(parents=True, exist_ok=True)
     if plan.suffix not in (".plan", ".engine"):
         raise ValueError(f"output must end in .plan or .engine, got {str(plan)!r}")
-    if not plan.parent.is_dir():
-        raise FileNotFoundError(f"output folder {str(plan.parent)!r} does not exist")
+    check_folder(plan.parent, "output folder")
     metadata = build_engine(args.model, plan, options)
     dla = "" if metadata.dla_core is None else f", DLA core {metadata.dla_core} with GPU fallback"
     print(f"wrote {plan} (TensorRT {metadata.tensorrt_version}, {metadata.gpu.describe()}, {metadata.precision}{dla}, "
@@ -162,10 +162,23 @@ def build_command(args: argparse.Namespace) -> None:
         print(f"wrote {config}")
 
 
+def _build_until_sigterm(args: argparse.Namespace) -> None:
+    # SIGTERM (a CI job cancelled, systemd) stops the builder at its next step, as Ctrl-C does, leaving no
+    # half-written plan behind; by default it would kill the process and leave the plan's temporary file.
+    with StopOnSigterm() as sigterm:
+        sigterm.stop = raise_terminated
+        build_command(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``unet-build``; returns the exit code (2 with one line when TensorRT is missing)."""
+    """Entry point of ``unet-build``.
+
+    Returns:
+        0 on success, 2 with one line on a user error (TensorRT missing, a bad model or option), 130 on Ctrl-C
+        and 143 on SIGTERM (the builder stopped, nothing written).
+    """
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: build_command(args))
+    return run_cli(lambda: _build_until_sigterm(args))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from unetrt.geometry import valid_output_size
 from unetrt.model_info import ModelInfo
+from unetrt.paths import check_file
 from unetrt.plan_metadata import PlanMetadata, ShapeProfile, metadata_path
 
 PLAN_FILE = "model.plan"
@@ -176,8 +177,7 @@ def write_triton_repository(repository: str | Path, name: str, plan_path: str | 
         ValueError: as :func:`triton_config`.
     """
     plan_path = Path(plan_path)
-    if not plan_path.is_file():
-        raise FileNotFoundError(f"TensorRT plan {str(plan_path)!r} does not exist")
+    check_file(plan_path, "TensorRT plan")
     text = triton_config(metadata, name, instances, max_queue_delay_us)
     target = model_plan_path(repository, name)
     target.parent.mkdir(parents=True, exist_ok=True)

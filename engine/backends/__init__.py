@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 from ..bundled import bundled_cpu_precision, bundled_model_names, bundled_model_path, bundled_precision_path
 from ..cpu import check_threads
 from ..model_file import file_precision
+from ..paths import check_file
 from .base import Backend, DeviceBackend, check_batch
 from .registry import OpenRequest, backend_spec, native_backend, registered_backends
 
@@ -77,8 +78,7 @@ def _onnxruntime_cuda() -> bool:
 
 
 def _choose_file(path: Path, backend: str, precision: str, device: str) -> list[ModelChoice]:
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    check_file(path, "model file")
     native = native_backend(path.suffix)
     assert native is not None  # model_choices sends only registered suffixes here
     runs_on = [spec.name for spec in registered_backends() if spec.runs(path.suffix)]

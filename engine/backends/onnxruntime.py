@@ -13,6 +13,7 @@ import numpy as np
 from ..cuda import PrimaryContext, cuda_ordinal
 from ..model_file import ONNX_EXPECTED, read_model_file
 from ..model_info import check_network_channels
+from ..paths import check_file
 from .base import check_batch, check_precision, invalid_model_file, network_output_shape
 
 if TYPE_CHECKING:
@@ -117,8 +118,7 @@ class OnnxRuntimeBackend:
         import onnxruntime as ort
 
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"ONNX model {str(path)!r} does not exist")
+        check_file(path, "ONNX model")
         described = read_model_file(path)
         self.info = described.info
         self.precision = check_precision(precision, described.precision, self.name, path)

@@ -28,6 +28,7 @@ from ..cpu import check_threads, int8_products_saturate, usable_cores
 from ..model_file import IR_SUFFIXES, SEVEN_BIT_WEIGHTS, read_model_file, write_ir_description
 from ..model_file import PRECISIONS as FILE_PRECISIONS
 from ..model_info import check_network_channels
+from ..paths import check_file
 from .base import check_batch
 
 if TYPE_CHECKING:
@@ -195,8 +196,7 @@ class OpenVinoBackend:
         check_threads(threads)
         if lanes is not None and lanes < 1:
             raise ValueError(f"lanes must be >= 1 (1: a batch runs whole on one request), got {lanes}")
-        if not path.is_file():
-            raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+        check_file(path, "model file")
         self._ov = require_openvino()
         self._core = shared_core()
         if precision == "bf16" and "BF16" not in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):

@@ -40,6 +40,7 @@ from ..cuda import (
     read_cuda_array,
     require_pycuda,
 )
+from ..paths import check_file
 from ..plan_metadata import (
     GpuIdentity,
     PlanMetadata,
@@ -256,8 +257,7 @@ class TensorRTBackend:
     def __init__(self, path: str | Path, device: str = "auto", cuda_graph: bool = True,
                  precision: str = "auto") -> None:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"TensorRT plan {str(path)!r} does not exist")
+        check_file(path, "TensorRT plan")
         index = parse_device(device)
         self.path = path
         self.metadata: PlanMetadata = read_plan_metadata(path)

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..backends import choose_model
-from ..cli import StopOnSigterm, TerminatedError
+from ..cli import StopOnSigterm, raise_terminated
 from ..segmenter import Segmenter
 from .inputs import (
     FAILED,
@@ -363,7 +363,7 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
     # SIGTERM (docker stop, a scheduler) ends the job as Ctrl-C does: what is written stays, Ray is shut down,
     # and a re-run resumes; without this Ray's own handler dumps a native stack trace.
     with ray_connection(address) as ray, StopOnSigterm() as sigterm:
-        sigterm.stop = _raise_terminated
+        sigterm.stop = raise_terminated
         nodes = cluster_nodes(ray)
         resources = ray.cluster_resources()
         on_gpu = resources.get("GPU", 0.0) > 0
@@ -385,10 +385,6 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
                        "cuda" if on_gpu else "cpu")
     write_summary(folder / SUMMARY_NAME, summary)
     return summary
-
-
-def _raise_terminated() -> None:
-    raise TerminatedError
 
 
 def _dataset(ray: Any, units: list[WorkUnit], out_dir: Path, settings: BatchSettings, pool: int, on_gpu: bool,

@@ -25,7 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..cli import StopOnSigterm, TerminatedError, parse_size, run_cli
+from ..cli import StopOnSigterm, TerminatedError, parse_size, raise_terminated, run_cli
 from ..cli_options import (
     ALIASES_EPILOG,
     CommandParser,
@@ -263,6 +263,9 @@ def _run_stream(args: argparse.Namespace, sigterm: StopOnSigterm) -> bool:
     _check_stats_target(args)
     try:
         # The stream checks the input and output before it loads the model, so mistakes are reported at once.
+        # Until the stream exists SIGTERM raises, so that a supervisor's stop ends a first-run TensorRT build
+        # (minutes on a Jetson) at once rather than after it; then it stops the stream, which finishes its output.
+        sigterm.stop = raise_terminated
         stream = Stream(args.input, args.model, _output(args), stream_options(args))
         sigterm.stop = stream.stop
         with stream, tqdm(unit="frame", disable=None, desc="unet-stream") as progress:

@@ -3,7 +3,9 @@ and first-run tests."""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 import types
 
 import pytest
@@ -33,6 +35,9 @@ def install_fake_tensorrt_gpu(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu | No
     install_builder(module, gpu, dla_cores)
     monkeypatch.setattr(Builder, "builds", 0)
     monkeypatch.setattr(Builder, "devices", [])
+    monkeypatch.setattr(Builder, "cancelled", 0)
+    monkeypatch.setattr(Builder, "steps", 3)
+    monkeypatch.setattr(Builder, "on_step", None)
     return module, gpu
 
 
@@ -54,3 +59,24 @@ def route_cuda_kernels_to(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu, kernels
         return real(backend, kernels=FakeKernels(gpu, kernels), **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(cuda_device, "CudaDevice", on_fake_gpu)
+
+
+def signal_during_build(monkeypatch: pytest.MonkeyPatch, signum: int, at_step: int = 2, steps: int = 600,
+                        step_s: float = 0.05) -> list[int]:
+    """Make each fake build long (``steps`` steps of ``step_s`` seconds: 30 s by default) and send this process
+    ``signum`` from the builder thread at step ``at_step``, as a user's Ctrl-C or a supervisor's SIGTERM would.
+
+    Returns:
+        The steps the builds reached, appended as they complete (a cancelled build stops short of ``steps``).
+    """
+    reached: list[int] = []
+
+    def on_step(step: int) -> None:
+        reached.append(step)
+        if step == at_step:
+            os.kill(os.getpid(), signum)
+        time.sleep(step_s)
+
+    monkeypatch.setattr(Builder, "steps", steps)
+    monkeypatch.setattr(Builder, "on_step", on_step)
+    return reached

@@ -8,6 +8,8 @@ rebuilt, the masks agree with ONNX Runtime FP32, and the summary names TensorRT.
 from __future__ import annotations
 
 import json
+import signal
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,8 +17,9 @@ import numpy as np
 import pytest
 from fakes.cuda import FakeGpu
 from fakes.tensorrt import FakeEngine
+from fakes.tensorrt_builder import Builder
 from fakes.trt_plan import deserialize, serialize
-from plan_fixtures import builds, install_fake_tensorrt_gpu, route_cuda_kernels_to
+from plan_fixtures import builds, install_fake_tensorrt_gpu, route_cuda_kernels_to, signal_during_build
 
 from unetrt.bundled import MODELS_DIR
 from unetrt.plan_metadata import read_plan_metadata, write_plan_metadata
@@ -289,3 +292,37 @@ def test_tensorrt_that_cannot_start_cuda_falls_back_with_one_line(first_run: Pat
         assert segmenter.backend.name in ("openvino", "onnxruntime")
     assert "no TensorRT engine (TensorRT could not start on this GPU (pybind11::init()" in capsys.readouterr().err
     assert builds() == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_during_the_first_build_stops_it_without_a_fallback(first_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C minutes into a Jetson's first build ends the program: no engine cached, no ONNX Runtime instead,
+    and the next start builds afresh (the entry's lock was let go)."""
+    reached = signal_during_build(monkeypatch, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        Segmenter("camvid", warm_up=False)
+    assert Builder.cancelled == 1 and max(reached) < Builder.steps - 1
+    assert "no TensorRT engine" not in capsys.readouterr().err
+    assert list(first_run.glob("*.plan")) == [] and list(first_run.glob(".*.tmp")) == []
+    monkeypatch.setattr(Builder, "on_step", None)
+    monkeypatch.setattr(Builder, "steps", 3)
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    assert builds() == 2
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_during_the_first_build_of_unet_stream_ends_it_with_143(first_run: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """systemd waits 90 s and docker 10 s after SIGTERM before they kill: a camera service that is building its
+    first engine must stop at once, not minutes later, and not by a kill that leaves the build's files behind."""
+    from unetrt.stream.cli import main
+
+    signal_during_build(monkeypatch, signal.SIGTERM)
+    output = tmp_path / "out.mp4"
+    assert main(["sample", str(output), "--max-frames", "3", "--headless"]) == 143
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == "terminated" and "Traceback" not in err and "no TensorRT engine" not in err
+    assert Builder.cancelled == 1 and list(first_run.glob("*.plan")) == [] and not output.exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
+import sys
 import warnings
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from conftest import write_unparsable_onnx
 from fakes.cuda import FakeGpu
 from fakes.tensorrt_builder import Builder
 from fakes.trt_plan import deserialize
-from plan_fixtures import builds, install_fake_tensorrt_gpu
+from plan_fixtures import builds, install_fake_tensorrt_gpu, signal_during_build
 
 from unetrt.export.tensorrt import build_parser, main
 from unetrt.plan_build import BuildOptions, build_engine, default_workspace_mib
@@ -178,6 +180,35 @@ def test_progress_monitor_bars_follow_the_phases(fake_trt: FakeGpu, tiny_model_f
                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan", BuildOptions(fp16=True, progress=True))
     assert builds() == 1  # the monitor answered True at every step: the build was not cancelled
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("progress", [True, False])
+def test_ctrl_c_stops_the_builder_at_its_next_step_and_writes_nothing(
+        progress: bool, fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRT's build releases the GIL: Ctrl-C during it must still stop it (a Jetson's first build takes
+    minutes), through the progress monitor whether or not bars are shown, and leave no plan, temporary or context."""
+    reached = signal_during_build(monkeypatch, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan", BuildOptions(fp16=True, progress=progress))
+    assert Builder.cancelled == 1 and max(reached) < Builder.steps - 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+    assert fake_trt.current() is None and fake_trt.primary(0).retains == 0
+    assert "[ERROR]" not in capsys.readouterr().err  # cancelled by the monitor's answer, not by an exception in it
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_unet_build_stops_on_sigterm_with_143_and_no_plan(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                          tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    signal_during_build(monkeypatch, signal.SIGTERM)
+    plan = tmp_path / "tiny.plan"
+    assert main([str(tiny_model_files["onnx"]), "-o", str(plan), "--precision", "fp16", "--no-progress"]) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "terminated"
+    assert Builder.cancelled == 1 and list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_fp16_graph_builds_strongly_typed_with_its_own_input_type(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],

@@ -257,3 +257,33 @@ def test_a_killed_build_leaves_no_temporaries_behind_the_next(fake_trt: FakeGpu,
         path.write_bytes(b"half a plan")
     cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
     assert not any(path.exists() for path in killed) and other.exists()
+
+
+def test_a_start_that_waits_for_another_build_says_so(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second program started during a Jetson's minutes-long first build waits for it: one line says why."""
+    import fcntl
+
+    import unetrt.plan_cache as plan_cache
+
+    key = plan_key(tiny_model_files["onnx"])
+    with open(tmp_path / f"{key.stem}.lock", "a+b") as holder:  # another open file: flock sees another process
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        said: list[str] = []
+
+        def announce(text: str) -> None:
+            said.append(text)
+            if text.startswith("another process"):
+                fcntl.flock(holder.fileno(), fcntl.LOCK_UN)  # the other build ends
+
+        monkeypatch.setattr(plan_cache, "_announce", announce)
+        # Should the wait go unannounced, the other build still ends (and the assertions below fail).
+        timer = threading.Timer(10, fcntl.flock, (holder.fileno(), fcntl.LOCK_UN))
+        timer.start()
+        try:
+            plan = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
+        finally:
+            timer.cancel()
+    assert said[0] == (f"another process is building the TensorRT engine for {key.describe()}; waiting for it to "
+                       "finish (minutes on a Jetson)")
+    assert said[1].startswith("building a TensorRT engine") and entry_problem(plan, key) is None

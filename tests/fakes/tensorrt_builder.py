@@ -19,6 +19,16 @@ Documents cited (TensorRT 10 C++ and Python API references, Developer Guide):
 * [MONITOR] IProgressMonitor:
   https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/ProgressMonitor.html
   (phase_start / step_complete / phase_finish; step_complete returning False requests cancellation of the build).
+  The Python bindings' trampoline (TensorRT OSS, python/src/infer/pyCore.cpp, ``PyProgressMonitor``) catches an
+  exception a monitor method raises, prints ``[ERROR] Exception caught in step_complete(): ...`` and, in
+  ``step_complete``, returns false: "Use the exception as an indicator that we should cancel the build". The
+  fake calls the monitor from a builder thread, as TensorRT does.
+* [GIL] ``build_serialized_network`` is bound with ``py::call_guard<py::gil_scoped_release>`` (pyCore.cpp): the
+  calling thread runs native code until the build returns, so no Python signal handler runs there (Python
+  documentation, ``signal``: "A long-running calculation implemented purely in C ... may run uninterrupted for an
+  arbitrary amount of time, regardless of any signals received. The Python signal handlers will be called when
+  the calculation finishes"). The fake's calling thread waits for its builder thread and raises what a handler
+  raised meanwhile only when the build has returned.
 * [DYNAMIC] Developer Guide, "Working with Dynamic Shapes": a network with dynamic input dimensions needs an
   optimization profile, whose min <= opt <= max and which agrees with the input's fixed dimensions.
 * [TYPING] Developer Guide, "Strong Typing vs Weak Typing": a strongly typed network takes its types from the
@@ -42,8 +52,10 @@ from __future__ import annotations
 
 import enum
 import json
+import sys
 import threading
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -326,6 +338,10 @@ class Builder:
     """
 
     builds = 0  # how many builds ran, over every fake builder (tests count rebuilds with it)
+    cancelled = 0  # how many builds a monitor stopped [MONITOR]
+    steps = 3  # the steps of the innermost phase (a test makes a long build with many)
+    # Called on the builder thread after each step of the innermost phase: a test's clock or signal.
+    on_step: ClassVar[Callable[[int], None] | None] = None
     devices: ClassVar[list[int]] = []  # the CUDA device of each build, in order [DEVICE]
     _count_lock = threading.Lock()
     module: types.ModuleType
@@ -382,7 +398,9 @@ class Builder:
             if precision == "fp32" and BuilderFlag.GPU_FALLBACK not in config.flags:
                 return None
             dla_core = config.DLA_core
-        if not _run_phases(config.progress_monitor):
+        if not _native_call(lambda: _run_phases(config.progress_monitor, Builder.steps, Builder.on_step)):
+            with Builder._count_lock:
+                Builder.cancelled += 1
             return None  # [MONITOR]: cancelled
         cache = config.get_timing_cache()
         if cache is not None:
@@ -412,21 +430,49 @@ def _precision(network: NetworkDefinition, config: BuilderConfig) -> str:
     return "fp16" if BuilderFlag.FP16 in config.flags else "fp32"
 
 
-def _run_phases(monitor: IProgressMonitor | None) -> bool:
-    """Report two phases, the second nested, to the monitor; False when it asked to cancel [MONITOR]."""
-    if monitor is None:
-        return True
-    phases = (("Building engine", None, 2), ("Tactic selection", "Building engine", 3))
-    for name, parent, steps in phases:
-        monitor.phase_start(name, parent, steps)
+def _native_call(work: Callable[[], bool]) -> bool:
+    """Run ``work`` on a builder thread; the calling thread runs no signal handler's exception until it ends [GIL]."""
+    outcome: list[bool] = []
+    thread = threading.Thread(target=lambda: outcome.append(work()), name="fake-tensorrt-builder")
+    thread.start()
+    arrived: BaseException | None = None
+    while thread.is_alive():
+        try:
+            thread.join()
+        except BaseException as exc:  # a signal handler's exception waits for the native call to return
+            arrived = arrived or exc
+    if arrived is not None:
+        raise arrived
+    return outcome[0]
+
+
+def _call_monitor(method: Callable[..., Any], *args: Any) -> Any:
+    """Call a monitor method as the bindings' trampoline does: an exception is printed and reported as None."""
     try:
-        for name, _parent, steps in reversed(phases):
-            for step in range(steps):
-                if not monitor.step_complete(name, step):
+        return method(*args)
+    except BaseException as exc:  # [MONITOR]: pybind11's error_already_set, caught as std::exception
+        print(f"[ERROR] Exception caught in {method.__name__}(): {exc!r}", file=sys.stderr)
+        return None
+
+
+def _run_phases(monitor: IProgressMonitor | None, steps: int, on_step: Callable[[int], None] | None) -> bool:
+    """Report two phases, the second nested, to the monitor; False when it asked to cancel [MONITOR]."""
+    phases = (("Building engine", None, 2), ("Tactic selection", "Building engine", steps))
+    if monitor is not None:
+        for name, parent, count in phases:
+            _call_monitor(monitor.phase_start, name, parent, count)
+    try:
+        for name, _parent, count in reversed(phases):
+            for step in range(count):
+                if on_step is not None and name == phases[-1][0]:
+                    on_step(step)
+                # The trampoline returns false for an exception: the build stops.
+                if monitor is not None and _call_monitor(monitor.step_complete, name, step) is not True:
                     return False
     finally:
-        for name, _parent, _steps in reversed(phases):
-            monitor.phase_finish(name)
+        if monitor is not None:
+            for name, _parent, _count in reversed(phases):
+                _call_monitor(monitor.phase_finish, name)
     return True
 
 

@@ -1,0 +1,67 @@
+"""run_interruptible: the work's result or error in the caller; an interrupt of the caller's wait cancels the work
+and propagates once the work has ended."""
+
+from __future__ import annotations
+
+import _thread
+import threading
+
+import pytest
+
+from unetrt.interruptible import run_interruptible
+
+
+def test_the_result_and_the_error_of_the_work_reach_the_caller() -> None:
+    assert run_interruptible(lambda: threading.current_thread().name, threading.Event(), "worker") == "worker"
+    error = ValueError("refused")
+
+    def fail() -> None:
+        raise error
+
+    with pytest.raises(ValueError) as raised:
+        run_interruptible(fail, threading.Event(), "worker")
+    assert raised.value is error
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals reach the main thread")
+def test_ctrl_c_in_the_wait_cancels_the_work_and_waits_for_it() -> None:
+    cancel = threading.Event()
+    ended = threading.Event()
+
+    def work() -> str:
+        _thread.interrupt_main()  # Ctrl-C while the caller waits
+        if not cancel.wait(60):
+            return "not cancelled"
+        ended.set()
+        return "cancelled"
+
+    with pytest.raises(KeyboardInterrupt):
+        run_interruptible(work, cancel, "worker")
+    assert cancel.is_set() and ended.is_set()  # the work saw the cancel and had ended when the interrupt came out
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals reach the main thread")
+def test_an_interrupt_before_the_work_began_means_it_never_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[str] = []
+    start = threading.Thread.start
+
+    def interrupted_start(thread: threading.Thread) -> None:
+        start(thread)
+        raise KeyboardInterrupt  # as a Ctrl-C inside Thread.start(), right after the thread was created
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    cancel = threading.Event()
+
+    def work() -> None:
+        ran.append("began")
+        cancel.wait(60)
+        ran.append("ended")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_interruptible(work, cancel, "worker")
+    monkeypatch.undo()
+    assert ran in ([], ["began", "ended"])  # never ran, or was cancelled and had ended when the interrupt came out
+    for thread in threading.enumerate():
+        if thread.name == "worker":
+            thread.join(60)
+    assert ran in ([], ["began", "ended"])
