@@ -284,8 +284,8 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
         )
     folder = _writable_folder(folder, key.stem)
     plan = folder / f"{key.stem}.plan"
-    waiting = (f"another process is building the TensorRT engine for {key.describe()}; waiting for it to finish "
-               "(minutes on a Jetson)") if progress else None
+    waiting = (f"another process (or thread) is building the TensorRT engine for {key.describe()}; waiting for it "
+               "to finish (minutes on a Jetson)") if progress else None
     with _entry_lock(folder / f"{key.stem}.lock", waiting):
         # Another process may have built it while this one waited for the lock.
         problem = entry_problem(plan, key)
