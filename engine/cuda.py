@@ -100,6 +100,38 @@ def check(status: int, what: str) -> None:
         raise RuntimeError(f"{what} failed with CUDA error {status}")
 
 
+class GpuResourceError(ValueError):
+    """The GPU cannot give what was asked for now (memory, a context, a stream): nothing is wrong with the model or
+    the input, and fewer programs on the GPU may let it succeed. A cached TensorRT engine is kept for it."""
+
+
+@contextmanager
+def gpu_resources(what: str) -> Iterator[None]:
+    """Report pycuda's errors during the block as one-line :class:`GpuResourceError` naming ``what`` was set up.
+
+    pycuda's errors derive from Exception alone (``pycuda.driver.Error``): neither a backend's fallback nor a
+    command's one-line report would catch them, and a Jetson short of memory would end in a traceback.
+
+    Raises:
+        GpuResourceError: for a pycuda error in the block.
+
+    Example:
+        >>> with gpu_resources("the frame path's buffers"):  # doctest: +SKIP
+        ...     buffer = pycuda.driver.mem_alloc(1 << 20)
+    """
+    import pycuda.driver as cuda
+
+    try:
+        yield
+    except cuda.Error as exc:
+        message = " ".join(str(exc).split())
+        if isinstance(exc, cuda.MemoryError):
+            raise GpuResourceError(f"the GPU has no memory left for {what} ({message}); close other programs that "
+                                   "use the GPU, or run on the CPU (device='cpu', --device cpu)") from exc
+        raise GpuResourceError(f"CUDA failed on {what} ({message}); `python -m unetrt.doctor` checks the GPU "
+                               "setup") from exc
+
+
 def cuda_ordinal(device: str) -> int:
     """The CUDA device index of a device spelling: 'auto' and 'cuda' are 0, 'cuda:N' is N; a backend's device
     text ('cuda:1 (Orin)', 'cuda (NVIDIA A100)') works too.
@@ -128,6 +160,7 @@ class PrimaryContext:
     Raises:
         ImportError: when pycuda is missing.
         ValueError: when there is no such device.
+        GpuResourceError: (a ValueError) when CUDA cannot make the context (no memory left on the device).
 
     Example:
         >>> context = PrimaryContext(0)  # doctest: +SKIP
@@ -146,7 +179,8 @@ class PrimaryContext:
             raise ValueError(f"CUDA device {ordinal} does not exist; this machine has {count} CUDA device(s)")
         self.ordinal = ordinal
         self.device = cuda.Device(ordinal)
-        self._context: Any = self.device.retain_primary_context()
+        with gpu_resources(f"the context of CUDA device {ordinal}"):
+            self._context: Any = self.device.retain_primary_context()
         self._owner_thread = threading.get_ident()
 
     @property
@@ -349,24 +383,27 @@ class DriverGraph:
     @classmethod
     def capture(cls, stream_handle: int, enqueue: Callable[[], None]) -> DriverGraph | None:
         """Capture what ``enqueue()`` queues on the stream (nothing runs); None when the capture fails, including
-        when ``enqueue`` raises RuntimeError because a call refused to be captured."""
+        when ``enqueue`` raises RuntimeError or a pycuda error because a call refused to be captured."""
         driver = driver_library()
         stream = ctypes.c_void_p(stream_handle)
         if driver.cuStreamBeginCapture_v2(stream, ctypes.c_int(CAPTURE_MODE_THREAD_LOCAL)) != 0:
             return None
+        import pycuda.driver as cuda
+
         enqueued = False
         try:
             enqueue()
             enqueued = True
-        except RuntimeError:
-            enqueued = False
+        except (RuntimeError, cuda.Error):
+            pass  # a call refused to be captured: the work runs without a graph
         finally:
-            # Capture must end on the same thread even when enqueueing failed, or the stream stays unusable.
+            # Capture must end on the same thread even when enqueueing failed, or the stream stays unusable; the
+            # graph of a failed capture is destroyed also when another error propagates.
             graph = ctypes.c_void_p()
             ended = driver.cuStreamEndCapture(stream, ctypes.byref(graph)) == 0
-        if not (enqueued and ended and graph.value):
-            if graph.value:
+            if not (enqueued and ended) and graph.value:
                 driver.cuGraphDestroy(graph)
+        if not (enqueued and ended and graph.value):
             return None
         graph_exec = ctypes.c_void_p()
         if driver.cuGraphInstantiateWithFlags(ctypes.byref(graph_exec), graph, ctypes.c_ulonglong(0)) != 0:
@@ -437,7 +474,11 @@ class GraphCache:
             self._key = key
         self._runs += 1
         if self._graph is None and self._runs == 2:
-            self._graph = self._capture(enqueue)
+            try:
+                self._graph = self._capture(enqueue)
+            except BaseException:
+                self._runs = 1  # the next call of this key tries the capture again
+                raise
             if self._graph is None:
                 self._failed.add(key)
                 warnings.warn(f"CUDA graph capture of {self.what} failed; running it without graphs",

@@ -481,21 +481,24 @@ class PycudaDriver:
         """See :meth:`CudaDriver.allocate`."""
         import pycuda.driver as pycuda
 
-        allocation = pycuda.mem_alloc(nbytes)
+        with cuda.gpu_resources(f"{nbytes / 2**20:.1f} MiB of the frame path's device buffers"):
+            allocation = pycuda.mem_alloc(nbytes)
         return int(allocation), allocation
 
     def pinned(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
         """See :meth:`CudaDriver.pinned`."""
         import pycuda.driver as pycuda
 
-        return cast(np.ndarray, pycuda.pagelocked_empty(shape, dtype))
+        with cuda.gpu_resources("the frame path's page-locked host buffers"):
+            return cast(np.ndarray, pycuda.pagelocked_empty(shape, dtype))
 
     def mapped(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[np.ndarray, int]:
         """See :meth:`CudaDriver.mapped`: page-locked memory allocated with CU_MEMHOSTALLOC_DEVICEMAP."""
         import pycuda.driver as pycuda
 
-        host = pycuda.pagelocked_empty(shape, dtype, mem_flags=pycuda.host_alloc_flags.DEVICEMAP)
-        return cast(np.ndarray, host), int(host.base.get_device_pointer())
+        with cuda.gpu_resources("the frame path's mapped host buffers"):
+            host = pycuda.pagelocked_empty(shape, dtype, mem_flags=pycuda.host_alloc_flags.DEVICEMAP)
+            return cast(np.ndarray, host), int(host.base.get_device_pointer())
 
     def free(self, memory: object) -> None:
         """See :meth:`CudaDriver.free`."""

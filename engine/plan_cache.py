@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from .backends.tensorrt import gpu_identity, parse_device, require_tensorrt
 from .cli import format_size
-from .cuda import require_pycuda
+from .cuda import GpuResourceError, require_pycuda
 from .model_file import read_model_file
 from .plan_build import BuildOptions, file_sha256, has_qdq, load_onnx
 from .plan_metadata import GpuIdentity, PlanMetadata, metadata_path, read_plan_metadata
@@ -349,21 +349,22 @@ def open_cached_engine(onnx_path: str | Path, precision: str = "auto", device: s
 
     Raises:
         PlanNotCachedError, ImportError, ValueError: as :func:`cached_plan`.
-        EngineResourceError: (a ValueError) when the GPU has no memory left to run the engine; the cached engine
-            is kept.
+        GpuResourceError: (a ValueError; :class:`~unetrt.backends.tensorrt.EngineResourceError` among them) when
+            the GPU has no memory left to run the engine, or CUDA does not start; the cached engine is kept.
 
     Example:
         >>> with open_cached_engine(bundled_model_path("camvid")) as net:  # doctest: +SKIP
         ...     logits = net.infer(batch)
     """
-    from .backends.tensorrt import EngineResourceError, TensorRTBackend
+    from .backends.tensorrt import TensorRTBackend
 
     index = parse_device(device)
     plan = cached_plan(onnx_path, precision, working_size, dla_core, build, index, cache_dir, progress)
     try:
         return TensorRTBackend(plan, device=device, cuda_graph=cuda_graph)
-    except EngineResourceError:
-        # The plan deserialised; the GPU is short of memory. Rebuilding would delete a good engine and need more.
+    except GpuResourceError:
+        # The GPU is short of memory (or CUDA would not start): nothing says the plan is bad. Rebuilding would
+        # delete a good engine and need more.
         raise
     except ValueError as exc:
         # PlanCompatibilityError is a ValueError too. The entry passed the cache's own checks, so TensorRT

@@ -34,9 +34,11 @@ import numpy as np
 from ..cuda import (
     MISSING_PYCUDA,
     DriverGraph,
+    GpuResourceError,
     GraphCache,
     PrimaryContext,
     cuda_ordinal,
+    gpu_resources,
     read_cuda_array,
     require_pycuda,
 )
@@ -66,9 +68,9 @@ __all__ = ["MISSING_PYCUDA", "MISSING_TENSORRT", "EngineResourceError", "TensorR
 T = TypeVar("T")
 
 
-class EngineResourceError(ValueError):
-    """The plan is fine but the GPU cannot run it now: no device memory left for its execution context or
-    buffers. A cached engine must not be discarded and rebuilt for it."""
+class EngineResourceError(GpuResourceError):
+    """The plan is fine but the GPU cannot run it now: no device memory left for its weights, execution context or
+    buffers, or CUDA would not start under TensorRT. A cached engine must not be discarded and rebuilt for it."""
 
 
 def tensorrt_available() -> bool:
@@ -242,8 +244,8 @@ class TensorRTBackend:
         FileNotFoundError: when the plan or its metadata is missing.
         ImportError: when TensorRT or pycuda is not installed.
         PlanCompatibilityError: when the plan was built with another TensorRT or for another GPU architecture.
-        EngineResourceError: (a ValueError) when the GPU has no memory left for the engine's execution context or
-            buffers.
+        EngineResourceError, GpuResourceError: (ValueErrors) when the GPU has no memory left for the engine's
+            weights, execution context, buffers or CUDA context, or TensorRT cannot start CUDA.
         ValueError: when the plan does not deserialise or does not look like a unetrt U-Net.
 
     Example:
@@ -280,7 +282,7 @@ class TensorRTBackend:
                                   f"TensorRT inference of {path.name}", enabled=cuda_graph)
         self._device_execution: _Execution | None = None
         try:
-            with self._cuda_context.active():
+            with gpu_resources(f"opening the TensorRT engine {path.name}"), self._cuda_context.active():
                 self._open_engine()
         except BaseException:
             self._release()
@@ -293,12 +295,24 @@ class TensorRTBackend:
         import tensorrt as trt
 
         self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = start_tensorrt(trt.Runtime, self._logger)
+        try:
+            self._runtime = start_tensorrt(trt.Runtime, self._logger)
+        except ValueError as exc:
+            raise EngineResourceError(str(exc)) from exc  # the machine's CUDA, not the plan
         if self.metadata.dla_core is not None:
             # IRuntime::setDLACore: the DLA core a DLA engine runs on, set before deserialising (as trtexec does).
             self._runtime.DLA_core = self.metadata.dla_core
-        engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        plan = self.path.read_bytes()
+        engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None:
+            # deserializeCudaEngine returns null on any failure, the weights' allocation included: a plan that does
+            # not fit in what is free is kept, not taken for a damaged one.
+            free, _ = cuda.mem_get_info()
+            if free < len(plan):
+                raise EngineResourceError(
+                    f"TensorRT could not load {str(self.path)!r}: the GPU has {free / 2**20:.0f} MiB free for a "
+                    f"{len(plan) / 2**20:.0f} MiB engine; close other GPU programs or build the engine for a "
+                    "smaller working size")
             raise ValueError(
                 f"TensorRT could not deserialise {str(self.path)!r} (corrupt, or built by another TensorRT); "
                 f"rebuild it with: {self.metadata.rebuild_command(self.path)}"
@@ -412,19 +426,22 @@ class TensorRTBackend:
             self._check_open()
             with self._cuda_context.active():
                 out_shape = self._execution.set_shape(shape)
-                if producer_stream not in (None, 1):
-                    # The producer's stream is neither absent nor the legacy default stream (which our blocking
-                    # stream already waits for): wait for all queued work so the input is complete.
-                    cuda.Context.synchronize()
                 out_pointer = int(self._device_out)
+                streams = [producer_stream]
                 if out is not None:
-                    target, _ = read_cuda_array(out, "out", writable=True)
+                    target, out_stream = read_cuda_array(out, "out", writable=True)
                     if target.shape != out_shape or target.dtype != self._output_dtype:
                         raise ValueError(
                             f"out must have shape {out_shape} and dtype {self._output_dtype}, "
                             f"got {target.shape} {target.dtype}"
                         )
                     out_pointer = target.ptr
+                    streams.append(out_stream)
+                if any(stream not in (None, 1) for stream in streams):
+                    # A producer's stream is neither absent nor the legacy default stream (which our blocking
+                    # stream already waits for): wait for all queued work, so that the input is complete and no
+                    # pending work still writes into ``out`` (CUDA Array Interface v3, "stream").
+                    cuda.Context.synchronize()
                 try:
                     self._execution.bind(source.ptr, out_pointer, "the caller's device arrays")
                     # The captured graph holds the backend's own buffer addresses: enqueue directly.

@@ -187,21 +187,27 @@ def test_a_refused_entry_in_a_read_only_cache_is_rebuilt_elsewhere(first_run: Pa
     assert "cannot remove the unusable engine" in capsys.readouterr().err
 
 
-def test_a_gpu_out_of_memory_keeps_the_cached_engine(first_run: Path, gpu: FakeGpu,
+@pytest.mark.parametrize("short_of", ["weights", "activations"])
+def test_a_gpu_out_of_memory_keeps_the_cached_engine(short_of: str, first_run: Path, gpu: FakeGpu,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    """Another program holds the GPU's memory: the engine cannot get an execution context. The run says so and
-    goes on on the CPU; the cached engine is neither discarded nor rebuilt, and serves once memory is back."""
+    """Another program holds the GPU's memory: the engine cannot load its weights, or get an execution context.
+    The run says so and goes on on the CPU; the cached engine is neither discarded nor rebuilt, and serves once
+    memory is back."""
     with Segmenter("camvid", warm_up=False) as segmenter:
         assert segmenter.backend.name == "tensorrt"
     entry = _only_entry(first_run)
     good = entry.read_bytes()
     capsys.readouterr()
-    gpu.memory_bytes = 0
+    gpu.memory_bytes = 0 if short_of == "weights" else len(good)  # the weights fit, the activations do not
     with Segmenter("camvid", warm_up=False) as segmenter:
         assert segmenter.backend.name in ("openvino", "onnxruntime")
     err = capsys.readouterr().err
-    assert "no TensorRT engine (TensorRT could not create an execution context" in err
-    assert "too little GPU memory" in err and "rebuilding" not in err
+    if short_of == "weights":
+        assert f"no TensorRT engine (TensorRT could not load {str(entry)!r}: the GPU has 0 MiB free for a" in err
+    else:
+        assert "no TensorRT engine (TensorRT could not create an execution context" in err
+        assert "too little GPU memory" in err
+    assert "rebuilding" not in err and "corrupt" not in err
     assert builds() == 1 and _only_entry(first_run).read_bytes() == good
     gpu.memory_bytes = None
     with Segmenter("camvid", warm_up=False) as segmenter:
@@ -214,12 +220,13 @@ def test_no_memory_for_the_engine_buffers_frees_what_it_took(first_run: Path, gp
     with Segmenter("camvid", warm_up=False):
         pass
     capsys.readouterr()
-    gpu.memory_bytes = FakeEngine.context_memory + 1  # the context fits, its input buffer does not
+    # The weights and the context fit, the input buffer does not.
+    gpu.memory_bytes = _only_entry(first_run).stat().st_size + FakeEngine.context_memory + 1
     with Segmenter("camvid", warm_up=False) as segmenter:
         assert segmenter.backend.name in ("openvino", "onnxruntime")
     err = capsys.readouterr().err
     assert "the GPU has no memory left for the buffers of" in err and "cuMemAlloc failed: out of memory" in err
-    assert gpu.live("device") == 0 and builds() == 1
+    assert gpu.live("device") == 0 and gpu.live("library") == 0 and builds() == 1
 
 
 def test_a_cache_cloned_from_another_orin_module_builds_its_own_entry(first_run: Path, gpu: FakeGpu) -> None:
@@ -326,3 +333,65 @@ def test_sigterm_during_the_first_build_of_unet_stream_ends_it_with_143(first_ru
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == "terminated" and "Traceback" not in err and "no TensorRT engine" not in err
     assert Builder.cancelled == 1 and list(first_run.glob("*.plan")) == [] and not output.exists()
+
+
+def test_tensorrt_runtime_that_cannot_start_cuda_keeps_the_cached_engine(
+        first_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The runtime's constructor failing (no memory for a context, a driver older than TensorRT's CUDA) says
+    nothing about the plan: the engine stays cached and nothing is rebuilt."""
+    import tensorrt as trt
+
+    with Segmenter("camvid", warm_up=False):
+        pass
+    good = _only_entry(first_run).read_bytes()
+    capsys.readouterr()
+
+    def no_cuda(*args: object) -> None:
+        raise TypeError("pybind11::init(): factory function returned nullptr")
+
+    monkeypatch.setattr(trt, "Runtime", no_cuda)
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name in ("openvino", "onnxruntime")
+    err = capsys.readouterr().err
+    assert "no TensorRT engine (TensorRT could not start on this GPU" in err and "rebuilding" not in err
+    assert builds() == 1 and _only_entry(first_run).read_bytes() == good
+
+
+def test_no_memory_for_a_cuda_context_falls_back_in_one_line(first_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """pycuda's errors derive from Exception alone: unconverted, they escaped the fallback as a traceback."""
+    driver = sys.modules["pycuda.driver"]
+    with Segmenter("camvid", warm_up=False):
+        pass
+    capsys.readouterr()
+
+    def out_of_memory(device: object) -> None:
+        raise driver.MemoryError("cuDevicePrimaryCtxRetain failed: out of memory")
+
+    monkeypatch.setattr(driver.Device, "retain_primary_context", out_of_memory)
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name in ("openvino", "onnxruntime")
+    err = capsys.readouterr().err
+    assert "no TensorRT engine (the GPU has no memory left for the context of CUDA device 0" in err
+    assert builds() == 1 and len(list(first_run.glob("*.plan"))) == 1
+
+
+def test_no_memory_for_the_frame_path_is_one_value_error_and_frees_what_it_took(
+        first_run: Path, gpu: FakeGpu, monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = sys.modules["pycuda.driver"]
+    with Segmenter("camvid", warm_up=False):
+        pass
+    mem_alloc = driver.mem_alloc
+    calls: list[int] = []
+
+    def allocate_until_full(nbytes: int) -> object:
+        calls.append(nbytes)
+        if len(calls) > 2:  # the engine's two buffers fit, the frame path's do not
+            raise driver.MemoryError("cuMemAlloc failed: out of memory")
+        return mem_alloc(nbytes)
+
+    monkeypatch.setattr(driver, "mem_alloc", allocate_until_full)
+    with pytest.raises(ValueError, match=r"^the GPU has no memory left for .* MiB of the frame path's device "
+                                         r"buffers \(cuMemAlloc failed: out of memory\); close other programs"):
+        Segmenter("camvid")
+    assert gpu.live("device") == 0 and gpu.live("library") == 0

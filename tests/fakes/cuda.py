@@ -42,6 +42,7 @@ import itertools
 import sys
 import threading
 import types
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,10 +62,12 @@ ATTRIBUTE_MULTIPROCESSOR_COUNT = 16
 ATTRIBUTE_INTEGRATED = 18
 ATTRIBUTE_CAN_MAP_HOST_MEMORY = 19
 ALIGNMENT = 256
+UNLIMITED_TOTAL_BYTES = 8 << 30  # what mem_get_info reports as total for a GPU without ``memory_bytes``
 
 
-class FakeCudaError(RuntimeError):
-    """pycuda.driver.Error."""
+class FakeCudaError(Exception):
+    """pycuda.driver.Error: derived from Exception alone (inducer/pycuda src/wrapper/wrap_cudadrv.cpp,
+    ``DECLARE_EXC(Error, NULL)``), so neither ``except RuntimeError`` nor ``except ValueError`` catches it."""
 
 
 class FakeLogicError(FakeCudaError):
@@ -232,8 +235,18 @@ class FakeGpu:
         if self.memory_bytes is None:
             return None
         with self.lock:
-            used = sum(block.nbytes for block, _, kind in self._blocks.values() if kind == "device")
+            used = sum(block.nbytes for block, _, kind in self._blocks.values() if kind in ("device", "library"))
         return self.memory_bytes - used
+
+    def hold(self, owner: object, nbytes: int) -> bool:
+        """Device memory a library object keeps while it lives (an engine's weights, a context's activations):
+        False when it does not fit; freed when ``owner`` is garbage."""
+        free = self.free_device_bytes()
+        if free is not None and max(1, nbytes) > free:
+            return False
+        ptr, _ = self.allocate(nbytes, "library")
+        weakref.finalize(owner, self.free, ptr)
+        return True
 
     def live(self, kind: str | None = None) -> int:
         """How many allocations (of a kind: 'device', 'pinned', 'registered') are alive."""
@@ -332,6 +345,14 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
     def init(flags: int = 0) -> None:
         gpu.initialized = True
 
+    def mem_get_info() -> tuple[int, int]:
+        # pycuda documentation: "Return a tuple (free, total) indicating the free and total memory in the current
+        # context, in bytes"; cuMemGetInfo fails without a current context.
+        gpu.require_context()
+        total = gpu.memory_bytes if gpu.memory_bytes is not None else UNLIMITED_TOTAL_BYTES
+        free = gpu.free_device_bytes()
+        return (total if free is None else free), total
+
     class device_attribute:  # noqa: N801 - pycuda's name
         MULTIPROCESSOR_COUNT = ATTRIBUTE_MULTIPROCESSOR_COUNT
         INTEGRATED = ATTRIBUTE_INTEGRATED
@@ -391,6 +412,7 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
         @staticmethod
         def synchronize() -> None:
             pycuda_context()
+            gpu.log.append(("context sync",))
 
         def detach(self) -> None:
             context = self._context

@@ -8,6 +8,11 @@ in its own file. The fake refuses what TensorRT refuses; each rule names its doc
   engines are not portable across platforms or TensorRT versions" and are "specific to the exact GPU model they
   were built on" (TensorRT Developer Guide, "Serialized Engine Compatibility"); the API returns null on failure
   (``IRuntime::deserializeCudaEngine``, NvInferRuntime.h).
+* [MEMORY] ``deserialize_cuda_engine`` returns None when the device memory left is less than the plan, which the
+  engine then holds while it lives: the runtime acquires GPU memory for the engine as it deserialises it ("All
+  GPU memory acquired will use this allocator ... Default: cudaMalloc/cudaFree", ``tensorrt.Runtime.gpu_allocator``),
+  and "Returns: The ICudaEngine, or None if it could not be deserialized" (``Runtime.deserialize_cuda_engine``,
+  TensorRT Python API).
 * ``set_tensor_address`` returns False for an address that is not 256-byte aligned: "The pointer must have at
   least 256-byte alignment" (``IExecutionContext::setTensorAddress``, NvInferRuntime.h, TensorRT 10).
 * ``set_input_shape`` returns False for a shape outside the optimisation profile
@@ -24,10 +29,10 @@ in its own file. The fake refuses what TensorRT refuses; each rule names its doc
   cannot be captured (e.g. with loops or conditionals, or ones that synchronise internally), and enqueueV3 fails
   under capture for them.
 * ``create_execution_context`` returns None when the device memory left is less than the context's activation
-  memory (``FakeEngine.context_memory``): "IExecutionContext requires a block of device memory for internal
-  activation tensors during inference", allocated at creation by default (``ExecutionContextAllocationStrategy``,
-  NvInferRuntime.h: kSTATIC, "Default static allocation with the maximum size across all profiles"), and
-  ``ICudaEngine::createExecutionContext`` returns null when it fails.
+  memory (``FakeEngine.context_memory``, held while the context lives): "IExecutionContext requires a block of
+  device memory for internal activation tensors during inference", allocated at creation by default
+  (``ExecutionContextAllocationStrategy``, NvInferRuntime.h: kSTATIC, "Default static allocation with the maximum
+  size across all profiles"), and ``ICudaEngine::createExecutionContext`` returns null when it fails.
 * ``execute_async_v3`` returns False when a tensor has no address (``IExecutionContext::enqueueV3``: "all input
   and output tensor addresses must be set").
 """
@@ -108,7 +113,6 @@ class FakeEngine:
         self.session = ort.InferenceSession(plan.onnx_model, providers=["CPUExecutionProvider"])
         self._onnx_input = self.session.get_inputs()[0].name
         self._output_shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
-        self.contexts: list[FakeExecutionContext] = []
 
     @property
     def num_io_tensors(self) -> int:
@@ -130,12 +134,8 @@ class FakeEngine:
         return self.plan.profile
 
     def create_execution_context(self) -> FakeExecutionContext | None:
-        free = self.gpu.free_device_bytes()
-        if free is not None and free < self.context_memory:
-            return None
         context = FakeExecutionContext(self)
-        self.contexts.append(context)
-        return context
+        return context if self.gpu.hold(context, self.context_memory) else None
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if shape not in self._output_shapes:
@@ -232,7 +232,12 @@ class Runtime:
         if (plan.device_name, tuple(plan.compute_capability)) != (self.gpu.name, self.gpu.compute_capability):
             self.logger.log(Logger.ERROR, f"plan for {plan.device_name}, this is {self.gpu.name}")
             return None
-        return FakeEngine(self.gpu, plan)
+        engine = FakeEngine(self.gpu, plan)
+        if not self.gpu.hold(engine, len(bytes(data))):
+            # [MEMORY]: the weights go to device memory as the engine is deserialised; without room, None.
+            self.logger.log(Logger.ERROR, "out of memory: cannot allocate the engine's weights")
+            return None
+        return engine
 
 
 def make_tensorrt(gpu: FakeGpu, version: str = DEFAULT_VERSION) -> types.ModuleType:

@@ -464,3 +464,82 @@ def test_graph_cache_warms_up_captures_replays_and_falls_back_once() -> None:
         warnings.simplefilter("error")
         graphs.run("b", 7, lambda: events.append("plain b"))
     assert events == ["destroy a", "plain b", "plain b", "plain b"]
+
+
+class _OnStream:
+    """A device array of the fake GPU whose producer's stream is ``stream`` (CUDA Array Interface v3)."""
+
+    def __init__(self, ptr: int, shape: tuple[int, ...], stream: int | None) -> None:
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": "<f4", "strides": None, "data": (ptr, False),
+                                         "version": 3, "stream": stream}
+
+
+@pytest.mark.gpu_contract
+def test_fake_infer_device_waits_for_the_stream_of_out(fake_trt: tuple[FakeGpu, Path],
+                                                       tiny_model_files: dict[str, Path]) -> None:
+    """CUDA Array Interface v3: "stream": "An optional stream upon which synchronization must take place at the
+    point of consumption": work still queued on ``out``'s stream must end before TensorRT writes into it."""
+    import pycuda.driver as cuda
+
+    gpu, plan = fake_trt
+    batch = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    with TensorRTBackend(plan) as backend:
+        out_shape = backend.infer(batch).shape
+        with backend.device_session():
+            images = cuda.mem_alloc(batch.nbytes)
+            logits = cuda.mem_alloc(int(np.prod(out_shape)) * 4)
+            gpu.bytes_at(int(images), batch.nbytes)[:] = batch.reshape(-1).view(np.uint8)
+        for out_stream, syncs in ((None, 0), (1, 0), (7, 1)):
+            gpu.log.clear()
+            result = backend.infer_device(_OnStream(int(images), batch.shape, None),
+                                          out=_OnStream(int(logits), out_shape, out_stream))
+            assert gpu.log.count(("context sync",)) == syncs
+            np.testing.assert_allclose(gpu.view(int(logits), out_shape, "float32"), _onnx(tiny_model_files, batch),
+                                       atol=1e-5)
+            assert result.__cuda_array_interface__["data"][0] == int(logits)
+        with backend.device_session():
+            images.free()
+            logits.free()
+
+
+@pytest.mark.gpu_contract
+def test_fake_a_failed_capture_destroys_its_graph_and_the_key_is_tried_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A captured graph must be destroyed (cuGraphDestroy) also when the enqueue raised something else than a
+    refusal; a pycuda error inside the capture is a refusal (pycuda's errors are not RuntimeErrors)."""
+    gpu = install_fake_gpu(monkeypatch)
+    import pycuda.driver as cuda
+
+    from unetrt.cuda import DriverGraph, GraphCache, PrimaryContext
+
+    context = PrimaryContext(0)
+    try:
+        with context.active():
+            stream = cuda.Stream()
+
+            def fails(error: BaseException) -> None:
+                raise error
+
+            with pytest.raises(ValueError):
+                DriverGraph.capture(stream.handle, lambda: fails(ValueError("the network returned shape ...")))
+            assert gpu.graphs == {}
+            assert DriverGraph.capture(stream.handle, lambda: fails(cuda.LogicError("not capturable"))) is None
+            assert gpu.graphs == {}
+
+            graphs = GraphCache(lambda enqueue: DriverGraph.capture(stream.handle, enqueue), "the test")
+            failing = {"now": False}
+
+            def enqueue() -> None:
+                if failing["now"]:
+                    raise ValueError("a transient failure")
+
+            graphs.run("k", stream.handle, enqueue)  # the warm-up
+            failing["now"] = True
+            with pytest.raises(ValueError):
+                graphs.run("k", stream.handle, enqueue)  # the capture
+            failing["now"] = False
+            graphs.run("k", stream.handle, enqueue)  # captured now
+            assert graphs.graph is not None and len(gpu.graphs) == 1
+            graphs.clear()
+    finally:
+        context.release()
