@@ -24,7 +24,8 @@ Result = TypeVar("Result")
 WAKE_S = 0.1
 
 
-def run_interruptible(work: Callable[[], Result], cancel: threading.Event, name: str) -> Result:
+def run_interruptible(work: Callable[[], Result], cancel: threading.Event, name: str,
+                      on_cancel: Callable[[], None] | None = None) -> Result:
     """Run ``work`` on a new thread and return its result; an exception in the caller's wait cancels it.
 
     Args:
@@ -32,13 +33,16 @@ def run_interruptible(work: Callable[[], Result], cancel: threading.Event, name:
             through its progress monitor).
         cancel: set when the caller is interrupted.
         name: the thread's name (seen in stack dumps).
+        on_cancel: called once the work was cancelled while running (a line saying it is being stopped).
 
     Returns:
         What ``work`` returned.
 
     Raises:
         BaseException: what ``work`` raised; or what interrupted the wait (KeyboardInterrupt, TerminatedError),
-            once ``work`` has ended.
+            once ``work`` has ended (a second interrupt while waiting for it comes out at once, the work
+            cancelled all the same).
+        ValueError: when ``cancel`` was set before the work began.
 
     Example:
         >>> run_interruptible(lambda: 6 * 7, threading.Event(), "answer")
@@ -46,38 +50,42 @@ def run_interruptible(work: Callable[[], Result], cancel: threading.Event, name:
     """
     outcome: list[tuple[bool, object]] = []
     finished = threading.Event()
-    # Whether the work began; taken with the cancel check, so that an interrupt that came before it began (even
-    # during thread.start()) means the work never runs, and one that came after waits for it to end.
-    began = threading.Lock()
     running = False
 
     def target() -> None:
         nonlocal running
-        with began:
-            if cancel.is_set():
-                return
-            running = True
         try:
-            outcome.append((True, work()))
+            # Announced before the check, as the caller sets ``cancel`` before it reads ``running``: either the
+            # work sees the cancel and never runs, or the caller sees it running and waits for it.
+            running = True
+            if not cancel.is_set():
+                outcome.append((True, work()))
         except BaseException as exc:  # handed to the caller's thread, which re-raises it
             outcome.append((False, exc))
         finally:
             finished.set()
 
-    # Not a daemon: should a second Ctrl-C abandon the wait below, the interpreter still waits for the work to
-    # end before it shuts down, instead of freezing a thread that is inside native code.
+    # The thread takes the caller's daemon flag: from the main thread it is not a daemon, so the interpreter waits
+    # for the work (stopped at its next step) before it shuts down instead of freezing a thread in native code.
     thread = threading.Thread(target=target, name=name)
     try:
         thread.start()
         while not finished.wait(WAKE_S):
             pass
     except BaseException:
-        with began:
-            cancel.set()
-            started = running
-        if started:
+        cancel.set()
+        if running and not finished.is_set():
+            if on_cancel is not None:
+                on_cancel()
             finished.wait()
+        outcome.clear()  # the work's error after a cancel is the cancel's doing; the interrupt is what counts
         raise
+    finally:
+        # Any other way out of the wait (a second interrupt inside the handler above) cancels the work too.
+        if not finished.is_set():
+            cancel.set()
+    if not outcome:
+        raise ValueError(f"{name} was cancelled before it began (its cancel event was already set)")
     succeeded, value = outcome[0]
     if not succeeded:
         assert isinstance(value, BaseException)

@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import sys
 import threading
+import traceback
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -363,6 +365,14 @@ def _precision_of(options: BuildOptions, quantized: bool, graph_fp16: bool) -> s
     return "int8" if quantized else "fp16" if options.fp16 or graph_fp16 else "fp32"
 
 
+class _BuildCancelledError(Exception):
+    """A build stopped because its caller was interrupted; the caller raises the interrupt instead."""
+
+
+def _say_stopping() -> None:
+    print("unetrt: stopping the TensorRT build at its next step", file=sys.stderr, flush=True)
+
+
 def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOptions,
                  device_index: int = 0) -> PlanMetadata:
     """Parse an ONNX U-Net, build a TensorRT plan and write it with its metadata.
@@ -383,7 +393,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
             lacks, or ``int8`` on a graph without QDQ nodes, or together with ``fp16``.
         KeyboardInterrupt: on Ctrl-C during the build (as what a SIGTERM handler raises, such as
             :class:`~unetrt.cli.TerminatedError`), once the builder has stopped at its next step; the plan is
-            not written.
+            not written (unless the interrupt came while it was being written: then it is whole).
 
     Example:
         >>> build_engine("camvid.onnx", "camvid.plan", BuildOptions(fp16=True))  # doctest: +SKIP
@@ -448,8 +458,8 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
         builder_flags += configure_dla(config, builder, options.dla_core, precision)
         if hasattr(trt, "IProgressMonitor"):
             # IProgressMonitor is missing from the Python bindings of early TensorRT 10 releases: there, Ctrl-C and
-            # SIGTERM wait for the build to end. Kept in a local: TensorRT holds no reference and the monitor must
-            # outlive the build.
+            # SIGTERM wait for the build to end. Kept in a local too, so that it outlives the build whatever
+            # reference the bindings keep.
             monitor = _progress_monitor(cancel, options.progress)
             config.progress_monitor = monitor
         shape_profile = builder.create_optimization_profile()
@@ -458,6 +468,10 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
         cache = attach_timing_cache(config, options.timing_cache)
 
         serialized = builder.build_serialized_network(network, config)
+        if cancel.is_set():
+            # Stopped by the monitor, or interrupted after the last step: the caller re-raises its interrupt and
+            # nothing is written.
+            raise _BuildCancelledError(f"the build of {str(onnx_path)!r} was cancelled")
         if serialized is None:
             raise ValueError(
                 f"TensorRT failed to build an engine from {str(onnx_path)!r} for profile "
@@ -494,14 +508,20 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
         device_context = PrimaryContext(device_index)
         try:
             with device_context.active():
-                return build()
+                try:
+                    return build()
+                except BaseException as exc:
+                    # The traceback would keep build()'s TensorRT objects alive past the context's release, to be
+                    # destroyed on another thread with no context current: free them here.
+                    traceback.clear_frames(exc.__traceback__)
+                    raise
         finally:
             device_context.release()
 
     # On a thread of its own, so that Ctrl-C or SIGTERM (minutes into a Jetson's first build) stops the builder
     # at its next step, through the monitor, instead of waiting for it.
     cancel = threading.Event()
-    return run_interruptible(build_on_device, cancel, "tensorrt-build")
+    return run_interruptible(build_on_device, cancel, "tensorrt-build", on_cancel=_say_stopping)
 
 
 def write_plan(plan_path: Path, plan_bytes: bytes, metadata: PlanMetadata) -> None:

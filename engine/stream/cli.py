@@ -267,7 +267,11 @@ def _run_stream(args: argparse.Namespace, sigterm: StopOnSigterm) -> bool:
         # (minutes on a Jetson) at once rather than after it; then it stops the stream, which finishes its output.
         sigterm.stop = raise_terminated
         stream = Stream(args.input, args.model, _output(args), stream_options(args))
-        sigterm.stop = stream.stop
+        try:
+            sigterm.stop = stream.stop
+        except BaseException:  # SIGTERM raised just before its stop was in place: the opened model is closed
+            stream.close()
+            raise
         with stream, tqdm(unit="frame", disable=None, desc="unet-stream") as progress:
             try:
                 for index, _ in enumerate(stream):

@@ -109,12 +109,17 @@ class Stream:
             check_existing_output(self._output, self.options.overwrite)
         self._owns_segmenter = isinstance(segmenter, str | Path)
         self.segmenters: list[FrameSegmenter] = self._segmenters(segmenter)
-        self.segmenter: FrameSegmenter = self.segmenters[0]
-        hidden = self.options.ignore_classes
-        legend = legend_entries(self.segmenter, hidden) if self.options.legend != "off" else None
-        undrawn_ids = segmenter_palette(self.segmenter).ids_of(hidden) if hidden else ()
-        self.renderer = Renderer(self.segmenter, self.options.visualize, self.options.alpha,
-                                 self.options.draw_stats, legend, str(self.options.legend), undrawn_ids)
+        try:
+            self.segmenter: FrameSegmenter = self.segmenters[0]
+            hidden = self.options.ignore_classes
+            legend = legend_entries(self.segmenter, hidden) if self.options.legend != "off" else None
+            undrawn_ids = segmenter_palette(self.segmenter).ids_of(hidden) if hidden else ()
+            self.renderer = Renderer(self.segmenter, self.options.visualize, self.options.alpha,
+                                     self.options.draw_stats, legend, str(self.options.legend), undrawn_ids)
+        except BaseException:
+            # Also SIGTERM's TerminatedError, raised wherever the opening stands: what was opened is closed.
+            self._close_segmenters()
+            raise
         self.stats = StreamStats()
         self.sink: Sink | None = None
         self._stop = threading.Event()
@@ -284,6 +289,10 @@ class Stream:
         self._shutdown()
         if self._state == "new":
             self._state = "finished"
+        self._close_segmenters()
+
+    def _close_segmenters(self) -> None:
+        """Close the segmenters the stream opened (from a model name or path), not one it was given."""
         if self._owns_segmenter:
             for segmenter in self.segmenters:
                 close = getattr(segmenter, "close", None)

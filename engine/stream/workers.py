@@ -76,27 +76,26 @@ def open_segmenters(model: str | Path, options: dict[str, Any], workers: int | N
                          "per core gains nothing: use at most that many, or leave it out for one per core")
     warm_up = options.get("warm_up", True)
     # Opened cold: it tells the device, and may be opened again with fewer threads; warmed once it is kept.
-    first = Segmenter(model, **{**options, "warm_up": False})
-    device = first.backend.device
-    threads = options.get("threads")
-    cores = cpu.usable_cores()
-    if workers is not None:
-        count = workers
-    elif device != "cpu":
-        count = 1
-    else:
-        count = auto_worker_count(cores, threads)
-    if count > 1 and device != "cpu":
-        first.close()
-        raise ValueError(f"workers={workers} shares CPU cores among segmenters, but {str(model)!r} runs on "
-                         f"{device}, which one worker keeps busy: use workers=1 (--workers 1)")
-    segmenters = [first]
-    if count > 1 and threads is None:
-        # The first one holds every core's threads; open them all again with an equal share.
-        first.close()
-        options = {**options, "threads": max(1, cores // count)}
-        segmenters = []
+    segmenters = [Segmenter(model, **{**options, "warm_up": False})]
     try:
+        first = segmenters[0]
+        device = first.backend.device
+        threads = options.get("threads")
+        cores = cpu.usable_cores()
+        if workers is not None:
+            count = workers
+        elif device != "cpu":
+            count = 1
+        else:
+            count = auto_worker_count(cores, threads)
+        if count > 1 and device != "cpu":
+            raise ValueError(f"workers={workers} shares CPU cores among segmenters, but {str(model)!r} runs on "
+                             f"{device}, which one worker keeps busy: use workers=1 (--workers 1)")
+        if count > 1 and threads is None:
+            # The first one holds every core's threads; open them all again with an equal share.
+            first.close()  # idempotent: closed again below should an interrupt land before the list is emptied
+            segmenters = []
+            options = {**options, "threads": max(1, cores // count)}
         if segmenters and warm_up:
             first.warm_up()
         while len(segmenters) < count:

@@ -8,6 +8,7 @@ rebuilt, the masks agree with ONNX Runtime FP32, and the summary names TensorRT.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from dataclasses import replace
@@ -395,3 +396,25 @@ def test_no_memory_for_the_frame_path_is_one_value_error_and_frees_what_it_took(
                                          r"buffers \(cuMemAlloc failed: out of memory\); close other programs"):
         Segmenter("camvid")
     assert gpu.live("device") == 0 and gpu.live("library") == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_after_the_model_opened_closes_it(first_run: Path, gpu: FakeGpu, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM while the stream still sets itself up (its model open, its renderer not yet): exit 143 with the
+    engine, its buffers and the CUDA context released, not left to the interpreter's exit."""
+    import time
+
+    import unetrt.stream.pipeline as pipeline
+    from unetrt.stream.cli import main
+
+    renderer = pipeline.Renderer
+
+    def renderer_after_sigterm(*args: object, **kwargs: object) -> object:
+        os.kill(os.getpid(), signal.SIGTERM)  # systemd stops the service just now
+        time.sleep(0.05)
+        return renderer(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "Renderer", renderer_after_sigterm)
+    assert main(["sample", str(tmp_path / "out.mp4"), "--max-frames", "2", "--headless"]) == 143
+    assert gpu.primary(0).retains == 0 and gpu.live("device") == 0 and gpu.live("library") == 0

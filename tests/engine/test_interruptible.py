@@ -4,7 +4,9 @@ and propagates once the work has ended."""
 from __future__ import annotations
 
 import _thread
+import linecache
 import threading
+from typing import Any
 
 import pytest
 
@@ -65,3 +67,46 @@ def test_an_interrupt_before_the_work_began_means_it_never_runs(monkeypatch: pyt
         if thread.name == "worker":
             thread.join(60)
     assert ran in ([], ["began", "ended"])
+
+
+def test_an_event_set_beforehand_means_the_work_never_runs() -> None:
+    cancel = threading.Event()
+    cancel.set()
+    ran: list[str] = []
+    with pytest.raises(ValueError, match="cancelled before it began"):
+        run_interruptible(lambda: ran.append("ran"), cancel, "worker")
+    assert ran == []
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals reach the main thread")
+def test_a_second_interrupt_before_the_cancel_still_cancels_the_work() -> None:
+    """A double-tapped Ctrl-C: the second KeyboardInterrupt surfaces at the first line of the handling of the
+    first, before it set ``cancel``; the work must be cancelled all the same, not left to run (and write)."""
+    import sys
+
+    cancel = threading.Event()
+    said: list[str] = []
+
+    def work() -> None:
+        _thread.interrupt_main()
+        said.append("cancelled" if cancel.wait(60) else "ran to its end")
+
+    def second_interrupt(frame: Any, event: str, arg: object) -> Any:
+        if frame.f_code is run_interruptible.__code__ and event == "line":
+            line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+            if line == "cancel.set()" and not second:
+                second.append(True)
+                raise KeyboardInterrupt("second")
+        return second_interrupt
+
+    second: list[bool] = []
+    sys.settrace(lambda frame, event, arg: second_interrupt if frame.f_code is run_interruptible.__code__ else None)
+    try:
+        with pytest.raises(KeyboardInterrupt, match="second"):
+            run_interruptible(work, cancel, "worker")
+    finally:
+        sys.settrace(None)
+    for thread in threading.enumerate():
+        if thread.name == "worker":
+            thread.join(60)
+    assert second and cancel.is_set() and said == ["cancelled"]

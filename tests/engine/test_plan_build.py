@@ -9,6 +9,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -189,13 +190,34 @@ def test_ctrl_c_stops_the_builder_at_its_next_step_and_writes_nothing(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """TensorRT's build releases the GIL: Ctrl-C during it must still stop it (a Jetson's first build takes
     minutes), through the progress monitor whether or not bars are shown, and leave no plan, temporary or context."""
+    import weakref
+
+    import unetrt.plan_build as plan_build
+
+    monitor = plan_build._progress_monitor
+    freed_in: list[bool] = []  # whether a live CUDA context was current when the monitor was freed
+
+    def context_alive() -> bool:
+        context = fake_trt.current()
+        return context is not None and context.alive
+
+    def watched_monitor(*args: Any) -> Any:
+        made = monitor(*args)
+        # TensorRT objects must go while the build's CUDA context is current, not later on the caller's thread.
+        weakref.finalize(made, lambda: freed_in.append(context_alive()))
+        return made
+
+    monkeypatch.setattr(plan_build, "_progress_monitor", watched_monitor)
     reached = signal_during_build(monkeypatch, signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan", BuildOptions(fp16=True, progress=progress))
     assert Builder.cancelled == 1 and max(reached) < Builder.steps - 1
     assert sorted(path.name for path in tmp_path.iterdir()) == []
     assert fake_trt.current() is None and fake_trt.primary(0).retains == 0
-    assert "[ERROR]" not in capsys.readouterr().err  # cancelled by the monitor's answer, not by an exception in it
+    assert freed_in == [True]
+    err = capsys.readouterr().err
+    assert "unetrt: stopping the TensorRT build at its next step" in err
+    assert "[ERROR]" not in err  # cancelled by the monitor's answer, not by an exception in it
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

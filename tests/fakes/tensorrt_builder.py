@@ -433,12 +433,20 @@ def _precision(network: NetworkDefinition, config: BuilderConfig) -> str:
 def _native_call(work: Callable[[], bool]) -> bool:
     """Run ``work`` on a builder thread; the calling thread runs no signal handler's exception until it ends [GIL]."""
     outcome: list[bool] = []
-    thread = threading.Thread(target=lambda: outcome.append(work()), name="fake-tensorrt-builder")
-    thread.start()
-    arrived: BaseException | None = None
-    while thread.is_alive():
+    done = threading.Event()
+
+    def run() -> None:
         try:
-            thread.join()
+            outcome.append(work())
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="fake-tensorrt-builder").start()
+    arrived: BaseException | None = None
+    # An Event, not Thread.join: a handler's exception inside join() marks the thread stopped while it still runs.
+    while not done.is_set():
+        try:
+            done.wait()
         except BaseException as exc:  # a signal handler's exception waits for the native call to return
             arrived = arrived or exc
     if arrived is not None:
@@ -466,9 +474,11 @@ def _run_phases(monitor: IProgressMonitor | None, steps: int, on_step: Callable[
             for step in range(count):
                 if on_step is not None and name == phases[-1][0]:
                     on_step(step)
-                # The trampoline returns false for an exception: the build stops.
-                if monitor is not None and _call_monitor(monitor.step_complete, name, step) is not True:
-                    return False
+                # The trampoline returns false for an exception (None here) and casts anything else to bool.
+                if monitor is not None:
+                    answer = _call_monitor(monitor.step_complete, name, step)
+                    if answer is None or not bool(answer):
+                        return False
     finally:
         if monitor is not None:
             for name, _parent, _count in reversed(phases):
