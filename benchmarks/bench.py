@@ -57,6 +57,7 @@ from unetrt.datasets import list_images
 from unetrt.geometry import plan_padding
 from unetrt.model_file import read_model_file
 from unetrt.model_info import ModelInfo
+from unetrt.paths import check_file
 from unetrt.stream.output_path import check_reads_nothing, check_writable_file
 
 from .flops import flops_per_image
@@ -150,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "PyTorch eager FP32 and ONNX Runtime FP32 references")
     add_aliases(parser, ["--fp16"], "precision", action="store_const", const="fp16")
     add_aliases(parser, ["--int8"], "precision", action="store_const", const="int8")
-    add_device(parser, ordinals=False, help="where the PyTorch rows run (auto: cuda when available)")
+    add_device(parser, ordinals=False,
+               help="where the PyTorch and ONNX Runtime rows run (auto: cuda when torch, or TensorRT with pycuda, "
+                    "sees a GPU); the TensorRT rows need cuda")
     parser.add_argument("--no-build", dest="build", action="store_false",
                         help="the TensorRT rows of a bundled model or .onnx file use a cached engine only (by "
                              "default one is built and cached on first use, as Segmenter does)")
@@ -270,17 +273,21 @@ def locate_model(engine: str, build: bool = True) -> ModelFiles:
     on a GPU with TensorRT, the TensorRT rows run the engine cache's FP16 engine (built here when ``build``).
 
     Raises:
-        ValueError: on an unknown suffix or bundled name.
+        ValueError: on an unknown suffix or bundled name, or a folder where the file should be.
         FileNotFoundError: when the given file does not exist.
     """
     path = Path(engine)
     files: dict[str, Path] = {}
     missing: dict[str, str] = {}
     if native_backend(path.suffix) is not None and path.suffix != ".xml":
-        if not path.is_file():
-            raise FileNotFoundError(f"model file {engine!r} does not exist")
+        check_file(path, "model file")
         stem = path.name.removesuffix(path.suffix).removesuffix(".int8")
         wanted = {"torch": ".pt", "onnxruntime": ".onnx", "tensorrt": ".plan"}
+        given = native_backend(path.suffix)
+        if given is not None and given.name in wanted and not path.name.endswith(".int8.onnx"):
+            # The file named runs its backend's rows: unet.engine beside a unet.plan, or an INT8 NAME.int8.plan
+            # beside NAME.plan, is the one timed. (NAME.int8.onnx runs the INT8 rows, found below.)
+            files[given.name] = path
         for suffix, backend in ((s, spec.name) for spec in registered_backends() for s in spec.suffixes):
             sibling = path.with_name(stem + suffix)
             if backend in wanted and sibling.is_file() and backend not in files:
@@ -435,14 +442,20 @@ def _torch_cuda() -> Any | None:
 
 
 def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'.
+    """'auto' -> 'cuda' when a CUDA GPU can run here, else 'cpu'.
+
+    A GPU counts when torch sees one, or when TensorRT and pycuda do: a Jetson set up with JetPack's TensorRT
+    has no torch, or a CPU build of it, and its TensorRT rows must still run.
 
     Raises:
-        ValueError: when 'cuda' is asked and torch sees no GPU.
+        ValueError: when 'cuda' is asked and neither sees a GPU.
     """
-    has_cuda = _torch_cuda() is not None
+    from unetrt.backends import tensorrt_gpu_available
+
+    has_cuda = _torch_cuda() is not None or tensorrt_gpu_available()
     if device == "cuda" and not has_cuda:
-        raise ValueError("--device cuda asked, but no CUDA GPU is visible to torch; use --device cpu")
+        raise ValueError("--device cuda asked, but no CUDA GPU is visible (neither to torch nor to TensorRT with "
+                         "pycuda); use --device cpu")
     if device == "auto":
         return "cuda" if has_cuda else "cpu"
     return device
@@ -591,6 +604,9 @@ def measure_group(variants: Sequence[Variant], model: ModelFiles, device: str, t
                 release(runner)
                 results[variant.key].update(status="skipped", reason=str(exc))
                 continue
+            except BaseException:  # Ctrl-C during the warm-up: the engine and its GPU memory go too
+                release(runner)
+                raise
             measured.append(_Measured(variant, runner, rss_before, peak_rss_bytes(), *memory.peak_mib(variant)))
         for trial in range(args.trials):
             shift = trial % max(len(measured), 1)
@@ -828,8 +844,12 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
         raise ValueError("--precision fp16 needs a CUDA GPU; use --precision fp32 on the CPU")
     variants, notes = select_variants(args.backend, model, precision)
     if args.precision in ("int8", "bf16"):
-        variants = [v for v in variants if v.precision == args.precision or v.key in (BASELINE, "onnxruntime")]
-        if not any(v.precision == args.precision for v in variants):
+        def runs_at(variant: Variant) -> bool:
+            precision = model.plan_precision if variant.backend == "tensorrt" else variant.precision
+            return precision == args.precision
+
+        variants = [v for v in variants if runs_at(v) or v.key in (BASELINE, "onnxruntime")]
+        if not any(runs_at(v) for v in variants):
             raise ValueError(f"no {args.precision} variant can run {model.name} here ({'; '.join(notes) or 'none'})")
     notes = [*args.note, *notes]
     if any(v.backend == "tensorrt" for v in variants):
@@ -848,7 +868,7 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
     machine = machine_description()
     machine["load_average_before"] = machine.pop("load_average")
     torch_cuda = _torch_cuda() if device == "cuda" else None
-    machine["gpu"] = torch_cuda.cuda.get_device_name() if torch_cuda is not None else None
+    machine["gpu"] = _gpu_name(torch_cuda) if device == "cuda" else None
     matmul = matmul_fp16_tflops() if device == "cuda" else None
     torch_flags = _tune_torch_for_gpu(torch_cuda)
     images = () if args.frames is None else tuple(list_images(args.frames))
@@ -893,7 +913,7 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
                      "onnxruntime_session": "ORT_ENABLE_ALL, sequential, intra-op spinning off"},
         "matmul_fp16_tflops": matmul,
         "matmul_cpu_gflops": matmul_cpu,
-        "default_path": _default_path(args.model, device),
+        "default_path": _default_path(args.model),
         "notes": notes,
         "results": results,
     }
@@ -912,13 +932,22 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
     return report
 
 
-def _default_path(engine: str | None, device: str) -> str | None:
+def _gpu_name(torch_cuda: Any | None) -> str:
+    """The GPU's name, from torch when it sees the GPU, else from pycuda (a Jetson without a CUDA torch)."""
+    if torch_cuda is not None:
+        return str(torch_cuda.cuda.get_device_name())
+    from unetrt.backends.tensorrt import gpu_identity
+
+    return gpu_identity(0).name
+
+
+def _default_path(engine: str | None) -> str | None:
     """What ``Segmenter(engine)`` runs here, in words, for a bundled model name (None otherwise)."""
     if engine is None or Path(engine).suffix or len(Path(engine).parts) > 1:
         return None
     from unetrt.backends import choose_model
 
-    choice = choose_model(engine, device=device)
+    choice = choose_model(engine)  # the device Segmenter(engine) takes by default, whatever --device says
     return f"{choice.backend} {choice.precision.upper()} ({choice.path.name})"
 
 

@@ -583,7 +583,12 @@ def open_runner(variant: Variant, model: Path, device: str, threads: int | None,
         return TorchDeviceRunner(variant, model, device, threads, batch)
     if variant.backend == "onnxruntime":
         return OnnxRuntimeDeviceRunner(model, device, threads, batch)
-    return TensorRTDeviceRunner(open_variant_backend(variant, model, device, threads), batch)
+    backend = open_variant_backend(variant, model, device, threads)
+    try:
+        return TensorRTDeviceRunner(backend, batch)
+    except BaseException:  # the runner owns the engine only once it exists
+        backend.close()
+        raise
 
 
 def release(runner: Runner | None) -> None:

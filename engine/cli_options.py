@@ -97,13 +97,33 @@ def add_aliases(container: Container, flags: Sequence[str], dest: str, **kwargs:
         container.add_argument(*flags, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)
 
 
+def _store_once(concept: str, marker: str) -> type[argparse.Action]:
+    """An argparse action that stores its value, refusing a second, different one for the same destination
+    (through the option or any of its aliases: ``--engine a.plan --onnx b.onnx`` would time only b)."""
+
+    class StoreOnce(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                     option_string: str | None = None) -> None:
+            earlier = getattr(namespace, marker, None)
+            if earlier is not None and earlier[1] != values:
+                raise argparse.ArgumentError(self, f"the {concept} is given twice ({earlier[0]} {earlier[1]!r} "
+                                                   f"and {option_string} {values!r}); give it once")
+            setattr(namespace, marker, (option_string, values))
+            setattr(namespace, self.dest, values)
+
+    return StoreOnce
+
+
 def _add_value(parser: CommandParser, concept: str, flags: Sequence[str], dest: str, *, help: str,
                positional: str | None, aliases: Sequence[str], required: bool, default: Any,
                container: Container | None, **kwargs: Any) -> None:
     """An option with hidden aliases and, optionally, the positional argument it may also be given as."""
     target = parser if container is None else container
-    target.add_argument(*flags, dest=dest, default=default, help=help, **kwargs)
-    add_aliases(target, aliases, dest, **kwargs)
+    marker = f"_{dest}_given_as"
+    action = _store_once(concept, marker)
+    target.add_argument(*flags, dest=dest, default=default, help=help, action=action, **kwargs)
+    add_aliases(target, aliases, dest, action=action, **kwargs)
+    parser.add_finisher(lambda args: vars(args).pop(marker, None))
     if positional is None:
         if required:
             parser.add_finisher(lambda args: _require(args, dest, f"give the {concept} with {flags[-1]}"))

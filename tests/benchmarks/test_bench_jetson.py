@@ -1,0 +1,130 @@
+"""``unet-bench --engine unet.plan`` on a Jetson: TensorRT, pycuda and a GPU, no CUDA torch (JetPack ships none),
+over the fake TensorRT, pycuda and driver. The plan named is the one timed, and everything is released."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes.cuda import FakeGpu
+
+from unetrt.benchmarks.bench import main
+
+pytestmark = pytest.mark.gpu_contract
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+from plan_fixtures import install_fake_tensorrt_gpu  # noqa: E402
+
+
+@pytest.fixture
+def jetson(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeGpu:
+    """A fake Orin with TensorRT and pycuda; torch, if importable at all, sees no GPU."""
+    gpu = FakeGpu()
+    install_fake_tensorrt_gpu(monkeypatch, gpu)
+    monkeypatch.setattr("unetrt.benchmarks.bench._torch_cuda", lambda: None)
+    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: False)
+    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(tmp_path / "engines"))
+    return gpu
+
+
+def _build(onnx: Path, plan: Path, precision: str = "fp16") -> Path:
+    from unetrt.export.tensorrt import main as unet_build
+
+    assert unet_build([str(onnx), "-o", str(plan), "--precision", precision, "--no-progress"]) == 0
+    return plan
+
+
+def _run(argv: list[str], tmp_path: Path) -> dict[str, Any]:
+    report = tmp_path / "report.json"
+    assert main([*argv, "--iterations", "2", "--trials", "1", "--warmup", "1", "--json", str(report)]) == 0
+    return json.loads(report.read_text())
+
+
+def test_a_plan_runs_on_tensorrt_without_a_cuda_torch(jetson: FakeGpu, tiny_model_files: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    (tmp_path / "alone").mkdir()
+    plan = _build(tiny_model_files["onnx"], tmp_path / "alone" / "unet.plan")
+    report = _run(["--engine", str(plan)], tmp_path)
+    rows = {row["variant"]: row for row in report["results"]}
+    assert rows["tensorrt"]["status"] == "ok" and rows["tensorrt"]["precision"] == "fp16"
+    assert report["settings"]["device"] == "cuda" and report["machine"]["gpu"] == jetson.name
+    assert jetson.primary(0).retains == 0 and jetson.live("device") == 0 and jetson.live("library") == 0
+
+
+@pytest.mark.parametrize("named", ["unet.engine", "unet.int8.plan"])
+def test_the_plan_named_is_the_one_timed(named: str, jetson: FakeGpu, tiny_model_files: dict[str, Path],
+                                         tmp_path: Path) -> None:
+    """A sibling NAME.plan (here FP32) must not stand in for the file given."""
+    folder = tmp_path / "plans"
+    folder.mkdir()
+    shutil.copy(tiny_model_files["onnx"], folder / "unet.onnx")
+    _build(folder / "unet.onnx", folder / "unet.plan", "fp32")
+    given = _build(folder / "unet.onnx", folder / named, "fp16")
+    report = _run(["--engine", str(given), "--backend", "tensorrt"], tmp_path)
+    assert report["model"]["files"]["tensorrt"] == str(given)
+    assert [row["precision"] for row in report["results"] if row["variant"] == "tensorrt"] == ["fp16"]
+
+
+def test_the_model_given_twice_is_refused(jetson: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    plan = _build(tiny_model_files["onnx"], tmp_path / "unet.plan")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--engine", str(plan), "--onnx", str(tiny_model_files["onnx"])])
+    assert exit_info.value.code == 2
+    assert "the model is given twice" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_the_warm_up_releases_the_engine(jetson: FakeGpu, tiny_model_files: dict[str, Path],
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unetrt.backends.tensorrt import TensorRTBackend
+
+    plan = _build(tiny_model_files["onnx"], tmp_path / "unet.plan")
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TensorRTBackend, "infer", interrupted)
+    assert main(["--engine", str(plan), "--backend", "tensorrt"]) == 130
+    assert jetson.primary(0).retains == 0 and jetson.live("device") == 0 and jetson.live("library") == 0
+
+
+def test_the_device_mode_without_torch_cuda_is_skipped_and_released(jetson: FakeGpu,
+                                                                    tiny_model_files: dict[str, Path],
+                                                                    tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    plan = _build(tiny_model_files["onnx"], tmp_path / "unet.plan")
+    assert main(["--engine", str(plan), "--backend", "tensorrt", "--no-data-transfers"]) == 2
+    assert "torch" in capsys.readouterr().err
+    assert jetson.primary(0).retains == 0 and jetson.live("device") == 0 and jetson.live("library") == 0
+
+
+def test_beside_its_onnx_and_pt_the_plan_still_runs_and_cpu_only_rows_say_why(
+        jetson: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    """JetPack's torch (when there is one) is a CPU build: the PyTorch rows on the GPU are skipped with the reason,
+    not a traceback, and the plan's row runs."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for kind in ("onnx", "pt"):
+        shutil.copy(tiny_model_files[kind], folder / f"unet.{kind}")
+    plan = _build(folder / "unet.onnx", folder / "unet.plan")
+    report = _run(["--engine", str(plan)], tmp_path)
+    rows = {row["variant"]: row for row in report["results"]}
+    assert rows["tensorrt"]["status"] == "ok"
+    assert all(row["status"] == "ok" or row["reason"] for row in rows.values())
+
+
+def test_an_int8_plan_runs_under_precision_int8(jetson: FakeGpu, tiny_model_files: dict[str, Path],
+                                                tmp_path: Path) -> None:
+    import numpy as np
+
+    from unetrt.export.quantize import quantize_onnx
+
+    batches = [np.random.default_rng(seed).standard_normal((1, 3, 32, 32)).astype(np.float32) for seed in range(2)]
+    qdq = quantize_onnx(tiny_model_files["onnx"], tmp_path / "unet.int8.onnx", batches, "minmax", "tensorrt")
+    plan = _build(qdq, tmp_path / "unet.int8.plan", "int8")
+    report = _run(["--engine", str(plan), "--precision", "int8", "--backend", "tensorrt"], tmp_path)
+    assert [(row["variant"], row["precision"], row["status"]) for row in report["results"]] == [
+        ("tensorrt", "int8", "ok")]
