@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import math
 import os
 import sys
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write the table with the machine's description as Markdown")
     parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
                         help="latency distribution per variant (matplotlib)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace report files (--output, --markdown, --plot) that exist; without it an existing "
+                             "one is refused before the run, so that an earlier result is not lost")
     parser.add_argument("--matmul", action="store_true",
                         help="on a CPU, also measure the dense INT8/BF16/FP32 matmul rate (bench_matmul) and give "
                              "each row's share of the rate of its precision")
@@ -801,13 +805,27 @@ def require_tensorrt() -> None:
     require_pycuda()
 
 
-def _check_output_folder(path: Path | None, flag: str) -> None:
-    """The report files are written after every trial: refuse one that cannot be written before the first."""
+def _check_report_file(path: Path | None, flag: str, overwrite: bool) -> None:
+    """The report files are written at the end of the run: refuse one that cannot be written, or that would
+    replace an earlier file without ``--overwrite``, before the first trial."""
     if path is None:
         return
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist")
     check_writable_file(path, f"{flag} {str(path)!r}")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{flag} {str(path)!r} exists; add --overwrite to replace it, or give another file")
+
+
+def _model_files_and_metadata(model: ModelFiles) -> dict[str, Path]:
+    """What a report file must not replace: the model's files, and a plan's metadata (without it the plan will not
+    load)."""
+    from unetrt.plan_metadata import metadata_path
+
+    files = {f"the model file ({kind})": path for kind, path in model.files.items()}
+    if "tensorrt" in model.files:
+        files["the TensorRT plan's metadata"] = metadata_path(model.files["tensorrt"])
+    return files
 
 
 def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict[str, Any]:
@@ -823,16 +841,18 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
     """
     reports = ((args.output, "--output"), (args.markdown, "--markdown"), (args.plot, "--plot"))
     for output, flag in reports:
-        _check_output_folder(output, flag)
-    if args.plot is not None and args.plot.suffix.lower() != ".png":
-        raise ValueError(f"--plot writes a PNG; give a file ending in .png, got {str(args.plot)!r}")
+        _check_report_file(output, flag, args.overwrite)
+    if args.plot is not None:
+        if args.plot.suffix.lower() != ".png":
+            raise ValueError(f"--plot writes a PNG; give a file ending in .png, got {str(args.plot)!r}")
+        if importlib.util.find_spec("matplotlib") is None:  # before the run, not after it
+            raise ImportError("--plot needs matplotlib: pip install matplotlib")
     if "tensorrt" in (args.backend or []) or Path(args.model or "").suffix in (".plan", ".engine"):
         require_tensorrt()
     model = synthetic_model(args.unet_base) if args.unet_base is not None else locate_model(args.model, args.build)
     for output, flag in reports:
         if output is not None:
-            check_reads_nothing(output, f"{flag} {str(output)!r}",
-                                files={f"the model file ({kind})": path for kind, path in model.files.items()})
+            check_reads_nothing(output, f"{flag} {str(output)!r}", files=_model_files_and_metadata(model))
     channels = getattr(args, "channels", [])
     if channels and channels != [model.info.in_channels]:
         raise ValueError(f"--shapes gives {','.join(map(str, channels))} channels, but {model.name} takes "

@@ -217,6 +217,10 @@ def test_a_report_file_that_is_the_model_is_refused(tiny_model_files: dict[str, 
     model = Path(shutil.copy(tiny_model_files["onnx"], tmp_path / "mine.onnx"))
     before = model.read_bytes()
     code, _, err = _run(["--engine", str(model), "--backend", "onnxruntime", *FAST, "--json", str(model)], capsys)
+    assert code == 2 and "exists; add --overwrite" in _one_line_error(err)
+    # --overwrite replaces an earlier report, never the model
+    code, _, err = _run(["--engine", str(model), "--backend", "onnxruntime", *FAST, "--json", str(model),
+                         "--overwrite"], capsys)
     assert code == 2 and "is the model file" in _one_line_error(err)
     assert model.read_bytes() == before
 

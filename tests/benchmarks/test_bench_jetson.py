@@ -128,3 +128,33 @@ def test_an_int8_plan_runs_under_precision_int8(jetson: FakeGpu, tiny_model_file
     report = _run(["--engine", str(plan), "--precision", "int8", "--backend", "tensorrt"], tmp_path)
     assert [(row["variant"], row["precision"], row["status"]) for row in report["results"]] == [
         ("tensorrt", "int8", "ok")]
+
+
+def test_report_files_never_replace_an_earlier_result_or_the_plans_metadata(
+        jetson: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = _build(tiny_model_files["onnx"], tmp_path / "unet.plan")
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text("{}")
+    assert main(["--engine", str(plan), "--json", str(earlier)]) == 2
+    assert "exists; add --overwrite" in capsys.readouterr().err and earlier.read_text() == "{}"
+    metadata = tmp_path / "unet.plan.json"
+    before = metadata.read_bytes()
+    assert main(["--engine", str(plan), "--json", str(metadata), "--overwrite"]) == 2
+    assert "the TensorRT plan's metadata" in capsys.readouterr().err and metadata.read_bytes() == before
+
+
+def test_plot_without_matplotlib_is_refused_before_the_run(jetson: FakeGpu, tiny_model_files: dict[str, Path],
+                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    from fakes.tensorrt_builder import Builder
+
+    plan = _build(tiny_model_files["onnx"], tmp_path / "unet.plan")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "matplotlib" else find_spec(name, *args))
+    builds = Builder.builds
+    assert main(["--engine", str(plan), "--plot", str(tmp_path / "latency.png")]) == 2
+    assert capsys.readouterr().err.strip().endswith("--plot needs matplotlib: pip install matplotlib")
+    assert Builder.builds == builds and jetson.primary(0).retains == 0
