@@ -221,6 +221,7 @@ class ModelFiles:
         info: the model's description.
         onnx_for_flops: an ONNX file of the model, for counting FLOPs, or None.
         plan_precision: the precision the TensorRT plan was built with, when there is a plan.
+        plan_dla_core: the DLA core the plan runs its layers on (None: the GPU alone).
     """
 
     name: str
@@ -229,6 +230,7 @@ class ModelFiles:
     info: ModelInfo
     onnx_for_flops: Path | None = None
     plan_precision: str | None = None
+    plan_dla_core: int | None = None
     scratch: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
 
@@ -322,6 +324,7 @@ def locate_model(engine: str, build: bool = True) -> ModelFiles:
 
         plan = read_plan_metadata(files["tensorrt"])
         model.plan_precision = plan.precision
+        model.plan_dla_core = plan.dla_core
         source = Path(plan.source)
         if model.onnx_for_flops is None and source.suffix == ".onnx" and source.is_file():
             model.onnx_for_flops = source
@@ -587,7 +590,7 @@ def measure_group(variants: Sequence[Variant], model: ModelFiles, device: str, t
     try:
         for variant in variants:
             results[variant.key] = {
-                "variant": variant.key, "label": variant.label, "backend": variant.backend,
+                "variant": variant.key, "label": _label(variant, model), "backend": variant.backend,
                 "precision": model.plan_precision if variant.backend == "tensorrt" else variant.precision,
                 "mode": workload.mode, "frame_hw": list(workload.frame_hw),
                 "network_input_hw": [net_h, net_w], "batch": workload.batch,
@@ -626,6 +629,14 @@ def measure_group(variants: Sequence[Variant], model: ModelFiles, device: str, t
     for entry in measured:
         results[entry.variant.key].update(_figures(entry, workload.batch, flops, clock.kind, device, rss_resettable))
     return [results[v.key] for v in variants]
+
+
+def _label(variant: Variant, model: ModelFiles) -> str:
+    """The row's name; a TensorRT row says how its plan was built (the same row runs FP32, FP16, INT8 or DLA)."""
+    if variant.backend != "tensorrt" or model.plan_precision is None:
+        return variant.label
+    dla = "" if model.plan_dla_core is None else f", DLA core {model.plan_dla_core}"
+    return f"{variant.label} {model.plan_precision.upper()}{dla}"
 
 
 def _figures(entry: _Measured, batch: int, flops: int | None, timer: str, device: str,

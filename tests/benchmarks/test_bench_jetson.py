@@ -65,7 +65,8 @@ def test_the_plan_named_is_the_one_timed(named: str, jetson: FakeGpu, tiny_model
     given = _build(folder / "unet.onnx", folder / named, "fp16")
     report = _run(["--engine", str(given), "--backend", "tensorrt"], tmp_path)
     assert report["model"]["files"]["tensorrt"] == str(given)
-    assert [row["precision"] for row in report["results"] if row["variant"] == "tensorrt"] == ["fp16"]
+    assert [(row["precision"], row["label"]) for row in report["results"] if row["variant"] == "tensorrt"] == [
+        ("fp16", "TensorRT FP16")]
 
 
 def test_the_model_given_twice_is_refused(jetson: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
