@@ -116,14 +116,16 @@ def _store_once(concept: str, marker: str) -> type[argparse.Action]:
 
 def _add_value(parser: CommandParser, concept: str, flags: Sequence[str], dest: str, *, help: str,
                positional: str | None, aliases: Sequence[str], required: bool, default: Any,
-               container: Container | None, **kwargs: Any) -> None:
-    """An option with hidden aliases and, optionally, the positional argument it may also be given as."""
+               container: Container | None, once: bool = False, **kwargs: Any) -> None:
+    """An option with hidden aliases and, optionally, the positional argument it may also be given as; ``once``:
+    two different values through its spellings are refused (else the last one counts, as argparse does)."""
     target = parser if container is None else container
-    marker = f"_{dest}_given_as"
-    action = _store_once(concept, marker)
-    target.add_argument(*flags, dest=dest, default=default, help=help, action=action, **kwargs)
-    add_aliases(target, aliases, dest, action=action, **kwargs)
-    parser.add_finisher(lambda args: vars(args).pop(marker, None))
+    if once:
+        marker = f"_{dest}_given_as"
+        kwargs["action"] = _store_once(concept, marker)
+        parser.add_finisher(lambda args: vars(args).pop(marker, None))
+    target.add_argument(*flags, dest=dest, default=default, help=help, **kwargs)
+    add_aliases(target, aliases, dest, **kwargs)
     if positional is None:
         if required:
             parser.add_finisher(lambda args: _require(args, dest, f"give the {concept} with {flags[-1]}"))
@@ -167,8 +169,9 @@ def add_model(parser: CommandParser, *, help: str, required: bool = True, defaul
         container: a group to add the flags to (a mutually exclusive group), else the parser.
         metavar: the value's name in ``--help``.
     """
+    # Once: --engine a.plan --onnx b.onnx would time (or build) only b.
     _add_value(parser, "model", ["--model"], "model", help=help, positional=positional, aliases=aliases,
-               required=required, default=default, container=container, metavar=metavar)
+               required=required, default=default, container=container, metavar=metavar, once=True)
 
 
 def add_output(parser: CommandParser, *, help: str, required: bool = False, default: str | None = None,
