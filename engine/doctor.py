@@ -15,9 +15,11 @@ Example::
 from __future__ import annotations
 
 import argparse
+import importlib
 import platform
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import metadata
 
 from .backends import PRECISIONS, open_backend, tensorrt_gpu_available
@@ -46,16 +48,17 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def _opencv_line() -> str:
+def _opencv_line() -> tuple[str, bool]:
+    """The OpenCV line, and whether cv2 imports."""
     from .opencv import OpenCVImportError, import_cv2
 
     try:
         cv2 = import_cv2()
     except OpenCVImportError as exc:
-        return f"OpenCV: {exc}"
+        return f"OpenCV: {exc}", False
     gstreamer = next((line.split(":", 1)[1].split()[0] for line in cv2.getBuildInformation().splitlines()
                       if line.strip().startswith("GStreamer:")), "unknown")
-    return f"OpenCV {cv2.__version__} from {cv2.__file__} (GStreamer: {gstreamer}; csi:// needs YES)"
+    return f"OpenCV {cv2.__version__} from {cv2.__file__} (GStreamer: {gstreamer}; csi:// needs YES)", True
 
 
 def _gpu_line() -> str:
@@ -65,12 +68,18 @@ def _gpu_line() -> str:
         return "TensorRT: not installed (on a Jetson: JetPack 6's python3-libnvinfer; see docs/jetson.md)"
     import tensorrt as trt
 
-    pycuda = _version("pycuda")
+    pycuda_version = _version("pycuda")
     if not tensorrt_gpu_available():
         return f"TensorRT {trt.__version__}: no CUDA GPU is visible"
-    if pycuda is None:
+    if pycuda_version is None:
         return f"TensorRT {trt.__version__}: a GPU is present, but TensorRT cannot run: {MISSING_PYCUDA}"
-    return f"TensorRT {trt.__version__}, pycuda {pycuda}, GPU 0: {gpu_identity(0).describe()}"
+    try:
+        importlib.import_module("pycuda.driver")  # whether it imports, not what it holds
+    except ImportError as exc:
+        # Built against another CUDA or Python, or libcuda missing in a container: say so, not "not installed".
+        return (f"TensorRT {trt.__version__}: a GPU is present, but pycuda {pycuda_version} does not import "
+                f"({exc}); rebuild it here: pip install --force-reinstall --no-binary pycuda pycuda")
+    return f"TensorRT {trt.__version__}, pycuda {pycuda_version}, GPU 0: {gpu_identity(0).describe()}"
 
 
 def _kernels_line() -> str:
@@ -81,30 +90,65 @@ def _kernels_line() -> str:
     return "CUDA kernels: not built (CPU kernels only; reinstall with UNETRT_CUDA=1 where nvcc is)"
 
 
-def report(args: argparse.Namespace) -> list[str]:
-    """The report's lines; the last says what a stream of ``args.model`` runs.
+@dataclass
+class Report:
+    """The report's lines (the last says what a stream of the model runs) and what keeps a stream from its path:
+    each problem is one line for the end, and makes the exit code 1."""
+
+    lines: list[str]
+    problems: list[str]
+
+
+def report(args: argparse.Namespace) -> Report:
+    """What this install runs, and what is wrong with it.
 
     Raises:
         ValueError, FileNotFoundError, ImportError: when the model cannot be opened (as unet-stream would).
     """
     numpy = _version("numpy")
+    opencv, has_opencv = _opencv_line()
     lines = [f"unetrt {_version('unetrt')}, Python {platform.python_version()} ({platform.machine()}), "
-             f"NumPy {numpy}", _opencv_line(), _gpu_line(), _kernels_line(),
+             f"NumPy {numpy}", opencv, _gpu_line(), _kernels_line(),
              f"engine cache: {engine_cache_dir()} (set {ENGINE_CACHE_ENV} to move it)"]
+    problems = []
+    if not has_opencv:
+        problems.append("unet-stream cannot run without OpenCV (the OpenCV line says how to get it)")
     backend = open_backend(args.model, args.backend, args.device, args.precision, build=args.build)
     try:
         parts = (backend.name, backend.precision, backend.device)
         what = " ".join(str(part) for part in parts if part)
+        on_tensorrt = backend.name == "tensorrt"
     finally:
         backend.close()
     lines.append(f"unet-stream --model {args.model} runs on: {what}")
-    return lines
+    if args.build and not on_tensorrt:
+        # setup_jetson.sh ends with --build: a setup whose stream would run on the CPU must not say "done".
+        why = ("the note above says why" if tensorrt_gpu_available() else
+               "TensorRT with pycuda sees no GPU here (the TensorRT line says why)")
+        problems.append(f"--build: no TensorRT engine was built ({why}); streams run on {what}")
+    return Report(lines, problems)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the report; returns the exit code (2 with one line when the model cannot be opened)."""
+    """Print the report.
+
+    Returns:
+        0; 1 after the report when something keeps a stream from running as asked (no OpenCV; ``--build`` that
+        built no TensorRT engine), one ``error:`` line each; 2 with one line when the model cannot be opened.
+    """
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: print("\n".join(report(args)), flush=True))
+    found: list[Report] = []
+
+    def run() -> None:
+        found.append(report(args))
+        print("\n".join(found[0].lines), flush=True)
+
+    code = run_cli(run)
+    if code == 0 and found[0].problems:
+        for problem in found[0].problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1
+    return code
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from types import ModuleType
 
 NO_OPENCV = (
     "unetrt needs OpenCV (the cv2 module) and none is installed: run pip install 'unetrt[opencv]', "
-    "or on a Jetson keep JetPack's OpenCV (python3-opencv) in a venv made with --system-site-packages"
+    "or on a Jetson keep JetPack's OpenCV (apt package nvidia-opencv) in a venv made with --system-site-packages"
 )
 
 
@@ -61,7 +61,7 @@ def _explain(exc: ImportError, stderr_text: str) -> OpenCVImportError:
     if "compiled using NumPy 1.x" in text or "numpy.core.multiarray failed to import" in text:
         return OpenCVImportError(
             f"the installed OpenCV was built for NumPy 1.x but NumPy {numpy.__version__} is installed: run "
-            "pip install 'numpy<2' in this environment (Debian's and JetPack's python3-opencv need NumPy 1.x)"
+            "pip install 'numpy<2' in this environment (Debian's python3-opencv and JetPack's OpenCV need NumPy 1.x)"
         )
     sys.stderr.write(stderr_text)
     return OpenCVImportError(f"OpenCV (cv2) failed to import: {exc}")

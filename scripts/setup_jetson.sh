@@ -44,21 +44,33 @@ if [ "$cpu_only" -eq 0 ]; then
   esac
   "$python" -c 'import sys; assert sys.version_info[:2] >= (3, 10)' \
     || fail "$python is older than 3.10; JetPack 6 ships 3.10"
-  "$python" -c 'import tensorrt, sys; sys.exit(0 if int(tensorrt.__version__.split(".")[0]) >= 10 else 1)' 2>/dev/null \
-    || fail "JetPack's TensorRT Python bindings are missing or older than 10: sudo apt install python3-libnvinfer"
+  trt_version=$("$python" -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null) \
+    || fail "JetPack's TensorRT Python bindings do not import: sudo apt install python3-libnvinfer"
+  [ "${trt_version%%.*}" -ge 10 ] \
+    || fail "TensorRT $trt_version found: unetrt needs TensorRT 10, which comes with JetPack 6.1 or newer (L4T R36.4); JetPack 6.0 has 8.6: upgrade JetPack (see docs/jetson.md)"
   export PATH="/usr/local/cuda/bin:$PATH" CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
   command -v nvcc >/dev/null || fail "nvcc not found in /usr/local/cuda/bin: sudo apt install nvidia-jetpack (or cuda-nvcc)"
 fi
 "$python" -c 'import cv2' 2>/dev/null \
-  || fail "the system OpenCV is missing: sudo apt install python3-opencv (JetPack's, built with GStreamer)"
+  || fail "the system OpenCV is missing: sudo apt install nvidia-opencv (JetPack's OpenCV, built with GStreamer)"
 
 # --- the venv: system site packages (tensorrt, cv2, numpy 1.x) stay visible ------------------------------
 say "venv in $venv (with the system's TensorRT and OpenCV)"
-[ -x "$venv/bin/python" ] || "$python" -m venv --system-site-packages "$venv"
+if [ -x "$venv/bin/python" ]; then
+  # A venv made by setup_venv.sh or demo.sh sees neither JetPack's TensorRT nor its OpenCV.
+  grep -qs '^include-system-site-packages *= *true' "$venv/pyvenv.cfg" \
+    || fail "$venv exists but was not made with --system-site-packages (scripts/setup_venv.sh or demo.sh made it?), so it cannot see JetPack's TensorRT and OpenCV: remove it (rm -rf $venv) or set VENV=another-folder"
+  "$venv/bin/python" -m pip --version >/dev/null 2>&1 \
+    || fail "$venv has no pip (python3-venv was missing when it was made?): remove it (rm -rf $venv) and rerun"
+else
+  "$python" -m venv --system-site-packages "$venv" >>"$log" 2>&1 \
+    || { rm -rf "$venv"; fail "could not make the venv $venv: sudo apt install python3-venv, then rerun"; }
+fi
 pip=("$venv/bin/python" -m pip install -q)
 constraints=build/setup_jetson.constraints
 printf 'numpy<2\nopencv-python<0\nopencv-python-headless<0\nopencv-contrib-python<0\n' >"$constraints"
-"${pip[@]}" --upgrade pip "setuptools>=64" wheel pybind11 >>"$log" 2>&1
+"${pip[@]}" --upgrade pip "setuptools>=64" wheel pybind11 >>"$log" 2>&1 \
+  || { tail -n 20 "$log" >&2; fail "pip could not install its build tools in $venv (no network?); see $log"; }
 # onnx reads the model to build its engine; no onnxconverter-common: TensorRT 10 builds FP16 by flag.
 "${pip[@]}" -c "$constraints" "numpy<2" "onnx>=1.16" >>"$log" 2>&1 \
   || { tail -n 20 "$log" >&2; fail "pip could not install onnx; see $log"; }
@@ -83,12 +95,17 @@ fi
 say "unetrt (UNETRT_CUDA=$cuda)"
 UNETRT_CUDA=$cuda UNETRT_CUDA_ARCHS=${UNETRT_CUDA_ARCHS:-87} "${pip[@]}" -c "$constraints" --no-build-isolation \
   -e . >>"$log" 2>&1 || { tail -n 30 "$log" >&2; fail "pip install of unetrt failed; see $log"; }
-"$venv/bin/python" - <<'PY'
+"$venv/bin/python" - <<'PY' || exit 1
 import importlib.metadata as metadata
+import sys
+
 import numpy
+
 wheels = [d.metadata["Name"] for d in metadata.distributions() if (d.metadata["Name"] or "").lower().startswith("opencv")]
-assert not wheels, f"an OpenCV wheel was installed over the system one: {wheels}"
-assert int(numpy.__version__.split(".")[0]) < 2, f"NumPy {numpy.__version__}: JetPack's cv2 and TensorRT need 1.x"
+if wheels:
+    sys.exit(f"error: OpenCV wheels {wheels} shadow JetPack's OpenCV in this venv: pip uninstall {' '.join(wheels)}")
+if int(numpy.__version__.split(".")[0]) >= 2:
+    sys.exit(f"error: NumPy {numpy.__version__} in this venv: JetPack's cv2 and TensorRT need 1.x: pip install 'numpy<2'")
 PY
 
 # --- what a stream will use (and, on a GPU, its TensorRT engine built and cached now) -----------------------

@@ -294,7 +294,7 @@ class VideoCaptureSource:
         if spec.kind == "csi" and not opencv_has_gstreamer():
             raise ValueError(
                 "csi:// needs OpenCV built with GStreamer (cv2.getBuildInformation() says 'GStreamer: NO'); "
-                "on a Jetson use the system OpenCV from JetPack (python3-opencv), not opencv-python from pip"
+                "on a Jetson use the system OpenCV from JetPack (apt package nvidia-opencv), not opencv-python from pip"
             )
         self.spec = spec
         self.size = size

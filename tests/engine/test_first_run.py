@@ -418,3 +418,58 @@ def test_sigterm_after_the_model_opened_closes_it(first_run: Path, gpu: FakeGpu,
     monkeypatch.setattr(pipeline, "Renderer", renderer_after_sigterm)
     assert main(["sample", str(tmp_path / "out.mp4"), "--max-frames", "2", "--headless"]) == 143
     assert gpu.primary(0).retains == 0 and gpu.live("device") == 0 and gpu.live("library") == 0
+
+
+def test_doctor_build_builds_the_engine_streams_use(first_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.doctor import main as doctor
+
+    assert doctor(["--build"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("unet-stream --model camvid runs on: tensorrt fp16 "
+                                                                 "cuda:0")
+    with Segmenter("camvid", build=False, warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    assert builds() == 1
+
+
+def test_doctor_build_that_builds_no_engine_fails_after_its_report(first_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/setup_jetson.sh ends with doctor --build: a setup whose streams would run on the CPU must not end
+    in "done"."""
+    from unetrt.doctor import main as doctor
+
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    assert doctor(["--build"]) == 1
+    captured = capsys.readouterr()
+    assert "runs on: " in captured.out.splitlines()[-1]
+    assert captured.err.splitlines()[-1].startswith("error: --build: no TensorRT engine was built")
+
+
+def test_doctor_says_a_pycuda_that_does_not_import_is_there(first_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """pycuda built against another CUDA: its import fails although it is installed; the report says so and
+    still ends with what a stream runs."""
+    import unetrt.doctor as doctor_module
+
+    monkeypatch.setattr(doctor_module, "_version", lambda name: "2024.1" if name == "pycuda" else "1.0")
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    assert doctor_module.main([]) == 0
+    out = capsys.readouterr().out
+    assert "pycuda 2024.1 does not import" in out and "runs on: " in out.splitlines()[-1]
+
+
+def test_doctor_without_opencv_reports_and_fails(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import unetrt.doctor as doctor_module
+    from unetrt.opencv import OpenCVImportError
+
+    def no_cv2() -> None:
+        raise OpenCVImportError("unetrt needs OpenCV (the cv2 module) and none is installed")
+
+    monkeypatch.setattr("unetrt.opencv.import_cv2", no_cv2)
+    assert doctor_module.main(["--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    assert "OpenCV: unetrt needs OpenCV" in captured.out
+    assert captured.err.splitlines()[-1] == ("error: unet-stream cannot run without OpenCV (the OpenCV line says "
+                                             "how to get it)")
