@@ -41,9 +41,9 @@ CACHED_BUFFERS = 64
 # The frame path's buffers are unetrt's one device-array type.
 CudaBuffer = DeviceArray
 MISSING_CUDA_KERNELS = (
-    "unetrt._tiling was built without its CUDA kernels (no nvcc was found when it was installed): reinstall it "
-    "with nvcc on PATH or CUDA_HOME set, e.g. UNETRT_CUDA=1 pip install --force-reinstall --no-deps unetrt "
-    "(on a Jetson CUDA_HOME=/usr/local/cuda)"
+    "unetrt._tiling was built without its CUDA kernels (no nvcc was found when it was installed): rebuild it with "
+    "nvcc on PATH or CUDA_HOME set: on a Jetson, bash scripts/setup_jetson.sh --no-engine in the checkout; "
+    "elsewhere, from the checkout, UNETRT_CUDA=1 pip install --no-build-isolation --force-reinstall --no-deps -e ."
 )
 
 

@@ -24,7 +24,7 @@ from importlib import metadata
 
 from .backends import PRECISIONS, open_backend, tensorrt_gpu_available
 from .backends.registry import backend_help
-from .cli import HelpFormatter, run_cli
+from .cli import HelpFormatter, parse_size, run_cli
 from .plan_cache import ENGINE_CACHE_ENV, engine_cache_dir
 
 
@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default="auto", help=backend_help())
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="as unet-stream --precision")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--working-size", type=parse_size, metavar="WxH",
+                        help="as unet-stream --working-size: the engine of that size is the one opened (and built)")
     parser.add_argument("--build", action="store_true",
                         help="build and cache the TensorRT engine now when none is cached (minutes on a Jetson)")
     return parser
@@ -87,7 +89,8 @@ def _kernels_line() -> str:
 
     if getattr(_tiling, "cuda_built", False):
         return "CUDA kernels: built (unetrt._tiling)"
-    return "CUDA kernels: not built (CPU kernels only; reinstall with UNETRT_CUDA=1 where nvcc is)"
+    return ("CUDA kernels: not built (CPU kernels only; on a Jetson bash scripts/setup_jetson.sh --no-engine "
+            "rebuilds them)")
 
 
 @dataclass
@@ -113,7 +116,8 @@ def report(args: argparse.Namespace) -> Report:
     problems = []
     if not has_opencv:
         problems.append("unet-stream cannot run without OpenCV (the OpenCV line says how to get it)")
-    backend = open_backend(args.model, args.backend, args.device, args.precision, build=args.build)
+    backend = open_backend(args.model, args.backend, args.device, args.precision, build=args.build,
+                           working_size=args.working_size)
     try:
         parts = (backend.name, backend.precision, backend.device)
         what = " ".join(str(part) for part in parts if part)

@@ -473,3 +473,13 @@ def test_doctor_without_opencv_reports_and_fails(monkeypatch: pytest.MonkeyPatch
     assert "OpenCV: unetrt needs OpenCV" in captured.out
     assert captured.err.splitlines()[-1] == ("error: unet-stream cannot run without OpenCV (the OpenCV line says "
                                              "how to get it)")
+
+
+def test_doctor_build_prepares_the_working_size_a_service_streams_at(first_run: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.doctor import main as doctor
+
+    assert doctor(["--build", "--working-size", "320x240"]) == 0
+    with Segmenter("camvid", build=False, warm_up=False, working_size=(320, 240)) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    assert builds() == 1
