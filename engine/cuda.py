@@ -90,6 +90,23 @@ def cuda_device_count() -> int:
     return int(count.value)
 
 
+def cuda_driver_version() -> tuple[int, int] | None:
+    """The newest CUDA version the installed driver supports, as (major, minor); None without a driver.
+
+    Example:
+        >>> cuda_driver_version()  # doctest: +SKIP
+        (12, 6)
+    """
+    try:
+        library = driver_library()
+    except OSError:  # no NVIDIA driver on this machine
+        return None
+    version = ctypes.c_int(0)
+    if library.cuDriverGetVersion(ctypes.byref(version)) != 0:
+        return None
+    return version.value // 1000, version.value % 1000 // 10
+
+
 def check(status: int, what: str) -> None:
     """Raise when a driver call did not return CUDA_SUCCESS.
 

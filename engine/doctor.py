@@ -21,11 +21,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 from .backends import PRECISIONS, open_backend, tensorrt_gpu_available
 from .backends.registry import backend_help
 from .cli import HelpFormatter, parse_size, run_cli
 from .plan_cache import ENGINE_CACHE_ENV, engine_cache_dir
+
+L4T_RELEASE_FILE = "/etc/nv_tegra_release"  # a Jetson's Linux for Tegra release, e.g. "# R36 (release), REVISION: 4.3"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +87,21 @@ def _gpu_line() -> str:
     return f"TensorRT {trt.__version__}, pycuda {pycuda_version}, GPU 0: {gpu_identity(0).describe()}"
 
 
+def _driver_line() -> str:
+    """The CUDA driver's version and, on a Jetson, the L4T release (what TensorRT's CUDA must not be newer than)."""
+    from .cuda import cuda_driver_version
+
+    version = cuda_driver_version()
+    if version is None:
+        return "CUDA driver: none (no libcuda.so.1)"
+    line = f"CUDA driver: supports CUDA {version[0]}.{version[1]}"
+    try:
+        release = Path(L4T_RELEASE_FILE).read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return line
+    return f"{line}; L4T {release.lstrip('# ').split(', GCID')[0]}"
+
+
 def _kernels_line() -> str:
     from . import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
 
@@ -111,7 +129,7 @@ def report(args: argparse.Namespace) -> Report:
     numpy = _version("numpy")
     opencv, has_opencv = _opencv_line()
     lines = [f"unetrt {_version('unetrt')}, Python {platform.python_version()} ({platform.machine()}), "
-             f"NumPy {numpy}", opencv, _gpu_line(), _kernels_line(),
+             f"NumPy {numpy}", opencv, _gpu_line(), _driver_line(), _kernels_line(),
              f"engine cache: {engine_cache_dir()} (set {ENGINE_CACHE_ENV} to move it)"]
     problems = []
     if not has_opencv:

@@ -17,3 +17,13 @@ def test_report_names_backend_and_device(capsys: pytest.CaptureFixture[str]) -> 
 def test_unknown_model_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--model", "nosuch"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_without_a_driver_the_report_says_so(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    def no_driver() -> None:
+        raise OSError("libcuda.so.1: cannot open shared object file")
+
+    monkeypatch.setattr("unetrt.cuda.driver_library", no_driver)
+    assert main(["--device", "cpu", "--backend", "onnxruntime", "--precision", "fp32"]) == 0
+    assert "CUDA driver: none (no libcuda.so.1)" in capsys.readouterr().out.splitlines()

@@ -483,3 +483,16 @@ def test_doctor_build_prepares_the_working_size_a_service_streams_at(first_run: 
     with Segmenter("camvid", build=False, warm_up=False, working_size=(320, 240)) as segmenter:
         assert segmenter.backend.name == "tensorrt"
     assert builds() == 1
+
+
+def test_doctor_names_the_cuda_driver_and_the_l4t_release(first_run: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """"TensorRT could not start" sends the user to the doctor for the driver's CUDA version: it must show it."""
+    import unetrt.doctor as doctor_module
+
+    release = tmp_path / "nv_tegra_release"
+    release.write_text("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: x\n")
+    monkeypatch.setattr(doctor_module, "L4T_RELEASE_FILE", str(release))
+    assert doctor_module.main([]) == 0
+    assert "CUDA driver: supports CUDA 12.6; L4T R36 (release), REVISION: 4.3\n" in capsys.readouterr().out

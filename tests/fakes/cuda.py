@@ -120,6 +120,7 @@ class FakeGpu:
         log: (kind, details) of every operation that ran on a stream.
         initialized: whether the driver was initialised (``cuInit``, or pycuda's ``init``).
         memory_bytes: the device memory allocations may take in all (None: no limit).
+        driver_version: what ``cuDriverGetVersion`` reports (1000 * major + 10 * minor: JetPack 6.1's CUDA 12.6).
     """
 
     name: str = "Orin (fake)"
@@ -130,6 +131,7 @@ class FakeGpu:
     log: list[tuple[Any, ...]] = field(default_factory=list)
     initialized: bool = False
     memory_bytes: int | None = None
+    driver_version: int = 12060
 
     def __post_init__(self) -> None:
         self._handles = itertools.count(0x1000)
@@ -633,6 +635,11 @@ class FakeDriverLibrary:
         if _value(flags) != 0:
             return CUDA_ERROR_INVALID_VALUE
         self.gpu.initialized = True
+        return CUDA_SUCCESS
+
+    def cuDriverGetVersion(self, version: Any) -> int:  # noqa: N802
+        # CUDA Driver API: "Returns in *driverVersion the version of CUDA supported by the driver"; no cuInit needed.
+        _target(version).value = self.gpu.driver_version
         return CUDA_SUCCESS
 
     def cuDeviceGetCount(self, count: Any) -> int:  # noqa: N802
