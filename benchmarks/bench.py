@@ -451,15 +451,17 @@ def _torch_cuda() -> Any | None:
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when a CUDA GPU can run here, else 'cpu'.
 
-    A GPU counts when torch sees one, or when TensorRT and pycuda do: a Jetson set up with JetPack's TensorRT
-    has no torch, or a CPU build of it, and its TensorRT rows must still run.
+    A GPU counts when torch sees one, or when TensorRT can run on it (its bindings and pycuda import, the driver
+    sees a GPU): a Jetson set up with JetPack's TensorRT has no torch, or a CPU build of it, and its TensorRT rows
+    must still run.
 
     Raises:
         ValueError: when 'cuda' is asked and neither sees a GPU.
     """
     from unetrt.backends import tensorrt_gpu_available
+    from unetrt.cuda import pycuda_available
 
-    has_cuda = _torch_cuda() is not None or tensorrt_gpu_available()
+    has_cuda = _torch_cuda() is not None or (tensorrt_gpu_available() and pycuda_available())
     if device == "cuda" and not has_cuda:
         raise ValueError("--device cuda asked, but no CUDA GPU is visible (neither to torch nor to TensorRT with "
                          "pycuda); use --device cpu")

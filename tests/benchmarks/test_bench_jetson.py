@@ -159,3 +159,18 @@ def test_plot_without_matplotlib_is_refused_before_the_run(jetson: FakeGpu, tiny
     assert main(["--engine", str(plan), "--plot", str(tmp_path / "latency.png")]) == 2
     assert capsys.readouterr().err.strip().endswith("--plot needs matplotlib: pip install matplotlib")
     assert Builder.builds == builds and jetson.primary(0).retains == 0
+
+
+def test_without_pycuda_the_cpu_rows_run_and_the_report_says_why_tensorrt_did_not(
+        jetson: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """JetPack ships TensorRT but not pycuda: the driver still counts the GPU, but TensorRT cannot run on it, so the
+    rows run on the CPU and the report names pycuda (a plan given outright is refused in one line instead)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(tiny_model_files["onnx"], folder / "unet.onnx")
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    report = _run(["--engine", str(folder / "unet.onnx")], tmp_path)
+    rows = {row["variant"]: row for row in report["results"]}
+    assert report["settings"]["device"] == "cpu" and rows["onnxruntime"]["status"] == "ok"
+    assert "tensorrt" not in rows and any("pycuda is not installed" in note for note in report["notes"])
