@@ -58,8 +58,8 @@ from unetrt.datasets import list_images
 from unetrt.geometry import plan_padding
 from unetrt.model_file import read_model_file
 from unetrt.model_info import ModelInfo
-from unetrt.paths import check_file
-from unetrt.stream.output_path import check_reads_nothing, check_writable_file
+from unetrt.paths import check_file, check_folder
+from unetrt.stream.output_path import check_not_replacing, check_reads_nothing, check_writable_file
 
 from .flops import flops_per_image
 from .stats import (
@@ -823,11 +823,9 @@ def _check_report_file(path: Path | None, flag: str, overwrite: bool) -> None:
     replace an earlier file without ``--overwrite``, before the first trial."""
     if path is None:
         return
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist")
+    check_folder(path.parent, "output folder")
     check_writable_file(path, f"{flag} {str(path)!r}")
-    if path.exists() and not overwrite:
-        raise ValueError(f"{flag} {str(path)!r} exists; add --overwrite to replace it, or give another file")
+    check_not_replacing(path, f"{flag} {str(path)!r}", overwrite)
 
 
 def _model_files_and_metadata(model: ModelFiles) -> dict[str, Path]:

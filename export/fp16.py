@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from unetrt.paths import check_file
+
 # Kept FP32 wherever they appear: normalising exponentials and reductions over many values.
 SENSITIVE_OPS = frozenset({
     "Softmax", "LogSoftmax", "Sigmoid", "Exp", "Log", "Pow", "Sqrt", "Reciprocal",
@@ -177,9 +179,7 @@ def convert_file(source: str | Path, target: str | Path | None = None) -> Path:
         FileNotFoundError: when ``source`` does not exist.
         ValueError: as :func:`convert_to_fp16`.
     """
-    source = Path(source)
-    if not source.is_file():
-        raise FileNotFoundError(f"ONNX model {str(source)!r} does not exist")
+    source = check_file(source, "ONNX model")
     target = fp16_path_for(source) if target is None else Path(target)
     onnx.save(convert_to_fp16(onnx.load(str(source))), str(target))
     return target

@@ -38,6 +38,7 @@ from unetrt.evaluate import parse_stems
 from unetrt.geometry import plan_padding
 from unetrt.model_file import INPUT_NAME, OUTPUT_NAME, write_onnx_description
 from unetrt.model_info import ModelInfo
+from unetrt.paths import check_folder
 
 from .checkpoint import load_model
 from .fp16 import compare_fp16, convert_file
@@ -244,8 +245,7 @@ def export_command(args: argparse.Namespace) -> None:
     output = Path(args.output)
     if output.suffix != ".onnx":
         raise ValueError(f"output must end in .onnx, got {str(output)!r}")
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"output folder {str(output.parent)!r} does not exist")
+    check_folder(output.parent, "output folder")
     _check_int8_arguments(args)
     model, info = load_model(args.model)
     if args.working_size is not None:

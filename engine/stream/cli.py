@@ -40,7 +40,7 @@ from ..cli_options import (
 )
 from .flip import FLIPS
 from .options import StreamOptions
-from .output_path import check_writable_file
+from .output_path import check_not_replacing, check_writable_file
 from .pipeline import Stream
 from .render import LEGEND_PLACES
 from .sinks import display_available
@@ -205,9 +205,7 @@ def _check_stats_target(args: argparse.Namespace) -> None:
     for other, role in ((args.input, "input"), (args.output, "output")):
         if other is not None and _same_path(target, Path(other)):
             raise ValueError(f"--stats {args.stats!r} is the {role}; give the summary a file of its own")
-    if target.exists() and not args.overwrite:
-        # As for the outputs: the file may be anything (a recording), and the summary would replace it.
-        raise ValueError(f"--stats {args.stats!r} exists; add --overwrite to replace it, or give another file")
+    check_not_replacing(target, f"--stats {args.stats!r}", args.overwrite)
 
 
 def _same_path(first: Path, second: Path) -> bool:

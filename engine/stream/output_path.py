@@ -76,6 +76,20 @@ def check_reads_nothing(output: Path, label: str, folders: Iterable[Path] = (),
                              "file of its own")
 
 
+def check_not_replacing(target: Path, label: str, overwrite: bool) -> None:
+    """Refuse a file that exists unless ``overwrite``: it may be anything (a recording, an earlier result), and
+    the summary or report written there would replace it.
+
+    Raises:
+        ValueError: naming ``label`` and the fix.
+
+    Example:
+        >>> check_not_replacing(Path("new.json"), "--stats 'new.json'", overwrite=False)
+    """
+    if target.exists() and not overwrite:
+        raise ValueError(f"{label} exists; add --overwrite to replace it, or give another file")
+
+
 def check_writable_file(target: Path, label: str) -> None:
     """Make sure a file can be created at ``target``: its nearest existing folder takes new files.
 
