@@ -70,8 +70,13 @@ def format_size(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-class TerminatedError(Exception):
-    """A command stopped early on SIGTERM after finishing its output; :func:`run_cli` exits with 143."""
+class TerminatedError(BaseException):
+    """A command stopped early on SIGTERM after finishing its output; :func:`run_cli` exits with 143.
+
+    A :class:`BaseException`, as KeyboardInterrupt is: raised from the signal handler wherever the main thread
+    stands, it must pass through libraries' ``except Exception`` (Ray's metrics update logs and drops any Exception,
+    and a job that should stop ran on to its end).
+    """
 
 
 def raise_terminated() -> None:
@@ -100,7 +105,7 @@ class StopOnSigterm:
         ...     stream = Stream("camera", "camvid")
         ...     sigterm.stop = stream.stop
         ...     run(stream)
-        >>> if sigterm.received: raise TerminatedError  # doctest: +SKIP
+        >>> sigterm.raise_if_received()  # doctest: +SKIP
     """
 
     def __init__(self) -> None:
@@ -119,6 +124,16 @@ class StopOnSigterm:
         self._stop = stop
         if self.received and stop is not None:
             stop()
+
+    def raise_if_received(self) -> None:
+        """Raise :class:`TerminatedError` if SIGTERM came: the check between steps of work whose ``stop`` raises,
+        for a signal that arrived inside code that caught what ``stop`` raised.
+
+        Raises:
+            TerminatedError: when SIGTERM came while this context was active.
+        """
+        if self.received:
+            raise TerminatedError
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self.received = True

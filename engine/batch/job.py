@@ -379,6 +379,8 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
                     _tally(batch, counts, failures, per_worker, engines, written_before)
                     bar.update(len(batch["output"]))
                     bar.set_postfix(failed=counts[FAILED], refresh=False)
+                    sigterm.raise_if_received()
+        sigterm.raise_if_received()
     wall = time.perf_counter() - start
     remove_partial_files(folder)
     summary = _summary(settings, units, counts, failures, per_worker, engines, wall, nodes, address, pool,

@@ -25,7 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..cli import StopOnSigterm, TerminatedError, parse_size, raise_terminated, run_cli
+from ..cli import StopOnSigterm, parse_size, raise_terminated, run_cli
 from ..cli_options import (
     ALIASES_EPILOG,
     CommandParser,
@@ -250,8 +250,7 @@ def _stream(args: argparse.Namespace) -> None:
         interrupted = _run_stream(args, sigterm)
     if interrupted:
         raise KeyboardInterrupt
-    if sigterm.received:
-        raise TerminatedError
+    sigterm.raise_if_received()
 
 
 def _run_stream(args: argparse.Namespace, sigterm: StopOnSigterm) -> bool:

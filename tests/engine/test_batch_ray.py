@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from test_batch import write_images, write_video
 
+from unetrt.batch import job
 from unetrt.batch.cli import main
 from unetrt.batch.job import SUMMARY_NAME, BatchSettings, run_batch
 from unetrt.batch.outputs import PARTIAL_MARK, frame_output
@@ -149,9 +150,13 @@ def test_a_killed_actor_still_ends_with_every_output_written_once(
     assert_masks_equal(out, reference_masks)
 
 
+@pytest.mark.parametrize("swallowed", [False, True], ids=["raised", "swallowed"])
 def test_sigterm_stops_the_job_keeping_what_was_written(
         two_node_cluster: Any, settings: BatchSettings, recordings: dict[str, Any],
-        reference_masks: dict[str, np.ndarray], tmp_path: Path) -> None:
+        reference_masks: dict[str, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        swallowed: bool) -> None:
+    if swallowed:  # the handler's raise lost inside a library: the job still stops after the next batch
+        monkeypatch.setattr(job, "raise_terminated", lambda: None)
     driver = os.getpid()
     stopped = tmp_path / "stopped"
     one_frame_batches = replace(settings, batch_size=1)
@@ -184,7 +189,9 @@ def test_sigterm_stops_the_job_keeping_what_was_written(
     assert signal.getsignal(signal.SIGTERM) == handler
     assert not (out / SUMMARY_NAME).exists()
     written = {str(path.relative_to(out)) for path in out.rglob("*.png")}
-    assert written < set(reference_masks)
+    assert written <= set(reference_masks)
+    if not swallowed:
+        assert written != set(reference_masks)
     assert_masks_equal(out, {name: reference_masks[name] for name in written}, partials_allowed=True)
 
 

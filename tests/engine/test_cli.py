@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 
 import pytest
 
-from unetrt.cli import TERMINATED, StopOnSigterm, TerminatedError, run_cli
+from unetrt.cli import TERMINATED, StopOnSigterm, TerminatedError, raise_terminated, run_cli
 
 
 def _raise(error: BaseException) -> None:
@@ -35,3 +36,26 @@ def test_sigterm_calls_stop_once_set_and_the_old_handler_comes_back() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
     assert calls == ["stop", "stop"]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM handlers are POSIX")
+def test_sigterm_passes_through_a_library_that_catches_exception() -> None:
+    dropped: list[BaseException] = []
+    with pytest.raises(TerminatedError), StopOnSigterm() as sigterm:
+        sigterm.stop = raise_terminated
+        try:  # as Ray's metrics update does: log any Exception and go on
+            os.kill(os.getpid(), signal.SIGTERM)
+        except Exception as exc:
+            dropped.append(exc)
+    assert dropped == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM handlers are POSIX")
+def test_raise_if_received_stops_work_whose_raise_was_swallowed() -> None:
+    with StopOnSigterm() as sigterm:
+        sigterm.raise_if_received()  # nothing came
+        sigterm.stop = raise_terminated
+        with contextlib.suppress(BaseException):  # a library that drops even KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(TerminatedError):
+            sigterm.raise_if_received()
