@@ -373,6 +373,21 @@ def _say_stopping() -> None:
     print("unetrt: stopping the TensorRT build at its next step", file=sys.stderr, flush=True)
 
 
+@dataclass(frozen=True)
+class BuiltPlan:
+    """A plan TensorRT built and nothing has written yet.
+
+    Attributes:
+        plan: the serialized engine.
+        metadata: its description (``PLAN.json``).
+        timing_cache: the builder's timing cache to write back to ``BuildOptions.timing_cache`` (None: none asked).
+    """
+
+    plan: bytes
+    metadata: PlanMetadata
+    timing_cache: bytes | None
+
+
 def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOptions,
                  device_index: int = 0) -> PlanMetadata:
     """Parse an ONNX U-Net, build a TensorRT plan and write it with its metadata.
@@ -387,22 +402,62 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
         The metadata written beside the plan.
 
     Raises:
+        ImportError, FileNotFoundError, KeyboardInterrupt: as :func:`build_plan`.
+        ValueError: as :func:`build_plan`, or when the plan cannot be written (a full disk); a timing cache that
+            cannot be written is said in a line, not raised.
+
+    Example:
+        >>> build_engine("camvid.onnx", "camvid.plan", BuildOptions(fp16=True))  # doctest: +SKIP
+    """
+    built = build_plan(onnx_path, options, device_index)
+    try:
+        write_plan(Path(plan_path), built.plan, built.metadata)
+    except OSError as exc:
+        raise ValueError(f"the TensorRT engine was built but could not be written to {plan_path} "
+                         f"({exc.strerror or exc}); free space there or write it elsewhere") from exc
+    save_timing_cache(options.timing_cache, built.timing_cache)
+    return built.metadata
+
+
+def save_timing_cache(path: Path | None, data: bytes | None) -> None:
+    """Write a build's timing cache back; one that cannot be written (a full disk) costs the next build time, so
+    it is said in a line and not raised."""
+    if path is None or data is None:
+        return
+    try:
+        replace_file(path, data)
+    except OSError as exc:
+        print(f"unetrt: cannot save the TensorRT timing cache {path} ({exc.strerror or exc}); the next build "
+              "times its layers again", file=sys.stderr, flush=True)
+
+
+def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int = 0) -> BuiltPlan:
+    """Parse an ONNX U-Net and build a TensorRT plan, written nowhere (:func:`build_engine` writes it).
+
+    Args:
+        onnx_path: a graph written by ``unet-export`` (FP32, FP16 from ``--fp16``, or QDQ INT8).
+        options: builder settings; ``int8`` needs a QDQ graph (``unet-export --int8``).
+        device_index: the CUDA device to build for.
+
+    Returns:
+        The plan's bytes, its metadata and the timing cache to save.
+
+    Raises:
         ImportError: when TensorRT, pycuda or onnx is not installed.
         FileNotFoundError: when the ONNX file does not exist.
         ValueError: on parse errors (listed per node), a bad profile, a failed build, a DLA core this device
             lacks, or ``int8`` on a graph without QDQ nodes, or together with ``fp16``.
         KeyboardInterrupt: on Ctrl-C during the build (as what a SIGTERM handler raises, such as
-            :class:`~unetrt.cli.TerminatedError`), once the builder has stopped at its next step; the plan is
-            not written (unless the interrupt came while it was being written: then it is whole).
+            :class:`~unetrt.cli.TerminatedError`), once the builder has stopped at its next step.
 
     Example:
-        >>> build_engine("camvid.onnx", "camvid.plan", BuildOptions(fp16=True))  # doctest: +SKIP
+        >>> built = build_plan("camvid.onnx", BuildOptions(fp16=True))  # doctest: +SKIP
     """
     require_tensorrt()
     require_pycuda()
     import tensorrt as trt
 
-    onnx_path, plan_path = Path(onnx_path), Path(plan_path)
+    onnx_path = Path(onnx_path)
     model = load_onnx(onnx_path)
     info = read_model_file(onnx_path).info
     if options.working_size is not None:
@@ -428,7 +483,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
     strongly_typed = major >= 11 or graph_fp16
     precision = _precision_of(options, quantized, graph_fp16)
 
-    def build() -> PlanMetadata:
+    def build() -> BuiltPlan:
         logger = trt.Logger(trt.Logger.VERBOSE if options.verbose else trt.Logger.WARNING)
         builder = start_tensorrt(trt.Builder, logger)
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
@@ -496,12 +551,10 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
             source_sha256=file_sha256(onnx_path),
             plan_sha256=hashlib.sha256(plan_bytes).hexdigest(),
         )
-        write_plan(plan_path, plan_bytes, metadata)
-        if cache is not None and options.timing_cache is not None:
-            replace_file(options.timing_cache, bytes(config.get_timing_cache().serialize()))
-        return metadata
+        timing = bytes(config.get_timing_cache().serialize()) if cache is not None else None
+        return BuiltPlan(plan_bytes, metadata, timing)
 
-    def build_on_device() -> PlanMetadata:
+    def build_on_device() -> BuiltPlan:
         # The builder works on the CUDA device current on this thread (TensorRT FAQ: "use cudaSetDevice() before
         # calling the builder"): make device_index's primary context current for it, as the runtime does; the
         # TensorRT objects are locals of build(), so they are freed while the context is still current.

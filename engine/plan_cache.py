@@ -19,9 +19,11 @@ Needs TensorRT, pycuda and onnx (to build), never torch.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -34,7 +36,7 @@ from .backends.tensorrt import gpu_identity, parse_device, require_tensorrt
 from .cli import format_size
 from .cuda import GpuResourceError, require_pycuda
 from .model_file import read_model_file
-from .plan_build import BuildOptions, file_sha256, has_qdq, load_onnx
+from .plan_build import BuildOptions, BuiltPlan, file_sha256, has_qdq, load_onnx, write_plan
 from .plan_metadata import GpuIdentity, PlanMetadata, metadata_path, read_plan_metadata
 
 if TYPE_CHECKING:
@@ -222,8 +224,23 @@ def _announce(text: str) -> None:
     print(f"unetrt: {text}", file=sys.stderr, flush=True)
 
 
+def _private_folder_parents() -> list[Path | None]:
+    """Where a process's own engine folder may go, in order: shared memory where there is some (an engine cache
+    that cannot be written is often a full disk, a Jetson's SD card, and the temporary folder is usually on that
+    same disk), then the temporary folder (None: ``tempfile``'s, ``$TMPDIR`` honoured)."""
+    shared_memory = Path("/dev/shm")
+    return [shared_memory, None] if shared_memory.is_dir() and os.access(shared_memory, os.W_OK) else [None]
+
+
+def _private_folder(parent: Path | None) -> Path:
+    """A new folder of this process's own under ``parent``, removed when the process exits."""
+    folder = Path(tempfile.mkdtemp(prefix="unetrt-engines-", dir=parent))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def _writable_folder(folder: Path, stem: str) -> Path:
-    """``folder`` when an engine can be cached there, else a private temporary folder for this process.
+    """``folder`` when an engine can be cached there, else a private folder for this process.
 
     Checked before the build (minutes on a Jetson), so that a read-only file system or a service account
     without a home still gets its engine, told once that later starts will build again and how to avoid it.
@@ -233,11 +250,36 @@ def _writable_folder(folder: Path, stem: str) -> Path:
         with open(folder / f"{stem}.lock", "a+b"):
             pass
     except OSError as exc:
-        fallback = Path(tempfile.mkdtemp(prefix="unetrt-engines-"))
+        fallback = _private_folder(_private_folder_parents()[0])
         _announce(f"cannot write the engine cache {folder} ({exc.strerror or exc}); this run builds into "
                   f"{fallback}, and every start will build again: set {ENGINE_CACHE_ENV} to a writable folder")
         return fallback
     return folder
+
+
+def _write_outside_cache(built: BuiltPlan, stem: str, folder: Path, error: OSError) -> Path:
+    """Write a plan the cache folder refused (a disk that filled up during a build of minutes) where this run can
+    load it, rather than lose the build.
+
+    Raises:
+        ValueError: when no private folder takes it either.
+    """
+    reason = error.strerror or str(error)
+    for parent in _private_folder_parents():
+        if parent is not None and folder.is_relative_to(parent):
+            continue
+        try:
+            fallback = _private_folder(parent)
+            plan = fallback / f"{stem}.plan"
+            write_plan(plan, built.plan, built.metadata)
+        except OSError:
+            continue
+        _announce(f"the TensorRT engine was built but cannot be cached in {folder} ({reason}); this run loads it "
+                  f"from {fallback} and the next start builds it again: free space there or set "
+                  f"{ENGINE_CACHE_ENV} to another folder")
+        return plan
+    raise ValueError(f"the TensorRT engine was built but could not be written to {folder} ({reason}), nor to a "
+                     f"temporary folder; free space there or set {ENGINE_CACHE_ENV} to another folder") from error
 
 
 def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tuple[int, int] | None = None,
@@ -245,9 +287,10 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
                 cache_dir: str | Path | None = None, progress: bool = True) -> Path:
     """The cached plan of an ONNX model for this TensorRT and GPU, built (and cached) when there is none.
 
-    A cache folder that cannot be written (a read-only file system, a service account without a home) does not
-    stop the first run: the engine is built into a temporary folder for this process, with a line saying that
-    later starts will build again and how to avoid it.
+    A cache folder that cannot be written (a read-only file system, a service account without a home, a disk
+    that fills up during the build) does not stop the first run nor lose its build: the engine goes to a folder of
+    this process's own (in shared memory where there is some, removed at exit), with a line saying that later
+    starts will build again and how to avoid it.
 
     Args:
         onnx_path: a unetrt ONNX model (FP32, or QDQ INT8 for precision 'int8').
@@ -265,8 +308,8 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
     Raises:
         PlanNotCachedError: with ``build=False`` and no usable entry.
         ImportError: when TensorRT, pycuda or onnx is missing.
-        ValueError: when the model cannot be built, or the built engine cannot be written (a full disk); the
-            message says why.
+        ValueError: when the model cannot be built, or the built engine can be written neither to the cache nor
+            to a temporary folder; the message says why.
 
     Example:
         >>> plan = cached_plan(bundled_model_path("camvid"))  # doctest: +SKIP
@@ -295,7 +338,7 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
         # each the size of a plan: on a Jetson's eMMC they would pile up.
         for stale in folder.glob(f".{key.stem}.plan*.tmp"):
             stale.unlink(missing_ok=True)
-        from .plan_build import build_engine
+        from .plan_build import build_plan, save_timing_cache
 
         if progress:
             _announce(f"building a TensorRT engine for {key.describe()} ({problem}); the first run on a Jetson "
@@ -304,15 +347,13 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
                                working_size=key.working_size,
                                dla_core=dla_core, progress=progress,
                                timing_cache=folder / _timing_cache_name(key))
+        built = build_plan(onnx_path, options, device_index)
         try:
-            build_engine(onnx_path, plan, options, device_index)
+            write_plan(plan, built.plan, built.metadata)
         except OSError as exc:
-            if exc.filename is None or Path(exc.filename).parent != folder:
-                raise
-            # The disk filled up (or the folder changed hands) while the plan was written: the build is lost.
-            raise ValueError(f"the TensorRT engine was built but could not be written to {folder} "
-                             f"({exc.strerror or exc}); free space there or set {ENGINE_CACHE_ENV} to another "
-                             "folder") from exc
+            # The disk filled up (or the folder changed hands) while the plan was written.
+            return _write_outside_cache(built, key.stem, folder, exc)
+        save_timing_cache(options.timing_cache, built.timing_cache)
         if progress:
             _announce(f"cached {plan}")
     return plan
@@ -382,7 +423,7 @@ def open_cached_engine(onnx_path: str | Path, precision: str = "auto", device: s
             discard_entry(plan, refused)
         except OSError as exc:
             # A read-only cache (a prebuilt engine on a read-only root file system, then a JetPack upgrade).
-            cache_dir = Path(tempfile.mkdtemp(prefix="unetrt-engines-"))
+            cache_dir = _private_folder(_private_folder_parents()[0])
             _announce(f"cannot remove the unusable engine from {plan.parent} ({exc.strerror or exc}); this run "
                       f"builds into {cache_dir}, and every start will build again: set {ENGINE_CACHE_ENV} to a "
                       "writable folder")

@@ -166,6 +166,31 @@ def test_an_unwritable_cache_still_ends_on_tensorrt(first_run: Path, monkeypatch
     assert "cannot write the engine cache" in err and "UNETRT_ENGINE_CACHE" in err
 
 
+def test_a_disk_that_fills_up_during_the_first_build_still_ends_on_tensorrt(
+        first_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Jetson's SD card full by the time the engine is written: the run uses the engine it built (minutes),
+    not ONNX Runtime on the CPU, and says why the next start builds again."""
+    import errno
+
+    from unetrt import plan_build
+
+    write = plan_build.replace_file
+
+    def full_disk(path: Path, data: bytes) -> None:
+        if path.is_relative_to(first_run):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write(path, data)
+
+    monkeypatch.setattr(plan_build, "replace_file", full_disk)
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+        assert not Path(segmenter.backend.path).is_relative_to(first_run)  # type: ignore[attr-defined]
+        assert segmenter.segment(np.zeros((360, 480, 3), np.uint8)).mask.shape == (360, 480)
+    assert builds() == 1
+    err = capsys.readouterr().err
+    assert "built but cannot be cached" in err and "free space there" in err and "ONNX Runtime" not in err
+
+
 def test_a_refused_entry_in_a_read_only_cache_is_rebuilt_elsewhere(first_run: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """A prebuilt engine on a read-only file system that TensorRT refuses after an upgrade: the run still ends on

@@ -87,7 +87,7 @@ def test_metadata_is_in_place_before_the_plan(fake_trt: FakeGpu, tiny_model_file
         real_replace(source, target)
 
     monkeypatch.setattr(os, "replace", crash_on_plan)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ValueError, match=r"could not be written to .*tiny.plan \(disk full\)"):
         build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True, progress=False))
     assert metadata_path(plan).is_file() and not plan.exists()
     assert [p.name for p in tmp_path.iterdir()] == [metadata_path(plan).name], "no temporary file is left"
@@ -231,6 +231,24 @@ def test_unet_build_stops_on_sigterm_with_143_and_no_plan(fake_trt: FakeGpu, tin
     assert capsys.readouterr().err.strip().splitlines()[-1] == "terminated"
     assert Builder.cancelled == 1 and list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_unet_build_on_a_full_disk_is_one_line_and_exit_2(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                          tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from unetrt import plan_build
+
+    def full_disk(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(plan_build, "replace_file", full_disk)
+    plan = tmp_path / "tiny.plan"
+    assert main([str(tiny_model_files["onnx"]), "-o", str(plan), "--precision", "fp16", "--no-progress"]) == 2
+    assert capsys.readouterr().err == (f"error: the TensorRT engine was built but could not be written to {plan} "
+                                       "(No space left on device); free space there or write it elsewhere\n")
+    assert not plan.exists()
 
 
 def test_fp16_graph_builds_strongly_typed_with_its_own_input_type(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -95,23 +98,87 @@ def test_an_unwritable_cache_builds_into_a_temporary_folder(fake_trt: FakeGpu, t
     assert cached_plan(tiny_model_files["onnx"], cache_dir=cache) != plan and builds() == 2
 
 
-def test_a_disk_that_fills_up_during_the_write_says_so(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
-                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _full_disk_under(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes of plans into ``folder`` fail as on a full disk; elsewhere they go through."""
     import errno
 
     from unetrt import plan_build
 
-    def full_disk(path: Path, data: bytes) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    write = plan_build.replace_file
 
-    with monkeypatch.context() as patch, \
-            pytest.raises(ValueError, match=r"built but could not be written to .*No space left on device.*"
-                                            r"free space there or set UNETRT_ENGINE_CACHE"):
-        patch.setattr(plan_build, "replace_file", full_disk)
-        cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
-    # Nothing usable was left behind: the next run builds.
+    def full_disk(path: Path, data: bytes) -> None:
+        if path.is_relative_to(folder):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write(path, data)
+
+    monkeypatch.setattr(plan_build, "replace_file", full_disk)
+
+
+def test_a_disk_that_fills_up_during_the_write_keeps_the_build_for_this_run(
+        fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Minutes of building on a Jetson whose SD card filled up are not thrown away: the plan goes to a folder of
+    the process's own, in shared memory (the temporary folder is usually on the full disk), removed at exit."""
+    from unetrt import plan_cache
+
+    removed_at_exit: list[Path] = []
+    monkeypatch.setattr(plan_cache, "atexit", SimpleNamespace(
+        register=lambda remove, folder, **kwargs: removed_at_exit.append(folder)))
+    with monkeypatch.context() as patch:
+        _full_disk_under(tmp_path, patch)
+        plan = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
+    try:
+        assert plan.is_file() and not plan.is_relative_to(tmp_path) and builds() == 1
+        assert removed_at_exit == [plan.parent]
+        if Path("/dev/shm").is_dir():
+            assert plan.parent.parent == Path("/dev/shm")
+        assert read_plan_metadata(plan).plan_sha256 == hashlib.sha256(plan.read_bytes()).hexdigest()
+        err = capsys.readouterr().err
+        assert (f"the TensorRT engine was built but cannot be cached in {tmp_path} (No space left on device); this "
+                f"run loads it from {plan.parent} and the next start builds it again: free space there or set "
+                "UNETRT_ENGINE_CACHE to another folder") in err
+        with pytest.raises(PlanNotCachedError):  # nothing usable was left in the cache: the next run builds
+            cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path, build=False)
+    finally:
+        shutil.rmtree(plan.parent)
+
+
+def test_a_disk_full_everywhere_says_so(fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from unetrt import plan_cache
+
+    monkeypatch.setattr(plan_cache, "_private_folder_parents", lambda: [tmp_path / "tmp"])
+    (tmp_path / "tmp").mkdir()
+    _full_disk_under(tmp_path, monkeypatch)
+    with pytest.raises(ValueError, match=r"built but could not be written to .*No space left on device.*nor to a "
+                                         r"temporary folder; free space there or set UNETRT_ENGINE_CACHE"):
+        cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path / "cache")
     with pytest.raises(PlanNotCachedError):
-        cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path, build=False)
+        cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path / "cache", build=False)
+
+
+def test_a_timing_cache_that_cannot_be_saved_keeps_the_cached_plan(
+        fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+
+    from unetrt import plan_build
+
+    write = plan_build.replace_file
+
+    def no_room_for_the_timing_cache(path: Path, data: bytes) -> None:
+        if path.suffix != ".plan":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write(path, data)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(plan_build, "replace_file", no_room_for_the_timing_cache)
+        plan = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
+    assert plan.parent == tmp_path
+    assert cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path, build=False) == plan
+    err = capsys.readouterr().err
+    assert "cannot save the TensorRT timing cache" in err and "the next build times its layers again" in err
+    assert f"cached {plan}" in err
 
 
 def _truncate(plan: Path) -> None:
