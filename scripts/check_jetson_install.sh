@@ -4,6 +4,7 @@
 # stands in for JetPack's. Steps: scripts/setup_jetson.sh --cpu-only (its part that needs no GPU: the venv from
 # the system Python with --system-site-packages, onnx and NumPy 1.x, unetrt without CUDA kernels, and the doctor's
 # report of what a stream runs), then:
+#   - a second run skips the install (nothing changed);
 #   - the report names the backend and device a stream uses;
 #   - cv2 is still the system one and still reports GStreamer: YES;
 #   - unet-stream sample out.mp4 works;
@@ -25,6 +26,11 @@ cat "$out/setup.log"
 grep -q "^unet-stream --model camvid runs on: onnxruntime .* cpu$" "$out/setup.log" \
   || { echo "error: the setup did not end with the backend and device a stream uses" >&2; exit 1; }
 "$venv/bin/python" -c "import onnx" || { echo "error: the setup did not install onnx (engine builds need it)" >&2; exit 1; }
+# A re-run with nothing changed (scripts/demo.sh on a Jetson runs the setup each time) skips pip and the build.
+VENV="$venv" bash scripts/setup_jetson.sh --cpu-only >"$out/setup-again.log" 2>&1 \
+  || { tail -n 30 "$out/setup-again.log" >&2; echo "error: the second scripts/setup_jetson.sh --cpu-only failed" >&2; exit 1; }
+grep -q "^setup_jetson: $venv is up to date$" "$out/setup-again.log" && ! grep -q "^setup_jetson: unetrt" "$out/setup-again.log" \
+  || { cat "$out/setup-again.log" >&2; echo "error: the second setup did not skip the install" >&2; exit 1; }
 # --- checks ---
 "$venv/bin/python" - <<'PY'
 import importlib.metadata as metadata

@@ -54,48 +54,61 @@ fi
 "$python" -c 'import cv2' 2>/dev/null \
   || fail "the system OpenCV is missing: sudo apt install nvidia-opencv (JetPack's OpenCV, built with GStreamer)"
 
-# --- the venv: system site packages (tensorrt, cv2, numpy 1.x) stay visible ------------------------------
-say "venv in $venv (with the system's TensorRT and OpenCV)"
-if [ -x "$venv/bin/python" ]; then
-  # A venv made by setup_venv.sh or demo.sh sees neither JetPack's TensorRT nor its OpenCV.
-  grep -qs '^include-system-site-packages *= *true' "$venv/pyvenv.cfg" \
-    || fail "$venv exists but was not made with --system-site-packages (scripts/setup_venv.sh or demo.sh made it?), so it cannot see JetPack's TensorRT and OpenCV: remove it (rm -rf $venv) or set VENV=another-folder"
-  "$venv/bin/python" -m pip --version >/dev/null 2>&1 \
-    || fail "$venv has no pip (python3-venv was missing when it was made?): remove it (rm -rf $venv) and rerun"
-else
-  "$python" -m venv --system-site-packages "$venv" >>"$log" 2>&1 \
-    || { rm -rf "$venv"; fail "could not make the venv $venv: sudo apt install python3-venv, then rerun"; }
-fi
-pip=("$venv/bin/python" -m pip install -q)
-constraints=build/setup_jetson.constraints
-printf 'numpy<2\nopencv-python<0\nopencv-python-headless<0\nopencv-contrib-python<0\n' >"$constraints"
-"${pip[@]}" --upgrade pip "setuptools>=64" wheel pybind11 >>"$log" 2>&1 \
-  || { tail -n 20 "$log" >&2; fail "pip could not install its build tools in $venv (no network?); see $log"; }
-# onnx reads the model to build its engine; no onnxconverter-common: TensorRT 10 builds FP16 by flag.
-"${pip[@]}" -c "$constraints" "numpy<2" "onnx>=1.16" >>"$log" 2>&1 \
-  || { tail -n 20 "$log" >&2; fail "pip could not install onnx; see $log"; }
+# A re-run with nothing changed (demo.sh runs this script every time) skips pip and the CUDA build: the inputs'
+# hash is kept in the venv.
+stamp="$venv/unetrt-jetson-setup.stamp"
+state=$( {
+  echo "python=$("$python" -V 2>&1) cpu_only=$cpu_only tensorrt=${trt_version:-none} archs=${UNETRT_CUDA_ARCHS:-87}"
+  cat setup.py pyproject.toml scripts/setup_jetson.sh
+  find engine export benchmarks -name '*.py' -o -name py.typed -o -path '*/models/*' -o -path '*/samples/*' | sort
+  cat cpp_ext/*
+} | sha256sum | cut -d' ' -f1)
+# What the install made must still be there (a later 'pip install -e .' without UNETRT_CUDA drops the kernels).
+installed="import onnx; from unetrt import _tiling$([ "$cpu_only" -eq 1 ] || echo '; import pycuda.driver; assert _tiling.cuda_built')"
 
-# --- pycuda: present, or built against JetPack's CUDA -----------------------------------------------------
-if [ "$cpu_only" -eq 0 ]; then
-  if "$venv/bin/python" -c 'import pycuda.driver' 2>/dev/null; then
-    say "pycuda: found"
+install_into_venv() {
+  # --- the venv: system site packages (tensorrt, cv2, numpy 1.x) stay visible ------------------------------
+  say "venv in $venv (with the system's TensorRT and OpenCV)"
+  if [ -x "$venv/bin/python" ]; then
+    # A venv made by setup_venv.sh (test.sh runs it) sees neither JetPack's TensorRT nor its OpenCV.
+    grep -qs '^include-system-site-packages *= *true' "$venv/pyvenv.cfg" \
+      || fail "$venv exists but was not made with --system-site-packages (scripts/setup_venv.sh or scripts/test.sh made it?), so it cannot see JetPack's TensorRT and OpenCV: remove it (rm -rf $venv) or set VENV=another-folder"
+    "$venv/bin/python" -m pip --version >/dev/null 2>&1 \
+      || fail "$venv has no pip (python3-venv was missing when it was made?): remove it (rm -rf $venv) and rerun"
   else
-    say "pycuda: building against $CUDA_HOME (a few minutes)"
-    CUDA_ROOT="$CUDA_HOME" "${pip[@]}" -c "$constraints" "pycuda>=2024.1" >>"$log" 2>&1 \
-      || { tail -n 20 "$log" >&2; fail "pycuda did not build; see $log (it needs python3-dev and nvcc)"; }
+    "$python" -m venv --system-site-packages "$venv" >>"$log" 2>&1 \
+      || { rm -rf "$venv"; fail "could not make the venv $venv: sudo apt install python3-venv, then rerun"; }
   fi
-fi
+  pip=("$venv/bin/python" -m pip install -q)
+  constraints=build/setup_jetson.constraints
+  printf 'numpy<2\nopencv-python<0\nopencv-python-headless<0\nopencv-contrib-python<0\n' >"$constraints"
+  "${pip[@]}" --upgrade pip "setuptools>=64" wheel pybind11 >>"$log" 2>&1 \
+    || { tail -n 20 "$log" >&2; fail "pip could not install its build tools in $venv (no network?); see $log"; }
+  # onnx reads the model to build its engine; no onnxconverter-common: TensorRT 10 builds FP16 by flag.
+  "${pip[@]}" -c "$constraints" "numpy<2" "onnx>=1.16" >>"$log" 2>&1 \
+    || { tail -n 20 "$log" >&2; fail "pip could not install onnx; see $log"; }
 
-# --- unetrt with its CUDA kernels (Orin: sm_87) ------------------------------------------------------------
-if [ "$cpu_only" -eq 1 ]; then
-  cuda=0
-else
-  cuda=1
-fi
-say "unetrt (UNETRT_CUDA=$cuda)"
-UNETRT_CUDA=$cuda UNETRT_CUDA_ARCHS=${UNETRT_CUDA_ARCHS:-87} "${pip[@]}" -c "$constraints" --no-build-isolation \
-  -e . >>"$log" 2>&1 || { tail -n 30 "$log" >&2; fail "pip install of unetrt failed; see $log"; }
-"$venv/bin/python" - <<'PY' || exit 1
+  # --- pycuda: present, or built against JetPack's CUDA -----------------------------------------------------
+  if [ "$cpu_only" -eq 0 ]; then
+    if "$venv/bin/python" -c 'import pycuda.driver' 2>/dev/null; then
+      say "pycuda: found"
+    else
+      say "pycuda: building against $CUDA_HOME (a few minutes)"
+      CUDA_ROOT="$CUDA_HOME" "${pip[@]}" -c "$constraints" "pycuda>=2024.1" >>"$log" 2>&1 \
+        || { tail -n 20 "$log" >&2; fail "pycuda did not build; see $log (it needs python3-dev and nvcc)"; }
+    fi
+  fi
+
+  # --- unetrt with its CUDA kernels (Orin: sm_87) ------------------------------------------------------------
+  if [ "$cpu_only" -eq 1 ]; then
+    cuda=0
+  else
+    cuda=1
+  fi
+  say "unetrt (UNETRT_CUDA=$cuda)"
+  UNETRT_CUDA=$cuda UNETRT_CUDA_ARCHS=${UNETRT_CUDA_ARCHS:-87} "${pip[@]}" -c "$constraints" --no-build-isolation \
+    -e . >>"$log" 2>&1 || { tail -n 30 "$log" >&2; fail "pip install of unetrt failed; see $log"; }
+  "$venv/bin/python" - <<'PY' || exit 1
 import importlib.metadata as metadata
 import sys
 
@@ -107,6 +120,16 @@ if wheels:
 if int(numpy.__version__.split(".")[0]) >= 2:
     sys.exit(f"error: NumPy {numpy.__version__} in this venv: JetPack's cv2 and TensorRT need 1.x: pip install 'numpy<2'")
 PY
+
+}
+
+if grep -qsx "state=$state" "$stamp" && "$venv/bin/python" -c "$installed" 2>/dev/null; then
+  say "$venv is up to date"
+else
+  rm -f "$stamp"
+  install_into_venv
+  echo "state=$state" >"$stamp"
+fi
 
 # --- what a stream will use (and, on a GPU, its TensorRT engine built and cached now) -----------------------
 if [ "$build_engine" -eq 1 ]; then

@@ -48,13 +48,17 @@ def checkout(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _run(checkout: Path, *command: str) -> list[str]:
-    """Run a script; its output lines with the stand-in pip's calls among them."""
+def _run(checkout: Path, *command: str, jetson: bool = False) -> list[str]:
+    """Run a script (on a Jetson, or not, whatever this machine is); its output lines with the stand-in pip's
+    calls among them."""
     log = checkout / "out.log"
     log.write_text("")
+    release = checkout / "nv_tegra_release"
+    if jetson:
+        release.write_text("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64\n")
     with log.open("a") as out:
         done = subprocess.run(["bash", *command], cwd=checkout, stdout=out, stderr=subprocess.PIPE, text=True,
-                              timeout=60, env={**os.environ, "PYTHONPATH": ""})
+                              timeout=60, env={**os.environ, "PYTHONPATH": "", "UNETRT_TEGRA_RELEASE": str(release)})
     assert done.returncode == 0, done.stderr
     return log.read_text().splitlines()
 
@@ -84,4 +88,18 @@ def test_demo_says_what_it_sets_up_and_then_what_it_runs(checkout: Path) -> None
     setup = [index for index, line in enumerate(lines) if line.startswith("[setup ")]
     assert len(demo) == 2 and demo[0] < setup[0] and setup[-1] < demo[1], lines
     assert "segmenting the bundled CamVid clip" in lines[demo[1]]
+    assert lines[-1] == "unet-stream sample out/camvid_annotated.mp4 --model camvid --overwrite"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_demo_on_a_jetson_sets_up_with_jetpacks_tensorrt(checkout: Path) -> None:
+    """On a Jetson the fastest path is TensorRT: the venv must see JetPack's TensorRT (setup_jetson.sh), and the
+    stream builds the engine on its first run."""
+    stand_in = checkout / "scripts" / "setup_jetson.sh"
+    stand_in.write_text('echo "setup_jetson $*"\n')
+    lines = _run(checkout, "scripts/demo.sh", jetson=True)
+    assert lines[0].startswith("[demo 1/2] a Jetson: setting up .venv with JetPack's TensorRT and OpenCV"), lines
+    assert lines[1] == "setup_jetson --no-engine"
+    assert not any(line.startswith(("[setup ", "PIP ")) for line in lines), lines
+    assert lines[2].startswith("[demo 2/2] segmenting") and "builds its TensorRT engine" in lines[2]
     assert lines[-1] == "unet-stream sample out/camvid_annotated.mp4 --model camvid --overwrite"
