@@ -373,6 +373,10 @@ class VideoCaptureSource:
             return "; check the device exists (ls /dev/video*) and is not in use by another program"
         if self.spec.kind == "video":
             return "; the file may be damaged or use a codec this OpenCV build cannot decode"
+        if self.spec.kind == "csi":
+            # Argus serves every CSI camera through one daemon, which a crashed client can leave holding a sensor.
+            return (f"; check that a camera is connected as sensor {self.spec.location}, that no other program uses "
+                    "it, and restart the camera daemon: sudo systemctl restart nvargus-daemon")
         return ""
 
     def read(self) -> np.ndarray | None:

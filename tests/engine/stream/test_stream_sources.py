@@ -116,6 +116,27 @@ def test_csi_needs_gstreamer() -> None:
         VideoCaptureSource(SourceSpec("csi", "0", live=True))
 
 
+def test_a_csi_camera_that_does_not_open_says_what_to_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unetrt.stream import sources
+
+    monkeypatch.setattr(sources, "opencv_has_gstreamer", lambda: True)
+    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda *args: FakeClosedCapture())
+    with pytest.raises(SourceError, match=r"cannot open csi 'csi://1'; check that a camera is connected as sensor 1, "
+                                          r"that no other program uses it, and restart the camera daemon: "
+                                          r"sudo systemctl restart nvargus-daemon"):
+        VideoCaptureSource(SourceSpec("csi", "1", live=True)).open()
+
+
+class FakeClosedCapture:
+    """A cv2.VideoCapture that did not open, as OpenCV returns when GStreamer's pipeline fails to start."""
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return False
+
+    def release(self) -> None:
+        pass
+
+
 def test_missing_camera_is_a_source_error() -> None:
     with pytest.raises(SourceError, match="cannot open camera"):
         open_source("/dev/video99").open()
