@@ -30,6 +30,7 @@ class FrozenCapture:
         self.left = frames
         self.thaw = threading.Event()
         self.released = threading.Event()
+        self.blocked = threading.Event()  # a read is waiting for the thaw
 
     def isOpened(self) -> bool:  # noqa: N802  (OpenCV's name)
         return True
@@ -41,6 +42,7 @@ class FrozenCapture:
         if self.left > 0:
             self.left -= 1
             return True, np.full((48, 64, 3), 200, np.uint8)
+        self.blocked.set()
         self.thaw.wait()
         return False, None
 
@@ -169,7 +171,7 @@ def test_a_read_that_outlives_the_wait_on_release_counts_as_hung() -> None:
     capture = FrozenCapture(frames=0)
     reader = TimedReader(capture)  # type: ignore[arg-type]
     thread, outcome = _run_in_thread(lambda: reader.read(HANG_S))
-    time.sleep(0.1)  # the reader thread is now inside the capture's read
+    assert capture.blocked.wait(HANG_S)  # the reader thread is now inside the capture's read
     try:
         reader.release(wait=0.1)
         assert reads_still_hung()  # unet-stream leaves with os._exit instead of crashing at shutdown

@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -52,14 +53,23 @@ def test_generator_with_bad_items_counts_them() -> None:
     assert summary["processed"] == 2 and summary["corrupt"] == 2
 
 
-def test_slow_camera_loses_nothing() -> None:
-    # Camera at 25 Hz, inference 2 ms: every frame is processed as it arrives.
-    with Stream(lambda: camera(30, 25.0), FakeSegmenter(0.002), live=True) as stream:
+def test_a_camera_slower_than_inference_loses_nothing() -> None:
+    # Each frame comes only once the previous one went through the network: inference always keeps up, whatever
+    # the load on the machine (a camera paced on the clock catches up in bursts when its thread is starved).
+    segmenter = FakeSegmenter()
+
+    def camera_behind_inference() -> Iterator[np.ndarray]:
+        for index in range(30):
+            deadline = time.monotonic() + 60
+            while segmenter.calls < index:
+                assert time.monotonic() < deadline, f"frame {index - 1} never reached the network"
+                time.sleep(0.001)
+            yield frame_with_index(index)
+
+    with Stream(camera_behind_inference, segmenter, live=True) as stream:
         indices = [r.index for r in stream]
-    summary = stream.summary()
     assert indices == list(range(30))
-    assert summary["dropped"] == 0
-    assert summary["latency_ms"]["p50"] < 20
+    assert stream.summary()["dropped"] == 0
 
 
 def test_fast_camera_drops_stale_frames_and_bounds_latency() -> None:

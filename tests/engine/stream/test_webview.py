@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -71,9 +72,10 @@ class Viewer(threading.Thread):
 
 
 def _wait_for_viewers(sink: HttpViewSink, count: int) -> None:
-    deadline = threading.Event()
-    while sink.viewers < count and not deadline.wait(0.01):
-        pass
+    end = time.monotonic() + HANG_S
+    while sink.viewers < count:
+        assert time.monotonic() < end, f"{sink.viewers} of {count} viewers connected in {HANG_S:g} s"
+        time.sleep(0.01)
 
 
 def test_several_viewers_get_the_frames(sink: HttpViewSink) -> None:
