@@ -14,20 +14,22 @@ cd "$(dirname "$0")/.."
 if ! dpkg -s python3-opencv python3-venv python3-dev >/dev/null 2>&1; then
   apt-get install -y -q python3-opencv python3-venv python3-dev >/dev/null
 fi
-venv=build/jetson-venv
+venv=$PWD/build/jetson-venv
 out=build/jetson-check
+src=build/jetson-src
 rm -rf "$venv" "$out"
 mkdir -p "$out"
+bash scripts/copy_checkout.sh "$src"  # the install builds unetrt._tiling in place, without CUDA kernels
 # --- scripts/setup_jetson.sh, the part that needs no GPU (on a Jetson it also builds pycuda, the CUDA kernels
 # and the TensorRT engine) ---
-VENV="$venv" bash scripts/setup_jetson.sh --cpu-only >"$out/setup.log" 2>&1 \
+VENV="$venv" bash "$src/scripts/setup_jetson.sh" --cpu-only >"$out/setup.log" 2>&1 \
   || { tail -n 30 "$out/setup.log" >&2; echo "error: scripts/setup_jetson.sh --cpu-only failed" >&2; exit 1; }
 cat "$out/setup.log"
 grep -q "^unet-stream --model camvid runs on: onnxruntime .* cpu$" "$out/setup.log" \
   || { echo "error: the setup did not end with the backend and device a stream uses" >&2; exit 1; }
 "$venv/bin/python" -c "import onnx" || { echo "error: the setup did not install onnx (engine builds need it)" >&2; exit 1; }
 # A re-run with nothing changed (scripts/demo.sh on a Jetson runs the setup each time) skips pip and the build.
-VENV="$venv" bash scripts/setup_jetson.sh --cpu-only >"$out/setup-again.log" 2>&1 \
+VENV="$venv" bash "$src/scripts/setup_jetson.sh" --cpu-only >"$out/setup-again.log" 2>&1 \
   || { tail -n 30 "$out/setup-again.log" >&2; echo "error: the second scripts/setup_jetson.sh --cpu-only failed" >&2; exit 1; }
 grep -q "^setup_jetson: $venv is up to date$" "$out/setup-again.log" && ! grep -q "^setup_jetson: unetrt" "$out/setup-again.log" \
   || { cat "$out/setup-again.log" >&2; echo "error: the second setup did not skip the install" >&2; exit 1; }

@@ -2,11 +2,13 @@
 # Install the runtime alone (no torch, no extras) in a fresh venv and segment a frame with the bundled model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=build/runtime-venv
+venv=$PWD/build/runtime-venv
+src=build/runtime-src
 rm -rf "$venv"
+bash scripts/copy_checkout.sh "$src"  # the install builds unetrt._tiling in place, without CUDA kernels
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip "setuptools>=64" wheel pybind11
-UNETRT_CUDA=0 "$venv/bin/python" -m pip install -q --no-build-isolation -e ".[opencv]"
+(cd "$src" && UNETRT_CUDA=0 "$venv/bin/python" -m pip install -q --no-build-isolation -e ".[opencv]")
 "$venv/bin/python" - <<'PY'
 import importlib.util
 import numpy as np
