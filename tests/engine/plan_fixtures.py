@@ -3,10 +3,12 @@ and first-run tests."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
 import types
+from pathlib import Path
 
 import pytest
 from fakes.cuda import FakeGpu, install_fake_gpu
@@ -80,3 +82,17 @@ def signal_during_build(monkeypatch: pytest.MonkeyPatch, signum: int, at_step: i
     monkeypatch.setattr(Builder, "steps", steps)
     monkeypatch.setattr(Builder, "on_step", on_step)
     return reached
+
+
+def full_disk_under(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plans (and timing caches) written into ``folder`` fail as on a full disk; elsewhere they are written."""
+    from unetrt import plan_build
+
+    write = plan_build.replace_file
+
+    def full_disk(path: Path, data: bytes) -> None:
+        if path.is_relative_to(folder):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write(path, data)
+
+    monkeypatch.setattr(plan_build, "replace_file", full_disk)

@@ -20,7 +20,7 @@ from fakes.cuda import FakeGpu
 from fakes.tensorrt import FakeEngine
 from fakes.tensorrt_builder import Builder
 from fakes.trt_plan import deserialize, serialize
-from plan_fixtures import builds, install_fake_tensorrt_gpu, route_cuda_kernels_to, signal_during_build
+from plan_fixtures import builds, full_disk_under, install_fake_tensorrt_gpu, route_cuda_kernels_to, signal_during_build
 
 from unetrt.bundled import MODELS_DIR
 from unetrt.plan_metadata import read_plan_metadata, write_plan_metadata
@@ -170,18 +170,7 @@ def test_a_disk_that_fills_up_during_the_first_build_still_ends_on_tensorrt(
         first_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A Jetson's SD card full by the time the engine is written: the run uses the engine it built (minutes),
     not ONNX Runtime on the CPU, and says why the next start builds again."""
-    import errno
-
-    from unetrt import plan_build
-
-    write = plan_build.replace_file
-
-    def full_disk(path: Path, data: bytes) -> None:
-        if path.is_relative_to(first_run):
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        write(path, data)
-
-    monkeypatch.setattr(plan_build, "replace_file", full_disk)
+    full_disk_under(first_run, monkeypatch)
     with Segmenter("camvid", warm_up=False) as segmenter:
         assert segmenter.backend.name == "tensorrt"
         assert not Path(segmenter.backend.path).is_relative_to(first_run)  # type: ignore[attr-defined]

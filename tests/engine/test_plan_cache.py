@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from fakes.cuda import FakeGpu
 from fakes.tensorrt_builder import Builder
-from plan_fixtures import builds, install_fake_tensorrt_gpu
+from plan_fixtures import builds, full_disk_under, install_fake_tensorrt_gpu
 
 from unetrt.plan_cache import (
     ENGINE_CACHE_ENV,
@@ -98,22 +98,6 @@ def test_an_unwritable_cache_builds_into_a_temporary_folder(fake_trt: FakeGpu, t
     assert cached_plan(tiny_model_files["onnx"], cache_dir=cache) != plan and builds() == 2
 
 
-def _full_disk_under(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Writes of plans into ``folder`` fail as on a full disk; elsewhere they go through."""
-    import errno
-
-    from unetrt import plan_build
-
-    write = plan_build.replace_file
-
-    def full_disk(path: Path, data: bytes) -> None:
-        if path.is_relative_to(folder):
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        write(path, data)
-
-    monkeypatch.setattr(plan_build, "replace_file", full_disk)
-
-
 def test_a_disk_that_fills_up_during_the_write_keeps_the_build_for_this_run(
         fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,7 +109,7 @@ def test_a_disk_that_fills_up_during_the_write_keeps_the_build_for_this_run(
     monkeypatch.setattr(plan_cache, "atexit", SimpleNamespace(
         register=lambda remove, folder, **kwargs: removed_at_exit.append(folder)))
     with monkeypatch.context() as patch:
-        _full_disk_under(tmp_path, patch)
+        full_disk_under(tmp_path, patch)
         plan = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
     try:
         assert plan.is_file() and not plan.is_relative_to(tmp_path) and builds() == 1
@@ -149,7 +133,7 @@ def test_a_disk_full_everywhere_says_so(fake_trt: FakeGpu, tiny_model_files: dic
 
     monkeypatch.setattr(plan_cache, "_private_folder_parents", lambda: [tmp_path / "tmp"])
     (tmp_path / "tmp").mkdir()
-    _full_disk_under(tmp_path, monkeypatch)
+    full_disk_under(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match=r"built but could not be written to .*No space left on device.*nor to a "
                                          r"temporary folder; free space there or set UNETRT_ENGINE_CACHE"):
         cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path / "cache")
