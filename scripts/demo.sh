@@ -2,7 +2,8 @@
 # The main job: the bundled camvid model segments the bundled clip as a camera stream, on the fastest path
 # present, writing an annotated video and printing the summary. On a Jetson that is TensorRT: the venv comes
 # from scripts/setup_jetson.sh (JetPack's TensorRT and OpenCV, pycuda, the CUDA kernels) and the first stream
-# builds the engine and caches it. Elsewhere it is OpenVINO INT8 on the CPU (the openvino extra).
+# builds the engine and caches it. Elsewhere, a system-wide TensorRT (an NGC container) stays visible to the venv,
+# where the stream uses it with pycuda and a GPU; else it is OpenVINO INT8 on the CPU (the openvino extra).
 # UNETRT_TEGRA_RELEASE: the file that marks a Jetson (default /etc/nv_tegra_release; the tests point it elsewhere).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,13 @@ if [ -f "${UNETRT_TEGRA_RELEASE:-/etc/nv_tegra_release}" ]; then
   bash scripts/setup_jetson.sh --no-engine
   engine=" (the first run builds its TensorRT engine: minutes, then cached)"
 else
-  echo "[demo 1/2] setting up .venv (the first run installs packages for several minutes; later runs skip it)"
+  if [ ! -e .venv ] && python3 -c 'import tensorrt' 2>/dev/null; then
+    echo "[demo 1/2] setting up .venv that sees this machine's TensorRT (the first run installs packages for" \
+         "several minutes; later runs skip it)"
+    python3 -m venv --system-site-packages .venv
+  else
+    echo "[demo 1/2] setting up .venv (the first run installs packages for several minutes; later runs skip it)"
+  fi
   scripts/setup_venv.sh export,openvino
   engine=""
 fi

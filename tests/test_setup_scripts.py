@@ -103,3 +103,34 @@ def test_demo_on_a_jetson_sets_up_with_jetpacks_tensorrt(checkout: Path) -> None
     assert not any(line.startswith(("[setup ", "PIP ")) for line in lines), lines
     assert lines[2].startswith("[demo 2/2] segmenting") and "builds its TensorRT engine" in lines[2]
     assert lines[-1] == "unet-stream sample out/camvid_annotated.mp4 --model camvid --overwrite"
+
+
+# The system's python3 of a machine with TensorRT installed system-wide (an NGC container): it imports tensorrt, and
+# 'python3 -m venv' records its options and makes the stand-in .venv.
+FAKE_SYSTEM_PYTHON = """#!/usr/bin/env bash
+here="$(pwd)"
+case "$1" in
+  -V) echo "Python 3.11.0" ;;
+  -c) exit 0 ;;
+  -m) echo "VENV ${*:3}" >> "$here/out.log"; mkdir -p "$here/.venv/bin"
+      cp "$here/stand-ins/python" "$here/stand-ins/unet-stream" "$here/.venv/bin/" ;;
+esac
+"""
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_demo_keeps_a_system_tensorrt_visible(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the system's Python has TensorRT (an NGC container), a venv made without its site packages would hide
+    it and the stream would run on the CPU."""
+    (checkout / ".venv" / "bin").rename(checkout / "stand-ins")  # no .venv yet: the demo makes it
+    (checkout / ".venv").rmdir()
+    system = checkout / "system-bin"
+    system.mkdir()
+    (system / "python3").write_text(FAKE_SYSTEM_PYTHON)
+    (system / "python3").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{system}{os.pathsep}{os.environ['PATH']}")
+    lines = _run(checkout, "scripts/demo.sh")
+    assert lines[0].startswith("[demo 1/2] setting up .venv that sees this machine's TensorRT"), lines
+    assert lines[1] == "VENV --system-site-packages .venv"
+    assert lines[2].startswith("[setup 1/5] checking the existing .venv")
+    assert lines[-1] == "unet-stream sample out/camvid_annotated.mp4 --model camvid --overwrite"
