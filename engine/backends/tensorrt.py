@@ -51,7 +51,7 @@ from ..plan_metadata import (
     format_shape,
     read_plan_metadata,
 )
-from .base import check_batch, check_precision
+from .base import check_batch, check_precision, network_output_shape
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -276,6 +276,7 @@ class TensorRTBackend:
         self.device = f"cuda:{index} ({gpu.name})"
         self.cuda_graph = cuda_graph
         self._lock = threading.Lock()
+        self._session_thread: threading.Thread | None = None  # the thread inside device_session, if any
         self._closed = False
         self._cuda_context = PrimaryContext(index)
         self._graphs = GraphCache(lambda enqueue: DriverGraph.capture(self._stream.handle, enqueue),
@@ -342,6 +343,12 @@ class TensorRTBackend:
         except ValueError as exc:
             raise ValueError(f"the engine rejects its own largest profile shape {format_shape(self.profile.max)}") \
                 from exc
+        if max_out != network_output_shape(self.info, self.profile.max):
+            # output_shape answers from the model's description, not the engine: they must agree.
+            raise ValueError(f"{str(self.path)!r} returns logits of shape {format_shape(max_out)} for input "
+                             f"{format_shape(self.profile.max)}, where its model description says "
+                             f"{format_shape(network_output_shape(self.info, self.profile.max))}; rebuild the plan "
+                             "from the model's ONNX file with unet-build")
         in_size = int(np.prod(self.profile.max))
         out_size = int(np.prod(max_out))
         try:
@@ -480,7 +487,11 @@ class TensorRTBackend:
         with self._lock:
             self._check_open()
             with self._cuda_context.active():
-                yield int(self._stream.handle)
+                self._session_thread = threading.current_thread()
+                try:
+                    yield int(self._stream.handle)
+                finally:
+                    self._session_thread = None
 
     def _device(self) -> _Execution:
         if self._device_execution is None:
@@ -489,12 +500,16 @@ class TensorRTBackend:
         return self._device_execution
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        """The logits' shape for an input shape (inside :meth:`device_session`).
+        """The logits' shape for an input shape, from any thread: computed, so that it never changes the shape of
+        the execution context the frame path's CUDA graphs were captured with (a graph replayed after a shape
+        change computes from stale state).
 
         Raises:
             ValueError: on a shape outside the engine's profile.
         """
-        return self._device().set_shape(tuple(int(d) for d in input_shape))
+        shape = tuple(int(d) for d in input_shape)
+        self.profile.check_shape(shape)
+        return network_output_shape(self.info, shape)
 
     def enqueue(self, input_ptr: int, input_shape: tuple[int, ...], output_ptr: int, stream: int) -> None:
         """Queue the engine on ``stream`` from and into device buffers (inside :meth:`device_session`); the
@@ -504,6 +519,11 @@ class TensorRTBackend:
             ValueError: on a shape outside the engine's profile or an address TensorRT refuses.
             RuntimeError: when TensorRT refuses the launch (e.g. under capture right after a shape change).
         """
+        if self._session_thread is not threading.current_thread():
+            # TensorRT: "Do not call the APIs of the same IExecutionContext from multiple threads at any given time"
+            # (IExecutionContext); the session's lock is what keeps other threads out.
+            raise RuntimeError("TensorRTBackend.enqueue runs inside 'with backend.device_session():' on the calling "
+                               "thread")
         execution = self._device()
         execution.set_shape(tuple(int(d) for d in input_shape))
         execution.bind(input_ptr, output_ptr, "the frame path's device buffers")

@@ -1,0 +1,105 @@
+"""A Segmenter on TensorRT with the CUDA frame path, called from several threads: on the fake Orin, TensorRT and
+pycuda (their per-thread context rules enforced), with the CPU kernels run on the fake GPU's memory."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from fakes.cuda import FakeGpu
+from fakes.tensorrt import write_plan_from_onnx
+from plan_fixtures import install_fake_tensorrt_gpu, route_cuda_kernels_to
+
+from unetrt.cuda_device import CudaDevice
+from unetrt.segmenter import Segmenter
+
+pytestmark = pytest.mark.gpu_contract
+SIZES = [(48, 64), (60, 80), (32, 90), (75, 50)]  # height, width
+
+
+@pytest.fixture
+def gpu_plan(monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path], tmp_path: Path
+             ) -> tuple[FakeGpu, Path]:
+    from unetrt import _tiling  # type: ignore[attr-defined]
+
+    gpu = FakeGpu()
+    install_fake_tensorrt_gpu(monkeypatch, gpu)
+    route_cuda_kernels_to(monkeypatch, gpu, _tiling)
+    return gpu, write_plan_from_onnx(tiny_model_files["onnx"], tmp_path / "tiny.plan", gpu)
+
+
+def _frames() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), np.uint8), (0, 0), 3) for h, w in SIZES]
+
+
+def _on_another_thread(work: Callable[[], object]) -> None:
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+
+
+def test_threads_get_the_answers_they_would_get_alone_and_close_elsewhere(gpu_plan: tuple[FakeGpu, Path]) -> None:
+    gpu, plan = gpu_plan
+    segmenter = Segmenter(plan)
+    assert isinstance(segmenter.device, CudaDevice)
+    frames = _frames()
+    calls = [(index, probabilities) for index in range(len(frames)) for probabilities in (False, True)]
+
+    def answer(call: tuple[int, bool]) -> tuple[bytes, bytes | None]:
+        result = segmenter.segment(frames[call[0]], probabilities=call[1])
+        return result.mask.tobytes(), None if result.probabilities is None else result.probabilities.tobytes()
+
+    alone = {call: answer(call) for call in calls}
+    together = threading.Barrier(4)
+
+    def work(seed: int) -> int:
+        order = np.random.default_rng(seed).permutation(len(calls))
+        together.wait()
+        wrong = sum(answer(calls[k]) != alone[calls[k]] for k in order)
+        assert gpu.driver_stack() == [] and gpu.pycuda_stack() == [], "a context left current on a worker thread"
+        return wrong
+
+    with ThreadPoolExecutor(4) as pool:
+        assert sum(pool.map(work, range(4))) == 0
+    assert any(entry[0] == "graph" for entry in gpu.log), "the frame path's CUDA graphs were not exercised"
+    _on_another_thread(segmenter.close)
+    assert gpu.primary(0).retains == 0 and gpu.driver_stack() == []
+
+
+def test_output_shape_from_another_thread_leaves_the_captured_graphs_alone(gpu_plan: tuple[FakeGpu, Path]) -> None:
+    """It was answered by setting the shape of the execution context the frame path's graphs were captured with,
+    outside its lock: the next replay computed from stale state (the fake refuses it)."""
+    _, plan = gpu_plan
+    frame = _frames()[0]
+    with Segmenter(plan) as segmenter:
+        alone = [segmenter.segment(frame).mask for _ in range(3)]  # warm-up, capture, replay
+        shapes: list[tuple[int, ...]] = []
+        _on_another_thread(lambda: shapes.append(segmenter.backend.output_shape((2, 3, 32, 32))))
+        assert shapes == [(2, segmenter.info.num_classes, 32, 32)]
+        assert np.array_equal(segmenter.segment(frame).mask, alone[0])
+
+
+def test_enqueue_outside_a_device_session_is_refused(gpu_plan: tuple[FakeGpu, Path]) -> None:
+    _, plan = gpu_plan
+    with Segmenter(plan) as segmenter, pytest.raises(RuntimeError, match=r"inside 'with backend.device_session\(\):'"):
+        segmenter.backend.enqueue(0, (1, 3, 32, 32), 0, 0)  # type: ignore[attr-defined]
+
+
+def test_a_plan_whose_logits_disagree_with_its_description_is_refused(gpu_plan: tuple[FakeGpu, Path]) -> None:
+    """output_shape answers from the model's description, so the engine must agree with it."""
+    from unetrt.backends.tensorrt import TensorRTBackend
+    from unetrt.plan_metadata import metadata_path
+
+    _, plan = gpu_plan
+    description = json.loads(metadata_path(plan).read_text())
+    description["model"]["padding"] = "valid"
+    metadata_path(plan).write_text(json.dumps(description))
+    with pytest.raises(ValueError, match=r"returns logits of shape .* where its model description says .*; rebuild"):
+        TensorRTBackend(plan)
