@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
@@ -148,6 +149,7 @@ class Segmenter:
             self.backend.close()
             raise
         self._path: FramePath[Any] = FramePath(self.device, self.info, blend)
+        self._process = os.getpid()  # a fork() child inherits neither its threads nor its CUDA context
         self._closed = False
         # Calls in flight, so that close() frees nothing a call on another thread still uses.
         self._calls = 0
@@ -249,7 +251,8 @@ class Segmenter:
             The mask at the frame's size, optional probabilities and timings.
 
         Raises:
-            ValueError: on a wrong dtype, value range, channel count or an empty frame.
+            ValueError: on a wrong dtype, value range, channel count or an empty frame; after :meth:`close`; in a
+                process forked from the one that opened the segmenter.
         """
         return self.segment_batch([frame], probabilities, probabilities_size)[0]
 
@@ -263,7 +266,7 @@ class Segmenter:
         Raises:
             ValueError: when any frame is malformed (the message names its index), or on an unknown
                 ``probabilities_size`` ('frame' or 'working'; 'working' not with a cleanup, which needs them at the
-                frame's size), or after :meth:`close`.
+                frame's size), after :meth:`close`, or in a process forked from the one that opened it.
         """
         return self._segment_frames(frames, probabilities, probabilities_size, check=True)
 
@@ -272,7 +275,7 @@ class Segmenter:
         it again (a stream checks each frame once, at capture). Safe from any thread.
 
         Raises:
-            ValueError: after :meth:`close`.
+            ValueError: after :meth:`close`, or in a process forked from the one that opened it.
         """
         return self._segment_frames([frame], None, "frame", check=False)[0]
 
@@ -284,6 +287,11 @@ class Segmenter:
             raise ValueError(f"probabilities_size='working' does not go with a cleanup ({self.cleanup.mode}, the "
                              "model's stated one unless you gave it), which needs the probabilities at the frame's "
                              "size; use 'frame', or Segmenter(..., cleanup=None)")
+        if os.getpid() != self._process:
+            # Before any lock: one held by a call in flight in the parent at the fork stays held here for ever.
+            raise ValueError(f"this segmenter was opened in process {self._process}, and this process is a fork of "
+                             "it, without its threads or GPU context; open a new Segmenter here (or start processes "
+                             "with multiprocessing's 'spawn' method)")
         with self._calls_done:
             if self._closed:
                 raise ValueError("this segmenter is closed; open a new one")
@@ -370,7 +378,10 @@ class Segmenter:
 
     def close(self) -> None:
         """Wait for calls in flight on other threads, free the path's buffers, then release the backend
-        (idempotent)."""
+        (idempotent). In a fork() child it only marks the segmenter closed: what it holds is the parent's."""
+        if os.getpid() != self._process:
+            self._closed = True
+            return
         with self._calls_done:
             closing, self._closed = not self._closed, True
             self._calls_done.wait_for(lambda: self._calls == 0)
