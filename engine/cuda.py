@@ -198,6 +198,8 @@ class PrimaryContext:
         self.device = cuda.Device(ordinal)
         with gpu_resources(f"the context of CUDA device {ordinal}"):
             self._context: Any = self.device.retain_primary_context()
+        # Not threading.current_thread(): pycuda's own ownership test compares thread ids (pthread-based on Linux,
+        # as get_ident() is), and release() must take the same branch as pycuda even for a thread that reuses an id.
         self._owner_thread = threading.get_ident()
 
     @property
