@@ -403,6 +403,11 @@ def open_cached_engine(onnx_path: str | Path, precision: str = "auto", device: s
     plan = cached_plan(onnx_path, precision, working_size, dla_core, build, index, cache_dir, progress)
     try:
         return TensorRTBackend(plan, device=device, cuda_graph=cuda_graph)
+    except FileNotFoundError:
+        # Another thread or process found the entry unusable and discarded it between the check and this open;
+        # it rebuilds under the entry's lock, which cached_plan waits for.
+        plan = cached_plan(onnx_path, precision, working_size, dla_core, build, index, cache_dir, progress)
+        return TensorRTBackend(plan, device=device, cuda_graph=cuda_graph)
     except GpuResourceError:
         # The GPU is short of memory (or CUDA would not start): nothing says the plan is bad. Rebuilding would
         # delete a good engine and need more.

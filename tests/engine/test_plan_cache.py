@@ -242,6 +242,29 @@ def test_qdq_model_builds_int8(fake_trt: FakeGpu, tiny_model_files: dict[str, Pa
     assert plan.name.startswith("tiny-int8-") and read_plan_metadata(plan).precision == "int8"
 
 
+def test_an_entry_another_opener_discards_before_the_open_is_rebuilt(
+        fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the cache's check and TensorRT's open, another thread or process that TensorRT refused the entry
+    discards it to rebuild: this open waits for that build instead of failing with FileNotFoundError."""
+    from unetrt import plan_cache
+
+    cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path, progress=False)
+    check = plan_cache.cached_plan
+    checked: list[Path] = []
+
+    def discarded_after_the_check(*args: object, **kwargs: object) -> Path:
+        plan = check(*args, **kwargs)  # type: ignore[arg-type]
+        if not checked:
+            plan_cache.discard_entry(plan, read_plan_metadata(plan).plan_sha256)
+        checked.append(plan)
+        return plan
+
+    monkeypatch.setattr(plan_cache, "cached_plan", discarded_after_the_check)
+    with plan_cache.open_cached_engine(tiny_model_files["onnx"], cache_dir=tmp_path, progress=False) as backend:
+        assert backend.name == "tensorrt"
+    assert builds() == 2 and len(checked) == 2
+
+
 def test_concurrent_first_runs_build_once(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     start = threading.Barrier(4)
