@@ -244,6 +244,26 @@ class PrimaryContext:
                 driver.cuDevicePrimaryCtxRelease_v2(device)
 
 
+def synchronize_stream(handle: int, what: str) -> None:
+    """Wait for the work queued on one CUDA stream of the current context (another library's, named by a CUDA
+    Array Interface ``stream``).
+
+    Args:
+        handle: the stream's handle (``CUstream``; 2 is the per-thread default stream).
+        what: whose stream it is, for the message.
+
+    Raises:
+        RuntimeError: when the driver refuses (a stream that is capturing a graph, a handle of no stream).
+
+    Example:
+        >>> synchronize_stream(torch.cuda.current_stream().cuda_stream, "the input")  # doctest: +SKIP
+    """
+    status = driver_library().cuStreamSynchronize(ctypes.c_void_p(handle))
+    if status != 0:
+        raise RuntimeError(f"cannot wait for the stream {handle:#x} of {what}: cuStreamSynchronize failed with CUDA "
+                           f"error {status}")
+
+
 @dataclass(frozen=True)
 class DeviceArray:
     """A C-contiguous array in device memory, described by ``__cuda_array_interface__`` so that torch, CuPy and

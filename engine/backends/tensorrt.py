@@ -41,6 +41,7 @@ from ..cuda import (
     gpu_resources,
     read_cuda_array,
     require_pycuda,
+    synchronize_stream,
 )
 from ..paths import check_file
 from ..plan_metadata import (
@@ -444,11 +445,14 @@ class TensorRTBackend:
                         )
                     out_pointer = target.ptr
                     streams.append(out_stream)
-                if any(stream not in (None, 1) for stream in streams):
-                    # A producer's stream is neither absent nor the legacy default stream (which our blocking
-                    # stream already waits for): wait for all queued work, so that the input is complete and no
-                    # pending work still writes into ``out`` (CUDA Array Interface v3, "stream").
-                    cuda.Context.synchronize()
+                for stream in streams:
+                    if stream not in (None, 1):
+                        # A producer's stream, neither absent nor the legacy default stream (which our blocking
+                        # stream already waits for): its queued work must end first, so that the input is complete
+                        # and nothing still writes into ``out`` (CUDA Array Interface v3, "stream"). That stream
+                        # alone: a context-wide synchronize is invalid while another thread captures a CUDA graph
+                        # in this context, and breaks that capture.
+                        synchronize_stream(stream, "a caller's CUDA array")
                 try:
                     self._execution.bind(source.ptr, out_pointer, "the caller's device arrays")
                     # The captured graph holds the backend's own buffer addresses: enqueue directly.

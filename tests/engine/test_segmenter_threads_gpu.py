@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -103,3 +104,54 @@ def test_a_plan_whose_logits_disagree_with_its_description_is_refused(gpu_plan: 
     metadata_path(plan).write_text(json.dumps(description))
     with pytest.raises(ValueError, match=r"returns logits of shape .* where its model description says .*; rebuild"):
         TensorRTBackend(plan)
+
+
+class _OnStream:
+    """A float32 device array that another library queued on ``stream`` (CUDA Array Interface v3)."""
+
+    def __init__(self, pointer: int, shape: tuple[int, ...], stream: int) -> None:
+        self.__cuda_array_interface__ = {"data": (pointer, False), "shape": shape, "typestr": "<f4",
+                                         "strides": None, "version": 3, "stream": stream}
+
+
+def test_device_input_on_one_thread_leaves_a_capture_on_another_intact(gpu_plan: tuple[FakeGpu, Path],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Waiting for a caller's stream with a context-wide synchronize broke the CUDA graph another Segmenter was
+    capturing at that moment (CUDA Programming Guide, "Prohibited and Unhandled Operations"): that size then ran
+    without graphs for good, and this call failed."""
+    import pycuda.driver as cuda
+    from fakes.tensorrt import FakeExecutionContext
+
+    gpu, plan = gpu_plan
+    frame = _frames()[0]
+    with Segmenter(plan) as capturing, Segmenter(plan) as other:
+        alone = capturing.segment(frame).mask  # the first call of this size runs plainly; the next one captures
+        in_capture, go_on = threading.Event(), threading.Event()
+        execute = FakeExecutionContext.execute_async_v3
+
+        def held_inside_the_capture(context: FakeExecutionContext, stream: int) -> bool:
+            if gpu.capturing(stream):
+                in_capture.set()
+                go_on.wait(30)
+            return execute(context, stream)
+
+        monkeypatch.setattr(FakeExecutionContext, "execute_async_v3", held_inside_the_capture)
+        masks: list[np.ndarray] = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            thread = threading.Thread(target=lambda: masks.append(capturing.segment(frame).mask))
+            thread.start()
+            try:
+                assert in_capture.wait(30)
+                with other.backend.device_session():  # type: ignore[attr-defined]
+                    producer = cuda.Stream()
+                    images = cuda.mem_alloc(3 * 32 * 32 * 4)
+                logits = other.backend.infer_device(_OnStream(int(images), (1, 3, 32, 32), producer.handle))
+            finally:
+                go_on.set()
+                thread.join()
+        assert logits.shape == (1, other.info.num_classes, 32, 32)
+        assert [str(warning.message) for warning in caught] == []
+        assert np.array_equal(masks[0], alone) and np.array_equal(capturing.segment(frame).mask, alone)
+        with other.backend.device_session():  # type: ignore[attr-defined]
+            images.free()

@@ -414,6 +414,15 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
         @staticmethod
         def synchronize() -> None:
             pycuda_context()
+            # CUDA C++ Programming Guide, CUDA Graphs, "Prohibited and Unhandled Operations": "It is also invalid to
+            # query the execution status of or synchronize a broader handle which encompasses an active stream
+            # capture, such as a device or context handle when any associated stream is in capture mode"; the
+            # capture is invalidated.
+            capturing = [stream for stream in gpu.streams.values() if stream.capture is not None]
+            for stream in capturing:
+                stream.capture_invalidated = True
+            if capturing:
+                raise FakeLogicError("cuCtxSynchronize failed: operation not permitted when stream is capturing")
             gpu.log.append(("context sync",))
 
         def detach(self) -> None:
