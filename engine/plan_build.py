@@ -45,12 +45,13 @@ import sys
 import threading
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .backends.tensorrt import gpu_identity, require_tensorrt, start_tensorrt, tensorrt_major
+from .backends.tensorrt import gpu_identity, require_tensorrt, start_tensorrt, tensorrt_logger, tensorrt_major
 from .cuda import PrimaryContext, require_pycuda
 from .interruptible import run_interruptible
 from .model_file import read_model_file
@@ -369,6 +370,23 @@ class _BuildCancelledError(Exception):
     """A build stopped because its caller was interrupted; the caller raises the interrupt instead."""
 
 
+@contextmanager
+def _verbose_logging(verbose: bool) -> Iterator[None]:
+    """TensorRT's verbose messages for the block: the process has one logger (:func:`tensorrt_logger`), so a
+    verbose build makes what runs beside it verbose too while it lasts."""
+    if not verbose:
+        yield
+        return
+    import tensorrt as trt
+
+    logger = tensorrt_logger()
+    before, logger.min_severity = logger.min_severity, trt.Logger.VERBOSE
+    try:
+        yield
+    finally:
+        logger.min_severity = before
+
+
 def _say_stopping() -> None:
     print("unetrt: stopping the TensorRT build at its next step", file=sys.stderr, flush=True)
 
@@ -484,8 +502,8 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
     precision = _precision_of(options, quantized, graph_fp16)
 
     def build() -> BuiltPlan:
-        logger = trt.Logger(trt.Logger.VERBOSE if options.verbose else trt.Logger.WARNING)
-        builder = start_tensorrt(trt.Builder, logger)
+        logger = tensorrt_logger()
+        builder = start_tensorrt(trt.Builder)
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)
@@ -560,7 +578,7 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
         # TensorRT objects are locals of build(), so they are freed while the context is still current.
         device_context = PrimaryContext(device_index)
         try:
-            with device_context.active():
+            with device_context.active(), _verbose_logging(options.verbose):
                 try:
                     return build()
                 except BaseException as exc:

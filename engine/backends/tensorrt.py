@@ -23,10 +23,11 @@ backend per thread: each gets its own execution contexts and stream.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -65,7 +66,7 @@ MISSING_TENSORRT = (
 )
 __all__ = ["MISSING_PYCUDA", "MISSING_TENSORRT", "EngineResourceError", "TensorRTBackend", "gpu_identity",
            "parse_device", "require_pycuda", "require_tensorrt", "start_tensorrt", "tensorrt_available",
-           "tensorrt_major"]
+           "tensorrt_logger", "tensorrt_major"]
 T = TypeVar("T")
 
 
@@ -129,8 +130,32 @@ def parse_device(device: str) -> int:
     return cuda_ordinal(device)
 
 
-def start_tensorrt(factory: Callable[[Any], T], logger: Any) -> T:
-    """``trt.Runtime(logger)`` or ``trt.Builder(logger)``, with TensorRT's failure to start turned into a ValueError.
+_LOGGERS: weakref.WeakKeyDictionary[ModuleType, Any] = weakref.WeakKeyDictionary()
+_LOGGERS_LOCK = threading.Lock()
+
+
+def tensorrt_logger() -> Any:
+    """The process's one TensorRT logger (WARNING and above), which every Runtime and Builder shares.
+
+    TensorRT's Logger documentation: "the logger is internally considered a singleton, and thus multiple instances
+    of Runtime and/or Builder must all use the same logger"; the Developer Guide's "Thread Safety" says the same
+    for threads that each build or run engines.
+
+    Example:
+        >>> runtime = trt.Runtime(tensorrt_logger())  # doctest: +SKIP
+    """
+    import tensorrt as trt
+
+    with _LOGGERS_LOCK:
+        logger = _LOGGERS.get(trt)
+        if logger is None:
+            logger = _LOGGERS[trt] = trt.Logger(trt.Logger.WARNING)
+        return logger
+
+
+def start_tensorrt(factory: Callable[[Any], T]) -> T:
+    """``trt.Runtime`` or ``trt.Builder`` on :func:`tensorrt_logger`, with TensorRT's failure to start turned into
+    a ValueError.
 
     When TensorRT cannot initialise CUDA (a driver older than the CUDA it was built for, a container without the
     GPU's libraries, no memory for a context) its constructors return null, which the Python bindings raise as
@@ -140,10 +165,10 @@ def start_tensorrt(factory: Callable[[Any], T], logger: Any) -> T:
         ValueError: naming the failure and how to see why.
 
     Example:
-        >>> runtime = start_tensorrt(trt.Runtime, trt.Logger(trt.Logger.WARNING))  # doctest: +SKIP
+        >>> runtime = start_tensorrt(trt.Runtime)  # doctest: +SKIP
     """
     try:
-        return factory(logger)
+        return factory(tensorrt_logger())
     except TypeError as exc:
         if "nullptr" not in str(exc):
             raise  # a wrong call, not TensorRT failing to start
@@ -296,9 +321,8 @@ class TensorRTBackend:
         import pycuda.driver as cuda
         import tensorrt as trt
 
-        self._logger = trt.Logger(trt.Logger.WARNING)
         try:
-            self._runtime = start_tensorrt(trt.Runtime, self._logger)
+            self._runtime = start_tensorrt(trt.Runtime)
         except ValueError as exc:
             raise EngineResourceError(str(exc)) from exc  # the machine's CUDA, not the plan
         if self.metadata.dla_core is not None:

@@ -155,3 +155,38 @@ def test_device_input_on_one_thread_leaves_a_capture_on_another_intact(gpu_plan:
         assert np.array_equal(masks[0], alone) and np.array_equal(capturing.segment(frame).mask, alone)
         with other.backend.device_session():  # type: ignore[attr-defined]
             images.free()
+
+
+def test_every_runtime_and_builder_shares_one_logger(gpu_plan: tuple[FakeGpu, Path], tiny_model_files: dict[str, Path],
+                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRT's Logger documentation: "the logger is internally considered a singleton, and thus multiple
+    instances of Runtime and/or Builder must all use the same logger" (Segmenters on several threads, a build
+    beside them); a verbose build raises its verbosity while it lasts."""
+    from fakes.tensorrt_builder import Builder
+
+    from unetrt.backends.tensorrt import tensorrt_logger
+    from unetrt.plan_build import BuildOptions, build_engine
+
+    _, plan = gpu_plan
+    builders: list[tuple[object, object]] = []
+    start = Builder.__init__
+
+    def recorded(builder: Builder, logger: object) -> None:
+        builders.append((logger, logger.min_severity))  # type: ignore[attr-defined]
+        start(builder, logger)
+
+    monkeypatch.setattr(Builder, "__init__", recorded)
+    opened: list[Segmenter] = []
+    for _ in range(2):
+        _on_another_thread(lambda: opened.append(Segmenter(plan)))
+    build_engine(tiny_model_files["onnx"], tmp_path / "built.plan", BuildOptions(progress=False, verbose=True))
+    try:
+        logger = tensorrt_logger()
+        assert [segmenter.backend._runtime.logger for segmenter in opened] == [logger, logger]  # type: ignore[attr-defined]
+        assert [recorded for recorded, _ in builders] == [logger]
+        import tensorrt as trt
+
+        assert builders[0][1] == trt.Logger.VERBOSE and logger.min_severity == trt.Logger.WARNING
+    finally:
+        for segmenter in opened:
+            segmenter.close()
