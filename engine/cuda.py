@@ -469,9 +469,14 @@ class DriverGraph:
             self._graph = ctypes.c_void_p()
 
 
+CAPTURE_ATTEMPTS = 3  # refused captures of one key before its graphs are turned off
+
+
 class GraphCache:
-    """The CUDA-graph policy: warm up, capture on the next call, replay; a new key drops the graph; a failed
-    capture turns graphs off for that key (with one warning) and the work runs plainly.
+    """The CUDA-graph policy: warm up, capture on the next call, replay; a new key drops the graph; a refused
+    capture is tried again on the key's next call, and after :data:`CAPTURE_ATTEMPTS` refusals graphs are turned
+    off for that key (with one warning); meanwhile the work runs plainly. A refusal can be passing: another
+    thread's legacy-stream work or context-wide synchronize invalidates a capture under way.
 
     Args:
         capture: captures ``enqueue()`` into a graph, or returns None (e.g. :meth:`DriverGraph.capture` on a stream).
@@ -492,6 +497,7 @@ class GraphCache:
         self._runs = 0
         self._graph: Graph | None = None
         self._failed: set[Hashable] = set()
+        self._refusals: dict[Hashable, int] = {}
 
     @property
     def graph(self) -> Graph | None:
@@ -519,9 +525,13 @@ class GraphCache:
                 self._runs = 1  # the next call of this key tries the capture again
                 raise
             if self._graph is None:
-                self._failed.add(key)
-                warnings.warn(f"CUDA graph capture of {self.what} failed; running it without graphs",
-                              RuntimeWarning, stacklevel=3)
+                refusals = self._refusals[key] = self._refusals.get(key, 0) + 1
+                if refusals < CAPTURE_ATTEMPTS:
+                    self._runs = 1  # the next call of this key tries the capture again
+                else:
+                    self._failed.add(key)
+                    warnings.warn(f"CUDA graph capture of {self.what} failed {refusals} times; running it without "
+                                  "graphs", RuntimeWarning, stacklevel=3)
         if self._graph is not None:
             self._graph.launch(stream)
         else:
@@ -538,4 +548,5 @@ class GraphCache:
     def clear(self) -> None:
         """Drop the graph and forget failed keys."""
         self.invalidate()
+        self._refusals.clear()
         self._failed.clear()
