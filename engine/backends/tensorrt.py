@@ -368,12 +368,12 @@ class TensorRTBackend:
         except ValueError as exc:
             raise ValueError(f"the engine rejects its own largest profile shape {format_shape(self.profile.max)}") \
                 from exc
-        if max_out != network_output_shape(self.info, self.profile.max):
+        described = network_output_shape(self.info, self.profile.max)
+        if max_out != described:
             # output_shape answers from the model's description, not the engine: they must agree.
             raise ValueError(f"{str(self.path)!r} returns logits of shape {format_shape(max_out)} for input "
                              f"{format_shape(self.profile.max)}, where its model description says "
-                             f"{format_shape(network_output_shape(self.info, self.profile.max))}; rebuild the plan "
-                             "from the model's ONNX file with unet-build")
+                             f"{format_shape(described)}; rebuild the plan from the model's ONNX file with unet-build")
         in_size = int(np.prod(self.profile.max))
         out_size = int(np.prod(max_out))
         try:
