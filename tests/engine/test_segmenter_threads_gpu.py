@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from fakes.cuda import FakeGpu
+from fakes.cuda import ArrayOnStream, FakeGpu
 from fakes.tensorrt import write_plan_from_onnx
 from plan_fixtures import install_fake_tensorrt_gpu, route_cuda_kernels_to
 
@@ -110,14 +110,6 @@ def test_a_plan_whose_logits_disagree_with_its_description_is_refused(gpu_plan: 
         TensorRTBackend(plan)
 
 
-class _OnStream:
-    """A float32 device array that another library queued on ``stream`` (CUDA Array Interface v3)."""
-
-    def __init__(self, pointer: int, shape: tuple[int, ...], stream: int) -> None:
-        self.__cuda_array_interface__ = {"data": (pointer, False), "shape": shape, "typestr": "<f4",
-                                         "strides": None, "version": 3, "stream": stream}
-
-
 def test_device_input_on_one_thread_leaves_a_capture_on_another_intact(gpu_plan: tuple[FakeGpu, Path],
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Waiting for a caller's stream with a context-wide synchronize broke the CUDA graph another Segmenter was
@@ -150,7 +142,7 @@ def test_device_input_on_one_thread_leaves_a_capture_on_another_intact(gpu_plan:
                 with other.backend.device_session():  # type: ignore[attr-defined]
                     producer = cuda.Stream()
                     images = cuda.mem_alloc(3 * 32 * 32 * 4)
-                logits = other.backend.infer_device(_OnStream(int(images), (1, 3, 32, 32), producer.handle))
+                logits = other.backend.infer_device(ArrayOnStream(int(images), (1, 3, 32, 32), producer.handle))
             finally:
                 go_on.set()
                 thread.join()

@@ -793,6 +793,15 @@ class FakeDriverLibrary:
         return CUDA_SUCCESS
 
 
+class ArrayOnStream:
+    """Another library's float32 device array (torch's, CuPy's) whose producer queued it on ``stream``: CUDA Array
+    Interface v3, where ``stream`` None means no synchronisation is needed and 1 is the legacy default stream."""
+
+    def __init__(self, ptr: int, shape: tuple[int, ...], stream: int | None) -> None:
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": "<f4", "strides": None, "data": (ptr, False),
+                                         "version": 3, "stream": stream}
+
+
 def install_fake_gpu(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu | None = None) -> FakeGpu:
     """Put the fake pycuda into ``sys.modules`` and the fake driver library behind :func:`unetrt.cuda.driver_library`.
 

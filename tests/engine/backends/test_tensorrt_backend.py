@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import requires_tensorrt_gpu, tiny_info
-from fakes.cuda import FakeGpu, install_fake_gpu
+from fakes.cuda import ArrayOnStream, FakeGpu, install_fake_gpu
 from fakes.tensorrt import install_fake_tensorrt, write_plan_from_onnx
 
 from unetrt.backends import open_backend
@@ -479,14 +479,6 @@ def test_graph_cache_warms_up_captures_replays_and_falls_back_once() -> None:
     assert events == ["destroy b"] + ["plain c"] * (2 + CAPTURE_ATTEMPTS)
 
 
-class _OnStream:
-    """A device array of the fake GPU whose producer's stream is ``stream`` (CUDA Array Interface v3)."""
-
-    def __init__(self, ptr: int, shape: tuple[int, ...], stream: int | None) -> None:
-        self.__cuda_array_interface__ = {"shape": shape, "typestr": "<f4", "strides": None, "data": (ptr, False),
-                                         "version": 3, "stream": stream}
-
-
 @pytest.mark.gpu_contract
 def test_fake_infer_device_waits_for_the_stream_of_out(fake_trt: tuple[FakeGpu, Path],
                                                        tiny_model_files: dict[str, Path]) -> None:
@@ -505,8 +497,8 @@ def test_fake_infer_device_waits_for_the_stream_of_out(fake_trt: tuple[FakeGpu, 
             producer = cuda.Stream()  # another library's stream (torch's, CuPy's) in the same context
         for out_stream, syncs in ((None, 0), (1, 0), (producer.handle, 1)):
             gpu.log.clear()
-            result = backend.infer_device(_OnStream(int(images), batch.shape, None),
-                                          out=_OnStream(int(logits), out_shape, out_stream))
+            result = backend.infer_device(ArrayOnStream(int(images), batch.shape, None),
+                                          out=ArrayOnStream(int(logits), out_shape, out_stream))
             # That stream alone: a context-wide synchronize would break another thread's graph capture.
             assert (gpu.log.count(("sync",)), gpu.log.count(("context sync",))) == (syncs, 0)
             np.testing.assert_allclose(gpu.view(int(logits), out_shape, "float32"), _onnx(tiny_model_files, batch),
