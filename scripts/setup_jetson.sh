@@ -57,12 +57,8 @@ fi
 # A re-run with nothing changed (demo.sh runs this script every time) skips pip and the CUDA build: the inputs'
 # hash is kept in the venv.
 stamp="$venv/unetrt-jetson-setup.stamp"
-state=$( {
-  echo "python=$("$python" -V 2>&1) cpu_only=$cpu_only tensorrt=${trt_version:-none} archs=${UNETRT_CUDA_ARCHS:-87}"
-  cat setup.py pyproject.toml scripts/setup_jetson.sh
-  find engine export benchmarks -name '*.py' -o -name py.typed -o -path '*/models/*' -o -path '*/samples/*' | sort
-  cat cpp_ext/*
-} | sha256sum | cut -d' ' -f1)
+state=$(echo "python=$("$python" -V 2>&1) cpu_only=$cpu_only tensorrt=${trt_version:-none} archs=${UNETRT_CUDA_ARCHS:-87}" \
+  | bash scripts/install_state.sh scripts/setup_jetson.sh)
 # What the install made must still be there (a later 'pip install -e .' without UNETRT_CUDA drops the kernels).
 installed="import onnx; from unetrt import _tiling$([ "$cpu_only" -eq 1 ] || echo '; import pycuda.driver; assert _tiling.cuda_built')"
 

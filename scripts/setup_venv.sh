@@ -31,14 +31,10 @@ PY
 stamp=.venv/unetrt-setup.stamp
 installed=$([ -f "$stamp" ] && sed -n 's/^extras=//p' "$stamp" || true)
 extras=$(printf '%s\n' ${extras//,/ } ${installed//,/ } | sort -u | paste -sd, -)
-# The strict editable install links each package file into build/, so the list of files is part of the state,
-# as are the C++/CUDA sources of unetrt._tiling and this script's own pins.
-state=$( {
-  echo "python=$(.venv/bin/python -V 2>&1) UNETRT_CUDA=${UNETRT_CUDA:-auto}"
-  cat setup.py pyproject.toml scripts/setup_venv.sh
-  find engine export benchmarks -name '*.py' -o -name py.typed -o -path '*/models/*' -o -path '*/samples/*' | sort
-  cat cpp_ext/*
-} | sha256sum | cut -d' ' -f1)
+# What the install depends on (scripts/install_state.sh: the packaging, the package files the strict editable
+# install links, the C++/CUDA sources, this script's own pins), with this venv's Python and CUDA setting.
+state=$(echo "python=$(.venv/bin/python -V 2>&1) UNETRT_CUDA=${UNETRT_CUDA:-auto}" \
+  | bash scripts/install_state.sh scripts/setup_venv.sh)
 if [ "$extras" = "$installed" ] && grep -qx "state=${state}" "$stamp" 2>/dev/null \
    && .venv/bin/python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("unetrt") is None)' 2>/dev/null; then
   echo ".venv is up to date (extras: ${extras})"
