@@ -8,6 +8,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 from .backends import Backend, open_backend
 from .backends.base import DeviceBackend
 from .device import Device, HostDevice
+from .dropped import release_when_dropped
 from .frame_path import PROBABILITY_SIZES, FramePath
 from .geometry import legal_sizes
 from .model_info import ModelInfo, check_working_size
@@ -69,7 +71,10 @@ class Segmenter:
     on each backend is measured in ``docs/concurrency.md`` (``benchmarks/bench_concurrency.py``, 2 cores, one
     inference thread per segmenter): two threads on one ONNX Runtime or torch segmenter did 1.3-1.6x the frames
     of one thread (a segmenter per thread: 1.2-1.9x, at twice the memory); on OpenVINO they gain nothing (use a
-    segmenter per thread there). :meth:`close` waits for calls in flight; calls after it raise ValueError.
+    segmenter per thread there). :meth:`close` waits for calls in flight; calls after it raise ValueError. A
+    segmenter dropped without :meth:`close` is closed on unetrt's release thread (its device memory and CUDA
+    context are freed there, never on the thread the garbage collector happens to run on), and so is the
+    backend it opened.
 
     Args:
         model: a .plan, .onnx or .pt file, or a bundled model name ('camvid').
@@ -124,8 +129,8 @@ class Segmenter:
             raise ValueError(f"device_path must be one of {DEVICE_PATHS}, got {device_path!r}")
         size = None if working_size is None else check_working_size(working_size)
         chosen_cleanup = resolve_cleanup(cleanup, model)
-        self.backend: Backend = open_backend(model, backend, device, precision, build=build, working_size=size,
-                                             **backend_options)
+        self._network = _NetworkSlot(open_backend(model, backend, device, precision, build=build,
+                                                  working_size=size, **backend_options))
         if size is not None:
             # The backend runs every frame at this size from now on: its description says so too, so that
             # seg.info and seg.backend.info are one record.
@@ -149,6 +154,9 @@ class Segmenter:
             self.backend.close()
             raise
         self._path: FramePath[Any] = FramePath(self.device, self.info, blend)
+        # Dropped without close() (a node torn down on an executor thread): released on unetrt's release thread.
+        self._release_if_dropped = release_when_dropped(self, partial(_release, self._path, self._network),
+                                                        f"a dropped Segmenter of {str(model)!r}")
         self._process = os.getpid()  # a fork() child inherits neither its threads nor its CUDA context
         self._closed = False
         # Calls in flight, so that close() frees nothing a call on another thread still uses.
@@ -167,6 +175,15 @@ class Segmenter:
             except BaseException:
                 self.close()
                 raise
+
+    @property
+    def backend(self) -> Backend:
+        """The backend the network runs on (:mod:`unetrt.backends`); the segmenter owns it and closes it."""
+        return self._network.backend
+
+    @backend.setter
+    def backend(self, backend: Backend) -> None:
+        self._network.backend = backend
 
     @property
     def info(self) -> ModelInfo:
@@ -202,7 +219,7 @@ class Segmenter:
         backend = self.backend
         on_cuda = backend.device.startswith("cuda")
         if device_path == "host" or (device_path == "auto" and not (on_cuda and isinstance(backend, DeviceBackend))):
-            return HostDevice(lambda batch: self.backend.infer(batch))
+            return HostDevice(self._network.infer)
         if not isinstance(backend, DeviceBackend) or not on_cuda:
             raise ValueError(f"device_path 'cuda' needs a backend running on CUDA with a device entry; "
                              f"{backend.name} runs on {backend.device}: use device_path='host'")
@@ -219,7 +236,7 @@ class Segmenter:
         if device_path == "auto" and missing is not None:
             warnings.warn(f"{backend.name} runs on {backend.device} but frames go through host memory: {missing}",
                           RuntimeWarning, stacklevel=3)
-            return HostDevice(lambda batch: self.backend.infer(batch))
+            return HostDevice(self._network.infer)
         return CudaDevice(backend)
 
     def warm_up(self) -> None:
@@ -390,14 +407,11 @@ class Segmenter:
             # that release (which then fails, leaking the path's device memory and retained context).
             self._released.wait()
             return
+        self._release_if_dropped.detach()
         try:
-            # Device memory is freed while the backend's CUDA context still exists.
-            self._path.release()
+            _release(self._path, self._network)
         finally:
-            try:
-                self.backend.close()
-            finally:
-                self._released.set()
+            self._released.set()
 
     def __enter__(self) -> Segmenter:
         return self
@@ -405,6 +419,27 @@ class Segmenter:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+class _NetworkSlot:
+    """Holds a segmenter's backend, so that the host path's network call and the release of a dropped segmenter
+    reach the backend without holding the segmenter (which would then never become garbage)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        # Looked up per call: a backend swapped in (or an infer patched onto it) after open is the one that runs.
+        return self.backend.infer(batch)
+
+
+def _release(path: FramePath[Any], network: _NetworkSlot) -> None:
+    """Free what a segmenter holds: the path's buffers while the backend's CUDA context still exists, then the
+    backend."""
+    try:
+        path.release()
+    finally:
+        network.backend.close()
 
 
 def _checked(frames: Sequence[np.ndarray]) -> list[np.ndarray]:

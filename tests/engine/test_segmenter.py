@@ -272,3 +272,22 @@ def test_segment_none_says_the_read_probably_failed(tiny_model_files: dict[str, 
             pytest.raises(ValueError, match=r"frame 0: frame is None, not an image: cv2.imread returns None when it "
                                             r"cannot read a file"):
         seg.segment(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("swapped", [False, True], ids=["opened", "swapped-in"])
+def test_a_segmenter_dropped_without_close_closes_the_backend_it_runs_on(tiny_model_files: dict[str, Path],
+                                                                         swapped: bool) -> None:
+    from unetrt.backends import open_backend
+    from unetrt.dropped import wait_for_releases
+
+    seg = Segmenter(tiny_model_files["onnx"], backend="onnxruntime")
+    if swapped:  # as the benchmarks' CUDA-graph variant does
+        seg.backend.close()
+        seg.backend = open_backend(tiny_model_files["onnx"], "onnxruntime")
+    backend, closed = seg.backend, []
+    close = backend.close
+    backend.close = lambda: closed.append(True) or close()  # type: ignore[method-assign]
+    mask = seg.segment(np.zeros((20, 30, 3), np.uint8)).mask
+    del seg
+    assert wait_for_releases(10)
+    assert closed == [True] and mask.shape == (20, 30)

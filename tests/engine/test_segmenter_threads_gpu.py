@@ -186,3 +186,67 @@ def test_every_runtime_and_builder_shares_one_logger(gpu_plan: tuple[FakeGpu, Pa
     finally:
         for segmenter in opened:
             segmenter.close()
+
+
+def test_a_segmenter_dropped_on_another_thread_frees_its_device_memory_and_context(
+        gpu_plan: tuple[FakeGpu, Path]) -> None:
+    """A node torn down on an executor thread drops its segmenter without close(): its device memory and retained
+    context were kept until the process ended."""
+    from unetrt.dropped import wait_for_releases
+
+    gpu, plan = gpu_plan
+    frame = _frames()[0]
+    held: list[Segmenter] = []
+
+    def open_use_and_drop() -> None:
+        held.append(Segmenter(plan))
+        for _ in range(3):  # warm-up, capture, replay: every kind of buffer the path makes
+            held[0].segment(frame)
+        assert gpu.live("device") > 0 and gpu.primary(0).retains > 0
+        held.clear()
+
+    _on_another_thread(open_use_and_drop)
+    assert wait_for_releases(30)
+    assert gpu.primary(0).retains == 0
+    assert gpu.live("device") == gpu.live("pinned") == gpu.live("library") == 0
+    assert gpu.driver_stack() == [] and gpu.pycuda_stack() == []
+
+
+def test_a_segmenter_dropped_while_its_thread_captures_a_graph_leaves_the_capture_intact(
+        gpu_plan: tuple[FakeGpu, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The garbage collector can end a segmenter on a thread that is capturing a CUDA graph, where freeing device
+    memory is refused and breaks the capture (CUDA Driver API, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL): its release
+    waits for unetrt's release thread."""
+    from fakes.tensorrt import FakeExecutionContext
+
+    from unetrt.dropped import wait_for_releases
+
+    gpu, plan = gpu_plan
+    frame = _frames()[0]
+    dropped = [Segmenter(plan)]
+    dropped[0].segment(frame)
+    retains_of_dropped = gpu.primary(0).retains
+    with Segmenter(plan) as capturing:
+        alone = capturing.segment(frame).mask  # the first call of this size runs plainly; the next one captures
+        retains_of_both = gpu.primary(0).retains
+        execute = FakeExecutionContext.execute_async_v3
+        drops: list[bool] = []
+
+        def drop_inside_the_capture(context: FakeExecutionContext, stream: int) -> bool:
+            if gpu.capturing(stream) and dropped:
+                dropped.clear()
+                drops.append(True)
+            return execute(context, stream)
+
+        monkeypatch.setattr(FakeExecutionContext, "execute_async_v3", drop_inside_the_capture)
+        gpu.log.clear()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert np.array_equal(capturing.segment(frame).mask, alone)
+        assert drops == [True]
+        assert [entry for entry in gpu.log if entry[0] == "refused during capture"] == []
+        assert any(entry[0] == "graph" for entry in gpu.log), "the capture was broken: no CUDA graph ran"
+        assert [str(warning.message) for warning in caught] == []
+        assert wait_for_releases(30)
+        assert gpu.primary(0).retains == retains_of_both - retains_of_dropped
+    assert gpu.primary(0).retains == 0 and gpu.live("device") == 0

@@ -23,6 +23,15 @@ The fakes refuse what the real libraries refuse; each rule names its document:
 * Stream capture: synchronising a capturing stream is not allowed and invalidates the capture, which then ends
   with ``CUDA_ERROR_STREAM_CAPTURE_INVALIDATED`` and no graph (CUDA Driver API, ``cuStreamBeginCapture``,
   ``cuStreamEndCapture``; CUDA Programming Guide, "CUDA Graphs: Prohibited and Unhandled Operations").
+* Stream capture: a thread with a capture of its own in progress (thread-local or global mode), and every thread
+  while any global-mode capture is in progress, may not allocate or free memory; the call fails and invalidates
+  the capture (CUDA Driver API, ``cuThreadExchangeStreamCaptureMode``: "During stream capture ... some actions,
+  such as a call to cudaMalloc, may be unsafe"; ``CU_STREAM_CAPTURE_MODE_THREAD_LOCAL``: "If the local thread has
+  an ongoing capture sequence ... it is prohibited from potentially unsafe API calls. Concurrent capture sequences
+  in other threads are ignored"; ``CU_STREAM_CAPTURE_MODE_GLOBAL``: also "if any other thread has a concurrent
+  capture sequence initiated with CU_STREAM_CAPTURE_MODE_GLOBAL"). pycuda's ``DeviceAllocation.__del__`` frees
+  too: one collected on such a thread leaks and invalidates the capture (pycuda reports the failed cuMemFree as a
+  warning).
 * Device memory runs out: with ``FakeGpu.memory_bytes`` set, an allocation beyond it raises pycuda's
   ``MemoryError`` (pycuda documentation, ``pycuda.driver.MemoryError``: "Thrown when mem_alloc() or related
   functionality fails"; the driver's ``cuMemAlloc`` returns ``CUDA_ERROR_OUT_OF_MEMORY``).
@@ -105,6 +114,8 @@ class FakeStream:
     context: FakeContext
     capture: list[FakeOp] | None = None
     capture_invalidated: bool = False
+    capture_thread: int | None = None
+    capture_mode: int = 0  # CUstreamCaptureMode: 0 global, 1 thread-local, 2 relaxed
 
 
 @dataclass
@@ -301,6 +312,20 @@ class FakeGpu:
     def invalidate_capture(self, handle: int) -> None:
         self.stream(handle).capture_invalidated = True
 
+    def refuse_unsafe_during_capture(self, what: str) -> str | None:
+        """Why a potentially unsafe call (allocate, free) on this thread is refused now, invalidating the captures
+        that refuse it; None when it is allowed."""
+        thread = threading.get_ident()
+        with self.lock:
+            refusing = [stream for stream in self.streams.values() if stream.capture is not None and (
+                stream.capture_mode == 0 or (stream.capture_mode == 1 and stream.capture_thread == thread))]
+            for stream in refusing:
+                stream.capture_invalidated = True
+        if not refusing:
+            return None
+        self.log.append(("refused during capture", what))
+        return f"{what} failed: operation not permitted when stream is capturing"
+
     def enqueue(self, handle: int, op: FakeOp) -> None:
         """Queue ``op`` on a stream: record it while capturing, else run it now."""
         self.require_context()
@@ -496,9 +521,15 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
         def __hash__(self) -> int:
             return self.ordinal
 
+    def refuse_during_capture(what: str) -> None:
+        reason = gpu.refuse_unsafe_during_capture(what)
+        if reason is not None:
+            raise FakeLogicError(reason)
+
     class DeviceAllocation:
         def __init__(self, nbytes: int) -> None:
             pycuda_context()
+            refuse_during_capture("cuMemAlloc")
             self.ptr, _ = gpu.allocate(nbytes)
 
         def __int__(self) -> int:
@@ -508,16 +539,19 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
             return self.ptr
 
         def free(self) -> None:
+            refuse_during_capture("cuMemFree")
             gpu.free(self.ptr)
 
         def __del__(self) -> None:
-            if hasattr(self, "ptr"):  # not when the allocation itself failed
+            # not when the allocation itself failed; pycuda only warns when cuMemFree fails here
+            if hasattr(self, "ptr") and gpu.refuse_unsafe_during_capture("cuMemFree") is None:
                 gpu.free(self.ptr)
 
     class HostAllocation(bytearray):
         """The base of a page-locked array (pycuda's HostAllocation, freed with free())."""
 
         def free(self) -> None:
+            refuse_during_capture("cuMemFreeHost")
             gpu.free(self.ptr)
 
         def get_device_pointer(self) -> int:
@@ -547,6 +581,7 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
 
     def pagelocked_empty(shape: Any, dtype: Any, order: str = "C", mem_flags: int = 0) -> np.ndarray:
         pycuda_context()
+        refuse_during_capture("cuMemHostAlloc")
         dtype = np.dtype(dtype)
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         base = HostAllocation(max(1, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize) + ALIGNMENT)
@@ -693,6 +728,7 @@ class FakeDriverLibrary:
         if fake.capture is not None:
             return CUDA_ERROR_INVALID_VALUE
         fake.capture, fake.capture_invalidated = [], False
+        fake.capture_thread, fake.capture_mode = threading.get_ident(), _value(mode)
         return CUDA_SUCCESS
 
     def cuStreamIsCapturing(self, stream: Any, status: Any) -> int:  # noqa: N802

@@ -1,0 +1,87 @@
+"""unetrt.dropped: what a dropped object held is released on the release thread, once, and never in a fork child."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+
+import pytest
+
+from unetrt import dropped
+from unetrt.dropped import release_when_dropped, wait_for_releases
+
+
+class Owner:
+    """Something that holds resources (a segmenter)."""
+
+
+def test_a_dropped_owner_is_released_once_on_the_release_thread() -> None:
+    threads: list[str] = []
+    owner = Owner()
+    release_when_dropped(owner, lambda: threads.append(threading.current_thread().name), "an owner")
+    del owner
+    assert wait_for_releases(10)
+    assert threads == ["unetrt-release"]
+
+
+def test_an_owner_that_released_by_itself_is_not_released_again() -> None:
+    released: list[bool] = []
+    owner = Owner()
+    release_when_dropped(owner, lambda: released.append(True), "an owner").detach()
+    del owner
+    assert wait_for_releases(10)
+    assert released == []
+
+
+def test_a_failed_release_is_a_warning_naming_it_and_the_next_ones_still_run() -> None:
+    released: list[str] = []
+
+    def fails() -> None:
+        raise RuntimeError("cuMemFree failed: an illegal memory access was encountered")
+
+    first, second = Owner(), Owner()
+    release_when_dropped(first, fails, "a dropped Segmenter of 'camvid'")
+    release_when_dropped(second, lambda: released.append("second"), "another")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del first, second
+        assert wait_for_releases(10)
+    assert released == ["second"]
+    assert [str(warning.message) for warning in caught] == [
+        "releasing a dropped Segmenter of 'camvid' failed: RuntimeError: cuMemFree failed: an illegal memory access "
+        "was encountered"]
+
+
+def test_warnings_as_errors_do_not_end_the_release_thread(capfd: pytest.CaptureFixture[str]) -> None:
+    released: list[bool] = []
+
+    def fails() -> None:
+        raise RuntimeError("device lost")
+
+    first, second = Owner(), Owner()
+    release_when_dropped(first, fails, "the first")
+    release_when_dropped(second, lambda: released.append(True), "the second")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        del first, second
+        assert wait_for_releases(10)
+    assert released == [True]
+    assert "unetrt: releasing the first failed: RuntimeError: device lost" in capfd.readouterr().err
+
+
+def test_a_forked_child_leaves_the_parents_resources_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a segmenter opened in the parent holds is the parent's: a child that drops its copy frees nothing."""
+    released: list[bool] = []
+    owner = Owner()
+    release_when_dropped(owner, lambda: released.append(True), "an owner")
+    parent = os.getpid()
+    monkeypatch.setattr(dropped.os, "getpid", lambda: parent + 1)
+    del owner
+    monkeypatch.undo()
+    assert wait_for_releases(10)
+    assert released == []
+
+
+def test_waiting_with_nothing_handed_over_returns_at_once() -> None:
+    assert wait_for_releases(0.5)
