@@ -15,15 +15,22 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # Answers what the scripts ask .venv/bin/python: its version, whether OpenCV came from pip (no), whether unetrt is
-# installed (after 'pip install -e'), and writes every pip call into out.log, where the script's own lines go too
-# (both append, so the order is kept; the script sends pip's output to its log file).
+# installed (after 'pip install -e'), whether it sees TensorRT (a venv that sees the system's) and pycuda (after
+# pip installed it; that build fails where the file pycuda-fails exists), and writes every pip call into out.log,
+# where the script's own lines go too (both append, so the order is kept; the script sends pip's output to its log
+# file).
 FAKE_PYTHON = """#!/usr/bin/env bash
 here="$(cd "$(dirname "$0")/../.." && pwd)"
 case "$1" in
   -V) echo "Python 3.11.0" ;;
   -) cat > /dev/null; echo no ;;
-  -c) [ -f "$here/.venv/installed" ] ;;
+  -c) case "$2" in
+        *tensorrt*) [ -f "$here/.venv/tensorrt" ] ;;
+        *pycuda*) [ -f "$here/.venv/pycuda" ] ;;
+        *) [ -f "$here/.venv/installed" ] ;;
+      esac ;;
   -m) shift 2; echo "PIP $1 ${*: -1}" >> "$here/out.log"
+      if [[ "$*" == *pycuda* ]]; then [ ! -e "$here/pycuda-fails" ] && touch "$here/.venv/pycuda"; exit; fi
       [[ " $* " == *" -e "* ]] && touch "$here/.venv/installed"; exit 0 ;;
 esac
 """
@@ -113,24 +120,67 @@ case "$1" in
   -V) echo "Python 3.11.0" ;;
   -c) exit 0 ;;
   -m) echo "VENV ${*:3}" >> "$here/out.log"; mkdir -p "$here/.venv/bin"
-      cp "$here/stand-ins/python" "$here/stand-ins/unet-stream" "$here/.venv/bin/" ;;
+      cp "$here/stand-ins/python" "$here/stand-ins/unet-stream" "$here/.venv/bin/"; touch "$here/.venv/tensorrt" ;;
 esac
 """
 
 
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
-def test_demo_keeps_a_system_tensorrt_visible(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where the system's Python has TensorRT (an NGC container), a venv made without its site packages would hide
-    it and the stream would run on the CPU."""
-    (checkout / ".venv" / "bin").rename(checkout / "stand-ins")  # no .venv yet: the demo makes it
+def _with_system_tensorrt(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No .venv yet, and a system python3 that imports TensorRT (an NGC container); a CUDA toolkit in CUDA_HOME."""
+    (checkout / ".venv" / "bin").rename(checkout / "stand-ins")  # the demo makes .venv
     (checkout / ".venv").rmdir()
     system = checkout / "system-bin"
     system.mkdir()
     (system / "python3").write_text(FAKE_SYSTEM_PYTHON)
     (system / "python3").chmod(0o755)
     monkeypatch.setenv("PATH", f"{system}{os.pathsep}{os.environ['PATH']}")
+    toolkit = checkout / "cuda" / "bin"
+    toolkit.mkdir(parents=True)
+    (toolkit / "nvcc").write_text("#!/bin/sh\n")
+    (toolkit / "nvcc").chmod(0o755)
+    monkeypatch.setenv("CUDA_HOME", str(checkout / "cuda"))
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_demo_keeps_a_system_tensorrt_visible_and_builds_pycuda_for_it_once(checkout: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the system's Python has TensorRT (an NGC container), a venv made without its site packages would hide
+    it and the stream would run on the CPU; without pycuda, TensorRT's GPU path cannot run either."""
+    _with_system_tensorrt(checkout, monkeypatch)
     lines = _run(checkout, "scripts/demo.sh")
     assert lines[0].startswith("[demo 1/2] setting up .venv that sees this machine's TensorRT"), lines
     assert lines[1] == "VENV --system-site-packages .venv"
     assert lines[2].startswith("[setup 1/5] checking the existing .venv")
+    building = lines.index(f"[demo 1/2] building pycuda against {checkout / 'cuda'} for TensorRT's GPU path (a few "
+                           "minutes, once; log in out/pycuda-build.log)")
+    assert lines[building + 1] == "PIP install pycuda>=2024.1"
+    assert lines[building + 2].startswith("[demo 2/2] segmenting"), lines
+    again = _run(checkout, "scripts/demo.sh")
+    assert not any("pycuda" in line for line in again), again
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_a_pycuda_that_does_not_build_is_said_once_and_the_demo_goes_on(checkout: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_system_tensorrt(checkout, monkeypatch)
+    (checkout / "pycuda-fails").touch()
+    lines = _run(checkout, "scripts/demo.sh")
+    failed = [line for line in lines if line.startswith("[demo 1/2] pycuda did not build")]
+    assert failed == ["[demo 1/2] pycuda did not build (out/pycuda-build.log; it needs python3-dev): the stream "
+                      "runs without TensorRT; fix that and delete .venv/unetrt-pycuda.failed to try again"], lines
+    assert lines[-1] == "unet-stream sample out/camvid_annotated.mp4 --model camvid --overwrite"
+    again = _run(checkout, "scripts/demo.sh")
+    assert not any("pycuda" in line for line in again), again
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_without_a_cuda_toolkit_the_demo_says_why_tensorrt_will_not_run(checkout: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_system_tensorrt(checkout, monkeypatch)
+    monkeypatch.setenv("CUDA_HOME", str(checkout / "no-toolkit"))
+    lines = _run(checkout, "scripts/demo.sh")
+    assert ("[demo 1/2] TensorRT is here but pycuda is not, and there is no CUDA toolkit (nvcc) to build it: the "
+            "stream runs without TensorRT (install the toolkit, or set CUDA_HOME to it, and run again)") in lines
+    assert not any(line.startswith("PIP install pycuda") for line in lines), lines
     assert lines[-1] == "unet-stream sample out/camvid_annotated.mp4 --model camvid --overwrite"
