@@ -299,7 +299,8 @@ class TensorRTBackend:
         # TensorRT version or GPU architecture fails to deserialise with a far less helpful message.
         gpu = gpu_identity(index)
         check_compatibility(self.metadata, trt.__version__, gpu, path)
-        self.device = f"cuda:{index} ({gpu.name})"
+        dla = "" if self.metadata.dla_core is None else f", DLA core {self.metadata.dla_core}"
+        self.device = f"cuda:{index} ({gpu.name}{dla})"
         self.cuda_graph = cuda_graph
         self._lock = threading.Lock()
         self._session_thread: threading.Thread | None = None  # the thread inside device_session, if any

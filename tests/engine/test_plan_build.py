@@ -118,6 +118,11 @@ def test_dla_core_with_gpu_fallback_is_recorded(fake_trt: FakeGpu, tiny_model_fi
     assert "GPU_FALLBACK" in metadata.build_options["builder_flags"]
     args = build_parser().parse_args(shlex.split(metadata.rebuild_command(plan))[1:])
     assert args.dla_core == 1 and args.fp16
+    from unetrt.backends.tensorrt import TensorRTBackend
+
+    with TensorRTBackend(plan) as backend:  # what runs it says so wherever the device is shown (bench, stream)
+        assert backend.device == "cuda:0 (Orin (fake), DLA core 1)"
+        assert backend._runtime.DLA_core == 1  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("options, message", [
