@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from unetrt.backends.registry import backend_names, native_backend, registered_backends
 from unetrt.bundled import bundled_model_path
-from unetrt.cli import run_cli
+from unetrt.cli import parse_seed, run_cli
 from unetrt.cli_options import (
     ALIASES_EPILOG,
     CommandParser,
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--matmul", action="store_true",
                         help="on a CPU, also measure the dense INT8/BF16/FP32 matmul rate (bench_matmul) and give "
                              "each row's share of the rate of its precision")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random input frames")
+    parser.add_argument("--seed", type=parse_seed, default=0, help="seed of the random input frames")
     parser.add_argument("--frames", type=Path, default=None, metavar="DIR",
                         help="take the frames from the images of this folder (resized to --size where they differ) "
                              "instead of random pixels, e.g. ../shared/data/camvid/val: a photograph's scores have "

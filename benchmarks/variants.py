@@ -30,6 +30,7 @@ from unetrt.backends import Backend, open_backend
 from unetrt.backends.registry import registered_backends
 from unetrt.frame_path import network_input
 from unetrt.model_info import ModelInfo
+from unetrt.paths import check_utf8_name
 from unetrt.segmenter import Segmenter
 
 MODES = ("bare", "device", "end-to-end")
@@ -152,7 +153,8 @@ class Workload:
         """``batch`` uint8 frames (BGR, or gray for 1-channel models): random, or read from ``images``.
 
         Raises:
-            ValueError: when an image file cannot be read.
+            ValueError: when an image file cannot be read, or its name is not valid UTF-8 (OpenCV would crash
+                on it).
         """
         if not self.images:
             rng = np.random.default_rng(self.seed)
@@ -162,7 +164,7 @@ class Workload:
         frames = []
         for index in range(self.batch):
             path = self.images[index % len(self.images)]
-            frame = cv2.imread(str(path), flag)
+            frame = cv2.imread(check_utf8_name(path, "image"), flag)
             if frame is None:
                 raise ValueError(f"cannot read {str(path)!r} as an image")
             if frame.shape[:2] != self.frame_hw:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,8 @@ def is_bundled_name(model: str | Path) -> bool:
         >>> is_bundled_name("camvid"), is_bundled_name("runs/camvid.onnx")
         (True, False)
     """
+    if not isinstance(model, (str, os.PathLike)):
+        return False  # whoever opens it says what a model is
     path = Path(model)
     return not path.suffix and len(path.parts) == 1 and str(model) in bundled_model_names()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 import threading
@@ -68,6 +69,29 @@ def format_size(size: tuple[int, int]) -> str:
         '480x360'
     """
     return f"{size[0]}x{size[1]}"
+
+
+# NumPy's legacy seeding (np.random.seed) takes no more; torch.manual_seed and np.random.default_rng take all of it.
+MAX_SEED = 2**32 - 1
+
+
+def parse_seed(text: str) -> int:
+    """A random seed for argparse: an integer from 0 to :data:`MAX_SEED`, which every generator a command seeds
+    accepts.
+
+    Raises:
+        argparse.ArgumentTypeError: otherwise.
+
+    Example:
+        >>> parse_seed("42")
+        42
+    """
+    digits = text.strip()
+    # The length test before int(), which refuses thousands of digits with a ValueError of its own.
+    valid = digits.isascii() and digits.isdigit() and len(digits.lstrip("0")) <= len(str(MAX_SEED))
+    if not valid or int(digits) > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {text!r}")
+    return int(digits)
 
 
 class TerminatedError(BaseException):
@@ -157,14 +181,23 @@ def run_cli(action: Callable[[], object]) -> int:
     """Run a command's work; report user errors as one line on stderr with exit code 2.
 
     Returns:
-        0 on success, 2 on a user error, 130 on Ctrl-C, 143 when the work stopped on SIGTERM
-        (it raised :class:`TerminatedError` after finishing its output).
+        0 on success, 2 on a user error (one of ``USER_ERRORS``, or a file name longer than the file system
+        takes), 130 on Ctrl-C, 143 when the work stopped on SIGTERM (it raised :class:`TerminatedError` after
+        finishing its output).
     """
     try:
         action()
     except USER_ERRORS as exc:
         # Library errors can span lines (torch, onnxruntime); the user gets one.
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return USAGE_ERROR
+    except OSError as exc:
+        # A name given on the command line that the checks before the work did not catch; any other OSError is
+        # a bug or a failure of the machine, and keeps its traceback.
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        name = "" if exc.filename is None else f" ({str(exc.filename)[:60]!r}...)"
+        print(f"error: a file name{name} is longer than this file system takes; use a shorter one", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -33,6 +33,8 @@ PRECISION_CHOICES = PRECISIONS
 # The tensor name of every unetrt model's input (unetrt.export.onnx_export.INPUT_NAME), as trtexec's shape
 # specifications name it: --optShapes=image:1x3x192x256.
 INPUT_NAME = "image"
+# TensorRT takes a memory pool's limit in bytes as a size_t (IBuilderConfig.setMemoryPoolLimit).
+MAX_WORKSPACE_MIB = (2**64 - 1) >> 20
 ALIASES_EPILOG = ("Older flag spellings, and trtexec's and jetson-inference segnet's where they mean the same, are "
                   "accepted too; docs/cli.md lists them.")
 
@@ -354,7 +356,8 @@ def trtexec_pool_mib(text: str) -> int:
     unet-build (``--workspace``).
 
     Raises:
-        argparse.ArgumentTypeError: on another pool or a size that is not a positive number.
+        argparse.ArgumentTypeError: on another pool, or a size that is not a positive number of at most
+            :data:`MAX_WORKSPACE_MIB` (infinity and NaN included).
 
     Example:
         >>> trtexec_pool_mib("workspace:2G"), trtexec_pool_mib("workspace:512")
@@ -364,10 +367,15 @@ def trtexec_pool_mib(text: str) -> int:
     scale = {"K": 1 / 1024, "M": 1.0, "G": 1024.0}.get(size[-1:].upper(), 1.0) if size else 1.0
     number = size[:-1] if size[-1:].upper() in ("K", "M", "G") else size
     try:
-        mib = int(float(number) * scale)
+        mib = float(number) * scale
     except ValueError:
-        mib = 0
-    if pool != "workspace" or not colon or mib < 1:
+        mib = 0.0
+    if pool != "workspace" or not colon or not mib >= 1:
         raise argparse.ArgumentTypeError(f"expected workspace:SIZE (MiB, or with K, M or G), e.g. workspace:1024, "
                                          f"got {text!r}")
-    return mib
+    # Past this (infG, 1e400) the size has no integer number of bytes TensorRT could take.
+    if mib > MAX_WORKSPACE_MIB:
+        raise argparse.ArgumentTypeError(f"workspace size {size!r} is more than TensorRT can take (at most "
+                                         f"{MAX_WORKSPACE_MIB} MiB); give a size in MiB such as workspace:1024, or "
+                                         "leave --memPoolSize out for TensorRT's default")
+    return int(mib)

@@ -7,14 +7,13 @@ Label maps are single-channel uint8 class ids (CamVid) or 0/255 binary masks (IS
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .paths import check_folder
+from .paths import check_folder, check_utf8_name, read_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -33,7 +32,8 @@ def list_images(folder: str | Path) -> list[Path]:
 
     Raises:
         FileNotFoundError: when the folder does not exist.
-        ValueError: when it holds no image files.
+        ValueError: when it holds no image files, or one whose name is not valid UTF-8 (refused before any is
+            read: OpenCV would crash on it).
 
     Example:
         >>> list_images("../shared/data/camvid/val")[:1]  # doctest: +SKIP
@@ -43,6 +43,8 @@ def list_images(folder: str | Path) -> list[Path]:
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"folder {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    for file in files:
+        check_utf8_name(file, "image")
     return files
 
 
@@ -78,10 +80,10 @@ def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
     """Read an image as HxWx3 BGR uint8 (channels=3) or HxW uint8 (channels=1).
 
     Raises:
-        ValueError: when OpenCV cannot decode the file.
+        ValueError: when OpenCV cannot decode the file, or its name is not valid UTF-8 (OpenCV would crash on it).
     """
     flag = cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE
-    image = cv2.imread(str(path), flag)
+    image = cv2.imread(check_utf8_name(path, "image"), flag)
     if image is None:
         raise ValueError(f"cannot read image {str(path)!r}: missing, unreadable or not an image")
     return image
@@ -91,9 +93,9 @@ def read_label(path: str | Path, binary: bool) -> np.ndarray:
     """Read a label map as HxW uint8: class ids, or 0/1 for a binary mask (pixels > 127 are 1).
 
     Raises:
-        ValueError: when the file cannot be decoded.
+        ValueError: when the file cannot be decoded, or its name is not valid UTF-8 (OpenCV would crash on it).
     """
-    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    label = cv2.imread(check_utf8_name(path, "label"), cv2.IMREAD_UNCHANGED)
     if label is None:
         raise ValueError(f"cannot read label {str(path)!r}: missing, unreadable or not an image")
     if label.ndim == 3:
@@ -141,15 +143,16 @@ def read_class_table(path: str | Path) -> ClassTable:
     be 0..K-1 for the K kept classes.
 
     Raises:
-        ValueError: when the file is not JSON, lacks a field, or its ids are not 0..K-1; the message shows
-            the expected form.
+        FileNotFoundError: when the file does not exist.
+        ValueError: when the file is not UTF-8 JSON (or nests too deep to read); when it lacks a field or its
+            ids are not 0..K-1, the message shows the expected form.
 
     Example:
         >>> read_class_table("../shared/data/camvid/classes.json").names[:2]  # doctest: +SKIP
         ('sky', 'building')
     """
+    data = read_json(path, "class table")
     try:
-        data = json.loads(Path(path).read_text())
         ignore = data.get("ignore_index")
         classes = sorted((c for c in data["classes"] if c["id"] != ignore), key=lambda c: c["id"])
         names = tuple(str(c["name"]) for c in classes)

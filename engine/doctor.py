@@ -25,7 +25,8 @@ from pathlib import Path
 
 from .backends import PRECISIONS, open_backend, tensorrt_gpu_available
 from .backends.registry import backend_help
-from .cli import HelpFormatter, parse_size, run_cli
+from .cli import parse_size, run_cli
+from .cli_options import CommandParser
 from .plan_cache import ENGINE_CACHE_ENV, engine_cache_dir
 
 L4T_RELEASE_FILE = "/etc/nv_tegra_release"  # a Jetson's Linux for Tegra release, e.g. "# R36 (release), REVISION: 4.3"
@@ -33,8 +34,8 @@ L4T_RELEASE_FILE = "/etc/nv_tegra_release"  # a Jetson's Linux for Tegra release
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m unetrt.doctor``."""
-    parser = argparse.ArgumentParser(prog="python -m unetrt.doctor", formatter_class=HelpFormatter,
-                                     description="Report what this unetrt install runs, and where.")
+    parser = CommandParser(prog="python -m unetrt.doctor",
+                           description="Report what this unetrt install runs, and where.")
     parser.add_argument("--model", default="camvid", help="model file or bundled name, as unet-stream --model")
     parser.add_argument("--backend", default="auto", help=backend_help())
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="as unet-stream --precision")

@@ -18,14 +18,13 @@ root (train/trainannot and val/valannot for the SegNet layout).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .datasets import paired_files
-from .paths import check_file
+from .paths import read_json
 
 PARTS = ("select", "report")
 FOLDER_PAIRS = (("train", "trainannot"), ("val", "valannot"))
@@ -60,17 +59,14 @@ class HeldOutSplit:
 
         Raises:
             FileNotFoundError: when the file does not exist.
-            ValueError: when it is not a split (the message names the bad entry).
+            ValueError: when it is not UTF-8 JSON (or nests too deep to read), or not a split (the message names
+                the bad entry).
 
         Example:
             >>> split = HeldOutSplit.read("engine/models/camvid.split.json")  # doctest: +SKIP
         """
         path = Path(path)
-        check_file(path, "split file")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"split file {str(path)!r} is not JSON: {exc}") from exc
+        data = read_json(path, "split file")
         if not isinstance(data, dict) or not all(isinstance(data.get(part), list) and data[part] for part in PARTS):
             raise ValueError(f"split file {str(path)!r} needs non-empty lists 'select' and 'report'")
         guard = data.get("guard_frames", 0)

@@ -13,6 +13,7 @@ pooled over the stack, and each error is 1 minus the best F-score over threshold
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,11 @@ def _check_pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.nd
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from target shape {target.shape}")
     return pred, target
+
+
+def _check_num_classes(num_classes: object) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise ValueError(f"num_classes must be an int of at least 1, got {num_classes!r}")
 
 
 def confusion_matrix(
@@ -45,7 +51,8 @@ def confusion_matrix(
         K x K int64 matrix, rows = target class, columns = predicted class.
 
     Raises:
-        ValueError: on a shape mismatch, ``num_classes < 1`` or predicted ids out of range.
+        ValueError: on a shape mismatch, ids that are no integers (or bools), ``num_classes`` that is no int
+            of at least 1, or predicted ids out of range.
 
     Example:
         >>> confusion_matrix(np.array([0, 1, 1]), np.array([0, 1, 0]), 2)
@@ -53,8 +60,12 @@ def confusion_matrix(
                [0, 1]])
     """
     pred, target = _check_pair(pred, target)
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+    _check_num_classes(num_classes)
+    for name, ids, advice in (("predicted", pred, "take the argmax (or threshold) of the scores first"),
+                              ("target", target, "read label maps as integers, e.g. uint8")):
+        # Casting would truncate 0.9 to class 0 and NaN to a huge negative id: class ids are integers.
+        if ids.dtype.kind not in "biu":
+            raise ValueError(f"{name} class ids must be an integer (or bool) array, got dtype {ids.dtype}; {advice}")
     pred = pred.astype(np.int64, copy=False).ravel()
     target = target.astype(np.int64, copy=False).ravel()
     valid = (target >= 0) & (target < num_classes)
@@ -84,9 +95,8 @@ class ConfusionMatrix:
     """
 
     def __init__(self, num_classes: int, ignore_index: int | None = None) -> None:
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-        self.num_classes = num_classes
+        _check_num_classes(num_classes)
+        self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
 
@@ -190,7 +200,7 @@ def rand_error(pred: np.ndarray, target: np.ndarray) -> float:
         A value in [0, 1); 0 when the ground truth has no foreground.
 
     Raises:
-        ValueError: when the masks are not 2-D or differ in shape.
+        ValueError: when the masks are not 2-D, are empty or differ in shape.
 
     Example:
         >>> target = np.array([[1, 1, 0, 1, 1]])
@@ -200,6 +210,8 @@ def rand_error(pred: np.ndarray, target: np.ndarray) -> float:
     pred, target = _check_pair(pred, target)
     if pred.ndim != 2:
         raise ValueError(f"rand_error needs 2-D masks, got shape {pred.shape}")
+    if pred.size == 0:
+        raise ValueError("Rand error of empty masks is undefined")
     true_seg = _components(target != 0)
     pred_seg = _components(pred != 0)
     scored = true_seg > 0
@@ -265,7 +277,7 @@ class IsbiChallengeScorer:
             post-processing step such as :func:`unetrt.postprocess.seeded_watershed` is scored this way.
 
     Raises:
-        ValueError: when the thresholds are empty, unsorted or outside [0, 1].
+        ValueError: when the thresholds are empty, unsorted, NaN or outside [0, 1].
 
     Example:
         >>> scorer = IsbiChallengeScorer()
@@ -276,9 +288,14 @@ class IsbiChallengeScorer:
 
     def __init__(self, thresholds: Sequence[float] = CHALLENGE_THRESHOLDS,
                  binarize: Callable[[np.ndarray, float], np.ndarray] | None = None) -> None:
-        values = np.asarray(thresholds, dtype=np.float64)
-        if values.ndim != 1 or values.size == 0 or np.any(np.diff(values) <= 0) or values[0] < 0 or values[-1] > 1:
-            raise ValueError(f"thresholds must be ascending values in [0, 1], got {list(thresholds)}")
+        try:
+            values = np.asarray(thresholds, dtype=np.float64)
+        except (TypeError, ValueError):  # strings, ragged lists
+            values = np.empty(0)
+        # NaN fails every comparison, so it would pass the order and range checks.
+        if (values.ndim != 1 or values.size == 0 or not np.isfinite(values).all() or np.any(np.diff(values) <= 0)
+                or values[0] < 0 or values[-1] > 1):
+            raise ValueError(f"thresholds must be ascending values in [0, 1], got {thresholds!r}")
         self.thresholds = tuple(float(t) for t in values)
         self.binarize = binarize
         # Per threshold: pixel TP, FP + FN; Rand pair TP, predicted-same pairs, true-same pairs.
@@ -290,11 +307,11 @@ class IsbiChallengeScorer:
         """Add one slice: its foreground probability map and its true binary mask (non-zero = foreground).
 
         Raises:
-            ValueError: when the arrays are not 2-D of the same shape.
+            ValueError: when the arrays are not non-empty 2-D of the same shape.
         """
         probability, target = _check_pair(probability, target)
-        if probability.ndim != 2:
-            raise ValueError(f"the challenge scores 2-D slices, got shape {probability.shape}")
+        if probability.ndim != 2 or probability.size == 0:
+            raise ValueError(f"the challenge scores non-empty 2-D slices, got shape {probability.shape}")
         truth = target != 0
         true_seg = _components(truth)
         scored = true_seg > 0

@@ -20,6 +20,11 @@ from .model_info import ModelInfo
 MAX_CLASSES = 256  # a mask is uint8
 
 
+def _check_info(info: object) -> None:
+    if not isinstance(info, ModelInfo):
+        raise ValueError(f"info must be a unetrt.model_info.ModelInfo (e.g. a Segmenter's .info), got {info!r}")
+
+
 def _rgb(value: Any, what: str) -> tuple[int, int, int]:
     if (isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 3
             or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c <= 255
@@ -77,10 +82,14 @@ class Palette:
     def of(cls, info: ModelInfo) -> Palette:
         """The palette a model describes: its class names and colours, ignored ids black.
 
+        Raises:
+            ValueError: when ``info`` is no :class:`~unetrt.model_info.ModelInfo`.
+
         Example:
             >>> Palette.of(info).names  # doctest: +SKIP
             ('sky', 'building', ...)
         """
+        _check_info(info)
         return cls(info.class_names, info.colors, binary=info.binary)
 
     @property
@@ -121,12 +130,22 @@ class Palette:
         """The mask ids of classes given by name (e.g. the classes a picture leaves undrawn).
 
         Raises:
-            ValueError: on a name that is no class of this palette; the message lists the classes.
+            ValueError: on a name that is no class of this palette (the message lists the classes), or ``names``
+                that is a single string or no collection of names.
 
         Example:
             >>> Palette(("sky", "road"), ((0, 0, 255), (128, 64, 128))).ids_of(["road"])
             (1,)
         """
+        if isinstance(names, (str, bytes)):
+            # Iterating a string would look up each of its characters as a class.
+            raise ValueError(f"ids_of takes a list of class names, such as [{names!r}], got the single string "
+                             f"{names!r}")
+        try:
+            names = tuple(names)  # a generator would be spent by the first pass
+        except TypeError:
+            raise ValueError(f"ids_of takes a list of class names, such as ['{self.names[0]}'], "
+                             f"got {names!r}") from None
         unknown = [name for name in names if name not in self.names]
         if unknown:
             raise ValueError(f"no class named {', '.join(map(repr, unknown))}; the classes are "
@@ -137,9 +156,11 @@ class Palette:
         """This palette, checked against a model's classes.
 
         Raises:
-            ValueError: when it has another number of classes, or is binary where the model is not (or the
-                other way round); the message shows the palette and the model's classes.
+            ValueError: when ``info`` is no :class:`~unetrt.model_info.ModelInfo`, or the palette has another number
+                of classes, or is binary where the model is not (or the other way round); the message shows the
+                palette and the model's classes.
         """
+        _check_info(info)
         if len(self.names) != info.num_classes:
             raise ValueError(f"palette {self.names!r} with colours {self.colors!r} has {len(self.names)} classes; "
                              f"the model has {info.num_classes}: {info.class_names!r}; give one colour per class")

@@ -6,7 +6,10 @@ user looking for a typo that is not there.
 
 from __future__ import annotations
 
+import errno
+import json
 from pathlib import Path
+from typing import Any
 
 
 def check_file(path: str | Path, what: str) -> Path:
@@ -28,7 +31,7 @@ def check_file(path: str | Path, what: str) -> Path:
         ValueError: model file 'engine/models' is a folder; give the file itself
     """
     path = Path(path)
-    if path.is_file():
+    if _probe(path, what, Path.is_file):
         return path
     if not path.exists():
         raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
@@ -55,8 +58,81 @@ def check_folder(path: str | Path, what: str) -> Path:
         NotADirectoryError: image folder 'README.md' is a file; give the folder that holds the files
     """
     path = Path(path)
-    if path.is_dir():
+    if _probe(path, what, Path.is_dir):
         return path
     if not path.exists():
         raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
     raise NotADirectoryError(f"{what} {str(path)!r} is a file; give the folder that holds the files")
+
+
+def _probe(path: Path, what: str, test: Any) -> bool:
+    """``test(path)`` (is_file, is_dir), with a name the system refuses as one line."""
+    try:
+        return bool(test(path))
+    except OSError as exc:
+        # Python 3.11's is_file/is_dir re-raise ENAMETOOLONG instead of answering False.
+        if exc.errno == errno.ENAMETOOLONG:
+            raise ValueError(f"{what} {str(path)[:60]!r}... is a name longer than this file system takes "
+                             f"({len(str(path).encode(errors='surrogateescape'))} bytes); use a shorter one") from None
+        raise
+
+
+def check_utf8_name(path: str | Path, what: str) -> str:
+    """The path as a str that OpenCV, ONNX Runtime and PyTorch can take: valid UTF-8.
+
+    A file name that is not valid UTF-8 reaches Python with lone surrogates (PEP 383); handed to OpenCV such a
+    string crashes the process (a segmentation fault), and other libraries raise deep TypeErrors.
+
+    Args:
+        path: the path given (or found in a folder).
+        what: what it is, for the message (``"video"``).
+
+    Returns:
+        ``str(path)``.
+
+    Raises:
+        ValueError: naming the file (its undecodable bytes escaped) and the fix.
+
+    Example:
+        >>> check_utf8_name("frames/0001.png", "image")
+        'frames/0001.png'
+    """
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
+        raise ValueError(f"{what} '{shown}' has a name that is not valid UTF-8, which the libraries unetrt reads "
+                         "and writes files with cannot open; use a UTF-8 name (an existing file can be renamed with "
+                         "convmv -f latin1 -t utf8)") from None
+    return text
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """The JSON a user's file holds.
+
+    Args:
+        path: the file.
+        what: what it is, for the message (``"split file"``).
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`check_file`; ValueError also when the file is not UTF-8 JSON
+            (or nests too deep to parse), naming the file.
+
+    Example:
+        >>> read_json("engine/models/camvid.split.json", "split file")["dataset"]  # doctest: +SKIP
+        'camvid'
+    """
+    path = check_file(path, what)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start}); give a JSON file") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {str(path)!r} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{what} {str(path)!r} nests its JSON deeper than can be read; is it the right file?") \
+            from None

@@ -24,6 +24,7 @@ from typing import Any
 from .geometry import is_legal_size, nearest_legal_sizes
 from .model_file import decode_description
 from .model_info import ModelInfo
+from .paths import read_json
 
 PLAN_FORMAT_VERSION = 1
 METADATA_SUFFIX = ".json"
@@ -450,7 +451,7 @@ def read_plan_metadata(plan_path: str | Path) -> PlanMetadata:
 
     Raises:
         FileNotFoundError: when the JSON file is missing (the message says how to recreate it).
-        ValueError: when it is not valid plan metadata.
+        ValueError: when it is not valid plan metadata (not UTF-8 JSON, nested too deep to read, fields wrong).
     """
     path = metadata_path(plan_path)
     if not path.is_file():
@@ -459,9 +460,9 @@ def read_plan_metadata(plan_path: str | Path) -> PlanMetadata:
             f"rebuild with: unet-build MODEL.onnx -o {plan_path}"
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{str(path)!r} is not valid JSON ({exc}); rebuild the engine with unet-build") from exc
+        data = read_json(path, "plan metadata")
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or rebuild the engine with unet-build, which writes it anew)") from None
     if not isinstance(data, dict):
         raise ValueError(f"{str(path)!r} must hold a JSON object; rebuild the engine with unet-build")
     return PlanMetadata.from_dict(data)

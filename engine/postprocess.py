@@ -29,6 +29,7 @@ numpy and OpenCV only, so the runtime can use it.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -42,6 +43,39 @@ from .bundled import bundled_statement, is_bundled_name
 POSTPROCESS_MODES = ("none", "fill-holes", "watershed")
 # Segmenter(cleanup=STATED): the clean-up a bundled model's statement names, none for any other model.
 STATED = "stated"
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int to Python, but True as an area is a mistake, not 1 pixel.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_fraction(value: object, what: str) -> None:
+    """Raise ValueError unless ``value`` is a number in [0, 1] (a threshold on probabilities)."""
+    if not _is_real(value):
+        raise ValueError(f"{what} must be a number in [0, 1], got {value!r}")
+    if not 0.0 <= value <= 1.0:  # type: ignore[operator]  # NaN fails this too
+        raise ValueError(f"{what} must lie in [0, 1], got {value}")
+
+
+def _checked_map(values: object, what: str) -> np.ndarray:
+    """``values`` as a non-empty HxW array of finite numbers (or bools), else ValueError naming ``what``."""
+    try:
+        array = np.asarray(values)
+    except ValueError:  # ragged nested lists
+        array = np.empty(0, object)
+    if array.ndim != 2 or array.size == 0 or array.dtype.kind not in "biuf":
+        raise ValueError(f"{what} must be a non-empty HxW array of numbers, got "
+                         f"{f'shape {array.shape}' if array.dtype.kind in 'biuf' else repr(values)}")
+    # NaN compares false with every threshold, so a NaN map would silently become all background.
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError(f"{what} holds {int(np.count_nonzero(~np.isfinite(array)))} NaN or infinite values; "
+                         "it must hold finite numbers")
+    return array
 
 
 @dataclass(frozen=True)
@@ -59,7 +93,7 @@ class BinaryCleanup:
             None: the mode's own mask.
 
     Raises:
-        ValueError: on an unknown mode or settings out of range.
+        ValueError: on an unknown mode, or settings that are no numbers (areas: no ints) or out of range.
 
     Example:
         >>> p = np.full((5, 5), 0.9, np.float32); p[2, 2] = 0.1   # a speck inside a cell
@@ -77,13 +111,12 @@ class BinaryCleanup:
     def __post_init__(self) -> None:
         if self.mode not in POSTPROCESS_MODES:
             raise ValueError(f"unknown post-processing {self.mode!r}; choose one of {', '.join(POSTPROCESS_MODES)}")
-        if self.max_hole_area < 0:
-            raise ValueError(f"the maximum hole area must be at least 0 pixels, got {self.max_hole_area}")
+        if not _is_int(self.max_hole_area) or self.max_hole_area < 0:
+            raise ValueError(f"the maximum hole area must be an int of at least 0 pixels, got {self.max_hole_area!r}")
         check_watershed_settings(0.0, self.seed_threshold, self.min_seed_area)
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"the mask threshold must lie in [0, 1], got {self.threshold}")
-        if self.lines_threshold is not None and not 0.0 <= self.lines_threshold <= 1.0:
-            raise ValueError(f"the cell lines' threshold must lie in [0, 1], got {self.lines_threshold}")
+        _check_fraction(self.threshold, "the mask threshold")
+        if self.lines_threshold is not None:
+            _check_fraction(self.lines_threshold, "the cell lines' threshold")
 
     @property
     def active(self) -> bool:
@@ -101,17 +134,23 @@ class BinaryCleanup:
         Returns:
             The cleaned mask.
 
+        Raises:
+            ValueError: when the map is no non-empty HxW array of finite numbers, or ``threshold`` is no number in
+                [0, 1].
+
         Example:
             >>> BinaryCleanup(threshold=0.7).apply(np.array([[0.6, 0.8]], np.float32)).tolist()
             [[0, 1]]
         """
+        probability = _checked_map(probability, "the probability map")
         if threshold is None:
             threshold = self.threshold
+        _check_fraction(threshold, "the mask threshold")
         if self.lines_threshold is None:
             return self._cells(probability, threshold)
         # The mode splits cells; the threshold only sets how thick the membrane is drawn between them. A
         # watershed below its seeds would flood flat membrane from one cell and draw lines through cells.
-        mask = fill_holes((np.asarray(probability) > threshold).astype(np.uint8), self.max_hole_area)
+        mask = fill_holes((probability > threshold).astype(np.uint8), self.max_hole_area)
         mask[cell_lines(self._cells(probability, self.lines_threshold))] = 0
         return mask
 
@@ -119,7 +158,7 @@ class BinaryCleanup:
         if self.mode == "watershed":
             seed = max(self.seed_threshold, threshold)
             return seeded_watershed(probability, threshold, seed, self.min_seed_area, self.max_hole_area)
-        mask = (np.asarray(probability) > threshold).astype(np.uint8)
+        mask = (probability > threshold).astype(np.uint8)
         return fill_holes(mask, self.max_hole_area) if self.mode == "fill-holes" else mask
 
 
@@ -135,11 +174,17 @@ def fill_holes(mask: np.ndarray, max_area: int) -> np.ndarray:
     Returns:
         HxW uint8 mask, 1 = foreground.
 
+    Raises:
+        ValueError: when the mask is no non-empty HxW array of finite numbers, or ``max_area`` is no int.
+
     Example:
         >>> m = np.ones((4, 4), np.uint8); m[1, 1] = 0
         >>> int(fill_holes(m, 2).sum())
         16
     """
+    mask = _checked_map(mask, "the mask to fill")
+    if not _is_int(max_area):
+        raise ValueError(f"the maximum hole area must be an int number of pixels, got {max_area!r}")
     foreground = (mask != 0).astype(np.uint8)
     if max_area <= 0:
         return foreground
@@ -152,16 +197,18 @@ def fill_holes(mask: np.ndarray, max_area: int) -> np.ndarray:
 
 
 def check_watershed_settings(threshold: float, seed_threshold: float, min_seed_area: int) -> None:
-    """Raise ValueError unless 0 <= threshold <= seed_threshold <= 1 and min_seed_area >= 1.
+    """Raise ValueError unless the thresholds are numbers with 0 <= threshold <= seed_threshold <= 1 and
+    min_seed_area is an int >= 1.
 
     Example:
         >>> check_watershed_settings(0.3, 0.8, 20)
     """
-    if not 0.0 <= threshold <= seed_threshold <= 1.0:
-        raise ValueError(f"the watershed needs 0 <= threshold <= seed threshold <= 1, got threshold {threshold} "
-                         f"and seed threshold {seed_threshold}")
-    if min_seed_area < 1:
-        raise ValueError(f"the minimum seed area must be at least 1 pixel, got {min_seed_area}")
+    # NaN fails the comparisons and is refused with the non-numbers.
+    if not (_is_real(threshold) and _is_real(seed_threshold)) or not 0.0 <= threshold <= seed_threshold <= 1.0:
+        raise ValueError(f"the watershed needs 0 <= threshold <= seed threshold <= 1, got threshold {threshold!r} "
+                         f"and seed threshold {seed_threshold!r}")
+    if not _is_int(min_seed_area) or min_seed_area < 1:
+        raise ValueError(f"the minimum seed area must be an int of at least 1 pixel, got {min_seed_area!r}")
 
 
 def seeded_watershed(probability: np.ndarray, threshold: float = 0.5, seed_threshold: float = 0.9,
@@ -180,15 +227,15 @@ def seeded_watershed(probability: np.ndarray, threshold: float = 0.5, seed_thres
         HxW uint8 mask, 1 = foreground, with touching cells separated by background lines.
 
     Raises:
-        ValueError: when the map is not 2-D or the settings are out of range.
+        ValueError: when the map is no non-empty HxW array of finite numbers, or the settings are no numbers
+            (areas: no ints) or out of range.
 
     Example:
         >>> p = np.full((5, 7), 0.95, np.float32); p[:, 3] = 0.6   # a weak membrane in column 3
         >>> seeded_watershed(p, threshold=0.5, seed_threshold=0.9, min_seed_area=2)[0]
         array([1, 1, 1, 0, 1, 1, 1], dtype=uint8)
     """
-    if probability.ndim != 2 or probability.size == 0:
-        raise ValueError(f"the watershed takes a non-empty HxW probability map, got shape {probability.shape}")
+    probability = _checked_map(probability, "the watershed's probability map")
     check_watershed_settings(threshold, seed_threshold, min_seed_area)
     probability = np.asarray(probability, dtype=np.float32)
     seed_mask = fill_holes((probability > seed_threshold).astype(np.uint8), max_hole_area)
@@ -283,16 +330,14 @@ def cell_lines(cells: np.ndarray) -> np.ndarray:
         HxW bool, True on the lines; all False when the mask has fewer than two cells.
 
     Raises:
-        ValueError: when the mask is not 2-D or is empty.
+        ValueError: when the mask is no non-empty HxW array of finite numbers.
 
     Example:
         >>> m = np.zeros((3, 9), np.uint8); m[:, :2] = 1; m[:, 6:] = 1   # two cells, 4 pixels apart
         >>> np.nonzero(cell_lines(m)[0])[0].tolist()
         [3]
     """
-    if cells.ndim != 2 or cells.size == 0:
-        raise ValueError(f"cell lines take a non-empty HxW mask, got shape {cells.shape}")
-    inside = np.asarray(cells) != 0
+    inside = _checked_map(cells, "the cell mask") != 0
     count, labels = cv2.connectedComponents(inside.astype(np.uint8), connectivity=4)
     if count <= 2:
         return np.zeros(inside.shape, bool)

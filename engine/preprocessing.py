@@ -17,6 +17,9 @@ import cv2
 import numpy as np
 
 FRAME_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32), np.dtype(np.float64))
+# The native resize and finish kernels take sides up to 2^23 px (cpp_ext/tiling.h, kMaxResizeSide: every output
+# coordinate is then exact in float); a frame is refused before the network runs rather than after.
+MAX_FRAME_SIDE = 1 << 23
 _SCALE = {np.dtype(np.uint8): 1.0 / 255.0, np.dtype(np.uint16): 1.0 / 65535.0}
 
 
@@ -25,12 +28,42 @@ def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
 
     Used by training's data loader; inference normalises inside the native extract kernel.
 
+    Args:
+        image: HxW (or HxWx1) gray or HxWxC uint8, as an 8-bit image file reads.
+        mean: one finite value per channel of ``image`` (one for a gray image), on the [0, 1] scale.
+        std: one finite value > 0 per channel, likewise.
+
+    Returns:
+        CxHxW float32 (C = 1 for a gray image).
+
+    Raises:
+        ValueError: when the image is no HxW or HxWxC uint8 array, or mean and std do not hold one finite number
+            per channel, or a std is not above 0.
+
     Example:
         >>> normalize(np.full((2, 2), 255, np.uint8), (0.5,), (0.5,))[0, 0, 0]
         np.float32(1.0)
     """
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] < 1):
+        raise ValueError(f"normalize takes an HxW or HxWxC uint8 image, got "
+                         f"{getattr(image, 'shape', type(image).__name__)}")
+    if image.dtype != np.uint8:
+        # The scale is 1/255: 16-bit or float values would leave the [0, 1] range the mean and std are for.
+        raise ValueError(f"normalize takes uint8 images (0..255), got dtype {image.dtype}; read the image as 8-bit "
+                         "(cv2.imread's default) or convert it to uint8 first")
     if image.ndim == 2:
         image = image[..., None]
+    channels = image.shape[2]
+    for name, values in (("mean", mean), ("std", std)):
+        # One value for several channels would silently normalise them all alike.
+        if (isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray))
+                or len(values) != channels
+                or not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                           and np.isfinite(v) for v in values)):
+            raise ValueError(f"{name} must hold {channels} finite number(s), one per channel of the "
+                             f"{channels}-channel image, got {values!r}")
+    if any(value <= 0 for value in std):
+        raise ValueError(f"std must be above 0 for every channel, got {std!r}")
     scale = np.asarray([1.0 / (255.0 * s) for s in std], dtype=np.float32)
     offset = np.asarray([m / s for m, s in zip(mean, std)], dtype=np.float32)
     out = image.astype(np.float32) * scale - offset
@@ -72,6 +105,9 @@ def check_frame(frame: object) -> np.ndarray:
                          "a camera fails; check for None before segmenting")
     if not isinstance(frame, np.ndarray):
         raise ValueError(f"frame must be a numpy array (an OpenCV image), got {type(frame).__name__}")
+    if not frame.dtype.isnative and frame.dtype.newbyteorder("=") in FRAME_DTYPES:
+        raise ValueError(f"frame dtype {frame.dtype.str} has the other byte order than this machine's; convert with "
+                         "frame.astype(frame.dtype.newbyteorder('='))")
     if frame.dtype not in FRAME_DTYPES:
         raise ValueError(f"frame dtype {frame.dtype} is not supported (uint8, uint16 full range, or float32/float64 "
                          f"in [0, 1]); {_dtype_advice(frame.dtype)}")
@@ -81,6 +117,9 @@ def check_frame(frame: object) -> np.ndarray:
         raise ValueError(f"frame must be HxWx3 BGR, HxWx4 BGRA or HxW gray, got shape {frame.shape}")
     if frame.size == 0:
         raise ValueError(f"frame is empty (shape {frame.shape})")
+    if max(frame.shape[:2]) > MAX_FRAME_SIDE:
+        raise ValueError(f"frame is {frame.shape[1]}x{frame.shape[0]} px; sides up to {MAX_FRAME_SIDE} px are "
+                         "supported: resize or crop it")
     if frame.ndim == 3 and frame.shape[2] == 4:
         frame = frame[..., :3]
     if frame.dtype.kind == "f":
@@ -112,7 +151,9 @@ def frame_to_model_channels(frame: np.ndarray, in_channels: int) -> np.ndarray:
         (2, 2, 3)
     """
     if in_channels == 3 and frame.ndim == 2:
-        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        return np.repeat(frame[..., None], 3, axis=2)  # any dtype: OpenCV's colour conversions take no float64
     if in_channels == 1 and frame.ndim == 3:
-        return cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_BGR2GRAY)
+        # OpenCV converts no float64; float32 keeps far more than the precision of [0, 1] pixel values.
+        color = frame.astype(np.float32) if frame.dtype == np.float64 else np.ascontiguousarray(frame)
+        return cv2.cvtColor(color, cv2.COLOR_BGR2GRAY)
     return frame

@@ -123,8 +123,11 @@ class Segmenter:
                  precision: str = "auto", working_size: tuple[int, int] | None = None, warm_up: bool = True,
                  build: bool = True, palette: Palette | None = None, **backend_options: Any) -> None:
         check_blend(blend)  # before a backend is opened (FramePath checks it with the same function)
-        if overlap is not None and overlap < 0:
-            raise ValueError(f"overlap must be >= 0, got {overlap}")
+        tile_hw = None if tile is None else _tile_pair(tile)
+        if overlap is not None and not (_is_int(overlap) and overlap >= 0):
+            raise ValueError(f"overlap must be a whole number of pixels >= 0 (or None for the default), got "
+                             f"{overlap!r}")
+        _check_probabilities(probabilities)
         if device_path not in DEVICE_PATHS:
             raise ValueError(f"device_path must be one of {DEVICE_PATHS}, got {device_path!r}")
         size = None if working_size is None else check_working_size(working_size)
@@ -141,13 +144,15 @@ class Segmenter:
             self.backend.close()
             raise ValueError(f"cleanup {self.cleanup.mode!r} is for binary models; {self.info.name!r} has "
                              f"{self.info.num_classes} classes")
-        self.tile, self.overlap, self.blend = tile, overlap, blend
-        if tile is not None:
+        self.tile, self.overlap, self.blend = tile_hw, None if overlap is None else int(overlap), blend
+        if tile_hw is not None:
             try:
-                plan_tiles((1, 1), tile, 0, self.info.padding, self.info.depth)
+                # An image of several tiles each way, so that the overlap is checked against the tile too.
+                plan_tiles((3 * tile_hw[0], 3 * tile_hw[1]), tile_hw, self.overlap or 0, self.info.padding,
+                           self.info.depth)
             except ValueError as exc:
                 self.backend.close()
-                raise ValueError(f"tile {tile!r} does not fit this model: {exc}") from None
+                raise ValueError(f"tile {tile!r} with overlap {overlap!r} does not fit this model: {exc}") from None
         try:
             self.device: Device[Any] = self._open_device(device_path)
         except BaseException:
@@ -271,7 +276,7 @@ class Segmenter:
             ValueError: on a wrong dtype, value range, channel count or an empty frame; after :meth:`close`; in a
                 process forked from the one that opened the segmenter.
         """
-        return self.segment_batch([frame], probabilities, probabilities_size)[0]
+        return self._segment_frames([check_frame(frame)], probabilities, probabilities_size, check=False)[0]
 
     def segment_batch(
         self, frames: Sequence[np.ndarray], probabilities: bool | None = None, probabilities_size: str = "frame"
@@ -285,7 +290,15 @@ class Segmenter:
                 ``probabilities_size`` ('frame' or 'working'; 'working' not with a cleanup, which needs them at the
                 frame's size), after :meth:`close`, or in a process forked from the one that opened it.
         """
-        return self._segment_frames(frames, probabilities, probabilities_size, check=True)
+        if isinstance(frames, np.ndarray):
+            # Iterating one frame would segment each of its rows as a gray image.
+            raise ValueError(f"segment_batch takes a list of frames, got one array of shape {frames.shape}; use "
+                             "segment(frame) for one frame, or segment_batch([frame, ...])")
+        try:
+            listed = list(frames)
+        except TypeError:
+            raise ValueError(f"segment_batch takes a list of frames, got {type(frames).__name__}") from None
+        return self._segment_frames(listed, probabilities, probabilities_size, check=True)
 
     def segment_checked(self, frame: np.ndarray) -> SegmentationResult:
         """:meth:`segment` for a frame that :func:`unetrt.preprocessing.check_frame` returned, without checking
@@ -298,6 +311,8 @@ class Segmenter:
 
     def _segment_frames(self, frames: Sequence[np.ndarray], probabilities: bool | None, probabilities_size: str,
                         check: bool) -> list[SegmentationResult]:
+        if probabilities is not None:
+            _check_probabilities(probabilities)
         if probabilities_size not in PROBABILITY_SIZES:
             raise ValueError(f"probabilities_size must be one of {PROBABILITY_SIZES}, got {probabilities_size!r}")
         if probabilities_size == "working" and self.cleanup is not None:
@@ -348,7 +363,7 @@ class Segmenter:
                 return whole
             tile = tuple(self._largest_legal(side) for side in limit)
         else:
-            tile = (self.tile, self.tile) if isinstance(self.tile, int) else tuple(self.tile)
+            tile = self.tile
             if limit is not None and (tile[0] > limit[0] or tile[1] > limit[1]):
                 raise ValueError(f"tile {tile} exceeds the largest input this backend accepts, {limit}")
         overlap = self.overlap
@@ -382,16 +397,25 @@ class Segmenter:
                 for mask, r in zip(masks, results, strict=True)]
 
     def colorize(self, result: SegmentationResult) -> np.ndarray:
-        """The mask as an HxWx3 BGR image in the colours of :attr:`palette`."""
+        """The mask as an HxWx3 BGR image in the colours of :attr:`palette`.
+
+        Raises:
+            ValueError: when ``result`` is not what :meth:`segment` returned.
+        """
+        if not isinstance(result, SegmentationResult):
+            raise ValueError(f"colorize takes the SegmentationResult that segment() returned, got "
+                             f"{type(result).__name__}; for a bare mask use SegmentationResult(mask, None, 0.0)")
         return colorize_mask(result.mask, self.palette.lut_bgr)
 
     def overlay(self, frame: np.ndarray, result: SegmentationResult, alpha: float = 0.5) -> np.ndarray:
-        """The frame with the coloured mask blended over it.
+        """The frame with the coloured mask blended over it: HxWx3 uint8 BGR, whatever the frame's dtype and layout
+        (any frame :meth:`segment` takes).
 
         Raises:
-            ValueError: when alpha is outside [0, 1] or the frame and mask sizes differ.
+            ValueError: on a frame :meth:`segment` refuses, a result that is not a :class:`SegmentationResult`, an
+                alpha that is not a number in [0, 1], or frame and mask sizes that differ.
         """
-        return blend(frame, self.colorize(result), alpha)
+        return blend(check_frame(frame), self.colorize(result), alpha)
 
     def close(self) -> None:
         """Wait for calls in flight on other threads, free the path's buffers, then release the backend
@@ -440,6 +464,25 @@ def _release(path: FramePath[Any], network: _NetworkSlot) -> None:
         path.release()
     finally:
         network.backend.close()
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _tile_pair(tile: object) -> tuple[int, int]:
+    """The (height, width) of a ``tile`` option: one side or a pair of sides, whole numbers of pixels."""
+    pair = (tile, tile) if _is_int(tile) else tuple(tile) if isinstance(tile, (tuple, list)) else ()
+    if len(pair) != 2 or not all(_is_int(side) and side > 0 for side in pair):
+        raise ValueError(f"tile must be a side in pixels or a (height, width) pair of them, e.g. 256 or (192, 256), "
+                         f"got {tile!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _check_probabilities(probabilities: object) -> None:
+    # A string such as "no" would otherwise count as True.
+    if not isinstance(probabilities, (bool, np.bool_)):
+        raise ValueError(f"probabilities must be True or False, got {probabilities!r}")
 
 
 def _checked(frames: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -106,19 +106,37 @@ class TileGrid:
     def axis_starts(self, axis: int) -> list[int]:
         """Where each tile's network *output* starts along ``axis`` (0 rows, 1 columns), in image coordinates.
 
+        Raises:
+            ValueError: when ``axis`` is not 0 or 1.
+
         Example:
             >>> plan_tiles((100, 64), 64, overlap=16).axis_starts(0)
             [0, 36]
         """
+        if not _is_int(axis) or axis not in (0, 1):
+            raise ValueError(f"axis must be 0 (rows) or 1 (columns), got {axis!r}")
         count, start, step = self.shape[axis], self.output_origin[axis], self.step[axis]
         return [start + i * step - (self.shift[axis] if i == count - 1 else 0) for i in range(count)]
 
 
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
-        raise ValueError(f"{name} must be an int or a (height, width) pair of ints, got {value!r}")
-    return int(pair[0]), int(pair[1])
+def _is_int(value: object) -> bool:
+    # bool is an int to Python, but True as a size or a shift is a mistake, not 1.
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _pair(value: object, name: str, single: bool = True) -> tuple[int, int]:
+    """``value`` as a (height, width) pair of ints; with ``single``, one int stands for both."""
+    if single and _is_int(value):
+        pair: tuple[object, ...] = (value, value)
+    else:
+        try:
+            pair = tuple(value)  # type: ignore[arg-type]
+        except TypeError:  # not iterable: a float, None, a 0-d array
+            pair = ()
+    if len(pair) != 2 or not all(_is_int(v) for v in pair):
+        what = "an int or a (height, width) pair of ints" if single else "a (height, width) pair of ints"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(pair[0]), int(pair[1])  # type: ignore[call-overload]
 
 
 def legal_tile_sizes(lo: int, hi: int, padding: str = "same", depth: int = 5) -> list[int]:
@@ -181,7 +199,8 @@ def plan_tiles(image_hw: Sequence[int], tile: int | Sequence[int], overlap: int 
         ``align - 1`` px past its edge); a shorter axis gets one tile, mirror-padded.
 
     Raises:
-        ValueError: on an illegal tile (naming the nearest legal ones), a bad overlap or align, or an empty image.
+        ValueError: on an illegal tile (naming the nearest legal ones), a tile, overlap or image size that is no
+            int (or pair of ints), a bad overlap or align, or an empty image.
 
     Example:
         >>> grid = plan_tiles((1000, 800), 572, padding="valid")
@@ -190,7 +209,7 @@ def plan_tiles(image_hw: Sequence[int], tile: int | Sequence[int], overlap: int 
     """
     if padding not in PADDING_MODES:
         raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
-    height, width = _pair(tuple(image_hw), "image_hw")
+    height, width = _pair(image_hw, "image_hw", single=False)
     if height < 1 or width < 1:
         raise ValueError(f"image must be at least 1 x 1, got {height} x {width}")
     if not isinstance(align, (int, np.integer)) or align < 1:
@@ -251,12 +270,23 @@ def shift_tile_output(tile: np.ndarray, axis: int, pixels: int) -> None:
     """Move one K x h x w tile output ``pixels`` toward the start of ``axis`` (1 rows, 2 columns), in place: a
     shifted last tile's output then lines up with its slot (:class:`TileGrid`).
 
+    Raises:
+        ValueError: when ``tile`` is no K x h x w array, ``axis`` is not 1 or 2, or ``pixels`` is no int in
+            ``[0, side)`` (a grid's shift is always shorter than the tile output it moves).
+
     Example:
         >>> tile = np.arange(4, dtype=np.float32).reshape(1, 1, 4)
         >>> shift_tile_output(tile, 2, 1); tile.tolist()
         [[[1.0, 2.0, 3.0, 3.0]]]
     """
+    if not isinstance(tile, np.ndarray) or tile.ndim != 3:
+        raise ValueError(f"tile must be a K x h x w array, got {getattr(tile, 'shape', type(tile).__name__)}")
+    if not _is_int(axis) or axis not in (1, 2):
+        raise ValueError(f"axis must be 1 (rows) or 2 (columns) of a K x h x w tile, got {axis!r}")
     size = tile.shape[axis]
+    if not _is_int(pixels) or not 0 <= pixels < size:
+        raise ValueError(f"pixels must be an int in [0, {size}) for a tile {size} px long on axis {axis}, "
+                         f"got {pixels!r}")
     # numpy copes with the overlap of source and destination.
     if axis == 1:
         tile[:, : size - pixels] = tile[:, pixels:]
@@ -268,10 +298,16 @@ def plan_whole(height: int, width: int, padding: str = "same", depth: int = 5) -
     """The one-tile grid of an image that goes through the network whole: mirror-padded to the smallest legal
     input (at the end for 'same' networks; with the context margin around it for 'valid' ones).
 
+    Raises:
+        ValueError: when ``height`` or ``width`` is no positive int.
+
     Example:
         >>> plan_whole(360, 480).tile_hw
         (368, 480)
     """
+    for name, side in (("height", height), ("width", width)):
+        if not _is_int(side) or side < 1:
+            raise ValueError(f"image {name} must be a positive int, got {side!r}")
     padded = (plan_padding(height, padding, depth).network_input, plan_padding(width, padding, depth).network_input)
     return plan_tiles((height, width), padded, 0, padding, depth)
 
@@ -283,14 +319,16 @@ def blend_window(kind: str, size: int) -> np.ndarray:
     'linear': a tent falling to the edges.
 
     Raises:
-        ValueError: on an unknown kind or a size below 1.
+        ValueError: on an unknown kind or a size that is no int of at least 1.
 
     Example:
         >>> blend_window("linear", 4).tolist()
         [0.5, 1.0, 1.0, 0.5]
     """
-    if size < 1:
-        raise ValueError(f"window size must be >= 1, got {size}")
+    if not _is_int(size) or size < 1:
+        # A fractional size would give a window off-centre by half a pixel.
+        raise ValueError(f"window size must be an int >= 1 (a tile output's side in pixels), got {size!r}")
+    size = int(size)
     index = np.arange(size, dtype=np.float64)
     if kind == "gaussian":
         sigma = GAUSSIAN_SIGMA_SCALE * size

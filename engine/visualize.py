@@ -7,33 +7,70 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from .preprocessing import frame_scale
+
 
 def colorize_mask(mask: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """HxW uint8 class ids -> HxWx3 BGR colours through a 256x3 lookup table (:attr:`unetrt.palette.Palette.lut_bgr`).
+
+    Raises:
+        ValueError: when the mask is not a non-empty HxW uint8 array.
 
     Example:
         >>> colorize_mask(np.zeros((2, 2), np.uint8), np.full((256, 3), 7, np.uint8))[0, 0].tolist()
         [7, 7, 7]
     """
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.uint8 or mask.ndim != 2 or mask.size == 0:
+        described = (f"{mask.dtype} array of shape {mask.shape}" if isinstance(mask, np.ndarray)
+                     else type(mask).__name__)
+        raise ValueError(f"a mask is an HxW uint8 array of class ids (as segment() returns), got a {described}")
     # A lookup table is about 5x faster than fancy indexing on a 480x360 frame.
     return cv2.LUT(cv2.merge([mask, mask, mask]), palette.reshape(256, 1, 3))
 
 
-def blend(frame: np.ndarray, colored: np.ndarray, alpha: float) -> np.ndarray:
-    """Blend a colour mask over a BGR (or gray) frame: ``(1 - alpha) * frame + alpha * colored``.
+def displayable(frame: np.ndarray) -> np.ndarray:
+    """A checked frame (:func:`unetrt.preprocessing.check_frame`: gray or BGR; uint8, uint16 full range or float in
+    [0, 1]) as HxWx3 uint8 BGR, to draw on or show.
+
+    Example:
+        >>> displayable(np.full((1, 2), 65535, np.uint16)).tolist()
+        [[[255, 255, 255], [255, 255, 255]]]
+    """
+    if frame.dtype != np.uint8:
+        # Rounded and saturated: full-range uint16 and [0, 1] floats land on 0..255.
+        frame = cv2.convertScaleAbs(frame, alpha=255.0 * frame_scale(frame.dtype))
+    return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame
+
+
+def check_alpha(alpha: object) -> float:
+    """The blend weight of a mask over its frame, a number in [0, 1].
 
     Raises:
-        ValueError: when alpha is outside [0, 1] or the sizes differ.
+        ValueError: on anything else.
+
+    Example:
+        >>> check_alpha(1)
+        1.0
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be a number in [0, 1] (the weight of the mask's colours), got {alpha!r}")
+    return float(alpha)
+
+
+def blend(frame: np.ndarray, colored: np.ndarray, alpha: float) -> np.ndarray:
+    """Blend a colour mask over a checked frame (see :func:`displayable`): ``(1 - alpha) * frame + alpha * colored``
+    as HxWx3 uint8 BGR.
+
+    Raises:
+        ValueError: when alpha is not a number in [0, 1] or the sizes differ.
+    """
+    weight = check_alpha(alpha)
     if frame.shape[:2] != colored.shape[:2]:
         raise ValueError(
             f"frame is {frame.shape[1]}x{frame.shape[0]} but the mask is {colored.shape[1]}x{colored.shape[0]}"
         )
-    if frame.ndim == 2:
-        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-    return cv2.addWeighted(frame, 1.0 - alpha, colored, alpha, 0.0)
+    return cv2.addWeighted(displayable(frame), 1.0 - weight, colored, weight, 0.0)
 
 
 def draw_legend(image: np.ndarray, names: Sequence[str], colors_bgr: Sequence[Sequence[int]]) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ CHECKPOINT_EXPECTED = "unetrt checkpoint (a .pt file written by unet-train)"
 # torch.save writes a zip archive; files from torch < 1.6 are a bare pickle (protocol 2 opens with 0x80).
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = b"\x80"
+# The start of what torch.load warns on a TorchScript archive before refusing it (weights_only=True).
+TORCHSCRIPT_WARNING = r"'torch\.load' received a zip file that looks like a TorchScript archive"
 
 
 def build_model(info: ModelInfo) -> UNet:
@@ -60,8 +63,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
     Raises:
         FileNotFoundError: when the file does not exist.
-        ValueError: when it is not a unetrt checkpoint (named in one line: not a PyTorch file, damaged, or
-            a PyTorch file of another program).
+        ValueError: when it is not a unetrt checkpoint (named in one line: not a PyTorch file, damaged, a
+            TorchScript archive, or a PyTorch file of another program).
     """
     path = Path(path)
     check_file(path, "checkpoint")
@@ -73,8 +76,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise invalid_model_file(path, CHECKPOINT_EXPECTED,
                                  f"a checkpoint is a zip archive written by torch.save, but {seen}")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # Printed before the one-line error below: a TorchScript file (torch.jit.save) is refused either way.
+            warnings.filterwarnings("ignore", message=TORCHSCRIPT_WARNING, category=UserWarning)
+            data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for corrupt files
+        if "TorchScript" in str(exc):
+            # torch's own advice here, weights_only=False, would run the file's code and still give no checkpoint.
+            raise invalid_model_file(path, CHECKPOINT_EXPECTED, "it is a TorchScript archive (torch.jit.save); give "
+                                     "the best.pt or last.pt that unet-train wrote") from exc
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise invalid_model_file(path, CHECKPOINT_EXPECTED,
                                  f"the archive is damaged or truncated (torch: {first_line})") from exc

@@ -75,11 +75,14 @@ def isbi_split(root: str | Path, val_slices: Sequence[int] = (20, 21, 22, 23),
     ``test_slices``, is left out of both training and validation, for figures selection never saw.
 
     Raises:
-        ValueError: when a block is not contiguous, names missing slices, or the two blocks overlap.
+        FileNotFoundError: when a folder is missing.
+        ValueError: when an image is not named by its slice number, the images and labels do not pair up, a block
+            is not contiguous, names missing slices, or the two blocks overlap.
     """
     root = Path(root)
     pairs = paired_files(root / "images", root / "labels")
-    stems = {int(p.stem) for p, _ in pairs}
+    numbers = {image: _slice_number(image) for image, _ in pairs}
+    stems = set(numbers.values())
     blocks = {"validation": sorted(set(val_slices)), "test": sorted(set(test_slices))}
     for name, held in blocks.items():
         if name == "test" and not held:
@@ -93,13 +96,21 @@ def isbi_split(root: str | Path, val_slices: Sequence[int] = (20, 21, 22, 23),
         raise ValueError(f"validation slices {held} and test slices {blocks['test']} overlap")
     left_out = set(held) | set(blocks["test"])
     return SplitFiles(
-        train=[pair for pair in pairs if int(pair[0].stem) not in left_out],
-        val=[pair for pair in pairs if int(pair[0].stem) in held],
+        train=[pair for pair in pairs if numbers[pair[0]] not in left_out],
+        val=[pair for pair in pairs if numbers[pair[0]] in held],
         class_names=("cell",),
         colors=((255, 255, 0),),
         ignore_index=None,
         in_channels=1,
     )
+
+
+def _slice_number(image: Path) -> int:
+    """The slice an ISBI image is, from its name (``07.png``: 7); the validation and test blocks name slices."""
+    if not (image.stem.isascii() and image.stem.isdigit()):
+        raise ValueError(f"ISBI image {str(image)!r} is not named by its slice number: the isbi layout's images/ and "
+                         "labels/ hold NN.png (00.png, 01.png, ...); rename it and its label, or move both out")
+    return int(image.stem)
 
 
 class SegmentationDataset(Dataset[tuple[torch.Tensor, ...]]):

@@ -23,25 +23,30 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import torch
 
-from unetrt.cli import run_cli
+from unetrt.cli import parse_seed, run_cli
 from unetrt.cli_options import ALIASES_EPILOG, CommandParser, add_aliases, add_model, add_output, add_size
+from unetrt.datasets import paired_files
 from unetrt.evaluate import parse_stems
 from unetrt.geometry import plan_padding
 from unetrt.model_file import INPUT_NAME, OUTPUT_NAME, write_onnx_description
 from unetrt.model_info import ModelInfo
-from unetrt.paths import check_folder
+from unetrt.paths import check_folder, check_utf8_name
+from unetrt.stream.output_path import check_writable_file
 
 from .checkpoint import load_model
-from .fp16 import compare_fp16, convert_file
+from .fp16 import compare_fp16, convert_file, fp16_path_for
 from .model import UNet
 
 OPSET = 17
@@ -129,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_output(parser, required=True, metavar="MODEL.onnx", help="the .onnx file to write")
     add_size(parser, help="the working size the model states (frames are resized to it before inference), in "
                           "place of the checkpoint's training size; INT8 calibration and checks run at it")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random check batch")
+    parser.add_argument("--seed", type=parse_seed, default=0, help="seed of the random check batch")
     parser.add_argument("--precision", type=parse_export_precisions, default=(), metavar="fp16[,int8]",
                         help="precisions written beside the FP32 model (always written): fp16 (NAME.fp16.onnx: FP16 "
                              "body, FP32 inputs/outputs/head), int8 (NAME.int8.onnx, see INT8 below); "
@@ -183,11 +188,19 @@ def _apply_precisions(args: argparse.Namespace) -> None:
     args.int8 = bool(getattr(args, "int8", False)) or "int8" in args.precision
 
 
-def export_int8(output: Path, args: argparse.Namespace) -> None:
+def export_int8(output: Path, args: argparse.Namespace) -> tuple[Path, str]:
     """Calibrate, write ``NAME.int8.onnx`` and check it against the FP32 model; remove it and raise when worse.
 
+    Args:
+        output: the FP32 model; the INT8 one is written beside it.
+        args: the command's arguments (the INT8 group).
+
+    Returns:
+        The INT8 model, and how it was made and checked (for the caller to report once the model is in place).
+
     Raises:
-        ValueError: on missing INT8 arguments, or when the INT8 model loses more than the allowed accuracy.
+        ValueError: on missing INT8 arguments, a frame that cannot be read, or when the INT8 model loses more than
+            the allowed accuracy.
         FileNotFoundError: when a folder does not exist.
     """
     from .quantize import (
@@ -208,12 +221,19 @@ def export_int8(output: Path, args: argparse.Namespace) -> None:
     verdicts = "; ".join(check.describe() for check in checks)
     if not all(check.passed for check in checks):
         quantized.unlink()
-        raise ValueError(f"the INT8 model loses too much accuracy: {verdicts}; not written (try another "
-                         "--calibration-method or more --calibration-count)")
-    print(f"wrote {quantized} ({method} calibration on {len(batches)} frames, for {args.int8_target}); {verdicts}")
+        raise ValueError(f"the INT8 model loses too much accuracy: {verdicts}; nothing written (try another "
+                         "--calibration-method or more --calibration-count, or export without --precision int8)")
+    return quantized, f" ({method} calibration on {len(batches)} frames, for {args.int8_target}); {verdicts}"
 
 
 def _check_int8_arguments(args: argparse.Namespace) -> None:
+    """Refuse INT8 arguments that cannot work before the export, whose files they are read after.
+
+    Raises:
+        ValueError: on INT8 options without --precision int8, a missing or unknown one, a frame or label that is
+            not a readable image, check folders that do not pair up, or check stems they lack.
+        FileNotFoundError: when a folder does not exist.
+    """
     if not args.int8:
         options = ("calibration", "calibration_stems", "check_images", "check_labels")
         given = [f"--{name.replace('_', '-')}" for name in options if getattr(args, name) is not None]
@@ -233,45 +253,114 @@ def _check_int8_arguments(args: argparse.Namespace) -> None:
     if args.calibration_method is not None and args.calibration_method not in CALIBRATION_METHODS:
         raise ValueError(f"--calibration-method must be one of {', '.join(CALIBRATION_METHODS)}, "
                          f"got {args.calibration_method!r}")
-    # The folders are read after the FP32 export: refused now, before anything is written.
-    calibration_frames(args.calibration, args.calibration_count, args.calibration_stems)
+    # The files are read after the FP32 export and its check: refused now, in seconds rather than minutes.
+    frames = calibration_frames(args.calibration, args.calibration_count, args.calibration_stems)
     for flag, folder in (("--check-images", args.check_images), ("--check-labels", args.check_labels)):
         if folder is not None and not Path(folder).is_dir():
             raise FileNotFoundError(f"{flag} folder {str(folder)!r} does not exist")
+    images = args.check_images or args.calibration
+    pairs = paired_files(images, args.check_labels)
+    if args.check_stems is not None:
+        missing = set(args.check_stems) - {image.stem for image, _ in pairs}
+        if missing:
+            raise ValueError(f"--check-stems names files that are not in {str(images)!r}: {', '.join(sorted(missing))}")
+        pairs = [pair for pair in pairs if pair[0].stem in set(args.check_stems)]
+    for what, files in (("calibration frame", frames), ("check image", [image for image, _ in pairs]),
+                        ("check label", [label for _, label in pairs])):
+        for path in files:
+            _check_image_file(path, what)
+
+
+def _check_image_file(path: Path, what: str) -> None:
+    """Refuse a file whose header OpenCV cannot decode (a damaged file, another kind of file under an image name).
+
+    Raises:
+        ValueError: naming the file and the fix.
+    """
+    # The folders' files are listed by list_images, which has refused names that are not UTF-8 (OpenCV crashes).
+    if not cv2.haveImageReader(str(path)):
+        raise ValueError(f"cannot read {what} {str(path)!r}: it is not an image OpenCV can decode; replace it with a "
+                         "readable image or remove it from the folder")
+
+
+def _outputs(output: Path, args: argparse.Namespace) -> list[Path]:
+    """The files the export writes: the FP32 model, and beside it the FP16 and INT8 models asked for."""
+    outputs = [output]
+    if args.fp16:
+        outputs.append(fp16_path_for(output))
+    if args.int8:
+        from .quantize import int8_path
+
+        outputs.append(int8_path(output))
+    return outputs
 
 
 def export_command(args: argparse.Namespace) -> None:
-    """Export, then compare PyTorch and ONNX Runtime on a random batch; raise above the tolerance."""
+    """Export, then compare PyTorch and ONNX Runtime on a random batch; raise above the tolerance.
+
+    Every file is written into a temporary folder beside ``--output`` and moved into place (a rename, atomic within a
+    file system) only once all of them have passed their checks: a failed export leaves the files already there as
+    they were, and no half-written one.
+
+    Raises:
+        ValueError: on an output that cannot be written, bad INT8 arguments, a checkpoint that cannot be read, or an
+            export that fails its checks.
+        FileNotFoundError: when the checkpoint or a folder does not exist.
+    """
     output = Path(args.output)
     if output.suffix != ".onnx":
         raise ValueError(f"output must end in .onnx, got {str(output)!r}")
+    check_utf8_name(output, "output")
     check_folder(output.parent, "output folder")
+    outputs = _outputs(output, args)
+    for target in outputs:
+        check_writable_file(target, f"output {str(target)!r}")
     _check_int8_arguments(args)
     model, info = load_model(args.model)
     if args.working_size is not None:
         info = dataclasses.replace(info, working_size=args.working_size)
+    with tempfile.TemporaryDirectory(prefix=".unet-export-", dir=output.parent) as staging:
+        reports = _export_checked(model, info, Path(staging) / output.name, args)
+        for target in outputs:
+            os.replace(Path(staging) / target.name, target)
+    for written, report in reports:
+        print(f"wrote {output.with_name(written.name)}{report}")
+
+
+def _export_checked(model: UNet, info: ModelInfo, output: Path,
+                    args: argparse.Namespace) -> list[tuple[Path, str]]:
+    """Write the FP32 model to ``output`` and the other precisions asked for beside it, checking each.
+
+    Returns:
+        Each file written, with how it was checked.
+
+    Raises:
+        ValueError: when a model fails its check.
+    """
     export_onnx(model, info, output)
     height, width = _sample_hw(info)
     rng = np.random.default_rng(args.seed)
     batch = rng.standard_normal((2, info.in_channels, height, width)).astype(np.float32)
     diff = max_abs_difference(model, info, output, batch)
-    print(f"wrote {output} (opset {OPSET}); max |PyTorch - ONNX Runtime| on a random 2x{info.in_channels}x"
-          f"{height}x{width} batch: {diff:.2e}")
     if diff > TOLERANCE:
         raise ValueError(f"ONNX Runtime differs from PyTorch by {diff:.2e} > {TOLERANCE:.0e}; the export is wrong")
+    reports = [(output, f" (opset {OPSET}); max |PyTorch - ONNX Runtime| on a random 2x{info.in_channels}x"
+                        f"{height}x{width} batch: {diff:.2e}")]
     if args.fp16:
         fp16_output = convert_file(output)
         agreement = compare_fp16(output, fp16_output, batch)
-        print(f"wrote {fp16_output}; on the same batch max |FP32 - FP16 logits|: {agreement.max_abs_logit_diff:.2e} "
-              f"(largest |FP32 logit| {agreement.max_abs_logit:.2f}), "
-              f"classes agree on {100 * agreement.pixel_agreement:.2f}% of pixels")
         if not agreement.pixel_agreement >= FP16_MIN_AGREEMENT:
             raise ValueError(
                 f"the FP16 graph agrees with FP32 on only {100 * agreement.pixel_agreement:.2f}% of pixels "
                 f"(< {100 * FP16_MIN_AGREEMENT:.0f}%); use the FP32 model"
             )
+        reports.append((fp16_output, f"; on the same batch max |FP32 - FP16 logits|: "
+                                     f"{agreement.max_abs_logit_diff:.2e} (largest |FP32 logit| "
+                                     f"{agreement.max_abs_logit:.2f}), classes agree on "
+                                     f"{100 * agreement.pixel_agreement:.2f}% of pixels"))
     if args.int8:
-        export_int8(output, args)
+        reports.append(export_int8(output, args))
+    return reports
 
 
 def main(argv: Sequence[str] | None = None) -> int:

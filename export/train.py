@@ -34,7 +34,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from unetrt.cli import parse_size, run_cli
+from unetrt.cli import parse_seed, parse_size, run_cli
 from unetrt.cli_options import (
     ALIASES_EPILOG,
     CommandParser,
@@ -43,13 +43,16 @@ from unetrt.cli_options import (
     add_output,
     add_size,
     add_threads,
+    positive_int,
 )
 from unetrt.geometry import check_input_size, nearest_legal_sizes
 from unetrt.heldout import HeldOutSplit
 from unetrt.metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from unetrt.model_file import checkpoint_description
 from unetrt.model_info import ModelInfo
+from unetrt.paths import read_json
 from unetrt.postprocess import BinaryCleanup, statement_cleanup
+from unetrt.stream.output_path import check_writable_file
 
 from .augment import AUGMENTATIONS, AugmentConfig
 from .checkpoint import build_model, load_checkpoint, save_checkpoint
@@ -362,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
                         help="batch normalisation after every 3x3 conv, folded into the convolutions on export (the "
                              "bundled models have it; without it a base-16 network learns several times slower)")
-    parser.add_argument("--dropout", default="0.1,0.1,0.2,0.2,0.3", help="rates per level, comma-separated")
+    parser.add_argument("--dropout", type=parse_dropout, default="0.1,0.1,0.2,0.2,0.3", metavar="RATES",
+                        help="rates per level, comma-separated, each in [0, 1)")
     add_size(parser, help="resize frames to this size for training and inference")
     parser.add_argument("--label-scale", type=int, default=1, metavar="K",
                         help="score the loss and validation on labels kept at K times --size, the logits resized "
@@ -420,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="scale: zoom factor drawn log-uniformly from [MIN, MAX] (e.g. 0.5,2), replaces --scale; "
                              "the shift grows with the zoom so that every part of the image can be seen")
     parser.add_argument("--shift", type=float, default=0.05, help="scale: shift range as a fraction of the size")
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and augmentation")
+    parser.add_argument("--seed", type=parse_seed, default=0, help="seed of weights, shuffling and augmentation")
     add_threads(parser, help="torch CPU threads", default_text="torch's: one per core")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     add_device(parser, ordinals=False, help="where to train (auto: cuda when available)")
@@ -440,10 +444,32 @@ def build_parser() -> argparse.ArgumentParser:
                              "larger --base narrowed to it (each layer keeps its largest channels)")
     parser.add_argument("--weight-cache", default=None, metavar="DIR",
                         help="cache folder for weight maps (default: OUT/weight_cache)")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop each epoch after this many batches")
+    parser.add_argument("--max-steps", type=positive_int, default=None,
+                        help="stop each epoch after this many batches")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop after the epoch that passes this much training time (a compute budget)")
     return parser
+
+
+def parse_dropout(text: str) -> tuple[float, ...]:
+    """``--dropout 0.1,0.2,0.3`` -> (0.1, 0.2, 0.3): one rate per level for argparse, each in [0, 1).
+
+    Raises:
+        argparse.ArgumentTypeError: naming the expected form.
+
+    Example:
+        >>> parse_dropout("0,0.1,0.2")
+        (0.0, 0.1, 0.2)
+    """
+    try:
+        rates = tuple(float(value) for value in text.split(","))
+    except ValueError:
+        rates = ()
+    # "not 0 <= rate < 1" also refuses NaN, which torch's Dropout takes and turns every output into NaN.
+    if not rates or any(not 0.0 <= rate < 1.0 for rate in rates):
+        raise argparse.ArgumentTypeError(f"expected one rate in [0, 1) per level, comma-separated, e.g. "
+                                         f"0.1,0.1,0.2,0.2,0.3 for --depth 5, got {text!r}")
+    return rates
 
 
 def _split(args: argparse.Namespace) -> SplitFiles:
@@ -473,7 +499,6 @@ def _zoom_range(text: str | None) -> tuple[float, float] | None:
 
 def _model_info(args: argparse.Namespace, split: SplitFiles) -> ModelInfo:
     gray = split.in_channels == 1
-    dropout = tuple(float(v) for v in args.dropout.split(","))
     return ModelInfo(
         class_names=split.class_names,
         colors=split.colors,
@@ -487,7 +512,7 @@ def _model_info(args: argparse.Namespace, split: SplitFiles) -> ModelInfo:
         working_size=args.working_size,
         ignore_index=split.ignore_index,
         name=args.name or args.dataset,
-        extra={"dropout": list(dropout), "batch_norm": args.batch_norm},
+        extra={"dropout": list(args.dropout), "batch_norm": args.batch_norm},
     )
 
 
@@ -519,14 +544,39 @@ def _scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> An
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    """Refuse, before the data set loads, options that would fail only after it or train on nonsense.
+
+    Raises:
+        ValueError: naming the option, what it takes and what was given.
+    """
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--output {args.output!r} is a file; give a folder for the run's checkpoints and logs")
     if (out / "best.pt").exists() and not (args.resume or args.overwrite):
         raise ValueError(f"--output {args.output!r} holds an earlier run's best.pt; give another folder, continue "
                          f"that run with --resume {str(out / 'last.pt')!r}, or add --overwrite to replace it")
-    if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0 or args.patience < 1:
-        raise ValueError("--epochs, --batch-size and --patience must be at least 1 and --lr positive")
+    check_writable_file(out / "best.pt", f"--output {args.output!r}")
+    if args.weight_cache is not None:
+        # The cache folder is made when the first weight maps are written, after the data set has loaded.
+        check_writable_file(Path(args.weight_cache) / "weights.npz", f"--weight-cache {args.weight_cache!r}")
+    if args.epochs < 1 or args.batch_size < 1 or args.patience < 1:
+        raise ValueError("--epochs, --batch-size and --patience must be at least 1")
+    # inf or NaN trains to NaN weights and still saves them as the best checkpoint.
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"--lr must be a positive finite learning rate, e.g. 1e-3, got {args.lr}")
+    for option, weight in (("--dice-weight", args.dice_weight), ("--ce-weight", args.ce_weight),
+                           ("--lovasz-weight", args.lovasz_weight), ("--cldice-weight", args.cldice_weight),
+                           ("--w0", args.w0)):
+        if not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"{option} must be a finite number of at least 0, got {weight}")
+    if not (math.isfinite(args.sigma) and args.sigma > 0):
+        raise ValueError(f"--sigma must be a positive finite width in pixels, got {args.sigma}")
+    if not 0.0 <= args.ema < 1.0:
+        raise ValueError(f"--ema must be a decay in [0, 1), e.g. 0.999, or 0 for no weight average; got {args.ema}")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise ValueError(f"--max-minutes must be a positive number of minutes, got {args.max_minutes}")
+    if len(args.dropout) != args.depth:
+        raise ValueError(f"--dropout gives {len(args.dropout)} rates for --depth {args.depth}; give one per level")
     if not 0.0 <= args.class_weight_power <= 1.0:
         raise ValueError(f"--class-weight-power must be between 0 (no balancing) and 1 (median-frequency "
                          f"weights), got {args.class_weight_power}")
@@ -739,8 +789,8 @@ def _stated_cleanup(statement: Path, binary: bool) -> BinaryCleanup:
     not_a_statement = (f"--monitor-cleanup {str(statement)!r} is not a model statement with a 'cleanup' (like "
                        "engine/models/isbi.json)")
     try:
-        stated = json.loads(statement.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        stated = read_json(statement, "file")
+    except (OSError, ValueError) as exc:
         raise ValueError(f"{not_a_statement}: {exc}") from exc
     cleanup = statement_cleanup(stated, f"--monitor-cleanup {str(statement)!r}") if isinstance(stated, dict) else None
     if cleanup is None:

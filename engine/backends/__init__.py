@@ -17,6 +17,7 @@ way to the next after a one-line note.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -25,9 +26,9 @@ from typing import Any, NamedTuple
 from ..bundled import bundled_cpu_precision, bundled_model_names, bundled_model_path, bundled_precision_path
 from ..cpu import check_threads
 from ..model_file import file_precision
-from ..paths import check_file
+from ..paths import check_file, check_utf8_name
 from .base import Backend, DeviceBackend, check_batch
-from .registry import OpenRequest, backend_spec, native_backend, registered_backends
+from .registry import BackendSpec, OpenRequest, backend_spec, native_backend, registered_backends
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 # Fastest first on a CPU, from one interleaved unet-bench run on 2 AVX-512 VNNI cores
@@ -79,6 +80,8 @@ def _onnxruntime_cuda() -> bool:
 
 def _choose_file(path: Path, backend: str, precision: str, device: str) -> list[ModelChoice]:
     check_file(path, "model file")
+    # ONNX Runtime refuses such a name with a TypeError listing its constructors, OpenCV crashes on it.
+    check_utf8_name(path, "model file")
     native = native_backend(path.suffix)
     assert native is not None  # model_choices sends only registered suffixes here
     runs_on = [spec.name for spec in registered_backends() if spec.runs(path.suffix)]
@@ -159,6 +162,9 @@ def model_choices(model: str | Path, backend: str = "auto", precision: str = "au
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ValueError(f"unknown device {device!r}; choose one of auto, cpu, cuda, cuda:N")
+    if not isinstance(model, (str, os.PathLike)):
+        raise ValueError(f"model must be a model file's path or a bundled model's name such as 'camvid', got "
+                         f"{model!r}")
     path = Path(model)
     if native_backend(path.suffix) is not None:
         return _choose_file(path, backend, precision, device)
@@ -222,8 +228,8 @@ def choose_model(model: str | Path, backend: str = "auto", precision: str = "aut
         the file's own precision (read from its content).
 
     Raises:
-        ValueError: on an unknown backend or precision, a file the backend cannot run, an unknown bundled
-            name, or a precision the bundled model does not ship.
+        ValueError: on an unknown backend or precision, a file the backend cannot run or whose name is not
+            valid UTF-8, an unknown bundled name, or a precision the bundled model does not ship.
         FileNotFoundError: when a path does not exist.
 
     Example:
@@ -281,7 +287,9 @@ def open_backend(model: str | Path, backend: str = "auto", device: str = "auto",
         ...     logits = net.infer(batch)
     """
     check_threads(options.get("threads"))  # before any backend is tried: past the cap PyTorch crashes
-    *preferred, last = model_choices(model, backend, precision, device)
+    choices = model_choices(model, backend, precision, device)
+    _check_options(options, [backend_spec(choice.backend) for choice in choices])
+    *preferred, last = choices
     # Only an automatic TensorRT choice has fallbacks after it.
     for choice in preferred:
         try:
@@ -293,5 +301,20 @@ def open_backend(model: str | Path, backend: str = "auto", device: str = "auto",
 
 def _open_choice(choice: ModelChoice, device: str, build: bool, working_size: tuple[int, int] | None,
                  options: dict[str, Any]) -> Backend:
-    opener = backend_spec(choice.backend).load_opener()
-    return opener(OpenRequest(choice.path, choice.precision, device, build, working_size, options))
+    spec = backend_spec(choice.backend)
+    # An automatic choice may pass options meant for its fallback (threads, lanes): each backend gets its own.
+    taken = options if spec.options is None else {key: value for key, value in options.items() if key in spec.options}
+    return spec.load_opener()(OpenRequest(choice.path, choice.precision, device, build, working_size, taken))
+
+
+def _check_options(options: dict[str, Any], specs: list[BackendSpec]) -> None:
+    """Refuse options that none of the backends that may open the model takes (a typo would be a TypeError deep in
+    the opener, or silently dropped)."""
+    if any(spec.options is None for spec in specs):
+        return
+    known = sorted({option for spec in specs for option in spec.options or ()})
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        names = " or ".join(spec.name for spec in specs)
+        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for {names}; "
+                         f"{'the options are ' + ', '.join(known) if known else 'it takes none'}")

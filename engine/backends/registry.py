@@ -77,6 +77,8 @@ class BackendSpec:
         hint_precisions: precisions it can be asked to run a file at besides the file's own (an inference hint
             or a build precision).
         bench_rows: its rows in ``unet-bench``.
+        options: the keyword options its opener takes (:attr:`OpenRequest.options`; an automatic choice passes
+            each backend only its own); None: any, unchecked.
     """
 
     name: str
@@ -86,6 +88,7 @@ class BackendSpec:
     also_runs: tuple[str, ...] = ()
     hint_precisions: tuple[str, ...] = ()
     bench_rows: tuple[BenchRow, ...] = ()
+    options: tuple[str, ...] | None = None
 
     def runs(self, suffix: str) -> bool:
         """Whether it runs a model file with this suffix."""
@@ -160,17 +163,19 @@ def backend_help() -> str:
 
 register_backend(BackendSpec(
     "onnxruntime", "unetrt.backends.onnxruntime:open_model", "ONNX Runtime: CPU, or its CUDA provider",
-    suffixes=(".onnx",),
+    suffixes=(".onnx",), options=("threads",),
     bench_rows=(BenchRow("onnxruntime", "ONNX Runtime FP32", "fp32"),
                 BenchRow("onnxruntime-int8", "ONNX Runtime INT8", "int8"))))
 register_backend(BackendSpec(
     "openvino", "unetrt.backends.openvino:open_model", "OpenVINO, CPU; .onnx or IR .xml",
-    suffixes=(".xml",), also_runs=(".onnx",), hint_precisions=("fp32", "bf16"),
+    suffixes=(".xml",), also_runs=(".onnx",), hint_precisions=("fp32", "bf16"), options=("threads", "lanes"),
     bench_rows=(BenchRow("openvino-fp32", "OpenVINO FP32", "fp32"), BenchRow("openvino-bf16", "OpenVINO BF16", "bf16"),
                 BenchRow("openvino-int8", "OpenVINO INT8", "int8"))))
 register_backend(BackendSpec(
-    "torch", "unetrt.backends.torch:open_model", "PyTorch, CPU or CUDA; .pt", suffixes=(".pt",)))
+    "torch", "unetrt.backends.torch:open_model", "PyTorch, CPU or CUDA; .pt", suffixes=(".pt",),
+    options=("threads", "half", "channels_last")))
 register_backend(BackendSpec(
     "tensorrt", "unetrt.backends.tensorrt:open_model", "TensorRT, CUDA; .plan, or .onnx built on first use",
     suffixes=(".plan", ".engine"), also_runs=(".onnx",), hint_precisions=("fp32", "fp16", "int8"),
+    options=("threads", "cuda_graph", "dla_core", "cache_dir", "progress"),
     bench_rows=(BenchRow("tensorrt", "TensorRT", "auto", needs_cuda=True),)))

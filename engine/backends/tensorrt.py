@@ -612,4 +612,8 @@ def open_model(request: OpenRequest) -> TensorRTBackend:
 
         return open_cached_engine(request.path, request.precision, request.device,
                                   working_size=request.working_size, build=request.build, **options)
+    built_options = sorted(set(options) - {"cuda_graph"})
+    if built_options:
+        raise ValueError(f"{', '.join(built_options)}: options of an engine built here from an .onnx model; the plan "
+                         f"{request.path.name} runs as it was built (rebuild it with unet-build to change them)")
     return TensorRTBackend(request.path, device=request.device, precision=request.precision, **options)

@@ -1,7 +1,8 @@
 """``unet-batch``: segment a fleet's recordings on a Ray cluster, one mask PNG per frame.
 
 Exit codes: 0 when every frame was segmented (or already was), 1 when some frame failed (the summary lists
-them), 2 on a user error (bad input, model or option; Ray not installed), 130 on Ctrl-C, 143 on SIGTERM.
+them), 2 on a user error (bad input, model or option; Ray not installed; no Ray cluster at --address), 130 on
+Ctrl-C, 143 on SIGTERM.
 
 Example:
     unet-batch recordings/*.mp4 frames/ -o masks --model camvid --address auto --workers 4

@@ -22,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..paths import check_utf8_name
 from ..stream.sources import (
     CorruptFrameError,
     ImageSequenceSource,
@@ -67,7 +68,8 @@ def expand_inputs(inputs: Sequence[str]) -> list[WorkUnit]:
     Raises:
         FileNotFoundError: when an input names nothing that exists, or a folder or glob holds no image.
         ValueError: for a live source (a camera or network stream: use ``unet-stream``), an unknown file
-            type, or two inputs that would write the same output.
+            type, a file whose name is not valid UTF-8 (OpenCV would crash on it, on a cluster node that Ray
+            then restarts for ever), or two inputs that would write the same output.
 
     Example:
         >>> [u.output for u in expand_inputs(["frames/*.png"])]  # doctest: +SKIP
@@ -95,6 +97,7 @@ def _listed_files(location: str) -> list[Path]:
 
     Raises:
         FileNotFoundError: when it holds neither.
+        ValueError: when a file's name is not valid UTF-8.
     """
     path = Path(location)
     if path.is_file():
@@ -104,6 +107,8 @@ def _listed_files(location: str) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"no images or videos in {location!r} (suffixes: "
                                 f"{', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
+    for file in files:
+        check_utf8_name(file, "input")
     return files
 
 
@@ -134,11 +139,14 @@ def check_distinct_outputs(units: Sequence[WorkUnit]) -> None:
 def announced_frames(path: Path) -> int:
     """The frame count a video's container announces; 0 when it announces none or it is not a video.
 
+    Raises:
+        ValueError: when the name is not valid UTF-8 (OpenCV would crash on it).
+
     Example:
         >>> announced_frames(Path("/nonexistent.mp4"))
         0
     """
-    capture = cv2.VideoCapture(str(path))
+    capture = cv2.VideoCapture(check_utf8_name(path, "video"))
     try:
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
     finally:

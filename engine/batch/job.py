@@ -28,6 +28,7 @@ from tqdm import tqdm
 from ..backends import choose_model
 from ..cli import StopOnSigterm, raise_terminated
 from ..segmenter import Segmenter
+from ..stream.output_path import check_writable_file
 from .inputs import (
     FAILED,
     IMAGE,
@@ -52,6 +53,11 @@ DEFAULT_BATCH_SIZE = 4
 READ_TASKS_PER_NODE = 2
 
 SegmenterFactory = Callable[[], Segmenter]
+
+
+class NoRayClusterError(ConnectionError, ValueError):
+    """No Ray cluster answers at the address given: a ConnectionError, and a ValueError so that a command reports
+    it as the user's to fix (start a cluster, or correct --address) in one line."""
 
 
 @dataclass(frozen=True)
@@ -208,7 +214,7 @@ def ray_connection(address: str | None) -> Iterator[Any]:
 
     Raises:
         ImportError: when Ray Data is not installed.
-        ConnectionError: when no cluster answers at ``address``.
+        NoRayClusterError: when no cluster answers at ``address``.
     """
     ray = import_ray()
     if ray.is_initialized():
@@ -222,7 +228,7 @@ def ray_connection(address: str | None) -> Iterator[Any]:
     try:
         ray.init(**options)
     except ConnectionError as exc:
-        raise ConnectionError(f"no Ray cluster at {address!r}: {exc}; start one with 'ray start --head'") from exc
+        raise NoRayClusterError(f"no Ray cluster at {address!r}: {exc}; start one with 'ray start --head'") from exc
     try:
         yield ray
     finally:
@@ -332,6 +338,7 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
         ValueError: on bad inputs, settings, worker count or output folder.
         FileNotFoundError: when an input or the model does not exist.
         ImportError: when Ray Data is not installed.
+        NoRayClusterError: when no cluster answers at ``address`` (the output folder is then not created).
         TerminatedError: on SIGTERM (in the main thread); what was written stays, no summary is written.
 
     Ray's connection belongs to the process: do not run two jobs at once from threads of one process.
@@ -344,18 +351,12 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     folder = Path(out_dir)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"output {str(folder)!r} is a file; give a folder")
+    # Checked here (a file is there, no permission, a name too long), created only once a cluster answers: a job
+    # that cannot start leaves no empty folder behind.
+    check_writable_file(folder / SUMMARY_NAME, f"output folder {str(folder)!r}")
     units = expand_inputs(inputs)
     check_output_apart(inputs, units, folder)
     settings.engine("auto")  # a bad model, backend or precision is reported before any node starts on it
-    folder.mkdir(parents=True, exist_ok=True)
-    done = [unit_is_done(unit, folder, settings.overlay) for unit in units]
-    # A row found done during the job counts as skipped only when its mask existed before the job: Ray re-runs a
-    # batch whose results died with their actor, and that batch then finds the masks this job already wrote.
-    written_before = {path.relative_to(folder).as_posix() for path in folder.rglob("*.png")}
-    pending = [unit for unit, finished in zip(units, done) if not finished]
-    counts: Counter[str] = Counter({SKIPPED: sum(unit.frames for unit, finished in zip(units, done) if finished)})
     failures: list[dict[str, Any]] = []
     per_worker: dict[str, dict[str, Any]] = defaultdict(lambda: {"frames": 0, "busy_s": 0.0})
     engines: set[tuple[str, str]] = set()
@@ -364,6 +365,13 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
     # and a re-run resumes; without this Ray's own handler dumps a native stack trace.
     with ray_connection(address) as ray, StopOnSigterm() as sigterm:
         sigterm.stop = raise_terminated
+        folder.mkdir(parents=True, exist_ok=True)
+        done = [unit_is_done(unit, folder, settings.overlay) for unit in units]
+        # A row found done during the job counts as skipped only when its mask existed before the job: Ray re-runs
+        # a batch whose results died with their actor, and that batch then finds the masks this job already wrote.
+        written_before = {path.relative_to(folder).as_posix() for path in folder.rglob("*.png")}
+        pending = [unit for unit, finished in zip(units, done) if not finished]
+        counts: Counter[str] = Counter({SKIPPED: sum(unit.frames for unit, finished in zip(units, done) if finished)})
         nodes = cluster_nodes(ray)
         resources = ray.cluster_resources()
         on_gpu = resources.get("GPU", 0.0) > 0

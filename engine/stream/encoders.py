@@ -29,6 +29,8 @@ from typing import IO, Protocol
 import cv2
 import numpy as np
 
+from ..paths import check_utf8_name
+
 log = logging.getLogger(__name__)
 
 H264 = "h264"
@@ -255,12 +257,14 @@ def open_video_encoder(path: Path, fps: float, size: tuple[int, int]) -> VideoEn
 
     Raises:
         OSError: when no encoder can write the file.
+        ValueError: when its name is not valid UTF-8 (OpenCV's writer would crash on it).
 
     Example:
         >>> encoder = open_video_encoder(Path("out.mp4"), 10.0, (480, 360))  # doctest: +SKIP
         >>> encoder.codec
         'h264'
     """
+    check_utf8_name(path, "video output")
     if path.suffix.lower() == ".avi":
         return OpenCVEncoder(path, "MJPG", MJPEG, fps, size)
     with contextlib.suppress(OSError):

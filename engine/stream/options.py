@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import numbers
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..model_info import MAX_WORKING_PIXELS, MAX_WORKING_SIDE
-from .flip import check_flip
+from .flip import FLIPS, check_flip
 from .render import parse_legend, parse_visualize
 
 
@@ -93,12 +94,17 @@ class StreamOptions:
     topic: str | None = None
 
     def __post_init__(self) -> None:
+        _check_kinds(self)
         # Normalised here, once, so every reader sees one spelling (frozen: set through object.__setattr__).
         object.__setattr__(self, "visualize", parse_visualize(self.visualize))
         object.__setattr__(self, "legend", parse_legend(self.legend))
-        object.__setattr__(self, "ignore_classes", tuple(self.ignore_classes))
+        object.__setattr__(self, "ignore_classes", _class_names(self.ignore_classes))
         check_flip(self.input_flip)
         _check_numbers(self)
+        # Tuples, so a list passed in cannot change the frozen options afterwards.
+        object.__setattr__(self, "reconnect_delay", tuple(self.reconnect_delay))
+        if self.input_size is not None:
+            object.__setattr__(self, "input_size", tuple(self.input_size))
 
     @classmethod
     def from_settings(cls, options: StreamOptions | None, settings: Mapping[str, Any]) -> StreamOptions:
@@ -122,31 +128,97 @@ class StreamOptions:
         return cls(**{**merged, **settings})
 
 
+def _whole(value: object) -> bool:
+    # bool is an int to Python, but True is never a count or a size anyone meant.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_str(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _pair(value: object, item: Callable[[object], bool]) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 and all(map(item, value))
+
+
+def _check_kinds(options: StreamOptions) -> None:
+    """Refuse a value of the wrong type before it is normalised or compared (it failed there, or much later)."""
+    for name in ("draw_stats", "overwrite", "video_library_logs"):
+        if not isinstance(getattr(options, name), bool):
+            raise ValueError(f"{name} must be True or False, got {getattr(options, name)!r}")
+    if options.live is not None and not isinstance(options.live, bool):
+        raise ValueError("live must be True, False or None (cameras and streams live, the others not), "
+                         f"got {options.live!r}")
+    visualize = options.visualize
+    if not (isinstance(visualize, str) or (isinstance(visualize, Sequence)
+                                           and all(isinstance(mode, str) for mode in visualize))):
+        raise ValueError("visualize must be 'overlay', 'mask' or 'overlay,mask' (or a list of those names), "
+                         f"got {visualize!r}")
+    if not isinstance(options.input_flip, str):
+        # check_flip looks the name up in a dict: a list would be a TypeError there.
+        raise ValueError(f"unknown input flip {options.input_flip!r}; use one of {', '.join(FLIPS)}")
+    if not isinstance(options.segmenter_options, Mapping) or not all(map(_is_str, options.segmenter_options)):
+        raise ValueError("segmenter_options must be a dict of Segmenter keyword arguments, e.g. "
+                         f"{{'backend': 'onnxruntime', 'threads': 2}}, got {options.segmenter_options!r}")
+    if options.topic is not None and not isinstance(options.topic, str):
+        raise ValueError("topic must be an image topic name such as '/camera/image' (or None: the bag's only "
+                         f"image topic), got {options.topic!r}")
+
+
+def _class_names(names: object) -> tuple[str, ...]:
+    """``ignore_classes`` as a tuple of names.
+
+    Raises:
+        ValueError: on one string (tuple() would take it letter by letter) or anything but names.
+    """
+    if isinstance(names, str):
+        suggestion = [name.strip() for name in names.split(",")]
+        raise ValueError(f"ignore_classes must be a list of class names, e.g. {suggestion!r}, got {names!r}")
+    listed = tuple(names) if isinstance(names, Iterable) else None
+    if listed is None or not all(map(_is_str, listed)):
+        raise ValueError(f"ignore_classes must be a list of class names, e.g. ['sky'], got {names!r}")
+    return listed
+
+
 def _check_numbers(options: StreamOptions) -> None:
-    if not 0.0 <= options.alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {options.alpha}")
-    if options.max_fps is not None and not options.max_fps > 0:
-        raise ValueError(f"max_fps must be positive, got {options.max_fps}")
-    if options.output_fps is not None and not (math.isfinite(options.output_fps) and options.output_fps > 0):
-        raise ValueError(f"output_fps must be positive, got {options.output_fps}")
-    if options.loop < -1:
-        raise ValueError(f"loop must be -1 (forever), 0 (once) or a positive count, got {options.loop}")
-    if options.max_frames is not None and options.max_frames < 1:
-        raise ValueError(f"max_frames must be at least 1, got {options.max_frames}")
-    if options.queue_size < 1:
-        raise ValueError(f"queue_size must be at least 1, got {options.queue_size}")
-    first, longest = options.reconnect_delay
-    if not (0 <= first <= longest and math.isfinite(longest)):
-        raise ValueError("reconnect_delay must be (first, longest) with 0 <= first <= longest, "
-                         f"got {options.reconnect_delay}")
+    if not (_real(options.alpha) and 0.0 <= options.alpha <= 1.0):
+        raise ValueError(f"alpha must be a number in [0, 1], got {options.alpha!r}")
+    if options.max_fps is not None and not (_real(options.max_fps) and options.max_fps > 0):
+        raise ValueError(f"max_fps must be positive (or None: as fast as possible), got {options.max_fps!r}")
+    if options.output_fps is not None and not (_real(options.output_fps) and math.isfinite(options.output_fps)
+                                               and options.output_fps > 0):
+        raise ValueError(f"output_fps must be positive (or None: the source's rate), got {options.output_fps!r}")
+    if not (_whole(options.loop) and options.loop >= -1):
+        # A fraction would count down past 0 and replay forever.
+        raise ValueError(f"loop must be -1 (forever), 0 (once) or a positive whole count, got {options.loop!r}")
+    if options.max_frames is not None and not (_whole(options.max_frames) and options.max_frames >= 1):
+        raise ValueError("max_frames must be a whole number of at least 1 (or None: until the source ends), "
+                         f"got {options.max_frames!r}")
+    if not (_whole(options.queue_size) and options.queue_size >= 1):
+        raise ValueError(f"queue_size must be a whole number of at least 1, got {options.queue_size!r}")
+    delay = options.reconnect_delay
+    if not (_pair(delay, _real) and 0 <= delay[0] <= delay[1] and math.isfinite(delay[1])):
+        raise ValueError(f"reconnect_delay must be (first, longest) seconds with 0 <= first <= longest, got {delay!r}")
     size = options.input_size
-    if size is not None and (len(size) != 2 or min(size) < 1):
-        raise ValueError(f"input_size must be (width, height) with positive values, got {size}")
+    if size is not None and not (_pair(size, _whole) and min(size) >= 1):
+        raise ValueError(f"input_size must be (width, height) in whole pixels, both positive, got {size!r}")
     if size is not None and (max(size) > MAX_WORKING_SIDE or size[0] * size[1] > MAX_WORKING_PIXELS):
         # Every frame is resized to it before the network sees it: refused here, not by OpenCV's allocator.
         raise ValueError(f"input_size {size[0]}x{size[1]} is too large: at most {MAX_WORKING_SIDE} px a side and "
                          f"{MAX_WORKING_PIXELS // 1_000_000} M pixels (--input-width/--input-height)")
-    if options.wait is not None and not (math.isfinite(options.wait) and options.wait >= 0):
-        raise ValueError(f"wait must be >= 0 seconds (or None: as long as max_reconnects allows), got {options.wait}")
-    if options.max_reconnects is not None and options.max_reconnects < 0:
-        raise ValueError(f"max_reconnects must be >= 0 (or None: forever), got {options.max_reconnects}")
+    if options.wait is not None and not (_real(options.wait) and math.isfinite(options.wait) and options.wait >= 0):
+        raise ValueError(f"wait must be >= 0 seconds (or None: as long as max_reconnects allows), got {options.wait!r}")
+    if options.max_reconnects is not None and not (_whole(options.max_reconnects) and options.max_reconnects >= 0):
+        raise ValueError("max_reconnects must be a whole number >= 0 (or None: forever), "
+                         f"got {options.max_reconnects!r}")
+    timeout = options.open_timeout
+    if timeout is not None and not (_real(timeout) and math.isfinite(timeout) and timeout > 0):
+        raise ValueError("open_timeout must be a positive number of seconds (or None: FFmpeg's default, 30 s), "
+                         f"got {timeout!r}")
+    if options.workers is not None and not (_whole(options.workers) and options.workers >= 1):
+        raise ValueError("workers must be a whole number of at least 1 (or None: one per CPU core), "
+                         f"got {options.workers!r}")

@@ -14,9 +14,15 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from ..paths import check_utf8_name
 from .uri import SinkSpec
 
 OVERWRITE_HINT = "add --overwrite (overwrite=True in Python) to replace it"
+# An image output's counter widens its file names as frames are written: they are checked at this index, the
+# width a long run reaches (more than a month of frames at 30 fps).
+WIDEST_FRAME_INDEX = 99_999_999
+# The longest file name where the file system does not say (Linux file systems take 255 bytes).
+DEFAULT_NAME_MAX = 255
 
 
 def check_output_path(spec: SinkSpec) -> None:
@@ -30,14 +36,20 @@ def check_output_path(spec: SinkSpec) -> None:
 
     Raises:
         ValueError: naming the output and the reason (a parent that is a file, a video path that is a
-            folder, no write permission, a read-only file system) in one line.
+            folder, no write permission, a read-only file system, an image pattern without its counter, a name
+            longer than the file system takes or, for a video or images, not valid UTF-8) in one line.
 
     Example:
         >>> check_output_path(SinkSpec("none", ""))
     """
     if spec.kind not in ("video", "rosbag", "images"):
         return
+    if spec.kind != "rosbag":
+        # OpenCV writes videos and images, and crashes the process on a name that is not UTF-8.
+        check_utf8_name(spec.location, "output")
     target = Path(spec.location)
+    widest = Path(frame_name(spec.location, WIDEST_FRAME_INDEX)) if spec.kind == "images" else target
+    check_name_lengths(widest, f"output {spec.location!r}")
     if spec.kind in ("video", "rosbag") and target.is_dir():
         raise ValueError(f"cannot write video {spec.location!r}: it is an existing folder; give a file name")
     check_writable_file(target, f"output {spec.location!r}")
@@ -101,11 +113,12 @@ def check_writable_file(target: Path, label: str) -> None:
 
     Raises:
         ValueError: naming ``label`` and the reason (a parent that is a file, the path is a folder, no write
-            permission, a read-only file system) in one line.
+            permission, a read-only file system, a name longer than the file system takes) in one line.
 
     Example:
         >>> check_writable_file(Path("stats.json"), "--stats 'stats.json'")  # doctest: +SKIP
     """
+    check_name_lengths(target, label)
     if target.is_dir():
         raise ValueError(f"cannot write {label}: it is an existing folder; give a file name")
     existing = target.parent
@@ -121,6 +134,54 @@ def check_writable_file(target: Path, label: str) -> None:
                          "choose a folder you can write to") from exc
     os.close(handle)
     os.unlink(probe)
+
+
+def check_name_lengths(target: Path, label: str) -> None:
+    """Refuse a path that holds a file or folder name longer than the file system takes (255 bytes on Linux).
+
+    Python 3.11's ``is_dir`` and ``exists`` raise ENAMETOOLONG on such a name, and one below a folder that does
+    not exist yet fails only when the file is written, after the model has run.
+
+    Raises:
+        ValueError: naming ``label``, the name's length and the limit in one line.
+
+    Example:
+        >>> check_name_lengths(Path("runs/stats.json"), "--stats 'runs/stats.json'")
+    """
+    limit = _name_max(target)
+    for name in target.parts:
+        size = len(os.fsencode(name))
+        if size > limit:
+            raise ValueError(f"cannot write {label}: a name in it is {size} bytes ({name[:40]!r}...), longer than "
+                             f"the {limit} bytes this file system takes; use a shorter one")
+
+
+def _name_max(target: Path) -> int:
+    """The longest name the file system of ``target``'s nearest existing folder takes."""
+    folder = target.parent
+    while not os.path.isdir(folder) and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except OSError:
+        return DEFAULT_NAME_MAX
+
+
+def frame_name(pattern: str, index: int) -> str:
+    """The file an image-sequence output with this printf pattern writes frame ``index`` to.
+
+    Raises:
+        ValueError: when the pattern does not hold exactly one ``%d`` counter.
+
+    Example:
+        >>> frame_name("out/frame_%04d.png", 12)
+        'out/frame_0012.png'
+    """
+    try:
+        return pattern % index
+    except (TypeError, ValueError):
+        raise ValueError(f"image pattern {pattern!r} needs one %d counter and no other % (%% for a percent "
+                         "sign), e.g. frame_%04d.png") from None
 
 
 def check_not_input(spec: SinkSpec, inputs: Sequence[Path]) -> None:

@@ -35,7 +35,7 @@ from .options import StreamOptions
 from .output_path import check_existing_output, check_not_input, check_output_path
 from .render import Renderer, legend_entries, segmenter_palette
 from .result import StreamResult
-from .sinks import DEFAULT_OUTPUT_FPS, Sink, open_sink
+from .sinks import DEFAULT_OUTPUT_FPS, FrameSink, ResultSink, Sink, open_sink
 from .sources import (
     FrameSource,
     SourceError,
@@ -72,8 +72,8 @@ class Stream:
             returning one.
         segmenter: a :class:`unetrt.segmenter.Segmenter` (or anything with ``segment``/``colorize``),
             or a model path or bundled name to open one per worker (then the stream closes them).
-        output: None, 'display://0', a .mp4/.avi path, an image folder or pattern, 'http://HOST:PORT' (a live
-            view in the browser), a .mcap ROS 2 bag (each mask and JPEG overlay with the input's header), a
+        output: None, 'display://0', a .mp4/.avi path (str or Path), an image folder or pattern, 'http://HOST:PORT'
+            (a live view in the browser), a .mcap ROS 2 bag (each mask and JPEG overlay with the input's header), a
             parsed :class:`~unetrt.stream.uri.SinkSpec`, or a :class:`FrameSink`.
         options: the stream's settings (:class:`~unetrt.stream.options.StreamOptions`; None: the defaults).
         callback: called with every :class:`StreamResult` in the consuming thread.
@@ -81,9 +81,9 @@ class Stream:
             ``legend="inside"``, ``input_size=(640, 480)``, ...), laid over ``options``.
 
     Raises:
-        ValueError: on a bad setting, source or output (one that is the input, or exists and ``overwrite`` is
-            False), or ``workers`` above 1 with a segmenter object or a GPU model; FileNotFoundError when a path
-            does not exist.
+        ValueError: on a bad setting, source, segmenter, callback or output (one that is the input, or exists and
+            ``overwrite`` is False), or ``workers`` above 1 with a segmenter object or a GPU model;
+            FileNotFoundError when a path does not exist.
 
     Example:
         >>> with Stream("/dev/video0", "camvid", max_fps=15) as stream:  # doctest: +SKIP
@@ -92,16 +92,17 @@ class Stream:
     """
 
     def __init__(self, source: SourceLike, segmenter: FrameSegmenter | str | Path = "camvid",
-                 output: str | SinkSpec | Sink | None = None, options: StreamOptions | None = None, *,
+                 output: str | Path | SinkSpec | Sink | None = None, options: StreamOptions | None = None, *,
                  callback: Callable[[StreamResult], object] | None = None, **settings: Any) -> None:
         self.options = StreamOptions.from_settings(options, settings)
+        _check_arguments(segmenter, output, callback)
         self.callback = callback
         if not self.options.video_library_logs:
             silence_video_library_logs()
         self.source: FrameSource = open_source(source, self.options.input_size, self.options.live,
                                                self.options.open_timeout, self.options.topic)
         # Parsed and checked now so a bad output is reported before a model is loaded.
-        self._output: SinkSpec | Sink | None = parse_sink(output) if isinstance(output, str) else output
+        self._output: SinkSpec | Sink | None = parse_sink(str(output)) if isinstance(output, str | Path) else output
         if isinstance(self._output, SinkSpec):
             check_output_path(self._output)
             # Before the overwrite check: even with overwrite=True the input is never written over.
@@ -316,3 +317,19 @@ class Stream:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _check_arguments(segmenter: object, output: object, callback: object) -> None:
+    """Refuse what would fail only once frames flow (an AttributeError deep inside, a TypeError at the first result).
+
+    Raises:
+        ValueError: naming the argument, what it accepts and the value given.
+    """
+    if not (isinstance(segmenter, str | Path) or callable(getattr(segmenter, "segment", None))):
+        raise ValueError("segmenter must be a model name or path (e.g. 'camvid') or an object with a "
+                         f"segment(frame) method such as a unetrt Segmenter, got {segmenter!r}")
+    if not (output is None or isinstance(output, str | Path | SinkSpec | FrameSink | ResultSink)):
+        raise ValueError("output must be None, a path or URI (e.g. 'out.mp4', 'display://0'), a SinkSpec or a sink "
+                         f"object with write() and close(), got {output!r}")
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be a function taking each StreamResult (or None), got {callback!r}")

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..palette import Palette
 from ..segmenter import SegmentationResult
-from ..visualize import blend, draw_legend
+from ..visualize import blend, displayable, draw_legend
 
 if TYPE_CHECKING:
     from .result import StreamResult
@@ -208,8 +208,7 @@ class Renderer:
     def draw(self, frame: np.ndarray, segmentation: SegmentationResult, fps: float, latency_ms: float,
              dropped: int) -> np.ndarray:
         """The panels of ``frame`` and its segmentation, with the caption and the legend drawn on (a new image)."""
-        if frame.ndim == 2:
-            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        frame = displayable(frame)  # a 16-bit or float camera's frames are drawn as 8-bit BGR
         undrawn = np.isin(segmentation.mask, self.undrawn_ids) if self.undrawn_ids.size else None
         image = compose(frame, self.colors.colorize(segmentation), self.visualize, self.alpha, undrawn)
         if self.draw_stats:

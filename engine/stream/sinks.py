@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from ..paths import check_utf8_name
 from .encoders import H264, MJPEG, MPEG4, VideoEncoder, disk_full_reason, open_video_encoder
-from .output_path import frame_files
+from .output_path import frame_files, frame_name
 from .rosbag import RosbagSink
 from .uri import SinkSpec, parse_sink
 from .webview import HttpViewSink
@@ -91,7 +92,8 @@ class VideoFileSink:
         fps: the frame rate stored in the file.
 
     Raises:
-        ValueError: on another suffix or a non-positive rate.
+        ValueError: on another suffix, a non-positive rate, or a name that is not valid UTF-8 (OpenCV would
+            crash on it).
 
     Example:
         >>> sink = VideoFileSink("out.mp4", fps=10)  # doctest: +SKIP
@@ -104,6 +106,7 @@ class VideoFileSink:
         suffix = self.path.suffix.lower()
         if suffix not in VIDEO_SUFFIXES:
             raise ValueError(f"video output must end in {' or '.join(VIDEO_SUFFIXES)}, got {str(path)!r}")
+        check_utf8_name(path, "video output")
         if not fps > 0:
             raise ValueError(f"output fps must be positive, got {fps}")
         self.name = str(path)
@@ -150,7 +153,8 @@ class ImageSequenceSink:
             is left among the new ones (other files in the folder are kept).
 
     Raises:
-        ValueError: when the pattern has no ``%d`` counter.
+        ValueError: when the pattern does not hold exactly one ``%d`` counter, or is not valid UTF-8 (OpenCV
+            would crash on it).
 
     Example:
         >>> sink = ImageSequenceSink("out/frame_%04d.png")  # doctest: +SKIP
@@ -160,10 +164,8 @@ class ImageSequenceSink:
 
     def __init__(self, pattern: str | Path, replace_earlier: bool = True) -> None:
         pattern = str(pattern)
-        try:
-            pattern % 0
-        except TypeError:
-            raise ValueError(f"image pattern {pattern!r} needs one %d counter, e.g. frame_%04d.png") from None
+        frame_name(pattern, 0)  # a pattern without its counter is refused here, not at the first frame
+        check_utf8_name(pattern, "image output")
         self.pattern = pattern
         self.name = pattern
         self._index = 0

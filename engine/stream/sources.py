@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from ..paths import check_utf8_name
 from ..preprocessing import check_frame
 from .uri import IMAGE_SUFFIXES, SourceSpec, parse_source
 
@@ -279,7 +280,8 @@ class VideoCaptureSource:
             the open is still waiting.
 
     Raises:
-        ValueError: for csi:// when OpenCV was built without GStreamer.
+        ValueError: for csi:// when OpenCV was built without GStreamer, or a location that is not valid UTF-8
+            (OpenCV would crash on it).
 
     Example:
         >>> source = VideoCaptureSource(parse_source("clip.mp4"))  # doctest: +SKIP
@@ -291,6 +293,7 @@ class VideoCaptureSource:
             raise ValueError(f"open timeout must be a positive number of seconds, got {open_timeout}")
         if spec.kind not in ("camera", "csi", "rtsp", "video"):
             raise ValueError(f"VideoCaptureSource cannot open a {spec.kind!r} source")
+        check_utf8_name(spec.location, "input")
         if spec.kind == "csi" and not opencv_has_gstreamer():
             raise ValueError(
                 "csi:// needs OpenCV built with GStreamer (cv2.getBuildInformation() says 'GStreamer: NO'); "
@@ -427,6 +430,8 @@ class ImageSequenceSource:
 
     Raises:
         FileNotFoundError: when no image matches.
+        ValueError: when an image's name is not valid UTF-8 (OpenCV would crash on it): refused here, with the
+            name, rather than skipped as a frame that does not decode, since renaming it is the fix.
 
     Example:
         >>> source = ImageSequenceSource("camvid/val")  # doctest: +SKIP
@@ -445,6 +450,8 @@ class ImageSequenceSource:
             files = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
         if not files:
             raise FileNotFoundError(f"no images in {str(location)!r} (suffixes: {', '.join(IMAGE_SUFFIXES)})")
+        for file in files:
+            check_utf8_name(file, "image")
         self.name = str(location)
         self.files = files
         self.frame_count = len(files)
@@ -505,6 +512,7 @@ class IterableSource:
         self._frames = None if callable(frames) else frames
         self._opened_once = False
         self._iterator: Iterator[np.ndarray] | None = None
+        self._items_read = 0
         self.live = live
         self.fps = fps
         self.name = name
@@ -515,6 +523,7 @@ class IterableSource:
         Raises:
             SourceError: when the factory raises, or a one-shot iterable is opened a second time.
         """
+        self._items_read = 0
         if self._factory is not None:
             try:
                 self._iterator = iter(self._factory())
@@ -534,16 +543,24 @@ class IterableSource:
 
         Raises:
             SourceError: when the iterable raises (it is then finished; a factory can reopen it).
+            CorruptFrameError: when the item is None.
         """
         if self._iterator is None:
             raise SourceError(f"source {self.name!r} is not open")
         try:
-            return next(self._iterator)
+            frame = next(self._iterator)
         except StopIteration:
             return None
         except Exception as exc:  # user code failing mid-stream is a source failure, like a camera dropping out
             self._iterator = None
             raise SourceError(f"{self.name}: {exc!r}") from exc
+        self._items_read += 1
+        if frame is None:
+            # Returned, it would read as the end of the source: a failed cv2.imread in a list of frames ended the
+            # stream there without a word. It is a frame that does not decode, skipped and counted as one.
+            raise CorruptFrameError(f"item {self._items_read - 1} is None, not a frame (cv2.imread and "
+                                    "VideoCapture.read give None when they fail)")
+        return frame
 
     def close(self) -> None:
         """Drop the iterator (generators are closed)."""

@@ -10,12 +10,15 @@ a ``.mcap`` ROS 2 bag, or ``http://127.0.0.1:8080`` (a live view in the browser;
 
 from __future__ import annotations
 
+import errno
 import glob
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..bundled import sample_clip
+from ..paths import check_utf8_name
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
@@ -66,7 +69,9 @@ def parse_source(uri: str) -> SourceSpec:
     """Turn an input URI into a :class:`SourceSpec`.
 
     Raises:
-        ValueError: on an unknown protocol or a URI that names no camera, stream, video or images.
+        ValueError: on an unknown protocol, a URI that names no camera, stream, video or images, a name
+            longer than the file system takes, or one that is not valid UTF-8 (except a ROS 2 bag's, which
+            OpenCV does not open).
         FileNotFoundError: when a file, folder or glob names nothing that exists.
 
     Example:
@@ -76,6 +81,14 @@ def parse_source(uri: str) -> SourceSpec:
     text = uri.strip()
     if not text:
         raise ValueError("input is empty; give a camera index (0), /dev/video0, csi://0, rtsp://..., a video, a folder")
+    spec = _parse_source_text(text)
+    if spec.kind != "rosbag":
+        # OpenCV opens the others, and crashes the process on a name that is not UTF-8.
+        check_utf8_name(spec.location, "input")
+    return spec
+
+
+def _parse_source_text(text: str) -> SourceSpec:
     if text == SAMPLE_NAME:
         return SourceSpec("video", str(sample_clip()), live=False)
     if text.isdigit():
@@ -114,7 +127,7 @@ def _parse_source_path(text: str) -> SourceSpec:
         if not glob.glob(str(path)):
             raise FileNotFoundError(f"no files match the glob {text!r}")
         return SourceSpec("images", str(path), live=False)
-    if path.is_dir():
+    if _is_folder(path, text):
         kind = "rosbag" if (path / ROSBAG_METADATA).is_file() else "images"
         return SourceSpec(kind, str(path), live=False)
     if not path.exists():
@@ -131,6 +144,17 @@ def _parse_source_path(text: str) -> SourceSpec:
         f"videos: {', '.join(VIDEO_SUFFIXES)}; images: {', '.join(IMAGE_SUFFIXES)}; ROS 2 bags: "
         f"{', '.join(ROSBAG_SUFFIXES)} or a rosbag2 folder"
     )
+
+
+def _is_folder(path: Path, text: str) -> bool:
+    """``path.is_dir()``; a name the file system refuses as too long is one line (Python 3.11 raises it)."""
+    try:
+        return path.is_dir()
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        raise ValueError(f"input {text[:60]!r}... is a name longer than this file system takes "
+                         f"({len(os.fsencode(text))} bytes); use a shorter one") from None
 
 
 def parse_sink(uri: str | None) -> SinkSpec:

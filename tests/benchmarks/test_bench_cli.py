@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -139,6 +140,28 @@ def test_workload_frames_come_from_the_images_in_turn(tmp_path: Path) -> None:
         Workload("end-to-end", (20, 30), 1, images=(tmp_path / "3.png",)).frames(info)  # type: ignore[arg-type]
 
 
+def test_a_frame_whose_name_is_not_utf8_is_one_line_not_a_crash(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # cv2.imread crashed the process (a segmentation fault) on such a name: here it would fail the test instead.
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.zeros((20, 30, 3), np.uint8))
+    bad = folder / os.fsdecode(b"b\xff.png")
+    bad.write_bytes((folder / "a.png").read_bytes())
+
+    def opencv(*args: object) -> None:
+        raise AssertionError("OpenCV was handed the name")
+
+    monkeypatch.setattr(cv2, "imread", opencv)
+    info = SimpleNamespace(in_channels=3)
+    with pytest.raises(ValueError, match=r"image '.*b\\xff\.png' has a name that is not valid UTF-8"):
+        Workload("end-to-end", (20, 30), 1, images=(bad,)).frames(info)  # type: ignore[arg-type]
+    code, _, err = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", *FAST,
+                         "--end-to-end", "--frames", str(folder)], capsys)
+    assert code == 2 and "has a name that is not valid UTF-8" in _one_line_error(err)
+
+
 def test_duration_and_plot(tiny_model_files: dict[str, Path], tmp_path: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib")
@@ -199,6 +222,17 @@ def test_a_duration_that_never_ends_is_refused(value: str, tiny_model_files: dic
         main(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", *FAST, "--duration", value])
     assert exit_info.value.code == 2
     assert f"expected a positive finite float, got {value!r}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_a_seed_no_generator_takes_is_refused_before_the_run(seed: str, tiny_model_files: dict[str, Path],
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # --seed -1 ran, then said "no variant could run here: expected non-negative integer".
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", *FAST, "--seed", seed])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and out == ""
+    assert "argument --seed: seed must be an integer from 0 to 4294967295" in _one_line_error(err)
 
 
 @pytest.mark.parametrize("flag", ["--json", "--markdown"])

@@ -6,18 +6,21 @@ import argparse
 import builtins
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
+from unetrt.batch import job
 from unetrt.batch.cli import build_parser, main, parse_address
 from unetrt.batch.inputs import (
     FAILED,
     SKIPPED,
     TODO,
     WorkUnit,
+    announced_frames,
     expand_inputs,
     frame_from_row,
     read_unit,
@@ -31,6 +34,7 @@ from unetrt.batch.job import (
     check_pool_fits,
     default_workers,
     import_ray,
+    ray_connection,
 )
 from unetrt.batch.outputs import (
     frame_output,
@@ -102,6 +106,56 @@ def test_bad_inputs_are_refused_with_the_reason(tmp_path: Path, monkeypatch: pyt
     (tmp_path / "empty").mkdir()
     with pytest.raises(error, match=message):
         expand_inputs(inputs)
+
+
+def test_a_name_that_is_not_utf8_is_refused_before_opencv_or_a_worker_sees_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # OpenCV crashed the driver (a video's frame count) or a Ray worker, which Ray then restarted for ever, on
+    # such a name (a segmentation fault).
+    def opencv(*args: object) -> None:
+        raise AssertionError("OpenCV was handed the name")
+
+    video = tmp_path / os.fsdecode(b"v\xff.avi")
+    write_video(tmp_path / "clip.avi", 2)
+    video.write_bytes((tmp_path / "clip.avi").read_bytes())
+    folder = tmp_path / "frames"
+    image = write_images(folder, 1)[0]
+    (folder / os.fsdecode(b"a\xff.png")).write_bytes(image.read_bytes())
+    monkeypatch.setattr(cv2, "VideoCapture", opencv)
+    for inputs in ([str(video)], [str(folder)], [str(folder / "*.png")]):
+        with pytest.raises(ValueError, match=r"input '.*\\xff\.(avi|png)' has a name that is not valid UTF-8"):
+            expand_inputs(inputs)
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        announced_frames(video)
+
+
+def test_names_longer_than_the_file_system_takes_are_one_line(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # Python 3.11's is_dir and exists raised OSError: [Errno 36] File name too long, a traceback.
+    image = write_images(tmp_path / "frames", 1)[0]
+    long = str(tmp_path / ("a" * 300))
+    for argv in ([long + ".png", "-o", str(tmp_path / "out")], [str(image), "-o", long]):
+        assert main([*argv, "--model", "camvid"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "longer than" in err[0] and "file system takes" in err[0]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["frames"]
+
+
+def test_no_cluster_at_the_address_is_one_line_and_makes_no_output_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # It was a ConnectionError traceback, after the output folder had been made.
+    def init(**options: Any) -> None:
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(job, "import_ray", lambda: SimpleNamespace(is_initialized=lambda: False, init=init))
+    with pytest.raises(ConnectionError, match="no Ray cluster at 'auto'"), ray_connection("auto"):
+        pass
+    image = write_images(tmp_path / "frames", 1)[0]
+    out = tmp_path / "masks"
+    assert main([str(image), "-o", str(out), "--model", "camvid", "--address", "auto"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no Ray cluster at 'auto'") and "ray start --head" in err[0]
+    assert not out.exists()
 
 
 def test_two_inputs_that_would_write_one_output_are_refused(tmp_path: Path) -> None:

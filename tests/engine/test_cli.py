@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import errno
 import os
 import signal
 import sys
 
 import pytest
 
-from unetrt.cli import TERMINATED, StopOnSigterm, TerminatedError, raise_terminated, run_cli
+from unetrt.cli import MAX_SEED, TERMINATED, StopOnSigterm, TerminatedError, parse_seed, raise_terminated, run_cli
 
 
 def _raise(error: BaseException) -> None:
@@ -23,6 +25,29 @@ def test_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(lambda: _raise(KeyboardInterrupt())) == 130
     assert run_cli(lambda: _raise(TerminatedError())) == TERMINATED == 143
     assert capsys.readouterr().err == "interrupted\nterminated\n"
+
+
+def test_a_file_name_too_long_is_a_user_error_and_other_os_errors_are_bugs(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # A name no check before the work caught was a traceback: OSError: [Errno 36] File name too long.
+    long = "a" * 300 + ".json"
+    assert run_cli(lambda: _raise(OSError(errno.ENAMETOOLONG, "File name too long", long))) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"error: a file name ('{'a' * 60}'...) is longer than this file system takes; use a shorter one"]
+    with pytest.raises(OSError, match="Input/output error"):
+        run_cli(lambda: _raise(OSError(errno.EIO, "Input/output error")))
+
+
+def test_a_seed_is_what_every_generator_takes() -> None:
+    assert (parse_seed("0"), parse_seed(" 42 "), parse_seed(str(MAX_SEED))) == (0, 42, 2**32 - 1)
+
+
+@pytest.mark.parametrize("text", ["-1", str(2**32), "99999999999999999999", "9" * 5000, "1.5", "x", "", "\u00b2"])
+def test_a_seed_no_generator_takes_is_refused_in_one_line(text: str) -> None:
+    # -1 and 2**32 were refused by np.random.seed after the work had begun, 99999999999999999999 by torch
+    # ("Overflow when unpacking long long"); 5000 digits are past what int() reads at all.
+    with pytest.raises(argparse.ArgumentTypeError, match=r"seed must be an integer from 0 to 4294967295 \(2\*\*32"):
+        parse_seed(text)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM handlers are POSIX")

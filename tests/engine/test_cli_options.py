@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from unetrt.cli_options import CommandParser, add_device, add_model, trtexec_pool_mib, trtexec_shape
+from unetrt.cli_options import (
+    MAX_WORKSPACE_MIB,
+    CommandParser,
+    add_device,
+    add_model,
+    trtexec_pool_mib,
+    trtexec_shape,
+)
 
 STREAM = "unetrt.stream.cli"
 EVAL = "unetrt.evaluate"
@@ -175,6 +182,10 @@ INVALID = [
     (EXPORT, ["--precision", "fp16,bf16"], ["choose from fp32, fp16, int8"]),
     (BUILD, ["--optShapes=input0:1x3x64x64"], ["image:NxCxHxW", "'image'"]),
     (BUILD, ["--memPoolSize=dlaSRAM:1M"], ["workspace:SIZE"]),
+    (BUILD, ["--memPoolSize=workspace:infG"], ["more than TensorRT can take", "workspace:1024"]),
+    (TRAIN, ["--seed", "-1"], ["--seed", "from 0 to 4294967295"]),
+    (EXPORT, ["--seed", "99999999999999999999"], ["--seed", "from 0 to 4294967295"]),
+    (BENCH, ["--seed", "-1"], ["--seed", "from 0 to 4294967295"]),
     (BENCH, ["--shapes=image:1x3x64"], ["NxCxHxW"]),
     (BENCH, ["--shapes=image:8x3x64x64", "--batch-size", "1"], ["--shapes asks for batch 8", "give one"]),
     (BUILD, ["--onnx", "other.onnx"], ["the model is given twice ('m.onnx' and --model 'other.onnx')"]),
@@ -239,6 +250,14 @@ def test_trtexec_spec_parsers() -> None:
             trtexec_shape(bad)
     with pytest.raises(argparse.ArgumentTypeError, match="workspace:SIZE"):
         trtexec_pool_mib("workspace:0")
+    assert trtexec_pool_mib(f"workspace:{MAX_WORKSPACE_MIB}") == MAX_WORKSPACE_MIB
+
+
+@pytest.mark.parametrize("size", ["infG", "1e400", "inf", "1e300", str(MAX_WORKSPACE_MIB + 1)])
+def test_a_workspace_no_byte_count_holds_is_refused(size: str) -> None:
+    # infG and 1e400 ended unet-build in OverflowError's traceback ("cannot convert float infinity to integer").
+    with pytest.raises(argparse.ArgumentTypeError, match=f"at most {MAX_WORKSPACE_MIB} MiB"):
+        trtexec_pool_mib(f"workspace:{size}")
 
 
 def test_command_parser_merges_a_positional_with_its_flag() -> None:

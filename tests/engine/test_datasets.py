@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from unetrt.datasets import find_class_table, paired_files, read_class_table, read_image, read_label
+from unetrt.datasets import find_class_table, list_images, paired_files, read_class_table, read_image, read_label
 
 
 def write(folder: Path, names: list[str], value: int = 0) -> None:
@@ -50,3 +51,33 @@ def test_read_binary_label_and_errors(tmp_path: Path) -> None:
 def test_camvid_class_table(shared_data: Path) -> None:
     table = read_class_table(find_class_table(shared_data / "camvid" / "valannot"))
     assert len(table.names) == 11 and table.ignore_index == 11 and table.names[0] == "sky"
+
+
+def test_a_file_whose_name_is_not_utf8_is_refused_before_opencv_sees_it(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # OpenCV crashed the process (a segmentation fault) in unet-eval, unet-train and unet-weights on such a name.
+    write(tmp_path / "img", ["a.png"])
+    bad = tmp_path / "img" / os.fsdecode(b"b\xff.png")
+    bad.write_bytes((tmp_path / "img" / "a.png").read_bytes())
+    with pytest.raises(ValueError, match=r"image '.*b\\xff\.png' has a name that is not valid UTF-8"):
+        list_images(tmp_path / "img")
+
+    def opencv(*args: object) -> None:
+        raise AssertionError("OpenCV was handed the name")
+
+    monkeypatch.setattr(cv2, "imread", opencv)
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        read_image(bad)
+    with pytest.raises(ValueError, match=r"label .* not valid UTF-8"):
+        read_label(bad, binary=True)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"[" * 100_000 + b"]" * 100_000, "nests its JSON deeper than can be read"),
+    (b'{"classes": "\xe9"}', r"is not UTF-8 text \(byte 13\)"),
+])
+def test_a_class_table_that_cannot_be_read_is_named(tmp_path: Path, content: bytes, message: str) -> None:
+    # Deep nesting was a RecursionError, Latin-1 text a UnicodeDecodeError that named no file.
+    (tmp_path / "classes.json").write_bytes(content)
+    with pytest.raises(ValueError, match=f"class table '.*classes.json' {message}"):
+        read_class_table(tmp_path / "classes.json")

@@ -27,3 +27,12 @@ def test_without_a_driver_the_report_says_so(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr("unetrt.cuda.driver_library", no_driver)
     assert main(["--device", "cpu", "--backend", "onnxruntime", "--precision", "fp32"]) == 0
     assert "CUDA driver: none (no libcuda.so.1)" in capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.parametrize("argv", [["--working-size", "12x"], ["--foo"]])
+def test_a_bad_argument_is_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse's own parser printed its usage block above the error.
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.count("\n") == 1 and err.startswith("python -m unetrt.doctor: error: ")

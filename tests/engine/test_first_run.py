@@ -510,3 +510,20 @@ def test_doctor_names_the_cuda_driver_and_the_l4t_release(first_run: Path, tmp_p
     monkeypatch.setattr(doctor_module, "L4T_RELEASE_FILE", str(release))
     assert doctor_module.main([]) == 0
     assert "CUDA driver: supports CUDA 12.6; L4T R36 (release), REVISION: 4.3\n" in capsys.readouterr().out
+
+
+def test_an_option_of_the_cpu_fallback_leaves_the_default_on_tensorrt(first_run: Path) -> None:
+    """Robot code sets the CPU fallback's options (threads, OpenVINO's lanes) once for every machine: on a GPU
+    machine the default path must still end on TensorRT, which takes neither."""
+    with Segmenter("camvid", threads=2, lanes=1) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    with pytest.raises(ValueError, match=r"unknown option\(s\) 'lane' for tensorrt or \w+; the options are "):
+        Segmenter("camvid", lane=1)
+
+
+def test_a_plan_asked_for_options_of_a_build_says_it_runs_as_built(first_run: Path) -> None:
+    with Segmenter("camvid") as segmenter:
+        plan = Path(segmenter.backend.path)  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=rf"dla_core: options of an engine built here from an .onnx model; the plan "
+                                         rf"{plan.name} runs as it was built \(rebuild it with unet-build"):
+        Segmenter(plan, dla_core=0)

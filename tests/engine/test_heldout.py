@@ -68,6 +68,18 @@ def test_a_broken_split_is_named(tmp_path: Path, fields: dict[str, object], mess
         HeldOutSplit.read(write_split(tmp_path / "split.json", **fields)).pairs(root, "select")
 
 
+@pytest.mark.parametrize("content, message", [
+    (b"[" * 100_000 + b"]" * 100_000, "nests its JSON deeper than can be read"),
+    (b'{"select": ["\xe9"]}', r"is not UTF-8 text \(byte 13\)"),
+    (b"{not json", "is not valid JSON"),
+])
+def test_a_split_file_that_cannot_be_read_is_named(tmp_path: Path, content: bytes, message: str) -> None:
+    # Deep nesting was a RecursionError, Latin-1 text a UnicodeDecodeError that named no file.
+    (tmp_path / "split.json").write_bytes(content)
+    with pytest.raises(ValueError, match=f"split file '.*split.json' {message}"):
+        HeldOutSplit.read(tmp_path / "split.json")
+
+
 def test_bundled_camvid_split_holds_out_whole_spans(shared_data: Path) -> None:
     split = HeldOutSplit.read(BUNDLED_SPLIT)
     root = shared_data / "camvid"

@@ -181,3 +181,44 @@ def test_per_threshold_errors_are_what_scores_takes_the_best_of_and_what_one_thr
     for probability, truth in slices:
         single.update(probability, truth)
     assert single.per_threshold() == [row for row in rows if row["threshold"] == 0.3]
+
+
+@pytest.mark.parametrize(("pred", "target", "message"), [
+    (np.array([[0.9, 1.9]]), np.array([[1, 2]]),
+     "predicted class ids must be an integer .*got dtype float64; take the argmax"),
+    (np.array([[np.nan, 1.0]]), np.array([[1, 1]]), "predicted class ids must be an integer .*got dtype float64"),
+    (np.array([[0, 1]]), np.array([[1.0, 2.0]]), "target class ids must be an integer .*got dtype float64; read label"),
+])
+def test_confusion_matrix_refuses_ids_that_are_no_integers(pred: np.ndarray, target: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        confusion_matrix(pred, target, 3)
+
+
+@pytest.mark.parametrize("num_classes", [2.5, "2", True, 0])
+def test_num_classes_must_be_an_int_of_at_least_1(num_classes: object) -> None:
+    with pytest.raises(ValueError, match="num_classes must be an int of at least 1, got"):
+        confusion_matrix(np.array([0, 1]), np.array([0, 1]), num_classes)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="num_classes must be an int of at least 1, got"):
+        ConfusionMatrix(num_classes)  # type: ignore[arg-type]
+
+
+def test_bool_masks_and_numpy_class_counts_are_accepted() -> None:
+    matrix = confusion_matrix(np.array([True, False]), np.array([1, 1], np.uint8), np.int64(2))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(matrix, [[0, 0], [1, 1]])
+    assert ConfusionMatrix(np.int64(2)).num_classes == 2  # type: ignore[arg-type]
+
+
+def test_rand_error_and_the_challenge_refuse_empty_masks_as_pixel_error_does() -> None:
+    empty = np.zeros((0, 3))
+    with pytest.raises(ValueError, match="pixel error of empty masks is undefined"):
+        pixel_error(empty, empty)
+    with pytest.raises(ValueError, match="Rand error of empty masks is undefined"):
+        rand_error(empty, empty)
+    with pytest.raises(ValueError, match=r"the challenge scores non-empty 2-D slices, got shape \(0, 3\)"):
+        IsbiChallengeScorer().update(empty, empty)
+
+
+@pytest.mark.parametrize("thresholds", [[math.nan], [0.1, math.nan], None, ["a"]])
+def test_challenge_thresholds_must_be_numbers_in_the_unit_range(thresholds: object) -> None:
+    with pytest.raises(ValueError, match=r"thresholds must be ascending values in \[0, 1\], got"):
+        IsbiChallengeScorer(thresholds=thresholds)  # type: ignore[arg-type]

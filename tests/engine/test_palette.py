@@ -99,3 +99,20 @@ def test_a_palette_that_does_not_fit_is_refused_at_open(tmp_path: Path) -> None:
     model = export_onnx(build_model(info).eval(), info, tmp_path / "binary.onnx")
     with pytest.raises(ValueError, match="is not binary and the model is; pass binary=True"):
         Segmenter(model, warm_up=False, palette=Palette(("cell",), ((0, 255, 0),)))
+
+
+def test_a_model_palette_needs_a_model_info() -> None:
+    with pytest.raises(ValueError, match=r"info must be a unetrt\.model_info\.ModelInfo .*got None"):
+        Palette.of(None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"info must be a unetrt\.model_info\.ModelInfo .*got None"):
+        ROAD_CAR.check_fits(None)  # type: ignore[arg-type]
+    assert ROAD_CAR.check_fits(tiny_info(num_classes=2)) is ROAD_CAR
+
+
+def test_ids_of_takes_a_list_of_names_not_one_string() -> None:
+    with pytest.raises(ValueError, match=r"such as \['car'\], got the single string 'car'"):
+        ROAD_CAR.ids_of("car")
+    with pytest.raises(ValueError, match=r"ids_of takes a list of class names, such as \['road'\], got None"):
+        ROAD_CAR.ids_of(None)  # type: ignore[arg-type]
+    assert ROAD_CAR.ids_of(name for name in ("car", "road")) == (1, 0)  # type: ignore[arg-type]
+    assert ROAD_CAR.ids_of(["car"]) == (1,)

@@ -154,6 +154,13 @@ def test_read_metadata_errors(tmp_path: Path) -> None:
     metadata_path(plan).write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         read_plan_metadata(plan)
+    # Deep nesting was a RecursionError, Latin-1 text a UnicodeDecodeError that named no file.
+    metadata_path(plan).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match=r"plan metadata '.*unet.plan.json' nests its JSON deeper.*rebuild"):
+        read_plan_metadata(plan)
+    metadata_path(plan).write_bytes(b'{"gpu": "\xe9"}')
+    with pytest.raises(ValueError, match=r"plan metadata '.*unet.plan.json' is not UTF-8 text.*unet-build"):
+        read_plan_metadata(plan)
     data = make_metadata().to_dict()
     data["format_version"] = 99
     metadata_path(plan).write_text(json.dumps(data))

@@ -184,3 +184,72 @@ def test_lines_threshold_out_of_range_is_refused_and_makes_the_cleanup_active() 
     assert BinaryCleanup(lines_threshold=0.2).active and not BinaryCleanup().active
     with pytest.raises(ValueError, match="cell lines' threshold"):
         BinaryCleanup(lines_threshold=1.5)
+
+
+@pytest.mark.parametrize("threshold", [5, -1, float("nan"), "0.5", True])
+def test_apply_refuses_thresholds_the_constructor_refuses(threshold: object) -> None:
+    probability = np.full((3, 3), 0.4, np.float32)
+    with pytest.raises(ValueError, match=r"the mask threshold must (lie|be a number) in \[0, 1\], got"):
+        BinaryCleanup().apply(probability, threshold=threshold)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"the mask threshold must (lie|be a number) in \[0, 1\], got"):
+        BinaryCleanup(threshold=threshold)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("probability", "message"), [
+    (np.zeros(5, np.float32), r"HxW array of numbers, got shape \(5,\)"),
+    (np.zeros((0, 5), np.float32), r"HxW array of numbers, got shape \(0, 5\)"),
+    (np.full((2, 2), np.nan, np.float32), "holds 4 NaN or infinite values"),
+    (np.array([[0.9, np.inf]]), "holds 1 NaN or infinite values"),
+    ([["a"]], r"HxW array of numbers, got \[\['a'\]\]"),
+])
+def test_maps_that_are_no_finite_2d_arrays_are_refused_everywhere(probability: object, message: str) -> None:
+    for mode in ("none", "fill-holes", "watershed"):
+        with pytest.raises(ValueError, match=message):
+            BinaryCleanup(mode).apply(probability)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=message):
+        seeded_watershed(probability)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=message):
+        cell_lines(probability)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=message):
+        fill_holes(probability, 2)  # type: ignore[arg-type]
+
+
+def test_lists_are_maps_too() -> None:
+    assert BinaryCleanup(threshold=0.5).apply([[0.2, 0.9]]).tolist() == [[0, 1]]  # type: ignore[arg-type]
+    assert seeded_watershed([[0.95, 0.95]], min_seed_area=1).tolist() == [[1, 1]]  # type: ignore[arg-type]
+    assert cell_lines([[1, 0, 1]]).tolist() == [[False, True, False]]  # type: ignore[arg-type]
+
+
+def test_fill_holes_refuses_colour_and_empty_masks_and_odd_areas() -> None:
+    with pytest.raises(ValueError, match=r"the mask to fill must be a non-empty HxW array .*got shape \(4, 4, 3\)"):
+        fill_holes(np.ones((4, 4, 3), np.uint8), 2)
+    with pytest.raises(ValueError, match=r"got shape \(0, 4\)"):
+        fill_holes(np.ones((0, 4), np.uint8), 2)
+    with pytest.raises(ValueError, match="the maximum hole area must be an int number of pixels, got '2'"):
+        fill_holes(np.ones((4, 4), np.uint8), "2")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"max_hole_area": "5"}, "the maximum hole area must be an int of at least 0 pixels, got '5'"),
+    ({"max_hole_area": float("nan")}, "the maximum hole area must be an int of at least 0 pixels, got nan"),
+    ({"max_hole_area": 2.5}, "the maximum hole area must be an int"),
+    ({"max_hole_area": True}, "the maximum hole area must be an int"),
+    ({"min_seed_area": 2.0}, "the minimum seed area must be an int of at least 1 pixel, got 2.0"),
+    ({"min_seed_area": True}, "the minimum seed area must be an int"),
+    ({"threshold": "0.5"}, r"the mask threshold must be a number in \[0, 1\], got '0.5'"),
+    ({"threshold": float("nan")}, r"the mask threshold must lie in \[0, 1\], got nan"),
+    ({"seed_threshold": float("nan")}, "seed threshold nan"),
+    ({"seed_threshold": "0.9"}, "seed threshold '0.9'"),
+    ({"lines_threshold": float("nan")}, r"the cell lines' threshold must lie in \[0, 1\], got nan"),
+])
+def test_settings_of_the_wrong_type_or_nan_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BinaryCleanup("watershed", **kwargs)
+
+
+def test_numpy_numbers_are_settings_too() -> None:
+    cleanup = BinaryCleanup("fill-holes", max_hole_area=np.int64(4), min_seed_area=np.int32(2),
+                            threshold=np.float32(0.5))
+    probability = np.full((5, 5), 0.9, np.float32)
+    probability[2, 2] = 0.1
+    assert int(cleanup.apply(probability).sum()) == 25

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unetrt.preprocessing import check_frame, frame_scale, frame_to_model_channels
+from unetrt.preprocessing import check_frame, frame_scale, frame_to_model_channels, normalize
 from unetrt.stream.sources import CorruptFrameError, check_stream_frame
 
 
@@ -70,3 +70,32 @@ def test_none_names_the_likely_cause(tmp_path: Path) -> None:
     frame = cv2.imread(str(tmp_path / "missing.png"))  # what a mistyped path gives
     with pytest.raises(ValueError, match=r"frame is None, not an image: cv2.imread returns None"):
         check_frame(frame)
+
+
+def test_normalize_scales_uint8_per_channel() -> None:
+    image = np.full((2, 3, 3), 255, np.uint8)
+    out = normalize(image, (0.0, 0.5, 1.0), (1.0, 0.5, 0.25))
+    assert out.dtype == np.float32 and out.shape == (3, 2, 3)
+    assert out[:, 0, 0].tolist() == [1.0, 1.0, 0.0]
+    assert normalize(np.zeros((2, 2, 1), np.uint8), [0], [1]).shape == (1, 2, 2)
+
+
+@pytest.mark.parametrize("image", [np.full((2, 2), 65535, np.uint16), np.full((2, 2), 0.5, np.float32)])
+def test_normalize_refuses_images_that_are_not_8_bit(image: np.ndarray) -> None:
+    with pytest.raises(ValueError, match=f"normalize takes uint8 images \\(0..255\\), got dtype {image.dtype}"):
+        normalize(image, (0.5,), (0.5,))
+
+
+@pytest.mark.parametrize(("image", "mean", "std", "message"), [
+    (np.zeros((2, 2, 3), np.uint8), (0.5,), (0.5,), r"mean must hold 3 finite number\(s\), .*got \(0.5,\)"),
+    (np.zeros((2, 2), np.uint8), (0.5,), (0.5, 0.5, 0.5), r"std must hold 1 finite number\(s\)"),
+    (np.zeros((2, 2), np.uint8), (float("nan"),), (0.5,), "mean must hold 1 finite number"),
+    (np.zeros((2, 2), np.uint8), None, (0.5,), "mean must hold 1 finite number.*got None"),
+    (np.zeros((2, 2), np.uint8), ("0.5",), (0.5,), "mean must hold 1 finite number"),
+    (np.zeros((2, 2), np.uint8), (0.5,), (0.0,), r"std must be above 0 for every channel, got \(0.0,\)"),
+    (None, (0.5,), (0.5,), "normalize takes an HxW or HxWxC uint8 image, got NoneType"),
+    (np.zeros((2, 2, 2, 2), np.uint8), (0.5,), (0.5,), r"HxW or HxWxC uint8 image, got \(2, 2, 2, 2\)"),
+])
+def test_normalize_refuses_bad_input_by_name(image: object, mean: object, std: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        normalize(image, mean, std)  # type: ignore[arg-type]

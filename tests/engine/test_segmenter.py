@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -269,7 +270,7 @@ def test_cuda_device_path_needs_a_cuda_backend(tiny_model_files: dict[str, Path]
 
 def test_segment_none_says_the_read_probably_failed(tiny_model_files: dict[str, Path]) -> None:
     with Segmenter(tiny_model_files["onnx"], backend="onnxruntime") as seg, \
-            pytest.raises(ValueError, match=r"frame 0: frame is None, not an image: cv2.imread returns None when it "
+            pytest.raises(ValueError, match=r"^frame is None, not an image: cv2.imread returns None when it "
                                             r"cannot read a file"):
         seg.segment(None)  # type: ignore[arg-type]
 
@@ -291,3 +292,143 @@ def test_a_segmenter_dropped_without_close_closes_the_backend_it_runs_on(tiny_mo
     del seg
     assert wait_for_releases(10)
     assert closed == [True] and mask.shape == (20, 30)
+
+
+def test_float64_frames_convert_channels_as_float32_frames_do(tiny_model_files: dict[str, Path]) -> None:
+    """OpenCV's colour conversions take no float64: a gray float64 frame for a colour model was a cv2.error."""
+    rng = np.random.default_rng(0)
+    gray = rng.random((40, 50))
+    with Segmenter(tiny_model_files["onnx"], backend="onnxruntime", probabilities=True) as seg:
+        assert np.array_equal(seg.segment(gray).probabilities, seg.segment(gray.astype(np.float32)).probabilities)
+    color = rng.random((40, 50, 3))
+    with Segmenter("isbi", backend="onnxruntime", precision="fp32", cleanup=None, probabilities=True) as seg:
+        assert np.allclose(seg.segment(color).probabilities, seg.segment(color.astype(np.float32)).probabilities,
+                           atol=1e-6)
+
+
+@pytest.mark.parametrize(("frames", "message"), [
+    (np.zeros((9, 12, 3), np.uint8), r"takes a list of frames, got one array of shape \(9, 12, 3\); use segment"),
+    (None, "takes a list of frames, got NoneType"),
+    (3, "takes a list of frames, got int"),
+])
+def test_segment_batch_of_something_other_than_frames_is_refused(tiny_model_files: dict[str, Path], frames: object,
+                                                                  message: str) -> None:
+    """One frame passed as the batch was segmented row by row, each row a gray image."""
+    with Segmenter(tiny_model_files["onnx"], backend="onnxruntime") as seg, pytest.raises(ValueError, match=message):
+        seg.segment_batch(frames)  # type: ignore[arg-type]
+
+
+def test_segment_batch_takes_any_sequence_or_iterable_of_frames(tiny_model_files: dict[str, Path]) -> None:
+    frame = np.zeros((9, 12, 3), np.uint8)
+    with Segmenter(tiny_model_files["onnx"], backend="onnxruntime") as seg:
+        assert len(seg.segment_batch((frame, frame))) == 2
+        assert len(seg.segment_batch(f for f in [frame])) == 1  # type: ignore[arg-type]
+
+
+def test_a_single_frame_error_does_not_name_an_index(tiny_model_files: dict[str, Path]) -> None:
+    with Segmenter(tiny_model_files["onnx"], backend="onnxruntime") as seg:
+        with pytest.raises(ValueError, match=r"^frame dtype >f4 has the other byte order than this machine's; convert "
+                                             r"with frame.astype\(frame.dtype.newbyteorder\('='\)\)$"):
+            seg.segment(np.zeros((9, 12, 3), ">f4"))
+        with pytest.raises(ValueError, match=r"^frame 1: frame dtype >u2 has the other byte order"):
+            seg.segment_batch([np.zeros((9, 12), np.uint16), np.zeros((9, 12), ">u2")])
+
+
+def test_a_frame_wider_than_the_kernels_take_is_refused_before_the_network_runs(tiny_model_files: dict[str, Path]
+                                                                                ) -> None:
+    from unetrt.preprocessing import MAX_FRAME_SIDE
+
+    with Segmenter(tiny_model_files["onnx"], backend="onnxruntime") as seg:
+        seg.backend.infer = None  # type: ignore[assignment, method-assign]  # the network must not be reached
+        with pytest.raises(ValueError, match=r"frame is 8388609x1 px; sides up to 8388608 px are supported: resize"):
+            seg.segment(np.zeros((1, MAX_FRAME_SIDE + 1), np.uint8))
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"tile": 32.0}, r"tile must be a side in pixels or a \(height, width\) pair of them, e.g. 256 or \(192, 256\), "
+                     r"got 32.0"),
+    ({"tile": (32, "a")}, r"tile must be .*, got \(32, 'a'\)"),
+    ({"tile": True}, "tile must be .*, got True"),
+    ({"overlap": "a"}, r"overlap must be a whole number of pixels >= 0 \(or None for the default\), got 'a'"),
+    ({"overlap": 1.5}, "overlap must be a whole number of pixels >= 0 .*, got 1.5"),
+    ({"overlap": -1}, "overlap must be a whole number of pixels >= 0 .*, got -1"),
+    ({"tile": 32, "overlap": 100}, r"tile 32 with overlap 100 does not fit this model: overlap must be in \[0, 32\)"),
+    ({"probabilities": "no"}, "probabilities must be True or False, got 'no'"),
+    ({"threads": 1, "lanes": 2, "fast": True}, r"unknown option\(s\) 'fast', 'lanes' for onnxruntime; the options "
+                                               "are threads"),
+])
+def test_options_of_the_wrong_kind_are_refused_at_open(tiny_model_files: dict[str, Path], options: dict[str, object],
+                                                       message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Segmenter(tiny_model_files["onnx"], backend="onnxruntime", **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("model", [None, 3, ["camvid"]])
+def test_a_model_that_is_no_path_or_name_is_refused(model: object) -> None:
+    with pytest.raises(ValueError, match=r"model must be a model file's path or a bundled model's name such as "
+                                         r"'camvid', got "):
+        Segmenter(model)  # type: ignore[arg-type]
+
+
+def test_numpy_integer_tiles_are_tiles(tiny_model_files: dict[str, Path]) -> None:
+    """A tile from numpy arithmetic opened and then failed at the first frame."""
+    frame = np.zeros((70, 90, 3), np.uint8)
+    with Segmenter(tiny_model_files["onnx"], backend="onnxruntime", tile=np.int64(32), overlap=np.int64(8)) as seg, \
+            Segmenter(tiny_model_files["onnx"], backend="onnxruntime", tile=32, overlap=8) as plain:
+        assert seg.tile == (32, 32) and np.array_equal(seg.segment(frame).mask, plain.segment(frame).mask)
+
+
+def test_probabilities_per_call_must_be_a_bool(tiny_model_files: dict[str, Path]) -> None:
+    """A string such as 'no' counted as True."""
+    with Segmenter(tiny_model_files["onnx"], backend="onnxruntime") as seg, \
+            pytest.raises(ValueError, match="probabilities must be True or False, got 'no'"):
+        seg.segment(np.zeros((9, 12, 3), np.uint8), probabilities="no")  # type: ignore[arg-type]
+
+
+def test_overlay_draws_every_frame_segment_takes_as_8_bit_bgr(tiny_model_files: dict[str, Path]) -> None:
+    """A uint16 frame came back as uint16 with the colours invisible, a float one far outside [0, 1], a BGRA one
+    was a cv2.error."""
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (30, 40, 3), np.uint8)
+    with Segmenter(tiny_model_files["onnx"], backend="onnxruntime") as seg:
+        result = seg.segment(frame)
+        expected = seg.overlay(frame, result)
+        assert expected.dtype == np.uint8 and expected.shape == (30, 40, 3)
+        for same in (frame.astype(np.uint16) * 257, frame / 255.0, (frame / 255.0).astype(np.float32),
+                     np.dstack([frame, np.full((30, 40), 255, np.uint8)])):
+            drawn = seg.overlay(same, result)
+            assert drawn.dtype == np.uint8 and np.abs(drawn.astype(int) - expected).max() <= 1
+        gray = frame[..., 0]
+        assert np.array_equal(seg.overlay(gray, result), seg.overlay(np.dstack([gray] * 3), result))
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda seg, frame, result: seg.overlay(frame, result, alpha="0.5"), r"alpha must be a number in \[0, 1\] .*"
+                                                                         "got '0.5'"),
+    (lambda seg, frame, result: seg.overlay(frame, result, alpha=None), r"alpha must be .*got None"),
+    (lambda seg, frame, result: seg.overlay(frame, result, alpha=1.5), r"alpha must be .*got 1.5"),
+    (lambda seg, frame, result: seg.overlay(None, result), "frame is None, not an image"),
+    (lambda seg, frame, result: seg.overlay(frame.astype(bool), result), "frame dtype bool is not supported"),
+    (lambda seg, frame, result: seg.overlay(frame, result.mask), "takes the SegmentationResult that segment"),
+    (lambda seg, frame, result: seg.colorize(result.mask), r"colorize takes the SegmentationResult that segment\(\) "
+                                                           "returned, got ndarray"),
+    (lambda seg, frame, result: seg.colorize(None), "colorize takes the SegmentationResult .* got NoneType"),
+])
+def test_overlay_and_colorize_refuse_what_they_cannot_draw(tiny_model_files: dict[str, Path], call: Any,
+                                                           message: str) -> None:
+    frame = np.zeros((9, 12, 3), np.uint8)
+    with Segmenter(tiny_model_files["onnx"], backend="onnxruntime") as seg:
+        result = seg.segment(frame)
+        with pytest.raises(ValueError, match=message):
+            call(seg, frame, result)
+
+
+@pytest.mark.parametrize("mask", [np.zeros((3, 4), np.int64), np.zeros((3, 4), bool), np.zeros((3, 4, 3), np.uint8),
+                                  np.zeros((0, 4), np.uint8)])
+def test_a_mask_that_is_not_hxw_uint8_is_refused(mask: np.ndarray) -> None:
+    from unetrt.segmenter import SegmentationResult
+    from unetrt.visualize import colorize_mask
+
+    with pytest.raises(ValueError, match=rf"a mask is an HxW uint8 array of class ids \(as segment\(\) returns\), got "
+                                         rf"a {mask.dtype} array of shape"):
+        colorize_mask(SegmentationResult(mask, None, 0.0).mask, np.zeros((256, 3), np.uint8))

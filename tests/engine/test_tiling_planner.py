@@ -15,6 +15,7 @@ from unetrt.tiling import (
     legal_tile_sizes,
     plan_tiles,
     plan_whole,
+    shift_tile_output,
     tile_runs,
 )
 
@@ -131,3 +132,54 @@ def test_gaussian_window_has_monais_floor() -> None:
     assert unfloored.min() < 1e-3
     assert window.min() == np.float32(WINDOW_FLOOR)
     np.testing.assert_allclose(window, np.maximum(unfloored, WINDOW_FLOOR), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (((100, 100), 64.0), r"tile must be an int or a \(height, width\) pair of ints, got 64.0"),
+    (((1000, 1000), 64, 8.0), r"overlap must be an int or a \(height, width\) pair of ints, got 8.0"),
+    (((300, 300), (64, True)), r"tile must be .*got \(64, True\)"),
+    ((100, 64), r"image_hw must be a \(height, width\) pair of ints, got 100"),
+    (((100, None), 64), r"image_hw must be a \(height, width\) pair of ints, got \(100, None\)"),
+])
+def test_sizes_that_are_no_ints_are_refused_by_name(args: tuple, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        plan_tiles(*args)
+
+
+def test_numpy_ints_and_arrays_are_sizes_too() -> None:
+    grid = plan_tiles(np.array([100, 64]), np.int64(64), (np.int32(16), 16))
+    assert grid == plan_tiles((100, 64), 64, overlap=16)
+    assert plan_whole(np.int64(360), 480) == plan_whole(360, 480)
+
+
+@pytest.mark.parametrize(("height", "width"), [("10", 5), (10, 5.0), (0, 5), (10, -1)])
+def test_a_whole_image_plan_needs_positive_int_sides(height: object, width: object) -> None:
+    with pytest.raises(ValueError, match=r"image (height|width) must be a positive int, got"):
+        plan_whole(height, width)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size", [4.5, "4", float("nan"), 0, True])
+def test_blend_windows_need_a_positive_int_size(size: object) -> None:
+    with pytest.raises(ValueError, match=r"window size must be an int >= 1 .*got"):
+        blend_window("gaussian", size)  # type: ignore[arg-type]
+    assert blend_window("linear", np.int64(4)).tolist() == [0.5, 1.0, 1.0, 0.5]
+
+
+def test_tile_outputs_shift_only_within_the_tile() -> None:
+    tile = np.arange(4, dtype=np.float32).reshape(1, 1, 4)
+    shift_tile_output(tile, 2, 0)
+    assert tile.tolist() == [[[0.0, 1.0, 2.0, 3.0]]]
+    for pixels in (-1, 4, 10, 1.0):
+        with pytest.raises(ValueError, match=r"pixels must be an int in \[0, 4\) for a tile 4 px long on axis 2"):
+            shift_tile_output(tile, 2, pixels)  # type: ignore[arg-type]
+    assert tile.tolist() == [[[0.0, 1.0, 2.0, 3.0]]]
+    with pytest.raises(ValueError, match=r"axis must be 1 \(rows\) or 2 \(columns\)"):
+        shift_tile_output(tile, 0, 1)
+    with pytest.raises(ValueError, match=r"tile must be a K x h x w array, got \(1, 4\)"):
+        shift_tile_output(tile[0], 1, 1)
+
+
+def test_axis_starts_take_axis_0_or_1() -> None:
+    grid = plan_tiles((100, 64), 64, overlap=16)
+    with pytest.raises(ValueError, match=r"axis must be 0 \(rows\) or 1 \(columns\), got 2"):
+        grid.axis_starts(2)

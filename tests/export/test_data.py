@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("torch")
 
 from unetrt.export.augment import AugmentConfig
-from unetrt.export.data import SegmentationDataset, random_crop
+from unetrt.export.data import SegmentationDataset, camvid_split, isbi_split, random_crop
 
 
 @pytest.mark.parametrize("scale", [1, 2, 3])
@@ -67,3 +67,20 @@ def test_augmented_crops_of_a_finer_label_have_twice_the_crop_size(tmp_path: Pat
 def test_label_scale_below_one_is_refused_with_the_value(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="label_scale must be a positive integer, got 0"):
         SegmentationDataset([_write_pair(tmp_path, 8, 8)], 3, (0, 0, 0), (1, 1, 1), False, label_scale=0)
+
+
+def test_an_isbi_image_not_named_by_its_slice_is_named(tmp_path: Path) -> None:
+    # int() of the stem ended the run with "invalid literal for int() with base 10: 'extra'".
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+        for stem in ("00", "01", "02", "extra"):
+            cv2.imwrite(str(tmp_path / folder / f"{stem}.png"), np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"ISBI image '.*extra\.png' is not named by its slice number: .* NN\.png"):
+        isbi_split(tmp_path, val_slices=(2,))
+
+
+def test_a_class_table_nested_too_deep_is_named(tmp_path: Path) -> None:
+    # json.loads ended in RecursionError's traceback.
+    (tmp_path / "classes.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match=r"class table '.*classes\.json' nests its JSON deeper than can be read"):
+        camvid_split(tmp_path)

@@ -181,20 +181,23 @@ def test_unet_export_int8_writes_or_refuses(passes: bool, tiny_model_files: dict
                               m.fp32_figures, m.int8_figures) for m in real_check(*args, **kwargs)]  # type: ignore[arg-type]
 
     monkeypatch.setattr(quantize, "check_accuracy", check)
-    output = tmp_path / "m.onnx"
+    output = tmp_path / "out" / "m.onnx"
+    output.parent.mkdir()
+    output.write_bytes(b"an earlier model")
     code = export_main([str(tiny_model_files["pt"]), "-o", str(output), "--int8", "--calibration", str(images),
                         "--calibration-count", "2", "--check-labels", str(labels)])
     captured = capsys.readouterr()
-    assert output.is_file()
     if passes:
-        assert code == 0 and int8_path(output).is_file()
+        assert code == 0 and int8_path(output).is_file() and output.read_bytes() != b"an earlier model"
         assert "mean IoU FP32" in captured.out and "INT8 on onnxruntime" in captured.out
         record = read_model_file(int8_path(output)).quantization
         assert record is not None and record["frames"] == 2 and record["method"] == "percentile"
     else:
-        assert code == 2 and not int8_path(output).exists()
+        # The command failed: the earlier FP32 model stays, and neither new model is left behind.
+        assert code == 2 and [path.name for path in output.parent.iterdir()] == ["m.onnx"]
+        assert output.read_bytes() == b"an earlier model"
         assert "loses too much accuracy" in captured.err and "mean IoU FP32" in captured.err
-        assert captured.err.count("\n") == 1
+        assert "nothing written" in captured.err and captured.err.count("\n") == 1
 
 
 def test_quantization_record_is_json(tiny_int8_onnx: Path) -> None:

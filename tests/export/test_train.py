@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import shlex
@@ -251,6 +252,20 @@ def test_bundled_camvid_command_keeps_its_defaults() -> None:
     (["--class-weight-power", "2"], "--class-weight-power must be between 0"),
     (["--monitor-cleanup", "x.json"], "--monitor-cleanup chooses the figure --monitor metric selects on"),
     (["--monitor", "metric", "--monitor-cleanup", "missing.json"], "is not a model statement with a 'cleanup'"),
+    # Accepted before: inf or NaN trained to a NaN best.pt, a negative --ema switched the average off silently,
+    # a negative --max-minutes stopped after one epoch.
+    (["--lr", "inf"], "--lr must be a positive finite learning rate"),
+    (["--lr", "nan"], "--lr must be a positive finite learning rate"),
+    (["--loss", "dice-ce", "--dice-weight", "nan"], "--dice-weight must be a finite number of at least 0, got nan"),
+    (["--loss", "dice-ce", "--dice-weight", "-5"], "--dice-weight must be a finite number of at least 0, got -5"),
+    (["--loss", "lovasz-ce", "--ce-weight", "inf"], "--ce-weight must be a finite number of at least 0"),
+    (["--loss", "weighted-ce", "--w0", "nan"], "--w0 must be a finite number of at least 0"),
+    (["--loss", "weighted-ce", "--sigma", "nan"], "--sigma must be a positive finite width"),
+    (["--ema", "-0.5"], "--ema must be a decay in [0, 1)"),
+    (["--ema", "1"], "--ema must be a decay in [0, 1)"),
+    (["--max-minutes", "-1"], "--max-minutes must be a positive number of minutes, got -1"),
+    (["--max-minutes", "nan"], "--max-minutes must be a positive number of minutes"),
+    (["--dropout", "0,0"], "--dropout gives 2 rates for --depth 3; give one per level"),
 ])
 def test_bad_options_exit_2_with_one_line(isbi_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           extra: list[str], message: str) -> None:
@@ -259,9 +274,65 @@ def test_bad_options_exit_2_with_one_line(isbi_root: Path, tmp_path: Path, capsy
     assert message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--seed", "-1"], "argument --seed: seed must be an integer from 0 to 4294967295"),
+    (["--seed", "99999999999999999999"], "argument --seed: seed must be an integer from 0 to 4294967295"),
+    (["--max-steps", "0"], "argument --max-steps: must be a positive integer, got '0'"),
+    (["--max-steps", "-1"], "argument --max-steps: must be a positive integer, got '-1'"),
+    (["--dropout", "x"], "argument --dropout: expected one rate in [0, 1) per level, comma-separated"),
+    (["--dropout", "0,nan,0"], "argument --dropout: expected one rate in [0, 1) per level, comma-separated"),
+])
+def test_bad_numbers_are_refused_when_parsed(isbi_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             extra: list[str], message: str) -> None:
+    # Before: NumPy's or torch's refusal of the seed after the data had loaded, an empty epoch ending in "no slices
+    # were scored", "could not convert string to float: 'x'" naming no option.
+    with pytest.raises(SystemExit) as stopped:
+        main(_isbi_args(isbi_root, tmp_path / "run", "--epochs", "1", *extra))
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_weight_cache_that_is_a_file_is_refused_before_the_data_loads(
+        isbi_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # It ended in FileExistsError's traceback once the weight maps were computed.
+    cache = tmp_path / "bad.png"
+    cache.write_bytes(b"a file")
+    code = main(_isbi_args(isbi_root, tmp_path / "run", "--epochs", "1", "--loss", "weighted-ce",
+                           "--weight-cache", str(cache)))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"--weight-cache {str(cache)!r}" in err and "is a file" in err
+    assert cache.read_bytes() == b"a file" and not (tmp_path / "run").exists()
+
+
+def test_an_output_folder_without_write_permission_is_refused_before_training(
+        isbi_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # A bare "[Errno 13] Permission denied" came after the data had loaded (root writes anywhere, so the refusal
+    # is simulated where the check creates its probe file).
+    def refuse(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("unetrt.stream.output_path.tempfile.mkstemp", refuse)
+    assert main(_isbi_args(isbi_root, tmp_path / "run", "--epochs", "1")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no permission to write in" in err and "choose a folder you can write to" in err
+
+
+def test_a_monitor_cleanup_nested_too_deep_is_one_line(isbi_root: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # json.loads ended in RecursionError's traceback.
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    code = main(_isbi_args(isbi_root, tmp_path / "run", "--epochs", "1", "--max-steps", "1", "--monitor", "metric",
+                           "--monitor-cleanup", str(deep)))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "nests its JSON deeper than can be read" in err
+
+
 def test_time_budget_stops_after_the_first_epoch(isbi_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert main(_isbi_args(isbi_root, out, "--epochs", "5", "--max-steps", "1", "--max-minutes", "0")) == 0
+    # 0.6 ms: less than any epoch takes.
+    assert main(_isbi_args(isbi_root, out, "--epochs", "5", "--max-steps", "1", "--max-minutes", "1e-5")) == 0
     assert json.loads((out / "run.json").read_text())["epochs_run"] == 1
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from unetrt import backends
-from unetrt.backends import CPU_PREFERENCE, ModelChoice, choose_model
+from unetrt.backends import CPU_PREFERENCE, ModelChoice, choose_model, open_backend
 from unetrt.bundled import MODELS_DIR, bundled_model_names
 
 needs_camvid_int8 = pytest.mark.skipif(not (MODELS_DIR / "camvid.int8.onnx").is_file(),
@@ -64,6 +65,18 @@ def test_a_path_runs_at_its_own_precision(tiny_model_files: dict[str, Path]) -> 
         choose_model(tiny_model_files["onnx"], precision="int8")
     with pytest.raises(ValueError, match="'onnxruntime' or 'openvino'"):
         choose_model(tiny_model_files["onnx"], "torch")
+
+
+def test_a_model_file_whose_name_is_not_utf8_is_one_line_on_every_backend(tiny_model_files: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    # ONNX Runtime raised "TypeError: __init__(): incompatible constructor arguments" on such a name.
+    for model, backend in (("onnx", "auto"), ("onnx", "onnxruntime"), ("onnx", "openvino"), ("pt", "torch")):
+        path = tmp_path / os.fsdecode(b"m\xff." + model.encode())
+        path.write_bytes(tiny_model_files[model].read_bytes())
+        with pytest.raises(ValueError, match=r"model file '.*m\\xff\.\w+' has a name that is not valid UTF-8"):
+            choose_model(path, backend)
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        open_backend(tmp_path / os.fsdecode(b"m\xff.onnx"), device="cpu")
 
 
 def test_precision_variants_share_their_model_name() -> None:

@@ -67,6 +67,20 @@ def test_without_h264_encoder_falls_back_to_mpeg4_and_says_so(tmp_path: Path, mo
     assert _probe_codec(tmp_path / "out.mp4") == "mpeg4"
 
 
+def test_a_name_that_is_not_utf8_never_reaches_opencv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # cv2.VideoWriter crashed the process (a segmentation fault) on such a name.
+    class Refused:
+        fourcc = staticmethod(cv2.VideoWriter.fourcc)
+
+        def __init__(self, *args: object) -> None:
+            raise AssertionError("OpenCV was handed the name")
+
+    monkeypatch.setattr(encoders.cv2, "VideoWriter", Refused)
+    for name in (b"o\xfe.avi", b"o\xfe.mp4"):
+        with pytest.raises(ValueError, match="has a name that is not valid UTF-8"):
+            encoders.open_video_encoder(tmp_path / os.fsdecode(name), 10.0, (64, 48))
+
+
 def test_odd_sized_frames_make_a_playable_h264_file(tmp_path: Path) -> None:
     ffmpeg = encoders.ffmpeg_with_libx264()
     if ffmpeg is None:

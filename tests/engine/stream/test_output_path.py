@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from unetrt.stream.output_path import check_output_path
+from unetrt.stream.output_path import check_output_path, check_writable_file, frame_name
 from unetrt.stream.uri import parse_sink
 
 
@@ -48,6 +48,39 @@ def test_a_folder_nobody_may_write_to() -> None:
         pytest.skip("needs a /sys that refuses new files")
     with pytest.raises(ValueError, match=r"cannot write output '/sys/unetrt-out.mp4': (no permission|.*read-only)"):
         check_output_path(parse_sink("/sys/unetrt-out.mp4"))
+
+
+@pytest.mark.parametrize("output", [b"o\xfe.mp4", b"o\xfe.avi", b"fold\xfe", b"fr\xfe/f_%04d.png"])
+def test_an_output_whose_name_is_not_utf8_is_refused(tmp_path: Path, output: bytes) -> None:
+    # OpenCV crashed the process (a segmentation fault) on such a name, once the model had run on a frame.
+    with pytest.raises(ValueError, match=r"output '.*\\xfe.*' has a name that is not valid UTF-8"):
+        check_output_path(parse_sink(str(tmp_path / os.fsdecode(output))))
+    assert list(tmp_path.iterdir()) == []
+    # A ROS 2 bag is written by Python, which takes any name.
+    check_output_path(parse_sink(str(tmp_path / os.fsdecode(b"o\xfe.mcap"))))
+
+
+@pytest.mark.parametrize("output", ["L.mp4", "L.mcap", "L", "new/L/out.mp4", "L/frame_%04d.png", "frame_%0300d.png"])
+def test_a_name_longer_than_the_file_system_takes(tmp_path: Path, output: str) -> None:
+    # Python 3.11's is_dir raised OSError: [Errno 36] File name too long, a traceback; below a folder not made
+    # yet, and for the frames of a pattern, the name failed only when written, after the model had run.
+    with pytest.raises(ValueError, match=r"cannot write output .*: a name in it is \d+ bytes .*, longer than the "
+                                         r"\d+ bytes this file system takes; use a shorter one"):
+        check_output_path(parse_sink(str(tmp_path / output.replace("L", "a" * 300))))
+    with pytest.raises(ValueError, match="longer than the"):
+        check_writable_file(tmp_path / "new" / ("a" * 300 + ".json"), "--stats")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pattern_is_checked_at_the_width_a_long_run_reaches(tmp_path: Path) -> None:
+    # 245 a's and %04d.png: frame 0's name (253 bytes) fits in 255, frame 10,000,000's (257 bytes) would not.
+    check_output_path(parse_sink(str(tmp_path / ("a" * 241 + "%04d.png"))))
+    with pytest.raises(ValueError, match="longer than the"):
+        check_output_path(parse_sink(str(tmp_path / ("a" * 245 + "%04d.png"))))
+    assert frame_name("out/frame_%04d.png", 12) == "out/frame_0012.png"
+    for pattern in ("out/frame.png", "out/%d_%d.png", "out/%y_%d.png"):
+        with pytest.raises(ValueError, match="needs one %d counter"):
+            frame_name(pattern, 0)
 
 
 def _can_create_in(folder: str) -> bool:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from stream_helpers import count_video_frames, signal_once_writing, write_video
 
@@ -65,6 +66,42 @@ def test_user_errors_are_one_line_and_exit_2(argv: list[str], words: str, tiny_m
     assert main([*argv, "--model", str(tiny_model_files["onnx"])]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and words in err[0]
+
+
+@pytest.mark.parametrize("argv", [
+    [b"v\xff.mp4", b"out.mp4"],
+    [b"sample", b"o\xfe.mp4"],
+    [b"sample", b"o\xfe.avi"],
+    [b"sample", b"fold\xfe"],
+    [b"sample", b"fr\xfe/f_%04d.png"],
+    [b"frames", b"out"],
+])
+def test_a_name_that_is_not_utf8_is_one_line_not_a_crash(argv: list[bytes], tmp_path: Path,
+                                                         tiny_model_files: dict[str, Path]) -> None:
+    # In a child process: OpenCV crashed the process on such a name (a segmentation fault, exit code -11).
+    (tmp_path / os.fsdecode(b"v\xff.mp4")).write_bytes(write_video(tmp_path / "in.mp4", 2).read_bytes())
+    (tmp_path / "frames").mkdir()
+    cv2.imwrite(str(tmp_path / "frames" / "a.png"), np.zeros((48, 64, 3), np.uint8))
+    (tmp_path / "frames" / os.fsdecode(b"b\xff.png")).write_bytes((tmp_path / "frames" / "a.png").read_bytes())
+    before = sorted(os.listdir(tmp_path))
+    run = subprocess.run([sys.executable, "-m", "unetrt.stream.cli", *map(os.fsdecode, argv), "--headless",
+                          "--max-frames", "2", "--model", str(tiny_model_files["onnx"])],
+                         cwd=tmp_path, capture_output=True, timeout=120)
+    err = run.stderr.decode(errors="replace").strip().splitlines()
+    assert run.returncode == 2 and len(err) == 1, run.stderr
+    assert err[0].startswith("error: ") and "has a name that is not valid UTF-8" in err[0]
+    assert sorted(os.listdir(tmp_path)) == before  # no output file or folder was made
+
+
+def test_an_image_pattern_whose_names_are_too_long_is_refused_before_the_model_runs(
+        tmp_path: Path, tiny_model_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    # It ran the model, then failed at the first frame: "[Errno 36] File name too long", exit code 1.
+    pattern = tmp_path / "frames" / "f_%99999d.png"
+    assert main(["sample", str(pattern), "--headless", "--max-frames", "2",
+                 "--model", str(tiny_model_files["onnx"])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bytes this file system takes; use a shorter one" in err[0]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_tile_is_passed_to_the_segmenter(tmp_path: Path, tiny_model_files: dict[str, Path]) -> None:

@@ -128,9 +128,12 @@ def test_opencv_log_is_silenced_in_the_python_api() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    # The segmenter is never called (the stream does not open): a stub keeps the model out of the subprocess.
     script = ("from unetrt.stream import SourceError, Stream\n"
+              "class Unused:\n"
+              "    def segment(self, frame): raise AssertionError\n"
               "try:\n"
-              f"    Stream('rtsp://127.0.0.1:{port}/cam', object(), wait=0, open_timeout=5).start()\n"
+              f"    Stream('rtsp://127.0.0.1:{port}/cam', Unused(), wait=0, open_timeout=5).start()\n"
               "except SourceError:\n"
               "    print('refused')\n")
     env = {key: value for key, value in os.environ.items()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 from stream_helpers import FakeSegmenter, frame_with_index
 
@@ -82,3 +83,63 @@ def test_the_command_builds_the_options_once_from_its_flags() -> None:
     assert stream_options(build_parser().parse_args(["sample", "--legend", "inside"])).legend == "inside"
     assert stream_options(build_parser().parse_args(["sample", "--ignore-class", "sky"])).ignore_classes == ("sky",)
     assert stream_options(build_parser().parse_args(["sample"])).ignore_classes == ()
+
+
+def test_a_fractional_loop_is_refused_rather_than_looping_forever() -> None:
+    # loop=1.5 counted 1.5 -> 0.5 -> -0.5 and never reached 0: the stream replayed its source for ever.
+    with pytest.raises(ValueError, match=r"loop must be .* got 1\.5"):
+        Stream(lambda: [frame_with_index(0)], FakeSegmenter(), loop=1.5)
+    with pytest.raises(ValueError, match=r"loop must be .* got True"):
+        StreamOptions(loop=True)
+
+
+@pytest.mark.parametrize(("settings", "words"), [
+    ({"input_size": (64.5, 48.5)}, r"input_size must be .* got \(64\.5, 48\.5\)"),
+    ({"input_size": (True, True)}, r"input_size must be .* got \(True, True\)"),
+    ({"input_size": 64}, "input_size must be .* got 64"),
+    ({"input_size": "64x48"}, "input_size must be .* got '64x48'"),
+    ({"alpha": "0.5"}, "alpha must be .* got '0.5'"), ({"alpha": None}, "alpha must be .* got None"),
+    ({"max_fps": "10"}, "max_fps must be .* got '10'"),
+    ({"loop": "2"}, "loop must be .* got '2'"), ({"loop": None}, "loop must be .* got None"),
+    ({"max_frames": "3"}, "max_frames must be .* got '3'"), ({"max_frames": 2.5}, r"max_frames must be .* got 2\.5"),
+    ({"queue_size": None}, "queue_size must be .* got None"), ({"queue_size": 2.5}, r"queue_size must be .* got 2\.5"),
+    ({"wait": "1"}, "wait must be .* got '1'"),
+    ({"output_fps": "x"}, "output_fps must be .* got 'x'"),
+    ({"max_reconnects": "x"}, "max_reconnects must be .* got 'x'"),
+    ({"max_reconnects": 1.5}, r"max_reconnects must be .* got 1\.5"),
+    ({"visualize": None}, "visualize must be .* got None"), ({"visualize": 3}, "visualize must be .* got 3"),
+    ({"ignore_classes": None}, "ignore_classes must be .* got None"),
+    ({"ignore_classes": 3}, "ignore_classes must be .* got 3"),
+    ({"ignore_classes": "road"}, r"ignore_classes must be a list .*\['road'\].* got 'road'"),
+    ({"ignore_classes": ["road", 3]}, r"ignore_classes must be .* got \['road', 3\]"),
+    ({"reconnect_delay": 1.0}, r"reconnect_delay must be .* got 1\.0"),
+    ({"reconnect_delay": (1, 2, 3)}, r"reconnect_delay must be .* got \(1, 2, 3\)"),
+    ({"reconnect_delay": ("1", "2")}, r"reconnect_delay must be .* got \('1', '2'\)"),
+    ({"open_timeout": -1}, "open_timeout must be .* got -1"),
+    ({"open_timeout": float("nan")}, "open_timeout must be .* got nan"),
+    ({"open_timeout": "x"}, "open_timeout must be .* got 'x'"),
+    ({"workers": 1.5}, r"workers must be .* got 1\.5"), ({"workers": "2"}, "workers must be .* got '2'"),
+    ({"workers": 0}, "workers must be .* got 0"),
+    ({"segmenter_options": None}, "segmenter_options must be .* got None"),
+    ({"segmenter_options": "x"}, "segmenter_options must be .* got 'x'"),
+    ({"topic": 3}, "topic must be .* got 3"),
+    ({"draw_stats": "no"}, "draw_stats must be .* got 'no'"), ({"live": "no"}, "live must be .* got 'no'"),
+    ({"overwrite": 1}, "overwrite must be .* got 1"), ({"video_library_logs": None}, "video_library_logs must be"),
+    ({"input_flip": ["none"]}, r"unknown input flip \['none'\]; use one of"),
+])
+def test_a_setting_of_the_wrong_type_is_one_error_naming_it_and_the_value(settings: dict[str, object],
+                                                                          words: str) -> None:
+    # These failed late (a cv2.error once frames arrived, a TypeError from a comparison) or were taken as they came.
+    with pytest.raises(ValueError, match=words):
+        StreamOptions(**settings)  # type: ignore[arg-type]
+
+
+def test_every_kind_of_valid_setting_is_still_accepted() -> None:
+    options = StreamOptions(live=False, visualize=["mask", "overlay"], alpha=1, draw_stats=False, legend="inside",
+                            ignore_classes=["sky", "road"], input_size=[64, 48], max_fps=15, loop=-1, max_frames=3,
+                            output_fps=12.5, queue_size=1, reconnect_delay=[0, 2], max_reconnects=0, wait=0,
+                            open_timeout=2, segmenter_options={"threads": 1}, workers=2, overwrite=False,
+                            video_library_logs=True, topic="/camera/image")
+    assert options.ignore_classes == ("sky", "road") and options.visualize == ("mask", "overlay")
+    assert options.input_size == (64, 48) and options.reconnect_delay == (0, 2)
+    assert StreamOptions(input_size=(np.int64(64), np.int64(48)), loop=np.int64(2), alpha=np.float32(0.5)).loop == 2

@@ -53,6 +53,22 @@ def test_generator_with_bad_items_counts_them() -> None:
     assert summary["processed"] == 2 and summary["corrupt"] == 2
 
 
+@pytest.mark.parametrize(("items", "processed"), [([0, None, 1, 2], 3), ([None, 0], 1)])
+def test_none_items_are_skipped_and_counted_like_corrupt_frames(items: list[int | None], processed: int,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    # [f, None, f, f] gave one result and no message; [None, f] said the source was empty.
+    frames = [None if item is None else frame_with_index(item) for item in items]
+    with caplog.at_level(logging.WARNING):
+        summary = Stream(frames, FakeSegmenter()).run()
+    assert summary["processed"] == processed and summary["corrupt"] == 1
+    assert "skipping a corrupt frame from python frames: item" in caplog.text
+
+
+def test_only_none_items_is_a_source_with_no_frame_that_decodes() -> None:
+    with pytest.raises(SourceError, match=r"has no frame that decodes \(2 corrupt\)"):
+        Stream([None, None], FakeSegmenter()).run()
+
+
 def test_a_camera_slower_than_inference_loses_nothing() -> None:
     # Each frame comes only once the previous one went through the network: inference always keeps up, whatever
     # the load on the machine (a camera paced on the clock catches up in bursts when its thread is starved).
@@ -233,6 +249,27 @@ def test_output_failure_is_raised_in_the_consuming_thread(tmp_path: Path) -> Non
 def test_bad_options(kwargs: dict[str, object], words: str) -> None:
     with pytest.raises(ValueError, match=words):
         Stream([frame_with_index(0)], FakeSegmenter(), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ({"segmenter": None}, "segmenter must be a model name or path .* got None"),
+    ({"segmenter": 3}, "segmenter must be a model name or path .* got 3"),
+    ({"output": 3}, "output must be .* got 3"),
+    ({"output": ["x"]}, r"output must be .* got \['x'\]"),
+    ({"callback": 3}, "callback must be .* got 3"),
+])
+def test_a_bad_segmenter_output_or_callback_is_refused_by_the_constructor(kwargs: dict[str, object],
+                                                                           words: str) -> None:
+    # These failed later: an AttributeError from deep inside, or a TypeError at the first result.
+    arguments: dict[str, object] = {"segmenter": FakeSegmenter(), **kwargs}
+    with pytest.raises(ValueError, match=words):
+        Stream([frame_with_index(0)], **arguments)  # type: ignore[arg-type]
+
+
+def test_an_output_path_object_is_an_output(tmp_path: Path) -> None:
+    # A pathlib.Path was taken for a sink object and failed with an AttributeError when the stream started.
+    summary = Stream([frame_with_index(0)], FakeSegmenter(), tmp_path / "out.avi").run()
+    assert summary["written"] == 1 and count_video_frames(tmp_path / "out.avi") == 1
 
 
 def rss_bytes() -> int:

@@ -120,3 +120,16 @@ def test_stream_ignores_a_class_in_picture_and_legend_but_not_in_results() -> No
 def test_an_unknown_ignored_class_lists_the_classes() -> None:
     with pytest.raises(ValueError, match="no class named 'tree'; the classes are background, thing"):
         Stream([_frame()], PaletteColours(), CollectingSink(), ignore_classes=("tree",))
+
+
+@pytest.mark.parametrize("convert", [lambda f: f.astype(np.uint16) * 257, lambda f: (f / 255.0).astype(np.float32),
+                                     lambda f: f / 255.0], ids=["uint16", "float32", "float64"])
+def test_a_16_bit_or_float_camera_is_drawn_as_its_8_bit_picture(convert: object) -> None:
+    """Such frames reached the blend as they were: a uint16 picture with invisible colours, or a cv2.error."""
+    frame, segmentation = _half_thing_frame()
+    segmenter = PaletteColours()
+    renderer = Renderer(segmenter, ("overlay", "mask"), 0.5, False, None,
+                        undrawn_ids=segmenter.palette.ids_of(["thing"]))
+    expected = renderer.draw(frame, segmentation, 0.0, 0.0, 0)
+    drawn = renderer.draw(convert(frame), segmentation, 0.0, 0.0, 0)  # type: ignore[operator]
+    assert drawn.dtype == np.uint8 and np.abs(drawn.astype(int) - expected).max() <= 1

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -96,6 +97,16 @@ def test_iterable_failure_is_a_source_error() -> None:
         source.read()
 
 
+def test_a_none_item_is_a_corrupt_frame_not_the_end() -> None:
+    # read() returning None means the end, so a None item ended the stream silently after the frames before it.
+    source = IterableSource([np.zeros((2, 2, 3), np.uint8), None, np.zeros((2, 2, 3), np.uint8)])
+    source.open()
+    assert source.read() is not None
+    with pytest.raises(CorruptFrameError, match="item 1 is None"):
+        source.read()
+    assert source.read() is not None and source.read() is None
+
+
 def test_check_stream_frame() -> None:
     assert check_stream_frame(np.zeros((3, 4, 4), np.uint8)).shape == (3, 4, 3)
     for bad in (None, np.full((3, 4), 2.0, np.float32), np.zeros((3, 4, 2), np.uint8), np.zeros((0, 4, 3), np.uint8)):
@@ -160,6 +171,27 @@ def test_image_sink_numbers_frames(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f_000.png", "f_001.png", "f_002.png"]
     with pytest.raises(ValueError, match="%d"):
         ImageSequenceSink(tmp_path / "plain.png")
+
+
+def test_a_name_that_is_not_utf8_is_refused_before_opencv_sees_it(tmp_path: Path) -> None:
+    # OpenCV crashed the process (a segmentation fault) on such a name: an image in a folder of frames, a video,
+    # an output. A folder's files are listed when the source is made: an image with such a name is refused there,
+    # naming it (renaming it is the fix), rather than skipped as a frame that does not decode.
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.zeros((4, 4, 3), np.uint8))
+    (folder / os.fsdecode(b"b\xff.png")).write_bytes((folder / "a.png").read_bytes())
+    for make in (lambda: ImageSequenceSource(folder), lambda: open_source(str(folder / "*.png"))):
+        with pytest.raises(ValueError, match=r"image '.*b\\xff\.png' has a name that is not valid UTF-8"):
+            make()
+    video = str(tmp_path / os.fsdecode(b"v\xff.mp4"))
+    with pytest.raises(ValueError, match=r"input '.*v\\xff\.mp4' has a name that is not valid UTF-8"):
+        VideoCaptureSource(SourceSpec("video", video, live=False))
+    with pytest.raises(ValueError, match=r"video output '.*o\\xfe\.avi' has a name that is not valid UTF-8"):
+        VideoFileSink(tmp_path / os.fsdecode(b"o\xfe.avi"))
+    with pytest.raises(ValueError, match=r"image output '.*fr\\xfe/f_%04d\.png' has a name that is not valid UTF-8"):
+        ImageSequenceSink(tmp_path / os.fsdecode(b"fr\xfe") / "f_%04d.png")
+    assert [path.name for path in tmp_path.iterdir()] == ["frames"]
 
 
 def test_display_without_gui_is_a_clear_error() -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,29 @@ def test_stored_sources(tmp_path: Path) -> None:
 def test_bad_sources_say_what_is_wrong(uri: str, error: type[Exception], words: str) -> None:
     with pytest.raises(error, match=words):
         parse_source(uri)
+
+
+def test_an_input_whose_name_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    # OpenCV crashed the process (a segmentation fault) on such a name, after the model had loaded.
+    video = tmp_path / os.fsdecode(b"v\xff.mp4")
+    video.write_bytes(b"x")
+    folder = tmp_path / os.fsdecode(b"fold\xfe")
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"x")
+    for uri in (str(video), f"file://{video}", str(folder), str(folder / "*.png")):
+        with pytest.raises(ValueError, match=r"input '.*\\x(ff|fe).*' has a name that is not valid UTF-8"):
+            parse_source(uri)
+    # A ROS 2 bag is read by Python, which takes any name.
+    bag = tmp_path / os.fsdecode(b"drive\xff.mcap")
+    bag.write_bytes(b"x")
+    assert parse_source(str(bag)).kind == "rosbag"
+
+
+def test_an_input_name_longer_than_the_file_system_takes(tmp_path: Path) -> None:
+    # Python 3.11's is_dir raised OSError: [Errno 36] File name too long, a traceback.
+    for name in ("a" * 300 + ".mp4", "a" * 300 + "/clip.mp4"):
+        with pytest.raises(ValueError, match=r"input '.*a'\.\.\. is a name longer than this file system takes"):
+            parse_source(str(tmp_path / name))
 
 
 def test_unknown_suffix(tmp_path: Path) -> None:
