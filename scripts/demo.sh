@@ -8,13 +8,15 @@
 # UNETRT_TEGRA_RELEASE: the file that marks a Jetson (default /etc/nv_tegra_release; the tests point it elsewhere).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# TensorRT's real bindings: tensorrt-stubs (the dev extra's type checking) is an importable namespace package too.
+has_tensorrt='import tensorrt; tensorrt.__version__'
 if [ -f "${UNETRT_TEGRA_RELEASE:-/etc/nv_tegra_release}" ]; then
   echo "[demo 1/2] a Jetson: setting up .venv with JetPack's TensorRT and OpenCV (scripts/setup_jetson.sh; the" \
        "first run builds pycuda and the CUDA kernels for minutes, later runs skip it)"
   bash scripts/setup_jetson.sh --no-engine
   engine=" (the first run builds its TensorRT engine: minutes, then cached)"
 else
-  if [ ! -e .venv ] && python3 -c 'import tensorrt' 2>/dev/null; then
+  if [ ! -e .venv ] && python3 -c "$has_tensorrt" 2>/dev/null; then
     echo "[demo 1/2] setting up .venv that sees this machine's TensorRT (the first run installs packages for" \
          "several minutes; later runs skip it)"
     python3 -m venv --system-site-packages .venv
@@ -26,7 +28,7 @@ else
   mkdir -p out
   # TensorRT's GPU path needs pycuda, which pip builds from source against the CUDA toolkit: tried once (a failed
   # build is remembered in the venv, so later runs start at once on the path they have).
-  if .venv/bin/python -c 'import tensorrt' 2>/dev/null && ! .venv/bin/python -c 'import pycuda.driver' 2>/dev/null \
+  if .venv/bin/python -c "$has_tensorrt" 2>/dev/null && ! .venv/bin/python -c 'import pycuda.driver' 2>/dev/null \
      && [ ! -e .venv/unetrt-pycuda.failed ]; then
     nvcc="${CUDA_HOME:+$CUDA_HOME/bin/nvcc}"
     [ -n "$nvcc" ] || nvcc="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
@@ -34,7 +36,7 @@ else
       echo "[demo 1/2] TensorRT is here but pycuda is not, and there is no CUDA toolkit (nvcc) to build it: the" \
            "stream runs without TensorRT (install the toolkit, or set CUDA_HOME to it, and run again)"
     else
-      cuda_root="$(dirname "$(dirname "$nvcc")")"
+      cuda_root="$(dirname "$(dirname "$(readlink -f "$nvcc")")")"  # nvcc may be a link in /usr/local/bin
       echo "[demo 1/2] building pycuda against $cuda_root for TensorRT's GPU path (a few minutes, once; log in" \
            "out/pycuda-build.log)"
       if ! CUDA_ROOT="$cuda_root" .venv/bin/python -m pip install "pycuda>=2024.1" >out/pycuda-build.log 2>&1; then

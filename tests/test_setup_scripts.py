@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,15 @@ def test_without_a_cuda_toolkit_the_demo_says_why_tensorrt_will_not_run(checkout
             "stream runs without TensorRT (install the toolkit, or set CUDA_HOME to it, and run again)") in lines
     assert not any(line.startswith("PIP install pycuda") for line in lines), lines
     assert lines[-1] == "unet-stream sample out/camvid_annotated.mp4 --model camvid --overwrite"
+
+
+def test_the_demo_does_not_take_tensorrts_type_stubs_for_tensorrt(tmp_path: Path) -> None:
+    """tensorrt-stubs (the dev extra's type checking) is an importable namespace package: the demo took it for
+    TensorRT and tried to build pycuda on a machine without a GPU."""
+    (tmp_path / "tensorrt").mkdir()
+    (tmp_path / "tensorrt" / "__init__.pyi").write_text("class Builder: ...\n")
+    check = next(line.split("=", 1)[1].strip("'") for line in (REPO / "scripts" / "demo.sh").read_text().splitlines()
+                 if line.startswith("has_tensorrt="))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    assert subprocess.run([sys.executable, "-c", "import tensorrt"], env=env).returncode == 0  # the stubs import
+    assert subprocess.run([sys.executable, "-c", check], env=env, capture_output=True).returncode != 0
