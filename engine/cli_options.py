@@ -348,6 +348,22 @@ def trtexec_shape(text: str) -> Shape:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def workspace_mib(text: str) -> int:
+    """unet-build's ``--workspace``: a positive number of MiB that TensorRT can take.
+
+    Raises:
+        argparse.ArgumentTypeError: otherwise.
+
+    Example:
+        >>> workspace_mib("1024")
+        1024
+    """
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_WORKSPACE_MIB:
+        raise argparse.ArgumentTypeError(f"must be a whole number of MiB from 1 to {MAX_WORKSPACE_MIB} (TensorRT's "
+                                         f"limit), e.g. 1024, got {text!r}")
+    return int(text)
+
+
 def trtexec_pool_mib(text: str) -> int:
     """trtexec's ``--memPoolSize=workspace:SIZE`` as MiB: SIZE in MiB, or with a K, M or G suffix.
 

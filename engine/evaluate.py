@@ -319,6 +319,13 @@ def _cleanup(args: argparse.Namespace) -> BinaryCleanup | str:
             raise ValueError(f"{flags} set a clean-up of your own: name its mode with --cleanup "
                              f"({', '.join(POSTPROCESS_MODES)})")
         return STATED
+    # Settings the chosen clean-up does not use would be dropped without a word.
+    unused = [name for name in given if (name in ("seed_threshold", "min_seed_area") and args.cleanup != "watershed")
+              or (name == "max_hole_area" and args.cleanup == "none" and "lines_threshold" not in given)]
+    if unused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        raise ValueError(f"{flags}: not used by --cleanup {args.cleanup}; drop {'them' if len(unused) > 1 else 'it'} "
+                         "or choose the --cleanup that uses them (watershed takes every setting)")
     return BinaryCleanup(args.cleanup, **given)
 
 

@@ -34,6 +34,7 @@ from unetrt.cli_options import (
     add_size,
     trtexec_pool_mib,
     trtexec_shape,
+    workspace_mib,
 )
 from unetrt.cuda import require_pycuda
 from unetrt.model_file import read_model_file
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-shape", type=shape_argument, help="largest input NxCxHxW (default: from the model)")
     for flag, dest in (("--minShapes", "min_shape"), ("--optShapes", "opt_shape"), ("--maxShapes", "max_shape")):
         add_aliases(parser, [flag], dest, type=trtexec_shape)
-    parser.add_argument("--workspace", type=int, metavar="MIB",
+    parser.add_argument("--workspace", type=workspace_mib, metavar="MIB",
                         help="builder workspace limit in MiB (default: TensorRT's on a discrete GPU; on an "
                              "integrated one such as a Jetson, the smaller of 1024 and a quarter of its memory)")
     add_aliases(parser, ["--memPoolSize"], "workspace", type=trtexec_pool_mib)

@@ -183,6 +183,8 @@ INVALID = [
     (BUILD, ["--optShapes=input0:1x3x64x64"], ["image:NxCxHxW", "'image'"]),
     (BUILD, ["--memPoolSize=dlaSRAM:1M"], ["workspace:SIZE"]),
     (BUILD, ["--memPoolSize=workspace:infG"], ["more than TensorRT can take", "workspace:1024"]),
+    (BUILD, ["--workspace", "99999999999999999999"], ["whole number of MiB from 1 to", "TensorRT's limit"]),
+    (BUILD, ["--workspace", "0"], ["whole number of MiB from 1 to"]),
     (TRAIN, ["--seed", "-1"], ["--seed", "from 0 to 4294967295"]),
     (EXPORT, ["--seed", "99999999999999999999"], ["--seed", "from 0 to 4294967295"]),
     (BENCH, ["--seed", "-1"], ["--seed", "from 0 to 4294967295"]),

@@ -274,6 +274,24 @@ def test_cli_settings_without_a_mode_are_one_line_naming_the_fix(tiny_binary_onn
     assert "--max-hole-area, --lines-threshold set a clean-up of your own: name its mode with --cleanup" in err[0]
 
 
+@pytest.mark.parametrize(("settings", "message"), [
+    (["--cleanup", "none", "--max-hole-area", "5"], "--max-hole-area: not used by --cleanup none; drop it"),
+    (["--cleanup", "fill-holes", "--seed-threshold", "0.8", "--min-seed-area", "4"],
+     "--seed-threshold, --min-seed-area: not used by --cleanup fill-holes; drop them"),
+])
+def test_cli_settings_the_chosen_cleanup_does_not_use_are_refused(tiny_binary_onnx: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str],
+                                                                  settings: list[str], message: str) -> None:
+    """They were dropped without a word, and the figures were not those of the clean-up asked for."""
+    from unetrt.evaluate import main
+
+    images, labels = make_binary_folders(tmp_path, 5, ())
+    assert main(["--model", str(tiny_binary_onnx), "--images", str(images), "--labels", str(labels),
+                 *settings]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
 def test_cli_scores_a_bundled_model_with_its_stated_cleanup_unless_told_otherwise(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from unetrt.evaluate import main
