@@ -26,6 +26,7 @@ from .palette import Palette
 from .postprocess import STATED, BinaryCleanup, resolve_cleanup
 from .preprocessing import check_frame
 from .tiling import TileGrid, check_blend, plan_tiles, plan_whole
+from .values import is_whole_number
 from .visualize import blend, colorize_mask
 
 DEVICE_PATHS = ("auto", "host", "cuda")
@@ -124,7 +125,7 @@ class Segmenter:
                  build: bool = True, palette: Palette | None = None, **backend_options: Any) -> None:
         check_blend(blend)  # before a backend is opened (FramePath checks it with the same function)
         tile_hw = None if tile is None else _tile_pair(tile)
-        if overlap is not None and not (_is_int(overlap) and overlap >= 0):
+        if overlap is not None and not (is_whole_number(overlap) and overlap >= 0):
             raise ValueError(f"overlap must be a whole number of pixels >= 0 (or None for the default), got "
                              f"{overlap!r}")
         _check_probabilities(probabilities)
@@ -466,14 +467,10 @@ def _release(path: FramePath[Any], network: _NetworkSlot) -> None:
         network.backend.close()
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def _tile_pair(tile: object) -> tuple[int, int]:
     """The (height, width) of a ``tile`` option: one side or a pair of sides, whole numbers of pixels."""
-    pair = (tile, tile) if _is_int(tile) else tuple(tile) if isinstance(tile, (tuple, list)) else ()
-    if len(pair) != 2 or not all(_is_int(side) and side > 0 for side in pair):
+    pair = (tile, tile) if is_whole_number(tile) else tuple(tile) if isinstance(tile, (tuple, list)) else ()
+    if len(pair) != 2 or not all(is_whole_number(side) and side > 0 for side in pair):
         raise ValueError(f"tile must be a side in pixels or a (height, width) pair of them, e.g. 256 or (192, 256), "
                          f"got {tile!r}")
     return int(pair[0]), int(pair[1])

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .geometry import PADDING_MODES, is_legal_size, legal_sizes, nearest_legal_sizes, plan_padding, valid_output_size
+from .values import is_whole_number
 
 BLEND_MODES = ("gaussian", "linear", "crop")
 GAUSSIAN_SIGMA_SCALE = 0.125  # sigma as a fraction of the tile side, as MONAI's sliding-window inference
@@ -113,27 +114,22 @@ class TileGrid:
             >>> plan_tiles((100, 64), 64, overlap=16).axis_starts(0)
             [0, 36]
         """
-        if not _is_int(axis) or axis not in (0, 1):
+        if not is_whole_number(axis) or axis not in (0, 1):
             raise ValueError(f"axis must be 0 (rows) or 1 (columns), got {axis!r}")
         count, start, step = self.shape[axis], self.output_origin[axis], self.step[axis]
         return [start + i * step - (self.shift[axis] if i == count - 1 else 0) for i in range(count)]
 
 
-def _is_int(value: object) -> bool:
-    # bool is an int to Python, but True as a size or a shift is a mistake, not 1.
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _pair(value: object, name: str, single: bool = True) -> tuple[int, int]:
     """``value`` as a (height, width) pair of ints; with ``single``, one int stands for both."""
-    if single and _is_int(value):
+    if single and is_whole_number(value):
         pair: tuple[object, ...] = (value, value)
     else:
         try:
             pair = tuple(value)  # type: ignore[arg-type]
         except TypeError:  # not iterable: a float, None, a 0-d array
             pair = ()
-    if len(pair) != 2 or not all(_is_int(v) for v in pair):
+    if len(pair) != 2 or not all(is_whole_number(v) for v in pair):
         what = "an int or a (height, width) pair of ints" if single else "a (height, width) pair of ints"
         raise ValueError(f"{name} must be {what}, got {value!r}")
     return int(pair[0]), int(pair[1])  # type: ignore[call-overload]
@@ -281,10 +277,10 @@ def shift_tile_output(tile: np.ndarray, axis: int, pixels: int) -> None:
     """
     if not isinstance(tile, np.ndarray) or tile.ndim != 3:
         raise ValueError(f"tile must be a K x h x w array, got {getattr(tile, 'shape', type(tile).__name__)}")
-    if not _is_int(axis) or axis not in (1, 2):
+    if not is_whole_number(axis) or axis not in (1, 2):
         raise ValueError(f"axis must be 1 (rows) or 2 (columns) of a K x h x w tile, got {axis!r}")
     size = tile.shape[axis]
-    if not _is_int(pixels) or not 0 <= pixels < size:
+    if not is_whole_number(pixels) or not 0 <= pixels < size:
         raise ValueError(f"pixels must be an int in [0, {size}) for a tile {size} px long on axis {axis}, "
                          f"got {pixels!r}")
     # numpy copes with the overlap of source and destination.
@@ -306,7 +302,7 @@ def plan_whole(height: int, width: int, padding: str = "same", depth: int = 5) -
         (368, 480)
     """
     for name, side in (("height", height), ("width", width)):
-        if not _is_int(side) or side < 1:
+        if not is_whole_number(side) or side < 1:
             raise ValueError(f"image {name} must be a positive int, got {side!r}")
     padded = (plan_padding(height, padding, depth).network_input, plan_padding(width, padding, depth).network_input)
     return plan_tiles((height, width), padded, 0, padding, depth)
@@ -325,7 +321,7 @@ def blend_window(kind: str, size: int) -> np.ndarray:
         >>> blend_window("linear", 4).tolist()
         [0.5, 1.0, 1.0, 0.5]
     """
-    if not _is_int(size) or size < 1:
+    if not is_whole_number(size) or size < 1:
         # A fractional size would give a window off-centre by half a pixel.
         raise ValueError(f"window size must be an int >= 1 (a tile output's side in pixels), got {size!r}")
     size = int(size)

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from .preprocessing import frame_scale
+from .values import is_real_number
 
 
 def colorize_mask(mask: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -52,8 +53,7 @@ def check_alpha(alpha: object) -> float:
         >>> check_alpha(1)
         1.0
     """
-    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating)) \
-            or not 0.0 <= alpha <= 1.0:
+    if not is_real_number(alpha) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be a number in [0, 1] (the weight of the mask's colours), got {alpha!r}")
     return float(alpha)
 

@@ -7,12 +7,12 @@
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..model_info import MAX_WORKING_PIXELS, MAX_WORKING_SIDE
+from ..values import is_real_number, is_whole_number
 from .flip import FLIPS, check_flip
 from .render import parse_legend, parse_visualize
 
@@ -128,15 +128,6 @@ class StreamOptions:
         return cls(**{**merged, **settings})
 
 
-def _whole(value: object) -> bool:
-    # bool is an int to Python, but True is never a count or a size anyone meant.
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _is_str(value: object) -> bool:
     return isinstance(value, str)
 
@@ -185,40 +176,42 @@ def _class_names(names: object) -> tuple[str, ...]:
 
 
 def _check_numbers(options: StreamOptions) -> None:
-    if not (_real(options.alpha) and 0.0 <= options.alpha <= 1.0):
+    if not (is_real_number(options.alpha) and 0.0 <= options.alpha <= 1.0):
         raise ValueError(f"alpha must be a number in [0, 1], got {options.alpha!r}")
-    if options.max_fps is not None and not (_real(options.max_fps) and options.max_fps > 0):
+    if options.max_fps is not None and not (is_real_number(options.max_fps) and options.max_fps > 0):
         raise ValueError(f"max_fps must be positive (or None: as fast as possible), got {options.max_fps!r}")
-    if options.output_fps is not None and not (_real(options.output_fps) and math.isfinite(options.output_fps)
+    if options.output_fps is not None and not (is_real_number(options.output_fps) and math.isfinite(options.output_fps)
                                                and options.output_fps > 0):
         raise ValueError(f"output_fps must be positive (or None: the source's rate), got {options.output_fps!r}")
-    if not (_whole(options.loop) and options.loop >= -1):
+    if not (is_whole_number(options.loop) and options.loop >= -1):
         # A fraction would count down past 0 and replay forever.
         raise ValueError(f"loop must be -1 (forever), 0 (once) or a positive whole count, got {options.loop!r}")
-    if options.max_frames is not None and not (_whole(options.max_frames) and options.max_frames >= 1):
+    if options.max_frames is not None and not (is_whole_number(options.max_frames) and options.max_frames >= 1):
         raise ValueError("max_frames must be a whole number of at least 1 (or None: until the source ends), "
                          f"got {options.max_frames!r}")
-    if not (_whole(options.queue_size) and options.queue_size >= 1):
+    if not (is_whole_number(options.queue_size) and options.queue_size >= 1):
         raise ValueError(f"queue_size must be a whole number of at least 1, got {options.queue_size!r}")
     delay = options.reconnect_delay
-    if not (_pair(delay, _real) and 0 <= delay[0] <= delay[1] and math.isfinite(delay[1])):
+    if not (_pair(delay, is_real_number) and 0 <= delay[0] <= delay[1] and math.isfinite(delay[1])):
         raise ValueError(f"reconnect_delay must be (first, longest) seconds with 0 <= first <= longest, got {delay!r}")
     size = options.input_size
-    if size is not None and not (_pair(size, _whole) and min(size) >= 1):
+    if size is not None and not (_pair(size, is_whole_number) and min(size) >= 1):
         raise ValueError(f"input_size must be (width, height) in whole pixels, both positive, got {size!r}")
     if size is not None and (max(size) > MAX_WORKING_SIDE or size[0] * size[1] > MAX_WORKING_PIXELS):
         # Every frame is resized to it before the network sees it: refused here, not by OpenCV's allocator.
         raise ValueError(f"input_size {size[0]}x{size[1]} is too large: at most {MAX_WORKING_SIDE} px a side and "
                          f"{MAX_WORKING_PIXELS // 1_000_000} M pixels (--input-width/--input-height)")
-    if options.wait is not None and not (_real(options.wait) and math.isfinite(options.wait) and options.wait >= 0):
+    wait = options.wait
+    if wait is not None and not (is_real_number(wait) and math.isfinite(wait) and wait >= 0):
         raise ValueError(f"wait must be >= 0 seconds (or None: as long as max_reconnects allows), got {options.wait!r}")
-    if options.max_reconnects is not None and not (_whole(options.max_reconnects) and options.max_reconnects >= 0):
+    reconnects = options.max_reconnects
+    if reconnects is not None and not (is_whole_number(reconnects) and reconnects >= 0):
         raise ValueError("max_reconnects must be a whole number >= 0 (or None: forever), "
                          f"got {options.max_reconnects!r}")
     timeout = options.open_timeout
-    if timeout is not None and not (_real(timeout) and math.isfinite(timeout) and timeout > 0):
+    if timeout is not None and not (is_real_number(timeout) and math.isfinite(timeout) and timeout > 0):
         raise ValueError("open_timeout must be a positive number of seconds (or None: FFmpeg's default, 30 s), "
                          f"got {timeout!r}")
-    if options.workers is not None and not (_whole(options.workers) and options.workers >= 1):
+    if options.workers is not None and not (is_whole_number(options.workers) and options.workers >= 1):
         raise ValueError("workers must be a whole number of at least 1 (or None: one per CPU core), "
                          f"got {options.workers!r}")
