@@ -192,7 +192,10 @@ def test_a_segmenter_dropped_on_another_thread_frees_its_device_memory_and_conte
         gpu_plan: tuple[FakeGpu, Path]) -> None:
     """A node torn down on an executor thread drops its segmenter without close(): its device memory and retained
     context were kept until the process ended."""
-    from unetrt.dropped import wait_for_releases
+    from unetrt.dropped import release_when_dropped, wait_for_releases
+
+    class Owner:
+        """A stand-in owner whose release looks at the release thread's context stacks."""
 
     gpu, plan = gpu_plan
     frame = _frames()[0]
@@ -210,6 +213,12 @@ def test_a_segmenter_dropped_on_another_thread_frees_its_device_memory_and_conte
     assert gpu.primary(0).retains == 0
     assert gpu.live("device") == gpu.live("pinned") == gpu.live("library") == 0
     assert gpu.driver_stack() == [] and gpu.pycuda_stack() == []
+    # The release thread lives on: it must not keep a (destroyed) context current for the next release.
+    stacks: list[tuple[list[object], list[object]]] = []
+    probe = Owner()
+    release_when_dropped(probe, lambda: stacks.append((list(gpu.driver_stack()), list(gpu.pycuda_stack()))), "probe")
+    del probe
+    assert wait_for_releases(30) and stacks == [([], [])]
 
 
 def test_a_segmenter_dropped_while_its_thread_captures_a_graph_leaves_the_capture_intact(
