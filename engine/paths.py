@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def check_file(path: str | Path, what: str) -> Path:
         ValueError: model file 'engine/models' is a folder; give the file itself
     """
     path = Path(path)
-    if _probe(path, what, Path.is_file):
+    if probe_path(path, what, Path.is_file):
         return path
     if not path.exists():
         raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
@@ -58,15 +59,24 @@ def check_folder(path: str | Path, what: str) -> Path:
         NotADirectoryError: image folder 'README.md' is a file; give the folder that holds the files
     """
     path = Path(path)
-    if _probe(path, what, Path.is_dir):
+    if probe_path(path, what, Path.is_dir):
         return path
     if not path.exists():
         raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
     raise NotADirectoryError(f"{what} {str(path)!r} is a file; give the folder that holds the files")
 
 
-def _probe(path: Path, what: str, test: Any) -> bool:
-    """``test(path)`` (is_file, is_dir), with a name the system refuses as one line."""
+def probe_path(path: Path, what: str, test: Callable[[Path], bool]) -> bool:
+    """``test(path)`` (``Path.is_file``, ``Path.is_dir``), with a name the file system refuses as too long as one
+    line.
+
+    Raises:
+        ValueError: naming ``what`` and the name's length, when the name is longer than the file system takes.
+
+    Example:
+        >>> probe_path(Path("engine"), "input", Path.is_dir)  # doctest: +SKIP
+        True
+    """
     try:
         return bool(test(path))
     except OSError as exc:

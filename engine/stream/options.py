@@ -13,6 +13,7 @@ from typing import Any
 
 from ..model_info import MAX_WORKING_PIXELS, MAX_WORKING_SIDE
 from ..values import is_real_number, is_whole_number
+from ..visualize import check_alpha
 from .flip import FLIPS, check_flip
 from .render import parse_legend, parse_visualize
 
@@ -176,8 +177,7 @@ def _class_names(names: object) -> tuple[str, ...]:
 
 
 def _check_numbers(options: StreamOptions) -> None:
-    if not (is_real_number(options.alpha) and 0.0 <= options.alpha <= 1.0):
-        raise ValueError(f"alpha must be a number in [0, 1], got {options.alpha!r}")
+    check_alpha(options.alpha)
     if options.max_fps is not None and not (is_real_number(options.max_fps) and options.max_fps > 0):
         raise ValueError(f"max_fps must be positive (or None: as fast as possible), got {options.max_fps!r}")
     if options.output_fps is not None and not (is_real_number(options.output_fps) and math.isfinite(options.output_fps)

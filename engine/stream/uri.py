@@ -10,15 +10,13 @@ a ``.mcap`` ROS 2 bag, or ``http://127.0.0.1:8080`` (a live view in the browser;
 
 from __future__ import annotations
 
-import errno
 import glob
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..bundled import sample_clip
-from ..paths import check_utf8_name
+from ..paths import check_utf8_name, probe_path
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
@@ -127,7 +125,7 @@ def _parse_source_path(text: str) -> SourceSpec:
         if not glob.glob(str(path)):
             raise FileNotFoundError(f"no files match the glob {text!r}")
         return SourceSpec("images", str(path), live=False)
-    if _is_folder(path, text):
+    if probe_path(path, "input", Path.is_dir):
         kind = "rosbag" if (path / ROSBAG_METADATA).is_file() else "images"
         return SourceSpec(kind, str(path), live=False)
     if not path.exists():
@@ -144,17 +142,6 @@ def _parse_source_path(text: str) -> SourceSpec:
         f"videos: {', '.join(VIDEO_SUFFIXES)}; images: {', '.join(IMAGE_SUFFIXES)}; ROS 2 bags: "
         f"{', '.join(ROSBAG_SUFFIXES)} or a rosbag2 folder"
     )
-
-
-def _is_folder(path: Path, text: str) -> bool:
-    """``path.is_dir()``; a name the file system refuses as too long is one line (Python 3.11 raises it)."""
-    try:
-        return path.is_dir()
-    except OSError as exc:
-        if exc.errno != errno.ENAMETOOLONG:
-            raise
-        raise ValueError(f"input {text[:60]!r}... is a name longer than this file system takes "
-                         f"({len(os.fsencode(text))} bytes); use a shorter one") from None
 
 
 def parse_sink(uri: str | None) -> SinkSpec:
