@@ -224,7 +224,7 @@ class HostDevice:
 
     def constant(self, array: np.ndarray) -> np.ndarray:
         """See :meth:`Device.constant`."""
-        return np.ascontiguousarray(array).copy()
+        return np.array(array, order="C", copy=True)
 
     def zero(self, buffer: np.ndarray) -> None:
         """See :meth:`Device.zero`."""
