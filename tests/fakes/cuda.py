@@ -1,8 +1,10 @@
 """A fake GPU for the CPU tests: pycuda's driver module and the CUDA driver library, over one shared state.
 
 "Device memory" is real host memory addressed by its real integer address, so the emulated kernels
-(``unetrt._tiling_emu``) and numpy views can read and write it. Work queued on a stream runs at once, unless the
-stream is capturing a graph: then it is recorded and runs when the graph is launched.
+(``unetrt._tiling_emu``) and numpy views can read and write it. Work queued on a stream waits on that stream until
+something waits for it (the stream, its context, or a free), and runs then, in the order it was queued; a stream
+that is capturing a graph records it instead, to run when the graph is launched (itself queued on a stream).
+``FakeGpu(deferred=False)`` runs queued work at once instead.
 
 Install it with :func:`install_fake_gpu` (monkeypatch puts ``pycuda`` and ``pycuda.driver`` into ``sys.modules``
 and makes :func:`unetrt.cuda.driver_library` return the fake driver library).
@@ -32,6 +34,18 @@ The fakes refuse what the real libraries refuse; each rule names its document:
   capture sequence initiated with CU_STREAM_CAPTURE_MODE_GLOBAL"). pycuda's ``DeviceAllocation.__del__`` frees
   too: one collected on such a thread leaks and invalidates the capture (pycuda reports the failed cuMemFree as a
   warning).
+* Work queued on a stream is asynchronous: a kernel, a TensorRT enqueue, a copy into device memory, a copy into
+  host memory, or a graph launch has not happened when the call returns, only once the stream (or its context) is
+  synchronised (CUDA Runtime API, "API synchronization behavior", Asynchronous: "For transfers from device memory to
+  pageable host memory, the function will return only once the copy has completed" is the one exception the driver
+  makes, and "might be synchronous" for other pageable transfers, which code may therefore not rely on; CUDA C++
+  Programming Guide, "Asynchronous Concurrent Execution": the host must synchronise before it reads what a stream
+  writes). So a result read before its stream is synchronised is stale, and work on one stream that consumes
+  another's output sees it only after that other stream was waited for. A copy from pageable host memory reads it
+  when queued (the driver stages it), one from pinned or registered memory when it runs (DMA from that memory: the
+  host must not rewrite it before the stream is synchronised). Freeing memory or destroying a context waits for
+  the work queued before it (``cudaFree`` synchronises the device: CUDA C++ Programming Guide, "Implicit
+  Synchronization").
 * Device memory runs out: with ``FakeGpu.memory_bytes`` set, an allocation beyond it raises pycuda's
   ``MemoryError`` (pycuda documentation, ``pycuda.driver.MemoryError``: "Thrown when mem_alloc() or related
   functionality fails"; the driver's ``cuMemAlloc`` returns ``CUDA_ERROR_OUT_OF_MEMORY``).
@@ -94,6 +108,7 @@ class FakeOp:
     run: Callable[[], None]
     check: Callable[[], str | None] = lambda: None
     kind: str = "op"
+    entry: tuple[Any, ...] | None = None  # what the log records when it runs (default: (kind,))
 
 
 @dataclass(eq=False)
@@ -116,6 +131,7 @@ class FakeStream:
     capture_invalidated: bool = False
     capture_thread: int | None = None
     capture_mode: int = 0  # CUstreamCaptureMode: 0 global, 1 thread-local, 2 relaxed
+    pending: list[tuple[int, FakeOp]] = field(default_factory=list)  # (queue order, op) not yet run
 
 
 @dataclass
@@ -132,6 +148,7 @@ class FakeGpu:
         initialized: whether the driver was initialised (``cuInit``, or pycuda's ``init``).
         memory_bytes: the device memory allocations may take in all (None: no limit).
         driver_version: what ``cuDriverGetVersion`` reports (1000 * major + 10 * minor: JetPack 6.1's CUDA 12.6).
+        deferred: queued work runs when its stream is waited for, as on a GPU (False: at once).
     """
 
     name: str = "Orin (fake)"
@@ -143,6 +160,7 @@ class FakeGpu:
     initialized: bool = False
     memory_bytes: int | None = None
     driver_version: int = 12060
+    deferred: bool = True
 
     def __post_init__(self) -> None:
         self._handles = itertools.count(0x1000)
@@ -155,6 +173,7 @@ class FakeGpu:
         self.graphs: dict[int, list[FakeOp]] = {}
         self.execs: dict[int, list[FakeOp]] = {}
         self.lock = threading.RLock()
+        self._queue_order = itertools.count()
 
     # --- contexts ----------------------------------------------------------------------------------------
 
@@ -198,8 +217,15 @@ class FakeGpu:
             return CUDA_ERROR_INVALID_CONTEXT
         context.retains -= 1
         if context.retains == 0:
-            context.alive = False
+            self.destroy(context)
         return CUDA_SUCCESS
+
+    def destroy(self, context: FakeContext) -> None:
+        """A context ends: the work queued in it runs first (a context's destruction waits for its device work)."""
+        for stream in list(self.streams.values()):
+            if stream.context is context:
+                self.run_pending(stream.handle)
+        context.alive = False
 
     def require_context(self) -> FakeContext:
         context = self.current()
@@ -238,6 +264,7 @@ class FakeGpu:
         return ptr
 
     def free(self, ptr: int) -> None:
+        self.run_pending()
         with self.lock:
             if ptr in self._blocks:
                 del self._blocks[ptr]
@@ -264,6 +291,16 @@ class FakeGpu:
     def live(self, kind: str | None = None) -> int:
         """How many allocations (of a kind: 'device', 'pinned', 'registered') are alive."""
         return sum(1 for _, _, k in self._blocks.values() if kind is None or k == kind)
+
+    def pinned(self, array: np.ndarray) -> bool:
+        """Whether a host array lies in pinned or registered memory (else it is pageable)."""
+        ptr = int(array.ctypes.data)
+        with self.lock:
+            index = bisect.bisect_right(self._starts, ptr) - 1
+            if index < 0:
+                return False
+            block, _, kind = self._blocks[self._starts[index]]
+        return kind in ("pinned", "registered") and ptr + array.nbytes <= int(block.ctypes.data) + block.nbytes
 
     def context_of(self, ptr: int) -> FakeContext | None:
         """The context current when the memory at ``ptr`` was allocated."""
@@ -327,7 +364,7 @@ class FakeGpu:
         return f"{what} failed: operation not permitted when stream is capturing"
 
     def enqueue(self, handle: int, op: FakeOp) -> None:
-        """Queue ``op`` on a stream: record it while capturing, else run it now."""
+        """Queue ``op`` on a stream: record it while capturing, else queue it (``deferred``) or run it now."""
         self.require_context()
         stream = self.stream(handle)
         if stream.capture is not None:
@@ -336,18 +373,42 @@ class FakeGpu:
         reason = op.check()
         if reason is not None:
             raise FakeCudaError(reason)
-        self.log.append((op.kind,))
+        if self.deferred:
+            with self.lock:
+                stream.pending.append((next(self._queue_order), op))
+            return
+        self.log.append(op.entry or (op.kind,))
         op.run()
 
-    def launch_graph(self, ops: list[FakeOp]) -> int:
+    def run_pending(self, handle: int | None = None) -> None:
+        """Run the work queued on one stream (a stream synchronise), or on every stream (``handle`` None: a context
+        synchronise, a free), in the order it was queued."""
+        with self.lock:
+            streams = list(self.streams.values()) if handle is None else [self.stream(handle)]
+            queued = sorted((entry for stream in streams for entry in stream.pending), key=lambda entry: entry[0])
+            for stream in streams:
+                stream.pending = []
+            for _, op in queued:
+                self.log.append(op.entry or (op.kind,))
+                op.run()
+
+    def pending(self) -> int:
+        """How many queued operations have not run yet."""
+        return sum(len(stream.pending) for stream in self.streams.values())
+
+    def launch_graph(self, ops: list[FakeOp], handle: int) -> int:
+        """Launch a graph's operations on a stream: checked now, run as one queued operation."""
         for op in ops:
             reason = op.check()
             if reason is not None:
                 self.log.append(("graph refused", reason))
                 return CUDA_ERROR_INVALID_VALUE
-        self.log.append(("graph", len(ops)))
-        for op in ops:
-            op.run()
+
+        def run() -> None:
+            for op in ops:
+                op.run()
+
+        self.enqueue(handle, FakeOp(run, kind="graph", entry=("graph", len(ops))))
         return CUDA_SUCCESS
 
 
@@ -448,6 +509,7 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
                 stream.capture_invalidated = True
             if capturing:
                 raise FakeLogicError("cuCtxSynchronize failed: operation not permitted when stream is capturing")
+            gpu.run_pending()
             gpu.log.append(("context sync",))
 
         def detach(self) -> None:
@@ -468,7 +530,7 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
                     pushed.append(self)
                 gpu.release_primary(context.ordinal)
             else:
-                context.alive = False
+                gpu.destroy(context)
                 stack = gpu.driver_stack()
                 if stack and stack[-1] is context:
                     stack.pop()
@@ -609,6 +671,7 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
             if self._stream.capture is not None:
                 self._stream.capture_invalidated = True
                 raise FakeLogicError("cuStreamSynchronize failed: operation not permitted when stream is capturing")
+            gpu.run_pending(self.handle)
 
     def _pointer(value: Any) -> int:
         return int(value)
@@ -622,6 +685,8 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
         pycuda_context()
         dst = _pointer(dest)
         data = np.ascontiguousarray(src).reshape(-1).view(np.uint8)
+        if not gpu.pinned(data):
+            data = data.copy()  # staged through pinned memory by the driver: the caller may reuse its array now
 
         def run() -> None:
             gpu.bytes_at(dst, data.size)[:] = data
@@ -637,6 +702,8 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
             target[:] = gpu.bytes_at(source, target.size)
 
         gpu.enqueue(_stream_handle(stream), FakeOp(run, kind="dtoh"))
+        if not gpu.pinned(target) and not gpu.capturing(_stream_handle(stream)):
+            gpu.run_pending(_stream_handle(stream))  # into pageable memory: complete when the call returns
 
     for name, value in dict(locals()).items():
         if not name.startswith("_") and name not in ("driver", "gpu", "pycuda_context"):
@@ -764,7 +831,7 @@ class FakeDriverLibrary:
         ops = self.gpu.execs.get(_value(graph_exec))
         if ops is None or _value(stream) not in self.gpu.streams:
             return CUDA_ERROR_INVALID_HANDLE
-        return self.gpu.launch_graph(ops)
+        return self.gpu.launch_graph(ops, _value(stream))
 
     def cuGraphExecDestroy(self, graph_exec: Any) -> int:  # noqa: N802
         return CUDA_SUCCESS if self.gpu.execs.pop(_value(graph_exec), None) is not None else CUDA_ERROR_INVALID_VALUE
@@ -825,6 +892,7 @@ class FakeDriverLibrary:
         if fake.capture is not None:
             fake.capture_invalidated = True
             return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED
+        self.gpu.run_pending(fake.handle)
         self.gpu.log.append(("sync",))
         return CUDA_SUCCESS
 

@@ -510,6 +510,30 @@ def test_fake_infer_device_waits_for_the_stream_of_out(fake_trt: tuple[FakeGpu, 
 
 
 @pytest.mark.gpu_contract
+def test_fake_infer_device_reads_an_input_its_producer_stream_still_writes(fake_trt: tuple[FakeGpu, Path],
+                                                                           tiny_model_files: dict[str, Path]) -> None:
+    """The input's producer (torch, CuPy) queued the copy that fills it on its own stream and returned: TensorRT
+    must read it only once that stream's work has run (CUDA Array Interface v3, "stream"), not the zeros before."""
+    import pycuda.driver as cuda
+
+    gpu, plan = fake_trt
+    batch = np.random.default_rng(4).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    with TensorRTBackend(plan) as backend:
+        with backend.device_session():
+            images = cuda.mem_alloc(batch.nbytes)
+            gpu.bytes_at(int(images), batch.nbytes)[:] = 0
+            staged = cuda.pagelocked_empty(batch.shape, np.float32)
+            staged[...] = batch
+            producer = cuda.Stream()
+            cuda.memcpy_htod_async(images, staged, producer)
+        assert gpu.pending() == 1  # the producer's copy has not run
+        logits = backend.infer_device(ArrayOnStream(int(images), batch.shape, producer.handle))
+        np.testing.assert_allclose(logits, _onnx(tiny_model_files, batch), atol=1e-5)
+        with backend.device_session():
+            images.free()
+
+
+@pytest.mark.gpu_contract
 def test_fake_a_failed_capture_destroys_its_graph_and_the_key_is_tried_again(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A captured graph must be destroyed (cuGraphDestroy) also when the enqueue raised something else than a

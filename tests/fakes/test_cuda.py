@@ -1,0 +1,118 @@
+"""The fake GPU's own rules (tests/fakes/cuda.py): work queued on a stream is asynchronous, as on a GPU, so a test
+that reads a result before its stream was waited for sees stale memory, as a Jetson user would."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fakes.cuda import FakeGpu, FakeOp, install_fake_gpu
+
+pytestmark = pytest.mark.gpu_contract
+
+
+@pytest.fixture
+def pycuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeGpu, Any]]:
+    gpu = install_fake_gpu(monkeypatch)
+    import pycuda.driver as cuda
+
+    context = cuda.Device(0).retain_primary_context()
+    context.push()
+    try:
+        yield gpu, cuda
+    finally:
+        cuda.Context.pop()
+        context.detach()
+
+
+def test_a_copy_has_not_happened_until_its_stream_is_synchronised(pycuda: tuple[FakeGpu, Any]) -> None:
+    gpu, cuda = pycuda
+    device = cuda.mem_alloc(16)
+    source = cuda.pagelocked_empty(16, np.uint8)
+    source[:] = 7
+    stream = cuda.Stream()
+    cuda.memcpy_htod_async(device, source, stream)
+    assert not gpu.view(int(device), (16,), np.uint8).any() and gpu.pending() == 1
+    stream.synchronize()
+    assert (gpu.view(int(device), (16,), np.uint8) == 7).all() and gpu.pending() == 0
+
+
+def test_a_stream_synchronise_runs_that_streams_work_alone(pycuda: tuple[FakeGpu, Any]) -> None:
+    gpu, cuda = pycuda
+    device = cuda.mem_alloc(4)
+    source = cuda.pagelocked_empty(4, np.uint8)
+    source[:] = 3
+    writer, reader = cuda.Stream(), cuda.Stream()
+    cuda.memcpy_htod_async(device, source, writer)
+    reader.synchronize()  # another stream's work is not this one's to wait for
+    assert not gpu.view(int(device), (4,), np.uint8).any()
+    cuda.Context.synchronize()  # the context waits for every stream
+    assert (gpu.view(int(device), (4,), np.uint8) == 3).all()
+
+
+def test_pinned_memory_is_read_when_the_copy_runs_pageable_memory_when_it_is_queued(
+        pycuda: tuple[FakeGpu, Any]) -> None:
+    gpu, cuda = pycuda
+    stream = cuda.Stream()
+    pinned, pageable = cuda.pagelocked_empty(4, np.uint8), np.zeros(4, np.uint8)
+    into_pinned, into_pageable = cuda.mem_alloc(4), cuda.mem_alloc(4)
+    pinned[:], pageable[:] = 1, 1
+    cuda.memcpy_htod_async(into_pinned, pinned, stream)
+    cuda.memcpy_htod_async(into_pageable, pageable, stream)
+    pinned[:], pageable[:] = 2, 2  # rewritten before the stream was waited for
+    stream.synchronize()
+    assert gpu.view(int(into_pinned), (4,), np.uint8).tolist() == [2] * 4  # DMA from the host memory itself
+    assert gpu.view(int(into_pageable), (4,), np.uint8).tolist() == [1] * 4  # staged by the driver at the call
+
+
+def test_a_copy_into_pageable_memory_is_complete_on_return_into_pinned_memory_after_a_synchronise(
+        pycuda: tuple[FakeGpu, Any]) -> None:
+    gpu, cuda = pycuda
+    stream = cuda.Stream()
+    device = cuda.mem_alloc(4)
+    gpu.view(int(device), (4,), np.uint8)[:] = 9
+    pageable, pinned = np.zeros(4, np.uint8), cuda.pagelocked_empty(4, np.uint8)
+    pinned[:] = 0
+    cuda.memcpy_dtoh_async(pinned, device, stream)
+    cuda.memcpy_dtoh_async(pageable, device, stream)
+    assert pageable.tolist() == [9] * 4 and pinned.tolist() == [9] * 4  # the pageable copy waited for the stream
+    zeros = cuda.mem_alloc(4)  # kept: freeing it would wait for the stream
+    cuda.memcpy_dtoh_async(pinned, zeros, stream)
+    assert pinned.tolist() == [9] * 4
+    stream.synchronize()
+    assert pinned.tolist() == [0] * 4
+
+
+def test_a_free_waits_for_the_work_queued_before_it(pycuda: tuple[FakeGpu, Any]) -> None:
+    gpu, cuda = pycuda
+    stream = cuda.Stream()
+    ran: list[str] = []
+    gpu.enqueue(stream.handle, FakeOp(lambda: ran.append("kernel"), kind="kernel"))
+    cuda.mem_alloc(4).free()
+    assert ran == ["kernel"]
+
+
+def test_a_graph_launch_is_queued_like_any_other_work(pycuda: tuple[FakeGpu, Any]) -> None:
+    gpu, cuda = pycuda
+    stream = cuda.Stream()
+    ran: list[str] = []
+    assert gpu.launch_graph([FakeOp(lambda: ran.append("kernel"), kind="kernel")], stream.handle) == 0
+    assert ran == []
+    stream.synchronize()
+    assert ran == ["kernel"] and ("graph", 1) in gpu.log
+
+
+def test_without_deferral_queued_work_runs_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(deferred=False))
+    import pycuda.driver as cuda
+
+    context = cuda.Device(0).make_context()
+    try:
+        stream, device = cuda.Stream(), cuda.mem_alloc(4)
+        cuda.memcpy_htod_async(device, np.full(4, 5, np.uint8), stream)
+        assert gpu.view(int(device), (4,), np.uint8).tolist() == [5] * 4
+    finally:
+        context.detach()
