@@ -33,6 +33,9 @@ import numpy as np
 from unetrt.cli import run_cli
 
 DEFAULT_SIZE = 2048
+# Opset 17's IR version (ONNX "Versioning" table), as the bundled models: ONNX Runtime 1.13 and later read it; a newer
+# onnx package's default (IR 14 in onnx 1.23) is refused by older ONNX Runtime (1.23, Python 3.10's last; JetPack's).
+ONNX_IR_VERSION = 8
 PRECISIONS = ("int8", "bf16", "fp32")
 
 
@@ -75,7 +78,7 @@ def _matmul_onnx(size: int, quantized: bool) -> bytes:
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [size, size])
     out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [size, size])
     graph = helper.make_graph(nodes, "matmul", [image], [out], initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=ONNX_IR_VERSION)
     return bytes(model.SerializeToString())
 
 
@@ -109,7 +112,7 @@ def _onnxruntime_rate(size: int, threads: int, integer: bool, warmup: int, trial
         x = rng.standard_normal((size, size)).astype(np.float32)
     graph = helper.make_graph([node], "matmul", [helper.make_tensor_value_info("image", in_type, [size, size])],
                               [helper.make_tensor_value_info("out", out_type, [size, size])], [weight])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=ONNX_IR_VERSION)
     session = ort.InferenceSession(model.SerializeToString(), session_options(threads),
                                    providers=["CPUExecutionProvider"])
     return _median_rate(lambda: session.run(None, {"image": x}), 2.0 * size**3, warmup, trials)

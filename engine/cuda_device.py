@@ -27,6 +27,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import cuda
 from .backends.base import DeviceBackend
@@ -75,11 +76,11 @@ class CudaDriver(Protocol):
         """Device memory: (address, owner that :meth:`free` takes)."""
         ...
 
-    def pinned(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+    def pinned(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray[Any]:
         """A page-locked host array (copies from and to it are asynchronous)."""
         ...
 
-    def mapped(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[np.ndarray, int]:
+    def mapped(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[NDArray[Any], int]:
         """A page-locked host array mapped into the device, and its device address."""
         ...
 
@@ -87,11 +88,11 @@ class CudaDriver(Protocol):
         """Free now: an owner from :meth:`allocate`, or an array from :meth:`pinned` or :meth:`mapped`."""
         ...
 
-    def upload(self, dst: int, src: np.ndarray, stream: int) -> None:
+    def upload(self, dst: int, src: NDArray[Any], stream: int) -> None:
         """Queue a copy of a page-locked host array to device address ``dst``."""
         ...
 
-    def download(self, dst: np.ndarray, src: int, stream: int) -> None:
+    def download(self, dst: NDArray[Any], src: int, stream: int) -> None:
         """Queue a copy from device address ``src`` into a page-locked host array."""
         ...
 
@@ -255,7 +256,7 @@ class CudaDevice:
         return cast(CudaBuffer, self._cached(("output", key, shape, np.dtype(dtype).str),
                                              lambda: self.allocate(shape, dtype)))
 
-    def constant(self, array: np.ndarray) -> CudaBuffer:
+    def constant(self, array: NDArray[Any]) -> CudaBuffer:
         """See :meth:`unetrt.device.Device.constant`."""
         staged = self.driver.pinned(tuple(array.shape), array.dtype)
         np.copyto(staged, array)
@@ -283,7 +284,7 @@ class CudaDevice:
 
     # --- the path ------------------------------------------------------------------------------------------
 
-    def prepare(self, frame: np.ndarray, work_hw: tuple[int, int] | None, slot: int) -> CudaBuffer:
+    def prepare(self, frame: NDArray[Any], work_hw: tuple[int, int] | None, slot: int) -> CudaBuffer:
         """See :meth:`unetrt.device.Device.prepare`: a uint8 frame goes to the device as it is and is resized
         there (bilinear, as the host path); other dtypes are resized on the host and go at the working size.
         The frame is copied once into page-locked memory; an integrated GPU reads that memory in place, a
@@ -301,9 +302,9 @@ class CudaDevice:
                 return CudaBuffer(ptr, shape, dtype, host)
 
             uploaded = cast(CudaBuffer, self._cached(("mapped", slot, shape, dtype.str), mapped))
-            np.copyto(cast(np.ndarray, uploaded.owner), frame)
+            np.copyto(cast(NDArray[Any], uploaded.owner), frame)
         else:
-            staged = cast(np.ndarray, self._cached(("staged", slot, shape, dtype.str),
+            staged = cast(NDArray[Any], self._cached(("staged", slot, shape, dtype.str),
                                                    lambda: self.driver.pinned(shape, dtype)))
             np.copyto(staged, frame)
             uploaded = cast(CudaBuffer, self._cached(("frame", slot, shape, dtype.str),
@@ -393,9 +394,9 @@ class CudaDevice:
                                          threshold=0.0, probabilities_ptr=0 if probabilities is None else
                                          probabilities.ptr, stream=self.stream)
 
-    def download(self, buffer: CudaBuffer) -> np.ndarray:
+    def download(self, buffer: CudaBuffer) -> NDArray[Any]:
         """See :meth:`unetrt.device.Device.download`: into a page-locked array reused for this buffer."""
-        host = cast(np.ndarray, self._cached(("download", buffer.ptr, buffer.shape, buffer.dtype.str),
+        host = cast(NDArray[Any], self._cached(("download", buffer.ptr, buffer.shape, buffer.dtype.str),
                                              lambda: self.driver.pinned(buffer.shape, buffer.dtype)))
         self.driver.download(host, buffer.ptr, self.stream)
         return host
@@ -485,20 +486,20 @@ class PycudaDriver:
             allocation = pycuda.mem_alloc(nbytes)
         return int(allocation), allocation
 
-    def pinned(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+    def pinned(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray[Any]:
         """See :meth:`CudaDriver.pinned`."""
         import pycuda.driver as pycuda
 
         with cuda.gpu_resources("the frame path's page-locked host buffers"):
-            return cast(np.ndarray, pycuda.pagelocked_empty(shape, dtype))
+            return cast(NDArray[Any], pycuda.pagelocked_empty(shape, dtype))
 
-    def mapped(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[np.ndarray, int]:
+    def mapped(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[NDArray[Any], int]:
         """See :meth:`CudaDriver.mapped`: page-locked memory allocated with CU_MEMHOSTALLOC_DEVICEMAP."""
         import pycuda.driver as pycuda
 
         with cuda.gpu_resources("the frame path's mapped host buffers"):
             host = pycuda.pagelocked_empty(shape, dtype, mem_flags=pycuda.host_alloc_flags.DEVICEMAP)
-            return cast(np.ndarray, host), int(host.base.get_device_pointer())
+            return cast(NDArray[Any], host), int(host.base.get_device_pointer())
 
     def free(self, memory: object) -> None:
         """See :meth:`CudaDriver.free`."""
@@ -510,13 +511,13 @@ class PycudaDriver:
     def _lib(self) -> Any:
         return cuda.driver_library()
 
-    def upload(self, dst: int, src: np.ndarray, stream: int) -> None:
+    def upload(self, dst: int, src: NDArray[Any], stream: int) -> None:
         """See :meth:`CudaDriver.upload`."""
         self._check(self._lib().cuMemcpyHtoDAsync_v2(ctypes.c_uint64(dst), ctypes.c_void_p(src.ctypes.data),
                                                      ctypes.c_size_t(src.nbytes), ctypes.c_void_p(stream)),
                     "cuMemcpyHtoDAsync")
 
-    def download(self, dst: np.ndarray, src: int, stream: int) -> None:
+    def download(self, dst: NDArray[Any], src: int, stream: int) -> None:
         """See :meth:`CudaDriver.download`."""
         self._check(self._lib().cuMemcpyDtoHAsync_v2(ctypes.c_void_p(dst.ctypes.data), ctypes.c_uint64(src),
                                                      ctypes.c_size_t(dst.nbytes), ctypes.c_void_p(stream)),

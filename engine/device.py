@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from . import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
 from .cpu import usable_cores
@@ -26,7 +27,7 @@ BufferT = TypeVar("BufferT")
 # thread; starting threads for it saves less than it costs, and on a loaded machine the started threads wait for a
 # core (measured under load 12 on 2 cores: 2.5 ms per frame on one thread, 15.6 ms on two).
 ELEMENTS_PER_THREAD = 1 << 22
-Predictor = Callable[[np.ndarray], np.ndarray]
+Predictor = Callable[[NDArray[Any]], NDArray[Any]]
 
 
 class Device(Protocol[BufferT]):
@@ -54,7 +55,7 @@ class Device(Protocol[BufferT]):
         """Hold the device for one call of the path (all other methods run inside a session)."""
         ...
 
-    def prepare(self, frame: np.ndarray, work_hw: tuple[int, int] | None, slot: int) -> BufferT:
+    def prepare(self, frame: NDArray[Any], work_hw: tuple[int, int] | None, slot: int) -> BufferT:
         """The frame on the device at the working size (height, width), or as it is when ``work_hw`` is None.
 
         ``slot`` numbers the frames of one call; a device may reuse its buffers for the same slot and shape.
@@ -73,7 +74,7 @@ class Device(Protocol[BufferT]):
         """A buffer for a result (mask, probabilities); a device may hand out the same one for the same key."""
         ...
 
-    def constant(self, array: np.ndarray) -> BufferT:
+    def constant(self, array: NDArray[Any]) -> BufferT:
         """A buffer holding a copy of ``array``."""
         ...
 
@@ -120,7 +121,7 @@ class Device(Protocol[BufferT]):
         bilinear tap of every class."""
         ...
 
-    def download(self, buffer: BufferT) -> np.ndarray:
+    def download(self, buffer: BufferT) -> NDArray[Any]:
         """The buffer's contents as a host array (valid after :meth:`synchronize`)."""
         ...
 
@@ -138,7 +139,7 @@ class Device(Protocol[BufferT]):
         ...
 
 
-def resize_frame(frame: np.ndarray, work_hw: tuple[int, int]) -> np.ndarray:
+def resize_frame(frame: NDArray[Any], work_hw: tuple[int, int]) -> NDArray[Any]:
     """A frame at the working size (height, width), bilinear (OpenCV INTER_LINEAR; any checked frame dtype).
 
     Bilinear, not the area average training used: it is what the GPU path's ``resize_bilinear_u8`` computes
@@ -205,47 +206,47 @@ class HostDevice:
         """See :meth:`Device.session`: nothing to hold on the host."""
         return nullcontext()
 
-    def prepare(self, frame: np.ndarray, work_hw: tuple[int, int] | None, slot: int) -> np.ndarray:
+    def prepare(self, frame: NDArray[Any], work_hw: tuple[int, int] | None, slot: int) -> NDArray[Any]:
         """See :meth:`Device.prepare`: :func:`resize_frame`; float64 frames become float32 for the kernels."""
         image = frame if work_hw is None else resize_frame(frame, work_hw)
         return image.astype(np.float32) if image.dtype == np.float64 else image
 
-    def shape(self, buffer: np.ndarray) -> tuple[int, ...]:
+    def shape(self, buffer: NDArray[Any]) -> tuple[int, ...]:
         """See :meth:`Device.shape`."""
         return tuple(buffer.shape)
 
-    def allocate(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray[Any]:
         """See :meth:`Device.allocate`."""
         return np.empty(shape, dtype)
 
-    def output(self, shape: tuple[int, ...], dtype: np.dtype[Any], key: object) -> np.ndarray:
+    def output(self, shape: tuple[int, ...], dtype: np.dtype[Any], key: object) -> NDArray[Any]:
         """See :meth:`Device.output`: a new array on every call, so results never share memory."""
         return np.empty(shape, dtype)
 
-    def constant(self, array: np.ndarray) -> np.ndarray:
+    def constant(self, array: NDArray[Any]) -> NDArray[Any]:
         """See :meth:`Device.constant`."""
         return np.array(array, order="C", copy=True)
 
-    def zero(self, buffer: np.ndarray) -> None:
+    def zero(self, buffer: NDArray[Any]) -> None:
         """See :meth:`Device.zero`."""
         buffer.fill(0)
 
-    def part(self, buffer: np.ndarray, start: int, stop: int) -> np.ndarray:
+    def part(self, buffer: NDArray[Any], start: int, stop: int) -> NDArray[Any]:
         """See :meth:`Device.part`."""
         return buffer[start:stop]
 
-    def item(self, buffer: np.ndarray, index: int) -> np.ndarray:
+    def item(self, buffer: NDArray[Any], index: int) -> NDArray[Any]:
         """See :meth:`Device.item`."""
         return buffer[index, ...]
 
-    def extract(self, image: np.ndarray, out: np.ndarray, *, origin: tuple[int, int], step: tuple[int, int],
+    def extract(self, image: NDArray[Any], out: NDArray[Any], *, origin: tuple[int, int], step: tuple[int, int],
                 grid: tuple[int, int], first: int, swap_rb: bool, scale: float, mean: Sequence[float],
                 std: Sequence[float]) -> None:
         """See :meth:`Device.extract`."""
         _tiling.extract_tiles(image, out, origin=origin, step=step, grid=grid, first=first, swap_rb=swap_rb,
                               scale=scale, mean=list(mean), std=list(std), threads=self.threads_for(out.size))
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: NDArray[Any]) -> NDArray[Any]:
         """See :meth:`Device.run`: the predictor's outputs as contiguous float32 or float16.
 
         Raises:
@@ -259,19 +260,19 @@ class HostDevice:
             outputs = outputs.astype(np.float32)
         return np.ascontiguousarray(outputs)
 
-    def shift(self, tiles: np.ndarray, index: int, axis: int, pixels: int) -> None:
+    def shift(self, tiles: NDArray[Any], index: int, axis: int, pixels: int) -> None:
         """See :meth:`Device.shift`."""
         shift_tile_output(tiles[index], axis - 1, pixels)
 
-    def stitch(self, tiles: np.ndarray, acc: np.ndarray, weight: np.ndarray | None, *, origin: tuple[int, int],
+    def stitch(self, tiles: NDArray[Any], acc: NDArray[Any], weight: NDArray[Any] | None, *, origin: tuple[int, int],
                step: tuple[int, int], grid: tuple[int, int], first: int, mode: str,
-               window_y: np.ndarray | None, window_x: np.ndarray | None) -> None:
+               window_y: NDArray[Any] | None, window_x: NDArray[Any] | None) -> None:
         """See :meth:`Device.stitch`."""
         _tiling.stitch_tiles(tiles, acc, weight, origin=origin, step=step, grid=grid, first=first, mode=mode,
                              window_y=window_y, window_x=window_x, threads=self.threads_for(acc.size))
 
-    def finish(self, scores: np.ndarray, mask: np.ndarray | None, probabilities: np.ndarray | None, *,
-               rect: tuple[int, int, int, int], weight: np.ndarray | None, binary: bool) -> None:
+    def finish(self, scores: NDArray[Any], mask: NDArray[Any] | None, probabilities: NDArray[Any] | None, *,
+               rect: tuple[int, int, int, int], weight: NDArray[Any] | None, binary: bool) -> None:
         """See :meth:`Device.finish`."""
         if weight is not None:
             _tiling.finish(scores, weight, write_logits=True, threads=self.threads_for(scores.size))
@@ -282,7 +283,7 @@ class HostDevice:
         _tiling.finish_resized(scores, mask, rect=rect, binary=binary, threshold=0.0, probabilities=probabilities,
                                threads=self.threads_for(written))
 
-    def download(self, buffer: np.ndarray) -> np.ndarray:
+    def download(self, buffer: NDArray[Any]) -> NDArray[Any]:
         """See :meth:`Device.download` (host buffers are returned as they are)."""
         return buffer
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Generic
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .device import BufferT, Device, HostDevice
 from .model_info import ModelInfo
@@ -45,8 +46,8 @@ class PathResult:
             download), shared evenly by the frames of one call.
     """
 
-    mask: np.ndarray
-    probabilities: np.ndarray | None
+    mask: NDArray[Any]
+    probabilities: NDArray[Any] | None
     timings_ms: dict[str, float]
 
 
@@ -59,7 +60,7 @@ class _Buffers(Generic[BufferT]):
     window_x: BufferT | None
 
 
-def extract_normalisation(image: np.ndarray, info: ModelInfo) -> dict[str, Any]:
+def extract_normalisation(image: NDArray[Any], info: ModelInfo) -> dict[str, Any]:
     """The extract kernel's channel order and normalisation for a frame in the model's channels: BGR -> RGB,
     values scaled to [0, 1] by dtype, then the model's mean and std.
 
@@ -70,7 +71,7 @@ def extract_normalisation(image: np.ndarray, info: ModelInfo) -> dict[str, Any]:
     return {"swap_rb": image.ndim == 3, "scale": frame_scale(image.dtype), "mean": info.mean, "std": info.std}
 
 
-def network_input(frames: Sequence[np.ndarray], info: ModelInfo, dtype: Any = np.float32) -> np.ndarray:
+def network_input(frames: Sequence[NDArray[Any]], info: ModelInfo, dtype: Any = np.float32) -> NDArray[Any]:
     """The N x C x H x W batch the network sees for equal-size frames taken whole (one mirror-padded tile of
     the working-size image), cut as the path cuts it: for benchmarks and checks of the bare network.
 
@@ -141,7 +142,7 @@ class FramePath(Generic[BufferT]):
         work = self.info.working_size
         return frame_hw if work is None else (work[1], work[0])
 
-    def run(self, frames: Sequence[np.ndarray], grid: TileGrid, probabilities: bool,
+    def run(self, frames: Sequence[NDArray[Any]], grid: TileGrid, probabilities: bool,
             batch_size: int = 4, probabilities_size: str = "frame") -> list[PathResult]:
         """Masks (and probabilities) at the frames' size.
 

@@ -25,7 +25,7 @@ import mmap
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from .model_info import METADATA_KEY, ModelInfo
@@ -58,9 +58,13 @@ _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
 _MODEL_WIRE = {1: _VARINT, 2: _LENGTH, 3: _LENGTH, 4: _LENGTH, 5: _VARINT, 6: _LENGTH, 7: _LENGTH, 8: _LENGTH,
                14: _LENGTH, 20: _LENGTH, 25: _LENGTH, 26: _LENGTH}
 _MODEL_GRAPH, _MODEL_METADATA = 7, 14
-_GRAPH_NODE, _GRAPH_INITIALIZER = 1, 5  # GraphProto
-_NODE_OP_TYPE = 4  # NodeProto
-_TENSOR_DATA_TYPE = 2  # TensorProto
+_GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_SPARSE_INITIALIZER = 1, 5, 15  # GraphProto
+_NODE_OP_TYPE, _NODE_ATTRIBUTE = 4, 5  # NodeProto
+# AttributeProto: t 5, g 6, tensors 10, graphs 11, sparse_tensor 22, sparse_tensors 23.
+_ATTRIBUTE_TENSORS, _ATTRIBUTE_GRAPHS, _ATTRIBUTE_SPARSE = frozenset({5, 10}), frozenset({6, 11}), frozenset({22, 23})
+_SPARSE_TENSORS = frozenset({1, 2})  # SparseTensorProto: values 1, indices 2
+_TENSOR_DATA_TYPE, _TENSOR_EXTERNAL_DATA = 2, 13  # TensorProto
+_EXTERNAL_LOCATION = "location"  # the external_data entry naming the file (onnx/onnx.proto3)
 _ENTRY_KEY, _ENTRY_VALUE = 1, 2  # StringStringEntryProto
 _FLOAT16 = 10  # TensorProto.DataType.FLOAT16
 _QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -275,10 +279,52 @@ def _graph_precision(data: Any, start: int, end: int) -> str:
     return "fp16" if fp16 else "fp32"
 
 
-def _onnx_contents(data: Any, size: int) -> tuple[dict[str, str], str | None]:
-    """(metadata props, precision or None without a graph) of a serialised ONNX ModelProto."""
+def _tensor_locations(data: Any, start: int, end: int) -> Iterator[str]:
+    for number, wire, first, last in _fields(data, start, end):
+        if number == _TENSOR_EXTERNAL_DATA and wire == _LENGTH:
+            key, value = _entry(data, first, last)
+            if key == _EXTERNAL_LOCATION:
+                yield value
+
+
+def _graph_locations(data: Any, start: int, end: int) -> Iterator[str]:
+    """The external-data files named by a graph's tensors: initializers, constants' attributes, subgraphs."""
+    for number, wire, first, last in _fields(data, start, end):
+        if wire != _LENGTH:
+            continue
+        if number == _GRAPH_INITIALIZER:
+            yield from _tensor_locations(data, first, last)
+        elif number == _GRAPH_SPARSE_INITIALIZER:
+            yield from _sparse_locations(data, first, last)
+        elif number == _GRAPH_NODE:
+            for field, kind, low, high in _fields(data, first, last):
+                if field == _NODE_ATTRIBUTE and kind == _LENGTH:
+                    yield from _attribute_locations(data, low, high)
+
+
+def _sparse_locations(data: Any, start: int, end: int) -> Iterator[str]:
+    for number, wire, first, last in _fields(data, start, end):
+        if number in _SPARSE_TENSORS and wire == _LENGTH:
+            yield from _tensor_locations(data, first, last)
+
+
+def _attribute_locations(data: Any, start: int, end: int) -> Iterator[str]:
+    for number, wire, first, last in _fields(data, start, end):
+        if wire != _LENGTH:
+            continue
+        if number in _ATTRIBUTE_TENSORS:
+            yield from _tensor_locations(data, first, last)
+        elif number in _ATTRIBUTE_GRAPHS:
+            yield from _graph_locations(data, first, last)
+        elif number in _ATTRIBUTE_SPARSE:
+            yield from _sparse_locations(data, first, last)
+
+
+def _onnx_contents(data: Any, size: int) -> tuple[dict[str, str], str | None, list[str]]:
+    """(metadata props, precision or None without a graph, external-data files) of a serialised ONNX ModelProto."""
     props: dict[str, str] = {}
     precision = None
+    locations: list[str] = []
     for number, wire, first, last in _fields(data, 0, size):
         if number in _MODEL_WIRE and wire != _MODEL_WIRE[number]:
             raise _MalformedError(f"field {number} has wire type {wire}")
@@ -287,9 +333,22 @@ def _onnx_contents(data: Any, size: int) -> tuple[dict[str, str], str | None]:
             props[key] = value
         elif number == _MODEL_GRAPH:
             precision = _graph_precision(data, first, last)
+            locations.extend(_graph_locations(data, first, last))
     if precision == "fp16" and props.get(WEIGHT_STORAGE_KEY) == "float16":
         precision = "fp32"
-    return props, precision
+    return props, precision, locations
+
+
+def _check_external_data(path: Path, locations: list[str]) -> None:
+    """Every external-data file lies in the model's folder: an absolute name, a '..' or a link out of the folder
+    would let a model file read any file on the machine (the ONNX checker refuses them, as recent ONNX Runtime
+    releases do; older ones, JetPack's included, read the file)."""
+    folder = path.parent.resolve()
+    for location in locations:
+        relative = PurePath(location)
+        if relative.is_absolute() or ".." in relative.parts or not (folder / relative).resolve().is_relative_to(folder):
+            raise _invalid(path, ONNX_EXPECTED, f"its tensor data file {location!r} lies outside the model's folder "
+                           f"{str(path.parent)!r}; keep external data files beside the model")
 
 
 def _invalid(path: Path, expected: str, problem: str) -> ValueError:
@@ -305,7 +364,8 @@ def _read_onnx(path: Path) -> ModelFile:
             if size != 0:
                 # Mapped, not read: the weights are skipped over, never copied.
                 with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                    props, precision = _onnx_contents(data, size)
+                    props, precision, locations = _onnx_contents(data, size)
+                _check_external_data(path, locations)
         except _MalformedError as exc:
             raise _invalid(path, ONNX_EXPECTED, f"it is truncated, damaged or not ONNX at all ({exc})") from None
     if precision is None:

@@ -37,6 +37,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 from tqdm import tqdm
 
 WEIGHT_KINDS = ("distance", "size")
@@ -99,7 +100,7 @@ def class_balance_map(
     if class_weights is None:
         counts = np.bincount(mask[valid], minlength=num_classes).astype(np.float64)
         present = counts > 0
-        table = np.zeros(num_classes)
+        table: NDArray[np.float64] = np.zeros(num_classes)
         table[present] = counts.sum() / (present.sum() * counts[present])
     else:
         table = np.asarray(class_weights, dtype=np.float64)

@@ -51,8 +51,17 @@ pip() {
 step 2 "upgrading pip, setuptools and wheel"
 pip install -q --upgrade pip "setuptools>=64" wheel
 step 3 "installing CPU-only PyTorch 2.13.0 (the largest download: minutes on a slow connection)"
-# torch is pinned to the CPU wheel before anything can ask for a loose 'torch' and pull a CUDA build.
-pip install -q "torch==2.13.0"
+# torch is pinned to the CPU wheel before anything can ask for a loose 'torch' and pull a CUDA build. PyPI's
+# torch for Linux x86_64 is a CUDA build (GBs); the CPU one is 2.13.0+cpu, from a wheel pip already finds
+# (find-links, a configured index) or else from PyTorch's CPU index.
+cpu_torch="torch==2.13.0+cpu"
+if ! .venv/bin/python -m pip install -q "$cpu_torch" >>"$log" 2>&1; then
+  echo "  (no $cpu_torch wheel where pip looks: trying PyTorch's CPU index, https://download.pytorch.org/whl/cpu)"
+  .venv/bin/python -m pip install -q --retries 1 "$cpu_torch" --extra-index-url https://download.pytorch.org/whl/cpu \
+    >>"$log" 2>&1 || { tail -n 20 "$log" >&2
+    echo "error: cannot install the CPU build of PyTorch ($cpu_torch) for $(.venv/bin/python -V 2>&1): install it" \
+         "into .venv yourself (never PyPI's plain torch, a CUDA build) and run this again; see $log" >&2; exit 1; }
+fi
 # Strict mode links the package tree into build/__editable__.*, which mypy, pyright and Pylance follow.
 step 4 "installing unetrt with ${extras} and compiling its C++ kernels (a few minutes the first time)"
 pip install -q -e ".[${extras}]" --config-settings editable_mode=strict

@@ -288,7 +288,7 @@ def open_backend(model: str | Path, backend: str = "auto", device: str = "auto",
     """
     check_threads(options.get("threads"))  # before any backend is tried: past the cap PyTorch crashes
     choices = model_choices(model, backend, precision, device)
-    _check_options(options, [backend_spec(choice.backend) for choice in choices])
+    _check_options(options, [backend_spec(choice.backend) for choice in choices], automatic=backend == "auto")
     *preferred, last = choices
     # Only an automatic TensorRT choice has fallbacks after it.
     for choice in preferred:
@@ -307,14 +307,17 @@ def _open_choice(choice: ModelChoice, device: str, build: bool, working_size: tu
     return spec.load_opener()(OpenRequest(choice.path, choice.precision, device, build, working_size, taken))
 
 
-def _check_options(options: dict[str, Any], specs: list[BackendSpec]) -> None:
+def _check_options(options: dict[str, Any], specs: list[BackendSpec], automatic: bool) -> None:
     """Refuse options that none of the backends that may open the model takes (a typo would be a TypeError deep in
-    the opener, or silently dropped)."""
+    the opener, or silently dropped). An automatic choice takes the options of every backend: robot code written
+    for every machine sets OpenVINO's ``lanes`` also where the choice is TensorRT and OpenVINO is not installed."""
+    if automatic:
+        specs = list(registered_backends())
     if any(spec.options is None for spec in specs):
         return
     known = sorted({option for spec in specs for option in spec.options or ()})
     unknown = sorted(set(options) - set(known))
     if unknown:
-        names = " or ".join(spec.name for spec in specs)
+        names = "any backend" if automatic else " or ".join(spec.name for spec in specs)
         raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for {names}; "
                          f"{'the options are ' + ', '.join(known) if known else 'it takes none'}")

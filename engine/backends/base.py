@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..geometry import check_input_size, output_margin
 from ..model_info import ModelInfo
@@ -36,7 +37,7 @@ class Backend(Protocol):
     max_input_hw: tuple[int, int] | None
     max_batch: int | None
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def infer(self, batch: NDArray[Any]) -> NDArray[Any]:
         """N x C x H x W float32 (normalised, legal H and W) -> N x K x h x w float32 logits."""
         ...
 
@@ -45,7 +46,7 @@ class Backend(Protocol):
         ...
 
 
-def check_batch(batch: np.ndarray, info: ModelInfo) -> np.ndarray:
+def check_batch(batch: NDArray[Any], info: ModelInfo) -> NDArray[Any]:
     """Validate a network batch and return it as contiguous float32.
 
     Raises:

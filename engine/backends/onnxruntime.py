@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..cuda import PrimaryContext, cuda_ordinal
 from ..model_file import ONNX_EXPECTED, read_model_file
@@ -151,7 +152,7 @@ class OnnxRuntimeBackend:
         self._input = self._session.get_inputs()[0].name
         self._output = self._session.get_outputs()[0].name
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def infer(self, batch: NDArray[Any]) -> NDArray[Any]:
         """N x C x H x W float32 -> N x K x h x w float32 logits.
 
         Raises:

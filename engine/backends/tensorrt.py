@@ -31,6 +31,7 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..cuda import (
     MISSING_PYCUDA,
@@ -378,8 +379,8 @@ class TensorRTBackend:
         in_size = int(np.prod(self.profile.max))
         out_size = int(np.prod(max_out))
         try:
-            self._host_in: np.ndarray = cuda.pagelocked_empty(in_size, self._input_dtype)
-            self._host_out: np.ndarray = cuda.pagelocked_empty(out_size, self._output_dtype)
+            self._host_in: NDArray[Any] = cuda.pagelocked_empty(in_size, self._input_dtype)
+            self._host_out: NDArray[Any] = cuda.pagelocked_empty(out_size, self._output_dtype)
             self._device_in = cuda.mem_alloc(max(1, self._host_in.nbytes))
             self._device_out = cuda.mem_alloc(max(1, self._host_out.nbytes))
         except cuda.MemoryError as exc:
@@ -408,7 +409,7 @@ class TensorRTBackend:
         if self._closed:
             raise ValueError("this backend is closed; open a new one")
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def infer(self, batch: NDArray[Any]) -> NDArray[Any]:
         """N x C x H x W float32 (normalised, legal H and W) -> N x K x h x w float32 logits.
 
         Raises:

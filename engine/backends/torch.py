@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..cuda import DeviceArray, cuda_ordinal
 from .base import check_batch, network_output_shape
@@ -79,7 +80,7 @@ class TorchBackend:
         self.threads = threads
         self._stream: Any = None
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def infer(self, batch: NDArray[Any]) -> NDArray[Any]:
         """N x C x H x W float32 -> N x K x h x w float32 logits.
 
         Raises:
@@ -93,7 +94,7 @@ class TorchBackend:
         with torch.inference_mode():
             tensor = torch.from_numpy(batch).to(self._device, self._dtype, memory_format=self._memory_format)
             logits = model(tensor)
-            return cast(np.ndarray, logits.float().cpu().numpy())
+            return cast(NDArray[Any], logits.float().cpu().numpy())
 
     # --- device entry (the GPU-resident frame path) -------------------------------------------------------
 

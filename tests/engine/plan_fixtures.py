@@ -50,7 +50,8 @@ def builds() -> int:
 
 def route_cuda_kernels_to(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu, kernels: types.ModuleType) -> None:
     """Make every ``CudaDevice`` the Segmenter opens run ``kernels``' numpy entry points on the fake GPU's memory
-    (:class:`fakes.kernels.FakeKernels`) in place of the CUDA build of ``unetrt._tiling``."""
+    (:class:`fakes.kernels.FakeKernels`) in place of the CUDA build of ``unetrt._tiling``, which therefore counts as
+    built (on a machine without nvcc too, where ``unetrt._tiling`` has no CUDA kernels)."""
     from fakes.kernels import FakeKernels
 
     import unetrt.cuda_device as cuda_device
@@ -61,6 +62,7 @@ def route_cuda_kernels_to(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu, kernels
         return real(backend, kernels=FakeKernels(gpu, kernels), **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(cuda_device, "CudaDevice", on_fake_gpu)
+    monkeypatch.setattr(cuda_device, "cuda_kernels_built", lambda: True)
 
 
 def signal_during_build(monkeypatch: pytest.MonkeyPatch, signum: int, at_step: int = 2, steps: int = 600,

@@ -316,6 +316,7 @@ def test_without_pycuda_a_runtime_backend_takes_the_host_path_with_a_warning(
     gpu = FakeGpu()
     monkeypatch.setitem(sys.modules, "pycuda", None)
     monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    monkeypatch.setattr("unetrt.cuda_device.cuda_kernels_built", lambda: True)  # pycuda alone is missing
     monkeypatch.setattr(segmenter_module, "open_backend",
                         lambda *args, **kwargs: RuntimeBackend(open_backend(tiny_model_files["onnx"]), gpu))
     with pytest.warns(RuntimeWarning, match="pip install pycuda") as caught, \

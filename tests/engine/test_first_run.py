@@ -512,13 +512,19 @@ def test_doctor_names_the_cuda_driver_and_the_l4t_release(first_run: Path, tmp_p
     assert "CUDA driver: supports CUDA 12.6; L4T R36 (release), REVISION: 4.3\n" in capsys.readouterr().out
 
 
-def test_an_option_of_the_cpu_fallback_leaves_the_default_on_tensorrt(first_run: Path) -> None:
+@pytest.mark.parametrize("openvino", [True, False], ids=["openvino", "jetson-without-openvino"])
+def test_an_option_of_the_cpu_fallback_leaves_the_default_on_tensorrt(first_run: Path, openvino: bool,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Robot code sets the CPU fallback's options (threads, OpenVINO's lanes) once for every machine: on a GPU
-    machine the default path must still end on TensorRT, which takes neither."""
+    machine the default path must still end on TensorRT, which takes neither, also on a Jetson, where OpenVINO is
+    not installed and the fallback is ONNX Runtime."""
+    monkeypatch.setattr("unetrt.backends.openvino.openvino_available", lambda: openvino)
     with Segmenter("camvid", threads=2, lanes=1) as segmenter:
         assert segmenter.backend.name == "tensorrt"
-    with pytest.raises(ValueError, match=r"unknown option\(s\) 'lane' for tensorrt or \w+; the options are "):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) 'lane' for any backend; the options are .*lanes"):
         Segmenter("camvid", lane=1)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) 'lanes' for tensorrt; the options are cache_dir"):
+        Segmenter("camvid", backend="tensorrt", lanes=1)
 
 
 def test_a_plan_asked_for_options_of_a_build_says_it_runs_as_built(first_run: Path) -> None:

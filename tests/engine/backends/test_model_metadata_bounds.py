@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from unetrt.model_info import METADATA_KEY
@@ -79,9 +80,9 @@ def test_a_huge_working_size_option_is_refused_before_the_model_opens(capsys: py
     assert err.startswith("error:") and "working_size 60000x45000 is too large" in err and "\n" not in err
 
 
-def escaping_external_data(folder: Path) -> Path:
-    """An ONNX model in ``folder/models`` whose weights are external data at ``../outside.bin``, outside its
-    folder (a crafted file reaching for any file on the machine)."""
+def escaping_external_data(folder: Path, location: str = "../outside.bin") -> Path:
+    """An ONNX model in ``folder/models`` whose weights are external data at ``location`` (``../outside.bin``:
+    outside its folder, a crafted file reaching for any file on the machine)."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
     from onnx.external_data_helper import set_external_data
@@ -91,7 +92,7 @@ def escaping_external_data(folder: Path) -> Path:
     weights = np.ones((3, 3, 1, 1), np.float32)
     weights.tofile(folder / "outside.bin")
     tensor = numpy_helper.from_array(weights, "w")
-    set_external_data(tensor, location="../outside.bin")
+    set_external_data(tensor, location=location)
     tensor.ClearField("raw_data")
     tensor.data_location = TensorProto.EXTERNAL
     graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "escape",
@@ -109,17 +110,30 @@ def escaping_external_data(folder: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("backend", "words"), [
-    ("onnxruntime", "External data path escapes model directory"),
-    pytest.param("openvino", "outside the base directory", marks=pytest.mark.skipif(
-        importlib.util.find_spec("openvino") is None, reason="OpenVINO is not installed")),
-])
-def test_external_data_outside_the_model_folder_is_one_line(backend: str, words: str, tmp_path: Path,
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None, reason="OpenVINO is not installed"))])
+@pytest.mark.parametrize("location", ["../outside.bin", "ABSOLUTE", "link.bin"])
+def test_external_data_outside_the_model_folder_is_one_line(backend: str, location: str, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    path = escaping_external_data(tmp_path)
+    """Refused by unetrt itself, before any engine reads it: ONNX Runtime 1.23 (Python 3.10's last) reads it."""
+    if location == "ABSOLUTE":
+        location = str(tmp_path / "outside.bin")
+    path = escaping_external_data(tmp_path, location)
+    if location == "link.bin":
+        (path.parent / "link.bin").symlink_to(tmp_path / "outside.bin")
+    words = "lies outside the model's folder"
     with pytest.raises(ValueError, match=words) as caught:
         Segmenter(path, backend=backend)
     assert "\n" not in str(caught.value) and str(path) in str(caught.value)
     assert stream_main(["sample", "--model", str(path), "--backend", backend, "--headless"]) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and words in lines[0], lines
+
+
+def test_external_data_beside_the_model_loads(tmp_path: Path) -> None:
+    """The check refuses only what leaves the folder: weights saved as external data beside the model load."""
+    path = escaping_external_data(tmp_path, "weights/inside.bin")
+    (path.parent / "weights").mkdir()
+    (tmp_path / "outside.bin").rename(path.parent / "weights" / "inside.bin")
+    with Segmenter(path, backend="onnxruntime") as segmenter:
+        assert segmenter.segment(np.zeros((8, 8, 3), np.uint8)).mask.shape == (8, 8)
