@@ -7,6 +7,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -301,3 +302,34 @@ def test_tensorrt_11_builds_fp16_and_int8_strongly_typed(monkeypatch: pytest.Mon
     assert (int8.precision, int8.strongly_typed) == ("int8", True)
     fp32 = build_engine(tiny_model_files["onnx"], tmp_path / "fp32.plan", BuildOptions(progress=False))
     assert fp32.precision == "fp32"
+
+
+def test_fake_profile_refuses_inconsistent_shapes(fake_trt: FakeGpu) -> None:
+    """[PROFILE]: set_shape raises as the bindings do; unetrt's profiles are checked before they reach it."""
+    import tensorrt as trt
+
+    profile = trt.Builder(trt.Logger()).create_optimization_profile()
+    with pytest.raises(RuntimeError, match="opt is inconsistent"):
+        profile.set_shape("image", (1, 3, 64, 64), (1, 3, 32, 32), (1, 3, 96, 96))
+    with pytest.raises(RuntimeError, match="max is inconsistent"):
+        profile.set_shape("image", (1, 3, 32, 32), (1, 3, 64, 64), (1, 3, 96))
+    profile.set_shape("image", (1, 3, 32, 32), (1, 3, 64, 64), (4, 3, 96, 96))
+
+
+def test_fake_progress_monitor_must_construct_its_base(fake_trt: FakeGpu) -> None:
+    """[TRAMPOLINE]: a monitor whose __init__ skips the base class's is refused on instantiation."""
+    import tensorrt as trt
+
+    class Forgetful(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            self.bars: dict[str, Any] = {}
+
+    class Inheriting(trt.IProgressMonitor):
+        pass
+
+    with pytest.raises(TypeError, match="must be called when overriding __init__"):
+        Forgetful()
+    Inheriting()
+    from unetrt.plan_build import _progress_monitor
+
+    _progress_monitor(threading.Event(), False)  # unetrt's monitor constructs its base

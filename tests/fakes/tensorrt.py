@@ -33,6 +33,13 @@ in its own file. The fake refuses what TensorRT refuses; each rule names its doc
   device memory for internal activation tensors during inference", allocated at creation by default
   (``ExecutionContextAllocationStrategy``, NvInferRuntime.h: kSTATIC, "Default static allocation with the maximum
   size across all profiles"), and ``ICudaEngine::createExecutionContext`` returns null when it fails.
+* [PROFILE-SHARING] ``execute_async_v3`` returns False when another execution context of the same engine, on the
+  same optimisation profile, still has work queued on another stream: "Multiple execution contexts may exist for
+  one ICudaEngine instance ... If the engine supports dynamic shapes, each execution context in concurrent use must
+  use a separate optimization profile" (``IExecutionContext``, NvInferRuntime.h, TensorRT 10), and every context is
+  created on profile 0 ("The newly created execution context will be assigned optimization profile 0",
+  ``ICudaEngine::createExecutionContext``). Work queued on one stream runs in order, so contexts that share one
+  stream are never in concurrent use. The fake tracks plain enqueues (not replayed graphs).
 * ``execute_async_v3`` returns False when a tensor has no address (``IExecutionContext::enqueueV3``: "all input
   and output tensor addresses must be set").
 """
@@ -42,6 +49,7 @@ from __future__ import annotations
 import enum
 import sys
 import types
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +121,12 @@ class FakeEngine:
         self.session = ort.InferenceSession(plan.onnx_model, providers=["CPUExecutionProvider"])
         self._onnx_input = self.session.get_inputs()[0].name
         self._output_shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self.contexts: weakref.WeakSet[FakeExecutionContext] = weakref.WeakSet()
+
+    @property
+    def dynamic(self) -> bool:
+        """Whether the input has dynamic dimensions (its profile's min and max differ)."""
+        return self.plan.profile[0] != self.plan.profile[2]
 
     @property
     def num_io_tensors(self) -> int:
@@ -135,7 +149,10 @@ class FakeEngine:
 
     def create_execution_context(self) -> FakeExecutionContext | None:
         context = FakeExecutionContext(self)
-        return context if self.gpu.hold(context, self.context_memory) else None
+        if not self.gpu.hold(context, self.context_memory):
+            return None
+        self.contexts.add(context)
+        return context
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if shape not in self._output_shapes:
@@ -158,6 +175,14 @@ class FakeExecutionContext:
         self._enqueued_since_change = False
         self.addresses: dict[str, int] = {}
         self.refused: list[str] = []
+        # (stream, [done]) of each plain enqueue not yet run, for [PROFILE-SHARING]; the flag, not the op, so that
+        # the context is not kept alive by its own queued work.
+        self.queued: list[tuple[int, list[bool]]] = []
+
+    def in_flight_elsewhere(self, stream_handle: int) -> bool:
+        """Whether this context has work queued on a stream other than ``stream_handle`` that has not run."""
+        self.queued = [(handle, done) for handle, done in self.queued if not done[0]]
+        return any(handle != stream_handle for handle, _ in self.queued)
 
     def set_input_shape(self, name: str, shape: Any) -> bool:
         shape = tuple(int(d) for d in shape)
@@ -193,6 +218,11 @@ class FakeExecutionContext:
             self.refused.append("enqueue under capture " + ("after a shape change" if self.engine.capturable
                                                             else "of an engine that cannot be captured"))
             return False
+        if self.engine.dynamic and any(other is not self and other.in_flight_elsewhere(stream_handle)
+                                       for other in list(self.engine.contexts)):
+            # [PROFILE-SHARING]: another context on profile 0 is still running on another stream.
+            self.refused.append("enqueue while another context on the same profile runs on another stream")
+            return False
         shape, generation = self.shape, self.shape_changes
         out_shape = self.engine.output_shape(shape)
         source, target = self.addresses[plan.input_name], self.addresses[plan.output_name]
@@ -202,12 +232,18 @@ class FakeExecutionContext:
                 return "the execution context ran another shape since this work was captured"
             return None
 
+        done = [False]
+
         def run() -> None:
             images = gpu.view(source, shape, plan.input_dtype)
             out = gpu.view(target, out_shape, plan.output_dtype)
             out[...] = self.engine.compute(images).astype(out.dtype)
+            done[0] = True
 
+        capturing = gpu.capturing(stream_handle)
         gpu.enqueue(stream_handle, FakeOp(run, check, kind="tensorrt"))
+        if not capturing and not done[0]:
+            self.queued.append((stream_handle, done))
         self._enqueued_since_change = True
         return True
 

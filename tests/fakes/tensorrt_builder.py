@@ -44,6 +44,16 @@ Documents cited (TensorRT 10 C++ and Python API references, Developer Guide):
   ``BuilderFlag.FP16`` ("Strong typing with ModelOpt AutoCast"), ``BuilderFlag.INT8`` ("Explicit quantization with
   Q/DQ nodes") and ``BuilderFlag.OBEY_PRECISION_CONSTRAINTS`` ("Strong typing (always enforced)"): a fake of
   version 11 or later has no such flags, and its networks are strongly typed whatever the creation flags say.
+* [PROFILE] ``IOptimizationProfile.set_shape`` raises RuntimeError when the shapes disagree: the Python bindings
+  (TensorRT OSS, python/src/infer/pyCore.cpp, ``opt_profile_set_shape``) call ``setDimensions`` for kMIN, kOPT and
+  kMAX in turn and throw ``std::runtime_error`` ("Shape provided for min/opt/max is inconsistent with other
+  shapes.") when one returns false; ``IOptimizationProfile::setDimensions`` (NvInferRuntime.h) returns false when
+  the ranks differ, a dimension is negative, or min <= opt <= max does not hold dimension by dimension.
+* [TRAMPOLINE] A Python subclass of ``IProgressMonitor`` that defines ``__init__`` must call
+  ``trt.IProgressMonitor.__init__(self)``: pybind11 raises ``TypeError: X.__init__() must be called when overriding
+  __init__`` on instantiation otherwise (pybind11 documentation, "Overriding virtual functions in Python", and
+  ``pybind11_meta_call`` in include/pybind11/detail/class.h); TensorRT's sample ``simple_progress_monitor`` calls
+  it.
 * [ONNX] OnnxParser.parse returns False and records one error per node it cannot import (an operator without
   an importer): https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/parsers/Onnx/pyOnnx.html
 """
@@ -114,8 +124,22 @@ class Dims4(tuple):  # type: ignore[type-arg]
         return super().__new__(cls, tuple(int(d) for d in dims))
 
 
-class IProgressMonitor:
-    """Base class of an application's progress monitor [MONITOR]."""
+class _TrampolineMeta(type):
+    """pybind11's metaclass call: the C++ base must have been constructed by ``__init__`` [TRAMPOLINE]."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        instance = super().__call__(*args, **kwargs)
+        if not getattr(instance, "_trampoline_constructed", False):
+            raise TypeError(f"{cls.__name__}.__init__() must be called when overriding __init__")
+        return instance
+
+
+class IProgressMonitor(metaclass=_TrampolineMeta):
+    """Base class of an application's progress monitor [MONITOR]; subclasses call its ``__init__``
+    [TRAMPOLINE]."""
+
+    def __init__(self) -> None:
+        self._trampoline_constructed = True
 
     def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
         raise NotImplementedError
@@ -254,7 +278,15 @@ class OptimizationProfile:
         self.shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
 
     def set_shape(self, name: str, low: Any, opt: Any, high: Any) -> None:
-        self.shapes[name] = (tuple(low), tuple(opt), tuple(high))
+        # [PROFILE]: setDimensions for min, then opt, then max; the first that disagrees raises.
+        shapes = (tuple(int(d) for d in low), tuple(int(d) for d in opt), tuple(int(d) for d in high))
+        for index, which in enumerate(("min", "opt", "max")):
+            shape = shapes[index]
+            earlier = shapes[:index]
+            if any(d < 0 for d in shape) or any(len(e) != len(shape) for e in earlier) or any(
+                    not all(a <= b for a, b in zip(e, shape)) for e in earlier):
+                raise RuntimeError(f"Shape provided for {which} is inconsistent with other shapes.")
+        self.shapes[name] = shapes
 
 
 class TimingCache:

@@ -574,3 +574,39 @@ def test_fake_a_failed_capture_destroys_its_graph_and_the_key_is_tried_again(
             graphs.clear()
     finally:
         context.release()
+
+
+@pytest.mark.gpu_contract
+def test_fake_contexts_on_one_profile_are_not_run_concurrently(fake_trt: tuple[FakeGpu, Path]) -> None:
+    """[PROFILE-SHARING]: two contexts of one dynamic-shape engine share profile 0, so the fake refuses the second
+    while the first still runs on another stream; the backend's two contexts (infer and the device entry) share its
+    one stream, so their work never overlaps."""
+    import pycuda.driver as cuda
+
+    _gpu, plan = fake_trt
+    shape = (1, 3, 32, 32)
+    with TensorRTBackend(plan) as backend:
+        with backend.device_session():
+            engine = backend._engine
+            first, second = engine.create_execution_context(), engine.create_execution_context()
+            memory = [cuda.mem_alloc(4 * 3 * 32 * 32 * 11) for _ in range(2)]
+            for context in (first, second):
+                assert context.set_input_shape("image", shape)
+                assert context.set_tensor_address("image", int(memory[0])) and context.set_tensor_address(
+                    "logits", int(memory[1]))
+            one, other = cuda.Stream(), cuda.Stream()
+            assert first.execute_async_v3(one.handle)
+            assert not second.execute_async_v3(other.handle)  # first still runs on another stream
+            assert second.execute_async_v3(one.handle)  # the same stream orders them
+            one.synchronize()
+            assert second.execute_async_v3(other.handle)  # first is done
+            other.synchronize()
+            # The device entry and infer share the backend's stream: neither is refused.
+            out = cuda.mem_alloc(4 * 2 * 11 * 32 * 32)
+            backend.enqueue(int(memory[0]), (2, 3, 32, 32), int(out), int(backend._stream.handle))
+        backend.infer(np.zeros(shape, np.float32))
+        with backend.device_session():
+            backend._stream.synchronize()
+            for allocation in (*memory, out):
+                allocation.free()
+            del first, second
