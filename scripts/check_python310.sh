@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# CI: the runtime on Python 3.10, JetPack 6's Python (Ubuntu 22.04), with what pip gives Python 3.10 today (the
-# last ONNX Runtime and NumPy releases for 3.10, older than the dev venv's): the GPU contract tests (TensorRT, pycuda
+# CI: the runtime on Python 3.10, JetPack 6's Python (Ubuntu 22.04), with NumPy 1.x as on a Jetson and the last
+# ONNX Runtime release for 3.10, older than the dev venv's: the GPU contract tests (TensorRT, pycuda
 # and the CUDA driver as fakes; the CUDA kernels by emulation) and the bundled model on the CPU. No CPU build of
 # torch can be had for 3.10 here (PyPI's torch is a CUDA build), and a Jetson runtime has none either: the tiny
 # test model comes from the dev venv (UNETRT_TEST_TINY_MODELS), tests of .pt models skip.
@@ -29,7 +29,8 @@ bash scripts/copy_checkout.sh "$src"  # the install builds unetrt._tiling in pla
 "$python310" -m venv "$venv"
 pip() { "$venv/bin/python" -m pip "$@" >>"$log" 2>&1 || { tail -n 30 "$log" >&2; echo "error: pip $* failed; see $log" >&2; exit 1; }; }
 pip install -q --upgrade pip "setuptools>=64" wheel pybind11
-(cd "$src" && UNETRT_CUDA=0 pip install -q --no-build-isolation -e ".[opencv]" pytest hypothesis \
+# NumPy 1.x, as scripts/setup_jetson.sh pins it (JetPack's cv2 and TensorRT are built for it).
+(cd "$src" && UNETRT_CUDA=0 pip install -q --no-build-isolation -e ".[opencv]" "numpy<2" pytest hypothesis \
   "onnx>=1.16" "onnxconverter-common>=1.14")  # what the tensorrt extra brings, TensorRT and pycuda aside
 "$venv/bin/python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is not None)' \
   || { echo "error: torch was installed into the Python 3.10 venv (a CUDA build from PyPI)" >&2; exit 1; }
