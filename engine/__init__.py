@@ -19,15 +19,18 @@ from .palette import Palette
 
 __version__ = "0.1.0"
 
-__all__ = ["ModelInfo", "Palette", "SegmentationResult", "Segmenter", "__version__"]
+__all__ = ["ModelInfo", "Palette", "SegmentationResult", "Segmenter", "__version__", "cancel_builds"]
 
 _NEEDS_OPENCV = {"Segmenter": ".segmenter", "SegmentationResult": ".segmenter"}
 
 if TYPE_CHECKING:
+    from .plan_build import cancel_builds
     from .segmenter import SegmentationResult, Segmenter
 else:
     # Hidden from type checkers, which would otherwise resolve every unknown attribute (unetrt._tiling) through it.
     def __getattr__(name: str) -> Any:
+        if name == "cancel_builds":
+            return importlib.import_module(".plan_build", __name__).cancel_builds
         if name not in _NEEDS_OPENCV:
             raise AttributeError(f"module 'unetrt' has no attribute {name!r}")
         from .opencv import import_cv2

@@ -366,8 +366,37 @@ def _precision_of(options: BuildOptions, quantized: bool, graph_fp16: bool) -> s
     return "int8" if quantized else "fp16" if options.fp16 or graph_fp16 else "fp32"
 
 
-class _BuildCancelledError(Exception):
-    """A build stopped because its caller was interrupted; the caller raises the interrupt instead."""
+class BuildCancelledError(Exception):
+    """An engine build stopped by :func:`cancel_builds` (a caller interrupted by Ctrl-C or SIGTERM raises that
+    instead); nothing was cached."""
+
+
+# The cancel events of the builds in progress, for cancel_builds.
+_builds_lock = threading.Lock()
+_builds_in_progress: set[threading.Event] = set()
+
+
+def cancel_builds() -> int:
+    """Stop every TensorRT engine build in progress in this process at its next step.
+
+    Ctrl-C and SIGTERM reach Python's main thread only: a build a Segmenter started on another thread (a robot's
+    callback, an executor's worker) goes on, minutes on a Jetson's first run, and the process waits for it before it
+    exits. Call this from the program's shutdown path (a signal handler, rclpy's on-shutdown callback): each such
+    build raises :class:`BuildCancelledError` in the thread that asked for it, nothing is cached, and the next
+    start builds afresh. A build on the main thread stops by itself on Ctrl-C.
+
+    Returns:
+        How many builds were asked to stop.
+
+    Example:
+        >>> cancel_builds()
+        0
+    """
+    with _builds_lock:
+        events = list(_builds_in_progress)
+    for event in events:
+        event.set()
+    return len(events)
 
 
 @contextmanager
@@ -420,7 +449,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
         The metadata written beside the plan.
 
     Raises:
-        ImportError, FileNotFoundError, KeyboardInterrupt: as :func:`build_plan`.
+        ImportError, FileNotFoundError, KeyboardInterrupt, BuildCancelledError: as :func:`build_plan`.
         ValueError: as :func:`build_plan`, or when the plan cannot be written (a full disk); a timing cache that
             cannot be written is said in a line, not raised.
 
@@ -467,6 +496,7 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
             lacks, or ``int8`` on a graph without QDQ nodes, or together with ``fp16``.
         KeyboardInterrupt: on Ctrl-C during the build (as what a SIGTERM handler raises, such as
             :class:`~unetrt.cli.TerminatedError`), once the builder has stopped at its next step.
+        BuildCancelledError: when :func:`cancel_builds` stopped it.
 
     Example:
         >>> built = build_plan("camvid.onnx", BuildOptions(fp16=True))  # doctest: +SKIP
@@ -544,7 +574,8 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
         if cancel.is_set():
             # Stopped by the monitor, or interrupted after the last step: the caller re-raises its interrupt and
             # nothing is written.
-            raise _BuildCancelledError(f"the build of {str(onnx_path)!r} was cancelled")
+            raise BuildCancelledError(f"the TensorRT engine build of {str(onnx_path)!r} was stopped "
+                                      f"(unetrt.cancel_builds); nothing was cached")
         if serialized is None:
             raise ValueError(
                 f"TensorRT failed to build an engine from {str(onnx_path)!r} for profile "
@@ -592,7 +623,13 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
     # On a thread of its own, so that Ctrl-C or SIGTERM (minutes into a Jetson's first build) stops the builder
     # at its next step, through the monitor, instead of waiting for it.
     cancel = threading.Event()
-    return run_interruptible(build_on_device, cancel, "tensorrt-build", on_cancel=_say_stopping)
+    with _builds_lock:
+        _builds_in_progress.add(cancel)
+    try:
+        return run_interruptible(build_on_device, cancel, "tensorrt-build", on_cancel=_say_stopping)
+    finally:
+        with _builds_lock:
+            _builds_in_progress.discard(cancel)
 
 
 def write_plan(plan_path: Path, plan_bytes: bytes, metadata: PlanMetadata) -> None:

@@ -11,6 +11,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -332,6 +334,49 @@ def test_ctrl_c_during_the_first_build_stops_it_without_a_fallback(first_run: Pa
     with Segmenter("camvid", warm_up=False) as segmenter:
         assert segmenter.backend.name == "tensorrt"
     assert builds() == 2
+
+
+def test_cancel_builds_stops_a_first_build_on_a_callback_thread(first_run: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C reaches the main thread only: a first build a robot's callback thread started goes on for minutes
+    unless the program's shutdown path calls unetrt.cancel_builds(), which stops it at its next step; that thread
+    gets BuildCancelledError (no CPU fallback), nothing is cached, and the next start builds afresh."""
+    import unetrt
+    from unetrt.plan_build import BuildCancelledError
+
+    started = threading.Event()
+    reached: list[int] = []
+
+    def on_step(step: int) -> None:
+        reached.append(step)
+        started.set()
+        time.sleep(0.05)
+
+    monkeypatch.setattr(Builder, "steps", 600)  # 30 s unless stopped
+    monkeypatch.setattr(Builder, "on_step", on_step)
+    outcome: list[BaseException | str] = []
+
+    def callback() -> None:
+        try:
+            with Segmenter("camvid", warm_up=False) as segmenter:
+                outcome.append(segmenter.backend.name)
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=callback)
+    worker.start()
+    assert started.wait(30), "the build never started"
+    assert unetrt.cancel_builds() == 1
+    worker.join(10)
+    assert not worker.is_alive(), "the build went on after cancel_builds()"
+    assert len(outcome) == 1 and isinstance(outcome[0], BuildCancelledError), outcome
+    assert "unetrt.cancel_builds" in str(outcome[0]) and max(reached) < 599
+    assert list(first_run.glob("*.plan")) == [] and list(first_run.glob(".*.tmp")) == []
+    assert unetrt.cancel_builds() == 0  # nothing left in progress
+    monkeypatch.setattr(Builder, "on_step", None)
+    monkeypatch.setattr(Builder, "steps", 3)
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
