@@ -344,7 +344,7 @@ def _check_external_data(path: Path, locations: list[str]) -> None:
     would let a model file read any file on the machine (the ONNX checker refuses them, as recent ONNX Runtime
     releases do; older ones, JetPack's included, read the file)."""
     folder = path.parent.resolve()
-    for location in locations:
+    for location in dict.fromkeys(locations):  # tensors saved to one file all name it: each name checked once
         relative = PurePath(location)
         if relative.is_absolute() or ".." in relative.parts or not (folder / relative).resolve().is_relative_to(folder):
             raise _invalid(path, ONNX_EXPECTED, f"its tensor data file {location!r} lies outside the model's folder "

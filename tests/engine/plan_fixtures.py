@@ -8,6 +8,7 @@ import os
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -65,10 +66,10 @@ def route_cuda_kernels_to(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu, kernels
     monkeypatch.setattr(cuda_device, "cuda_kernels_built", lambda: True)
 
 
-def signal_during_build(monkeypatch: pytest.MonkeyPatch, signum: int, at_step: int = 2, steps: int = 600,
-                        step_s: float = 0.05) -> list[int]:
-    """Make each fake build long (``steps`` steps of ``step_s`` seconds: 30 s by default) and send this process
-    ``signum`` from the builder thread at step ``at_step``, as a user's Ctrl-C or a supervisor's SIGTERM would.
+def act_during_build(monkeypatch: pytest.MonkeyPatch, action: Callable[[], object], at_step: int = 2,
+                     steps: int = 600, step_s: float = 0.05) -> list[int]:
+    """Make each fake build long (``steps`` steps of ``step_s`` seconds: 30 s by default) and call ``action`` from
+    the builder thread at step ``at_step``.
 
     Returns:
         The steps the builds reached, appended as they complete (a cancelled build stops short of ``steps``).
@@ -78,12 +79,19 @@ def signal_during_build(monkeypatch: pytest.MonkeyPatch, signum: int, at_step: i
     def on_step(step: int) -> None:
         reached.append(step)
         if step == at_step:
-            os.kill(os.getpid(), signum)
+            action()
         time.sleep(step_s)
 
     monkeypatch.setattr(Builder, "steps", steps)
     monkeypatch.setattr(Builder, "on_step", on_step)
     return reached
+
+
+def signal_during_build(monkeypatch: pytest.MonkeyPatch, signum: int, at_step: int = 2, steps: int = 600,
+                        step_s: float = 0.05) -> list[int]:
+    """:func:`act_during_build` that sends this process ``signum`` at step ``at_step``, as a user's Ctrl-C or a
+    supervisor's SIGTERM would."""
+    return act_during_build(monkeypatch, lambda: os.kill(os.getpid(), signum), at_step, steps, step_s)
 
 
 def full_disk_under(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,14 @@ from fakes.cuda import FakeGpu
 from fakes.tensorrt import FakeEngine
 from fakes.tensorrt_builder import Builder
 from fakes.trt_plan import deserialize, serialize
-from plan_fixtures import builds, full_disk_under, install_fake_tensorrt_gpu, route_cuda_kernels_to, signal_during_build
+from plan_fixtures import (
+    act_during_build,
+    builds,
+    full_disk_under,
+    install_fake_tensorrt_gpu,
+    route_cuda_kernels_to,
+    signal_during_build,
+)
 
 from unetrt.bundled import MODELS_DIR
 from unetrt.plan_metadata import read_plan_metadata, write_plan_metadata
@@ -345,15 +352,7 @@ def test_cancel_builds_stops_a_first_build_on_a_callback_thread(first_run: Path,
     from unetrt.plan_build import BuildCancelledError
 
     started = threading.Event()
-    reached: list[int] = []
-
-    def on_step(step: int) -> None:
-        reached.append(step)
-        started.set()
-        time.sleep(0.05)
-
-    monkeypatch.setattr(Builder, "steps", 600)  # 30 s unless stopped
-    monkeypatch.setattr(Builder, "on_step", on_step)
+    reached = act_during_build(monkeypatch, started.set)  # 30 s unless stopped
     outcome: list[BaseException | str] = []
 
     def callback() -> None:
@@ -462,7 +461,6 @@ def test_sigterm_after_the_model_opened_closes_it(first_run: Path, gpu: FakeGpu,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGTERM while the stream still sets itself up (its model open, its renderer not yet): exit 143 with the
     engine, its buffers and the CUDA context released, not left to the interpreter's exit."""
-    import time
 
     import unetrt.stream.pipeline as pipeline
     from unetrt.stream.cli import main

@@ -294,33 +294,32 @@ class FakeGpu:
 
     def pinned(self, array: np.ndarray) -> bool:
         """Whether a host array lies in pinned or registered memory (else it is pageable)."""
-        ptr = int(array.ctypes.data)
-        with self.lock:
-            index = bisect.bisect_right(self._starts, ptr) - 1
-            if index < 0:
-                return False
-            block, _, kind = self._blocks[self._starts[index]]
-        return kind in ("pinned", "registered") and ptr + array.nbytes <= int(block.ctypes.data) + block.nbytes
+        try:
+            kind = self._find(int(array.ctypes.data), array.nbytes)[3]
+        except FakeCudaError:
+            return False
+        return kind in ("pinned", "registered")
 
     def context_of(self, ptr: int) -> FakeContext | None:
         """The context current when the memory at ``ptr`` was allocated."""
         return self._find(ptr, 1)[1]
 
-    def _find(self, ptr: int, nbytes: int) -> tuple[np.ndarray, FakeContext | None, int]:
+    def _find(self, ptr: int, nbytes: int) -> tuple[np.ndarray, FakeContext | None, int, str]:
+        """(the allocation's bytes, its context, ``ptr``'s offset in it, its kind) of ``nbytes`` at ``ptr``."""
         with self.lock:
             index = bisect.bisect_right(self._starts, ptr) - 1
             if index < 0:
                 raise FakeCudaError(f"address {ptr:#x} is not in any allocation")
             start = self._starts[index]
-            block, context, _ = self._blocks[start]
+            block, context, kind = self._blocks[start]
         offset = ptr - start
         if offset + nbytes > block.size:
             raise FakeCudaError(f"access of {nbytes} bytes at {ptr:#x} runs past its allocation")
-        return block, context, offset
+        return block, context, offset, kind
 
     def bytes_at(self, ptr: int, nbytes: int) -> np.ndarray:
         """The ``nbytes`` bytes at ``ptr`` (a view)."""
-        block, _, offset = self._find(ptr, nbytes)
+        block, _, offset, _ = self._find(ptr, nbytes)
         return block[offset : offset + nbytes]
 
     def view(self, ptr: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
