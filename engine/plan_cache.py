@@ -43,7 +43,9 @@ if TYPE_CHECKING:
     from .backends.tensorrt import TensorRTBackend
 
 ENGINE_CACHE_ENV = "UNETRT_ENGINE_CACHE"
-KEY_VERSION = 2  # 2: the GPU's multiprocessor count joined the key (every Orin module is "Orin", sm_87)
+# 2: the GPU's multiprocessor count joined the key (every Orin module is "Orin", sm_87). 3: FP16 entries of an FP32
+# graph that stores its weights as float16 (the bundled models) had been built in FP32: they are built again.
+KEY_VERSION = 3
 BUILD_PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
+from unetrt.model_file import WEIGHT_STORAGE_KEY
 from unetrt.paths import check_file
 
 # Kept FP32 wherever they appear: normalising exponentials and reductions over many values.
@@ -33,6 +35,8 @@ SENSITIVE_OPS = frozenset({
     "GlobalAveragePool", "GlobalLpPool", "LpNormalization", "InstanceNormalization", "LayerNormalization",
 })
 FP16_SUFFIX = ".fp16.onnx"
+# The nodes whose weights (input 1) set the precision a graph computes in.
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 # Weights are clamped into [MIN_POSITIVE, MAX_FINITE] in magnitude (the converter's defaults): smaller ones
 # would flush to FP16 subnormals or zero, larger ones come near FP16's 65504 limit.
 MIN_POSITIVE = 1e-7
@@ -78,8 +82,48 @@ def fp32_nodes(model: onnx.ModelProto) -> list[str]:
 
 
 def is_fp16_model(model: onnx.ModelProto) -> bool:
-    """True when the graph holds FP16 weights (it was converted already)."""
-    return any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
+    """True when the graph computes in FP16 (it was converted already): a convolution reads FP16 weights.
+
+    An FP32 graph may store its weights as float16 and cast each to float32 where it is read
+    (:mod:`unetrt.export.compact`): it computes in FP32, and a strongly typed TensorRT build of it runs FP32.
+    """
+    fp16_weights = {init.name for init in model.graph.initializer if init.data_type == onnx.TensorProto.FLOAT16}
+    return any(node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] in fp16_weights
+               for node in model.graph.node)
+
+
+def expand_stored_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of an FP32 graph whose weights are stored as float16 (:mod:`unetrt.export.compact`) with its float32
+    weights back: each Cast of a float16 initializer to float32 becomes the float32 initializer it computes
+    (exactly: float32 holds every float16 value). Other graphs come back as they are.
+
+    Example:
+        >>> plain = expand_stored_weights(onnx.load("camvid.onnx"))  # doctest: +SKIP
+    """
+    graph = model.graph
+    stored = {init.name: init for init in graph.initializer if init.data_type == onnx.TensorProto.FLOAT16}
+    casts = [node for node in graph.node if node.op_type == "Cast" and node.input[0] in stored
+             and next(a.i for a in node.attribute if a.name == "to") == onnx.TensorProto.FLOAT]
+    if not casts:
+        return copy.deepcopy(model)
+    cast_outputs = {cast.output[0] for cast in casts}
+    others = [node for node in graph.node if node.output[0] not in cast_outputs]
+    read_elsewhere = {name for node in others for name in node.input}
+    folded = {cast.input[0] for cast in casts} - read_elsewhere
+    weights = [numpy_helper.from_array(numpy_helper.to_array(stored[cast.input[0]]).astype(np.float32),
+                                       cast.output[0]) for cast in casts]
+    expanded = copy.deepcopy(model)
+    graph = expanded.graph
+    kept_initializers = [init for init in graph.initializer if init.name not in folded]
+    del graph.initializer[:]
+    graph.initializer.extend([*kept_initializers, *weights])
+    kept_nodes = [node for node in graph.node if node.output[0] not in cast_outputs]
+    del graph.node[:]
+    graph.node.extend(kept_nodes)
+    kept_props = [prop for prop in expanded.metadata_props if prop.key != WEIGHT_STORAGE_KEY]
+    del expanded.metadata_props[:]
+    expanded.metadata_props.extend(kept_props)
+    return expanded
 
 
 def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -93,19 +137,24 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
     Raises:
         ValueError: when the graph is FP16 already, has no FP32 input, or the result fails the checker.
+        ImportError: when onnxconverter-common is not installed (the message says how to install it).
 
     Example:
         >>> fp16 = convert_to_fp16(onnx.load("camvid.onnx"))  # doctest: +SKIP
         >>> onnx.save(fp16, "camvid.fp16.onnx")  # doctest: +SKIP
     """
-    from onnxconverter_common import float16
+    try:
+        from onnxconverter_common import float16
+    except ImportError as exc:
+        raise ImportError("converting an ONNX graph to FP16 (what TensorRT 11 builds FP16 engines from) needs "
+                          "onnxconverter-common: pip install 'onnxconverter-common>=1.14'") from exc
 
     if is_fp16_model(model):
         raise ValueError("the ONNX graph holds FP16 weights already; convert the FP32 export instead")
     float_inputs = [i for i in model.graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
     if not float_inputs:
         raise ValueError("the ONNX graph has no FP32 input; only FP32 graphs can be converted to FP16")
-    source = copy.deepcopy(model)
+    source = expand_stored_weights(model)
     with warnings.catch_warnings(record=True) as clamped:
         # The converter warns once per weight it clamps into FP16's range; summarise them in one warning.
         warnings.simplefilter("always")
@@ -122,7 +171,7 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
                       f"(|w| < {MIN_POSITIVE:g} or > {MAX_FINITE:g})", UserWarning, stacklevel=2)
     _restore_fp32_outputs(converted, {o.name for o in float_outputs(model)})
     del converted.metadata_props[:]
-    converted.metadata_props.extend(model.metadata_props)
+    converted.metadata_props.extend(source.metadata_props)
     try:
         onnx.checker.check_model(converted, full_check=True)
     except onnx.checker.ValidationError as exc:

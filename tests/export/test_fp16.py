@@ -10,16 +10,18 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from unetrt.export.compact import compact_onnx
 from unetrt.export.fp16 import (
     compare_fp16,
     convert_file,
     convert_to_fp16,
+    expand_stored_weights,
     fp16_path_for,
     fp32_nodes,
     is_fp16_model,
 )
 from unetrt.export.onnx_export import main as export_main
-from unetrt.model_file import read_model_file
+from unetrt.model_file import file_precision, read_model_file
 
 # Stated tolerances of the FP16 graph against FP32 on ONNX Runtime's CPU provider.
 MAX_LOGIT_DIFF = 0.1
@@ -48,6 +50,31 @@ def test_tiny_unet_converts_with_fp32_io_and_head(tiny_model_files: dict[str, Pa
     assert is_fp16_model(converted) and not is_fp16_model(model)
     # the source graph is left untouched
     assert all(init.data_type == TensorProto.FLOAT for init in model.graph.initializer)
+
+
+def test_a_graph_that_stores_its_weights_as_float16_computes_in_fp32_and_converts(
+        tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    """An FP32 graph whose weights are stored as float16 (the bundled models) is no FP16 graph: taken for one, a
+    TensorRT build ran it strongly typed, in FP32, as an FP16 engine. Its conversion is that of its float32 twin."""
+    import onnxruntime as ort
+
+    compact = onnx.load(str(compact_onnx(tiny_model_files["onnx"], tmp_path / "compact.onnx")))
+    assert any(init.data_type == TensorProto.FLOAT16 for init in compact.graph.initializer)
+    assert not is_fp16_model(compact)
+    plain = expand_stored_weights(compact)
+    assert not any(node.op_type == "Cast" for node in plain.graph.node)
+    assert {init.data_type for init in plain.graph.initializer} == {TensorProto.FLOAT}
+    converted = convert_to_fp16(compact)
+    assert is_fp16_model(converted)
+    onnx.save(converted, str(tmp_path / "converted.onnx"))
+    assert file_precision(tmp_path / "converted.onnx") == "fp16"  # the storage mark does not carry over
+    image = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+    logits = {name: ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"image": image})[0] for name, graph in (("compact", compact), ("plain", plain),
+                                                      ("converted", converted),
+                                                      ("twin", convert_to_fp16(plain)))}
+    np.testing.assert_array_equal(logits["plain"], logits["compact"])
+    np.testing.assert_array_equal(logits["converted"], logits["twin"])
 
 
 def test_conversion_keeps_metadata_and_refuses_fp16_input(tiny_model_files: dict[str, Path],

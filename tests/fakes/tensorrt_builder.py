@@ -32,7 +32,10 @@ Documents cited (TensorRT 10 C++ and Python API references, Developer Guide):
 * [DYNAMIC] Developer Guide, "Working with Dynamic Shapes": a network with dynamic input dimensions needs an
   optimization profile, whose min <= opt <= max and which agrees with the input's fixed dimensions.
 * [TYPING] Developer Guide, "Strong Typing vs Weak Typing": a strongly typed network takes its types from the
-  graph; the reduced-precision builder flags (FP16, INT8, ...) are an error with it.
+  graph; the reduced-precision builder flags (FP16, INT8, ...) are an error with it. "TensorRT's optimizer will
+  statically infer intermediate tensor types based on the network input types and the operator specifications, and
+  adhere strictly to those types": a convolution runs in FP16 only where its input tensor is FP16, so FP16 weights
+  each cast to FP32 before they are read (an FP32 graph that stores its weights as float16) compute in FP32.
 * [DLA] Developer Guide, "Working with DLA": the DLA runs FP16 and INT8 layers; the core must lie in
   [0, getNbDLACores()); layers the DLA cannot run need BuilderFlag.GPU_FALLBACK, else the build fails.
 * [DEVICE] TensorRT Developer Guide, FAQ "How do I use TensorRT on multiple GPUs?": "Each ICudaEngine object is
@@ -456,10 +459,22 @@ def _precision(network: NetworkDefinition, config: BuilderConfig) -> str:
         graph = onnx.load_from_string(network.onnx_model).graph
         if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node):
             return "int8"
-        return "fp16" if any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer) else "fp32"
+        return "fp16" if _convolves_in_fp16(onnx.load_from_string(network.onnx_model)) else "fp32"
     if BuilderFlag.INT8 in config.flags:
         return "int8"
     return "fp16" if BuilderFlag.FP16 in config.flags else "fp32"
+
+
+def _convolves_in_fp16(model: Any) -> bool:
+    """Whether a convolution's input tensor is FP16, by ONNX type inference [TYPING]."""
+    import onnx
+
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    types = {value.name: value.type.tensor_type.elem_type for value in (*graph.input, *graph.value_info,
+                                                                         *graph.output)}
+    types.update({tensor.name: tensor.data_type for tensor in graph.initializer})
+    return any(types.get(node.input[0]) == onnx.TensorProto.FLOAT16 for node in graph.node
+               if node.op_type in ("Conv", "ConvTranspose"))
 
 
 def _native_call(work: Callable[[], bool]) -> bool:
