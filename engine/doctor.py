@@ -71,7 +71,7 @@ def _gpu_line() -> str:
     from .backends.tensorrt import MISSING_PYCUDA, gpu_identity, tensorrt_available
 
     if not tensorrt_available():
-        return "TensorRT: not installed (on a Jetson: JetPack 6's python3-libnvinfer; see docs/jetson.md)"
+        return "TensorRT: not installed (on a Jetson: JetPack's python3-libnvinfer; see docs/jetson.md)"
     import tensorrt as trt
 
     pycuda_version = _version("pycuda")

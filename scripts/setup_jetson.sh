@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# unetrt on a Jetson Orin with JetPack 6 (L4T R36, Ubuntu 22.04, Python 3.10, CUDA 12.x, TensorRT 10.3):
-# a venv that sees JetPack's own TensorRT and OpenCV (built with GStreamer, which csi:// needs), the packages
-# building an engine needs, the CUDA kernels, and at the end the backend and device a stream will use.
+# unetrt on a Jetson with JetPack 6.1 or newer (L4T R36.4: Orin, Ubuntu 22.04, Python 3.10, CUDA 12, TensorRT 10.3)
+# or JetPack 7 (L4T R38 and later: Thor, and Orin from JetPack 7.2; Ubuntu 24.04, Python 3.12, CUDA 13, TensorRT 10
+# or 11): a venv that sees JetPack's own TensorRT and OpenCV (built with GStreamer, which csi:// needs), the packages
+# building an engine needs, the CUDA kernels for this Jetson's GPU, and at the end the backend and device a stream
+# will use.
 #
 #   bash scripts/setup_jetson.sh                # venv in .venv, then builds the camvid TensorRT engine (minutes)
 #   bash scripts/setup_jetson.sh --no-engine    # everything but the engine build (the first unet-stream builds it)
 #   bash scripts/setup_jetson.sh --cpu-only     # CI: the steps that need no GPU (no TensorRT, pycuda, nvcc)
 #   VENV=path bash scripts/setup_jetson.sh      # another venv folder
+#   UNETRT_CUDA_ARCHS=87 bash scripts/setup_jetson.sh   # the kernels' compute capability (default: this GPU's)
 #
 # Never installs an OpenCV wheel (it would shadow JetPack's GStreamer build) nor NumPy 2 (JetPack's cv2 and
 # TensorRT bindings are built for NumPy 1.x). JetPack 5 (Xavier, Python 3.8, TensorRT 8.5) is not supported:
@@ -20,7 +23,7 @@ for argument in "$@"; do
   case "$argument" in
     --cpu-only) cpu_only=1; build_engine=0 ;;
     --no-engine) build_engine=0 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown option $argument (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -34,22 +37,33 @@ say() { echo "setup_jetson: $*"; }
 fail() { echo "error: $*" >&2; exit 1; }
 
 # --- the platform ---------------------------------------------------------------------------------------
+# UNETRT_TEGRA_RELEASE and UNETRT_DEVICE_TREE stand in for the files that say which Jetson this is (the tests).
+release_file=${UNETRT_TEGRA_RELEASE:-/etc/nv_tegra_release}
+device_tree=${UNETRT_DEVICE_TREE:-/proc/device-tree/compatible}
 if [ "$cpu_only" -eq 0 ]; then
-  release=$(head -n 1 /etc/nv_tegra_release 2>/dev/null || true)
-  case "$release" in
-    *"R36"*) ;;
-    *"R35"*|*"R34"*|*"R32"*)
-      fail "this is JetPack 5 or older ($release): unetrt needs Python >= 3.10 and TensorRT 10 (JetPack 6); see docs/jetson.md" ;;
-    *) fail "no JetPack 6 found (/etc/nv_tegra_release: ${release:-missing}); on another machine use scripts/setup_venv.sh, or --cpu-only" ;;
-  esac
+  release=$(head -n 1 "$release_file" 2>/dev/null || true)
+  l4t=$(echo "$release" | sed -n 's/^# R\([0-9][0-9]*\) .*/\1/p')
+  [ -n "$l4t" ] \
+    || fail "no JetPack found ($release_file: ${release:-missing}); on another machine use scripts/setup_venv.sh, or --cpu-only"
+  [ "$l4t" -ge 36 ] \
+    || fail "this is JetPack 5 or older ($release): unetrt needs Python >= 3.10 and TensorRT 10 (JetPack 6.1 or newer); see docs/jetson.md"
   "$python" -c 'import sys; assert sys.version_info[:2] >= (3, 10)' \
-    || fail "$python is older than 3.10; JetPack 6 ships 3.10"
+    || fail "$python is older than 3.10; JetPack 6 ships 3.10, JetPack 7 3.12"
   trt_version=$("$python" -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null) \
     || fail "JetPack's TensorRT Python bindings do not import: sudo apt install python3-libnvinfer"
   [ "${trt_version%%.*}" -ge 10 ] \
     || fail "TensorRT $trt_version found: unetrt needs TensorRT 10, which comes with JetPack 6.1 or newer (L4T R36.4); JetPack 6.0 has 8.6: upgrade JetPack (see docs/jetson.md)"
   export PATH="/usr/local/cuda/bin:$PATH" CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
   command -v nvcc >/dev/null || fail "nvcc not found in /usr/local/cuda/bin: sudo apt install nvidia-jetpack (or cuda-nvcc)"
+  # The CUDA kernels are built for this GPU: Thor (tegra264) is compute capability 11.0, Orin (tegra234) 8.7.
+  if [ -z "${UNETRT_CUDA_ARCHS:-}" ]; then
+    if tr '\0' '\n' 2>/dev/null <"$device_tree" | grep -qx 'nvidia,tegra264'; then
+      UNETRT_CUDA_ARCHS=110
+    else
+      UNETRT_CUDA_ARCHS=87
+    fi
+  fi
+  say "L4T R$l4t, TensorRT $trt_version, CUDA kernels for sm_$UNETRT_CUDA_ARCHS"
 fi
 "$python" -c 'import cv2' 2>/dev/null \
   || fail "the system OpenCV is missing: sudo apt install nvidia-opencv (JetPack's OpenCV, built with GStreamer)"
@@ -57,7 +71,7 @@ fi
 # A re-run with nothing changed (demo.sh runs this script every time) skips pip and the CUDA build: the inputs'
 # hash is kept in the venv.
 stamp="$venv/unetrt-jetson-setup.stamp"
-state=$(echo "python=$("$python" -V 2>&1) cpu_only=$cpu_only tensorrt=${trt_version:-none} archs=${UNETRT_CUDA_ARCHS:-87}" \
+state=$(echo "python=$("$python" -V 2>&1) cpu_only=$cpu_only tensorrt=${trt_version:-none} archs=${UNETRT_CUDA_ARCHS:-none}" \
   | bash scripts/install_state.sh scripts/setup_jetson.sh)
 # What the install made must still be there (a later 'pip install -e .' without UNETRT_CUDA drops the kernels).
 installed="import onnx; from unetrt import _tiling$([ "$cpu_only" -eq 1 ] || echo '; import pycuda.driver; assert _tiling.cuda_built')"
@@ -80,9 +94,10 @@ install_into_venv() {
   printf 'numpy<2\nopencv-python<0\nopencv-python-headless<0\nopencv-contrib-python<0\n' >"$constraints"
   "${pip[@]}" --upgrade pip "setuptools>=64" wheel pybind11 >>"$log" 2>&1 \
     || { tail -n 20 "$log" >&2; fail "pip could not install its build tools in $venv (no network?); see $log"; }
-  # onnx reads the model to build its engine; no onnxconverter-common: TensorRT 10 builds FP16 by flag.
-  "${pip[@]}" -c "$constraints" "numpy<2" "onnx>=1.16" >>"$log" 2>&1 \
-    || { tail -n 20 "$log" >&2; fail "pip could not install onnx; see $log"; }
+  # onnx reads the model to build its engine; onnxconverter-common makes the FP16 graph TensorRT 11 builds from
+  # (it has no FP16 flag; JetPack 7 may bring it, or a later TensorRT be installed into this venv).
+  "${pip[@]}" -c "$constraints" "numpy<2" "onnx>=1.16" "onnxconverter-common>=1.14" >>"$log" 2>&1 \
+    || { tail -n 20 "$log" >&2; fail "pip could not install onnx and onnxconverter-common; see $log"; }
 
   # --- pycuda: present, or built against JetPack's CUDA -----------------------------------------------------
   if [ "$cpu_only" -eq 0 ]; then
@@ -95,14 +110,14 @@ install_into_venv() {
     fi
   fi
 
-  # --- unetrt with its CUDA kernels (Orin: sm_87) ------------------------------------------------------------
+  # --- unetrt with its CUDA kernels (Orin: sm_87, Thor: sm_110) ----------------------------------------------
   if [ "$cpu_only" -eq 1 ]; then
     cuda=0
   else
     cuda=1
   fi
   say "unetrt (UNETRT_CUDA=$cuda)"
-  UNETRT_CUDA=$cuda UNETRT_CUDA_ARCHS=${UNETRT_CUDA_ARCHS:-87} "${pip[@]}" -c "$constraints" --no-build-isolation \
+  UNETRT_CUDA=$cuda UNETRT_CUDA_ARCHS=${UNETRT_CUDA_ARCHS:-} "${pip[@]}" -c "$constraints" --no-build-isolation \
     -e . >>"$log" 2>&1 || { tail -n 30 "$log" >&2; fail "pip install of unetrt failed; see $log"; }
   "$venv/bin/python" - <<'PY' || exit 1
 import importlib.metadata as metadata

@@ -197,3 +197,107 @@ def test_the_demo_does_not_take_tensorrts_type_stubs_for_tensorrt(tmp_path: Path
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     assert subprocess.run([sys.executable, "-c", "import tensorrt"], env=env).returncode == 0  # the stubs import
     assert subprocess.run([sys.executable, "-c", check], env=env, capture_output=True).returncode != 0
+
+
+# JetPack's Python for scripts/setup_jetson.sh: it has TensorRT (the version in the file trt-version) and OpenCV, and
+# 'python3 -m venv' makes a venv that sees them, whose python records each pip call with the kernels' compute
+# capabilities and pretends pycuda imports once pip built it.
+FAKE_JETPACK_PYTHON = """#!/usr/bin/env bash
+here="$(pwd)"
+case "$1" in
+  -V) echo "Python 3.12.3" ;;
+  -c) case "$2" in
+        *tensorrt*) cat "$here/trt-version" ;;
+      esac ;;
+  -m) venv="$4"; mkdir -p "$venv/bin"; echo "include-system-site-packages = true" > "$venv/pyvenv.cfg"
+      cp "$here/stand-ins/venv-python" "$venv/bin/python" ;;
+esac
+"""
+FAKE_JETSON_VENV_PYTHON = """#!/usr/bin/env bash
+here="$(pwd)"
+case "$1" in
+  -c) case "$2" in
+        *pycuda*) [ -f "$here/pycuda-built" ] ;;
+        *) exit 1 ;;
+      esac ;;
+  -) cat > /dev/null ;;
+  -m) case "$2" in
+        pip) [ "$3" = --version ] && exit 0
+             [[ "$*" == *pycuda* ]] && touch "$here/pycuda-built"
+             echo "PIP archs=${UNETRT_CUDA_ARCHS:-} ${*:5}" >> "$here/out.log" ;;
+        *) echo "RUN ${*:2}" >> "$here/out.log" ;;
+      esac ;;
+esac
+"""
+THOR = ("# R38 (release), REVISION: 2.1, GCID: 41844464, BOARD: generic, EABI: aarch64", "nvidia,tegra264", "10.13.3")
+ORIN_JETPACK_6 = ("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64", "nvidia,tegra234",
+                  "10.3.0")
+ORIN_JETPACK_7 = ("# R39 (release), REVISION: 2.0, GCID: 43121010, BOARD: generic, EABI: aarch64", "nvidia,tegra234",
+                  "11.4.1")
+
+
+def _setup_jetson(checkout: Path, release: str, compatible: str, trt_version: str,
+                  archs: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run scripts/setup_jetson.sh --no-engine on a stand-in Jetson: its release file, device tree, JetPack Python
+    with that TensorRT, and nvcc on PATH."""
+    stand_ins = checkout / "stand-ins"
+    stand_ins.mkdir()
+    for name, text in (("python3", FAKE_JETPACK_PYTHON), ("venv-python", FAKE_JETSON_VENV_PYTHON),
+                       ("nvcc", "#!/bin/sh\n")):
+        (stand_ins / name).write_text(text)
+        (stand_ins / name).chmod(0o755)
+    shutil.rmtree(checkout / ".venv")
+    (checkout / "trt-version").write_text(trt_version + "\n")
+    (checkout / "nv_tegra_release").write_text(release + "\n")
+    (checkout / "compatible").write_bytes(b"nvidia,board\0" + compatible.encode() + b"\0")
+    (checkout / "out.log").write_text("")
+    env = {**os.environ, "PYTHONPATH": "", "PYTHON": str(stand_ins / "python3"),
+           "PATH": f"{stand_ins}{os.pathsep}{os.environ['PATH']}", "CUDA_HOME": str(checkout / "cuda"),
+           "UNETRT_TEGRA_RELEASE": str(checkout / "nv_tegra_release"),
+           "UNETRT_DEVICE_TREE": str(checkout / "compatible")}
+    env.pop("UNETRT_CUDA_ARCHS", None)
+    if archs is not None:
+        env["UNETRT_CUDA_ARCHS"] = archs
+    return subprocess.run(["bash", "scripts/setup_jetson.sh", "--no-engine"], cwd=checkout, capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+@pytest.mark.parametrize(("jetson", "sm"), [(THOR, "110"), (ORIN_JETPACK_6, "87"), (ORIN_JETPACK_7, "87")],
+                         ids=["thor-jetpack-7", "orin-jetpack-6", "orin-jetpack-7"])
+def test_setup_jetson_takes_jetpack_6_and_7_and_builds_the_kernels_for_this_gpu(
+        checkout: Path, jetson: tuple[str, str, str], sm: str) -> None:
+    """JetPack 7 (L4T R38 on Thor, R39 on Orin too) was refused as 'no JetPack 6 found'; the kernels were built for
+    Orin's sm_87 alone, which a Thor (compute capability 11.0) runs only through a JIT of their PTX."""
+    done = _setup_jetson(checkout, *jetson)
+    assert done.returncode == 0, done.stderr
+    l4t = jetson[0].split()[1]
+    assert f"setup_jetson: L4T {l4t}, TensorRT {jetson[2]}, CUDA kernels for sm_{sm}" in done.stdout.splitlines()
+    pip = [line for line in (checkout / "out.log").read_text().splitlines() if line.startswith("PIP")]
+    assert any("onnxconverter-common" in line for line in pip), pip  # TensorRT 11 builds FP16 from an FP16 graph
+    assert any(line.startswith(f"PIP archs={sm} ") and line.endswith(" -e .") for line in pip), pip
+    assert (checkout / "out.log").read_text().splitlines()[-1] == "RUN unetrt.doctor"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_setup_jetson_keeps_the_compute_capability_asked_for(checkout: Path) -> None:
+    done = _setup_jetson(checkout, *THOR, archs="87;110")
+    assert done.returncode == 0, done.stderr
+    assert "setup_jetson: L4T R38, TensorRT 10.13.3, CUDA kernels for sm_87;110" in done.stdout
+    assert "PIP archs=87;110 " in (checkout / "out.log").read_text()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+@pytest.mark.parametrize(("release", "trt_version", "message"), [
+    ("# R35 (release), REVISION: 5.0, GCID: 35550185, BOARD: t186ref, EABI: aarch64", "8.5.2",
+     "this is JetPack 5 or older"),
+    ("# R36 (release), REVISION: 3.0, GCID: 36923193, BOARD: generic, EABI: aarch64", "8.6.2",
+     "TensorRT 8.6.2 found: unetrt needs TensorRT 10"),
+    ("", "10.3.0", "no JetPack found"),
+], ids=["jetpack-5", "jetpack-6.0", "not-a-jetson"])
+def test_setup_jetson_refuses_what_cannot_run_in_one_line(checkout: Path, release: str, trt_version: str,
+                                                          message: str) -> None:
+    done = _setup_jetson(checkout, release, "nvidia,tegra234", trt_version)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"error: {message}"), done.stderr
+    assert not (checkout / ".venv").exists()
