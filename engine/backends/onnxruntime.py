@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..cuda import PrimaryContext, cuda_ordinal
+from ..cuda import PrimaryContext, cuda_ordinal, synchronize_stream
 from ..model_file import ONNX_EXPECTED, read_model_file
 from ..model_info import check_network_channels
 from ..paths import check_file
@@ -208,12 +208,15 @@ class OnnxRuntimeBackend:
 
         Raises:
             ValueError: on a side the network does not take, or after :meth:`close`.
+            RuntimeError: outside :meth:`device_session`, or when the driver refuses to wait for ``stream``.
         """
         if self._session is None:
             raise ValueError("this backend is closed; open a new one")
         output_shape = self.output_shape(input_shape)
-        assert self._stream is not None  # device_session() made it
-        self._stream.synchronize()
+        if self._stream is None:
+            raise RuntimeError("enqueue runs inside 'with backend.device_session():'")
+        # ONNX Runtime runs on its own stream: wait for the caller's, where the input was queued.
+        synchronize_stream(stream, "the network's input")
         binding = self._session.io_binding()
         binding.bind_input(self._input, "cuda", self._ordinal, np.float32, list(input_shape), input_ptr)
         binding.bind_output(self._output, "cuda", self._ordinal, np.float32, list(output_shape), output_ptr)

@@ -1,0 +1,463 @@
+"""ONNX Runtime's device entry (the GPU-resident frame path on onnxruntime-gpu's CUDA provider, no TensorRT) on the
+fake GPU, pycuda and driver (tests/fakes/cuda.py) and the fake CUDA provider (tests/fakes/onnxruntime_cuda.py),
+whose logits are a real CPU session's: driven directly and through a Segmenter, and the fake's own rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from fakes.cuda import FakeGpu, FakeOp, install_fake_gpu
+from fakes.kernels import FakeKernels
+from fakes.onnxruntime_cuda import CPU, CUDA, FakeCudaProvider, install_fake_onnxruntime_cuda, real_onnxruntime
+
+from unetrt.backends.onnxruntime import OnnxRuntimeBackend, session_options
+from unetrt.cuda_device import CudaDevice  # the class itself: the fixture below patches the module's name
+
+pytestmark = pytest.mark.gpu_contract
+SHAPE, OUT = (1, 3, 16, 16), (1, 3, 16, 16)  # an input shape of the tiny model and its logits' shape
+
+
+@pytest.fixture
+def provider(monkeypatch: pytest.MonkeyPatch) -> FakeCudaProvider:
+    """A discrete fake GPU (frames are uploaded, not mapped) with onnxruntime-gpu's CUDA provider on it."""
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False))
+    return install_fake_onnxruntime_cuda(monkeypatch, gpu)
+
+
+@pytest.fixture
+def model(tiny_model_files: dict[str, Path]) -> Path:
+    return tiny_model_files["onnx"]
+
+
+def cpu_logits(model: Path, images: np.ndarray) -> np.ndarray:
+    """The logits of a real CPU session of the model, with the options every unetrt session has."""
+    ort = real_onnxruntime()
+    session = ort.InferenceSession(str(model), session_options(), providers=[CPU])
+    (logits,) = session.run(None, {session.get_inputs()[0].name: images})
+    return np.asarray(logits)
+
+
+def random_batch(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """A float32 N x C x H x W batch of normal noise, as the network's input."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def produce_on(gpu: FakeGpu, stream: int, ptr: int, data: np.ndarray) -> None:
+    """Queue, as a kernel on ``stream`` would (the frame path's extract kernel), the writing of ``data`` at
+    ``ptr``: it happens only when something waits for that stream (the fake GPU defers it)."""
+    target = gpu.view(ptr, data.shape, data.dtype)
+    gpu.enqueue(stream, FakeOp(lambda: target.__setitem__(..., data), kind="producer"))
+
+
+@contextmanager
+def device_buffers(backend: OnnxRuntimeBackend, shape: tuple[int, ...]) -> Iterator[tuple[int, int, int, Any]]:
+    """Inside the backend's device session: (stream, input pointer, output pointer, pycuda driver), the buffers
+    allocated in its context and freed at the end."""
+    import pycuda.driver as cuda
+
+    with backend.device_session() as stream:
+        inputs = cuda.mem_alloc(int(np.prod(shape)) * 4)
+        outputs = cuda.mem_alloc(int(np.prod(backend.output_shape(shape))) * 4)
+        try:
+            yield stream, int(inputs), int(outputs), cuda
+        finally:
+            inputs.free()
+            outputs.free()
+
+
+# --- the device entry, driven directly ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 32, 48), (2, 3, 16, 16)])
+def test_logits_are_the_cpu_sessions_and_wait_for_the_input_queued_on_the_stream(
+        provider: FakeCudaProvider, model: Path, shape: tuple[int, ...]) -> None:
+    """The input is written by work still queued on the path's stream (deferred, as on a GPU); ONNX Runtime runs on
+    a stream of its own, so enqueue must wait for the path's stream first, or the network reads stale memory."""
+    gpu, batch, previous = provider.gpu, random_batch(shape, seed=shape[0]), random_batch(shape, seed=99)
+    with OnnxRuntimeBackend(model, device="cuda") as backend:
+        assert backend.device == "cuda:0" and backend.capturable is False
+        with device_buffers(backend, shape) as (stream, inputs, outputs, _):
+            gpu.view(inputs, shape, np.float32)[...] = previous  # an earlier frame's input, still in the buffer
+            produce_on(gpu, stream, inputs, batch)
+            assert gpu.pending() == 1
+            backend.enqueue(inputs, shape, outputs, stream)
+            # No wait here: a Run ends with the provider's stream synchronised, so the logits are there.
+            logits = np.array(gpu.view(outputs, backend.output_shape(shape), np.float32))
+    np.testing.assert_array_equal(logits, cpu_logits(model, batch))
+    run = provider.runs[-1]
+    assert run.stream != stream and run.synchronized  # its own compute stream, synchronised at the end of Run
+    assert (run.input_ptr, run.input_shape, run.output_ptr) == (inputs, shape, outputs)
+
+
+def test_logits_are_right_when_the_input_is_already_on_the_device(provider: FakeCudaProvider, model: Path) -> None:
+    """The same with nothing pending (the fake GPU runs queued work at once): the sync is then a no-op."""
+    provider.gpu.deferred = False
+    batch = random_batch((1, 3, 24, 40), seed=3)
+    with OnnxRuntimeBackend(model, device="cuda") as backend, \
+            device_buffers(backend, batch.shape) as (stream, inputs, outputs, _):
+        produce_on(provider.gpu, stream, inputs, batch)
+        backend.enqueue(inputs, batch.shape, outputs, stream)
+        logits = np.array(provider.gpu.view(outputs, backend.output_shape(batch.shape), np.float32))
+    np.testing.assert_array_equal(logits, cpu_logits(model, batch))
+
+
+def test_on_the_second_gpu_the_buffers_and_the_run_are_on_that_device(monkeypatch: pytest.MonkeyPatch,
+                                                                       model: Path) -> None:
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False, count=2))
+    provider = install_fake_onnxruntime_cuda(monkeypatch, gpu)
+    batch = random_batch((1, 3, 16, 32), seed=4)
+    with OnnxRuntimeBackend(model, device="cuda:1") as backend:
+        assert backend.device == "cuda:1"
+        with device_buffers(backend, batch.shape) as (stream, inputs, outputs, _):
+            assert gpu.context_of(inputs) is gpu.primary(1)
+            produce_on(gpu, stream, inputs, batch)
+            backend.enqueue(inputs, batch.shape, outputs, stream)
+            logits = np.array(gpu.view(outputs, backend.output_shape(batch.shape), np.float32))
+    np.testing.assert_array_equal(logits, cpu_logits(model, batch))
+    assert not provider.refused
+
+
+def test_device_session_on_a_cpu_provider_session_raises_value_error(provider: FakeCudaProvider,
+                                                                      model: Path) -> None:
+    with OnnxRuntimeBackend(model, device="cpu") as backend:
+        assert backend.device == "cpu"
+        with pytest.raises(ValueError, match="CUDA provider"), backend.device_session():
+            pass
+    assert provider.gpu.primary(0).retains == 0  # nothing was retained for it
+
+
+def test_enqueue_and_device_session_after_close_raise_value_error(provider: FakeCudaProvider, model: Path) -> None:
+    backend = OnnxRuntimeBackend(model, device="cuda")
+    with device_buffers(backend, SHAPE) as (stream, inputs, outputs, _):
+        backend.enqueue(inputs, SHAPE, outputs, stream)  # the entry worked before close
+    backend.close()
+    with pytest.raises(ValueError, match="closed"):
+        backend.enqueue(inputs, SHAPE, outputs, stream)
+    with pytest.raises(ValueError, match="closed"), backend.device_session():
+        pass
+    assert len(provider.runs) == 1
+
+
+def test_close_is_idempotent_and_releases_the_retained_context(provider: FakeCudaProvider, model: Path) -> None:
+    """The CUDA runtime holds one retain of the primary context for good (ONNX Runtime's); the backend's own retain
+    (pycuda's, for its stream) goes at close, once however often close is called, so another session on the same
+    GPU keeps running."""
+    gpu = provider.gpu
+    backend = OnnxRuntimeBackend(model, device="cuda")
+    runtime = gpu.primary(0).retains
+    assert runtime == 1 and provider.runtime_contexts[0] is gpu.primary(0)
+    with backend.device_session():
+        assert gpu.primary(0).retains == runtime + 1
+    assert gpu.pycuda_stack() == []
+    backend.close()
+    assert gpu.primary(0).retains == runtime
+    backend.close()
+    backend.__exit__(None, None, None)
+    assert gpu.primary(0).retains == runtime and gpu.primary(0).alive and gpu.pycuda_stack() == []
+    batch = random_batch((1, 3, 16, 16), seed=5)
+    with OnnxRuntimeBackend(model, device="cuda") as other, \
+            device_buffers(other, batch.shape) as (stream, inputs, outputs, _):
+        produce_on(gpu, stream, inputs, batch)
+        other.enqueue(inputs, batch.shape, outputs, stream)
+        logits = np.array(gpu.view(outputs, other.output_shape(batch.shape), np.float32))
+    np.testing.assert_array_equal(logits, cpu_logits(model, batch))
+    assert gpu.primary(0).retains == runtime
+
+
+def test_host_inference_of_a_cuda_session_is_the_cpu_sessions(provider: FakeCudaProvider, model: Path) -> None:
+    batch = random_batch((1, 3, 32, 32), seed=6)
+    with OnnxRuntimeBackend(model, device="cuda") as backend:
+        np.testing.assert_array_equal(backend.infer(batch), cpu_logits(model, batch))
+
+
+# --- through the Segmenter: the GPU-resident frame path -------------------------------------------------------
+
+
+@pytest.fixture
+def cpu_kernels_on_the_fake_gpu(provider: FakeCudaProvider, monkeypatch: pytest.MonkeyPatch) -> FakeGpu:
+    """Every CudaDevice a Segmenter opens runs unetrt._tiling's CPU kernels on the fake GPU's memory, queued on
+    their stream (the machine has no CUDA build of the kernels)."""
+    import unetrt.cuda_device as cuda_device
+    from unetrt import _tiling  # type: ignore[attr-defined]
+
+    real = cuda_device.CudaDevice
+
+    def on_fake_gpu(backend: Any, **options: Any) -> Any:
+        return real(backend, kernels=FakeKernels(provider.gpu, _tiling), **options)
+
+    monkeypatch.setattr(cuda_device, "CudaDevice", on_fake_gpu)
+    monkeypatch.setattr(cuda_device, "cuda_kernels_built", lambda: True)
+    return provider.gpu
+
+
+def smooth_frames(shape: tuple[int, ...], count: int) -> list[np.ndarray]:
+    """Blurred random frames: regions for the network to segment, not noise at every pixel."""
+    rng = np.random.default_rng(7)
+    return [cv2.GaussianBlur(rng.integers(0, 256, shape, np.uint8), (0, 0), 3) for _ in range(count)]
+
+
+@pytest.mark.parametrize(("shape", "tile"), [((48, 64, 3), None), ((70, 100, 3), 32)], ids=["whole", "tiled"])
+def test_segmenter_on_the_cuda_provider_gives_the_cpu_paths_masks(cpu_kernels_on_the_fake_gpu: FakeGpu,
+                                                                  provider: FakeCudaProvider, model: Path,
+                                                                  shape: tuple[int, ...], tile: int | None) -> None:
+    from unetrt.segmenter import Segmenter
+
+    gpu = cpu_kernels_on_the_fake_gpu
+    frames = smooth_frames(shape, 2)
+    with Segmenter(model, backend="onnxruntime", device="cpu", probabilities=True, tile=tile) as on_cpu:
+        expected = [on_cpu.segment(frame) for frame in frames]
+    with Segmenter(model, backend="onnxruntime", device="cuda", probabilities=True, tile=tile) as on_gpu:
+        assert isinstance(on_gpu.backend, OnnxRuntimeBackend) and on_gpu.backend.device == "cuda:0"
+        assert isinstance(on_gpu.device, CudaDevice)
+        for _ in range(2):  # a second round reuses the cached buffers (no CUDA graph: ORT is not capturable)
+            for frame, want in zip(frames, expected):
+                have = on_gpu.segment(frame)
+                np.testing.assert_array_equal(have.mask, want.mask)
+                assert want.probabilities is not None and have.probabilities is not None
+                np.testing.assert_allclose(have.probabilities, want.probabilities, rtol=0, atol=1e-6)
+        assert provider.runs and not provider.refused
+        assert "graph" not in [entry[0] for entry in gpu.log]
+    assert gpu.primary(0).retains == 1 and gpu.pycuda_stack() == []  # only the CUDA runtime's retain is left
+
+
+# --- the fake CUDA provider's own rules (tests/fakes/onnxruntime_cuda.py) --------------------------------------
+
+
+@pytest.fixture
+def session(provider: FakeCudaProvider, model: Path) -> Iterator[tuple[Any, Any]]:
+    """A fake CUDA session of the model and pycuda, with the primary context pushed for the test's allocations."""
+    import onnxruntime as ort
+    import pycuda.driver as cuda
+
+    fake = ort.InferenceSession(str(model), providers=[(CUDA, {"device_id": 0}), CPU])
+    context = cuda.Device(0).retain_primary_context()
+    context.push()
+    try:
+        yield fake, cuda
+    finally:
+        cuda.Context.pop()
+        context.detach()
+
+
+def bind(session: Any, in_ptr: int, in_shape: tuple[int, ...], out_ptr: int, out_shape: tuple[int, ...],
+         **overrides: Any) -> Any:
+    """An IO binding of both ends as unetrt makes it; ``overrides`` change the input's arguments."""
+    binding = session.io_binding()
+    arguments = {"device_type": "cuda", "device_id": 0, "element_type": np.float32, "shape": list(in_shape),
+                 "buffer_ptr": in_ptr, **overrides}
+    binding.bind_input(session.get_inputs()[0].name, **arguments)
+    binding.bind_output(session.get_outputs()[0].name, "cuda", 0, np.float32, list(out_shape), out_ptr)
+    return binding
+
+
+def test_the_fake_reports_the_cuda_provider(provider: FakeCudaProvider, session: tuple[Any, Any],
+                                            model: Path) -> None:
+    import onnxruntime as ort
+
+    fake, _ = session
+    assert ort.get_available_providers() == [CUDA, CPU]
+    assert fake.get_providers() == [CUDA, CPU]
+    assert ort.InferenceSession(str(model), providers=[CPU]).get_providers() == [CPU]
+
+
+def test_the_fake_reads_stale_input_when_the_producer_stream_was_not_waited_for(
+        provider: FakeCudaProvider, session: tuple[Any, Any], model: Path) -> None:
+    fake, cuda = session
+    gpu, batch, previous = provider.gpu, random_batch(SHAPE, seed=8), random_batch(SHAPE, seed=98)
+    inputs, outputs, producer = cuda.mem_alloc(4 * int(np.prod(SHAPE))), cuda.mem_alloc(4 * int(np.prod(OUT))), \
+        cuda.Stream()
+    gpu.view(int(inputs), SHAPE, np.float32)[...] = previous
+    produce_on(gpu, producer.handle, int(inputs), batch)
+    fake.run_with_iobinding(bind(fake, int(inputs), SHAPE, int(outputs), OUT))
+    stale = np.array(gpu.view(int(outputs), OUT, np.float32))
+    np.testing.assert_array_equal(stale, cpu_logits(model, previous))  # the logits of what was there before
+    assert gpu.pending() == 1  # the producer's work is still queued: the provider did not run it
+    producer.synchronize()
+    fake.run_with_iobinding(bind(fake, int(inputs), SHAPE, int(outputs), OUT))
+    np.testing.assert_array_equal(gpu.view(int(outputs), OUT, np.float32), cpu_logits(model, batch))
+
+
+def test_the_fake_leaves_the_output_unwritten_without_the_end_of_run_sync(
+        provider: FakeCudaProvider, session: tuple[Any, Any], model: Path) -> None:
+    import onnxruntime as ort
+
+    fake, cuda = session
+    gpu, batch = provider.gpu, random_batch(SHAPE, seed=9)
+    inputs, outputs = cuda.mem_alloc(4 * int(np.prod(SHAPE))), cuda.mem_alloc(4 * int(np.prod(OUT)))
+    cuda.memcpy_htod_async(inputs, batch, cuda.Stream())
+    gpu.run_pending()
+    options = ort.RunOptions()
+    options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+    gpu.view(int(outputs), OUT, np.float32)[...] = -1.0
+    fake.run_with_iobinding(bind(fake, int(inputs), SHAPE, int(outputs), OUT), options)
+    assert (gpu.view(int(outputs), OUT, np.float32) == -1.0).all() and not provider.runs[-1].synchronized
+    gpu.run_pending(fake.stream)  # someone waits for the provider's stream
+    np.testing.assert_array_equal(gpu.view(int(outputs), OUT, np.float32), cpu_logits(model, batch))
+
+
+def test_the_fake_orders_work_on_a_user_compute_stream(provider: FakeCudaProvider, model: Path) -> None:
+    """With ``user_compute_stream`` the provider queues behind the caller's own work: no host wait needed."""
+    import onnxruntime as ort
+    import pycuda.driver as cuda
+
+    gpu, batch = provider.gpu, random_batch(SHAPE, seed=10)
+    context = cuda.Device(0).retain_primary_context()
+    context.push()
+    try:
+        stream = cuda.Stream()
+        fake = ort.InferenceSession(str(model), providers=[(CUDA, {"user_compute_stream": str(stream.handle)}),
+                                                           CPU])
+        inputs, outputs = cuda.mem_alloc(4 * int(np.prod(SHAPE))), cuda.mem_alloc(4 * int(np.prod(OUT)))
+        produce_on(gpu, stream.handle, int(inputs), batch)
+        fake.run_with_iobinding(bind(fake, int(inputs), SHAPE, int(outputs), OUT))
+        assert provider.runs[-1].stream == stream.handle
+        np.testing.assert_array_equal(gpu.view(int(outputs), OUT, np.float32), cpu_logits(model, batch))
+    finally:
+        cuda.Context.pop()
+        context.detach()
+
+
+@pytest.mark.parametrize(("change", "error", "message"), [
+    ({"device_type": "gpu0"}, Exception, "Unsupported device type"),
+    ({"device_type": "cpu"}, "InvalidArgument", "device type 'cpu'"),
+    ({"device_id": 1}, "InvalidArgument", "does not exist"),
+    ({"shape": [1, 3, 32, 32]}, "InvalidArgument", "not inside a live device allocation"),
+    ({"offset": 512}, "InvalidArgument", "not inside a live device allocation"),
+    ({"offset": -(1 << 40)}, "InvalidArgument", "not inside a live device allocation"),
+], ids=["unknown-device-type", "cpu-device-type", "no-such-device", "too-small", "past-the-end", "not-device"])
+def test_the_fake_refuses_a_bad_binding(provider: FakeCudaProvider, session: tuple[Any, Any],
+                                        change: dict[str, Any], error: Any, message: str) -> None:
+    from onnxruntime.capi import onnxruntime_pybind11_state as errors
+
+    fake, cuda = session
+    inputs = cuda.mem_alloc(4 * int(np.prod(SHAPE)))
+    outputs = cuda.mem_alloc(4 * int(np.prod(OUT)))
+    offset = change.pop("offset", 0)
+    expected = getattr(errors, error) if isinstance(error, str) else error
+    with pytest.raises(expected, match=message):
+        bind(fake, int(inputs) + offset, SHAPE, int(outputs), OUT, **change)
+    assert provider.refused and not provider.runs
+
+
+def test_the_fake_refuses_memory_that_is_not_the_sessions(provider: FakeCudaProvider,
+                                                         session: tuple[Any, Any]) -> None:
+    """Freed memory, page-locked host memory, and device memory of another context of the same GPU."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as errors
+
+    fake, cuda = session
+    outputs = cuda.mem_alloc(4 * int(np.prod(OUT)))
+    freed = cuda.mem_alloc(4 * int(np.prod(SHAPE)))
+    pointer = int(freed)
+    freed.free()
+    with pytest.raises(errors.InvalidArgument, match="live device allocation"):
+        bind(fake, pointer, SHAPE, int(outputs), OUT)
+    pinned = cuda.pagelocked_empty(SHAPE, np.float32)
+    with pytest.raises(errors.InvalidArgument, match="pinned host memory"):
+        bind(fake, int(pinned.ctypes.data), SHAPE, int(outputs), OUT)
+    other = cuda.Device(0).make_context()
+    try:
+        elsewhere = cuda.mem_alloc(4 * int(np.prod(SHAPE)))
+    finally:
+        cuda.Context.pop()
+    with pytest.raises(errors.InvalidArgument, match="another context"):
+        bind(fake, int(elsewhere), SHAPE, int(outputs), OUT)
+    other.detach()
+
+
+def test_the_fake_refuses_memory_freed_between_binding_and_run(provider: FakeCudaProvider,
+                                                               session: tuple[Any, Any]) -> None:
+    from onnxruntime.capi import onnxruntime_pybind11_state as errors
+
+    fake, cuda = session
+    inputs, outputs = cuda.mem_alloc(4 * int(np.prod(SHAPE))), cuda.mem_alloc(4 * int(np.prod(OUT)))
+    binding = bind(fake, int(inputs), SHAPE, int(outputs), OUT)
+    inputs.free()
+    with pytest.raises(errors.Fail, match="illegal memory access"):
+        fake.run_with_iobinding(binding)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"element_type": np.float16}, "Unexpected input data type"),
+    ({"element_type": 10}, "Unexpected input data type"),  # onnx.TensorProto.FLOAT16
+    ({"shape": [1, 16, 16]}, "Invalid rank for input"),
+    ({"shape": [1, 4, 16, 8]}, "invalid dimensions for input"),
+], ids=["float16", "onnx-float16", "rank", "channels"])
+def test_the_fake_refuses_at_run_what_the_model_does_not_declare(provider: FakeCudaProvider,
+                                                                 session: tuple[Any, Any], change: dict[str, Any],
+                                                                 message: str) -> None:
+    from onnxruntime.capi import onnxruntime_pybind11_state as errors
+
+    fake, cuda = session
+    inputs, outputs = cuda.mem_alloc(4 * int(np.prod(SHAPE))), cuda.mem_alloc(4 * int(np.prod(OUT)))
+    binding = bind(fake, int(inputs), SHAPE, int(outputs), OUT, **change)
+    with pytest.raises(errors.InvalidArgument, match=message):
+        fake.run_with_iobinding(binding)
+    assert not provider.runs
+
+
+def test_the_fake_refuses_an_output_of_another_shape(provider: FakeCudaProvider, session: tuple[Any, Any]) -> None:
+    from onnxruntime.capi import onnxruntime_pybind11_state as errors
+
+    fake, cuda = session
+    inputs, outputs = cuda.mem_alloc(4 * int(np.prod(SHAPE))), cuda.mem_alloc(4 * 4 * int(np.prod(OUT)))
+    with pytest.raises(errors.Fail, match="Shape mismatch"):
+        fake.run_with_iobinding(bind(fake, int(inputs), SHAPE, int(outputs), (1, 3, 32, 32)))
+
+
+def test_the_fake_refuses_a_run_once_the_runtimes_context_was_destroyed(provider: FakeCudaProvider,
+                                                                         model: Path) -> None:
+    """A retain released twice (here: by hand) destroys the primary context the provider's stream lives in."""
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as errors
+
+    fake = ort.InferenceSession(str(model), providers=[CUDA, CPU])
+    assert provider.gpu.driver_stack()[-1] is provider.gpu.primary(0)  # cudaSetDevice left it current
+    provider.gpu.release_primary(0)
+    assert not provider.runtime_contexts[0].alive
+    with pytest.raises(errors.Fail, match="context is destroyed"):
+        fake.run_with_iobinding(fake.io_binding())
+
+
+@pytest.mark.parametrize(("providers", "error", "message"), [
+    ([("CUDAExecutionProvider", {"device_id": 1}), CPU], "RuntimeException", "invalid device ordinal"),
+    ([("CUDAExecutionProvider", {"enable_cuda_graph": "1"}), CPU], ValueError, "does not model"),
+    ([("CUDAExecutionProvider", {"no_such_option": "1"}), CPU], ValueError, "Unknown provider option"),
+    (["TensorrtExecutionProvider", CPU], ValueError, "not available"),
+], ids=["no-such-device", "unmodelled-option", "unknown-option", "unavailable-provider"])
+def test_the_fake_refuses_a_session_it_cannot_make(provider: FakeCudaProvider, model: Path, providers: list[Any],
+                                                   error: Any, message: str) -> None:
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as errors
+
+    expected = getattr(errors, error) if isinstance(error, str) else error
+    with pytest.raises(expected, match=message):
+        ort.InferenceSession(str(model), providers=providers)
+
+
+# --- the device entry's contract (engine/backends/base.py, DeviceBackend) ----------------------------------------
+
+
+def test_enqueue_waits_for_the_stream_it_is_given(provider: FakeCudaProvider, model: Path) -> None:
+    """DeviceBackend.enqueue: 'Queue the network on ``stream``'. It waited for its own stream, so input queued on
+    another one was read stale."""
+    gpu, batch = provider.gpu, random_batch(SHAPE, seed=11)
+    with OnnxRuntimeBackend(model, device="cuda") as backend, \
+            device_buffers(backend, SHAPE) as (_, inputs, outputs, cuda):
+        producer = cuda.Stream()
+        produce_on(gpu, producer.handle, inputs, batch)
+        backend.enqueue(inputs, SHAPE, outputs, producer.handle)
+        logits = np.array(gpu.view(outputs, OUT, np.float32))
+    np.testing.assert_array_equal(logits, cpu_logits(model, batch))
+
+
+def test_enqueue_outside_a_device_session_is_refused_with_runtime_error(provider: FakeCudaProvider,
+                                                                         model: Path) -> None:
+    """It tripped an assert (an AttributeError under python -O), where TensorRTBackend raises RuntimeError."""
+    with OnnxRuntimeBackend(model, device="cuda") as backend, pytest.raises(RuntimeError, match="device_session"):
+        backend.enqueue(0, SHAPE, 0, 0)

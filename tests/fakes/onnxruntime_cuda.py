@@ -1,0 +1,537 @@
+"""A fake ``onnxruntime`` as onnxruntime-gpu is one: its CUDA execution provider runs the model through IO binding on
+:class:`fakes.cuda.FakeGpu` memory, the logits computed by a real CPU ``onnxruntime.InferenceSession`` of the same
+model file (so they are the true ones).
+
+Install it with :func:`install_fake_onnxruntime_cuda` after :func:`fakes.cuda.install_fake_gpu`: ``sys.modules``
+then maps ``onnxruntime`` to the fake module, whose names other than the faked ones (``SessionOptions``,
+``RunOptions``, ``GraphOptimizationLevel``, ``capi`` with its error types...) are the real package's.
+
+The fake refuses what ONNX Runtime or CUDA would refuse or get wrong; each rule names its document (ORT: ONNX
+Runtime; "api_summary" is https://onnxruntime.ai/docs/api/python/api_summary.html; "CUDA EP" is
+https://onnxruntime.ai/docs/execution-providers/CUDA-ExecutionProvider.html). Where a document is silent the fake
+picks the stricter behaviour and says so.
+
+* [PROVIDERS] ``get_available_providers()`` is ``['CUDAExecutionProvider', 'CPUExecutionProvider']``, and a session
+  asked for ``CUDAExecutionProvider`` first reports both from ``get_providers()`` (api_summary, "Load and run a
+  model": ``providers=['CUDAExecutionProvider', 'CPUExecutionProvider']``, "Kernels from different execution
+  providers are chosen in the priority order given in the list of providers"). A provider name this build does not
+  have is refused with ValueError (ORT's handling differs by version: warning or error; stricter).
+* [PROVIDER-OPTIONS] The CUDA provider's options are parsed as ORT parses them: an unknown key is refused
+  (``onnxruntime/core/framework/provider_options_utils.h``, ``ProviderOptionsParser::Parse``: "Unknown provider
+  option"); the fake knows ``device_id`` (default 0), ``user_compute_stream`` and ``do_copy_in_default_stream``
+  (CUDA EP, "Configuration Options"), and refuses the other real ones as not modelled.
+* [DEVICE-ID] A ``device_id`` the machine does not have is refused when the session is made
+  (``RuntimeException``): the provider calls ``cudaSetDevice(device_id)``, which fails with
+  ``cudaErrorInvalidDevice`` (CUDA Runtime API, ``cudaSetDevice``).
+* [RUNTIME-CONTEXT] The provider works in the device's *primary* context through the CUDA runtime: creating it and
+  every Run start with ``cudaSetDevice(device_id)`` (``onnxruntime/core/providers/cuda/cuda_execution_provider.cc``,
+  ``CUDAExecutionProvider::OnRunStart``: "always set CUDA device when session::Run() in case it runs in a worker
+  thread"), which "makes the primary context for the specified device current to the calling thread by calling
+  cuCtxSetCurrent()" (CUDA Runtime API, "Interactions with the CUDA Driver API"): the fake replaces the top of the
+  thread's driver context stack with it and leaves it there, as the runtime does; pycuda does not see that. The
+  runtime retains the primary context once, for good ("Primary contexts will remain active until they are
+  explicitly deinitialized using cudaDeviceReset()", same section): :attr:`FakeCudaProvider.runtime_contexts`.
+  A Run whose primary context was destroyed all the same (someone released a retain that was not theirs, so the
+  driver destroyed it: CUDA Driver API, ``cuDevicePrimaryCtxRelease``) is refused with ``Fail``: the provider's
+  stream and memory belonged to that context (``cudaErrorContextIsDestroyed``; CUDA Runtime API,
+  ``cudaErrorIncompatibleDriverContext``: "... or because the Driver context has been destroyed").
+* [OWN-STREAM] The provider queues its kernels on a compute stream of its own, created with the provider, unless
+  ``user_compute_stream`` names one (CUDA EP, ``user_compute_stream``: "Defines the compute stream for the inference
+  to run on"; microsoft/onnxruntime PR #19229 "support user_compute_stream in python API": passing the caller's
+  stream is how to "avoid synchronization"). Work other code queued on other streams is not waited for: the bound
+  input is read as device memory is when the provider's kernel runs, without running what is still pending
+  elsewhere (CUDA C++ Programming Guide, "Asynchronous Concurrent Execution"; the rule :mod:`fakes.cuda` keeps). So
+  a caller that queued the input on its stream and did not synchronise it gets logits of stale memory.
+  ``do_copy_in_default_stream`` (default 1, copies on the compute stream) concerns copies ORT makes itself; with
+  both ends bound to device memory of the session's device there are none, and the fake models none.
+* [RUN-SYNC] At the end of a Run the provider synchronises its compute stream, so the bound output is written when
+  ``run_with_iobinding`` returns, unless the RunOptions config entry ``disable_synchronize_execution_providers`` is
+  "1" (``include/onnxruntime/core/session/onnxruntime_run_options_config_keys.h``: "Set to '1' to not synchronize
+  execution providers with CPU at the end of session run. Per default it will be set to '0'. Taking CUDA EP as an
+  example, it omit triggering cudaStreamSynchronize on the compute stream"; ``CUDAExecutionProvider::OnRunEnd``).
+  With it set, the output is written only once something waits for the provider's stream. Synchronising a stream
+  that is capturing a CUDA graph is refused and invalidates the capture (CUDA Programming Guide, "CUDA Graphs:
+  Prohibited and Unhandled Operations").
+* [DEVICE-TYPE] ``bind_input``/``bind_output`` take a device name ORT knows ("cuda", "cpu", "cann", "dml",
+  "webgpu", "gpu", "npu") or raise ``Exception("Unsupported device type: ...")``
+  (``onnxruntime/python/onnxruntime_inference_collection.py``, ``get_ort_device_type``, used by
+  ``OrtDevice.make``). A known name other than "cuda" with a pointer into fake device memory is refused
+  (``InvalidArgument``): ORT would treat device memory as that device's (a host copy at bind time for "cpu": the
+  docs are silent on what happens to a device pointer; stricter).
+* [BIND-DEVICE] "cuda" memory is refused (``InvalidArgument``) in a session without the CUDA provider, and on a
+  ``device_id`` other than the session's: ORT copies such an input across devices when it is bound ("Data copy will
+  still be made, if your pre-allocated memory location does not match the one expected by the model. However,
+  copies with OrtIoBindings are only done once, at the time of the binding, not at run time. This means, that if
+  your input data required a copy, your further input modifications would not be seen by onnxruntime unless you
+  rebind it", ORT C# API, ``OrtIoBinding``), so a later write to the buffer would be silently ignored; a device
+  that does not exist at all fails in CUDA (``cudaErrorInvalidDevice``).
+* [BUFFER] A bound ``buffer_ptr`` must lie in a live device allocation (``cuMemAlloc``, not page-locked host
+  memory) whose ``shape`` x itemsize bytes from the pointer stay inside it, made in the session's primary context:
+  "Each context has its own distinct address space. As a result, CUdeviceptr values from different contexts
+  reference different memory locations" (CUDA C++ Programming Guide, Driver API, "Context"). ORT does not check a
+  raw pointer (api_summary, "Data on device": ``bind_input(..., buffer_ptr=...)`` takes any integer); the GPU
+  would read out of bounds or fault with ``cudaErrorIllegalAddress`` at run time. The fake refuses at bind time
+  (``InvalidArgument``) and again at run time (``Fail``), the allocation may have been freed in between.
+* [DTYPE] The bound element type must be the one the model declares (``NodeArg.type``): ORT refuses an input of
+  another type when the Run starts (``InferenceSession::ValidateInputs``: "Unexpected input data type. Actual: ...
+  , expected: ...", ``InvalidArgument``). ORT does not validate a pre-allocated output's type the same way
+  (silent on it); the fake refuses it too (stricter). ``element_type`` is a numpy type or an ONNX
+  ``TensorProto`` integer (``IOBinding.bind_input`` docstring).
+* [SHAPE] A bound input must have the declared rank and fixed dimensions (``ValidateInputs``: "Invalid rank for
+  input", "Got invalid dimensions for input", ``InvalidArgument``); a bound output must have exactly the shape the
+  model produces for that input (ORT ``execution_frame.cc``: "Shape mismatch attempting to re-use buffer"; a larger
+  buffer ORT would use with a warning: refused here, stricter; api_summary Scenario 3: "Change the shape to the
+  actual shape of the output being bound"). Both ends must be bound before a Run (ORT: a missing input is
+  "Missing Input"; an unbound output ORT would allocate itself: refused, since the caller's buffer would then
+  never be written).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import sys
+import threading
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from .cuda import FakeContext, FakeCudaError, FakeGpu, FakeOp
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+PROVIDERS = [CUDA, CPU]
+# onnxruntime_inference_collection.get_ort_device_type's names.
+KNOWN_DEVICE_TYPES = ("cuda", "cann", "cpu", "dml", "webgpu", "gpu", "npu")
+MODELLED_CUDA_OPTIONS = ("device_id", "user_compute_stream", "do_copy_in_default_stream")
+# CUDA EP "Configuration Options" that exist but this fake does not model (refused rather than silently ignored).
+UNMODELLED_CUDA_OPTIONS = ("has_user_compute_stream", "gpu_mem_limit", "arena_extend_strategy",
+                           "cudnn_conv_algo_search", "cudnn_conv_use_max_workspace", "cudnn_conv1d_pad_to_nc1d",
+                           "enable_cuda_graph", "enable_skip_layer_norm_strict_mode", "use_tf32",
+                           "gpu_external_alloc", "gpu_external_free", "gpu_external_empty_cache",
+                           "tunable_op_enable", "tunable_op_tuning_enable", "tunable_op_max_tuning_duration_ms",
+                           "prefer_nhwc", "use_ep_level_unified_stream", "sdpa_kernel", "fuse_conv_bias",
+                           "default_memory_arena_cfg")
+_ONNX_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+               "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(uint16)": np.uint16,
+               "tensor(int16)": np.int16, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
+               "tensor(bool)": np.bool_}
+
+
+def real_onnxruntime() -> types.ModuleType:
+    """The installed onnxruntime package (the CPU build), whatever ``sys.modules`` holds now."""
+    module = sys.modules.get("onnxruntime")
+    if module is not None and getattr(module, "_fake_cuda_provider", None) is not None:
+        return module._real  # type: ignore[no-any-return,unused-ignore]
+    return importlib.import_module("onnxruntime")
+
+
+def _errors() -> types.ModuleType:
+    """ONNX Runtime's Python error types (``onnxruntime.capi.onnxruntime_pybind11_state``)."""
+    return importlib.import_module("onnxruntime.capi.onnxruntime_pybind11_state")
+
+
+def _element_dtype(element_type: Any) -> np.dtype[Any]:
+    """A numpy dtype from a numpy type or an ONNX TensorProto integer, as ``IOBinding.bind_input`` takes it."""
+    if isinstance(element_type, (int, np.integer)) and not isinstance(element_type, bool):
+        from onnx import helper
+
+        return np.dtype(helper.tensor_dtype_to_np_dtype(int(element_type)))
+    return np.dtype(element_type)
+
+
+@dataclass
+class RunRecord:
+    """One ``run_with_iobinding``: what was bound and on which stream the provider queued its kernel."""
+
+    stream: int
+    input_ptr: int
+    input_shape: tuple[int, ...]
+    output_ptr: int
+    output_shape: tuple[int, ...]
+    synchronized: bool
+    thread: int
+
+
+@dataclass
+class FakeCudaProvider:
+    """The state the fake onnxruntime-gpu shares: the GPU, the runtime's contexts and what ran.
+
+    Attributes:
+        gpu: the fake GPU (pycuda and the driver library see the same one).
+        runtime_contexts: the primary context the CUDA runtime retained, per device ordinal ([RUNTIME-CONTEXT]).
+        runs: every ``run_with_iobinding`` that queued work.
+        refused: why each refused call was refused (also raised).
+    """
+
+    gpu: FakeGpu
+    runtime_contexts: dict[int, FakeContext] = field(default_factory=dict)
+    runs: list[RunRecord] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    def refuse(self, error: type[BaseException], message: str) -> BaseException:
+        """Record why a call is refused and return the error to raise."""
+        self.refused.append(message)
+        return error(message)
+
+    def runtime_primary(self, ordinal: int) -> FakeContext:
+        """The primary context the runtime uses on ``ordinal``, initialised and retained on first use (once, as
+        the CUDA runtime keeps it until cudaDeviceReset)."""
+        context = self.runtime_contexts.get(ordinal)
+        if context is None or not context.alive:
+            self.gpu.initialized = True  # the runtime initialises the driver itself
+            context = self.gpu.primary(ordinal)
+            context.retains += 1
+            self.runtime_contexts[ordinal] = context
+        return context
+
+    def set_device(self, context: FakeContext) -> None:
+        """``cudaSetDevice``: the primary context becomes current on this thread (cuCtxSetCurrent replaces the top
+        of the driver's stack) and stays current; pycuda's own stack does not see it."""
+        stack = self.gpu.driver_stack()
+        if stack:
+            stack[-1] = context
+        else:
+            stack.append(context)
+
+    def device_memory(self, ptr: int, nbytes: int, context: FakeContext, error: type[BaseException],
+                      what: str) -> None:
+        """[BUFFER]: ``nbytes`` at ``ptr`` lie in one live device allocation made in ``context``.
+
+        Raises:
+            error: when they do not (recorded in :attr:`refused`).
+        """
+        try:
+            _, owner, _, kind = self.gpu._find(int(ptr), nbytes)
+        except FakeCudaError as exc:
+            raise self.refuse(error, f"{what}: {nbytes} bytes at {int(ptr):#x} are not inside a live device "
+                                     f"allocation ({exc})") from None
+        if kind != "device":
+            raise self.refuse(error, f"{what}: {int(ptr):#x} is {kind} host memory, not device memory from "
+                                     "cuMemAlloc")
+        if owner is None or not owner.alive:
+            raise self.refuse(error, f"{what}: the memory at {int(ptr):#x} belongs to a destroyed context")
+        if owner is not context:
+            raise self.refuse(error, f"{what}: the memory at {int(ptr):#x} was allocated in another context "
+                                     f"(device {owner.ordinal}, {'primary' if owner.primary else 'not primary'}) "
+                                     f"than the provider's primary context of device {context.ordinal}: contexts "
+                                     "have distinct address spaces")
+
+
+@dataclass
+class _Bound:
+    """One ``bind_input`` or ``bind_output`` of device memory."""
+
+    device_type: str
+    device_id: int
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    ptr: int
+
+
+class FakeIOBinding:
+    """``onnxruntime.IOBinding`` of a fake session: raw device pointers only (``bind_input`` and pre-allocated
+    ``bind_output``), as unetrt uses it."""
+
+    def __init__(self, session: FakeInferenceSession) -> None:
+        self._session = session
+        self.inputs: dict[str, _Bound] = {}
+        self.outputs: dict[str, _Bound] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"the fake IOBinding has no {name}; fake it in tests/fakes/onnxruntime_cuda.py")
+
+    def bind_input(self, name: str, device_type: str, device_id: int, element_type: Any, shape: Any,
+                   buffer_ptr: int) -> None:
+        """See ``onnxruntime.IOBinding.bind_input``."""
+        self.inputs[name] = self._session._bind("input", name, device_type, device_id, element_type, shape,
+                                                buffer_ptr)
+
+    def bind_output(self, name: str, device_type: str = "cpu", device_id: int = 0, element_type: Any = None,
+                    shape: Any = None, buffer_ptr: int | None = None) -> None:
+        """See ``onnxruntime.IOBinding.bind_output`` (pre-allocated memory only)."""
+        if buffer_ptr is None:
+            raise NotImplementedError("the fake binds pre-allocated outputs only; ORT-allocated outputs are not "
+                                      "modelled")
+        if element_type is None or shape is None:
+            # onnxruntime_inference_collection.IOBinding.bind_output raises this ValueError itself.
+            raise ValueError("`element_type` and `shape` are to be provided if pre-allocated memory is provided")
+        self.outputs[name] = self._session._bind("output", name, device_type, device_id, element_type, shape,
+                                                 buffer_ptr)
+
+    def clear_binding_inputs(self) -> None:
+        self.inputs.clear()
+
+    def clear_binding_outputs(self) -> None:
+        self.outputs.clear()
+
+
+class FakeInferenceSession:
+    """``onnxruntime.InferenceSession`` of onnxruntime-gpu: the CUDA provider over the fake GPU when asked for.
+
+    Args:
+        path_or_bytes: the model, as ORT takes it.
+        sess_options: the session options (passed to the real CPU session that computes the logits).
+        providers: provider names or (name, options) pairs, in order of preference.
+        provider_options: options per provider, beside plain names.
+
+    Raises:
+        ValueError: [PROVIDERS], [PROVIDER-OPTIONS].
+        RuntimeException: [DEVICE-ID].
+    """
+
+    provider: FakeCudaProvider  # set on the subclass that make_onnxruntime builds
+
+    def __init__(self, path_or_bytes: Any, sess_options: Any = None, providers: Any = None,
+                 provider_options: Any = None, **kwargs: Any) -> None:
+        real = real_onnxruntime()
+        names, options = self._providers(providers, provider_options)
+        # The model loads (or fails to, with ORT's own errors) before any provider is set up, as in ORT.
+        self._cpu = real.InferenceSession(path_or_bytes, sess_options, providers=[CPU], **kwargs)
+        self._on_cuda = bool(names) and names[0] == CUDA
+        self._providers_in_use = [CUDA, CPU] if self._on_cuda else [CPU]
+        self._options = options.get(CUDA, {})
+        self._output_shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self.device_id = 0
+        self.context: FakeContext | None = None
+        self.stream = 0
+        if self._on_cuda:
+            self._make_cuda_provider()
+
+    # --- creation ---------------------------------------------------------------------------------------------
+
+    def _providers(self, providers: Any, provider_options: Any) -> tuple[list[str], dict[str, dict[str, Any]]]:
+        names: list[str] = []
+        options: dict[str, dict[str, Any]] = {}
+        for index, entry in enumerate(providers or [CPU]):
+            name, given = (entry[0], dict(entry[1])) if isinstance(entry, (tuple, list)) else (entry, {})
+            if provider_options is not None and index < len(provider_options):
+                given.update(provider_options[index])
+            if name not in PROVIDERS:
+                raise self.provider.refuse(ValueError, f"provider {name!r} is not available in this build; "
+                                                       f"available: {PROVIDERS}")
+            names.append(name)
+            options[name] = given
+        for key in options.get(CUDA, {}):
+            if key not in MODELLED_CUDA_OPTIONS:
+                reason = ("is an option of the CUDA provider the fake does not model; fake it in "
+                          "tests/fakes/onnxruntime_cuda.py") if key in UNMODELLED_CUDA_OPTIONS else "is unknown"
+                raise self.provider.refuse(ValueError, f"Unknown provider option: {key!r} {reason}")
+        return names, options
+
+    def _make_cuda_provider(self) -> None:
+        provider, gpu = self.provider, self.provider.gpu
+        device_id = int(self._options.get("device_id", 0))
+        if not 0 <= device_id < gpu.count:
+            raise provider.refuse(_errors().RuntimeException,
+                                  f"CUDA failure 101: invalid device ordinal; GPU={device_id} (cudaSetDevice)")
+        self.device_id = device_id
+        self.context = provider.runtime_primary(device_id)
+        provider.set_device(self.context)
+        user_stream = int(self._options.get("user_compute_stream", 0) or 0)
+        if user_stream:
+            stream = gpu.streams.get(user_stream)
+            if stream is None or stream.context is not self.context:
+                raise provider.refuse(ValueError, f"user_compute_stream {user_stream:#x} is not a stream of the "
+                                                  f"primary context of device {device_id}")
+            self.stream = user_stream
+        else:
+            self.stream = gpu.new_stream().handle  # the provider's own compute stream, in the primary context
+
+    # --- what the real session answers ----------------------------------------------------------------------
+
+    def get_providers(self) -> list[str]:
+        return list(self._providers_in_use)
+
+    def get_provider_options(self) -> dict[str, dict[str, str]]:
+        return {name: ({k: str(v) for k, v in self._options.items()} if name == CUDA else {})
+                for name in self._providers_in_use}
+
+    def get_inputs(self) -> Any:
+        return self._cpu.get_inputs()
+
+    def get_outputs(self) -> Any:
+        return self._cpu.get_outputs()
+
+    def get_modelmeta(self) -> Any:
+        return self._cpu.get_modelmeta()
+
+    def get_session_options(self) -> Any:
+        return self._cpu.get_session_options()
+
+    def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
+        """Host arrays in and out: ORT copies them to the device and back inside the Run, which ends with the
+        provider's stream synchronised, so the CPU session's answer is the answer."""
+        if self._on_cuda:
+            self._run_start()
+        return self._cpu.run(output_names, input_feed, run_options)
+
+    def io_binding(self) -> FakeIOBinding:
+        return FakeIOBinding(self)
+
+    # --- IO binding -------------------------------------------------------------------------------------------
+
+    def _bind(self, end: str, name: str, device_type: str, device_id: int, element_type: Any, shape: Any,
+              buffer_ptr: int) -> _Bound:
+        provider, errors = self.provider, _errors()
+        if device_type not in KNOWN_DEVICE_TYPES:
+            # onnxruntime_inference_collection.get_ort_device_type raises a plain Exception.
+            raise provider.refuse(Exception, "Unsupported device type: " + str(device_type))
+        args = self._cpu.get_inputs() if end == "input" else self._cpu.get_outputs()
+        if name not in [arg.name for arg in args]:
+            raise provider.refuse(errors.InvalidArgument, f"the model has no {end} named {name!r}")
+        bound = _Bound(device_type, int(device_id), _element_dtype(element_type),
+                       tuple(int(d) for d in shape), int(buffer_ptr))
+        if device_type != "cuda":
+            raise provider.refuse(errors.InvalidArgument, f"{end} {name!r} bound on device type {device_type!r} "
+                                                          "with a pointer into CUDA device memory")
+        if not self._on_cuda or self.context is None:
+            raise provider.refuse(errors.InvalidArgument, f"{end} {name!r} bound to CUDA memory in a session "
+                                                          "without the CUDA provider")
+        if not 0 <= bound.device_id < provider.gpu.count:
+            raise provider.refuse(errors.InvalidArgument, f"{end} {name!r} bound on CUDA device {device_id}, "
+                                                          "which does not exist (cudaErrorInvalidDevice)")
+        if bound.device_id != self.device_id:
+            raise provider.refuse(errors.InvalidArgument, f"{end} {name!r} bound on CUDA device {device_id} but "
+                                                          f"the session runs on device {self.device_id}: ORT "
+                                                          "would copy it once, at binding, and miss later writes")
+        if any(d <= 0 for d in bound.shape):
+            raise provider.refuse(errors.InvalidArgument, f"{end} {name!r} bound with shape {bound.shape}")
+        provider.device_memory(bound.ptr, self._nbytes(bound), self.context, errors.InvalidArgument,
+                               f"bind_{end}({name!r})")
+        return bound
+
+    @staticmethod
+    def _nbytes(bound: _Bound) -> int:
+        return int(np.prod(bound.shape, dtype=np.int64)) * bound.dtype.itemsize
+
+    def _run_start(self) -> FakeContext:
+        """[RUNTIME-CONTEXT]: cudaSetDevice(device_id) at the start of every Run."""
+        context = self.context
+        assert context is not None  # a CUDA session
+        if not context.alive:
+            raise self.provider.refuse(_errors().Fail, "CUDA failure 709: context is destroyed (the primary "
+                                                       f"context of device {self.device_id} the provider was "
+                                                       "created in was released by someone else)")
+        self.provider.set_device(context)
+        return context
+
+    def _output_shape(self, input_shape: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[int, ...]:
+        """The logits' shape for an input shape (computed once, on zeros: a shape never depends on values here)."""
+        if input_shape not in self._output_shapes:
+            name = self._cpu.get_inputs()[0].name
+            (out,) = self._cpu.run(None, {name: np.zeros(input_shape, dtype)})
+            self._output_shapes[input_shape] = tuple(int(d) for d in np.shape(out))
+        return self._output_shapes[input_shape]
+
+    def _validate(self, binding: FakeIOBinding) -> tuple[str, _Bound, str, _Bound]:
+        """[DTYPE], [SHAPE] and both ends bound: (input name, input, output name, output)."""
+        errors, provider = _errors(), self.provider
+        declared_in, declared_out = self._cpu.get_inputs()[0], self._cpu.get_outputs()[0]
+        if declared_in.name not in binding.inputs:
+            raise provider.refuse(errors.InvalidArgument, f"Missing Input: {declared_in.name}")
+        if declared_out.name not in binding.outputs:
+            raise provider.refuse(errors.InvalidArgument, f"output {declared_out.name!r} is not bound to a buffer")
+        bound_in, bound_out = binding.inputs[declared_in.name], binding.outputs[declared_out.name]
+        for end, arg, bound in (("input", declared_in, bound_in), ("output", declared_out, bound_out)):
+            want = np.dtype(_ONNX_TYPES[arg.type])
+            if bound.dtype != want:
+                raise provider.refuse(errors.InvalidArgument, f"Unexpected {end} data type. Actual: "
+                                                              f"({bound.dtype}) , expected: ({arg.type})")
+        if len(bound_in.shape) != len(declared_in.shape):
+            raise provider.refuse(errors.InvalidArgument, f"Invalid rank for input: {declared_in.name} Got: "
+                                                          f"{len(bound_in.shape)} Expected: "
+                                                          f"{len(declared_in.shape)}")
+        for axis, (got, want_dim) in enumerate(zip(bound_in.shape, declared_in.shape)):
+            if isinstance(want_dim, int) and got != want_dim:
+                raise provider.refuse(errors.InvalidArgument, f"Got invalid dimensions for input: "
+                                                              f"{declared_in.name} index: {axis} Got: {got} "
+                                                              f"Expected: {want_dim}")
+        expected = self._output_shape(bound_in.shape, bound_in.dtype)
+        if bound_out.shape != expected:
+            raise provider.refuse(errors.Fail, f"Shape mismatch attempting to re-use buffer. {bound_out.shape} != "
+                                               f"{expected}")
+        return declared_in.name, bound_in, declared_out.name, bound_out
+
+    def run_with_iobinding(self, iobinding: FakeIOBinding, run_options: Any = None) -> None:
+        """See ``onnxruntime.InferenceSession.run_with_iobinding``: the network is queued on the provider's
+        stream, reading the input when it runs there; the stream is synchronised at the end unless the run
+        options say not to ([OWN-STREAM], [RUN-SYNC])."""
+        provider, gpu, errors = self.provider, self.provider.gpu, _errors()
+        if not isinstance(iobinding, FakeIOBinding) or iobinding._session is not self:
+            raise provider.refuse(errors.InvalidArgument, "the IOBinding was not made by this session")
+        if not self._on_cuda:
+            raise provider.refuse(errors.InvalidArgument, "device memory bound in a session without the CUDA "
+                                                          "provider")
+        context = self._run_start()
+        name_in, bound_in, _, bound_out = self._validate(iobinding)
+        for bound, what in ((bound_in, "input"), (bound_out, "output")):
+            # The allocation may have gone since it was bound: on the GPU an illegal address (sticky error).
+            provider.device_memory(bound.ptr, self._nbytes(bound), context, errors.Fail,
+                                   f"CUDA failure 700: an illegal memory access was encountered ({what})")
+        sync = _run_config(run_options, "disable_synchronize_execution_providers") != "1"
+        if sync and gpu.capturing(self.stream):
+            gpu.invalidate_capture(self.stream)
+            raise provider.refuse(errors.Fail, "CUDA failure 900: operation not permitted when stream is "
+                                               "capturing (cudaStreamSynchronize at the end of the Run)")
+        cpu, shape_in, shape_out = self._cpu, bound_in.shape, bound_out.shape
+        dtype_in, dtype_out, ptr_in, ptr_out = bound_in.dtype, bound_out.dtype, bound_in.ptr, bound_out.ptr
+
+        def run() -> None:
+            # Device memory as it is now: work still queued on other streams has not run.
+            images = np.array(gpu.view(ptr_in, shape_in, dtype_in))
+            (logits,) = cpu.run(None, {name_in: images})
+            gpu.view(ptr_out, shape_out, dtype_out)[...] = np.asarray(logits, dtype_out)
+
+        gpu.enqueue(self.stream, FakeOp(run, kind="onnxruntime", entry=("onnxruntime", shape_in)))
+        provider.runs.append(RunRecord(self.stream, ptr_in, shape_in, ptr_out, shape_out, sync,
+                                       threading.get_ident()))
+        if sync:
+            gpu.run_pending(self.stream)  # OnRunEnd: cudaStreamSynchronize on the provider's stream only
+
+
+def _run_config(run_options: Any, key: str) -> str:
+    """A RunOptions config entry ("0", ORT's default, when absent or no run options were given)."""
+    if run_options is None:
+        return "0"
+    try:
+        return str(run_options.get_run_config_entry(key))
+    except RuntimeError:  # "RunOptions does not have configuration with key: ..."
+        return "0"
+
+
+def make_onnxruntime(provider: FakeCudaProvider) -> types.ModuleType:
+    """A fake ``onnxruntime`` module over the real one, with the CUDA provider on ``provider.gpu``."""
+    real = real_onnxruntime()
+    module = types.ModuleType("onnxruntime")
+    module.__spec__ = importlib.machinery.ModuleSpec("onnxruntime", None, is_package=True)
+    module.__path__ = list(real.__path__)  # submodules (onnxruntime.capi...) import as from the real package
+    module.__version__ = real.__version__  # type: ignore[attr-defined]
+    module._real = real  # type: ignore[attr-defined]
+    module._fake_cuda_provider = provider  # type: ignore[attr-defined]
+    session = type("InferenceSession", (FakeInferenceSession,), {"provider": provider})
+    module.InferenceSession = session  # type: ignore[attr-defined]
+    module.IOBinding = FakeIOBinding  # type: ignore[attr-defined]
+    module.get_available_providers = lambda: list(PROVIDERS)  # type: ignore[attr-defined]
+    module.get_all_providers = lambda: list(PROVIDERS)  # type: ignore[attr-defined]
+    module.get_device = lambda: "GPU"  # type: ignore[attr-defined]
+
+    def __getattr__(name: str) -> Any:  # noqa: N807 - a module's attribute hook (PEP 562)
+        return getattr(real, name)
+
+    module.__dict__["__getattr__"] = __getattr__
+    return module
+
+
+def install_fake_onnxruntime_cuda(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu) -> FakeCudaProvider:
+    """Put onnxruntime-gpu's fake into ``sys.modules`` (after :func:`fakes.cuda.install_fake_gpu` with ``gpu``).
+
+    Example:
+        >>> provider = install_fake_onnxruntime_cuda(monkeypatch, install_fake_gpu(monkeypatch))  # doctest: +SKIP
+    """
+    provider = FakeCudaProvider(gpu)
+    monkeypatch.setitem(sys.modules, "onnxruntime", make_onnxruntime(provider))
+    return provider
