@@ -517,12 +517,13 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
     profile = resolve_profile(info, options.min_shape, options.opt_shape, options.max_shape)
     gpu = gpu_identity(device_index)
     major = tensorrt_major(trt.__version__)
-    from .export.fp16 import is_fp16_model
+    from .export.fp16 import convert_to_fp16, expand_stored_weights, is_fp16_model
 
+    # An FP32 graph that stores its weights as float16 (the bundled models) reaches TensorRT with its float32
+    # weights: no Cast layers in front of the convolutions, none for a DLA to hand back to the GPU.
+    model = expand_stored_weights(model)
     graph_fp16 = is_fp16_model(model)
     if options.fp16 and major >= 11 and not graph_fp16:
-        from .export.fp16 import convert_to_fp16
-
         # TensorRT 11 has no BuilderFlag.FP16: the precision must be in the graph itself.
         model = convert_to_fp16(model)
         graph_fp16 = True

@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from fakes.cuda import FakeGpu
 from fakes.tensorrt import FakeEngine
@@ -632,3 +633,6 @@ def test_the_bundled_model_whose_weights_are_stored_as_float16_builds_an_fp16_en
         assert built is not None and (metadata.precision, built.precision) == ("fp16", "fp16"), name
         if version.startswith("10."):
             assert not metadata.strongly_typed and "FP16" in metadata.build_options["builder_flags"]
+            # TensorRT parsed the float32 weights, with no Cast in front of a convolution
+            parsed = onnx.load_from_string(built.onnx_model).graph
+            assert not any(node.op_type == "Cast" for node in parsed.node), name
