@@ -63,19 +63,25 @@ OPTIONAL_IMPORTS = ("tensorrt", "pycuda", "ray", "openvino", "rosbags", "tritonc
 
 
 @dataclass
-class DocCommand:
-    """One command shown in a doc, as the shell would hand it to the program."""
+class DocPlace:
+    """A line of a doc."""
 
     doc: str  # path relative to the repository
-    line: int  # 1-based line of the command's first word
-    text: str  # the command as written (continuation lines joined, comments dropped)
-    inline: bool  # from an inline code span (a fragment of prose) rather than a code block
-    argv: list[str] = field(default_factory=list)  # program first, then its arguments
-    skip: str | None = None  # why the arguments are not parsed
+    line: int  # 1-based
 
     @property
     def where(self) -> str:
         return f"{self.doc}:{self.line}"
+
+
+@dataclass
+class DocCommand(DocPlace):
+    """One command shown in a doc (at the line of its first word), as the shell would hand it to the program."""
+
+    text: str  # the command as written (continuation lines joined, comments dropped)
+    inline: bool  # from an inline code span (a fragment of prose) rather than a code block
+    argv: list[str] = field(default_factory=list)  # program first, then its arguments
+    skip: str | None = None  # why the arguments are not parsed
 
 
 # --- Markdown ---------------------------------------------------------------------------------------------------
@@ -676,18 +682,12 @@ def test_documented_command_parses(documented: DocCommand, monkeypatch: pytest.M
 # --- Flag tables ------------------------------------------------------------------------------------------------
 
 @dataclass
-class TableFlag:
+class TableFlag(DocPlace):
     """A flag (or ``-o/--output``-style spellings of one, with an example value) in a table row that names the
     commands in its first cell: docs/cli.md's tables of the names every command takes."""
 
-    doc: str
-    line: int
     script: str
     span: str
-
-    @property
-    def where(self) -> str:
-        return f"{self.doc}:{self.line}"
 
 
 def table_flags(path: Path) -> list[TableFlag]:
@@ -757,17 +757,11 @@ def test_flag_in_a_table_is_taken(flag: TableFlag, monkeypatch: pytest.MonkeyPat
 # --- Errors the docs show ---------------------------------------------------------------------------------------
 
 @dataclass
-class DocumentedError:
+class DocumentedError(DocPlace):
     """``$ command`` in a text block followed by the one-line error the docs say it gets."""
 
-    doc: str
-    line: int
     command: str
     error: str
-
-    @property
-    def where(self) -> str:
-        return f"{self.doc}:{self.line}"
 
 
 def documented_errors(path: Path) -> list[DocumentedError]:

@@ -66,7 +66,8 @@ import sys
 import threading
 import types
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -920,3 +921,23 @@ def install_fake_gpu(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu | None = None
     library = FakeDriverLibrary(gpu)
     monkeypatch.setattr(unetrt.cuda, "driver_library", lambda: library)
     return gpu
+
+
+@contextmanager
+def primary_context_pushed(ordinal: int = 0) -> Iterator[Any]:
+    """The device's primary context retained and current for the block, as a test's own allocations need it;
+    yields the installed (fake) ``pycuda.driver``.
+
+    Example:
+        >>> with primary_context_pushed() as cuda:  # doctest: +SKIP
+        ...     buffer = cuda.mem_alloc(1024)
+    """
+    import pycuda.driver as cuda
+
+    context = cuda.Device(ordinal).retain_primary_context()
+    context.push()
+    try:
+        yield cuda
+    finally:
+        cuda.Context.pop()
+        context.detach()

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fakes.cuda import FakeGpu, FakeOp, install_fake_gpu
+from fakes.cuda import FakeGpu, FakeOp, install_fake_gpu, primary_context_pushed
 
 pytestmark = pytest.mark.gpu_contract
 
@@ -17,15 +17,8 @@ pytestmark = pytest.mark.gpu_contract
 @pytest.fixture
 def pycuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeGpu, Any]]:
     gpu = install_fake_gpu(monkeypatch)
-    import pycuda.driver as cuda
-
-    context = cuda.Device(0).retain_primary_context()
-    context.push()
-    try:
+    with primary_context_pushed() as cuda:
         yield gpu, cuda
-    finally:
-        cuda.Context.pop()
-        context.detach()
 
 
 def test_a_copy_has_not_happened_until_its_stream_is_synchronised(pycuda: tuple[FakeGpu, Any]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from fakes.cuda import FakeGpu, FakeOp, install_fake_gpu
+from fakes.cuda import FakeGpu, FakeOp, install_fake_gpu, primary_context_pushed
 from fakes.kernels import FakeKernels
 from fakes.onnxruntime_cuda import CPU, CUDA, FakeCudaProvider, install_fake_onnxruntime_cuda, real_onnxruntime
 
@@ -233,16 +233,10 @@ def test_segmenter_on_the_cuda_provider_gives_the_cpu_paths_masks(cpu_kernels_on
 def session(provider: FakeCudaProvider, model: Path) -> Iterator[tuple[Any, Any]]:
     """A fake CUDA session of the model and pycuda, with the primary context pushed for the test's allocations."""
     import onnxruntime as ort
-    import pycuda.driver as cuda
 
     fake = ort.InferenceSession(str(model), providers=[(CUDA, {"device_id": 0}), CPU])
-    context = cuda.Device(0).retain_primary_context()
-    context.push()
-    try:
+    with primary_context_pushed() as cuda:
         yield fake, cuda
-    finally:
-        cuda.Context.pop()
-        context.detach()
 
 
 def bind(session: Any, in_ptr: int, in_shape: tuple[int, ...], out_ptr: int, out_shape: tuple[int, ...],
@@ -304,12 +298,9 @@ def test_the_fake_leaves_the_output_unwritten_without_the_end_of_run_sync(
 def test_the_fake_orders_work_on_a_user_compute_stream(provider: FakeCudaProvider, model: Path) -> None:
     """With ``user_compute_stream`` the provider queues behind the caller's own work: no host wait needed."""
     import onnxruntime as ort
-    import pycuda.driver as cuda
 
     gpu, batch = provider.gpu, random_batch(SHAPE, seed=10)
-    context = cuda.Device(0).retain_primary_context()
-    context.push()
-    try:
+    with primary_context_pushed() as cuda:
         stream = cuda.Stream()
         fake = ort.InferenceSession(str(model), providers=[(CUDA, {"user_compute_stream": str(stream.handle)}),
                                                            CPU])
@@ -318,9 +309,6 @@ def test_the_fake_orders_work_on_a_user_compute_stream(provider: FakeCudaProvide
         fake.run_with_iobinding(bind(fake, int(inputs), SHAPE, int(outputs), OUT))
         assert provider.runs[-1].stream == stream.handle
         np.testing.assert_array_equal(gpu.view(int(outputs), OUT, np.float32), cpu_logits(model, batch))
-    finally:
-        cuda.Context.pop()
-        context.detach()
 
 
 @pytest.mark.parametrize(("change", "error", "message"), [
