@@ -56,7 +56,15 @@ from .cuda import PrimaryContext, require_pycuda
 from .interruptible import run_interruptible
 from .model_file import read_model_file
 from .paths import check_file
-from .plan_metadata import PlanMetadata, Shape, format_shape, replace_file, resolve_profile, write_plan_metadata
+from .plan_metadata import (
+    PlanMetadata,
+    Shape,
+    ShapeProfile,
+    format_shape,
+    replace_file,
+    resolve_profile,
+    write_plan_metadata,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -342,6 +350,33 @@ def configure_dla(config: trt.IBuilderConfig, builder: trt.Builder, dla_core: in
     return ["GPU_FALLBACK"]
 
 
+def fixed_for_dla(profile: ShapeProfile, ranged: bool) -> ShapeProfile:
+    """The one input shape a DLA build takes: the profile's opt shape (batch 1 at the working size by default).
+
+    "DLA does not support dynamic dimensions, so the profile's min, max, and opt values must be equal"
+    (TensorRT Developer Guide, "DLA Supported Layers and Restrictions"): with a range, GPU fallback runs every
+    layer on the GPU, and the engine holds nothing for the DLA.
+
+    Args:
+        profile: the profile resolved from the model and the shapes asked for.
+        ranged: whether a min or max shape was asked for (a range is then refused rather than narrowed).
+
+    Raises:
+        ValueError: when the shapes asked for make a range.
+
+    Example:
+        >>> fixed_for_dla(ShapeProfile((1, 3, 16, 16), (1, 3, 192, 256), (4, 3, 192, 256)), ranged=False).max
+        (1, 3, 192, 256)
+    """
+    if profile.min == profile.opt == profile.max:
+        return profile
+    if ranged:
+        raise ValueError(f"a DLA runs one fixed input shape, not {format_shape(profile.min)} .. "
+                         f"{format_shape(profile.max)}: give --min-shape, --opt-shape and --max-shape equal, or "
+                         "--opt-shape alone")
+    return ShapeProfile(profile.opt, profile.opt, profile.opt)
+
+
 def attach_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> Any:
     """Attach the timing cache stored at ``path`` (an empty one when absent); returns the cache or None.
 
@@ -515,6 +550,8 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
     if quantized:
         fold_int32_dequantize(model)
     profile = resolve_profile(info, options.min_shape, options.opt_shape, options.max_shape)
+    if options.dla_core is not None:
+        profile = fixed_for_dla(profile, ranged=options.min_shape is not None or options.max_shape is not None)
     gpu = gpu_identity(device_index)
     major = tensorrt_major(trt.__version__)
     from .export.fp16 import convert_to_fp16, expand_stored_weights, is_fp16_model

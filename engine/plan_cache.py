@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 
 ENGINE_CACHE_ENV = "UNETRT_ENGINE_CACHE"
 # 2: the GPU's multiprocessor count joined the key (every Orin module is "Orin", sm_87). 3: FP16 entries of an FP32
-# graph that stores its weights as float16 (the bundled models) had been built in FP32: they are built again.
+# graph that stores its weights as float16 (the bundled models) had been built in FP32, and DLA entries with a range
+# of shapes, which put every layer on the GPU: they are built again.
 KEY_VERSION = 3
 BUILD_PRECISIONS = ("auto", "fp32", "fp16", "int8")
 

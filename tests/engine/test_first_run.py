@@ -636,3 +636,19 @@ def test_the_bundled_model_whose_weights_are_stored_as_float16_builds_an_fp16_en
             # TensorRT parsed the float32 weights, with no Cast in front of a convolution
             parsed = onnx.load_from_string(built.onnx_model).graph
             assert not any(node.op_type == "Cast" for node in parsed.node), name
+
+
+def test_the_first_run_on_a_dla_puts_the_network_on_it(first_run: Path) -> None:
+    """An AGX Orin's DLA takes one fixed shape: the cached engine is built at batch 1 of the working size (with the
+    default range of batches TensorRT had run every layer on the GPU under the DLA's name), and a batch of frames
+    goes through it one frame at a time."""
+    frames = [np.full((360, 480, 3), value, np.uint8) for value in (0, 90, 180)]
+    with Segmenter("camvid", dla_core=0, warm_up=False) as segmenter:
+        plan = Path(segmenter.backend.path)  # type: ignore[attr-defined]
+        assert segmenter.backend.max_batch == 1 and "DLA core 0" in segmenter.backend.device
+        masks = [result.mask for result in segmenter.segment_batch(frames)]
+        alone = [segmenter.segment(frame).mask for frame in frames]
+    built = deserialize(plan.read_bytes())
+    assert built is not None and built.dla_core == 0
+    for mask, single in zip(masks, alone):
+        np.testing.assert_array_equal(mask, single)

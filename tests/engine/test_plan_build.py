@@ -115,6 +115,8 @@ def test_dla_core_with_gpu_fallback_is_recorded(fake_trt: FakeGpu, tiny_model_fi
     metadata = build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True, dla_core=1, progress=False))
     fake = deserialize(plan.read_bytes())
     assert fake is not None and fake.dla_core == 1
+    # A DLA takes one fixed shape: with the default range every layer had gone to the GPU under a DLA label.
+    assert fake.profile[0] == fake.profile[1] == fake.profile[2] and metadata.profile.max_batch == 1
     assert json.loads(metadata_path(plan).read_text())["dla_core"] == 1
     assert "GPU_FALLBACK" in metadata.build_options["builder_flags"]
     args = build_parser().parse_args(shlex.split(metadata.rebuild_command(plan))[1:])
@@ -149,6 +151,17 @@ def test_profile_is_fixed_at_the_working_size(fake_trt: FakeGpu, tiny_model_file
     wider = build_engine(tiny_model_files["onnx"], plan, BuildOptions(
         fp16=True, working_size=(64, 48), min_shape=(1, 3, 16, 16), max_shape=(2, 3, 96, 96), progress=False))
     assert (wider.profile.min, wider.profile.max) == ((1, 3, 16, 16), (2, 3, 96, 96))
+
+
+def test_a_dla_build_takes_one_shape(fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    plan = tmp_path / "tiny.plan"
+    opt = (1, 3, 64, 96)
+    metadata = build_engine(tiny_model_files["onnx"], plan,
+                            BuildOptions(fp16=True, dla_core=0, opt_shape=opt, progress=False))
+    assert metadata.profile.min == metadata.profile.max == opt
+    with pytest.raises(ValueError, match=r"a DLA runs one fixed input shape, not 1x3x32x32 \.\. 4x3x64x96: give "):
+        build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True, dla_core=0, min_shape=(1, 3, 32, 32),
+                                                                  max_shape=(4, 3, 64, 96), progress=False))
 
 
 def test_unet_build_command_with_dla(fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,

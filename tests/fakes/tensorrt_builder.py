@@ -37,7 +37,10 @@ Documents cited (TensorRT 10 C++ and Python API references, Developer Guide):
   adhere strictly to those types": a convolution runs in FP16 only where its input tensor is FP16, so FP16 weights
   each cast to FP32 before they are read (an FP32 graph that stores its weights as float16) compute in FP32.
 * [DLA] Developer Guide, "Working with DLA": the DLA runs FP16 and INT8 layers; the core must lie in
-  [0, getNbDLACores()); layers the DLA cannot run need BuilderFlag.GPU_FALLBACK, else the build fails.
+  [0, getNbDLACores()); layers the DLA cannot run need BuilderFlag.GPU_FALLBACK, else the build fails. "DLA
+  Supported Layers and Restrictions": "DLA does not support dynamic dimensions, so the profile's min, max, and opt
+  values must be equal for wildcard dimensions": with a range, every layer is one the DLA cannot run (on the GPU
+  with GPU_FALLBACK, and the plan holds no DLA loadable: the fake records no core).
 * [DEVICE] TensorRT Developer Guide, FAQ "How do I use TensorRT on multiple GPUs?": "Each ICudaEngine object is
   bound to a specific GPU when it is instantiated, either by the builder or on deserialization. To select the GPU,
   use cudaSetDevice() before calling the builder"; with no device set, the CUDA runtime works on device 0 (CUDA C++
@@ -430,9 +433,10 @@ class Builder:
             # [DLA]: the core must exist; FP32 layers only run with GPU fallback.
             if not 0 <= config.DLA_core < self.num_DLA_cores:
                 return None
-            if precision == "fp32" and BuilderFlag.GPU_FALLBACK not in config.flags:
+            dynamic = profile is not None and not tuple(profile[0]) == tuple(profile[1]) == tuple(profile[2])
+            if (precision == "fp32" or dynamic) and BuilderFlag.GPU_FALLBACK not in config.flags:
                 return None
-            dla_core = config.DLA_core
+            dla_core = None if dynamic else config.DLA_core
         if not _native_call(lambda: _run_phases(config.progress_monitor, Builder.steps, Builder.on_step)):
             with Builder._count_lock:
                 Builder.cancelled += 1
