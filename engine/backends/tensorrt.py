@@ -22,6 +22,7 @@ backend per thread: each gets its own execution contexts and stream.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -48,6 +49,7 @@ from ..cuda import (
 from ..paths import check_file
 from ..plan_metadata import (
     GpuIdentity,
+    PlanCompatibilityError,
     PlanMetadata,
     ShapeProfile,
     check_compatibility,
@@ -270,7 +272,8 @@ class TensorRTBackend:
     Raises:
         FileNotFoundError: when the plan or its metadata is missing.
         ImportError: when TensorRT or pycuda is not installed.
-        PlanCompatibilityError: when the plan was built with another TensorRT or for another GPU architecture.
+        PlanCompatibilityError: when the plan was built with another TensorRT, for another GPU architecture, or
+            for a DLA core this device does not have.
         EngineResourceError, GpuResourceError: (ValueErrors) when the GPU has no memory left for the engine's
             weights, execution context, buffers or CUDA context, or TensorRT cannot start CUDA.
         ValueError: when the plan does not deserialise or does not look like a unetrt U-Net.
@@ -328,6 +331,13 @@ class TensorRTBackend:
         except ValueError as exc:
             raise EngineResourceError(str(exc)) from exc  # the machine's CUDA, not the plan
         if self.metadata.dla_core is not None:
+            # Orin modules with and without DLAs share a GPU name, compute capability and SM count.
+            available = int(self._runtime.num_DLA_cores)
+            if self.metadata.dla_core >= available:
+                for_gpu = dataclasses.replace(self.metadata, dla_core=None)
+                raise PlanCompatibilityError(
+                    f"{str(self.path)!r} runs on DLA core {self.metadata.dla_core}; this device has {available} DLA "
+                    f"core(s): build it for the GPU alone with: {for_gpu.rebuild_command(self.path)}")
             # IRuntime::setDLACore: the DLA core a DLA engine runs on, set before deserialising (as trtexec does).
             self._runtime.DLA_core = self.metadata.dla_core
         plan = self.path.read_bytes()

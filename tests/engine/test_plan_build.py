@@ -289,6 +289,24 @@ def test_dla_plan_opens_on_its_core(fake_trt: FakeGpu, tiny_model_files: dict[st
         assert backend._runtime.DLA_core == 1  # set before the plan was deserialised
 
 
+def test_a_dla_plan_on_a_device_without_that_core_says_so(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An AGX Orin's DLA plan copied onto an Orin Nano (no DLA, the same GPU name, sm_87 and SM count): named as
+    such, with the command that builds it for the GPU, not taken for a corrupt plan."""
+    import tensorrt as trt
+
+    from unetrt.backends.tensorrt import TensorRTBackend
+    from unetrt.plan_metadata import PlanCompatibilityError
+
+    plan = tmp_path / "tiny.plan"
+    build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True, dla_core=1, progress=False))
+    monkeypatch.setattr(trt.Runtime, "num_DLA_cores", 0)
+    with pytest.raises(PlanCompatibilityError, match=r"runs on DLA core 1; this device has 0 DLA core\(s\): build "
+                                                     r"it for the GPU alone with: unet-build ") as refused:
+        TensorRTBackend(plan)
+    assert "--dla-core" not in str(refused.value)
+
+
 def test_the_engine_is_built_on_the_device_asked_for(monkeypatch: pytest.MonkeyPatch,
                                                       tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
     """TensorRT builds on the thread's current CUDA device (device 0 when none is): cuda:1 must be current."""

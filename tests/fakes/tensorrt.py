@@ -13,6 +13,10 @@ in its own file. The fake refuses what TensorRT refuses; each rule names its doc
   GPU memory acquired will use this allocator ... Default: cudaMalloc/cudaFree", ``tensorrt.Runtime.gpu_allocator``),
   and "Returns: The ICudaEngine, or None if it could not be deserialized" (``Runtime.deserialize_cuda_engine``,
   TensorRT Python API).
+* [DLA-CORE] ``deserialize_cuda_engine`` returns None for a plan with DLA layers when the runtime's ``DLA_core`` is
+  not a core this device has: "The DLA core that the engine executes on. Must be between 0 and N-1 where N is the
+  number of available DLA cores" (``tensorrt.Runtime.DLA_core``, TensorRT Python API); ``num_DLA_cores`` is N
+  (set by the builder fake's ``install_builder``; an Orin Nano has none).
 * ``set_tensor_address`` returns False for an address that is not 256-byte aligned: "The pointer must have at
   least 256-byte alignment" (``IExecutionContext::setTensorAddress``, NvInferRuntime.h, TensorRT 10).
 * ``set_input_shape`` returns False for a shape outside the optimisation profile
@@ -253,9 +257,11 @@ class Runtime:
 
     gpu: FakeGpu
     version: str
+    num_DLA_cores = 2  # noqa: N815 - the name TensorRT gives it
 
     def __init__(self, logger: Logger) -> None:
         self.logger = logger
+        self.DLA_core = 0
 
     def deserialize_cuda_engine(self, data: bytes) -> FakeEngine | None:
         plan = deserialize(bytes(data))
@@ -267,6 +273,11 @@ class Runtime:
             return None
         if (plan.device_name, tuple(plan.compute_capability)) != (self.gpu.name, self.gpu.compute_capability):
             self.logger.log(Logger.ERROR, f"plan for {plan.device_name}, this is {self.gpu.name}")
+            return None
+        if plan.dla_core is not None and not 0 <= self.DLA_core < self.num_DLA_cores:
+            # [DLA-CORE]
+            self.logger.log(Logger.ERROR, f"DLA core {self.DLA_core} requested; this device has "
+                                          f"{self.num_DLA_cores}")
             return None
         engine = FakeEngine(self.gpu, plan)
         if not self.gpu.hold(engine, len(bytes(data))):

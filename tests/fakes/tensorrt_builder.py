@@ -556,6 +556,7 @@ def install_builder(module: types.ModuleType, gpu: Any, dla_cores: int = 2) -> t
                                          "compute_capability": tuple(gpu.compute_capability),
                                          "num_DLA_cores": dla_cores})
     parser = type("OnnxParser", (OnnxParser,), {"module": module})
+    module.Runtime.num_DLA_cores = dla_cores  # the runtime sees the device's DLA cores too [DLA-CORE]
     # [TRT11]: the weak-typing flags are gone; reaching for one raises AttributeError, as the real module does.
     flags = (types.SimpleNamespace(GPU_FALLBACK=BuilderFlag.GPU_FALLBACK)
              if _major(str(module.__version__)) >= 11 else BuilderFlag)
