@@ -64,9 +64,12 @@ if TYPE_CHECKING:
     from .registry import OpenRequest
 
 MISSING_TENSORRT = (
-    "TensorRT is not installed: on a Jetson install JetPack 6 (it ships TensorRT 10 with its Python bindings); "
-    "elsewhere run `pip install tensorrt pycuda` (or `pip install 'unetrt[tensorrt]'`)"
+    "TensorRT is not installed: on a Jetson install JetPack 6.1 or newer (it ships TensorRT with its Python "
+    "bindings); elsewhere run `pip install tensorrt pycuda` (or `pip install 'unetrt[tensorrt]'`)"
 )
+# A plan that fails to load with less free than its bytes and this is taken for a GPU short of memory, not a
+# damaged plan (TensorRT gives no figure for what loading takes besides the weights).
+DESERIALIZE_HEADROOM = 256 << 20
 __all__ = ["MISSING_PYCUDA", "MISSING_TENSORRT", "EngineResourceError", "TensorRTBackend", "gpu_identity",
            "parse_device", "require_pycuda", "require_tensorrt", "start_tensorrt", "tensorrt_available",
            "tensorrt_logger", "tensorrt_major"]
@@ -343,10 +346,11 @@ class TensorRTBackend:
         plan = self.path.read_bytes()
         engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None:
-            # deserializeCudaEngine returns null on any failure, the weights' allocation included: a plan that does
-            # not fit in what is free is kept, not taken for a damaged one.
+            # deserializeCudaEngine returns null on any failure, the weights' allocation included: a plan that may
+            # not fit in what is free is kept, not taken for a damaged one (and rebuilt at every start while memory
+            # stays short). Loading takes more than the plan's bytes by an amount no document gives.
             free, _ = cuda.mem_get_info()
-            if free < len(plan):
+            if free < len(plan) + DESERIALIZE_HEADROOM:
                 raise EngineResourceError(
                     f"TensorRT could not load {str(self.path)!r}: the GPU has {free / 2**20:.0f} MiB free for a "
                     f"{len(plan) / 2**20:.0f} MiB engine; close other GPU programs or build the engine for a "

@@ -8,11 +8,12 @@ in its own file. The fake refuses what TensorRT refuses; each rule names its doc
   engines are not portable across platforms or TensorRT versions" and are "specific to the exact GPU model they
   were built on" (TensorRT Developer Guide, "Serialized Engine Compatibility"); the API returns null on failure
   (``IRuntime::deserializeCudaEngine``, NvInferRuntime.h).
-* [MEMORY] ``deserialize_cuda_engine`` returns None when the device memory left is less than the plan, which the
-  engine then holds while it lives: the runtime acquires GPU memory for the engine as it deserialises it ("All
-  GPU memory acquired will use this allocator ... Default: cudaMalloc/cudaFree", ``tensorrt.Runtime.gpu_allocator``),
-  and "Returns: The ICudaEngine, or None if it could not be deserialized" (``Runtime.deserialize_cuda_engine``,
-  TensorRT Python API).
+* [MEMORY] ``deserialize_cuda_engine`` returns None when the device memory left is less than the plan plus what
+  loading it takes besides (``FakeEngine.load_overhead``: the engine's kernels and runtime state; no document gives
+  the amount, the fake takes 8 MiB), which the engine then holds while it lives: the runtime acquires GPU memory for
+  the engine as it deserialises it ("All GPU memory acquired will use this allocator ... Default:
+  cudaMalloc/cudaFree", ``tensorrt.Runtime.gpu_allocator``), and "Returns: The ICudaEngine, or None if it could not
+  be deserialized" (``Runtime.deserialize_cuda_engine``, TensorRT Python API).
 * [DLA-CORE] ``deserialize_cuda_engine`` returns None for a plan with DLA layers when the runtime's ``DLA_core`` is
   not a core this device has: "The DLA core that the engine executes on. Must be between 0 and N-1 where N is the
   number of available DLA cores" (``tensorrt.Runtime.DLA_core``, TensorRT Python API); ``num_DLA_cores`` is N
@@ -117,6 +118,7 @@ class FakeEngine:
 
     capturable = True
     context_memory = 1 << 20  # the activation memory each execution context allocates
+    load_overhead = 8 << 20  # what loading a plan takes besides its bytes [MEMORY]
 
     def __init__(self, gpu: FakeGpu, plan: FakePlan) -> None:
         import onnxruntime as ort
@@ -280,7 +282,7 @@ class Runtime:
                                           f"{self.num_DLA_cores}")
             return None
         engine = FakeEngine(self.gpu, plan)
-        if not self.gpu.hold(engine, len(bytes(data))):
+        if not self.gpu.hold(engine, len(bytes(data)) + FakeEngine.load_overhead):
             # [MEMORY]: the weights go to device memory as the engine is deserialised; without room, None.
             self.logger.log(Logger.ERROR, "out of memory: cannot allocate the engine's weights")
             return None
