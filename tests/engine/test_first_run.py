@@ -634,6 +634,7 @@ def test_the_bundled_model_whose_weights_are_stored_as_float16_builds_an_fp16_en
         metadata = read_plan_metadata(plan)
         built = deserialize(plan.read_bytes())
         assert built is not None and (metadata.precision, built.precision) == ("fp16", "fp16"), name
+        assert built.head_precision == "fp32", name  # the logit head stays FP32 under FP16 kernels
         if version.startswith("10."):
             assert not metadata.strongly_typed and "FP16" in metadata.build_options["builder_flags"]
             # TensorRT parsed the float32 weights, with no Cast in front of a convolution

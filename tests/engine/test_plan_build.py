@@ -39,6 +39,7 @@ def test_fp16_build_writes_plan_and_metadata(fake_trt: FakeGpu, tiny_model_files
     assert read_plan_metadata(plan) == metadata
     fake = deserialize(plan.read_bytes())
     assert fake is not None and fake.precision == "fp16" and fake.tensorrt_version == "10.3.0"
+    assert fake.head_precision == "fp32"  # the layer writing the logits is pinned to FP32, and TensorRT obeys
     assert (metadata.gpu.name, metadata.precision) == (fake_trt.name, "fp16")
     assert metadata.plan_sha256 is not None and metadata.source_sha256 is not None
     assert builds() == 1

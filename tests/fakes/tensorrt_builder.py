@@ -36,6 +36,12 @@ Documents cited (TensorRT 10 C++ and Python API references, Developer Guide):
   statically infer intermediate tensor types based on the network input types and the operator specifications, and
   adhere strictly to those types": a convolution runs in FP16 only where its input tensor is FP16, so FP16 weights
   each cast to FP32 before they are read (an FP32 graph that stores its weights as float16) compute in FP32.
+* [HEAD] ``ILayer::setPrecision`` (NvInfer.h, TensorRT 10): "the preferred or required computational precision of
+  this layer in a weakly-typed network": TensorRT may still pick a faster implementation that ignores it unless
+  ``BuilderFlag.PREFER_PRECISION_CONSTRAINTS`` or ``OBEY_PRECISION_CONSTRAINTS`` is set, and only OBEY makes it
+  required (Developer Guide, "Reduced Precision in Weakly-Typed Networks"); so under the FP16 or INT8 flag the
+  layer writing the network's output runs FP32 only when it is pinned so and OBEY is set. In a strongly typed
+  network it runs in its input's type [TYPING]. The fake records it in the plan (``head_precision``).
 * [DLA] Developer Guide, "Working with DLA": the DLA runs FP16 and INT8 layers; the core must lie in
   [0, getNbDLACores()); layers the DLA cannot run need BuilderFlag.GPU_FALLBACK, else the build fails. "DLA
   Supported Layers and Restrictions": "DLA does not support dynamic dimensions, so the profile's min, max, and opt
@@ -452,6 +458,7 @@ class Builder:
             output_dtype=np.dtype(self.module.nptype(network.get_output(0).dtype)).name,
             profile=(tuple(shapes[0]), tuple(shapes[1]), tuple(shapes[2])), precision=precision,
             dla_core=dla_core, onnx_model=network.onnx_model,
+            head_precision=_head_precision(network, config, precision, self.module.DataType.FLOAT),
         )
         return HostMemory(serialize(plan))
 
@@ -467,6 +474,25 @@ def _precision(network: NetworkDefinition, config: BuilderConfig) -> str:
     if BuilderFlag.INT8 in config.flags:
         return "int8"
     return "fp16" if BuilderFlag.FP16 in config.flags else "fp32"
+
+
+def _head_precision(network: NetworkDefinition, config: BuilderConfig, precision: str, float32: Any) -> str:
+    """What the layer writing the network's output computes in [HEAD]."""
+    import onnx
+
+    output = network.get_output(0).name
+    if network.strongly_typed:
+        graph = onnx.shape_inference.infer_shapes(onnx.load_from_string(network.onnx_model)).graph
+        types = {value.name: value.type.tensor_type.elem_type for value in (*graph.input, *graph.value_info,
+                                                                             *graph.output)}
+        head = next(node for node in graph.node if output in node.output)
+        return "fp16" if types.get(head.input[0]) == onnx.TensorProto.FLOAT16 else "fp32"
+    if precision == "fp32":
+        return "fp32"
+    head = next(layer for layer in network.layers if any(t.name == output for t in layer.outputs))
+    index = next(i for i, t in enumerate(head.outputs) if t.name == output)
+    pinned = head.precision == float32 and head.output_types.get(index) == float32
+    return "fp32" if pinned and BuilderFlag.OBEY_PRECISION_CONSTRAINTS in config.flags else precision
 
 
 def _convolves_in_fp16(model: Any) -> bool:

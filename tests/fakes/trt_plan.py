@@ -32,6 +32,7 @@ class FakePlan:
     precision: str
     dla_core: int | None
     onnx_model: bytes
+    head_precision: str = "fp32"  # what the layer writing the network's output computes in
 
 
 def serialize(plan: FakePlan) -> bytes:
