@@ -248,7 +248,12 @@ def _pin_outputs_fp32(network: trt.INetworkDefinition) -> int:
 
 
 def asymmetric_quantizers(model: onnx.ModelProto) -> list[str]:
-    """Names of QuantizeLinear nodes TensorRT cannot take: a uint8 type or a non-zero zero point."""
+    """Names of QuantizeLinear nodes TensorRT cannot take: a uint8 type or a non-zero zero point.
+
+    A QuantizeLinear without a zero point is uint8 (ONNX operator spec, QuantizeLinear: without ``y_zero_point``
+    the output is uint8 with zero point 0), which ONNX Runtime computes, clipping negatives; TensorRT reads it as
+    INT8, so the two would give other answers.
+    """
     from onnx import TensorProto, numpy_helper
 
     initializers = {tensor.name: tensor for tensor in model.graph.initializer}
@@ -256,7 +261,10 @@ def asymmetric_quantizers(model: onnx.ModelProto) -> list[str]:
     for node in model.graph.node:
         if node.op_type != "QuantizeLinear":
             continue
-        zero = initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if len(node.input) < 3 or not node.input[2]:
+            found.append(node.name or node.output[0])
+            continue
+        zero = initializers.get(node.input[2])
         if zero is not None and (zero.data_type != TensorProto.INT8 or numpy_helper.to_array(zero).any()):
             found.append(node.name or node.output[0])
     return found

@@ -256,6 +256,12 @@ def test_int8_request_checks(tiny_model_files: dict[str, Path], tiny_int8_onnx: 
     batches = [np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)]
     trt_layout = quantize_onnx(tiny_model_files["onnx"], tmp_path / "t.int8.onnx", batches, "minmax", "tensorrt")
     check_int8_request(BuildOptions(int8=True), True, trt_layout, asymmetric_quantizers(onnx.load(str(trt_layout))))
+    # Without its zero point a QuantizeLinear is uint8 (ONNX's default), which ONNX Runtime computes and TensorRT
+    # would read as INT8.
+    unnamed = onnx.load(str(trt_layout))
+    quantizers = [node for node in unnamed.graph.node if node.op_type == "QuantizeLinear"]
+    del quantizers[0].input[2:]
+    assert asymmetric_quantizers(unnamed) == [quantizers[0].name or quantizers[0].output[0]]
 
 
 def test_bias_dequantize_folding_keeps_the_logits(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
