@@ -67,8 +67,8 @@ MISSING_TENSORRT = (
     "TensorRT is not installed: on a Jetson install JetPack 6.1 or newer (it ships TensorRT with its Python "
     "bindings); elsewhere run `pip install tensorrt pycuda` (or `pip install 'unetrt[tensorrt]'`)"
 )
-# A plan that fails to load with less free than its bytes and this is taken for a GPU short of memory, not a
-# damaged plan (TensorRT gives no figure for what loading takes besides the weights).
+# A plan that fails to load while less memory is free than its size plus this is taken for a GPU short of memory,
+# not a damaged plan (TensorRT gives no figure for what loading takes besides the weights).
 DESERIALIZE_HEADROOM = 256 << 20
 __all__ = ["MISSING_PYCUDA", "MISSING_TENSORRT", "EngineResourceError", "TensorRTBackend", "gpu_identity",
            "parse_device", "require_pycuda", "require_tensorrt", "start_tensorrt", "tensorrt_available",
