@@ -226,6 +226,25 @@ def test_segmenter_on_the_cuda_provider_gives_the_cpu_paths_masks(cpu_kernels_on
     assert gpu.primary(0).retains == 1 and gpu.pycuda_stack() == []  # only the CUDA runtime's retain is left
 
 
+def test_four_threads_on_one_cuda_segmenter_get_what_each_gets_alone(cpu_kernels_on_the_fake_gpu: FakeGpu,
+                                                                      provider: FakeCudaProvider,
+                                                                      model: Path) -> None:
+    """Robot callbacks on four threads share one segmenter on ONNX Runtime's CUDA provider: each mask is the one
+    its frame gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from unetrt.segmenter import Segmenter
+
+    frames = smooth_frames((48, 64, 3), 8)
+    with Segmenter(model, backend="onnxruntime", device="cuda") as segmenter:
+        alone = [segmenter.segment(frame).mask for frame in frames]
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(lambda frame: segmenter.segment(frame).mask, frames * 3))
+    for index, mask in enumerate(together):
+        np.testing.assert_array_equal(mask, alone[index % len(frames)])
+    assert not provider.refused
+
+
 # --- the fake CUDA provider's own rules (tests/fakes/onnxruntime_cuda.py) --------------------------------------
 
 
