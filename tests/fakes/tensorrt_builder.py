@@ -482,9 +482,7 @@ def _head_precision(network: NetworkDefinition, config: BuilderConfig, precision
 
     output = network.get_output(0).name
     if network.strongly_typed:
-        graph = onnx.shape_inference.infer_shapes(onnx.load_from_string(network.onnx_model)).graph
-        types = {value.name: value.type.tensor_type.elem_type for value in (*graph.input, *graph.value_info,
-                                                                             *graph.output)}
+        graph, types = _inferred_types(onnx.load_from_string(network.onnx_model))
         head = next(node for node in graph.node if output in node.output)
         return "fp16" if types.get(head.input[0]) == onnx.TensorProto.FLOAT16 else "fp32"
     if precision == "fp32":
@@ -495,14 +493,23 @@ def _head_precision(network: NetworkDefinition, config: BuilderConfig, precision
     return "fp32" if pinned and BuilderFlag.OBEY_PRECISION_CONSTRAINTS in config.flags else precision
 
 
-def _convolves_in_fp16(model: Any) -> bool:
-    """Whether a convolution's input tensor is FP16, by ONNX type inference [TYPING]."""
+def _inferred_types(model: Any) -> tuple[Any, dict[str, int]]:
+    """The graph after ONNX type inference, and every tensor's element type, as a strongly typed network infers
+    them [TYPING]."""
     import onnx
 
     graph = onnx.shape_inference.infer_shapes(model).graph
     types = {value.name: value.type.tensor_type.elem_type for value in (*graph.input, *graph.value_info,
                                                                          *graph.output)}
     types.update({tensor.name: tensor.data_type for tensor in graph.initializer})
+    return graph, types
+
+
+def _convolves_in_fp16(model: Any) -> bool:
+    """Whether a convolution's input tensor is FP16 [TYPING]."""
+    import onnx
+
+    graph, types = _inferred_types(model)
     return any(types.get(node.input[0]) == onnx.TensorProto.FLOAT16 for node in graph.node
                if node.op_type in ("Conv", "ConvTranspose"))
 
