@@ -91,8 +91,8 @@ class BuildOptions:
         dla_core: run the layers a DLA supports on this DLA core, the others on the GPU (None: GPU only).
         working_size: (width, height) in place of the model's own, for the default profile.
         verbose: TensorRT's verbose log.
-        progress: a tqdm bar per build phase where TensorRT offers IProgressMonitor (where it does, Ctrl-C and
-            SIGTERM stop the build at its next step, bars or not).
+        progress: a tqdm bar per build phase (TensorRT's IProgressMonitor; Ctrl-C and SIGTERM stop the build at
+            its next step, bars or not).
 
     Raises:
         ValueError: on a non-positive workspace, an opt level outside 0-5 or a negative DLA core.
@@ -333,6 +333,25 @@ def configure_precision(config: trt.IBuilderConfig, network: trt.INetworkDefinit
     return [*flags, "FP16", "OBEY_PRECISION_CONSTRAINTS"]
 
 
+def tensorrt_has_dla(version: str) -> bool:
+    """Whether this TensorRT release builds DLA engines at all (whether the device has DLA cores is another question).
+
+    NVIDIA, "Working with DLA" (TensorRT 11.4.1): "TensorRT 10.7 was the last 10.x release that supported DLA. DLA
+    was unavailable in TensorRT 11.0 through 11.3 ... TensorRT 11.4.0 supported DLA only on Windows on ARM"; 11.4.1
+    supports it on Jetson AGX Orin under JetPack 7.2.2 or later.
+
+    Example:
+        >>> tensorrt_has_dla("10.3.0"), tensorrt_has_dla("10.13.3"), tensorrt_has_dla("11.4.1")
+        (True, False, True)
+    """
+    parts = []
+    for part in version.split(".")[:3]:
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    release = (*parts, 0, 0)[:3]
+    return release < (10, 8, 0) or release >= (11, 4, 1)
+
+
 def configure_dla(config: trt.IBuilderConfig, builder: trt.Builder, dla_core: int | None,
                   precision: str) -> list[str]:
     """Put the layers a DLA can run on ``dla_core``, the rest on the GPU; returns the flags set.
@@ -562,6 +581,18 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
         profile = fixed_for_dla(profile, ranged=options.min_shape is not None or options.max_shape is not None)
     gpu = gpu_identity(device_index)
     major = tensorrt_major(trt.__version__)
+    if options.dla_core is not None and not tensorrt_has_dla(trt.__version__):
+        raise ValueError(f"--dla-core: TensorRT {trt.__version__} has no DLA support (TensorRT 10.7 was the last 10.x "
+                         "release with DLA; 11.4.1 brought it back for AGX Orin under JetPack 7.2.2 or later); "
+                         "drop --dla-core to build for the GPU")
+    if options.dla_core is not None and quantized and major < 11:
+        # TensorRT 10's DLA quantizes implicitly (calibration scales) and does not take a graph's Q/DQ layers: with
+        # GPU fallback they, and the INT8 layers between them, go to the GPU under the DLA's name (NVIDIA/TensorRT
+        # issue 2222: "Currently, DLA doesn't support QAT yet"; NVIDIA/Model-Optimizer PR 1661: "DLA still only
+        # supports IQ").
+        raise ValueError(f"--dla-core with a Q/DQ INT8 graph: TensorRT {trt.__version__}'s DLA runs no explicitly "
+                         f"quantized (Q/DQ) layer, so {str(onnx_path)!r} would run on the GPU under the DLA's name; "
+                         "build the FP32 model with --precision fp16 for the DLA, or drop --dla-core")
     from .export.fp16 import convert_to_fp16, expand_stored_weights, is_fp16_model
 
     # An FP32 graph that stores its weights as float16 (the bundled models) reaches TensorRT with its float32
@@ -605,12 +636,10 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
             # extract kernel writes half directly (a strongly typed network takes its input type from the graph).
             image.dtype = trt.float16
         builder_flags += configure_dla(config, builder, options.dla_core, precision)
-        if hasattr(trt, "IProgressMonitor"):
-            # IProgressMonitor is missing from the Python bindings of early TensorRT 10 releases: there, Ctrl-C and
-            # SIGTERM wait for the build to end. Kept in a local too, so that it outlives the build whatever
-            # reference the bindings keep.
-            monitor = _progress_monitor(cancel, options.progress)
-            config.progress_monitor = monitor
+        # Kept in a local too, so that it outlives the build whatever reference the bindings keep ("The lifetime of
+        # the IProgressMonitor must exceed the lifetime of all TensorRT objects that use it").
+        monitor = _progress_monitor(cancel, options.progress)
+        config.progress_monitor = monitor
         shape_profile = builder.create_optimization_profile()
         shape_profile.set_shape(image.name, trt.Dims4(*profile.min), trt.Dims4(*profile.opt), trt.Dims4(*profile.max))
         config.add_optimization_profile(shape_profile)

@@ -140,6 +140,45 @@ def test_impossible_dla_requests(options: BuildOptions, message: str, fake_trt: 
     assert not any(tmp_path.iterdir())
 
 
+def test_a_dla_is_not_asked_for_a_qdq_graph_on_tensorrt_10(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                           tmp_path: Path) -> None:
+    """TensorRT 10's DLA takes implicit quantization (calibration scales) only, not a graph's Q/DQ nodes: with GPU
+    fallback a QDQ graph's layers ran on the GPU under the DLA's name. Refused before the build, naming FP16."""
+    from unetrt.export.quantize import quantize_onnx
+
+    batches = [np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)]
+    qdq = quantize_onnx(tiny_model_files["onnx"], tmp_path / "tiny.int8.onnx", batches, "minmax", "tensorrt")
+    plan = tmp_path / "tiny.plan"
+    with pytest.raises(ValueError, match=r"DLA .*Q/DQ.*--precision fp16"):
+        build_engine(qdq, plan, BuildOptions(int8=True, dla_core=0, progress=False))
+    assert not plan.exists() and builds() == 0
+    # The GPU alone still builds it.
+    assert build_engine(qdq, plan, BuildOptions(int8=True, progress=False)).precision == "int8"
+
+
+@pytest.mark.parametrize("version", ["10.8.0", "10.13.3", "11.0.0", "11.4.0"])
+def test_a_dla_is_refused_where_tensorrt_has_no_dla_support(version: str, monkeypatch: pytest.MonkeyPatch,
+                                                            tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    """NVIDIA: "TensorRT 10.7 was the last 10.x release that supported DLA"; "DLA was unavailable in TensorRT 11.0
+    through 11.3 ... TensorRT 11.4.0 supported DLA only on Windows on ARM" (Working with DLA, TensorRT 11.4.1)."""
+    install_fake_tensorrt_gpu(monkeypatch, version=version)
+    plan = tmp_path / "tiny.plan"
+    with pytest.raises(ValueError, match=rf"TensorRT {version} has no DLA support"):
+        build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True, dla_core=0, progress=False))
+    assert not plan.exists() and builds() == 0
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "10.7.0", "11.4.1"])
+def test_a_dla_is_used_where_tensorrt_supports_it(version: str, monkeypatch: pytest.MonkeyPatch,
+                                                  tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("onnxconverter_common")
+    install_fake_tensorrt_gpu(monkeypatch, version=version)
+    plan = tmp_path / "tiny.plan"
+    build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True, dla_core=0, progress=False))
+    fake = deserialize(plan.read_bytes())
+    assert fake is not None and fake.dla_core == 0
+
+
 def test_profile_is_fixed_at_the_working_size(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                               tmp_path: Path) -> None:
     # Finding 8 (profile part): frames reach the network at the working size only.

@@ -47,6 +47,14 @@ Documents cited (TensorRT 10 C++ and Python API references, Developer Guide):
   Supported Layers and Restrictions": "DLA does not support dynamic dimensions, so the profile's min, max, and opt
   values must be equal for wildcard dimensions": with a range, every layer is one the DLA cannot run (on the GPU
   with GPU_FALLBACK, and the plan holds no DLA loadable: the fake records no core).
+* [DLA-QDQ] Before TensorRT 11 the DLA takes implicit quantization only, not Q/DQ layers: "Currently, DLA doesn't
+  support QAT yet" (NVIDIA/TensorRT issue 2222, a maintainer), "DLA still only supports IQ" (NVIDIA/Model-Optimizer
+  PR 1661, 2026), and cuDLA-samples issue 19 ("layer '.../_input_quantizer/Constant_1_output_0' is not supported
+  on DLA"). A Q/DQ network built for a DLA with GPU fallback runs on the GPU: the fake records no core.
+* [DLA-RELEASE] "TensorRT 10.7 was the last 10.x release that supported DLA. DLA was unavailable in TensorRT 11.0
+  through 11.3 ... TensorRT 11.4.0 supported DLA only on Windows on ARM" (Working with DLA, TensorRT 11.4.1); GPU
+  fallback covers "There are no DLA engines available on the platform" (DLA Runtime Configuration): the fake
+  records no core for such a release.
 * [DEVICE] TensorRT Developer Guide, FAQ "How do I use TensorRT on multiple GPUs?": "Each ICudaEngine object is
   bound to a specific GPU when it is instantiated, either by the builder or on deserialization. To select the GPU,
   use cudaSetDevice() before calling the builder"; with no device set, the CUDA runtime works on device 0 (CUDA C++
@@ -442,7 +450,15 @@ class Builder:
             dynamic = profile is not None and not tuple(profile[0]) == tuple(profile[1]) == tuple(profile[2])
             if (precision == "fp32" or dynamic) and BuilderFlag.GPU_FALLBACK not in config.flags:
                 return None
-            dla_core = None if dynamic else config.DLA_core
+            # [DLA-QDQ]: before TensorRT 11 the DLA takes no Q/DQ layer; with GPU fallback the plan holds no DLA work.
+            explicit = _major(self.tensorrt_version) < 11 and _has_qdq(network.onnx_model)
+            # [DLA-RELEASE]: a release without DLA support runs every layer on the GPU (GPU fallback: "There are no
+            # DLA engines available on the platform").
+            release = tuple(int(part) for part in self.tensorrt_version.split(".")[:3])
+            explicit = explicit or (10, 8, 0) <= release < (11, 4, 1)
+            if explicit and BuilderFlag.GPU_FALLBACK not in config.flags:
+                return None
+            dla_core = None if dynamic or explicit else config.DLA_core
         if not _native_call(lambda: _run_phases(config.progress_monitor, Builder.steps, Builder.on_step)):
             with Builder._count_lock:
                 Builder.cancelled += 1
@@ -568,6 +584,14 @@ def _run_phases(monitor: IProgressMonitor | None, steps: int, on_step: Callable[
             for name, _parent, _count in reversed(phases):
                 _call_monitor(monitor.phase_finish, name)
     return True
+
+
+def _has_qdq(onnx_model: bytes) -> bool:
+    """Whether the parsed graph is explicitly quantized (QuantizeLinear / DequantizeLinear nodes) [DLA-QDQ]."""
+    import onnx
+
+    graph = onnx.load_from_string(onnx_model).graph
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
 
 
 def _major(version: str) -> int:
