@@ -25,9 +25,9 @@ from pathlib import Path
 
 from .backends import PRECISIONS, open_backend, tensorrt_gpu_available
 from .backends.registry import backend_help
-from .cli import parse_size, run_cli
-from .cli_options import CommandParser
-from .plan_cache import ENGINE_CACHE_ENV, engine_cache_dir
+from .cli import run_cli
+from .cli_options import CommandParser, add_size
+from .plan_cache import ENGINE_CACHE_ENV, NoCacheFolderError, engine_cache_dir
 
 L4T_RELEASE_FILE = "/etc/nv_tegra_release"  # a Jetson's Linux for Tegra release, e.g. "# R36 (release), REVISION: 4.3"
 
@@ -40,8 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default="auto", help=backend_help())
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="as unet-stream --precision")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--working-size", type=parse_size, metavar="WxH",
-                        help="as unet-stream --working-size: the engine of that size is the one opened (and built)")
+    add_size(parser, help="as unet-stream --size: the engine of that size is the one opened (and built)")
     parser.add_argument("--build", action="store_true",
                         help="build and cache the TensorRT engine now when none is cached (minutes on a Jetson)")
     return parser
@@ -129,9 +128,12 @@ def report(args: argparse.Namespace) -> Report:
     """
     numpy = _version("numpy")
     opencv, has_opencv = _opencv_line()
+    try:
+        cache = f"engine cache: {engine_cache_dir()} (set {ENGINE_CACHE_ENV} to move it)"
+    except NoCacheFolderError as exc:
+        cache = f"engine cache: none: {exc}"
     lines = [f"unetrt {_version('unetrt')}, Python {platform.python_version()} ({platform.machine()}), "
-             f"NumPy {numpy}", opencv, _gpu_line(), _driver_line(), _kernels_line(),
-             f"engine cache: {engine_cache_dir()} (set {ENGINE_CACHE_ENV} to move it)"]
+             f"NumPy {numpy}", opencv, _gpu_line(), _driver_line(), _kernels_line(), cache]
     problems = []
     if not has_opencv:
         problems.append("unet-stream cannot run without OpenCV (the OpenCV line says how to get it)")

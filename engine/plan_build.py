@@ -43,6 +43,7 @@ import dataclasses
 import hashlib
 import sys
 import threading
+import time
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
@@ -74,6 +75,8 @@ MAX_OPT_LEVEL = 5
 # The workspace cap on integrated GPUs: at most this, and at most this fraction of the device's memory.
 INTEGRATED_WORKSPACE_CAP_MIB = 1024
 INTEGRATED_WORKSPACE_FRACTION = 4
+# Seconds between the progress lines of a build whose stderr is not a terminal.
+PROGRESS_NOTE_S = 30.0
 MISSING_ONNX = "building a TensorRT engine needs the onnx package: run `pip install onnx`"
 
 
@@ -199,6 +202,10 @@ def _progress_monitor(cancel: threading.Event, bars: bool) -> Any:
     import tensorrt as trt
     from tqdm import tqdm
 
+    # tqdm draws nothing where stderr is not a terminal (a systemd journal, ros2 launch, docker logs): a line every
+    # PROGRESS_NOTE_S there, so that minutes of a first build do not look like a hang.
+    notes = bars and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+
     class BuildMonitor(trt.IProgressMonitor):
         """Stops the build at its next step once ``cancel`` is set; one tqdm bar per phase when ``bars``."""
 
@@ -207,6 +214,17 @@ def _progress_monitor(cancel: threading.Event, bars: bool) -> Any:
             self._bars: dict[str, Any] = {}
             # TensorRT calls the monitor from several builder threads.
             self._lock = threading.Lock()
+            self._started = self._noted = time.monotonic()
+
+        def _note(self, phase_name: str, step: int) -> None:
+            now = time.monotonic()
+            if not notes or now - self._noted < PROGRESS_NOTE_S:
+                return
+            self._noted = now
+            bar = self._bars.get(phase_name)
+            total = f"/{bar.total}" if bar is not None and bar.total else ""
+            print(f"unetrt: still building the TensorRT engine ({now - self._started:.0f} s so far; {phase_name} "
+                  f"{step + 1}{total}); it is cached once built", file=sys.stderr, flush=True)
 
         def phase_start(self, phase_name: str, parent_phase: str, num_steps: int) -> None:
             with self._lock:
@@ -218,6 +236,7 @@ def _progress_monitor(cancel: threading.Event, bars: bool) -> Any:
                 bar = self._bars.get(phase_name)
                 if bar is not None:
                     bar.update(step + 1 - bar.n)
+                self._note(phase_name, step)
             # False asks TensorRT to stop the build (IProgressMonitor.stepComplete).
             return not cancel.is_set()
 

@@ -27,7 +27,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,19 +54,32 @@ class PlanNotCachedError(LookupError):
     """No usable cached engine, and building was not allowed (``build=False``, ``--no-build``)."""
 
 
+class NoCacheFolderError(ValueError):
+    """No engine cache folder can be named: no home directory (``HOME`` unset and no passwd entry for this user, as
+    in a container started with a numeric user id) and no ``$UNETRT_ENGINE_CACHE``."""
+
+
 def engine_cache_dir() -> Path:
     """The folder of cached engines: ``$UNETRT_ENGINE_CACHE``, else ``$XDG_CACHE_HOME/unetrt/engines``, else
     ``~/.cache/unetrt/engines`` (the XDG base-directory default).
+
+    Raises:
+        NoCacheFolderError: when the folder depends on a home directory this process has none of.
 
     Example:
         >>> engine_cache_dir().name  # doctest: +SKIP
         'engines'
     """
     override = os.environ.get(ENGINE_CACHE_ENV)
-    if override:
-        return Path(override).expanduser()
     base = os.environ.get("XDG_CACHE_HOME")
-    root = Path(base).expanduser() if base and Path(base).is_absolute() else Path.home() / ".cache"
+    try:
+        if override:
+            return Path(override).expanduser()
+        root = Path(base).expanduser() if base and Path(base).is_absolute() else Path.home() / ".cache"
+    except RuntimeError as exc:  # pathlib: "Could not determine home directory."
+        raise NoCacheFolderError(f"no folder for the engine cache: this process has no home directory (HOME is "
+                                 f"not set and user {os.getuid()} has none); set {ENGINE_CACHE_ENV} to a writable "
+                                 "folder") from exc
     return root / "unetrt" / "engines"
 
 
@@ -227,6 +240,22 @@ def _announce(text: str) -> None:
     print(f"unetrt: {text}", file=sys.stderr, flush=True)
 
 
+# Files a container runtime leaves at its root (Docker; Podman), and the root a container's own file system is at.
+CONTAINER_MARKERS = (Path("/.dockerenv"), Path("/run/.containerenv"))
+CONTAINER_ROOT = Path("/")
+
+
+def _lost_with_container(folder: Path) -> bool:
+    """Whether ``folder`` lies in a container's own file system (not a mounted volume), which ``docker run --rm``
+    (jetson-containers' default) discards when the container ends: a cache there is rebuilt at every start."""
+    if not any(marker.exists() for marker in CONTAINER_MARKERS):
+        return False
+    try:
+        return folder.stat().st_dev == CONTAINER_ROOT.stat().st_dev
+    except OSError:
+        return False
+
+
 def _private_folder_parents() -> list[Path | None]:
     """Where a process's own engine folder may go, in order: shared memory where there is some (an engine cache
     that cannot be written is often a full disk, a Jetson's SD card, and the temporary folder is usually on that
@@ -242,12 +271,74 @@ def _private_folder(parent: Path | None) -> Path:
     return folder
 
 
+def _owner(path: Path) -> tuple[int, int]:
+    """(uid, gid) of an existing path."""
+    status = path.stat()
+    return status.st_uid, status.st_gid
+
+
+def _nearest_existing(folder: Path) -> Path | None:
+    return next((candidate for candidate in (folder, *folder.parents) if candidate.exists()), None)
+
+
+def _owner_to_hand_back(folder: Path) -> tuple[int, int] | None:
+    """Whom what a root process writes into ``folder`` must belong to: the owner of its nearest existing folder
+    when that is another user (``sudo -E`` keeps the user's HOME; a root service pointed at a user's cache), so
+    that the user can still replace and remove it. None: keep the files as written."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None
+    existing = _nearest_existing(folder)
+    if existing is None:
+        return None
+    owner = _owner(existing)
+    return owner if owner[0] != 0 else None
+
+
+def _hand_back(paths: list[Path], owner: tuple[int, int] | None) -> None:
+    """Give ``paths`` (those that exist) to ``owner``; a failure only costs the user a chown, so it is ignored."""
+    if owner is None:
+        return
+    for path in paths:
+        with suppress(OSError):
+            os.chown(path, *owner)
+
+
+def _ownership_hint(folder: Path, exc: OSError) -> str:
+    """For a cache refused for its permissions that another user owns (a run with sudo made it): the chown."""
+    import errno
+
+    if exc.errno not in (errno.EACCES, errno.EPERM) or not hasattr(os, "geteuid"):
+        return ""
+    existing = _nearest_existing(folder)
+    if existing is None or _owner(existing)[0] == os.geteuid():
+        return ""
+    uid = _owner(existing)[0]
+    top = existing
+    while top.parent != top and top.parent.exists() and _owner(top.parent)[0] == uid:
+        top = top.parent
+    return (f"; {top} belongs to {_user_name(uid)} (a run with sudo?): sudo chown -R {_user_name(os.geteuid())}: "
+            f"{top} gives it back, and later starts load their engines again")
+
+
+def _user_name(uid: int) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return str(uid)
+
+
 def _writable_folder(folder: Path, stem: str) -> Path:
     """``folder`` when an engine can be cached there, else a private folder for this process.
 
     Checked before the build (minutes on a Jetson), so that a read-only file system or a service account
     without a home still gets its engine, told once that later starts will build again and how to avoid it.
     """
+    owner = _owner_to_hand_back(folder)
+    existing = _nearest_existing(folder)
+    created = [] if existing is None else [p for p in (folder, *folder.parents) if p.is_relative_to(existing)
+                                           and p != existing]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / f"{stem}.lock", "a+b"):
@@ -255,8 +346,10 @@ def _writable_folder(folder: Path, stem: str) -> Path:
     except OSError as exc:
         fallback = _private_folder(_private_folder_parents()[0])
         _announce(f"cannot write the engine cache {folder} ({exc.strerror or exc}); this run builds into "
-                  f"{fallback}, and every start will build again: set {ENGINE_CACHE_ENV} to a writable folder")
+                  f"{fallback}, and every start will build again: set {ENGINE_CACHE_ENV} to a writable folder"
+                  f"{_ownership_hint(folder, exc)}")
         return fallback
+    _hand_back([*created, folder / f"{stem}.lock"], owner)
     return folder
 
 
@@ -283,6 +376,77 @@ def _write_outside_cache(built: BuiltPlan, stem: str, folder: Path, error: OSErr
         return plan
     raise ValueError(f"the TensorRT engine was built but could not be written to {folder} ({reason}), nor to a "
                      f"temporary folder; free space there or set {ENGINE_CACHE_ENV} to another folder") from error
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    """'10.3.0' -> (10, 3, 0); the leading numbers only ('10.3.0.post1' -> (10, 3, 0))."""
+    parts = []
+    for part in version.split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
+
+
+def _superseded_entries(folder: Path, key: PlanKey, onnx_path: str | Path) -> list[tuple[Path, PlanMetadata]]:
+    """Entries of this cache that the entry of ``key`` replaces, each with the reason of the new build.
+
+    An entry is superseded when it was built from the same ONNX file path at the same precision, working size and
+    DLA core for the same GPU, but by an older TensorRT (a JetPack upgrade), from other bytes of that file (a
+    retrained model), or under an older cache key of unetrt: none of them can load here again, and each is a
+    plan's size (tens of MB) on a Jetson's eMMC or SD card. Entries of a newer TensorRT are kept (another venv may
+    use them), and so is anything whose metadata cannot be read.
+    """
+    found = []
+    for metadata_file in folder.glob(f"{key.model_name}-{key.precision}-*.plan.json"):
+        plan = metadata_file.with_suffix("")
+        if plan.name == f"{key.stem}.plan":
+            continue
+        try:
+            metadata = read_plan_metadata(plan)
+        except (OSError, ValueError):
+            continue
+        same_slot = (metadata.source == str(onnx_path) and metadata.precision == key.precision
+                     and metadata.info.working_size == key.working_size and metadata.dla_core == key.dla_core
+                     and metadata.gpu == key.gpu)
+        if same_slot and _version_tuple(metadata.tensorrt_version) <= _version_tuple(key.tensorrt_version):
+            found.append((plan, metadata))
+    return found
+
+
+def _why_superseded(metadata: PlanMetadata, key: PlanKey) -> str:
+    if metadata.tensorrt_version != key.tensorrt_version:
+        return (f"the cached engine was built by TensorRT {metadata.tensorrt_version}, and this is "
+                f"{key.tensorrt_version}")
+    if metadata.source_sha256 != key.source_sha256:
+        return "the ONNX file changed since its engine was built"
+    return "this version of unetrt builds its engines anew"
+
+
+def _remove_superseded(folder: Path, entries: list[tuple[Path, PlanMetadata]], key: PlanKey,
+                       progress: bool) -> None:
+    """Remove the entries the new one replaced, and the timing caches of older TensorRT versions on this GPU."""
+    if not entries:
+        return
+    freed = 0
+    for plan, metadata in entries:
+        size = plan.stat().st_size if plan.is_file() else 0
+        try:
+            discard_entry(plan, metadata.plan_sha256)
+            plan.with_suffix(".lock").unlink(missing_ok=True)
+        except OSError:
+            continue
+        freed += size
+    current = _timing_cache_name(key)
+    suffix = current.removeprefix(f"timing-{key.tensorrt_version}")
+    for timing in folder.glob(f"timing-*{suffix}"):
+        version = timing.name.removeprefix("timing-").removesuffix(suffix)
+        if timing.name != current and _version_tuple(version) < _version_tuple(key.tensorrt_version):
+            freed += timing.stat().st_size
+            timing.unlink(missing_ok=True)
+    if progress:
+        _announce(f"removed {len(entries)} cached engine(s) of {key.model_name} that this one replaces "
+                  f"({freed / 2**20:.0f} MB)")
 
 
 def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tuple[int, int] | None = None,
@@ -318,7 +482,13 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
         >>> plan = cached_plan(bundled_model_path("camvid"))  # doctest: +SKIP
     """
     key = plan_key(onnx_path, precision, working_size, dla_core, device_index)
-    folder = Path(cache_dir) if cache_dir is not None else engine_cache_dir()
+    try:
+        folder = Path(cache_dir) if cache_dir is not None else engine_cache_dir()
+    except NoCacheFolderError as exc:
+        if not build:
+            raise PlanNotCachedError(f"no usable cached TensorRT engine for {key.describe()}: {exc}") from exc
+        folder = _private_folder(_private_folder_parents()[0])
+        _announce(f"{exc}; this run builds into {folder}, and every start will build again")
     plan = folder / f"{key.stem}.plan"
     problem = entry_problem(plan, key)
     if problem is None:
@@ -343,13 +513,21 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
             stale.unlink(missing_ok=True)
         from .plan_build import build_plan, save_timing_cache
 
+        superseded = _superseded_entries(folder, key, onnx_path)
+        if superseded and problem == "no engine is cached":
+            problem = _why_superseded(superseded[0][1], key)
         if progress:
+            later = (f"later starts load it from {folder}" if not _lost_with_container(folder) else
+                     f"but {folder} is in this container's own file system, lost when the container is removed "
+                     f"(docker run --rm): mount a volume and set {ENGINE_CACHE_ENV} to a folder in it "
+                     f"(jetson-containers: -e {ENGINE_CACHE_ENV}=/data/models/unetrt) so that later starts load it")
             _announce(f"building a TensorRT engine for {key.describe()} ({problem}); the first run on a Jetson "
-                      f"takes minutes, later starts load it from {folder}")
+                      f"takes minutes, {later}")
+        timing_cache = folder / _timing_cache_name(key)
         options = BuildOptions(fp16=key.precision == "fp16", int8=key.precision == "int8",
                                working_size=key.working_size,
                                dla_core=dla_core, progress=progress,
-                               timing_cache=folder / _timing_cache_name(key))
+                               timing_cache=timing_cache)
         built = build_plan(onnx_path, options, device_index)
         try:
             write_plan(plan, built.plan, built.metadata)
@@ -357,8 +535,11 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
             # The disk filled up (or the folder changed hands) while the plan was written.
             return _write_outside_cache(built, key.stem, folder, exc)
         save_timing_cache(options.timing_cache, built.timing_cache)
+        _hand_back([plan, metadata_path(plan), timing_cache], _owner_to_hand_back(folder))
         if progress:
             _announce(f"cached {plan}")
+    # After the entry's lock: removing one takes that entry's lock.
+    _remove_superseded(folder, superseded, key, progress)
     return plan
 
 

@@ -66,6 +66,18 @@ def scratch_engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
     patch.undo()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def outside_any_container() -> Iterator[None]:
+    """The tests' engine caches are scratch folders: the note for a cache inside a throwaway container (this
+    machine, or CI, may well be one) is tested where a test asks for it, not on every first build."""
+    from unetrt import plan_cache
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(plan_cache, "CONTAINER_MARKERS", ())
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` beside the checkout; tests that need it skip where it is absent."""

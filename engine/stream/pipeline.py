@@ -109,6 +109,9 @@ class Stream:
             check_not_input(self._output, input_files(self.source))
             check_existing_output(self._output, self.options.overwrite)
         self._owns_segmenter = isinstance(segmenter, str | Path)
+        if self._owns_segmenter:
+            # Before the model is opened: its first open on a Jetson builds a TensorRT engine for minutes.
+            _check_camera_exists(self.source, self.options.wait)
         self.segmenters: list[FrameSegmenter] = self._segmenters(segmenter)
         try:
             self.segmenter: FrameSegmenter = self.segmenters[0]
@@ -153,10 +156,7 @@ class Stream:
         if self._state != "new":
             raise ValueError(f"this stream is {self._state}; a Stream runs once, make a new one")
         options = self.options
-        device = missing_local_device(self.source)
-        if device is not None and options.wait is None:
-            raise SourceError(f"camera {device!r} does not exist (see ls /dev/video*); check the cable and the "
-                              "number, or pass wait=SECONDS (--wait SECONDS) to wait for it to be plugged in")
+        _check_camera_exists(self.source, options.wait)  # again: it may have been unplugged since
         if not self.source.live:
             self.source.open()
         elif not open_when_up(self.source, self._stop, options.reconnect_delay, options.max_reconnects,
@@ -317,6 +317,18 @@ class Stream:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _check_camera_exists(source: FrameSource, wait: float | None) -> None:
+    """Refuse a local camera whose device file does not exist, unless the stream is to wait for it.
+
+    Raises:
+        SourceError: naming the device and how to wait for it.
+    """
+    device = missing_local_device(source)
+    if device is not None and wait is None:
+        raise SourceError(f"camera {device!r} does not exist (see ls /dev/video*); check the cable and the "
+                          "number, or pass wait=SECONDS (--wait SECONDS) to wait for it to be plugged in")
 
 
 def _check_arguments(segmenter: object, output: object, callback: object) -> None:

@@ -91,6 +91,10 @@ def open_segmenters(model: str | Path, options: dict[str, Any], workers: int | N
         if count > 1 and device != "cpu":
             raise ValueError(f"workers={workers} shares CPU cores among segmenters, but {str(model)!r} runs on "
                              f"{device}, which one worker keeps busy: use workers=1 (--workers 1)")
+        if count > 1 and options.get("backend", "auto") == "auto":
+            # The others open on the backend the first one runs on: where the automatic first choice gave way (a
+            # TensorRT engine that failed to build, minutes on a Jetson), each would try it again before falling back.
+            options = {**options, "backend": first.backend.name}
         if count > 1 and threads is None:
             # The first one holds every core's threads; open them all again with an equal share.
             first.close()  # idempotent: closed again below should an interrupt land before the list is emptied

@@ -36,3 +36,11 @@ def test_a_bad_argument_is_one_line(argv: list[str], capsys: pytest.CaptureFixtu
         main(argv)
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and err.count("\n") == 1 and err.startswith("python -m unetrt.doctor: error: ")
+
+
+@pytest.mark.parametrize("spelling", ["--size", "--working-size"])
+def test_the_working_size_is_spelled_as_in_every_command(spelling: str) -> None:
+    # The README: --size is spelled the same in every command; the doctor took only --working-size.
+    from unetrt.doctor import build_parser
+
+    assert build_parser().parse_args([spelling, "320x240"]).working_size == (320, 240)

@@ -656,3 +656,221 @@ def test_the_first_run_on_a_dla_puts_the_network_on_it(first_run: Path) -> None:
     assert built is not None and built.dla_core == 0
     for mask, single in zip(masks, alone):
         np.testing.assert_array_equal(mask, single)
+
+
+def test_a_failed_first_build_is_tried_once_by_a_stream_of_several_workers(
+        first_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A build that fails (an 8 GB Orin Nano out of memory, minutes in) gives way to the CPU: the stream's CPU
+    workers open on that fallback, not by trying the build again each (1 + 4 builds on a 6-core Orin Nano)."""
+    from unetrt.stream.workers import open_segmenters
+
+    def failing(self: Builder, network: object, config: object) -> None:
+        Builder.builds += 1
+        return None  # TensorRT's answer to a failed build
+
+    monkeypatch.setattr(Builder, "build_serialized_network", failing)
+    monkeypatch.setattr("unetrt.cpu.usable_cores", lambda: 6)
+    segmenters = open_segmenters("camvid", {"warm_up": False}, None)
+    try:
+        assert len(segmenters) > 1 and {s.backend.name for s in segmenters} <= {"openvino", "onnxruntime"}
+        assert len({(s.backend.name, s.backend.precision) for s in segmenters}) == 1
+    finally:
+        for segmenter in segmenters:
+            segmenter.close()
+    assert builds() == 1
+    assert capsys.readouterr().err.count("no TensorRT engine") == 1
+
+
+def test_a_missing_camera_is_reported_before_the_first_build(first_run: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The first unet-stream on a Jetson builds an engine for minutes: a camera number that does not exist is
+    reported at once, not after that build."""
+    from unetrt.stream.cli import main
+
+    device = "/dev/video97"
+    if os.path.exists(device) or not sys.platform.startswith("linux"):
+        pytest.skip(f"needs Linux without {device}")
+    assert main([device, "--headless"]) == 2
+    err = capsys.readouterr().err
+    assert f"camera {device!r} does not exist" in err and "building a TensorRT engine" not in err
+    assert builds() == 0
+
+
+@pytest.mark.parametrize("override", [None, "~/engines"], ids=["default", "tilde-in-UNETRT_ENGINE_CACHE"])
+def test_no_home_directory_still_ends_on_tensorrt(first_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  override: str | None, capsys: pytest.CaptureFixture[str]) -> None:
+    """HOME unset and no passwd entry (a container run with a numeric user id, env -i): pathlib cannot name a
+    home, and that RuntimeError escaped as a traceback instead of the private-folder fallback."""
+    import pwd
+
+    from unetrt.doctor import main as doctor
+
+    def unknown_user(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", unknown_user)
+    # The CPU fallback a Jetson has (OpenVINO's own telemetry needs a home directory too).
+    monkeypatch.setattr("unetrt.backends.openvino.openvino_available", lambda: False)
+    if override is None:
+        monkeypatch.delenv("UNETRT_ENGINE_CACHE")
+    else:
+        monkeypatch.setenv("UNETRT_ENGINE_CACHE", override)
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    assert builds() == 1
+    assert "has no home directory" in capsys.readouterr().err
+    with Segmenter("camvid", build=False, warm_up=False) as segmenter:
+        assert segmenter.backend.name != "tensorrt"
+    assert "no home directory" in capsys.readouterr().err
+    assert doctor(["--device", "cpu"]) == 0
+    assert "engine cache: none: no folder for the engine cache" in capsys.readouterr().out
+
+
+def test_a_first_build_logged_to_a_file_says_it_is_still_building(first_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Under systemd, ros2 launch or docker logs stderr is no terminal and tqdm draws nothing: minutes of a first
+    build showed one line, then silence. A line every PROGRESS_NOTE_S (30 s) of the build's own clock, here one
+    that moves 10 s at each reading: 20 steps of tactic selection and 2 of the build take 220 s, 7 lines."""
+    import types
+
+    from unetrt import plan_build
+
+    readings = iter(range(0, 10_000, 10))
+    monkeypatch.setattr(plan_build, "time", types.SimpleNamespace(monotonic=lambda: float(next(readings))))
+    act_during_build(monkeypatch, lambda: None, steps=20, step_s=0)
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    notes = [line for line in capsys.readouterr().err.splitlines() if "still building the TensorRT engine" in line]
+    assert len(notes) == 220 // 30, notes
+    assert notes[0] == ("unetrt: still building the TensorRT engine (30 s so far; Tactic selection 3/20); it is "
+                        "cached once built")
+
+
+@pytest.mark.parametrize("volume", [False, True], ids=["container-layer", "mounted-volume"])
+def test_a_cache_inside_a_throwaway_container_says_so(first_run: Path, tmp_path: Path, volume: bool,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """jetson-containers runs `docker run --rm` with /data mounted: ~/.cache is in the container's own layer, so
+    "later starts load it" was untrue and every start built again for minutes."""
+    import unetrt.plan_cache as plan_cache
+
+    marker = tmp_path / ".dockerenv"
+    marker.touch()
+    monkeypatch.setattr(plan_cache, "CONTAINER_MARKERS", (marker,))
+    monkeypatch.setattr(plan_cache, "CONTAINER_ROOT", tmp_path)  # the cache's own device: the container layer
+    if volume:
+        monkeypatch.setattr(plan_cache, "_lost_with_container", lambda folder: False)  # another device
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    err = capsys.readouterr().err
+    assert ("in this container's own file system, lost when the container is removed" in err) != volume
+    assert ("later starts load it from" in err) == volume
+
+
+def test_a_tensorrt_upgrade_says_why_it_builds_and_removes_the_engine_it_replaces(
+        first_run: Path, gpu: FakeGpu, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A JetPack upgrade (new TensorRT): the first start said "no engine is cached" and kept the old plan and timing
+    cache forever (a plan is tens of MB on an eMMC or SD card). An entry of a newer TensorRT (another venv) stays."""
+    with Segmenter("camvid", warm_up=False):
+        pass
+    with Segmenter("camvid", warm_up=False, working_size=(320, 240)):
+        pass
+    old = _only_entry_of(first_run, (224, 168))
+    capsys.readouterr()
+    install_fake_tensorrt_gpu(monkeypatch, gpu, version="10.4.0")
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    err = capsys.readouterr().err
+    assert "(the cached engine was built by TensorRT 10.3.0, and this is 10.4.0)" in err
+    assert "removed 1 cached engine(s) of camvid that this one replaces" in err
+    assert not old.exists() and not old.with_suffix(".plan.json").exists()
+    assert [path.name for path in first_run.glob("timing-*")] == ["timing-10.4.0-sm_87-16sm.cache"]
+    assert _only_entry_of(first_run, (320, 240)).exists()  # another working size: not replaced by this one
+    newer = _only_entry_of(first_run, (224, 168))
+    install_fake_tensorrt_gpu(monkeypatch, gpu, version="10.3.0")
+    with Segmenter("camvid", warm_up=False):
+        pass
+    assert newer.exists() and "cached engine(s)" not in capsys.readouterr().err
+
+
+def _only_entry_of(cache: Path, working_size: tuple[int, int]) -> Path:
+    plans = [plan for plan in cache.glob("*.plan")
+             if read_plan_metadata(plan).info.working_size == working_size]
+    assert len(plans) == 1, plans
+    return plans[0]
+
+
+def test_a_retrained_model_replaces_its_engine(first_run: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """unet-train, export to the same path, run again: one engine per training run piled up in the cache."""
+    import shutil
+
+    model = tmp_path / "mine.onnx"
+    for name in ("camvid.onnx", "camvid.json"):
+        shutil.copy(MODELS_DIR / name, tmp_path / name.replace("camvid", "mine"))
+    with Segmenter(model, warm_up=False):
+        pass
+    graph = onnx.load(str(model))
+    graph.doc_string = "retrained"
+    onnx.save(graph, str(model))
+    capsys.readouterr()
+    with Segmenter(model, warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    err = capsys.readouterr().err
+    assert "(the ONNX file changed since its engine was built)" in err and "removed 1 cached engine(s)" in err
+    assert len(list(first_run.glob("mine-*.plan"))) == 1
+
+
+def _ownership(monkeypatch: pytest.MonkeyPatch, euid: int, owners: dict[Path, tuple[int, int]]) -> None:
+    """This process runs as ``euid``; a path's owner is its entry in ``owners`` (root where it has none), and
+    os.chown records into it."""
+    import unetrt.plan_cache as plan_cache
+
+    monkeypatch.setattr(plan_cache.os, "geteuid", lambda: euid)
+    monkeypatch.setattr(plan_cache, "_owner", lambda path: owners.get(Path(path), (0, 0)))
+    monkeypatch.setattr(plan_cache.os, "chown", lambda path, uid, gid: owners.__setitem__(Path(path), (uid, gid)))
+
+
+def test_sudo_keeping_the_users_home_leaves_the_cache_to_the_user(first_run: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """sudo -E (a ROS 2 node needing root) keeps HOME: root's first run made ~/.cache, the cache folder and the
+    entry root's, and the user's later starts could cache nothing there (another size, a JetPack upgrade)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    owners = {home: (1000, 1000)}
+    _ownership(monkeypatch, 0, owners)
+    monkeypatch.delenv("UNETRT_ENGINE_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    written = [path for path in home.rglob("*") if "unetrt" in path.parts or path == home / ".cache"]
+    assert len([path for path in written if path.suffix == ".plan"]) == 1
+    assert {path: owners.get(path) for path in written} == {path: (1000, 1000) for path in written}
+
+
+def test_a_cache_a_sudo_run_left_to_root_says_how_to_give_it_back(first_run: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+
+    import unetrt.plan_cache as plan_cache
+
+    home = tmp_path / "home"
+    cache = home / ".cache" / "unetrt" / "engines"
+    cache.mkdir(parents=True)
+    _ownership(monkeypatch, 1000, {home: (1000, 1000)})  # .cache and below: root's
+
+    def refused(path: Path, mode: str = "r") -> object:
+        if Path(path).parent == cache:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return open(path, mode)
+
+    monkeypatch.setattr(plan_cache, "open", refused, raising=False)
+    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(cache))
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    err = capsys.readouterr().err
+    assert f"{home / '.cache'} belongs to root (a run with sudo?): sudo chown -R " in err
