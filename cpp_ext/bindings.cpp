@@ -600,6 +600,29 @@ DType parse_dtype_name(const std::string& name, const char* what) {
 }
 
 
+void check_pointer_alignment(uintptr_t ptr, int64_t align, const char* what) {
+    if (ptr == 0) fail(cat(what, " is a null pointer"));
+    if (ptr % static_cast<uintptr_t>(align) != 0)
+        fail(cat(what, " must be aligned to ", align, " bytes, got address ", ptr));
+}
+
+// cudaMemoryType (driver_types.h).
+constexpr int kMemoryTypeHost = 1;
+constexpr int kMemoryTypeDevice = 2;
+constexpr int kMemoryTypeManaged = 3;
+
+// Whether a kernel may read and write ``ptr``, from what cudaPointerGetAttributes says of it: device and managed
+// memory, and page-locked host memory the device reaches at that very address ("devicePointer: The address which
+// may be dereferenced on the current device to access the memory or NULL if no such address exists",
+// cudaPointerAttributes) - the mapped frames of an integrated GPU (Jetson), which cudaPointerGetAttributes calls
+// cudaMemoryTypeHost ("for registered host memory").
+void check_kernel_pointer(int type, uintptr_t device_pointer, uintptr_t ptr, const char* what) {
+    const bool memory = type == kMemoryTypeDevice || type == kMemoryTypeManaged || type == kMemoryTypeHost;
+    if (!memory || device_pointer != ptr)
+        fail(cat(what, " is not memory the GPU reads at that address; pass device memory (cudaMalloc, torch.cuda, "
+                       "CuPy, pycuda) or page-locked host memory mapped into the device"));
+}
+
 #if defined(UNETRT_WITH_CUDA)
 constexpr bool kCudaBuilt = true;
 
@@ -628,17 +651,15 @@ void require_device() {
 }
 
 void require_device_pointer(uintptr_t ptr, int64_t align, const char* what) {
-    if (ptr == 0) fail(cat(what, " is a null pointer"));
-    if (ptr % static_cast<uintptr_t>(align) != 0)
-        fail(cat(what, " must be aligned to ", align, " bytes, got address ", ptr));
+    check_pointer_alignment(ptr, align, what);
     cudaPointerAttributes attributes{};
     const cudaError_t err = cudaPointerGetAttributes(&attributes, reinterpret_cast<const void*>(ptr));
     if (err != cudaSuccess) {
         cudaGetLastError();
         fail(cat(what, " is not a CUDA pointer (", cudaGetErrorString(err), ")"));
     }
-    if (attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged)
-        fail(cat(what, " is not device memory; pass a pointer from cudaMalloc, torch.cuda, CuPy or pycuda"));
+    check_kernel_pointer(static_cast<int>(attributes.type), reinterpret_cast<uintptr_t>(attributes.devicePointer),
+                         ptr, what);
 }
 
 void check_launch(int err, const char* what) {
@@ -647,10 +668,20 @@ void check_launch(int err, const char* what) {
 #elif defined(UNETRT_EMULATED_CUDA)
 void require_device() {}
 
+// The tests' stand-in for cudaPointerGetAttributes: a callable(ptr) -> (cudaMemoryType, devicePointer) over the fake
+// GPU's memory (set_pointer_attributes); None (the default) takes every pointer for device memory.
+py::object& pointer_attributes() {
+    static py::object* attributes = new py::object(py::none());  // never destroyed: no Python calls at exit
+    return *attributes;
+}
+
+void set_pointer_attributes(py::object attributes) { pointer_attributes() = std::move(attributes); }
+
 void require_device_pointer(uintptr_t ptr, int64_t align, const char* what) {
-    if (ptr == 0) fail(cat(what, " is a null pointer"));
-    if (ptr % static_cast<uintptr_t>(align) != 0)
-        fail(cat(what, " must be aligned to ", align, " bytes, got address ", ptr));
+    check_pointer_alignment(ptr, align, what);
+    if (pointer_attributes().is_none()) return;
+    const auto [type, device_pointer] = pointer_attributes()(ptr).cast<std::pair<int, uintptr_t>>();
+    check_kernel_pointer(type, device_pointer, ptr, what);
 }
 
 void check_launch(int err, const char* what) {
@@ -955,6 +986,9 @@ Raises:
 
 Example:
     >>> small = resize_bilinear_u8(frame, np.empty((192, 256, 3), np.uint8))  # doctest: +SKIP)doc");
+    m.def("set_pointer_attributes", &set_pointer_attributes, py::arg("attributes"),
+          R"doc(What the *_cuda entry points take for cudaPointerGetAttributes: a callable(ptr) -> (cudaMemoryType,
+devicePointer), or None (the default) to take every pointer for device memory.)doc");
     m.def("launched_streams", &unetrt::take_launched_streams,
           R"doc(The stream of every emulated kernel launch since the last call, in order (and forget them).)doc");
 #endif

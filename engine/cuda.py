@@ -35,6 +35,15 @@ MISSING_PYCUDA = (
 )
 # CUstreamCaptureMode: capture only this thread's CUDA calls, so other threads' work cannot break it.
 CAPTURE_MODE_THREAD_LOCAL = 1
+# cuStreamCreate's CU_STREAM_NON_BLOCKING (pycuda's Stream(flags=...) takes the raw flags). A stream that captures
+# CUDA graphs must be non-blocking: "When any stream in the same context is being captured, and it was not created
+# with cudaStreamNonBlocking, any attempted use of the legacy stream is invalid ... It is therefore also invalid to
+# call synchronous APIs in this case" (CUDA C++ Programming Guide, CUDA Graphs, "Prohibited and Unhandled
+# Operations"): with a blocking one, every other thread's legacy-stream work in the primary context (torch's
+# default stream, a synchronous copy) would fail while unetrt captures, and break the capture.
+STREAM_NON_BLOCKING = 1
+# CU_STREAM_LEGACY, the legacy default stream's handle (CUDA Array Interface v3: stream 1).
+STREAM_LEGACY = 1
 _DTYPE_NAMES = {np.dtype(np.uint8): "uint8", np.dtype(np.uint16): "uint16", np.dtype(np.float16): "float16",
                 np.dtype(np.float32): "float32"}
 
@@ -249,7 +258,8 @@ def synchronize_stream(handle: int, what: str) -> None:
     Array Interface ``stream``).
 
     Args:
-        handle: the stream's handle (``CUstream``; 2 is the per-thread default stream).
+        handle: the stream's handle (``CUstream``; 1 is the legacy default stream, 2 the per-thread default
+            stream).
         what: whose stream it is, for the message.
 
     Raises:
@@ -476,7 +486,7 @@ class GraphCache:
     """The CUDA-graph policy: warm up, capture on the next call, replay; a new key drops the graph; a refused
     capture is tried again on the key's next call, and after :data:`CAPTURE_ATTEMPTS` refusals graphs are turned
     off for that key (with one warning); meanwhile the work runs plainly. A refusal can be passing: another
-    thread's legacy-stream work or context-wide synchronize invalidates a capture under way.
+    thread's context-wide synchronize invalidates a capture under way.
 
     Args:
         capture: captures ``enqueue()`` into a graph, or returns None (e.g. :meth:`DriverGraph.capture` on a stream).

@@ -36,6 +36,8 @@ from numpy.typing import NDArray
 
 from ..cuda import (
     MISSING_PYCUDA,
+    STREAM_LEGACY,
+    STREAM_NON_BLOCKING,
     DriverGraph,
     GpuResourceError,
     GraphCache,
@@ -378,7 +380,8 @@ class TensorRTBackend:
         self.max_input_hw: tuple[int, int] | None = self.profile.max_input_hw
         self.max_batch: int | None = self.profile.max_batch
         self._execution = self._new_execution(self._graphs.invalidate)
-        self._stream = cuda.Stream()
+        # Non-blocking: the graphs captured on it must not make other threads' legacy-stream work invalid.
+        self._stream = cuda.Stream(flags=STREAM_NON_BLOCKING)
         try:
             max_out = self._execution.set_shape(self.profile.max)
         except ValueError as exc:
@@ -404,6 +407,10 @@ class TensorRTBackend:
                 f"largest shape {format_shape(self.profile.max)}): {exc}; close other GPU programs or build the "
                 "engine for a smaller working size") from exc
         self._bind_own_buffers()
+        # The stream no longer waits for legacy-stream work implicitly: whatever TensorRT queued there while loading
+        # (a synchronous copy may return before its DMA ends: CUDA Runtime API, "API synchronization behavior")
+        # ends before the first enqueue. Legal while another unetrt backend captures: its stream is non-blocking.
+        synchronize_stream(STREAM_LEGACY, "TensorRT's loading of the engine")
 
     def _new_execution(self, on_change: Callable[[], None]) -> _Execution:
         context = self._engine.create_execution_context()
@@ -486,12 +493,12 @@ class TensorRTBackend:
                     out_pointer = target.ptr
                     streams.append(out_stream)
                 for stream in streams:
-                    if stream not in (None, 1):
-                        # A producer's stream, neither absent nor the legacy default stream (which our blocking
-                        # stream already waits for): its queued work must end first, so that the input is complete
-                        # and nothing still writes into ``out`` (CUDA Array Interface v3, "stream"). That stream
-                        # alone: a context-wide synchronize is invalid while another thread captures a CUDA graph
-                        # in this context, and breaks that capture.
+                    if stream is not None:
+                        # A producer's stream, the legacy default stream (1) included (the backend's stream is
+                        # non-blocking, so it does not wait for it): its queued work must end first, so that the
+                        # input is complete and nothing still writes into ``out`` (CUDA Array Interface v3,
+                        # "stream"). That stream alone: a context-wide synchronize is invalid while another thread
+                        # captures a CUDA graph in this context, and breaks that capture.
                         synchronize_stream(stream, "a caller's CUDA array")
                 try:
                     self._execution.bind(source.ptr, out_pointer, "the caller's device arrays")

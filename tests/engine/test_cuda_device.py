@@ -10,6 +10,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -168,20 +169,30 @@ def test_frame_goes_up_once_and_only_results_come_back(
     assert result.mask.shape == (40, 56) and result.probabilities is not None
 
 
-def test_integrated_gpu_reads_the_frame_in_place(tiny_model_files: dict[str, Path],
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("kernels", [_tiling_emu, _tiling], ids=["emulated", "cpu"])
+@pytest.mark.parametrize("frame_hw", [(40, 56), (60, 80)], ids=["extract", "resize"])
+def test_integrated_gpu_reads_the_frame_in_place(tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                                 kernels: Any, frame_hw: tuple[int, int]) -> None:
     """Finding 9: on an integrated GPU (CU_DEVICE_ATTRIBUTE_INTEGRATED) the frame is copied once into mapped
-    page-locked memory and the kernels read it there: no device copy; the masks are the host path's."""
+    page-locked memory and the kernels read it there: no device copy; the masks are the host path's. The CUDA
+    build's pointer check took only device and managed memory, so on a Jetson the extract (or resize) kernel
+    refused every mapped frame: cudaPointerGetAttributes calls it cudaMemoryTypeHost (emulated: the fake GPU
+    answers for cudaPointerGetAttributes)."""
     gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=True))
     backend = RuntimeBackend(open_backend(tiny_model_files["onnx"]), gpu)
-    device = CudaDevice(backend, kernels=FakeKernels(gpu, _tiling))
-    path = FramePath(device, backend.info)
-    host = FramePath(HostDevice(backend.inner.infer), backend.info)
+    device = CudaDevice(backend, kernels=FakeKernels(gpu, kernels))
+    info = backend.info if frame_hw == (40, 56) else replace(backend.info, working_size=(56, 40))
+    path = FramePath(device, info)
+    host = FramePath(HostDevice(backend.inner.infer), info)
     grid = plan_whole(40, 56, "same", 3)
     for seed in range(2):
-        frame = frames(1, (40, 56, 3), seed=seed)
+        frame = frames(1, (*frame_hw, 3), seed=seed)
+        small = frame[0] if frame_hw == (40, 56) else _resized(frame[0], (40, 56))  # the resize kernel's numbers
         gpu.log.clear()
-        assert np.array_equal(path.run(frame, grid, False)[0].mask, host.run(frame, grid, False)[0].mask)
+        have = path.run(frame, grid, True, probabilities_size="working")[0].probabilities
+        want = host.run([small], grid, True)[0].probabilities
+        assert have is not None and want is not None
+        np.testing.assert_allclose(have, want, rtol=0, atol=1e-6)
         assert "htod" not in kinds(gpu)
     assert gpu.live("pinned") >= 1
     backend.close()
@@ -465,8 +476,8 @@ def test_probabilities_at_the_working_size(fake_gpu: tuple[RuntimeBackend, FakeG
         host.run(frame, grid, True, probabilities_size="half")
 
 
-def _resized(frame: np.ndarray) -> np.ndarray:
-    out = np.empty((48, 64, frame.shape[2]), np.uint8)
+def _resized(frame: np.ndarray, hw: tuple[int, int] = (48, 64)) -> np.ndarray:
+    out = np.empty((*hw, frame.shape[2]), np.uint8)
     _tiling_emu.resize_bilinear_u8(frame, out)  # the resize kernel's own numbers
     return out
 

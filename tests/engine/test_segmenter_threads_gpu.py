@@ -153,6 +153,48 @@ def test_device_input_on_one_thread_leaves_a_capture_on_another_intact(gpu_plan:
             images.free()
 
 
+def test_legacy_stream_work_on_another_thread_during_a_capture_is_not_refused(gpu_plan: tuple[FakeGpu, Path],
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backend captured its graphs on a blocking stream: while it did, any legacy-stream work in the primary
+    context on any other thread (torch's default stream, a synchronous copy) was refused and broke the capture
+    (CUDA Programming Guide, "Prohibited and Unhandled Operations": "When any stream in the same context is being
+    captured, and it was not created with cudaStreamNonBlocking, any attempted use of the legacy stream is
+    invalid")."""
+    from fakes.cuda import primary_context_pushed
+    from fakes.tensorrt import FakeExecutionContext
+
+    gpu, plan = gpu_plan
+    frame = _frames()[0]
+    with Segmenter(plan) as capturing:
+        alone = capturing.segment(frame).mask  # the first call of this size runs plainly; the next one captures
+        in_capture, go_on = threading.Event(), threading.Event()
+        execute = FakeExecutionContext.execute_async_v3
+
+        def held_inside_the_capture(context: FakeExecutionContext, stream: int) -> bool:
+            if gpu.capturing(stream):
+                in_capture.set()
+                go_on.wait(30)
+            return execute(context, stream)
+
+        monkeypatch.setattr(FakeExecutionContext, "execute_async_v3", held_inside_the_capture)
+        masks: list[np.ndarray] = []
+        thread = threading.Thread(target=lambda: masks.append(capturing.segment(frame).mask))
+        gpu.log.clear()
+        thread.start()
+        try:
+            assert in_capture.wait(30)
+            with primary_context_pushed() as cuda:  # another library's work on the same GPU, on this thread
+                memory = cuda.mem_alloc(64)
+                cuda.memcpy_htod(memory, np.arange(64, dtype=np.uint8))
+                memory.free()
+        finally:
+            go_on.set()
+            thread.join()
+        assert [entry for entry in gpu.log if entry[0] == "refused during capture"] == []
+        assert any(entry[0] == "graph" for entry in gpu.log), "the capture was broken: no CUDA graph ran"
+        assert np.array_equal(masks[0], alone)
+
+
 def test_every_runtime_and_builder_shares_one_logger(gpu_plan: tuple[FakeGpu, Path], tiny_model_files: dict[str, Path],
                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """TensorRT's Logger documentation: "the logger is internally considered a singleton, and thus multiple

@@ -34,6 +34,16 @@ The fakes refuse what the real libraries refuse; each rule names its document:
   capture sequence initiated with CU_STREAM_CAPTURE_MODE_GLOBAL"). pycuda's ``DeviceAllocation.__del__`` frees
   too: one collected on such a thread leaks and invalidates the capture (pycuda reports the failed cuMemFree as a
   warning).
+* The legacy default stream (``CU_STREAM_LEGACY``, handle 0 or 1; pycuda's ``stream=None``, and every synchronous
+  call such as pycuda's ``memcpy_htod``) is refused, with ``CUDA_ERROR_STREAM_CAPTURE_IMPLICIT``, while a stream of
+  the same context that was not created with ``CU_STREAM_NON_BLOCKING`` captures a graph, on any thread and in any
+  capture mode, and that capture is invalidated: "When any stream in the same context is being captured, and it was
+  not created with cudaStreamNonBlocking, any attempted use of the legacy stream is invalid ... It is therefore
+  also invalid to call synchronous APIs in this case" (CUDA C++ Programming Guide, CUDA Graphs, "Prohibited and
+  Unhandled Operations"). Otherwise the legacy stream orders with the context's blocking streams, never with
+  non-blocking ones: "The legacy default stream ... synchronizes with all other streams in the same CUcontext
+  except for non-blocking streams" (CUDA Driver API, "Stream synchronization behavior"; ``cuStreamCreate``:
+  ``CU_STREAM_NON_BLOCKING`` "the created stream should perform no implicit synchronization with stream 0").
 * Work queued on a stream is asynchronous: a kernel, a TensorRT enqueue, a copy into device memory, a copy into
   host memory, or a graph launch has not happened when the call returns, only once the stream (or its context) is
   synchronised (CUDA Runtime API, "API synchronization behavior", Asynchronous: "For transfers from device memory to
@@ -46,6 +56,14 @@ The fakes refuse what the real libraries refuse; each rule names its document:
   host must not rewrite it before the stream is synchronised). Freeing memory or destroying a context waits for
   the work queued before it (``cudaFree`` synchronises the device: CUDA C++ Programming Guide, "Implicit
   Synchronization").
+* What a kernel may take for a pointer (``FakeGpu.pointer_attributes``, the stand-in for ``cudaPointerGetAttributes``
+  that ``unetrt._tiling_emu`` consults as the CUDA build consults the real one): device memory is
+  ``cudaMemoryTypeDevice``; page-locked host memory (pinned, mapped or registered) is ``cudaMemoryTypeHost``
+  ("cudaMemoryTypeHost for registered host memory", CUDA Runtime API, ``cudaPointerGetAttributes``) whose device
+  pointer is the host pointer itself ("The pointer value through which allocated host memory may be accessed in
+  kernels on all devices that support unified addressing is the same as the pointer value through which that
+  memory is accessed on the host", CUDA Runtime API, "Unified Addressing"); any other (pageable) address is
+  ``cudaMemoryTypeUnregistered`` ("for unregistered host memory") with no device pointer.
 * Device memory runs out: with ``FakeGpu.memory_bytes`` set, an allocation beyond it raises pycuda's
   ``MemoryError`` (pycuda documentation, ``pycuda.driver.MemoryError``: "Thrown when mem_alloc() or related
   functionality fails"; the driver's ``cuMemAlloc`` returns ``CUDA_ERROR_OUT_OF_MEMORY``).
@@ -81,10 +99,16 @@ CUDA_ERROR_INVALID_CONTEXT = 201
 CUDA_ERROR_INVALID_HANDLE = 400
 CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED = 900
 CUDA_ERROR_STREAM_CAPTURE_INVALIDATED = 901
+CUDA_ERROR_STREAM_CAPTURE_IMPLICIT = 906
+# cuda.h: CU_STREAM_NON_BLOCKING (a cuStreamCreate flag); CU_STREAM_LEGACY is the handle 0x1 (0 means it too).
+STREAM_NON_BLOCKING = 1
+LEGACY_HANDLES = (0, 1)
 # CUdevice_attribute values (cuda.h).
 ATTRIBUTE_MULTIPROCESSOR_COUNT = 16
 ATTRIBUTE_INTEGRATED = 18
 ATTRIBUTE_CAN_MAP_HOST_MEMORY = 19
+# cudaMemoryType (driver_types.h).
+MEMORY_TYPE_UNREGISTERED, MEMORY_TYPE_HOST, MEMORY_TYPE_DEVICE = 0, 1, 2
 ALIGNMENT = 256
 UNLIMITED_TOTAL_BYTES = 8 << 30  # what mem_get_info reports as total for a GPU without ``memory_bytes``
 
@@ -132,6 +156,8 @@ class FakeStream:
     capture_invalidated: bool = False
     capture_thread: int | None = None
     capture_mode: int = 0  # CUstreamCaptureMode: 0 global, 1 thread-local, 2 relaxed
+    flags: int = 0  # cuStreamCreate flags (STREAM_NON_BLOCKING)
+    legacy: bool = False  # the context's legacy default stream
     pending: list[tuple[int, FakeOp]] = field(default_factory=list)  # (queue order, op) not yet run
 
 
@@ -171,6 +197,7 @@ class FakeGpu:
         self._blocks: dict[int, tuple[np.ndarray, FakeContext | None, str]] = {}
         self._keep: dict[int, Any] = {}
         self.streams: dict[int, FakeStream] = {}
+        self._legacy: dict[int, FakeStream] = {}  # context handle -> its legacy default stream
         self.graphs: dict[int, list[FakeOp]] = {}
         self.execs: dict[int, list[FakeOp]] = {}
         self.lock = threading.RLock()
@@ -301,6 +328,14 @@ class FakeGpu:
             return False
         return kind in ("pinned", "registered")
 
+    def pointer_attributes(self, ptr: int) -> tuple[int, int]:
+        """(cudaMemoryType, devicePointer) of an address, as cudaPointerGetAttributes reports them."""
+        try:
+            kind = self._find(ptr, 1)[3]
+        except FakeCudaError:
+            return MEMORY_TYPE_UNREGISTERED, 0
+        return (MEMORY_TYPE_HOST if kind in ("pinned", "registered") else MEMORY_TYPE_DEVICE), ptr
+
     def context_of(self, ptr: int) -> FakeContext | None:
         """The context current when the memory at ``ptr`` was allocated."""
         return self._find(ptr, 1)[1]
@@ -331,16 +366,54 @@ class FakeGpu:
 
     # --- streams and graphs ------------------------------------------------------------------------------
 
-    def new_stream(self) -> FakeStream:
-        stream = FakeStream(next(self._handles), self.require_context())
+    def new_stream(self, flags: int = 0) -> FakeStream:
+        stream = FakeStream(next(self._handles), self.require_context(), flags=flags)
         self.streams[stream.handle] = stream
         return stream
 
     def stream(self, handle: int) -> FakeStream:
+        if handle in LEGACY_HANDLES:
+            return self.legacy_stream()
         stream = self.streams.get(handle)
         if stream is None:
             raise FakeCudaError(f"unknown stream {handle:#x}")
         return stream
+
+    def legacy_stream(self) -> FakeStream:
+        """The current context's legacy default stream (what handles 0 and 1 name)."""
+        context = self.require_context()
+        with self.lock:
+            stream = self._legacy.get(context.handle)
+            if stream is None:
+                stream = FakeStream(next(self._handles), context, legacy=True)
+                self._legacy[context.handle] = self.streams[stream.handle] = stream
+        return stream
+
+    def blocking(self, stream: FakeStream) -> bool:
+        """Whether a stream orders with its context's legacy stream (created without CU_STREAM_NON_BLOCKING)."""
+        return not stream.legacy and not stream.flags & STREAM_NON_BLOCKING
+
+    def refuse_legacy_during_capture(self, what: str) -> str | None:
+        """Why using the current context's legacy stream is refused now (a blocking stream of the context is
+        capturing), invalidating those captures; None when it is allowed."""
+        context = self.require_context()
+        with self.lock:
+            refusing = [stream for stream in self.streams.values() if stream.context is context
+                        and stream.capture is not None and self.blocking(stream)]
+            for stream in refusing:
+                stream.capture_invalidated = True
+        if not refusing:
+            return None
+        self.log.append(("refused during capture", what))
+        return f"{what} failed: operation would make the legacy stream depend on a capturing blocking stream"
+
+    def synchronize_legacy(self) -> None:
+        """Wait for the current context's legacy stream, and with it for every blocking stream of the context."""
+        legacy = self.legacy_stream()
+        with self.lock:
+            handles = [stream.handle for stream in self.streams.values()
+                       if stream.context is legacy.context and (stream is legacy or self.blocking(stream))]
+        self._run(handles)
 
     def capturing(self, handle: int) -> bool:
         stream = self.streams.get(handle)
@@ -367,6 +440,10 @@ class FakeGpu:
         """Queue ``op`` on a stream: record it while capturing, else queue it (``deferred``) or run it now."""
         self.require_context()
         stream = self.stream(handle)
+        if stream.legacy:
+            reason = self.refuse_legacy_during_capture("work on the legacy stream")
+            if reason is not None:
+                raise FakeCudaError(reason)
         if stream.capture is not None:
             stream.capture.append(op)
             return
@@ -383,8 +460,20 @@ class FakeGpu:
     def run_pending(self, handle: int | None = None) -> None:
         """Run the work queued on one stream (a stream synchronise), or on every stream (``handle`` None: a context
         synchronise, a free), in the order it was queued."""
+        self._run(None if handle is None else [self.stream(handle).handle])
+
+    def _run(self, handles: list[int] | None) -> None:
         with self.lock:
-            streams = list(self.streams.values()) if handle is None else [self.stream(handle)]
+            streams = list(self.streams.values()) if handles is None else [self.streams[h] for h in handles]
+            for stream in list(streams):
+                if self.blocking(stream) and stream.pending:
+                    # A blocking stream's work waits for the legacy-stream work queued before it.
+                    legacy = self._legacy.get(stream.context.handle)
+                    if legacy is not None and legacy not in streams:
+                        last = stream.pending[-1][0]
+                        earlier = [entry for entry in legacy.pending if entry[0] < last]
+                        legacy.pending = [entry for entry in legacy.pending if entry[0] >= last]
+                        streams.append(FakeStream(0, legacy.context, pending=earlier))
             queued = sorted((entry for stream in streams for entry in stream.pending), key=lambda entry: entry[0])
             for stream in streams:
                 stream.pending = []
@@ -664,7 +753,7 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
     class Stream:
         def __init__(self, flags: int = 0) -> None:
             pycuda_context()
-            self._stream = gpu.new_stream()
+            self._stream = gpu.new_stream(flags)
             self.handle = self._stream.handle
 
         def synchronize(self) -> None:
@@ -677,9 +766,27 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
         return int(value)
 
     def _stream_handle(stream: Stream | None) -> int:
-        if stream is None:
-            raise FakeCudaError("the fake pycuda queues asynchronous copies on an explicit stream only")
-        return stream.handle
+        # pycuda passes stream None to the driver as 0: the legacy default stream.
+        return LEGACY_HANDLES[0] if stream is None else stream.handle
+
+    def _synchronous(what: str) -> None:
+        """A synchronous copy queues on the legacy stream and waits for it (CUDA Runtime API, "API synchronization
+        behavior"; pycuda's memcpy_htod and memcpy_dtoh call cuMemcpyHtoD and cuMemcpyDtoH)."""
+        gpu.require_context()
+        reason = gpu.refuse_legacy_during_capture(what)
+        if reason is not None:
+            raise FakeLogicError(reason)
+        gpu.synchronize_legacy()
+
+    def memcpy_htod(dest: Any, src: np.ndarray) -> None:
+        _synchronous("cuMemcpyHtoD")
+        data = np.ascontiguousarray(src).reshape(-1).view(np.uint8)
+        gpu.bytes_at(_pointer(dest), data.size)[:] = data
+
+    def memcpy_dtoh(dest: np.ndarray, src: Any) -> None:
+        _synchronous("cuMemcpyDtoH")
+        target = dest.reshape(-1).view(np.uint8)
+        target[:] = gpu.bytes_at(_pointer(src), target.size)
 
     def memcpy_htod_async(dest: Any, src: np.ndarray, stream: Stream | None = None) -> None:
         pycuda_context()
@@ -842,7 +949,9 @@ class FakeDriverLibrary:
     def _queue(self, stream: Any, run: Callable[[], None], kind: str) -> int:
         if self._context():
             return CUDA_ERROR_INVALID_CONTEXT
-        if _value(stream) not in self.gpu.streams:
+        if _value(stream) in LEGACY_HANDLES and self.gpu.refuse_legacy_during_capture(kind) is not None:
+            return CUDA_ERROR_STREAM_CAPTURE_IMPLICIT
+        if _value(stream) not in self.gpu.streams and _value(stream) not in LEGACY_HANDLES:
             return CUDA_ERROR_INVALID_HANDLE
         self.gpu.enqueue(_value(stream), FakeOp(run, kind=kind))
         return CUDA_SUCCESS
@@ -886,6 +995,12 @@ class FakeDriverLibrary:
     def cuStreamSynchronize(self, stream: Any) -> int:  # noqa: N802
         if self._context():
             return CUDA_ERROR_INVALID_CONTEXT
+        if _value(stream) in LEGACY_HANDLES:
+            if self.gpu.refuse_legacy_during_capture("cuStreamSynchronize") is not None:
+                return CUDA_ERROR_STREAM_CAPTURE_IMPLICIT
+            self.gpu.synchronize_legacy()
+            self.gpu.log.append(("sync",))
+            return CUDA_SUCCESS
         fake = self.gpu.streams.get(_value(stream))
         if fake is None:
             return CUDA_ERROR_INVALID_HANDLE

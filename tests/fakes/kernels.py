@@ -30,9 +30,18 @@ class FakeKernels:
         self.pointers = hasattr(kernels, "launched_streams")
 
     def _launch(self, stream: int, kind: str, name: str, *args: Any, **kwargs: Any) -> None:
-        """Queue the module's pointer entry point ``name`` with the arguments as given."""
+        """Queue the module's pointer entry point ``name`` with the arguments as given; its pointer checks ask the
+        fake GPU what each pointer is, as the CUDA build asks cudaPointerGetAttributes."""
         entry = getattr(self.kernels, name)
-        self._queue(stream, kind, lambda: entry(*args, stream=stream, **kwargs))
+
+        def run() -> None:
+            self.kernels.set_pointer_attributes(self.gpu.pointer_attributes)
+            try:
+                entry(*args, stream=stream, **kwargs)
+            finally:
+                self.kernels.set_pointer_attributes(None)
+
+        self._queue(stream, kind, run)
 
     def _queue(self, stream: int, kind: str, work: Any) -> None:
         self.streams.append(stream)

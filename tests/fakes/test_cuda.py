@@ -3,6 +3,8 @@ that reads a result before its stream was waited for sees stale memory, as a Jet
 
 from __future__ import annotations
 
+import ctypes
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -109,3 +111,54 @@ def test_without_deferral_queued_work_runs_at_once(monkeypatch: pytest.MonkeyPat
         assert gpu.view(int(device), (4,), np.uint8).tolist() == [5] * 4
     finally:
         context.detach()
+
+
+def test_the_legacy_stream_is_refused_while_a_blocking_stream_captures_on_any_thread(
+        pycuda: tuple[FakeGpu, Any]) -> None:
+    """CUDA Programming Guide, "Prohibited and Unhandled Operations": "When any stream in the same context is being
+    captured, and it was not created with cudaStreamNonBlocking, any attempted use of the legacy stream is
+    invalid"; a non-blocking stream's capture leaves the legacy stream (and synchronous copies) usable."""
+    from fakes.cuda import STREAM_NON_BLOCKING, FakeDriverLibrary
+
+    gpu, cuda = pycuda
+    device, host = cuda.mem_alloc(4), np.full(4, 3, np.uint8)
+    driver = FakeDriverLibrary(gpu)
+    for flags, refused in ((0, True), (STREAM_NON_BLOCKING, False)):
+        stream = cuda.Stream(flags)
+        assert driver.cuStreamBeginCapture_v2(stream.handle, 1) == 0  # thread-local: other threads still count
+        errors: list[BaseException] = []
+        thread = threading.Thread(target=_synchronous_copy, args=(cuda, device, host, errors))
+        thread.start()
+        thread.join()
+        assert (len(errors) == 1, driver.cuStreamSynchronize(1) != 0) == (refused, refused)
+        graph = ctypes.c_void_p()
+        assert (driver.cuStreamEndCapture(stream.handle, ctypes.byref(graph)) != 0) == refused
+
+
+def _synchronous_copy(cuda: Any, device: Any, host: np.ndarray, errors: list[BaseException]) -> None:
+    """pycuda's memcpy_htod (synchronous: the legacy stream) with the primary context pushed on this thread."""
+    with primary_context_pushed():
+        try:
+            cuda.memcpy_htod(device, host)
+        except cuda.Error as exc:
+            errors.append(exc)
+
+
+def test_a_blocking_stream_waits_for_earlier_legacy_work_a_non_blocking_one_does_not(
+        pycuda: tuple[FakeGpu, Any]) -> None:
+    """CUDA Driver API, "Stream synchronization behavior": the legacy stream "synchronizes with all other streams
+    in the same CUcontext except for non-blocking streams"."""
+    from fakes.cuda import STREAM_NON_BLOCKING
+
+    gpu, cuda = pycuda
+    source = cuda.pagelocked_empty(4, np.uint8)
+    source[:] = 5
+    for flags, waits in ((0, True), (STREAM_NON_BLOCKING, False)):
+        device = cuda.mem_alloc(4)
+        gpu.view(int(device), (4,), np.uint8)[:] = 0
+        cuda.memcpy_htod_async(device, source, None)  # the legacy stream
+        stream = cuda.Stream(flags)
+        gpu.enqueue(stream.handle, FakeOp(lambda: None, kind="kernel"))
+        stream.synchronize()
+        assert (gpu.view(int(device), (4,), np.uint8) == 5).all() == waits
+        cuda.Context.synchronize()
