@@ -654,6 +654,11 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
             # The first layers run in FP16 anyway: an FP16 input spares TensorRT a reformat layer, and the frame path's
             # extract kernel writes half directly (a strongly typed network takes its input type from the graph).
             image.dtype = trt.float16
+        # TensorRT allows every format at network I/O by default (ITensor::setAllowedFormats: "By default all formats
+        # are allowed") and may build an FP16 input as kHWC8 or kCHW2; infer's copy and the frame path's extract
+        # kernel write linear NCHW and read the logits so: pin both tensors to it, as trtexec does by default.
+        for tensor in (image, logits):
+            tensor.allowed_formats = 1 << int(trt.TensorFormat.LINEAR)
         builder_flags += configure_dla(config, builder, options.dla_core, precision)
         # Kept in a local too, so that it outlives the build whatever reference the bindings keep ("The lifetime of
         # the IProgressMonitor must exceed the lifetime of all TensorRT objects that use it").

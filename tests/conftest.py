@@ -102,8 +102,9 @@ TINY_MODELS_ENV = "UNETRT_TEST_TINY_MODELS"
 @pytest.fixture(scope="session")
 def tiny_model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A random tiny multi-class U-Net saved as .pt and exported as .onnx (needs torch). Without torch, the .onnx
-    made by another Python with torch (``scripts/check_python310.sh``: a Python 3.10 venv as JetPack 6's, where no
-    CPU build of torch can be installed) from the folder in ``UNETRT_TEST_TINY_MODELS``; tests of the .pt skip."""
+    made by another Python with torch (``scripts/check_python.sh``: a Python 3.10 or 3.12 venv as JetPack 6's or
+    7's, where no CPU build of torch can be installed) from the folder in ``UNETRT_TEST_TINY_MODELS``; tests of the
+    .pt skip."""
     made = os.environ.get(TINY_MODELS_ENV)
     if made and importlib.util.find_spec("torch") is None:
         return _OnnxOnly(onnx=Path(made) / "tiny.onnx")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import traceback
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -320,7 +321,14 @@ class TensorRTBackend:
         self._device_execution: _Execution | None = None
         try:
             with gpu_resources(f"opening the TensorRT engine {path.name}"), self._cuda_context.active():
-                self._open_engine()
+                try:
+                    self._open_engine()
+                except BaseException as exc:
+                    # The traceback's frames hold _open_engine's locals (the engine among them): cleared here, the
+                    # TensorRT objects go in _release, with this context current, not when the caller drops the
+                    # exception, after the context's release, on whatever thread that is.
+                    traceback.clear_frames(exc.__traceback__)
+                    raise
         except BaseException:
             self._release()
             raise
@@ -370,6 +378,16 @@ class TensorRTBackend:
                 f"{str(self.path)!r} has inputs {inputs} and outputs {outputs}; a unetrt U-Net has one of each"
             )
         self._input, self._output = inputs[0], outputs[0]
+        for name in (self._input, self._output):
+            # infer and the frame path write the input and read the logits as linear NCHW; an engine built with a
+            # vectorized I/O format (kHWC8, kCHW2: TensorRT allows every format at network I/O unless the build pins
+            # one) would compute from scrambled input, with no error.
+            layout = engine.get_tensor_format(name)
+            if layout != trt.TensorFormat.LINEAR:
+                raise ValueError(
+                    f"{str(self.path)!r} takes {name!r} in the TensorRT format {getattr(layout, 'name', layout)}, not "
+                    f"the linear NCHW layout unetrt reads and writes; rebuild it with: "
+                    f"{self.metadata.rebuild_command(self.path)}")
         # tensorrt-stubs leave nptype unannotated.
         input_type = trt.nptype(engine.get_tensor_dtype(self._input))  # type: ignore[no-untyped-call]
         output_type = trt.nptype(engine.get_tensor_dtype(self._output))  # type: ignore[no-untyped-call]

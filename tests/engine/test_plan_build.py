@@ -404,3 +404,14 @@ def test_fake_progress_monitor_must_construct_its_base(fake_trt: FakeGpu) -> Non
     from unetrt.plan_build import _progress_monitor
 
     _progress_monitor(threading.Event(), False)  # unetrt's monitor constructs its base
+
+
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_build_pins_linear_io_formats(fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
+                                      precision: str) -> None:
+    """[FORMATS]: TensorRT allows every format at the network's I/O by default and may build an FP16 input as
+    kHWC8; the build pins both tensors to linear NCHW, the layout infer and the extract kernel write."""
+    plan = tmp_path / "tiny.plan"
+    build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=precision == "fp16", progress=False))
+    fake = deserialize(plan.read_bytes())
+    assert fake is not None and (fake.input_format, fake.output_format) == ("LINEAR", "LINEAR")

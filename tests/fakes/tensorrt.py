@@ -47,6 +47,21 @@ in its own file. The fake refuses what TensorRT refuses; each rule names its doc
   stream are never in concurrent use. The fake tracks plain enqueues (not replayed graphs).
 * ``execute_async_v3`` returns False when a tensor has no address (``IExecutionContext::enqueueV3``: "all input
   and output tensor addresses must be set").
+* [IO-FORMAT] An engine reads and writes each I/O tensor in the format it was built with
+  (``ICudaEngine.get_tensor_format``), which need not be linear: "these underlying data formats are exposed at
+  network I/O boundaries" (Developer Guide, "I/O Formats"); ``kHWC8`` is "the array with dimensions
+  [N][H][W][(C+7)/8*8]" and ``kCHW2`` "[N][(C+1)/2][H][W][2]" (``tensorrt.TensorFormat``). A caller that writes
+  linear NCHW into a vectorized input gets wrong results (or reads past its buffer) with no error; the fake refuses
+  the launch of an engine whose input or output format is not ``LINEAR`` instead (the plan's ``input_format`` /
+  ``output_format``, set by the builder fake's [FORMATS] rule or by ``write_plan_from_onnx``).
+* [TEARDOWN] An engine or execution context must be destroyed in the CUDA context it was created in, while that
+  context lives and is current on the destroying thread: TensorRT frees the device memory it holds (weights,
+  activations) through its GPU allocator ("All GPU memory acquired will use this allocator ... Default:
+  cudaMalloc/cudaFree", ``tensorrt.Runtime.gpu_allocator``) as the object is destroyed. Freed with the context
+  destroyed or not current, TensorRT logs ``[defaultAllocator.cpp::deallocate] Error Code 1: Cuda Runtime (invalid
+  argument)`` and ``Cuda Driver (context is destroyed)``, "Sometimes there are core dump" (NVIDIA/TensorRT issue
+  2052; torch2trt issue 854: a segmentation fault when "the engine ... outlives the CUDA context"). The fake logs
+  that error to the runtime's logger and records ``("tensorrt freed outside its context", what)`` in the GPU's log.
 """
 
 from __future__ import annotations
@@ -74,6 +89,17 @@ class DataType(enum.Enum):
     HALF = "float16"
     INT8 = "int8"
     INT32 = "int32"
+
+
+class TensorFormat(enum.IntEnum):
+    """tensorrt.TensorFormat (NvInferRuntimeBase.h values; ``1 << int(member)`` is its bit in ``allowed_formats``)."""
+
+    LINEAR = 0
+    CHW2 = 1
+    HWC8 = 2
+    CHW4 = 3
+    CHW16 = 4
+    CHW32 = 5
 
 
 class TensorIOMode(enum.Enum):
@@ -113,6 +139,26 @@ class Logger:
         self.messages.append(message)
 
 
+def _free_in_context(owner: object, gpu: FakeGpu, what: str, logger: list[Any]) -> None:
+    """[TEARDOWN]: when ``owner`` is garbage, check that the context current at its creation is alive and current.
+
+    ``logger[0]`` is the logger to report to (a list the finalizer holds: it must not refer to ``owner``).
+    """
+    created_in = gpu.current()
+
+    def check() -> None:
+        current = gpu.current()
+        if created_in is not None and current is created_in and created_in.alive:
+            return
+        gpu.log.append(("tensorrt freed outside its context", what))
+        target = logger[0]
+        if target is not None:
+            target.log(Logger.ERROR, "1: [defaultAllocator.cpp::deallocate::42] Error Code 1: Cuda Runtime "
+                                     f"(invalid argument) (the {what} was destroyed outside its CUDA context)")
+
+    weakref.finalize(owner, check)
+
+
 class FakeEngine:
     """tensorrt.ICudaEngine of a fake plan."""
 
@@ -128,6 +174,9 @@ class FakeEngine:
         self._onnx_input = self.session.get_inputs()[0].name
         self._output_shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
         self.contexts: weakref.WeakSet[FakeExecutionContext] = weakref.WeakSet()
+        # The runtime's logger, set by deserialize_cuda_engine; a list, so that the finalizer holds it, not the engine.
+        self.logger_box: list[Logger | None] = [None]
+        _free_in_context(self, gpu, "engine", self.logger_box)
 
     @property
     def dynamic(self) -> bool:
@@ -148,6 +197,9 @@ class FakeEngine:
     def get_tensor_dtype(self, name: str) -> DataType:
         return DataType(self.plan.input_dtype if name == self.plan.input_name else self.plan.output_dtype)
 
+    def get_tensor_format(self, name: str, profile_index: int = 0) -> TensorFormat:
+        return TensorFormat[self.plan.input_format if name == self.plan.input_name else self.plan.output_format]
+
     def get_tensor_profile_shape(self, name: str, profile: int) -> tuple[tuple[int, ...], ...]:
         if name != self.plan.input_name or profile != 0:
             raise ValueError("the fake engine has one input and one profile")
@@ -158,6 +210,7 @@ class FakeEngine:
         if not self.gpu.hold(context, self.context_memory):
             return None
         self.contexts.add(context)
+        _free_in_context(context, self.gpu, "execution context", self.logger_box)
         return context
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -233,9 +286,15 @@ class FakeExecutionContext:
         out_shape = self.engine.output_shape(shape)
         source, target = self.addresses[plan.input_name], self.addresses[plan.output_name]
 
+        formats = {name: self.engine.get_tensor_format(name) for name in (plan.input_name, plan.output_name)}
+
         def check() -> str | None:
             if self.shape_changes != generation:
                 return "the execution context ran another shape since this work was captured"
+            vectorized = [f"{name} in {fmt.name}" for name, fmt in formats.items() if fmt != TensorFormat.LINEAR]
+            if vectorized:
+                # [IO-FORMAT]: the real engine would read and write those buffers in that layout, silently.
+                return f"the engine's I/O is not linear NCHW ({', '.join(vectorized)}): its results would be wrong"
             return None
 
         done = [False]
@@ -282,6 +341,7 @@ class Runtime:
                                           f"{self.num_DLA_cores}")
             return None
         engine = FakeEngine(self.gpu, plan)
+        engine.logger_box[0] = self.logger
         if not self.gpu.hold(engine, len(bytes(data)) + FakeEngine.load_overhead):
             # [MEMORY]: the weights go to device memory as the engine is deserialised; without room, None.
             self.logger.log(Logger.ERROR, "out of memory: cannot allocate the engine's weights")
@@ -295,7 +355,7 @@ def make_tensorrt(gpu: FakeGpu, version: str = DEFAULT_VERSION) -> types.ModuleT
     module.__version__ = version  # type: ignore[attr-defined]
     runtime = type("Runtime", (Runtime,), {"gpu": gpu, "version": version})
     for name, value in {"Runtime": runtime, "Logger": Logger, "DataType": DataType, "TensorIOMode": TensorIOMode,
-                        "nptype": nptype, "ICudaEngine": FakeEngine,
+                        "nptype": nptype, "ICudaEngine": FakeEngine, "TensorFormat": TensorFormat,
                         "IExecutionContext": FakeExecutionContext}.items():
         setattr(module, name, value)
     return module
@@ -315,7 +375,8 @@ def install_fake_tensorrt(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu,
 
 def write_plan_from_onnx(onnx_path: Path, plan_path: Path, gpu: FakeGpu, *, version: str = DEFAULT_VERSION,
                     input_dtype: str = "float32", precision: str = "fp16",
-                    profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None) -> Path:
+                    profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None,
+                    input_format: str = "LINEAR") -> Path:
     """A fake plan of an exported ONNX model for ``gpu``, with the metadata JSON unet-build writes beside it.
 
     Example:
@@ -329,7 +390,8 @@ def write_plan_from_onnx(onnx_path: Path, plan_path: Path, gpu: FakeGpu, *, vers
         profile = ((1, info.in_channels, 16, 16), (1, info.in_channels, 64, 64), (4, info.in_channels, 96, 96))
     plan = FakePlan(tensorrt_version=version, device_name=gpu.name, compute_capability=gpu.compute_capability,
                     input_name="image", output_name="logits", input_dtype=input_dtype, output_dtype="float32",
-                    profile=profile, precision=precision, dla_core=None, onnx_model=onnx_path.read_bytes())
+                    profile=profile, precision=precision, dla_core=None, onnx_model=onnx_path.read_bytes(),
+                    input_format=input_format)
     plan_path.write_bytes(serialize(plan))
     write_plan_metadata(plan_path, PlanMetadata(
         tensorrt_version=version, gpu=GpuIdentity(gpu.name, gpu.compute_capability, gpu.multiprocessors),

@@ -74,6 +74,15 @@ Documents cited (TensorRT 10 C++ and Python API references, Developer Guide):
   __init__`` on instantiation otherwise (pybind11 documentation, "Overriding virtual functions in Python", and
   ``pybind11_meta_call`` in include/pybind11/detail/class.h); TensorRT's sample ``simple_progress_monitor`` calls
   it.
+* [FORMATS] ``ITensor.allowed_formats`` of a network input or output: "Set allowed formats for an input or output
+  tensor. By default all formats are allowed" (``ITensor::setAllowedFormats``, NvInfer.h, TensorRT 10 and 11), and
+  the builder exposes the formats it picks "at network I/O boundaries" (Developer Guide, "I/O Formats"), so an FP16
+  input left at the default may be built ``kHWC8`` ("bound to FP16", ``tensorrt.TensorFormat``). NVIDIA's own
+  trtexec pins ``setAllowedFormats(1U << static_cast<int>(TensorFormat::kLINEAR))`` on every input it is given no
+  format for (TensorRT OSS, samples/common/sampleEngines.cpp). The fake takes the case a user can meet: an FP16
+  I/O tensor whose allowed formats include ``HWC8`` is built ``HWC8``; any other takes ``LINEAR`` when allowed, else
+  the lowest allowed format; the plan records them (``input_format`` / ``output_format``), which the runtime fake's
+  [IO-FORMAT] rule reads.
 * [ONNX] OnnxParser.parse returns False and records one error per node it cannot import (an operator without
   an importer): https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/parsers/Onnx/pyOnnx.html
 """
@@ -94,6 +103,7 @@ import numpy as np
 from .trt_plan import FakePlan, serialize
 
 STRONGLY_TYPED_BIT = 1  # NetworkDefinitionCreationFlag.STRONGLY_TYPED's value in TensorRT 10
+ALL_FORMATS = (1 << 13) - 1  # every tensorrt.TensorFormat bit (kLINEAR = 0 .. kDHWC = 12) [FORMATS]
 TIMING_MAGIC = "unetrt-fake-timing-cache"
 
 
@@ -179,6 +189,7 @@ class Tensor:
     shape: tuple[int, ...]
     dtype: Any  # the module's tensorrt.DataType member
     graph_dtype: Any = None
+    allowed_formats: int = ALL_FORMATS  # [FORMATS]: a bit per tensorrt.TensorFormat; all by default
 
     def __post_init__(self) -> None:
         if self.graph_dtype is None:
@@ -467,6 +478,9 @@ class Builder:
         if cache is not None:
             cache.entries += len(network.layers)
         shapes = profile if profile is not None else (image.shape, image.shape, image.shape)
+        input_format, output_format = _io_format(image, self.module), _io_format(network.get_output(0), self.module)
+        if input_format is None or output_format is None:
+            return None  # [FORMATS]: no format the builder may use
         plan = FakePlan(
             tensorrt_version=self.tensorrt_version, device_name=self.device_name,
             compute_capability=self.compute_capability, input_name=image.name,
@@ -475,8 +489,20 @@ class Builder:
             profile=(tuple(shapes[0]), tuple(shapes[1]), tuple(shapes[2])), precision=precision,
             dla_core=dla_core, onnx_model=network.onnx_model,
             head_precision=_head_precision(network, config, precision, self.module.DataType.FLOAT),
+            input_format=input_format, output_format=output_format,
         )
         return HostMemory(serialize(plan))
+
+
+def _io_format(tensor: Tensor, module: types.ModuleType) -> str | None:
+    """The format the builder picks for a network input or output, None when none is allowed [FORMATS]."""
+    formats = module.TensorFormat
+    allowed = [f for f in formats if tensor.allowed_formats & (1 << int(f))]
+    if not allowed:
+        return None
+    if tensor.dtype == module.DataType.HALF and formats.HWC8 in allowed:
+        return "HWC8"
+    return "LINEAR" if formats.LINEAR in allowed else allowed[0].name
 
 
 def _precision(network: NetworkDefinition, config: BuilderConfig) -> str:

@@ -33,6 +33,8 @@ class FakePlan:
     dla_core: int | None
     onnx_model: bytes
     head_precision: str = "fp32"  # what the layer writing the network's output computes in
+    input_format: str = "LINEAR"  # the tensorrt.TensorFormat member the engine reads its input in
+    output_format: str = "LINEAR"  # and writes its output in
 
 
 def serialize(plan: FakePlan) -> bytes:

@@ -634,3 +634,42 @@ def test_fake_contexts_on_one_profile_are_not_run_concurrently(fake_trt: tuple[F
             for allocation in (*memory, out):
                 allocation.free()
             del first, second
+
+
+@pytest.mark.gpu_contract
+def test_fake_plan_with_vectorized_input_is_refused_with_the_rebuild_command(
+        monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    """[IO-FORMAT]: an FP16-input engine built without pinned I/O formats may read its input as kHWC8; infer's
+    copy and the frame path's extract kernel write linear NCHW, so the engine would compute from scrambled input.
+    The backend checks the formats when it opens the plan and names the rebuild."""
+    gpu = install_fake_gpu(monkeypatch)
+    install_fake_tensorrt(monkeypatch, gpu)
+    plan = write_plan_from_onnx(tiny_model_files["onnx"], tmp_path / "hwc8.plan", gpu, input_dtype="float16",
+                                input_format="HWC8")
+    with pytest.raises(ValueError, match=r"'image'.*HWC8.*linear.*unet-build"):
+        TensorRTBackend(plan)
+    assert gpu.primary(0).retains == 0 and gpu.driver_stack() == []
+
+
+@pytest.mark.gpu_contract
+@pytest.mark.parametrize("short_of", ["activations", "buffers"])
+def test_fake_a_failed_open_destroys_the_engine_in_its_context(fake_trt: tuple[FakeGpu, Path], short_of: str) -> None:
+    """[TEARDOWN]: the engine loads but its execution context (or the buffers) find no memory; the engine the open
+    made must be destroyed before the retained context is released, not later with the exception's traceback (whose
+    frames hold it) on whatever thread drops that exception, in a context that may no longer exist."""
+    import gc
+
+    from fakes.tensorrt import FakeEngine
+
+    from unetrt.backends.tensorrt import EngineResourceError
+
+    gpu, plan = fake_trt
+    gpu.memory_bytes = plan.stat().st_size + FakeEngine.load_overhead + (
+        FakeEngine.context_memory // 2 if short_of == "activations" else FakeEngine.context_memory + 1)
+    with pytest.raises(EngineResourceError) as caught:
+        TensorRTBackend(plan)
+    assert gpu.primary(0).retains == 0 and gpu.driver_stack() == []
+    del caught
+    gc.collect()
+    assert [entry for entry in gpu.log if entry[0] == "tensorrt freed outside its context"] == []
+    assert gpu.live("library") == 0
