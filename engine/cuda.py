@@ -521,12 +521,16 @@ class GraphCache:
         Raises:
             RuntimeError: when the plain run fails, or the driver refuses to replay the graph.
         """
-        if not self.enabled or key in self._failed:
+        if not self.enabled:
             enqueue()
             return
         if key != self._key:
+            # Before a key that runs plainly too: its run may change the shape the current graph was captured with.
             self.invalidate()
             self._key = key
+        if key in self._failed:
+            enqueue()
+            return
         self._runs += 1
         if self._graph is None and self._runs == 2:
             try:

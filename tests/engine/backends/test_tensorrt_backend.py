@@ -477,6 +477,13 @@ def test_graph_cache_warms_up_captures_replays_and_falls_back_once() -> None:
         warnings.simplefilter("error")
         graphs.run("c", 7, lambda: events.append("plain c"))
     assert events == ["destroy b"] + ["plain c"] * (2 + CAPTURE_ATTEMPTS)
+    events.clear()
+    # A key without graphs between replays of another: its plain run may set another shape on the execution
+    # context, so the other key's graph is dropped and captured again, never replayed stale.
+    current["key"] = "a"
+    for key in ("a", "a", "a", "c", "a", "a", "a"):
+        graphs.run(key, 7, lambda key=key: events.append(f"plain {key}"))
+    assert events == ["plain a", "replay a", "replay a", "destroy a", "plain c", "plain a", "replay a", "replay a"]
 
 
 @pytest.mark.gpu_contract
