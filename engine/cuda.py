@@ -548,8 +548,14 @@ class GraphCache:
                                   "graphs", RuntimeWarning, stacklevel=3)
         if self._graph is not None:
             self._graph.launch(stream)
-        else:
+            return
+        try:
             enqueue()
+        except BaseException:
+            # A warm-up that failed (no memory left for a buffer it makes, an interrupt) is no warm-up: the next
+            # call runs plainly again, since a capture cannot make what it did not (allocating is refused then).
+            self._runs = 0
+            raise
 
     def invalidate(self) -> None:
         """Drop the graph (its context must be current); the next call of any key starts with a warm-up."""

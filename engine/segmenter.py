@@ -168,7 +168,9 @@ class Segmenter:
         # Calls in flight, so that close() frees nothing a call on another thread still uses.
         self._calls = 0
         self._calls_done = threading.Condition()
-        # Set by the one close() that releases; any other close() waits for it (close is idempotent).
+        # Claimed (under _calls_done) by the one close() that releases, once no call is in flight; set when that
+        # release is done; any other close() waits for it (close is idempotent).
+        self._releasing = False
         self._released = threading.Event()
         try:
             self.palette = Palette.of(self.info) if palette is None else palette
@@ -425,8 +427,11 @@ class Segmenter:
             self._closed = True
             return
         with self._calls_done:
-            closing, self._closed = not self._closed, True
+            self._closed = True
             self._calls_done.wait_for(lambda: self._calls == 0)
+            # Claimed only once the wait is over: a close() interrupted while it waits (Ctrl-C) has released
+            # nothing, and the next close() must release rather than wait for it for ever.
+            closing, self._releasing = not self._releasing, True
         if not closing:
             # Another thread's close() is releasing: closing the backend here could pull its context from under
             # that release (which then fails, leaking the path's device memory and retained context).

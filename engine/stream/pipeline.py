@@ -269,10 +269,12 @@ class Stream:
         self._stop.set()
 
     def _shutdown(self) -> None:
-        """Stop capture, flush and close the output; idempotent."""
-        if self._state != "running":
+        """Stop capture, flush and close the output; idempotent. One interrupted part way (a second Ctrl-C while
+        the loop's own shutdown waits for the workers) is done by the next call (``close()``): the output is
+        still finished."""
+        if self._state not in ("running", "stopping"):
             return
-        self._state = "finished"
+        self._state = "stopping"
         self._stop.set()
         if self._workers is not None:
             self._workers.join()
@@ -284,6 +286,7 @@ class Stream:
                 give_up_on(self._capture)
         if self._writer is not None:
             self._writer.finish()
+        self._state = "finished"
 
     def close(self) -> None:
         """Stop, flush the output, release the source and (if the stream opened them) the segmenters."""

@@ -51,6 +51,8 @@ class ResultWriter:
         self._stop = stop
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self._error: BaseException | None = None
+        self._finish_lock = threading.Lock()
+        self._finish_sent = False
         self._thread = threading.Thread(target=self._run, name="unetrt-writer", daemon=True)
 
     def start(self) -> None:
@@ -82,8 +84,14 @@ class ResultWriter:
             raise OutputError(f"writing to {self.sink.name} failed: {error}") from error
 
     def finish(self) -> None:
-        """Write what is queued, close the sink and end the thread (the failure, if any, stays for raise_error)."""
-        self._queue.put(_DONE)
+        """Write what is queued, close the sink and end the thread (the failure, if any, stays for raise_error).
+
+        Idempotent, from any thread: a call interrupted while it waits leaves the rest to the next one.
+        """
+        with self._finish_lock:
+            if not self._finish_sent:
+                self._queue.put(_DONE)
+                self._finish_sent = True
         self._thread.join()
 
     def _run(self) -> None:

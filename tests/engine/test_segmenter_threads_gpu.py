@@ -301,3 +301,99 @@ def test_a_segmenter_dropped_while_its_thread_captures_a_graph_leaves_the_captur
         assert wait_for_releases(30)
         assert gpu.primary(0).retains == retains_of_both - retains_of_dropped
     assert gpu.primary(0).retains == 0 and gpu.live("device") == 0
+
+
+def test_a_size_whose_capture_keeps_failing_leaves_no_stale_graph_to_another_size(
+        gpu_plan: tuple[FakeGpu, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame size whose capture failed for good ran plainly without dropping the graph of the size before it:
+    that graph was replayed next after the execution context had run another input shape (on a GPU: computed from
+    stale state; the fake refuses the launch, and the call failed with 'cuGraphLaunch failed')."""
+    from fakes.tensorrt import FakeExecutionContext
+
+    from unetrt.cuda import CAPTURE_ATTEMPTS
+
+    gpu, plan = gpu_plan
+    small, large = _frames()[:2]
+    with Segmenter(plan) as reference:
+        alone = {id(small): reference.segment(small).mask, id(large): reference.segment(large).mask}
+    execute = FakeExecutionContext.execute_async_v3
+
+    def capture_broken_for_the_small_size(context: FakeExecutionContext, stream: int) -> bool:
+        if gpu.capturing(stream) and context.shape is not None and context.shape[2:] == small.shape[:2]:
+            gpu.invalidate_capture(stream)  # as another thread's context-wide synchronize does
+        return execute(context, stream)
+
+    monkeypatch.setattr(FakeExecutionContext, "execute_async_v3", capture_broken_for_the_small_size)
+    with Segmenter(plan) as segmenter:
+        with pytest.warns(RuntimeWarning, match=f"failed {CAPTURE_ATTEMPTS} times"):
+            for _ in range(1 + CAPTURE_ATTEMPTS):
+                assert np.array_equal(segmenter.segment(small).mask, alone[id(small)])
+        for frame in (large, large, small, large, large, small, large):
+            assert np.array_equal(segmenter.segment(frame).mask, alone[id(frame)])
+    assert not any(entry[0] == "graph refused" for entry in gpu.log)
+
+
+def test_a_failed_first_call_of_a_size_leaves_that_size_working(gpu_plan: tuple[FakeGpu, Path],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first call of a size (the warm-up, which makes the logits buffer) failed, here for want of memory: the
+    next call was taken for the capture, allocated inside it, was refused ('operation not permitted when stream
+    is capturing'), and so was every later call of that size."""
+    from unetrt.cuda import GpuResourceError
+
+    _, plan = gpu_plan
+    frame, other = _frames()[:2]
+    with Segmenter(plan) as reference:
+        alone = reference.segment(frame).mask
+    with Segmenter(plan) as segmenter:
+        segmenter.segment(other)
+        run, short = segmenter.device.run, iter([True])
+
+        def run_short_of_memory(batch: object) -> object:
+            if next(short, False):
+                raise GpuResourceError("the GPU has no memory left for the frame path's device buffers")
+            return run(batch)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(segmenter.device, "run", run_short_of_memory)
+        with pytest.raises(ValueError, match="no memory left"):
+            segmenter.segment(frame)
+        for _ in range(3):  # memory is back: warm-up, capture, replay
+            assert np.array_equal(segmenter.segment(frame).mask, alone)
+
+
+def test_close_interrupted_while_it_waits_for_a_call_lets_the_next_close_release(
+        gpu_plan: tuple[FakeGpu, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while close() waits for a call on an executor thread (a ROS 2 node shutting down): the first close
+    had claimed the release, so the next close() waited for it for ever and the GPU memory and context stayed held."""
+    from fakes.tensorrt import FakeExecutionContext
+
+    gpu, plan = gpu_plan
+    segmenter = Segmenter(plan)
+    entered, go_on = threading.Event(), threading.Event()
+    execute = FakeExecutionContext.execute_async_v3
+
+    def held(context: FakeExecutionContext, stream: int) -> bool:
+        entered.set()
+        assert go_on.wait(60)
+        return execute(context, stream)
+
+    monkeypatch.setattr(FakeExecutionContext, "execute_async_v3", held)
+    call = threading.Thread(target=segmenter.segment, args=(_frames()[0],))
+    call.start()
+    assert entered.wait(60)
+
+    def ctrl_c(*args: object, **kwargs: object) -> bool:
+        raise KeyboardInterrupt  # what SIGINT raises in the main thread while it waits
+
+    segmenter._calls_done.wait_for = ctrl_c  # type: ignore[method-assign]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            segmenter.close()
+    finally:
+        del segmenter._calls_done.wait_for
+        go_on.set()
+    call.join(60)
+    closing = threading.Thread(target=segmenter.close, daemon=True)
+    closing.start()
+    closing.join(60)
+    assert not closing.is_alive(), "the second close() waits for a release nobody does"
+    assert gpu.live("device") == 0 and gpu.primary(0).retains == 0

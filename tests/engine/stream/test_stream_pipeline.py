@@ -208,6 +208,37 @@ def test_break_out_of_the_loop_cleans_up() -> None:
         list(stream)
 
 
+def test_a_second_ctrl_c_while_the_stream_winds_down_still_finishes_the_video(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C ends the loop and the stream's own shutdown waits for the workers; a second Ctrl-C there left that
+    shutdown counted as done, so the close() after it (unet-stream's, with Ctrl-C ignored) skipped it: the writer was
+    never finished and the video was left without its index."""
+    from unetrt.stream import inference
+
+    join = inference.InferenceWorkers.join
+    interrupts = iter([True])
+
+    def second_ctrl_c(self: inference.InferenceWorkers) -> None:
+        if next(interrupts, False):
+            raise KeyboardInterrupt  # the impatient user's second Ctrl-C, while the workers finish their frame
+        join(self)
+
+    def first_ctrl_c(result: StreamResult) -> None:
+        if result.index == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(inference.InferenceWorkers, "join", second_ctrl_c)
+    out = tmp_path / "out.mp4"
+    stream = Stream([frame_with_index(i) for i in range(20)], FakeSegmenter(), str(out), callback=first_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        for _ in stream:
+            pass
+    stream.close()
+    assert count_video_frames(out) == 4
+    assert not [thread.name for thread in threading.enumerate()
+                if thread.name in ("unetrt-writer", "unetrt-capture") or thread.name.startswith("unetrt-infer")]
+
+
 def test_max_frames_loop_and_max_fps(tmp_path: Path) -> None:
     video = write_video(tmp_path / "in.avi", 4)
     looped = Stream(str(video), FakeSegmenter(), loop=2).run()
