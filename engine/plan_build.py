@@ -52,7 +52,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .backends.tensorrt import gpu_identity, require_tensorrt, start_tensorrt, tensorrt_logger, tensorrt_major
+from .backends.tensorrt import (
+    gpu_identity,
+    require_tensorrt,
+    start_tensorrt,
+    tensorrt_logger,
+    tensorrt_major,
+    tensorrt_release,
+)
 from .cuda import PrimaryContext, require_pycuda
 from .interruptible import run_interruptible
 from .model_file import read_model_file
@@ -363,11 +370,7 @@ def tensorrt_has_dla(version: str) -> bool:
         >>> tensorrt_has_dla("10.3.0"), tensorrt_has_dla("10.13.3"), tensorrt_has_dla("11.4.1")
         (True, False, True)
     """
-    parts = []
-    for part in version.split(".")[:3]:
-        digits = "".join(c for c in part if c.isdigit())
-        parts.append(int(digits) if digits else 0)
-    release = (*parts, 0, 0)[:3]
+    release = tensorrt_release(version)
     return release < (10, 8, 0) or release >= (11, 4, 1)
 
 

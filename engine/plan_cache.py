@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .backends.tensorrt import gpu_identity, parse_device, require_tensorrt
+from .backends.tensorrt import gpu_identity, parse_device, require_tensorrt, tensorrt_release
 from .cli import format_size
 from .cuda import GpuResourceError, require_pycuda
 from .model_file import read_model_file
@@ -378,18 +378,8 @@ def _write_outside_cache(built: BuiltPlan, stem: str, folder: Path, error: OSErr
                      f"temporary folder; free space there or set {ENGINE_CACHE_ENV} to another folder") from error
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-    """'10.3.0' -> (10, 3, 0); the leading numbers only ('10.3.0.post1' -> (10, 3, 0))."""
-    parts = []
-    for part in version.split("."):
-        if not part.isdigit():
-            break
-        parts.append(int(part))
-    return tuple(parts)
-
-
 def _superseded_entries(folder: Path, key: PlanKey, onnx_path: str | Path) -> list[tuple[Path, PlanMetadata]]:
-    """Entries of this cache that the entry of ``key`` replaces, each with the reason of the new build.
+    """Entries of this cache that the entry of ``key`` replaces, each with its metadata.
 
     An entry is superseded when it was built from the same ONNX file path at the same precision, working size and
     DLA core for the same GPU, but by an older TensorRT (a JetPack upgrade), from other bytes of that file (a
@@ -409,7 +399,7 @@ def _superseded_entries(folder: Path, key: PlanKey, onnx_path: str | Path) -> li
         same_slot = (metadata.source == str(onnx_path) and metadata.precision == key.precision
                      and metadata.info.working_size == key.working_size and metadata.dla_core == key.dla_core
                      and metadata.gpu == key.gpu)
-        if same_slot and _version_tuple(metadata.tensorrt_version) <= _version_tuple(key.tensorrt_version):
+        if same_slot and tensorrt_release(metadata.tensorrt_version) <= tensorrt_release(key.tensorrt_version):
             found.append((plan, metadata))
     return found
 
@@ -428,7 +418,7 @@ def _remove_superseded(folder: Path, entries: list[tuple[Path, PlanMetadata]], k
     """Remove the entries the new one replaced, and the timing caches of older TensorRT versions on this GPU."""
     if not entries:
         return
-    freed = 0
+    freed = removed = 0
     for plan, metadata in entries:
         size = plan.stat().st_size if plan.is_file() else 0
         try:
@@ -437,15 +427,16 @@ def _remove_superseded(folder: Path, entries: list[tuple[Path, PlanMetadata]], k
         except OSError:
             continue
         freed += size
+        removed += 1
     current = _timing_cache_name(key)
     suffix = current.removeprefix(f"timing-{key.tensorrt_version}")
     for timing in folder.glob(f"timing-*{suffix}"):
         version = timing.name.removeprefix("timing-").removesuffix(suffix)
-        if timing.name != current and _version_tuple(version) < _version_tuple(key.tensorrt_version):
+        if timing.name != current and tensorrt_release(version) < tensorrt_release(key.tensorrt_version):
             freed += timing.stat().st_size
             timing.unlink(missing_ok=True)
-    if progress:
-        _announce(f"removed {len(entries)} cached engine(s) of {key.model_name} that this one replaces "
+    if progress and removed:
+        _announce(f"removed {removed} cached engine(s) of {key.model_name} that this one replaces "
                   f"({freed / 2**20:.0f} MB)")
 
 

@@ -122,6 +122,21 @@ def tensorrt_major(version: str) -> int:
     return int(head)
 
 
+def tensorrt_release(version: str) -> tuple[int, int, int]:
+    """(major, minor, patch) of a TensorRT version string, for comparing releases; missing parts are 0.
+
+    Example:
+        >>> tensorrt_release("10.3.0.26"), tensorrt_release("11.4")
+        ((10, 3, 0), (11, 4, 0))
+    """
+    numbers = []
+    for part in version.split(".")[:3]:
+        digits = "".join(c for c in part if c.isdigit())
+        numbers.append(int(digits) if digits else 0)
+    major, minor, patch = (*numbers, 0, 0, 0)[:3]
+    return major, minor, patch
+
+
 def parse_device(device: str) -> int:
     """'auto', 'cuda' or 'cuda:N' -> the CUDA device index.
 
