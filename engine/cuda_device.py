@@ -38,6 +38,9 @@ from .device import resize_frame
 _MEMORY_DEVICE = 2
 # Buffers kept between calls: room for a batch of frames at a few frame sizes, few enough to bound memory.
 CACHED_BUFFERS = 64
+# ... and at most this many bytes of them: 64 buffers of 1080p frames with their class scores come to GBs, more than
+# an 8 GB Jetson can spare. The buffers of the call being made are kept whatever their size.
+CACHED_BYTES = 512 << 20
 
 # The frame path's buffers are unetrt's one device-array type.
 CudaBuffer = DeviceArray
@@ -172,7 +175,7 @@ class CudaDevice:
 
     def __init__(self, backend: DeviceBackend, driver: CudaDriver | None = None,
                  kernels: CudaKernels | None = None, graphs: bool = True,
-                 cached_buffers: int = CACHED_BUFFERS) -> None:
+                 cached_buffers: int = CACHED_BUFFERS, cached_bytes: int = CACHED_BYTES) -> None:
         self.backend = backend
         self.input_dtype: np.dtype[Any] = np.dtype(backend.input_dtype)
         if kernels is None:
@@ -188,6 +191,7 @@ class CudaDevice:
         self._stream: int | None = None
         self._cache: OrderedDict[Hashable, Any] = OrderedDict()
         self._capacity = cached_buffers
+        self._byte_budget = cached_bytes
         self._used_now: set[Hashable] = set()
         self._graphs = GraphCache(lambda enqueue: self.driver.capture(self.stream, enqueue), "the frame path",
                                   enabled=graphs and backend.capturable)
@@ -224,14 +228,22 @@ class CudaDevice:
 
     def _cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
         """The buffer for ``key``, made on first use; least recently used buffers of earlier sessions are freed
-        beyond the cache's capacity (a graph that may hold one is dropped first)."""
+        beyond the cache's capacity in buffers or in bytes (a graph that may hold one is dropped first)."""
         self._used_now.add(key)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
         value = make()
         self._cache[key] = value
-        stale = [k for k in self._cache if k not in self._used_now][: max(0, len(self._cache) - self._capacity)]
+        excess = len(self._cache) - self._capacity
+        cached_bytes = sum(int(buffer.nbytes) for buffer in self._cache.values())
+        stale = []
+        for old in (k for k in self._cache if k not in self._used_now):  # least recently used first
+            if excess <= 0 and cached_bytes <= self._byte_budget:
+                break
+            stale.append(old)
+            excess -= 1
+            cached_bytes -= int(self._cache[old].nbytes)
         if stale:
             # Earlier calls ended with a synchronize, so no queued work reads these; a graph might.
             self._graphs.invalidate()

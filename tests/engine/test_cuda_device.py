@@ -293,6 +293,28 @@ def test_buffers_of_many_frame_sizes_stay_bounded(fake_gpu: tuple[RuntimeBackend
     assert live[-1] <= live[11] + 4
 
 
+@pytest.mark.parametrize("fake_gpu", ["cpu"], indirect=True)
+def test_buffers_of_many_frame_sizes_stay_within_the_byte_budget(
+        fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
+    """64 buffers of large frames with their class scores came to GBs (an 8 GB Jetson's memory); the cache also
+    keeps at most cached_bytes of buffers from earlier calls, never freeing what the call being made uses."""
+    backend, gpu, _ = fake_gpu
+    device = CudaDevice(backend, kernels=FakeKernels(gpu, _tiling), cached_bytes=200_000)
+    path = FramePath(device, backend.info)
+    sizes = [(120 + 8 * step, 160 + 8 * step) for step in range(8)]
+    for step, (height, width) in enumerate(sizes * 2):
+        frame = frames(1, (height, width, 3), seed=step)
+        path.run(frame, plan_whole(height, width, "same", 3), True)
+        in_use = sum(int(device._cache[key].nbytes) for key in device._used_now)
+        held = sum(int(buffer.nbytes) for buffer in device._cache.values())
+        assert held <= max(200_000, in_use), (step, held, in_use)
+    assert len(device._cache) < 4 * len(sizes)  # earlier sizes' buffers were freed, not only counted out
+    # The last size's buffers are all kept, whatever the budget: its next call allocates nothing.
+    blocks = set(gpu._blocks)
+    path.run(frames(1, (*sizes[-1], 3), seed=99), plan_whole(*sizes[-1], "same", 3), True)
+    assert set(gpu._blocks) == blocks
+
+
 def test_device_of_the_backend_is_used(tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """Finding 12: no device ordinal is hard-coded; a backend on cuda:1 gets buffers in cuda:1's primary context."""
     gpu = install_fake_gpu(monkeypatch, FakeGpu(count=2, integrated=False))
