@@ -49,6 +49,7 @@ from ..cuda import (
     require_pycuda,
     synchronize_stream,
 )
+from ..dropped import release_when_dropped
 from ..paths import check_file
 from ..plan_metadata import (
     GpuIdentity,
@@ -273,6 +274,47 @@ class _Execution:
             raise RuntimeError(f"TensorRT failed to enqueue inference for shape {format_shape(self.shape or ())}")
 
 
+class _EngineResources:
+    """What a :class:`TensorRTBackend` holds on the GPU, kept apart from the backend so that one dropped without
+    ``close()`` is released on :mod:`unetrt.dropped`'s thread (a finalizer must not refer to its owner), with its
+    CUDA context current and TensorRT's objects destroyed children first."""
+
+    runtime: Any
+    engine: trt.ICudaEngine
+    execution: _Execution
+    stream: Any
+    host_in: NDArray[Any]
+    host_out: NDArray[Any]
+    device_in: Any
+    device_out: Any
+
+    def __init__(self, cuda_context: PrimaryContext, what: str, graphs: bool) -> None:
+        self.cuda_context = cuda_context
+        self.graphs = GraphCache(lambda enqueue: DriverGraph.capture(self.stream.handle, enqueue), what,
+                                 enabled=graphs)
+        self.device_execution: _Execution | None = None
+
+    def release(self) -> None:
+        """Free the buffers, the graph and the TensorRT objects, and release the retained context."""
+        try:
+            with self.cuda_context.active():
+                self.graphs.clear()
+                for name in ("device_in", "device_out"):
+                    allocation = self.__dict__.pop(name, None)
+                    if allocation is not None:
+                        allocation.free()
+                for name in ("host_in", "host_out"):
+                    array = self.__dict__.pop(name, None)
+                    if array is not None:
+                        array.base.free()
+                # TensorRT objects free device memory when destroyed: children before parents, context current.
+                self.device_execution = None
+                for name in ("execution", "stream", "engine", "runtime"):
+                    self.__dict__.pop(name, None)
+        finally:
+            self.cuda_context.release()
+
+
 class TensorRTBackend:
     """Runs a TensorRT plan written by ``unet-build``.
 
@@ -330,23 +372,21 @@ class TensorRTBackend:
         self._lock = threading.Lock()
         self._session_thread: threading.Thread | None = None  # the thread inside device_session, if any
         self._closed = False
-        self._cuda_context = PrimaryContext(index)
-        self._graphs = GraphCache(lambda enqueue: DriverGraph.capture(self._stream.handle, enqueue),
-                                  f"TensorRT inference of {path.name}", enabled=cuda_graph)
-        self._device_execution: _Execution | None = None
+        held = self._held = _EngineResources(PrimaryContext(index), f"TensorRT inference of {path.name}", cuda_graph)
         try:
-            with gpu_resources(f"opening the TensorRT engine {path.name}"), self._cuda_context.active():
+            with gpu_resources(f"opening the TensorRT engine {path.name}"), held.cuda_context.active():
                 try:
                     self._open_engine()
                 except BaseException as exc:
                     # The traceback's frames hold _open_engine's locals (the engine among them): cleared here, the
-                    # TensorRT objects go in _release, with this context current, not when the caller drops the
+                    # TensorRT objects go in held.release(), with this context current, not when the caller drops the
                     # exception, after the context's release, on whatever thread that is.
                     traceback.clear_frames(exc.__traceback__)
                     raise
         except BaseException:
-            self._release()
+            held.release()
             raise
+        self._release_if_dropped = release_when_dropped(self, held.release, f"the TensorRT engine {path.name}")
 
     # --- setup -------------------------------------------------------------------------------------------
 
@@ -355,21 +395,21 @@ class TensorRTBackend:
         import tensorrt as trt
 
         try:
-            self._runtime = start_tensorrt(trt.Runtime)
+            self._held.runtime = start_tensorrt(trt.Runtime)
         except ValueError as exc:
             raise EngineResourceError(str(exc)) from exc  # the machine's CUDA, not the plan
         if self.metadata.dla_core is not None:
             # Orin modules with and without DLAs share a GPU name, compute capability and SM count.
-            available = int(self._runtime.num_DLA_cores)
+            available = int(self._held.runtime.num_DLA_cores)
             if self.metadata.dla_core >= available:
                 for_gpu = dataclasses.replace(self.metadata, dla_core=None)
                 raise PlanCompatibilityError(
                     f"{str(self.path)!r} runs on DLA core {self.metadata.dla_core}; this device has {available} DLA "
                     f"core(s): build it for the GPU alone with: {for_gpu.rebuild_command(self.path)}")
             # IRuntime::setDLACore: the DLA core a DLA engine runs on, set before deserialising (as trtexec does).
-            self._runtime.DLA_core = self.metadata.dla_core
+            self._held.runtime.DLA_core = self.metadata.dla_core
         plan = self.path.read_bytes()
-        engine = self._runtime.deserialize_cuda_engine(plan)
+        engine = self._held.runtime.deserialize_cuda_engine(plan)
         if engine is None:
             # deserializeCudaEngine returns null on any failure, the weights' allocation included: a plan that may
             # not fit in what is free is kept, not taken for a damaged one (and rebuilt at every start while memory
@@ -384,7 +424,7 @@ class TensorRTBackend:
                 f"TensorRT could not deserialise {str(self.path)!r} (corrupt, or built by another TensorRT); "
                 f"rebuild it with: {self.metadata.rebuild_command(self.path)}"
             )
-        self._engine: trt.ICudaEngine = engine
+        self._held.engine = engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -412,11 +452,11 @@ class TensorRTBackend:
         self.profile = ShapeProfile.from_dict({"min": low, "opt": opt, "max": high})
         self.max_input_hw: tuple[int, int] | None = self.profile.max_input_hw
         self.max_batch: int | None = self.profile.max_batch
-        self._execution = self._new_execution(self._graphs.invalidate)
+        self._held.execution = self._new_execution(self._held.graphs.invalidate)
         # Non-blocking: the graphs captured on it must not make other threads' legacy-stream work invalid.
-        self._stream = cuda.Stream(flags=STREAM_NON_BLOCKING)
+        self._held.stream = cuda.Stream(flags=STREAM_NON_BLOCKING)
         try:
-            max_out = self._execution.set_shape(self.profile.max)
+            max_out = self._held.execution.set_shape(self.profile.max)
         except ValueError as exc:
             raise ValueError(f"the engine rejects its own largest profile shape {format_shape(self.profile.max)}") \
                 from exc
@@ -429,10 +469,10 @@ class TensorRTBackend:
         in_size = int(np.prod(self.profile.max))
         out_size = int(np.prod(max_out))
         try:
-            self._host_in: NDArray[Any] = cuda.pagelocked_empty(in_size, self._input_dtype)
-            self._host_out: NDArray[Any] = cuda.pagelocked_empty(out_size, self._output_dtype)
-            self._device_in = cuda.mem_alloc(max(1, self._host_in.nbytes))
-            self._device_out = cuda.mem_alloc(max(1, self._host_out.nbytes))
+            self._held.host_in = cuda.pagelocked_empty(in_size, self._input_dtype)
+            self._held.host_out = cuda.pagelocked_empty(out_size, self._output_dtype)
+            self._held.device_in = cuda.mem_alloc(max(1, self._held.host_in.nbytes))
+            self._held.device_out = cuda.mem_alloc(max(1, self._held.host_out.nbytes))
         except cuda.MemoryError as exc:
             total = in_size * self._input_dtype.itemsize + out_size * self._output_dtype.itemsize
             raise EngineResourceError(
@@ -446,7 +486,7 @@ class TensorRTBackend:
         synchronize_stream(STREAM_LEGACY, "TensorRT's loading of the engine")
 
     def _new_execution(self, on_change: Callable[[], None]) -> _Execution:
-        context = self._engine.create_execution_context()
+        context = self._held.engine.create_execution_context()
         if context is None:
             raise EngineResourceError(
                 f"TensorRT could not create an execution context for {str(self.path)!r} (most often: too little GPU "
@@ -455,7 +495,7 @@ class TensorRTBackend:
         return _Execution(context, self._input, self._output, self.profile, on_change)
 
     def _bind_own_buffers(self) -> None:
-        self._execution.bind(int(self._device_in), int(self._device_out), "the backend's own buffers")
+        self._held.execution.bind(int(self._held.device_in), int(self._held.device_out), "the backend's own buffers")
 
     # --- inference ---------------------------------------------------------------------------------------
 
@@ -475,15 +515,16 @@ class TensorRTBackend:
         shape = tuple(int(d) for d in batch.shape)
         with self._lock:
             self._check_open()
-            with self._cuda_context.active():
-                out_shape = self._execution.set_shape(shape)
-                host_in = self._host_in[: batch.size].reshape(shape)
+            held = self._held
+            with held.cuda_context.active():
+                out_shape = held.execution.set_shape(shape)
+                host_in = held.host_in[: batch.size].reshape(shape)
                 np.copyto(host_in, batch, casting="same_kind")
-                host_out = self._host_out[: int(np.prod(out_shape))].reshape(out_shape)
-                cuda.memcpy_htod_async(self._device_in, host_in, self._stream)
-                self._graphs.run(shape, self._stream.handle, lambda: self._execution.enqueue(self._stream.handle))
-                cuda.memcpy_dtoh_async(host_out, self._device_out, self._stream)
-                self._stream.synchronize()
+                host_out = held.host_out[: int(np.prod(out_shape))].reshape(out_shape)
+                cuda.memcpy_htod_async(held.device_in, host_in, held.stream)
+                held.graphs.run(shape, held.stream.handle, lambda: held.execution.enqueue(held.stream.handle))
+                cuda.memcpy_dtoh_async(host_out, held.device_out, held.stream)
+                held.stream.synchronize()
                 return host_out.astype(np.float32, copy=True)
 
     def infer_device(self, images: Any, out: Any = None) -> Any:
@@ -512,9 +553,9 @@ class TensorRTBackend:
             raise ValueError(f"images must have dtype {self._input_dtype} (the engine's input), got {source.dtype}")
         with self._lock:
             self._check_open()
-            with self._cuda_context.active():
-                out_shape = self._execution.set_shape(shape)
-                out_pointer = int(self._device_out)
+            with self._held.cuda_context.active():
+                out_shape = self._held.execution.set_shape(shape)
+                out_pointer = int(self._held.device_out)
                 streams = [producer_stream]
                 if out is not None:
                     target, out_stream = read_cuda_array(out, "out", writable=True)
@@ -534,17 +575,17 @@ class TensorRTBackend:
                         # captures a CUDA graph in this context, and breaks that capture.
                         synchronize_stream(stream, "a caller's CUDA array")
                 try:
-                    self._execution.bind(source.ptr, out_pointer, "the caller's device arrays")
+                    self._held.execution.bind(source.ptr, out_pointer, "the caller's device arrays")
                     # The captured graph holds the backend's own buffer addresses: enqueue directly.
-                    self._execution.enqueue(self._stream.handle)
+                    self._held.execution.enqueue(self._held.stream.handle)
                 finally:
                     self._bind_own_buffers()
                 if out is not None:
-                    self._stream.synchronize()
+                    self._held.stream.synchronize()
                     return out
-                host_out = self._host_out[: int(np.prod(out_shape))].reshape(out_shape)
-                cuda.memcpy_dtoh_async(host_out, self._device_out, self._stream)
-                self._stream.synchronize()
+                host_out = self._held.host_out[: int(np.prod(out_shape))].reshape(out_shape)
+                cuda.memcpy_dtoh_async(host_out, self._held.device_out, self._held.stream)
+                self._held.stream.synchronize()
                 return host_out.astype(np.float32, copy=True)
 
     # --- device entry (the GPU-resident frame path) -------------------------------------------------------
@@ -570,18 +611,18 @@ class TensorRTBackend:
         """
         with self._lock:
             self._check_open()
-            with self._cuda_context.active():
+            with self._held.cuda_context.active():
                 self._session_thread = threading.current_thread()
                 try:
-                    yield int(self._stream.handle)
+                    yield int(self._held.stream.handle)
                 finally:
                     self._session_thread = None
 
     def _device(self) -> _Execution:
-        if self._device_execution is None:
+        if self._held.device_execution is None:
             # The frame path captures this context's enqueues into its own graphs, which hold the shape it had.
-            self._device_execution = self._new_execution(lambda: None)
-        return self._device_execution
+            self._held.device_execution = self._new_execution(lambda: None)
+        return self._held.device_execution
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The logits' shape for an input shape, from any thread: computed, so that it never changes the shape of
@@ -615,32 +656,14 @@ class TensorRTBackend:
 
     # --- teardown ----------------------------------------------------------------------------------------
 
-    def _release(self) -> None:
-        try:
-            with self._cuda_context.active():
-                self._graphs.clear()
-                for name in ("_device_in", "_device_out"):
-                    allocation = self.__dict__.pop(name, None)
-                    if allocation is not None:
-                        allocation.free()
-                for name in ("_host_in", "_host_out"):
-                    array = self.__dict__.pop(name, None)
-                    if array is not None:
-                        array.base.free()
-                # TensorRT objects free device memory when destroyed: children before parents, context current.
-                self._device_execution = None
-                for name in ("_execution", "_stream", "_engine", "_runtime"):
-                    self.__dict__.pop(name, None)
-        finally:
-            self._cuda_context.release()
-
     def close(self) -> None:
         """Free the engine, buffers, stream and CUDA graph; release the retained context (idempotent)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._release()
+            self._release_if_dropped.detach()
+            self._held.release()
 
     def __enter__(self) -> TensorRTBackend:
         return self

@@ -126,7 +126,7 @@ def test_dla_core_with_gpu_fallback_is_recorded(fake_trt: FakeGpu, tiny_model_fi
 
     with TensorRTBackend(plan) as backend:  # what runs it says so wherever the device is shown (bench, stream)
         assert backend.device == "cuda:0 (Orin (fake), DLA core 1)"
-        assert backend._runtime.DLA_core == 1  # type: ignore[attr-defined]
+        assert backend._held.runtime.DLA_core == 1  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("options, message", [
@@ -326,7 +326,7 @@ def test_dla_plan_opens_on_its_core(fake_trt: FakeGpu, tiny_model_files: dict[st
     plan = tmp_path / "tiny.plan"
     build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True, dla_core=1, progress=False))
     with TensorRTBackend(plan) as backend:
-        assert backend._runtime.DLA_core == 1  # set before the plan was deserialised
+        assert backend._held.runtime.DLA_core == 1  # set before the plan was deserialised
 
 
 def test_a_dla_plan_on_a_device_without_that_core_says_so(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],

@@ -220,7 +220,7 @@ def test_every_runtime_and_builder_shares_one_logger(gpu_plan: tuple[FakeGpu, Pa
     build_engine(tiny_model_files["onnx"], tmp_path / "built.plan", BuildOptions(progress=False, verbose=True))
     try:
         logger = tensorrt_logger()
-        assert [segmenter.backend._runtime.logger for segmenter in opened] == [logger, logger]  # type: ignore[attr-defined]
+        assert [segmenter.backend._held.runtime.logger for segmenter in opened] == [logger, logger]  # type: ignore[attr-defined]
         assert [recorded for recorded, _ in builders] == [logger]
         import tensorrt as trt
 

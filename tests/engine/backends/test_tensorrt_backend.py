@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import types
 from pathlib import Path
 from typing import Any
@@ -618,7 +619,7 @@ def test_fake_contexts_on_one_profile_are_not_run_concurrently(fake_trt: tuple[F
     shape = (1, 3, 32, 32)
     with TensorRTBackend(plan) as backend:
         with backend.device_session():
-            engine = backend._engine
+            engine = backend._held.engine
             first, second = engine.create_execution_context(), engine.create_execution_context()
             memory = [cuda.mem_alloc(4 * 3 * 32 * 32 * 11) for _ in range(2)]
             for context in (first, second):
@@ -634,10 +635,10 @@ def test_fake_contexts_on_one_profile_are_not_run_concurrently(fake_trt: tuple[F
             other.synchronize()
             # The device entry and infer share the backend's stream: neither is refused.
             out = cuda.mem_alloc(4 * 2 * 11 * 32 * 32)
-            backend.enqueue(int(memory[0]), (2, 3, 32, 32), int(out), int(backend._stream.handle))
+            backend.enqueue(int(memory[0]), (2, 3, 32, 32), int(out), int(backend._held.stream.handle))
         backend.infer(np.zeros(shape, np.float32))
         with backend.device_session():
-            backend._stream.synchronize()
+            backend._held.stream.synchronize()
             for allocation in (*memory, out):
                 allocation.free()
             del first, second
@@ -680,3 +681,28 @@ def test_fake_a_failed_open_destroys_the_engine_in_its_context(fake_trt: tuple[F
     gc.collect()
     assert [entry for entry in gpu.log if entry[0] == "tensorrt freed outside its context"] == []
     assert gpu.live("library") == 0
+
+
+@pytest.mark.gpu_contract
+def test_fake_a_backend_dropped_without_close_is_released_in_its_context(fake_trt: tuple[FakeGpu, Path]) -> None:
+    """A bare backend (open_backend without `with` or close()) dropped on a thread: its engine, context, buffers and
+    retained CUDA context were freed by the garbage collector at whatever moment, outside its CUDA context
+    ([TEARDOWN]: TensorRT's "context is destroyed", sometimes a crash), and the context stayed retained."""
+    import gc
+
+    from unetrt.dropped import wait_for_releases
+
+    gpu, plan = fake_trt
+    batch = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)
+
+    def use_and_drop() -> None:
+        backend = TensorRTBackend(plan)
+        backend.infer(batch)
+
+    worker = threading.Thread(target=use_and_drop)
+    worker.start()
+    worker.join()
+    gc.collect()
+    assert wait_for_releases(30)
+    assert gpu.primary(0).retains == 0 and gpu.live("device") == 0 and gpu.live("pinned") == 0
+    assert not [entry for entry in gpu.log if entry[0] == "tensorrt freed outside its context"]
