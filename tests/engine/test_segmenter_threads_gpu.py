@@ -46,6 +46,24 @@ def _on_another_thread(work: Callable[[], object]) -> None:
     thread.join()
 
 
+def _hold_inside_a_capture(gpu: FakeGpu, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Make every enqueue under capture set the first event and wait (30 s at most) for the second: another
+    thread's work then lands while a graph is being captured."""
+    from fakes.tensorrt import FakeExecutionContext
+
+    in_capture, go_on = threading.Event(), threading.Event()
+    execute = FakeExecutionContext.execute_async_v3
+
+    def held_inside_the_capture(context: FakeExecutionContext, stream: int) -> bool:
+        if gpu.capturing(stream):
+            in_capture.set()
+            go_on.wait(30)
+        return execute(context, stream)
+
+    monkeypatch.setattr(FakeExecutionContext, "execute_async_v3", held_inside_the_capture)
+    return in_capture, go_on
+
+
 def test_threads_get_the_answers_they_would_get_alone_and_close_elsewhere(gpu_plan: tuple[FakeGpu, Path]) -> None:
     gpu, plan = gpu_plan
     segmenter = Segmenter(plan)
@@ -116,22 +134,11 @@ def test_device_input_on_one_thread_leaves_a_capture_on_another_intact(gpu_plan:
     capturing at that moment (CUDA Programming Guide, "Prohibited and Unhandled Operations"): that size then ran
     without graphs for good, and this call failed."""
     import pycuda.driver as cuda
-    from fakes.tensorrt import FakeExecutionContext
-
     gpu, plan = gpu_plan
     frame = _frames()[0]
     with Segmenter(plan) as capturing, Segmenter(plan) as other:
         alone = capturing.segment(frame).mask  # the first call of this size runs plainly; the next one captures
-        in_capture, go_on = threading.Event(), threading.Event()
-        execute = FakeExecutionContext.execute_async_v3
-
-        def held_inside_the_capture(context: FakeExecutionContext, stream: int) -> bool:
-            if gpu.capturing(stream):
-                in_capture.set()
-                go_on.wait(30)
-            return execute(context, stream)
-
-        monkeypatch.setattr(FakeExecutionContext, "execute_async_v3", held_inside_the_capture)
+        in_capture, go_on = _hold_inside_a_capture(gpu, monkeypatch)
         masks: list[np.ndarray] = []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -161,22 +168,12 @@ def test_legacy_stream_work_on_another_thread_during_a_capture_is_not_refused(gp
     captured, and it was not created with cudaStreamNonBlocking, any attempted use of the legacy stream is
     invalid")."""
     from fakes.cuda import primary_context_pushed
-    from fakes.tensorrt import FakeExecutionContext
 
     gpu, plan = gpu_plan
     frame = _frames()[0]
     with Segmenter(plan) as capturing:
         alone = capturing.segment(frame).mask  # the first call of this size runs plainly; the next one captures
-        in_capture, go_on = threading.Event(), threading.Event()
-        execute = FakeExecutionContext.execute_async_v3
-
-        def held_inside_the_capture(context: FakeExecutionContext, stream: int) -> bool:
-            if gpu.capturing(stream):
-                in_capture.set()
-                go_on.wait(30)
-            return execute(context, stream)
-
-        monkeypatch.setattr(FakeExecutionContext, "execute_async_v3", held_inside_the_capture)
+        in_capture, go_on = _hold_inside_a_capture(gpu, monkeypatch)
         masks: list[np.ndarray] = []
         thread = threading.Thread(target=lambda: masks.append(capturing.segment(frame).mask))
         gpu.log.clear()

@@ -517,6 +517,19 @@ def test_fake_infer_device_waits_for_the_stream_of_out(fake_trt: tuple[FakeGpu, 
             logits.free()
 
 
+def _queue_upload(gpu: FakeGpu, batch: np.ndarray, stream: Any) -> Any:
+    """Device memory of zeros, and the copy of ``batch`` into it queued on ``stream`` (None: the legacy stream), not
+    yet run: a producer library's upload as an input reaches the backend."""
+    import pycuda.driver as cuda
+
+    images = cuda.mem_alloc(batch.nbytes)
+    gpu.bytes_at(int(images), batch.nbytes)[:] = 0
+    staged = cuda.pagelocked_empty(batch.shape, np.float32)
+    staged[...] = batch
+    cuda.memcpy_htod_async(images, staged, stream)
+    return images
+
+
 @pytest.mark.gpu_contract
 def test_fake_infer_device_reads_an_input_its_producer_stream_still_writes(fake_trt: tuple[FakeGpu, Path],
                                                                            tiny_model_files: dict[str, Path]) -> None:
@@ -528,12 +541,8 @@ def test_fake_infer_device_reads_an_input_its_producer_stream_still_writes(fake_
     batch = np.random.default_rng(4).standard_normal((1, 3, 32, 32)).astype(np.float32)
     with TensorRTBackend(plan) as backend:
         with backend.device_session():
-            images = cuda.mem_alloc(batch.nbytes)
-            gpu.bytes_at(int(images), batch.nbytes)[:] = 0
-            staged = cuda.pagelocked_empty(batch.shape, np.float32)
-            staged[...] = batch
             producer = cuda.Stream()
-            cuda.memcpy_htod_async(images, staged, producer)
+            images = _queue_upload(gpu, batch, producer)
         assert gpu.pending() == 1  # the producer's copy has not run
         logits = backend.infer_device(ArrayOnStream(int(images), batch.shape, producer.handle))
         np.testing.assert_allclose(logits, _onnx(tiny_model_files, batch), atol=1e-5)
@@ -547,17 +556,12 @@ def test_fake_infer_device_reads_an_input_queued_on_the_legacy_stream(fake_trt: 
     """The backend's stream is non-blocking (so that its graph captures leave other threads' legacy-stream work
     valid) and so no longer waits for the legacy stream by itself: an input whose producer says stream 1 (CUDA
     Array Interface v3: the legacy default stream, torch's default) is read once that stream's work has run."""
-    import pycuda.driver as cuda
 
     gpu, plan = fake_trt
     batch = np.random.default_rng(5).standard_normal((1, 3, 32, 32)).astype(np.float32)
     with TensorRTBackend(plan) as backend:
         with backend.device_session():
-            images = cuda.mem_alloc(batch.nbytes)
-            gpu.bytes_at(int(images), batch.nbytes)[:] = 0
-            staged = cuda.pagelocked_empty(batch.shape, np.float32)
-            staged[...] = batch
-            cuda.memcpy_htod_async(images, staged, None)  # queued on the legacy stream
+            images = _queue_upload(gpu, batch, None)  # queued on the legacy stream
         assert gpu.pending() == 1
         logits = backend.infer_device(ArrayOnStream(int(images), batch.shape, 1))
         np.testing.assert_allclose(logits, _onnx(tiny_model_files, batch), atol=1e-5)
