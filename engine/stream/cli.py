@@ -257,6 +257,7 @@ def _run_stream(args: argparse.Namespace, sigterm: StopOnSigterm) -> bool:
     """Stream until the end, Ctrl-C or SIGTERM; finish the output and print the summary. True after Ctrl-C."""
     interrupted = False
     output_error: OutputError | None = None
+    source_error: SourceError | None = None
     _check_stats_target(args)
     try:
         # The stream checks the input and output before it loads the model, so mistakes are reported at once.
@@ -270,15 +271,22 @@ def _run_stream(args: argparse.Namespace, sigterm: StopOnSigterm) -> bool:
             stream.close()
             raise
         with stream, tqdm(unit="frame", disable=None, desc="unet-stream") as progress:
+            delivered = 0
             try:
                 for index, _ in enumerate(stream):
                     if index == 0:  # the source is open now: a stored one knows how many frames it holds
                         progress.reset(total=_expected_frames(stream, args))
                     progress.update()
+                    delivered = index + 1
             except KeyboardInterrupt:
                 interrupted = True
             except OutputError as exc:  # reported after the summary, which says how many frames were written
                 output_error = exc
+            except SourceError as exc:
+                if not delivered:
+                    raise  # never streamed (not up, no frame that decodes): the error line says it all
+                # A camera unplugged mid-run: the summary (and --stats) of what was segmented and written comes first.
+                source_error = exc
             finally:
                 _close_ignoring_ctrl_c(stream)
     except SourceError as exc:
@@ -286,6 +294,8 @@ def _run_stream(args: argparse.Namespace, sigterm: StopOnSigterm) -> bool:
     _write_stats(stream.summary(), args.stats)
     if output_error is not None:
         raise output_error
+    if source_error is not None:
+        raise ValueError(str(source_error)) from source_error
     return interrupted
 
 
@@ -313,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``unet-stream``.
 
     Returns:
-        0 on success, 2 on a user error, 1 when writing the output failed (a full disk: the frames written
+        0 on success, 2 on a user error or a live source gone for good (after the summary of what was streamed),
+        1 when writing the output failed (a full disk: the frames written
         before are kept), 130 after Ctrl-C and 143 after SIGTERM (in these three cases the output is
         finished and the summary printed first).
     """

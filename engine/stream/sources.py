@@ -32,6 +32,9 @@ MAX_CONSECUTIVE_FILE_FAILURES = 10
 DEFAULT_CSI_CAPTURE = (1280, 720, 30)
 # A network stream still opening after this long gets a log line saying what it waits for.
 SLOW_OPEN_NOTICE_S = 3.0
+# The rate OpenCV's V4L2 backend asks a camera for when it opens it (DEFAULT_V4L_FPS).
+V4L2_ASKED_FPS = 30.0
+MJPG = cv2.VideoWriter.fourcc(*"MJPG")
 
 
 class SourceError(ConnectionError):
@@ -165,6 +168,38 @@ def csi_pipeline(sensor: int, size: tuple[int, int] | None = None, fps: int | No
         f"nvvidconv ! video/x-raw, width={width}, height={height}, format=BGRx ! "
         "videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false"
     )
+
+
+def fourcc_text(code: float) -> str:
+    """A V4L2 pixel format code (``CAP_PROP_FOURCC``) as its four letters.
+
+    Example:
+        >>> fourcc_text(cv2.VideoWriter.fourcc(*"MJPG"))
+        'MJPG'
+    """
+    value = int(code)
+    return "".join(chr((value >> shift) & 0xFF) for shift in (0, 8, 16, 24)).strip("\x00 ") or "?"
+
+
+def prefer_faster_format(capture: cv2.VideoCapture) -> None:
+    """Switch an opened V4L2 camera to MJPG where that gives more frames per second at the same size.
+
+    OpenCV's V4L2 backend tries YUYV before MJPG, and a USB 2 camera sends uncompressed 1280x720 or 1920x1080 at
+    5 to 10 FPS only; in MJPG the same camera gives 30. A camera without MJPG at that size keeps its format
+    (OpenCV restores it when the switch fails), and so does one that is as fast without it.
+    """
+    rate = capture.get(cv2.CAP_PROP_FPS)
+    previous = capture.get(cv2.CAP_PROP_FOURCC)
+    if int(previous) == MJPG or rate >= V4L2_ASKED_FPS:
+        return
+    size = (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if not capture.set(cv2.CAP_PROP_FOURCC, MJPG):
+        return
+    # The driver answers a size its MJPG lacks with another one: a faster rate at another size is no gain.
+    same_size = (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == size
+    if not same_size or capture.get(cv2.CAP_PROP_FPS) <= rate:
+        # OpenCV keeps the size asked for and asks it again with the old format: the camera is back as it was.
+        capture.set(cv2.CAP_PROP_FOURCC, previous)
 
 
 # How long closing a timed reader waits for a read in progress and the release after it.
@@ -312,6 +347,8 @@ class VideoCaptureSource:
         self.frame_count = 0
         self._frames_read = 0
         self._failures = 0
+        # The camera mode last warned about, so a camera reopened after a failure does not repeat the warning.
+        self._warned_mode: str | None = None
 
     def open(self) -> None:
         """Open the device, stream or file.
@@ -329,6 +366,9 @@ class VideoCaptureSource:
         if not capture.isOpened():
             capture.release()
             raise SourceError(f"cannot open {self.spec.kind} {self.name!r}" + self._open_hint())
+        if self.spec.kind == "camera":
+            prefer_faster_format(capture)
+            self._report_camera_mode(capture)
         rate = capture.get(cv2.CAP_PROP_FPS)
         self.fps = rate if 0 < rate < 1000 else None
         self.frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
@@ -377,10 +417,30 @@ class VideoCaptureSource:
         if self.spec.kind == "video":
             return "; the file may be damaged or use a codec this OpenCV build cannot decode"
         if self.spec.kind == "csi":
+            # Argus picks the sensor mode nearest the caps asked for; without one at that rate the pipeline fails.
+            mode = ("" if self.size is None else f", that it has a mode of {self.size[0]}x{self.size[1]} at "
+                    f"{DEFAULT_CSI_CAPTURE[2]} FPS (--input-width/--input-height; 1280x720 suits most sensors)")
             # Argus serves every CSI camera through one daemon, which a crashed client can leave holding a sensor.
-            return (f"; check that a camera is connected as sensor {self.spec.location}, that no other program uses "
-                    "it, and restart the camera daemon: sudo systemctl restart nvargus-daemon")
+            return (f"; check that a camera is connected as sensor {self.spec.location}{mode}, that no other program "
+                    "uses it, and restart the camera daemon: sudo systemctl restart nvargus-daemon")
         return ""
+
+    def _report_camera_mode(self, capture: cv2.VideoCapture) -> None:
+        """Log the mode a V4L2 camera runs in; warn (once per mode) when it is not the size asked for.
+
+        A driver answers a size it lacks with its nearest one and OpenCV says nothing; the capture then resizes
+        every frame to the size asked for, so without this line an upscaled 640x480 passes for 1920x1080.
+        """
+        width, height = round(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), round(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        pixel_format = fourcc_text(capture.get(cv2.CAP_PROP_FOURCC))
+        mode = f"{width}x{height} {pixel_format} at {capture.get(cv2.CAP_PROP_FPS):g} FPS"
+        log.info("%s delivers %s", self.name, mode)
+        if self.size is None or (width, height) == tuple(self.size) or mode == self._warned_mode:
+            return
+        self._warned_mode = mode
+        log.warning("%s delivers %s, not the %dx%d asked for (--input-width/--input-height): its frames are resized "
+                    "to %dx%d; list the sizes it has with v4l2-ctl -d %s --list-formats-ext", self.name, mode,
+                    *self.size, *self.size, self.spec.location)
 
     def read(self) -> np.ndarray | None:
         """The next frame; None when a file has ended.
@@ -406,6 +466,10 @@ class VideoCaptureSource:
             self._failures = 0
             return frame
         if self.live:
+            if self._frames_read == 0:
+                # A CSI camera whose Argus session fails (nvargus-daemon down, the sensor held by another process)
+                # opens and then ends at once: the first read, not the open, is where the hint belongs.
+                raise SourceError(f"{self.name!r} opened but sent no frame" + self._open_hint())
             raise SourceError(f"{self.name!r} stopped delivering frames")
         self._failures += 1
         if self._frames_read + self._failures < self.frame_count and self._failures < MAX_CONSECUTIVE_FILE_FAILURES:
