@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..cuda import PrimaryContext, cuda_ordinal, synchronize_stream
+from ..dropped import release_when_dropped
 from ..model_file import ONNX_EXPECTED, read_model_file
 from ..model_info import check_network_channels
 from ..paths import check_file
@@ -90,6 +92,29 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return options
 
 
+class _DeviceResources:
+    """What the device entry of an :class:`OnnxRuntimeBackend` holds on the GPU: the retained primary context and
+    the stream made in it. Kept apart from the backend so that one dropped without ``close()`` is released on
+    :mod:`unetrt.dropped`'s thread with the context current: pycuda destroys a stream, and releases a retained
+    context, only with that context current or on the thread that retained it, and elsewhere leaks both without a
+    word (pycuda ``src/cpp/cuda.hpp``, ``scoped_context_activation``, ``context::detach``)."""
+
+    def __init__(self) -> None:
+        self.cuda_context: PrimaryContext | None = None
+        self.stream: Any = None
+
+    def release(self) -> None:
+        """Destroy the stream, then release the retained context (idempotent)."""
+        context, self.cuda_context = self.cuda_context, None
+        if context is None:
+            return
+        try:
+            with context.active():
+                self.stream = None  # destroyed with its context current
+        finally:
+            context.release()
+
+
 class OnnxRuntimeBackend:
     """Runs an exported ``.onnx`` U-Net through ONNX Runtime.
 
@@ -147,8 +172,9 @@ class OnnxRuntimeBackend:
         self.device = f"cuda:{self._ordinal}" if on_cuda else "cpu"
         self.threads = threads
         self.path = path
-        self._cuda_context: PrimaryContext | None = None
-        self._stream: Any = None
+        self._held = _DeviceResources()
+        # Registered once the device entry retains a context: a backend that never uses it holds nothing of unetrt's.
+        self._release_if_dropped: weakref.finalize[..., None] | None = None
         self._input = self._session.get_inputs()[0].name
         self._output = self._session.get_outputs()[0].name
 
@@ -186,12 +212,15 @@ class OnnxRuntimeBackend:
             raise ValueError("the device entry needs ONNX Runtime's CUDA provider; install onnxruntime-gpu")
         import pycuda.driver as cuda  # PrimaryContext checked that it imports
 
-        if self._cuda_context is None:
-            self._cuda_context = PrimaryContext(self._ordinal)
-        with self._cuda_context.active():
-            if self._stream is None:
-                self._stream = cuda.Stream()
-            yield int(self._stream.handle)
+        held = self._held
+        if held.cuda_context is None:
+            held.cuda_context = PrimaryContext(self._ordinal)
+            self._release_if_dropped = release_when_dropped(self, held.release,
+                                                            f"the CUDA stream and context of {self.path.name}")
+        with held.cuda_context.active():
+            if held.stream is None:
+                held.stream = cuda.Stream()
+            yield int(held.stream.handle)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The logits' shape for an input shape.
@@ -213,7 +242,7 @@ class OnnxRuntimeBackend:
         if self._session is None:
             raise ValueError("this backend is closed; open a new one")
         output_shape = self.output_shape(input_shape)
-        if self._stream is None:
+        if self._held.stream is None:
             raise RuntimeError("enqueue runs inside 'with backend.device_session():'")
         # ONNX Runtime runs on its own stream: wait for the caller's, where the input was queued.
         synchronize_stream(stream, "the network's input")
@@ -225,12 +254,9 @@ class OnnxRuntimeBackend:
     def close(self) -> None:
         """Drop the session and the stream; release the retained CUDA context (idempotent)."""
         self._session = None
-        if self._cuda_context is not None:
-            with self._cuda_context.active():
-                self._stream = None  # destroyed with its context current
-            self._cuda_context.release()
-            self._cuda_context = None
-        self._stream = None
+        if self._release_if_dropped is not None:
+            self._release_if_dropped.detach()
+        self._held.release()
 
     def __enter__(self) -> OnnxRuntimeBackend:
         return self

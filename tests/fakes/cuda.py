@@ -73,6 +73,15 @@ The fakes refuse what the real libraries refuse; each rule names its document:
   primary context that is not current, it pushes it to release it and leaves it on the thread's context stack
   (pycuda ``src/cpp/cuda.hpp``, ``context::detach`` with ``scoped_context_activation`` around
   ``cuDevicePrimaryCtxRelease``; the reason unetrt pops it itself).
+* pycuda destroys a ``Stream`` when it is garbage only where it can make the stream's context current: that context
+  (the one pycuda made current when the stream was created) is pycuda's current one, or the thread is the one that
+  made (retained) it; on any other thread, or once the context was detached, the stream is leaked without a word
+  (pycuda ``src/cpp/cuda.hpp``: ``stream::~stream`` destroys it inside ``scoped_context_activation``, which throws
+  ``cannot_activate_out_of_thread_context`` ("cannot activate out-of-thread context") or
+  ``cannot_activate_dead_context``, and ``CUDAPP_CATCH_CLEANUP_ON_DEAD_CONTEXT`` swallows both). The fake logs
+  ``("stream leaked", handle)`` (a stream of a destroyed context went with it); a destroyed stream's queued work
+  still runs ("the resources associated with hStream will be released automatically once the device has completed
+  all work", CUDA Driver API, ``cuStreamDestroy``) and its handle is then invalid.
 """
 
 from __future__ import annotations
@@ -481,6 +490,12 @@ class FakeGpu:
                 self.log.append(op.entry or (op.kind,))
                 op.run()
 
+    def destroy_stream(self, handle: int) -> None:
+        """cuStreamDestroy: the stream's queued work runs, then its handle names no stream."""
+        self.run_pending(handle)
+        with self.lock:
+            self.streams.pop(handle, None)
+
     def pending(self) -> int:
         """How many queued operations have not run yet."""
         return sum(len(stream.pending) for stream in self.streams.values())
@@ -555,6 +570,7 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
         def __init__(self, context: FakeContext) -> None:
             self._context = context
             self._owner = threading.get_ident()
+            self.valid = True  # pycuda's context::m_valid, cleared by detach
 
         @property
         def handle(self) -> int:
@@ -603,6 +619,7 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
 
         def detach(self) -> None:
             context = self._context
+            self.valid = False
             if threading.get_ident() != self._owner:
                 # context::detach on another thread cannot release: pycuda leaves the context to leak (with a
                 # warning); whoever retained it must release it through the driver.
@@ -755,6 +772,20 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
             pycuda_context()
             self._stream = gpu.new_stream(flags)
             self.handle = self._stream.handle
+            # pycuda's context_dependent: the context object current now is the one the destructor activates.
+            pushed = wrappers()
+            self._ward: Context | None = pushed[-1] if pushed else None
+
+        def __del__(self) -> None:
+            ward = getattr(self, "_ward", None)
+            if ward is None or not ward._context.alive:
+                return  # a destroyed context took its streams with it
+            pushed = wrappers()
+            current = pushed[-1] if pushed and gpu.pycuda_stack() else None
+            if not ward.valid or (current is not ward and threading.get_ident() != ward._owner):
+                gpu.log.append(("stream leaked", self.handle))
+                return
+            gpu.destroy_stream(self.handle)
 
         def synchronize(self) -> None:
             if self._stream.capture is not None:

@@ -162,3 +162,35 @@ def test_a_blocking_stream_waits_for_earlier_legacy_work_a_non_blocking_one_does
         stream.synchronize()
         assert (gpu.view(int(device), (4,), np.uint8) == 5).all() == waits
         cuda.Context.synchronize()
+
+
+def test_a_stream_garbage_out_of_its_contexts_reach_is_leaked_in_it_destroyed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """pycuda's stream::~stream: destroyed with its context current, or on the thread that retained the context;
+    leaked without a word on another thread, or once pycuda's context object was detached."""
+    gpu = install_fake_gpu(monkeypatch)
+    import pycuda.driver as cuda
+
+    context, other = (cuda.Device(0).retain_primary_context() for _ in range(2))
+    context.push()
+    streams = [cuda.Stream() for _ in range(4)]
+    handles = [stream.handle for stream in streams]
+    streams.pop()  # with its context current
+    cuda.Context.pop()
+    leaked = threading.Thread(target=streams.pop)  # on another thread
+    leaked.start()
+    leaked.join()
+    streams.pop()  # on the thread that retained the context: pycuda pushes it to destroy the stream
+    assert handles[3] not in gpu.streams and handles[1] not in gpu.streams
+    assert ("stream leaked", handles[2]) in gpu.log and handles[2] in gpu.streams
+    context.push()
+    context.detach()  # the retain `other` keeps the context itself alive
+    cuda.Context.pop()
+    streams.clear()
+    assert ("stream leaked", handles[0]) in gpu.log and handles[0] in gpu.streams
+    primary = gpu.primary(0)
+    assert primary.alive and primary.retains == 1
+    other.push()
+    other.detach()
+    cuda.Context.pop()
+    assert gpu.pycuda_stack() == [] and not primary.alive

@@ -4,6 +4,7 @@ whose logits are a real CPU session's: driven directly and through a Segmenter, 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -168,6 +169,38 @@ def test_close_is_idempotent_and_releases_the_retained_context(provider: FakeCud
         logits = np.array(gpu.view(outputs, other.output_shape(batch.shape), np.float32))
     np.testing.assert_array_equal(logits, cpu_logits(model, batch))
     assert gpu.primary(0).retains == runtime
+
+
+def test_a_backend_dropped_without_close_is_released_in_its_context(provider: FakeCudaProvider, model: Path) -> None:
+    """A bare backend whose device entry ran on a worker thread, dropped without close() on another thread (where
+    the garbage collector happened to run): pycuda leaked its stream there, as it leaks what it cannot make current
+    out of the thread that retained the context, and the backend's retain of the primary context was never released."""
+    import gc
+
+    from unetrt.dropped import wait_for_releases
+
+    gpu = provider.gpu
+    backends: list[OnnxRuntimeBackend] = []
+    streams: list[int] = []
+
+    def open_and_use() -> None:
+        backend = OnnxRuntimeBackend(model, device="cuda")
+        with device_buffers(backend, SHAPE) as (stream, inputs, outputs, _):
+            backend.enqueue(inputs, SHAPE, outputs, stream)
+        backends.append(backend)
+        streams.append(stream)
+
+    worker = threading.Thread(target=open_and_use)
+    worker.start()
+    worker.join()
+    assert gpu.primary(0).retains == 2 and streams[0] in gpu.streams  # the CUDA runtime's retain and the backend's
+    backends.clear()
+    gc.collect()
+    assert wait_for_releases(30)
+    # The CUDA runtime's retain alone is left (ONNX Runtime's, for good); unetrt's own retain count is back to 0.
+    assert gpu.primary(0).retains == 1 and gpu.primary(0).alive and gpu.live() == 0
+    assert streams[0] not in gpu.streams and ("stream leaked", streams[0]) not in gpu.log
+    assert gpu.driver_stack() == [] and gpu.pycuda_stack() == []
 
 
 def test_host_inference_of_a_cuda_session_is_the_cpu_sessions(provider: FakeCudaProvider, model: Path) -> None:
