@@ -59,9 +59,11 @@ from unetrt.geometry import plan_padding
 from unetrt.model_file import read_model_file
 from unetrt.model_info import ModelInfo
 from unetrt.paths import check_file, check_folder
+from unetrt.plan_metadata import ShapeProfile, format_shape
 from unetrt.stream.output_path import check_not_replacing, check_reads_nothing, check_writable_file
 
 from .flops import flops_per_image
+from .jetson import jetson_state
 from .stats import (
     current_rss_bytes,
     describe_cpu,
@@ -222,6 +224,7 @@ class ModelFiles:
         onnx_for_flops: an ONNX file of the model, for counting FLOPs, or None.
         plan_precision: the precision the TensorRT plan was built with, when there is a plan.
         plan_dla_core: the DLA core the plan runs its layers on (None: the GPU alone).
+        plan_profile: the plan's optimisation profile (the input shapes it takes), when there is a plan.
     """
 
     name: str
@@ -231,6 +234,7 @@ class ModelFiles:
     onnx_for_flops: Path | None = None
     plan_precision: str | None = None
     plan_dla_core: int | None = None
+    plan_profile: ShapeProfile | None = None
     scratch: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
 
@@ -325,6 +329,7 @@ def locate_model(engine: str, build: bool = True) -> ModelFiles:
         plan = read_plan_metadata(files["tensorrt"])
         model.plan_precision = plan.precision
         model.plan_dla_core = plan.dla_core
+        model.plan_profile = plan.profile
         source = Path(plan.source)
         if model.onnx_for_flops is None and source.suffix == ".onnx" and source.is_file():
             model.onnx_for_flops = source
@@ -360,6 +365,33 @@ def synthetic_model(base: int) -> ModelFiles:
                        "--model FILE.onnx",
                "openvino": "--unet-base runs no OpenVINO rows; pass --model FILE.onnx"}
     return ModelFiles(info.name, files, missing, info, files["onnxruntime"], scratch=scratch)
+
+
+def frame_shapes(sizes: Sequence[tuple[int, int]] | None,
+                 model: ModelFiles) -> tuple[list[tuple[int, int]], str | None]:
+    """The (height, width) frame sizes to time and, for a TensorRT plan that takes a range of shapes, a note saying
+    which were timed.
+
+    Without ``--size``/``--shapes``: the model's working size; else, for a plan, the height and width of its
+    profile's opt shape (the shape TensorRT tuned its kernels for; any other size could lie outside the profile);
+    else 512x512.
+    """
+    profile = model.plan_profile
+    if sizes:
+        chosen, why = [(h, w) for w, h in sizes], "as asked"
+    elif model.info.working_size is not None:
+        chosen, why = [(model.info.working_size[1], model.info.working_size[0])], "the model's working size"
+    elif profile is not None:
+        chosen = [(profile.opt[2], profile.opt[3])]
+        why = "the height and width of the profile's opt shape (choose with --size)"
+    else:
+        chosen, why = [DEFAULT_SHAPE], "the default"
+    if profile is None or profile.min == profile.max:
+        return chosen, None
+    timed = ", ".join(f"{w}x{h}" for h, w in chosen)
+    return chosen, (f"the TensorRT plan takes a range of shapes (min {format_shape(profile.min)}, opt "
+                    f"{format_shape(profile.opt)}, max {format_shape(profile.max)}); frames timed at {timed} (WxH): "
+                    f"{why}")
 
 
 def _onnx_for_flops(model: ModelFiles) -> Path | None:
@@ -433,6 +465,10 @@ def library_versions() -> dict[str, str]:
             except metadata.PackageNotFoundError:
                 continue
             break
+    tensorrt = sys.modules.get("tensorrt")
+    if getattr(tensorrt, "__version__", None) is not None:
+        # The bindings that ran, whatever installed them (JetPack's come from the Debian package python3-libnvinfer).
+        versions["tensorrt"] = str(tensorrt.__version__)  # type: ignore[union-attr]
     torch = sys.modules.get("torch")
     if torch is not None and torch.version.cuda is not None:
         versions["cuda (torch)"] = str(torch.version.cuda)
@@ -735,10 +771,13 @@ def format_report(report: dict[str, Any]) -> str:
         "",
         f"Machine: {describe_cpu(machine)}, {machine['usable_cores']} usable cores, "
         f"load average before {_load(load)} / after {_load(machine['load_average_after'])}; "
-        f"GPU: {machine['gpu'] or 'none'}; CPU threads per backend: {settings['threads']} "
+        f"GPU: {machine['gpu'] or 'none'}{_tensorrt_version(report)}; CPU threads per backend: {settings['threads']} "
         f"(ONNX Runtime spinning off, torch OMP_WAIT_POLICY={settings['omp_wait_policy'] or 'unset'}); "
         f"{settings['trials']} trials x {settings['iterations_per_trial']} after {settings['warmup']} warm-up.",
     ]
+    if machine.get("jetson"):
+        lines.append(machine["jetson"]["description"])
+    lines += [f"**Warning:** {warning}" for warning in report.get("warnings", [])]
     if report["matmul_fp16_tflops"] is not None:
         lines.append(f"Measured dense FP16 matmul rate: {report['matmul_fp16_tflops']:.1f} TFLOP/s")
     if report.get("matmul_cpu_gflops") is not None:
@@ -755,6 +794,13 @@ def format_report(report: dict[str, Any]) -> str:
               "counts Conv/ConvTranspose FLOPs only; % matmul = that rate over the measured dense matmul rate of the "
               "row's precision (--matmul)."]
     return "\n".join(lines)
+
+
+def _tensorrt_version(report: dict[str, Any]) -> str:
+    """', TensorRT X' when a TensorRT row ran: a plan's speed depends on the TensorRT release that built and runs it."""
+    version = report["versions"].get("tensorrt")
+    ran = any(r["backend"] == "tensorrt" and r["status"] == "ok" for r in report["results"])
+    return f", TensorRT {version}" if ran and version else ""
 
 
 def _load(load: Sequence[float] | None) -> str:
@@ -891,13 +937,21 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
             raise ValueError(f"{HAND_WRITTEN} is a whole frame-to-mask pipeline: add --end-to-end")
         # A pipeline, not a way of running the network: it has no bare or device-resident form.
         variants = [v for v in variants if not v.hand_written]
-    shapes = [(h, w) for w, h in (args.shape or [model.info.working_size or DEFAULT_SHAPE])]
+    shapes, shape_note = frame_shapes(args.shape, model)
+    if shape_note is not None:
+        notes.append(shape_note)
     threads = args.threads or usable_cores()
     onnx_path = _onnx_for_flops(model)
     if onnx_path is None:
         notes.append("no ONNX file of this model: FLOPs and TFLOP/s are not counted")
     machine = machine_description()
     machine["load_average_before"] = machine.pop("load_average")
+    jetson = jetson_state()
+    machine["jetson"] = None if jetson is None else jetson.to_dict()
+    warning = None if jetson is None else jetson.warning()
+    warnings = [] if warning is None else [warning]
+    if warning is not None:  # before the run, so that it can be stopped and the clocks locked
+        print(f"unet-bench: warning: {warning}", file=sys.stderr)
     torch_cuda = _torch_cuda() if device == "cuda" else None
     machine["gpu"] = _gpu_name(torch_cuda) if device == "cuda" else None
     matmul = matmul_fp16_tflops() if device == "cuda" else None
@@ -946,6 +1000,7 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
         "matmul_cpu_gflops": matmul_cpu,
         "default_path": _default_path(args.model),
         "notes": notes,
+        "warnings": warnings,
         "results": results,
     }
     text = format_report(report)
