@@ -29,6 +29,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .dropped import release_when_dropped
+
 MISSING_PYCUDA = (
     "pycuda is not installed: run `pip install pycuda` (it builds against the CUDA toolkit; on a Jetson use "
     "the one from JetPack) to run TensorRT engines"
@@ -180,6 +182,10 @@ def cuda_ordinal(device: str) -> int:
 class PrimaryContext:
     """The primary context of one CUDA device, retained through pycuda until :meth:`release`.
 
+    One dropped without :meth:`release` (its owner's construction interrupted by Ctrl-C before it took the context)
+    is released on :mod:`unetrt.dropped`'s thread, through the driver: a retain nobody releases keeps the context
+    alive for the rest of the process.
+
     Args:
         ordinal: the CUDA device index.
 
@@ -205,11 +211,17 @@ class PrimaryContext:
             raise ValueError(f"CUDA device {ordinal} does not exist; this machine has {count} CUDA device(s)")
         self.ordinal = ordinal
         self.device = cuda.Device(ordinal)
-        with gpu_resources(f"the context of CUDA device {ordinal}"):
-            self._context: Any = self.device.retain_primary_context()
-        # Not threading.current_thread(): pycuda's own ownership test compares thread ids (pthread-based on Linux,
-        # as get_ident() is), and release() must take the same branch as pycuda even for a thread that reuses an id.
-        self._owner_thread = threading.get_ident()
+        # The retain goes straight into a holder whose release is registered before it: an interrupt anywhere after
+        # the retain (this constructor's last lines, or the caller's before it stores this object) cannot lose it.
+        self._retained = _RetainedContext(ordinal)
+        self._release_if_dropped = release_when_dropped(self, self._retained.release,
+                                                        f"the context of CUDA device {ordinal}")
+        try:
+            with gpu_resources(f"the context of CUDA device {ordinal}"):
+                self._retained.context = self.device.retain_primary_context()
+        except BaseException:
+            self.release()
+            raise
 
     @property
     def integrated(self) -> bool:
@@ -217,6 +229,11 @@ class PrimaryContext:
         import pycuda.driver as cuda
 
         return bool(self.device.get_attribute(cuda.device_attribute.INTEGRATED))
+
+    @property
+    def released(self) -> bool:
+        """Whether the context was released (or never retained)."""
+        return self._retained.context is None
 
     @contextmanager
     def active(self) -> Iterator[None]:
@@ -227,9 +244,10 @@ class PrimaryContext:
         """
         import pycuda.driver as cuda
 
-        if self._context is None:
+        context = self._retained.context
+        if context is None:
             raise ValueError("this CUDA context was released")
-        self._context.push()
+        context.push()
         try:
             yield
         finally:
@@ -237,12 +255,32 @@ class PrimaryContext:
 
     def release(self) -> None:
         """Release the retained context, leaving this thread's context stack as it was (idempotent)."""
-        context, self._context = self._context, None
+        self._release_if_dropped.detach()
+        self._retained.release()
+
+
+class _RetainedContext:
+    """The pycuda context of one retain and the thread that made it, apart from :class:`PrimaryContext` so that the
+    release of one dropped unreleased does not refer to it."""
+
+    def __init__(self, ordinal: int) -> None:
+        self.ordinal = ordinal
+        self.context: Any = None
+        # Not threading.current_thread(): pycuda's own ownership test compares thread ids (pthread-based on Linux,
+        # as get_ident() is), and release() must take the same branch as pycuda even for a thread that reuses an id.
+        self.owner_thread = threading.get_ident()
+        # The library the context was retained through: a release on the release thread may come at any later time.
+        self.driver = driver_library()
+
+    def release(self) -> None:
+        # Forgotten before it is detached: an interrupt in between leaks the retain, where the reverse order would
+        # have the next release detach it twice (pycuda refuses, or another holder's retain would be dropped).
+        context, self.context = self.context, None
         if context is None:
             return
-        driver = driver_library()
+        driver = self.driver
         context.detach()
-        if threading.get_ident() == self._owner_thread:
+        if threading.get_ident() == self.owner_thread:
             # pycuda releases a primary context by pushing it and calling cuDevicePrimaryCtxRelease, which does not
             # pop it: pop it here, or the thread keeps a possibly destroyed context current.
             driver.cuCtxPopCurrent_v2(ctypes.byref(ctypes.c_void_p()))
@@ -471,12 +509,14 @@ class DriverGraph:
     def destroy(self) -> None:
         """Free the graph (idempotent; the owning context must be current)."""
         driver = driver_library()
-        if self._exec.value:
-            driver.cuGraphExecDestroy(self._exec)
-            self._exec = ctypes.c_void_p()
-        if self._graph.value:
-            driver.cuGraphDestroy(self._graph)
-            self._graph = ctypes.c_void_p()
+        # Each handle is forgotten before it is destroyed: a destroy interrupted (Ctrl-C) right after it returned
+        # must not be done again by the next destroy() (a double destroy is undefined in CUDA).
+        graph_exec, self._exec = self._exec, ctypes.c_void_p()
+        if graph_exec.value:
+            driver.cuGraphExecDestroy(graph_exec)
+        graph, self._graph = self._graph, ctypes.c_void_p()
+        if graph.value:
+            driver.cuGraphDestroy(graph)
 
 
 CAPTURE_ATTEMPTS = 3  # refused captures of one key before its graphs are turned off

@@ -133,36 +133,6 @@ class Segmenter:
             raise ValueError(f"device_path must be one of {DEVICE_PATHS}, got {device_path!r}")
         size = None if working_size is None else check_working_size(working_size)
         chosen_cleanup = resolve_cleanup(cleanup, model)
-        self._network = _NetworkSlot(open_backend(model, backend, device, precision, build=build,
-                                                  working_size=size, **backend_options))
-        if size is not None:
-            # The backend runs every frame at this size from now on: its description says so too, so that
-            # seg.info and seg.backend.info are one record.
-            self.backend.info = replace(self.backend.info, working_size=size)
-        self.probabilities = probabilities
-        self.cleanup = chosen_cleanup
-        if self.cleanup is not None and not self.info.binary:
-            self.backend.close()
-            raise ValueError(f"cleanup {self.cleanup.mode!r} is for binary models; {self.info.name!r} has "
-                             f"{self.info.num_classes} classes")
-        self.tile, self.overlap, self.blend = tile_hw, None if overlap is None else int(overlap), blend
-        if tile_hw is not None:
-            try:
-                # An image of several tiles each way, so that the overlap is checked against the tile too.
-                plan_tiles((3 * tile_hw[0], 3 * tile_hw[1]), tile_hw, self.overlap or 0, self.info.padding,
-                           self.info.depth)
-            except ValueError as exc:
-                self.backend.close()
-                raise ValueError(f"tile {tile!r} with overlap {overlap!r} does not fit this model: {exc}") from None
-        try:
-            self.device: Device[Any] = self._open_device(device_path)
-        except BaseException:
-            self.backend.close()
-            raise
-        self._path: FramePath[Any] = FramePath(self.device, self.info, blend)
-        # Dropped without close() (a node torn down on an executor thread): released on unetrt's release thread.
-        self._release_if_dropped = release_when_dropped(self, partial(_release, self._path, self._network),
-                                                        f"a dropped Segmenter of {str(model)!r}")
         self._process = os.getpid()  # a fork() child inherits neither its threads nor its CUDA context
         self._closed = False
         # Calls in flight, so that close() frees nothing a call on another thread still uses.
@@ -172,17 +142,41 @@ class Segmenter:
         # release is done; any other close() waits for it (close is idempotent).
         self._releasing = False
         self._released = threading.Event()
+        self._network = _NetworkSlot(open_backend(model, backend, device, precision, build=build,
+                                                  working_size=size, **backend_options))
+        # Dropped without close() (a node torn down on an executor thread): released on unetrt's release thread.
+        # Registered before the device path is opened, and everything after goes through close() when it fails or
+        # is interrupted (Ctrl-C): nothing opened from here on is left without an owner that releases it.
+        self._release_if_dropped = release_when_dropped(self, partial(_release, self._network),
+                                                        f"a dropped Segmenter of {str(model)!r}")
         try:
+            if size is not None:
+                # The backend runs every frame at this size from now on: its description says so too, so that
+                # seg.info and seg.backend.info are one record.
+                self.backend.info = replace(self.backend.info, working_size=size)
+            self.probabilities = probabilities
+            self.cleanup = chosen_cleanup
+            if self.cleanup is not None and not self.info.binary:
+                raise ValueError(f"cleanup {self.cleanup.mode!r} is for binary models; {self.info.name!r} has "
+                                 f"{self.info.num_classes} classes")
+            self.tile, self.overlap, self.blend = tile_hw, None if overlap is None else int(overlap), blend
+            if tile_hw is not None:
+                try:
+                    # An image of several tiles each way, so that the overlap is checked against the tile too.
+                    plan_tiles((3 * tile_hw[0], 3 * tile_hw[1]), tile_hw, self.overlap or 0, self.info.padding,
+                               self.info.depth)
+                except ValueError as exc:
+                    raise ValueError(f"tile {tile!r} with overlap {overlap!r} does not fit this model: {exc}") \
+                        from None
+            self.device: Device[Any] = self._open_device(device_path)
+            self._path: FramePath[Any] = FramePath(self.device, self.info, blend)
+            self._network.path = self._path  # from here close() frees the path's buffers too
             self.palette = Palette.of(self.info) if palette is None else palette
+            if warm_up:
+                self.warm_up()
         except BaseException:
             self.close()
             raise
-        if warm_up:
-            try:
-                self.warm_up()
-            except BaseException:
-                self.close()
-                raise
 
     @property
     def backend(self) -> Backend:
@@ -437,11 +431,21 @@ class Segmenter:
             # that release (which then fails, leaking the path's device memory and retained context).
             self._released.wait()
             return
-        self._release_if_dropped.detach()
+        released = self._released
         try:
-            _release(self._path, self._network)
+            _release(self._network)
+        except Exception:
+            self._release_if_dropped.detach()  # a release that failed is not tried again on the release thread
+            raise
+        except BaseException:
+            # Interrupted (Ctrl-C): the next close() finishes the release, or the release thread does once the
+            # segmenter is dropped (its finalizer stays registered until a release is done).
+            with self._calls_done:
+                self._releasing, self._released = False, threading.Event()
+            raise
         finally:
-            self._released.set()
+            released.set()
+        self._release_if_dropped.detach()
 
     def __enter__(self) -> Segmenter:
         return self
@@ -452,24 +456,32 @@ class Segmenter:
 
 
 class _NetworkSlot:
-    """Holds a segmenter's backend, so that the host path's network call and the release of a dropped segmenter
-    reach the backend without holding the segmenter (which would then never become garbage)."""
+    """Holds a segmenter's backend and, once it is open, its frame path, so that the host path's network call and
+    the release of a dropped segmenter reach them without holding the segmenter (which would then never become
+    garbage)."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        self.path: FramePath[Any] | None = None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         # Looked up per call: a backend swapped in (or an infer patched onto it) after open is the one that runs.
         return self.backend.infer(batch)
 
 
-def _release(path: FramePath[Any], network: _NetworkSlot) -> None:
+def _release(network: _NetworkSlot) -> None:
     """Free what a segmenter holds: the path's buffers while the backend's CUDA context still exists, then the
-    backend."""
+    backend. Resumable: one interrupted (Ctrl-C) while it frees the path keeps the backend open, and the next call
+    frees what is left, then closes the backend."""
+    path = network.path
     try:
-        path.release()
-    finally:
-        network.backend.close()
+        if path is not None:
+            path.release()
+            network.path = None
+    except Exception:
+        network.backend.close()  # a path that failed to release must not keep the backend open as well
+        raise
+    network.backend.close()
 
 
 def _tile_pair(tile: object) -> tuple[int, int]:

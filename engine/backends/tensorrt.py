@@ -295,7 +295,10 @@ class _EngineResources:
         self.device_execution: _Execution | None = None
 
     def release(self) -> None:
-        """Free the buffers, the graph and the TensorRT objects, and release the retained context."""
+        """Free the buffers, the graph and the TensorRT objects, and release the retained context (idempotent; one
+        interrupted by Ctrl-C keeps the context, and the next call frees what is left and releases it)."""
+        if self.cuda_context.released:
+            return
         try:
             with self.cuda_context.active():
                 self.graphs.clear()
@@ -311,8 +314,10 @@ class _EngineResources:
                 self.device_execution = None
                 for name in ("execution", "stream", "engine", "runtime"):
                     self.__dict__.pop(name, None)
-        finally:
-            self.cuda_context.release()
+        except Exception:
+            self.cuda_context.release()  # a failed free must not keep the context retained as well
+            raise
+        self.cuda_context.release()
 
 
 class TensorRTBackend:
@@ -374,6 +379,8 @@ class TensorRTBackend:
         self._closed = False
         held = self._held = _EngineResources(PrimaryContext(index), f"TensorRT inference of {path.name}", cuda_graph)
         try:
+            # Registered before the engine is opened: an interrupt once it is open leaves nothing unowned.
+            self._release_if_dropped = release_when_dropped(self, held.release, f"the TensorRT engine {path.name}")
             with gpu_resources(f"opening the TensorRT engine {path.name}"), held.cuda_context.active():
                 try:
                     self._open_engine()
@@ -386,7 +393,6 @@ class TensorRTBackend:
         except BaseException:
             held.release()
             raise
-        self._release_if_dropped = release_when_dropped(self, held.release, f"the TensorRT engine {path.name}")
 
     # --- setup -------------------------------------------------------------------------------------------
 
@@ -659,11 +665,11 @@ class TensorRTBackend:
     def close(self) -> None:
         """Free the engine, buffers, stream and CUDA graph; release the retained context (idempotent)."""
         with self._lock:
-            if self._closed:
-                return
             self._closed = True
-            self._release_if_dropped.detach()
+            # Resumable: a close() interrupted by Ctrl-C is finished by the next one, or by the release when the
+            # backend is dropped, which stays registered until the release is done.
             self._held.release()
+            self._release_if_dropped.detach()
 
     def __enter__(self) -> TensorRTBackend:
         return self

@@ -394,3 +394,53 @@ def test_close_interrupted_while_it_waits_for_a_call_lets_the_next_close_release
     closing.join(60)
     assert not closing.is_alive(), "the second close() waits for a release nobody does"
     assert gpu.live("device") == 0 and gpu.primary(0).retains == 0
+
+
+def test_an_interrupt_while_the_frame_path_opens_leaves_no_context_retained(
+        gpu_plan: tuple[FakeGpu, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C once the CUDA device had retained its context and before the segmenter registered its release (a
+    robot's pipeline restarted in one process): that retain was never released, one more at every restart."""
+    import gc
+
+    from unetrt import segmenter as segmenter_module
+    from unetrt.dropped import wait_for_releases
+
+    gpu, plan = gpu_plan
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(segmenter_module, "FramePath", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Segmenter(plan)
+    gc.collect()
+    assert wait_for_releases(30)
+    assert gpu.primary(0).retains == 0 and gpu.driver_stack() == []
+    assert gpu.live("device") == gpu.live("pinned") == gpu.live("library") == 0
+
+
+def test_close_interrupted_while_it_frees_the_path_is_finished_by_the_next_close(
+        gpu_plan: tuple[FakeGpu, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while close() freed the frame path's buffers: the backend was closed under the rest, the path's
+    retained context was never released, and the next close() did nothing."""
+    import pycuda.driver as cuda
+
+    gpu, plan = gpu_plan
+    segmenter = Segmenter(plan)
+    for _ in range(3):  # warm-up, capture, replay: every kind of buffer the path makes
+        segmenter.segment(_frames()[0])
+    original, calls = cuda.DeviceAllocation.free, iter([True])
+
+    def interrupted_after_the_first(allocation: object) -> None:
+        original(allocation)
+        if next(calls, False):
+            raise KeyboardInterrupt  # the Ctrl-C's handler runs at the next bytecode
+
+    monkeypatch.setattr(cuda.DeviceAllocation, "free", interrupted_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        segmenter.close()
+    segmenter.close()
+    assert gpu.primary(0).retains == 0 and gpu.driver_stack() == []
+    assert gpu.live("device") == gpu.live("pinned") == gpu.live("library") == 0
+    with pytest.raises(ValueError, match="closed"):
+        segmenter.segment(_frames()[0])

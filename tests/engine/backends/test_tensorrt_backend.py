@@ -710,3 +710,138 @@ def test_fake_a_backend_dropped_without_close_is_released_in_its_context(fake_tr
     assert wait_for_releases(30)
     assert gpu.primary(0).retains == 0 and gpu.live("device") == 0 and gpu.live("pinned") == 0
     assert not [entry for entry in gpu.log if entry[0] == "tensorrt freed outside its context"]
+
+
+def _interrupt_after_the_first(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> None:
+    """Make ``owner.name`` do its work, then raise KeyboardInterrupt, once: a Ctrl-C whose handler runs at the
+    next bytecode after that call returned (Python runs signal handlers between bytecodes, in the main thread)."""
+    original, calls = getattr(owner, name), iter([True])
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        if next(calls, False):
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(owner, name, interrupted)
+
+
+@pytest.mark.gpu_contract
+def test_fake_a_close_interrupted_mid_release_is_finished_by_the_next_close(
+        fake_trt: tuple[FakeGpu, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while close() freed the backend's buffers: the context was released under what was left (the other
+    buffer, the stream, the engine: leaked, or destroyed later outside their context) and the next close() did
+    nothing, as the backend counted as closed."""
+    import pycuda.driver as cuda
+
+    gpu, plan = fake_trt
+    backend = TensorRTBackend(plan)
+    backend.infer(np.zeros((1, 3, 32, 32), np.float32))
+    _interrupt_after_the_first(monkeypatch, cuda.DeviceAllocation, "free")
+    with pytest.raises(KeyboardInterrupt):
+        backend.close()
+    backend.close()
+    assert gpu.primary(0).retains == 0 and gpu.driver_stack() == []
+    assert gpu.live("device") == gpu.live("pinned") == gpu.live("library") == 0
+    assert not [entry for entry in gpu.log if entry[0] == "tensorrt freed outside its context"]
+    backend.close()
+
+
+@pytest.mark.gpu_contract
+def test_fake_an_interrupt_as_the_open_backend_registers_its_release_leaves_nothing_held(
+        fake_trt: tuple[FakeGpu, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C landing at the registration of the dropped backend's release, once the engine was open: the engine,
+    its buffers and the retained context had no owner left to release them."""
+    import gc
+
+    from unetrt.backends import tensorrt
+    from unetrt.dropped import wait_for_releases
+
+    gpu, plan = fake_trt
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tensorrt, "release_when_dropped", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        TensorRTBackend(plan)
+    assert gpu.primary(0).retains == 0 and gpu.live("device") == gpu.live("pinned") == 0
+    gc.collect()
+    assert wait_for_releases(30)
+    assert gpu.primary(0).retains == 0 and gpu.live("library") == 0
+    assert not [entry for entry in gpu.log if entry[0] == "tensorrt freed outside its context"]
+
+
+@pytest.mark.gpu_contract
+def test_fake_a_primary_context_dropped_unreleased_is_released_on_the_release_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PrimaryContext its owner never stored (Ctrl-C between its construction and the owner's next line, as in
+    Segmenter's opening of the CUDA frame path) kept its retain for the rest of the process."""
+    import gc
+
+    from unetrt.cuda import PrimaryContext
+    from unetrt.dropped import wait_for_releases
+
+    gpu = install_fake_gpu(monkeypatch)
+    PrimaryContext(0)
+    assert gpu.primary(0).retains == 1
+    gc.collect()
+    assert wait_for_releases(30)
+    assert gpu.primary(0).retains == 0 and gpu.driver_stack() == []
+
+
+@pytest.mark.gpu_contract
+def test_fake_a_primary_context_interrupted_right_after_its_retain_releases_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C landing once the context was retained, before PrimaryContext's constructor returned: the retain was
+    lost with the half-made object."""
+    from contextlib import contextmanager
+
+    from unetrt import cuda
+    from unetrt.cuda import PrimaryContext
+
+    gpu = install_fake_gpu(monkeypatch)
+
+    @contextmanager
+    def interrupted_at_the_end(what: str) -> Any:
+        yield
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cuda, "gpu_resources", interrupted_at_the_end)
+    with pytest.raises(KeyboardInterrupt):
+        PrimaryContext(0)
+    assert gpu.primary(0).retains == 0 and gpu.driver_stack() == []
+
+
+@pytest.mark.gpu_contract
+def test_fake_a_graph_destroy_interrupted_is_not_destroyed_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C right after cuGraphExecDestroy returned: the next destroy() (a resumed close) destroyed the same
+    executable graph again, undefined behaviour in CUDA."""
+    from fakes.cuda import FakeDriverLibrary
+
+    gpu = install_fake_gpu(monkeypatch)
+    import pycuda.driver as cuda
+
+    from unetrt.cuda import DriverGraph, PrimaryContext
+
+    context = PrimaryContext(0)
+    try:
+        with context.active():
+            stream = cuda.Stream()
+            graph = DriverGraph.capture(stream.handle, lambda: None)
+            assert graph is not None and len(gpu.execs) == len(gpu.graphs) == 1
+            destroyed: list[int] = []
+            destroy = FakeDriverLibrary.cuGraphExecDestroy
+
+            def counted(library: FakeDriverLibrary, graph_exec: Any) -> int:
+                destroyed.append(int(graph_exec.value))
+                return destroy(library, graph_exec)
+
+            monkeypatch.setattr(FakeDriverLibrary, "cuGraphExecDestroy", counted)
+            _interrupt_after_the_first(monkeypatch, FakeDriverLibrary, "cuGraphExecDestroy")
+            with pytest.raises(KeyboardInterrupt):
+                graph.destroy()
+            graph.destroy()
+            assert len(destroyed) == 1 and gpu.execs == {} and gpu.graphs == {}
+    finally:
+        context.release()
