@@ -12,6 +12,13 @@ SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 MODEL_SUFFIXES = (".onnx", ".pt")
 # The file of each precision of a bundled model, written by tools/state_bundled_model.py.
 PRECISION_SUFFIXES = {"fp32": ".onnx", "fp16": ".fp16.onnx", "int8": ".int8.onnx"}
+# The INT8 file a TensorRT engine is built from: NAME.int8.onnx is the CPU layout (uint8 activations with zero
+# points), which TensorRT's explicit quantization refuses; this one has symmetric int8 Q/DQ (unet-export --int8
+# --int8-target tensorrt), calibrated on the same frames. Its entry in NAME.json's variants is TENSORRT_INT8_VARIANT.
+TENSORRT_INT8_SUFFIX = ".int8.tensorrt.onnx"
+TENSORRT_INT8_VARIANT = "int8_tensorrt"
+# The layouts a bundled INT8 file is shipped in (unetrt.export.quantize's targets).
+INT8_TARGETS = ("cpu", "tensorrt")
 # What a bundled model may run at on a CPU when no precision is asked; the first is the default.
 CPU_PRECISIONS = ("int8", "fp32")
 
@@ -44,19 +51,30 @@ def bundled_model_path(name: str, suffix: str = ".onnx") -> Path:
     return path
 
 
-def bundled_precision_path(name: str, precision: str) -> Path | None:
+def bundled_precision_path(name: str, precision: str, target: str = "cpu") -> Path | None:
     """The ONNX file of a bundled model at a precision ('fp32', 'fp16' or 'int8'), or None when not shipped.
 
+    Args:
+        name: the model's name, e.g. 'camvid'.
+        precision: 'fp32', 'fp16' or 'int8'.
+        target: the INT8 file's layout: 'cpu' (``NAME.int8.onnx``, for ONNX Runtime and OpenVINO) or 'tensorrt'
+            (``NAME.int8.tensorrt.onnx``, symmetric int8, for a TensorRT build); the other precisions have one file.
+
     Raises:
-        ValueError: on an unknown precision.
+        ValueError: on an unknown precision or target.
 
     Example:
         >>> bundled_precision_path("camvid", "int8").name  # doctest: +SKIP
         'camvid.int8.onnx'
+        >>> bundled_precision_path("camvid", "int8", "tensorrt").name  # doctest: +SKIP
+        'camvid.int8.tensorrt.onnx'
     """
     if precision not in PRECISION_SUFFIXES:
         raise ValueError(f"precision must be one of {', '.join(PRECISION_SUFFIXES)}, got {precision!r}")
-    path = MODELS_DIR / f"{name}{PRECISION_SUFFIXES[precision]}"
+    if target not in INT8_TARGETS:
+        raise ValueError(f"INT8 target must be one of {', '.join(INT8_TARGETS)}, got {target!r}")
+    suffix = TENSORRT_INT8_SUFFIX if precision == "int8" and target == "tensorrt" else PRECISION_SUFFIXES[precision]
+    path = MODELS_DIR / f"{name}{suffix}"
     return path if path.is_file() else None
 
 

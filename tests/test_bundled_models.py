@@ -1,5 +1,6 @@
 """The bundled models: PyTorch and ONNX Runtime agree, and unet-eval reproduces the stated figures of every
-precision on every installed CPU engine; INT8 keeps the accuracy of FP32."""
+precision on every installed CPU engine (the TensorRT-layout INT8 file on ONNX Runtime, its stated stand-in);
+INT8 keeps the accuracy of FP32."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from unetrt.backends.openvino import openvino_available
-from unetrt.bundled import MODELS_DIR, bundled_model_names
+from unetrt.bundled import MODELS_DIR, TENSORRT_INT8_SUFFIX, TENSORRT_INT8_VARIANT, bundled_model_names
 from unetrt.datasets import list_images, read_image
 
 # Within 1 point of mean IoU; binary models: within 0.005 of the ISBI challenge pixel error.
@@ -52,8 +53,11 @@ def _evaluate(name: str, backend: str, precision: str, shared_data: Path) -> dic
     from unetrt.evaluate import evaluate_stated
     from unetrt.segmenter import Segmenter
 
+    # The TensorRT layout is no CPU precision of the name: its file runs at its own (INT8).
+    model, precision = ((MODELS_DIR / f"{name}{TENSORRT_INT8_SUFFIX}", "auto") if precision == TENSORRT_INT8_VARIANT
+                        else (name, precision))
     # The plain masks: a stated clean-up has its own record.
-    with Segmenter(name, backend=backend, precision=precision, device="cpu", cleanup=None) as segmenter:
+    with Segmenter(model, backend=backend, precision=precision, device="cpu", cleanup=None) as segmenter:
         return evaluate_stated(segmenter, _stated(name), shared_data)
 
 
@@ -99,6 +103,31 @@ def test_stated_int8_keeps_the_fp32_accuracy(name: str) -> None:
             assert fp32["mean_iou"] - int8[engine]["mean_iou"] <= MAX_MEAN_IOU_LOSS, engine
         else:
             assert int8[engine]["challenge_pixel_error"] - fp32["challenge_pixel_error"] <= MAX_PIXEL_ERROR_GAIN, engine
+
+
+@pytest.mark.parametrize("name", bundled_model_names())
+def test_stated_tensorrt_int8_is_the_same_calibration_in_tensorrt_layout(name: str) -> None:
+    """NAME.int8.tensorrt.onnx, the file TensorRT builds INT8 from, is stated like the others: calibrated as the CPU
+    file, symmetric int8, within the INT8 bound of FP32 on the reported data (ONNX Runtime's arithmetic of it)."""
+    from unetrt.model_file import read_model_file
+
+    stated = _stated(name)
+    entry = stated["variants"][TENSORRT_INT8_VARIANT]
+    file = MODELS_DIR / f"{name}{TENSORRT_INT8_SUFFIX}"
+    assert entry["file"] == file.name and entry["runs_on"] == "tensorrt" and "ONNX Runtime" in entry["computed_by"]
+    quantization = read_model_file(file).quantization
+    assert quantization == entry["quantization"]
+    assert (quantization["target"], quantization["activations"]) == ("tensorrt", "int8 symmetric per tensor")
+    cpu = stated["variants"]["int8"]["quantization"]
+    for key in ("method", "frames", "fp32_nodes"):
+        assert quantization[key] == cpu[key], key
+    assert (quantization["method"], quantization["frames"]) == (stated["calibration"]["method"],
+                                                                stated["calibration"]["count"])
+    fp32, int8 = stated["validation"], entry["onnxruntime"]
+    if "mean_iou" in fp32:
+        assert fp32["mean_iou"] - int8["mean_iou"] <= MAX_MEAN_IOU_LOSS
+    else:
+        assert int8["challenge_pixel_error"] - fp32["challenge_pixel_error"] <= MAX_PIXEL_ERROR_GAIN
 
 
 @pytest.mark.parametrize("name", [n for n in bundled_model_names() if "cleanup" in _stated(n)])
@@ -150,7 +179,8 @@ def test_a_stated_prior_correction_is_in_every_file(name: str) -> None:
     from unetrt.model_file import read_model_file
 
     stated = _stated(name).get("prior_correction")
-    suffixes = [*PRECISION_SUFFIXES.values(), *([".pt"] if importlib.util.find_spec("torch") else [])]
+    suffixes = [*PRECISION_SUFFIXES.values(), TENSORRT_INT8_SUFFIX,
+                *([".pt"] if importlib.util.find_spec("torch") else [])]
     files = [MODELS_DIR / f"{name}{suffix}" for suffix in suffixes]
     corrections = {path.name: read_model_file(path).info.extra.get("prior_correction") for path in files
                    if path.is_file()}

@@ -31,3 +31,21 @@ def test_bundled_model_and_clip_are_package_data() -> None:
         path = bundled_model_path("camvid", suffix)
         assert path.stat().st_size <= 10 * 1024 * 1024
     assert sample_clip().stat().st_size <= 5 * 1024 * 1024
+
+
+def test_every_bundled_model_file_is_package_data_within_10_mb() -> None:
+    # The TensorRT-layout INT8 file beside the others: a Jetson's pip install must carry what TensorRT builds from.
+    import fnmatch
+    import re
+
+    from unetrt.bundled import MODELS_DIR, TENSORRT_INT8_SUFFIX, bundled_model_names
+
+    setup = (ROOT / "setup.py").read_text()
+    patterns = re.search(r'package_data=\{"unetrt": \[([^\]]*)\]', setup)
+    assert patterns is not None, "setup.py names the package data of unetrt"
+    globs = re.findall(r'"([^"]+)"', patterns.group(1))
+    for name in bundled_model_names():
+        assert (MODELS_DIR / f"{name}{TENSORRT_INT8_SUFFIX}").is_file(), name
+    for path in MODELS_DIR.iterdir():
+        assert any(fnmatch.fnmatch(f"models/{path.name}", pattern) for pattern in globs), path.name
+        assert path.stat().st_size <= 10 * 1024 * 1024, path.name

@@ -115,10 +115,12 @@ def _tensorrt_bundled(name: str, precision: str) -> ModelChoice:
     if precision not in TENSORRT_PRECISIONS:
         raise ValueError(f"a TensorRT engine is built at {', '.join(TENSORRT_PRECISIONS)}; precision {precision!r} "
                          "is OpenVINO's hint")
-    # INT8 comes from the shipped QDQ model; FP16 and FP32 from the FP32 graph (FP16 by builder flag or by
-    # conversion, per TensorRT version: unetrt.plan_build).
+    # INT8 comes from the shipped QDQ model in TensorRT's layout; FP16 and FP32 from the FP32 graph (FP16 by builder
+    # flag or by conversion, per TensorRT version: unetrt.plan_build).
     wanted = "int8" if precision == "int8" else "fp32"
-    file = bundled_precision_path(name, wanted)
+    # A model shipped without the TensorRT layout offers its CPU INT8 file: the build refuses it in one line naming
+    # the export that makes one, and an automatic choice goes on to ONNX Runtime INT8.
+    file = bundled_precision_path(name, wanted, "tensorrt") or bundled_precision_path(name, wanted)
     if file is None:
         raise ValueError(f"bundled model {name!r} ships no {wanted} ONNX file to build a TensorRT engine from")
     return ModelChoice(file, "tensorrt", "fp16" if precision == "auto" else precision)
@@ -213,7 +215,8 @@ def choose_model(model: str | Path, backend: str = "auto", precision: str = "aut
     installed and shipped (OpenVINO INT8, then ONNX Runtime INT8, ...; from OpenVINO FP32 on for a model stated
     FP32 on CPUs, such as ``isbi``). On a CUDA machine with TensorRT (its bindings import, a GPU is present:
     :func:`tensorrt_gpu_available`) a bundled name or an ``.onnx`` file runs as a TensorRT engine built from the
-    ONNX model on first use and cached (FP16; INT8 from the shipped QDQ model with precision 'int8'); without
+    ONNX model on first use and cached (FP16; with precision 'int8', INT8 from the shipped QDQ model in TensorRT's
+    symmetric layout, ``NAME.int8.tensorrt.onnx``, while the CPU backends run ``NAME.int8.onnx``); without
     TensorRT, the FP32 model on ONNX Runtime's CUDA provider.
 
     Args:

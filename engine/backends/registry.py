@@ -54,7 +54,8 @@ class BenchRow:
     Attributes:
         key: the name on the command line and in results (e.g. 'openvino-int8').
         label: the name in tables.
-        precision: the precision asked ('auto': the file's own; 'int8' runs the QDQ model NAME.int8.onnx).
+        precision: the precision asked ('auto': the file's own; 'int8' runs the QDQ model NAME.int8.onnx, on
+            TensorRT NAME.int8.tensorrt.onnx).
         needs_cuda: skipped on a CPU device.
     """
 

@@ -14,6 +14,7 @@ from unetrt.postprocess import BinaryCleanup, resolve_cleanup, stated_cleanup
 
 WATERSHED = {"mode": "watershed", "max_hole_area": 400, "seed_threshold": 0.2, "min_seed_area": 10,
              "threshold": 0.1, "lines_threshold": 0.1}
+SHIPPED = bundled.MODELS_DIR  # the package's models folder; each test's own is a copy (models_dir)
 
 
 @pytest.fixture
@@ -46,6 +47,25 @@ def test_a_model_stated_fp32_runs_fp32_on_a_cpu_unless_int8_is_asked(models_dir:
     assert choose_model("membranes", precision="int8", device="cpu").path.name == "membranes.int8.onnx"
     monkeypatch.setattr("unetrt.backends.openvino.openvino_available", lambda: False)
     assert choose_model("membranes", device="cpu").backend == "onnxruntime"
+
+
+def test_tensorrt_builds_int8_from_the_tensorrt_layout_and_a_cpu_runs_the_cpu_layout(models_dir: Path) -> None:
+    # Before: TensorRT was handed NAME.int8.onnx, the CPU layout (uint8 with zero points), which it refuses.
+    shutil.copy(SHIPPED / "isbi.int8.tensorrt.onnx", models_dir / "membranes.int8.tensorrt.onnx")
+    choice = choose_model("membranes", "tensorrt", "int8")
+    assert (choice.path.name, choice.backend, choice.precision) == ("membranes.int8.tensorrt.onnx", "tensorrt", "int8")
+    assert choose_model("membranes", "tensorrt").path.name == "membranes.onnx"
+    for backend in ("onnxruntime", "openvino"):
+        assert choose_model("membranes", backend, "int8", device="cpu").path.name == "membranes.int8.onnx"
+    assert bundled.bundled_precision_path("membranes", "fp16", "tensorrt") is None  # one FP16 file, not shipped here
+    with pytest.raises(ValueError, match="INT8 target must be one of cpu, tensorrt, got 'gpu'"):
+        bundled.bundled_precision_path("membranes", "int8", "gpu")
+
+
+def test_a_model_without_the_tensorrt_layout_offers_its_cpu_int8_file(models_dir: Path) -> None:
+    # The build refuses it in one line naming the export that makes one (unetrt.plan_build.check_int8_request).
+    assert bundled.bundled_precision_path("membranes", "int8", "tensorrt") is None
+    assert choose_model("membranes", "tensorrt", "int8").path.name == "membranes.int8.onnx"
 
 
 def test_a_model_without_a_statement_runs_int8_and_has_no_cleanup(models_dir: Path) -> None:

@@ -101,6 +101,41 @@ def test_masks_agree_with_onnxruntime_fp32(first_run: Path, camvid_frames: list[
     assert agreement >= 0.995, agreement
 
 
+def test_int8_builds_an_int8_engine_from_the_tensorrt_layout(first_run: Path, camvid_frames: list[np.ndarray],
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A Jetson user asking for INT8 gets a TensorRT INT8 engine, built on first use and cached. Before, the bundled
+    model offered TensorRT its CPU-layout NAME.int8.onnx, which TensorRT refuses, and ran ONNX Runtime INT8 on the
+    CPU after a note."""
+    import hashlib
+
+    with Segmenter("camvid", precision="int8") as segmenter:
+        assert (segmenter.backend.name, segmenter.backend.precision) == ("tensorrt", "int8")
+        masks = [segmenter.segment(frame).mask for frame in camvid_frames]
+    assert builds() == 1
+    assert "building a TensorRT engine for camvid INT8" in capsys.readouterr().err
+    source = (MODELS_DIR / "camvid.int8.tensorrt.onnx").read_bytes()
+    assert read_plan_metadata(_only_entry(first_run)).source_sha256 == hashlib.sha256(source).hexdigest()
+    with Segmenter("camvid", precision="int8", build=False, warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    assert builds() == 1
+    with Segmenter("camvid", backend="onnxruntime", precision="fp32", device="cpu") as reference:
+        expected = [reference.segment(frame).mask for frame in camvid_frames]
+    agreement = np.mean([np.mean(a == b) for a, b in zip(masks, expected, strict=True)])
+    assert agreement >= 0.98, agreement
+
+
+def test_the_tensorrt_parser_refuses_the_cpu_int8_layout(first_run: Path) -> None:
+    """The fake parser's [QDQ-ZERO] rule: the CPU layout's non-zero zero points fail as in TensorRT, and the
+    TensorRT layout parses (the runtime refuses the CPU layout earlier, unetrt.plan_build.check_int8_request)."""
+    import tensorrt as trt
+
+    for name, parses in (("camvid.int8.onnx", False), ("camvid.int8.tensorrt.onnx", True)):
+        parser = trt.OnnxParser(trt.Builder(trt.Logger()).create_network(0), trt.Logger())
+        assert parser.parse((MODELS_DIR / name).read_bytes()) is parses, name
+        if not parses:
+            assert "TensorRT only supports symmetric quantization" in parser.get_error(0).desc()
+
+
 def _forge(plan: Path, tensorrt_version: str | None = None, garbage: bool = False) -> None:
     """Replace the plan's bytes, with metadata that still matches them: only TensorRT itself can refuse it."""
     import hashlib

@@ -85,6 +85,13 @@ Documents cited (TensorRT 10 C++ and Python API references, Developer Guide):
   [IO-FORMAT] rule reads.
 * [ONNX] OnnxParser.parse returns False and records one error per node it cannot import (an operator without
   an importer): https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/parsers/Onnx/pyOnnx.html
+* [QDQ-ZERO] "TensorRT uses a symmetric quantization scheme" (Developer Guide, "Working with Quantized Types"). The
+  parser's Q/DQ importer (onnx/onnx-tensorrt, onnxOpImporters.cpp, ``QuantDequantLinearHelper``) reads a UINT8 zero
+  point as INT8 ("TensorRT doesn't support QuantizeLinear/DequantizeLinear with UINT8 zero_point. TensorRT will use
+  INT8 instead.") and fails a DequantizeLinear whose constant zero point is not all zeros (kINVALID_NODE):
+  "TensorRT only supports symmetric quantization. The zero point for the QuantizeLinear/DequantizeLinear operator
+  must be all zeros." So the CPU layout of ``unet-export --int8`` (uint8 activations with zero points) does not
+  parse, and the TensorRT layout (int8, zero points 0) does.
 """
 
 from __future__ import annotations
@@ -278,6 +285,7 @@ class OnnxParser:
 
     def parse(self, model: bytes, path: str | None = None) -> bool:
         import onnx
+        from onnx import numpy_helper
 
         graph = onnx.load_from_string(model)
         for index, node in enumerate(graph.graph.node):
@@ -285,6 +293,15 @@ class OnnxParser:
             if node.domain not in ("", "ai.onnx") or not onnx.defs.has(node.op_type, node.domain):
                 self.errors.append(ParserError(node.name, node.op_type, index,
                                                f"No importer registered for op: {node.op_type}"))
+        zero_points = {t.name: t for t in graph.graph.initializer}
+        for index, node in enumerate(graph.graph.node):
+            # [QDQ-ZERO]: a constant zero point of a DequantizeLinear must be all zeros, whatever its type.
+            constant = node.input[2] if node.op_type == "DequantizeLinear" and len(node.input) > 2 else ""
+            if constant in zero_points and numpy_helper.to_array(zero_points[constant]).any():
+                self.errors.append(ParserError(
+                    node.name, node.op_type, index,
+                    "Assertion failed: shiftIsAllZeros(zeroPoint): TensorRT only supports symmetric quantization. "
+                    "The zero point for the QuantizeLinear/DequantizeLinear operator must be all zeros."))
         if self.errors:
             return False
         initializers = {t.name for t in graph.graph.initializer}
