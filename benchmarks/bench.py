@@ -56,6 +56,7 @@ from unetrt.cli_options import (
 from unetrt.cpu import usable_cores
 from unetrt.datasets import list_images
 from unetrt.geometry import plan_padding
+from unetrt.jetson import jetson_state
 from unetrt.model_file import read_model_file
 from unetrt.model_info import ModelInfo
 from unetrt.paths import check_file, check_folder
@@ -63,7 +64,6 @@ from unetrt.plan_metadata import ShapeProfile, format_shape
 from unetrt.stream.output_path import check_not_replacing, check_reads_nothing, check_writable_file
 
 from .flops import flops_per_image
-from .jetson import jetson_state
 from .stats import (
     current_rss_bytes,
     describe_cpu,

@@ -21,15 +21,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 
 from .backends import PRECISIONS, open_backend, tensorrt_gpu_available
 from .backends.registry import backend_help
 from .cli import run_cli
 from .cli_options import CommandParser, add_size
+from .jetson import jetson_state
 from .plan_cache import ENGINE_CACHE_ENV, NoCacheFolderError, engine_cache_dir
-
-L4T_RELEASE_FILE = "/etc/nv_tegra_release"  # a Jetson's Linux for Tegra release, e.g. "# R36 (release), REVISION: 4.3"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,18 +86,16 @@ def _gpu_line() -> str:
 
 
 def _driver_line() -> str:
-    """The CUDA driver's version and, on a Jetson, the L4T release (what TensorRT's CUDA must not be newer than)."""
+    """The CUDA driver's version and, on a Jetson, the L4T release (what TensorRT's CUDA must not be newer than),
+    the power mode and whether the clocks are locked (what its speed depends on)."""
     from .cuda import cuda_driver_version
 
     version = cuda_driver_version()
     if version is None:
         return "CUDA driver: none (no libcuda.so.1)"
     line = f"CUDA driver: supports CUDA {version[0]}.{version[1]}"
-    try:
-        release = Path(L4T_RELEASE_FILE).read_text().splitlines()[0]
-    except (OSError, IndexError):
-        return line
-    return f"{line}; L4T {release.lstrip('# ').split(', GCID')[0]}"
+    state = jetson_state()
+    return line if state is None else f"{line}; {state.describe()}"
 
 
 def _kernels_line() -> str:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from fakes.cuda import FakeGpu
 
-from unetrt.benchmarks import jetson as jetson_module
+from unetrt import jetson as jetson_module
 from unetrt.benchmarks.bench import main
-from unetrt.benchmarks.jetson import JetsonState, cpu_clocks_locked, gpu_clock_locked, l4t_release, power_mode
+from unetrt.jetson import JetsonState, cpu_clocks_locked, gpu_clock_locked, l4t_release, power_mode
 
 pytestmark = pytest.mark.gpu_contract
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))

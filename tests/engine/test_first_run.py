@@ -581,17 +581,24 @@ def test_doctor_build_prepares_the_working_size_a_service_streams_at(first_run: 
     assert builds() == 1
 
 
-def test_doctor_names_the_cuda_driver_and_the_l4t_release(first_run: Path, tmp_path: Path,
+def test_doctor_names_the_cuda_driver_the_l4t_release_and_the_power_mode(first_run: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     """"TensorRT could not start" sends the user to the doctor for the driver's CUDA version: it must show it."""
     import unetrt.doctor as doctor_module
+    from unetrt import jetson
 
     release = tmp_path / "nv_tegra_release"
     release.write_text("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: x\n")
-    monkeypatch.setattr(doctor_module, "L4T_RELEASE_FILE", str(release))
+    monkeypatch.setattr(jetson, "L4T_RELEASE", release)
+    (tmp_path / "nvpmodel.conf").write_text("< POWER_MODEL ID=0 NAME=MAXN >\n< POWER_MODEL ID=1 NAME=15W >\n")
+    (tmp_path / "status").write_text("pmode:0001 fmode:fanNull\n")
+    monkeypatch.setattr(jetson, "NVPMODEL_STATUS", tmp_path / "status")
+    monkeypatch.setattr(jetson, "NVPMODEL_CONF", tmp_path / "nvpmodel.conf")
+    monkeypatch.setattr(jetson, "DEVFREQ", tmp_path / "no-devfreq")
     assert doctor_module.main([]) == 0
-    assert "CUDA driver: supports CUDA 12.6; L4T R36 (release), REVISION: 4.3\n" in capsys.readouterr().out
+    assert ("CUDA driver: supports CUDA 12.6; Jetson: L4T R36.4.3, power mode 15W (mode 1), "
+            in capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("openvino", [True, False], ids=["openvino", "jetson-without-openvino"])

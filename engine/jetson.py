@@ -1,4 +1,4 @@
-"""What a Jetson benchmark figure depends on beyond the GPU's name: the L4T release, the nvpmodel power mode and
+"""What a Jetson's speed depends on beyond its GPU's name: the L4T release, the nvpmodel power mode and
 whether jetson_clocks has locked the clocks, read from plain files without root.
 
 A Jetson's CPU and GPU clocks follow the load (DVFS: cpufreq and devfreq governors) within the ceilings of the
