@@ -10,9 +10,11 @@ releases it in :meth:`TensorRTBackend.close` (:class:`unetrt.cuda.PrimaryContext
 A context another library made current (``pycuda.autoinit``) is never adopted.
 
 Execution contexts: one runs :meth:`TensorRTBackend.infer` and
-:meth:`TensorRTBackend.infer_device`, another (made on first use) the device
-entry of the GPU-resident frame path, so that neither changes the input shape a
-CUDA graph of the other was captured with.
+:meth:`TensorRTBackend.infer_device`, another the device entry of the
+GPU-resident frame path, so that neither changes the input shape a CUDA graph of
+the other was captured with. Each holds the engine's activation memory, so the
+one made at open goes to whichever is used first and the other is made only
+when it is used too: a Segmenter on either path holds one.
 
 Thread safety: one backend owns its execution contexts, one stream and one set of
 buffers. Its methods lock, so one backend may be shared between threads, but
@@ -227,14 +229,15 @@ def _dims(dims: trt.Dims) -> tuple[int, ...]:
 
 
 class _Execution:
-    """One TensorRT execution context and the input shape it is set to; a shape change calls ``on_change``."""
+    """One TensorRT execution context and the input shape it is set to; a shape change calls ``on_change`` (set
+    by whoever claims the context: it drops the CUDA graph captured with the old shape)."""
 
-    def __init__(self, context: trt.IExecutionContext, input_name: str, output_name: str, profile: ShapeProfile,
-                 on_change: Callable[[], None]) -> None:
+    def __init__(self, context: trt.IExecutionContext, input_name: str, output_name: str,
+                 profile: ShapeProfile) -> None:
         self.context = context
         self._input, self._output = input_name, output_name
         self._profile = profile
-        self._on_change = on_change
+        self.on_change: Callable[[], None] = lambda: None
         self.shape: tuple[int, ...] | None = None
         self.out_shape: tuple[int, ...] = ()
 
@@ -246,7 +249,7 @@ class _Execution:
         """
         self._profile.check_shape(shape)
         if shape != self.shape:
-            self._on_change()
+            self.on_change()
             if not self.context.set_input_shape(self._input, shape):
                 raise ValueError(f"TensorRT rejected input shape {format_shape(shape)}")
             self.shape = shape
@@ -281,7 +284,6 @@ class _EngineResources:
 
     runtime: Any
     engine: trt.ICudaEngine
-    execution: _Execution
     stream: Any
     host_in: NDArray[Any]
     host_out: NDArray[Any]
@@ -292,7 +294,10 @@ class _EngineResources:
         self.cuda_context = cuda_context
         self.graphs = GraphCache(lambda enqueue: DriverGraph.capture(self.stream.handle, enqueue), what,
                                  enabled=graphs)
+        # infer's and the frame path's contexts, and the one made at open until either claims it.
+        self.execution: _Execution | None = None
         self.device_execution: _Execution | None = None
+        self.unclaimed: _Execution | None = None
 
     def release(self) -> None:
         """Free the buffers, the graph and the TensorRT objects, and release the retained context (idempotent; one
@@ -311,8 +316,8 @@ class _EngineResources:
                     if array is not None:
                         array.base.free()
                 # TensorRT objects free device memory when destroyed: children before parents, context current.
-                self.device_execution = None
-                for name in ("execution", "stream", "engine", "runtime"):
+                self.execution = self.device_execution = self.unclaimed = None
+                for name in ("stream", "engine", "runtime"):
                     self.__dict__.pop(name, None)
         except Exception:
             self.cuda_context.release()  # a failed free must not keep the context retained as well
@@ -458,11 +463,12 @@ class TensorRTBackend:
         self.profile = ShapeProfile.from_dict({"min": low, "opt": opt, "max": high})
         self.max_input_hw: tuple[int, int] | None = self.profile.max_input_hw
         self.max_batch: int | None = self.profile.max_batch
-        self._held.execution = self._new_execution(self._held.graphs.invalidate)
+        # Made here, so that a GPU without room for the activations fails the open; the first user claims it.
+        self._held.unclaimed = self._new_execution()
         # Non-blocking: the graphs captured on it must not make other threads' legacy-stream work invalid.
         self._held.stream = cuda.Stream(flags=STREAM_NON_BLOCKING)
         try:
-            max_out = self._held.execution.set_shape(self.profile.max)
+            max_out = self._held.unclaimed.set_shape(self.profile.max)
         except ValueError as exc:
             raise ValueError(f"the engine rejects its own largest profile shape {format_shape(self.profile.max)}") \
                 from exc
@@ -485,23 +491,41 @@ class TensorRTBackend:
                 f"the GPU has no memory left for the buffers of {str(self.path)!r} ({total / 2**20:.1f} MiB at its "
                 f"largest shape {format_shape(self.profile.max)}): {exc}; close other GPU programs or build the "
                 "engine for a smaller working size") from exc
-        self._bind_own_buffers()
         # The stream no longer waits for legacy-stream work implicitly: whatever TensorRT queued there while loading
         # (a synchronous copy may return before its DMA ends: CUDA Runtime API, "API synchronization behavior")
         # ends before the first enqueue. Legal while another unetrt backend captures: its stream is non-blocking.
         synchronize_stream(STREAM_LEGACY, "TensorRT's loading of the engine")
 
-    def _new_execution(self, on_change: Callable[[], None]) -> _Execution:
+    def _new_execution(self) -> _Execution:
         context = self._held.engine.create_execution_context()
         if context is None:
             raise EngineResourceError(
                 f"TensorRT could not create an execution context for {str(self.path)!r} (most often: too little GPU "
                 "memory left for its activations); close other GPU programs or build the engine for a smaller "
                 "working size")
-        return _Execution(context, self._input, self._output, self.profile, on_change)
+        return _Execution(context, self._input, self._output, self.profile)
 
-    def _bind_own_buffers(self) -> None:
-        self._held.execution.bind(int(self._held.device_in), int(self._held.device_out), "the backend's own buffers")
+    def _claim(self) -> _Execution:
+        """The context made at open, else a new one (with the backend's lock held).
+
+        Raises:
+            EngineResourceError: when the GPU has no memory left for another context's activations.
+        """
+        unclaimed, self._held.unclaimed = self._held.unclaimed, None
+        return unclaimed if unclaimed is not None else self._new_execution()
+
+    def _host(self) -> _Execution:
+        """The context of :meth:`infer` and :meth:`infer_device`, bound to the backend's own buffers (with the
+        backend's lock held and its CUDA context current)."""
+        if self._held.execution is None:
+            execution = self._claim()
+            execution.on_change = self._held.graphs.invalidate
+            self._bind_own_buffers(execution)
+            self._held.execution = execution
+        return self._held.execution
+
+    def _bind_own_buffers(self, execution: _Execution) -> None:
+        execution.bind(int(self._held.device_in), int(self._held.device_out), "the backend's own buffers")
 
     # --- inference ---------------------------------------------------------------------------------------
 
@@ -523,12 +547,13 @@ class TensorRTBackend:
             self._check_open()
             held = self._held
             with held.cuda_context.active():
-                out_shape = held.execution.set_shape(shape)
+                execution = self._host()
+                out_shape = execution.set_shape(shape)
                 host_in = held.host_in[: batch.size].reshape(shape)
                 np.copyto(host_in, batch, casting="same_kind")
                 host_out = held.host_out[: int(np.prod(out_shape))].reshape(out_shape)
                 cuda.memcpy_htod_async(held.device_in, host_in, held.stream)
-                held.graphs.run(shape, held.stream.handle, lambda: held.execution.enqueue(held.stream.handle))
+                held.graphs.run(shape, held.stream.handle, lambda: execution.enqueue(held.stream.handle))
                 cuda.memcpy_dtoh_async(host_out, held.device_out, held.stream)
                 held.stream.synchronize()
                 return host_out.astype(np.float32, copy=True)
@@ -560,7 +585,8 @@ class TensorRTBackend:
         with self._lock:
             self._check_open()
             with self._held.cuda_context.active():
-                out_shape = self._held.execution.set_shape(shape)
+                execution = self._host()
+                out_shape = execution.set_shape(shape)
                 out_pointer = int(self._held.device_out)
                 streams = [producer_stream]
                 if out is not None:
@@ -581,11 +607,11 @@ class TensorRTBackend:
                         # captures a CUDA graph in this context, and breaks that capture.
                         synchronize_stream(stream, "a caller's CUDA array")
                 try:
-                    self._held.execution.bind(source.ptr, out_pointer, "the caller's device arrays")
+                    execution.bind(source.ptr, out_pointer, "the caller's device arrays")
                     # The captured graph holds the backend's own buffer addresses: enqueue directly.
-                    self._held.execution.enqueue(self._held.stream.handle)
+                    execution.enqueue(self._held.stream.handle)
                 finally:
-                    self._bind_own_buffers()
+                    self._bind_own_buffers(execution)
                 if out is not None:
                     self._held.stream.synchronize()
                     return out
@@ -627,7 +653,7 @@ class TensorRTBackend:
     def _device(self) -> _Execution:
         if self._held.device_execution is None:
             # The frame path captures this context's enqueues into its own graphs, which hold the shape it had.
-            self._held.device_execution = self._new_execution(lambda: None)
+            self._held.device_execution = self._claim()
         return self._held.device_execution
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -916,3 +916,48 @@ def test_a_cache_a_sudo_run_left_to_root_says_how_to_give_it_back(first_run: Pat
         assert segmenter.backend.name == "tensorrt"
     err = capsys.readouterr().err
     assert f"{home / '.cache'} belongs to root (a run with sudo?): sudo chown -R " in err
+
+
+def test_two_cameras_opening_at_once_build_once_and_the_other_says_it_waits(
+        first_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A robot's first boot: two ROS 2 nodes in one process each open Segmenter("camvid") at the same moment on an
+    empty cache. One builds; the other says it waits for that build (not minutes of silence), then loads it."""
+    from unetrt import plan_cache
+
+    announce = plan_cache._announce
+    waiting = threading.Event()
+
+    def noted(text: str) -> None:
+        announce(text)
+        if text.startswith("another process (or thread) is building"):
+            waiting.set()
+
+    build = Builder.build_serialized_network
+
+    def held_until_the_other_waits(self: Builder, network: object, config: object) -> object:
+        waiting.wait(60)  # should the other never say it waits, the build goes on and the assertions fail
+        return build(self, network, config)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(plan_cache, "_announce", noted)
+    monkeypatch.setattr(Builder, "build_serialized_network", held_until_the_other_waits)
+    start = threading.Barrier(2)
+    opened: list[Segmenter] = []
+
+    def camera() -> None:
+        start.wait(30)
+        opened.append(Segmenter("camvid"))
+
+    threads = [threading.Thread(target=camera) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    try:
+        assert len(opened) == 2 and {s.backend.name for s in opened} == {"tensorrt"}
+        assert builds() == 1 and opened[0].backend.path == opened[1].backend.path == _only_entry(first_run)
+    finally:
+        for segmenter in opened:
+            segmenter.close()
+    err = capsys.readouterr().err
+    assert err.count("unetrt: building a TensorRT engine") == 1
+    assert err.count("unetrt: another process (or thread) is building the TensorRT engine for camvid") == 1

@@ -444,3 +444,70 @@ def test_close_interrupted_while_it_frees_the_path_is_finished_by_the_next_close
     assert gpu.live("device") == gpu.live("pinned") == gpu.live("library") == 0
     with pytest.raises(ValueError, match="closed"):
         segmenter.segment(_frames()[0])
+
+
+def test_a_segmenter_per_camera_gets_the_masks_it_gets_alone_and_outlives_the_others_close(
+        gpu_plan: tuple[FakeGpu, Path]) -> None:
+    """Two cameras in one process (ROS 2 nodes in one container), a segmenter each, opened at the same moment on
+    their own threads and used there at once: each frame gets the mask it gets alone (each segmenter has its own
+    engine, execution contexts, stream, buffers and CUDA graphs), and closing one while the other runs leaves the
+    other working (the primary context is retained per owner)."""
+    gpu, plan = gpu_plan
+    frames = [frame for frame in _frames() for _ in range(3)]  # 3 in a row: warm-up, capture, replay per size
+    with Segmenter(plan) as reference:
+        alone = [reference.segment(frame).mask for frame in frames]
+    gpu.log.clear()
+    opened, together = threading.Barrier(2), threading.Barrier(2)
+    first_closed = threading.Event()
+    segmenters: dict[int, Segmenter] = {}
+    wrong: dict[int, int] = {}
+
+    def camera(index: int) -> None:
+        opened.wait(30)
+        segmenter = segmenters[index] = Segmenter(plan)
+        together.wait(30)
+        wrong[index] = sum(not np.array_equal(segmenter.segment(frame).mask, mask) for frame, mask in
+                           zip(frames, alone, strict=True))
+        if index == 0:
+            segmenter.close()
+            first_closed.set()
+            return
+        assert first_closed.wait(30)
+        assert gpu.primary(0).retains > 0, "the first camera's close released the second's context"
+        wrong[index] += sum(not np.array_equal(segmenter.segment(frame).mask, mask) for frame, mask in
+                            zip(frames, alone, strict=True))
+        segmenter.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(camera, range(2)))
+    assert wrong == {0: 0, 1: 0}
+    first, second = (segmenters[index].backend._held for index in range(2))  # type: ignore[attr-defined]
+    assert first is not second and segmenters[0].device is not segmenters[1].device
+    assert any(entry[0] == "graph" for entry in gpu.log), "no CUDA graph ran"
+    assert [entry for entry in gpu.log if "refused" in str(entry[0])] == []
+    assert gpu.primary(0).retains == 0 and gpu.live("device") == gpu.live("library") == 0
+
+
+def test_a_segmenter_on_the_gpu_path_holds_one_execution_context(gpu_plan: tuple[FakeGpu, Path]) -> None:
+    """Every TensorRT execution context holds the engine's activation memory ("IExecutionContext requires a block of
+    device memory for internal activation tensors during inference", NvInferRuntime.h); the backend made one at open
+    for infer() and the frame path made a second one, which infer() never used: one activation block per camera
+    wasted on an 8 GB Jetson. infer() called afterwards gets its own context and leaves the frame path's graphs
+    alone."""
+    from unetrt.backends.tensorrt import TensorRTBackend
+
+    _, plan = gpu_plan
+    frame = _frames()[0]
+    with Segmenter(plan) as segmenter:
+        masks = [segmenter.segment(frame).mask for _ in range(3)]  # warm-up, capture, replay
+        engine = segmenter.backend._held.engine  # type: ignore[attr-defined]
+        assert len(engine.contexts) == 1
+        batch = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+        with TensorRTBackend(plan, cuda_graph=False) as alone:
+            expected = alone.infer(batch)
+        np.testing.assert_array_equal(segmenter.backend.infer(batch), expected)
+        assert len(engine.contexts) == 2
+        assert all(np.array_equal(segmenter.segment(frame).mask, masks[0]) for _ in range(2))
+    with Segmenter(plan, device_path="host") as segmenter:
+        segmenter.segment(frame)
+        assert len(segmenter.backend._held.engine.contexts) == 1  # type: ignore[attr-defined]
