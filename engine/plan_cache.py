@@ -214,8 +214,9 @@ def entry_problem(plan_path: Path, key: PlanKey) -> str | None:
 
 
 @contextmanager
-def _entry_lock(lock_path: Path, holder_note: str | None) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` (flock: released by the OS if the process dies).
+def _entry_lock(lock_path: Path, holder_note: str | None) -> Iterator[bool]:
+    """Hold an exclusive lock on ``lock_path`` (flock: released by the OS if the process dies); yields whether
+    another holder had to be waited for.
 
     When another process holds it (it is building this entry: minutes on a Jetson), ``holder_note`` is announced
     first, so that a second program started meanwhile says why it waits; Ctrl-C ends the wait.
@@ -224,14 +225,16 @@ def _entry_lock(lock_path: Path, holder_note: str | None) -> Iterator[None]:
 
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+b") as handle:
+        waited = False
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if holder_note is not None:
                 _announce(holder_note)
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            waited = True
         try:
-            yield
+            yield waited
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
@@ -493,11 +496,21 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
     plan = folder / f"{key.stem}.plan"
     waiting = (f"another process (or thread) is building the TensorRT engine for {key.describe()}; waiting for it "
                "to finish (minutes on a Jetson)") if progress else None
-    with _entry_lock(folder / f"{key.stem}.lock", waiting):
+    # Why the last build of this entry failed, written by that build: a camera's process (or thread) that waited for
+    # it gives up with that reason instead of building again (three cameras on an Orin Nano that has no memory for
+    # the build would otherwise take minutes each, one after another, to fail alike).
+    failed_note = folder / f"{key.stem}.failed"
+    with _entry_lock(folder / f"{key.stem}.lock", waiting) as waited:
         # Another process may have built it while this one waited for the lock.
         problem = entry_problem(plan, key)
         if problem is None:
             return plan
+        failure = _read_failure(failed_note) if waited else None
+        if failure is not None:
+            raise ValueError(f"the TensorRT engine build for {key.describe()} that this start waited for failed: "
+                             f"{failure}")
+        # A start that did not wait tries again: what failed then (memory taken by other programs) may be gone.
+        failed_note.unlink(missing_ok=True)
         # Writers of this entry hold its lock, so its temporaries are a killed build's (power cut, SIGKILL),
         # each the size of a plan: on a Jetson's eMMC they would pile up.
         for stale in folder.glob(f".{key.stem}.plan*.tmp"):
@@ -519,7 +532,11 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
                                working_size=key.working_size,
                                dla_core=dla_core, progress=progress,
                                timing_cache=timing_cache)
-        built = build_plan(onnx_path, options, device_index)
+        try:
+            built = build_plan(onnx_path, options, device_index)
+        except ValueError as exc:
+            _note_failure(failed_note, exc)
+            raise
         try:
             write_plan(plan, built.plan, built.metadata)
         except OSError as exc:
@@ -532,6 +549,19 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
     # After the entry's lock: removing one takes that entry's lock.
     _remove_superseded(folder, superseded, key, progress)
     return plan
+
+
+def _note_failure(note: Path, failure: ValueError) -> None:
+    """Leave why a build failed for the starts waiting for it (best effort: they build again without it)."""
+    with suppress(OSError):
+        note.write_text(str(failure).splitlines()[0] if str(failure) else type(failure).__name__)
+
+
+def _read_failure(note: Path) -> str | None:
+    try:
+        return note.read_text().strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def discard_entry(plan_path: Path, plan_sha256: str | None) -> None:

@@ -361,3 +361,44 @@ def test_a_start_that_waits_for_another_build_says_so(fake_trt: FakeGpu, tiny_mo
     assert said[0] == (f"another process (or thread) is building the TensorRT engine for {key.describe()}; "
                        "waiting for it to finish (minutes on a Jetson)")
     assert said[1].startswith("building a TensorRT engine") and entry_problem(plan, key) is None
+
+
+def test_a_start_that_waited_for_a_failed_build_gives_up_with_its_reason(
+        fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three cameras' processes on an Orin Nano without memory for the build: the two that waited for the first
+    build each built again after it failed, minutes each, to fail alike. A start that did not wait tries again."""
+    import fcntl
+
+    import unetrt.plan_cache as plan_cache
+
+    build = Builder.build_serialized_network
+    monkeypatch.setattr(Builder, "build_serialized_network", lambda self, network, config: None)
+    with pytest.raises(ValueError, match="TensorRT failed to build an engine") as first:
+        cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path, progress=False)
+    assert builds() == 0
+    key = plan_key(tiny_model_files["onnx"])
+    with open(tmp_path / f"{key.stem}.lock", "a+b") as holder:  # the failed build still holds the entry
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+
+        def announce(text: str) -> None:
+            if text.startswith("another process (or thread)"):
+                fcntl.flock(holder.fileno(), fcntl.LOCK_UN)  # the failed build ends
+
+        monkeypatch.setattr(plan_cache, "_announce", announce)
+        timer = threading.Timer(10, fcntl.flock, (holder.fileno(), fcntl.LOCK_UN))
+        timer.start()
+        tried: list[object] = []
+        monkeypatch.setattr(Builder, "build_serialized_network", lambda self, network, config: tried.append(1))
+        try:
+            with pytest.raises(ValueError) as waited:
+                cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
+        finally:
+            timer.cancel()
+    assert str(waited.value) == (f"the TensorRT engine build for {key.describe()} that this start waited for "
+                                 f"failed: {first.value}")
+    assert not tried
+    monkeypatch.setattr(Builder, "build_serialized_network", build)
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path, progress=False)
+    assert builds() == 1 and entry_problem(plan, key) is None
+    assert not (tmp_path / f"{key.stem}.failed").exists()
