@@ -91,14 +91,37 @@ def _read(path: Path) -> str | None:
 
 
 def l4t_release(path: Path = L4T_RELEASE) -> str | None:
-    """'R36.4.3' from ``# R36 (release), REVISION: 4.3, GCID: ...`` (None when unreadable or of another form)."""
+    """'R36.4.3' from ``# R36 (release), REVISION: 4.3, GCID: ...`` (None when unreadable or of another form).
+
+    Args:
+        path: the release file (``/etc/nv_tegra_release``).
+
+    Returns:
+        The release as 'R<major>.<revision>', or None.
+
+    Example:
+        >>> l4t_release(Path("/etc/nv_tegra_release"))  # doctest: +SKIP
+        'R36.4.3'
+    """
     text = _read(path)
     match = re.match(r"#\s*R(\d+)\s*\([^)]*\),\s*REVISION:\s*([\d.]+)", text or "")
     return None if match is None else f"R{match[1]}.{match[2]}"
 
 
 def power_mode(status: Path = NVPMODEL_STATUS, conf: Path = NVPMODEL_CONF) -> str | None:
-    """The nvpmodel mode in force, 'NAME (mode ID)', or 'mode ID' where the configuration does not name it."""
+    """The nvpmodel mode in force.
+
+    Args:
+        status: nvpmodel's state file (``pmode:0002``).
+        conf: nvpmodel's configuration, which names the modes (``< POWER_MODEL ID=2 NAME=15W >``).
+
+    Returns:
+        'NAME (mode ID)', 'mode ID' where the configuration does not name it, or None when the state is unreadable.
+
+    Example:
+        >>> power_mode()  # doctest: +SKIP
+        'MAXN_SUPER (mode 2)'
+    """
     match = re.search(r"pmode:\s*(\d+)", _read(status) or "")
     if match is None:
         return None
@@ -119,7 +142,18 @@ def _floor_is_ceiling(low: Path, high: Path) -> bool | None:
 
 
 def gpu_clock_locked(devfreq: Path = DEVFREQ) -> bool | None:
-    """Whether the integrated GPU's devfreq floor equals its ceiling (None: no such device, or unreadable)."""
+    """Whether the integrated GPU's devfreq floor equals its ceiling.
+
+    Args:
+        devfreq: the devfreq class folder (``/sys/class/devfreq``).
+
+    Returns:
+        True or False; None when there is no such device or its files are unreadable.
+
+    Example:
+        >>> gpu_clock_locked()  # doctest: +SKIP
+        False
+    """
     try:
         devices = sorted(devfreq.iterdir())
     except OSError:
@@ -131,7 +165,18 @@ def gpu_clock_locked(devfreq: Path = DEVFREQ) -> bool | None:
 
 
 def cpu_clocks_locked(cpus: Path = CPUS) -> bool | None:
-    """Whether every online CPU's cpufreq floor equals its ceiling (None: no cpufreq, or unreadable)."""
+    """Whether every online CPU's cpufreq floor equals its ceiling.
+
+    Args:
+        cpus: the CPUs' sysfs folder (``/sys/devices/system/cpu``).
+
+    Returns:
+        True or False; None without cpufreq, or when a file is unreadable.
+
+    Example:
+        >>> cpu_clocks_locked()  # doctest: +SKIP
+        True
+    """
     states = []
     for cpu in sorted(cpus.glob("cpu[0-9]*")):
         if (_read(cpu / "online") or "1").strip() == "0" or not (cpu / "cpufreq").is_dir():
@@ -143,7 +188,12 @@ def cpu_clocks_locked(cpus: Path = CPUS) -> bool | None:
 
 
 def jetson_state() -> JetsonState | None:
-    """This machine's :class:`JetsonState`, or None when it is no Jetson (no ``/etc/nv_tegra_release``)."""
+    """This machine's :class:`JetsonState`, or None when it is no Jetson (no ``/etc/nv_tegra_release``).
+
+    Example:
+        >>> jetson_state().describe()  # doctest: +SKIP
+        'Jetson: L4T R36.4.3, power mode MAXN_SUPER (mode 2), clocks NOT locked (DVFS)'
+    """
     if not L4T_RELEASE.exists():
         return None
     return JetsonState(l4t_release(L4T_RELEASE), power_mode(NVPMODEL_STATUS, NVPMODEL_CONF),

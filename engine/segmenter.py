@@ -420,18 +420,24 @@ class Segmenter:
         if os.getpid() != self._process:
             self._closed = True
             return
-        with self._calls_done:
-            self._closed = True
-            self._calls_done.wait_for(lambda: self._calls == 0)
-            # Claimed only once the wait is over: a close() interrupted while it waits (Ctrl-C) has released
-            # nothing, and the next close() must release rather than wait for it for ever.
-            closing, self._releasing = not self._releasing, True
-        if not closing:
+        while True:
+            with self._calls_done:
+                self._closed = True
+                self._calls_done.wait_for(lambda: self._calls == 0)
+                # Claimed only once the wait is over: a close() interrupted while it waits (Ctrl-C) has released
+                # nothing, and the next close() must release rather than wait for it for ever.
+                closing, self._releasing = not self._releasing, True
+                # Taken under the lock: an interrupted release swaps in a new event, which nobody may ever set.
+                released = self._released
+            if closing:
+                break
             # Another thread's close() is releasing: closing the backend here could pull its context from under
             # that release (which then fails, leaking the path's device memory and retained context).
-            self._released.wait()
-            return
-        released = self._released
+            released.wait()
+            with self._calls_done:
+                if self._released is released:
+                    return
+            # That release was interrupted (Ctrl-C on its thread): this close() finishes it.
         try:
             _release(self._network)
         except Exception:

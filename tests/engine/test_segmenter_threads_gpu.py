@@ -511,3 +511,51 @@ def test_a_segmenter_on_the_gpu_path_holds_one_execution_context(gpu_plan: tuple
     with Segmenter(plan, device_path="host") as segmenter:
         segmenter.segment(frame)
         assert len(segmenter.backend._held.engine.contexts) == 1  # type: ignore[attr-defined]
+
+
+def test_a_close_waiting_for_a_release_that_is_interrupted_finishes_it(
+        gpu_plan: tuple[FakeGpu, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in one close() while another thread's close() waited for its release: that close() returned as if the
+    segmenter were released (its GPU memory and context still held), or, had it looked for the release's event a
+    moment later, waited for one nobody sets."""
+    gpu, plan = gpu_plan
+    segmenter = Segmenter(plan)
+    segmenter.segment(_frames()[0])
+    releasing, interrupt = threading.Event(), threading.Event()
+    backend_close, first = segmenter.backend.close, iter([True])
+
+    def interrupted_once() -> None:
+        if next(first, False):
+            releasing.set()
+            assert interrupt.wait(60)
+            raise KeyboardInterrupt  # the Ctrl-C lands in this close()
+        backend_close()
+
+    monkeypatch.setattr(segmenter.backend, "close", interrupted_once)
+    waiting = threading.Event()
+
+    class WatchedEvent(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waiting.set()
+            return super().wait(timeout)
+
+    segmenter._released = WatchedEvent()
+    interrupted: list[bool] = []
+
+    def close_interrupted() -> None:
+        with pytest.raises(KeyboardInterrupt):
+            segmenter.close()
+        interrupted.append(True)
+
+    first_close = threading.Thread(target=close_interrupted, daemon=True)
+    first_close.start()
+    assert releasing.wait(60)
+    second_close = threading.Thread(target=segmenter.close, daemon=True)
+    second_close.start()
+    assert waiting.wait(60)
+    interrupt.set()
+    first_close.join(60)
+    second_close.join(60)
+    assert not second_close.is_alive(), "the second close() waits for a release nobody does"
+    assert interrupted == [True]
+    assert gpu.primary(0).retains == 0 and gpu.live("device") == gpu.live("pinned") == gpu.live("library") == 0
