@@ -375,6 +375,17 @@ def frame_shapes(sizes: Sequence[tuple[int, int]] | None,
     Without ``--size``/``--shapes``: the model's working size; else, for a plan, the height and width of its
     profile's opt shape (the shape TensorRT tuned its kernels for; any other size could lie outside the profile);
     else 512x512.
+
+    Args:
+        sizes: the (width, height) sizes asked for (``--size``/``--shapes``), or None.
+        model: the model's files, with its plan's profile when there is a plan.
+
+    Returns:
+        The (height, width) sizes, and the note (None unless the plan takes a range of shapes).
+
+    Example:
+        >>> frame_shapes([(480, 360)], locate_model("camvid"))  # doctest: +SKIP
+        ([(360, 480)], None)
     """
     profile = model.plan_profile
     if sizes:

@@ -59,7 +59,12 @@ class JetsonState:
         return None if None in states else True
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dictionary, with the combined ``clocks_locked`` and the header line (``description``)."""
+        """A JSON-ready dictionary, with the combined ``clocks_locked`` and the header line (``description``).
+
+        Example:
+            >>> JetsonState("R36.4.3", None, True, None).to_dict()["clocks_locked"] is None
+            True
+        """
         return {**asdict(self), "clocks_locked": self.clocks_locked, "description": self.describe()}
 
     def describe(self) -> str:
@@ -74,7 +79,12 @@ class JetsonState:
         return f"Jetson: L4T {self.l4t or 'unknown'}, power mode {self.power_mode or 'unknown'}, {clocks}"
 
     def warning(self) -> str | None:
-        """The line that says the figures float with the load, when the clocks are not locked (None otherwise)."""
+        """The line that says the figures float with the load, when the clocks are not locked (None otherwise).
+
+        Example:
+            >>> JetsonState("R36.4.3", "15W (mode 1)", False, True).warning().startswith("the Jetson's GPU clocks")
+            True
+        """
         if self.clocks_locked is not False:
             return None
         floating = " and ".join(name for name, locked in (("GPU", self.gpu_clock_locked),

@@ -254,9 +254,10 @@ class OnnxRuntimeBackend:
     def close(self) -> None:
         """Drop the session and the stream; release the retained CUDA context (idempotent)."""
         self._session = None
+        self._held.release()
+        # After the release: one interrupted (Ctrl-C) is finished by the next close(), or on the release thread.
         if self._release_if_dropped is not None:
             self._release_if_dropped.detach()
-        self._held.release()
 
     def __enter__(self) -> OnnxRuntimeBackend:
         return self

@@ -187,6 +187,13 @@ def prefer_faster_format(capture: cv2.VideoCapture) -> None:
     OpenCV's V4L2 backend tries YUYV before MJPG, and a USB 2 camera sends uncompressed 1280x720 or 1920x1080 at
     5 to 10 FPS only; in MJPG the same camera gives 30. A camera without MJPG at that size keeps its format
     (OpenCV restores it when the switch fails), and so does one that is as fast without it.
+
+    Args:
+        capture: an opened ``cv2.VideoCapture`` of a V4L2 camera, set to the size asked for.
+
+    Example:
+        >>> capture = cv2.VideoCapture("/dev/video0", cv2.CAP_V4L2)  # doctest: +SKIP
+        >>> prefer_faster_format(capture)  # doctest: +SKIP
     """
     rate = capture.get(cv2.CAP_PROP_FPS)
     previous = capture.get(cv2.CAP_PROP_FOURCC)
