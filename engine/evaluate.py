@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -49,7 +50,7 @@ def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
     """Segment every image of a folder and score it against the label with the same stem.
 
     Args:
-        segmenter: an open Segmenter.
+        segmenter: an open Segmenter (images are read with OpenCV and handed to it in its ``color_order``).
         images: folder of frames.
         labels: folder of label maps (class ids, or 0/255 masks for binary models).
         stems: score only the files with these stems (e.g. a held-out block of slices).
@@ -79,7 +80,7 @@ def evaluate_stated(segmenter: Segmenter, stated: Mapping[str, Any], data_root: 
     """Score a segmenter on the data a bundled model's ``NAME.json`` reports its figures on.
 
     Args:
-        segmenter: an open Segmenter.
+        segmenter: an open Segmenter (images are read with OpenCV and handed to it in its ``color_order``).
         stated: the model's statement (``engine/models/NAME.json``): a held-out ``split`` ({"file": a split
             file in ``engine/models``, "data": its data set folder, "part": the part reported on}), else
             ``images``, ``labels`` and ``stems``.
@@ -108,7 +109,7 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[tuple[Path, Path]]) -> 
     """Segment each image of (image, label) pairs and score it against its label.
 
     Args:
-        segmenter: an open Segmenter.
+        segmenter: an open Segmenter (images are read with OpenCV and handed to it in its ``color_order``).
         pairs: (image file, label file) pairs, e.g. one part of a held-out split (:mod:`unetrt.heldout`).
 
     Returns:
@@ -130,6 +131,9 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[tuple[Path, Path]]) -> 
     challenge = IsbiChallengeScorer(binarize=None if cleanup is None else cleanup.apply)
     for image_path, label_path in tqdm(pairs, desc="evaluating", unit="image", disable=None):
         image = read_image(image_path, info.in_channels)
+        if image.ndim == 3 and segmenter.color_order == "rgb":
+            # Read as OpenCV's BGR; the segmenter takes its frames in its own order.
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         label = read_label(label_path, binary)
         if label.shape != image.shape[:2]:
             raise ValueError(

@@ -1,7 +1,8 @@
 """The one frame-to-mask path, the same on every device.
 
 frame -> working-size resize -> tile grid (one tile when the image fits) -> native extract into the network's
-input buffer (mirror padding, BGR -> RGB, scaling, normalisation, layout and dtype in one kernel) -> network
+input buffer (mirror padding, the frame's colour order -> the model's RGB, scaling, normalisation, layout and
+dtype in one kernel) -> network
 -> stitch (several tiles) -> native finish: bilinear resize of the scores to the frame's size fused with
 argmax (or threshold) and optional probabilities. :class:`FramePath` drives a :class:`unetrt.device.Device`
 through these steps; the device decides where the buffers live.
@@ -26,7 +27,7 @@ from numpy.typing import NDArray
 
 from .device import BufferT, Device, HostDevice
 from .model_info import ModelInfo
-from .preprocessing import check_frame, frame_scale, frame_to_model_channels
+from .preprocessing import check_color_order, check_frame, frame_scale, frame_to_model_channels
 from .tiling import TileGrid, blend_window, check_blend, extract_call, plan_whole, tile_runs
 
 PROBABILITY_SIZES = ("frame", "working")
@@ -60,28 +61,42 @@ class _Buffers(Generic[BufferT]):
     window_x: BufferT | None
 
 
-def extract_normalisation(image: NDArray[Any], info: ModelInfo) -> dict[str, Any]:
-    """The extract kernel's channel order and normalisation for a frame in the model's channels: BGR -> RGB,
-    values scaled to [0, 1] by dtype, then the model's mean and std.
+def extract_normalisation(image: NDArray[Any], info: ModelInfo, color_order: str = "bgr") -> dict[str, Any]:
+    """The extract kernel's channel order and normalisation for a frame in the model's channels: a colour frame's
+    ``color_order`` ('bgr' or 'rgb') -> the model's RGB, values scaled to [0, 1] by dtype, then the model's mean
+    and std.
 
     Example:
         >>> extract_normalisation(np.zeros((2, 2), np.uint16), info)["scale"] * 65535  # doctest: +SKIP
         1.0
     """
-    return {"swap_rb": image.ndim == 3, "scale": frame_scale(image.dtype), "mean": info.mean, "std": info.std}
+    # The kernel reads the channels in the order asked: an RGB frame costs no more than a BGR one.
+    return {"swap_rb": image.ndim == 3 and color_order == "bgr", "scale": frame_scale(image.dtype),
+            "mean": info.mean, "std": info.std}
 
 
-def network_input(frames: Sequence[NDArray[Any]], info: ModelInfo, dtype: Any = np.float32) -> NDArray[Any]:
+def network_input(frames: Sequence[NDArray[Any]], info: ModelInfo, dtype: Any = np.float32,
+                  color_order: str = "bgr") -> NDArray[Any]:
     """The N x C x H x W batch the network sees for equal-size frames taken whole (one mirror-padded tile of
     the working-size image), cut as the path cuts it: for benchmarks and checks of the bare network.
 
+    Args:
+        frames: frames as :meth:`unetrt.Segmenter.segment` takes them, of one size.
+        info: the model.
+        dtype: the network input's dtype.
+        color_order: the colour frames' channel order, 'bgr' or 'rgb'.
+
+    Returns:
+        The batch, one item per frame.
+
     Raises:
-        ValueError: on a malformed frame or frames of different sizes.
+        ValueError: on a malformed frame, frames of different sizes or an unknown colour order.
 
     Example:
         >>> network_input([np.zeros((360, 480, 3), np.uint8)], camvid_info).shape  # doctest: +SKIP
         (1, 3, 192, 256)
     """
+    check_color_order(color_order)
     checked = [check_frame(frame) for frame in frames]
     if any(frame.shape[:2] != checked[0].shape[:2] for frame in checked):
         raise ValueError("network_input takes frames of one size")
@@ -92,9 +107,10 @@ def network_input(frames: Sequence[NDArray[Any]], info: ModelInfo, dtype: Any = 
     device = HostDevice(lambda batch: batch, dtype)
     batch = np.empty((len(checked), info.in_channels, *grid.tile_hw), device.input_dtype)
     for slot, frame in enumerate(checked):
-        image = frame_to_model_channels(frame, info.in_channels)
+        image = frame_to_model_channels(frame, info.in_channels, color_order)
         device.extract(device.prepare(image, work_hw, slot), batch[slot : slot + 1], origin=grid.origin,
-                       step=grid.step, grid=grid.shape, first=0, **extract_normalisation(image, info))
+                       step=grid.step, grid=grid.shape, first=0,
+                       **extract_normalisation(image, info, color_order))
     return batch
 
 
@@ -105,6 +121,7 @@ class FramePath(Generic[BufferT]):
         device: where the buffers live and the kernels run.
         info: the model (channels, normalisation, classes, working size).
         blend: how overlapping tile outputs combine: 'gaussian', 'linear' or 'crop'.
+        color_order: the channel order of colour frames: 'bgr' (OpenCV's; BGRA with alpha) or 'rgb' (RGBA).
 
     Safe to call from any number of threads, with the results of sequential calls: every call works in
     buffers of its own (borrowed from a pool of at most :data:`POOL_SIZE` idle sets per geometry). On a device
@@ -113,17 +130,19 @@ class FramePath(Generic[BufferT]):
     turns.
 
     Raises:
-        ValueError: on an unknown blend.
+        ValueError: on an unknown blend or colour order.
 
     Example:
         >>> path = FramePath(HostDevice(backend.infer), backend.info)  # doctest: +SKIP
         >>> result = path.run([frame], grid, probabilities=False)[0]  # doctest: +SKIP
     """
 
-    def __init__(self, device: Device[BufferT], info: ModelInfo, blend: str = "gaussian") -> None:
+    def __init__(self, device: Device[BufferT], info: ModelInfo, blend: str = "gaussian",
+                 color_order: str = "bgr") -> None:
         self.device = device
         self.info = info
         self.blend = check_blend(blend)
+        self.color_order = check_color_order(color_order)
         # Idle working buffers of the latest geometry; a call borrows a set and gives it back.
         self._pool_key: tuple[Any, ...] | None = None
         self._pool: list[_Buffers[BufferT]] = []
@@ -147,7 +166,8 @@ class FramePath(Generic[BufferT]):
         """Masks (and probabilities) at the frames' size.
 
         Args:
-            frames: checked frames (:func:`unetrt.preprocessing.check_frame`) of one size, dtype and layout.
+            frames: checked frames (:func:`unetrt.preprocessing.check_frame`) of one size, dtype and layout, colour
+                frames in the path's ``color_order``.
             grid: the tile grid for the working-size image (:meth:`work_hw`).
             probabilities: also return per-class probabilities.
             probabilities_size: 'frame' (the mask's size) or 'working' (the working size: 11 classes of a 1080p
@@ -177,14 +197,14 @@ class FramePath(Generic[BufferT]):
         count, classes = len(frames), info.num_classes
         with self._turn(), device.session(), self._borrowed_buffers(grid, count, batch_size) as buffers:
             begun = time.perf_counter()  # after any wait for the device: that wait is no stage's time
-            images = [frame_to_model_channels(f, info.in_channels) for f in frames]
+            images = [frame_to_model_channels(f, info.in_channels, self.color_order) for f in frames]
             prepared = [device.prepare(image, None if work_hw == frame_hw else work_hw, slot)
                         for slot, image in enumerate(images)]
             masks = device.output((count, *frame_hw), np.dtype(np.uint8), ("mask", count, frame_hw))
             probs_hw = work_hw if probabilities_size == "working" else frame_hw
             probs = (device.output((count, classes, *probs_hw), np.dtype(np.float32), ("probs", count, probs_hw))
                      if probabilities else None)
-            normalisation = extract_normalisation(images[0], info)
+            normalisation = extract_normalisation(images[0], info, self.color_order)
             marks: dict[str, float] = {}
 
             def enqueue() -> None:

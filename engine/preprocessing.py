@@ -2,7 +2,10 @@
 
 Accepted frames (the same rules for :class:`unetrt.Segmenter` and :class:`unetrt.stream.Stream`):
 
-* layout: H x W gray, H x W x 1 gray, H x W x 3 BGR, or H x W x 4 BGRA (the alpha channel is ignored);
+* layout: H x W gray, H x W x 1 gray, H x W x 3 colour, or H x W x 4 colour with alpha (ignored);
+* colour order: BGR (BGRA), OpenCV's, unless the segmenter was opened with ``color_order='rgb'`` (RGB, RGBA:
+  PIL, imageio, torchvision, ROS ``rgb8``, jetson_utils.cudaToNumpy); the extract kernel's channel mapping reads
+  either, so neither costs a conversion;
 * dtype: ``uint8`` (0..255), ``uint16`` (the full range 0..65535, as 16-bit cameras and EM stacks store it),
   or ``float32``/``float64`` holding values in [0, 1].
 
@@ -16,6 +19,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+COLOR_ORDERS = ("bgr", "rgb")
 FRAME_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32), np.dtype(np.float64))
 # The native resize and finish kernels take sides up to 2^23 px (cpp_ext/tiling.h, kMaxResizeSide: every output
 # coordinate is then exact in float); a frame is refused before the network runs rather than after.
@@ -81,12 +85,29 @@ def _dtype_advice(dtype: np.dtype) -> str:
     return "pass uint8, uint16 or float32 in [0, 1]"
 
 
+def check_color_order(color_order: object) -> str:
+    """The channel order of colour frames: 'bgr' (BGR, BGRA: OpenCV's) or 'rgb' (RGB, RGBA).
+
+    Raises:
+        ValueError: on anything else, naming the orders and the value given.
+
+    Example:
+        >>> check_color_order("rgb")
+        'rgb'
+    """
+    if not (isinstance(color_order, str) and color_order in COLOR_ORDERS):
+        raise ValueError(f"color_order must be one of {', '.join(repr(o) for o in COLOR_ORDERS)}, the channel order "
+                         "of the frames you pass ('bgr': OpenCV; 'rgb': PIL, imageio, ROS rgb8, "
+                         f"jetson_utils.cudaToNumpy), got {color_order!r}")
+    return color_order
+
+
 def check_frame(frame: object) -> np.ndarray:
-    """Validate a camera frame and return it as H x W gray or H x W x 3 BGR (a view; BGRA loses alpha).
+    """Validate a camera frame and return it as H x W gray or H x W x 3 colour (a view; BGRA or RGBA loses alpha).
 
     Args:
-        frame: H x W, H x W x 1, H x W x 3 (BGR) or H x W x 4 (BGRA) numpy array of dtype uint8, uint16
-            (full range) or float32/float64 in [0, 1].
+        frame: H x W, H x W x 1, H x W x 3 (BGR or RGB) or H x W x 4 (BGRA or RGBA) numpy array of dtype uint8,
+            uint16 (full range) or float32/float64 in [0, 1].
 
     Returns:
         The frame without a singleton or alpha channel (no pixel is copied).
@@ -141,10 +162,11 @@ def frame_scale(dtype: np.dtype) -> float:
     return _SCALE.get(np.dtype(dtype), 1.0)
 
 
-def frame_to_model_channels(frame: np.ndarray, in_channels: int) -> np.ndarray:
-    """BGR or gray frame -> BGR (3-channel models) or gray (1-channel models); other frames pass unchanged.
+def frame_to_model_channels(frame: np.ndarray, in_channels: int, color_order: str = "bgr") -> np.ndarray:
+    """Colour (in ``color_order``) or gray frame -> colour in that order (3-channel models) or gray (1-channel
+    models); other frames pass unchanged.
 
-    The BGR -> RGB swap itself is fused into the extract kernel.
+    The swap to the model's RGB (of a BGR frame) is fused into the extract kernel.
 
     Example:
         >>> frame_to_model_channels(np.zeros((2, 2), np.uint8), 3).shape
@@ -155,5 +177,5 @@ def frame_to_model_channels(frame: np.ndarray, in_channels: int) -> np.ndarray:
     if in_channels == 1 and frame.ndim == 3:
         # OpenCV converts no float64; float32 keeps far more than the precision of [0, 1] pixel values.
         color = frame.astype(np.float32) if frame.dtype == np.float64 else np.ascontiguousarray(frame)
-        return cv2.cvtColor(color, cv2.COLOR_BGR2GRAY)
+        return cv2.cvtColor(color, cv2.COLOR_RGB2GRAY if color_order == "rgb" else cv2.COLOR_BGR2GRAY)
     return frame

@@ -24,7 +24,7 @@ from .geometry import legal_sizes
 from .model_info import ModelInfo, check_working_size
 from .palette import Palette
 from .postprocess import STATED, BinaryCleanup, resolve_cleanup
-from .preprocessing import check_frame
+from .preprocessing import check_color_order, check_frame
 from .tiling import TileGrid, check_blend, plan_tiles, plan_whole
 from .values import is_whole_number
 from .visualize import blend, colorize_mask
@@ -54,7 +54,8 @@ class SegmentationResult:
 class Segmenter:
     """Segments camera frames of any size with a U-Net on any backend, through one path for every frame.
 
-    A frame (uint8, uint16 or float in [0, 1]; gray, BGR or BGRA: :func:`unetrt.preprocessing.check_frame`) is
+    A frame (uint8, uint16 or float in [0, 1]; gray, BGR or BGRA, or RGB or RGBA with ``color_order='rgb'``:
+    :func:`unetrt.preprocessing.check_frame`) is
     resized to the model's working size if it declares one and becomes a tile grid: one mirror-padded tile when
     it fits the network, else overlapping tiles (any image when ``tile`` is given, or one larger than
     ``backend.max_input_hw``), batched up to ``backend.max_batch``; 'valid' models get their context margin.
@@ -106,24 +107,34 @@ class Segmenter:
             (:mod:`unetrt.plan_cache`); False: use a cached engine or fall back to the next backend.
         palette: the class names and colours of :meth:`colorize`, :meth:`overlay` and the stream's legend (None:
             the model's own, :meth:`unetrt.palette.Palette.of`); settable later as ``seg.palette``.
+        color_order: the channel order of the colour frames you pass: 'bgr' (OpenCV's ``imread`` and
+            ``VideoCapture``; 4 channels: BGRA) or 'rgb' (PIL, imageio, torchvision, ROS ``rgb8``, a RealSense,
+            jetson-inference's ``cudaToNumpy``; 4 channels: RGBA); gray frames are either. The extract kernel reads
+            the channels in this order (no per-frame conversion), and :meth:`colorize` and :meth:`overlay` draw in
+            it.
         **backend_options: passed to the backend (e.g. ``threads=2``).
 
     Raises:
-        ValueError: when the model or backend cannot be opened as asked, or the device path does not fit it.
+        ValueError: when the model or backend cannot be opened as asked, the device path does not fit it, or on an
+            unknown ``color_order`` (or any other bad setting).
         FileNotFoundError: when the model file does not exist.
 
     Example:
         >>> with Segmenter("camvid") as seg:  # doctest: +SKIP
         ...     result = seg.segment(cv2.imread("frame.png"))
         ...     cv2.imwrite("overlay.png", seg.overlay(frame, result))
+        >>> with Segmenter("camvid", color_order="rgb") as seg:  # doctest: +SKIP
+        ...     mask = seg.segment(np.asarray(PIL.Image.open("frame.png").convert("RGB"))).mask
     """
 
     def __init__(self, model: str | Path = "camvid", backend: str = "auto", device: str = "auto",
                  probabilities: bool = False, tile: int | tuple[int, int] | None = None, overlap: int | None = None,
                  blend: str = "gaussian", device_path: str = "auto", cleanup: BinaryCleanup | str | None = STATED,
                  precision: str = "auto", working_size: tuple[int, int] | None = None, warm_up: bool = True,
-                 build: bool = True, palette: Palette | None = None, **backend_options: Any) -> None:
+                 build: bool = True, palette: Palette | None = None, color_order: str = "bgr",
+                 **backend_options: Any) -> None:
         check_blend(blend)  # before a backend is opened (FramePath checks it with the same function)
+        self._color_order = check_color_order(color_order)
         tile_hw = None if tile is None else _tile_pair(tile)
         if overlap is not None and not (is_whole_number(overlap) and overlap >= 0):
             raise ValueError(f"overlap must be a whole number of pixels >= 0 (or None for the default), got "
@@ -169,7 +180,7 @@ class Segmenter:
                     raise ValueError(f"tile {tile!r} with overlap {overlap!r} does not fit this model: {exc}") \
                         from None
             self.device: Device[Any] = self._open_device(device_path)
-            self._path: FramePath[Any] = FramePath(self.device, self.info, blend)
+            self._path: FramePath[Any] = FramePath(self.device, self.info, blend, self._color_order)
             self._network.path = self._path  # from here close() frees the path's buffers too
             self.palette = Palette.of(self.info) if palette is None else palette
             if warm_up:
@@ -196,6 +207,17 @@ class Segmenter:
             (320, 240)
         """
         return self.backend.info
+
+    @property
+    def color_order(self) -> str:
+        """The channel order of the colour frames this segmenter takes and draws: 'bgr' or 'rgb' (fixed at open:
+        the frame path reads the channels in it).
+
+        Example:
+            >>> Segmenter("camvid", color_order="rgb").color_order  # doctest: +SKIP
+            'rgb'
+        """
+        return self._color_order
 
     @property
     def palette(self) -> Palette:
@@ -259,8 +281,8 @@ class Segmenter:
         """Segment one frame.
 
         Args:
-            frame: HxW gray, HxWx3 BGR or HxWx4 BGRA; uint8, uint16 (full range) or float32/float64 in [0, 1];
-                any size.
+            frame: HxW gray, HxWx3 BGR or HxWx4 BGRA (RGB, RGBA with ``color_order='rgb'``); uint8, uint16 (full
+                range) or float32/float64 in [0, 1]; any size.
             probabilities: override the constructor's choice for this call.
             probabilities_size: 'frame' (default) or 'working': probabilities at the working size, where the
                 network saw the frame (far less memory and transfer for large frames; the mask stays at the
@@ -394,23 +416,44 @@ class Segmenter:
                 for mask, r in zip(masks, results, strict=True)]
 
     def colorize(self, result: SegmentationResult) -> np.ndarray:
-        """The mask as an HxWx3 BGR image in the colours of :attr:`palette`.
+        """The mask as an HxWx3 uint8 image in the colours of :attr:`palette`, in :attr:`color_order` (BGR or RGB).
+
+        Args:
+            result: what :meth:`segment` returned.
+
+        Returns:
+            The coloured mask at the mask's size.
 
         Raises:
             ValueError: when ``result`` is not what :meth:`segment` returned.
+
+        Example:
+            >>> cv2.imwrite("mask.png", seg.colorize(seg.segment(frame)))  # a 'bgr' segmenter  # doctest: +SKIP
         """
         if not isinstance(result, SegmentationResult):
             raise ValueError(f"colorize takes the SegmentationResult that segment() returned, got "
                              f"{type(result).__name__}; for a bare mask use SegmentationResult(mask, None, 0.0)")
-        return colorize_mask(result.mask, self.palette.lut_bgr)
+        palette = self.palette
+        return colorize_mask(result.mask, palette.lut_rgb if self._color_order == "rgb" else palette.lut_bgr)
 
     def overlay(self, frame: np.ndarray, result: SegmentationResult, alpha: float = 0.5) -> np.ndarray:
-        """The frame with the coloured mask blended over it: HxWx3 uint8 BGR, whatever the frame's dtype and layout
-        (any frame :meth:`segment` takes).
+        """The frame with the coloured mask blended over it: HxWx3 uint8 in the frame's order (:attr:`color_order`:
+        BGR or RGB), whatever the frame's dtype and layout (any frame :meth:`segment` takes).
+
+        Args:
+            frame: the frame ``result`` is of.
+            result: what :meth:`segment` returned for it.
+            alpha: the weight of the mask's colours, in [0, 1].
+
+        Returns:
+            The blended picture at the frame's size.
 
         Raises:
             ValueError: on a frame :meth:`segment` refuses, a result that is not a :class:`SegmentationResult`, an
                 alpha that is not a number in [0, 1], or frame and mask sizes that differ.
+
+        Example:
+            >>> cv2.imwrite("overlay.png", seg.overlay(frame, seg.segment(frame)))  # doctest: +SKIP
         """
         return blend(check_frame(frame), self.colorize(result), alpha)
 

@@ -12,7 +12,8 @@ from .values import is_real_number
 
 
 def colorize_mask(mask: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """HxW uint8 class ids -> HxWx3 BGR colours through a 256x3 lookup table (:attr:`unetrt.palette.Palette.lut_bgr`).
+    """HxW uint8 class ids -> HxWx3 colours through a 256x3 lookup table, in its order
+    (:attr:`unetrt.palette.Palette.lut_bgr` or ``lut_rgb``).
 
     Raises:
         ValueError: when the mask is not a non-empty HxW uint8 array.
@@ -30,8 +31,8 @@ def colorize_mask(mask: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
 
 def displayable(frame: np.ndarray) -> np.ndarray:
-    """A checked frame (:func:`unetrt.preprocessing.check_frame`: gray or BGR; uint8, uint16 full range or float in
-    [0, 1]) as HxWx3 uint8 BGR, to draw on or show.
+    """A checked frame (:func:`unetrt.preprocessing.check_frame`: gray or colour; uint8, uint16 full range or float
+    in [0, 1]) as HxWx3 uint8 in the frame's colour order (BGR or RGB), to draw on or show.
 
     Example:
         >>> displayable(np.full((1, 2), 65535, np.uint16)).tolist()
@@ -60,7 +61,7 @@ def check_alpha(alpha: object) -> float:
 
 def blend(frame: np.ndarray, colored: np.ndarray, alpha: float) -> np.ndarray:
     """Blend a colour mask over a checked frame (see :func:`displayable`): ``(1 - alpha) * frame + alpha * colored``
-    as HxWx3 uint8 BGR.
+    as HxWx3 uint8, in the colour order the two share (BGR or RGB).
 
     Raises:
         ValueError: when alpha is not a number in [0, 1] or the sizes differ.

@@ -113,7 +113,11 @@ class SegmentWorker:
         settings: how to open the Segmenter and what to write.
         out_dir: the job's output folder (shared storage, the same path on every node).
         device: 'cpu' or 'cuda' (Ray has given the actor a GPU).
-        segmenter_factory: opens the Segmenter instead of ``settings`` (a custom or instrumented one).
+        segmenter_factory: opens the Segmenter instead of ``settings`` (a custom or instrumented one), with
+            ``color_order='bgr'``: frames are read with OpenCV.
+
+    Raises:
+        ValueError: when the Segmenter opened takes RGB frames (it is closed).
 
     Example:
         >>> worker = SegmentWorker(BatchSettings("camvid"), "out", "cpu")  # doctest: +SKIP
@@ -121,11 +125,17 @@ class SegmentWorker:
 
     def __init__(self, settings: BatchSettings, out_dir: str, device: str,
                  segmenter_factory: SegmenterFactory | None = None) -> None:
-        import ray
-
         self.settings = settings
         self.out_dir = Path(out_dir)
         self.segmenter = segmenter_factory() if segmenter_factory is not None else settings.open_segmenter(device)
+        if self.segmenter.color_order != "bgr":
+            self.segmenter.close()
+            # Every frame is read with OpenCV: an RGB segmenter would get BGR frames and write BGR overlays wrong.
+            raise ValueError(f"unet-batch reads frames with OpenCV (BGR), and segmenter_factory opened a segmenter "
+                             f"with color_order={self.segmenter.color_order!r}: open it with color_order='bgr' "
+                             "(the default; the masks are the same)")
+        import ray
+
         node = ray.get_runtime_context().get_node_id()
         self.node = node
         self.worker = f"{node[:8]}:{os.getpid()}"

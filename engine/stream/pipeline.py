@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..preprocessing import check_color_order
 from .capture import (
     POLL_S,
     CaptureThread,
@@ -112,6 +113,8 @@ class Stream:
         if self._owns_segmenter:
             # Before the model is opened: its first open on a Jetson builds a TensorRT engine for minutes.
             _check_camera_exists(self.source, self.options.wait)
+        # Before a model is opened, for the same reason.
+        _check_color_order(self.source, segmenter, self.options)
         self.segmenters: list[FrameSegmenter] = self._segmenters(segmenter)
         try:
             self.segmenter: FrameSegmenter = self.segmenters[0]
@@ -119,7 +122,8 @@ class Stream:
             legend = legend_entries(self.segmenter, hidden) if self.options.legend != "off" else None
             undrawn_ids = segmenter_palette(self.segmenter).ids_of(hidden) if hidden else ()
             self.renderer = Renderer(self.segmenter, self.options.visualize, self.options.alpha,
-                                     self.options.draw_stats, legend, str(self.options.legend), undrawn_ids)
+                                     self.options.draw_stats, legend, str(self.options.legend), undrawn_ids,
+                                     getattr(self.segmenter, "color_order", "bgr"))
         except BaseException:
             # Also SIGTERM's TerminatedError, raised wherever the opening stands: what was opened is closed.
             self._close_segmenters()
@@ -332,6 +336,25 @@ def _check_camera_exists(source: FrameSource, wait: float | None) -> None:
     if device is not None and wait is None:
         raise SourceError(f"camera {device!r} does not exist (see ls /dev/video*); check the cable and the "
                           "number, or pass wait=SECONDS (--wait SECONDS) to wait for it to be plugged in")
+
+
+def _check_color_order(source: FrameSource, segmenter: object, options: StreamOptions) -> None:
+    """Refuse a source that decodes its frames in one colour order (OpenCV's BGR) for a segmenter that takes the
+    other: every mask would be silently worse. A Python iterable's frames are the caller's, in the segmenter's order.
+
+    Raises:
+        ValueError: naming the source, both orders and the fix; on an unknown ``color_order`` in the options.
+    """
+    if isinstance(segmenter, str | Path):
+        wanted = check_color_order(options.segmenter_options.get("color_order", "bgr"))
+    else:
+        wanted = getattr(segmenter, "color_order", "bgr")
+    decoded = getattr(source, "color_order", None)
+    if decoded is not None and decoded != wanted:
+        raise ValueError(f"{source.name!r} decodes {decoded.upper()} frames but the segmenter takes "
+                         f"color_order={wanted!r}: open the segmenter with color_order={decoded!r} for this source "
+                         f"(its masks are the same), or pass the frames yourself, as an iterable in "
+                         f"{wanted.upper()}")
 
 
 def _check_arguments(segmenter: object, output: object, callback: object) -> None:

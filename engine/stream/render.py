@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from ..palette import Palette
+from ..preprocessing import check_color_order
 from ..segmenter import SegmentationResult
 from ..visualize import blend, displayable, draw_legend
 
@@ -32,7 +33,7 @@ class Colorizer(Protocol):
     """What gives a mask its class colours (a :class:`~unetrt.segmenter.Segmenter` is one)."""
 
     def colorize(self, result: SegmentationResult) -> np.ndarray:
-        """The mask in class colours (HxWx3 BGR)."""
+        """The mask in class colours (HxWx3, in the segmenter's colour order: BGR unless it takes RGB)."""
         ...
 
 
@@ -176,9 +177,11 @@ class Renderer:
         legend: class names and BGR colours (see :func:`legend_entries`), or None for no legend.
         legend_place: 'outside' (a strip right of the panels) or 'inside' (over the bottom-left corner).
         undrawn_ids: mask ids of classes left undrawn (see :func:`compose`).
+        color_order: the channel order of the frames and of ``colors``' masks ('bgr' or 'rgb', a segmenter's
+            ``color_order``); the picture is BGR either way, as every sink writes it with OpenCV.
 
     Raises:
-        ValueError: on an unknown panel or legend place.
+        ValueError: on an unknown panel, legend place or colour order.
 
     Example:
         >>> class Gray:
@@ -191,8 +194,9 @@ class Renderer:
 
     def __init__(self, colors: Colorizer, visualize: str | Sequence[str], alpha: float, draw_stats: bool,
                  legend: LegendEntries | None, legend_place: str = "outside",
-                 undrawn_ids: Sequence[int] = ()) -> None:
+                 undrawn_ids: Sequence[int] = (), color_order: str = "bgr") -> None:
         self.colors = colors
+        self.color_order = check_color_order(color_order)
         self.visualize = parse_visualize(visualize)
         self.alpha = alpha
         self.draw_stats = draw_stats
@@ -208,9 +212,12 @@ class Renderer:
     def draw(self, frame: np.ndarray, segmentation: SegmentationResult, fps: float, latency_ms: float,
              dropped: int) -> np.ndarray:
         """The panels of ``frame`` and its segmentation, with the caption and the legend drawn on (a new image)."""
-        frame = displayable(frame)  # a 16-bit or float camera's frames are drawn as 8-bit BGR
+        frame = displayable(frame)  # a 16-bit or float camera's frames are drawn as 8-bit colour
         undrawn = np.isin(segmentation.mask, self.undrawn_ids) if self.undrawn_ids.size else None
         image = compose(frame, self.colors.colorize(segmentation), self.visualize, self.alpha, undrawn)
+        if self.color_order == "rgb":
+            # Before the caption and the BGR legend: sinks (video, display, JPEG, ROS overlay) write OpenCV's BGR.
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         if self.draw_stats:
             draw_caption(image, stats_caption(fps, latency_ms, dropped))
         legend = self.legend

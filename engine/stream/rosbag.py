@@ -207,6 +207,7 @@ class RosbagSource:
     """
 
     live = False
+    color_order = "bgr"  # rgb8 images are converted to BGR when read
 
     def __init__(self, path: str | Path, topic: str | None = None) -> None:
         self.path = Path(path)

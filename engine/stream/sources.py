@@ -49,6 +49,10 @@ class CorruptFrameError(ValueError):
 class FrameSource(Protocol):
     """Where frames come from.
 
+    A source that decodes its frames itself may also say in which colour order, as a ``color_order`` attribute
+    ('bgr' for unetrt's OpenCV and ROS 2 bag sources): a :class:`~unetrt.stream.Stream` refuses it with a
+    segmenter that takes the other order. Without one, the frames are taken to be in the segmenter's order.
+
     Attributes:
         name: the source in words, for logs and the summary.
         live: frames arrive in real time (a camera): stale ones may be dropped to bound latency.
@@ -68,7 +72,8 @@ class FrameSource(Protocol):
         ...
 
     def read(self) -> np.ndarray | None:
-        """The next frame (HxWx3 BGR or HxW gray uint8), or None at the end of the stream.
+        """The next frame (HxWx3 colour, in the source's ``color_order`` where it has one, else the segmenter's; or
+        HxW gray uint8), or None at the end of the stream.
 
         Raises:
             SourceError: when a live source stops delivering.
@@ -329,6 +334,8 @@ class VideoCaptureSource:
         >>> source = VideoCaptureSource(parse_source("clip.mp4"))  # doctest: +SKIP
     """
 
+    color_order = "bgr"  # OpenCV decodes to BGR
+
     def __init__(self, spec: SourceSpec, size: tuple[int, int] | None = None,
                  open_timeout: float | None = None) -> None:
         if open_timeout is not None and not open_timeout > 0:
@@ -510,6 +517,7 @@ class ImageSequenceSource:
 
     live = False
     fps: float | None = None
+    color_order = "bgr"  # cv2.imread decodes to BGR
 
     def __init__(self, location: str | Path) -> None:
         path = Path(location)

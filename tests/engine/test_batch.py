@@ -29,6 +29,7 @@ from unetrt.batch.inputs import (
 from unetrt.batch.job import (
     INSTALL_HINT,
     BatchSettings,
+    SegmentWorker,
     actor_resources,
     check_output_apart,
     check_pool_fits,
@@ -298,3 +299,20 @@ def test_without_ray_the_command_says_how_to_install_it(tmp_path: Path, monkeypa
     image = write_images(tmp_path, 1)[0]
     assert main([str(image), "-o", str(tmp_path / "out"), "--model", "camvid"]) == 2
     assert capsys.readouterr().err.strip() == f"error: {INSTALL_HINT}"
+
+
+def test_a_worker_refuses_and_closes_a_segmenter_that_takes_rgb_frames(tiny_model_files: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    """Frames are read with OpenCV (BGR): a segmenter_factory's RGB segmenter would segment every frame worse."""
+    from unetrt.segmenter import Segmenter
+
+    opened: list[Segmenter] = []
+
+    def open_rgb() -> Segmenter:
+        opened.append(Segmenter(tiny_model_files["onnx"], color_order="rgb"))
+        return opened[-1]
+
+    with pytest.raises(ValueError, match=r"reads frames with OpenCV \(BGR\).*color_order='rgb'.*color_order='bgr'"):
+        SegmentWorker(BatchSettings(), str(tmp_path), "cpu", segmenter_factory=open_rgb)
+    with pytest.raises(ValueError, match="closed"):
+        opened[0].segment(np.zeros((8, 8, 3), np.uint8))

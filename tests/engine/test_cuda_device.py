@@ -19,6 +19,7 @@ import pytest
 from fakes.cuda import FakeGpu, FakeOp, install_fake_gpu
 from fakes.kernels import FakeKernels
 from fakes.tensorrt import FakeEngine, install_fake_tensorrt, write_plan_from_onnx
+from plan_fixtures import route_cuda_kernels_to
 
 from unetrt import _tiling, _tiling_emu
 from unetrt.backends import open_backend
@@ -27,6 +28,7 @@ from unetrt.cuda import CAPTURE_ATTEMPTS
 from unetrt.cuda_device import CudaDevice
 from unetrt.device import HostDevice, resize_frame
 from unetrt.frame_path import FramePath
+from unetrt.preprocessing import check_frame
 from unetrt.tiling import plan_tiles, plan_whole
 
 pytestmark = pytest.mark.gpu_contract
@@ -120,6 +122,55 @@ def test_cuda_device_equals_host_device(fake_gpu: tuple[RuntimeBackend, FakeGpu,
             assert want.probabilities is not None and have.probabilities is not None
             assert np.array_equal(want.probabilities, have.probabilities)
     assert plan_tiles((70, 100), 32, 8, "same", 3).shift != (0, 0)
+
+
+def _rgb_twin(frame: np.ndarray) -> np.ndarray:
+    """The RGB (RGBA) frame of a BGR (BGRA) one, alpha kept last."""
+    return np.ascontiguousarray(frame[..., [2, 1, 0, 3][: frame.shape[2]]])
+
+
+@pytest.mark.parametrize("channels", [3, 4], ids=["rgb", "rgba"])
+def test_rgb_frames_on_the_device_give_the_host_answers_of_their_bgr_twins(
+        fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice], channels: int) -> None:
+    """color_order='rgb' on the GPU path: the extract kernel's channel mapping reads RGB (RGBA) frames, and whole
+    frames and a grid of tiles give the host path's masks and probabilities of the BGR (BGRA) twins bit for bit."""
+    backend, _, device = fake_gpu
+    host = FramePath(HostDevice(backend.inner.infer), backend.info)
+    cuda = FramePath(device, backend.info, color_order="rgb")
+    bgr = frames(2, (70, 100, channels), seed=channels)
+    rgb = [check_frame(_rgb_twin(frame)) for frame in bgr]  # the path takes checked frames: alpha dropped
+    for grid, size in ((plan_whole(70, 100, "same", 3), 2), (plan_tiles((70, 100), 32, 8, "same", 3), 3)):
+        expected = host.run([check_frame(frame) for frame in bgr], grid, True, size)
+        got = cuda.run(rgb, grid, True, size)
+        for want, have in zip(expected, got, strict=True):
+            assert np.array_equal(want.mask, have.mask)
+            assert want.probabilities is not None and have.probabilities is not None
+            assert np.array_equal(want.probabilities, have.probabilities)
+
+
+@pytest.mark.parametrize("tile", [None, 16], ids=["whole", "tiled"])
+def test_a_segmenter_on_the_gpu_path_takes_rgb_frames(tiny_model_files: dict[str, Path],
+                                                      monkeypatch: pytest.MonkeyPatch, tile: int | None) -> None:
+    """Segmenter(color_order='rgb') with the GPU-resident path (emulated CUDA launches) segments RGB and RGBA
+    frames as the host path segments their BGR and BGRA twins."""
+    import unetrt.segmenter as segmenter_module
+
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False))
+    route_cuda_kernels_to(monkeypatch, gpu, _tiling_emu)
+    monkeypatch.setattr(segmenter_module, "open_backend",
+                        lambda *args, **kwargs: RuntimeBackend(open_backend(tiny_model_files["onnx"]), gpu))
+    onnx = tiny_model_files["onnx"]
+    with segmenter_module.Segmenter(onnx, device_path="cuda", probabilities=True, tile=tile, color_order="rgb",
+                                    warm_up=False) as on_gpu, \
+            segmenter_module.Segmenter(onnx, device_path="host", probabilities=True, tile=tile,
+                                       warm_up=False) as on_host:
+        assert isinstance(on_gpu.device, CudaDevice) and isinstance(on_host.device, HostDevice)
+        for channels in (3, 4):
+            bgr = frames(1, (40, 56, channels), seed=channels)[0]
+            want, have = on_host.segment(bgr), on_gpu.segment(_rgb_twin(bgr))
+            assert np.array_equal(want.mask, have.mask)
+            assert want.probabilities is not None and have.probabilities is not None
+            assert np.array_equal(want.probabilities, have.probabilities)
 
 
 def test_blend_weight_divides_each_source_pixel_once(fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
