@@ -16,18 +16,13 @@ from unetrt.benchmarks.bench import main
 
 pytestmark = pytest.mark.gpu_contract
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from plan_fixtures import install_fake_tensorrt_gpu  # noqa: E402
+from plan_fixtures import install_fake_jetson  # noqa: E402
 
 
 @pytest.fixture
 def jetson(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeGpu:
     """A fake Orin with TensorRT and pycuda; torch, if importable at all, sees no GPU."""
-    gpu = FakeGpu()
-    install_fake_tensorrt_gpu(monkeypatch, gpu)
-    monkeypatch.setattr("unetrt.benchmarks.bench._torch_cuda", lambda: None)
-    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: False)
-    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(tmp_path / "engines"))
-    return gpu
+    return install_fake_jetson(monkeypatch, tmp_path / "engines")
 
 
 def _build(onnx: Path, plan: Path, precision: str = "fp16") -> Path:

@@ -17,7 +17,7 @@ from unetrt.jetson import JetsonState, cpu_clocks_locked, gpu_clock_locked, l4t_
 
 pytestmark = pytest.mark.gpu_contract
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from plan_fixtures import install_fake_tensorrt_gpu  # noqa: E402
+from plan_fixtures import install_fake_jetson  # noqa: E402
 
 FAST = ["--iterations", "2", "--trials", "1", "--warmup", "1"]
 SIZE = ["--size", "32x32"]  # the fixed-shape plans below take 32x32 alone
@@ -31,6 +31,12 @@ CPU_ONLINE CORE_0 1
 < POWER_MODEL ID=3 NAME=7W >
 < PM_CONFIG DEFAULT=2 >
 """
+
+
+@pytest.fixture
+def jetson(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeGpu:
+    """A fake Orin with TensorRT and pycuda; torch, if importable at all, sees no GPU."""
+    return install_fake_jetson(monkeypatch, tmp_path / "engines")
 
 
 def _write(path: Path, text: str) -> None:
@@ -68,17 +74,6 @@ def fake_jetson_files(root: Path, monkeypatch: pytest.MonkeyPatch, gpu_locked: b
     monkeypatch.setattr(jetson_module, "CPUS", cpus)
 
 
-@pytest.fixture
-def fake_orin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeGpu:
-    """A fake Orin with TensorRT and pycuda and no CUDA torch (JetPack ships none)."""
-    gpu = FakeGpu()
-    install_fake_tensorrt_gpu(monkeypatch, gpu)
-    monkeypatch.setattr("unetrt.benchmarks.bench._torch_cuda", lambda: None)
-    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: False)
-    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(tmp_path / "engines"))
-    return gpu
-
-
 def _plan(onnx: Path, folder: Path, *profile: str) -> Path:
     from unetrt.export.tensorrt import main as unet_build
 
@@ -89,7 +84,7 @@ def _plan(onnx: Path, folder: Path, *profile: str) -> Path:
 
 
 def test_the_report_names_the_l4t_release_the_power_mode_the_locked_clocks_and_tensorrt(
-        fake_orin: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        jetson: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     """Before: the header said 'GPU: Orin' alone, so figures from a 7 W mode and from MAXN with locked clocks (2x
     and more apart) could not be told apart, and no TensorRT version was named (JetPack's bindings are no pip
@@ -108,14 +103,14 @@ def test_the_report_names_the_l4t_release_the_power_mode_the_locked_clocks_and_t
     assert report["versions"]["tensorrt"] == "10.3.0" and report["warnings"] == []
     for text in (out, markdown.read_text()):
         assert "Jetson: L4T R36.4.3, power mode MAXN_SUPER (mode 2), clocks locked (jetson_clocks)" in text
-        assert f"GPU: {fake_orin.name}, TensorRT 10.3.0;" in text
+        assert f"GPU: {jetson.name}, TensorRT 10.3.0;" in text
     assert "warning" not in err
 
 
 @pytest.mark.parametrize(("gpu_locked", "cpu_locked", "floating"), [(False, True, "GPU"), (True, False, "CPU"),
                                                                     (False, False, "GPU and CPU")])
 def test_clocks_that_are_not_locked_give_a_warning_line(gpu_locked: bool, cpu_locked: bool, floating: str,
-                                                        fake_orin: FakeGpu, tiny_model_files: dict[str, Path],
+                                                        jetson: FakeGpu, tiny_model_files: dict[str, Path],
                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     fake_jetson_files(tmp_path / "jetson", monkeypatch, gpu_locked=gpu_locked, cpu_locked=cpu_locked)
@@ -133,7 +128,7 @@ def test_clocks_that_are_not_locked_give_a_warning_line(gpu_locked: bool, cpu_lo
     assert f"**Warning:** {warning}" in out and "clocks NOT locked (DVFS)" in out
 
 
-def test_off_a_jetson_nothing_is_claimed(fake_orin: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
+def test_off_a_jetson_nothing_is_claimed(jetson: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jetson_module, "L4T_RELEASE", tmp_path / "no_nv_tegra_release")
     plan = _plan(tiny_model_files["onnx"], tmp_path / "plan", "--min-shape", "1x3x32x32", "--max-shape", "1x3x32x32")
@@ -162,7 +157,7 @@ def test_the_jetson_files_are_read_without_guessing(tmp_path: Path, monkeypatch:
 
 
 def test_a_plan_with_a_range_of_shapes_is_timed_at_its_opt_shape_and_says_so(
-        fake_orin: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+        jetson: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
     """Before: a model without a working size was timed at 512x512 whatever its plan takes, so a plan built for
     32..128 ran nothing ('no variant could run here: input shape 1x3x512x512 is outside the engine's optimisation
     profile'), and a plan that takes 512x512 was timed there without saying that the engine was tuned for another

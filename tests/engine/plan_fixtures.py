@@ -44,6 +44,17 @@ def install_fake_tensorrt_gpu(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu | No
     return module, gpu
 
 
+
+def install_fake_jetson(monkeypatch: pytest.MonkeyPatch, cache: Path) -> FakeGpu:
+    """A fake Orin with TensorRT and pycuda, engines cached in ``cache``; torch, if importable at all, sees no GPU
+    (JetPack ships no CUDA torch), and ONNX Runtime has no CUDA provider."""
+    gpu = FakeGpu()
+    install_fake_tensorrt_gpu(monkeypatch, gpu)
+    monkeypatch.setattr("unetrt.benchmarks.bench._torch_cuda", lambda: None)
+    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: False)
+    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(cache))
+    return gpu
+
 def builds() -> int:
     """How many engine builds ran since the fake was installed."""
     return int(Builder.builds)

@@ -38,6 +38,22 @@ class FakeSegmenter:
         self.closed = True
 
 
+class CollectingSink:
+    """A sink that keeps every picture the stream writes."""
+
+    name = "collector"
+    wants_stop = False
+
+    def __init__(self) -> None:
+        self.images: list[np.ndarray] = []
+
+    def write(self, image: np.ndarray) -> None:
+        self.images.append(image)
+
+    def close(self) -> None:
+        pass
+
+
 def frame_with_index(index: int, size: tuple[int, int] = (64, 48)) -> np.ndarray:
     """A BGR frame whose pixels all carry ``index % 256`` (so a result tells which frame it was)."""
     return np.full((size[1], size[0], 3), index % 256, dtype=np.uint8)

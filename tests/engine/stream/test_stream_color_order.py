@@ -8,24 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from stream_helpers import write_video
+from stream_helpers import CollectingSink, write_video
 
 from unetrt.segmenter import Segmenter
 from unetrt.stream import Stream
-
-
-class CollectingSink:
-    name = "collector"
-    wants_stop = False
-
-    def __init__(self) -> None:
-        self.images: list[np.ndarray] = []
-
-    def write(self, image: np.ndarray) -> None:
-        self.images.append(image)
-
-    def close(self) -> None:
-        pass
 
 
 def _bgr_frames() -> list[np.ndarray]:

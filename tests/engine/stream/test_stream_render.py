@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from stream_helpers import FakeSegmenter
+from stream_helpers import CollectingSink, FakeSegmenter
 
 from unetrt.palette import Palette
 from unetrt.segmenter import SegmentationResult
@@ -16,20 +16,6 @@ class DescribedSegmenter(FakeSegmenter):
     """A fake segmenter with a palette, so a legend can be drawn."""
 
     palette = Palette(("background", "thing"), ((0, 0, 0), (255, 0, 0)), binary=False)
-
-
-class CollectingSink:
-    name = "collector"
-    wants_stop = False
-
-    def __init__(self) -> None:
-        self.images: list[np.ndarray] = []
-
-    def write(self, image: np.ndarray) -> None:
-        self.images.append(image)
-
-    def close(self) -> None:
-        pass
 
 
 def _frame() -> np.ndarray:
