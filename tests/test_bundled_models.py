@@ -105,7 +105,20 @@ def test_stated_int8_keeps_the_fp32_accuracy(name: str) -> None:
             assert int8[engine]["challenge_pixel_error"] - fp32["challenge_pixel_error"] <= MAX_PIXEL_ERROR_GAIN, engine
 
 
+def _with_tensorrt_int8() -> list[str]:
+    return [n for n in bundled_model_names() if TENSORRT_INT8_VARIANT in _stated(n)["variants"]]
+
+
 @pytest.mark.parametrize("name", bundled_model_names())
+def test_a_model_ships_a_tensorrt_int8_file_when_it_is_stated_int8_on_cpus(name: str) -> None:
+    """isbi runs FP32 on CPUs (INT8 costs its cleaned Rand error) and ships none: every file counts against the
+    64 MiB a GPU check carries (tools/gpu_check_bundle.sh)."""
+    stated_int8 = _stated(name).get("cpu_precision", {}).get("precision", "int8") == "int8"
+    shipped = (MODELS_DIR / f"{name}{TENSORRT_INT8_SUFFIX}").is_file()
+    assert (name in _with_tensorrt_int8()) == stated_int8 == shipped
+
+
+@pytest.mark.parametrize("name", _with_tensorrt_int8())
 def test_stated_tensorrt_int8_is_the_same_calibration_in_tensorrt_layout(name: str) -> None:
     """NAME.int8.tensorrt.onnx, the file TensorRT builds INT8 from, is stated like the others: calibrated as the CPU
     file, symmetric int8, within the INT8 bound of FP32 on the reported data (ONNX Runtime's arithmetic of it)."""

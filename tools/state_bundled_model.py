@@ -15,7 +15,9 @@ e.g. the bundled ``engine/models/NAME.pt`` itself) it writes, in ``engine/models
   refused when it loses more than 1 mIoU point (binary: 0.005 challenge pixel error);
 * ``NAME.int8.tensorrt.onnx``: the same INT8 calibration in TensorRT's layout (symmetric int8 activations:
   ``unet-export --int8 --int8-target tensorrt``), the file a TensorRT engine of precision 'int8' is built from;
-  refused on the same bound;
+  refused on the same bound; not written for a model stated FP32 on CPUs (``--cpu-precision fp32``: its INT8
+  costs what the statement says), whose TensorRT INT8 builds are then refused with the export that makes one;
+  every shipped file also counts against the 64 MiB a GPU check carries (``tools/gpu_check_bundle.sh``);
 * ``NAME.json``: the figures ``unet-eval`` prints for the FP32 model on ONNX Runtime
   (``validation``), the same for every precision on every installed CPU engine that
   runs it (``variants``), the best epoch, the training commands (one per stage) and the
@@ -199,6 +201,10 @@ def _add_tensorrt_int8(name: str) -> None:
     stated = _stated(name)
     if not stated:
         raise ValueError(f"{name!r} has no statement ({MODELS_DIR / f'{name}.json'}): state the model first")
+    cpu_precision = stated.get("cpu_precision", {}).get("precision", CPU_PRECISIONS[0])
+    if cpu_precision != CPU_PRECISIONS[0]:
+        raise ValueError(f"{name!r} is stated {cpu_precision} on CPUs (its INT8 costs what cpu_precision.why says): "
+                         "it ships no TensorRT INT8 file; export one with unet-export --int8 --int8-target tensorrt")
     checkpoint = MODELS_DIR / f"{name}.pt"
     # NAME.pt carries what every shipped file was made from: the float16 weights, a folded prior correction and
     # the stated working size (re-exported so, NAME.int8.onnx comes out byte for byte).
@@ -298,12 +304,16 @@ def _run(args: argparse.Namespace) -> None:
                    "method": args.calibration_method}
     # The INT8 check's data (unet-export --check-images); also the reported data when there is no split.
     check = {"images": args.images, "labels": args.labels, "stems": args.stems}
+    # A model whose INT8 the statement advises against on CPUs gets no TensorRT INT8 file either (see above).
+    tensorrt_int8 = args.cpu_precision == CPU_PRECISIONS[0]
+    (MODELS_DIR / f"{args.name}{TENSORRT_INT8_SUFFIX}").unlink(missing_ok=True)
     export_args = [str(checkpoint), "-o", str(onnx_path), "--fp16",
                    *export_args_for_int8(calibration, check, info.working_size)]
     try:
         if export_main(export_args) != 0:
             raise RuntimeError(f"unet-export of {checkpoint} failed (see the line above)")
-        export_tensorrt_int8(args.name, checkpoint, calibration, check, info.working_size)
+        if tensorrt_int8:
+            export_tensorrt_int8(args.name, checkpoint, calibration, check, info.working_size)
     finally:
         for path in scratch:
             path.unlink()
@@ -319,7 +329,8 @@ def _run(args: argparse.Namespace) -> None:
         figures = evaluate_stated(segmenter, report, SHARED_DATA)
     print(format_figures(figures))
     variants = score_variants(args.name, report)
-    variants[TENSORRT_INT8_VARIANT] = score_tensorrt_int8(args.name, report, figures)
+    if tensorrt_int8:
+        variants[TENSORRT_INT8_VARIANT] = score_tensorrt_int8(args.name, report, figures)
     stated = {
         **check,
         **({"split": report["split"]} if args.split is not None else {}),

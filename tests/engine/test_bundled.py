@@ -51,7 +51,7 @@ def test_a_model_stated_fp32_runs_fp32_on_a_cpu_unless_int8_is_asked(models_dir:
 
 def test_tensorrt_builds_int8_from_the_tensorrt_layout_and_a_cpu_runs_the_cpu_layout(models_dir: Path) -> None:
     # Before: TensorRT was handed NAME.int8.onnx, the CPU layout (uint8 with zero points), which it refuses.
-    shutil.copy(SHIPPED / "isbi.int8.tensorrt.onnx", models_dir / "membranes.int8.tensorrt.onnx")
+    shutil.copy(SHIPPED / "camvid.int8.tensorrt.onnx", models_dir / "membranes.int8.tensorrt.onnx")
     choice = choose_model("membranes", "tensorrt", "int8")
     assert (choice.path.name, choice.backend, choice.precision) == ("membranes.int8.tensorrt.onnx", "tensorrt", "int8")
     assert choose_model("membranes", "tensorrt").path.name == "membranes.onnx"

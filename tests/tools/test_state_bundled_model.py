@@ -24,3 +24,12 @@ def test_a_full_statement_still_names_what_it_needs(capsys: pytest.CaptureFixtur
         tool.main(["camvid", "--images", "camvid/val"])
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
         "the following arguments are required: --run or --checkpoint, --selected-on, --labels, --calibration")
+
+
+def test_add_tensorrt_int8_refuses_a_model_stated_fp32_on_cpus(capsys: pytest.CaptureFixture[str]) -> None:
+    """isbi runs FP32 on CPUs (INT8 costs its cleaned Rand error): it ships no TensorRT INT8 file either."""
+    tool = load_tool("state_bundled_model")
+    assert tool.main(["isbi", "--add-tensorrt-int8"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "'isbi' is stated fp32 on CPUs (its INT8 costs what cpu_precision.why says): it ships no TensorRT INT8 file; "
+        "export one with unet-export --int8 --int8-target tensorrt")
