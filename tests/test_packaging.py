@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
+
+import pytest
 
 import unetrt
 import unetrt.benchmarks
@@ -48,3 +51,18 @@ def test_every_bundled_model_file_is_package_data_within_10_mb() -> None:
     for path in MODELS_DIR.iterdir():
         assert any(fnmatch.fnmatch(f"models/{path.name}", pattern) for pattern in globs), path.name
         assert path.stat().st_size <= 10 * 1024 * 1024, path.name
+
+
+# tools/gpu_check_bundle.sh's pycuda and CUDA kernels, as measured on 2026-12-05 (docs/gpu-path.md).
+GPU_CHECK_BUNDLE_BYTES = 5_492_785
+
+
+def test_the_checkout_leaves_room_for_the_gpu_check_bundle() -> None:
+    # A call to the GPU machine carries the checkout and the bundle, 64 MiB in all; a file more (another model
+    # variant) must not find that out only when a GPU is lent.
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=False)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    files = [ROOT / name for name in listed.stdout.decode().split("\0") if name]
+    tracked = sum(path.stat().st_size for path in files if path.is_file())
+    assert tracked + GPU_CHECK_BUNDLE_BYTES <= 64 << 20, f"the checkout is {tracked} bytes"
