@@ -1026,7 +1026,36 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
         write_plot(results, args.plot)
     if model.scratch is not None:
         model.scratch.cleanup()
+    unserved = unserved_requests(_named_rows(args), variants, results)
+    if unserved:
+        # The report is out; the exit code still says that the row the user asked for is not in it.
+        raise ValueError(f"{'; '.join(unserved)} (the rows that ran are in the report above)")
     return report
+
+
+def _named_rows(args: argparse.Namespace) -> list[str]:
+    """The backends and variants the user named: ``--backend`` values, and TensorRT for a plan given as the model."""
+    named = list(args.backend or [])
+    if Path(args.model or "").suffix in (".plan", ".engine") and "tensorrt" not in named:
+        named.append("tensorrt")
+    return named
+
+
+def unserved_requests(named: Sequence[str], variants: Sequence[Variant],
+                      results: Sequence[dict[str, Any]]) -> list[str]:
+    """One line for each backend or variant the user named of which no row ran, with the rows' reasons.
+
+    A named row that was skipped (a plan this GPU or TensorRT release cannot load, a CUDA row on the CPU) would
+    otherwise leave exit code 0 behind whenever another row ran.
+    """
+    lines = []
+    for name in named:
+        keys = {v.key for v in variants if name in (v.key, v.backend)}
+        rows = [r for r in results if r["variant"] in keys]
+        if rows and not any(r["status"] == "ok" for r in rows):
+            reasons = sorted({r["reason"] for r in rows})
+            lines.append(f"{name} did not run: {'; '.join(reasons)}")
+    return lines
 
 
 def _gpu_name(torch_cuda: Any | None) -> str:

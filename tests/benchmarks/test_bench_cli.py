@@ -355,3 +355,12 @@ def test_quiet_openmp_sets_passive_waiting_unless_the_user_chose(monkeypatch: py
     assert quiet_openmp() == "PASSIVE"
     monkeypatch.setitem(sys.modules, "torch", object())
     assert quiet_openmp() is None
+
+
+def test_a_row_asked_for_by_name_that_cannot_run_exits_2_after_the_report(
+        tiny_model_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(["--engine", str(tiny_model_files["pt"]), "--backend", "torch-fp32",
+                           "--backend", "torch-fp16", *FAST], capsys)
+    assert code == 2
+    assert "| PyTorch eager FP32 | cpu | 1x32x32 |" in out
+    assert _one_line_error(err).startswith("error: torch-fp16 did not run: needs a CUDA GPU")

@@ -169,3 +169,29 @@ def test_without_pycuda_the_cpu_rows_run_and_the_report_says_why_tensorrt_did_no
     rows = {row["variant"]: row for row in report["results"]}
     assert report["settings"]["device"] == "cpu" and rows["onnxruntime"]["status"] == "ok"
     assert "tensorrt" not in rows and any("pycuda is not installed" in note for note in report["notes"])
+
+
+def test_a_plan_that_cannot_load_here_exits_2_after_the_rows_that_ran(
+        jetson: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A plan built on another GPU: its row is skipped, its ONNX sibling's row runs, and the exit code says that
+    the plan named was not timed (it was 0, and a script timing plans read the other rows as the plan's)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(tiny_model_files["onnx"], folder / "unet.onnx")
+    plan = _build(folder / "unet.onnx", folder / "unet.plan")
+    from fakes.onnxruntime_cuda import install_fake_onnxruntime_cuda
+
+    provider = install_fake_onnxruntime_cuda(monkeypatch, jetson)  # onnxruntime-gpu: a row other than the plan's
+    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: True)
+    monkeypatch.setattr(jetson, "name", "Orin (another one)")
+    report = tmp_path / "report.json"
+    assert main(["--engine", str(plan), "--iterations", "2", "--trials", "1", "--warmup", "1",
+                 "--json", str(report)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: tensorrt did not run: ") and "the rows that ran are in the report above" in err
+    rows = {row["variant"]: row for row in json.loads(report.read_text())["results"]}
+    assert rows["tensorrt"]["status"] == "skipped" and rows["onnxruntime"]["status"] == "ok"
+    # The CUDA runtime under ONNX Runtime keeps its retain of the primary context for good; unetrt keeps none.
+    assert jetson.primary(0).retains == len(provider.runtime_contexts) == 1
+    assert jetson.live("device") == 0 and jetson.live("library") == 0
