@@ -97,7 +97,12 @@ class _DeviceResources:
     the stream made in it. Kept apart from the backend so that one dropped without ``close()`` is released on
     :mod:`unetrt.dropped`'s thread with the context current: pycuda destroys a stream, and releases a retained
     context, only with that context current or on the thread that retained it, and elsewhere leaks both without a
-    word (pycuda ``src/cpp/cuda.hpp``, ``scoped_context_activation``, ``context::detach``)."""
+    word (pycuda ``src/cpp/cuda.hpp``, ``scoped_context_activation``, ``context::detach``).
+
+    The ``InferenceSession`` is not among them: it may be destroyed on any thread, since ONNX Runtime's CUDA allocator
+    makes the session's device current before each ``cudaFree`` (``onnxruntime/core/providers/cuda/
+    cuda_allocator.cc``, ``CUDAAllocator::Free`` calls ``SetDevice``), and the session never sees this stream (it
+    runs on its own)."""
 
     def __init__(self) -> None:
         self.cuda_context: PrimaryContext | None = None
