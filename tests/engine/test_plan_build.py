@@ -329,20 +329,26 @@ def test_dla_plan_opens_on_its_core(fake_trt: FakeGpu, tiny_model_files: dict[st
         assert backend._held.runtime.DLA_core == 1  # set before the plan was deserialised
 
 
+@pytest.mark.parametrize("core, cores", [(1, 0), (0, 0), (1, 1)], ids=["core-1-on-none", "core-0-on-none",
+                                                                          "core-1-on-one"])
 def test_a_dla_plan_on_a_device_without_that_core_says_so(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
-                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An AGX Orin's DLA plan copied onto an Orin Nano (no DLA, the same GPU name, sm_87 and SM count): named as
-    such, with the command that builds it for the GPU, not taken for a corrupt plan."""
+                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch, core: int,
+                                                          cores: int) -> None:
+    """An AGX Orin's DLA plan copied onto an Orin Nano (no DLA, the same GPU name, sm_87 and SM count) or a module
+    with one DLA: named as such, with the command that builds it for the GPU, not taken for a corrupt plan. Core N
+    needs N + 1 cores ("Must be between 0 and N-1 where N is the number of available DLA cores",
+    ``tensorrt.Runtime.DLA_core``)."""
     import tensorrt as trt
 
     from unetrt.backends.tensorrt import TensorRTBackend
     from unetrt.plan_metadata import PlanCompatibilityError
 
     plan = tmp_path / "tiny.plan"
-    build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True, dla_core=1, progress=False))
-    monkeypatch.setattr(trt.Runtime, "num_DLA_cores", 0)
-    with pytest.raises(PlanCompatibilityError, match=r"runs on DLA core 1; this device has 0 DLA core\(s\): build "
-                                                     r"it for the GPU alone with: unet-build ") as refused:
+    build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True, dla_core=core, progress=False))
+    monkeypatch.setattr(trt.Runtime, "num_DLA_cores", cores)
+    refusal = (rf"runs on DLA core {core}; this device has {cores} DLA core\(s\): build it for the GPU alone with: "
+               r"unet-build ")
+    with pytest.raises(PlanCompatibilityError, match=refusal) as refused:
         TensorRTBackend(plan)
     assert "--dla-core" not in str(refused.value)
 

@@ -181,8 +181,35 @@ def _foreign_version(plan: Path) -> None:
     write_plan_metadata(plan, replace(read_plan_metadata(plan), tensorrt_version="10.2.0"))
 
 
-@pytest.mark.parametrize("damage", [_truncate, _garble_metadata, _drop_metadata, _foreign_version],
-                         ids=["truncated-plan", "corrupt-metadata", "no-metadata", "other-tensorrt"])
+def _foreign_gpu(plan: Path) -> None:
+    metadata = read_plan_metadata(plan)
+    write_plan_metadata(plan, replace(metadata, gpu=replace(metadata.gpu, compute_capability=(7, 2))))
+
+
+def _foreign_precision(plan: Path) -> None:
+    write_plan_metadata(plan, replace(read_plan_metadata(plan), precision="fp32"))
+
+
+def _foreign_dla_core(plan: Path) -> None:
+    write_plan_metadata(plan, replace(read_plan_metadata(plan), dla_core=0))
+
+
+def _foreign_onnx(plan: Path) -> None:
+    write_plan_metadata(plan, replace(read_plan_metadata(plan), source_sha256="0" * 64))
+
+
+def _foreign_working_size(plan: Path) -> None:
+    metadata = read_plan_metadata(plan)
+    write_plan_metadata(plan, replace(metadata, info=replace(metadata.info, working_size=(320, 240))))
+
+
+# An entry's name carries a digest of its key, but what its metadata says it was built with is checked too: each
+# field of the key must be compared, or an entry whose metadata disagrees (copied, or written by another build under
+# that name) would be loaded as this one.
+@pytest.mark.parametrize("damage", [_truncate, _garble_metadata, _drop_metadata, _foreign_version, _foreign_gpu,
+                                    _foreign_precision, _foreign_dla_core, _foreign_onnx, _foreign_working_size],
+                         ids=["truncated-plan", "corrupt-metadata", "no-metadata", "other-tensorrt", "other-gpu",
+                              "other-precision", "other-dla-core", "other-onnx", "other-working-size"])
 def test_an_entry_that_cannot_be_trusted_is_rebuilt(damage: object, fake_trt: FakeGpu,
                                                     tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
     plan = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
@@ -224,6 +251,17 @@ def test_working_size_and_precision_are_part_of_the_entry(fake_trt: FakeGpu, tin
     assert read_plan_metadata(small).profile.max[2:] == (48, 64)
     assert read_plan_metadata(large).profile.max[2:] == (96, 128)
     assert read_plan_metadata(fp32).precision == "fp32"
+
+
+def test_a_dla_entry_is_its_own_and_the_next_start_loads_it(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    """The DLA core is part of the key: a DLA engine and the GPU engine of one model are two entries, and each is
+    loaded, not built again (minutes on a Jetson), by the next start that asks for it."""
+    dla = cached_plan(tiny_model_files["onnx"], dla_core=0, cache_dir=tmp_path)
+    gpu_only = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
+    assert dla != gpu_only and builds() == 2
+    assert cached_plan(tiny_model_files["onnx"], dla_core=0, cache_dir=tmp_path, build=False) == dla
+    assert read_plan_metadata(dla).dla_core == 0 and read_plan_metadata(gpu_only).dla_core is None
 
 
 def test_precision_must_fit_the_graph(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import requires_tensorrt_gpu, tiny_info
 from fakes.cuda import ArrayOnStream, FakeGpu, install_fake_gpu
-from fakes.tensorrt import install_fake_tensorrt, write_plan_from_onnx
+from fakes.tensorrt import FakeExecutionContext, install_fake_tensorrt, write_plan_from_onnx
 
 from unetrt.backends import open_backend
 from unetrt.backends.tensorrt import (
@@ -23,7 +23,7 @@ from unetrt.backends.tensorrt import (
     tensorrt_available,
     tensorrt_major,
 )
-from unetrt.cuda import read_cuda_array
+from unetrt.cuda import DeviceArray, read_cuda_array
 from unetrt.plan_metadata import GpuIdentity, PlanMetadata, ShapeProfile, write_plan_metadata
 
 requires_gpu = requires_tensorrt_gpu
@@ -783,8 +783,10 @@ def test_fake_a_primary_context_dropped_unreleased_is_released_on_the_release_th
     from unetrt.dropped import wait_for_releases
 
     gpu = install_fake_gpu(monkeypatch)
-    PrimaryContext(0)
+    context = PrimaryContext(0)
     assert gpu.primary(0).retains == 1
+    # Dropped here; not before the count above, which the release thread would otherwise race.
+    del context
     gc.collect()
     assert wait_for_releases(30)
     assert gpu.primary(0).retains == 0 and gpu.driver_stack() == []
@@ -845,3 +847,148 @@ def test_fake_a_graph_destroy_interrupted_is_not_destroyed_twice(monkeypatch: py
             assert len(destroyed) == 1 and gpu.execs == {} and gpu.graphs == {}
     finally:
         context.release()
+
+
+@pytest.mark.gpu_contract
+def test_fake_a_refused_enqueue_raises_instead_of_returning_the_previous_logits(
+        fake_trt: tuple[FakeGpu, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``execute_async_v3`` reports a failed launch by returning False ("True if the kernels were enqueued
+    successfully, False otherwise", ``IExecutionContext.execute_async_v3``, TensorRT Python API); ignored, the output
+    buffer still holds the previous call's logits, which infer would return as this frame's."""
+    import pycuda.driver as cuda
+
+    _, plan = fake_trt
+    rng = np.random.default_rng(6)
+    first, second = (rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(2))
+    with TensorRTBackend(plan, cuda_graph=False) as backend:
+        backend.infer(first)
+        with backend.device_session():
+            memory = cuda.mem_alloc(second.nbytes)
+        with monkeypatch.context() as patch:
+            patch.setattr(FakeExecutionContext, "execute_async_v3", lambda self, stream: False)
+            with pytest.raises(RuntimeError, match="TensorRT failed to enqueue inference for shape 1x3x32x32"):
+                backend.infer(second)
+            with pytest.raises(RuntimeError, match="TensorRT failed to enqueue inference for shape 1x3x32x32"):
+                backend.infer_device(DeviceArray(int(memory), second.shape, second.dtype))
+        with backend.device_session():
+            memory.free()
+
+
+@pytest.mark.gpu_contract
+def test_fake_logits_infer_returned_outlive_the_next_call(fake_trt: tuple[FakeGpu, Path],
+                                                         tiny_model_files: dict[str, Path]) -> None:
+    """infer's logits are the caller's own: the page-locked output buffer is refilled by the next call and freed by
+    close() (``cuMemFreeHost``), so a result that were a view of it would change under a caller that keeps the last
+    frame's logits (or read freed memory after close)."""
+    _, plan = fake_trt
+    rng = np.random.default_rng(7)
+    first, second = (rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(2))
+    with TensorRTBackend(plan) as backend:
+        kept = backend.infer(first)
+        backend.infer(second)
+    np.testing.assert_allclose(kept, _onnx(tiny_model_files, first), atol=1e-5)
+
+
+@pytest.mark.gpu_contract
+def test_fake_infer_device_of_a_shape_infer_replays_reads_the_callers_array(
+        fake_trt: tuple[FakeGpu, Path], tiny_model_files: dict[str, Path]) -> None:
+    """infer's CUDA graph holds the backend's own buffer addresses (a graph replays its launches as captured: TensorRT
+    Developer Guide, "Working with CUDA Graphs"); infer_device of the same shape must enqueue on the caller's array,
+    not replay that graph, which would compute infer's last input again."""
+    import pycuda.driver as cuda
+
+    gpu, plan = fake_trt
+    rng = np.random.default_rng(8)
+    batch, other = (rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(2))
+    with TensorRTBackend(plan) as backend:
+        for _ in range(3):
+            backend.infer(batch)  # warm-up, capture, replay
+        assert ("graph", 1) in gpu.log
+        with backend.device_session():
+            memory = cuda.mem_alloc(other.nbytes)
+            gpu.bytes_at(int(memory), other.nbytes)[:] = other.reshape(-1).view(np.uint8)
+        for _ in range(2):
+            np.testing.assert_allclose(backend.infer_device(DeviceArray(int(memory), other.shape, other.dtype)),
+                                       _onnx(tiny_model_files, other), atol=1e-5)
+        with backend.device_session():
+            memory.free()
+
+
+@pytest.mark.gpu_contract
+def test_fake_close_destroys_the_captured_graphs(fake_trt: tuple[FakeGpu, Path]) -> None:
+    """An instantiated graph holds device resources until ``cuGraphExecDestroy`` (CUDA Driver API); the primary
+    context outlives the backend when another library retains it (torch, CuPy), so a graph left behind by close()
+    would leak with every backend a long-running program opens."""
+    gpu, plan = fake_trt
+    with TensorRTBackend(plan) as backend:
+        for _ in range(3):
+            backend.infer(np.zeros((1, 3, 32, 32), np.float32))  # warm-up, capture, replay
+        assert gpu.execs
+    assert gpu.execs == {} and gpu.graphs == {}
+
+
+@pytest.mark.gpu_contract
+def test_fake_a_closed_backend_refuses_every_call(fake_trt: tuple[FakeGpu, Path]) -> None:
+    """After close() the engine, buffers and stream are freed and the primary context released: a call must be
+    refused with the reason, not reach freed device memory."""
+    _, plan = fake_trt
+    batch = np.zeros((1, 3, 32, 32), np.float32)
+    backend = TensorRTBackend(plan)
+    backend.infer(batch)
+    backend.close()
+    with pytest.raises(ValueError, match="this backend is closed"):
+        backend.infer(batch)
+    with pytest.raises(ValueError, match="this backend is closed"):
+        backend.infer_device(DeviceArray(0x1000, batch.shape, batch.dtype))
+    with pytest.raises(ValueError, match="this backend is closed"), backend.device_session():
+        pass
+
+
+@pytest.mark.gpu_contract
+def test_fake_enqueue_after_the_device_session_ended_is_refused(fake_trt: tuple[FakeGpu, Path]) -> None:
+    """The session's end releases the backend's lock and pops its CUDA context: an enqueue on the same thread
+    afterwards would run the execution context unlocked (TensorRT: "Do not call the APIs of the same
+    IExecutionContext from multiple threads at any given time", ``IExecutionContext``) with no context current."""
+    _, plan = fake_trt
+    with TensorRTBackend(plan) as backend:
+        with backend.device_session():
+            pass
+        with pytest.raises(RuntimeError, match=r"inside 'with backend.device_session\(\):'"):
+            backend.enqueue(0, (1, 3, 32, 32), 0, 0)
+
+
+@pytest.mark.gpu_contract
+def test_fake_infer_device_refuses_arrays_the_engine_would_misread(
+        monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    """TensorRT reads a tensor's bytes as the engine's dtype whatever the caller wrote, and writes the whole output
+    (``set_tensor_address`` takes a bare pointer): float32 images into an FP16-input engine would be read as twice
+    as many halves, and an ``out`` of another shape would be written past its end."""
+    gpu = install_fake_gpu(monkeypatch)
+    install_fake_tensorrt(monkeypatch, gpu)
+    import pycuda.driver as cuda
+
+    plan = write_plan_from_onnx(tiny_model_files["onnx"], tmp_path / "half.plan", gpu, input_dtype="float16")
+    shape = (1, 3, 32, 32)
+    with TensorRTBackend(plan) as backend:
+        out_shape = backend.output_shape(shape)
+        with backend.device_session():
+            images = cuda.mem_alloc(int(np.prod(shape)) * 4)
+            logits = cuda.mem_alloc(int(np.prod(out_shape)) * 4)
+        with pytest.raises(ValueError, match="images must have dtype float16"):
+            backend.infer_device(DeviceArray(int(images), shape, np.dtype(np.float32)))
+        half = DeviceArray(int(images), shape, np.dtype(np.float16))
+        smaller = (out_shape[0], out_shape[1], out_shape[2] // 2, out_shape[3])
+        with pytest.raises(ValueError, match="out must have shape"):
+            backend.infer_device(half, out=DeviceArray(int(logits), smaller, np.dtype(np.float32)))
+        with backend.device_session():
+            images.free()
+            logits.free()
+
+
+@pytest.mark.gpu_contract
+def test_fake_a_device_past_the_last_gpu_is_named(fake_trt: tuple[FakeGpu, Path]) -> None:
+    """'cuda:1' on a Jetson (one GPU): pycuda's ``Device(1)`` would raise its own LogicError (``cuDeviceGet``:
+    invalid device ordinal), not the ValueError that says how many devices there are."""
+    _, plan = fake_trt
+    with pytest.raises(ValueError, match=r"CUDA device 1 does not exist; this machine has 1 CUDA device"):
+        TensorRTBackend(plan, device="cuda:1")
