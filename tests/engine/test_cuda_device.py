@@ -573,3 +573,64 @@ def test_the_driver_counts_gpus_without_pycuda_and_keeps_cuinit_first(monkeypatc
 
     monkeypatch.setattr(unetrt.cuda, "driver_library", no_driver)
     assert cuda_device_count() == 0
+
+
+# --- PycudaDriver and DriverGraph: what the driver refuses is reported, what it made is given back ---------------
+
+
+def _refused_call(driver: Any, name: str, stream: int, gone: int) -> None:
+    """One PycudaDriver call that the driver refuses: ``gone`` is the handle of a destroyed stream."""
+    device, other = driver.allocate(256)[0], driver.allocate(256)[0]
+    host = driver.pinned((256,), np.dtype(np.uint8))
+    if name == "copy_2d":  # overlapping regions on a live stream: cuMemcpy2D's CUDA_ERROR_INVALID_VALUE
+        driver.copy_2d(device + 16, 64, device, 64, 64, 2, stream)
+    elif name == "upload":
+        driver.upload(device, host, gone)
+    elif name == "download":
+        driver.download(host, device, gone)
+    elif name == "zero":
+        driver.zero(other, 256, gone)
+    else:
+        driver.synchronize(gone)
+
+
+@pytest.mark.parametrize("name", ["upload", "download", "zero", "copy_2d", "synchronize"])
+def test_the_pycuda_driver_raises_when_the_driver_refuses_a_call(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Every queued driver call returns a CUresult (CUDA Driver API: cuMemcpyHtoDAsync, cuMemcpyDtoHAsync,
+    cuMemsetD8Async, cuMemcpy2DAsync, cuStreamSynchronize; CUDA_ERROR_INVALID_HANDLE for a stream that is gone,
+    CUDA_ERROR_INVALID_VALUE for overlapping 2-D regions), and cuStreamSynchronize is where the errors of earlier
+    asynchronous work surface ("may also return error codes from previous, asynchronous launches"). One ignored
+    leaves a frame not uploaded, a tile not shifted or a mask not downloaded, and the caller gets a stale mask
+    without a word: each must raise."""
+    from unetrt.cuda_device import PycudaDriver
+
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False))
+    driver = PycudaDriver(0)
+    with driver.session():
+        stream, gone = gpu.new_stream().handle, gpu.new_stream().handle
+        gpu.destroy_stream(gone)
+        with pytest.raises(RuntimeError, match="failed with CUDA error"):
+            _refused_call(driver, name, stream, gone)
+
+
+def test_a_captured_graph_the_driver_cannot_instantiate_is_destroyed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuStreamEndCapture hands the captured graph to the caller, who must cuGraphDestroy it (CUDA Driver API,
+    cuStreamEndCapture, cuGraphDestroy); cuGraphInstantiate can fail (CUDA_ERROR_OUT_OF_MEMORY on a Jetson short of
+    memory). The capture then yields no graph and the work runs plainly, but the graph must not be left behind: the
+    frame path tries each frame size CAPTURE_ATTEMPTS times, so a stream of sizes would leak without end."""
+    from fakes.cuda import CUDA_ERROR_INVALID_VALUE, primary_context_pushed
+
+    import unetrt.cuda
+    from unetrt.cuda import STREAM_NON_BLOCKING, DriverGraph
+
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False))
+    library = unetrt.cuda.driver_library()
+    monkeypatch.setattr(library, "cuGraphInstantiateWithFlags", lambda *args: CUDA_ERROR_INVALID_VALUE,
+                        raising=False)
+    with primary_context_pushed() as cuda:
+        stream = cuda.Stream(flags=STREAM_NON_BLOCKING)
+        handle, ran = stream.handle, list[bool]()
+        graph = DriverGraph.capture(handle, lambda: gpu.enqueue(handle, FakeOp(lambda: ran.append(True))))
+        assert graph is None and ran == []  # recorded, not run
+        assert gpu.graphs == {} and gpu.execs == {} and not gpu.capturing(handle)
+        del stream  # destroyed while its context is current

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
+import time
 import warnings
 
 import pytest
@@ -85,3 +87,33 @@ def test_a_forked_child_leaves_the_parents_resources_alone(monkeypatch: pytest.M
 
 def test_waiting_with_nothing_handed_over_returns_at_once() -> None:
     assert wait_for_releases(0.5)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_releases_what_it_opened_itself() -> None:
+    """fork() copies only the forking thread: the child has no release thread, and the parent's one is a dead
+    Thread object there (Python documentation, os.fork). What the child opens and drops (a worker process's own
+    segmenter) must still be released: the release thread is started afresh in the child."""
+    parent_owner = Owner()
+    release_when_dropped(parent_owner, lambda: None, "the parent's owner")  # the parent's release thread runs
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only, never return into pytest
+        code = 1
+        try:
+            released: list[bool] = []
+            owner = Owner()
+            release_when_dropped(owner, lambda: released.append(True), "the child's owner")
+            del owner
+            code = 0 if wait_for_releases(5) and released == [True] else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while (finished := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if finished[0] == 0:  # a child stuck (a lock another thread held at the fork) fails the test, never hangs it
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child did not finish within 60 s")
+    assert os.waitstatus_to_exitcode(finished[1]) == 0
+    del parent_owner
+    assert wait_for_releases(10)

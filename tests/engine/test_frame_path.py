@@ -163,3 +163,34 @@ def test_a_device_that_is_not_concurrent_takes_one_call_at_a_time() -> None:
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda _: path.run([frame], grid, False), range(16)))
     assert most == 1
+
+
+def test_release_on_a_device_that_is_not_concurrent_waits_for_the_call_in_flight() -> None:
+    """On one CUDA stream, release() frees the cached device buffers and graphs a call in flight on another thread
+    is still queueing work on (a backend whose device session takes no lock of its own, ONNX Runtime's); the GPU
+    would then read and write freed memory. So release takes the path's turn like a call and waits for it."""
+    inside, leave = threading.Event(), threading.Event()
+    released_during_call: list[bool] = []
+
+    class OneStreamDevice(HostDevice):
+        concurrent = False
+
+        def release(self) -> None:
+            released_during_call.append(inside.is_set() and not leave.is_set())
+
+    def held(batch: np.ndarray) -> np.ndarray:
+        inside.set()
+        assert leave.wait(30)
+        return batch.copy()
+
+    path = FramePath(OneStreamDevice(held), INFO)
+    frame = np.zeros((24, 32, 3), np.uint8)
+    with ThreadPoolExecutor(2) as pool:
+        call = pool.submit(path.run, [frame], plan_whole(24, 32, "same", 3), False)
+        assert inside.wait(30)
+        release = pool.submit(path.release)
+        time.sleep(0.1)  # a window for release() to run while the call is inside the network
+        leave.set()
+        call.result()
+        release.result()
+    assert released_during_call == [False]

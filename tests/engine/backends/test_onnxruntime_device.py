@@ -5,6 +5,7 @@ whose logits are a real CPU session's: driven directly and through a Segmenter, 
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -248,9 +249,14 @@ def test_segmenter_on_the_cuda_provider_gives_the_cpu_paths_masks(cpu_kernels_on
     with Segmenter(model, backend="onnxruntime", device="cuda", probabilities=True, tile=tile) as on_gpu:
         assert isinstance(on_gpu.backend, OnnxRuntimeBackend) and on_gpu.backend.device == "cuda:0"
         assert isinstance(on_gpu.device, CudaDevice)
-        for _ in range(2):  # a second round reuses the cached buffers (no CUDA graph: ORT is not capturable)
-            for frame, want in zip(frames, expected):
-                have = on_gpu.segment(frame)
+        # ORT's enqueue waits for the path's stream from the host, which a capture forbids (CUDA C++ Programming
+        # Guide, CUDA Graphs, "Prohibited and Unhandled Operations"): the path must never try one. Each try would be
+        # invalidated, and CAPTURE_ATTEMPTS of them end in a RuntimeWarning for every frame size.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            rounds = [[on_gpu.segment(frame) for frame in frames] for _ in range(2)]
+        for results in rounds:  # the second round reuses the cached buffers
+            for have, want in zip(results, expected):
                 np.testing.assert_array_equal(have.mask, want.mask)
                 assert want.probabilities is not None and have.probabilities is not None
                 np.testing.assert_allclose(have.probabilities, want.probabilities, rtol=0, atol=1e-6)
@@ -501,3 +507,21 @@ def test_enqueue_outside_a_device_session_is_refused_with_runtime_error(provider
     """It tripped an assert (an AttributeError under python -O), where TensorRTBackend raises RuntimeError."""
     with OnnxRuntimeBackend(model, device="cuda") as backend, pytest.raises(RuntimeError, match="device_session"):
         backend.enqueue(0, SHAPE, 0, 0)
+
+
+def test_enqueue_on_a_stream_the_driver_cannot_wait_for_raises_and_runs_nothing(provider: FakeCudaProvider,
+                                                                                 model: Path) -> None:
+    """enqueue waits for the caller's stream before ONNX Runtime reads the input; when cuStreamSynchronize fails
+    (a handle of no stream: CUDA_ERROR_INVALID_HANDLE; or an error of earlier asynchronous work, which "may also
+    [be returned] from previous, asynchronous launches", CUDA Driver API) the input was never waited for: running
+    the session anyway would turn stale memory into logits without a word."""
+    with OnnxRuntimeBackend(model, device="cuda") as backend, \
+            device_buffers(backend, SHAPE) as (_, inputs, outputs, cuda):
+        gone = cuda.Stream()
+        handle = gone.handle
+        del gone  # destroyed: its handle names no stream now
+        assert handle not in provider.gpu.streams
+        runs = len(provider.runs)
+        with pytest.raises(RuntimeError, match="cannot wait for the stream"):
+            backend.enqueue(inputs, SHAPE, outputs, handle)
+    assert len(provider.runs) == runs
