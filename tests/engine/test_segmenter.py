@@ -58,6 +58,34 @@ def test_batch_equals_single_and_keeps_order(tiny_model_files: dict[str, Path]) 
         assert np.array_equal(a.mask, b.mask)
 
 
+def test_a_batch_of_one_size_in_several_dtypes_equals_single_calls(tiny_model_files: dict[str, Path]) -> None:
+    """Frames of one size but another dtype (a uint8 colour camera and a uint16 one on one robot) cannot share a
+    network batch, whose scaling is per dtype: each gets the answer it gets alone, in the order given."""
+    rng = np.random.default_rng(5)
+    frames: list[np.ndarray] = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8),
+                                rng.integers(0, 65536, (24, 32, 3), dtype=np.uint16),
+                                rng.random((24, 32, 3)).astype(np.float32),
+                                rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)]
+    with Segmenter(tiny_model_files["onnx"]) as seg:
+        batch = seg.segment_batch(frames)
+        singles = [seg.segment(f) for f in frames]
+    assert len(batch) == len(frames)
+    for a, b in zip(batch, singles, strict=True):
+        assert np.array_equal(a.mask, b.mask)
+
+
+def test_probabilities_asked_per_call_override_the_segmenter_setting(tiny_model_files: dict[str, Path]) -> None:
+    frame = np.random.default_rng(6).integers(0, 256, (20, 28, 3), dtype=np.uint8)
+    with Segmenter(tiny_model_files["onnx"]) as without, \
+            Segmenter(tiny_model_files["onnx"], probabilities=True) as with_:
+        asked = without.segment(frame, probabilities=True)
+        assert asked.probabilities is not None and asked.probabilities.shape == (3, 20, 28)
+        assert np.array_equal(asked.probabilities.argmax(axis=0), asked.mask)
+        assert without.segment_batch([frame], probabilities=True)[0].probabilities is not None
+        assert with_.segment(frame, probabilities=False).probabilities is None
+        assert with_.segment(frame).probabilities is not None
+
+
 def test_working_size_resizes_and_restores(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     from conftest import tiny_info
@@ -198,6 +226,17 @@ def test_closed_backend_refuses(tiny_model_files: dict[str, Path]) -> None:
     seg.close()
     with pytest.raises(ValueError, match="closed"):
         seg.segment(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_every_call_after_close_is_refused_by_the_segmenter_itself(tiny_model_files: dict[str, Path]) -> None:
+    """The segmenter refuses before its frame path runs: close() freed the path's buffers (device memory on the
+    GPU path), so relying on the backend's own 'closed' check would run the extract kernel on freed memory first."""
+    seg = Segmenter(tiny_model_files["onnx"])
+    seg.close()
+    frame = np.zeros((8, 8, 3), np.uint8)
+    for call in (lambda: seg.segment(frame), lambda: seg.segment_batch([frame]), lambda: seg.segment_checked(frame)):
+        with pytest.raises(ValueError, match=r"^this segmenter is closed; open a new one$"):
+            call()
 
 
 def test_uint16_and_float_frames_agree_with_the_uint8_frame(tiny_model_files: dict[str, Path]) -> None:

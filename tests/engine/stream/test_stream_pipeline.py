@@ -9,10 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from stream_helpers import FakeSegmenter, camera, count_video_frames, frame_with_index, write_video
+from stream_helpers import CollectingSink, FakeSegmenter, camera, count_video_frames, frame_with_index, write_video
 
 from unetrt.stream.pipeline import Stream, StreamResult
+from unetrt.stream.rosbag import FrameHeader
 from unetrt.stream.sources import IterableSource, SourceError
+from unetrt.stream.stats import StreamStats
+from unetrt.stream.writer import OutputError, ResultWriter
 
 FAST_RECONNECT = (0.01, 0.05)
 
@@ -108,7 +111,7 @@ class FlakyCamera:
     """A live source that fails after frames 10 and 20 and refuses the first reopen attempt after each."""
 
     live = True
-    fps = 100.0
+    fps: float | None = 100.0
     name = "flaky camera"
 
     def __init__(self, total: int = 30) -> None:
@@ -334,3 +337,107 @@ def test_soak_2000_frames_memory_stays_flat() -> None:
     summary = Stream(frames, FakeSegmenter(), sink, callback=sample_rss).run()
     assert summary["processed"] == 2000 and sink.written == 2000
     assert rss[1999] - rss[200] < 16 * 1024 * 1024
+
+
+def test_reconnect_attempts_count_in_a_row_so_a_camera_that_fails_now_and_then_keeps_streaming() -> None:
+    # Each failure costs two attempts (one refused, one good): with max_reconnects=2 every failure is survived, as
+    # the count starts again once a frame comes; counting over the whole run would give up at the second failure.
+    source = FlakyCamera()
+    with Stream(source, FakeSegmenter(), reconnect_delay=FAST_RECONNECT, max_reconnects=2) as stream:
+        indices = [r.index for r in stream]
+    assert indices[-1] == 29 and stream.summary()["reconnects"] == 2
+
+
+def test_a_camera_opened_before_the_output_fails_to_open_is_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    # display:// without a display is found only at start(), after the camera is open: a robot that retries with
+    # another output would find its camera busy.
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    source = FlakyCamera()
+    with pytest.raises(ValueError, match="display"), Stream(source, FakeSegmenter(), "display://0") as stream:
+        list(stream)
+    assert source.opens == 1 and not source.is_open
+
+
+class HeaderedSource(FlakyCamera):
+    """A stored source that, like a ROS 2 bag, gives each frame's message header as ``last_header``."""
+
+    live = False
+
+    def read(self) -> np.ndarray | None:
+        frame = super().read()
+        self.last_header = FrameHeader(self.next_index, 0, "camera", self.next_index * 10)
+        return frame
+
+
+def test_each_result_carries_the_header_of_its_own_frame() -> None:
+    # A robot matches a mask with its other sensors by the input's header (checked here without the rosbags package).
+    with Stream(HeaderedSource(total=5), FakeSegmenter()) as stream:
+        headers = [(r.index, r.header) for r in stream]
+    assert headers == [(i, FrameHeader(i + 1, 0, "camera", (i + 1) * 10)) for i in range(5)]
+
+
+class StoppingSink(CollectingSink):
+    """A sink whose user asks to end after ``after`` pictures (a closed window, 'q' pressed)."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+
+    def write(self, image: np.ndarray) -> None:
+        super().write(image)
+        self.wants_stop = len(self.images) >= self.after
+
+
+def test_a_sink_that_asks_to_stop_ends_the_stream() -> None:
+    sink = StoppingSink(after=3)
+    summary = Stream([frame_with_index(i) for i in range(100)], FakeSegmenter(), sink).run()
+    # Results already past the writer's bounded queue still go out; the other frames are never taken.
+    assert 3 <= summary["written"] == len(sink.images) and summary["processed"] < 20
+
+
+class FailingCloseSink(CollectingSink):
+    def close(self) -> None:
+        raise OSError("No space left on device: the video's index was not written")
+
+
+def test_an_output_that_cannot_be_finished_is_an_output_error() -> None:
+    with pytest.raises(OutputError, match="index was not written"):
+        Stream([frame_with_index(i) for i in range(3)], FakeSegmenter(), FailingCloseSink()).run()
+
+
+class BlockedSink(CollectingSink):
+    """A sink stuck in its first write (a slow SD card, a browser that stopped reading) until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def write(self, image: np.ndarray) -> None:
+        self.entered.set()
+        assert self.release.wait(60)
+        super().write(image)
+
+
+def test_results_for_a_stuck_sink_wait_in_a_bounded_queue() -> None:
+    # An unbounded writer queue grows by a frame and its mask per result for as long as the sink is stuck: the
+    # sender must wait once the queue holds queue_size results.
+    sink, queue_size = BlockedSink(), 2
+    writer = ResultWriter(sink, lambda result: result.frame, StreamStats(), threading.Event(), queue_size)
+    writer.start()
+    with Stream([frame_with_index(i) for i in range(queue_size + 2)], FakeSegmenter()) as stream:
+        results = list(stream)
+    writer.send(results[0])
+    assert sink.entered.wait(60)  # the first result is in the sink's hands, out of the queue
+    def send_the_rest() -> None:
+        for result in results[1:]:
+            writer.send(result)
+
+    sender = threading.Thread(target=send_the_rest)
+    sender.start()
+    sender.join(0.5)  # the last of these sends waits for the sink, so the sender must still be there
+    blocked = sender.is_alive()
+    sink.release.set()
+    sender.join()
+    writer.finish()
+    assert blocked and len(sink.images) == queue_size + 2

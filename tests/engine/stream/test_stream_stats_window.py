@@ -33,3 +33,12 @@ def test_filling_the_windows_does_not_grow_resident_memory() -> None:
     # Deques of floats grew 32 MB here (10 stages x 100,000 samples x 32 bytes); the rings grow nothing.
     assert grown < 8_000_000, f"{grown / 1e6:.1f} MB"
     assert stats.summary()["stages_ms"]["inference"]["count"] == 100_000
+
+
+def test_steady_fps_counts_the_intervals_between_results() -> None:
+    # 3 results 0.5 s apart are 2 frame intervals in 1 s: 2 FPS (counting results, not intervals, said 3).
+    stats = StreamStats()
+    for now in (stats.started_at + 1.0, stats.started_at + 1.5, stats.started_at + 2.0):
+        stats.mark_result(now)
+    summary = stats.summary()
+    assert summary["processed"] == 3 and summary["steady_fps"] == 2.0 and summary["fps"] == 1.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,11 @@ from stream_helpers import FakeSegmenter, camera, frame_with_index, write_video
 
 from unetrt.segmenter import SegmentationResult
 from unetrt.stream import pipeline, workers
+from unetrt.stream.capture import CapturedFrame, EndOfStream, FrameQueue
+from unetrt.stream.inference import InferenceWorkers
 from unetrt.stream.pipeline import Stream
+from unetrt.stream.result import StreamResult
+from unetrt.stream.stats import StreamStats
 
 
 class UnevenSegmenter(FakeSegmenter):
@@ -124,3 +129,64 @@ def test_two_workers_give_the_same_masks_as_one(tmp_path: Path, tiny_model_files
             masks[count] = [r.mask for r in stream]
     assert len(masks[1]) == len(masks[2]) == 12
     assert all(np.array_equal(a, b) for a, b in zip(masks[1], masks[2], strict=True))
+
+
+def test_segmenters_the_stream_opened_are_closed_when_its_set_up_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A bad --ignore-class is found only once the models are open (their palette names the classes); the stream must
+    # close them there, not leave a GPU engine to the garbage collector.
+    segmenters = use_segmenters(monkeypatch, [FakeSegmenter() for _ in range(2)])
+    with pytest.raises(ValueError, match="ignore-class"):
+        Stream([frame_with_index(0)], "model", ignore_classes=("road",))
+    assert all(s.closed for s in segmenters)
+
+
+class ConcurrencyRecordingQueue(FrameQueue):
+    """A stored-source hand-off that records how many workers are inside ``get`` at once. Its first ``get`` waits a
+    little for a second caller, so that workers taking frames without the take lock meet there."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self._lock = threading.Lock()
+        self._inside = 0
+        self.most_inside = 0
+        self._first = True
+        self._second_caller = threading.Event()
+
+    def get(self, timeout: float) -> object:
+        with self._lock:
+            self._inside += 1
+            self.most_inside = max(self.most_inside, self._inside)
+            first, self._first = self._first, False
+            if self._inside > 1:
+                self._second_caller.set()
+        try:
+            if first:
+                self._second_caller.wait(0.2)  # with the take lock nobody comes: the 0.2 s pass once
+            return super().get(timeout)
+        finally:
+            with self._lock:
+                self._inside -= 1
+
+
+def test_workers_take_frames_one_at_a_time_so_each_frame_gets_one_result() -> None:
+    # Two workers taking at once could both take a frame under one take number (one result lost, the stream waiting
+    # for ever on the other) or take past max_frames.
+    handoff = ConcurrencyRecordingQueue(20)
+    for index in range(10):
+        handoff.put(CapturedFrame(frame_with_index(index), index, 0.0, 0.0, 0.0))
+    handoff.finish(EndOfStream())
+    stop = threading.Event()
+    workers = InferenceWorkers([FakeSegmenter(), FakeSegmenter()], handoff, StreamStats(), stop, None, None)
+    workers.start()
+    outcomes: list[object] = []
+    deadline = time.monotonic() + 60
+    while not outcomes or not isinstance(outcomes[-1], EndOfStream):
+        # outcome() gives None when woken by another worker's outcome: ask again until this one is in.
+        outcome = workers.outcome(len(outcomes), 1.0)
+        assert outcome is not None or time.monotonic() < deadline, f"outcome {len(outcomes)} never came"
+        if outcome is not None:
+            outcomes.append(outcome)
+    stop.set()
+    workers.join()
+    assert handoff.most_inside == 1
+    assert [o.index for o in outcomes[:-1] if isinstance(o, StreamResult)] == list(range(10))
