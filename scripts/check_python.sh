@@ -42,7 +42,7 @@ bash scripts/copy_checkout.sh "$src"  # the install builds unetrt._tiling in pla
 pip() { "$venv/bin/python" -m pip "$@" >>"$log" 2>&1 || { tail -n 30 "$log" >&2; echo "error: pip $* failed; see $log" >&2; exit 1; }; }
 pip install -q --upgrade pip "setuptools>=64" wheel pybind11
 # NumPy 1.x, as scripts/setup_jetson.sh pins it (JetPack's cv2 and TensorRT are built for it).
-(cd "$src" && UNETRT_CUDA=0 pip install -q --no-build-isolation -e ".[opencv]" "numpy<2" pytest hypothesis \
+(cd "$src" && UNETRT_CUDA=0 pip install -q --no-build-isolation -e ".[opencv]" "numpy<2" pytest pytest-timeout hypothesis \
   "onnx>=1.16" "onnxconverter-common>=1.14")  # what the tensorrt extra brings, TensorRT and pycuda aside
 "$venv/bin/python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is not None)' \
   || { echo "error: torch was installed into the Python $version venv (a CUDA build from PyPI)" >&2; exit 1; }

@@ -203,6 +203,7 @@ def _in_a_fork(work: Callable[[], object]) -> str:
     child = os.fork()
     if child == 0:  # pragma: no cover - the child reports through the pipe
         os.close(read_end)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # pytest-timeout's handler, inherited, would not kill it
         signal.alarm(20)
         try:
             work()
