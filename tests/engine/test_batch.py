@@ -219,6 +219,74 @@ def test_partial_files_never_count_and_are_removed(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "drive").iterdir()) == ["000000.png"]
 
 
+def test_a_mask_is_written_losslessly_as_png(tmp_path: Path) -> None:
+    # Every pixel is a class id: a lossy format would change ids along every class edge.
+    mask = np.random.default_rng(0).integers(0, 12, (32, 48), dtype=np.uint8)
+    write_png_atomically(tmp_path / "a.png", mask)
+    assert (tmp_path / "a.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_UNCHANGED), mask)
+
+
+def test_the_data_is_on_disk_before_the_file_gets_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Renamed before it is flushed, a file under its final name could be empty after a power cut, and count as done.
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    def replace(source: Any, target: Any) -> None:
+        events.append("rename")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    write_png_atomically(tmp_path / "a.png", np.zeros((2, 2), np.uint8))
+    assert events == ["fsync", "rename"]
+
+
+def test_an_interrupted_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(source: Any, target: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_png_atomically(tmp_path / "a.png", np.zeros((2, 2), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_writers_partial_file_is_found_and_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A writer killed before its rename cleans nothing up: its temporary file stays, under a name that never
+    # counts as done, until remove_partial_files finds it.
+    def killed(source: Any, target: Any) -> None:
+        raise OSError("the writer was killed here")
+
+    monkeypatch.setattr(os, "replace", killed)
+    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: None)  # no clean-up in a killed process
+    with pytest.raises(OSError):
+        write_png_atomically(tmp_path / "drive" / "000000.png", np.zeros((2, 2), np.uint8))
+    monkeypatch.undo()
+    assert not is_done(tmp_path, "drive/000000.png", overlay=False)
+    assert remove_partial_files(tmp_path) == 1
+    assert list((tmp_path / "drive").iterdir()) == []
+
+
+def test_two_writers_of_one_frame_never_share_a_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A retried batch can write a frame twice at once: each writer renames a complete file of its own.
+    sources: list[str] = []
+    real_replace = os.replace
+
+    def replace(source: Any, target: Any) -> None:
+        sources.append(str(source))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    for _ in range(2):
+        write_png_atomically(tmp_path / "a.png", np.zeros((2, 2), np.uint8))
+    assert len(set(sources)) == 2
+
+
 def test_read_unit_skips_written_frames_and_reports_corrupt_ones(tmp_path: Path) -> None:
     frames = write_video(tmp_path / "drive.avi", 4)
     out = tmp_path / "out"

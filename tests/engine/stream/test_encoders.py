@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from stream_helpers import count_video_frames
 
 from unetrt.stream import encoders
 from unetrt.stream.cli import main
@@ -136,3 +137,38 @@ def test_the_encoder_runs_below_this_process_priority(tmp_path: Path) -> None:
     finally:
         encoder.write(np.zeros((48, 64, 3), np.uint8))
         encoder.release()
+
+
+def test_an_existing_mp4_is_replaced_by_ffmpeg(tmp_path: Path) -> None:
+    # The output checks refuse an existing file unless --overwrite; once allowed, ffmpeg must not stop to ask.
+    ffmpeg = encoders.ffmpeg_with_libx264()
+    if ffmpeg is None:
+        pytest.skip("needs ffmpeg with libx264")
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"an earlier result")
+    encoder = encoders.FfmpegH264Encoder(ffmpeg, out, 10.0, (64, 48))
+    for shade in range(3):
+        encoder.write(np.full((48, 64, 3), shade * 60, np.uint8))
+    encoder.release()
+    assert _probe_codec(out) == "h264"
+    assert count_video_frames(out) == 3
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in ffmpeg is a shell script")
+def test_an_ffmpeg_that_fails_at_the_end_is_an_error(tmp_path: Path) -> None:
+    # ffmpeg takes every frame, then cannot finish the file: the video is not whole, and release() says so.
+    failing = tmp_path / "ffmpeg"
+    failing.write_text("#!/bin/sh\ncat > /dev/null\necho 'Conversion failed!' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    encoder = encoders.FfmpegH264Encoder(str(failing), tmp_path / "out.mp4", 10.0, (64, 48))
+    encoder.write(np.zeros((48, 64, 3), np.uint8))
+    with pytest.raises(OSError, match=r"ffmpeg failed to write .*out\.mp4' \(exit 1\): Conversion failed!"):
+        encoder.release()
+
+
+def test_opening_an_encoder_gives_the_process_its_stderr_back(tmp_path: Path,
+                                                              capfd: pytest.CaptureFixture[str]) -> None:
+    # The probe silences file descriptor 2 while OpenCV opens the file; every later error message needs it back.
+    encoders.open_video_encoder(tmp_path / "out.avi", 10.0, (64, 48)).release()
+    os.write(2, b"written after the probe\n")
+    assert "written after the probe" in capfd.readouterr().err

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from unetrt.stream.output_path import check_output_path, check_writable_file, frame_name
+from unetrt.stream.output_path import (
+    check_existing_output,
+    check_output_path,
+    check_writable_file,
+    frame_files,
+    frame_name,
+)
 from unetrt.stream.uri import parse_sink
 
 
@@ -91,3 +97,30 @@ def _can_create_in(folder: str) -> bool:
         return False
     probe.unlink()
     return True
+
+
+def test_a_link_to_a_missing_file_is_an_existing_output(tmp_path: Path) -> None:
+    # Written through, the link would put the video wherever it points; without --overwrite it is refused.
+    (tmp_path / "out.mp4").symlink_to(tmp_path / "gone" / "recording.mp4")
+    with pytest.raises(ValueError, match="exists; add --overwrite"):
+        check_existing_output(parse_sink(str(tmp_path / "out.mp4")), overwrite=False)
+    check_existing_output(parse_sink(str(tmp_path / "out.mp4")), overwrite=True)
+
+
+def test_only_names_the_pattern_writes_are_an_earlier_runs_frames(tmp_path: Path) -> None:
+    # --overwrite deletes these files: a user's backup or notes beside them are never among them.
+    for name in ("frame_000001.png", "frame_1234567.png", "frame_000002.png.bak", "frame_x.png", "my_frame_000003.png"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "frame_000004.png").mkdir()
+    found = frame_files(str(tmp_path / "frame_%06d.png"))
+    assert [path.name for path in found] == ["frame_000001.png", "frame_1234567.png"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only files")
+def test_an_existing_read_only_video_is_refused_even_with_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"a recording")
+    out.chmod(0o444)
+    with pytest.raises(ValueError, match="the existing file is read-only"):
+        check_output_path(parse_sink(str(out)))
+    assert out.read_bytes() == b"a recording"

@@ -39,6 +39,15 @@ def test_capture_checks_resizes_and_flips_each_frame() -> None:
     assert (image[:, 2:] == 255).all() and (image[:, :2] == 0).all(), "flipped after the resize"
 
 
+def test_a_rotated_camera_is_resized_to_the_input_size_then_turned() -> None:
+    # The documented order: --input-width/--input-height size the frame as the camera gives it, then the flip.
+    frame = np.zeros((8, 16, 3), np.uint8)
+    frame[:, :8] = 255  # bright on the left
+    image = CaptureTransform((4, 2), "clockwise").apply(frame)
+    assert image.shape == (4, 2, 3)
+    assert (image[:2] == 255).all() and (image[2:] == 0).all(), "the left side is on top after a clockwise turn"
+
+
 def test_stream_checks_each_frame_once(monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path]) -> None:
     checks = []
 

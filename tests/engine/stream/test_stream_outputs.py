@@ -241,3 +241,18 @@ def test_a_full_disk_is_noticed_when_the_writer_says_nothing(full_disk: Path) ->
                 encoder.write(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
     finally:
         encoder.release()
+
+
+def test_a_video_removed_while_it_is_written_is_noticed_when_the_writer_says_nothing(tmp_path: Path) -> None:
+    # OpenCV 4 keeps writing into a file that was deleted (or whose folder went): every later frame is lost.
+    out = tmp_path / "out.avi"
+    encoder = encoders.OpenCVEncoder(out, "MJPG", encoders.MJPEG, 10.0, (160, 120))
+    encoder._writer = SilentWriter(encoder._writer)  # type: ignore[assignment]
+    frame = np.zeros((120, 160, 3), np.uint8)
+    try:
+        encoder.write(frame)
+        out.unlink()
+        with pytest.raises(OSError, match="could not write frame 2"):
+            encoder.write(frame)
+    finally:
+        encoder.release()

@@ -441,3 +441,54 @@ def test_results_for_a_stuck_sink_wait_in_a_bounded_queue() -> None:
     sender.join()
     writer.finish()
     assert blocked and len(sink.images) == queue_size + 2
+
+
+class FailsOnSecondSink(CollectingSink):
+    """Fails on its second picture only (a full disk that frees up again), then cannot finish its file."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def write(self, image: np.ndarray) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            raise OSError("No space left on device")
+        super().write(image)
+
+    def close(self) -> None:
+        raise OSError("the video's index was not written")
+
+
+def test_after_a_failed_write_nothing_more_is_written_and_the_first_failure_is_reported() -> None:
+    # A file with a hole where a frame failed would look whole; the close error is only a consequence.
+    with Stream([frame_with_index(i) for i in range(4)], FakeSegmenter()) as stream:
+        results = list(stream)
+    sink, stop = FailsOnSecondSink(), threading.Event()
+    writer = ResultWriter(sink, lambda result: result.frame, StreamStats(), stop, len(results))
+    for result in results:  # all queued before the thread starts: no send sees the failure
+        writer.send(result)
+    writer.start()
+    writer.finish()
+    assert len(sink.images) == 1 and (sink.images[0] == results[0].frame).all()
+    assert stop.is_set(), "the failure stops the stream"
+    with pytest.raises(OutputError, match="No space left on device"):
+        writer.raise_error()
+
+
+class ResultCollectingSink(CollectingSink):
+    """A sink that takes whole results with their pictures, as a ROS 2 bag and the live view do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.indices: list[int] = []
+
+    def write_result(self, result: StreamResult, image: np.ndarray) -> None:
+        self.indices.append(result.index)
+        self.images.append(image)
+
+
+def test_a_result_sink_gets_every_whole_result_with_its_picture() -> None:
+    sink = ResultCollectingSink()
+    summary = Stream([frame_with_index(i) for i in range(5)], FakeSegmenter(), sink, draw_stats=False).run()
+    assert sink.indices == [0, 1, 2, 3, 4] and len(sink.images) == summary["written"] == 5

@@ -8,7 +8,7 @@ from stream_helpers import CollectingSink, FakeSegmenter
 
 from unetrt.palette import Palette
 from unetrt.segmenter import SegmentationResult
-from unetrt.stream import Stream, StreamStats
+from unetrt.stream import Stream, StreamResult, StreamStats, render
 from unetrt.stream.render import Renderer, stats_caption
 
 
@@ -119,3 +119,55 @@ def test_a_16_bit_or_float_camera_is_drawn_as_its_8_bit_picture(convert: object)
     expected = renderer.draw(frame, segmentation, 0.0, 0.0, 0)
     drawn = renderer.draw(convert(frame), segmentation, 0.0, 0.0, 0)  # type: ignore[operator]
     assert drawn.dtype == np.uint8 and np.abs(drawn.astype(int) - expected).max() <= 1
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.25, 1.0])
+def test_alpha_is_the_opacity_of_the_mask_in_the_overlay(alpha: float) -> None:
+    frame, segmentation = _half_thing_frame()
+    segmenter = PaletteColours()
+    colored = segmenter.colorize(segmentation)
+    drawn = Renderer(segmenter, "overlay", alpha, False, None).draw(frame, segmentation, 0.0, 0.0, 0)
+    expected = (1.0 - alpha) * frame.astype(float) + alpha * colored.astype(float)
+    assert np.abs(drawn.astype(float) - expected).max() <= 1
+
+
+def test_the_caption_counts_dropped_frames_once_there_are_some() -> None:
+    assert stats_caption(24.96, 41.6, 3) == "25.0 FPS  latency 42 ms  dropped 3"
+    assert "dropped" not in stats_caption(24.96, 41.6, 0)
+
+
+def test_a_stream_result_is_captioned_with_its_own_fps_latency_and_the_dropped_count(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    captions: list[str] = []
+
+    def keep_caption(image: np.ndarray, text: str) -> np.ndarray:
+        captions.append(text)
+        return image
+
+    monkeypatch.setattr(render, "draw_caption", keep_caption)
+    frame, segmentation = _half_thing_frame()
+    result = StreamResult(7, frame, segmentation.mask, segmentation, 0.0, 0.0, 41.6, fps=24.96)
+    Renderer(PaletteColours(), "overlay", 0.5, True, None).render(result, dropped=3)
+    assert captions == ["25.0 FPS  latency 42 ms  dropped 3"]
+
+
+class CachedColours(PaletteColours):
+    """Hands out the same colour mask every time (a colouriser that caches its pictures)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cached: np.ndarray | None = None
+
+    def colorize(self, result: SegmentationResult) -> np.ndarray:
+        if self.cached is None:
+            self.cached = super().colorize(result)
+        return self.cached
+
+
+def test_an_undrawn_class_never_paints_over_the_segmenters_colour_mask() -> None:
+    frame, segmentation = _half_thing_frame()
+    segmenter = CachedColours()
+    before = segmenter.colorize(segmentation).copy()
+    Renderer(segmenter, ("overlay", "mask"), 0.5, False, None,
+             undrawn_ids=segmenter.palette.ids_of(["thing"])).draw(frame, segmentation, 0.0, 0.0, 0)
+    assert (segmenter.colorize(segmentation) == before).all()

@@ -7,6 +7,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -229,3 +230,63 @@ def test_connections_past_the_cap_get_503(monkeypatch: pytest.MonkeyPatch) -> No
             connection.close()
     finally:
         view.close()
+
+
+def _wait_until(condition: Callable[[], bool], poke: Callable[[], None] = lambda: None) -> bool:
+    """Whether ``condition`` comes true within ``HANG_S``; ``poke`` runs between checks."""
+    end = time.monotonic() + HANG_S
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        poke()
+        time.sleep(0.01)
+    return True
+
+
+def test_closing_the_view_ends_every_viewers_stream() -> None:
+    view = HttpViewSink("127.0.0.1", 0)
+    with _request(view.port, "/stream") as viewer:
+        _wait_for_viewers(view, 1)
+        view.write(np.zeros((48, 64, 3), np.uint8))
+        view.close()
+        while viewer.recv(65536):  # a stream left open runs into the socket's timeout (HANG_S) and fails here
+            pass
+
+
+def test_a_viewer_that_leaves_frees_its_place() -> None:
+    view = HttpViewSink("127.0.0.1", 0, max_viewers=1)
+    try:
+        with _request(view.port, "/stream") as first:
+            assert _status_line(first) == b"HTTP/1.0 200 OK"
+        # The server learns that the viewer left when it sends the next frame.
+        frame = np.zeros((48, 64, 3), np.uint8)
+        assert _wait_until(lambda: view.viewers == 0, lambda: view.write(frame)), "the viewer who left kept its place"
+        with _request(view.port, "/stream") as second:
+            assert _status_line(second) == b"HTTP/1.0 200 OK"
+    finally:
+        view.close()
+
+
+def test_finished_requests_free_their_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webview, "MAX_CONNECTIONS", 2)
+    view = HttpViewSink("127.0.0.1", 0)
+    try:
+        for _ in range(2 * webview.MAX_CONNECTIONS):
+            assert _get(view.url + "stats")[0] == 200
+            assert _wait_until(lambda: view._server.connections == 0), "a finished request kept its connection"
+    finally:
+        view.close()
+
+
+def test_a_viewer_that_stops_reading_is_disconnected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webview, "SEND_TIMEOUT_S", 0.5)
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)  # about 1 MB as JPEG: the socket fills at once
+    view = HttpViewSink("127.0.0.1", 0)
+    client = _stalled_client(view.port)
+    try:
+        _wait_for_viewers(view, 1)
+        assert _wait_until(lambda: view.viewers == 0, lambda: view.write(frame)), "the stalled viewer was kept"
+    finally:
+        view.close()
+        client.close()
