@@ -68,6 +68,11 @@ def test_a_model_without_the_tensorrt_layout_offers_its_cpu_int8_file(models_dir
     assert choose_model("membranes", "tensorrt", "int8").path.name == "membranes.int8.onnx"
 
 
+def test_an_unknown_bundled_name_is_one_line_listing_the_bundled_ones(models_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"no bundled model 'membrane' in format '\.onnx'; bundled models: membranes$"):
+        choose_model("membrane", device="cpu")
+
+
 def test_a_model_without_a_statement_runs_int8_and_has_no_cleanup(models_dir: Path) -> None:
     assert bundled.bundled_statement("membranes") == {}
     assert bundled.bundled_cpu_precision("membranes") == "int8"

@@ -96,18 +96,30 @@ def test_openvino_ir_is_written_without_an_onnx_runtime_session(tiny_int8_onnx: 
         assert backend.info == tiny_info() and backend.precision == "int8"
 
 
-def test_plan_and_checkpoint(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
-    plan = tmp_path / "tiny.plan"
+def _write_int8_plan(plan: Path) -> Path:
+    """Engine bytes (never parsed here) and the PLAN.json of an INT8 build beside them."""
     plan.write_bytes(b"engine bytes")
     write_plan_metadata(plan, PlanMetadata(
         tensorrt_version="10.3.0", gpu=GpuIdentity("Orin", (8, 7)), input_name="image", output_name="logits",
         input_dtype="float16", output_dtype="float32",
         profile=ShapeProfile((1, 3, 8, 8), (1, 3, 32, 32), (2, 3, 64, 64)),
         precision="int8", strongly_typed=False, source="tiny.int8.onnx", info=tiny_info()))
+    return plan
+
+
+def test_plan_and_checkpoint(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    plan = _write_int8_plan(tmp_path / "tiny.plan")
     assert read_model_file(plan).info == tiny_info() and file_precision(plan) == "int8"
     pytest.importorskip("torch")
     assert read_model_file(tiny_model_files["pt"]).info == tiny_info()
     assert file_precision(tiny_model_files["pt"]) == "fp32"
+
+
+def test_an_engine_file_is_a_plan_described_by_the_metadata_beside_it(tmp_path: Path) -> None:
+    # trtexec and TensorRT's samples name their output NAME.engine: it is read like a .plan, not as a checkpoint.
+    engine = _write_int8_plan(tmp_path / "tiny.engine")
+    described = read_model_file(engine)
+    assert (described.info, described.precision, described.quantization) == (tiny_info(), "int8", None)
 
 
 def _truncated(tiny: Path, tmp_path: Path) -> Path:
@@ -152,8 +164,9 @@ def test_onnx_without_description_says_how_to_get_one(tiny_model_files: dict[str
     del model.metadata_props[:]
     path = tmp_path / "bare.onnx"
     onnx.save(model, str(path))
-    with pytest.raises(ValueError, match="has no 'unetrt' metadata; export it with unet-export"):
+    with pytest.raises(ValueError, match="has no 'unetrt' metadata; export it with unet-export") as caught:
         read_model_file(path)
+    assert repr(str(path)) in str(caught.value)  # which of a folder of models lacks it
 
 
 def test_other_files_are_refused(tmp_path: Path) -> None:
@@ -165,6 +178,21 @@ def test_other_files_are_refused(tmp_path: Path) -> None:
     broken.write_text("<net><layers>")
     with pytest.raises(ValueError, match="not a valid OpenVINO IR"):
         read_model_file(broken)
+
+
+def test_an_openvino_ir_with_fakequantize_layers_is_int8_without_a_quantization_record(tmp_path: Path) -> None:
+    # An IR quantized by OpenVINO's own tools (NNCF) carries FakeQuantize layers but no unetrt.quantization record.
+    def ir(layer_type: str) -> Path:
+        path = tmp_path / f"{layer_type.lower()}.xml"
+        path.write_text(f'<?xml version="1.0"?>\n<net name="unet" version="11"><layers>'
+                        f'<layer id="0" name="a" type="Parameter" version="opset1"/>'
+                        f'<layer id="1" name="b" type="{layer_type}" version="opset1"/></layers>'
+                        f"<rt_info><unetrt value='{tiny_info().to_json()}'/></rt_info></net>")
+        return path
+
+    quantized, floating = read_model_file(ir("FakeQuantize")), read_model_file(ir("Convolution"))
+    assert quantized.info == tiny_info() and (quantized.precision, quantized.quantization) == ("int8", None)
+    assert floating.precision == "fp32"
 
 
 def test_writing_replaces_our_entries_and_keeps_the_others(tiny_model_files: dict[str, Path]) -> None:

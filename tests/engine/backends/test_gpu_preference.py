@@ -7,10 +7,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import tiny_info
 
 from unetrt import plan_cache
-from unetrt.backends import ModelChoice, choose_model, model_choices, open_backend
+from unetrt.backends import ModelChoice, choose_model, model_choices, open_backend, tensorrt_gpu_available
 from unetrt.bundled import MODELS_DIR
+from unetrt.plan_metadata import GpuIdentity, PlanMetadata, ShapeProfile, write_plan_metadata
 
 pytestmark = pytest.mark.gpu_contract
 
@@ -31,6 +33,14 @@ def test_bundled_model_runs_on_tensorrt_fp16(tensorrt_gpu: None) -> None:
         ModelChoice(MODELS_DIR / "camvid.int8.tensorrt.onnx", "tensorrt", "int8"),
         ModelChoice(MODELS_DIR / "camvid.int8.onnx", "onnxruntime", "int8")]
     assert choose_model("camvid", precision="fp32").backend == "tensorrt"
+
+
+def test_an_fp16_engine_is_built_from_the_fp32_graph_the_default_engine_comes_from(tensorrt_gpu: None) -> None:
+    # FP16 is the default engine's precision: asking for it names the same build (the same cached engine, no second
+    # build of minutes on a Jetson), from camvid.onnx with the builder's FP16 flag, not from camvid.fp16.onnx.
+    fp16 = ModelChoice(MODELS_DIR / "camvid.onnx", "tensorrt", "fp16")
+    assert choose_model("camvid") == choose_model("camvid", precision="fp16") == fp16
+    assert choose_model("camvid", "tensorrt", "fp16") == fp16
 
 
 def test_fallbacks_follow_tensorrt(tensorrt_gpu: None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,6 +64,44 @@ def test_onnx_file_runs_on_tensorrt_first(tensorrt_gpu: None, tiny_model_files: 
     # A float graph is built at FP16 (the engine cache's 'auto'); ONNX Runtime runs the file's own FP32.
     assert model_choices(onnx) == [ModelChoice(onnx, "tensorrt", "fp16"), ModelChoice(onnx, "onnxruntime", "fp32")]
     assert model_choices(onnx, precision="fp32") == [ModelChoice(onnx, "tensorrt", "fp32")]
+
+
+@pytest.mark.parametrize("gpus, expected", [(0, False), (1, True)])
+def test_tensorrt_is_a_choice_only_where_a_gpu_is_present(gpus: int, expected: bool,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # A machine with TensorRT's bindings but no GPU (a container built for a Jetson, run on a laptop) runs on its CPU.
+    monkeypatch.setattr("unetrt.backends.tensorrt.tensorrt_available", lambda: True)
+    monkeypatch.setattr("unetrt.cuda.cuda_device_count", lambda: gpus)
+    assert tensorrt_gpu_available() is expected
+
+
+def test_an_onnx_file_on_device_cpu_skips_tensorrt(tensorrt_gpu: None, tiny_model_files: dict[str, Path]) -> None:
+    onnx = tiny_model_files["onnx"]
+    assert model_choices(onnx, device="cpu") == [ModelChoice(onnx, "onnxruntime", "fp32")]
+
+
+def test_an_openvino_ir_stays_on_openvino_on_a_gpu(tensorrt_gpu: None, tmp_path: Path) -> None:
+    # TensorRT builds engines from .onnx files only: an IR .xml runs on OpenVINO whatever the machine.
+    ir = tmp_path / "tiny.xml"
+    ir.write_text(f"<net name='unet' version='11'><layers/><rt_info><unetrt value='{tiny_info().to_json()}'/>"
+                  "</rt_info></net>")
+    assert model_choices(ir) == [ModelChoice(ir, "openvino", "fp32")]
+
+
+@pytest.mark.parametrize("suffix", [".plan", ".engine"])
+@pytest.mark.parametrize("built_at", ["fp32", "int8"])
+def test_a_plan_runs_on_tensorrt_at_the_precision_it_was_built_at(suffix: str, built_at: str, tensorrt_gpu: None,
+                                                                  tmp_path: Path) -> None:
+    # An engine is built from an .onnx file at FP16 by default; a plan runs as built, which TensorRTBackend checks
+    # against its PLAN.json: an FP32 plan handed FP16 would refuse to open.
+    plan = tmp_path / f"tiny{suffix}"
+    plan.write_bytes(b"engine bytes")
+    write_plan_metadata(plan, PlanMetadata(
+        tensorrt_version="10.3.0", gpu=GpuIdentity("Orin", (8, 7)), input_name="image", output_name="logits",
+        input_dtype="float16", output_dtype="float32",
+        profile=ShapeProfile((1, 3, 8, 8), (1, 3, 32, 32), (2, 3, 64, 64)), precision=built_at,
+        strongly_typed=False, source="tiny.onnx", info=tiny_info()))
+    assert model_choices(plan) == [ModelChoice(plan, "tensorrt", built_at)]
 
 
 def test_explicit_tensorrt_builds_from_the_bundled_onnx() -> None:

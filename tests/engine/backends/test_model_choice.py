@@ -47,6 +47,32 @@ def test_a_gpu_without_tensorrt_keeps_the_fp32_model(monkeypatch: pytest.MonkeyP
     assert choose_model("camvid", device="cuda") == ModelChoice(MODELS_DIR / "camvid.onnx", "onnxruntime", "fp32")
 
 
+@needs_camvid_int8
+def test_an_asked_precision_runs_on_openvino_on_a_cpu_and_on_onnxruntime_on_a_gpu(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("unetrt.backends.openvino.openvino_available", lambda: True)
+    monkeypatch.setattr("unetrt.backends.tensorrt_gpu_available", lambda: False)
+    int8 = MODELS_DIR / "camvid.int8.onnx"
+    assert choose_model("camvid", precision="int8", device="cpu") == ModelChoice(int8, "openvino", "int8")
+    assert choose_model("camvid", precision="int8", device="cuda") == ModelChoice(int8, "onnxruntime", "int8")
+
+
+@needs_camvid_int8
+def test_device_cpu_keeps_the_cpu_preference_where_onnxruntime_has_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    # onnxruntime-gpu installed: 'auto' runs its CUDA provider, but device 'cpu' is the CPU list all the same.
+    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: True)
+    monkeypatch.setattr("unetrt.backends.tensorrt_gpu_available", lambda: False)
+    monkeypatch.setattr("unetrt.backends.openvino.openvino_available", lambda: True)
+    assert choose_model("camvid", device="cpu") == ModelChoice(MODELS_DIR / "camvid.int8.onnx", "openvino", "int8")
+    assert choose_model("camvid") == ModelChoice(MODELS_DIR / "camvid.onnx", "onnxruntime", "fp32")
+
+
+def test_a_path_without_a_suffix_is_not_taken_for_a_bundled_name(tmp_path: Path) -> None:
+    # runs/best (a file saved without its suffix) is told which suffixes pick a backend, not that no model is bundled.
+    with pytest.raises(ValueError, match=r"cannot tell the backend of '.*camvid': use a \.onnx, .* file or a bundled"):
+        choose_model(tmp_path / "camvid")
+
+
 @pytest.mark.parametrize("backend, precision, message", [
     ("onnxruntime", "bf16", "OpenVINO's inference-precision hint"),
     ("torch", "int8", "runs in fp32 on torch"),

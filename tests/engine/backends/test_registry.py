@@ -88,6 +88,17 @@ def test_unet_bench_runs_a_registered_backends_rows(private_registry: None, tiny
     assert (row["variant"], row["status"], row["model_file"]) == ("toy-fp32", "ok", str(tiny_model_files["onnx"]))
 
 
+def test_a_suffix_a_backend_only_also_runs_does_not_pick_it(private_registry: None, tmp_path: Path) -> None:
+    # also_runs: run when asked by name; only suffixes pick a backend under 'auto'.
+    register_backend(BackendSpec("toy", "toy_backend:open_model", "class 1 everywhere, for tests",
+                                 also_runs=(".toy",)))
+    model = tmp_path / "m.toy"
+    model.write_bytes(b"toy weights")
+    assert registry.native_backend(".toy") is None
+    with pytest.raises(ValueError, match=r"cannot tell the backend of '.*m\.toy'"):
+        choose_model(model)
+
+
 def test_registration_refuses_a_taken_name_and_a_bad_opener(private_registry: None) -> None:
     with pytest.raises(ValueError, match="'onnxruntime' is taken"):
         register_backend(BackendSpec("onnxruntime", "somewhere:open_model", "a second one"))
