@@ -120,8 +120,13 @@ def report(args: argparse.Namespace) -> Report:
     """What this install runs, and what is wrong with it.
 
     Raises:
+        ValueError: ``--build`` with a device or backend that runs no TensorRT.
         ValueError, FileNotFoundError, ImportError: when the model cannot be opened (as unet-stream would).
     """
+    if args.build and (args.device == "cpu" or args.backend not in ("auto", "tensorrt")):
+        asked = f"--device {args.device}" if args.device == "cpu" else f"--backend {args.backend}"
+        raise ValueError(f"--build builds the TensorRT engine a stream runs on, and {asked} runs no TensorRT: "
+                         f"drop --build or {asked}")
     numpy = _version("numpy")
     opencv, has_opencv = _opencv_line()
     try:

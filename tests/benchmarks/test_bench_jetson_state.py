@@ -156,6 +156,51 @@ def test_the_jetson_files_are_read_without_guessing(tmp_path: Path, monkeypatch:
     assert state.describe() == "Jetson: L4T R36.4.3, power mode unknown, clock lock unknown"
 
 
+
+def test_a_garbled_clock_file_leaves_the_lock_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clock file that holds no number says nothing about the lock: unknown, not 'NOT locked'."""
+    fake_jetson_files(tmp_path, monkeypatch)
+    (tmp_path / "devfreq" / "17000000.gpu" / "min_freq").write_text("busy\n")
+    assert gpu_clock_locked(tmp_path / "devfreq") is None
+
+
+@pytest.mark.parametrize("node", ["ga10b", "gv11b", "gp10b"])
+def test_the_gpu_is_found_under_the_device_tree_names_of_older_l4t_releases(
+        node: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Orin, Xavier and TX2 name their GPU's devfreq node ga10b, gv11b and gp10b where newer L4T says 'gpu'.
+    fake_jetson_files(tmp_path, monkeypatch, gpu_locked=False)
+    (tmp_path / "devfreq" / "17000000.gpu" / "device" / "of_node" / "name").write_text(f"{node}\x00")
+    assert gpu_clock_locked(tmp_path / "devfreq") is False
+
+
+def test_one_floating_cpu_makes_the_cpu_clocks_unlocked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_jetson_files(tmp_path, monkeypatch)
+    (tmp_path / "cpu" / "cpu1" / "cpufreq" / "scaling_min_freq").write_text("729600\n")
+    assert cpu_clocks_locked(tmp_path / "cpu") is False
+
+
+def test_a_cpu_without_an_online_file_counts_as_online(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A core that cannot be taken offline has no 'online' file; its clock counts like any other online core's.
+    fake_jetson_files(tmp_path, monkeypatch)
+    (tmp_path / "cpu" / "cpu0" / "online").unlink()
+    (tmp_path / "cpu" / "cpu0" / "cpufreq" / "scaling_min_freq").write_text("729600\n")
+    assert cpu_clocks_locked(tmp_path / "cpu") is False
+
+
+def test_an_offline_cpu_is_left_out_even_where_its_cpufreq_files_remain(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # nvpmodel's low-power modes turn cores off; a core that is off has no clock to lock, whatever its files say.
+    fake_jetson_files(tmp_path, monkeypatch)
+    _write(tmp_path / "cpu" / "cpu2" / "cpufreq" / "scaling_min_freq", "729600\n")
+    _write(tmp_path / "cpu" / "cpu2" / "cpufreq" / "scaling_max_freq", "1728000\n")
+    assert cpu_clocks_locked(tmp_path / "cpu") is True
+
+
+def test_the_warning_names_only_the_clocks_known_to_float() -> None:
+    warning = JetsonState("R36.4.3", None, None, False).warning()
+    assert warning is not None and warning.startswith("the Jetson's CPU clocks are not locked:")
+
+
 def test_a_plan_with_a_range_of_shapes_is_timed_at_its_opt_shape_and_says_so(
         jetson: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
     """Before: a model without a working size was timed at 512x512 whatever its plan takes, so a plan built for

@@ -44,3 +44,15 @@ def test_the_working_size_is_spelled_as_in_every_command(spelling: str) -> None:
     from unetrt.doctor import build_parser
 
     assert build_parser().parse_args([spelling, "320x240"]).working_size == (320, 240)
+
+
+def test_the_opencv_line_says_whether_opencv_has_gstreamer(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # csi:// needs GStreamer: the doctor is where a Jetson user learns that pip's opencv-python lacks it.
+    import cv2
+
+    build = ("General configuration for OpenCV 4.8.0\n  Video I/O:\n    FFMPEG:      YES\n"
+             "    GStreamer:   YES (1.20.3)\n")
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: build)
+    assert main(["--device", "cpu", "--backend", "onnxruntime", "--precision", "fp32"]) == 0
+    assert "(GStreamer: YES; csi:// needs YES)" in capsys.readouterr().out

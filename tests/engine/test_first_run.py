@@ -7,6 +7,7 @@ rebuilt, the masks agree with ONNX Runtime FP32, and the summary names TensorRT.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -527,6 +528,38 @@ def test_doctor_build_builds_the_engine_streams_use(first_run: Path, capsys: pyt
     assert builds() == 1
 
 
+def test_doctor_build_releases_the_gpu_it_opened(first_run: Path, gpu: FakeGpu) -> None:
+    """The doctor opens the backend exactly as a stream does, and closes it: a service started after
+    setup_jetson.sh's doctor --build in the same process must find no context or engine memory left behind."""
+    from unetrt.doctor import main as doctor
+
+    assert doctor(["--build"]) == 0
+    assert gpu.primary(0).retains == 0 and gpu.live("device") == 0
+
+
+def test_doctor_device_cpu_reports_the_cpu_path_on_a_gpu_machine(first_run: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.doctor import main as doctor
+
+    assert doctor(["--device", "cpu"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith(" cpu")
+    assert builds() == 0
+
+
+@pytest.mark.parametrize("asked", [["--device", "cpu"], ["--backend", "openvino"]])
+def test_doctor_build_with_a_path_that_runs_no_tensorrt_is_one_line_and_exit_2(
+        asked: list[str], first_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.doctor import main as doctor
+
+    assert doctor([*asked, "--build"]) == 2
+    captured = capsys.readouterr()
+    option = " ".join(asked)
+    assert captured.err.strip().splitlines() == [
+        f"error: --build builds the TensorRT engine a stream runs on, and {option} runs no TensorRT: "
+        f"drop --build or {option}"]
+    assert captured.out == "" and builds() == 0
+
+
 def test_doctor_build_that_builds_no_engine_fails_after_its_report(first_run: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """scripts/setup_jetson.sh ends with doctor --build: a setup whose streams would run on the CPU must not end
@@ -538,7 +571,8 @@ def test_doctor_build_that_builds_no_engine_fails_after_its_report(first_run: Pa
     assert doctor(["--build"]) == 1
     captured = capsys.readouterr()
     assert "runs on: " in captured.out.splitlines()[-1]
-    assert captured.err.splitlines()[-1].startswith("error: --build: no TensorRT engine was built")
+    assert captured.err.splitlines()[-1].startswith("error: --build: no TensorRT engine was built (the note "
+                                                    "above says why); streams run on ")
 
 
 def test_doctor_says_a_pycuda_that_does_not_import_is_there(first_run: Path, monkeypatch: pytest.MonkeyPatch,
@@ -553,6 +587,9 @@ def test_doctor_says_a_pycuda_that_does_not_import_is_there(first_run: Path, mon
     assert doctor_module.main([]) == 0
     out = capsys.readouterr().out
     assert "pycuda 2024.1 does not import" in out and "runs on: " in out.splitlines()[-1]
+    with pytest.raises(ImportError) as failed:  # the reason, as the import gives it, is what tells the fix
+        importlib.import_module("pycuda.driver")
+    assert f"does not import ({failed.value}); rebuild it here" in out
 
 
 def test_doctor_without_opencv_reports_and_fails(monkeypatch: pytest.MonkeyPatch,

@@ -216,6 +216,34 @@ def test_unet_build_command_with_dla(fake_trt: FakeGpu, tiny_model_files: dict[s
     assert capsys.readouterr().err.startswith("error: --dla-core 5: this device has 2 DLA core(s)")
 
 
+
+def test_unet_build_passes_workspace_opt_level_and_timing_cache_to_the_builder(
+        fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    plan, cache = tmp_path / "tiny.plan", tmp_path / "trt.cache"
+    assert main([str(tiny_model_files["onnx"]), "-o", str(plan), "--fp16", "--workspace", "300", "--opt-level", "5",
+                 "--timing-cache", str(cache), "--no-progress"]) == 0
+    options = read_plan_metadata(plan).build_options
+    assert (options["workspace_mib"], options["opt_level"]) == (300, 5)
+    assert cache.is_file()  # written back for the next build, which then skips the tactic timing
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    ([], "give -o PLAN, --triton-repo DIR, or both"),
+    (["-o", "{tmp}/tiny.trt"], "output must end in .plan or .engine, got '{tmp}/tiny.trt'"),
+    (["-o", "{tmp}/no/such/tiny.plan"], "output folder '{tmp}/no/such' does not exist"),
+    (["-o", "{tmp}/tiny.plan", "--triton-repo", "{tmp}/models", "--instances", "0"],
+     "--instances must be >= 1 and --max-queue-delay-us >= 0, got 0 and 100"),
+], ids=["no-output", "suffix", "missing-folder", "instances"])
+def test_unet_build_refuses_a_bad_output_or_option_before_building(
+        args: list[str], error: str, fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """One line naming what is wrong, exit 2, and no minutes-long build first (a Jetson's takes that long)."""
+    argv = [str(tiny_model_files["onnx"]), *(arg.format(tmp=tmp_path) for arg in args), "--no-progress"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"error: {error.format(tmp=tmp_path)}\n"
+    assert builds() == 0
+
+
 def test_unet_build_in_trtexec_words_builds_the_same_plan(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                                           tmp_path: Path) -> None:
     # Issue 24: --precision/--size and trtexec's --onnx/--saveEngine/--fp16/--optShapes reach the builder alike.

@@ -37,6 +37,8 @@ class FakeUsbCamera:
         self.asked = (640, 480)
         self.pending_width: int | None = None
         self.size = self._nearest(self.asked)
+        self.buffer_size: int | None = None
+        self.released = False
 
     def _nearest(self, asked: tuple[int, int]) -> tuple[int, int]:
         return min(self.modes[self.fourcc], key=lambda size: abs(size[0] * size[1] - asked[0] * asked[1]))
@@ -45,6 +47,9 @@ class FakeUsbCamera:
         return True
 
     def set(self, prop: int, value: float) -> bool:
+        if prop == cv2.CAP_PROP_BUFFERSIZE:
+            self.buffer_size = int(value)
+            return True
         if prop == cv2.CAP_PROP_FOURCC:
             if int(value) not in self.modes:
                 return False  # OpenCV restores the format it had
@@ -54,7 +59,7 @@ class FakeUsbCamera:
             return True
         elif prop == cv2.CAP_PROP_FRAME_HEIGHT and self.pending_width is not None:
             self.asked, self.pending_width = (self.pending_width, int(value)), None
-        elif prop != cv2.CAP_PROP_BUFFERSIZE:
+        else:
             return False
         self.size = self._nearest(self.asked)
         return True
@@ -68,16 +73,34 @@ class FakeUsbCamera:
         return True, np.zeros((self.size[1], self.size[0], 3), np.uint8)
 
     def release(self) -> None:
-        pass
+        self.released = True
 
 
 def _open_camera(monkeypatch: pytest.MonkeyPatch, size: tuple[int, int] | None,
-                 modes: Modes = USB2_MODES) -> tuple[VideoCaptureSource, FakeUsbCamera]:
+                 modes: Modes = USB2_MODES, location: str = "/dev/video1",
+                 opened: list[tuple[object, ...]] | None = None) -> tuple[VideoCaptureSource, FakeUsbCamera]:
+    """Open ``location`` as a camera on a :class:`FakeUsbCamera`; ``opened`` collects cv2.VideoCapture's arguments."""
     camera = FakeUsbCamera(modes)
-    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda *args: camera)
-    source = VideoCaptureSource(SourceSpec("camera", "/dev/video1", live=True), size)
+    calls = [] if opened is None else opened
+    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda *args: calls.append(args) or camera)
+    source = VideoCaptureSource(SourceSpec("camera", location, live=True), size)
     source.open()
     return source, camera
+
+
+def test_a_camera_index_opens_that_v4l2_device_with_a_one_frame_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    # OpenCV's other backends (GStreamer on JetPack's OpenCV) take an index too, but not the V4L2 controls below;
+    # a deeper driver queue hands the capture thread frames that are seconds old on a slow Jetson.
+    opened: list[tuple[object, ...]] = []
+    _, camera = _open_camera(monkeypatch, None, location="2", opened=opened)
+    assert opened == [(2, cv2.CAP_V4L2)]
+    assert camera.buffer_size == 1
+
+
+def test_closing_a_camera_releases_its_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    source, camera = _open_camera(monkeypatch, (640, 480))
+    source.close()
+    assert camera.released
 
 
 def test_a_usb_camera_runs_mjpg_where_uncompressed_frames_come_slower(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,7 +113,8 @@ def test_a_usb_camera_runs_mjpg_where_uncompressed_frames_come_slower(monkeypatc
     (USB2_MODES, (640, 480)),
     ({YUYV: USB2_MODES[YUYV]}, (1280, 720)),
     ({YUYV: USB2_MODES[YUYV], MJPG: {(640, 480): 30.0, (1920, 1080): 30.0}}, (1280, 720)),
-], ids=["as fast", "no MJPG", "MJPG at other sizes only"])
+    ({YUYV: USB2_MODES[YUYV], MJPG: USB2_MODES[YUYV]}, (1280, 720)),
+], ids=["as fast", "no MJPG", "MJPG at other sizes only", "MJPG as slow"])
 def test_a_usb_camera_keeps_its_format_where_mjpg_is_no_faster_or_missing(
         monkeypatch: pytest.MonkeyPatch, modes: Modes, size: tuple[int, int]) -> None:
     source, camera = _open_camera(monkeypatch, size, modes)
@@ -124,6 +148,14 @@ class EndedCapture:
 
     def release(self) -> None:
         pass
+
+
+def test_a_csi_camera_opens_the_sensor_and_size_asked_for_through_gstreamer(monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[tuple[object, ...]] = []
+    monkeypatch.setattr(sources, "opencv_has_gstreamer", lambda: True)
+    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda *args: opened.append(args) or EndedCapture())
+    VideoCaptureSource(SourceSpec("csi", "1", live=True), (1920, 1080)).open()
+    assert opened == [(sources.csi_pipeline(1, (1920, 1080)), cv2.CAP_GSTREAMER)]
 
 
 def test_a_csi_camera_that_opens_but_sends_no_frame_says_what_to_check(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -127,6 +127,21 @@ def test_csi_needs_gstreamer() -> None:
         VideoCaptureSource(SourceSpec("csi", "0", live=True))
 
 
+
+def test_the_csi_pipeline_asks_argus_for_the_mode_and_keeps_only_the_newest_frame() -> None:
+    # Argus picks the sensor mode from the NVMM caps (size, rate); nvvidconv copies out of NVMM as BGRx, which
+    # videoconvert turns into the BGR that OpenCV's appsink takes. GStreamer's appsink documentation: "The
+    # "max-buffers" property can be used to limit the queue size. The "drop" property controls whether the
+    # streaming thread blocks or if older buffers are dropped when the maximum queue size is reached": without
+    # them a slow segmenter is fed ever older frames.
+    assert csi_pipeline(1, (640, 480), 60) == (
+        "nvarguscamerasrc sensor-id=1 ! "
+        "video/x-raw(memory:NVMM), width=640, height=480, framerate=60/1, format=NV12 ! "
+        "nvvidconv ! video/x-raw, width=640, height=480, format=BGRx ! "
+        "videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false")
+    assert "width=1280, height=720, framerate=30/1, format=NV12" in csi_pipeline(0)
+
+
 def test_a_csi_camera_that_does_not_open_says_what_to_check(monkeypatch: pytest.MonkeyPatch) -> None:
     from unetrt.stream import sources
 
@@ -141,11 +156,25 @@ def test_a_csi_camera_that_does_not_open_says_what_to_check(monkeypatch: pytest.
 class FakeClosedCapture:
     """A cv2.VideoCapture that did not open, as OpenCV returns when GStreamer's pipeline fails to start."""
 
+    released = False
+
     def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
         return False
 
     def release(self) -> None:
-        pass
+        self.released = True
+
+
+def test_a_capture_that_does_not_open_is_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A reconnecting stream opens a failing camera again and again: each failed pipeline must be torn down.
+    from unetrt.stream import sources
+
+    capture = FakeClosedCapture()
+    monkeypatch.setattr(sources, "opencv_has_gstreamer", lambda: True)
+    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda *args: capture)
+    with pytest.raises(SourceError, match="cannot open csi"):
+        VideoCaptureSource(SourceSpec("csi", "0", live=True)).open()
+    assert capture.released
 
 
 def test_missing_camera_is_a_source_error() -> None:

@@ -15,6 +15,10 @@ from unetrt.stream.uri import SinkSpec, SourceSpec, parse_sink, parse_source
     ("v4l2:///dev/video1", SourceSpec("camera", "/dev/video1", live=True)),
     ("v4l2://3", SourceSpec("camera", "/dev/video3", live=True)),
     ("csi://0", SourceSpec("csi", "0", live=True)),
+    ("CSI://1", SourceSpec("csi", "1", live=True)),  # a URI's scheme is case-insensitive (RFC 3986, 3.1)
+    # udev's stable name of a USB camera, which keeps naming it when /dev/videoN numbers change on a replug.
+    ("v4l2:///dev/v4l/by-id/usb-046d_C920-video-index0",
+     SourceSpec("camera", "/dev/v4l/by-id/usb-046d_C920-video-index0", live=True)),
     ("rtsp://10.0.0.2:8554/cam", SourceSpec("rtsp", "rtsp://10.0.0.2:8554/cam", live=True)),
 ])
 def test_live_sources(uri: str, expected: SourceSpec) -> None:
@@ -36,8 +40,8 @@ def test_stored_sources(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("uri", "error", "words"), [
     ("", ValueError, "empty"),
     ("webrtc://@:8554/in", ValueError, "unknown input protocol"),
-    ("csi://front", ValueError, "sensor number"),
-    ("v4l2://camera", ValueError, "v4l2:///dev/video0"),
+    ("csi://front", ValueError, "sensor number, e.g. csi://0, got 'csi://front'"),
+    ("v4l2://camera", ValueError, "v4l2:///dev/video0, got 'v4l2://camera'"),
     ("/nonexistent/clip.mp4", FileNotFoundError, "does not exist"),
     ("/nonexistent/*.png", FileNotFoundError, "no files match"),
 ])
