@@ -4,13 +4,15 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 
-from unetrt.evaluate import evaluate
-from unetrt.segmenter import Segmenter
+from unetrt.evaluate import evaluate, evaluate_pairs
+from unetrt.model_info import ModelInfo
+from unetrt.segmenter import SegmentationResult, Segmenter
 
 
 def make_folders(root: Path, count: int = 3) -> tuple[Path, Path]:
@@ -362,3 +364,63 @@ def test_split_mistakes_name_the_fix(argv: list[str], words: str, capsys: pytest
     assert main(["--model", "camvid", *argv]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], lines
+
+
+class EchoSegmenter:
+    """Stands in for a Segmenter whose mask is the (grayscale) image itself, so the figures can be counted by hand."""
+
+    color_order = "bgr"
+    cleanup = None
+
+    def __init__(self, info: ModelInfo) -> None:
+        self.info = info
+        self.backend = SimpleNamespace(name="echo")
+
+    def segment(self, image: np.ndarray, probabilities: bool = False) -> SegmentationResult:
+        mask = image.astype(np.uint8)
+        return SegmentationResult(mask, mask[None].astype(np.float32) if probabilities else None, 0.0)
+
+
+def write_pairs(root: Path, cases: list[tuple[list[int], list[int]]], scale: int = 1) -> list[tuple[Path, Path]]:
+    """One 1xN (prediction, truth) pair per case: the image holds the prediction, the label the truth (x scale)."""
+    pairs = []
+    for i, (pred, truth) in enumerate(cases):
+        image, label = root / f"p{i}.png", root / f"t{i}.png"
+        cv2.imwrite(str(image), np.array([pred], np.uint8))
+        cv2.imwrite(str(label), np.array([truth], np.uint8) * scale)
+        pairs.append((image, label))
+    return pairs
+
+
+def test_multiclass_figures_by_hand_skip_the_ignore_index_and_name_absent_classes_none(tmp_path: Path) -> None:
+    info = ModelInfo(class_names=("void", "road", "car", "sign"), colors=((0, 0, 0),) * 4, in_channels=1,
+                     mean=(0.5,), std=(0.25,), ignore_index=0)
+    pairs = write_pairs(tmp_path, [([2, 1, 1, 2, 2, 2], [0, 1, 1, 1, 2, 2])])
+    figures = evaluate_pairs(EchoSegmenter(info), pairs)  # type: ignore[arg-type]
+    # The void pixel is not scored. Road: 3 true, 2 found, none painted over -> precision 1, recall 2/3, IoU 2/3.
+    # Car: 2 true, both found, plus the road pixel painted as car -> precision 2/3, recall 1, IoU 2/3.
+    # Void (ignored) and sign (in neither prediction nor truth) have no figure.
+    assert figures["per_class_iou"] == pytest.approx({"void": None, "road": 2 / 3, "car": 2 / 3, "sign": None})
+    assert figures["per_class_precision"] == pytest.approx({"void": None, "road": 1.0, "car": 2 / 3, "sign": None})
+    assert figures["per_class_recall"] == pytest.approx({"void": None, "road": 2 / 3, "car": 1.0, "sign": None})
+    assert figures["mean_iou"] == pytest.approx(2 / 3)
+    assert figures["pixel_accuracy"] == pytest.approx(4 / 5)
+
+
+def test_binary_figures_by_hand_pool_the_pixels_and_average_the_rand_error_per_image(tmp_path: Path) -> None:
+    info = ModelInfo(class_names=("cell",), colors=((255, 255, 255),), in_channels=1, mean=(0.5,), std=(0.25,))
+    pairs = write_pairs(tmp_path, [
+        ([1, 1, 1, 1, 1], [1, 1, 0, 1, 1]),  # two cells merged: Rand error 1/3
+        ([1, 1, 0, 1, 0], [1, 1, 0, 1, 1]),  # a cell pixel lost: n (2, 1) + 1 singleton -> split 1, merge 6/8: 1/7
+        ([1, 1, 1, 1, 0], [1, 1, 1, 1, 1]),  # one cell, a pixel lost: split 1, merge 17/25 -> 4/21
+    ], scale=255)
+    figures = evaluate_pairs(EchoSegmenter(info), pairs)  # type: ignore[arg-type]
+    # Pooled over 15 pixels: TP 11, FP 1, FN 2, TN 1.
+    assert figures["iou"] == pytest.approx(11 / 14)
+    assert figures["dice"] == pytest.approx(22 / 25)
+    assert figures["pixel_error"] == pytest.approx(3 / 15)
+    assert figures["rand_error"] == pytest.approx((1 / 3 + 1 / 7 + 4 / 21) / 3)
+    # The probabilities are the 0/1 masks, so thresholds 0.0-0.9 give the masks and 0.0 wins: pixel F = 22/25;
+    # Rand pairs pooled: TP 2 + 1 + 6, predicted 6 + 1 + 6, true 2 + 2 + 10 -> P 9/13, R 9/14, F 2/3.
+    assert (figures["challenge_pixel_error"], figures["challenge_pixel_threshold"]) == (pytest.approx(3 / 25), 0.0)
+    assert (figures["challenge_rand_error"], figures["challenge_rand_threshold"]) == (pytest.approx(1 / 3), 0.0)

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from unetrt.evaluate import evaluate, evaluate_pairs
+from unetrt.evaluate import evaluate, evaluate_pairs, evaluate_stated
 from unetrt.heldout import HeldOutSplit
 from unetrt.segmenter import Segmenter
 
@@ -120,3 +120,26 @@ def test_cli_without_frames_to_score_says_so(tiny_model_files: dict[str, Path], 
     assert proc.returncode == 2
     assert "--images and --labels, or --split with --data" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_spans_hold_only_their_own_sequence_and_the_frames_inside(tmp_path: Path) -> None:
+    root = make_video_set(tmp_path / "data")
+    rng = np.random.default_rng(1)
+    # a sequence whose name starts with another's: seqA's spans must not reach it
+    cv2.imwrite(str(root / "train" / "seqAB_00330.png"), rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    cv2.imwrite(str(root / "trainannot" / "seqAB_00330.png"), rng.integers(0, 3, (24, 32), dtype=np.uint8))
+    # frames 00300 and 00360 lie one frame outside 00301-00359
+    split = HeldOutSplit.read(write_split(tmp_path / "split.json", select=["seqA:00301-00359"]))
+    assert stems(split.pairs(root, "select")) == {"seqA_00330"}
+    assert "seqAB_00330" in stems(split.train_pairs(root))
+
+
+def test_evaluate_stated_scores_the_part_the_statement_names(tiny_model_files: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    make_video_set(tmp_path / "data")  # the statement names its data set relative to the data root, tmp_path
+    split = write_split(tmp_path / "split.json")
+    with Segmenter(tiny_model_files["onnx"]) as seg:
+        # report: the 50 odd val frames 601-699; select: seqA 300, 330, 360 and seqB 120, 150
+        for part, count in (("report", 50), ("select", 5)):
+            stated = {"split": {"file": str(split), "data": "data", "part": part}}
+            assert evaluate_stated(seg, stated, tmp_path)["images"] == count

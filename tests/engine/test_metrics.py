@@ -222,3 +222,35 @@ def test_rand_error_and_the_challenge_refuse_empty_masks_as_pixel_error_does() -
 def test_challenge_thresholds_must_be_numbers_in_the_unit_range(thresholds: object) -> None:
     with pytest.raises(ValueError, match=r"thresholds must be ascending values in \[0, 1\], got"):
         IsbiChallengeScorer(thresholds=thresholds)  # type: ignore[arg-type]
+
+
+def test_confusion_matrix_skips_an_ignore_index_inside_the_class_range() -> None:
+    # Own data may mark unlabelled pixels 0 with classes 0..1: the ignored pixels must not count as class 0.
+    pred, target = np.array([1, 0, 1]), np.array([0, 0, 1])
+    np.testing.assert_array_equal(confusion_matrix(pred, target, 2, ignore_index=0), [[0, 0], [0, 1]])
+
+
+def test_a_target_id_equal_to_num_classes_is_skipped_without_an_ignore_index() -> None:
+    # CamVid's void is 11 with 11 classes: the first id past the table is unlabelled, not an error.
+    np.testing.assert_array_equal(confusion_matrix(np.array([0, 1]), np.array([2, 1]), 2), [[0, 0], [0, 1]])
+
+
+def test_any_non_zero_value_is_foreground_in_the_binary_figures() -> None:
+    assert pixel_error(np.array([[-1, 0]]), np.array([[1, 0]])) == 0.0
+    assert dice(np.array([-1, 0]), np.array([1, 0])) == 1.0
+
+
+def test_the_challenge_sweeps_the_thresholds_0_to_1_in_tenths_by_default() -> None:
+    expected = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    assert IsbiChallengeScorer().thresholds == expected
+    scorer = IsbiChallengeScorer()
+    scorer.update(np.array([[0.9, 0.2]]), np.array([[1, 0]]))
+    assert [row["threshold"] for row in scorer.per_threshold()] == list(expected)
+
+
+def test_a_challenge_pixel_exactly_at_the_threshold_is_background() -> None:
+    # Foreground is probability > t: at t = 0.5 the 0.5 pixel is background, as in the truth, so nothing is wrong;
+    # counted as foreground it would be a false positive: TP 1, FP 1 -> F 2/3.
+    scorer = IsbiChallengeScorer(thresholds=(0.5,))
+    scorer.update(np.array([[0.5, 0.9]]), np.array([[0, 1]]))
+    assert scorer.scores().pixel_error == 0.0

@@ -253,3 +253,48 @@ def test_numpy_numbers_are_settings_too() -> None:
     probability = np.full((5, 5), 0.9, np.float32)
     probability[2, 2] = 0.1
     assert int(cleanup.apply(probability).sum()) == 25
+
+
+def test_the_watershed_cleanup_drops_seeds_smaller_than_its_min_seed_area() -> None:
+    probability = np.full((12, 12), 0.2, np.float32)
+    probability[2:9, 2:9] = 0.95
+    probability[10, 10] = 0.99  # a one-pixel seed: noise
+    cleanup = BinaryCleanup("watershed", seed_threshold=0.9, min_seed_area=4)
+    mask = cleanup.apply(probability)
+    assert mask[2:9, 2:9].all() and mask[10, 10] == 0 and mask.sum() == 49
+
+
+def test_lines_masks_fill_specks_as_fill_holes_does() -> None:
+    probability, _ = two_cells_with_a_gap()
+    probability[3, 3] = 0.1  # a speck inside the left cell
+    cleanup = BinaryCleanup("none", max_hole_area=2, lines_threshold=0.5)
+    assert cleanup.apply(probability)[3, 3] == 1
+    assert BinaryCleanup("none", lines_threshold=0.5).apply(probability)[3, 3] == 0
+
+
+def test_fill_holes_keeps_a_speck_of_exactly_max_area_pixels() -> None:
+    mask = np.ones((6, 6), np.uint8)
+    mask[2:4, 2:4] = 0  # 4 pixels: "smaller than max_area" fills it at 5, not at 4
+    assert np.array_equal(fill_holes(mask, 4), mask)
+    assert fill_holes(mask, 5).all()
+
+
+def test_fill_holes_keeps_specks_on_the_bottom_and_right_borders() -> None:
+    mask = np.ones((6, 6), np.uint8)
+    mask[5, 2] = 0  # bottom border
+    mask[2, 5] = 0  # right border
+    assert np.array_equal(fill_holes(mask, 5), mask)
+
+
+def test_fill_holes_keeps_a_one_pixel_diagonal_membrane() -> None:
+    # 8-connected, the diagonal is one piece touching the border; 4-connected it would be 1-pixel specks, filled.
+    mask = np.ones((8, 8), np.uint8)
+    mask[np.arange(8), np.arange(8)] = 0
+    assert np.array_equal(fill_holes(mask, 5), mask)
+
+
+def test_a_watershed_pixel_exactly_at_the_threshold_stays_background_even_inside_a_cell() -> None:
+    probability = np.full((5, 5), 0.95, np.float32)
+    probability[2, 2] = 0.5
+    mask = seeded_watershed(probability, threshold=0.5, seed_threshold=0.9, min_seed_area=1)
+    assert mask[2, 2] == 0 and mask.sum() == 24
