@@ -83,7 +83,7 @@ def test_special_values_equal_the_reference() -> None:
     scores[(picks >= 0.002) & (picks < 0.004)] = np.inf
     scores[(picks >= 0.004) & (picks < 0.006)] = -np.inf
     huge = scores.copy()
-    huge[:, :25] *= np.float32(1e37)  # blends of these overflow: never settled
+    huge[:, :25] *= np.float32(1e37)  # above the settled pass's magnitude limit (2^100): never settled
     check(huge, (123, 171))
     tiny = scores[:, :, :35] * np.float32(1e-39)  # subnormal values and leads
     check(np.ascontiguousarray(tiny), (77, 90))
