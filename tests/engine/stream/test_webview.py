@@ -72,11 +72,19 @@ class Viewer(threading.Thread):
                 self.frames.append(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))
 
 
-def _wait_for_viewers(sink: HttpViewSink, count: int) -> None:
+def _wait_until(condition: Callable[[], bool], poke: Callable[[], None] = lambda: None) -> bool:
+    """Whether ``condition`` comes true within ``HANG_S``; ``poke`` runs between checks."""
     end = time.monotonic() + HANG_S
-    while sink.viewers < count:
-        assert time.monotonic() < end, f"{sink.viewers} of {count} viewers connected in {HANG_S:g} s"
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        poke()
         time.sleep(0.01)
+    return True
+
+
+def _wait_for_viewers(sink: HttpViewSink, count: int) -> None:
+    assert _wait_until(lambda: sink.viewers >= count), f"{sink.viewers} of {count} viewers connected in {HANG_S:g} s"
 
 
 def test_several_viewers_get_the_frames(sink: HttpViewSink) -> None:
@@ -230,17 +238,6 @@ def test_connections_past_the_cap_get_503(monkeypatch: pytest.MonkeyPatch) -> No
             connection.close()
     finally:
         view.close()
-
-
-def _wait_until(condition: Callable[[], bool], poke: Callable[[], None] = lambda: None) -> bool:
-    """Whether ``condition`` comes true within ``HANG_S``; ``poke`` runs between checks."""
-    end = time.monotonic() + HANG_S
-    while not condition():
-        if time.monotonic() > end:
-            return False
-        poke()
-        time.sleep(0.01)
-    return True
 
 
 def test_closing_the_view_ends_every_viewers_stream() -> None:
