@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("torch")
 
 from unetrt.export.augment import AugmentConfig
-from unetrt.export.data import SegmentationDataset, camvid_split, isbi_split, random_crop
+from unetrt.export.data import SegmentationDataset, camvid_split, isbi_split, median_frequency_weights, random_crop
 
 
 @pytest.mark.parametrize("scale", [1, 2, 3])
@@ -84,3 +84,10 @@ def test_a_class_table_nested_too_deep_is_named(tmp_path: Path) -> None:
     (tmp_path / "classes.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ValueError, match=r"class table '.*classes\.json' nests its JSON deeper than can be read"):
         camvid_split(tmp_path)
+
+
+def test_median_frequency_weights_by_hand_over_the_present_classes() -> None:
+    # Present frequencies 0.2, 0.3, 0.5: median 0.3, so weights 0.3/0.2, 0.3/0.3, 0.3/0.5; the absent class gets 0
+    # and does not pull the median down to 0.25.
+    weights = median_frequency_weights(np.array([0.0, 0.2, 0.3, 0.5]))
+    np.testing.assert_allclose(weights, [0.0, 1.5, 1.0, 0.6], rtol=1e-12)

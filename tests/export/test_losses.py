@@ -239,3 +239,21 @@ def test_cldice_settings_the_model_cannot_have_are_refused_with_the_value() -> N
         SegmentationLoss("cldice-ce", binary=True, cldice_iterations=0)
     with pytest.raises(ValueError, match="--thin-class 3 is not one of the model's classes 0-2"):
         cldice_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long), False, thin_class=3)
+
+
+def test_binary_soft_dice_leaves_ignored_pixels_out() -> None:
+    # p = 1/2 on three pixels, targets 1, 0 and ignored: intersection 1/2, sum p = 1 (the ignored 1/2 left out),
+    # sum t = 1, so with s = 0: 1 - (2 * 0.5) / (1 + 1) = 0.5.
+    logits = torch.zeros(1, 1, 1, 3)
+    target = torch.tensor([[[1, 0, 7]]])
+    assert soft_dice_loss(logits, target, True, ignore_index=7, smooth=0.0).item() == pytest.approx(0.5, abs=1e-6)
+
+
+def test_cldice_leaves_ignored_pixels_out_of_the_predicted_skeleton() -> None:
+    # A perfect membrane, and rows 0-2 ignored where the model predicts membrane: nothing valid is wrong, so 0.
+    target = _membrane_target()
+    logits = torch.where(target == 0, -30.0, 30.0).float().unsqueeze(1)
+    target[0, :3, :] = 9
+    logits[0, 0, :3, :] = -30.0
+    assert cldice_loss(logits, target, True, thin_class=0, ignore_index=9, iterations=2).item() == pytest.approx(
+        0.0, abs=1e-6)

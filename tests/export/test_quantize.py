@@ -128,6 +128,9 @@ def test_unknown_method_and_empty_calibration(tiny_model_files: dict[str, Path],
 @pytest.mark.parametrize("metric, fp32, int8, passed", [
     ("mean_iou", 0.5642, 0.5550, True), ("mean_iou", 0.5642, 0.5500, False),
     ("challenge_pixel_error", 0.0507, 0.0550, True), ("challenge_pixel_error", 0.0507, 0.0600, False),
+    # Just either side of the limits: 0.9 and 1.1 points of mean IoU, 0.0045 and 0.0055 of pixel error.
+    ("mean_iou", 0.5642, 0.5552, True), ("mean_iou", 0.5642, 0.5532, False),
+    ("challenge_pixel_error", 0.0507, 0.0552, True), ("challenge_pixel_error", 0.0507, 0.0562, False),
 ])
 def test_accuracy_gate(metric: str, fp32: float, int8: float, passed: bool) -> None:
     limit = quantize.MAX_MEAN_IOU_LOSS if metric == "mean_iou" else quantize.MAX_PIXEL_ERROR_GAIN
@@ -213,3 +216,86 @@ def test_calibration_frames_can_be_restricted_to_stems(tmp_path: Path) -> None:
     assert [p.stem for p in picked] == ["00", "02", "04"]
     with pytest.raises(ValueError, match="calibration stems not in"):
         calibration_frames(tmp_path / "slices", 3, ["42"])
+
+
+def test_accuracy_gate_allows_a_loss_of_exactly_the_limit() -> None:
+    # "At most limit worse": 0.5 - 0.25 is exactly 0.25 in binary floating point.
+    assert AccuracyCheck("mean_iou", 0.5, 0.25, 0.25, "onnxruntime", {}, {}).passed
+    assert AccuracyCheck("challenge_pixel_error", 0.25, 0.5, 0.25, "onnxruntime", {}, {}).passed
+
+
+def _head_name(fp32: Path) -> str:
+    graph = onnx.load(str(fp32)).graph
+    outputs = {value.name for value in graph.output}
+    (head,) = [node.name for node in graph.node if outputs & set(node.output)]
+    return head
+
+
+def test_the_logit_head_itself_stays_fp32(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path) -> None:
+    # Found by name, not by its output: a quantized head would write to a QuantizeLinear in front of the output.
+    head = _head_name(tiny_model_files["onnx"])
+    model = onnx.load(str(tiny_int8_onnx))
+    producers = {out: node for node in model.graph.node for out in node.output}
+    initializers = {t.name for t in model.graph.initializer}
+    (node,) = [n for n in model.graph.node if n.name == head]
+    assert node.op_type == "Conv" and node.input[1] in initializers and node.input[1] not in producers
+    assert producers[model.graph.output[0].name] is node  # no QuantizeLinear/DequantizeLinear behind the logits
+    record = read_model_file(tiny_int8_onnx).quantization
+    assert record is not None and record["fp32_nodes"] == [head]
+
+
+def _weight_codes(path: Path) -> list[np.ndarray]:
+    model = onnx.load(str(path))
+    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return [initializers[n.input[0]] for n in model.graph.node
+            if n.op_type == "DequantizeLinear" and initializers.get(n.input[0]) is not None
+            and initializers[n.input[0]].dtype == np.int8 and initializers[n.input[0]].ndim == 4]
+
+
+def test_cpu_weights_use_7_bits_and_tensorrt_weights_8(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path,
+                                                      tmp_path: Path) -> None:
+    # reduce_range: symmetric int8 weights in [-64, 64] for the CPU file (vpmaddubsw saturation), [-127, 127] for
+    # TensorRT; each output channel's largest weight takes the end of the range.
+    cpu = _weight_codes(tiny_int8_onnx)
+    assert cpu and max(int(np.abs(w.astype(np.int32)).max()) for w in cpu) == 64
+    batches = [np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)]
+    trt = quantize_onnx(tiny_model_files["onnx"], tmp_path / "t.int8.onnx", batches, "minmax", "tensorrt")
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in _weight_codes(trt)) == 127
+
+
+def _input_scale(path: Path) -> float:
+    model = onnx.load(str(path))
+    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    (node,) = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "image"]
+    return float(initializers[node.input[1]])
+
+
+def test_every_calibration_batch_sets_the_ranges(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    # MinMax over both batches: the input spans [-3, 5], so the uint8 input scale is 8 / 255; the first batch
+    # alone ([0, 1]) would give 1 / 255.
+    first = np.random.default_rng(0).random((1, 3, 16, 16)).astype(np.float32)
+    first[0, 0, 0, :2] = (0.0, 1.0)
+    second = first.copy()
+    second[0, 1, 3, :2] = (-3.0, 5.0)
+    path = quantize_onnx(tiny_model_files["onnx"], tmp_path / "m.int8.onnx", [first, second], "minmax")
+    assert _input_scale(path) == pytest.approx(8 / 255, rel=1e-3)
+
+
+def test_percentile_calibration_clips_an_outlier_that_minmax_keeps(tiny_model_files: dict[str, Path],
+                                                                    tmp_path: Path) -> None:
+    # One input value of 1000 among about 200 000 standard normal ones: MinMax's input scale covers it (> 1000 / 255),
+    # the 99.999th percentile does not.
+    batch = np.random.default_rng(4).standard_normal((1, 3, 256, 256)).astype(np.float32)
+    batch[0, 0, 10, 10] = 1000.0
+    scales = {method: _input_scale(quantize_onnx(tiny_model_files["onnx"], tmp_path / f"{method}.int8.onnx",
+                                                 [batch], method)) for method in ("minmax", "percentile")}
+    assert scales["minmax"] > 1000 / 255 > 10 * scales["percentile"]
+
+
+def test_check_accuracy_holds_a_multiclass_model_to_one_point_of_mean_iou(
+        tiny_model_files: dict[str, Path], tiny_int8_onnx: Path, tmp_path: Path) -> None:
+    images, labels = _labelled_folder(tmp_path)
+    checks = quantize.check_accuracy(tiny_model_files["onnx"], tiny_int8_onnx, images, labels)
+    assert checks and checks[0].engine == "onnxruntime"
+    for check in checks:
+        assert check.metric == "mean_iou" and check.limit == quantize.MAX_MEAN_IOU_LOSS == 0.01

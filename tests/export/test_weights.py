@@ -127,3 +127,38 @@ def test_isbi_slice_membranes_between_cells_are_heavy(shared_data: Path) -> None
     membrane, cell = w[mask == 0], w[mask == 1]
     assert membrane.mean() > 3 * cell.mean()
     assert cell.max() == pytest.approx(cell.min())  # one class weight inside cells
+
+
+def test_border_term_scales_with_w0() -> None:
+    # The one-pixel gap of a 1x5 mask: d1 = d2 = 1, w_c(gap) = 5 / (2 * 1) = 2.5, border w0 exp(-4 / 50).
+    mask = np.array([[1, 1, 0, 1, 1]])
+    for w0 in (3.0, 25.0):
+        w = distance_weight_map(mask, binary=True, w0=w0, sigma=5)
+        assert w[0, 2] == pytest.approx(2.5 + w0 * math.exp(-4 / 50), rel=1e-5)
+
+
+def test_class_balance_counts_only_the_classes_present_and_not_the_ignored_one() -> None:
+    # Classes 0 and 2 of three, two pixels each: N / (K_present * n_c) = 4 / (2 * 2) = 1 everywhere.
+    np.testing.assert_allclose(class_balance_map(np.array([[0, 0, 2, 2]]), 3), [[1.0, 1.0, 1.0, 1.0]], rtol=1e-6)
+    # A one-class binary mask weighs 1, not 1/2.
+    np.testing.assert_allclose(class_balance_map(np.ones((2, 2), np.int64), 2), np.ones((2, 2)), rtol=1e-6)
+    # An ignore index inside the class range: 4 scored pixels (three 0, one 1): 4/6 and 2; the ignored one 0.
+    w = class_balance_map(np.array([[0, 0, 0, 1, 2]]), 3, ignore_index=2)
+    np.testing.assert_allclose(w, [[4 / 6, 4 / 6, 4 / 6, 2.0, 0.0]], rtol=1e-6)
+
+
+def test_border_term_reaches_the_far_object_up_to_the_tolerance() -> None:
+    # Cells at columns 0 and 18. Column 1 has d1 = 1, d2 = 17: the term 10 exp(-18^2 / 50) = 0.0153 is above the
+    # tolerance 1e-3 (reach = 5 sqrt(2 ln 1e4) = 21.5), so it must be there although column 1 lies 17 pixels from
+    # the second cell's box.
+    mask = np.zeros((1, 30), dtype=np.uint8)
+    mask[0, [0, 18]] = 1
+    w = distance_weight_map(mask, binary=True, class_weights=np.ones(2))
+    expected = 1 + 10 * math.exp(-(18**2) / 50)
+    assert w[0, 1] == pytest.approx(expected, rel=1e-5)
+    assert w[0, 9] == pytest.approx(expected, rel=1e-5)  # d1 = d2 = 9: the same sum
+
+
+def test_cells_touching_only_at_a_corner_are_two_objects() -> None:
+    # 4-connectivity: diagonal neighbours are separate cells (a one-pixel membrane crossing between them).
+    np.testing.assert_array_equal(label_objects(np.array([[1, 0], [0, 1]]), binary=True), [[1, 0], [0, 2]])
