@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unetrt.preprocessing import check_frame, frame_scale, frame_to_model_channels, normalize
+from unetrt.preprocessing import MAX_FRAME_SIDE, check_frame, frame_scale, frame_to_model_channels, normalize
 from unetrt.stream.sources import CorruptFrameError, check_stream_frame
 
 
@@ -55,6 +55,34 @@ def test_channel_conversion_for_the_model() -> None:
     assert np.array_equal(frame_to_model_channels(gray, 3), np.full((3, 4, 3), 7, np.uint16))
     bgr = np.zeros((3, 4, 3), np.float32)
     assert frame_to_model_channels(bgr, 3) is bgr and frame_to_model_channels(bgr, 1).shape == (3, 4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_frames_may_reach_both_ends_of_the_unit_range(dtype: type) -> None:
+    frame = np.zeros((4, 5), dtype)
+    frame[1, 2] = 1.0
+    assert check_frame(frame) is frame
+
+
+def test_the_longest_side_accepted_is_max_frame_side() -> None:
+    assert check_frame(np.zeros((1, MAX_FRAME_SIDE), np.uint8)).shape == (1, MAX_FRAME_SIDE)
+    with pytest.raises(ValueError, match=f"sides up to {MAX_FRAME_SIDE} px"):
+        check_frame(np.zeros((MAX_FRAME_SIDE + 1, 1), np.uint8))
+
+
+def test_gray_frames_repeat_into_colour_pixel_for_pixel() -> None:
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    colour = frame_to_model_channels(gray, 3)
+    assert colour.shape == (3, 4, 3) and all(np.array_equal(colour[..., c], gray) for c in range(3))
+
+
+@pytest.mark.parametrize(("color_order", "blue_first"), [("bgr", True), ("rgb", False)])
+def test_colour_to_gray_weighs_channels_in_the_frames_order(color_order: str, blue_first: bool) -> None:
+    """A pure blue frame: BT.601 gives it 0.114 * 255 ~ 29; read as red instead it would be 0.299 * 255 ~ 76."""
+    blue = np.zeros((2, 3, 3), np.uint8)
+    blue[..., 0 if blue_first else 2] = 255
+    gray = frame_to_model_channels(blue, 1, color_order)
+    assert gray.shape == (2, 3) and np.all(gray == 29)
 
 
 def test_stream_applies_the_same_rules() -> None:

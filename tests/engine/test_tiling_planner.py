@@ -57,7 +57,7 @@ def test_legal_tile_sizes_follow_geometry() -> None:
     ({"tile": 500}, "nearest legal sides: 496 or 512"),
     ({"tile": 512, "padding": "valid"}, "not legal for a 'valid'"),
     ({"tile": 64, "overlap": 64}, "overlap must be in"),
-    ({"tile": 64, "overlap": -2}, "overlap must be in"),
+    ({"tile": 64, "overlap": -2}, r"overlap must be in \[0, 64\) for output tiles of 64 px, got -2"),
     ({"tile": (64, 64, 64)}, "pair"),
     ({"tile": 64, "padding": "full"}, "padding must be"),
 ])
@@ -183,3 +183,31 @@ def test_axis_starts_take_axis_0_or_1() -> None:
     grid = plan_tiles((100, 64), 64, overlap=16)
     with pytest.raises(ValueError, match=r"axis must be 0 \(rows\) or 1 \(columns\), got 2"):
         grid.axis_starts(2)
+
+
+def test_a_last_tile_rounded_to_align_never_starts_past_its_slot() -> None:
+    """472 px, 256 px tiles, 40 px overlap (step 216, not a multiple of 16): the image's edge is exactly one step
+    on, so the regular slot already ends there; rounding its start up to 16 (224) must not move it past."""
+    grid = plan_tiles((472, 472), 256, overlap=40, align=16)
+    assert grid.shape == (2, 2) and grid.step == (216, 216) and grid.shift == (0, 0)
+    for axis in (0, 1):
+        assert grid.axis_starts(axis) == [0, 216]
+    assert grid.tile_origin(1, 1) == (216, 216)
+
+
+def test_overlap_pairs_apply_per_axis() -> None:
+    grid = plan_tiles((300, 200), 64, overlap=(16, 8))
+    assert grid.step == (48, 56) and grid.overlap == (16, 8)
+    assert grid.shape == (6, 4) and grid.axis_starts(0)[-1] + 64 == 300 and grid.axis_starts(1)[-1] + 64 == 200
+
+
+def test_an_image_exactly_one_tile_long_gets_the_one_tile_plan() -> None:
+    grid = plan_tiles((64, 64), 64, overlap=16)
+    assert grid.shape == (1, 1) and grid.step == (64, 64) and grid.shift == (0, 0) and grid.overlap == (0, 0)
+
+
+def test_tile_runs_keep_unshifted_last_columns_in_their_row_run() -> None:
+    grid = plan_tiles((100, 64), 32, depth=3)  # 4 x 2 tiles, only the last row shifted
+    assert grid.shape == (4, 2) and grid.shift == (28, 0)
+    jobs = [(0, tile) for tile in range(8)]
+    assert tile_runs(grid, jobs, regular=False) == [(0, 2, 0), (2, 2, 0), (4, 2, 0), (6, 2, 0)]
