@@ -34,9 +34,13 @@ def test_int8_path_and_even_picks() -> None:
         pick_evenly(items, 0)
 
 
-def _check_layout(path: Path, fp32: Path, activation_dtype: type, symmetric_activations: bool) -> None:
+def _load_with_initializers(path: Path) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     model = onnx.load(str(path))
-    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return model, {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def _check_layout(path: Path, fp32: Path, activation_dtype: type, symmetric_activations: bool) -> None:
+    model, initializers = _load_with_initializers(path)
     producers = {out: node for node in model.graph.node for out in node.output}
     outputs = {value.name for value in model.graph.output}
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
@@ -245,8 +249,7 @@ def test_the_logit_head_itself_stays_fp32(tiny_model_files: dict[str, Path], tin
 
 
 def _weight_codes(path: Path) -> list[np.ndarray]:
-    model = onnx.load(str(path))
-    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    model, initializers = _load_with_initializers(path)
     return [initializers[n.input[0]] for n in model.graph.node
             if n.op_type == "DequantizeLinear" and initializers.get(n.input[0]) is not None
             and initializers[n.input[0]].dtype == np.int8 and initializers[n.input[0]].ndim == 4]
@@ -264,8 +267,7 @@ def test_cpu_weights_use_7_bits_and_tensorrt_weights_8(tiny_model_files: dict[st
 
 
 def _input_scale(path: Path) -> float:
-    model = onnx.load(str(path))
-    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    model, initializers = _load_with_initializers(path)
     (node,) = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "image"]
     return float(initializers[node.input[1]])
 
