@@ -244,17 +244,18 @@ class OnnxRuntimeBackend:
             ValueError: on a side the network does not take, or after :meth:`close`.
             RuntimeError: outside :meth:`device_session`, or when the driver refuses to wait for ``stream``.
         """
-        if self._session is None:
+        session = self._session  # one read: close() on another thread may drop the attribute meanwhile
+        if session is None:
             raise ValueError("this backend is closed; open a new one")
         output_shape = self.output_shape(input_shape)
         if self._held.stream is None:
             raise RuntimeError("enqueue runs inside 'with backend.device_session():'")
         # ONNX Runtime runs on its own stream: wait for the caller's, where the input was queued.
         synchronize_stream(stream, "the network's input")
-        binding = self._session.io_binding()
+        binding = session.io_binding()
         binding.bind_input(self._input, "cuda", self._ordinal, np.float32, list(input_shape), input_ptr)
         binding.bind_output(self._output, "cuda", self._ordinal, np.float32, list(output_shape), output_ptr)
-        self._session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
 
     def close(self) -> None:
         """Drop the session and the stream; release the retained CUDA context (idempotent)."""

@@ -141,14 +141,17 @@ class TorchBackend:
         """Run the model on ``stream`` from and into device buffers, without a host synchronisation.
 
         Raises:
-            ValueError: on a side the network does not take.
+            ValueError: on a side the network does not take, or after :meth:`close`.
         """
+        model = self._model  # one read: close() on another thread may drop the attribute meanwhile
+        if model is None:
+            raise ValueError("this backend is closed; open a new one")
         torch = self._torch
         output_shape = self.output_shape(input_shape)
         with torch.inference_mode(), torch.cuda.stream(torch.cuda.ExternalStream(stream, device=self._device)):
             images = torch.as_tensor(DeviceArray(input_ptr, tuple(input_shape), self.input_dtype),
                                      device=self._device)
-            logits = self._model(images.contiguous(memory_format=self._memory_format))
+            logits = model(images.contiguous(memory_format=self._memory_format))
             out = torch.as_tensor(DeviceArray(output_ptr, output_shape, self.output_dtype), device=self._device)
             out.copy_(logits)
 

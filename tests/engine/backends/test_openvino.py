@@ -5,12 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from conftest import tiny_info
 
 from unetrt.backends import open_backend
-from unetrt.backends.openvino import MISSING_OPENVINO, OpenVinoBackend, openvino_available
+from unetrt.backends.openvino import MISSING_OPENVINO, OpenVinoBackend, openvino_available, require_openvino
 from unetrt.bundled import bundled_model_path
 from unetrt.model_file import SEVEN_BIT_WEIGHTS
 
@@ -53,8 +55,9 @@ def test_int8_qdq_model_runs_close_to_onnxruntime(tiny_int8_onnx: Path) -> None:
     assert (logits.argmax(1) == reference.argmax(1)).mean() > 0.9
 
 
-def _with_eight_bit_record(int8_onnx: Path, destination: Path) -> Path:
-    """The INT8 file as unet-export wrote it before its CPU weights were 7 bits: the same record without them."""
+def _with_eight_bit_record(int8_onnx: Path, destination: Path, drop: tuple[str, ...] = ()) -> Path:
+    """The INT8 file as unet-export wrote it before its CPU weights were 7 bits: the same record without them
+    (and without the entries in ``drop``)."""
     import json
 
     import onnx
@@ -64,6 +67,7 @@ def _with_eight_bit_record(int8_onnx: Path, destination: Path) -> Path:
         if prop.key == "unetrt.quantization":
             record = json.loads(prop.value)
             assert record["weights"] == SEVEN_BIT_WEIGHTS, record
+            record = {key: value for key, value in record.items() if key not in drop}
             prop.value = json.dumps({**record, "weights": "int8 symmetric per channel"})
     onnx.save(proto, str(destination))
     return destination
@@ -76,6 +80,9 @@ def test_eight_bit_weights_are_refused_where_int8_products_saturate(tiny_int8_on
     monkeypatch.setattr("unetrt.backends.openvino.int8_products_saturate", lambda: True)
     with pytest.raises(ValueError, match=r"8-bit INT8 weights, which OpenVINO saturates.*backend 'onnxruntime'"):
         OpenVinoBackend(old)
+    # A record without 'target' is a CPU one: quantization for TensorRT is the one that says so.
+    with pytest.raises(ValueError, match="8-bit INT8 weights"):
+        OpenVinoBackend(_with_eight_bit_record(tiny_int8_onnx, tmp_path / "untargeted.int8.onnx", drop=("target",)))
     with OpenVinoBackend(tiny_int8_onnx) as backend:  # 7-bit weights: safe on every CPU
         assert backend.precision == "int8"
     monkeypatch.setattr("unetrt.backends.openvino.int8_products_saturate", lambda: False)
@@ -106,6 +113,9 @@ def test_bf16_hint_where_the_cpu_has_it(tiny_model_files: dict[str, Path]) -> No
     batch = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)
     with OpenVinoBackend(tiny_model_files["onnx"], precision="bf16") as backend:
         logits = backend.infer(batch)
+        compiled = backend._requests[batch.shape][0].get_compiled_model()
+        assert backend.precision == "bf16"
+        assert compiled.get_property("INFERENCE_PRECISION_HINT") == require_openvino().Type.bf16
     reference = _ort_logits(tiny_model_files["onnx"], batch)
     assert (logits.argmax(1) == reference.argmax(1)).mean() > 0.9
 
@@ -118,7 +128,8 @@ def test_corrupt_file_is_one_value_error(content: bytes, message: str, tmp_path:
     broken.write_bytes(content)
     with pytest.raises(ValueError, match=message) as caught:
         OpenVinoBackend(broken)
-    assert "\n" not in str(caught.value)
+    # The last line of OpenVINO's nested report is the reason; the first ones name its source files.
+    assert "\n" not in str(caught.value) and "Exception from" not in str(caught.value)
 
 
 @requires_openvino
@@ -244,3 +255,152 @@ def test_each_result_is_the_callers_own_array_written_in_place(options: dict[str
         request = backend.profiled_request((1, 3, 32, 48))
         request.infer({0: second[:1]})
         np.testing.assert_array_equal(results[3], request.get_output_tensor(0).data)
+
+
+class _CompileSpy:
+    """The process's OpenVINO Core, recording the configuration of every compile, and optionally reporting other
+    optimisation capabilities (a CPU without BF16) than the host's."""
+
+    def __init__(self, core: Any, capabilities: list[str] | None = None) -> None:
+        self.core = core
+        self.capabilities = capabilities
+        self.configs: list[dict[str, Any]] = []
+
+    def compile_model(self, model: Any, device: str, config: dict[str, Any]) -> Any:
+        self.configs.append(dict(config))
+        return self.core.compile_model(model, device, config)
+
+    def get_property(self, device: str, name: str) -> Any:
+        if name == "OPTIMIZATION_CAPABILITIES" and self.capabilities is not None:
+            return self.capabilities
+        return self.core.get_property(device, name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.core, name)
+
+
+def _spy_on_compiles(monkeypatch: pytest.MonkeyPatch, capabilities: list[str] | None = None) -> _CompileSpy:
+    from unetrt.backends.openvino import shared_core
+
+    spy = _CompileSpy(shared_core(), capabilities)
+    monkeypatch.setattr("unetrt.backends.openvino.shared_core", lambda: spy)
+    return spy
+
+
+@requires_openvino
+def test_threads_precision_and_profiling_reach_every_compile(tiny_model_files: dict[str, Path],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = _spy_on_compiles(monkeypatch)
+    batch = np.zeros((2, 3, 16, 16), np.float32)
+    # 4 threads whatever the host's cores: two images take two lanes, which share the 4 threads out.
+    with OpenVinoBackend(tiny_model_files["onnx"], threads=4) as backend:
+        backend.infer(batch[:1])
+        backend.infer(batch)
+        backend.profiled_request((1, 3, 16, 16))
+    single, lanes, profiled = spy.configs
+    # Unpinned: pinned threads cannot step aside for the capture, writer and other processes of the machine.
+    assert single == {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_PRECISION_HINT": "f32",
+                      "ENABLE_CPU_PINNING": False, "INFERENCE_NUM_THREADS": 4}
+    assert lanes == {**single, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2", "INFERENCE_NUM_THREADS": 4}
+    assert profiled == {**single, "PERF_COUNT": True}
+
+
+@requires_openvino
+def test_bf16_is_refused_on_a_cpu_without_native_bf16(tiny_model_files: dict[str, Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    _spy_on_compiles(monkeypatch, ["FP32", "INT8"])  # an AVX2 CPU's capabilities
+    with pytest.raises(ValueError, match="precision 'bf16' asked, but this CPU has no native BF16"):
+        OpenVinoBackend(tiny_model_files["onnx"], precision="bf16")
+
+
+@requires_openvino
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_a_file_precision_other_than_the_files_is_refused(precision: str, tiny_model_files: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match=rf"tiny.onnx runs at fp32 on backend 'openvino', not '{precision}'"):
+        OpenVinoBackend(tiny_model_files["onnx"], precision=precision)
+
+
+@requires_openvino
+def test_close_drops_every_compiled_model(tiny_model_files: dict[str, Path]) -> None:
+    backend = OpenVinoBackend(tiny_model_files["onnx"], threads=2)
+    backend.infer(np.zeros((1, 3, 16, 16), np.float32))
+    backend.infer(np.zeros((2, 3, 16, 16), np.float32))
+    assert backend._requests and backend._lane_requests
+    backend.close()
+    assert not backend._requests and not backend._lane_requests
+
+
+def _described_onnx(path: Path, nodes: list[Any], outputs: dict[str, int]) -> Path:
+    """An ONNX graph of ``nodes`` from a 1 x 3 x 16 x 16 float input 'image' to ``outputs`` (name: ONNX element
+    type, each 1 x 3 x 16 x 16), described as the tiny model."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from unetrt.model_file import write_onnx_description
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info(name, kind, [1, 3, 16, 16])
+                               for name, kind in outputs.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    write_onnx_description(model, tiny_info())
+    onnx.save(model, str(path))
+    return path
+
+
+@requires_openvino
+def test_a_model_of_two_outputs_is_refused(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    path = _described_onnx(tmp_path / "two.onnx", [helper.make_node("Relu", ["image"], ["logits"]),
+                                                    helper.make_node("Neg", ["image"], ["extra"])],
+                           {"logits": TensorProto.FLOAT, "extra": TensorProto.FLOAT})
+    with pytest.raises(ValueError, match="has 1 inputs and 2 outputs; a unetrt U-Net has one of each"):
+        OpenVinoBackend(path)
+
+
+@requires_openvino
+def test_float16_logits_come_back_as_float32(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    path = _described_onnx(tmp_path / "half.onnx", [helper.make_node("Relu", ["image"], ["positive"]),
+                                                     helper.make_node("Cast", ["positive"], ["logits"],
+                                                                      to=TensorProto.FLOAT16)],
+                           {"logits": TensorProto.FLOAT16})
+    # Multiples of 1/8 below 4: exact in float16, so the logits are max(batch, 0) exactly.
+    batch = np.random.default_rng(6).integers(-32, 32, (1, 3, 16, 16)).astype(np.float32) / 8
+    with OpenVinoBackend(path) as backend:
+        logits = backend.infer(batch)
+    assert logits.dtype == np.float32
+    np.testing.assert_array_equal(logits, np.maximum(batch, 0))
+
+
+class _LaneRequest:
+    """An infer request of a lane that counts its waits, and whose wait fails when asked to (an inference error)."""
+
+    def __init__(self, fails: bool) -> None:
+        self.fails = fails
+        self.waits = 0
+
+    def set_output_tensor(self, index: int, tensor: Any) -> None:
+        pass
+
+    def start_async(self, inputs: dict[int, np.ndarray], share_inputs: bool) -> None:
+        pass
+
+    def wait(self) -> None:
+        self.waits += 1
+        if self.fails:
+            raise RuntimeError("inference failed")
+
+
+@requires_openvino
+def test_a_failed_lane_leaves_no_request_running_after_the_call(tiny_model_files: dict[str, Path],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # The requests read the caller's batch and write the result in place: the other lane's must be waited for
+    # before the error reaches the caller, who may then free or reuse the batch.
+    failing, running = _LaneRequest(fails=True), _LaneRequest(fails=False)
+    with OpenVinoBackend(tiny_model_files["onnx"], threads=2) as backend:
+        monkeypatch.setattr(backend, "_lane_requests_for", lambda shape, count: ([failing, running], (1, 3, 16, 16)))
+        with pytest.raises(RuntimeError, match="inference failed"):
+            backend.infer(np.zeros((2, 3, 16, 16), np.float32))
+    assert failing.waits == 1 and running.waits == 1
