@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -7,7 +8,16 @@ import cv2
 import numpy as np
 import pytest
 
-from unetrt.datasets import find_class_table, list_images, paired_files, read_class_table, read_image, read_label
+from unetrt.datasets import (
+    ClassTable,
+    check_label_ids,
+    find_class_table,
+    list_images,
+    paired_files,
+    read_class_table,
+    read_image,
+    read_label,
+)
 
 
 def write(folder: Path, names: list[str], value: int = 0) -> None:
@@ -81,3 +91,41 @@ def test_a_class_table_that_cannot_be_read_is_named(tmp_path: Path, content: byt
     (tmp_path / "classes.json").write_bytes(content)
     with pytest.raises(ValueError, match=f"class table '.*classes.json' {message}"):
         read_class_table(tmp_path / "classes.json")
+
+
+def test_a_binary_mask_splits_at_half_grey(tmp_path: Path) -> None:
+    # Anti-aliased mask edges: grey up to 127 is background, from 128 foreground.
+    cv2.imwrite(str(tmp_path / "m.png"), np.array([[0, 127, 128, 255]], np.uint8))
+    assert read_label(tmp_path / "m.png", binary=True).tolist() == [[0, 0, 1, 1]]
+
+
+def test_a_16_bit_label_is_refused_with_its_dtype(tmp_path: Path) -> None:
+    # Ids above 255 would wrap around if cast to the uint8 the training and metrics use.
+    cv2.imwrite(str(tmp_path / "deep.png"), np.array([[0, 300]], np.uint16))
+    with pytest.raises(ValueError, match="has dtype uint16; expected uint8 class ids"):
+        read_label(tmp_path / "deep.png", binary=False)
+
+
+def test_label_ids_are_checked_against_the_table_and_its_ignore_index() -> None:
+    # The last class (2) and the ignore index (255) are allowed; 3 and 7 are not.
+    check_label_ids(np.array([[0, 1, 2, 255]], np.uint8), "ok.png", 3, 255)
+    bad = np.array([[0, 2, 3, 3, 7, 255]], np.uint8)
+    with pytest.raises(ValueError, match=r"'bad.png' holds class ids 3, 7 \(3 pixels\) outside the class table "
+                                         r"\(0..2 and ignore_index 255\)"):
+        check_label_ids(bad, "bad.png", 3, 255)
+
+
+def test_class_table_orders_classes_by_id_and_leaves_out_the_ignored_one(tmp_path: Path) -> None:
+    classes = [{"id": 1, "name": "road", "color": [1, 2, 3]}, {"id": 255, "name": "void", "color": [0, 0, 0]},
+               {"id": 0, "name": "sky", "color": [4, 5, 6]}]
+    (tmp_path / "classes.json").write_text(json.dumps({"ignore_index": 255, "classes": classes}))
+    table = read_class_table(tmp_path / "classes.json")
+    assert table == ClassTable(("sky", "road"), ((4, 5, 6), (1, 2, 3)), 255)
+    (tmp_path / "classes.json").write_text(json.dumps({"ignore_index": 256, "classes": classes}))
+    with pytest.raises(ValueError, match="must be a label id from 0 to 255 or absent, got 256"):
+        read_class_table(tmp_path / "classes.json")
+
+
+def test_image_suffixes_match_in_any_case(tmp_path: Path) -> None:
+    write(tmp_path / "img", ["a.PNG", "b.JPG"])
+    assert [p.name for p in list_images(tmp_path / "img")] == ["a.PNG", "b.JPG"]

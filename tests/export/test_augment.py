@@ -140,3 +140,82 @@ def test_a_label_at_twice_the_size_is_not_the_image_size_label_upsampled_when_zo
     # Halved, the pole is one fine pixel wide: the 2x label keeps it in every row, as half a coarse pixel.
     assert (out_fine == 1).sum(axis=1).min() >= 1
     assert (out_fine == 1).sum() < 2 * 2 * (out_label == 1).sum() or (out_label == 1).sum() == 0
+
+
+def test_hflip_mirrors_left_right_vflip_top_bottom_each_half_the_time() -> None:
+    image, label, _ = _sample(32, 48)
+    for name, mirrored in (("hflip", label[:, ::-1]), ("vflip", label[::-1])):
+        outcomes = []
+        for seed in range(20):
+            out = augment(image, label, None, AugmentConfig((name,)), np.random.default_rng(seed))[1]
+            assert np.array_equal(out, label) or np.array_equal(out, mirrored), name
+            outcomes.append(np.array_equal(out, mirrored))
+        # a coin per sample: 20 draws give both sides
+        assert 0 < sum(outcomes) < 20, name
+
+
+def test_rot90_turns_a_square_sample_by_every_quarter() -> None:
+    image, label, _ = _sample()
+    turns = set()
+    for seed in range(20):
+        out = augment(image, label, None, AugmentConfig(("rot90",)), np.random.default_rng(seed))[1]
+        turns |= {k for k in range(4) if np.array_equal(out, np.rot90(label, k))}
+    assert turns == {0, 1, 2, 3}
+
+
+def test_a_zoom_in_shifts_far_enough_to_show_every_border() -> None:
+    # Zoomed in 2x without --shift, a 32x64 sample shows half its width; the shift grows to a quarter of each side
+    # so the left-most columns (class 1) come into view on some draws. A non-square sample tells the sides apart.
+    label = np.zeros((32, 64), np.uint8)
+    label[:, :4] = 1
+    config = AugmentConfig(("scale",), zoom=(2.0, 2.0), shift=0.0)
+    seen = [(augment(label * 60, label, None, config, np.random.default_rng(seed), 9)[1] == 1).any()
+            for seed in range(40)]
+    assert any(seen)
+
+
+def test_zoom_factors_are_log_uniform() -> None:
+    # Log-uniform on [0.5, 2], the median zoom is 1: the median area of an 8x8 square is its own 64 px (sampled to
+    # the nearest pixel). Uniform on [0.5, 2] would have a median of 1.25 and an area near 1.25**2 * 64 = 100.
+    label = np.zeros((32, 32), np.uint8)
+    label[12:20, 12:20] = 1
+    config = AugmentConfig(("scale",), zoom=(0.5, 2.0), shift=0.0)
+    areas = [int((augment(label * 60, label, None, config, np.random.default_rng(seed), 9)[1] == 1).sum())
+             for seed in range(101)]
+    assert 48 < np.median(areas) < 90
+
+
+@pytest.mark.parametrize("names", [("scale",), ("elastic",), ("scale", "elastic")])
+def test_resampled_labels_hold_only_their_own_ids(names: tuple[str, ...]) -> None:
+    # Labels are resampled by nearest neighbour: between classes 0 and 2 no pixel may become 1.
+    image, label, _ = _sample(64, 64)
+    label = label // 2 * 2
+    config = AugmentConfig(names, scale=0.3, shift=0.1, elastic_sigma=6)
+    for seed in range(4):
+        out = augment(image, label, None, config, np.random.default_rng(seed), ignore_index=255)[1]
+        assert set(np.unique(out)) <= {0, 2, 255}, (names, seed)
+
+
+def test_jitter_saturates_instead_of_wrapping_around() -> None:
+    # 250 * (1 + 0.2) + 20 is past 255: it must stay white, never wrap to a dark value; the darkest result is
+    # 250 * 0.8 - 20 = 180.
+    image = np.full((8, 8), 250, np.uint8)
+    label = np.zeros((8, 8), np.uint8)
+    for seed in range(20):
+        out = augment(image, label, None, AugmentConfig(("jitter",)), np.random.default_rng(seed))[0]
+        assert out.min() >= 180, seed
+
+
+def test_a_scale_of_one_or_more_is_refused() -> None:
+    # A zoom range of [1 - 1, 1 + 1] would draw zoom 0 and divide by it.
+    with pytest.raises(ValueError, match=r"need 0 <= scale < 1, .*, got 1\.0, "):
+        AugmentConfig(("scale",), scale=1.0)
+
+
+def test_a_zoom_of_one_leaves_a_label_at_twice_the_size_untouched() -> None:
+    # Zoom 1 without a shift is the identity: every fine pixel centre must map back onto itself, so even a label
+    # of random ids (no edge to hide a half-pixel shift) comes out unchanged.
+    fine = np.random.default_rng(0).integers(0, 5, (64, 48)).astype(np.uint8)
+    config = AugmentConfig(("scale",), zoom=(1.0, 1.0), shift=0.0)
+    out = augment(np.zeros((32, 24), np.uint8), fine, None, config, np.random.default_rng(0))[1]
+    np.testing.assert_array_equal(out, fine)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import errno
+import itertools
 import json
 import math
 import shlex
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -86,6 +89,10 @@ def test_weighted_loss_elastic_crops_write_logs_curves_and_checkpoints(isbi_root
     assert summary["monitor"] == "challenge_rand_error" and summary["world_size"] == 1
     best = load_checkpoint(out / "best.pt")
     assert best["info"]["name"] == "isbi" and "challenge_rand_error" in best["val_metrics"]
+    # --monitor metric on a binary model: best.pt is the epoch of the lowest challenge Rand error
+    rand_errors = [float(row["challenge_rand_error"]) for row in rows]
+    assert best["epoch"] == summary["best_epoch"] == 1 + int(np.argmin(rand_errors))
+    assert summary["samples"] == {"train": 4, "select": 2}  # --val-slices 4-5 of slices 0-5
 
 
 def test_monitor_cleanup_selects_on_the_cleaned_masks_rand_error(isbi_root: Path, tmp_path: Path) -> None:
@@ -205,6 +212,8 @@ def test_label_scale_trains_and_scores_on_the_finer_labels(tmp_path: Path) -> No
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert all(math.isfinite(float(row["train_loss"])) and 0 <= float(row["mean_iou"]) <= 1 for row in rows)
     assert json.loads((out / "command.json").read_text())["args"]["label_scale"] == 2
+    # --monitor metric on a multi-class model: best.pt is the epoch of the highest mean IoU
+    assert load_checkpoint(out / "best.pt")["epoch"] == 1 + int(np.argmax([float(row["mean_iou"]) for row in rows]))
 
 
 def test_logits_reach_the_finer_labels_as_the_runtime_resizes_them() -> None:
@@ -266,6 +275,8 @@ def test_bundled_camvid_command_keeps_its_defaults() -> None:
     (["--max-minutes", "-1"], "--max-minutes must be a positive number of minutes, got -1"),
     (["--max-minutes", "nan"], "--max-minutes must be a positive number of minutes"),
     (["--dropout", "0,0"], "--dropout gives 2 rates for --depth 3; give one per level"),
+    # --patience 0 stopped after the first epoch whatever it scored.
+    (["--patience", "0"], "--patience must be at least 1"),
 ])
 def test_bad_options_exit_2_with_one_line(isbi_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           extra: list[str], message: str) -> None:
@@ -419,10 +430,19 @@ def test_ema_weights_are_validated_and_saved(isbi_root: Path, tmp_path: Path) ->
     moved = [k for k in last["model"] if "running" not in k and "num_batches" not in k
              and not torch.equal(last["ema"][k], last["model"][k])]
     assert moved, "the average must differ from the current weights after steps of training"
+    # moved after each of 2 epochs' 2 steps; the batch-norm statistics are taken as they are, not averaged
+    assert last["ema_updates"] == 4
+    for key in (k for k in last["model"] if "running" in k):
+        torch.testing.assert_close(last["ema"][key], last["model"][key], msg=key)
     out2 = tmp_path / "resumed"
     assert main(_isbi_args(isbi_root, out2, "--epochs", "1", "--max-steps", "1", "--ema", "0.5")) == 0
+    # the average is the model validated and kept: best.pt of the only epoch holds its weights
+    best, average = load_checkpoint(out2 / "best.pt")["model"], load_checkpoint(out2 / "last.pt")["ema"]
+    assert all(torch.equal(best[key], value) for key, value in average.items())
     assert main(_isbi_args(isbi_root, out2, "--epochs", "2", "--max-steps", "1", "--ema", "0.5",
                            "--resume", str(out2 / "last.pt"))) == 0
+    # one step in each of the 2 epochs (--max-steps 1 of 2 batches), the count carried across the resume
+    assert load_checkpoint(out2 / "last.pt")["ema_updates"] == 2
     assert main(_isbi_args(isbi_root, tmp_path / "bad", "--epochs", "1", "--ema", "1.5")) == 2
 
 
@@ -475,3 +495,120 @@ def test_weight_average_warms_up_from_random_weights() -> None:
     resumed = WeightAverage(trained, 0.995, updates=10**6)
     resumed.update(start)
     assert resumed.model.weight.item() == pytest.approx(0.995)
+
+
+def test_a_resumed_run_trains_on_as_the_uninterrupted_one(isbi_root: Path, tmp_path: Path) -> None:
+    # One training slice (1-5 are held out) and no augmentation: every epoch is the same single step, so a
+    # resumed run reproduces the uninterrupted one only if it restored Adam's moments, the cosine schedule, the
+    # weight average and its warm-up count. The single slice is also smaller than a batch (2) and must still train.
+    common = ("--val-slices", "1-5", "--augment", "none", "--lr-schedule", "cosine", "--ema", "0.9", "--epochs", "3")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(_isbi_args(isbi_root, straight, *common)) == 0
+    # a 0.6 ms budget: the first leg stops after epoch 1
+    assert main(_isbi_args(isbi_root, resumed, *common, "--max-minutes", "1e-5")) == 0
+    assert json.loads((resumed / "run.json").read_text())["epochs_run"] == 1
+    assert main(_isbi_args(isbi_root, resumed, *common, "--resume", str(resumed / "last.pt"))) == 0
+    rows = {run.name: json.loads((run / "history.json").read_text()) for run in (straight, resumed)}
+    # cosine from 1e-3 to 1e-3 / 100 over 3 epochs, epoch e at 1e-5 + (1e-3 - 1e-5) * (1 + cos(pi * (e - 1) / 3)) / 2:
+    # 1e-3, 7.525e-4, 2.575e-4
+    for name, history in rows.items():
+        assert [row["lr"] for row in history] == pytest.approx([1e-3, 7.525e-4, 2.575e-4], rel=1e-6), name
+    assert [row["val_loss"] for row in rows["resumed"]] == pytest.approx([row["val_loss"] for row in rows["straight"]],
+                                                                         rel=1e-5)
+    want, have = load_checkpoint(straight / "last.pt"), load_checkpoint(resumed / "last.pt")
+    assert want["ema_updates"] == have["ema_updates"] == 3  # one step an epoch
+    for part in ("model", "ema"):
+        for key, value in want[part].items():
+            torch.testing.assert_close(have[part][key], value, msg=f"{part} {key}")
+    # --monitor loss: best.pt is the epoch of the lowest validation loss, and run.json says so
+    best_epoch = 1 + int(np.argmin([row["val_loss"] for row in rows["resumed"]]))
+    assert load_checkpoint(resumed / "best.pt")["epoch"] == best_epoch
+    assert json.loads((resumed / "run.json").read_text())["best_epoch"] == best_epoch
+
+
+def test_patience_stops_on_the_epoch_it_runs_out_across_a_resume(isbi_root: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # Without batch norm, steps of 1e-30 leave every weight as it was: the validation loss is exactly the same
+    # every epoch, so epoch 1 is the best and every later one is stale.
+    out = tmp_path / "run"
+    flat = ("--no-batch-norm", "--lr", "1e-30", "--max-steps", "1", "--patience", "2")
+    assert main(_isbi_args(isbi_root, out, *flat, "--epochs", "2")) == 0  # one stale epoch so far
+    capsys.readouterr()
+    assert main(_isbi_args(isbi_root, out, *flat, "--epochs", "10", "--resume", str(out / "last.pt"))) == 0
+    summary = json.loads((out / "run.json").read_text())
+    # epoch 3 is the second stale epoch in a row: the run stops after it
+    assert summary["epochs_run"] == 3 and summary["best_epoch"] == 1
+    assert load_checkpoint(out / "best.pt")["epoch"] == 1
+    assert "has not improved for 2 epochs" in capsys.readouterr().out
+
+
+def test_plateau_halves_the_rate_after_half_the_patience_in_stale_epochs() -> None:
+    from unetrt.export.train import _scheduler
+
+    args = build_parser().parse_args(["--dataset", "isbi", "--data", "x", "--lr-schedule", "plateau",
+                                      "--patience", "4"])
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=args.lr)
+    scheduler = _scheduler(optimizer, args)
+    rates = []
+    for _ in range(5):
+        rates.append(optimizer.param_groups[0]["lr"])
+        scheduler.step(1.0)
+    # the first score is the best; stale epochs 2, 3 and 4 are more than 4 // 2, so epoch 5 runs at half the rate
+    assert rates == [1e-3] * 4 + [5e-4]
+
+
+def test_time_budget_is_minutes_of_training(isbi_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A clock that advances 10 s a reading: the run reads it once at its start and three times an epoch (start,
+    # duration, budget), so the budget check after epoch e sees 30 * e s.
+    ticks = itertools.count(0.0, 10.0)
+    monkeypatch.setattr("unetrt.export.train.time", SimpleNamespace(perf_counter=lambda: next(ticks)))
+    out = tmp_path / "run"
+    assert main(_isbi_args(isbi_root, out, "--epochs", "5", "--max-steps", "1", "--max-minutes", "1")) == 0
+    # 30 s and 60 s are within the minute, 90 s is past it: the third epoch is the last
+    assert json.loads((out / "run.json").read_text())["epochs_run"] == 3
+
+
+def test_threads_sets_torchs_cpu_threads(isbi_root: Path, tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(_isbi_args(isbi_root, tmp_path / "run", "--epochs", "1", "--max-steps", "1",
+                               "--threads", "1")) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+                    reason="this CPU has no native bfloat16")
+def test_amp_on_trains_in_bfloat16(isbi_root: Path, tmp_path: Path) -> None:
+    # Same seed and data: only the precision of the step differs, and bfloat16 rounds the activations.
+    digests = {}
+    for amp in ("on", "off"):
+        assert main(_isbi_args(isbi_root, tmp_path / amp, "--epochs", "1", "--max-steps", "1", "--amp", amp)) == 0
+        digests[amp] = weights_digest(load_model(tmp_path / amp / "last.pt")[0])
+    assert digests["on"] != digests["off"]
+
+
+def test_targets_are_cropped_to_the_centre_the_valid_output_covers() -> None:
+    from unetrt.export.train import _fit_to_output
+
+    targets = torch.arange(36).view(1, 6, 6)
+    (fitted,) = _fit_to_output(torch.zeros(1, 2, 2, 2), targets)
+    # 2x2 logits of a 6x6 input lose 2 pixels on every side: they cover rows and columns 2-3 (6 * row + column)
+    assert fitted.tolist() == [[[14, 15], [20, 21]]]
+
+
+def test_train_loss_is_the_mean_per_sample_as_the_validation_loss(tmp_path: Path) -> None:
+    # Frozen weights (no batch norm, steps of 1e-30) and a val/ that is a copy of train/: the epoch's training loss
+    # is the validation loss of the same samples. Unweighted CE over equal-size images averages the same however
+    # the shuffled batches group them.
+    data = make_camvid(tmp_path / "camvid")
+    for part in ("", "annot"):
+        shutil.rmtree(data / f"val{part}")
+        shutil.copytree(data / f"train{part}", data / f"val{part}")
+    out = tmp_path / "run"
+    assert main(["--dataset", "camvid", "--data", str(data), "--out", str(out), *TINY, "--epochs", "1",
+                 "--no-batch-norm", "--lr", "1e-30", "--augment", "none", "--class-weights", "none"]) == 0
+    (row,) = json.loads((out / "history.json").read_text())
+    assert row["train_loss"] == pytest.approx(row["val_loss"], rel=1e-5)

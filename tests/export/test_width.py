@@ -140,3 +140,33 @@ def test_narrowing_refuses_a_wider_target_or_another_family() -> None:
         narrow_unet(wide, UNet(3, 4, base=16, depth=3, dropout=(0.0,) * 3))
     with pytest.raises(ValueError, match="differ in layers"):
         narrow_unet(wide, UNet(3, 4, base=4, depth=3, dropout=(0.0,) * 3, batch_norm=True))
+
+
+def test_noise_goes_only_onto_the_repeated_channels() -> None:
+    narrow = UNet(1, 2, base=4, depth=2, dropout=(0.0, 0.0))
+    wide = widen_unet(narrow, UNet(1, 2, base=6, depth=2, dropout=(0.0, 0.0)), noise=0.01)
+    # The narrow network's own filters stay exact; only the copies drift apart.
+    torch.testing.assert_close(wide.encoder[0][0].weight[:4], narrow.encoder[0][0].weight, atol=0.0, rtol=0.0)
+
+
+def test_widening_to_the_same_width_is_a_copy() -> None:
+    narrow = _trained_like(UNet(3, 4, base=4, depth=3, batch_norm=True, dropout=(0.0,) * 3), seed=7)
+    same = widen_unet(narrow, UNet(3, 4, base=4, depth=3, batch_norm=True, dropout=(0.0,) * 3))
+    for (name, want), have in zip(narrow.state_dict().items(), same.state_dict().values(), strict=True):
+        torch.testing.assert_close(have, want, msg=name)
+
+
+def test_widening_refuses_another_padding() -> None:
+    # 'valid' convolutions would take the 'same' network's weights without an error and compute another function.
+    narrow = UNet(3, 4, base=4, depth=3, padding="same", dropout=(0.0,) * 3)
+    with pytest.raises(ValueError, match="one depth and padding, got 3/'same' and 3/'valid'"):
+        widen_unet(narrow, UNet(3, 4, base=8, depth=3, padding="valid", dropout=(0.0,) * 3))
+
+
+def test_channel_scores_count_negative_elu_outputs() -> None:
+    block = UNet(3, 2, base=2, depth=2, activation="elu", batch_norm=True, dropout=(0.0, 0.0)).encoder[0]
+    with torch.no_grad():
+        block[1].weight.copy_(torch.tensor([0.0, 0.0]))
+        # a channel ELU holds at elu(-40) = -1 carries as much as one held at +1: dropping either shifts the next layer
+        block[1].bias.copy_(torch.tensor([-40.0, 1.0]))
+    torch.testing.assert_close(channel_scores(block[0], block[2], block[1]), torch.tensor([1.0, 1.0]))
