@@ -51,6 +51,8 @@ from .model import UNet
 
 OPSET = 17
 TOLERANCE = 1e-4
+DEFAULT_CALIBRATION_COUNT = 32  # frames; --calibration-count's help says when fewer do
+DEFAULT_INT8_TARGET = "cpu"
 # The FP16 graph must pick the FP32 graph's class on at least this share of pixels of the check batch.
 FP16_MIN_AGREEMENT = 0.99
 
@@ -144,13 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      "--check-labels)")
     add_aliases(int8, ["--int8"], "int8", action="store_true")
     int8.add_argument("--calibration", metavar="DIR", help="folder of real frames to calibrate on")
-    int8.add_argument("--calibration-count", type=int, default=32, metavar="N",
+    int8.add_argument("--calibration-count", type=int, default=None, metavar="N",
                       help="frames taken evenly from the folder (default 32; about 2 million network pixels in "
                            "all is enough: 8 for 512x512 frames, whose histograms take ~300 MB each)")
     int8.add_argument("--calibration-stems", type=parse_stems, default=None,
                       help="calibrate only on these file stems, e.g. 00-19 (keeps held-out frames unseen)")
     int8.add_argument("--calibration-method", default=None, help="percentile (default), entropy or minmax")
-    int8.add_argument("--int8-target", default="cpu",
+    int8.add_argument("--int8-target", default=None,
                       help="cpu (default: uint8 activations, for OpenVINO and ONNX Runtime) or tensorrt (symmetric "
                            "int8 activations, for unet-build --precision int8)")
     int8.add_argument("--check-images", metavar="DIR",
@@ -183,9 +185,13 @@ def parse_export_precisions(text: str) -> tuple[str, ...]:
 
 
 def _apply_precisions(args: argparse.Namespace) -> None:
-    """``--precision`` sets the same switches as the older ``--fp16`` and ``--int8``."""
+    """``--precision`` sets the same switches as the older ``--fp16`` and ``--int8``. The INT8 options take their
+    defaults only with INT8, so that one given without it is refused rather than ignored."""
     args.fp16 = bool(getattr(args, "fp16", False)) or "fp16" in args.precision
     args.int8 = bool(getattr(args, "int8", False)) or "int8" in args.precision
+    if args.int8:
+        args.calibration_count = DEFAULT_CALIBRATION_COUNT if args.calibration_count is None else args.calibration_count
+        args.int8_target = args.int8_target or DEFAULT_INT8_TARGET
 
 
 def export_int8(output: Path, args: argparse.Namespace) -> tuple[Path, str]:
@@ -235,7 +241,8 @@ def _check_int8_arguments(args: argparse.Namespace) -> None:
         FileNotFoundError: when a folder does not exist.
     """
     if not args.int8:
-        options = ("calibration", "calibration_stems", "check_images", "check_labels")
+        options = ("calibration", "calibration_count", "calibration_stems", "calibration_method", "int8_target",
+                   "check_images", "check_labels", "check_stems")
         given = [f"--{name.replace('_', '-')}" for name in options if getattr(args, name) is not None]
         if given:
             raise ValueError(f"{', '.join(given)} only apply with --precision int8")

@@ -688,8 +688,12 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
         ema.model.load_state_dict(state["ema"])
     # The averaged weights are the ones validated, selected and shipped.
     evaluated = model if ema is None else ema.model
-    # After the weights exist: different augmentation draws per rank, the same start weights everywhere.
+    # After the weights exist: different augmentation draws per rank, the same start weights everywhere. A resumed
+    # run of one process continues the saved CPU draws (shuffling, augmentation, dropout on the CPU), so that it
+    # trains on as the uninterrupted run would; last.pt holds rank 0's state alone, so distributed ranks reseed.
     torch.manual_seed(args.seed + 1000 * context.rank + int(state["epoch"]))
+    if state.get("torch_rng") is not None and not context.distributed:
+        torch.set_rng_state(state["torch_rng"])
     ddp_model = wrap_model(model, context)
 
     sampler: DistributedSampler[Any] | None = None
@@ -851,7 +855,8 @@ def _undo_prior_correction(path: Path, model: torch.nn.Module, info: ModelInfo) 
 
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
             scaler: torch.amp.GradScaler | None, info: ModelInfo) -> dict[str, Any]:
-    """Load weights and training state from a ``last.pt``; returns epoch, best, stale and history.
+    """Load weights and training state from a ``last.pt``; returns epoch, best, stale, history, the weight average
+    with its update count, and the random state the run was saved with.
 
     Raises:
         ValueError: when the checkpoint lacks training state or describes another architecture.
@@ -867,14 +872,18 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     model.load_state_dict(data["model"])
     optimizer.load_state_dict(data["optimizer"])
     if scheduler is not None and data.get("scheduler") is not None:
+        # Loading puts back the saved cycle's length, and a cosine schedule run past it climbs back up.
+        saved_length, length = data["scheduler"].get("T_max"), getattr(scheduler, "T_max", None)
+        if None not in (saved_length, length) and saved_length != length:
+            raise ValueError(f"cannot resume {str(path)!r} with --epochs {length}: its cosine schedule runs over "
+                             f"{saved_length} epochs; resume with --epochs {saved_length}, or start a new cycle "
+                             f"from its weights with --init {str(path)!r}")
         scheduler.load_state_dict(data["scheduler"])
     if scaler is not None and data.get("scaler") is not None:
         scaler.load_state_dict(data["scaler"])
-    if data.get("torch_rng") is not None:
-        torch.set_rng_state(data["torch_rng"])
     return {"epoch": int(data["epoch"]), "best": float(data.get("best", math.inf)),
             "stale": int(data.get("stale", 0)), "history": list(data.get("history", [])), "ema": data.get("ema"),
-            "ema_updates": data.get("ema_updates")}
+            "ema_updates": data.get("ema_updates"), "torch_rng": data.get("torch_rng")}
 
 
 def write_logs(out: Path, history: Sequence[EpochResult]) -> None:

@@ -117,3 +117,26 @@ def test_a_compact_graph_of_a_batch_norm_network_computes_what_its_compact_check
     # rounded to float16 a second time.
     assert differences[False] < 1e-4 * max(1.0, float(np.abs(want).max()))
     assert differences[True] > 10 * differences[False]
+
+
+def test_an_fp16_graph_is_not_compacted(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    # Its weights are float16 already; stored "as float16" it would be marked as an FP32 graph.
+    from unetrt.export.fp16 import convert_file
+
+    fp16 = convert_file(tiny_model_files["onnx"], tmp_path / "tiny.fp16.onnx")
+    with pytest.raises(ValueError, match="is fp16"):
+        compact_onnx(fp16, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_weights_of_16_elements_and_more_are_stored_as_float16(tiny_model_files: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    # The tiny model's untrained biases are zeros, which float16 holds exactly, so the outputs cannot tell whether
+    # they were stored as float16: the file can. 16 elements (the bottom level's bias) is the smallest stored so.
+    from onnx import TensorProto
+
+    compact = onnx.load(str(compact_onnx(tiny_model_files["onnx"], tmp_path / "tiny.onnx")))
+    types = {tensor.name: (tensor.data_type, int(np.prod(tensor.dims))) for tensor in compact.graph.initializer}
+    assert types["encoder.2.0.bias.float16"] == (TensorProto.FLOAT16, MIN_ELEMENTS) == (TensorProto.FLOAT16, 16)
+    assert types["encoder.1.0.bias"] == (TensorProto.FLOAT, 8)
+    assert types["head.bias"] == (TensorProto.FLOAT, 3)

@@ -170,3 +170,46 @@ def test_bundled_camvid_fp16_agrees_on_val_frames(shared_data: Path) -> None:
     agreement = compare_fp16(fp32, bundled_model_path("camvid", ".fp16.onnx"), batch)
     assert agreement.max_abs_logit_diff < MAX_RELATIVE_LOGIT_DIFF * agreement.max_abs_logit, agreement
     assert agreement.pixel_agreement >= MIN_PIXEL_AGREEMENT
+
+
+def test_weights_are_clamped_into_the_stated_fp16_range_with_one_warning() -> None:
+    # x -> Mul(w) -> Add(b) -> y: Mul runs FP16, so w is stored as float16 within [1e-7, 1e4] in magnitude. 2e4 is
+    # above the range (one warning, stored as 1e4); 1e-5 is inside it (an FP16 subnormal, about 1.0014e-5).
+    w = helper.make_tensor("w", TensorProto.FLOAT, [1, 2, 1, 1], [2e4, 1e-5])
+    b = helper.make_tensor("b", TensorProto.FLOAT, [1], [0.25])
+    nodes = [helper.make_node("Mul", ["x", "w"], ["scaled"], name="scale"),
+             helper.make_node("Add", ["scaled", "b"], ["y"], name="shift")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.warns(UserWarning) as caught:
+        converted = convert_to_fp16(model)
+    assert [str(warning.message) for warning in caught] == [
+        "FP16 conversion clamped 1 weight value(s) into FP16's range (|w| < 1e-07 or > 10000)"]
+    stored = next(init for init in converted.graph.initializer if init.name == "w")
+    assert stored.data_type == TensorProto.FLOAT16
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(stored).ravel(),
+                                  np.array([1e4, 1e-5], dtype=np.float16))
+
+
+def test_a_binary_model_that_flips_its_answer_does_not_pass_as_its_fp16_copy(tmp_path: Path) -> None:
+    # One logit channel: the class is logit > 0, so a graph whose logits are negated disagrees on every pixel whose
+    # logit is not exactly 0 (an argmax over one channel would agree everywhere).
+    import torch
+
+    from tests.conftest import tiny_info
+    from unetrt.export.checkpoint import build_model
+    from unetrt.export.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    info = tiny_info(num_classes=1)
+    model = build_model(info).eval()
+    export_onnx(model, info, tmp_path / "binary.onnx")
+    with torch.no_grad():
+        model.head.weight.neg_()
+        model.head.bias.neg_()
+    export_onnx(model, info, tmp_path / "flipped.onnx")
+    batch = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    agreement = compare_fp16(tmp_path / "binary.onnx", tmp_path / "flipped.onnx", batch)
+    assert agreement.pixels == 32 * 32
+    assert agreement.pixel_agreement < 0.01

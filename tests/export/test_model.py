@@ -83,3 +83,49 @@ def test_batch_norm_option_adds_a_norm_per_conv() -> None:
     net = UNet(3, 2, base=4, batch_norm=True)
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 18
     assert net.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+
+
+@pytest.mark.parametrize(("padding", "pad"), [("same", (1, 1)), ("valid", (0, 0))])
+def test_each_level_is_conv_norm_act_dropout_conv_norm_act(padding: str, pad: tuple[int, int]) -> None:
+    # The blog's level: Conv2D, Dropout, Conv2D (the activation inside each Conv2D); batch norm, when asked for,
+    # sits between each convolution and its activation.
+    net = UNet(3, 2, base=4, depth=3, dropout=(0.1, 0.2, 0.3), padding=padding, batch_norm=True)
+    for block in [*net.encoder, *net.decoder]:
+        assert [type(m) for m in block] == [torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.ELU, torch.nn.Dropout,
+                                            torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.ELU]
+        assert [m.padding for m in block if isinstance(m, torch.nn.Conv2d)] == [pad, pad]
+    assert isinstance(net.pool, torch.nn.MaxPool2d) and (net.pool.kernel_size, net.pool.stride) == (2, 2)
+
+
+def test_transposed_convolutions_are_he_normal_too() -> None:
+    # Keras' he_normal of a Conv2DTranspose counts kernel area times its output channels as fan-in: 2*2*128 for
+    # the deepest upsampling of a base-16 network (256 -> 128), so std sqrt(2 / 512) = 0.0625.
+    torch.manual_seed(0)
+    up = UNet(3, 1, base=16).upsample[0]
+    assert (up.in_channels, up.out_channels) == (256, 128)
+    assert up.weight.std().item() == pytest.approx((2.0 / (4 * 128)) ** 0.5, rel=0.05)
+    assert torch.all(up.bias == 0)
+
+
+def test_the_decoder_reads_the_skip_first_then_the_upsampled_features() -> None:
+    # Checkpoints hold decoder weights for [skip, upsampled]. With every upsampling silenced and the weights on
+    # the upsampled half zeroed, only the skips reach the head: the output still depends on the input. Read the
+    # other way round, the live weights would see the silenced half and the output would be constant.
+    torch.manual_seed(0)
+    net = UNet(1, 1, base=4, depth=3, dropout=(0.0,) * 3).eval()
+    with torch.no_grad():
+        for up, block in zip(net.upsample, net.decoder):
+            up.weight.zero_()
+            up.bias.zero_()
+            block[0].weight[:, up.out_channels:].zero_()
+        x = torch.randn(2, 1, 16, 16)
+        out = net(x)
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_valid_mode_crops_the_skips_about_their_centre() -> None:
+    from unetrt.export.model import _center_crop
+
+    # A 6x5 map cropped to 2x3: 2 rows off the top (of the 4 spare) and 1 column off the left (of the 2 spare).
+    features = torch.arange(30).view(1, 1, 6, 5)
+    assert _center_crop(features, 2, 3).tolist() == [[[[11, 12, 13], [16, 17, 18]]]]

@@ -20,14 +20,20 @@ from unetrt.model_info import METADATA_KEY, ModelInfo  # noqa: E402
 def test_export_graph_io_metadata_and_checker(tiny_model_files: dict[str, Path]) -> None:
     proto = onnx.load(str(tiny_model_files["onnx"]))
     onnx.checker.check_model(proto, full_check=True)
-    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= OPSET
+    # Opset 17, the one the TensorRT 10 parser on JetPack is stated for (a constant that drifts is no check).
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [OPSET] == [17]
     (inp,), (out,) = proto.graph.input, proto.graph.output
-    assert (inp.name, out.name) == (INPUT_NAME, OUTPUT_NAME)
+    assert (inp.name, out.name) == (INPUT_NAME, OUTPUT_NAME) == ("image", "logits")
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     assert dims == ["batch", 3, "height", "width"]
+    # A traced 64x64 output would tell TensorRT and shape inference a fixed size for every frame.
+    out_dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
+    assert out_dims == ["batch", 3, "out_height", "out_width"]
     meta = {p.key: p.value for p in proto.metadata_props}
     info = ModelInfo.from_json(meta[METADATA_KEY])
     assert info.class_names == ("class0", "class1", "class2") and info.padding == "same"
+    # the whole description travels (mean and std included), not just the class names
+    assert info == load_model(tiny_model_files["pt"])[1]
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 16, 16), (3, 3, 40, 72)])
@@ -52,6 +58,84 @@ def test_cli_states_another_working_size(tiny_model_files: dict[str, Path], tmp_
     stated = {p.key: p.value for p in onnx.load(str(out)).metadata_props}[METADATA_KEY]
     _, trained = load_model(tiny_model_files["pt"])
     assert ModelInfo.from_json(stated).working_size == (40, 28) and trained.working_size is None
+
+
+def test_the_check_batch_is_the_seeded_draw_at_the_padded_working_size(
+        tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.export import onnx_export
+
+    checked: list[np.ndarray] = []
+
+    def recording(model: object, info: ModelInfo, path: Path, batch: np.ndarray) -> float:
+        checked.append(batch.copy())
+        return max_abs_difference(model, info, path, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(onnx_export, "max_abs_difference", recording)
+    assert main([str(tiny_model_files["pt"]), "-o", str(tmp_path / "m.onnx"), "--working-size", "30x18",
+                 "--seed", "7"]) == 0
+    # 30 wide, 18 high: a depth-3 'same' network takes multiples of 4, so 32 wide and 20 high (H before W).
+    (batch,) = checked
+    np.testing.assert_array_equal(batch, np.random.default_rng(7).standard_normal((2, 3, 20, 32)).astype(np.float32))
+    assert "on a random 2x3x20x32 batch" in capsys.readouterr().out
+
+
+def test_an_export_beyond_the_tolerance_is_refused_and_nothing_written(
+        tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.export import onnx_export
+
+    # Twice the 1e-4 tolerance: a graph this far from PyTorch is a wrong export.
+    monkeypatch.setattr(onnx_export, "max_abs_difference", lambda *args: 2e-4)
+    assert main([str(tiny_model_files["pt"]), "-o", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "differs from PyTorch by 2.00e-04 > 1e-04" in err and err.count("\n") == 1
+    assert _names(tmp_path) == []
+
+
+@pytest.mark.parametrize(("agreement", "code"), [(0.99, 0), (0.985, 2)])
+def test_the_fp16_model_must_agree_on_99_percent_of_pixels(
+        agreement: float, code: int, tiny_model_files: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.export import onnx_export
+    from unetrt.export.fp16 import Fp16Agreement
+
+    monkeypatch.setattr(onnx_export, "compare_fp16", lambda *args: Fp16Agreement(0.01, 10.0, agreement, 100))
+    assert main([str(tiny_model_files["pt"]), "-o", str(tmp_path / "m.onnx"), "--precision", "fp16"]) == code
+    assert (_names(tmp_path) == ["m.fp16.onnx", "m.onnx"]) is (code == 0)
+    if code:
+        assert "agrees with FP32 on only 98.50% of pixels (< 99%)" in capsys.readouterr().err
+
+
+def test_the_largest_difference_is_reported_not_a_typical_one(tiny_model_files: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    # Class 0's bias moved by 0.5 moves each of its logits by 0.5 and no other: the largest difference is 0.5
+    # wherever the pixels are (an average over the 3 classes would say about 0.17).
+    model = onnx.load(str(tiny_model_files["onnx"]))
+    for init in model.graph.initializer:
+        if init.name == "head.bias":
+            values = onnx.numpy_helper.to_array(init) + np.array([0.5, 0.0, 0.0], dtype=np.float32)
+            init.CopyFrom(onnx.numpy_helper.from_array(values, init.name))
+    onnx.save(model, str(tmp_path / "moved.onnx"))
+    torch_model, info = load_model(tiny_model_files["pt"])
+    batch = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    assert max_abs_difference(torch_model, info, tmp_path / "moved.onnx", batch) == pytest.approx(0.5, abs=1e-4)
+
+
+def test_precisions_are_read_case_and_space_insensitively() -> None:
+    from unetrt.export.onnx_export import parse_export_precisions
+
+    assert parse_export_precisions(" FP16 , Int8") == ("fp16", "int8")
+
+
+def test_an_fp16_output_that_is_a_folder_is_refused_before_the_fp32_file_is_replaced(
+        tiny_model_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "m.fp16.onnx").mkdir()
+    (tmp_path / "m.onnx").write_bytes(b"an earlier model")
+    assert main([str(tiny_model_files["pt"]), "-o", str(tmp_path / "m.onnx"), "--precision", "fp16"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "m.fp16.onnx" in err and "is an existing folder" in err
+    assert (tmp_path / "m.onnx").read_bytes() == b"an earlier model"
 
 
 @pytest.mark.parametrize(("args", "message"), [

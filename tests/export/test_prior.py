@@ -56,6 +56,8 @@ def test_tau_one_turns_a_weighted_posterior_back_into_the_plain_one() -> None:
     (WEIGHTS, 3, 1.5, "tau must be between 0"),
     (None, 3, 0.5, "records no class weights"),
     ([1.0, 0.0, 2.0], 3, 0.5, "each must be positive and finite"),
+    ([1.0, math.inf, 2.0], 3, 0.5, "each must be positive and finite"),
+    ([2.0], 3, 0.5, "records no class weights"),
     (None, 1, 0.5, "is binary"),
 ])
 def test_what_cannot_be_corrected_is_refused_with_the_value(weights: list[float] | None, classes: int, tau: float,

@@ -153,6 +153,15 @@ def test_accuracy_gate(metric: str, fp32: float, int8: float, passed: bool) -> N
     (["--int8", "--calibration", "no-such-folder", "--check-labels", "y"], "no-such-folder"),
     (["--int8", "--calibration", "FRAMES", "--check-labels", "no-such-labels"],
      "--check-labels folder 'no-such-labels' does not exist"),
+    (["--check-labels", "y"], "--check-labels only apply with --precision int8"),
+    (["--calibration-method", "minmax", "--check-stems", "07"],
+     "--calibration-method, --check-stems only apply with --precision int8"),
+    (["--calibration-count", "8", "--int8-target", "tensorrt"],
+     "--calibration-count, --int8-target only apply with --precision int8"),
+    (["--int8", "--calibration", "x", "--check-labels", "y", "--calibration-count", "0"],
+     "--calibration-count must be positive, got 0"),
+    (["--int8", "--calibration", "FRAMES", "--check-labels", "FRAMES", "--check-stems", "07"],
+     "--check-stems names files that are not in"),
 ])
 def test_int8_arguments_are_checked_in_one_line(argv: list[str], message: str, tiny_model_files: dict[str, Path],
                                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -205,6 +214,30 @@ def test_unet_export_int8_writes_or_refuses(passes: bool, tiny_model_files: dict
         assert output.read_bytes() == b"an earlier model"
         assert "loses too much accuracy" in captured.err and "mean IoU FP32" in captured.err
         assert "nothing written" in captured.err and captured.err.count("\n") == 1
+
+
+def test_unet_export_int8_passes_its_options_on(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # The frames scored are --check-images, not the calibration frames; the record states the target and method.
+    images, labels = _labelled_folder(tmp_path)
+    calibration = tmp_path / "calibration"
+    _frames(calibration, [(48, 32)] * 2)
+    real_check = quantize.check_accuracy
+    scored: list[object] = []
+
+    def check(*args: object, **kwargs: object) -> list[AccuracyCheck]:
+        scored.append(args[2])
+        return [AccuracyCheck(m.metric, m.fp32, m.fp32, m.limit, m.engine, m.fp32_figures, m.int8_figures)
+                for m in real_check(*args, **kwargs)]  # type: ignore[arg-type]
+
+    monkeypatch.setattr(quantize, "check_accuracy", check)
+    output = tmp_path / "m.onnx"
+    assert export_main([str(tiny_model_files["pt"]), "-o", str(output), "--precision", "int8", "--calibration",
+                        str(calibration), "--check-images", str(images), "--check-labels", str(labels),
+                        "--calibration-method", "minmax", "--int8-target", "tensorrt"]) == 0
+    assert scored == [str(images)]
+    record = read_model_file(int8_path(output)).quantization
+    assert record is not None and (record["target"], record["method"], record["frames"]) == ("tensorrt", "minmax", 2)
 
 
 def test_quantization_record_is_json(tiny_int8_onnx: Path) -> None:

@@ -124,11 +124,39 @@ def test_monitor_cleanup_is_refused_for_multiclass_runs(tmp_path: Path, capsys: 
 
 def test_resume_continues_from_last_epoch(isbi_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert main(_isbi_args(isbi_root, out, "--epochs", "1", "--max-steps", "1")) == 0
-    assert main(_isbi_args(isbi_root, out, "--epochs", "2", "--max-steps", "1", "--resume", str(out / "last.pt"))) == 0
+    schedule = ("--lr-schedule", "cosine")
+    # a 0.6 ms budget: the first leg stops after epoch 1 of 2
+    assert main(_isbi_args(isbi_root, out, "--epochs", "2", "--max-steps", "1", *schedule,
+                           "--max-minutes", "1e-5")) == 0
+    first = load_checkpoint(out / "last.pt")
+    assert first["epoch"] == 1
+    # Another seed draws other start weights: the resumed run must take the saved ones, and Adam's state with them.
+    assert main(_isbi_args(isbi_root, out, "--epochs", "2", "--max-steps", "1", *schedule, "--seed", "1",
+                           "--resume", str(out / "last.pt"))) == 0
     history = json.loads((out / "history.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2]
-    assert load_checkpoint(out / "last.pt")["epoch"] == 2
+    last = load_checkpoint(out / "last.pt")
+    assert last["epoch"] == 2
+    # one Adam step in each run: the second continues the first's count
+    assert {int(state["step"]) for state in last["optimizer"]["state"].values()} == {2}
+    assert last["scheduler"]["last_epoch"] == 2  # the schedule goes on too
+    # One Adam step moves a weight by about the learning rate (1e-3) at most; a fresh draw is ~0.1 away.
+    weights = [k for k in first["model"] if "running" not in k and "num_batches" not in k]
+    assert max((last["model"][k] - first["model"][k]).abs().max().item() for k in weights) < 3e-3
+
+
+def test_a_resumed_run_keeps_its_best_score_and_patience_count(isbi_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(_isbi_args(isbi_root, out, "--epochs", "1", "--max-steps", "1")) == 0
+    # A best validation loss of -1 cannot be beaten, and 3 epochs without improvement went before.
+    saved = torch.load(out / "last.pt", weights_only=True)
+    saved.update(best=-1.0, stale=3)
+    torch.save(saved, out / "last.pt")
+    best = (out / "best.pt").read_bytes()
+    assert main(_isbi_args(isbi_root, out, "--epochs", "2", "--max-steps", "1", "--resume", str(out / "last.pt"))) == 0
+    last = load_checkpoint(out / "last.pt")
+    assert (last["best"], last["stale"]) == (-1.0, 4)
+    assert (out / "best.pt").read_bytes() == best
 
 
 def test_an_earlier_run_is_kept_unless_overwrite_or_resume(isbi_root: Path, tmp_path: Path,
@@ -439,10 +467,17 @@ def test_ema_weights_are_validated_and_saved(isbi_root: Path, tmp_path: Path) ->
     # the average is the model validated and kept: best.pt of the only epoch holds its weights
     best, average = load_checkpoint(out2 / "best.pt")["model"], load_checkpoint(out2 / "last.pt")["ema"]
     assert all(torch.equal(best[key], value) for key, value in average.items())
+    saved = load_checkpoint(out2 / "last.pt")
     assert main(_isbi_args(isbi_root, out2, "--epochs", "2", "--max-steps", "1", "--ema", "0.5",
                            "--resume", str(out2 / "last.pt"))) == 0
-    # one step in each of the 2 epochs (--max-steps 1 of 2 batches), the count carried across the resume
-    assert load_checkpoint(out2 / "last.pt")["ema_updates"] == 2
+    resumed = load_checkpoint(out2 / "last.pt")
+    # The one update after resuming is the run's second: it starts from the saved average, with the warm-up decay
+    # min(0.5, (1 + 1) / (10 + 1)) = 2/11 of the TensorFlow rule (a restarted count or average would give another).
+    assert (saved["ema_updates"], resumed["ema_updates"]) == (1, 2)
+    decay = 2 / 11
+    for key in (k for k in resumed["ema"] if "running" not in k and "num_batches" not in k):
+        torch.testing.assert_close(resumed["ema"][key], decay * saved["ema"][key] + (1 - decay) * resumed["model"][key],
+                                   atol=1e-6, rtol=0)
     assert main(_isbi_args(isbi_root, tmp_path / "bad", "--epochs", "1", "--ema", "1.5")) == 2
 
 
@@ -524,6 +559,34 @@ def test_a_resumed_run_trains_on_as_the_uninterrupted_one(isbi_root: Path, tmp_p
     best_epoch = 1 + int(np.argmin([row["val_loss"] for row in rows["resumed"]]))
     assert load_checkpoint(resumed / "best.pt")["epoch"] == best_epoch
     assert json.loads((resumed / "run.json").read_text())["best_epoch"] == best_epoch
+
+
+def test_a_resumed_run_draws_what_the_uninterrupted_one_would(isbi_root: Path, tmp_path: Path) -> None:
+    # Four training slices in batches of 2 (shuffled), flips, jitter and dropout: every epoch draws from torch's
+    # random state, so a resumed run matches the uninterrupted one only if it continues the saved state (reseeding
+    # at the resume gives epoch 2 other orders, flips and dropout masks).
+    common = ("--augment", "hflip,vflip,jitter", "--dropout", "0.2,0.2,0.2", "--epochs", "2")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(_isbi_args(isbi_root, straight, *common)) == 0
+    assert main(_isbi_args(isbi_root, resumed, *common, "--max-minutes", "1e-5")) == 0  # stops after epoch 1
+    assert main(_isbi_args(isbi_root, resumed, *common, "--resume", str(resumed / "last.pt"))) == 0
+    want, have = load_checkpoint(straight / "last.pt")["model"], load_checkpoint(resumed / "last.pt")["model"]
+    for key, value in want.items():
+        torch.testing.assert_close(have[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_a_resume_with_another_cosine_length_is_refused(isbi_root: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # Loading the schedule puts back its 2-epoch length: epochs 3 and 4 of a 4-epoch run would climb back to 1e-3.
+    out = tmp_path / "run"
+    cosine = ("--lr-schedule", "cosine", "--max-steps", "1")
+    assert main(_isbi_args(isbi_root, out, *cosine, "--epochs", "2")) == 0
+    before = (out / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert main(_isbi_args(isbi_root, out, *cosine, "--epochs", "4", "--resume", str(out / "last.pt"))) == 2
+    err = capsys.readouterr().err
+    assert "with --epochs 4: its cosine schedule runs over 2 epochs; resume with --epochs 2" in err
+    assert err.count("\n") == 1 and (out / "last.pt").read_bytes() == before  # one line, nothing trained
 
 
 def test_patience_stops_on_the_epoch_it_runs_out_across_a_resume(isbi_root: Path, tmp_path: Path,
