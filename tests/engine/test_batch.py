@@ -1,10 +1,14 @@
-"""unet-batch without a cluster: inputs, output names, atomic writes, options, and Ray missing."""
+"""unet-batch without a cluster: inputs, output names, atomic writes, options, Ray missing, and whole jobs on
+LocalRay, a stand-in for one Ray node."""
 
 from __future__ import annotations
 
 import argparse
 import builtins
 import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,6 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
+from unetrt.batch import cli as batch_cli
+from unetrt.batch import inputs as inputs_module
 from unetrt.batch import job
 from unetrt.batch.cli import build_parser, main, parse_address
 from unetrt.batch.inputs import (
@@ -44,6 +50,7 @@ from unetrt.batch.outputs import (
     remove_partial_files,
     write_png_atomically,
 )
+from unetrt.stream.sources import CorruptFrameError
 
 
 def write_video(path: Path, frames: int, size: tuple[int, int] = (64, 48)) -> list[np.ndarray]:
@@ -384,3 +391,296 @@ def test_a_worker_refuses_and_closes_a_segmenter_that_takes_rgb_frames(tiny_mode
         SegmentWorker(BatchSettings(), str(tmp_path), "cpu", segmenter_factory=open_rgb)
     with pytest.raises(ValueError, match="closed"):
         opened[0].segment(np.zeros((8, 8, 3), np.uint8))
+
+
+class LocalRay:
+    """The calls run_batch and SegmentWorker make of Ray, answered for one local node: the job's bookkeeping
+    (resuming, counting, the summary) runs here without a cluster, on 2-core CI machines without the ray extra."""
+
+    NODE_ID = "f" * 56
+
+    CPUS = 4.0
+
+    def __init__(self) -> None:
+        self.shut_down = False
+        self.jobs: list[dict[str, Any]] = []  # what each job handed to its dataset
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **options: Any) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [{"NodeID": self.NODE_ID, "NodeManagerAddress": "127.0.0.1", "Resources": {"CPU": self.CPUS},
+                 "Alive": True}]
+
+    def cluster_resources(self) -> dict[str, float]:
+        return {"CPU": self.CPUS}
+
+    def get_runtime_context(self) -> SimpleNamespace:
+        return SimpleNamespace(get_node_id=lambda: self.NODE_ID)
+
+
+@pytest.fixture()
+def local_ray(monkeypatch: pytest.MonkeyPatch) -> LocalRay:
+    """run_batch on LocalRay: units decoded by read_unit and segmented by one SegmentWorker in this process, in
+    batches of the settings' size."""
+    local = LocalRay()
+    monkeypatch.setattr(job, "import_ray", lambda: local)
+    monkeypatch.setitem(sys.modules, "ray", local)  # SegmentWorker imports it for its node id
+
+    def dataset(ray: Any, units: list[WorkUnit], out_dir: Path, settings: BatchSettings, pool: int, on_gpu: bool,
+                node_count: int, segmenter_factory: Any) -> Any:
+        local.jobs.append({"units": [unit.output for unit in units], "settings": settings, "pool": pool})
+
+        def batches(batch_size: None, batch_format: str) -> Iterator[dict[str, np.ndarray]]:
+            worker = SegmentWorker(settings, str(out_dir), "cpu", segmenter_factory)
+            rows = [row for unit in units for row in read_unit(unit.as_row(), str(out_dir), settings.overlay)]
+            for start in range(0, len(rows), settings.batch_size):
+                chunk = rows[start:start + settings.batch_size]
+                # Object columns, as Ray Data hands bytes of different lengths.
+                yield worker({key: np.array([row[key] for row in chunk], dtype=object) for key in chunk[0]})
+
+        return SimpleNamespace(iter_batches=batches)
+
+    monkeypatch.setattr(job, "_dataset", dataset)
+    return local
+
+
+def test_a_rerun_writes_only_the_missing_masks_and_overlays_and_counts_each_frame_once(
+        local_ray: LocalRay, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    write_images(tmp_path / "in", 2)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
+    write_video(tmp_path / "drive.avi", 3)
+    inputs = [str(tmp_path / "in"), str(tmp_path / "drive.avi")]
+    out = tmp_path / "out"
+    settings = BatchSettings(model=str(tiny_model_files["onnx"]), batch_size=2, overlay=True)
+    summary = job.run_batch(inputs, out, settings, workers=1, progress=False)
+    # 2 images and 3 frames written, the broken image failed as a whole input (no frame index).
+    assert summary["frames"] == {"total": 6, "written": 5, "skipped": 0, "failed": 1}
+    assert [(f["output"], f["frame"]) for f in summary["failures"]] == [("broken.png", None)]
+    masks = ["img_00.png", "img_01.png", "drive/000000.png", "drive/000001.png", "drive/000002.png"]
+    written = sorted(path.relative_to(out).as_posix() for path in out.rglob("*.png"))
+    assert written == sorted(masks + [overlay_output(name) for name in masks])
+    assert [worker["frames"] for worker in summary["workers"].values()] == [5]  # skipped and failed not counted
+
+    # Interrupted: an image's overlay, a frame's overlay and the video's last mask lost, a write left half-done.
+    for name in ("img_01.overlay.png", "drive/000000.overlay.png", "drive/000002.png"):
+        (out / name).unlink()
+    (out / "drive" / ".000002.png.partial-0123").write_bytes(b"\x89PNG half")
+    # A frame missing its mask or its overlay is written again whole; every other output must stay as it is.
+    kept = {path: path.stat().st_mtime_ns for path in out.rglob("*.png")
+            if path.relative_to(out).as_posix() not in ("img_01.png", "drive/000000.png", "drive/000002.overlay.png")}
+    summary = job.run_batch(inputs, out, settings, workers=1, progress=False)
+    # Written again: img_01 and drive/000000 (their overlays) and drive/000002; the other two frames were done.
+    assert summary["frames"] == {"total": 6, "written": 3, "skipped": 2, "failed": 1}
+    assert sorted(path.relative_to(out).as_posix() for path in out.rglob("*.png")) == written
+    assert {path: path.stat().st_mtime_ns for path in kept} == kept, "an existing output was overwritten"
+    assert not list(out.rglob("*.partial-*"))
+    assert local_ray.jobs[-1]["units"] == ["broken.png", "img_01.png", "drive"]  # img_00 was done: not decoded again
+    # fps is the frames written (not skipped) per second of the job.
+    assert summary["fps"] * summary["wall_time_s"] == pytest.approx(3, abs=0.25)
+
+
+@pytest.mark.parametrize("swallowed", [False, True], ids=["raised", "swallowed"])
+def test_sigterm_stops_the_job_with_exit_143_keeping_what_was_written(
+        local_ray: LocalRay, tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], swallowed: bool) -> None:
+    from unetrt.segmenter import Segmenter
+
+    if swallowed:  # the handler's raise lost inside a library: the job still stops after that batch
+        monkeypatch.setattr(job, "raise_terminated", lambda: None)
+
+    class StoppedSegmenter(Segmenter):
+        """Gets SIGTERM (docker stop) while it segments its second batch."""
+
+        calls = 0
+
+        def segment_batch(self, frames: Sequence[np.ndarray], probabilities: bool | None = None) -> Any:
+            StoppedSegmenter.calls += 1
+            if StoppedSegmenter.calls == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().segment_batch(frames, probabilities)
+
+    monkeypatch.setattr(job, "Segmenter", StoppedSegmenter)
+    write_images(tmp_path / "in", 6)
+    out = tmp_path / "out"
+    handler = signal.getsignal(signal.SIGTERM)
+    assert main([str(tmp_path / "in"), "-o", str(out), "--model", str(tiny_model_files["onnx"]), "--batch-size", "2",
+                 "--workers", "1"]) == 143
+    assert capsys.readouterr().err == "terminated\n"
+    assert signal.getsignal(signal.SIGTERM) == handler and local_ray.shut_down
+    # Batches of 2 frames: the first is written, the second only when the signal's raise was swallowed inside it;
+    # no summary, and a re-run resumes.
+    assert sorted(path.name for path in out.iterdir()) == [f"img_{i:02d}.png" for i in range(4 if swallowed else 2)]
+
+
+def test_the_job_refuses_bad_workers_and_an_output_inside_an_input_before_connecting(
+        local_ray: LocalRay, tmp_path: Path) -> None:
+    write_images(tmp_path / "frames", 1)
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        job.run_batch([str(tmp_path / "frames")], tmp_path / "out", BatchSettings(), workers=0)
+    with pytest.raises(ValueError, match="overlap"):
+        job.run_batch([str(tmp_path / "frames")], tmp_path / "frames" / "masks", BatchSettings())
+    assert local_ray.jobs == [] and not (tmp_path / "frames" / "masks").exists()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"threads": 0}, "threads must be >= 1, got 0"),
+    ({"gpus_per_worker": 8.5}, r"GPUs per worker must be in \(0, 8\], got 8.5"),
+    ({"gpus_per_worker": 0.0}, r"GPUs per worker must be in \(0, 8\], got 0.0"),
+    ({"batch_size": 0}, "batch size must be >= 1, got 0"),
+])
+def test_settings_out_of_range_are_refused_with_the_value(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BatchSettings(**kwargs)
+    BatchSettings(threads=1, gpus_per_worker=8, batch_size=1)  # the bounds themselves are allowed
+
+
+def test_each_actor_opens_its_segmenter_with_the_jobs_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(job, "Segmenter", lambda model, **options: (model, options))
+    settings = BatchSettings(model="m.onnx", backend="onnxruntime", precision="fp16", working_size=(64, 48), threads=3)
+    common = {"backend": "onnxruntime", "precision": "fp16", "working_size": (64, 48)}
+    assert settings.open_segmenter("cpu") == ("m.onnx", {**common, "device": "cpu", "threads": 3})
+    # On a GPU the CPU threads are not the actor's to set.
+    assert settings.open_segmenter("cuda") == ("m.onnx", {**common, "device": "cuda"})
+
+
+def summary_with(failed: int, frames: Sequence[int | None]) -> dict[str, Any]:
+    """A run_batch summary of 5 frames written, 2 skipped and ``failed`` failed, the failures at ``frames``."""
+    return {"frames": {"total": 7 + failed, "written": 5, "skipped": 2, "failed": failed},
+            "failures": [{"input": f"v{index}.mp4", "frame": frame, "output": "x", "error": "bad"}
+                         for index, frame in enumerate(frames)],
+            "wall_time_s": 2.0, "fps": 2.5, "pool_size": 3, "cluster": {"nodes": [{}, {}]},
+            "backend": "onnxruntime", "precision": "fp32"}
+
+
+def test_every_option_reaches_the_job_and_failed_frames_exit_1(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def run_batch(inputs: list[str], output: str, settings: BatchSettings, **kwargs: Any) -> dict[str, Any]:
+        calls.append({"inputs": inputs, "output": output, "settings": settings, **kwargs})
+        return summary_with(12, [0] + [None] * 11)
+
+    monkeypatch.setattr(batch_cli, "run_batch", run_batch)
+    assert main(["a.png", "b/", "-o", "masks", "--model", "m.onnx", "--backend", "onnxruntime", "--precision", "fp16",
+                 "--size", "64x48", "--threads", "3", "--gpus-per-worker", "0.5", "--batch-size", "8",
+                 "--overlay", "--workers", "2", "--address", "head:6379"]) == 1
+    assert calls == [{"inputs": ["a.png", "b/"], "output": "masks", "address": "head:6379", "workers": 2,
+                      "settings": BatchSettings("m.onnx", "onnxruntime", "fp16", (64, 48), 3, 0.5, 8, True)}]
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0] == ("5 frames written, 2 already done, 12 failed in 2.0 s (2.5 frames/s) by 3 workers on 2 nodes "
+                        "(onnxruntime, fp32)")
+    # The first 10 failures by name, frame 0 of a video included; the other 2 counted.
+    assert lines[1] == "failed: v0.mp4 frame 0: bad" and lines[2] == "failed: v1.mp4: bad"
+    assert len(lines) == 12 and lines[-1] == "... and 2 more failures"
+    assert err == "error: 12 frames failed; masks/summary.json lists them\n"
+
+
+def test_ten_failures_are_all_listed_and_none_exits_0(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    summaries = [summary_with(10, [None] * 10), summary_with(0, [])]
+    monkeypatch.setattr(batch_cli, "run_batch", lambda *args, **kwargs: summaries.pop(0))
+    assert main(["a.png", "-o", "masks", "--model", "m.onnx"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 11 and "more failures" not in lines[-1]
+    assert main(["a.png", "-o", "masks", "--model", "m.onnx"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("\n") == 1 and err == ""
+
+
+@pytest.mark.parametrize("text", ["head:0", "head:65536", ":6379", "ray://:10001", "head:port"])
+def test_an_address_without_a_host_or_a_valid_port_is_refused(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=f"got {text!r}"):
+        parse_address(text)
+    assert parse_address("head:65535") == "head:65535" and parse_address("head:1") == "head:1"
+
+
+def test_upper_case_suffixes_are_images_and_videos_too(tmp_path: Path) -> None:
+    # Cameras and Windows tools write IMG_0001.JPG and CLIP.AVI: skipping them would drop them without a word.
+    folder = tmp_path / "in"
+    image = write_images(folder, 1)[0]
+    image.rename(folder / "SHOT.PNG")
+    write_video(folder / "CLIP.AVI", 2)
+    assert [(u.kind, u.output, u.frames) for u in expand_inputs([str(folder)])] == [
+        ("stream", "CLIP", 2), ("image", "SHOT.png", 1)]
+
+
+def test_names_that_differ_only_in_case_are_one_output(tmp_path: Path) -> None:
+    # On macOS and Windows file systems A.png and a.png are one file: one mask would overwrite the other.
+    first = write_images(tmp_path / "x", 1, prefix="Road")[0]
+    second = write_images(tmp_path / "y", 1, prefix="road")[0]
+    with pytest.raises(ValueError, match=rf"inputs {str(first)!r} and {str(second)!r} would both write"):
+        expand_inputs([str(first), str(second)])
+
+
+def test_a_negative_frame_count_from_the_container_counts_as_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Some containers make OpenCV answer -1 frames.
+    class Capture:
+        def __init__(self, name: str) -> None:
+            pass
+
+        def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+            return True
+
+        def get(self, prop: int) -> float:
+            return -1.0
+
+        def release(self) -> None:
+            pass
+
+    monkeypatch.setattr(cv2, "VideoCapture", Capture)
+    assert announced_frames(Path("clip.mp4")) == 0
+
+
+def test_a_video_is_done_only_with_every_announced_frames_outputs(tmp_path: Path) -> None:
+    (tmp_path / "drive").mkdir()
+    for index in range(2):
+        (tmp_path / frame_output("drive", index)).write_bytes(b"done")
+        (tmp_path / overlay_output(frame_output("drive", index))).write_bytes(b"done")
+    assert not unit_is_done(WorkUnit("stream", "drive.mp4", "drive", 3), tmp_path, overlay=False)  # the last is not
+    (tmp_path / frame_output("drive", 2)).write_bytes(b"done")
+    assert unit_is_done(WorkUnit("stream", "drive.mp4", "drive", 3), tmp_path, overlay=False)
+    assert not unit_is_done(WorkUnit("stream", "drive.mp4", "drive", 3), tmp_path, overlay=True)  # its overlay is not
+    # A recording that announces no frame count is read to find out which frames are missing.
+    assert not unit_is_done(WorkUnit("stream", "drive.bag", "drive", 0), tmp_path, overlay=False)
+
+
+def test_a_corrupt_frame_keeps_its_own_index_and_the_video_is_read_on_and_closed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = np.zeros((4, 6, 3), np.uint8)
+
+    class Source:
+        """Frame 1 of 4 cannot be decoded."""
+
+        def __init__(self) -> None:
+            self.frames: list[np.ndarray | None] = [frame, None, frame, frame]
+            self.closed = False
+
+        def open(self) -> None:
+            pass
+
+        def read(self) -> np.ndarray | None:
+            if not self.frames:
+                return None
+            if self.frames[0] is None:
+                self.frames.pop(0)
+                raise CorruptFrameError("frame 1 is damaged")
+            return self.frames.pop(0)
+
+        def close(self) -> None:
+            self.closed = True
+
+    source = Source()
+    monkeypatch.setattr(inputs_module, "open_source", lambda path: source)
+    rows = list(read_unit(WorkUnit("stream", "drive.mp4", "drive", 4).as_row(), str(tmp_path), overlay=False))
+    assert [(r["index"], r["output"], r["status"]) for r in rows] == [
+        (0, "drive/000000.png", TODO), (1, "drive/000001.png", FAILED), (2, "drive/000002.png", TODO),
+        (3, "drive/000003.png", TODO)]
+    assert rows[1]["error"] == "frame 1 is damaged" and source.closed

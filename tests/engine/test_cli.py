@@ -11,7 +11,16 @@ import sys
 
 import pytest
 
-from unetrt.cli import MAX_SEED, TERMINATED, StopOnSigterm, TerminatedError, parse_seed, raise_terminated, run_cli
+from unetrt.cli import (
+    MAX_SEED,
+    TERMINATED,
+    StopOnSigterm,
+    TerminatedError,
+    parse_seed,
+    parse_size,
+    raise_terminated,
+    run_cli,
+)
 
 
 def _raise(error: BaseException) -> None:
@@ -84,3 +93,10 @@ def test_raise_if_received_stops_work_whose_raise_was_swallowed() -> None:
             os.kill(os.getpid(), signal.SIGTERM)
         with pytest.raises(TerminatedError):
             sigterm.raise_if_received()
+
+
+@pytest.mark.parametrize("text", ["1x2x3", "480", "0x360", "480x", "480x-1", "x"])
+def test_a_size_that_is_not_two_positive_integers_is_refused(text: str) -> None:
+    # 1x2x3 was read as 1x2: a mistyped size ran at another size than asked.
+    with pytest.raises(argparse.ArgumentTypeError, match=f"size must be WIDTHxHEIGHT .* got {text!r}"):
+        parse_size(text)

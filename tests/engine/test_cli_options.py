@@ -18,6 +18,7 @@ from unetrt.cli_options import (
     trtexec_pool_mib,
     trtexec_shape,
 )
+from unetrt.cpu import MAX_THREADS
 
 STREAM = "unetrt.stream.cli"
 EVAL = "unetrt.evaluate"
@@ -192,6 +193,11 @@ INVALID = [
     (BENCH, ["--shapes=image:8x3x64x64", "--batch-size", "1"], ["--shapes asks for batch 8", "give one"]),
     (BUILD, ["--onnx", "other.onnx"], ["the model is given twice ('m.onnx' and --model 'other.onnx')"]),
     (STREAM, ["out.mp4", "-o", "other.mp4"], ["the output is given twice"]),
+    (STREAM, ["--threads", "0"], ["must be a positive integer, got '0'"]),
+    (STREAM, ["--device", "cuda:1x"], ["invalid device 'cuda:1x' (choose from auto, cpu, cuda, cuda:N)"]),
+    # The last spelling won silently: the run used a model the user did not mean.
+    (STREAM, ["--model", "a.onnx", "--network", "b.onnx"],
+     ["the model is given twice (--model 'a.onnx' and --network 'b.onnx'); give it once"]),
 ]
 
 
@@ -281,3 +287,12 @@ def test_a_thread_count_past_the_cap_is_one_line(module: str, capsys: pytest.Cap
         parser.parse_args([*argv, "--threads", "100000"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(lines) == 1 and "must be at most 1024 threads" in lines[0]
+
+
+def test_stream_defaults_of_the_shared_flags_and_the_thread_cap_itself() -> None:
+    # auto everywhere: the fastest installed engine and precision on the best device; the help says so.
+    args = parser_of(STREAM).parse_args(BASE[STREAM])
+    assert (args.model, args.backend, args.device, args.precision, args.threads, args.working_size) == (
+        "camvid", "auto", "auto", "auto", None, None)
+    # The cap is inclusive: MAX_THREADS itself is a valid count.
+    assert parser_of(STREAM).parse_args([*BASE[STREAM], "--threads", str(MAX_THREADS)]).threads == MAX_THREADS

@@ -87,3 +87,13 @@ def test_segmenter_import_reports_missing_opencv() -> None:
             "try:\n    unetrt.Segmenter\nexcept ImportError as e:\n    print(type(e).__name__, e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
     assert out.startswith("OpenCVImportError unetrt needs OpenCV")
+
+
+def test_the_console_script_exits_with_the_command_exit_code(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # The console-script wrapper passes what the function returns to sys.exit: a user error must stay exit code 2.
+    from unetrt.commands import unet_stream
+
+    monkeypatch.setattr(sys, "argv", ["unet-stream", "/nonexistent/clip.mp4", "--headless"])
+    assert unet_stream() == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -110,3 +110,31 @@ def test_a_second_interrupt_before_the_cancel_still_cancels_the_work() -> None:
         if thread.name == "worker":
             thread.join(60)
     assert second and cancel.is_set() and said == ["cancelled"]
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals reach the main thread")
+def test_ctrl_c_says_once_that_the_running_work_is_being_stopped() -> None:
+    cancel = threading.Event()
+    said: list[str] = []
+
+    def work() -> None:
+        _thread.interrupt_main()
+        cancel.wait(60)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_interruptible(work, cancel, "worker", on_cancel=lambda: said.append("stopping"))
+    assert said == ["stopping"]
+
+
+@pytest.mark.timeout(60)  # waiting for work that never started would hang here
+def test_a_thread_that_cannot_start_fails_at_once_without_saying_it_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Out of threads, Thread.start raises before the work exists: there is nothing to stop and nothing to wait for.
+    def no_thread(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    said: list[str] = []
+    cancel = threading.Event()
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        run_interruptible(lambda: None, cancel, "worker", on_cancel=lambda: said.append("stopping"))
+    assert said == [] and cancel.is_set()

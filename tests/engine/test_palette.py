@@ -4,6 +4,7 @@ and overridable on a Segmenter."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,27 @@ def test_ids_of_takes_a_list_of_names_not_one_string() -> None:
         ROAD_CAR.ids_of(None)  # type: ignore[arg-type]
     assert ROAD_CAR.ids_of(name for name in ("car", "road")) == (1, 0)  # type: ignore[arg-type]
     assert ROAD_CAR.ids_of(["car"]) == (1,)
+
+
+@pytest.mark.parametrize("color", [(True, 0, 0), (1, 2, 3, 4), (1, 2)])
+def test_a_colour_is_exactly_three_ints_and_not_bools(color: tuple[object, ...]) -> None:
+    message = r"colour 0 \('road'\) must be an \(r, g, b\) triple of ints from 0 to 255, got " + re.escape(repr(color))
+    with pytest.raises(ValueError, match=message):
+        Palette(("road",), (color,))  # type: ignore[arg-type]
+
+
+def test_a_palette_holds_up_to_256_classes() -> None:
+    # A uint8 mask has ids 0..255: 256 classes fit, 257 do not.
+    names = tuple(f"c{index}" for index in range(256))
+    palette = Palette(names, ((1, 2, 3),) * 256)
+    assert palette.lut_rgb[255].tolist() == [1, 2, 3]
+    with pytest.raises(ValueError, match="a palette needs 1 to 256 classes, got 257"):
+        Palette((*names, "c256"), ((1, 2, 3),) * 257)
+
+
+def test_the_legend_leaves_out_hidden_classes() -> None:
+    assert ROAD_CAR.legend(hidden=["road"]) == (["car"], [(128, 0, 64)])
+
+
+def test_a_binary_palettes_class_is_id_1() -> None:
+    assert Palette(("cell",), ((255, 0, 0),), binary=True).ids_of(["cell"]) == (1,)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from unetrt.paths import check_file, check_folder
+from unetrt.paths import check_file, check_folder, probe_path, read_json
 
 
 def test_a_file_and_a_folder_pass_their_own_check(tmp_path: Path) -> None:
@@ -39,3 +42,27 @@ def test_a_folder_given_as_the_model_is_one_line_with_exit_2(tmp_path: Path,
     assert capsys.readouterr().err == f"error: model file {str(folder)!r} is a folder; give the file itself\n"
     assert main(["--model", "camvid", "--images", str(images), "--labels", str(tmp_path)]) == 2
     assert "is a file; give the folder that holds the files" in capsys.readouterr().err
+
+
+def test_a_name_too_long_for_the_file_system_is_one_line_with_its_length() -> None:
+    # Python 3.11's is_dir raises ENAMETOOLONG (later ones may answer False): raised here as it does there.
+    def refused(errno_: int) -> Callable[[Path], bool]:
+        def test(path: Path) -> bool:
+            raise OSError(errno_, os.strerror(errno_), str(path))
+
+        return test
+
+    name = Path("é" * 200)  # 'é' is 2 bytes in UTF-8
+    with pytest.raises(ValueError, match=r"^input 'é+'\.\.\. is a name longer than this file system takes "
+                                         r"\(400 bytes\); use a shorter one$"):
+        probe_path(name, "input", refused(errno.ENAMETOOLONG))
+    # Any other failure is no user error, and keeps its own error.
+    with pytest.raises(PermissionError):
+        probe_path(name, "input", refused(errno.EACCES))
+
+
+def test_a_file_that_is_not_json_says_where(tmp_path: Path) -> None:
+    path = tmp_path / "split.json"
+    path.write_text('{"train": [1, 2,]}')
+    with pytest.raises(ValueError, match=r"^split file '.*split\.json' is not valid JSON: .*line 1 column 17"):
+        read_json(path, "split file")

@@ -24,14 +24,14 @@ from bag_helpers import (
     stamp_of,
     write_bag,
 )
-from stream_helpers import FakeSegmenter, write_video
+from stream_helpers import FakeSegmenter, frame_with_index, write_video
 
 from unetrt.bundled import bundled_model_names
 from unetrt.segmenter import Segmenter
 from unetrt.stream import Stream
 from unetrt.stream.cli import main
-from unetrt.stream.rosbag import MASK_TOPIC, OVERLAY_TOPIC, RosbagSink, RosbagSource
-from unetrt.stream.sources import SourceError
+from unetrt.stream.rosbag import MASK_TOPIC, OVERLAY_TOPIC, RosbagSink, RosbagSource, decode_image
+from unetrt.stream.sources import CorruptFrameError, SourceError
 from unetrt.stream.uri import parse_sink, parse_source
 
 ENGINE = ["--backend", "onnxruntime", "--threads", "1", "--workers", "1"]
@@ -293,3 +293,50 @@ def test_bare_db3_is_read_and_a_bag_output_path_is_checked(tmp_path: Path, tiny_
     (tmp_path / "file").write_text("")
     assert main([str(folder), str(tmp_path / "file" / "out.mcap"), "--model", str(tiny_model_files["onnx"])]) == 2
     assert "is a file, not a folder" in _one_line_error(capsys)
+
+
+def test_the_bag_rate_counts_the_intervals_between_messages(image_bag: Path) -> None:
+    # 3 messages logged 100 ms apart (log_time_of): 2 intervals in 0.2 s is 10 frames per second, the rate an
+    # output video of this bag is written at.
+    assert RosbagSource(image_bag).fps == pytest.approx(10.0, rel=1e-6)
+
+
+def test_an_image_whose_rows_are_shorter_than_its_pixels_is_a_corrupt_frame() -> None:
+    # Skipped and counted like any frame that does not decode, not a crash of the whole stream.
+    message = image_message(synthetic_frames(1)[0], "bgr8", 0)
+    message.step = message.width * 3 - 1
+    with pytest.raises(CorruptFrameError, match="image with step"):
+        decode_image(message, "sensor_msgs/msg/Image")
+
+
+def test_every_bag_reader_opened_is_closed(image_bag: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rosbags.rosbag2 import Reader
+
+    opened: list[Reader] = []
+    closed: list[Reader] = []
+    real_open, real_close = Reader.open, Reader.close
+
+    def recording_open(reader: Reader) -> None:
+        opened.append(reader)
+        real_open(reader)
+
+    def recording_close(reader: Reader) -> None:
+        closed.append(reader)
+        real_close(reader)
+
+    monkeypatch.setattr(Reader, "open", recording_open)
+    monkeypatch.setattr(Reader, "close", recording_close)
+    source = RosbagSource(image_bag)  # the topic is picked from a reader of its own
+    source.open()
+    assert source.read() is not None
+    source.close()
+    assert len(opened) == 2 and closed == opened
+
+
+def test_a_bag_sink_closed_again_keeps_what_it_wrote(tmp_path: Path) -> None:
+    # The stream closes its output; a caller's own close (a finally, a with) must not replace the bag by an empty one.
+    out = tmp_path / "out.mcap"
+    sink = RosbagSink(out)
+    assert Stream([frame_with_index(i) for i in range(2)], FakeSegmenter(), sink).run()["written"] == 2
+    sink.close()
+    assert len(read_topic(out, MASK_TOPIC)) == 2

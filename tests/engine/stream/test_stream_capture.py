@@ -112,3 +112,11 @@ def test_stream_stopped_while_waiting_ends_without_frames() -> None:
     with stream:
         assert list(stream) == []
     assert stream.summary()["processed"] == 0
+
+
+def test_a_live_source_that_ends_is_not_replayed_by_loop() -> None:
+    # loop replays files and folders; a camera or stream that ends has ended (a reopen would wait on it for ever).
+    camera = LateCamera(down_for=0, frames=5)
+    with Stream(camera, FakeSegmenter(), reconnect_delay=FAST, loop=2) as stream:
+        list(stream)
+    assert camera.opens == 1 and stream.summary()["captured"] == 5

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -10,10 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from stream_helpers import count_video_frames, signal_once_writing, write_video
+from stream_helpers import FakeSegmenter, count_video_frames, frame_with_index, signal_once_writing, write_video
 
 from unetrt.bundled import bundled_model_names
-from unetrt.stream.cli import main
+from unetrt.stream import Stream
+from unetrt.stream.cli import _expected_frames, _write_stats, build_parser, main, parse_tile
+from unetrt.stream.uri import SinkSpec
 
 
 def test_video_to_video_keeps_every_frame(tmp_path: Path, tiny_model_files: dict[str, Path],
@@ -142,3 +145,42 @@ def test_precision_is_passed_to_the_segmenter(tmp_path: Path, capsys: pytest.Cap
     assert main([str(video), str(tmp_path / "out2.mp4"), "--model", "camvid", "--precision", "bf16",
                  "--backend", "onnxruntime"]) == 2
     assert "OpenVINO's inference-precision hint" in capsys.readouterr().err
+
+
+def test_tile_sizes_are_checked_and_given_to_the_segmenter_height_first() -> None:
+    # The Segmenter's tile is (height, width); the flag is WIDTHxHEIGHT as every size of the commands.
+    assert (parse_tile("64"), parse_tile("48x32")) == (64, (32, 48))
+    for text in ("0", "0x32", "-8"):
+        with pytest.raises(argparse.ArgumentTypeError, match="WIDTHxHEIGHT with positive integers"):
+            parse_tile(text)
+
+
+def test_headless_without_an_output_opens_no_window_where_there_is_a_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unetrt.stream import cli
+
+    monkeypatch.setattr(cli, "display_available", lambda: True)
+    assert cli._output(build_parser().parse_args(["sample", "--headless"])) is None
+    assert cli._output(build_parser().parse_args(["sample"])) == SinkSpec("display", "0")
+
+
+def test_a_summary_that_cannot_be_written_at_the_end_is_printed_instead(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # --stats was checked before the run; a disk that filled since must not lose the summary of a long run.
+    summary = Stream([frame_with_index(i) for i in range(3)], FakeSegmenter()).run()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"cannot write --stats .*; the summary is above"):
+        _write_stats(summary, str(tmp_path / "file" / "stats.json"))
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{\n"):]) == json.loads(json.dumps(summary))
+
+
+def test_the_progress_total_is_the_frames_the_run_will_segment(tmp_path: Path) -> None:
+    video = str(write_video(tmp_path / "in.avi", 5))
+    stream = Stream(video, FakeSegmenter())
+    stream.source.open()
+    try:
+        # 5 frames stored: --max-frames below caps the total, above it the video's end does; replays have no end.
+        for flags, total in ([], 5), (["--max-frames", "3"], 3), (["--max-frames", "9"], 5), (["--loop", "-1"], None):
+            assert _expected_frames(stream, build_parser().parse_args([video, *flags])) == total, flags
+    finally:
+        stream.source.close()

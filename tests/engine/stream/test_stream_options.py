@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
-from stream_helpers import FakeSegmenter, frame_with_index
+from stream_helpers import FakeSegmenter, count_video_frames, frame_with_index
 
 from unetrt.stream import Stream, StreamOptions
 from unetrt.stream.cli import build_parser, stream_options
@@ -32,6 +33,7 @@ def test_options_are_frozen_and_normalised() -> None:
     ({"alpha": -0.1}, "alpha"), ({"wait": -1}, "wait"), ({"max_reconnects": -1}, "max_reconnects"),
     ({"input_size": (0, 10)}, "input_size"), ({"output_fps": 0}, "output_fps"), ({"queue_size": 0}, "queue_size"),
     ({"input_flip": "sideways"}, "rotate-180"), ({"legend": "corner"}, "outside, inside, off"),
+    ({"open_timeout": 0}, "open_timeout must be a positive number"),
 ])
 def test_bad_settings_name_the_setting(settings: dict[str, object], words: str) -> None:
     with pytest.raises(ValueError, match=words):
@@ -143,3 +145,44 @@ def test_every_kind_of_valid_setting_is_still_accepted() -> None:
     assert options.ignore_classes == ("sky", "road") and options.visualize == ("mask", "overlay")
     assert options.input_size == (64, 48) and options.reconnect_delay == (0, 2)
     assert StreamOptions(input_size=(np.int64(64), np.int64(48)), loop=np.int64(2), alpha=np.float32(0.5)).loop == 2
+
+
+def test_every_flag_of_the_command_reaches_the_options() -> None:
+    # Each flag is given a value other than its default, so one dropped on the way shows up as the default.
+    args = build_parser().parse_args([
+        "sample", "--no-overlay-stats", "--alpha", "0.25", "--loop", "3", "--max-frames", "7", "--max-reconnects", "4",
+        "--wait", "1.5", "--open-timeout", "2.5", "--workers", "2", "--topic", "/cam", "--verbose", "--overwrite",
+        "--backend", "onnxruntime", "--device", "cpu", "--precision", "fp16", "--no-build", "--threads", "3",
+        "--tile", "64", "--overlap", "8", "--blend", "linear", "--size", "96x64"])
+    options = stream_options(args)
+    assert (options.draw_stats, options.alpha, options.loop, options.max_frames, options.max_reconnects,
+            options.wait, options.open_timeout, options.workers, options.topic, options.video_library_logs,
+            options.overwrite) == (False, 0.25, 3, 7, 4, 1.5, 2.5, 2, "/cam", True, True)
+    assert dict(options.segmenter_options) == {"backend": "onnxruntime", "device": "cpu", "precision": "fp16",
+                                               "build": False, "threads": 3, "tile": 64, "overlap": 8,
+                                               "blend": "linear", "working_size": (96, 64)}
+
+
+def test_the_command_defaults_are_the_ones_its_help_states() -> None:
+    options = stream_options(build_parser().parse_args(["sample"]))
+    assert (options.draw_stats, options.alpha, options.loop, options.max_frames, options.max_reconnects,
+            options.wait, options.open_timeout, options.workers, options.topic) == (True, 0.5, 0, None, None, None,
+                                                                                     10.0, None, None)
+    # Without --threads, --tile, ... the Segmenter's own defaults apply: those keys are left out.
+    assert dict(options.segmenter_options) == {"backend": "auto", "device": "auto", "precision": "auto",
+                                               "build": True}
+
+
+def test_the_largest_input_size_is_accepted() -> None:
+    # 8192 x 4096 is exactly MAX_WORKING_SIDE a side and MAX_WORKING_PIXELS (1 << 25) in all: the limits are inclusive.
+    assert StreamOptions(input_size=(8192, 4096)).input_size == (8192, 4096)
+
+
+def test_the_python_api_replaces_an_existing_output_unless_told_not_to(tmp_path: Path) -> None:
+    # The documented default (overwrite=True) differs from the command's --overwrite, which is off by default.
+    out = tmp_path / "out.avi"
+    out.write_bytes(b"an earlier video")
+    assert Stream([frame_with_index(0)], FakeSegmenter(), str(out)).run()["written"] == 1
+    assert count_video_frames(out) == 1
+    with pytest.raises(ValueError, match="exists; add --overwrite"):
+        Stream([frame_with_index(0)], FakeSegmenter(), str(out), overwrite=False)

@@ -256,3 +256,14 @@ def test_a_video_removed_while_it_is_written_is_noticed_when_the_writer_says_not
             encoder.write(frame)
     finally:
         encoder.release()
+
+
+def test_stats_naming_the_output_is_refused_before_the_model_loads(tmp_path: Path, broken_model: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # The JSON summary, written last, would have replaced the video the run had just written.
+    video = write_video(tmp_path / "in.avi", 3)
+    out = tmp_path / "out.avi"
+    assert main([str(video), str(out), "--model", str(broken_model), "--stats", str(out)]) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and f"--stats {str(out)!r} is the output" in lines[0], lines
+    assert not out.exists()

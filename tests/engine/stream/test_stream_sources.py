@@ -9,7 +9,8 @@ import pytest
 from stream_helpers import write_video
 
 from unetrt.bundled import sample_clip
-from unetrt.stream.sinks import DisplaySink, ImageSequenceSink, VideoFileSink, opencv_has_gui
+from unetrt.stream import sinks
+from unetrt.stream.sinks import DisplaySink, ImageSequenceSink, VideoFileSink, open_sink, opencv_has_gui
 from unetrt.stream.sources import (
     CorruptFrameError,
     ImageSequenceSource,
@@ -202,6 +203,30 @@ def test_image_sink_numbers_frames(tmp_path: Path) -> None:
         ImageSequenceSink(tmp_path / "plain.png")
 
 
+def test_an_image_output_deletes_an_earlier_runs_frames_only_when_asked(tmp_path: Path) -> None:
+    pattern = str(tmp_path / "f_%03d.png")
+    for name in ("f_000.png", "f_001.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"earlier")
+    assert isinstance(open_sink(pattern, replace_earlier=False), ImageSequenceSink)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f_000.png", "f_001.png", "notes.txt"]
+    open_sink(pattern)
+    # Only files named like this output's frames go; anything else in the folder is the user's.
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_an_image_that_fails_to_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def half_write(path: str, image: np.ndarray) -> bool:
+        Path(path).write_bytes(b"\x89PNG")  # what an encoder that fails midway leaves behind
+        return False
+
+    monkeypatch.setattr(cv2, "imwrite", half_write)
+    sink = ImageSequenceSink(tmp_path / "f_%03d.png")
+    with pytest.raises(OSError, match="cannot write image"):
+        sink.write(np.zeros((4, 4, 3), np.uint8))
+    # A half-written image would be a corrupt frame among the good ones.
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_name_that_is_not_utf8_is_refused_before_opencv_sees_it(tmp_path: Path) -> None:
     # OpenCV crashed the process (a segmentation fault) on such a name: an image in a folder of frames, a video,
     # an output. A folder's files are listed when the source is made: an image with such a name is refused there,
@@ -221,6 +246,15 @@ def test_a_name_that_is_not_utf8_is_refused_before_opencv_sees_it(tmp_path: Path
     with pytest.raises(ValueError, match=r"image output '.*fr\\xfe/f_%04d\.png' has a name that is not valid UTF-8"):
         ImageSequenceSink(tmp_path / os.fsdecode(b"fr\xfe") / "f_%04d.png")
     assert [path.name for path in tmp_path.iterdir()] == ["frames"]
+
+
+def test_a_wayland_session_is_a_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sinks, "opencv_has_gui", lambda: True)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
+    assert sinks.display_available()
+    monkeypatch.delenv("WAYLAND_DISPLAY")
+    assert not sinks.display_available()
 
 
 def test_display_without_gui_is_a_clear_error() -> None:
