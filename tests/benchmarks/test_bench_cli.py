@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,8 +15,14 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from conftest import tiny_info
 
+from unetrt.benchmarks import bench, bench_matmul
 from unetrt.benchmarks.bench import (
+    add_ratios,
+    build_parser,
+    format_table,
+    frame_shapes,
     locate_model,
     main,
     parse_batches,
@@ -22,7 +30,10 @@ from unetrt.benchmarks.bench import (
     require_tensorrt,
     select_variants,
 )
-from unetrt.benchmarks.variants import Workload
+from unetrt.benchmarks.flops import flops_per_image
+from unetrt.benchmarks.stats import describe_cpu
+from unetrt.benchmarks.variants import Workload, all_variants, open_variant_backend
+from unetrt.cpu import usable_cores
 
 FAST = ["--shape", "32x32", "--warmup", "1", "--iterations", "2", "--trials", "2", "--threads", "1"]
 FIGURES = {"mean", "p50", "p90", "p99", "min", "max", "median", "trial_medians", "spread_pct"}
@@ -103,6 +114,7 @@ def test_other_modes_run(tiny_model_files: dict[str, Path], tmp_path: Path, mode
     report = json.loads(out.read_text())
     assert report["settings"]["mode"] == mode.removeprefix("--").replace("no-data-transfers", "device")
     assert all(r["status"] == "ok" for r in report["results"])
+    assert all(r["cpu_threads"] == 1 for r in report["results"])
 
 
 def test_end_to_end_frames_from_a_folder(tiny_model_files: dict[str, Path], tmp_path: Path,
@@ -172,14 +184,16 @@ def test_duration_and_plot(tiny_model_files: dict[str, Path], tmp_path: Path,
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_plan_without_tensorrt_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("name", ["unet.plan", "unet.engine"])
+def test_plan_without_tensorrt_exits_2_with_one_line(name: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     try:
         require_tensorrt()
     except ImportError:
         pass
     else:
         pytest.skip("TensorRT is installed here")
-    plan = tmp_path / "unet.plan"
+    plan = tmp_path / name
     plan.write_bytes(b"not an engine")
     code, out, err = _run(["--engine", str(plan)], capsys)
     assert code == 2
@@ -191,6 +205,9 @@ def test_plan_without_tensorrt_exits_2_with_one_line(tmp_path: Path, capsys: pyt
     (["--engine", "{onnx}", "--backend", "tensorflow"], "unknown backend 'tensorflow'"),
     (["--engine", "{onnx}", "--shape", "32by32"], "WIDTHxHEIGHT"),
     (["--engine", "{onnx}", "--batch", "1,x"], "batch must be positive"),
+    (["--engine", "{onnx}", "--batch", "0"], "batch must be positive"),
+    (["--engine", "{onnx}", "--shapes=image:2x3x32x32", "--batch", "1"], "--shapes asks for batch 2 and --batch-size "
+                                                                         "for 1; give one"),
     (["--engine", "/nonexistent/unet.onnx"], "does not exist"),
     (["--engine", "no_such_bundled_model"], "no bundled model"),
     (["--engine", "{onnx}", "--unet-base", "8"], "not allowed with"),
@@ -364,3 +381,250 @@ def test_a_row_asked_for_by_name_that_cannot_run_exits_2_after_the_report(
     assert code == 2
     assert "| PyTorch eager FP32 | cpu | 1x32x32 |" in out
     assert _one_line_error(err).startswith("error: torch-fp16 did not run: needs a CUDA GPU")
+
+
+class _CountingRunner:
+    """Stands in for an open variant: each step is logged under the variant's key, so that a test reads how many
+    calls unet-bench made and in which order; what the backend does is tested elsewhere."""
+
+    def __init__(self, key: str, log: list[str], threads: int | None) -> None:
+        self.key, self.log, self.threads, self.device = key, log, threads, "cpu"
+        self.closed = False
+
+    def step(self) -> None:
+        self.log.append(self.key)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class _Opened:
+    """What unet-bench asked of the variants: (key, threads, workload) per open, and every step's key in order."""
+
+    asked: list[tuple[str, int | None, Workload]] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    runners: list[_CountingRunner] = field(default_factory=list)
+
+
+def _fake_runs_and_clock(monkeypatch: pytest.MonkeyPatch) -> _Opened:
+    """Counting runners in place of the backends, and a clock that moves only when read: each perf_counter_ns
+    read is 1 ms after the last (every timed call lasts 1 ms), each perf_counter read 0.5 s after the last (a
+    trial of n calls lasts n x 0.5 s). The figures then follow from the options alone."""
+    opened = _Opened()
+
+    def open_runner(variant: Any, model: Path, device: str, threads: int | None, workload: Workload,
+                    info: Any) -> _CountingRunner:
+        opened.asked.append((variant.key, threads, workload))
+        opened.runners.append(_CountingRunner(variant.key, opened.steps, threads))
+        return opened.runners[-1]
+
+    nanoseconds, seconds = itertools.count(0, 1_000_000), itertools.count(0.0, 0.5)
+    monkeypatch.setattr(bench, "open_runner", open_runner)
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter_ns=lambda: next(nanoseconds),
+                                                       perf_counter=lambda: next(seconds)))
+    return opened
+
+
+def test_every_option_reaches_the_timed_loop_and_the_report(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    opened = _fake_runs_and_clock(monkeypatch)
+    asked_threads: list[int] = []
+
+    def matmul_rates(threads: int) -> dict[str, Any]:
+        asked_threads.append(threads)
+        return {"size": 64, "threads": threads, "engines": {"onnxruntime-fp32": 100.0},
+                "best": {"fp32": ("onnxruntime-fp32", 100.0)}}
+
+    monkeypatch.setattr(bench_matmul, "measure_matmul_rates", matmul_rates)
+    out, markdown = tmp_path / "out.json", tmp_path / "out.md"
+    code, text, _ = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", "--backend",
+                          "torch-fp32", "--shape", "30x21", "--batch", "3", "--warmup", "4", "--iterations", "3",
+                          "--trials", "2", "--threads", "2", "--seed", "7", "--matmul", "--json", str(out),
+                          "--markdown", str(markdown)], capsys)
+    assert code == 0, text
+    workload = Workload("bare", (21, 30), 3, 7)
+    assert opened.asked == [("torch-fp32", 2, workload), ("onnxruntime", 2, workload)]
+    # 4 warm-up calls each, then per trial one untimed call and 3 timed ones, the second trial in turned order.
+    torch, ort = ["torch-fp32"] * 4, ["onnxruntime"] * 4
+    assert opened.steps == torch + ort + torch + ort + ort + torch
+    assert all(runner.closed for runner in opened.runners)
+    assert asked_threads == [2]
+    report = json.loads(out.read_text())
+    assert {k: report["settings"][k] for k in ("warmup", "iterations_per_trial", "trials", "threads", "batches",
+                                               "frame_shapes_hw", "seed")} == {
+        "warmup": 4, "iterations_per_trial": 3, "trials": 2, "threads": 2, "batches": [3],
+        "frame_shapes_hw": [[21, 30]], "seed": 7}
+    # 30x21 frames go into the network mirror-padded to the next multiple of 4 (depth 3): 32x24.
+    flops = flops_per_image(tiny_model_files["onnx"], 3, 24, 32)
+    for row in report["results"]:
+        assert row["network_input_hw"] == [24, 32] and row["flops_per_image"] == flops
+        assert row["latency_ms"]["median"] == 1.0 and row["latency_ms"]["trial_medians"] == [1.0, 1.0]
+        assert row["samples_ms"] == [1.0] * 6
+        # 3 timed calls of 3 images in 1.5 s each trial: 6 images a second.
+        assert row["throughput_images_per_s"] == 6.0
+        assert row["achieved_tflops"] == pytest.approx(flops * 6 / 1e12)
+        assert row["fraction_of_matmul_rate"] == pytest.approx(flops * 6 / 1e9 / 100.0)
+    written = markdown.read_text()
+    for shown in (text, written):
+        assert f"Machine: {describe_cpu(report['machine'])}, " in shown
+        assert "2 trials x 3 after 4 warm-up." in shown
+        assert "| onnxruntime-fp32 | 100.0 |" in shown
+        assert ("| ONNX Runtime FP32 | cpu | 3x24x32 | 1.00 | 0.0 | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 6.0 | "
+                "1.00× | 1.00× | – |") in shown
+
+
+def test_duration_frames_and_the_default_thread_count_reach_the_run(tiny_model_files: dict[str, Path],
+                                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    opened = _fake_runs_and_clock(monkeypatch)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(folder / name), np.zeros((32, 32, 3), np.uint8))
+    out = tmp_path / "out.json"
+    code, text, _ = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", "--shape", "32x32",
+                          "--end-to-end", "--frames", str(folder), "--warmup", "1", "--duration", "1.2",
+                          "--iterations", "50", "--trials", "2", "--json", str(out)], capsys)
+    assert code == 0, text
+    images = (folder / "a.png", folder / "b.png")
+    assert opened.asked == [("onnxruntime", usable_cores(), Workload("end-to-end", (32, 32), 1, 0, images))]
+    report = json.loads(out.read_text())
+    (row,) = report["results"]
+    # The clock reads 0.5 s later at every call: the third call ends past 1.2 s, in each of the 2 trials.
+    assert row["latency_ms"]["iterations"] == 6
+    assert report["settings"]["threads"] == usable_cores()
+    assert report["settings"]["iterations_per_trial"] == "1.2s"
+
+
+def test_trial_figures_are_medians_over_the_trials_of_a_batch() -> None:
+    variant = all_variants("fp32")["onnxruntime"]
+    measured = bench._Measured(variant, _CountingRunner("onnxruntime", [], 1), None, 3 * bench.MIB, None, None,
+                               latencies=[[1.0, 1.0], [2.0, 2.0], [1.0, 1.0, 1.0, 1.0]], walls=[1.0, 1.0, 8.0])
+    figures = bench._figures(measured, 2, 10**9, "perf_counter_ns", "cpu", True)
+    # Images a second per trial: 2 x 2 / 1 s, 2 x 2 / 1 s, 4 x 2 / 8 s = 4, 4, 1: median 4 (the mean would be 3).
+    assert figures["throughput_images_per_s"] == 4.0
+    assert figures["achieved_tflops"] == pytest.approx(10**9 * 4.0 / 1e12)
+    # Median of the trial medians 1, 2, 1.
+    assert figures["latency_ms"]["median"] == 1.0
+    assert figures["samples_ms"] == [1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0]
+    assert figures["peak_rss_mib"] == 3.0 and figures["cpu_threads"] == 1
+
+
+def _timed_row(variant: str, frame_hw: list[int], batch: int, median: float | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"variant": variant, "mode": "bare", "frame_hw": frame_hw, "batch": batch,
+                           "status": "skipped" if median is None else "ok"}
+    if median is not None:
+        row["latency_ms"] = {"median": median}
+    return row
+
+
+def test_ratios_compare_rows_of_the_same_frame_size_and_batch_only() -> None:
+    rows = [_timed_row("torch-fp32", [32, 32], 1, 4.0), _timed_row("onnxruntime", [32, 32], 1, 2.0),
+            _timed_row("torch-fp32", [64, 64], 1, 10.0), _timed_row("onnxruntime", [64, 64], 1, 5.0),
+            _timed_row("onnxruntime", [64, 64], 2, 8.0), _timed_row("torch-fp16", [32, 32], 1, None)]
+    add_ratios(rows)
+    # 4 / 2 and 10 / 5 over eager FP32 of the same size; batch 2 has no baseline; a skipped row has no ratio.
+    assert [r["speedup_vs_torch_fp32"] for r in rows] == [1.0, 2.0, 1.0, 2.0, None, None]
+    assert [r["speedup_vs_onnxruntime_fp32"] for r in rows] == [0.5, 1.0, 0.5, 1.0, 1.0, None]
+    assert [r["speedup_vs_hand_written"] for r in rows] == [None] * 6
+
+
+def test_the_table_puts_each_figure_in_its_column() -> None:
+    latency = {"median": 2.0, "spread_pct": 12.5, "mean": 2.5, "p50": 2.1, "p90": 3.0, "p99": 4.0, "min": 1.5,
+               "max": 5.0}
+    row = {"status": "ok", "label": "ONNX Runtime FP32", "device": "cpu", "batch": 2, "network_input_hw": [32, 48],
+           "latency_ms": latency, "throughput_images_per_s": 400.0, "speedup_vs_torch_fp32": 1.5,
+           "speedup_vs_onnxruntime_fp32": 0.75, "speedup_vs_hand_written": None, "achieved_tflops": 0.0123,
+           "fraction_of_matmul_rate": 0.25, "peak_rss_mib": 300.4, "peak_device_mib": None}
+    line = format_table([row]).splitlines()[2]
+    assert line == ("| ONNX Runtime FP32 | cpu | 2x32x48 | 2.00 | 12.5 | 2.50 | 2.10 | 3.00 | 4.00 | 1.50 | 5.00 | "
+                    "400.0 | 1.50× | 0.75× | – | 0.012 | 25% | 300 | – |")
+
+
+def test_each_row_is_timed_once_baseline_first_and_its_absence_is_noted(tiny_model_files: dict[str, Path]) -> None:
+    model = locate_model(str(tiny_model_files["onnx"]))
+    variants, _ = select_variants(["onnxruntime", "torch", "torch-fp32"], model, "fp32")
+    assert [v.key for v in variants] == ["torch-fp32", "onnxruntime", "torch-fp16", "torch-channels-last",
+                                         "torch-cuda-graphs"]
+    _, notes = select_variants(["onnxruntime"], model, "fp32")
+    assert "no PyTorch eager FP32 baseline in this run: ratios are left empty" in notes
+
+
+def test_device_cuda_without_a_gpu_is_one_line(tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(bench, "_torch_cuda", lambda: None)
+    monkeypatch.setattr("unetrt.backends.tensorrt_gpu_available", lambda: False)
+    code, out, err = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", *FAST,
+                           "--device", "cuda"], capsys)
+    assert code == 2 and out == ""
+    assert "--device cuda asked, but no CUDA GPU is visible" in _one_line_error(err)
+
+
+def test_frames_are_timed_at_the_working_size_the_model_states() -> None:
+    info = tiny_info(working_size=(64, 48))
+    model = bench.ModelFiles("tiny", {}, {}, info)
+    assert frame_shapes(None, model) == ([(48, 64)], None)
+    assert frame_shapes([(30, 21)], model) == ([(21, 30)], None)
+    # End to end, Segmenter resizes the frame to the working size (64x48); the bare modes pad the frame itself.
+    assert bench._network_hw(info, (100, 201), "end-to-end") == (48, 64)
+    assert bench._network_hw(info, (100, 201), "bare") == (100, 204)
+    assert Workload("bare", (21, 30), 1).network_batch(info).shape == (1, 3, 24, 32)
+
+
+def test_random_frames_follow_the_seed() -> None:
+    info = tiny_info()
+    first, again, other = (Workload("bare", (8, 8), 1, seed).frames(info)[0] for seed in (1, 1, 2))
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+
+def test_the_documented_defaults() -> None:
+    args = build_parser().parse_args(["--engine", "camvid"])
+    # The help texts say: 5 warm-up calls, 20 timed iterations per trial, 5 trials, batch 1.
+    assert (args.warmup, args.iterations, args.trials, args.batch_size) == (5, 20, 5, [1])
+
+
+def test_the_device_mode_rows_run_on_the_threads_asked(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    torch = pytest.importorskip("torch")
+    from unetrt.backends import onnxruntime as onnxruntime_backend
+    from unetrt.backends.openvino import openvino_available
+
+    asked: list[int | None] = []
+    real_options = onnxruntime_backend.session_options
+
+    def session_options(threads: int | None = None) -> Any:
+        asked.append(threads)
+        return real_options(threads)
+
+    monkeypatch.setattr(onnxruntime_backend, "session_options", session_options)
+    openvino = ["--backend", "openvino-fp32"] if openvino_available() else []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # not the 1 asked below: a PyTorch row that leaves its threads alone reports 2
+    try:
+        out = tmp_path / "out.json"
+        code, text, _ = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "torch-fp32", "--backend",
+                              "onnxruntime", *openvino, *FAST, "--no-data-transfers", "--json", str(out)], capsys)
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0, text
+    rows = json.loads(out.read_text())["results"]
+    assert len(rows) == (3 if openvino else 2)
+    assert all(row["status"] == "ok" and row["cpu_threads"] == 1 for row in rows), rows
+    assert asked == [1]
+
+
+def test_the_bf16_row_asks_openvino_for_bf16(tiny_model_files: dict[str, Path]) -> None:
+    pytest.importorskip("openvino")
+    variant = all_variants("fp32")["openvino-bf16"]
+    assert variant.precision == "bf16"
+    try:
+        backend = open_variant_backend(variant, tiny_model_files["onnx"], "cpu", 1)
+    except ValueError as exc:
+        # A CPU without native BF16 refuses the row, rather than time FP32 under the BF16 label.
+        assert "no native BF16" in str(exc)
+    else:
+        backend.close()
+        assert backend.precision == "bf16"

@@ -195,3 +195,45 @@ def test_a_plan_that_cannot_load_here_exits_2_after_the_rows_that_ran(
     # The CUDA runtime under ONNX Runtime keeps its retain of the primary context for good; unetrt keeps none.
     assert jetson.primary(0).retains == len(provider.runtime_contexts) == 1
     assert jetson.live("device") == 0 and jetson.live("library") == 0
+
+
+def test_a_plan_that_fails_in_the_warm_up_is_skipped_and_released(jetson: FakeGpu, tiny_model_files: dict[str, Path],
+                                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.backends.tensorrt import TensorRTBackend
+
+    plan = _build(tiny_model_files["onnx"], tmp_path / "unet.plan")
+
+    def refused(*args: object) -> None:
+        raise ValueError("input shape 1x3x32x32 is outside the engine's optimisation profile")
+
+    monkeypatch.setattr(TensorRTBackend, "infer", refused)
+    assert main(["--engine", str(plan), "--backend", "tensorrt"]) == 2
+    assert "outside the engine's optimisation profile" in capsys.readouterr().err
+    assert jetson.primary(0).retains == 0 and jetson.live("device") == 0 and jetson.live("library") == 0
+
+
+def test_the_share_of_the_gpus_matmul_rate_is_the_achieved_rate_over_it(jetson: FakeGpu,
+                                                                        tiny_model_files: dict[str, Path],
+                                                                        tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("unetrt.benchmarks.bench.matmul_fp16_tflops", lambda: 4.0)
+    (tmp_path / "alone").mkdir()
+    plan = _build(tiny_model_files["onnx"], tmp_path / "alone" / "unet.plan")
+    report = _run(["--engine", str(plan)], tmp_path)
+    (row,) = [row for row in report["results"] if row["variant"] == "tensorrt"]
+    assert report["matmul_fp16_tflops"] == 4.0 and row["achieved_tflops"] > 0
+    assert row["fraction_of_matmul_peak"] == pytest.approx(row["achieved_tflops"] / 4.0)
+
+
+def test_a_dla_plans_row_names_its_dla_core(jetson: FakeGpu, tiny_model_files: dict[str, Path],
+                                            tmp_path: Path) -> None:
+    from unetrt.export.tensorrt import main as unet_build
+
+    (tmp_path / "alone").mkdir()
+    plan = tmp_path / "alone" / "unet.plan"
+    assert unet_build([str(tiny_model_files["onnx"]), "-o", str(plan), "--precision", "fp16", "--dla-core", "0",
+                       "--min-shape", "1x3x32x32", "--max-shape", "1x3x32x32", "--no-progress"]) == 0
+    report = _run(["--engine", str(plan), "--size", "32x32"], tmp_path)
+    assert [row["label"] for row in report["results"] if row["variant"] == "tensorrt"] == [
+        "TensorRT FP16, DLA core 0"]

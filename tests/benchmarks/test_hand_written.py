@@ -6,13 +6,16 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+from conftest import tiny_info
 
 from unetrt.benchmarks.bench import locate_model, main, select_variants
-from unetrt.benchmarks.variants import HAND_WRITTEN, HandWrittenPipeline
+from unetrt.benchmarks.variants import HAND_WRITTEN, HandWrittenPipeline, HandWrittenRunner
 from unetrt.bundled import bundled_model_path
 from unetrt.datasets import list_images
 from unetrt.geometry import nearest_legal_sizes
@@ -105,3 +108,39 @@ def test_binary_gray_model_is_thresholded(shared_data: Path) -> None:
         assert mask.shape == frame.shape and set(np.unique(mask)) == {0, 1}
         # No resize on either side (512x512 runs whole): the same pixels but for the padding's mirror border.
         assert (mask == segmenter.segment(frame).mask).mean() > 0.97
+
+
+def test_the_pipeline_runs_on_the_threads_asked(tiny_int8_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The row reports --threads as its thread count: OpenVINO must be told it, not left at its default."""
+    from unetrt.backends import openvino as openvino_backend
+    from unetrt.model_file import read_model_file
+
+    core = openvino_backend.shared_core()
+    configs: list[dict[str, Any]] = []
+
+    class RecordingCore:
+        def read_model(self, path: str) -> Any:
+            return core.read_model(path)
+
+        def compile_model(self, network: Any, device: str, config: dict[str, Any]) -> Any:
+            configs.append(config)
+            return core.compile_model(network, device, config)
+
+    monkeypatch.setattr(openvino_backend, "shared_core", RecordingCore)
+    HandWrittenPipeline(tiny_int8_onnx, read_model_file(tiny_int8_onnx).info, (32, 48), threads=1).close()
+    assert configs == [{"INFERENCE_NUM_THREADS": 1}]
+
+
+def test_every_frame_of_a_batch_is_segmented() -> None:
+    # The row's img/s counts the whole batch: each of its frames must go through the pipeline.
+    seen: list[np.ndarray] = []
+    pipeline = SimpleNamespace(device="cpu", threads=1, segment=seen.append)
+    frames = [np.full((4, 4, 3), value, np.uint8) for value in (0, 1, 2)]
+    HandWrittenRunner(pipeline, frames).step()  # type: ignore[arg-type]
+    assert [int(frame[0, 0, 0]) for frame in seen] == [0, 1, 2]
+
+
+def test_a_valid_padding_model_is_refused() -> None:
+    # The recipe resizes frames straight to the network input: a 'valid' model's masks would lack their context.
+    with pytest.raises(ValueError, match="'same'-padding models only"):
+        HandWrittenPipeline(Path("unused.int8.onnx"), tiny_info(padding="valid"), (32, 32), threads=1)

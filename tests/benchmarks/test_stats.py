@@ -100,3 +100,20 @@ def test_nominal_clock_from_cpuinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert stats.cpu_nominal_mhz() is None
     monkeypatch.setattr(stats, "CPUINFO", tmp_path / "absent")
     assert stats.cpu_nominal_mhz() is None
+
+
+def test_rss_is_read_from_proc_in_kib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmHWM:\t    3000 kB\nVmRSS:\t    1000 kB\n")
+    monkeypatch.setattr(stats, "PROC_STATUS", status)
+    # /proc/self/status counts in KiB: 1000 KiB now, 3000 KiB at the high-water mark.
+    assert current_rss_bytes() == 1000 * 1024
+    assert peak_rss_bytes() == 3000 * 1024
+    monkeypatch.setattr(stats, "PROC_STATUS", tmp_path / "absent")
+    assert current_rss_bytes() is None
+
+
+def test_the_cores_named_are_those_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A container or taskset limit: the report must not claim every core of the machine.
+    monkeypatch.setattr(stats, "usable_cores", lambda: 1)
+    assert machine_description()["usable_cores"] == 1
