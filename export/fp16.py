@@ -155,9 +155,9 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     if not float_inputs:
         raise ValueError("the ONNX graph has no FP32 input; only FP32 graphs can be converted to FP16")
     source = expand_stored_weights(model)
-    with warnings.catch_warnings(record=True) as clamped:
-        # The converter warns once per weight it clamps into FP16's range; summarise them in one warning.
-        warnings.simplefilter("always")
+    with warnings.catch_warnings():
+        # The converter warns per tensor and sign it clamps, without counts: one warning of ours counts the values.
+        warnings.simplefilter("ignore")
         converted: onnx.ModelProto = float16.convert_float_to_float16(
             source,
             keep_io_types=True,
@@ -166,8 +166,9 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
             min_positive_val=MIN_POSITIVE,
             max_finite_val=MAX_FINITE,
         )
+    clamped = _clamped_values(source, converted)
     if clamped:
-        warnings.warn(f"FP16 conversion clamped {len(clamped)} weight value(s) into FP16's range "
+        warnings.warn(f"FP16 conversion clamped {clamped} weight value(s) into FP16's range "
                       f"(|w| < {MIN_POSITIVE:g} or > {MAX_FINITE:g})", UserWarning, stacklevel=2)
     _restore_fp32_outputs(converted, {o.name for o in float_outputs(model)})
     del converted.metadata_props[:]
@@ -177,6 +178,18 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     except onnx.checker.ValidationError as exc:
         raise ValueError(f"onnx.checker rejected the FP16 graph: {exc}") from exc
     return converted
+
+
+def _clamped_values(source: onnx.ModelProto, converted: onnx.ModelProto) -> int:
+    """How many values of the FP32 weights that became float16 lie outside [MIN_POSITIVE, MAX_FINITE] in magnitude
+    (zero excepted): the ones the converter clamped."""
+    stored_fp16 = {init.name for init in converted.graph.initializer if init.data_type == onnx.TensorProto.FLOAT16}
+    count = 0
+    for init in source.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT and init.name in stored_fp16:
+            magnitude = np.abs(numpy_helper.to_array(init))
+            count += int(np.count_nonzero(((magnitude > 0) & (magnitude < MIN_POSITIVE)) | (magnitude > MAX_FINITE)))
+    return count
 
 
 def float_outputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:

@@ -173,23 +173,24 @@ def test_bundled_camvid_fp16_agrees_on_val_frames(shared_data: Path) -> None:
 
 
 def test_weights_are_clamped_into_the_stated_fp16_range_with_one_warning() -> None:
-    # x -> Mul(w) -> Add(b) -> y: Mul runs FP16, so w is stored as float16 within [1e-7, 1e4] in magnitude. 2e4 is
-    # above the range (one warning, stored as 1e4); 1e-5 is inside it (an FP16 subnormal, about 1.0014e-5).
-    w = helper.make_tensor("w", TensorProto.FLOAT, [1, 2, 1, 1], [2e4, 1e-5])
+    # x -> Mul(w) -> Add(b) -> y: Mul runs FP16, so w is stored as float16 within [1e-7, 1e4] in magnitude. 2e4 and
+    # 3e4 are above the range (stored as 1e4), -5e4 below it (-1e4) and 1e-9 too small (1e-7, an FP16 subnormal):
+    # 4 values, in the 3 warnings the converter gives for this tensor; 1e-5 is inside (about 1.0014e-5), 0 stays 0.
+    w = helper.make_tensor("w", TensorProto.FLOAT, [1, 6, 1, 1], [2e4, 1e-5, 3e4, -5e4, 1e-9, 0.0])
     b = helper.make_tensor("b", TensorProto.FLOAT, [1], [0.25])
     nodes = [helper.make_node("Mul", ["x", "w"], ["scaled"], name="scale"),
              helper.make_node("Add", ["scaled", "b"], ["y"], name="shift")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])], [w, b])
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 4, 4])], [w, b])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.warns(UserWarning) as caught:
         converted = convert_to_fp16(model)
     assert [str(warning.message) for warning in caught] == [
-        "FP16 conversion clamped 1 weight value(s) into FP16's range (|w| < 1e-07 or > 10000)"]
+        "FP16 conversion clamped 4 weight value(s) into FP16's range (|w| < 1e-07 or > 10000)"]
     stored = next(init for init in converted.graph.initializer if init.name == "w")
     assert stored.data_type == TensorProto.FLOAT16
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(stored).ravel(),
-                                  np.array([1e4, 1e-5], dtype=np.float16))
+                                  np.array([1e4, 1e-5, 1e4, -1e4, 1e-7, 0.0], dtype=np.float16))
 
 
 def test_a_binary_model_that_flips_its_answer_does_not_pass_as_its_fp16_copy(tmp_path: Path) -> None:
