@@ -123,8 +123,8 @@ def check_figure_settings(out: str | Path, images: str | Path, labels: str | Pat
 
     Raises:
         ValueError: an output that cannot be written or is a file of the input folders (the figure would replace
-            it), samples outside 1-50, a size past the working-size limits, a w0 or sigma that is not a finite
-            positive number, a dpi outside 10-600.
+            it), samples outside 1-50, a size past the working-size limits, a w0 that is not a finite number
+            >= 0 (0: class balance alone), a sigma that is not a finite number > 0, a dpi outside 10-600.
     """
     out = Path(out)
     check_writable_file(out, f"--output {str(out)!r}")

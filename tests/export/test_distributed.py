@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from test_train import TINY, make_isbi  # noqa: E402  (pytest puts this folder on sys.path)
 
-from unetrt.export.distributed import DistributedContext, init_distributed, weights_digest  # noqa: E402
+from unetrt.export.distributed import DistributedContext, init_distributed, pick_device, weights_digest  # noqa: E402
 
 
 def _free_port() -> int:
@@ -76,3 +76,24 @@ def test_shutdown_joins_gloo_threads_before_the_process_exits(tmp_path: Path) ->
     for rank in (0, 1):
         threads = (tmp_path / f"rank{rank}.txt").read_text().split()
         assert not [name for name in threads if "gloo" in name], f"rank {rank} threads after shutdown: {threads}"
+
+
+def test_only_the_first_rank_of_all_is_main() -> None:
+    # Rank 2 of 4 is the first process on its node (local rank 0) but must not write the checkpoints too.
+    assert not DistributedContext(2, 4, 0, torch.device("cpu")).is_main
+
+
+def test_torchrun_environment_joins_a_gloo_group_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    backends: list[str] = []
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend: backends.append(backend))
+    assert init_distributed("cpu") == DistributedContext(2, 4, 0, torch.device("cpu"))
+    assert backends == ["gloo"]
+
+
+def test_an_unknown_device_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="got 'gpu'"):
+        pick_device("gpu")

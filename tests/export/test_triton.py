@@ -117,3 +117,30 @@ def test_write_repository_layout(tmp_path: Path) -> None:
 def test_write_repository_needs_the_plan(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_triton_repository(tmp_path, "unet", tmp_path / "missing.plan", make_metadata())
+
+
+def test_input_and_output_types_are_each_their_own() -> None:
+    metadata = replace(make_metadata(), input_dtype="float16", output_dtype="float32")
+    config = parse(triton_config(metadata, "unet"))
+    assert config.input[0].data_type == model_config_pb2.TYPE_FP16
+    assert config.output[0].data_type == model_config_pb2.TYPE_FP32
+
+
+def test_a_side_is_fixed_only_when_the_whole_profile_fixes_it() -> None:
+    # The optimum height equals the minimum, but the maximum lets it grow: Triton must accept any height.
+    profile = ShapeProfile((1, 3, 48, 64), (1, 3, 48, 64), (4, 3, 96, 64))
+    assert io_dims(profile, tiny_info()) == ([3, -1, 64], [3, -1, 64])
+
+
+def test_write_repository_passes_the_batching_delay_on(tmp_path: Path) -> None:
+    plan = tmp_path / "built.plan"
+    plan.write_bytes(b"plan bytes")
+    config = write_triton_repository(tmp_path / "models", "unet", plan, make_metadata(), max_queue_delay_us=0)
+    assert parse(config.read_text()).dynamic_batching.max_queue_delay_microseconds == 0
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_a_name_that_is_a_folder_step_is_refused(name: str) -> None:
+    # REPO/../1/model.plan would land outside the repository.
+    with pytest.raises(ValueError, match="model name"):
+        model_plan_path("models", name)

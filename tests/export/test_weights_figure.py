@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from test_train import make_camvid, make_isbi  # pytest puts this folder on sys.path
 
-from unetrt.export.weights_figure import main
+from unetrt.export.weights_figure import MAX_DPI, MAX_SAMPLES, MIN_DPI, check_figure_settings, main
 
 
 def test_binary_and_multiclass_figures(tmp_path: Path) -> None:
@@ -47,3 +49,34 @@ def test_bad_settings_are_one_line_and_touch_no_file(flags: list[str], words: st
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], lines
     assert label.read_bytes() == before and not (tmp_path / "w.png").exists()
+
+
+def test_the_limits_themselves_are_accepted(tmp_path: Path) -> None:
+    # Each bound is inclusive: 50 samples, 10 dpi, a w0 of 0 (no border term) are all drawable.
+    check_figure_settings(tmp_path / "w.png", tmp_path / "images", tmp_path / "labels", MAX_SAMPLES, None, 0.0, 5.0,
+                          MIN_DPI)
+    check_figure_settings(tmp_path / "w.png", tmp_path / "images", tmp_path / "labels", 1, None, 10.0, 5.0, MAX_DPI)
+
+
+def test_every_option_reaches_the_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    isbi = make_isbi(tmp_path / "isbi", slices=2)
+    module = sys.modules[main.__module__]
+    shapes: list[tuple[int, ...]] = []
+    settings: list[tuple[float, float]] = []
+
+    def distance(label: np.ndarray, *args: object, w0: float, sigma: float, **kwargs: object) -> np.ndarray:
+        shapes.append(label.shape)
+        settings.append((w0, sigma))
+        return np.ones(label.shape)
+
+    monkeypatch.setattr(module, "distance_weight_map", distance)
+    out = tmp_path / "w.png"
+    assert main(["--images", str(isbi / "images"), "--labels", str(isbi / "labels"), "-o", str(out), "--samples", "1",
+                 "--size", "24x16", "--w0", "3", "--sigma", "7", "--dpi", "20"]) == 0
+    assert shapes == [(16, 24)] and settings == [(3.0, 7.0)]
+    # One row of 16 x 3.6 inches at 20 dots an inch: 320 x 72 pixels.
+    assert cv2.imread(str(out)).shape[:2] == (72, 320)
+    # The figure is closed once written: a long-lived caller does not pile them up.
+    import matplotlib.pyplot as plt
+
+    assert plt.get_fignums() == []

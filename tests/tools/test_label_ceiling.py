@@ -26,6 +26,9 @@ def test_fractions_keep_a_pole_that_nearest_neighbour_drops() -> None:
     fractions = label_ceiling.round_trip(label, (20, 10), 2, "fractions")
     nearest = label_ceiling.round_trip(label, (20, 10), 2, "nearest")
     assert (fractions[:, 4] == 1).all() and nearest.sum() == 0
+    # The finish is bilinear: small column 1 (frame columns 3-5) holds 2/3 pole; back at frame columns 3 and 5
+    # it blends to 2/3 * 2/3 = 4/9 pole against 5/9 road, so only column 4 stays pole.
+    assert fractions[0, 3:6].tolist() == [0, 1, 0]
 
 
 def _camvid(root: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -75,3 +76,28 @@ def test_bad_choices_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Capture
     assert select_prior_correction.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_equal_figures_choose_the_smallest_tau(tmp_path: Path) -> None:
+    checkpoint, split, data = _setup(tmp_path)
+    model, info = load_model(checkpoint)
+    # Unit class weights: every tau shifts the biases by tau * log(1) = 0, so every tau scores the same.
+    info = replace(info, extra={**info.extra, "class_weights": [1.0, 1.0, 1.0]})
+    save_checkpoint(checkpoint, model, info)
+    out = tmp_path / "prior.json"
+    assert select_prior_correction.main([str(checkpoint), "--split", str(split), "--data", str(data),
+                                         "--taus", "0.25,0.5,1", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert len({row["mean_iou"] for row in record["rows"]}) == 1 and record["chosen"] == 0.25
+
+
+def test_each_tau_is_scored_at_the_size_asked(tmp_path: Path) -> None:
+    checkpoint, split, data = _setup(tmp_path)
+    out = tmp_path / "prior.json"
+    assert select_prior_correction.main([str(checkpoint), "--split", str(split), "--data", str(data),
+                                         "--taus", "0", "--size", "16x16", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    with Segmenter(checkpoint, backend="torch", device="cpu", working_size=(16, 16)) as segmenter:
+        at_size = evaluate_pairs(segmenter, HeldOutSplit.read(split).pairs(data, "select"))
+    assert record["working_size"] == "16x16"
+    assert record["rows"][0]["mean_iou"] == pytest.approx(at_size["mean_iou"], abs=1e-9)

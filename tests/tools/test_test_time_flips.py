@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 from unetrt.datasets import paired_files  # noqa: E402
 from unetrt.evaluate import evaluate_pairs  # noqa: E402
 from unetrt.export.checkpoint import build_model, save_checkpoint  # noqa: E402
+from unetrt.heldout import HeldOutSplit  # noqa: E402
 from unetrt.model_info import ModelInfo  # noqa: E402
 from unetrt.segmenter import Segmenter  # noqa: E402
 
@@ -109,3 +110,34 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Captu
     assert test_time_flips.main([str(model), *argv, "--out", str(tmp_path / "o.json")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_horizontal_flips_are_the_frame_and_its_left_right_mirror() -> None:
+    frame = np.arange(4 * 6).reshape(4, 6)
+    flipped = [test_time_flips.transform_frame(frame, t) for t in test_time_flips.FLIP_SETS["horizontal"]]
+    assert [copy.tolist() for copy in flipped] == [frame.tolist(), frame[:, ::-1].tolist()]
+
+
+def test_a_split_scores_its_select_part_at_the_size_asked(tmp_path: Path) -> None:
+    model = _model(tmp_path, 3, symmetric=False)
+    data = tmp_path / "camvid"
+    data.mkdir()
+    images, labels = _folders(data, 3)
+    images.rename(data / "val")
+    labels.rename(data / "valannot")
+    for folder in ("val", "valannot"):
+        for path in (data / folder).iterdir():
+            path.rename(path.with_name(f"0016E5_000{path.name}"))
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"guard_frames": 0, "select": ["0016E5:00018-00019"],
+                                 "report": ["0016E5:00020-00020"]}))
+    out = tmp_path / "flips.json"
+    assert test_time_flips.main([str(model), "--split", str(split), "--data", str(data), "--size", "16x16",
+                                 "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    with Segmenter(model, working_size=(16, 16)) as segmenter:
+        expected = evaluate_pairs(segmenter, HeldOutSplit.read(split).pairs(data, "select"))
+    assert (record["images"], record["working_size"]) == (2, "16x16")
+    # The plain row costs one network run a frame, the horizontal one two.
+    assert [row["network_runs_per_frame"] for row in record["rows"]] == [1, 2]
+    assert record["rows"][0]["mean_iou"] == pytest.approx(expected["mean_iou"], abs=1e-9)

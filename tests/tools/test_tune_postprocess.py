@@ -4,7 +4,9 @@ the selection block, and the report scores that mask as the challenge scorer doe
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from tool_module import load_tool
@@ -50,3 +52,39 @@ def test_the_mask_threshold_is_the_least_pixel_plus_rand_error_on_the_selection(
     grid = results["selection"]["grid"]
     best_index = min(range(len(grid)), key=lambda i: (grid[i]["rand_error"], grid[i]["pixel_error"]))
     assert replace(chosen, threshold=0.5) == tune_postprocess.GRID[best_index]
+
+
+def test_the_report_states_its_own_stems_and_plain_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    selection, report = _maps(0, 2), _maps(1, 2)
+    monkeypatch.setattr(tune_postprocess, "GRID", (BinaryCleanup("none"),))
+    monkeypatch.setattr(tune_postprocess, "probability_maps",
+                        lambda model, data, stems: selection if stems == ["a"] else report)
+    results = tune_postprocess.tune("model", None, ["a"], ["b"])
+    assert (results["selection_stems"], results["report_stems"]) == (["a"], ["b"])
+    plain = tune_postprocess.challenge_figures(tune_postprocess.challenge_scorer(report, None))
+    assert results["report"]["plain"] == plain
+    assert plain != tune_postprocess.challenge_figures(tune_postprocess.challenge_scorer(selection, None))
+
+
+def test_report_stems_shared_with_the_selection_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert tune_postprocess.main(["--model", "isbi", "--data", "nowhere", "--select", "18-20",
+                                  "--report", "20-22"]) == 2
+    assert "--select and --report share stems ['20']" in capsys.readouterr().err
+
+
+def test_a_stem_without_its_slice_is_refused(tmp_path: Path) -> None:
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "18.png"), np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="not every stem"):
+        tune_postprocess.probability_maps("isbi", tmp_path, ["18", "19"])
+
+
+def test_equally_good_mask_thresholds_give_the_lowest(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Cells at 0.95 and membranes at 0.05: every threshold from 0.1 to 0.9 gives the true mask (no error at all).
+    maps = [(np.where(truth > 0, 0.95, 0.05).astype(np.float32), truth) for _, truth in _maps(0, 1)]
+    monkeypatch.setattr(tune_postprocess, "GRID", (BinaryCleanup("none"),))
+    monkeypatch.setattr(tune_postprocess, "probability_maps", lambda model, data, stems: maps)
+    results = tune_postprocess.tune("model", None, ["a"], ["b"])
+    assert results["report"]["mask"]["pixel_error"] == 0.0
+    assert results["chosen"]["threshold"] == 0.1
