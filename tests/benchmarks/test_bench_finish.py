@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
+from unetrt.benchmarks import bench_finish
 from unetrt.benchmarks.bench_finish import main, region_scores
+from unetrt.benchmarks.stats import LatencyStats, summarize
+from unetrt.cpu import usable_cores
 
 
 def test_short_run_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -37,3 +43,48 @@ def test_bad_class_count_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Captu
     assert main(["--classes", "300", "--results-dir", str(tmp_path)]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "--classes" in err[0]
+
+
+def test_each_row_runs_with_its_threads_and_the_target_judges_the_fused_row(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    threads_of: dict[str, int] = {}  # each row's threads, from its first finish_resized call
+    asked: list[int] = []  # the threads of every finish_resized call, in order
+    real_finish_resized = bench_finish._tiling.finish_resized
+
+    def recording_finish_resized(scores: np.ndarray, mask: np.ndarray, rect: tuple[int, int, int, int],
+                                 threads: int) -> object:
+        asked.append(threads)
+        return real_finish_resized(scores, mask, rect=rect, threads=threads)
+
+    def fake_time_interleaved(actions: dict[str, Callable[[], object]], *args: object) -> dict[str, LatencyStats]:
+        for name, action in actions.items():
+            before = len(asked)
+            action()
+            if len(asked) > before:
+                threads_of[name] = asked[before]
+        # fused 1.5 ms meets the 2 ms target; the one-thread row's 3 ms would not
+        return {name: summarize([[{"fused": 1.5, "fused_1_thread": 3.0}.get(name, 5.0)]]) for name in actions}
+
+    def disagreeing_opencv_numpy(scores: np.ndarray, out_hw: tuple[int, int], mask: np.ndarray) -> np.ndarray:
+        mask[:] = 255  # a class the 3-class scores never pick: no pixel can agree with the fused mask
+        return mask
+
+    monkeypatch.setattr(bench_finish, "_tiling", SimpleNamespace(finish=bench_finish._tiling.finish,
+                                                                 finish_resized=recording_finish_resized))
+    monkeypatch.setattr(bench_finish, "time_interleaved", fake_time_interleaved)
+    monkeypatch.setattr(bench_finish, "opencv_numpy_finish", disagreeing_opencv_numpy)
+    small = ["--classes", "3", "--scores", "32x24", "--mask", "60x45", "--results-dir", str(tmp_path)]
+    assert main([*small, "--threads", "3", "--name", "three"]) == 0
+    assert threads_of == {"fused": 3, "fused_1_thread": 1}
+    result = json.loads((tmp_path / "three.json").read_text())
+    assert result["threads"] == 3 and result["target_met"] is True
+    assert result["fused_vs_opencv_numpy_agreement"] == 0.0
+    assert main([*small, "--threads", "0", "--name", "default"]) == 0
+    assert json.loads((tmp_path / "default.json").read_text())["threads"] == usable_cores()  # 0: one per core
+
+
+def test_a_full_uint8_mask_of_256_classes_runs_and_257_are_refused(tmp_path: Path) -> None:
+    assert main(["--classes", "256", "--scores", "8x8", "--mask", "8x8", "--trials", "1", "--iterations", "1",
+                 "--name", "f", "--results-dir", str(tmp_path)]) == 0
+    assert main(["--classes", "257", "--scores", "8x8", "--mask", "8x8", "--trials", "1", "--iterations", "1",
+                 "--name", "f", "--results-dir", str(tmp_path)]) == 2

@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,3 +98,36 @@ def test_a_model_file_runs_against_its_fp32_twin(tiny_model_files: dict[str, Pat
     assert rows["onnxruntime fp32, one worker"]["runtime"]["precision"] == "fp32"
     assert "tiny.int8.onnx --workers 1" in rows["default, one worker"]["command"]
     assert rows["default, one worker"]["runtime"]["precision"] == "int8"
+
+
+def test_repeats_interleave_the_ways_and_figures_are_medians_against_the_first(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three repeats of two ways with made-up summaries: the medians and ratios below are worked by hand.
+    summaries = {"base": [(10.0, 12.0), (30.0, 8.0), (20.0, 10.0)],
+                 "fast": [(40.0, 30.0), (60.0, 35.0), (50.0, 25.0)]}
+    order: list[str] = []
+
+    def fake_run_once(way: bench_main_job.Way, model: str, folder: Path, hide_ffmpeg: bool = False,
+                      max_frames: int | None = None) -> dict[str, Any]:
+        fps, steady = summaries[way.name][sum(name == way.name for name in order)]
+        order.append(way.name)
+        return {"fps": fps, "steady_fps": steady, "processed": 9}
+
+    machine = {"cpu_model": "Test CPU", "cpu_features": {"avx512_vnni": True, "amx_int8": False},
+               "usable_cores": 2, "load_average": (1.0, 1.0, 1.0)}
+    monkeypatch.setattr(bench_main_job, "run_once", fake_run_once)
+    monkeypatch.setattr(bench_main_job, "machine_description", lambda: machine)
+    ways = [bench_main_job.Way("base", "/bin/true"), bench_main_job.Way("fast", "/bin/true")]
+    result = bench_main_job.benchmark(ways, "camvid", 3)
+    assert order == ["base", "fast"] * 3  # interleaved, every repeat run
+    base, fast = result["rows"]
+    # medians: base fps 20, steady 10; fast fps 50, steady 30 -> 50 / 20 = 2.5 and 30 / 10 = 3.0
+    assert (base["fps"], base["steady_fps"], fast["fps"], fast["steady_fps"]) == (20.0, 10.0, 50.0, 30.0)
+    assert fast["fps_trials"] == [40.0, 60.0, 50.0] and fast["steady_fps_trials"] == [30.0, 35.0, 25.0]
+    assert (fast["x_baseline"], fast["x_baseline_steady"]) == (2.5, 3.0)
+    assert (base["x_baseline"], base["x_baseline_steady"]) == (1.0, 1.0)
+    assert result["baseline"] == "base" and result["repeats"] == 3 and result["ffmpeg_hidden"] is False
+    report = bench_main_job.to_markdown(result)
+    assert "Machine: Test CPU (AVX-512 VNNI; no AMX)" in report  # the CPU's INT8 features named, not only its model
+    assert "| fast | not in its summary (a version before the runtime line) | 9 | 50.0 | 2.50× | 30.0 | 3.00× | " \
+           "40.0, 60.0, 50.0 |" in report
