@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import runpy
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -66,3 +69,115 @@ def test_the_checkout_leaves_room_for_the_gpu_check_bundle() -> None:
     files = [ROOT / name for name in listed.stdout.decode().split("\0") if name]
     tracked = sum(path.stat().st_size for path in files if path.is_file())
     assert tracked + GPU_CHECK_BUNDLE_BYTES <= 64 << 20, f"the checkout is {tracked} bytes"
+
+
+
+def _setup_py(monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, Any], dict[str, Any]]:
+    """setup.py's functions and the arguments it passes to setup(), without building anything."""
+    import setuptools
+    from pybind11.setup_helpers import ParallelCompile
+
+    given: dict[str, Any] = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: given.update(kwargs))
+    # install() would swap distutils' compile for the whole test process.
+    monkeypatch.setattr(ParallelCompile, "install", lambda self: self)
+    monkeypatch.chdir(ROOT)
+    return runpy.run_path(str(ROOT / "setup.py")), given
+
+
+def test_every_package_folder_and_its_data_go_into_the_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Jetson's non-editable install gets only what setup() names: a folder missing is an ImportError of
+    # unet-batch, a sample missing is 'unet-stream sample' failing.
+    import fnmatch
+
+    _, given = _setup_py(monkeypatch)
+    folders = {path.parent.relative_to(ROOT).as_posix() for top in ("engine", "export", "benchmarks")
+               for path in (ROOT / top).rglob("__init__.py")}
+    assert folders == set(given["package_dir"].values())
+    engine = ROOT / "engine"
+    for path in [*(engine / "samples").iterdir(), *(engine / "models").iterdir()]:
+        relative = path.relative_to(engine).as_posix()
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in given["package_data"]["unetrt"]), relative
+
+
+def _toolkit(root: Path, archs: str) -> Path:
+    """A CUDA toolkit whose nvcc lists the compute capabilities `archs` and records each call in nvcc.log."""
+    (root / "bin").mkdir(parents=True)
+    (root / "include").mkdir()
+    (root / "include" / "cuda_runtime_api.h").write_text("")
+    (root / "lib64").mkdir()
+    (root / "lib64" / "libcudart_static.a").write_text("")
+    nvcc = root / "bin" / "nvcc"
+    nvcc.write_text(f'#!/bin/sh\n[ "$1" = --list-gpu-arch ] && echo "{archs}" && exit 0\n'
+                    f'echo "$@" >> {root / "nvcc.log"}\n')
+    nvcc.chmod(0o755)
+    return nvcc
+
+
+def test_the_cuda_build_uses_cuda_home_and_unetrt_cuda(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """setup_jetson.sh passes JetPack's CUDA as CUDA_HOME and UNETRT_CUDA=1 (its --cpu-only 0): another nvcc on
+    PATH must not be taken, and 0 must build no CUDA."""
+    setup, _ = _setup_py(monkeypatch)
+    jetpack = _toolkit(tmp_path / "jetpack-cuda", "")
+    other = _toolkit(tmp_path / "other-cuda", "")
+    monkeypatch.setenv("PATH", f"{other.parent}:/usr/bin:/bin")
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setenv("CUDA_HOME", str(jetpack.parents[1]))
+    monkeypatch.setenv("UNETRT_CUDA", "1")
+    assert setup["cuda_wanted"]() == jetpack
+    monkeypatch.setenv("UNETRT_CUDA", "0")
+    assert setup["cuda_wanted"]() is None
+    # No nvcc anywhere: 1 must stop the install (setup_jetson.sh would otherwise end with CPU-only kernels), auto
+    # builds for the CPU. (runpy hands back a copy of setup.py's globals; its functions look names up in the real one.)
+    monkeypatch.setitem(setup["cuda_wanted"].__globals__, "find_nvcc", lambda: None)
+    monkeypatch.setenv("UNETRT_CUDA", "1")
+    with pytest.raises(SystemExit, match="UNETRT_CUDA=1 but nvcc was not found"):
+        setup["cuda_wanted"]()
+    monkeypatch.setenv("UNETRT_CUDA", "auto")
+    assert setup["cuda_wanted"]() is None
+
+
+@pytest.mark.skipif(not Path("/usr/local/cuda/bin/nvcc").is_file(), reason="no CUDA toolkit in /usr/local/cuda")
+def test_the_cuda_build_finds_the_nvcc_jetpack_leaves_off_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # JetPack installs nvcc in /usr/local/cuda/bin and puts it on no PATH.
+    setup, _ = _setup_py(monkeypatch)
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert setup["find_nvcc"]() == Path("/usr/local/cuda/bin/nvcc")
+
+
+def test_cuda_kernels_link_a_static_cudart_for_the_asked_gpus_and_ptx_for_the_newest(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Thor (11.0) with Orin (8.7): PTX of 110, not of '87' (the larger string); nvcc reached through a link (in
+    /usr/local/bin) still finds its toolkit's headers; a dynamic cudart would not import on a machine without it."""
+    from setuptools import Extension
+
+    setup, _ = _setup_py(monkeypatch)
+    nvcc = _toolkit(tmp_path / "cuda", "")
+    (tmp_path / "links" / "bin").mkdir(parents=True)
+    (tmp_path / "links" / "bin" / "nvcc").symlink_to(nvcc)
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setenv("UNETRT_CUDA_ARCHS", "87;110")
+    ext = Extension("unetrt._tiling", sources=[])
+    setup["BuildExt"]._add_cuda(SimpleNamespace(build_temp=str(tmp_path / "temp")), ext,
+                                tmp_path / "links" / "bin" / "nvcc")
+    called = (tmp_path / "cuda" / "nvcc.log").read_text().split()
+    assert [a for a in called if a.startswith("-gencode")] == [
+        "-gencode=arch=compute_87,code=sm_87", "-gencode=arch=compute_110,code=sm_110",
+        "-gencode=arch=compute_110,code=compute_110"]
+    assert ext.include_dirs == [str(tmp_path / "cuda" / "include")]
+    assert ext.library_dirs == [str(tmp_path / "cuda" / "lib64")]
+    assert ext.libraries[0] == "cudart_static" and ("UNETRT_WITH_CUDA", "1") in ext.define_macros
+
+
+def test_default_cuda_archs_are_those_nvcc_still_builds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    setup, _ = _setup_py(monkeypatch)
+    monkeypatch.delenv("UNETRT_CUDA_ARCHS", raising=False)
+    # CUDA 13 dropped Xavier's 7.2; Orin's 8.7 stays first.
+    newer = _toolkit(tmp_path / "cuda-13", "compute_75 compute_80 compute_86 compute_87 compute_89 compute_90")
+    assert setup["cuda_archs"](newer) == ["87", "80", "86", "89", "90"]
+    # An nvcc that lists nothing (older than --list-gpu-arch): every default.
+    older = _toolkit(tmp_path / "cuda-11", "")
+    assert setup["cuda_archs"](older) == ["72", "87", "80", "86", "89", "90"]

@@ -19,18 +19,25 @@ REPO = Path(__file__).resolve().parents[1]
 # installed (after 'pip install -e'), whether it sees TensorRT (a venv that sees the system's) and pycuda (after
 # pip installed it; that build fails where the file pycuda-fails exists), and writes every pip call into out.log,
 # where the script's own lines go too (both append, so the order is kept; the script sends pip's output to its log
-# file).
+# file). pip.log gets each whole pip call with the CUDA_ROOT pycuda is built against. Files in the checkout change
+# the answers: pip-opencv (its content: whether OpenCV is to come from pip), no-torch-wheel (the CPU torch is only on
+# PyTorch's index), no-torch-anywhere, install-fails ('pip install -e' fails).
 FAKE_PYTHON = """#!/usr/bin/env bash
 here="$(cd "$(dirname "$0")/../.." && pwd)"
 case "$1" in
   -V) echo "Python 3.11.0" ;;
-  -) cat > /dev/null; echo no ;;
+  -) cat > /dev/null; cat "$here/pip-opencv" 2>/dev/null || echo no ;;
   -c) case "$2" in
         *tensorrt*) [ -f "$here/.venv/tensorrt" ] ;;
         *pycuda*) [ -f "$here/.venv/pycuda" ] ;;
         *) [ -f "$here/.venv/installed" ] ;;
       esac ;;
-  -m) shift 2; echo "PIP $1 ${*: -1}" >> "$here/out.log"
+  -m) shift 2; echo "PIP $1 ${*: -1}" >> "$here/out.log"; echo "CUDA_ROOT=${CUDA_ROOT:-} $*" >> "$here/pip.log"
+      if [[ "$*" == *torch==* ]]; then
+        [ -e "$here/no-torch-anywhere" ] && exit 1
+        [ -e "$here/no-torch-wheel" ] && [[ "$*" != *--extra-index-url* ]] && exit 1
+      fi
+      [[ " $* " == *" -e "* ]] && [ -e "$here/install-fails" ] && exit 1
       if [[ "$*" == *pycuda* ]]; then [ ! -e "$here/pycuda-fails" ] && touch "$here/.venv/pycuda"; exit; fi
       [[ " $* " == *" -e "* ]] && touch "$here/.venv/installed"; exit 0 ;;
 esac
@@ -56,7 +63,7 @@ def checkout(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _run(checkout: Path, *command: str, jetson: bool = False) -> list[str]:
+def _run(checkout: Path, *command: str, jetson: bool = False, returncode: int = 0) -> list[str]:
     """Run a script (on a Jetson, or not, whatever this machine is); its output lines with the stand-in pip's
     calls among them."""
     log = checkout / "out.log"
@@ -67,7 +74,7 @@ def _run(checkout: Path, *command: str, jetson: bool = False) -> list[str]:
     with log.open("a") as out:
         done = subprocess.run(["bash", *command], cwd=checkout, stdout=out, stderr=subprocess.PIPE, text=True,
                               timeout=60, env={**os.environ, "PYTHONPATH": "", "UNETRT_TEGRA_RELEASE": str(release)})
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == returncode, done.stderr
     return log.read_text().splitlines()
 
 
@@ -199,17 +206,24 @@ def test_the_demo_does_not_take_tensorrts_type_stubs_for_tensorrt(tmp_path: Path
     assert subprocess.run([sys.executable, "-c", check], env=env, capture_output=True).returncode != 0
 
 
-# JetPack's Python for scripts/setup_jetson.sh: it has TensorRT (the version in the file trt-version) and OpenCV, and
-# 'python3 -m venv' makes a venv that sees them, whose python records each pip call with the kernels' compute
-# capabilities and pretends pycuda imports once pip built it.
+# JetPack's Python for scripts/setup_jetson.sh: it has TensorRT (the version in the file trt-version) and OpenCV (not
+# where the file no-cv2 exists), and 'python3 -m venv' makes a venv that sees them, whose python records each pip call
+# with the kernels' compute capabilities, UNETRT_CUDA and the CUDA_ROOT pycuda is built against, and pretends pycuda
+# imports once pip built it. The install counts as still there (the stamp's check) once 'pip install -e .' ran, and
+# unless the file kernels-gone exists (a later pip install without UNETRT_CUDA dropped the CUDA kernels); the
+# OpenCV-wheel and NumPy check fails where opencv-wheel exists, pip is missing where no-pip exists, and the venv
+# is left half made where no-venv exists (python3-venv missing).
 FAKE_JETPACK_PYTHON = """#!/usr/bin/env bash
 here="$(pwd)"
 case "$1" in
   -V) echo "Python 3.12.3" ;;
   -c) case "$2" in
         *tensorrt*) cat "$here/trt-version" ;;
+        *cv2*) [ ! -e "$here/no-cv2" ] ;;
       esac ;;
-  -m) venv="$4"; mkdir -p "$venv/bin"; echo "include-system-site-packages = true" > "$venv/pyvenv.cfg"
+  -m) echo "VENV ${*:3}" >> "$here/out.log"
+      venv="$4"; mkdir -p "$venv/bin"; [ -e "$here/no-venv" ] && exit 1
+      echo "include-system-site-packages = true" > "$venv/pyvenv.cfg"
       cp "$here/stand-ins/venv-python" "$venv/bin/python" ;;
 esac
 """
@@ -217,14 +231,18 @@ FAKE_JETSON_VENV_PYTHON = """#!/usr/bin/env bash
 here="$(pwd)"
 case "$1" in
   -c) case "$2" in
+        *cuda_built*) [ -f "$here/installed" ] && [ ! -e "$here/kernels-gone" ] ;;
         *pycuda*) [ -f "$here/pycuda-built" ] ;;
         *) exit 1 ;;
       esac ;;
-  -) cat > /dev/null ;;
+  -) cat > /dev/null; [ ! -e "$here/opencv-wheel" ] ;;
   -m) case "$2" in
-        pip) [ "$3" = --version ] && exit 0
+        pip) [ "$3" = --version ] && [ ! -e "$here/no-pip" ] && exit 0
+             [ "$3" = --version ] && exit 1
              [[ "$*" == *pycuda* ]] && touch "$here/pycuda-built"
-             echo "PIP archs=${UNETRT_CUDA_ARCHS:-} ${*:5}" >> "$here/out.log" ;;
+             [[ "$*" == *" -e ."* ]] && touch "$here/installed" && rm -f "$here/kernels-gone"
+             echo "PIP archs=${UNETRT_CUDA_ARCHS:-} cuda=${UNETRT_CUDA:-} root=${CUDA_ROOT:-} ${*:5}" \
+               >> "$here/out.log" ;;
         *) echo "RUN ${*:2}" >> "$here/out.log" ;;
       esac ;;
 esac
@@ -240,6 +258,12 @@ def _setup_jetson(checkout: Path, release: str, compatible: str, trt_version: st
                   archs: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run scripts/setup_jetson.sh --no-engine on a stand-in Jetson: its release file, device tree, JetPack Python
     with that TensorRT, and nvcc on PATH."""
+    _make_jetson(checkout, release, compatible, trt_version)
+    return _run_setup_jetson(checkout, "--no-engine", archs=archs)
+
+
+def _make_jetson(checkout: Path, release: str, compatible: str, trt_version: str) -> None:
+    """A stand-in Jetson in the checkout: its release file, device tree, JetPack Python with that TensorRT, nvcc."""
     stand_ins = checkout / "stand-ins"
     stand_ins.mkdir()
     for name, text in (("python3", FAKE_JETPACK_PYTHON), ("venv-python", FAKE_JETSON_VENV_PYTHON),
@@ -250,15 +274,24 @@ def _setup_jetson(checkout: Path, release: str, compatible: str, trt_version: st
     (checkout / "trt-version").write_text(trt_version + "\n")
     (checkout / "nv_tegra_release").write_text(release + "\n")
     (checkout / "compatible").write_bytes(b"nvidia,board\0" + compatible.encode() + b"\0")
+
+
+def _run_setup_jetson(checkout: Path, *options: str, archs: str | None = None,
+                      venv: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run scripts/setup_jetson.sh on the stand-in Jetson _make_jetson made; out.log starts empty."""
+    stand_ins = checkout / "stand-ins"
     (checkout / "out.log").write_text("")
     env = {**os.environ, "PYTHONPATH": "", "PYTHON": str(stand_ins / "python3"),
            "PATH": f"{stand_ins}{os.pathsep}{os.environ['PATH']}", "CUDA_HOME": str(checkout / "cuda"),
            "UNETRT_TEGRA_RELEASE": str(checkout / "nv_tegra_release"),
            "UNETRT_DEVICE_TREE": str(checkout / "compatible")}
     env.pop("UNETRT_CUDA_ARCHS", None)
+    env.pop("VENV", None)
     if archs is not None:
         env["UNETRT_CUDA_ARCHS"] = archs
-    return subprocess.run(["bash", "scripts/setup_jetson.sh", "--no-engine"], cwd=checkout, capture_output=True,
+    if venv is not None:
+        env["VENV"] = venv
+    return subprocess.run(["bash", "scripts/setup_jetson.sh", *options], cwd=checkout, capture_output=True,
                           text=True, timeout=60, env=env)
 
 
@@ -301,3 +334,222 @@ def test_setup_jetson_refuses_what_cannot_run_in_one_line(checkout: Path, releas
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"error: {message}"), done.stderr
     assert not (checkout / ".venv").exists()
+
+
+def _jetson_pip(checkout: Path) -> list[str]:
+    """The pip calls of the last setup_jetson.sh run: 'PIP archs=... cuda=... root=... <its arguments>'."""
+    return [line for line in (checkout / "out.log").read_text().splitlines() if line.startswith("PIP ")]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_setup_jetson_builds_pycuda_and_the_kernels_against_jetpacks_cuda_and_never_an_opencv_wheel(
+        checkout: Path) -> None:
+    """pycuda built against another CUDA than JetPack's, kernels left out, or an OpenCV wheel or NumPy 2 pulled in by
+    one of the installs would each show only when a stream runs: on the CPU, or with a cv2 that has no GStreamer."""
+    _make_jetson(checkout, *ORIN_JETPACK_6)
+    done = _run_setup_jetson(checkout, "--no-engine")
+    assert done.returncode == 0, done.stderr
+    cuda = checkout / "cuda"  # the CUDA_HOME the run is given
+    assert f"setup_jetson: pycuda: building against {cuda} (a few minutes)" in done.stdout.splitlines()
+    assert "setup_jetson: unetrt (UNETRT_CUDA=1)" in done.stdout.splitlines()
+    assert (checkout / "out.log").read_text().splitlines()[0] == "VENV --system-site-packages .venv"
+    pip = _jetson_pip(checkout)
+    assert [line for line in pip if "pycuda" in line] == [
+        f"PIP archs= cuda= root={cuda} -c build/setup_jetson.constraints pycuda>=2024.1"], pip
+    assert [line for line in pip if line.endswith(" -e .")] == [
+        "PIP archs=87 cuda=1 root= -c build/setup_jetson.constraints --no-build-isolation -e ."], pip
+    # Every install but pip's own build tools is held by the constraints.
+    assert all(" -c build/setup_jetson.constraints " in line for line in pip if " --upgrade pip " not in line), pip
+    assert len(pip) == 4, pip
+    constraints = (checkout / "build" / "setup_jetson.constraints").read_text().splitlines()
+    assert set(constraints) >= {"numpy<2", "opencv-python<0", "opencv-python-headless<0", "opencv-contrib-python<0"}
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_setup_jetson_runs_pip_again_only_when_an_input_changed(checkout: Path) -> None:
+    """demo.sh runs the setup every time: nothing changed skips pip; a changed input (the kernels' compute capability,
+    JetPack's TensorRT, the installer, the packaging, the C++ sources, a bundled model) or CUDA kernels lost since
+    must install again, or the stream runs what the last install left."""
+    _make_jetson(checkout, *ORIN_JETPACK_6)
+
+    def reinstalls(archs: str | None = "87;110") -> bool:
+        done = _run_setup_jetson(checkout, "--no-engine", archs=archs)
+        assert done.returncode == 0, done.stderr
+        return any(line.endswith(" -e .") for line in _jetson_pip(checkout))
+
+    # Each step changes one input alone: the runs between keep the compute capability asked for.
+    assert reinstalls(archs=None)
+    assert not reinstalls(archs=None)
+    assert "setup_jetson: .venv is up to date" in _run_setup_jetson(checkout, "--no-engine").stdout
+    assert reinstalls()
+    assert not reinstalls()
+    (checkout / "trt-version").write_text("10.7.0\n")
+    assert reinstalls()
+    (checkout / "kernels-gone").touch()
+    assert reinstalls()
+    for changed in ("scripts/setup_jetson.sh", "pyproject.toml", "cpp_ext/tiling.h"):
+        with (checkout / changed).open("a") as file:
+            file.write("\n")
+        assert reinstalls(), changed
+    (checkout / "engine" / "models").mkdir()
+    (checkout / "engine" / "models" / "new.onnx").write_bytes(b"")
+    assert reinstalls()
+    assert not reinstalls()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+@pytest.mark.parametrize(("missing", "message"), [
+    ("no-cv2", "error: the system OpenCV is missing"),
+    ("no-nvcc", "error: nvcc not found"),
+    ("venv-without-system-site-packages", "error: .venv exists but was not made with --system-site-packages"),
+    ("no-pip", "error: .venv has no pip"),
+    ("opencv-wheel", ""),
+    ("no-venv", "error: could not make the venv .venv"),
+])
+def test_setup_jetson_stops_where_a_stream_could_not_use_jetpack(checkout: Path, missing: str,
+                                                                 message: str) -> None:
+    _make_jetson(checkout, *ORIN_JETPACK_6)
+    if missing == "no-nvcc":
+        (checkout / "stand-ins" / "nvcc").unlink()
+        if shutil.which("nvcc") or Path("/usr/local/cuda/bin/nvcc").exists():
+            pytest.skip("this machine has nvcc")
+    elif missing in ("venv-without-system-site-packages", "no-pip"):
+        # A venv made by setup_venv.sh (test.sh) sees neither JetPack's TensorRT nor its OpenCV.
+        (checkout / ".venv" / "bin").mkdir(parents=True)
+        shutil.copy(checkout / "stand-ins" / "venv-python", checkout / ".venv" / "bin" / "python")
+        site = "false" if missing == "venv-without-system-site-packages" else "true"
+        (checkout / ".venv" / "pyvenv.cfg").write_text(f"include-system-site-packages = {site}\n")
+        if missing == "no-pip":
+            (checkout / "no-pip").touch()
+    else:
+        (checkout / missing).touch()
+    done = _run_setup_jetson(checkout, "--no-engine")
+    assert done.returncode == 1, done.stdout
+    assert done.stderr.startswith(message), done.stderr
+    assert not (checkout / ".venv" / "unetrt-jetson-setup.stamp").exists()
+    if missing == "no-venv":
+        assert not (checkout / ".venv").exists()  # a half-made venv would be taken as one without pip next time
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_setup_jetson_builds_the_engine_unless_told_not_to_and_cpu_only_builds_no_cuda(checkout: Path) -> None:
+    _make_jetson(checkout, *ORIN_JETPACK_6)
+    done = _run_setup_jetson(checkout)
+    assert done.returncode == 0, done.stderr
+    assert (checkout / "out.log").read_text().splitlines()[-1] == "RUN unetrt.doctor --build"
+    # CI's --cpu-only, in its own venv: no pycuda, kernels without CUDA, no engine (no GPU to build it on).
+    done = _run_setup_jetson(checkout, "--cpu-only", venv="cpu-venv")
+    assert done.returncode == 0, done.stderr
+    log = (checkout / "out.log").read_text().splitlines()
+    assert log[0] == "VENV --system-site-packages cpu-venv" and log[-1] == "RUN unetrt.doctor", log
+    assert [line for line in log if line.endswith(" -e .")] == [
+        "PIP archs= cuda=0 root= -c build/setup_jetson.constraints --no-build-isolation -e ."], log
+    assert not any("pycuda" in line for line in log), log
+    assert (checkout / "cpu-venv" / "unetrt-jetson-setup.stamp").is_file()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_setup_jetson_refuses_an_unknown_option(checkout: Path) -> None:
+    # A typo of --no-engine must not pass as a full setup (which builds an engine for minutes) nor as success.
+    _make_jetson(checkout, *ORIN_JETPACK_6)
+    done = _run_setup_jetson(checkout, "--no-engin")
+    assert (done.returncode, done.stderr) == (2, "error: unknown option --no-engin (see --help)\n")
+    assert not (checkout / ".venv").exists()
+
+
+def _pip_calls(checkout: Path) -> list[str]:
+    """Every pip call the stand-in python saw since the checkout was made: 'CUDA_ROOT=... <pip's arguments>'."""
+    log = checkout / "pip.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_setup_venv_pins_the_cpu_torch_and_adds_opencv_only_where_no_cv2_imports(checkout: Path) -> None:
+    """PyPI's plain torch (or one the stubs' dependencies ask for) is a CUDA build of GBs; an OpenCV wheel would
+    shadow a system cv2 built with GStreamer (JetPack's)."""
+    _run(checkout, "scripts/setup_venv.sh", "export,dev")
+    assert _pip_calls(checkout) == [
+        "CUDA_ROOT= install -q --upgrade pip setuptools>=64 wheel",
+        "CUDA_ROOT= install -q torch==2.13.0+cpu",
+        "CUDA_ROOT= install -q -e .[dev,export] --config-settings editable_mode=strict",
+        "CUDA_ROOT= install -q --no-deps tensorrt-stubs==10.13.0.35.1"]
+    # No cv2 at all: the opencv extra brings one; no extras named: export.
+    (checkout / ".venv" / "unetrt-setup.stamp").unlink()
+    (checkout / "pip-opencv").write_text("yes\n")
+    (checkout / "pip.log").unlink()
+    lines = _run(checkout, "scripts/setup_venv.sh")
+    assert lines[-1] == ".venv is ready (extras: export,opencv)"
+    assert "CUDA_ROOT= install -q -e .[export,opencv] --config-settings editable_mode=strict" in _pip_calls(checkout)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_setup_venv_keeps_the_extras_it_installed_and_installs_again_when_one_is_new(
+        checkout: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """demo.sh (export,openvino) after test.sh (export,dev,...) must neither reinstall nor drop dev; an extra asked
+    for the first time, another UNETRT_CUDA, or unetrt gone from the venv must install again."""
+
+    def installs(extras: str) -> str | None:
+        lines = _run(checkout, "scripts/setup_venv.sh", extras)
+        return lines[-1].removeprefix(".venv is ready (extras: ") if lines[-1].startswith(".venv is ready") else None
+
+    assert installs("export,dev") == "dev,export)"
+    assert installs("export") is None
+    assert installs("export,ros") == "dev,export,ros)"
+    monkeypatch.setenv("UNETRT_CUDA", "1")
+    assert installs("export") == "dev,export,ros)"
+    assert installs("export") is None
+    (checkout / ".venv" / "installed").unlink()
+    assert installs("export") == "dev,export,ros)"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_setup_venv_falls_back_to_pytorchs_cpu_index_and_fails_when_an_install_fails(checkout: Path) -> None:
+    (checkout / "no-torch-wheel").touch()
+    lines = _run(checkout, "scripts/setup_venv.sh", "export")
+    assert "  (no torch==2.13.0+cpu wheel where pip looks: trying PyTorch's CPU index, " \
+           "https://download.pytorch.org/whl/cpu)" in lines
+    assert ("CUDA_ROOT= install -q --retries 1 torch==2.13.0+cpu --extra-index-url "
+            "https://download.pytorch.org/whl/cpu") in _pip_calls(checkout)
+    # A failed install must fail the setup (test.sh and demo.sh stop there) and leave no stamp that skips it later.
+    (checkout / ".venv" / "unetrt-setup.stamp").unlink()
+    (checkout / "no-torch-anywhere").touch()
+    lines = _run(checkout, "scripts/setup_venv.sh", "export", returncode=1)
+    assert not any(line.startswith("[setup 4/5]") for line in lines), lines
+    (checkout / "no-torch-anywhere").unlink()
+    (checkout / "install-fails").touch()
+    _run(checkout, "scripts/setup_venv.sh", "export", returncode=1)
+    assert not (checkout / ".venv" / "unetrt-setup.stamp").exists()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_demo_builds_pycuda_against_the_toolkit_a_linked_nvcc_belongs_to(checkout: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without CUDA_HOME, nvcc is often a link in /usr/local/bin: pycuda must be built against the toolkit it points
+    into, not /usr/local."""
+    _with_system_tensorrt(checkout, monkeypatch)
+    monkeypatch.delenv("CUDA_HOME")
+    links = checkout / "links" / "bin"
+    links.mkdir(parents=True)
+    (links / "nvcc").symlink_to(checkout / "cuda" / "bin" / "nvcc")
+    monkeypatch.setenv("PATH", f"{links}{os.pathsep}{os.environ['PATH']}")
+    lines = _run(checkout, "scripts/demo.sh", "--max-frames", "5")
+    assert any(line.startswith(f"[demo 1/2] building pycuda against {checkout / 'cuda'} for") for line in lines), lines
+    assert f"CUDA_ROOT={checkout / 'cuda'} install pycuda>=2024.1" in _pip_calls(checkout)
+    # OpenVINO is the CPU path's fastest engine; the demo's own options reach the stream.
+    assert any(call.startswith("CUDA_ROOT= install -q -e .[export,openvino] ") for call in _pip_calls(checkout))
+    assert lines[-1] == "unet-stream sample out/camvid_annotated.mp4 --model camvid --overwrite --max-frames 5"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_test_sh_sets_up_every_extra_passes_its_arguments_and_stops_at_a_lint_failure(checkout: Path) -> None:
+    ruff = checkout / ".venv" / "bin" / "ruff"
+    ruff.write_text('#!/usr/bin/env bash\n[ ! -e "$(dirname "$0")/../../lint-fails" ]\n')
+    ruff.chmod(0o755)
+    (checkout / "scripts" / "typecheck.sh").write_text("echo typecheck\n")
+    _run(checkout, "scripts/test.sh", "tests/engine", "-k", "tiling")
+    assert any(call.startswith("CUDA_ROOT= install -q -e .[dev,export,openvino,ray,ros] ")
+               for call in _pip_calls(checkout)), _pip_calls(checkout)
+    assert _pip_calls(checkout)[-1] == "CUDA_ROOT= tests/engine -k tiling"
+    (checkout / "lint-fails").touch()
+    _run(checkout, "scripts/test.sh", "tests/engine", returncode=1)
+    assert _pip_calls(checkout)[-1] == "CUDA_ROOT= tests/engine -k tiling"
