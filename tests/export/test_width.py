@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -114,10 +116,11 @@ def test_narrowing_away_silent_channels_keeps_the_function_exactly() -> None:
     torch.testing.assert_close(have, want, atol=1e-5, rtol=1e-5)
 
 
-def test_narrowing_to_the_same_width_is_a_copy() -> None:
-    wide = _trained_like(UNet(3, 4, base=4, depth=3, batch_norm=True, dropout=(0.0,) * 3), seed=6)
-    same = narrow_unet(wide, UNet(3, 4, base=4, depth=3, batch_norm=True, dropout=(0.0,) * 3))
-    for (name, want), have in zip(wide.state_dict().items(), same.state_dict().values(), strict=True):
+@pytest.mark.parametrize("resize", [narrow_unet, widen_unet], ids=["narrow", "widen"])
+def test_resizing_to_the_same_width_is_a_copy(resize: Callable[[UNet, UNet], UNet]) -> None:
+    source = _trained_like(UNet(3, 4, base=4, depth=3, batch_norm=True, dropout=(0.0,) * 3), seed=6)
+    same = resize(source, UNet(3, 4, base=4, depth=3, batch_norm=True, dropout=(0.0,) * 3))
+    for (name, want), have in zip(source.state_dict().items(), same.state_dict().values(), strict=True):
         torch.testing.assert_close(have, want, msg=name)
 
 
@@ -147,13 +150,6 @@ def test_noise_goes_only_onto_the_repeated_channels() -> None:
     wide = widen_unet(narrow, UNet(1, 2, base=6, depth=2, dropout=(0.0, 0.0)), noise=0.01)
     # The narrow network's own filters stay exact; only the copies drift apart.
     torch.testing.assert_close(wide.encoder[0][0].weight[:4], narrow.encoder[0][0].weight, atol=0.0, rtol=0.0)
-
-
-def test_widening_to_the_same_width_is_a_copy() -> None:
-    narrow = _trained_like(UNet(3, 4, base=4, depth=3, batch_norm=True, dropout=(0.0,) * 3), seed=7)
-    same = widen_unet(narrow, UNet(3, 4, base=4, depth=3, batch_norm=True, dropout=(0.0,) * 3))
-    for (name, want), have in zip(narrow.state_dict().items(), same.state_dict().values(), strict=True):
-        torch.testing.assert_close(have, want, msg=name)
 
 
 def test_widening_refuses_another_padding() -> None:
