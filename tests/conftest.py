@@ -160,6 +160,7 @@ def write_unparsable_onnx(path: Path) -> Path:
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 16, 16])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("unetrt.test", 1)])
+    model.ir_version = 8  # as the bundled models: older ONNX Runtimes (JetPack's, Python 3.10) refuse newer IRs first
     write_onnx_description(model, tiny_info())
     onnx.save(model, str(path))
     return path
