@@ -188,6 +188,9 @@ def run_cli(action: Callable[[], object]) -> int:
     try:
         action()
     except USER_ERRORS as exc:
+        interruption = _interruption_behind(exc)
+        if interruption is not None:
+            return _interrupted(interruption)
         # Library errors can span lines (torch, onnxruntime); the user gets one.
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return USAGE_ERROR
@@ -199,10 +202,27 @@ def run_cli(action: Callable[[], object]) -> int:
         name = "" if exc.filename is None else f" ({str(exc.filename)[:60]!r}...)"
         print(f"error: a file name{name} is longer than this file system takes; use a shorter one", file=sys.stderr)
         return USAGE_ERROR
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, TerminatedError) as exc:
+        return _interrupted(exc)
+    return 0
+
+
+def _interruption_behind(exc: BaseException) -> KeyboardInterrupt | TerminatedError | None:
+    """The Ctrl-C or SIGTERM an error was raised from: a native module whose import it interrupted (pybind11)
+    reports it as ``ImportError("initialization failed")`` raised from it."""
+    seen: set[int] = set()
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, (KeyboardInterrupt, TerminatedError)):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _interrupted(exc: KeyboardInterrupt | TerminatedError) -> int:
+    if isinstance(exc, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         return 130
-    except TerminatedError:
-        print("terminated", file=sys.stderr)
-        return TERMINATED
-    return 0
+    print("terminated", file=sys.stderr)
+    return TERMINATED

@@ -36,6 +36,25 @@ def test_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().err == "interrupted\nterminated\n"
 
 
+def _native_import_interrupted_by(interruption: BaseException) -> None:
+    # What pybind11's module init does with an exception raised while it runs (here the signal handler's): it
+    # raises ImportError("initialization failed") from it.
+    try:
+        raise interruption
+    except BaseException as exc:
+        raise ImportError("initialization failed") from exc
+
+
+def test_ctrl_c_or_sigterm_during_a_native_import_exits_as_themselves(capsys: pytest.CaptureFixture[str]) -> None:
+    # A SIGTERM that landed while unetrt._tiling was being imported printed "error: initialization failed", exit 2.
+    assert run_cli(lambda: _native_import_interrupted_by(TerminatedError())) == TERMINATED
+    assert run_cli(lambda: _native_import_interrupted_by(KeyboardInterrupt())) == 130
+    assert capsys.readouterr().err == "terminated\ninterrupted\n"
+    # Any other cause keeps the error's own line.
+    assert run_cli(lambda: _native_import_interrupted_by(RuntimeError("bad module"))) == 2
+    assert capsys.readouterr().err == "error: initialization failed\n"
+
+
 def test_a_file_name_too_long_is_a_user_error_and_other_os_errors_are_bugs(
         capsys: pytest.CaptureFixture[str]) -> None:
     # A name no check before the work caught was a traceback: OSError: [Errno 36] File name too long.
