@@ -306,7 +306,7 @@ def test_setup_jetson_takes_jetpack_6_and_7_and_builds_the_kernels_for_this_gpu(
     assert done.returncode == 0, done.stderr
     l4t = jetson[0].split()[1]
     assert f"setup_jetson: L4T {l4t}, TensorRT {jetson[2]}, CUDA kernels for sm_{sm}" in done.stdout.splitlines()
-    pip = [line for line in (checkout / "out.log").read_text().splitlines() if line.startswith("PIP")]
+    pip = _jetson_pip(checkout)
     assert any("onnxconverter-common" in line for line in pip), pip  # TensorRT 11 builds FP16 from an FP16 graph
     assert any(line.startswith(f"PIP archs={sm} ") and line.endswith(" -e .") for line in pip), pip
     assert (checkout / "out.log").read_text().splitlines()[-1] == "RUN unetrt.doctor"
