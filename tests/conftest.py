@@ -8,6 +8,7 @@ import os
 import signal
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -149,18 +150,28 @@ def tiny_int8_onnx(tiny_model_files: dict[str, Path], tmp_path_factory: pytest.T
     return quantize_onnx(tiny_model_files["onnx"], folder / "tiny.int8.onnx", batches, "minmax")
 
 
-def write_unparsable_onnx(path: Path) -> Path:
-    """A model file with unetrt metadata whose one node ('mystery', op NoSuchOp) no ONNX importer knows."""
+def write_described_onnx(path: Path, nodes: list[Any], outputs: dict[str, int], domains: tuple[str, ...] = ()) -> Path:
+    """An ONNX graph of ``nodes`` (opset 17, plus version 1 of each of ``domains``) from a 1 x 3 x 16 x 16 float
+    input 'image' to ``outputs`` (name: ONNX element type, each 1 x 3 x 16 x 16), described as the tiny model."""
     import onnx
     from onnx import TensorProto, helper
 
     from unetrt.model_file import write_onnx_description
 
-    node = helper.make_node("NoSuchOp", ["image"], ["logits"], name="mystery", domain="unetrt.test")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 16, 16])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("unetrt.test", 1)])
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info(name, kind, [1, 3, 16, 16])
+                               for name, kind in outputs.items()])
+    opsets = [helper.make_opsetid("", 17), *(helper.make_opsetid(domain, 1) for domain in domains)]
+    model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8  # as the bundled models: older ONNX Runtimes (JetPack's, Python 3.10) refuse newer IRs first
     write_onnx_description(model, tiny_info())
     onnx.save(model, str(path))
     return path
+
+
+def write_unparsable_onnx(path: Path) -> Path:
+    """A model file with unetrt metadata whose one node ('mystery', op NoSuchOp) no ONNX importer knows."""
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("NoSuchOp", ["image"], ["logits"], name="mystery", domain="unetrt.test")
+    return write_described_onnx(path, [node], {"logits": TensorProto.FLOAT}, domains=("unetrt.test",))

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import tiny_info
+from conftest import write_described_onnx
 
 from unetrt.backends import open_backend
 from unetrt.backends.openvino import MISSING_OPENVINO, OpenVinoBackend, openvino_available, require_openvino
@@ -330,30 +330,13 @@ def test_close_drops_every_compiled_model(tiny_model_files: dict[str, Path]) -> 
     assert not backend._requests and not backend._lane_requests
 
 
-def _described_onnx(path: Path, nodes: list[Any], outputs: dict[str, int]) -> Path:
-    """An ONNX graph of ``nodes`` from a 1 x 3 x 16 x 16 float input 'image' to ``outputs`` (name: ONNX element
-    type, each 1 x 3 x 16 x 16), described as the tiny model."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from unetrt.model_file import write_onnx_description
-
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info(name, kind, [1, 3, 16, 16])
-                               for name, kind in outputs.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    write_onnx_description(model, tiny_info())
-    onnx.save(model, str(path))
-    return path
-
-
 @requires_openvino
 def test_a_model_of_two_outputs_is_refused(tmp_path: Path) -> None:
     from onnx import TensorProto, helper
 
-    path = _described_onnx(tmp_path / "two.onnx", [helper.make_node("Relu", ["image"], ["logits"]),
-                                                    helper.make_node("Neg", ["image"], ["extra"])],
-                           {"logits": TensorProto.FLOAT, "extra": TensorProto.FLOAT})
+    path = write_described_onnx(tmp_path / "two.onnx", [helper.make_node("Relu", ["image"], ["logits"]),
+                                                        helper.make_node("Neg", ["image"], ["extra"])],
+                                {"logits": TensorProto.FLOAT, "extra": TensorProto.FLOAT})
     with pytest.raises(ValueError, match="has 1 inputs and 2 outputs; a unetrt U-Net has one of each"):
         OpenVinoBackend(path)
 
@@ -362,10 +345,10 @@ def test_a_model_of_two_outputs_is_refused(tmp_path: Path) -> None:
 def test_float16_logits_come_back_as_float32(tmp_path: Path) -> None:
     from onnx import TensorProto, helper
 
-    path = _described_onnx(tmp_path / "half.onnx", [helper.make_node("Relu", ["image"], ["positive"]),
-                                                     helper.make_node("Cast", ["positive"], ["logits"],
-                                                                      to=TensorProto.FLOAT16)],
-                           {"logits": TensorProto.FLOAT16})
+    path = write_described_onnx(tmp_path / "half.onnx", [helper.make_node("Relu", ["image"], ["positive"]),
+                                                         helper.make_node("Cast", ["positive"], ["logits"],
+                                                                          to=TensorProto.FLOAT16)],
+                                {"logits": TensorProto.FLOAT16})
     # Multiples of 1/8 below 4: exact in float16, so the logits are max(batch, 0) exactly.
     batch = np.random.default_rng(6).integers(-32, 32, (1, 3, 16, 16)).astype(np.float32) / 8
     with OpenVinoBackend(path) as backend:
