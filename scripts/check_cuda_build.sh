@@ -52,7 +52,7 @@ report=$(for arch in 87 90; do
 done | c++filt)
 echo "arch   regs barriers smem kernel"
 echo "$report" | awk '{ printf "%-6s %4s %8s %4s ", $1, $2, $3, $4; $1 = $2 = $3 = $4 = ""; sub(/^ +/, ""); print }'
-kernels=$(echo "$report" | grep -c .)
+kernels=$(echo "$report" | grep -c . || true)  # grep -c exits 1 when it counts none; the check below says so
 [ "$kernels" -ge 2 ] || { echo "error: ptxas reported no kernels" >&2; exit 1; }
 if echo "$report" | awk '$3 != 0 || $4 != 0 { bad = 1 } END { exit !bad }'; then
   echo "error: a kernel uses barriers or shared memory; the emulated CUDA tests would no longer be exact" >&2

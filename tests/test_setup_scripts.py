@@ -553,3 +553,116 @@ def test_test_sh_sets_up_every_extra_passes_its_arguments_and_stops_at_a_lint_fa
     (checkout / "lint-fails").touch()
     _run(checkout, "scripts/test.sh", "tests/engine", returncode=1)
     assert _pip_calls(checkout)[-1] == "CUDA_ROOT= tests/engine -k tiling"
+
+
+# The CI checks (scripts/check_cuda_build.sh, sanitize_native.sh, check_python.sh, check_runtime_without_torch.sh)
+# with stand-ins for the compilers and Pythons they drive: what they pass and what they refuse.
+
+# nvcc from CUDA_HOME: writes ptxas's report of one kernel for the arch it compiles (unless FAKE_NO_KERNELS), with
+# shared memory for the arch FAKE_SMEM_ARCH, and fails (after the report, as a warning made an error does) for the
+# arch FAKE_FAIL_ARCH.
+FAKE_NVCC = """#!/usr/bin/env bash
+[ "$1" = --version ] && { echo "Cuda compilation tools, release 0.0 (stand-in)"; exit 0; }
+arch=$(echo "$*" | sed -n 's/.*code=sm_\\([0-9]*\\).*/\\1/p')
+if [ -z "${FAKE_NO_KERNELS:-}" ]; then
+  smem=; [ "${FAKE_SMEM_ARCH:-}" = "$arch" ] && smem=", 64 bytes smem"
+  echo "ptxas info    : Compiling entry function '_Z4tilePf' for 'sm_$arch'" >&2
+  echo "ptxas info    : Used 24 registers, used 0 barriers$smem, 380 bytes cmem[0]" >&2
+fi
+[ "${FAKE_FAIL_ARCH:-}" = "$arch" ] && { echo "tiling_cuda.cu(1): error: a warning treated as an error" >&2; exit 1; }
+exit 0
+"""
+# g++: names the stand-in sanitizer runtimes beside it, compiles anything.
+FAKE_GXX = """#!/usr/bin/env bash
+case "$1" in -print-file-name=*) echo "$(dirname "$0")/${1#-print-file-name=}" ;; esac
+exit 0
+"""
+# The venv's python for sanitize_native.sh: the build succeeds; pytest records its arguments and sanitizer
+# settings in pytest.log and exits with FAKE_PYTEST_STATUS.
+FAKE_SANITIZE_PYTHON = """#!/usr/bin/env bash
+here="$(cd "$(dirname "$0")/../.." && pwd)"
+[ "$1" = setup.py ] && exit 0
+shift 2
+echo "$* | LD_PRELOAD=$LD_PRELOAD" >> "$here/pytest.log"
+exit "${FAKE_PYTEST_STATUS:-0}"
+"""
+
+
+def _run_check(checkout: Path, *command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a check script in the checkout with the stand-in compilers first on PATH and nvcc in CUDA_HOME."""
+    stand_ins = checkout / "stand-ins"
+    cuda = checkout / "cuda"
+    if not stand_ins.exists():
+        (cuda / "bin").mkdir(parents=True)
+        (cuda / "include").mkdir()
+        (cuda / "include" / "cuda_runtime_api.h").write_text("")
+        stand_ins.mkdir()
+        for path, text in ((cuda / "bin" / "nvcc", FAKE_NVCC), (stand_ins / "g++", FAKE_GXX),
+                           (stand_ins / "libasan.so", ""), (stand_ins / "libstdc++.so", "")):
+            path.write_text(text)
+            path.chmod(0o755)
+        # What check_cuda_build.sh asks the venv's python (pybind11's include folder) answers once unetrt is in.
+        (checkout / ".venv" / "installed").touch()
+    return subprocess.run(["bash", *command], cwd=checkout, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": "", "CUDA_HOME": str(cuda),
+                               "PATH": f"{stand_ins}{os.pathsep}{os.environ['PATH']}", **(env or {})})
+
+
+def test_cuda_build_check_passes_clean_kernels_of_both_archs(checkout: Path) -> None:
+    done = _run_check(checkout, "scripts/check_cuda_build.sh")
+    assert done.returncode == 0, done.stderr
+    assert "CUDA build check passed: 2 kernel builds" in done.stdout
+    assert "sm_87    24        0    0 tile(float*)" in done.stdout
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"FAKE_SMEM_ARCH": "90"}, "error: a kernel uses barriers or shared memory"),
+    ({"FAKE_NO_KERNELS": "1"}, "error: ptxas reported no kernels"),
+    ({"FAKE_FAIL_ARCH": "90"}, "error: a warning treated as an error"),
+])
+def test_cuda_build_check_fails_on_shared_memory_no_kernels_or_a_compile_error(checkout: Path, env: dict[str, str],
+                                                                               message: str) -> None:
+    done = _run_check(checkout, "scripts/check_cuda_build.sh", env=env)
+    assert done.returncode == 1 and message in done.stderr
+    assert "passed" not in done.stdout
+
+
+def test_sanitizer_run_passes_pytest_its_arguments_with_the_runtimes_preloaded(checkout: Path) -> None:
+    (checkout / ".venv" / "bin" / "python").write_text(FAKE_SANITIZE_PYTHON)
+    done = _run_check(checkout, "scripts/sanitize_native.sh", "-k", "emulated")
+    assert done.returncode == 0, done.stderr
+    stand_ins = checkout / "stand-ins"
+    assert (checkout / "pytest.log").read_text().splitlines() == [
+        "-p sanitized_modules tests/cpp_ext -q -p no:cacheprovider --capture=sys -k emulated | "
+        f"LD_PRELOAD={stand_ins / 'libasan.so'} {stand_ins / 'libstdc++.so'}"]
+
+
+def test_sanitizer_run_fails_when_its_tests_fail(checkout: Path) -> None:
+    (checkout / ".venv" / "bin" / "python").write_text(FAKE_SANITIZE_PYTHON)
+    done = _run_check(checkout, "scripts/sanitize_native.sh", env={"FAKE_PYTEST_STATUS": "1"})
+    assert done.returncode == 1 and "sanitizer run: exit 1" in done.stdout
+
+
+def test_python_check_refuses_a_version_no_jetpack_has(checkout: Path) -> None:
+    # No Python of any version on PATH or in pyenv: only the version check can answer.
+    done = _run_check(checkout, "scripts/check_python.sh", "3.9",
+                      env={"PATH": f"{checkout / 'stand-ins'}{os.pathsep}/usr/bin{os.pathsep}/bin",
+                           "PYENV_ROOT": str(checkout / "no-pyenv")})
+    assert done.returncode == 2 and done.stderr == "usage: scripts/check_python.sh 3.10|3.12 [--backends]\n"
+
+
+def test_runtime_check_fails_where_the_runtime_venv_has_torch(checkout: Path) -> None:
+    pytest.importorskip("torch")
+    # python3 -m venv makes a venv whose pip installs nothing (recording UNETRT_CUDA) and whose python is this test's
+    # own, which has torch: the check must refuse it.
+    venv_python = (f"#!/usr/bin/env bash\nif [ \"$1\" = - ]; then exec {sys.executable} \"$@\"; fi\n"
+                   f"echo \"UNETRT_CUDA=${{UNETRT_CUDA:-}} $*\" >> {checkout / 'pip.log'}\n")
+    python3 = ("#!/usr/bin/env bash\nmkdir -p \"$3/bin\"\ncat > \"$3/bin/python\" <<'EOF'\n" + venv_python
+               + "EOF\nchmod +x \"$3/bin/python\"\n")
+    (checkout / "stand-ins").mkdir()
+    (checkout / "stand-ins" / "python3").write_text(python3)
+    (checkout / "stand-ins" / "python3").chmod(0o755)
+    subprocess.run(["git", "init", "-q"], cwd=checkout, check=True)  # copy_checkout.sh lists the files with git
+    done = _run_check(checkout, "scripts/check_runtime_without_torch.sh")
+    assert done.returncode == 1 and "torch must not be installed by the runtime" in done.stderr
+    assert "UNETRT_CUDA=0 -m pip install -q --no-build-isolation -e .[opencv]" in (checkout / "pip.log").read_text()

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 
+from unetrt.backends import onnxruntime as onnxruntime_backend
+from unetrt.benchmarks import bench_matmul
 from unetrt.benchmarks.bench import add_matmul_fractions
 from unetrt.benchmarks.bench_matmul import format_rates, main, measure_matmul_rates
 
@@ -31,3 +38,40 @@ def test_rows_get_the_share_of_their_precision() -> None:
 def test_bad_size_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--size", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: size and threads must be >= 1")
+    with pytest.raises(ValueError, match="got 2048 and 0"):
+        measure_matmul_rates(0)
+
+
+def test_every_engine_counts_two_flops_per_multiply_add(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnx")
+    # Each probe's rate becomes the FLOPs it counts (after one call of its step): 2 x 8^3 = 1024.
+    monkeypatch.setattr(bench_matmul, "_median_rate", lambda step, flops, warmup, trials: (step(), flops)[1])
+    rates = measure_matmul_rates(1, size=8, warmup=0, trials=1)
+    assert rates["engines"] and set(rates["engines"].values()) == {1024.0}
+
+
+def test_the_rate_is_gflops_at_the_median_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three timed calls of 1, 2 and 9 s (the clock read before and after each): median 2 s, 4e9 FLOPs / 2 s = 2.
+    clock = iter([0.0, 1.0, 1.0, 3.0, 3.0, 12.0])
+    monkeypatch.setattr(bench_matmul, "time", SimpleNamespace(perf_counter=clock.__next__))
+    assert bench_matmul._median_rate(lambda: None, 4e9, warmup=1, trials=3) == 2.0
+
+
+def test_onnx_runtime_runs_the_matmul_on_the_threads_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnx")
+    asked: list[int] = []
+    real = onnxruntime_backend.session_options
+    monkeypatch.setattr(onnxruntime_backend, "session_options", lambda threads: asked.append(threads) or real(threads))
+    assert bench_matmul._onnxruntime_rate(8, 3, False, 0, 1) > 0
+    assert asked == [3]
+
+
+def test_the_command_passes_its_trials_on_and_writes_the_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[Any, ...]] = []
+    rates = {"size": 8, "threads": 1, "engines": {"torch-fp32": 1.5}, "best": {"fp32": ["torch-fp32", 1.5]}}
+    monkeypatch.setattr(bench_matmul, "measure_matmul_rates",
+                        lambda threads, size, trials: asked.append((threads, size, trials)) or rates)
+    out = tmp_path / "rates.json"
+    assert main(["--threads", "1", "--size", "8", "--trials", "3", "--json", str(out)]) == 0
+    assert asked == [(1, 8, 3)]
+    assert json.loads(out.read_text()) == rates

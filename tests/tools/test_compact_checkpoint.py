@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,15 @@ def test_a_file_that_is_not_a_checkpoint_exits_2_with_one_line(tmp_path: Path,
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_the_line_printed_gives_the_new_size_and_the_source_size(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # Base 32: weights of a few MiB, so the two sizes differ at the line's 0.1 MiB resolution.
+    info = replace(tiny_info(), base=32)
+    source, compact = tmp_path / "best.pt", tmp_path / "compact.pt"
+    save_checkpoint(source, build_model(info), info)
+    assert load_tool("compact_checkpoint").main([str(source), str(compact)]) == 0
+    new, old = (f"{path.stat().st_size / 2**20:.1f}" for path in (compact, source))
+    assert new != old
+    assert capsys.readouterr().out == f"{compact}: {new} MiB (from {old})\n"

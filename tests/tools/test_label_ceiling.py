@@ -57,6 +57,10 @@ def test_the_command_prints_and_writes_both_ceilings(tmp_path: Path, capsys: pyt
     assert "2 labels of select,report, at 20x10 and back" in printed
     figures = json.loads(out.read_text())["iou"]
     assert figures["fractions"][1] > 0.3 and figures["nearest"][1] == 0.0
+    # The printed mean is over both classes, as written to the file.
+    for method, ious in figures.items():
+        assert f"{method:9s} mean IoU {100 * float(np.mean(ious)):.1f}: c0 " in printed
+    assert figures["fractions"][0] != figures["fractions"][1]
 
 
 def test_a_bad_size_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -68,6 +68,7 @@ def test_each_tau_scores_what_the_corrected_model_scores_and_the_best_is_chosen(
     (["--part", "report"], "must stay unseen"),
     (["--taus", "0,2"], "--taus must be numbers between 0 and 1"),
     (["--taus", "a"], "--taus must be numbers between 0 and 1"),
+    (["--part", "bogus"], "split part must be one of select, report, got 'bogus'"),
 ])
 def test_bad_choices_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str],
                                           message: str) -> None:
@@ -101,3 +102,7 @@ def test_each_tau_is_scored_at_the_size_asked(tmp_path: Path) -> None:
         at_size = evaluate_pairs(segmenter, HeldOutSplit.read(split).pairs(data, "select"))
     assert record["working_size"] == "16x16"
     assert record["rows"][0]["mean_iou"] == pytest.approx(at_size["mean_iou"], abs=1e-9)
+
+
+def test_taus_are_scored_once_each_in_increasing_order() -> None:
+    assert select_prior_correction.parse_taus("1,0,0.5,0") == [0.0, 0.5, 1.0]

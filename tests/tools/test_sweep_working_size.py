@@ -48,6 +48,7 @@ def test_each_size_scores_as_unet_eval_does_and_a_plot_is_written(tiny_model_fil
 @pytest.mark.parametrize(("extra", "words"), [
     (["--sizes", "16by12"], "size must be WIDTHxHEIGHT"),
     (["--sizes", "16x12", "--runs", "onnxruntime"], "a run is ENGINE:PRECISION"),
+    (["--sizes", "16x12", "--runs", "onnxruntime:fp32:int8"], "a run is ENGINE:PRECISION"),
     (["--sizes", "16x12", "--out", "/no/such/folder/sweep"], "does not exist"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(extra: list[str], words: str, tiny_model_files: dict[str, Path],
@@ -59,3 +60,16 @@ def test_bad_arguments_are_one_line_and_exit_2(extra: list[str], words: str, tin
     assert tool.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and "\n" not in err
+
+
+def test_only_the_stems_given_are_scored_on_the_engine_given(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    tool = load_tool("sweep_working_size")
+    images, labels = labelled_folders(tmp_path)
+    results = tool.sweep(str(tiny_model_files["onnx"]), images, labels, [(40, 28)], [("openvino", "fp32")], ["f1"])
+    (row,) = results["runs"][0]["rows"]
+    assert (row["backend"], row["precision"]) == ("openvino", "fp32")
+    with Segmenter(tiny_model_files["onnx"], backend="openvino", precision="fp32", working_size=(40, 28)) as seg:
+        assert row["value"] == evaluate(seg, images, labels, ["f1"])["mean_iou"]
+        # Both frames together score otherwise, so the figure above is f1's alone.
+        assert row["value"] != evaluate(seg, images, labels)["mean_iou"]

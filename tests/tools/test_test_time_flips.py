@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import cv2
 import numpy as np
@@ -141,3 +143,51 @@ def test_a_split_scores_its_select_part_at_the_size_asked(tmp_path: Path) -> Non
     # The plain row costs one network run a frame, the horizontal one two.
     assert [row["network_runs_per_frame"] for row in record["rows"]] == [1, 2]
     assert record["rows"][0]["mean_iou"] == pytest.approx(expected["mean_iou"], abs=1e-9)
+
+
+def _halves_segmenter() -> Any:
+    """A stand-in two-class segmenter that calls the left half of whatever frame it is given class 1 (0.8) and the
+    right half class 0 (class 1 at 0.3)."""
+
+    def segment(frame: np.ndarray, probabilities: bool) -> Any:
+        width = frame.shape[1]
+        one = np.where(np.arange(width) < width // 2, 0.8, 0.3)[None, :].repeat(frame.shape[0], 0)
+        return SimpleNamespace(probabilities=np.stack([1 - one, one]).astype(np.float32))
+
+    info = SimpleNamespace(binary=False, num_classes=2, ignore_index=None, in_channels=3, class_names=("c0", "c1"))
+    return SimpleNamespace(info=info, segment=segment)
+
+
+def test_the_flipped_row_averages_the_probabilities_of_every_flip(tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "frame.png"), np.zeros((4, 4, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "label.png"), np.ones((4, 4), np.uint8))
+    plain, flipped = test_time_flips.score_flip_sets(_halves_segmenter(), [(tmp_path / "frame.png",
+                                                                            tmp_path / "label.png")],
+                                                     ["none", "horizontal"])
+    # Plain: the left half is class 1, the right half class 0; every label is 1: IoU 8/16 for class 1, 0 for class 0.
+    assert plain["mean_iou"] == pytest.approx(0.25)
+    # The mirror's turned-back probabilities put class 1 at 0.8 on the right: the average is 0.55 everywhere,
+    # so every pixel is class 1 and class 0 occurs nowhere.
+    assert flipped["mean_iou"] == pytest.approx(1.0)
+
+
+def test_the_backend_precision_and_size_asked_reach_the_segmenter(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    images, labels = _folders(tmp_path, 3)
+    opened: list[dict[str, Any]] = []
+
+    class Opened:
+        info = SimpleNamespace(working_size=(16, 16))
+
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    monkeypatch.setattr(test_time_flips, "Segmenter", lambda model, **kwargs: opened.append(kwargs) or Opened())
+    monkeypatch.setattr(test_time_flips, "score_flip_sets", lambda segmenter, pairs, flip_sets: [])
+    assert test_time_flips.main(["model.onnx", "--images", str(images), "--labels", str(labels), "--backend",
+                                 "onnxruntime", "--precision", "int8", "--size", "16x16",
+                                 "--out", str(tmp_path / "flips.json")]) == 0
+    assert opened == [{"backend": "onnxruntime", "precision": "int8", "working_size": (16, 16)}]

@@ -3,8 +3,10 @@ the selection block, and the report scores that mask as the challenge scorer doe
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -88,3 +90,22 @@ def test_equally_good_mask_thresholds_give_the_lowest(monkeypatch: pytest.Monkey
     results = tune_postprocess.tune("model", None, ["a"], ["b"])
     assert results["report"]["mask"]["pixel_error"] == 0.0
     assert results["chosen"]["threshold"] == 0.1
+
+
+def test_a_multi_class_model_is_refused(tmp_path: Path, tiny_model_files: dict[str, Path]) -> None:
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "18.png"), np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"the watershed is for binary models; .* has 3 classes"):
+        tune_postprocess.probability_maps(str(tiny_model_files["onnx"]), tmp_path, ["18"])
+
+
+def test_the_results_are_written_to_the_json_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = {"pixel_error": 0.1, "pixel_threshold": 0.5, "rand_error": 0.2, "rand_threshold": 0.4}
+    results: dict[str, Any] = {"chosen": {"method": "none"}, "report": {
+        "plain": figures, "cleaned": figures, "mask": {"threshold": 0.5, "pixel_error": 0.1, "rand_error": 0.2}}}
+    monkeypatch.setattr(tune_postprocess, "tune", lambda model, data, select, report: results)
+    out = tmp_path / "tuned.json"
+    assert tune_postprocess.main(["--model", "isbi", "--data", str(tmp_path), "--select", "18", "--report", "19",
+                                  "--json", str(out)]) == 0
+    assert json.loads(out.read_text()) == results
