@@ -206,7 +206,8 @@ def benchmark(ways: Sequence[Way], model: str, repeats: int, hide_ffmpeg: bool =
     base = rows[0]
     for row in rows:
         row["x_baseline"] = row["fps"] / base["fps"]
-        row["x_baseline_steady"] = row["steady_fps"] / base["steady_fps"]
+        # A run of under a second of results states no steady rate (0): there is no ratio to give then.
+        row["x_baseline_steady"] = row["steady_fps"] / base["steady_fps"] if base["steady_fps"] > 0 else None
     return {"benchmark": "bench_main_job", "unetrt": __version__, "machine": machine_description(),
             "load_average_before": load_before, "model": model, "repeats": repeats, "baseline": base["way"],
             "ffmpeg_hidden": hide_ffmpeg,
@@ -243,8 +244,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         else:
             ran = "not in its summary (a version before the runtime line)"
         trials = ", ".join(f"{v:.1f}" for v in row["fps_trials"])
+        steady = "-" if row["x_baseline_steady"] is None else f"{row['x_baseline_steady']:.2f}×"
         lines.append(f"| {row['way']} | {ran} | {row['frames']} | {row['fps']:.1f} | {row['x_baseline']:.2f}× | "
-                     f"{row['steady_fps']:.1f} | {row['x_baseline_steady']:.2f}× | {trials} |")
+                     f"{row['steady_fps']:.1f} | {steady} | {trials} |")
     lines += ["", "Commands:", ""] + [f"- {row['way']}: `{row['command']}`" for row in result["rows"]] + [""]
     return "\n".join(lines)
 

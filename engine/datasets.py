@@ -90,7 +90,8 @@ def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
 
 
 def read_label(path: str | Path, binary: bool) -> np.ndarray:
-    """Read a label map as HxW uint8: class ids, or 0/1 for a binary mask (pixels > 127 are 1).
+    """Read a label map as HxW uint8: class ids, or 0/1 for a binary mask (a 0/255 mask: pixels > 127 are 1; a map
+    of ids 0 and 1 as it is).
 
     Raises:
         ValueError: when the file cannot be decoded, or its name is not valid UTF-8 (OpenCV would crash on it).
@@ -107,7 +108,11 @@ def read_label(path: str | Path, binary: bool) -> np.ndarray:
         label = label[..., 0]
     if label.dtype != np.uint8:
         raise ValueError(f"label {str(path)!r} has dtype {label.dtype}; expected uint8 class ids")
-    return (label > 127).astype(np.uint8) if binary else label
+    if binary and label.max() > 1:
+        return (label > 127).astype(np.uint8)
+    # Ids 0 and 1 (a binary label as a map of class ids) are the mask already: split at half grey, every 1 would
+    # become background.
+    return label
 
 
 def check_label_ids(label: np.ndarray, path: str | Path, num_classes: int, ignore_index: int | None) -> None:

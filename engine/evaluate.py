@@ -42,7 +42,7 @@ from .heldout import PARTS, HeldOutSplit
 from .metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from .postprocess import POSTPROCESS_MODES, STATED, BinaryCleanup
 from .segmenter import Segmenter
-from .stream.output_path import check_reads_nothing, check_writable_file
+from .stream.output_path import check_reads_nothing, check_writable_file, write_whole
 
 
 def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
@@ -338,7 +338,8 @@ def _run(args: argparse.Namespace) -> None:
     if args.output:
         # Before the model loads: a long evaluation must not end in a traceback and lose its figures.
         check_writable_file(Path(args.output), f"--output {args.output!r}")
-        if not Path(args.output).resolve().parent.is_dir():
+        # The path as given, not resolved: the figures are written at it, and 'new/../out.json' needs 'new'.
+        if not Path(args.output).parent.is_dir():
             raise FileNotFoundError(f"folder of --output {args.output!r} does not exist")
         folders = [args.images, args.labels] if args.split is None else [args.data]
         check_reads_nothing(Path(args.output), f"--output {args.output!r}",
@@ -356,7 +357,7 @@ def _run(args: argparse.Namespace) -> None:
             figures["split"] = {"file": args.split, "part": args.part}
     print(format_figures(figures))
     if args.output:
-        Path(args.output).write_text(json.dumps(figures, indent=2) + "\n")
+        write_whole(Path(args.output), json.dumps(figures, indent=2) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

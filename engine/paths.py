@@ -1,4 +1,5 @@
-"""Checks of the files and folders a user names, with a message that says what is there instead.
+"""The files and folders a user names: checks with a message that says what is there instead, and writing a file
+whole or not at all.
 
 "does not exist" for a path that does exist, as a folder where a file was meant (or the other way round), sends a
 user looking for a typo that is not there.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -146,3 +149,20 @@ def read_json(path: str | Path, what: str) -> Any:
     except RecursionError:
         raise ValueError(f"{what} {str(path)!r} nests its JSON deeper than can be read; is it the right file?") \
             from None
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part.
+
+    The bytes go to a temporary file in the same folder (named after this process, so that concurrent
+    writers never share one), are flushed to disk, and the file is renamed over ``path``.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

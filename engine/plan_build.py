@@ -63,13 +63,12 @@ from .backends.tensorrt import (
 from .cuda import PrimaryContext, require_pycuda
 from .interruptible import run_interruptible
 from .model_file import read_model_file
-from .paths import check_file
+from .paths import check_file, replace_file
 from .plan_metadata import (
     PlanMetadata,
     Shape,
     ShapeProfile,
     format_shape,
-    replace_file,
     resolve_profile,
     write_plan_metadata,
 )

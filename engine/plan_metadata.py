@@ -13,9 +13,7 @@ This module does not import TensorRT, so all of it runs and is tested anywhere.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import Any
 from .geometry import is_legal_size, nearest_legal_sizes
 from .model_file import decode_description
 from .model_info import ModelInfo
-from .paths import read_json
+from .paths import read_json, replace_file
 
 PLAN_FORMAT_VERSION = 1
 METADATA_SUFFIX = ".json"
@@ -427,23 +425,6 @@ def write_plan_metadata(plan_path: str | Path, metadata: PlanMetadata) -> Path:
     path = metadata_path(plan_path)
     replace_file(path, (metadata.to_json() + "\n").encode("utf-8"))
     return path
-
-
-def replace_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part.
-
-    The bytes go to a temporary file in the same folder (named after this process, so that concurrent
-    writers never share one), are flushed to disk, and the file is renamed over ``path``.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(temporary, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def read_plan_metadata(plan_path: str | Path) -> PlanMetadata:

@@ -135,7 +135,11 @@ def check_frame(frame: object) -> np.ndarray:
     if frame.ndim == 3 and frame.shape[2] == 1:
         frame = frame[..., 0]
     if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)):
-        raise ValueError(f"frame must be HxWx3 BGR, HxWx4 BGRA or HxW gray, got shape {frame.shape}")
+        # A torch tensor's layout (CxHxW) is refused like any other; the transpose that fixes it is worth a word.
+        channels_first = frame.ndim == 3 and frame.shape[0] in (1, 3, 4)
+        hint = (", channels first (CxHxW, as torch keeps images): pass frame.transpose(1, 2, 0)" if channels_first
+                else "")
+        raise ValueError(f"frame must be HxWx3 BGR, HxWx4 BGRA or HxW gray, got shape {frame.shape}{hint}")
     if frame.size == 0:
         raise ValueError(f"frame is empty (shape {frame.shape})")
     if max(frame.shape[:2]) > MAX_FRAME_SIDE:

@@ -170,6 +170,11 @@ def model_choices(model: str | Path, backend: str = "auto", precision: str = "au
     path = Path(model)
     if native_backend(path.suffix) is not None:
         return _choose_file(path, backend, precision, device)
+    if path.is_dir() and not (len(path.parts) == 1 and str(model) in bundled_model_names()):
+        # unet-train's run folder, given for its checkpoint: "no bundled model" would send the user after a typo.
+        found = sorted(f.name for f in path.iterdir() if f.is_file() and native_backend(f.suffix) is not None)
+        raise ValueError(f"model {str(model)!r} is a folder; give the model file in it"
+                         f"{' (' + ', '.join(found[:6]) + ')' if found else ' (a .onnx, .pt or .plan file)'}")
     if path.suffix or len(path.parts) > 1:
         suffixes = ", ".join(s for spec in registered_backends() for s in spec.suffixes)
         raise ValueError(f"cannot tell the backend of {str(model)!r}: use a {suffixes} file or a bundled model "

@@ -40,7 +40,7 @@ from ..cli_options import (
 )
 from .flip import FLIPS
 from .options import StreamOptions
-from .output_path import check_not_replacing, check_writable_file
+from .output_path import check_not_replacing, check_writable_file, write_whole
 from .pipeline import Stream
 from .render import LEGEND_PLACES
 from .sinks import display_available
@@ -234,7 +234,7 @@ def _write_stats(summary: dict[str, Any], target: str | None) -> None:
     if target is not None:
         try:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
-            Path(target).write_text(text + "\n")
+            write_whole(Path(target), text + "\n")
         except OSError as exc:
             print(text)
             raise ValueError(f"cannot write --stats {target!r}: {exc.strerror or exc}; the summary is above") from exc

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ..paths import check_utf8_name
+from ..paths import check_utf8_name, replace_file
 from .uri import SinkSpec
 
 OVERWRITE_HINT = "add --overwrite (overwrite=True in Python) to replace it"
@@ -88,6 +88,34 @@ def check_reads_nothing(output: Path, label: str, folders: Iterable[Path] = (),
                              "file of its own")
 
 
+def as_written(location: str | Path) -> Path:
+    """The file ``location`` names once the folders it lacks are made, as the sinks make them: ``new/../in.mp4`` is
+    ``in.mp4`` then, though the file system finds nothing at that path while ``new`` does not exist.
+
+    Example:
+        >>> as_written("new/../in.mp4") == Path("in.mp4").resolve()
+        True
+    """
+    return Path(os.path.realpath(location))
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write ``text`` at ``path`` so that an existing file is replaced whole or not at all: a disk that fills halfway
+    leaves the earlier file as it was (:func:`unetrt.paths.replace_file`). A link or a device such as
+    ``/dev/stdout`` is written through, as named.
+
+    Raises:
+        OSError: when the file cannot be written.
+
+    Example:
+        >>> write_whole(Path("figures.json"), "{}\\n")  # doctest: +SKIP
+    """
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        path.write_text(text)
+        return
+    replace_file(path, text.encode("utf-8"))
+
+
 def check_not_replacing(target: Path, label: str, overwrite: bool) -> None:
     """Refuse a file that exists unless ``overwrite``: it may be anything (a recording, an earlier result), and
     the summary or report written there would replace it.
@@ -98,7 +126,7 @@ def check_not_replacing(target: Path, label: str, overwrite: bool) -> None:
     Example:
         >>> check_not_replacing(Path("new.json"), "--stats 'new.json'", overwrite=False)
     """
-    if target.exists() and not overwrite:
+    if (target.exists() or as_written(target).exists()) and not overwrite:
         raise ValueError(f"{label} exists; add --overwrite to replace it, or give another file")
 
 
@@ -200,7 +228,7 @@ def check_not_input(spec: SinkSpec, inputs: Sequence[Path]) -> None:
     """
     if spec.kind not in ("video", "rosbag", "images") or not inputs:
         return
-    target = Path(spec.location)
+    target = as_written(spec.location)
     if spec.kind in ("video", "rosbag"):
         candidates, what = [target], "is the input"
     else:
@@ -253,10 +281,10 @@ def check_existing_output(spec: SinkSpec, overwrite: bool) -> None:
     """
     if overwrite:
         return
-    if spec.kind in ("video", "rosbag") and os.path.lexists(spec.location):
+    if spec.kind in ("video", "rosbag") and (os.path.lexists(spec.location) or as_written(spec.location).exists()):
         raise ValueError(f"output {spec.location!r} exists; {OVERWRITE_HINT}")
     if spec.kind == "images":
-        earlier = frame_files(spec.location)
+        earlier = frame_files(str(as_written(spec.location)))
         if earlier:
             raise ValueError(f"output folder {str(Path(spec.location).parent)!r} holds {len(earlier)} frames of an "
                              f"earlier run ({earlier[0].name}, ...); add --overwrite (overwrite=True in Python) to "

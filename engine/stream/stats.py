@@ -129,8 +129,10 @@ class StreamStats:
             first, last = self.first_result_at, self.last_result_at
         elapsed = (last or time.perf_counter()) - self.started_at
         processed = counters["processed"]
-        # Steady-state rate: from the first result to the last, so model loading and warm-up do not count.
-        steady = (processed - 1) / (last - first) if first is not None and last is not None and last > first else 0.0
+        # Steady-state rate: from the first result to the last, so model loading and warm-up do not count; over less
+        # than FPS_SETTLE_S of results (workers' results leave together) it would be any figure up to thousands.
+        span = 0.0 if first is None or last is None else last - first
+        steady = (processed - 1) / span if span >= FPS_SETTLE_S else 0.0
         return {
             **counters,
             "elapsed_s": round(elapsed, 3),
@@ -155,12 +157,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         True
     """
     runtime = summary.get("runtime") or {}
+    # 0 is what summary() gives when the results span too little time for a rate; "0.00 FPS" would read as a stall.
+    steady = (f"{summary['steady_fps']:.2f} FPS steady" if summary["steady_fps"] > 0
+              else f"no steady rate (results over less than {FPS_SETTLE_S:g} s)")
     lines = [describe_runtime_line(runtime)] if runtime.get("backend") else []
     lines += [
         f"frames {summary['processed']} processed, {summary['captured']} captured, {summary['dropped']} dropped, "
         f"{summary['corrupt']} corrupt, {summary['reconnects']} reconnects, {summary['written']} written",
-        f"throughput {summary['fps']:.2f} FPS overall, {summary['steady_fps']:.2f} FPS steady, "
-        f"{summary['elapsed_s']:.2f} s",
+        f"throughput {summary['fps']:.2f} FPS overall, {steady}, {summary['elapsed_s']:.2f} s",
         f"{'stage':<16}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'mean ms':>10}",
     ]
     if summary.get("output_codec"):

@@ -204,7 +204,8 @@ def _parse_http_sink(rest: str, text: str) -> SinkSpec:
         raise ValueError(f"a live view is served at '/', drop the path from {text!r} (e.g. http://127.0.0.1:8080)")
     host, colon, port = address.rpartition(":") if not address.endswith("]") else (address, "", "")
     if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"live view URI needs a port, e.g. http://127.0.0.1:8080 or http://0.0.0.0:8080, got {text!r}")
+        raise ValueError(f"live view URI needs a port from 0 to 65535, e.g. http://127.0.0.1:8080 or "
+                         f"http://0.0.0.0:8080, got {text!r}")
     host = host.strip("[]")
     if not host:
         raise ValueError(f"live view URI needs a host: http://127.0.0.1:{port} (this machine) or "

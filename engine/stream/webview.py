@@ -21,6 +21,7 @@ second live view on a port that one already listens on is refused.
 from __future__ import annotations
 
 import contextlib
+import errno
 import html
 import json
 import logging
@@ -280,9 +281,17 @@ class HttpViewSink:
         try:
             self._server = _ViewServer((host, port), self._slot, title, max_viewers)
         except OSError as exc:
-            raise ValueError(f"cannot serve the live view on {host}:{port}: {exc.strerror or exc} (another live "
-                             "view or program listens there); pick another port (http://127.0.0.1:8081) or stop "
-                             "what uses it") from None
+            if exc.errno == errno.EADDRINUSE:
+                fix = ("(another live view or program listens there); pick another port (http://127.0.0.1:8081) or "
+                       "stop what uses it")
+            elif exc.errno == errno.EACCES:
+                fix = ("(no permission to listen there: ports below 1024 need root, and on Windows another program "
+                       "may hold the port); pick another port, e.g. http://127.0.0.1:8080")
+            else:
+                # An address of another machine, or a name that resolves to none: no other port fixes it.
+                fix = (f"- {host} is not an address of this machine; serve on 127.0.0.1 (this machine only) or "
+                       "0.0.0.0 (every interface)")
+            raise ValueError(f"cannot serve the live view on {host}:{port}: {exc.strerror or exc} {fix}") from None
         self.port = int(self._server.server_address[1])
         self.host = host
         self._results = 0

@@ -131,3 +131,16 @@ def test_repeats_interleave_the_ways_and_figures_are_medians_against_the_first(
     assert "Machine: Test CPU (AVX-512 VNNI; no AMX)" in report  # the CPU's INT8 features named, not only its model
     assert "| fast | not in its summary (a version before the runtime line) | 9 | 50.0 | 2.50× | 30.0 | 3.00× | " \
            "40.0, 60.0, 50.0 |" in report
+
+
+def test_runs_too_short_for_a_steady_rate_give_no_steady_ratio(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under a second of results the stream states no steady rate (0); dividing by the baseline's 0 was a
+    # ZeroDivisionError at the end of the benchmark.
+    monkeypatch.setattr(bench_main_job, "run_once", lambda *args, **kwargs: {"fps": 5.0, "steady_fps": 0.0,
+                                                                             "processed": 2})
+    monkeypatch.setattr(bench_main_job, "machine_description", lambda: {"cpu_model": "Test CPU", "cpu_features": {},
+                                                                        "usable_cores": 2,
+                                                                        "load_average": (1.0, 1.0, 1.0)})
+    result = bench_main_job.benchmark([bench_main_job.Way("base", "/bin/true")], "camvid", 1)
+    assert result["rows"][0]["x_baseline"] == 1.0 and result["rows"][0]["x_baseline_steady"] is None
+    assert "| 5.0 | 1.00× | 0.0 | - |" in bench_main_job.to_markdown(result)

@@ -99,6 +99,13 @@ def test_a_binary_mask_splits_at_half_grey(tmp_path: Path) -> None:
     assert read_label(tmp_path / "m.png", binary=True).tolist() == [[0, 0, 1, 1]]
 
 
+def test_a_binary_label_of_class_ids_keeps_its_foreground(tmp_path: Path) -> None:
+    # A label of ids 0 and 1, as docs/own-data.md asks labels to be, was split at half grey: every 1 became
+    # background, and unet-eval scored (and unet-train trained on) empty masks without a word.
+    cv2.imwrite(str(tmp_path / "m.png"), np.array([[0, 1, 1, 0]], np.uint8))
+    assert read_label(tmp_path / "m.png", binary=True).tolist() == [[0, 1, 1, 0]]
+
+
 def test_a_16_bit_label_is_refused_with_its_dtype(tmp_path: Path) -> None:
     # Ids above 255 would wrap around if cast to the uint8 the training and metrics use.
     cv2.imwrite(str(tmp_path / "deep.png"), np.array([[0, 300]], np.uint16))

@@ -318,7 +318,11 @@ def test_cleanup_is_refused_for_multiclass_models(tiny_model_files: dict[str, Pa
 
 @pytest.mark.parametrize(("target", "words"), [("notes.txt/out.json", "is a file, not a folder"),
                                                ("a-folder", "it is an existing folder"),
-                                               ("/proc/out.json", "cannot write --output '/proc/out.json'")])
+                                               ("/proc/out.json", "cannot write --output '/proc/out.json'"),
+                                               # The figures are written at this very path, and 'new' does not
+                                               # exist: it was an errno line after the whole evaluation.
+                                               ("new/../out.json", "folder of --output 'new/../out.json' does not "
+                                                                   "exist")])
 def test_cli_json_target_is_checked_before_the_model_loads(target: str, words: str, tmp_path: Path) -> None:
     if target.startswith("/proc/") and Path("/proc").is_dir() and _proc_takes_files():
         pytest.skip("needs a /proc that refuses new files")

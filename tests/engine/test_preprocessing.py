@@ -26,6 +26,14 @@ def test_layouts_gray_single_channel_and_bgra() -> None:
     assert checked.shape == (4, 5, 3) and np.array_equal(checked, bgra[..., :3])
 
 
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_a_channels_first_frame_is_told_how_to_turn_it(channels: int) -> None:
+    # A torch tensor's CxHxW layout: the line named the expected layouts but not the transpose that gives one.
+    with pytest.raises(ValueError, match=rf"got shape \({channels}, 120, 160\), channels first \(CxHxW, as torch "
+                                         r"keeps images\): pass frame.transpose\(1, 2, 0\)"):
+        check_frame(np.zeros((channels, 120, 160), np.uint8))
+
+
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.uint32, np.float16, np.bool_])
 def test_unsupported_dtypes_get_advice_that_keeps_the_values(dtype: type) -> None:
     with pytest.raises(ValueError, match=f"{np.dtype(dtype).name} is not supported") as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,23 @@ def test_a_path_without_a_suffix_is_not_taken_for_a_bundled_name(tmp_path: Path)
     # runs/best (a file saved without its suffix) is told which suffixes pick a backend, not that no model is bundled.
     with pytest.raises(ValueError, match=r"cannot tell the backend of '.*camvid': use a \.onnx, .* file or a bundled"):
         choose_model(tmp_path / "camvid")
+
+
+def test_a_folder_is_named_a_folder_with_the_models_in_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # unet-train's run folder given for its checkpoint: 'runs/mine' and 'runs/mine/' were "no bundled model" (or
+    # "cannot tell the backend"), which sends the user looking for a typo.
+    run = tmp_path / "runs" / "mine"
+    run.mkdir(parents=True)
+    for name in ("best.pt", "last.pt", "log.csv"):
+        (run / name).write_bytes(b"")
+    monkeypatch.chdir(tmp_path / "runs")
+    for given in ("mine", "mine/", str(run)):
+        with pytest.raises(ValueError, match=rf"model '{re.escape(given)}' is a folder; give the model file in it "
+                                             r"\(best\.pt, last\.pt\)"):
+            choose_model(given)
+    # A folder beside the user that is called like a bundled model does not hide the bundled model.
+    (tmp_path / "runs" / "camvid").mkdir()
+    assert choose_model("camvid", backend="torch").path == MODELS_DIR / "camvid.pt"
 
 
 @pytest.mark.parametrize("backend, precision, message", [

@@ -3,6 +3,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -170,6 +171,26 @@ def test_a_summary_that_cannot_be_written_at_the_end_is_printed_instead(tmp_path
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match=r"cannot write --stats .*; the summary is above"):
         _write_stats(summary, str(tmp_path / "file" / "stats.json"))
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{\n"):]) == json.loads(json.dumps(summary))
+
+
+def test_a_summary_that_fails_halfway_leaves_the_earlier_file_whole(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # --overwrite replaces an earlier summary; a disk that filled halfway through the new one (here a file size
+    # limit, past which a write fails with EFBIG; Python ignores SIGXFSZ) left a truncated JSON in its place.
+    summary = Stream([frame_with_index(i) for i in range(3)], FakeSegmenter()).run()
+    target = tmp_path / "stats.json"
+    target.write_text('{"earlier": "run"}\n')
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256, limit[1]))
+    try:
+        with pytest.raises(ValueError, match=r"cannot write --stats .*; the summary is above"):
+            _write_stats(summary, str(target))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+    assert target.read_text() == '{"earlier": "run"}\n'
+    assert [path.name for path in tmp_path.iterdir()] == ["stats.json"]  # no temporary file left beside it
     out = capsys.readouterr().out
     assert json.loads(out[out.index("{\n"):]) == json.loads(json.dumps(summary))
 

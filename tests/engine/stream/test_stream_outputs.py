@@ -36,7 +36,7 @@ def broken_model(tmp_path: Path) -> Path:
     return model
 
 
-@pytest.mark.parametrize("link", ["same", "hard", "symbolic", "relative"])
+@pytest.mark.parametrize("link", ["same", "hard", "symbolic", "relative", "through a new folder"])
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_the_output_is_never_the_input(link: str, overwrite: bool, tmp_path: Path, broken_model: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
@@ -49,9 +49,12 @@ def test_the_output_is_never_the_input(link: str, overwrite: bool, tmp_path: Pat
         os.link(video, output)
     elif link == "symbolic":
         output.symlink_to(video)
-    else:
+    elif link == "relative":
         output = tmp_path / "sub" / ".." / "in.avi"
         (tmp_path / "sub").mkdir()
+    else:
+        # 'new' does not exist, so the path names no file yet; the sink makes 'new', and then it names the input.
+        output = tmp_path / "new" / ".." / "in.avi"
     args = [str(video), str(output), "--model", str(broken_model)] + (["--overwrite"] if overwrite else [])
     assert main(args) == 2
     lines = _error_lines(capsys.readouterr().err)
@@ -70,6 +73,12 @@ def test_an_image_output_in_the_input_folder_is_refused(tmp_path: Path, broken_m
     lines = _error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "is the input's folder" in lines[0], lines
     assert {path.name: _digest(path) for path in frames.iterdir()} == before
+    # Spelled through a folder that does not exist yet, which the sink makes: the same folder once written.
+    through_new = tmp_path / "new" / ".." / "frames" / "frame_%06d.png"
+    assert main([str(frames), str(through_new), "--model", str(broken_model), "--overwrite"]) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "is the input's folder" in lines[0], lines
+    assert {path.name: _digest(path) for path in frames.iterdir()} == before
 
 
 def test_an_existing_video_needs_overwrite(tmp_path: Path, tiny_model_files: dict[str, Path],
@@ -79,6 +88,11 @@ def test_an_existing_video_needs_overwrite(tmp_path: Path, tiny_model_files: dic
     out.write_bytes(b"an earlier result")
     model = ["--model", str(tiny_model_files["onnx"]), "--threads", "1", "--workers", "1"]
     assert main([str(video), str(out), *model]) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "exists; add --overwrite" in lines[0], lines
+    assert out.read_bytes() == b"an earlier result"
+    # Through a folder not made yet the path names nothing now, and the video once the sink has made it.
+    assert main([str(video), str(tmp_path / "new" / ".." / "out.avi"), *model]) == 2
     lines = _error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "exists; add --overwrite" in lines[0], lines
     assert out.read_bytes() == b"an earlier result"
@@ -115,6 +129,8 @@ def test_an_input_without_a_decodable_frame_exits_2(tmp_path: Path, tiny_model_f
     ("a-folder", "it is an existing folder"),
     ("in.avi", "is the input"),
     ("recording.mp4", "exists; add --overwrite to replace it"),
+    # 'new' does not exist yet: the summary's folder is made at the end, and the path then names the recording.
+    ("new/../recording.mp4", "exists; add --overwrite to replace it"),
 ])
 def test_stats_target_is_checked_before_the_model_loads(target: str, words: str, tmp_path: Path,
                                                         broken_model: Path,

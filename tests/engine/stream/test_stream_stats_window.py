@@ -7,7 +7,7 @@ import pytest
 
 from unetrt.benchmarks.stats import current_rss_bytes
 from unetrt.stream import stats as stream_stats
-from unetrt.stream.stats import LATENCIES, STAGES, StreamStats
+from unetrt.stream.stats import LATENCIES, STAGES, StreamStats, format_summary
 
 
 def test_window_keeps_the_latest_samples() -> None:
@@ -42,3 +42,16 @@ def test_steady_fps_counts_the_intervals_between_results() -> None:
         stats.mark_result(now)
     summary = stats.summary()
     assert summary["processed"] == 3 and summary["steady_fps"] == 2.0 and summary["fps"] == 1.5
+
+
+def test_steady_fps_is_not_stated_from_results_that_left_together() -> None:
+    # Two workers' results leave in capture order, so the two of `unet-stream sample --max-frames 2` came 0.1 ms
+    # apart and the summary said 9409 FPS steady. Results spanning less than FPS_SETTLE_S state no steady rate (0,
+    # as for one result), the rule the live FPS follows.
+    stats = StreamStats()
+    for now in (stats.started_at + 1.0, stats.started_at + 1.0001):
+        stats.mark_result(now)
+    summary = stats.summary()
+    assert summary["processed"] == 2 and summary["steady_fps"] == 0.0
+    # The printed line says why there is no rate; "0.00 FPS steady" would read as a stalled stream.
+    assert "no steady rate (results over less than 1 s)" in format_summary(summary)

@@ -100,6 +100,8 @@ def test_sinks(uri: str | None, expected: SinkSpec) -> None:
     ("frame.png", "single image"),
     ("frames_%04d.txt", "image suffix"),
     ("out.mkv", "cannot write"),
+    # A port is given, but none that TCP has: the line said the URI had no port.
+    ("http://127.0.0.1:99999", "needs a port from 0 to 65535"),
 ])
 def test_bad_sinks(uri: str, words: str) -> None:
     with pytest.raises(ValueError, match=words):

@@ -163,6 +163,15 @@ def test_busy_port_is_one_clear_error(sink: HttpViewSink) -> None:
         HttpViewSink("127.0.0.1", sink.port)
 
 
+def test_an_address_of_another_machine_is_not_called_a_busy_port() -> None:
+    # 192.0.2.1 is reserved for documentation (RFC 5737), so no machine running the tests has it. The line said
+    # "another live view or program listens there; pick another port", which no other port fixes.
+    with pytest.raises(ValueError, match="192.0.2.1:8080: .*is not an address of this machine; serve on 127.0.0.1 "
+                                         r"\(this machine only\) or 0.0.0.0 \(every interface\)") as error:
+        HttpViewSink("192.0.2.1", 8080)
+    assert "listens there" not in str(error.value)
+
+
 def test_http_output_uri_opens_the_view() -> None:
     view = open_sink("http://127.0.0.1:0")
     try:
