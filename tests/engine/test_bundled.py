@@ -88,6 +88,13 @@ def test_a_statement_the_runtime_cannot_follow_is_one_line(models_dir: Path) -> 
         stated_cleanup("membranes")
 
 
+@pytest.mark.parametrize("statement", [[], "int8", None])
+def test_a_statement_that_is_no_json_object_states_nothing(models_dir: Path, statement: object) -> None:
+    _state(models_dir, statement)
+    assert bundled.bundled_statement("membranes") == {}
+    assert bundled.bundled_cpu_precision("membranes") == "int8" and stated_cleanup("membranes") is None
+
+
 def test_a_statement_that_is_not_json_names_the_file(models_dir: Path) -> None:
     (models_dir / "membranes.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"membranes\.json' is not valid JSON"):

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from unetrt.evaluate import evaluate, evaluate_pairs
+from unetrt.evaluate import MAX_STEMS, evaluate, evaluate_pairs, evaluate_stated, format_figures, main, parse_stems
 from unetrt.model_info import ModelInfo
 from unetrt.segmenter import SegmentationResult, Segmenter
 
@@ -109,6 +109,19 @@ def test_parse_stems_ranges_keep_padding() -> None:
         parse_stems("9-3")
 
 
+def test_parse_stems_ranges_take_the_padding_of_their_start_not_their_end() -> None:
+    # Stems 7, 8, 9, 10 (files 7.png ... 10.png), not 07 ... 10, which name no file.
+    assert parse_stems("7-10") == ["7", "8", "9", "10"]
+
+
+def test_parse_stems_takes_a_range_of_max_stems_names_and_refuses_one_more() -> None:
+    import argparse
+
+    assert len(parse_stems(f"0-{MAX_STEMS - 1}")) == MAX_STEMS
+    with pytest.raises(argparse.ArgumentTypeError, match=f"names more than {MAX_STEMS} files"):
+        parse_stems(f"0-{MAX_STEMS}")
+
+
 @pytest.mark.parametrize(("text", "words"), [(",", "no stems"), (" , ", "no stems"),
                                              ("0-999999999", "more than 100000 files")])
 def test_parse_stems_refuses_nothing_and_huge_ranges(text: str, words: str) -> None:
@@ -141,8 +154,9 @@ def test_stems_restrict_the_split(tiny_model_files: dict[str, Path], tmp_path: P
     images, labels = make_folders(tmp_path)
     with Segmenter(tiny_model_files["onnx"]) as seg:
         assert evaluate(seg, images, labels, stems=["f1"])["images"] == 1
-        with pytest.raises(ValueError, match="not in"):
-            evaluate(seg, images, labels, stems=["f9"])
+        # The message names the stems that are missing, sorted, not the ones found.
+        with pytest.raises(ValueError, match=r"not in .*: f8, f9$"):
+            evaluate(seg, images, labels, stems=["f9", "f1", "f8"])
 
 
 @pytest.fixture(scope="module")
@@ -318,6 +332,7 @@ def test_cleanup_is_refused_for_multiclass_models(tiny_model_files: dict[str, Pa
 
 @pytest.mark.parametrize(("target", "words"), [("notes.txt/out.json", "is a file, not a folder"),
                                                ("a-folder", "it is an existing folder"),
+                                               ("gone/out.json", "folder of --output 'gone/out.json' does not exist"),
                                                ("/proc/out.json", "cannot write --output '/proc/out.json'"),
                                                # The figures are written at this very path, and 'new' does not
                                                # exist: it was an errno line after the whole evaluation.
@@ -361,6 +376,8 @@ def test_labels_outside_the_class_table_are_one_line_not_empty_figures(tiny_mode
     (["--split", "camvid.split.json"], "--split needs --data"),
     (["--split", "camvid.split.json", "--data", ".", "--labels", "labels"],
      "leave out --images, --labels and --stems"),
+    # --stems picks files of --images; a split names its own frames, so they would be dropped without a word.
+    (["--split", "camvid.split.json", "--data", ".", "--stems", "1-2"], "leave out --images, --labels and --stems"),
 ])
 def test_split_mistakes_name_the_fix(argv: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
     from unetrt.evaluate import main
@@ -428,3 +445,74 @@ def test_binary_figures_by_hand_pool_the_pixels_and_average_the_rand_error_per_i
     # Rand pairs pooled: TP 2 + 1 + 6, predicted 6 + 1 + 6, true 2 + 2 + 10 -> P 9/13, R 9/14, F 2/3.
     assert (figures["challenge_pixel_error"], figures["challenge_pixel_threshold"]) == (pytest.approx(3 / 25), 0.0)
     assert (figures["challenge_rand_error"], figures["challenge_rand_threshold"]) == (pytest.approx(1 / 3), 0.0)
+
+
+def test_evaluate_stated_scores_only_the_stems_a_statement_names(tiny_model_files: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    make_folders(tmp_path)  # images/ and labels/ hold f0, f1 and f2
+    stated = {"images": "images", "labels": "labels", "stems": ["f0", "f2"]}
+    with Segmenter(tiny_model_files["onnx"]) as seg:
+        assert evaluate_stated(seg, stated, tmp_path)["images"] == 2
+
+
+def test_cli_options_reach_the_segmenter(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The figures of an option dropped on its way look like those of the option; only the Segmenter can tell.
+    seen: list[dict[str, object]] = []
+
+    def segmenter(model: str, **options: object) -> None:
+        seen.append(options)
+        raise ValueError("the options are seen")
+
+    monkeypatch.setattr("unetrt.evaluate.Segmenter", segmenter)
+    common = ["--model", "model.onnx", "--images", "images", "--labels", "labels"]
+    assert main([*common, "--threads", "2", "--no-build", "--device", "cpu", "--size", "32x24"]) == 2
+    assert main(common) == 2
+    asked, defaults = seen
+    assert (asked["threads"], asked["build"], asked["device"], asked["working_size"]) == (2, False, "cpu", (32, 24))
+    assert "threads" not in defaults and defaults["build"] is True  # TensorRT takes no threads argument
+
+
+def test_cli_max_hole_area_with_lines_is_used_by_cleanup_none(tiny_binary_onnx: Path, tmp_path: Path) -> None:
+    # The cell lines' masks fill specks as fill-holes does, so --cleanup none uses --max-hole-area with them.
+    images, labels = make_binary_folders(tmp_path, 5, ())
+    assert main(["--model", str(tiny_binary_onnx), "--images", str(images), "--labels", str(labels), "--cleanup",
+                 "none", "--max-hole-area", "5", "--lines-threshold", "0.3", "-o", str(tmp_path / "out.json")]) == 0
+    cleanup = json.loads((tmp_path / "out.json").read_text())["cleanup"]
+    assert (cleanup["mode"], cleanup["max_hole_area"], cleanup["lines_threshold"]) == ("none", 5, 0.3)
+
+
+class FirstChannelSegmenter(EchoSegmenter):
+    """Its mask is the first channel of the frame it is handed, so the figures say which channel came first."""
+
+    def segment(self, image: np.ndarray, probabilities: bool = False) -> SegmentationResult:
+        return SegmentationResult(np.ascontiguousarray(image[..., 0]), None, 0.0)
+
+
+@pytest.mark.parametrize(("order", "first"), [("rgb", 2), ("bgr", 0)])
+def test_colour_frames_reach_the_segmenter_in_its_own_channel_order(tmp_path: Path, order: str, first: int) -> None:
+    info = ModelInfo(class_names=("a", "b", "c"), colors=((0, 0, 0),) * 3)
+    image, label = tmp_path / "frame.png", tmp_path / "label.png"
+    cv2.imwrite(str(image), np.array([[[0, 1, 2]] * 4], np.uint8))  # blue 0, green 1, red 2 (OpenCV's B, G, R)
+    cv2.imwrite(str(label), np.full((1, 4), first, np.uint8))  # red first for RGB, blue first for BGR
+    segmenter = FirstChannelSegmenter(info)
+    segmenter.color_order = order
+    assert evaluate_pairs(segmenter, [(image, label)])["pixel_accuracy"] == 1.0  # type: ignore[arg-type]
+
+
+def test_printed_figures_are_the_computed_ones_each_in_its_place() -> None:
+    binary = {"model": "isbi", "images": 2, "backend": "echo", "working_size": None,
+              "cleanup": {"mode": "watershed", "max_hole_area": 50, "threshold": 0.5},
+              "iou": 0.5, "dice": 0.25, "pixel_error": 0.125, "rand_error": 0.0625,
+              "challenge_pixel_error": 0.1, "challenge_pixel_threshold": 0.3,
+              "challenge_rand_error": 0.2, "challenge_rand_threshold": 0.7}
+    lines = format_figures(binary).splitlines()
+    assert lines[:2] == ["model isbi on 2 images (echo)",
+                         "masks cleaned by watershed (max_hole_area 50, threshold 0.5)"]
+    assert lines[-2:] == ["pixel error     0.1000  (threshold 0.3)", "Rand error      0.2000  (threshold 0.7)"]
+    multiclass = {"model": "camvid", "images": 1, "backend": "echo", "working_size": [256, 192], "mean_iou": 0.5,
+                  "pixel_accuracy": 0.75, "per_class_iou": {"road": 0.5, "sign": None},
+                  "per_class_precision": {"road": 0.25, "sign": None}, "per_class_recall": {"road": 1.0, "sign": None}}
+    # Percentages with two decimals; a class that never occurred is n/a in every column.
+    assert format_figures(multiclass).splitlines()[1:] == [
+        "mean IoU        50.00", "pixel accuracy  75.00", "  class            IoU  precision  recall",
+        "  road           50.00      25.00  100.00", "  sign             n/a        n/a     n/a"]

@@ -88,3 +88,12 @@ def test_nearest_and_listed_sizes_agree_with_the_rule_side_by_side(padding: str,
 def test_depth_must_be_an_integer() -> None:
     with pytest.raises(ValueError, match="depth must be an integer >= 1"):
         nearest_legal_sizes(100, "same", "5")  # type: ignore[arg-type]
+
+
+def test_a_side_of_zero_is_legal_nowhere() -> None:
+    # 0 is a multiple of every period: only the check of the side itself refuses it.
+    assert not is_legal_size(0, "same") and not is_legal_size(0, "valid")
+    with pytest.raises(ValueError, match="input height 0 is not legal"):
+        check_input_size(0, 512)
+    with pytest.raises(ValueError, match="frame side must be positive, got 0"):
+        plan_padding(0, "same")

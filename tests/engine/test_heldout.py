@@ -112,7 +112,7 @@ def test_cli_scores_a_split_part(tiny_model_files: dict[str, Path], tmp_path: Pa
                     "--part", "select", "--json", "out.json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     figures = json.loads((tmp_path / "out.json").read_text())
-    assert figures["images"] == 5 and figures["split"]["part"] == "select"
+    assert figures["images"] == 5 and figures["split"] == {"file": str(split), "part": "select"}
 
 
 def test_cli_without_frames_to_score_says_so(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
@@ -132,6 +132,12 @@ def test_spans_hold_only_their_own_sequence_and_the_frames_inside(tmp_path: Path
     split = HeldOutSplit.read(write_split(tmp_path / "split.json", select=["seqA:00301-00359"]))
     assert stems(split.pairs(root, "select")) == {"seqA_00330"}
     assert "seqAB_00330" in stems(split.train_pairs(root))
+
+
+def test_a_span_may_hold_a_single_frame(tmp_path: Path) -> None:
+    root = make_video_set(tmp_path / "data")
+    split = HeldOutSplit.read(write_split(tmp_path / "split.json", select=["seqA:00330-00330"]))
+    assert stems(split.pairs(root, "select")) == {"seqA_00330"}
 
 
 def test_evaluate_stated_scores_the_part_the_statement_names(tiny_model_files: dict[str, Path],

@@ -30,6 +30,9 @@ def test_confusion_matrix_rejects_bad_input() -> None:
         confusion_matrix(np.zeros(3), np.zeros(4), 2)
     with pytest.raises(ValueError, match="predicted class ids"):
         confusion_matrix(np.array([5]), np.array([0]), 2)
+    # Id K itself: counted, it would land in the next row's column 0 (target 0 * 2 + 2 is cell (1, 0)).
+    with pytest.raises(ValueError, match=r"predicted class ids must lie in \[0, 2\), got 2\.\.2"):
+        confusion_matrix(np.array([2]), np.array([0]), 2)
 
 
 def test_accumulated_iou_accuracy_and_absent_class() -> None:
@@ -218,7 +221,8 @@ def test_rand_error_and_the_challenge_refuse_empty_masks_as_pixel_error_does() -
         IsbiChallengeScorer().update(empty, empty)
 
 
-@pytest.mark.parametrize("thresholds", [[math.nan], [0.1, math.nan], None, ["a"]])
+@pytest.mark.parametrize("thresholds", [[math.nan], [0.1, math.nan], None, ["a"], [0.5, 0.5], [0.6, 0.4], [-0.1],
+                                        [1.1]])
 def test_challenge_thresholds_must_be_numbers_in_the_unit_range(thresholds: object) -> None:
     with pytest.raises(ValueError, match=r"thresholds must be ascending values in \[0, 1\], got"):
         IsbiChallengeScorer(thresholds=thresholds)  # type: ignore[arg-type]

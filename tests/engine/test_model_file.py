@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -180,17 +181,20 @@ def test_other_files_are_refused(tmp_path: Path) -> None:
         read_model_file(broken)
 
 
+def _ir(folder: Path, layer_type: str, framework: str = "", root: str = "net") -> Path:
+    """A two-layer OpenVINO IR .xml carrying tiny_info(), and ``framework`` inside its rt_info's <framework>."""
+    path = folder / f"{layer_type.lower()}.xml"
+    path.write_text(f'<?xml version="1.0"?>\n<{root} name="unet" version="11"><layers>'
+                    f'<layer id="0" name="a" type="Parameter" version="opset1"/>'
+                    f'<layer id="1" name="b" type="{layer_type}" version="opset1"/></layers>'
+                    f"<rt_info><unetrt value='{tiny_info().to_json()}'/><framework>{framework}</framework></rt_info>"
+                    f"</{root}>")
+    return path
+
+
 def test_an_openvino_ir_with_fakequantize_layers_is_int8_without_a_quantization_record(tmp_path: Path) -> None:
     # An IR quantized by OpenVINO's own tools (NNCF) carries FakeQuantize layers but no unetrt.quantization record.
-    def ir(layer_type: str) -> Path:
-        path = tmp_path / f"{layer_type.lower()}.xml"
-        path.write_text(f'<?xml version="1.0"?>\n<net name="unet" version="11"><layers>'
-                        f'<layer id="0" name="a" type="Parameter" version="opset1"/>'
-                        f'<layer id="1" name="b" type="{layer_type}" version="opset1"/></layers>'
-                        f"<rt_info><unetrt value='{tiny_info().to_json()}'/></rt_info></net>")
-        return path
-
-    quantized, floating = read_model_file(ir("FakeQuantize")), read_model_file(ir("Convolution"))
+    quantized, floating = read_model_file(_ir(tmp_path, "FakeQuantize")), read_model_file(_ir(tmp_path, "Convolution"))
     assert quantized.info == tiny_info() and (quantized.precision, quantized.quantization) == ("int8", None)
     assert floating.precision == "fp32"
 
@@ -212,3 +216,29 @@ def test_quantize_no_longer_imports_onnx_export() -> None:
     code = "import sys, unetrt.export.quantize; print('unetrt.export.onnx_export' in sys.modules)"
     ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert ran.stdout.strip() == "False"
+
+
+def test_an_openvino_ir_with_a_quantization_record_is_int8_whatever_its_layers(tmp_path: Path) -> None:
+    # OpenVINO keeps the ONNX file's props under <framework>: the record alone says the model is INT8.
+    record = f"<{QUANTIZATION_KEY} value='{json.dumps({'method': 'minmax'})}'/>"
+    described = read_model_file(_ir(tmp_path, "Convolution", record))
+    assert (described.precision, described.quantization) == ("int8", {"method": "minmax"})
+
+
+def test_xml_that_is_no_openvino_ir_is_refused_though_it_carries_a_description(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="has no 'unetrt' rt_info"):
+        read_model_file(_ir(tmp_path, "Convolution", root="graph"))
+
+
+@pytest.mark.parametrize("record", ["[1, 2]", '"minmax"', "{not json"])
+def test_a_quantization_record_that_is_no_json_object_is_one_line_naming_the_file(
+        record: str, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    model = onnx.load(str(tiny_model_files["onnx"]))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = QUANTIZATION_KEY, record
+    path = tmp_path / "odd.onnx"
+    onnx.save(model, str(path))
+    words = r"'unetrt\.quantization' record (must be a JSON object|is not valid JSON)"
+    with pytest.raises(ValueError, match=words) as caught:
+        read_model_file(path)
+    assert "\n" not in str(caught.value) and repr(str(path)) in str(caught.value)

@@ -68,6 +68,7 @@ def camvid_like() -> dict[str, object]:
         ({"depth": 5.5}, "depth must be an integer"),
         ({"base": 10**9}, "base must be an integer from 1 to 1024"),
         ({"class_names": [f"c{i}" for i in range(300)], "colors": [[0, 0, 0]] * 300}, "1 to 256 classes, got 300"),
+        ({"class_names": [], "colors": []}, "1 to 256 classes, got 0"),
         ({"class_names": "ab", "colors": [[0, 0, 0]] * 2}, "class_names must be a list"),
         ({"class_names": [1, 2]}, "class_names must be a string"),
         ({"colors": [[999, 0, 0], [0, 0, 0]]}, "colors must be an integer from 0 to 255, got 999"),

@@ -135,3 +135,16 @@ def test_normalize_refuses_images_that_are_not_8_bit(image: np.ndarray) -> None:
 def test_normalize_refuses_bad_input_by_name(image: object, mean: object, std: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         normalize(image, mean, std)  # type: ignore[arg-type]
+
+
+def test_a_frame_of_the_other_byte_order_is_refused_with_the_conversion() -> None:
+    swapped = np.zeros((2, 3), np.dtype(np.uint16).newbyteorder())
+    with pytest.raises(ValueError, match=r"has the other byte order than this machine's; convert with "
+                                         r"frame\.astype\(frame\.dtype\.newbyteorder\('='\)\)"):
+        check_frame(swapped)
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (4, 0, 3), (0, 0)])
+def test_an_empty_frame_is_refused(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match=r"frame is empty \(shape"):
+        check_frame(np.zeros(shape, np.uint8))

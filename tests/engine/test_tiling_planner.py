@@ -139,6 +139,7 @@ def test_gaussian_window_has_monais_floor() -> None:
     (((1000, 1000), 64, 8.0), r"overlap must be an int or a \(height, width\) pair of ints, got 8.0"),
     (((300, 300), (64, True)), r"tile must be .*got \(64, True\)"),
     ((100, 64), r"image_hw must be a \(height, width\) pair of ints, got 100"),
+    (((0, 64), 64), r"image must be at least 1 x 1, got 0 x 64"),
     (((100, None), 64), r"image_hw must be a \(height, width\) pair of ints, got \(100, None\)"),
 ])
 def test_sizes_that_are_no_ints_are_refused_by_name(args: tuple, message: str) -> None:
