@@ -361,6 +361,8 @@ class VideoCaptureSource:
         self.frame_count = 0
         self._frames_read = 0
         self._failures = 0
+        # Reads that gave no frame, in all: with the frames read, where in the file the next read is.
+        self._skipped = 0
         # The camera mode last warned about, so a camera reopened after a failure does not repeat the warning.
         self._warned_mode: str | None = None
 
@@ -388,6 +390,7 @@ class VideoCaptureSource:
         self.frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
         self._frames_read = 0
         self._failures = 0
+        self._skipped = 0
         if self.spec.kind == "rtsp" and self.open_timeout is not None:
             self._reader = TimedReader(capture)
         else:
@@ -486,8 +489,12 @@ class VideoCaptureSource:
                 raise SourceError(f"{self.name!r} opened but sent no frame" + self._open_hint())
             raise SourceError(f"{self.name!r} stopped delivering frames")
         self._failures += 1
-        if self._frames_read + self._failures < self.frame_count and self._failures < MAX_CONSECUTIVE_FILE_FAILURES:
-            raise CorruptFrameError(f"frame {self._frames_read + self._failures - 1} of {self.name!r} did not decode")
+        self._skipped += 1
+        # From every failed read, not only those in a row: with damaged frames earlier in the file, counting only
+        # these put the reads past its last frame inside it, as more damaged frames (up to 9, and misnumbered).
+        position = self._frames_read + self._skipped
+        if position < self.frame_count and self._failures < MAX_CONSECUTIVE_FILE_FAILURES:
+            raise CorruptFrameError(f"frame {position - 1} of {self.name!r} did not decode")
         return None
 
     def close(self) -> None:

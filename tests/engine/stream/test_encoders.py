@@ -124,6 +124,24 @@ def test_avi_is_motion_jpeg(tmp_path: Path) -> None:
     sink.write(np.zeros((48, 64, 3), np.uint8))
     sink.close()
     assert sink.codec == encoders.MJPEG
+    # The output checks take OUT.AVI as a video; its suffix picks the codec whatever its case.
+    shouting = encoders.open_video_encoder(tmp_path / "OUT.AVI", 10.0, (64, 48))
+    shouting.release()
+    assert shouting.codec == encoders.MJPEG
+
+
+def test_h264_is_written_at_the_rate_asked_for(tmp_path: Path) -> None:
+    # --output-fps (or the source's rate) is the file's rate: at another one it plays too fast or too slow.
+    ffmpeg = encoders.ffmpeg_with_libx264()
+    if ffmpeg is None:
+        pytest.skip("needs ffmpeg with libx264")
+    encoder = encoders.FfmpegH264Encoder(ffmpeg, tmp_path / "rate.mp4", 25.0, (64, 48))
+    for shade in range(3):
+        encoder.write(np.full((48, 64, 3), shade * 60, np.uint8))
+    encoder.release()
+    capture = cv2.VideoCapture(str(tmp_path / "rate.mp4"))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
+    capture.release()
 
 
 def test_the_encoder_runs_below_this_process_priority(tmp_path: Path) -> None:
@@ -163,6 +181,18 @@ def test_an_ffmpeg_that_fails_at_the_end_is_an_error(tmp_path: Path) -> None:
     encoder = encoders.FfmpegH264Encoder(str(failing), tmp_path / "out.mp4", 10.0, (64, 48))
     encoder.write(np.zeros((48, 64, 3), np.uint8))
     with pytest.raises(OSError, match=r"ffmpeg failed to write .*out\.mp4' \(exit 1\): Conversion failed!"):
+        encoder.release()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in ffmpeg is a shell script")
+def test_an_ffmpeg_killed_before_it_finished_is_an_error(tmp_path: Path) -> None:
+    # The out-of-memory killer ends ffmpeg with SIGKILL: its exit status is negative, and the file has no index.
+    killed = tmp_path / "ffmpeg"
+    killed.write_text("#!/bin/sh\ncat > /dev/null\nkill -9 $$\n")
+    killed.chmod(0o755)
+    encoder = encoders.FfmpegH264Encoder(str(killed), tmp_path / "out.mp4", 10.0, (64, 48))
+    encoder.write(np.zeros((48, 64, 3), np.uint8))
+    with pytest.raises(OSError, match=r"ffmpeg failed to write .*out\.mp4' \(exit -9\)"):
         encoder.release()
 
 

@@ -21,7 +21,8 @@ def test_flips(flip: str, expected: list[list[int]]) -> None:
 
 
 def test_unknown_flip_names_the_choices() -> None:
-    with pytest.raises(ValueError, match="rotate-180"):
+    # The message names the value given, so a typo in --input-flip is seen at once.
+    with pytest.raises(ValueError, match=r"unknown input flip 'upside-down'; use one of .*rotate-180"):
         flip_frame(np.zeros((2, 2), np.uint8), "upside-down")
     assert set(FLIPS) >= {"none", "horizontal", "vertical", "rotate-180"}
 

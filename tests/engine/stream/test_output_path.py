@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 from pathlib import Path
 
 import pytest
 
+from unetrt.stream import output_path
 from unetrt.stream.output_path import (
     check_existing_output,
+    check_not_input,
     check_output_path,
     check_writable_file,
     frame_files,
     frame_name,
 )
-from unetrt.stream.uri import parse_sink
+from unetrt.stream.uri import SinkSpec, parse_sink
 
 
 def test_writable_outputs_pass_and_leave_nothing_behind(tmp_path: Path) -> None:
@@ -124,3 +128,37 @@ def test_an_existing_read_only_video_is_refused_even_with_overwrite(tmp_path: Pa
     with pytest.raises(ValueError, match="the existing file is read-only"):
         check_output_path(parse_sink(str(out)))
     assert out.read_bytes() == b"a recording"
+
+
+def test_a_name_as_long_as_the_file_system_takes_is_accepted(tmp_path: Path) -> None:
+    # The limit is the longest name allowed, not one past it: a name of exactly that many bytes is written.
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    check_writable_file(tmp_path / ("a" * (limit - len(".json")) + ".json"), "--stats")
+    with pytest.raises(ValueError, match=f"is {limit + 1} bytes"):
+        check_writable_file(tmp_path / ("a" * (limit + 1 - len(".json")) + ".json"), "--stats")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("code", "reason"), [
+    (errno.EACCES, "no permission to write in {folder}"), (errno.EPERM, "no permission to write in {folder}"),
+    (errno.EROFS, "{folder} is on a read-only file system"), (errno.ENOSPC, "no space left in {folder}"),
+])
+def test_a_folder_that_refuses_the_file_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int,
+                                                 reason: str) -> None:
+    # Each reason is told in words that say what to fix, whatever errno the file system answers with.
+    def refused(**kwargs: object) -> tuple[int, str]:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(output_path.tempfile, "mkstemp", refused)
+    expected = "cannot write --stats 'stats.json': " + reason.format(folder=repr(str(tmp_path)))
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        check_writable_file(tmp_path / "stats.json", "--stats 'stats.json'")
+
+
+def test_a_ros_bag_output_that_is_a_link_to_the_input_is_refused(tmp_path: Path) -> None:
+    # With --overwrite the bag would be written through the link, over the video being read.
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"the recording")
+    (tmp_path / "out.mcap").symlink_to(video)
+    with pytest.raises(ValueError, match=r"out\.mcap' is the input .*clip\.mp4'"):
+        check_not_input(SinkSpec("rosbag", str(tmp_path / "out.mcap")), [video])

@@ -118,6 +118,8 @@ def test_live_page_shows_the_stats_as_text() -> None:
         with urllib.request.urlopen(sink.url + "stats", timeout=10) as response:
             assert response.headers["Content-Type"] == "application/json" and json.load(response) == {}
         sink.write_result(_result(0, 0.0), np.zeros((4, 4, 3), np.uint8))
+        with urllib.request.urlopen(sink.url + "stats", timeout=10) as response:
+            assert json.load(response)["fps"] is None  # not measured yet: the page leaves it out, not "0.0 FPS"
         sink.write_result(_result(3, 24.96), np.zeros((4, 4, 3), np.uint8))
         with urllib.request.urlopen(sink.url + "stats", timeout=10) as response:
             stats = json.load(response)

@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 from stream_helpers import CollectingSink, FakeSegmenter, camera, count_video_frames, frame_with_index, write_video
 
+from unetrt.stream import pipeline
+from unetrt.stream import writer as writer_module
 from unetrt.stream.pipeline import Stream, StreamResult
 from unetrt.stream.rosbag import FrameHeader
 from unetrt.stream.sources import IterableSource, SourceError
@@ -496,3 +500,77 @@ def test_a_result_sink_gets_every_whole_result_with_its_picture() -> None:
     sink = ResultCollectingSink()
     summary = Stream([frame_with_index(i) for i in range(5)], FakeSegmenter(), sink, draw_stats=False).run()
     assert sink.indices == [0, 1, 2, 3, 4] and len(sink.images) == summary["written"] == 5
+
+
+class ClockedSink(CollectingSink):
+    """Takes ``write_s`` seconds of the test's clock to write each picture."""
+
+    def __init__(self, clock: list[float], write_s: float) -> None:
+        super().__init__()
+        self.clock, self.write_s = clock, write_s
+
+    def write(self, image: np.ndarray) -> None:
+        self.clock[0] += self.write_s
+        super().write(image)
+
+
+def test_the_writer_times_each_step_and_the_whole_way_from_capture(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A clock that moves only when told: rendering takes 3 ms, writing 5 ms, and the frame was captured 10 ms
+    # before the writer took it, so the output latency is 10 + 3 + 5 = 18 ms.
+    with Stream([frame_with_index(0)], FakeSegmenter()) as stream:
+        (result,) = list(stream)
+    clock = [100.0]
+    monkeypatch.setattr(writer_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def render(result: StreamResult) -> np.ndarray:
+        clock[0] += 0.003
+        return result.frame
+
+    stats = StreamStats()
+    writer = ResultWriter(ClockedSink(clock, 0.005), render, stats, threading.Event(), 1)
+    writer.start()
+    writer.send(dataclasses.replace(result, captured_at=99.99))
+    writer.finish()
+    writer.raise_error()
+    summary = stats.summary()
+    assert summary["stages_ms"]["visualize"]["mean"] == pytest.approx(3.0)
+    assert summary["stages_ms"]["write"]["mean"] == pytest.approx(5.0)
+    assert summary["output_latency_ms"]["mean"] == pytest.approx(18.0)
+    assert summary["written"] == 1
+
+
+def test_each_result_carries_the_live_fps_of_its_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The caption, the live view and a caller's loop read the rate from the result; a stream measured at 12.5 FPS
+    # (held there, so no clock decides the figure) hands that to every result.
+    class SteadyStats(StreamStats):
+        def live_fps(self) -> float:
+            return 12.5
+
+    monkeypatch.setattr(pipeline, "StreamStats", SteadyStats)
+    with Stream([frame_with_index(i) for i in range(3)], FakeSegmenter()) as stream:
+        assert [result.fps for result in stream] == [12.5, 12.5, 12.5]
+
+
+def test_a_stored_video_keeps_its_own_rate_in_the_output(tmp_path: Path) -> None:
+    # max_fps paces the processing; the written video still plays at the rate the input was recorded at (12 FPS).
+    video = write_video(tmp_path / "in.avi", 3, fps=12.0)
+    Stream(str(video), FakeSegmenter(), tmp_path / "out.avi", max_fps=50.0).run()
+    capture = cv2.VideoCapture(str(tmp_path / "out.avi"))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+    capture.release()
+
+
+def test_queue_size_reaches_the_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each result waiting for the output holds a frame and its mask: queue_size bounds what a stuck output holds
+    # (the bound itself: test_results_for_a_stuck_sink_wait_in_a_bounded_queue).
+    sizes: list[int] = []
+
+    class RecordingWriter(ResultWriter):
+        def __init__(self, sink: CollectingSink, render: object, stats: StreamStats, stop: threading.Event,
+                     queue_size: int) -> None:
+            sizes.append(queue_size)
+            super().__init__(sink, render, stats, stop, queue_size)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "ResultWriter", RecordingWriter)
+    Stream([frame_with_index(0)], FakeSegmenter(), CollectingSink(), queue_size=3).run()
+    assert sizes == [3]

@@ -39,13 +39,15 @@ def test_outside_legend_leaves_the_scene_uncovered() -> None:
 
 
 def test_stream_writes_the_legend_beside_the_frame() -> None:
-    written = {}
-    for place in ("outside", "off"):
+    written: dict[str | bool, np.ndarray] = {}
+    for place in ("outside", "off", True):
         sink = CollectingSink()
         Stream([_frame()], DescribedSegmenter(), sink, legend=place, draw_stats=False).run()
         (written[place],) = sink.images
     assert written["outside"].shape[0] == 120 and written["outside"].shape[1] > 160
     assert (written["outside"][:, :160] == written["off"]).all()
+    # legend=True (--legend without a place) is the outside strip: the scene stays uncovered.
+    assert (written[True] == written["outside"]).all()
 
 
 @pytest.mark.parametrize(("fps", "shown"), [(0.0, False), (24.96, True)])

@@ -269,3 +269,75 @@ def test_bundled_sample_clip_decodes() -> None:
     assert clip.stat().st_size <= 5 * 1024 * 1024
     frames = read_all(open_source("sample"))
     assert len(frames) == 101 and frames[0].shape == (360, 480, 3)
+
+
+class FakeFileCapture:
+    """A cv2.VideoCapture of a video file that announces ``len(decodes)`` frames at ``fps``; frame i decodes when
+    ``decodes[i]`` (its pixels carry i), and every read past the last frame fails, as at a file's end."""
+
+    def __init__(self, decodes: list[bool], fps: float = 25.0) -> None:
+        self.decodes = decodes
+        self.fps = fps
+        self.position = 0
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return True
+
+    def get(self, prop: int) -> float:
+        return {cv2.CAP_PROP_FPS: self.fps, cv2.CAP_PROP_FRAME_COUNT: float(len(self.decodes))}.get(prop, 0.0)
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        index, self.position = self.position, self.position + 1
+        if index < len(self.decodes) and self.decodes[index]:
+            return True, np.full((4, 5, 3), index, np.uint8)
+        return False, None
+
+    def release(self) -> None:
+        pass
+
+
+def _open_fake_file(monkeypatch: pytest.MonkeyPatch, capture: FakeFileCapture) -> VideoCaptureSource:
+    from unetrt.stream import sources
+
+    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda *args: capture)
+    source = VideoCaptureSource(SourceSpec("video", "clip.mp4", live=False))
+    source.open()
+    return source
+
+
+def test_a_video_with_damaged_frames_here_and_there_is_read_to_its_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 31 frames, every third one whole: 20 damaged ones in all but never more than 2 in a row, so the limit of
+    # MAX_CONSECUTIVE_FILE_FAILURES (10) in a row is never reached; each damaged one is named by its own number, and
+    # the reads past the last frame are the end, not more damaged frames.
+    source = _open_fake_file(monkeypatch, FakeFileCapture([True, False, False] * 10 + [True]))
+    frames, damaged = [], []
+    while True:
+        try:
+            frame = source.read()
+        except CorruptFrameError as error:
+            damaged.append(int(str(error).split()[1]))
+            continue
+        if frame is None:
+            break
+        frames.append(int(frame[0, 0, 0]))
+    assert frames == list(range(0, 31, 3))
+    assert damaged == [index for index in range(31) if index % 3]
+
+
+def test_a_frame_rate_no_video_has_is_taken_as_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Some streams announce their 90 kHz clock as the rate: an output video written at 90000 FPS plays as a flash.
+    assert _open_fake_file(monkeypatch, FakeFileCapture([True], fps=90000.0)).fps is None
+    assert _open_fake_file(monkeypatch, FakeFileCapture([True], fps=29.97)).fps == pytest.approx(29.97)
+
+
+def test_images_with_upper_case_suffixes_are_read(tmp_path: Path) -> None:
+    # Cameras and Windows tools name their files IMG_0001.JPG; such a folder is not empty.
+    cv2.imwrite(str(tmp_path / "IMG_0001.PNG"), np.full((4, 5, 3), 7, np.uint8))
+    (frame,) = read_all(ImageSequenceSource(tmp_path))
+    assert frame[0, 0, 0] == 7
+
+
+def test_live_false_makes_a_camera_a_source_that_drops_nothing() -> None:
+    # Not opened here: only what the stream will do with its frames is asked.
+    assert open_source("/dev/video0").live
+    assert not open_source("/dev/video0", live=False).live

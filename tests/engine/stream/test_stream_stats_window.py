@@ -3,11 +3,13 @@ windows fill (a soak read the old deques of floats, 3.2 MB over the first 10,000
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from unetrt.benchmarks.stats import current_rss_bytes
 from unetrt.stream import stats as stream_stats
-from unetrt.stream.stats import LATENCIES, STAGES, StreamStats, format_summary
+from unetrt.stream.stats import LATENCIES, STAGES, StreamStats, describe_runtime, describe_runtime_line, format_summary
 
 
 def test_window_keeps_the_latest_samples() -> None:
@@ -55,3 +57,37 @@ def test_steady_fps_is_not_stated_from_results_that_left_together() -> None:
     assert summary["processed"] == 2 and summary["steady_fps"] == 0.0
     # The printed line says why there is no rate; "0.00 FPS steady" would read as a stalled stream.
     assert "no steady rate (results over less than 1 s)" in format_summary(summary)
+
+
+def test_each_figure_of_a_stage_is_its_own() -> None:
+    # Samples 1..100 ms. numpy's linear percentile of sorted values v[0..99] at q is v[k] + f * (v[k+1] - v[k])
+    # with k + f = 99 q: p50 at 49.5 is 50.5, p95 at 94.05 is 95.05, p99 at 98.01 is 99.01.
+    stats = StreamStats()
+    for value in range(1, 101):
+        stats.add("inference", float(value))
+    assert stats.summary()["stages_ms"]["inference"] == {"count": 100, "mean": 50.5, "p50": 50.5, "p95": 95.05,
+                                                         "p99": 99.01, "max": 100.0}
+
+
+def test_the_printed_summary_shows_each_counter_and_the_latencies() -> None:
+    # Every counter a different number, so one shown in another's place is seen.
+    stats = StreamStats()
+    for counter, amount in (("captured", 9), ("dropped", 3), ("corrupt", 2), ("reconnects", 1), ("written", 4)):
+        stats.count(counter, amount)
+    for _ in range(5):
+        stats.mark_result()
+    stats.add("latency", 40.0)
+    text = format_summary(stats.summary())
+    assert "frames 5 processed, 9 captured, 3 dropped, 2 corrupt, 1 reconnects, 4 written" in text
+    assert any(line.split() == ["latency", "40.00", "40.00", "40.00", "40.00"] for line in text.splitlines()), text
+
+
+def test_the_runtime_line_says_what_ran() -> None:
+    backend = SimpleNamespace(name="onnxruntime", precision="fp32", path="m.onnx", device="cpu", threads=None)
+    runtime = describe_runtime(SimpleNamespace(backend=backend))
+    # None threads: the library's own default, said as such rather than 'None'.
+    assert runtime["threads"] == "default"
+    assert describe_runtime_line({**runtime, "workers": 1}) == "model m.onnx on onnxruntime, fp32, cpu, default threads"
+    # One worker is not announced as '1 workers x ...'; two are.
+    assert describe_runtime_line({**runtime, "threads": 2, "workers": 1}).endswith("cpu, 2 threads")
+    assert describe_runtime_line({**runtime, "threads": 1, "workers": 2}).endswith("cpu, 2 workers x 1 thread")

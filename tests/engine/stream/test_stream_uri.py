@@ -89,6 +89,8 @@ def test_unknown_suffix(tmp_path: Path) -> None:
     ("file://out/run.avi", SinkSpec("video", "out/run.avi")),
     ("out/frame_%04d.png", SinkSpec("images", "out/frame_%04d.png")),
     ("out", SinkSpec("images", str(Path("out") / "frame_%06d.png"))),
+    ("OUT.MP4", SinkSpec("video", "OUT.MP4")),  # a suffix in capitals is the same video suffix
+    ("http://127.0.0.1:65535", SinkSpec("http", "127.0.0.1:65535", ("127.0.0.1", 65535))),  # the highest port
 ])
 def test_sinks(uri: str | None, expected: SinkSpec) -> None:
     assert parse_sink(uri) == expected
@@ -102,6 +104,7 @@ def test_sinks(uri: str | None, expected: SinkSpec) -> None:
     ("out.mkv", "cannot write"),
     # A port is given, but none that TCP has: the line said the URI had no port.
     ("http://127.0.0.1:99999", "needs a port from 0 to 65535"),
+    ("http://127.0.0.1:65536", "needs a port from 0 to 65535"),
 ])
 def test_bad_sinks(uri: str, words: str) -> None:
     with pytest.raises(ValueError, match=words):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -85,6 +85,8 @@ def test_max_frames_and_stop_with_workers(monkeypatch: pytest.MonkeyPatch, tmp_p
 def test_workers_need_a_model_to_open(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pass the model rather than a segmenter object"):
         Stream([frame_with_index(0)], FakeSegmenter(), workers=2)
+    # One worker is what a segmenter object gives anyway: asking for it explicitly is fine.
+    assert Stream([frame_with_index(0)], FakeSegmenter(), workers=1).run()["processed"] == 1
     with pytest.raises(ValueError, match="workers must be at least 1"):
         workers.open_segmenters("camvid", {}, 0)
 
@@ -190,3 +192,57 @@ def test_workers_take_frames_one_at_a_time_so_each_frame_gets_one_result() -> No
     workers.join()
     assert handoff.most_inside == 1
     assert [o.index for o in outcomes[:-1] if isinstance(o, StreamResult)] == list(range(10))
+
+
+class RecordingSegmenter(FakeSegmenter):
+    """Stands in for unetrt's Segmenter on a CPU backend: keeps the options it was opened with and its warm-ups."""
+
+    opened: ClassVar[list[RecordingSegmenter]] = []
+
+    def __init__(self, model: str, **options: Any) -> None:
+        super().__init__()
+        self.options = options
+        self.warm_ups = 0
+        self.backend = type("Backend", (), {"device": "cpu", "name": "openvino"})()
+        RecordingSegmenter.opened.append(self)
+
+    def warm_up(self) -> None:
+        self.warm_ups += 1
+
+
+@pytest.fixture
+def recording(monkeypatch: pytest.MonkeyPatch) -> list[RecordingSegmenter]:
+    """Every segmenter open_segmenters opens, on a 2-core machine."""
+    import unetrt.segmenter
+
+    monkeypatch.setattr(unetrt.segmenter, "Segmenter", RecordingSegmenter)
+    monkeypatch.setattr(workers.cpu, "usable_cores", lambda: 2)
+    monkeypatch.setattr(RecordingSegmenter, "opened", [])
+    return RecordingSegmenter.opened
+
+
+def test_the_other_workers_open_on_the_backend_the_first_one_runs_on(recording: list[RecordingSegmenter]) -> None:
+    # The first, opened with backend 'auto', runs on OpenVINO: the others go there at once instead of trying the
+    # automatic first choice again (a TensorRT build of minutes on a Jetson, failing each time).
+    opened = workers.open_segmenters("model", {}, 2)
+    assert len(opened) == 2 and all(s.options["backend"] == "openvino" for s in opened)
+    assert recording[0].closed and recording[0] not in opened  # it held both cores' threads
+
+
+def test_warm_up_false_is_kept_and_the_first_is_warmed_once(recording: list[RecordingSegmenter]) -> None:
+    workers.open_segmenters("model", {"threads": 1, "warm_up": False}, 2)
+    assert [s.warm_ups for s in recording] == [0, 0]
+    assert all(s.options["warm_up"] is False for s in recording)
+    recording.clear()
+    workers.open_segmenters("model", {"threads": 1}, 1)
+    assert [s.warm_ups for s in recording] == [1]
+
+
+def test_up_to_four_workers_per_core(recording: list[RecordingSegmenter]) -> None:
+    # 2 cores (the fixture): 8 workers are allowed, 9 are refused before any model is opened.
+    assert len(workers.open_segmenters("model", {"threads": 1}, 8)) == 8
+    with pytest.raises(ValueError, match="workers=9 is more than 8"):
+        workers.open_segmenters("model", {"threads": 1}, 9)
+    assert len(recording) == 8
+    # More threads asked per worker than there are cores still gives one worker.
+    assert workers.auto_worker_count(2, 4) == 1

@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -40,6 +41,7 @@ def _get(url: str) -> tuple[int, bytes]:
 def test_page_is_served_and_every_other_path_is_404(sink: HttpViewSink) -> None:
     status, body = _get(sink.url)
     assert status == 200 and b'src="/stream"' in body
+    assert _get(sink.url + "index.html") == (200, body)  # the page's other name, as a browser may ask for it
     for path in ("etc/passwd", "../README.md", "%2e%2e/setup.py", "stream/x", "favicon.ico", "engine/cli.py"):
         assert _get(sink.url + path)[0] == 404, path
 
@@ -234,6 +236,25 @@ def test_viewers_past_the_cap_get_503_and_a_log_line(caplog: pytest.LogCaptureFi
         view.close()
     with pytest.raises(ValueError, match="max_viewers must be at least 1"):
         HttpViewSink("127.0.0.1", 0, max_viewers=0)
+
+
+def test_refusals_between_log_lines_are_counted_on_the_next(monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    # A clock held still, then moved past REFUSAL_LOG_S: the 2 refusals in between are told on the next line.
+    clock = [1000.0]
+    monkeypatch.setattr(webview, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    view = HttpViewSink("127.0.0.1", 0)
+    try:
+        with caplog.at_level("WARNING", logger="unetrt.stream.webview"):
+            for moment in (1000.0, 1001.0, 1002.0, 1000.0 + webview.REFUSAL_LOG_S):
+                clock[0] = moment
+                view._server.note_refusal("10.0.0.9", "8 viewers watch")
+    finally:
+        view.close()
+    lines = [record.getMessage() for record in caplog.records if "refused" in record.getMessage()]
+    assert lines == ["live view refused 10.0.0.9 with 503: 8 viewers watch, the most it serves",
+                     "live view refused 10.0.0.9 with 503: 8 viewers watch, the most it serves (and 2 more since the "
+                     "last such line)"]
 
 
 def test_connections_past_the_cap_get_503(monkeypatch: pytest.MonkeyPatch) -> None:
