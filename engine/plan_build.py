@@ -429,18 +429,22 @@ def attach_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> Any:
     """Attach the timing cache stored at ``path`` (an empty one when absent); returns the cache or None.
 
     A cache written on another device or TensorRT version is refused by ``set_timing_cache`` (it returns
-    False): then one warning line, and the build starts from a fresh cache that replaces the file afterwards.
+    False), and bytes that are no timing cache at all (a file cut short by a full disk, another file at that
+    path) make ``create_timing_cache`` return None, as trtexec checks: either way one warning line, and the build
+    starts from a fresh cache that replaces the file afterwards.
     """
     if path is None:
         return None
     data = path.read_bytes() if path.is_file() else b""
     cache = config.create_timing_cache(data)
-    if config.set_timing_cache(cache, ignore_mismatch=False):
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
         return cache
-    warnings.warn(f"timing cache {str(path)!r} was written on another GPU or TensorRT version; building with a "
-                  "fresh one, which replaces it", RuntimeWarning, stacklevel=3)
+    why = "cannot be read (damaged, or not a timing cache)" if cache is None else \
+        "was written on another GPU or TensorRT version"
+    warnings.warn(f"timing cache {str(path)!r} {why}; building with a fresh one, which replaces it", RuntimeWarning,
+                  stacklevel=3)
     cache = config.create_timing_cache(b"")
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
         raise RuntimeError("TensorRT refused an empty timing cache")
     return cache
 

@@ -38,6 +38,7 @@ def install_fake_tensorrt_gpu(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu | No
     install_builder(module, gpu, dla_cores)
     monkeypatch.setattr(Builder, "builds", 0)
     monkeypatch.setattr(Builder, "devices", [])
+    monkeypatch.setattr(Builder, "workspaces", [])
     monkeypatch.setattr(Builder, "cancelled", 0)
     monkeypatch.setattr(Builder, "steps", 3)
     monkeypatch.setattr(Builder, "on_step", None)

@@ -64,6 +64,19 @@ def test_foreign_timing_cache_warns_and_starts_fresh(fake_trt: FakeGpu, tiny_mod
     assert rewritten["device"] == f"{fake_trt.name}/sm_87" and rewritten["entries"] > 0
 
 
+def test_damaged_timing_cache_warns_and_starts_fresh(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    # A cache file cut short by a full disk: create_timing_cache gives None, and passing that on to
+    # set_timing_cache was a TypeError out of `unet-build --timing-cache`.
+    cache = tmp_path / "trt.cache"
+    cache.write_bytes(b'{"magic": "unetrt-fake-timing-ca')
+    with pytest.warns(RuntimeWarning, match="cannot be read \\(damaged, or not a timing cache\\)"):
+        build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan",
+                     BuildOptions(fp16=True, timing_cache=cache, progress=False))
+    rewritten = json.loads(cache.read_text())
+    assert rewritten["device"] == f"{fake_trt.name}/sm_87" and rewritten["entries"] > 0
+
+
 def test_own_timing_cache_is_reused_without_warning(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                                     tmp_path: Path) -> None:
     cache = tmp_path / "trt.cache"
@@ -107,6 +120,9 @@ def test_workspace_is_capped_on_integrated_gpus(integrated: bool, memory: int, e
     asked = build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan",
                          BuildOptions(fp16=True, workspace_mib=300, progress=False))
     assert asked.build_options["workspace_mib"] == 300
+    # What TensorRT itself was told, not only what the metadata records: left unset, its workspace is the whole
+    # memory a Jetson shares with everything else ([WORKSPACE]). In bytes: 1024 MiB = 1024 * 2**20 = 1073741824.
+    assert Builder.workspaces == [None if expected is None else expected * 2**20, 300 * 2**20]
 
 
 def test_dla_core_with_gpu_fallback_is_recorded(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],

@@ -17,7 +17,10 @@ in its own file. The fake refuses what TensorRT refuses; each rule names its doc
 * [DLA-CORE] ``deserialize_cuda_engine`` returns None for a plan with DLA layers when the runtime's ``DLA_core`` is
   not a core this device has: "The DLA core that the engine executes on. Must be between 0 and N-1 where N is the
   number of available DLA cores" (``tensorrt.Runtime.DLA_core``, TensorRT Python API); ``num_DLA_cores`` is N
-  (set by the builder fake's ``install_builder``; an Orin Nano has none).
+  (set by the builder fake's ``install_builder``; an Orin Nano has none). A runtime starts at -1, no core: "Sets
+  the DLA core used by the network. Defaults to -1." (``IRuntime::setDLACore``, TensorRT 10 C++ API,
+  https://docs.nvidia.com/deeplearning/tensorrt/api/c_api/classnvinfer1_1_1_i_runtime.html), so a DLA plan loads
+  only once its caller has set the core.
 * ``set_tensor_address`` returns False for an address that is not 256-byte aligned: "The pointer must have at
   least 256-byte alignment" (``IExecutionContext::setTensorAddress``, NvInferRuntime.h, TensorRT 10).
 * ``set_input_shape`` returns False for a shape outside the optimisation profile
@@ -322,7 +325,7 @@ class Runtime:
 
     def __init__(self, logger: Logger) -> None:
         self.logger = logger
-        self.DLA_core = 0
+        self.DLA_core = -1  # [DLA-CORE]: no core until the caller sets one
 
     def deserialize_cuda_engine(self, data: bytes) -> FakeEngine | None:
         plan = deserialize(bytes(data))

@@ -384,6 +384,22 @@ def test_fake_runtime_refuses_plans_of_another_version_or_device(fake_trt: tuple
 
 
 @pytest.mark.gpu_contract
+def test_fake_plan_from_another_tensorrt_is_refused_before_loading(fake_trt: tuple[FakeGpu, Path],
+                                                                   tiny_model_files: dict[str, Path],
+                                                                   tmp_path: Path) -> None:
+    """A plan built before a JetPack upgrade: the message names both TensorRT versions and the rebuild, where
+    TensorRT itself only returns None."""
+    from unetrt.plan_metadata import PlanCompatibilityError
+
+    gpu, _ = fake_trt
+    older = write_plan_from_onnx(tiny_model_files["onnx"], tmp_path / "old.plan", gpu, version="10.0.1")
+    with pytest.raises(PlanCompatibilityError,
+                       match=r"TensorRT 10\.0\.1 built it, this machine has TensorRT 10\.3\.0.*unet-build"):
+        TensorRTBackend(older)
+    assert gpu.driver_stack() == [] and gpu.primary(0).retains == 0
+
+
+@pytest.mark.gpu_contract
 def test_fake_fp16_input_plan_takes_half_input(monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path],
                                                tmp_path: Path) -> None:
     gpu = install_fake_gpu(monkeypatch)
