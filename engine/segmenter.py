@@ -455,7 +455,12 @@ class Segmenter:
         Example:
             >>> cv2.imwrite("overlay.png", seg.overlay(frame, seg.segment(frame)))  # doctest: +SKIP
         """
-        return blend(check_frame(frame), self.colorize(result), alpha)
+        checked, colored = check_frame(frame), self.colorize(result)
+        if checked.shape[:2] != colored.shape[:2]:
+            raise ValueError(f"frame is {checked.shape[1]}x{checked.shape[0]} but the result's mask is "
+                             f"{colored.shape[1]}x{colored.shape[0]}: overlay the frame segment() took for this "
+                             "result")
+        return blend(checked, colored, alpha)
 
     def close(self) -> None:
         """Wait for calls in flight on other threads, free the path's buffers, then release the backend

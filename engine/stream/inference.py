@@ -139,6 +139,10 @@ class InferenceWorkers:
             segmentation = segmenter.segment_checked(item.image)
         else:
             segmentation = segmenter.segment(item.image)
+            if not isinstance(segmentation, SegmentationResult):
+                # It failed further on with an AttributeError about timings_ms.
+                raise ValueError(f"segmenter.segment(frame) must return a unetrt SegmentationResult, got "
+                                 f"{type(segmentation).__name__}; wrap a mask as SegmentationResult(mask, None, 0.0)")
         done_at = time.perf_counter()
         latency = (done_at - item.captured_at) * 1e3
         self._stats.add("queue_wait", (taken_at - item.captured_at) * 1e3)

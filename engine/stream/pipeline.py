@@ -11,8 +11,11 @@ owns the life cycle and wires the parts: :class:`~unetrt.stream.capture.CaptureT
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -55,6 +58,24 @@ from .writer import ResultWriter
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT_S = 5.0
+
+# Streams started and not yet shut down. A stream left running at the interpreter's exit (an iterator kept
+# unfinished, no close()) is finished before the interpreter tears down: its worker threads are daemons, killed
+# mid-write at the end (the output video was left empty) and mid-inference (ONNX Runtime then aborted the process).
+_running: weakref.WeakSet[Stream] = weakref.WeakSet()
+
+
+def _finish_running_streams() -> None:
+    for stream in list(_running):
+        try:
+            stream._shutdown()
+        except Exception:  # the others are still finished
+            log.exception("finishing %s at exit failed", stream.source.name)
+
+
+atexit.register(_finish_running_streams)
+# A fork child has none of the parent's threads, and its outputs are the parent's to finish.
+os.register_at_fork(after_in_child=_running.clear)
 
 
 class Stream:
@@ -136,6 +157,10 @@ class Stream:
         self._writer: ResultWriter | None = None
         self._workers: InferenceWorkers | None = None
         self._state = "new"
+        # One loop consumes a stream: a second one (another thread, or a loop in the callback) took frames of its
+        # own from the same capture, so each loop silently missed the other's frames.
+        self._iteration_lock = threading.Lock()
+        self._iterating = False
 
     def _segmenters(self, segmenter: FrameSegmenter | str | Path) -> list[FrameSegmenter]:
         workers = self.options.workers
@@ -173,6 +198,10 @@ class Stream:
             self.source.close()
             raise
         self._state = "running"
+        _running.add(self)
+        # Dropped without close() and never iterated (no loop to finish it): the capture stops and releases the
+        # source, which it otherwise held (a camera, for other programs too) until the process ended.
+        weakref.finalize(self, self._stop.set)
         self.stats = StreamStats()
         self._handoff = LatestFrameSlot() if self.source.live else FrameQueue(options.queue_size)
         self._capture = CaptureThread(self.source, self._handoff, self.stats, self._stop, loop=options.loop,
@@ -201,12 +230,18 @@ class Stream:
             SourceError: when the source fails for good, or a stored one has no frame that decodes.
             OutputError: when the output fails (what was written before is finished and kept).
         """
-        if self._state == "new":
-            self.start()
-            if self._state != "running":
-                return  # stopped while waiting for a live source to come up
-        elif self._state != "running":
-            raise ValueError(f"this stream is {self._state}; a Stream runs once, make a new one")
+        with self._iteration_lock:
+            if self._state == "new":
+                self.start()
+                if self._state != "running":
+                    return  # stopped while waiting for a live source to come up
+            elif self._state != "running":
+                raise ValueError(f"this stream is {self._state}; a Stream runs once, make a new one")
+            if self._iterating:
+                raise ValueError("this stream is already being iterated (in another loop or thread), and each "
+                                 "result comes out once: iterate it in one loop, and hand the results to other "
+                                 "threads from there")
+            self._iterating = True
         try:
             yield from self._results()
         finally:
@@ -243,6 +278,10 @@ class Stream:
         """The outcome of the ``sequence``-th taken item, waiting for it (None once the stream is stopped)."""
         while True:
             self._raise_writer_error()
+            if self._state != "running":
+                # close() ran (from the callback or another thread): the output is finished, and a result taken
+                # now would reach the loop and the callback but never the output.
+                return None
             stopped = self._stop.is_set()
             assert self._workers is not None
             outcome = self._workers.outcome(sequence, 0.0 if stopped else POLL_S)
@@ -291,9 +330,11 @@ class Stream:
         if self._writer is not None:
             self._writer.finish()
         self._state = "finished"
+        _running.discard(self)
 
     def close(self) -> None:
-        """Stop, flush the output, release the source and (if the stream opened them) the segmenters."""
+        """Stop, flush the output, release the source and (if the stream opened them) the segmenters; a loop over
+        the stream ends at its next step (from the callback too), without the results not yet taken."""
         self._shutdown()
         if self._state == "new":
             self._state = "finished"
@@ -366,6 +407,11 @@ def _check_arguments(segmenter: object, output: object, callback: object) -> Non
     if not (isinstance(segmenter, str | Path) or callable(getattr(segmenter, "segment", None))):
         raise ValueError("segmenter must be a model name or path (e.g. 'camvid') or an object with a "
                          f"segment(frame) method such as a unetrt Segmenter, got {segmenter!r}")
+    if output is not None and not isinstance(segmenter, str | Path) and not callable(getattr(segmenter, "colorize",
+                                                                                                 None)):
+        # Drawing the output needs it: the first write failed, after the output was opened.
+        raise ValueError(f"segmenter {segmenter!r} has no colorize(result) method, which drawing the output needs: "
+                         "add one returning the mask in colours (HxWx3 uint8), or stream without an output")
     if not (output is None or isinstance(output, str | Path | SinkSpec | FrameSink | ResultSink)):
         raise ValueError("output must be None, a path or URI (e.g. 'out.mp4', 'display://0'), a SinkSpec or a sink "
                          f"object with write() and close(), got {output!r}")

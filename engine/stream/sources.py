@@ -578,7 +578,8 @@ FrameIterable = Iterable[np.ndarray]
 class IterableSource:
     """Frames from Python: a list, a generator, or a function returning a fresh iterable.
 
-    A function can be reopened (after a failure, or to loop); a plain iterable is read once.
+    A function can be reopened (after a failure, or to loop); a plain iterable is read once. Each frame is copied
+    as it is read, so the iterable may fill one buffer again for every frame.
 
     Args:
         frames: the frames, or a zero-argument function that returns them.
@@ -608,12 +609,22 @@ class IterableSource:
 
         Raises:
             SourceError: when the factory raises, or a one-shot iterable is opened a second time.
+            ValueError: when the factory returns one frame (an array) rather than an iterable of frames.
         """
         self._items_read = 0
         if self._factory is not None:
             try:
-                self._iterator = iter(self._factory())
+                frames = self._factory()
             except Exception as exc:  # the factory is user code: any failure is a failed open
+                raise SourceError(f"{self.name}: opening failed: {exc!r}") from exc
+            if isinstance(frames, np.ndarray):
+                # Iterated, an array gives its rows: each (W x 3) was segmented as a W x 3 gray frame.
+                raise ValueError(f"{self.name}: the function returned one frame (array of shape {frames.shape}); "
+                                 "it must return an iterable of frames, e.g. lambda: (read_frame() for _ in "
+                                 "itertools.count()), or pass a list or generator of frames")
+            try:
+                self._iterator = iter(frames)
+            except Exception as exc:
                 raise SourceError(f"{self.name}: opening failed: {exc!r}") from exc
             return
         if self._opened_once:
@@ -641,6 +652,11 @@ class IterableSource:
             self._iterator = None
             raise SourceError(f"{self.name}: {exc!r}") from exc
         self._items_read += 1
+        if isinstance(frame, np.ndarray):
+            # Frames are read ahead of inference, so a buffer the iterable fills again for its next frame (a
+            # driver's ring buffer, a RealSense frame's get_data(), cap.read(image=buf)) had been overwritten by
+            # then: every mask and StreamResult.frame was of a later frame. The stream keeps a copy of its own.
+            frame = frame.copy()
         if frame is None:
             # Returned, it would read as the end of the source: a failed cv2.imread in a list of frames ended the
             # stream there without a word. It is a frame that does not decode, skipped and counted as one.

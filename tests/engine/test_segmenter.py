@@ -452,6 +452,9 @@ def test_overlay_draws_every_frame_segment_takes_as_8_bit_bgr(tiny_model_files: 
     (lambda seg, frame, result: seg.colorize(result.mask), r"colorize takes the SegmentationResult that segment\(\) "
                                                            "returned, got ndarray"),
     (lambda seg, frame, result: seg.colorize(None), "colorize takes the SegmentationResult .* got NoneType"),
+    # The result of another frame (a later one of another size) is named as such, with the frame to pass instead.
+    (lambda seg, frame, result: seg.overlay(frame[:5], result), "^frame is 12x5 but the result's mask is 12x9: "
+                                                                r"overlay the frame segment\(\) took for this result$"),
 ])
 def test_overlay_and_colorize_refuse_what_they_cannot_draw(tiny_model_files: dict[str, Path], call: Any,
                                                            message: str) -> None:

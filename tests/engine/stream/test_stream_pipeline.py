@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +16,7 @@ import numpy as np
 import pytest
 from stream_helpers import CollectingSink, FakeSegmenter, camera, count_video_frames, frame_with_index, write_video
 
+from unetrt.segmenter import SegmentationResult
 from unetrt.stream import pipeline
 from unetrt.stream import writer as writer_module
 from unetrt.stream.pipeline import Stream, StreamResult
@@ -166,6 +170,19 @@ def test_live_source_failing_twice_is_reopened(caplog: pytest.LogCaptureFixture)
     assert not source.is_open and source.opens_while_open == 0
 
 
+def test_a_started_stream_dropped_without_close_releases_its_camera() -> None:
+    # Started (say in a node's constructor) and dropped without a loop or close(): nothing stopped the capture
+    # thread, which kept the camera open until the process ended.
+    source = FlakyCamera(total=10**9)
+    stream = Stream(source, FakeSegmenter()).start()
+    capture = stream._capture
+    assert capture is not None
+    del stream
+    gc.collect()
+    capture.join(60)
+    assert not capture.is_alive() and not source.is_open
+
+
 def test_live_source_that_never_comes_back_ends_with_an_error() -> None:
     opens = []
 
@@ -299,6 +316,9 @@ def test_bad_options(kwargs: dict[str, object], words: str) -> None:
     ({"output": 3}, "output must be .* got 3"),
     ({"output": ["x"]}, r"output must be .* got \['x'\]"),
     ({"callback": 3}, "callback must be .* got 3"),
+    # Without colorize the first write failed, after the output was opened.
+    ({"segmenter": SimpleNamespace(segment=lambda frame: None), "output": CollectingSink()},
+     r"has no colorize\(result\) method, which drawing the output needs"),
 ])
 def test_a_bad_segmenter_output_or_callback_is_refused_by_the_constructor(kwargs: dict[str, object],
                                                                            words: str) -> None:
@@ -306,6 +326,14 @@ def test_a_bad_segmenter_output_or_callback_is_refused_by_the_constructor(kwargs
     arguments: dict[str, object] = {"segmenter": FakeSegmenter(), **kwargs}
     with pytest.raises(ValueError, match=words):
         Stream([frame_with_index(0)], **arguments)  # type: ignore[arg-type]
+
+
+def test_a_segmenter_object_returning_a_bare_mask_is_told_what_to_return() -> None:
+    # It failed with an AttributeError about timings_ms, from inside the stream.
+    segmenter = SimpleNamespace(segment=lambda frame: frame[..., 0])
+    with pytest.raises(ValueError, match=r"segment\(frame\) must return a unetrt SegmentationResult, got ndarray; "
+                                         r"wrap a mask as SegmentationResult\(mask, None, 0.0\)"):
+        list(Stream([frame_with_index(0)], segmenter))
 
 
 def test_an_output_path_object_is_an_output(tmp_path: Path) -> None:
@@ -574,3 +602,66 @@ def test_queue_size_reaches_the_writer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipeline, "ResultWriter", RecordingWriter)
     Stream([frame_with_index(0)], FakeSegmenter(), CollectingSink(), queue_size=3).run()
     assert sizes == [3]
+
+
+def test_a_second_loop_over_a_running_stream_is_refused_rather_than_splitting_its_frames() -> None:
+    # A second loop (another thread, or one in the callback) took frames from the same capture for itself: each
+    # loop silently missed the frames the other one got.
+    with Stream([frame_with_index(i) for i in range(6)], FakeSegmenter()) as stream:
+        first = iter(stream)
+        assert next(first).index == 0
+        with pytest.raises(ValueError, match="already being iterated"):
+            next(iter(stream))
+        assert [result.index for result in first] == [1, 2, 3, 4, 5]
+
+
+def test_a_stream_left_running_at_exit_finishes_its_video(tmp_path: Path, tiny_model_files: dict[str, Path]) -> None:
+    # The script keeps an unfinished iterator and never closes the stream. Its threads are daemons, killed at the
+    # interpreter's end: the video was left empty, and ONNX Runtime inferring on one of them aborted the process
+    # (exit 134) in some runs. Each of the 5 results taken went to the writer before the loop got it, so the
+    # finished video holds exactly those 5 frames.
+    out = tmp_path / "out.avi"
+    script = ("import numpy as np\n"
+              "from unetrt import Segmenter\n"
+              "from unetrt.stream import Stream\n"
+              f"segmenter = Segmenter({str(tiny_model_files['onnx'])!r}, backend='onnxruntime', threads=1)\n"
+              "frames = [np.full((48, 64, 3), i, np.uint8) for i in range(40)]\n"
+              f"results = iter(Stream(frames, segmenter, {str(out)!r}))\n"
+              "for _ in range(5):\n"
+              "    next(results)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert count_video_frames(out) == 5
+
+
+class SignallingSegmenter(FakeSegmenter):
+    """Sets ``third_done`` once its third frame is segmented."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.third_done = threading.Event()
+
+    def segment(self, frame: np.ndarray) -> SegmentationResult:
+        result = super().segment(frame)
+        if self.calls == 3:
+            self.third_done.set()
+        return result
+
+
+def test_close_in_the_callback_ends_the_loop_with_the_output() -> None:
+    # The worker segments frame 2 while the callback of frame 1 runs; close() joins it, so frame 2's result is
+    # waiting. It reached the loop and the callback after close() had finished the output, which never got it.
+    segmenter = SignallingSegmenter()
+    sink = CollectingSink()
+    seen: list[int] = []
+
+    def callback(result: StreamResult) -> None:
+        seen.append(result.index)
+        if result.index == 1:
+            assert segmenter.third_done.wait(60)
+            stream.close()
+
+    stream = Stream([frame_with_index(i) for i in range(6)], segmenter, sink, callback=callback)
+    assert [result.index for result in stream] == [0, 1]
+    assert seen == [0, 1] and len(sink.images) == 2

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -106,6 +107,31 @@ def test_a_none_item_is_a_corrupt_frame_not_the_end() -> None:
     with pytest.raises(CorruptFrameError, match="item 1 is None"):
         source.read()
     assert source.read() is not None and source.read() is None
+
+
+def test_frames_of_an_iterable_that_refills_one_buffer_stay_apart() -> None:
+    # A camera loop that fills one buffer for every frame (a RealSense frame's get_data(), cap.read(image=buf)):
+    # the stream reads frames ahead of inference, and every frame it held was the buffer's latest contents.
+    buffer = np.zeros((2, 2, 3), np.uint8)
+
+    def camera() -> Iterator[np.ndarray]:
+        for value in (1, 2):
+            buffer[...] = value
+            yield buffer
+
+    source = IterableSource(camera())
+    source.open()
+    first, second = source.read(), source.read()
+    assert first is not None and second is not None
+    assert (first == 1).all() and (second == 2).all()
+
+
+def test_a_function_returning_one_frame_rather_than_frames_is_refused() -> None:
+    # Iterated, the array gave its rows: a stream segmented each (W x 3) as a gray frame, without a word.
+    source = IterableSource(lambda: np.zeros((4, 6, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"returned one frame \(array of shape \(4, 6, 3\)\); it must return an "
+                                         "iterable of frames"):
+        source.open()
 
 
 def test_check_stream_frame() -> None:
