@@ -61,7 +61,7 @@ from unetrt.model_file import read_model_file
 from unetrt.model_info import ModelInfo
 from unetrt.paths import check_file, check_folder
 from unetrt.plan_metadata import ShapeProfile, format_shape
-from unetrt.stream.output_path import check_not_replacing, check_reads_nothing, check_writable_file
+from unetrt.stream.output_path import as_written, check_not_replacing, check_reads_nothing, check_writable_file
 
 from .flops import flops_per_image
 from .stats import (
@@ -910,6 +910,13 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
     reports = ((args.output, "--output"), (args.markdown, "--markdown"), (args.plot, "--plot"))
     for output, flag in reports:
         _check_report_file(output, flag, args.overwrite)
+    given = [(output, flag) for output, flag in reports if output is not None]
+    for index, (output, flag) in enumerate(given):
+        for other, other_flag in given[:index]:
+            if as_written(output) == as_written(other):
+                # Written one after the other at the end: the JSON would be lost under the Markdown without a word.
+                raise ValueError(f"{other_flag} and {flag} both name {str(output)!r}; give each report a file of its "
+                                 "own")
     if args.plot is not None:
         if args.plot.suffix.lower() != ".png":
             raise ValueError(f"--plot writes a PNG; give a file ending in .png, got {str(args.plot)!r}")
@@ -938,7 +945,12 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
 
         variants = [v for v in variants if runs_at(v) or v.key in (BASELINE, "onnxruntime")]
         if not any(runs_at(v) for v in variants):
-            raise ValueError(f"no {args.precision} variant can run {model.name} here ({'; '.join(notes) or 'none'})")
+            # Name the rows that do run at that precision: the notes alone say what else was left out.
+            able = [v.key for v in all_variants(precision).values()
+                    if v.file_key in model.files and runs_at(v) and not v.hand_written]
+            fix = (f"{args.precision} rows here: {', '.join(able)}; name one with --backend, or leave --backend out"
+                   if able else '; '.join(notes) or f"{model.name} has no {args.precision} model file here")
+            raise ValueError(f"no {args.precision} variant can run {model.name} here ({fix})")
     notes = [*args.note, *notes]
     if any(v.backend == "tensorrt" for v in variants):
         require_tensorrt()

@@ -27,8 +27,8 @@ class ClassTable:
     ignore_index: int | None
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files of a folder, sorted by name.
+def list_images(folder: str | Path, what: str = "image folder") -> list[Path]:
+    """Image files of a folder, sorted by name; ``what`` names the folder in messages (``"label folder"``).
 
     Raises:
         FileNotFoundError: when the folder does not exist.
@@ -39,10 +39,10 @@ def list_images(folder: str | Path) -> list[Path]:
         >>> list_images("../shared/data/camvid/val")[:1]  # doctest: +SKIP
         [PosixPath('../shared/data/camvid/val/0016E5_07959.png')]
     """
-    path = check_folder(folder, "image folder")
+    path = check_folder(folder, what)
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"folder {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise ValueError(f"{what} {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     for file in files:
         check_utf8_name(file, "image")
     return files
@@ -60,7 +60,7 @@ def paired_files(images: str | Path, labels: str | Path) -> list[tuple[Path, Pat
         ...                      "../shared/data/isbi2012-em/labels")  # doctest: +SKIP
     """
     image_files = {p.stem: p for p in list_images(images)}
-    label_files = {p.stem: p for p in list_images(labels)}
+    label_files = {p.stem: p for p in list_images(labels, "label folder")}
     only_images = sorted(image_files.keys() - label_files.keys())
     only_labels = sorted(label_files.keys() - image_files.keys())
     if only_images or only_labels:

@@ -794,3 +794,32 @@ def test_documented_error_is_still_the_error(documented: DocumentedError, monkey
     assert outcome.exit_code == 2 and outcome.stderr.startswith(expected), (
         f"{documented.where}: `{documented.command}` is documented to fail with {expected!r}; it gave exit "
         f"{outcome.exit_code}, parsed={outcome.namespace is not None}: {outcome.stderr!r}")
+
+
+# --- Options tables that claim to list a command's options -----------------------------------------------------
+
+def options_table_flags(path: Path, heading: str) -> set[str]:
+    """Every ``--flag`` (and ``-o``) named in the code spans of the first cells of the table under ``heading``."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    start = lines.index(heading) + 1
+    flags: set[str] = set()
+    for number, line in enumerate(lines[start:], start + 1):
+        if line.startswith("#"):
+            break
+        if not line.lstrip().startswith("|"):
+            continue
+        first_cell = line.strip().strip("|").split("|")[0]
+        for _, span in inline_code_spans([(number, first_cell)]):
+            flags.update(word for part in span.split() for word in part.split("/") if word.startswith("-"))
+    return flags
+
+
+def test_streaming_options_table_names_every_unet_stream_option() -> None:
+    # docs/streaming.md says its Options table lists what exists; --ignore-class, --no-build and --topic were
+    # missing from it. Hidden aliases (help=SUPPRESS) are cli.md's to list, and --help is every command's.
+    from unetrt.stream.cli import build_parser
+
+    shown = {flag for action in build_parser()._actions if action.help != argparse.SUPPRESS
+             for flag in action.option_strings if flag.startswith("--") and flag != "--help"}
+    documented = options_table_flags(ROOT / "docs" / "streaming.md", "## Options")
+    assert sorted(shown - documented) == []

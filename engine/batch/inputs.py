@@ -29,6 +29,7 @@ from ..stream.sources import (
     SourceError,
     check_stream_frame,
     open_source,
+    silence_video_library_logs,
 )
 from ..stream.uri import IMAGE_SUFFIXES, VIDEO_SUFFIXES, parse_source
 from .outputs import frame_output, image_output, is_done, overlay_output
@@ -65,6 +66,8 @@ class WorkUnit:
 def expand_inputs(inputs: Sequence[str]) -> list[WorkUnit]:
     """Turn command-line inputs into work units, in the order given (folders and globs in name order).
 
+    A file named twice (a glob and the file itself, or two spellings of one path) is one unit, at its first place.
+
     Raises:
         FileNotFoundError: when an input names nothing that exists, or a folder or glob holds no image.
         ValueError: for a live source (a camera or network stream: use ``unet-stream``), an unknown file
@@ -88,8 +91,21 @@ def expand_inputs(inputs: Sequence[str]) -> list[WorkUnit]:
         else:
             path = Path(spec.location)
             units.append(WorkUnit(STREAM, str(path), path.stem, announced_frames(path)))
+    units = _first_of_each_file(units)
     check_distinct_outputs(units)
     return units
+
+
+def _first_of_each_file(units: Sequence[WorkUnit]) -> list[WorkUnit]:
+    """The units without repeats of one file: segmented twice it would be counted as two frames written."""
+    seen: set[Path] = set()
+    kept = []
+    for unit in units:
+        key = Path(unit.path).resolve()
+        if key not in seen:
+            seen.add(key)
+            kept.append(unit)
+    return kept
 
 
 def _listed_files(location: str) -> list[Path]:
@@ -146,7 +162,10 @@ def announced_frames(path: Path) -> int:
         >>> announced_frames(Path("/nonexistent.mp4"))
         0
     """
-    capture = cv2.VideoCapture(check_utf8_name(path, "video"))
+    name = check_utf8_name(path, "video")
+    # As unet-stream does: a damaged video is a failure row of the summary, not FFmpeg's lines on the terminal.
+    silence_video_library_logs()
+    capture = cv2.VideoCapture(name)
     try:
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
     finally:

@@ -375,6 +375,17 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
     # and a re-run resumes; without this Ray's own handler dumps a native stack trace.
     with ray_connection(address) as ray, StopOnSigterm() as sigterm:
         sigterm.stop = raise_terminated
+        nodes = cluster_nodes(ray)
+        resources = ray.cluster_resources()
+        on_gpu = resources.get("GPU", 0.0) > 0
+        pool = workers if workers is not None else default_workers(resources, settings)
+        check_pool_fits(pool, resources, settings)
+        if not on_gpu and settings.engine("cpu")["backend"] == "tensorrt":
+            # Each actor's Segmenter would refuse it, and Ray would print every actor's traceback before giving up.
+            raise ValueError(f"{settings.model!r} runs on TensorRT here (backend {settings.backend!r}), which needs an "
+                             "NVIDIA GPU, and the Ray cluster has none; to run on its CPUs give an .onnx model or a "
+                             "bundled name with --backend auto, onnxruntime or openvino")
+        # After the pool is known to fit: a job refused there leaves no empty folder behind either.
         folder.mkdir(parents=True, exist_ok=True)
         done = [unit_is_done(unit, folder, settings.overlay) for unit in units]
         # A row found done during the job counts as skipped only when its mask existed before the job: Ray re-runs
@@ -382,11 +393,6 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
         written_before = {path.relative_to(folder).as_posix() for path in folder.rglob("*.png")}
         pending = [unit for unit, finished in zip(units, done) if not finished]
         counts: Counter[str] = Counter({SKIPPED: sum(unit.frames for unit, finished in zip(units, done) if finished)})
-        nodes = cluster_nodes(ray)
-        resources = ray.cluster_resources()
-        on_gpu = resources.get("GPU", 0.0) > 0
-        pool = workers if workers is not None else default_workers(resources, settings)
-        check_pool_fits(pool, resources, settings)
         known = all(unit.frames > 0 for unit in pending)
         total = sum(unit.frames for unit in pending) if known else None
         with tqdm(total=total, desc="segmenting", unit="frame", disable=None if progress is None else not progress,

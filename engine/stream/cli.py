@@ -40,7 +40,7 @@ from ..cli_options import (
 )
 from .flip import FLIPS
 from .options import StreamOptions
-from .output_path import check_not_replacing, check_writable_file, write_whole
+from .output_path import check_not_replacing, check_writable_file, is_frame_file, write_whole
 from .pipeline import Stream
 from .render import LEGEND_PLACES
 from .sinks import display_available
@@ -205,6 +205,11 @@ def _check_stats_target(args: argparse.Namespace) -> None:
     for other, role in ((args.input, "input"), (args.output, "output")):
         if other is not None and _same_path(target, Path(other)):
             raise ValueError(f"--stats {args.stats!r} is the {role}; give the summary a file of its own")
+    # An image output writes (or, with --overwrite, deletes) its frames by name: the summary would replace one.
+    spec = None if args.output is None else parse_sink(args.output)
+    if spec is not None and spec.kind == "images" and is_frame_file(spec.location, target):
+        raise ValueError(f"--stats {args.stats!r} is a frame the output {args.output!r} writes; give the summary a "
+                         "file of its own")
     check_not_replacing(target, f"--stats {args.stats!r}", args.overwrite)
 
 

@@ -261,9 +261,27 @@ def frame_files(pattern: str) -> list[Path]:
     path = Path(pattern)
     if not path.parent.is_dir():
         return []
-    prefix, _counter, suffix = re.split(r"(%0?\d*d)", path.name, maxsplit=1)
-    name = re.compile(re.escape(prefix) + r"\d+" + re.escape(suffix) + "$")
+    name = _frame_file_name(path.name)
     return sorted(entry for entry in path.parent.iterdir() if name.match(entry.name) and not entry.is_dir())
+
+
+def _frame_file_name(pattern_name: str) -> re.Pattern[str]:
+    """The file names a printf pattern's name (``frame_%06d.png``) produces, and those of earlier runs."""
+    prefix, _counter, suffix = re.split(r"(%0?\d*d)", pattern_name, maxsplit=1)
+    return re.compile(re.escape(prefix) + r"\d+" + re.escape(suffix) + "$")
+
+
+def is_frame_file(pattern: str, path: Path) -> bool:
+    """Whether an image-sequence output with this printf pattern writes ``path`` (or deletes it with --overwrite).
+
+    Example:
+        >>> is_frame_file("out/frame_%06d.png", Path("out/frame_000001.png"))
+        True
+        >>> is_frame_file("out/frame_%06d.png", Path("out/stats.json"))
+        False
+    """
+    where = as_written(pattern)
+    return as_written(path).parent == where.parent and _frame_file_name(where.name).match(path.name) is not None
 
 
 def check_existing_output(spec: SinkSpec, overwrite: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -330,6 +331,29 @@ def test_int8_rows_run_with_ratios_to_onnxruntime_fp32(tiny_model_files: dict[st
     assert results["onnxruntime-int8"]["precision"] == "int8"
     assert results["onnxruntime-int8"]["model_file"] == str(int8)
     assert "× ORT FP32" in text
+
+
+def test_two_reports_naming_one_file_are_refused_before_the_run(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # The Markdown, written after the JSON, replaced it without a word (exit 0).
+    report = tmp_path / "report.json"
+    code, out, err = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", *FAST,
+                           "-o", str(report), "--markdown", str(tmp_path / "." / "report.json")], capsys)
+    assert (code, out) == (2, "")
+    assert _one_line_error(err).endswith("both name " + repr(str(tmp_path / "." / "report.json")) +
+                                         "; give each report a file of its own")
+    assert not report.exists()
+
+
+def test_a_precision_no_named_backend_runs_names_the_rows_that_do(tiny_model_files: dict[str, Path],
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # It said "no bf16 variant can run tiny here (no PyTorch eager FP32 baseline in this run: ...)": a note on
+    # something else, and no way out. BF16 is OpenVINO's hint on the FP32 model, which this folder has.
+    code, out, err = _run(["--engine", str(tiny_model_files["onnx"]), "--precision", "bf16", "--backend",
+                           "onnxruntime", *FAST], capsys)
+    assert (code, out) == (2, "")
+    assert re.fullmatch(r"error: no bf16 variant can run \S*tiny\.onnx here \(bf16 rows here: openvino-bf16; name one "
+                        r"with --backend, or leave --backend out\)", _one_line_error(err))
 
 
 def test_parse_batches() -> None:

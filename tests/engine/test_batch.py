@@ -7,6 +7,7 @@ import argparse
 import builtins
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -166,6 +167,19 @@ def test_no_cluster_at_the_address_is_one_line_and_makes_no_output_folder(
     assert not out.exists()
 
 
+def test_a_damaged_video_leaves_no_ffmpeg_lines_on_stderr(tmp_path: Path) -> None:
+    # unet-batch printed FFmpeg's own lines ('[mov,mp4,...] moov atom not found') while counting a damaged video's
+    # frames; unet-stream keeps them off. A child process: FFmpeg reads its log level once, when it first starts.
+    video = tmp_path / "empty.mp4"
+    video.write_bytes(b"")
+    script = f"from unetrt.batch.inputs import expand_inputs\nprint(expand_inputs([{str(video)!r}])[0].frames)"
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("OPENCV_LOG_LEVEL", "OPENCV_FFMPEG_LOGLEVEL")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
+                            check=False)
+    assert (result.stdout, result.stderr) == ("0\n", "")
+
+
 def test_two_inputs_that_would_write_one_output_are_refused(tmp_path: Path) -> None:
     first = write_images(tmp_path / "a", 1)[0]
     second = write_images(tmp_path / "b", 1)[0]
@@ -178,6 +192,17 @@ def test_two_inputs_that_would_write_one_output_are_refused(tmp_path: Path) -> N
     write_video(tmp_path / "c" / "img_00.avi", 2)
     with pytest.raises(ValueError, match=r"would both write 'img_00/'"):
         expand_inputs([str(tmp_path / "img_00.avi"), str(tmp_path / "c" / "img_00.avi")])
+
+
+def test_a_file_named_twice_is_one_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 'frames/*.png' frames/img_00.png segmented img_00 twice and the summary counted 3 frames written for 2 masks.
+    monkeypatch.chdir(tmp_path)
+    write_images(tmp_path / "frames", 2)
+    write_video(tmp_path / "drive.avi", 2)
+    units = expand_inputs(["frames/*.png", "frames/img_00.png", str(tmp_path / "frames" / "img_01.png"),
+                           "drive.avi", "./drive.avi", "frames"])
+    assert [(u.kind, u.output) for u in units] == [("image", "img_00.png"), ("image", "img_01.png"),
+                                                   ("stream", "drive")]
 
 
 def test_an_output_folder_that_overlaps_an_input_is_refused(tmp_path: Path) -> None:
@@ -527,6 +552,27 @@ def test_the_job_refuses_bad_workers_and_an_output_inside_an_input_before_connec
     with pytest.raises(ValueError, match="overlap"):
         job.run_batch([str(tmp_path / "frames")], tmp_path / "frames" / "masks", BatchSettings())
     assert local_ray.jobs == [] and not (tmp_path / "frames" / "masks").exists()
+
+
+def test_a_pool_the_cluster_cannot_hold_leaves_no_output_folder(local_ray: LocalRay, tmp_path: Path) -> None:
+    # The folder was made before the pool was checked: the refused job left an empty one behind.
+    write_images(tmp_path / "frames", 1)
+    out = tmp_path / "masks"
+    with pytest.raises(ValueError, match="5 workers need 5 CPUs but the Ray cluster has 4"):
+        job.run_batch([str(tmp_path / "frames")], out, BatchSettings(), workers=int(LocalRay.CPUS) + 1)
+    assert local_ray.jobs == [] and not out.exists()
+
+
+def test_tensorrt_on_a_cluster_without_gpus_is_one_line_before_any_actor(
+        local_ray: LocalRay, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    # Every actor's Segmenter refused the CPU, and the job ended in Ray's tracebacks (ActorDiedError, exit 1).
+    write_images(tmp_path / "frames", 1)
+    out = tmp_path / "masks"
+    settings = BatchSettings(model=str(tiny_model_files["onnx"]), backend="tensorrt")
+    refusal = r"runs on TensorRT here \(backend 'tensorrt'\), which needs an NVIDIA GPU, and the Ray cluster has none"
+    with pytest.raises(ValueError, match=refusal):
+        job.run_batch([str(tmp_path / "frames")], out, settings, workers=1)
+    assert local_ray.jobs == [] and not out.exists()
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -48,6 +48,16 @@ def test_missing_and_empty_folders(tmp_path: Path) -> None:
         paired_files(tmp_path / "empty", tmp_path / "empty")
 
 
+def test_a_missing_or_empty_label_folder_is_named_as_the_label_folder(tmp_path: Path) -> None:
+    # unet-eval --labels nothere said "image folder 'nothere' does not exist": the user looked at --images.
+    write(tmp_path / "img", ["a.png"])
+    with pytest.raises(FileNotFoundError, match=r"^label folder '.*nope' does not exist"):
+        paired_files(tmp_path / "img", tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"^label folder '.*empty' holds no images"):
+        paired_files(tmp_path / "img", tmp_path / "empty")
+
+
 def test_read_binary_label_and_errors(tmp_path: Path) -> None:
     write(tmp_path, ["m.png"], value=255)
     assert read_label(tmp_path / "m.png", binary=True).max() == 1

@@ -283,3 +283,27 @@ def test_stats_naming_the_output_is_refused_before_the_model_loads(tmp_path: Pat
     lines = _error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and f"--stats {str(out)!r} is the output" in lines[0], lines
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("output", "stats"), [
+    ("frames/", "frames/frame_000001.png"),
+    ("frames/f_%02d.png", "frames/f_7.png"),
+])
+def test_stats_naming_a_frame_of_an_image_output_is_refused_before_the_model_loads(
+        output: str, stats: str, tmp_path: Path, broken_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The JSON summary, written last, replaced frame 1 of the run: a frame lost, and the summary counted it written.
+    video = write_video(tmp_path / "in.avi", 3)
+    assert main([str(video), str(tmp_path / output), "--model", str(broken_model),
+                 "--stats", str(tmp_path / stats)]) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and f"--stats {str(tmp_path / stats)!r} is a frame the output" in lines[0], lines
+
+
+def test_stats_beside_the_frames_of_an_image_output_is_taken(tmp_path: Path, broken_model: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # Only names the output writes are its own: the run gets past the checks, to the model (broken on purpose).
+    video = write_video(tmp_path / "in.avi", 3)
+    assert main([str(video), str(tmp_path / "frames") + "/", "--model", str(broken_model),
+                 "--stats", str(tmp_path / "frames" / "stats.json")]) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "broken.onnx" in lines[0], lines
