@@ -25,7 +25,7 @@ from importlib import metadata
 from .backends import PRECISIONS, open_backend, tensorrt_gpu_available
 from .backends.registry import backend_help
 from .cli import run_cli
-from .cli_options import CommandParser, add_size
+from .cli_options import CommandParser, add_device, add_size
 from .jetson import jetson_state
 from .plan_cache import ENGINE_CACHE_ENV, NoCacheFolderError, engine_cache_dir
 
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="camvid", help="model file or bundled name, as unet-stream --model")
     parser.add_argument("--backend", default="auto", help=backend_help())
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="as unet-stream --precision")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_device(parser, help="as unet-stream --device: where the model would run")
     add_size(parser, help="as unet-stream --size: the engine of that size is the one opened (and built)")
     parser.add_argument("--build", action="store_true",
                         help="build and cache the TensorRT engine now when none is cached (minutes on a Jetson)")

@@ -56,3 +56,11 @@ def test_the_opencv_line_says_whether_opencv_has_gstreamer(monkeypatch: pytest.M
     monkeypatch.setattr(cv2, "getBuildInformation", lambda: build)
     assert main(["--device", "cpu", "--backend", "onnxruntime", "--precision", "fp32"]) == 0
     assert "(GStreamer: YES; csi:// needs YES)" in capsys.readouterr().out
+
+
+def test_device_gpu_gets_the_answer_the_other_commands_give(capsys: pytest.CaptureFixture[str]) -> None:
+    # It said only "unknown device 'gpu'", after importing the backends; unet-stream explains 'cuda'.
+    with pytest.raises(SystemExit) as exited:
+        main(["--device", "gpu"])
+    assert exited.value.code == 2
+    assert "'gpu' is not a unetrt device: NVIDIA GPUs are 'cuda'" in capsys.readouterr().err
