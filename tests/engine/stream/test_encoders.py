@@ -173,26 +173,19 @@ def test_an_existing_mp4_is_replaced_by_ffmpeg(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the stand-in ffmpeg is a shell script")
-def test_an_ffmpeg_that_fails_at_the_end_is_an_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("ending", "words"), [
     # ffmpeg takes every frame, then cannot finish the file: the video is not whole, and release() says so.
-    failing = tmp_path / "ffmpeg"
-    failing.write_text("#!/bin/sh\ncat > /dev/null\necho 'Conversion failed!' >&2\nexit 1\n")
-    failing.chmod(0o755)
-    encoder = encoders.FfmpegH264Encoder(str(failing), tmp_path / "out.mp4", 10.0, (64, 48))
-    encoder.write(np.zeros((48, 64, 3), np.uint8))
-    with pytest.raises(OSError, match=r"ffmpeg failed to write .*out\.mp4' \(exit 1\): Conversion failed!"):
-        encoder.release()
-
-
-@pytest.mark.skipif(os.name == "nt", reason="the stand-in ffmpeg is a shell script")
-def test_an_ffmpeg_killed_before_it_finished_is_an_error(tmp_path: Path) -> None:
+    ("echo 'Conversion failed!' >&2\nexit 1\n", r"\(exit 1\): Conversion failed!"),
     # The out-of-memory killer ends ffmpeg with SIGKILL: its exit status is negative, and the file has no index.
-    killed = tmp_path / "ffmpeg"
-    killed.write_text("#!/bin/sh\ncat > /dev/null\nkill -9 $$\n")
-    killed.chmod(0o755)
-    encoder = encoders.FfmpegH264Encoder(str(killed), tmp_path / "out.mp4", 10.0, (64, 48))
+    ("kill -9 $$\n", r"\(exit -9\)"),
+], ids=["fails", "killed"])
+def test_an_ffmpeg_that_does_not_finish_the_file_is_an_error(tmp_path: Path, ending: str, words: str) -> None:
+    stand_in = tmp_path / "ffmpeg"
+    stand_in.write_text("#!/bin/sh\ncat > /dev/null\n" + ending)
+    stand_in.chmod(0o755)
+    encoder = encoders.FfmpegH264Encoder(str(stand_in), tmp_path / "out.mp4", 10.0, (64, 48))
     encoder.write(np.zeros((48, 64, 3), np.uint8))
-    with pytest.raises(OSError, match=r"ffmpeg failed to write .*out\.mp4' \(exit -9\)"):
+    with pytest.raises(OSError, match=r"ffmpeg failed to write .*out\.mp4' " + words):
         encoder.release()
 
 
