@@ -96,6 +96,11 @@ def read_label(path: str | Path, binary: bool) -> np.ndarray:
     Raises:
         ValueError: when the file cannot be decoded, or its name is not valid UTF-8 (OpenCV would crash on it).
     """
+    if not binary and Path(path).suffix.lower() in (".jpg", ".jpeg"):
+        # JPEG's compression invents ids at the edges between classes, and those that land inside the class table
+        # would train and score as wrong labels without a word.
+        raise ValueError(f"label {str(path)!r} is a JPEG: its compression changes class ids at edges; save labels "
+                         "as PNG (docs/own-data.md)")
     label = cv2.imread(check_utf8_name(path, "label"), cv2.IMREAD_UNCHANGED)
     if label is None:
         raise ValueError(f"cannot read label {str(path)!r}: missing, unreadable or not an image")
@@ -161,16 +166,32 @@ def read_class_table(path: str | Path) -> ClassTable:
         ignore = data.get("ignore_index")
         classes = sorted((c for c in data["classes"] if c["id"] != ignore), key=lambda c: c["id"])
         names = tuple(str(c["name"]) for c in classes)
-        colors = tuple((int(c["color"][0]), int(c["color"][1]), int(c["color"][2])) for c in classes)
+        raw_colors = [c["color"] for c in classes]
         ids = [c["id"] for c in classes]
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise ValueError(f"{str(path)!r} is not a class table ({type(exc).__name__}: {exc}); expected the form "
                          f"{CLASS_TABLE_FORM}") from exc
+    colors = tuple(_color(color, name, path) for color, name in zip(raw_colors, names))
+    # Two classes of one name: class_names.index() and the legend would show only the first.
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"class names in {str(path)!r} must differ, got {', '.join(map(repr, repeated))} more than "
+                         "once; give each class its own name")
     if ignore is not None and (not isinstance(ignore, int) or not 0 <= ignore <= 255):
         raise ValueError(f"ignore_index in {str(path)!r} must be a label id from 0 to 255 or absent, got {ignore!r}")
     if ids != list(range(len(classes))) or not classes:
         raise ValueError(f"class ids in {str(path)!r} must be 0..K-1 apart from ignore_index, got {ids}")
     return ClassTable(names=names, colors=colors, ignore_index=ignore)
+
+
+def _color(value: object, name: object, path: str | Path) -> tuple[int, int, int]:
+    # int() of a string colour takes its characters ("255" -> 2, 5, 5) and of 0..1 floats gives black: both drew
+    # every overlay in the wrong colour without a word.
+    if (not isinstance(value, list) or len(value) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)):
+        raise ValueError(f"the color of class {name!r} in {str(path)!r} must be [R, G, B] with integers from 0 to "
+                         f"255, e.g. [220, 20, 60], got {value!r}")
+    return value[0], value[1], value[2]
 
 
 def find_class_table(labels: str | Path) -> Path | None:

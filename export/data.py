@@ -53,6 +53,11 @@ def camvid_split(root: str | Path, held_out: HeldOutSplit | None = None) -> Spli
         raise FileNotFoundError(f"{str(table_path)!r} not found: a data set folder holds train/, trainannot/, val/, "
                                 "valannot/ and classes.json (docs/own-data.md)")
     table = read_class_table(table_path)
+    if len(table.names) < 2:
+        # One class makes a binary model whose one name is the foreground's (label 1 or 255), while the table says
+        # id 0: the model would be named for the wrong pixels, and labels holding other ids would not be checked.
+        raise ValueError(f"{str(table_path)!r} lists one class ({table.names[0]!r}); a model needs at least two: "
+                         "add background as id 0 and number your classes 1, 2, ... (docs/own-data.md)")
     if held_out is not None:
         train, val = held_out.train_pairs(root), held_out.pairs(root, "select")
     else:

@@ -86,6 +86,8 @@ DEFAULT_ACTIVATIONS = {"camvid": "relu", "isbi": "elu"}
 # selected on the ISBI 2012 challenge's Rand error, the figure the U-Net paper reports.
 BINARY_MONITOR = ("challenge_rand_error", True)
 MULTICLASS_MONITOR = ("mean_iou", False)
+# One rate per level of the default --depth 5: the bundled models' dropout.
+DEFAULT_DROPOUT = "0.1,0.1,0.2,0.2,0.3"
 
 
 @dataclass
@@ -365,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
                         help="batch normalisation after every 3x3 conv, folded into the convolutions on export (the "
                              "bundled models have it; without it a base-16 network learns several times slower)")
-    parser.add_argument("--dropout", type=parse_dropout, default="0.1,0.1,0.2,0.2,0.3", metavar="RATES",
+    parser.add_argument("--dropout", type=parse_dropout, default=DEFAULT_DROPOUT, metavar="RATES",
                         help="rates per level, comma-separated, each in [0, 1)")
     add_size(parser, help="resize frames to this size for training and inference")
     parser.add_argument("--label-scale", type=int, default=1, metavar="K",
@@ -576,7 +578,12 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise ValueError(f"--max-minutes must be a positive number of minutes, got {args.max_minutes}")
     if len(args.dropout) != args.depth:
-        raise ValueError(f"--dropout gives {len(args.dropout)} rates for --depth {args.depth}; give one per level")
+        # The default's 5 rates fit only the default depth: a --depth alone was refused for a --dropout never given.
+        default = parse_dropout(DEFAULT_DROPOUT)
+        example = ",".join(f"{rate:g}" for rate in (default + default[-1:] * args.depth)[:args.depth])
+        raise ValueError(f"--dropout gives {len(args.dropout)} rates for --depth {args.depth}; give one per level"
+                         + (f" (its default {DEFAULT_DROPOUT} is for --depth 5)" if args.dropout == default else "")
+                         + f", e.g. --dropout {example}")
     if not 0.0 <= args.class_weight_power <= 1.0:
         raise ValueError(f"--class-weight-power must be between 0 (no balancing) and 1 (median-frequency "
                          f"weights), got {args.class_weight_power}")
@@ -827,6 +834,11 @@ def _init_weights(path: Path, model: torch.nn.Module, info: ModelInfo) -> None:
                  bool(info.extra.get("batch_norm")))
     theirs_arch = (theirs.in_channels, theirs.num_classes, theirs.depth, theirs.padding, theirs.activation,
                    bool(theirs.extra.get("batch_norm")))
+    if theirs.num_classes != info.num_classes:
+        # No flag sets the class count: "match the flags" sent the user looking for one.
+        raise ValueError(f"--init {str(path)!r} has {theirs.num_classes} classes ({', '.join(theirs.class_names)}), "
+                         f"this data set {info.num_classes} ({', '.join(info.class_names)}); --init needs the same "
+                         "classes: give classes.json that run's classes, or train without --init")
     if ours_arch != theirs_arch:
         raise ValueError(f"--init {str(path)!r} has architecture {theirs_arch}, this run builds {ours_arch} (in, "
                          "classes, depth, padding, activation, batch norm; only the base may differ); match the flags")
@@ -853,6 +865,9 @@ def _undo_prior_correction(path: Path, model: torch.nn.Module, info: ModelInfo) 
           "training starts from the weights as trained, without it")
 
 
+RESUME_KEYS = ("in_channels", "base", "depth", "padding", "activation", "class_names", "working_size")
+
+
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
             scaler: torch.amp.GradScaler | None, info: ModelInfo) -> dict[str, Any]:
     """Load weights and training state from a ``last.pt``; returns epoch, best, stale, history, the weight average
@@ -865,10 +880,14 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     if "optimizer" not in data or "epoch" not in data:
         raise ValueError(f"{str(path)!r} holds no training state (optimizer, epoch); resume from a last.pt")
     saved = checkpoint_description(data)
-    for key in ("in_channels", "base", "depth", "padding", "activation", "class_names"):
-        if getattr(saved, key) != getattr(info, key):
-            raise ValueError(f"cannot resume from {str(path)!r}: its {key} is {getattr(saved, key)!r}, "
-                             f"this run's is {getattr(info, key)!r}")
+    # The working size is what the model states: a resume that forgot --size would train on at the samples' own
+    # size and ship a model stating none. Without batch norm the saved weights do not even load.
+    theirs = {key: getattr(saved, key) for key in RESUME_KEYS} | {"batch_norm": bool(saved.extra.get("batch_norm"))}
+    ours = {key: getattr(info, key) for key in RESUME_KEYS} | {"batch_norm": bool(info.extra.get("batch_norm"))}
+    for key, value in theirs.items():
+        if value != ours[key]:
+            raise ValueError(f"cannot resume from {str(path)!r}: its {key} is {value!r}, this run's is "
+                             f"{ours[key]!r}; resume with that run's options (its command.json lists them)")
     model.load_state_dict(data["model"])
     optimizer.load_state_dict(data["optimizer"])
     if scheduler is not None and data.get("scheduler") is not None:

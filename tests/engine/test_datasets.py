@@ -146,3 +146,39 @@ def test_class_table_orders_classes_by_id_and_leaves_out_the_ignored_one(tmp_pat
 def test_image_suffixes_match_in_any_case(tmp_path: Path) -> None:
     write(tmp_path / "img", ["a.PNG", "b.JPG"])
     assert [p.name for p in list_images(tmp_path / "img")] == ["a.PNG", "b.JPG"]
+
+
+def _table_with(tmp_path: Path, **second: object) -> Path:
+    """A valid two-class table whose second class takes the given fields."""
+    classes = [{"id": 0, "name": "background", "color": [0, 0, 0]},
+               {"id": 1, "name": "person", "color": [220, 20, 60], **second}]
+    (tmp_path / "classes.json").write_text(json.dumps({"ignore_index": 255, "classes": classes}))
+    return tmp_path / "classes.json"
+
+
+def test_two_classes_of_one_name_are_refused(tmp_path: Path) -> None:
+    # Both trained; class_names.index("background") then found only the first, the legend showed two alike.
+    with pytest.raises(ValueError, match=r"class names in '.*classes\.json' must differ, got 'background' more "
+                                         r"than once; give each class its own name"):
+        read_class_table(_table_with(tmp_path, name="background"))
+
+
+@pytest.mark.parametrize("color", ["255", "#dc143c", [0.86, 0.08, 0.24], [220, 20, 300], [220, 20], [True, 0, 0]])
+def test_a_colour_not_of_three_bytes_is_refused(tmp_path: Path, color: object) -> None:
+    # "255" was read character by character as (2, 5, 5), 0..1 floats as black, 300 past a byte: overlays drew
+    # the class in a colour nobody chose, without an error.
+    with pytest.raises(ValueError, match=r"the color of class 'person' in '.*classes\.json' must be \[R, G, B\] "
+                                         r"with integers from 0 to 255, e\.g\. \[220, 20, 60\], got "):
+        read_class_table(_table_with(tmp_path, color=color))
+
+
+def test_a_jpeg_label_of_class_ids_is_refused(tmp_path: Path) -> None:
+    # OpenCV's JPEG of a 0|4 edge reads back with 1s and 3s beside it: ids inside a 5-class table, which trained
+    # and scored as labels in silence.
+    label = np.zeros((16, 16), np.uint8)
+    label[:, 5:] = 4
+    cv2.imwrite(str(tmp_path / "l.jpg"), label)
+    with pytest.raises(ValueError, match=r"label '.*l\.jpg' is a JPEG: .* save labels as PNG"):
+        read_label(tmp_path / "l.jpg", binary=False)
+    # A binary mask splits at half grey, which JPEG's small errors do not cross.
+    assert read_label(tmp_path / "l.jpg", binary=True).shape == (16, 16)

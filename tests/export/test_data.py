@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -91,3 +92,13 @@ def test_median_frequency_weights_by_hand_over_the_present_classes() -> None:
     # and does not pull the median down to 0.25.
     weights = median_frequency_weights(np.array([0.0, 0.2, 0.3, 0.5]))
     np.testing.assert_allclose(weights, [0.0, 1.5, 1.0, 0.6], rtol=1e-12)
+
+
+def test_a_class_table_of_one_class_is_refused(tmp_path: Path) -> None:
+    # One class made a binary model named for the foreground (ids 1 or 255) though the table gave the name to id 0,
+    # and labels holding 2, 3, ... were never checked: it trained on in silence.
+    (tmp_path / "classes.json").write_text(json.dumps(
+        {"ignore_index": 255, "classes": [{"id": 0, "name": "background", "color": [0, 0, 0]}]}))
+    with pytest.raises(ValueError, match=r"classes\.json' lists one class \('background'\); a model needs at least "
+                                         r"two: add background as id 0 and number your classes 1, 2"):
+        camvid_split(tmp_path)

@@ -313,6 +313,20 @@ def test_bad_options_exit_2_with_one_line(isbi_root: Path, tmp_path: Path, capsy
     assert message in err and err.count("\n") == 1
 
 
+def test_a_depth_without_dropout_rates_is_told_the_default_and_an_example(
+        isbi_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # "--dropout gives 5 rates" blamed an option the user never gave: the default's rates are one per level of 5.
+    argv = ["--dataset", "isbi", "--data", str(isbi_root), "--val-slices", "4-5", "--out", str(tmp_path / "run"),
+            "--depth", "3", "--epochs", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert ("--dropout gives 5 rates for --depth 3; give one per level (its default 0.1,0.1,0.2,0.2,0.3 is for "
+            "--depth 5), e.g. --dropout 0.1,0.1,0.2") in err and err.count("\n") == 1
+    # Past the default's 5 levels the example repeats the deepest rate.
+    assert main([*argv[:-4], "--depth", "6", "--epochs", "1"]) == 2
+    assert "e.g. --dropout 0.1,0.1,0.2,0.2,0.3,0.3" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--seed", "-1"], "argument --seed: seed must be an integer from 0 to 4294967295"),
     (["--seed", "99999999999999999999"], "argument --seed: seed must be an integer from 0 to 4294967295"),
@@ -391,6 +405,21 @@ def test_init_fine_tunes_from_weights_and_checks_the_architecture(isbi_root: Pat
     assert main(_isbi_args(isbi_root, tmp_path / "third", "--epochs", "1", "--no-batch-norm",
                            "--init", str(first / "best.pt"))) == 2
     assert "match the flags" in capsys.readouterr().err
+
+
+def test_init_from_a_run_of_other_classes_names_the_class_tables(isbi_root: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # The architecture tuple ended in "match the flags", yet the class count comes from classes.json, not a flag.
+    first = tmp_path / "first"
+    assert main(_isbi_args(isbi_root, first, "--epochs", "1", "--max-steps", "1")) == 0
+    capsys.readouterr()
+    data = make_camvid(tmp_path / "camvid")
+    assert main(["--dataset", "camvid", "--data", str(data), "--out", str(tmp_path / "second"), *TINY,
+                 "--epochs", "1", "--activation", "elu", "--init", str(first / "best.pt")]) == 2
+    err = capsys.readouterr().err
+    assert (f"--init {str(first / 'best.pt')!r} has 1 classes (cell), this data set 3 (c0, c1, c2); --init needs "
+            "the same classes: give classes.json that run's classes, or train without --init") in err
+    assert err.count("\n") == 1
 
 
 def test_init_from_a_wider_checkpoint_narrows_it(isbi_root: Path, tmp_path: Path,
@@ -586,6 +615,27 @@ def test_a_resume_with_another_cosine_length_is_refused(isbi_root: Path, tmp_pat
     assert main(_isbi_args(isbi_root, out, *cosine, "--epochs", "4", "--resume", str(out / "last.pt"))) == 2
     err = capsys.readouterr().err
     assert "with --epochs 4: its cosine schedule runs over 2 epochs; resume with --epochs 2" in err
+    assert err.count("\n") == 1 and (out / "last.pt").read_bytes() == before  # one line, nothing trained
+
+
+@pytest.mark.parametrize(("first", "again", "words"), [
+    # Without batch norm the saved weights did not load: a traceback of state_dict keys.
+    ((), ("--no-batch-norm",), "its batch_norm is True, this run's is False"),
+    # A resume that forgot --size trained on at the slices' own size and saved a last.pt stating no working size.
+    (("--size", "32x32"), (), "its working_size is (32, 32), this run's is None"),
+])
+def test_a_resume_with_another_network_or_working_size_is_refused(
+        first: tuple[str, ...], again: tuple[str, ...], words: str, isbi_root: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(_isbi_args(isbi_root, out, "--epochs", "2", "--max-steps", "1", "--max-minutes", "1e-5",
+                           *first)) == 0
+    before = (out / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert main(_isbi_args(isbi_root, out, "--epochs", "2", "--max-steps", "1", *again,
+                           "--resume", str(out / "last.pt"))) == 2
+    err = capsys.readouterr().err
+    assert f"cannot resume from {str(out / 'last.pt')!r}: {words}; resume with that run's options" in err
     assert err.count("\n") == 1 and (out / "last.pt").read_bytes() == before  # one line, nothing trained
 
 
