@@ -218,9 +218,14 @@ class FramePath(Generic[BufferT]):
                 host_masks = host_masks.copy()
                 host_probs = None if host_probs is None else host_probs.copy()
         done = time.perf_counter()
-        extracted, inferred = marks.get("extracted", begun), marks.get("inferred", done)
-        timings = {"preprocess": (extracted - begun) * 1e3 / count, "inference": (inferred - extracted) * 1e3 / count,
-                   "postprocess": (done - inferred) * 1e3 / count}
+        # A large frame goes through the network in several chunks of tiles, each extracted, run and stitched in
+        # turn: the stages are the sums over the chunks, not the spans from the first extraction to the last run
+        # (which counted later chunks' extraction and earlier ones' stitching as inference). Without marks (a
+        # replayed graph) the whole call is inference.
+        preprocess = marks["enqueued"] - begun + marks["extract"] if "network" in marks else 0.0
+        inference = marks.get("network", done - begun)
+        timings = {"preprocess": preprocess * 1e3 / count, "inference": inference * 1e3 / count,
+                   "postprocess": (done - begun - preprocess - inference) * 1e3 / count}
         return [PathResult(host_masks[i], None if host_probs is None else host_probs[i], dict(timings))
                 for i in range(count)]
 
@@ -283,16 +288,19 @@ class FramePath(Generic[BufferT]):
                 device.zero(buffers.weight)
         rows, cols = grid.shape
         capacity = device.shape(buffers.batch)[0]
+        marks.update(enqueued=time.perf_counter(), extract=0.0, network=0.0)
         for chunk_start in range(0, len(jobs), capacity):
+            chunk_begun = time.perf_counter()
             chunk = jobs[chunk_start : chunk_start + capacity]
             batch = device.part(buffers.batch, 0, len(chunk))
             for start, count, frame in tile_runs(grid, chunk, regular=False):
                 origin, shape, first_tile = extract_call(grid, chunk[start][1])
                 device.extract(images[frame], device.part(batch, start, start + count), origin=origin,
                                step=grid.step, grid=shape, first=first_tile, **normalisation)
-            marks.setdefault("extracted", time.perf_counter())
+            extracted = time.perf_counter()
             outputs = device.run(batch)
-            marks["inferred"] = time.perf_counter()
+            marks["extract"] += extracted - chunk_begun
+            marks["network"] += time.perf_counter() - extracted
             self._check_outputs(device.shape(outputs), len(chunk), grid)
             if whole:
                 margin_y, margin_x = grid.output_origin

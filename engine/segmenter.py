@@ -39,10 +39,10 @@ class SegmentationResult:
     Attributes:
         mask: HxW uint8 class ids at the frame's size (binary models: 0 or 1).
         probabilities: KxHxW float32 class probabilities (binary: 1xHxW foreground), when asked for.
-        latency_ms: wall time of the whole call.
+        latency_ms: wall time of the whole call (of a ``segment_batch``: the same for all its frames).
         timings_ms: per stage: 'preprocess' (resize, extract), 'inference' (network), 'postprocess' (stitch,
-            finish, download). On the GPU path the stages are queued, not waited for, so only ``latency_ms``
-            is exact there.
+            finish, download, mask clean-up); frames that went through the network together share its stages
+            evenly. On the GPU path the stages are queued, not waited for, so only ``latency_ms`` is exact there.
     """
 
     mask: np.ndarray
@@ -357,6 +357,7 @@ class Segmenter:
 
     def _segment_grouped(self, checked: Sequence[np.ndarray], probabilities: bool | None,
                          probabilities_size: str) -> list[SegmentationResult]:
+        start = time.perf_counter()
         want_probs = self.probabilities if probabilities is None else probabilities
         groups: dict[tuple[Any, ...], list[int]] = {}
         for index, frame in enumerate(checked):
@@ -366,7 +367,12 @@ class Segmenter:
             same_size = [checked[i] for i in indices]
             for index, result in zip(indices, self._segment_same_size(same_size, want_probs, probabilities_size)):
                 results[index] = result
-        return [r for r in results if r is not None]
+        # Each result's latency is the whole call's, as documented, not only its own size group's network pass.
+        latency = (time.perf_counter() - start) * 1e3
+        done = [r for r in results if r is not None]
+        for finished in done:
+            finished.latency_ms = latency
+        return done
 
     def tile_grid(self, height: int, width: int) -> TileGrid:
         """The tile grid for a network image of ``height x width`` (after any working-size resize): one
@@ -401,7 +407,6 @@ class Segmenter:
 
     def _segment_same_size(self, frames: list[np.ndarray], want_probs: bool,
                            probabilities_size: str) -> list[SegmentationResult]:
-        start = time.perf_counter()
         grid = self.tile_grid(*self._path.work_hw((frames[0].shape[0], frames[0].shape[1])))
         # Without a batch limit equal whole frames share one network call; tiles go in batches of 4 so that a
         # large frame's tiles never sit in memory all at once.
@@ -410,9 +415,15 @@ class Segmenter:
         results = self._path.run(frames, grid, want_probs or cleanup is not None, batch, probabilities_size)
         masks = [r.mask for r in results]
         if cleanup is not None:
-            masks = [cleanup.apply(r.probabilities[0]) for r in results]  # type: ignore[index]
-        latency = (time.perf_counter() - start) * 1e3
-        return [SegmentationResult(mask, r.probabilities if want_probs else None, latency, r.timings_ms)
+            masks = []
+            for r in results:
+                cleaned_from = time.perf_counter()
+                masks.append(cleanup.apply(r.probabilities[0]))  # type: ignore[index]
+                # The clean-up (a watershed can take longer than the network) is post-processing: left out, the
+                # stages would not add up to the latency and a stream's 'postprocess' would hide it.
+                r.timings_ms["postprocess"] += (time.perf_counter() - cleaned_from) * 1e3
+        # The latency is the whole call's: _segment_grouped sets it once every group is done.
+        return [SegmentationResult(mask, r.probabilities if want_probs else None, 0.0, r.timings_ms)
                 for mask, r in zip(masks, results, strict=True)]
 
     def colorize(self, result: SegmentationResult) -> np.ndarray:

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -66,6 +67,39 @@ def test_tiles_respect_the_batch_size() -> None:
     grid = plan_tiles((24, 32), 16, 4, "same", 3)
     FramePath(HostDevice(record), INFO).run([frame, frame], grid, False, batch_size=4)
     assert sum(calls) == 2 * grid.count and max(calls) <= 4
+
+
+def test_stage_timings_of_a_tiled_frame_add_up_each_chunks_own_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in clock that moves only in the work itself: 1 ms per tile extracted, 10 ms per network call, 100 ms
+    per stitch call. The frame's 6 tiles in batches of 4 are 2 chunks, so by hand: preprocess 6 x 1 = 6 ms,
+    inference 2 x 10 = 20 ms, postprocess 2 x 100 = 200 ms (one stitch call per chunk: both chunks' tiles are of
+    one frame). Spans from the first extraction to the last network call put the second chunk's extraction and
+    the first chunk's stitch in 'inference' (122 ms) and left 'preprocess' 4 ms."""
+    clock = [0.0]
+    monkeypatch.setattr("unetrt.frame_path.time", SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def network(batch: np.ndarray) -> np.ndarray:
+        clock[0] += 0.010
+        return batch.copy()
+
+    device = HostDevice(network)
+    extract, stitch = device.extract, device.stitch
+
+    def timed_extract(image: np.ndarray, out: np.ndarray, **kwargs: object) -> None:
+        clock[0] += 0.001 * out.shape[0]
+        extract(image, out, **kwargs)  # type: ignore[arg-type]
+
+    def timed_stitch(*args: object, **kwargs: object) -> None:
+        clock[0] += 0.100
+        stitch(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(device, "extract", timed_extract)
+    monkeypatch.setattr(device, "stitch", timed_stitch)
+    frame = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    grid = plan_tiles((24, 32), 16, 4, "same", 3)
+    assert grid.count == 6
+    timings = FramePath(device, INFO).run([frame], grid, False, batch_size=4)[0].timings_ms
+    assert timings == pytest.approx({"preprocess": 6.0, "inference": 20.0, "postprocess": 200.0})
 
 
 def test_bad_calls_raise() -> None:
