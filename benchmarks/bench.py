@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from unetrt.backends.registry import backend_names, native_backend, registered_backends
 from unetrt.bundled import bundled_model_path
-from unetrt.cli import parse_seed, run_cli
+from unetrt.cli import parse_seed, print_out, run_cli
 from unetrt.cli_options import (
     ALIASES_EPILOG,
     CommandParser,
@@ -1027,7 +1027,7 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
         "results": results,
     }
     text = format_report(report)
-    print(text)
+    print_out(text)
     if args.output is not None:
         import json
 

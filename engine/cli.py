@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import os
 import signal
 import sys
 import threading
@@ -94,6 +96,26 @@ def parse_seed(text: str) -> int:
     return int(digits)
 
 
+def print_out(text: str) -> None:
+    """Print a command's report on stdout; a reader that left early (``--stats | head -1``) only ends the report.
+
+    Printing to a closed pipe raised BrokenPipeError's traceback before the command wrote its files: the
+    ``--stats`` or figures file of a finished run was lost. Stdout then goes to /dev/null, so that later prints
+    and Python's flush at exit do not fail again, and the command goes on.
+
+    Example:
+        >>> print_out("figures")
+        figures
+    """
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):  # stdout without a descriptor (replaced in tests)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+
 class TerminatedError(BaseException):
     """A command stopped early on SIGTERM after finishing its output; :func:`run_cli` exits with 143.
 
@@ -177,6 +199,26 @@ class StopOnSigterm:
             self._installed = False
 
 
+def fill_closed_standard_streams() -> None:
+    """Put /dev/null where stdin, stdout or stderr was closed (``2>&-``, a supervisor that closes them).
+
+    With stderr closed, tqdm's progress bar wrote to ``sys.stderr`` = None and the command ended at its first frame
+    with exit code 1 and not a line; and the next file opened takes descriptor 2 (the output video), where native
+    libraries' log lines would land. Filled in ascending order, each ``os.open`` takes the lowest free number: the
+    closed one.
+    """
+    for descriptor, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(descriptor)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDONLY if descriptor == 0 else os.O_WRONLY)
+            if opened != descriptor:
+                os.dup2(opened, descriptor)
+                os.close(opened)
+            if getattr(sys, name) is None:
+                setattr(sys, name, open(descriptor, "r" if descriptor == 0 else "w", closefd=False))  # noqa: SIM115
+
+
 def run_cli(action: Callable[[], object]) -> int:
     """Run a command's work; report user errors as one line on stderr with exit code 2.
 
@@ -185,6 +227,7 @@ def run_cli(action: Callable[[], object]) -> int:
         takes), 130 on Ctrl-C, 143 when the work stopped on SIGTERM (it raised :class:`TerminatedError` after
         finishing its output).
     """
+    fill_closed_standard_streams()
     try:
         action()
     except USER_ERRORS as exc:

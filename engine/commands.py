@@ -8,11 +8,12 @@ import importlib
 import sys
 from collections.abc import Callable
 
-from .cli import USAGE_ERROR
+from .cli import USAGE_ERROR, fill_closed_standard_streams
 from .opencv import OpenCVImportError, import_cv2
 
 
 def _launch(module: str) -> int:
+    fill_closed_standard_streams()  # before the import, which writes NumPy's warnings to sys.stderr
     try:
         import_cv2()
         main: Callable[[], int] = importlib.import_module(module).main

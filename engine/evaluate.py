@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .bundled import MODELS_DIR
-from .cli import format_size, run_cli
+from .cli import format_size, print_out, run_cli
 from .cli_options import (
     ALIASES_EPILOG,
     CommandParser,
@@ -355,7 +355,7 @@ def _run(args: argparse.Namespace) -> None:
         else:
             figures = evaluate_pairs(segmenter, HeldOutSplit.read(args.split).pairs(args.data, args.part))
             figures["split"] = {"file": args.split, "part": args.part}
-    print(format_figures(figures))
+    print_out(format_figures(figures))
     if args.output:
         write_whole(Path(args.output), json.dumps(figures, indent=2) + "\n")
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from .flip import check_flip, flip_frame
 from .rosbag import FrameHeader
-from .sources import CorruptFrameError, FrameSource, SourceError, check_stream_frame
+from .sources import CorruptFrameError, FrameSource, SourceError, check_stream_frame, give_up_on
 from .stats import StreamStats
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,60 @@ def backoff_delay(attempt: int, reconnect_delay: tuple[float, float]) -> float:
     """
     first, longest = reconnect_delay
     return float(min(first * 2 ** (attempt - 1), longest))
+
+
+def open_stored(source: FrameSource, stop: threading.Event) -> bool:
+    """Open a stored source (a file, a folder) on a thread of its own, while the caller waits where signals reach it.
+
+    OpenCV's open of a named pipe whose writer sends nothing (or of a file on a hung network mount) blocks in
+    native code; opened on the main thread it kept Ctrl-C and SIGTERM from ever running, and the command hung
+    until killed. An open given up on counts as a hung read (:func:`~unetrt.stream.sources.give_up_on`): a
+    command's exit skips the interpreter's shutdown while it is blocked, and the source is closed if it ever opens.
+
+    Returns:
+        True once the source is open; False when ``stop`` was set while it was still opening.
+
+    Raises:
+        SourceError: when the source cannot be opened.
+        BaseException: what interrupted the wait (KeyboardInterrupt, SIGTERM's TerminatedError).
+
+    Example:
+        >>> open_stored(source, threading.Event())  # doctest: +SKIP
+        True
+    """
+    outcome: list[BaseException | None] = []
+    lock = threading.Lock()
+    abandoned = False
+
+    def target() -> None:
+        try:
+            source.open()
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+            with lock:
+                if abandoned:
+                    source.close()
+
+    thread = threading.Thread(target=target, name="unetrt-source-open", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(POLL_S)
+            if stop.is_set():
+                break
+    finally:
+        with lock:
+            if thread.is_alive() or not outcome:
+                abandoned = True
+                give_up_on(thread)
+    if abandoned:
+        return False
+    error = outcome[0]
+    if error is not None:
+        raise error
+    return True
 
 
 def open_when_up(source: FrameSource, stop: threading.Event, reconnect_delay: tuple[float, float] = (0.5, 8.0),

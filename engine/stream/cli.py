@@ -25,7 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..cli import StopOnSigterm, parse_size, raise_terminated, run_cli
+from ..cli import StopOnSigterm, parse_size, print_out, raise_terminated, run_cli
 from ..cli_options import (
     ALIASES_EPILOG,
     CommandParser,
@@ -233,9 +233,9 @@ def _write_stats(summary: dict[str, Any], target: str | None) -> None:
     text = json.dumps(summary, indent=2)
     if target == "-":
         print(table, file=sys.stderr)
-        print(text)
+        print_out(text)
         return
-    print(table)
+    print_out(table)
     if target is not None:
         try:
             Path(target).parent.mkdir(parents=True, exist_ok=True)

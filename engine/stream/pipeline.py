@@ -32,6 +32,7 @@ from .capture import (
     FrameQueue,
     Handoff,
     LatestFrameSlot,
+    open_stored,
     open_when_up,
 )
 from .inference import FrameSegmenter, InferenceWorkers, WorkerOutcome
@@ -187,7 +188,9 @@ class Stream:
         options = self.options
         _check_camera_exists(self.source, options.wait)  # again: it may have been unplugged since
         if not self.source.live:
-            self.source.open()
+            if not open_stored(self.source, self._stop):
+                self._state = "finished"
+                return self
         elif not open_when_up(self.source, self._stop, options.reconnect_delay, options.max_reconnects,
                               options.wait):
             self._state = "finished"

@@ -203,3 +203,40 @@ def test_signal_to_the_whole_process_group_still_finishes_the_video(
     assert child.returncode == (143 if sig == signal.SIGTERM else 130), stderr
     written = json.loads(stats.read_text())["written"]
     assert written > 0 and count_video_frames(out) == written, stderr
+
+
+@POSIX_ONLY
+def test_a_reader_that_left_early_does_not_lose_the_stats_file(tmp_path: Path,
+                                                               tiny_model_files: dict[str, Path]) -> None:
+    # `unet-stream ... --stats s.json | head -1`: printing the table to the closed pipe ended the run in
+    # BrokenPipeError's traceback (exit 1) before s.json was written, so the figures of a finished run were lost.
+    video = write_video(tmp_path / "in.mp4", 3)
+    stats = tmp_path / "stats.json"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the summary: every write to stdout fails, as after head -1
+    try:
+        result = subprocess.run(_stream_command(str(video), str(tmp_path / "out.mp4"), "--model",
+                                                str(tiny_model_files["onnx"]), "--threads", "1", "--workers", "1",
+                                                "--stats", str(stats)),
+                                stdout=write_end, stderr=subprocess.PIPE, text=True, env=_child_env(), timeout=120,
+                                check=False)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert json.loads(stats.read_text())["written"] == 3
+
+
+@POSIX_ONLY
+def test_a_closed_stderr_does_not_end_the_run(tmp_path: Path, tiny_model_files: dict[str, Path]) -> None:
+    # A supervisor that starts the command with stderr closed (`2>&-`): the progress bar wrote to Python's
+    # sys.stderr, None, and the run ended at its first frame with exit code 1, no video and no --stats file.
+    video = write_video(tmp_path / "in.mp4", 3)
+    out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
+    # Through the console script's launcher, which imports OpenCV first, as the installed `unet-stream` does.
+    command = [sys.executable, "-c", "import sys; from unetrt.commands import unet_stream; sys.exit(unet_stream())",
+               str(video), str(out), "--model", str(tiny_model_files["onnx"]), "--threads", "1", "--workers", "1",
+               "--stats", str(stats)]
+    result = subprocess.run(["sh", "-c", 'exec "$@" 2>&-', "sh", *command], stdout=subprocess.PIPE, text=True,
+                            env=_child_env(), timeout=120, check=False)
+    assert result.returncode == 0, result.stdout
+    assert json.loads(stats.read_text())["written"] == 3 and count_video_frames(out) == 3

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -665,3 +667,40 @@ def test_close_in_the_callback_ends_the_loop_with_the_output() -> None:
     stream = Stream([frame_with_index(i) for i in range(6)], segmenter, sink, callback=callback)
     assert [result.index for result in stream] == [0, 1]
     assert seen == [0, 1] and len(sink.images) == 2
+
+
+# Before the fix OpenCV's open blocked the calling thread in native code for good, where no timeout that
+# raises can reach it: the thread method ends the test run instead of hanging it.
+@pytest.mark.skipif(sys.platform == "win32", reason="named pipes are POSIX")
+@pytest.mark.timeout(120, method="thread")
+def test_a_named_pipe_that_sends_nothing_does_not_hang_the_stream(tmp_path: Path) -> None:
+    # A robot's frame source that stalls: OpenCV's open waited on the pipe in native code on the calling thread,
+    # so stop() (what SIGTERM calls) and Ctrl-C were never acted on and `unet-stream` hung until killed.
+    pipe = tmp_path / "stalled.avi"
+    os.mkfifo(pipe)
+    # Held open for writing, sending nothing: the reader's open gets past open(2) and waits for bytes.
+    writer = os.open(pipe, os.O_RDWR)
+    try:
+        stream = Stream(str(pipe), FakeSegmenter())
+        stream.stop()
+        assert list(stream) == []
+        stream.close()
+    finally:
+        os.close(writer)
+    _end_opens_waiting_on(pipe)
+
+
+def _end_opens_waiting_on(pipe: Path) -> None:
+    """End the open given up on, so no thread is left inside OpenCV when the interpreter shuts down.
+
+    OpenCV tries one video library after another, and each opens the pipe again and waits for a writer: every
+    writer that comes and goes gives the one waiting now an end of file.
+    """
+    deadline = time.monotonic() + 60
+    opening = [thread for thread in threading.enumerate() if thread.name == "unetrt-source-open"]
+    while any(thread.is_alive() for thread in opening) and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):  # ENXIO: no reader has the pipe open at this moment
+            os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        for thread in opening:
+            thread.join(0.05)
+    assert not any(thread.is_alive() for thread in opening)
