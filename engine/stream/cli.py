@@ -40,7 +40,7 @@ from ..cli_options import (
 )
 from .flip import FLIPS
 from .options import StreamOptions
-from .output_path import check_not_replacing, check_writable_file, is_frame_file, write_whole
+from .output_path import check_not_replacing, check_writable_file, is_frame_file, same_file, write_whole
 from .pipeline import Stream
 from .render import LEGEND_PLACES
 from .sinks import display_available
@@ -203,7 +203,7 @@ def _check_stats_target(args: argparse.Namespace) -> None:
     target = Path(args.stats)
     check_writable_file(target, f"--stats {args.stats!r}")
     for other, role in ((args.input, "input"), (args.output, "output")):
-        if other is not None and _same_path(target, Path(other)):
+        if other is not None and same_file(target, Path(other)):
             raise ValueError(f"--stats {args.stats!r} is the {role}; give the summary a file of its own")
     # An image output writes (or, with --overwrite, deletes) its frames by name: the summary would replace one.
     spec = None if args.output is None else parse_sink(args.output)
@@ -211,15 +211,6 @@ def _check_stats_target(args: argparse.Namespace) -> None:
         raise ValueError(f"--stats {args.stats!r} is a frame the output {args.output!r} writes; give the summary a "
                          "file of its own")
     check_not_replacing(target, f"--stats {args.stats!r}", args.overwrite)
-
-
-def _same_path(first: Path, second: Path) -> bool:
-    if first.resolve() == second.resolve():
-        return True
-    try:
-        return first.samefile(second)
-    except OSError:  # one does not exist
-        return False
 
 
 def _write_stats(summary: dict[str, Any], target: str | None) -> None:

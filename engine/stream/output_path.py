@@ -236,12 +236,21 @@ def check_not_input(spec: SinkSpec, inputs: Sequence[Path]) -> None:
         inputs = sorted({path.parent for path in inputs})
     for candidate in candidates:
         for source in inputs:
-            if _same_file(candidate, source):
+            if same_file(candidate, source):
                 raise ValueError(f"output {spec.location!r} {what} {str(source)!r} (the same file or a link to "
                                  "it) and would destroy it; choose another output path")
 
 
-def _same_file(first: Path, second: Path) -> bool:
+def same_file(first: Path, second: Path) -> bool:
+    """Whether two paths name one file: the same path once the folders are made (:func:`as_written`), or a hard or
+    symbolic link to it.
+
+    Example:
+        >>> same_file(Path("new/../in.mp4"), Path("in.mp4"))
+        True
+    """
+    if as_written(first) == as_written(second):
+        return True
     try:
         return os.path.samefile(first, second)
     except OSError:  # one of them does not exist (yet)
