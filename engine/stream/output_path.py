@@ -36,8 +36,9 @@ def check_output_path(spec: SinkSpec) -> None:
 
     Raises:
         ValueError: naming the output and the reason (a parent that is a file, a video path that is a
-            folder, no write permission, a read-only file system, an image pattern without its counter, a name
-            longer than the file system takes or, for a video or images, not valid UTF-8) in one line.
+            folder, no write permission, a read-only file system, an image pattern without its counter or
+            with it in a folder's name, a name longer than the file system takes or, for a video or images,
+            not valid UTF-8) in one line.
 
     Example:
         >>> check_output_path(SinkSpec("none", ""))
@@ -50,11 +51,12 @@ def check_output_path(spec: SinkSpec) -> None:
     target = Path(spec.location)
     widest = Path(frame_name(spec.location, WIDEST_FRAME_INDEX)) if spec.kind == "images" else target
     check_name_lengths(widest, f"output {spec.location!r}")
+    what = "ROS 2 bag" if spec.kind == "rosbag" else "video"
     if spec.kind in ("video", "rosbag") and target.is_dir():
-        raise ValueError(f"cannot write video {spec.location!r}: it is an existing folder; give a file name")
+        raise ValueError(f"cannot write {what} {spec.location!r}: it is an existing folder; give a file name")
     check_writable_file(target, f"output {spec.location!r}")
     if spec.kind in ("video", "rosbag") and target.exists() and not os.access(target, os.W_OK):
-        raise ValueError(f"cannot write video {spec.location!r}: the existing file is read-only; "
+        raise ValueError(f"cannot write {what} {spec.location!r}: the existing file is read-only; "
                          "choose another output path or remove it")
 
 
@@ -199,17 +201,22 @@ def frame_name(pattern: str, index: int) -> str:
     """The file an image-sequence output with this printf pattern writes frame ``index`` to.
 
     Raises:
-        ValueError: when the pattern does not hold exactly one ``%d`` counter.
+        ValueError: when the pattern does not hold exactly one ``%d`` counter, or holds it in a folder's name.
 
     Example:
         >>> frame_name("out/frame_%04d.png", 12)
         'out/frame_0012.png'
     """
     try:
-        return pattern % index
+        name = pattern % index
     except (TypeError, ValueError):
         raise ValueError(f"image pattern {pattern!r} needs one %d counter and no other % (%% for a percent "
                          "sign), e.g. frame_%04d.png") from None
+    if os.path.dirname(name) != os.path.dirname(pattern % (index + 1)):
+        # Each frame would need a folder of its own, which nothing creates: the first write would fail.
+        raise ValueError(f"image pattern {pattern!r}: the %d counter must be in the file name, not a folder; "
+                         "use e.g. out/frame_%04d.png")
+    return name
 
 
 def check_not_input(spec: SinkSpec, inputs: Sequence[Path]) -> None:

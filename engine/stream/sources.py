@@ -440,6 +440,9 @@ class VideoCaptureSource:
             # Argus serves every CSI camera through one daemon, which a crashed client can leave holding a sensor.
             return (f"; check that a camera is connected as sensor {self.spec.location}{mode}, that no other program "
                     "uses it, and restart the camera daemon: sudo systemctl restart nvargus-daemon")
+        if self.spec.kind == "rtsp":
+            return ("; check the address and that the server is up and serving it (--wait SECONDS waits for a "
+                    "stream that is still starting)")
         return ""
 
     def _report_camera_mode(self, capture: cv2.VideoCapture) -> None:

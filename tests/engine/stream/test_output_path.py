@@ -41,6 +41,13 @@ def test_a_video_path_that_is_a_folder(tmp_path: Path) -> None:
         check_output_path(parse_sink(str(tmp_path / "out.mp4")))
 
 
+def test_a_bag_path_that_is_a_folder_is_called_a_bag(tmp_path: Path) -> None:
+    # The user asked for a ROS 2 bag: a line calling it a video sends them looking for the wrong thing.
+    (tmp_path / "out.mcap").mkdir()
+    with pytest.raises(ValueError, match=r"cannot write ROS 2 bag '.*out.mcap': it is an existing folder"):
+        check_output_path(parse_sink(str(tmp_path / "out.mcap")))
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_folder_without_write_permission(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
@@ -91,6 +98,17 @@ def test_a_pattern_is_checked_at_the_width_a_long_run_reaches(tmp_path: Path) ->
     for pattern in ("out/frame.png", "out/%d_%d.png", "out/%y_%d.png"):
         with pytest.raises(ValueError, match="needs one %d counter"):
             frame_name(pattern, 0)
+
+
+def test_a_counter_in_the_folder_name_is_refused_before_any_frame(tmp_path: Path) -> None:
+    # Frame 0 would go to runs_00/a.png, a folder nobody made: without this the stream runs the model and
+    # then fails at its first write (exit 1), and every frame would be a.png in its own folder.
+    for pattern in ("runs_%02d/a.png", "runs_%02d/sub/frame.png"):
+        with pytest.raises(ValueError, match="the %d counter must be in the file name, not a folder"):
+            check_output_path(parse_sink(str(tmp_path / pattern)))
+    assert list(tmp_path.iterdir()) == []
+    # A percent sign in a folder, written %%, is a plain character: the folder is the same for every frame.
+    assert frame_name("100%%/frame_%04d.png", 7) == "100%/frame_0007.png"
 
 
 def _can_create_in(folder: str) -> bool:

@@ -204,6 +204,17 @@ def test_a_capture_that_does_not_open_is_released(monkeypatch: pytest.MonkeyPatc
     assert capture.released
 
 
+def test_a_network_stream_that_does_not_open_says_what_to_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With --wait 0 this line is all the user gets: it must say what to look at, not only that it failed.
+    from unetrt.stream import sources
+
+    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda *args: FakeClosedCapture())
+    with pytest.raises(SourceError) as caught:
+        VideoCaptureSource(SourceSpec("rtsp", "http://127.0.0.1:1/missing.mp4", live=True)).open()
+    assert "'http://127.0.0.1:1/missing.mp4'; check the address and that the server is up" in str(caught.value)
+    assert "--wait" in str(caught.value)
+
+
 def test_missing_camera_is_a_source_error() -> None:
     with pytest.raises(SourceError, match="cannot open camera"):
         open_source("/dev/video99").open()
