@@ -149,6 +149,10 @@ class Segmenter:
         # Calls in flight, so that close() frees nothing a call on another thread still uses.
         self._calls = 0
         self._calls_done = threading.Condition()
+        # Calls in flight per thread: a close() on a thread with a call of its own in flight (a signal handler
+        # that interrupted it) cannot wait for that call, so the call's end releases instead (_deferred_close).
+        self._thread_calls: dict[int, int] = {}
+        self._deferred_close = False
         # Claimed (under _calls_done) by the one close() that releases, once no call is in flight; set when that
         # release is done; any other close() waits for it (close is idempotent).
         self._releasing = False
@@ -343,8 +347,12 @@ class Segmenter:
             raise ValueError(f"this segmenter was opened in process {self._process}, and this process is a fork of "
                              "it, without its threads or GPU context; open a new Segmenter here (or start processes "
                              "with multiprocessing's 'spawn' method)")
+        me = threading.get_ident()
         with self._calls_done:
+            # This thread's count first: a signal handler that calls close() from here on finds the call in flight.
+            self._thread_calls[me] = self._thread_calls.get(me, 0) + 1
             if self._closed:
+                self._leave(me)
                 raise ValueError("this segmenter is closed; open a new one")
             self._calls += 1
         try:
@@ -353,7 +361,18 @@ class Segmenter:
         finally:
             with self._calls_done:
                 self._calls -= 1
+                self._leave(me)
                 self._calls_done.notify_all()
+                deferred = self._deferred_close and self._calls == 0
+            if deferred:
+                self.close()
+
+    def _leave(self, thread: int) -> None:
+        left = self._thread_calls[thread] - 1
+        if left:
+            self._thread_calls[thread] = left
+        else:
+            del self._thread_calls[thread]
 
     def _segment_grouped(self, checked: Sequence[np.ndarray], probabilities: bool | None,
                          probabilities_size: str) -> list[SegmentationResult]:
@@ -475,13 +494,21 @@ class Segmenter:
 
     def close(self) -> None:
         """Wait for calls in flight on other threads, free the path's buffers, then release the backend
-        (idempotent). In a fork() child it only marks the segmenter closed: what it holds is the parent's."""
+        (idempotent). In a fork() child it only marks the segmenter closed: what it holds is the parent's. From a
+        signal handler that interrupted a call on the same thread it refuses later calls and returns at once; the
+        release follows when that call returns."""
         if os.getpid() != self._process:
             self._closed = True
             return
         while True:
             with self._calls_done:
                 self._closed = True
+                if threading.get_ident() in self._thread_calls:
+                    # Called from a signal handler (Stream stop, Ctrl-C) that interrupted a call on this very
+                    # thread: waiting for that call would wait for ever. Later calls are refused from now on, and
+                    # the last call in flight releases when it returns.
+                    self._deferred_close = True
+                    return
                 self._calls_done.wait_for(lambda: self._calls == 0)
                 # Claimed only once the wait is over: a close() interrupted while it waits (Ctrl-C) has released
                 # nothing, and the next close() must release rather than wait for it for ever.
@@ -511,6 +538,13 @@ class Segmenter:
         finally:
             released.set()
         self._release_if_dropped.detach()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Without this, pickle (a ProcessPoolExecutor given seg.segment) fails on an internal lock, naming neither
+        # the segmenter nor the fix, and copy.copy shares the backend, which the copy's close() then closes.
+        raise TypeError("a Segmenter cannot be pickled or copied: it holds an open backend and its buffers; open "
+                        "one in each process (e.g. ProcessPoolExecutor(initializer=...) calling Segmenter(model)) "
+                        "and pass frames and results, which pickle")
 
     def __enter__(self) -> Segmenter:
         return self

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+import pickle
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -228,6 +230,24 @@ def test_closed_backend_refuses(tiny_model_files: dict[str, Path]) -> None:
     seg.close()
     with pytest.raises(ValueError, match="closed"):
         seg.segment(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_a_segmenter_refuses_pickling_and_copying_by_name_and_its_results_pickle(
+        tiny_model_files: dict[str, Path]) -> None:
+    """ProcessPoolExecutor.map(seg.segment, ...) pickles the segmenter: it failed on an internal lock ("cannot
+    pickle '_thread.RLock' object"), and copy.copy shared the backend that the copy's close() then closed under
+    the original. Results are what crosses processes, so they must pickle."""
+    with Segmenter(tiny_model_files["onnx"]) as seg:
+        for attempt in (lambda: pickle.dumps(seg), lambda: pickle.dumps(seg.segment), lambda: copy.copy(seg),
+                        lambda: copy.deepcopy(seg)):
+            with pytest.raises(TypeError, match=r"a Segmenter cannot be pickled or copied.*open one in each process"):
+                attempt()
+        result = seg.segment(np.random.default_rng(2).integers(0, 256, (24, 32, 3), np.uint8), probabilities=True)
+        # Still open: the refused copies released nothing.
+        again = pickle.loads(pickle.dumps(result))
+        np.testing.assert_array_equal(again.mask, result.mask)
+        np.testing.assert_array_equal(again.probabilities, result.probabilities)
+        assert seg.segment(np.zeros((8, 8, 3), np.uint8)).mask.shape == (8, 8)
 
 
 def test_every_call_after_close_is_refused_by_the_segmenter_itself(tiny_model_files: dict[str, Path]) -> None:

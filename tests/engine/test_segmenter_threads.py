@@ -151,6 +151,45 @@ def test_a_second_close_waits_for_the_first_to_release(tiny_model_files: dict[st
     assert order == ["path", "backend"]
 
 
+def test_close_from_a_handler_interrupting_a_call_on_its_own_thread_returns_and_releases_after_the_call(
+        tiny_model_files: dict[str, Path]) -> None:
+    """A signal handler (Ctrl-C, SIGTERM of a robot's launcher) runs on the thread whose segment() it interrupted:
+    a close() there that waited for calls in flight waited for its own thread's call, for ever. Here the network
+    call itself closes, as such a handler would, on a daemon thread so that a hang fails the test instead of
+    stopping the run."""
+    segmenter = Segmenter(tiny_model_files["onnx"])
+    frame = np.random.default_rng(5).integers(0, 256, (24, 32, 3), np.uint8)
+    expected = segmenter.segment(frame).mask
+    infer = segmenter.backend.infer
+    seen: dict[str, object] = {}
+
+    def interrupted_infer(batch: np.ndarray) -> np.ndarray:
+        segmenter.close()
+        seen["closed_returned"] = True
+        # The release waits for the call: the network still answers within it.
+        return infer(batch)
+
+    def call() -> None:
+        try:
+            seen["mask"] = segmenter.segment(frame).mask
+        except BaseException as exc:  # reported to the test thread
+            seen["error"] = exc
+
+    segmenter.backend.infer = interrupted_infer  # type: ignore[method-assign]
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "close() called on the thread of the call in flight hung"
+    assert "error" not in seen, seen.get("error")
+    assert seen["closed_returned"] is True
+    np.testing.assert_array_equal(seen["mask"], expected)
+    with pytest.raises(ValueError, match="this segmenter is closed"):
+        segmenter.segment(frame)
+    # Released once the call returned: the backend itself is closed, not only the segmenter marked so.
+    with pytest.raises(ValueError, match="backend is closed"):
+        infer(np.zeros((1, 3, 32, 32), np.float32))
+
+
 MIXED_CASES = [
     pytest.param("onnxruntime", {}, id="onnxruntime"),
     pytest.param("onnxruntime", {"tile": 32, "blend": "crop"}, id="onnxruntime-tiled-crop"),
