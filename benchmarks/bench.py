@@ -61,7 +61,7 @@ from unetrt.model_file import read_model_file
 from unetrt.model_info import ModelInfo
 from unetrt.paths import check_file, check_folder
 from unetrt.plan_metadata import ShapeProfile, format_shape
-from unetrt.stream.output_path import as_written, check_not_replacing, check_reads_nothing, check_writable_file
+from unetrt.stream.output_path import check_not_replacing, check_reads_nothing, check_writable_file, same_file
 
 from .flops import flops_per_image
 from .stats import (
@@ -913,7 +913,7 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
     given = [(output, flag) for output, flag in reports if output is not None]
     for index, (output, flag) in enumerate(given):
         for other, other_flag in given[:index]:
-            if as_written(output) == as_written(other):
+            if same_file(output, other):
                 # Written one after the other at the end: the JSON would be lost under the Markdown without a word.
                 raise ValueError(f"{other_flag} and {flag} both name {str(output)!r}; give each report a file of its "
                                  "own")

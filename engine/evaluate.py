@@ -40,9 +40,10 @@ from .cli_options import (
 from .datasets import check_label_ids, paired_files, read_image, read_label
 from .heldout import PARTS, HeldOutSplit
 from .metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
+from .paths import write_whole
 from .postprocess import POSTPROCESS_MODES, STATED, BinaryCleanup
 from .segmenter import Segmenter
-from .stream.output_path import check_reads_nothing, check_writable_file, write_whole
+from .stream.output_path import check_reads_nothing, check_writable_file
 
 
 def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,

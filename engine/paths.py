@@ -166,3 +166,20 @@ def replace_file(path: Path, data: bytes) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write ``text`` at ``path`` so that an existing file is replaced whole or not at all: a disk that fills halfway
+    leaves the earlier file as it was (:func:`replace_file`). A link or a device such as
+    ``/dev/stdout`` is written through, as named.
+
+    Raises:
+        OSError: when the file cannot be written.
+
+    Example:
+        >>> write_whole(Path("figures.json"), "{}\\n")  # doctest: +SKIP
+    """
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        path.write_text(text)
+        return
+    replace_file(path, text.encode("utf-8"))

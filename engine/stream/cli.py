@@ -38,9 +38,10 @@ from ..cli_options import (
     add_size,
     add_threads,
 )
+from ..paths import write_whole
 from .flip import FLIPS
 from .options import StreamOptions
-from .output_path import check_not_replacing, check_writable_file, is_frame_file, same_file, write_whole
+from .output_path import check_not_replacing, check_writable_file, is_frame_file, same_file
 from .pipeline import Stream
 from .render import LEGEND_PLACES
 from .sinks import display_available

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ..paths import check_utf8_name, replace_file
+from ..paths import check_utf8_name
 from .uri import SinkSpec
 
 OVERWRITE_HINT = "add --overwrite (overwrite=True in Python) to replace it"
@@ -99,23 +99,6 @@ def as_written(location: str | Path) -> Path:
         True
     """
     return Path(os.path.realpath(location))
-
-
-def write_whole(path: Path, text: str) -> None:
-    """Write ``text`` at ``path`` so that an existing file is replaced whole or not at all: a disk that fills halfway
-    leaves the earlier file as it was (:func:`unetrt.paths.replace_file`). A link or a device such as
-    ``/dev/stdout`` is written through, as named.
-
-    Raises:
-        OSError: when the file cannot be written.
-
-    Example:
-        >>> write_whole(Path("figures.json"), "{}\\n")  # doctest: +SKIP
-    """
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        path.write_text(text)
-        return
-    replace_file(path, text.encode("utf-8"))
 
 
 def check_not_replacing(target: Path, label: str, overwrite: bool) -> None:
