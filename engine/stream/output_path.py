@@ -308,6 +308,26 @@ def check_existing_output(spec: SinkSpec, overwrite: bool) -> None:
                              "delete them first, or choose an empty folder")
 
 
+def claim_new_file(path: Path) -> None:
+    """Create ``path`` empty, failing if anything is there: the moment a run without --overwrite takes its output.
+
+    The start's :func:`check_existing_output` sees the path free, but another run started at the same time saw it
+    free too; the first to claim it writes it, the other stops before writing a byte over it.
+
+    Raises:
+        OSError: naming the path and the fixes when it exists now.
+
+    Example:
+        >>> claim_new_file(Path("out.mp4"))  # doctest: +SKIP
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except FileExistsError:
+        raise OSError(f"{str(path)!r} was created by another program after this run started (two runs writing one "
+                      f"output?); nothing was written over it; choose another output path, or {OVERWRITE_HINT}"
+                      ) from None
+
+
 def _reason(error: OSError, folder: Path) -> str:
     if error.errno in (errno.EACCES, errno.EPERM):
         return f"no permission to write in {str(folder)!r}"

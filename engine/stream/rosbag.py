@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from .output_path import claim_new_file
 from .sources import CorruptFrameError, SourceError
 from .uri import OUTPUT_ROSBAG_SUFFIX
 
@@ -283,7 +284,10 @@ class RosbagSink:
     overwritten, and a half-written file is never left under the target's name.
 
     Args:
-        path: the ``.mcap`` file to write (replaced when it exists); its folder is created.
+        path: the ``.mcap`` file to write; its folder is created.
+        overwrite: replace a file that is there when the bag is finished; without it the bag is not moved over a
+            file that appeared since the stream's start checked the path (another run writing it), and closing
+            fails naming it.
 
     Raises:
         ValueError: on another suffix. ImportError: when ``rosbags`` is not installed.
@@ -294,8 +298,9 @@ class RosbagSink:
 
     wants_stop = False
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, overwrite: bool = True) -> None:
         self.path = Path(path)
+        self.overwrite = overwrite
         if self.path.suffix.lower() != OUTPUT_ROSBAG_SUFFIX:
             raise ValueError(f"a ROS 2 bag output must end in {OUTPUT_ROSBAG_SUFFIX}, got {str(path)!r}")
         self.name = str(path)
@@ -358,7 +363,14 @@ class RosbagSink:
         assert folder is not None
         try:
             writer.close()
-            os.replace(folder / "bag" / "bag.mcap", self.path)
+            if not self.overwrite:
+                claim_new_file(self.path)
+            try:
+                os.replace(folder / "bag" / "bag.mcap", self.path)
+            except BaseException:
+                if not self.overwrite:
+                    self.path.unlink(missing_ok=True)  # the empty file claimed above, nobody else's
+                raise
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..paths import check_utf8_name
 from .encoders import H264, MJPEG, MPEG4, VideoEncoder, disk_full_reason, open_video_encoder
-from .output_path import frame_files, frame_name
+from .output_path import claim_new_file, frame_files, frame_name
 from .rosbag import RosbagSink
 from .uri import SinkSpec, parse_sink
 from .webview import HttpViewSink
@@ -90,6 +90,8 @@ class VideoFileSink:
     Args:
         path: the file to write; its folder is created.
         fps: the frame rate stored in the file.
+        overwrite: replace a file that is there when the first frame comes; without it the file must still not
+            exist then (another run may have taken the path since the stream's start checked it).
 
     Raises:
         ValueError: on another suffix, a non-positive rate, or a name that is not valid UTF-8 (OpenCV would
@@ -101,8 +103,9 @@ class VideoFileSink:
 
     wants_stop = False
 
-    def __init__(self, path: str | Path, fps: float = DEFAULT_OUTPUT_FPS) -> None:
+    def __init__(self, path: str | Path, fps: float = DEFAULT_OUTPUT_FPS, overwrite: bool = True) -> None:
         self.path = Path(path)
+        self.overwrite = overwrite
         suffix = self.path.suffix.lower()
         if suffix not in VIDEO_SUFFIXES:
             raise ValueError(f"video output must end in {' or '.join(VIDEO_SUFFIXES)}, got {str(path)!r}")
@@ -119,14 +122,22 @@ class VideoFileSink:
         """Append a frame (resized to the first frame's size if it differs).
 
         Raises:
-            OSError: when no encoder can be opened or the encoder fails.
+            OSError: when no encoder can be opened, the encoder fails, or (without ``overwrite``) the file exists
+                at the first frame.
         """
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         if self._encoder is None:
             self._size = (image.shape[1], image.shape[0])
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._encoder = open_video_encoder(self.path, self.fps, self._size)
+            if not self.overwrite:
+                claim_new_file(self.path)
+            try:
+                self._encoder = open_video_encoder(self.path, self.fps, self._size)
+            except BaseException:
+                if not self.overwrite:
+                    self.path.unlink(missing_ok=True)  # the empty file claimed above, nobody else's
+                raise
             self.codec = self._encoder.codec
             log.info("writing %s as %s (%s)", self.name, CODEC_NAMES[self.codec], self._encoder.how)
         if (image.shape[1], image.shape[0]) != self._size:
@@ -150,7 +161,8 @@ class ImageSequenceSink:
     Args:
         pattern: the printf pattern of the file names.
         replace_earlier: delete the files an earlier run wrote with this pattern first, so no stale frame
-            is left among the new ones (other files in the folder are kept).
+            is left among the new ones (other files in the folder are kept); without it the first frame's file
+            must not exist when it is written (another run may have started on the same pattern).
 
     Raises:
         ValueError: when the pattern does not hold exactly one ``%d`` counter, or is not valid UTF-8 (OpenCV
@@ -168,6 +180,7 @@ class ImageSequenceSink:
         check_utf8_name(pattern, "image output")
         self.pattern = pattern
         self.name = pattern
+        self.replace_earlier = replace_earlier
         self._index = 0
         Path(pattern).parent.mkdir(parents=True, exist_ok=True)
         if replace_earlier:
@@ -181,9 +194,11 @@ class ImageSequenceSink:
         """Write the next numbered image.
 
         Raises:
-            OSError: when OpenCV cannot write it.
+            OSError: when OpenCV cannot write it, or (without ``replace_earlier``) the first frame's file exists.
         """
         path = self.pattern % self._index
+        if self._index == 0 and not self.replace_earlier:
+            claim_new_file(Path(path))
         try:
             written = cv2.imwrite(path, image)
         except cv2.error as exc:  # OpenCV raises for some encoder failures instead of returning False
@@ -258,7 +273,9 @@ def open_sink(output: str | SinkSpec | Sink | None, fps: float | None = None,
             view in the browser, see :class:`~unetrt.stream.webview.HttpViewSink`), a .mcap ROS 2 bag (see
             :class:`~unetrt.stream.rosbag.RosbagSink`), a sink, or None.
         fps: the rate to store in a video file (default 30).
-        replace_earlier: for an image output, delete an earlier run's frames first (see :class:`ImageSequenceSink`).
+        replace_earlier: replace what an earlier run wrote: its frames, deleted first (see
+            :class:`ImageSequenceSink`), or a video or bag file; without it a file output that appears after
+            this call (another run writing it) is not written over.
 
     Raises:
         ValueError: on an output that cannot be written.
@@ -281,7 +298,7 @@ def open_sink(output: str | SinkSpec | Sink | None, fps: float | None = None,
             raise ValueError(f"live view output {spec.location!r} has no address; make its spec with parse_sink")
         return HttpViewSink(*spec.address)
     if spec.kind == "rosbag":
-        return RosbagSink(spec.location)
+        return RosbagSink(spec.location, overwrite=replace_earlier)
     if spec.kind == "video":
-        return VideoFileSink(spec.location, fps or DEFAULT_OUTPUT_FPS)
+        return VideoFileSink(spec.location, fps or DEFAULT_OUTPUT_FPS, overwrite=replace_earlier)
     return ImageSequenceSink(spec.location, replace_earlier)

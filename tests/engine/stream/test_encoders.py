@@ -68,6 +68,25 @@ def test_without_h264_encoder_falls_back_to_mpeg4_and_says_so(tmp_path: Path, mo
     assert _probe_codec(tmp_path / "out.mp4") == "mpeg4"
 
 
+def test_a_video_that_cannot_be_opened_leaves_no_file_where_it_claimed_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without overwrite the sink creates the file before the encoder opens it (so that no other run can); an
+    # encoder that then fails must not leave that empty file behind to block the next run as "exists".
+    def no_encoder(path: Path, fps: float, size: tuple[int, int]) -> encoders.VideoEncoder:
+        raise OSError("no encoder in this test")
+
+    monkeypatch.setattr("unetrt.stream.sinks.open_video_encoder", no_encoder)
+    sink = VideoFileSink(tmp_path / "out.mp4", fps=10, overwrite=False)
+    with pytest.raises(OSError, match="no encoder"):
+        sink.write(np.zeros((48, 64, 3), np.uint8))
+    assert not (tmp_path / "out.mp4").exists()
+    # A file already there belongs to someone else, even when empty: refused, and left in place.
+    (tmp_path / "out.mp4").write_bytes(b"")
+    with pytest.raises(OSError, match="created by another program"):
+        VideoFileSink(tmp_path / "out.mp4", fps=10, overwrite=False).write(np.zeros((48, 64, 3), np.uint8))
+    assert (tmp_path / "out.mp4").exists()
+
+
 def test_a_name_that_is_not_utf8_never_reaches_opencv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # cv2.VideoWriter crashed the process (a segmentation fault) on such a name.
     class Refused:

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from stream_helpers import count_video_frames, write_video
 
-from unetrt.stream import encoders
-from unetrt.stream.cli import main
+from unetrt.stream import encoders, pipeline
+from unetrt.stream.cli import OUTPUT_FAILED, main
 
 
 def _digest(path: Path) -> str:
@@ -98,6 +98,36 @@ def test_an_existing_video_needs_overwrite(tmp_path: Path, tiny_model_files: dic
     assert out.read_bytes() == b"an earlier result"
     assert main([str(video), str(out), *model, "--overwrite"]) == 0
     assert count_video_frames(out) == 4
+
+
+@pytest.mark.parametrize("output", ["out.avi", "frames/frame_%04d.png", "out.mcap"])
+def test_an_output_another_run_takes_after_the_start_is_not_written_over(
+        output: str, tmp_path: Path, tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Two runs started together both find the path free at their start; the second one's file appears here
+    # while this run opens its output, as if the other run had reached its first frame first.
+    if output.endswith(".mcap"):
+        pytest.importorskip("rosbags")
+    video = write_video(tmp_path / "in.avi", 3)
+    target = tmp_path / "out" / output
+    taken = target.parent / "frame_0000.png" if "%" in output else target
+    real_open_sink = pipeline.open_sink
+
+    def another_run_first(*args: object, **kwargs: object) -> object:
+        taken.parent.mkdir(parents=True, exist_ok=True)
+        taken.write_bytes(b"the other run's output")
+        return real_open_sink(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "open_sink", another_run_first)
+    model = ["--model", str(tiny_model_files["onnx"]), "--threads", "1", "--workers", "1"]
+    assert main([str(video), str(target), *model]) == OUTPUT_FAILED
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "created by another program after this run started" in lines[0], lines
+    assert taken.read_bytes() == b"the other run's output"
+    assert sorted(path.name for path in taken.parent.iterdir()) == [taken.name]
+    # With --overwrite the run takes the path whoever made it.
+    assert main([str(video), str(target), *model, "--overwrite"]) == 0
+    assert taken.read_bytes() != b"the other run's output"
 
 
 def test_an_output_folder_never_mixes_in_frames_of_an_earlier_run(tmp_path: Path, tiny_model_files: dict[str, Path],
