@@ -56,6 +56,18 @@ OUTPUT_FAILED = 1
 log = logging.getLogger("unetrt.stream")
 
 
+def _class_name_list(text: str) -> tuple[str, ...]:
+    """``--ignore-class``'s comma-separated names.
+
+    Raises:
+        argparse.ArgumentTypeError: when it names no class (``,`` or blank), which would leave every class drawn.
+    """
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"names no class, got {text!r}; give class names, e.g. sky,road")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``unet-stream``."""
     parser = CommandParser(
@@ -94,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--visualize", default="overlay", help="overlay, mask or overlay,mask (side by side)")
     parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay, 0..1")
     parser.add_argument("--ignore-class", dest="ignore_classes", default=(), metavar="NAME[,NAME...]",
-                        type=lambda text: tuple(name.strip() for name in text.split(",") if name.strip()),
+                        type=_class_name_list,
                         help="classes the picture leaves undrawn, as segnet's --ignore-class (the overlay shows the "
                              "frame there; masks are unchanged). Default: none")
     parser.add_argument("--input-width", type=int, default=None, help="resize frames (and ask cameras) to this width")

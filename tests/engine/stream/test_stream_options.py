@@ -87,6 +87,15 @@ def test_the_command_builds_the_options_once_from_its_flags() -> None:
     assert stream_options(build_parser().parse_args(["sample"])).ignore_classes == ()
 
 
+@pytest.mark.parametrize("given", [",", " ", ", ,"])
+def test_an_ignore_class_naming_no_class_is_refused(given: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # It parsed as no class at all: every class stayed drawn while the user had asked to hide one.
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["sample", "--ignore-class", given])
+    assert exit_info.value.code == 2
+    assert "--ignore-class: names no class" in capsys.readouterr().err
+
+
 def test_a_fractional_loop_is_refused_rather_than_looping_forever() -> None:
     # loop=1.5 counted 1.5 -> 0.5 -> -0.5 and never reached 0: the stream replayed its source for ever.
     with pytest.raises(ValueError, match=r"loop must be .* got 1\.5"):
