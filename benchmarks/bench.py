@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
+import io
 import math
 import os
 import sys
@@ -59,7 +60,7 @@ from unetrt.geometry import plan_padding
 from unetrt.jetson import jetson_state
 from unetrt.model_file import read_model_file
 from unetrt.model_info import ModelInfo
-from unetrt.paths import check_file, check_folder
+from unetrt.paths import check_file, check_folder, write_whole
 from unetrt.plan_metadata import ShapeProfile, format_shape
 from unetrt.stream.output_path import check_not_replacing, check_reads_nothing, check_writable_file, same_file
 
@@ -752,6 +753,9 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     rows = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     for r in results:
         shape = f"{r['batch']}x{r['network_input_hw'][0]}x{r['network_input_hw'][1]}"
+        if r.get("mode") == "end-to-end":
+            # The frames are what an end-to-end row times: rows of two --size values share the network's input.
+            shape = f"{r['batch']}x{r['frame_hw'][0]}x{r['frame_hw'][1]} frames (network {shape})"
         if r["status"] != "ok":
             cells = [r["label"], r["device"], shape, f"skipped: {r['reason']}", *[""] * (len(TABLE_COLUMNS) - 4)]
         else:
@@ -848,8 +852,10 @@ def write_plot(results: Sequence[dict[str, Any]], path: Path) -> Path:
         ax.set_title(f"{mode}, frame {frame_hw[1]}x{frame_hw[0]} (WxH), batch {batch}", fontsize=9)
         ax.grid(True, axis="y", which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
+    write_whole(path, png.getvalue())
     return path
 
 
@@ -961,6 +967,10 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
         # A pipeline, not a way of running the network: it has no bare or device-resident form.
         variants = [v for v in variants if not v.hand_written]
     shapes, shape_note = frame_shapes(args.shape, model)
+    # A size or batch given twice (--size and the same --shapes, --batch-size 1,1) is one workload, timed once: two
+    # groups of it were timed apart and every ratio taken against the other group's reference row.
+    shapes = list(dict.fromkeys(shapes))
+    batches = list(dict.fromkeys(args.batch_size))
     if shape_note is not None:
         notes.append(shape_note)
     threads = args.threads or usable_cores()
@@ -982,7 +992,7 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
     images = () if args.frames is None else tuple(list_images(args.frames))
     if images:
         notes.append(f"frames: the first images of {args.frames} (not random pixels)")
-    groups = [(shape, batch) for shape in shapes for batch in args.batch_size]
+    groups = [(shape, batch) for shape in shapes for batch in batches]
     results = []
     for frame_hw, batch in tqdm(groups, desc="unet-bench", unit="workload", disable=None, file=sys.stderr):
         net_hw = _network_hw(model.info, frame_hw, mode)
@@ -1014,7 +1024,7 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
                   "working_size": model.info.working_size, "activation": model.info.activation},
         "settings": {"mode": mode, "device": device, "precision": precision, "threads": threads,
                      "warmup": args.warmup, "iterations_per_trial": args.iterations if args.duration is None
-                     else f"{args.duration}s", "trials": args.trials, "batches": args.batch_size,
+                     else f"{args.duration}s", "trials": args.trials, "batches": batches,
                      "frame_shapes_hw": [list(s) for s in shapes], "seed": args.seed,
                      "frames": None if args.frames is None else str(args.frames), "torch_gpu_flags": torch_flags,
                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
@@ -1028,12 +1038,13 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
     }
     text = format_report(report)
     print_out(text)
+    # Each report replaces a file given with --overwrite whole or not at all: never a half-written earlier result.
     if args.output is not None:
         import json
 
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
+        write_whole(args.output, json.dumps(report, indent=2) + "\n")
     if args.markdown is not None:
-        args.markdown.write_text(text + "\n")
+        write_whole(args.markdown, text + "\n")
     if args.plot is not None:
         write_plot(results, args.plot)
     if model.scratch is not None:

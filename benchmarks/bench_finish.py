@@ -3,7 +3,7 @@
 camvid's case: 11 classes of 256 x 192 float32 scores become a 480 x 360 uint8 mask (bilinear resize of the
 scores fused with the argmax, ``unetrt._tiling.finish_resized``). Timed, interleaved in one run:
 
-* ``fused``: ``finish_resized`` with the default threads (one per core);
+* ``fused``: ``finish_resized`` with the default threads (one per core this process may use);
 * ``fused_1_thread``: the same on one thread;
 * ``opencv_numpy``: the unfused way with the same result up to coordinate rounding: ``cv2.resize`` of each
   class plane (INTER_LINEAR), then ``np.argmax``;
@@ -37,10 +37,9 @@ import cv2
 import numpy as np
 
 from unetrt import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
-from unetrt.benchmarks.bench_tiling import cpu_timer, time_interleaved
+from unetrt.benchmarks.bench_tiling import cpu_timer, kernel_threads, time_interleaved
 from unetrt.benchmarks.stats import describe_cpu, machine_description, write_results
 from unetrt.cli import parse_size, run_cli
-from unetrt.cpu import usable_cores
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_MS = 2.0
@@ -81,6 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark described by the parsed arguments and write its results."""
     if args.classes < 1 or args.classes > 256 or args.trials < 1 or args.iterations < 1:
         raise ValueError("--classes must be 1 to 256, --trials and --iterations positive")
+    threads = kernel_threads(args.threads)
     (net_w, net_h), (out_w, out_h) = args.scores, args.mask
     machine = machine_description()
     if args.content == "regions":
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cv2.resize(small, (out_w, out_h), dst=nearest, interpolation=cv2.INTER_NEAREST)
 
     actions = {
-        "fused": lambda: _tiling.finish_resized(scores, masks["fused"], rect=rect, threads=args.threads),
+        "fused": lambda: _tiling.finish_resized(scores, masks["fused"], rect=rect, threads=threads),
         "fused_1_thread": lambda: _tiling.finish_resized(scores, masks["fused_1_thread"], rect=rect, threads=1),
         "opencv_numpy": lambda: opencv_numpy_finish(scores, (out_h, out_w), masks["opencv_numpy"]),
         "argmax_nearest": argmax_nearest,
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "uint8 mask",
         "content": args.content,
         "host": socket.gethostname(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine,
-        "threads": args.threads or usable_cores(),
+        "threads": threads,
         "latency_ms": {name: s.to_dict() for name, s in stats.items()},
         "fused_vs_opencv_numpy_agreement": agreement, "target_ms": TARGET_MS, "target_met": fused_ms <= TARGET_MS,
         "load_average_after": machine_description()["load_average"],
@@ -153,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="scores: 'random' (every pixel a class border, the worst case) or 'regions' (a scene)")
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=50, help="timed calls per trial")
-    parser.add_argument("--threads", type=int, default=0, help="threads of the fused kernel (0 = one per core)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads of the fused kernel (0 = one per core this process may use)")
     parser.add_argument("--name", default="finish_cpu", help="result file stem (default finish_cpu)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)

@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from unetrt import __version__
 from unetrt.benchmarks.stats import describe_cpu, machine_description, write_results
-from unetrt.bundled import PRECISION_SUFFIXES
+from unetrt.bundled import PRECISION_SUFFIXES, bundled_model_path
 from unetrt.cli import format_size, parse_size, run_cli
 from unetrt.model_file import file_precision
 
@@ -108,10 +108,12 @@ def fp32_baseline(model: str) -> tuple[str | None, tuple[str, ...]]:
     twin beside it (``NAME.onnx`` of ``NAME.int8.onnx`` or ``NAME.fp16.onnx``) does.
 
     Raises:
-        ValueError: when a model file is not FP32 and has no FP32 twin.
+        ValueError: when a model file is not FP32 and has no FP32 twin, or no model is bundled under the name.
     """
     path = Path(model)
     if not path.suffix:
+        # A name no model is bundled under fails in every run: refused here in one line, not as a failed run.
+        bundled_model_path(model, PRECISION_SUFFIXES["fp32"])
         return None, ("--precision", "fp32")
     if path.suffix == ".onnx" and file_precision(path) == "fp32":
         return None, ()
@@ -181,10 +183,17 @@ def benchmark(ways: Sequence[Way], model: str, repeats: int, hide_ffmpeg: bool =
     """Interleaved repeats of every way; returns the JSON-ready result (first way = baseline).
 
     Raises:
-        ValueError: on fewer than 1 repeat or no ways; RuntimeError when a run fails.
+        ValueError: on fewer than 1 repeat, no ways or two ways of one name; RuntimeError when a run fails.
     """
     if repeats < 1 or not ways:
         raise ValueError(f"need at least 1 repeat and 1 way, got {repeats} and {len(ways)}")
+    names = [way.name for way in ways]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        # The runs of ways that share a name would be pooled into one row's figures.
+        raise ValueError(f"two ways are named {', '.join(map(repr, twice))}: give each --way a name of its own "
+                         "(the built-in ones are 'default', 'default, one worker', 'default at WxH' and 'onnxruntime "
+                         "fp32, one worker') and each --working-size once")
     load_before = machine_description()["load_average"]
     summaries: dict[str, list[dict[str, Any]]] = {way.name: [] for way in ways}
     with tempfile.TemporaryDirectory() as tmp, tqdm(total=repeats * len(ways), desc="bench_main_job",

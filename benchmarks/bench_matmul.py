@@ -30,7 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from unetrt.benchmarks.stats import machine_description
 from unetrt.cli import run_cli
+from unetrt.paths import check_folder, write_whole
+from unetrt.stream.output_path import check_writable_file
 
 DEFAULT_SIZE = 2048
 # Opset 17's IR version (ONNX "Versioning" table), as the bundled models: ONNX Runtime 1.13 and later read it; a newer
@@ -141,7 +144,7 @@ def measure_matmul_rates(threads: int, size: int = DEFAULT_SIZE, warmup: int = 2
         ``{"size", "threads", "engines": {"openvino-int8": GFLOP/s, ...}, "best": {"int8": (engine, GFLOP/s), ...}}``.
 
     Raises:
-        ValueError: on a size or thread count below 1.
+        ValueError: on a size, thread count or trial count below 1, or a negative warm-up.
 
     Example:
         >>> measure_matmul_rates(2, size=256, trials=1)["best"]["fp32"][1] > 0  # doctest: +SKIP
@@ -149,6 +152,9 @@ def measure_matmul_rates(threads: int, size: int = DEFAULT_SIZE, warmup: int = 2
     """
     if size < 1 or threads < 1:
         raise ValueError(f"size and threads must be >= 1, got {size} and {threads}")
+    if trials < 1 or warmup < 0:
+        # No timed call leaves a NaN median: every rate would be NaN.
+        raise ValueError(f"--trials must be at least 1 and warm-up calls at least 0, got {trials} and {warmup}")
     installed = {name: importlib.util.find_spec(name) is not None for name in ("openvino", "onnx", "torch")}
     probes: dict[str, Callable[[], float]] = {}
     if installed["openvino"] and installed["onnx"]:
@@ -193,10 +199,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> None:
+        if args.json is not None:  # before the run, not after it
+            check_folder(args.json.parent, "output folder")
+            check_writable_file(args.json, f"--json {str(args.json)!r}")
         rates = measure_matmul_rates(args.threads, args.size, trials=args.trials)
         print(format_rates(rates))
         if args.json is not None:
-            args.json.write_text(json.dumps(rates, indent=2) + "\n")
+            # The rates are this CPU's: the file names it, as every result file does.
+            write_whole(args.json, json.dumps({"machine": machine_description(), **rates}, indent=2) + "\n")
 
     return run_cli(run)
 

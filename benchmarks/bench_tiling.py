@@ -46,6 +46,7 @@ SCALE = 1.0 / 255.0
 CPU_TARGET = 2.0
 GPU_TARGET = 3.0
 COPY_TARGET = 0.70
+KERNEL_MAX_THREADS = 256  # the native kernels run at most this many threads (cpp_ext/bindings.cpp, resolve_threads)
 
 
 def tile_bytes(grid: TileGrid, channels: int = 3) -> int:
@@ -93,6 +94,23 @@ def time_interleaved(actions: dict[str, Callable[[], object]], trials: int, iter
                 runs[name].append([timer(action) for _ in range(iterations)])
                 progress.update(iterations)
     return {name: summarize(trial_runs) for name, trial_runs in runs.items()}
+
+
+def kernel_threads(threads: int) -> int:
+    """The threads a native kernel is asked for on ``--threads``: 0 is one per core this process may use, the count
+    the report names and the runtime's host path asks for (the kernels' own 0 counts every core of the machine, up
+    to 16, whatever the process may use).
+
+    Raises:
+        ValueError: below 0, or above the :data:`KERNEL_MAX_THREADS` the kernels run at most.
+
+    Example:
+        >>> kernel_threads(3)
+        3
+    """
+    if not 0 <= threads <= KERNEL_MAX_THREADS:
+        raise ValueError(f"--threads must be from 0 (one per usable core) to {KERNEL_MAX_THREADS}, got {threads}")
+    return threads or usable_cores()
 
 
 def cpu_timer(action: Callable[[], object]) -> float:
@@ -236,6 +254,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark described by the parsed arguments and write its results."""
     if args.size < 1 or args.trials < 1 or args.iterations < 1:
         raise ValueError("--size, --trials and --iterations must be positive")
+    threads = kernel_threads(args.threads)
     grid = plan_tiles((args.size, args.size), args.tile, args.overlap)
     frame = np.random.default_rng(0).integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
     result: dict[str, Any] = {
@@ -243,7 +262,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "overlap": args.overlap, "tiles": grid.count, "bytes_per_pass": tile_bytes(grid),
         "host": socket.gethostname(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": machine_description(),
-        "cpu": bench_cpu(frame, grid, args.trials, args.iterations, args.threads),
+        "cpu": bench_cpu(frame, grid, args.trials, args.iterations, threads),
         "gpu": None if args.no_gpu else bench_gpu(frame, grid, args.trials, args.iterations),
     }
     result["machine_after"] = {"load_average": machine_description()["load_average"]}
@@ -260,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--overlap", type=int, default=64, help="tile overlap (default 64)")
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=3, help="timed passes per trial")
-    parser.add_argument("--threads", type=int, default=0, help="CPU kernel threads (0 = one per core)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU kernel threads (0 = one per core this process may use)")
     parser.add_argument("--no-gpu", action="store_true", help="skip the GPU part")
     parser.add_argument("--name", default=None, help="result file stem (default tiling_cpu or tiling_gpu)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from unetrt.cli import parse_size, run_cli
+from unetrt.paths import write_whole
 
 from .stats import describe_cpu, machine_description, summarize
 
@@ -45,8 +46,17 @@ def bench(base: int, batch: int, shape: tuple[int, int], classes: int, steps: in
         A JSON-ready dictionary: machine, settings and per-variant step statistics (ms).
 
     Raises:
-        ValueError: when this machine has no mixed-precision mode to compare with.
+        ValueError: on a setting out of range, or when this machine has no mixed-precision mode to compare with.
     """
+    counts = {"--base": base, "--batch": batch, "--classes": classes, "--steps": steps, "--trials": trials,
+              "--threads": 1 if threads is None else threads}
+    wrong = [f"{flag} {value}" for flag, value in counts.items() if value < 1] + (
+        [f"--warmup {warmup}"] if warmup < 0 else [])
+    if wrong:
+        # Else a batch of 0 timed nothing and reported its figures, and a base or class count of 0 was torch's
+        # traceback.
+        raise ValueError(f"{', '.join(wrong)}: --base, --batch, --classes, --steps, --trials and --threads must be at "
+                         "least 1, --warmup at least 0")
     import torch
 
     from unetrt.export.model import UNet
@@ -113,7 +123,7 @@ def write_results(data: dict[str, Any], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"train_step_{socket.gethostname()}"
     json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
-    json_path.write_text(json.dumps(data, indent=2))
+    write_whole(json_path, json.dumps(data, indent=2))
     machine, settings = data["machine"], data["settings"]
     lines = [
         f"# U-Net training step, base {settings['base']}, batch {settings['batch']} at {settings['shape']}",
@@ -129,7 +139,7 @@ def write_results(data: dict[str, Any], out: Path) -> tuple[Path, Path]:
         lines.append(f"| {name} | {stats['median']:.0f} | {stats['p90']:.0f} | {stats['min']:.0f} | "
                      f"{stats['spread_pct']:.0f}% |")
     lines += ["", f"Mixed precision is **{data['speedup']:.2f}x** faster than FP32."]
-    md_path.write_text("\n".join(lines) + "\n")
+    write_whole(md_path, "\n".join(lines) + "\n")
     return json_path, md_path
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from unetrt.cli import run_cli
 from unetrt.datasets import list_images, read_label
 from unetrt.export.weights import label_objects, weight_map
+from unetrt.paths import write_whole
 
 from .stats import describe_cpu, machine_description, summarize
 
@@ -30,7 +31,12 @@ def bench(labels: str | Path, maps: int, trials: int) -> dict[str, object]:
 
     Returns:
         A JSON-ready dictionary: machine, settings and per-kind latency statistics (ms per map).
+
+    Raises:
+        ValueError: when ``maps`` or ``trials`` is below 1 (nothing would be timed).
     """
+    if maps < 1 or trials < 1:
+        raise ValueError(f"--maps and --trials must be at least 1, got {maps} and {trials}")
     files = list_images(labels)[:maps]
     masks = [read_label(path, binary=True) for path in files]
     results: dict[str, object] = {}
@@ -61,7 +67,7 @@ def write_results(data: dict[str, object], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"weights_{socket.gethostname()}"
     json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
-    json_path.write_text(json.dumps(data, indent=2))
+    write_whole(json_path, json.dumps(data, indent=2))
     machine = data["machine"]
     assert isinstance(machine, dict)
     timing = data["ms_per_map"]
@@ -79,7 +85,7 @@ def write_results(data: dict[str, object], out: Path) -> tuple[Path, Path]:
     ]
     for kind, stats in timing.items():
         lines.append(f"| {kind} | {stats['median']:.1f} | {stats['p90']:.1f} | {stats['min']:.1f} |")
-    md_path.write_text("\n".join(lines) + "\n")
+    write_whole(md_path, "\n".join(lines) + "\n")
     return json_path, md_path
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from unetrt.benchmarks.without_amx import amx_denied
 from unetrt.cpu import usable_cores
+from unetrt.paths import write_whole
 
 PROC_STATUS = Path("/proc/self/status")
 PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -237,6 +238,7 @@ def write_results(folder: Path, name: str, result: dict[str, Any], markdown: str
         >>> write_results(Path("benchmarks/results"), "finish_cpu", result, to_markdown(result))  # doctest: +SKIP
     """
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (folder / f"{name}.md").write_text(markdown)
+    # An earlier result of that name is replaced whole or not at all, never left half-written.
+    write_whole(folder / f"{name}.json", json.dumps(result, indent=2) + "\n")
+    write_whole(folder / f"{name}.md", markdown)
     print(markdown)

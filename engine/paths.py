@@ -168,10 +168,10 @@ def replace_file(path: Path, data: bytes) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def write_whole(path: Path, text: str) -> None:
-    """Write ``text`` at ``path`` so that an existing file is replaced whole or not at all: a disk that fills halfway
-    leaves the earlier file as it was (:func:`replace_file`). A link or a device such as
-    ``/dev/stdout`` is written through, as named.
+def write_whole(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (or bytes, such as a PNG's) at ``path`` so that an existing file is replaced whole or not at
+    all: a disk that fills halfway leaves the earlier file as it was (:func:`replace_file`). A link or a device such
+    as ``/dev/stdout`` is written through, as named.
 
     Raises:
         OSError: when the file cannot be written.
@@ -179,7 +179,8 @@ def write_whole(path: Path, text: str) -> None:
     Example:
         >>> write_whole(Path("figures.json"), "{}\\n")  # doctest: +SKIP
     """
+    data = text.encode("utf-8") if isinstance(text, str) else text
     if path.is_symlink() or (path.exists() and not path.is_file()):
-        path.write_text(text)
+        path.write_bytes(data)
         return
-    replace_file(path, text.encode("utf-8"))
+    replace_file(path, data)

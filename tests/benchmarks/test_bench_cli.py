@@ -522,6 +522,45 @@ def test_duration_frames_and_the_default_thread_count_reach_the_run(tiny_model_f
     assert report["settings"]["iterations_per_trial"] == "1.2s"
 
 
+def test_overwrite_replaces_each_report_whole(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    _fake_runs_and_clock(monkeypatch)
+    reports = {flag: tmp_path / name for flag, name in (("--json", "out.json"), ("--markdown", "out.md"),
+                                                         ("--plot", "out.png"))}
+    for report in reports.values():
+        report.write_text("earlier\n")
+        # A second name for the earlier bytes: written over in place (where a disk that filled halfway left half an
+        # earlier result) they change; replaced by a new file they stay.
+        os.link(report, report.with_name(f"earlier{report.suffix}"))
+    flags = [part for flag, report in reports.items() for part in (flag, str(report))]
+    code, text, _ = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", *FAST, *flags,
+                          "--overwrite"], capsys)
+    assert code == 0, text
+    assert json.loads(reports["--json"].read_text())["schema"] == bench.SCHEMA
+    assert reports["--markdown"].read_text() == text
+    assert reports["--plot"].read_bytes().startswith(b"\x89PNG")
+    assert [report.with_name(f"earlier{report.suffix}").read_text() for report in reports.values()] == ["earlier\n"] * 3
+
+
+def test_a_workload_given_twice_is_timed_once(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # Timed twice, each copy's rows took their ratios from the other copy's reference row: eager FP32 was not 1.00x
+    # of itself, and the two rows of a comparison were not timed interleaved.
+    opened = _fake_runs_and_clock(monkeypatch)
+    out = tmp_path / "out.json"
+    code, text, _ = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", "--backend",
+                          "torch-fp32", "--shape", "32x32", "--shape", "32x32", "--batch", "1,1", "--warmup", "1",
+                          "--iterations", "1", "--trials", "1", "-o", str(out)], capsys)
+    assert code == 0, text
+    assert [key for key, _, _ in opened.asked] == ["torch-fp32", "onnxruntime"]
+    report = json.loads(out.read_text())
+    assert report["settings"]["frame_shapes_hw"] == [[32, 32]] and report["settings"]["batches"] == [1]
+    assert [row["variant"] for row in report["results"]] == ["torch-fp32", "onnxruntime"]
+
+
 def test_trial_figures_are_medians_over_the_trials_of_a_batch() -> None:
     variant = all_variants("fp32")["onnxruntime"]
     measured = bench._Measured(variant, _CountingRunner("onnxruntime", [], 1), None, 3 * bench.MIB, None, None,
@@ -555,16 +594,30 @@ def test_ratios_compare_rows_of_the_same_frame_size_and_batch_only() -> None:
     assert [r["speedup_vs_hand_written"] for r in rows] == [None] * 6
 
 
-def test_the_table_puts_each_figure_in_its_column() -> None:
+def _table_row(**changes: Any) -> dict[str, Any]:
+    """A timed row of the bare mode with a distinct value in every column, ``changes`` applied."""
     latency = {"median": 2.0, "spread_pct": 12.5, "mean": 2.5, "p50": 2.1, "p90": 3.0, "p99": 4.0, "min": 1.5,
                "max": 5.0}
-    row = {"status": "ok", "label": "ONNX Runtime FP32", "device": "cpu", "batch": 2, "network_input_hw": [32, 48],
-           "latency_ms": latency, "throughput_images_per_s": 400.0, "speedup_vs_torch_fp32": 1.5,
-           "speedup_vs_onnxruntime_fp32": 0.75, "speedup_vs_hand_written": None, "achieved_tflops": 0.0123,
-           "fraction_of_matmul_rate": 0.25, "peak_rss_mib": 300.4, "peak_device_mib": None}
-    line = format_table([row]).splitlines()[2]
+    row = {"status": "ok", "label": "ONNX Runtime FP32", "device": "cpu", "mode": "bare", "frame_hw": [30, 45],
+           "batch": 2, "network_input_hw": [32, 48], "latency_ms": latency, "throughput_images_per_s": 400.0,
+           "speedup_vs_torch_fp32": 1.5, "speedup_vs_onnxruntime_fp32": 0.75, "speedup_vs_hand_written": None,
+           "achieved_tflops": 0.0123, "fraction_of_matmul_rate": 0.25, "peak_rss_mib": 300.4, "peak_device_mib": None}
+    return {**row, **changes}
+
+
+def test_the_table_puts_each_figure_in_its_column() -> None:
+    line = format_table([_table_row()]).splitlines()[2]
     assert line == ("| ONNX Runtime FP32 | cpu | 2x32x48 | 2.00 | 12.5 | 2.50 | 2.10 | 3.00 | 4.00 | 1.50 | 5.00 | "
                     "400.0 | 1.50× | 0.75× | – | 0.012 | 25% | 300 | – |")
+
+
+def test_end_to_end_rows_name_the_frames_they_timed() -> None:
+    # End to end, a model with a working size runs every frame size at that size: two --size values gave rows with
+    # the same input cell, and the table did not say which row timed which frames.
+    rows = [_table_row(mode="end-to-end", frame_hw=frame_hw, network_input_hw=[176, 224])
+            for frame_hw in ([360, 480], [720, 960])]
+    inputs = [line.split(" | ")[2] for line in format_table(rows).splitlines()[2:]]
+    assert inputs == ["2x360x480 frames (network 2x176x224)", "2x720x960 frames (network 2x176x224)"]
 
 
 def test_each_row_is_timed_once_baseline_first_and_its_absence_is_noted(tiny_model_files: dict[str, Path]) -> None:

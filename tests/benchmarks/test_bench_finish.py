@@ -13,7 +13,6 @@ import pytest
 from unetrt.benchmarks import bench_finish
 from unetrt.benchmarks.bench_finish import main, region_scores
 from unetrt.benchmarks.stats import LatencyStats, summarize
-from unetrt.cpu import usable_cores
 
 
 def test_short_run_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -79,8 +78,11 @@ def test_each_row_runs_with_its_threads_and_the_target_judges_the_fused_row(tmp_
     result = json.loads((tmp_path / "three.json").read_text())
     assert result["threads"] == 3 and result["target_met"] is True
     assert result["fused_vs_opencv_numpy_agreement"] == 0.0
+    # 0: one per core this process may use. The kernel was given the 0 and counted the machine's cores itself,
+    # so the row ran on another count than the report named where the process may use fewer (taskset, a container).
+    monkeypatch.setattr("unetrt.benchmarks.bench_tiling.usable_cores", lambda: 1)
     assert main([*small, "--threads", "0", "--name", "default"]) == 0
-    assert json.loads((tmp_path / "default.json").read_text())["threads"] == usable_cores()  # 0: one per core
+    assert json.loads((tmp_path / "default.json").read_text())["threads"] == threads_of["fused"] == 1
 
 
 def test_a_full_uint8_mask_of_256_classes_runs_and_257_are_refused(tmp_path: Path) -> None:
@@ -88,3 +90,12 @@ def test_a_full_uint8_mask_of_256_classes_runs_and_257_are_refused(tmp_path: Pat
                  "--name", "f", "--results-dir", str(tmp_path)]) == 0
     assert main(["--classes", "257", "--scores", "8x8", "--mask", "8x8", "--trials", "1", "--iterations", "1",
                  "--name", "f", "--results-dir", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("threads", ["-1", "257"])
+def test_a_thread_count_the_kernel_does_not_run_is_one_line(threads: str, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    # 257 ran on the kernel's cap of 256 threads under a report that named 257.
+    assert main(["--threads", threads, "--scores", "8x8", "--mask", "8x8", "--results-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: --threads must be from 0 (one per usable core) to 256, got {threads}\n"
+    assert not list(tmp_path.iterdir())

@@ -52,6 +52,12 @@ def test_another_checkouts_stream_is_the_baseline(tmp_path: Path) -> None:
     (["--way", "old=/nonexistent/unet-stream"], "does not exist"),
     (["--repeats", "0"], "--repeats must be at least 1"),
     (["--max-frames", "0"], "--max-frames must be at least 1"),
+    # Ways of one name had their runs pooled into one median, shown in two identical rows.
+    (["--way", "old=/bin/true", "--way", "old=/bin/true"], "two ways are named 'old'"),
+    (["--way", "default=/bin/true"], "two ways are named 'default'"),
+    (["--working-size", "320x240", "--working-size", "320x240"], "two ways are named 'default at 320x240'"),
+    # A misspelt bundled name was a traceback: the RuntimeError of the first run that failed on it.
+    (["--model", "camvdi"], "no bundled model 'camvdi' in format '.onnx'; bundled models: camvid"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(argv: list[str], words: str, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:

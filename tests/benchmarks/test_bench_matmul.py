@@ -13,6 +13,7 @@ from unetrt.backends import onnxruntime as onnxruntime_backend
 from unetrt.benchmarks import bench_matmul
 from unetrt.benchmarks.bench import add_matmul_fractions
 from unetrt.benchmarks.bench_matmul import format_rates, main, measure_matmul_rates
+from unetrt.benchmarks.stats import cpu_features, cpu_model
 
 
 def test_rates_per_engine_and_best_per_precision() -> None:
@@ -74,4 +75,30 @@ def test_the_command_passes_its_trials_on_and_writes_the_json(tmp_path: Path, mo
     out = tmp_path / "rates.json"
     assert main(["--threads", "1", "--size", "8", "--trials", "3", "--json", str(out)]) == 0
     assert asked == [(1, 8, 3)]
-    assert json.loads(out.read_text()) == rates
+    written = json.loads(out.read_text())
+    # The rates are the CPU's: the file names it, with its INT8/BF16 features, as every result file does.
+    machine = written.pop("machine")
+    assert (machine["cpu_model"], machine["cpu_features"]) == (cpu_model(), cpu_features())
+    assert written == rates
+
+
+def test_no_timed_call_is_one_line_not_a_nan_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    # With no timed call the median was NaN: every rate printed as nan, exit code 0.
+    assert main(["--size", "8", "--trials", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --trials must be at least 1") and err.count("\n") == 1
+    with pytest.raises(ValueError, match="warm-up calls at least 0, got 1 and -1"):
+        measure_matmul_rates(1, size=8, warmup=-1, trials=1)
+
+
+def test_a_json_file_that_cannot_be_written_is_refused_before_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    measured: list[int] = []
+    monkeypatch.setattr(bench_matmul, "measure_matmul_rates", lambda *args, **kwargs: measured.append(1))
+    # A folder given as the file was a traceback, after the whole measurement.
+    assert main(["--size", "8", "--trials", "1", "--json", str(tmp_path)]) == 2
+    assert main(["--size", "8", "--trials", "1", "--json", str(tmp_path / "missing" / "rates.json")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"error: cannot write --json {str(tmp_path)!r}: it is an existing folder; give a file name",
+                   f"error: output folder {str(tmp_path / 'missing')!r} does not exist"]
+    assert measured == []

@@ -45,6 +45,24 @@ def test_the_thread_count_reaches_the_kernel(monkeypatch: pytest.MonkeyPatch) ->
     assert seen == [3]
 
 
+def test_zero_threads_asks_the_kernel_for_the_cores_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A process that may use one core (taskset, a container): the report named 1 thread while the kernel, given 0,
+    # counted the machine's cores itself.
+    seen: list[int] = []
+    native = bench_tiling._tiling
+
+    def extract_tiles(*args: Any, threads: int, **kwargs: Any) -> Any:
+        seen.append(threads)
+        return native.extract_tiles(*args, threads=threads, **kwargs)
+
+    monkeypatch.setattr(bench_tiling, "_tiling", SimpleNamespace(extract_tiles=extract_tiles))
+    monkeypatch.setattr(bench_tiling, "usable_cores", lambda: 1)
+    assert bench_tiling.main(["--size", "64", "--tile", "32", "--overlap", "8", "--trials", "1", "--iterations", "1",
+                              "--threads", "0", "--no-gpu", "--results-dir", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "tiling_cpu.json").read_text())["cpu"]["threads"] == 1
+    assert seen and set(seen) == {1}
+
+
 @pytest.mark.parametrize("threads", [1, 0])
 def test_a_short_cpu_run_reports_its_grid_threads_and_speedup(tmp_path: Path, threads: int) -> None:
     assert bench_tiling.main(["--size", "64", "--tile", "32", "--overlap", "8", "--trials", "2", "--iterations", "2",

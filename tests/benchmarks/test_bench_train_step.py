@@ -41,3 +41,25 @@ def test_a_short_run_honours_its_settings_and_writes_both_files(tmp_path: Path, 
     assert data["speedup"] == pytest.approx(fp32["median"] / mixed["median"])
     report = json_path.with_suffix(".md").read_text()
     assert f"**{data['speedup']:.2f}x** faster" in report
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    # A batch of 0 timed empty steps and wrote their figures with exit code 0.
+    (["--batch", "0"], "--batch 0"),
+    # torch's tracebacks.
+    (["--base", "0"], "--base 0"),
+    (["--classes", "0"], "--classes 0"),
+    # summarize's message, which named unet-bench's --iterations and --duration.
+    (["--steps", "0"], "--steps 0"),
+    (["--trials", "0"], "--trials 0"),
+    (["--threads", "0"], "--threads 0"),
+    (["--warmup", "-1"], "--warmup -1"),
+])
+def test_a_setting_out_of_range_is_one_line_before_any_step(argv: list[str], named: str, tmp_path: Path,
+                                                            restore_torch_threads: int,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_train_step.main(["--base", "4", "--batch", "1", "--shape", "32x16", "--steps", "1", "--trials", "1",
+                                  *argv, "--out", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {named}: --base, --batch") and err.count("\n") == 1
+    assert not (tmp_path / "results").exists()

@@ -53,3 +53,14 @@ def test_the_command_writes_both_files_naming_the_machine(tmp_path: Path) -> Non
     assert data["maps"] == 3 and data["objects_per_map"] == {"min": 2, "max": 4}
     report = json_path.with_suffix(".md").read_text()
     assert "40x30 ISBI labels (3 maps, 2-4 objects)" in report and data["machine"]["cpu_model"] in report
+
+
+@pytest.mark.parametrize(("argv", "words"), [(["--maps", "0"], "got 0 and 1"), (["--trials", "0"], "got 1 and 0")])
+def test_nothing_to_time_is_one_line_naming_the_flags(argv: list[str], words: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # It was summarize's message, which told the user to raise --iterations or --duration: flags of unet-bench.
+    out = tmp_path / "results"
+    assert bench_weights.main(["--labels", str(_labels(tmp_path / "labels")), "--maps", "1", "--trials", "1", *argv,
+                               "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: --maps and --trials must be at least 1, {words}\n"
+    assert not out.exists()

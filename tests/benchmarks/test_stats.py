@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from unetrt.benchmarks.stats import (
     peak_rss_bytes,
     reset_peak_rss,
     summarize,
+    write_results,
 )
 
 
@@ -117,3 +120,16 @@ def test_the_cores_named_are_those_this_process_may_use(monkeypatch: pytest.Monk
     # A container or taskset limit: the report must not claim every core of the machine.
     monkeypatch.setattr(stats, "usable_cores", lambda: 1)
     assert machine_description()["usable_cores"] == 1
+
+
+def test_results_replace_an_earlier_result_whole(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A second name for the earlier files' bytes: written over in place (a disk that filled halfway left half a
+    # result), they change; replaced by a new file, they stay as they were.
+    for suffix in ("json", "md"):
+        (tmp_path / f"run.{suffix}").write_text("earlier\n")
+        os.link(tmp_path / f"run.{suffix}", tmp_path / f"earlier.{suffix}")
+    write_results(tmp_path, "run", {"figure": 1}, "# new\n")
+    assert json.loads((tmp_path / "run.json").read_text()) == {"figure": 1}
+    assert (tmp_path / "run.md").read_text() == "# new\n" and capsys.readouterr().out == "# new\n\n"
+    assert [(tmp_path / f"earlier.{suffix}").read_text() for suffix in ("json", "md")] == ["earlier\n"] * 2
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["earlier.json", "earlier.md", "run.json", "run.md"]
