@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from unetrt.backends.registry import backend_names, native_backend, registered_backends
 from unetrt.bundled import bundled_model_path
-from unetrt.cli import parse_seed, print_out, run_cli
+from unetrt.cli import install_hint, parse_seed, print_out, run_cli
 from unetrt.cli_options import (
     ALIASES_EPILOG,
     CommandParser,
@@ -349,7 +349,9 @@ def synthetic_model(base: int) -> ModelFiles:
         from unetrt.export.checkpoint import build_model, save_checkpoint
         from unetrt.export.onnx_export import export_onnx
     except ImportError as exc:
-        raise ImportError("--unet-base builds the model with PyTorch: pip install 'unetrt[export]'") from exc
+        absent = exc.name or "torch"
+        raise ImportError(f"--unet-base builds the model with PyTorch and onnx, and {absent!r} is not installed: "
+                          f"{install_hint(absent)}") from exc
     names = tuple(f"class{i}" for i in range(11))
     colors = tuple((23 * i % 256, 71 * i % 256, 137 * i % 256) for i in range(11))
     info = ModelInfo(class_names=names, colors=colors, base=base, depth=5, name=f"synthetic-base{base}",
@@ -974,9 +976,13 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
     if shape_note is not None:
         notes.append(shape_note)
     threads = args.threads or usable_cores()
-    onnx_path = _onnx_for_flops(model)
-    if onnx_path is None:
-        notes.append("no ONNX file of this model: FLOPs and TFLOP/s are not counted")
+    if importlib.util.find_spec("onnx") is None:  # the runtime alone: the network is timed, its FLOPs uncounted
+        onnx_path = None
+        notes.append("onnx is not installed (pip install onnx): FLOPs and TFLOP/s are not counted")
+    else:
+        onnx_path = _onnx_for_flops(model)
+        if onnx_path is None:
+            notes.append("no ONNX file of this model: FLOPs and TFLOP/s are not counted")
     machine = machine_description()
     machine["load_average_before"] = machine.pop("load_average")
     jetson = jetson_state()

@@ -22,6 +22,35 @@ TERMINATED = 128 + signal.SIGTERM
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError,
                                                 PermissionError, ImportError)
 
+# How to get a module that a command imports and a plain `pip install unetrt` leaves out. torch first, by hand:
+# the export extra never pulls it on Linux, where PyPI's torch is a CUDA build of several GB.
+INSTALL_TORCH = ("install the PyTorch build you want first (the CPU build: pip install torch==2.13.0+cpu "
+                 "--extra-index-url https://download.pytorch.org/whl/cpu), then pip install 'unetrt[export]'")
+INSTALL_EXPORT = "pip install 'unetrt[export]'"
+
+
+def install_hint(module: str) -> str:
+    """How to install ``module``, an optional dependency of the commands: torch by hand, the rest (onnx, scipy,
+    matplotlib, ...) with the export extra.
+
+    Example:
+        >>> install_hint("matplotlib.pyplot")
+        "pip install 'unetrt[export]'"
+    """
+    return INSTALL_TORCH if module.split(".")[0] == "torch" else INSTALL_EXPORT
+
+
+def _one_line(exc: BaseException) -> str:
+    """The user's line for an error: library errors can span lines (torch, onnxruntime); an optional module that
+    a command imports only where it needs it (matplotlib for a figure) is named with its install line."""
+    message = " ".join(str(exc).split())
+    # Only a package that is not there at all: a part of unetrt or of an installed package missing is a broken
+    # install, whose plain message stays.
+    if (isinstance(exc, ModuleNotFoundError) and exc.name and "." not in exc.name and exc.name != "unetrt"
+            and message == f"No module named {exc.name!r}"):
+        return f"the Python module {exc.name!r} is not installed: {install_hint(exc.name)}"
+    return message
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Help that ends each option with its default, except where there is none to state.
@@ -234,8 +263,7 @@ def run_cli(action: Callable[[], object]) -> int:
         interruption = _interruption_behind(exc)
         if interruption is not None:
             return _interrupted(interruption)
-        # Library errors can span lines (torch, onnxruntime); the user gets one.
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        print("error: " + _one_line(exc), file=sys.stderr)
         return USAGE_ERROR
     except OSError as exc:
         # A name given on the command line that the checks before the work did not catch; any other OSError is

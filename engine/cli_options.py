@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from . import __version__
 from .backends import PRECISIONS
 from .backends.registry import backend_help, backend_names
 from .cli import USAGE_ERROR, HelpFormatter, parse_size
@@ -46,7 +47,7 @@ class CommandParser(argparse.ArgumentParser):
 
     The checks (:meth:`add_finisher`) merge a positional argument with its flag, fill defaults that depend on
     other flags, and raise ValueError for a combination that cannot be; the error is reported like any
-    parse error.
+    parse error. Every command takes ``--version`` (unetrt's version, as ``pip show unetrt`` gives it).
 
     Example:
         >>> parser = CommandParser(prog="unet-demo")
@@ -58,6 +59,9 @@ class CommandParser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
         self._finishers: list[Finisher] = []
+        # Without it, `unet-weights --version` said "the following arguments are required: --images, --labels".
+        self.add_argument("--version", action="version", version=f"%(prog)s (unetrt {__version__})",
+                          help="print unetrt's version and exit")
 
     def add_finisher(self, finish: Finisher) -> None:
         """Run ``finish(namespace)`` after every parse, in the order added; a ValueError becomes a parse error."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -114,10 +115,20 @@ def check_utf8_name(path: str | Path, what: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        shown = text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
-        raise ValueError(f"{what} '{shown}' has a name that is not valid UTF-8, which the libraries unetrt reads "
-                         "and writes files with cannot open; use a UTF-8 name (an existing file can be renamed with "
-                         "convmv -f latin1 -t utf8)") from None
+        # The name's bytes as the file system holds them. Under an ASCII file-name encoding (a C or POSIX locale
+        # with PYTHONUTF8=0) a valid UTF-8 name arrives escaped too: the locale is to change, not the name (convmv
+        # would encode it twice).
+        raw = text.encode(sys.getfilesystemencoding(), errors="surrogateescape")
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            shown = raw.decode("utf-8", errors="backslashreplace")
+            raise ValueError(f"{what} '{shown}' has a name that is not valid UTF-8, which the libraries unetrt reads "
+                             "and writes files with cannot open; use a UTF-8 name (an existing file can be renamed "
+                             "with convmv -f latin1 -t utf8)") from None
+        raise ValueError(f"{what} '{name}' is a UTF-8 name, but Python reads file names as "
+                         f"{sys.getfilesystemencoding()} here (a C or POSIX locale with PYTHONUTF8=0): run with "
+                         "PYTHONUTF8=1 or a UTF-8 locale (LC_ALL=C.UTF-8)") from None
     return text
 
 

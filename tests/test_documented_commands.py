@@ -816,10 +816,10 @@ def options_table_flags(path: Path, heading: str) -> set[str]:
 
 def test_streaming_options_table_names_every_unet_stream_option() -> None:
     # docs/streaming.md says its Options table lists what exists; --ignore-class, --no-build and --topic were
-    # missing from it. Hidden aliases (help=SUPPRESS) are cli.md's to list, and --help is every command's.
+    # missing from it. Hidden aliases (help=SUPPRESS) are cli.md's to list; --help and --version are every command's.
     from unetrt.stream.cli import build_parser
 
     shown = {flag for action in build_parser()._actions if action.help != argparse.SUPPRESS
-             for flag in action.option_strings if flag.startswith("--") and flag != "--help"}
+             for flag in action.option_strings if flag.startswith("--") and flag not in ("--help", "--version")}
     documented = options_table_flags(ROOT / "docs" / "streaming.md", "## Options")
     assert sorted(shown - documented) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import runpy
 import subprocess
 from pathlib import Path
@@ -181,3 +182,38 @@ def test_default_cuda_archs_are_those_nvcc_still_builds(monkeypatch: pytest.Monk
     # An nvcc that lists nothing (older than --list-gpu-arch): every default.
     older = _toolkit(tmp_path / "cuda-11", "")
     assert setup["cuda_archs"](older) == ["72", "87", "80", "86", "89", "90"]
+
+
+def _extras() -> dict[str, list[str]]:
+    """``[project.optional-dependencies]`` of pyproject.toml: extra -> its requirement strings (read without
+    tomllib, which Python 3.10 lacks; the lists there are one line each)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    section = re.search(r"^\[project\.optional-dependencies\]\n(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    assert section is not None, "pyproject.toml has no [project.optional-dependencies]"
+    return {name: re.findall(r'"([^"]+)"', listed) for name, listed in re.findall(r"^([\w-]+) = \[(.*)\]$",
+                                                                                   section.group(1), re.M)}
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+def test_no_extra_installs_torch_on_linux(machine: str) -> None:
+    # PyPI's torch for Linux is a CUDA build (several GB of nvidia-* wheels): `pip install '.[export]'` on a fresh
+    # CPU machine resolved torch 2.14.1 with CUDA 13. torch is the user's to install first; elsewhere (macOS,
+    # Windows) PyPI's torch is the CPU build and the extra may bring it.
+    from packaging.requirements import Requirement
+
+    extras = _extras()
+    assert {"export", "opencv", "openvino", "tensorrt", "dev"} <= set(extras)
+    linux = {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": machine}
+    for extra, listed in extras.items():
+        for requirement in map(Requirement, listed):
+            if requirement.name == "torch":
+                assert requirement.marker is not None and not requirement.marker.evaluate({**linux, "extra": extra})
+                assert requirement.marker.evaluate({"sys_platform": "darwin", "extra": extra})
+
+
+def test_the_version_commands_print_is_the_package_version() -> None:
+    # Every command's --version prints unetrt.__version__, pip show prints pyproject's: a release that bumps one
+    # alone makes --version name another release.
+    found = re.search(r'^version = "([^"]+)"$', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert found is not None, "pyproject.toml states no version"
+    assert unetrt.__version__ == found.group(1)

@@ -11,6 +11,7 @@ a ``.mcap`` ROS 2 bag, or ``http://127.0.0.1:8080`` (a live view in the browser;
 from __future__ import annotations
 
 import glob
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ ROSBAG_SUFFIXES = (".mcap", ".db3")
 ROSBAG_METADATA = "metadata.yaml"
 OUTPUT_ROSBAG_SUFFIX = ".mcap"
 SAMPLE_NAME = "sample"
+
+logger = logging.getLogger(__name__)
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _PRINTF_PATTERN = re.compile(r"%0?\d*d")
@@ -88,6 +91,10 @@ def parse_source(uri: str) -> SourceSpec:
 
 def _parse_source_text(text: str) -> SourceSpec:
     if text == SAMPLE_NAME:
+        if Path(SAMPLE_NAME).exists():
+            # A folder of the user's own frames called "sample" would otherwise go unread without a word.
+            logger.warning("'%s' is the bundled clip, which is what is read: give ./%s for the %s of that name here",
+                           SAMPLE_NAME, SAMPLE_NAME, "folder" if Path(SAMPLE_NAME).is_dir() else "file")
         return SourceSpec("video", str(sample_clip()), live=False)
     if text.isdigit():
         return SourceSpec("camera", text, live=True)

@@ -705,3 +705,30 @@ def test_the_bf16_row_asks_openvino_for_bf16(tiny_model_files: dict[str, Path]) 
     else:
         backend.close()
         assert backend.precision == "bf16"
+
+
+def test_the_runtime_alone_benchmarks_without_onnx(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # README: unet-bench needs the runtime only; a wheel installed without the export extra has no onnx, and the
+    # FLOP counter's module-level `import onnx` made every unet-bench a traceback there.
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    out = tmp_path / "out.json"
+    code, _, _ = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", *FAST, "-o", str(out)],
+                      capsys)
+    report = json.loads(out.read_text())
+    assert code == 0
+    assert [(r["status"], r["flops_per_image"]) for r in report["results"]] == [("ok", None)]
+    assert "onnx is not installed (pip install onnx): FLOPs and TFLOP/s are not counted" in report["notes"]
+
+
+def test_unet_base_without_torch_names_the_cpu_build(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # It said "pip install 'unetrt[export]'", which on Linux leaves torch out (PyPI's is a CUDA build).
+    monkeypatch.setitem(sys.modules, "torch", None)
+    code, out, err = _run(["--unet-base", "4", "--backend", "onnxruntime", *FAST], capsys)
+    assert code == 2 and out == ""
+    assert _one_line_error(err) == (
+        "error: --unet-base builds the model with PyTorch and onnx, and 'torch' is not installed: install the "
+        "PyTorch build you want first (the CPU build: pip install torch==2.13.0+cpu --extra-index-url "
+        "https://download.pytorch.org/whl/cpu), then pip install 'unetrt[export]'")

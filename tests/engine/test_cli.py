@@ -55,6 +55,25 @@ def test_ctrl_c_or_sigterm_during_a_native_import_exits_as_themselves(capsys: py
     assert capsys.readouterr().err == "error: initialization failed\n"
 
 
+def test_an_optional_module_missing_where_a_command_needs_it_names_its_install(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # unet-weights on the wheel without the export extra said "error: No module named 'matplotlib'" and stopped
+    # (it imports matplotlib where it draws; the error is Python's for a module that is not installed).
+    assert run_cli(lambda: _raise(ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib"))) == 2
+    assert capsys.readouterr().err == ("error: the Python module 'matplotlib' is not installed: "
+                                       "pip install 'unetrt[export]'\n")
+    # torch is never the extra's on Linux: its own install line. A part of unetrt or of an installed package missing
+    # is a broken install, whose plain message stays, as does an ImportError that says more than the module's name.
+    assert run_cli(lambda: _raise(ModuleNotFoundError("No module named 'torch'", name="torch"))) == 2
+    assert "pip install torch==2.13.0+cpu --extra-index-url https://download.pytorch.org/whl/cpu" in (
+        capsys.readouterr().err)
+    assert run_cli(lambda: _raise(ModuleNotFoundError("No module named 'unetrt._tiling'", name="unetrt._tiling"))) == 2
+    assert run_cli(lambda: _raise(ModuleNotFoundError("No module named 'cv2.data'", name="cv2.data"))) == 2
+    assert run_cli(lambda: _raise(ModuleNotFoundError("scipy needs numpy>=2", name="scipy"))) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: No module named 'unetrt._tiling'", "error: No module named 'cv2.data'", "error: scipy needs numpy>=2"]
+
+
 def test_a_file_name_too_long_is_a_user_error_and_other_os_errors_are_bugs(
         capsys: pytest.CaptureFixture[str]) -> None:
     # A name no check before the work caught was a traceback: OSError: [Errno 36] File name too long.

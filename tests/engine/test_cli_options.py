@@ -296,3 +296,15 @@ def test_stream_defaults_of_the_shared_flags_and_the_thread_cap_itself() -> None
         "camvid", "auto", "auto", "auto", None, None)
     # The cap is inclusive: MAX_THREADS itself is a valid count.
     assert parser_of(STREAM).parse_args([*BASE[STREAM], "--threads", str(MAX_THREADS)]).threads == MAX_THREADS
+
+
+@pytest.mark.parametrize("module", list(COMMANDS))
+def test_every_command_says_its_version_even_without_its_required_arguments(
+        module: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # `unet-weights --version` said "the following arguments are required: --images, --labels", exit 2.
+    import unetrt
+
+    with pytest.raises(SystemExit) as exit_info:
+        parser_of(module).parse_args(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"{COMMANDS[module]} (unetrt {unetrt.__version__})\n"

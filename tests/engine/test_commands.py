@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,41 @@ def test_the_console_script_exits_with_the_command_exit_code(monkeypatch: pytest
     monkeypatch.setattr(sys, "argv", ["unet-stream", "/nonexistent/clip.mp4", "--headless"])
     assert unet_stream() == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def _launched_without(module: str, hidden: str, monkeypatch: pytest.MonkeyPatch,
+                      capsys: pytest.CaptureFixture[str], command: Callable[[], int]) -> tuple[int, str]:
+    """Run a console-script function as a fresh install without ``hidden`` would: ``module`` imported anew with
+    ``hidden`` unimportable. Returns the exit code and stderr."""
+    monkeypatch.setitem(sys.modules, hidden, None)
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setattr(sys, "argv", [command.__name__.replace("_", "-"), "--help"])
+    code = command()
+    return code, capsys.readouterr().err
+
+
+def test_a_command_without_torch_names_the_cpu_build_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # The wheel without torch: unet-train and unet-export were a ModuleNotFoundError traceback, exit 1. unet-export
+    # imports onnx before torch, and the export extra brings onnx but (on Linux) no torch: torch is named first.
+    from unetrt.commands import unet_export, unet_train
+
+    for command, module in ((unet_train, "unetrt.export.train"), (unet_export, "unetrt.export.onnx_export")):
+        monkeypatch.setitem(sys.modules, "onnx", None)
+        code, err = _launched_without(module, "torch", monkeypatch, capsys, command)
+        assert code == 2
+        assert err.splitlines() == [
+            f"error: {command.__name__.replace('_', '-')} needs the Python module 'torch', which is not installed: "
+            "install the PyTorch build you want first (the CPU build: pip install torch==2.13.0+cpu --extra-index-url "
+            "https://download.pytorch.org/whl/cpu), then pip install 'unetrt[export]'"]
+
+
+def test_a_command_without_onnx_names_the_export_extra(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
+    from unetrt.commands import unet_export
+
+    code, err = _launched_without("unetrt.export.onnx_export", "onnx", monkeypatch, capsys, unet_export)
+    assert code == 2
+    assert err.splitlines() == ["error: unet-export needs the Python module 'onnx', which is not installed: "
+                                "pip install 'unetrt[export]'"]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from unetrt.paths import check_file, check_folder, probe_path, read_json
+from unetrt.paths import check_file, check_folder, check_utf8_name, probe_path, read_json
 
 
 def test_a_file_and_a_folder_pass_their_own_check(tmp_path: Path) -> None:
@@ -66,3 +67,20 @@ def test_a_file_that_is_not_json_says_where(tmp_path: Path) -> None:
     path.write_text('{"train": [1, 2,]}')
     with pytest.raises(ValueError, match=r"^split file '.*split\.json' is not valid JSON: .*line 1 column 17"):
         read_json(path, "split file")
+
+
+def test_a_utf8_name_under_an_ascii_locale_names_the_locale_not_the_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # PYTHONUTF8=0 LC_ALL=C: Python reads file names as ASCII, so "clip ü.mp4" (valid UTF-8 on disk) arrives with
+    # its two bytes escaped; the line said the name was not UTF-8 and to convmv it from latin1, which would have
+    # encoded it twice.
+    monkeypatch.setattr(sys, "getfilesystemencoding", lambda: "ascii")
+    escaped = "clip ü.mp4".encode().decode("ascii", errors="surrogateescape")
+    with pytest.raises(ValueError) as error:
+        check_utf8_name(escaped, "input")
+    assert str(error.value) == ("input 'clip ü.mp4' is a UTF-8 name, but Python reads file names as ascii here (a C "
+                                "or POSIX locale with PYTHONUTF8=0): run with PYTHONUTF8=1 or a UTF-8 locale "
+                                "(LC_ALL=C.UTF-8)")
+    # A Latin-1 name (0xfc alone is no UTF-8) is still the name's to change, under either encoding.
+    latin1 = b"clip \xfc.mp4".decode("ascii", errors="surrogateescape")
+    with pytest.raises(ValueError, match=r"^input 'clip \\xfc\.mp4' has a name that is not valid UTF-8.*convmv"):
+        check_utf8_name(latin1, "input")

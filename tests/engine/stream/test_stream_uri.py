@@ -109,3 +109,17 @@ def test_sinks(uri: str | None, expected: SinkSpec) -> None:
 def test_bad_sinks(uri: str, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         parse_sink(uri)
+
+
+def test_sample_beside_a_folder_named_sample_says_which_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    # `unet-stream sample out/` in a project whose frames are in ./sample segmented the bundled clip without a word.
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING", logger="unetrt.stream.uri"):
+        assert parse_source("sample").location == str(sample_clip())
+        assert caplog.messages == []
+        (tmp_path / "sample").mkdir()
+        assert parse_source("sample").location == str(sample_clip())
+        assert parse_source("./sample") == SourceSpec("images", "sample", live=False)
+    assert caplog.messages == ["'sample' is the bundled clip, which is what is read: give ./sample for the folder "
+                               "of that name here"]
