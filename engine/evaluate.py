@@ -149,7 +149,9 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[tuple[Path, Path]]) -> 
         if binary and result.probabilities is not None:
             rand_errors.append(rand_error(result.mask, label))
             challenge.update(result.probabilities[0], label)
+    # The precision with the backend: an INT8 figure is not the FP32 one (and may differ between CPUs).
     figures: dict[str, Any] = {"model": info.name, "images": len(pairs), "backend": segmenter.backend.name,
+                               "precision": segmenter.backend.precision,
                                "working_size": None if info.working_size is None else list(info.working_size)}
     if cleanup is not None:
         figures["cleanup"] = asdict(cleanup)
@@ -194,7 +196,8 @@ def format_figures(figures: dict[str, Any]) -> str:
     """The figures as the lines ``unet-eval`` prints."""
     size = figures.get("working_size")
     at = f", working size {format_size(size)}" if size else ""
-    lines = [f"model {figures['model']} on {figures['images']} images ({figures['backend']}{at})"]
+    runs_at = f" {figures['precision']}" if figures.get("precision") else ""
+    lines = [f"model {figures['model']} on {figures['images']} images ({figures['backend']}{runs_at}{at})"]
     if "cleanup" in figures:
         settings = ", ".join(f"{k} {v}" for k, v in figures["cleanup"].items() if k != "mode")
         lines.append(f"masks cleaned by {figures['cleanup']['mode']} ({settings})")
