@@ -17,17 +17,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import platform
+import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 
-from .backends import PRECISIONS, open_backend, tensorrt_gpu_available
+from .backends import PRECISIONS, ModelChoice, model_choices, open_backend, tensorrt_gpu_available
 from .backends.registry import backend_help
+from .backends.tensorrt import parse_device
 from .cli import run_cli
 from .cli_options import CommandParser, add_device, add_size
 from .jetson import jetson_state
-from .plan_cache import ENGINE_CACHE_ENV, NoCacheFolderError, engine_cache_dir
+from .plan_cache import ENGINE_CACHE_ENV, NoCacheFolderError, PlanNotCachedError, cached_plan, engine_cache_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +140,10 @@ def report(args: argparse.Namespace) -> Report:
     problems = []
     if not has_opencv:
         problems.append("unet-stream cannot run without OpenCV (the OpenCV line says how to get it)")
+    unbuilt = None if args.build else _unbuilt_engine(args)
+    if unbuilt is not None:
+        lines.append(_unbuilt_line(args, unbuilt))
+        return Report(lines, problems)
     backend = open_backend(args.model, args.backend, args.device, args.precision, build=args.build,
                            working_size=args.working_size)
     try:
@@ -153,6 +159,46 @@ def report(args: argparse.Namespace) -> Report:
                "TensorRT with pycuda sees no GPU here (the TensorRT line says why)")
         problems.append(f"--build: no TensorRT engine was built ({why}); streams run on {what}")
     return Report(lines, problems)
+
+
+def _unbuilt_engine(args: argparse.Namespace) -> list[ModelChoice] | None:
+    """The model's choices when a stream would start on a TensorRT engine built on first use that is not cached
+    yet (the report builds nothing without ``--build``, so it would open the fallback and name it as what streams
+    run on); None otherwise, and where TensorRT cannot run at all (opening it says why)."""
+    choices = model_choices(args.model, args.backend, args.precision, args.device)
+    first = choices[0]
+    if first.backend != "tensorrt" or first.path.suffix != ".onnx":
+        return None
+    try:
+        cached_plan(first.path, first.precision, args.working_size, build=False,
+                    device_index=parse_device(args.device), progress=False)
+    except PlanNotCachedError:
+        return choices
+    except (ImportError, ValueError):
+        return None
+    return None
+
+
+def _unbuilt_line(args: argparse.Namespace, choices: list[ModelChoice]) -> str:
+    """The last line where the stream's TensorRT engine is not built yet: what runs once it is, how to build it, and
+    what ``--no-build`` runs until then (the fallback is opened by name, so no note about a --no-build not given)."""
+    asked = [f"--{name} {shlex.quote(str(value))}" for name, value, default in [
+        ("model", args.model, "camvid"), ("backend", args.backend, "auto"), ("precision", args.precision, "auto"),
+        ("device", args.device, "auto")] if value != default]
+    if args.working_size is not None:
+        asked.append("--size {}x{}".format(*args.working_size))
+    line = (f"unet-stream --model {args.model} runs on: tensorrt {choices[0].precision} once its engine is built: "
+            "none is cached, so its first start builds it (minutes on a Jetson; "
+            f"{' '.join(['python -m unetrt.doctor --build', *asked])} builds it now)")
+    if len(choices) < 2:
+        return f"{line}; until then, --no-build stops"
+    fallback = open_backend(args.model, choices[-1].backend, args.device, args.precision, build=False,
+                            working_size=args.working_size)
+    try:
+        what = " ".join(str(part) for part in (fallback.name, fallback.precision, fallback.device) if part)
+    finally:
+        fallback.close()
+    return f"{line}; until then, with --no-build: {what}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

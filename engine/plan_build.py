@@ -69,6 +69,7 @@ from .plan_metadata import (
     Shape,
     ShapeProfile,
     format_shape,
+    metadata_path,
     resolve_profile,
     write_plan_metadata,
 )
@@ -389,8 +390,9 @@ def configure_dla(config: trt.IBuilderConfig, builder: trt.Builder, dla_core: in
         raise ValueError(f"--dla-core {dla_core}: this device has {available} DLA core(s)"
                          + (f"; use 0-{available - 1}" if available else "; drop --dla-core"))
     if precision == "fp32":
-        raise ValueError("a DLA runs FP16 and INT8 layers only; add --fp16 (or --int8 with a QDQ model) to "
-                         "--dla-core")
+        # TensorRT 10's DLA takes no Q/DQ graph (refused in build_plan): offer --int8 where it runs on the DLA.
+        int8 = " (or --int8 with a QDQ model)" if tensorrt_major(trt.__version__) >= 11 else ""
+        raise ValueError(f"a DLA runs FP16 and INT8 layers only; add --fp16{int8} to --dla-core")
     config.default_device_type = trt.DeviceType.DLA
     config.DLA_core = dla_core
     # Layers the DLA cannot run (or more than it can hold) go to the GPU instead of failing the build.
@@ -544,13 +546,32 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
         >>> build_engine("camvid.onnx", "camvid.plan", BuildOptions(fp16=True))  # doctest: +SKIP
     """
     built = build_plan(onnx_path, options, device_index)
+    plan_path = Path(plan_path)
+    described = metadata_path(plan_path)
+    # The plan being replaced keeps its own description should the new plan fail to land beside the new one (a full
+    # disk): new metadata over the old plan would make the old engine pass for the new build.
+    earlier = described.read_bytes() if plan_path.is_file() and described.is_file() else None
     try:
-        write_plan(Path(plan_path), built.plan, built.metadata)
+        write_plan(plan_path, built.plan, built.metadata)
     except OSError as exc:
+        if plan_path.is_file():
+            _restore_description(described, earlier)
         raise ValueError(f"the TensorRT engine was built but could not be written to {plan_path} "
                          f"({exc.strerror or exc}); free space there or write it elsewhere") from exc
     save_timing_cache(options.timing_cache, built.timing_cache)
     return built.metadata
+
+
+def _restore_description(described: Path, earlier: bytes | None) -> None:
+    """Put a plan's earlier metadata back, or, where it cannot be written (or there was none), remove the new one:
+    a plan without metadata is refused in one line that names the rebuild, never run as another build."""
+    try:
+        if earlier is not None:
+            replace_file(described, earlier)
+            return
+    except OSError:
+        pass
+    described.unlink(missing_ok=True)
 
 
 def save_timing_cache(path: Path | None, data: bytes | None) -> None:
@@ -593,8 +614,13 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
     import tensorrt as trt
 
     onnx_path = Path(onnx_path)
-    model = load_onnx(onnx_path)
+    if onnx_path.suffix.lower() != ".onnx":
+        raise ValueError(f"{str(onnx_path)!r} is not an ONNX model: an engine is built from the .onnx file "
+                         "unet-export writes")
+    # unetrt's reader first: a damaged file is one line naming it, where onnx.load raised protobuf's DecodeError.
+    check_file(onnx_path, "ONNX model")
     info = read_model_file(onnx_path).info
+    model = load_onnx(onnx_path)
     if options.working_size is not None:
         info = dataclasses.replace(info, working_size=options.working_size)
     quantized = has_qdq(model)
@@ -765,7 +791,7 @@ def check_int8_request(options: BuildOptions, quantized: bool, onnx_path: str | 
                          "in FP16")
     if options.int8 and not quantized:
         raise ValueError(f"--int8 needs a QDQ model and {str(onnx_path)!r} has no QuantizeLinear/DequantizeLinear "
-                         "node; write one with unet-export --int8 (NAME.int8.onnx)")
+                         "node; write one TensorRT takes with unet-export --int8 --int8-target tensorrt")
     if quantized and not options.int8:
         raise ValueError(f"{str(onnx_path)!r} is a QDQ INT8 model; build it with --int8")
     if asymmetric:

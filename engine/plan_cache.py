@@ -50,8 +50,11 @@ KEY_VERSION = 3
 BUILD_PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 
-class PlanNotCachedError(LookupError):
-    """No usable cached engine, and building was not allowed (``build=False``, ``--no-build``)."""
+class PlanNotCachedError(LookupError, ValueError):
+    """No usable cached engine, and building was not allowed (``build=False``, ``--no-build``).
+
+    A ValueError too, so that a command run with ``--backend tensorrt --no-build`` (no fallback) reports it as a
+    user's error, in one line naming the build, as it reports the other reasons a model cannot be opened."""
 
 
 class NoCacheFolderError(ValueError):
@@ -348,7 +351,10 @@ def _writable_folder(folder: Path, stem: str) -> Path:
             pass
     except OSError as exc:
         fallback = _private_folder(_private_folder_parents()[0])
-        _announce(f"cannot write the engine cache {folder} ({exc.strerror or exc}); this run builds into "
+        # A file where the folder (or one above it) should be reads "File exists" or "Not a directory": name it.
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or exc
+        _announce(f"cannot write the engine cache {folder} ({reason}); this run builds into "
                   f"{fallback}, and every start will build again: set {ENGINE_CACHE_ENV} to a writable folder"
                   f"{_ownership_hint(folder, exc)}")
         return fallback

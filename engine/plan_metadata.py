@@ -228,6 +228,12 @@ def resolve_profile(info: ModelInfo, min_shape: Shape | None = None, opt_shape: 
         >>> format_shape(resolve_profile(info, max_shape=(8, 3, 384, 512)).max)
         '8x3x384x512'
     """
+    for name, shape in (("min", min_shape), ("opt", opt_shape), ("max", max_shape)):
+        # Each given shape alone: completed from the defaults first, one of another count read as a count that
+        # varies among min, opt and max, which names no fix.
+        if shape is not None and shape[1] != info.in_channels:
+            raise ValueError(f"{name} shape {format_shape(shape)} has {shape[1]} channels but the model takes "
+                             f"{info.in_channels}; use shapes like 1x{info.in_channels}xHxW")
     default = default_profile(info)
     low = min_shape or default.min
     high = max_shape or default.max

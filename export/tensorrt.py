@@ -125,6 +125,8 @@ def _apply_precision(args: argparse.Namespace) -> None:
     """``--precision`` sets the switches trtexec's ``--fp16`` and ``--int8`` set (both may be given, as there)."""
     args.fp16 = bool(getattr(args, "fp16", False)) or args.precision == "fp16"
     args.int8 = bool(getattr(args, "int8", False)) or args.precision == "int8"
+    # trtexec's --int8 --fp16 is INT8 with FP16 fallback, which an INT8 build here is (the API refuses both).
+    args.fp16 = args.fp16 and not args.int8
 
 
 def build_command(args: argparse.Namespace) -> None:
@@ -153,6 +155,14 @@ def build_command(args: argparse.Namespace) -> None:
     if plan.suffix not in (".plan", ".engine"):
         raise ValueError(f"output must end in .plan or .engine, got {str(plan)!r}")
     check_folder(plan.parent, "output folder")
+    if plan.is_dir():
+        raise ValueError(f"output {str(plan)!r} is a folder; give a file name, e.g. {plan / 'model.plan'}")
+    if args.timing_cache is not None:
+        # Before the build (minutes on a Jetson), as the output's folder: after it, its timings would be lost.
+        check_folder(args.timing_cache.parent, "--timing-cache folder")
+        if args.timing_cache.is_dir():
+            raise ValueError(f"--timing-cache {str(args.timing_cache)!r} is a folder; give a file in it, e.g. "
+                             f"{args.timing_cache / 'trt.cache'}")
     metadata = build_engine(args.model, plan, options)
     dla = "" if metadata.dla_core is None else f", DLA core {metadata.dla_core} with GPU fallback"
     print(f"wrote {plan} (TensorRT {metadata.tensorrt_version}, {metadata.gpu.describe()}, {metadata.precision}{dla}, "

@@ -188,6 +188,20 @@ def test_unet_stream_first_run_summary_names_tensorrt(first_run: Path, tmp_path:
     assert builds() == 1
 
 
+def test_unet_stream_backend_tensorrt_no_build_without_an_engine_is_one_line_and_exit_2(
+        first_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/jetson.md: with --backend tensorrt the command stops with one line saying how to build it. It ended in
+    a traceback (the lookup error was not one of a command's user errors) with exit code 1."""
+    from unetrt.stream.cli import main
+
+    output = tmp_path / "out.mp4"
+    assert main(["sample", str(output), "--max-frames", "2", "--headless", "--backend", "tensorrt", "--no-build"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no usable cached TensorRT engine for camvid FP16"), lines
+    assert lines[0].endswith("run once without --no-build (build=True) to build and cache it")
+    assert builds() == 0 and not output.exists()
+
+
 def test_unet_bench_finds_the_cached_engine_of_a_bundled_model(first_run: Path) -> None:
     from unetrt.benchmarks.bench import locate_model
 
@@ -523,6 +537,32 @@ def test_doctor_build_builds_the_engine_streams_use(first_run: Path, capsys: pyt
     assert doctor(["--build"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("unet-stream --model camvid runs on: tensorrt fp16 "
                                                                  "cuda:0")
+    with Segmenter("camvid", build=False, warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    assert builds() == 1
+
+
+@pytest.mark.parametrize("asked", [[], ["--backend", "tensorrt"]], ids=["auto", "backend-tensorrt"])
+def test_doctor_before_the_first_build_names_tensorrt_and_the_build(asked: list[str], first_run: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """setup_jetson.sh --no-engine ends with the doctor, which builds nothing: with no engine cached yet it named the
+    CPU fallback as what streams run on (after a note about a --no-build nobody gave), though a stream builds the
+    engine and runs TensorRT; with --backend tensorrt it ended in a traceback."""
+    from unetrt.doctor import main as doctor
+
+    assert doctor(asked) == 0
+    captured = capsys.readouterr()
+    last = captured.out.splitlines()[-1]
+    assert last.startswith("unet-stream --model camvid runs on: tensorrt fp16 once its engine is built: none is "
+                           "cached, so its first start builds it"), last
+    command = " ".join(["python -m unetrt.doctor --build", *asked])
+    assert f"{command} builds it now)" in last
+    if asked:
+        assert last.endswith("; until then, --no-build stops")
+    else:  # OpenVINO, or ONNX Runtime where OpenVINO is not installed (JetPack)
+        assert "; until then, with --no-build: " in last and last.endswith(" cpu")
+    assert captured.err == "" and builds() == 0
+    assert doctor([*asked, "--build"]) == 0  # what the line names builds the engine streams then load
     with Segmenter("camvid", build=False, warm_up=False) as segmenter:
         assert segmenter.backend.name == "tensorrt"
     assert builds() == 1

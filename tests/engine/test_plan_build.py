@@ -184,6 +184,21 @@ def test_a_dla_is_refused_where_tensorrt_has_no_dla_support(version: str, monkey
     assert not plan.exists() and builds() == 0
 
 
+@pytest.mark.parametrize("version, fix", [("10.3.0", "add --fp16 to --dla-core"),
+                                          ("11.4.1", "add --fp16 (or --int8 with a QDQ model) to --dla-core")])
+def test_an_fp32_dla_request_names_only_a_precision_that_dla_runs(version: str, fix: str,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  tiny_model_files: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    """On TensorRT 10 (JetPack 6) the line offered --int8 with a QDQ model, which is then refused for the DLA."""
+    pytest.importorskip("onnxconverter_common")
+    install_fake_tensorrt_gpu(monkeypatch, version=version)
+    with pytest.raises(ValueError) as refused:
+        build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan", BuildOptions(dla_core=0, progress=False))
+    assert str(refused.value) == f"a DLA runs FP16 and INT8 layers only; {fix}"
+    assert builds() == 0
+
+
 @pytest.mark.parametrize("version", ["10.3.0", "10.7.0", "11.4.1"])
 def test_a_dla_is_used_where_tensorrt_supports_it(version: str, monkeypatch: pytest.MonkeyPatch,
                                                   tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
@@ -249,7 +264,13 @@ def test_unet_build_passes_workspace_opt_level_and_timing_cache_to_the_builder(
     (["-o", "{tmp}/no/such/tiny.plan"], "output folder '{tmp}/no/such' does not exist"),
     (["-o", "{tmp}/tiny.plan", "--triton-repo", "{tmp}/models", "--instances", "0"],
      "--instances must be >= 1 and --max-queue-delay-us >= 0, got 0 and 100"),
-], ids=["no-output", "suffix", "missing-folder", "instances"])
+    # These two were said only after the build, in a warning that its timings could not be saved.
+    (["-o", "{tmp}/tiny.plan", "--timing-cache", "{tmp}/no/such/trt.cache"],
+     "--timing-cache folder '{tmp}/no/such' does not exist"),
+    (["-o", "{tmp}/tiny.plan", "--timing-cache", "{tmp}"],
+     "--timing-cache '{tmp}' is a folder; give a file in it, e.g. {tmp}/trt.cache"),
+], ids=["no-output", "suffix", "missing-folder", "instances", "timing-cache-folder-missing",
+        "timing-cache-is-a-folder"])
 def test_unet_build_refuses_a_bad_output_or_option_before_building(
         args: list[str], error: str, fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -258,6 +279,48 @@ def test_unet_build_refuses_a_bad_output_or_option_before_building(
     assert main(argv) == 2
     assert capsys.readouterr().err == f"error: {error.format(tmp=tmp_path)}\n"
     assert builds() == 0
+
+
+def test_int8_of_an_fp32_model_names_the_export_tensorrt_takes(
+        fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The line named plain ``unet-export --int8``, whose default CPU layout (uint8 with zero points) unet-build
+    then refuses in turn: the fix it names must give a file TensorRT takes."""
+    assert main([str(tiny_model_files["onnx"]), "-o", str(tmp_path / "tiny.plan"), "--int8", "--no-progress"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "has no QuantizeLinear/DequantizeLinear node" in lines[0]
+    assert "unet-export --int8 --int8-target tensorrt" in lines[0]
+    assert builds() == 0 and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name, content, error", [
+    ("damaged.onnx", b"not a protobuf at all", "model file '{path}' is not a valid ONNX model (an .onnx file written "
+                                               "by unet-export): it is truncated, damaged or not ONNX at all"),
+    ("tiny.plan", b"a plan given where its ONNX model goes",
+     "'{path}' is not an ONNX model: an engine is built from the .onnx file unet-export writes"),
+], ids=["damaged-onnx", "a-plan"])
+def test_unet_build_of_a_file_that_is_no_onnx_model_is_one_line(
+        name: str, content: bytes, error: str, fake_trt: FakeGpu, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """onnx.load's protobuf DecodeError came out of unet-build as a traceback with exit code 1."""
+    model = tmp_path / name
+    model.write_bytes(content)
+    assert main([str(model), "-o", str(tmp_path / "out.plan"), "--no-progress"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: " + error.format(path=model)), lines
+    assert builds() == 0 and not (tmp_path / "out.plan").exists()
+
+
+def test_unet_build_into_a_folder_named_like_a_plan_is_refused_before_building(
+        fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """It was found only once the plan was built (minutes on a Jetson), and the line sent the user to free space."""
+    folder = tmp_path / "engines.plan"
+    folder.mkdir()
+    assert main([str(tiny_model_files["onnx"]), "-o", str(folder), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (f"error: output '{folder}' is a folder; give a file name, e.g. "
+                                       f"{folder}/model.plan\n")
+    assert builds() == 0 and [p.name for p in tmp_path.iterdir()] == [folder.name] and not any(folder.iterdir())
 
 
 def test_unet_build_in_trtexec_words_builds_the_same_plan(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
@@ -272,6 +335,22 @@ def test_unet_build_in_trtexec_words_builds_the_same_plan(fake_trt: FakeGpu, tin
     first, second = read_plan_metadata(ours), read_plan_metadata(theirs)
     assert first.precision == second.precision == "fp16"
     assert first.profile == second.profile and first.profile.opt == (1, 3, 48, 64)
+
+
+def test_unet_build_takes_trtexecs_int8_with_fp16_as_int8(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    """docs/cli.md: --fp16 and --int8 "both together as in trtexec", the way trtexec builds INT8 with FP16
+    fallback (what --int8 builds here). They were refused: "give --int8 or --fp16, not both"."""
+    from unetrt.export.quantize import quantize_onnx
+
+    batches = [np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)]
+    qdq = quantize_onnx(tiny_model_files["onnx"], tmp_path / "tiny.int8.onnx", batches, "minmax", "tensorrt")
+    ours, theirs = tmp_path / "ours.plan", tmp_path / "theirs.plan"
+    assert main([str(qdq), "-o", str(ours), "--precision", "int8", "--no-progress"]) == 0
+    assert main([f"--onnx={qdq}", f"--saveEngine={theirs}", "--int8", "--fp16", "--no-progress"]) == 0
+    first, second = read_plan_metadata(ours), read_plan_metadata(theirs)
+    assert first.precision == second.precision == "int8"
+    assert first.build_options == second.build_options and first.profile == second.profile
 
 
 def test_parse_errors_are_listed_by_node(fake_trt: FakeGpu, tmp_path: Path) -> None:
@@ -352,6 +431,38 @@ def test_unet_build_on_a_full_disk_is_one_line_and_exit_2(fake_trt: FakeGpu, tin
     assert capsys.readouterr().err == (f"error: the TensorRT engine was built but could not be written to {plan} "
                                        "(No space left on device); free space there or write it elsewhere\n")
     assert not plan.exists()
+
+
+@pytest.mark.parametrize("described", [True, False], ids=["with-its-metadata", "metadata-lost"])
+def test_unet_build_over_a_plan_on_a_full_disk_leaves_no_new_metadata_beside_the_old_plan(
+        described: bool, fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The metadata is written first and is small, so a disk that fills up takes the plan's write alone. The new
+    metadata was left beside the old plan, and that plan then opened as the new build (FP32 said, FP16 run)."""
+    import errno
+
+    from unetrt import plan_build
+
+    plan = tmp_path / "tiny.plan"
+    assert main([str(tiny_model_files["onnx"]), "-o", str(plan), "--precision", "fp16", "--no-progress"]) == 0
+    before = metadata_path(plan).read_bytes()
+    if not described:
+        metadata_path(plan).unlink()
+    write = plan_build.replace_file
+
+    def full_for_plans(path: Path, data: bytes) -> None:
+        if path.suffix == ".plan":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write(path, data)
+
+    monkeypatch.setattr(plan_build, "replace_file", full_for_plans)
+    assert main([str(tiny_model_files["onnx"]), "-o", str(plan), "--precision", "fp32", "--no-progress"]) == 2
+    fake = deserialize(plan.read_bytes())
+    assert fake is not None and fake.precision == "fp16"
+    if described:
+        assert metadata_path(plan).read_bytes() == before
+    else:  # a plan without metadata is refused naming the rebuild, not run as the FP32 build
+        assert not metadata_path(plan).exists()
 
 
 def test_fp16_graph_builds_strongly_typed_with_its_own_input_type(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],

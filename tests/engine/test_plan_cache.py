@@ -83,17 +83,21 @@ def test_no_build_without_a_cached_engine_says_how(fake_trt: FakeGpu, tiny_model
     assert builds() == 0
 
 
-def test_an_unwritable_cache_builds_into_a_temporary_folder(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
-                                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A cache folder that cannot be made (here: a file stands where a parent folder should be, as a read-only
-    file system refuses) still gets the first run its engine, and says that later starts build again and why."""
+@pytest.mark.parametrize("under", [False, True], ids=["the-cache-is-a-file", "a-parent-is-a-file"])
+def test_an_unwritable_cache_builds_into_a_temporary_folder(under: bool, fake_trt: FakeGpu,
+                                                           tiny_model_files: dict[str, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A cache folder that cannot be made (here: a file stands where it or a parent folder should be, as a
+    read-only file system refuses) still gets the first run its engine, and says that later starts build again
+    and why: the file, where the reason read "File exists" or "Not a directory"."""
     blocker = tmp_path / "home"
     blocker.write_text("a file, not a folder")
-    cache = blocker / ".cache" / "engines"
+    cache = blocker / ".cache" / "engines" if under else blocker
     plan = cached_plan(tiny_model_files["onnx"], cache_dir=cache)
     assert plan.is_file() and plan.parent != cache and builds() == 1
     err = capsys.readouterr().err
-    assert f"cannot write the engine cache {cache}" in err and "set UNETRT_ENGINE_CACHE to a writable folder" in err
+    assert f"cannot write the engine cache {cache} ({blocker} is a file, not a folder); " in err
+    assert "set UNETRT_ENGINE_CACHE to a writable folder" in err
     assert read_plan_metadata(plan).plan_sha256 is not None
     assert cached_plan(tiny_model_files["onnx"], cache_dir=cache) != plan and builds() == 2
 

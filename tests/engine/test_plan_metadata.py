@@ -131,6 +131,17 @@ def test_resolve_profile_completes_partial_shapes() -> None:
         resolve_profile(info, max_shape=(1, 3, 50, 64))
 
 
+@pytest.mark.parametrize("given", ["min_shape", "opt_shape", "max_shape"])
+def test_resolve_profile_names_the_models_channels_for_one_shape_of_others(given: str) -> None:
+    """``unet-build --opt-shape 1x1x48x64`` for an RGB model: the defaults completing the profile kept 3 channels,
+    and the line said only that the count differed among min, opt and max."""
+    info = tiny_info(depth=3, working_size=(64, 48))
+    with pytest.raises(ValueError) as refused:
+        resolve_profile(info, **{given: (1, 1, 48, 64)})
+    assert str(refused.value) == (f"{given[:3]} shape 1x1x48x64 has 1 channels but the model takes 3; use shapes "
+                                  "like 1x3xHxW")
+
+
 def test_metadata_round_trip(tmp_path: Path) -> None:
     metadata = make_metadata()
     plan = tmp_path / "unet.plan"

@@ -38,15 +38,17 @@ class FakePlan:
 
 
 def serialize(plan: FakePlan) -> bytes:
-    """Plan bytes: the magic, a length-prefixed JSON header, then the ONNX model."""
+    """Plan bytes: the magic, a length-prefixed JSON header (with the ONNX model's length), then the ONNX model."""
     header = asdict(plan)
-    del header["onnx_model"]
+    header["onnx_bytes"] = len(header.pop("onnx_model"))
     text = json.dumps(header).encode()
     return MAGIC + struct.pack("<I", len(text)) + text + plan.onnx_model
 
 
 def deserialize(data: bytes) -> FakePlan | None:
-    """The plan in ``data``, or None where the bytes are not a plan (as the runtime returns null)."""
+    """The plan in ``data``, or None where the bytes are not a whole plan: ``deserialize_cuda_engine`` returns "The
+    ICudaEngine, or None if it could not be deserialized" (TensorRT Python API, ``Runtime``), a plan cut short
+    (a copy or a download that stopped, a full disk) included."""
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
         return None
     (length,) = struct.unpack_from("<I", data, len(MAGIC))
@@ -55,6 +57,9 @@ def deserialize(data: bytes) -> FakePlan | None:
         header = json.loads(data[start:start + length])
     except ValueError:
         return None
+    onnx_model = data[start + length:]
+    if header.pop("onnx_bytes", None) != len(onnx_model):
+        return None
     header["compute_capability"] = tuple(header["compute_capability"])
     header["profile"] = tuple(tuple(shape) for shape in header["profile"])
-    return FakePlan(**header, onnx_model=data[start + length:])
+    return FakePlan(**header, onnx_model=onnx_model)
