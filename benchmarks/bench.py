@@ -58,7 +58,7 @@ from unetrt.cpu import usable_cores
 from unetrt.datasets import list_images
 from unetrt.geometry import plan_padding
 from unetrt.jetson import jetson_state
-from unetrt.model_file import read_model_file
+from unetrt.model_file import file_precision, read_model_file
 from unetrt.model_info import ModelInfo
 from unetrt.paths import check_file, check_folder, write_whole
 from unetrt.plan_metadata import ShapeProfile, format_shape
@@ -643,7 +643,7 @@ def measure_group(variants: Sequence[Variant], model: ModelFiles, device: str, t
         for variant in variants:
             results[variant.key] = {
                 "variant": variant.key, "label": _label(variant, model), "backend": variant.backend,
-                "precision": model.plan_precision if variant.backend == "tensorrt" else variant.precision,
+                "precision": _precision(variant, model),
                 "mode": workload.mode, "frame_hw": list(workload.frame_hw),
                 "network_input_hw": [net_h, net_w], "batch": workload.batch,
                 "model_file": str(model.files[variant.file_key]), "versions": library_versions(), "device": device,
@@ -683,8 +683,23 @@ def measure_group(variants: Sequence[Variant], model: ModelFiles, device: str, t
     return [results[v.key] for v in variants]
 
 
+def _precision(variant: Variant, model: ModelFiles) -> str | None:
+    """What the row runs at: a TensorRT row its plan's precision; an ONNX row of the FP32 model the precision of the
+    file given, read from its content (an FP16 graph, such as NAME.fp16.onnx or one made elsewhere, runs FP16)."""
+    if variant.backend == "tensorrt":
+        return model.plan_precision
+    if variant.precision == "fp32" and variant.backend != "torch" and not variant.hand_written:
+        return file_precision(model.files[variant.file_key])
+    return variant.precision
+
+
 def _label(variant: Variant, model: ModelFiles) -> str:
-    """The row's name; a TensorRT row says how its plan was built (the same row runs FP32, FP16, INT8 or DLA)."""
+    """The row's name; a TensorRT row says how its plan was built (the same row runs FP32, FP16, INT8 or DLA), an
+    FP32 row of an ONNX file of another precision says that precision."""
+    ran = _precision(variant, model)
+    if variant.backend != "tensorrt" and ran is not None and ran != variant.precision \
+            and variant.label.endswith(" FP32"):
+        return f"{variant.label.removesuffix(' FP32')} {ran.upper()}"
     if variant.backend != "tensorrt" or model.plan_precision is None:
         return variant.label
     dla = "" if model.plan_dla_core is None else f", DLA core {model.plan_dla_core}"

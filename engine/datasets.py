@@ -113,6 +113,10 @@ def read_label(path: str | Path, binary: bool) -> np.ndarray:
         label = label[..., 0]
     if label.dtype != np.uint8:
         raise ValueError(f"label {str(path)!r} has dtype {label.dtype}; expected uint8 class ids")
+    if binary and 1 < label.max() <= 127:
+        # Split at half grey it would be background everywhere: class ids of a multi-class data set, say.
+        raise ValueError(f"label {str(path)!r} holds values 0 to {int(label.max())}, which is neither a 0/255 mask nor "
+                         "a map of ids 0 and 1: a binary model's label is 255 (or 1) on the foreground and 0 elsewhere")
     if binary and label.max() > 1:
         return (label > 127).astype(np.uint8)
     # Ids 0 and 1 (a binary label as a map of class ids) are the mask already: split at half grey, every 1 would

@@ -344,4 +344,18 @@ class FramePath(Generic[BufferT]):
     def _check_outputs(self, shape: tuple[int, ...], count: int, grid: TileGrid) -> None:
         expected = (count, self.info.num_classes, *grid.output_hw)
         if tuple(shape) != expected:
-            raise ValueError(f"the network returned shape {tuple(shape)} for {count} tile(s); expected {expected}")
+            hint = ""
+            if len(shape) == 4 and shape[1] != self.info.num_classes:
+                # A dynamic channel count is not checked at open: the description names another number of classes.
+                hint = (f": the network returns {shape[1]} channels but its description names "
+                        f"{self.info.num_classes} classes; describe it with one class name per output channel "
+                        "(docs/models.md#a-network-from-elsewhere)")
+            elif len(shape) == 4 and tuple(shape[2:]) != tuple(grid.output_hw):
+                # A network of another geometry than its description says: an output smaller than the input (valid
+                # convolutions) described as 'same', or the other way round, or another depth.
+                (height, width), (out_h, out_w) = grid.tile_hw, grid.output_hw
+                hint = (f": for {height}x{width} inputs its description (padding {self.info.padding!r}, depth "
+                        f"{self.info.depth}) gives {out_h}x{out_w} logits; describe the network with the padding and "
+                        "depth it has (docs/models.md#a-network-from-elsewhere)")
+            raise ValueError(f"the network returned shape {tuple(shape)} for {count} tile(s); "
+                             f"expected {expected}{hint}")

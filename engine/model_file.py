@@ -59,7 +59,11 @@ _MODEL_WIRE = {1: _VARINT, 2: _LENGTH, 3: _LENGTH, 4: _LENGTH, 5: _VARINT, 6: _L
                14: _LENGTH, 20: _LENGTH, 25: _LENGTH, 26: _LENGTH}
 _MODEL_GRAPH, _MODEL_METADATA = 7, 14
 _GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_SPARSE_INITIALIZER = 1, 5, 15  # GraphProto
-_NODE_OP_TYPE, _NODE_ATTRIBUTE = 4, 5  # NodeProto
+_GRAPH_OUTPUT, _VALUE_INFO_NAME = 12, 1  # GraphProto's outputs; ValueInfoProto's name
+_NODE_OUTPUT, _NODE_OP_TYPE, _NODE_ATTRIBUTE = 2, 4, 5  # NodeProto
+# A final op that turns logits into probabilities: every backend applies the softmax or sigmoid itself (and thresholds
+# a binary model's logit at 0), so a graph ending in one would give every pixel of a binary model the foreground.
+_PROBABILITY_OPS = frozenset({"Sigmoid", "Softmax"})
 # AttributeProto: t 5, g 6, tensors 10, graphs 11, sparse_tensor 22, sparse_tensors 23.
 _ATTRIBUTE_TENSORS, _ATTRIBUTE_GRAPHS, _ATTRIBUTE_SPARSE = frozenset({5, 10}), frozenset({6, 11}), frozenset({22, 23})
 _SPARSE_TENSORS = frozenset({1, 2})  # SparseTensorProto: values 1, indices 2
@@ -279,6 +283,29 @@ def _graph_precision(data: Any, start: int, end: int) -> str:
     return "fp16" if fp16 else "fp32"
 
 
+def _graph_head(data: Any, start: int, end: int) -> str | None:
+    """The op type of the node that produces the graph's first output, or None (an input passed through)."""
+    producers: dict[str, str] = {}
+    first_output = None
+    for number, wire, first, last in _fields(data, start, end):
+        if wire != _LENGTH:
+            continue
+        if number == _GRAPH_NODE:
+            op_type, outputs = "", []
+            for field, kind, low, high in _fields(data, first, last):
+                if kind != _LENGTH:
+                    continue
+                if field == _NODE_OP_TYPE:
+                    op_type = _text(data, low, high)
+                elif field == _NODE_OUTPUT:
+                    outputs.append(_text(data, low, high))
+            producers.update(dict.fromkeys(outputs, op_type))
+        elif number == _GRAPH_OUTPUT and first_output is None:
+            first_output = next((_text(data, low, high) for field, kind, low, high in _fields(data, first, last)
+                                 if field == _VALUE_INFO_NAME and kind == _LENGTH), None)
+    return None if first_output is None else producers.get(first_output)
+
+
 def _tensor_locations(data: Any, start: int, end: int) -> Iterator[str]:
     for number, wire, first, last in _fields(data, start, end):
         if number == _TENSOR_EXTERNAL_DATA and wire == _LENGTH:
@@ -320,10 +347,11 @@ def _attribute_locations(data: Any, start: int, end: int) -> Iterator[str]:
             yield from _sparse_locations(data, first, last)
 
 
-def _onnx_contents(data: Any, size: int) -> tuple[dict[str, str], str | None, list[str]]:
-    """(metadata props, precision or None without a graph, external-data files) of a serialised ONNX ModelProto."""
+def _onnx_contents(data: Any, size: int) -> tuple[dict[str, str], str | None, list[str], str | None]:
+    """(metadata props, precision or None without a graph, external-data files, the op type that produces the
+    graph's output) of a serialised ONNX ModelProto."""
     props: dict[str, str] = {}
-    precision = None
+    precision = head = None
     locations: list[str] = []
     for number, wire, first, last in _fields(data, 0, size):
         if number in _MODEL_WIRE and wire != _MODEL_WIRE[number]:
@@ -334,9 +362,10 @@ def _onnx_contents(data: Any, size: int) -> tuple[dict[str, str], str | None, li
         elif number == _MODEL_GRAPH:
             precision = _graph_precision(data, first, last)
             locations.extend(_graph_locations(data, first, last))
+            head = _graph_head(data, first, last)
     if precision == "fp16" and props.get(WEIGHT_STORAGE_KEY) == "float16":
         precision = "fp32"
-    return props, precision, locations
+    return props, precision, locations, head
 
 
 def _check_external_data(path: Path, locations: list[str]) -> None:
@@ -358,20 +387,27 @@ def _invalid(path: Path, expected: str, problem: str) -> ValueError:
 def _read_onnx(path: Path) -> ModelFile:
     props: dict[str, str] = {}
     precision: str | None = None
+    head = None
     with path.open("rb") as file:
         size = path.stat().st_size
         try:
             if size != 0:
                 # Mapped, not read: the weights are skipped over, never copied.
                 with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                    props, precision, locations = _onnx_contents(data, size)
+                    props, precision, locations, head = _onnx_contents(data, size)
                 _check_external_data(path, locations)
         except _MalformedError as exc:
             raise _invalid(path, ONNX_EXPECTED, f"it is truncated, damaged or not ONNX at all ({exc})") from None
     if precision is None:
         raise _invalid(path, ONNX_EXPECTED, "No graph was found in it (an empty file or another protobuf)")
     if METADATA_KEY not in props:
-        raise ValueError(f"ONNX file {str(path)!r} has no {METADATA_KEY!r} metadata; export it with unet-export")
+        raise ValueError(f"ONNX file {str(path)!r} has no {METADATA_KEY!r} metadata; export it with unet-export, or "
+                         "describe a network of your own with unetrt.model_file.write_onnx_description "
+                         "(docs/models.md#a-network-from-elsewhere)")
+    if head in _PROBABILITY_OPS:
+        raise ValueError(f"ONNX file {str(path)!r} ends in {head}: it returns probabilities, but unetrt takes the "
+                         "network's logits (it applies the softmax or sigmoid itself, and a binary model's mask is "
+                         f"where its logit is above 0): export the network without its final {head}")
     return ModelFile(path, decode_description(props[METADATA_KEY]), precision,
                      _quantization(props.get(QUANTIZATION_KEY), path))
 

@@ -109,7 +109,33 @@ def check_network_channels(info: ModelInfo, inputs: object, outputs: object, sou
         if _is_integer(declared) and declared != expected:
             meaning = "in_channels" if what == "input" else "classes"
             raise ValueError(f"model {source!r} is inconsistent: its network {what} has {declared} channels but its "
-                             f"metadata says {expected} ({meaning}); re-export it with unet-export")
+                             f"metadata says {expected} ({meaning}); re-export it with unet-export, or correct the "
+                             "description of a network made elsewhere (docs/models.md#a-network-from-elsewhere)")
+
+
+def check_network_layout(info: ModelInfo, shape: Sequence[object], source: str) -> None:
+    """Refuse a network input that is not N x C x H x W, the layout every backend feeds.
+
+    Args:
+        info: the model's description.
+        shape: the network input's dimensions (ints; anything else is a dynamic dimension).
+        source: the model file, for the message.
+
+    Raises:
+        ValueError: in one line, for an input of another rank or one that takes its channels last (N x H x W x C,
+            TensorFlow's layout), which would otherwise fail at the first frame with the runtime's own report.
+
+    Example:
+        >>> check_network_layout(info, ["n", 3, "h", "w"], "camvid.onnx")  # doctest: +SKIP
+    """
+    if len(shape) != 4:
+        raise ValueError(f"model {source!r} takes a {len(shape)}-D input; unetrt feeds its network N x C x H x W "
+                         "batches: export the network with one 4-D input")
+    channels, last = shape[1], shape[3]
+    if _is_integer(last) and last == info.in_channels and channels != info.in_channels:
+        raise ValueError(f"model {source!r} takes its channels last (N x H x W x C, input {list(shape)}); unetrt "
+                         "feeds N x C x H x W: export the network with channels first (e.g. drop its input "
+                         "transpose, or convert it with tf2onnx --inputs-as-nchw)")
 
 
 @dataclass(frozen=True)

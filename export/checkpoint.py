@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ CHECKPOINT_EXPECTED = "unetrt checkpoint (a .pt file written by unet-train)"
 # torch.save writes a zip archive; files from torch < 1.6 are a bare pickle (protocol 2 opens with 0x80).
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = b"\x80"
+# The fix for a .pt of another program: a unetrt checkpoint holds the weights and the model's description.
+_SAVE_YOURS = ("give the best.pt or last.pt that unet-train wrote, or save a unetrt U-Net's weights with "
+               "unetrt.export.checkpoint.save_checkpoint(path, model, info)")
 # The start of what torch.load warns on a TorchScript archive before refusing it (weights_only=True).
 TORCHSCRIPT_WARNING = r"'torch\.load' received a zip file that looks like a TorchScript archive"
 
@@ -85,12 +89,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             # torch's own advice here, weights_only=False, would run the file's code and still give no checkpoint.
             raise invalid_model_file(path, CHECKPOINT_EXPECTED, "it is a TorchScript archive (torch.jit.save); give "
                                      "the best.pt or last.pt that unet-train wrote") from exc
+        if "Weights only load failed" in str(exc):
+            # torch's report runs to many lines, with terminal escapes, and advises weights_only=False.
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+            raise invalid_model_file(path, CHECKPOINT_EXPECTED, "it holds pickled Python objects"
+                                     f"{f' ({found.group(1)})' if found else ''}, as a whole model saved with "
+                                     "torch.save(model) does, which unetrt does not unpickle (that runs the file's "
+                                     f"code): {_SAVE_YOURS}") from exc
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise invalid_model_file(path, CHECKPOINT_EXPECTED,
                                  f"the archive is damaged or truncated (torch: {first_line})") from exc
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise invalid_model_file(path, CHECKPOINT_EXPECTED,
-                                 f"it is a PyTorch file without the {CHECKPOINT_FORMAT!r} marker")
+                                 f"it is a PyTorch file without the {CHECKPOINT_FORMAT!r} marker: {_SAVE_YOURS}")
     return data
 
 
@@ -106,12 +117,20 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     """
     data = load_checkpoint(path, map_location)
     info = checkpoint_description(data)
-    model = build_model(info)
+    try:
+        model = build_model(info)
+    except ValueError as exc:  # e.g. a depth changed without its recorded dropout rates
+        raise invalid_model_file(path, CHECKPOINT_EXPECTED, f"its 'info' does not describe a U-Net ({exc}); give "
+                                 "the checkpoint its own description (base, depth, classes)") from exc
     try:
         model.load_state_dict(data["model"])
     except RuntimeError as exc:  # torch's report lists every mismatched tensor, one per line
-        first_line = str(exc).strip().splitlines()[0]
+        # The first line is only "Error(s) in loading state_dict for UNet:"; the next names the first mismatch.
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        first = lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__
+        first = first if len(first) <= 160 else first[:157] + "..."
         raise invalid_model_file(path, CHECKPOINT_EXPECTED,
-                                 f"its weights do not fit the architecture it describes ({first_line})") from exc
+                                 f"its weights do not fit the architecture its 'info' describes ({first}); give "
+                                 "the checkpoint its own description (base, depth, classes)") from exc
     return model.eval(), info
 

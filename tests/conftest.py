@@ -6,7 +6,7 @@ import gc
 import importlib.util
 import os
 import signal
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,16 +150,33 @@ def tiny_int8_onnx(tiny_model_files: dict[str, Path], tmp_path_factory: pytest.T
     return quantize_onnx(tiny_model_files["onnx"], folder / "tiny.int8.onnx", batches, "minmax")
 
 
-def write_described_onnx(path: Path, nodes: list[Any], outputs: dict[str, int], domains: tuple[str, ...] = ()) -> Path:
-    """An ONNX graph of ``nodes`` (opset 17, plus version 1 of each of ``domains``) from a 1 x 3 x 16 x 16 float
-    input 'image' to ``outputs`` (name: ONNX element type, each 1 x 3 x 16 x 16), described as the tiny model."""
+@pytest.fixture(scope="session")
+def tiny_fp16_onnx(tiny_model_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model converted to an FP16 graph (``unet-export --precision fp16``'s conversion), alone in a folder."""
+    pytest.importorskip("onnxconverter_common")
+    import onnx
+
+    from unetrt.export.fp16 import convert_to_fp16
+
+    path = tmp_path_factory.mktemp("tiny_fp16") / "tiny.fp16.onnx"
+    onnx.save(convert_to_fp16(onnx.load(str(tiny_model_files["onnx"]))), str(path))
+    return path
+
+
+def write_described_onnx(path: Path, nodes: list[Any], outputs: dict[str, int], domains: tuple[str, ...] = (),
+                         input_shape: Sequence[int | str] = (1, 3, 16, 16), input_type: int | None = None,
+                         output_shape: Sequence[int | str] | None = None) -> Path:
+    """An ONNX graph of ``nodes`` (opset 17, plus version 1 of each of ``domains``) from an input 'image' of
+    ``input_shape`` (names are dynamic dimensions) and ONNX element type ``input_type`` (None: float) to ``outputs``
+    (name: ONNX element type, each of ``output_shape``, by default the input's), described as the tiny model."""
     import onnx
     from onnx import TensorProto, helper
 
     from unetrt.model_file import write_onnx_description
 
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info(name, kind, [1, 3, 16, 16])
+    kind_in = TensorProto.FLOAT if input_type is None else input_type
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", kind_in, list(input_shape))],
+                              [helper.make_tensor_value_info(name, kind, list(output_shape or input_shape))
                                for name, kind in outputs.items()])
     opsets = [helper.make_opsetid("", 17), *(helper.make_opsetid(domain, 1) for domain in domains)]
     model = helper.make_model(graph, opset_imports=opsets)

@@ -87,6 +87,35 @@ def check_precision(asked: str, runs_at: str, backend: str, path: Path) -> str:
     return runs_at
 
 
+def check_one_input_and_output(inputs: int, outputs: int, path: str | Path) -> None:
+    """Refuse a network of more than one input or output: a backend would feed the first and read the first,
+    whatever the others are.
+
+    Raises:
+        ValueError: in one line naming the counts and the fix.
+
+    Example:
+        >>> check_one_input_and_output(1, 1, "camvid.onnx")
+    """
+    if inputs != 1 or outputs != 1:
+        raise ValueError(f"{str(path)!r} has {inputs} inputs and {outputs} outputs; a unetrt U-Net has one of each: "
+                         "export the network with the image as its only input and the logits as its only output")
+
+
+def network_run_error(runtime: str, path: str | Path, shape: tuple[int, ...], reason: str) -> ValueError:
+    """The one error for a network its runtime cannot run on a batch of legal shape: most often a network from
+    elsewhere whose description states too small a depth (its pooling needs sides of larger multiples).
+
+    Example:
+        >>> str(network_run_error("ONNX Runtime", "m.onnx", (1, 3, 41, 49), "Concat: mismatched dimensions"))[:59]
+        'ONNX Runtime cannot run m.onnx on a 1 x 3 x 41 x 49 batch ('
+    """
+    return ValueError(f"{runtime} cannot run {Path(path).name} on a {' x '.join(map(str, shape))} batch "
+                      f"({' '.join(reason.split())}); if the network takes only sides that are multiples of 2 ** k, "
+                      "describe it with depth k + 1, whose padding makes them so "
+                      "(docs/models.md#a-network-from-elsewhere)")
+
+
 def invalid_model_file(path: str | Path, expected: str, problem: str) -> ValueError:
     """The one error every backend raises for a model file that exists but cannot be used.
 

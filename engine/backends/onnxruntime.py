@@ -15,9 +15,16 @@ from numpy.typing import NDArray
 from ..cuda import PrimaryContext, cuda_ordinal, synchronize_stream
 from ..dropped import release_when_dropped
 from ..model_file import ONNX_EXPECTED, read_model_file
-from ..model_info import check_network_channels
+from ..model_info import check_network_channels, check_network_layout
 from ..paths import check_file
-from .base import check_batch, check_precision, invalid_model_file, network_output_shape
+from .base import (
+    check_batch,
+    check_one_input_and_output,
+    check_precision,
+    invalid_model_file,
+    network_output_shape,
+    network_run_error,
+)
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -171,8 +178,19 @@ class OnnxRuntimeBackend:
             [("CUDAExecutionProvider", {"device_id": self._ordinal}), "CPUExecutionProvider"] if use_cuda
             else ["CPUExecutionProvider"])
         self._session: ort.InferenceSession | None = open_session(path, session_options(threads), providers)
-        check_network_channels(self.info, self._session.get_inputs()[0].shape[1],
-                               self._session.get_outputs()[0].shape[1], str(path))
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        check_one_input_and_output(len(inputs), len(outputs), path)
+        check_network_layout(self.info, inputs[0].shape, str(path))
+        check_network_channels(self.info, inputs[0].shape[1], outputs[0].shape[1], str(path))
+        # The network's own element types: a float16 graph takes its batch cast to float16 (as OpenVINO takes it).
+        self.input_dtype = _element_type(inputs[0].type, path, "input")
+        self.output_dtype = _element_type(outputs[0].type, path, "output")
+        # Dimensions fixed in the file: the Segmenter batches and tiles within them, and infer names the fix for
+        # any other shape (ONNX Runtime's own report is a multi-line INVALID_ARGUMENT).
+        self._fixed: tuple[int | None, ...] = tuple(d if isinstance(d, int) else None for d in inputs[0].shape)
+        fixed_batch, _, fixed_height, fixed_width = self._fixed
+        self.max_batch = fixed_batch
+        self.max_input_hw = None if fixed_height is None or fixed_width is None else (fixed_height, fixed_width)
         on_cuda = self._session.get_providers()[0] == "CUDAExecutionProvider"
         self.device = f"cuda:{self._ordinal}" if on_cuda else "cpu"
         self.threads = threads
@@ -181,6 +199,13 @@ class OnnxRuntimeBackend:
         # Registered once the device entry retains a context: a backend that never uses it holds nothing of unetrt's.
         self._release_if_dropped: weakref.finalize[..., None] | None = None
         self._input = self._session.get_inputs()[0].name
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+        # A run that fails (a node's shapes do not meet) is raised as one line: ONNX Runtime's own log line of it
+        # is left out.
+        self._run_errors = (ort_errors.Fail, ort_errors.RuntimeException, ort_errors.InvalidArgument)
+        self._quiet_run = ort.RunOptions()
+        self._quiet_run.log_severity_level = 4
         self._output = self._session.get_outputs()[0].name
 
     def infer(self, batch: NDArray[Any]) -> NDArray[Any]:
@@ -193,14 +218,33 @@ class OnnxRuntimeBackend:
         if session is None:
             raise ValueError("this backend is closed; open a new one")
         batch = check_batch(batch, self.info)
-        (logits,) = session.run([self._output], {self._input: batch})
+        self._check_fixed(batch.shape)
+        try:
+            (logits,) = session.run([self._output], {self._input: batch.astype(self.input_dtype, copy=False)},
+                                    self._quiet_run)
+        except self._run_errors as exc:
+            raise network_run_error("ONNX Runtime", self.path, batch.shape, _onnx_runtime_reason(exc)) from exc
         return np.asarray(logits, dtype=np.float32)
+
+    def _check_fixed(self, shape: tuple[int, ...]) -> None:
+        """Refuse, in one line naming the fix, a batch shape that differs from a dimension fixed in the file."""
+        if all(fixed is None or fixed == side for fixed, side in zip(self._fixed, shape, strict=True)):
+            return
+        wanted = " x ".join("any" if d is None else str(d) for d in self._fixed)
+        batch, _, height, width = self._fixed
+        fixes = []
+        if height is not None and width is not None:
+            fixes.append(f"open it with working_size=({width}, {height}) (--size {width}x{height}) so that every "
+                         "frame is resized to it")
+        if batch is not None:
+            fixes.append(f"run batches of exactly {batch}")
+        fixes.append("or export the network with dynamic batch, height and width")
+        raise ValueError(f"{self.path.name} takes a fixed input of {wanted} (N x C x H x W), not "
+                         f"{' x '.join(map(str, shape))}: {', '.join(fixes)}")
 
     # --- device entry (the GPU-resident frame path): the CUDA provider through IO binding ------------------
 
     capturable = False
-    input_dtype = np.dtype(np.float32)
-    output_dtype = np.dtype(np.float32)
 
     @contextmanager
     def device_session(self) -> Iterator[int]:
@@ -233,7 +277,9 @@ class OnnxRuntimeBackend:
         Raises:
             ValueError: on a side the network does not take.
         """
-        return network_output_shape(self.info, input_shape)
+        output_shape = network_output_shape(self.info, input_shape)
+        self._check_fixed(tuple(input_shape))
+        return output_shape
 
     def enqueue(self, input_ptr: int, input_shape: tuple[int, ...], output_ptr: int, stream: int) -> None:
         """Run the session on device buffers through IO binding. ONNX Runtime runs on its own stream, so this
@@ -253,8 +299,8 @@ class OnnxRuntimeBackend:
         # ONNX Runtime runs on its own stream: wait for the caller's, where the input was queued.
         synchronize_stream(stream, "the network's input")
         binding = session.io_binding()
-        binding.bind_input(self._input, "cuda", self._ordinal, np.float32, list(input_shape), input_ptr)
-        binding.bind_output(self._output, "cuda", self._ordinal, np.float32, list(output_shape), output_ptr)
+        binding.bind_input(self._input, "cuda", self._ordinal, self.input_dtype, list(input_shape), input_ptr)
+        binding.bind_output(self._output, "cuda", self._ordinal, self.output_dtype, list(output_shape), output_ptr)
         session.run_with_iobinding(binding)
 
     def close(self) -> None:
@@ -271,6 +317,19 @@ class OnnxRuntimeBackend:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+_ELEMENT_TYPES: dict[str, np.dtype[Any]] = {"tensor(float)": np.dtype(np.float32),
+                                            "tensor(float16)": np.dtype(np.float16)}
+
+
+def _element_type(declared: str, path: Path, what: str) -> np.dtype[Any]:
+    """The numpy dtype of a network input or output ONNX Runtime declares: float32 or float16, else refused."""
+    if declared not in _ELEMENT_TYPES:
+        raise ValueError(f"model {str(path)!r} has a network {what} of type {declared}; unetrt runs networks of "
+                         "float32 (or float16) input and output: export the network with a float input taking the "
+                         "normalised image and a float output of logits")
+    return _ELEMENT_TYPES[declared]
 
 
 def open_model(request: OpenRequest) -> OnnxRuntimeBackend:

@@ -27,9 +27,9 @@ import numpy as np
 from ..cpu import check_threads, int8_products_saturate, usable_cores
 from ..model_file import IR_SUFFIXES, SEVEN_BIT_WEIGHTS, read_model_file, write_ir_description
 from ..model_file import PRECISIONS as FILE_PRECISIONS
-from ..model_info import check_network_channels
+from ..model_info import check_network_channels, check_network_layout
 from ..paths import check_file
-from .base import check_batch
+from .base import check_batch, check_one_input_and_output, network_run_error
 
 if TYPE_CHECKING:
     from .registry import OpenRequest
@@ -209,9 +209,11 @@ class OpenVinoBackend:
                              "pass precision 'auto', or the file of that precision")
         self.info = described.info
         _check_weight_range(described.quantization, path)
-        if len(self._model.inputs) != 1 or len(self._model.outputs) != 1:
-            raise ValueError(f"{str(path)!r} has {len(self._model.inputs)} inputs and {len(self._model.outputs)} "
-                             "outputs; a unetrt U-Net has one of each")
+        check_one_input_and_output(len(self._model.inputs), len(self._model.outputs), path)
+        input_shape = self._model.inputs[0].get_partial_shape()
+        if input_shape.rank.is_static:
+            check_network_layout(self.info, [None if d.is_dynamic else int(d.get_length()) for d in input_shape],
+                                 str(path))
         # The logits are written straight into the caller's float32 arrays, whatever type the file's output has.
         float32_output = self._ov.preprocess.PrePostProcessor(self._model)
         float32_output.output(0).tensor().set_element_type(self._ov.Type.f32)
@@ -240,11 +242,21 @@ class OpenVinoBackend:
         self._lock = threading.Lock()
         self._closed = False
 
+    def _reshape(self, shape: tuple[int, ...]) -> None:
+        """Reshape the model to an input ``shape``; a network whose nodes cannot take it (its shape inference fails)
+        is one line naming the description's depth, not OpenVINO's many-line report."""
+        try:
+            self._model.reshape({self._model.inputs[0]: list(shape)})
+        except RuntimeError as exc:
+            # OpenVINO nests its report over many lines (where, which check); the last names the problem.
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            raise network_run_error("OpenVINO", self.path, shape, lines[-1] if lines else type(exc).__name__) from exc
+
     def _request(self, shape: tuple[int, ...]) -> tuple[Any, tuple[int, ...]]:
         """The infer request for input ``shape`` and the shape of its output."""
         entry = self._requests.get(shape)
         if entry is None:
-            self._model.reshape({self._model.inputs[0]: list(shape)})
+            self._reshape(shape)
             compiled = self._core.compile_model(self._model, "CPU", self._config)
             entry = (compiled.create_infer_request(), tuple(compiled.outputs[0].get_shape()))
             self._requests[shape] = entry
@@ -269,7 +281,7 @@ class OpenVinoBackend:
                            count: int) -> tuple[list[Any], tuple[int, ...]]:
         entry = self._lane_requests.get((image_shape, count))
         if entry is None:
-            self._model.reshape({self._model.inputs[0]: [1, *image_shape]})
+            self._reshape((1, *image_shape))
             # One stream per lane: OpenVINO shares INFERENCE_NUM_THREADS out among the streams.
             config = {**self._config, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(count),
                       "INFERENCE_NUM_THREADS": max(count, self._thread_budget)}

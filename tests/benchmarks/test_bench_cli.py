@@ -333,6 +333,19 @@ def test_int8_rows_run_with_ratios_to_onnxruntime_fp32(tiny_model_files: dict[st
     assert "× ORT FP32" in text
 
 
+def test_the_rows_of_an_fp16_onnx_file_say_fp16(tiny_fp16_onnx: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # NAME.fp16.onnx (or an FP16 graph made elsewhere) given to unet-bench ran in the rows named 'FP32', with
+    # precision 'fp32' in the report: a figure for a precision that did not run.
+    out = tmp_path / "fp16.json"
+    code, text, _ = _run(["--model", str(tiny_fp16_onnx), "--backend", "onnxruntime", *FAST, "--json", str(out)],
+                         capsys)
+    assert code == 0, text
+    (row,) = json.loads(out.read_text())["results"]
+    assert (row["label"], row["precision"]) == ("ONNX Runtime FP16", "fp16")
+    assert "| ONNX Runtime FP16 |" in text and "ONNX Runtime FP32 |" not in text
+
+
 def test_two_reports_naming_one_file_are_refused_before_the_run(tiny_model_files: dict[str, Path], tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     # The Markdown, written after the JSON, replaced it without a word (exit 0).

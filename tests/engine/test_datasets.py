@@ -116,6 +116,16 @@ def test_a_binary_label_of_class_ids_keeps_its_foreground(tmp_path: Path) -> Non
     assert read_label(tmp_path / "m.png", binary=True).tolist() == [[0, 1, 1, 0]]
 
 
+def test_a_binary_label_of_other_ids_is_refused_not_read_as_empty(tmp_path: Path) -> None:
+    # Ids 0-10 (a multi-class data set's labels given to a binary model) have no pixel above half grey: read as
+    # all background, unet-export's INT8 check scored FP32 and INT8 alike against empty masks and passed.
+    cv2.imwrite(str(tmp_path / "m.png"), np.array([[0, 3, 10, 0]], np.uint8))
+    with pytest.raises(ValueError, match=r"holds values 0 to 10, which is neither a 0/255 mask nor a map of ids 0"):
+        read_label(tmp_path / "m.png", binary=True)
+    # The same file is a valid label of a multi-class model.
+    assert read_label(tmp_path / "m.png", binary=False).tolist() == [[0, 3, 10, 0]]
+
+
 def test_a_16_bit_label_is_refused_with_its_dtype(tmp_path: Path) -> None:
     # Ids above 255 would wrap around if cast to the uint8 the training and metrics use.
     cv2.imwrite(str(tmp_path / "deep.png"), np.array([[0, 300]], np.uint16))
@@ -180,5 +190,6 @@ def test_a_jpeg_label_of_class_ids_is_refused(tmp_path: Path) -> None:
     cv2.imwrite(str(tmp_path / "l.jpg"), label)
     with pytest.raises(ValueError, match=r"label '.*l\.jpg' is a JPEG: .* save labels as PNG"):
         read_label(tmp_path / "l.jpg", binary=False)
-    # A binary mask splits at half grey, which JPEG's small errors do not cross.
-    assert read_label(tmp_path / "l.jpg", binary=True).shape == (16, 16)
+    # A binary 0/255 mask splits at half grey, which JPEG's small errors do not cross: columns 5 on are foreground.
+    cv2.imwrite(str(tmp_path / "m.jpg"), label * 63)
+    assert (read_label(tmp_path / "m.jpg", binary=True) == (label > 0)).all()

@@ -112,8 +112,13 @@ def test_bad_calls_raise() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         path.run([np.zeros((24, 32, 3), np.uint8)], grid, False, batch_size=0)
     wrong = FramePath(HostDevice(lambda batch: batch[:, :2]), INFO)
-    with pytest.raises(ValueError, match="network returned shape"):
+    with pytest.raises(ValueError, match=r"network returned shape .*: the network returns 2 channels but its "
+                                         r"description names 3 classes; describe it with one class name per output"):
         wrong.run([np.zeros((24, 32, 3), np.uint8)], grid, False)
+    # Valid convolutions described as 'same': 2 px lost on each side of the 24 x 32 input gives 20 x 28 logits.
+    smaller = FramePath(HostDevice(lambda batch: batch[:, :, 2:-2, 2:-2]), INFO)
+    with pytest.raises(ValueError, match=r"gives 24x32 logits; describe the network with the padding and depth"):
+        smaller.run([np.zeros((24, 32, 3), np.uint8)], grid, False)
     with pytest.raises(ValueError, match="blend must be"):
         FramePath(HostDevice(channel_scores), INFO, blend="max")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_info
+from conftest import tiny_info, write_described_onnx
 
 from unetrt.backends import choose_model, open_backend
 from unetrt.model_file import (
@@ -23,16 +23,6 @@ from unetrt.model_info import METADATA_KEY
 from unetrt.plan_metadata import GpuIdentity, PlanMetadata, ShapeProfile, write_plan_metadata
 
 onnx = pytest.importorskip("onnx")
-
-
-@pytest.fixture(scope="module")
-def tiny_fp16_onnx(tiny_model_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("onnxconverter_common")
-    from unetrt.export.fp16 import convert_to_fp16
-
-    path = tmp_path_factory.mktemp("tiny_fp16") / "tiny.fp16.onnx"
-    onnx.save(convert_to_fp16(onnx.load(str(tiny_model_files["onnx"]))), str(path))
-    return path
 
 
 @pytest.fixture
@@ -168,6 +158,30 @@ def test_onnx_without_description_says_how_to_get_one(tiny_model_files: dict[str
     with pytest.raises(ValueError, match="has no 'unetrt' metadata; export it with unet-export") as caught:
         read_model_file(path)
     assert repr(str(path)) in str(caught.value)  # which of a folder of models lacks it
+    # A network made outside unetrt cannot go through unet-export: the line names how to describe it instead.
+    assert "write_onnx_description" in str(caught.value)
+
+
+@pytest.mark.parametrize("op", ["Sigmoid", "Softmax"])
+def test_a_graph_that_ends_in_probabilities_is_refused_naming_the_op(op: str, tmp_path: Path) -> None:
+    # Every backend thresholds a binary model's output at 0 and applies the softmax itself: a graph that already
+    # returns probabilities gives a binary model's mask foreground everywhere (sigmoid > 0), without a word.
+    from onnx import TensorProto, helper
+
+    node = helper.make_node(op, ["image"], ["logits"], **({"axis": 1} if op == "Softmax" else {}))
+    path = write_described_onnx(tmp_path / f"{op.lower()}.onnx", [node], {"logits": TensorProto.FLOAT})
+    with pytest.raises(ValueError, match=f"ends in {op}: it returns probabilities") as caught:
+        read_model_file(path)
+    assert "\n" not in str(caught.value) and f"without its final {op}" in str(caught.value)
+
+
+def test_a_graph_that_ends_in_logits_is_read(tmp_path: Path) -> None:
+    # The check looks at the node that makes the output, not at any Sigmoid inside the graph.
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Sigmoid", ["image"], ["gate"]), helper.make_node("Mul", ["image", "gate"], ["logits"])]
+    path = write_described_onnx(tmp_path / "gated.onnx", nodes, {"logits": TensorProto.FLOAT})
+    assert read_model_file(path).info == tiny_info()
 
 
 def test_other_files_are_refused(tmp_path: Path) -> None:

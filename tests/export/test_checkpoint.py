@@ -44,3 +44,41 @@ def test_a_checkpoint_holding_other_objects_than_tensors_is_not_unpickled(tmp_pa
     torch.save({"format": CHECKPOINT_FORMAT, "note": Fraction(1, 3)}, tmp_path / "object.pt")
     with pytest.raises(ValueError, match="not a valid unetrt checkpoint"):
         load_checkpoint(tmp_path / "object.pt")
+
+
+def test_a_whole_pickled_module_is_named_as_one_not_as_a_damaged_archive(tmp_path: Path) -> None:
+    # torch.save(model) is what many training scripts write; torch's refusal ran to many lines with terminal
+    # escapes, and the line said the archive was damaged.
+    torch.save(build_model(tiny_info()), tmp_path / "whole.pt")
+    with pytest.raises(ValueError, match=r"pickled Python objects \(unetrt\.export\.model\.UNet\)") as caught:
+        load_checkpoint(tmp_path / "whole.pt")
+    message = str(caught.value)
+    assert "damaged" not in message and "\n" not in message and "\x1b" not in message
+    assert "save_checkpoint(path, model, info)" in message
+
+
+def test_a_bare_state_dict_is_refused_naming_how_to_save_one(tmp_path: Path) -> None:
+    torch.save(build_model(tiny_info()).state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(ValueError, match=r"marker: give the best\.pt or last\.pt .*save_checkpoint\("):
+        load_checkpoint(tmp_path / "weights.pt")
+
+
+def test_weights_of_another_architecture_name_the_first_mismatch(tmp_path: Path,
+                                                               tiny_model_files: dict[str, Path]) -> None:
+    # torch's first line is only "Error(s) in loading state_dict for UNet:"; the tensor that does not fit is next.
+    data = torch.load(tiny_model_files["pt"], weights_only=True)
+    data["info"]["class_names"], data["info"]["colors"] = ["a", "b"], [[0, 0, 0], [9, 9, 9]]  # the head has 3
+    torch.save(data, tmp_path / "classes.pt")
+    with pytest.raises(ValueError, match=r"\(size mismatch for head\.weight") as caught:
+        load_model(tmp_path / "classes.pt")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_description_that_builds_no_unet_names_the_file(tmp_path: Path, tiny_model_files: dict[str, Path]) -> None:
+    # A depth edited without the dropout rates recorded per level: the line named neither the file nor the fix.
+    data = torch.load(tiny_model_files["pt"], weights_only=True)
+    data["info"]["depth"] = 2  # the tiny model records 3 dropout rates
+    torch.save(data, tmp_path / "depth.pt")
+    with pytest.raises(ValueError, match=r"depth\.pt' is not a valid unetrt checkpoint .*: its 'info' does not "
+                                         r"describe a U-Net \(dropout needs one rate per level"):
+        load_model(tmp_path / "depth.pt")

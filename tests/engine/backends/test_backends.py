@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_info, write_unparsable_onnx
+from conftest import tiny_info, write_described_onnx, write_unparsable_onnx
 
 from unetrt.backends import open_backend, resolve_model
 from unetrt.backends.base import check_batch, invalid_model_file, network_output_shape
@@ -231,3 +231,132 @@ def test_an_onnx_runtime_load_error_is_its_reason_in_one_line(tmp_path: Path) ->
     # ONNX Runtime's reason names the unknown op, after its own 'Load model from PATH failed:' preamble.
     assert message.startswith(f"model file {str(path)!r} is not a valid ONNX model") and "NoSuchOp" in message
     assert "Load model from" not in message and "\n" not in message
+
+
+# --- ONNX networks made outside unetrt: each runs as its file says, or is refused in one line naming the change --
+
+
+def _identity_onnx(path: Path, input_shape: tuple[int | str, ...], input_type: int | None = None) -> Path:
+    """A described graph whose logits are its input: each pixel's class is the frame's strongest RGB channel."""
+    from onnx import TensorProto, helper
+
+    kind = TensorProto.FLOAT if input_type is None else input_type
+    return write_described_onnx(path, [helper.make_node("Identity", ["image"], ["logits"])], {"logits": kind},
+                                input_shape=input_shape, input_type=input_type)
+
+
+def _red_and_blue(height: int, width: int) -> np.ndarray:
+    """A BGR frame, red on the left half and blue on the right: class 0 (R) there, class 2 (B) here."""
+    frame = np.zeros((height, width, 3), np.uint8)
+    frame[:, : width // 2, 2] = 255
+    frame[:, width // 2 :, 0] = 255
+    return frame
+
+
+def test_onnxruntime_refuses_a_network_of_two_outputs_as_openvino_does(tmp_path: Path) -> None:
+    # ONNX Runtime read the first output whatever it was; OpenVINO refused the same file.
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    path = write_described_onnx(tmp_path / "two.onnx", [helper.make_node("Relu", ["image"], ["logits"]),
+                                                        helper.make_node("Neg", ["image"], ["extra"])],
+                                {"logits": TensorProto.FLOAT, "extra": TensorProto.FLOAT})
+    with pytest.raises(ValueError, match="has 1 inputs and 2 outputs; a unetrt U-Net has one of each: ") as caught:
+        open_backend(path, "onnxruntime")
+    assert "\n" not in str(caught.value)
+
+
+def test_onnxruntime_refuses_a_channels_last_input_at_open(tmp_path: Path) -> None:
+    # Before, the first frame failed with ONNX Runtime's multi-line INVALID_ARGUMENT (a traceback in the commands).
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    path = write_described_onnx(tmp_path / "nhwc.onnx",
+                                [helper.make_node("Transpose", ["image"], ["logits"], perm=[0, 3, 1, 2])],
+                                {"logits": TensorProto.FLOAT}, input_shape=("n", "h", "w", 3),
+                                output_shape=("n", 3, "h", "w"))
+    with pytest.raises(ValueError, match=r"takes its channels last \(N x H x W x C") as caught:
+        open_backend(path, "onnxruntime")
+    assert "\n" not in str(caught.value) and "channels first" in str(caught.value)
+
+
+def test_onnxruntime_refuses_an_input_that_is_not_float(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    from onnx import TensorProto
+
+    path = _identity_onnx(tmp_path / "bytes.onnx", ("n", 3, "h", "w"), TensorProto.UINT8)
+    with pytest.raises(ValueError, match=r"network input of type tensor\(uint8\)"):
+        open_backend(path, "onnxruntime")
+
+
+def test_onnxruntime_runs_a_float16_network_on_the_batch_cast_to_float16(tmp_path: Path) -> None:
+    # The identity network returns its float16 input: the logits are the batch rounded to float16, as float32.
+    pytest.importorskip("onnx")
+    from onnx import TensorProto
+
+    path = _identity_onnx(tmp_path / "half.onnx", ("n", 3, "h", "w"), TensorProto.FLOAT16)
+    batch = np.random.default_rng(0).standard_normal((2, 3, 8, 12)).astype(np.float32)
+    with open_backend(path, "onnxruntime") as backend:
+        logits = backend.infer(batch)
+    assert logits.dtype == np.float32
+    np.testing.assert_array_equal(logits, batch.astype(np.float16).astype(np.float32))
+
+
+def test_onnxruntime_names_the_working_size_a_fixed_input_needs(tmp_path: Path) -> None:
+    # A 1 x 3 x 16 x 16 input and a 20 x 24 frame without a working size: ONNX Runtime's own report was a traceback.
+    pytest.importorskip("onnx")
+    from unetrt import Segmenter
+
+    path = _identity_onnx(tmp_path / "fixed.onnx", (1, 3, 16, 16))
+    with Segmenter(path) as seg, pytest.raises(ValueError, match=r"working_size=\(16, 16\)") as caught:
+        seg.segment(_red_and_blue(12, 14))
+    assert "\n" not in str(caught.value) and "fixed input of 1 x 3 x 16 x 16" in str(caught.value)
+
+
+def test_onnxruntime_runs_a_fixed_input_at_its_size_one_frame_at_a_time_and_tiles_larger_frames(
+        tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    from unetrt import Segmenter
+
+    path = _identity_onnx(tmp_path / "fixed.onnx", (1, 3, 16, 16))
+    small = _red_and_blue(20, 24)
+    with Segmenter(path, working_size=(16, 16)) as seg:
+        assert seg.backend.max_batch == 1 and seg.backend.max_input_hw == (16, 16)
+        first, second = seg.segment_batch([small, small])
+    # Resized to 16 x 16 and back, the halves blur only near the middle column: columns 0-7 are red, 16-23 blue.
+    for result in (first, second):
+        assert (result.mask[:, :8] == 0).all() and (result.mask[:, 16:] == 2).all()
+    # Not resized (no working size), a 40 x 48 frame is tiled at 16 x 16: every pixel keeps its own class.
+    large = _red_and_blue(40, 48)
+    with Segmenter(path) as seg:
+        mask = seg.segment(large).mask
+    expected = np.zeros((40, 48), np.uint8)
+    expected[:, 24:] = 2
+    np.testing.assert_array_equal(mask, expected)
+
+
+def _pool_and_upsample_onnx(path: Path) -> Path:
+    """A described graph of a 2x2 max pool upsampled back and added to its input: it runs on even sides only."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("MaxPool", ["image"], ["pooled"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Constant", [], ["scales"], value=helper.make_tensor("s", TensorProto.FLOAT, [4],
+                                                                                   [1, 1, 2, 2])),
+             helper.make_node("Resize", ["pooled", "", "scales"], ["up"], mode="nearest"),
+             helper.make_node("Add", ["image", "up"], ["logits"])]
+    return write_described_onnx(path, nodes, {"logits": TensorProto.FLOAT}, input_shape=("n", 3, "h", "w"))
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_network_that_cannot_run_a_shape_is_one_line_naming_the_depth(backend: str, tmp_path: Path) -> None:
+    # A network from elsewhere described with too small a depth: its runtime's multi-line report (a traceback in the
+    # commands) became one line naming the description's depth.
+    pytest.importorskip("onnx")
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    path = _pool_and_upsample_onnx(tmp_path / "pool.onnx")
+    with open_backend(path, backend) as net:
+        assert net.infer(np.zeros((1, 3, 4, 6), np.float32)).shape == (1, 3, 4, 6)
+        with pytest.raises(ValueError, match=r"cannot run pool\.onnx on a 1 x 3 x 5 x 6 batch \(") as caught:
+            net.infer(np.zeros((1, 3, 5, 6), np.float32))
+    assert "\n" not in str(caught.value) and "describe it with depth k + 1" in str(caught.value)

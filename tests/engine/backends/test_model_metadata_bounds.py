@@ -74,6 +74,16 @@ def test_unet_stream_exits_2_with_one_line(changes: dict[str, object], words: st
     assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], lines
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_channels_that_disagree_also_name_the_description_of_a_network_made_elsewhere(
+        backend: str, tmp_path: Path, tiny_model_files: dict[str, Path]) -> None:
+    # Such a network cannot be re-exported with unet-export, the only fix the line named.
+    path = onnx_with_metadata(tiny_model_files["onnx"], BAD_METADATA[-1][0], tmp_path / "bad.onnx")
+    with pytest.raises(ValueError, match=r"unet-export, or correct the description of a network made elsewhere "
+                                         r"\(docs/models\.md#a-network-from-elsewhere\)"):
+        Segmenter(path, backend=backend)
+
+
 def test_a_huge_working_size_option_is_refused_before_the_model_opens(capsys: pytest.CaptureFixture[str]) -> None:
     assert stream_main(["sample", "--model", "camvid", "--headless", "--working-size", "60000x45000"]) == 2
     err = capsys.readouterr().err.strip()

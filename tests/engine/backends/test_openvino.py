@@ -387,3 +387,30 @@ def test_a_failed_lane_leaves_no_request_running_after_the_call(tiny_model_files
         with pytest.raises(RuntimeError, match="inference failed"):
             backend.infer(np.zeros((2, 3, 16, 16), np.float32))
     assert failing.waits == 1 and running.waits == 1
+
+
+@requires_openvino
+def test_a_channels_last_input_is_refused_at_open_in_one_line(tmp_path: Path) -> None:
+    # Before, OpenVINO's multi-line shape-inference report came at the first frame.
+    from onnx import TensorProto, helper
+
+    path = write_described_onnx(tmp_path / "nhwc.onnx",
+                                [helper.make_node("Transpose", ["image"], ["logits"], perm=[0, 3, 1, 2])],
+                                {"logits": TensorProto.FLOAT}, input_shape=("n", "h", "w", 3),
+                                output_shape=("n", 3, "h", "w"))
+    with pytest.raises(ValueError, match=r"takes its channels last \(N x H x W x C") as caught:
+        OpenVinoBackend(path)
+    assert "\n" not in str(caught.value)
+
+
+@requires_openvino
+def test_a_float16_input_network_gives_onnx_runtimes_logits(tmp_path: Path) -> None:
+    # Both backends now take a float16 network; before, ONNX Runtime failed on the float32 batch.
+    from onnx import TensorProto, helper
+
+    path = write_described_onnx(tmp_path / "half.onnx", [helper.make_node("Relu", ["image"], ["logits"])],
+                                {"logits": TensorProto.FLOAT16}, input_shape=("n", 3, "h", "w"),
+                                input_type=TensorProto.FLOAT16)
+    batch = np.random.default_rng(0).standard_normal((1, 3, 8, 12)).astype(np.float32)
+    with OpenVinoBackend(path) as backend:
+        np.testing.assert_array_equal(backend.infer(batch), _ort_logits(path, batch))
