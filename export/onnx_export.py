@@ -35,6 +35,7 @@ import numpy as np
 import onnx
 import torch
 
+from unetrt.bundled import bundled_model_path, is_bundled_name
 from unetrt.cli import parse_seed, run_cli
 from unetrt.cli_options import ALIASES_EPILOG, CommandParser, add_aliases, add_model, add_output, add_size
 from unetrt.datasets import paired_files
@@ -132,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``unet-export``."""
     parser = CommandParser(prog="unet-export", description="Export a unetrt checkpoint to ONNX.",
                            epilog=ALIASES_EPILOG)
-    add_model(parser, positional="CHECKPOINT", metavar="CHECKPOINT", help=".pt checkpoint written by unet-train")
+    add_model(parser, positional="CHECKPOINT", metavar="CHECKPOINT",
+              help=".pt checkpoint written by unet-train, or a bundled model's name (camvid, isbi)")
     add_output(parser, required=True, metavar="MODEL.onnx", help="the .onnx file to write")
     add_size(parser, help="the working size the model states (frames are resized to it before inference), in "
                           "place of the checkpoint's training size; INT8 calibration and checks run at it")
@@ -323,7 +325,11 @@ def export_command(args: argparse.Namespace) -> None:
     for target in outputs:
         check_writable_file(target, f"output {str(target)!r}")
     _check_int8_arguments(args)
-    model, info = load_model(args.model)
+    checkpoint = args.model
+    if is_bundled_name(checkpoint) and not Path(checkpoint).exists():
+        # A bundled model's name, as every other command takes it: the checkpoint its files were exported from.
+        checkpoint = bundled_model_path(checkpoint, ".pt")
+    model, info = load_model(checkpoint)
     if args.working_size is not None:
         info = dataclasses.replace(info, working_size=args.working_size)
     with tempfile.TemporaryDirectory(prefix=".unet-export-", dir=output.parent) as staging:

@@ -243,6 +243,19 @@ def test_a_passed_export_replaces_the_earlier_files(tiny_model_files: dict[str, 
         onnx.checker.check_model(onnx.load(str(tmp_path / name)))
 
 
+def test_a_bundled_models_name_exports_its_checkpoint(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every other command takes a bundled name; unet-export said "checkpoint 'tiny' does not exist".
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "tiny.pt").write_bytes(tiny_model_files["pt"].read_bytes())
+    monkeypatch.setattr("unetrt.bundled.MODELS_DIR", models)
+    monkeypatch.chdir(tmp_path)
+    assert main(["tiny", "-o", "tiny.onnx"]) == 0
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "tiny.onnx")).metadata_props}
+    assert ModelInfo.from_json(meta[METADATA_KEY]) == load_model(tiny_model_files["pt"])[1]
+
+
 def test_a_torchscript_file_is_one_line_without_torch_warning(tmp_path: Path) -> None:
     # torch.load printed a two-line UserWarning before the error line.
     import torch
