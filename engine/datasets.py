@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -76,14 +77,60 @@ def paired_files(images: str | Path, labels: str | Path) -> list[tuple[Path, Pat
     return [(image_files[s], label_files[s]) for s in sorted(image_files)]
 
 
+def _has_second_tiff_page(path: Path) -> bool:
+    """Whether the TIFF at ``path`` links a second page from its first (False for anything else or unreadable:
+    OpenCV then says what is wrong when it reads the file)."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(16)
+            if len(head) < 8 or head[:2] not in (b"II", b"MM"):
+                return False
+            endian: Literal["little", "big"] = "little" if head[:2] == b"II" else "big"
+            version = int.from_bytes(head[2:4], endian)
+            # BigTIFF (43) has 8-byte counts and offsets and 20-byte entries; classic TIFF (42) 2, 4 and 12.
+            count_size, offset_size, entry_size = (8, 8, 20) if version == 43 else (2, 4, 12)
+            if version not in (42, 43) or len(head) < 8 + (offset_size if version == 43 else 0):
+                return False
+            first = int.from_bytes(head[8:16] if version == 43 else head[4:8], endian)
+            file.seek(first)
+            count = int.from_bytes(file.read(count_size), endian)
+            file.seek(first + count_size + count * entry_size)
+            link = file.read(offset_size)
+            return len(link) == offset_size and int.from_bytes(link, endian) != 0
+    except (OSError, ValueError):
+        return False
+
+
+def check_single_page(path: str | Path, what: str) -> None:
+    """Refuse a TIFF of several pages: OpenCV reads its first page only, and the others would be left out in silence
+    (an EM stack such as the ISBI 2012 challenge's train-volume.tif holds every slice in one file).
+
+    Raises:
+        ValueError: naming the page count and how to split the stack.
+
+    Example:
+        >>> check_single_page("frame.png", "image")
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff") or not _has_second_tiff_page(path):
+        return
+    pages = cv2.imcount(check_utf8_name(path, what))
+    raise ValueError(f"{what} {str(path)!r} is a stack of {pages} pages, of which only the first would be read: "
+                     "split it into one image per page first, e.g. for i, page in enumerate(cv2.imreadmulti(path, "
+                     "flags=cv2.IMREAD_UNCHANGED)[1]): cv2.imwrite(f'slice_{i:03d}.tif', page)")
+
+
 def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
     """Read an image as HxWx3 BGR uint8 (channels=3) or HxW uint8 (channels=1).
 
     Raises:
-        ValueError: when OpenCV cannot decode the file, or its name is not valid UTF-8 (OpenCV would crash on it).
+        ValueError: when OpenCV cannot decode the file, its name is not valid UTF-8 (OpenCV would crash on it), or
+            it is a TIFF of several pages (:func:`check_single_page`).
     """
+    name = check_utf8_name(path, "image")
+    check_single_page(path, "image")
     flag = cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE
-    image = cv2.imread(check_utf8_name(path, "image"), flag)
+    image = cv2.imread(name, flag)
     if image is None:
         raise ValueError(f"cannot read image {str(path)!r}: missing, unreadable or not an image")
     return image
@@ -94,14 +141,17 @@ def read_label(path: str | Path, binary: bool) -> np.ndarray:
     of ids 0 and 1 as it is).
 
     Raises:
-        ValueError: when the file cannot be decoded, or its name is not valid UTF-8 (OpenCV would crash on it).
+        ValueError: when the file cannot be decoded, its name is not valid UTF-8 (OpenCV would crash on it), or it
+            is a TIFF of several pages (:func:`check_single_page`).
     """
     if not binary and Path(path).suffix.lower() in (".jpg", ".jpeg"):
         # JPEG's compression invents ids at the edges between classes, and those that land inside the class table
         # would train and score as wrong labels without a word.
         raise ValueError(f"label {str(path)!r} is a JPEG: its compression changes class ids at edges; save labels "
                          "as PNG (docs/own-data.md)")
-    label = cv2.imread(check_utf8_name(path, "label"), cv2.IMREAD_UNCHANGED)
+    name = check_utf8_name(path, "label")
+    check_single_page(path, "label")
+    label = cv2.imread(name, cv2.IMREAD_UNCHANGED)
     if label is None:
         raise ValueError(f"cannot read label {str(path)!r}: missing, unreadable or not an image")
     if label.ndim == 3:

@@ -29,6 +29,7 @@ from .device import BufferT, Device, HostDevice
 from .model_info import ModelInfo
 from .preprocessing import check_color_order, check_frame, frame_scale, frame_to_model_channels
 from .tiling import TileGrid, blend_window, check_blend, extract_call, plan_whole, tile_runs
+from .values import is_whole_number
 
 PROBABILITY_SIZES = ("frame", "working")
 # Idle buffer sets kept per geometry: enough for the threads that usually share a segmenter; a burst of more
@@ -179,11 +180,22 @@ class FramePath(Generic[BufferT]):
             One result per frame, in order.
 
         Raises:
-            ValueError: when the frames differ, the grid does not fit them, the batch size is below 1 or the
-                network returns another shape.
+            ValueError: when there are no frames or they are no arrays or differ, the grid is no TileGrid or does
+                not fit them, the batch size is no int >= 1, ``probabilities`` is no bool or the network returns
+                another shape.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        # This is public (docs/tiling.md): a mistake here gets a line that says so, not an AttributeError.
+        if isinstance(frames, np.ndarray) or not frames or not all(isinstance(f, np.ndarray) for f in frames):
+            raise ValueError("frames must be a non-empty list of frames (numpy arrays through "
+                             f"unetrt.preprocessing.check_frame), got {_described(frames)}")
+        if not isinstance(grid, TileGrid):
+            raise ValueError(f"grid must be a unetrt.tiling.TileGrid (plan_tiles or plan_whole of work_hw), got "
+                             f"{_described(grid)}")
+        if not isinstance(probabilities, (bool, np.bool_)):
+            raise ValueError(f"probabilities must be True or False, got {probabilities!r}")
+        if not is_whole_number(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        batch_size = int(batch_size)
         if probabilities_size not in PROBABILITY_SIZES:
             raise ValueError(f"probabilities_size must be one of {PROBABILITY_SIZES}, got {probabilities_size!r}")
         first = frames[0]
@@ -359,3 +371,13 @@ class FramePath(Generic[BufferT]):
                         "depth it has (docs/models.md#a-network-from-elsewhere)")
             raise ValueError(f"the network returned shape {tuple(shape)} for {count} tile(s); "
                              f"expected {expected}{hint}")
+
+
+def _described(value: object) -> str:
+    """``value`` for an error message: an array by its shape, anything else by its type."""
+    if isinstance(value, np.ndarray):
+        return f"one array of shape {value.shape}"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)}: {', '.join(type(v).__name__ for v in value[:3])}" \
+            if value else f"an empty {type(value).__name__}"
+    return type(value).__name__

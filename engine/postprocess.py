@@ -62,8 +62,13 @@ def _check_fraction(value: object, what: str) -> None:
         raise ValueError(f"{what} must lie in [0, 1], got {value}")
 
 
-def _checked_map(values: object, what: str) -> np.ndarray:
-    """``values`` as a non-empty HxW array of finite numbers (or bools), else ValueError naming ``what``."""
+# How far outside [0, 1] a probability map may stray by rounding before it is taken for another scale.
+PROBABILITY_MARGIN = 1e-3
+
+
+def _checked_map(values: object, what: str, probabilities: bool = False) -> np.ndarray:
+    """``values`` as a non-empty HxW array of finite numbers (or bools), else ValueError naming ``what``; with
+    ``probabilities``, numbers in [0, 1] too."""
     try:
         array = np.asarray(values)
     except ValueError:  # ragged nested lists
@@ -75,6 +80,13 @@ def _checked_map(values: object, what: str) -> np.ndarray:
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ValueError(f"{what} holds {int(np.count_nonzero(~np.isfinite(array)))} NaN or infinite values; "
                          "it must hold finite numbers")
+    # A 0-255 map or logits pass every threshold in [0, 1] almost everywhere: the cells would merge in silence.
+    # The margin lets through the rounding of blended tiles (a weighted mean of probabilities can pass 1 by an ulp).
+    if probabilities and array.dtype.kind != "b":
+        low, high = array.min(), array.max()
+        if low < -PROBABILITY_MARGIN or high > 1 + PROBABILITY_MARGIN:
+            raise ValueError(f"{what} must hold probabilities in [0, 1], got min {low} and max {high}; divide a "
+                             "0-255 map by 255, or pass logits through a sigmoid first")
     return array
 
 
@@ -135,14 +147,14 @@ class BinaryCleanup:
             The cleaned mask.
 
         Raises:
-            ValueError: when the map is no non-empty HxW array of finite numbers, or ``threshold`` is no number in
+            ValueError: when the map is no non-empty HxW array of numbers in [0, 1], or ``threshold`` is no number in
                 [0, 1].
 
         Example:
             >>> BinaryCleanup(threshold=0.7).apply(np.array([[0.6, 0.8]], np.float32)).tolist()
             [[0, 1]]
         """
-        probability = _checked_map(probability, "the probability map")
+        probability = _checked_map(probability, "the probability map", probabilities=True)
         if threshold is None:
             threshold = self.threshold
         _check_fraction(threshold, "the mask threshold")
@@ -227,7 +239,7 @@ def seeded_watershed(probability: np.ndarray, threshold: float = 0.5, seed_thres
         HxW uint8 mask, 1 = foreground, with touching cells separated by background lines.
 
     Raises:
-        ValueError: when the map is no non-empty HxW array of finite numbers, or the settings are no numbers
+        ValueError: when the map is no non-empty HxW array of numbers in [0, 1], or the settings are no numbers
             (areas: no ints) or out of range.
 
     Example:
@@ -235,7 +247,7 @@ def seeded_watershed(probability: np.ndarray, threshold: float = 0.5, seed_thres
         >>> seeded_watershed(p, threshold=0.5, seed_threshold=0.9, min_seed_area=2)[0]
         array([1, 1, 1, 0, 1, 1, 1], dtype=uint8)
     """
-    probability = _checked_map(probability, "the watershed's probability map")
+    probability = _checked_map(probability, "the watershed's probability map", probabilities=True)
     check_watershed_settings(threshold, seed_threshold, min_seed_area)
     probability = np.asarray(probability, dtype=np.float32)
     seed_mask = fill_holes((probability > seed_threshold).astype(np.uint8), max_hole_area)
@@ -303,7 +315,7 @@ def resolve_cleanup(cleanup: BinaryCleanup | str | None, model: str | Path) -> B
     model's statement names (none for a model file); None when it changes nothing.
 
     Raises:
-        ValueError: when ``cleanup`` is a string other than ``"stated"``.
+        ValueError: when ``cleanup`` is a string other than ``"stated"``, or no BinaryCleanup, string or None.
 
     Example:
         >>> resolve_cleanup("stated", "camvid") is None, resolve_cleanup(None, "isbi") is None
@@ -313,6 +325,9 @@ def resolve_cleanup(cleanup: BinaryCleanup | str | None, model: str | Path) -> B
         if cleanup != STATED:
             raise ValueError(f"cleanup must be a BinaryCleanup, None or {STATED!r}, got {cleanup!r}")
         cleanup = stated_cleanup(str(model)) if is_bundled_name(model) else None
+    elif cleanup is not None and not isinstance(cleanup, BinaryCleanup):
+        raise ValueError(f"cleanup must be a BinaryCleanup, None or {STATED!r}, got {cleanup!r}; e.g. "
+                         "cleanup=BinaryCleanup('watershed') (from unetrt.postprocess)")
     return cleanup if cleanup is not None and cleanup.active else None
 
 

@@ -86,8 +86,10 @@ class Segmenter:
         probabilities: return per-class probabilities with every result.
         tile: network input tile side or (height, width) for tiled inference; None tiles only
             images larger than the backend accepts, with the largest tile it accepts.
-        overlap: pixels neighbouring tile outputs share (None: tile / 8 for 'same' models,
-            0 for 'valid' models, whose context margin already surrounds each tile).
+        overlap: pixels neighbouring tile outputs share (None: for 'same' models the smaller tile side / 8
+            rounded down to a multiple of ``info.size_multiple``, which keeps tiles on the pooling grid: 16 px
+            steps at depth 5, so tiles under 128 px get none; 0 for 'valid' models, whose context margin already
+            surrounds each tile). Used only when a frame is tiled.
         blend: how overlapping outputs combine: 'gaussian', 'linear' or 'crop'.
         device_path: 'auto' (the GPU-resident path when the backend runs on CUDA and has a device entry),
             'host' (numpy buffers and ``backend.infer``) or 'cuda'.

@@ -233,7 +233,10 @@ def read_unit(unit_row: dict[str, Any], out_dir: str, overlay: bool) -> Iterator
 def _read_image(unit: WorkUnit, out_dir: Path, overlay: bool) -> dict[str, Any]:
     if is_done(out_dir, unit.output, overlay):
         return _row(unit, WHOLE_INPUT, unit.output, None, SKIPPED, "")
-    source = ImageSequenceSource(unit.path)
+    try:
+        source = ImageSequenceSource(unit.path)
+    except ValueError as exc:  # a TIFF stack, of which one page alone would be segmented: a row that says so
+        return _row(unit, WHOLE_INPUT, unit.output, None, FAILED, str(exc))
     source.open()
     try:
         frame = source.read()

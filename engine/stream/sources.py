@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from ..datasets import check_single_page
 from ..paths import check_utf8_name
 from ..preprocessing import check_frame
 from .uri import IMAGE_SUFFIXES, SourceSpec, parse_source
@@ -519,7 +520,9 @@ class ImageSequenceSource:
     Raises:
         FileNotFoundError: when no image matches.
         ValueError: when an image's name is not valid UTF-8 (OpenCV would crash on it): refused here, with the
-            name, rather than skipped as a frame that does not decode, since renaming it is the fix.
+            name, rather than skipped as a frame that does not decode, since renaming it is the fix; or when an
+            image is a TIFF of several pages, of which OpenCV would read only the first
+            (:func:`unetrt.datasets.check_single_page`).
 
     Example:
         >>> source = ImageSequenceSource("camvid/val")  # doctest: +SKIP
@@ -541,6 +544,7 @@ class ImageSequenceSource:
             raise FileNotFoundError(f"no images in {str(location)!r} (suffixes: {', '.join(IMAGE_SUFFIXES)})")
         for file in files:
             check_utf8_name(file, "image")
+            check_single_page(file, "image")
         self.name = str(location)
         self.files = files
         self.frame_count = len(files)

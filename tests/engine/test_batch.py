@@ -343,6 +343,14 @@ def test_read_unit_skips_written_frames_and_reports_corrupt_ones(tmp_path: Path)
     assert "cannot decode image" in rows[0]["error"] and "cannot open video" in rows[1]["error"]
 
 
+def test_a_tiff_stack_is_a_failed_row_not_its_first_page_alone(tmp_path: Path) -> None:
+    # An EM stack in one TIFF: segmenting its first page as the whole file would lose every other slice unsaid.
+    assert cv2.imwritemulti(str(tmp_path / "stack.tif"), [np.full((6, 8), i, np.uint8) for i in range(3)])
+    (row,) = read_unit(WorkUnit("image", str(tmp_path / "stack.tif"), "stack.png").as_row(), str(tmp_path / "out"),
+                       overlay=False)
+    assert (row["index"], row["status"]) == (-1, FAILED) and "is a stack of 3 pages" in row["error"]
+
+
 @pytest.mark.parametrize("text, expected", [("auto", "auto"), ("none", None), ("ray://head:10001", "ray://head:10001"),
                                             ("10.0.0.5:6379", "10.0.0.5:6379")])
 def test_address_forms(text: str, expected: str | None) -> None:

@@ -193,3 +193,17 @@ def test_a_jpeg_label_of_class_ids_is_refused(tmp_path: Path) -> None:
     # A binary 0/255 mask splits at half grey, which JPEG's small errors do not cross: columns 5 on are foreground.
     cv2.imwrite(str(tmp_path / "m.jpg"), label * 63)
     assert (read_label(tmp_path / "m.jpg", binary=True) == (label > 0)).all()
+
+
+def test_a_tiff_stack_is_refused_not_read_as_its_first_page(tmp_path: Path) -> None:
+    # An EM stack (the ISBI 2012 challenge's train-volume.tif) holds every slice in one TIFF; cv2.imread gave the
+    # first slice alone and unet-eval scored it as the whole file without a word.
+    pages = [np.full((6, 8), 40 * i, np.uint8) for i in range(3)]
+    assert cv2.imwritemulti(str(tmp_path / "stack.tif"), pages)
+    with pytest.raises(ValueError, match=r"image '.*stack\.tif' is a stack of 3 pages.*split it into one image per"):
+        read_image(tmp_path / "stack.tif", channels=1)
+    with pytest.raises(ValueError, match=r"label '.*stack\.tif' is a stack of 3 pages"):
+        read_label(tmp_path / "stack.tif", binary=True)
+    # One page is an image as any other, whatever its suffix says.
+    assert cv2.imwritemulti(str(tmp_path / "one.tiff"), pages[2:])
+    assert read_image(tmp_path / "one.tiff", channels=1).tolist() == pages[2].tolist()

@@ -123,6 +123,23 @@ def test_bad_calls_raise() -> None:
         FramePath(HostDevice(channel_scores), INFO, blend="max")
 
 
+@pytest.mark.parametrize(("frames", "grid", "probabilities", "batch_size", "message"), [
+    ([], None, False, 4, "non-empty list of frames .*got an empty list"),  # was IndexError
+    ([[[0]]], None, False, 4, "list of frames .*check_frame.*got a list of 1: list"),  # was AttributeError
+    ([np.zeros((24, 32, 3), np.uint8)], (24, 32), False, 4, "grid must be a unetrt.tiling.TileGrid"),  # AttributeError
+    ([np.zeros((24, 32, 3), np.uint8)], None, "no", 4, "probabilities must be True or False, got 'no'"),  # was True
+    ([np.zeros((24, 32, 3), np.uint8)], None, False, 2.5, "batch_size must be an int >= 1, got 2.5"),  # TypeError
+    ([np.zeros((24, 32, 3), np.uint8)], None, False, True, "batch_size must be an int >= 1, got True"),  # TypeError
+])
+def test_mistaken_calls_of_the_documented_run_are_named(frames: object, grid: object, probabilities: object,
+                                                         batch_size: object, message: str) -> None:
+    # docs/tiling.md shows FramePath.run to users: its mistakes get a ValueError, not a crash inside the path.
+    path = FramePath(HostDevice(channel_scores), INFO)
+    with pytest.raises(ValueError, match=message):
+        path.run(frames, plan_whole(24, 32, "same", 3) if grid is None else grid,  # type: ignore[arg-type]
+                 probabilities, batch_size=batch_size)  # type: ignore[arg-type]
+
+
 def test_network_input_is_the_papers_mirror_padded_normalised_rgb() -> None:
     info = tiny_info(num_classes=3)
     frame = np.random.default_rng(2).integers(0, 256, (10, 13, 3), dtype=np.uint8)

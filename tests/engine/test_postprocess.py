@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from unetrt.metrics import IsbiChallengeScorer, _components
-from unetrt.postprocess import BinaryCleanup, cell_lines, fill_holes, seeded_watershed
+from unetrt.postprocess import BinaryCleanup, cell_lines, fill_holes, resolve_cleanup, seeded_watershed
 
 
 def two_cells_with_a_gap(gap: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
@@ -298,3 +298,28 @@ def test_a_watershed_pixel_exactly_at_the_threshold_stays_background_even_inside
     probability[2, 2] = 0.5
     mask = seeded_watershed(probability, threshold=0.5, seed_threshold=0.9, min_seed_area=1)
     assert mask[2, 2] == 0 and mask.sum() == 24
+
+
+@pytest.mark.parametrize("scale", ["0-255", "logits"])
+def test_maps_that_are_no_probabilities_are_refused_not_thresholded(scale: str) -> None:
+    # A 0-255 map (a saved PNG) or logits lie above every threshold almost everywhere: the weak membrane of
+    # two_cells_with_a_gap (0.05 -> 12 or -2.9) vanished and the two cells merged without a word.
+    probability, _ = two_cells_with_a_gap()
+    wrong = ((probability * 255).astype(np.uint8) if scale == "0-255"
+             else np.log(probability / (1 - probability)))
+    for mode in ("none", "fill-holes", "watershed"):
+        with pytest.raises(ValueError, match=r"must hold probabilities in \[0, 1\].*divide a 0-255 map by 255"):
+            BinaryCleanup(mode).apply(wrong)
+    with pytest.raises(ValueError, match=r"must hold probabilities in \[0, 1\]"):
+        seeded_watershed(wrong)
+    # Masks are no probabilities: any non-zero value is foreground there, 255 as much as 1.
+    mask = (probability > 0.9).astype(np.uint8) * 255  # two cells apart: cell_lines finds the line between them
+    assert np.array_equal(fill_holes(mask, 2), mask // 255)
+    assert np.array_equal(cell_lines(mask), cell_lines(mask // 255)) and cell_lines(mask).any()
+
+
+@pytest.mark.parametrize("cleanup", [True, 1, {"mode": "watershed"}])
+def test_a_cleanup_of_no_known_kind_is_named_not_a_crash(cleanup: object) -> None:
+    # Segmenter(cleanup=True) ended in AttributeError: 'bool' object has no attribute 'active'.
+    with pytest.raises(ValueError, match=r"cleanup must be a BinaryCleanup, None or 'stated', got .*BinaryCleanup\("):
+        resolve_cleanup(cleanup, "isbi")  # type: ignore[arg-type]

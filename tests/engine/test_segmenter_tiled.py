@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 from conftest import tiny_info
 
+from unetrt.device import HostDevice
+from unetrt.frame_path import FramePath
 from unetrt.geometry import valid_output_size
 from unetrt.model_info import METADATA_KEY, ModelInfo
+from unetrt.preprocessing import check_frame
 from unetrt.segmenter import Segmenter
-from unetrt.tiling import TileGrid, legal_tile_sizes
+from unetrt.tiling import TileGrid, legal_tile_sizes, plan_tiles
 
 # Measured receptive-field radius of tiny_info()'s depth-3 U-Net is 22 px; of the two-level graph below, 4 px.
 TINY_UNET_RADIUS = 24
@@ -133,6 +136,23 @@ def test_tiling_applies_to_the_working_size_image(tmp_path: Path) -> None:
     assert grid is not None and grid.shape == (2, 3)
     assert sum(shape[0] for shape in calls) == 6 and all(shape[2:] == (32, 32) for shape in calls)
     assert result.mask.shape == (300, 400) and result.probabilities.shape == (3, 300, 400)
+
+
+def test_the_frame_path_recipe_of_the_tiling_doc_gives_the_segmenters_result(tiny_model_files: dict[str, Path]) -> None:
+    # docs/tiling.md promises the recipe (plan_tiles with align=info.size_multiple) gives Segmenter(tile=...)'s
+    # result bit for bit. 101 x 71 puts the last tiles off the pooling grid when they end at the edge (101 - 32 and
+    # 71 - 32 are no multiples of 4), so a recipe without align would not.
+    frame = np.random.default_rng(9).integers(0, 256, (101, 71, 3), dtype=np.uint8)
+    with Segmenter(tiny_model_files["onnx"], tile=32, overlap=8, cleanup=None) as seg:
+        expected = seg.segment(frame, probabilities=True)
+        info = seg.info
+        path = FramePath(HostDevice(seg.backend.infer), info, blend="gaussian")
+        grid = plan_tiles(path.work_hw(frame.shape[:2]), 32, overlap=8, padding=info.padding, depth=info.depth,
+                          align=info.size_multiple)
+        result = path.run([check_frame(frame)], grid, probabilities=True)[0]
+    assert grid == seg.tile_grid(101, 71) and grid.shift != (0, 0)
+    assert np.array_equal(result.mask, expected.mask)
+    assert np.array_equal(result.probabilities, expected.probabilities)
 
 
 def test_bad_tiling_settings_raise(tiny_model_files: dict[str, Path]) -> None:

@@ -72,6 +72,15 @@ def test_16_bit_images_become_8_bit(tmp_path: Path) -> None:
     assert frame.dtype == np.uint8 and frame.max() == 255
 
 
+def test_a_tiff_stack_is_refused_before_its_first_page_alone_is_segmented(tmp_path: Path) -> None:
+    # unet-stream stack.tif out/ wrote one mask for a 5-slice EM stack and exited 0.
+    assert cv2.imwritemulti(str(tmp_path / "stack.tif"), [np.full((6, 8), i, np.uint8) for i in range(5)])
+    with pytest.raises(ValueError, match=r"image '.*stack\.tif' is a stack of 5 pages, of which only the first"):
+        ImageSequenceSource(tmp_path / "stack.tif")
+    with pytest.raises(ValueError, match="is a stack of 5 pages"):
+        ImageSequenceSource(tmp_path)
+
+
 def test_empty_folder(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no images"):
         ImageSequenceSource(tmp_path)
