@@ -276,7 +276,11 @@ def class_frequencies(dataset: SegmentationDataset, num_classes: int) -> np.ndar
 
 
 def median_frequency_weights(frequencies: np.ndarray) -> np.ndarray:
-    """SegNet's median-frequency balancing: weight_c = median(freq) / freq_c (absent classes get 0)."""
+    """Median-frequency balancing: weight_c = median(freq) / freq_c (absent classes get 0).
+
+    ``freq_c`` is the class's share of all scored pixels (:func:`class_frequencies`), not SegNet's (Eigen and
+    Fergus') share of the pixels of only the images the class appears in: a class seen in few frames weighs more here.
+    """
     present = frequencies > 0
     weights = np.zeros_like(frequencies)
     weights[present] = np.median(frequencies[present]) / frequencies[present]

@@ -46,7 +46,7 @@ def plain_cross_entropy(
     ignore_index: int | None = None,
     class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean (B)CE over the valid pixels; multi-class uses PyTorch's class-weighted mean.
+    """Mean (B)CE over the valid pixels; multi-class uses PyTorch's class-weighted mean. 0 when no pixel is scored.
 
     Args:
         logits: (N, 1, H, W) binary or (N, K, H, W) logits.
@@ -59,12 +59,19 @@ def plain_cross_entropy(
         >>> plain_cross_entropy(torch.zeros(1, 1, 1, 2), torch.tensor([[[0, 1]]]), True).item()  # ln 2
         0.6931471824645996
     """
+    valid = _valid(target, ignore_index)
     if binary:
-        valid = _valid(target, ignore_index)
         loss = F.binary_cross_entropy_with_logits(logits[:, 0], (target == 1).float(), reduction="none")
-        return loss[valid].mean() if ignore_index is not None else loss.mean()
+        return loss[valid].sum() / valid.sum().clamp(min=1)
     ignore = -100 if ignore_index is None else ignore_index
-    return F.cross_entropy(logits, target, weight=class_weights, ignore_index=ignore)
+    total = F.cross_entropy(logits, target, weight=class_weights, ignore_index=ignore, reduction="sum")
+    # PyTorch's mean divides by the scored pixels' summed class weights; with none (a wholly void crop or frame)
+    # that is 0 / 0 = NaN, where every other loss says 0.
+    if class_weights is None:
+        scored = valid.sum().to(total.dtype)
+    else:
+        scored = class_weights.to(total.dtype)[torch.where(valid, target, torch.zeros_like(target))][valid].sum()
+    return total / torch.where(scored > 0, scored, torch.ones_like(scored))
 
 
 def weighted_cross_entropy(

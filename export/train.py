@@ -541,7 +541,10 @@ def _scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace) -> An
     if args.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1), eta_min=args.lr / 100)
     if args.lr_schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(args.patience // 2, 1))
+        # threshold 0: an epoch is stale for the rate exactly when early stopping counts it stale (the default
+        # relative threshold counts a slightly worse negative score, -mean IoU, as an improvement).
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(args.patience // 2, 1),
+                                                          threshold=0.0)
     return None
 
 
@@ -653,6 +656,12 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
                                   ignore_index=info.ignore_index, num_classes=num_classes,
                                   label_scale=args.label_scale)
     _check_sample_sizes(train_set, val_set, args)
+    if len(train_set) < context.world_size:
+        # The sampler deals each process an equal whole share: floor(n / processes) = 0 samples, no step ever.
+        count = len(train_set)
+        raise ValueError(f"{count} training sample{'s' if count != 1 else ''} for {context.world_size} processes: "
+                         f"each process needs at least one; run --nproc-per-node {max(count, 1)} or fewer, or add "
+                         "training samples")
     class_weights_np = None
     if args.class_weights == "median-freq" and not binary:
         class_weights_np = median_frequency_weights(class_frequencies(train_set, info.num_classes))
@@ -785,6 +794,12 @@ def _train(args: argparse.Namespace, context: DistributedContext) -> Path:
                    "epochs_run": len(history), "split": args.split,
                    "samples": {"train": len(train_set), "select": len(val_set)}}
         (out / "run.json").write_text(json.dumps(summary, indent=2))
+    if math.isinf(best):
+        # No epoch scored a number (NaN is never an improvement), so best.pt was never written.
+        raise ValueError(f"the validation {monitor_name} was NaN or infinite in every epoch (the weights diverged), "
+                         f"so there is no best.pt in {str(out)!r}; lower --lr (this run's: {args.lr:g}) and train "
+                         "again")
+    if context.is_main:
         print(f"best checkpoint: {best_path} (val {monitor_name} {abs(best):.4f})")
     return best_path
 
@@ -814,8 +829,8 @@ def _best_row(history: Sequence[EpochResult], monitor: str, lower_better: bool) 
         raw = row.val_loss if monitor == "loss" else row.metrics[monitor]
         return raw if lower_better else -raw
 
-    # Epochs of a resumed run may have been scored before its monitor was asked for.
-    scored = [row for row in history if monitor == "loss" or monitor in row.metrics]
+    # Epochs of a resumed run may have been scored before its monitor was asked for; a NaN score is never the best.
+    scored = [row for row in history if (monitor == "loss" or monitor in row.metrics) and not math.isnan(value(row))]
     return min(scored, key=value) if scored else None
 
 

@@ -2,14 +2,15 @@
 
 Objects are the 4-connected components of the foreground (binary masks: cells
 separated by membranes, as in ISBI 2012) or of each class (multi-class label
-maps; pixels equal to the ignore index belong to no object and weigh 0).
+maps); pixels equal to the ignore index belong to no object and weigh 0.
 
 Distance (border) weights, Ronneberger et al. 2015, eq. 2::
 
     w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))^2 / (2 sigma^2))
 
 ``w_c`` balances the class frequencies (``w_c = N / (K * n_c)`` for class c with
-``n_c`` of the ``N`` scored pixels, so a balanced image has weight 1 everywhere);
+``n_c`` of the ``N`` scored pixels and ``K`` the classes present, so a balanced image
+has weight 1 everywhere);
 ``d1`` and ``d2`` are the distances to the nearest and the second-nearest object
 (0 inside an object for its own object). In a binary mask the border term is added
 on background pixels only - the narrow gaps between touching cells, as in the
@@ -204,11 +205,11 @@ def distance_weight_map(
     if sigma <= 0 or w0 < 0 or tolerance <= 0:
         raise ValueError(f"sigma and tolerance must be positive and w0 at least 0, got {sigma}, {tolerance}, {w0}")
     mask = _check_mask(mask)
-    labels = (mask != 0).astype(np.uint8) if binary else mask
+    labels = _binary_labels(mask, ignore_index) if binary else mask
     weights = class_balance_map(labels, 2 if binary else num_classes, None if binary else ignore_index, class_weights)
     if w0 == 0:
         return weights
-    objects = label_objects(labels, binary, ignore_index)
+    objects = label_objects(labels == 1 if binary else labels, binary, ignore_index)
     reach = sigma * math.sqrt(2.0 * math.log(max(w0 / tolerance, 1.0 + 1e-9)))
     d1, d2 = nearest_object_distances(objects, reach)
     total = d1 + d2
@@ -217,8 +218,7 @@ def distance_weight_map(
     border[near] = w0 * np.exp(-(total[near] ** 2) / (2.0 * sigma**2))
     if binary:
         border[objects > 0] = 0.0
-    else:
-        border[weights == 0] = 0.0
+    border[weights == 0] = 0.0
     return weights + border
 
 
@@ -254,13 +254,13 @@ def size_weight_map(
             f"need 0 < ref_fraction <= 1, power > 0 and max_weight >= 1, got {ref_fraction}, {power}, {max_weight}"
         )
     mask = _check_mask(mask)
-    objects = label_objects(mask, binary, ignore_index)
+    objects = label_objects(_binary_labels(mask, ignore_index) == 1 if binary else mask, binary, ignore_index)
     areas = np.bincount(objects.ravel()).astype(np.float64)
     areas[0] = np.inf
     table = np.clip((ref_fraction * mask.size / areas) ** power, 1.0, max_weight)
     weights = table[objects].astype(np.float32)
     weights[objects == 0] = 1.0
-    if not binary and ignore_index is not None:
+    if ignore_index is not None:
         weights[mask == ignore_index] = 0.0
     return weights
 
@@ -295,8 +295,8 @@ def precompute_weight_maps(
     """Weight maps of a whole data set, read from / written to a cache file when ``cache_dir`` is given.
 
     The cache file name hashes the masks and every setting, so a changed data set or
-    option never reuses stale maps. Maps are stored as float16 (weights up to ~w0 + w_c
-    need no more precision).
+    option never reuses stale maps. Maps are stored as float32, exactly as computed: a run
+    that reads them (a ``--resume``) trains on the weights its first leg trained on.
 
     Returns:
         One HxW float32 map per mask.
@@ -310,7 +310,9 @@ def precompute_weight_maps(
         raise ValueError(f"unknown weight map kind {kind!r}; choose one of {', '.join(WEIGHT_KINDS)}")
     cache_file = None
     if cache_dir is not None:
-        digest = hashlib.sha1(repr((kind, binary, num_classes, ignore_index, sorted(options.items()))).encode())
+        # "float32": caches of the float16 format before it hash to other names and are never read back.
+        settings = (kind, binary, num_classes, ignore_index, sorted(options.items()), "float32")
+        digest = hashlib.sha1(repr(settings).encode())
         for mask in masks:
             digest.update(repr(mask.shape).encode())
             digest.update(np.ascontiguousarray(mask).tobytes())
@@ -325,10 +327,18 @@ def precompute_weight_maps(
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_name(cache_file.stem + ".tmp.npz")
-        arrays: dict[str, Any] = {f"m{i}": m.astype(np.float16) for i, m in enumerate(maps)}
+        arrays: dict[str, Any] = {f"m{i}": m.astype(np.float32) for i, m in enumerate(maps)}
         np.savez(tmp, **arrays)
         tmp.replace(cache_file)
     return maps
+
+
+def _binary_labels(mask: np.ndarray, ignore_index: int | None) -> np.ndarray:
+    """A binary mask as 0 (background), 1 (foreground) and 2 (ignored: no class, so it weighs 0 and is no cell)."""
+    labels = (mask != 0).astype(np.uint8)
+    if ignore_index is not None:
+        labels[mask == ignore_index] = 2
+    return labels
 
 
 def _check_mask(mask: np.ndarray) -> np.ndarray:

@@ -30,7 +30,9 @@ from .weights import distance_weight_map, size_weight_map
 
 
 def _is_binary(label: np.ndarray) -> bool:
-    return set(np.unique(label).tolist()) <= {0, 255}
+    # As unet-train reads a binary label: a 0/255 mask, or ids 0 and 1.
+    values = set(np.unique(label).tolist())
+    return values <= {0, 255} or values <= {0, 1}
 
 
 # One row per sample at 16 x 3.6 inches: beyond these the figure stops being readable (and, at dpi 100000,
@@ -51,8 +53,8 @@ def weights_figure(
 ) -> Path:
     """Draw the figure for the first ``samples`` pairs spread evenly over the folders.
 
-    Binary 0/255 labels use the cell/membrane convention; class-id labels take the ignore
-    index and colours from a ``classes.json`` in the label folder or its parent when there is one.
+    Binary labels (0/255, or ids 0 and 1, with no class table) use the cell/membrane convention; class-id labels
+    take the ignore index and colours from a ``classes.json`` in the label folder or its parent when there is one.
 
     Returns:
         The path written.
@@ -77,8 +79,9 @@ def weights_figure(
     fig, axes = plt.subplots(len(chosen), 4, figsize=(16, 3.6 * len(chosen)), squeeze=False)
     for row, (image_path, label_path) in enumerate(chosen):
         raw = read_label(label_path, binary=False)
-        binary = _is_binary(raw)
-        label = (raw > 127).astype(np.uint8) if binary else raw
+        # A class table says the labels are class ids, whichever ids a frame happens to hold.
+        binary = table is None and _is_binary(raw)
+        label = (raw != 0).astype(np.uint8) if binary else raw
         image = read_image(image_path, 1 if binary else 3)
         if size is not None:
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
@@ -93,7 +96,8 @@ def weights_figure(
         axes[row, 0].imshow(image if binary else cv2.cvtColor(image, cv2.COLOR_BGR2RGB), cmap="gray")
         axes[row, 0].set_title(image_path.name)
         if binary:
-            axes[row, 1].imshow(label, cmap="gray")
+            # Fixed limits: a mask of one value (all cell, or none) is drawn in its own shade, not scaled to black.
+            axes[row, 1].imshow(label, cmap="gray", vmin=0, vmax=1)
             axes[row, 1].set_title("mask (white = cell)")
         else:
             # Without a class table every class is drawn black, as ignored labels are.
@@ -147,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog="unet-weights", description=__doc__.split("\n")[0].replace("``", ""),
                            epilog=ALIASES_EPILOG)
     parser.add_argument("--images", required=True, help="image folder")
-    parser.add_argument("--labels", required=True, help="label folder (0/255 masks or class ids)")
+    parser.add_argument("--labels", required=True,
+                        help="label folder (0/255 or 0/1 masks; class ids with a classes.json)")
     add_output(parser, default="weights.png", aliases=("--out",), metavar="FILE.png", help="PNG to write")
     parser.add_argument("--samples", type=int, default=3, help="rows (samples spread over the folder)")
     add_size(parser, dest="size", aliases=(), help="resize samples first")

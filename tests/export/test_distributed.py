@@ -62,6 +62,32 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="torch built without gloo")
+def test_two_ranks_without_batch_norm_train_as_one_process_of_the_whole_batch(tmp_path: Path) -> None:
+    # docs/training.md: --batch-size is per process, and without batch norm 2 processes of 2 samples take the steps
+    # one process of 4 takes (DDP averages equal shares' gradients). Four training slices, no augmentation, no
+    # dropout: each epoch is one step on all four, whichever rank holds which.
+    from test_train import _isbi_args
+
+    from unetrt.export.checkpoint import load_checkpoint
+    from unetrt.export.train import main
+
+    data = make_isbi(tmp_path / "isbi")
+    common = ("--no-batch-norm", "--augment", "none", "--amp", "off", "--epochs", "2", "--loss", "weighted-ce")
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "unetrt.export.train",
+               *_isbi_args(data, tmp_path / "two", *common), "--device", "cpu"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert main(_isbi_args(data, tmp_path / "one", *common, "--batch-size", "4", "--device", "cpu")) == 0
+    one, two = (load_checkpoint(tmp_path / run / "last.pt")["model"] for run in ("one", "two"))
+    for key, value in one.items():
+        # the all-reduce sums in another order: equal up to float32 rounding
+        torch.testing.assert_close(two[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="torch built without gloo")
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread names are read from Linux's /proc")
 def test_shutdown_joins_gloo_threads_before_the_process_exits(tmp_path: Path) -> None:
     # Threads of a process group that outlives shutdown() are still running while the interpreter exits; when

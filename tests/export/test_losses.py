@@ -257,3 +257,18 @@ def test_cldice_leaves_ignored_pixels_out_of_the_predicted_skeleton() -> None:
     logits[0, 0, :3, :] = -30.0
     assert cldice_loss(logits, target, True, thin_class=0, ignore_index=9, iterations=2).item() == pytest.approx(
         0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(("binary", "class_weights"), [(True, None), (False, None), (False, (0.0, 1.0, 2.0))])
+def test_a_batch_with_no_scored_pixel_costs_zero_in_cross_entropy_as_in_every_other_loss(
+        binary: bool, class_weights: tuple[float, ...] | None) -> None:
+    # A crop or a frame wholly void (or, with median-frequency weights, only of a class the training set lacks,
+    # weight 0) has nothing to score, and the other losses say 0 for it. PyTorch's mean is 0 / 0 = NaN there: a
+    # NaN validation loss never counts as an improvement, so best.pt was never written while the run exited 0.
+    logits = torch.randn(1, 1 if binary else 3, 2, 2, requires_grad=True)
+    target = torch.tensor([[[7, 7], [7, 7]]]) if class_weights is None else torch.tensor([[[0, 7], [0, 0]]])
+    weights = None if class_weights is None else torch.tensor(class_weights)
+    loss = plain_cross_entropy(logits, target, binary, ignore_index=7, class_weights=weights)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert logits.grad is not None and torch.all(logits.grad == 0)

@@ -197,6 +197,46 @@ def test_multiclass_dice_ce_with_median_frequency(tmp_path: Path) -> None:
     assert 0 <= float(rows[0]["mean_iou"]) <= 1
 
 
+def test_a_wholly_void_validation_frame_still_lets_the_run_keep_its_best_checkpoint(tmp_path: Path) -> None:
+    # A validation batch with no scored pixel (one frame, all ignore id 3) made the cross-entropy NaN: the
+    # validation loss was NaN every epoch, never an improvement, and the run exited 0 naming a best.pt it never wrote.
+    data = make_camvid(tmp_path / "camvid")
+    cv2.imwrite(str(data / "valannot" / "f1.png"), np.full((24, 32), 3, np.uint8))
+    out = tmp_path / "run"
+    assert main(["--dataset", "camvid", "--data", str(data), "--out", str(out), *TINY, "--batch-size", "1",
+                 "--epochs", "1", "--augment", "none"]) == 0
+    assert math.isfinite(json.loads((out / "history.json").read_text())[0]["val_loss"])
+    assert load_checkpoint(out / "best.pt")["epoch"] == 1
+
+
+def test_a_run_whose_every_validation_score_is_nan_says_so_instead_of_naming_a_best_pt(
+        isbi_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A rate of 1e30 blows the weights up in the first step: the validation loss is NaN, never an improvement. The
+    # run exited 0 printing a best.pt it never wrote, and run.json named epoch 1 the best.
+    out = tmp_path / "run"
+    assert main(_isbi_args(isbi_root, out, "--epochs", "1", "--lr", "1e30")) == 2
+    last = capsys.readouterr().err.splitlines()[-1]  # after the epoch's progress bar
+    assert last.startswith("error: the validation loss was NaN or infinite in every epoch") and "lower --lr" in last
+    assert not (out / "best.pt").exists() and (out / "last.pt").exists()
+    assert json.loads((out / "run.json").read_text())["best_epoch"] is None
+
+
+def test_fewer_training_samples_than_processes_is_refused_before_training(
+        isbi_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # One training slice (1-5 held out) under torchrun's 2 processes: the sampler gives each process
+    # floor(1 / 2) = 0 samples, so no step was ever taken, and the run reported train loss 0 and an untrained
+    # best.pt with exit 0. The check comes before any collective, so a context of rank 0 of 2 stands for torchrun.
+    from unetrt.export.distributed import DistributedContext
+
+    monkeypatch.setattr("unetrt.export.train.init_distributed",
+                        lambda device: DistributedContext(0, 2, 0, torch.device("cpu")))
+    out = tmp_path / "run"
+    assert main(_isbi_args(isbi_root, out, "--val-slices", "1-5", "--epochs", "1")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "1 training sample for 2 processes" in err and "--nproc-per-node 1" in err
+    assert not (out / "last.pt").exists()
+
+
 def test_class_weight_power_softens_the_median_frequency_weights(tmp_path: Path) -> None:
     data = make_camvid(tmp_path / "camvid")
     weights = {}
@@ -667,6 +707,24 @@ def test_plateau_halves_the_rate_after_half_the_patience_in_stale_epochs() -> No
         rates.append(optimizer.param_groups[0]["lr"])
         scheduler.step(1.0)
     # the first score is the best; stale epochs 2, 3 and 4 are more than 4 // 2, so epoch 5 runs at half the rate
+    assert rates == [1e-3] * 4 + [5e-4]
+
+
+def test_plateau_counts_as_stale_what_early_stopping_does_for_a_score_to_maximise() -> None:
+    from unetrt.export.train import _scheduler
+
+    # --monitor metric on a multi-class model steps the schedule with -mean IoU. PyTorch's relative threshold
+    # scales a negative best towards 0, so an IoU 0.00003 below the best (-0.49997 < -0.5 * 0.9999 = -0.49995)
+    # counted as an improvement and the rate never halved, while early stopping counted those epochs stale.
+    args = build_parser().parse_args(["--dataset", "camvid", "--data", "x", "--lr-schedule", "plateau",
+                                      "--patience", "4", "--monitor", "metric"])
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=args.lr)
+    scheduler = _scheduler(optimizer, args)
+    rates = []
+    for score in (-0.5, -0.49997, -0.49997, -0.49997, -0.49997):
+        rates.append(optimizer.param_groups[0]["lr"])
+        scheduler.step(score)
+    # stale epochs 2, 3 and 4 are more than 4 // 2: epoch 5 runs at half the rate
     assert rates == [1e-3] * 4 + [5e-4]
 
 

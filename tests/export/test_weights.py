@@ -162,3 +162,27 @@ def test_border_term_reaches_the_far_object_up_to_the_tolerance() -> None:
 def test_cells_touching_only_at_a_corner_are_two_objects() -> None:
     # 4-connectivity: diagonal neighbours are separate cells (a one-pixel membrane crossing between them).
     np.testing.assert_array_equal(label_objects(np.array([[1, 0], [0, 1]]), binary=True), [[1, 0], [0, 2]])
+
+
+@pytest.mark.parametrize("w0", [10.0, 1e5])
+def test_maps_read_back_from_the_cache_are_the_maps_computed(tmp_path: Path, w0: float) -> None:
+    # unet-train's first leg computes the maps and writes the cache; a --resume of it reads them back. Rounded to
+    # float16 on the way, the resumed run trained on other weights than the uninterrupted one (and a border weight
+    # past 65504 came back inf).
+    masks = [np.eye(12, dtype=np.uint8), 1 - np.eye(12, dtype=np.uint8)]
+    first = precompute_weight_maps(masks, "distance", binary=True, cache_dir=tmp_path, w0=w0)
+    second = precompute_weight_maps(masks, "distance", binary=True, cache_dir=tmp_path, w0=w0)
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(b, a)
+
+
+def test_a_binary_mask_leaves_its_ignored_pixels_out_as_the_losses_do() -> None:
+    # The losses take an ignore id for binary models too; the maps counted ignored pixels as cell: they shifted the
+    # class balance and formed a second cell that put a border term on the membrane. By hand, 3 scored pixels
+    # (2 cell, 1 membrane): w_c = 3 / (2 * 2) = 0.75 and 3 / (2 * 1) = 1.5; one cell, so no border term.
+    mask = np.array([[1, 1, 0, 255]])
+    w = distance_weight_map(mask, binary=True, ignore_index=255)
+    np.testing.assert_allclose(w, [[0.75, 0.75, 1.5, 0.0]], rtol=1e-6)
+    # size weights: the cell of area 1 among 4 pixels weighs (1.0 * 4 / 1) ** 1 = 4, membrane 1, ignored 0
+    sizes = size_weight_map(np.array([[1, 0, 255, 255]]), binary=True, ignore_index=255, ref_fraction=1.0, power=1.0)
+    np.testing.assert_allclose(sizes, [[4.0, 1.0, 0.0, 0.0]])

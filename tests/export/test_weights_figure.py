@@ -80,3 +80,60 @@ def test_every_option_reaches_the_figure(tmp_path: Path, monkeypatch: pytest.Mon
     import matplotlib.pyplot as plt
 
     assert plt.get_fignums() == []
+
+
+@pytest.mark.parametrize(("fill", "shade"), [(255, 1.0), (0, 0.0)])
+def test_a_mask_of_one_value_is_drawn_in_that_values_shade(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             fill: int, shade: float) -> None:
+    # The panel says "white = cell". A label all cell (a crop inside one cell) has a single value, which imshow's
+    # own scaling drew black, as if it were all membrane.
+    import matplotlib.pyplot as plt
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "00.png"), np.full((16, 16), 100, np.uint8))
+    cv2.imwrite(str(tmp_path / "labels" / "00.png"), np.full((16, 16), fill, np.uint8))
+    figures: list[plt.Figure] = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to read its panels
+    assert main(["--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+                 "-o", str(tmp_path / "w.png"), "--samples", "1"]) == 0
+    mask = figures[0].axes[1].images[0]
+    assert mask.to_rgba(mask.get_array())[0, 0].tolist() == [shade, shade, shade, 1.0]
+
+
+def test_a_mask_of_ids_0_and_1_is_drawn_as_the_cell_mask_training_reads(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # unet-train reads a label of ids 0 and 1 as a binary cell mask, as it reads a 0/255 one. The figure took it
+    # for class ids: the mask panel all black ("black = ignored") and the border term inside the cells as well.
+    import matplotlib.pyplot as plt
+
+    from unetrt.export.weights import distance_weight_map
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    mask = np.zeros((16, 16), np.uint8)
+    mask[2:7, 2:7] = mask[2:7, 9:14] = 1  # two cells 2 px apart
+    cv2.imwrite(str(tmp_path / "images" / "00.png"), np.full((16, 16), 100, np.uint8))
+    cv2.imwrite(str(tmp_path / "labels" / "00.png"), mask)
+    figures: list[plt.Figure] = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to read its panels
+    assert main(["--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+                 "-o", str(tmp_path / "w.png"), "--samples", "1"]) == 0
+    panels = figures[0].axes
+    assert panels[1].get_title() == "mask (white = cell)"
+    np.testing.assert_array_equal(panels[2].images[0].get_array(), distance_weight_map(mask, binary=True))
+
+
+def test_a_frame_of_one_class_in_a_data_set_with_a_class_table_stays_multi_class(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ids 0 alone look like an empty 0/255 mask, but a classes.json says these are class ids: drawn with its colours.
+    import matplotlib.pyplot as plt
+
+    camvid = make_camvid(tmp_path / "camvid")
+    for label in (camvid / "trainannot").iterdir():
+        cv2.imwrite(str(label), np.zeros((24, 32), np.uint8))
+    figures: list[plt.Figure] = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to read its panels
+    assert main(["--images", str(camvid / "train"), "--labels", str(camvid / "trainannot"),
+                 "-o", str(tmp_path / "w.png"), "--samples", "1"]) == 0
+    assert figures[0].axes[1].get_title() == "mask (black = ignored)"
