@@ -6,6 +6,8 @@
 # where the stream uses it with pycuda (built once against the CUDA toolkit) and a GPU; else it is OpenVINO INT8 on
 # the CPU (the openvino extra).
 # UNETRT_TEGRA_RELEASE: the file that marks a Jetson (default /etc/nv_tegra_release; the tests point it elsewhere).
+# Run with sh (dash), 'set -o pipefail' below stops with a line that does not say bash runs this.
+[ -n "${BASH_VERSION:-}" ] || { echo "error: $0 is a bash script: run it with bash $0" >&2; exit 2; }
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # TensorRT's real bindings: tensorrt-stubs (the dev extra's type checking) is an importable namespace package too.
@@ -23,7 +25,7 @@ else
   else
     echo "[demo 1/2] setting up .venv (the first run installs packages for several minutes; later runs skip it)"
   fi
-  scripts/setup_venv.sh export,openvino
+  bash scripts/setup_venv.sh export,openvino
   engine=""
   mkdir -p out
   # TensorRT's GPU path needs pycuda, which pip builds from source against the CUDA toolkit: tried once (a failed

@@ -4,6 +4,8 @@
 # strict editable install links each one) and the C++/CUDA sources of unetrt._tiling. setup_venv.sh and
 # setup_jetson.sh keep it in their venv's stamp and skip pip while it is unchanged.
 # Usage: echo "python=... flags" | bash scripts/install_state.sh scripts/INSTALLER.sh
+# Run with sh (dash), 'set -o pipefail' below stops with a line that does not say bash runs this.
+[ -n "${BASH_VERSION:-}" ] || { echo "error: $0 is a bash script: run it with bash $0" >&2; exit 2; }
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: ... | scripts/install_state.sh INSTALLER" >&2; exit 2; }
 {

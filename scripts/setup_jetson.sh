@@ -14,6 +14,9 @@
 # Never installs an OpenCV wheel (it would shadow JetPack's GStreamer build) nor NumPy 2 (JetPack's cv2 and
 # TensorRT bindings are built for NumPy 1.x). JetPack 5 (Xavier, Python 3.8, TensorRT 8.5) is not supported:
 # see docs/jetson.md.
+
+# Run with sh (dash), 'set -o pipefail' below stops with a line that does not say bash runs this.
+[ -n "${BASH_VERSION:-}" ] || { echo "error: $0 is a bash script: run it with bash $0" >&2; exit 2; }
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +26,7 @@ for argument in "$@"; do
   case "$argument" in
     --cpu-only) cpu_only=1; build_engine=0 ;;
     --no-engine) build_engine=0 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' scripts/setup_jetson.sh; exit 0 ;;
     *) echo "error: unknown option $argument (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -85,6 +88,11 @@ install_into_venv() {
       || fail "$venv exists but was not made with --system-site-packages (scripts/setup_venv.sh or scripts/test.sh made it?), so it cannot see JetPack's TensorRT and OpenCV: remove it (rm -rf $venv) or set VENV=another-folder"
     "$venv/bin/python" -m pip --version >/dev/null 2>&1 \
       || fail "$venv has no pip (python3-venv was missing when it was made?): remove it (rm -rf $venv) and rerun"
+  elif [ -e "$venv" ]; then
+    # Not ours to remove: a venv whose python is gone (with the user's packages), or VENV naming a wrong folder.
+    "$python" -m venv --system-site-packages "$venv" >>"$log" 2>&1 \
+      || fail "could not make the venv $venv in what is already there (see $log): if it is a venv to replace," \
+              "remove it (rm -rf $venv), else set VENV=another-folder; then rerun"
   else
     "$python" -m venv --system-site-packages "$venv" >>"$log" 2>&1 \
       || { rm -rf "$venv"; fail "could not make the venv $venv: sudo apt install python3-venv, then rerun"; }

@@ -21,18 +21,27 @@ REPO = Path(__file__).resolve().parents[1]
 # where the script's own lines go too (both append, so the order is kept; the script sends pip's output to its log
 # file). pip.log gets each whole pip call with the CUDA_ROOT pycuda is built against. Files in the checkout change
 # the answers: pip-opencv (its content: whether OpenCV is to come from pip), no-torch-wheel (the CPU torch is only on
-# PyTorch's index), no-torch-anywhere, install-fails ('pip install -e' fails).
+# PyTorch's index), no-torch-anywhere, install-fails ('pip install -e' fails); .venv/no-pip makes a venv whose making
+# was cut short (pip missing until 'python -m ensurepip' ran; never, where no-ensurepip exists too); offline: pip
+# finds nothing to install, and says so as pip without a network does; .venv/version: the venv's 'python -V'.
 FAKE_PYTHON = """#!/usr/bin/env bash
 here="$(cd "$(dirname "$0")/../.." && pwd)"
 case "$1" in
-  -V) echo "Python 3.11.0" ;;
+  -V) cat "$here/.venv/version" 2>/dev/null || echo "Python 3.11.0" ;;
   -) cat > /dev/null; cat "$here/pip-opencv" 2>/dev/null || echo no ;;
   -c) case "$2" in
         *tensorrt*) [ -f "$here/.venv/tensorrt" ] ;;
         *pycuda*) [ -f "$here/.venv/pycuda" ] ;;
         *) [ -f "$here/.venv/installed" ] ;;
       esac ;;
-  -m) shift 2; echo "PIP $1 ${*: -1}" >> "$here/out.log"; echo "CUDA_ROOT=${CUDA_ROOT:-} $*" >> "$here/pip.log"
+  -m) if [ "$2" = ensurepip ]; then
+        echo "ENSUREPIP ${*:3}" >> "$here/out.log"; [ -e "$here/no-ensurepip" ] && exit 1
+        rm -f "$here/.venv/no-pip"; exit 0
+      fi
+      [ -e "$here/.venv/no-pip" ] && { echo "$0: No module named pip" >&2; exit 1; }
+      [ "$2 $3" = "pip --version" ] && exit 0
+      shift 2; [ -e "$here/offline" ] && { echo "ERROR: No matching distribution found for ${*: -1}"; exit 1; }
+      echo "PIP $1 ${*: -1}" >> "$here/out.log"; echo "CUDA_ROOT=${CUDA_ROOT:-} $*" >> "$here/pip.log"
       if [[ "$*" == *torch==* ]]; then
         [ -e "$here/no-torch-anywhere" ] && exit 1
         [ -e "$here/no-torch-wheel" ] && [[ "$*" != *--extra-index-url* ]] && exit 1
@@ -666,3 +675,146 @@ def test_runtime_check_fails_where_the_runtime_venv_has_torch(checkout: Path) ->
     done = _run_check(checkout, "scripts/check_runtime_without_torch.sh")
     assert done.returncode == 1 and "torch must not be installed by the runtime" in done.stderr
     assert "UNETRT_CUDA=0 -m pip install -q --no-build-isolation -e .[opencv]" in (checkout / "pip.log").read_text()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_setup_venv_finishes_a_venv_whose_making_was_cut_short(checkout: Path) -> None:
+    """Ctrl-C while 'python3 -m venv' ran ensurepip (or python3-venv missing) leaves .venv/bin/python without pip:
+    every later run failed at once on 'No module named pip' without saying what to do."""
+    (checkout / ".venv" / "no-pip").touch()
+    lines = _run(checkout, "scripts/setup_venv.sh", "export")
+    assert "ENSUREPIP --upgrade" in lines and lines[-1] == ".venv is ready (extras: export)", lines
+    # Where ensurepip cannot help either, one line says how to start over.
+    (checkout / ".venv" / "unetrt-setup.stamp").unlink()
+    (checkout / ".venv" / "no-pip").touch()
+    (checkout / "no-ensurepip").touch()
+    done = subprocess.run(["bash", "scripts/setup_venv.sh", "export"], cwd=checkout, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": ""})
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "rm -rf .venv" in done.stderr, done.stderr
+    assert (checkout / ".venv" / "bin" / "python").exists()  # never removed for the user
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["exprot"], "error: unknown extra 'exprot' (scripts/setup_venv.sh takes a comma-separated list of: opencv, "
+                 "export, tensorrt, openvino, ros, ray, dev)\n"),
+    (["export", "dev"], "error: scripts/setup_venv.sh takes one comma-separated list of extras "
+                        "(scripts/setup_venv.sh export,dev), not 2 arguments\n"),
+], ids=["misspelt", "two-arguments"])
+def test_setup_venv_refuses_extras_pyproject_does_not_have(checkout: Path, arguments: list[str],
+                                                           message: str) -> None:
+    """pip only warns (into build/setup.log) about an extra a package lacks: 'exprot' ended in '.venv is ready'
+    without torch's export packages, and a stamp that skipped the set-up from then on."""
+    done = subprocess.run(["bash", "scripts/setup_venv.sh", *arguments], cwd=checkout, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": ""})
+    assert (done.returncode, done.stderr) == (2, message)
+    assert not (checkout / "pip.log").exists() and not (checkout / ".venv" / "unetrt-setup.stamp").exists()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_setup_venv_refuses_a_venv_an_older_python_made(checkout: Path) -> None:
+    """python3 was checked, the venv's own python not: a .venv from python3.9 failed in pip, naming no fix."""
+    (checkout / ".venv" / "version").write_text("Python 3.9.18\n")
+    done = subprocess.run(["bash", "scripts/setup_venv.sh"], cwd=checkout, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": ""})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: .venv was made with Python 3.9.18, and unetrt needs Python 3.10 or newer: "
+                                  "remove it (rm -rf .venv)"), done.stderr
+    assert not (checkout / "pip.log").exists()
+    # 3.10 and later (two digits) pass.
+    (checkout / ".venv" / "version").write_text("Python 3.13.1\n")
+    assert _run(checkout, "scripts/setup_venv.sh")[-1] == ".venv is ready (extras: export)"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_setup_venv_names_the_fix_for_a_venv_whose_python_is_gone(checkout: Path) -> None:
+    """'python3 -m venv' over a venv whose python link points nowhere stops on '[Errno 2] No such file or
+    directory: .venv/bin/python3', and so did every run after."""
+    python = checkout / ".venv" / "bin" / "python"
+    python.unlink()
+    python.symlink_to(checkout / "removed-python3.10")
+    done = subprocess.run(["bash", "scripts/setup_venv.sh"], cwd=checkout, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": ""})
+    assert (done.returncode, done.stderr) == (2, f"error: .venv/bin/python does not run (its Python, {checkout}/"
+                                                 "removed-python3.10, is gone?): remove .venv (rm -rf .venv) and run "
+                                                 "this again\n")
+    assert python.is_symlink()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_setup_venv_refuses_a_venv_path_that_is_a_file(checkout: Path) -> None:
+    shutil.rmtree(checkout / ".venv")
+    (checkout / ".venv").write_text("notes\n")
+    done = subprocess.run(["bash", "scripts/setup_venv.sh"], cwd=checkout, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": ""})
+    assert (done.returncode, done.stderr) == (
+        2, "error: .venv is a file, not a virtual environment: move it away (or rm .venv) and run this again\n")
+    assert (checkout / ".venv").read_text() == "notes\n"
+
+
+@pytest.mark.skipif(shutil.which("dash") is None, reason="needs dash, the sh of Debian and Ubuntu")
+@pytest.mark.parametrize("script", ["setup_venv.sh", "setup_jetson.sh", "demo.sh", "test.sh", "install_state.sh"])
+def test_the_scripts_run_with_sh_say_to_run_them_with_bash(checkout: Path, script: str) -> None:
+    """'sh scripts/demo.sh' stopped on 'set: Illegal option -o pipefail', which does not say that bash runs it."""
+    done = subprocess.run(["dash", f"scripts/{script}"], cwd=checkout, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert (done.returncode, done.stderr) == (2, f"error: scripts/{script} is a bash script: run it with "
+                                                 f"bash scripts/{script}\n")
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_setup_jetson_never_removes_a_venv_folder_it_did_not_make(checkout: Path) -> None:
+    """A failed 'python3 -m venv' removed the venv folder: right for the half-made one it had just started, but an
+    existing folder (a venv whose python is gone, with the user's packages; VENV set to a wrong folder) went too."""
+    _make_jetson(checkout, *ORIN_JETPACK_6)
+    (checkout / "my-venv").mkdir()
+    (checkout / "my-venv" / "mine.txt").write_text("kept\n")
+    (checkout / "no-venv").touch()
+    done = _run_setup_jetson(checkout, "--no-engine", venv="my-venv")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: could not make the venv my-venv") and "rm -rf my-venv" in done.stderr, \
+        done.stderr
+    assert (checkout / "my-venv" / "mine.txt").read_text() == "kept\n"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_setup_venv_without_a_network_says_how_to_give_pip_its_packages(checkout: Path) -> None:
+    """Offline, the set-up ended on pip's 'No matching distribution found for wheel', which names no way out."""
+    (checkout / "offline").touch()
+    done = subprocess.run(["bash", "scripts/setup_venv.sh"], cwd=checkout, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": ""})
+    assert done.returncode == 1
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("error: pip install -q --upgrade pip setuptools>=64 wheel failed: pip finds no packages "
+                           "where it looks (no network?)") and "PIP_FIND_LINKS" in last, done.stderr
+    (checkout / "offline").unlink()
+    assert _run(checkout, "scripts/setup_venv.sh")[-1] == ".venv is ready (extras: export)"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+@pytest.mark.parametrize("script", ["demo.sh", "test.sh"])
+def test_demo_and_test_sh_run_the_setup_without_its_executable_bit(checkout: Path, script: str) -> None:
+    """'bash scripts/demo.sh', as the README says, from a checkout copied without file modes (a zip, a FAT stick)
+    stopped on 'scripts/setup_venv.sh: Permission denied' (exit 126)."""
+    (checkout / "scripts" / "setup_venv.sh").chmod(0o644)
+    (checkout / ".venv" / "bin" / "ruff").write_text("#!/bin/sh\n")
+    (checkout / ".venv" / "bin" / "ruff").chmod(0o755)
+    (checkout / "scripts" / "typecheck.sh").write_text("echo typecheck\n")
+    assert any(line.startswith(".venv is ready") for line in _run(checkout, f"scripts/{script}"))
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_setup_help_is_the_scripts_header_comment_alone(checkout: Path) -> None:
+    """The help printed a fixed line range, which ended on the script's first command ('set -euo pipefail'), and
+    read "$0" after the script's cd to the checkout: run from another folder by a relative path, it printed nothing."""
+    done = subprocess.run(["bash", f"{checkout.name}/scripts/setup_jetson.sh", "--help"], cwd=checkout.parent,
+                          capture_output=True, text=True, timeout=60)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and lines[0].startswith("unetrt on a Jetson with JetPack 6.1"), done.stdout
+    assert lines[-1] == "see docs/jetson.md.", done.stdout
+    # setup_venv.sh took '--help' for an extra's name.
+    done = subprocess.run(["bash", f"{checkout.name}/scripts/setup_venv.sh", "--help"], cwd=checkout.parent,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Usage: scripts/setup_venv.sh [extras]" in done.stdout, done.stdout + done.stderr
+    assert not (checkout / "pip.log").exists()
