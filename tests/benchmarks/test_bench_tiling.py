@@ -30,7 +30,8 @@ def test_rates_are_taken_at_the_median_in_seconds() -> None:
     assert figures["effective_gb_s"] == pytest.approx(0.0147456)
 
 
-def test_the_thread_count_reaches_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+def record_kernel_threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The thread counts the native extract kernel is called with, from here on."""
     seen: list[int] = []
     native = bench_tiling._tiling
 
@@ -39,6 +40,11 @@ def test_the_thread_count_reaches_the_kernel(monkeypatch: pytest.MonkeyPatch) ->
         return native.extract_tiles(*args, threads=threads, **kwargs)
 
     monkeypatch.setattr(bench_tiling, "_tiling", SimpleNamespace(extract_tiles=extract_tiles))
+    return seen
+
+
+def test_the_thread_count_reaches_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = record_kernel_threads(monkeypatch)
     grid = plan_tiles((64, 64), 32)
     frame = np.zeros((64, 64, 3), np.uint8)
     bench_tiling.kernel_extract(frame, grid, np.empty((grid.count, 3, 32, 32), np.float16), 3)
@@ -48,14 +54,7 @@ def test_the_thread_count_reaches_the_kernel(monkeypatch: pytest.MonkeyPatch) ->
 def test_zero_threads_asks_the_kernel_for_the_cores_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A process that may use one core (taskset, a container): the report named 1 thread while the kernel, given 0,
     # counted the machine's cores itself.
-    seen: list[int] = []
-    native = bench_tiling._tiling
-
-    def extract_tiles(*args: Any, threads: int, **kwargs: Any) -> Any:
-        seen.append(threads)
-        return native.extract_tiles(*args, threads=threads, **kwargs)
-
-    monkeypatch.setattr(bench_tiling, "_tiling", SimpleNamespace(extract_tiles=extract_tiles))
+    seen = record_kernel_threads(monkeypatch)
     monkeypatch.setattr(bench_tiling, "usable_cores", lambda: 1)
     assert bench_tiling.main(["--size", "64", "--tile", "32", "--overlap", "8", "--trials", "1", "--iterations", "1",
                               "--threads", "0", "--no-gpu", "--results-dir", str(tmp_path)]) == 0
