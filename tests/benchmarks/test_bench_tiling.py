@@ -62,6 +62,13 @@ def test_zero_threads_asks_the_kernel_for_the_cores_named(tmp_path: Path, monkey
     assert seen and set(seen) == {1}
 
 
+def test_the_thread_counts_the_kernels_run_are_taken_up_to_their_cap() -> None:
+    # The native kernels run at most 256 threads (cpp_ext/bindings.cpp): 256 is a count they run, 257 is not.
+    assert bench_tiling.kernel_threads(bench_tiling.KERNEL_MAX_THREADS) == 256
+    with pytest.raises(ValueError, match=r"--threads must be from 0 .* to 256, got 257"):
+        bench_tiling.kernel_threads(257)
+
+
 @pytest.mark.parametrize("threads", [1, 0])
 def test_a_short_cpu_run_reports_its_grid_threads_and_speedup(tmp_path: Path, threads: int) -> None:
     assert bench_tiling.main(["--size", "64", "--tile", "32", "--overlap", "8", "--trials", "2", "--iterations", "2",

@@ -12,10 +12,13 @@ import sys
 import pytest
 
 from unetrt.cli import (
+    INSTALL_EXPORT,
+    INSTALL_TORCH,
     MAX_SEED,
     TERMINATED,
     StopOnSigterm,
     TerminatedError,
+    install_hint,
     parse_seed,
     parse_size,
     raise_terminated,
@@ -72,6 +75,13 @@ def test_an_optional_module_missing_where_a_command_needs_it_names_its_install(
     assert run_cli(lambda: _raise(ModuleNotFoundError("scipy needs numpy>=2", name="scipy"))) == 2
     assert capsys.readouterr().err.splitlines() == [
         "error: No module named 'unetrt._tiling'", "error: No module named 'cv2.data'", "error: scipy needs numpy>=2"]
+
+
+def test_a_part_of_torch_is_named_with_torchs_install_line() -> None:
+    # ImportError.name can be a submodule (torch.nn, matplotlib.pyplot): the package decides the line, and the
+    # export extra brings no torch on Linux.
+    assert install_hint("torch.nn") == install_hint("torch") == INSTALL_TORCH
+    assert install_hint("matplotlib.pyplot") == install_hint("onnx") == INSTALL_EXPORT
 
 
 def test_a_file_name_too_long_is_a_user_error_and_other_os_errors_are_bugs(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -136,3 +137,27 @@ def test_a_command_without_onnx_names_the_export_extra(monkeypatch: pytest.Monke
     assert code == 2
     assert err.splitlines() == ["error: unet-export needs the Python module 'onnx', which is not installed: "
                                 "pip install 'unetrt[export]'"]
+
+
+def test_a_part_of_unetrt_missing_is_a_broken_install_not_an_extra_to_add(monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # "unet-weights needs the Python module 'unetrt' ... pip install 'unetrt[export]'" would send the user to
+    # install what is installed: the import error stays as it is.
+    from unetrt.commands import unet_weights
+
+    with pytest.raises(ModuleNotFoundError) as missing:
+        _launched_without("unetrt.export.weights_figure", "unetrt.export.weights", monkeypatch, capsys, unet_weights)
+    assert missing.value.name == "unetrt.export.weights"
+
+
+def test_each_console_script_names_itself_in_its_missing_module_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The line says which command needs the module: the one the user typed, as pyproject.toml installs it.
+    from unetrt import commands
+
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    scripts = re.findall(r'^(unet-[\w-]+) = "unetrt\.commands:(\w+)"$', pyproject, re.M)
+    launched: list[str] = []
+    monkeypatch.setattr(commands, "_launch", lambda module, command: launched.append(command) or 0)
+    for _, function in scripts:
+        assert getattr(commands, function)() == 0
+    assert len(scripts) == 8 and launched == [script for script, _ in scripts]

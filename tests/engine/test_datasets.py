@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import cv2
@@ -126,6 +127,17 @@ def test_a_binary_label_of_other_ids_is_refused_not_read_as_empty(tmp_path: Path
     assert read_label(tmp_path / "m.png", binary=False).tolist() == [[0, 3, 10, 0]]
 
 
+@pytest.mark.parametrize("top", [2, 127])
+def test_a_binary_label_of_ids_up_to_half_grey_is_refused(top: int, tmp_path: Path) -> None:
+    # Every id from 2 to 127 lies at or below half grey (127), where a 0/255 mask is split: all background.
+    cv2.imwrite(str(tmp_path / "m.png"), np.array([[0, top]], np.uint8))
+    with pytest.raises(ValueError, match=f"holds values 0 to {top}, which is neither a 0/255 mask"):
+        read_label(tmp_path / "m.png", binary=True)
+    # Above half grey a grey mask is a mask: 128 is foreground.
+    cv2.imwrite(str(tmp_path / "m.png"), np.array([[0, 128]], np.uint8))
+    assert read_label(tmp_path / "m.png", binary=True).tolist() == [[0, 1]]
+
+
 def test_a_16_bit_label_is_refused_with_its_dtype(tmp_path: Path) -> None:
     # Ids above 255 would wrap around if cast to the uint8 the training and metrics use.
     cv2.imwrite(str(tmp_path / "deep.png"), np.array([[0, 300]], np.uint16))
@@ -207,3 +219,41 @@ def test_a_tiff_stack_is_refused_not_read_as_its_first_page(tmp_path: Path) -> N
     # One page is an image as any other, whatever its suffix says.
     assert cv2.imwritemulti(str(tmp_path / "one.tiff"), pages[2:])
     assert read_image(tmp_path / "one.tiff", channels=1).tolist() == pages[2].tolist()
+
+
+def test_a_tiff_stack_is_refused_whatever_the_case_of_its_suffix(tmp_path: Path) -> None:
+    # Cameras and Windows tools write STACK.TIF.
+    assert cv2.imwritemulti(str(tmp_path / "STACK.TIF"), [np.full((6, 8), 40 * i, np.uint8) for i in range(2)])
+    with pytest.raises(ValueError, match=r"STACK\.TIF' is a stack of 2 pages"):
+        read_image(tmp_path / "STACK.TIF", channels=1)
+
+
+def _big_endian_tiff(path: Path, pages: list[np.ndarray]) -> None:
+    """A baseline TIFF in Motorola byte order (b"MM", as ImageJ saves stacks) of uncompressed uint8 pages."""
+    data = bytearray(b"MM" + struct.pack(">HI", 42, 0))  # the first page's offset is filled in below
+    link = 4  # where the offset of the next page goes: the header's, then each page's
+    for page in pages:
+        height, width = page.shape
+        pixels = len(data)
+        data += page.tobytes()
+        struct.pack_into(">I", data, link, len(data))
+        shorts = [(256, width), (257, height), (258, 8), (259, 1), (262, 1)]
+        entries = [struct.pack(">HHIHH", tag, 3, 1, value, 0) for tag, value in shorts]
+        entries.append(struct.pack(">HHII", 273, 4, 1, pixels))
+        entries += [struct.pack(">HHIHH", tag, 3, 1, value, 0) for tag, value in ((277, 1), (278, height))]
+        entries.append(struct.pack(">HHII", 279, 4, 1, height * width))
+        data += struct.pack(">H", len(entries)) + b"".join(entries)
+        link = len(data)
+        data += struct.pack(">I", 0)
+    path.write_bytes(bytes(data))
+
+
+def test_a_big_endian_tiff_stack_is_refused_too(tmp_path: Path) -> None:
+    # ImageJ saves stacks big-endian by default: the page count is read in the file's own byte order.
+    pages = [np.full((6, 8), 40 * i, np.uint8) for i in range(3)]
+    _big_endian_tiff(tmp_path / "stack.tif", pages)
+    with pytest.raises(ValueError, match=r"stack\.tif' is a stack of 3 pages"):
+        read_image(tmp_path / "stack.tif", channels=1)
+    # The same file of one page is an image as any other.
+    _big_endian_tiff(tmp_path / "one.tif", pages[2:])
+    assert read_image(tmp_path / "one.tif", channels=1).tolist() == pages[2].tolist()

@@ -10,12 +10,15 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
+import shlex
 import signal
 import sys
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -566,6 +569,53 @@ def test_doctor_before_the_first_build_names_tensorrt_and_the_build(asked: list[
     with Segmenter("camvid", build=False, warm_up=False) as segmenter:
         assert segmenter.backend.name == "tensorrt"
     assert builds() == 1
+
+
+def test_the_build_the_doctor_names_builds_the_engine_a_stream_at_that_size_loads(
+        first_run: Path, tmp_path: Path, tiny_model_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """The line's command is copied into a shell: a model path with a space stays one argument, and the working
+    size asked for is the one it builds (an engine of another size is not the one the stream loads)."""
+    from unetrt.doctor import main as doctor
+
+    model = tmp_path / "my models" / "tiny.onnx"
+    model.parent.mkdir()
+    model.write_bytes(tiny_model_files["onnx"].read_bytes())
+    assert doctor(["--model", str(model), "--working-size", "64x48"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    named = re.search(r"; (python -m unetrt\.doctor --build .*) builds it now\)", last)
+    assert named is not None, last
+    argv = shlex.split(named.group(1))
+    assert argv[:4] == ["python", "-m", "unetrt.doctor", "--build"] and builds() == 0
+    assert doctor(argv[3:]) == 0 and builds() == 1
+    with Segmenter(model, build=False, warm_up=False, working_size=(64, 48)) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    assert builds() == 1
+
+
+def test_the_doctor_closes_the_fallback_it_opens_to_name_it(first_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the first build the last line names what --no-build runs by opening it: a CPU backend whose threads
+    and memory a service that runs the doctor in its own process must not keep."""
+    import unetrt.doctor as doctor_module
+
+    opened: list[Any] = []
+    closed: list[Any] = []
+    real_open = doctor_module.open_backend
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        backend = real_open(*args, **kwargs)
+        real_close = backend.close
+
+        def close() -> None:
+            closed.append(backend)
+            real_close()
+
+        opened.append(backend)
+        monkeypatch.setattr(backend, "close", close)
+        return backend
+
+    monkeypatch.setattr(doctor_module, "open_backend", recorded)
+    assert doctor_module.main([]) == 0
+    assert len(opened) == 1 and closed == opened and builds() == 0
 
 
 def test_doctor_build_releases_the_gpu_it_opened(first_run: Path, gpu: FakeGpu) -> None:

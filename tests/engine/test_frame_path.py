@@ -125,6 +125,8 @@ def test_bad_calls_raise() -> None:
 
 @pytest.mark.parametrize(("frames", "grid", "probabilities", "batch_size", "message"), [
     ([], None, False, 4, "non-empty list of frames .*got an empty list"),  # was IndexError
+    # One array of frames in place of a list: numpy's "truth value ... is ambiguous" named no fix.
+    (np.zeros((2, 24, 32, 3), np.uint8), None, False, 4, r"list of frames .*got one array of shape \(2, 24, 32, 3\)"),
     ([[[0]]], None, False, 4, "list of frames .*check_frame.*got a list of 1: list"),  # was AttributeError
     ([np.zeros((24, 32, 3), np.uint8)], (24, 32), False, 4, "grid must be a unetrt.tiling.TileGrid"),  # AttributeError
     ([np.zeros((24, 32, 3), np.uint8)], None, "no", 4, "probabilities must be True or False, got 'no'"),  # was True
@@ -138,6 +140,25 @@ def test_mistaken_calls_of_the_documented_run_are_named(frames: object, grid: ob
     with pytest.raises(ValueError, match=message):
         path.run(frames, plan_whole(24, 32, "same", 3) if grid is None else grid,  # type: ignore[arg-type]
                  probabilities, batch_size=batch_size)  # type: ignore[arg-type]
+
+
+def test_numpy_booleans_choose_the_probabilities_as_python_booleans_do() -> None:
+    # A flag read from an array or made by a comparison is numpy's bool: it is True or False all the same.
+    path = FramePath(HostDevice(channel_scores), INFO)
+    frame, grid = np.zeros((24, 32, 3), np.uint8), plan_whole(24, 32, "same", 3)
+    assert path.run([frame], grid, np.bool_(True))[0].probabilities.shape == (3, 24, 32)
+    assert path.run([frame], grid, np.bool_(False))[0].probabilities is None
+
+
+def test_a_same_network_described_as_valid_is_named_with_the_sizes_fed_and_expected() -> None:
+    # The description's 'valid' depth-3 geometry (plan_whole) feeds the 24 x 32 frame as a 64 x 72 tile, its
+    # context margin around it, and expects 24 x 32 logits; the network keeps its input's size and returns 64 x 72.
+    # The hint names the size fed, then the size expected: the other way round it describes a network that shrinks.
+    info = tiny_info(num_classes=3, padding="valid", working_size=(32, 24))
+    path = FramePath(HostDevice(channel_scores), info)
+    with pytest.raises(ValueError, match=r"returned shape \(1, 3, 64, 72\) .*: for 64x72 inputs its description "
+                                         r"\(padding 'valid', depth 3\) gives 24x32 logits; describe the network"):
+        path.run([np.zeros((24, 32, 3), np.uint8)], plan_whole(24, 32, "valid", 3), False)
 
 
 def test_network_input_is_the_papers_mirror_padded_normalised_rgb() -> None:

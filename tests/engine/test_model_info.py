@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from unetrt.model_info import ModelInfo
+from unetrt.model_info import ModelInfo, check_network_layout
 
 
 def make(**kwargs: object) -> ModelInfo:
@@ -110,3 +110,17 @@ def test_a_long_bad_value_is_cut_short_in_the_message() -> None:
     with pytest.raises(ValueError, match=r"\.\.\.$") as caught:
         ModelInfo.from_json(json.dumps({**camvid_like(), "name": list(range(10000))}))
     assert len(str(caught.value)) < 200
+
+
+@pytest.mark.parametrize("shape", [["n", 3, "h"], ["n", 3, "d", "h", "w"]])
+def test_a_network_input_of_another_rank_is_refused(shape: list[object]) -> None:
+    # Every backend feeds N x C x H x W: a 5-D input (a volume network) would fail at the first frame instead.
+    with pytest.raises(ValueError, match=f"takes a {len(shape)}-D input; unetrt feeds its network N x C x H x W"):
+        check_network_layout(make(), shape, "m.onnx")
+
+
+def test_an_input_whose_width_equals_the_channel_count_is_channels_first() -> None:
+    # 1 x 3 x 16 x 3 is N x C x H x W with W = 3: its channels are where unetrt feeds them.
+    check_network_layout(make(), [1, 3, 16, 3], "m.onnx")
+    with pytest.raises(ValueError, match="takes its channels last"):
+        check_network_layout(make(), [1, 16, 16, 3], "m.onnx")

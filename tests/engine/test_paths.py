@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from unetrt.paths import check_file, check_folder, check_utf8_name, probe_path, read_json
+from unetrt.paths import check_file, check_folder, check_utf8_name, probe_path, read_json, write_whole
 
 
 def test_a_file_and_a_folder_pass_their_own_check(tmp_path: Path) -> None:
@@ -84,3 +84,17 @@ def test_a_utf8_name_under_an_ascii_locale_names_the_locale_not_the_name(monkeyp
     latin1 = b"clip \xfc.mp4".decode("ascii", errors="surrogateescape")
     with pytest.raises(ValueError, match=r"^input 'clip \\xfc\.mp4' has a name that is not valid UTF-8.*convmv"):
         check_utf8_name(latin1, "input")
+
+
+def test_bytes_are_written_whole_through_a_link_and_in_place_of_a_file(tmp_path: Path) -> None:
+    # unet-bench --plot writes its PNG with write_whole: through a link the user made, the target gets the bytes
+    # (the link stays a link), as a text report does.
+    png = b"\x89PNG\r\n\x1a\n\x00\xff"
+    target = tmp_path / "target.png"
+    target.write_bytes(b"earlier")
+    link = tmp_path / "plot.png"
+    link.symlink_to(target)
+    write_whole(link, png)
+    assert link.is_symlink() and target.read_bytes() == png
+    write_whole(tmp_path / "plain.png", png)
+    assert (tmp_path / "plain.png").read_bytes() == png

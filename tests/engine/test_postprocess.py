@@ -318,6 +318,27 @@ def test_maps_that_are_no_probabilities_are_refused_not_thresholded(scale: str) 
     assert np.array_equal(cell_lines(mask), cell_lines(mask // 255)) and cell_lines(mask).any()
 
 
+def test_a_map_that_strays_outside_0_1_by_rounding_is_cleaned_as_the_same_map_clipped() -> None:
+    # Blended tiles' weighted means can pass 1 (or 0) by an ulp or so: within the 1e-3 margin the map is taken,
+    # and every mask is the one of the map clipped to [0, 1].
+    probability, _ = two_cells_with_a_gap()
+    rounded = probability.copy()
+    rounded[0, 0], rounded[0, 1] = 1 + 1e-4, -1e-4
+    clipped = np.clip(rounded, 0, 1)
+    for mode in ("none", "fill-holes", "watershed"):
+        assert np.array_equal(BinaryCleanup(mode).apply(rounded), BinaryCleanup(mode).apply(clipped))
+    assert np.array_equal(seeded_watershed(rounded), seeded_watershed(clipped))
+
+
+def test_a_map_below_0_is_refused_though_it_stays_below_1() -> None:
+    # A network's tanh output (2p - 1, in [-1, 1]) never passes 1, yet a threshold of 0.5 on it is one of 0.75 on
+    # the probability: another mask than the one asked for, without a word.
+    probability, _ = two_cells_with_a_gap()
+    # Its minimum is 2 x 0.05 - 1, which float32 holds as -0.89999...
+    with pytest.raises(ValueError, match=r"must hold probabilities in \[0, 1\], got min -0\.8999"):
+        BinaryCleanup("watershed").apply(2 * probability - 1)
+
+
 @pytest.mark.parametrize("cleanup", [True, 1, {"mode": "watershed"}])
 def test_a_cleanup_of_no_known_kind_is_named_not_a_crash(cleanup: object) -> None:
     # Segmenter(cleanup=True) ended in AttributeError: 'bool' object has no attribute 'active'.

@@ -256,6 +256,22 @@ def test_a_bundled_models_name_exports_its_checkpoint(tiny_model_files: dict[str
     assert ModelInfo.from_json(meta[METADATA_KEY]) == load_model(tiny_model_files["pt"])[1]
 
 
+def test_a_checkpoint_file_named_like_a_bundled_model_is_the_file_exported(tiny_model_files: dict[str, Path],
+                                                                          tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # A file the user names is read, as before bundled names were taken: here the bundled tiny.pt is no checkpoint
+    # at all, so only the local file ./tiny exports.
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "tiny.pt").write_bytes(b"not the checkpoint the user named")
+    monkeypatch.setattr("unetrt.bundled.MODELS_DIR", models)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").write_bytes(tiny_model_files["pt"].read_bytes())
+    assert main(["tiny", "-o", "tiny.onnx"]) == 0
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "tiny.onnx")).metadata_props}
+    assert ModelInfo.from_json(meta[METADATA_KEY]) == load_model(tiny_model_files["pt"])[1]
+
+
 def test_a_torchscript_file_is_one_line_without_torch_warning(tmp_path: Path) -> None:
     # torch.load printed a two-line UserWarning before the error line.
     import torch

@@ -10,7 +10,7 @@ import pytest
 from conftest import tiny_info, write_described_onnx, write_unparsable_onnx
 
 from unetrt.backends import open_backend, resolve_model
-from unetrt.backends.base import check_batch, invalid_model_file, network_output_shape
+from unetrt.backends.base import check_batch, invalid_model_file, network_output_shape, network_run_error
 
 
 def test_suffix_picks_backend(tiny_model_files: dict[str, Path]) -> None:
@@ -253,6 +253,13 @@ def _red_and_blue(height: int, width: int) -> np.ndarray:
     return frame
 
 
+def _red_and_blue_classes(height: int, width: int) -> np.ndarray:
+    """The mask of :func:`_red_and_blue` where every pixel keeps its own class: 0 left of the middle, 2 from it."""
+    mask = np.zeros((height, width), np.uint8)
+    mask[:, width // 2 :] = 2
+    return mask
+
+
 def test_onnxruntime_refuses_a_network_of_two_outputs_as_openvino_does(tmp_path: Path) -> None:
     # ONNX Runtime read the first output whatever it was; OpenVINO refused the same file.
     pytest.importorskip("onnx")
@@ -286,6 +293,18 @@ def test_onnxruntime_refuses_an_input_that_is_not_float(tmp_path: Path) -> None:
 
     path = _identity_onnx(tmp_path / "bytes.onnx", ("n", 3, "h", "w"), TensorProto.UINT8)
     with pytest.raises(ValueError, match=r"network input of type tensor\(uint8\)"):
+        open_backend(path, "onnxruntime")
+
+
+def test_onnxruntime_refuses_an_output_that_is_not_float(tmp_path: Path) -> None:
+    # Opened, a network that casts its logits to int64 would run, its logits cast back truncated to whole numbers.
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    path = write_described_onnx(tmp_path / "ints.onnx", [helper.make_node("Cast", ["image"], ["logits"],
+                                                                          to=TensorProto.INT64)],
+                                {"logits": TensorProto.INT64}, input_shape=("n", 3, "h", "w"))
+    with pytest.raises(ValueError, match=r"network output of type tensor\(int64\)"):
         open_backend(path, "onnxruntime")
 
 
@@ -327,12 +346,41 @@ def test_onnxruntime_runs_a_fixed_input_at_its_size_one_frame_at_a_time_and_tile
     for result in (first, second):
         assert (result.mask[:, :8] == 0).all() and (result.mask[:, 16:] == 2).all()
     # Not resized (no working size), a 40 x 48 frame is tiled at 16 x 16: every pixel keeps its own class.
-    large = _red_and_blue(40, 48)
     with Segmenter(path) as seg:
-        mask = seg.segment(large).mask
-    expected = np.zeros((40, 48), np.uint8)
-    expected[:, 24:] = 2
-    np.testing.assert_array_equal(mask, expected)
+        mask = seg.segment(_red_and_blue(40, 48)).mask
+    np.testing.assert_array_equal(mask, _red_and_blue_classes(40, 48))
+
+
+def test_onnxruntime_takes_a_fixed_input_of_another_height_than_width_the_right_way_round(tmp_path: Path) -> None:
+    # A 1 x 3 x 16 x 24 input (N x C x H x W): the largest input is 16 high and 24 wide, and --size is W x H.
+    pytest.importorskip("onnx")
+    from unetrt import Segmenter
+
+    path = _identity_onnx(tmp_path / "wide.onnx", (1, 3, 16, 24))
+    with Segmenter(path) as seg:
+        assert seg.backend.max_input_hw == (16, 24)
+        with pytest.raises(ValueError, match=r"working_size=\(24, 16\) \(--size 24x16\)"):
+            seg.segment(_red_and_blue(12, 14))
+        # Tiled at 16 x 24, a 40 x 60 frame keeps every pixel's class: red (0) left, blue (2) right of column 30.
+        mask = seg.segment(_red_and_blue(40, 60)).mask
+    np.testing.assert_array_equal(mask, _red_and_blue_classes(40, 60))
+
+
+def test_onnxruntime_device_entry_refuses_a_shape_the_fixed_input_does_not_take(tmp_path: Path) -> None:
+    # The CUDA path asks output_shape before it binds buffers: a batch of 2 for a batch-1 file is refused there,
+    # in the line that names the fix, not inside ONNX Runtime's IO binding.
+    pytest.importorskip("onnx")
+    path = _identity_onnx(tmp_path / "fixed.onnx", (1, 3, 16, 16))
+    with open_backend(path, "onnxruntime") as backend:
+        assert backend.output_shape((1, 3, 16, 16)) == (1, 3, 16, 16)
+        with pytest.raises(ValueError, match=r"not 2 x 3 x 16 x 16: .*run batches of exactly 1"):
+            backend.output_shape((2, 3, 16, 16))
+
+
+def test_a_run_error_is_one_line_whatever_the_runtime_reports() -> None:
+    # Runtimes report over several lines (OpenVINO: where, which check, the problem); a command prints one.
+    message = str(network_run_error("OpenVINO", Path("/models/m.onnx"), (1, 3, 5, 6), "Check failed\n  at x.cpp:1\n"))
+    assert message.startswith("OpenVINO cannot run m.onnx on a 1 x 3 x 5 x 6 batch (Check failed at x.cpp:1); ")
 
 
 def _pool_and_upsample_onnx(path: Path) -> Path:
@@ -360,3 +408,13 @@ def test_a_network_that_cannot_run_a_shape_is_one_line_naming_the_depth(backend:
         with pytest.raises(ValueError, match=r"cannot run pool\.onnx on a 1 x 3 x 5 x 6 batch \(") as caught:
             net.infer(np.zeros((1, 3, 5, 6), np.float32))
     assert "\n" not in str(caught.value) and "describe it with depth k + 1" in str(caught.value)
+    if backend == "openvino":
+        # OpenVINO's report opens with where its check failed; its last line is the problem, the one given.
+        problem = str(caught.value.__cause__).strip().splitlines()[-1].strip()
+        assert f"batch ({problem}); " in str(caught.value)
+        # A batch spread over lanes reshapes the network to one image: the same line.
+        from unetrt.backends.openvino import OpenVinoBackend
+
+        with OpenVinoBackend(path, threads=2, lanes=2) as lanes, \
+                pytest.raises(ValueError, match=r"cannot run pool\.onnx on a 1 x 3 x 5 x 6 batch \("):
+            lanes.infer(np.zeros((2, 3, 5, 6), np.float32))

@@ -87,6 +87,27 @@ def test_a_video_that_cannot_be_opened_leaves_no_file_where_it_claimed_none(
     assert (tmp_path / "out.mp4").exists()
 
 
+def test_a_video_sink_replaces_an_earlier_video_by_default_and_keeps_it_when_its_encoder_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # VideoFileSink(path) of the Python API replaces what is there (overwrite defaults to True); the empty-file
+    # clean-up is for a file the sink itself claimed, never for an earlier video it was asked to replace.
+    out = tmp_path / "out.avi"
+    out.write_bytes(b"an earlier run's video")
+
+    def no_encoder(path: Path, fps: float, size: tuple[int, int]) -> encoders.VideoEncoder:
+        raise OSError("no encoder in this test")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("unetrt.stream.sinks.open_video_encoder", no_encoder)
+        with pytest.raises(OSError, match="no encoder"):
+            VideoFileSink(out, fps=10).write(np.zeros((48, 64, 3), np.uint8))
+    assert out.read_bytes() == b"an earlier run's video"
+    sink = VideoFileSink(out, fps=10)
+    sink.write(np.zeros((48, 64, 3), np.uint8))
+    sink.close()
+    assert count_video_frames(out) == 1
+
+
 def test_a_name_that_is_not_utf8_never_reaches_opencv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # cv2.VideoWriter crashed the process (a segmentation fault) on such a name.
     class Refused:

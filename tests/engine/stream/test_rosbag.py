@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -249,6 +251,25 @@ def test_bag_sink_without_results_writes_an_empty_bag_and_replaces_an_old_file(t
     sink.close()
     sink.close()
     assert read_topic(out, MASK_TOPIC) == [] and not any(tmp_path.glob(".unetrt-bag-*"))
+
+
+def test_a_bag_that_cannot_be_moved_into_place_leaves_no_claimed_file(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without overwrite the sink creates the target empty before moving the bag over it; a move that fails (a full
+    # disk, another file system) must not leave that empty .mcap behind, which the next run refuses as existing.
+    out = tmp_path / "out.mcap"
+    real_replace = os.replace
+
+    def no_room_at_the_target(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        if Path(target) == out:
+            raise OSError(errno.ENOSPC, "No space left on device", str(target))
+        real_replace(source, target)
+
+    monkeypatch.setattr("unetrt.stream.rosbag.os.replace", no_room_at_the_target)
+    sink = RosbagSink(out, overwrite=False)
+    with pytest.raises(OSError, match="No space left"):
+        sink.close()
+    assert sorted(tmp_path.iterdir()) == []
 
 
 def test_uris_name_bags(image_bag: Path, tmp_path: Path) -> None:

@@ -93,7 +93,13 @@ def test_an_ignore_class_naming_no_class_is_refused(given: str, capsys: pytest.C
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["sample", "--ignore-class", given])
     assert exit_info.value.code == 2
-    assert "--ignore-class: names no class" in capsys.readouterr().err
+    assert f"--ignore-class: names no class, got {given!r}" in capsys.readouterr().err
+
+
+def test_ignore_class_names_are_taken_without_the_spaces_around_them() -> None:
+    # "sky, road" as typed after a comma: " road" names no class, and road would stay drawn.
+    args = build_parser().parse_args(["sample", "--ignore-class", " sky, road "])
+    assert stream_options(args).ignore_classes == ("sky", "road")
 
 
 def test_a_fractional_loop_is_refused_rather_than_looping_forever() -> None:

@@ -122,7 +122,9 @@ def test_an_output_another_run_takes_after_the_start_is_not_written_over(
     model = ["--model", str(tiny_model_files["onnx"]), "--threads", "1", "--workers", "1"]
     assert main([str(video), str(target), *model]) == OUTPUT_FAILED
     lines = _error_lines(capsys.readouterr().err)
-    assert len(lines) == 1 and "created by another program after this run started" in lines[0], lines
+    # The line names the output taken, and the flag that takes it anyway.
+    assert len(lines) == 1 and f"{str(taken)!r} was created by another program after this run started" in lines[0]
+    assert "add --overwrite" in lines[0], lines
     assert taken.read_bytes() == b"the other run's output"
     assert sorted(path.name for path in taken.parent.iterdir()) == [taken.name]
     # With --overwrite the run takes the path whoever made it.

@@ -123,3 +123,14 @@ def test_sample_beside_a_folder_named_sample_says_which_is_read(tmp_path: Path, 
         assert parse_source("./sample") == SourceSpec("images", "sample", live=False)
     assert caplog.messages == ["'sample' is the bundled clip, which is what is read: give ./sample for the folder "
                                "of that name here"]
+
+
+def test_sample_beside_a_file_named_sample_says_which_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    # A clip saved as ./sample (no suffix) is as unread as a folder of that name.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sample").write_bytes(b"a clip of the user's")
+    with caplog.at_level("WARNING", logger="unetrt.stream.uri"):
+        assert parse_source("sample").location == str(sample_clip())
+    assert caplog.messages == ["'sample' is the bundled clip, which is what is read: give ./sample for the file of "
+                               "that name here"]
