@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -361,9 +362,12 @@ class VideoCaptureSource:
         # Frames the file announces, read when it opens (0: unknown, a live source, or not open yet).
         self.frame_count = 0
         self._frames_read = 0
-        self._failures = 0
         # Reads that gave no frame, in all: with the frames read, where in the file the next read is.
         self._skipped = 0
+        # A file's failed reads that a later frame showed to be damaged frames, each still to be reported, and that
+        # later frame, returned after them.
+        self._damaged: deque[int] = deque()
+        self._held: np.ndarray | None = None
         # The camera mode last warned about, so a camera reopened after a failure does not repeat the warning.
         self._warned_mode: str | None = None
 
@@ -390,7 +394,6 @@ class VideoCaptureSource:
         self.fps = rate if 0 < rate < 1000 else None
         self.frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
         self._frames_read = 0
-        self._failures = 0
         self._skipped = 0
         if self.spec.kind == "rtsp" and self.open_timeout is not None:
             self._reader = TimedReader(capture)
@@ -467,8 +470,33 @@ class VideoCaptureSource:
         """The next frame; None when a file has ended.
 
         Raises:
-            SourceError: when a live source delivers nothing or the source is not open.
-            CorruptFrameError: when a file frame fails to decode before the file's end.
+            SourceError: when a live source delivers nothing, the source is not open, or not one frame of a file
+                decodes.
+            CorruptFrameError: when a file frame fails to decode before the file's end (one a later frame
+                follows).
+        """
+        if self._damaged:
+            raise CorruptFrameError(f"frame {self._damaged.popleft()} of {self.name!r} did not decode")
+        if self._held is not None:
+            held, self._held = self._held, None
+            return held
+        ok, frame = self._read_once()
+        if ok and frame is not None:
+            self._frames_read += 1
+            return frame
+        if self.live:
+            if self._frames_read == 0:
+                # A CSI camera whose Argus session fails (nvargus-daemon down, the sensor held by another process)
+                # opens and then ends at once: the first read, not the open, is where the hint belongs.
+                raise SourceError(f"{self.name!r} opened but sent no frame" + self._open_hint())
+            raise SourceError(f"{self.name!r} stopped delivering frames")
+        return self._read_past_failure()
+
+    def _read_once(self) -> tuple[bool, np.ndarray | None]:
+        """One read of the capture, through the reader thread for a network stream.
+
+        Raises:
+            SourceError: when the source is not open, or a network stream sends nothing within ``open_timeout``.
         """
         if self._reader is not None:
             assert self.open_timeout is not None
@@ -477,32 +505,55 @@ class VideoCaptureSource:
                 self._reader = None  # it releases the capture once FFmpeg's read returns
                 raise SourceError(f"{self.name!r} sent no frame for {self.open_timeout:g} s (--open-timeout); "
                                   "the server or camera may be frozen")
-            ok, frame = outcome
-        elif self._capture is not None:
-            ok, frame = self._capture.read()
-        else:
-            raise SourceError(f"source {self.name!r} is not open")
-        if ok and frame is not None:
-            self._frames_read += 1
-            self._failures = 0
-            return frame
-        if self.live:
-            if self._frames_read == 0:
-                # A CSI camera whose Argus session fails (nvargus-daemon down, the sensor held by another process)
-                # opens and then ends at once: the first read, not the open, is where the hint belongs.
-                raise SourceError(f"{self.name!r} opened but sent no frame" + self._open_hint())
-            raise SourceError(f"{self.name!r} stopped delivering frames")
-        self._failures += 1
-        self._skipped += 1
-        # From every failed read, not only those in a row: with damaged frames earlier in the file, counting only
-        # these put the reads past its last frame inside it, as more damaged frames (up to 9, and misnumbered).
-        position = self._frames_read + self._skipped
-        if position < self.frame_count and self._failures < MAX_CONSECUTIVE_FILE_FAILURES:
-            raise CorruptFrameError(f"frame {position - 1} of {self.name!r} did not decode")
-        return None
+            return outcome
+        if self._capture is not None:
+            return self._capture.read()
+        raise SourceError(f"source {self.name!r} is not open")
+
+    def _read_past_failure(self) -> np.ndarray | None:
+        """After a file's failed read: read on until a frame decodes (the failed reads were damaged frames, reported
+        one by one before it) or the file ends (they were its end; None).
+
+        Only a later frame tells a damaged frame from the end: a file cut short (a recording whose writer died) was
+        reported as its first 9 missing frames, each "did not decode", and counted as corrupt.
+
+        Raises:
+            CorruptFrameError: for the first damaged frame (:meth:`read` reports the others, then the frame).
+            SourceError: when not one frame of a file that announces frames decodes.
+        """
+        failed: list[int] = []
+        ok, frame = False, None
+        while not (ok and frame is not None):
+            position = self._frames_read + self._skipped
+            self._skipped += 1
+            failed.append(position)
+            # Not the last announced frame: counts are often one more than the frames a file holds.
+            if position + 1 >= self.frame_count or len(failed) >= MAX_CONSECUTIVE_FILE_FAILURES:
+                self._report_early_end(failed[0])
+                return None
+            ok, frame = self._read_once()
+        self._frames_read += 1
+        self._held = frame
+        self._damaged.extend(failed[1:])
+        raise CorruptFrameError(f"frame {failed[0]} of {self.name!r} did not decode")
+
+    def _report_early_end(self, position: int) -> None:
+        """Say, once, that a file ended at ``position`` before the frames it announces.
+
+        Raises:
+            SourceError: when no frame decoded at all.
+        """
+        if position + 1 >= self.frame_count:
+            return  # the file's own end
+        if self._frames_read == 0:
+            raise SourceError(f"{self.name!r} has no frame that decodes (none of the {self.frame_count} it announces)")
+        log.warning("%r ended at frame %d of the %d it announces: the rest did not decode (a file cut short, or "
+                    "damaged at its end)", self.name, position, self.frame_count)
 
     def close(self) -> None:
         """Release the capture (idempotent)."""
+        self._damaged.clear()
+        self._held = None
         if self._capture is not None:
             self._capture.release()
             self._capture = None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import signal
@@ -205,3 +206,20 @@ def test_the_progress_total_is_the_frames_the_run_will_segment(tmp_path: Path) -
             assert _expected_frames(stream, build_parser().parse_args([video, *flags])) == total, flags
     finally:
         stream.source.close()
+
+
+def test_a_recording_cut_short_is_streamed_to_where_it_was_cut(tmp_path: Path, tiny_model_files: dict[str, Path],
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    # A recording whose writer died (head -c of a clip): its missing tail was reported as 9 frames that "did not
+    # decode" and counted as corrupt, 9 more for every --loop.
+    whole = write_video(tmp_path / "whole.avi", 30).read_bytes()
+    video = tmp_path / "cut.avi"
+    video.write_bytes(whole[: len(whole) // 2])
+    out, stats = tmp_path / "out.avi", tmp_path / "stats.json"
+    assert main([str(video), str(out), "--model", str(tiny_model_files["onnx"]), "--loop", "1", "--stats",
+                 str(stats), "--threads", "1"]) == 0
+    summary = json.loads(stats.read_text())
+    assert 0 < summary["written"] == count_video_frames(out) < 60
+    assert summary["corrupt"] == 0, summary
+    lines = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert len(lines) == 2 and all("of the 30 it announces: the rest did not decode" in line for line in lines), lines

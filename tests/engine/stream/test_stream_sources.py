@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -387,3 +388,53 @@ def test_live_false_makes_a_camera_a_source_that_drops_nothing() -> None:
     # Not opened here: only what the stream will do with its frames is asked.
     assert open_source("/dev/video0").live
     assert not open_source("/dev/video0", live=False).live
+
+
+def _read_reporting(source: VideoCaptureSource) -> tuple[list[int], list[int]]:
+    """The frames a source gives (by the index their pixels carry) and the damaged ones it reports, in one pass."""
+    frames, damaged = [], []
+    while True:
+        try:
+            frame = source.read()
+        except CorruptFrameError as error:
+            damaged.append(int(str(error).split()[1]))
+            continue
+        if frame is None:
+            return frames, damaged
+        frames.append(int(frame[0, 0, 0]))
+
+
+def test_a_video_cut_short_ends_where_it_was_cut_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    # A recording whose writer died announces 30 frames and holds 12: its first 9 missing frames were reported as
+    # damaged ("frame 12 ... did not decode", one line each) and counted as corrupt, and its end went unsaid.
+    source = _open_fake_file(monkeypatch, FakeFileCapture([True] * 12 + [False] * 18))
+    with caplog.at_level(logging.WARNING):
+        frames, damaged = _read_reporting(source)
+    assert frames == list(range(12)) and damaged == []
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 1 and "ended at frame 12 of the 30 it announces" in lines[0], lines
+
+
+def test_damaged_frames_before_a_cut_are_reported_and_the_cut_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    source = _open_fake_file(monkeypatch, FakeFileCapture([True, False, False, True] + [False] * 20))
+    assert _read_reporting(source) == ([0, 3], [1, 2])
+
+
+def test_a_video_of_which_no_frame_decodes_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    source = _open_fake_file(monkeypatch, FakeFileCapture([False] * 30))
+    with pytest.raises(SourceError, match="has no frame that decodes \\(none of the 30 it announces\\)"):
+        source.read()
+
+
+def test_a_network_stream_taken_as_stored_reads_on_past_a_damaged_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    # live=False on an rtsp:// source reads it through its reader thread, which the read past a failure uses too.
+    from unetrt.stream import sources
+
+    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda *args: FakeFileCapture([True, False, True, True]))
+    source = VideoCaptureSource(SourceSpec("rtsp", "rtsp://127.0.0.1:1/cam", live=False), open_timeout=30.0)
+    source.open()
+    try:
+        assert _read_reporting(source) == ([0, 2, 3], [1])
+    finally:
+        source.close()
