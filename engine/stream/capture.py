@@ -339,6 +339,8 @@ class CaptureThread(threading.Thread):
         self.max_reconnects = max_reconnects
         self._index = 0
         self._attempts = 0
+        # Reads since the source was last opened, so a frame the check refuses is named by its place in the source.
+        self._reads = 0
 
     def run(self) -> None:
         end = EndOfStream()
@@ -353,16 +355,25 @@ class CaptureThread(threading.Thread):
     def _capture(self) -> None:
         while not self.stop.is_set():
             started = time.perf_counter()
+            position = self._reads
+            self._reads += 1
             try:
                 raw = self.source.read()
-                frame = None if raw is None else self.transform.apply(raw)
-            except CorruptFrameError as exc:
+            except CorruptFrameError as exc:  # the source names the frame itself
                 self.stats.count("corrupt")
                 log.warning("skipping a corrupt frame from %s: %s", self.source.name, exc)
                 continue
             except SourceError as exc:
                 if not self.source.live or not self._reopen(exc):
                     raise
+                continue
+            try:
+                frame = None if raw is None else self.transform.apply(raw)
+            except CorruptFrameError as exc:
+                # The check names what is wrong, not where: a camera loop's one float frame among uint8 ones.
+                self.stats.count("corrupt")
+                log.warning("skipping a corrupt frame from %s (frame %d since it opened): %s", self.source.name,
+                            position, exc)
                 continue
             self._attempts = 0
             if frame is None:
@@ -376,6 +387,7 @@ class CaptureThread(threading.Thread):
                     self.loops_left -= 1
                 self.source.close()
                 self.source.open()
+                self._reads = 0
                 continue
             now = time.perf_counter()
             item = CapturedFrame(frame, self._index, now, time.time(), (now - started) * 1e3,
@@ -413,6 +425,7 @@ class CaptureThread(threading.Thread):
             except SourceError as exc:
                 failure = exc
                 continue
+            self._reads = 0
             self.stats.count("reconnects")
             log.info("%s reopened (attempt %d)", self.source.name, self._attempts)
             return True

@@ -708,7 +708,8 @@ class IterableSource:
             return None
         except Exception as exc:  # user code failing mid-stream is a source failure, like a camera dropping out
             self._iterator = None
-            raise SourceError(f"{self.name}: {exc!r}") from exc
+            # Numbered from 0 as the frames are: which frame the camera loop failed at is the first thing to know.
+            raise SourceError(f"{self.name}: item {self._items_read} raised {exc!r}") from exc
         self._items_read += 1
         if isinstance(frame, np.ndarray):
             # Frames are read ahead of inference, so a buffer the iterable fills again for its next frame (a

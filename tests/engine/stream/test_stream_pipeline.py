@@ -77,6 +77,16 @@ def test_none_items_are_skipped_and_counted_like_corrupt_frames(items: list[int 
     assert "skipping a corrupt frame from python frames: item" in caplog.text
 
 
+def test_a_malformed_frame_among_good_ones_is_named_by_its_place(caplog: pytest.LogCaptureFixture) -> None:
+    # The warning named what was wrong (a float frame of 0..255) but not which of the camera loop's frames it was.
+    items = [frame_with_index(0), frame_with_index(1), np.full((48, 64, 3), 200.0, np.float32), frame_with_index(3)]
+    with caplog.at_level(logging.WARNING):
+        summary = Stream(items, FakeSegmenter()).run()
+    assert summary["processed"] == 3 and summary["corrupt"] == 1
+    lines = [record.getMessage() for record in caplog.records if "corrupt" in record.getMessage()]
+    assert len(lines) == 1 and "(frame 2 since it opened): float frames must hold values in [0, 1]" in lines[0], lines
+
+
 def test_only_none_items_is_a_source_with_no_frame_that_decodes() -> None:
     with pytest.raises(SourceError, match=r"has no frame that decodes \(2 corrupt\)"):
         Stream([None, None], FakeSegmenter()).run()

@@ -109,6 +109,20 @@ def test_iterable_failure_is_a_source_error() -> None:
         source.read()
 
 
+def test_an_iterable_that_raises_names_the_item_it_failed_at() -> None:
+    # 'python frames: RuntimeError(...)' left the robot's author to guess which frame the camera loop failed at.
+    def failing() -> Iterator[np.ndarray]:
+        yield np.zeros((2, 2, 3), np.uint8)
+        yield np.zeros((2, 2, 3), np.uint8)
+        raise RuntimeError("cable pulled")
+
+    source = IterableSource(failing)
+    source.open()
+    source.read(), source.read()
+    with pytest.raises(SourceError, match=r"item 2 raised RuntimeError\('cable pulled'\)"):
+        source.read()
+
+
 def test_a_none_item_is_a_corrupt_frame_not_the_end() -> None:
     # read() returning None means the end, so a None item ended the stream silently after the frames before it.
     source = IterableSource([np.zeros((2, 2, 3), np.uint8), None, np.zeros((2, 2, 3), np.uint8)])
