@@ -406,8 +406,12 @@ class CaptureThread(threading.Thread):
         delivers backs off like one that does not open.
 
         Raises:
-            SourceError: after ``max_reconnects`` attempts without a frame.
+            SourceError: after ``max_reconnects`` attempts without a frame, or at once for a source that cannot be
+                reopened (a plain iterable: its open would fail the same way for ever).
         """
+        if not getattr(self.source, "reopenable", True):
+            raise SourceError(f"{failure}; {self.source.name} is a plain iterable, which cannot be reopened: pass a "
+                              "function returning a new iterable to have it reopened after a failure") from failure
         while True:
             self._attempts += 1
             if self.max_reconnects is not None and self._attempts > self.max_reconnects:

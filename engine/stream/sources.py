@@ -53,7 +53,9 @@ class FrameSource(Protocol):
 
     A source that decodes its frames itself may also say in which colour order, as a ``color_order`` attribute
     ('bgr' for unetrt's OpenCV and ROS 2 bag sources): a :class:`~unetrt.stream.Stream` refuses it with a
-    segmenter that takes the other order. Without one, the frames are taken to be in the segmenter's order.
+    segmenter that takes the other order. Without one, the frames are taken to be in the segmenter's order. A live
+    source that can never be opened again after a failure says so with ``reopenable = False`` (a plain iterable): it
+    then ends the stream at its first failure rather than being retried for ever.
 
     Attributes:
         name: the source in words, for logs and the summary.
@@ -661,6 +663,8 @@ class IterableSource:
         self.live = live
         self.fps = fps
         self.name = name
+        # Only a function can make the frames again: a plain iterable failed once has failed for good.
+        self.reopenable = self._factory is not None
 
     def open(self) -> None:
         """Start iterating.

@@ -87,6 +87,23 @@ def test_a_malformed_frame_among_good_ones_is_named_by_its_place(caplog: pytest.
     assert len(lines) == 1 and "(frame 2 since it opened): float frames must hold values in [0, 1]" in lines[0], lines
 
 
+def test_a_live_plain_iterable_that_fails_ends_the_stream_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    # A generator cannot be made again: each reopen failed with "can be read only once" and, with the default
+    # max_reconnects, the loop waited for ever with a warning every 8 s.
+    def camera_loop() -> Iterator[np.ndarray]:
+        yield frame_with_index(0)
+        yield frame_with_index(1)
+        raise RuntimeError("driver hiccup")
+
+    stream = Stream(camera_loop(), FakeSegmenter(), live=True, reconnect_delay=FAST_RECONNECT, max_reconnects=3)
+    with caplog.at_level(logging.WARNING), pytest.raises(SourceError) as raised:
+        stream.run()
+    message = str(raised.value)
+    assert "item 2 raised RuntimeError('driver hiccup')" in message, message
+    assert "cannot be reopened: pass a function returning a new iterable" in message, message
+    assert "reopening" not in caplog.text
+
+
 def test_only_none_items_is_a_source_with_no_frame_that_decodes() -> None:
     with pytest.raises(SourceError, match=r"has no frame that decodes \(2 corrupt\)"):
         Stream([None, None], FakeSegmenter()).run()
