@@ -364,8 +364,12 @@ class CaptureThread(threading.Thread):
                 log.warning("skipping a corrupt frame from %s: %s", self.source.name, exc)
                 continue
             except SourceError as exc:
-                if not self.source.live or not self._reopen(exc):
+                if not self.source.live:
                     raise
+                if not self._reopen(exc):
+                    # stop() during the backoff (Ctrl-C, SIGTERM, the robot shutting down) ends the stream as a stop
+                    # anywhere else does; raising the failure made the command exit 2 instead of 143.
+                    return
                 continue
             try:
                 frame = None if raw is None else self.transform.apply(raw)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from stream_helpers import FakeSegmenter, frame_with_index
 
-from unetrt.stream.capture import backoff_delay, open_when_up
+from unetrt.stream.capture import CaptureThread, EndOfStream, LatestFrameSlot, backoff_delay, open_when_up
 from unetrt.stream.pipeline import Stream
 from unetrt.stream.sources import SourceError
+from unetrt.stream.stats import StreamStats
 
 FAST = (0.01, 0.04)
 
@@ -120,3 +121,31 @@ def test_a_live_source_that_ends_is_not_replayed_by_loop() -> None:
     with Stream(camera, FakeSegmenter(), reconnect_delay=FAST, loop=2) as stream:
         list(stream)
     assert camera.opens == 1 and stream.summary()["captured"] == 5
+
+
+class UnpluggedCamera(LateCamera):
+    """A live source that delivers one frame, then fails; ``on_failure`` runs as it fails."""
+
+    def __init__(self, on_failure: threading.Event) -> None:
+        super().__init__(down_for=0, frames=1)
+        self.on_failure = on_failure
+
+    def read(self) -> np.ndarray | None:
+        frame = super().read()
+        if frame is None:
+            self.on_failure.set()
+            raise SourceError("cable pulled")
+        return frame
+
+
+def test_a_stop_while_a_failed_camera_is_reopened_ends_the_stream_without_an_error() -> None:
+    # stop() (SIGTERM from systemd, the robot shutting down) during the reconnect backoff raised the camera's failure
+    # from the loop: unet-stream then exited 2 with "cable pulled" rather than 143.
+    stop = threading.Event()
+    camera = UnpluggedCamera(on_failure=stop)
+    camera.open()
+    slot = LatestFrameSlot()
+    CaptureThread(camera, slot, StreamStats(), stop, reconnect_delay=(60.0, 60.0)).run()
+    assert not isinstance(slot.get(0.0), EndOfStream)  # the frame
+    end = slot.get(0.0)
+    assert isinstance(end, EndOfStream) and end.error is None, end
