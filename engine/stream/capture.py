@@ -27,6 +27,9 @@ from .stats import StreamStats
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05
+# A live source's corrupt frames get one warning line at most this often, counting the others (each is logged at INFO,
+# which --verbose shows): a camera whose every other frame is bad wrote 25 lines a second to the journal.
+CORRUPT_LOG_S = 10.0
 
 
 @dataclass
@@ -341,6 +344,8 @@ class CaptureThread(threading.Thread):
         self._attempts = 0
         # Reads since the source was last opened, so a frame the check refuses is named by its place in the source.
         self._reads = 0
+        self._corrupt_unlogged = 0
+        self._corrupt_logged_at = -CORRUPT_LOG_S
 
     def run(self) -> None:
         end = EndOfStream()
@@ -360,8 +365,7 @@ class CaptureThread(threading.Thread):
             try:
                 raw = self.source.read()
             except CorruptFrameError as exc:  # the source names the frame itself
-                self.stats.count("corrupt")
-                log.warning("skipping a corrupt frame from %s: %s", self.source.name, exc)
+                self._skip_corrupt(f": {exc}")
                 continue
             except SourceError as exc:
                 if not self.source.live:
@@ -375,9 +379,7 @@ class CaptureThread(threading.Thread):
                 frame = None if raw is None else self.transform.apply(raw)
             except CorruptFrameError as exc:
                 # The check names what is wrong, not where: a camera loop's one float frame among uint8 ones.
-                self.stats.count("corrupt")
-                log.warning("skipping a corrupt frame from %s (frame %d since it opened): %s", self.source.name,
-                            position, exc)
+                self._skip_corrupt(f" (frame {position} since it opened): {exc}")
                 continue
             self._attempts = 0
             if frame is None:
@@ -402,6 +404,20 @@ class CaptureThread(threading.Thread):
             dropped = self.handoff.put(item, self.stop)
             if dropped:
                 self.stats.count("dropped", dropped)
+
+    def _skip_corrupt(self, detail: str) -> None:
+        """Count a corrupt frame and say so: each of a stored source's (a folder's skipped image is named, the outputs
+        being numbered by frame), a live one's at most every ``CORRUPT_LOG_S`` seconds with the count of the others."""
+        self.stats.count("corrupt")
+        now = time.monotonic()
+        if self.source.live and now - self._corrupt_logged_at < CORRUPT_LOG_S:
+            self._corrupt_unlogged += 1
+            log.info("skipping a corrupt frame from %s%s", self.source.name, detail)
+            return
+        others = (f" ({self._corrupt_unlogged} more since the last such line; --verbose logs each)"
+                  if self._corrupt_unlogged else "")
+        self._corrupt_unlogged, self._corrupt_logged_at = 0, now
+        log.warning("skipping a corrupt frame from %s%s%s", self.source.name, detail, others)
 
     def _reopen(self, failure: SourceError) -> bool:
         """Reopen a failed live source with backoff; False when stopped first.

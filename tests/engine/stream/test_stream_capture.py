@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from stream_helpers import FakeSegmenter, frame_with_index
 
+from unetrt.stream import capture
 from unetrt.stream.capture import CaptureThread, EndOfStream, LatestFrameSlot, backoff_delay, open_when_up
 from unetrt.stream.pipeline import Stream
 from unetrt.stream.sources import SourceError
@@ -149,3 +150,36 @@ def test_a_stop_while_a_failed_camera_is_reopened_ends_the_stream_without_an_err
     assert not isinstance(slot.get(0.0), EndOfStream)  # the frame
     end = slot.get(0.0)
     assert isinstance(end, EndOfStream) and end.error is None, end
+
+
+def test_a_live_camera_whose_frames_are_often_bad_gets_one_line_for_them(monkeypatch: pytest.MonkeyPatch,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    # Every other frame None (a camera SDK's frame not ready): one warning each, 25 lines a second in the journal.
+    monkeypatch.setattr(capture, "CORRUPT_LOG_S", 1e9)  # the whole run within one period, however slow the machine
+    frames = [None if index % 2 else frame_with_index(index) for index in range(40)]
+    with caplog.at_level(logging.WARNING):
+        summary = Stream(lambda: iter(frames), FakeSegmenter(), live=True).run()
+    assert summary["corrupt"] == 20
+    lines = [record.getMessage() for record in caplog.records if "corrupt" in record.getMessage()]
+    assert len(lines) == 1 and "item 1 is None" in lines[0], lines
+
+
+def test_the_next_line_on_a_live_cameras_bad_frames_counts_those_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    thread = CaptureThread(LateCamera(down_for=0), LatestFrameSlot(), StreamStats(), threading.Event())
+    with caplog.at_level(logging.INFO, logger="unetrt.stream.capture"):
+        for _ in range(3):
+            thread._skip_corrupt(": frame is None")
+        thread._corrupt_logged_at -= capture.CORRUPT_LOG_S  # the period has passed
+        thread._skip_corrupt(": frame is None")
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 2 and "(2 more since the last such line; --verbose logs each)" in warnings[1], warnings
+    assert sum(record.levelno == logging.INFO for record in caplog.records) == 2  # what --verbose shows
+    assert thread.stats.counters["corrupt"] == 4
+
+
+def test_each_corrupt_frame_of_a_stored_source_is_named(caplog: pytest.LogCaptureFixture) -> None:
+    # A folder's skipped images are named one by one: the output frames no longer line up with the input names.
+    frames = [None if index % 2 else frame_with_index(index) for index in range(10)]
+    with caplog.at_level(logging.WARNING):
+        Stream(frames, FakeSegmenter()).run()
+    assert sum("corrupt" in record.getMessage() for record in caplog.records) == 5
