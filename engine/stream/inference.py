@@ -45,6 +45,8 @@ class InferenceWorkers:
         stop: set to end every worker (after the frame it is segmenting).
         max_fps: take at most this many frames per second (None: as fast as they come).
         max_frames: take at most this many frames, then end (None: until the source ends).
+        waiting: how many finished results may wait for the consumer (None: one per worker). A live stream's is 1:
+            each result waiting is one more period of a slow consumer's loop old when the loop gets it.
 
     Example:
         >>> workers = InferenceWorkers([segmenter], handoff, stats, stop, None, None)  # doctest: +SKIP
@@ -52,14 +54,15 @@ class InferenceWorkers:
     """
 
     def __init__(self, segmenters: Sequence[FrameSegmenter], handoff: Handoff, stats: StreamStats,
-                 stop: threading.Event, max_fps: float | None, max_frames: int | None) -> None:
+                 stop: threading.Event, max_fps: float | None, max_frames: int | None,
+                 waiting: int | None = None) -> None:
         self._segmenters = list(segmenters)
         self._handoff = handoff
         self._stats = stats
         self._stop = stop
         self._max_fps = max_fps
         self._max_frames = max_frames
-        self._ordered: OrderedResults[WorkerOutcome] = OrderedResults(len(self._segmenters))
+        self._ordered: OrderedResults[WorkerOutcome] = OrderedResults(waiting or len(self._segmenters))
         self._take_lock = threading.Lock()
         self._taken = 0
         self._source_ended = False

@@ -254,8 +254,12 @@ class Stream:
 
     def _results(self) -> Iterator[StreamResult]:
         assert self._handoff is not None
+        # A live stream's results wait for a slow loop one at a time: with one per worker waiting, a loop taking
+        # 200 ms a result got masks of frames 415 ms old (2 workers) where one worker gave 224 ms; the newer frames
+        # wait in the hand-off, where stale ones are replaced. A stored source keeps every worker busy.
         self._workers = InferenceWorkers(self.segmenters, self._handoff, self.stats, self._stop,
-                                         self.options.max_fps, self.options.max_frames)
+                                         self.options.max_fps, self.options.max_frames,
+                                         waiting=1 if self.source.live else None)
         self._workers.start()
         sequence = 0
         while True:

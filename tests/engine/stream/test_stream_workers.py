@@ -246,3 +246,17 @@ def test_up_to_four_workers_per_core(recording: list[RecordingSegmenter]) -> Non
     assert len(recording) == 8
     # More threads asked per worker than there are cores still gives one worker.
     assert workers.auto_worker_count(2, 4) == 1
+
+
+@pytest.mark.parametrize(("live", "waiting"), [(True, 1), (False, 3)])
+def test_a_live_streams_results_wait_for_a_slow_loop_one_at_a_time(monkeypatch: pytest.MonkeyPatch, live: bool,
+                                                                   waiting: int) -> None:
+    # With one result per worker waiting, a robot's loop taking 200 ms a result got masks of frames 415 ms old with
+    # 2 workers (715 ms at worst) where 1 worker gave 224 ms: each result waiting is one more loop period old. A
+    # live stream's newer frames wait in the hand-off instead, where stale ones are replaced; a stored one's workers
+    # all stay busy.
+    use_segmenters(monkeypatch, [FakeSegmenter() for _ in range(3)])
+    frames = [frame_with_index(i) for i in range(10)]
+    with Stream(lambda: iter(frames), "model", live=live) as stream:
+        next(iter(stream))
+        assert stream._workers is not None and stream._workers._ordered.ahead == waiting
