@@ -98,16 +98,18 @@ def _choose_file(path: Path, backend: str, precision: str, device: str) -> list[
 
 
 def _file_choice(path: Path, backend: str, precision: str) -> ModelChoice:
-    """A given file on a backend: at the precision asked when it is one of the backend's hints, else the file's."""
-    if precision != "auto" and precision not in backend_spec(backend).hint_precisions:
-        raise ValueError(f"precision {precision!r} picks among a bundled model's files; {path.name} runs at the "
-                         "precision it was exported with: pass precision 'auto', or the file of that precision")
-    if precision != "auto":
+    """A given file on a backend: at the precision asked when it is one of the backend's hints, else the file's own,
+    which may be asked by name too (``unet-eval --model best.pt --precision fp32``)."""
+    if precision in backend_spec(backend).hint_precisions:
         return ModelChoice(path, backend, precision)
     own = file_precision(path)
     if backend == "tensorrt" and path.suffix == ".onnx":
         # An engine is built from the model: INT8 from a QDQ graph, FP16 from a float one (plan_cache's 'auto').
         own = "int8" if own == "int8" else "fp16"
+    if precision not in ("auto", own):
+        raise ValueError(f"precision {precision!r} picks among a bundled model's files; {path.name} runs at the "
+                         f"precision it was exported with ({own} on backend {backend!r}): pass precision 'auto' or "
+                         f"{own!r}, or the file of that precision")
     return ModelChoice(path, backend, own)
 
 

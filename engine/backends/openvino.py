@@ -161,8 +161,9 @@ class OpenVinoBackend:
         path: an ``.onnx`` file written by ``unet-export`` (FP32 or ``.int8.onnx``) or an IR ``.xml``.
         device: 'auto' or 'cpu' (OpenVINO's GPU plugins are not used).
         threads: inference threads (None: OpenVINO's default, one per core).
-        precision: 'auto' (the file's own) or the inference-precision hint 'fp32' or 'bf16' (needs native BF16);
-            an INT8 or FP16 file runs at its own precision whatever the hint (INT8 layers stay INT8).
+        precision: 'auto' or the file's own, or the inference-precision hint 'fp32' or 'bf16' (needs native BF16)
+            for an FP32 file; an INT8 or FP16 file runs at its own precision, 'bf16' applying to the layers it
+            keeps in FP32 (INT8 layers stay INT8), and 'fp32' is refused (that file cannot give it).
         lanes: at most this many infer requests a batch of several images is spread over, the threads shared
             out among them (None: one per thread; 1: a batch runs whole on one request with every thread).
 
@@ -204,7 +205,10 @@ class OpenVinoBackend:
         # OpenVINO reads the file first: its report names what is wrong with a damaged one.
         self._model = _read_model(self._core, path)
         described = read_model_file(path)
-        if precision in FILE_PRECISIONS and precision not in (described.precision, *PRECISION_HINTS):
+        # The hint 'fp32' too: asked of an INT8 or FP16 file, which runs at its own precision whatever the hint, it
+        # would answer another request than the one made (ONNX Runtime refuses it as well). 'bf16' stays a hint for
+        # an INT8 file's FP32 layers.
+        if precision in FILE_PRECISIONS and precision != described.precision:
             raise ValueError(f"{path.name} runs at {described.precision} on backend 'openvino', not {precision!r}: "
                              "pass precision 'auto', or the file of that precision")
         self.info = described.info

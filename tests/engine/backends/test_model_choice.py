@@ -10,6 +10,7 @@ import pytest
 
 from unetrt import backends
 from unetrt.backends import CPU_PREFERENCE, ModelChoice, choose_model, open_backend
+from unetrt.backends.openvino import openvino_available
 from unetrt.bundled import MODELS_DIR, bundled_model_names
 
 needs_camvid_int8 = pytest.mark.skipif(not (MODELS_DIR / "camvid.int8.onnx").is_file(),
@@ -109,6 +110,34 @@ def test_a_path_runs_at_its_own_precision(tiny_model_files: dict[str, Path]) -> 
         choose_model(tiny_model_files["onnx"], precision="int8")
     with pytest.raises(ValueError, match="'onnxruntime' or 'openvino'"):
         choose_model(tiny_model_files["onnx"], "torch")
+
+
+def test_a_path_asked_at_its_own_precision_runs(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path,
+                                                tiny_fp16_onnx: Path) -> None:
+    # unet-eval --model best.pt --precision fp32 and Segmenter("m.int8.onnx", precision="int8") were refused with
+    # "pass ... the file of that precision", the very file given.
+    for path, backend, own in ((tiny_model_files["pt"], "auto", "fp32"),
+                               (tiny_model_files["onnx"], "onnxruntime", "fp32"),
+                               (tiny_int8_onnx, "onnxruntime", "int8"), (tiny_int8_onnx, "openvino", "int8"),
+                               (tiny_fp16_onnx, "onnxruntime", "fp16"), (tiny_fp16_onnx, "openvino", "fp16")):
+        if backend == "openvino" and not openvino_available():
+            continue
+        assert choose_model(path, backend, own) == choose_model(path, backend), (path.name, backend)
+        with open_backend(path, backend, "cpu", own) as net:
+            assert net.precision == own
+    # Another precision is refused naming the one the file runs at, the request that works.
+    with pytest.raises(ValueError, match=r"tiny\.int8\.onnx runs at .* \(int8 on .*precision 'auto' or 'int8'"):
+        choose_model(tiny_int8_onnx, precision="fp16")
+
+
+def test_openvino_asked_fp32_of_a_file_of_another_precision_refuses(tiny_int8_onnx: Path,
+                                                                    tiny_fp16_onnx: Path) -> None:
+    # ONNX Runtime refused precision 'fp32' for an INT8 or FP16 file; OpenVINO ran the file at INT8 / FP16 without a
+    # word: the same request, another answer per backend.
+    pytest.importorskip("openvino")
+    for path, own in ((tiny_int8_onnx, "int8"), (tiny_fp16_onnx, "fp16")):
+        with pytest.raises(ValueError, match=rf"runs at {own} on backend 'openvino', not 'fp32'"):
+            open_backend(path, "openvino", "cpu", "fp32")
 
 
 def test_a_model_file_whose_name_is_not_utf8_is_one_line_on_every_backend(tiny_model_files: dict[str, Path],
