@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..cuda import PrimaryContext, cuda_ordinal, synchronize_stream
+from ..cuda import PrimaryContext, cuda_device_count, cuda_ordinal, synchronize_stream
 from ..dropped import release_when_dropped
 from ..model_file import ONNX_EXPECTED, read_model_file
 from ..model_info import check_network_channels, check_network_layout
@@ -170,6 +170,10 @@ class OnnxRuntimeBackend:
         else:
             self._ordinal = 0
         if device.startswith("cuda") and not has_cuda:
+            if cuda_device_count() == 0:
+                # onnxruntime-gpu would bring no GPU: the CPU is the way to run here.
+                raise ValueError(f"device {device!r} asked, but this machine has no CUDA GPU (no NVIDIA driver sees "
+                                 "one); use device 'cpu' or 'auto'")
             raise ValueError(
                 f"device {device!r} asked, but this onnxruntime has no CUDA provider; install onnxruntime-gpu"
             )

@@ -60,7 +60,7 @@ class TorchBackend:
         self.precision = "fp16" if half else "fp32"
         ordinal = None if device in ("auto", "cpu") else cuda_ordinal(device)
         if ordinal is not None and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked, but torch sees no CUDA GPU")
+            raise ValueError(f"device {device!r} asked, but torch sees no CUDA GPU; use device 'cpu' or 'auto'")
         if ordinal is not None and ordinal >= torch.cuda.device_count():
             raise ValueError(f"CUDA device {ordinal} does not exist; torch sees {torch.cuda.device_count()} CUDA "
                              "device(s)")

@@ -130,6 +130,32 @@ def test_torch_takes_a_cuda_ordinal_like_the_other_backends(tiny_model_files: di
         TorchBackend(tiny_model_files["pt"], device="cuda:1")
 
 
+def test_device_cuda_on_a_machine_without_a_gpu_names_the_cpu(tiny_model_files: dict[str, Path],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # Segmenter("camvid", device="cuda") on a CPU-only machine said "install onnxruntime-gpu", which brings no GPU;
+    # unet-bench said "use --device cpu" for the same request.
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has a CUDA provider")
+    monkeypatch.setattr("unetrt.backends.onnxruntime.cuda_device_count", lambda: 0)
+    for device in ("cuda", "cuda:0"):
+        with pytest.raises(ValueError, match=rf"device '{device}' asked, but this machine has no CUDA GPU.*"
+                                             r"use device 'cpu'") as refused:
+            open_backend(tiny_model_files["onnx"], "onnxruntime", device)
+        assert "onnxruntime-gpu" not in str(refused.value)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_torch_asked_cuda_without_a_gpu_names_the_cpu(tiny_model_files: dict[str, Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"torch sees no CUDA GPU; use device 'cpu'"):
+        open_backend(tiny_model_files["pt"], "torch", "cuda")
+
+
 @pytest.mark.parametrize(("batch", "words"), [
     (np.zeros((1, 1, 3, 16, 16), np.float32), "4-D N x C x H x W numpy array, got shape (1, 1, 3, 16, 16)"),
     (np.zeros((1, 4, 16, 16), np.float32), "batch has 4 channels; the model expects 3"),
@@ -195,6 +221,7 @@ def test_onnxruntime_without_a_cuda_provider_refuses_device_cuda(tiny_model_file
     from unetrt.backends.onnxruntime import OnnxRuntimeBackend
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr("unetrt.backends.onnxruntime.cuda_device_count", lambda: 1)  # a GPU the build cannot use
     with pytest.raises(ValueError, match=r"device 'cuda' asked, but this onnxruntime has no CUDA provider"):
         OnnxRuntimeBackend(tiny_model_files["onnx"], device="cuda")
 
