@@ -104,6 +104,8 @@ def _file_choice(path: Path, backend: str, precision: str) -> ModelChoice:
         return ModelChoice(path, backend, precision)
     own = file_precision(path)
     if backend == "tensorrt" and path.suffix == ".onnx":
+        # Every build precision was taken above: what is left is no precision of an engine, not the file's.
+        _check_tensorrt_precision(precision)
         # An engine is built from the model: INT8 from a QDQ graph, FP16 from a float one (plan_cache's 'auto').
         own = "int8" if own == "int8" else "fp16"
     if precision not in ("auto", own):
@@ -113,10 +115,14 @@ def _file_choice(path: Path, backend: str, precision: str) -> ModelChoice:
     return ModelChoice(path, backend, own)
 
 
-def _tensorrt_bundled(name: str, precision: str) -> ModelChoice:
+def _check_tensorrt_precision(precision: str) -> None:
     if precision not in TENSORRT_PRECISIONS:
         raise ValueError(f"a TensorRT engine is built at {', '.join(TENSORRT_PRECISIONS)}; precision {precision!r} "
                          "is OpenVINO's hint")
+
+
+def _tensorrt_bundled(name: str, precision: str) -> ModelChoice:
+    _check_tensorrt_precision(precision)
     # INT8 comes from the shipped QDQ model in TensorRT's layout; FP16 and FP32 from the FP32 graph (FP16 by builder
     # flag or by conversion, per TensorRT version: unetrt.plan_build).
     wanted = "int8" if precision == "int8" else "fp32"

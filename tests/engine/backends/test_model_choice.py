@@ -128,6 +128,9 @@ def test_a_path_asked_at_its_own_precision_runs(tiny_model_files: dict[str, Path
     # Another precision is refused naming the one the file runs at, the request that works.
     with pytest.raises(ValueError, match=r"tiny\.int8\.onnx runs at .* \(int8 on .*precision 'auto' or 'int8'"):
         choose_model(tiny_int8_onnx, precision="fp16")
+    # An engine built from the file: 'bf16' is no build precision (the file's is not the point).
+    with pytest.raises(ValueError, match=r"a TensorRT engine is built at auto, fp32, fp16, int8; precision 'bf16'"):
+        choose_model(tiny_model_files["onnx"], "tensorrt", "bf16")
 
 
 def test_openvino_asked_fp32_of_a_file_of_another_precision_refuses(tiny_int8_onnx: Path,
