@@ -120,6 +120,8 @@ class Segmenter:
         ValueError: when the model or backend cannot be opened as asked, the device path does not fit it, or on an
             unknown ``color_order`` (or any other bad setting).
         FileNotFoundError: when the model file does not exist.
+        ImportError: when the backend asked for (or the model file's: a ``.plan`` TensorRT's, a ``.pt`` PyTorch's) is
+            not installed, in one line saying how to install it (``backend='tensorrt'`` without TensorRT).
 
     Example:
         >>> with Segmenter("camvid") as seg:  # doctest: +SKIP
