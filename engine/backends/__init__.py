@@ -108,11 +108,28 @@ def _file_choice(path: Path, backend: str, precision: str) -> ModelChoice:
         _check_tensorrt_precision(precision)
         # An engine is built from the model: INT8 from a QDQ graph, FP16 from a float one (plan_cache's 'auto').
         own = "int8" if own == "int8" else "fp16"
+    if precision == "bf16" and backend_spec("openvino").runs(path.suffix):
+        raise ValueError("precision 'bf16' is OpenVINO's inference-precision hint; use backend 'openvino'")
     if precision not in ("auto", own):
+        sibling = _export_sibling(path, precision)
         raise ValueError(f"precision {precision!r} picks among a bundled model's files; {path.name} runs at the "
                          f"precision it was exported with ({own} on backend {backend!r}): pass precision 'auto' or "
-                         f"{own!r}, or the file of that precision")
+                         f"{own!r}, or the file of that precision"
+                         f"{f' ({sibling.name}, beside it)' if sibling is not None else ''}")
     return ModelChoice(path, backend, own)
+
+
+def _export_sibling(path: Path, precision: str) -> Path | None:
+    """The file of ``precision`` that ``unet-export`` writes beside ``path`` (NAME.onnx, NAME.fp16.onnx,
+    NAME.int8.onnx), when it is there and runs at that precision: the file a refusal of ``precision`` can name."""
+    if path.suffix != ".onnx" or precision not in ("fp32", "fp16", "int8"):
+        return None
+    stem = path.name.removesuffix(".onnx").removesuffix(".fp16").removesuffix(".int8")
+    sibling = path.with_name(f"{stem}.onnx" if precision == "fp32" else f"{stem}.{precision}.onnx")
+    try:
+        return sibling if sibling != path and file_precision(sibling) == precision else None
+    except (OSError, ValueError):  # absent, or not a model a refusal should point at
+        return None
 
 
 def _check_tensorrt_precision(precision: str) -> None:

@@ -133,6 +133,23 @@ def test_a_path_asked_at_its_own_precision_runs(tiny_model_files: dict[str, Path
         choose_model(tiny_model_files["onnx"], "tensorrt", "bf16")
 
 
+def test_a_path_asked_another_precision_names_the_file_unet_export_wrote_beside_it(
+        tiny_model_files: dict[str, Path], tiny_int8_onnx: Path, tmp_path: Path) -> None:
+    # unet-eval --model m.onnx --precision int8 said "or the file of that precision" with m.int8.onnx beside it, and
+    # precision 'bf16' on ONNX Runtime was the file's precision's fault rather than the backend's.
+    (tmp_path / "m.onnx").write_bytes(tiny_model_files["onnx"].read_bytes())
+    (tmp_path / "m.int8.onnx").write_bytes(tiny_int8_onnx.read_bytes())
+    with pytest.raises(ValueError, match=r"or the file of that precision \(m\.int8\.onnx, beside it\)$"):
+        choose_model(tmp_path / "m.onnx", "onnxruntime", "int8")
+    with pytest.raises(ValueError, match=r"or the file of that precision \(m\.onnx, beside it\)$"):
+        choose_model(tmp_path / "m.int8.onnx", precision="fp32")
+    with pytest.raises(ValueError, match=r"or the file of that precision$"):  # none written: none named
+        choose_model(tmp_path / "m.onnx", precision="fp16")
+    with pytest.raises(ValueError, match="precision 'bf16' is OpenVINO's inference-precision hint; use backend "
+                                         "'openvino'"):
+        choose_model(tmp_path / "m.onnx", "onnxruntime", "bf16")
+
+
 def test_openvino_asked_fp32_of_a_file_of_another_precision_refuses(tiny_int8_onnx: Path,
                                                                     tiny_fp16_onnx: Path) -> None:
     # ONNX Runtime refused precision 'fp32' for an INT8 or FP16 file; OpenVINO ran the file at INT8 / FP16 without a
