@@ -280,8 +280,9 @@ def _cached_engine(files: dict[str, Path], missing: dict[str, str], build: bool)
 def locate_model(engine: str, build: bool = True) -> ModelFiles:
     """Find a model's files: the given one plus siblings with the same stem (or a bundled model's files).
 
-    ``NAME.onnx``, ``NAME.int8.onnx``, ``NAME.pt`` and ``NAME.plan`` belong together. Without a ``NAME.plan``,
-    on a GPU with TensorRT, the TensorRT rows run the engine cache's FP16 engine (built here when ``build``).
+    ``NAME.onnx`` (or ``NAME.fp16.onnx``), ``NAME.int8.onnx``, ``NAME.pt`` and ``NAME.plan`` belong together.
+    Without a ``NAME.plan``, on a GPU with TensorRT, the TensorRT rows run the engine cache's FP16 engine (built
+    here when ``build``).
 
     Raises:
         ValueError: on an unknown suffix or bundled name, or a folder where the file should be.
@@ -292,7 +293,8 @@ def locate_model(engine: str, build: bool = True) -> ModelFiles:
     missing: dict[str, str] = {}
     if native_backend(path.suffix) is not None and path.suffix != ".xml":
         check_file(path, "model file")
-        stem = path.name.removesuffix(path.suffix).removesuffix(".int8")
+        # unet-export writes NAME.onnx, NAME.fp16.onnx and NAME.int8.onnx: each of them names the same NAME.
+        stem = path.name.removesuffix(path.suffix).removesuffix(".int8").removesuffix(".fp16")
         wanted = {"torch": ".pt", "onnxruntime": ".onnx", "tensorrt": ".plan"}
         given = native_backend(path.suffix)
         if given is not None and given.name in wanted and not path.name.endswith(".int8.onnx"):

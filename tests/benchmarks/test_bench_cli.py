@@ -318,6 +318,18 @@ def test_int8_sibling_adds_the_int8_rows(tiny_model_files: dict[str, Path], tiny
     assert all(v.file_key == "int8" for v in variants[1:])
 
 
+def test_an_fp16_export_finds_the_int8_file_of_the_same_export(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path,
+                                                               tiny_fp16_onnx: Path, tmp_path: Path) -> None:
+    # unet-bench --model m.fp16.onnx, beside the m.int8.onnx the same unet-export wrote, skipped the INT8 rows:
+    # "m.fp16.int8.onnx does not exist", and looked for m.fp16.pt.
+    _, int8 = _with_int8_sibling(tiny_model_files, tiny_int8_onnx, tmp_path)
+    fp16 = Path(shutil.copy(tiny_fp16_onnx, tmp_path / "tiny.fp16.onnx"))
+    model = locate_model(str(fp16))
+    assert model.files["onnxruntime"] == fp16  # the file named is the one timed
+    assert model.files["int8"] == int8 and "int8" not in model.missing
+    assert model.missing["torch"].startswith("tiny.pt (same stem, beside tiny.fp16.onnx)")
+
+
 def test_int8_rows_run_with_ratios_to_onnxruntime_fp32(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path,
                                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _, int8 = _with_int8_sibling(tiny_model_files, tiny_int8_onnx, tmp_path)
