@@ -110,6 +110,14 @@ def _file_choice(path: Path, backend: str, precision: str) -> ModelChoice:
         own = "int8" if own == "int8" else "fp16"
     if precision == "bf16" and backend_spec("openvino").runs(path.suffix):
         raise ValueError("precision 'bf16' is OpenVINO's inference-precision hint; use backend 'openvino'")
+    if precision not in ("auto", own) and path.suffix == ".pt":
+        # A checkpoint holds FP32 weights and was exported by nothing: another precision is a file unet-export writes.
+        name = path.name.removesuffix(".pt")
+        export = {"fp16": f" --precision fp16, then run {name}.fp16.onnx",
+                  "int8": f" --precision int8 --calibration FRAMES --check-labels LABELS, then run {name}.int8.onnx"}
+        then = export.get(precision, f", then run {name}.onnx on backend 'openvino' at precision {precision!r}")
+        raise ValueError(f"{path.name} is a checkpoint and runs at {own} on backend {backend!r}: pass precision "
+                         f"'auto' or {own!r}, or export it (unet-export {path} -o {path.with_suffix('.onnx')}{then})")
     if precision not in ("auto", own):
         sibling = _export_sibling(path, precision)
         raise ValueError(f"precision {precision!r} picks among a bundled model's files; {path.name} runs at the "

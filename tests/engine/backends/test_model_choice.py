@@ -150,6 +150,22 @@ def test_a_path_asked_another_precision_names_the_file_unet_export_wrote_beside_
         choose_model(tmp_path / "m.onnx", "onnxruntime", "bf16")
 
 
+@pytest.mark.parametrize("precision, export", [
+    ("int8", "--precision int8 --calibration FRAMES --check-labels LABELS, then run tiny.int8.onnx"),
+    ("fp16", "--precision fp16, then run tiny.fp16.onnx"),
+    ("bf16", "then run tiny.onnx on backend 'openvino' at precision 'bf16'"),
+])
+def test_a_checkpoint_asked_another_precision_names_the_export(tiny_model_files: dict[str, Path], precision: str,
+                                                               export: str) -> None:
+    # Segmenter("best.pt", precision="int8") said best.pt "runs at the precision it was exported with" and to pass
+    # "the file of that precision": a checkpoint is exported by nothing, and no such file exists until unet-export.
+    refusal = (r"tiny\.pt is a checkpoint and runs at fp32 on backend 'torch': pass precision 'auto' or 'fp32', or "
+               r"export it \(unet-export .*tiny\.pt -o .*tiny\.onnx")
+    with pytest.raises(ValueError, match=refusal) as refused:
+        choose_model(tiny_model_files["pt"], precision=precision)
+    assert str(refused.value).endswith(f"{export})")
+
+
 def test_openvino_asked_fp32_of_a_file_of_another_precision_refuses(tiny_int8_onnx: Path,
                                                                     tiny_fp16_onnx: Path) -> None:
     # ONNX Runtime refused precision 'fp32' for an INT8 or FP16 file; OpenVINO ran the file at INT8 / FP16 without a
