@@ -370,17 +370,7 @@ def test_a_video_with_damaged_frames_here_and_there_is_read_to_its_end(monkeypat
     # 31 frames, every third one whole: 20 damaged ones in all but never more than 2 in a row, so the limit of
     # MAX_CONSECUTIVE_FILE_FAILURES (10) in a row is never reached; each damaged one is named by its own number, and
     # the reads past the last frame are the end, not more damaged frames.
-    source = _open_fake_file(monkeypatch, FakeFileCapture([True, False, False] * 10 + [True]))
-    frames, damaged = [], []
-    while True:
-        try:
-            frame = source.read()
-        except CorruptFrameError as error:
-            damaged.append(int(str(error).split()[1]))
-            continue
-        if frame is None:
-            break
-        frames.append(int(frame[0, 0, 0]))
+    frames, damaged = _read_reporting(_open_fake_file(monkeypatch, FakeFileCapture([True, False, False] * 10 + [True])))
     assert frames == list(range(0, 31, 3))
     assert damaged == [index for index in range(31) if index % 3]
 
