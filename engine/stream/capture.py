@@ -381,6 +381,12 @@ class CaptureThread(threading.Thread):
                 # The check names what is wrong, not where: a camera loop's one float frame among uint8 ones.
                 self._skip_corrupt(f" (frame {position} since it opened): {exc}")
                 continue
+            fresh = getattr(self.source, "fresh_frames", False)
+            if frame is not None and not fresh and np.may_share_memory(frame, raw):
+                # Frames are read ahead of inference: a source that fills one buffer again for every frame (a camera
+                # SDK's FrameSource) had overwritten this one by the time it was segmented, and every result got the
+                # mask and frame of a later one.
+                frame = frame.copy()
             self._attempts = 0
             if frame is None:
                 if self._index == 0 and not self.source.live:

@@ -209,6 +209,7 @@ class RosbagSource:
 
     live = False
     color_order = "bgr"  # rgb8 images are converted to BGR when read
+    fresh_frames = True  # every message is decoded into a new array
 
     def __init__(self, path: str | Path, topic: str | None = None) -> None:
         self.path = Path(path)

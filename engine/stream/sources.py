@@ -57,6 +57,10 @@ class FrameSource(Protocol):
     source that can never be opened again after a failure says so with ``reopenable = False`` (a plain iterable): it
     then ends the stream at its first failure rather than being retried for ever.
 
+    A source whose every read returns a new array that it never writes again may say so with ``fresh_frames =
+    True`` (unetrt's own sources do); the stream copies the frames of any other source as it reads them, since it
+    reads ahead of inference and a source may fill one buffer again for every frame (a camera SDK's).
+
     Attributes:
         name: the source in words, for logs and the summary.
         live: frames arrive in real time (a camera): stale ones may be dropped to bound latency.
@@ -339,6 +343,7 @@ class VideoCaptureSource:
     """
 
     color_order = "bgr"  # OpenCV decodes to BGR
+    fresh_frames = True  # VideoCapture.read() returns a new array every time
 
     def __init__(self, spec: SourceSpec, size: tuple[int, int] | None = None,
                  open_timeout: float | None = None) -> None:
@@ -584,6 +589,7 @@ class ImageSequenceSource:
     live = False
     fps: float | None = None
     color_order = "bgr"  # cv2.imread decodes to BGR
+    fresh_frames = True  # every image is decoded into a new array
 
     def __init__(self, location: str | Path) -> None:
         path = Path(location)
@@ -652,6 +658,8 @@ class IterableSource:
         >>> source.open(); [source.read().shape for _ in range(3)], source.read()
         ([(4, 4, 3), (4, 4, 3), (4, 4, 3)], None)
     """
+
+    fresh_frames = True  # read() copies each frame
 
     def __init__(self, frames: FrameIterable | Callable[[], FrameIterable], live: bool = False,
                  fps: float | None = None, name: str = "python frames") -> None:

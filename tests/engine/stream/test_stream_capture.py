@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from stream_helpers import FakeSegmenter, frame_with_index
 
+from unetrt.segmenter import SegmentationResult
 from unetrt.stream import capture
 from unetrt.stream.capture import CaptureThread, EndOfStream, LatestFrameSlot, backoff_delay, open_when_up
 from unetrt.stream.pipeline import Stream
@@ -183,3 +184,54 @@ def test_each_corrupt_frame_of_a_stored_source_is_named(caplog: pytest.LogCaptur
     with caplog.at_level(logging.WARNING):
         Stream(frames, FakeSegmenter()).run()
     assert sum("corrupt" in record.getMessage() for record in caplog.records) == 5
+
+
+class RefillingSource:
+    """A camera SDK's source, as a :class:`FrameSource`: every read fills the one buffer it owns and returns it."""
+
+    live = False
+    fps = None
+    name = "refilling camera"
+
+    def __init__(self, values: list[int]) -> None:
+        self.values = values
+        self.buffer = np.zeros((48, 64, 3), np.uint8)
+        self.drained = threading.Event()  # set once the stream read past the last frame
+        self._next = 0
+
+    def open(self) -> None:
+        self._next = 0
+
+    def read(self) -> np.ndarray | None:
+        if self._next == len(self.values):
+            self.drained.set()
+            return None
+        self.buffer[...] = self.values[self._next]
+        self._next += 1
+        return self.buffer
+
+    def close(self) -> None:
+        pass
+
+
+class WaitingSegmenter(FakeSegmenter):
+    """Segments only once ``ready`` is set, so every frame was read (and its buffer refilled) before any result."""
+
+    def __init__(self, ready: threading.Event) -> None:
+        super().__init__()
+        self.ready = ready
+
+    def segment(self, frame: np.ndarray) -> SegmentationResult:
+        assert self.ready.wait(30)
+        return super().segment(frame)
+
+
+def test_a_frame_source_that_refills_one_buffer_gives_each_result_its_own_frame() -> None:
+    """The docs promise a frame is copied as it is read, for any source a program passes: a FrameSource of its own
+    (a camera SDK that fills one buffer) gave every result the mask and frame of the last frame read."""
+    values = [0, 255, 0]
+    source = RefillingSource(values)
+    with Stream(source, WaitingSegmenter(source.drained), queue_size=len(values) + 1) as stream:
+        results = list(stream)
+    assert [int(r.frame[0, 0, 0]) for r in results] == values
+    assert [int(r.mask[0, 0]) for r in results] == [v // 255 for v in values]
