@@ -54,6 +54,13 @@ def test_backoff_doubles_up_to_the_longest() -> None:
     assert [backoff_delay(n, (0.5, 8.0)) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
 
 
+def test_backoff_of_a_camera_away_for_hours_stays_at_the_longest() -> None:
+    # Attempt 1025 (2.3 h of a camera unplugged at the default 8 s) raised OverflowError: int too large to convert
+    # to float, ending a stream told to retry for ever.
+    assert backoff_delay(1025, (0.5, 8.0)) == 8.0
+    assert backoff_delay(10**6, (0.01, 0.01)) == 0.01
+
+
 def test_source_that_comes_up_is_opened_with_a_line_per_attempt(caplog: pytest.LogCaptureFixture) -> None:
     camera = LateCamera(down_for=3)
     with caplog.at_level(logging.WARNING, logger="unetrt.stream"):
