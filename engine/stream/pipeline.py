@@ -341,7 +341,11 @@ class Stream:
 
     def close(self) -> None:
         """Stop, flush the output, release the source and (if the stream opened them) the segmenters; a loop over
-        the stream ends at its next step (from the callback too), without the results not yet taken."""
+        the stream ends at its next step (from the callback too), without the results not yet taken; a wait for a
+        live source that is not up yet (on another thread) ends too, without a frame."""
+        # Set before anything else: a stream still starting (waiting for its camera) has nothing to shut down, and
+        # its wait, which ends only on this event, retried for ever on a stream that called itself finished.
+        self._stop.set()
         self._shutdown()
         if self._state == "new":
             self._state = "finished"

@@ -124,6 +124,34 @@ def test_stream_stopped_while_waiting_ends_without_frames() -> None:
     assert stream.summary()["processed"] == 0
 
 
+class WatchedLateCamera(LateCamera):
+    """A :class:`LateCamera` that says when the stream has tried it twice (so it is inside its wait)."""
+
+    def __init__(self, down_for: int) -> None:
+        super().__init__(down_for)
+        self.retried = threading.Event()
+
+    def open(self) -> None:
+        if self.opens >= 1:
+            self.retried.set()
+        super().open()
+
+
+def test_close_from_another_thread_ends_the_wait_for_a_live_source() -> None:
+    """A robot node shut down while its camera is not up yet closes the stream from its own thread: the loop
+    waiting for the camera kept retrying for ever, on a stream that called itself finished."""
+    camera = WatchedLateCamera(down_for=10**6)
+    stream = Stream(camera, FakeSegmenter(), reconnect_delay=(0.01, 0.01))
+    results: list[object] = []
+    loop = threading.Thread(target=lambda: results.extend(stream), daemon=True)
+    loop.start()
+    assert camera.retried.wait(30)
+    stream.close()
+    loop.join(20)
+    assert not loop.is_alive(), "the loop still waits for the camera after close()"
+    assert results == [] and stream.summary()["processed"] == 0
+
+
 def test_a_live_source_that_ends_is_not_replayed_by_loop() -> None:
     # loop replays files and folders; a camera or stream that ends has ended (a reopen would wait on it for ever).
     camera = LateCamera(down_for=0, frames=5)
