@@ -288,3 +288,35 @@ def test_a_forked_process_is_told_to_open_its_own_segmenter(tiny_model_files: di
         assert "open a new Segmenter here" in refused
         assert closed == "returned"
         assert np.array_equal(segmenter.segment(frame).mask, expected)  # the parent's segmenter is untouched
+
+
+def test_pictures_and_descriptions_from_threads_give_their_sequential_answers(
+        tiny_model_files: dict[str, Path]) -> None:
+    """What the tests above leave out: ``overlay``, ``colorize``, ``info`` and ``palette`` called from threads
+    beside ``segment``, on uint16, float64 and BGRA frames, tiled at a ``working_size`` the model does not state."""
+    rng = np.random.default_rng(3)
+    frames: list[np.ndarray] = []
+    for index, (height, width) in enumerate([(48, 64), (90, 120), (33, 71), (120, 40)]):
+        frame = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), np.uint8), (0, 0), 3)
+        frames.append([frame.astype(np.uint16) * 257, frame.astype(np.float64) / 255,
+                       np.dstack([frame, frame[..., :1]]), frame][index])
+    with Segmenter(tiny_model_files["onnx"], working_size=(96, 80), tile=48, threads=1) as segmenter:
+
+        def answer(index: int) -> tuple[bytes, ...]:
+            result = segmenter.segment(frames[index], probabilities=True)
+            assert result.probabilities is not None
+            return (result.mask.tobytes(), result.probabilities.tobytes(), segmenter.colorize(result).tobytes(),
+                    segmenter.overlay(frames[index], result, 0.3).tobytes(), repr(segmenter.info).encode(),
+                    repr(segmenter.palette).encode())
+
+        expected = [answer(index) for index in range(len(frames))]
+        start = threading.Barrier(THREADS)
+
+        def work(seed: int) -> int:
+            start.wait()
+            return sum(answer(i) != expected[i] for i in np.random.default_rng(seed).permutation(len(frames) * 2)
+                       % len(frames))
+
+        with ThreadPoolExecutor(THREADS) as pool:
+            wrong = sum(pool.map(work, range(THREADS)))
+    assert wrong == 0, f"{wrong} of {THREADS * len(frames) * 2} calls differ from the sequential answers"
