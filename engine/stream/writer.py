@@ -6,6 +6,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -60,11 +61,16 @@ class ResultWriter:
         self._thread.start()
 
     def send(self, result: StreamResult) -> None:
-        """Queue a result, waiting for room.
+        """Queue a result, waiting for room; what it draws and writes (the frame and mask) is copied first.
 
         Raises:
             OutputError: when an earlier write failed.
         """
+        # The caller's loop and callback get the same result and may draw on its frame or change its mask; drawn
+        # later on this thread, the output showed their changes on some frames and not on others.
+        mask = result.mask.copy()
+        result = replace(result, frame=result.frame.copy(), mask=mask,
+                         segmentation=replace(result.segmentation, mask=mask))
         while True:
             self.raise_error()
             try:

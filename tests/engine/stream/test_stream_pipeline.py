@@ -731,3 +731,29 @@ def _end_opens_waiting_on(pipe: Path) -> None:
         for thread in opening:
             thread.join(0.05)
     assert not any(thread.is_alive() for thread in opening)
+
+
+def test_a_callback_that_draws_on_its_result_leaves_the_output_as_segmented() -> None:
+    """Robot code draws on ``result.frame`` or hides classes in ``result.mask`` in its callback; the writer thread
+    drew the same arrays later, so the output showed the callback's changes on some frames and not on others."""
+    sink = CollectingSink()
+    changed: dict[int, threading.Event] = {index: threading.Event() for index in range(4)}
+
+    def callback(result: StreamResult) -> None:
+        result.frame[...] = 255
+        result.mask[...] = 1
+        changed[result.index].set()
+
+    stream = Stream([frame_with_index(i) for i in range(4)], FakeSegmenter(), sink, callback=callback,
+                    visualize="overlay", draw_stats=False, legend="off")
+    render = stream.renderer.render
+
+    def render_after_the_callback(result: StreamResult, dropped: int) -> np.ndarray:
+        assert changed[result.index].wait(60)  # the writer draws only once the callback has changed the result
+        return render(result, dropped)
+
+    stream.renderer.render = render_after_the_callback  # type: ignore[method-assign]
+    with stream:
+        assert len(list(stream)) == 4
+    # Frame i is gray level i with class 0 (drawn black): no pixel of the output comes near the callback's 255.
+    assert len(sink.images) == 4 and max(int(image.max()) for image in sink.images) < 4
