@@ -202,3 +202,21 @@ def test_backends_report_the_precision_of_the_file_they_run(backend: str) -> Non
     for precision in ("int8", "fp16", "fp32"):
         with open_backend("camvid", backend, device="cpu", precision=precision) as net:
             assert net.precision == precision, (backend, precision)
+
+
+def test_a_refusal_names_a_file_beside_it_only_when_it_runs_at_the_precision_asked(
+        tiny_model_files: dict[str, Path], tiny_int8_onnx: Path, tiny_fp16_onnx: Path, tmp_path: Path) -> None:
+    # A file named like an export of another precision but holding something else (a renamed FP32 model, a damaged
+    # download) is no fix to name; an FP16 export's siblings are named from the same NAME.
+    (tmp_path / "m.int8.onnx").write_bytes(tiny_int8_onnx.read_bytes())
+    (tmp_path / "m.fp16.onnx").write_bytes(tiny_model_files["onnx"].read_bytes())  # FP32 inside
+    (tmp_path / "m.onnx").write_bytes(b"not a model")
+    for precision in ("fp16", "fp32"):
+        with pytest.raises(ValueError, match=r"or the file of that precision$"):
+            choose_model(tmp_path / "m.int8.onnx", "onnxruntime", precision)
+    (tmp_path / "m.onnx").write_bytes(tiny_model_files["onnx"].read_bytes())
+    (tmp_path / "m.fp16.onnx").write_bytes(tiny_fp16_onnx.read_bytes())
+    with pytest.raises(ValueError, match=r"or the file of that precision \(m\.onnx, beside it\)$"):
+        choose_model(tmp_path / "m.fp16.onnx", "onnxruntime", "fp32")
+    with pytest.raises(ValueError, match=r"or the file of that precision \(m\.int8\.onnx, beside it\)$"):
+        choose_model(tmp_path / "m.fp16.onnx", "onnxruntime", "int8")

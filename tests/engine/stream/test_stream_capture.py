@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -270,3 +271,38 @@ def test_a_frame_source_that_refills_one_buffer_gives_each_result_its_own_frame(
         results = list(stream)
     assert [int(r.frame[0, 0, 0]) for r in results] == values
     assert [int(r.mask[0, 0]) for r in results] == [v // 255 for v in values]
+
+
+def test_each_line_on_a_live_cameras_bad_frames_counts_only_those_since_the_line_before(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The count is of the frames not logged since the last warning: one carried over would tell a robot's journal
+    # of more bad frames than its camera gave.
+    thread = CaptureThread(LateCamera(down_for=0), LatestFrameSlot(), StreamStats(), threading.Event())
+    with caplog.at_level(logging.WARNING, logger="unetrt.stream.capture"):
+        for skipped in (3, 2):
+            for _ in range(skipped):
+                thread._skip_corrupt(": frame is None")
+            thread._corrupt_logged_at -= capture.CORRUPT_LOG_S  # the period has passed
+        thread._skip_corrupt(": frame is None")
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 3, warnings
+    assert "(2 more since the last such line" in warnings[1] and "(1 more since the last such line" in warnings[2]
+
+
+def test_a_bad_frame_after_a_reconnect_is_named_by_its_place_since_the_reopen(caplog: pytest.LogCaptureFixture) -> None:
+    # A camera loop that fails after two frames and is opened again: its frames are numbered from that open, as
+    # the function returning them numbers them.
+    opened: list[int] = []
+
+    def frames() -> Iterator[np.ndarray]:
+        opened.append(1)
+        if len(opened) == 1:
+            yield from (frame_with_index(0), frame_with_index(1))
+            raise RuntimeError("USB reset")
+        yield from (frame_with_index(0), np.full((48, 64, 3), 200.0, np.float32), frame_with_index(2))
+
+    with caplog.at_level(logging.WARNING):
+        summary = Stream(frames, FakeSegmenter(), live=True, reconnect_delay=FAST).run()
+    assert summary["corrupt"] == 1 and summary["reconnects"] == 1
+    lines = [record.getMessage() for record in caplog.records if "corrupt" in record.getMessage()]
+    assert len(lines) == 1 and "(frame 1 since it opened)" in lines[0], lines

@@ -757,3 +757,23 @@ def test_a_callback_that_draws_on_its_result_leaves_the_output_as_segmented() ->
         assert len(list(stream)) == 4
     # Frame i is gray level i with class 0 (drawn black): no pixel of the output comes near the callback's 255.
     assert len(sink.images) == 4 and max(int(image.max()) for image in sink.images) < 4
+
+
+def test_a_malformed_frame_after_a_none_item_is_named_by_its_place_in_the_source(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The place is the item's in the source, not its result's: the None item before it has no result.
+    items = [frame_with_index(0), None, np.full((48, 64, 3), 200.0, np.float32), frame_with_index(3)]
+    with caplog.at_level(logging.WARNING):
+        Stream(items, FakeSegmenter()).run()
+    lines = [record.getMessage() for record in caplog.records if "float frames" in record.getMessage()]
+    assert len(lines) == 1 and "(frame 2 since it opened)" in lines[0], lines
+
+
+def test_a_malformed_frame_is_named_by_its_place_on_every_loop(caplog: pytest.LogCaptureFixture) -> None:
+    # --loop replays the source from its start: its frames are numbered from there again.
+    items = [frame_with_index(0), frame_with_index(1), np.full((48, 64, 3), 200.0, np.float32), frame_with_index(3)]
+    with caplog.at_level(logging.WARNING):
+        summary = Stream(lambda: iter(items), FakeSegmenter(), loop=1).run()
+    assert summary["corrupt"] == 2
+    lines = [record.getMessage() for record in caplog.records if "float frames" in record.getMessage()]
+    assert len(lines) == 2 and all("(frame 2 since it opened)" in line for line in lines), lines

@@ -14,6 +14,7 @@ from unetrt.bundled import sample_clip
 from unetrt.stream import sinks
 from unetrt.stream.sinks import DisplaySink, ImageSequenceSink, VideoFileSink, open_sink, opencv_has_gui
 from unetrt.stream.sources import (
+    MAX_CONSECUTIVE_FILE_FAILURES,
     CorruptFrameError,
     ImageSequenceSource,
     IterableSource,
@@ -442,3 +443,56 @@ def test_a_network_stream_taken_as_stored_reads_on_past_a_damaged_frame(monkeypa
         assert _read_reporting(source) == ([0, 2, 3], [1])
     finally:
         source.close()
+
+
+def test_a_run_of_damaged_frames_is_reported_frame_by_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three in a row, then a frame: each of the three is named once, in order, before that frame.
+    source = _open_fake_file(monkeypatch, FakeFileCapture([True, False, False, False, True, True]))
+    assert _read_reporting(source) == ([0, 4, 5], [1, 2, 3])
+
+
+def test_the_limit_of_failed_reads_in_a_row_is_the_files_end(monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    # MAX_CONSECUTIVE_FILE_FAILURES reads failing in a row end the file; one fewer are damaged frames read past.
+    limit = MAX_CONSECUTIVE_FILE_FAILURES
+    source = _open_fake_file(monkeypatch, FakeFileCapture([True] + [False] * (limit - 1) + [True] * 3))
+    assert _read_reporting(source) == ([0, limit, limit + 1, limit + 2], list(range(1, limit)))
+    source = _open_fake_file(monkeypatch, FakeFileCapture([True] + [False] * limit + [True] * 3))
+    with caplog.at_level(logging.WARNING):
+        assert _read_reporting(source) == ([0], [])
+    assert f"ended at frame 1 of the {limit + 4} it announces" in caplog.text
+
+
+def test_a_video_announcing_one_frame_more_than_it_holds_ends_without_a_word(monkeypatch: pytest.MonkeyPatch,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    # Counts are often one more than the frames a file holds: that is its end, not a file cut short.
+    source = _open_fake_file(monkeypatch, FakeFileCapture([True] * 5 + [False]))
+    with caplog.at_level(logging.WARNING):
+        assert _read_reporting(source) == ([0, 1, 2, 3, 4], [])
+    assert caplog.records == []
+
+
+def test_the_cut_after_damaged_frames_is_named_by_its_place_in_the_file(monkeypatch: pytest.MonkeyPatch,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    # Frames 1 and 2 damaged, 3 whole, the rest missing: the file ends at frame 4, not at the 2nd frame decoded.
+    source = _open_fake_file(monkeypatch, FakeFileCapture([True, False, False, True] + [False] * 20))
+    with caplog.at_level(logging.WARNING):
+        _read_reporting(source)
+    assert "ended at frame 4 of the 24 it announces" in caplog.text, caplog.text
+
+
+def test_a_video_closed_amid_damaged_frames_reads_from_its_start_when_opened_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The damaged frames still to be reported and the frame after them belong to the read that closed: reopened
+    # (another stream on the same source), the file is read afresh.
+    from unetrt.stream import sources
+
+    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda *args: FakeFileCapture([True, False, False, True, True]))
+    source = VideoCaptureSource(SourceSpec("video", "clip.mp4", live=False))
+    source.open()
+    assert int(source.read()[0, 0, 0]) == 0
+    with pytest.raises(CorruptFrameError, match="frame 1 "):
+        source.read()
+    source.close()
+    source.open()
+    assert _read_reporting(source) == ([0, 3, 4], [1, 2])
