@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -187,13 +188,34 @@ def stream_options(args: argparse.Namespace) -> StreamOptions:
     Raises:
         ValueError: on a bad value (see :class:`~unetrt.stream.options.StreamOptions`).
     """
-    return StreamOptions(visualize=args.visualize, alpha=args.alpha, draw_stats=args.draw_stats, legend=args.legend,
-                         ignore_classes=args.ignore_classes,
-                         input_flip=args.input_flip, input_size=_input_size(args), max_fps=args.max_fps,
-                         loop=args.loop, max_frames=args.max_frames, max_reconnects=args.max_reconnects,
-                         wait=args.wait, open_timeout=args.open_timeout, segmenter_options=_segmenter_options(args),
-                         workers=args.workers, overwrite=args.overwrite, video_library_logs=args.verbose,
-                         topic=args.topic)
+    try:
+        return StreamOptions(visualize=args.visualize, alpha=args.alpha, draw_stats=args.draw_stats,
+                             legend=args.legend, ignore_classes=args.ignore_classes, input_flip=args.input_flip,
+                             input_size=_input_size(args), max_fps=args.max_fps, loop=args.loop,
+                             max_frames=args.max_frames, max_reconnects=args.max_reconnects, wait=args.wait,
+                             open_timeout=args.open_timeout, segmenter_options=_segmenter_options(args),
+                             workers=args.workers, overwrite=args.overwrite, video_library_logs=args.verbose,
+                             topic=args.topic)
+    except ValueError as error:
+        raise ValueError(_in_flag_terms(str(error))) from None
+
+
+# StreamOptions' fields that a flag of the same name sets.
+_FLAG_FIELDS = ("alpha", "max_fps", "loop", "max_frames", "max_reconnects", "wait", "open_timeout", "workers")
+
+
+def _in_flag_terms(message: str) -> str:
+    """A StreamOptions refusal as the command's user meets it: named by the flag typed, without the Python None.
+
+    StreamOptions speaks of its fields and of None ("max_frames must be ... (or None: until the source ends)"); on
+    the command line there is no None, and the default it names is not always the command's (--open-timeout's is 10
+    s, not FFmpeg's 30).
+    """
+    field, sep, rest = message.partition(" must ")
+    if not sep or field not in _FLAG_FIELDS:
+        return message
+    rest = re.sub(r" \(or None: [^)]*\)", "", rest)
+    return f"--{field.replace('_', '-')} must {rest}"
 
 
 def _segmenter_options(args: argparse.Namespace) -> dict[str, Any]:

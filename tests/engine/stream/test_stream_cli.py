@@ -73,6 +73,20 @@ def test_user_errors_are_one_line_and_exit_2(argv: list[str], words: str, tiny_m
     assert len(err) == 1 and err[0].startswith("error:") and words in err[0]
 
 
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--max-frames", "0"), ("--max-fps", "nan"), ("--loop", "-2"), ("--alpha", "2"), ("--workers", "0"),
+    ("--wait", "-1"), ("--max-reconnects", "-1"), ("--open-timeout", "0"),
+])
+def test_a_bad_flag_value_is_named_by_the_flag_not_the_python_field(flag: str, value: str, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # The refusals came from StreamOptions in its terms: "max_frames must be ... (or None: until the source ends)",
+    # a field and a None that the command line does not have, and for --open-timeout a default (FFmpeg's 30 s) that
+    # is not the command's (10 s).
+    assert main(["sample", str(tmp_path / "out.mp4"), flag, value]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {flag} must ") and " got " in line and "None" not in line, line
+
+
 @pytest.mark.parametrize("argv", [
     [b"v\xff.mp4", b"out.mp4"],
     [b"sample", b"o\xfe.mp4"],
