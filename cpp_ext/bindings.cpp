@@ -962,8 +962,13 @@ Raises:
     ValueError: on a wrong dtype, shape or rect, or neither mask nor probabilities.
 
 Example:
+    >>> import numpy as np
+    >>> scores = np.zeros((3, 192, 256), np.float32)
+    >>> scores[2, :, 128:] = 1.0  # class 2 scores highest on the right half
     >>> mask = np.empty((360, 480), np.uint8)
-    >>> finish_resized(scores, mask, rect=(0, 0, 192, 256))  # doctest: +SKIP)doc");
+    >>> finish_resized(scores, mask, rect=(0, 0, 192, 256))
+    >>> int(mask[0, 0]), int(mask[0, -1])
+    (0, 2))doc");
 
 #if defined(UNETRT_EMULATED_CUDA)
     m.def("resize_bilinear_u8", &resize_bilinear_u8, py::arg("image"), py::arg("out"), py::kw_only(),
@@ -985,7 +990,11 @@ Raises:
     ValueError: on a wrong dtype or shape.
 
 Example:
-    >>> small = resize_bilinear_u8(frame, np.empty((192, 256, 3), np.uint8))  # doctest: +SKIP)doc");
+    >>> import numpy as np
+    >>> frame = np.full((360, 480, 3), 7, np.uint8)
+    >>> small = resize_bilinear_u8(frame, np.empty((192, 256, 3), np.uint8))
+    >>> small.shape, int(small.max())
+    ((192, 256, 3), 7))doc");
     m.def("set_pointer_attributes", &set_pointer_attributes, py::arg("attributes"),
           R"doc(What the *_cuda entry points take for cudaPointerGetAttributes: a callable(ptr) -> (cudaMemoryType,
 devicePointer), or None (the default) to take every pointer for device memory.)doc");

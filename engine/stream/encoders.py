@@ -261,7 +261,7 @@ def open_video_encoder(path: Path, fps: float, size: tuple[int, int]) -> VideoEn
 
     Example:
         >>> encoder = open_video_encoder(Path("out.mp4"), 10.0, (480, 360))  # doctest: +SKIP
-        >>> encoder.codec
+        >>> encoder.codec  # doctest: +SKIP
         'h264'
     """
     check_utf8_name(path, "video output")

@@ -269,7 +269,7 @@ class HttpViewSink:
 
     Example:
         >>> sink = HttpViewSink("127.0.0.1", 8080)  # doctest: +SKIP
-        >>> sink.write(frame)  # every open page now shows it
+        >>> sink.write(frame)  # every open page now shows it  # doctest: +SKIP
     """
 
     wants_stop = False
