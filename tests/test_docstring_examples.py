@@ -1,4 +1,4 @@
-"""Every example in the package's docstrings runs and shows what it prints.
+"""Every example in the package's docstrings runs and shows what it prints, and the public API shows one.
 
 The public API's docstrings each carry an example, and users paste them. An example that raises, or prints other
 than it shows, teaches the wrong call. Each module's examples run here as doctests, in an empty folder of their
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import inspect
 import pkgutil
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import pytest
 import unetrt
 
 OPTION_FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+# What docs/api.md and the README teach users to import from.
+PUBLIC_MODULES = ("unetrt", "unetrt.stream", "unetrt.batch.job")
 
 
 def package_modules() -> list[str]:
@@ -41,3 +44,12 @@ def test_docstring_examples_run_as_shown(name: str, tmp_path: Path, monkeypatch:
     assert not failures, "\n".join(failures)
     assert sorted(path.name for path in tmp_path.iterdir()) == [], "an example left files where the user runs it"
 
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_every_public_class_and_function_shows_an_example(name: str) -> None:
+    module = importlib.import_module(name)
+    public = [getattr(module, attribute) for attribute in module.__all__]
+    documented = [item for item in public if inspect.isclass(item) or inspect.isfunction(item)]
+    lacking = [item.__qualname__ for item in documented if "Example:" not in (inspect.getdoc(item) or "")]
+    assert lacking == []

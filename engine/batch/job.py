@@ -73,6 +73,13 @@ class BatchSettings:
         gpus_per_worker: GPUs each actor reserves on a cluster with GPUs (a fraction shares one GPU).
         batch_size: frames per actor call.
         overlay: also write each frame with its coloured mask blended over it.
+
+    Raises:
+        ValueError: on threads or a batch size below 1, or GPUs per worker outside (0, 8].
+
+    Example:
+        >>> BatchSettings("camvid", precision="int8", threads=2).batch_size
+        4
     """
 
     model: str = "camvid"

@@ -26,6 +26,11 @@ class StreamResult:
         timings_ms: 'capture', 'preprocess', 'inference', 'postprocess'.
         fps: results per second over the last 30 results (0 during the first second, while not yet measured).
         header: the input message's header (stamp, frame_id, log time) when the source is a ROS 2 bag, else None.
+
+    Example:
+        >>> for result in Stream("sample", "camvid"):  # doctest: +SKIP
+        ...     print(result.index, result.mask.shape, f"{result.latency_ms:.0f} ms")
+        0 (360, 480) 31 ms
     """
 
     index: int

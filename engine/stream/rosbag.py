@@ -55,6 +55,12 @@ class FrameHeader:
         stamp_nanosec: ``header.stamp.nanosec``.
         frame_id: ``header.frame_id`` (the camera's coordinate frame).
         log_time_ns: the bag's receive time of the message, in nanoseconds.
+
+    Example:
+        >>> header = FrameHeader(stamp_sec=1700000000, stamp_nanosec=250_000_000, frame_id="front_camera",
+        ...                      log_time_ns=1700000000_260_000_000)
+        >>> header.stamp_sec + header.stamp_nanosec / 1e9  # what result.header carries from a bag's frame
+        1700000000.25
     """
 
     stamp_sec: int

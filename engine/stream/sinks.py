@@ -35,6 +35,19 @@ class FrameSink(Protocol):
     Attributes:
         name: the sink in words.
         wants_stop: True once the user asked to end the stream (closed the window).
+
+    Example:
+        >>> class Pictures:  # keeps what the stream draws, in memory
+        ...     name, wants_stop = "pictures in memory", False
+        ...     def __init__(self) -> None:
+        ...         self.images: list[np.ndarray] = []
+        ...     def write(self, image: np.ndarray) -> None:
+        ...         self.images.append(image.copy())
+        ...     def close(self) -> None:
+        ...         pass
+        >>> isinstance(Pictures(), FrameSink)
+        True
+        >>> stream = Stream("sample", "camvid", output=Pictures())  # doctest: +SKIP
     """
 
     name: str
@@ -60,6 +73,18 @@ class ResultSink(Protocol):
     Attributes:
         name: the sink in words.
         wants_stop: True once the sink asks to end the stream.
+
+    Example:
+        >>> class CarPixels:  # counts each frame's car pixels, for a log of one's own
+        ...     name, wants_stop = "car pixel counts", False
+        ...     def __init__(self, car_id: int) -> None:
+        ...         self.car_id, self.counts = car_id, []
+        ...     def write_result(self, result: StreamResult, image: np.ndarray) -> None:
+        ...         self.counts.append((result.index, int((result.mask == self.car_id).sum())))
+        ...     def close(self) -> None:
+        ...         pass
+        >>> isinstance(CarPixels(car_id=8), ResultSink)
+        True
     """
 
     name: str
@@ -231,8 +256,15 @@ def display_available() -> bool:
 class DisplaySink:
     """An OpenCV window; Esc, 'q' or closing the window ends the stream.
 
+    Args:
+        index: the display's number (``display://0``).
+        title: the window's title.
+
     Raises:
         ValueError: when OpenCV has no GUI or there is no display.
+
+    Example:
+        >>> Stream("/dev/video0", "camvid", output=DisplaySink(title="front camera")).run()  # doctest: +SKIP
     """
 
     def __init__(self, index: int = 0, title: str = "unetrt") -> None:

@@ -40,11 +40,26 @@ MJPG = cv2.VideoWriter.fourcc(*"MJPG")
 
 
 class SourceError(ConnectionError):
-    """A source could not be opened or stopped delivering frames (a live one is reopened)."""
+    """A source could not be opened or stopped delivering frames (a live one is reopened).
+
+    Example:
+        >>> try:  # doctest: +SKIP
+        ...     Stream("/dev/video9", "camvid").run()
+        ... except SourceError as error:
+        ...     print(error)  # names the camera and what to check
+    """
 
 
 class CorruptFrameError(ValueError):
-    """One frame could not be decoded or is malformed; the stream skips it."""
+    """One frame could not be decoded or is malformed; the stream skips it.
+
+    Example:
+        >>> def read(self) -> np.ndarray | None:  # in a FrameSource of one's own
+        ...     frame = self.sdk.grab()
+        ...     if frame.size == 0:  # skipped and counted; the stream goes on with the next frame
+        ...         raise CorruptFrameError("the camera SDK returned an empty frame")
+        ...     return frame
+    """
 
 
 @runtime_checkable
@@ -65,6 +80,19 @@ class FrameSource(Protocol):
         name: the source in words, for logs and the summary.
         live: frames arrive in real time (a camera): stale ones may be dropped to bound latency.
         fps: the nominal frame rate when known, else None.
+
+    Example:
+        >>> class SdkCamera:  # a camera SDK that fills one buffer again for every frame
+        ...     name, live, fps = "sdk camera 0", True, 30.0
+        ...     def open(self) -> None:
+        ...         self.buffer = np.zeros((480, 640, 3), np.uint8)
+        ...     def read(self) -> np.ndarray | None:
+        ...         return self.buffer  # the SDK's grab fills it here
+        ...     def close(self) -> None:
+        ...         del self.buffer
+        >>> isinstance(SdkCamera(), FrameSource)
+        True
+        >>> stream = Stream(SdkCamera(), "camvid")  # doctest: +SKIP
     """
 
     name: str

@@ -22,7 +22,14 @@ _DONE = object()
 
 
 class OutputError(OSError):
-    """Writing the output failed (a full disk, a stopped encoder); the frames written before it are kept."""
+    """Writing the output failed (a full disk, a stopped encoder); the frames written before it are kept.
+
+    Example:
+        >>> try:  # doctest: +SKIP
+        ...     Stream("/dev/video0", "camvid", output="/mnt/full_disk/out.mp4").run()
+        ... except OutputError as error:
+        ...     print(error)  # names the output and the cause; what was written before stays playable
+    """
 
 
 class ResultWriter:
