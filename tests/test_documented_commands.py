@@ -261,6 +261,16 @@ class Program:
     words: int  # how many words of the command name it ("python -m unetrt.doctor": 3)
 
 
+def command_by_name(name: str) -> Program:
+    """What ``python -m unetrt NAME`` runs (``unetrt.__main__``): the console script of that name, the doctor, or,
+    for a placeholder (``COMMAND``), any of them (named in prose: nothing to parse)."""
+    if re.fullmatch(r"[A-Z]+", name):
+        return Program("module", "unetrt", 4)
+    if name.removeprefix("unet-") == "doctor":
+        return Program("module", "unetrt.doctor", 4)
+    return Program("script", f"unet-{name.removeprefix('unet-')}", 4)
+
+
 def program_of(words: Sequence[str]) -> Program | None:
     """The program a command runs when it is one of this project's; None for any other."""
     if not words:
@@ -273,6 +283,8 @@ def program_of(words: Sequence[str]) -> Program | None:
         return Program("tool", tool.group(1), 1)
     if re.fullmatch(r"(?:[\w.-]*/)*python(?:3(?:\.\d+)?)?", words[0]) and len(words) > 1:
         if words[1] == "-m" and len(words) > 2 and re.match(r"unetrt\b", words[2]):
+            if words[2] == "unetrt" and len(words) > 3 and not words[3].startswith("-"):
+                return command_by_name(words[3])
             return Program("module", words[2], 3)
         tool = TOOL.fullmatch(words[1])
         if tool:
@@ -503,7 +515,10 @@ def entry_point(kind: str, name: str, monkeypatch: pytest.MonkeyPatch) -> Callab
             return launch()
 
         return run_script
-    main = (importlib.import_module(name) if kind == "module" else load_tool(name)).main
+    program = importlib.import_module(name) if kind == "module" else load_tool(name)
+    if hasattr(program, "__path__"):  # a package: python -m runs its __main__
+        program = importlib.import_module(f"{name}.__main__")
+    main = program.main
 
     def run_main(args: list[str]) -> object:
         monkeypatch.setattr(sys, "argv", [name, *args])
