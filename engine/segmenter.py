@@ -23,6 +23,7 @@ from .frame_path import PROBABILITY_SIZES, FramePath
 from .geometry import legal_sizes
 from .model_info import ModelInfo, check_working_size
 from .palette import Palette
+from .plan_metadata import DEFAULT_MAX_SIDE
 from .postprocess import STATED, BinaryCleanup, resolve_cleanup
 from .preprocessing import check_color_order, check_frame
 from .tiling import TileGrid, check_blend, plan_tiles, plan_whole
@@ -30,6 +31,8 @@ from .values import is_whole_number
 from .visualize import blend, colorize_mask
 
 DEVICE_PATHS = ("auto", "host", "cuda")
+# The largest network image a backend without an input limit (ONNX Runtime, OpenVINO, torch) takes whole.
+MAX_WHOLE_PIXELS = 4096 * 4096
 
 
 @dataclass
@@ -93,7 +96,8 @@ class Segmenter:
         device: 'auto', 'cpu' or 'cuda'.
         probabilities: return per-class probabilities with every result.
         tile: network input tile side or (height, width) for tiled inference; None tiles only
-            images larger than the backend accepts, with the largest tile it accepts.
+            images larger than the backend accepts, with the largest tile it accepts (on a backend without a
+            limit: images over 4096x4096 pixels, in tiles of up to 1024x1024, whose memory stays bounded).
         overlap: pixels neighbouring tile outputs share (None: for 'same' models the smaller tile side / 8
             rounded down to a multiple of ``info.size_multiple``, which keeps tiles on the pooling grid: 16 px
             steps at depth 5, so tiles under 128 px get none; 0 for 'valid' models, whose context margin already
@@ -408,6 +412,8 @@ class Segmenter:
     def tile_grid(self, height: int, width: int) -> TileGrid:
         """The tile grid for a network image of ``height x width`` (after any working-size resize): one
         mirror-padded tile of the smallest legal size when the image fits the backend, else overlapping tiles.
+        A backend without an input limit takes images of up to ``MAX_WHOLE_PIXELS`` whole; larger ones get the
+        tiles of TensorRT's default engine profile (sides up to ``DEFAULT_MAX_SIDE``).
 
         Raises:
             ValueError: when the asked tile exceeds what the backend accepts.
@@ -415,6 +421,10 @@ class Segmenter:
         info, limit = self.info, self.backend.max_input_hw
         if self.tile is None:
             whole = plan_whole(height, width, info.padding, info.depth)
+            if limit is None and whole.tile_hw[0] * whole.tile_hw[1] > MAX_WHOLE_PIXELS:
+                # A backend without an input limit would take it whole, and its activations grow with the frame
+                # (isbi: 4.8 GB at 4096x4096, 19 GB at 8192x8192): the process would be killed for memory.
+                limit = (DEFAULT_MAX_SIDE, DEFAULT_MAX_SIDE)
             if limit is None or (whole.tile_hw[0] <= limit[0] and whole.tile_hw[1] <= limit[1]):
                 return whole
             tile = tuple(self._largest_legal(side) for side in limit)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import tiny_info
 
+from unetrt import segmenter as segmenter_module
 from unetrt.device import HostDevice
 from unetrt.frame_path import FramePath
 from unetrt.geometry import valid_output_size
@@ -118,6 +119,27 @@ def test_frames_larger_than_the_backend_accepts_are_tiled(tiny_model_files: dict
     assert sum(shape[0] for shape in calls) == grid.count
     assert all(shape[0] <= 2 and shape[2:] == (96, 80) for shape in calls)
     _compare(tiled, untiled, away_from_seams(grid, TINY_UNET_RADIUS))
+
+
+def test_a_backend_without_a_limit_tiles_only_frames_too_large_to_take_whole(
+        tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    with Segmenter(tiny_model_files["onnx"]) as seg:
+        assert seg.backend.max_input_hw is None
+        assert seg.tile_grid(4096, 4096).count == 1  # 16.8 megapixels: whole, as before
+        grid = seg.tile_grid(4104, 4096)  # one legal step more: whole it would take 4.8 GB and up on isbi
+        assert grid.tile_hw == (1024, 1024) and grid.count == 25
+        assert seg.tile_grid(3000, 9000).tile_hw == (1024, 1024)
+        # Tiled as TensorRT's default engine profile tiles it, so the answer is the explicit tile=1024's.
+        monkeypatch.setattr(segmenter_module, "MAX_WHOLE_PIXELS", 400 * 400)
+        frame = np.random.default_rng(3).integers(0, 256, (1100, 1300, 3), dtype=np.uint8)
+        calls = record_batches(seg)
+        automatic = seg.segment(frame, probabilities=True)
+        assert calls and all(shape[2:] == (1024, 1024) for shape in calls)
+    with Segmenter(tiny_model_files["onnx"], tile=1024) as explicit:
+        expected = explicit.segment(frame, probabilities=True)
+    np.testing.assert_array_equal(automatic.mask, expected.mask)
+    assert automatic.probabilities is not None and expected.probabilities is not None
+    np.testing.assert_array_equal(automatic.probabilities, expected.probabilities)
 
 
 def test_tiling_applies_to_the_working_size_image(tmp_path: Path) -> None:
