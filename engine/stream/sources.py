@@ -479,6 +479,10 @@ class VideoCaptureSource:
             # Argus serves every CSI camera through one daemon, which a crashed client can leave holding a sensor.
             return (f"; check that a camera is connected as sensor {self.spec.location}{mode}, that no other program "
                     "uses it, and restart the camera daemon: sudo systemctl restart nvargus-daemon")
+        if self.spec.kind == "rtsp" and not self.live:
+            # FFmpeg seeks to an .mp4's index, which ffmpeg and most encoders write at the end of the file.
+            return ("; check the address, and that the server answers HTTP range requests (python -m http.server "
+                    "does not) or that the file has its index first (ffmpeg -i IN -c copy -movflags +faststart OUT)")
         if self.spec.kind == "rtsp":
             return ("; check the address and that the server is up and serving it (--wait SECONDS waits for a "
                     "stream that is still starting)")
@@ -578,10 +582,15 @@ class VideoCaptureSource:
         Raises:
             SourceError: when no frame decoded at all.
         """
+        if self._frames_read == 0 and self.frame_count <= 0:
+            # No count announced (a file over HTTP whose index could not be read): ending here would report an
+            # empty stream as a finished one.
+            raise SourceError(f"{self.name!r} opened but sent no frame" + self._open_hint())
         if position + 1 >= self.frame_count:
             return  # the file's own end
         if self._frames_read == 0:
-            raise SourceError(f"{self.name!r} has no frame that decodes (none of the {self.frame_count} it announces)")
+            raise SourceError(f"{self.name!r} has no frame that decodes (none of the {self.frame_count} it "
+                              "announces)" + self._open_hint())
         log.warning("%r ended at frame %d of the %d it announces: the rest did not decode (a file cut short, or "
                     "damaged at its end)", self.name, position, self.frame_count)
 

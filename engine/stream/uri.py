@@ -1,7 +1,8 @@
 """Parsing jetson-inference-style resource URIs into what to open.
 
 Inputs: ``0`` (camera index), ``/dev/video0`` or ``v4l2:///dev/video0``, ``csi://0``,
-``rtsp://host/path``, ``file://clip.mp4`` or a plain video path, an image folder or glob,
+``rtsp://host/path``, ``file://clip.mp4`` or a plain video path, ``https://host/clip.mp4`` (a recorded file
+on a web server, read as a stored one), an image folder or glob,
 ``sample`` (the bundled clip), a ROS 2 bag (a rosbag2 folder, ``.mcap`` or ``.db3``).
 Outputs: ``display://0``, a ``.mp4``/``.avi`` file, an image folder or an ``image_%04d.png`` pattern,
 a ``.mcap`` ROS 2 bag, or ``http://127.0.0.1:8080`` (a live view in the browser;
@@ -117,6 +118,10 @@ def _parse_source_scheme(scheme: str, rest: str, text: str) -> SourceSpec:
         if not rest.isdigit():
             raise ValueError(f"csi URI must name a sensor number, e.g. csi://0, got {text!r}")
         return SourceSpec("csi", rest, live=True)
+    if scheme in ("http", "https") and Path(rest.split("?", 1)[0].split("#", 1)[0]).suffix.lower() in VIDEO_SUFFIXES:
+        # A recorded file a web server hands out: read it whole, as a local one, rather than as a live stream
+        # whose stale frames are dropped and whose end is a failure to reconnect for ever.
+        return SourceSpec("rtsp", text, live=False)
     if scheme in ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "rtp"):
         return SourceSpec("rtsp", text, live=True)
     if scheme == "file":

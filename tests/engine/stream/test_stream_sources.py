@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
+import re
+import threading
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -432,6 +437,13 @@ def test_a_video_of_which_no_frame_decodes_says_so(monkeypatch: pytest.MonkeyPat
         source.read()
 
 
+def test_a_video_that_announces_no_frame_and_sends_none_is_not_an_empty_finished_stream(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    source = _open_fake_file(monkeypatch, FakeFileCapture([]))  # no count: an index FFmpeg could not read
+    with pytest.raises(SourceError, match=r"'clip\.mp4' opened but sent no frame; the file may be damaged"):
+        source.read()
+
+
 def test_a_network_stream_taken_as_stored_reads_on_past_a_damaged_frame(monkeypatch: pytest.MonkeyPatch) -> None:
     # live=False on an rtsp:// source reads it through its reader thread, which the read past a failure uses too.
     from unetrt.stream import sources
@@ -496,3 +508,72 @@ def test_a_video_closed_amid_damaged_frames_reads_from_its_start_when_opened_aga
     source.close()
     source.open()
     assert _read_reporting(source) == ([0, 3, 4], [1, 2])
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    """Python's own file server, which answers a range request with the whole file, without its log lines."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _RangeHandler(_QuietHandler):
+    """Serves files with HTTP range requests, as a web server or object store does."""
+
+    def do_GET(self) -> None:
+        path = Path(self.translate_path(self.path))
+        data = path.read_bytes()
+        asked = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        if asked is None:
+            start, end = 0, len(data) - 1
+            self.send_response(200)
+        else:
+            start = int(asked.group(1))
+            end = min(int(asked.group(2) or len(data) - 1), len(data) - 1)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.end_headers()
+        with contextlib.suppress(ConnectionError):  # FFmpeg hangs up once it has what it wants
+            self.wfile.write(data[start : end + 1])
+
+
+@contextlib.contextmanager
+def serving(folder: Path, handler: type[SimpleHTTPRequestHandler]) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_video_over_http_is_read_whole_as_a_stored_file() -> None:
+    clip = sample_clip()
+    expected = read_all(open_source(str(clip)))
+    with serving(clip.parent, _RangeHandler) as address:
+        source = open_source(f"{address}/{clip.name}?token=abc", open_timeout=10.0)
+        assert not source.live  # no frame dropped, the end is the end (not a reconnect)
+        frames = read_all(source)
+    assert len(frames) == len(expected) == 101
+    assert all(np.array_equal(a, b) for a, b in zip(frames, expected))
+
+
+def test_a_video_over_http_without_range_requests_is_one_line_naming_the_fix() -> None:
+    # The clip's index is at its end (as ffmpeg and most encoders write it): FFmpeg seeks there with a range
+    # request, which Python's own server answers with the whole file from its first byte.
+    clip = sample_clip()
+    with serving(clip.parent, _QuietHandler) as address:
+        source = open_source(f"{address}/{clip.name}", open_timeout=10.0)
+        with pytest.raises(SourceError, match=r"answers HTTP range requests .* -movflags \+faststart"):
+            read_all(source)
+        source.close()
+
+
+def test_a_live_http_stream_stays_live() -> None:
+    assert open_source("http://192.168.1.20:8080/video").live
+    assert open_source("https://cam.example/live.m3u8").live
