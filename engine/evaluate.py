@@ -149,9 +149,10 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[tuple[Path, Path]]) -> 
         if binary and result.probabilities is not None:
             rand_errors.append(rand_error(result.mask, label))
             challenge.update(result.probabilities[0], label)
-    # The precision with the backend: an INT8 figure is not the FP32 one (and may differ between CPUs).
+    # The precision and device with the backend: an INT8 figure is not the FP32 one (and may differ between CPUs),
+    # and ONNX Runtime and torch run on either device.
     figures: dict[str, Any] = {"model": info.name, "images": len(pairs), "backend": segmenter.backend.name,
-                               "precision": segmenter.backend.precision,
+                               "precision": segmenter.backend.precision, "device": segmenter.backend.device,
                                "working_size": None if info.working_size is None else list(info.working_size)}
     if cleanup is not None:
         figures["cleanup"] = asdict(cleanup)
@@ -196,7 +197,7 @@ def format_figures(figures: dict[str, Any]) -> str:
     """The figures as the lines ``unet-eval`` prints."""
     size = figures.get("working_size")
     at = f", working size {format_size(size)}" if size else ""
-    runs_at = f" {figures['precision']}" if figures.get("precision") else ""
+    runs_at = "".join(f" {figures[key]}" for key in ("precision", "device") if figures.get(key))
     lines = [f"model {figures['model']} on {figures['images']} images ({figures['backend']}{runs_at}{at})"]
     if "cleanup" in figures:
         settings = ", ".join(f"{k} {v}" for k, v in figures["cleanup"].items() if k != "mode")

@@ -76,7 +76,7 @@ def test_cli_scores_at_another_working_size(tiny_model_files: dict[str, Path], t
     proc = run_cli("--model", str(tiny_model_files["onnx"]), "--images", str(images), "--labels", str(labels),
                    "--working-size", "16x12", "--json", "out.json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "(onnxruntime fp32, working size 16x12)" in proc.stdout
+    assert "(onnxruntime fp32 cpu, working size 16x12)" in proc.stdout
     figures = json.loads((tmp_path / "out.json").read_text())
     with Segmenter(tiny_model_files["onnx"], working_size=(16, 12)) as seg:
         assert figures["mean_iou"] == evaluate(seg, images, labels)["mean_iou"]
@@ -395,7 +395,7 @@ class EchoSegmenter:
 
     def __init__(self, info: ModelInfo) -> None:
         self.info = info
-        self.backend = SimpleNamespace(name="echo", precision="int8")
+        self.backend = SimpleNamespace(name="echo", precision="int8", device="cpu")
 
     def segment(self, image: np.ndarray, probabilities: bool = False) -> SegmentationResult:
         mask = image.astype(np.uint8)
@@ -500,13 +500,14 @@ def test_colour_frames_reach_the_segmenter_in_its_own_channel_order(tmp_path: Pa
 
 
 def test_printed_figures_are_the_computed_ones_each_in_its_place() -> None:
-    binary = {"model": "isbi", "images": 2, "backend": "echo", "precision": "int8", "working_size": None,
+    binary = {"model": "isbi", "images": 2, "backend": "echo", "precision": "int8", "device": "cuda:1",
+              "working_size": None,
               "cleanup": {"mode": "watershed", "max_hole_area": 50, "threshold": 0.5},
               "iou": 0.5, "dice": 0.25, "pixel_error": 0.125, "rand_error": 0.0625,
               "challenge_pixel_error": 0.1, "challenge_pixel_threshold": 0.3,
               "challenge_rand_error": 0.2, "challenge_rand_threshold": 0.7}
     lines = format_figures(binary).splitlines()
-    assert lines[:2] == ["model isbi on 2 images (echo int8)",
+    assert lines[:2] == ["model isbi on 2 images (echo int8 cuda:1)",
                          "masks cleaned by watershed (max_hole_area 50, threshold 0.5)"]
     assert lines[-2:] == ["pixel error     0.1000  (threshold 0.3)", "Rand error      0.2000  (threshold 0.7)"]
     multiclass = {"model": "camvid", "images": 1, "backend": "echo", "working_size": [256, 192], "mean_iou": 0.5,
