@@ -7,6 +7,7 @@ Label maps are single-channel uint8 class ids (CamVid) or 0/255 binary masks (IS
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,9 @@ import numpy as np
 from .paths import check_folder, check_utf8_name, read_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# IHDR's colour type byte (offset 25 of the file) of an indexed-colour PNG (PNG specification, 11.2.2).
+PNG_COLOUR_TYPE_AT, PNG_INDEXED = 25, 3
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,9 @@ def read_label(path: str | Path, binary: bool) -> np.ndarray:
                          "as PNG (docs/own-data.md)")
     name = check_utf8_name(path, "label")
     check_single_page(path, "label")
-    label = cv2.imread(name, cv2.IMREAD_UNCHANGED)
+    label = _palette_indices(path)
+    if label is None:
+        label = cv2.imread(name, cv2.IMREAD_UNCHANGED)
     if label is None:
         raise ValueError(f"cannot read label {str(path)!r}: missing, unreadable or not an image")
     if label.ndim == 3:
@@ -172,6 +178,39 @@ def read_label(path: str | Path, binary: bool) -> np.ndarray:
     # Ids 0 and 1 (a binary label as a map of class ids) are the mask already: split at half grey, every 1 would
     # become background.
     return label
+
+
+def _palette_indices(path: str | Path) -> np.ndarray | None:
+    """The palette indices of an indexed-colour PNG as HxW uint8, or None for any other file.
+
+    Such a label (PIL's mode 'P'; Pascal VOC's and LabelMe's masks) holds the class ids as palette indices and
+    only draws them in colour. OpenCV expands the palette into those colours, so the file is decoded with its
+    palette replaced by grey levels equal to the indices.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(PNG_COLOUR_TYPE_AT + 1)
+            if len(head) <= PNG_COLOUR_TYPE_AT or not head.startswith(PNG_SIGNATURE) \
+                    or head[PNG_COLOUR_TYPE_AT] != PNG_INDEXED:
+                return None
+            data = head + handle.read()
+    except OSError:
+        return None  # OpenCV's read then reports it
+    offset = len(PNG_SIGNATURE)
+    while offset + 8 <= len(data):
+        length = int.from_bytes(data[offset:offset + 4], "big")
+        kind = data[offset + 4:offset + 8]
+        if kind == b"PLTE":
+            grey = bytes(level for index in range(length // 3) for level in (index, index, index))
+            chunk = len(grey).to_bytes(4, "big") + kind + grey + zlib.crc32(kind + grey).to_bytes(4, "big")
+            data = data[:offset] + chunk + data[offset + 12 + length:]
+            break
+        offset += 12 + length  # length, type, data, CRC
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None:
+        return None
+    # A palette with transparency decodes with an alpha channel; every colour channel holds the index.
+    return decoded if decoded.ndim == 2 else np.ascontiguousarray(decoded[..., 0])
 
 
 def check_label_ids(label: np.ndarray, path: str | Path, num_classes: int, ignore_index: int | None) -> None:

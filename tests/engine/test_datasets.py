@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -257,3 +258,54 @@ def test_a_big_endian_tiff_stack_is_refused_too(tmp_path: Path) -> None:
     # The same file of one page is an image as any other.
     _big_endian_tiff(tmp_path / "one.tif", pages[2:])
     assert read_image(tmp_path / "one.tif", channels=1).tolist() == pages[2].tolist()
+
+
+def write_indexed_png(path: Path, indices: np.ndarray, palette: list[tuple[int, int, int]], bit_depth: int = 8,
+                      transparent: bool = False) -> None:
+    """An indexed-colour PNG (colour type 3), as PIL's mode 'P', Pascal VOC's and LabelMe's masks are saved."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    per_byte = 8 // bit_depth
+    rows = b""
+    for row in indices.astype(np.uint8):
+        packed = bytearray()
+        for start in range(0, len(row), per_byte):
+            value = 0
+            for offset, index in enumerate(row[start:start + per_byte]):
+                value |= int(index) << (8 - bit_depth * (offset + 1))
+            packed.append(value)
+        rows += b"\0" + bytes(packed)
+    header = struct.pack(">IIBBBBB", indices.shape[1], indices.shape[0], bit_depth, 3, 0, 0, 0)
+    parts = [chunk(b"IHDR", header), chunk(b"PLTE", bytes(v for colour in palette for v in colour))]
+    if transparent:
+        parts.append(chunk(b"tRNS", bytes([0] + [255] * (len(palette) - 1))))
+    parts += [chunk(b"IDAT", zlib.compress(rows)), chunk(b"IEND", b"")]
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(parts))
+
+
+# Pascal VOC's palette: index 1 is drawn dark red, 2 green, 3 olive; the file holds the indices, the class ids.
+VOC_COLOURS = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0)]
+
+
+@pytest.mark.parametrize(("bit_depth", "transparent"), [(8, False), (8, True), (4, False)])
+def test_an_indexed_colour_label_is_read_as_its_class_ids(bit_depth: int, transparent: bool, tmp_path: Path) -> None:
+    # OpenCV expands the palette into colours, which read as a colour label and were refused, though the file holds
+    # exactly the ids (LabelMe's and Pascal VOC's masks; PIL's mode 'P').
+    ids = np.array([[0, 1, 2, 3], [3, 2, 1, 0], [1, 1, 0, 0]], np.uint8)
+    write_indexed_png(tmp_path / "voc.png", ids, VOC_COLOURS, bit_depth, transparent)
+    label = read_label(tmp_path / "voc.png", binary=False)
+    assert label.dtype == np.uint8 and label.tolist() == ids.tolist()
+
+
+def test_an_indexed_label_holding_the_ignore_id_keeps_it(tmp_path: Path) -> None:
+    # VOC draws object borders with index 255 (its "void", a white palette entry).
+    ids = np.array([[0, 255, 1]], np.uint8)
+    write_indexed_png(tmp_path / "voc.png", ids, [*VOC_COLOURS, *[(0, 0, 0)] * 251, (224, 224, 192)])
+    assert read_label(tmp_path / "voc.png", binary=False).tolist() == [[0, 255, 1]]
+
+
+def test_a_colour_label_is_still_refused(tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "rgb.png"), np.array([[[0, 0, 128], [0, 128, 0]]], np.uint8))
+    with pytest.raises(ValueError, match="is a colour image"):
+        read_label(tmp_path / "rgb.png", binary=False)
