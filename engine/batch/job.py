@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..backends import choose_model
 from ..cli import StopOnSigterm, raise_terminated
+from ..plan_build import file_sha256
 from ..segmenter import Segmenter
 from ..stream.output_path import check_writable_file
 from .inputs import (
@@ -41,7 +42,7 @@ from .inputs import (
     read_unit,
     unit_is_done,
 )
-from .outputs import is_done, overlay_output, remove_partial_files, write_png_atomically
+from .outputs import PARTIAL_MARK, is_done, overlay_output, remove_partial_files, write_png_atomically
 
 WRITTEN = "written"
 SUMMARY_NAME = "summary.json"
@@ -330,6 +331,52 @@ def check_output_apart(inputs: Sequence[str], units: Sequence[WorkUnit], out_dir
                              "pass for frames or frames for masks; give the masks a folder of their own")
 
 
+def job_identity(settings: BatchSettings, device: str) -> dict[str, Any]:
+    """What decides a job's masks: the model file's bytes (its SHA-256), the precision it runs at, the working size.
+
+    Example:
+        >>> job_identity(BatchSettings("camvid", precision="fp32"), "cpu")["precision"]  # doctest: +SKIP
+        'fp32'
+    """
+    engine = settings.engine(device)
+    model = Path(engine["model"])
+    return {"model": engine["model"], "model_sha256": file_sha256(model) if model.is_file() else None,
+            "precision": engine["precision"],
+            "working_size": None if settings.working_size is None else list(settings.working_size)}
+
+
+def check_same_job(out_dir: Path, identity: dict[str, Any]) -> None:
+    """Refuse to resume into a folder whose masks another model, precision or working size made.
+
+    A re-run skips every frame whose mask exists, so it would report another model's masks as its own work done
+    (the earlier job is known from the ``summary.json`` it wrote when it finished).
+
+    Raises:
+        ValueError: naming both jobs and the fix.
+    """
+    try:
+        earlier = json.loads((out_dir / SUMMARY_NAME).read_text())
+        before = {"model": earlier["model"], "model_sha256": earlier["model_sha256"],
+                  "precision": earlier["precision"], "working_size": earlier["settings"]["working_size"]}
+    except (OSError, ValueError, TypeError, KeyError):
+        return  # no job finished here, or one of a unetrt that did not record its model's bytes
+    keys = ("model_sha256", "precision", "working_size")
+    if all(before[key] == identity[key] for key in keys):
+        return
+    if not any(path.is_file() and PARTIAL_MARK not in path.name for path in out_dir.rglob("*.png")):
+        return  # its masks were deleted: nothing to mix with
+
+    def described(job: dict[str, Any]) -> str:
+        size = ("working size " + "x".join(map(str, job["working_size"])) if job["working_size"]
+                else "the model's working size")
+        digest = str(job["model_sha256"])[:12]
+        return f"model {job['model']} (SHA-256 {digest}), {job['precision']}, {size}"
+
+    raise ValueError(f"the output folder {str(out_dir)!r} holds the masks of another job ({described(before)}; this "
+                     f"job: {described(identity)}), which this job would count as already done: give this job "
+                     "another output folder, or delete those masks to segment again")
+
+
 def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSettings, address: str | None = None,
               workers: int | None = None, segmenter_factory: SegmenterFactory | None = None,
               progress: bool | None = None) -> dict[str, Any]:
@@ -352,7 +399,8 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
         failures, wall time, frames per second per worker, model, backend, precision and the cluster's nodes.
 
     Raises:
-        ValueError: on bad inputs, settings, worker count or output folder.
+        ValueError: on bad inputs, settings, worker count or output folder, or an output folder holding the masks of
+            another model, precision or working size (:func:`check_same_job`).
         FileNotFoundError: when an input or the model does not exist.
         ImportError: when Ray Data is not installed.
         NoRayClusterError: when no cluster answers at ``address`` (the output folder is then not created).
@@ -392,6 +440,9 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
             raise ValueError(f"{settings.model!r} runs on TensorRT here (backend {settings.backend!r}), which needs an "
                              "NVIDIA GPU, and the Ray cluster has none; to run on its CPUs give an .onnx model or a "
                              "bundled name with --backend auto, onnxruntime or openvino")
+        device = "cuda" if on_gpu else "cpu"
+        identity = job_identity(settings, device)
+        check_same_job(folder, identity)
         # After the pool is known to fit: a job refused there leaves no empty folder behind either.
         folder.mkdir(parents=True, exist_ok=True)
         done = [unit_is_done(unit, folder, settings.overlay) for unit in units]
@@ -414,8 +465,8 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
         sigterm.raise_if_received()
     wall = time.perf_counter() - start
     remove_partial_files(folder)
-    summary = _summary(settings, units, counts, failures, per_worker, engines, wall, nodes, address, pool,
-                       "cuda" if on_gpu else "cpu")
+    summary = _summary(settings, units, counts, failures, per_worker, engines, wall, nodes, address, pool, device)
+    summary["model_sha256"] = identity["model_sha256"]
     write_summary(folder / SUMMARY_NAME, summary)
     return summary
 

@@ -738,3 +738,57 @@ def test_a_corrupt_frame_keeps_its_own_index_and_the_video_is_read_on_and_closed
         (0, "drive/000000.png", TODO), (1, "drive/000001.png", FAILED), (2, "drive/000002.png", TODO),
         (3, "drive/000003.png", TODO)]
     assert rows[1]["error"] == "frame 1 is damaged" and source.closed
+
+
+def _retrained(model: Path) -> None:
+    """The model file replaced by another one at the same path (as a retrained model is exported over it)."""
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(model))
+    graph.doc_string = "retrained"
+    onnx.save(graph, str(model))
+
+
+@pytest.mark.parametrize("change", ["same path, new model", "another model file", "another size"])
+def test_a_rerun_with_another_model_or_size_is_refused_not_reported_done(
+        change: str, local_ray: LocalRay, tiny_model_files: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # The second job reported every frame "already done" and wrote a summary naming its own model, while every mask
+    # on disk was the first model's: the masks of an improved model were never made, without a word.
+    write_images(tmp_path / "in", 2)
+    model = tmp_path / "mine.onnx"
+    model.write_bytes(tiny_model_files["onnx"].read_bytes())
+    out = tmp_path / "masks"
+    assert main([str(tmp_path / "in"), "-o", str(out), "--model", str(model), "--workers", "1"]) == 0
+    before = {path: path.read_bytes() for path in out.iterdir()}
+    rerun = [str(tmp_path / "in"), "-o", str(out), "--model", str(model), "--workers", "1"]
+    if change == "same path, new model":
+        _retrained(model)
+    elif change == "another model file":
+        rerun[rerun.index(str(model))] = str(tiny_model_files["pt"])
+    else:
+        rerun += ["--size", "32x24"]
+    capsys.readouterr()
+    assert main(rerun) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the output folder {str(out)!r} holds the masks of another job") and \
+        "give this job another output folder, or delete those masks to segment again" in err
+    assert err.count("\n") == 1
+    assert {path: path.read_bytes() for path in out.iterdir()} == before
+    # The same job again still resumes (here: finds everything done).
+    if change == "same path, new model":
+        return
+    capsys.readouterr()
+    assert main([str(tmp_path / "in"), "-o", str(out), "--model", str(model), "--workers", "1"]) == 0
+    assert "0 frames written, 2 already done" in capsys.readouterr().out
+
+
+def test_an_empty_output_folder_of_an_earlier_job_takes_another_model(
+        local_ray: LocalRay, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    # Its masks deleted, the folder holds nothing of the earlier model: segmenting into it again is no mix.
+    write_images(tmp_path / "in", 1)
+    out = tmp_path / "masks"
+    job.run_batch([str(tmp_path / "in")], out, BatchSettings(model=str(tiny_model_files["onnx"])), workers=1)
+    (out / "img_00.png").unlink()
+    summary = job.run_batch([str(tmp_path / "in")], out, BatchSettings(model=str(tiny_model_files["onnx"]),
+                                                                      working_size=(32, 24)), workers=1)
+    assert summary["frames"]["written"] == 1
