@@ -32,6 +32,8 @@ from .job import DEFAULT_BATCH_SIZE, SUMMARY_NAME, BatchSettings, run_batch
 
 FRAMES_FAILED = 1
 LOCAL_ADDRESSES = ("none", "local")
+# Subfolders the report names; summary.json lists them all.
+SUBFOLDERS_NAMED = 5
 
 
 def parse_address(text: str) -> str | None:
@@ -97,6 +99,13 @@ def report(summary: dict[str, Any]) -> str:
         lines.append(f"failed: {failure['input']}{at}: {failure['error']}")
     if frames["failed"] > 10:
         lines.append(f"... and {frames['failed'] - 10} more failures")
+    unread = summary.get("not_read") or []
+    if unread:
+        named = ", ".join(unread[:SUBFOLDERS_NAMED]) + (
+            f" and {len(unread) - SUBFOLDERS_NAMED} more" if len(unread) > SUBFOLDERS_NAMED else "")
+        lines.append(f"not read: the files in the subfolders {named} of an input folder "
+                     "(unet-batch reads the files of a folder, not its subfolders): give each subfolder as an input of "
+                     "its own")
     return "\n".join(lines)
 
 

@@ -96,6 +96,29 @@ def expand_inputs(inputs: Sequence[str]) -> list[WorkUnit]:
     return units
 
 
+def unread_subfolders(inputs: Sequence[str], units: Sequence[WorkUnit]) -> list[str]:
+    """The subfolders of input folders that hold images or videos no unit reads, in name order.
+
+    A folder input stands for the files in it, not in its subfolders (outputs are named by file stem alone, and
+    a folder per camera would repeat them); a job must still say which frames it left out.
+
+    Example:
+        >>> unread_subfolders(["/nonexistent"], [])
+        []
+    """
+    read = {Path(unit.path).resolve() for unit in units}
+    folders: set[str] = set()
+    for text in inputs:
+        top = Path(text)
+        if not top.is_dir():
+            continue
+        for path in top.rglob("*"):
+            if path.parent != top and path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES and path.is_file() \
+                    and path.resolve() not in read:
+                folders.add(str(path.parent))
+    return sorted(folders)
+
+
 def _first_of_each_file(units: Sequence[WorkUnit]) -> list[WorkUnit]:
     """The units without repeats of one file: segmented twice it would be counted as two frames written."""
     seen: set[Path] = set()

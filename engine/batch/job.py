@@ -41,6 +41,7 @@ from .inputs import (
     frame_from_row,
     read_unit,
     unit_is_done,
+    unread_subfolders,
 )
 from .outputs import PARTIAL_MARK, is_done, overlay_output, remove_partial_files, write_png_atomically
 
@@ -396,7 +397,8 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
 
     Returns:
         The summary that was written to ``out_dir/summary.json``: frames written, skipped and failed, the
-        failures, wall time, frames per second per worker, model, backend, precision and the cluster's nodes.
+        failures, wall time, frames per second per worker, model, backend, precision, the cluster's nodes, and the
+        subfolders of input folders whose images and videos were not read (``not_read``).
 
     Raises:
         ValueError: on bad inputs, settings, worker count or output folder, or an output folder holding the masks of
@@ -467,6 +469,7 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
     remove_partial_files(folder)
     summary = _summary(settings, units, counts, failures, per_worker, engines, wall, nodes, address, pool, device)
     summary["model_sha256"] = identity["model_sha256"]
+    summary["not_read"] = unread_subfolders(inputs, units)
     write_summary(folder / SUMMARY_NAME, summary)
     return summary
 

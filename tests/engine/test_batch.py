@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import json
 import os
 import signal
 import subprocess
@@ -792,3 +793,37 @@ def test_an_empty_output_folder_of_an_earlier_job_takes_another_model(
     summary = job.run_batch([str(tmp_path / "in")], out, BatchSettings(model=str(tiny_model_files["onnx"]),
                                                                       working_size=(32, 24)), workers=1)
     assert summary["frames"]["written"] == 1
+
+
+def test_subfolders_of_an_input_folder_are_named_as_not_read(
+        local_ray: LocalRay, tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # A fleet's day folder with a folder per camera: only the files beside the camera folders were segmented, and
+    # the job reported success without a word about the frames in them.
+    day = tmp_path / "day"
+    write_images(day, 1)
+    write_images(day / "cam1", 1, prefix="c1")
+    write_images(day / "cam2" / "front", 1, prefix="c2")
+    (day / "empty").mkdir()
+    (day / "notes").mkdir()
+    (day / "notes" / "readme.txt").write_text("no frames here")
+    monkeypatch.chdir(tmp_path)
+    assert main(["day", "-o", "masks", "--model", str(tiny_model_files["onnx"]), "--workers", "1"]) == 0
+    summary = json.loads((tmp_path / "masks" / "summary.json").read_text())
+    assert summary["frames"]["written"] == 1 and summary["not_read"] == ["day/cam1", "day/cam2/front"]
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == ("not read: the files in the subfolders day/cam1, day/cam2/front of an input folder "
+                                    "(unet-batch reads the files of a folder, not its subfolders): give each subfolder "
+                                    "as an input of its own")
+    # Named as inputs, they are read; nothing is left unread, and nothing said.
+    assert main(["day", "day/cam1", "day/cam2/front", "-o", "masks2", "--model", str(tiny_model_files["onnx"]),
+                 "--workers", "1"]) == 0
+    summary = json.loads((tmp_path / "masks2" / "summary.json").read_text())
+    assert summary["frames"]["written"] == 3 and summary["not_read"] == []
+    assert "not read" not in capsys.readouterr().out
+
+
+def test_the_report_names_five_unread_subfolders_and_counts_the_rest() -> None:
+    summary = {**summary_with(0, []), "not_read": [f"day/cam{index}" for index in range(7)]}
+    assert batch_cli.report(summary).splitlines()[-1].startswith(
+        "not read: the files in the subfolders day/cam0, day/cam1, day/cam2, day/cam3, day/cam4 and 2 more of an")
