@@ -257,10 +257,17 @@ def read_class_table(path: str | Path) -> ClassTable:
     data = read_json(path, "class table")
     try:
         ignore = data.get("ignore_index")
+        # Before sorting by id: an id written as text ("1") stopped the sort with a TypeError that named no class.
+        textual = next((c for c in data["classes"] if not _is_label_id(c["id"])), None)
+        if textual is not None:
+            raise _BadIdError(f"the id of class {textual.get('name')!r} in {str(path)!r} must be an integer label "
+                              f"value from 0 to 255, e.g. 1, got {textual['id']!r}")
         classes = sorted((c for c in data["classes"] if c["id"] != ignore), key=lambda c: c["id"])
         names = tuple(str(c["name"]) for c in classes)
         raw_colors = [c["color"] for c in classes]
         ids = [c["id"] for c in classes]
+    except _BadIdError:
+        raise
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise ValueError(f"{str(path)!r} is not a class table ({type(exc).__name__}: {exc}); expected the form "
                          f"{CLASS_TABLE_FORM}") from exc
@@ -273,8 +280,40 @@ def read_class_table(path: str | Path) -> ClassTable:
     if ignore is not None and (not isinstance(ignore, int) or not 0 <= ignore <= 255):
         raise ValueError(f"ignore_index in {str(path)!r} must be a label id from 0 to 255 or absent, got {ignore!r}")
     if ids != list(range(len(classes))) or not classes:
-        raise ValueError(f"class ids in {str(path)!r} must be 0..K-1 apart from ignore_index, got {ids}")
+        raise ValueError(f"class ids in {str(path)!r} must be 0..K-1 apart from ignore_index, got {ids}"
+                         + _id_problems(ids, [c for c in data["classes"] if c["id"] == ignore], ignore))
     return ClassTable(names=names, colors=colors, ignore_index=ignore)
+
+
+class _BadIdError(ValueError):
+    """A class id that is no label value: reported as it is, not as a malformed table."""
+
+
+def _is_label_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255
+
+
+def _id_problems(ids: list[int], ignored: list[dict[str, object]], ignore: int | None) -> str:
+    """What is wrong with kept ids that are not 0..K-1, and the fix (empty for a table without classes)."""
+    expected = range(len(ids))
+    missing = [index for index in expected if index not in ids]
+    repeated = sorted({index for index in ids if ids.count(index) > 1})
+    if not missing and not repeated:
+        return ""
+    # The entry of ignore_index is left out by design; named only where it leaves the gap (a class's id given).
+    ignored = ignored if ignore in missing else []
+    note = f" (ignore_index {ignore} leaves out class {ignored[0].get('name')!r})" if ignored else ""
+    problems = []
+    if missing:
+        problems.append(f"id{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} "
+                        f"{'are' if len(missing) > 1 else 'is'} missing")
+    if repeated:
+        problems.append(f"id{'s' if len(repeated) > 1 else ''} {', '.join(map(str, repeated))} "
+                        "given to more than one class")
+    fix = f"number the classes 0..{len(ids) - 1} without gaps"
+    if ignored:
+        fix += ", or set ignore_index to the id of the unlabelled pixels"
+    return f"{note}: {' and '.join(problems)}; {fix}"
 
 
 def _color(value: object, name: object, path: str | Path) -> tuple[int, int, int]:

@@ -309,3 +309,34 @@ def test_a_colour_label_is_still_refused(tmp_path: Path) -> None:
     cv2.imwrite(str(tmp_path / "rgb.png"), np.array([[[0, 0, 128], [0, 128, 0]]], np.uint8))
     with pytest.raises(ValueError, match="is a colour image"):
         read_label(tmp_path / "rgb.png", binary=False)
+
+
+TABLE = [{"id": 0, "name": "background", "color": [0, 0, 0]}, {"id": 1, "name": "ground", "color": [128, 64, 128]},
+         {"id": 2, "name": "person", "color": [220, 20, 60]}]
+
+
+def test_an_id_written_as_text_is_named_with_its_class(tmp_path: Path) -> None:
+    # It was "is not a class table (TypeError: '<' not supported between instances of 'str' and 'int')".
+    table = [dict(entry, id=str(entry["id"])) if entry["id"] == 1 else entry for entry in TABLE]
+    (tmp_path / "classes.json").write_text(json.dumps({"classes": table}))
+    with pytest.raises(ValueError, match=r"the id of class 'ground' in .* must be an integer label value from 0 to "
+                                         r"255, e.g. 1, got '1'$"):
+        read_class_table(tmp_path / "classes.json")
+
+
+@pytest.mark.parametrize(("ignore", "ids", "message"), [
+    # An id left out: the kept ids have a gap.
+    (None, [0, 2], r"got \[0, 2\]: id 1 is missing; number the classes 0\.\.1 without gaps$"),
+    # ignore_index set to a class's id: that class is what left the gap's 255 in, and is named.
+    (2, [0, 1, 2, 255], r"got \[0, 1, 255\] \(ignore_index 2 leaves out class 'person'\): id 2 is missing; number the "
+                        r"classes 0\.\.2 without gaps, or set ignore_index to the id of the unlabelled pixels$"),
+])
+def test_ids_that_are_not_0_to_k_minus_1_are_named_with_the_fix(ignore: int | None, ids: list[int], message: str,
+                                                                 tmp_path: Path) -> None:
+    entries = [*TABLE, {"id": 255, "name": "unlabelled", "color": [255, 255, 255]}]
+    table: dict[str, object] = {"classes": [entry for entry in entries if entry["id"] in ids]}
+    if ignore is not None:
+        table["ignore_index"] = ignore
+    (tmp_path / "classes.json").write_text(json.dumps(table))
+    with pytest.raises(ValueError, match=message):
+        read_class_table(tmp_path / "classes.json")
