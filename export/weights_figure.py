@@ -39,6 +39,9 @@ def _is_binary(label: np.ndarray) -> bool:
 # allocatable).
 MAX_SAMPLES = 50
 MIN_DPI, MAX_DPI = 10, 600
+# The mask panel's colour of ignored pixels: the first that no class of the table has.
+IGNORE_COLORS = (("black", (0, 0, 0)), ("white", (255, 255, 255)), ("grey", (128, 128, 128)),
+                 ("magenta", (255, 0, 255)))
 
 
 def weights_figure(
@@ -100,11 +103,16 @@ def weights_figure(
             axes[row, 1].imshow(label, cmap="gray", vmin=0, vmax=1)
             axes[row, 1].set_title("mask (white = cell)")
         else:
-            # Without a class table every class is drawn black, as ignored labels are.
-            palette = (Palette(table.names, table.colors) if table else
-                       Palette(tuple(str(i) for i in range(num_classes)), ((0, 0, 0),) * num_classes))
+            # Without a class table every class is drawn black, as ignored labels are. With one, ignored pixels take
+            # a colour no class has: the table of docs/own-data.md draws its background black.
+            colors = table.colors if table else ((0, 0, 0),) * num_classes
+            shown_name, ignore_color = next(
+                ((name, rgb) for name, rgb in IGNORE_COLORS if table is None or rgb not in table.colors),
+                IGNORE_COLORS[0])
+            palette = Palette(table.names if table else tuple(str(i) for i in range(num_classes)), colors,
+                              ignore_color=ignore_color)
             axes[row, 1].imshow(palette.lut_rgb[label])
-            axes[row, 1].set_title("mask (black = ignored)")
+            axes[row, 1].set_title(f"mask ({shown_name} = ignored)")
         for col, (data, title) in enumerate(((distance, f"distance weights (w0={w0:g}, sigma={sigma:g})"),
                                              (sizes, "size weights")), start=2):
             shown = axes[row, col].imshow(data, cmap="magma_r")

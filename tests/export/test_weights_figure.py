@@ -136,4 +136,28 @@ def test_a_frame_of_one_class_in_a_data_set_with_a_class_table_stays_multi_class
     monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to read its panels
     assert main(["--images", str(camvid / "train"), "--labels", str(camvid / "trainannot"),
                  "-o", str(tmp_path / "w.png"), "--samples", "1"]) == 0
-    assert figures[0].axes[1].get_title() == "mask (black = ignored)"
+    # Class c0 is black, so ignored pixels are drawn white (a colour no class of the table has).
+    assert figures[0].axes[1].get_title() == "mask (white = ignored)"
+
+
+def test_ignored_pixels_are_drawn_apart_from_a_black_class(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With the class table of docs/own-data.md (background black), the panel drew background and ignored pixels
+    # alike, black, under the title "black = ignored": every background pixel looked unlabelled.
+    import json
+
+    import matplotlib.pyplot as plt
+
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "labels" / "classes.json").write_text(json.dumps({"ignore_index": 255, "classes": [
+        {"id": 0, "name": "background", "color": [0, 0, 0]}, {"id": 1, "name": "person", "color": [220, 20, 60]},
+        {"id": 255, "name": "unlabelled", "color": [255, 255, 255]}]}))
+    cv2.imwrite(str(tmp_path / "images" / "00.png"), np.full((8, 8, 3), 100, np.uint8))
+    cv2.imwrite(str(tmp_path / "labels" / "00.png"), np.array([[0, 1, 255] + [0] * 5] * 8, np.uint8))
+    figures: list[plt.Figure] = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to read its panels
+    assert main(["--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+                 "-o", str(tmp_path / "w.png"), "--samples", "1"]) == 0
+    panel = figures[0].axes[1]
+    assert panel.get_title() == "mask (white = ignored)"
+    assert panel.images[0].get_array()[0, :3].tolist() == [[0, 0, 0], [220, 20, 60], [255, 255, 255]]
