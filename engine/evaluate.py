@@ -37,9 +37,10 @@ from .cli_options import (
     add_size,
     add_threads,
 )
-from .datasets import check_label_ids, paired_files, read_image, read_label
+from .datasets import check_label_ids, find_class_table, paired_files, read_class_table, read_image, read_label
 from .heldout import PARTS, HeldOutSplit
 from .metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
+from .model_info import ModelInfo
 from .paths import write_whole
 from .postprocess import POSTPROCESS_MODES, STATED, BinaryCleanup
 from .segmenter import Segmenter
@@ -61,13 +62,15 @@ def evaluate(segmenter: Segmenter, images: str | Path, labels: str | Path,
 
     Raises:
         FileNotFoundError: when a folder does not exist.
-        ValueError: when the stems differ, a file cannot be read, or a label's size differs from its image.
+        ValueError: when the stems differ, a file cannot be read, a label's size differs from its image, or the
+            labels' ``classes.json`` names other classes than the model (:func:`check_same_classes`).
 
     Example:
         >>> with Segmenter("camvid") as seg:  # doctest: +SKIP
         ...     figures = evaluate(seg, "val", "valannot")
     """
     pairs = paired_files(images, labels)
+    check_same_classes(segmenter.info, labels)
     if stems is not None:
         wanted = set(stems)
         missing = wanted - {image.stem for image, _ in pairs}
@@ -104,6 +107,25 @@ def evaluate_stated(segmenter: Segmenter, stated: Mapping[str, Any], data_root: 
         pairs = HeldOutSplit.read(MODELS_DIR / split["file"]).pairs(root / split["data"], split["part"])
         return evaluate_pairs(segmenter, pairs)
     return evaluate(segmenter, root / stated["images"], root / stated["labels"], stated.get("stems"))
+
+
+def check_same_classes(info: ModelInfo, labels: str | Path) -> None:
+    """Refuse labels whose ``classes.json`` (in or beside the label folder) names other classes than the model.
+
+    Their ids would be scored as the model's classes of those ids, and whenever the ids fit the model's table no
+    other check could see it.
+
+    Raises:
+        ValueError: naming both class lists.
+    """
+    table_path = find_class_table(labels)
+    if info.binary or table_path is None:
+        return
+    table = read_class_table(table_path)
+    if table.names != tuple(info.class_names):
+        raise ValueError(f"the labels' class table {str(table_path)!r} has the classes {', '.join(table.names)}, and "
+                         f"the model {info.name!r} {', '.join(info.class_names)}: the labels' ids would be scored as "
+                         "the model's classes; evaluate a model trained on these classes, or labels of the model's")
 
 
 def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[tuple[Path, Path]]) -> dict[str, Any]:

@@ -517,3 +517,24 @@ def test_printed_figures_are_the_computed_ones_each_in_its_place() -> None:
     assert format_figures(multiclass).splitlines()[1:] == [
         "mean IoU        50.00", "pixel accuracy  75.00", "  class            IoU  precision  recall",
         "  road           50.00      25.00  100.00", "  sign             n/a        n/a     n/a"]
+
+
+def _class_table(names: list[str]) -> str:
+    return json.dumps({"ignore_index": 255, "classes": [
+        {"id": index, "name": name, "color": [40 * index, 0, 0]} for index, name in enumerate(names)]})
+
+
+def test_labels_of_another_class_table_are_refused_not_scored_as_the_models_classes(
+        tiny_model_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A model of other classes (another data set's, an earlier class order) scored the labels' ids as its own
+    # classes and printed a per-class table of the wrong names, without a word, whenever the ids fitted.
+    images, labels = make_folders(tmp_path)
+    (tmp_path / "classes.json").write_text(_class_table(["background", "ground", "person"]))
+    assert main(["--model", str(tiny_model_files["onnx"]), "--images", str(images), "--labels", str(labels)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: the labels' class table {str(tmp_path / 'classes.json')!r} has the classes background, "
+                   "ground, person, and the model 'tiny' class0, class1, class2: the labels' ids would be scored as "
+                   "the model's classes; evaluate a model trained on these classes, or labels of the model's\n")
+    # The model's own table beside the labels: scored as before.
+    (tmp_path / "classes.json").write_text(_class_table(["class0", "class1", "class2"]))
+    assert main(["--model", str(tiny_model_files["onnx"]), "--images", str(images), "--labels", str(labels)]) == 0
