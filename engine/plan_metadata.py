@@ -126,15 +126,35 @@ class ShapeProfile:
         """Raise unless an input of ``shape`` lies inside the profile.
 
         Raises:
-            ValueError: naming the shape, the profile and the ways out (tile, or rebuild).
+            ValueError: naming the shape, the profile and the ways out (tile, or rebuild with the bound the shape
+                passes: ``--max-shape`` for a shape above the profile, ``--min-shape`` below it).
         """
         if self.contains(shape):
             return
+        if len(shape) != 4 or shape[1] != self.min[1]:
+            raise ValueError(f"input shape {format_shape(shape)} is not N x {self.min[1]} x H x W, as the engine's "
+                             f"optimisation profile (min {format_shape(self.min)}, max {format_shape(self.max)}) takes")
+        ways = []
+        if shape[0] < self.min[0]:
+            # A fixed batch (trtexec --shapes=image:4x...): the Segmenter and unet-stream run one frame per call.
+            ways.append(f"run batches of at least {self.min[0]} (Segmenter and unet-stream run one frame at a time)")
+        if shape[0] > self.max[0]:
+            ways.append("split the batch")
+        if any(side > largest for side, largest in zip(shape[2:], self.max[2:])):
+            ways.append("resize or tile the frames (Segmenter tiles frames larger than the profile)")
+        if any(side < smallest for side, smallest in zip(shape[2:], self.min[2:])):
+            ways.append(f"resize the frames to at least {self.min[3]}x{self.min[2]}")
+        # The rebuild widens only the bound the shape passes: naming --max-shape for a shape below the profile
+        # named the engine's own largest shape, a rebuild that changes nothing.
+        bounds = []
+        if any(side < smallest for side, smallest in zip(shape, self.min)):
+            bounds.append(f"--min-shape {format_shape(tuple(min(a, b) for a, b in zip(shape, self.min)))}")
+        if any(side > largest for side, largest in zip(shape, self.max)):
+            bounds.append(f"--max-shape {format_shape(tuple(max(a, b) for a, b in zip(shape, self.max)))}")
         raise ValueError(
             f"input shape {format_shape(shape)} is outside the engine's optimisation profile "
-            f"(min {format_shape(self.min)}, max {format_shape(self.max)}); split the batch, resize or tile the "
-            f"frames (Segmenter tiles frames larger than the profile), or rebuild the engine with "
-            f"unet-build ... --max-shape {format_shape(tuple(max(a, b) for a, b in zip(shape, self.max)))}"
+            f"(min {format_shape(self.min)}, max {format_shape(self.max)}); {', '.join(ways)}, or rebuild the engine "
+            f"with unet-build ... {' '.join(bounds)}"
         )
 
     def check_model(self, info: ModelInfo) -> None:

@@ -205,6 +205,24 @@ def test_unet_stream_backend_tensorrt_no_build_without_an_engine_is_one_line_and
     assert builds() == 0 and not output.exists()
 
 
+def test_a_plan_of_fixed_batch_names_the_rebuild_a_stream_needs(first_run: Path, gpu: FakeGpu, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A plan built elsewhere at a fixed batch of 4 (trtexec --shapes=image:4x3x176x224): unet-stream, which runs
+    one frame at a time, said to rebuild it with --max-shape 4x3x176x224, the shape it already has."""
+    from fakes.tensorrt import write_plan_from_onnx
+
+    from unetrt.stream.cli import main
+
+    fixed = (4, 3, 176, 224)
+    plan = write_plan_from_onnx(MODELS_DIR / "camvid.onnx", tmp_path / "b4.plan", gpu, profile=(fixed, fixed, fixed))
+    output = tmp_path / "out.mp4"
+    assert main(["sample", str(output), "--model", str(plan), "--max-frames", "2", "--headless"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "input shape 1x3x176x224 is outside" in lines[0], lines
+    assert lines[0].endswith("or rebuild the engine with unet-build ... --min-shape 1x3x176x224"), lines
+    assert not output.exists()
+
+
 def test_unet_bench_finds_the_cached_engine_of_a_bundled_model(first_run: Path) -> None:
     from unetrt.benchmarks.bench import locate_model
 

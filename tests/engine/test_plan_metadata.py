@@ -85,6 +85,23 @@ def test_check_shape_explains_the_way_out() -> None:
     assert "--max-shape 4x3x360x480" in message and "tile" in message
 
 
+def test_check_shape_below_the_profile_names_the_min_shape_to_rebuild_with() -> None:
+    """A plan of fixed batch 4 (trtexec --shapes=image:4x3x176x224) given one frame: the line named a rebuild with
+    --max-shape 4x3x176x224, the engine's own largest shape, and told the user to split the batch."""
+    fixed = ShapeProfile((4, 3, 176, 224), (4, 3, 176, 224), (4, 3, 176, 224))
+    with pytest.raises(ValueError) as caught:
+        fixed.check_shape((1, 3, 176, 224))
+    message = str(caught.value)
+    assert "run batches of at least 4" in message and "--min-shape 1x3x176x224" in message
+    assert "--max-shape" not in message and "split the batch" not in message
+    ranged = ShapeProfile((1, 3, 64, 64), (1, 3, 128, 128), (2, 3, 128, 128))
+    with pytest.raises(ValueError) as caught:
+        ranged.check_shape((4, 3, 32, 256))
+    message = str(caught.value)
+    assert "--min-shape 1x3x32x64" in message and "--max-shape 4x3x128x256" in message
+    assert "split the batch" in message and "at least 64x64" in message and "tile" in message
+
+
 def test_check_model_names_legal_sides() -> None:
     info = tiny_info(depth=3)  # sides must be multiples of 4
     ShapeProfile((1, 3, 4, 4), (1, 3, 64, 64), (2, 3, 128, 128)).check_model(info)
