@@ -460,9 +460,23 @@ class BuildCancelledError(Exception):
     instead); nothing was cached."""
 
 
-# The cancel events of the builds in progress, for cancel_builds.
+# The cancel events of the builds in progress, and of the starts waiting for one, for cancel_builds.
 _builds_lock = threading.Lock()
 _builds_in_progress: set[threading.Event] = set()
+
+
+@contextmanager
+def cancellable() -> Iterator[threading.Event]:
+    """An event that :func:`cancel_builds` sets while the block runs: an engine build, or a start waiting for
+    another thread's or process's build of the same engine (:mod:`unetrt.plan_cache`), which must end with it."""
+    cancel = threading.Event()
+    with _builds_lock:
+        _builds_in_progress.add(cancel)
+    try:
+        yield cancel
+    finally:
+        with _builds_lock:
+            _builds_in_progress.discard(cancel)
 
 
 def cancel_builds() -> int:
@@ -472,10 +486,12 @@ def cancel_builds() -> int:
     callback, an executor's worker) goes on, minutes on a Jetson's first run, and the process waits for it before it
     exits. Call this from the program's shutdown path (a signal handler, rclpy's on-shutdown callback): each such
     build raises :class:`BuildCancelledError` in the thread that asked for it, nothing is cached, and the next
-    start builds afresh. A build on the main thread stops by itself on Ctrl-C.
+    start builds afresh. So does each start waiting for a build of the same engine (a second camera's Segmenter),
+    which would otherwise begin a build of its own, minutes more, once the cancelled one let go. A build on the
+    main thread stops by itself on Ctrl-C.
 
     Returns:
-        How many builds were asked to stop.
+        How many builds, and starts waiting for one, were asked to stop.
 
     Example:
         >>> cancel_builds()
@@ -753,14 +769,8 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
 
     # On a thread of its own, so that Ctrl-C or SIGTERM (minutes into a Jetson's first build) stops the builder
     # at its next step, through the monitor, instead of waiting for it.
-    cancel = threading.Event()
-    with _builds_lock:
-        _builds_in_progress.add(cancel)
-    try:
+    with cancellable() as cancel:
         return run_interruptible(build_on_device, cancel, "tensorrt-build", on_cancel=_say_stopping)
-    finally:
-        with _builds_lock:
-            _builds_in_progress.discard(cancel)
 
 
 def write_plan(plan_path: Path, plan_bytes: bytes, metadata: PlanMetadata) -> None:

@@ -36,7 +36,16 @@ from .backends.tensorrt import gpu_identity, parse_device, require_tensorrt, ten
 from .cli import format_size
 from .cuda import GpuResourceError, require_pycuda
 from .model_file import read_model_file
-from .plan_build import BuildOptions, BuiltPlan, file_sha256, has_qdq, load_onnx, write_plan
+from .plan_build import (
+    BuildCancelledError,
+    BuildOptions,
+    BuiltPlan,
+    cancellable,
+    file_sha256,
+    has_qdq,
+    load_onnx,
+    write_plan,
+)
 from .plan_metadata import GpuIdentity, PlanMetadata, metadata_path, read_plan_metadata
 
 if TYPE_CHECKING:
@@ -234,12 +243,38 @@ def _entry_lock(lock_path: Path, holder_note: str | None) -> Iterator[bool]:
         except BlockingIOError:
             if holder_note is not None:
                 _announce(holder_note)
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            _wait_for_lock(handle.fileno())
             waited = True
         try:
             yield waited
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+# How often a start waiting for another's build tries the entry's lock again.
+LOCK_POLL_S = 0.1
+
+
+def _wait_for_lock(descriptor: int) -> None:
+    """Take the exclusive flock another holder has, trying again every :data:`LOCK_POLL_S`, so that
+    :func:`~unetrt.plan_build.cancel_builds` ends the wait as it ends a build: a thread blocked in flock wakes only
+    when the holder lets go, and a waiter that took the lock from a cancelled build began a build of its own.
+
+    Raises:
+        BuildCancelledError: when cancel_builds was called meanwhile.
+    """
+    import fcntl
+
+    with cancellable() as cancel:
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            if cancel.wait(LOCK_POLL_S):
+                raise BuildCancelledError("the wait for another TensorRT engine build of this engine was stopped "
+                                          "(unetrt.cancel_builds); nothing was built")
 
 
 def _announce(text: str) -> None:

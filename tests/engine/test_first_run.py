@@ -453,6 +453,49 @@ def test_cancel_builds_stops_a_first_build_on_a_callback_thread(first_run: Path,
         assert segmenter.backend.name == "tensorrt"
 
 
+def test_cancel_builds_stops_a_second_camera_waiting_for_the_first_build(
+        first_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two cameras' callback threads open Segmenter("camvid") on a robot's first boot, and the robot is shut down
+    during the build. cancel_builds() stopped the build, but the camera waiting for it then took the entry's lock
+    and began a build of its own (minutes on a Jetson), which the process's exit waited for."""
+    import unetrt
+    from unetrt import plan_cache
+    from unetrt.plan_build import BuildCancelledError
+
+    announce = plan_cache._announce
+    waiting = threading.Event()
+
+    def noted(text: str) -> None:
+        announce(text)
+        if text.startswith("another process (or thread) is building"):
+            waiting.set()
+
+    monkeypatch.setattr(plan_cache, "_announce", noted)
+    started = threading.Event()
+    act_during_build(monkeypatch, started.set)  # 30 s a build unless stopped
+    outcome: list[BaseException | str] = []
+
+    def camera() -> None:
+        try:
+            with Segmenter("camvid", warm_up=False) as segmenter:
+                outcome.append(segmenter.backend.name)
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    cameras = [threading.Thread(target=camera) for _ in range(2)]
+    for thread in cameras:
+        thread.start()
+    assert started.wait(30) and waiting.wait(30), "no build with a camera waiting for it"
+    cancelled = unetrt.cancel_builds()
+    for thread in cameras:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in cameras), "a camera went on building after cancel_builds()"
+    assert len(outcome) == 2 and all(isinstance(exc, BuildCancelledError) for exc in outcome), outcome
+    assert cancelled == 2  # the build, and the start waiting for it
+    assert capsys.readouterr().err.count("unetrt: building a TensorRT engine") == 1
+    assert list(first_run.glob("*.plan")) == [] and unetrt.cancel_builds() == 0
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_sigterm_during_the_first_build_of_unet_stream_ends_it_with_143(first_run: Path, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch,
