@@ -12,6 +12,7 @@ Example:
     unet-build camvid.onnx --precision fp16 --triton-repo models --name camvid
     unet-build camvid.int8.onnx -o camvid.int8.plan --precision int8
     unet-build camvid.onnx -o camvid.dla.plan --precision fp16 --dla-core 0
+    unet-build camvid -o camvid.dla.plan --precision fp16 --dla-core 0    # the bundled model
     unet-build --onnx=camvid.onnx --saveEngine=camvid.plan --fp16 --optShapes=image:1x3x192x256   # trtexec's flags
 """
 
@@ -22,7 +23,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from unetrt.backends import choose_model
 from unetrt.backends.tensorrt import require_tensorrt
+from unetrt.bundled import is_bundled_name
 from unetrt.cli import StopOnSigterm, raise_terminated, run_cli
 from unetrt.cli_options import (
     ALIASES_EPILOG,
@@ -78,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "--timingCacheFile, --fp16, --int8, --memPoolSize=workspace:SIZE, "
                                   "--builderOptimizationLevel, --useDLACore. " + ALIASES_EPILOG)
     add_model(parser, positional="ONNX", metavar="ONNX", aliases=("--onnx",),
-              help=".onnx file written by unet-export (FP32, NAME.fp16.onnx or NAME.int8.onnx)")
+              help=".onnx file written by unet-export (FP32, NAME.fp16.onnx or NAME.int8.onnx), or a bundled "
+                   "model's name (camvid: its ONNX file for the precision asked)")
     add_output(parser, aliases=("--saveEngine",), metavar="PLAN",
                help="the .plan file to write (PLAN.json is written beside it); optional with --triton-repo")
     add_precision(parser, choices=BUILD_PRECISIONS, default="fp32",
@@ -135,6 +139,11 @@ def build_command(args: argparse.Namespace) -> None:
     require_pycuda()
     if args.output is None and args.triton_repo is None:
         raise ValueError("give -o PLAN, --triton-repo DIR, or both")
+    if is_bundled_name(args.model):
+        # As every other command takes it (the model a Jetson has without an export of its own): the bundled ONNX file
+        # the engine cache builds that precision from. It was refused as "not an ONNX model".
+        precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+        args.model = choose_model(args.model, "tensorrt", precision).path
     options = BuildOptions(fp16=args.fp16, int8=args.int8, min_shape=args.min_shape, opt_shape=args.opt_shape,
                            max_shape=args.max_shape, workspace_mib=args.workspace, timing_cache=args.timing_cache,
                            opt_level=args.opt_level, dla_core=args.dla_core, working_size=args.working_size,

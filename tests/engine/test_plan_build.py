@@ -258,6 +258,25 @@ def test_unet_build_passes_workspace_opt_level_and_timing_cache_to_the_builder(
     assert cache.is_file()  # written back for the next build, which then skips the tactic timing
 
 
+@pytest.mark.parametrize(("flags", "source", "precision"), [
+    (["--fp16", "--dla-core", "0"], "camvid.onnx", "fp16"),
+    (["--precision", "int8"], "camvid.int8.tensorrt.onnx", "int8")], ids=["fp16-dla", "int8"])
+def test_unet_build_takes_a_bundled_models_name(flags: list[str], source: str, precision: str, fake_trt: FakeGpu,
+                                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/jetson.md builds a DLA engine by hand with unet-build, and a Jetson user has the bundled model, not an
+    export of their own: `unet-build camvid` was refused as "not an ONNX model" (every other command takes the
+    name), with a fix naming unet-export."""
+    import hashlib
+
+    from unetrt.bundled import MODELS_DIR
+
+    plan = tmp_path / "camvid.plan"
+    assert main(["camvid", "-o", str(plan), "--no-progress", *flags]) == 0, capsys.readouterr().err
+    metadata = read_plan_metadata(plan)
+    assert metadata.source_sha256 == hashlib.sha256((MODELS_DIR / source).read_bytes()).hexdigest()
+    assert metadata.precision == precision and metadata.info.name == "camvid"
+
+
 @pytest.mark.parametrize(("args", "error"), [
     ([], "give -o PLAN, --triton-repo DIR, or both"),
     (["-o", "{tmp}/tiny.trt"], "output must end in .plan or .engine, got '{tmp}/tiny.trt'"),
