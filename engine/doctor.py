@@ -29,7 +29,14 @@ from .backends.tensorrt import parse_device
 from .cli import run_cli
 from .cli_options import CommandParser, add_device, add_size
 from .jetson import jetson_state
-from .plan_cache import ENGINE_CACHE_ENV, NoCacheFolderError, PlanNotCachedError, cached_plan, engine_cache_dir
+from .plan_cache import (
+    ENGINE_CACHE_ENV,
+    NoCacheFolderError,
+    PlanNotCachedError,
+    cached_plan,
+    engine_cache_dir,
+    kept_for_later_starts,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,9 +157,16 @@ def report(args: argparse.Namespace) -> Report:
         parts = (backend.name, backend.precision, backend.device)
         what = " ".join(str(part) for part in parts if part)
         on_tensorrt = backend.name == "tensorrt"
+        plan = getattr(backend, "path", None)
     finally:
         backend.close()
     lines.append(f"unet-stream --model {args.model} runs on: {what}")
+    if args.build and on_tensorrt and plan is not None and not kept_for_later_starts(plan):
+        # setup_jetson.sh ends with --build to prepare the cache: an engine that could not be cached is built again
+        # at every stream start (minutes), and a service started with --no-build runs without it.
+        problems.append(f"--build: the TensorRT engine was built for this run only, not cached (the note above says "
+                        f"why): every stream start builds it again and --no-build finds none; set {ENGINE_CACHE_ENV} "
+                        "to a writable folder and run it again")
     if args.build and not on_tensorrt:
         # setup_jetson.sh ends with --build: a setup whose stream would run on the CPU must not say "done".
         why = ("the note above says why" if tensorrt_gpu_available() else
@@ -206,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         0; 1 after the report when something keeps a stream from running as asked (no OpenCV; ``--build`` that
-        built no TensorRT engine), one ``error:`` line each; 2 with one line when the model cannot be opened.
+        built no TensorRT engine, or one it could not cache), one ``error:`` line each; 2 with one line when the
+        model cannot be opened.
     """
     args = build_parser().parse_args(argv)
     found: list[Report] = []

@@ -305,11 +305,28 @@ def _private_folder_parents() -> list[Path | None]:
     return [shared_memory, None] if shared_memory.is_dir() and os.access(shared_memory, os.W_OK) else [None]
 
 
+# The folders of this process's own that engines were built into (a cache that could not be written): removed at
+# exit, so nothing in them is cached for later starts.
+_private_folders: list[Path] = []
+
+
 def _private_folder(parent: Path | None) -> Path:
     """A new folder of this process's own under ``parent``, removed when the process exits."""
     folder = Path(tempfile.mkdtemp(prefix="unetrt-engines-", dir=parent))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    _private_folders.append(folder)
     return folder
+
+
+def kept_for_later_starts(plan: str | Path) -> bool:
+    """Whether a plan :func:`cached_plan` returned is in the cache, where later starts load it: False for one built
+    into a folder of this process's own, removed at exit (the cache could not be written, or no home directory).
+
+    Example:
+        >>> kept_for_later_starts(cached_plan(bundled_model_path("camvid")))  # doctest: +SKIP
+        True
+    """
+    return not any(Path(plan).is_relative_to(folder) for folder in _private_folders)
 
 
 def _owner(path: Path) -> tuple[int, int]:
@@ -562,7 +579,10 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
         if superseded and problem == "no engine is cached":
             problem = _why_superseded(superseded[0][1], key)
         if progress:
-            later = (f"later starts load it from {folder}" if not _lost_with_container(folder) else
+            # A folder of this process's own was announced with "every start will build again": promising that
+            # later starts load the engine from it, removed at exit, contradicted that line.
+            later = (f"this run loads it from {folder}, removed when it ends" if not kept_for_later_starts(plan) else
+                     f"later starts load it from {folder}" if not _lost_with_container(folder) else
                      f"but {folder} is in this container's own file system, lost when the container is removed "
                      f"(docker run --rm): mount a volume and set {ENGINE_CACHE_ENV} to a folder in it "
                      f"(jetson-containers: -e {ENGINE_CACHE_ENV}=/data/models/unetrt) so that later starts load it")

@@ -247,6 +247,30 @@ def test_an_unwritable_cache_still_ends_on_tensorrt(first_run: Path, monkeypatch
     assert "cannot write the engine cache" in err and "UNETRT_ENGINE_CACHE" in err
 
 
+def test_doctor_build_that_cannot_cache_the_engine_fails_after_its_report(
+        first_run: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """setup_jetson.sh ends with doctor --build to prepare the engine cache. With a cache it could not write, the
+    doctor built into a folder removed at its exit, said "later starts load it from" that folder, reported that
+    streams run on TensorRT and exited 0: every stream start then built again, and a --no-build service ran on the
+    CPU."""
+    from unetrt.doctor import main as doctor
+
+    blocker = tmp_path / "readonly"
+    blocker.write_text("a file where the cache's parent folder should be")
+    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(blocker / "engines"))
+    assert doctor(["--build"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1].startswith("unet-stream --model camvid runs on: tensorrt fp16 cuda:0")
+    err = captured.err.strip().splitlines()
+    assert "every start will build again" in err[0] and not any("later starts load it" in line for line in err)
+    assert any("this run loads it from /" in line and "removed when it ends" in line for line in err), err
+    assert err[-1].startswith("error: --build: the TensorRT engine was built for this run only, not cached"), err
+    assert err[-1].endswith("set UNETRT_ENGINE_CACHE to a writable folder and run it again")
+    assert builds() == 1
+    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(first_run))
+    assert doctor(["--build"]) == 0 and "error" not in capsys.readouterr().err
+
+
 def test_a_disk_that_fills_up_during_the_first_build_still_ends_on_tensorrt(
         first_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A Jetson's SD card full by the time the engine is written: the run uses the engine it built (minutes),
