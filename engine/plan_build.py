@@ -774,13 +774,23 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
 
 
 def write_plan(plan_path: Path, plan_bytes: bytes, metadata: PlanMetadata) -> None:
-    """Write the metadata, then the plan, each renamed into place whole.
+    """Write the metadata, then the plan, each renamed into place whole; Ctrl-C or SIGTERM during the write is
+    raised once both are written.
 
     In this order a crash leaves either the old pair, or new metadata whose ``plan_sha256`` the old (or
     missing) plan does not match, which the engine cache detects; never a new plan without its description.
+
+    Raises:
+        OSError: when either cannot be written (a full disk).
     """
-    write_plan_metadata(plan_path, metadata)
-    replace_file(plan_path, plan_bytes)
+    def write() -> None:
+        write_plan_metadata(plan_path, metadata)
+        replace_file(plan_path, plan_bytes)
+
+    # On a thread of its own, which the interrupt does not stop: raised in the caller's thread, it came between the
+    # metadata and the plan (writing and syncing tens of MB to a Jetson's SD card takes a second or more), and the
+    # build of minutes was lost, the next start building it again.
+    run_interruptible(write, threading.Event(), "tensorrt-plan-write")
 
 
 def check_int8_request(options: BuildOptions, quantized: bool, onnx_path: str | Path,

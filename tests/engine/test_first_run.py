@@ -536,6 +536,36 @@ def test_sigterm_during_the_first_build_of_unet_stream_ends_it_with_143(first_ru
     assert Builder.cancelled == 1 and list(first_run.glob("*.plan")) == [] and not output.exists()
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stop_while_the_built_plan_is_written_keeps_it_whole_for_the_next_start(
+        signum: int, first_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/jetson.md: after Ctrl-C or SIGTERM "a plan that was already being written is finished whole, and the
+    next start loads it". The interrupt came out between the metadata and the plan (a second or more of writing
+    tens of MB to an SD card, after minutes of building): the plan was lost and the next start built it again."""
+    from unetrt import plan_build
+    from unetrt.stream.cli import main
+
+    write = plan_build.replace_file
+
+    def stopped_as_the_plan_is_written(path: Path, data: bytes) -> None:
+        if path.suffix == ".plan":
+            os.kill(os.getpid(), signum)
+            time.sleep(0.5)  # the handler runs in the main thread meanwhile
+        write(path, data)
+
+    monkeypatch.setattr(plan_build, "replace_file", stopped_as_the_plan_is_written)
+    output = tmp_path / "out.mp4"
+    assert main(["sample", str(output), "--max-frames", "3", "--headless"]) == 128 + signum
+    assert "Traceback" not in capsys.readouterr().err and builds() == 1
+    monkeypatch.setattr(plan_build, "replace_file", write)
+    with Segmenter("camvid", build=False, warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+        assert Path(segmenter.backend.path) == _only_entry(first_run)  # type: ignore[attr-defined]
+    assert builds() == 1
+
+
 def test_tensorrt_runtime_that_cannot_start_cuda_keeps_the_cached_engine(
         first_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The runtime's constructor failing (no memory for a context, a driver older than TensorRT's CUDA) says
