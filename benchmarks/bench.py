@@ -261,28 +261,47 @@ def _add_onnx_variants(files: dict[str, Path], missing: dict[str, str], int8: Pa
         missing["int8"] = f"{int8.name} does not exist (write it with unet-export --int8)"
 
 
-def _cached_engine(files: dict[str, Path], missing: dict[str, str], build: bool) -> None:
-    """Without a ``.plan``, on a GPU with TensorRT: the engine cache's plan of the FP32 ONNX model (FP16)."""
+def _cached_engine(files: dict[str, Path], missing: dict[str, str], build: bool,
+                   sizes: Sequence[tuple[int, int]] | None, batches: Sequence[int] | None) -> None:
+    """Without a ``.plan``, on a GPU with TensorRT: the engine cache's plan of the FP32 ONNX model (FP16), at the
+    frame size timed (``sizes``: one (width, height) asked, or None for the model's working size)."""
     from unetrt.backends import tensorrt_gpu_available
     from unetrt.plan_cache import cached_plan
+    from unetrt.plan_metadata import DEFAULT_MAX_BATCH
 
     onnx_file = files.get("onnxruntime")
     if "tensorrt" in files or onnx_file is None or not tensorrt_gpu_available():
         return
+    # A cached engine takes one frame size, batches 1 to DEFAULT_MAX_BATCH: built at the model's working size for
+    # --size 480x360, it was built (minutes on a Jetson) and then refused every frame as outside its profile.
+    asked = list(dict.fromkeys(sizes or ()))
+    if len(asked) > 1:
+        missing["tensorrt"] = (f"an engine of the engine cache takes one frame size, and {len(asked)} are asked; "
+                               "time the TensorRT rows one --size at a time, or build a plan that takes them all "
+                               "with unet-build --min-shape/--max-shape and pass --model FILE.plan")
+        return
+    if batches and max(batches) > DEFAULT_MAX_BATCH:
+        missing["tensorrt"] = (f"an engine of the engine cache takes batches of up to {DEFAULT_MAX_BATCH}, and "
+                               f"--batch-size asks for {max(batches)}; build a plan with unet-build --max-shape "
+                               f"{max(batches)}xCxHxW and pass --model FILE.plan")
+        return
     try:
-        files["tensorrt"] = cached_plan(onnx_file, "fp16", build=build)
+        files["tensorrt"] = cached_plan(onnx_file, "fp16", working_size=asked[0] if asked else None, build=build)
     except (ImportError, LookupError, ValueError) as exc:
         missing["tensorrt"] = str(exc)
         return
     missing.pop("tensorrt", None)
 
 
-def locate_model(engine: str, build: bool = True) -> ModelFiles:
+def locate_model(engine: str, build: bool = True, sizes: Sequence[tuple[int, int]] | None = None,
+                 batches: Sequence[int] | None = None) -> ModelFiles:
     """Find a model's files: the given one plus siblings with the same stem (or a bundled model's files).
 
     ``NAME.onnx`` (or ``NAME.fp16.onnx``), ``NAME.int8.onnx``, ``NAME.pt`` and ``NAME.plan`` belong together.
     Without a ``NAME.plan``, on a GPU with TensorRT, the TensorRT rows run the engine cache's FP16 engine (built
-    here when ``build``).
+    here when ``build``) for the frame size timed: the one of ``sizes`` ((width, height) as ``--size`` gives them;
+    None: the model's working size); several sizes, or a batch of ``batches`` larger than such an engine takes,
+    leave the TensorRT rows out with the reason.
 
     Raises:
         ValueError: on an unknown suffix or bundled name, or a folder where the file should be.
@@ -324,7 +343,7 @@ def locate_model(engine: str, build: bool = True) -> ModelFiles:
             f"{engine}.int8.onnx"))
         missing["tensorrt"] = (f"bundled model {engine!r} has no TensorRT plan (plans are built per GPU); "
                                f"build one with unet-build and pass --model FILE.plan")
-    _cached_engine(files, missing, build)
+    _cached_engine(files, missing, build, sizes, batches)
     model = ModelFiles(engine, files, missing, _read_info(files), files.get("onnxruntime", files.get("int8")))
     if "tensorrt" in files:
         from unetrt.plan_metadata import read_plan_metadata
@@ -949,7 +968,10 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
             raise ImportError("--plot needs matplotlib: pip install matplotlib")
     if "tensorrt" in (args.backend or []) or Path(args.model or "").suffix in (".plan", ".engine"):
         require_tensorrt()
-    model = synthetic_model(args.unet_base) if args.unet_base is not None else locate_model(args.model, args.build)
+    if args.unet_base is not None:
+        model = synthetic_model(args.unet_base)
+    else:
+        model = locate_model(args.model, args.build, args.shape, args.batch_size)
     for output, flag in reports:
         if output is not None:
             check_reads_nothing(output, f"{flag} {str(output)!r}", files=_model_files_and_metadata(model))

@@ -237,3 +237,30 @@ def test_a_dla_plans_row_names_its_dla_core(jetson: FakeGpu, tiny_model_files: d
     report = _run(["--engine", str(plan), "--size", "32x32"], tmp_path)
     assert [row["label"] for row in report["results"] if row["variant"] == "tensorrt"] == [
         "TensorRT FP16, DLA core 0"]
+
+
+def test_the_first_bench_at_another_size_builds_the_engine_for_that_size(jetson: FakeGpu, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A Jetson user times the bundled model at their camera's size: the engine cache's engine was built (minutes)
+    at the model's working size, fixed there, and every frame of --size 480x360 was then refused as outside its
+    profile ("no variant could run here")."""
+    from plan_fixtures import builds
+
+    report = _run(["--model", "camvid", "--size", "480x360", "--backend", "tensorrt"], tmp_path)
+    (row,) = [row for row in report["results"] if row["variant"] == "tensorrt"]
+    assert row["status"] == "ok" and builds() == 1
+    assert "building a TensorRT engine for camvid FP16 at 480x360" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "why"), [
+    (["--size", "480x360", "--size", "320x240"], "an engine of the engine cache takes one frame size, and 2 are asked"),
+    (["--batch-size", "8"], "an engine of the engine cache takes batches of up to 4, and --batch-size asks for 8")],
+    ids=["two-sizes", "batch-8"])
+def test_a_bench_no_cached_engine_can_run_says_so_before_building(flags: list[str], why: str, jetson: FakeGpu,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from plan_fixtures import builds
+
+    assert main(["--model", "camvid", "--backend", "tensorrt", "--iterations", "2", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and why in err[-1] and "--model FILE.plan" in err[-1], err
+    assert builds() == 0
