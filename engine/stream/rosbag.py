@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import os
 import shutil
 import struct
@@ -43,6 +44,8 @@ MASK_TOPIC = "/unetrt/mask"
 OVERLAY_TOPIC = "/unetrt/overlay"
 JPEG_QUALITY = 90
 ROSBAG2_VERSION = 9
+# Messages whose log times give a bag's frame rate: enough to average out jitter, few enough to read at once.
+RATE_SAMPLE = 100
 INSTALL_HINT = "ROS 2 bags need the rosbags package: pip install 'unetrt[ros]' (or pip install rosbags)"
 
 
@@ -133,9 +136,16 @@ def pick_image_topic(path: Path, topic: str | None) -> tuple[str, str, int, floa
     reader = _open_reader(path)
     try:
         topics = dict(reader.topics)
-        duration_ns = reader.duration
+        topic, msgtype, count = _choose_image_topic(path, topics, topic)
+        fps = _topic_rate(path, reader, topic)
     finally:
         reader.close()
+    return topic, msgtype, count, fps
+
+
+def _choose_image_topic(path: Path, topics: dict[str, Any], topic: str | None) -> tuple[str, str, int]:
+    """``(topic, message type, message count)`` of ``topic``, or of the bag's only image topic (see
+    :func:`pick_image_topic`)."""
     images = {name: info for name, info in topics.items() if info.msgtype in IMAGE_TYPES}
     if topic is None:
         if not images:
@@ -151,9 +161,27 @@ def pick_image_topic(path: Path, topic: str | None) -> tuple[str, str, int, floa
     elif topic not in images:
         raise ValueError(f"topic {topic!r} of {str(path)!r} carries {topics[topic].msgtype}, not images; its image "
                          f"topics: {', '.join(sorted(images)) or 'none'}")
-    count = int(images[topic].msgcount)
-    fps = (count - 1) / (duration_ns / 1e9) if count > 1 and duration_ns > 0 else None
-    return topic, images[topic].msgtype, count, fps
+    return topic, images[topic].msgtype, int(images[topic].msgcount)
+
+
+def _topic_rate(path: Path, reader: Any, topic: str) -> float | None:
+    """The topic's messages per second over its first ``RATE_SAMPLE`` log times; None with fewer than two.
+
+    The topic's own times, not the bag's duration: the other topics of a recording start before the camera and
+    run on after it (``ros2 bag record -a``), which made the rate, and an output video's speed, wrong.
+
+    Raises:
+        ValueError: when the bag breaks off before those messages.
+    """
+    connections = [c for c in reader.connections if c.topic == topic]
+    try:
+        times = [log_time for _, log_time, _ in itertools.islice(reader.messages(connections=connections),
+                                                                 RATE_SAMPLE)]
+    except _read_errors() as exc:
+        raise ValueError(f"cannot read the ROS 2 bag {str(path)!r}: {exc} (is it truncated, or still being "
+                         "recorded?)") from exc
+    span_ns = times[-1] - times[0] if len(times) > 1 else 0
+    return (len(times) - 1) / (span_ns / 1e9) if span_ns > 0 else None
 
 
 def decode_image(message: Any, msgtype: str) -> np.ndarray:

@@ -361,3 +361,24 @@ def test_a_bag_sink_closed_again_keeps_what_it_wrote(tmp_path: Path) -> None:
     assert Stream([frame_with_index(i) for i in range(2)], FakeSegmenter(), sink).run()["written"] == 2
     sink.close()
     assert len(read_topic(out, MASK_TOPIC)) == 2
+
+
+def test_the_bag_rate_is_the_image_topics_not_the_whole_bags(tmp_path: Path) -> None:
+    # A recording of every topic (ros2 bag record -a) whose other topics run on for 2 s after the camera stopped:
+    # the rate was the image count over the whole bag's duration (2 frames per second, not 10), and a video of it
+    # was written at that rate, 5 times too slow.
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    folder = tmp_path / "recording"
+    writer = Writer(folder, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.open()
+    camera = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=TYPESTORE)
+    status = writer.add_connection("/status", "std_msgs/msg/String", typestore=TYPESTORE)
+    for index, frame in enumerate(synthetic_frames(3)):
+        writer.write(camera, log_time_of(index), TYPESTORE.serialize_cdr(image_message(frame, "bgr8", index),
+                                                                        "sensor_msgs/msg/Image"))
+    text = TYPESTORE.serialize_cdr(TYPESTORE.types["std_msgs/msg/String"](data="ok"), "std_msgs/msg/String")
+    for tenth in range(21):
+        writer.write(status, log_time_of(2) + tenth * 100_000_000, text)
+    writer.close()
+    assert RosbagSource(folder).fps == pytest.approx(10.0, rel=1e-6)
