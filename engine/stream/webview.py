@@ -104,7 +104,7 @@ class LatestFrame:
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._sequence = 0
-        self._data = b""
+        self._data: bytes | None = None
         self.closed = False
 
     def put(self, data: bytes) -> None:
@@ -114,11 +114,17 @@ class LatestFrame:
             self._data = data
             self._condition.notify_all()
 
+    def discard(self) -> None:
+        """Forget the frame: it is out of date, and the next viewer waits for a new one instead."""
+        with self._condition:
+            self._data = None
+
     def wait_newer(self, seen: int, timeout: float) -> tuple[int, bytes] | None:
         """The frame after ``seen``, waiting up to ``timeout`` seconds; None on timeout or when closed."""
         with self._condition:
-            self._condition.wait_for(lambda: self.closed or self._sequence > seen, timeout)
-            if self.closed or self._sequence <= seen:
+            self._condition.wait_for(lambda: self.closed or (self._sequence > seen and self._data is not None),
+                                     timeout)
+            if self.closed or self._sequence <= seen or self._data is None:
                 return None
             return self._sequence, self._data
 
@@ -334,6 +340,9 @@ class HttpViewSink:
             OSError: when the frame cannot be encoded as JPEG.
         """
         if self.viewers == 0:
+            # Frames nobody watches are not kept either: the next viewer (a reload) must not be shown the
+            # picture that was current when the last one left, however long ago that was.
+            self._slot.discard()
             return
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:

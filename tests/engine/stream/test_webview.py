@@ -317,3 +317,24 @@ def test_a_viewer_that_stops_reading_is_disconnected(monkeypatch: pytest.MonkeyP
     finally:
         view.close()
         client.close()
+
+
+def test_a_viewer_who_comes_back_never_gets_a_picture_from_before() -> None:
+    # A reload: the picture left in the slot when the last viewer went was sent first to the next viewer, however
+    # old it was, while /stats already told of the current frame.
+    view = HttpViewSink("127.0.0.1", 0)
+    try:
+        first = Viewer(view.url, 1)
+        first.start()
+        _wait_for_viewers(view, 1)
+        assert _wait_until(lambda: not first.is_alive(), lambda: view.write(np.full((48, 64, 3), 0, np.uint8)))
+        assert _wait_until(lambda: view.viewers == 0, lambda: view.write(np.full((48, 64, 3), 0, np.uint8)))
+        view.write(np.full((48, 64, 3), 100, np.uint8))  # nobody watches this one
+        again = Viewer(view.url, 1)
+        again.start()
+        _wait_for_viewers(view, 1)
+        assert _wait_until(lambda: not again.is_alive(), lambda: view.write(np.full((48, 64, 3), 200, np.uint8)))
+        assert abs(int(again.frames[0].mean()) - 200) < 8, "the returning viewer first got a stale picture"
+    finally:
+        view.close()
+
