@@ -53,6 +53,7 @@ from .sources import (
 )
 from .stats import StreamStats, describe_runtime
 from .uri import SinkSpec, parse_sink
+from .webview import check_can_serve
 from .workers import open_segmenters
 from .writer import ResultWriter
 
@@ -131,6 +132,8 @@ class Stream:
             # Before the overwrite check: even with overwrite=True the input is never written over.
             check_not_input(self._output, input_files(self.source))
             check_existing_output(self._output, self.options.overwrite)
+            if self._output.kind == "http" and self._output.address is not None:
+                check_can_serve(*self._output.address)
         self._owns_segmenter = isinstance(segmenter, str | Path)
         if self._owns_segmenter:
             # Before the model is opened: its first open on a Jetson builds a TensorRT engine for minutes.

@@ -284,20 +284,7 @@ class HttpViewSink:
         if max_viewers < 1:
             raise ValueError(f"max_viewers must be at least 1, got {max_viewers}")
         self._slot = LatestFrame()
-        try:
-            self._server = _ViewServer((host, port), self._slot, title, max_viewers)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                fix = ("(another live view or program listens there); pick another port (http://127.0.0.1:8081) or "
-                       "stop what uses it")
-            elif exc.errno == errno.EACCES:
-                fix = ("(no permission to listen there: ports below 1024 need root, and on Windows another program "
-                       "may hold the port); pick another port, e.g. http://127.0.0.1:8080")
-            else:
-                # An address of another machine, or a name that resolves to none: no other port fixes it.
-                fix = (f"- {host} is not an address of this machine; serve on 127.0.0.1 (this machine only) or "
-                       "0.0.0.0 (every interface)")
-            raise ValueError(f"cannot serve the live view on {host}:{port}: {exc.strerror or exc} {fix}") from None
+        self._server = _listen(host, port, self._slot, title, max_viewers)
         self.port = int(self._server.server_address[1])
         self.host = host
         self._results = 0
@@ -360,6 +347,43 @@ class HttpViewSink:
         with contextlib.suppress(OSError):
             self._server.socket.close()
 
+
+
+def _listen(host: str, port: int, slot: LatestFrame, title: str, max_viewers: int) -> _ViewServer:
+    """A server listening on ``host:port``.
+
+    Raises:
+        ValueError: when it cannot listen there, in one line that says what to do.
+    """
+    try:
+        return _ViewServer((host, port), slot, title, max_viewers)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            fix = ("(another live view or program listens there); pick another port (http://127.0.0.1:8081) or "
+                   "stop what uses it")
+        elif exc.errno == errno.EACCES:
+            fix = ("(no permission to listen there: ports below 1024 need root, and on Windows another program "
+                   "may hold the port); pick another port, e.g. http://127.0.0.1:8080")
+        else:
+            # An address of another machine, or a name that resolves to none: no other port fixes it.
+            fix = (f"- {host} is not an address of this machine; serve on 127.0.0.1 (this machine only) or "
+                   "0.0.0.0 (every interface)")
+        raise ValueError(f"cannot serve the live view on {host}:{port}: {exc.strerror or exc} {fix}") from None
+
+
+def check_can_serve(host: str, port: int) -> None:
+    """Make sure the live view can listen on ``host:port``, and let the port go again at once.
+
+    The stream checks this before its model loads (on a Jetson the first load builds a TensorRT engine for
+    minutes) or a live source is waited for: a busy port was reported only after both.
+
+    Raises:
+        ValueError: as :class:`HttpViewSink` does, in one line.
+
+    Example:
+        >>> check_can_serve("127.0.0.1", 0)
+    """
+    _listen(host, port, LatestFrame(), "", 1).server_close()
 
 
 def live_stats(result: StreamResult, dropped: int) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -16,6 +17,7 @@ import pytest
 from stream_helpers import FakeSegmenter
 
 from unetrt.stream import Stream, webview
+from unetrt.stream.cli import main
 from unetrt.stream.sinks import open_sink
 from unetrt.stream.webview import BOUNDARY, REQUEST_TIMEOUT_S, HttpViewSink, LatestFrame
 
@@ -338,3 +340,17 @@ def test_a_viewer_who_comes_back_never_gets_a_picture_from_before() -> None:
     finally:
         view.close()
 
+
+def test_a_busy_port_is_refused_before_the_model_loads(sink: HttpViewSink, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # The port was first tried after the model had loaded (on a Jetson the first load builds a TensorRT engine for
+    # minutes) and after a live source had been waited for; a model that does not load shows which came first.
+    model = tmp_path / "broken.onnx"
+    model.write_bytes(b"not onnx")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "a.png"), np.zeros((48, 64, 3), np.uint8))
+    assert main([str(frames), f"http://127.0.0.1:{sink.port}", "--model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "broken.onnx" not in err, err
+    assert err.strip().splitlines()[-1].startswith(f"error: cannot serve the live view on 127.0.0.1:{sink.port}")
