@@ -127,7 +127,8 @@ def pick_image_topic(path: Path, topic: str | None) -> tuple[str, str, int, floa
 
     Raises:
         ValueError: when the bag cannot be read, has no image topic, lacks ``topic``, ``topic`` is not an
-            image topic, or the bag has several image topics and ``topic`` is None.
+            image topic, the bag has several image topics and ``topic`` is None, or the topic's first image has an
+            encoding unetrt does not read.
 
     Example:
         >>> pick_image_topic(Path("recording.mcap"), None)  # doctest: +SKIP
@@ -137,7 +138,7 @@ def pick_image_topic(path: Path, topic: str | None) -> tuple[str, str, int, floa
     try:
         topics = dict(reader.topics)
         topic, msgtype, count = _choose_image_topic(path, topics, topic)
-        fps = _topic_rate(path, reader, topic)
+        fps = _topic_rate(path, reader, topic, msgtype)
     finally:
         reader.close()
     return topic, msgtype, count, fps
@@ -164,24 +165,51 @@ def _choose_image_topic(path: Path, topics: dict[str, Any], topic: str | None) -
     return topic, images[topic].msgtype, int(images[topic].msgcount)
 
 
-def _topic_rate(path: Path, reader: Any, topic: str) -> float | None:
+def _topic_rate(path: Path, reader: Any, topic: str, msgtype: str) -> float | None:
     """The topic's messages per second over its first ``RATE_SAMPLE`` log times; None with fewer than two.
 
     The topic's own times, not the bag's duration: the other topics of a recording start before the camera and
-    run on after it (``ros2 bag record -a``), which made the rate, and an output video's speed, wrong.
+    run on after it (``ros2 bag record -a``), which made the rate, and an output video's speed, wrong. The first
+    message's encoding is checked on the way, so that one unetrt does not read is refused before a model loads.
 
     Raises:
-        ValueError: when the bag breaks off before those messages.
+        ValueError: when the bag breaks off before those messages, or its raw images have an encoding unetrt does
+            not read.
     """
     connections = [c for c in reader.connections if c.topic == topic]
+    times: list[int] = []
+    first: bytes | None = None
     try:
-        times = [log_time for _, log_time, _ in itertools.islice(reader.messages(connections=connections),
-                                                                 RATE_SAMPLE)]
+        for _, log_time, raw in itertools.islice(reader.messages(connections=connections), RATE_SAMPLE):
+            first = raw if first is None else first
+            times.append(log_time)
     except _read_errors() as exc:
         raise ValueError(f"cannot read the ROS 2 bag {str(path)!r}: {exc} (is it truncated, or still being "
                          "recorded?)") from exc
+    if first is not None and msgtype == IMAGE_TYPE:
+        _check_encoding(first, topic)
     span_ns = times[-1] - times[0] if len(times) > 1 else 0
     return (len(times) - 1) / (span_ns / 1e9) if span_ns > 0 else None
+
+
+def _check_encoding(raw: bytes, topic: str) -> None:
+    """Refuse a raw image message whose encoding unetrt does not read (a message that does not decode passes: it
+    is counted as corrupt when read).
+
+    Raises:
+        ValueError: naming the encoding, the topic and the encodings read.
+    """
+    try:
+        encoding = str(_typestore().deserialize_cdr(raw, IMAGE_TYPE).encoding)
+    except _read_errors():
+        return
+    if encoding.lower() not in RAW_ENCODINGS:
+        raise ValueError(_unsupported_encoding(encoding) + f" (topic {topic})")
+
+
+def _unsupported_encoding(encoding: str) -> str:
+    return (f"image encoding {encoding!r} is not supported; unetrt reads {', '.join(RAW_ENCODINGS)} and "
+            "sensor_msgs/msg/CompressedImage")
 
 
 def decode_image(message: Any, msgtype: str) -> np.ndarray:
@@ -207,8 +235,7 @@ def decode_image(message: Any, msgtype: str) -> np.ndarray:
 def _raw_image(message: Any) -> np.ndarray:
     encoding = str(message.encoding).lower()
     if encoding not in RAW_ENCODINGS:
-        raise SourceError(f"image encoding {message.encoding!r} is not supported; unetrt reads "
-                          f"{', '.join(RAW_ENCODINGS)} and sensor_msgs/msg/CompressedImage")
+        raise SourceError(_unsupported_encoding(str(message.encoding)))
     channels, kind = RAW_ENCODINGS[encoding]
     dtype = np.dtype(kind).newbyteorder(">" if message.is_bigendian else "<")
     height, width, step = int(message.height), int(message.width), int(message.step)

@@ -382,3 +382,20 @@ def test_the_bag_rate_is_the_image_topics_not_the_whole_bags(tmp_path: Path) -> 
         writer.write(status, log_time_of(2) + tenth * 100_000_000, text)
     writer.close()
     assert RosbagSource(folder).fps == pytest.approx(10.0, rel=1e-6)
+
+
+def test_an_unsupported_encoding_is_refused_before_the_model_loads(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # ros.md promises the one line before the model loads; it came at the first frame, after the model had loaded
+    # (minutes on a Jetson's first TensorRT build), and left an empty output bag that the next run refused as
+    # existing. A model that does not load shows which came first.
+    model = tmp_path / "broken.onnx"
+    model.write_bytes(b"not onnx")
+    messages = [image_message(frame, "bgr8", index) for index, frame in enumerate(synthetic_frames(2))]
+    for message in messages:
+        message.encoding = "yuv422"  # usb_cam's default
+    bag = write_bag(tmp_path / "yuv.mcap", {"/camera/image_raw": messages}, "mcap")
+    assert main([str(bag), str(tmp_path / "out.mcap"), "--model", str(model)]) == 2
+    line = _one_line_error(capsys)
+    assert "image encoding 'yuv422' is not supported" in line and "/camera/image_raw" in line, line
+    assert not (tmp_path / "out.mcap").exists()
