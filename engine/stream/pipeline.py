@@ -40,6 +40,7 @@ from .options import StreamOptions
 from .output_path import check_existing_output, check_not_input, check_output_path
 from .render import Renderer, legend_entries, segmenter_palette
 from .result import StreamResult
+from .rosbag import RosbagSink
 from .sinks import DEFAULT_OUTPUT_FPS, FrameSink, ResultSink, Sink, open_sink
 from .sources import (
     FrameSource,
@@ -272,6 +273,10 @@ class Stream:
             sequence += 1
             if isinstance(outcome, EndOfStream):
                 if outcome.error is not None:
+                    if sequence == 1 and isinstance(self.sink, RosbagSink):
+                        # Failed before a result (no frame decodes): no bag, as no video file is made then,
+                        # rather than an empty one that the next run would have to --overwrite.
+                        self.sink.discard_if_empty()
                     raise outcome.error
                 return
             if isinstance(outcome, BaseException):

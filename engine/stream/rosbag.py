@@ -410,6 +410,12 @@ class RosbagSink:
             self._writer.write(self._connections[topic], header.log_time_ns,
                                self._typestore.serialize_cdr(message, msgtype))
 
+    def discard_if_empty(self) -> None:
+        """Write no bag at all when no result was written (a stream that failed before its first one); else
+        nothing changes and :meth:`close` finishes the bag."""
+        if self._writer is None:
+            self._closed = True
+
     def close(self) -> None:
         """Finish the bag and move it into place (idempotent; a stream without results writes an empty bag).
 

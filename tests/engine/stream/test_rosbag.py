@@ -399,3 +399,20 @@ def test_an_unsupported_encoding_is_refused_before_the_model_loads(tmp_path: Pat
     line = _one_line_error(capsys)
     assert "image encoding 'yuv422' is not supported" in line and "/camera/image_raw" in line, line
     assert not (tmp_path / "out.mcap").exists()
+
+
+def test_an_input_without_a_decodable_frame_leaves_no_output_bag(tmp_path: Path, tiny_model_files: dict[str, Path],
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # Exit 2 ("has no frame that decodes") left an empty out.mcap, where a video output leaves no file, and the run
+    # after the input was fixed stopped at "output 'out.mcap' exists; add --overwrite".
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "a.png").write_bytes(b"not a png")
+    out = tmp_path / "out.mcap"
+    model = ["--model", str(tiny_model_files["onnx"]), *ENGINE]
+    assert main([str(frames), str(out), *model]) == 2
+    assert "has no frame that decodes" in _one_line_error(capsys)
+    assert not out.exists() and not any(tmp_path.glob(".unetrt-bag-*"))
+    cv2.imwrite(str(frames / "a.png"), synthetic_frames(1)[0])
+    assert main([str(frames), str(out), *model]) == 0
+    assert len(read_topic(out, MASK_TOPIC)) == 1
