@@ -40,7 +40,7 @@ from .options import StreamOptions
 from .output_path import check_existing_output, check_not_input, check_output_path
 from .render import Renderer, legend_entries, segmenter_palette
 from .result import StreamResult
-from .rosbag import RosbagSink
+from .rosbag import RosbagSink, RosbagSource
 from .sinks import DEFAULT_OUTPUT_FPS, FrameSink, ResultSink, Sink, open_sink
 from .sources import (
     FrameSource,
@@ -135,6 +135,7 @@ class Stream:
             check_existing_output(self._output, self.options.overwrite)
             if self._output.kind == "http" and self._output.address is not None:
                 check_can_serve(*self._output.address)
+        _warn_if_masks_leave_the_camera(self.source, self._output, self.options)
         self._owns_segmenter = isinstance(segmenter, str | Path)
         if self._owns_segmenter:
             # Before the model is opened: its first open on a Jetson builds a TensorRT engine for minutes.
@@ -384,6 +385,19 @@ class Stream:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _warn_if_masks_leave_the_camera(source: FrameSource, output: SinkSpec | Sink | None,
+                                    options: StreamOptions) -> None:
+    """Warn when a bag's masks go to a bag with the camera's stamps and frame_id but not its pixels: resized or
+    turned at capture, they no longer line up with the camera's images (and its camera_info) as ros.md says."""
+    to_bag = isinstance(output, RosbagSink) or (isinstance(output, SinkSpec) and output.kind == "rosbag")
+    changed = [flag for flag, used in (("--input-width/--input-height", options.input_size is not None),
+                                       ("--input-flip", options.input_flip != "none")) if used]
+    if isinstance(source, RosbagSource) and to_bag and changed:
+        log.warning("the masks written to the bag are of %s's images as %s changed them, yet carry their stamps "
+                    "and frame_id: they do not line up pixel for pixel with the camera (or its camera_info); leave "
+                    "%s out for masks that do", source.topic, " and ".join(changed), " and ".join(changed))
 
 
 def _check_camera_exists(source: FrameSource, wait: float | None) -> None:

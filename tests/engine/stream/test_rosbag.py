@@ -416,3 +416,19 @@ def test_an_input_without_a_decodable_frame_leaves_no_output_bag(tmp_path: Path,
     cv2.imwrite(str(frames / "a.png"), synthetic_frames(1)[0])
     assert main([str(frames), str(out), *model]) == 0
     assert len(read_topic(out, MASK_TOPIC)) == 1
+
+
+@pytest.mark.parametrize(("settings", "flags"), [({"input_flip": "rotate-180"}, "--input-flip"),
+                                                  ({"input_size": (32, 24)}, "--input-width/--input-height")])
+def test_masks_that_do_not_line_up_with_the_camera_are_warned_of(settings: dict[str, Any], flags: str, image_bag: Path,
+                                                                 tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    # ros.md: the masks carry the camera's stamp and frame_id "so [they] line up with the camera"; turned or resized
+    # at capture they silently did not, pixel for pixel, and a robot projecting them with the camera_info was off.
+    with caplog.at_level("WARNING", logger="unetrt.stream.pipeline"):
+        Stream(str(image_bag), FakeSegmenter(), str(tmp_path / "plain.mcap")).close()
+        assert not caplog.records
+        Stream(str(image_bag), FakeSegmenter(), str(tmp_path / "out.mcap"), **settings).close()
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 1 and f"as {flags} changed them" in lines[0] and "/camera/image_raw" in lines[0], lines
+    assert "do not line up pixel for pixel with the camera" in lines[0]
