@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 BOUNDARY = "unetrtframe"
 JPEG_QUALITY = 80
+# Bytes of a viewer's stream that may wait unsent in the kernel (see limit_unsent): a small part of a frame.
+UNSENT_BYTES = 16 * 1024
 # A viewer whose socket takes no data for this long is disconnected.
 SEND_TIMEOUT_S = 10.0
 # A connection that sends no complete request line and headers within this long is closed.
@@ -133,6 +135,21 @@ class LatestFrame:
         with self._condition:
             self.closed = True
             self._condition.notify_all()
+
+
+def limit_unsent(connection: socket.socket) -> None:
+    """Let a send to a viewer return only once little of what it queued is unsent (``UNSENT_BYTES``).
+
+    Without it a send returned as soon as the frame fit in the kernel's send buffer, which grows to megabytes:
+    a viewer on a slow link (a phone on Wi-Fi) was shown the frames queued there, seconds old, instead of the
+    newest one. ``TCP_NOTSENT_LOWAT`` (Linux, macOS) bounds only what waits, not what is in flight, so a fast
+    link keeps its speed; elsewhere the send buffer itself is made small.
+    """
+    with contextlib.suppress(OSError):  # a socket already closed by the viewer: its first send says so
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, UNSENT_BYTES)
+        else:
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UNSENT_BYTES)
 
 
 class _ViewServer(ThreadingHTTPServer):
@@ -236,6 +253,7 @@ class _ViewHandler(BaseHTTPRequestHandler):
         seen = 0
         try:
             self.connection.settimeout(SEND_TIMEOUT_S)
+            limit_unsent(self.connection)
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
             self.send_header("Cache-Control", "no-store")

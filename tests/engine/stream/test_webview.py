@@ -354,3 +354,45 @@ def test_a_busy_port_is_refused_before_the_model_loads(sink: HttpViewSink, tmp_p
     err = capsys.readouterr().err
     assert "Traceback" not in err and "broken.onnx" not in err, err
     assert err.strip().splitlines()[-1].startswith(f"error: cannot serve the live view on 127.0.0.1:{sink.port}")
+
+
+def _bytes_queued_before_a_send_blocks(limit: bool) -> int:
+    """What a non-blocking send to a client that reads nothing takes before it would block."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(server.getsockname())
+        connection, _ = server.accept()
+        with client, connection:
+            if limit:
+                webview.limit_unsent(connection)
+            connection.setblocking(False)
+            queued = 0
+            try:
+                while queued < 64 * 1024 * 1024:
+                    queued += connection.send(bytes(64 * 1024))
+            except BlockingIOError:
+                pass
+            return queued
+
+
+def test_a_slow_viewer_is_not_sent_a_backlog_of_old_frames() -> None:
+    # A send to a viewer returned once the frame fit in the kernel's send buffer, which grows to megabytes: a phone
+    # on slow Wi-Fi was shown the frames queued there, seconds old, one after the other (60 of 60 frames of 64x64
+    # noise written while it did not read reached it afterwards; 2 with the limit). Now little may wait unsent.
+    unlimited = _bytes_queued_before_a_send_blocks(limit=False)
+    limited = _bytes_queued_before_a_send_blocks(limit=True)
+    assert limited <= 4 * webview.UNSENT_BYTES + 64 * 1024 < unlimited, (limited, unlimited)
+
+
+def test_the_stream_is_sent_with_the_unsent_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    limited: list[socket.socket] = []
+    monkeypatch.setattr(webview, "limit_unsent", limited.append)
+    view = HttpViewSink("127.0.0.1", 0)
+    try:
+        assert _get(view.url + "stats")[0] == 200 and not limited  # a small reply needs no limit
+        with _request(view.port, "/stream") as viewer:
+            assert _status_line(viewer) == b"HTTP/1.0 200 OK"
+            assert len(limited) == 1
+    finally:
+        view.close()
