@@ -25,6 +25,7 @@ import errno
 import html
 import json
 import logging
+import select
 import socket
 import sys
 import threading
@@ -261,7 +262,7 @@ class _ViewHandler(BaseHTTPRequestHandler):
             while True:
                 newest = self.server.slot.wait_newer(seen, WAIT_POLL_S)
                 if newest is None:
-                    if self.server.slot.closed:
+                    if self.server.slot.closed or self._viewer_left():
                         return
                     continue
                 seen, jpeg = newest
@@ -272,6 +273,20 @@ class _ViewHandler(BaseHTTPRequestHandler):
         finally:
             with self.server.viewers_lock:
                 self.server.viewers -= 1
+
+    def _viewer_left(self) -> bool:
+        """Whether the viewer closed its connection (a page closed or reloaded) while no frame was sent.
+
+        A send notices it too, but no frame may come for seconds (a camera being reconnected), and meanwhile the
+        viewer kept its place among ``max_viewers``.
+        """
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:  # reset by the viewer
+            return True
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)

@@ -396,3 +396,17 @@ def test_the_stream_is_sent_with_the_unsent_limit(monkeypatch: pytest.MonkeyPatc
             assert len(limited) == 1
     finally:
         view.close()
+
+
+def test_a_viewer_that_leaves_while_no_frame_comes_frees_its_place() -> None:
+    # A camera being reconnected sends no frame for seconds; viewers who closed the page (or reloaded it) then kept
+    # their places until the next frame, so after max_viewers reloads the page showed "too many viewers" (503).
+    view = HttpViewSink("127.0.0.1", 0, max_viewers=1)
+    try:
+        with _request(view.port, "/stream") as first:
+            assert _status_line(first) == b"HTTP/1.0 200 OK"
+        assert _wait_until(lambda: view.viewers == 0), "the viewer who left kept its place while no frame came"
+        with _request(view.port, "/stream") as second:
+            assert _status_line(second) == b"HTTP/1.0 200 OK"
+    finally:
+        view.close()
