@@ -442,6 +442,32 @@ def test_ctrl_c_during_the_first_build_stops_it_without_a_fallback(first_run: Pa
     assert builds() == 2
 
 
+def wait_announced(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """An event set once a start says it waits for another's build of its engine."""
+    from unetrt import plan_cache
+
+    announce = plan_cache._announce
+    waiting = threading.Event()
+
+    def noted(text: str) -> None:
+        announce(text)
+        if text.startswith("another process (or thread) is building"):
+            waiting.set()
+
+    monkeypatch.setattr(plan_cache, "_announce", noted)
+    return waiting
+
+
+def open_camvid_into(outcome: list[BaseException | str]) -> None:
+    """A robot's callback thread opening Segmenter("camvid"): the backend it got, or what it raised, goes to
+    ``outcome`` for the test's thread."""
+    try:
+        with Segmenter("camvid", warm_up=False) as segmenter:
+            outcome.append(segmenter.backend.name)
+    except BaseException as exc:  # handed to the test's thread
+        outcome.append(exc)
+
+
 def test_cancel_builds_stops_a_first_build_on_a_callback_thread(first_run: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C reaches the main thread only: a first build a robot's callback thread started goes on for minutes
@@ -453,15 +479,7 @@ def test_cancel_builds_stops_a_first_build_on_a_callback_thread(first_run: Path,
     started = threading.Event()
     reached = act_during_build(monkeypatch, started.set)  # 30 s unless stopped
     outcome: list[BaseException | str] = []
-
-    def callback() -> None:
-        try:
-            with Segmenter("camvid", warm_up=False) as segmenter:
-                outcome.append(segmenter.backend.name)
-        except BaseException as exc:  # handed to the test's thread
-            outcome.append(exc)
-
-    worker = threading.Thread(target=callback)
+    worker = threading.Thread(target=open_camvid_into, args=(outcome,))
     worker.start()
     assert started.wait(30), "the build never started"
     assert unetrt.cancel_builds() == 1
@@ -483,30 +501,13 @@ def test_cancel_builds_stops_a_second_camera_waiting_for_the_first_build(
     during the build. cancel_builds() stopped the build, but the camera waiting for it then took the entry's lock
     and began a build of its own (minutes on a Jetson), which the process's exit waited for."""
     import unetrt
-    from unetrt import plan_cache
     from unetrt.plan_build import BuildCancelledError
 
-    announce = plan_cache._announce
-    waiting = threading.Event()
-
-    def noted(text: str) -> None:
-        announce(text)
-        if text.startswith("another process (or thread) is building"):
-            waiting.set()
-
-    monkeypatch.setattr(plan_cache, "_announce", noted)
+    waiting = wait_announced(monkeypatch)
     started = threading.Event()
     act_during_build(monkeypatch, started.set)  # 30 s a build unless stopped
     outcome: list[BaseException | str] = []
-
-    def camera() -> None:
-        try:
-            with Segmenter("camvid", warm_up=False) as segmenter:
-                outcome.append(segmenter.backend.name)
-        except BaseException as exc:  # handed to the test's thread
-            outcome.append(exc)
-
-    cameras = [threading.Thread(target=camera) for _ in range(2)]
+    cameras = [threading.Thread(target=open_camvid_into, args=(outcome,)) for _ in range(2)]
     for thread in cameras:
         thread.start()
     assert started.wait(30) and waiting.wait(30), "no build with a camera waiting for it"
@@ -1164,23 +1165,13 @@ def test_two_cameras_opening_at_once_build_once_and_the_other_says_it_waits(
         first_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A robot's first boot: two ROS 2 nodes in one process each open Segmenter("camvid") at the same moment on an
     empty cache. One builds; the other says it waits for that build (not minutes of silence), then loads it."""
-    from unetrt import plan_cache
-
-    announce = plan_cache._announce
-    waiting = threading.Event()
-
-    def noted(text: str) -> None:
-        announce(text)
-        if text.startswith("another process (or thread) is building"):
-            waiting.set()
-
+    waiting = wait_announced(monkeypatch)
     build = Builder.build_serialized_network
 
     def held_until_the_other_waits(self: Builder, network: object, config: object) -> object:
         waiting.wait(60)  # should the other never say it waits, the build goes on and the assertions fail
         return build(self, network, config)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(plan_cache, "_announce", noted)
     monkeypatch.setattr(Builder, "build_serialized_network", held_until_the_other_waits)
     start = threading.Barrier(2)
     opened: list[Segmenter] = []
