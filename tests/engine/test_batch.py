@@ -827,3 +827,64 @@ def test_the_report_names_five_unread_subfolders_and_counts_the_rest() -> None:
     summary = {**summary_with(0, []), "not_read": [f"day/cam{index}" for index in range(7)]}
     assert batch_cli.report(summary).splitlines()[-1].startswith(
         "not read: the files in the subfolders day/cam0, day/cam1, day/cam2, day/cam3, day/cam4 and 2 more of an")
+
+
+def test_the_report_of_exactly_five_unread_subfolders_names_them_all_and_no_more() -> None:
+    summary = {**summary_with(0, []), "not_read": [f"day/cam{index}" for index in range(5)]}
+    assert batch_cli.report(summary).splitlines()[-1].startswith(
+        "not read: the files in the subfolders day/cam0, day/cam1, day/cam2, day/cam3, day/cam4 of an input folder")
+
+
+def test_unread_subfolders_count_videos_and_upper_case_suffixes_after_a_file_input(tmp_path: Path) -> None:
+    # A camera's clips (.mp4) and a Windows tool's .PNG frames are what a job leaves out as much as .png images; a
+    # file given before the folder is no reason to look at the folder less.
+    first = write_images(tmp_path, 1, prefix="single")[0]
+    day = tmp_path / "day"
+    write_images(day, 1)
+    for name in ("cam1/000001.PNG", "cam2/clip.mp4"):
+        (day / name).parent.mkdir()
+        (day / name).write_bytes(b"x")
+    units = [WorkUnit("image", str(path), path.name) for path in (first, *sorted(day.glob("*.png")))]
+    assert inputs_module.unread_subfolders([str(first), str(day)], units) == [str(day / "cam1"), str(day / "cam2")]
+
+
+def _earlier_job(out: Path, mask: str, precision: str = "fp32", working_size: list[int] | None = None) -> None:
+    """An output folder as a finished job leaves it: its summary and one mask at ``mask``."""
+    (out / mask).parent.mkdir(parents=True, exist_ok=True)
+    (out / mask).write_bytes(b"png")
+    (out / "summary.json").write_text(json.dumps({
+        "model": "/models/a.onnx", "model_sha256": "0123456789abcdef", "precision": precision,
+        "settings": {"working_size": working_size}}))
+
+
+IDENTITY = {"model": "/models/a.onnx", "model_sha256": "0123456789abcdef", "precision": "fp32", "working_size": None}
+
+
+def test_a_job_of_another_precision_is_refused_naming_each_job_in_its_place(tmp_path: Path) -> None:
+    # The fp16 job's masks would pass for this fp32 job's own; the line says which job made them and which is new.
+    _earlier_job(tmp_path, "img_00.png", precision="fp16")
+    with pytest.raises(ValueError) as error:
+        job.check_same_job(tmp_path, IDENTITY)
+    assert str(error.value) == (
+        f"the output folder {str(tmp_path)!r} holds the masks of another job (model /models/a.onnx (SHA-256 "
+        "0123456789ab), fp16, the model's working size; this job: model /models/a.onnx (SHA-256 0123456789ab), "
+        "fp32, the model's working size), which this job would count as already done: give this job another "
+        "output folder, or delete those masks to segment again")
+    job.check_same_job(tmp_path, {**IDENTITY, "precision": "fp16"})  # the same job resumes
+
+
+def test_a_job_whose_masks_are_a_videos_frames_is_refused_too(tmp_path: Path) -> None:
+    # A video's frame masks lie in a folder of its own: they are the earlier job's masks as much as an image's.
+    _earlier_job(tmp_path, "clip/000000.png", working_size=[32, 24])
+    with pytest.raises(ValueError, match="holds the masks of another job"):
+        job.check_same_job(tmp_path, IDENTITY)
+
+
+def test_a_rerun_at_the_same_working_size_resumes(local_ray: LocalRay, tiny_model_files: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    # The size read back from summary.json is a list; the job's own was a tuple, so it never matched.
+    write_images(tmp_path / "in", 2)
+    settings = BatchSettings(model=str(tiny_model_files["onnx"]), working_size=(32, 24))
+    job.run_batch([str(tmp_path / "in")], tmp_path / "out", settings, workers=1)
+    summary = job.run_batch([str(tmp_path / "in")], tmp_path / "out", settings, workers=1)
+    assert summary["frames"]["written"] == 0 and summary["frames"]["skipped"] == 2

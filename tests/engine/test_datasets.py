@@ -340,3 +340,39 @@ def test_ids_that_are_not_0_to_k_minus_1_are_named_with_the_fix(ignore: int | No
     (tmp_path / "classes.json").write_text(json.dumps(table))
     with pytest.raises(ValueError, match=message):
         read_class_table(tmp_path / "classes.json")
+
+
+def test_a_png_label_cut_short_before_its_colour_type_is_refused_in_one_line(tmp_path: Path) -> None:
+    # 25 bytes: the signature and IHDR's start, up to the byte before the colour type (a copy that was cut off).
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + bytes(9))
+    with pytest.raises(ValueError, match=r"cannot read label .*cut\.png': missing, unreadable or not an image"):
+        read_label(tmp_path / "cut.png", binary=False)
+
+
+def test_an_id_written_as_true_is_named_with_its_class(tmp_path: Path) -> None:
+    # JSON's true is a Python bool, which is an int 1 and would pass for class id 1.
+    table = [dict(entry, id=True) if entry["id"] == 1 else entry for entry in TABLE]
+    (tmp_path / "classes.json").write_text(json.dumps({"classes": table}))
+    with pytest.raises(ValueError, match=r"the id of class 'ground' .* from 0 to 255, e.g. 1, got True$"):
+        read_class_table(tmp_path / "classes.json")
+
+
+UNLABELLED = {"id": 255, "name": "unlabelled", "color": [255, 255, 255]}
+
+
+@pytest.mark.parametrize(("ignore", "classes", "message"), [
+    # Two classes given one id: both the repeat and the gap it leaves are named.
+    (None, [TABLE[0], TABLE[1], dict(TABLE[2], id=1)],
+     r"got \[0, 1, 1\]: id 2 is missing and id 1 given to more than one class; number the classes 0\.\.2 "
+     r"without gaps$"),
+    # ignore_index's own entry (255) is left out by design: it is no cause of the gap, and not named as one.
+    (255, [TABLE[0], TABLE[2], UNLABELLED], r"got \[0, 2\]: id 1 is missing; number the classes 0\.\.1 without gaps$"),
+])
+def test_repeated_ids_and_a_gap_beside_the_ignored_entry_are_named_as_they_are(
+        ignore: int | None, classes: list[dict[str, object]], message: str, tmp_path: Path) -> None:
+    table: dict[str, object] = {"classes": classes}
+    if ignore is not None:
+        table["ignore_index"] = ignore
+    (tmp_path / "classes.json").write_text(json.dumps(table))
+    with pytest.raises(ValueError, match=message):
+        read_class_table(tmp_path / "classes.json")

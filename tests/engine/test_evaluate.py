@@ -9,8 +9,18 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from conftest import tiny_info
 
-from unetrt.evaluate import MAX_STEMS, evaluate, evaluate_pairs, evaluate_stated, format_figures, main, parse_stems
+from unetrt.evaluate import (
+    MAX_STEMS,
+    check_same_classes,
+    evaluate,
+    evaluate_pairs,
+    evaluate_stated,
+    format_figures,
+    main,
+    parse_stems,
+)
 from unetrt.model_info import ModelInfo
 from unetrt.segmenter import SegmentationResult, Segmenter
 
@@ -538,3 +548,21 @@ def test_labels_of_another_class_table_are_refused_not_scored_as_the_models_clas
     # The model's own table beside the labels: scored as before.
     (tmp_path / "classes.json").write_text(_class_table(["class0", "class1", "class2"]))
     assert main(["--model", str(tiny_model_files["onnx"]), "--images", str(images), "--labels", str(labels)]) == 0
+
+
+def test_labels_of_the_models_classes_in_another_order_are_refused(
+        tiny_model_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The same names in an earlier class order: each id would be scored as another class of the same set.
+    images, labels = make_folders(tmp_path)
+    (tmp_path / "classes.json").write_text(_class_table(["class1", "class0", "class2"]))
+    assert main(["--model", str(tiny_model_files["onnx"]), "--images", str(images), "--labels", str(labels)]) == 2
+    assert "has the classes class1, class0, class2, and the model 'tiny' class0, class1, class2" in \
+        capsys.readouterr().err
+
+
+def test_a_binary_models_masks_are_not_held_to_a_class_table_beside_them(tmp_path: Path) -> None:
+    # A binary model's labels are 0/255 masks, whatever class table (background, cell) a data set keeps beside them:
+    # its one class name never equals a table's, so comparing them would refuse every such data set.
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "classes.json").write_text(_class_table(["background", "cell"]))
+    check_same_classes(tiny_info(num_classes=1, in_channels=1), tmp_path / "labels")

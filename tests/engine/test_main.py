@@ -63,3 +63,29 @@ def test_the_module_runs_as_a_program() -> None:
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: python -m unetrt.doctor")
+
+
+def test_each_command_runs_its_own_console_scripts_entry_point() -> None:
+    # A name bound to another command's entry point (eval running bench) ran with the right program name in its
+    # usage line, so only the entry point itself tells them apart.
+    scripts = {script.name.removeprefix("unet-"): script for script in entry_points(group="console_scripts")
+               if script.value.startswith("unetrt.commands:")}
+    assert all(COMMANDS[name][0] is script.load() for name, script in scripts.items())
+
+
+def test_the_command_sees_only_its_own_arguments_under_its_scripts_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The command's name left in its arguments is taken for its first input ('stream' a file to open).
+    seen: list[list[str]] = []
+
+    def stream() -> int:
+        seen.append(list(sys.argv))
+        return 0
+
+    monkeypatch.setitem(COMMANDS, "stream", (stream, "segment"))
+    assert main(["unet-stream", "sample", "--fps", "5"]) == 0
+    assert seen == [["unet-stream", "sample", "--fps", "5"]]
+
+
+def test_short_help_lists_the_commands_as_long_help_does(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-h"]) == 0
+    assert "commands:" in capsys.readouterr().out

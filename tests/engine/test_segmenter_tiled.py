@@ -142,6 +142,15 @@ def test_a_backend_without_a_limit_tiles_only_frames_too_large_to_take_whole(
     np.testing.assert_array_equal(automatic.probabilities, expected.probabilities)
 
 
+def test_a_frame_too_large_to_take_whole_keeps_an_engines_own_larger_tiles(tiny_model_files: dict[str, Path]) -> None:
+    # The 1024-pixel tiles stand in for a limit only where the backend has none: an engine whose profile takes
+    # 2048x2048 tiles an 8192x8192 slice in tiles of that size, not of 1024x1024.
+    with Segmenter(tiny_model_files["onnx"]) as seg:
+        seg.backend.max_input_hw = (2048, 2048)  # as a TensorRT engine's optimisation profile would
+        grid = seg.tile_grid(8192, 8192)
+    assert grid.tile_hw == (2048, 2048)
+
+
 def test_tiling_applies_to_the_working_size_image(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     from unetrt.export.checkpoint import build_model

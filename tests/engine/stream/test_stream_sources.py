@@ -444,6 +444,20 @@ def test_a_video_that_announces_no_frame_and_sends_none_is_not_an_empty_finished
         source.read()
 
 
+class _UncountedCapture(FakeFileCapture):
+    """A video that announces no frame count (a file over HTTP whose index FFmpeg could not read first)."""
+
+    def get(self, prop: int) -> float:
+        return 0.0 if prop == cv2.CAP_PROP_FRAME_COUNT else super().get(prop)
+
+
+def test_a_video_that_announces_no_frame_count_but_sends_frames_ends_as_a_file_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only a video that sent nothing is an error: one that sent its frames and then ended has simply ended.
+    source = _open_fake_file(monkeypatch, _UncountedCapture([True, True, True]))
+    assert _read_reporting(source) == ([0, 1, 2], [])
+
+
 def test_a_network_stream_taken_as_stored_reads_on_past_a_damaged_frame(monkeypatch: pytest.MonkeyPatch) -> None:
     # live=False on an rtsp:// source reads it through its reader thread, which the read past a failure uses too.
     from unetrt.stream import sources

@@ -134,3 +134,9 @@ def test_sample_beside_a_file_named_sample_says_which_is_read(tmp_path: Path, mo
         assert parse_source("sample").location == str(sample_clip())
     assert caplog.messages == ["'sample' is the bundled clip, which is what is read: give ./sample for the file of "
                                "that name here"]
+
+
+@pytest.mark.parametrize("uri", ["https://data.example/runs/day1/clip.mp4", "http://10.0.0.5/CLIP.MKV#t=3"])
+def test_a_video_file_on_a_web_server_is_a_stored_source(uri: str) -> None:
+    # Read whole, as a local file: taken for a live stream it dropped frames and ended by reconnecting for ever.
+    assert parse_source(uri) == SourceSpec("rtsp", uri, live=False)
