@@ -285,6 +285,9 @@ void run_finish_resized(const void* scores, const float* weight, uint8_t* mask, 
                         const unetrt::FinishResizedParams& p, int threads) {
     unetrt::finish_resized_cpu(scores, weight, mask, probabilities, p, threads);
 }
+void run_resize_u8(const uint8_t* in, uint8_t* out, const unetrt::ResizeParams& p, int threads) {
+    unetrt::resize_bilinear_u8_cpu(in, out, p, threads);
+}
 #endif
 
 // ---------------------------------------------------------------- CPU entry points (numpy arrays)
@@ -558,9 +561,8 @@ unetrt::ResizeParams make_resize_params(const std::vector<int64_t>& image_shape,
     return p;
 }
 
-#if defined(UNETRT_EMULATED_CUDA)
-// The CUDA resize on numpy arrays, emulated, for the CudaDevice tests; the product's host path resizes with OpenCV
-// (unetrt.device.resize_frame), so the CPU module has no such entry point.
+// The working-size resize on numpy arrays: the host path's (unetrt.device.resize_frame), with the arithmetic of the
+// GPU path's resize_bilinear_u8_cuda, so both paths feed the network one image.
 py::array resize_bilinear_u8(const py::array& image, py::array out, int threads) {
     require_dtype(image, "image", {DType::u8});
     require_contiguous(image, "image");
@@ -585,7 +587,6 @@ py::array resize_bilinear_u8(const py::array& image, py::array out, int threads)
     }
     return out;
 }
-#endif
 
 // ---------------------------------------------------------------- CUDA entry points (device pointers)
 // In the emulated module, device pointers are host addresses (the tests' fake GPU memory) and the launchers run the
@@ -970,14 +971,13 @@ Example:
     >>> int(mask[0, 0]), int(mask[0, -1])
     (0, 2))doc");
 
-#if defined(UNETRT_EMULATED_CUDA)
     m.def("resize_bilinear_u8", &resize_bilinear_u8, py::arg("image"), py::arg("out"), py::kw_only(),
           py::arg("threads") = 0,
-          R"doc(resize_bilinear_u8_cuda's kernel, emulated on numpy arrays: an H x W x C (or H x W) uint8 image
-resized to out's size with OpenCV INTER_LINEAR semantics.
+          R"doc(An H x W x C (or H x W) uint8 image resized bilinearly to out's size (OpenCV INTER_LINEAR's half-pixel
+centres), on the CPU (in unetrt._tiling_emu: resize_bilinear_u8_cuda's kernel, emulated).
 
-Computed in float32 and rounded half up: it is within one level of cv2.resize(..., interpolation=cv2.INTER_LINEAR),
-which rounds in fixed point.
+Computed in float32 and rounded half up, as resize_bilinear_u8_cuda computes it, bit for bit: the host path's
+working-size image is the GPU path's (cv2.resize rounds in fixed point, up to one level away).
 
 Args:
     image: H x W x C (C <= 4) or H x W uint8, C-contiguous.
@@ -995,6 +995,7 @@ Example:
     >>> small = resize_bilinear_u8(frame, np.empty((192, 256, 3), np.uint8))
     >>> small.shape, int(small.max())
     ((192, 256, 3), 7))doc");
+#if defined(UNETRT_EMULATED_CUDA)
     m.def("set_pointer_attributes", &set_pointer_attributes, py::arg("attributes"),
           R"doc(What the *_cuda entry points take for cudaPointerGetAttributes: a callable(ptr) -> (cudaMemoryType,
 devicePointer), or None (the default) to take every pointer for device memory.)doc");

@@ -404,6 +404,7 @@ void stitch_tiles_cpu(const void* tiles, float* acc, float* weight, const Stitch
 void finish_cpu(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, int threads);
 void finish_resized_cpu(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
                         const FinishResizedParams& params, int threads);
+void resize_bilinear_u8_cpu(const uint8_t* in, uint8_t* out, const ResizeParams& params, int threads);
 
 // CUDA launchers (defined in tiling_kernels.cuh, built by tiling_cuda.cu): asynchronous on `stream`; return a
 // cudaError_t value (0 = success).

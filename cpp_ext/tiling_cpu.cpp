@@ -987,4 +987,55 @@ void finish_resized_cpu(const void* scores, const float* weight, uint8_t* mask, 
     });
 }
 
+// resize_u8_pixel() in row form, term for term: the CUDA kernel's arithmetic, so the host path's working-size image
+// is the GPU path's bit for bit. Each output row lerps its two source rows horizontally into floats (the samples of
+// every output value tabled once), then vertically. lerp_rn's f == 0 case is dropped in these loops: for values
+// 0..255, a * 1 + b * 0 is a exactly, and the loops without a branch vectorise.
+void resize_bilinear_u8_cpu(const uint8_t* in, uint8_t* out, const ResizeParams& params, int threads) {
+    const int64_t row_values = params.out_w * params.channels;
+    // Allocated here, not in a worker, whose failed allocation would end the process.
+    std::vector<int64_t> offsets(static_cast<size_t>(2 * row_values));
+    std::vector<float> fractions(static_cast<size_t>(2 * row_values));
+    for (int64_t x = 0; x < params.out_w; ++x) {
+        const AxisSample sx = axis_sample(x, params.src_w, params.scale_x);
+        for (int64_t c = 0; c < params.channels; ++c) {
+            const size_t i = static_cast<size_t>(x * params.channels + c);
+            offsets[i] = sx.i0 * params.channels + c;
+            offsets[i + static_cast<size_t>(row_values)] = sx.i1 * params.channels + c;
+            fractions[i] = sx.frac;
+            fractions[i + static_cast<size_t>(row_values)] = add_rn(1.0f, -sx.frac);
+        }
+    }
+    const int64_t parts = part_count(params.out_h, threads);
+    std::vector<float> scratch(static_cast<size_t>(parts * 2 * row_values));
+    parallel_parts(params.out_h, threads, [&](int64_t part, int64_t begin, int64_t end) {
+        const ResizeParams p = params;  // a local copy: uint8_t stores may alias anything else
+        const int64_t n = row_values;
+        const int64_t* off0 = offsets.data();
+        const int64_t* off1 = off0 + n;
+        const float* fx = fractions.data();
+        const float* gx = fx + n;
+        float* top = scratch.data() + part * 2 * n;
+        float* bottom = top + n;
+        for (int64_t y = begin; y < end; ++y) {
+            const AxisSample sy = axis_sample(y, p.src_h, p.scale_y);
+            const float fy = sy.frac;
+            const float gy = add_rn(1.0f, -fy);
+            const uint8_t* row0 = in + sy.i0 * p.src_w * p.channels;
+            const uint8_t* row1 = in + sy.i1 * p.src_w * p.channels;
+            for (int64_t i = 0; i < n; ++i) {
+                top[i] = add_rn(mul_rn(static_cast<float>(row0[off0[i]]), gx[i]),
+                                mul_rn(static_cast<float>(row0[off1[i]]), fx[i]));
+                bottom[i] = add_rn(mul_rn(static_cast<float>(row1[off0[i]]), gx[i]),
+                                   mul_rn(static_cast<float>(row1[off1[i]]), fx[i]));
+            }
+            uint8_t* dst = out + y * n;
+            for (int64_t i = 0; i < n; ++i) {
+                const float v = add_rn(add_rn(mul_rn(top[i], gy), mul_rn(bottom[i], fy)), 0.5f);
+                dst[i] = static_cast<uint8_t>(v >= 255.0f ? 255.0f : (v <= 0.0f ? 0.0f : v));
+            }
+        }
+    });
+}
+
 }  // namespace UNETRT_NAMESPACE

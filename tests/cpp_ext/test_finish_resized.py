@@ -196,9 +196,10 @@ IMAGE = np.zeros((10, 12, 3), np.uint8)
     (np.zeros((4, 4, 5), np.uint8), np.zeros((2, 2, 5), np.uint8), "1 to 4 channels"),
     (np.zeros(4, np.uint8), np.zeros(2, np.uint8), "H x W"),
 ])
-def test_resize_u8_rejects_bad_input(image: np.ndarray, out: np.ndarray, message: str) -> None:
+@pytest.mark.parametrize("module", [_tiling, _tiling_emu], ids=["cpu", "emulated"])
+def test_resize_u8_rejects_bad_input(image: np.ndarray, out: np.ndarray, message: str, module: Any) -> None:
     with pytest.raises(ValueError, match=message):
-        _tiling_emu.resize_bilinear_u8(image, out)
+        module.resize_bilinear_u8(image, out)
 
 
 def test_new_cuda_entry_points_check_arguments_first() -> None:

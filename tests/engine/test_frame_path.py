@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import tiny_info
 
+from unetrt import _tiling_emu
 from unetrt.device import HostDevice
 from unetrt.frame_path import FramePath, network_input
 from unetrt.tiling import plan_tiles, plan_whole
@@ -29,7 +30,9 @@ def test_whole_frame_mask_is_bilinear_argmax_at_the_frame_size() -> None:
     frame = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
     path = FramePath(HostDevice(channel_scores), INFO)
     result = path.run([frame], plan_whole(24, 32, "same", 3), probabilities=True)[0]
-    small = cv2.resize(frame, (32, 24), interpolation=cv2.INTER_LINEAR)[..., ::-1].astype(np.float32)
+    small = np.empty((24, 32, 3), np.uint8)
+    _tiling_emu.resize_bilinear_u8(frame, small)  # the working-size resize: the GPU kernel's arithmetic on both paths
+    small = small[..., ::-1].astype(np.float32)
     scores = (small / 255 - 0.5) / 0.25
     expected = cv2.resize(scores, (120, 90), interpolation=cv2.INTER_LINEAR)
     assert result.mask.shape == (90, 120) and (result.mask == expected.argmax(axis=2)).mean() >= 0.999

@@ -5,8 +5,7 @@ Each call becomes one piece of work on its stream (recorded while the stream cap
 CUDA build's argument checks and launchers, with the CUDA kernels of ``tiling_kernels.cuh`` run by emulation
 (every block and thread of the real launch), which records the stream of every launch
 (``_tiling_emu.launched_streams()``). With ``unetrt._tiling`` (the CPU kernels) the work runs its numpy entry
-points on views of the fake device memory (the working-size resize, which the CPU module lacks, by the emulated
-kernel's numpy entry point).
+points on views of the fake device memory.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from unetrt import _tiling_emu
 
 from .cuda import FakeGpu, FakeOp
 
@@ -117,5 +114,4 @@ class FakeKernels:
             return
         image = self.gpu.view(image_ptr, tuple(image_shape), np.uint8)
         out = self.gpu.view(out_ptr, (*out_hw, image_shape[2]), np.uint8)
-        # The CPU module has no resize (the host path resizes with OpenCV): the emulated kernel does it here too.
-        self._queue(stream, "resize", lambda: _tiling_emu.resize_bilinear_u8(image, out))
+        self._queue(stream, "resize", lambda: self.kernels.resize_bilinear_u8(image, out))
