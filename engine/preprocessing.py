@@ -125,6 +125,11 @@ def check_frame(frame: object) -> np.ndarray:
                          "path, or not an image) and VideoCapture.read() returns (False, None) when a video ends or "
                          "a camera fails; check for None before segmenting")
     if not isinstance(frame, np.ndarray):
+        if hasattr(frame, "__cuda_array_interface__"):
+            # The GPU path uploads host frames itself (page-locked staging, one copy); a device array is no frame.
+            raise ValueError(f"frame is a {type(frame).__name__} in GPU memory; frames are numpy arrays in host memory "
+                             "(the GPU path uploads them itself): copy it to the host first, e.g. "
+                             "tensor.cpu().numpy() or cupy.asnumpy(array)")
         raise ValueError(f"frame must be a numpy array (an OpenCV image), got {type(frame).__name__}")
     if not frame.dtype.isnative and frame.dtype.newbyteorder("=") in FRAME_DTYPES:
         raise ValueError(f"frame dtype {frame.dtype.str} has the other byte order than this machine's; convert with "

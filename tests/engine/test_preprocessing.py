@@ -148,3 +148,19 @@ def test_a_frame_of_the_other_byte_order_is_refused_with_the_conversion() -> Non
 def test_an_empty_frame_is_refused(shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match=r"frame is empty \(shape"):
         check_frame(np.zeros(shape, np.uint8))
+
+
+class _DeviceFrame:
+    """A frame in GPU memory as CuPy, torch (CUDA) and pycuda's GPUArray show it: only ``__cuda_array_interface__``
+    (https://numba.readthedocs.io/en/stable/cuda/cuda_array_interface.html)."""
+
+    def __init__(self) -> None:
+        self.__cuda_array_interface__ = {"data": (1 << 32, False), "shape": (360, 480, 3), "typestr": "|u1",
+                                         "strides": None, "version": 3}
+
+
+def test_a_frame_in_gpu_memory_is_told_to_come_to_the_host() -> None:
+    """segment takes host frames only (the GPU path uploads them itself); a device array was refused as 'got
+    _DeviceFrame', which named neither what it is nor the copy that makes it a frame."""
+    with pytest.raises(ValueError, match=r"in GPU memory; .*\.cpu\(\)\.numpy\(\).*cupy\.asnumpy"):
+        check_frame(_DeviceFrame())
