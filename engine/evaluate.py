@@ -38,7 +38,7 @@ from .cli_options import (
     add_threads,
 )
 from .datasets import check_label_ids, find_class_table, paired_files, read_class_table, read_image, read_label
-from .heldout import PARTS, HeldOutSplit
+from .heldout import PARTS, HeldOutSplit, split_file
 from .metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from .model_info import ModelInfo
 from .paths import write_whole
@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", default=None, help="folder of label maps with the same file stems")
     parser.add_argument("--split", default=None, metavar="SPLIT_JSON",
                         help="score one part of a held-out split (engine/heldout.py) of the data set folder --data, "
-                             "in place of --images/--labels")
+                             "in place of --images/--labels: a split file, or a bundled model's name (camvid) for "
+                             "the split it was chosen on")
     parser.add_argument("--part", choices=PARTS, default="report",
                         help="--split: the part to score (report: the frames no choice was made on)")
     parser.add_argument("--data", default=None, help="--split: the data set folder (train/, val/, ...)")
@@ -362,6 +363,7 @@ def _cleanup(args: argparse.Namespace) -> BinaryCleanup | str:
 
 def _run(args: argparse.Namespace) -> None:
     _check_inputs(args)
+    split = None if args.split is None else split_file(args.split)
     if args.output:
         # Before the model loads: a long evaluation must not end in a traceback and lose its figures.
         check_writable_file(Path(args.output), f"--output {args.output!r}")
@@ -371,16 +373,16 @@ def _run(args: argparse.Namespace) -> None:
         folders = [args.images, args.labels] if args.split is None else [args.data]
         check_reads_nothing(Path(args.output), f"--output {args.output!r}",
                             [Path(folder) for folder in folders if folder is not None],
-                            {"the model": Path(args.model), "the split file": args.split and Path(args.split)})
+                            {"the model": Path(args.model), "the split file": split})
     cleanup = _cleanup(args)
     # Only threads that were asked for reach the backend: TensorRT takes none.
     threads = {} if args.threads is None else {"threads": args.threads}
     with Segmenter(args.model, backend=args.backend, device=args.device, precision=args.precision, cleanup=cleanup,
                    working_size=args.working_size, build=args.build, **threads) as segmenter:
-        if args.split is None:
+        if split is None:
             figures = evaluate(segmenter, args.images, args.labels, args.stems)
         else:
-            figures = evaluate_pairs(segmenter, HeldOutSplit.read(args.split).pairs(args.data, args.part))
+            figures = evaluate_pairs(segmenter, HeldOutSplit.read(split).pairs(args.data, args.part))
             figures["split"] = {"file": args.split, "part": args.part}
     print_out(format_figures(figures))
     if args.output:

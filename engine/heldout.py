@@ -23,13 +23,41 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bundled import MODELS_DIR
 from .datasets import paired_files
 from .paths import read_json
 
 PARTS = ("select", "report")
+SPLIT_SUFFIX = ".split.json"
 FOLDER_PAIRS = (("train", "trainannot"), ("val", "valannot"))
 _SPAN = re.compile(r"^([^:]+):(\d+)-(\d+)$")
 _STEM = re.compile(r"^(.+)_\D*(\d+)$")
+
+
+def split_file(value: str | Path) -> Path:
+    """The split file a ``--split`` names: a path, or a bundled model's name for the split it was chosen on.
+
+    An installed unetrt keeps ``camvid.split.json`` inside the package, where a checkout's path
+    ``engine/models/camvid.split.json`` does not reach it; ``--split camvid`` finds it in both.
+
+    Raises:
+        FileNotFoundError: when it is neither a file nor a bundled model's name; the message lists the names.
+
+    Example:
+        >>> split_file("camvid").name
+        'camvid.split.json'
+    """
+    path = Path(value)
+    if path.is_file():
+        return path
+    names = sorted(p.name.removesuffix(SPLIT_SUFFIX) for p in MODELS_DIR.glob(f"*{SPLIT_SUFFIX}"))
+    if str(value) in names:
+        return MODELS_DIR / f"{value}{SPLIT_SUFFIX}"
+    # A checkout's path (the documents' engine/models/camvid.split.json) given to an installed unetrt.
+    stem = path.name.removesuffix(SPLIT_SUFFIX)
+    hint = f": the bundled one is --split {stem}" if stem in names else ""
+    raise FileNotFoundError(f"split file {str(value)!r} does not exist{hint} (give a split file, or the name of a "
+                            f"bundled model for the split it was chosen on: {', '.join(names) or 'none'})")
 
 
 @dataclass(frozen=True)

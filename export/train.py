@@ -46,7 +46,7 @@ from unetrt.cli_options import (
     positive_int,
 )
 from unetrt.geometry import check_input_size, nearest_legal_sizes
-from unetrt.heldout import HeldOutSplit
+from unetrt.heldout import HeldOutSplit, split_file
 from unetrt.metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from unetrt.model_file import checkpoint_description
 from unetrt.model_info import ModelInfo
@@ -379,9 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-slices", default="20-23",
                         help="ISBI: contiguous block of slices held out for validation (model selection)")
     parser.add_argument("--split", default=None, metavar="SPLIT_JSON",
-                        help="camvid layout: hold out time spans (engine/heldout.py; the bundled camvid's: "
-                             "engine/models/camvid.split.json): train on every frame of train/ and val/ outside "
-                             "them, select on their 'select' part")
+                        help="camvid layout: hold out time spans (engine/heldout.py): a split file, or a bundled "
+                             "model's name for the split it was chosen on (camvid); train on every frame of train/ "
+                             "and val/ outside them, select on their 'select' part")
     parser.add_argument("--test-slices", default=None,
                         help="ISBI: contiguous block of slices that neither training nor selection sees "
                              "(reported with unet-eval --stems)")
@@ -476,7 +476,7 @@ def parse_dropout(text: str) -> tuple[float, ...]:
 
 def _split(args: argparse.Namespace) -> SplitFiles:
     if args.dataset == "camvid":
-        return camvid_split(args.data, None if args.split is None else HeldOutSplit.read(args.split))
+        return camvid_split(args.data, None if args.split is None else HeldOutSplit.read(split_file(args.split)))
     test = () if args.test_slices is None else _slice_block("--test-slices", args.test_slices)
     return isbi_split(args.data, _slice_block("--val-slices", args.val_slices), test)
 

@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from unetrt.bundled import MODELS_DIR
 from unetrt.evaluate import evaluate, evaluate_pairs, evaluate_stated
-from unetrt.heldout import HeldOutSplit
+from unetrt.heldout import HeldOutSplit, split_file
 from unetrt.segmenter import Segmenter
 
 BUNDLED_SPLIT = Path(__file__).resolve().parents[2] / "engine" / "models" / "camvid.split.json"
@@ -113,6 +114,43 @@ def test_cli_scores_a_split_part(tiny_model_files: dict[str, Path], tmp_path: Pa
     assert proc.returncode == 0, proc.stderr
     figures = json.loads((tmp_path / "out.json").read_text())
     assert figures["images"] == 5 and figures["split"] == {"file": str(split), "part": "select"}
+
+
+def test_a_bundled_models_name_is_its_split_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An installed unetrt keeps the split inside the package: the documents' engine/models/camvid.split.json is a
+    # path of the checkout only, so a pip user had no way to name it.
+    monkeypatch.chdir(tmp_path)
+    assert split_file("camvid") == MODELS_DIR / "camvid.split.json"
+    own = write_split(tmp_path / "camvid")
+    assert split_file(own) == own
+    with pytest.raises(FileNotFoundError, match=r"'engine/models/camvid.split.json' does not exist: the bundled one "
+                                                r"is --split camvid \(.*: camvid\)$"):
+        split_file("engine/models/camvid.split.json")
+    with pytest.raises(FileNotFoundError, match=r"'isbi' does not exist \(give a split file, or the name of a bundled"):
+        split_file("isbi")
+
+
+def test_cli_scores_the_bundled_split_by_name_from_any_folder(tiny_model_files: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    root = tmp_path / "camvid"
+    for images, labels in (("train", "trainannot"), ("val", "valannot")):
+        (root / images).mkdir(parents=True)
+        (root / labels).mkdir()
+    # A frame of each report span, a select frame and a training frame.
+    for folder, stem in (("val", "0016E5_07959"), ("val", "0001TP_008250"), ("val", "0006R0_f03630"),
+                         ("val", "0016E5_05010"), ("train", "0016E5_00000")):
+        cv2.imwrite(str(root / folder / f"{stem}.png"), np.zeros((24, 32, 3), np.uint8))
+        cv2.imwrite(str(root / f"{folder}annot" / f"{stem}.png"), np.zeros((24, 32), np.uint8))
+    (tmp_path / "elsewhere").mkdir()
+    proc = run_eval("--model", str(tiny_model_files["onnx"]), "--split", "camvid", "--data", str(root),
+                    "-o", "out.json", cwd=tmp_path / "elsewhere")
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads((tmp_path / "elsewhere" / "out.json").read_text())
+    assert figures["images"] == 3 and figures["split"] == {"file": "camvid", "part": "report"}
+    proc = run_eval("--model", str(tiny_model_files["onnx"]), "--split", "engine/models/camvid.split.json",
+                    "--data", str(root), cwd=tmp_path / "elsewhere")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "the bundled one is --split camvid" in lines[0], proc.stderr
 
 
 def test_cli_without_frames_to_score_says_so(tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
