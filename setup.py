@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from pybind11.setup_helpers import ParallelCompile, Pybind11Extension
@@ -108,8 +109,32 @@ def cuda_library_dir(cuda_home: Path) -> Path:
     raise SystemExit(f"libcudart_static.a not found under {cuda_home}; set CUDA_HOME to the CUDA toolkit")
 
 
+def check_build_tools(compiler: object, python_include: Path) -> None:
+    """Stop with one line naming what to install when the C++ compiler or Python's headers are missing.
+
+    Without it pip prints a compiler command line per source and ends in ``No such file or directory: 'g++'`` or
+    ``Python.h: No such file or directory`` far above its own summary (a fresh Jetson or container has neither).
+    ``compiler`` is setuptools' CCompiler; one without Unix command lists (MSVC) is not checked.
+    """
+    install = ("Debian, Ubuntu and JetPack: sudo apt install g++ python3-dev; Fedora: sudo dnf install gcc-c++ "
+               "python3-devel; then run pip install again")
+    # The C++ sources go through compiler_so_cxx and linker_so_cxx where setuptools has them (CXX), else the C ones.
+    for names in (("compiler_so_cxx", "compiler_so"), ("linker_so_cxx", "linker_so")):
+        command = next((getattr(compiler, n) for n in names if getattr(compiler, n, None)), None)
+        if command and shutil.which(command[0]) is None:
+            raise SystemExit(f"unetrt compiles its C++ kernels and the compiler {command[0]!r} was not found "
+                             f"(set CXX to another): {install}")
+    if not (python_include / "Python.h").is_file():
+        raise SystemExit(f"unetrt compiles its C++ kernels and Python's headers (Python.h) are not in "
+                         f"{python_include}: {install}")
+
+
 class BuildExt(build_ext):
     """Compiles the .cu sources with nvcc and links them, with a static cudart, into unetrt._tiling."""
+
+    def build_extensions(self) -> None:
+        check_build_tools(self.compiler, Path(sysconfig.get_paths()["include"]))
+        super().build_extensions()
 
     def build_extension(self, ext: Extension) -> None:
         if ext.name == TILING.name:

@@ -217,3 +217,32 @@ def test_the_version_commands_print_is_the_package_version() -> None:
     found = re.search(r'^version = "([^"]+)"$', (ROOT / "pyproject.toml").read_text(), re.M)
     assert found is not None, "pyproject.toml states no version"
     assert unetrt.__version__ == found.group(1)
+
+
+def test_a_missing_compiler_or_python_headers_stop_the_build_with_what_to_install(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """pip on a fresh Jetson or container without g++ or python3-dev ended a page of compiler lines with
+    "No such file or directory: 'g++'" (or Python.h); the build now stops first with one line naming the packages."""
+    setup, _ = _setup_py(monkeypatch)
+    check = setup["check_build_tools"]
+    headers = tmp_path / "include"
+    headers.mkdir()
+    (headers / "Python.h").write_text("")
+    gxx = tmp_path / "bin" / "g++"
+    gxx.parent.mkdir()
+    gxx.write_text("#!/bin/sh\n")
+    gxx.chmod(0o755)
+    found = SimpleNamespace(compiler_so=[str(gxx), "-O2"], linker_so=[str(gxx), "-shared"])
+    check(found, headers)
+    # setuptools that compile C++ with CXX: its command is the one that must exist, whatever CC is.
+    check(SimpleNamespace(compiler_so=["/nonexistent/gcc"], compiler_so_cxx=[str(gxx)], linker_so_cxx=[str(gxx)]),
+          headers)
+    check(SimpleNamespace(), headers)  # MSVC: no Unix command lists
+    with pytest.raises(SystemExit, match=r"the compiler '/nonexistent/g\+\+' was not found .*sudo apt install g\+\+ "
+                                         r"python3-dev"):
+        check(SimpleNamespace(compiler_so_cxx=["/nonexistent/g++"], compiler_so=[str(gxx)]), headers)
+    with pytest.raises(SystemExit, match="the compiler 'g-missing' was not found"):
+        check(SimpleNamespace(compiler_so=[str(gxx)], linker_so=["g-missing", "-shared"]), headers)
+    with pytest.raises(SystemExit, match=r"Python's headers \(Python.h\) are not in .*sudo apt install g\+\+ "
+                                         r"python3-dev"):
+        check(found, tmp_path)
