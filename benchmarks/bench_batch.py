@@ -34,12 +34,13 @@ import cv2
 
 from unetrt.batch.job import BatchSettings, run_batch
 from unetrt.batch.outputs import write_png_atomically
+from unetrt.benchmarks import results_dir
 from unetrt.benchmarks.stats import describe_cpu, load_average, machine_description, usable_cores, write_results
 from unetrt.bundled import sample_clip
 from unetrt.cli import HelpFormatter, run_cli
 from unetrt.segmenter import Segmenter
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = results_dir()
 
 
 def write_frames(folder: Path, count: int) -> list[Path]:

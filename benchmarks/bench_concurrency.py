@@ -34,13 +34,14 @@ import numpy as np
 from tqdm import tqdm
 
 from unetrt import __version__
+from unetrt.benchmarks import results_dir
 from unetrt.benchmarks.bench_stream import read_frames
 from unetrt.benchmarks.stats import describe_cpu, load_average, machine_description, write_results
 from unetrt.bundled import sample_clip
 from unetrt.cli import run_cli
 from unetrt.segmenter import Segmenter
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = results_dir()
 CONFIGURATIONS = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8"),
                   ("torch", "fp32"))
 WAYS = ("one thread", "N threads, one segmenter", "N threads, one segmenter each")

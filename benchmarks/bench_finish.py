@@ -37,11 +37,12 @@ import cv2
 import numpy as np
 
 from unetrt import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
+from unetrt.benchmarks import results_dir
 from unetrt.benchmarks.bench_tiling import cpu_timer, kernel_threads, time_interleaved
 from unetrt.benchmarks.stats import describe_cpu, machine_description, write_results
 from unetrt.cli import parse_size, run_cli
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = results_dir()
 TARGET_MS = 2.0
 CONTENTS = ("random", "regions")
 # A region of the ``regions`` scores is this many source pixels on a side; the noise's standard deviation is small

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from unetrt.backends.openvino import OpenVinoBackend
+from unetrt.benchmarks import camvid_val_frames, results_dir
 from unetrt.benchmarks.bench_tiling import cpu_timer, time_interleaved
 from unetrt.benchmarks.stats import describe_cpu, machine_description, write_results
 from unetrt.bundled import bundled_model_path
@@ -30,8 +31,8 @@ from unetrt.cli import run_cli
 from unetrt.datasets import list_images
 from unetrt.frame_path import network_input
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid" / "val"
+RESULTS_DIR = results_dir()
+DEFAULT_IMAGES = camvid_val_frames()
 WAYS = {"lanes": "lanes (one single-threaded request per thread)",
         "one_request": "one request, every thread (before lanes)",
         "one_by_one": "one image per call, every thread"}

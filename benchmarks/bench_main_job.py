@@ -45,12 +45,13 @@ from typing import Any
 from tqdm import tqdm
 
 from unetrt import __version__
+from unetrt.benchmarks import results_dir
 from unetrt.benchmarks.stats import describe_cpu, machine_description, write_results
 from unetrt.bundled import PRECISION_SUFFIXES, bundled_model_path
 from unetrt.cli import format_size, parse_size, run_cli
 from unetrt.model_file import file_precision
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = results_dir()
 RUN_TIMEOUT_S = 600
 
 

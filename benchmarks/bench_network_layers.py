@@ -29,13 +29,14 @@ from typing import Any
 import numpy as np
 
 from unetrt.backends.openvino import OpenVinoBackend
+from unetrt.benchmarks import results_dir
 from unetrt.benchmarks.flops import flops_per_image
 from unetrt.benchmarks.stats import cpu_nominal_mhz, describe_cpu, machine_description, write_results
 from unetrt.cli import run_cli
 from unetrt.frame_path import network_input
 from unetrt.segmenter import Segmenter
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = results_dir()
 CONVOLUTIONS = ("Convolution", "ConvolutionBackpropData")
 
 

@@ -37,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 import unetrt
+from unetrt.benchmarks import camvid_val_frames, results_dir
 from unetrt.benchmarks.stats import LatencyStats, describe_cpu, machine_description, summarize, write_results
 from unetrt.cli import run_cli
 from unetrt.datasets import list_images
@@ -44,8 +45,8 @@ from unetrt.device import HostDevice, resize_frame
 from unetrt.frame_path import extract_normalisation, network_input
 from unetrt.segmenter import Segmenter
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid" / "val"
+RESULTS_DIR = results_dir()
+DEFAULT_IMAGES = camvid_val_frames()
 FRAME_HW = (360, 480)
 OVERHEAD_TARGET_PCT = 10.0
 FINISH_TARGET_MS = 2.0

@@ -28,12 +28,13 @@ import numpy as np
 from tqdm import tqdm
 
 from unetrt import __version__
+from unetrt.benchmarks import results_dir
 from unetrt.benchmarks.stats import current_rss_bytes, describe_cpu, load_average, machine_description, write_results
 from unetrt.bundled import sample_clip
 from unetrt.cli import run_cli
 from unetrt.stream.pipeline import Stream
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = results_dir()
 MAX_SLOPE_MB_PER_MIN = 0.1
 MB = 1e6
 

@@ -32,6 +32,7 @@ import onnxruntime
 from tqdm import tqdm
 
 from unetrt import __version__
+from unetrt.benchmarks import results_dir
 from unetrt.benchmarks.stats import describe_cpu, machine_description, write_results
 from unetrt.bundled import sample_clip
 from unetrt.cli import run_cli
@@ -39,7 +40,7 @@ from unetrt.frame_path import network_input
 from unetrt.segmenter import Segmenter
 from unetrt.stream.pipeline import Stream
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = results_dir()
 MAX_LOSS = 0.10
 MIN_FPS = 10.0
 WARMUP_FRAMES = 5

@@ -34,12 +34,13 @@ import numpy as np
 from tqdm import tqdm
 
 from unetrt import _tiling  # type: ignore[attr-defined,unused-ignore]  # the native extension has no stub
+from unetrt.benchmarks import results_dir
 from unetrt.benchmarks.stats import LatencyStats, describe_cpu, machine_description, summarize, write_results
 from unetrt.cli import run_cli
 from unetrt.cpu import usable_cores
 from unetrt.tiling import TileGrid, plan_tiles
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = results_dir()
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 SCALE = 1.0 / 255.0

@@ -20,12 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from unetrt.benchmarks import results_dir
 from unetrt.cli import parse_size, run_cli
 from unetrt.paths import write_whole
 
 from .stats import describe_cpu, machine_description, summarize
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = results_dir()
 
 
 def bench(base: int, batch: int, shape: tuple[int, int], classes: int, steps: int, trials: int, warmup: int,

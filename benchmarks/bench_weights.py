@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from unetrt.benchmarks import results_dir
 from unetrt.cli import run_cli
 from unetrt.datasets import list_images, read_label
 from unetrt.export.weights import label_objects, weight_map
@@ -23,7 +24,7 @@ from unetrt.paths import write_whole
 
 from .stats import describe_cpu, machine_description, summarize
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = results_dir()
 
 
 def bench(labels: str | Path, maps: int, trials: int) -> dict[str, object]:
