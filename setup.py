@@ -129,6 +129,22 @@ def check_build_tools(compiler: object, python_include: Path) -> None:
                          f"{python_include}: {install}")
 
 
+def run_nvcc(command: list[str], source: Path) -> None:
+    """Run nvcc; a failure stops the build with one line naming the ways out, not a CalledProcessError traceback.
+
+    nvcc refuses, for instance, a host g++ newer than its CUDA release supports; its own messages come before.
+    """
+    try:
+        status = subprocess.run(command, check=False).returncode
+    except OSError as exc:
+        raise SystemExit(f"nvcc {command[0]} could not be run ({exc.strerror}): set CUDA_HOME to a CUDA toolkit, or "
+                         f"build without the CUDA kernels: UNETRT_CUDA=0 pip install ...") from None
+    if status != 0:
+        raise SystemExit(f"nvcc could not compile {source} (exit status {status}; its messages are above): set "
+                         f"CUDA_HOME to a CUDA toolkit that builds it, or build without the CUDA kernels: "
+                         f"UNETRT_CUDA=0 pip install ...")
+
+
 class BuildExt(build_ext):
     """Compiles the .cu sources with nvcc and links them, with a static cudart, into unetrt._tiling."""
 
@@ -157,7 +173,7 @@ class BuildExt(build_ext):
             command = [str(nvcc), "-c", str(source), "-o", str(obj), "-O3", "-std=c++17", f"-I{CPP_EXT}",
                        "-Xcompiler=-fPIC,-fvisibility=hidden", "--threads=2", *gencode]
             _log(f"building CUDA kernels for sm_{', sm_'.join(archs)}")
-            subprocess.run(command, check=True)
+            run_nvcc(command, source)
             ext.extra_objects.append(str(obj))
         ext.define_macros.append(("UNETRT_WITH_CUDA", "1"))
         ext.include_dirs.append(str(cuda_home / "include"))

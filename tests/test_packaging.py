@@ -246,3 +246,24 @@ def test_a_missing_compiler_or_python_headers_stop_the_build_with_what_to_instal
     with pytest.raises(SystemExit, match=r"Python's headers \(Python.h\) are not in .*sudo apt install g\+\+ "
                                          r"python3-dev"):
         check(found, tmp_path)
+
+
+def test_an_nvcc_that_fails_stops_the_build_with_the_ways_out(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    """A CUDA toolkit that refuses the host g++ (too new for it) ended pip's output in a CalledProcessError
+    traceback of setup.py; the build now stops with one line naming CUDA_HOME and UNETRT_CUDA=0."""
+    from setuptools import Extension
+
+    setup, _ = _setup_py(monkeypatch)
+    nvcc = _toolkit(tmp_path / "cuda", "")
+    nvcc.write_text('#!/bin/sh\n[ "$1" = --list-gpu-arch ] && exit 0\necho "unsupported GNU version" >&2\nexit 1\n')
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "cuda"))
+    monkeypatch.setenv("UNETRT_CUDA_ARCHS", "87")
+    build = SimpleNamespace(build_temp=str(tmp_path / "temp"))
+    with pytest.raises(SystemExit, match=r"^nvcc could not compile cpp_ext/tiling_cuda.cu \(exit status 1; .*"
+                                         r"set CUDA_HOME .*UNETRT_CUDA=0 pip install"):
+        setup["BuildExt"]._add_cuda(build, Extension("unetrt._tiling", sources=[]), nvcc)
+    with pytest.raises(SystemExit, match=r"could not be run \(Permission denied\).*UNETRT_CUDA=0"):
+        nvcc.chmod(0o644)
+        setup["BuildExt"]._add_cuda(build, Extension("unetrt._tiling", sources=[]), nvcc)
