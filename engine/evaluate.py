@@ -142,7 +142,7 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[tuple[Path, Path]]) -> 
         ValueError: when a file cannot be read or a label's size differs from its image.
 
     Example:
-        >>> split = HeldOutSplit.read("engine/models/camvid.split.json")  # doctest: +SKIP
+        >>> split = HeldOutSplit.read(split_file("camvid"))
         >>> with Segmenter("camvid") as seg:  # doctest: +SKIP
         ...     figures = evaluate_pairs(seg, split.pairs("../shared/data/camvid", "report"))
     """

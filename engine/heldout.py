@@ -91,7 +91,8 @@ class HeldOutSplit:
                 the bad entry).
 
         Example:
-            >>> split = HeldOutSplit.read("engine/models/camvid.split.json")  # doctest: +SKIP
+            >>> HeldOutSplit.read(split_file("camvid")).guard_frames
+            90
         """
         path = Path(path)
         data = read_json(path, "split file")
