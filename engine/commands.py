@@ -10,6 +10,7 @@ import importlib.util
 import sys
 from collections.abc import Callable
 
+from . import __version__
 from .cli import USAGE_ERROR, fill_closed_standard_streams, install_hint
 from .opencv import OpenCVImportError, import_cv2
 
@@ -27,17 +28,33 @@ def _missing_module_line(module: str, command: str, exc: ModuleNotFoundError) ->
     return f"{command} needs the Python module {name!r}, which is not installed: {install_hint(name)}"
 
 
+def _version_asked(command: str) -> bool:
+    """Print the version line of ``--version`` (as the command's parser would) when it was asked; whether it was.
+
+    Its parser lives in the module that could not be imported, and ``unet-train --version`` on a fresh install
+    without torch must still say which unetrt is there.
+    """
+    if "--version" not in sys.argv[1:]:
+        return False
+    print(f"{command} (unetrt {__version__})")
+    return True
+
+
 def _launch(module: str, command: str) -> int:
     fill_closed_standard_streams()  # before the import, which writes NumPy's warnings to sys.stderr
     try:
         import_cv2()
         main: Callable[[], int] = importlib.import_module(module).main
     except OpenCVImportError as exc:
+        if _version_asked(command):
+            return 0
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] == "unetrt":
             raise  # a module of unetrt itself missing is a broken install, not an extra to add
+        if _version_asked(command):
+            return 0
         print(f"error: {_missing_module_line(module, command, exc)}", file=sys.stderr)
         return USAGE_ERROR
     return main()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from unetrt.opencv import OpenCVImportError
 from unetrt.stream.cli import build_parser as stream_parser
 
 
@@ -126,6 +127,24 @@ def test_a_command_without_torch_names_the_cpu_build_in_one_line(monkeypatch: py
             f"error: {command.__name__.replace('_', '-')} needs the Python module 'torch', which is not installed: "
             "install the PyTorch build you want first (the CPU build: pip install torch==2.13.0+cpu --extra-index-url "
             "https://download.pytorch.org/whl/cpu), then pip install 'unetrt[export]'"]
+
+
+def test_version_needs_none_of_the_commands_modules(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # README: every command takes --version. From the wheel without torch (or without OpenCV) unet-train --version
+    # was the missing-module line and exit 2, as if it had been asked to train.
+    from unetrt import __version__
+    from unetrt.commands import unet_stream, unet_train
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delitem(sys.modules, "unetrt.export.train", raising=False)
+    monkeypatch.setattr(sys, "argv", ["unet-train", "--version"])
+    assert unet_train() == 0
+    assert capsys.readouterr() == (f"unet-train (unetrt {__version__})\n", "")
+    monkeypatch.setattr("unetrt.commands.import_cv2", lambda: (_ for _ in ()).throw(OpenCVImportError("no cv2")))
+    monkeypatch.setattr(sys, "argv", ["unet-stream", "--version"])
+    assert unet_stream() == 0
+    assert capsys.readouterr() == (f"unet-stream (unetrt {__version__})\n", "")
 
 
 def test_a_command_without_onnx_names_the_export_extra(monkeypatch: pytest.MonkeyPatch,
