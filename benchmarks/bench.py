@@ -262,9 +262,10 @@ def _add_onnx_variants(files: dict[str, Path], missing: dict[str, str], int8: Pa
 
 
 def _cached_engine(files: dict[str, Path], missing: dict[str, str], build: bool,
-                   sizes: Sequence[tuple[int, int]] | None, batches: Sequence[int] | None) -> None:
-    """Without a ``.plan``, on a GPU with TensorRT: the engine cache's plan of the FP32 ONNX model (FP16), at the
-    frame size timed (``sizes``: one (width, height) asked, or None for the model's working size)."""
+                   sizes: Sequence[tuple[int, int]] | None, batches: Sequence[int] | None, precision: str) -> None:
+    """Without a ``.plan``, on a GPU with TensorRT: the engine cache's plan of the FP32 ONNX model at ``precision``
+    ('fp16' or 'fp32'), at the frame size timed (``sizes``: one (width, height) asked, or None for the model's
+    working size)."""
     from unetrt.backends import tensorrt_gpu_available
     from unetrt.plan_cache import cached_plan
     from unetrt.plan_metadata import DEFAULT_MAX_BATCH
@@ -286,7 +287,7 @@ def _cached_engine(files: dict[str, Path], missing: dict[str, str], build: bool,
                                f"{max(batches)}xCxHxW and pass --model FILE.plan")
         return
     try:
-        files["tensorrt"] = cached_plan(onnx_file, "fp16", working_size=asked[0] if asked else None, build=build)
+        files["tensorrt"] = cached_plan(onnx_file, precision, working_size=asked[0] if asked else None, build=build)
     except (ImportError, LookupError, ValueError) as exc:
         missing["tensorrt"] = str(exc)
         return
@@ -294,12 +295,13 @@ def _cached_engine(files: dict[str, Path], missing: dict[str, str], build: bool,
 
 
 def locate_model(engine: str, build: bool = True, sizes: Sequence[tuple[int, int]] | None = None,
-                 batches: Sequence[int] | None = None) -> ModelFiles:
+                 batches: Sequence[int] | None = None, precision: str = "fp16") -> ModelFiles:
     """Find a model's files: the given one plus siblings with the same stem (or a bundled model's files).
 
     ``NAME.onnx`` (or ``NAME.fp16.onnx``), ``NAME.int8.onnx``, ``NAME.pt`` and ``NAME.plan`` belong together.
-    Without a ``NAME.plan``, on a GPU with TensorRT, the TensorRT rows run the engine cache's FP16 engine (built
-    here when ``build``) for the frame size timed: the one of ``sizes`` ((width, height) as ``--size`` gives them;
+    Without a ``NAME.plan``, on a GPU with TensorRT, the TensorRT rows run the engine cache's engine at
+    ``precision`` ('fp16', or 'fp32' when every row is asked to run at FP32; built here when ``build``) for the
+    frame size timed: the one of ``sizes`` ((width, height) as ``--size`` gives them;
     None: the model's working size); several sizes, or a batch of ``batches`` larger than such an engine takes,
     leave the TensorRT rows out with the reason.
 
@@ -343,7 +345,7 @@ def locate_model(engine: str, build: bool = True, sizes: Sequence[tuple[int, int
             f"{engine}.int8.onnx"))
         missing["tensorrt"] = (f"bundled model {engine!r} has no TensorRT plan (plans are built per GPU); "
                                f"build one with unet-build and pass --model FILE.plan")
-    _cached_engine(files, missing, build, sizes, batches)
+    _cached_engine(files, missing, build, sizes, batches, precision)
     model = ModelFiles(engine, files, missing, _read_info(files), files.get("onnxruntime", files.get("int8")))
     if "tensorrt" in files:
         from unetrt.plan_metadata import read_plan_metadata
@@ -971,7 +973,9 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
     if args.unet_base is not None:
         model = synthetic_model(args.unet_base)
     else:
-        model = locate_model(args.model, args.build, args.shape, args.batch_size)
+        # --precision fp32 times every row at FP32, the engine cache's TensorRT engine too (it timed the FP16 one).
+        engine_precision = "fp32" if args.precision == "fp32" else "fp16"
+        model = locate_model(args.model, args.build, args.shape, args.batch_size, engine_precision)
     for output, flag in reports:
         if output is not None:
             check_reads_nothing(output, f"{flag} {str(output)!r}", files=_model_files_and_metadata(model))

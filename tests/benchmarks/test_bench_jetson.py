@@ -252,6 +252,15 @@ def test_the_first_bench_at_another_size_builds_the_engine_for_that_size(jetson:
     assert "building a TensorRT engine for camvid FP16 at 480x360" in capsys.readouterr().err
 
 
+def test_a_bench_asked_fp32_times_an_fp32_engine(jetson: FakeGpu, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """--precision fp32 on a Jetson timed the engine cache's FP16 engine beside FP32 rows of the other backends."""
+    report = _run(["--model", "camvid", "--precision", "fp32", "--backend", "tensorrt"], tmp_path)
+    (row,) = [row for row in report["results"] if row["variant"] == "tensorrt"]
+    assert row["status"] == "ok"
+    assert "building a TensorRT engine for camvid FP32" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("flags", "why"), [
     (["--size", "480x360", "--size", "320x240"], "an engine of the engine cache takes one frame size, and 2 are asked"),
     (["--batch-size", "8"], "an engine of the engine cache takes batches of up to 4, and --batch-size asks for 8")],
