@@ -267,3 +267,19 @@ def test_an_nvcc_that_fails_stops_the_build_with_the_ways_out(monkeypatch: pytes
     with pytest.raises(SystemExit, match=r"could not be run \(Permission denied\).*UNETRT_CUDA=0"):
         nvcc.chmod(0o644)
         setup["BuildExt"]._add_cuda(build, Extension("unetrt._tiling", sources=[]), nvcc)
+
+
+def test_an_nvcc_killed_by_a_signal_stops_the_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """nvcc ended by the kernel's OOM killer (a Jetson's few GB compiling for several GPUs) has a negative status:
+    the build must stop there too, not link the object nvcc never wrote."""
+    from setuptools import Extension
+
+    setup, _ = _setup_py(monkeypatch)
+    nvcc = _toolkit(tmp_path / "cuda", "")
+    nvcc.write_text('#!/bin/sh\n[ "$1" = --list-gpu-arch ] && exit 0\nkill -9 $$\n')
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "cuda"))
+    monkeypatch.setenv("UNETRT_CUDA_ARCHS", "87")
+    build = SimpleNamespace(build_temp=str(tmp_path / "temp"))
+    with pytest.raises(SystemExit, match=r"^nvcc could not compile cpp_ext/tiling_cuda.cu \(exit status -9; "):
+        setup["BuildExt"]._add_cuda(build, Extension("unetrt._tiling", sources=[]), nvcc)

@@ -273,3 +273,15 @@ def test_a_bench_no_cached_engine_can_run_says_so_before_building(flags: list[st
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and why in err[-1] and "--model FILE.plan" in err[-1], err
     assert builds() == 0
+
+
+@pytest.mark.parametrize("flags", [["--batch-size", "4"], ["--size", "480x360", "--size", "480x360"]],
+                         ids=["batch-4", "one-size-twice"])
+def test_what_a_cached_engine_takes_is_timed_on_it(flags: list[str], jetson: FakeGpu, tmp_path: Path) -> None:
+    """The engine cache's engine takes batches up to 4 and one frame size: a batch of 4, or one size given twice,
+    is timed on it, not left out as more than it takes."""
+    from plan_fixtures import builds
+
+    report = _run(["--model", "camvid", "--backend", "tensorrt", *flags], tmp_path)
+    assert [row["status"] for row in report["results"] if row["variant"] == "tensorrt"] == ["ok"]
+    assert builds() == 1

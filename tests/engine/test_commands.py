@@ -180,3 +180,16 @@ def test_each_console_script_names_itself_in_its_missing_module_line(monkeypatch
     for _, function in scripts:
         assert getattr(commands, function)() == 0
     assert len(scripts) == 8 and launched == [script for script, _ in scripts]
+
+
+def test_version_before_other_arguments_needs_none_of_the_commands_modules(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse answers --version wherever it stands (unet-train --version --epochs 3): so does the launcher.
+    from unetrt import __version__
+    from unetrt.commands import unet_train
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delitem(sys.modules, "unetrt.export.train", raising=False)
+    monkeypatch.setattr(sys, "argv", ["unet-train", "--version", "--epochs", "3"])
+    assert unet_train() == 0
+    assert capsys.readouterr() == (f"unet-train (unetrt {__version__})\n", "")

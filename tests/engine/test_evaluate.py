@@ -566,3 +566,26 @@ def test_a_binary_models_masks_are_not_held_to_a_class_table_beside_them(tmp_pat
     (tmp_path / "labels").mkdir()
     (tmp_path / "classes.json").write_text(_class_table(["background", "cell"]))
     check_same_classes(tiny_info(num_classes=1, in_channels=1), tmp_path / "labels")
+
+
+def test_an_output_over_the_bundled_split_named_by_its_model_is_refused(
+        tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # --split camvid reads the package's camvid.split.json: -o naming that file would replace the split itself.
+    import shutil
+
+    from unetrt import heldout
+    from unetrt.bundled import MODELS_DIR
+    from unetrt.evaluate import main
+
+    models = tmp_path / "models"
+    models.mkdir()
+    split = Path(shutil.copy(MODELS_DIR / "camvid.split.json", models / "camvid.split.json"))
+    before = split.read_bytes()
+    monkeypatch.setattr(heldout, "MODELS_DIR", models)
+    (tmp_path / "data").mkdir()
+    assert main(["--model", str(tiny_model_files["onnx"]), "--split", "camvid", "--data", str(tmp_path / "data"),
+                 "-o", str(split)]) == 2
+    err = capsys.readouterr().err
+    assert f"is the split file {str(split)!r}, which the output would replace" in err, err
+    assert split.read_bytes() == before

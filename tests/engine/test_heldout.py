@@ -187,3 +187,11 @@ def test_evaluate_stated_scores_the_part_the_statement_names(tiny_model_files: d
         for part, count in (("report", 50), ("select", 5)):
             stated = {"split": {"file": str(split), "data": "data", "part": part}}
             assert evaluate_stated(seg, stated, tmp_path)["images"] == count
+
+
+def test_a_missing_split_file_named_like_a_bundled_model_is_not_the_bundled_split(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A path whose file is missing (a typo in the folder) must be refused, not quietly read as the bundled split.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"'splits/camvid' does not exist"):
+        split_file("splits/camvid")

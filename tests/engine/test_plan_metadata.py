@@ -247,3 +247,23 @@ def test_another_orin_module_warns_an_unknown_count_does_not(recwarn: pytest.War
 def test_metadata_rejects_unknown_precision() -> None:
     with pytest.raises(ValueError, match="precision"):
         make_metadata(precision="int4")
+
+
+def test_check_shape_names_the_smallest_frame_width_by_height_and_refuses_another_rank() -> None:
+    # --size and the documents write WxH; the profile's shapes are NxCxHxW.
+    profile = ShapeProfile((1, 3, 64, 96), (1, 3, 128, 128), (1, 3, 128, 128))
+    with pytest.raises(ValueError, match=r"resize the frames to at least 96x64, or rebuild"):
+        profile.check_shape((1, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"input shape 1x3x128x128x1 is not N x 3 x H x W"):
+        profile.check_shape((1, 3, 128, 128, 1))
+
+
+def test_check_shape_of_a_frame_too_wide_names_only_what_it_passes() -> None:
+    # One frame, at the profile's batch, too wide only: the batch needs no change and --min-shape would be the
+    # engine's own smallest shape, a rebuild that changes nothing.
+    profile = ShapeProfile((1, 3, 64, 64), (1, 3, 128, 128), (1, 3, 128, 128))
+    with pytest.raises(ValueError) as caught:
+        profile.check_shape((1, 3, 100, 256))
+    message = str(caught.value)
+    assert message.endswith("; resize or tile the frames (Segmenter tiles frames larger than the profile), or "
+                            "rebuild the engine with unet-build ... --max-shape 1x3x128x256"), message

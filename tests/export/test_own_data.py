@@ -227,3 +227,15 @@ def test_held_out_split_is_for_the_camvid_layout(tmp_path: Path, capsys: pytest.
     split.write_text(json.dumps({"select": ["a:0-1"], "report": ["a:2-3"]}))
     assert train_main(["--dataset", "isbi", "--data", str(tmp_path), "--split", str(split)]) == 2
     assert "use --val-slices and --test-slices" in capsys.readouterr().err
+
+
+def test_a_bundled_models_name_trains_on_its_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # unet-train --split camvid (as unet-eval takes it): the package's camvid.split.json, from any folder.
+    from unetrt.export import train
+    from unetrt.heldout import HeldOutSplit, split_file
+
+    given: list[HeldOutSplit | None] = []
+    monkeypatch.setattr(train, "camvid_split", lambda data, split: given.append(split))
+    monkeypatch.chdir(tmp_path)
+    train._split(build_parser().parse_args(["--dataset", "camvid", "--data", str(tmp_path), "--split", "camvid"]))
+    assert given == [HeldOutSplit.read(split_file("camvid"))]

@@ -432,3 +432,40 @@ def test_masks_that_do_not_line_up_with_the_camera_are_warned_of(settings: dict[
     lines = [record.getMessage() for record in caplog.records]
     assert len(lines) == 1 and f"as {flags} changed them" in lines[0] and "/camera/image_raw" in lines[0], lines
     assert "do not line up pixel for pixel with the camera" in lines[0]
+
+
+def test_the_bag_rate_averages_the_jitter_of_the_first_messages(tmp_path: Path) -> None:
+    # A camera's messages are logged late by a varying amount: the first interval alone (150 ms here) gave 6.7
+    # frames per second for a 10 Hz camera, and an output video of it played too slowly.
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    folder = tmp_path / "jittery"
+    writer = Writer(folder, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.open()
+    camera = writer.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=TYPESTORE)
+    for index, (frame, late_ms) in enumerate(zip(synthetic_frames(5), (0, 50, 0, 0, 0), strict=True)):
+        writer.write(camera, log_time_of(index) + late_ms * 1_000_000,
+                     TYPESTORE.serialize_cdr(image_message(frame, "bgr8", index), "sensor_msgs/msg/Image"))
+    writer.close()
+    assert RosbagSource(folder).fps == pytest.approx(10.0, rel=1e-6)
+
+
+def test_an_encoding_in_upper_case_is_read_as_the_frames_are(tmp_path: Path) -> None:
+    # The frames' decoder reads encodings whatever their case (a driver that writes BGR8); the check made when the
+    # topic is picked must not refuse what the decoder then reads.
+    messages = [image_message(frame, "bgr8", index) for index, frame in enumerate(synthetic_frames(2))]
+    for message in messages:
+        message.encoding = "BGR8"
+    source = RosbagSource(write_bag(tmp_path / "upper.mcap", {"/camera/image_raw": messages}, "mcap"))
+    source.open()
+    assert source.read() is not None
+    source.close()
+
+
+def test_a_bag_turned_at_capture_into_a_video_is_not_warned_of(image_bag: Path, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    # The warning is about masks written back to a bag under the camera's stamps: a video of the turned frames
+    # (unet-stream rec.mcap out.mp4 --input-flip rotate-180) is what was asked, and nothing in it claims otherwise.
+    with caplog.at_level("WARNING", logger="unetrt.stream.pipeline"):
+        Stream(str(image_bag), FakeSegmenter(), str(tmp_path / "out.mp4"), input_flip="rotate-180").close()
+    assert not caplog.records

@@ -410,3 +410,14 @@ def test_a_viewer_that_leaves_while_no_frame_comes_frees_its_place() -> None:
             assert _status_line(second) == b"HTTP/1.0 200 OK"
     finally:
         view.close()
+
+
+def test_a_discarded_frame_is_never_handed_to_a_viewer() -> None:
+    # A viewer that comes while nobody watched (the frame discarded) and no new frame comes (a camera being
+    # reconnected) waits; handed the empty slot once its wait timed out, its stream broke off.
+    slot = webview.LatestFrame()
+    slot.put(b"jpeg")
+    slot.discard()
+    assert slot.wait_newer(0, 0.01) is None
+    slot.put(b"next")
+    assert slot.wait_newer(0, 0.01) == (2, b"next")
