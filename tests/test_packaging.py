@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import runpy
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -248,38 +249,37 @@ def test_a_missing_compiler_or_python_headers_stop_the_build_with_what_to_instal
         check(found, tmp_path)
 
 
-def test_an_nvcc_that_fails_stops_the_build_with_the_ways_out(monkeypatch: pytest.MonkeyPatch,
-                                                              tmp_path: Path) -> None:
-    """A CUDA toolkit that refuses the host g++ (too new for it) ended pip's output in a CalledProcessError
-    traceback of setup.py; the build now stops with one line naming CUDA_HOME and UNETRT_CUDA=0."""
+def _cuda_build_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, nvcc_compiles: str) -> Callable[[], None]:
+    """setup.py's CUDA step of the build, with a toolkit whose nvcc runs the shell lines ``nvcc_compiles`` when it
+    compiles (it lists the GPU architectures as asked)."""
     from setuptools import Extension
 
     setup, _ = _setup_py(monkeypatch)
     nvcc = _toolkit(tmp_path / "cuda", "")
-    nvcc.write_text('#!/bin/sh\n[ "$1" = --list-gpu-arch ] && exit 0\necho "unsupported GNU version" >&2\nexit 1\n')
+    nvcc.write_text(f'#!/bin/sh\n[ "$1" = --list-gpu-arch ] && exit 0\n{nvcc_compiles}\n')
     monkeypatch.delenv("CUDA_PATH", raising=False)
     monkeypatch.setenv("CUDA_HOME", str(tmp_path / "cuda"))
     monkeypatch.setenv("UNETRT_CUDA_ARCHS", "87")
     build = SimpleNamespace(build_temp=str(tmp_path / "temp"))
+    return lambda: setup["BuildExt"]._add_cuda(build, Extension("unetrt._tiling", sources=[]), nvcc)
+
+
+def test_an_nvcc_that_fails_stops_the_build_with_the_ways_out(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    """A CUDA toolkit that refuses the host g++ (too new for it) ended pip's output in a CalledProcessError
+    traceback of setup.py; the build now stops with one line naming CUDA_HOME and UNETRT_CUDA=0."""
+    add_cuda = _cuda_build_with(monkeypatch, tmp_path, 'echo "unsupported GNU version" >&2\nexit 1')
     with pytest.raises(SystemExit, match=r"^nvcc could not compile cpp_ext/tiling_cuda.cu \(exit status 1; .*"
                                          r"set CUDA_HOME .*UNETRT_CUDA=0 pip install"):
-        setup["BuildExt"]._add_cuda(build, Extension("unetrt._tiling", sources=[]), nvcc)
+        add_cuda()
     with pytest.raises(SystemExit, match=r"could not be run \(Permission denied\).*UNETRT_CUDA=0"):
-        nvcc.chmod(0o644)
-        setup["BuildExt"]._add_cuda(build, Extension("unetrt._tiling", sources=[]), nvcc)
+        (tmp_path / "cuda" / "bin" / "nvcc").chmod(0o644)
+        add_cuda()
 
 
 def test_an_nvcc_killed_by_a_signal_stops_the_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """nvcc ended by the kernel's OOM killer (a Jetson's few GB compiling for several GPUs) has a negative status:
     the build must stop there too, not link the object nvcc never wrote."""
-    from setuptools import Extension
-
-    setup, _ = _setup_py(monkeypatch)
-    nvcc = _toolkit(tmp_path / "cuda", "")
-    nvcc.write_text('#!/bin/sh\n[ "$1" = --list-gpu-arch ] && exit 0\nkill -9 $$\n')
-    monkeypatch.delenv("CUDA_PATH", raising=False)
-    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "cuda"))
-    monkeypatch.setenv("UNETRT_CUDA_ARCHS", "87")
-    build = SimpleNamespace(build_temp=str(tmp_path / "temp"))
+    add_cuda = _cuda_build_with(monkeypatch, tmp_path, "kill -9 $$")
     with pytest.raises(SystemExit, match=r"^nvcc could not compile cpp_ext/tiling_cuda.cu \(exit status -9; "):
-        setup["BuildExt"]._add_cuda(build, Extension("unetrt._tiling", sources=[]), nvcc)
+        add_cuda()
