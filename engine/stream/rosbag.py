@@ -138,7 +138,14 @@ def pick_image_topic(path: Path, topic: str | None) -> tuple[str, str, int, floa
     try:
         topics = dict(reader.topics)
         topic, msgtype, count = _choose_image_topic(path, topics, topic)
-        fps = _topic_rate(path, reader, topic, msgtype)
+        times, first = _first_messages(path, reader, topic)
+        # The first image's encoding now, so that one unetrt does not read is refused before a model loads.
+        if first is not None and msgtype == IMAGE_TYPE:
+            _check_encoding(first, topic)
+        # The topic's own times, not the bag's duration: the other topics of a recording start before the camera
+        # and run on after it (ros2 bag record -a), which made the rate, and an output video's speed, wrong.
+        span_ns = times[-1] - times[0] if len(times) > 1 else 0
+        fps = (len(times) - 1) / (span_ns / 1e9) if span_ns > 0 else None
     finally:
         reader.close()
     return topic, msgtype, count, fps
@@ -165,16 +172,12 @@ def _choose_image_topic(path: Path, topics: dict[str, Any], topic: str | None) -
     return topic, images[topic].msgtype, int(images[topic].msgcount)
 
 
-def _topic_rate(path: Path, reader: Any, topic: str, msgtype: str) -> float | None:
-    """The topic's messages per second over its first ``RATE_SAMPLE`` log times; None with fewer than two.
-
-    The topic's own times, not the bag's duration: the other topics of a recording start before the camera and
-    run on after it (``ros2 bag record -a``), which made the rate, and an output video's speed, wrong. The first
-    message's encoding is checked on the way, so that one unetrt does not read is refused before a model loads.
+def _first_messages(path: Path, reader: Any, topic: str) -> tuple[list[int], bytes | None]:
+    """The log times of the topic's first ``RATE_SAMPLE`` messages, and the first message's raw bytes (None for a
+    topic without messages).
 
     Raises:
-        ValueError: when the bag breaks off before those messages, or its raw images have an encoding unetrt does
-            not read.
+        ValueError: when the bag breaks off before those messages.
     """
     connections = [c for c in reader.connections if c.topic == topic]
     times: list[int] = []
@@ -186,10 +189,7 @@ def _topic_rate(path: Path, reader: Any, topic: str, msgtype: str) -> float | No
     except _read_errors() as exc:
         raise ValueError(f"cannot read the ROS 2 bag {str(path)!r}: {exc} (is it truncated, or still being "
                          "recorded?)") from exc
-    if first is not None and msgtype == IMAGE_TYPE:
-        _check_encoding(first, topic)
-    span_ns = times[-1] - times[0] if len(times) > 1 else 0
-    return (len(times) - 1) / (span_ns / 1e9) if span_ns > 0 else None
+    return times, first
 
 
 def _check_encoding(raw: bytes, topic: str) -> None:
