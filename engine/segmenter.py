@@ -69,7 +69,9 @@ class Segmenter:
     :func:`unetrt.preprocessing.check_frame`) is
     resized to the model's working size if it declares one and becomes a tile grid: one mirror-padded tile when
     it fits the network, else overlapping tiles (any image when ``tile`` is given, or one larger than
-    ``backend.max_input_hw``), batched up to ``backend.max_batch``; 'valid' models get their context margin.
+    ``backend.max_input_hw``), batched up to ``backend.max_batch``; 'valid' models get their context margin. An
+    image smaller than the backend's smallest input (``backend.min_input_hw``: a TensorRT profile's minimum) is
+    mirror-padded up to it, and the scores cropped back.
     The native extract kernel writes the tiles into the network's input (channel order, scaling and
     normalisation fused), the network runs, tile outputs are stitched, and the native finish kernel resizes the
     scores bilinearly to the frame's size fused with the argmax (threshold for binary models) and probabilities
@@ -411,16 +413,21 @@ class Segmenter:
 
     def tile_grid(self, height: int, width: int) -> TileGrid:
         """The tile grid for a network image of ``height x width`` (after any working-size resize): one
-        mirror-padded tile of the smallest legal size when the image fits the backend, else overlapping tiles.
+        mirror-padded tile of the smallest legal size when the image fits the backend (and no smaller than the
+        backend's ``min_input_hw``, where it has one: a shorter image is mirror-padded up to it and its output
+        cropped back), else overlapping tiles.
         A backend without an input limit takes images of up to ``MAX_WHOLE_PIXELS`` whole; larger ones get the
         tiles of TensorRT's default engine profile (sides up to ``DEFAULT_MAX_SIDE``).
 
         Raises:
-            ValueError: when the asked tile exceeds what the backend accepts.
+            ValueError: when the asked tile exceeds what the backend accepts, or is below its smallest input.
         """
         info, limit = self.info, self.backend.max_input_hw
+        # A frame smaller than the backend's smallest input (a TensorRT profile's minimum) is mirror-padded up to it
+        # and its output cropped back, as any frame is padded to a legal size; it was refused.
+        least = getattr(self.backend, "min_input_hw", None) or (1, 1)
         if self.tile is None:
-            whole = plan_whole(height, width, info.padding, info.depth)
+            whole = plan_whole(height, width, info.padding, info.depth, min_tile=least)
             if limit is None and whole.tile_hw[0] * whole.tile_hw[1] > MAX_WHOLE_PIXELS:
                 # A backend without an input limit would take it whole, and its activations grow with the frame
                 # (isbi: 4.8 GB at 4096x4096, 19 GB at 8192x8192): the process would be killed for memory.
@@ -432,13 +439,17 @@ class Segmenter:
             tile = self.tile
             if limit is not None and (tile[0] > limit[0] or tile[1] > limit[1]):
                 raise ValueError(f"tile {tile} exceeds the largest input this backend accepts, {limit}")
+            if tile[0] < least[0] or tile[1] < least[1]:
+                raise ValueError(f"tile {tile} is smaller than the smallest input this backend accepts, {least}: "
+                                 "give a larger tile")
         overlap = self.overlap
         if overlap is None:
             # Multiples of the pooling factor keep every tile on the untiled image's pooling grid.
             multiple = info.size_multiple
             overlap = 0 if info.padding == "valid" else min(tile) // 8 // multiple * multiple
         # The last tiles start on the pooling grid too, so each sees the image as the untiled network does.
-        return plan_tiles((height, width), tile, overlap, info.padding, info.depth, align=info.size_multiple)
+        return plan_tiles((height, width), tile, overlap, info.padding, info.depth, align=info.size_multiple,
+                          min_tile=least)
 
     def _largest_legal(self, side: int) -> int:
         sizes = legal_sizes(1, side, self.info.padding, self.info.depth)

@@ -155,11 +155,14 @@ def _check_tile(tile: int, padding: str, depth: int) -> None:
 
 
 def _plan_axis(size: int, tile: int, overlap: int, padding: str, depth: int,
-               align: int) -> tuple[int, int, int, int, int, int, int]:
+               align: int, least: int = 1) -> tuple[int, int, int, int, int, int, int]:
     """(tile_in, tile_out, margin, origin, step, count, shift) along one axis."""
     _check_tile(tile, padding, depth)
-    # A tile larger than the image needs wastes work: shrink it to the smallest legal size that still covers it.
-    tile_in = min(tile, plan_padding(size, padding, depth).network_input)
+    # A tile larger than the image needs wastes work: shrink it to the smallest legal size that still covers it,
+    # but not below the smallest input the backend takes (a TensorRT profile's minimum), to which a shorter image
+    # is mirror-padded as it is to a legal size.
+    fits = max(plan_padding(size, padding, depth).network_input, nearest_legal_sizes(least, padding, depth)[1])
+    tile_in = min(tile, fits)
     tile_out = tile_in if padding == "same" else valid_output_size(tile_in, depth)
     assert tile_out is not None  # tile_in is legal
     margin = (tile_in - tile_out) // 2
@@ -176,7 +179,8 @@ def _plan_axis(size: int, tile: int, overlap: int, padding: str, depth: int,
 
 
 def plan_tiles(image_hw: Sequence[int], tile: int | Sequence[int], overlap: int | Sequence[int] = 0,
-               padding: str = "same", depth: int = 5, align: int = 1) -> TileGrid:
+               padding: str = "same", depth: int = 5, align: int = 1,
+               min_tile: int | Sequence[int] = 1) -> TileGrid:
     """The tile grid covering an image.
 
     Args:
@@ -189,6 +193,9 @@ def plan_tiles(image_hw: Sequence[int], tile: int | Sequence[int], overlap: int 
         depth: the network's resolution levels.
         align: the last row's and column's tiles start on a multiple of this (e.g. the network's size multiple,
             which keeps every tile on the untiled image's pooling grid); 1 places them exactly at the edge.
+        min_tile: the smallest input side the backend takes, or (height, width) (a TensorRT engine's optimisation
+            profile minimum): a shorter axis gets one tile of the smallest legal side at or above it, mirror-padded,
+            whose output is cropped back to the image.
 
     Returns:
         The grid. Where the image is at least a tile long, every tile lies inside it (the last one up to
@@ -210,9 +217,11 @@ def plan_tiles(image_hw: Sequence[int], tile: int | Sequence[int], overlap: int 
         raise ValueError(f"image must be at least 1 x 1, got {height} x {width}")
     if not isinstance(align, (int, np.integer)) or align < 1:
         raise ValueError(f"align must be a positive int, got {align!r}")
-    tiles, overlaps = _pair(tile, "tile"), _pair(overlap, "overlap")
-    rows = _plan_axis(height, tiles[0], overlaps[0], padding, depth, int(align))
-    cols = _plan_axis(width, tiles[1], overlaps[1], padding, depth, int(align))
+    tiles, overlaps, least = _pair(tile, "tile"), _pair(overlap, "overlap"), _pair(min_tile, "min_tile")
+    if min(least) < 1:
+        raise ValueError(f"min_tile must be at least 1, got {min_tile!r}")
+    rows = _plan_axis(height, tiles[0], overlaps[0], padding, depth, int(align), least[0])
+    cols = _plan_axis(width, tiles[1], overlaps[1], padding, depth, int(align), least[1])
     return TileGrid(image_hw=(height, width), tile_hw=(rows[0], cols[0]), output_hw=(rows[1], cols[1]),
                     margin=(rows[2], cols[2]), origin=(rows[3], cols[3]), step=(rows[4], cols[4]),
                     shape=(rows[5], cols[5]), shift=(rows[6], cols[6]))
@@ -290,22 +299,30 @@ def shift_tile_output(tile: np.ndarray, axis: int, pixels: int) -> None:
         tile[:, :, : size - pixels] = tile[:, :, pixels:]
 
 
-def plan_whole(height: int, width: int, padding: str = "same", depth: int = 5) -> TileGrid:
+def plan_whole(height: int, width: int, padding: str = "same", depth: int = 5,
+               min_tile: int | Sequence[int] = 1) -> TileGrid:
     """The one-tile grid of an image that goes through the network whole: mirror-padded to the smallest legal
-    input (at the end for 'same' networks; with the context margin around it for 'valid' ones).
+    input (at the end for 'same' networks; with the context margin around it for 'valid' ones) that is at least
+    ``min_tile`` (the smallest input the backend takes: a TensorRT profile's minimum, as in :func:`plan_tiles`).
 
     Raises:
-        ValueError: when ``height`` or ``width`` is no positive int.
+        ValueError: when ``height`` or ``width`` is no positive int, or ``min_tile`` no int (or pair) >= 1.
 
     Example:
         >>> plan_whole(360, 480).tile_hw
         (368, 480)
+        >>> plan_whole(20, 40, min_tile=64).tile_hw
+        (64, 64)
     """
     for name, side in (("height", height), ("width", width)):
         if not is_whole_number(side) or side < 1:
             raise ValueError(f"image {name} must be a positive int, got {side!r}")
-    padded = (plan_padding(height, padding, depth).network_input, plan_padding(width, padding, depth).network_input)
-    return plan_tiles((height, width), padded, 0, padding, depth)
+    least = _pair(min_tile, "min_tile")
+    if min(least) < 1:
+        raise ValueError(f"min_tile must be at least 1, got {min_tile!r}")
+    padded = tuple(max(plan_padding(side, padding, depth).network_input, nearest_legal_sizes(low, padding, depth)[1])
+                   for side, low in zip((height, width), least))
+    return plan_tiles((height, width), padded, 0, padding, depth, min_tile=least)
 
 
 def blend_window(kind: str, size: int) -> np.ndarray:

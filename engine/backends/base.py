@@ -25,6 +25,8 @@ class Backend(Protocol):
         path: the model file it runs (for a TensorRT engine built from an ONNX model: the cached plan).
         threads: the CPU threads it was asked to use, or None for its library's default.
         max_input_hw: largest (height, width) the backend accepts, or None for no limit.
+        min_input_hw: (optional) smallest (height, width) it accepts (a TensorRT profile's minimum); the
+            :class:`~unetrt.segmenter.Segmenter` mirror-pads smaller images up to it. Absent or None: any legal size.
         max_batch: largest batch it accepts, or None for no limit.
     """
 

@@ -338,6 +338,7 @@ class TensorRTBackend:
 
     Attributes:
         max_input_hw: largest (height, width) of the engine's optimisation profile.
+        min_input_hw: smallest (height, width) of the profile (the Segmenter mirror-pads smaller images up to it).
         max_batch: largest batch of the profile.
         profile: the whole profile (min, opt, max shapes).
         metadata: what the plan was built from and where.
@@ -462,6 +463,7 @@ class TensorRTBackend:
         low, opt, high = (_dims(dims) for dims in engine.get_tensor_profile_shape(self._input, 0))
         self.profile = ShapeProfile.from_dict({"min": low, "opt": opt, "max": high})
         self.max_input_hw: tuple[int, int] | None = self.profile.max_input_hw
+        self.min_input_hw: tuple[int, int] | None = self.profile.min_input_hw
         self.max_batch: int | None = self.profile.max_batch
         # Made here, so that a GPU without room for the activations fails the open; the first user claims it.
         self._held.unclaimed = self._new_execution()
