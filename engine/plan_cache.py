@@ -23,6 +23,7 @@ import atexit
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -610,6 +611,66 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
     # After the entry's lock: removing one takes that entry's lock.
     _remove_superseded(folder, superseded, key, progress)
     return plan
+
+
+def uncached_note(onnx_path: str | Path, precision: str = "auto", working_size: tuple[int, int] | None = None,
+                  dla_core: int | None = None, device_index: int = 0, cache_dir: str | Path | None = None) -> str:
+    """What the cache holds for a model that has no engine that runs here, in words for a report: 'none is cached',
+    or each entry of this model, precision, working size and DLA core that cannot run here, with why and what the
+    next build does with it (replaces it, or leaves it beside the new one, with the command that removes it).
+
+    Raises:
+        ImportError, FileNotFoundError, ValueError: as :func:`plan_key`; NoCacheFolderError as
+            :func:`engine_cache_dir`.
+
+    Example:
+        >>> uncached_note(bundled_model_path("camvid"))  # doctest: +SKIP
+        'none that runs here is cached (camvid-fp16-1f0c....plan, 24 MB: built by TensorRT 10.2.0, this is 10.3.0; \
+the next build replaces it)'
+    """
+    key = plan_key(onnx_path, precision, working_size, dla_core, device_index)
+    folder = Path(cache_dir) if cache_dir is not None else engine_cache_dir()
+    plan = folder / f"{key.stem}.plan"
+    problem = entry_problem(plan, key)
+    if problem not in (None, "no engine is cached"):
+        return f"the cached {plan.name} cannot be used ({problem}); the next build replaces it"
+    replaced = {path for path, _ in _superseded_entries(folder, key, onnx_path)}
+    notes = []
+    for metadata_file in sorted(folder.glob(f"{key.model_name}-{key.precision}-*.plan.json")):
+        entry = metadata_file.with_suffix("")
+        try:
+            metadata = read_plan_metadata(entry)
+        except (OSError, ValueError):
+            continue
+        if (metadata.precision, metadata.info.working_size, metadata.dla_core) != (
+                key.precision, key.working_size, key.dla_core) or entry == plan:
+            continue
+        size = entry.stat().st_size if entry.is_file() else 0
+        fate = ("the next build replaces it" if entry in replaced else
+                f"kept beside the new one: rm {shlex.quote(str(entry))} {shlex.quote(str(entry))}.json frees it")
+        notes.append(f"{entry.name}, {_megabytes(size)}: {_why_not_here(metadata, key, onnx_path)}; {fate}")
+    if not notes:
+        return "none is cached"
+    return f"none that runs here is cached ({'; '.join(notes)})"
+
+
+def _why_not_here(metadata: PlanMetadata, key: PlanKey, onnx_path: str | Path) -> str:
+    """Why an entry of this model's slot cannot run here: the TensorRT, GPU or ONNX file it was built with."""
+    reasons = []
+    if metadata.tensorrt_version != key.tensorrt_version:
+        reasons.append(f"built by TensorRT {metadata.tensorrt_version}, this is {key.tensorrt_version}")
+    if metadata.gpu != key.gpu:
+        reasons.append(f"built for {metadata.gpu.describe()}, this is {key.gpu.describe()}")
+    if metadata.source_sha256 != key.source_sha256:
+        reasons.append(f"built from an earlier {Path(onnx_path).name} (the file changed since)"
+                       if metadata.source == str(onnx_path) else f"built from another file, {metadata.source}")
+    # An older key of unetrt's cache (KEY_VERSION) differs in none of these.
+    return ", ".join(reasons) or "built by an earlier unetrt, whose engines this one builds anew"
+
+
+def _megabytes(size: int) -> str:
+    """'24 MB' (MiB, as the cache's other lines count them)."""
+    return f"{size / 2**20:.0f} MB"
 
 
 def _note_failure(note: Path, failure: ValueError) -> None:

@@ -1194,3 +1194,66 @@ def test_two_cameras_opening_at_once_build_once_and_the_other_says_it_waits(
     err = capsys.readouterr().err
     assert err.count("unetrt: building a TensorRT engine") == 1
     assert err.count("unetrt: another process (or thread) is building the TensorRT engine for camvid") == 1
+
+
+def test_doctor_with_an_engine_that_cannot_run_here_says_what_is_cached_and_why(
+        first_run: Path, gpu: FakeGpu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A month on: JetPack upgraded TensorRT, the SD card went into an Orin NX, the model was retrained. The doctor
+    said "none is cached" each time, with the old engines still there (tens of MB each on an SD card): it names
+    each one, why it cannot run here, and whether the next build replaces it or leaves it (with the command that
+    removes it)."""
+    import shutil
+
+    from unetrt.doctor import main as doctor
+
+    with Segmenter("camvid", warm_up=False):
+        pass
+    old = _only_entry(first_run)
+    install_fake_tensorrt_gpu(monkeypatch, gpu, version="10.4.0")
+    capsys.readouterr()
+    assert doctor([]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    megabytes = f"{old.stat().st_size / 2**20:.0f} MB"
+    assert (f"once its engine is built: none that runs here is cached ({old.name}, {megabytes}: built by TensorRT "
+            "10.3.0, this is 10.4.0; the next build replaces it), so its next start builds it") in last, last
+    assert builds() == 0 and old.exists()  # the doctor builds nothing (the upgrade's fake counts from 0)
+
+    # The card moved to an Orin NX (8 SMs): the AGX's engine is kept (the AGX may use the card again).
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(multiprocessors=8), version="10.3.0")
+    assert doctor([]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert (f"({old.name}, {megabytes}: built for {gpu.name} (sm_87, 16 SMs), this is {gpu.name} (sm_87, 8 SMs); "
+            f"kept beside the new one: rm {old} {old}.json frees it)") in last, last
+
+    # A retrained model exported over the file the engine was built from.
+    install_fake_tensorrt_gpu(monkeypatch, gpu, version="10.3.0")
+    model = tmp_path / "mine.onnx"
+    for name in ("camvid.onnx", "camvid.json"):
+        shutil.copy(MODELS_DIR / name, tmp_path / name.replace("camvid", "mine"))
+    with Segmenter(model, warm_up=False):
+        pass
+    mine = next(first_run.glob("mine-*.plan"))
+    graph = onnx.load(str(model))
+    graph.doc_string = "retrained"
+    onnx.save(graph, str(model))
+    capsys.readouterr()
+    assert doctor(["--model", str(model)]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert f"({mine.name}, " in last and ": built from an earlier mine.onnx (the file changed since); the next build " \
+                                         "replaces it)" in last, last
+
+
+def test_doctor_with_a_damaged_engine_names_it(first_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A power cut while another tool rewrote the plan: the entry is there but its bytes do not match."""
+    from unetrt.doctor import main as doctor
+
+    with Segmenter("camvid", warm_up=False):
+        pass
+    plan = _only_entry(first_run)
+    plan.write_bytes(plan.read_bytes()[:100])
+    capsys.readouterr()
+    assert doctor([]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert (f"once its engine is built: the cached {plan.name} cannot be used (its plan is truncated or replaced "
+            "(checksum mismatch)); the next build replaces it, so its next start builds it") in last, last
