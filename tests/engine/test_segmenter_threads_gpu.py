@@ -559,3 +559,101 @@ def test_a_close_waiting_for_a_release_that_is_interrupted_finishes_it(
     assert not second_close.is_alive(), "the second close() waits for a release nobody does"
     assert interrupted == [True]
     assert gpu.primary(0).retains == 0 and gpu.live("device") == gpu.live("pinned") == gpu.live("library") == 0
+
+
+def test_three_cameras_each_on_its_own_thread_get_what_each_gets_alone(gpu_plan: tuple[FakeGpu, Path],
+                                                                       tiny_model_files: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    """Three cameras on one Jetson, each a ROS subscription whose callback runs on a thread of its own (a
+    MultiThreadedExecutor): two segmenters of one engine file and one of another engine, opened on the main thread and
+    called from threads with no current CUDA context. Every result is the one the call gives alone; no thread is
+    left with a context current, and the segmenters close from the main thread with nothing freed outside its
+    context."""
+    gpu, plan = gpu_plan
+    other = write_plan_from_onnx(tiny_model_files["onnx"], tmp_path / "other.plan", gpu,
+                                 profile=((1, 3, 32, 32), (1, 3, 64, 64), (2, 3, 128, 128)))
+    frames = _frames()
+    cameras = [Segmenter(plan), Segmenter(plan), Segmenter(other, probabilities=True)]
+    try:
+        alone = [[camera.segment(frame) for frame in frames] for camera in cameras]
+        together = threading.Barrier(len(cameras))
+        wrong: list[int] = [0] * len(cameras)
+        stacks: list[tuple[int, int]] = []
+
+        def callback_thread(index: int) -> None:
+            assert gpu.driver_stack() == [], "a ROS executor thread starts with no current context"
+            together.wait()
+            for _ in range(3):
+                for frame, expected in zip(frames, alone[index], strict=True):
+                    result = cameras[index].segment(frame)
+                    same = np.array_equal(result.mask, expected.mask) and (
+                        expected.probabilities is None or np.array_equal(result.probabilities,
+                                                                         expected.probabilities))
+                    wrong[index] += not same
+            stacks.append((len(gpu.driver_stack()), len(gpu.pycuda_stack())))
+
+        threads = [threading.Thread(target=callback_thread, args=(index,)) for index in range(len(cameras))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert wrong == [0, 0, 0] and stacks == [(0, 0)] * len(cameras)
+    finally:
+        for camera in cameras:
+            camera.close()
+    assert not [entry for entry in gpu.log if entry[0] == "tensorrt freed outside its context"]
+    assert gpu.driver_stack() == [] and gpu.pycuda_stack() == [] and gpu.primary(0).retains == 0
+
+
+def test_a_callback_with_its_own_pycuda_context_finds_it_current_afterwards(gpu_plan: tuple[FakeGpu, Path]) -> None:
+    """A ROS node that made a pycuda context of its own (``Device(0).make_context()``) on its callback thread, for
+    its own kernels, calls a segmenter opened elsewhere: the segmenter runs in its own context and leaves the node's
+    current and pycuda's context stack as it found them."""
+    import pycuda.driver as cuda
+
+    gpu, plan = gpu_plan
+    frame = _frames()[0]
+    found: list[object] = []
+    with Segmenter(plan) as segmenter:
+        expected = segmenter.segment(frame).mask
+
+        def node_callback() -> None:
+            own = cuda.Device(0).make_context()
+            try:
+                before = (list(gpu.driver_stack()), list(gpu.pycuda_stack()))
+                masks = [segmenter.segment(frame).mask for _ in range(3)]  # plain, captured, replayed
+                found.append(all(np.array_equal(mask, expected) for mask in masks))
+                found.append((list(gpu.driver_stack()), list(gpu.pycuda_stack())) == before)
+                found.append(cuda.Context.get_current() == own)
+            finally:
+                cuda.Context.pop()
+                own.detach()
+
+        _on_another_thread(node_callback)
+    assert found == [True, True, True]
+
+
+def test_three_streams_on_one_engine_file_each_on_its_own_thread(gpu_plan: tuple[FakeGpu, Path]) -> None:
+    """Three ``Stream``s opened from one engine file (each opens its own segmenter), each consumed on a thread of its
+    own: every stream's masks are the ones a segmenter gives alone, in order, and no context is left current."""
+    from unetrt.stream.pipeline import Stream
+
+    gpu, plan = gpu_plan
+    frames = _frames()
+    with Segmenter(plan) as alone:
+        expected = [alone.segment(frame).mask for frame in frames]
+    answers: dict[int, list[bool]] = {}
+
+    def camera(index: int) -> None:
+        with Stream(list(frames), plan) as stream:
+            same = [np.array_equal(result.mask, want) for result, want in zip(stream, expected, strict=True)]
+        answers[index] = [*same, gpu.driver_stack() == [] and gpu.pycuda_stack() == []]
+
+    threads = [threading.Thread(target=camera, args=(index,)) for index in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == {index: [True] * (len(frames) + 1) for index in range(3)}
+    assert gpu.primary(0).retains == 0
+    assert not [entry for entry in gpu.log if entry[0] == "tensorrt freed outside its context"]
