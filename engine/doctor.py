@@ -33,6 +33,7 @@ from .plan_cache import (
     ENGINE_CACHE_ENV,
     NoCacheFolderError,
     PlanNotCachedError,
+    cache_usage,
     cached_plan,
     engine_cache_dir,
     kept_for_later_starts,
@@ -140,7 +141,9 @@ def report(args: argparse.Namespace) -> Report:
     numpy = _version("numpy")
     opencv, has_opencv = _opencv_line()
     try:
-        cache = f"engine cache: {engine_cache_dir()} (set {ENGINE_CACHE_ENV} to move it)"
+        folder = engine_cache_dir()
+        # A month of engines (other precisions, working sizes, modules, model files) fills a small SD card.
+        cache = f"engine cache: {folder}: {cache_usage(folder)} (set {ENGINE_CACHE_ENV} to move it)"
     except NoCacheFolderError as exc:
         cache = f"engine cache: none: {exc}"
     lines = [f"unetrt {_version('unetrt')}, Python {platform.python_version()} ({platform.machine()}), "

@@ -668,6 +668,31 @@ def _why_not_here(metadata: PlanMetadata, key: PlanKey, onnx_path: str | Path) -
     return ", ".join(reasons) or "built by an earlier unetrt, whose engines this one builds anew"
 
 
+def cache_usage(folder: str | Path | None = None) -> str:
+    """What the engine cache holds, for a report: '3 engines, 52 MB' (plans, their metadata and timing caches), or
+    'empty'. Each entry is ``MODEL-PRECISION-KEY.plan`` with its ``.plan.json``; removing any of them (or the whole
+    folder) is safe: an engine missing when a model opens is built again.
+
+    Raises:
+        NoCacheFolderError: as :func:`engine_cache_dir`, when ``folder`` is None.
+
+    Example:
+        >>> cache_usage()  # doctest: +SKIP
+        '2 engines, 41 MB'
+    """
+    root = Path(folder) if folder is not None else engine_cache_dir()
+    engines = size = 0
+    with suppress(OSError):
+        for path in root.iterdir():
+            with suppress(OSError):
+                if path.is_file():
+                    size += path.stat().st_size
+                    engines += path.suffix == ".plan"
+    if not size:
+        return "empty"
+    return f"{engines} engine{'' if engines == 1 else 's'}, {_megabytes(size)}"
+
+
 def _megabytes(size: int) -> str:
     """'24 MB' (MiB, as the cache's other lines count them)."""
     return f"{size / 2**20:.0f} MB"

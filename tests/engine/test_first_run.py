@@ -1257,3 +1257,18 @@ def test_doctor_with_a_damaged_engine_names_it(first_run: Path, capsys: pytest.C
     last = capsys.readouterr().out.splitlines()[-1]
     assert (f"once its engine is built: the cached {plan.name} cannot be used (its plan is truncated or replaced "
             "(checksum mismatch)); the next build replaces it, so its next start builds it") in last, last
+
+
+def test_doctor_says_how_much_the_engine_cache_holds(first_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Engines of other precisions and working sizes are kept (another command may use them), each tens of MB on an
+    SD card, and nothing said how many there were: the doctor's cache line counts them and their size."""
+    from unetrt.doctor import main as doctor
+
+    assert doctor(["--device", "cpu"]) == 0
+    assert f"engine cache: {first_run}: empty (set UNETRT_ENGINE_CACHE to move it)" in capsys.readouterr().out
+    with Segmenter("camvid", warm_up=False), Segmenter("camvid", warm_up=False, precision="fp32"):
+        pass
+    size = sum(path.stat().st_size for path in first_run.iterdir() if path.is_file())
+    assert doctor(["--device", "cpu"]) == 0
+    assert (f"engine cache: {first_run}: 2 engines, {size / 2**20:.0f} MB (set UNETRT_ENGINE_CACHE to move it)"
+            in capsys.readouterr().out.splitlines())
