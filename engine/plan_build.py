@@ -79,6 +79,8 @@ if TYPE_CHECKING:
     import tensorrt as trt
 
 MAX_OPT_LEVEL = 5
+# The workspace a failed build's message suggests where TensorRT's own limit (the whole device memory) was used.
+DEFAULT_SMALLER_WORKSPACE_MIB = 1024
 # The workspace cap on integrated GPUs: at most this, and at most this fraction of the device's memory.
 INTEGRATED_WORKSPACE_CAP_MIB = 1024
 INTEGRATED_WORKSPACE_FRACTION = 4
@@ -724,9 +726,16 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
             raise BuildCancelledError(f"the TensorRT engine build of {str(onnx_path)!r} was stopped "
                                       f"(unetrt.cancel_builds); nothing was cached")
         if serialized is None:
+            # TensorRT's logger has printed why just above; the likeliest cause on a Jetson, memory the build shares
+            # with everything else (NVIDIA/TensorRT issue 4258: "Cuda Runtime (out of memory)" on an Orin), is named
+            # with its fix, which a user otherwise learns only from the troubleshooting page.
+            smaller = DEFAULT_SMALLER_WORKSPACE_MIB if workspace_mib is None else max(1, workspace_mib // 4)
+            had = "" if workspace_mib is None else f"; this build had {workspace_mib} MiB"
             raise ValueError(
                 f"TensorRT failed to build an engine from {str(onnx_path)!r} for profile "
-                f"{format_shape(profile.min)} .. {format_shape(profile.max)}; rerun with --verbose to see why"
+                f"{format_shape(profile.min)} .. {format_shape(profile.max)}; where TensorRT's errors above say out "
+                f"of memory, close the programs using the GPU or build with a smaller workspace (unet-build ... "
+                f"--workspace {smaller}{had}), else rerun with --verbose to see why"
             )
         plan_bytes = bytes(serialized)
         metadata = PlanMetadata(

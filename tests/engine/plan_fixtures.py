@@ -39,6 +39,7 @@ def install_fake_tensorrt_gpu(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu | No
     monkeypatch.setattr(Builder, "builds", 0)
     monkeypatch.setattr(Builder, "devices", [])
     monkeypatch.setattr(Builder, "workspaces", [])
+    monkeypatch.setattr(Builder, "build_memory", 0)
     monkeypatch.setattr(Builder, "cancelled", 0)
     monkeypatch.setattr(Builder, "steps", 3)
     monkeypatch.setattr(Builder, "on_step", None)

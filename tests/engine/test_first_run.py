@@ -1272,3 +1272,21 @@ def test_doctor_says_how_much_the_engine_cache_holds(first_run: Path, capsys: py
     assert doctor(["--device", "cpu"]) == 0
     assert (f"engine cache: {first_run}: 2 engines, {size / 2**20:.0f} MB (set UNETRT_ENGINE_CACHE to move it)"
             in capsys.readouterr().out.splitlines())
+
+
+def test_a_first_build_out_of_memory_falls_back_in_one_line_naming_the_fix(
+        first_run: Path, gpu: FakeGpu, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The first start on an 8 GB Orin Nano busy with other programs: the build runs out of memory ([BUILD-MEMORY]);
+    the stream runs on the CPU, and its one line says so, why, and what fixes it; nothing is cached, and the next
+    start, with the memory free again, builds the engine."""
+    gpu.memory_bytes = 64 << 20
+    monkeypatch.setattr(Builder, "build_memory", 256 << 20)
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name in ("openvino", "onnxruntime")
+    notes = [line for line in capsys.readouterr().err.splitlines() if "no TensorRT engine" in line]
+    assert len(notes) == 1 and "close the programs using the GPU or build with a smaller workspace" in notes[0], notes
+    assert notes[0].endswith(f"; running {segmenter.backend.name} instead"), notes
+    assert not list(first_run.glob("*.plan"))
+    gpu.memory_bytes = None
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"

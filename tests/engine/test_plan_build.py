@@ -595,3 +595,65 @@ def test_build_pins_linear_io_formats(fake_trt: FakeGpu, tiny_model_files: dict[
     build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=precision == "fp16", progress=False))
     fake = deserialize(plan.read_bytes())
     assert fake is not None and (fake.input_format, fake.output_format) == ("LINEAR", "LINEAR")
+
+
+def test_a_build_out_of_memory_on_an_orin_nano_names_the_fix_in_one_line(
+        monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """An 8 GB Orin Nano with a camera pipeline and a browser running: TensorRT cannot allocate what its tactics need
+    ([BUILD-MEMORY]), logs why and returns no plan. unet-build ended in "rerun with --verbose to see why", which shows
+    the same allocation errors again without the fix; it names the smaller workspace (and closing what uses the
+    GPU), and the build with that workspace succeeds."""
+    module, gpu = install_fake_tensorrt_gpu(monkeypatch, FakeGpu(integrated=True, memory_bytes=512 << 20),
+                                            total_memory=8 << 30)
+    monkeypatch.setattr(Builder, "build_memory", 2 << 30)
+    plan = tmp_path / "tiny.plan"
+    assert main([str(tiny_model_files["onnx"]), "-o", str(plan), "--fp16", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert err[0].endswith("where TensorRT's errors above say out of memory, close the programs using the GPU or "
+                           "build with a smaller workspace (unet-build ... --workspace 256; this build had 1024 MiB), "
+                           "else rerun with --verbose to see why"), err
+    from unetrt.backends.tensorrt import tensorrt_logger
+
+    assert any("Cuda Runtime (out of memory)" in message for message in tensorrt_logger().messages)
+    assert not plan.exists() and not metadata_path(plan).exists()
+    assert main([str(tiny_model_files["onnx"]), "-o", str(plan), "--fp16", "--no-progress", "--workspace", "256"]) == 0
+    assert read_plan_metadata(plan).build_options["workspace_mib"] == 256
+    assert module.__version__ and gpu.free_device_bytes() == 512 << 20  # the failed build left nothing held
+
+
+@pytest.mark.parametrize(("version", "dla_cores", "argv", "outcome"), [
+    ("10.3.0", 2, ["camvid", "--int8"], "int8"),
+    ("10.3.0", 2, ["camvid", "--fp16", "--dla-core", "1"], "fp16 dla 1"),
+    ("10.3.0", 2, ["camvid", "--int8", "--dla-core", "0"], "error: --dla-core with a Q/DQ INT8 graph: TensorRT 10.3.0"),
+    ("10.3.0", 0, ["camvid", "--fp16", "--dla-core", "0"], "error: "),
+    ("10.3.0", 2, ["camvid", "--fp16", "--dla-core", "2"], "error: "),
+    ("10.3.0", 2, ["camvid", "--dla-core", "0"], "error: a DLA runs FP16 and INT8 layers only; add --fp16 to "
+                                                 "--dla-core"),
+    ("11.4.1", 2, ["camvid", "--int8"], "int8"),
+    ("11.4.1", 2, ["camvid", "--int8", "--dla-core", "0"], "int8 dla 0"),
+    ("11.0.0", 2, ["camvid", "--fp16", "--dla-core", "0"], "error: --dla-core: TensorRT 11.0.0 has no DLA support"),
+], ids=["trt10-int8", "trt10-dla1", "trt10-int8-dla", "nano-dla", "no-core-2", "fp32-dla", "trt11-int8",
+        "trt11.4.1-int8-dla", "trt11.0-dla"])
+def test_int8_and_dla_on_an_orin_as_a_user_types_them(version: str, dla_cores: int, argv: list[str], outcome: str,
+                                                      monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/jetson.md's INT8 and DLA builds on an AGX Orin (two DLA cores) and an Orin Nano (none), on JetPack 6's
+    TensorRT 10.3 and on TensorRT 11: each either builds what it names or stops in one line (exit 2, no traceback,
+    nothing written)."""
+    pytest.importorskip("onnxconverter_common")
+    install_fake_tensorrt_gpu(monkeypatch, version=version, dla_cores=dla_cores)
+    plan = tmp_path / "camvid.plan"
+    code = main([*argv, "-o", str(plan), "--no-progress"])
+    err = capsys.readouterr().err
+    if outcome.startswith("error: "):
+        assert code == 2 and err.count("\n") == 1 and err.startswith(outcome), err
+        assert "Traceback" not in err and not plan.exists() and builds() == 0
+        return
+    assert code == 0, err
+    precision, *dla = outcome.split()
+    metadata = read_plan_metadata(plan)
+    fake = deserialize(plan.read_bytes())
+    assert fake is not None and metadata.precision == fake.precision == precision
+    assert fake.dla_core == (int(dla[1]) if dla else None) == metadata.dla_core

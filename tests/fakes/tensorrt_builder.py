@@ -61,6 +61,15 @@ Documents cited (TensorRT 10 C++ and Python API references, Developer Guide):
   max device memory" (``MemoryPoolType``, NvInfer.h, TensorRT 10; set with ``IBuilderConfig::setMemoryPoolLimit``):
   on a Jetson that is the memory the whole system shares. The fake records the limit each build ran with
   (``Builder.workspaces``, None for the default).
+* [BUILD-MEMORY] A build that cannot allocate what its tactics need fails: ``build_serialized_network`` returns None
+  after TensorRT logs the allocation failure, e.g. on TensorRT 10.3.0 on a Jetson (NVIDIA/TensorRT issue 4258):
+  ``[defaultAllocator.cpp::allocate::31] Error Code 1: Cuda Runtime (out of memory)``, "Requested amount of GPU
+  memory (N bytes) could not be allocated. There may not be enough free memory for allocation to succeed." and
+  ``IBuilder::buildSerializedNetwork: Error Code 10: Internal Error (Could not find any implementation for node
+  ...)``; NVIDIA's advice in that tracker is a smaller workspace and closing what holds the memory (issue 840: "set
+  a smaller work space"). The fake needs ``Builder.build_memory`` bytes of device memory for the build (0 by
+  default), but no more than the workspace limit when one is set (tactics that need more are skipped); when the
+  GPU (``FakeGpu.memory_bytes``) has less free, it logs those lines to the builder's logger and returns None.
 * [DEVICE] TensorRT Developer Guide, FAQ "How do I use TensorRT on multiple GPUs?": "Each ICudaEngine object is
   bound to a specific GPU when it is instantiated, either by the builder or on deserialization. To select the GPU,
   use cudaSetDevice() before calling the builder"; with no device set, the CUDA runtime works on device 0 (CUDA C++
@@ -430,6 +439,7 @@ class Builder:
     on_step: ClassVar[Callable[[int], None] | None] = None
     devices: ClassVar[list[int]] = []  # the CUDA device of each build, in order [DEVICE]
     workspaces: ClassVar[list[int | None]] = []  # the workspace limit of each build, in order [WORKSPACE]
+    build_memory = 0  # device memory a build's tactics need at most [BUILD-MEMORY]
     _count_lock = threading.Lock()
     module: types.ModuleType
     gpu: Any
@@ -495,6 +505,18 @@ class Builder:
             if explicit and BuilderFlag.GPU_FALLBACK not in config.flags:
                 return None
             dla_core = None if dynamic or explicit else config.DLA_core
+        workspace = config.pool_limits.get(MemoryPoolType.WORKSPACE)
+        needed = Builder.build_memory if workspace is None else min(Builder.build_memory, workspace)
+        free = self.gpu.free_device_bytes()
+        if needed and free is not None and free < needed:
+            # [BUILD-MEMORY]: the messages of NVIDIA/TensorRT issue 4258.
+            for message in ("1: [defaultAllocator.cpp::allocate::31] Error Code 1: Cuda Runtime (out of memory)",
+                            f"Requested amount of GPU memory ({needed} bytes) could not be allocated. There may not "
+                            "be enough free memory for allocation to succeed.",
+                            "10: IBuilder::buildSerializedNetwork: Error Code 10: Internal Error (Could not find any "
+                            "implementation for node {ForeignNode[/enc0/conv1/Conv.../head/Conv]}.)"):
+                self.logger.log(self.module.Logger.ERROR, message)
+            return None
         if not _native_call(lambda: _run_phases(config.progress_monitor, Builder.steps, Builder.on_step)):
             with Builder._count_lock:
                 Builder.cancelled += 1
