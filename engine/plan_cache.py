@@ -547,9 +547,12 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
     if problem is None:
         return plan
     if not build:
+        # An engine of an older TensorRT or of the file before it changed was reported as none at all.
+        older = _superseded_entries(folder, key, onnx_path) if problem == "no engine is cached" else []
         raise PlanNotCachedError(
-            f"no usable cached TensorRT engine for {key.describe()} in {folder} ({problem}); run once without "
-            "--no-build (build=True) to build and cache it"
+            f"no usable cached TensorRT engine for {key.describe()} in {folder} "
+            f"({_why_superseded(older[0][1], key) if older else problem}); run once without --no-build (build=True) "
+            "to build and cache it"
         )
     folder = _writable_folder(folder, key.stem)
     plan = folder / f"{key.stem}.plan"

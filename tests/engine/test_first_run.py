@@ -1290,3 +1290,20 @@ def test_a_first_build_out_of_memory_falls_back_in_one_line_naming_the_fix(
     gpu.memory_bytes = None
     with Segmenter("camvid", warm_up=False) as segmenter:
         assert segmenter.backend.name == "tensorrt"
+
+
+def test_no_build_after_a_tensorrt_upgrade_says_why_the_engine_is_not_usable(
+        first_run: Path, gpu: FakeGpu, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A service started with --no-build after a JetPack upgrade: its one line said "no engine is cached" with the
+    old engine in the cache; it says the engine was built by the older TensorRT."""
+    from unetrt.stream.cli import main
+
+    with Segmenter("camvid", warm_up=False):
+        pass
+    install_fake_tensorrt_gpu(monkeypatch, gpu, version="10.4.0")
+    capsys.readouterr()
+    assert main(["sample", str(first_run.parent / "out.mp4"), "--max-frames", "2", "--headless", "--backend",
+                 "tensorrt", "--no-build"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "(the cached engine was built by TensorRT 10.3.0, and this is 10.4.0); run once " \
+                               "without --no-build" in lines[0], lines
