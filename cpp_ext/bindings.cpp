@@ -265,8 +265,8 @@ void run_finish_resized(const void* scores, const float* weight, uint8_t* mask, 
                         const unetrt::FinishResizedParams& p, int) {
     check_emulated(unetrt::finish_resized_cuda(scores, weight, mask, probabilities, p, nullptr), "finish_resized");
 }
-void run_resize_u8(const uint8_t* in, uint8_t* out, const unetrt::ResizeParams& p, int) {
-    check_emulated(unetrt::resize_bilinear_u8_cuda(in, out, p, nullptr), "resize_bilinear_u8");
+void run_resize(const void* in, void* out, const unetrt::ResizeParams& p, int) {
+    check_emulated(unetrt::resize_bilinear_cuda(in, out, p, nullptr), "resize_bilinear");
 }
 #else
 constexpr bool kEmulated = false;
@@ -285,8 +285,8 @@ void run_finish_resized(const void* scores, const float* weight, uint8_t* mask, 
                         const unetrt::FinishResizedParams& p, int threads) {
     unetrt::finish_resized_cpu(scores, weight, mask, probabilities, p, threads);
 }
-void run_resize_u8(const uint8_t* in, uint8_t* out, const unetrt::ResizeParams& p, int threads) {
-    unetrt::resize_bilinear_u8_cpu(in, out, p, threads);
+void run_resize(const void* in, void* out, const unetrt::ResizeParams& p, int threads) {
+    unetrt::resize_bilinear_cpu(in, out, p, threads);
 }
 #endif
 
@@ -451,7 +451,7 @@ void finish(py::array acc, std::optional<py::array> weight, std::optional<py::ar
     run_finish(acc_data, weight_data, mask_data, p, n_threads);
 }
 
-// ---------------------------------------------------------------- resized finish and uint8 resize
+// ---------------------------------------------------------------- resized finish and working-size resize
 
 using Rect = std::array<int64_t, 4>;
 
@@ -540,8 +540,12 @@ void finish_resized(const py::array& scores, std::optional<py::array> mask, cons
     run_finish_resized(score_data, weight_data, mask_data, probability_data, p, n_threads);
 }
 
-// Checks the shapes of resize_bilinear_u8 (both builds): image H x W x C, out h x w x C with C <= 4.
-unetrt::ResizeParams make_resize_params(const std::vector<int64_t>& image_shape, Pair out_hw) {
+// Checks the shapes and dtype of resize_bilinear (both builds): image H x W x C, out h x w x C with C <= 4, uint8,
+// uint16 or float32.
+unetrt::ResizeParams make_resize_params(const std::vector<int64_t>& image_shape, DType dtype, Pair out_hw) {
+    if (dtype != DType::u8 && dtype != DType::u16 && dtype != DType::f32)
+        fail(cat("image dtype must be uint8, uint16 or float32, got ", dtype_name(dtype),
+                 " (convert float64 frames to float32 first)"));
     if (image_shape.size() != 3)
         fail(cat("image must be H x W or H x W x C, got shape ", shape_text(image_shape)));
     check_resize_side(image_shape[0], "image height");
@@ -554,6 +558,7 @@ unetrt::ResizeParams make_resize_params(const std::vector<int64_t>& image_shape,
     p.src_h = image_shape[0];
     p.src_w = image_shape[1];
     p.channels = image_shape[2];
+    p.dtype = dtype;
     p.out_h = out_hw[0];
     p.out_w = out_hw[1];
     p.scale_y = static_cast<float>(p.src_h) / static_cast<float>(p.out_h);
@@ -562,11 +567,12 @@ unetrt::ResizeParams make_resize_params(const std::vector<int64_t>& image_shape,
 }
 
 // The working-size resize on numpy arrays: the host path's (unetrt.device.resize_frame), with the arithmetic of the
-// GPU path's resize_bilinear_u8_cuda, so both paths feed the network one image.
-py::array resize_bilinear_u8(const py::array& image, py::array out, int threads) {
-    require_dtype(image, "image", {DType::u8});
+// GPU path's resize_bilinear_cuda, so both paths feed the network one image whatever the frame's dtype.
+py::array resize_bilinear(const py::array& image, py::array out, int threads) {
+    const DType dtype = array_dtype(image, "image", {DType::u8, DType::u16, DType::f32});
     require_contiguous(image, "image");
-    require_dtype(out, "out", {DType::u8});
+    if (array_dtype(out, "out", {DType::u8, DType::u16, DType::f32}) != dtype)
+        fail(cat("out dtype must be the image's (", dtype_name(dtype), "), got ", std::string(py::str(out.dtype()))));
     require_output(out, "out");
     if (image.ndim() != 2 && image.ndim() != 3)
         fail(cat("image must be H x W or H x W x C, got shape ", shape_text(array_shape(image))));
@@ -575,15 +581,15 @@ py::array resize_bilinear_u8(const py::array& image, py::array out, int threads)
     if (out.ndim() != image.ndim())
         fail(cat("out must have as many dimensions as the image (", image.ndim(), "), got shape ",
                  shape_text(array_shape(out))));
-    const unetrt::ResizeParams p = make_resize_params(shape, {out.shape(0), out.shape(1)});
+    const unetrt::ResizeParams p = make_resize_params(shape, dtype, {out.shape(0), out.shape(1)});
     if (out.ndim() == 3) require_shape(array_shape(out), {p.out_h, p.out_w, p.channels}, "out");
     if (kEmulated) require_launch_rows(p.out_h, "an output");
     const int n_threads = resolve_threads(threads);
-    const auto* in_data = static_cast<const uint8_t*>(image.data());
-    auto* out_data = static_cast<uint8_t*>(out.mutable_data());
+    const void* in_data = image.data();
+    void* out_data = out.mutable_data();
     {
         py::gil_scoped_release release;
-        run_resize_u8(in_data, out_data, p, n_threads);
+        run_resize(in_data, out_data, p, n_threads);
     }
     return out;
 }
@@ -816,18 +822,18 @@ void finish_resized_cuda(uintptr_t scores_ptr, std::array<int64_t, 3> scores_sha
                  "finish_resized_cuda launch failed");
 }
 
-void resize_bilinear_u8_cuda(uintptr_t image_ptr, std::array<int64_t, 3> image_shape, uintptr_t out_ptr,
-                             Pair out_hw, uintptr_t stream) {
-    const unetrt::ResizeParams p = make_resize_params({image_shape.begin(), image_shape.end()}, out_hw);
+void resize_bilinear_cuda(uintptr_t image_ptr, std::array<int64_t, 3> image_shape, const std::string& image_dtype,
+                          uintptr_t out_ptr, Pair out_hw, uintptr_t stream) {
+    const DType dtype = parse_dtype_name(image_dtype, "image");
+    const unetrt::ResizeParams p = make_resize_params({image_shape.begin(), image_shape.end()}, dtype, out_hw);
     require_launch_rows(p.out_h, "an output");
     require_device();
-    require_device_pointer(image_ptr, 1, "image_ptr");
-    require_device_pointer(out_ptr, 1, "out_ptr");
+    require_device_pointer(image_ptr, itemsize(dtype), "image_ptr");
+    require_device_pointer(out_ptr, itemsize(dtype), "out_ptr");
     py::gil_scoped_release release;
-    check_launch(unetrt::resize_bilinear_u8_cuda(reinterpret_cast<const uint8_t*>(image_ptr),
-                                                 reinterpret_cast<uint8_t*>(out_ptr), p,
-                                                 reinterpret_cast<void*>(stream)),
-                 "resize_bilinear_u8_cuda launch failed");
+    check_launch(unetrt::resize_bilinear_cuda(reinterpret_cast<const void*>(image_ptr),
+                                              reinterpret_cast<void*>(out_ptr), p, reinterpret_cast<void*>(stream)),
+                 "resize_bilinear_cuda launch failed");
 }
 
 #if defined(UNETRT_EMULATED_CUDA)
@@ -869,7 +875,7 @@ int extract_tiles_cuda(const ImageView&, void*, DType, const ExtractParams&, voi
 int stitch_tiles_cuda(const void*, float*, float*, const StitchParams&, void*) { return 1; }
 int finish_cuda(float*, const float*, uint8_t*, const FinishParams&, void*) { return 1; }
 int finish_resized_cuda(const void*, const float*, uint8_t*, float*, const FinishResizedParams&, void*) { return 1; }
-int resize_bilinear_u8_cuda(const uint8_t*, uint8_t*, const ResizeParams&, void*) { return 1; }
+int resize_bilinear_cuda(const void*, void*, const ResizeParams&, void*) { return 1; }
 }  // namespace unetrt
 #endif
 
@@ -971,17 +977,18 @@ Example:
     >>> int(mask[0, 0]), int(mask[0, -1])
     (0, 2))doc");
 
-    m.def("resize_bilinear_u8", &resize_bilinear_u8, py::arg("image"), py::arg("out"), py::kw_only(),
+    m.def("resize_bilinear", &resize_bilinear, py::arg("image"), py::arg("out"), py::kw_only(),
           py::arg("threads") = 0,
-          R"doc(An H x W x C (or H x W) uint8 image resized bilinearly to out's size (OpenCV INTER_LINEAR's half-pixel
-centres), on the CPU (in unetrt._tiling_emu: resize_bilinear_u8_cuda's kernel, emulated).
+          R"doc(An H x W x C (or H x W) uint8, uint16 or float32 image resized bilinearly to out's size (OpenCV
+INTER_LINEAR's half-pixel centres), on the CPU (in unetrt._tiling_emu: resize_bilinear_cuda's kernel, emulated).
 
-Computed in float32 and rounded half up, as resize_bilinear_u8_cuda computes it, bit for bit: the host path's
-working-size image is the GPU path's (cv2.resize rounds in fixed point, up to one level away).
+Computed in float32 as resize_bilinear_cuda computes it, bit for bit: the host path's working-size image is the GPU
+path's. Integer images are rounded half up and clamped to their range (cv2.resize rounds uint8 in fixed point, up to
+one level away); float32 images are stored as computed.
 
 Args:
-    image: H x W x C (C <= 4) or H x W uint8, C-contiguous.
-    out: h x w x C (or h x w) uint8, C-contiguous, writeable. threads: 0 = one per core.
+    image: H x W x C (C <= 4) or H x W uint8, uint16 or float32, C-contiguous.
+    out: h x w x C (or h x w) of the image's dtype, C-contiguous, writeable. threads: 0 = one per core.
 
 Returns:
     out.
@@ -992,7 +999,7 @@ Raises:
 Example:
     >>> import numpy as np
     >>> frame = np.full((360, 480, 3), 7, np.uint8)
-    >>> small = resize_bilinear_u8(frame, np.empty((192, 256, 3), np.uint8))
+    >>> small = resize_bilinear(frame, np.empty((192, 256, 3), np.uint8))
     >>> small.shape, int(small.max())
     ((192, 256, 3), 7))doc");
 #if defined(UNETRT_EMULATED_CUDA)
@@ -1045,10 +1052,11 @@ mask_hw is the output size (also when mask_ptr is 0 and only probabilities_ptr, 
 Raises:
     ValueError: on bad shapes, dtypes, rects or pointers. RuntimeError: without a CUDA device or on launch failure.)doc");
 
-    m.def("resize_bilinear_u8_cuda", &resize_bilinear_u8_cuda, py::arg("image_ptr"), py::arg("image_shape"),
-          py::arg("out_ptr"), py::arg("out_hw"), py::kw_only(), py::arg("stream") = 0,
-          R"doc(resize_bilinear_u8 on the GPU: contiguous H x W x C uint8 to out_h x out_w x C uint8, on `stream`.
+    m.def("resize_bilinear_cuda", &resize_bilinear_cuda, py::arg("image_ptr"), py::arg("image_shape"),
+          py::arg("image_dtype"), py::arg("out_ptr"), py::arg("out_hw"), py::kw_only(), py::arg("stream") = 0,
+          R"doc(resize_bilinear on the GPU: contiguous H x W x C image_dtype ('uint8', 'uint16' or 'float32') to
+out_h x out_w x C of that dtype, on `stream`.
 
 Raises:
-    ValueError: on bad shapes or pointers. RuntimeError: without a CUDA device or on launch failure.)doc");
+    ValueError: on bad shapes, dtypes or pointers. RuntimeError: without a CUDA device or on launch failure.)doc");
 }

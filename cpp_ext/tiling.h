@@ -81,7 +81,7 @@ struct FinishParams {
     float threshold;
 };
 
-// Bilinear resizes (finish_resized, resize_bilinear_u8) take sides up to 2^23 px: every output coordinate x and
+// Bilinear resizes (finish_resized, resize_bilinear) take sides up to 2^23 px: every output coordinate x and
 // x + 0.5 is then exact in float, so an identity resize maps each pixel onto itself.
 constexpr int64_t kMaxResizeSide = int64_t{1} << 23;
 
@@ -102,9 +102,11 @@ struct FinishResizedParams {
     float scale_y, scale_x;  // rect_h / out_h, rect_w / out_w, rounded to float once by the host
 };
 
-// resize_bilinear_u8: in src_h x src_w x channels, out out_h x out_w x channels, both contiguous uint8.
+// resize_bilinear: in src_h x src_w x channels, out out_h x out_w x channels, both contiguous and of one dtype
+// (uint8, uint16 or float32: the frame dtypes the path takes, float64 converted to float32 first).
 struct ResizeParams {
     int64_t src_h, src_w, out_h, out_w, channels;
+    DType dtype;
     float scale_y, scale_x;
 };
 
@@ -314,22 +316,45 @@ UNETRT_HD void finish_pixel(int64_t pixel, float* acc, const float* weight, uint
         store(mask + pixel, static_cast<uint8_t>(p.binary ? (best_value > p.threshold ? 1 : 0) : best));
 }
 
-// One output pixel of the resize of a uint8 image: per channel the bilinear value, rounded half up and clamped.
-UNETRT_HD void resize_u8_pixel(int64_t y, int64_t x, const uint8_t* in, uint8_t* out, const ResizeParams& p) {
+// A resized value as the image's dtype: integers rounded half up and clamped to their range (every integer up to
+// 65535 and its half are exact in float), floats as they are. Specialised below for each dtype a frame has.
+template <typename T>
+UNETRT_HD T resized_as(float v);
+
+template <>
+UNETRT_HD uint8_t resized_as<uint8_t>(float v) {
+    const float r = add_rn(v, 0.5f);
+    return static_cast<uint8_t>(r >= 255.0f ? 255.0f : (r <= 0.0f ? 0.0f : r));
+}
+
+template <>
+UNETRT_HD uint16_t resized_as<uint16_t>(float v) {
+    const float r = add_rn(v, 0.5f);
+    return static_cast<uint16_t>(r >= 65535.0f ? 65535.0f : (r <= 0.0f ? 0.0f : r));
+}
+
+template <>
+UNETRT_HD float resized_as<float>(float v) {
+    return v;
+}
+
+// One output pixel of the working-size resize of an image of uint8, uint16 or float32: per channel the bilinear
+// value in float32 (horizontal lerps of the two source rows, then the vertical lerp), stored as the image's dtype.
+template <typename T>
+UNETRT_HD void resize_pixel(int64_t y, int64_t x, const T* in, T* out, const ResizeParams& p) {
     const AxisSample sy = axis_sample(y, p.src_h, p.scale_y);
     const AxisSample sx = axis_sample(x, p.src_w, p.scale_x);
     const float gy = add_rn(1.0f, -sy.frac);
     const float gx = add_rn(1.0f, -sx.frac);
-    const uint8_t* row0 = in + sy.i0 * p.src_w * p.channels;
-    const uint8_t* row1 = in + sy.i1 * p.src_w * p.channels;
-    uint8_t* dst = out + (y * p.out_w + x) * p.channels;
+    const T* row0 = in + sy.i0 * p.src_w * p.channels;
+    const T* row1 = in + sy.i1 * p.src_w * p.channels;
+    T* dst = out + (y * p.out_w + x) * p.channels;
     for (int64_t c = 0; c < p.channels; ++c) {
         const float top = lerp_rn(static_cast<float>(row0[sx.i0 * p.channels + c]),
                                   static_cast<float>(row0[sx.i1 * p.channels + c]), sx.frac, gx);
         const float bottom = lerp_rn(static_cast<float>(row1[sx.i0 * p.channels + c]),
                                      static_cast<float>(row1[sx.i1 * p.channels + c]), sx.frac, gx);
-        const float v = add_rn(lerp_rn(top, bottom, sy.frac, gy), 0.5f);
-        store(dst + c, static_cast<uint8_t>(v >= 255.0f ? 255.0f : (v <= 0.0f ? 0.0f : v)));
+        store(dst + c, resized_as<T>(lerp_rn(top, bottom, sy.frac, gy)));
     }
 }
 
@@ -404,7 +429,7 @@ void stitch_tiles_cpu(const void* tiles, float* acc, float* weight, const Stitch
 void finish_cpu(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, int threads);
 void finish_resized_cpu(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
                         const FinishResizedParams& params, int threads);
-void resize_bilinear_u8_cpu(const uint8_t* in, uint8_t* out, const ResizeParams& params, int threads);
+void resize_bilinear_cpu(const void* in, void* out, const ResizeParams& params, int threads);
 
 // CUDA launchers (defined in tiling_kernels.cuh, built by tiling_cuda.cu): asynchronous on `stream`; return a
 // cudaError_t value (0 = success).
@@ -413,6 +438,6 @@ int stitch_tiles_cuda(const void* tiles, float* acc, float* weight, const Stitch
 int finish_cuda(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, void* stream);
 int finish_resized_cuda(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
                         const FinishResizedParams& params, void* stream);
-int resize_bilinear_u8_cuda(const uint8_t* in, uint8_t* out, const ResizeParams& params, void* stream);
+int resize_bilinear_cuda(const void* in, void* out, const ResizeParams& params, void* stream);
 
 }  // namespace UNETRT_NAMESPACE

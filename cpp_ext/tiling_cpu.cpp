@@ -987,11 +987,15 @@ void finish_resized_cpu(const void* scores, const float* weight, uint8_t* mask, 
     });
 }
 
-// resize_u8_pixel() in row form, term for term: the CUDA kernel's arithmetic, so the host path's working-size image
-// is the GPU path's bit for bit. Each output row lerps its two source rows horizontally into floats (the samples of
-// every output value tabled once), then vertically. lerp_rn's f == 0 case is dropped in these loops: for values
-// 0..255, a * 1 + b * 0 is a exactly, and the loops without a branch vectorise.
-void resize_bilinear_u8_cpu(const uint8_t* in, uint8_t* out, const ResizeParams& params, int threads) {
+namespace {
+
+// resize_pixel() in row form, term for term: the CUDA kernel's arithmetic, so the host path's working-size image is
+// the GPU path's bit for bit, for every frame dtype. Each output row lerps its two source rows horizontally into
+// floats (the samples of every output value tabled once), then vertically. For integer images lerp_rn's f == 0 case
+// is dropped: for values 0..65535, a * 1 + b * 0 is a exactly, and the loops without a branch vectorise. A float
+// image keeps it (a * 1 + b * 0 turns -0 into +0, and an infinite b into NaN).
+template <typename T>
+void resize_typed(const T* in, T* out, const ResizeParams& params, int threads) {
     const int64_t row_values = params.out_w * params.channels;
     // Allocated here, not in a worker, whose failed allocation would end the process.
     std::vector<int64_t> offsets(static_cast<size_t>(2 * row_values));
@@ -1009,7 +1013,7 @@ void resize_bilinear_u8_cpu(const uint8_t* in, uint8_t* out, const ResizeParams&
     const int64_t parts = part_count(params.out_h, threads);
     std::vector<float> scratch(static_cast<size_t>(parts * 2 * row_values));
     parallel_parts(params.out_h, threads, [&](int64_t part, int64_t begin, int64_t end) {
-        const ResizeParams p = params;  // a local copy: uint8_t stores may alias anything else
+        const ResizeParams p = params;  // a local copy: stores through T* may alias anything else
         const int64_t n = row_values;
         const int64_t* off0 = offsets.data();
         const int64_t* off1 = off0 + n;
@@ -1021,21 +1025,38 @@ void resize_bilinear_u8_cpu(const uint8_t* in, uint8_t* out, const ResizeParams&
             const AxisSample sy = axis_sample(y, p.src_h, p.scale_y);
             const float fy = sy.frac;
             const float gy = add_rn(1.0f, -fy);
-            const uint8_t* row0 = in + sy.i0 * p.src_w * p.channels;
-            const uint8_t* row1 = in + sy.i1 * p.src_w * p.channels;
-            for (int64_t i = 0; i < n; ++i) {
-                top[i] = add_rn(mul_rn(static_cast<float>(row0[off0[i]]), gx[i]),
-                                mul_rn(static_cast<float>(row0[off1[i]]), fx[i]));
-                bottom[i] = add_rn(mul_rn(static_cast<float>(row1[off0[i]]), gx[i]),
-                                   mul_rn(static_cast<float>(row1[off1[i]]), fx[i]));
-            }
-            uint8_t* dst = out + y * n;
-            for (int64_t i = 0; i < n; ++i) {
-                const float v = add_rn(add_rn(mul_rn(top[i], gy), mul_rn(bottom[i], fy)), 0.5f);
-                dst[i] = static_cast<uint8_t>(v >= 255.0f ? 255.0f : (v <= 0.0f ? 0.0f : v));
+            const T* row0 = in + sy.i0 * p.src_w * p.channels;
+            const T* row1 = in + sy.i1 * p.src_w * p.channels;
+            T* dst = out + y * n;
+            if constexpr (std::is_floating_point_v<T>) {
+                for (int64_t i = 0; i < n; ++i) {
+                    top[i] = lerp_rn(row0[off0[i]], row0[off1[i]], fx[i], gx[i]);
+                    bottom[i] = lerp_rn(row1[off0[i]], row1[off1[i]], fx[i], gx[i]);
+                }
+                for (int64_t i = 0; i < n; ++i) dst[i] = lerp_rn(top[i], bottom[i], fy, gy);
+            } else {
+                for (int64_t i = 0; i < n; ++i) {
+                    top[i] = add_rn(mul_rn(static_cast<float>(row0[off0[i]]), gx[i]),
+                                    mul_rn(static_cast<float>(row0[off1[i]]), fx[i]));
+                    bottom[i] = add_rn(mul_rn(static_cast<float>(row1[off0[i]]), gx[i]),
+                                       mul_rn(static_cast<float>(row1[off1[i]]), fx[i]));
+                }
+                for (int64_t i = 0; i < n; ++i)
+                    dst[i] = resized_as<T>(add_rn(mul_rn(top[i], gy), mul_rn(bottom[i], fy)));
             }
         }
     });
+}
+
+}  // namespace
+
+void resize_bilinear_cpu(const void* in, void* out, const ResizeParams& params, int threads) {
+    if (params.dtype == DType::u8)
+        resize_typed(static_cast<const uint8_t*>(in), static_cast<uint8_t*>(out), params, threads);
+    else if (params.dtype == DType::u16)
+        resize_typed(static_cast<const uint16_t*>(in), static_cast<uint16_t*>(out), params, threads);
+    else
+        resize_typed(static_cast<const float*>(in), static_cast<float*>(out), params, threads);
 }
 
 }  // namespace UNETRT_NAMESPACE

@@ -111,11 +111,12 @@ __global__ void finish_resized_kernel(const T* __restrict__ scores, const float*
     finish_resized_pixel(y, x, p, ScoreLoad<T>{scores, weight, p.src_h, p.src_w}, mask, probabilities);
 }
 
-__global__ void resize_u8_kernel(const uint8_t* __restrict__ in, uint8_t* __restrict__ out, ResizeParams p) {
+template <typename T>
+__global__ void resize_kernel(const T* __restrict__ in, T* __restrict__ out, ResizeParams p) {
     const int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     const int64_t y = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
     if (x >= p.out_w || y >= p.out_h) return;
-    resize_u8_pixel(y, x, in, out, p);
+    resize_pixel(y, x, in, out, p);
 }
 
 // ---------------------------------------------------------------- launch configuration (host)
@@ -203,8 +204,15 @@ int finish_resized_cuda(const void* scores, const float* weight, uint8_t* mask, 
                   probabilities, params);
 }
 
-int resize_bilinear_u8_cuda(const uint8_t* in, uint8_t* out, const ResizeParams& params, void* stream) {
-    return launch(resize_config(params), stream, resize_u8_kernel, in, out, params);
+template <typename T>
+int resize_from(const void* in, void* out, const ResizeParams& p, void* stream) {
+    return launch(resize_config(p), stream, resize_kernel<T>, static_cast<const T*>(in), static_cast<T*>(out), p);
+}
+
+int resize_bilinear_cuda(const void* in, void* out, const ResizeParams& params, void* stream) {
+    if (params.dtype == DType::u8) return resize_from<uint8_t>(in, out, params, stream);
+    if (params.dtype == DType::u16) return resize_from<uint16_t>(in, out, params, stream);
+    return resize_from<float>(in, out, params, stream);
 }
 
 }  // namespace UNETRT_NAMESPACE

@@ -32,7 +32,6 @@ from numpy.typing import NDArray
 from . import cuda
 from .backends.base import DeviceBackend
 from .cuda import DeviceArray, Graph, GraphCache, PrimaryContext, cuda_ordinal
-from .device import resize_frame
 
 # CUmemorytype of device memory in CUDA_MEMCPY2D.
 _MEMORY_DEVICE = 2
@@ -146,9 +145,9 @@ class CudaKernels(Protocol):
         """See ``unetrt._tiling.finish_resized_cuda``."""
         ...
 
-    def resize_bilinear_u8_cuda(self, image_ptr: int, image_shape: tuple[int, int, int], out_ptr: int,
-                                out_hw: tuple[int, int], *, stream: int) -> None:
-        """See ``unetrt._tiling.resize_bilinear_u8_cuda``."""
+    def resize_bilinear_cuda(self, image_ptr: int, image_shape: tuple[int, int, int], image_dtype: str,
+                             out_ptr: int, out_hw: tuple[int, int], *, stream: int) -> None:
+        """See ``unetrt._tiling.resize_bilinear_cuda``."""
         ...
 
 
@@ -297,17 +296,14 @@ class CudaDevice:
     # --- the path ------------------------------------------------------------------------------------------
 
     def prepare(self, frame: NDArray[Any], work_hw: tuple[int, int] | None, slot: int) -> CudaBuffer:
-        """See :meth:`unetrt.device.Device.prepare`: a uint8 frame goes to the device as it is and is resized
-        there (bilinear, as the host path); other dtypes are resized on the host and go at the working size.
-        The frame is copied once into page-locked memory; an integrated GPU reads that memory in place, a
-        discrete one gets one asynchronous upload."""
+        """See :meth:`unetrt.device.Device.prepare`: the frame goes to the device as it is (a gray frame as one
+        channel, which the extract kernel replicates for a colour model; float64 as float32, converted on the way
+        into page-locked memory) and is resized there by ``resize_bilinear_cuda``, the kernel whose CPU twin the host
+        path runs, for every dtype. The frame is copied once into page-locked memory; an integrated GPU reads that
+        memory in place, a discrete one gets one asynchronous upload."""
         stream = self.stream
-        on_device_resize = work_hw is not None and frame.dtype == np.uint8 and frame.shape[:2] != work_hw
-        if work_hw is not None and not on_device_resize:
-            frame = resize_frame(frame, work_hw)
-        if frame.dtype == np.float64:
-            frame = frame.astype(np.float32)
-        shape, dtype = tuple(frame.shape), frame.dtype
+        shape = tuple(frame.shape)
+        dtype = np.dtype(np.float32) if frame.dtype == np.float64 else frame.dtype
         if self.driver.integrated:
             def mapped() -> CudaBuffer:
                 host, ptr = self.driver.mapped(shape, dtype)
@@ -322,16 +318,14 @@ class CudaDevice:
             uploaded = cast(CudaBuffer, self._cached(("frame", slot, shape, dtype.str),
                                                      lambda: self.allocate(shape, dtype)))
             self.driver.upload(uploaded.ptr, staged, stream)
-        if not on_device_resize:
+        if work_hw is None or shape[:2] == work_hw:
             return uploaded
-        assert work_hw is not None  # on_device_resize implies it
         resized_shape = (*work_hw, *shape[2:])
-        resized = cast(CudaBuffer, self._cached(("resized", slot, resized_shape),
+        resized = cast(CudaBuffer, self._cached(("resized", slot, resized_shape, dtype.str),
                                                 lambda: self.allocate(resized_shape, dtype)))
-        height, width = shape[0], shape[1]
         channels = shape[2] if len(shape) == 3 else 1
-        self.kernels.resize_bilinear_u8_cuda(uploaded.ptr, (height, width, channels), resized.ptr, work_hw,
-                                             stream=stream)
+        self.kernels.resize_bilinear_cuda(uploaded.ptr, (shape[0], shape[1], channels), dtype.name, resized.ptr,
+                                          work_hw, stream=stream)
         return resized
 
     def extract(self, image: CudaBuffer, out: CudaBuffer, *, origin: tuple[int, int], step: tuple[int, int],

@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol, TypeVar
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -140,33 +139,35 @@ class Device(Protocol[BufferT]):
 
 
 def resize_frame(frame: NDArray[Any], work_hw: tuple[int, int], threads: int = 1) -> NDArray[Any]:
-    """A frame at the working size (height, width), bilinear (OpenCV INTER_LINEAR's half-pixel centres; any checked
-    frame dtype).
+    """A frame at the working size (height, width), bilinear (OpenCV INTER_LINEAR's half-pixel centres), as the
+    kernels take it: float64 frames become float32 (before the resize), other dtypes keep theirs.
 
-    A uint8 frame goes through the native ``resize_bilinear_u8``, the GPU path's ``resize_bilinear_u8_cuda`` on the
-    CPU, so the host and GPU paths give the network the same image bit for bit (``cv2.resize`` rounds in fixed
-    point, up to a level away, which changed about 0.1 % of camvid's mask pixels between the two paths). Other dtypes
-    are resized with OpenCV, on both paths. Bilinear, not the area average training used: it scored CamVid val mIoU
-    57.10 against 56.69 with INTER_AREA (pixel accuracy 85.17 against 85.36).
+    Every frame dtype goes through the native ``resize_bilinear``, the GPU path's ``resize_bilinear_cuda`` on the CPU,
+    so the host and GPU paths give the network the same image bit for bit (``cv2.resize`` rounds uint8 in fixed
+    point, up to a level away, which changed about 0.1 % of camvid's mask pixels between the two paths; until
+    2026-12-07 uint16 and float frames were resized by OpenCV, on the host on both paths). Bilinear, not the area
+    average training used: it scored CamVid val mIoU 57.10 against 56.69 with INTER_AREA (pixel accuracy 85.17
+    against 85.36).
 
     Args:
         frame: a checked frame (:func:`unetrt.preprocessing.check_frame`), any strides.
         work_hw: the working size.
-        threads: CPU threads for the uint8 kernel.
+        threads: CPU threads for the kernel.
 
     Example:
         >>> resize_frame(np.zeros((360, 480, 3), np.uint8), (192, 256)).shape
         (192, 256, 3)
     """
+    if frame.dtype == np.float64:
+        # The kernels compute in float32; [0, 1] pixel values lose nothing a network sees.
+        frame = frame.astype(np.float32)
     if frame.shape[:2] == work_hw:
         return frame
-    # Neither the kernel nor cv2 takes a view with a channel stride (a BGRA frame without its alpha): copy those.
+    # The kernel takes no view with a channel stride (a BGRA frame without its alpha): copy those.
     frame = np.ascontiguousarray(frame)
-    if frame.dtype == np.uint8:
-        out = np.empty((*work_hw, *frame.shape[2:]), np.uint8)
-        _tiling.resize_bilinear_u8(frame, out, threads=threads)
-        return out
-    return cv2.resize(frame, (work_hw[1], work_hw[0]), interpolation=cv2.INTER_LINEAR)
+    out = np.empty((*work_hw, *frame.shape[2:]), frame.dtype)
+    _tiling.resize_bilinear(frame, out, threads=threads)
+    return out
 
 
 class HostDevice:
@@ -221,11 +222,10 @@ class HostDevice:
 
     def prepare(self, frame: NDArray[Any], work_hw: tuple[int, int] | None, slot: int) -> NDArray[Any]:
         """See :meth:`Device.prepare`: :func:`resize_frame`; float64 frames become float32 for the kernels."""
-        image = frame
-        if work_hw is not None:
-            channels = frame.shape[2] if frame.ndim == 3 else 1
-            image = resize_frame(frame, work_hw, self.threads_for(work_hw[0] * work_hw[1] * channels))
-        return image.astype(np.float32) if image.dtype == np.float64 else image
+        if work_hw is None:
+            return frame.astype(np.float32) if frame.dtype == np.float64 else frame
+        channels = frame.shape[2] if frame.ndim == 3 else 1
+        return resize_frame(frame, work_hw, self.threads_for(work_hw[0] * work_hw[1] * channels))
 
     def shape(self, buffer: NDArray[Any]) -> tuple[int, ...]:
         """See :meth:`Device.shape`."""

@@ -1,4 +1,4 @@
-"""finish_resized (CPU) and resize_bilinear_u8 (the CUDA kernel, emulated) equal the numpy reference, and reject bad
+"""finish_resized (CPU) and resize_bilinear (the CUDA kernel, emulated) equal the numpy reference, and reject bad
 input."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kernel_cases import finish_cases
-from tiling_reference import finish_resized_reference, resize_u8_reference
+from tiling_reference import finish_resized_reference, resize_reference
 
 from unetrt import _tiling, _tiling_emu
 
@@ -151,42 +151,76 @@ def test_finish_resized_rejects_read_only_outputs() -> None:
         _tiling.finish_resized(SCORES, mask, rect=RECT)
 
 
-# --------------------------------------------------------------------------- resize_bilinear_u8
+# --------------------------------------------------------------------------- resize_bilinear
+
+FRAME_DTYPES = [np.uint8, np.uint16, np.float32]
+# How far cv2.resize (INTER_LINEAR) may lie from the kernel: a level for integers (uint8: cv2's fixed point; uint16:
+# its coefficients computed in double and its round half to even), and for float32 a few float32 ulps of the [0, 1]
+# range (its coefficients are double rounded to float once, the kernel's float32 arithmetic; 6.3e-6 at most over 400
+# random images, 0.0025 of an 8-bit level).
+OPENCV_TOLERANCE = {np.dtype(np.uint8): 1.0, np.dtype(np.uint16): 1.0, np.dtype(np.float32): 1e-5}
+
+
+def random_image(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """Values over a frame dtype's whole range: 0..255, 0..65535, or [0, 1] for float32."""
+    if np.dtype(dtype).kind == "f":
+        return rng.random(shape, dtype=np.float32)
+    return rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
 
 
 @settings(max_examples=80, deadline=None, derandomize=True)
 @given(height=st.integers(1, 40), width=st.integers(1, 40), out_h=st.integers(1, 60), out_w=st.integers(1, 60),
-       channels=st.sampled_from([0, 1, 3, 4]), seed=st.integers(0, 2**32 - 1), threads=st.sampled_from([0, 1, 3]))
-def test_resize_u8_equals_reference_and_opencv(height: int, width: int, out_h: int, out_w: int, channels: int,
-                                               seed: int, threads: int) -> None:
+       channels=st.sampled_from([0, 1, 3, 4]), seed=st.integers(0, 2**32 - 1), threads=st.sampled_from([0, 1, 3]),
+       dtype=st.sampled_from(FRAME_DTYPES))
+def test_resize_equals_reference_and_opencv(height: int, width: int, out_h: int, out_w: int, channels: int,
+                                            seed: int, threads: int, dtype: Any) -> None:
+    """Per dtype and channel count, the CPU kernel and the CUDA kernel (emulated) equal the numpy reference bit for
+    bit, and OpenCV to a level (uint8: cv2 rounds in fixed point; uint16: cv2 rounds half to even) or to float32
+    rounding (float32)."""
     rng = np.random.default_rng(seed)
     shape = (height, width) if channels == 0 else (height, width, channels)
-    image = rng.integers(0, 256, shape, dtype=np.uint8)
-    out = np.empty((out_h, out_w, *shape[2:]), np.uint8)
-    assert _tiling_emu.resize_bilinear_u8(image, out, threads=threads) is out
-    assert np.array_equal(out, resize_u8_reference(image, (out_h, out_w)))
+    image = random_image(rng, shape, dtype)
+    out, emulated = (np.empty((out_h, out_w, *shape[2:]), dtype) for _ in range(2))
+    assert _tiling.resize_bilinear(image, out, threads=threads) is out
+    assert _tiling_emu.resize_bilinear(image, emulated) is emulated
+    assert np.array_equal(out, resize_reference(image, (out_h, out_w)))
+    assert np.array_equal(emulated, out)
     expected = cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_LINEAR).reshape(out.shape)
-    assert np.abs(out.astype(np.int16) - expected).max() <= 1
+    assert np.abs(out.astype(np.float64) - expected).max() <= OPENCV_TOLERANCE[np.dtype(dtype)]
 
 
-def test_resize_u8_identity_and_camera_sizes() -> None:
+@pytest.mark.parametrize("dtype", FRAME_DTYPES)
+def test_resize_identity_and_camera_sizes(dtype: Any) -> None:
     rng = np.random.default_rng(4)
-    frame = rng.integers(0, 256, (360, 480, 3), dtype=np.uint8)
+    frame = random_image(rng, (360, 480, 3), dtype)
     same = np.empty_like(frame)
-    _tiling_emu.resize_bilinear_u8(frame, same)
+    _tiling.resize_bilinear(frame, same)
     assert np.array_equal(same, frame)
-    small = np.empty((192, 256, 3), np.uint8)
-    _tiling_emu.resize_bilinear_u8(frame, small)
+    small = np.empty((192, 256, 3), dtype)
+    _tiling.resize_bilinear(frame, small)
     expected = cv2.resize(frame, (256, 192), interpolation=cv2.INTER_LINEAR)
-    assert np.abs(small.astype(np.int16) - expected).max() <= 1
+    assert np.abs(small.astype(np.float64) - expected).max() <= OPENCV_TOLERANCE[np.dtype(dtype)]
+
+
+def test_resize_keeps_the_extremes_of_each_dtype() -> None:
+    """Integer images are clamped to their range after rounding half up: a full-scale uint16 edge stays 65535, never
+    wraps to 0; a float32 image is stored as computed (a constant stays that constant)."""
+    for dtype, top in ((np.uint8, 255), (np.uint16, 65535), (np.float32, 1.0)):
+        image = np.zeros((6, 8), dtype)
+        image[:, 4:] = top
+        out = np.empty((11, 13), dtype)
+        _tiling.resize_bilinear(image, out)
+        assert out.max() == top and out.min() == 0 and np.array_equal(out[:, -1], np.full(11, top, dtype))
 
 
 IMAGE = np.zeros((10, 12, 3), np.uint8)
 
 
 @pytest.mark.parametrize(("image", "out", "message"), [
-    (IMAGE.astype(np.float32), np.zeros((5, 6, 3), np.uint8), "image dtype"),
-    (IMAGE, np.zeros((5, 6, 3), np.float32), "out dtype"),
+    (IMAGE.astype(np.float64), np.zeros((5, 6, 3), np.float64), "image dtype must be uint8, uint16 or float32"),
+    (IMAGE.astype(np.int16), np.zeros((5, 6, 3), np.int16), "image dtype"),
+    (IMAGE, np.zeros((5, 6, 3), np.float32), "out dtype must be the image's"),
+    (IMAGE.astype(np.uint16), np.zeros((5, 6, 3), np.uint8), "out dtype must be the image's"),
     (IMAGE[:, ::2], np.zeros((5, 6, 3), np.uint8), "C-contiguous"),
     (IMAGE, np.zeros((5, 6, 3), np.uint8)[:, ::2], "C-contiguous"),
     (IMAGE, np.zeros((5, 6, 4), np.uint8), "out must have shape"),
@@ -197,9 +231,9 @@ IMAGE = np.zeros((10, 12, 3), np.uint8)
     (np.zeros(4, np.uint8), np.zeros(2, np.uint8), "H x W"),
 ])
 @pytest.mark.parametrize("module", [_tiling, _tiling_emu], ids=["cpu", "emulated"])
-def test_resize_u8_rejects_bad_input(image: np.ndarray, out: np.ndarray, message: str, module: Any) -> None:
+def test_resize_rejects_bad_input(image: np.ndarray, out: np.ndarray, message: str, module: Any) -> None:
     with pytest.raises(ValueError, match=message):
-        module.resize_bilinear_u8(image, out)
+        module.resize_bilinear(image, out)
 
 
 def test_new_cuda_entry_points_check_arguments_first() -> None:
@@ -213,12 +247,14 @@ def test_new_cuda_entry_points_check_arguments_first() -> None:
     with pytest.raises(ValueError, match="scores dtype"):
         _tiling.finish_resized_cuda(1024, (3, 8, 10), "uint8", 4096, (16, 20), rect=RECT)
     with pytest.raises(ValueError, match="1 to 4 channels"):
-        _tiling.resize_bilinear_u8_cuda(1024, (10, 12, 5), 4096, (5, 6))
+        _tiling.resize_bilinear_cuda(1024, (10, 12, 5), "uint8", 4096, (5, 6))
+    with pytest.raises(ValueError, match="image dtype must be uint8, uint16 or float32, got float16"):
+        _tiling.resize_bilinear_cuda(1024, (10, 12, 3), "float16", 4096, (5, 6))
     if _tiling.cuda_device_count() == 0:
         with pytest.raises(RuntimeError, match="CUDA"):
             _tiling.finish_resized_cuda(1024, (3, 8, 10), "float32", 4096, (16, 20), rect=RECT)
         with pytest.raises(RuntimeError, match="CUDA"):
-            _tiling.resize_bilinear_u8_cuda(1024, (10, 12, 3), 4096, (5, 6))
+            _tiling.resize_bilinear_cuda(1024, (10, 12, 3), "uint16", 4096, (5, 6))
 
 
 @pytest.mark.parametrize("module", [_tiling, _tiling_emu], ids=["cpu", "emulated"])

@@ -8,12 +8,14 @@ real launch configuration runs in sequence, and every store is logged. NaNs comp
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kernel_cases import extract_cases, finish_cases, stitch_cases
-from tiling_reference import resize_u8_reference
+from tiling_reference import resize_reference
 
 from unetrt import _tiling, _tiling_emu
 
@@ -133,34 +135,48 @@ def test_finish_resized_emulated_equals_cpu(case: dict) -> None:
         assert same_bits(emulated, cpu)
 
 
+def random_frame(seed: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A frame over its dtype's whole range: 0..255, 0..65535, or [0, 1] (with -0.0 and exact zeros) for float32."""
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind != "f":
+        return rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
+    image = rng.random(shape, dtype=np.float32)
+    # A negative zero passes check_frame (-0.0 >= 0): both kernels must keep its sign alike.
+    image[rng.random(shape) < 0.2] = -0.0
+    return image
+
+
 @SETTINGS
 @given(height=st.integers(1, 40), width=st.integers(1, 40), out_h=st.integers(1, 50), out_w=st.integers(1, 50),
-       channels=st.sampled_from([0, 1, 3, 4]), seed=st.integers(0, 2**32 - 1))
-def test_resize_u8_emulated_writes_each_pixel_once_and_equals_the_reference(height: int, width: int, out_h: int,
-                                                                             out_w: int, channels: int,
-                                                                             seed: int) -> None:
+       channels=st.sampled_from([0, 1, 3, 4]), seed=st.integers(0, 2**32 - 1),
+       dtype=st.sampled_from([np.uint8, np.uint16, np.float32]))
+def test_resize_emulated_writes_each_pixel_once_and_equals_the_reference(height: int, width: int, out_h: int,
+                                                                          out_w: int, channels: int, seed: int,
+                                                                          dtype: Any) -> None:
     shape = (height, width) if channels == 0 else (height, width, channels)
-    image = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
-    emulated = np.empty((out_h, out_w, *shape[2:]), np.uint8)
+    image = random_frame(seed, shape, dtype)
+    emulated = np.empty((out_h, out_w, *shape[2:]), dtype)
     _tiling_emu.record_writes([emulated])
-    _tiling_emu.resize_bilinear_u8(image, emulated)
+    _tiling_emu.resize_bilinear(image, emulated)
     assert written_once(emulated)
-    assert np.array_equal(emulated, resize_u8_reference(image, (out_h, out_w)))
+    assert same_bits(emulated, resize_reference(image, (out_h, out_w)))
 
 
 @SETTINGS
 @given(height=st.integers(1, 40), width=st.integers(1, 40), out_h=st.integers(1, 50), out_w=st.integers(1, 50),
-       channels=st.sampled_from([0, 1, 3, 4]), seed=st.integers(0, 2**32 - 1), threads=st.sampled_from([0, 1, 3]))
-def test_resize_u8_cpu_equals_emulated(height: int, width: int, out_h: int, out_w: int, channels: int, seed: int,
-                                       threads: int) -> None:
-    """The host path's working-size resize is the GPU path's kernel on the CPU, bit for bit: the CPU module had no
-    resize and the host path used cv2.resize, a level away on some pixels, so the two paths' masks differed."""
+       channels=st.sampled_from([0, 1, 3, 4]), seed=st.integers(0, 2**32 - 1), threads=st.sampled_from([0, 1, 3]),
+       dtype=st.sampled_from([np.uint8, np.uint16, np.float32]))
+def test_resize_cpu_equals_emulated(height: int, width: int, out_h: int, out_w: int, channels: int, seed: int,
+                                    threads: int, dtype: Any) -> None:
+    """The host path's working-size resize is the GPU path's kernel on the CPU, bit for bit, for every frame dtype:
+    the CPU module had no resize and the host path used cv2.resize, a level away on some pixels, so the two paths'
+    masks differed; until 2026-12-07 uint16 and float frames were still resized by cv2 on both paths."""
     shape = (height, width) if channels == 0 else (height, width, channels)
-    image = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
-    emulated, cpu = (np.empty((out_h, out_w, *shape[2:]), np.uint8) for _ in range(2))
-    _tiling_emu.resize_bilinear_u8(image, emulated)
-    assert _tiling.resize_bilinear_u8(image, cpu, threads=threads) is cpu
-    assert np.array_equal(cpu, emulated)
+    image = random_frame(seed, shape, dtype)
+    emulated, cpu = (np.empty((out_h, out_w, *shape[2:]), dtype) for _ in range(2))
+    _tiling_emu.resize_bilinear(image, emulated)
+    assert _tiling.resize_bilinear(image, cpu, threads=threads) is cpu
+    assert same_bits(cpu, emulated)
 
 
 # --------------------------------------------------------------------------- launch limits
@@ -188,7 +204,7 @@ def test_launches_past_65535_blocks_down_raise_value_error() -> None:
     with pytest.raises(ValueError, match="65535 thread blocks"):
         _tiling_emu.finish_resized(np.zeros((2, 4, 4), np.float32), np.empty((rows, 1), np.uint8), rect=(0, 0, 4, 4))
     with pytest.raises(ValueError, match="65535 thread blocks"):
-        _tiling_emu.resize_bilinear_u8(np.zeros((4, 4), np.uint8), np.empty((rows, 1), np.uint8))
+        _tiling_emu.resize_bilinear(np.zeros((4, 4), np.uint16), np.empty((rows, 1), np.uint16))
     # The real entry points check the same before they look for a device.
     with pytest.raises(ValueError, match="65535 thread blocks"):
         _tiling.extract_tiles_cuda(1024, (3, 1), 1, (1, 1, 1), "uint8", 4096, (1, 1, rows, 1), "float32",

@@ -209,15 +209,18 @@ def test_finish_resized_cuda_equals_cpu(device: Device, dtype: Any, classes: int
     np.testing.assert_allclose(device.get(probabilities_dev), probabilities, rtol=4e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 @pytest.mark.parametrize(("src", "out_hw"), [((1080, 1920, 3), (192, 256)), ((360, 480, 1), (721, 959)),
                                              ((5, 7, 4), (5, 7))])
-def test_resize_u8_cuda_equals_its_emulation(device: Device, src: tuple[int, int, int],
-                                             out_hw: tuple[int, int]) -> None:
-    image = np.random.default_rng(6).integers(0, 256, src, dtype=np.uint8)
-    out_dev = device.empty((*out_hw, src[2]), np.uint8)
-    _tiling.resize_bilinear_u8_cuda(device_args(image_dev := device.put(image)).ptr, src,
-                                    device_args(out_dev).ptr, out_hw)
-    emulated = np.empty((*out_hw, src[2]), np.uint8)
-    _tiling_emu.resize_bilinear_u8(image, emulated)
+def test_resize_cuda_equals_its_emulation(device: Device, src: tuple[int, int, int], out_hw: tuple[int, int],
+                                          dtype: Any) -> None:
+    rng = np.random.default_rng(6)
+    image = (rng.random(src, dtype=np.float32) if np.dtype(dtype).kind == "f"
+             else rng.integers(0, np.iinfo(dtype).max, src, dtype=dtype, endpoint=True))
+    out_dev = device.empty((*out_hw, src[2]), dtype)
+    _tiling.resize_bilinear_cuda(device_args(image_dev := device.put(image)).ptr, src, np.dtype(dtype).name,
+                                 device_args(out_dev).ptr, out_hw)
+    emulated = np.empty((*out_hw, src[2]), dtype)
+    _tiling_emu.resize_bilinear(image, emulated)
     assert np.array_equal(device.get(out_dev), emulated)
     del image_dev

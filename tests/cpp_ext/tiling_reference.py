@@ -137,9 +137,12 @@ def finish_resized_reference(scores: np.ndarray, out_hw: tuple[int, int], rect: 
     return values, mask.astype(np.uint8), probabilities
 
 
-def resize_u8_reference(image: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """resize_bilinear_u8: the float32 bilinear value rounded half up (H x W x C or H x W)."""
+def resize_reference(image: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """resize_bilinear (H x W x C or H x W, uint8, uint16 or float32): the float32 bilinear value, rounded half up and
+    clamped to the range for integer images, as it is for float32 ones."""
     planes = image if image.ndim == 3 else image[..., None]
     values = bilinear_reference(planes.transpose(2, 0, 1).astype(np.float32), out_hw)
-    rounded = np.clip(np.floor(values + np.float32(0.5)), 0, 255).astype(np.uint8).transpose(1, 2, 0)
-    return rounded if image.ndim == 3 else rounded[..., 0]
+    if image.dtype.kind == "u":
+        values = np.clip(np.floor(values + np.float32(0.5)), 0, np.iinfo(image.dtype).max)
+    resized = values.astype(image.dtype).transpose(1, 2, 0)
+    return resized if image.ndim == 3 else resized[..., 0]

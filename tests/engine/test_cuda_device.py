@@ -178,11 +178,12 @@ def test_a_segmenter_on_the_gpu_path_takes_rgb_frames(tiny_model_files: dict[str
 def test_a_segmenter_with_a_working_size_gives_the_host_answers_on_the_gpu_path(
         tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tile: int | None) -> None:
     """A model with a working size (camvid's 224x168, or working_size=): uint8 frames as cameras give them (BGR,
-    BGRA, gray, a flipped view) are resized on the GPU by resize_bilinear_u8_cuda and on the host by cv2.resize,
+    BGRA, gray, a flipped view) are resized on the GPU by the resize kernel and on the host by cv2.resize,
     which rounds in fixed point, a level away on some pixels: about 0.1 % of the mask pixels and probabilities by up
     to 0.07 differed between the two paths of one model (camvid on the bundled clip's 480x360 frames; here 190 of
-    the BGR frame's 10800). Both paths now resize with the kernel's arithmetic, and agree bit for bit; uint16 and
-    float frames (resized by OpenCV on both) too."""
+    the BGR frame's 10800). Both paths now resize with the kernel's arithmetic, and agree bit for bit; so do uint16,
+    float32 and float64 frames, colour and gray, which since 2026-12-07 are resized by the same kernel (on the GPU on
+    the GPU path) rather than by OpenCV on the host, and gray frames, which go to the kernels as one channel."""
     import unetrt.segmenter as segmenter_module
 
     gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False))
@@ -196,7 +197,10 @@ def test_a_segmenter_with_a_working_size_gives_the_host_answers_on_the_gpu_path(
         assert isinstance(on_gpu.device, CudaDevice) and isinstance(on_host.device, HostDevice)
         bgr = cv2.GaussianBlur(frames(1, (90, 120, 3), seed=7)[0], (0, 0), 2)
         cases = {"bgr": bgr, "bgra": np.dstack([bgr, bgr[..., :1]]), "gray": bgr[..., 1], "flipped": bgr[:, ::-1],
-                 "uint16": bgr.astype(np.uint16) * 257, "float32": bgr.astype(np.float32) / 255}
+                 "uint16": bgr.astype(np.uint16) * 257, "float32": bgr.astype(np.float32) / 255,
+                 "float64": bgr / 255.0, "gray uint16": bgr[..., 1].astype(np.uint16) * 257,
+                 "gray float32": bgr[..., 1].astype(np.float32) / 255,
+                 "bgra uint16": np.dstack([bgr, bgr[..., :1]]).astype(np.uint16) * 257}
         for name, frame in cases.items():
             for size in ("frame", "working"):
                 want, have = on_host.segment(frame, probabilities_size=size), on_gpu.segment(frame,
@@ -323,23 +327,51 @@ def test_failed_capture_turns_graphs_off_for_that_size_and_the_frame_is_segmente
     assert all(not stream.capture for stream in gpu.streams.values())
 
 
-def test_working_size_resize_runs_on_the_device_for_uint8_only(
-        fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
+def _frame(dtype: Any, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """A frame over its dtype's range: 0..255, 0..65535, or [0, 1] for floats."""
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "f":
+        return rng.random(shape).astype(dtype)
+    return rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
+
+
+def _recorded_uploads(device: CudaDevice, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The bytes of every host-to-device copy the device queues from now on."""
+    uploads: list[int] = []
+    upload = device.driver.upload
+
+    def recording(dst: int, src: np.ndarray, stream: int) -> None:
+        uploads.append(src.nbytes)
+        upload(dst, src, stream)
+
+    monkeypatch.setattr(device.driver, "upload", recording)
+    return uploads
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+@pytest.mark.parametrize("channels", [0, 3], ids=["gray", "colour"])
+def test_working_size_resize_runs_on_the_device_for_every_dtype(
+        fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice], monkeypatch: pytest.MonkeyPatch, dtype: Any,
+        channels: int) -> None:
+    """One resize implementation: a frame of any dtype goes up once at its own size (float64 as float32, gray as
+    one channel) and the resize kernel makes the working-size image on the GPU, bit for bit the host path's
+    resize_frame. Until 2026-12-07 a uint16 or float frame was resized on the host by cv2.resize (on both paths),
+    beside the native kernel that resized uint8 frames."""
     _, gpu, device = fake_gpu
     shape = (48, 64)
-    for dtype, on_device in ((np.uint8, True), (np.uint16, False)):
-        image = frames(1, (120, 160, 3), dtype)[0]
-        gpu.log.clear()
-        with device.session():
-            prepared = device.prepare(image, shape, 0)
-            device.synchronize()
-            assert prepared.shape == (*shape, 3) and prepared.dtype == dtype
-            assert ("resize" in kinds(gpu)) == on_device
-            assert kinds(gpu).count("htod") == 1
-            if on_device:
-                # The host path resizes uint8 frames with the same kernel arithmetic, bit for bit.
-                resized = gpu.view(prepared.ptr, prepared.shape, prepared.dtype)
-                assert np.array_equal(resized, resize_frame(image, shape))
+    image = _frame(dtype, (120, 160) if channels == 0 else (120, 160, channels))
+    kernel_dtype = np.dtype(np.float32) if dtype == np.float64 else np.dtype(dtype)
+    uploads = _recorded_uploads(device, monkeypatch)
+    gpu.log.clear()
+    with device.session():
+        prepared = device.prepare(image, shape, 0)
+        device.synchronize()
+        assert prepared.shape == (*shape, *image.shape[2:]) and prepared.dtype == kernel_dtype
+        assert "resize" in kinds(gpu) and kinds(gpu).count("htod") == 1
+        assert uploads == [120 * 160 * max(channels, 1) * kernel_dtype.itemsize]
+        resized = gpu.view(prepared.ptr, prepared.shape, prepared.dtype)
+        host = resize_frame(image, shape)
+        assert host.dtype == kernel_dtype and np.array_equal(resized.view(np.uint8), host.view(np.uint8))
 
 
 def test_methods_outside_a_session_refuse(fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
@@ -584,7 +616,7 @@ def test_probabilities_at_the_working_size(fake_gpu: tuple[RuntimeBackend, FakeG
 
 def _resized(frame: np.ndarray, hw: tuple[int, int] = (48, 64)) -> np.ndarray:
     out = np.empty((*hw, frame.shape[2]), np.uint8)
-    _tiling_emu.resize_bilinear_u8(frame, out)  # the resize kernel's own numbers
+    _tiling_emu.resize_bilinear(frame, out)  # the resize kernel's own numbers
     return out
 
 

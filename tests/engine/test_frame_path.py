@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import tiny_info
 
-from unetrt import _tiling_emu
+from unetrt import _tiling, _tiling_emu
 from unetrt.device import HostDevice
 from unetrt.frame_path import FramePath, network_input
 from unetrt.tiling import plan_tiles, plan_whole
@@ -31,7 +31,7 @@ def test_whole_frame_mask_is_bilinear_argmax_at_the_frame_size() -> None:
     path = FramePath(HostDevice(channel_scores), INFO)
     result = path.run([frame], plan_whole(24, 32, "same", 3), probabilities=True)[0]
     small = np.empty((24, 32, 3), np.uint8)
-    _tiling_emu.resize_bilinear_u8(frame, small)  # the working-size resize: the GPU kernel's arithmetic on both paths
+    _tiling_emu.resize_bilinear(frame, small)  # the working-size resize: the GPU kernel's arithmetic on both paths
     small = small[..., ::-1].astype(np.float32)
     scores = (small / 255 - 0.5) / 0.25
     expected = cv2.resize(scores, (120, 90), interpolation=cv2.INTER_LINEAR)
@@ -173,6 +173,25 @@ def test_network_input_is_the_papers_mirror_padded_normalised_rgb() -> None:
     np.testing.assert_allclose(batch[0], ((padded / 255 - 0.5) / 0.25).transpose(2, 0, 1), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="one size"):
         network_input([frame, frame[:5]], info)
+
+
+def _frame(dtype: type, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "f":
+        return rng.random(shape).astype(dtype)
+    return rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+def test_every_frame_dtype_is_resized_by_the_native_kernel(dtype: type) -> None:
+    """One working-size resize: a uint16 or float frame went through cv2.resize on the host path (and, resized on
+    the host, on the GPU path), beside the native kernel that resized uint8 frames; now every dtype goes through
+    resize_bilinear (float64 as float32), the CPU twin of the GPU path's kernel."""
+    frame = _frame(dtype, (90, 120, 3))
+    kernel_dtype = np.float32 if dtype == np.float64 else dtype
+    small = np.empty((24, 32, 3), kernel_dtype)
+    _tiling.resize_bilinear(frame.astype(kernel_dtype), small)
+    assert np.array_equal(network_input([frame], INFO), network_input([small], INFO))
 
 
 def test_automatic_kernel_threads_grow_with_the_work() -> None:

@@ -76,6 +76,28 @@ def test_gpu_resident_path_gives_the_host_path_answers(tiny_model_files: dict[st
             assert np.abs(want.probabilities - have.probabilities).max() < 1e-3
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+@pytest.mark.parametrize("channels", [0, 3], ids=["gray", "colour"])
+def test_every_frame_kind_is_resized_on_the_gpu_as_on_the_host(tiny_model_files: dict[str, Path], dtype: type,
+                                                                channels: int) -> None:
+    """A model with a working size: every frame dtype goes up as it is (gray as one channel) and is resized by the
+    resize kernel on the GPU, whose CPU twin the host path runs; the paths' answers agree as for uint8 frames."""
+    from unetrt.cuda_device import CudaDevice
+    from unetrt.segmenter import Segmenter
+
+    shape = (90, 120) if channels == 0 else (90, 120, channels)
+    scale = {np.uint8: 1, np.uint16: 257}.get(dtype)
+    frames = [f.astype(dtype) * scale if scale else (f / 255).astype(dtype) for f in _frames(shape, 2, seed=3)]
+    options = {"probabilities": True, "working_size": (64, 48)}
+    with Segmenter(tiny_model_files["pt"], device="cuda", **options) as on_gpu, \
+            Segmenter(tiny_model_files["pt"], device="cuda", device_path="host", **options) as on_host:
+        assert isinstance(on_gpu.device, CudaDevice)
+        for frame in frames:
+            want, have = on_host.segment(frame), on_gpu.segment(frame)
+            assert (want.mask == have.mask).mean() >= 0.999
+            assert np.abs(want.probabilities - have.probabilities).max() < 1e-3
+
+
 def test_bundled_camvid_on_the_gpu_agrees_with_the_cpu() -> None:
     """The bundled camvid checkpoint on the GPU path and its ONNX twin on ONNX Runtime's CPU path agree on the
     bundled clip's frames (the GPU's convolutions may use TF32, so a few pixels at near-ties may differ)."""

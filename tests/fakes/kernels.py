@@ -107,11 +107,12 @@ class FakeKernels:
         self._queue(stream, "finish", lambda: self.kernels.finish_resized(
             scores, mask, rect=rect, weight=weight, binary=binary, threshold=threshold, probabilities=probs))
 
-    def resize_bilinear_u8_cuda(self, image_ptr: int, image_shape: tuple[int, int, int], out_ptr: int,
-                                out_hw: tuple[int, int], *, stream: int) -> None:
+    def resize_bilinear_cuda(self, image_ptr: int, image_shape: tuple[int, int, int], image_dtype: str, out_ptr: int,
+                             out_hw: tuple[int, int], *, stream: int) -> None:
         if self.pointers:
-            self._launch(stream, "resize", "resize_bilinear_u8_cuda", image_ptr, image_shape, out_ptr, out_hw)
+            self._launch(stream, "resize", "resize_bilinear_cuda", image_ptr, image_shape, image_dtype, out_ptr,
+                         out_hw)
             return
-        image = self.gpu.view(image_ptr, tuple(image_shape), np.uint8)
-        out = self.gpu.view(out_ptr, (*out_hw, image_shape[2]), np.uint8)
-        self._queue(stream, "resize", lambda: self.kernels.resize_bilinear_u8(image, out))
+        image = self.gpu.view(image_ptr, tuple(image_shape), image_dtype)
+        out = self.gpu.view(out_ptr, (*out_hw, image_shape[2]), image_dtype)
+        self._queue(stream, "resize", lambda: self.kernels.resize_bilinear(image, out))
