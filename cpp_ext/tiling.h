@@ -48,6 +48,8 @@ struct Grid {
 };
 
 // extract: out[n, c, y, x] = half_or_float(in[reflect(y0 + y), reflect(x0 + x), src_channel[c]] * mul[c] + add[c]).
+// channels counts the output channels; a gray image read by a colour model has src_channel[c] = 0 for every c, so
+// the gray value is replicated in the kernel and the frame goes to the GPU as one channel.
 struct ExtractParams {
     Grid grid;
     int64_t tile_h, tile_w;

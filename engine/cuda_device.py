@@ -1,13 +1,14 @@
 """The GPU-resident device of the frame-to-mask path: pycuda owns the memory, everything runs on one stream.
 
-A frame is copied once. On a discrete GPU it crosses the bus once (uint8 as it came, from a page-locked staging
-buffer); on an integrated GPU (a Jetson: one memory for CPU and GPU, CU_DEVICE_ATTRIBUTE_INTEGRATED) the staging
-buffer is mapped into the device and the kernels read it in place, with no device copy. The working-size resize,
-the extract kernel, the network (the backend's device entry), stitching and the fused finish run on the
-backend's stream with no host synchronisation in between; only the mask (and probabilities when asked for)
-come back. With a backend that allows it (TensorRT), the device work of a fixed frame size is captured into
-one CUDA graph on its second call and replayed afterwards (:class:`unetrt.cuda.GraphCache`); each network call
-of a frame size runs at one batch shape (a short last chunk runs padded), so a graph holds one input shape.
+A frame is copied once. On a discrete GPU it crosses the bus once (as it came, gray as one channel, from a
+page-locked staging buffer); on an integrated GPU (a Jetson: one memory for CPU and GPU,
+CU_DEVICE_ATTRIBUTE_INTEGRATED) the staging buffer is mapped into the device and the kernels read it in place, with
+no device copy. The working-size resize (every frame dtype), the extract kernel, the network (the backend's device
+entry), stitching and the fused finish run on the backend's stream with no host synchronisation in between; only the
+mask (and probabilities when asked for) come back. With a backend that allows it (TensorRT), the device work of a
+fixed frame size is captured into one CUDA graph on its second call and replayed afterwards
+(:class:`unetrt.cuda.GraphCache`); each network call of a frame size runs at one batch shape (a short last chunk
+runs padded), so a graph holds one input shape.
 
 Buffers kept between calls (staging, device copies, logits, downloads) are cached per shape in a bounded
 least-recently-used cache, freed on eviction: a stream of changing frame sizes does not grow memory without end.

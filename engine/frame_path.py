@@ -1,8 +1,9 @@
 """The one frame-to-mask path, the same on every device.
 
-frame -> working-size resize -> tile grid (one tile when the image fits) -> native extract into the network's
-input buffer (mirror padding, the frame's colour order -> the model's RGB, scaling, normalisation, layout and
-dtype in one kernel) -> network
+frame (a gray one as one channel) -> native working-size resize (every dtype) -> tile grid (one tile when the
+image fits) -> native extract into the network's input buffer (mirror padding, gray replicated into a colour
+model's channels, the frame's colour order -> the model's RGB, scaling, normalisation, layout and dtype in one
+kernel) -> network
 -> stitch (several tiles) -> native finish: bilinear resize of the scores to the frame's size fused with
 argmax (or threshold) and optional probabilities. :class:`FramePath` drives a :class:`unetrt.device.Device`
 through these steps; the device decides where the buffers live.
@@ -76,6 +77,13 @@ def extract_normalisation(image: NDArray[Any], info: ModelInfo, color_order: str
             "mean": info.mean, "std": info.std}
 
 
+def _model_image(frame: NDArray[Any], info: ModelInfo, color_order: str) -> NDArray[Any]:
+    """A checked frame as the path hands it to the device: a colour frame for a 1-channel model turned gray, every
+    other frame as it is. A gray frame for a colour model stays gray: the extract kernel replicates it into the
+    model's channels, so it is resized and uploaded as one channel, not three."""
+    return frame if frame.ndim == 2 else frame_to_model_channels(frame, info.in_channels, color_order)
+
+
 def network_input(frames: Sequence[NDArray[Any]], info: ModelInfo, dtype: Any = np.float32,
                   color_order: str = "bgr") -> NDArray[Any]:
     """The N x C x H x W batch the network sees for equal-size frames taken whole (one mirror-padded tile of
@@ -108,7 +116,7 @@ def network_input(frames: Sequence[NDArray[Any]], info: ModelInfo, dtype: Any = 
     device = HostDevice(lambda batch: batch, dtype)
     batch = np.empty((len(checked), info.in_channels, *grid.tile_hw), device.input_dtype)
     for slot, frame in enumerate(checked):
-        image = frame_to_model_channels(frame, info.in_channels, color_order)
+        image = _model_image(frame, info, color_order)
         device.extract(device.prepare(image, work_hw, slot), batch[slot : slot + 1], origin=grid.origin,
                        step=grid.step, grid=grid.shape, first=0,
                        **extract_normalisation(image, info, color_order))
@@ -209,7 +217,7 @@ class FramePath(Generic[BufferT]):
         count, classes = len(frames), info.num_classes
         with self._turn(), device.session(), self._borrowed_buffers(grid, count, batch_size) as buffers:
             begun = time.perf_counter()  # after any wait for the device: that wait is no stage's time
-            images = [frame_to_model_channels(f, info.in_channels, self.color_order) for f in frames]
+            images = [_model_image(f, info, self.color_order) for f in frames]
             prepared = [device.prepare(image, None if work_hw == frame_hw else work_hw, slot)
                         for slot, image in enumerate(images)]
             masks = device.output((count, *frame_hw), np.dtype(np.uint8), ("mask", count, frame_hw))

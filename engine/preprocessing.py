@@ -175,7 +175,9 @@ def frame_to_model_channels(frame: np.ndarray, in_channels: int, color_order: st
     """Colour (in ``color_order``) or gray frame -> colour in that order (3-channel models) or gray (1-channel
     models); other frames pass unchanged.
 
-    The swap to the model's RGB (of a BGR frame) is fused into the extract kernel.
+    The swap to the model's RGB (of a BGR frame) is fused into the extract kernel, and so is the gray-to-colour
+    repeat on the frame path (:class:`unetrt.frame_path.FramePath` hands a gray frame to the kernels as one channel):
+    this function repeats it for callers that want the colour array itself.
 
     Example:
         >>> frame_to_model_channels(np.zeros((2, 2), np.uint8), 3).shape

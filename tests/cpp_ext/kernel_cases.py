@@ -32,7 +32,8 @@ def strided_images(draw: st.DrawFn) -> np.ndarray:
 
 @st.composite
 def extract_cases(draw: st.DrawFn) -> dict:
-    """An image (:func:`strided_images`), an output dtype and the keyword arguments of an extract call.
+    """An image (:func:`strided_images`), an output dtype and shape (a gray image's 1, 3 or 4 channels) and the
+    keyword arguments of an extract call.
 
     Origins may lie far outside the image (padding wider than the image); every tile still touches it.
     """
@@ -46,15 +47,17 @@ def extract_cases(draw: st.DrawFn) -> dict:
     cols = draw(st.integers(1, (width - 1 - ox) // sx + 1))
     first = draw(st.integers(0, rows * cols - 1))
     count = draw(st.integers(1, rows * cols - first))
+    # A gray image may fill several channels (a gray frame for a colour model, replicated by the kernel).
+    out_channels = draw(st.sampled_from([1, 3, 4])) if channels == 1 else channels
     return {
         "image": image,
-        "out_shape": (count, channels, th, tw),
+        "out_shape": (count, out_channels, th, tw),
         "dtype": draw(st.sampled_from([np.float32, np.float16])),
         "kwargs": {"origin": (oy, ox), "step": (sy, sx), "grid": (rows, cols), "first": first,
                    "swap_rb": channels >= 3 and draw(st.booleans()),
                    "scale": draw(st.sampled_from([1.0, 1.0 / 255.0, 1.0 / 65535.0, 3e-4])),
-                   "mean": draw(st.lists(st.floats(-2, 2), min_size=channels, max_size=channels)),
-                   "std": draw(st.lists(st.floats(0.01, 3), min_size=channels, max_size=channels))},
+                   "mean": draw(st.lists(st.floats(-2, 2), min_size=out_channels, max_size=out_channels)),
+                   "std": draw(st.lists(st.floats(0.01, 3), min_size=out_channels, max_size=out_channels))},
     }
 
 

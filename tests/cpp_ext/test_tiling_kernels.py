@@ -24,8 +24,27 @@ def test_extract_equals_reference(case: dict, threads: int) -> None:
     assert result is out
     expected = extract_reference(image, (th, tw), count, kwargs["origin"], kwargs["step"], kwargs["grid"],
                                  kwargs["first"], kwargs["swap_rb"], kwargs["scale"], kwargs["mean"], kwargs["std"],
-                                 case["dtype"])
+                                 case["dtype"], out_channels=case["out_shape"][1])
     assert np.array_equal(out.view(np.uint8), expected.view(np.uint8)), "not bit-identical"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("layout", ["2-D", "H x W x 1", "flipped"])
+def test_extract_replicates_a_gray_image_into_every_channel(dtype: type, layout: str) -> None:
+    """A gray frame for a colour model: the kernel reads its one channel for each of the model's three, each with
+    that channel's mean and std; the tiles equal those of the frame repeated to 3 channels on the host first (what
+    the path did before 2026-12-07, uploading three times the bytes on the GPU path)."""
+    rng = np.random.default_rng(3)
+    gray = (rng.random((21, 30), dtype=np.float32) if np.dtype(dtype).kind == "f"
+            else rng.integers(0, np.iinfo(dtype).max, (21, 30), dtype=dtype, endpoint=True))
+    image = {"2-D": gray, "H x W x 1": gray[..., None], "flipped": gray[::-1, ::-1]}[layout]
+    kwargs = {"origin": (-5, -3), "step": (12, 12), "grid": (2, 3), "scale": 1.0 / 255.0,
+              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    from_gray, from_colour = (np.empty((6, 3, 16, 16), np.float32) for _ in range(2))
+    _tiling.extract_tiles(image, from_gray, **kwargs)
+    _tiling.extract_tiles(np.repeat(np.atleast_3d(image), 3, axis=2), from_colour, **kwargs)
+    assert np.array_equal(from_gray.view(np.uint32), from_colour.view(np.uint32))
+    assert not np.array_equal(from_gray[:, 0], from_gray[:, 2])  # each channel its own normalisation
 
 
 @pytest.mark.parametrize("swap_rb", [True, False])
@@ -125,6 +144,7 @@ def _out(n: int = 9, c: int = 3, dtype: type = np.float32) -> np.ndarray:
     (IMAGE, _out()[:, :, :, ::2], GRID, "C-contiguous"),
     (IMAGE, np.empty((9, 3, 4), np.float32), GRID, "N x C"),
     (IMAGE, _out(c=1), GRID, "channels"),
+    (IMAGE[..., :1], _out(c=5), GRID, "up to 4"),
     (IMAGE, _out(n=10), GRID, "out of range"),
     (IMAGE, _out(), {**GRID, "first": 1}, "out of range"),
     (IMAGE, _out(), {**GRID, "first": -1}, "out of range"),

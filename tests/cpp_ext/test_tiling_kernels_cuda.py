@@ -114,6 +114,20 @@ def test_extract_cuda_equals_cpu(device: Device, dtype: Any, size: tuple[int, ..
     assert np.array_equal(got.view(np.uint8), cpu.view(np.uint8))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_extract_cuda_replicates_a_gray_image(device: Device, dtype: Any) -> None:
+    """A gray frame goes to the GPU as one channel; the kernel fills the colour model's three, as the CPU kernel."""
+    rng = np.random.default_rng(7)
+    image = (rng.random((45, 61, 1), dtype=np.float32) if np.dtype(dtype).kind == "f"
+             else rng.integers(0, np.iinfo(dtype).max, (45, 61, 1), dtype=dtype, endpoint=True))
+    kwargs = {"origin": (-6, -6), "step": (20, 20), "grid": (3, 4), "scale": 1.0 / 255.0,
+              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    got = device.get(_extract_cuda(device, device.put(image), (12, 3, 24, 24), np.float16, **kwargs))
+    cpu = np.empty((12, 3, 24, 24), np.float16)
+    _tiling.extract_tiles(image, cpu, **kwargs)
+    assert np.array_equal(got.view(np.uint8), cpu.view(np.uint8))
+
+
 def test_extract_cuda_reads_strided_float_images(device: Device) -> None:
     rng = np.random.default_rng(1)
     big = (rng.standard_normal((80, 90, 3)) * 100).astype(np.float32)

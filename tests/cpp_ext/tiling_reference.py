@@ -23,9 +23,13 @@ def normalisation(channels: int, scale: float, mean: Sequence[float] | None,
 def extract_reference(image: np.ndarray, tile_hw: tuple[int, int], count: int, origin: tuple[int, int],
                       step: tuple[int, int], grid: tuple[int, int], first: int = 0, swap_rb: bool = False,
                       scale: float = 1.0 / 255.0, mean: Sequence[float] | None = None,
-                      std: Sequence[float] | None = None, dtype: type = np.float32) -> np.ndarray:
-    """Tiles ``first .. first + count - 1`` of the grid, cut from the image mirror-padded by np.pad('reflect')."""
+                      std: Sequence[float] | None = None, dtype: type = np.float32,
+                      out_channels: int | None = None) -> np.ndarray:
+    """Tiles ``first .. first + count - 1`` of the grid, cut from the image mirror-padded by np.pad('reflect'); a
+    1-channel image repeated into ``out_channels`` channels first (a gray frame for a colour model)."""
     img = image if image.ndim == 3 else image[..., None]
+    if out_channels is not None and img.shape[2] == 1:
+        img = np.repeat(img, out_channels, axis=2)
     height, width, channels = img.shape
     (th, tw), (oy, ox), (sy, sx), (rows, cols) = tile_hw, origin, step, grid
     pad_top, pad_left = max(0, -oy), max(0, -ox)

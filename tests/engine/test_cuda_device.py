@@ -380,6 +380,27 @@ def test_methods_outside_a_session_refuse(fake_gpu: tuple[RuntimeBackend, FakeGp
         device.prepare(np.zeros((4, 4, 3), np.uint8), None, 0)
 
 
+@pytest.mark.parametrize("working_size", [None, (64, 48)], ids=["frame size", "working size"])
+def test_a_gray_frame_goes_up_as_one_channel(fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice],
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             working_size: tuple[int, int] | None) -> None:
+    """A gray frame for a colour model: it was repeated to 3 channels on the host before the upload (3x the bytes
+    over the bus, and 3x the resize work); now it goes up as it is and the extract kernel replicates it, with the
+    masks and probabilities of the frame repeated to colour, bit for bit."""
+    backend, _, device = fake_gpu
+    info = replace(backend.info, working_size=working_size)
+    assert info.in_channels == 3
+    grid = plan_whole(48 if working_size else 90, 64 if working_size else 120, "same", 3)
+    gray = cv2.GaussianBlur(_frame(np.uint8, (90, 120)), (0, 0), 2)
+    uploads = _recorded_uploads(device, monkeypatch)
+    have = FramePath(device, info).run([gray], grid, True)[0]
+    want = FramePath(HostDevice(backend.inner.infer), info).run([np.dstack([gray] * 3)], grid, True)[0]
+    assert uploads == [90 * 120]
+    assert np.array_equal(have.mask, want.mask)
+    assert have.probabilities is not None and want.probabilities is not None
+    assert np.array_equal(have.probabilities.view(np.uint32), want.probabilities.view(np.uint32))
+
+
 def test_release_frees_inside_a_session_and_the_path_recovers(
         fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:
     backend, gpu, device = fake_gpu

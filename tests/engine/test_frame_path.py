@@ -293,3 +293,18 @@ def test_release_on_a_device_that_is_not_concurrent_waits_for_the_call_in_flight
         call.result()
         release.result()
     assert released_during_call == [False]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("frame_hw", [(24, 32), (90, 120)], ids=["working size", "resized"])
+def test_a_gray_frame_is_the_colour_frame_of_its_value(dtype: type, frame_hw: tuple[int, int]) -> None:
+    """A gray frame for a colour model goes to the kernels as one channel (resized as one, replicated by the extract
+    kernel): the network input, mask and probabilities are those of the frame repeated to colour, bit for bit."""
+    gray = _frame(dtype, frame_hw, seed=3)
+    colour = np.dstack([gray] * 3)
+    assert np.array_equal(network_input([gray], INFO).view(np.uint32), network_input([colour], INFO).view(np.uint32))
+    path = FramePath(HostDevice(channel_scores), INFO)
+    want, have = (path.run([f], plan_whole(24, 32, "same", 3), True)[0] for f in (colour, gray))
+    assert np.array_equal(want.mask, have.mask)
+    assert want.probabilities is not None and have.probabilities is not None
+    assert np.array_equal(want.probabilities.view(np.uint32), have.probabilities.view(np.uint32))
