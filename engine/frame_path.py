@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 
 from .device import BufferT, Device, HostDevice
 from .model_info import ModelInfo
-from .preprocessing import check_color_order, check_frame, frame_scale, frame_to_model_channels
+from .preprocessing import check_color_order, check_frame, colour_to_gray, frame_scale
 from .tiling import TileGrid, blend_window, check_blend, extract_call, plan_whole, tile_runs
 from .values import is_whole_number
 
@@ -81,7 +81,7 @@ def _model_image(frame: NDArray[Any], info: ModelInfo, color_order: str) -> NDAr
     """A checked frame as the path hands it to the device: a colour frame for a 1-channel model turned gray, every
     other frame as it is. A gray frame for a colour model stays gray: the extract kernel replicates it into the
     model's channels, so it is resized and uploaded as one channel, not three."""
-    return frame if frame.ndim == 2 else frame_to_model_channels(frame, info.in_channels, color_order)
+    return colour_to_gray(frame, color_order) if frame.ndim == 3 and info.in_channels == 1 else frame
 
 
 def network_input(frames: Sequence[NDArray[Any]], info: ModelInfo, dtype: Any = np.float32,

@@ -171,22 +171,16 @@ def frame_scale(dtype: np.dtype) -> float:
     return _SCALE.get(np.dtype(dtype), 1.0)
 
 
-def frame_to_model_channels(frame: np.ndarray, in_channels: int, color_order: str = "bgr") -> np.ndarray:
-    """Colour (in ``color_order``) or gray frame -> colour in that order (3-channel models) or gray (1-channel
-    models); other frames pass unchanged.
+def colour_to_gray(frame: np.ndarray, color_order: str = "bgr") -> np.ndarray:
+    """A colour frame (in ``color_order``) as the gray image a 1-channel model takes (BT.601 weights).
 
-    The swap to the model's RGB (of a BGR frame) is fused into the extract kernel, and so is the gray-to-colour
-    repeat on the frame path (:class:`unetrt.frame_path.FramePath` hands a gray frame to the kernels as one channel):
-    this function repeats it for callers that want the colour array itself.
+    A gray frame for a colour model needs no counterpart: the extract kernel replicates it into the model's
+    channels, so the frame path hands it over as one channel.
 
     Example:
-        >>> frame_to_model_channels(np.zeros((2, 2), np.uint8), 3).shape
-        (2, 2, 3)
+        >>> colour_to_gray(np.zeros((2, 2, 3), np.uint8)).shape
+        (2, 2)
     """
-    if in_channels == 3 and frame.ndim == 2:
-        return np.repeat(frame[..., None], 3, axis=2)  # any dtype: OpenCV's colour conversions take no float64
-    if in_channels == 1 and frame.ndim == 3:
-        # OpenCV converts no float64; float32 keeps far more than the precision of [0, 1] pixel values.
-        color = frame.astype(np.float32) if frame.dtype == np.float64 else np.ascontiguousarray(frame)
-        return cv2.cvtColor(color, cv2.COLOR_RGB2GRAY if color_order == "rgb" else cv2.COLOR_BGR2GRAY)
-    return frame
+    # OpenCV converts no float64; float32 keeps far more than the precision of [0, 1] pixel values.
+    color = frame.astype(np.float32) if frame.dtype == np.float64 else np.ascontiguousarray(frame)
+    return cv2.cvtColor(color, cv2.COLOR_RGB2GRAY if color_order == "rgb" else cv2.COLOR_BGR2GRAY)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unetrt.preprocessing import MAX_FRAME_SIDE, check_frame, frame_scale, frame_to_model_channels, normalize
+from unetrt.preprocessing import MAX_FRAME_SIDE, check_frame, colour_to_gray, frame_scale, normalize
 from unetrt.stream.sources import CorruptFrameError, check_stream_frame
 
 
@@ -58,11 +58,10 @@ def test_scale_brings_every_dtype_to_the_unit_range() -> None:
     assert frame_scale(np.dtype(np.float32)) == frame_scale(np.dtype(np.float64)) == 1.0
 
 
-def test_channel_conversion_for_the_model() -> None:
-    gray = np.full((3, 4), 7, np.uint16)
-    assert np.array_equal(frame_to_model_channels(gray, 3), np.full((3, 4, 3), 7, np.uint16))
-    bgr = np.zeros((3, 4, 3), np.float32)
-    assert frame_to_model_channels(bgr, 3) is bgr and frame_to_model_channels(bgr, 1).shape == (3, 4)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+def test_colour_to_gray_takes_every_frame_dtype(dtype: type) -> None:
+    gray = colour_to_gray(np.full((3, 4, 3), 0.5 if np.dtype(dtype).kind == "f" else 7, dtype))
+    assert gray.shape == (3, 4) and np.allclose(gray, 0.5 if np.dtype(dtype).kind == "f" else 7)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -78,18 +77,12 @@ def test_the_longest_side_accepted_is_max_frame_side() -> None:
         check_frame(np.zeros((MAX_FRAME_SIDE + 1, 1), np.uint8))
 
 
-def test_gray_frames_repeat_into_colour_pixel_for_pixel() -> None:
-    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    colour = frame_to_model_channels(gray, 3)
-    assert colour.shape == (3, 4, 3) and all(np.array_equal(colour[..., c], gray) for c in range(3))
-
-
 @pytest.mark.parametrize(("color_order", "blue_first"), [("bgr", True), ("rgb", False)])
 def test_colour_to_gray_weighs_channels_in_the_frames_order(color_order: str, blue_first: bool) -> None:
     """A pure blue frame: BT.601 gives it 0.114 * 255 ~ 29; read as red instead it would be 0.299 * 255 ~ 76."""
     blue = np.zeros((2, 3, 3), np.uint8)
     blue[..., 0 if blue_first else 2] = 255
-    gray = frame_to_model_channels(blue, 1, color_order)
+    gray = colour_to_gray(blue, color_order)
     assert gray.shape == (2, 3) and np.all(gray == 29)
 
 
