@@ -17,6 +17,8 @@ from .opencv import OpenCVImportError, import_cv2
 # The commands that build a network with torch: without torch, torch is named first (the export extra, which
 # brings the rest, does not bring it), whatever their module happened to import first.
 TORCH_MODULES = ("unetrt.export.train", "unetrt.export.onnx_export")
+# Where a command's parser lives when its module needs what may be missing: its --help then still answers.
+HELP_MODULES = {"unetrt.export.train": "unetrt.export.train_options"}
 
 
 def _missing_module_line(module: str, command: str, exc: ModuleNotFoundError) -> str:
@@ -40,6 +42,26 @@ def _version_asked(command: str) -> bool:
     return True
 
 
+def _help_given(module: str, missing: str) -> bool:
+    """Print the command's help and then the ``missing`` line when ``-h`` or ``--help`` was asked and the command's
+    parser imports without its module; whether it did.
+
+    ``unet-train --help`` on the runtime alone is how a user finds out what training takes: the options, and that
+    torch must be installed first (with the line that installs it).
+    """
+    arguments = sys.argv[1:]
+    options = arguments[: arguments.index("--")] if "--" in arguments else arguments
+    if module not in HELP_MODULES or not {"-h", "--help"} & set(options):
+        return False
+    try:
+        parser = importlib.import_module(HELP_MODULES[module]).build_parser()
+    except ModuleNotFoundError:
+        return False
+    print(parser.format_help())
+    print(missing)
+    return True
+
+
 def _launch(module: str, command: str) -> int:
     fill_closed_standard_streams()  # before the import, which writes NumPy's warnings to sys.stderr
     try:
@@ -55,7 +77,10 @@ def _launch(module: str, command: str) -> int:
             raise  # a module of unetrt itself missing is a broken install, not an extra to add
         if _version_asked(command):
             return 0
-        print(f"error: {_missing_module_line(module, command, exc)}", file=sys.stderr)
+        missing = _missing_module_line(module, command, exc)
+        if _help_given(module, missing):
+            return 0
+        print(f"error: {missing}", file=sys.stderr)
         return USAGE_ERROR
     return main()
 

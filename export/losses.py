@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-LOSS_NAMES = ("ce", "bce", "dice", "weighted-ce", "dice-ce", "size-ce", "lovasz-ce", "cldice-ce")
+from .train_options import LOSS_NAMES
+
 WEIGHT_MAP_OF_LOSS = {"weighted-ce": "distance", "dice-ce": "distance", "size-ce": "size", "lovasz-ce": "distance",
                       "cldice-ce": "distance"}
 

@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -103,14 +103,20 @@ def test_the_console_script_exits_with_the_command_exit_code(monkeypatch: pytest
 
 
 def _launched_without(module: str, hidden: str, monkeypatch: pytest.MonkeyPatch,
-                      capsys: pytest.CaptureFixture[str], command: Callable[[], int]) -> tuple[int, str]:
-    """Run a console-script function as a fresh install without ``hidden`` would: ``module`` imported anew with
-    ``hidden`` unimportable. Returns the exit code and stderr."""
+                      capsys: pytest.CaptureFixture[str], command: Callable[[], int],
+                      arguments: Sequence[str] = ("--help",)) -> tuple[int, str]:
+    """Run a console-script function with ``arguments`` as a fresh install without ``hidden`` would: ``module``
+    imported anew with ``hidden`` unimportable. Returns the exit code and stderr."""
     monkeypatch.setitem(sys.modules, hidden, None)
     monkeypatch.delitem(sys.modules, module, raising=False)
-    monkeypatch.setattr(sys, "argv", [command.__name__.replace("_", "-"), "--help"])
+    monkeypatch.setattr(sys, "argv", [command.__name__.replace("_", "-"), *arguments])
     code = command()
     return code, capsys.readouterr().err
+
+
+TORCH_LINE = ("needs the Python module 'torch', which is not installed: install the PyTorch build you want first (the "
+              "CPU build: pip install torch==2.13.0+cpu --extra-index-url https://download.pytorch.org/whl/cpu), then "
+              "pip install 'unetrt[export]'")
 
 
 def test_a_command_without_torch_names_the_cpu_build_in_one_line(monkeypatch: pytest.MonkeyPatch,
@@ -119,14 +125,40 @@ def test_a_command_without_torch_names_the_cpu_build_in_one_line(monkeypatch: py
     # imports onnx before torch, and the export extra brings onnx but (on Linux) no torch: torch is named first.
     from unetrt.commands import unet_export, unet_train
 
-    for command, module in ((unet_train, "unetrt.export.train"), (unet_export, "unetrt.export.onnx_export")):
+    for command, module, arguments in ((unet_train, "unetrt.export.train", ("--dataset", "camvid", "--data", "x")),
+                                       (unet_export, "unetrt.export.onnx_export", ("--help",))):
         monkeypatch.setitem(sys.modules, "onnx", None)
-        code, err = _launched_without(module, "torch", monkeypatch, capsys, command)
+        code, err = _launched_without(module, "torch", monkeypatch, capsys, command, arguments)
         assert code == 2
-        assert err.splitlines() == [
-            f"error: {command.__name__.replace('_', '-')} needs the Python module 'torch', which is not installed: "
-            "install the PyTorch build you want first (the CPU build: pip install torch==2.13.0+cpu --extra-index-url "
-            "https://download.pytorch.org/whl/cpu), then pip install 'unetrt[export]'"]
+        assert err.splitlines() == [f"error: {command.__name__.replace('_', '-')} {TORCH_LINE}"]
+
+
+@pytest.mark.parametrize("asked", [["--help"], ["-h"], ["--dataset", "camvid", "--help"]])
+def test_train_help_without_torch_prints_the_help_and_the_install_line(
+        asked: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # The runtime alone (pip install . without [export]): unet-train --help was the missing-module line and exit 2,
+    # so a user could not read what training takes, nor that torch comes first, before installing it.
+    from unetrt.commands import unet_train
+
+    for module in ("unetrt.export.train_options", "unetrt.export.losses"):  # each imported anew without torch
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delitem(sys.modules, "unetrt.export.train", raising=False)
+    monkeypatch.setattr(sys, "argv", ["unet-train", *asked])
+    assert unet_train() == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.startswith("usage: unet-train ") and "--dataset {camvid,isbi}" in out and "--loss" in out
+    assert out.splitlines()[-1] == f"unet-train {TORCH_LINE}"
+
+
+def test_train_help_after_a_double_dash_is_no_help_asked(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # Past "--" an argument is a value (argparse's rule): the command says what is missing, as for a run.
+    from unetrt.commands import unet_train
+
+    code, err = _launched_without("unetrt.export.train", "torch", monkeypatch, capsys, unet_train, ("--", "--help"))
+    assert code == 2 and err == f"error: unet-train {TORCH_LINE}\n"
 
 
 def test_version_needs_none_of_the_commands_modules(monkeypatch: pytest.MonkeyPatch,
