@@ -1038,7 +1038,7 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
     machine["gpu"] = _gpu_name(torch_cuda) if device == "cuda" else None
     matmul = matmul_fp16_tflops() if device == "cuda" else None
     torch_flags = _tune_torch_for_gpu(torch_cuda)
-    images = () if args.frames is None else tuple(list_images(args.frames))
+    images = () if args.frames is None else tuple(list_images(args.frames, "--frames folder"))
     if images:
         notes.append(f"frames: the first images of {args.frames} (not random pixels)")
     groups = [(shape, batch) for shape in shapes for batch in batches]

@@ -46,9 +46,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """
     if args.images < 2 or args.trials < 1 or args.iterations < 1 or args.threads < 1:
         raise ValueError("--images must be at least 2, --trials, --iterations and --threads at least 1")
-    paths = list_images(args.frames)[: args.images]
+    paths = list_images(args.frames, "--frames folder")[: args.images]
     if len(paths) < args.images:
-        raise ValueError(f"{args.frames} has {len(paths)} images, fewer than the {args.images} asked for")
+        raise ValueError(f"--frames folder {str(args.frames)!r} has {len(paths)} images, fewer than the "
+                         f"--images {args.images} asked for")
     machine = machine_description()
     model = bundled_model_path("camvid", ".int8.onnx")
     with OpenVinoBackend(model, threads=args.threads) as lanes, \

@@ -65,9 +65,10 @@ def read_frames(folder: Path, count: int) -> list[np.ndarray]:
     Raises:
         ValueError: when the folder holds fewer frames or one is not 480x360.
     """
-    paths = list_images(folder)[:count]
+    paths = list_images(folder, "--images folder")[:count]
     if len(paths) < count:
-        raise ValueError(f"{folder} has {len(paths)} images, fewer than the {count} asked for")
+        raise ValueError(f"--images folder {str(folder)!r} has {len(paths)} images, fewer than the --frames {count} "
+                         "asked for")
     frames = []
     for path in paths:
         frame = cv2.imread(str(path))

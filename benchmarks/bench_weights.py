@@ -38,7 +38,7 @@ def bench(labels: str | Path, maps: int, trials: int) -> dict[str, object]:
     """
     if maps < 1 or trials < 1:
         raise ValueError(f"--maps and --trials must be at least 1, got {maps} and {trials}")
-    files = list_images(labels)[:maps]
+    files = list_images(labels, "--labels folder")[:maps]
     masks = [read_label(path, binary=True) for path in files]
     results: dict[str, object] = {}
     for kind in ("distance", "size"):

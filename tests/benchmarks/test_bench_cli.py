@@ -216,7 +216,9 @@ def test_plan_without_tensorrt_exits_2_with_one_line(name: str, tmp_path: Path,
     (["--engine", "{onnx}", "--precision", "fp16", "--device", "cpu"], "needs a CUDA GPU"),
     (["--engine", "{onnx}", "--plot", "latency.svg"], ".png"),
     (["--loadEngine={onnx}", "--shapes=image:1x5x32x32"], "tiny.onnx takes 3"),
-    (["--engine", "{onnx}", "--end-to-end", "--frames", "/nonexistent/frames"], "does not exist"),
+    # The line names the option to change, as for every other argument.
+    (["--engine", "{onnx}", "--end-to-end", "--frames", "/nonexistent/frames"],
+     "--frames folder '/nonexistent/frames' does not exist"),
     ([], "is required"),
 ])
 def test_bad_arguments_exit_2_with_one_clear_line(tiny_model_files: dict[str, Path], argv: list[str], message: str,

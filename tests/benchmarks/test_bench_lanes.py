@@ -39,6 +39,13 @@ def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     assert main(["--frames", str(tmp_path), "--out", str(tmp_path)]) == 2
 
 
+def test_missing_frames_name_the_option_that_gives_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The default folder (../shared/data/camvid/val) missing was "image folder ... does not exist": no option named.
+    missing = tmp_path / "camvid" / "val"
+    assert main(["--frames", str(missing), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: --frames folder {str(missing)!r} does not exist\n"
+
+
 class _FakeBackend:
     """Stands in for OpenVinoBackend: records the lanes asked for and the batch size of every infer call."""
 

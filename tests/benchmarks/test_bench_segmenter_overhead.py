@@ -8,6 +8,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 
 from unetrt.benchmarks import bench_segmenter_overhead
@@ -52,6 +54,20 @@ def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["--images", str(tmp_path), "--frames", "1", "--out", str(tmp_path / "x")]) == 2
     assert "holds no images" in capsys.readouterr().err
     assert main(["--frames", "0", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_missing_frames_name_the_option_that_gives_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Run from a folder without ../shared/data (an install, another checkout): the line was "image folder
+    # '../shared/data/camvid/val' does not exist", naming no option of this script.
+    missing = tmp_path / "shared" / "data" / "camvid" / "val"
+    assert main(["--images", str(missing), "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == f"error: --images folder {str(missing)!r} does not exist\n"
+    few = tmp_path / "few"
+    few.mkdir()
+    cv2.imwrite(str(few / "a.png"), np.zeros((360, 480, 3), np.uint8))
+    assert main(["--images", str(few), "--frames", "2", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == (f"error: --images folder {str(few)!r} has 1 images, fewer than the "
+                                       "--frames 2 asked for\n")
 
 
 def test_trials_alternate_which_runs_first_and_each_keeps_its_own_times(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -64,3 +64,10 @@ def test_nothing_to_time_is_one_line_naming_the_flags(argv: list[str], words: st
                                "--out", str(out)]) == 2
     assert capsys.readouterr().err == f"error: --maps and --trials must be at least 1, {words}\n"
     assert not out.exists()
+
+
+def test_missing_labels_name_the_option_that_gives_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Its default, ../shared/data/isbi2012-em/labels, missing was "image folder ... does not exist".
+    missing = tmp_path / "labels"
+    assert bench_weights.main(["--labels", str(missing), "--out", str(tmp_path / "results")]) == 2
+    assert capsys.readouterr().err == f"error: --labels folder {str(missing)!r} does not exist\n"
