@@ -47,6 +47,9 @@ from .outputs import PARTIAL_MARK, is_done, overlay_output, remove_partial_files
 
 WRITTEN = "written"
 SUMMARY_NAME = "summary.json"
+# What decides the job's masks (job_identity), written before its first mask: a job stopped before its summary
+# still tells a re-run with another model that the masks are not its own.
+JOB_NAME = "job.json"
 INSTALL_HINT = "unet-batch needs Ray Data: pip install 'unetrt[ray]'"
 # Rows of decoded frames per actor call; equal-size frames of a call go through the network as one batch.
 DEFAULT_BATCH_SIZE = 4
@@ -350,17 +353,15 @@ def check_same_job(out_dir: Path, identity: dict[str, Any]) -> None:
     """Refuse to resume into a folder whose masks another model, precision or working size made.
 
     A re-run skips every frame whose mask exists, so it would report another model's masks as its own work done
-    (the earlier job is known from the ``summary.json`` it wrote when it finished).
+    (the earlier job is known from the ``job.json`` it wrote when it started, or, from a unetrt before that file,
+    the ``summary.json`` it wrote when it finished).
 
     Raises:
         ValueError: naming both jobs and the fix.
     """
-    try:
-        earlier = json.loads((out_dir / SUMMARY_NAME).read_text())
-        before = {"model": earlier["model"], "model_sha256": earlier["model_sha256"],
-                  "precision": earlier["precision"], "working_size": earlier["settings"]["working_size"]}
-    except (OSError, ValueError, TypeError, KeyError):
-        return  # no job finished here, or one of a unetrt that did not record its model's bytes
+    before = _earlier_identity(out_dir)
+    if before is None:
+        return  # no job started here, or one of a unetrt that did not record its model's bytes
     keys = ("model_sha256", "precision", "working_size")
     if all(before[key] == identity[key] for key in keys):
         return
@@ -376,6 +377,21 @@ def check_same_job(out_dir: Path, identity: dict[str, Any]) -> None:
     raise ValueError(f"the output folder {str(out_dir)!r} holds the masks of another job ({described(before)}; this "
                      f"job: {described(identity)}), which this job would count as already done: give this job "
                      "another output folder, or delete those masks to segment again")
+
+
+def _earlier_identity(out_dir: Path) -> dict[str, Any] | None:
+    """The identity of the last job in ``out_dir`` (see :func:`job_identity`), or None when none is recorded."""
+    try:
+        record = json.loads((out_dir / JOB_NAME).read_text())
+        return {key: record[key] for key in ("model", "model_sha256", "precision", "working_size")}
+    except (OSError, ValueError, TypeError, KeyError):
+        pass  # none, or a damaged one: the summary, when the job finished, says the same
+    try:
+        earlier = json.loads((out_dir / SUMMARY_NAME).read_text())
+        return {"model": earlier["model"], "model_sha256": earlier["model_sha256"],
+                "precision": earlier["precision"], "working_size": earlier["settings"]["working_size"]}
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
 
 def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSettings, address: str | None = None,
@@ -447,6 +463,7 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
         check_same_job(folder, identity)
         # After the pool is known to fit: a job refused there leaves no empty folder behind either.
         folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / JOB_NAME, identity)
         done = [unit_is_done(unit, folder, settings.overlay) for unit in units]
         # A row found done during the job counts as skipped only when its mask existed before the job: Ray re-runs
         # a batch whose results died with their actor, and that batch then finds the masks this job already wrote.
@@ -470,7 +487,7 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
     summary = _summary(settings, units, counts, failures, per_worker, engines, wall, nodes, address, pool, device)
     summary["model_sha256"] = identity["model_sha256"]
     summary["not_read"] = unread_subfolders(inputs, units)
-    write_summary(folder / SUMMARY_NAME, summary)
+    write_json(folder / SUMMARY_NAME, summary)
     return summary
 
 
@@ -535,10 +552,11 @@ def _summary(settings: BatchSettings, units: list[WorkUnit], counts: Counter[str
     }
 
 
-def write_summary(path: Path, summary: dict[str, Any]) -> None:
-    """Write the summary as JSON under a temporary name, then rename it into place."""
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` (the summary, the job's identity) as JSON under a temporary name, then rename it into
+    place, so that a job stopped meanwhile leaves the earlier file or the new one, never half of one."""
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    partial.write_text(json.dumps(summary, indent=2) + "\n")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(partial, path)
 
 

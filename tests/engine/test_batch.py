@@ -52,6 +52,7 @@ from unetrt.batch.outputs import (
     remove_partial_files,
     write_png_atomically,
 )
+from unetrt.cli import TerminatedError
 from unetrt.stream.sources import CorruptFrameError
 
 
@@ -549,8 +550,9 @@ def test_sigterm_stops_the_job_with_exit_143_keeping_what_was_written(
     assert capsys.readouterr().err == "terminated\n"
     assert signal.getsignal(signal.SIGTERM) == handler and local_ray.shut_down
     # Batches of 2 frames: the first is written, the second only when the signal's raise was swallowed inside it;
-    # no summary, and a re-run resumes.
-    assert sorted(path.name for path in out.iterdir()) == [f"img_{i:02d}.png" for i in range(4 if swallowed else 2)]
+    # no summary (the job's identity is in job.json, written first), and a re-run resumes.
+    assert sorted(path.name for path in out.iterdir()) == [
+        *(f"img_{i:02d}.png" for i in range(4 if swallowed else 2)), "job.json"]
 
 
 def test_the_job_refuses_bad_workers_and_an_output_inside_an_input_before_connecting(
@@ -781,6 +783,34 @@ def test_a_rerun_with_another_model_or_size_is_refused_not_reported_done(
     capsys.readouterr()
     assert main([str(tmp_path / "in"), "-o", str(out), "--model", str(model), "--workers", "1"]) == 0
     assert "0 frames written, 2 already done" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, TerminatedError])
+def test_a_job_stopped_before_its_summary_still_refuses_another_models_rerun(
+        stop: type[BaseException], local_ray: LocalRay, tiny_model_files: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ctrl-C or SIGTERM after the first masks: no summary.json, so the job's identity was nowhere and a re-run at
+    # another size counted the first job's masks as its own work done.
+    write_images(tmp_path / "in", 3)
+    out = tmp_path / "masks"
+    tally = job._tally
+
+    def stopped_after_one_batch(*args: Any) -> None:
+        tally(*args)
+        raise stop()
+
+    monkeypatch.setattr(job, "_tally", stopped_after_one_batch)
+    with pytest.raises(stop):
+        job.run_batch([str(tmp_path / "in")], out, BatchSettings(model=str(tiny_model_files["onnx"]), batch_size=1),
+                      workers=1)
+    monkeypatch.setattr(job, "_tally", tally)
+    assert not (out / "summary.json").exists() and len(list(out.glob("*.png"))) == 1
+    with pytest.raises(ValueError, match="holds the masks of another job"):
+        job.run_batch([str(tmp_path / "in")], out, BatchSettings(model=str(tiny_model_files["onnx"]),
+                                                                  working_size=(32, 24)), workers=1)
+    # The same job resumes: the mask written stays, the two missing are written.
+    summary = job.run_batch([str(tmp_path / "in")], out, BatchSettings(model=str(tiny_model_files["onnx"])), workers=1)
+    assert (summary["frames"]["written"], summary["frames"]["skipped"]) == (2, 1)
 
 
 def test_an_empty_output_folder_of_an_earlier_job_takes_another_model(

@@ -24,7 +24,7 @@ from test_batch import write_images, write_video
 
 from unetrt.batch import job
 from unetrt.batch.cli import main
-from unetrt.batch.job import SUMMARY_NAME, BatchSettings, run_batch
+from unetrt.batch.job import JOB_NAME, SUMMARY_NAME, BatchSettings, run_batch
 from unetrt.batch.outputs import PARTIAL_MARK, frame_output
 from unetrt.cli import TerminatedError
 from unetrt.segmenter import Segmenter
@@ -212,7 +212,7 @@ def test_bad_inputs_are_listed_and_the_exit_is_non_zero(
         (str(tmp_path / "damaged.mp4"), None), (str(tmp_path / "in" / "broken.png"), None)]
     assert all(f["error"] for f in summary["failures"])
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [path.stem + ext for path in good for ext in (".png", ".overlay.png")] + [SUMMARY_NAME])
+        [path.stem + ext for path in good for ext in (".png", ".overlay.png")] + [JOB_NAME, SUMMARY_NAME])
 
     assert main([str(tmp_path / "nothing_here.png"), "-o", str(out), "--model", settings.model]) == 2
     assert capsys.readouterr().err.strip() == (f"error: input {str(tmp_path / 'nothing_here.png')!r} does not exist "
