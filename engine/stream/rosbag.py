@@ -254,7 +254,9 @@ class RosbagSource:
     """The images of one topic of a ROS 2 bag, every message in log-time order (a stored source: none dropped).
 
     After each :meth:`read`, :attr:`last_header` holds that message's header; the stream carries it to the
-    result (:attr:`unetrt.stream.StreamResult.header`) and to a bag output.
+    result (:attr:`unetrt.stream.StreamResult.header`) and to a bag output. Opened again after its end (``loop``),
+    the bag's stamps and log times are moved forward past the last pass's by one frame interval, pass after
+    pass, so that they keep increasing as a recorder's would (ROS tools refuse stamps that go back).
 
     Args:
         path: a rosbag2 folder, or a ``.mcap`` / ``.db3`` file.
@@ -281,6 +283,10 @@ class RosbagSource:
         self._reader: Any = None
         self._messages: Iterator[tuple[Any, int, bytes]] | None = None
         self._read_count = 0
+        self._ended = False  # the last pass reached the bag's end: the next one is a replay
+        self._shift_ns = 0  # added to this pass's stamps and log times
+        # This pass's lowest and highest stamp and log time (unshifted, in ns); None before its first frame.
+        self._extent: tuple[int, int, int, int] | None = None
 
     @property
     def files(self) -> list[Path]:
@@ -302,6 +308,15 @@ class RosbagSource:
         self._reader = reader
         self._messages = iter(reader.messages(connections=connections))
         self._read_count = 0
+        if self._ended and self._extent is not None:
+            self._shift_ns += self._replay_shift_ns(self._extent)
+        self._ended, self._extent = False, None
+
+    def _replay_shift_ns(self, extent: tuple[int, int, int, int]) -> int:
+        """How far the next pass's stamps and log times move beyond this one's: the longer of the two spans of this
+        pass and one frame interval (the bag's rate; a second for a bag of one frame, which has none)."""
+        low_stamp, high_stamp, low_log, high_log = extent
+        return max(high_stamp - low_stamp, high_log - low_log) + (round(1e9 / self.fps) if self.fps else 10**9)
 
     def read(self) -> np.ndarray | None:
         """The next image; None after the last message.
@@ -318,6 +333,7 @@ class RosbagSource:
             raise SourceError(f"the ROS 2 bag {self.name!r} breaks off after {self._read_count} messages of "
                               f"{self.topic} ({exc}); is it truncated?") from exc
         if item is None:
+            self._ended = True
             return None
         _, log_time_ns, raw = item
         self._read_count += 1
@@ -326,8 +342,13 @@ class RosbagSource:
         except _read_errors() as exc:
             raise CorruptFrameError(f"message {self._read_count - 1} of {self.topic} does not decode: {exc}") from exc
         stamp = message.header.stamp
-        self.last_header = FrameHeader(int(stamp.sec), int(stamp.nanosec), str(message.header.frame_id),
-                                       int(log_time_ns))
+        stamp_ns = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+        log_ns = int(log_time_ns)
+        low_stamp, high_stamp, low_log, high_log = self._extent or (stamp_ns, stamp_ns, log_ns, log_ns)
+        self._extent = (min(low_stamp, stamp_ns), max(high_stamp, stamp_ns), min(low_log, log_ns),
+                        max(high_log, log_ns))
+        sec, nanosec = divmod(stamp_ns + self._shift_ns, 1_000_000_000)
+        self.last_header = FrameHeader(sec, nanosec, str(message.header.frame_id), log_ns + self._shift_ns)
         return decode_image(message, self.msgtype)
 
     def close(self) -> None:

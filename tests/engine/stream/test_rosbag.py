@@ -234,6 +234,34 @@ def test_python_api_carries_headers_to_results_and_bag(image_bag: Path, tmp_path
         np.testing.assert_array_equal(mask_of(message), result.mask)
 
 
+def test_a_looped_bag_into_a_bag_keeps_its_stamps_increasing(image_bag: Path, tmp_path: Path) -> None:
+    # --loop 2 wrote the bag's three stamps three times over: every replay went back to the first stamp, and ROS
+    # tools (rosbag2 players, tf buffers) refuse stamps that go back. Each replay continues a frame interval on.
+    out = tmp_path / "out.mcap"
+    with Stream(str(image_bag), FakeSegmenter(), str(out), loop=2) as stream:
+        results = list(stream)
+    period = 100_000_000  # the bag's 10 Hz
+    span = 2 * period + period  # three frames: two intervals, then one more to the replay's first
+    expected_stamps = [sec * 10**9 + nanosec + replay * span for replay in range(3)
+                       for sec, nanosec in (stamp_of(i) for i in range(3))]
+    assert [r.header.stamp_sec * 10**9 + r.header.stamp_nanosec for r in results if r.header] == expected_stamps
+    assert [r.header.log_time_ns for r in results if r.header] == [stamp + 5_000_000 for stamp in expected_stamps]
+    masks = read_topic(out, MASK_TOPIC)
+    assert [message.header.stamp.sec * 10**9 + message.header.stamp.nanosec for _, message in masks] == \
+        expected_stamps
+    assert [log_time for log_time, _ in masks] == [stamp + 5_000_000 for stamp in expected_stamps]
+
+
+def test_a_one_frame_bag_replays_a_second_apart(tmp_path: Path) -> None:
+    # A bag of one message has no frame rate to continue by: each replay is stamped a second after the last.
+    bag = write_bag(tmp_path / "one.mcap", {"/camera/image_raw": [image_message(synthetic_frames(1)[0], "bgr8", 0)]},
+                    "mcap")
+    with Stream(str(bag), FakeSegmenter(), loop=2) as stream:
+        stamps = [(r.header.stamp_sec, r.header.stamp_nanosec) for r in stream if r.header]
+    sec, nanosec = stamp_of(0)
+    assert stamps == [(sec + replay, nanosec) for replay in range(3)]
+
+
 def test_video_to_bag_stamps_capture_times(tmp_path: Path) -> None:
     out = tmp_path / "out.mcap"
     summary = Stream(str(write_video(tmp_path / "in.mp4", 4)), FakeSegmenter(), str(out)).run()
