@@ -14,8 +14,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import itertools
+import logging
 import os
+import re
 import shutil
+import socket
 import struct
 import tempfile
 from collections.abc import Iterator
@@ -30,6 +33,8 @@ import numpy as np
 from .output_path import claim_new_file
 from .sources import CorruptFrameError, SourceError
 from .uri import OUTPUT_ROSBAG_SUFFIX
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .result import StreamResult
@@ -46,6 +51,10 @@ JPEG_QUALITY = 90
 ROSBAG2_VERSION = 9
 # Messages whose log times give a bag's frame rate: enough to average out jitter, few enough to read at once.
 RATE_SAMPLE = 100
+# The folder a bag output is written in until it is finished, beside its target: named by the process and machine
+# writing it, so that a later run can tell one left by a killed process (SIGKILL, a power cut) from one being written.
+BAG_FOLDER_PREFIX = ".unetrt-bag-"
+_BAG_FOLDER = re.compile(re.escape(BAG_FOLDER_PREFIX) + r"(\d+)@(.+)-[^-]+")
 INSTALL_HINT = "ROS 2 bags need the rosbags package: pip install 'unetrt[ros]' (or pip install rosbags)"
 
 
@@ -395,7 +404,9 @@ class RosbagSink:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._folder = Path(tempfile.mkdtemp(prefix=".unetrt-bag-", dir=self.path.parent))
+        remove_stale_bag_folders(self.path.parent)
+        self._folder = Path(tempfile.mkdtemp(prefix=f"{BAG_FOLDER_PREFIX}{os.getpid()}@{socket.gethostname()}-",
+                                             dir=self.path.parent))
         rosbag2 = _rosbags("rosbag2")
         writer = rosbag2.Writer(self._folder / "bag", version=ROSBAG2_VERSION,
                                 storage_plugin=rosbag2.StoragePlugin.MCAP)
@@ -462,6 +473,43 @@ class RosbagSink:
                 raise
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_is_gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs on this machine (one of another user's still runs: it cannot be signalled)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def remove_stale_bag_folders(folder: Path) -> list[Path]:
+    """Remove the unfinished bag folders in ``folder`` left by processes of this machine that are gone (a run
+    killed by SIGKILL or a power cut, whose clean-up never ran); say so in one line. Those of running processes,
+    and of other machines sharing the folder, stay.
+
+    Returns:
+        The folders removed.
+
+    Example:
+        >>> remove_stale_bag_folders(Path("out"))  # doctest: +SKIP
+        [PosixPath('out/.unetrt-bag-41234@robot-k2j4x9qa')]
+    """
+    host = socket.gethostname()
+    stale = []
+    with contextlib.suppress(OSError):
+        for entry in sorted(folder.iterdir()):
+            match = _BAG_FOLDER.fullmatch(entry.name)
+            if match and match[2] == host and _process_is_gone(int(match[1])) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+                stale.append(entry)
+    if stale:
+        log.warning("removed %d unfinished bag folder%s of runs that were killed (%s)", len(stale),
+                    "" if len(stale) == 1 else "s", ", ".join(str(entry) for entry in stale))
+    return stale
 
 
 def _capture_header(wall_time: float) -> FrameHeader:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -380,6 +383,31 @@ def test_every_bag_reader_opened_is_closed(image_bag: Path, monkeypatch: pytest.
     assert source.read() is not None
     source.close()
     assert len(opened) == 2 and closed == opened
+
+
+def test_unfinished_bag_folders_of_killed_runs_are_removed_by_the_next_in_one_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A run killed by SIGKILL left its .unetrt-bag-* folder (a half-written bag, possibly gigabytes) beside the output
+    # for ever. The next bag written there removes those of processes that are gone; a running one's, another
+    # machine's on shared storage, and any other folder stay.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    out = tmp_path / "out"
+    stale = out / f".unetrt-bag-{gone.pid}@{host}-k2j4x9qa"
+    running = out / f".unetrt-bag-{os.getpid()}@{host}-abcd1234"
+    elsewhere = out / f".unetrt-bag-{gone.pid}@not-{host}-abcd1234"
+    mine = out / ".unetrt-bag-notes"
+    for folder in (stale, running, elsewhere, mine):
+        (folder / "bag").mkdir(parents=True)
+        (folder / "bag" / "bag.mcap").write_bytes(b"half a bag")
+    with caplog.at_level(logging.WARNING, logger="unetrt.stream.rosbag"):
+        assert Stream(str(write_video(tmp_path / "in.mp4", 2)), FakeSegmenter(), str(out / "s.mcap")).run()[
+            "written"] == 2
+    assert [record.getMessage() for record in caplog.records] == [
+        f"removed 1 unfinished bag folder of runs that were killed ({stale})"]
+    assert sorted(path.name for path in out.iterdir()) == sorted(["s.mcap", running.name, elsewhere.name, mine.name])
+    assert len(read_topic(out / "s.mcap", MASK_TOPIC)) == 2
 
 
 def test_a_bag_sink_closed_again_keeps_what_it_wrote(tmp_path: Path) -> None:
