@@ -4,7 +4,9 @@ The page at ``/`` (also ``/index.html``) shows ``/stream``, a Motion JPEG stream
 (``multipart/x-mixed-replace``), which every browser plays in a plain ``<img>`` with no plug-in, and
 under it the live figures as text, which it polls from ``/stats`` (JSON: frame index, FPS, latency,
 dropped frames, per-stage milliseconds). Nothing else is served: any other path gets 404, and no file
-is ever read from disk.
+is ever read from disk. A browser holds at most six connections to one address for all its tabs together (as
+HTTP/1.1, RFC 9112 section 9.4, lets clients limit them), so a page that is hidden gives its stream back until it is
+shown again: any number of tabs then share a browser's connections.
 
 The pipeline never waits for a viewer: :meth:`HttpViewSink.write` encodes the frame once and puts it
 in a single latest-frame slot. Each viewer has its own thread that sends the newest frame whenever
@@ -78,7 +80,16 @@ function describe(s) {{
   const stages = Object.entries(s.timings_ms).map(([name, ms]) => name + " " + ms.toFixed(1));
   return parts.join("  ") + (stages.length ? "\nms per frame: " + stages.join("  ") : "");
 }}
+// A browser opens at most 6 connections to one address, for all its tabs together, and each page watching holds
+// one: a 6th tab left no connection for /stats and a 7th page never loaded. A hidden page (another tab in front,
+// a minimised window) gives its stream back, and asks for no figures, until it is shown again.
+const stream = document.getElementById("stream");
+document.addEventListener("visibilitychange", () => {{
+  if (document.hidden) stream.removeAttribute("src");
+  else stream.src = "/stream";
+}});
 async function poll() {{
+  if (document.hidden) {{ setTimeout(poll, {poll_ms}); return; }}
   try {{
     const stats = await (await fetch("/stats", {{cache: "no-store"}})).json();
     if (stats.frame !== undefined) document.getElementById("stats").textContent = describe(stats);

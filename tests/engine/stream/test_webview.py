@@ -19,7 +19,7 @@ from stream_helpers import FakeSegmenter
 from unetrt.stream import Stream, webview
 from unetrt.stream.cli import main
 from unetrt.stream.sinks import open_sink
-from unetrt.stream.webview import BOUNDARY, REQUEST_TIMEOUT_S, HttpViewSink, LatestFrame
+from unetrt.stream.webview import BOUNDARY, REQUEST_TIMEOUT_S, STATS_POLL_MS, HttpViewSink, LatestFrame
 
 # Generous: only a hang (a viewer blocking the pipeline) ever reaches it.
 HANG_S = 120.0
@@ -46,6 +46,17 @@ def test_page_is_served_and_every_other_path_is_404(sink: HttpViewSink) -> None:
     assert _get(sink.url + "index.html") == (200, body)  # the page's other name, as a browser may ask for it
     for path in ("etc/passwd", "../README.md", "%2e%2e/setup.py", "stream/x", "favicon.ico", "engine/cli.py"):
         assert _get(sink.url + path)[0] == 404, path
+
+
+def test_a_hidden_page_gives_its_stream_connection_back(sink: HttpViewSink) -> None:
+    # A browser opens at most 6 connections to one address for all its tabs, and every open page held one stream:
+    # with 6 tabs no connection was left for /stats (the figures froze in all of them) and a 7th page never loaded,
+    # where docs/streaming.md promises 8 viewers. Only the pages shown hold a stream; a hidden one polls no figures.
+    status, body = _get(sink.url)
+    page = body.decode()
+    assert status == 200 and 'document.addEventListener("visibilitychange", () => {' in page
+    assert 'if (document.hidden) stream.removeAttribute("src");\n  else stream.src = "/stream";' in page
+    assert f"if (document.hidden) {{ setTimeout(poll, {STATS_POLL_MS}); return; }}" in page
 
 
 class Viewer(threading.Thread):
