@@ -12,15 +12,19 @@ Environment overrides:
 - ``UNETRT_CUDA_ARCHS``: compute capabilities, e.g. ``"87;90"`` (default: Jetson Xavier 72 and Orin 87, desktop
   80 86 89 90, less those the installed nvcc no longer supports).
 - ``CUDA_HOME``: the CUDA toolkit (default: found from nvcc on PATH or /usr/local/cuda).
+
+The version comes from git (:func:`package_version`), so that a newer checkout installs over an older one.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 from pybind11.setup_helpers import ParallelCompile, Pybind11Extension
@@ -36,6 +40,9 @@ PACKAGE_DIR = {
     "unetrt.benchmarks": "benchmarks",
 }
 
+# The last release. A checkout of a later commit builds a development release of the next one (setuptools-scm's
+# "guess-next-dev": 0.1.1.devN+gHASH, N commits), which sorts above every earlier checkout's and the release's.
+RELEASE = "0.1.0"
 CPP_EXT = Path("cpp_ext")
 DEFAULT_CUDA_ARCHS = ("72", "87", "80", "86", "89", "90")
 CUDA_SOURCES = [CPP_EXT / "tiling_cuda.cu"]
@@ -43,6 +50,48 @@ CUDA_SOURCES = [CPP_EXT / "tiling_cuda.cu"]
 
 def _log(message: str) -> None:
     print(f"unetrt setup: {message}", file=sys.stderr)
+
+
+def _git(root: Path, *arguments: str) -> str | None:
+    """What ``git ARGUMENTS`` prints in ``root``, or None where git is missing or fails."""
+    try:
+        done = subprocess.run(["git", "-C", str(root), *arguments], capture_output=True, text=True, check=False,
+                              timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def package_version(root: Path) -> str:
+    """The version of the package built from ``root``, found without the network.
+
+    In a git checkout: a tag ``vX.Y.Z`` on the commit gives ``X.Y.Z``; else the next release's development release
+    counted from the last such tag (or from the first commit, before any tag): ``0.1.1.dev613+g7f8c6aa1b2``, with
+    ``.dYYYYMMDD`` added while tracked files are changed. Every later commit thus has a higher version, and pip
+    replaces an older checkout's install (the same version would have been kept as already installed). Without git
+    (an sdist, which records its version in PKG-INFO): that version. Else (a copy without either): ``RELEASE``.
+    """
+    if (root / ".git").exists():
+        commit = _git(root, "rev-parse", "--short=10", "HEAD")
+        described = _git(root, "describe", "--tags", "--long", "--match", "v[0-9]*.[0-9]*.[0-9]*")
+        if described:
+            tag, commits, _ = described.rsplit("-", 2)
+        else:
+            tag, commits = f"v{RELEASE}", _git(root, "rev-list", "--count", "HEAD") or ""
+        release = re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)", tag)
+        if commit and commits.isdigit() and release:
+            dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
+            if commits == "0" and not dirty:
+                return tag[1:]
+            major, minor, patch = map(int, release.groups())
+            version = f"{major}.{minor}.{patch + 1}.dev{commits}+g{commit}"
+            return version + (time.strftime(".d%Y%m%d") if dirty else "")
+    pkg_info = root / "PKG-INFO"
+    if pkg_info.is_file():
+        for line in pkg_info.read_text(encoding="utf-8").splitlines():
+            if line.startswith("Version:"):
+                return line.partition(":")[2].strip()
+    return RELEASE
 
 
 def find_nvcc() -> Path | None:
@@ -209,6 +258,7 @@ TILING_EMULATED = Pybind11Extension(
 )
 
 setup(
+    version=package_version(Path(__file__).resolve().parent),
     packages=list(PACKAGE_DIR),
     package_dir=PACKAGE_DIR,
     package_data={"unetrt": ["models/*.onnx", "models/*.pt", "models/*.json", "samples/*.mp4", "py.typed"]},

@@ -12,12 +12,17 @@ Example:
 from __future__ import annotations
 
 import importlib
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from .model_info import ModelInfo
 from .palette import Palette
 
-__version__ = "0.1.0"
+try:
+    # The installed distribution's, which setup.py takes from git: the build that is installed, as pip shows it.
+    __version__ = metadata.version("unetrt")
+except metadata.PackageNotFoundError:  # a copy of the package that pip did not install
+    __version__ = "0+unknown"
 
 __all__ = ["ModelInfo", "Palette", "SegmentationResult", "Segmenter", "__version__", "cancel_builds"]
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import re
 import runpy
 import subprocess
+import sys
+import tarfile
+import time
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from packaging.version import Version
 
 import unetrt
 import unetrt.benchmarks
@@ -213,11 +219,78 @@ def test_no_extra_installs_torch_on_linux(machine: str) -> None:
 
 
 def test_the_version_commands_print_is_the_package_version() -> None:
-    # Every command's --version prints unetrt.__version__, pip show prints pyproject's: a release that bumps one
-    # alone makes --version name another release.
-    found = re.search(r'^version = "([^"]+)"$', (ROOT / "pyproject.toml").read_text(), re.M)
-    assert found is not None, "pyproject.toml states no version"
-    assert unetrt.__version__ == found.group(1)
+    # Every command's --version prints unetrt.__version__, pip show the installed distribution's: one version, the
+    # one setup.py gives, with none written in pyproject.toml or the package beside it.
+    assert unetrt.__version__ == metadata.version("unetrt")
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^dynamic = \["version"\]$', pyproject, re.M) and not re.search(r"^version = ", pyproject, re.M)
+
+
+def _commit(repo: Path, name: str) -> None:
+    (repo / name).write_text(name)
+    subprocess.run(["git", "-C", str(repo), "add", name], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", name],
+                   check=True)
+
+
+def test_each_commit_builds_a_higher_version_so_that_pip_replaces_the_older_install(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The version was 0.1.0 in every checkout: pip install of a newer one's wheel over an older one's found unetrt
+    # 0.1.0 "already satisfied" and kept the old files, and --version could not tell the two apart.
+    package_version = _setup_py(monkeypatch)[0]["package_version"]
+    repo = tmp_path / "checkout"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    versions = []
+    for name in ("a", "b"):
+        _commit(repo, name)
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=10", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        versions.append(package_version(repo))
+        assert versions[-1] == f"0.1.1.dev{len(versions)}+g{commit}"
+    assert Version("0.1.0") < Version(versions[0]) < Version(versions[1])
+    (repo / "a").write_text("changed")  # a tracked file changed: marked, as setuptools-scm does
+    assert package_version(repo) == versions[1] + time.strftime(".d%Y%m%d")
+    subprocess.run(["git", "-C", str(repo), "checkout", "-q", "a"], check=True)
+    subprocess.run(["git", "-C", str(repo), "tag", "v0.2.0"], check=True)
+    assert package_version(repo) == "0.2.0"  # a release's own commit
+    _commit(repo, "c")
+    assert package_version(repo).startswith("0.2.1.dev1+g")
+
+
+def test_without_git_the_version_is_the_sdists_or_the_release(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    # An sdist is built into a wheel where there is no .git (and often no git): the version it was made with.
+    given = _setup_py(monkeypatch)[0]
+    package_version = given["package_version"]
+    assert package_version(tmp_path) == given["RELEASE"] == "0.1.0"
+    (tmp_path / "PKG-INFO").write_text("Metadata-Version: 2.4\nName: unetrt\nVersion: 0.1.1.dev7+gabc\n\n")
+    assert package_version(tmp_path) == "0.1.1.dev7+gabc"
+    (tmp_path / ".git").mkdir()  # a checkout where git is not installed
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git"))
+    assert package_version(tmp_path) == "0.1.1.dev7+gabc"
+
+
+@pytest.mark.slow
+def test_the_sdist_keeps_the_checkouts_version_where_git_is_not(tmp_path: Path) -> None:
+    # pip builds the wheel from the unpacked sdist, with no .git there, and on a machine that may have no git at all.
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    checkout = tmp_path / "checkout"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(checkout)], check=True, timeout=300)
+    version = subprocess.run([sys.executable, "setup.py", "--version"], cwd=checkout, capture_output=True, text=True,
+                             timeout=300, check=True).stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"0\.1\.1\.dev\d+\+g[0-9a-f]{10}", version), version
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path / "dist")], cwd=checkout,
+                   check=True, capture_output=True, timeout=600)
+    (sdist,) = (tmp_path / "dist").glob("unetrt-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    (unpacked,) = (tmp_path / "unpacked").iterdir()
+    no_git = {**os.environ, "PATH": str(Path(sys.executable).parent)}
+    done = subprocess.run([sys.executable, "setup.py", "--version"], cwd=unpacked, env=no_git, capture_output=True,
+                          text=True, timeout=300, check=True)
+    assert done.stdout.strip().splitlines()[-1] == version
 
 
 def test_a_missing_compiler_or_python_headers_stop_the_build_with_what_to_install(
