@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from unetrt.backends import choose_model
 from unetrt.backends.registry import backend_names, native_backend, registered_backends
 from unetrt.bundled import bundled_model_path
 from unetrt.cli import install_hint, parse_seed, print_out, run_cli
@@ -151,8 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     # trtexec's --shapes=image:NxCxHxW gives a batch size and a frame size at once.
     add_aliases(parser, ["--shapes"], "trtexec_shapes", type=trtexec_shape, action="append")
     add_precision(parser, help="fp32/fp16: precision of the channels_last and CUDA-graph variants (auto: fp16 on "
-                               "GPU, fp32 on CPU); int8/bf16: run only the variants of that precision, next to the "
-                               "PyTorch eager FP32 and ONNX Runtime FP32 references")
+                               "GPU, fp32 on CPU); fp16 on a CPU: the FP16 ONNX file unet-stream runs there "
+                               "(NAME.fp16.onnx) on ONNX Runtime and OpenVINO, next to PyTorch eager FP32; "
+                               "int8/bf16: run only the variants of that precision, next to the PyTorch eager FP32 "
+                               "and ONNX Runtime FP32 references")
     add_aliases(parser, ["--fp16"], "precision", action="store_const", const="fp16")
     add_aliases(parser, ["--int8"], "precision", action="store_const", const="int8")
     add_device(parser, ordinals=False,
@@ -358,6 +361,21 @@ def locate_model(engine: str, build: bool = True, sizes: Sequence[tuple[int, int
         if model.onnx_for_flops is None and source.suffix == ".onnx" and source.is_file():
             model.onnx_for_flops = source
     return model
+
+
+def cpu_fp16_files(model: ModelFiles, given: str) -> ModelFiles:
+    """``model`` with the ONNX rows on the file that ``unet-stream --precision fp16`` runs on a CPU (``given``'s
+    FP16 file, NAME.fp16.onnx for a bundled name), so that ``unet-bench --precision fp16`` times it there.
+
+    Raises:
+        ValueError: the line unet-stream refuses that precision with (a file exported at another precision, a
+            checkpoint), or when the FP16 file is no ONNX file.
+    """
+    fp16 = choose_model(given, "auto", "fp16", "cpu").path
+    if fp16.suffix != ".onnx":
+        raise ValueError(f"--precision fp16 on the CPU runs an FP16 ONNX file, and {model.name} has none here")
+    onnx = model.files.get("onnxruntime")
+    return replace(model, files={key: fp16 if path == onnx else path for key, path in model.files.items()})
 
 
 def synthetic_model(base: int) -> ModelFiles:
@@ -756,10 +774,13 @@ def _figures(entry: _Measured, batch: int, flops: int | None, timer: str, device
 
 def add_ratios(results: list[dict[str, Any]]) -> None:
     """Set each result's ``speedup_vs_torch_fp32``, ``speedup_vs_onnxruntime_fp32`` and ``speedup_vs_hand_written``:
-    that variant's median latency / the result's median latency, on the same workload (None when it did not run)."""
-    for key, reference in (("speedup_vs_torch_fp32", BASELINE), ("speedup_vs_onnxruntime_fp32", "onnxruntime"),
-                           ("speedup_vs_hand_written", HAND_WRITTEN)):
-        baselines = {_group(r): r for r in results if r["variant"] == reference and r["status"] == "ok"}
+    that variant's median latency / the result's median latency, on the same workload (None when it did not run, or
+    ran at another precision than the reference's: the ONNX Runtime row of an FP16 file is no FP32 reference)."""
+    for key, reference, precision in (("speedup_vs_torch_fp32", BASELINE, "fp32"),
+                                      ("speedup_vs_onnxruntime_fp32", "onnxruntime", "fp32"),
+                                      ("speedup_vs_hand_written", HAND_WRITTEN, "int8")):
+        baselines = {_group(r): r for r in results
+                     if r["variant"] == reference and r["status"] == "ok" and r["precision"] == precision}
         for result in results:
             base = baselines.get(_group(result))
             ok = result["status"] == "ok" and base is not None
@@ -986,9 +1007,18 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
     device = resolve_device(args.device)
     default_precision = "fp16" if device == "cuda" else "fp32"
     precision = args.precision if args.precision in ("fp32", "fp16") else default_precision
-    if precision == "fp16" and device != "cuda":
-        raise ValueError("--precision fp16 needs a CUDA GPU; use --precision fp32 on the CPU")
-    variants, notes = select_variants(args.backend, model, precision)
+    # On a CPU, FP16 is what unet-stream runs there at FP16: the FP16 ONNX file on ONNX Runtime and OpenVINO; the
+    # PyTorch rows at FP16 need a GPU. (This refused the CPU while unet-stream ran the file on it.)
+    cpu_fp16 = precision == "fp16" and device != "cuda"
+    if cpu_fp16:
+        model = cpu_fp16_files(model, args.model or str(model.files["onnxruntime"]))
+    variants, notes = select_variants(args.backend, model, "fp32" if cpu_fp16 else precision)
+    if cpu_fp16:
+        variants = [v for v in variants
+                    if v.key == BASELINE or (_precision(v, model) == "fp16" and not v.needs_cuda)]
+        if not any(v.key != BASELINE for v in variants):
+            raise ValueError(f"no fp16 variant can run {model.name} on the CPU (the FP16 ONNX file runs on "
+                             "onnxruntime and openvino; name one with --backend, or leave --backend out)")
     if args.precision in ("int8", "bf16"):
         def runs_at(variant: Variant) -> bool:
             precision = model.plan_precision if variant.backend == "tensorrt" else variant.precision

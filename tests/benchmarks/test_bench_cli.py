@@ -213,7 +213,9 @@ def test_plan_without_tensorrt_exits_2_with_one_line(name: str, tmp_path: Path,
     (["--engine", "no_such_bundled_model"], "no bundled model"),
     (["--engine", "{onnx}", "--unet-base", "8"], "not allowed with"),
     (["--engine", "{onnx}", "--iterations", "0"], "positive"),
-    (["--engine", "{onnx}", "--precision", "fp16", "--device", "cpu"], "needs a CUDA GPU"),
+    # unet-stream's line for the same request: the file is FP32, and FP16 on the CPU runs an FP16 file.
+    (["--engine", "{onnx}", "--precision", "fp16", "--device", "cpu"],
+     "precision 'fp16' picks among a bundled model's files; tiny.onnx runs at the precision it was exported with"),
     (["--engine", "{onnx}", "--plot", "latency.svg"], ".png"),
     (["--loadEngine={onnx}", "--shapes=image:1x5x32x32"], "tiny.onnx takes 3"),
     # The line names the option to change, as for every other argument.
@@ -602,9 +604,10 @@ def test_trial_figures_are_medians_over_the_trials_of_a_batch() -> None:
     assert figures["peak_rss_mib"] == 3.0 and figures["cpu_threads"] == 1
 
 
-def _timed_row(variant: str, frame_hw: list[int], batch: int, median: float | None) -> dict[str, Any]:
+def _timed_row(variant: str, frame_hw: list[int], batch: int, median: float | None,
+               precision: str = "fp32") -> dict[str, Any]:
     row: dict[str, Any] = {"variant": variant, "mode": "bare", "frame_hw": frame_hw, "batch": batch,
-                           "status": "skipped" if median is None else "ok"}
+                           "precision": precision, "status": "skipped" if median is None else "ok"}
     if median is not None:
         row["latency_ms"] = {"median": median}
     return row
@@ -619,6 +622,41 @@ def test_ratios_compare_rows_of_the_same_frame_size_and_batch_only() -> None:
     assert [r["speedup_vs_torch_fp32"] for r in rows] == [1.0, 2.0, 1.0, 2.0, None, None]
     assert [r["speedup_vs_onnxruntime_fp32"] for r in rows] == [0.5, 1.0, 0.5, 1.0, 1.0, None]
     assert [r["speedup_vs_hand_written"] for r in rows] == [None] * 6
+
+
+def test_an_onnx_runtime_row_of_an_fp16_file_is_no_fp32_reference() -> None:
+    # The column "x ORT FP32" gave every row's speed-up over the ONNX Runtime row even when it ran an FP16 file.
+    rows = [_timed_row("torch-fp32", [32, 32], 1, 4.0), _timed_row("onnxruntime", [32, 32], 1, 2.0, "fp16")]
+    add_ratios(rows)
+    assert [r["speedup_vs_onnxruntime_fp32"] for r in rows] == [None, None]
+    assert [r["speedup_vs_torch_fp32"] for r in rows] == [1.0, 2.0]
+
+
+def test_fp16_on_the_cpu_times_the_file_unet_stream_runs_there(
+        tiny_model_files: dict[str, Path], tiny_fp16_onnx: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # unet-bench --precision fp16 refused the CPU ("needs a CUDA GPU") while unet-stream --precision fp16 ran the
+    # FP16 file there: the bench now times that file, on the rows that run it, beside PyTorch eager FP32.
+    from unetrt.backends import choose_model
+    from unetrt.backends.openvino import openvino_available
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for path in (tiny_model_files["onnx"], tiny_model_files["pt"], tiny_fp16_onnx):
+        (folder / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "fp16.json"
+    given = folder / "tiny.fp16.onnx"
+    code, text, _ = _run(["--model", str(given), "--precision", "fp16", "--device", "cpu", *FAST,
+                          "--json", str(out)], capsys)
+    assert code == 0, text
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["results"]}
+    streamed = choose_model(str(given), "auto", "fp16", "cpu")
+    assert streamed.path == given and streamed.precision == "fp16"
+    assert rows.keys() == {"torch-fp32", "onnxruntime", *(["openvino-fp32"] if openvino_available() else [])}
+    for key in rows.keys() - {"torch-fp32"}:
+        assert (rows[key]["precision"], rows[key]["model_file"], rows[key]["status"]) == ("fp16", str(given), "ok")
+        assert rows[key]["speedup_vs_onnxruntime_fp32"] is None
+    assert rows["torch-fp32"]["precision"] == "fp32"
 
 
 def _table_row(**changes: Any) -> dict[str, Any]:
