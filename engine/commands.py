@@ -18,7 +18,8 @@ from .opencv import OpenCVImportError, import_cv2
 # brings the rest, does not bring it), whatever their module happened to import first.
 TORCH_MODULES = ("unetrt.export.train", "unetrt.export.onnx_export")
 # Where a command's parser lives when its module needs what may be missing: its --help then still answers.
-HELP_MODULES = {"unetrt.export.train": "unetrt.export.train_options"}
+HELP_MODULES = {"unetrt.export.train": "unetrt.export.train_options",
+                "unetrt.export.onnx_export": "unetrt.export.export_options"}
 
 
 def _missing_module_line(module: str, command: str, exc: ModuleNotFoundError) -> str:
@@ -46,8 +47,8 @@ def _help_given(module: str, missing: str) -> bool:
     """Print the command's help and then the ``missing`` line when ``-h`` or ``--help`` was asked and the command's
     parser imports without its module; whether it did.
 
-    ``unet-train --help`` on the runtime alone is how a user finds out what training takes: the options, and that
-    torch must be installed first (with the line that installs it).
+    ``unet-train --help`` (or ``unet-export --help``) on the runtime alone is how a user finds out what training
+    takes: the options, and that torch must be installed first (with the line that installs it).
     """
     arguments = sys.argv[1:]
     options = arguments[: arguments.index("--")] if "--" in arguments else arguments

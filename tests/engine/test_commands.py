@@ -126,7 +126,7 @@ def test_a_command_without_torch_names_the_cpu_build_in_one_line(monkeypatch: py
     from unetrt.commands import unet_export, unet_train
 
     for command, module, arguments in ((unet_train, "unetrt.export.train", ("--dataset", "camvid", "--data", "x")),
-                                       (unet_export, "unetrt.export.onnx_export", ("--help",))):
+                                       (unet_export, "unetrt.export.onnx_export", ("camvid", "-o", "x.onnx"))):
         monkeypatch.setitem(sys.modules, "onnx", None)
         code, err = _launched_without(module, "torch", monkeypatch, capsys, command, arguments)
         assert code == 2
@@ -150,6 +150,23 @@ def test_train_help_without_torch_prints_the_help_and_the_install_line(
     assert err == ""
     assert out.startswith("usage: unet-train ") and "--dataset {camvid,isbi}" in out and "--loss" in out
     assert out.splitlines()[-1] == f"unet-train {TORCH_LINE}"
+
+
+def test_export_help_without_torch_and_onnx_prints_the_help_and_the_install_line(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # The same for unet-export, whose module imports onnx before torch: torch is named, as for a run.
+    from unetrt.commands import unet_export
+
+    monkeypatch.delitem(sys.modules, "unetrt.export.export_options", raising=False)
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delitem(sys.modules, "unetrt.export.onnx_export", raising=False)
+    monkeypatch.setattr(sys, "argv", ["unet-export", "--help"])
+    assert unet_export() == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.startswith("usage: unet-export ") and "--precision fp16[,int8]" in out and "--calibration DIR" in out
+    assert out.splitlines()[-1] == f"unet-export {TORCH_LINE}"
 
 
 def test_train_help_after_a_double_dash_is_no_help_asked(monkeypatch: pytest.MonkeyPatch,
@@ -184,7 +201,8 @@ def test_a_command_without_onnx_names_the_export_extra(monkeypatch: pytest.Monke
     pytest.importorskip("torch")
     from unetrt.commands import unet_export
 
-    code, err = _launched_without("unetrt.export.onnx_export", "onnx", monkeypatch, capsys, unet_export)
+    code, err = _launched_without("unetrt.export.onnx_export", "onnx", monkeypatch, capsys, unet_export,
+                                  ("camvid", "-o", "x.onnx"))
     assert code == 2
     assert err.splitlines() == ["error: unet-export needs the Python module 'onnx', which is not installed: "
                                 "pip install 'unetrt[export]'"]

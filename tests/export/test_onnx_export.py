@@ -123,7 +123,7 @@ def test_the_largest_difference_is_reported_not_a_typical_one(tiny_model_files: 
 
 
 def test_precisions_are_read_case_and_space_insensitively() -> None:
-    from unetrt.export.onnx_export import parse_export_precisions
+    from unetrt.export.export_options import parse_export_precisions
 
     assert parse_export_precisions(" FP16 , Int8") == ("fp16", "int8")
 
