@@ -78,16 +78,19 @@ function describe(s) {{
   if (s.fps !== null) parts.push(s.fps.toFixed(1) + " FPS");
   parts.push("latency " + s.latency_ms.toFixed(0) + " ms", "dropped " + s.dropped);
   const stages = Object.entries(s.timings_ms).map(([name, ms]) => name + " " + ms.toFixed(1));
-  return parts.join("  ") + (stages.length ? "\nms per frame: " + stages.join("  ") : "");
+  return parts.join("  ") + (stages.length ? "\\nms per frame: " + stages.join("  ") : "");
 }}
 // A browser opens at most 6 connections to one address, for all its tabs together, and each page watching holds
 // one: a 6th tab left no connection for /stats and a 7th page never loaded. A hidden page (another tab in front,
 // a minimised window) gives its stream back, and asks for no figures, until it is shown again.
+// A page opened in the background (a middle click) is hidden from its start.
 const stream = document.getElementById("stream");
-document.addEventListener("visibilitychange", () => {{
+function follow() {{
   if (document.hidden) stream.removeAttribute("src");
-  else stream.src = "/stream";
-}});
+  else if (!stream.getAttribute("src")) stream.src = "/stream";
+}}
+document.addEventListener("visibilitychange", follow);
+follow();
 async function poll() {{
   if (document.hidden) {{ setTimeout(poll, {poll_ms}); return; }}
   try {{

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -38,7 +44,9 @@ def _picture_area(screenshot: np.ndarray) -> np.ndarray:
     return screenshot[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
 
 
-def test_browser_shows_the_live_stream(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _live_view() -> Iterator[str]:
+    """``unet-stream sample http://127.0.0.1:0`` running; yields the page's address."""
     command = [sys.executable, "-m", "unetrt.stream.cli", "sample", "http://127.0.0.1:0", "--loop", "-1",
                "--max-fps", "10", "--headless", "--legend", "--threads", "1"]
     stream = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
@@ -51,8 +59,7 @@ def test_browser_shows_the_live_stream(tmp_path: Path) -> None:
                 url = found.group(1)
                 break
         assert url is not None, "unet-stream printed no live-view address"
-        first = _screenshot(url, tmp_path / "first.png")
-        second = _screenshot(url, tmp_path / "second.png")
+        yield url
     finally:
         stream.send_signal(signal.SIGINT)
         try:
@@ -61,6 +68,12 @@ def test_browser_shows_the_live_stream(tmp_path: Path) -> None:
             if stream.poll() is None:  # a stream left running would slow every later test
                 stream.kill()
                 stream.communicate()
+
+
+def test_browser_shows_the_live_stream(tmp_path: Path) -> None:
+    with _live_view() as url:
+        first = _screenshot(url, tmp_path / "first.png")
+        second = _screenshot(url, tmp_path / "second.png")
     pictures = [_picture_area(shot) for shot in (first, second)]
     for picture in pictures:
         # The 480x360 clip (less the page's margins) with its segmentation colours, not an empty page or a broken icon.
@@ -68,3 +81,96 @@ def test_browser_shows_the_live_stream(tmp_path: Path) -> None:
         assert picture.std() > 20
     assert pictures[0].shape == pictures[1].shape
     assert np.abs(pictures[0].astype(np.int16) - pictures[1]).mean() > 2, "the picture did not change"
+
+
+class _Browser:
+    """Headless Chromium driven over its DevTools pipe (``--remote-debugging-pipe``: JSON messages ending in a NUL
+    byte, commands on its descriptor 3 and replies on 4), so that no client library is needed."""
+
+    def __init__(self, profile: Path) -> None:
+        to_browser, self._commands = os.pipe()
+        self._replies, from_browser = os.pipe()
+
+        def descriptors() -> None:  # in the child: the pipe ends where Chromium looks for them
+            os.dup2(to_browser, 3)
+            os.dup2(from_browser, 4)
+
+        self.process = subprocess.Popen(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
+             f"--user-data-dir={profile}", "about:blank"],
+            preexec_fn=descriptors, pass_fds=(3, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_browser)
+        os.close(from_browser)
+        self._pending = b""
+        self._last_id = 0
+
+    def call(self, method: str, params: dict[str, Any] | None = None, session: str | None = None) -> Any:
+        self._last_id += 1
+        message: dict[str, Any] = {"id": self._last_id, "method": method, "params": params or {}}
+        if session is not None:
+            message["sessionId"] = session
+        os.write(self._commands, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + 60
+        while True:
+            while b"\0" not in self._pending:
+                ready, _, _ = select.select([self._replies], [], [], max(0.0, deadline - time.monotonic()))
+                assert ready, f"Chromium did not answer {method}"
+                chunk = os.read(self._replies, 1 << 16)
+                assert chunk, "Chromium closed its DevTools pipe"
+                self._pending += chunk
+            raw, self._pending = self._pending.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._last_id:
+                assert "error" not in reply, reply
+                return reply["result"]
+
+    def open(self, url: str, background: bool) -> tuple[str, str]:
+        """A new tab at ``url`` (behind the one in front when ``background``, as a middle click opens it)."""
+        target = self.call("Target.createTarget", {"url": url, "background": background})["targetId"]
+        return target, self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+
+    def evaluate(self, tab: tuple[str, str], expression: str) -> Any:
+        return self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                         tab[1])["result"].get("value")
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        os.close(self._commands)
+        os.close(self._replies)
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+STATE = ('document.visibilityState + " " + document.getElementById("stream").getAttribute("src") + " " + '
+         'document.getElementById("stats").textContent')
+
+
+def test_tabs_past_the_browsers_six_connections_each_show_the_view_when_in_front(tmp_path: Path) -> None:
+    # A browser opens at most 6 connections to one address for all its tabs, and every page held a stream: with 8
+    # tabs open the 7th and 8th pages never finished loading. And the figures under the picture never showed at all:
+    # a newline in the page's script ended a string literal, a syntax error that stopped the whole script.
+    browser = _Browser(tmp_path / "profile")
+    try:
+        with _live_view() as url:
+            tabs = [browser.open(url, background=index > 0) for index in range(8)]
+            front, last = tabs[0], tabs[-1]
+            _until(lambda: str(browser.evaluate(front, STATE)).startswith("visible /stream frame "),
+                   "the tab in front shows no figures")
+            assert "ms per frame: capture" in browser.evaluate(front, 'document.getElementById("stats").textContent')
+            for tab in tabs[1:]:  # the hidden ones hold no stream, so that the 8th page loaded too
+                _until(lambda tab=tab: browser.evaluate(tab, "document.readyState") == "complete",
+                       "a tab behind did not load")
+                assert str(browser.evaluate(tab, STATE)).startswith("hidden null ")
+            browser.call("Target.activateTarget", {"targetId": last[0]})
+            _until(lambda: str(browser.evaluate(last, STATE)).startswith("visible /stream frame "),
+                   "the last tab, brought to the front, shows no figures")
+            _until(lambda: str(browser.evaluate(front, STATE)).startswith("hidden null "),
+                   "the tab sent behind kept its stream")
+    finally:
+        browser.close()
