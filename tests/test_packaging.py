@@ -271,6 +271,61 @@ def test_without_git_the_version_is_the_sdists_or_the_release(monkeypatch: pytes
     assert package_version(tmp_path) == "0.1.1.dev7+gabc"
 
 
+def _git_in(repo: Path, *arguments: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *arguments], check=True, capture_output=True)
+
+
+def test_a_release_checkout_with_changes_is_no_release(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A build of a tagged commit whose files were changed is not that release: pip would take it for the release.
+    package_version = _setup_py(monkeypatch)[0]["package_version"]
+    repo = tmp_path / "checkout"
+    repo.mkdir()
+    _git_in(repo, "init", "-q")
+    _commit(repo, "a")
+    _git_in(repo, "tag", "v0.2.0")
+    (repo / "a").write_text("changed")
+    version = package_version(repo)
+    assert re.fullmatch(r"0\.2\.1\.dev0\+g[0-9a-f]{10}\.d\d{8}", version), version
+    assert Version(version) > Version("0.2.0")
+
+
+def test_untracked_files_and_other_tags_leave_the_version_as_it_is(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    # As setuptools-scm: a file git does not track (notes, a build output not ignored) changes no version, and a tag
+    # that is no vX.Y.Z release (a "nightly", a "deployed-robot-3") is no release to count from.
+    package_version = _setup_py(monkeypatch)[0]["package_version"]
+    repo = tmp_path / "checkout"
+    repo.mkdir()
+    _git_in(repo, "init", "-q")
+    _commit(repo, "a")
+    clean = package_version(repo)
+    assert re.fullmatch(r"0\.1\.1\.dev1\+g[0-9a-f]{10}", clean), clean
+    (repo / "notes.txt").write_text("not tracked")
+    assert package_version(repo) == clean
+    _git_in(repo, "tag", "nightly")
+    assert package_version(repo) == clean
+
+
+def test_a_git_worktree_takes_its_version_from_git(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # In a worktree (git worktree add) and a submodule, .git is a file that names the repository, not a folder.
+    package_version = _setup_py(monkeypatch)[0]["package_version"]
+    repo = tmp_path / "checkout"
+    repo.mkdir()
+    _git_in(repo, "init", "-q")
+    _commit(repo, "a")
+    _commit(repo, "b")
+    _git_in(repo, "worktree", "add", "-q", str(tmp_path / "tree"), "HEAD~1")
+    assert (tmp_path / "tree" / ".git").is_file()
+    version = package_version(tmp_path / "tree")
+    assert re.fullmatch(r"0\.1\.1\.dev1\+g[0-9a-f]{10}", version), version
+
+
+def test_the_wheel_is_built_with_the_version_of_its_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    # setup() must get the version package_version finds, or every build is the release again.
+    found, given = _setup_py(monkeypatch)
+    assert given["version"] == found["package_version"](ROOT)
+
+
 @pytest.mark.slow
 def test_the_sdist_keeps_the_checkouts_version_where_git_is_not(tmp_path: Path) -> None:
     # pip builds the wheel from the unpacked sdist, with no .git there, and on a machine that may have no git at all.

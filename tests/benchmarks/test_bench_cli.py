@@ -33,7 +33,7 @@ from unetrt.benchmarks.bench import (
 )
 from unetrt.benchmarks.flops import flops_per_image
 from unetrt.benchmarks.stats import describe_cpu
-from unetrt.benchmarks.variants import Workload, all_variants, open_variant_backend
+from unetrt.benchmarks.variants import HAND_WRITTEN, Workload, all_variants, open_variant_backend
 from unetrt.cpu import usable_cores
 
 FAST = ["--shape", "32x32", "--warmup", "1", "--iterations", "2", "--trials", "2", "--threads", "1"]
@@ -657,6 +657,42 @@ def test_fp16_on_the_cpu_times_the_file_unet_stream_runs_there(
         assert (rows[key]["precision"], rows[key]["model_file"], rows[key]["status"]) == ("fp16", str(given), "ok")
         assert rows[key]["speedup_vs_onnxruntime_fp32"] is None
     assert rows["torch-fp32"]["precision"] == "fp32"
+
+
+
+def test_speedups_over_the_hand_written_pipeline_are_taken_against_its_int8_row() -> None:
+    # The hand-written OpenVINO pipeline runs the INT8 model: its row is the reference of the "x hand-written"
+    # column, at int8, as the other references are at their fp32.
+    rows = [_timed_row(HAND_WRITTEN, [32, 32], 1, 4.0, "int8"), _timed_row("openvino-int8", [32, 32], 1, 2.0, "int8")]
+    add_ratios(rows)
+    assert [r["speedup_vs_hand_written"] for r in rows] == [1.0, 2.0]
+
+
+def test_fp16_on_the_cpu_with_only_the_pytorch_rows_is_refused(
+        tiny_model_files: dict[str, Path], tiny_fp16_onnx: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # --backend torch leaves only PyTorch eager FP32 on a CPU: an FP16 benchmark with no FP16 row is refused, not
+    # reported as one.
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for path in (tiny_model_files["onnx"], tiny_model_files["pt"], tiny_fp16_onnx):
+        (folder / path.name).write_bytes(path.read_bytes())
+    code, out, err = _run(["--model", str(folder / "tiny.fp16.onnx"), "--precision", "fp16", "--device", "cpu",
+                           "--backend", "torch", *FAST], capsys)
+    assert code == 2 and out == ""
+    assert "no fp16 variant can run" in _one_line_error(err) and "--backend" in _one_line_error(err)
+
+
+def test_fp16_on_the_cpu_of_a_bundled_model_times_its_fp16_file(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # unet-bench --model camvid --precision fp16 on a CPU: the bundled camvid.fp16.onnx that unet-stream runs there.
+    out = tmp_path / "camvid.json"
+    code, text, _ = _run(["--model", "camvid", "--precision", "fp16", "--device", "cpu", "--backend",
+                          "onnxruntime", *FAST, "--json", str(out)], capsys)
+    assert code == 0, text
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["results"]}
+    assert Path(rows["onnxruntime"]["model_file"]).name == "camvid.fp16.onnx"
+    assert (rows["onnxruntime"]["precision"], rows["onnxruntime"]["status"]) == ("fp16", "ok")
 
 
 def _table_row(**changes: Any) -> dict[str, Any]:

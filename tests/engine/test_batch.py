@@ -918,3 +918,21 @@ def test_a_rerun_at_the_same_working_size_resumes(local_ray: LocalRay, tiny_mode
     job.run_batch([str(tmp_path / "in")], tmp_path / "out", settings, workers=1)
     summary = job.run_batch([str(tmp_path / "in")], tmp_path / "out", settings, workers=1)
     assert summary["frames"]["written"] == 0 and summary["frames"]["skipped"] == 2
+
+
+def test_a_folder_of_a_unetrt_before_job_json_still_refuses_another_models_rerun(
+        local_ray: LocalRay, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    # A folder finished by a unetrt that wrote no job.json has the job's identity in its summary.json alone: a re-run
+    # at another size must be refused there as before, not count those masks as its own.
+    write_images(tmp_path / "in", 2)
+    out = tmp_path / "masks"
+    settings = BatchSettings(model=str(tiny_model_files["onnx"]))
+    job.run_batch([str(tmp_path / "in")], out, settings, workers=1)
+    (out / "job.json").unlink()
+    with pytest.raises(ValueError, match="holds the masks of another job"):
+        job.run_batch([str(tmp_path / "in")], out, BatchSettings(model=str(tiny_model_files["onnx"]),
+                                                                  working_size=(32, 24)), workers=1)
+    (out / "job.json").write_text("{")  # damaged (edited by hand, a file system's crash): the summary still tells
+    with pytest.raises(ValueError, match="holds the masks of another job"):
+        job.run_batch([str(tmp_path / "in")], out, BatchSettings(model=str(tiny_model_files["onnx"]),
+                                                                  working_size=(32, 24)), workers=1)

@@ -128,6 +128,16 @@ def test_precisions_are_read_case_and_space_insensitively() -> None:
     assert parse_export_precisions(" FP16 , Int8") == ("fp16", "int8")
 
 
+def test_int8_calibrates_on_the_32_frames_its_help_promises_unless_told() -> None:
+    # --calibration-count's help says 32 frames by default: the parser (torch-free, for --help) must give that many.
+    from unetrt.export.export_options import build_parser
+
+    parser = build_parser()
+    common = ["camvid", "-o", "m.onnx", "--precision", "int8", "--calibration", "frames", "--check-labels", "labels"]
+    assert parser.parse_args(common).calibration_count == 32
+    assert parser.parse_args([*common, "--calibration-count", "8"]).calibration_count == 8
+    assert "(default 32;" in " ".join(parser.format_help().split())
+
 def test_an_fp16_output_that_is_a_folder_is_refused_before_the_fp32_file_is_replaced(
         tiny_model_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "m.fp16.onnx").mkdir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from stream_helpers import FakeSegmenter, frame_with_index, write_video
 
 from unetrt.bundled import bundled_model_names
 from unetrt.segmenter import Segmenter
-from unetrt.stream import Stream
+from unetrt.stream import Stream, rosbag
 from unetrt.stream.cli import main
 from unetrt.stream.rosbag import MASK_TOPIC, OVERLAY_TOPIC, RosbagSink, RosbagSource, decode_image
 from unetrt.stream.sources import CorruptFrameError, SourceError
@@ -525,3 +526,52 @@ def test_a_bag_turned_at_capture_into_a_video_is_not_warned_of(image_bag: Path, 
     with caplog.at_level("WARNING", logger="unetrt.stream.pipeline"):
         Stream(str(image_bag), FakeSegmenter(), str(tmp_path / "out.mp4"), input_flip="rotate-180").close()
     assert not caplog.records
+
+
+def test_replayed_log_times_move_past_the_last_pass_when_they_span_more_than_the_stamps(tmp_path: Path) -> None:
+    # A camera whose stamps stand still (a driver stamping with a frozen clock) still logs at 10 Hz: the replay must
+    # move past the longer of the two spans, or its log times go back into the last pass's.
+    frames = synthetic_frames(3)
+    bag = write_bag(tmp_path / "frozen.mcap",
+                    {"/camera/image_raw": [image_message(frame, "bgr8", 0) for frame in frames]}, "mcap")
+    with Stream(str(bag), FakeSegmenter(), loop=1) as stream:
+        headers = [r.header for r in stream if r.header]
+    log_times = [header.log_time_ns for header in headers]
+    stamps = [header.stamp_sec * 10**9 + header.stamp_nanosec for header in headers]
+    assert log_times == [log_time_of(i) + replay * 300_000_000 for replay in range(2) for i in range(3)]
+    assert stamps == [stamps[0]] * 3 + [stamps[0] + 300_000_000] * 3
+
+
+def test_a_process_of_another_user_is_running_not_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # os.kill(pid, 0) on another user's process fails with EPERM: it runs, and its bag folder must stay.
+    def not_permitted(pid: int, sig: int) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(rosbag.os, "kill", not_permitted)
+    assert not rosbag._process_is_gone(12345)
+
+
+def test_the_folder_of_a_bag_run_killed_while_writing_is_removed_by_the_next(tmp_path: Path) -> None:
+    # A real SIGKILL in the middle of a bag: the folder it leaves must be one the next run knows for a killed run's.
+    out = tmp_path / "out"
+    killed = subprocess.run(
+        [sys.executable, "-c", "import os, signal, sys\nfrom unetrt.stream.rosbag import RosbagSink\n"
+         "sink = RosbagSink(sys.argv[1])\nsink._open()\nos.kill(os.getpid(), signal.SIGKILL)",
+         str(out / "k.mcap")], timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    assert [path.name.startswith(".unetrt-bag-") for path in out.iterdir()] == [True]
+    assert Stream(str(write_video(tmp_path / "in.mp4", 2)), FakeSegmenter(), str(out / "s.mcap")).run()["written"] == 2
+    assert [path.name for path in out.iterdir()] == ["s.mcap"]
+
+
+def test_a_replay_moves_past_the_last_pass_when_the_stamps_span_more_than_the_log_times(tmp_path: Path) -> None:
+    # Stamps half a second apart logged at 10 Hz (a recorder that fell behind the camera, then caught up): the replay
+    # must start past the last stamp, not merely past the last log time.
+    frames = synthetic_frames(3)
+    bag = write_bag(tmp_path / "sparse.mcap", {"/camera/image_raw": [
+        image_message(frame, "bgr8", 5 * i) for i, frame in enumerate(frames)]}, "mcap")
+    with Stream(str(bag), FakeSegmenter(), loop=1) as stream:
+        stamps = [r.header.stamp_sec * 10**9 + r.header.stamp_nanosec for r in stream if r.header]
+    recorded = [sec * 10**9 + nanosec for sec, nanosec in (stamp_of(5 * i) for i in range(3))]
+    # The longer span (the stamps' second) and one frame interval of the 10 Hz log times.
+    assert stamps == [*recorded, *(stamp + 1_100_000_000 for stamp in recorded)]
