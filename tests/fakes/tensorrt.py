@@ -70,6 +70,7 @@ in its own file. The fake refuses what TensorRT refuses; each rule names its doc
 from __future__ import annotations
 
 import enum
+import functools
 import sys
 import types
 import weakref
@@ -218,13 +219,43 @@ class FakeEngine:
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if shape not in self._output_shapes:
-            (out,) = self.session.run(None, {self._onnx_input: np.zeros(shape, np.float32)})
-            self._output_shapes[shape] = tuple(int(d) for d in out.shape)
+            inferred = _inferred_output_shape(self.plan.onnx_model, shape)
+            if inferred is None:
+                (out,) = self.session.run(None, {self._onnx_input: np.zeros(shape, np.float32)})
+                inferred = tuple(int(d) for d in out.shape)
+            self._output_shapes[shape] = inferred
         return self._output_shapes[shape]
 
     def compute(self, images: np.ndarray) -> np.ndarray:
         (out,) = self.session.run(None, {self._onnx_input: images.astype(np.float32)})
         return np.asarray(out)
+
+
+@functools.lru_cache(maxsize=8)  # engines of one model (a test opens the bundled one often) infer once per shape
+def _inferred_output_shape(onnx_model: bytes, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The output shape ONNX shape inference gives the model for the input ``shape``, as TensorRT's shape
+    calculation answers ``get_tensor_shape`` without running the network (running it on zeros took seconds at a
+    profile's largest shape, on every engine open). None where inference refuses the shape or leaves a dimension
+    open: the caller runs the network then, which raises where the shape is invalid."""
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load_from_string(onnx_model)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    if len(dims) != len(shape) or any(dim.HasField("dim_value") and dim.dim_value != size
+                                      for dim, size in zip(dims, shape)):
+        return None  # inference would not notice a fixed dimension changed (the channels): running refuses it
+    for dim, size in zip(dims, shape):
+        dim.Clear()
+        dim.dim_value = size
+    try:
+        inferred = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except onnx.shape_inference.InferenceError:
+        return None
+    out = inferred.graph.output[0].type.tensor_type.shape.dim
+    if not out or not all(dim.HasField("dim_value") and dim.dim_value > 0 for dim in out):
+        return None
+    return tuple(int(dim.dim_value) for dim in out)
 
 
 class FakeExecutionContext:
