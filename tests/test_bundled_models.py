@@ -4,6 +4,7 @@ INT8 keeps the accuracy of FP32."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -49,7 +50,9 @@ def test_torch_and_onnxruntime_logits_agree(name: str, shared_data: Path) -> Non
             assert difference <= 1e-4, f"{path.name}: max |logit difference| {difference:.2e}"
 
 
+@functools.cache  # ONNX Runtime FP32 is checked twice, against the validation figures and the FP32 variant's
 def _evaluate(name: str, backend: str, precision: str, shared_data: Path) -> dict[str, Any]:
+    """The figures of the model run so over its stated split; each run once (the tests only read them)."""
     from unetrt.evaluate import evaluate_stated
     from unetrt.segmenter import Segmenter
 
