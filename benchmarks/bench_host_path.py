@@ -29,6 +29,7 @@ import numpy as np
 
 import unetrt
 from unetrt.benchmarks import results_dir
+from unetrt.benchmarks.bench_stream import read_frames
 from unetrt.benchmarks.stats import LatencyStats, describe_cpu, machine_description, summarize, write_results
 from unetrt.bundled import bundled_model_path, sample_clip
 from unetrt.cli import run_cli
@@ -53,23 +54,15 @@ def frame_kinds(frame: np.ndarray) -> dict[str, np.ndarray]:
             "gray uint8": cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)}
 
 
-def read_frames(count: int) -> list[np.ndarray]:
+def clip_frames(count: int) -> list[np.ndarray]:
     """The first ``count`` frames of the bundled sample clip (480x360 BGR).
 
     Raises:
         ValueError: when the clip holds fewer frames or frames of another size.
     """
-    capture = cv2.VideoCapture(str(sample_clip()))
-    frames: list[np.ndarray] = []
-    while len(frames) < count:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    if len(frames) < count or frames[0].shape[:2] != FRAME_HW:
-        raise ValueError(f"the sample clip gave {len(frames)} frame(s) of {frames[0].shape[:2] if frames else '-'}; "
-                         f"asked for {count} of {FRAME_HW}")
+    frames = read_frames(sample_clip(), count)
+    if frames[0].shape[:2] != FRAME_HW:
+        raise ValueError(f"the sample clip's frames are {frames[0].shape[:2]}, not {FRAME_HW}")
     return frames
 
 
@@ -94,7 +87,7 @@ def benchmark(frames: int, trials: int, threads: int) -> dict[str, Any]:
     grid = plan_whole(*work_hw, info.padding, info.depth)
     scores = np.random.default_rng(0).standard_normal((1, info.num_classes, *grid.output_hw)).astype(np.float32)
     path = FramePath(HostDevice(lambda batch: scores, threads=threads), info)
-    pictures = [frame_kinds(frame) for frame in read_frames(frames)]
+    pictures = [frame_kinds(frame) for frame in clip_frames(frames)]
     load_before = machine_description()["load_average"]
     for kinds in pictures:  # warm-up: buffers and caches
         for frame in kinds.values():
