@@ -16,6 +16,7 @@ from conftest import tiny_info
 from unetrt import _tiling, _tiling_emu
 from unetrt.device import HostDevice
 from unetrt.frame_path import FramePath, network_input
+from unetrt.model_info import ModelInfo
 from unetrt.tiling import plan_tiles, plan_whole
 
 INFO = tiny_info(num_classes=3, working_size=(32, 24))
@@ -308,3 +309,15 @@ def test_a_gray_frame_is_the_colour_frame_of_its_value(dtype: type, frame_hw: tu
     assert np.array_equal(want.mask, have.mask)
     assert want.probabilities is not None and have.probabilities is not None
     assert np.array_equal(want.probabilities.view(np.uint32), have.probabilities.view(np.uint32))
+
+
+@pytest.mark.parametrize("info", [INFO, tiny_info(num_classes=3)], ids=["at-the-working-size", "no-working-size"])
+def test_a_float64_frame_that_needs_no_resize_runs_as_float32(info: ModelInfo) -> None:
+    """A float64 frame already at the working size (or for a model without one) skips the resize, which is where
+    float64 became float32: it still reaches the kernels as float32, not refused as a dtype they do not take."""
+    frame = _frame(np.float64, (24, 32, 3))
+    assert np.array_equal(network_input([frame], info), network_input([frame.astype(np.float32)], info))
+    path = FramePath(HostDevice(channel_scores), info)
+    grid = plan_whole(24, 32, info.padding, info.depth)
+    got, want = (path.run([image], grid, True)[0] for image in (frame, frame.astype(np.float32)))
+    assert np.array_equal(got.mask, want.mask) and np.array_equal(got.probabilities, want.probabilities)

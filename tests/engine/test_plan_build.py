@@ -657,3 +657,23 @@ def test_int8_and_dla_on_an_orin_as_a_user_types_them(version: str, dla_cores: i
     fake = deserialize(plan.read_bytes())
     assert fake is not None and metadata.precision == fake.precision == precision
     assert fake.dla_core == (int(dla[1]) if dla else None) == metadata.dla_core
+
+
+@pytest.mark.parametrize(("gpu", "argv", "ending"), [
+    (FakeGpu(integrated=False, memory_bytes=512 << 20), [], "(unet-build ... --workspace 1024), else rerun with "
+                                                            "--verbose to see why"),
+    (FakeGpu(integrated=True, memory_bytes=1 << 20), ["--workspace", "3"],
+     "(unet-build ... --workspace 1; this build had 3 MiB), else rerun with --verbose to see why"),
+], ids=["discrete-default-workspace", "tiny-workspace"])
+def test_a_build_out_of_memory_names_a_workspace_that_builds(
+        gpu: FakeGpu, argv: list[str], ending: str, monkeypatch: pytest.MonkeyPatch,
+        tiny_model_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A discrete GPU builds with TensorRT's own workspace limit (the whole device memory): out of memory, the line
+    names 1024 MiB and no workspace of its own; a build already given a few MiB is never told to try 0 (which
+    unet-build refuses), but 1."""
+    install_fake_tensorrt_gpu(monkeypatch, gpu)
+    monkeypatch.setattr(Builder, "build_memory", 2 << 30)
+    plan = tmp_path / "tiny.plan"
+    assert main([str(tiny_model_files["onnx"]), "-o", str(plan), "--fp16", "--no-progress", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(ending), err

@@ -22,10 +22,12 @@ from unetrt.plan_cache import (
     ENGINE_CACHE_ENV,
     PlanKey,
     PlanNotCachedError,
+    cache_usage,
     cached_plan,
     engine_cache_dir,
     entry_problem,
     plan_key,
+    uncached_note,
 )
 from unetrt.plan_metadata import GpuIdentity, metadata_path, read_plan_metadata, write_plan_metadata
 
@@ -444,3 +446,29 @@ def test_a_start_that_waited_for_a_failed_build_gives_up_with_its_reason(
     plan = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path, progress=False)
     assert builds() == 1 and entry_problem(plan, key) is None
     assert not (tmp_path / f"{key.stem}.failed").exists()
+
+
+def test_cache_usage_counts_plans_and_mebibytes(tmp_path: Path) -> None:
+    """The doctor's cache line: engines are the .plan files, sizes are in MiB (as the cache's other lines count
+    them); a cache whose plans were removed but whose timing caches and metadata stay is '0 engines', not empty."""
+    assert cache_usage(tmp_path) == "empty"
+    with open(tmp_path / "camvid-fp16-0123.plan", "wb") as plan:
+        plan.truncate(20 << 20)  # 20 MiB: 21 MB in powers of ten
+    (tmp_path / "camvid-fp16-0123.plan.json").write_text("{}")
+    assert cache_usage(tmp_path) == "1 engine, 20 MB"
+    (tmp_path / "camvid-fp16-0123.plan").unlink()
+    (tmp_path / "timing-10.3.0-sm87.cache").write_bytes(b"t" * 1000)
+    assert cache_usage(tmp_path) == "0 engines, 0 MB"
+
+
+def test_an_engine_unusable_for_two_reasons_names_both(monkeypatch: pytest.MonkeyPatch,
+                                                       tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    """An SD card moved to an Orin NX that also has a newer JetPack: the entry's note gives both reasons, separated
+    by commas (semicolons separate the entries)."""
+    _, gpu = install_fake_tensorrt_gpu(monkeypatch, version="10.3.0")
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(multiprocessors=8), version="10.4.0")
+    note = uncached_note(tiny_model_files["onnx"], cache_dir=tmp_path)
+    assert note.startswith(f"none that runs here is cached ({plan.name}, ")
+    assert (f": built by TensorRT 10.3.0, this is 10.4.0, built for {gpu.name} (sm_87, 16 SMs), this is {gpu.name} "
+            f"(sm_87, 8 SMs); kept beside the new one: rm {plan} {plan}.json frees it)") in note, note

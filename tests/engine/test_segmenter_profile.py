@@ -106,3 +106,26 @@ def test_a_small_frame_of_the_tiny_model_runs_on_its_engine(gpu: FakeGpu, tiny_m
         expected = reference.segment(padded).mask[:24, :24]
     assert np.array_equal(mask, expected)
 
+
+
+def test_a_tile_below_the_profile_on_one_axis_is_refused_in_one_line(identity_plan: Path) -> None:
+    """A tile tall enough but too narrow for the profile (64 x 40 against a 32 x 48 minimum) is refused as a tile
+    below the minimum on both axes is, naming the minimum, before TensorRT sees the shape."""
+    frame = np.zeros((70, 100, 3), np.uint8)
+    with Segmenter(identity_plan, tile=(64, 40), overlap=0) as segmenter, \
+            pytest.raises(ValueError, match=r"^tile \(64, 40\) is smaller than the smallest input this backend "
+                                            r"accepts, \(32, 48\): give a larger tile$"):
+        segmenter.segment(frame)
+
+
+@pytest.mark.parametrize("device_path", ["auto", "host"])
+def test_a_tile_of_exactly_the_profile_minimum_runs(identity_plan: Path, device_path: str) -> None:
+    """The smallest tile the profile takes (32 x 48) is legal: a 40 x 60 frame is tiled with it and the identity
+    network gives the frame back."""
+    frame = np.random.default_rng(11).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    with Segmenter(identity_plan, tile=(32, 48), overlap=0, probabilities=True, blend="crop",
+                   device_path=device_path) as segmenter:
+        result = segmenter.segment(frame)
+        assert segmenter.tile_grid(40, 60).tile_hw == (32, 48)
+    assert result.probabilities is not None
+    np.testing.assert_allclose(result.probabilities, _softmax_of_frame(frame), rtol=1e-5, atol=1e-6)

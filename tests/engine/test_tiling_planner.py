@@ -212,3 +212,18 @@ def test_tile_runs_keep_unshifted_last_columns_in_their_row_run() -> None:
     assert grid.shape == (4, 2) and grid.shift == (28, 0)
     jobs = [(0, tile) for tile in range(8)]
     assert tile_runs(grid, jobs, regular=False) == [(0, 2, 0), (2, 2, 0), (4, 2, 0), (6, 2, 0)]
+
+
+def test_min_tile_pads_each_axis_up_to_its_own_minimum() -> None:
+    """A TensorRT profile's minimum of 32 x 48 (height x width): an image 10 px high and 200 px wide gets rows of
+    the height minimum, not the width's (each axis pads to its own), and columns of the asked tile."""
+    grid = plan_tiles((10, 200), (64, 96), min_tile=(32, 48))
+    assert grid.tile_hw == (32, 96) and grid.shape == (1, 3)
+    assert plan_whole(10, 20, min_tile=(32, 48)).tile_hw == (32, 48)
+
+
+def test_a_minimum_between_legal_sides_pads_to_the_next_legal_side() -> None:
+    """A minimum that is no legal side (33: the legal 'same' sides of depth 5 are multiples of 16) pads to the next
+    legal one, 48, never to the one below it."""
+    assert plan_tiles((10, 10), 64, min_tile=33).tile_hw == (48, 48)
+    assert plan_whole(10, 10, min_tile=33).tile_hw == (48, 48)
