@@ -20,8 +20,6 @@ def test_short_run_writes_markdown_and_json(tmp_path: Path) -> None:
     assert result["frame_hw"] == [360, 480] and result["working_hw"] == [168, 224]
     assert set(result["ms"]) == {f"{stage} {kind}" for stage in ("path", "resize") for kind in KINDS}
     assert all(stats["median"] > 0 for stats in result["ms"].values())
-    # The resize is a part of the path's work.
-    assert all(result["ms"][f"resize {kind}"]["median"] < result["ms"][f"path {kind}"]["max"] for kind in KINDS)
     text = out.with_suffix(".md").read_text()
     assert all(f"| {kind} |" in text for kind in KINDS)
 
