@@ -195,6 +195,9 @@ class OnnxRuntimeBackend:
         fixed_batch, _, fixed_height, fixed_width = self._fixed
         self.max_batch = fixed_batch
         self.max_input_hw = None if fixed_height is None or fixed_width is None else (fixed_height, fixed_width)
+        # A smaller image is mirror-padded up to a fixed size and its output cropped back, as on a TensorRT engine
+        # whose profile minimum it is under: the same frame gets an answer on both backends.
+        self.min_input_hw = self.max_input_hw
         on_cuda = self._session.get_providers()[0] == "CUDAExecutionProvider"
         self.device = f"cuda:{self._ordinal}" if on_cuda else "cpu"
         self.threads = threads
