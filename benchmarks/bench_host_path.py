@@ -104,7 +104,6 @@ def benchmark(frames: int, trials: int, threads: int) -> dict[str, Any]:
     stats: dict[str, LatencyStats] = {name: summarize(values) for name, values in runs.items()}
     return {
         "unetrt": unetrt.__version__,
-        "unetrt_from": str(Path(unetrt.__file__).parent),
         "frame_hw": list(FRAME_HW),
         "working_hw": list(work_hw),
         "frames": frames,
@@ -129,7 +128,7 @@ def markdown(result: dict[str, Any]) -> str:
         "# The host path's work per frame, without the network (CPU)",
         "",
         f"`python -m unetrt.benchmarks.bench_host_path --frames {result['frames']} --trials {result['trials']} "
-        f"--threads {result['threads']}` (unetrt {result['unetrt']} from `{result['unetrt_from']}`)",
+        f"--threads {result['threads']}` (unetrt {result['unetrt']})",
         "",
         f"Machine: {describe_cpu(machine)}, {machine['usable_cores']} usable cores; load average (1, 5, 15 min) "
         f"before {_load(machine['load_average_before'])}, after {_load(machine['load_average'])}.",
