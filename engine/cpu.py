@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
 from pathlib import Path
 
 
@@ -41,6 +42,33 @@ def check_threads(threads: object) -> None:
     if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or not 1 <= int(threads) <= MAX_THREADS:
         raise ValueError(f"threads must be an integer from 1 to {MAX_THREADS} (or None: the backend's default), "
                          f"got {threads!r}")
+
+
+# Whether this process is a fork() child of one that had imported torch. fork() copies only the forking thread: the
+# OpenMP threads that ran torch's CPU kernels in the parent are gone, and GNU libgomp (in torch's Linux wheels) waits
+# for them for ever in the child's first parallel region, so a network call there hung for good. PyTorch's
+# DataLoader sets one thread in its forked workers for the same reason. Registered here, which every Segmenter
+# imports, so that the fork is seen even when the parent ran torch before it opened a torch model.
+_forked_after_torch = False
+
+
+def _note_fork() -> None:
+    global _forked_after_torch
+    _forked_after_torch = _forked_after_torch or "torch" in sys.modules
+
+
+os.register_at_fork(after_in_child=_note_fork)
+
+
+def forked_after_torch() -> bool:
+    """Whether this process was forked (``os.fork``, ``multiprocessing``'s 'fork') from one that had imported torch,
+    whose OpenMP thread pool does not survive the fork: torch may use one CPU thread here.
+
+    Example:
+        >>> forked_after_torch()  # the interpreter running this example was not forked
+        False
+    """
+    return _forked_after_torch
 
 
 # x86 flags of an instruction that multiplies uint8 by int8 and adds into int32 without an int16 step.

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from ..cpu import forked_after_torch
 from ..cuda import DeviceArray, cuda_ordinal
 from .base import check_batch, network_output_shape
 
@@ -34,13 +35,15 @@ class TorchBackend:
     Args:
         path: the checkpoint.
         device: 'cpu', 'cuda' or 'auto' (CUDA when available).
-        threads: torch intra-op CPU threads (None: leave torch's setting).
+        threads: torch intra-op CPU threads (None: leave torch's setting; 1 in a process forked from one that
+            had imported torch, where torch's thread pool would hang).
         half: run in FP16 (CUDA only).
         channels_last: use the channels-last memory format.
 
     Raises:
         FileNotFoundError: when the file does not exist.
-        ValueError: when it is not a unetrt checkpoint, or CUDA/FP16 is asked where it is not available.
+        ValueError: when it is not a unetrt checkpoint, CUDA/FP16 is asked where it is not available, or more than
+            one thread in a process forked from one that had imported torch.
 
     Example:
         >>> with TorchBackend("best.pt") as backend:  # doctest: +SKIP
@@ -67,6 +70,13 @@ class TorchBackend:
         use_cuda = device != "cpu" and torch.cuda.is_available()
         if half and not use_cuda:
             raise ValueError("FP16 (half=True) needs a CUDA device; use FP32 on the CPU")
+        if forked_after_torch() and not use_cuda:
+            if threads not in (None, 1):
+                raise ValueError(f"threads={threads} cannot run in a process forked from one that had imported "
+                                 "torch (its OpenMP threads did not come along, and torch would wait for them for "
+                                 "ever); pass threads=1, or start processes with multiprocessing's 'spawn' or "
+                                 "'forkserver' method")
+            threads = 1
         if threads is not None:
             torch.set_num_threads(threads)
         self._torch = torch
