@@ -167,6 +167,8 @@ class Stream:
         # own from the same capture, so each loop silently missed the other's frames.
         self._iteration_lock = threading.Lock()
         self._iterating = False
+        # A fork() child has none of the stream's threads: its loop waited for ever for results nobody made.
+        self._process = os.getpid()
 
     def _segmenters(self, segmenter: FrameSegmenter | str | Path) -> list[FrameSegmenter]:
         workers = self.options.workers
@@ -186,8 +188,10 @@ class Stream:
         Raises:
             SourceError: when the source cannot be opened (a live one: within ``wait`` / ``max_reconnects``; a
                 camera device path that does not exist: at once unless ``wait`` was given).
-            ValueError: when the stream was already started, or the output cannot be opened.
+            ValueError: when the stream was already started, the output cannot be opened, or this process is a fork of
+                the one that made the stream.
         """
+        self._check_process()
         if self._state != "new":
             raise ValueError(f"this stream is {self._state}; a Stream runs once, make a new one")
         options = self.options
@@ -237,7 +241,9 @@ class Stream:
         Raises:
             SourceError: when the source fails for good, or a stored one has no frame that decodes.
             OutputError: when the output fails (what was written before is finished and kept).
+            ValueError: in a process forked from the one that made the stream (make a new one there).
         """
+        self._check_process()  # before the lock, which a loop in the parent may have held at the fork
         with self._iteration_lock:
             if self._state == "new":
                 self.start()
@@ -290,8 +296,15 @@ class Stream:
                 self.callback(outcome)
             yield outcome
 
+    def _check_process(self) -> None:
+        if os.getpid() != self._process:
+            raise ValueError(f"this stream was made in process {self._process}, and this process is a fork of it, "
+                             "without its capture, inference and writer threads; make a new Stream here (or start "
+                             "processes with multiprocessing's 'spawn' method)")
+
     def _next_outcome(self, sequence: int) -> WorkerOutcome | None:
         """The outcome of the ``sequence``-th taken item, waiting for it (None once the stream is stopped)."""
+        self._check_process()  # a loop the parent started, resumed in a fork child
         while True:
             self._raise_writer_error()
             if self._state != "running":
@@ -331,6 +344,11 @@ class Stream:
         """Stop capture, flush and close the output; idempotent. One interrupted part way (a second Ctrl-C while
         the loop's own shutdown waits for the workers) is done by the next call (``close()``): the output is
         still finished."""
+        if os.getpid() != self._process:
+            # A fork child (the loop's own finally, or close()): the output and source are the parent's to finish,
+            # as at the child's exit (_running is cleared at the fork), and its threads are not here to join.
+            self._state = "finished"
+            return
         if self._state not in ("running", "stopping"):
             return
         self._state = "stopping"

@@ -5,11 +5,13 @@ import dataclasses
 import gc
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -777,3 +779,53 @@ def test_a_malformed_frame_is_named_by_its_place_on_every_loop(caplog: pytest.Lo
     assert summary["corrupt"] == 2
     lines = [record.getMessage() for record in caplog.records if "float frames" in record.getMessage()]
     assert len(lines) == 2 and all("(frame 2 since it opened)" in line for line in lines), lines
+
+
+def _in_a_fork(work: Callable[[], object]) -> str:
+    """Run ``work`` in a fork() child, killed by SIGALRM after 30 s (as a hang would be); what it raised, or
+    'returned'."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        os.close(read_end)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # pytest-timeout's handler, inherited, would not kill it
+        signal.alarm(30)
+        try:
+            work()
+            outcome = "returned"
+        except BaseException as exc:  # everything the child met goes back to the test
+            outcome = f"{type(exc).__name__}: {exc}"
+        os.write(write_end, outcome.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        outcome = pipe.read().decode()
+    _, status = os.waitpid(child, 0)
+    assert status == 0, f"the forked child hung (killed by signal {os.WTERMSIG(status)})"
+    return outcome
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+def test_a_stream_used_in_a_forked_child_says_so_and_leaves_the_parents_output_alone(tmp_path: Path) -> None:
+    """A loop the parent started, resumed in a fork child (a pre-fork server, multiprocessing's 'fork'), waited for
+    ever for results from capture and inference threads the child does not have; a new stream's loop there
+    failed on its segmenter, naming a Segmenter. Now both refuse at once, naming the Stream; and close() there
+    leaves the parent's output to the parent."""
+    frames = [np.full((48, 64, 3), 20 * i, np.uint8) for i in range(12)]
+    out = tmp_path / "out.avi"
+    with Stream(frames, FakeSegmenter(), str(out)) as started, Stream(frames, FakeSegmenter()) as unstarted:
+        loop = iter(started)
+        first = next(loop)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork() of a process with threads
+            resumed = _in_a_fork(lambda: list(loop))
+            fresh = _in_a_fork(lambda: list(unstarted))
+            closed = _in_a_fork(started.close)
+        rest = [r.index for r in loop]
+    for refused in (resumed, fresh):
+        assert refused.startswith(f"ValueError: this stream was made in process {os.getpid()}, and this process is "
+                                  "a fork of it"), refused
+        assert "make a new Stream here" in refused
+    assert closed == "returned"
+    assert [first.index, *rest] == list(range(12))
+    assert count_video_frames(out) == 12
