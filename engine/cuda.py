@@ -19,6 +19,7 @@ pycuda is imported lazily; this module imports anywhere.
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import threading
 import warnings
@@ -48,6 +49,23 @@ STREAM_NON_BLOCKING = 1
 STREAM_LEGACY = 1
 _DTYPE_NAMES = {np.dtype(np.uint8): "uint8", np.dtype(np.uint16): "uint16", np.dtype(np.float16): "float16",
                 np.dtype(np.float32): "float32"}
+
+
+# Whether this process took a CUDA context, and whether it is a fork() child of one that had. "CUDA does not
+# duplicate any of its internal data structures or threads to other processes upon a call to fork. Any use of CUDA
+# after a call to fork and before a subsequent call to exec has undefined behavior" (the CUDA C++ coding rules,
+# "A call to fork must be immediately followed to a call to exec"): a GPU model opened there failed on pycuda's
+# "cuInit failed: initialization error" at best, naming neither the fork nor the fix.
+_cuda_used = False
+_forked_after_cuda = False
+
+
+def _note_fork() -> None:
+    global _forked_after_cuda
+    _forked_after_cuda = _forked_after_cuda or _cuda_used
+
+
+os.register_at_fork(after_in_child=_note_fork)
 
 
 def require_pycuda() -> None:
@@ -191,7 +209,7 @@ class PrimaryContext:
 
     Raises:
         ImportError: when pycuda is missing.
-        ValueError: when there is no such device.
+        ValueError: when there is no such device, or this process is a fork of one that used CUDA.
         GpuResourceError: (a ValueError) when CUDA cannot make the context (no memory left on the device).
 
     Example:
@@ -202,10 +220,16 @@ class PrimaryContext:
     """
 
     def __init__(self, ordinal: int = 0) -> None:
+        global _cuda_used
         require_pycuda()
         import pycuda.driver as cuda
 
+        if _forked_after_cuda:
+            raise ValueError("this process is a fork of one that used CUDA, and CUDA does not survive fork(): open "
+                             "GPU models in processes started with multiprocessing's 'spawn' or 'forkserver' method "
+                             "(or fork before the first GPU model opens)")
         cuda.init()
+        _cuda_used = True
         count = cuda.Device.count()
         if not 0 <= ordinal < count:
             raise ValueError(f"CUDA device {ordinal} does not exist; this machine has {count} CUDA device(s)")

@@ -1,0 +1,46 @@
+"""unetrt.cuda in a fork() child of a process that used CUDA: one line naming the fix, never CUDA's undefined use."""
+
+from __future__ import annotations
+
+import os
+import signal
+import warnings
+
+import pytest
+from fakes.cuda import install_fake_gpu
+
+from unetrt.cuda import PrimaryContext
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+def test_a_context_asked_for_in_a_fork_of_a_cuda_process_is_refused_naming_spawn(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA copies none of its state into a fork() child, where any CUDA use is undefined (real pycuda: "cuInit
+    failed: initialization error"); every GPU model (TensorRT, the GPU path, ONNX Runtime's CUDA) takes its
+    context here, which went ahead on the fake GPU as it would not on a real one."""
+    install_fake_gpu(monkeypatch)
+    PrimaryContext(0).release()
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() of a process with threads
+        child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        os.close(read_end)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # pytest-timeout's handler, inherited, would not kill it
+        signal.alarm(30)
+        try:
+            PrimaryContext(0).release()
+            outcome = "returned"
+        except BaseException as exc:  # everything the child met goes back to the test
+            outcome = f"{type(exc).__name__}: {exc}"
+        os.write(write_end, outcome.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        outcome = pipe.read().decode()
+    _, status = os.waitpid(child, 0)
+    assert status == 0
+    assert outcome.startswith("ValueError: this process is a fork of one that used CUDA, and CUDA does not survive "
+                              "fork()"), outcome
+    assert "'spawn' or 'forkserver'" in outcome
+    PrimaryContext(0).release()  # the parent's own CUDA is untouched
