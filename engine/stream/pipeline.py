@@ -397,6 +397,13 @@ class Stream:
                 "runtime": {**describe_runtime(self.segmenter), "workers": len(self.segmenters)},
                 **self.stats.summary()}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Without this, pickle (a Stream handed to a ProcessPoolExecutor or multiprocessing.Process with 'spawn')
+        # failed on an internal lock ("cannot pickle '_thread.lock' object"), naming neither the stream nor the fix.
+        raise TypeError("a Stream cannot be pickled or copied: it holds its source, output, threads and segmenters; "
+                        "make the Stream in the process that iterates it (pass the source and model names there), "
+                        "and pass results, which pickle")
+
     def __enter__(self) -> Stream:
         return self
 

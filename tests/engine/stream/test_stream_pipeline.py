@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import gc
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -829,3 +831,18 @@ def test_a_stream_used_in_a_forked_child_says_so_and_leaves_the_parents_output_a
     assert closed == "returned"
     assert [first.index, *rest] == list(range(12))
     assert count_video_frames(out) == 12
+
+
+def test_a_stream_refuses_pickling_and_copying_by_name_and_its_results_pickle() -> None:
+    """A Stream given to a process pool or a 'spawn' Process is pickled: that failed on an internal lock ("cannot
+    pickle '_thread.lock' object"), naming neither the stream nor the fix."""
+    frames = [np.full((48, 64, 3), 20 * i, np.uint8) for i in range(3)]
+    with Stream(frames, FakeSegmenter()) as stream:
+        for attempt in (lambda: pickle.dumps(stream), lambda: copy.copy(stream)):
+            with pytest.raises(TypeError, match=r"^a Stream cannot be pickled or copied: .*make the Stream in the "
+                                                r"process that iterates it"):
+                attempt()
+        result = next(iter(stream))
+        again = pickle.loads(pickle.dumps(result))
+    assert again.index == result.index == 0
+    np.testing.assert_array_equal(again.mask, result.mask)
