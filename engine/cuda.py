@@ -68,6 +68,22 @@ def _note_fork() -> None:
 os.register_at_fork(after_in_child=_note_fork)
 
 
+def check_not_forked() -> None:
+    """Refuse in a fork() child of a process that used CUDA, before any CUDA call (undefined there, ``cuInit`` too:
+    a driver that failed it would read as no GPU, and ``backend='auto'`` would run on the CPU without a word).
+
+    Raises:
+        ValueError: naming 'spawn' and 'forkserver'.
+
+    Example:
+        >>> check_not_forked()  # the interpreter running this example was not forked
+    """
+    if _forked_after_cuda:
+        raise ValueError("this process is a fork of one that used CUDA, and CUDA does not survive fork(): open "
+                         "GPU models in processes started with multiprocessing's 'spawn' or 'forkserver' method "
+                         "(or fork before the first GPU model opens)")
+
+
 def require_pycuda() -> None:
     """Raise an install hint unless pycuda's driver module imports.
 
@@ -103,10 +119,14 @@ def cuda_device_count() -> int:
     Needs neither pycuda nor a context, so a machine with a GPU and TensorRT but no pycuda is still told apart
     from one without a GPU (and told to install pycuda).
 
+    Raises:
+        ValueError: in a fork() child of a process that used CUDA (:func:`check_not_forked`).
+
     Example:
         >>> cuda_device_count()  # doctest: +SKIP
         1
     """
+    check_not_forked()
     try:
         library = driver_library()
     except OSError:  # no NVIDIA driver on this machine
@@ -224,10 +244,7 @@ class PrimaryContext:
         require_pycuda()
         import pycuda.driver as cuda
 
-        if _forked_after_cuda:
-            raise ValueError("this process is a fork of one that used CUDA, and CUDA does not survive fork(): open "
-                             "GPU models in processes started with multiprocessing's 'spawn' or 'forkserver' method "
-                             "(or fork before the first GPU model opens)")
+        check_not_forked()
         cuda.init()
         _cuda_used = True
         count = cuda.Device.count()

@@ -5,21 +5,24 @@ from __future__ import annotations
 import os
 import signal
 import warnings
+from collections.abc import Callable
 
 import pytest
 from fakes.cuda import install_fake_gpu
+from plan_fixtures import install_fake_tensorrt_gpu
 
+import unetrt.cuda
 from unetrt.cuda import PrimaryContext
+from unetrt.segmenter import Segmenter
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+# What a driver may answer after a fork, where any CUDA call is undefined (cuda.h: CUDA_ERROR_NOT_INITIALIZED).
+CUDA_ERROR_NOT_INITIALIZED = 3
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
-def test_a_context_asked_for_in_a_fork_of_a_cuda_process_is_refused_naming_spawn(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """CUDA copies none of its state into a fork() child, where any CUDA use is undefined (real pycuda: "cuInit
-    failed: initialization error"); every GPU model (TensorRT, the GPU path, ONNX Runtime's CUDA) takes its
-    context here, which went ahead on the fake GPU as it would not on a real one."""
-    install_fake_gpu(monkeypatch)
-    PrimaryContext(0).release()
+def in_a_fork(work: Callable[[], object]) -> str:
+    """Run ``work`` in a fork() child (killed by SIGALRM after 30 s, as a hang would be); what it raised, or
+    'returned'."""
     read_end, write_end = os.pipe()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork() of a process with threads
@@ -29,7 +32,7 @@ def test_a_context_asked_for_in_a_fork_of_a_cuda_process_is_refused_naming_spawn
         signal.signal(signal.SIGALRM, signal.SIG_DFL)  # pytest-timeout's handler, inherited, would not kill it
         signal.alarm(30)
         try:
-            PrimaryContext(0).release()
+            work()
             outcome = "returned"
         except BaseException as exc:  # everything the child met goes back to the test
             outcome = f"{type(exc).__name__}: {exc}"
@@ -39,8 +42,36 @@ def test_a_context_asked_for_in_a_fork_of_a_cuda_process_is_refused_naming_spawn
     with os.fdopen(read_end, "rb") as pipe:
         outcome = pipe.read().decode()
     _, status = os.waitpid(child, 0)
-    assert status == 0
+    assert status == 0, f"the forked child hung (killed by signal {os.WTERMSIG(status)})"
+    return outcome
+
+
+def assert_refused_naming_spawn(outcome: str) -> None:
     assert outcome.startswith("ValueError: this process is a fork of one that used CUDA, and CUDA does not survive "
                               "fork()"), outcome
     assert "'spawn' or 'forkserver'" in outcome
+
+
+def test_a_context_asked_for_in_a_fork_of_a_cuda_process_is_refused_naming_spawn(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA copies none of its state into a fork() child, where any CUDA use is undefined (real pycuda: "cuInit
+    failed: initialization error"); every GPU model (TensorRT, the GPU path, ONNX Runtime's CUDA) takes its
+    context here, which went ahead on the fake GPU as it would not on a real one."""
+    install_fake_gpu(monkeypatch)
+    PrimaryContext(0).release()
+    assert_refused_naming_spawn(in_a_fork(lambda: PrimaryContext(0).release()))
     PrimaryContext(0).release()  # the parent's own CUDA is untouched
+
+
+def test_an_automatic_choice_in_a_fork_of_a_cuda_process_is_refused_not_run_on_the_cpu(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """backend='auto' asks the driver for GPUs; one failing cuInit in the child read as no GPU, and a Jetson's
+    worker ran on the CPU without a word."""
+    install_fake_tensorrt_gpu(monkeypatch)
+    PrimaryContext(0).release()
+
+    def open_automatically() -> None:
+        unetrt.cuda.driver_library().cuInit = lambda flags: CUDA_ERROR_NOT_INITIALIZED
+        Segmenter("camvid").close()
+
+    assert_refused_naming_spawn(in_a_fork(open_automatically))
