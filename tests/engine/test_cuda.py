@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import signal
-import warnings
-from collections.abc import Callable
 
 import pytest
 from fakes.cuda import install_fake_gpu
+from forked import in_a_fork
 from plan_fixtures import install_fake_tensorrt_gpu
 
 import unetrt.cuda
@@ -20,33 +18,8 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX
 CUDA_ERROR_NOT_INITIALIZED = 3
 
 
-def in_a_fork(work: Callable[[], object]) -> str:
-    """Run ``work`` in a fork() child (killed by SIGALRM after 30 s, as a hang would be); what it raised, or
-    'returned'."""
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork() of a process with threads
-        child = os.fork()
-    if child == 0:  # pragma: no cover - the child reports through the pipe
-        os.close(read_end)
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # pytest-timeout's handler, inherited, would not kill it
-        signal.alarm(30)
-        try:
-            work()
-            outcome = "returned"
-        except BaseException as exc:  # everything the child met goes back to the test
-            outcome = f"{type(exc).__name__}: {exc}"
-        os.write(write_end, outcome.encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        outcome = pipe.read().decode()
-    _, status = os.waitpid(child, 0)
-    assert status == 0, f"the forked child hung (killed by signal {os.WTERMSIG(status)})"
-    return outcome
-
-
-def assert_refused_naming_spawn(outcome: str) -> None:
+def assert_refused_naming_spawn(outcome: object) -> None:
+    assert isinstance(outcome, str), outcome
     assert outcome.startswith("ValueError: this process is a fork of one that used CUDA, and CUDA does not survive "
                               "fork()"), outcome
     assert "'spawn' or 'forkserver'" in outcome

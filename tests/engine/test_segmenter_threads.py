@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
 import threading
-import warnings
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
@@ -16,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from forked import in_a_fork
 
 from unetrt.bundled import sample_clip
 from unetrt.segmenter import Segmenter
@@ -239,28 +237,6 @@ def test_mixed_calls_from_threads_give_their_sequential_answers(backend: str, op
     assert wrong == 0, f"{wrong} of {THREADS * len(calls)} calls differ from the sequential answers"
 
 
-def _in_a_fork(work: Callable[[], object]) -> str:
-    """Run ``work`` in a fork() child (killed by SIGALRM after 20 s, as a hang would be); what it returned or raised."""
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - the child reports through the pipe
-        os.close(read_end)
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # pytest-timeout's handler, inherited, would not kill it
-        signal.alarm(20)
-        try:
-            work()
-            outcome = "returned"
-        except BaseException as exc:  # everything the child met goes back to the test
-            outcome = f"{type(exc).__name__}: {exc}"
-        os.write(write_end, outcome.encode())
-        os._exit(0)
-    os.close(write_end)
-    _, status = os.waitpid(child, 0)
-    with os.fdopen(read_end, "rb") as pipe:
-        outcome = pipe.read().decode()
-    return outcome if status == 0 else f"killed by signal {os.WTERMSIG(status)}"
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
 def test_a_forked_process_is_told_to_open_its_own_segmenter(tiny_model_files: dict[str, Path]) -> None:
     """A call in flight on another thread at the fork holds a lock the child inherits held: the child's calls
@@ -279,17 +255,16 @@ def test_a_forked_process_is_told_to_open_its_own_segmenter(tiny_model_files: di
         thread.start()
         assert holding.wait(30)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # fork() of a process with threads
-                refused = _in_a_fork(lambda: segmenter.segment(frame))
-                closed = _in_a_fork(segmenter.close)
+            refused = in_a_fork(lambda: segmenter.segment(frame))
+            closed = in_a_fork(segmenter.close)
         finally:
             release.set()
             thread.join()
+        assert isinstance(refused, str)
         assert refused.startswith(f"ValueError: this segmenter was opened in process {os.getpid()}, and this "
                                   "process is a fork of it"), refused
         assert "open a new Segmenter here" in refused
-        assert closed == "returned"
+        assert closed is None
         assert np.array_equal(segmenter.segment(frame).mask, expected)  # the parent's segmenter is untouched
 
 

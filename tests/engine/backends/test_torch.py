@@ -3,42 +3,17 @@
 from __future__ import annotations
 
 import os
-import pickle
-import signal
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import cast
 
 import numpy as np
 import pytest
+from forked import in_a_fork
 
 from unetrt.segmenter import Segmenter
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
-
-
-def in_a_fork(work: Callable[[], object], seconds: int = 60) -> bytes:
-    """Run ``work`` in a fork() child, killed by SIGALRM after ``seconds`` (as a hang would be); what it returned
-    (pickled) or the line it raised."""
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - the child reports through the pipe
-        os.close(read_end)
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # pytest-timeout's handler, inherited, would not kill it
-        signal.alarm(seconds)
-        try:
-            outcome = pickle.dumps(work())
-        except BaseException as exc:  # everything the child met goes back to the test
-            outcome = f"{type(exc).__name__}: {exc}".encode()
-        with os.fdopen(write_end, "wb") as pipe:
-            pipe.write(outcome)
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        outcome = pipe.read()
-    _, status = os.waitpid(child, 0)
-    assert status == 0, f"the forked child hung (killed by signal {os.WTERMSIG(status)})"
-    return outcome
 
 
 @pytest.fixture
@@ -61,12 +36,11 @@ def test_a_segmenter_opened_in_a_fork_of_a_torch_process_answers_as_in_the_paren
         with Segmenter("camvid", backend="torch", precision="fp32") as opened:
             return opened.segment(frame).mask, opened.backend.threads
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork() of a process with threads
-        mask, threads = pickle.loads(in_a_fork(open_and_segment))
-        refused = in_a_fork(lambda: Segmenter("camvid", backend="torch", precision="fp32", threads=2)).decode()
+    mask, threads = cast(tuple[np.ndarray, int], in_a_fork(open_and_segment, seconds=60))
+    refused = in_a_fork(lambda: Segmenter("camvid", backend="torch", precision="fp32", threads=2), seconds=60)
     assert np.array_equal(mask, expected)
     assert threads == 1
+    assert isinstance(refused, str)
     assert refused.startswith("ValueError: threads=2 cannot run in a process forked from one that had imported "
                               "torch"), refused
     assert "'spawn' or 'forkserver'" in refused

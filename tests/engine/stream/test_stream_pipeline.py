@@ -7,19 +7,18 @@ import gc
 import logging
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
+from forked import in_a_fork
 from stream_helpers import CollectingSink, FakeSegmenter, camera, count_video_frames, frame_with_index, write_video
 
 from unetrt.segmenter import SegmentationResult
@@ -783,30 +782,6 @@ def test_a_malformed_frame_is_named_by_its_place_on_every_loop(caplog: pytest.Lo
     assert len(lines) == 2 and all("(frame 2 since it opened)" in line for line in lines), lines
 
 
-def _in_a_fork(work: Callable[[], object]) -> str:
-    """Run ``work`` in a fork() child, killed by SIGALRM after 30 s (as a hang would be); what it raised, or
-    'returned'."""
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - the child reports through the pipe
-        os.close(read_end)
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # pytest-timeout's handler, inherited, would not kill it
-        signal.alarm(30)
-        try:
-            work()
-            outcome = "returned"
-        except BaseException as exc:  # everything the child met goes back to the test
-            outcome = f"{type(exc).__name__}: {exc}"
-        os.write(write_end, outcome.encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        outcome = pipe.read().decode()
-    _, status = os.waitpid(child, 0)
-    assert status == 0, f"the forked child hung (killed by signal {os.WTERMSIG(status)})"
-    return outcome
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
 def test_a_stream_used_in_a_forked_child_says_so_and_leaves_the_parents_output_alone(tmp_path: Path) -> None:
     """A loop the parent started, resumed in a fork child (a pre-fork server, multiprocessing's 'fork'), waited for
@@ -818,17 +793,16 @@ def test_a_stream_used_in_a_forked_child_says_so_and_leaves_the_parents_output_a
     with Stream(frames, FakeSegmenter(), str(out)) as started, Stream(frames, FakeSegmenter()) as unstarted:
         loop = iter(started)
         first = next(loop)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork() of a process with threads
-            resumed = _in_a_fork(lambda: list(loop))
-            fresh = _in_a_fork(lambda: list(unstarted))
-            closed = _in_a_fork(started.close)
+        resumed = in_a_fork(lambda: list(loop))
+        fresh = in_a_fork(lambda: list(unstarted))
+        closed = in_a_fork(started.close)
         rest = [r.index for r in loop]
     for refused in (resumed, fresh):
+        assert isinstance(refused, str)
         assert refused.startswith(f"ValueError: this stream was made in process {os.getpid()}, and this process is "
                                   "a fork of it"), refused
         assert "make a new Stream here" in refused
-    assert closed == "returned"
+    assert closed is None
     assert [first.index, *rest] == list(range(12))
     assert count_video_frames(out) == 12
 
