@@ -233,14 +233,22 @@ def _commit(repo: Path, name: str) -> None:
                    check=True)
 
 
+def _checkout(tmp_path: Path, *commits: str) -> Path:
+    """A new git repository in tmp_path/checkout with one commit of a file per name."""
+    repo = tmp_path / "checkout"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    for name in commits:
+        _commit(repo, name)
+    return repo
+
+
 def test_each_commit_builds_a_higher_version_so_that_pip_replaces_the_older_install(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # The version was 0.1.0 in every checkout: pip install of a newer one's wheel over an older one's found unetrt
     # 0.1.0 "already satisfied" and kept the old files, and --version could not tell the two apart.
     package_version = _setup_py(monkeypatch)[0]["package_version"]
-    repo = tmp_path / "checkout"
-    repo.mkdir()
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    repo = _checkout(tmp_path)
     versions = []
     for name in ("a", "b"):
         _commit(repo, name)
@@ -278,10 +286,7 @@ def _git_in(repo: Path, *arguments: str) -> None:
 def test_a_release_checkout_with_changes_is_no_release(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # A build of a tagged commit whose files were changed is not that release: pip would take it for the release.
     package_version = _setup_py(monkeypatch)[0]["package_version"]
-    repo = tmp_path / "checkout"
-    repo.mkdir()
-    _git_in(repo, "init", "-q")
-    _commit(repo, "a")
+    repo = _checkout(tmp_path, "a")
     _git_in(repo, "tag", "v0.2.0")
     (repo / "a").write_text("changed")
     version = package_version(repo)
@@ -294,10 +299,7 @@ def test_untracked_files_and_other_tags_leave_the_version_as_it_is(monkeypatch: 
     # As setuptools-scm: a file git does not track (notes, a build output not ignored) changes no version, and a tag
     # that is no vX.Y.Z release (a "nightly", a "deployed-robot-3") is no release to count from.
     package_version = _setup_py(monkeypatch)[0]["package_version"]
-    repo = tmp_path / "checkout"
-    repo.mkdir()
-    _git_in(repo, "init", "-q")
-    _commit(repo, "a")
+    repo = _checkout(tmp_path, "a")
     clean = package_version(repo)
     assert re.fullmatch(r"0\.1\.1\.dev1\+g[0-9a-f]{10}", clean), clean
     (repo / "notes.txt").write_text("not tracked")
@@ -309,11 +311,7 @@ def test_untracked_files_and_other_tags_leave_the_version_as_it_is(monkeypatch: 
 def test_a_git_worktree_takes_its_version_from_git(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # In a worktree (git worktree add) and a submodule, .git is a file that names the repository, not a folder.
     package_version = _setup_py(monkeypatch)[0]["package_version"]
-    repo = tmp_path / "checkout"
-    repo.mkdir()
-    _git_in(repo, "init", "-q")
-    _commit(repo, "a")
-    _commit(repo, "b")
+    repo = _checkout(tmp_path, "a", "b")
     _git_in(repo, "worktree", "add", "-q", str(tmp_path / "tree"), "HEAD~1")
     assert (tmp_path / "tree" / ".git").is_file()
     version = package_version(tmp_path / "tree")

@@ -632,6 +632,15 @@ def test_an_onnx_runtime_row_of_an_fp16_file_is_no_fp32_reference() -> None:
     assert [r["speedup_vs_torch_fp32"] for r in rows] == [1.0, 2.0]
 
 
+def _fp32_and_fp16_models(tiny_model_files: dict[str, Path], tiny_fp16_onnx: Path, tmp_path: Path) -> Path:
+    """A folder with the tiny model's FP32 ONNX, checkpoint and FP16 ONNX side by side, as a user keeps them."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for path in (tiny_model_files["onnx"], tiny_model_files["pt"], tiny_fp16_onnx):
+        (folder / path.name).write_bytes(path.read_bytes())
+    return folder
+
+
 def test_fp16_on_the_cpu_times_the_file_unet_stream_runs_there(
         tiny_model_files: dict[str, Path], tiny_fp16_onnx: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -640,10 +649,7 @@ def test_fp16_on_the_cpu_times_the_file_unet_stream_runs_there(
     from unetrt.backends import choose_model
     from unetrt.backends.openvino import openvino_available
 
-    folder = tmp_path / "models"
-    folder.mkdir()
-    for path in (tiny_model_files["onnx"], tiny_model_files["pt"], tiny_fp16_onnx):
-        (folder / path.name).write_bytes(path.read_bytes())
+    folder = _fp32_and_fp16_models(tiny_model_files, tiny_fp16_onnx, tmp_path)
     out = tmp_path / "fp16.json"
     given = folder / "tiny.fp16.onnx"
     code, text, _ = _run(["--model", str(given), "--precision", "fp16", "--device", "cpu", *FAST,
@@ -673,10 +679,7 @@ def test_fp16_on_the_cpu_with_only_the_pytorch_rows_is_refused(
         capsys: pytest.CaptureFixture[str]) -> None:
     # --backend torch leaves only PyTorch eager FP32 on a CPU: an FP16 benchmark with no FP16 row is refused, not
     # reported as one.
-    folder = tmp_path / "models"
-    folder.mkdir()
-    for path in (tiny_model_files["onnx"], tiny_model_files["pt"], tiny_fp16_onnx):
-        (folder / path.name).write_bytes(path.read_bytes())
+    folder = _fp32_and_fp16_models(tiny_model_files, tiny_fp16_onnx, tmp_path)
     code, out, err = _run(["--model", str(folder / "tiny.fp16.onnx"), "--precision", "fp16", "--device", "cpu",
                            "--backend", "torch", *FAST], capsys)
     assert code == 2 and out == ""
