@@ -440,6 +440,21 @@ def _write_outside_cache(built: BuiltPlan, stem: str, folder: Path, error: OSErr
                      f"temporary folder; free space there or set {ENGINE_CACHE_ENV} to another folder") from error
 
 
+def _other_entries(folder: Path, key: PlanKey) -> list[tuple[Path, PlanMetadata]]:
+    """The cache's other entries of this model and precision than ``key``'s own, by name, each with its metadata
+    (those whose metadata cannot be read left out)."""
+    entries = []
+    for metadata_file in sorted(folder.glob(f"{key.model_name}-{key.precision}-*.plan.json")):
+        plan = metadata_file.with_suffix("")
+        if plan.name == f"{key.stem}.plan":
+            continue
+        try:
+            entries.append((plan, read_plan_metadata(plan)))
+        except (OSError, ValueError):
+            continue
+    return entries
+
+
 def _superseded_entries(folder: Path, key: PlanKey, onnx_path: str | Path) -> list[tuple[Path, PlanMetadata]]:
     """Entries of this cache that the entry of ``key`` replaces, each with its metadata.
 
@@ -450,14 +465,7 @@ def _superseded_entries(folder: Path, key: PlanKey, onnx_path: str | Path) -> li
     use them), and so is anything whose metadata cannot be read.
     """
     found = []
-    for metadata_file in folder.glob(f"{key.model_name}-{key.precision}-*.plan.json"):
-        plan = metadata_file.with_suffix("")
-        if plan.name == f"{key.stem}.plan":
-            continue
-        try:
-            metadata = read_plan_metadata(plan)
-        except (OSError, ValueError):
-            continue
+    for plan, metadata in _other_entries(folder, key):
         same_slot = (metadata.source == str(onnx_path) and metadata.precision == key.precision
                      and metadata.info.working_size == key.working_size and metadata.dla_core == key.dla_core
                      and metadata.gpu == key.gpu)
@@ -639,14 +647,9 @@ the next build replaces it)'
         return f"the cached {plan.name} cannot be used ({problem}); the next build replaces it"
     replaced = {path for path, _ in _superseded_entries(folder, key, onnx_path)}
     notes = []
-    for metadata_file in sorted(folder.glob(f"{key.model_name}-{key.precision}-*.plan.json")):
-        entry = metadata_file.with_suffix("")
-        try:
-            metadata = read_plan_metadata(entry)
-        except (OSError, ValueError):
-            continue
+    for entry, metadata in _other_entries(folder, key):
         if (metadata.precision, metadata.info.working_size, metadata.dla_core) != (
-                key.precision, key.working_size, key.dla_core) or entry == plan:
+                key.precision, key.working_size, key.dla_core):
             continue
         size = entry.stat().st_size if entry.is_file() else 0
         fate = ("the next build replaces it" if entry in replaced else
