@@ -677,3 +677,26 @@ def test_a_build_out_of_memory_names_a_workspace_that_builds(
     assert main([str(tiny_model_files["onnx"]), "-o", str(plan), "--fp16", "--no-progress", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith(ending), err
+
+
+def test_a_plan_built_on_one_kind_of_gpu_does_not_load_on_another(monkeypatch: pytest.MonkeyPatch,
+                                                                  tiny_model_files: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    """[DEVICE] (the fakes): a workstation with an sm_89 and an sm_86 card. The builder writes the plan for the
+    device whose context is current, and TensorRT refuses a plan of another compute capability where it is
+    deserialised; a metadata check that let one through would meet that refusal."""
+    from fakes.cuda import primary_context_pushed
+
+    trt, _ = install_fake_tensorrt_gpu(monkeypatch, FakeGpu(name="NVIDIA GeForce RTX 4090", compute_capability=(8, 9),
+                                                            multiprocessors=128, integrated=False, count=2,
+                                                            kinds={1: ("NVIDIA RTX A4000", (8, 6), 48)}))
+    one = build_engine(tiny_model_files["onnx"], tmp_path / "one.plan", BuildOptions(progress=False), device_index=1)
+    assert (one.gpu.name, one.gpu.compute_capability, one.gpu.multiprocessors) == ("NVIDIA RTX A4000", (8, 6), 48)
+    assert deserialize((tmp_path / "one.plan").read_bytes()).compute_capability == (8, 6)  # type: ignore[union-attr]
+    logger = trt.Logger()
+    for ordinal, loads in ((0, False), (1, True)):
+        with primary_context_pushed(ordinal):
+            engine = trt.Runtime(logger).deserialize_cuda_engine((tmp_path / "one.plan").read_bytes())
+            assert (engine is not None) == loads
+            del engine  # [TEARDOWN]: in its context
+    assert "incompatible device, expecting compute 8.9 got compute 8.6" in logger.messages[0]

@@ -179,7 +179,10 @@ class FakeGpu:
         compute_capability: (major, minor).
         multiprocessors: CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT (an AGX Orin: 16).
         integrated: whether CPU and GPU share one memory (Jetson), CU_DEVICE_ATTRIBUTE_INTEGRATED.
-        count: how many devices there are (all alike).
+        count: how many devices there are (alike, but for those ``kinds`` names).
+        kinds: ordinal -> (name, compute capability, multiprocessors) of each device unlike device 0 (an x86
+            workstation with two kinds of GPU: device 0 sm_89, device 1 sm_86); pycuda's ``Device`` reports each
+            device's own, and the TensorRT fakes build and deserialise for the device of the current context.
         log: (kind, details) of every operation that ran on a stream.
         initialized: whether the driver was initialised (``cuInit``, or pycuda's ``init``).
         memory_bytes: the device memory allocations may take in all (None: no limit).
@@ -192,6 +195,7 @@ class FakeGpu:
     multiprocessors: int = 16
     integrated: bool = True
     count: int = 1
+    kinds: dict[int, tuple[str, tuple[int, int], int]] = field(default_factory=dict)
     log: list[tuple[Any, ...]] = field(default_factory=list)
     initialized: bool = False
     memory_bytes: int | None = None
@@ -211,6 +215,15 @@ class FakeGpu:
         self.execs: dict[int, list[FakeOp]] = {}
         self.lock = threading.RLock()
         self._queue_order = itertools.count()
+
+    def identity(self, ordinal: int) -> tuple[str, tuple[int, int], int]:
+        """(name, compute capability, multiprocessors) of device ``ordinal``."""
+        return self.kinds.get(ordinal, (self.name, self.compute_capability, self.multiprocessors))
+
+    def current_identity(self) -> tuple[str, tuple[int, int], int]:
+        """:meth:`identity` of the device of the current context (device 0 with none, as the CUDA runtime)."""
+        current = self.current()
+        return self.identity(0 if current is None else current.ordinal)
 
     # --- contexts ----------------------------------------------------------------------------------------
 
@@ -659,10 +672,10 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
             return gpu.count
 
         def name(self) -> str:
-            return gpu.name
+            return gpu.identity(self.ordinal)[0]
 
         def compute_capability(self) -> tuple[int, int]:
-            return gpu.compute_capability
+            return gpu.identity(self.ordinal)[1]
 
         def get_attribute(self, attribute: int) -> int:
             if attribute == ATTRIBUTE_INTEGRATED:
@@ -670,7 +683,7 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
             if attribute == ATTRIBUTE_CAN_MAP_HOST_MEMORY:
                 return 1
             if attribute == ATTRIBUTE_MULTIPROCESSOR_COUNT:
-                return gpu.multiprocessors
+                return gpu.identity(self.ordinal)[2]
             raise FakeLogicError(f"attribute {attribute} is not faked")
 
         def retain_primary_context(self) -> Context:

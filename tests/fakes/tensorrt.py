@@ -8,6 +8,14 @@ in its own file. The fake refuses what TensorRT refuses; each rule names its doc
   engines are not portable across platforms or TensorRT versions" and are "specific to the exact GPU model they
   were built on" (TensorRT Developer Guide, "Serialized Engine Compatibility"); the API returns null on failure
   (``IRuntime::deserializeCudaEngine``, NvInferRuntime.h).
+* [DEVICE] The device a plan is checked against is the one of the CUDA context current on the calling thread
+  (device 0 with none): "Each ICudaEngine object is bound to a specific GPU when it is instantiated, either by the
+  builder or on deserialization. To select the GPU, use cudaSetDevice() before calling the builder or deserializing
+  the engine" (TensorRT Developer Guide, FAQ "How do I use TensorRT on multiple GPUs?"). On a machine with two kinds
+  of GPU (``FakeGpu.kinds``) a plan built for one does not load on the other: "Without this mode [hardware
+  compatibility], engines are not portable across different GPU architectures" (TensorRT Support Matrix, "Engine
+  Portability"); TensorRT logs "The engine plan file is generated on an incompatible device, expecting compute 8.6
+  got compute 7.5, please rebuild." (NVIDIA/TensorRT issue 2176, a desktop with two GPUs).
 * [MEMORY] ``deserialize_cuda_engine`` returns None when the device memory left is less than the plan plus what
   loading it takes besides (``FakeEngine.load_overhead``: the engine's kernels and runtime state; no document gives
   the amount, the fake takes 8 MiB), which the engine then holds while it lives: the runtime acquires GPU memory for
@@ -366,8 +374,14 @@ class Runtime:
         if plan.tensorrt_version != self.version:
             self.logger.log(Logger.ERROR, f"plan of TensorRT {plan.tensorrt_version}, this is {self.version}")
             return None
-        if (plan.device_name, tuple(plan.compute_capability)) != (self.gpu.name, self.gpu.compute_capability):
-            self.logger.log(Logger.ERROR, f"plan for {plan.device_name}, this is {self.gpu.name}")
+        name, capability, _ = self.gpu.current_identity()  # [DEVICE]
+        if tuple(plan.compute_capability) != capability:
+            self.logger.log(Logger.ERROR, "The engine plan file is generated on an incompatible device, expecting "
+                                          f"compute {capability[0]}.{capability[1]} got compute "
+                                          f"{plan.compute_capability[0]}.{plan.compute_capability[1]}, please rebuild.")
+            return None
+        if plan.device_name != name:
+            self.logger.log(Logger.ERROR, f"plan for {plan.device_name}, this is {name}")
             return None
         if plan.dla_core is not None and not 0 <= self.DLA_core < self.num_DLA_cores:
             # [DLA-CORE]

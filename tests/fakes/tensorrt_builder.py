@@ -73,7 +73,8 @@ Documents cited (TensorRT 10 C++ and Python API references, Developer Guide):
 * [DEVICE] TensorRT Developer Guide, FAQ "How do I use TensorRT on multiple GPUs?": "Each ICudaEngine object is
   bound to a specific GPU when it is instantiated, either by the builder or on deserialization. To select the GPU,
   use cudaSetDevice() before calling the builder"; with no device set, the CUDA runtime works on device 0 (CUDA C++
-  Programming Guide, "Device Selection"). The fake records the device each build ran on (``Builder.devices``).
+  Programming Guide, "Device Selection"). The fake records the device each build ran on (``Builder.devices``), and
+  writes the plan (and keys the timing cache) for that device's name and compute capability (``FakeGpu.kinds``).
 * [TRT11] TensorRT 11 "Removed Python APIs and Replacements" (Migrating from TensorRT 10.x to 11.x): the APIs
   listed "have been removed in TensorRT 11.x and will cause runtime errors if called", among them
   ``BuilderFlag.FP16`` ("Strong typing with ModelOpt AutoCast"), ``BuilderFlag.INT8`` ("Explicit quantization with
@@ -427,7 +428,7 @@ class BuilderConfig:
 
 
 class Builder:
-    """IBuilder of a fake TensorRT bound to one GPU (its name, compute capability and DLA cores).
+    """IBuilder of a fake TensorRT over one fake GPU: builds for the device of the current context, with its DLA cores.
 
     :func:`install_builder` makes the subclass bound to a module, its GPU and its ``__version__``.
     """
@@ -443,8 +444,6 @@ class Builder:
     _count_lock = threading.Lock()
     module: types.ModuleType
     gpu: Any
-    device_name = "Orin"
-    compute_capability = (8, 7)
     num_DLA_cores = 2  # noqa: N815 - the name TensorRT gives it
 
     def __init__(self, logger: Any) -> None:
@@ -454,7 +453,13 @@ class Builder:
 
     @property
     def device_key(self) -> str:
-        return f"{self.device_name}/sm_{self.compute_capability[0]}{self.compute_capability[1]}"
+        name, capability, _ = self._device()
+        return f"{name}/sm_{capability[0]}{capability[1]}"
+
+    def _device(self) -> tuple[str, tuple[int, int], int]:
+        """The name, compute capability and multiprocessors of the device the builder works on [DEVICE]."""
+        identity: tuple[str, tuple[int, int], int] = self.gpu.current_identity()
+        return identity
 
     def create_network(self, flags: int = 0) -> NetworkDefinition:
         if _major(self.tensorrt_version) >= 11:
@@ -529,8 +534,8 @@ class Builder:
         if input_format is None or output_format is None:
             return None  # [FORMATS]: no format the builder may use
         plan = FakePlan(
-            tensorrt_version=self.tensorrt_version, device_name=self.device_name,
-            compute_capability=self.compute_capability, input_name=image.name,
+            tensorrt_version=self.tensorrt_version, device_name=self._device()[0],
+            compute_capability=self._device()[1], input_name=image.name,
             output_name=network.get_output(0).name, input_dtype=np.dtype(self.module.nptype(image.dtype)).name,
             output_dtype=np.dtype(self.module.nptype(network.get_output(0).dtype)).name,
             profile=(tuple(shapes[0]), tuple(shapes[1]), tuple(shapes[2])), precision=precision,
@@ -682,9 +687,7 @@ def install_builder(module: types.ModuleType, gpu: Any, dla_cores: int = 2) -> t
     Returns:
         The module.
     """
-    bound = type("Builder", (Builder,), {"module": module, "gpu": gpu, "device_name": gpu.name,
-                                         "compute_capability": tuple(gpu.compute_capability),
-                                         "num_DLA_cores": dla_cores})
+    bound = type("Builder", (Builder,), {"module": module, "gpu": gpu, "num_DLA_cores": dla_cores})
     parser = type("OnnxParser", (OnnxParser,), {"module": module})
     module.Runtime.num_DLA_cores = dla_cores  # the runtime sees the device's DLA cores too [DLA-CORE]
     # [TRT11]: the weak-typing flags are gone; reaching for one raises AttributeError, as the real module does.
