@@ -213,8 +213,12 @@ def _unbuilt_line(args: argparse.Namespace, choices: list[ModelChoice], cached: 
             f"{' '.join(['python -m unetrt.doctor --build', *asked])} builds it now)")
     if len(choices) < 2:
         return f"{line}; until then, --no-build stops"
-    fallback = open_backend(args.model, choices[-1].backend, args.device, args.precision, build=False,
-                            working_size=args.working_size)
+    try:
+        fallback = open_backend(args.model, choices[-1].backend, args.device, args.precision, build=False,
+                                working_size=args.working_size)
+    except (ImportError, ValueError) as exc:
+        # --device cuda on a Jetson: the fallback is ONNX Runtime's CUDA provider, which JetPack's pip has not.
+        return f"{line}; until then, --no-build stops: {exc}"
     try:
         what = " ".join(str(part) for part in (fallback.name, fallback.precision, fallback.device) if part)
     finally:

@@ -1307,3 +1307,17 @@ def test_no_build_after_a_tensorrt_upgrade_says_why_the_engine_is_not_usable(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "(the cached engine was built by TensorRT 10.3.0, and this is 10.4.0); run once " \
                                "without --no-build" in lines[0], lines
+
+
+def test_doctor_device_cuda_before_the_first_build_reports(first_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m unetrt.doctor --device cuda` (or cuda:1) before the engine is built ended in exit 2, "this
+    onnxruntime has no CUDA provider", with no report: naming what --no-build runs meanwhile opened ONNX Runtime on
+    the GPU, which a Jetson has no provider for. The report says --no-build stops, and why."""
+    from unetrt.doctor import main as doctor
+
+    assert doctor(["--device", "cuda"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("unet-stream --model camvid runs on: tensorrt fp16 once its engine is built: none is "
+                           "cached, so its first start builds it"), last
+    assert last.endswith("; until then, --no-build stops: device 'cuda' asked, but this onnxruntime has no CUDA "
+                         "provider; install onnxruntime-gpu"), last
