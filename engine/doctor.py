@@ -31,13 +31,13 @@ from .cli_options import CommandParser, add_device, add_size
 from .jetson import jetson_state
 from .plan_cache import (
     ENGINE_CACHE_ENV,
+    CacheLookup,
     NoCacheFolderError,
-    PlanNotCachedError,
     cache_usage,
-    cached_plan,
     engine_cache_dir,
     kept_for_later_starts,
-    uncached_note,
+    look_up,
+    plan_key,
 )
 
 
@@ -179,27 +179,26 @@ def report(args: argparse.Namespace) -> Report:
     return Report(lines, problems)
 
 
-def _unbuilt_engine(args: argparse.Namespace) -> tuple[list[ModelChoice], str] | None:
-    """The model's choices, and what the cache holds instead (:func:`unetrt.plan_cache.uncached_note`), when a
-    stream would start on a TensorRT engine built on first use that is not cached yet (the report builds nothing
-    without ``--build``, so it would open the fallback and name it as what streams run on); None otherwise, and
-    where TensorRT cannot run at all (opening it says why)."""
+def _unbuilt_engine(args: argparse.Namespace) -> tuple[list[ModelChoice], CacheLookup] | None:
+    """The model's choices, and what the cache holds instead (:func:`unetrt.plan_cache.look_up`), when a stream
+    would start on a TensorRT engine built on first use that is not cached yet (the report builds nothing without
+    ``--build``, so it would open the fallback and name it as what streams run on); None otherwise, and where
+    TensorRT cannot run at all (opening it says why)."""
     choices = model_choices(args.model, args.backend, args.precision, args.device)
     first = choices[0]
     if first.backend != "tensorrt" or first.path.suffix != ".onnx":
         return None
     index = parse_device(args.device)
     try:
-        cached_plan(first.path, first.precision, args.working_size, build=False, device_index=index, progress=False)
-    except PlanNotCachedError:
-        # An engine of an older TensorRT, another GPU or another version of the file was reported as none at all.
-        return choices, uncached_note(first.path, first.precision, args.working_size, device_index=index)
+        # The key hashes the ONNX file (tens of MB on an SD card) once, for the check and for the note alike.
+        key = plan_key(first.path, first.precision, args.working_size, device_index=index)
+        lookup = look_up(key, first.path)
     except (ImportError, ValueError):
         return None
-    return None
+    return None if lookup.usable else (choices, lookup)
 
 
-def _unbuilt_line(args: argparse.Namespace, choices: list[ModelChoice], cached: str) -> str:
+def _unbuilt_line(args: argparse.Namespace, choices: list[ModelChoice], cached: CacheLookup) -> str:
     """The last line where the stream's TensorRT engine is not built yet: what runs once it is, how to build it, and
     what ``--no-build`` runs until then (the fallback is opened by name, so no note about a --no-build not given)."""
     asked = [f"--{name} {shlex.quote(str(value))}" for name, value, default in [
@@ -207,9 +206,9 @@ def _unbuilt_line(args: argparse.Namespace, choices: list[ModelChoice], cached: 
         ("device", args.device, "auto")] if value != default]
     if args.working_size is not None:
         asked.append("--size {}x{}".format(*args.working_size))
-    start = "first" if cached == "none is cached" else "next"
+    start = "first" if cached.empty else "next"
     line = (f"unet-stream --model {args.model} runs on: tensorrt {choices[0].precision} once its engine is built: "
-            f"{cached}, so its {start} start builds it (minutes on a Jetson; "
+            f"{cached.note()}, so its {start} start builds it (minutes on a Jetson; "
             f"{' '.join(['python -m unetrt.doctor --build', *asked])} builds it now)")
     if len(choices) < 2:
         return f"{line}; until then, --no-build stops"

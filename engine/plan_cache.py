@@ -204,6 +204,11 @@ def plan_key(onnx_path: str | Path, precision: str = "auto", working_size: tuple
     )
 
 
+def _entry_missing(plan_path: Path) -> bool:
+    """Whether no part of the entry at ``plan_path`` exists (neither the plan nor its metadata)."""
+    return not plan_path.exists() and not metadata_path(plan_path).is_file()
+
+
 def entry_problem(plan_path: Path, key: PlanKey) -> str | None:
     """Why the cache entry at ``plan_path`` cannot be used for ``key`` (None: it can).
 
@@ -474,13 +479,60 @@ def _superseded_entries(folder: Path, key: PlanKey, onnx_path: str | Path) -> li
     return found
 
 
-def _why_superseded(metadata: PlanMetadata, key: PlanKey) -> str:
-    if metadata.tensorrt_version != key.tensorrt_version:
-        return (f"the cached engine was built by TensorRT {metadata.tensorrt_version}, and this is "
-                f"{key.tensorrt_version}")
-    if metadata.source_sha256 != key.source_sha256:
-        return "the ONNX file changed since its engine was built"
-    return "this version of unetrt builds its engines anew"
+def _why_superseded(metadata: PlanMetadata, key: PlanKey, onnx_path: str | Path) -> str:
+    """The build line's reason: 'the cached engine was built by TensorRT 10.3.0, this is 10.4.0'."""
+    reasons = why_not_here(metadata, key.tensorrt_version, [key.gpu], onnx_path, key.source_sha256)
+    return f"the cached engine was {', '.join(reason.text for reason in reasons)}"
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One reason a cached engine cannot run here, as data (``kind``) and in words (``text``).
+
+    Attributes:
+        kind: 'tensorrt' (an older TensorRT built it), 'newer tensorrt', 'gpu' (for a GPU not among those given),
+            'model' (from other bytes of the model file, or another file), 'unetrt' (under an older key of the
+            cache, :data:`KEY_VERSION`).
+        text: e.g. 'built by TensorRT 10.3.0, this is 10.4.0'; each starts with 'built'.
+    """
+
+    kind: str
+    text: str
+
+
+def why_not_here(metadata: PlanMetadata, tensorrt_version: str, gpus: list[GpuIdentity],
+                 onnx_path: str | Path | None, source_sha256: str | None) -> list[Mismatch]:
+    """Why a cached engine, other than the entry of the key asked for, cannot run here: the one place that words the
+    reasons of the build line, of ``--no-build``'s error, of the doctor and of ``python -m unetrt.doctor --prune``.
+
+    Args:
+        metadata: the engine's metadata.
+        tensorrt_version: this TensorRT's version.
+        gpus: the GPUs it would run on here (the key's; for ``--prune`` every GPU of the machine).
+        onnx_path: the model file asked for (for ``--prune``: the one the engine was built from).
+        source_sha256: that file's SHA-256 now; None: it is gone, and nothing is said of it.
+
+    Returns:
+        The reasons, never none: an entry that differs in none of these was built under an older key ('unetrt').
+
+    Example:
+        >>> [r.text for r in why_not_here(metadata, "10.4.0", [gpu], "camvid.onnx", sha)]  # doctest: +SKIP
+        ['built by TensorRT 10.3.0, this is 10.4.0']
+    """
+    reasons = []
+    if metadata.tensorrt_version != tensorrt_version:
+        newer = tensorrt_release(metadata.tensorrt_version) > tensorrt_release(tensorrt_version)
+        reasons.append(Mismatch("newer tensorrt" if newer else "tensorrt",
+                                f"built by TensorRT {metadata.tensorrt_version}, this is {tensorrt_version}"))
+    if metadata.gpu not in gpus:
+        here = ", ".join(gpu.describe() for gpu in gpus) or "no GPU"
+        reasons.append(Mismatch("gpu", f"built for {metadata.gpu.describe()}, this is {here}"))
+    if onnx_path is not None and source_sha256 is not None and metadata.source_sha256 != source_sha256:
+        reasons.append(Mismatch("model", f"built from an earlier version of {Path(onnx_path).name}"
+                                if metadata.source == str(onnx_path) else
+                                f"built from another file, {metadata.source}"))
+    # An older key of unetrt's cache (KEY_VERSION) differs in none of these.
+    return reasons or [Mismatch("unetrt", "built by an earlier unetrt, whose engines this one builds anew")]
 
 
 def _remove_superseded(folder: Path, entries: list[tuple[Path, PlanMetadata]], key: PlanKey,
@@ -556,11 +608,11 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
         return plan
     if not build:
         # An engine of an older TensorRT or of the file before it changed was reported as none at all.
-        older = _superseded_entries(folder, key, onnx_path) if problem == "no engine is cached" else []
+        older = _superseded_entries(folder, key, onnx_path) if _entry_missing(plan) else []
         raise PlanNotCachedError(
             f"no usable cached TensorRT engine for {key.describe()} in {folder} "
-            f"({_why_superseded(older[0][1], key) if older else problem}); run once without --no-build (build=True) "
-            "to build and cache it"
+            f"({_why_superseded(older[0][1], key, onnx_path) if older else problem}); run once without --no-build "
+            "(build=True) to build and cache it"
         )
     folder = _writable_folder(folder, key.stem)
     plan = folder / f"{key.stem}.plan"
@@ -588,8 +640,8 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
         from .plan_build import build_plan, save_timing_cache
 
         superseded = _superseded_entries(folder, key, onnx_path)
-        if superseded and problem == "no engine is cached":
-            problem = _why_superseded(superseded[0][1], key)
+        if superseded and _entry_missing(plan):
+            problem = _why_superseded(superseded[0][1], key, onnx_path)
         if progress:
             # A folder of this process's own was announced with "every start will build again": promising that
             # later starts load the engine from it, removed at exit, contradicted that line.
@@ -624,54 +676,100 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
     return plan
 
 
-def uncached_note(onnx_path: str | Path, precision: str = "auto", working_size: tuple[int, int] | None = None,
-                  dla_core: int | None = None, device_index: int = 0, cache_dir: str | Path | None = None) -> str:
-    """What the cache holds for a model that has no engine that runs here, in words for a report: 'none is cached',
-    or each entry of this model, precision, working size and DLA core that cannot run here, with why and what the
-    next build does with it (replaces it, or leaves it beside the new one, with the command that removes it).
+@dataclass(frozen=True)
+class StaleEntry:
+    """An entry of a model's slot (its precision, working size and DLA core) that cannot run on the GPU asked for.
+
+    Attributes:
+        plan: the entry's plan.
+        size: the plan's bytes.
+        reasons: why it cannot run there.
+        replaced: whether the next build of the key replaces (removes) it.
+    """
+
+    plan: Path
+    size: int
+    reasons: list[Mismatch]
+    replaced: bool
+
+    def describe(self) -> str:
+        """'camvid-fp16-1f0c....plan, 24 MB: built by TensorRT 10.2.0, this is 10.3.0; the next build replaces it'."""
+        quoted = shlex.quote(str(self.plan))
+        fate = ("the next build replaces it" if self.replaced else
+                f"kept beside the new one: rm {quoted} {quoted}.json frees it")
+        return f"{self.plan.name}, {_megabytes(self.size)}: {', '.join(r.text for r in self.reasons)}; {fate}"
+
+
+@dataclass(frozen=True)
+class CacheLookup:
+    """What the engine cache holds for one key (:func:`look_up`).
+
+    Attributes:
+        plan: the key's own entry.
+        problem: why that entry cannot be used (None: it can).
+        missing: whether no part of that entry exists.
+        stale: the entries of the model's slot that cannot run on the key's GPU.
+    """
+
+    plan: Path
+    problem: str | None
+    missing: bool
+    stale: list[StaleEntry]
+
+    @property
+    def usable(self) -> bool:
+        """Whether the key's own entry can be loaded."""
+        return self.problem is None
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing of the model's slot is cached: its first start builds it."""
+        return self.missing and not self.stale
+
+    def note(self) -> str:
+        """In words, for a report: 'none is cached', 'none that runs here is cached (ENTRY, SIZE: WHY; FATE)', or
+        'the cached ENTRY cannot be used (WHY); the next build replaces it'."""
+        if not self.missing:
+            return f"the cached {self.plan.name} cannot be used ({self.problem}); the next build replaces it"
+        if not self.stale:
+            return "none is cached"
+        return f"none that runs here is cached ({'; '.join(entry.describe() for entry in self.stale)})"
+
+
+def look_up(key: PlanKey, onnx_path: str | Path, cache_dir: str | Path | None = None) -> CacheLookup:
+    """What the cache holds for ``key`` (from :func:`plan_key`, so the ONNX file is not hashed again): whether its
+    entry can be used, and each entry of this model, precision, working size and DLA core that cannot run on the
+    key's GPU, with why and what the next build does with it (replaces it, or leaves it beside the new one, with the
+    command that removes it).
+
+    Args:
+        key: the key asked for.
+        onnx_path: the model file of the key.
+        cache_dir: the cache folder (None: :func:`engine_cache_dir`).
 
     Raises:
-        ImportError, FileNotFoundError, ValueError: as :func:`plan_key`; NoCacheFolderError as
-            :func:`engine_cache_dir`.
+        NoCacheFolderError: as :func:`engine_cache_dir`, when ``cache_dir`` is None.
 
     Example:
-        >>> uncached_note(bundled_model_path("camvid"))  # doctest: +SKIP
+        >>> look_up(plan_key(model), model).note()  # doctest: +SKIP
         'none that runs here is cached (camvid-fp16-1f0c....plan, 24 MB: built by TensorRT 10.2.0, this is 10.3.0; \
 the next build replaces it)'
     """
-    key = plan_key(onnx_path, precision, working_size, dla_core, device_index)
     folder = Path(cache_dir) if cache_dir is not None else engine_cache_dir()
     plan = folder / f"{key.stem}.plan"
     problem = entry_problem(plan, key)
-    if problem not in (None, "no engine is cached"):
-        return f"the cached {plan.name} cannot be used ({problem}); the next build replaces it"
+    if not _entry_missing(plan):
+        return CacheLookup(plan, problem, False, [])
     replaced = {path for path, _ in _superseded_entries(folder, key, onnx_path)}
-    notes = []
+    stale = []
     for entry, metadata in _other_entries(folder, key):
         if (metadata.precision, metadata.info.working_size, metadata.dla_core) != (
                 key.precision, key.working_size, key.dla_core):
             continue
+        reasons = why_not_here(metadata, key.tensorrt_version, [key.gpu], onnx_path, key.source_sha256)
         size = entry.stat().st_size if entry.is_file() else 0
-        fate = ("the next build replaces it" if entry in replaced else
-                f"kept beside the new one: rm {shlex.quote(str(entry))} {shlex.quote(str(entry))}.json frees it")
-        notes.append(f"{entry.name}, {_megabytes(size)}: {_why_not_here(metadata, key, onnx_path)}; {fate}")
-    if not notes:
-        return "none is cached"
-    return f"none that runs here is cached ({'; '.join(notes)})"
-
-
-def _why_not_here(metadata: PlanMetadata, key: PlanKey, onnx_path: str | Path) -> str:
-    """Why an entry of this model's slot cannot run here: the TensorRT, GPU or ONNX file it was built with."""
-    reasons = []
-    if metadata.tensorrt_version != key.tensorrt_version:
-        reasons.append(f"built by TensorRT {metadata.tensorrt_version}, this is {key.tensorrt_version}")
-    if metadata.gpu != key.gpu:
-        reasons.append(f"built for {metadata.gpu.describe()}, this is {key.gpu.describe()}")
-    if metadata.source_sha256 != key.source_sha256:
-        reasons.append(f"built from an earlier {Path(onnx_path).name} (the file changed since)"
-                       if metadata.source == str(onnx_path) else f"built from another file, {metadata.source}")
-    # An older key of unetrt's cache (KEY_VERSION) differs in none of these.
-    return ", ".join(reasons) or "built by an earlier unetrt, whose engines this one builds anew"
+        stale.append(StaleEntry(entry, size, reasons, entry in replaced))
+    return CacheLookup(plan, problem, True, stale)
 
 
 def cache_usage(folder: str | Path | None = None) -> str:

@@ -1068,7 +1068,7 @@ def test_a_tensorrt_upgrade_says_why_it_builds_and_removes_the_engine_it_replace
     with Segmenter("camvid", warm_up=False) as segmenter:
         assert segmenter.backend.name == "tensorrt"
     err = capsys.readouterr().err
-    assert "(the cached engine was built by TensorRT 10.3.0, and this is 10.4.0)" in err
+    assert "(the cached engine was built by TensorRT 10.3.0, this is 10.4.0)" in err
     assert "removed 1 cached engine(s) of camvid that this one replaces" in err
     assert not old.exists() and not old.with_suffix(".plan.json").exists()
     assert [path.name for path in first_run.glob("timing-*")] == ["timing-10.4.0-sm_87-16sm.cache"]
@@ -1104,7 +1104,8 @@ def test_a_retrained_model_replaces_its_engine(first_run: Path, tmp_path: Path,
     with Segmenter(model, warm_up=False) as segmenter:
         assert segmenter.backend.name == "tensorrt"
     err = capsys.readouterr().err
-    assert "(the ONNX file changed since its engine was built)" in err and "removed 1 cached engine(s)" in err
+    assert "(the cached engine was built from an earlier version of mine.onnx)" in err
+    assert "removed 1 cached engine(s)" in err
     assert len(list(first_run.glob("mine-*.plan"))) == 1
 
 
@@ -1240,7 +1241,7 @@ def test_doctor_with_an_engine_that_cannot_run_here_says_what_is_cached_and_why(
     capsys.readouterr()
     assert doctor(["--model", str(model)]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
-    assert f"({mine.name}, " in last and ": built from an earlier mine.onnx (the file changed since); the next build " \
+    assert f"({mine.name}, " in last and ": built from an earlier version of mine.onnx; the next build " \
                                          "replaces it)" in last, last
 
 
@@ -1305,7 +1306,7 @@ def test_no_build_after_a_tensorrt_upgrade_says_why_the_engine_is_not_usable(
     assert main(["sample", str(first_run.parent / "out.mp4"), "--max-frames", "2", "--headless", "--backend",
                  "tensorrt", "--no-build"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "(the cached engine was built by TensorRT 10.3.0, and this is 10.4.0); run once " \
+    assert len(lines) == 1 and "(the cached engine was built by TensorRT 10.3.0, this is 10.4.0); run once " \
                                "without --no-build" in lines[0], lines
 
 
@@ -1321,3 +1322,23 @@ def test_doctor_device_cuda_before_the_first_build_reports(first_run: Path, caps
                            "cached, so its first start builds it"), last
     assert last.endswith("; until then, --no-build stops: device 'cuda' asked, but this onnxruntime has no CUDA "
                          "provider; install onnxruntime-gpu"), last
+
+
+def test_the_doctor_hashes_the_model_file_once(first_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The doctor before the first build hashed the ONNX file (tens of MB, on an SD card) for the cache key and again
+    for its note on what the cache holds."""
+    import unetrt.plan_cache as plan_cache
+
+    hashed: list[Path] = []
+    real = plan_cache.file_sha256
+
+    def counted(path: str | Path) -> str:
+        hashed.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(plan_cache, "file_sha256", counted)
+    from unetrt.doctor import main as doctor
+
+    assert doctor([]) == 0
+    assert [path.name for path in hashed] == ["camvid.onnx"]
+

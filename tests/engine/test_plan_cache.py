@@ -26,8 +26,8 @@ from unetrt.plan_cache import (
     cached_plan,
     engine_cache_dir,
     entry_problem,
+    look_up,
     plan_key,
-    uncached_note,
 )
 from unetrt.plan_metadata import GpuIdentity, metadata_path, read_plan_metadata, write_plan_metadata
 
@@ -468,7 +468,7 @@ def test_an_engine_unusable_for_two_reasons_names_both(monkeypatch: pytest.Monke
     _, gpu = install_fake_tensorrt_gpu(monkeypatch, version="10.3.0")
     plan = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
     install_fake_tensorrt_gpu(monkeypatch, FakeGpu(multiprocessors=8), version="10.4.0")
-    note = uncached_note(tiny_model_files["onnx"], cache_dir=tmp_path)
+    note = look_up(plan_key(tiny_model_files["onnx"]), tiny_model_files["onnx"], cache_dir=tmp_path).note()
     assert note.startswith(f"none that runs here is cached ({plan.name}, ")
     assert (f": built by TensorRT 10.3.0, this is 10.4.0, built for {gpu.name} (sm_87, 16 SMs), this is {gpu.name} "
             f"(sm_87, 8 SMs); kept beside the new one: rm {plan} {plan}.json frees it)") in note, note
