@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import platform
 import shlex
 import sys
@@ -25,7 +26,7 @@ from importlib import metadata
 
 from .backends import PRECISIONS, ModelChoice, model_choices, open_backend, tensorrt_gpu_available
 from .backends.registry import backend_help
-from .backends.tensorrt import parse_device
+from .backends.tensorrt import gpu_identity, machine_gpus, parse_device
 from .cli import run_cli
 from .cli_options import CommandParser, add_device, add_size
 from .jetson import jetson_state
@@ -75,8 +76,10 @@ def _opencv_line() -> tuple[str, bool]:
     return f"OpenCV {cv2.__version__} from {cv2.__file__} (GStreamer: {gstreamer}; csi:// needs YES)", True
 
 
-def _gpu_line() -> str:
-    from .backends.tensorrt import MISSING_PYCUDA, gpu_identity, tensorrt_available
+def _gpu_line(index: int) -> str:
+    """The TensorRT line, which names GPU ``index``: the one the report's stream runs on (device 0 for 'auto' and
+    'cpu'), how many this process sees, and ``CUDA_VISIBLE_DEVICES`` when it is set (it renumbers them)."""
+    from .backends.tensorrt import MISSING_PYCUDA, tensorrt_available
 
     if not tensorrt_available():
         return "TensorRT: not installed (on a Jetson: JetPack's python3-libnvinfer; see docs/jetson.md)"
@@ -93,7 +96,11 @@ def _gpu_line() -> str:
         # Built against another CUDA or Python, or libcuda missing in a container: say so, not "not installed".
         return (f"TensorRT {trt.__version__}: a GPU is present, but pycuda {pycuda_version} does not import "
                 f"({exc}); rebuild it here: pip install --force-reinstall --no-binary pycuda pycuda")
-    return f"TensorRT {trt.__version__}, pycuda {pycuda_version}, GPU 0: {gpu_identity(0).describe()}"
+    count = len(machine_gpus())
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    which = (f"GPU {index}{f' of {count}' if count > 1 else ''}"
+             f"{'' if visible is None else f' (CUDA_VISIBLE_DEVICES={visible})'}")
+    return f"TensorRT {trt.__version__}, pycuda {pycuda_version}, {which}: {gpu_identity(index).describe()}"
 
 
 def _driver_line() -> str:
@@ -146,8 +153,9 @@ def report(args: argparse.Namespace) -> Report:
         cache = f"engine cache: {folder}: {cache_usage(folder)} (set {ENGINE_CACHE_ENV} to move it)"
     except NoCacheFolderError as exc:
         cache = f"engine cache: none: {exc}"
+    index = 0 if args.device == "cpu" else parse_device(args.device)
     lines = [f"unetrt {_version('unetrt')}, Python {platform.python_version()} ({platform.machine()}), "
-             f"NumPy {numpy}", opencv, _gpu_line(), _driver_line(), _kernels_line(), cache]
+             f"NumPy {numpy}", opencv, _gpu_line(index), _driver_line(), _kernels_line(), cache]
     problems = []
     if not has_opencv:
         problems.append("unet-stream cannot run without OpenCV (the OpenCV line says how to get it)")
@@ -192,7 +200,7 @@ def _unbuilt_engine(args: argparse.Namespace) -> tuple[list[ModelChoice], CacheL
     try:
         # The key hashes the ONNX file (tens of MB on an SD card) once, for the check and for the note alike.
         key = plan_key(first.path, first.precision, args.working_size, device_index=index)
-        lookup = look_up(key, first.path)
+        lookup = look_up(key, first.path, gpus=machine_gpus())
     except (ImportError, ValueError):
         return None
     return None if lookup.usable else (choices, lookup)

@@ -685,17 +685,20 @@ class StaleEntry:
         size: the plan's bytes.
         reasons: why it cannot run there.
         replaced: whether the next build of the key replaces (removes) it.
+        other_gpu: the index of another GPU of this machine whose engine it is (None: none).
     """
 
     plan: Path
     size: int
     reasons: list[Mismatch]
     replaced: bool
+    other_gpu: int | None
 
     def describe(self) -> str:
         """'camvid-fp16-1f0c....plan, 24 MB: built by TensorRT 10.2.0, this is 10.3.0; the next build replaces it'."""
         quoted = shlex.quote(str(self.plan))
         fate = ("the next build replaces it" if self.replaced else
+                f"the engine of cuda:{self.other_gpu} on this machine, kept" if self.other_gpu is not None else
                 f"kept beside the new one: rm {quoted} {quoted}.json frees it")
         return f"{self.plan.name}, {_megabytes(self.size)}: {', '.join(r.text for r in self.reasons)}; {fate}"
 
@@ -736,7 +739,8 @@ class CacheLookup:
         return f"none that runs here is cached ({'; '.join(entry.describe() for entry in self.stale)})"
 
 
-def look_up(key: PlanKey, onnx_path: str | Path, cache_dir: str | Path | None = None) -> CacheLookup:
+def look_up(key: PlanKey, onnx_path: str | Path, cache_dir: str | Path | None = None,
+            gpus: list[GpuIdentity] | None = None) -> CacheLookup:
     """What the cache holds for ``key`` (from :func:`plan_key`, so the ONNX file is not hashed again): whether its
     entry can be used, and each entry of this model, precision, working size and DLA core that cannot run on the
     key's GPU, with why and what the next build does with it (replaces it, or leaves it beside the new one, with the
@@ -746,6 +750,8 @@ def look_up(key: PlanKey, onnx_path: str | Path, cache_dir: str | Path | None = 
         key: the key asked for.
         onnx_path: the model file of the key.
         cache_dir: the cache folder (None: :func:`engine_cache_dir`).
+        gpus: every GPU of this machine, in device order (None: the key's alone): an entry built for another of
+            them is that GPU's engine, never one to remove.
 
     Raises:
         NoCacheFolderError: as :func:`engine_cache_dir`, when ``cache_dir`` is None.
@@ -760,6 +766,7 @@ the next build replaces it)'
     problem = entry_problem(plan, key)
     if not _entry_missing(plan):
         return CacheLookup(plan, problem, False, [])
+    machine = gpus if gpus is not None else [key.gpu]
     replaced = {path for path, _ in _superseded_entries(folder, key, onnx_path)}
     stale = []
     for entry, metadata in _other_entries(folder, key):
@@ -767,8 +774,11 @@ the next build replaces it)'
                 key.precision, key.working_size, key.dla_core):
             continue
         reasons = why_not_here(metadata, key.tensorrt_version, [key.gpu], onnx_path, key.source_sha256)
+        # Another GPU of this machine (a desktop with two kinds) runs it: that GPU's engine, not one to remove.
+        another = [reason.kind for reason in reasons] == ["gpu"] and metadata.gpu in machine
         size = entry.stat().st_size if entry.is_file() else 0
-        stale.append(StaleEntry(entry, size, reasons, entry in replaced))
+        stale.append(StaleEntry(entry, size, reasons, entry in replaced,
+                                machine.index(metadata.gpu) if another else None))
     return CacheLookup(plan, problem, True, stale)
 
 

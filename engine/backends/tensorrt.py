@@ -224,6 +224,20 @@ def gpu_identity(index: int = 0) -> GpuIdentity:
     return GpuIdentity(str(device.name()), (int(major), int(minor)), multiprocessors)
 
 
+def machine_gpus() -> list[GpuIdentity]:
+    """:func:`gpu_identity` of every CUDA device this process sees, in device order (``CUDA_VISIBLE_DEVICES``
+    hides and renumbers them).
+
+    Raises:
+        ImportError: when pycuda is missing.
+    """
+    require_pycuda()
+    import pycuda.driver as cuda
+
+    cuda.init()
+    return [gpu_identity(index) for index in range(cuda.Device.count())]
+
+
 def _dims(dims: trt.Dims) -> tuple[int, ...]:
     return tuple(int(dims[i]) for i in range(len(dims)))
 

@@ -1323,7 +1323,6 @@ def test_doctor_device_cuda_before_the_first_build_reports(first_run: Path, caps
     assert last.endswith("; until then, --no-build stops: device 'cuda' asked, but this onnxruntime has no CUDA "
                          "provider; install onnxruntime-gpu"), last
 
-
 def test_the_doctor_hashes_the_model_file_once(first_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The doctor before the first build hashed the ONNX file (tens of MB, on an SD card) for the cache key and again
     for its note on what the cache holds."""
@@ -1341,4 +1340,60 @@ def test_the_doctor_hashes_the_model_file_once(first_run: Path, monkeypatch: pyt
 
     assert doctor([]) == 0
     assert [path.name for path in hashed] == ["camvid.onnx"]
+
+
+def _pycuda_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The doctor finds pycuda's distribution (the fake has none) and names its version."""
+    import unetrt.doctor as doctor_module
+
+    real = doctor_module._version
+    monkeypatch.setattr(doctor_module, "_version", lambda name: "2024.1.2" if name == "pycuda" else real(name))
+
+
+DESKTOP = FakeGpu(name="NVIDIA GeForce RTX 4090", compute_capability=(8, 9), multiprocessors=128, integrated=False,
+                  count=2, kinds={1: ("NVIDIA RTX A4000", (8, 6), 48)})
+
+
+@pytest.mark.parametrize("gpu", [DESKTOP], ids=["sm89-and-sm86"])
+def test_a_desktop_with_two_kinds_of_gpu_keeps_an_engine_for_each(first_run: Path, gpu: FakeGpu,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """An x86 workstation, device 0 sm_89 and device 1 sm_86: each GPU builds and then loads its own engine (a plan
+    of one does not run on the other), and the doctor names the GPU it reports on, and does not offer to remove the
+    other GPU's engine as one that cannot run here."""
+    from unetrt.backends.tensorrt import TensorRTBackend
+    from unetrt.doctor import main as doctor
+    from unetrt.plan_metadata import PlanCompatibilityError
+
+    _pycuda_installed(monkeypatch)
+    for _ in range(2):
+        for device in ("cuda:1", "cuda:0"):
+            with Segmenter("camvid", device=device, warm_up=False) as segmenter:
+                assert segmenter.backend.device.startswith(f"{device} (")
+    assert builds() == 2 and Builder.devices == [1, 0]
+    entries = {read_plan_metadata(plan).gpu.compute_capability: plan for plan in first_run.glob("*.plan")}
+    assert sorted(entries) == [(8, 6), (8, 9)]
+    with pytest.raises(PlanCompatibilityError, match="built for NVIDIA GeForce RTX 4090"):
+        TensorRTBackend(entries[(8, 9)], device="cuda:1")
+    capsys.readouterr()
+    assert doctor(["--device", "cuda:1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "GPU 1 of 2: NVIDIA RTX A4000 (sm_86, 48 SMs)" in lines[2], lines[2]
+    assert lines[-1].endswith("runs on: tensorrt fp16 cuda:1 (NVIDIA RTX A4000)")
+    for path in (entries[(8, 6)], entries[(8, 6)].with_suffix(".plan.json")):
+        path.unlink()
+    assert doctor(["--device", "cuda:1"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert (f"({entries[(8, 9)].name}, " in last and "; the engine of cuda:0 on this machine, kept)" in last
+            and " rm " not in last), last
+
+
+def test_the_doctor_says_cuda_visible_devices_renumbered_the_gpus(first_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.doctor import main as doctor
+
+    _pycuda_installed(monkeypatch)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert doctor(["--device", "cpu"]) == 0
+    assert ", GPU 0 (CUDA_VISIBLE_DEVICES=1): Orin (fake) (sm_87, 16 SMs)" in capsys.readouterr().out
 
