@@ -4,12 +4,14 @@ Prints the versions that matter (Python, NumPy, OpenCV and its GStreamer support
 whether the CUDA kernels are built, the engine cache folder, and the backend, precision and device that
 ``unet-stream --model MODEL`` opens here: it opens that backend, exactly as a stream does. With ``--build`` a
 missing TensorRT engine is built and cached now (minutes on a Jetson), so the first stream starts at once;
-without it nothing is built and the line says what runs until an engine is cached.
+without it nothing is built and the line says what runs until an engine is cached. With ``--prune`` it lists the
+engine cache's files that cannot run here, with why (:mod:`unetrt.plan_prune`), and ``--prune --yes`` removes them.
 
 Example::
 
     python -m unetrt.doctor                 # quick: what runs now
     python -m unetrt.doctor --build         # build the camvid engine now (scripts/setup_jetson.sh does)
+    python -m unetrt.doctor --prune --yes   # free the engines that cannot run here (an SD card's space)
 """
 
 from __future__ import annotations
@@ -53,7 +55,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_size(parser, help="as unet-stream --size: the engine of that size is the one opened (and built)")
     parser.add_argument("--build", action="store_true",
                         help="build and cache the TensorRT engine now when none is cached (minutes on a Jetson)")
+    parser.add_argument("--prune", action="store_true",
+                        help="list the engine cache's files that cannot run here (an older TensorRT, a GPU this "
+                             "machine lacks, an earlier model file, damaged), each with why; removes nothing "
+                             "without --yes")
+    parser.add_argument("--yes", action="store_true", help="with --prune: remove them, and say what was freed")
+    parser.add_finisher(_check_prune)
     return parser
+
+
+def _check_prune(args: argparse.Namespace) -> None:
+    """--yes needs --prune, and --prune, which judges the whole cache for every model and GPU, takes no option that
+    names one model, device or build."""
+    if args.yes and not args.prune:
+        raise ValueError("--yes removes what --prune lists: python -m unetrt.doctor --prune --yes")
+    if not args.prune:
+        return
+    given = [flag for flag, value, default in [
+        ("--model", args.model, "camvid"), ("--backend", args.backend, "auto"), ("--precision", args.precision, "auto"),
+        ("--device", args.device, "auto"), ("--size", args.working_size, None), ("--build", args.build, False)]
+        if value != default]
+    if given:
+        raise ValueError(f"--prune judges the whole engine cache, every model and GPU of this machine: drop "
+                         f"{' and '.join(given)}")
 
 
 def _version(distribution: str) -> str | None:
@@ -242,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model cannot be opened.
     """
     args = build_parser().parse_args(argv)
+    if args.prune:
+        return _prune(args.yes)
     found: list[Report] = []
 
     def run() -> None:
@@ -254,6 +280,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {problem}", file=sys.stderr)
         return 1
     return code
+
+
+def _prune(remove: bool) -> int:
+    """``--prune`` (and ``--yes``): 0; 1 after the lines when a file could not be removed; 2 with one line when the
+    cache cannot be judged here (no TensorRT, pycuda or GPU to tell what runs)."""
+    from .backends.tensorrt import tensorrt_available
+    from .plan_prune import prune, report_lines, survey
+
+    done: list[bool] = []
+
+    def run() -> None:
+        if not tensorrt_available() or not tensorrt_gpu_available():
+            why = "TensorRT is not installed" if not tensorrt_available() else "no CUDA GPU is visible"
+            raise ValueError(f"--prune keeps every engine that runs here, and cannot tell which do: {why}; run it "
+                             "where the engines run (python -m unetrt.doctor's TensorRT line says what is missing)")
+        import tensorrt as trt
+
+        try:
+            gpus = machine_gpus()
+        except ImportError as exc:
+            raise ValueError(f"--prune cannot tell which engines run here: {exc}") from exc
+        found = survey(engine_cache_dir(), str(trt.__version__), gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        pruned = prune(found) if remove else None
+        print("\n".join(report_lines(found, pruned)), flush=True)
+        done.append(pruned is None or not pruned.left or all(not why.startswith("cannot") for _, why in pruned.left))
+
+    code = run_cli(run)
+    return 1 if code == 0 and not done[0] else code
 
 
 if __name__ == "__main__":

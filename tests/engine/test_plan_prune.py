@@ -1,0 +1,182 @@
+"""``python -m unetrt.doctor --prune`` (unetrt.plan_prune): a Jetson's engine cache after a month of upgrades, a moved
+SD card and a retrained model, cleaned in one command that never removes an engine that runs here, one another
+process is building, or anything that is not the cache's own."""
+
+from __future__ import annotations
+
+import fcntl
+import re
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fakes.cuda import FakeGpu
+from plan_fixtures import install_fake_tensorrt_gpu
+
+from unetrt.doctor import main as doctor
+from unetrt.plan_cache import cached_plan
+from unetrt.plan_metadata import metadata_path, read_plan_metadata, write_plan_metadata
+
+pytestmark = pytest.mark.gpu_contract
+
+
+@pytest.fixture
+def cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    folder = tmp_path / "engines"
+    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(folder))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    return folder
+
+
+def _model(tiny_model_files: dict[str, Path], folder: Path, name: str) -> Path:
+    """A copy of the tiny model named ``name``, in ``folder``."""
+    return Path(shutil.copy(tiny_model_files["onnx"], folder / f"{name}.onnx"))
+
+
+def _sizeless(lines: list[str]) -> list[str]:
+    """The lines with each entry's size ('37 KB') written as SIZE."""
+    return [re.sub(r", \d+ [KM]B: ", ", SIZE: ", line) for line in lines]
+
+
+def _a_month_on(monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path], cache: Path,
+                tmp_path: Path) -> dict[str, Path]:
+    """The cache of a Jetson after a month, with TensorRT 10.4.0 and the AGX Orin now: each kind of entry by name."""
+    model = _model(tiny_model_files, tmp_path, "mine")
+    install_fake_tensorrt_gpu(monkeypatch, version="10.3.0")
+    entries = {"older-tensorrt": cached_plan(model, "fp32", cache_dir=cache, progress=False)}
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(multiprocessors=8), version="10.4.0")
+    entries["orin-nx"] = cached_plan(model, cache_dir=cache, progress=False)
+    install_fake_tensorrt_gpu(monkeypatch, version="10.5.0")
+    entries["newer-tensorrt"] = cached_plan(model, cache_dir=cache, progress=False)
+    install_fake_tensorrt_gpu(monkeypatch, version="10.4.0")
+    entries["runs-here"] = cached_plan(model, cache_dir=cache, progress=False)
+    entries["damaged"] = cached_plan(model, working_size=(64, 48), cache_dir=cache, progress=False)
+    entries["damaged"].write_bytes(entries["damaged"].read_bytes()[:100])
+    retrained = _model(tiny_model_files, tmp_path, "other")
+    entries["retrained"] = cached_plan(retrained, cache_dir=cache, progress=False)
+    retrained.write_bytes(retrained.read_bytes() + b"\0")  # another training run exported over it
+    entries["temporary"] = cache / f".{entries['damaged'].name}.4242.1.tmp"
+    entries["temporary"].write_bytes(b"half a plan")
+    return entries
+
+
+def test_prune_lists_then_removes_what_cannot_run_here(monkeypatch: pytest.MonkeyPatch,
+                                                       tiny_model_files: dict[str, Path], cache: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    entries = _a_month_on(monkeypatch, tiny_model_files, cache, tmp_path)
+    outside = tmp_path / "precious.plan"
+    outside.write_bytes(b"not the cache's")
+    link = cache / f"{entries['runs-here'].stem[:-16]}{'0' * 16}.plan"
+    link.symlink_to(outside)
+    (cache / "notes.txt").write_text("mine")
+    before = sorted(path.name for path in cache.iterdir())
+    capsys.readouterr()
+
+    assert doctor(["--prune"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert sorted(path.name for path in cache.iterdir()) == before  # nothing removed without --yes
+    older, nx, newer, damaged, retrained = (entries[name] for name in (
+        "older-tensorrt", "orin-nx", "newer-tensorrt", "damaged", "retrained"))
+    assert out[0].startswith(f"engine cache: {cache}: ")
+    expected = [
+        f"would remove {older.name}, SIZE: built by TensorRT 10.3.0, this is 10.4.0",
+        f"would remove {nx.name}, SIZE: built for Orin (fake) (sm_87, 8 SMs), this is Orin (fake) (sm_87, 16 SMs)",
+        f"would remove {damaged.name}, SIZE: its plan is truncated or replaced (checksum mismatch)",
+        f"would remove {retrained.name}, SIZE: built from an earlier version of other.onnx",
+        f"would remove .{damaged.name}.4242.1.tmp, SIZE: a temporary file of a build that was killed (a power cut, "
+        "SIGKILL)",
+        "would remove timing-10.3.0-sm_87-16sm.cache, SIZE: a timing cache of TensorRT 10.3.0, this is 10.4.0",
+        "would remove timing-10.4.0-sm_87-8sm.cache, SIZE: a timing cache for sm_87 (8 SMs), which no GPU here is",
+        f"keeps {newer.name}, SIZE: built by TensorRT 10.5.0, this is 10.4.0 (kept: another install of that TensorRT "
+        f"may use it); rm {newer} {metadata_path(newer)} frees it",
+        f"left alone: 2 file(s) that are not the cache's own or not regular files ({link.name}, notes.txt)",
+    ]
+    assert sorted(_sizeless(out[1:-1])) == sorted(expected), out
+    assert out[-1].startswith("python -m unetrt.doctor --prune --yes removes these 7 (")
+    assert out[-1].endswith("); 1 engine that runs here stay")
+
+    assert doctor(["--prune", "--yes"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert sorted(_sizeless([line for line in out if line.startswith("removed ")])) == sorted(
+        line.replace("would remove", "removed") for line in expected if line.startswith("would remove"))
+    assert out[-1].startswith("freed ") and " (7 removed); 1 engine that runs here stay; engine cache now: " in out[-1]
+    left = {path.name for path in cache.iterdir()}
+    assert {entries["runs-here"].name, newer.name, link.name, "notes.txt", "timing-10.4.0-sm_87-16sm.cache",
+            "timing-10.5.0-sm_87-16sm.cache"} <= left
+    assert not {older.name, nx.name, damaged.name, retrained.name, entries["temporary"].name} & left
+    assert not any(name.endswith(".plan.json") and name[:-5] not in left for name in left)
+    assert outside.read_bytes() == b"not the cache's" and link.is_symlink()
+    assert cached_plan(tmp_path / "mine.onnx", cache_dir=cache, build=False) == entries["runs-here"]
+
+    assert doctor(["--prune", "--yes"]) == 0  # the second time: nothing to do
+    assert "nothing to remove; 1 engine that runs here stay" in capsys.readouterr().out
+
+
+def test_prune_leaves_an_entry_another_process_is_building(monkeypatch: pytest.MonkeyPatch,
+                                                           tiny_model_files: dict[str, Path], cache: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A build of minutes holds its entry's lock and writes its temporaries; a prune meanwhile leaves both."""
+    install_fake_tensorrt_gpu(monkeypatch, version="10.3.0")
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=cache, progress=False)
+    write_plan_metadata(plan, replace(read_plan_metadata(plan), tensorrt_version="10.2.0"))
+    temporary = cache / f".{plan.name}.4242.1.tmp"
+    temporary.write_bytes(b"being written")
+    with open(plan.with_suffix(".lock"), "a+b") as holder:  # another open file: flock sees another process
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        assert doctor(["--prune", "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert f"left {plan.name}: another process is building it" in out
+    assert f"left {temporary.name}: another process is building it" in out
+    assert plan.exists() and temporary.exists()
+
+
+def test_prune_keeps_every_engine_that_runs_here_even_one_a_stream_runs(monkeypatch: pytest.MonkeyPatch,
+                                                                        tiny_model_files: dict[str, Path],
+                                                                        cache: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.plan_cache import open_cached_engine
+
+    install_fake_tensorrt_gpu(monkeypatch)
+    fp32 = cached_plan(tiny_model_files["onnx"], "fp32", cache_dir=cache, progress=False)
+    with open_cached_engine(tiny_model_files["onnx"], cache_dir=cache, progress=False) as backend:
+        assert doctor(["--prune", "--yes"]) == 0
+        assert backend.path.exists() and fp32.exists()
+    assert "nothing to remove; 2 engines that run here stay" in capsys.readouterr().out
+
+
+def test_prune_keeps_an_engine_of_a_gpu_cuda_visible_devices_hides(monkeypatch: pytest.MonkeyPatch,
+                                                                   tiny_model_files: dict[str, Path], cache: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A desktop with two GPUs, pruned from a shell with CUDA_VISIBLE_DEVICES=1: the engine of the hidden GPU 0 is one
+    that runs on this machine."""
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(name="NVIDIA GeForce RTX 4090", compute_capability=(8, 9)))
+    hidden = cached_plan(tiny_model_files["onnx"], cache_dir=cache, progress=False)
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(name="NVIDIA RTX A4000", compute_capability=(8, 6)))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert doctor(["--prune", "--yes"]) == 0
+    out = "\n".join(_sizeless(capsys.readouterr().out.splitlines()))
+    assert f"keeps {hidden.name}, SIZE: built for NVIDIA GeForce RTX 4090 (sm_89, 16 SMs), this is NVIDIA RTX A4000 " \
+           "(sm_86, 16 SMs) (kept: CUDA_VISIBLE_DEVICES=1 may hide the GPU it is for" in out, out
+    assert hidden.exists()
+
+
+@pytest.mark.parametrize("argv", [["--yes"], ["--prune", "--build"], ["--prune", "--model", "isbi"],
+                                  ["--prune", "--device", "cuda:1"]])
+def test_a_prune_asked_wrongly_is_one_line_and_exit_2(argv: list[str], cache: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        doctor(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.count("\n") == 1 and err.startswith("python -m unetrt.doctor: error: ")
+
+
+def test_prune_without_tensorrt_says_it_cannot_tell_and_removes_nothing(monkeypatch: pytest.MonkeyPatch, cache: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("unetrt.backends.tensorrt.tensorrt_available", lambda: False)
+    cache.mkdir()
+    (cache / "camvid-fp16-0123456789abcdef.plan").write_bytes(b"plan")
+    assert doctor(["--prune", "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot tell which do: TensorRT is not installed" in err
+    assert (cache / "camvid-fp16-0123456789abcdef.plan").exists()
