@@ -304,7 +304,7 @@ def _prune(remove: bool) -> int:
         found = survey(engine_cache_dir(), str(trt.__version__), gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
         pruned = prune(found) if remove else None
         print("\n".join(report_lines(found, pruned)), flush=True)
-        done.append(pruned is None or not pruned.left or all(not why.startswith("cannot") for _, why in pruned.left))
+        done.append(pruned is None or not pruned.failed)
 
     code = run_cli(run)
     return 1 if code == 0 and not done[0] else code

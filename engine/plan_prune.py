@@ -80,12 +80,14 @@ class Survey:
 
     Attributes:
         folder: the cache folder.
+        usage: what it held when judged (:func:`unetrt.plan_cache.cache_usage`).
         findings: what cannot run here, to remove or kept with why.
         runnable: how many engines run here (kept).
         foreign: the names in the folder that are not the cache's own files, or are not regular files (left alone).
     """
 
     folder: Path
+    usage: str
     findings: list[Finding]
     runnable: int
     foreign: list[str]
@@ -106,6 +108,9 @@ def survey(folder: Path, tensorrt_version: str, gpus: list[GpuIdentity], hidden:
         hidden: ``CUDA_VISIBLE_DEVICES`` when it is set (it may hide GPUs of this machine): an engine for a GPU not
             seen is then kept.
 
+    Raises:
+        ValueError: when ``folder`` is a file.
+
     Example:
         >>> survey(engine_cache_dir(), "10.3.0", machine_gpus(), None).removable  # doctest: +SKIP
         []
@@ -114,6 +119,8 @@ def survey(folder: Path, tensorrt_version: str, gpus: list[GpuIdentity], hidden:
         names = sorted(os.listdir(folder))
     except FileNotFoundError:
         names = []
+    except NotADirectoryError as exc:
+        raise ValueError(f"the engine cache {folder} is a file, not a folder: nothing to prune there") from exc
     regular = {name for name in names if _regular(folder / name)}
     foreign = [name for name in names if name not in regular]
     stems: dict[str, None] = {}
@@ -148,7 +155,7 @@ def survey(folder: Path, tensorrt_version: str, gpus: list[GpuIdentity], hidden:
         finding = _judge_timing(folder / name, match, tensorrt_version, gpus, hidden)
         if finding is not None:
             findings.append(finding)
-    return Survey(folder, findings, runnable, sorted(foreign))
+    return Survey(folder, cache_usage(folder), findings, runnable, sorted(foreign))
 
 
 def _regular(path: Path) -> bool:
@@ -244,12 +251,14 @@ class Pruned:
     Attributes:
         removed: the findings removed.
         freed: their bytes.
-        left: (finding, why it was left) for those it could not remove.
+        left: (finding, why it was left) for those it did not remove.
+        failed: how many of those it could not remove (the file system refused: permissions, a read-only folder).
     """
 
     removed: list[Finding]
     freed: int
     left: list[tuple[Finding, str]]
+    failed: int
 
 
 def prune(found: Survey) -> Pruned:
@@ -261,6 +270,7 @@ def prune(found: Survey) -> Pruned:
     """
     removed: list[Finding] = []
     left: list[tuple[Finding, str]] = []
+    failed = 0
     for finding in found.removable:
         try:
             with _entry_lock(found.folder, finding.stem) as held:
@@ -274,9 +284,10 @@ def prune(found: Survey) -> Pruned:
                     path.unlink(missing_ok=True)
         except OSError as exc:
             left.append((finding, f"cannot remove it: {exc.strerror or exc}"))
+            failed += 1
             continue
         removed.append(finding)
-    return Pruned(removed, sum(finding.size for finding in removed), left)
+    return Pruned(removed, sum(finding.size for finding in removed), left, failed)
 
 
 def _current_sha256(folder: Path, finding: Finding) -> str | None:
@@ -314,7 +325,7 @@ def report_lines(found: Survey, done: Pruned | None) -> list[str]:
         would remove camvid-fp16-1f0c....plan, 17 MB: built by TensorRT 10.2.0, this is 10.3.0
         ...
     """
-    lines = [f"engine cache: {found.folder}: {cache_usage(found.folder)}"]
+    lines = [f"engine cache: {found.folder}: {found.usage}"]
     if done is None:
         lines += [f"would remove {finding.describe()}" for finding in found.removable]
     else:
@@ -322,20 +333,20 @@ def report_lines(found: Survey, done: Pruned | None) -> list[str]:
         lines += [f"left {finding.name}: {why}" for finding, why in done.left]
     lines += [f"keeps {finding.describe()}" for finding in found.findings if not finding.remove]
     one = found.runnable == 1
-    kept = f"{found.runnable} engine{'' if one else 's'} that run{'s' if one else ''} here"
+    kept = f"{found.runnable} engine{'' if one else 's'} that run{'s' if one else ''} here stay{'s' if one else ''}"
     if found.foreign:
         shown = ", ".join(found.foreign[:5]) + (", ..." if len(found.foreign) > 5 else "")
         lines.append(f"left alone: {len(found.foreign)} file(s) that are not the cache's own or not regular files "
                      f"({shown})")
     if not found.removable:
-        lines.append(f"nothing to remove; {kept} stay")
+        lines.append(f"nothing to remove; {kept}")
     elif done is not None:
-        lines.append(f"freed {_megabytes(done.freed)} ({len(done.removed)} removed); {kept} stay; engine cache now: "
+        lines.append(f"freed {_megabytes(done.freed)} ({len(done.removed)} removed); {kept}; engine cache now: "
                      f"{cache_usage(found.folder)}")
     else:
         size = sum(finding.size for finding in found.removable)
         lines.append(f"python -m unetrt.doctor --prune --yes removes these {len(found.removable)} "
-                     f"({_megabytes(size)}); {kept} stay")
+                     f"({_megabytes(size)}); {kept}")
     return lines
 
 

@@ -75,6 +75,7 @@ def test_prune_lists_then_removes_what_cannot_run_here(monkeypatch: pytest.Monke
 
     assert doctor(["--prune"]) == 0
     out = capsys.readouterr().out.splitlines()
+    header = out[0]
     assert sorted(path.name for path in cache.iterdir()) == before  # nothing removed without --yes
     older, nx, newer, damaged, retrained = (entries[name] for name in (
         "older-tensorrt", "orin-nx", "newer-tensorrt", "damaged", "retrained"))
@@ -94,13 +95,14 @@ def test_prune_lists_then_removes_what_cannot_run_here(monkeypatch: pytest.Monke
     ]
     assert sorted(_sizeless(out[1:-1])) == sorted(expected), out
     assert out[-1].startswith("python -m unetrt.doctor --prune --yes removes these 7 (")
-    assert out[-1].endswith("); 1 engine that runs here stay")
+    assert out[-1].endswith("); 1 engine that runs here stays")
 
     assert doctor(["--prune", "--yes"]) == 0
     out = capsys.readouterr().out.splitlines()
+    assert out[0] == header  # what the cache held, not what is left
     assert sorted(_sizeless([line for line in out if line.startswith("removed ")])) == sorted(
         line.replace("would remove", "removed") for line in expected if line.startswith("would remove"))
-    assert out[-1].startswith("freed ") and " (7 removed); 1 engine that runs here stay; engine cache now: " in out[-1]
+    assert out[-1].startswith("freed ") and " (7 removed); 1 engine that runs here stays; engine cache now: " in out[-1]
     left = {path.name for path in cache.iterdir()}
     assert {entries["runs-here"].name, newer.name, link.name, "notes.txt", "timing-10.4.0-sm_87-16sm.cache",
             "timing-10.5.0-sm_87-16sm.cache"} <= left
@@ -110,7 +112,7 @@ def test_prune_lists_then_removes_what_cannot_run_here(monkeypatch: pytest.Monke
     assert cached_plan(tmp_path / "mine.onnx", cache_dir=cache, build=False) == entries["runs-here"]
 
     assert doctor(["--prune", "--yes"]) == 0  # the second time: nothing to do
-    assert "nothing to remove; 1 engine that runs here stay" in capsys.readouterr().out
+    assert "nothing to remove; 1 engine that runs here stays" in capsys.readouterr().out
 
 
 def test_prune_leaves_an_entry_another_process_is_building(monkeypatch: pytest.MonkeyPatch,
@@ -180,3 +182,35 @@ def test_prune_without_tensorrt_says_it_cannot_tell_and_removes_nothing(monkeypa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot tell which do: TensorRT is not installed" in err
     assert (cache / "camvid-fp16-0123456789abcdef.plan").exists()
+
+
+def test_a_file_the_cache_cannot_remove_is_named_and_exits_1(monkeypatch: pytest.MonkeyPatch,
+                                                             tiny_model_files: dict[str, Path], cache: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A cache a sudo run left to root: each file that cannot be removed is named with the reason, and the command
+    fails after its lines."""
+    import errno
+
+    install_fake_tensorrt_gpu(monkeypatch, version="10.3.0")
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=cache, progress=False)
+    install_fake_tensorrt_gpu(monkeypatch, version="10.4.0")
+    real_unlink = Path.unlink
+
+    def refused(path: Path, missing_ok: bool = False) -> None:
+        if path.parent == cache:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        real_unlink(path, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    assert doctor(["--prune", "--yes"]) == 1
+    out = capsys.readouterr().out
+    assert f"left {plan.name}: cannot remove it: Permission denied" in out and plan.exists()
+
+
+def test_a_cache_that_is_a_file_is_one_line(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    install_fake_tensorrt_gpu(monkeypatch)
+    cache.write_text("not a folder")
+    assert doctor(["--prune"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: the engine cache {cache} is a file, not a folder: nothing to prune there\n"
