@@ -1397,3 +1397,14 @@ def test_the_doctor_says_cuda_visible_devices_renumbered_the_gpus(first_run: Pat
     assert doctor(["--device", "cpu"]) == 0
     assert ", GPU 0 (CUDA_VISIBLE_DEVICES=1): Orin (fake) (sm_87, 16 SMs)" in capsys.readouterr().out
 
+
+
+@pytest.mark.parametrize("gpu", [DESKTOP], ids=["sm89-and-sm86"])
+def test_the_doctor_on_a_gpu_the_machine_lacks_is_one_line(first_run: Path, gpu: FakeGpu,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from unetrt.doctor import main as doctor
+
+    _pycuda_installed(monkeypatch)
+    assert doctor(["--device", "cuda:2"]) == 2
+    assert capsys.readouterr().err == ("error: CUDA device 2 does not exist; this machine has 2 CUDA device(s)\n")

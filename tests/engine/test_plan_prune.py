@@ -214,3 +214,17 @@ def test_a_cache_that_is_a_file_is_one_line(cache: Path, monkeypatch: pytest.Mon
     assert doctor(["--prune"]) == 2
     err = capsys.readouterr().err
     assert err == f"error: the engine cache {cache} is a file, not a folder: nothing to prune there\n"
+
+
+def test_a_plan_being_read_as_it_is_removed_is_read_whole(monkeypatch: pytest.MonkeyPatch,
+                                                          tiny_model_files: dict[str, Path], cache: Path) -> None:
+    """Another process (a venv of the older TensorRT) has the old plan open as --prune --yes removes it: the file
+    lives while it is open (POSIX unlink), so that reader gets every byte."""
+    install_fake_tensorrt_gpu(monkeypatch, version="10.3.0")
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=cache, progress=False)
+    whole = plan.read_bytes()
+    install_fake_tensorrt_gpu(monkeypatch, version="10.4.0")
+    with open(plan, "rb") as reader:
+        head = reader.read(10)
+        assert doctor(["--prune", "--yes"]) == 0
+        assert not plan.exists() and head + reader.read() == whole
