@@ -525,8 +525,10 @@ def why_not_here(metadata: PlanMetadata, tensorrt_version: str, gpus: list[GpuId
         reasons.append(Mismatch("newer tensorrt" if newer else "tensorrt",
                                 f"built by TensorRT {metadata.tensorrt_version}, this is {tensorrt_version}"))
     if metadata.gpu not in gpus:
-        here = ", ".join(gpu.describe() for gpu in gpus) or "no GPU"
-        reasons.append(Mismatch("gpu", f"built for {metadata.gpu.describe()}, this is {here}"))
+        names = [gpu.describe() for gpu in gpus]
+        here = (f"this is {names[0]}" if len(names) == 1 else
+                f"this machine has {', '.join(names[:-1])} and {names[-1]}" if names else "this machine has no GPU")
+        reasons.append(Mismatch("gpu", f"built for {metadata.gpu.describe()}, {here}"))
     if onnx_path is not None and source_sha256 is not None and metadata.source_sha256 != source_sha256:
         reasons.append(Mismatch("model", f"built from an earlier version of {Path(onnx_path).name}"
                                 if metadata.source == str(onnx_path) else

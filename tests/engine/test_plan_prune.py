@@ -228,3 +228,24 @@ def test_a_plan_being_read_as_it_is_removed_is_read_whole(monkeypatch: pytest.Mo
         head = reader.read(10)
         assert doctor(["--prune", "--yes"]) == 0
         assert not plan.exists() and head + reader.read() == whole
+
+
+def test_prune_on_a_desktop_keeps_the_engine_of_each_gpu(monkeypatch: pytest.MonkeyPatch,
+                                                         tiny_model_files: dict[str, Path], cache: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Device 0 sm_89, device 1 sm_86, and an engine of the sm_75 card they replaced: both GPUs' engines run on this
+    machine and stay, whichever device the shell's default is; the old card's goes."""
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(name="NVIDIA GeForce RTX 2080", compute_capability=(7, 5),
+                                                   multiprocessors=46, integrated=False))
+    old = cached_plan(tiny_model_files["onnx"], cache_dir=cache, progress=False)
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(name="NVIDIA GeForce RTX 4090", compute_capability=(8, 9),
+                                                   multiprocessors=128, integrated=False, count=2,
+                                                   kinds={1: ("NVIDIA RTX A4000", (8, 6), 48)}))
+    engines = [cached_plan(tiny_model_files["onnx"], device_index=index, cache_dir=cache, progress=False)
+               for index in (0, 1)]
+    assert doctor(["--prune", "--yes"]) == 0
+    out = _sizeless(capsys.readouterr().out.splitlines())
+    assert (f"removed {old.name}, SIZE: built for NVIDIA GeForce RTX 2080 (sm_75, 46 SMs), this machine has NVIDIA "
+            "GeForce RTX 4090 (sm_89, 128 SMs) and NVIDIA RTX A4000 (sm_86, 48 SMs)") in out, out
+    assert out[-1].startswith("freed ") and "; 2 engines that run here stay; " in out[-1], out
+    assert all(engine.exists() for engine in engines) and not old.exists()
