@@ -82,6 +82,13 @@ The fakes refuse what the real libraries refuse; each rule names its document:
   ``("stream leaked", handle)`` (a stream of a destroyed context went with it); a destroyed stream's queued work
   still runs ("the resources associated with hStream will be released automatically once the device has completed
   all work", CUDA Driver API, ``cuStreamDestroy``) and its handle is then invalid.
+* [INIT-FAILS] ``cuInit`` fails where the installed driver has no usable GPU (``FakeGpu.init_error``: a laptop's
+  hybrid graphics set to the integrated GPU only, a driver left broken by a suspend): it returns that error
+  (``CUDA_ERROR_NO_DEVICE``, 100: "This indicates that no CUDA-capable devices were detected by the installed CUDA
+  driver", CUDA Driver API, "Error Handling", ``CUresult``), every later driver call answers
+  ``CUDA_ERROR_NOT_INITIALIZED``, and pycuda's ``init`` raises ``pycuda.driver.RuntimeError`` ("cuInit failed:
+  no CUDA-capable device is detected"; pycuda ``src/wrapper/wrap_cudadrv.cpp``, ``translate_cuda_error`` maps
+  ``CUDA_ERROR_NO_DEVICE`` to ``RuntimeError``, which derives from ``pycuda.driver.Error`` alone).
 """
 
 from __future__ import annotations
@@ -104,6 +111,10 @@ import pytest
 CUDA_SUCCESS = 0
 CUDA_ERROR_INVALID_VALUE = 1
 CUDA_ERROR_NOT_INITIALIZED = 3
+CUDA_ERROR_NO_DEVICE = 100
+CUDA_ERROR_UNKNOWN = 999
+# cuGetErrorString's text of the errors cuInit may return here (pycuda puts it after "cuInit failed: ").
+ERROR_STRINGS = {CUDA_ERROR_NO_DEVICE: "no CUDA-capable device is detected", CUDA_ERROR_UNKNOWN: "unknown error"}
 CUDA_ERROR_INVALID_CONTEXT = 201
 CUDA_ERROR_INVALID_HANDLE = 400
 CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED = 900
@@ -133,6 +144,10 @@ class FakeLogicError(FakeCudaError):
 
 class FakeMemoryError(FakeCudaError):
     """pycuda.driver.MemoryError (a pycuda error, not Python's MemoryError)."""
+
+
+class FakeRuntimeError(FakeCudaError):
+    """pycuda.driver.RuntimeError (a pycuda error, not Python's RuntimeError)."""
 
 
 @dataclass(eq=False)
@@ -187,6 +202,7 @@ class FakeGpu:
         initialized: whether the driver was initialised (``cuInit``, or pycuda's ``init``).
         memory_bytes: the device memory allocations may take in all (None: no limit).
         driver_version: what ``cuDriverGetVersion`` reports (1000 * major + 10 * minor: JetPack 6.1's CUDA 12.6).
+        init_error: what ``cuInit`` returns (0: it starts; [INIT-FAILS]).
         deferred: queued work runs when its stream is waited for, as on a GPU (False: at once).
     """
 
@@ -200,6 +216,7 @@ class FakeGpu:
     initialized: bool = False
     memory_bytes: int | None = None
     driver_version: int = 12060
+    init_error: int = CUDA_SUCCESS
     deferred: bool = True
 
     def __post_init__(self) -> None:
@@ -538,6 +555,7 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
     driver.Error = FakeCudaError  # type: ignore[attr-defined]
     driver.LogicError = FakeLogicError  # type: ignore[attr-defined]
     driver.MemoryError = FakeMemoryError  # type: ignore[attr-defined]
+    driver.RuntimeError = FakeRuntimeError  # type: ignore[attr-defined]
 
     def pycuda_context() -> FakeContext:
         stack = gpu.pycuda_stack()
@@ -548,6 +566,8 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
         return stack[-1]
 
     def init(flags: int = 0) -> None:
+        if gpu.init_error != CUDA_SUCCESS:  # [INIT-FAILS]
+            raise FakeRuntimeError(f"cuInit failed: {ERROR_STRINGS.get(gpu.init_error, 'unknown error')}")
         gpu.initialized = True
 
     def mem_get_info() -> tuple[int, int]:
@@ -896,6 +916,8 @@ class FakeDriverLibrary:
     def cuInit(self, flags: Any) -> int:  # noqa: N802 - the driver's names
         if _value(flags) != 0:
             return CUDA_ERROR_INVALID_VALUE
+        if self.gpu.init_error != CUDA_SUCCESS:  # [INIT-FAILS]
+            return self.gpu.init_error
         self.gpu.initialized = True
         return CUDA_SUCCESS
 

@@ -194,3 +194,21 @@ def test_a_stream_garbage_out_of_its_contexts_reach_is_leaked_in_it_destroyed(
     other.detach()
     cuda.Context.pop()
     assert gpu.pycuda_stack() == [] and not primary.alive
+
+
+def test_a_driver_without_a_usable_gpu_fails_cuinit_and_pycudas_init(monkeypatch: pytest.MonkeyPatch) -> None:
+    """[INIT-FAILS]: cuInit returns CUDA_ERROR_NO_DEVICE, later driver calls CUDA_ERROR_NOT_INITIALIZED, and pycuda's
+    init raises its RuntimeError, a pycuda error that Python's RuntimeError does not catch."""
+    import unetrt.cuda
+    from fakes.cuda import CUDA_ERROR_NO_DEVICE, CUDA_ERROR_NOT_INITIALIZED
+
+    install_fake_gpu(monkeypatch, FakeGpu(init_error=CUDA_ERROR_NO_DEVICE))
+    import pycuda.driver as cuda
+
+    library = unetrt.cuda.driver_library()
+    count = ctypes.c_int(0)
+    assert library.cuInit(0) == CUDA_ERROR_NO_DEVICE
+    assert library.cuDeviceGetCount(ctypes.byref(count)) == CUDA_ERROR_NOT_INITIALIZED
+    with pytest.raises(cuda.RuntimeError, match="cuInit failed: no CUDA-capable device is detected") as failed:
+        cuda.init()
+    assert isinstance(failed.value, cuda.Error) and not isinstance(failed.value, RuntimeError)
