@@ -131,12 +131,59 @@ def cuda_device_count() -> int:
         library = driver_library()
     except OSError:  # no NVIDIA driver on this machine
         return 0
-    if library.cuInit(0) != 0:
+    if library.cuInit(0) != 0:  # cuda_init_error says why
         return 0
     count = ctypes.c_int(0)
     if library.cuDeviceGetCount(ctypes.byref(count)) != 0:
         return 0
     return int(count.value)
+
+
+def cuda_init_error() -> int | None:
+    """The error ``cuInit`` returns where the NVIDIA driver is installed but CUDA does not start on it (a laptop's
+    hybrid graphics set to the integrated GPU only: ``CUDA_ERROR_NO_DEVICE``, 100; a driver a suspend left broken);
+    None without a driver, or where it starts.
+
+    Raises:
+        ValueError: in a fork() child of a process that used CUDA (:func:`check_not_forked`).
+
+    Example:
+        >>> cuda_init_error()  # doctest: +SKIP
+        100
+    """
+    check_not_forked()
+    try:
+        library = driver_library()
+    except OSError:  # no NVIDIA driver on this machine
+        return None
+    status = int(library.cuInit(0))
+    return None if status == 0 else status
+
+
+def start_cuda() -> int:
+    """Initialise CUDA through pycuda; the number of CUDA devices.
+
+    Raises:
+        ImportError: when pycuda is missing.
+        ValueError: in a fork() child of a process that used CUDA, or when the driver cannot start CUDA, naming
+            what to check. pycuda's ``init`` raises its own error there, which derives from Exception alone: no
+            fallback and no command's one-line report caught it, so a laptop whose GPU was switched off ended
+            ``Segmenter("model.plan")`` in a traceback.
+    """
+    global _cuda_used
+    require_pycuda()
+    import pycuda.driver as cuda
+
+    check_not_forked()
+    try:
+        cuda.init()
+    except cuda.Error as exc:
+        raise ValueError(f"CUDA did not start ({' '.join(str(exc).split())}): the NVIDIA driver has no usable GPU; "
+                         "`nvidia-smi` shows what it sees (a laptop's hybrid graphics set to the integrated GPU "
+                         "only needs `sudo prime-select on-demand` and a new login; a driver left broken by a "
+                         "suspend, a reboot), or run on the CPU (device='cpu', --device cpu)") from exc
+    _cuda_used = True
+    return int(cuda.Device.count())
 
 
 def cuda_driver_version() -> tuple[int, int] | None:
@@ -229,7 +276,8 @@ class PrimaryContext:
 
     Raises:
         ImportError: when pycuda is missing.
-        ValueError: when there is no such device, or this process is a fork of one that used CUDA.
+        ValueError: when there is no such device, CUDA does not start, or this process is a fork of one that used
+            CUDA.
         GpuResourceError: (a ValueError) when CUDA cannot make the context (no memory left on the device).
 
     Example:
@@ -240,14 +288,9 @@ class PrimaryContext:
     """
 
     def __init__(self, ordinal: int = 0) -> None:
-        global _cuda_used
-        require_pycuda()
+        count = start_cuda()
         import pycuda.driver as cuda
 
-        check_not_forked()
-        cuda.init()
-        _cuda_used = True
-        count = cuda.Device.count()
         if not 0 <= ordinal < count:
             raise ValueError(f"CUDA device {ordinal} does not exist; this machine has {count} CUDA device(s)")
         self.ordinal = ordinal

@@ -120,11 +120,15 @@ def _gpu_line(index: int) -> str:
         # Built against another CUDA or Python, or libcuda missing in a container: say so, not "not installed".
         return (f"TensorRT {trt.__version__}: a GPU is present, but pycuda {pycuda_version} does not import "
                 f"({exc}); rebuild it here: pip install --force-reinstall --no-binary pycuda pycuda")
-    count = len(machine_gpus())
+    try:
+        count = len(machine_gpus())
+        gpu = gpu_identity(index)
+    except ValueError as exc:  # the driver is installed and CUDA does not start on it (the GPU switched off)
+        return f"TensorRT {trt.__version__}, pycuda {pycuda_version}: {exc}"
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     which = (f"GPU {index}{f' of {count}' if count > 1 else ''}"
              f"{'' if visible is None else f' (CUDA_VISIBLE_DEVICES={visible})'}")
-    return f"TensorRT {trt.__version__}, pycuda {pycuda_version}, {which}: {gpu_identity(index).describe()}"
+    return f"TensorRT {trt.__version__}, pycuda {pycuda_version}, {which}: {gpu.describe()}"
 
 
 def _driver_line() -> str:

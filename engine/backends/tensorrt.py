@@ -49,6 +49,7 @@ from ..cuda import (
     gpu_resources,
     read_cuda_array,
     require_pycuda,
+    start_cuda,
     synchronize_stream,
 )
 from ..dropped import release_when_dropped
@@ -209,13 +210,11 @@ def gpu_identity(index: int = 0) -> GpuIdentity:
 
     Raises:
         ImportError: when pycuda is missing.
-        ValueError: when there is no such device.
+        ValueError: when there is no such device, or CUDA does not start.
     """
-    require_pycuda()
+    count = start_cuda()
     import pycuda.driver as cuda
 
-    cuda.init()
-    count = cuda.Device.count()
     if not 0 <= index < count:
         raise ValueError(f"CUDA device {index} does not exist; this machine has {count} CUDA device(s)")
     device = cuda.Device(index)
@@ -230,12 +229,9 @@ def machine_gpus() -> list[GpuIdentity]:
 
     Raises:
         ImportError: when pycuda is missing.
+        ValueError: when CUDA does not start.
     """
-    require_pycuda()
-    import pycuda.driver as cuda
-
-    cuda.init()
-    return [gpu_identity(index) for index in range(cuda.Device.count())]
+    return [gpu_identity(index) for index in range(start_cuda())]
 
 
 def _dims(dims: trt.Dims) -> tuple[int, ...]:

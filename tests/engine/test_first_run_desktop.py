@@ -1,0 +1,88 @@
+"""A desktop GPU user's first day, on the CPU: an x86 workstation or laptop with an NVIDIA GPU and TensorRT 11 from
+NVIDIA's pip wheels (tensorrt-cu13), through the fake TensorRT, pycuda and CUDA driver (tests/fakes).
+
+The user follows README.md and docs/export-tensorrt.md: ``pip install``, then ``unet-stream 0``, ``from unetrt
+import Segmenter``, ``unet-build`` and ``unet-bench``; what the machine lacks (a GPU switched off, a driver older
+than the wheel's CUDA, a wheel whose libraries did not install) ends in one line naming the fix, or in the CPU path
+after one line saying why: never a traceback, never a silent CPU run where TensorRT was asked for or installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fakes.cuda import CUDA_ERROR_NO_DEVICE, FakeGpu
+from plan_fixtures import builds, install_fake_tensorrt_gpu, route_cuda_kernels_to
+
+from unetrt.segmenter import Segmenter
+
+pytestmark = pytest.mark.gpu_contract
+TENSORRT_11 = "11.0.0"
+
+
+@pytest.fixture
+def gpu() -> FakeGpu:
+    """A laptop's discrete GPU whose driver supports CUDA 13.0 (r580)."""
+    return FakeGpu(name="NVIDIA GeForce RTX 4070 Laptop GPU", compute_capability=(8, 9), multiprocessors=36,
+                   integrated=False, driver_version=13000)
+
+
+@pytest.fixture
+def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gpu: FakeGpu) -> Path:
+    """The desktop with TensorRT 11 and pycuda (fakes), no ONNX Runtime CUDA provider and no UNETRT_ENGINE_CACHE:
+    engines go where the documents say, under the user's home folder. Returns that home folder."""
+    from unetrt import _tiling  # type: ignore[attr-defined]
+
+    install_fake_tensorrt_gpu(monkeypatch, gpu, version=TENSORRT_11)
+    route_cuda_kernels_to(monkeypatch, gpu, _tiling)
+    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: False)
+    monkeypatch.delenv("UNETRT_ENGINE_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_the_default_path_ends_on_tensorrt_cached_in_the_users_cache_folder(
+        home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """README: the first Segmenter("camvid") builds an engine, with a progress line, and caches it in
+    ~/.cache/unetrt/engines; the next start loads it."""
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert (segmenter.backend.name, segmenter.backend.precision) == ("tensorrt", "fp16")
+        plan = Path(segmenter.backend.path)  # type: ignore[attr-defined]
+    assert plan.parent == home / ".cache" / "unetrt" / "engines"
+    assert "unetrt: building a TensorRT engine for camvid FP16" in capsys.readouterr().err
+    with Segmenter("camvid", warm_up=False, build=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    assert builds() == 1
+
+
+def test_a_gpu_switched_off_is_named_in_one_line_on_every_path(home: Path, gpu: FakeGpu, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A laptop with hybrid graphics set to the integrated GPU only: the driver is installed, cuInit fails
+    ([INIT-FAILS]). The automatic choice ran OpenVINO on the CPU without a word, and a plan or backend 'tensorrt'
+    ended in pycuda's own error (a traceback in every command)."""
+    from unetrt.doctor import main as doctor
+    from unetrt.stream.cli import main as stream
+
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        plan = Path(segmenter.backend.path)  # type: ignore[attr-defined]
+    capsys.readouterr()
+    gpu.init_error = CUDA_ERROR_NO_DEVICE
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name in ("openvino", "onnxruntime")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no TensorRT engine (CUDA did not start (cuInit failed: no CUDA-capable " \
+                                   "device is detected)" in err and "nvidia-smi" in err
+    for asked in ({"backend": "tensorrt"}, {"model": plan}):
+        with pytest.raises(ValueError, match=r"^CUDA did not start \(cuInit failed"):
+            Segmenter(**{"model": "camvid", **asked}, warm_up=False)  # type: ignore[arg-type]
+    assert stream(["sample", str(tmp_path / "out.mp4"), "--model", str(plan), "--headless"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "CUDA did not start" in err
+    monkeypatch.setattr("unetrt.doctor._version", lambda name: "2025.1")  # the fake pycuda has no distribution
+    assert doctor([]) == 0
+    out = capsys.readouterr().out
+    assert f"TensorRT {TENSORRT_11}, pycuda 2025.1: CUDA did not start" in out
+    assert builds() == 1
