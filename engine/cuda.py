@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any, Protocol
 
 import numpy as np
@@ -88,7 +89,8 @@ def require_pycuda() -> None:
     """Raise an install hint unless pycuda's driver module imports.
 
     Raises:
-        ImportError: with :data:`MISSING_PYCUDA`.
+        ImportError: with :data:`MISSING_PYCUDA`, or, for a pycuda that is installed but does not import, why and
+            the rebuild.
 
     Example:
         >>> require_pycuda()  # doctest: +SKIP
@@ -96,7 +98,14 @@ def require_pycuda() -> None:
     try:
         import pycuda.driver  # noqa: F401
     except ImportError as exc:
-        raise ImportError(MISSING_PYCUDA) from exc
+        try:
+            installed = metadata.version("pycuda")
+        except metadata.PackageNotFoundError:
+            raise ImportError(MISSING_PYCUDA) from exc
+        # Built against another CUDA (a newer toolkit than the driver: an undefined cu* symbol) or Python: "not
+        # installed" sent the user to a pip that answered "Requirement already satisfied".
+        raise ImportError(f"pycuda {installed} is installed but does not import ({' '.join(str(exc).split())}); "
+                          "rebuild it here: pip install --force-reinstall --no-binary pycuda pycuda") from exc
 
 
 def pycuda_available() -> bool:

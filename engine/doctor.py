@@ -103,9 +103,13 @@ def _opencv_line() -> tuple[str, bool]:
 def _gpu_line(index: int) -> str:
     """The TensorRT line, which names GPU ``index``: the one the report's stream runs on (device 0 for 'auto' and
     'cpu'), how many this process sees, and ``CUDA_VISIBLE_DEVICES`` when it is set (it renumbers them)."""
-    from .backends.tensorrt import MISSING_PYCUDA, tensorrt_available
+    from .backends.tensorrt import MISSING_PYCUDA, require_tensorrt, tensorrt_installed
 
-    if not tensorrt_available():
+    try:
+        require_tensorrt()
+    except ImportError as exc:
+        if tensorrt_installed():  # installed, and its import fails: the line says why and the reinstall
+            return f"TensorRT: {exc}"
         return "TensorRT: not installed (on a Jetson: JetPack's python3-libnvinfer; see docs/jetson.md)"
     import tensorrt as trt
 

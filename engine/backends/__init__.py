@@ -56,23 +56,25 @@ class ModelChoice(NamedTuple):
 
 
 def tensorrt_gpu_available() -> bool:
-    """Whether TensorRT's bindings import and a CUDA GPU is present, or the NVIDIA driver is installed but CUDA does
-    not start on it (no context is created).
+    """Whether TensorRT's bindings are installed and a CUDA GPU is present, or the NVIDIA driver is installed but CUDA
+    does not start on it (no context is created).
 
     pycuda is not asked for here: on a machine with TensorRT and a GPU but no pycuda (a Jetson whose JetPack
     has TensorRT, before ``pip install pycuda``) TensorRT is still the first choice, and opening it fails with
     pycuda's install line, which the fallback prints before the next choice runs: never a silent CPU run. So too
-    where the driver cannot start CUDA (a laptop whose hybrid graphics switched the NVIDIA GPU off): opening
-    TensorRT names the failure and what to check.
+    where the driver cannot start CUDA (a laptop whose hybrid graphics switched the NVIDIA GPU off), and where the
+    ``tensorrt`` package is installed but does not import (its libraries' wheel missing): opening TensorRT names the
+    failure and what to check.
 
     Example:
         >>> tensorrt_gpu_available()  # doctest: +SKIP
         True
     """
     from ..cuda import cuda_device_count, cuda_init_error
-    from .tensorrt import tensorrt_available
+    from .tensorrt import tensorrt_available, tensorrt_installed
 
-    return tensorrt_available() and (cuda_device_count() > 0 or cuda_init_error() is not None)
+    # A TensorRT installed but not importing (its libraries missing) is tried too: opening it says why.
+    return (tensorrt_available() or tensorrt_installed()) and (cuda_device_count() > 0 or cuda_init_error() is not None)
 
 
 def _onnxruntime_cuda() -> bool:

@@ -25,11 +25,14 @@ backend per thread: each gets its own execution contexts and stream.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import re
 import threading
 import traceback
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -77,9 +80,13 @@ MISSING_TENSORRT = (
 # A plan that fails to load while less memory is free than its size plus this is taken for a GPU short of memory,
 # not a damaged plan (TensorRT gives no figure for what loading takes besides the weights).
 DESERIALIZE_HEADROOM = 256 << 20
+# NVIDIA's TensorRT wheels (TensorRT installation guide, "Python Package Index"): `tensorrt` installs the CUDA 13
+# variant, `tensorrt-cu13-libs` (the libraries) and `tensorrt-cu13-bindings` (the `tensorrt` module); the group is
+# the CUDA major version the wheel is built for.
+_TENSORRT_WHEEL = re.compile(r"tensorrt(?:-cu(\d+))?(?:-(?:bindings|libs))?")
 __all__ = ["MISSING_PYCUDA", "MISSING_TENSORRT", "EngineResourceError", "TensorRTBackend", "gpu_identity",
            "parse_device", "require_pycuda", "require_tensorrt", "start_tensorrt", "tensorrt_available",
-           "tensorrt_logger", "tensorrt_major"]
+           "tensorrt_installed", "tensorrt_logger", "tensorrt_major", "tensorrt_wheels"]
 T = TypeVar("T")
 
 
@@ -91,10 +98,54 @@ class EngineResourceError(GpuResourceError):
 def tensorrt_available() -> bool:
     """Whether the TensorRT Python bindings can be imported (typing stubs alone do not count)."""
     try:
-        require_tensorrt()
+        import tensorrt
     except ImportError:
         return False
-    return True
+    return getattr(tensorrt, "__version__", None) is not None
+
+
+def tensorrt_installed() -> bool:
+    """Whether a ``tensorrt`` package is installed, whether or not it imports (typing stubs alone do not count: their
+    folder has no ``__init__.py`` and imports as a namespace package, whose spec has no origin)."""
+    try:
+        spec = importlib.util.find_spec("tensorrt")
+    except (ImportError, ValueError):  # ValueError: a module in sys.modules without a spec (the test fakes)
+        return False
+    return spec is not None and spec.origin is not None
+
+
+def tensorrt_wheels() -> dict[str, str]:
+    """The installed distributions of NVIDIA's TensorRT pip wheels, by normalised name, with their versions:
+    ``tensorrt``, ``tensorrt-cu13`` and its ``-bindings`` and ``-libs`` (``tensorrt-libs``, ``tensorrt-bindings``
+    in older releases). Empty where TensorRT came otherwise (JetPack's Debian packages, a tar file).
+
+    Example:
+        >>> tensorrt_wheels()  # doctest: +SKIP
+        {'tensorrt': '11.0.0', 'tensorrt-cu13': '11.0.0', 'tensorrt-cu13-bindings': '11.0.0', ...}
+    """
+    found = {}
+    for distribution in metadata.distributions():
+        name = re.sub(r"[-_.]+", "-", str(distribution.metadata["Name"] or "")).lower()
+        if _TENSORRT_WHEEL.fullmatch(name):
+            found[name] = str(distribution.version)
+    return found
+
+
+def _not_importing(reason: ImportError) -> str:
+    """The line for an ``import tensorrt`` that failed: the install hint where none is installed, else what is
+    installed, why it does not import and the reinstall (``pip install tensorrt-cu13-bindings`` alone, or a
+    ``tensorrt-cu13-libs`` removed or of another version, leaves bindings that cannot load ``libnvinfer``; "not
+    installed" sent the user to a pip that answered "Requirement already satisfied")."""
+    if not tensorrt_installed():
+        return MISSING_TENSORRT
+    wheels = tensorrt_wheels()
+    majors = {match.group(1) for name in wheels if (match := _TENSORRT_WHEEL.fullmatch(name)) and match.group(1)}
+    package = f"tensorrt-cu{majors.pop()}" if len(majors) == 1 else "tensorrt"
+    versions = set(wheels.values())
+    pinned = f"{package}=={versions.pop()}" if len(versions) == 1 else package
+    found = ", ".join(f"{name} {version}" for name, version in sorted(wheels.items())) or "not by pip"
+    return (f"TensorRT is installed ({found}) but does not import ({' '.join(str(reason).split())}): its libraries "
+            f"are missing or of another version; reinstall them together: pip install --force-reinstall {pinned}")
 
 
 def require_tensorrt() -> None:
@@ -104,12 +155,13 @@ def require_tensorrt() -> None:
     Python imports as an empty namespace package; that is treated as not installed.
 
     Raises:
-        ImportError: with :data:`MISSING_TENSORRT`.
+        ImportError: with :data:`MISSING_TENSORRT`, or, for a TensorRT that is installed but does not import, why
+            and the reinstall.
     """
     try:
         import tensorrt
     except ImportError as exc:
-        raise ImportError(MISSING_TENSORRT) from exc
+        raise ImportError(_not_importing(exc)) from exc
     if getattr(tensorrt, "__version__", None) is None:
         raise ImportError(MISSING_TENSORRT)
 

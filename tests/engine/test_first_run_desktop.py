@@ -9,6 +9,7 @@ after one line saying why: never a traceback, never a silent CPU run where Tenso
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,63 @@ def test_a_gpu_switched_off_is_named_in_one_line_on_every_path(home: Path, gpu: 
     out = capsys.readouterr().out
     assert f"TensorRT {TENSORRT_11}, pycuda 2025.1: CUDA did not start" in out
     assert builds() == 1
+
+
+def _site_packages(folder: Path, monkeypatch: pytest.MonkeyPatch, modules: dict[str, str],
+                   distributions: dict[str, str]) -> None:
+    """A folder on sys.path holding ``modules`` (dotted name: source) and the dist-info of ``distributions`` (name:
+    version), as pip leaves them; the fakes of those modules leave sys.modules."""
+    for name, source in modules.items():
+        package = folder.joinpath(*name.split("."))
+        package.mkdir(parents=True, exist_ok=True)
+        (package / "__init__.py").write_text(source)
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    for name, version in distributions.items():
+        info = folder / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    monkeypatch.syspath_prepend(str(folder))
+
+
+def test_tensorrt_bindings_without_their_libraries_say_so_and_name_the_reinstall(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`pip install tensorrt-cu13-bindings` alone (or a tensorrt-cu13-libs removed since): the bindings' import fails
+    on libnvinfer. The automatic choice ran on the CPU without a word, and backend 'tensorrt' and the doctor said
+    "not installed", sending the user to a pip that answers "Requirement already satisfied"."""
+    from unetrt.doctor import main as doctor
+
+    missing = "libnvinfer.so.11: cannot open shared object file: No such file or directory"
+    _site_packages(tmp_path / "site", monkeypatch, {"tensorrt": f"raise ImportError({missing!r})\n"},
+                   {"tensorrt-cu13-bindings": TENSORRT_11})
+    reinstall = "pip install --force-reinstall tensorrt-cu13==11.0.0"
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name in ("openvino", "onnxruntime")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert (f"no TensorRT engine (TensorRT is installed (tensorrt-cu13-bindings 11.0.0) but does not import "
+            f"({missing}): its libraries are missing or of another version; reinstall them together: {reinstall})"
+            in err)
+    with pytest.raises(ImportError, match=r"TensorRT is installed .* but does not import") as refused:
+        Segmenter("camvid", backend="tensorrt", warm_up=False)
+    assert reinstall in str(refused.value)
+    assert doctor([]) == 0
+    out = capsys.readouterr().out
+    assert f"TensorRT: TensorRT is installed (tensorrt-cu13-bindings 11.0.0) but does not import ({missing})" in out
+    assert builds() == 0
+
+
+def test_a_pycuda_built_against_a_newer_cuda_says_it_is_installed_and_how_to_rebuild_it(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """pycuda compiled against a CUDA 13 toolkit on a machine whose driver is older fails on an undefined driver
+    symbol: the fallback said "pycuda is not installed: run `pip install pycuda`", which pip answers with
+    "Requirement already satisfied"."""
+    undefined = "_driver.cpython-312-x86_64-linux-gnu.so: undefined symbol: cuCtxCreate_v4"
+    _site_packages(tmp_path / "site", monkeypatch,
+                   {"pycuda": "", "pycuda.driver": f"raise ImportError({undefined!r})\n"}, {"pycuda": "2025.1.2"})
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name in ("openvino", "onnxruntime")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (
+        f"no TensorRT engine (pycuda 2025.1.2 is installed but does not import ({undefined}); rebuild it here: "
+        "pip install --force-reinstall --no-binary pycuda pycuda)") in err
+    assert builds() == 0
