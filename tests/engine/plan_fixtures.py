@@ -18,12 +18,14 @@ from fakes.tensorrt_builder import Builder, install_builder
 
 
 def install_fake_tensorrt_gpu(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu | None = None, version: str = "10.3.0",
-                              dla_cores: int = 2, total_memory: int = 8 << 30) -> tuple[types.ModuleType, FakeGpu]:
+                              dla_cores: int = 2, total_memory: int = 8 << 30,
+                              built_for_cuda: int | None = None) -> tuple[types.ModuleType, FakeGpu]:
     """Fake ``tensorrt`` (runtime and builder), ``pycuda`` and CUDA driver in place of the real ones.
 
     Args:
         gpu: the fake device (default: an integrated Orin).
         version: the fake TensorRT's version.
+        built_for_cuda: the CUDA major version its libraries need of the driver (None: any driver).
         dla_cores: the DLA cores its builder sees.
         total_memory: what pycuda's ``Device.total_memory()`` reports (pycuda documentation, ``Device``:
             "total_memory(): Return the total amount of memory on the device in bytes").
@@ -34,7 +36,7 @@ def install_fake_tensorrt_gpu(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu | No
     gpu = install_fake_gpu(monkeypatch, gpu or FakeGpu())
     monkeypatch.setattr(sys.modules["pycuda.driver"].Device, "total_memory", lambda self: total_memory,
                         raising=False)
-    module = install_fake_tensorrt(monkeypatch, gpu, version)
+    module = install_fake_tensorrt(monkeypatch, gpu, version, built_for_cuda)
     install_builder(module, gpu, dla_cores)
     monkeypatch.setattr(Builder, "builds", 0)
     monkeypatch.setattr(Builder, "devices", [])

@@ -73,6 +73,15 @@ in its own file. The fake refuses what TensorRT refuses; each rule names its doc
   argument)`` and ``Cuda Driver (context is destroyed)``, "Sometimes there are core dump" (NVIDIA/TensorRT issue
   2052; torch2trt issue 854: a segmentation fault when "the engine ... outlives the CUDA context"). The fake logs
   that error to the runtime's logger and records ``("tensorrt freed outside its context", what)`` in the GPU's log.
+* [DRIVER] ``Runtime`` and ``Builder`` fail to start where the NVIDIA driver supports an older CUDA major version
+  than the one TensorRT's libraries were built for (the fake module's ``built_for_cuda``, a fake-only attribute:
+  the real wheels carry it in their names, ``tensorrt-cu13-libs``; None: any driver): TensorRT logs "CUDA
+  initialization failure with error: 35" (``cudaErrorInsufficientDriver``: "the installed NVIDIA CUDA driver is
+  older than the CUDA runtime library", CUDA Runtime API, ``cudaError``) and the constructor returns null, which
+  the Python bindings raise as ``TypeError: pybind11::init(): factory function returned nullptr`` (NVIDIA/TensorRT
+  issues 635, 2913). The CUDA 13 wheels need an r580 driver or newer, the CUDA 12 ones r535 (TensorRT 11.4.0
+  installation guide, "Prerequisites"); within a major version any driver of it serves (minor version
+  compatibility).
 """
 
 from __future__ import annotations
@@ -362,7 +371,10 @@ class Runtime:
     version: str
     num_DLA_cores = 2  # noqa: N815 - the name TensorRT gives it
 
+    module: types.ModuleType
+
     def __init__(self, logger: Logger) -> None:
+        refuse_an_older_driver(self.gpu, self.module.built_for_cuda, logger)  # [DRIVER]
         self.logger = logger
         self.DLA_core = -1  # [DLA-CORE]: no core until the caller sets one
 
@@ -397,11 +409,25 @@ class Runtime:
         return engine
 
 
-def make_tensorrt(gpu: FakeGpu, version: str = DEFAULT_VERSION) -> types.ModuleType:
-    """A fake ``tensorrt`` module whose runtime runs on ``gpu``."""
+def refuse_an_older_driver(gpu: FakeGpu, built_for_cuda: int | None, logger: Any) -> None:
+    """[DRIVER]: a TensorRT built for a newer CUDA major version than the driver's does not start.
+
+    Raises:
+        TypeError: as the Python bindings raise a constructor's null.
+    """
+    if built_for_cuda is not None and gpu.driver_version // 1000 < built_for_cuda:
+        logger.log(Logger.ERROR, "CUDA initialization failure with error: 35. Please check your CUDA installation: "
+                                 "http://docs.nvidia.com/cuda/cuda-installation-guide-linux/index.html")
+        raise TypeError("pybind11::init(): factory function returned nullptr")
+
+
+def make_tensorrt(gpu: FakeGpu, version: str = DEFAULT_VERSION, built_for_cuda: int | None = None) -> types.ModuleType:
+    """A fake ``tensorrt`` module whose runtime runs on ``gpu``, its libraries built for CUDA ``built_for_cuda``
+    ([DRIVER]; None: any driver runs them)."""
     module = types.ModuleType("tensorrt")
     module.__version__ = version  # type: ignore[attr-defined]
-    runtime = type("Runtime", (Runtime,), {"gpu": gpu, "version": version})
+    module.built_for_cuda = built_for_cuda  # type: ignore[attr-defined]
+    runtime = type("Runtime", (Runtime,), {"gpu": gpu, "version": version, "module": module})
     for name, value in {"Runtime": runtime, "Logger": Logger, "DataType": DataType, "TensorIOMode": TensorIOMode,
                         "nptype": nptype, "ICudaEngine": FakeEngine, "TensorFormat": TensorFormat,
                         "IExecutionContext": FakeExecutionContext}.items():
@@ -409,14 +435,15 @@ def make_tensorrt(gpu: FakeGpu, version: str = DEFAULT_VERSION) -> types.ModuleT
     return module
 
 
-def install_fake_tensorrt(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu,
-                          version: str = DEFAULT_VERSION) -> types.ModuleType:
-    """Put a fake ``tensorrt`` over ``gpu`` into ``sys.modules``.
+def install_fake_tensorrt(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu, version: str = DEFAULT_VERSION,
+                          built_for_cuda: int | None = None) -> types.ModuleType:
+    """Put a fake ``tensorrt`` over ``gpu`` into ``sys.modules`` (its libraries built for CUDA ``built_for_cuda``:
+    [DRIVER]).
 
     Example:
         >>> trt = install_fake_tensorrt(monkeypatch, install_fake_gpu(monkeypatch))  # doctest: +SKIP
     """
-    module = make_tensorrt(gpu, version)
+    module = make_tensorrt(gpu, version, built_for_cuda)
     monkeypatch.setitem(sys.modules, "tensorrt", module)
     return module
 

@@ -123,6 +123,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .tensorrt import refuse_an_older_driver
 from .trt_plan import FakePlan, serialize
 
 STRONGLY_TYPED_BIT = 1  # NetworkDefinitionCreationFlag.STRONGLY_TYPED's value in TensorRT 10
@@ -447,6 +448,7 @@ class Builder:
     num_DLA_cores = 2  # noqa: N815 - the name TensorRT gives it
 
     def __init__(self, logger: Any) -> None:
+        refuse_an_older_driver(self.gpu, getattr(self.module, "built_for_cuda", None), logger)  # [DRIVER]
         self.logger = logger
         # Read per builder: a test may change the fake's version between builds.
         self.tensorrt_version = str(self.module.__version__)
