@@ -83,6 +83,10 @@ DESERIALIZE_HEADROOM = 256 << 20
 # NVIDIA's TensorRT wheels (TensorRT installation guide, "Python Package Index"): `tensorrt` installs the CUDA 13
 # variant, `tensorrt-cu13-libs` (the libraries) and `tensorrt-cu13-bindings` (the `tensorrt` module); the group is
 # the CUDA major version the wheel is built for.
+# The NVIDIA driver each CUDA major version of TensorRT's wheels needs: "r580+ on Linux and Windows for the CUDA 13.x
+# packages and wheels. The lower r535+ on Linux ... applies to the CUDA 12.x packages and wheels" (TensorRT 11.5.0
+# installation guide, "Prerequisites").
+DRIVER_FOR_CUDA = {13: "r580", 12: "r535"}
 _TENSORRT_WHEEL = re.compile(r"tensorrt(?:-cu(\d+))?(?:-(?:bindings|libs))?")
 __all__ = ["MISSING_PYCUDA", "MISSING_TENSORRT", "EngineResourceError", "TensorRTBackend", "gpu_identity",
            "parse_device", "require_pycuda", "require_tensorrt", "start_tensorrt", "tensorrt_available",
@@ -252,8 +256,34 @@ def start_tensorrt(factory: Callable[[Any], T]) -> T:
     except TypeError as exc:
         if "nullptr" not in str(exc):
             raise  # a wrong call, not TensorRT failing to start
+        older = _driver_older_than_the_wheels()
+        if older is not None:
+            raise ValueError(older) from exc
         raise ValueError(f"TensorRT could not start on this GPU ({exc}): CUDA failed to initialise under it; "
                          "`python -m unetrt.doctor` shows the driver, CUDA and TensorRT versions") from exc
+
+
+def _driver_older_than_the_wheels() -> str | None:
+    """Why TensorRT did not start, where its pip wheels are built for a newer CUDA major version than the NVIDIA driver
+    supports (TensorRT logs only "CUDA initialization failure with error: 35", cudaErrorInsufficientDriver, which
+    names neither the versions nor the fix); None otherwise."""
+    import tensorrt as trt
+
+    from ..cuda import cuda_driver_version
+
+    driver = cuda_driver_version()
+    needed = {int(match.group(1)) for name in tensorrt_wheels()
+              if (match := _TENSORRT_WHEEL.fullmatch(name)) and match.group(1)}
+    if driver is None or len(needed) != 1 or driver[0] >= min(needed):
+        return None
+    cuda = needed.pop()
+    minimum = DRIVER_FOR_CUDA.get(cuda)
+    other = (f", or put TensorRT's wheels for CUDA {driver[0]} in their place (uninstall tensorrt-cu{cuda}, "
+             f"tensorrt-cu{cuda}-bindings and tensorrt-cu{cuda}-libs, then pip install tensorrt-cu{driver[0]})"
+             if driver[0] in DRIVER_FOR_CUDA else "")
+    return (f"TensorRT {trt.__version__} could not start: its wheels (tensorrt-cu{cuda}) are built for CUDA {cuda} "
+            f"and this NVIDIA driver supports CUDA {driver[0]}.{driver[1]}; update the NVIDIA driver"
+            f"{f' to {minimum} or newer' if minimum else ''}{other}")
 
 
 def gpu_identity(index: int = 0) -> GpuIdentity:

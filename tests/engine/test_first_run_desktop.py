@@ -16,6 +16,7 @@ import pytest
 from fakes.cuda import CUDA_ERROR_NO_DEVICE, FakeGpu
 from plan_fixtures import builds, install_fake_tensorrt_gpu, route_cuda_kernels_to
 
+from unetrt.bundled import MODELS_DIR
 from unetrt.segmenter import Segmenter
 
 pytestmark = pytest.mark.gpu_contract
@@ -146,4 +147,43 @@ def test_a_pycuda_built_against_a_newer_cuda_says_it_is_installed_and_how_to_reb
     assert err.count("\n") == 1 and (
         f"no TensorRT engine (pycuda 2025.1.2 is installed but does not import ({undefined}); rebuild it here: "
         "pip install --force-reinstall --no-binary pycuda pycuda)") in err
+    assert builds() == 0
+
+
+@pytest.fixture
+def cuda_13_wheels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pip install tensorrt` from NVIDIA's index: the CUDA 13 variant (TensorRT installation guide, "Python Package
+    Index": the bare package installs tensorrt-cu13-libs and tensorrt-cu13-bindings)."""
+    import tensorrt as trt
+
+    trt.built_for_cuda = 13  # [DRIVER]
+    _site_packages(tmp_path / "wheels", monkeypatch, {}, {name: TENSORRT_11 for name in (
+        "tensorrt", "tensorrt-cu13", "tensorrt-cu13-bindings", "tensorrt-cu13-libs")})
+
+
+@pytest.mark.parametrize("driver", [12080, 13000], ids=["r570-cuda-12.8", "r580-cuda-13.0"])
+def test_a_driver_older_than_the_wheels_cuda_names_the_driver_and_the_other_wheels(
+        driver: int, home: Path, gpu: FakeGpu, cuda_13_wheels: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Ubuntu 24.04 with the r570 driver (CUDA 12.8) and TensorRT 11 for CUDA 13: TensorRT fails with error 35
+    ([DRIVER]). The fallback's line said only that CUDA failed to initialise under it, naming the doctor, whose
+    report names no CUDA TensorRT needs; it now names the driver to install and the wheels that run on this one."""
+    from unetrt.export.tensorrt import main as build
+
+    gpu.driver_version = driver
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        ran = segmenter.backend.name
+    err = capsys.readouterr().err
+    if driver >= 13000:
+        assert ran == "tensorrt" and builds() == 1
+        return
+    older = ("TensorRT 11.0.0 could not start: its wheels (tensorrt-cu13) are built for CUDA 13 and this NVIDIA driver "
+             "supports CUDA 12.8; update the NVIDIA driver to r580 or newer, or put TensorRT's wheels for CUDA 12 in "
+             "their place (uninstall tensorrt-cu13, tensorrt-cu13-bindings and tensorrt-cu13-libs, then pip install "
+             "tensorrt-cu12)")
+    assert ran in ("openvino", "onnxruntime")
+    assert err.splitlines()[-1] == f"unetrt: no TensorRT engine ({older}); running {ran} instead"
+    onnx = MODELS_DIR / "camvid.onnx"
+    assert build([str(onnx), "-o", str(tmp_path / "camvid.plan"), "--fp16"]) == 2
+    assert capsys.readouterr().err.strip().endswith(older)
     assert builds() == 0
