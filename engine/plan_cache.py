@@ -251,10 +251,31 @@ def _entry_lock(lock_path: Path, holder_note: str | None) -> Iterator[bool]:
                 _announce(holder_note)
             _wait_for_lock(handle.fileno())
             waited = True
+        except OSError as exc:
+            # ENOLCK ("No locks available"): an NFS home whose server's lock manager does not answer (NFS v3 locks
+            # go through lockd and rpc.statd; Linux's flock(2) emulates flock locks on NFS with them). The entry's
+            # files are still each written whole and checked by their hashes: without the lock, two programs
+            # starting at once may both build it, where the first start ended in an OSError traceback.
+            _announce_unlocked(lock_path.parent, exc)
+            yield False
+            return
         try:
             yield waited
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+_UNLOCKED_FOLDERS: set[Path] = set()  # the cache folders whose unlocked builds were announced
+
+
+def _announce_unlocked(folder: Path, error: OSError) -> None:
+    """Say once per folder that its entries cannot be locked, and what that costs."""
+    if folder in _UNLOCKED_FOLDERS:
+        return
+    _UNLOCKED_FOLDERS.add(folder)
+    _announce(f"cannot lock files in the engine cache {folder} ({error.strerror or error}: a network file system "
+              "without its lock service?); engines are still cached, but two programs starting at once may each "
+              f"build one: set {ENGINE_CACHE_ENV} to a local folder to avoid that")
 
 
 # How often a start waiting for another's build tries the entry's lock again.

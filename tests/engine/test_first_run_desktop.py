@@ -187,3 +187,43 @@ def test_a_driver_older_than_the_wheels_cuda_names_the_driver_and_the_other_whee
     assert build([str(onnx), "-o", str(tmp_path / "camvid.plan"), "--fp16"]) == 2
     assert capsys.readouterr().err.strip().endswith(older)
     assert builds() == 0
+
+
+def test_an_nfs_home_without_a_lock_service_still_caches_the_engine(home: Path, gpu: FakeGpu, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A lab's workstations share their home folders over NFS v3, whose locks need the server's lock manager: where
+    it does not answer, flock fails with ENOLCK ("No locks available"). The first Segmenter("camvid") and every
+    unet-stream ended in that OSError's traceback; the engine is now built and cached after one line saying the
+    cache cannot be locked, and TensorRT 10 on one workstation and 11 on another each keep their own engine."""
+    import errno
+    import fcntl
+
+    from unetrt.stream.cli import main as stream
+
+    real = fcntl.flock
+
+    def no_lock_service(descriptor: int, operation: int) -> None:
+        if Path(f"/proc/self/fd/{descriptor}").resolve().is_relative_to(home):
+            raise OSError(errno.ENOLCK, "No locks available")
+        real(descriptor, operation)
+
+    monkeypatch.setattr(fcntl, "flock", no_lock_service)
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    err = capsys.readouterr().err
+    assert "cannot lock files in the engine cache" in err and "(No locks available: " in err
+    assert stream(["sample", str(tmp_path / "out.mp4"), "--max-frames", "2", "--headless"]) == 0
+    assert builds() == 1
+    # The other workstation: TensorRT 10 on another GPU, the same home folder.
+    other = FakeGpu(name="NVIDIA GeForce RTX 3080", compute_capability=(8, 6), multiprocessors=68, integrated=False,
+                    driver_version=12080)
+    install_fake_tensorrt_gpu(monkeypatch, other, version="10.13.0")
+    for _ in range(2):
+        with Segmenter("camvid", warm_up=False) as segmenter:
+            assert segmenter.backend.name == "tensorrt"
+    assert builds() == 1
+    install_fake_tensorrt_gpu(monkeypatch, gpu, version=TENSORRT_11)
+    with Segmenter("camvid", warm_up=False, build=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    assert len(list((home / ".cache" / "unetrt" / "engines").glob("*.plan"))) == 2
