@@ -16,6 +16,12 @@ picks the stricter behaviour and says so.
   model": ``providers=['CUDAExecutionProvider', 'CPUExecutionProvider']``, "Kernels from different execution
   providers are chosen in the priority order given in the list of providers"). A provider name this build does not
   have is refused with ValueError (ORT's handling differs by version: warning or error; stricter).
+* [PROVIDER-LIBS] onnxruntime-gpu loads its CUDA provider's library, and with it CUDA's and cuDNN's, when a session
+  asks for it; without them (``pip install onnxruntime-gpu`` alone, or libraries of another CUDA major version)
+  the session is still made, on the CPU: ORT logs "Failed to create CUDAExecutionProvider. Require cuDNN 9.* and
+  CUDA 12.* ... ONNX Runtime is using the CPU (CPUExecutionProvider)" and ``get_providers()`` is
+  ``['CPUExecutionProvider']`` (microsoft/onnxruntime issue 21825; ``get_available_providers()`` still lists the
+  CUDA provider: it names what the build has, not what loads). ``FakeCudaProvider.libraries = False`` fakes it.
 * [PROVIDER-OPTIONS] The CUDA provider's options are parsed as ORT parses them: an unknown key is refused
   (``onnxruntime/core/framework/provider_options_utils.h``, ``ProviderOptionsParser::Parse``: "Unknown provider
   option"); the fake knows ``device_id`` (default 0), ``user_compute_stream`` and ``do_copy_in_default_stream``
@@ -162,12 +168,14 @@ class FakeCudaProvider:
 
     Attributes:
         gpu: the fake GPU (pycuda and the driver library see the same one).
+        libraries: whether the CUDA provider's libraries load ([PROVIDER-LIBS]; False: sessions run on the CPU).
         runtime_contexts: the primary context the CUDA runtime retained, per device ordinal ([RUNTIME-CONTEXT]).
         runs: every ``run_with_iobinding`` that queued work.
         refused: why each refused call was refused (also raised).
     """
 
     gpu: FakeGpu
+    libraries: bool = True  # whether CUDA's and cuDNN's libraries load [PROVIDER-LIBS]
     runtime_contexts: dict[int, FakeContext] = field(default_factory=dict)
     runs: list[RunRecord] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
@@ -292,6 +300,12 @@ class FakeInferenceSession:
         # The model loads (or fails to, with ORT's own errors) before any provider is set up, as in ORT.
         self._cpu = real.InferenceSession(path_or_bytes, sess_options, providers=[CPU], **kwargs)
         self._on_cuda = bool(names) and names[0] == CUDA
+        if self._on_cuda and not self.provider.libraries:  # [PROVIDER-LIBS]
+            print("[W:onnxruntime:Default, onnxruntime_pybind_state.cc:965 CreateExecutionProviderInstance] Failed "
+                  "to create CUDAExecutionProvider. Require cuDNN 9.* and CUDA 12.*. Please install all dependencies "
+                  "as mentioned in the GPU requirements page, make sure they're in the PATH, and that your GPU is "
+                  "supported.\nONNX Runtime is using the CPU (CPUExecutionProvider).", file=sys.stderr)
+            self._on_cuda = False
         self._providers_in_use = [CUDA, CPU] if self._on_cuda else [CPU]
         self._options = options.get(CUDA, {})
         self._output_shapes: dict[tuple[int, ...], tuple[int, ...]] = {}

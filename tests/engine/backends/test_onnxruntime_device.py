@@ -318,6 +318,18 @@ def test_the_fake_reports_the_cuda_provider(provider: FakeCudaProvider, session:
     assert ort.InferenceSession(str(model), providers=[CPU]).get_providers() == [CPU]
 
 
+def test_the_fake_without_the_providers_libraries_runs_a_session_on_the_cpu(
+        provider: FakeCudaProvider, model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """[PROVIDER-LIBS]: onnxruntime-gpu without CUDA's and cuDNN's libraries still lists the CUDA provider, and a
+    session that asks for it runs on the CPU after ORT's warning."""
+    import onnxruntime as ort
+
+    provider.libraries = False
+    session = ort.InferenceSession(str(model), providers=[CUDA, CPU])
+    assert ort.get_available_providers() == [CUDA, CPU] and session.get_providers() == [CPU]
+    assert "Failed to create CUDAExecutionProvider" in capsys.readouterr().err
+
+
 def test_the_fake_reads_stale_input_when_the_producer_stream_was_not_waited_for(
         provider: FakeCudaProvider, session: tuple[Any, Any], model: Path) -> None:
     fake, cuda = session
