@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -199,6 +200,18 @@ class OnnxRuntimeBackend:
         # whose profile minimum it is under: the same frame gets an answer on both backends.
         self.min_input_hw = self.max_input_hw
         on_cuda = self._session.get_providers()[0] == "CUDAExecutionProvider"
+        if use_cuda and not on_cuda:
+            # onnxruntime-gpu without CUDA's and cuDNN's libraries (or with ones of another major version) makes the
+            # session on the CPU after a warning of its own (microsoft/onnxruntime issue 21825): a GPU asked for ran
+            # on the CPU, and an automatic choice ran the GPU's FP32 there, where OpenVINO INT8 is the CPU's path.
+            reason = ("ONNX Runtime's CUDA provider did not load (onnxruntime-gpu without CUDA's and cuDNN's "
+                      "libraries, or with ones of another CUDA: its warning above names the one missing); "
+                      "install them with pip install 'onnxruntime-gpu[cuda,cudnn]'")
+            if device.startswith("cuda"):
+                self._session = None
+                raise ValueError(f"device {device!r} asked, but {reason}, or use device 'cpu'")
+            warnings.warn(f"running ONNX Runtime on the CPU: {reason}; device='cpu' (--device cpu) runs the "
+                          "CPU's fastest engine instead", RuntimeWarning, stacklevel=2)
         self.device = f"cuda:{self._ordinal}" if on_cuda else "cpu"
         self.threads = threads
         self.path = path

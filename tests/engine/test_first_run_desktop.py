@@ -227,3 +227,30 @@ def test_an_nfs_home_without_a_lock_service_still_caches_the_engine(home: Path, 
     with Segmenter("camvid", warm_up=False, build=False) as segmenter:
         assert segmenter.backend.name == "tensorrt"
     assert len(list((home / ".cache" / "unetrt" / "engines").glob("*.plan"))) == 2
+
+
+def test_onnxruntime_gpu_without_its_cuda_libraries_is_named_not_run_on_the_cpu_silently(
+        gpu: FakeGpu, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No TensorRT; `pip install onnxruntime-gpu` without CUDA's and cuDNN's libraries: ORT makes every session on the
+    CPU after its warning ([PROVIDER-LIBS]). device='cuda' ran on the CPU, and the automatic choice ran ONNX
+    Runtime FP32 on the CPU (the GPU's precision) where the CPU's fastest path is OpenVINO INT8, neither saying so
+    in a line of unetrt's."""
+    from fakes.cuda import install_fake_gpu
+    from fakes.onnxruntime_cuda import install_fake_onnxruntime_cuda
+
+    from unetrt.stream.cli import main as stream
+
+    install_fake_gpu(monkeypatch, gpu)
+    install_fake_onnxruntime_cuda(monkeypatch, gpu).libraries = False
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    fix = "pip install 'onnxruntime-gpu[cuda,cudnn]'"
+    with pytest.raises(ValueError, match=r"^device 'cuda' asked, but ONNX Runtime's CUDA provider did not load") as no:
+        Segmenter("camvid", device="cuda", warm_up=False)
+    assert fix in str(no.value) and "\n" not in str(no.value)
+    with pytest.warns(RuntimeWarning, match=r"ONNX Runtime's CUDA provider did not load") as warned:
+        segmenter = Segmenter("camvid", warm_up=False)
+    with segmenter:
+        assert (segmenter.backend.name, segmenter.backend.device) == ("onnxruntime", "cpu")
+    assert len(warned) == 1 and fix in str(warned[0].message) and "device='cpu'" in str(warned[0].message)
+    assert stream(["sample", str(tmp_path / "out.mp4"), "--device", "cuda", "--max-frames", "2", "--headless"]) == 2
+    assert "ONNX Runtime's CUDA provider did not load" in capsys.readouterr().err.splitlines()[-1]
