@@ -657,8 +657,9 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
         # A start that did not wait tries again: what failed then (memory taken by other programs) may be gone.
         failed_note.unlink(missing_ok=True)
         # Writers of this entry hold its lock, so its temporaries are a killed build's (power cut, SIGKILL),
-        # each the size of a plan: on a Jetson's eMMC they would pile up.
-        for stale in folder.glob(f".{key.stem}.plan*.tmp"):
+        # each the size of a plan: on a Jetson's eMMC they would pile up. In a folder that cannot be locked they
+        # may be another program's plan being written: left.
+        for stale in [] if folder in _UNLOCKED_FOLDERS else folder.glob(f".{key.stem}.plan*.tmp"):
             stale.unlink(missing_ok=True)
         from .plan_build import build_plan, save_timing_cache
 

@@ -17,6 +17,7 @@ from fakes.cuda import CUDA_ERROR_NO_DEVICE, FakeGpu
 from plan_fixtures import builds, install_fake_tensorrt_gpu, route_cuda_kernels_to
 
 from unetrt.bundled import MODELS_DIR
+from unetrt.plan_cache import plan_key
 from unetrt.segmenter import Segmenter
 
 pytestmark = pytest.mark.gpu_contract
@@ -209,8 +210,16 @@ def test_an_nfs_home_without_a_lock_service_still_caches_the_engine(home: Path, 
         real(descriptor, operation)
 
     monkeypatch.setattr(fcntl, "flock", no_lock_service)
+    # Another workstation's build of the same engine, writing its plan now: unlocked, it is not a killed build's.
+    stem = plan_key(MODELS_DIR / "camvid.onnx", "fp16").stem
+    cache = home / ".cache" / "unetrt" / "engines"
+    cache.mkdir(parents=True)
+    writing = cache / f".{stem}.plan.4242.1.tmp"
+    writing.write_bytes(b"half a plan")
     with Segmenter("camvid", warm_up=False) as segmenter:
         assert segmenter.backend.name == "tensorrt"
+        assert Path(segmenter.backend.path).name == f"{stem}.plan"  # type: ignore[attr-defined]
+    assert writing.read_bytes() == b"half a plan"
     err = capsys.readouterr().err
     assert "cannot lock files in the engine cache" in err and "(No locks available: " in err
     assert stream(["sample", str(tmp_path / "out.mp4"), "--max-frames", "2", "--headless"]) == 0
@@ -226,7 +235,7 @@ def test_an_nfs_home_without_a_lock_service_still_caches_the_engine(home: Path, 
     install_fake_tensorrt_gpu(monkeypatch, gpu, version=TENSORRT_11)
     with Segmenter("camvid", warm_up=False, build=False) as segmenter:
         assert segmenter.backend.name == "tensorrt"
-    assert len(list((home / ".cache" / "unetrt" / "engines").glob("*.plan"))) == 2
+    assert len(list(cache.glob("*.plan"))) == 2
 
 
 def test_onnxruntime_gpu_without_its_cuda_libraries_is_named_not_run_on_the_cpu_silently(
