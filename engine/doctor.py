@@ -132,7 +132,9 @@ def _gpu_line(index: int) -> str:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     which = (f"GPU {index}{f' of {count}' if count > 1 else ''}"
              f"{'' if visible is None else f' (CUDA_VISIBLE_DEVICES={visible})'}")
-    return f"TensorRT {trt.__version__}, pycuda {pycuda_version}, {which}: {gpu.describe()}"
+    line = f"TensorRT {trt.__version__}, pycuda {pycuda_version}, {which}: {gpu.describe()}"
+    failure = _tensorrt_start_failure()
+    return line if failure is None else f"{line}; TensorRT does not start: {failure}"
 
 
 def _driver_line() -> str:
@@ -235,7 +237,24 @@ def _unbuilt_engine(args: argparse.Namespace) -> tuple[list[ModelChoice], CacheL
         lookup = look_up(key, first.path, gpus=machine_gpus())
     except (ImportError, ValueError):
         return None
-    return None if lookup.usable else (choices, lookup)
+    if lookup.usable or _tensorrt_start_failure() is not None:
+        # No start would build it (a driver older than TensorRT's CUDA): opening it says why, and what runs.
+        return None
+    return choices, lookup
+
+
+def _tensorrt_start_failure() -> str | None:
+    """Why TensorRT does not start here (a runtime made and dropped at once: its CUDA must initialise under it, which
+    a driver older than that CUDA fails); None where it starts."""
+    import tensorrt as trt
+
+    from .backends.tensorrt import start_tensorrt
+
+    try:
+        start_tensorrt(trt.Runtime)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _unbuilt_line(args: argparse.Namespace, choices: list[ModelChoice], cached: CacheLookup) -> str:

@@ -164,11 +164,12 @@ def cuda_13_wheels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("driver", [12080, 13000], ids=["r570-cuda-12.8", "r580-cuda-13.0"])
 def test_a_driver_older_than_the_wheels_cuda_names_the_driver_and_the_other_wheels(
-        driver: int, home: Path, gpu: FakeGpu, cuda_13_wheels: None, tmp_path: Path,
+        driver: int, home: Path, gpu: FakeGpu, cuda_13_wheels: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     """Ubuntu 24.04 with the r570 driver (CUDA 12.8) and TensorRT 11 for CUDA 13: TensorRT fails with error 35
     ([DRIVER]). The fallback's line said only that CUDA failed to initialise under it, naming the doctor, whose
     report names no CUDA TensorRT needs; it now names the driver to install and the wheels that run on this one."""
+    from unetrt.doctor import main as doctor
     from unetrt.export.tensorrt import main as build
 
     gpu.driver_version = driver
@@ -187,6 +188,12 @@ def test_a_driver_older_than_the_wheels_cuda_names_the_driver_and_the_other_whee
     onnx = MODELS_DIR / "camvid.onnx"
     assert build([str(onnx), "-o", str(tmp_path / "camvid.plan"), "--fp16"]) == 2
     assert capsys.readouterr().err.strip().endswith(older)
+    # The doctor said a stream "runs on: tensorrt fp16 once its engine is built", which no start could build.
+    monkeypatch.setattr("unetrt.doctor._version", lambda name: "2025.1")
+    assert doctor([]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1] == f"unet-stream --model camvid runs on: {ran} int8 cpu"
+    assert f"; TensorRT does not start: {older}\n" in captured.out
     assert builds() == 0
 
 
