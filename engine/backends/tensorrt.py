@@ -80,14 +80,15 @@ MISSING_TENSORRT = (
 # A plan that fails to load while less memory is free than its size plus this is taken for a GPU short of memory,
 # not a damaged plan (TensorRT gives no figure for what loading takes besides the weights).
 DESERIALIZE_HEADROOM = 256 << 20
-# NVIDIA's TensorRT wheels (TensorRT installation guide, "Python Package Index"): `tensorrt` installs the CUDA 13
-# variant, `tensorrt-cu13-libs` (the libraries) and `tensorrt-cu13-bindings` (the `tensorrt` module); the group is
-# the CUDA major version the wheel is built for.
 # The NVIDIA driver each CUDA major version of TensorRT's wheels needs: "r580+ on Linux and Windows for the CUDA 13.x
 # packages and wheels. The lower r535+ on Linux ... applies to the CUDA 12.x packages and wheels" (TensorRT 11.5.0
 # installation guide, "Prerequisites").
 DRIVER_FOR_CUDA = {13: "r580", 12: "r535"}
-_TENSORRT_WHEEL = re.compile(r"tensorrt(?:-cu(\d+))?(?:-(?:bindings|libs))?")
+# NVIDIA's TensorRT wheels (TensorRT installation guide, "Python Package Index"): `tensorrt` installs the CUDA 13
+# variant, `tensorrt-cu13-libs` (the libraries) and `tensorrt-cu13-bindings` (the `tensorrt` module); `tensorrt-lean`
+# and `tensorrt-dispatch` install runtimes that only load prebuilt engines, as the modules `tensorrt_lean` and
+# `tensorrt_dispatch`. The group `cuda` is the CUDA major version a wheel is built for.
+_TENSORRT_WHEEL = re.compile(r"tensorrt(?:-(?P<runtime>lean|dispatch))?(?:-cu(?P<cuda>\d+))?(?:-(?:bindings|libs))?")
 __all__ = ["MISSING_PYCUDA", "MISSING_TENSORRT", "EngineResourceError", "TensorRTBackend", "gpu_identity",
            "parse_device", "require_pycuda", "require_tensorrt", "start_tensorrt", "tensorrt_available",
            "tensorrt_installed", "tensorrt_logger", "tensorrt_major", "tensorrt_wheels"]
@@ -109,19 +110,24 @@ def tensorrt_available() -> bool:
 
 
 def tensorrt_installed() -> bool:
-    """Whether a ``tensorrt`` package is installed, whether or not it imports (typing stubs alone do not count: their
-    folder has no ``__init__.py`` and imports as a namespace package, whose spec has no origin)."""
-    try:
-        spec = importlib.util.find_spec("tensorrt")
-    except (ImportError, ValueError):  # ValueError: a module in sys.modules without a spec (the test fakes)
-        return False
-    return spec is not None and spec.origin is not None
+    """Whether a TensorRT package is installed, whether or not ``import tensorrt`` works: ``tensorrt`` (typing stubs
+    alone do not count: their folder has no ``__init__.py`` and imports as a namespace package, whose spec has no
+    origin), or only the lean or dispatch runtime (``tensorrt_lean``, ``tensorrt_dispatch``)."""
+    for module in ("tensorrt", "tensorrt_lean", "tensorrt_dispatch"):
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):  # ValueError: a module in sys.modules without a spec (the test fakes)
+            continue
+        if spec is not None and spec.origin is not None:
+            return True
+    return False
 
 
 def tensorrt_wheels() -> dict[str, str]:
     """The installed distributions of NVIDIA's TensorRT pip wheels, by normalised name, with their versions:
     ``tensorrt``, ``tensorrt-cu13`` and its ``-bindings`` and ``-libs`` (``tensorrt-libs``, ``tensorrt-bindings``
-    in older releases). Empty where TensorRT came otherwise (JetPack's Debian packages, a tar file).
+    in older releases), ``tensorrt-lean`` and ``tensorrt-dispatch`` and theirs. Empty where TensorRT came otherwise
+    (JetPack's Debian packages, a tar file).
 
     Example:
         >>> tensorrt_wheels()  # doctest: +SKIP
@@ -135,7 +141,7 @@ def tensorrt_wheels() -> dict[str, str]:
     return found
 
 
-def _not_importing(reason: ImportError) -> str:
+def _not_importing(reason: ImportError | None) -> str:
     """The line for an ``import tensorrt`` that failed: the install hint where none is installed, else what is
     installed, why it does not import and the reinstall (``pip install tensorrt-cu13-bindings`` alone, or a
     ``tensorrt-cu13-libs`` removed or of another version, leaves bindings that cannot load ``libnvinfer``; "not
@@ -143,12 +149,21 @@ def _not_importing(reason: ImportError) -> str:
     if not tensorrt_installed():
         return MISSING_TENSORRT
     wheels = tensorrt_wheels()
-    majors = {match.group(1) for name in wheels if (match := _TENSORRT_WHEEL.fullmatch(name)) and match.group(1)}
+    majors = {match["cuda"] for name in wheels if (match := _TENSORRT_WHEEL.fullmatch(name)) and match["cuda"]}
     package = f"tensorrt-cu{majors.pop()}" if len(majors) == 1 else "tensorrt"
-    versions = set(wheels.values())
+    full = {name: version for name, version in wheels.items()
+            if (match := _TENSORRT_WHEEL.fullmatch(name)) and not match["runtime"]}
+    versions = set(full.values())
     pinned = f"{package}=={versions.pop()}" if len(versions) == 1 else package
-    found = ", ".join(f"{name} {version}" for name, version in sorted(wheels.items())) or "not by pip"
-    return (f"TensorRT is installed ({found}) but does not import ({' '.join(str(reason).split())}): its libraries "
+    if not full:
+        # `pip install tensorrt-lean` (NVIDIA: "Install only the lean runtime for running pre-built engines") gives
+        # no `tensorrt` module: it loads only engines built version-compatible, and builds none.
+        found = ", ".join(f"{name} {version}" for name, version in sorted(wheels.items()))
+        return (f"TensorRT's full package is not installed, only its runtime for prebuilt engines ({found}), which "
+                f"builds no engine and loads only version-compatible ones; install the full one: pip install {pinned}")
+    found = ", ".join(f"{name} {version}" for name, version in sorted(full.items()))
+    why = "typing stubs in its place" if reason is None else " ".join(str(reason).split())
+    return (f"TensorRT is installed ({found}) but does not import ({why}): its libraries "
             f"are missing or of another version; reinstall them together: pip install --force-reinstall {pinned}")
 
 
@@ -167,7 +182,7 @@ def require_tensorrt() -> None:
     except ImportError as exc:
         raise ImportError(_not_importing(exc)) from exc
     if getattr(tensorrt, "__version__", None) is None:
-        raise ImportError(MISSING_TENSORRT)
+        raise ImportError(_not_importing(None))
 
 
 def tensorrt_major(version: str) -> int:
@@ -272,8 +287,8 @@ def _driver_older_than_the_wheels() -> str | None:
     from ..cuda import cuda_driver_version
 
     driver = cuda_driver_version()
-    needed = {int(match.group(1)) for name in tensorrt_wheels()
-              if (match := _TENSORRT_WHEEL.fullmatch(name)) and match.group(1)}
+    needed = {int(match["cuda"]) for name in tensorrt_wheels()
+              if (match := _TENSORRT_WHEEL.fullmatch(name)) and match["cuda"] and not match["runtime"]}
     if driver is None or len(needed) != 1 or driver[0] >= min(needed):
         return None
     cuda = needed.pop()

@@ -134,6 +134,26 @@ def test_tensorrt_bindings_without_their_libraries_say_so_and_name_the_reinstall
     assert builds() == 0
 
 
+def test_the_lean_runtime_alone_says_it_builds_no_engine_and_names_the_full_package(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`pip install tensorrt-lean` ("Install only the lean runtime for running pre-built engines", TensorRT's pip
+    install guide) gives the module tensorrt_lean, no tensorrt: the automatic choice ran on the CPU without a word,
+    and backend 'tensorrt' said TensorRT is not installed."""
+    _site_packages(tmp_path / "site", monkeypatch, {"tensorrt_lean": "__version__ = '11.0.0'\n"},
+                   {name: TENSORRT_11 for name in ("tensorrt-lean", "tensorrt-lean-cu13", "tensorrt-lean-cu13-libs",
+                                                   "tensorrt-lean-cu13-bindings")})
+    monkeypatch.delitem(sys.modules, "tensorrt")
+    lean = ("TensorRT's full package is not installed, only its runtime for prebuilt engines (tensorrt-lean 11.0.0, "
+            "tensorrt-lean-cu13 11.0.0, tensorrt-lean-cu13-bindings 11.0.0, tensorrt-lean-cu13-libs 11.0.0), which "
+            "builds no engine and loads only version-compatible ones; install the full one: pip install tensorrt-cu13")
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        fallback = segmenter.backend.name
+    assert capsys.readouterr().err == f"unetrt: no TensorRT engine ({lean}); running {fallback} instead\n"
+    with pytest.raises(ImportError) as refused:
+        Segmenter("camvid", backend="tensorrt", warm_up=False)
+    assert str(refused.value) == lean
+
+
 def test_a_pycuda_built_against_a_newer_cuda_says_it_is_installed_and_how_to_rebuild_it(
         home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """pycuda compiled against a CUDA 13 toolkit on a machine whose driver is older fails on an undefined driver
