@@ -126,9 +126,9 @@ def _gpu_line(index: int) -> str:
                 f"({exc}); rebuild it here: pip install --force-reinstall --no-binary pycuda pycuda")
     try:
         count = len(machine_gpus())
-        gpu = gpu_identity(index)
     except ValueError as exc:  # the driver is installed and CUDA does not start on it (the GPU switched off)
         return f"TensorRT {trt.__version__}, pycuda {pycuda_version}: {exc}"
+    gpu = gpu_identity(index)  # a device the machine lacks is the user's mistake: one line, exit 2
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     which = (f"GPU {index}{f' of {count}' if count > 1 else ''}"
              f"{'' if visible is None else f' (CUDA_VISIBLE_DEVICES={visible})'}")
