@@ -207,11 +207,14 @@ unetrt::ExtractParams make_extract_params(const unetrt::ImageView& image, int64_
     if (image.channels < 1 || image.channels > unetrt::kMaxChannels)
         fail(cat("image must have 1 to ", unetrt::kMaxChannels, " channels, got ", image.channels));
     // A gray image fills every channel of out (a colour model's input): replicated in the kernel, so a gray frame
-    // is read (and uploaded) as one channel.
-    const bool gray = image.channels == 1;
-    if (out_channels != image.channels && !(gray && out_channels <= unetrt::kMaxChannels))
+    // is read (and uploaded) as one channel. A colour image fills a 1-channel out (a 1-channel model's input) with
+    // its gray value, computed in the kernel, so a colour frame is resized and uploaded as it is.
+    const bool replicate = image.channels == 1;
+    const bool to_gray = image.channels >= 3 && out_channels == 1;
+    if (out_channels != image.channels && !(replicate && out_channels <= unetrt::kMaxChannels) && !to_gray)
         fail(cat("out has ", out_channels, " channels but the image has ", image.channels,
-                 " (a 1-channel image fills any number of channels up to ", unetrt::kMaxChannels, ")"));
+                 " (a 1-channel image fills any number of channels up to ", unetrt::kMaxChannels,
+                 ", an image of 3 or 4 channels fills 1 channel with its gray value)"));
     if (swap_rb && image.channels < 3)
         fail(cat("swap_rb swaps the first and third channel; the image has only ", image.channels));
     const Normalisation norm = make_normalisation(out_channels, scale, mean, std_dev);
@@ -220,8 +223,11 @@ unetrt::ExtractParams make_extract_params(const unetrt::ImageView& image, int64_
     p.tile_h = tile_h;
     p.tile_w = tile_w;
     p.channels = static_cast<int>(out_channels);
+    p.gray = to_gray;
+    // The image's channel for each output channel (the model's R, G, B, ...); for the gray value, its R, G and B.
+    const int mapped = to_gray ? 3 : p.channels;
+    for (int c = 0; c < mapped; ++c) p.src_channel[c] = replicate ? 0 : ((swap_rb && c < 3) ? 2 - c : c);
     for (int c = 0; c < p.channels; ++c) {
-        p.src_channel[c] = gray ? 0 : ((swap_rb && c < 3) ? 2 - c : c);
         p.mul[c] = norm.mul[static_cast<size_t>(c)];
         p.add[c] = norm.add[static_cast<size_t>(c)];
     }
@@ -911,12 +917,15 @@ PYBIND11_MODULE(_tiling, m) {
 out[n, c, y, x] = image[reflect(oy + y), reflect(ox + x), c'] * float32(scale / std[c]) + float32(-mean[c] / std[c]),
 where tile first + n of the row-major grid starts at (oy, ox) = origin + (row, col) * step, reflect mirrors
 without repeating the edge pixel, and c' swaps channels 0 and 2 when swap_rb is set; a 1-channel image fills every
-channel of out (c' = 0: a gray frame for a colour model, replicated here rather than before the call).
+channel of out (c' = 0: a gray frame for a colour model, replicated here rather than before the call), and an image
+of 3 or 4 channels fills a 1-channel out with its BT.601 gray value (a colour frame for a 1-channel model: cvtColor's
+COLOR_RGB2GRAY, or COLOR_BGR2GRAY with swap_rb; bit for bit for uint8 and uint16, G + 0.299 (R - G) + 0.114 (B - G)
+for float32).
 
 Args:
     image: H x W or H x W x C (C <= 4) uint8, uint16 or float32, any strides.
     out: N x C x tile_h x tile_w float32 or float16, C-contiguous, writeable; N tiles are written; C is the
-        image's channels, or any C <= 4 for a 1-channel image.
+        image's channels, any C <= 4 for a 1-channel image, or 1 for an image of 3 or 4 channels.
     origin, step, grid: (y, x) of tile 0's corner (may be negative), the tile step and (rows, cols).
     first: index of the first tile to extract.
     swap_rb: BGR <-> RGB. scale, mean, std: normalisation. threads: 0 = one per core.

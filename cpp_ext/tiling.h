@@ -49,11 +49,14 @@ struct Grid {
 
 // extract: out[n, c, y, x] = half_or_float(in[reflect(y0 + y), reflect(x0 + x), src_channel[c]] * mul[c] + add[c]).
 // channels counts the output channels; a gray image read by a colour model has src_channel[c] = 0 for every c, so
-// the gray value is replicated in the kernel and the frame goes to the GPU as one channel.
+// the gray value is replicated in the kernel and the frame goes to the GPU as one channel. A colour image read by a
+// 1-channel model (gray set, channels 1) gives its gray value (gray_value() of the channels src_channel[0], [1] and
+// [2]: its R, G and B) in place of in[..., src_channel[0]], so that frame is resized and uploaded in colour.
 struct ExtractParams {
     Grid grid;
     int64_t tile_h, tile_w;
     int channels;
+    bool gray;
     int src_channel[kMaxChannels];
     float mul[kMaxChannels];
     float add[kMaxChannels];
@@ -316,6 +319,37 @@ UNETRT_HD void finish_pixel(int64_t pixel, float* acc, const float* weight, uint
     }
     if (mask != nullptr)
         store(mask + pixel, static_cast<uint8_t>(p.binary ? (best_value > p.threshold ? 1 : 0) : best));
+}
+
+// The BT.601 luma of one colour pixel, the gray value a 1-channel model reads from a colour frame (OpenCV's
+// COLOR_BGR2GRAY: 0.299 R + 0.587 G + 0.114 B). Integers as cvtColor computes them (checked against OpenCV 5.1.0):
+// weights 9798, 19235 and 3735 of 2^15 (the three rounded to 15 bits; they sum to 2^15), the sum rounded half up, so
+// the gray value of a uint8 or uint16 pixel is cvtColor's bit for bit, and every step is exact in 32-bit integers
+// (65535 * 2^15 + 2^14 < 2^32). Floats: G + 0.299 (R - G) + 0.114 (B - G) in float32, which gives a pixel whose three channels are
+// equal (a gray picture stored as colour) exactly that value, as the integer form does; cvtColor's float sum is up
+// to an ulp away from it.
+UNETRT_HD uint32_t gray_fixed_point(uint32_t r, uint32_t g, uint32_t b) {
+    return (r * 9798u + g * 19235u + b * 3735u + (1u << 14)) >> 15;
+}
+
+UNETRT_HD float gray_value(uint8_t r, uint8_t g, uint8_t b) { return static_cast<float>(gray_fixed_point(r, g, b)); }
+
+UNETRT_HD float gray_value(uint16_t r, uint16_t g, uint16_t b) {
+    return static_cast<float>(gray_fixed_point(r, g, b));
+}
+
+UNETRT_HD float gray_value(float r, float g, float b) {
+    return add_rn(add_rn(g, mul_rn(0.299f, add_rn(r, -g))), mul_rn(0.114f, add_rn(b, -g)));
+}
+
+// The value output channel ch of the extract reads at `pixel` (channels stride_c elements apart), before the
+// normalisation: that channel's, or the pixel's gray value for a 1-channel model of a colour image.
+template <typename T>
+UNETRT_HD float extract_source(const T* pixel, int64_t stride_c, const ExtractParams& p, int ch) {
+    if (p.gray)
+        return gray_value(pixel[p.src_channel[0] * stride_c], pixel[p.src_channel[1] * stride_c],
+                          pixel[p.src_channel[2] * stride_c]);
+    return static_cast<float>(pixel[p.src_channel[ch] * stride_c]);
 }
 
 // A resized value as the image's dtype: integers rounded half up and clamped to their range (every integer up to

@@ -233,6 +233,21 @@ void extract_typed(const ImageView& image_ref, Out* out, const ExtractParams& pa
                     continue;
                 }
             }
+            if (p.gray) {
+                // A colour image for a 1-channel model: extract_source()'s gray value of each pixel, normalised.
+                Out* dst = out + n * tile_plane + y * p.tile_w;
+                float* values = row_values.data();
+                for (int64_t x = 0; x < p.tile_w; ++x)
+                    values[x] = add_rn(mul_rn(extract_source(row + column_offset[static_cast<size_t>(x)],
+                                                             image.stride_c, p, 0),
+                                              p.mul[0]),
+                                       p.add[0]);
+                if constexpr (std::is_same_v<Out, float>)
+                    std::memcpy(dst, values, static_cast<size_t>(p.tile_w) * sizeof(float));
+                else
+                    floats_to_halves(values, dst, p.tile_w);
+                continue;
+            }
             for (int ch = 0; ch < p.channels; ++ch) {
                 const In* src = row + p.src_channel[ch] * image.stride_c;
                 const float mul = p.mul[ch];

@@ -63,7 +63,7 @@ __global__ void extract_kernel(ImageView image, Out* __restrict__ out, ExtractPa
     const int64_t tile_plane = p.tile_h * p.tile_w;
     Out* dst = out + n * p.channels * tile_plane + y * p.tile_w + x;
     for (int ch = 0; ch < p.channels; ++ch) {
-        const float v = load_as_float(pixel + p.src_channel[ch] * image.stride_c);
+        const float v = extract_source(pixel, image.stride_c, p, ch);
         store_from_float(dst + ch * tile_plane, add_rn(mul_rn(v, p.mul[ch]), p.add[ch]));
     }
 }

@@ -1,9 +1,9 @@
 """The one frame-to-mask path, the same on every device.
 
-frame (a gray one as one channel) -> native working-size resize (every dtype) -> tile grid (one tile when the
-image fits) -> native extract into the network's input buffer (mirror padding, gray replicated into a colour
-model's channels, the frame's colour order -> the model's RGB, scaling, normalisation, layout and dtype in one
-kernel) -> network
+frame as the camera gave it (a gray one as one channel) -> native working-size resize (every dtype) -> tile grid
+(one tile when the image fits) -> native extract into the network's input buffer (mirror padding, gray replicated
+into a colour model's channels or colour turned gray for a 1-channel model, the frame's colour order -> the
+model's RGB, scaling, normalisation, layout and dtype in one kernel) -> network
 -> stitch (several tiles) -> native finish: bilinear resize of the scores to the frame's size fused with
 argmax (or threshold) and optional probabilities. :class:`FramePath` drives a :class:`unetrt.device.Device`
 through these steps; the device decides where the buffers live.
@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 
 from .device import BufferT, Device, HostDevice
 from .model_info import ModelInfo
-from .preprocessing import check_color_order, check_frame, colour_to_gray, frame_scale
+from .preprocessing import check_color_order, check_frame, frame_scale
 from .tiling import TileGrid, blend_window, check_blend, extract_call, plan_whole, tile_runs
 from .values import is_whole_number
 
@@ -64,9 +64,9 @@ class _Buffers(Generic[BufferT]):
 
 
 def extract_normalisation(image: NDArray[Any], info: ModelInfo, color_order: str = "bgr") -> dict[str, Any]:
-    """The extract kernel's channel order and normalisation for a frame in the model's channels: a colour frame's
-    ``color_order`` ('bgr' or 'rgb') -> the model's RGB, values scaled to [0, 1] by dtype, then the model's mean
-    and std.
+    """The extract kernel's channel order and normalisation for a frame: a colour frame's ``color_order`` ('bgr' or
+    'rgb') -> the model's RGB (or, for a 1-channel model, the R, G and B of its gray value), values scaled to [0, 1]
+    by dtype, then the model's mean and std.
 
     Example:
         >>> extract_normalisation(np.zeros((2, 2), np.uint16), info)["scale"] * 65535  # doctest: +SKIP
@@ -75,13 +75,6 @@ def extract_normalisation(image: NDArray[Any], info: ModelInfo, color_order: str
     # The kernel reads the channels in the order asked: an RGB frame costs no more than a BGR one.
     return {"swap_rb": image.ndim == 3 and color_order == "bgr", "scale": frame_scale(image.dtype),
             "mean": info.mean, "std": info.std}
-
-
-def _model_image(frame: NDArray[Any], info: ModelInfo, color_order: str) -> NDArray[Any]:
-    """A checked frame as the path hands it to the device: a colour frame for a 1-channel model turned gray, every
-    other frame as it is. A gray frame for a colour model stays gray: the extract kernel replicates it into the
-    model's channels, so it is resized and uploaded as one channel, not three."""
-    return colour_to_gray(frame, color_order) if frame.ndim == 3 and info.in_channels == 1 else frame
 
 
 def network_input(frames: Sequence[NDArray[Any]], info: ModelInfo, dtype: Any = np.float32,
@@ -116,10 +109,9 @@ def network_input(frames: Sequence[NDArray[Any]], info: ModelInfo, dtype: Any = 
     device = HostDevice(lambda batch: batch, dtype)
     batch = np.empty((len(checked), info.in_channels, *grid.tile_hw), device.input_dtype)
     for slot, frame in enumerate(checked):
-        image = _model_image(frame, info, color_order)
-        device.extract(device.prepare(image, work_hw, slot), batch[slot : slot + 1], origin=grid.origin,
+        device.extract(device.prepare(frame, work_hw, slot), batch[slot : slot + 1], origin=grid.origin,
                        step=grid.step, grid=grid.shape, first=0,
-                       **extract_normalisation(image, info, color_order))
+                       **extract_normalisation(frame, info, color_order))
     return batch
 
 
@@ -217,14 +209,15 @@ class FramePath(Generic[BufferT]):
         count, classes = len(frames), info.num_classes
         with self._turn(), device.session(), self._borrowed_buffers(grid, count, batch_size) as buffers:
             begun = time.perf_counter()  # after any wait for the device: that wait is no stage's time
-            images = [_model_image(f, info, self.color_order) for f in frames]
-            prepared = [device.prepare(image, None if work_hw == frame_hw else work_hw, slot)
-                        for slot, image in enumerate(images)]
+            # Every frame goes to the device as the camera gave it: the extract kernel replicates a gray frame into
+            # a colour model's channels and turns a colour frame gray for a 1-channel model.
+            prepared = [device.prepare(frame, None if work_hw == frame_hw else work_hw, slot)
+                        for slot, frame in enumerate(frames)]
             masks = device.output((count, *frame_hw), np.dtype(np.uint8), ("mask", count, frame_hw))
             probs_hw = work_hw if probabilities_size == "working" else frame_hw
             probs = (device.output((count, classes, *probs_hw), np.dtype(np.float32), ("probs", count, probs_hw))
                      if probabilities else None)
-            normalisation = extract_normalisation(images[0], info, self.color_order)
+            normalisation = extract_normalisation(first, info, self.color_order)
             marks: dict[str, float] = {}
 
             def enqueue() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
 COLOR_ORDERS = ("bgr", "rgb")
@@ -170,17 +169,3 @@ def frame_scale(dtype: np.dtype) -> float:
     """
     return _SCALE.get(np.dtype(dtype), 1.0)
 
-
-def colour_to_gray(frame: np.ndarray, color_order: str = "bgr") -> np.ndarray:
-    """A colour frame (in ``color_order``) as the gray image a 1-channel model takes (BT.601 weights).
-
-    A gray frame for a colour model needs no counterpart: the extract kernel replicates it into the model's
-    channels, so the frame path hands it over as one channel.
-
-    Example:
-        >>> colour_to_gray(np.zeros((2, 2, 3), np.uint8)).shape
-        (2, 2)
-    """
-    # OpenCV converts no float64; float32 keeps far more than the precision of [0, 1] pixel values.
-    color = frame.astype(np.float32) if frame.dtype == np.float64 else np.ascontiguousarray(frame)
-    return cv2.cvtColor(color, cv2.COLOR_RGB2GRAY if color_order == "rgb" else cv2.COLOR_BGR2GRAY)

@@ -32,8 +32,8 @@ def strided_images(draw: st.DrawFn) -> np.ndarray:
 
 @st.composite
 def extract_cases(draw: st.DrawFn) -> dict:
-    """An image (:func:`strided_images`), an output dtype and shape (a gray image's 1, 3 or 4 channels) and the
-    keyword arguments of an extract call.
+    """An image (:func:`strided_images`), an output dtype and shape (a gray image's 1, 3 or 4 channels, a colour
+    image's own or 1) and the keyword arguments of an extract call.
 
     Origins may lie far outside the image (padding wider than the image); every tile still touches it.
     """
@@ -47,8 +47,9 @@ def extract_cases(draw: st.DrawFn) -> dict:
     cols = draw(st.integers(1, (width - 1 - ox) // sx + 1))
     first = draw(st.integers(0, rows * cols - 1))
     count = draw(st.integers(1, rows * cols - first))
-    # A gray image may fill several channels (a gray frame for a colour model, replicated by the kernel).
-    out_channels = draw(st.sampled_from([1, 3, 4])) if channels == 1 else channels
+    # A gray image may fill several channels (a gray frame for a colour model, replicated by the kernel), and a
+    # colour image one (a colour frame for a 1-channel model, turned gray by the kernel).
+    out_channels = draw(st.sampled_from([1, 3, 4] if channels == 1 else [channels, 1]))
     return {
         "image": image,
         "out_shape": (count, out_channels, th, tw),

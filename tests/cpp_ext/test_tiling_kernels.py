@@ -29,6 +29,41 @@ def test_extract_equals_reference(case: dict, threads: int) -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("swap_rb", [True, False], ids=["bgr", "rgb"])
+@pytest.mark.parametrize("channels", [3, 4], ids=["colour", "with alpha"])
+def test_extract_turns_a_colour_image_gray_for_one_channel(dtype: type, swap_rb: bool, channels: int) -> None:
+    """A colour frame for a 1-channel model: the kernel computes the BT.601 gray value of each pixel (in the image's
+    channel order, alpha ignored), cv2.cvtColor's bit for bit for uint8 and uint16 and within 1.2e-7 of it for
+    float32 (OpenCV's float sum rounds otherwise), then the model's one mean and std. Until this change the frame
+    path converted with cv2.cvtColor on the host first, and the GPU path uploaded the host's gray image."""
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(5)
+    shape = (21, 30, channels)
+    image = (rng.random(shape, dtype=np.float32) if np.dtype(dtype).kind == "f"
+             else rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True))
+    kwargs = {"origin": (-5, -3), "step": (12, 12), "grid": (2, 3), "swap_rb": swap_rb, "scale": 1.0, "mean": [0.0],
+              "std": [1.0]}
+    out = np.empty((6, 1, 16, 16), np.float32)
+    _tiling.extract_tiles(image, out, **kwargs)
+    code = {(3, True): cv2.COLOR_BGR2GRAY, (3, False): cv2.COLOR_RGB2GRAY, (4, True): cv2.COLOR_BGRA2GRAY,
+            (4, False): cv2.COLOR_RGBA2GRAY}[channels, swap_rb]
+    gray = cv2.cvtColor(image, code)
+    from_gray = np.empty_like(out)
+    _tiling.extract_tiles(gray.astype(np.float32), from_gray, **{**kwargs, "swap_rb": False})
+    if np.dtype(dtype).kind == "u":
+        assert np.array_equal(out, from_gray)
+    else:
+        assert np.abs(out - from_gray).max() <= 1.2e-7
+    expected = extract_reference(image, (16, 16), 6, (-5, -3), (12, 12), (2, 3), 0, swap_rb, 1.0, [0.0], [1.0],
+                                 out_channels=1)
+    assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
+    # A gray picture stored as colour (three equal channels) gives its gray value exactly, for every dtype.
+    _tiling.extract_tiles(np.dstack([image[..., 1]] * channels), out, **kwargs)
+    _tiling.extract_tiles(image[..., 1], from_gray, **{**kwargs, "swap_rb": False})
+    assert np.array_equal(out.view(np.uint32), from_gray.view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 @pytest.mark.parametrize("layout", ["2-D", "H x W x 1", "flipped"])
 def test_extract_replicates_a_gray_image_into_every_channel(dtype: type, layout: str) -> None:
     """A gray frame for a colour model: the kernel reads its one channel for each of the model's three, each with
@@ -143,7 +178,8 @@ def _out(n: int = 9, c: int = 3, dtype: type = np.float32) -> np.ndarray:
     (IMAGE, _out(dtype=np.uint8), GRID, "out dtype"),
     (IMAGE, _out()[:, :, :, ::2], GRID, "C-contiguous"),
     (IMAGE, np.empty((9, 3, 4), np.float32), GRID, "N x C"),
-    (IMAGE, _out(c=1), GRID, "channels"),
+    (IMAGE, _out(c=2), GRID, "channels"),
+    (IMAGE[..., :2], _out(c=1), GRID, "an image of 3 or 4 channels fills 1 channel with its gray value"),
     (IMAGE[..., :1], _out(c=5), GRID, "up to 4"),
     (IMAGE, _out(n=10), GRID, "out of range"),
     (IMAGE, _out(), {**GRID, "first": 1}, "out of range"),

@@ -26,10 +26,15 @@ def extract_reference(image: np.ndarray, tile_hw: tuple[int, int], count: int, o
                       std: Sequence[float] | None = None, dtype: type = np.float32,
                       out_channels: int | None = None) -> np.ndarray:
     """Tiles ``first .. first + count - 1`` of the grid, cut from the image mirror-padded by np.pad('reflect'); a
-    1-channel image repeated into ``out_channels`` channels first (a gray frame for a colour model)."""
+    1-channel image repeated into ``out_channels`` channels first (a gray frame for a colour model), an image of 3 or
+    4 channels turned into its gray value (:func:`gray_reference`) for ``out_channels`` 1 (a colour frame for a
+    1-channel model)."""
     img = image if image.ndim == 3 else image[..., None]
     if out_channels is not None and img.shape[2] == 1:
         img = np.repeat(img, out_channels, axis=2)
+    if out_channels == 1 and img.shape[2] >= 3:
+        img = gray_reference(img, swap_rb)[..., None]
+        swap_rb = False
     height, width, channels = img.shape
     (th, tw), (oy, ox), (sy, sx), (rows, cols) = tile_hw, origin, step, grid
     pad_top, pad_left = max(0, -oy), max(0, -ox)
@@ -48,6 +53,18 @@ def extract_reference(image: np.ndarray, tile_hw: tuple[int, int], count: int, o
         with np.errstate(over="ignore"):
             out[n] = (patch.astype(np.float32) * mul + add).transpose(2, 0, 1).astype(dtype)
     return out
+
+
+def gray_reference(image: np.ndarray, bgr: bool) -> np.ndarray:
+    """The BT.601 gray value of every pixel of an H x W x C (C >= 3) image in RGB order (BGR when ``bgr``), as float32:
+    for uint8 and uint16 OpenCV's fixed point (weights 9798, 19235, 3735 of 2^15, rounded half up), for float32
+    G + 0.299 (R - G) + 0.114 (B - G) rounded to float32 after every operation."""
+    red, green, blue = (image[..., i] for i in ((2, 1, 0) if bgr else (0, 1, 2)))
+    if image.dtype.kind == "u":
+        wide = [channel.astype(np.uint64) for channel in (red, green, blue)]
+        return ((wide[0] * 9798 + wide[1] * 19235 + wide[2] * 3735 + (1 << 14)) >> 15).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (green + np.float32(0.299) * (red - green)) + np.float32(0.114) * (blue - green)
 
 
 def crop_core(index: int, count: int, origin: int, step: int, tile: int, size: int) -> tuple[int, int]:

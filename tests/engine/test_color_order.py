@@ -57,7 +57,7 @@ def test_rgb_frames_give_the_masks_of_their_bgr_twins(tiny_model_files: dict[str
 
 
 def test_a_gray_model_takes_rgb_frames_as_their_bgr_twins() -> None:
-    """A 1-channel model's gray conversion (before the extract kernel, on every device) reads the frame's order."""
+    """A 1-channel model's gray conversion (in the extract kernel, on every device) reads the frame's order."""
     info = tiny_info(num_classes=1, in_channels=1)
     frame = _bgr_frames(3, 1, (24, 32))[0]
     grid = plan_whole(24, 32, "same", 3)

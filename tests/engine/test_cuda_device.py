@@ -17,6 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from conftest import tiny_info
 from fakes.cuda import FakeGpu, FakeOp, install_fake_gpu
 from fakes.kernels import FakeKernels
 from fakes.tensorrt import FakeEngine, install_fake_tensorrt, write_plan_from_onnx
@@ -372,6 +373,54 @@ def test_working_size_resize_runs_on_the_device_for_every_dtype(
         resized = gpu.view(prepared.ptr, prepared.shape, prepared.dtype)
         host = resize_frame(image, shape)
         assert host.dtype == kernel_dtype and np.array_equal(resized.view(np.uint8), host.view(np.uint8))
+
+
+class _GrayNetwork:
+    """A 1-channel, 2-class stand-in network on the host (the inner backend of a RuntimeBackend) that keeps a copy
+    of every input batch it is given."""
+
+    precision, path, threads = "fp32", Path("gray.onnx"), 1
+
+    def __init__(self, working_size: tuple[int, int] | None) -> None:
+        self.info = tiny_info(num_classes=2, in_channels=1, working_size=working_size)
+        self.inputs: list[np.ndarray] = []
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self.inputs.append(batch.copy())
+        return np.concatenate([batch, -batch], axis=1)
+
+    def close(self) -> None:
+        """Nothing to free."""
+
+
+@pytest.mark.parametrize("kernels", [_tiling_emu, _tiling], ids=["emulated", "cpu"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("tile", [None, 16], ids=["whole", "tiled"])
+@pytest.mark.parametrize("working_size", [None, (64, 48)], ids=["frame size", "working size"])
+def test_a_colour_frame_for_a_gray_model_goes_up_in_colour(monkeypatch: pytest.MonkeyPatch, kernels: Any,
+                                                           dtype: Any, tile: int | None,
+                                                           working_size: tuple[int, int] | None) -> None:
+    """A colour frame for a 1-channel model: uploaded as the camera gave it, resized in colour on the GPU, turned
+    gray by the extract kernel; the network input is the host path's bit for bit (tiled and untiled), and so are
+    the masks and probabilities. Until this change the host converted it with cv2.cvtColor and uploaded the gray
+    image."""
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False))
+    on_gpu, on_host = _GrayNetwork(working_size), _GrayNetwork(working_size)
+    device = CudaDevice(RuntimeBackend(on_gpu, gpu), kernels=FakeKernels(gpu, kernels))
+    uploads = _recorded_uploads(device, monkeypatch)
+    frame = _frame(dtype, (90, 120, 3), seed=2)
+    work_hw = (48, 64) if working_size else (90, 120)
+    grid = plan_whole(*work_hw, "same", 3) if tile is None else plan_tiles(work_hw, tile, 4, "same", 3)
+    # All tiles in one network call, so that the two paths' calls hold the same tiles.
+    have = FramePath(device, on_gpu.info).run([frame], grid, True, grid.count)[0]
+    want = FramePath(HostDevice(on_host.infer), on_host.info).run([frame], grid, True, grid.count)[0]
+    windows = [] if tile is None else [4 * side for side in grid.output_hw]  # the blend windows (float32)
+    assert uploads == [*windows, frame.nbytes]
+    assert len(on_gpu.inputs) == len(on_host.inputs) == 1 and on_gpu.inputs[0].shape[:2] == (grid.count, 1)
+    assert np.array_equal(on_gpu.inputs[0].view(np.uint32), on_host.inputs[0].view(np.uint32))
+    assert np.array_equal(have.mask, want.mask)
+    assert have.probabilities is not None and want.probabilities is not None
+    assert np.array_equal(have.probabilities.view(np.uint32), want.probabilities.view(np.uint32))
 
 
 def test_methods_outside_a_session_refuse(fake_gpu: tuple[RuntimeBackend, FakeGpu, CudaDevice]) -> None:

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from types import SimpleNamespace
 
 import cv2
@@ -309,6 +310,96 @@ def test_a_gray_frame_is_the_colour_frame_of_its_value(dtype: type, frame_hw: tu
     assert np.array_equal(want.mask, have.mask)
     assert want.probabilities is not None and have.probabilities is not None
     assert np.array_equal(want.probabilities.view(np.uint32), have.probabilities.view(np.uint32))
+
+
+GRAY_INFO = tiny_info(num_classes=1, in_channels=1, working_size=(32, 24))
+
+
+def _old_gray_order(frame: np.ndarray, order: str = "bgr") -> np.ndarray:
+    """What the path did with a colour frame for a 1-channel model until this change: cv2.cvtColor on the host
+    (float64 as float32), then the gray frame's way."""
+    colour = frame.astype(np.float32) if frame.dtype == np.float64 else frame
+    return cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY if order == "rgb" else cv2.COLOR_BGR2GRAY)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+@pytest.mark.parametrize("frame_hw", [(24, 32), (90, 120)], ids=["working size", "resized"])
+def test_a_colour_frame_goes_to_the_device_in_colour_for_a_gray_model(dtype: type, frame_hw: tuple[int, int]) -> None:
+    """A colour frame for a 1-channel model reaches the device as the camera gave it (resized in colour; uploaded in
+    colour on the GPU path) and the extract kernel takes its gray value. Until this change the path turned it gray
+    with cv2.cvtColor on the host first: a second implementation of a step beside the kernels, and on the GPU path
+    a host conversion before the upload."""
+    prepared: list[tuple[int, ...]] = []
+
+    class Recording(HostDevice):
+        def prepare(self, frame: np.ndarray, work_hw: tuple[int, int] | None, slot: int) -> np.ndarray:
+            prepared.append(frame.shape)
+            return super().prepare(frame, work_hw, slot)
+
+    frame = _frame(dtype, (*frame_hw, 3), seed=4)
+    result = FramePath(Recording(channel_scores), GRAY_INFO).run([frame], plan_whole(24, 32, "same", 3), True)[0]
+    assert prepared == [(*frame_hw, 3)]
+    assert result.mask.shape == frame_hw and result.probabilities is not None
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("order", ["bgr", "rgb"])
+def test_a_colour_frame_at_the_working_size_gives_cvtcolors_gray_frame(dtype: type, order: str) -> None:
+    """Nothing resized: a uint8 or uint16 colour frame gives the network input of cv2.cvtColor's gray frame bit for
+    bit (the kernel's fixed point is OpenCV's), a float32 one within 2.4e-7 of the [0, 1] range (OpenCV's float sum
+    rounds otherwise); the frame's colour order picks the weights (pure blue: 0.114 * 255 ~ 29, not red's 76)."""
+    frame = _frame(dtype, (24, 32, 3), seed=6)
+    have = network_input([frame], GRAY_INFO, color_order=order)
+    want = network_input([_old_gray_order(frame, order)], GRAY_INFO)
+    if np.dtype(dtype).kind == "u":
+        assert np.array_equal(have.view(np.uint32), want.view(np.uint32))
+    else:
+        assert np.abs(have - want).max() <= 2.4e-7 / GRAY_INFO.std[0]
+    blue = np.zeros((24, 32, 3), np.uint8)
+    blue[..., 0 if order == "bgr" else 2] = 255
+    expected = (np.float32(29 / 255) - np.float32(GRAY_INFO.mean[0])) / np.float32(GRAY_INFO.std[0])
+    assert np.allclose(network_input([blue], GRAY_INFO, color_order=order), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+@pytest.mark.parametrize("frame_hw", [(24, 32), (90, 120)], ids=["working size", "resized"])
+def test_a_gray_picture_stored_as_colour_is_its_gray_frame(dtype: type, frame_hw: tuple[int, int]) -> None:
+    """Three equal channels (a gray slice read with cv2.imread's default, a gray video through VideoCapture): the
+    gray value is the channels' value exactly for every dtype, so a 1-channel model's network input, mask and
+    probabilities are the gray frame's, bit for bit, resized or not."""
+    gray = _frame(dtype, frame_hw, seed=8)
+    colour = np.dstack([gray] * 3)
+    assert np.array_equal(network_input([colour], GRAY_INFO).view(np.uint32),
+                          network_input([gray], GRAY_INFO).view(np.uint32))
+    path = FramePath(HostDevice(channel_scores), GRAY_INFO)
+    want, have = (path.run([f], plan_whole(24, 32, "same", 3), True)[0] for f in (gray, colour))
+    assert np.array_equal(want.mask, have.mask)
+    assert want.probabilities is not None and have.probabilities is not None
+    assert np.array_equal(want.probabilities.view(np.uint32), have.probabilities.view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_the_gray_value_after_the_resize_is_within_a_level_of_the_old_order(dtype: type) -> None:
+    """Resized, the gray value is taken after the resize (of the colour frame) where cv2.cvtColor came before it
+    (of the gray frame); the sample clip's frames at three working sizes then differ from the old order by at most
+    one level of the frame's dtype (1/255, 1/65535; float32: 2.4e-7) of the [0, 1] range before normalisation, the
+    bound measured on the clip and on noise."""
+    from unetrt.benchmarks.bench_stream import read_frames
+    from unetrt.bundled import sample_clip
+
+    frames = read_frames(sample_clip(), 3)
+    rng = np.random.default_rng(9)
+    level = {np.uint8: 1 / 255, np.uint16: 1 / 65535, np.float32: 2.4e-7}[dtype]
+    for working_size in ((224, 168), (384, 384), (700, 500)):
+        info = replace(GRAY_INFO, working_size=working_size)
+        for clip_frame in frames:
+            frame = {np.uint8: clip_frame,
+                     np.uint16: clip_frame.astype(np.uint16) * 257 + rng.integers(0, 257, clip_frame.shape,
+                                                                                  dtype=np.uint16),
+                     np.float32: clip_frame.astype(np.float32) / 255}[dtype]
+            have, want = network_input([frame], info), network_input([_old_gray_order(frame)], info)
+            # + 1e-7: the normalised values themselves round in float32.
+            assert np.abs(have.astype(np.float64) - want).max() * info.std[0] <= level + 1e-7
 
 
 @pytest.mark.parametrize("info", [INFO, tiny_info(num_classes=3)], ids=["at-the-working-size", "no-working-size"])

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unetrt.preprocessing import MAX_FRAME_SIDE, check_frame, colour_to_gray, frame_scale, normalize
+from unetrt.preprocessing import MAX_FRAME_SIDE, check_frame, frame_scale, normalize
 from unetrt.stream.sources import CorruptFrameError, check_stream_frame
 
 
@@ -58,12 +58,6 @@ def test_scale_brings_every_dtype_to_the_unit_range() -> None:
     assert frame_scale(np.dtype(np.float32)) == frame_scale(np.dtype(np.float64)) == 1.0
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
-def test_colour_to_gray_takes_every_frame_dtype(dtype: type) -> None:
-    gray = colour_to_gray(np.full((3, 4, 3), 0.5 if np.dtype(dtype).kind == "f" else 7, dtype))
-    assert gray.shape == (3, 4) and np.allclose(gray, 0.5 if np.dtype(dtype).kind == "f" else 7)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_float_frames_may_reach_both_ends_of_the_unit_range(dtype: type) -> None:
     frame = np.zeros((4, 5), dtype)
@@ -75,15 +69,6 @@ def test_the_longest_side_accepted_is_max_frame_side() -> None:
     assert check_frame(np.zeros((1, MAX_FRAME_SIDE), np.uint8)).shape == (1, MAX_FRAME_SIDE)
     with pytest.raises(ValueError, match=f"sides up to {MAX_FRAME_SIDE} px"):
         check_frame(np.zeros((MAX_FRAME_SIDE + 1, 1), np.uint8))
-
-
-@pytest.mark.parametrize(("color_order", "blue_first"), [("bgr", True), ("rgb", False)])
-def test_colour_to_gray_weighs_channels_in_the_frames_order(color_order: str, blue_first: bool) -> None:
-    """A pure blue frame: BT.601 gives it 0.114 * 255 ~ 29; read as red instead it would be 0.299 * 255 ~ 76."""
-    blue = np.zeros((2, 3, 3), np.uint8)
-    blue[..., 0 if blue_first else 2] = 255
-    gray = colour_to_gray(blue, color_order)
-    assert gray.shape == (2, 3) and np.all(gray == 29)
 
 
 def test_stream_applies_the_same_rules() -> None:
