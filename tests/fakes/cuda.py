@@ -16,9 +16,14 @@ The fakes refuse what the real libraries refuse; each rule names its document:
   ``explicit_context_dependent::acquire_context`` raises "no currently active context?" when pycuda's own
   context stack is empty; a context the CUDA runtime (torch, ONNX Runtime) made current does not count.
 * Driver calls need a current context: CUDA Driver API, "Context Management" (``CUDA_ERROR_INVALID_CONTEXT``).
-* ``cuInit`` comes before any other driver call, and its flags must be 0 (CUDA Driver API, "Initialization":
+* [INIT] ``cuInit`` comes before any other driver call, and its flags must be 0 (CUDA Driver API, "Initialization":
   ``cuInit`` "must be called before any other function from the driver API", else
-  ``CUDA_ERROR_NOT_INITIALIZED``; "Flags: Initialization flag for CUDA. Currently must be 0").
+  ``CUDA_ERROR_NOT_INITIALIZED``; "Flags: Initialization flag for CUDA. Currently must be 0"): every call of the
+  fake driver library but ``cuInit`` and ``cuDriverGetVersion`` returns ``CUDA_ERROR_NOT_INITIALIZED`` before it.
+  pycuda alike: ``pycuda.driver.init()`` "must be called before any other function in this module" (pycuda
+  documentation, ``pycuda.driver.init``), and a ``Device`` or ``Device.count()`` before it raises ``LogicError``
+  ("Example: CUDA was used before it was initialized", ``pycuda.driver.LogicError``). The CUDA runtime (torch, ONNX
+  Runtime: ``FakeGpu.runtime_set_device``) initialises the driver itself.
 * A device pointer from ``cuMemAlloc`` is aligned to at least 256 bytes (CUDA C Programming Guide, "Device
   Memory Accesses": "any address of a variable residing in global memory or returned by one of the memory
   allocation routines from the driver or runtime API is always aligned to at least 256 bytes").
@@ -269,7 +274,8 @@ class FakeGpu:
 
     def runtime_set_device(self, ordinal: int) -> None:
         """What ``cudaSetDevice`` (torch.cuda.device, ONNX Runtime) does: the primary context becomes current
-        in the driver, which pycuda does not see."""
+        in the driver, which pycuda does not see (the runtime calls cuInit itself) [INIT]."""
+        self.initialized = True
         context = self.primary(ordinal)
         context.retains += 1
         stack = self.driver_stack()
@@ -681,14 +687,21 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
         def __hash__(self) -> int:
             return hash(self._context.handle)
 
+    def require_init(what: str) -> None:
+        if not gpu.initialized:
+            # [INIT]: pycuda raises the driver's CUDA_ERROR_NOT_INITIALIZED as a LogicError.
+            raise FakeLogicError(f"{what} failed: initialization error")
+
     class Device:
         def __init__(self, ordinal: int) -> None:
+            require_init("cuDeviceGet")
             if not 0 <= ordinal < gpu.count:
                 raise FakeLogicError(f"cuDeviceGet failed: invalid device ordinal {ordinal}")
             self.ordinal = ordinal
 
         @staticmethod
         def count() -> int:
+            require_init("cuDeviceGetCount")
             return gpu.count
 
         def name(self) -> str:
@@ -909,6 +922,19 @@ class FakeDriverLibrary:
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(f"the fake driver has no {name}; fake it in tests/fakes/cuda.py")
 
+    def __getattribute__(self, name: str) -> Any:
+        attribute = object.__getattribute__(self, name)
+        if not name.startswith("cu") or name in ("cuInit", "cuDriverGetVersion"):
+            return attribute
+        gpu = object.__getattribute__(self, "gpu")
+
+        def call(*args: Any) -> int:
+            # [INIT]: "If cuInit() has not been called, any function from the driver API will return
+            # CUDA_ERROR_NOT_INITIALIZED".
+            return CUDA_ERROR_NOT_INITIALIZED if not gpu.initialized else int(attribute(*args))
+
+        return call
+
     def _context(self) -> int:
         context = self.gpu.current()
         return CUDA_SUCCESS if context is not None and context.alive else CUDA_ERROR_INVALID_CONTEXT
@@ -927,8 +953,6 @@ class FakeDriverLibrary:
         return CUDA_SUCCESS
 
     def cuDeviceGetCount(self, count: Any) -> int:  # noqa: N802
-        if not self.gpu.initialized:
-            return CUDA_ERROR_NOT_INITIALIZED
         _target(count).value = self.gpu.count
         return CUDA_SUCCESS
 
@@ -1115,6 +1139,7 @@ def primary_context_pushed(ordinal: int = 0) -> Iterator[Any]:
     """
     import pycuda.driver as cuda
 
+    cuda.init()  # [INIT]: as every pycuda program starts
     context = cuda.Device(ordinal).retain_primary_context()
     context.push()
     try:

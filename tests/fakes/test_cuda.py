@@ -104,6 +104,7 @@ def test_without_deferral_queued_work_runs_at_once(monkeypatch: pytest.MonkeyPat
     gpu = install_fake_gpu(monkeypatch, FakeGpu(deferred=False))
     import pycuda.driver as cuda
 
+    cuda.init()
     context = cuda.Device(0).make_context()
     try:
         stream, device = cuda.Stream(), cuda.mem_alloc(4)
@@ -171,6 +172,7 @@ def test_a_stream_garbage_out_of_its_contexts_reach_is_leaked_in_it_destroyed(
     gpu = install_fake_gpu(monkeypatch)
     import pycuda.driver as cuda
 
+    cuda.init()
     context, other = (cuda.Device(0).retain_primary_context() for _ in range(2))
     context.push()
     streams = [cuda.Stream() for _ in range(4)]
@@ -212,3 +214,25 @@ def test_a_driver_without_a_usable_gpu_fails_cuinit_and_pycudas_init(monkeypatch
     with pytest.raises(cuda.RuntimeError, match="cuInit failed: no CUDA-capable device is detected") as failed:
         cuda.init()
     assert isinstance(failed.value, cuda.Error) and not isinstance(failed.value, RuntimeError)
+
+
+def test_the_driver_and_pycuda_refuse_every_call_before_cuinit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """[INIT]: "If cuInit() has not been called, any function from the driver API will return
+    CUDA_ERROR_NOT_INITIALIZED"; pycuda's init "must be called before any other function in this module"."""
+    import unetrt.cuda
+
+    gpu = install_fake_gpu(monkeypatch)
+    import pycuda.driver as cuda
+
+    library = unetrt.cuda.driver_library()
+    device = ctypes.c_int()
+    assert library.cuDeviceGet(ctypes.byref(device), ctypes.c_int(0)) == 3  # CUDA_ERROR_NOT_INITIALIZED
+    assert library.cuStreamSynchronize(ctypes.c_void_p(1)) == 3
+    with pytest.raises(cuda.LogicError, match="initialization error"):
+        cuda.Device(0)
+    with pytest.raises(cuda.LogicError, match="initialization error"):
+        cuda.Device.count()
+    version = ctypes.c_int()
+    assert library.cuDriverGetVersion(ctypes.byref(version)) == 0  # asks nothing of the device
+    assert library.cuInit(0) == 0 and gpu.initialized
+    assert library.cuDeviceGet(ctypes.byref(device), ctypes.c_int(0)) == 0 and cuda.Device.count() == 1

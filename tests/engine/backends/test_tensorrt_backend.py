@@ -333,6 +333,7 @@ def test_fake_foreign_context_is_not_adopted(fake_trt: tuple[FakeGpu, Path]) -> 
     import pycuda.driver as cuda
 
     gpu, plan = fake_trt
+    cuda.init()  # as pycuda.autoinit does first
     own = cuda.Device(0).make_context()
     try:
         stack = list(gpu.driver_stack())
