@@ -27,6 +27,12 @@ The fakes refuse what the real libraries refuse; each rule names its document:
 * A device pointer from ``cuMemAlloc`` is aligned to at least 256 bytes (CUDA C Programming Guide, "Device
   Memory Accesses": "any address of a variable residing in global memory or returned by one of the memory
   allocation routines from the driver or runtime API is always aligned to at least 256 bytes").
+* [CAPTURE-THREAD] A capture begun in a mode other than relaxed must end on the thread that began it:
+  ``cuStreamEndCapture`` from another thread returns ``CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD`` and the capture goes
+  on ("If the mode argument to cudaStreamBeginCapture was not cudaStreamCaptureModeRelaxed, this call must be from
+  the same thread as cudaStreamBeginCapture", CUDA Runtime API, ``cudaStreamEndCapture``; error 908, "A stream capture
+  sequence not initiated with the cudaStreamCaptureModeRelaxed argument to cudaStreamBeginCapture was passed to
+  cudaStreamEndCapture in a different thread", ``cudaErrorStreamCaptureWrongThread``).
 * Stream capture: synchronising a capturing stream is not allowed and invalidates the capture, which then ends
   with ``CUDA_ERROR_STREAM_CAPTURE_INVALIDATED`` and no graph (CUDA Driver API, ``cuStreamBeginCapture``,
   ``cuStreamEndCapture``; CUDA Programming Guide, "CUDA Graphs: Prohibited and Unhandled Operations").
@@ -125,6 +131,8 @@ CUDA_ERROR_INVALID_HANDLE = 400
 CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED = 900
 CUDA_ERROR_STREAM_CAPTURE_INVALIDATED = 901
 CUDA_ERROR_STREAM_CAPTURE_IMPLICIT = 906
+CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD = 908
+CAPTURE_MODE_RELAXED = 2
 # cuda.h: CU_STREAM_NON_BLOCKING (a cuStreamCreate flag); CU_STREAM_LEGACY is the handle 0x1 (0 means it too).
 STREAM_NON_BLOCKING = 1
 LEGACY_HANDLES = (0, 1)
@@ -1003,6 +1011,8 @@ class FakeDriverLibrary:
         fake = self.gpu.streams.get(_value(stream))
         if fake is None or fake.capture is None:
             return CUDA_ERROR_INVALID_VALUE
+        if fake.capture_mode != CAPTURE_MODE_RELAXED and fake.capture_thread != threading.get_ident():
+            return CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD  # [CAPTURE-THREAD]: the capture goes on
         ops, invalidated = fake.capture, fake.capture_invalidated
         fake.capture, fake.capture_invalidated = None, False
         if invalidated:

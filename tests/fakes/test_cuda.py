@@ -236,3 +236,22 @@ def test_the_driver_and_pycuda_refuse_every_call_before_cuinit(monkeypatch: pyte
     assert library.cuDriverGetVersion(ctypes.byref(version)) == 0  # asks nothing of the device
     assert library.cuInit(0) == 0 and gpu.initialized
     assert library.cuDeviceGet(ctypes.byref(device), ctypes.c_int(0)) == 0 and cuda.Device.count() == 1
+
+
+def test_a_capture_ends_only_on_the_thread_that_began_it(pycuda: tuple[FakeGpu, Any]) -> None:
+    """[CAPTURE-THREAD]: cuStreamEndCapture of a thread-local or global capture from another thread returns
+    CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD, and the capture goes on until its own thread ends it."""
+    import unetrt.cuda
+
+    gpu, cuda = pycuda
+    library = unetrt.cuda.driver_library()
+    stream = cuda.Stream(flags=1)
+    handle = ctypes.c_void_p(stream.handle)
+    assert library.cuStreamBeginCapture_v2(handle, ctypes.c_int(1)) == 0
+    graph = ctypes.c_void_p()
+    ended: list[int] = []
+    thread = threading.Thread(target=lambda: ended.append(library.cuStreamEndCapture(handle, ctypes.byref(graph))))
+    thread.start()
+    thread.join()
+    assert ended == [908] and gpu.capturing(stream.handle)
+    assert library.cuStreamEndCapture(handle, ctypes.byref(graph)) == 0 and graph.value
