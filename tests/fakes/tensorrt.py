@@ -29,6 +29,16 @@ in its own file. The fake refuses what TensorRT refuses; each rule names its doc
   the DLA core used by the network. Defaults to -1." (``IRuntime::setDLACore``, TensorRT 10 C++ API,
   https://docs.nvidia.com/deeplearning/tensorrt/api/c_api/classnvinfer1_1_1_i_runtime.html), so a DLA plan loads
   only once its caller has set the core.
+* [ENGINE-CONTEXT] An engine belongs to the CUDA context current when it was deserialised (with none current, the
+  runtime's device 0, whose primary context the CUDA runtime makes current), and ``execute_async_v3`` returns False,
+  with an error logged, while another context, or none, is current, or once that context was destroyed: "Each
+  ICudaEngine object is bound to a specific GPU when it is instantiated, either by the builder or on
+  deserialization ... Each IExecutionContext is bound to the same GPU as the engine from which it was created. When
+  calling execute() or enqueue(), ensure that the thread is associated with the correct device" (TensorRT Developer
+  Guide, FAQ "How do I use TensorRT on multiple GPUs?"); "TensorRT requires that each engine be associated with the
+  CUDA context in the active thread from which it is invoked" (Torch-TensorRT documentation, Runtime, "Multi Device
+  Safe Mode": otherwise "a mismatch in the engine device and CUDA context device, which could lead the program to
+  crash"). A real GPU fails such a launch on the device; the fake refuses it at once.
 * ``set_tensor_address`` returns False for an address that is not 256-byte aligned: "The pointer must have at
   least 256-byte alignment" (``IExecutionContext::setTensorAddress``, NvInferRuntime.h, TensorRT 10).
 * ``set_input_shape`` returns False for a shape outside the optimisation profile
@@ -195,6 +205,8 @@ class FakeEngine:
         self._onnx_input = self.session.get_inputs()[0].name
         self._output_shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
         self.contexts: weakref.WeakSet[FakeExecutionContext] = weakref.WeakSet()
+        # [ENGINE-CONTEXT]: the context the engine belongs to.
+        self.cuda_context = gpu.current() or gpu.primary(0)
         # The runtime's logger, set by deserialize_cuda_engine; a list, so that the finalizer holds it, not the engine.
         self.logger_box: list[Logger | None] = [None]
         _free_in_context(self, gpu, "engine", self.logger_box)
@@ -322,6 +334,15 @@ class FakeExecutionContext:
     def execute_async_v3(self, stream_handle: int) -> bool:
         gpu, plan = self.engine.gpu, self.engine.plan
         if self.shape is None or set(self.addresses) != {plan.input_name, plan.output_name}:
+            return False
+        current = gpu.current()
+        if current is not self.engine.cuda_context or not current.alive:
+            # [ENGINE-CONTEXT]: the kernels would launch in another context (or none), where the engine's memory is not.
+            self.refused.append("enqueue outside the engine's CUDA context")
+            logger = self.engine.logger_box[0]
+            if logger is not None:
+                logger.log(Logger.ERROR, "1: [executionContext.cpp::enqueueV3] Error Code 1: Cuda Runtime (invalid "
+                                         "resource handle) (the engine's CUDA context is not current)")
             return False
         if gpu.capturing(stream_handle) and not (self._enqueued_since_change and self.engine.capturable):
             gpu.invalidate_capture(stream_handle)

@@ -1,14 +1,21 @@
-"""The fake TensorRT's own rules (tests/fakes/tensorrt.py) that the product's tests lean on."""
+"""The fake TensorRT runtime's own rules (tests/fakes/tensorrt.py): it refuses what TensorRT refuses, so that unetrt
+code that breaks a rule fails here, not first on a Jetson."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from fakes.cuda import FakeGpu, install_fake_gpu
-from fakes.tensorrt import Logger, install_fake_tensorrt
+from fakes.cuda import FakeGpu, install_fake_gpu, primary_context_pushed
+from fakes.tensorrt import Logger, install_fake_tensorrt, write_plan_from_onnx
 from fakes.tensorrt_builder import install_builder
 
 pytestmark = pytest.mark.gpu_contract
+
+SHAPE = (1, 3, 32, 32)
 
 
 @pytest.mark.parametrize("driver, starts", [(12080, False), (13000, True), (13020, True)])
@@ -28,3 +35,58 @@ def test_tensorrt_for_cuda_13_starts_only_on_a_driver_of_cuda_13(driver: int, st
         with pytest.raises(TypeError, match="factory function returned nullptr"):
             factory(logger)
         assert logger.messages[0].startswith("CUDA initialization failure with error: 35")
+
+
+@pytest.fixture
+def runtime(monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path],
+            tmp_path: Path) -> tuple[FakeGpu, Any, bytes]:
+    """(the fake GPU, a fake TensorRT runtime, the bytes of a fake plan of the tiny model)."""
+    gpu = install_fake_gpu(monkeypatch)
+    trt = install_fake_tensorrt(monkeypatch, gpu)
+    plan = write_plan_from_onnx(tiny_model_files["onnx"], tmp_path / "tiny.plan", gpu)
+    return gpu, trt.Runtime(trt.Logger(trt.Logger.WARNING)), plan.read_bytes()
+
+
+@pytest.fixture
+def bound(runtime: tuple[FakeGpu, Any, bytes]) -> Iterator[tuple[FakeGpu, Any, Any]]:
+    """(the GPU, pycuda, an execution context of an engine deserialised in device 0's primary context, its input
+    shape and tensor addresses set), with that context current."""
+    gpu, trt_runtime, plan = runtime
+    with primary_context_pushed() as cuda:
+        engine = trt_runtime.deserialize_cuda_engine(plan)
+        context = engine.create_execution_context()
+        memory = [cuda.mem_alloc(4 * 11 * 32 * 32) for _ in range(2)]
+        assert context.set_input_shape("image", SHAPE)
+        assert context.set_tensor_address("image", int(memory[0]))
+        assert context.set_tensor_address("logits", int(memory[1]))
+        yield gpu, cuda, context
+        cuda.Context.synchronize()
+        del context, engine  # destroyed in their own context [TEARDOWN]
+
+
+def test_an_engine_runs_only_in_the_cuda_context_it_was_deserialised_in(
+        bound: tuple[FakeGpu, Any, Any]) -> None:
+    """[ENGINE-CONTEXT]: TensorRT's FAQ binds an engine and its execution contexts to the GPU current when it was
+    deserialised; an enqueue with another context current is refused and logged."""
+    _gpu, cuda, context = bound
+    stream = cuda.Stream()
+    own = cuda.Device(0).make_context()  # a pycuda.autoinit-style context of the same device
+    try:
+        assert not context.execute_async_v3(stream.handle)
+        assert context.refused[-1] == "enqueue outside the engine's CUDA context"
+        assert "not current" in context.engine.logger_box[0].messages[-1]
+    finally:
+        own.detach()
+    assert context.execute_async_v3(stream.handle)  # the engine's own context is current again
+    stream.synchronize()
+
+
+def test_an_engine_with_no_context_current_is_refused(bound: tuple[FakeGpu, Any, Any]) -> None:
+    """[ENGINE-CONTEXT]: with no context current, nothing the engine holds is reachable."""
+    gpu, cuda, context = bound
+    stream = cuda.Stream()
+    popped = gpu.driver_stack().pop()
+    try:
+        assert not context.execute_async_v3(stream.handle)
+    finally:
+        gpu.driver_stack().append(popped)
