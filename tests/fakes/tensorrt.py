@@ -39,6 +39,13 @@ in its own file. The fake refuses what TensorRT refuses; each rule names its doc
   CUDA context in the active thread from which it is invoked" (Torch-TensorRT documentation, Runtime, "Multi Device
   Safe Mode": otherwise "a mismatch in the engine device and CUDA context device, which could lead the program to
   crash"). A real GPU fails such a launch on the device; the fake refuses it at once.
+* [CONTEXT-STREAMS] ``execute_async_v3`` returns False while the same execution context still has work queued on
+  another stream: "Do not call the APIs of the same IExecutionContext from multiple threads at any given time. Each
+  concurrent execution must have its own instance of an IExecutionContext" (``IExecutionContext``, TensorRT C++ API),
+  and "Calling enqueueV3() from the same IExecutionContext object with different CUDA streams concurrently results in
+  undefined behavior. To perform inference concurrently in multiple streams, use one execution context per stream"
+  (``IExecutionContext::enqueueV3``, NvInferRuntime.h, TensorRT 10). Work on one stream runs in order, so enqueues on
+  one stream are never concurrent.
 * ``set_tensor_address`` returns False for an address that is not 256-byte aligned: "The pointer must have at
   least 256-byte alignment" (``IExecutionContext::setTensorAddress``, NvInferRuntime.h, TensorRT 10).
 * ``set_input_shape`` returns False for a shape outside the optimisation profile
@@ -343,6 +350,10 @@ class FakeExecutionContext:
             if logger is not None:
                 logger.log(Logger.ERROR, "1: [executionContext.cpp::enqueueV3] Error Code 1: Cuda Runtime (invalid "
                                          "resource handle) (the engine's CUDA context is not current)")
+            return False
+        if self.in_flight_elsewhere(stream_handle):
+            # [CONTEXT-STREAMS]: this context's earlier work on another stream may still run.
+            self.refused.append("enqueue while this context still runs on another stream")
             return False
         if gpu.capturing(stream_handle) and not (self._enqueued_since_change and self.engine.capturable):
             gpu.invalidate_capture(stream_handle)

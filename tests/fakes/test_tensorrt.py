@@ -90,3 +90,17 @@ def test_an_engine_with_no_context_current_is_refused(bound: tuple[FakeGpu, Any,
         assert not context.execute_async_v3(stream.handle)
     finally:
         gpu.driver_stack().append(popped)
+
+
+def test_one_execution_context_runs_on_one_stream_at_a_time(bound: tuple[FakeGpu, Any, Any]) -> None:
+    """[CONTEXT-STREAMS]: enqueueV3 of one execution context on two streams at once is undefined; the same stream
+    orders the work, and once the first stream is done the other one may take it."""
+    _gpu, cuda, context = bound
+    one, other = cuda.Stream(), cuda.Stream()
+    assert context.execute_async_v3(one.handle)
+    assert not context.execute_async_v3(other.handle)
+    assert context.refused[-1] == "enqueue while this context still runs on another stream"
+    assert context.execute_async_v3(one.handle)
+    one.synchronize()
+    assert context.execute_async_v3(other.handle)
+    other.synchronize()
