@@ -1157,3 +1157,39 @@ def primary_context_pushed(ordinal: int = 0) -> Iterator[Any]:
     finally:
         cuda.Context.pop()
         context.detach()
+
+
+@contextmanager
+def capturing_on_another_thread(mode: int = 0, ordinal: int = 0) -> Iterator[None]:
+    """Another thread captures a CUDA graph on a non-blocking stream of the device's primary context for the block,
+    in ``mode`` (0, global: PyTorch's torch.cuda.graph default; 1, thread-local), through the fake driver library.
+
+    Example:
+        >>> with capturing_on_another_thread():  # doctest: +SKIP
+        ...     backend = TensorRTBackend(plan)
+    """
+    import unetrt.cuda
+
+    library = unetrt.cuda.driver_library()
+    begun, finish, failed = threading.Event(), threading.Event(), []
+
+    def capture() -> None:
+        with primary_context_pushed(ordinal) as cuda:
+            stream = cuda.Stream(flags=STREAM_NON_BLOCKING)
+            handle = ctypes.c_void_p(stream.handle)
+            status = library.cuStreamBeginCapture_v2(handle, ctypes.c_int(mode))
+            failed.append(status)
+            begun.set()
+            if status == CUDA_SUCCESS:
+                finish.wait()
+                library.cuStreamEndCapture(handle, ctypes.byref(ctypes.c_void_p()))
+
+    thread = threading.Thread(target=capture, name="another-library-capturing")
+    thread.start()
+    try:
+        if not begun.wait(30) or failed != [CUDA_SUCCESS]:
+            raise FakeCudaError(f"the other thread's capture did not begin: {failed}")
+        yield
+    finally:
+        finish.set()
+        thread.join()

@@ -22,6 +22,15 @@ in its own file. The fake refuses what TensorRT refuses; each rule names its doc
   the engine as it deserialises it ("All GPU memory acquired will use this allocator ... Default:
   cudaMalloc/cudaFree", ``tensorrt.Runtime.gpu_allocator``), and "Returns: The ICudaEngine, or None if it could not
   be deserialized" (``Runtime.deserialize_cuda_engine``, TensorRT Python API).
+* [CAPTURE-ALLOC] The memory TensorRT takes while it deserialises an engine or creates an execution context comes from
+  ``cudaMalloc`` ("All GPU memory acquired will use this allocator ... Default: cudaMalloc/cudaFree",
+  ``tensorrt.Runtime.gpu_allocator``), which stream capture refuses on a thread with a capture of its own in
+  progress, and on every thread while another thread captures in global mode (PyTorch's default), invalidating that
+  capture (CUDA Driver API, ``cuThreadExchangeStreamCaptureMode``: "During stream capture ... some actions, such as a
+  call to cudaMalloc, may be unsafe"; ``CU_STREAM_CAPTURE_MODE_GLOBAL``: a thread is "prohibited from potentially
+  unsafe API calls" "if any other thread has a concurrent capture sequence initiated with
+  CU_STREAM_CAPTURE_MODE_GLOBAL"): the fake then logs the allocator's error and ``deserialize_cuda_engine`` /
+  ``create_execution_context`` return None, as TensorRT reports any failure there.
 * [DLA-CORE] ``deserialize_cuda_engine`` returns None for a plan with DLA layers when the runtime's ``DLA_core`` is
   not a core this device has: "The DLA core that the engine executes on. Must be between 0 and N-1 where N is the
   number of available DLA cores" (``tensorrt.Runtime.DLA_core``, TensorRT Python API); ``num_DLA_cores`` is N
@@ -197,6 +206,18 @@ def _free_in_context(owner: object, gpu: FakeGpu, what: str, logger: list[Any]) 
     weakref.finalize(owner, check)
 
 
+def _allocation_refused(gpu: FakeGpu, logger: Logger | None) -> bool:
+    """[CAPTURE-ALLOC]: whether stream capture refuses TensorRT's cudaMalloc on this thread now (the refusal is
+    logged, and invalidates the captures that refuse it)."""
+    reason = gpu.refuse_unsafe_during_capture("cudaMalloc")
+    if reason is None:
+        return False
+    if logger is not None:
+        logger.log(Logger.ERROR, "1: [defaultAllocator.cpp::allocate::31] Error Code 1: Cuda Runtime (operation not "
+                                 "permitted when stream is capturing)")
+    return True
+
+
 class FakeEngine:
     """tensorrt.ICudaEngine of a fake plan."""
 
@@ -246,6 +267,8 @@ class FakeEngine:
         return self.plan.profile
 
     def create_execution_context(self) -> FakeExecutionContext | None:
+        if _allocation_refused(self.gpu, self.logger_box[0]):
+            return None  # [CAPTURE-ALLOC]
         context = FakeExecutionContext(self)
         if not self.gpu.hold(context, self.context_memory):
             return None
@@ -432,6 +455,8 @@ class Runtime:
             self.logger.log(Logger.ERROR, f"DLA core {self.DLA_core} requested; this device has "
                                           f"{self.num_DLA_cores}")
             return None
+        if _allocation_refused(self.gpu, self.logger):
+            return None  # [CAPTURE-ALLOC]
         engine = FakeEngine(self.gpu, plan)
         engine.logger_box[0] = self.logger
         if not self.gpu.hold(engine, len(bytes(data)) + FakeEngine.load_overhead):

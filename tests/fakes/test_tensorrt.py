@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from fakes.cuda import FakeGpu, install_fake_gpu, primary_context_pushed
+from fakes.cuda import FakeGpu, capturing_on_another_thread, install_fake_gpu, primary_context_pushed
 from fakes.tensorrt import Logger, install_fake_tensorrt, write_plan_from_onnx
 from fakes.tensorrt_builder import install_builder
 
@@ -104,3 +104,20 @@ def test_one_execution_context_runs_on_one_stream_at_a_time(bound: tuple[FakeGpu
     one.synchronize()
     assert context.execute_async_v3(other.handle)
     other.synchronize()
+
+
+def test_tensorrt_cannot_allocate_while_another_thread_captures_in_global_mode(
+        runtime: tuple[FakeGpu, Any, bytes]) -> None:
+    """[CAPTURE-ALLOC]: deserialising and creating an execution context take cudaMalloc, which a global-mode capture
+    on another thread refuses: both return None, and the capture is invalidated."""
+    gpu, trt_runtime, plan = runtime
+    with primary_context_pushed():
+        with capturing_on_another_thread():
+            assert trt_runtime.deserialize_cuda_engine(plan) is None
+            assert "operation not permitted when stream is capturing" in trt_runtime.logger.messages[-1]
+        engine = trt_runtime.deserialize_cuda_engine(plan)
+        with capturing_on_another_thread():
+            assert engine.create_execution_context() is None
+        assert engine.create_execution_context() is not None
+        assert ("refused during capture", "cudaMalloc") in gpu.log
+        del engine
