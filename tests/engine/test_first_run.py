@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from fakes.cuda import FakeGpu
+from fakes.cuda import FakeGpu, capturing_on_another_thread
 from fakes.tensorrt import FakeEngine
 from fakes.tensorrt_builder import Builder
 from fakes.trt_plan import deserialize, serialize
@@ -332,6 +332,28 @@ def test_a_gpu_out_of_memory_keeps_the_cached_engine(short_of: str, first_run: P
     assert "rebuilding" not in err and "corrupt" not in err
     assert builds() == 1 and _only_entry(first_run).read_bytes() == good
     gpu.memory_bytes = None
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    assert builds() == 1
+
+
+def test_a_graph_captured_on_another_thread_keeps_the_cached_engine(first_run: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A PyTorch model on another thread captures a CUDA graph (torch.cuda.graph: global mode) while the segmenter
+    opens: TensorRT cannot allocate the engine's memory then [CAPTURE-ALLOC], and the cached engine was called
+    corrupt, deleted and rebuilt. The run says why it cannot use the GPU now and goes on on the CPU; the engine is
+    kept and serves the next run."""
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    entry = _only_entry(first_run)
+    good = entry.read_bytes()
+    capsys.readouterr()
+    with capturing_on_another_thread(), Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name in ("openvino", "onnxruntime")
+    err = capsys.readouterr().err
+    assert "another thread captures a CUDA graph" in err
+    assert "rebuilding" not in err and "corrupt" not in err
+    assert builds() == 1 and _only_entry(first_run).read_bytes() == good
     with Segmenter("camvid", warm_up=False) as segmenter:
         assert segmenter.backend.name == "tensorrt"
     assert builds() == 1

@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import requires_tensorrt_gpu, tiny_info
-from fakes.cuda import ArrayOnStream, FakeGpu, install_fake_gpu
+from fakes.cuda import ArrayOnStream, FakeGpu, capturing_on_another_thread, install_fake_gpu
 from fakes.tensorrt import FakeExecutionContext, install_fake_tensorrt, write_plan_from_onnx
 
 from unetrt.backends import open_backend
 from unetrt.backends.tensorrt import (
     MISSING_TENSORRT,
+    EngineResourceError,
     TensorRTBackend,
     parse_device,
     require_tensorrt,
@@ -1012,3 +1013,22 @@ def test_fake_a_device_past_the_last_gpu_is_named(fake_trt: tuple[FakeGpu, Path]
     _, plan = fake_trt
     with pytest.raises(ValueError, match=r"CUDA device 1 does not exist; this machine has 1 CUDA device"):
         TensorRTBackend(plan, device="cuda:1")
+
+
+@pytest.mark.gpu_contract
+def test_fake_engine_opened_while_another_thread_captures_a_graph_is_not_taken_for_a_damaged_plan(
+        fake_trt: tuple[FakeGpu, Path]) -> None:
+    """A plan opened while another thread captures a CUDA graph in global mode (PyTorch's torch.cuda.graph default):
+    TensorRT's cudaMalloc is refused, deserialize_cuda_engine returns None [CAPTURE-ALLOC], and the backend called the
+    plan corrupt, which makes the engine cache delete a good engine and rebuild it (minutes on a Jetson). It is a
+    GPU that cannot give memory now: an EngineResourceError naming the capture, and the plan is kept."""
+    gpu, plan = fake_trt
+    with capturing_on_another_thread(), pytest.raises(EngineResourceError, match="captures a CUDA graph"):
+        TensorRTBackend(plan)
+    assert gpu.driver_stack() == [] and gpu.primary(0).retains == 0
+    with TensorRTBackend(plan) as backend:  # once the capture has ended
+        assert backend.infer(np.zeros((1, 3, 32, 32), np.float32)).shape[:2] == (1, backend.info.num_classes)
+        # The device entry's execution context is made when it is first used: named alike, not "too little memory".
+        with backend.device_session() as stream, capturing_on_another_thread(), pytest.raises(
+                EngineResourceError, match=r"execution context .* captures a CUDA graph in global mode"):
+            backend.enqueue(0, (1, 3, 32, 32), 0, stream)
