@@ -184,7 +184,10 @@ def test_a_plan_that_cannot_load_here_exits_2_after_the_rows_that_ran(
 
     provider = install_fake_onnxruntime_cuda(monkeypatch, jetson)  # onnxruntime-gpu: a row other than the plan's
     monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: True)
-    monkeypatch.setattr(jetson, "name", "Orin (another one)")
+    # A Xavier: TensorRT refuses a plan of another compute capability (one of another GPU model of the same
+    # architecture loads, with a warning [GPU-MODEL]).
+    monkeypatch.setattr(jetson, "name", "Xavier (fake)")
+    monkeypatch.setattr(jetson, "compute_capability", (7, 2))
     report = tmp_path / "report.json"
     assert main(["--engine", str(plan), "--iterations", "2", "--trials", "1", "--warmup", "1",
                  "--json", str(report)]) == 2

@@ -4,10 +4,11 @@ output with ONNX Runtime on the ONNX model inside the plan, reading and writing 
 Install it with :func:`install_fake_tensorrt` (after :func:`fakes.cuda.install_fake_gpu`). The builder side lives
 in its own file. The fake refuses what TensorRT refuses; each rule names its document:
 
-* ``deserialize_cuda_engine`` returns None for a plan of another TensorRT version or another device: "Serialized
-  engines are not portable across platforms or TensorRT versions" and are "specific to the exact GPU model they
-  were built on" (TensorRT Developer Guide, "Serialized Engine Compatibility"); the API returns null on failure
-  (``IRuntime::deserializeCudaEngine``, NvInferRuntime.h).
+* ``deserialize_cuda_engine`` returns None for a plan of another TensorRT version or another compute capability:
+  "Serialized engines are not portable across platforms or TensorRT versions" (TensorRT Developer Guide,
+  "Serialized Engine Compatibility"); the API returns null on failure (``IRuntime::deserializeCudaEngine``,
+  NvInferRuntime.h), and TensorRT logs "The engine plan file is generated on an incompatible device, expecting
+  compute 7.5 got compute 6.1, please rebuild" (onnx/onnx-tensorrt issue 421, NVIDIA/TensorRT issue 818).
 * [DEVICE] The device a plan is checked against is the one of the CUDA context current on the calling thread
   (device 0 with none): "Each ICudaEngine object is bound to a specific GPU when it is instantiated, either by the
   builder or on deserialization. To select the GPU, use cudaSetDevice() before calling the builder or deserializing
@@ -16,6 +17,12 @@ in its own file. The fake refuses what TensorRT refuses; each rule names its doc
   compatibility], engines are not portable across different GPU architectures" (TensorRT Support Matrix, "Engine
   Portability"); TensorRT logs "The engine plan file is generated on an incompatible device, expecting compute 8.6
   got compute 7.5, please rebuild." (NVIDIA/TensorRT issue 2176, a desktop with two GPUs).
+* [GPU-MODEL] A plan of another GPU model of the same compute capability loads, with a warning, not a refusal: "Using
+  an engine plan file across different models of devices is not recommended and is likely to affect performance or
+  even cause errors" (TensorRT's warning, NVIDIA/TensorRT issue 2900: "Some models like resnet50 can still work";
+  the maintainer: "I still recommend to build the engine with same hardware"). The engines are "specific to the exact
+  GPU model they were built on" (Developer Guide, "Serialized Engine Compatibility") in speed, which unetrt's own
+  check warns about.
 * [MEMORY] ``deserialize_cuda_engine`` returns None when the device memory left is less than the plan plus what
   loading it takes besides (``FakeEngine.load_overhead``: the engine's kernels and runtime state; no document gives
   the amount, the fake takes 8 MiB), which the engine then holds while it lives: the runtime acquires GPU memory for
@@ -448,8 +455,9 @@ class Runtime:
                                           f"{plan.compute_capability[0]}.{plan.compute_capability[1]}, please rebuild.")
             return None
         if plan.device_name != name:
-            self.logger.log(Logger.ERROR, f"plan for {plan.device_name}, this is {name}")
-            return None
+            # [GPU-MODEL]
+            self.logger.log(Logger.WARNING, "Using an engine plan file across different models of devices is not "
+                                            "recommended and is likely to affect performance or even cause errors.")
         if plan.dla_core is not None and not 0 <= self.DLA_core < self.num_DLA_cores:
             # [DLA-CORE]
             self.logger.log(Logger.ERROR, f"DLA core {self.DLA_core} requested; this device has "

@@ -121,3 +121,20 @@ def test_tensorrt_cannot_allocate_while_another_thread_captures_in_global_mode(
         assert engine.create_execution_context() is not None
         assert ("refused during capture", "cudaMalloc") in gpu.log
         del engine
+
+
+def test_a_plan_of_another_gpu_model_of_the_same_architecture_loads_with_a_warning(
+        runtime: tuple[FakeGpu, Any, bytes], tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    """[GPU-MODEL]: TensorRT warns for a plan built on another GPU model of the same compute capability and loads it;
+    another compute capability is refused."""
+    _gpu, trt_runtime, _plan = runtime
+    with primary_context_pushed():
+        nx = write_plan_from_onnx(tiny_model_files["onnx"], tmp_path / "nx.plan", FakeGpu(name="Orin NX (fake)"))
+        engine = trt_runtime.deserialize_cuda_engine(nx.read_bytes())
+        assert engine is not None
+        assert "across different models of devices" in trt_runtime.logger.messages[-1]
+        del engine
+        h100 = write_plan_from_onnx(tiny_model_files["onnx"], tmp_path / "h100.plan",
+                                    FakeGpu(name="NVIDIA H100", compute_capability=(9, 0)))
+        assert trt_runtime.deserialize_cuda_engine(h100.read_bytes()) is None
+        assert "expecting compute 8.7 got compute 9.0" in trt_runtime.logger.messages[-1]

@@ -1032,3 +1032,15 @@ def test_fake_engine_opened_while_another_thread_captures_a_graph_is_not_taken_f
         with backend.device_session() as stream, capturing_on_another_thread(), pytest.raises(
                 EngineResourceError, match=r"execution context .* captures a CUDA graph in global mode"):
             backend.enqueue(0, (1, 3, 32, 32), 0, stream)
+
+
+@pytest.mark.gpu_contract
+def test_fake_plan_of_another_gpu_model_of_the_same_architecture_runs_with_a_warning(
+        fake_trt: tuple[FakeGpu, Path], tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    """An AGX Orin's plan on an Orin NX: TensorRT loads it with a warning [GPU-MODEL], so the backend warns that its
+    tactics were timed on the other GPU and runs it (the fake refused it before, which no GPU does)."""
+    gpu, _ = fake_trt
+    agx = write_plan_from_onnx(tiny_model_files["onnx"], tmp_path / "agx.plan", FakeGpu(name="Orin AGX (fake)"))
+    with pytest.warns(RuntimeWarning, match="same architecture"), TensorRTBackend(agx) as backend:
+        assert backend.infer(np.zeros((1, 3, 32, 32), np.float32)).shape[:2] == (1, backend.info.num_classes)
+    assert gpu.name == "Orin (fake)"
