@@ -268,8 +268,8 @@ class FakeEngine:
     def get_tensor_format(self, name: str, profile_index: int = 0) -> TensorFormat:
         return TensorFormat[self.plan.input_format if name == self.plan.input_name else self.plan.output_format]
 
-    def get_tensor_profile_shape(self, name: str, profile: int) -> tuple[tuple[int, ...], ...]:
-        if name != self.plan.input_name or profile != 0:
+    def get_tensor_profile_shape(self, name: str, profile_index: int) -> tuple[tuple[int, ...], ...]:
+        if name != self.plan.input_name or profile_index != 0:
             raise ValueError("the fake engine has one input and one profile")
         return self.plan.profile
 
@@ -361,11 +361,11 @@ class FakeExecutionContext:
             raise ValueError("set the input shape first")
         return self.shape if name == self.engine.plan.input_name else self.engine.output_shape(self.shape)
 
-    def set_tensor_address(self, name: str, address: int) -> bool:
-        if int(address) % 256:
-            self.refused.append(f"address {int(address):#x} of {name}")
+    def set_tensor_address(self, name: str, memory: int) -> bool:
+        if int(memory) % 256:
+            self.refused.append(f"address {int(memory):#x} of {name}")
             return False
-        self.addresses[name] = int(address)
+        self.addresses[name] = int(memory)
         return True
 
     def execute_async_v3(self, stream_handle: int) -> bool:
@@ -440,8 +440,9 @@ class Runtime:
         self.logger = logger
         self.DLA_core = -1  # [DLA-CORE]: no core until the caller sets one
 
-    def deserialize_cuda_engine(self, data: bytes) -> FakeEngine | None:
-        plan = deserialize(bytes(data))
+    def deserialize_cuda_engine(self, serialized_engine: bytes) -> FakeEngine | None:
+        data = bytes(serialized_engine)
+        plan = deserialize(data)
         if plan is None:
             self.logger.log(Logger.ERROR, "not a serialized engine")
             return None
@@ -467,7 +468,7 @@ class Runtime:
             return None  # [CAPTURE-ALLOC]
         engine = FakeEngine(self.gpu, plan)
         engine.logger_box[0] = self.logger
-        if not self.gpu.hold(engine, len(bytes(data)) + FakeEngine.load_overhead):
+        if not self.gpu.hold(engine, len(data) + FakeEngine.load_overhead):
             # [MEMORY]: the weights go to device memory as the engine is deserialised; without room, None.
             self.logger.log(Logger.ERROR, "out of memory: cannot allocate the engine's weights")
             return None

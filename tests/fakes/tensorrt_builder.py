@@ -342,9 +342,10 @@ class OptimizationProfile:
     def __init__(self) -> None:
         self.shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
 
-    def set_shape(self, name: str, low: Any, opt: Any, high: Any) -> None:
+    def set_shape(self, input: str, min: Any, opt: Any, max: Any) -> None:  # TensorRT's parameter names
         # [PROFILE]: setDimensions for min, then opt, then max; the first that disagrees raises.
-        shapes = (tuple(int(d) for d in low), tuple(int(d) for d in opt), tuple(int(d) for d in high))
+        name = input
+        shapes = (tuple(int(d) for d in min), tuple(int(d) for d in opt), tuple(int(d) for d in max))
         for index, which in enumerate(("min", "opt", "max")):
             shape = shapes[index]
             earlier = shapes[:index]
@@ -387,10 +388,10 @@ class BuilderConfig:
     def get_flag(self, flag: BuilderFlag) -> bool:
         return flag in self.flags
 
-    def set_memory_pool_limit(self, pool: MemoryPoolType, size: int) -> None:
-        if size < 0:
+    def set_memory_pool_limit(self, pool: MemoryPoolType, pool_size: int) -> None:
+        if pool_size < 0:
             raise ValueError("a memory pool limit cannot be negative")
-        self.pool_limits[pool] = int(size)
+        self.pool_limits[pool] = int(pool_size)
 
     def add_optimization_profile(self, profile: OptimizationProfile) -> int:
         # [CONFIG] / [DYNAMIC]: an invalid profile (min <= opt <= max broken) is not added: -1.
@@ -400,8 +401,8 @@ class BuilderConfig:
         self.profiles.append(profile)
         return len(self.profiles) - 1
 
-    def create_timing_cache(self, data: bytes) -> TimingCache | None:
-        builder = self._builder
+    def create_timing_cache(self, serialized_timing_cache: bytes) -> TimingCache | None:
+        builder, data = self._builder, serialized_timing_cache
         if not data:
             return TimingCache(builder.tensorrt_version, builder.device_key, 0)
         try:

@@ -3,6 +3,7 @@ code that breaks a rule fails here, not first on a Jetson."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,60 @@ def test_a_plan_of_another_gpu_model_of_the_same_architecture_loads_with_a_warni
                                     FakeGpu(name="NVIDIA H100", compute_capability=(9, 0)))
         assert trt_runtime.deserialize_cuda_engine(h100.read_bytes()) is None
         assert "expecting compute 8.7 got compute 9.0" in trt_runtime.logger.messages[-1]
+
+
+# The fake classes the product calls, and the TensorRT classes they stand for (tensorrt-stubs names).
+_STAND_INS = {"FakeExecutionContext": "IExecutionContext", "FakeEngine": "ICudaEngine", "Runtime": "Runtime",
+              "Builder": "Builder", "BuilderConfig": "IBuilderConfig", "OptimizationProfile": "IOptimizationProfile",
+              "OnnxParser": "OnnxParser", "IProgressMonitor": "IProgressMonitor", "TimingCache": "ITimingCache",
+              "Layer": "ILayer", "NetworkDefinition": "INetworkDefinition"}
+
+
+def _stub_methods() -> dict[str, dict[str, list[list[str]]]]:
+    """class -> method -> the parameter names of each overload, from the installed tensorrt-stubs."""
+    import ast
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("tensorrt_bindings")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("tensorrt-stubs is not installed (pip install -e '.[dev]')")
+    source = (Path(next(iter(spec.submodule_search_locations))) / "tensorrt.pyi").read_text()
+    # The stubs' syntax errors, patched as scripts/typecheck.sh patches them for mypy; a class that still does not
+    # parse is left out.
+    source = re.sub(r"\(self(: [A-Za-z0-9]+)?, in: ", r"(self\1, in_: ", source)
+    source = source.replace(", channel_axis: int) -> IScaleLayer", ", channel_axis: int = ...) -> IScaleLayer")
+    classes: dict[str, dict[str, list[list[str]]]] = {}
+    for chunk in re.split(r"\n(?=class )", source):
+        try:
+            tree = ast.parse(chunk)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef):
+                methods = classes.setdefault(node.name, {})
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef):
+                        names = [arg.arg for arg in (*item.args.posonlyargs, *item.args.args)][1:]
+                        methods.setdefault(item.name, []).append(names)
+    return classes
+
+
+def test_the_fakes_take_the_parameters_tensorrt_names() -> None:
+    """Every public method of a fake that stands for a TensorRT class takes the parameter names of one of the real
+    method's overloads (tensorrt-stubs, which scripts/typecheck.sh checks the product against), so that a call the
+    product makes with keywords runs alike on both."""
+    from fakes import tensorrt, tensorrt_builder
+
+    stubs = _stub_methods()
+    wrong = []
+    for fake_name, real_name in _STAND_INS.items():
+        fake = getattr(tensorrt, fake_name, None) or getattr(tensorrt_builder, fake_name)
+        real = stubs[real_name]
+        for name, member in vars(fake).items():
+            if (name.startswith("_") and name != "__init__") or not inspect.isfunction(member) or name not in real:
+                continue
+            names = [parameter for parameter in inspect.signature(member).parameters][1:]
+            if not any(names == overload[:len(names)] for overload in real[name]):
+                wrong.append(f"{fake_name}.{name}{tuple(names)}: TensorRT's {real_name}.{name} takes {real[name]}")
+    assert wrong == [], "\n".join(wrong)
