@@ -70,6 +70,12 @@ Documents cited (TensorRT 10 C++ and Python API references, Developer Guide):
   a smaller work space"). The fake needs ``Builder.build_memory`` bytes of device memory for the build (0 by
   default), but no more than the workspace limit when one is set (tactics that need more are skipped); when the
   GPU (``FakeGpu.memory_bytes``) has less free, it logs those lines to the builder's logger and returns None.
+* [CAPTURE-ALLOC] The build's device memory comes from TensorRT's default allocator ("All GPU memory acquired will
+  use this allocator. If set to None, the default allocator will be used", ``tensorrt.Builder.gpu_allocator``), that
+  is cudaMalloc ("Default: cudaMalloc/cudaFree", ``tensorrt.Runtime.gpu_allocator``), which a stream capture refuses
+  on this thread (its own capture, or another thread's in global mode: CUDA Driver API,
+  ``cuThreadExchangeStreamCaptureMode``), invalidating that capture: the fake logs the allocator's error and returns
+  None, as the runtime fake's rule of the same name does for loading.
 * [DEVICE] TensorRT Developer Guide, FAQ "How do I use TensorRT on multiple GPUs?": "Each ICudaEngine object is
   bound to a specific GPU when it is instantiated, either by the builder or on deserialization. To select the GPU,
   use cudaSetDevice() before calling the builder"; with no device set, the CUDA runtime works on device 0 (CUDA C++
@@ -524,6 +530,11 @@ class Builder:
                             "10: IBuilder::buildSerializedNetwork: Error Code 10: Internal Error (Could not find any "
                             "implementation for node {ForeignNode[/enc0/conv1/Conv.../head/Conv]}.)"):
                 self.logger.log(self.module.Logger.ERROR, message)
+            return None
+        if self.gpu.refuse_unsafe_during_capture("cudaMalloc") is not None:
+            # [CAPTURE-ALLOC]
+            self.logger.log(self.module.Logger.ERROR, "1: [defaultAllocator.cpp::allocate::31] Error Code 1: Cuda "
+                                                      "Runtime (operation not permitted when stream is capturing)")
             return None
         if not _native_call(lambda: _run_phases(config.progress_monitor, Builder.steps, Builder.on_step)):
             with Builder._count_lock:
