@@ -254,6 +254,36 @@ def gpu_resources(what: str) -> Iterator[None]:
                                "setup") from exc
 
 
+def allocation_refused() -> str | None:
+    """Why CUDA refuses device memory on this thread now for a reason other than a lack of it, as the end of a
+    one-line error naming the fix; None when it gives some, or only lacks it. A pycuda context must be current.
+
+    A library that allocates through cudaMalloc and reports a failure only as a null result (TensorRT: "Default:
+    cudaMalloc/cudaFree", ``tensorrt.Runtime.gpu_allocator``; a null engine, execution context or plan) is refused
+    by stream capture on a thread with a capture of its own, and on every thread while another captures in global
+    mode, PyTorch's default (CUDA Driver API, ``cuThreadExchangeStreamCaptureMode``); a one-byte allocation tells
+    that case apart from a damaged plan or a lack of memory. It fails as the library's did, so it breaks no capture
+    that was not broken already.
+
+    Example:
+        >>> if engine is None and (refused := allocation_refused()) is not None:  # doctest: +SKIP
+        ...     raise GpuResourceError(f"TensorRT could not load the engine: {refused}")
+    """
+    import pycuda.driver as cuda
+
+    try:
+        probe = cuda.mem_alloc(1)
+    except cuda.MemoryError:
+        return None
+    except cuda.Error as exc:
+        reason = " ".join(str(exc).split())
+        return (f"CUDA refuses to allocate GPU memory on this thread now ({reason}), most often because another "
+                "thread captures a CUDA graph in global mode (torch.cuda.graph's default); run this before or after "
+                "that capture, or capture with torch.cuda.graph(..., capture_error_mode='thread_local')")
+    probe.free()
+    return None
+
+
 def cuda_ordinal(device: str) -> int:
     """The CUDA device index of a device spelling: 'auto' and 'cuda' are 0, 'cuda:N' is N; a backend's device
     text ('cuda:1 (Orin)', 'cuda (NVIDIA A100)') works too.

@@ -60,7 +60,7 @@ from .backends.tensorrt import (
     tensorrt_major,
     tensorrt_release,
 )
-from .cuda import PrimaryContext, require_pycuda
+from .cuda import GpuResourceError, PrimaryContext, allocation_refused, require_pycuda
 from .interruptible import run_interruptible
 from .model_file import read_model_file
 from .paths import check_file, replace_file
@@ -726,6 +726,10 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
             raise BuildCancelledError(f"the TensorRT engine build of {str(onnx_path)!r} was stopped "
                                       f"(unetrt.cancel_builds); nothing was cached")
         if serialized is None:
+            refused = allocation_refused()
+            if refused is not None:
+                # Not memory: a smaller workspace changes nothing while a CUDA graph capture refuses cudaMalloc.
+                raise GpuResourceError(f"TensorRT could not build an engine from {str(onnx_path)!r}: {refused}")
             # TensorRT's logger has printed why just above; the likeliest cause on a Jetson, memory the build shares
             # with everything else (NVIDIA/TensorRT issue 4258: "Cuda Runtime (out of memory)" on an Orin), is named
             # with its fix, which a user otherwise learns only from the troubleshooting page.

@@ -48,6 +48,7 @@ from ..cuda import (
     GpuResourceError,
     GraphCache,
     PrimaryContext,
+    allocation_refused,
     cuda_ordinal,
     gpu_resources,
     read_cuda_array,
@@ -331,31 +332,6 @@ def machine_gpus() -> list[GpuIdentity]:
     return [gpu_identity(index) for index in range(start_cuda())]
 
 
-def _allocation_refused() -> str | None:
-    """Why CUDA refuses device memory on this thread now for a reason other than a lack of it (None when it gives
-    some, or lacks it), as the one line of an error; the current context is the engine's.
-
-    TensorRT takes its memory with cudaMalloc ("Default: cudaMalloc/cudaFree", ``tensorrt.Runtime.gpu_allocator``)
-    and reports a refusal only as a null engine or execution context. Stream capture refuses cudaMalloc on a thread
-    with a capture of its own, and on every thread while another captures in global mode, PyTorch's default (CUDA
-    Driver API, ``cuThreadExchangeStreamCaptureMode``); a one-byte allocation tells that case apart. It fails the
-    same way TensorRT's did, so it breaks no capture that TensorRT had not broken already.
-    """
-    import pycuda.driver as cuda
-
-    try:
-        probe = cuda.mem_alloc(1)
-    except cuda.MemoryError:
-        return None
-    except cuda.Error as exc:
-        reason = " ".join(str(exc).split())
-        return (f"CUDA refuses to allocate GPU memory on this thread now ({reason}), most often because another "
-                "thread captures a CUDA graph in global mode (torch.cuda.graph's default); open the model before or "
-                "after that capture, or capture with torch.cuda.graph(..., capture_error_mode='thread_local')")
-    probe.free()
-    return None
-
-
 def _dims(dims: trt.Dims) -> tuple[int, ...]:
     return tuple(int(dims[i]) for i in range(len(dims)))
 
@@ -564,7 +540,7 @@ class TensorRTBackend:
                     f"TensorRT could not load {str(self.path)!r}: the GPU has {free / 2**20:.0f} MiB free for a "
                     f"{len(plan) / 2**20:.0f} MiB engine; close other GPU programs or build the engine for a "
                     "smaller working size")
-            refused = _allocation_refused()
+            refused = allocation_refused()
             if refused is not None:
                 # TensorRT's allocator is cudaMalloc, which a CUDA graph capture refuses: the plan is not at fault,
                 # and the engine cache must not delete and rebuild it (the build would be refused alike).
@@ -638,7 +614,7 @@ class TensorRTBackend:
     def _new_execution(self) -> _Execution:
         context = self._held.engine.create_execution_context()
         if context is None:
-            refused = _allocation_refused()
+            refused = allocation_refused()
             if refused is not None:
                 raise EngineResourceError(
                     f"TensorRT could not create an execution context for {str(self.path)!r}: {refused}")

@@ -700,3 +700,21 @@ def test_a_plan_built_on_one_kind_of_gpu_does_not_load_on_another(monkeypatch: p
             assert (engine is not None) == loads
             del engine  # [TEARDOWN]: in its context
     assert "incompatible device, expecting compute 8.9 got compute 8.6" in logger.messages[0]
+
+
+def test_a_build_while_another_thread_captures_a_cuda_graph_names_the_capture(
+        fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """unet-build while a PyTorch program's thread captures a CUDA graph in global mode: TensorRT's cudaMalloc is
+    refused ([CAPTURE-ALLOC]) and the build returns no plan. The line said "where TensorRT's errors above say out of
+    memory ... build with a smaller workspace", a fix that changes nothing here; it names the capture."""
+    from fakes.cuda import capturing_on_another_thread
+
+    plan = tmp_path / "tiny.plan"
+    with capturing_on_another_thread():
+        assert main([str(tiny_model_files["onnx"]), "-o", str(plan), "--fp16", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert "another thread captures a CUDA graph in global mode" in err[0] and "--workspace" not in err[0], err
+    assert not plan.exists()
+    assert main([str(tiny_model_files["onnx"]), "-o", str(plan), "--fp16", "--no-progress"]) == 0
