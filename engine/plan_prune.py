@@ -149,8 +149,17 @@ def survey(folder: Path, tensorrt_version: str, gpus: list[GpuIdentity], hidden:
             findings.append(finding)
     for stem, files in temporaries.items():
         paths = tuple(folder / name for name in files)
-        findings.append(Finding(files[0], paths, _size(paths), "a temporary file of a build that was killed (a power "
-                                "cut, SIGKILL)", True, stem))
+        building = _being_built(folder, stem)
+        if building is None:
+            findings.append(Finding(files[0], paths, _size(paths), "a temporary file of a build, kept: this folder "
+                                    "cannot be locked, so whether a build is still writing it cannot be told", False,
+                                    stem))
+        elif building:
+            findings.append(Finding(files[0], paths, _size(paths), "a temporary file of a build in progress (another "
+                                    "process holds its lock)", False, stem))
+        else:
+            findings.append(Finding(files[0], paths, _size(paths), "a temporary file of a build that was killed (a "
+                                    "power cut, SIGKILL)", True, stem))
     for name, match in timing:
         finding = _judge_timing(folder / name, match, tensorrt_version, gpus, hidden)
         if finding is not None:
@@ -295,6 +304,27 @@ def _current_sha256(folder: Path, finding: Finding) -> str | None:
         return read_plan_metadata(folder / f"{finding.stem}.plan").plan_sha256
     except (OSError, ValueError):
         return None
+
+
+def _being_built(folder: Path, stem: str) -> bool | None:
+    """Whether another process holds the entry's build lock (a build writes its temporaries under it); None where
+    the folder's files cannot be locked (an NFS home without its lock service). Opened read-only, so that a listing
+    creates no lock file."""
+    try:
+        descriptor = os.open(folder / f"{stem}.lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return False  # a build makes its lock file before anything else
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)  # closing it lets go of a lock taken here
+    return False
 
 
 @contextmanager

@@ -126,11 +126,40 @@ def test_prune_leaves_an_entry_another_process_is_building(monkeypatch: pytest.M
     temporary.write_bytes(b"being written")
     with open(plan.with_suffix(".lock"), "a+b") as holder:  # another open file: flock sees another process
         fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        assert doctor(["--prune"]) == 0
+        listed = capsys.readouterr().out
         assert doctor(["--prune", "--yes"]) == 0
     out = capsys.readouterr().out
+    # The listing does not call the build's temporary a killed build's, nor count it among what --yes removes.
+    assert f"keeps {temporary.name}, 1 KB: a temporary file of a build in progress (another process holds its lock)" \
+        in listed
+    assert "killed" not in listed
     assert f"left {plan.name}: another process is building it" in out
-    assert f"left {temporary.name}: another process is building it" in out
     assert plan.exists() and temporary.exists()
+
+
+def test_prune_keeps_a_temporary_where_the_cache_cannot_be_locked(monkeypatch: pytest.MonkeyPatch,
+                                                                  tiny_model_files: dict[str, Path], cache: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """On an NFS home without its lock service no lock says whether a build is still writing a temporary (another
+    machine's, maybe): it is kept and the line says why."""
+    import errno
+
+    import unetrt.plan_prune as plan_prune
+
+    install_fake_tensorrt_gpu(monkeypatch, version="10.3.0")
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=cache, progress=False)
+    temporary = cache / f".{plan.name}.4242.1.tmp"
+    temporary.write_bytes(b"being written elsewhere")
+
+    def no_locks(descriptor: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(plan_prune.fcntl, "flock", no_locks)
+    assert doctor(["--prune", "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert f"keeps {temporary.name}" in out and "whether a build is still writing it cannot be told" in out
+    assert temporary.exists() and plan.exists()
 
 
 def test_prune_keeps_every_engine_that_runs_here_even_one_a_stream_runs(monkeypatch: pytest.MonkeyPatch,
