@@ -317,7 +317,8 @@ def _being_built(folder: Path, stem: str) -> bool | None:
     except OSError:
         return None
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Shared: on NFS, flock is emulated by fcntl locks, and an exclusive one needs a file open for writing.
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     except OSError:
