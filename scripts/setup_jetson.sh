@@ -127,15 +127,31 @@ install_into_venv() {
   say "unetrt (UNETRT_CUDA=$cuda)"
   UNETRT_CUDA=$cuda UNETRT_CUDA_ARCHS=${UNETRT_CUDA_ARCHS:-} "${pip[@]}" -c "$constraints" --no-build-isolation \
     -e . >>"$log" 2>&1 || { tail -n 30 "$log" >&2; fail "pip install of unetrt failed; see $log"; }
-  "$venv/bin/python" - <<'PY' || exit 1
+  "$venv/bin/python" - "$python" <<'PY' || exit 1
 import importlib.metadata as metadata
+import os
 import sys
+from pathlib import Path
 
 import numpy
 
-wheels = [d.metadata["Name"] for d in metadata.distributions() if (d.metadata["Name"] or "").lower().startswith("opencv")]
+system_python = sys.argv[1]
+wheels = []
+for dist in metadata.distributions():
+    name = dist.metadata["Name"] or ""
+    if not name.lower().startswith("opencv"):
+        continue
+    folder = Path(str(dist.locate_file(""))).resolve()
+    # The venv's pip leaves a wheel outside the venv where it is ('Not uninstalling ... outside environment', exit 0:
+    # pypa/pip issues 3352, 5176): a 'pip3 install opencv-python' of a Jetson tutorial, in ~/.local or /usr/local.
+    if folder.is_relative_to(Path(sys.prefix).resolve()):
+        remove = f"{sys.executable} -m pip uninstall {name}"
+    else:
+        sudo = "" if folder.stat().st_uid == os.geteuid() else "sudo "
+        remove = f"{sudo}{system_python} -m pip uninstall {name}"
+    wheels.append(f"{name} {dist.version} in {folder} (remove it: {remove})")
 if wheels:
-    sys.exit(f"error: OpenCV wheels {wheels} shadow JetPack's OpenCV in this venv: pip uninstall {' '.join(wheels)}")
+    sys.exit(f"error: OpenCV wheels shadow JetPack's OpenCV (built with GStreamer) in this venv: {'; '.join(wheels)}")
 if int(numpy.__version__.split(".")[0]) >= 2:
     sys.exit(f"error: NumPy {numpy.__version__} in this venv: JetPack's cv2 and TensorRT need 1.x: pip install 'numpy<2'")
 PY

@@ -818,3 +818,38 @@ def test_setup_help_is_the_scripts_header_comment_alone(checkout: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "Usage: scripts/setup_venv.sh [extras]" in done.stdout, done.stdout + done.stderr
     assert not (checkout / "pip.log").exists()
+
+
+def _setup_jetson_package_check() -> str:
+    """The Python check setup_jetson.sh runs in the venv after the install (OpenCV wheels, NumPy 2)."""
+    script = (REPO / "scripts" / "setup_jetson.sh").read_text()
+    return script.split("<<'PY' || exit 1\n", 1)[1].split("\nPY\n", 1)[0]
+
+
+@pytest.mark.parametrize("own_folder", [True, False], ids=["user-site", "system-wide"])
+def test_setup_jetson_names_the_uninstall_that_removes_an_opencv_wheel_outside_the_venv(tmp_path: Path,
+                                                                                        own_folder: bool) -> None:
+    """A Jetson tutorial's 'pip3 install opencv-python' puts the wheel in ~/.local (or /usr/local with sudo), which a
+    venv made with --system-site-packages sees before JetPack's cv2. The check said 'pip uninstall opencv-python',
+    which in the venv answers 'Not uninstalling opencv-python at ..., outside environment' and exits 0 (pypa/pip
+    issues 3352 and 5176): rerun after rerun stopped on the same line. It names where the wheel is and the system
+    Python's pip that removes it, with sudo where the folder is another user's."""
+    site = tmp_path / "site-packages"
+    info = site / "opencv_python-4.10.0.84.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: opencv-python\nVersion: 4.10.0.84\n")
+    # JetPack's NumPy 1.x; -S below keeps this Python's own packages (its OpenCV wheel among them) out of sight.
+    (site / "numpy").mkdir()
+    (site / "numpy" / "__init__.py").write_text("__version__ = '1.26.4'\n")
+    if not own_folder:
+        # /usr/local/lib/python3.10/dist-packages: another user's (root's) folder.
+        if os.geteuid() != 0:
+            pytest.skip("making a folder another user's needs root")
+        os.chown(site, 65534, 65534)
+    done = subprocess.run([sys.executable, "-S", "-", "/usr/bin/python3"], input=_setup_jetson_package_check(),
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(site)})
+    assert done.returncode == 1
+    sudo = "" if own_folder else "sudo "
+    assert done.stderr == (f"error: OpenCV wheels shadow JetPack's OpenCV (built with GStreamer) in this venv: "
+                           f"opencv-python 4.10.0.84 in {site} (remove it: {sudo}/usr/bin/python3 -m pip uninstall "
+                           "opencv-python)\n"), done.stderr
