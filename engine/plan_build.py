@@ -232,8 +232,10 @@ def _progress_monitor(cancel: threading.Event, bars: bool) -> Any:
             self._noted = now
             bar = self._bars.get(phase_name)
             total = f"/{bar.total}" if bar is not None and bar.total else ""
+            # Nothing about where it goes: the build's first line says it (the cache, this run's own folder, or
+            # unet-build's output), where 'it is cached once built' was wrong for two of them.
             print(f"unetrt: still building the TensorRT engine ({now - self._started:.0f} s so far; {phase_name} "
-                  f"{step + 1}{total}); it is cached once built", file=sys.stderr, flush=True)
+                  f"{step + 1}{total})", file=sys.stderr, flush=True)
 
         def phase_start(self, phase_name: str, parent_phase: str, num_steps: int) -> None:
             with self._lock:

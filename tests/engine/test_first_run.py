@@ -1051,8 +1051,30 @@ def test_a_first_build_logged_to_a_file_says_it_is_still_building(first_run: Pat
         assert segmenter.backend.name == "tensorrt"
     notes = [line for line in capsys.readouterr().err.splitlines() if "still building the TensorRT engine" in line]
     assert len(notes) == 220 // 30, notes
-    assert notes[0] == ("unetrt: still building the TensorRT engine (30 s so far; Tactic selection 3/20); it is "
-                        "cached once built")
+    assert notes[0] == "unetrt: still building the TensorRT engine (30 s so far; Tactic selection 3/20)"
+
+
+def test_a_build_logged_to_a_file_promises_no_cache_it_does_not_write(first_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A service on a read-only root file system: the build line said this run's engine is removed when it ends and
+    every start builds again, and each line every 30 s then said 'it is cached once built'."""
+    import types
+
+    from unetrt import plan_build
+
+    readings = iter(range(0, 10_000, 10))
+    monkeypatch.setattr(plan_build, "time", types.SimpleNamespace(monotonic=lambda: float(next(readings))))
+    act_during_build(monkeypatch, lambda: None, steps=20, step_s=0)
+    blocker = tmp_path / "readonly"
+    blocker.write_text("a file where the cache's parent folder should be")
+    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(blocker / "engines"))
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    err = capsys.readouterr().err
+    assert "every start will build again" in err
+    notes = [line for line in err.splitlines() if "still building the TensorRT engine" in line]
+    assert notes and not any("cached" in line for line in notes), notes
 
 
 @pytest.mark.parametrize("volume", [False, True], ids=["container-layer", "mounted-volume"])
