@@ -37,6 +37,7 @@ from .plan_cache import (
     CacheLookup,
     NoCacheFolderError,
     cache_usage,
+    cache_write_problem,
     engine_cache_dir,
     kept_for_later_starts,
     look_up,
@@ -181,10 +182,17 @@ def report(args: argparse.Namespace) -> Report:
                          f"drop --build or {asked}")
     numpy = _version("numpy")
     opencv, has_opencv = _opencv_line()
+    unwritable = None
     try:
         folder = engine_cache_dir()
         # A month of engines (other precisions, working sizes, modules, model files) fills a small SD card.
-        cache = f"engine cache: {folder}: {cache_usage(folder)} (set {ENGINE_CACHE_ENV} to move it)"
+        usage = cache_usage(folder)
+        cache = f"engine cache: {folder}: {usage} (set {ENGINE_CACHE_ENV} to move it)"
+        # A read-only root file system: its prebuilt engines load, any other is built at every start (minutes).
+        unwritable = cache_write_problem(folder)
+        if unwritable is not None:
+            cache = (f"engine cache: {folder}: {usage}; cannot be written ({unwritable}): an engine not cached "
+                     f"there is built at every start; set {ENGINE_CACHE_ENV} to a writable folder")
     except NoCacheFolderError as exc:
         cache = f"engine cache: none: {exc}"
     index = 0 if args.device == "cpu" else parse_device(args.device)
@@ -195,7 +203,7 @@ def report(args: argparse.Namespace) -> Report:
         problems.append("unet-stream cannot run without OpenCV (the OpenCV line says how to get it)")
     unbuilt = None if args.build else _unbuilt_engine(args)
     if unbuilt is not None:
-        lines.append(_unbuilt_line(args, *unbuilt))
+        lines.append(_unbuilt_line(args, *unbuilt, cached_later=unwritable is None))
         return Report(lines, problems)
     backend = open_backend(args.model, args.backend, args.device, args.precision, build=args.build,
                            working_size=args.working_size)
@@ -257,31 +265,37 @@ def _tensorrt_start_failure() -> str | None:
     return None
 
 
-def _unbuilt_line(args: argparse.Namespace, choices: list[ModelChoice], cached: CacheLookup) -> str:
+def _unbuilt_line(args: argparse.Namespace, choices: list[ModelChoice], cached: CacheLookup,
+                  cached_later: bool = True) -> str:
     """The last line where the stream's TensorRT engine is not built yet: what runs once it is, how to build it, and
-    what ``--no-build`` runs until then (the fallback is opened by name, so no note about a --no-build not given)."""
+    what ``--no-build`` runs until then (the fallback is opened by name, so no note about a --no-build not given);
+    with ``cached_later`` False (a cache that cannot be written), that every start builds it."""
     asked = [f"--{name} {shlex.quote(str(value))}" for name, value, default in [
         ("model", args.model, "camvid"), ("backend", args.backend, "auto"), ("precision", args.precision, "auto"),
         ("device", args.device, "auto")] if value != default]
     if args.working_size is not None:
         asked.append("--size {}x{}".format(*args.working_size))
-    start = "first" if cached.empty else "next"
+    if cached_later:
+        builds = (f"its {'first' if cached.empty else 'next'} start builds it (minutes on a Jetson; "
+                  f"{' '.join(['python -m unetrt.doctor --build', *asked])} builds it now)")
+        until = "until then, "
+    else:  # --build would cache nothing either (it ends in an error there)
+        builds, until = "every start builds it (minutes on a Jetson, as the cache cannot be written)", ""
     line = (f"unet-stream --model {args.model} runs on: tensorrt {choices[0].precision} once its engine is built: "
-            f"{cached.note()}, so its {start} start builds it (minutes on a Jetson; "
-            f"{' '.join(['python -m unetrt.doctor --build', *asked])} builds it now)")
+            f"{cached.note()}, so {builds}")
     if len(choices) < 2:
-        return f"{line}; until then, --no-build stops"
+        return f"{line}; {until}--no-build stops"
     try:
         fallback = open_backend(args.model, choices[-1].backend, args.device, args.precision, build=False,
                                 working_size=args.working_size)
     except (ImportError, ValueError) as exc:
         # --device cuda on a Jetson: the fallback is ONNX Runtime's CUDA provider, which JetPack's pip has not.
-        return f"{line}; until then, --no-build stops: {exc}"
+        return f"{line}; {until}--no-build stops: {exc}"
     try:
         what = " ".join(str(part) for part in (fallback.name, fallback.precision, fallback.device) if part)
     finally:
         fallback.close()
-    return f"{line}; until then, with --no-build: {what}"
+    return f"{line}; {until}with --no-build: {what}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -414,6 +414,30 @@ def _user_name(uid: int) -> str:
         return str(uid)
 
 
+def _blocking_file(folder: Path) -> Path | None:
+    """A file where ``folder`` or a folder above it should be (mkdir reads "File exists" or "Not a directory")."""
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+
+
+def cache_write_problem(folder: Path) -> str | None:
+    """Why no engine can be cached in ``folder``, found without creating anything (for a report): a file in its
+    place, or a nearest existing folder this process cannot write (a read-only root file system); None where one
+    can, as far as permissions tell.
+
+    Example:
+        >>> cache_write_problem(Path("/proc/unetrt/engines"))  # doctest: +SKIP
+        'Read-only file system'
+    """
+    blocker = _blocking_file(folder)
+    if blocker is not None:
+        return f"{blocker} is a file, not a folder"
+    existing = _nearest_existing(folder)
+    if existing is None or os.access(existing, os.W_OK | os.X_OK):
+        return None
+    read_only = hasattr(os, "statvfs") and os.statvfs(existing).f_flag & os.ST_RDONLY
+    return "Read-only file system" if read_only else "Permission denied"
+
+
 def _writable_folder(folder: Path, stem: str) -> Path:
     """``folder`` when an engine can be cached there, else a private folder for this process.
 
@@ -430,8 +454,7 @@ def _writable_folder(folder: Path, stem: str) -> Path:
             pass
     except OSError as exc:
         fallback = _private_folder(_private_folder_parents()[0])
-        # A file where the folder (or one above it) should be reads "File exists" or "Not a directory": name it.
-        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        blocker = _blocking_file(folder)
         reason = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or exc
         _announce(f"cannot write the engine cache {folder} ({reason}); this run builds into "
                   f"{fallback}, and every start will build again: set {ENGINE_CACHE_ENV} to a writable folder"

@@ -271,6 +271,36 @@ def test_doctor_build_that_cannot_cache_the_engine_fails_after_its_report(
     assert doctor(["--build"]) == 0 and "error" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("blocked", ["file-in-the-way", "read-only"])
+def test_the_doctor_says_a_cache_that_cannot_be_written_makes_every_start_build(
+        blocked: str, first_run: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A read-only root file system (overlayroot on a kiosk Jetson) or a file where the cache should be: the plain
+    report said the cache was empty and 'its first start builds it (... python -m unetrt.doctor --build builds it
+    now)', where every start builds it and --build caches nothing; the report says so, and builds nothing."""
+    from unetrt import plan_cache
+    from unetrt.doctor import main as doctor
+
+    _pycuda_installed(monkeypatch)
+    if blocked == "read-only":
+        folder = tmp_path / "ro" / "engines"
+        (tmp_path / "ro").mkdir()
+        monkeypatch.setattr(plan_cache.os, "access", lambda path, mode, **_: Path(path) != tmp_path / "ro")
+        reason = "Permission denied"
+    else:
+        (tmp_path / "readonly").write_text("a file where the cache's parent folder should be")
+        folder = tmp_path / "readonly" / "engines"
+        reason = f"{tmp_path / 'readonly'} is a file, not a folder"
+    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(folder))
+    assert doctor([]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[5] == (f"engine cache: {folder}: empty; cannot be written ({reason}): an engine not cached there "
+                        "is built at every start; set UNETRT_ENGINE_CACHE to a writable folder"), lines[5]
+    assert ("none is cached, so every start builds it (minutes on a Jetson, as the cache cannot be written); with "
+            "--no-build: ") in lines[-1] and "doctor --build builds it now" not in lines[-1], lines[-1]
+    assert builds() == 0 and not folder.exists()
+
+
 def test_a_disk_that_fills_up_during_the_first_build_still_ends_on_tensorrt(
         first_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A Jetson's SD card full by the time the engine is written: the run uses the engine it built (minutes),
