@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import sys
 import threading
 import time
@@ -1031,6 +1032,41 @@ def test_a_missing_camera_is_reported_before_the_first_build(first_run: Path,
     err = capsys.readouterr().err
     assert f"camera {device!r} does not exist" in err and "building a TensorRT engine" not in err
     assert builds() == 0
+
+
+def test_a_csi_camera_and_the_live_view_open_after_the_first_build(first_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/jetson.md: during the first build of `unet-stream csi://0 http://0.0.0.0:8080` the camera is not opened
+    (Argus is not held for minutes) and the live view's port does not answer yet; a CSI sensor that is not connected
+    is found once the engine is built and cached, which the next start loads."""
+    from unetrt.stream import sources
+    from unetrt.stream.cli import main
+
+    monkeypatch.setattr(sources, "opencv_has_gstreamer", lambda: True)
+    opened: list[str] = []
+    real_open = sources.VideoCaptureSource.open
+
+    def recording_open(self: sources.VideoCaptureSource) -> None:
+        opened.append(self.name)
+        real_open(self)
+
+    monkeypatch.setattr(sources.VideoCaptureSource, "open", recording_open)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    seen: list[tuple[list[str], bool]] = []
+
+    def look() -> None:
+        with socket.socket() as client:
+            listening = client.connect_ex(("127.0.0.1", port)) == 0
+        seen.append((list(opened), listening))
+
+    act_during_build(monkeypatch, look, steps=5, step_s=0)
+    assert main(["csi://0", f"http://127.0.0.1:{port}", "--wait", "0"]) == 2
+    assert seen == [([], False)]
+    err = capsys.readouterr().err
+    assert "cannot open csi 'csi://0'; check that a camera is connected as sensor 0" in err
+    assert opened == ["csi://0"] and builds() == 1 and len(list(first_run.glob("*.plan"))) == 1
 
 
 @pytest.mark.parametrize("override", [None, "~/engines"], ids=["default", "tilde-in-UNETRT_ENGINE_CACHE"])
