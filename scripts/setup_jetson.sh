@@ -32,6 +32,14 @@ for argument in "$@"; do
 done
 venv=${VENV:-.venv}
 python=${PYTHON:-/usr/bin/python3}
+# Under sudo the venv, build/ and the engine cache would be root's: the user's streams would build an engine of their
+# own (minutes) and the user's next run would fail on root's log file. A root shell of its own (a container) has no
+# SUDO_USER.
+if [ "$(id -u)" -eq 0 ] && [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+  echo "error: run it as $SUDO_USER, without sudo (bash $0): it makes $venv and the engine cache for the user who" \
+       "runs the streams, where sudo leaves root's files in this checkout and builds root's engine cache" >&2
+  exit 2
+fi
 log=build/setup_jetson.log
 mkdir -p build
 : >"$log"

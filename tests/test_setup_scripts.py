@@ -466,6 +466,29 @@ def test_setup_jetson_refuses_an_unknown_option(checkout: Path) -> None:
     assert not (checkout / ".venv").exists()
 
 
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_setup_jetson_run_with_sudo_is_one_line_and_makes_nothing(checkout: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """'sudo bash scripts/setup_jetson.sh' (Jetson guides run installs with sudo) made a root-owned .venv and build/
+    in the user's checkout and built root's engine cache: the user's streams then built their own engine (minutes)
+    and the user's next run of the script failed on 'build/setup_jetson.log: Permission denied'. A root shell of
+    its own (a container) is not refused: no SUDO_USER there."""
+    _make_jetson(checkout, *ORIN_JETPACK_6)
+    stand_in_id = checkout / "stand-ins" / "id"
+    stand_in_id.write_text('#!/bin/sh\n[ "$1" = -u ] && echo 0\n')
+    stand_in_id.chmod(0o755)
+    monkeypatch.setenv("SUDO_USER", "me")
+    done = _run_setup_jetson(checkout, "--no-engine")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == ("error: run it as me, without sudo (bash scripts/setup_jetson.sh): it makes .venv and "
+                           "the engine cache for the user who runs the streams, where sudo leaves root's files in "
+                           "this checkout and builds root's engine cache\n"), done.stderr
+    assert not (checkout / ".venv").exists() and not (checkout / "build").exists()
+    monkeypatch.delenv("SUDO_USER")
+    done = _run_setup_jetson(checkout, "--no-engine")  # root in a container: no SUDO_USER
+    assert done.returncode == 0, done.stderr
+
+
 def _pip_calls(checkout: Path) -> list[str]:
     """Every pip call the stand-in python saw since the checkout was made: 'CUDA_ROOT=... <pip's arguments>'."""
     log = checkout / "pip.log"
