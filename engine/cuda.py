@@ -222,6 +222,24 @@ def check(status: int, what: str) -> None:
         raise RuntimeError(f"{what} failed with CUDA error {status}")
 
 
+class NoSuchDeviceError(ValueError):
+    """A CUDA device index this machine does not have (``cuda:1`` on a one-GPU Jetson): the caller's mistake, which
+    no other backend answers, so an automatic choice stops on it rather than fall back."""
+
+
+def check_device_exists(ordinal: int, count: int) -> None:
+    """Refuse a device index outside ``0 .. count - 1``.
+
+    Raises:
+        NoSuchDeviceError: naming the index and how many devices there are.
+
+    Example:
+        >>> check_device_exists(0, 1)
+    """
+    if not 0 <= ordinal < count:
+        raise NoSuchDeviceError(f"CUDA device {ordinal} does not exist; this machine has {count} CUDA device(s)")
+
+
 class GpuResourceError(ValueError):
     """The GPU cannot give what was asked for now (memory, a context, a stream): nothing is wrong with the model or
     the input, and fewer programs on the GPU may let it succeed. A cached TensorRT engine is kept for it."""
@@ -330,8 +348,7 @@ class PrimaryContext:
         count = start_cuda()
         import pycuda.driver as cuda
 
-        if not 0 <= ordinal < count:
-            raise ValueError(f"CUDA device {ordinal} does not exist; this machine has {count} CUDA device(s)")
+        check_device_exists(ordinal, count)
         self.ordinal = ordinal
         self.device = cuda.Device(ordinal)
         # The retain goes straight into a holder whose release is registered before it: an interrupt anywhere after

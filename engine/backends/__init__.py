@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from ..bundled import bundled_cpu_precision, bundled_model_names, bundled_model_path, bundled_precision_path
 from ..cpu import check_threads
+from ..cuda import NoSuchDeviceError
 from ..model_file import file_precision
 from ..paths import check_file, check_utf8_name
 from .base import Backend, DeviceBackend, check_batch
@@ -340,6 +341,8 @@ def open_backend(model: str | Path, backend: str = "auto", device: str = "auto",
     for choice in preferred:
         try:
             return _open_choice(choice, device, build, working_size, options)
+        except NoSuchDeviceError:
+            raise  # 'cuda:1' on a one-GPU machine: the next backend has no such device either
         except (ImportError, LookupError, ValueError) as exc:
             print(f"unetrt: no TensorRT engine ({exc}); running {last.backend} instead", file=sys.stderr, flush=True)
     return _open_choice(last, device, build, working_size, options)

@@ -49,6 +49,7 @@ from ..cuda import (
     GraphCache,
     PrimaryContext,
     allocation_refused,
+    check_device_exists,
     cuda_ordinal,
     gpu_resources,
     read_cuda_array,
@@ -313,8 +314,7 @@ def gpu_identity(index: int = 0) -> GpuIdentity:
     count = start_cuda()
     import pycuda.driver as cuda
 
-    if not 0 <= index < count:
-        raise ValueError(f"CUDA device {index} does not exist; this machine has {count} CUDA device(s)")
+    check_device_exists(index, count)
     device = cuda.Device(index)
     major, minor = device.compute_capability()
     multiprocessors = int(device.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT))

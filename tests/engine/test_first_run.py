@@ -1518,3 +1518,19 @@ def test_the_doctor_on_a_gpu_the_machine_lacks_is_one_line(first_run: Path, gpu:
     _pycuda_installed(monkeypatch)
     assert doctor(["--device", "cuda:2"]) == 2
     assert capsys.readouterr().err == ("error: CUDA device 2 does not exist; this machine has 2 CUDA device(s)\n")
+
+
+def test_a_gpu_the_machine_lacks_is_one_line_for_a_stream_and_a_segmenter_too(
+        first_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--device cuda:1` on an Orin (one GPU; a desktop's config copied over): the automatic choice took the missing
+    device for TensorRT's failure, said it ran ONNX Runtime instead, and then stopped on 'this onnxruntime has no
+    CUDA provider; install onnxruntime-gpu', a fix that does not exist on a Jetson. It is the caller's mistake,
+    whatever runs the model: one line naming the devices there are, as the doctor says it."""
+    from unetrt.stream.cli import main as stream
+
+    line = "CUDA device 1 does not exist; this machine has 1 CUDA device(s)"
+    assert stream(["sample", str(tmp_path / "out.mp4"), "--device", "cuda:1", "--headless"]) == 2
+    assert capsys.readouterr().err == f"error: {line}\n"
+    with pytest.raises(ValueError, match=re.escape(line)):
+        Segmenter("camvid", device="cuda:1")
+    assert capsys.readouterr().err == "" and builds() == 0
