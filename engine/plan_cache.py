@@ -414,8 +414,13 @@ def _user_name(uid: int) -> str:
         return str(uid)
 
 
-def _blocking_file(folder: Path) -> Path | None:
-    """A file where ``folder`` or a folder above it should be (mkdir reads "File exists" or "Not a directory")."""
+def blocking_file(folder: Path) -> Path | None:
+    """A file where ``folder`` or a folder above it should be (mkdir reads "File exists" or "Not a directory").
+
+    Example:
+        >>> blocking_file(Path("/etc/hostname/engines"))  # doctest: +SKIP
+        PosixPath('/etc/hostname')
+    """
     return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
 
 
@@ -428,7 +433,7 @@ def cache_write_problem(folder: Path) -> str | None:
         >>> cache_write_problem(Path("/proc/unetrt/engines"))  # doctest: +SKIP
         'Read-only file system'
     """
-    blocker = _blocking_file(folder)
+    blocker = blocking_file(folder)
     if blocker is not None:
         return f"{blocker} is a file, not a folder"
     existing = _nearest_existing(folder)
@@ -454,7 +459,7 @@ def _writable_folder(folder: Path, stem: str) -> Path:
             pass
     except OSError as exc:
         fallback = _private_folder(_private_folder_parents()[0])
-        blocker = _blocking_file(folder)
+        blocker = blocking_file(folder)
         reason = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or exc
         _announce(f"cannot write the engine cache {folder} ({reason}); this run builds into "
                   f"{fallback}, and every start will build again: set {ENGINE_CACHE_ENV} to a writable folder"

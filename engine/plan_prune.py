@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .backends.tensorrt import tensorrt_release
 from .plan_build import file_sha256
-from .plan_cache import PlanKey, cache_usage, why_not_here
+from .plan_cache import PlanKey, blocking_file, cache_usage, why_not_here
 from .plan_metadata import GpuIdentity, PlanMetadata, metadata_path, read_plan_metadata
 
 # MODEL-PRECISION-KEY.plan and its .plan.json (plan_cache.PlanKey.stem); a killed build's temporaries of them
@@ -120,7 +120,9 @@ def survey(folder: Path, tensorrt_version: str, gpus: list[GpuIdentity], hidden:
     except FileNotFoundError:
         names = []
     except NotADirectoryError as exc:
-        raise ValueError(f"the engine cache {folder} is a file, not a folder: nothing to prune there") from exc
+        blocker = blocking_file(folder)
+        what = "is" if blocker in (None, folder) else f"cannot exist: {blocker} is"
+        raise ValueError(f"the engine cache {folder} {what} a file, not a folder: nothing to prune there") from exc
     regular = {name for name in names if _regular(folder / name)}
     foreign = [name for name in names if name not in regular]
     stems: dict[str, None] = {}

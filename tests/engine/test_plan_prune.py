@@ -245,6 +245,18 @@ def test_a_cache_that_is_a_file_is_one_line(cache: Path, monkeypatch: pytest.Mon
     assert err == f"error: the engine cache {cache} is a file, not a folder: nothing to prune there\n"
 
 
+def test_a_cache_under_a_file_names_that_file(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """UNETRT_ENGINE_CACHE=FILE/engines: the line said the engine cache FILE/engines was a file, where FILE is."""
+    install_fake_tensorrt_gpu(monkeypatch)
+    cache.parent.joinpath("blocker").write_text("not a folder")
+    folder = cache.parent / "blocker" / "engines"
+    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(folder))
+    assert doctor(["--prune"]) == 2
+    assert capsys.readouterr().err == (f"error: the engine cache {folder} cannot exist: {folder.parent} is a file, "
+                                       "not a folder: nothing to prune there\n")
+
+
 def test_a_plan_being_read_as_it_is_removed_is_read_whole(monkeypatch: pytest.MonkeyPatch,
                                                           tiny_model_files: dict[str, Path], cache: Path) -> None:
     """Another process (a venv of the older TensorRT) has the old plan open as --prune --yes removes it: the file
