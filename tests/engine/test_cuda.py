@@ -48,3 +48,11 @@ def test_an_automatic_choice_in_a_fork_of_a_cuda_process_is_refused_not_run_on_t
         Segmenter("camvid").close()
 
     assert_refused_naming_spawn(in_a_fork(open_automatically))
+
+
+def test_a_context_on_the_device_after_the_last_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuda:1 on a one-GPU machine (devices count from 0): the line naming how many there are, not pycuda's
+    'invalid device ordinal' from inside the context's creation."""
+    install_fake_gpu(monkeypatch)
+    with pytest.raises(ValueError, match=r"^CUDA device 1 does not exist; this machine has 1 CUDA device\(s\)$"):
+        PrimaryContext(1)

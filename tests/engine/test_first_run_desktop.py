@@ -217,6 +217,39 @@ def test_a_driver_older_than_the_wheels_cuda_names_the_driver_and_the_other_whee
     assert builds() == 0
 
 
+def test_tensorrt_failing_on_a_driver_new_enough_for_its_wheels_does_not_blame_the_driver(
+        home: Path, gpu: FakeGpu, cuda_13_wheels: None) -> None:
+    """The r580 driver (CUDA 13.0) runs the CUDA 13 wheels: TensorRT failing to start there (no memory left for its
+    context) is not the driver's version, and the line does not send the user to a driver update."""
+    from unetrt.backends.tensorrt import start_tensorrt
+
+    gpu.driver_version = 13000
+
+    def null(logger: object) -> object:
+        raise TypeError("pybind11::init(): factory function returned nullptr")
+
+    with pytest.raises(ValueError, match=r"^TensorRT could not start on this GPU \(.*nullptr\): CUDA failed to "
+                                         r"initialise under it; "):
+        start_tensorrt(null)
+
+
+def test_a_lean_runtime_of_another_cuda_does_not_hide_the_drivers_line(home: Path, gpu: FakeGpu,
+                                                                        cuda_13_wheels: None, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA 12 lean runtime (pip install tensorrt-lean-cu12, for prebuilt engines) beside the full CUDA 13 wheels
+    on the r570 driver: the full wheels are what fails to start, and the line still names their CUDA and the
+    driver."""
+    import tensorrt as trt
+
+    from unetrt.backends.tensorrt import start_tensorrt
+
+    gpu.driver_version = 12080
+    _site_packages(tmp_path / "lean", monkeypatch, {}, {"tensorrt-lean-cu12": "10.13.0"})
+    with pytest.raises(ValueError, match=r"^TensorRT 11\.0\.0 could not start: its wheels \(tensorrt-cu13\) are "
+                                         r"built for CUDA 13 and this NVIDIA driver supports CUDA 12\.8; "):
+        start_tensorrt(trt.Runtime)
+
+
 def test_an_nfs_home_without_a_lock_service_still_caches_the_engine(home: Path, gpu: FakeGpu, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
@@ -290,3 +323,17 @@ def test_onnxruntime_gpu_without_its_cuda_libraries_is_named_not_run_on_the_cpu_
     assert len(warned) == 1 and fix in str(warned[0].message) and "device='cpu'" in str(warned[0].message)
     assert stream(["sample", str(tmp_path / "out.mp4"), "--device", "cuda", "--max-frames", "2", "--headless"]) == 2
     assert "ONNX Runtime's CUDA provider did not load" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_onnxruntime_gpu_without_its_cuda_libraries_stops_a_numbered_device_too(
+        gpu: FakeGpu, monkeypatch: pytest.MonkeyPatch) -> None:
+    """device='cuda:0' (a desktop user naming the GPU) asks for the GPU as device='cuda' does: it stops with the line
+    naming the libraries, not a warning and a run on the CPU."""
+    from fakes.cuda import install_fake_gpu
+    from fakes.onnxruntime_cuda import install_fake_onnxruntime_cuda
+
+    install_fake_gpu(monkeypatch, gpu)
+    install_fake_onnxruntime_cuda(monkeypatch, gpu).libraries = False
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(ValueError, match=r"^device 'cuda:0' asked, but ONNX Runtime's CUDA provider did not load"):
+        Segmenter("camvid", device="cuda:0", warm_up=False)

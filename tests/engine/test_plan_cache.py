@@ -472,3 +472,72 @@ def test_an_engine_unusable_for_two_reasons_names_both(monkeypatch: pytest.Monke
     assert note.startswith(f"none that runs here is cached ({plan.name}, ")
     assert (f": built by TensorRT 10.3.0, this is 10.4.0, built for {gpu.name} (sm_87, 16 SMs), this is {gpu.name} "
             f"(sm_87, 8 SMs); kept beside the new one: rm {plan} {plan}.json frees it)") in note, note
+
+
+def test_half_an_entry_is_named_not_taken_for_none(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    """A plan whose metadata was removed (a hand clean-up that stopped half way): the doctor's note names that entry
+    and why it cannot be used, not 'none is cached' (which made its next start the 'first')."""
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
+    metadata_path(plan).unlink()
+    lookup = look_up(plan_key(tiny_model_files["onnx"]), tiny_model_files["onnx"], cache_dir=tmp_path)
+    assert not lookup.missing and not lookup.empty
+    assert lookup.note() == (f"the cached {plan.name} cannot be used (its metadata is missing); the next build "
+                             "replaces it")
+
+
+def test_a_cache_that_cannot_be_locked_is_announced_once(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """An NFS cache without its lock service: each build finds its entry unlockable, and the line saying so and what
+    it costs comes once per folder, not once per engine."""
+    import errno
+    import fcntl
+
+    real = fcntl.flock
+
+    def no_lock_service(descriptor: int, operation: int) -> None:
+        if Path(f"/proc/self/fd/{descriptor}").resolve().is_relative_to(tmp_path):
+            raise OSError(errno.ENOLCK, "No locks available")
+        real(descriptor, operation)
+
+    monkeypatch.setattr(fcntl, "flock", no_lock_service)
+    for precision in ("fp16", "fp32"):
+        cached_plan(tiny_model_files["onnx"], precision, cache_dir=tmp_path, progress=False)
+    assert builds() == 2
+    assert capsys.readouterr().err.count("cannot lock files in the engine cache") == 1
+
+
+def test_no_build_names_the_damage_of_its_own_entry_before_an_older_one(monkeypatch: pytest.MonkeyPatch,
+                                                                        tiny_model_files: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
+    """Two venvs, TensorRT 10.4.0 and 10.3.0, share the cache, and 10.4.0's plan was cut short: --no-build's error
+    gives that entry's own problem, not the older TensorRT's engine beside it."""
+    install_fake_tensorrt_gpu(monkeypatch, version="10.4.0")
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
+    install_fake_tensorrt_gpu(monkeypatch, version="10.3.0")
+    older = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path)
+    install_fake_tensorrt_gpu(monkeypatch, version="10.4.0")
+    plan.write_bytes(plan.read_bytes()[:100])
+    assert older.exists() and older != plan
+    with pytest.raises(PlanNotCachedError, match=r"\(its plan is truncated or replaced \(checksum mismatch\)\); "):
+        cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path, build=False)
+
+
+def test_an_older_tensorrts_engine_of_the_other_gpu_is_not_that_gpus(monkeypatch: pytest.MonkeyPatch,
+                                                                      tiny_model_files: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    """A desktop with two kinds of GPU after a TensorRT upgrade: GPU 1's engine of the older TensorRT runs on no GPU,
+    so device 0's note offers its rm, where GPU 1's engine of this TensorRT is that GPU's, kept."""
+    from unetrt.backends.tensorrt import machine_gpus
+
+    two = {"count": 2, "integrated": False, "kinds": {1: ("NVIDIA RTX A4000", (8, 6), 48)}}
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(name="NVIDIA GeForce RTX 4090", compute_capability=(8, 9),
+                                                   multiprocessors=128, **two), version="10.3.0")
+    older = cached_plan(tiny_model_files["onnx"], device_index=1, cache_dir=tmp_path)
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(name="NVIDIA GeForce RTX 4090", compute_capability=(8, 9),
+                                                   multiprocessors=128, **two), version="10.4.0")
+    lookup = look_up(plan_key(tiny_model_files["onnx"]), tiny_model_files["onnx"], cache_dir=tmp_path,
+                     gpus=machine_gpus())
+    assert [(entry.plan, entry.other_gpu) for entry in lookup.stale] == [(older, None)]
+    assert f"; kept beside the new one: rm {older} {older}.json frees it)" in lookup.note()

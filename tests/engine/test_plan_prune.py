@@ -290,3 +290,143 @@ def test_prune_on_a_desktop_keeps_the_engine_of_each_gpu(monkeypatch: pytest.Mon
             "GeForce RTX 4090 (sm_89, 128 SMs) and NVIDIA RTX A4000 (sm_86, 48 SMs)") in out, out
     assert out[-1].startswith("freed ") and "; 2 engines that run here stay; " in out[-1], out
     assert all(engine.exists() for engine in engines) and not old.exists()
+
+
+def test_an_entry_whose_metadata_is_a_link_is_left_whole(monkeypatch: pytest.MonkeyPatch,
+                                                         tiny_model_files: dict[str, Path], cache: Path,
+                                                         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An older TensorRT's entry whose .plan.json someone replaced by a link to a file of theirs: the link is not the
+    cache's own, so neither half of the entry is removed (removing the plan alone would leave the link dangling)."""
+    install_fake_tensorrt_gpu(monkeypatch, version="10.3.0")
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=cache, progress=False)
+    install_fake_tensorrt_gpu(monkeypatch, version="10.4.0")
+    theirs = Path(shutil.move(metadata_path(plan), tmp_path / "theirs.json"))
+    metadata_path(plan).symlink_to(theirs)
+    assert doctor(["--prune", "--yes"]) == 0
+    out = capsys.readouterr().out
+    link = metadata_path(plan).name
+    assert f"left alone: 1 file(s) that are not the cache's own or not regular files ({link})" in out
+    assert plan.exists() and metadata_path(plan).is_symlink() and theirs.exists()
+
+
+def test_cuda_visible_devices_keeps_only_what_the_hidden_gpu_may_run(monkeypatch: pytest.MonkeyPatch,
+                                                                     tiny_model_files: dict[str, Path], cache: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Pruned with CUDA_VISIBLE_DEVICES=1: the hidden GPU's engine and timing cache of this TensorRT stay; an older
+    TensorRT's engine of a GPU not seen runs nowhere, whatever GPU it is for, and goes."""
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(name="NVIDIA GeForce RTX 2080", compute_capability=(7, 5)),
+                              version="10.3.0")
+    old = cached_plan(tiny_model_files["onnx"], cache_dir=cache, progress=False)
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(name="NVIDIA GeForce RTX 4090", compute_capability=(8, 9)),
+                              version="10.4.0")
+    hidden = cached_plan(tiny_model_files["onnx"], cache_dir=cache, progress=False)
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(name="NVIDIA RTX A4000", compute_capability=(8, 6)),
+                              version="10.4.0")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert old.exists() and hidden.exists()
+    assert doctor(["--prune", "--yes"]) == 0
+    out = _sizeless(capsys.readouterr().out.splitlines())
+    assert (f"removed {old.name}, SIZE: built by TensorRT 10.3.0, this is 10.4.0, built for NVIDIA GeForce RTX 2080 "
+            "(sm_75, 16 SMs), this is NVIDIA RTX A4000 (sm_86, 16 SMs)") in out, out
+    assert not old.exists() and hidden.exists() and (cache / "timing-10.4.0-sm_89-16sm.cache").exists()
+    assert out[-1].startswith("freed ") and "; 0 engines that run here stay; " in out[-1], out
+
+
+def test_an_engine_under_an_older_key_of_the_cache_is_removed(monkeypatch: pytest.MonkeyPatch,
+                                                              tiny_model_files: dict[str, Path], cache: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """An entry an earlier unetrt cached under another key: its TensorRT, GPU and model are this machine's, but this
+    unetrt never loads it (it builds its own), so it is not one that runs here."""
+    install_fake_tensorrt_gpu(monkeypatch)
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=cache, progress=False)
+    older = cache / f"{plan.stem[:-16]}{'0' * 16}.plan"
+    shutil.copy(plan, older)
+    shutil.copy(metadata_path(plan), metadata_path(older))
+    assert doctor(["--prune"]) == 0
+    out = _sizeless(capsys.readouterr().out.splitlines())
+    assert f"would remove {older.name}, SIZE: built by an earlier unetrt, whose engines this one builds anew" in out
+    assert out[-1].endswith("; 1 engine that runs here stays"), out
+
+
+def test_an_orin_nx_removes_the_timing_cache_of_an_agx_orin(monkeypatch: pytest.MonkeyPatch,
+                                                            tiny_model_files: dict[str, Path], cache: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """An SD card moved from an AGX Orin (16 SMs) to an Orin NX (8 SMs): the same sm_87, but TensorRT refuses a timing
+    cache of another SM count, so the AGX's goes."""
+    install_fake_tensorrt_gpu(monkeypatch)
+    cached_plan(tiny_model_files["onnx"], cache_dir=cache, progress=False)
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(multiprocessors=8))
+    assert doctor(["--prune"]) == 0
+    out = _sizeless(capsys.readouterr().out.splitlines())
+    assert ("would remove timing-10.3.0-sm_87-16sm.cache, SIZE: a timing cache for sm_87 (16 SMs), which no GPU here "
+            "is") in out, out
+
+
+def test_an_entry_rebuilt_between_the_survey_and_the_removal_is_left(monkeypatch: pytest.MonkeyPatch,
+                                                                     tiny_model_files: dict[str, Path],
+                                                                     cache: Path) -> None:
+    """A venv of the older TensorRT rebuilds its engine after --prune judged the old one: the new plan is not the one
+    judged, so it stays."""
+    from unetrt.backends.tensorrt import machine_gpus
+    from unetrt.plan_build import file_sha256
+    from unetrt.plan_prune import prune, survey
+
+    install_fake_tensorrt_gpu(monkeypatch, version="10.3.0")
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=cache, progress=False)
+    install_fake_tensorrt_gpu(monkeypatch, version="10.4.0")
+    found = survey(cache, "10.4.0", machine_gpus(), None)
+    assert plan.name in [finding.name for finding in found.removable]
+    plan.write_bytes(plan.read_bytes() + b"rebuilt")
+    write_plan_metadata(plan, replace(read_plan_metadata(plan), plan_sha256=file_sha256(plan)))
+    done = prune(found)
+    assert [(finding.name, why) for finding, why in done.left] == [(plan.name, "it was rebuilt meanwhile")]
+    assert plan.exists() and metadata_path(plan).exists()
+
+
+def test_a_model_path_that_became_a_folder_is_no_reason_to_remove(monkeypatch: pytest.MonkeyPatch,
+                                                                  tiny_model_files: dict[str, Path], cache: Path,
+                                                                  tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The model file an engine was built from is now a folder (an export unpacked in its place): like a model file
+    that is gone, nothing is said of it, and the engine stays."""
+    model = _model(tiny_model_files, tmp_path, "mine")
+    install_fake_tensorrt_gpu(monkeypatch)
+    plan = cached_plan(model, cache_dir=cache, progress=False)
+    model.unlink()
+    model.mkdir()
+    assert doctor(["--prune", "--yes"]) == 0
+    assert "nothing to remove; 1 engine that runs here stays" in capsys.readouterr().out
+    assert plan.exists()
+
+
+def test_five_foreign_files_are_all_named(monkeypatch: pytest.MonkeyPatch, cache: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    install_fake_tensorrt_gpu(monkeypatch)
+    cache.mkdir()
+    names = [f"note{index}.txt" for index in range(5)]
+    for name in names:
+        (cache / name).write_text("mine")
+    assert doctor(["--prune"]) == 0
+    assert (f"left alone: 5 file(s) that are not the cache's own or not regular files ({', '.join(names)})\n"
+            in capsys.readouterr().out)
+
+
+def test_sizes_from_half_a_mib_are_in_mb_and_below_in_kb() -> None:
+    from unetrt.plan_prune import Finding
+
+    assert Finding("a.plan", (), 3 << 18, "why", True).describe() == "a.plan, 1 MB: why"
+    assert Finding("t.cache", (), (1 << 19) - 1024, "why", True).describe() == "t.cache, 511 KB: why"
+
+
+def test_prune_where_the_driver_sees_no_gpu_removes_nothing(monkeypatch: pytest.MonkeyPatch,
+                                                            tiny_model_files: dict[str, Path], cache: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """TensorRT is installed and the driver starts but lists no GPU: every engine would read 'this machine has no
+    GPU', so --prune cannot tell which run here and removes nothing."""
+    install_fake_tensorrt_gpu(monkeypatch)
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=cache, progress=False)
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(count=0))
+    assert doctor(["--prune", "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot tell which do: no CUDA GPU is visible" in err
+    assert plan.exists()
