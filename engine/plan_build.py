@@ -60,6 +60,7 @@ from .backends.tensorrt import (
     tensorrt_major,
     tensorrt_release,
 )
+from .build_watch import BuildStep, tell_step
 from .cuda import GpuResourceError, PrimaryContext, allocation_refused, require_pycuda
 from .interruptible import run_interruptible
 from .model_file import read_model_file
@@ -216,17 +217,18 @@ def _progress_monitor(cancel: threading.Event, bars: bool) -> Any:
     notes = bars and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
 
     class BuildMonitor(trt.IProgressMonitor):
-        """Stops the build at its next step once ``cancel`` is set; one tqdm bar per phase when ``bars``."""
+        """Stops the build at its next step once ``cancel`` is set; one tqdm bar per phase when ``bars``; each step
+        to the build watchers (a live view's page)."""
 
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
             self._bars: dict[str, Any] = {}
             # TensorRT calls the monitor from several builder threads.
             self._lock = threading.Lock()
-            self._started = self._noted = time.monotonic()
+            # The clock is read once a step, for the lines and the watchers (unetrt.build_watch) alike.
+            self._started = self._noted = self._now = time.monotonic()
 
-        def _note(self, phase_name: str, step: int) -> None:
-            now = time.monotonic()
+        def _note(self, phase_name: str, step: int, now: float) -> None:
             if not notes or now - self._noted < PROGRESS_NOTE_S:
                 return
             self._noted = now
@@ -241,13 +243,16 @@ def _progress_monitor(cancel: threading.Event, bars: bool) -> Any:
             with self._lock:
                 self._bars[phase_name] = tqdm(total=num_steps, desc=phase_name, position=len(self._bars),
                                               leave=not parent_phase, unit="step", disable=None if bars else True)
+                tell_step(BuildStep(phase_name, 0, num_steps, self._now - self._started))
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             with self._lock:
+                now = self._now = time.monotonic()
                 bar = self._bars.get(phase_name)
                 if bar is not None:
                     bar.update(step + 1 - bar.n)
-                self._note(phase_name, step)
+                    tell_step(BuildStep(phase_name, step + 1, bar.total, now - self._started))
+                self._note(phase_name, step, now)
             # False asks TensorRT to stop the build (IProgressMonitor.stepComplete).
             return not cancel.is_set()
 

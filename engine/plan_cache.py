@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .backends.tensorrt import gpu_identity, parse_device, require_tensorrt, tensorrt_release
+from .build_watch import tell_note
 from .cli import format_size
 from .cuda import GpuResourceError, require_pycuda
 from .model_file import read_model_file
@@ -306,6 +307,7 @@ def _wait_for_lock(descriptor: int) -> None:
 
 def _announce(text: str) -> None:
     print(f"unetrt: {text}", file=sys.stderr, flush=True)
+    tell_note(text)  # a live view's page says it too, where no one reads stderr
 
 
 # Files a container runtime leaves at its root (Docker; Podman), and the root a container's own file system is at.
