@@ -3,10 +3,11 @@
 The page at ``/`` (also ``/index.html``) shows ``/stream``, a Motion JPEG stream
 (``multipart/x-mixed-replace``), which every browser plays in a plain ``<img>`` with no plug-in, and
 under it the live figures as text, which it polls from ``/stats`` (JSON: frame index, FPS, latency,
-dropped frames, per-stage milliseconds). Nothing else is served: any other path gets 404, and no file
-is ever read from disk. A browser holds at most six connections to one address for all its tabs together (as
-HTTP/1.1, RFC 9112 section 9.4, lets clients limit them), so a page that is hidden gives its stream back until it is
-shown again: any number of tabs then share a browser's connections.
+dropped frames, per-stage milliseconds; before the first frame, what the stream is doing, such as a first
+TensorRT engine build and its progress: :meth:`HttpViewSink.set_status`). Nothing else is served: any other path
+gets 404, and no file is ever read from disk. A browser holds at most six connections to one address for all its
+tabs together (as HTTP/1.1, RFC 9112 section 9.4, lets clients limit them), so a page that is hidden gives its
+stream back until it is shown again: any number of tabs then share a browser's connections.
 
 The pipeline never waits for a viewer: :meth:`HttpViewSink.write` encodes the frame once and puts it
 in a single latest-frame slot. Each viewer has its own thread that sends the newest frame whenever
@@ -23,6 +24,7 @@ second live view on a port that one already listens on is refused.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import html
 import json
@@ -40,6 +42,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
+    from ..build_watch import BuildStep
     from .result import StreamResult
 
 log = logging.getLogger(__name__)
@@ -71,7 +74,7 @@ PAGE = """<!doctype html>
 h1{{font-size:14px;font-weight:normal;margin:8px}}img{{display:block;max-width:100%;margin:0 8px}}
 pre{{margin:8px;font:13px monospace}}</style>
 </head><body><h1>unetrt: {title}</h1><img id="stream" src="/stream" alt="live segmentation">
-<pre id="stats">waiting for the first frame</pre>
+<pre id="stats">{status}</pre>
 <script>
 function describe(s) {{
   const parts = ["frame " + s.frame];
@@ -79,6 +82,12 @@ function describe(s) {{
   parts.push("latency " + s.latency_ms.toFixed(0) + " ms", "dropped " + s.dropped);
   const stages = Object.entries(s.timings_ms).map(([name, ms]) => name + " " + ms.toFixed(1));
   return parts.join("  ") + (stages.length ? "\\nms per frame: " + stages.join("  ") : "");
+}}
+// Before the first frame: what the stream is doing (minutes of a first TensorRT build on a Jetson).
+function describeStatus(s) {{
+  const b = s.build;
+  return s.status + (b ? "\\n" + b.phase + " " + b.done + "/" + b.steps + " (" + b.elapsed_s.toFixed(0) +
+                     " s so far)" : "");
 }}
 // A browser opens at most 6 connections to one address, for all its tabs together, and each page watching holds
 // one: a 6th tab left no connection for /stats and a 7th page never loaded. A hidden page (another tab in front,
@@ -95,7 +104,8 @@ async function poll() {{
   if (document.hidden) {{ setTimeout(poll, {poll_ms}); return; }}
   try {{
     const stats = await (await fetch("/stats", {{cache: "no-store"}})).json();
-    if (stats.frame !== undefined) document.getElementById("stats").textContent = describe(stats);
+    const shown = stats.frame !== undefined ? describe(stats) : stats.status ? describeStatus(stats) : null;
+    if (shown !== null) document.getElementById("stats").textContent = shown;
   }} catch (error) {{
     document.getElementById("stats").textContent = "the stream has ended";
     return;
@@ -107,6 +117,9 @@ poll();
 """
 # How often the page asks for /stats.
 STATS_POLL_MS = 500
+# What /stats says before the stream says anything (HttpViewSink.set_status) or a frame comes.
+STARTING_STATUS: dict[str, Any] = {"status": "waiting for the first frame"}
+STREAMING_STATUS: dict[str, Any] = {"status": "streaming"}
 
 
 class LatestFrame:
@@ -178,8 +191,9 @@ class _ViewServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], slot: LatestFrame, title: str, max_viewers: int) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.slot = slot
-        self.page = PAGE.format(title=html.escape(title), poll_ms=STATS_POLL_MS).encode()
-        self.stats_json = b"{}"
+        self.title = html.escape(title)
+        self.status = STARTING_STATUS
+        self.stats_json = json.dumps(STARTING_STATUS).encode()
         self.max_viewers = max_viewers
         self.viewers = 0
         self.connections = 0
@@ -240,7 +254,12 @@ class _ViewHandler(BaseHTTPRequestHandler):
         if route is None:
             self.send_error(HTTPStatus.NOT_FOUND, "unetrt serves only /, /stream and /stats")
         elif route == "page":
-            self._send_body(self.server.page, "text/html; charset=utf-8")
+            with self.server.viewers_lock:
+                status = self.server.status
+            # Rendered per request with the status of the moment: a page loaded during a first build says so at once,
+            # also to a client that runs no script (curl).
+            page = PAGE.format(title=self.server.title, poll_ms=STATS_POLL_MS, status=html.escape(status_text(status)))
+            self._send_body(page.encode(), "text/html; charset=utf-8")
         elif route == "stats":
             with self.server.viewers_lock:
                 stats = self.server.stats_json
@@ -355,6 +374,23 @@ class HttpViewSink:
         with self._server.viewers_lock:
             return self._server.viewers
 
+    def set_status(self, status: str, build: BuildStep | None = None) -> None:
+        """Say what the stream is doing until its first result, on the page and at ``/stats``: ``{"status": ...}``,
+        with ``"build": {"phase", "done", "steps", "elapsed_s"}`` while a TensorRT engine is built.
+
+        Ignored once a result is shown: the page shows the stream and its figures then.
+
+        Example:
+            >>> sink.set_status("opening csi://0")  # doctest: +SKIP
+        """
+        document: dict[str, Any] = {"status": status}
+        if build is not None:
+            document["build"] = {**dataclasses.asdict(build), "elapsed_s": round(build.elapsed_s, 1)}
+        with self._server.viewers_lock:
+            if self._results == 0:
+                self._server.status = document
+                self._server.stats_json = json.dumps(document).encode()
+
     def write_result(self, result: StreamResult, image: np.ndarray) -> None:
         """Publish a stream result: its figures at ``/stats`` and its picture to every viewer (see :meth:`write`).
 
@@ -365,6 +401,7 @@ class HttpViewSink:
         stats = live_stats(result, dropped=result.index + 1 - self._results)
         with self._server.viewers_lock:
             self._server.stats_json = json.dumps(stats).encode()
+            self._server.status = STREAMING_STATUS  # what a page loaded now says until its script shows the figures
         self.write(image)
 
     def write(self, image: np.ndarray) -> None:
@@ -431,6 +468,20 @@ def check_can_serve(host: str, port: int) -> None:
         >>> check_can_serve("127.0.0.1", 0)
     """
     _listen(host, port, LatestFrame(), "", 1).server_close()
+
+
+def status_text(status: dict[str, Any]) -> str:
+    """A ``/stats`` status document in words, as the page's script writes it.
+
+    Example:
+        >>> status_text({"status": "building", "build": {"phase": "Tactic selection", "done": 4, "steps": 9,
+        ...                                              "elapsed_s": 61.2}})
+        'building\\nTactic selection 4/9 (61 s so far)'
+    """
+    build = status.get("build")
+    if build is None:
+        return str(status["status"])
+    return f"{status['status']}\n{build['phase']} {build['done']}/{build['steps']} ({build['elapsed_s']:.0f} s so far)"
 
 
 def live_stats(result: StreamResult, dropped: int) -> dict[str, Any]:

@@ -116,7 +116,9 @@ def test_live_page_shows_the_stats_as_text() -> None:
             page = response.read().decode()
         assert 'fetch("/stats"' in page and 'id="stats"' in page
         with urllib.request.urlopen(sink.url + "stats", timeout=10) as response:
-            assert response.headers["Content-Type"] == "application/json" and json.load(response) == {}
+            assert response.headers["Content-Type"] == "application/json"
+            # Before the first result: what the stream is doing (a first TensorRT build: HttpViewSink.set_status).
+            assert json.load(response) == {"status": "waiting for the first frame"}
         sink.write_result(_result(0, 0.0), np.zeros((4, 4, 3), np.uint8))
         with urllib.request.urlopen(sink.url + "stats", timeout=10) as response:
             assert json.load(response)["fps"] is None  # not measured yet: the page leaves it out, not "0.0 FPS"

@@ -207,6 +207,29 @@ def test_http_output_uri_opens_the_view() -> None:
         view.close()
 
 
+def test_the_status_is_on_the_page_and_at_stats_until_the_first_result(sink: HttpViewSink) -> None:
+    """During a Jetson's first TensorRT build (minutes) the stream tells the page what it does (pipeline.Stream): the
+    page as served, for a client that runs no script too, and /stats, which the page's script polls, say it; once
+    a result is shown, the figures replace it."""
+    import json
+
+    from unetrt.build_watch import BuildStep
+
+    assert json.loads(_get(sink.url + "stats")[1]) == {"status": "waiting for the first frame"}
+    assert '<pre id="stats">waiting for the first frame</pre>' in _get(sink.url)[1].decode()
+    sink.set_status("building a TensorRT engine for camvid <FP16>", BuildStep("Tactic selection", 12, 40, 95.04))
+    assert json.loads(_get(sink.url + "stats")[1]) == {
+        "status": "building a TensorRT engine for camvid <FP16>",
+        "build": {"phase": "Tactic selection", "done": 12, "steps": 40, "elapsed_s": 95.0}}
+    assert ('<pre id="stats">building a TensorRT engine for camvid &lt;FP16&gt;\nTactic selection 12/40 (95 s so '
+            "far)</pre>") in _get(sink.url)[1].decode()
+    result = SimpleNamespace(index=0, fps=0.0, latency_ms=40.0, timings_ms={"inference": 31.5})
+    sink.write_result(result, np.zeros((48, 64, 3), np.uint8))  # type: ignore[arg-type]
+    sink.set_status("opening csi://0")  # late: the figures stay
+    assert json.loads(_get(sink.url + "stats")[1])["frame"] == 0
+    assert '<pre id="stats">streaming</pre>' in _get(sink.url)[1].decode()
+
+
 def test_the_port_is_free_again_at_once_after_a_viewer_loaded_the_page() -> None:
     view = HttpViewSink("127.0.0.1", 0)
     port = view.port
