@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..build_watch import BuildStep, watching_builds
 from ..preprocessing import check_color_order
 from .capture import (
     POLL_S,
@@ -54,7 +55,7 @@ from .sources import (
 )
 from .stats import StreamStats, describe_runtime
 from .uri import SinkSpec, parse_sink
-from .webview import check_can_serve
+from .webview import HttpViewSink
 from .workers import open_segmenters
 from .writer import ResultWriter
 
@@ -98,8 +99,10 @@ class Stream:
         segmenter: a :class:`unetrt.segmenter.Segmenter` (or anything with ``segment``/``colorize``),
             or a model path or bundled name to open one per worker (then the stream closes them).
         output: None, 'display://0', a .mp4/.avi path (str or Path), an image folder or pattern, 'http://HOST:PORT'
-            (a live view in the browser), a .mcap ROS 2 bag (each mask and JPEG overlay with the input's header), a
-            parsed :class:`~unetrt.stream.uri.SinkSpec`, or a :class:`FrameSink`.
+            (a live view in the browser, served from when the stream is made: until the first frame its page says
+            what the stream does, such as a first TensorRT engine build and its progress), a .mcap ROS 2 bag (each
+            mask and JPEG overlay with the input's header), a parsed :class:`~unetrt.stream.uri.SinkSpec`, or a
+            :class:`FrameSink`.
         options: the stream's settings (:class:`~unetrt.stream.options.StreamOptions`; None: the defaults).
         callback: called with every :class:`StreamResult` in the consuming thread.
         **settings: any :class:`~unetrt.stream.options.StreamOptions` field by name (``max_fps=15``,
@@ -133,27 +136,21 @@ class Stream:
             # Before the overwrite check: even with overwrite=True the input is never written over.
             check_not_input(self._output, input_files(self.source))
             check_existing_output(self._output, self.options.overwrite)
-            if self._output.kind == "http" and self._output.address is not None:
-                check_can_serve(*self._output.address)
         _warn_if_masks_leave_the_camera(self.source, self._output, self.options)
         self._owns_segmenter = isinstance(segmenter, str | Path)
-        if self._owns_segmenter:
-            # Before the model is opened: its first open on a Jetson builds a TensorRT engine for minutes.
-            _check_camera_exists(self.source, self.options.wait)
-        # Before a model is opened, for the same reason.
-        _check_color_order(self.source, segmenter, self.options)
-        self.segmenters: list[FrameSegmenter] = self._segmenters(segmenter)
+        # The live view is served from here on, before the model opens (its first open on a Jetson builds a TensorRT
+        # engine for minutes, during which a browser was refused as if the install were broken): its page says what
+        # the stream does meanwhile. Opening it here also refuses a busy port before anything else.
+        self._page: HttpViewSink | None = _serve_early(self._output)
+        if self._page is not None:
+            self._output = self._page
+            # Dropped unclosed (never started): the port is let go, as it was when nothing listened before start().
+            weakref.finalize(self, self._page.close)
         try:
-            self.segmenter: FrameSegmenter = self.segmenters[0]
-            hidden = self.options.ignore_classes
-            legend = legend_entries(self.segmenter, hidden) if self.options.legend != "off" else None
-            undrawn_ids = segmenter_palette(self.segmenter).ids_of(hidden) if hidden else ()
-            self.renderer = Renderer(self.segmenter, self.options.visualize, self.options.alpha,
-                                     self.options.draw_stats, legend, str(self.options.legend), undrawn_ids,
-                                     getattr(self.segmenter, "color_order", "bgr"))
-        except BaseException:
-            # Also SIGTERM's TerminatedError, raised wherever the opening stands: what was opened is closed.
-            self._close_segmenters()
+            self._open_model(segmenter)
+        except BaseException:  # Ctrl-C or SIGTERM during the build too: the page goes, as the program ends
+            if self._page is not None:
+                self._page.close()
             raise
         self.stats = StreamStats()
         self.sink: Sink | None = None
@@ -169,6 +166,31 @@ class Stream:
         self._iterating = False
         # A fork() child has none of the stream's threads: its loop waited for ever for results nobody made.
         self._process = os.getpid()
+
+    def _open_model(self, segmenter: FrameSegmenter | str | Path) -> None:
+        """Check the source against the model, open the segmenters and the renderer."""
+        if self._owns_segmenter:
+            # Before the model is opened: its first open on a Jetson builds a TensorRT engine for minutes.
+            _check_camera_exists(self.source, self.options.wait)
+        # Before a model is opened, for the same reason.
+        _check_color_order(self.source, segmenter, self.options)
+        if self._page is not None and self._owns_segmenter:
+            with watching_builds(_BuildOnPage(self._page, f"loading the model {segmenter}")):
+                self.segmenters: list[FrameSegmenter] = self._segmenters(segmenter)
+        else:
+            self.segmenters = self._segmenters(segmenter)
+        try:
+            self.segmenter: FrameSegmenter = self.segmenters[0]
+            hidden = self.options.ignore_classes
+            legend = legend_entries(self.segmenter, hidden) if self.options.legend != "off" else None
+            undrawn_ids = segmenter_palette(self.segmenter).ids_of(hidden) if hidden else ()
+            self.renderer = Renderer(self.segmenter, self.options.visualize, self.options.alpha,
+                                     self.options.draw_stats, legend, str(self.options.legend), undrawn_ids,
+                                     getattr(self.segmenter, "color_order", "bgr"))
+        except BaseException:
+            # Also SIGTERM's TerminatedError, raised wherever the opening stands: what was opened is closed.
+            self._close_segmenters()
+            raise
 
     def _segmenters(self, segmenter: FrameSegmenter | str | Path) -> list[FrameSegmenter]:
         workers = self.options.workers
@@ -196,6 +218,8 @@ class Stream:
             raise ValueError(f"this stream is {self._state}; a Stream runs once, make a new one")
         options = self.options
         _check_camera_exists(self.source, options.wait)  # again: it may have been unplugged since
+        if self._page is not None:
+            self._page.set_status(f"opening {self.source.name}")
         if not self.source.live:
             if not open_stored(self.source, self._stop):
                 self._state = "finished"
@@ -220,6 +244,8 @@ class Stream:
                                       transform=CaptureTransform(options.input_size, options.input_flip),
                                       reconnect_delay=options.reconnect_delay,
                                       max_reconnects=options.max_reconnects)
+        if self._page is not None:
+            self._page.set_status("waiting for the first frame")
         self._capture.start()
         if self.sink is not None:
             self._writer = ResultWriter(self.sink, self.render, self.stats, self._stop, options.queue_size)
@@ -376,6 +402,8 @@ class Stream:
         self._shutdown()
         if self._state == "new":
             self._state = "finished"
+        if self._page is not None:  # served since the stream was made, also when it never started
+            self._page.close()
         self._close_segmenters()
 
     def _close_segmenters(self) -> None:
@@ -410,6 +438,34 @@ class Stream:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _serve_early(output: SinkSpec | Sink | None) -> HttpViewSink | None:
+    """The live view of an ``http://`` output, listening now (None for any other output).
+
+    Raises:
+        ValueError: when its address cannot be listened on (a busy port), in one line.
+    """
+    if isinstance(output, SinkSpec) and output.kind == "http" and output.address is not None:
+        return HttpViewSink(*output.address)
+    return None
+
+
+class _BuildOnPage:
+    """Shows on the live view's page what opening the model prints on stderr: the engine cache's lines (``building a
+    TensorRT engine for camvid ...``) and the build's progress, the steps of TensorRT's phases."""
+
+    def __init__(self, page: HttpViewSink, status: str) -> None:
+        self._page = page
+        self._note = status
+        page.set_status(status)
+
+    def build_note(self, text: str) -> None:
+        self._note = text
+        self._page.set_status(text)
+
+    def build_step(self, step: BuildStep) -> None:
+        self._page.set_status(self._note, step)
 
 
 def _warn_if_masks_leave_the_camera(source: FrameSource, output: SinkSpec | Sink | None,

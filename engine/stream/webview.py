@@ -455,21 +455,6 @@ def _listen(host: str, port: int, slot: LatestFrame, title: str, max_viewers: in
         raise ValueError(f"cannot serve the live view on {host}:{port}: {exc.strerror or exc} {fix}") from None
 
 
-def check_can_serve(host: str, port: int) -> None:
-    """Make sure the live view can listen on ``host:port``, and let the port go again at once.
-
-    The stream checks this before its model loads (on a Jetson the first load builds a TensorRT engine for
-    minutes) or a live source is waited for: a busy port was reported only after both.
-
-    Raises:
-        ValueError: as :class:`HttpViewSink` does, in one line.
-
-    Example:
-        >>> check_can_serve("127.0.0.1", 0)
-    """
-    _listen(host, port, LatestFrame(), "", 1).server_close()
-
-
 def status_text(status: dict[str, Any]) -> str:
     """A ``/stats`` status document in words, as the page's script writes it.
 

@@ -17,6 +17,8 @@ import socket
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -1034,11 +1036,28 @@ def test_a_missing_camera_is_reported_before_the_first_build(first_run: Path,
     assert builds() == 0
 
 
-def test_a_csi_camera_and_the_live_view_open_after_the_first_build(first_run: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    """A real HTTP client's GET: the status and body (0 and b"" when the connection is refused)."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.URLError as error:
+        assert isinstance(error.reason, ConnectionRefusedError), error
+        return 0, b""
+
+
+def test_a_csi_camera_opens_after_the_first_build_and_the_live_view_says_it_builds(
+        first_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """docs/jetson.md: during the first build of `unet-stream csi://0 http://0.0.0.0:8080` the camera is not opened
-    (Argus is not held for minutes) and the live view's port does not answer yet; a CSI sensor that is not connected
-    is found once the engine is built and cached, which the next start loads."""
+    (Argus is not held for minutes), and the live view answers with what is happening (its port refused connections
+    for those minutes, as if the install were broken); a CSI sensor that is not connected is found once the engine is
+    built and cached, which the next start loads, and the live view goes with the program."""
     from unetrt.stream import sources
     from unetrt.stream.cli import main
 
@@ -1051,22 +1070,113 @@ def test_a_csi_camera_and_the_live_view_open_after_the_first_build(first_run: Pa
         real_open(self)
 
     monkeypatch.setattr(sources.VideoCaptureSource, "open", recording_open)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    seen: list[tuple[list[str], bool]] = []
+    port = _free_port()
+    seen: list[tuple[list[str], int, bytes]] = []
 
     def look() -> None:
-        with socket.socket() as client:
-            listening = client.connect_ex(("127.0.0.1", port)) == 0
-        seen.append((list(opened), listening))
+        status, stats = _get(f"http://127.0.0.1:{port}/stats")
+        seen.append((list(opened), status, stats))
 
     act_during_build(monkeypatch, look, steps=5, step_s=0)
     assert main(["csi://0", f"http://127.0.0.1:{port}", "--wait", "0"]) == 2
-    assert seen == [([], False)]
+    assert len(seen) == 1 and seen[0][:2] == ([], 200), seen
+    assert json.loads(seen[0][2])["status"].startswith("building a TensorRT engine for camvid FP16"), seen
     err = capsys.readouterr().err
     assert "cannot open csi 'csi://0'; check that a camera is connected as sensor 0" in err
     assert opened == ["csi://0"] and builds() == 1 and len(list(first_run.glob("*.plan"))) == 1
+    assert _get(f"http://127.0.0.1:{port}/") == (0, b"")
+
+
+class _StreamViewer(threading.Thread):
+    """A browser's picture: asks for /stream once and keeps the JPEG parts that come, until the server ends it."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.frames: list[bytes] = []
+        self.connected = threading.Event()
+
+    def run(self) -> None:
+        with urllib.request.urlopen(self.url, timeout=120) as response:
+            self.connected.set()
+            while True:
+                line = response.readline()
+                if not line:
+                    return
+                if line.lower().startswith(b"content-length:"):
+                    response.readline()  # the blank line after the part's headers
+                    self.frames.append(response.read(int(line.split(b":")[1])))
+
+
+def test_the_live_view_shows_the_first_build_then_the_stream_without_a_reload(
+        first_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/jetson.md's Install section: `unet-stream ... http://0.0.0.0:8080`, then open the page. During the first
+    build the page and /stats say that the engine is being built and how far the build is (TensorRT's phase and
+    step, as the terminal's bar shows); a page opened then gets the frames once they come, on the connection it
+    opened during the build."""
+    from unetrt.stream.cli import main
+
+    port = _free_port()
+    page: list[tuple[int, str]] = []
+    stats: list[dict[str, Any]] = []
+    viewer = _StreamViewer(f"http://127.0.0.1:{port}/stream")
+
+    def look() -> None:
+        status, body = _get(f"http://127.0.0.1:{port}/")
+        page.append((status, body.decode()))
+        stats.append(json.loads(_get(f"http://127.0.0.1:{port}/stats")[1]))
+        viewer.start()
+        assert viewer.connected.wait(30)
+
+    act_during_build(monkeypatch, look, at_step=2, steps=5, step_s=0)
+    assert main(["sample", f"http://127.0.0.1:{port}", "--max-frames", "20", "--headless"]) == 0
+    viewer.join(60)
+    assert not viewer.is_alive(), "the stream of the live view did not end with the program"
+    assert len(stats) == 1 and stats[0]["status"].startswith("building a TensorRT engine for camvid FP16"), stats
+    assert "the first run on a Jetson takes minutes, later starts load it from" in stats[0]["status"]
+    assert stats[0]["build"] == {"phase": "Tactic selection", "done": 2, "steps": 5,
+                                 "elapsed_s": stats[0]["build"]["elapsed_s"]}, stats
+    assert page[0][0] == 200 and "building a TensorRT engine for camvid FP16" in page[0][1]
+    assert "Tactic selection 2/5 (" in page[0][1] and 'src="/stream"' in page[0][1]
+    assert viewer.frames and all(frame.startswith(b"\xff\xd8") for frame in viewer.frames), len(viewer.frames)
+    assert builds() == 1 and "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_a_first_build_stopped_ends_the_live_view_with_the_program(
+        signum: int, code: int, first_run: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C or systemd's SIGTERM during the first build: the build stops, nothing is cached, the program exits 130
+    or 143 as without a live view, and the live view, which answered during the build, is gone."""
+    from unetrt.stream.cli import main
+
+    port = _free_port()
+    during: list[int] = []
+
+    def look_then_stop() -> None:
+        during.append(_get(f"http://127.0.0.1:{port}/stats")[0])
+        os.kill(os.getpid(), signum)
+
+    act_during_build(monkeypatch, look_then_stop)
+    assert main(["sample", f"http://127.0.0.1:{port}", "--headless"]) == code
+    assert during == [200]
+    assert _get(f"http://127.0.0.1:{port}/") == (0, b"")
+    assert Builder.cancelled == 1 and list(first_run.glob("*.plan")) == []
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_busy_port_is_refused_before_the_first_build(first_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The live view now listens from before the model opens: a port another program holds is still refused first,
+    in one line, with nothing built."""
+    from unetrt.stream.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        port = other.getsockname()[1]
+        assert main(["sample", f"http://127.0.0.1:{port}", "--headless"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot serve the live view on 127.0.0.1:{port}"), lines
+    assert builds() == 0
 
 
 @pytest.mark.parametrize("override", [None, "~/engines"], ids=["default", "tilde-in-UNETRT_ENGINE_CACHE"])

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,10 @@ def _live_view() -> Iterator[str]:
                 url = found.group(1)
                 break
         assert url is not None, "unet-stream printed no live-view address"
+        # The address is printed before the model opens (the page answers during a first TensorRT build): the
+        # screenshots and tabs are of the stream, so its first result is waited for.
+        _until(lambda: "frame" in json.loads(urllib.request.urlopen(url + "stats", timeout=30).read()),
+               "unet-stream shows no frame")
         yield url
     finally:
         stream.send_signal(signal.SIGINT)
@@ -173,4 +178,40 @@ def test_tabs_past_the_browsers_six_connections_each_show_the_view_when_in_front
             _until(lambda: str(browser.evaluate(front, STATE)).startswith("hidden null "),
                    "the tab sent behind kept its stream")
     finally:
+        browser.close()
+
+
+def test_the_page_says_the_engine_is_built_then_shows_the_stream_without_a_reload(tmp_path: Path) -> None:
+    # A Jetson's first `unet-stream csi://0 http://0.0.0.0:8080` builds its TensorRT engine for minutes, during which
+    # the port refused connections. The page answers now, shows the build's status and progress under the picture's
+    # place, follows it, and shows the picture and the figures once frames come, on the page loaded during the build.
+    from types import SimpleNamespace
+
+    from unetrt.build_watch import BuildStep
+    from unetrt.stream.webview import HttpViewSink
+
+    browser = _Browser(tmp_path / "profile")
+    view = HttpViewSink("127.0.0.1", 0)
+    try:
+        view.set_status("building a TensorRT engine for camvid FP16", BuildStep("Tactic selection", 3, 9, 40.0))
+        tab = browser.open(view.url, background=False)
+        text = 'document.getElementById("stats").textContent'
+        _until(lambda: browser.evaluate(tab, text) == "building a TensorRT engine for camvid FP16\n"
+                                                     "Tactic selection 3/9 (40 s so far)", "the page shows no build")
+        view.set_status("building a TensorRT engine for camvid FP16", BuildStep("Tactic selection", 7, 9, 95.0))
+        _until(lambda: browser.evaluate(tab, text).endswith("Tactic selection 7/9 (95 s so far)"),
+               "the page does not follow the build")
+        frame = np.zeros((120, 160, 3), np.uint8)
+        frame[:, 80:] = (0, 200, 0)
+        result = SimpleNamespace(index=0, fps=0.0, latency_ms=40.0, timings_ms={"inference": 31.5})
+
+        def shown() -> bool:
+            view.write_result(result, frame)  # type: ignore[arg-type]
+            result.index += 1
+            return bool(browser.evaluate(tab, 'document.getElementById("stream").naturalWidth === 160 && '
+                                              f'{text}.startsWith("frame ")'))
+
+        _until(shown, "the page did not switch to the stream by itself")
+    finally:
+        view.close()
         browser.close()
