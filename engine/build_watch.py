@@ -36,7 +36,7 @@ class BuildWatcher(Protocol):
     """What :func:`watching_builds` hands the news to."""
 
     def build_note(self, text: str) -> None:
-        """A line the engine cache printed on stderr (without its ``unetrt:`` prefix)."""
+        """A line the engine cache, or the fallback after a failed build, printed on stderr (without ``unetrt:``)."""
 
     def build_step(self, step: BuildStep) -> None:
         """A phase began (``done`` 0) or a step of it completed; called from TensorRT's builder threads."""

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..build_watch import tell_note
 from ..bundled import bundled_cpu_precision, bundled_model_names, bundled_model_path, bundled_precision_path
 from ..cpu import check_threads
 from ..cuda import NoSuchDeviceError
@@ -344,7 +345,9 @@ def open_backend(model: str | Path, backend: str = "auto", device: str = "auto",
         except NoSuchDeviceError:
             raise  # 'cuda:1' on a one-GPU machine: the next backend has no such device either
         except (ImportError, LookupError, ValueError) as exc:
-            print(f"unetrt: no TensorRT engine ({exc}); running {last.backend} instead", file=sys.stderr, flush=True)
+            note = f"no TensorRT engine ({exc}); running {last.backend} instead"
+            print(f"unetrt: {note}", file=sys.stderr, flush=True)
+            tell_note(note)  # a live view's page said the build was still going while the fallback opened
     return _open_choice(last, device, build, working_size, options)
 
 

@@ -1513,6 +1513,32 @@ def test_a_first_build_out_of_memory_falls_back_in_one_line_naming_the_fix(
         assert segmenter.backend.name == "tensorrt"
 
 
+def test_a_first_build_that_falls_back_says_so_to_the_live_view(first_run: Path, gpu: FakeGpu,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live view watching the first build of an Orin Nano short of memory: its page went on saying 'building a
+    TensorRT engine' while the stream opened the CPU fallback; it gets the fallback's line, as stderr does."""
+    from unetrt.build_watch import BuildStep, watching_builds
+
+    class Page:
+        def __init__(self) -> None:
+            self.notes: list[str] = []
+
+        def build_note(self, text: str) -> None:
+            self.notes.append(text)
+
+        def build_step(self, step: BuildStep) -> None:
+            pass
+
+    gpu.memory_bytes = 64 << 20
+    monkeypatch.setattr(Builder, "build_memory", 256 << 20)
+    page = Page()
+    with watching_builds(page), Segmenter("camvid", warm_up=False) as segmenter:
+        fallback = segmenter.backend.name
+    assert page.notes[0].startswith("building a TensorRT engine for camvid FP16"), page.notes
+    assert page.notes[-1].startswith("no TensorRT engine (") and page.notes[-1].endswith(f"; running {fallback} "
+                                                                                          "instead"), page.notes
+
+
 def test_no_build_after_a_tensorrt_upgrade_says_why_the_engine_is_not_usable(
         first_run: Path, gpu: FakeGpu, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A service started with --no-build after a JetPack upgrade: its one line said "no engine is cached" with the
