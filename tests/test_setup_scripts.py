@@ -244,7 +244,7 @@ case "$1" in
         *pycuda*) [ -f "$here/pycuda-built" ] ;;
         *) exit 1 ;;
       esac ;;
-  -) cat > /dev/null; [ ! -e "$here/opencv-wheel" ] ;;
+  -) cat > /dev/null; echo "$2" > "$here/check-python"; [ ! -e "$here/opencv-wheel" ] ;;
   -m) case "$2" in
         pip) [ "$3" = --version ] && [ ! -e "$here/no-pip" ] && exit 0
              [ "$3" = --version ] && exit 1
@@ -487,6 +487,29 @@ def test_setup_jetson_run_with_sudo_is_one_line_and_makes_nothing(checkout: Path
     monkeypatch.delenv("SUDO_USER")
     done = _run_setup_jetson(checkout, "--no-engine")  # root in a container: no SUDO_USER
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_setup_jetson_from_a_root_shell_under_sudo_goes_on(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sudo in a root shell (SUDO_USER=root): the venv and the engine cache are root's, who runs the streams there,
+    so the script goes on as a container's root shell does."""
+    _make_jetson(checkout, *ORIN_JETPACK_6)
+    stand_in_id = checkout / "stand-ins" / "id"
+    stand_in_id.write_text('#!/bin/sh\n[ "$1" = -u ] && echo 0\n')
+    stand_in_id.chmod(0o755)
+    monkeypatch.setenv("SUDO_USER", "root")
+    done = _run_setup_jetson(checkout, "--no-engine")
+    assert done.returncode == 0, done.stderr
+    assert (checkout / ".venv").exists()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("sha256sum") is None, reason="needs bash")
+def test_setup_jetson_tells_the_package_check_which_python_is_the_systems(checkout: Path) -> None:
+    """The check names the system Python's pip for an OpenCV wheel outside the venv: it is given PYTHON (JetPack's
+    /usr/bin/python3 by default), whose pip removes it, not the venv's, which answers 'outside environment'."""
+    done = _setup_jetson(checkout, *ORIN_JETPACK_6)
+    assert done.returncode == 0, done.stderr
+    assert (checkout / "check-python").read_text() == f"{checkout / 'stand-ins' / 'python3'}\n"
 
 
 def _pip_calls(checkout: Path) -> list[str]:
@@ -876,3 +899,25 @@ def test_setup_jetson_names_the_uninstall_that_removes_an_opencv_wheel_outside_t
     assert done.stderr == (f"error: OpenCV wheels shadow JetPack's OpenCV (built with GStreamer) in this venv: "
                            f"opencv-python 4.10.0.84 in {site} (remove it: {sudo}/usr/bin/python3 -m pip uninstall "
                            "opencv-python)\n"), done.stderr
+
+
+def test_setup_jetson_names_the_venvs_own_pip_for_an_opencv_wheel_inside_the_venv(tmp_path: Path) -> None:
+    """An OpenCV wheel a 'pip install' put into the venv itself (in a checkout reached through a symbolic link, as a
+    home moved to an NVMe drive is): the venv's own pip removes it, and the line says so, not the system Python's."""
+    (tmp_path / "nvme").mkdir()
+    (tmp_path / "home").symlink_to(tmp_path / "nvme")
+    venv = tmp_path / "home" / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    info = site / "opencv_python-4.10.0.84.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: opencv-python\nVersion: 4.10.0.84\n")
+    (site / "numpy").mkdir()
+    (site / "numpy" / "__init__.py").write_text("__version__ = '1.26.4'\n")
+    # Without -S: site.py makes sys.prefix the venv, as in the script (the fresh venv sees nothing outside it).
+    done = subprocess.run([str(venv / "bin" / "python"), "-", "/usr/bin/python3"], input=_setup_jetson_package_check(),
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": ""})
+    assert done.returncode == 1
+    assert done.stderr == (f"error: OpenCV wheels shadow JetPack's OpenCV (built with GStreamer) in this venv: "
+                           f"opencv-python 4.10.0.84 in {site.resolve()} (remove it: {venv / 'bin' / 'python'} -m pip "
+                           "uninstall opencv-python)\n"), done.stderr

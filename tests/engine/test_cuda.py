@@ -10,7 +10,7 @@ from forked import in_a_fork
 from plan_fixtures import install_fake_tensorrt_gpu
 
 import unetrt.cuda
-from unetrt.cuda import PrimaryContext
+from unetrt.cuda import NoSuchDeviceError, PrimaryContext
 from unetrt.segmenter import Segmenter
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
@@ -56,3 +56,12 @@ def test_a_context_on_the_device_after_the_last_is_one_line(monkeypatch: pytest.
     install_fake_gpu(monkeypatch)
     with pytest.raises(ValueError, match=r"^CUDA device 1 does not exist; this machine has 1 CUDA device\(s\)$"):
         PrimaryContext(1)
+
+
+def test_a_device_past_the_last_names_the_index_asked_and_the_count_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuda:3 on a one-GPU machine: the line names the index asked for and how many devices there are, each in its
+    place (cuda:1 on one GPU reads the same with the two swapped)."""
+    install_fake_gpu(monkeypatch)
+    with pytest.raises(NoSuchDeviceError,
+                       match=r"^CUDA device 3 does not exist; this machine has 1 CUDA device\(s\)$"):
+        PrimaryContext(3)

@@ -304,6 +304,26 @@ def test_the_doctor_says_a_cache_that_cannot_be_written_makes_every_start_build(
     assert builds() == 0 and not folder.exists()
 
 
+
+@pytest.mark.parametrize(("asked", "end"), [
+    (["--backend", "tensorrt"], "; --no-build stops"),
+    (["--device", "cuda"], "; --no-build stops: device 'cuda' asked, but this onnxruntime has no CUDA provider; "
+                           "install onnxruntime-gpu")], ids=["backend-tensorrt", "device-cuda"])
+def test_the_doctor_on_a_cache_that_cannot_be_written_has_no_until_then_for_what_no_build_does(
+        asked: list[str], end: str, first_run: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Where every start builds the engine there is no 'until then' for --no-build: it stops at every start."""
+    from unetrt.doctor import main as doctor
+
+    _pycuda_installed(monkeypatch)
+    (tmp_path / "blocker").write_text("a file where the cache's parent folder should be")
+    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(tmp_path / "blocker" / "engines"))
+    assert doctor(asked) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.endswith(f"none is cached, so every start builds it (minutes on a Jetson, as the cache cannot be "
+                         f"written){end}"), last
+    assert builds() == 0
+
 def test_a_disk_that_fills_up_during_the_first_build_still_ends_on_tensorrt(
         first_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A Jetson's SD card full by the time the engine is written: the run uses the engine it built (minutes),

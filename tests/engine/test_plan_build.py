@@ -718,3 +718,17 @@ def test_a_build_while_another_thread_captures_a_cuda_graph_names_the_capture(
     assert "another thread captures a CUDA graph in global mode" in err[0] and "--workspace" not in err[0], err
     assert not plan.exists()
     assert main([str(tiny_model_files["onnx"]), "-o", str(plan), "--fp16", "--no-progress"]) == 0
+
+
+def test_a_build_refused_by_a_capture_is_a_gpu_resource_error(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    """In the API, a build refused by another thread's CUDA graph capture is a GpuResourceError (the GPU cannot give
+    it now; later, it may), which a caller can tell from a model TensorRT cannot build."""
+    from fakes.cuda import capturing_on_another_thread
+
+    from unetrt.cuda import GpuResourceError
+
+    plan = tmp_path / "tiny.plan"
+    with capturing_on_another_thread(), pytest.raises(GpuResourceError, match="captures a CUDA graph"):
+        build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True))
+    assert not plan.exists()

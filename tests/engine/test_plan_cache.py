@@ -23,6 +23,7 @@ from unetrt.plan_cache import (
     PlanKey,
     PlanNotCachedError,
     cache_usage,
+    cache_write_problem,
     cached_plan,
     engine_cache_dir,
     entry_problem,
@@ -541,3 +542,28 @@ def test_an_older_tensorrts_engine_of_the_other_gpu_is_not_that_gpus(monkeypatch
                      gpus=machine_gpus())
     assert [(entry.plan, entry.other_gpu) for entry in lookup.stale] == [(older, None)]
     assert f"; kept beside the new one: rm {older} {older}.json frees it)" in lookup.note()
+
+
+def test_why_a_cache_cannot_be_written_is_told_apart(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The doctor's reason for a cache it cannot write: a read-only file system (overlayroot on a kiosk Jetson) only
+    where statvfs says so (a nosuid mount, as /home often is, is no such thing), a folder that can be written but not
+    entered, the cache itself a file, a file above it; nothing where it can be written."""
+    import os
+
+    from unetrt import plan_cache
+
+    folder = tmp_path / "ro" / "engines"
+    (tmp_path / "ro").mkdir()
+    assert cache_write_problem(folder) is None
+    denied = {"mode": os.W_OK | os.X_OK}
+    monkeypatch.setattr(plan_cache.os, "access", lambda path, mode, **_: Path(path) != tmp_path / "ro"
+                        or not mode & denied["mode"])
+    for flags, reason in ((os.ST_RDONLY, "Read-only file system"), (os.ST_NOSUID, "Permission denied")):
+        monkeypatch.setattr(plan_cache.os, "statvfs", lambda path, flags=flags: SimpleNamespace(f_flag=flags))
+        assert cache_write_problem(folder) == reason
+    denied["mode"] = os.X_OK  # drwxrw-rw-: writable, but nothing can be made inside
+    assert cache_write_problem(folder) == "Permission denied"
+    monkeypatch.undo()
+    (tmp_path / "file").write_text("not a folder")
+    assert cache_write_problem(tmp_path / "file") == f"{tmp_path / 'file'} is a file, not a folder"
+    assert cache_write_problem(tmp_path / "file" / "engines") == f"{tmp_path / 'file'} is a file, not a folder"

@@ -162,6 +162,83 @@ def test_prune_keeps_a_temporary_where_the_cache_cannot_be_locked(monkeypatch: p
     assert temporary.exists() and plan.exists()
 
 
+
+def test_a_killed_builds_temporary_whose_lock_file_is_gone_is_removed_and_the_listing_makes_no_lock(
+        monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path], cache: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The temporary of an entry a newer build replaced (which removed its lock file): no build holds it, so it is a
+    killed build's, listed and removed as one; the listing opens no lock file it would have to create."""
+    install_fake_tensorrt_gpu(monkeypatch, version="10.3.0")
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=cache, progress=False)
+    temporary = cache / f".{plan.name}.4242.1.tmp"
+    temporary.write_bytes(b"half a plan")
+    lock = plan.with_suffix(".lock")
+    lock.unlink()
+    capsys.readouterr()
+    assert doctor(["--prune"]) == 0
+    assert (f"would remove {temporary.name}, SIZE: a temporary file of a build that was killed (a power cut, "
+            "SIGKILL)") in _sizeless(capsys.readouterr().out.splitlines())
+    assert not lock.exists()
+    assert doctor(["--prune", "--yes"]) == 0
+    assert not temporary.exists() and plan.exists()
+
+
+
+def test_a_temporary_whose_lock_file_cannot_be_opened_is_kept(monkeypatch: pytest.MonkeyPatch,
+                                                              tiny_model_files: dict[str, Path], cache: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A lock file the listing may not open (another user's, mode 600): whether a build holds it cannot be told, so
+    its temporary is kept, not listed as a killed build's."""
+    import errno
+    import os
+
+    install_fake_tensorrt_gpu(monkeypatch, version="10.3.0")
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=cache, progress=False)
+    temporary = cache / f".{plan.name}.4242.1.tmp"
+    temporary.write_bytes(b"being written")
+    real_open = os.open
+
+    def refused(path: str | os.PathLike[str], flags: int, *args: int, **kwargs: int) -> int:
+        if str(path).endswith(".lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refused)
+    capsys.readouterr()
+    assert doctor(["--prune"]) == 0
+    out = capsys.readouterr().out
+    assert f"keeps {temporary.name}" in out and "whether a build is still writing it cannot be told" in out, out
+    assert "killed" not in out
+
+def test_on_nfs_a_killed_builds_temporary_is_told_by_a_shared_lock(monkeypatch: pytest.MonkeyPatch,
+                                                                   tiny_model_files: dict[str, Path], cache: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """An NFS home with its lock service: flock is emulated there by fcntl byte-range locks, and an exclusive one
+    needs a file open for writing (flock(2), NOTES), which the listing's read-only lock file is not. A killed build's
+    temporary is still told apart: listed and removed as one, not kept as 'cannot be told'."""
+    import errno
+    import os
+
+    install_fake_tensorrt_gpu(monkeypatch, version="10.3.0")
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=cache, progress=False)
+    temporary = cache / f".{plan.name}.4242.1.tmp"
+    temporary.write_bytes(b"half a plan")
+    local_flock = fcntl.flock
+
+    def nfs_flock(descriptor: int, operation: int) -> None:
+        read_only = fcntl.fcntl(descriptor, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+        if operation & fcntl.LOCK_EX and read_only:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        local_flock(descriptor, operation)
+
+    monkeypatch.setattr(fcntl, "flock", nfs_flock)
+    capsys.readouterr()
+    assert doctor(["--prune"]) == 0
+    assert (f"would remove {temporary.name}, SIZE: a temporary file of a build that was killed (a power cut, "
+            "SIGKILL)") in _sizeless(capsys.readouterr().out.splitlines())
+    assert doctor(["--prune", "--yes"]) == 0
+    assert not temporary.exists() and plan.exists()
+
 def test_prune_keeps_every_engine_that_runs_here_even_one_a_stream_runs(monkeypatch: pytest.MonkeyPatch,
                                                                         tiny_model_files: dict[str, Path],
                                                                         cache: Path,

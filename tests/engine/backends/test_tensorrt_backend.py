@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import types
@@ -1032,6 +1033,22 @@ def test_fake_engine_opened_while_another_thread_captures_a_graph_is_not_taken_f
         with backend.device_session() as stream, capturing_on_another_thread(), pytest.raises(
                 EngineResourceError, match=r"execution context .* captures a CUDA graph in global mode"):
             backend.enqueue(0, (1, 3, 32, 32), 0, stream)
+
+
+@pytest.mark.gpu_contract
+def test_fake_engine_refused_by_a_capture_names_pycudas_reason_and_the_thread_local_fix(
+        fake_trt: tuple[FakeGpu, Path]) -> None:
+    """The line of a plan opened during another thread's global-mode capture: CUDA's own reason, and the fix that
+    works, torch.cuda.graph's capture_error_mode='thread_local' (a global-mode capture refuses cudaMalloc on every
+    thread; a thread-local one only on its own: CUDA Driver API, cuStreamBeginCapture's CUstreamCaptureMode)."""
+    _, plan = fake_trt
+    with capturing_on_another_thread(), pytest.raises(EngineResourceError) as refused:
+        TensorRTBackend(plan)
+    assert re.fullmatch(
+        rf"TensorRT could not load {re.escape(repr(str(plan)))}: CUDA refuses to allocate GPU memory on this thread "
+        r"now \(\S.*\), most often because another thread captures a CUDA graph in global mode "
+        r"\(torch\.cuda\.graph's default\); run this before or after that capture, or capture with "
+        r"torch\.cuda\.graph\(\.\.\., capture_error_mode='thread_local'\)", str(refused.value)), str(refused.value)
 
 
 @pytest.mark.gpu_contract
