@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 from .backends import PRECISIONS, ModelChoice, model_choices, open_backend, tensorrt_gpu_available
 from .backends.registry import backend_help
@@ -182,7 +183,7 @@ def report(args: argparse.Namespace) -> Report:
                          f"drop --build or {asked}")
     numpy = _version("numpy")
     opencv, has_opencv = _opencv_line()
-    unwritable = None
+    uncached = None  # why no engine can be cached, so that every start builds it
     try:
         folder = engine_cache_dir()
         # A month of engines (other precisions, working sizes, modules, model files) fills a small SD card.
@@ -193,8 +194,10 @@ def report(args: argparse.Namespace) -> Report:
         if unwritable is not None:
             cache = (f"engine cache: {folder}: {usage}; cannot be written ({unwritable}): an engine not cached "
                      f"there is built at every start; set {ENGINE_CACHE_ENV} to a writable folder")
+            uncached = "the cache cannot be written"
     except NoCacheFolderError as exc:
         cache = f"engine cache: none: {exc}"
+        uncached = "there is no folder for the engine cache"
     index = 0 if args.device == "cpu" else parse_device(args.device)
     lines = [f"unetrt {_version('unetrt')}, Python {platform.python_version()} ({platform.machine()}), "
              f"NumPy {numpy}", opencv, _gpu_line(index), _driver_line(), _kernels_line(), cache]
@@ -203,7 +206,7 @@ def report(args: argparse.Namespace) -> Report:
         problems.append("unet-stream cannot run without OpenCV (the OpenCV line says how to get it)")
     unbuilt = None if args.build else _unbuilt_engine(args)
     if unbuilt is not None:
-        lines.append(_unbuilt_line(args, *unbuilt, cached_later=unwritable is None))
+        lines.append(_unbuilt_line(args, *unbuilt, uncached=uncached))
         return Report(lines, problems)
     backend = open_backend(args.model, args.backend, args.device, args.precision, build=args.build,
                            working_size=args.working_size)
@@ -243,6 +246,9 @@ def _unbuilt_engine(args: argparse.Namespace) -> tuple[list[ModelChoice], CacheL
         # The key hashes the ONNX file (tens of MB on an SD card) once, for the check and for the note alike.
         key = plan_key(first.path, first.precision, args.working_size, device_index=index)
         lookup = look_up(key, first.path, gpus=machine_gpus())
+    except NoCacheFolderError:
+        # No home directory: every start builds into a private folder and runs on TensorRT, not on the fallback.
+        lookup = CacheLookup(Path(f"{key.stem}.plan"), "not cached", True, [])
     except (ImportError, ValueError):
         return None
     if lookup.usable or _tensorrt_start_failure() is not None:
@@ -266,21 +272,22 @@ def _tensorrt_start_failure() -> str | None:
 
 
 def _unbuilt_line(args: argparse.Namespace, choices: list[ModelChoice], cached: CacheLookup,
-                  cached_later: bool = True) -> str:
+                  uncached: str | None = None) -> str:
     """The last line where the stream's TensorRT engine is not built yet: what runs once it is, how to build it, and
     what ``--no-build`` runs until then (the fallback is opened by name, so no note about a --no-build not given);
-    with ``cached_later`` False (a cache that cannot be written), that every start builds it."""
+    with ``uncached`` (why no engine can be cached: a cache that cannot be written, no folder for one), that every
+    start builds it."""
     asked = [f"--{name} {shlex.quote(str(value))}" for name, value, default in [
         ("model", args.model, "camvid"), ("backend", args.backend, "auto"), ("precision", args.precision, "auto"),
         ("device", args.device, "auto")] if value != default]
     if args.working_size is not None:
         asked.append("--size {}x{}".format(*args.working_size))
-    if cached_later:
+    if uncached is None:
         builds = (f"its {'first' if cached.empty else 'next'} start builds it (minutes on a Jetson; "
                   f"{' '.join(['python -m unetrt.doctor --build', *asked])} builds it now)")
         until = "until then, "
     else:  # --build would cache nothing either (it ends in an error there)
-        builds, until = "every start builds it (minutes on a Jetson, as the cache cannot be written)", ""
+        builds, until = f"every start builds it (minutes on a Jetson, as {uncached})", ""
     line = (f"unet-stream --model {args.model} runs on: tensorrt {choices[0].precision} once its engine is built: "
             f"{cached.note()}, so {builds}")
     if len(choices) < 2:

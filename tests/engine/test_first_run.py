@@ -1229,6 +1229,11 @@ def test_no_home_directory_still_ends_on_tensorrt(first_run: Path, monkeypatch: 
     assert "no home directory" in capsys.readouterr().err
     assert doctor(["--device", "cpu"]) == 0
     assert "engine cache: none: no folder for the engine cache" in capsys.readouterr().out
+    # What a stream runs on: TensorRT, built into a private folder at every start, not the fallback as if cached.
+    assert doctor([]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert "runs on: tensorrt fp16 once its engine is built" in last, last
+    assert "every start builds it" in last and "no folder for the engine cache" in last, last
 
 
 def test_a_first_build_logged_to_a_file_says_it_is_still_building(first_run: Path, monkeypatch: pytest.MonkeyPatch,
