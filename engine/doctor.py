@@ -102,41 +102,42 @@ def _opencv_line() -> tuple[str, bool]:
     return f"OpenCV {cv2.__version__} from {cv2.__file__} (GStreamer: {gstreamer}; csi:// needs YES)", True
 
 
-def _gpu_line(index: int) -> str:
+def _gpu_line(index: int) -> tuple[str, str | None]:
     """The TensorRT line, which names GPU ``index``: the one the report's stream runs on (device 0 for 'auto' and
-    'cpu'), how many this process sees, and ``CUDA_VISIBLE_DEVICES`` when it is set (it renumbers them)."""
+    'cpu'), how many this process sees, and ``CUDA_VISIBLE_DEVICES`` when it is set (it renumbers them); and why
+    TensorRT does not start on it (None where it starts, or was not tried: TensorRT, pycuda or a GPU missing)."""
     from .backends.tensorrt import MISSING_PYCUDA, require_tensorrt, tensorrt_installed
 
     try:
         require_tensorrt()
     except ImportError as exc:
         if tensorrt_installed():  # installed, and its import fails: the line says why and the reinstall
-            return f"TensorRT: {exc}"
-        return "TensorRT: not installed (on a Jetson: JetPack's python3-libnvinfer; see docs/jetson.md)"
+            return f"TensorRT: {exc}", None
+        return "TensorRT: not installed (on a Jetson: JetPack's python3-libnvinfer; see docs/jetson.md)", None
     import tensorrt as trt
 
     pycuda_version = _version("pycuda")
     if not tensorrt_gpu_available():
-        return f"TensorRT {trt.__version__}: no CUDA GPU is visible"
+        return f"TensorRT {trt.__version__}: no CUDA GPU is visible", None
     if pycuda_version is None:
-        return f"TensorRT {trt.__version__}: a GPU is present, but TensorRT cannot run: {MISSING_PYCUDA}"
+        return f"TensorRT {trt.__version__}: a GPU is present, but TensorRT cannot run: {MISSING_PYCUDA}", None
     try:
         importlib.import_module("pycuda.driver")  # whether it imports, not what it holds
     except ImportError as exc:
         # Built against another CUDA or Python, or libcuda missing in a container: say so, not "not installed".
         return (f"TensorRT {trt.__version__}: a GPU is present, but pycuda {pycuda_version} does not import "
-                f"({exc}); rebuild it here: pip install --force-reinstall --no-binary pycuda pycuda")
+                f"({exc}); rebuild it here: pip install --force-reinstall --no-binary pycuda pycuda"), None
     try:
         count = len(machine_gpus())
     except ValueError as exc:  # the driver is installed and CUDA does not start on it (the GPU switched off)
-        return f"TensorRT {trt.__version__}, pycuda {pycuda_version}: {exc}"
+        return f"TensorRT {trt.__version__}, pycuda {pycuda_version}: {exc}", None
     gpu = gpu_identity(index)  # a device the machine lacks is the user's mistake: one line, exit 2
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     which = (f"GPU {index}{f' of {count}' if count > 1 else ''}"
              f"{'' if visible is None else f' (CUDA_VISIBLE_DEVICES={visible})'}")
     line = f"TensorRT {trt.__version__}, pycuda {pycuda_version}, {which}: {gpu.describe()}"
     failure = _tensorrt_start_failure()
-    return line if failure is None else f"{line}; TensorRT does not start: {failure}"
+    return (line if failure is None else f"{line}; TensorRT does not start: {failure}"), failure
 
 
 def _driver_line() -> str:
@@ -199,12 +200,13 @@ def report(args: argparse.Namespace) -> Report:
         cache = f"engine cache: none: {exc}"
         uncached = "there is no folder for the engine cache"
     index = 0 if args.device == "cpu" else parse_device(args.device)
+    gpu_line, tensorrt_failure = _gpu_line(index)
     lines = [f"unetrt {_version('unetrt')}, Python {platform.python_version()} ({platform.machine()}), "
-             f"NumPy {numpy}", opencv, _gpu_line(index), _driver_line(), _kernels_line(), cache]
+             f"NumPy {numpy}", opencv, gpu_line, _driver_line(), _kernels_line(), cache]
     problems = []
     if not has_opencv:
         problems.append("unet-stream cannot run without OpenCV (the OpenCV line says how to get it)")
-    unbuilt = None if args.build else _unbuilt_engine(args)
+    unbuilt = None if args.build else _unbuilt_engine(args, tensorrt_failure)
     if unbuilt is not None:
         lines.append(_unbuilt_line(args, *unbuilt, uncached=uncached))
         return Report(lines, problems)
@@ -232,11 +234,12 @@ def report(args: argparse.Namespace) -> Report:
     return Report(lines, problems)
 
 
-def _unbuilt_engine(args: argparse.Namespace) -> tuple[list[ModelChoice], CacheLookup] | None:
+def _unbuilt_engine(args: argparse.Namespace,
+                    tensorrt_failure: str | None) -> tuple[list[ModelChoice], CacheLookup] | None:
     """The model's choices, and what the cache holds instead (:func:`unetrt.plan_cache.look_up`), when a stream
     would start on a TensorRT engine built on first use that is not cached yet (the report builds nothing without
     ``--build``, so it would open the fallback and name it as what streams run on); None otherwise, and where
-    TensorRT cannot run at all (opening it says why)."""
+    TensorRT cannot run at all (``tensorrt_failure``, the TensorRT line's: opening it says why)."""
     choices = model_choices(args.model, args.backend, args.precision, args.device)
     first = choices[0]
     if first.backend != "tensorrt" or first.path.suffix != ".onnx":
@@ -251,7 +254,7 @@ def _unbuilt_engine(args: argparse.Namespace) -> tuple[list[ModelChoice], CacheL
         lookup = CacheLookup(Path(f"{key.stem}.plan"), "not cached", True, [])
     except (ImportError, ValueError):
         return None
-    if lookup.usable or _tensorrt_start_failure() is not None:
+    if lookup.usable or tensorrt_failure is not None:
         # No start would build it (a driver older than TensorRT's CUDA): opening it says why, and what runs.
         return None
     return choices, lookup
