@@ -754,7 +754,7 @@ class StaleEntry:
         fate = ("the next build replaces it" if self.replaced else
                 f"the engine of cuda:{self.other_gpu} on this machine, kept" if self.other_gpu is not None else
                 f"kept beside the new one: rm {quoted} {quoted}.json frees it")
-        return f"{self.plan.name}, {_megabytes(self.size)}: {', '.join(r.text for r in self.reasons)}; {fate}"
+        return f"{self.plan.name}, {megabytes(self.size)}: {', '.join(r.text for r in self.reasons)}; {fate}"
 
 
 @dataclass(frozen=True)
@@ -858,11 +858,16 @@ def cache_usage(folder: str | Path | None = None) -> str:
                     engines += path.suffix == ".plan"
     if not size:
         return "empty"
-    return f"{engines} engine{'' if engines == 1 else 's'}, {_megabytes(size)}"
+    return f"{engines} engine{'' if engines == 1 else 's'}, {megabytes(size)}"
 
 
-def _megabytes(size: int) -> str:
-    """'24 MB' (MiB, as the cache's other lines count them)."""
+def megabytes(size: int) -> str:
+    """'24 MB' (MiB, as the cache's lines count them).
+
+    Example:
+        >>> megabytes(25165824)
+        '24 MB'
+    """
     return f"{size / 2**20:.0f} MB"
 
 

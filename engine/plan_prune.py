@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .backends.tensorrt import tensorrt_release
 from .plan_build import file_sha256
-from .plan_cache import PlanKey, blocking_file, cache_usage, why_not_here
+from .plan_cache import PlanKey, blocking_file, cache_usage, megabytes, why_not_here
 from .plan_metadata import GpuIdentity, PlanMetadata, metadata_path, read_plan_metadata
 
 # MODEL-PRECISION-KEY.plan and its .plan.json (plan_cache.PlanKey.stem); a killed build's temporaries of them
@@ -384,6 +384,6 @@ def report_lines(found: Survey, done: Pruned | None) -> list[str]:
 
 
 def _megabytes(size: int) -> str:
-    """'24 MB' (MiB, as the cache's other lines count them); '12 KB' below half a MiB (a timing cache)."""
-    return f"{size / 2**20:.0f} MB" if size >= 2**19 or not size else f"{max(1, round(size / 2**10))} KB"
+    """:func:`unetrt.plan_cache.megabytes`, but '12 KB' below half a MiB (a timing cache)."""
+    return megabytes(size) if size >= 2**19 or not size else f"{max(1, round(size / 2**10))} KB"
 

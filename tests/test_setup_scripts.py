@@ -466,6 +466,13 @@ def test_setup_jetson_refuses_an_unknown_option(checkout: Path) -> None:
     assert not (checkout / ".venv").exists()
 
 
+def _run_as_root(checkout: Path) -> None:
+    """The script's `id -u` answers 0, as under sudo or in a container's root shell."""
+    stand_in_id = checkout / "stand-ins" / "id"
+    stand_in_id.write_text('#!/bin/sh\n[ "$1" = -u ] && echo 0\n')
+    stand_in_id.chmod(0o755)
+
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_setup_jetson_run_with_sudo_is_one_line_and_makes_nothing(checkout: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
@@ -474,9 +481,7 @@ def test_setup_jetson_run_with_sudo_is_one_line_and_makes_nothing(checkout: Path
     and the user's next run of the script failed on 'build/setup_jetson.log: Permission denied'. A root shell of
     its own (a container) is not refused: no SUDO_USER there."""
     _make_jetson(checkout, *ORIN_JETPACK_6)
-    stand_in_id = checkout / "stand-ins" / "id"
-    stand_in_id.write_text('#!/bin/sh\n[ "$1" = -u ] && echo 0\n')
-    stand_in_id.chmod(0o755)
+    _run_as_root(checkout)
     monkeypatch.setenv("SUDO_USER", "me")
     done = _run_setup_jetson(checkout, "--no-engine")
     assert (done.returncode, done.stdout) == (2, "")
@@ -494,9 +499,7 @@ def test_setup_jetson_from_a_root_shell_under_sudo_goes_on(checkout: Path, monke
     """sudo in a root shell (SUDO_USER=root): the venv and the engine cache are root's, who runs the streams there,
     so the script goes on as a container's root shell does."""
     _make_jetson(checkout, *ORIN_JETPACK_6)
-    stand_in_id = checkout / "stand-ins" / "id"
-    stand_in_id.write_text('#!/bin/sh\n[ "$1" = -u ] && echo 0\n')
-    stand_in_id.chmod(0o755)
+    _run_as_root(checkout)
     monkeypatch.setenv("SUDO_USER", "root")
     done = _run_setup_jetson(checkout, "--no-engine")
     assert done.returncode == 0, done.stderr
