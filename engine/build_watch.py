@@ -1,15 +1,18 @@
-"""Who else is told how this process's TensorRT engine builds go: the live view's page during a first run.
+"""Who else is told how this process's TensorRT engine builds go: the live view's page during a first run; and
+who may stop a build before it begins: a stream whose source can never open.
 
 The engine cache's lines (``unetrt: building a TensorRT engine for camvid FP16 ...``) and TensorRT's per-phase
 steps go to stderr, where a user looking at ``http://JETSON:8080`` in a browser sees neither for the minutes a
 first build takes on a Jetson. A stream serving the live view watches them while its model opens (see
-:func:`watching_builds`) and shows them on the page.
+:func:`watching_builds`) and shows them on the page. A stream opening its source meanwhile checks it before a build
+begins (see :func:`checking_before_builds`): a camera that is not connected was found minutes later, once the
+engine was built.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -77,3 +80,44 @@ def tell_step(step: BuildStep) -> None:
         watchers = list(_watchers)
     for watcher in watchers:
         watcher.build_step(step)
+
+
+# The checks of each thread's checking_before_builds blocks, innermost last.
+_checks = threading.local()
+
+
+def _thread_checks() -> list[Callable[[], None]]:
+    checks: list[Callable[[], None]] | None = getattr(_checks, "list", None)
+    if checks is None:
+        checks = _checks.list = []
+    return checks
+
+
+@contextmanager
+def checking_before_builds(check: Callable[[], None]) -> Iterator[None]:
+    """Call ``check`` before each engine build (or wait for another's build) that this thread begins while inside;
+    what it raises ends the start there, with nothing built.
+
+    Only this thread's builds: several streams open their models on their own threads, and one stream's camera
+    must not stop another's build.
+
+    Example:
+        >>> with checking_before_builds(source_can_open):  # doctest: +SKIP
+        ...     segmenter = Segmenter("camvid")
+    """
+    checks = _thread_checks()
+    checks.append(check)
+    try:
+        yield
+    finally:
+        checks.remove(check)
+
+
+def check_before_build() -> None:
+    """Run this thread's checks (:func:`checking_before_builds`): the engine cache calls it before a build begins.
+
+    Raises:
+        Exception: what a check raises (a stream's ``SourceError``).
+    """
+    for check in list(_thread_checks()):
+        check()

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .backends.tensorrt import gpu_identity, parse_device, require_tensorrt, tensorrt_release
-from .build_watch import tell_note
+from .build_watch import check_before_build, tell_note
 from .cli import format_size
 from .cuda import GpuResourceError, require_pycuda
 from .model_file import read_model_file
@@ -675,6 +675,8 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
     # it gives up with that reason instead of building again (three cameras on an Orin Nano that has no memory for
     # the build would otherwise take minutes each, one after another, to fail alike).
     failed_note = folder / f"{key.stem}.failed"
+    # Before the minutes of a build, or of a wait for another's: a stream whose camera can never open says so now.
+    check_before_build()
     with _entry_lock(folder / f"{key.stem}.lock", waiting) as waited:
         # Another process may have built it while this one waited for the lock.
         problem = entry_problem(plan, key)

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
-from unetrt.build_watch import BuildStep, tell_note, tell_step, watching_builds
+from unetrt.build_watch import (
+    BuildStep,
+    check_before_build,
+    checking_before_builds,
+    tell_note,
+    tell_step,
+    watching_builds,
+)
 
 
 class Recorder:
@@ -41,3 +50,30 @@ def test_the_engine_cache_lines_reach_the_watchers(capsys: pytest.CaptureFixture
         plan_cache._announce("cached /engines/camvid.plan")
     assert recorder.news == ["cached /engines/camvid.plan"]
     assert capsys.readouterr().err == "unetrt: cached /engines/camvid.plan\n"
+
+
+def test_a_check_before_builds_is_the_thread_s_own() -> None:
+    """Two streams open their models on their own threads: one's camera that can never open must not stop the other's
+    build; and the check goes with its block."""
+
+    def refuse() -> None:
+        raise ConnectionError("camera 1 is not connected")
+
+    outcome: list[BaseException | None] = []
+
+    def other_thread() -> None:
+        try:
+            check_before_build()
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    with checking_before_builds(refuse):
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join(30)
+        with pytest.raises(ConnectionError, match="camera 1"):
+            check_before_build()
+    check_before_build()
+    assert outcome == [None]
+
