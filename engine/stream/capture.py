@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -263,7 +264,8 @@ def open_stored(source: FrameSource, stop: threading.Event) -> bool:
 
 
 def open_when_up(source: FrameSource, stop: threading.Event, reconnect_delay: tuple[float, float] = (0.5, 8.0),
-                 max_attempts: int | None = None, wait: float | None = None) -> bool:
+                 max_attempts: int | None = None, wait: float | None = None,
+                 on_retry: Callable[[str], None] | None = None) -> bool:
     """Open a live source, waiting for one that is not up yet with the reconnect backoff (a log line per attempt).
 
     Args:
@@ -272,6 +274,7 @@ def open_when_up(source: FrameSource, stop: threading.Event, reconnect_delay: tu
         reconnect_delay: first and largest wait in seconds between attempts.
         max_attempts: retries after the first failure before giving up (None: no limit).
         wait: seconds to keep trying (None: no limit; 0: one attempt).
+        on_retry: told each retry's log line too (a live view's page shows it), before the wait for the retry.
 
     Returns:
         True once the source is open; False when ``stop`` was set first.
@@ -306,8 +309,11 @@ def open_when_up(source: FrameSource, stop: threading.Event, reconnect_delay: tu
         if wait is not None:
             delay = min(delay, wait - waited)
         limit = f" of {wait:g} s" if wait is not None else ""
-        log.warning("%s is not up yet (%s); waited %.1f s%s, retrying in %.2f s (attempt %d)", source.name,
-                    failure, waited, limit, delay, attempt + 1)
+        line = (f"{source.name} is not up yet ({failure}); waited {waited:.1f} s{limit}, retrying in {delay:.2f} s "
+                f"(attempt {attempt + 1})")
+        log.warning("%s", line)
+        if on_retry is not None:
+            on_retry(line)
         if stop.wait(delay):
             return False
 
