@@ -47,7 +47,8 @@ class StreamOptions:
         max_reconnects: reopen attempts in a row before a live source counts as gone (None: forever); also
             bounds the retries while a live source is not up yet at the start.
         wait: seconds to wait at the start for a live source that is not up yet, retrying with the reconnect
-            backoff and a log line per attempt (None: as long as ``max_reconnects`` allows; 0: fail at once).
+            backoff and a log line per attempt (None: as long as ``max_reconnects`` allows; 0: fail at once);
+            counted from when the stream began opening its model, beside which the source opens.
             Stored sources never wait.
         open_timeout: seconds a network stream may take to open, or to deliver a frame, before the attempt
             counts as failed (None: FFmpeg's default, 30 s).

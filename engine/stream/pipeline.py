@@ -12,6 +12,7 @@ owns the life cycle and wires the parts: :class:`~unetrt.stream.capture.CaptureT
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..build_watch import BuildStep, watching_builds
+from ..build_watch import BuildStep, checking_before_builds, watching_builds
 from ..preprocessing import check_color_order
 from .capture import (
     POLL_S,
@@ -36,6 +37,7 @@ from .capture import (
     open_stored,
     open_when_up,
 )
+from .early_open import EarlyOpen, opens_early
 from .inference import FrameSegmenter, InferenceWorkers, WorkerOutcome
 from .options import StreamOptions
 from .output_path import check_existing_output, check_not_input, check_output_path
@@ -108,10 +110,18 @@ class Stream:
         **settings: any :class:`~unetrt.stream.options.StreamOptions` field by name (``max_fps=15``,
             ``legend="inside"``, ``input_size=(640, 480)``, ...), laid over ``options``.
 
+    A camera, stream or video given by its URI, with a model given by its name or path, is opened while the model
+    opens (its first open on a Jetson builds a TensorRT engine for minutes): one that cannot open for good is
+    reported before the build begins; one that opened is let go for a build and opened again by :meth:`start`, and
+    without a build :meth:`start` takes it as it is (a live source's frame read to check it is dropped; a file is not
+    read, and starts at its first frame).
+
     Raises:
         ValueError: on a bad setting, source, segmenter, callback or output (one that is the input, or exists and
             ``overwrite`` is False), or ``workers`` above 1 with a segmenter object or a GPU model;
-            FileNotFoundError when a path does not exist.
+            FileNotFoundError when a path does not exist; SourceError when the source, opened while the model
+            opens, has failed for good (a file that does not open; a live source within ``wait`` /
+            ``max_reconnects``) before an engine build begins.
 
     Example:
         >>> with Stream("/dev/video0", "camvid", max_fps=15) as stream:  # doctest: +SKIP
@@ -138,6 +148,8 @@ class Stream:
             check_existing_output(self._output, self.options.overwrite)
         _warn_if_masks_leave_the_camera(self.source, self._output, self.options)
         self._owns_segmenter = isinstance(segmenter, str | Path)
+        # The source opened while the model opens (see _open_model), taken by start().
+        self._early: EarlyOpen | None = None
         # The live view is served from here on, before the model opens (its first open on a Jetson builds a TensorRT
         # engine for minutes, during which a browser was refused as if the install were broken): its page says what
         # the stream does meanwhile. Opening it here also refuses a busy port before anything else.
@@ -149,6 +161,8 @@ class Stream:
         try:
             self._open_model(segmenter)
         except BaseException:  # Ctrl-C or SIGTERM during the build too: the page goes, as the program ends
+            if self._early is not None:
+                self._early.abandon()
             if self._page is not None:
                 self._page.close()
             raise
@@ -168,17 +182,23 @@ class Stream:
         self._process = os.getpid()
 
     def _open_model(self, segmenter: FrameSegmenter | str | Path) -> None:
-        """Check the source against the model, open the segmenters and the renderer."""
+        """Check the source against the model, open the segmenters (and meanwhile the source) and the renderer."""
         if self._owns_segmenter:
             # Before the model is opened: its first open on a Jetson builds a TensorRT engine for minutes.
             _check_camera_exists(self.source, self.options.wait)
         # Before a model is opened, for the same reason.
         _check_color_order(self.source, segmenter, self.options)
-        if self._page is not None and self._owns_segmenter:
-            with watching_builds(_BuildOnPage(self._page, f"loading the model {segmenter}")):
-                self.segmenters: list[FrameSegmenter] = self._segmenters(segmenter)
-        else:
-            self.segmenters = self._segmenters(segmenter)
+        with contextlib.ExitStack() as opening:
+            page = None
+            if self._page is not None and self._owns_segmenter:
+                page = opening.enter_context(_watching_on_page(self._page, f"loading the model {segmenter}"))
+            if self._owns_segmenter and opens_early(self.source):
+                # Opened beside the model, and asked before a build begins: a camera that is not connected (a CSI
+                # sensor has no device file to check) was found minutes into a Jetson's first run, once the engine
+                # was built.
+                self._early = EarlyOpen(self.source, self.options, page.source_news if page is not None else None)
+                opening.enter_context(checking_before_builds(self._early.before_build))
+            self.segmenters: list[FrameSegmenter] = self._segmenters(segmenter)
         try:
             self.segmenter: FrameSegmenter = self.segmenters[0]
             hidden = self.options.ignore_classes
@@ -208,8 +228,9 @@ class Stream:
         during that wait the stream ends without a frame.
 
         Raises:
-            SourceError: when the source cannot be opened (a live one: within ``wait`` / ``max_reconnects``; a
-                camera device path that does not exist: at once unless ``wait`` was given).
+            SourceError: when the source cannot be opened (a live one: within ``wait`` / ``max_reconnects``, counted
+                from when its opening began, with the model's; a camera device path that does not exist: at once
+                unless ``wait`` was given).
             ValueError: when the stream was already started, the output cannot be opened, or this process is a fork of
                 the one that made the stream.
         """
@@ -217,15 +238,9 @@ class Stream:
         if self._state != "new":
             raise ValueError(f"this stream is {self._state}; a Stream runs once, make a new one")
         options = self.options
-        _check_camera_exists(self.source, options.wait)  # again: it may have been unplugged since
         if self._page is not None:
             self._page.set_status(f"opening {self.source.name}")
-        if not self.source.live:
-            if not open_stored(self.source, self._stop):
-                self._state = "finished"
-                return self
-        elif not open_when_up(self.source, self._stop, options.reconnect_delay, options.max_reconnects,
-                              options.wait):
+        if not self._open_source():
             self._state = "finished"
             return self
         try:
@@ -253,6 +268,24 @@ class Stream:
         log.info("streaming %s (%s) -> %s", self.source.name, "live" if self.source.live else "stored",
                  self.sink.name if self.sink is not None else "no output")
         return self
+
+    def _open_source(self) -> bool:
+        """Open the source, or take it from the opening begun with the model's; False when stopped first.
+
+        Raises:
+            SourceError: when the source cannot be opened.
+        """
+        early, self._early = self._early, None
+        if early is not None:
+            held = early.result(self._stop)
+            if held is not False:
+                return bool(held)
+            # Let go for a build's minutes: opened again now, as a source not opened early is.
+        options = self.options
+        _check_camera_exists(self.source, options.wait)  # again: it may have been unplugged since
+        if not self.source.live:
+            return open_stored(self.source, self._stop)
+        return open_when_up(self.source, self._stop, options.reconnect_delay, options.max_reconnects, options.wait)
 
     def _pick_output_fps(self) -> float:
         if self.options.output_fps is not None:
@@ -402,6 +435,9 @@ class Stream:
         self._shutdown()
         if self._state == "new":
             self._state = "finished"
+            if self._early is not None:  # opened beside the model, never taken by start()
+                self._early.abandon()
+                self._early = None
         if self._page is not None:  # served since the stream was made, also when it never started
             self._page.close()
         self._close_segmenters()
@@ -453,19 +489,51 @@ def _serve_early(output: SinkSpec | Sink | None) -> HttpViewSink | None:
 
 class _BuildOnPage:
     """Shows on the live view's page what opening the model prints on stderr: the engine cache's lines (``building a
-    TensorRT engine for camvid ...``) and the build's progress, the steps of TensorRT's phases."""
+    TensorRT engine for camvid ...``) and the build's progress, the steps of TensorRT's phases; and, after them, what
+    the source opened meanwhile says (``csi://0 is not up yet (...)``)."""
 
     def __init__(self, page: HttpViewSink, status: str) -> None:
         self._page = page
         self._note = status
+        self._source: str | None = None
+        self._step: BuildStep | None = None
+        self._lock = threading.Lock()  # told from the builder's threads and the source's
+        self._open = True
         page.set_status(status)
 
+    def _show(self) -> None:
+        with self._lock:
+            if self._open:
+                status = self._note if self._source is None else f"{self._note}; {self._source}"
+                self._page.set_status(status, self._step)
+
     def build_note(self, text: str) -> None:
-        self._note = text
-        self._page.set_status(text)
+        self._note, self._step = text, None
+        self._show()
 
     def build_step(self, step: BuildStep) -> None:
-        self._page.set_status(self._note, step)
+        self._step = step
+        self._show()
+
+    def source_news(self, text: str) -> None:
+        self._source = text
+        self._show()
+
+    def close(self) -> None:
+        """Leave the page to the stream, which says what it does from here on ("opening csi://0", ...)."""
+        with self._lock:
+            self._open = False
+
+
+@contextlib.contextmanager
+def _watching_on_page(page: HttpViewSink, status: str) -> Iterator[_BuildOnPage]:
+    """:class:`_BuildOnPage` watching the builds of the block, and no longer told anything after it."""
+    shown = _BuildOnPage(page, status)
+    try:
+        with watching_builds(shown):
+            yield shown
+    finally:
+        shown.close()
 
 
 def _warn_if_masks_leave_the_camera(source: FrameSource, output: SinkSpec | Sink | None,

@@ -1072,16 +1072,164 @@ def _get(url: str) -> tuple[int, bytes]:
         return 0, b""
 
 
-def test_a_csi_camera_opens_after_the_first_build_and_the_live_view_says_it_builds(
+class _CsiCamera:
+    """``cv2.VideoCapture`` of nvarguscamerasrc with a sensor connected: every read a frame; counts the sessions
+    open, which Argus serves one at a time."""
+
+    def __init__(self, sessions: list[int]) -> None:
+        self.sessions = sessions
+        sessions[0] += 1
+        sessions[1] += 1
+
+    def isOpened(self) -> bool:  # noqa: N802  (OpenCV's name)
+        return True
+
+    def get(self, prop: int) -> float:
+        return 30.0 if prop == 5 else 0.0  # cv2.CAP_PROP_FPS
+
+    def read(self) -> tuple[bool, np.ndarray]:
+        return True, np.full((168, 224, 3), 90, np.uint8)
+
+    def release(self) -> None:
+        self.sessions[1] -= 1
+
+
+def test_a_csi_camera_that_is_not_connected_is_reported_before_the_first_build(
         first_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """docs/jetson.md: during the first build of `unet-stream csi://0 http://0.0.0.0:8080` the camera is not opened
-    (Argus is not held for minutes), and the live view answers with what is happening (its port refused connections
-    for those minutes, as if the install were broken); a CSI sensor that is not connected is found once the engine is
-    built and cached, which the next start loads, and the live view goes with the program."""
+    """docs/jetson.md: `unet-stream csi://0 http://0.0.0.0:8080 --wait 0` with a sensor that is not connected (a loose
+    cable, a wrong sensor id) ends in seconds with the camera's own error line, before the build: it was found once
+    the engine had been built, minutes into the first run. Nothing is built, and the live view goes with the
+    program."""
+    from unetrt.stream import sources
+    from unetrt.stream.cli import main
+
+    monkeypatch.setattr(sources, "opencv_has_gstreamer", lambda: True)  # the pipeline then fails to open here
+    port = _free_port()
+    reached = act_during_build(monkeypatch, lambda: None, steps=5, step_s=0)
+    assert main(["csi://0", f"http://127.0.0.1:{port}", "--wait", "0"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["error: cannot open csi 'csi://0'; check that a camera is connected as sensor 0, that no other "
+                     "program uses it, and restart the camera daemon: sudo systemctl restart nvargus-daemon"], lines
+    assert reached == [] and builds() == 0 and list(first_run.glob("*.plan")) == []
+    assert _get(f"http://127.0.0.1:{port}/") == (0, b"")
+
+
+def test_a_connected_csi_camera_is_let_go_during_the_first_build_and_streams_after_it(
+        first_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The camera is opened beside the model, and let go before the build: Argus is not held, nor its frames
+    converted, for the build's minutes; the live view says the engine is being built; the stream opens the camera
+    again once the engine is cached."""
     from unetrt.stream import sources
     from unetrt.stream.cli import main
 
     monkeypatch.setattr(sources, "opencv_has_gstreamer", lambda: True)
+    sessions = [0, 0]  # opened in all, open now
+    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda *args: _CsiCamera(sessions))
+    port = _free_port()
+    seen: list[tuple[list[int], str]] = []
+
+    def look() -> None:
+        seen.append((list(sessions), json.loads(_get(f"http://127.0.0.1:{port}/stats")[1])["status"]))
+
+    act_during_build(monkeypatch, look, steps=5, step_s=0)
+    assert main(["csi://0", f"http://127.0.0.1:{port}", "--max-frames", "3"]) == 0
+    assert len(seen) == 1 and seen[0][0] == [1, 0], seen
+    assert seen[0][1].startswith("building a TensorRT engine for camvid FP16"), seen
+    assert sessions == [2, 0] and builds() == 1 and len(list(first_run.glob("*.plan"))) == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_camera_not_up_yet_does_not_stop_the_first_build_and_is_said_at_once(
+        first_run: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Under the retry policy a camera that does not open is not up yet, not gone: the build goes on (the next start
+    needs the engine anyway), and the terminal and the live view say at once that the camera is not up. Once the
+    policy gives up (here --max-reconnects 1, during the build) that is said at once too, the build is finished and
+    cached, and the stream ends with the camera's error (exit 2)."""
+    import logging
+
+    from unetrt.stream import sources
+    from unetrt.stream.cli import main
+
+    monkeypatch.setattr(sources, "opencv_has_gstreamer", lambda: True)
+    port = _free_port()
+    given_up = threading.Event()
+
+    class GivenUp(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.ERROR:
+                given_up.set()
+
+    handler = GivenUp()
+    logging.getLogger("unetrt.stream").addHandler(handler)
+    seen: list[tuple[list[str], str]] = []
+
+    def look() -> None:
+        status = json.loads(_get(f"http://127.0.0.1:{port}/stats")[1])["status"]
+        seen.append(([r.getMessage() for r in caplog.records if r.levelno == logging.WARNING], status))
+        assert given_up.wait(30), "the retry policy never gave up"
+
+    reached = act_during_build(monkeypatch, look, steps=5, step_s=0)
+    try:
+        assert main(["csi://0", f"http://127.0.0.1:{port}", "--max-reconnects", "1"]) == 2
+    finally:
+        logging.getLogger("unetrt.stream").removeHandler(handler)
+    assert len(seen) == 1, seen
+    warned, status = seen[0]
+    assert any(line.startswith("csi://0 is not up yet (cannot open csi 'csi://0'; check that a camera is connected")
+               for line in warned), warned
+    assert status.startswith("building a TensorRT engine for camvid FP16") and "; csi://0 is not up yet (" in status
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].endswith("still not up after 1 retries (--max-reconnects); the stream ends "
+                                                   "once the model has opened (the TensorRT engine being built is "
+                                                   "cached for the next start; Ctrl-C stops the build now)"), errors
+    assert len(reached) == 5 and builds() == 1 and len(list(first_run.glob("*.plan"))) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == ("error: cannot open csi 'csi://0'; check that a camera is connected as "
+                                            "sensor 0, that no other program uses it, and restart the camera daemon: "
+                                            "sudo systemctl restart nvargus-daemon; still not up after 1 retries "
+                                            "(--max-reconnects)"), err
+
+
+def test_a_video_that_does_not_open_is_reported_before_the_first_build(
+        first_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file that exists but does not open (damaged, a codec OpenCV lacks) can never stream: it is said in one
+    line before anything is built, not after the build's minutes."""
+    from unetrt.stream.cli import main
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not a video" * 100)
+    assert main([str(clip), "--headless"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"error: cannot open video {str(clip)!r}; the file may be damaged or use a codec this OpenCV "
+                     "build cannot decode"], lines
+    assert builds() == 0 and list(first_run.glob("*.plan")) == []
+
+
+def test_a_network_stream_that_does_not_answer_is_reported_before_the_first_build(
+        first_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--wait 0 asks for one attempt: an RTSP address nobody serves is said before the build, in one line."""
+    from unetrt.stream.cli import main
+
+    url = f"rtsp://127.0.0.1:{_free_port()}/cam"
+    assert main([url, "--headless", "--wait", "0", "--open-timeout", "5"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot open rtsp {url!r}; check the address"), lines
+    assert builds() == 0 and list(first_run.glob("*.plan")) == []
+
+
+def test_a_video_opened_beside_the_first_build_still_starts_at_its_first_frame(first_run: Path) -> None:
+    """The file is opened while the engine is built and kept open through the build (never read meanwhile): the
+    stream's first result is the file's first frame, and the file is opened once."""
+    import cv2
+
+    from unetrt.stream import Stream, sources
+
+    clip = MODELS_DIR.parent / "samples" / "camvid_0016E5.mp4"
+    capture = cv2.VideoCapture(str(clip))
+    ok, first = capture.read()
+    capture.release()
+    assert ok
     opened: list[str] = []
     real_open = sources.VideoCaptureSource.open
 
@@ -1089,22 +1237,12 @@ def test_a_csi_camera_opens_after_the_first_build_and_the_live_view_says_it_buil
         opened.append(self.name)
         real_open(self)
 
-    monkeypatch.setattr(sources.VideoCaptureSource, "open", recording_open)
-    port = _free_port()
-    seen: list[tuple[list[str], int, bytes]] = []
-
-    def look() -> None:
-        status, stats = _get(f"http://127.0.0.1:{port}/stats")
-        seen.append((list(opened), status, stats))
-
-    act_during_build(monkeypatch, look, steps=5, step_s=0)
-    assert main(["csi://0", f"http://127.0.0.1:{port}", "--wait", "0"]) == 2
-    assert len(seen) == 1 and seen[0][:2] == ([], 200), seen
-    assert json.loads(seen[0][2])["status"].startswith("building a TensorRT engine for camvid FP16"), seen
-    err = capsys.readouterr().err
-    assert "cannot open csi 'csi://0'; check that a camera is connected as sensor 0" in err
-    assert opened == ["csi://0"] and builds() == 1 and len(list(first_run.glob("*.plan"))) == 1
-    assert _get(f"http://127.0.0.1:{port}/") == (0, b"")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sources.VideoCaptureSource, "open", recording_open)
+        with Stream(str(clip), "camvid", max_frames=2) as stream:
+            results = list(stream)
+    assert builds() == 1 and opened == [str(clip)]
+    assert [result.index for result in results] == [0, 1] and np.array_equal(results[0].frame, first)
 
 
 class _StreamViewer(threading.Thread):

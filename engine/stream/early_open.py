@@ -1,0 +1,221 @@
+"""Opening a stream's source while its model opens, so that a source that cannot open is known in seconds.
+
+A Jetson's first ``unet-stream csi://0 ...`` builds a TensorRT engine for minutes before the model is open; the
+camera was opened only after that, so a loose cable, a wrong sensor id, a camera held by another program, a stream
+that does not answer or a damaged file was reported minutes into the run. :class:`EarlyOpen` opens the source on a
+thread of its own from the moment the model begins to open, under the stream's own retry policy (``wait``,
+``max_reconnects``); before a build begins, the engine cache asks it (:meth:`EarlyOpen.before_build`, through
+:func:`unetrt.build_watch.checking_before_builds`) whether the source can open:
+
+- a source that failed for good (a file that does not open; a live one the policy has given up on: ``wait=0``) ends
+  the start there, with its own error, and nothing is built;
+- a live source that is merely not up yet (the default policy waits for ever) does not stop the build: its retries
+  go on beside it, each said in a line (and on the live view's page), and one that the policy then gives up on is
+  said at once, the stream ending once the build is over and cached (the next start needs the engine anyway);
+- a live source that opened is closed again for the build's minutes (an Argus session, a network stream left unread,
+  a camera's driver filling its buffers with frames that would be stale), and the stream opens it again after it.
+
+Without a build (a cached engine, a CPU model) the source opened here is the stream's: a file is opened, never read,
+and starts at its first frame; a live source's first frame, read to tell a camera that opens but sends nothing (a
+CSI sensor whose Argus session fails) from one that works, is dropped, as a live stream drops stale frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from .capture import POLL_S, open_when_up
+from .options import StreamOptions
+from .sources import RELEASE_WAIT_S, FrameSource, SourceError, VideoCaptureSource, give_up_on
+
+log = logging.getLogger(__name__)
+
+
+class _FirstFrame:
+    """A live source whose open counts as done once it has delivered a frame: a CSI camera whose Argus session
+    fails opens, and ends at its first read."""
+
+    def __init__(self, source: FrameSource) -> None:
+        self.source = source
+        self.name = source.name
+        self.live = source.live
+        self.fps = source.fps
+
+    def open(self) -> None:
+        """Open the source and read one frame (dropped).
+
+        Raises:
+            SourceError: when it does not open or sends no frame (it is closed again).
+        """
+        self.source.open()
+        try:
+            frame: np.ndarray | None = self.source.read()
+        except SourceError:
+            self.source.close()
+            raise
+        if frame is None:
+            self.source.close()
+            raise SourceError(f"{self.name!r} opened but sent no frame")
+
+    def read(self) -> np.ndarray | None:
+        """The source's next frame."""
+        return self.source.read()
+
+    def close(self) -> None:
+        """Close the source."""
+        self.source.close()
+
+
+def opens_early(source: FrameSource) -> bool:
+    """Whether a stream opens ``source`` while its model opens: unetrt's own cameras, streams and videos.
+
+    Image folders were listed when the stream was made, and a Python iterable or a caller's source may be one that
+    can be read once only.
+
+    Example:
+        >>> from unetrt.stream.sources import IterableSource
+        >>> opens_early(IterableSource([]))
+        False
+    """
+    return isinstance(source, VideoCaptureSource)
+
+
+class EarlyOpen:
+    """Opens a stream's source on a thread of its own, as :meth:`unetrt.stream.Stream.start` would, while the model
+    opens on the caller's.
+
+    Args:
+        source: the stream's source (see :func:`opens_early`), not open yet.
+        options: the stream's settings: ``wait``, ``max_reconnects`` and ``reconnect_delay`` decide when a live
+            source that does not open has failed for good.
+        tell: told the retry lines, and a failure for good during a build (the live view's page shows them).
+
+    Example:
+        >>> early = EarlyOpen(source, options)  # doctest: +SKIP
+        >>> with checking_before_builds(early.before_build):  # doctest: +SKIP
+        ...     segmenter = Segmenter("camvid")
+        >>> held = early.result(stop)  # doctest: +SKIP
+    """
+
+    def __init__(self, source: FrameSource, options: StreamOptions,
+                 tell: Callable[[str], None] | None = None) -> None:
+        self.source = source
+        self._options = options
+        self._tell = tell
+        self._stop = threading.Event()
+        # Set once the first attempt has answered: opened, failed for good, or to be retried.
+        self._answered = threading.Event()
+        self._lock = threading.Lock()
+        self._building = False
+        self._abandoned = False
+        self._held = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="unetrt-early-open", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        options = self._options
+        opened = False
+        try:
+            if self.source.live:
+                opened = open_when_up(_FirstFrame(self.source), self._stop, options.reconnect_delay,
+                                      options.max_reconnects, options.wait, self._retrying)
+            else:
+                self.source.open()
+                opened = True
+        except BaseException as exc:  # handed to the stream's thread, which raises it
+            with self._lock:
+                self._error = exc
+                building = self._building
+            if building:
+                # The stream's thread is inside the build and hears of it only after: the user hears of it now.
+                line = (f"{exc}; the stream ends once the model has opened (the TensorRT engine being built is "
+                        "cached for the next start; Ctrl-C stops the build now)")
+                log.error("%s", line)
+                if self._tell is not None:
+                    self._tell(line)
+        finally:
+            self._answered.set()
+        if opened:
+            with self._lock:
+                if self._abandoned or (self._building and not self._kept_during_builds()):
+                    self.source.close()
+                else:
+                    self._held = True
+
+    def _retrying(self, line: str) -> None:
+        self._answered.set()  # not up yet, and to be retried: no reason to hold a build back
+        if self._tell is not None:
+            self._tell(line)
+
+    def _kept_during_builds(self) -> bool:
+        """A file on this machine stays open through a build: open, it holds nothing another program needs, and
+        a network stream or a camera left unread for minutes would go stale or drop the connection."""
+        spec = getattr(self.source, "spec", None)
+        return not self.source.live and spec is not None and spec.kind == "video"
+
+    def before_build(self) -> None:
+        """Called on the model's thread before a build (or a wait for another's) begins: waits for the source's first
+        attempt to answer (at most the source's own open timeout), then lets a source that is open go for the
+        build's minutes.
+
+        Raises:
+            SourceError: the source's own error, when it failed for good (nothing is built then).
+            BaseException: what interrupted the wait (Ctrl-C, SIGTERM's TerminatedError).
+        """
+        while not self._answered.wait(POLL_S):
+            pass
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            self._building = True
+            if self._held and not self._kept_during_builds():
+                self.source.close()
+                self._held = False
+
+    def result(self, stop: threading.Event) -> bool | None:
+        """Wait for the opening to end, where signals reach the caller; what the stream does next.
+
+        Returns:
+            True when the source is open for the stream; False when it must be opened again (it was let go for a
+            build); None when ``stop`` was set first.
+
+        Raises:
+            SourceError: when the source failed for good.
+            BaseException: what interrupted the wait (the opening is then given up).
+        """
+        try:
+            while self._thread.is_alive():
+                self._thread.join(POLL_S)
+                if stop.is_set():
+                    self.abandon()
+                    return None
+        except BaseException:
+            self.abandon()
+            raise
+        if self._error is not None:
+            raise self._error
+        return self._held
+
+    def abandon(self) -> None:
+        """Stop opening and close the source (now, or once an open in progress returns); idempotent.
+
+        Waits up to ``RELEASE_WAIT_S`` for an open in progress; one still blocked in OpenCV after that (a network
+        stream connecting) counts as a hung read (:func:`~unetrt.stream.sources.give_up_on`): a command's exit then
+        skips the interpreter's shutdown.
+        """
+        self._stop.set()
+        with self._lock:
+            self._abandoned = True
+            if self._held:
+                self.source.close()
+                self._held = False
+        # As a timed reader's release: an open in progress (a file's: milliseconds) is waited for a while, since one
+        # counted as hung makes a command skip the interpreter's shutdown (os._exit), also where it was about to end.
+        self._thread.join(RELEASE_WAIT_S)
+        if self._thread.is_alive():
+            give_up_on(self._thread)

@@ -1,0 +1,164 @@
+"""Opening a stream's source beside its model: what a build about to begin is told, and what the stream then takes."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from stream_helpers import frame_with_index
+
+from unetrt.stream.early_open import EarlyOpen, opens_early
+from unetrt.stream.options import StreamOptions
+from unetrt.stream.sources import IterableSource, SourceError, VideoCaptureSource, reads_still_hung
+from unetrt.stream.uri import SourceSpec
+
+FAST = (0.01, 0.04)
+
+
+class Camera:
+    """A camera whose open fails ``down_for`` times (or whose first read fails, ``silent``), then delivers frames."""
+
+    fps = None
+    name = "camera 0"
+
+    def __init__(self, down_for: int = 0, silent: bool = False, live: bool = True) -> None:
+        self.live = live
+        self.down_for = down_for
+        self.silent = silent
+        self.opens = 0
+        self.reads = 0
+        self.is_open = False
+
+    def open(self) -> None:
+        self.opens += 1
+        if self.opens <= self.down_for:
+            raise SourceError("connection refused")
+        self.is_open = True
+
+    def read(self) -> np.ndarray | None:
+        if self.silent:
+            raise SourceError("'camera 0' opened but sent no frame")
+        self.reads += 1
+        return frame_with_index(self.reads - 1)
+
+    def close(self) -> None:
+        self.is_open = False
+
+
+def test_a_source_that_failed_for_good_stops_the_build_before_it_begins() -> None:
+    """wait=0: one attempt. A build asked for after it is refused with the source's own error."""
+    camera = Camera(down_for=1)
+    early = EarlyOpen(camera, StreamOptions(wait=0))
+    with pytest.raises(SourceError, match=r"^connection refused$"):
+        early.before_build()
+    assert camera.opens == 1 and not camera.is_open
+
+
+def test_a_camera_that_opens_but_sends_no_frame_has_not_opened() -> None:
+    """A CSI sensor whose Argus session fails opens, then ends at its first read: that is the failure, not an open."""
+    camera = Camera(silent=True)
+    early = EarlyOpen(camera, StreamOptions(wait=0))
+    with pytest.raises(SourceError, match="opened but sent no frame"):
+        early.before_build()
+    assert not camera.is_open
+
+
+def test_a_camera_not_up_yet_lets_the_build_begin_and_is_let_go_when_it_comes_up() -> None:
+    """The default policy waits for ever: the build is not held back past the first attempt, the retries are told,
+    and a camera that comes up during the build is closed again until the stream opens it."""
+    camera = Camera(down_for=3)
+    told: list[str] = []
+    retried = threading.Event()
+    gate = threading.Event()
+
+    def tell(line: str) -> None:
+        told.append(line)
+        retried.set()
+        gate.wait(30)  # the second attempt waits until the build has begun
+
+    early = EarlyOpen(camera, StreamOptions(reconnect_delay=FAST), tell)
+    early.before_build()  # returns once the first attempt failed and is to be retried
+    gate.set()
+    assert retried.is_set() and told[0].startswith("camera 0 is not up yet (connection refused)")
+    assert early.result(threading.Event()) is False
+    assert camera.opens == 4 and camera.reads == 1 and not camera.is_open
+
+
+def test_a_camera_open_before_a_build_is_let_go_for_it() -> None:
+    camera = Camera()
+    early = EarlyOpen(camera, StreamOptions(wait=0))
+    early.before_build()
+    assert early.result(threading.Event()) is False and not camera.is_open
+
+
+def test_without_a_build_the_stream_takes_the_source_open() -> None:
+    """A cached engine or a CPU model: no second open. A live camera's frame read to check it is dropped."""
+    camera = Camera()
+    early = EarlyOpen(camera, StreamOptions(wait=0))
+    assert early.result(threading.Event()) is True
+    assert camera.is_open and camera.opens == 1 and camera.reads == 1
+
+
+def test_a_file_is_kept_open_through_a_build_and_never_read() -> None:
+    clip = VideoCaptureSource(SourceSpec("video", "clip.mp4", live=False))
+    opened: list[str] = []
+    clip.open = lambda: opened.append("open")  # type: ignore[method-assign]
+    clip.close = lambda: opened.append("close")  # type: ignore[method-assign]
+    early = EarlyOpen(clip, StreamOptions())
+    early.before_build()
+    assert early.result(threading.Event()) is True and opened == ["open"]
+
+
+def test_a_stream_stopped_while_it_waits_gets_nothing_and_the_source_is_closed() -> None:
+    camera = Camera(down_for=10 ** 6)
+    stop = threading.Event()
+    stop.set()
+    early = EarlyOpen(camera, StreamOptions(reconnect_delay=(30.0, 30.0)))
+    assert early.result(stop) is None
+    early.abandon()
+    assert not camera.is_open
+
+
+def test_an_abandoned_opening_closes_what_it_opened() -> None:
+    """The model failed to open (or Ctrl-C during the build): the camera is not left open."""
+    camera = Camera()
+    early = EarlyOpen(camera, StreamOptions(wait=0))
+    early._thread.join(30)
+    assert camera.is_open
+    early.abandon()
+    assert not camera.is_open
+
+
+def test_only_unetrt_own_sources_are_opened_early() -> None:
+    """A Python iterable or a caller's source may be readable once only: opened early, its frames would be lost."""
+    assert opens_early(VideoCaptureSource(SourceSpec("camera", "/dev/video0", live=True)))
+    assert not opens_early(IterableSource([])) and not opens_early(Camera())  # type: ignore[arg-type]
+
+
+def test_a_model_that_fails_to_open_waits_for_the_source_opening_beside_it(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad model option fails while the video is still opening: the open was counted as a hung read, and
+    unet-stream's exit then skipped the interpreter's shutdown (os._exit), killing a test runner calling main()."""
+    from unetrt.stream import pipeline, sources
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\0")
+    model_failed = threading.Event()
+    states: list[str] = []
+
+    def slow_open(self: VideoCaptureSource) -> None:
+        assert model_failed.wait(30)  # still opening when the model fails
+        states.append("open")
+
+    def failing_model(*args: object) -> list[object]:
+        model_failed.set()
+        raise ValueError("precision 'bf16' is OpenVINO's inference-precision hint")
+
+    monkeypatch.setattr(sources.VideoCaptureSource, "open", slow_open)
+    monkeypatch.setattr(sources.VideoCaptureSource, "close", lambda self: states.append("closed"))
+    monkeypatch.setattr(pipeline, "open_segmenters", failing_model)
+    with pytest.raises(ValueError, match="bf16"):
+        pipeline.Stream(str(clip), "camvid")
+    assert not reads_still_hung() and states[:2] == ["open", "closed"]
