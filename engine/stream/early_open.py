@@ -113,6 +113,7 @@ class EarlyOpen:
         self._building = False
         self._abandoned = False
         self._held = False
+        self._retried = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="unetrt-early-open", daemon=True)
         self._thread.start()
@@ -140,6 +141,8 @@ class EarlyOpen:
                     self._tell(line)
         finally:
             self._answered.set()
+        if opened and self._retried and self._tell is not None:
+            self._tell(f"{self.source.name} is up")  # the page said it was not
         if opened:
             with self._lock:
                 if self._abandoned or (self._building and not self._kept_during_builds()):
@@ -149,6 +152,7 @@ class EarlyOpen:
 
     def _retrying(self, line: str) -> None:
         self._answered.set()  # not up yet, and to be retried: no reason to hold a build back
+        self._retried = True
         if self._tell is not None:
             self._tell(line)
 

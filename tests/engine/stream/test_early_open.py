@@ -83,6 +83,7 @@ def test_a_camera_not_up_yet_lets_the_build_begin_and_is_let_go_when_it_comes_up
     gate.set()
     assert retried.is_set() and told[0].startswith("camera 0 is not up yet (connection refused)")
     assert early.result(threading.Event()) is False
+    assert told[-1] == "camera 0 is up"  # the live view's page no longer says it is not
     assert camera.opens == 4 and camera.reads == 1 and not camera.is_open
 
 
