@@ -11,7 +11,8 @@ thread of its own from the moment the model begins to open, under the stream's o
   the start there, with its own error, and nothing is built;
 - a live source that is merely not up yet (the default policy waits for ever) does not stop the build: its retries
   go on beside it, each said in a line (and on the live view's page), and one that the policy then gives up on is
-  said at once, the stream ending once the build is over and cached (the next start needs the engine anyway);
+  said at once; the build is finished and cached (the next start needs the engine anyway) and the source is tried
+  once more after it, so that a cable fixed during the build, or a camera that came up late, still streams;
 - a live source that opened is closed again for the build's minutes (an Argus session, a network stream left unread,
   a camera's driver filling its buffers with frames that would be stale), and the stream opens it again after it.
 
@@ -114,6 +115,8 @@ class EarlyOpen:
         self._abandoned = False
         self._held = False
         self._retried = False
+        # Failed for good while a build went on: tried once more once the model is open.
+        self._failed_while_building = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="unetrt-early-open", daemon=True)
         self._thread.start()
@@ -131,11 +134,12 @@ class EarlyOpen:
         except BaseException as exc:  # handed to the stream's thread, which raises it
             with self._lock:
                 self._error = exc
-                building = self._building
+                building = self._failed_while_building = self._building
             if building:
-                # The stream's thread is inside the build and hears of it only after: the user hears of it now.
-                line = (f"{exc}; the stream ends once the model has opened (the TensorRT engine being built is "
-                        "cached for the next start; Ctrl-C stops the build now)")
+                # The stream's thread is inside the build and hears of it only after: the user hears of it now, and
+                # may fix the cable during the build.
+                line = (f"{exc}; the model goes on opening (a TensorRT engine being built is cached for the next "
+                        f"start; Ctrl-C stops it), then {self.source.name} is tried once more")
                 log.error("%s", line)
                 if self._tell is not None:
                     self._tell(line)
@@ -186,10 +190,10 @@ class EarlyOpen:
 
         Returns:
             True when the source is open for the stream; False when it must be opened again (it was let go for a
-            build); None when ``stop`` was set first.
+            build, or failed for good during one: see :attr:`one_more_attempt`); None when ``stop`` was set first.
 
         Raises:
-            SourceError: when the source failed for good.
+            SourceError: when the source failed for good, with no build going on.
             BaseException: what interrupted the wait (the opening is then given up).
         """
         try:
@@ -201,9 +205,15 @@ class EarlyOpen:
         except BaseException:
             self.abandon()
             raise
-        if self._error is not None:
+        if self._error is not None and not self._failed_while_building:
             raise self._error
         return self._held
+
+    @property
+    def one_more_attempt(self) -> bool:
+        """Whether the source failed for good during a build: the stream then opens it with one attempt, no wait (the
+        failure was said when it came; the camera may have been fixed, or come up, during the build)."""
+        return self._failed_while_building
 
     def abandon(self) -> None:
         """Stop opening and close the source (now, or once an open in progress returns); idempotent.

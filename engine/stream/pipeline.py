@@ -112,7 +112,8 @@ class Stream:
 
     A camera, stream or video given by its URI, with a model given by its name or path, is opened while the model
     opens (its first open on a Jetson builds a TensorRT engine for minutes): one that cannot open for good is
-    reported before the build begins; one that opened is let go for a build and opened again by :meth:`start`, and
+    reported before the build begins (one that a live source's policy gives up on during the build is said then, and
+    :meth:`start` tries it once more); one that opened is let go for a build and opened again by :meth:`start`, and
     without a build :meth:`start` takes it as it is (a live source's frame read to check it is dropped; a file is not
     read, and starts at its first frame).
 
@@ -276,16 +277,19 @@ class Stream:
             SourceError: when the source cannot be opened.
         """
         early, self._early = self._early, None
+        options = self.options
+        wait = options.wait
         if early is not None:
             held = early.result(self._stop)
             if held is not False:
                 return bool(held)
-            # Let go for a build's minutes: opened again now, as a source not opened early is.
-        options = self.options
-        _check_camera_exists(self.source, options.wait)  # again: it may have been unplugged since
+            # Let go for a build's minutes: opened again now, as a source not opened early is; one the retry policy
+            # gave up on during the build gets one attempt more, its wait spent.
+            wait = 0 if early.one_more_attempt else wait
+        _check_camera_exists(self.source, wait)  # again: it may have been unplugged since
         if not self.source.live:
             return open_stored(self.source, self._stop)
-        return open_when_up(self.source, self._stop, options.reconnect_delay, options.max_reconnects, options.wait)
+        return open_when_up(self.source, self._stop, options.reconnect_delay, options.max_reconnects, wait)
 
     def _pick_output_fps(self) -> float:
         if self.options.output_fps is not None:

@@ -163,3 +163,22 @@ def test_a_model_that_fails_to_open_waits_for_the_source_opening_beside_it(tmp_p
     with pytest.raises(ValueError, match="bf16"):
         pipeline.Stream(str(clip), "camvid")
     assert not reads_still_hung() and states[:2] == ["open", "closed"]
+
+
+def test_a_camera_given_up_on_during_a_build_is_handed_back_for_one_more_attempt() -> None:
+    """The failure is told when it comes (during the build); the stream's own open after the build decides."""
+    camera = Camera(down_for=10 ** 6)
+    told: list[str] = []
+    gate = threading.Event()
+
+    def tell(line: str) -> None:
+        told.append(line)
+        gate.wait(30)  # the retry waits until the build has begun
+
+    early = EarlyOpen(camera, StreamOptions(reconnect_delay=FAST, max_reconnects=1), tell)
+    early.before_build()
+    gate.set()
+    assert early.result(threading.Event()) is False and early.one_more_attempt
+    assert told[-1] == ("connection refused; still not up after 1 retries (--max-reconnects); the model goes on "
+                        "opening (a TensorRT engine being built is cached for the next start; Ctrl-C stops it), then "
+                        "camera 0 is tried once more")
