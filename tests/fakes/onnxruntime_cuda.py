@@ -26,9 +26,21 @@ picks the stricter behaviour and says so.
   (``onnxruntime/core/framework/provider_options_utils.h``, ``ProviderOptionsParser::Parse``: "Unknown provider
   option"); the fake knows ``device_id`` (default 0), ``user_compute_stream`` and ``do_copy_in_default_stream``
   (CUDA EP, "Configuration Options"), and refuses the other real ones as not modelled.
-* [DEVICE-ID] A ``device_id`` the machine does not have is refused when the session is made
-  (``RuntimeException``): the provider calls ``cudaSetDevice(device_id)``, which fails with
-  ``cudaErrorInvalidDevice`` (CUDA Runtime API, ``cudaSetDevice``).
+* [DEVICE-ID] A ``device_id`` the machine does not have fails when the provider is made: the option's parser
+  asks ``cudaGetDeviceCount`` and returns "Invalid device ID: N, must be between 0 (inclusive) and COUNT
+  (exclusive)." (``onnxruntime/core/providers/cuda/cuda_execution_provider_info.cc``,
+  ``CUDAExecutionProviderInfo::FromProviderOptions``; on a machine with no GPU ``cudaGetDeviceCount`` itself fails,
+  ``cudaErrorNoDevice``), thrown with ``ORT_THROW_IF_ERROR``: a C++ exception, which reaches Python as a plain
+  ``RuntimeError`` (pybind11's translation of ``std::exception``; ORT's typed errors are raised only from a
+  returned status, ``onnxruntime/python/onnxruntime_pybind_exceptions.cc``).
+* [FALLBACK] ``InferenceSession.__init__`` catches the ``ValueError`` or ``RuntimeError`` of making the session
+  and, unless ``enable_fallback=0`` was passed, prints "EP Error ... when using [...]" and "Falling back to
+  ['CPUExecutionProvider'] and retrying." *on stdout* and makes the session on the CPU
+  (``onnxruntime/python/onnxruntime_inference_collection.py``, ``InferenceSession.__init__`` and
+  ``_create_inference_session``; the CPU as the fallback of a CUDA session since ORT 1.19, microsoft/onnxruntime
+  PR #21425, before which the retry asked for CUDA again and raised). So a bad ``device_id`` gives a session on
+  the CPU, not an error. The fake's own refusals of provider names and options ([PROVIDERS],
+  [PROVIDER-OPTIONS]) are raised before, without the fallback (stricter).
 * [RUNTIME-CONTEXT] The provider works in the device's *primary* context through the CUDA runtime: creating it and
   every Run start with ``cudaSetDevice(device_id)`` (``onnxruntime/core/providers/cuda/cuda_execution_provider.cc``,
   ``CUDAExecutionProvider::OnRunStart``: "always set CUDA device when session::Run() in case it runs in a worker
@@ -288,7 +300,8 @@ class FakeInferenceSession:
 
     Raises:
         ValueError: [PROVIDERS], [PROVIDER-OPTIONS].
-        RuntimeException: [DEVICE-ID].
+        RuntimeError: [DEVICE-ID] with ``enable_fallback=0``; otherwise the session falls back to the CPU
+            ([FALLBACK]).
     """
 
     provider: FakeCudaProvider  # set on the subclass that make_onnxruntime builds
@@ -313,7 +326,14 @@ class FakeInferenceSession:
         self.context: FakeContext | None = None
         self.stream = 0
         if self._on_cuda:
-            self._make_cuda_provider()
+            try:
+                self._make_cuda_provider()
+            except RuntimeError as exc:  # [FALLBACK]
+                if int(kwargs.get("enable_fallback", 1)) != 1:
+                    raise
+                print(f"*************** EP Error ***************\nEP Error {exc} when using {providers}\n"
+                      f"Falling back to {[CPU]} and retrying.\n****************************************")
+                self._on_cuda, self._providers_in_use, self._options = False, [CPU], {}
 
     # --- creation ---------------------------------------------------------------------------------------------
 
@@ -339,9 +359,12 @@ class FakeInferenceSession:
     def _make_cuda_provider(self) -> None:
         provider, gpu = self.provider, self.provider.gpu
         device_id = int(self._options.get("device_id", 0))
+        if gpu.count == 0:  # [DEVICE-ID]
+            raise provider.refuse(RuntimeError, "CUDA failure 100: no CUDA-capable device is detected ; "
+                                                "cudaGetDeviceCount() failed (cuda_execution_provider_info.cc)")
         if not 0 <= device_id < gpu.count:
-            raise provider.refuse(_errors().RuntimeException,
-                                  f"CUDA failure 101: invalid device ordinal; GPU={device_id} (cudaSetDevice)")
+            raise provider.refuse(RuntimeError, f"Invalid device ID: {device_id}, must be between 0 (inclusive) "
+                                                f"and {gpu.count} (exclusive).")
         self.device_id = device_id
         self.context = provider.runtime_primary(device_id)
         provider.set_device(self.context)

@@ -482,20 +482,36 @@ def test_the_fake_refuses_a_run_once_the_runtimes_context_was_destroyed(provider
         fake.run_with_iobinding(fake.io_binding())
 
 
-@pytest.mark.parametrize(("providers", "error", "message"), [
-    ([("CUDAExecutionProvider", {"device_id": 1}), CPU], "RuntimeException", "invalid device ordinal"),
-    ([("CUDAExecutionProvider", {"enable_cuda_graph": "1"}), CPU], ValueError, "does not model"),
-    ([("CUDAExecutionProvider", {"no_such_option": "1"}), CPU], ValueError, "Unknown provider option"),
-    (["TensorrtExecutionProvider", CPU], ValueError, "not available"),
+@pytest.mark.parametrize(("providers", "kwargs", "error", "message"), [
+    ([("CUDAExecutionProvider", {"device_id": 1}), CPU], {"enable_fallback": 0}, RuntimeError,
+     r"Invalid device ID: 1, must be between 0 \(inclusive\) and 1 \(exclusive\)"),
+    ([("CUDAExecutionProvider", {"enable_cuda_graph": "1"}), CPU], {}, ValueError, "does not model"),
+    ([("CUDAExecutionProvider", {"no_such_option": "1"}), CPU], {}, ValueError, "Unknown provider option"),
+    (["TensorrtExecutionProvider", CPU], {}, ValueError, "not available"),
 ], ids=["no-such-device", "unmodelled-option", "unknown-option", "unavailable-provider"])
 def test_the_fake_refuses_a_session_it_cannot_make(provider: FakeCudaProvider, model: Path, providers: list[Any],
-                                                   error: Any, message: str) -> None:
+                                                   kwargs: dict[str, Any], error: Any, message: str) -> None:
     import onnxruntime as ort
-    from onnxruntime.capi import onnxruntime_pybind11_state as errors
 
-    expected = getattr(errors, error) if isinstance(error, str) else error
-    with pytest.raises(expected, match=message):
-        ort.InferenceSession(str(model), providers=providers)
+    with pytest.raises(error, match=message):
+        ort.InferenceSession(str(model), providers=providers, **kwargs)
+
+
+@pytest.mark.parametrize(("gpus", "device_id", "reason"), [(1, 1, "Invalid device ID: 1"),
+                                                          (0, 0, "no CUDA-capable device")],
+                         ids=["no-such-device", "no-gpu"])
+def test_the_fake_falls_back_to_the_cpu_when_the_provider_cannot_be_made(
+        monkeypatch: pytest.MonkeyPatch, model: Path, capsys: pytest.CaptureFixture[str], gpus: int,
+        device_id: int, reason: str) -> None:
+    """[DEVICE-ID], [FALLBACK]: ORT's Python session catches the provider's RuntimeError, prints its banner on
+    stdout and makes the session on the CPU."""
+    provider = install_fake_onnxruntime_cuda(monkeypatch, install_fake_gpu(monkeypatch, FakeGpu(count=gpus)))
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(model), providers=[(CUDA, {"device_id": device_id}), CPU])
+    assert session.get_providers() == [CPU]
+    out = capsys.readouterr().out
+    assert "EP Error" in out and reason in out and "Falling back to ['CPUExecutionProvider']" in out
+    assert provider.refused and not provider.runtime_contexts
 
 
 # --- the device entry's contract (engine/backends/base.py, DeviceBackend) ----------------------------------------
