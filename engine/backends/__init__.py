@@ -82,7 +82,11 @@ def tensorrt_gpu_available() -> bool:
 def _onnxruntime_cuda() -> bool:
     import onnxruntime as ort
 
-    return "CUDAExecutionProvider" in ort.get_available_providers()
+    from ..cuda import cuda_device_count
+
+    # The provider is listed by what the build has, not by what runs: on a machine without a GPU a session asking
+    # for it falls back to the CPU (after an "EP Error" banner on stdout), where the CPU list is the faster choice.
+    return "CUDAExecutionProvider" in ort.get_available_providers() and cuda_device_count() > 0
 
 
 def _choose_file(path: Path, backend: str, precision: str, device: str) -> list[ModelChoice]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..cuda import PrimaryContext, cuda_device_count, cuda_ordinal, synchronize_stream
+from ..cuda import PrimaryContext, check_device_exists, cuda_device_count, cuda_ordinal, synchronize_stream
 from ..dropped import release_when_dropped
 from ..model_file import ONNX_EXPECTED, read_model_file
 from ..model_info import check_network_channels, check_network_layout
@@ -133,7 +133,8 @@ class OnnxRuntimeBackend:
 
     Args:
         path: the ONNX file written by ``unet-export``.
-        device: 'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA provider when available; 'cuda' and 'auto' use GPU 0).
+        device: 'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA provider when the build has it and the machine a GPU;
+            'cuda' and 'auto' use GPU 0).
         threads: intra-op threads for the CPU provider (None: ONNX Runtime's default, one per core).
         precision: the precision :func:`unetrt.backends.choose_model` chose ('auto': the file's own); ONNX
             Runtime runs the file as it is, so another one is refused.
@@ -141,7 +142,8 @@ class OnnxRuntimeBackend:
     Raises:
         FileNotFoundError: when the file does not exist.
         ValueError: when it is not a loadable ONNX model, lacks unetrt metadata, is of another precision than
-            asked, or 'cuda' is asked of a CPU-only build.
+            asked, or 'cuda' is asked of a CPU-only build or a machine without a GPU
+            (:class:`unetrt.cuda.NoSuchDeviceError` for 'cuda:N' past the machine's last GPU).
 
     Example:
         >>> with OnnxRuntimeBackend("model.onnx") as backend:  # doctest: +SKIP
@@ -170,15 +172,22 @@ class OnnxRuntimeBackend:
                 raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
         else:
             self._ordinal = 0
-        if device.startswith("cuda") and not has_cuda:
-            if cuda_device_count() == 0:
+        # Asked before the session: for a device_id the machine lacks (none at all included) onnxruntime-gpu prints
+        # an "EP Error" banner on stdout and makes the session on the CPU (InferenceSession's fallback, ORT 1.19+),
+        # which would read below as CUDA's libraries missing.
+        gpus = cuda_device_count() if device.startswith("cuda") or (device == "auto" and has_cuda) else 0
+        if device.startswith("cuda"):
+            if gpus == 0:
                 # onnxruntime-gpu would bring no GPU: the CPU is the way to run here.
                 raise ValueError(f"device {device!r} asked, but this machine has no CUDA GPU (no NVIDIA driver sees "
                                  "one); use device 'cpu' or 'auto'")
-            raise ValueError(
-                f"device {device!r} asked, but this onnxruntime has no CUDA provider; install onnxruntime-gpu"
-            )
-        use_cuda = has_cuda and device != "cpu"
+            if not has_cuda:
+                raise ValueError(
+                    f"device {device!r} asked, but this onnxruntime has no CUDA provider; install onnxruntime-gpu"
+                )
+            check_device_exists(self._ordinal, gpus)
+        # 'auto' is the CUDA provider where the build has it and a GPU is there to run it.
+        use_cuda = has_cuda and device != "cpu" and gpus > 0
         providers: list[Any] = (
             [("CUDAExecutionProvider", {"device_id": self._ordinal}), "CPUExecutionProvider"] if use_cuda
             else ["CPUExecutionProvider"])

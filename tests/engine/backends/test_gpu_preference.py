@@ -163,3 +163,18 @@ def test_eval_and_bench_take_no_build() -> None:
 
     assert eval_parser().parse_args(["--model", "m", "--images", "i", "--labels", "l", "--no-build"]).build is False
     assert bench_parser().parse_args(["--engine", "camvid", "--no-build"]).build is False
+
+
+@pytest.mark.parametrize("gpus, expected", [(0, ModelChoice(MODELS_DIR / "camvid.int8.onnx", "onnxruntime", "int8")),
+                                            (1, ModelChoice(MODELS_DIR / "camvid.onnx", "onnxruntime", "fp32"))])
+def test_onnxruntime_gpu_is_the_gpu_choice_only_where_a_gpu_is_present(gpus: int, expected: ModelChoice,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # onnxruntime-gpu installed on a machine without a GPU lists its CUDA provider all the same, and a session asking
+    # for it falls back to the CPU after an "EP Error" banner on stdout: 'auto' takes the CPU list there.
+    from fakes.cuda import FakeGpu, install_fake_gpu
+    from fakes.onnxruntime_cuda import install_fake_onnxruntime_cuda
+
+    install_fake_onnxruntime_cuda(monkeypatch, install_fake_gpu(monkeypatch, FakeGpu(count=gpus)))
+    monkeypatch.setattr("unetrt.backends.tensorrt_gpu_available", lambda: False)
+    monkeypatch.setattr("unetrt.backends.openvino.openvino_available", lambda: False)
+    assert choose_model("camvid") == expected

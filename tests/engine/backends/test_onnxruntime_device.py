@@ -125,6 +125,36 @@ def test_on_the_second_gpu_the_buffers_and_the_run_are_on_that_device(monkeypatc
     assert not provider.refused
 
 
+@pytest.mark.parametrize(("gpus", "device", "message"), [
+    (1, "cuda:1", r"CUDA device 1 does not exist; this machine has 1 CUDA device\(s\)"),
+    (0, "cuda", "this machine has no CUDA GPU"),
+    (0, "cuda:1", "this machine has no CUDA GPU"),
+], ids=["second-gpu-of-one", "no-gpu", "no-gpu-second"])
+def test_a_gpu_the_machine_does_not_have_is_refused_in_one_line_before_ort_falls_back(
+        monkeypatch: pytest.MonkeyPatch, model: Path, capsys: pytest.CaptureFixture[str], gpus: int, device: str,
+        message: str) -> None:
+    """onnxruntime-gpu makes a session for a device_id the machine lacks on the CPU, after an "EP Error" banner
+    on stdout ([DEVICE-ID], [FALLBACK]): the backend would blame CUDA's libraries. It names the device instead
+    and never asks ONNX Runtime."""
+    provider = install_fake_onnxruntime_cuda(monkeypatch, install_fake_gpu(monkeypatch, FakeGpu(count=gpus)))
+    with pytest.raises(ValueError, match=message) as raised:
+        OnnxRuntimeBackend(model, device=device)
+    assert "libraries" not in str(raised.value)
+    assert capsys.readouterr().out == "" and not provider.refused
+
+
+def test_auto_on_a_machine_without_a_gpu_runs_on_the_cpu_without_ort_s_fallback(
+        monkeypatch: pytest.MonkeyPatch, model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """onnxruntime-gpu where no GPU is (a CPU machine with the GPU build installed): 'auto' is the CPU provider,
+    with no "EP Error" banner on stdout and no warning that CUDA's libraries are missing."""
+    provider = install_fake_onnxruntime_cuda(monkeypatch, install_fake_gpu(monkeypatch, FakeGpu(count=0)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with OnnxRuntimeBackend(model, device="auto") as backend:
+            assert backend.device == "cpu"
+    assert capsys.readouterr().out == "" and not provider.refused
+
+
 def test_device_session_on_a_cpu_provider_session_raises_value_error(provider: FakeCudaProvider,
                                                                       model: Path) -> None:
     with OnnxRuntimeBackend(model, device="cpu") as backend:
