@@ -50,7 +50,7 @@ picks the stricter behaviour and says so.
   runtime retains the primary context once, for good ("Primary contexts will remain active until they are
   explicitly deinitialized using cudaDeviceReset()", same section): :attr:`FakeCudaProvider.runtime_contexts`.
   A Run whose primary context was destroyed all the same (someone released a retain that was not theirs, so the
-  driver destroyed it: CUDA Driver API, ``cuDevicePrimaryCtxRelease``) is refused with ``Fail``: the provider's
+  driver destroyed it: CUDA Driver API, ``cuDevicePrimaryCtxRelease``) is refused ([ERRORS]): the provider's
   stream and memory belonged to that context (``cudaErrorContextIsDestroyed``; CUDA Runtime API,
   ``cudaErrorIncompatibleDriverContext``: "... or because the Driver context has been destroyed").
 * [OWN-STREAM] The provider queues its kernels on a compute stream of its own, created with the provider, unless
@@ -74,9 +74,9 @@ picks the stricter behaviour and says so.
   "webgpu", "gpu", "npu") or raise ``Exception("Unsupported device type: ...")``
   (``onnxruntime/python/onnxruntime_inference_collection.py``, ``get_ort_device_type``, used by
   ``OrtDevice.make``). A known name other than "cuda" with a pointer into fake device memory is refused
-  (``InvalidArgument``): ORT would treat device memory as that device's (a host copy at bind time for "cpu": the
+  ([ERRORS]): ORT would treat device memory as that device's (a host copy at bind time for "cpu": the
   docs are silent on what happens to a device pointer; stricter).
-* [BIND-DEVICE] "cuda" memory is refused (``InvalidArgument``) in a session without the CUDA provider, and on a
+* [BIND-DEVICE] "cuda" memory is refused ([ERRORS]) in a session without the CUDA provider, and on a
   ``device_id`` other than the session's: ORT copies such an input across devices when it is bound ("Data copy will
   still be made, if your pre-allocated memory location does not match the one expected by the model. However,
   copies with OrtIoBindings are only done once, at the time of the binding, not at run time. This means, that if
@@ -89,19 +89,30 @@ picks the stricter behaviour and says so.
   reference different memory locations" (CUDA C++ Programming Guide, Driver API, "Context"). ORT does not check a
   raw pointer (api_summary, "Data on device": ``bind_input(..., buffer_ptr=...)`` takes any integer); the GPU
   would read out of bounds or fault with ``cudaErrorIllegalAddress`` at run time. The fake refuses at bind time
-  (``InvalidArgument``) and again at run time (``Fail``), the allocation may have been freed in between.
+  and again at run time ([ERRORS]), the allocation may have been freed in between.
 * [DTYPE] The bound element type must be the one the model declares (``NodeArg.type``): ORT refuses an input of
   another type when the Run starts (``InferenceSession::ValidateInputs``: "Unexpected input data type. Actual: ...
-  , expected: ...", ``InvalidArgument``). ORT does not validate a pre-allocated output's type the same way
+  , expected: ..."; [ERRORS]). ORT does not validate a pre-allocated output's type the same way
   (silent on it); the fake refuses it too (stricter). ``element_type`` is a numpy type or an ONNX
   ``TensorProto`` integer (``IOBinding.bind_input`` docstring).
 * [SHAPE] A bound input must have the declared rank and fixed dimensions (``ValidateInputs``: "Invalid rank for
-  input", "Got invalid dimensions for input", ``InvalidArgument``); a bound output must have exactly the shape the
-  model produces for that input (ORT ``execution_frame.cc``: "Shape mismatch attempting to re-use buffer"; a larger
-  buffer ORT would use with a warning: refused here, stricter; api_summary Scenario 3: "Change the shape to the
-  actual shape of the output being bound"). Both ends must be bound before a Run (ORT: a missing input is
+  input", "Got invalid dimensions for input"; [ERRORS]); a bound output must have exactly the shape the
+  model produces for that input ("Got invalid dimensions for output", ``InferenceSession::ValidateOutputs``, as
+  onnxruntime 1.32 answers a pre-allocated output of a fixed-shape model, checked on the CPU build; ORT
+  ``execution_frame.cc``: "Shape mismatch attempting to re-use buffer" for a dynamic one; a larger buffer ORT would
+  use with a warning: refused here, stricter; api_summary Scenario 3: "Change the shape to the actual shape of the
+  output being bound"). Both ends must be bound before a Run (ORT: a missing input is
   "Missing Input"; an unbound output ORT would allocate itself: refused, since the caller's buffer would then
   never be written).
+* [ERRORS] What each call raises is the type ORT's bindings raise, not ORT's typed errors alone: ``bind_input`` and
+  ``bind_output`` raise ``RuntimeError("Error when binding input: ...")`` / ``("Error when binding output:
+  ...")`` (``onnxruntime/python/onnxruntime_pybind_iobinding.cc``: ``throw std::runtime_error(...)``);
+  ``run_with_iobinding`` raises ``RuntimeError("Error in execution: ...")`` for every failed Run (onnxruntime
+  1.32's ``run_with_iobinding``, checked on the CPU build: a wrong input dimension, input type or output dimension
+  all raise it); an IOBinding of another session is a ``ValueError`` ("IOBinding must be used with the session that
+  created it.", ``Session.run_with_iobinding``); only ``run`` raises the typed ``Fail``/``InvalidArgument``
+  (``OrtPybindThrowIfError``, ``onnxruntime/python/onnxruntime_pybind_exceptions.cc``), none of which is a
+  ``RuntimeError``.
 """
 
 from __future__ import annotations
@@ -413,46 +424,49 @@ class FakeInferenceSession:
 
     def _bind(self, end: str, name: str, device_type: str, device_id: int, element_type: Any, shape: Any,
               buffer_ptr: int) -> _Bound:
-        provider, errors = self.provider, _errors()
+        provider, prefix = self.provider, f"Error when binding {end}: "
         if device_type not in KNOWN_DEVICE_TYPES:
             # onnxruntime_inference_collection.get_ort_device_type raises a plain Exception.
             raise provider.refuse(Exception, "Unsupported device type: " + str(device_type))
         args = self._cpu.get_inputs() if end == "input" else self._cpu.get_outputs()
         if name not in [arg.name for arg in args]:
-            raise provider.refuse(errors.InvalidArgument, f"the model has no {end} named {name!r}")
+            raise provider.refuse(RuntimeError, f"{prefix}Failed to find {end} name in the mapping: {name}")
         bound = _Bound(device_type, int(device_id), _element_dtype(element_type),
                        tuple(int(d) for d in shape), int(buffer_ptr))
         if device_type != "cuda":
-            raise provider.refuse(errors.InvalidArgument, f"{end} {name!r} bound on device type {device_type!r} "
-                                                          "with a pointer into CUDA device memory")
+            raise provider.refuse(RuntimeError, f"{prefix}{end} {name!r} bound on device type {device_type!r} "
+                                                f"with a pointer into CUDA device memory")
         if not self._on_cuda or self.context is None:
-            raise provider.refuse(errors.InvalidArgument, f"{end} {name!r} bound to CUDA memory in a session "
-                                                          "without the CUDA provider")
+            raise provider.refuse(RuntimeError, f"{prefix}There's no data transfer registered for copying "
+                                                f"tensors from CUDA: {end} {name!r} bound to CUDA memory in a "
+                                                "session without the CUDA provider")
         if not 0 <= bound.device_id < provider.gpu.count:
-            raise provider.refuse(errors.InvalidArgument, f"{end} {name!r} bound on CUDA device {device_id}, "
-                                                          "which does not exist (cudaErrorInvalidDevice)")
+            raise provider.refuse(RuntimeError, f"{prefix}{end} {name!r} bound on CUDA device {device_id}, which "
+                                                "does not exist (cudaErrorInvalidDevice)")
         if bound.device_id != self.device_id:
-            raise provider.refuse(errors.InvalidArgument, f"{end} {name!r} bound on CUDA device {device_id} but "
-                                                          f"the session runs on device {self.device_id}: ORT "
-                                                          "would copy it once, at binding, and miss later writes")
+            raise provider.refuse(RuntimeError, f"{prefix}{end} {name!r} bound on CUDA device {device_id} but the "
+                                                f"session runs on device {self.device_id}: ORT would copy it once, "
+                                                "at binding, and miss later writes")
         if any(d <= 0 for d in bound.shape):
-            raise provider.refuse(errors.InvalidArgument, f"{end} {name!r} bound with shape {bound.shape}")
-        provider.device_memory(bound.ptr, self._nbytes(bound), self.context, errors.InvalidArgument,
-                               f"bind_{end}({name!r})")
+            raise provider.refuse(RuntimeError, f"{prefix}{end} {name!r} bound with shape {bound.shape}")
+        provider.device_memory(bound.ptr, self._nbytes(bound), self.context, RuntimeError,
+                               f"{prefix}bind_{end}({name!r})")
         return bound
 
     @staticmethod
     def _nbytes(bound: _Bound) -> int:
         return int(np.prod(bound.shape, dtype=np.int64)) * bound.dtype.itemsize
 
-    def _run_start(self) -> FakeContext:
-        """[RUNTIME-CONTEXT]: cudaSetDevice(device_id) at the start of every Run."""
+    def _run_start(self, error: type[BaseException] | None = None, prefix: str = "") -> FakeContext:
+        """[RUNTIME-CONTEXT]: cudaSetDevice(device_id) at the start of every Run; a failure is ``error`` (ORT's
+        ``Fail`` by default, as ``run`` raises it) with ``prefix`` before ORT's message ([ERRORS])."""
         context = self.context
         assert context is not None  # a CUDA session
         if not context.alive:
-            raise self.provider.refuse(_errors().Fail, "CUDA failure 709: context is destroyed (the primary "
-                                                       f"context of device {self.device_id} the provider was "
-                                                       "created in was released by someone else)")
+            raise self.provider.refuse(error or _errors().Fail,
+                                       f"{prefix}CUDA failure 709: context is destroyed (the primary context of "
+                                       f"device {self.device_id} the provider was created in was released by "
+                                       "someone else)")
         self.provider.set_device(context)
         return context
 
@@ -466,54 +480,54 @@ class FakeInferenceSession:
 
     def _validate(self, binding: FakeIOBinding) -> tuple[str, _Bound, str, _Bound]:
         """[DTYPE], [SHAPE] and both ends bound: (input name, input, output name, output)."""
-        errors, provider = _errors(), self.provider
+        provider, failed = self.provider, "Error in execution: "
         declared_in, declared_out = self._cpu.get_inputs()[0], self._cpu.get_outputs()[0]
         if declared_in.name not in binding.inputs:
-            raise provider.refuse(errors.InvalidArgument, f"Missing Input: {declared_in.name}")
+            raise provider.refuse(RuntimeError, f"{failed}Missing Input: {declared_in.name}")
         if declared_out.name not in binding.outputs:
-            raise provider.refuse(errors.InvalidArgument, f"output {declared_out.name!r} is not bound to a buffer")
+            raise provider.refuse(RuntimeError, f"{failed}output {declared_out.name!r} is not bound to a buffer")
         bound_in, bound_out = binding.inputs[declared_in.name], binding.outputs[declared_out.name]
         for end, arg, bound in (("input", declared_in, bound_in), ("output", declared_out, bound_out)):
             want = np.dtype(_ONNX_TYPES[arg.type])
             if bound.dtype != want:
-                raise provider.refuse(errors.InvalidArgument, f"Unexpected {end} data type. Actual: "
-                                                              f"({bound.dtype}) , expected: ({arg.type})")
+                raise provider.refuse(RuntimeError, f"{failed}Unexpected {end} data type. Actual: "
+                                                    f"({bound.dtype}) , expected: ({arg.type})")
         if len(bound_in.shape) != len(declared_in.shape):
-            raise provider.refuse(errors.InvalidArgument, f"Invalid rank for input: {declared_in.name} Got: "
-                                                          f"{len(bound_in.shape)} Expected: "
-                                                          f"{len(declared_in.shape)}")
+            raise provider.refuse(RuntimeError, f"{failed}Invalid rank for input: {declared_in.name} Got: "
+                                                f"{len(bound_in.shape)} Expected: {len(declared_in.shape)}")
         for axis, (got, want_dim) in enumerate(zip(bound_in.shape, declared_in.shape)):
             if isinstance(want_dim, int) and got != want_dim:
-                raise provider.refuse(errors.InvalidArgument, f"Got invalid dimensions for input: "
-                                                              f"{declared_in.name} index: {axis} Got: {got} "
-                                                              f"Expected: {want_dim}")
+                raise provider.refuse(RuntimeError, f"{failed}Got invalid dimensions for input: "
+                                                    f"{declared_in.name} index: {axis} Got: {got} "
+                                                    f"Expected: {want_dim}")
         expected = self._output_shape(bound_in.shape, bound_in.dtype)
         if bound_out.shape != expected:
-            raise provider.refuse(errors.Fail, f"Shape mismatch attempting to re-use buffer. {bound_out.shape} != "
-                                               f"{expected}")
+            raise provider.refuse(RuntimeError, f"{failed}Got invalid dimensions for output: {declared_out.name} "
+                                                f"Got: {bound_out.shape} Expected: {expected}")
         return declared_in.name, bound_in, declared_out.name, bound_out
 
     def run_with_iobinding(self, iobinding: FakeIOBinding, run_options: Any = None) -> None:
         """See ``onnxruntime.InferenceSession.run_with_iobinding``: the network is queued on the provider's
         stream, reading the input when it runs there; the stream is synchronised at the end unless the run
         options say not to ([OWN-STREAM], [RUN-SYNC])."""
-        provider, gpu, errors = self.provider, self.provider.gpu, _errors()
+        provider, gpu, failed = self.provider, self.provider.gpu, "Error in execution: "
         if not isinstance(iobinding, FakeIOBinding) or iobinding._session is not self:
-            raise provider.refuse(errors.InvalidArgument, "the IOBinding was not made by this session")
+            # onnxruntime_inference_collection.Session.run_with_iobinding raises this ValueError itself.
+            raise provider.refuse(ValueError, "IOBinding must be used with the session that created it.")
         if not self._on_cuda:
-            raise provider.refuse(errors.InvalidArgument, "device memory bound in a session without the CUDA "
-                                                          "provider")
-        context = self._run_start()
+            raise provider.refuse(RuntimeError, f"{failed}device memory bound in a session without the CUDA "
+                                                "provider")
+        context = self._run_start(RuntimeError, failed)
         name_in, bound_in, _, bound_out = self._validate(iobinding)
         for bound, what in ((bound_in, "input"), (bound_out, "output")):
             # The allocation may have gone since it was bound: on the GPU an illegal address (sticky error).
-            provider.device_memory(bound.ptr, self._nbytes(bound), context, errors.Fail,
-                                   f"CUDA failure 700: an illegal memory access was encountered ({what})")
+            provider.device_memory(bound.ptr, self._nbytes(bound), context, RuntimeError,
+                                   f"{failed}CUDA failure 700: an illegal memory access was encountered ({what})")
         sync = _run_config(run_options, "disable_synchronize_execution_providers") != "1"
         if sync and gpu.capturing(self.stream):
             gpu.invalidate_capture(self.stream)
-            raise provider.refuse(errors.Fail, "CUDA failure 900: operation not permitted when stream is "
-                                               "capturing (cudaStreamSynchronize at the end of the Run)")
+            raise provider.refuse(RuntimeError, f"{failed}CUDA failure 900: operation not permitted when stream "
+                                                "is capturing (cudaStreamSynchronize at the end of the Run)")
         cpu, shape_in, shape_out = self._cpu, bound_in.shape, bound_out.shape
         dtype_in, dtype_out, ptr_in, ptr_out = bound_in.dtype, bound_out.dtype, bound_in.ptr, bound_out.ptr
 
