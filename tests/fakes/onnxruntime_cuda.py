@@ -470,17 +470,19 @@ class FakeInferenceSession:
         self.provider.set_device(context)
         return context
 
-    def _output_shape(self, input_shape: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[int, ...]:
-        """The logits' shape for an input shape (computed once, on zeros: a shape never depends on values here)."""
+    def _output_shape(self, input_shape: tuple[int, ...], dtype: np.dtype[Any],
+                      run_options: Any = None) -> tuple[int, ...]:
+        """The logits' shape for an input shape (computed once, on zeros: a shape never depends on values here), by a
+        Run with ``run_options``: their log level decides, as in ORT, whether a failing node is logged on stderr."""
         if input_shape not in self._output_shapes:
             name = self._cpu.get_inputs()[0].name
-            (out,) = self._cpu.run(None, {name: np.zeros(input_shape, dtype)})
+            (out,) = self._cpu.run(None, {name: np.zeros(input_shape, dtype)}, run_options)
             self._output_shapes[input_shape] = tuple(int(d) for d in np.shape(out))
         return self._output_shapes[input_shape]
 
-    def _validate(self, binding: FakeIOBinding) -> tuple[str, _Bound, str, _Bound]:
+    def _validate(self, binding: FakeIOBinding, run_options: Any = None) -> tuple[str, _Bound, str, _Bound]:
         """[DTYPE], [SHAPE] and both ends bound: (input name, input, output name, output)."""
-        provider, failed = self.provider, "Error in execution: "
+        provider, failed, errors = self.provider, "Error in execution: ", _errors()
         declared_in, declared_out = self._cpu.get_inputs()[0], self._cpu.get_outputs()[0]
         if declared_in.name not in binding.inputs:
             raise provider.refuse(RuntimeError, f"{failed}Missing Input: {declared_in.name}")
@@ -500,7 +502,12 @@ class FakeInferenceSession:
                 raise provider.refuse(RuntimeError, f"{failed}Got invalid dimensions for input: "
                                                     f"{declared_in.name} index: {axis} Got: {got} "
                                                     f"Expected: {want_dim}")
-        expected = self._output_shape(bound_in.shape, bound_in.dtype)
+        try:
+            expected = self._output_shape(bound_in.shape, bound_in.dtype, run_options)
+        except (errors.Fail, errors.RuntimeException, errors.InvalidArgument) as exc:
+            # A node that cannot run the input's shape fails the Run: run_with_iobinding reports ORT's message
+            # without its status prefix ("[ONNXRuntimeError] : 1 : FAIL : ") after its own ([ERRORS]).
+            raise provider.refuse(RuntimeError, failed + str(exc).split(" : ", 3)[-1]) from None
         if bound_out.shape != expected:
             raise provider.refuse(RuntimeError, f"{failed}Got invalid dimensions for output: {declared_out.name} "
                                                 f"Got: {bound_out.shape} Expected: {expected}")
@@ -518,7 +525,7 @@ class FakeInferenceSession:
             raise provider.refuse(RuntimeError, f"{failed}device memory bound in a session without the CUDA "
                                                 "provider")
         context = self._run_start(RuntimeError, failed)
-        name_in, bound_in, _, bound_out = self._validate(iobinding)
+        name_in, bound_in, _, bound_out = self._validate(iobinding, run_options)
         for bound, what in ((bound_in, "input"), (bound_out, "output")):
             # The allocation may have gone since it was bound: on the GPU an illegal address (sticky error).
             provider.device_memory(bound.ptr, self._nbytes(bound), context, RuntimeError,
