@@ -64,9 +64,15 @@ def open_session(path: str | Path, options: ort.SessionOptions, providers: list[
         raise invalid_model_file(path, ONNX_EXPECTED, _onnx_runtime_reason(exc)) from exc
 
 
+# ONNX Runtime's words for a node whose kernel failed during a Run (the executor's report of it).
+_NODE_FAILED = "Non-zero status code returned while running"
+_RUN_WITH_IOBINDING_PREFIX = "Error in execution: "
+
+
 def _onnx_runtime_reason(error: Exception) -> str:
-    """ONNX Runtime's own reason, without its status prefix and the 'Load model from PATH failed:' preamble."""
-    text = str(error).split(" : ")[-1]
+    """ONNX Runtime's own reason, without its status prefix, the 'Load model from PATH failed:' preamble and IO
+    binding's 'Error in execution:'."""
+    text = str(error).removeprefix(_RUN_WITH_IOBINDING_PREFIX).split(" : ")[-1]
     return text.split("failed:", 1)[-1].strip() or type(error).__name__
 
 
@@ -316,8 +322,10 @@ class OnnxRuntimeBackend:
         the logits are written.
 
         Raises:
-            ValueError: on a side the network does not take, or after :meth:`close`.
-            RuntimeError: outside :meth:`device_session`, or when the driver refuses to wait for ``stream``.
+            ValueError: on a side the network does not take (a node of the network failing on it included), or
+                after :meth:`close`.
+            RuntimeError: outside :meth:`device_session`, when the driver refuses to wait for ``stream``, or when
+                ONNX Runtime's Run fails otherwise.
         """
         session = self._session  # one read: close() on another thread may drop the attribute meanwhile
         if session is None:
@@ -330,7 +338,14 @@ class OnnxRuntimeBackend:
         binding = session.io_binding()
         binding.bind_input(self._input, "cuda", self._ordinal, self.input_dtype, list(input_shape), input_ptr)
         binding.bind_output(self._output, "cuda", self._ordinal, self.output_dtype, list(output_shape), output_ptr)
-        session.run_with_iobinding(binding)
+        try:
+            session.run_with_iobinding(binding, self._quiet_run)  # as infer(): ORT's own log of a failure left out
+        except RuntimeError as exc:
+            # IO binding reports a failed Run as RuntimeError("Error in execution: ..."), not as the typed errors
+            # infer() catches: a node that cannot run the shape gets infer()'s one line, the rest stays as it is.
+            if _NODE_FAILED not in str(exc):
+                raise
+            raise network_run_error("ONNX Runtime", self.path, tuple(input_shape), _onnx_runtime_reason(exc)) from exc
 
     def close(self) -> None:
         """Drop the session and the stream; release the retained CUDA context (idempotent)."""

@@ -14,6 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from conftest import write_described_onnx
 from fakes.cuda import FakeGpu, FakeOp, install_fake_gpu, primary_context_pushed
 from fakes.kernels import FakeKernels
 from fakes.onnxruntime_cuda import CPU, CUDA, FakeCudaProvider, install_fake_onnxruntime_cuda, real_onnxruntime
@@ -153,6 +154,34 @@ def test_auto_on_a_machine_without_a_gpu_runs_on_the_cpu_without_ort_s_fallback(
         with OnnxRuntimeBackend(model, device="auto") as backend:
             assert backend.device == "cpu"
     assert capsys.readouterr().out == "" and not provider.refused
+
+
+def test_a_network_that_cannot_run_a_shape_is_one_line_naming_the_depth_on_the_device_path(
+        provider: FakeCudaProvider, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A network from elsewhere described with too small a depth fails inside the Run: run_with_iobinding raises
+    ONNX Runtime's multi-line RuntimeError ([ERRORS]), a traceback in the commands, after ORT's log of it on stderr;
+    the device path gives the host path's one line, and ORT logs nothing (the host path's quiet run options)."""
+    from onnx import TensorProto, helper
+
+    # An 8x8 max pool upsampled back and added to its input runs on multiples of 8; described as the tiny model
+    # (depth 3: multiples of 4), 12 x 8 passes output_shape and fails in the Run.
+    nodes = [helper.make_node("MaxPool", ["image"], ["pooled"], kernel_shape=[8, 8], strides=[8, 8]),
+             helper.make_node("Constant", [], ["scales"], value=helper.make_tensor("s", TensorProto.FLOAT, [4],
+                                                                                   [1, 1, 8, 8])),
+             helper.make_node("Resize", ["pooled", "", "scales"], ["up"], mode="nearest"),
+             helper.make_node("Add", ["image", "up"], ["logits"])]
+    path = write_described_onnx(tmp_path / "pool.onnx", nodes, {"logits": TensorProto.FLOAT},
+                                input_shape=("n", 3, "h", "w"))
+    with OnnxRuntimeBackend(path, device="cuda") as backend:
+        assert backend.device == "cuda:0"
+        with device_buffers(backend, (1, 3, 8, 8)) as (stream, inputs, outputs, _):
+            backend.enqueue(inputs, (1, 3, 8, 8), outputs, stream)
+        with device_buffers(backend, (1, 3, 12, 8)) as (stream, inputs, outputs, _), \
+                pytest.raises(ValueError, match=r"cannot run pool\.onnx on a 1 x 3 x 12 x 8 batch \(") as caught:
+            backend.enqueue(inputs, (1, 3, 12, 8), outputs, stream)
+    assert "\n" not in str(caught.value) and "describe it with depth k + 1" in str(caught.value)
+    assert "Error in execution" not in str(caught.value)
+    assert "Non-zero status code" not in capfd.readouterr().err
 
 
 def test_device_session_on_a_cpu_provider_session_raises_value_error(provider: FakeCudaProvider,
