@@ -324,6 +324,31 @@ def test_segmenter_on_the_cuda_provider_gives_the_cpu_paths_masks(cpu_kernels_on
     assert gpu.primary(0).retains == 1 and gpu.pycuda_stack() == []  # only the CUDA runtime's retain is left
 
 
+def test_a_float16_network_on_the_cuda_provider_is_bound_as_float16(cpu_kernels_on_the_fake_gpu: FakeGpu,
+                                                                    provider: FakeCudaProvider,
+                                                                    tmp_path: Path) -> None:
+    """A graph of float16 input and output: the path's batch and logits buffers, and both bindings, are float16
+    ([DTYPE] refuses any other type at the Run), and the masks are the CPU path's."""
+    from onnx import TensorProto, helper
+
+    from unetrt.segmenter import Segmenter
+
+    path = write_described_onnx(tmp_path / "half.onnx", [helper.make_node("Identity", ["image"], ["logits"])],
+                                {"logits": TensorProto.FLOAT16}, input_shape=("n", 3, "h", "w"),
+                                input_type=TensorProto.FLOAT16)
+    frames = smooth_frames((48, 64, 3), 2)
+    with Segmenter(path, backend="onnxruntime", device="cpu", probabilities=True) as on_cpu:
+        expected = [on_cpu.segment(frame) for frame in frames]
+    with Segmenter(path, backend="onnxruntime", device="cuda", probabilities=True) as on_gpu:
+        assert isinstance(on_gpu.backend, OnnxRuntimeBackend) and on_gpu.backend.input_dtype == np.float16
+        results = [on_gpu.segment(frame) for frame in frames]
+    for have, want in zip(results, expected):
+        np.testing.assert_array_equal(have.mask, want.mask)
+        assert want.probabilities is not None and have.probabilities is not None
+        np.testing.assert_allclose(have.probabilities, want.probabilities, rtol=0, atol=1e-3)
+    assert provider.runs and not provider.refused
+
+
 def test_four_threads_on_one_cuda_segmenter_get_what_each_gets_alone(cpu_kernels_on_the_fake_gpu: FakeGpu,
                                                                       provider: FakeCudaProvider,
                                                                       model: Path) -> None:
