@@ -325,6 +325,25 @@ def test_onnxruntime_gpu_without_its_cuda_libraries_is_named_not_run_on_the_cpu_
     assert "ONNX Runtime's CUDA provider did not load" in capsys.readouterr().err.splitlines()[-1]
 
 
+def test_onnxruntime_gpu_asked_for_a_gpu_the_desktop_lacks_names_it_in_one_line(
+        gpu: FakeGpu, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No TensorRT, onnxruntime-gpu with its libraries, one GPU: `--device cuda:1` made ORT print its "EP Error"
+    banner on stdout and fall back to the CPU ([DEVICE-ID], [FALLBACK]), and the command then blamed CUDA's
+    libraries. It stops with exit code 2 on the line naming the device, and ORT is not asked."""
+    from fakes.cuda import install_fake_gpu
+    from fakes.onnxruntime_cuda import install_fake_onnxruntime_cuda
+
+    from unetrt.stream.cli import main as stream
+
+    install_fake_gpu(monkeypatch, gpu)
+    provider = install_fake_onnxruntime_cuda(monkeypatch, gpu)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    assert stream(["sample", str(tmp_path / "out.mp4"), "--device", "cuda:1", "--max-frames", "2", "--headless"]) == 2
+    captured = capsys.readouterr()
+    assert "CUDA device 1 does not exist; this machine has 1 CUDA device(s)" in captured.err.splitlines()[-1]
+    assert "EP Error" not in captured.out and "libraries" not in captured.err and not provider.refused
+
+
 def test_onnxruntime_gpu_without_its_cuda_libraries_stops_a_numbered_device_too(
         gpu: FakeGpu, monkeypatch: pytest.MonkeyPatch) -> None:
     """device='cuda:0' (a desktop user naming the GPU) asks for the GPU as device='cuda' does: it stops with the line
