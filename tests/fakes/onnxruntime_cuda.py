@@ -15,7 +15,11 @@ picks the stricter behaviour and says so.
   asked for ``CUDAExecutionProvider`` first reports both from ``get_providers()`` (api_summary, "Load and run a
   model": ``providers=['CUDAExecutionProvider', 'CPUExecutionProvider']``, "Kernels from different execution
   providers are chosen in the priority order given in the list of providers"). A provider name this build does not
-  have is refused with ValueError (ORT's handling differs by version: warning or error; stricter).
+  have is refused with ValueError (ORT's handling differs by version: warning or error; stricter). So are the
+  arguments ``check_and_normalize_provider_args`` refuses with ValueError (``onnxruntime_inference_collection.py``: an
+  entry other than a name or a (name, dict) *tuple*, ``provider_options`` beside tuples or of another length), which
+  ORT then answers with its fallback to the CPU ([FALLBACK]; stricter). The real list of a GPU build also names
+  ``TensorrtExecutionProvider`` (microsoft/onnxruntime issue 17801); unetrt asks only whether the CUDA one is there.
 * [PROVIDER-LIBS] onnxruntime-gpu loads its CUDA provider's library, and with it CUDA's and cuDNN's, when a session
   asks for it; without them (``pip install onnxruntime-gpu`` alone, or libraries of another CUDA major version)
   the session is still made, on the CPU: ORT logs "Failed to create CUDAExecutionProvider. Require cuDNN 9.* and
@@ -351,9 +355,19 @@ class FakeInferenceSession:
     def _providers(self, providers: Any, provider_options: Any) -> tuple[list[str], dict[str, dict[str, Any]]]:
         names: list[str] = []
         options: dict[str, dict[str, Any]] = {}
-        for index, entry in enumerate(providers or [CPU]):
-            name, given = (entry[0], dict(entry[1])) if isinstance(entry, (tuple, list)) else (entry, {})
-            if provider_options is not None and index < len(provider_options):
+        entries = list(providers or [CPU])
+        shapes_ok = all(isinstance(entry, str) or (isinstance(entry, tuple) and len(entry) == 2
+                                                   and isinstance(entry[0], str) and isinstance(entry[1], dict))
+                        for entry in entries)
+        if provider_options is not None:
+            shapes_ok = shapes_ok and len(provider_options) == len(entries) and all(
+                isinstance(entry, str) for entry in entries) and all(isinstance(o, dict) for o in provider_options)
+        if not shapes_ok:  # [PROVIDERS]: check_and_normalize_provider_args
+            raise self.provider.refuse(ValueError, "'providers' values must be either strings or (string, dict) "
+                                                   "tuples, and 'provider_options' dicts for provider names, one each")
+        for index, entry in enumerate(entries):
+            name, given = (entry[0], dict(entry[1])) if isinstance(entry, tuple) else (entry, {})
+            if provider_options is not None:
                 given.update(provider_options[index])
             if name not in PROVIDERS:
                 raise self.provider.refuse(ValueError, f"provider {name!r} is not available in this build; "

@@ -93,3 +93,12 @@ def test_a_session_that_cannot_be_made_falls_back_to_the_cpu_with_a_banner_on_st
     with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="NoSuchExecutionProvider") as raised:
         ort.InferenceSession(path, providers=["NoSuchExecutionProvider", CPU], enable_fallback=0)
     assert type(raised.value) is RuntimeError  # not one of ORT's typed errors, which are not RuntimeErrors
+
+
+def test_onnxruntime_refuses_the_provider_arguments_the_fake_refuses(tiny_model_files: dict[str, Path]) -> None:
+    """[PROVIDERS]: a (name, options) pair as a list, or provider_options beside pairs, is a ValueError of the
+    arguments' check (which the fallback would answer with a CPU session)."""
+    ort, path = real_onnxruntime(), str(tiny_model_files["onnx"])
+    for arguments in ({"providers": [[CPU, {}]]}, {"providers": [(CPU, {})], "provider_options": [{}]}):
+        with pytest.raises(ValueError, match="string"):
+            ort.InferenceSession(path, enable_fallback=0, **arguments)

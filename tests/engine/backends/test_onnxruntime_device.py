@@ -563,7 +563,11 @@ def test_the_fake_refuses_a_run_once_the_runtimes_context_was_destroyed(provider
     ([("CUDAExecutionProvider", {"enable_cuda_graph": "1"}), CPU], {}, ValueError, "does not model"),
     ([("CUDAExecutionProvider", {"no_such_option": "1"}), CPU], {}, ValueError, "Unknown provider option"),
     (["TensorrtExecutionProvider", CPU], {}, ValueError, "not available"),
-], ids=["no-such-device", "unmodelled-option", "unknown-option", "unavailable-provider"])
+    ([["CUDAExecutionProvider", {"device_id": 0}], CPU], {}, ValueError, r"\(string, dict\) tuples"),
+    ([("CUDAExecutionProvider", {}), CPU], {"provider_options": [{"device_id": 0}, {}]}, ValueError,
+     r"\(string, dict\) tuples"),
+], ids=["no-such-device", "unmodelled-option", "unknown-option", "unavailable-provider", "list-entry",
+        "options-beside-tuples"])
 def test_the_fake_refuses_a_session_it_cannot_make(provider: FakeCudaProvider, model: Path, providers: list[Any],
                                                    kwargs: dict[str, Any], error: Any, message: str) -> None:
     import onnxruntime as ort
