@@ -143,6 +143,19 @@ def tensorrt_wheels() -> dict[str, str]:
     return found
 
 
+def _full_wheels(wheels: dict[str, str]) -> dict[str, str]:
+    """The wheels of ``wheels`` (:func:`tensorrt_wheels`) that make the full TensorRT, the ``tensorrt`` module unetrt
+    imports and builds with: not the lean or dispatch runtimes, whose libraries it never loads."""
+    return {name: version for name, version in wheels.items()
+            if (match := _TENSORRT_WHEEL.fullmatch(name)) is not None and not match["runtime"]}
+
+
+def _cuda_majors(wheels: dict[str, str]) -> set[int]:
+    """The CUDA major versions named by ``wheels`` (``tensorrt-cu13-libs``: 13); the bare ``tensorrt`` names none."""
+    return {int(match["cuda"]) for name in wheels
+            if (match := _TENSORRT_WHEEL.fullmatch(name)) is not None and match["cuda"]}
+
+
 def _not_importing(reason: ImportError | None) -> str:
     """The line for an ``import tensorrt`` that failed: the install hint where none is installed, else what is
     installed, why it does not import and the reinstall (``pip install tensorrt-cu13-bindings`` alone, or a
@@ -151,10 +164,11 @@ def _not_importing(reason: ImportError | None) -> str:
     if not tensorrt_installed():
         return MISSING_TENSORRT
     wheels = tensorrt_wheels()
-    majors = {match["cuda"] for name in wheels if (match := _TENSORRT_WHEEL.fullmatch(name)) and match["cuda"]}
+    full = _full_wheels(wheels)
+    # The full wheels' CUDA is the one to reinstall (a lean runtime of another CUDA beside them is not what fails);
+    # with the runtime alone, the full package of the CUDA it was installed for.
+    majors = _cuda_majors(full or wheels)
     package = f"tensorrt-cu{majors.pop()}" if len(majors) == 1 else "tensorrt"
-    full = {name: version for name, version in wheels.items()
-            if (match := _TENSORRT_WHEEL.fullmatch(name)) and not match["runtime"]}
     versions = set(full.values())
     pinned = f"{package}=={versions.pop()}" if len(versions) == 1 else package
     if not full:
@@ -289,8 +303,7 @@ def _driver_older_than_the_wheels() -> str | None:
     from ..cuda import cuda_driver_version
 
     driver = cuda_driver_version()
-    needed = {int(match["cuda"]) for name in tensorrt_wheels()
-              if (match := _TENSORRT_WHEEL.fullmatch(name)) and match["cuda"] and not match["runtime"]}
+    needed = _cuda_majors(_full_wheels(tensorrt_wheels()))
     if driver is None or len(needed) != 1 or driver[0] >= min(needed):
         return None
     cuda = needed.pop()

@@ -134,6 +134,22 @@ def test_tensorrt_bindings_without_their_libraries_say_so_and_name_the_reinstall
     assert builds() == 0
 
 
+def test_the_reinstall_of_bindings_that_do_not_import_names_their_cuda_not_a_lean_runtimes(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA 12 wheels of TensorRT 11 (tensorrt-cu12-bindings, its libraries gone) beside the CUDA 13 lean runtime
+    (tensorrt-lean-cu13, for prebuilt engines): the reinstall line counted the lean runtime's CUDA with the full
+    wheels', found two and named the bare `tensorrt==11.0.0`, which installs the CUDA 13 wheels (TensorRT installation
+    guide, "Python Package Index"): on this user's CUDA 12 driver those fail to start. The start check of the driver
+    read the full wheels alone; both now read the CUDA of the wheels `import tensorrt` loads."""
+    missing = "libnvinfer.so.11: cannot open shared object file: No such file or directory"
+    _site_packages(tmp_path / "site", monkeypatch, {"tensorrt": f"raise ImportError({missing!r})\n"},
+                   {"tensorrt-cu12-bindings": TENSORRT_11, "tensorrt-lean-cu13": TENSORRT_11,
+                    "tensorrt-lean-cu13-libs": TENSORRT_11})
+    with pytest.raises(ImportError) as refused:
+        Segmenter("camvid", backend="tensorrt", warm_up=False)
+    assert str(refused.value).endswith("reinstall them together: pip install --force-reinstall tensorrt-cu12==11.0.0")
+
+
 def test_the_lean_runtime_alone_says_it_builds_no_engine_and_names_the_full_package(
         home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """`pip install tensorrt-lean` ("Install only the lean runtime for running pre-built engines", TensorRT's pip
