@@ -29,9 +29,10 @@ from pathlib import Path
 
 from .backends import PRECISIONS, ModelChoice, model_choices, open_backend, tensorrt_gpu_available
 from .backends.registry import backend_help
-from .backends.tensorrt import gpu_identity, machine_gpus, parse_device
+from .backends.tensorrt import machine_gpus, parse_device
 from .cli import run_cli
 from .cli_options import CommandParser, add_device, add_size
+from .cuda import check_device_exists
 from .jetson import jetson_state
 from .plan_cache import (
     ENGINE_CACHE_ENV,
@@ -44,6 +45,7 @@ from .plan_cache import (
     look_up,
     plan_key,
 )
+from .plan_metadata import GpuIdentity
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,42 +104,50 @@ def _opencv_line() -> tuple[str, bool]:
     return f"OpenCV {cv2.__version__} from {cv2.__file__} (GStreamer: {gstreamer}; csi:// needs YES)", True
 
 
-def _gpu_line(index: int) -> tuple[str, str | None]:
+def _gpu_line(index: int) -> tuple[str, str | None, list[GpuIdentity] | None]:
     """The TensorRT line, which names GPU ``index``: the one the report's stream runs on (device 0 for 'auto' and
-    'cpu'), how many this process sees, and ``CUDA_VISIBLE_DEVICES`` when it is set (it renumbers them); and why
-    TensorRT does not start on it (None where it starts, or was not tried: TensorRT, pycuda or a GPU missing)."""
+    'cpu'), how many this process sees, and ``CUDA_VISIBLE_DEVICES`` when it is set (it renumbers them); why
+    TensorRT does not start on it (None where it starts, or was not tried: TensorRT, pycuda or a GPU missing); and
+    the GPUs this process sees (:func:`unetrt.backends.tensorrt.machine_gpus`, asked once per report; None where
+    TensorRT, pycuda or CUDA is missing)."""
     from .backends.tensorrt import MISSING_PYCUDA, require_tensorrt, tensorrt_installed
 
     try:
         require_tensorrt()
     except ImportError as exc:
         if tensorrt_installed():  # installed, and its import fails: the line says why and the reinstall
-            return f"TensorRT: {exc}", None
-        return "TensorRT: not installed (on a Jetson: JetPack's python3-libnvinfer; see docs/jetson.md)", None
+            return f"TensorRT: {exc}", None, None
+        return "TensorRT: not installed (on a Jetson: JetPack's python3-libnvinfer; see docs/jetson.md)", None, None
     import tensorrt as trt
 
-    pycuda_version = _version("pycuda")
     if not tensorrt_gpu_available():
-        return f"TensorRT {trt.__version__}: no CUDA GPU is visible", None
-    if pycuda_version is None:
-        return f"TensorRT {trt.__version__}: a GPU is present, but TensorRT cannot run: {MISSING_PYCUDA}", None
+        return f"TensorRT {trt.__version__}: no CUDA GPU is visible", None, None
+    installed = _version("pycuda")
     try:
-        importlib.import_module("pycuda.driver")  # whether it imports, not what it holds
+        importlib.import_module("pycuda.driver")  # whether it imports, as a stream imports it
     except ImportError as exc:
+        if installed is None:
+            return (f"TensorRT {trt.__version__}: a GPU is present, but TensorRT cannot run: {MISSING_PYCUDA}", None,
+                    None)
         # Built against another CUDA or Python, or libcuda missing in a container: say so, not "not installed".
-        return (f"TensorRT {trt.__version__}: a GPU is present, but pycuda {pycuda_version} does not import "
-                f"({exc}); rebuild it here: pip install --force-reinstall --no-binary pycuda pycuda"), None
+        return (f"TensorRT {trt.__version__}: a GPU is present, but pycuda {installed} does not import "
+                f"({exc}); rebuild it here: pip install --force-reinstall --no-binary pycuda pycuda"), None, None
+    # One that imports without its distribution's record (put on PYTHONPATH, as tools/gpu_check_bundle.sh puts it)
+    # runs TensorRT all the same: its module says its version.
+    pycuda_version = installed or str(getattr(sys.modules["pycuda"], "VERSION_TEXT", "(version not recorded)"))
     try:
-        count = len(machine_gpus())
+        gpus = machine_gpus()
     except ValueError as exc:  # the driver is installed and CUDA does not start on it (the GPU switched off)
-        return f"TensorRT {trt.__version__}, pycuda {pycuda_version}: {exc}", None
-    gpu = gpu_identity(index)  # a device the machine lacks is the user's mistake: one line, exit 2
+        return f"TensorRT {trt.__version__}, pycuda {pycuda_version}: {exc}", None, None
+    count = len(gpus)
+    check_device_exists(index, count)  # a device the machine lacks is the user's mistake: one line, exit 2
+    gpu = gpus[index]
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     which = (f"GPU {index}{f' of {count}' if count > 1 else ''}"
              f"{'' if visible is None else f' (CUDA_VISIBLE_DEVICES={visible})'}")
     line = f"TensorRT {trt.__version__}, pycuda {pycuda_version}, {which}: {gpu.describe()}"
     failure = _tensorrt_start_failure()
-    return (line if failure is None else f"{line}; TensorRT does not start: {failure}"), failure
+    return (line if failure is None else f"{line}; TensorRT does not start: {failure}"), failure, gpus
 
 
 def _driver_line() -> str:
@@ -200,13 +210,13 @@ def report(args: argparse.Namespace) -> Report:
         cache = f"engine cache: none: {exc}"
         uncached = "there is no folder for the engine cache"
     index = 0 if args.device == "cpu" else parse_device(args.device)
-    gpu_line, tensorrt_failure = _gpu_line(index)
+    gpu_line, tensorrt_failure, gpus = _gpu_line(index)
     lines = [f"unetrt {_version('unetrt')}, Python {platform.python_version()} ({platform.machine()}), "
              f"NumPy {numpy}", opencv, gpu_line, _driver_line(), _kernels_line(), cache]
     problems = []
     if not has_opencv:
         problems.append("unet-stream cannot run without OpenCV (the OpenCV line says how to get it)")
-    unbuilt = None if args.build else _unbuilt_engine(args, tensorrt_failure)
+    unbuilt = None if args.build else _unbuilt_engine(args, tensorrt_failure, gpus)
     if unbuilt is not None:
         lines.append(_unbuilt_line(args, *unbuilt, uncached=uncached))
         return Report(lines, problems)
@@ -234,21 +244,22 @@ def report(args: argparse.Namespace) -> Report:
     return Report(lines, problems)
 
 
-def _unbuilt_engine(args: argparse.Namespace,
-                    tensorrt_failure: str | None) -> tuple[list[ModelChoice], CacheLookup] | None:
+def _unbuilt_engine(args: argparse.Namespace, tensorrt_failure: str | None,
+                    gpus: list[GpuIdentity] | None) -> tuple[list[ModelChoice], CacheLookup] | None:
     """The model's choices, and what the cache holds instead (:func:`unetrt.plan_cache.look_up`), when a stream
     would start on a TensorRT engine built on first use that is not cached yet (the report builds nothing without
     ``--build``, so it would open the fallback and name it as what streams run on); None otherwise, and where
-    TensorRT cannot run at all (``tensorrt_failure``, the TensorRT line's: opening it says why)."""
+    TensorRT cannot run at all (``tensorrt_failure``, the TensorRT line's: opening it says why; ``gpus`` None, the
+    TensorRT line's GPUs: TensorRT, pycuda or CUDA missing)."""
     choices = model_choices(args.model, args.backend, args.precision, args.device)
     first = choices[0]
-    if first.backend != "tensorrt" or first.path.suffix != ".onnx":
+    if first.backend != "tensorrt" or first.path.suffix != ".onnx" or gpus is None:
         return None
     index = parse_device(args.device)
     try:
         # The key hashes the ONNX file (tens of MB on an SD card) once, for the check and for the note alike.
         key = plan_key(first.path, first.precision, args.working_size, device_index=index)
-        lookup = look_up(key, first.path, gpus=machine_gpus())
+        lookup = look_up(key, first.path, gpus=gpus)
     except NoCacheFolderError:
         # No home directory: every start builds into a private folder and runs on TensorRT, not on the fallback.
         lookup = CacheLookup(Path(f"{key.stem}.plan"), "not cached", True, [])

@@ -873,6 +873,23 @@ def test_doctor_says_a_pycuda_that_does_not_import_is_there(first_run: Path, mon
     assert f"does not import ({failed.value}); rebuild it here" in out
 
 
+def test_doctor_names_a_pycuda_that_imports_without_its_record(first_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """pycuda on PYTHONPATH without its dist-info (tools/gpu_check_bundle.sh removes it): streams import it and run
+    TensorRT, and the report said "TensorRT cannot run: pycuda is not installed" above a last line naming tensorrt;
+    the doctor judged pycuda by its distribution's record, a stream by its import."""
+    from unetrt.doctor import main as doctor
+
+    monkeypatch.setattr(sys.modules["pycuda"], "VERSION_TEXT", "2024.1.2", raising=False)
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert segmenter.backend.name == "tensorrt"
+    capsys.readouterr()
+    assert doctor([]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "TensorRT 10.3.0, pycuda 2024.1.2, GPU 0: Orin (fake) (sm_87, 16 SMs)", lines[2]
+    assert lines[-1] == "unet-stream --model camvid runs on: tensorrt fp16 cuda:0 (Orin (fake))", lines[-1]
+
+
 def test_doctor_without_opencv_reports_and_fails(monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     import unetrt.doctor as doctor_module
@@ -1770,6 +1787,26 @@ def _pycuda_installed(monkeypatch: pytest.MonkeyPatch) -> None:
 
     real = doctor_module._version
     monkeypatch.setattr(doctor_module, "_version", lambda name: "2024.1.2" if name == "pycuda" else real(name))
+
+
+def test_the_doctor_asks_the_gpu_list_once(first_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The report before the first build asked every GPU's identity for the TensorRT line's count and again for its
+    note on what the cache holds: two ways to one answer, which two GPUs' states could make disagree."""
+    import unetrt.doctor as doctor_module
+
+    _pycuda_installed(monkeypatch)
+    asked: list[int] = []
+    real = doctor_module.machine_gpus
+
+    def counted() -> list[Any]:
+        asked.append(1)
+        return real()
+
+    monkeypatch.setattr(doctor_module, "machine_gpus", counted)
+    assert doctor_module.main([]) == 0
+    assert "runs on: tensorrt fp16 once its engine is built: none is cached" in capsys.readouterr().out
+    assert len(asked) == 1
 
 
 DESKTOP = FakeGpu(name="NVIDIA GeForce RTX 4090", compute_capability=(8, 9), multiprocessors=128, integrated=False,
