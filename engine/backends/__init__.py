@@ -343,16 +343,28 @@ def open_backend(model: str | Path, backend: str = "auto", device: str = "auto",
     _check_options(options, [backend_spec(choice.backend) for choice in choices], automatic=backend == "auto")
     *preferred, last = choices
     # Only an automatic TensorRT choice has fallbacks after it.
+    failed: Exception | None = None
     for choice in preferred:
         try:
             return _open_choice(choice, device, build, working_size, options)
         except NoSuchDeviceError:
             raise  # 'cuda:1' on a one-GPU machine: the next backend has no such device either
         except (ImportError, LookupError, ValueError) as exc:
+            failed = exc
             note = f"no TensorRT engine ({exc}); running {last.backend} instead"
             print(f"unetrt: {note}", file=sys.stderr, flush=True)
             tell_note(note)  # a live view's page said the build was still going while the fallback opened
-    return _open_choice(last, device, build, working_size, options)
+    try:
+        return _open_choice(last, device, build, working_size, options)
+    except NoSuchDeviceError:
+        raise
+    except (ImportError, ValueError) as exc:
+        if failed is None:
+            raise
+        # The fallback's failure alone named its own fix ('cuda:1' without pycuda: "install onnxruntime-gpu", which
+        # no Jetson has) where TensorRT's is what runs the model here: the line names both, TensorRT's first.
+        both = f"no TensorRT engine ({failed}), and {last.backend} cannot run it instead: {exc}"
+        raise (ImportError(both) if isinstance(exc, ImportError) else ValueError(both)) from exc
 
 
 def _open_choice(choice: ModelChoice, device: str, build: bool, working_size: tuple[int, int] | None,

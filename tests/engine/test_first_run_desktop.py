@@ -372,3 +372,113 @@ def test_onnxruntime_gpu_without_its_cuda_libraries_stops_a_numbered_device_too(
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(ValueError, match=r"^device 'cuda:0' asked, but ONNX Runtime's CUDA provider did not load"):
         Segmenter("camvid", device="cuda:0", warm_up=False)
+
+
+# A workstation with two kinds of GPU: device 0 sm_89, device 1 sm_86, on the r580 driver (CUDA 13.0).
+TWO_GPUS = {"name": "NVIDIA GeForce RTX 4090", "compute_capability": (8, 9), "multiprocessors": 128,
+            "integrated": False, "count": 2, "kinds": {1: ("NVIDIA RTX A4000", (8, 6), 48)}, "driver_version": 13000}
+
+
+def _two_gpu_desktop(setup: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The two-GPU desktop as ``setup`` leaves it (engines cached in ``tmp_path``):
+
+    * ``pycuda``: TensorRT 11 and pycuda, ONNX Runtime for the CPU;
+    * ``hidden``: the same with ``CUDA_VISIBLE_DEVICES=1``: the driver shows the sm_86 GPU alone, as device 0;
+    * ``no-pycuda``: TensorRT 11 without pycuda, ONNX Runtime for the CPU;
+    * ``no-pycuda-ort-gpu``: TensorRT 11 without pycuda, onnxruntime-gpu;
+    * ``no-pycuda-ort-gpu-no-libs``: TensorRT 11 without pycuda, onnxruntime-gpu without CUDA's and cuDNN's libraries;
+    * ``lean-only``: tensorrt-lean-cu13 alone (no ``tensorrt`` module), pycuda, ONNX Runtime for the CPU;
+    * ``ort-gpu-only``: onnxruntime-gpu and pycuda, no TensorRT;
+    * ``no-driver``: TensorRT 11's wheels, no NVIDIA driver (no libcuda.so.1, so pycuda does not import either).
+    """
+    from fakes.onnxruntime_cuda import install_fake_onnxruntime_cuda
+
+    from unetrt import _tiling  # type: ignore[attr-defined]
+
+    hidden = setup == "hidden"
+    gpu = FakeGpu(**{**TWO_GPUS, "count": 1, "name": "NVIDIA RTX A4000", "compute_capability": (8, 6),
+                     "multiprocessors": 48, "kinds": {}} if hidden else TWO_GPUS)  # type: ignore[arg-type]
+    if hidden:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    else:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    install_fake_tensorrt_gpu(monkeypatch, gpu, version=TENSORRT_11)
+    route_cuda_kernels_to(monkeypatch, gpu, _tiling)
+    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(tmp_path / "engines"))
+    if setup.startswith("no-pycuda") or setup == "no-driver":
+        monkeypatch.setitem(sys.modules, "pycuda", None)
+        monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    if "ort-gpu" in setup:
+        install_fake_onnxruntime_cuda(monkeypatch, gpu).libraries = not setup.endswith("no-libs")
+    if setup == "ort-gpu-only":
+        monkeypatch.setitem(sys.modules, "tensorrt", None)
+    if setup == "lean-only":
+        _site_packages(tmp_path / "site", monkeypatch, {"tensorrt_lean": f"__version__ = '{TENSORRT_11}'\n"},
+                       {"tensorrt-lean-cu13": TENSORRT_11, "tensorrt-lean-cu13-libs": TENSORRT_11})
+        monkeypatch.delitem(sys.modules, "tensorrt")
+    if setup == "no-driver":
+        def no_driver() -> None:
+            raise OSError("libcuda.so.1: cannot open shared object file: No such file or directory")
+
+        monkeypatch.setattr("unetrt.cuda.driver_library", no_driver)
+
+
+DESKTOP_CASES = [("pycuda", "cuda:1"), ("pycuda", "auto"), ("hidden", "cuda:1"), ("hidden", "cuda"),
+                 ("no-pycuda", "cuda:1"), ("no-pycuda", "auto"), ("no-pycuda-ort-gpu", "cuda:1"),
+                 ("no-pycuda-ort-gpu-no-libs", "cuda:1"), ("lean-only", "cuda:1"), ("lean-only", "auto"),
+                 ("ort-gpu-only", "cuda:1"), ("ort-gpu-only", "auto"), ("no-driver", "cuda:1"), ("no-driver", "auto")]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the host path without pycuda, ORT's CPU session: as asked
+@pytest.mark.parametrize(("setup", "device"), DESKTOP_CASES, ids=[f"{s}-{d}" for s, d in DESKTOP_CASES])
+def test_the_doctors_last_line_is_what_a_stream_on_that_device_does(
+        setup: str, device: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The two-GPU desktop in every state a user leaves it in: `python -m unetrt.doctor --device D` ends with what
+    `unet-stream --device D` then does (the backend, precision and device it runs on, the engine it builds first),
+    or stops with the line the stream stops with."""
+    from unetrt.doctor import main as doctor
+    from unetrt.stream.cli import main as stream
+
+    _two_gpu_desktop(setup, monkeypatch, tmp_path)
+    asked = [] if device == "auto" else ["--device", device]
+    doctor_code = doctor(asked)
+    report = capsys.readouterr()
+    stream_code = stream(["sample", str(tmp_path / "out.mp4"), *asked, "--max-frames", "1", "--headless"])
+    ran = capsys.readouterr()
+    if stream_code != 0:
+        assert (stream_code, doctor_code) == (2, 2), (report, ran)
+        assert report.err.splitlines()[-1] == ran.err.splitlines()[-1]
+        return
+    assert doctor_code == 0, report.err
+    summary = next(line for line in ran.out.splitlines() if line.startswith("model "))
+    backend, precision, on = summary.split(" on ", 1)[1].split(", ")[:3]
+    last = report.out.splitlines()[-1]
+    if backend == "tensorrt" and builds() == 1:  # the stream built the engine: the doctor names that first start
+        assert last.startswith(f"unet-stream --model camvid runs on: tensorrt {precision} once its engine is "
+                               "built: none is cached, so its first start builds it"), last
+    else:
+        assert last == f"unet-stream --model camvid runs on: {backend} {precision} {on}", (last, summary)
+
+
+@pytest.mark.parametrize("onnxruntime", ["cpu", "gpu-without-its-libraries"])
+def test_a_numbered_gpu_without_pycuda_names_pycuda_first_everywhere(
+        onnxruntime: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """TensorRT 11 without pycuda on the two-GPU desktop, `--device cuda:1`, ONNX Runtime with no CUDA provider that
+    loads: TensorRT gave way to ONNX Runtime, which stopped on its own fix ("install onnxruntime-gpu", or its
+    CUDA libraries), and the Segmenter, the stream and the doctor ended on that line, where what runs the model on
+    that GPU here is TensorRT and its missing piece is pycuda. The line names both, TensorRT's first."""
+    from unetrt.doctor import main as doctor
+    from unetrt.stream.cli import main as stream
+
+    _two_gpu_desktop("no-pycuda" if onnxruntime == "cpu" else "no-pycuda-ort-gpu-no-libs", monkeypatch, tmp_path)
+    with pytest.raises(ValueError) as refused:
+        Segmenter("camvid", device="cuda:1", warm_up=False)
+    line = str(refused.value)
+    assert line.startswith("no TensorRT engine (pycuda is not installed: run `pip install pycuda`"), line
+    assert "), and onnxruntime cannot run it instead: device 'cuda:1' asked, but " in line and "\n" not in line
+    capsys.readouterr()
+    assert stream(["sample", str(tmp_path / "out.mp4"), "--device", "cuda:1", "--headless"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {line}"
+    assert doctor(["--device", "cuda:1"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {line}"
