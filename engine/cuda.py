@@ -231,13 +231,23 @@ def check_device_exists(ordinal: int, count: int) -> None:
     """Refuse a device index outside ``0 .. count - 1``.
 
     Raises:
-        NoSuchDeviceError: naming the index and how many devices there are.
+        NoSuchDeviceError: naming the index and how many devices there are; where ``CUDA_VISIBLE_DEVICES`` is set, how
+            many it shows this process, numbered from 0 (the machine may have more: "this machine has 1" sent a user
+            of a two-GPU desktop with ``CUDA_VISIBLE_DEVICES=1`` in the shell looking for a missing GPU).
 
     Example:
         >>> check_device_exists(0, 1)
     """
-    if not 0 <= ordinal < count:
+    if 0 <= ordinal < count:
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
         raise NoSuchDeviceError(f"CUDA device {ordinal} does not exist; this machine has {count} CUDA device(s)")
+    # The variable "controls which GPU devices are visible to a CUDA application and in what order they are
+    # enumerated" (CUDA Programming Guide, "CUDA Environment Variables", CUDA_VISIBLE_DEVICES): numbered from 0.
+    raise NoSuchDeviceError(f"CUDA device {ordinal} does not exist for this process: CUDA_VISIBLE_DEVICES={visible} "
+                            f"shows it {count} CUDA device(s), numbered from 0 (cuda:0 is the first it lists); ask for "
+                            "one of those, or unset CUDA_VISIBLE_DEVICES to see every GPU of the machine")
 
 
 class GpuResourceError(ValueError):

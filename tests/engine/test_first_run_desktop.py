@@ -398,11 +398,9 @@ def _two_gpu_desktop(setup: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     hidden = setup == "hidden"
     gpu = FakeGpu(**{**TWO_GPUS, "count": 1, "name": "NVIDIA RTX A4000", "compute_capability": (8, 6),
                      "multiprocessors": 48, "kinds": {}} if hidden else TWO_GPUS)  # type: ignore[arg-type]
+    install_fake_tensorrt_gpu(monkeypatch, gpu, version=TENSORRT_11)
     if hidden:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
-    else:
-        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    install_fake_tensorrt_gpu(monkeypatch, gpu, version=TENSORRT_11)
     route_cuda_kernels_to(monkeypatch, gpu, _tiling)
     monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(tmp_path / "engines"))
     if setup.startswith("no-pycuda") or setup == "no-driver":
@@ -482,3 +480,24 @@ def test_a_numbered_gpu_without_pycuda_names_pycuda_first_everywhere(
     assert capsys.readouterr().err.splitlines()[-1] == f"error: {line}"
     assert doctor(["--device", "cuda:1"]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"error: {line}"
+
+
+def test_a_gpu_cuda_visible_devices_hides_is_named_as_hidden_not_missing(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The two-GPU desktop from a shell with CUDA_VISIBLE_DEVICES=1 (set for another program), `--device cuda:1`:
+    Segmenter, unet-stream and the doctor said "this machine has 1 CUDA device(s)" to a user who has two, naming
+    neither the variable nor that the GPU it shows is cuda:0."""
+    from unetrt.doctor import main as doctor
+    from unetrt.stream.cli import main as stream
+
+    _two_gpu_desktop("hidden", monkeypatch, tmp_path)
+    line = ("CUDA device 1 does not exist for this process: CUDA_VISIBLE_DEVICES=1 shows it 1 CUDA device(s), "
+            "numbered from 0 (cuda:0 is the first it lists); ask for one of those, or unset CUDA_VISIBLE_DEVICES to "
+            "see every GPU of the machine")
+    with pytest.raises(ValueError) as refused:
+        Segmenter("camvid", device="cuda:1", warm_up=False)
+    assert str(refused.value) == line
+    assert stream(["sample", str(tmp_path / "out.mp4"), "--device", "cuda:1", "--headless"]) == 2
+    assert capsys.readouterr().err == f"error: {line}\n"
+    assert doctor(["--device", "cuda:1"]) == 2
+    assert capsys.readouterr().err == f"error: {line}\n"

@@ -1130,6 +1130,9 @@ def install_fake_gpu(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu | None = None
     import unetrt.cuda
 
     gpu = gpu or FakeGpu()
+    # The fake's devices are the ones this process sees: the variable of the machine running the tests does not apply
+    # to them (a test that sets it sets it afterwards, for what unetrt says about it).
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     package, driver = make_pycuda(gpu)
     monkeypatch.setitem(sys.modules, "pycuda", package)
     monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
