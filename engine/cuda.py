@@ -187,6 +187,14 @@ def start_cuda() -> int:
     try:
         cuda.init()
     except cuda.Error as exc:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None:
+            # One naming no GPU of the machine (empty, -1, an index past the last) makes cuInit fail as on a machine
+            # without any, while nvidia-smi, which does not read it, lists them all: the advice below misled.
+            raise ValueError(f"CUDA did not start ({' '.join(str(exc).split())}): CUDA_VISIBLE_DEVICES={visible!r} "
+                             "may name no GPU of this machine (empty, -1 or an index `nvidia-smi` does not list make "
+                             "CUDA see none): unset it or name a GPU `nvidia-smi` lists, or run on the CPU "
+                             "(device='cpu', --device cpu)") from exc
         raise ValueError(f"CUDA did not start ({' '.join(str(exc).split())}): the NVIDIA driver has no usable GPU; "
                          "`nvidia-smi` shows what it sees (a laptop's hybrid graphics set to the integrated GPU "
                          "only needs `sudo prime-select on-demand` and a new login; a driver left broken by a "

@@ -379,8 +379,8 @@ TWO_GPUS = {"name": "NVIDIA GeForce RTX 4090", "compute_capability": (8, 9), "mu
             "integrated": False, "count": 2, "kinds": {1: ("NVIDIA RTX A4000", (8, 6), 48)}, "driver_version": 13000}
 
 
-def _two_gpu_desktop(setup: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The two-GPU desktop as ``setup`` leaves it (engines cached in ``tmp_path``):
+def _two_gpu_desktop(setup: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeGpu:
+    """The two-GPU desktop as ``setup`` leaves it (engines cached in ``tmp_path``); returns its fake GPU.
 
     * ``pycuda``: TensorRT 11 and pycuda, ONNX Runtime for the CPU;
     * ``hidden``: the same with ``CUDA_VISIBLE_DEVICES=1``: the driver shows the sm_86 GPU alone, as device 0;
@@ -419,6 +419,7 @@ def _two_gpu_desktop(setup: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
             raise OSError("libcuda.so.1: cannot open shared object file: No such file or directory")
 
         monkeypatch.setattr("unetrt.cuda.driver_library", no_driver)
+    return gpu
 
 
 DESKTOP_CASES = [("pycuda", "cuda:1"), ("pycuda", "auto"), ("hidden", "cuda:1"), ("hidden", "cuda"),
@@ -501,3 +502,25 @@ def test_a_gpu_cuda_visible_devices_hides_is_named_as_hidden_not_missing(
     assert capsys.readouterr().err == f"error: {line}\n"
     assert doctor(["--device", "cuda:1"]) == 2
     assert capsys.readouterr().err == f"error: {line}\n"
+
+
+def test_cuda_visible_devices_naming_no_gpu_is_named_where_cuda_does_not_start(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """CUDA_VISIBLE_DEVICES=-1 left in the shell (to keep another program off the GPU): cuInit fails with
+    CUDA_ERROR_NO_DEVICE as on a machine without a GPU (numba issue 5793, pytorch issue 1040), and the line sent the
+    user to `nvidia-smi`, which does not read the variable and lists both GPUs, and to a laptop's prime-select."""
+    from fakes.cuda import CUDA_ERROR_NO_DEVICE
+
+    from unetrt.doctor import main as doctor
+
+    gpu = _two_gpu_desktop("pycuda", monkeypatch, tmp_path)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    gpu.init_error = CUDA_ERROR_NO_DEVICE
+    named = ("CUDA_VISIBLE_DEVICES='-1' may name no GPU of this machine (empty, -1 or an index `nvidia-smi` does not "
+             "list make CUDA see none): unset it or name a GPU `nvidia-smi` lists")
+    started = r"^CUDA did not start \(cuInit failed: no CUDA-capable device is detected\): "
+    with pytest.raises(ValueError, match=started) as refused:
+        Segmenter("camvid", backend="tensorrt", warm_up=False)
+    assert named in str(refused.value) and "prime-select" not in str(refused.value)
+    assert doctor([]) == 0
+    assert named in capsys.readouterr().out
