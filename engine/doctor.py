@@ -347,14 +347,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _prune(remove: bool) -> int:
     """``--prune`` (and ``--yes``): 0; 1 after the lines when a file could not be removed; 2 with one line when the
     cache cannot be judged here (no TensorRT, pycuda or GPU to tell what runs)."""
-    from .backends.tensorrt import tensorrt_available
+    from .backends.tensorrt import require_tensorrt
     from .plan_prune import prune, report_lines, survey
 
     done: list[bool] = []
 
     def run() -> None:
-        if not tensorrt_available() or not tensorrt_gpu_available():
-            why = "TensorRT is not installed" if not tensorrt_available() else "no CUDA GPU is visible"
+        why = None
+        try:
+            require_tensorrt()
+        except ImportError as exc:
+            # Its line: a TensorRT installed that does not import (its libraries' wheel missing, the lean runtime
+            # alone) was "not installed", sending the user to a pip that answers "already satisfied".
+            why = str(exc)
+        if why is None and not tensorrt_gpu_available():
+            why = "no CUDA GPU is visible"
+        if why is not None:
             raise ValueError(f"--prune keeps every engine that runs here, and cannot tell which do: {why}; run it "
                              "where the engines run (python -m unetrt.doctor's TensorRT line says what is missing)")
         import tensorrt as trt

@@ -281,13 +281,44 @@ def test_a_prune_asked_wrongly_is_one_line_and_exit_2(argv: list[str], cache: Pa
 
 def test_prune_without_tensorrt_says_it_cannot_tell_and_removes_nothing(monkeypatch: pytest.MonkeyPatch, cache: Path,
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr("unetrt.backends.tensorrt.tensorrt_available", lambda: False)
+    from unetrt.backends.tensorrt import MISSING_TENSORRT
+
+    def missing() -> None:
+        raise ImportError(MISSING_TENSORRT)
+
+    monkeypatch.setattr("unetrt.backends.tensorrt.require_tensorrt", missing)
     cache.mkdir()
     (cache / "camvid-fp16-0123456789abcdef.plan").write_bytes(b"plan")
     assert doctor(["--prune", "--yes"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot tell which do: TensorRT is not installed" in err
     assert (cache / "camvid-fp16-0123456789abcdef.plan").exists()
+
+
+def test_prune_with_tensorrt_installed_but_not_importing_says_so(monkeypatch: pytest.MonkeyPatch, cache: Path,
+                                                                 tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """tensorrt-cu13-bindings whose libraries' wheel is gone, on a machine with a GPU: --prune said "TensorRT is not
+    installed", where the rest of unetrt names what is installed, why it does not import and the reinstall."""
+    import sys
+
+    install_fake_tensorrt_gpu(monkeypatch, version="11.0.0")
+    site = tmp_path / "site"
+    (site / "tensorrt").mkdir(parents=True)
+    (site / "tensorrt" / "__init__.py").write_text("raise ImportError('libnvinfer.so.11: cannot open shared object "
+                                                   "file: No such file or directory')\n")
+    info = site / "tensorrt_cu13_bindings-11.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tensorrt-cu13-bindings\nVersion: 11.0.0\n")
+    monkeypatch.delitem(sys.modules, "tensorrt")
+    monkeypatch.syspath_prepend(str(site))
+    cache.mkdir()
+    assert doctor(["--prune", "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert ("cannot tell which do: TensorRT is installed (tensorrt-cu13-bindings 11.0.0) but does not import "
+            "(libnvinfer.so.11: cannot open shared object file: No such file or directory)") in err, err
+    assert "pip install --force-reinstall tensorrt-cu13==11.0.0" in err
 
 
 def test_a_file_the_cache_cannot_remove_is_named_and_exits_1(monkeypatch: pytest.MonkeyPatch,
