@@ -258,6 +258,22 @@ def check_device_exists(ordinal: int, count: int) -> None:
                             "one of those, or unset CUDA_VISIBLE_DEVICES to see every GPU of the machine")
 
 
+def why_no_gpu() -> str:
+    """Why :func:`cuda_device_count` found no GPU, in words for an error line: ``CUDA_VISIBLE_DEVICES`` where it is
+    set (empty, -1 or an index the machine lacks hides every GPU, while ``nvidia-smi``, which does not read it, still
+    lists them), else that no NVIDIA driver sees one.
+
+    Example:
+        >>> why_no_gpu()  # doctest: +SKIP
+        'no NVIDIA driver sees one'
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return "no NVIDIA driver sees one"
+    return (f"CUDA_VISIBLE_DEVICES={visible!r} shows this process none: unset it or name a GPU `nvidia-smi` "
+            "lists")
+
+
 class GpuResourceError(ValueError):
     """The GPU cannot give what was asked for now (memory, a context, a stream): nothing is wrong with the model or
     the input, and fewer programs on the GPU may let it succeed. A cached TensorRT engine is kept for it."""

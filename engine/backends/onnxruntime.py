@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..cuda import PrimaryContext, check_device_exists, cuda_device_count, cuda_ordinal, synchronize_stream
+from ..cuda import (
+    PrimaryContext,
+    check_device_exists,
+    cuda_device_count,
+    cuda_ordinal,
+    synchronize_stream,
+    why_no_gpu,
+)
 from ..dropped import release_when_dropped
 from ..model_file import ONNX_EXPECTED, read_model_file
 from ..model_info import check_network_channels, check_network_layout
@@ -185,8 +192,8 @@ class OnnxRuntimeBackend:
         if device.startswith("cuda"):
             if gpus == 0:
                 # onnxruntime-gpu would bring no GPU: the CPU is the way to run here.
-                raise ValueError(f"device {device!r} asked, but this machine has no CUDA GPU (no NVIDIA driver sees "
-                                 "one); use device 'cpu' or 'auto'")
+                raise ValueError(f"device {device!r} asked, but this machine has no CUDA GPU ({why_no_gpu()}); use "
+                                 "device 'cpu' or 'auto'")
             if not has_cuda:
                 raise ValueError(
                     f"device {device!r} asked, but this onnxruntime has no CUDA provider; install onnxruntime-gpu"
