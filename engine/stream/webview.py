@@ -194,6 +194,10 @@ class _ViewServer(ThreadingHTTPServer):
         self.title = html.escape(title)
         self.status = STARTING_STATUS
         self.stats_json = json.dumps(STARTING_STATUS).encode()
+        # When the build being shown began (on ``clock``), so that its "s so far" moves between TensorRT's steps,
+        # which a long tactic's timing holds for a minute and more on a Jetson; None without a build.
+        self.build_began: float | None = None
+        self.clock = time.monotonic
         self.max_viewers = max_viewers
         self.viewers = 0
         self.connections = 0
@@ -201,6 +205,15 @@ class _ViewServer(ThreadingHTTPServer):
         self._refused = 0
         self._refusal_logged_at = -REFUSAL_LOG_S
         super().__init__(address, _ViewHandler)
+
+    def status_now(self) -> tuple[dict[str, Any], bytes]:
+        """What the stream is doing, as a document and as ``/stats``'s JSON, a build's time counted to now."""
+        with self.viewers_lock:
+            status, stats, began = self.status, self.stats_json, self.build_began
+        if began is None:
+            return status, stats
+        status = {**status, "build": {**status["build"], "elapsed_s": round(self.clock() - began, 1)}}
+        return status, json.dumps(status).encode()
 
     def server_bind(self) -> None:
         if sys.platform == "win32":
@@ -254,15 +267,13 @@ class _ViewHandler(BaseHTTPRequestHandler):
         if route is None:
             self.send_error(HTTPStatus.NOT_FOUND, "unetrt serves only /, /stream and /stats")
         elif route == "page":
-            with self.server.viewers_lock:
-                status = self.server.status
+            status, _ = self.server.status_now()
             # Rendered per request with the status of the moment: a page loaded during a first build says so at once,
             # also to a client that runs no script (curl).
             page = PAGE.format(title=self.server.title, poll_ms=STATS_POLL_MS, status=html.escape(status_text(status)))
             self._send_body(page.encode(), "text/html; charset=utf-8")
         elif route == "stats":
-            with self.server.viewers_lock:
-                stats = self.server.stats_json
+            _, stats = self.server.status_now()
             self._send_body(stats, "application/json")
         else:
             self._send_stream()
@@ -390,6 +401,7 @@ class HttpViewSink:
             if self._results == 0:
                 self._server.status = document
                 self._server.stats_json = json.dumps(document).encode()
+                self._server.build_began = None if build is None else self._server.clock() - build.elapsed_s
 
     def write_result(self, result: StreamResult, image: np.ndarray) -> None:
         """Publish a stream result: its figures at ``/stats`` and its picture to every viewer (see :meth:`write`).
@@ -402,6 +414,7 @@ class HttpViewSink:
         with self._server.viewers_lock:
             self._server.stats_json = json.dumps(stats).encode()
             self._server.status = STREAMING_STATUS  # what a page loaded now says until its script shows the figures
+            self._server.build_began = None
         self.write(image)
 
     def write(self, image: np.ndarray) -> None:

@@ -215,6 +215,7 @@ def test_the_status_is_on_the_page_and_at_stats_until_the_first_result(sink: Htt
 
     from unetrt.build_watch import BuildStep
 
+    sink._server.clock = lambda: 1000.0  # the time so far counts to the moment asked: held still for the wording
     assert json.loads(_get(sink.url + "stats")[1]) == {"status": "waiting for the first frame"}
     assert '<pre id="stats">waiting for the first frame</pre>' in _get(sink.url)[1].decode()
     sink.set_status("building a TensorRT engine for camvid <FP16>", BuildStep("Tactic selection", 12, 40, 95.04))
@@ -228,6 +229,25 @@ def test_the_status_is_on_the_page_and_at_stats_until_the_first_result(sink: Htt
     sink.set_status("opening csi://0")  # late: the figures stay
     assert json.loads(_get(sink.url + "stats")[1])["frame"] == 0
     assert '<pre id="stats">streaming</pre>' in _get(sink.url)[1].decode()
+
+
+def test_a_builds_time_so_far_moves_between_tensorrts_steps(sink: HttpViewSink) -> None:
+    """One tactic's timing can hold TensorRT's step for a minute on a Jetson: the page said "95 s so far" for all of
+    it, as if the build had hung. /stats and the page count the build's time to the moment they are asked."""
+    import json
+
+    from unetrt.build_watch import BuildStep
+
+    now = [1000.0]
+    sink._server.clock = lambda: now[0]
+    sink.set_status("building a TensorRT engine for camvid FP16", BuildStep("Tactic selection", 12, 40, 95.04))
+    now[0] += 42.0
+    assert json.loads(_get(sink.url + "stats")[1])["build"] == {
+        "phase": "Tactic selection", "done": 12, "steps": 40, "elapsed_s": 137.0}
+    assert "Tactic selection 12/40 (137 s so far)" in _get(sink.url)[1].decode()
+    sink.set_status("opening csi://0")  # the build is over: no time counted
+    now[0] += 10.0
+    assert json.loads(_get(sink.url + "stats")[1]) == {"status": "opening csi://0"}
 
 
 def test_the_port_is_free_again_at_once_after_a_viewer_loaded_the_page() -> None:

@@ -192,6 +192,7 @@ def test_the_page_says_the_engine_is_built_then_shows_the_stream_without_a_reloa
 
     browser = _Browser(tmp_path / "profile")
     view = HttpViewSink("127.0.0.1", 0)
+    view._server.clock = lambda: 1000.0  # the time so far counts to the moment asked: held still for the wording
     try:
         view.set_status("building a TensorRT engine for camvid FP16", BuildStep("Tactic selection", 3, 9, 40.0))
         tab = browser.open(view.url, background=False)
