@@ -15,6 +15,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "tiling.h"
@@ -275,7 +276,7 @@ void run_finish_resized(const void* scores, const float* weight, uint8_t* mask, 
                         const unetrt::FinishResizedParams& p, int) {
     check_emulated(unetrt::finish_resized_cuda(scores, weight, mask, probabilities, p, nullptr), "finish_resized");
 }
-void run_resize(const void* in, void* out, const unetrt::ResizeParams& p, int) {
+void run_resize(const void* in, void* out, const unetrt::ResizeParams& p, int, unetrt::CpuLoops) {
     check_emulated(unetrt::resize_bilinear_cuda(in, out, p, nullptr), "resize_bilinear");
 }
 #else
@@ -295,8 +296,8 @@ void run_finish_resized(const void* scores, const float* weight, uint8_t* mask, 
                         const unetrt::FinishResizedParams& p, int threads) {
     unetrt::finish_resized_cpu(scores, weight, mask, probabilities, p, threads);
 }
-void run_resize(const void* in, void* out, const unetrt::ResizeParams& p, int threads) {
-    unetrt::resize_bilinear_cpu(in, out, p, threads);
+void run_resize(const void* in, void* out, const unetrt::ResizeParams& p, int threads, unetrt::CpuLoops loops) {
+    unetrt::resize_bilinear_cpu(in, out, p, threads, loops);
 }
 #endif
 
@@ -577,8 +578,9 @@ unetrt::ResizeParams make_resize_params(const std::vector<int64_t>& image_shape,
 }
 
 // The working-size resize on numpy arrays: the host path's (unetrt.device.resize_frame), with the arithmetic of the
-// GPU path's resize_bilinear_cuda, so both paths feed the network one image whatever the frame's dtype.
-py::array resize_bilinear(const py::array& image, py::array out, int threads) {
+// GPU path's resize_bilinear_cuda, so both paths feed the network one image whatever the frame's dtype. `loops`
+// picks the CPU build's row loops (the emulated build has one kernel).
+py::array resize_bilinear_using(const py::array& image, py::array out, int threads, unetrt::CpuLoops loops) {
     const DType dtype = array_dtype(image, "image", {DType::u8, DType::u16, DType::f32});
     require_contiguous(image, "image");
     if (array_dtype(out, "out", {DType::u8, DType::u16, DType::f32}) != dtype)
@@ -599,10 +601,37 @@ py::array resize_bilinear(const py::array& image, py::array out, int threads) {
     void* out_data = out.mutable_data();
     {
         py::gil_scoped_release release;
-        run_resize(in_data, out_data, p, n_threads);
+        run_resize(in_data, out_data, p, n_threads, loops);
     }
     return out;
 }
+
+py::array resize_bilinear(const py::array& image, py::array out, int threads) {
+    return resize_bilinear_using(image, out, threads, unetrt::CpuLoops::best);
+}
+
+#if !defined(UNETRT_EMULATED_CUDA)
+// The CPU row loops of resize_bilinear by name, those this CPU runs: the portable ones first, then (on x86 with
+// AVX2) the ones resize_bilinear picks.
+const std::array<std::pair<const char*, unetrt::CpuLoops>, 2> kResizeVariants = {
+    {{"portable", unetrt::CpuLoops::portable}, {"avx2", unetrt::CpuLoops::avx2}}};
+
+std::vector<std::string> resize_variants() {
+    std::vector<std::string> names;
+    for (const auto& [name, loops] : kResizeVariants)
+        if (unetrt::cpu_loops_available(loops)) names.emplace_back(name);
+    return names;
+}
+
+py::array resize_bilinear_variant(const py::array& image, py::array out, const std::string& variant, int threads) {
+    for (const auto& [name, loops] : kResizeVariants)
+        if (variant == name && unetrt::cpu_loops_available(loops))
+            return resize_bilinear_using(image, out, threads, loops);
+    std::string names;
+    for (const std::string& name : resize_variants()) names += (names.empty() ? "" : ", ") + name;
+    fail(cat("variant must be one this CPU runs (", names, "), got '", variant, "'"));
+}
+#endif
 
 // ---------------------------------------------------------------- CUDA entry points (device pointers)
 // In the emulated module, device pointers are host addresses (the tests' fake GPU memory) and the launchers run the
@@ -1017,6 +1046,19 @@ Example:
     >>> small = resize_bilinear(frame, np.empty((192, 256, 3), np.uint8))
     >>> small.shape, int(small.max())
     ((192, 256, 3), 7))doc");
+#if !defined(UNETRT_EMULATED_CUDA)
+    m.def("resize_variants", &resize_variants,
+          R"doc(For tests: the names of the CPU row loops resize_bilinear can run on this CPU, the portable ones
+('portable', built for the compiler's baseline) first, then those for an instruction set the CPU has ('avx2');
+resize_bilinear runs the last.)doc");
+    m.def("resize_bilinear_variant", &resize_bilinear_variant, py::arg("image"), py::arg("out"), py::arg("variant"),
+          py::kw_only(), py::arg("threads") = 0,
+          R"doc(For tests: resize_bilinear with the row loops `variant` names (one of resize_variants()). Every
+variant gives the same image bit for bit.
+
+Raises:
+    ValueError: on a wrong dtype or shape, or a variant this CPU does not run.)doc");
+#endif
 #if defined(UNETRT_EMULATED_CUDA)
     m.def("set_pointer_attributes", &set_pointer_attributes, py::arg("attributes"),
           R"doc(What the *_cuda entry points take for cudaPointerGetAttributes: a callable(ptr) -> (cudaMemoryType,

@@ -465,7 +465,13 @@ void stitch_tiles_cpu(const void* tiles, float* acc, float* weight, const Stitch
 void finish_cpu(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, int threads);
 void finish_resized_cpu(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
                         const FinishResizedParams& params, int threads);
-void resize_bilinear_cpu(const void* in, void* out, const ResizeParams& params, int threads);
+// The row loops resize_bilinear_cpu runs: the portable ones (every CPU), the AVX2 ones (the CPU must have AVX2:
+// cpu_loops_available), or the best this CPU has, picked once. Every choice gives the same image bit for bit; the
+// tests run them side by side.
+enum class CpuLoops : int { best = 0, portable = 1, avx2 = 2 };
+bool cpu_loops_available(CpuLoops loops);
+void resize_bilinear_cpu(const void* in, void* out, const ResizeParams& params, int threads,
+                         CpuLoops loops = CpuLoops::best);
 
 // CUDA launchers (defined in tiling_kernels.cuh, built by tiling_cuda.cu): asynchronous on `stream`; return a
 // cudaError_t value (0 = success).
