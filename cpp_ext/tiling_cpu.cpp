@@ -1047,13 +1047,15 @@ ResizeColumns resize_columns(const ResizeParams& p) {
 }
 
 // The loops of one dtype T: a source row as floats (integer images), and one output row (columns.off0.size()
-// values) from its two source rows as floats: dst[i] = resize_pixel()'s value i of the row. stage holds
-// 4 + that many floats of scratch.
+// values) from its two source rows: dst[i] = resize_pixel()'s value i of the row. `row` reads the image's rows
+// src0 and src1 themselves where reads_rows(channels), else the two rows as floats, row0 and row1 (an integer image's
+// converted by to_floats; a float image's are src0 and src1). stage holds 4 + columns.off0.size() floats of scratch.
 template <typename T>
 struct ResizeLoops {
     void (*to_floats)(const T* src, float* dst, int64_t n);
-    void (*row)(const float* row0, const float* row1, const ResizeColumns& columns, float fy, float gy, float* stage,
-                T* dst);
+    bool (*reads_rows)(int64_t channels);
+    void (*row)(const T* src0, const T* src1, const float* row0, const float* row1, const ResizeColumns& columns,
+                float fy, float gy, float* stage, T* dst);
 };
 
 template <typename T>
@@ -1061,37 +1063,40 @@ void to_floats_portable(const T* src, float* dst, int64_t n) {
     for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]);
 }
 
-// n values of an output row, their samples at off0, off1, fx and gx. Pointers as parameters, not read from a
+// n values of an output row, their samples at off0, off1, fx and gx, from source rows of S (floats, or the image's
+// own values: static_cast<float> of a value is the same float either way). Pointers as parameters, not read from a
 // ResizeColumns: GCC 12 then vectorises the integer images' loop (0.22 ms, not 0.61, for a uint8 frame's
 // 480x360 -> 224x168).
-template <typename T>
-void resize_values_portable(const float* row0, const float* row1, const int32_t* off0, const int32_t* off1,
+template <typename T, typename S>
+void resize_values_portable(const S* row0, const S* row1, const int32_t* off0, const int32_t* off1,
                             const float* fx, const float* gx, float fy, float gy, T* dst, int64_t n) {
     for (int64_t i = 0; i < n; ++i) {
+        const float a0 = static_cast<float>(row0[off0[i]]), b0 = static_cast<float>(row0[off1[i]]);
+        const float a1 = static_cast<float>(row1[off0[i]]), b1 = static_cast<float>(row1[off1[i]]);
         if constexpr (std::is_floating_point_v<T>) {
-            const float top = lerp_rn(row0[off0[i]], row0[off1[i]], fx[i], gx[i]);
-            const float bottom = lerp_rn(row1[off0[i]], row1[off1[i]], fx[i], gx[i]);
-            dst[i] = lerp_rn(top, bottom, fy, gy);
+            dst[i] = lerp_rn(lerp_rn(a0, b0, fx[i], gx[i]), lerp_rn(a1, b1, fx[i], gx[i]), fy, gy);
         } else {
-            const float top = add_rn(mul_rn(row0[off0[i]], gx[i]), mul_rn(row0[off1[i]], fx[i]));
-            const float bottom = add_rn(mul_rn(row1[off0[i]], gx[i]), mul_rn(row1[off1[i]], fx[i]));
+            const float top = add_rn(mul_rn(a0, gx[i]), mul_rn(b0, fx[i]));
+            const float bottom = add_rn(mul_rn(a1, gx[i]), mul_rn(b1, fx[i]));
             dst[i] = resized_as<T>(add_rn(mul_rn(top, gy), mul_rn(bottom, fy)));
         }
     }
 }
 
 // Values [begin, end) of an output row.
-template <typename T>
-void resize_range_portable(const float* row0, const float* row1, const ResizeColumns& c, float fy, float gy, T* dst,
+template <typename T, typename S>
+void resize_range_portable(const S* row0, const S* row1, const ResizeColumns& c, float fy, float gy, T* dst,
                            int64_t begin, int64_t end) {
     const size_t at = static_cast<size_t>(begin);
     resize_values_portable(row0, row1, c.off0.data() + at, c.off1.data() + at, c.frac.data() + at,
                            c.one_minus_frac.data() + at, fy, gy, dst + begin, end - begin);
 }
 
+bool reads_no_rows(int64_t) { return false; }
+
 template <typename T>
-void resize_row_portable(const float* row0, const float* row1, const ResizeColumns& c, float fy, float gy, float*,
-                         T* dst) {
+void resize_row_portable(const T*, const T*, const float* row0, const float* row1, const ResizeColumns& c, float fy,
+                         float gy, float*, T* dst) {
     resize_range_portable(row0, row1, c, fy, gy, dst, 0, static_cast<int64_t>(c.off0.size()));
 }
 
@@ -1150,9 +1155,21 @@ UNETRT_AVX2 inline __m256 broadcast2x4(float low, float high) {
     return _mm256_insertf128_ps(_mm256_set1_ps(low), _mm_set1_ps(high), 1);
 }
 
-// Two 4-float pieces as one vector: `low` in lanes 0-3, `high` in 4-7.
-UNETRT_AVX2 inline __m256 load2x4(const float* low, const float* high) {
-    return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(low)), _mm_loadu_ps(high), 1);
+// Two pieces of 4 source values as one vector of floats (exact): `low` in lanes 0-3, `high` in 4-7.
+template <typename S>
+UNETRT_AVX2 inline __m256 load2x4(const S* low, const S* high) {
+    if constexpr (std::is_same_v<S, uint8_t>) {
+        int32_t first, second;  // memcpy: the bytes lie at any alignment
+        std::memcpy(&first, low, sizeof first);
+        std::memcpy(&second, high, sizeof second);
+        return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_insert_epi32(_mm_cvtsi32_si128(first), second, 1)));
+    } else if constexpr (std::is_same_v<S, uint16_t>) {
+        const __m128d words = _mm_loadh_pd(_mm_load_sd(reinterpret_cast<const double*>(low)),
+                                           reinterpret_cast<const double*>(high));
+        return _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm_castpd_si128(words)));
+    } else {
+        return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(low)), _mm_loadu_ps(high), 1);
+    }
 }
 
 // The two floats at `first`, then the two at `second` (8-byte loads).
@@ -1172,15 +1189,46 @@ UNETRT_AVX2 inline __m256 pairs4(const float* row, int32_t i, int32_t j, int32_t
 // multiplied by 0 (any finite value gives a * 1 + 0 = a, the portable loop's a * 1 + a * 0) or, in a float image,
 // not selected (lerp8), so the pixel after i0 may stand in for it as long as it lies in the row.
 //
-// One channel: 8 pixels at a time, each source pair loaded as 8 bytes, the pairs split into the a and b lanes by
-// two shuffles. 2 to 4 channels: 2 pixels at a time, each source pixel loaded as 4 floats (its channels, then those
-// of the next pixel, unused), the result stored 4 floats per pixel into stage at x * channels, each store's spare
-// lanes overwritten by the next. Values past the last such pixel (where 4 floats or the pair would read past the
-// row) go through the portable loop.
+// One channel: 8 pixels at a time from the rows as floats, each source pair loaded as 8 bytes, the pairs split into
+// the a and b lanes by two shuffles. 2 to 4 channels: 2 pixels at a time from the image's rows themselves, each
+// source pixel loaded as 4 values (its channels, then those of the next pixel, unused) and widened to floats in
+// registers (an integer image's rows are not converted first: at a downscale the conversion cost as much as the
+// lerps), the result stored 4 floats per pixel into stage at x * channels, each store's spare lanes overwritten by
+// the next. Values past the last such pixel (where 4 values or the pair would read past the row) go through the
+// portable loop.
+bool reads_colour_rows(int64_t channels) { return channels > 1; }
+
+// The values of stage (floats before resized_as<T>) the one-channel loop computes from the rows as floats; returns
+// how many.
 template <typename T>
-UNETRT_AVX2 void resize_row_avx2(const float* row0, const float* row1, const ResizeColumns& c, float fy, float gy,
-                                 float* stage, T* dst) {
+UNETRT_AVX2 int64_t gray_values_avx2(const float* row0, const float* row1, const ResizeColumns& c, float fy, float gy,
+                                     float* stage) {
     // Locals: the stores into stage may alias anything, a member would be read again at every pixel.
+    const int64_t n = static_cast<int64_t>(c.off0.size());
+    const int64_t source_values = c.source_values;
+    const int32_t* off0 = c.off0.data();
+    const float* fx = c.frac.data();
+    const float* gx = c.one_minus_frac.data();
+    const __m256 fy8 = _mm256_set1_ps(fy), gy8 = _mm256_set1_ps(gy);
+    int64_t done = 0;
+    for (; done + 8 <= n && off0[done + 7] + 2 <= source_values; done += 8) {
+        const int32_t* at = off0 + done;
+        const __m256 p0 = pairs4(row0, at[0], at[1], at[4], at[5]);  // a0 b0 a1 b1 | a4 b4 a5 b5
+        const __m256 q0 = pairs4(row0, at[2], at[3], at[6], at[7]);  // a2 b2 a3 b3 | a6 b6 a7 b7
+        const __m256 p1 = pairs4(row1, at[0], at[1], at[4], at[5]);
+        const __m256 q1 = pairs4(row1, at[2], at[3], at[6], at[7]);
+        const __m256 v = bilinear8<T>(_mm256_shuffle_ps(p0, q0, 0x88), _mm256_shuffle_ps(p0, q0, 0xdd),
+                                      _mm256_shuffle_ps(p1, q1, 0x88), _mm256_shuffle_ps(p1, q1, 0xdd),
+                                      _mm256_loadu_ps(fx + done), _mm256_loadu_ps(gx + done), fy8, gy8);
+        _mm256_storeu_ps(stage + done, v);
+    }
+    return done;
+}
+
+// The values of stage the 2-to-4-channel loop computes from the image's rows; returns how many.
+template <typename T>
+UNETRT_AVX2 int64_t colour_values_avx2(const T* src0, const T* src1, const ResizeColumns& c, float fy, float gy,
+                                       float* stage) {
     const int64_t n = static_cast<int64_t>(c.off0.size());
     const int64_t channels = c.channels;
     const int64_t source_values = c.source_values;
@@ -1188,39 +1236,36 @@ UNETRT_AVX2 void resize_row_avx2(const float* row0, const float* row1, const Res
     const float* fx = c.frac.data();
     const float* gx = c.one_minus_frac.data();
     const __m256 fy8 = _mm256_set1_ps(fy), gy8 = _mm256_set1_ps(gy);
-    int64_t done = 0;  // values in stage
-    if (channels == 1) {
-        for (; done + 8 <= n && off0[done + 7] + 2 <= source_values; done += 8) {
-            const int32_t* at = off0 + done;
-            const __m256 p0 = pairs4(row0, at[0], at[1], at[4], at[5]);  // a0 b0 a1 b1 | a4 b4 a5 b5
-            const __m256 q0 = pairs4(row0, at[2], at[3], at[6], at[7]);  // a2 b2 a3 b3 | a6 b6 a7 b7
-            const __m256 p1 = pairs4(row1, at[0], at[1], at[4], at[5]);
-            const __m256 q1 = pairs4(row1, at[2], at[3], at[6], at[7]);
-            const __m256 v = bilinear8<T>(_mm256_shuffle_ps(p0, q0, 0x88), _mm256_shuffle_ps(p0, q0, 0xdd),
-                                          _mm256_shuffle_ps(p1, q1, 0x88), _mm256_shuffle_ps(p1, q1, 0xdd),
-                                          _mm256_loadu_ps(fx + done), _mm256_loadu_ps(gx + done), fy8, gy8);
-            _mm256_storeu_ps(stage + done, v);
-        }
-    } else {
-        for (int64_t x = 0; (x + 2) * channels <= n; x += 2) {
-            const int32_t s0 = off0[x * channels], s1 = off0[(x + 1) * channels];
-            if (s1 + channels + 4 > source_values) break;
-            const __m256 f = broadcast2x4(fx[x * channels], fx[(x + 1) * channels]);
-            const __m256 g = broadcast2x4(gx[x * channels], gx[(x + 1) * channels]);
-            const float* next0 = row0 + channels;  // the pixel after each source pixel
-            const float* next1 = row1 + channels;
-            const __m256 v = bilinear8<T>(load2x4(row0 + s0, row0 + s1), load2x4(next0 + s0, next0 + s1),
-                                          load2x4(row1 + s0, row1 + s1), load2x4(next1 + s0, next1 + s1), f, g, fy8,
-                                          gy8);
-            _mm_storeu_ps(stage + x * channels, _mm256_castps256_ps128(v));
-            _mm_storeu_ps(stage + (x + 1) * channels, _mm256_extractf128_ps(v, 1));
-            done = (x + 2) * channels;
-        }
+    const T* next0 = src0 + channels;  // the pixel after each source pixel
+    const T* next1 = src1 + channels;
+    int64_t x = 0;
+    for (; (x + 2) * channels <= n; x += 2) {
+        const int32_t s0 = off0[x * channels], s1 = off0[(x + 1) * channels];
+        if (s1 + channels + 4 > source_values) break;
+        const __m256 f = broadcast2x4(fx[x * channels], fx[(x + 1) * channels]);
+        const __m256 g = broadcast2x4(gx[x * channels], gx[(x + 1) * channels]);
+        const __m256 v = bilinear8<T>(load2x4(src0 + s0, src0 + s1), load2x4(next0 + s0, next0 + s1),
+                                      load2x4(src1 + s0, src1 + s1), load2x4(next1 + s0, next1 + s1), f, g, fy8, gy8);
+        _mm_storeu_ps(stage + x * channels, _mm256_castps256_ps128(v));
+        _mm_storeu_ps(stage + (x + 1) * channels, _mm256_extractf128_ps(v, 1));
     }
+    return x * channels;
+}
+
+template <typename T>
+UNETRT_AVX2 void resize_row_avx2(const T* src0, const T* src1, const float* row0, const float* row1,
+                                 const ResizeColumns& c, float fy, float gy, float* stage, T* dst) {
+    const int64_t n = static_cast<int64_t>(c.off0.size());
+    const bool gray = c.channels == 1;
+    const int64_t done = gray ? gray_values_avx2<T>(row0, row1, c, fy, gy, stage)
+                              : colour_values_avx2(src0, src1, c, fy, gy, stage);
     int64_t i = 0;
     for (; i + 8 <= done; i += 8) store8_resized(dst + i, _mm256_loadu_ps(stage + i));
     for (; i < done; ++i) dst[i] = resized_as<T>(stage[i]);
-    resize_range_portable(row0, row1, c, fy, gy, dst, done, n);
+    if (gray)
+        resize_range_portable(row0, row1, c, fy, gy, dst, done, n);
+    else
+        resize_range_portable(src0, src1, c, fy, gy, dst, done, n);
 }
 
 bool cpu_has_avx2() {
@@ -1237,9 +1282,9 @@ ResizeLoops<T> resize_loops(CpuLoops loops) {
     static const bool avx2 = cpu_has_avx2();
     if (loops == CpuLoops::best) loops = avx2 ? CpuLoops::avx2 : CpuLoops::portable;
 #if defined(__x86_64__) || defined(__i386__)
-    if (loops == CpuLoops::avx2) return {to_floats_avx2<T>, resize_row_avx2<T>};
+    if (loops == CpuLoops::avx2) return {to_floats_avx2<T>, reads_colour_rows, resize_row_avx2<T>};
 #endif
-    return {to_floats_portable<T>, resize_row_portable<T>};
+    return {to_floats_portable<T>, reads_no_rows, resize_row_portable<T>};
 }
 
 template <typename T>
@@ -1251,14 +1296,15 @@ void resize_typed(const T* in, T* out, const ResizeParams& params, int threads, 
     // Allocated here, not in a worker, whose failed allocation would end the process.
     const ResizeColumns columns = resize_columns(params);
     const int64_t parts = part_count(params.out_h, threads);
-    // Per part: two source rows as floats (integer images only).
-    std::vector<float> converted(kInteger ? static_cast<size_t>(parts * 2 * source_values) : 0);
+    // Per part: two source rows as floats (integer images whose rows the row loop does not read itself).
+    const bool convert = kInteger && !loops.reads_rows(params.channels);
+    std::vector<float> converted(convert ? static_cast<size_t>(parts * 2 * source_values) : 0);
     // Per part: the row loop's scratch.
     std::vector<float> stages(static_cast<size_t>(parts * (row_values + 4)));
     parallel_parts(params.out_h, threads, [&](int64_t part, int64_t begin, int64_t end) {
         const ResizeParams p = params;  // a local copy: stores through T* may alias anything else
         const int64_t n = row_values;
-        float* slots = kInteger ? converted.data() + part * 2 * source_values : nullptr;
+        float* slots = convert ? converted.data() + part * 2 * source_values : nullptr;
         float* stage = stages.data() + part * (row_values + 4);
         int64_t slot_row[2] = {-1, -1};
         // Source row r as floats in one of the two slots, converting it unless a slot holds it already; the slot
@@ -1274,16 +1320,20 @@ void resize_typed(const T* in, T* out, const ResizeParams& params, int threads, 
         };
         for (int64_t y = begin; y < end; ++y) {
             const AxisSample sy = axis_sample(y, p.src_h, p.scale_y);
-            const float* row0;
-            const float* row1;
+            const T* src0 = in + sy.i0 * source_values;
+            const T* src1 = in + sy.i1 * source_values;
+            const float* row0 = nullptr;
+            const float* row1 = nullptr;
             if constexpr (kInteger) {
-                row0 = float_row(sy.i0, sy.i1);
-                row1 = float_row(sy.i1, sy.i0);
+                if (convert) {
+                    row0 = float_row(sy.i0, sy.i1);
+                    row1 = float_row(sy.i1, sy.i0);
+                }
             } else {
-                row0 = in + sy.i0 * source_values;
-                row1 = in + sy.i1 * source_values;
+                row0 = src0;
+                row1 = src1;
             }
-            loops.row(row0, row1, columns, sy.frac, add_rn(1.0f, -sy.frac), stage, out + y * n);
+            loops.row(src0, src1, row0, row1, columns, sy.frac, add_rn(1.0f, -sy.frac), stage, out + y * n);
         }
     });
 }
