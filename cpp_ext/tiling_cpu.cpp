@@ -1104,6 +1104,10 @@ void resize_row_portable(const T*, const T*, const float* row0, const float* row
 }
 
 #if defined(__x86_64__) || defined(__i386__)
+// The 8 bytes at p in the low half (an unaligned load: _mm_load_sd reads through a double*, which UBSan takes for
+// a misaligned double).
+UNETRT_AVX2 inline __m128i load_low8(const void* p) { return _mm_loadl_epi64(static_cast<const __m128i*>(p)); }
+
 // 8 source values as floats: exact, as static_cast<float> of each.
 template <typename T>
 UNETRT_AVX2 inline __m256 load8_as_floats(const T* src) {
@@ -1167,8 +1171,8 @@ UNETRT_AVX2 inline __m256 load2x4(const S* low, const S* high) {
         std::memcpy(&second, high, sizeof second);
         return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_insert_epi32(_mm_cvtsi32_si128(first), second, 1)));
     } else if constexpr (std::is_same_v<S, uint16_t>) {
-        const __m128d words = _mm_loadh_pd(_mm_load_sd(reinterpret_cast<const double*>(low)),
-                                           reinterpret_cast<const double*>(high));
+        const __m128d words =
+            _mm_loadh_pd(_mm_castsi128_pd(load_low8(low)), reinterpret_cast<const double*>(high));
         return _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm_castpd_si128(words)));
     } else {
         return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(low)), _mm_loadu_ps(high), 1);
@@ -1177,8 +1181,7 @@ UNETRT_AVX2 inline __m256 load2x4(const S* low, const S* high) {
 
 // The two floats at `first`, then the two at `second` (8-byte loads).
 UNETRT_AVX2 inline __m128 two_pairs(const float* first, const float* second) {
-    return _mm_loadh_pi(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(first))),
-                        reinterpret_cast<const __m64*>(second));
+    return _mm_loadh_pi(_mm_castsi128_ps(load_low8(first)), reinterpret_cast<const __m64*>(second));
 }
 
 // The two floats at row + i, row + j, row + k and row + l, in that order.
