@@ -1020,9 +1020,9 @@ namespace {
 // until 2026-12-07) kept that loop scalar: a uint16 frame's 480x360 -> 224x168 resize took 0.31 ms, not 0.19.
 //
 // The two loops (row conversion, row lerps) come in a portable form, built for the baseline of the target (SSE2 on
-// x86-64), and on x86 in an AVX2 form picked at load time where the CPU has AVX2; both do the same float operations
-// in the same order on every value (no FMA: -ffp-contract=off, and the AVX2 form has mul and add intrinsics only),
-// so their images are identical.
+// x86-64), and on x86 in an AVX2 form picked at load time where the CPU has AVX2 (whose row loop widens a colour
+// integer image's values itself, unconverted); both do the same float operations in the same order on every value
+// (no FMA: -ffp-contract=off, and the AVX2 form has mul and add intrinsics only), so their images are identical.
 
 // The horizontal samples of every value of an output row (pixel x, channel c at value x * channels + c).
 struct ResizeColumns {
@@ -1191,17 +1191,17 @@ UNETRT_AVX2 inline __m256 pairs4(const float* row, int32_t i, int32_t j, int32_t
 
 // Without gathers (slow on many x86 cores, and on a downscale of more than 2x the 16 samples of 8 values lie
 // further apart than one 8-float permute reaches): output pixel x reads its two source pixels i0 and i0 + 1 as
-// 2 x channels consecutive floats at off0[x * channels]. Where frac is 0, i1 is i0 and the second pixel's values are
+// 2 x channels consecutive values at off0[x * channels]. Where frac is 0, i1 is i0 and the second pixel's values are
 // multiplied by 0 (any finite value gives a * 1 + 0 = a, the portable loop's a * 1 + a * 0) or, in a float image,
 // not selected (lerp8), so the pixel after i0 may stand in for it as long as it lies in the row.
 //
 // One channel: 8 pixels at a time from the rows as floats, each source pair loaded as 8 bytes, the pairs split into
 // the a and b lanes by two shuffles. 2 to 4 channels: 2 pixels at a time from the image's rows themselves, each
 // source pixel loaded as 4 values (its channels, then those of the next pixel, unused) and widened to floats in
-// registers (an integer image's rows are not converted first: at a downscale the conversion cost as much as the
-// lerps), the result stored 4 floats per pixel into stage at x * channels, each store's spare lanes overwritten by
-// the next. Values past the last such pixel (where 4 values or the pair would read past the row) go through the
-// portable loop.
+// registers (an integer image's rows are not converted first: at the camera downscale the conversion took a quarter
+// of the loop's time), the result stored 4 floats per pixel into stage at x * channels, each store's spare lanes
+// overwritten by the next. Values past the last such pixel (where 4 values or the pair would read past the row) go
+// through the portable loop.
 bool reads_colour_rows(int64_t channels) { return channels > 1; }
 
 // The values of stage (floats before resized_as<T>) the one-channel loop computes from the rows as floats; returns
@@ -1251,7 +1251,8 @@ UNETRT_AVX2 int64_t colour_values_avx2(const T* src0, const T* src1, const Resiz
         const __m256 f = broadcast2x4(fx[x * channels], fx[(x + 1) * channels]);
         const __m256 g = broadcast2x4(gx[x * channels], gx[(x + 1) * channels]);
         const __m256 v = bilinear8<T>(load2x4(src0 + s0, src0 + s1), load2x4(next0 + s0, next0 + s1),
-                                      load2x4(src1 + s0, src1 + s1), load2x4(next1 + s0, next1 + s1), f, g, fy8, gy8);
+                                      load2x4(src1 + s0, src1 + s1), load2x4(next1 + s0, next1 + s1), f, g, fy8,
+                                      gy8);
         _mm_storeu_ps(stage + x * channels, _mm256_castps256_ps128(v));
         _mm_storeu_ps(stage + (x + 1) * channels, _mm256_extractf128_ps(v, 1));
     }
