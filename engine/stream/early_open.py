@@ -18,7 +18,10 @@ thread of its own from the moment the model begins to open, under the stream's o
 
 Without a build (a cached engine, a CPU model) the source opened here is the stream's: a file is opened, never read,
 and starts at its first frame; a live source's first frame, read to tell a camera that opens but sends nothing (a
-CSI sensor whose Argus session fails) from one that works, is dropped, as a live stream drops stale frames.
+CSI sensor whose Argus session fails) from one that works, is dropped, and so is every frame after it until the
+stream starts, as a live stream drops stale frames: a camera left unread while the model loads (seconds: a TensorRT
+engine deserialising on a Jetson, OpenVINO compiling) keeps the frames captured just after that read in its driver's
+queue (V4L2's buffers, a network stream's socket), and the stream's first results were of frames that old.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 
 from .capture import POLL_S, open_when_up
 from .options import StreamOptions
-from .sources import RELEASE_WAIT_S, FrameSource, SourceError, VideoCaptureSource, give_up_on
+from .sources import RELEASE_WAIT_S, CorruptFrameError, FrameSource, SourceError, VideoCaptureSource, give_up_on
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,9 @@ class EarlyOpen:
         self._retried = False
         # Failed for good while a build went on: tried once more once the model is open.
         self._failed_while_building = False
+        # Set when the thread is to stop reading an open live source: the stream takes it, a build begins, or the
+        # opening is abandoned.
+        self._release = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="unetrt-early-open", daemon=True)
         self._thread.start()
@@ -147,12 +153,38 @@ class EarlyOpen:
             self._answered.set()
         if opened and self._retried and self._tell is not None:
             self._tell(f"{self.source.name} is up")  # the page said it was not
-        if opened:
-            with self._lock:
-                if self._abandoned or (self._building and not self._kept_during_builds()):
-                    self.source.close()
-                else:
-                    self._held = True
+        if not opened:
+            return
+        with self._lock:
+            if self._abandoned or (self._building and not self._kept_during_builds()):
+                self.source.close()
+                return
+            self._held = True
+        if self.source.live:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Read and drop the open live source's frames until :attr:`_release` is set, then keep it for the stream, or
+        close it for a build or an abandoned opening; one that fails meanwhile is closed, and the stream opens it
+        again under its retry policy."""
+        failure: BaseException | None = None
+        while not self._release.is_set():
+            try:
+                if self.source.read() is None:
+                    failure = SourceError(f"{self.source.name!r} stopped delivering frames")
+            except CorruptFrameError:
+                continue  # dropped, as the good ones are
+            except SourceError as exc:
+                failure = exc
+            if failure is not None:
+                break
+        with self._lock:
+            if failure is not None or self._abandoned or self._building:
+                self.source.close()
+                self._held = False
+        if failure is not None:
+            log.warning("%s failed while the model opened (%s); it is opened again when the stream starts",
+                        self.source.name, failure)
 
     def _retrying(self, line: str) -> None:
         self._answered.set()  # not up yet, and to be retried: no reason to hold a build back
@@ -181,9 +213,12 @@ class EarlyOpen:
             if self._error is not None:
                 raise self._error
             self._building = True
-            if self._held and not self._kept_during_builds():
-                self.source.close()
-                self._held = False
+            reading = self._held and not self._kept_during_builds()
+        if reading:
+            # The thread reading it closes it: a capture is not closed under a read in progress.
+            self._release.set()
+            while self._thread.is_alive():
+                self._thread.join(POLL_S)
 
     def result(self, stop: threading.Event) -> bool | None:
         """Wait for the opening to end, where signals reach the caller; what the stream does next.
@@ -196,6 +231,7 @@ class EarlyOpen:
             SourceError: when the source failed for good, with no build going on.
             BaseException: what interrupted the wait (the opening is then given up).
         """
+        self._release.set()  # the stream takes an open source now: its frames are not dropped any more
         try:
             while self._thread.is_alive():
                 self._thread.join(POLL_S)
@@ -222,14 +258,17 @@ class EarlyOpen:
         stream connecting) counts as a hung read (:func:`~unetrt.stream.sources.give_up_on`): a command's exit then
         skips the interpreter's shutdown.
         """
-        self._stop.set()
         with self._lock:
             self._abandoned = True
-            if self._held:
-                self.source.close()
-                self._held = False
-        # As a timed reader's release: an open in progress (a file's: milliseconds) is waited for a while, since one
-        # counted as hung makes a command skip the interpreter's shutdown (os._exit), also where it was about to end.
+        self._stop.set()
+        self._release.set()
+        # As a timed reader's release: an open in progress (a file's: milliseconds) or a read of the frames being
+        # dropped is waited for a while, since one counted as hung makes a command skip the interpreter's shutdown
+        # (os._exit), also where it was about to end. The thread closes what it opens from then on.
         self._thread.join(RELEASE_WAIT_S)
         if self._thread.is_alive():
             give_up_on(self._thread)
+        with self._lock:
+            if self._held and not self._thread.is_alive():
+                self.source.close()
+                self._held = False

@@ -114,8 +114,9 @@ class Stream:
     opens (its first open on a Jetson builds a TensorRT engine for minutes): one that cannot open for good is
     reported before the build begins (one that a live source's policy gives up on during the build is said then, and
     :meth:`start` tries it once more); one that opened is let go for a build and opened again by :meth:`start`, and
-    without a build :meth:`start` takes it as it is (a live source's frame read to check it is dropped; a file is not
-    read, and starts at its first frame).
+    without a build :meth:`start` takes it open (a live source's frames are read and dropped until then, so that the
+    first result is not of a frame its driver queued while the model loaded; a file is not read, and starts at its
+    first frame).
 
     Raises:
         ValueError: on a bad setting, source, segmenter, callback or output (one that is the input, or exists and
