@@ -4,7 +4,8 @@ who may stop a build before it begins: a stream whose source can never open.
 The engine cache's lines (``unetrt: building a TensorRT engine for camvid FP16 ...``) and TensorRT's per-phase
 steps go to stderr, where a user looking at ``http://JETSON:8080`` in a browser sees neither for the minutes a
 first build takes on a Jetson. A stream serving the live view watches them while its model opens (see
-:func:`watching_builds`) and shows them on the page. A stream opening its source meanwhile checks it before a build
+:func:`watching_builds`) and shows them on the page: the builds its own thread begins, or waits for, not those of
+another stream of the process. A stream opening its source meanwhile checks it before a build
 begins (see :func:`checking_before_builds`): a camera that is not connected was found minutes later, once the
 engine was built.
 """
@@ -12,7 +13,7 @@ engine was built.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -45,40 +46,53 @@ class BuildWatcher(Protocol):
         """A phase began (``done`` 0) or a step of it completed; called from TensorRT's builder threads."""
 
 
-_watchers: list[BuildWatcher] = []
-_lock = threading.Lock()
+# The watchers of each thread's watching_builds blocks, innermost last.
+_watchers = threading.local()
+
+
+def _thread_watchers() -> list[BuildWatcher]:
+    watchers: list[BuildWatcher] | None = getattr(_watchers, "list", None)
+    if watchers is None:
+        watchers = _watchers.list = []
+    return watchers
 
 
 @contextmanager
 def watching_builds(watcher: BuildWatcher) -> Iterator[None]:
-    """Tell ``watcher`` about every engine build of this process (any thread) while inside.
+    """Tell ``watcher`` about the engine builds that this thread begins, or waits for, while inside.
+
+    Only this thread's: several streams open their models on their own threads, and each live view's page shows
+    its own stream's build (another stream's build of the same engine is one line there: the wait for it). A build's
+    steps come from TensorRT's threads, which tell the watchers the build took when it began (:func:`build_watchers`).
 
     Example:
         >>> with watching_builds(page):  # doctest: +SKIP
         ...     segmenter = Segmenter("camvid")
     """
-    with _lock:
-        _watchers.append(watcher)
+    watchers = _thread_watchers()
+    watchers.append(watcher)
     try:
         yield
     finally:
-        with _lock:
-            _watchers.remove(watcher)
+        watchers.remove(watcher)
+
+
+def build_watchers() -> tuple[BuildWatcher, ...]:
+    """This thread's watchers, taken by a build as it begins: its steps come from TensorRT's builder threads, which
+    have none of their own (pass them to :func:`tell_step`)."""
+    return tuple(_thread_watchers())
 
 
 def tell_note(text: str) -> None:
-    """Hand a line the engine cache printed to the watchers."""
-    with _lock:
-        watchers = list(_watchers)
-    for watcher in watchers:
+    """Hand a line the engine cache printed to this thread's watchers."""
+    for watcher in build_watchers():
         watcher.build_note(text)
 
 
-def tell_step(step: BuildStep) -> None:
-    """Hand a build's progress to the watchers."""
-    with _lock:
-        watchers = list(_watchers)
-    for watcher in watchers:
+def tell_step(step: BuildStep, watchers: Sequence[BuildWatcher] | None = None) -> None:
+    """Hand a build's progress to ``watchers``: those :func:`build_watchers` gave on the thread that began the build
+    (None: this thread's)."""
+    for watcher in build_watchers() if watchers is None else watchers:
         watcher.build_step(step)
 
 

@@ -60,7 +60,7 @@ from .backends.tensorrt import (
     tensorrt_major,
     tensorrt_release,
 )
-from .build_watch import BuildStep, tell_step
+from .build_watch import BuildStep, BuildWatcher, build_watchers, tell_step
 from .cuda import GpuResourceError, PrimaryContext, allocation_refused, require_pycuda
 from .interruptible import run_interruptible
 from .model_file import read_model_file
@@ -208,7 +208,7 @@ def describe_parser_errors(parser: trt.OnnxParser) -> str:
     return "; ".join(parts) or "no error recorded"
 
 
-def _progress_monitor(cancel: threading.Event, bars: bool) -> Any:
+def _progress_monitor(cancel: threading.Event, bars: bool, watchers: Sequence[BuildWatcher] = ()) -> Any:
     import tensorrt as trt
     from tqdm import tqdm
 
@@ -218,7 +218,7 @@ def _progress_monitor(cancel: threading.Event, bars: bool) -> Any:
 
     class BuildMonitor(trt.IProgressMonitor):
         """Stops the build at its next step once ``cancel`` is set; one tqdm bar per phase when ``bars``; each step
-        to the build watchers (a live view's page)."""
+        to the watchers of the thread that began the build (a live view's page)."""
 
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
@@ -243,7 +243,7 @@ def _progress_monitor(cancel: threading.Event, bars: bool) -> Any:
             with self._lock:
                 self._bars[phase_name] = tqdm(total=num_steps, desc=phase_name, position=len(self._bars),
                                               leave=not parent_phase, unit="step", disable=None if bars else True)
-                tell_step(BuildStep(phase_name, 0, num_steps, self._now - self._started))
+                tell_step(BuildStep(phase_name, 0, num_steps, self._now - self._started), watchers)
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             with self._lock:
@@ -251,7 +251,7 @@ def _progress_monitor(cancel: threading.Event, bars: bool) -> Any:
                 bar = self._bars.get(phase_name)
                 if bar is not None:
                     bar.update(step + 1 - bar.n)
-                    tell_step(BuildStep(phase_name, step + 1, bar.total, now - self._started))
+                    tell_step(BuildStep(phase_name, step + 1, bar.total, now - self._started), watchers)
                 self._note(phase_name, step, now)
             # False asks TensorRT to stop the build (IProgressMonitor.stepComplete).
             return not cancel.is_set()
@@ -683,6 +683,9 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
     # strongly typed only when the graph carries its own FP16 types, and weakly typed with FP16 flags otherwise.
     strongly_typed = major >= 11 or graph_fp16
     precision = _precision_of(options, quantized, graph_fp16)
+    # Taken here, on the thread that asked for the engine: the build and TensorRT's calls of its monitor run on
+    # threads of their own, and a stream's live view watches the builds of the thread that opens its model.
+    watchers = build_watchers()
 
     def build() -> BuiltPlan:
         logger = tensorrt_logger()
@@ -719,7 +722,7 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
         builder_flags += configure_dla(config, builder, options.dla_core, precision)
         # Kept in a local too, so that it outlives the build whatever reference the bindings keep ("The lifetime of
         # the IProgressMonitor must exceed the lifetime of all TensorRT objects that use it").
-        monitor = _progress_monitor(cancel, options.progress)
+        monitor = _progress_monitor(cancel, options.progress, watchers)
         config.progress_monitor = monitor
         shape_profile = builder.create_optimization_profile()
         shape_profile.set_shape(image.name, trt.Dims4(*profile.min), trt.Dims4(*profile.opt), trt.Dims4(*profile.max))

@@ -8,6 +8,7 @@ import pytest
 
 from unetrt.build_watch import (
     BuildStep,
+    build_watchers,
     check_before_build,
     checking_before_builds,
     tell_note,
@@ -77,3 +78,26 @@ def test_a_check_before_builds_is_the_thread_s_own() -> None:
     check_before_build()
     assert outcome == [None]
 
+
+
+def test_a_watcher_hears_its_own_thread_s_builds_and_their_steps_from_the_builder_s_threads() -> None:
+    """Two streams open their models on their own threads: each page hears its own build, not the other's; the steps
+    come from TensorRT's threads, which tell the watchers the build took as it began."""
+    mine, other = Recorder(), Recorder()
+    step = BuildStep("Tactic selection", 1, 5, 0.5)
+
+    def other_stream() -> None:
+        with watching_builds(other):
+            tell_note("building a TensorRT engine for isbi FP16")
+
+    with watching_builds(mine):
+        thread = threading.Thread(target=other_stream)
+        thread.start()
+        thread.join(30)
+        tell_note("building a TensorRT engine for camvid FP16")
+        taken = build_watchers()
+        builder = threading.Thread(target=tell_step, args=(step, taken))
+        builder.start()
+        builder.join(30)
+    assert mine.news == ["building a TensorRT engine for camvid FP16", step]
+    assert other.news == ["building a TensorRT engine for isbi FP16"]

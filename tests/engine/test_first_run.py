@@ -1330,6 +1330,94 @@ def test_the_live_view_shows_the_first_build_then_the_stream_without_a_reload(
     assert builds() == 1 and "Traceback" not in capsys.readouterr().err
 
 
+def test_two_streams_building_at_once_each_show_their_own_build_on_their_page(
+        first_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/streaming.md: several streams with live views in one process (two cameras, two models) each show their
+    own stream's build; each page showed every build of the process, the step counts of both builds one after the
+    other in its progress."""
+    from unetrt.stream import pipeline
+
+    shown: dict[int, list[tuple[str, object]]] = {}
+    set_status = pipeline.HttpViewSink.set_status
+
+    def recording(self: Any, status: str, build: object = None) -> None:
+        shown.setdefault(self.port, []).append((status, build))
+        set_status(self, status, build)
+
+    both_building = threading.Barrier(2, timeout=30)
+
+    def on_step(step: int) -> None:
+        if step == 0:
+            both_building.wait()  # the two builds are under way at once
+
+    monkeypatch.setattr(pipeline.HttpViewSink, "set_status", recording)
+    monkeypatch.setattr(Builder, "steps", 5)
+    monkeypatch.setattr(Builder, "on_step", on_step)
+    pages = {"camvid": _free_port(), "isbi": _free_port()}
+    errors: list[BaseException] = []
+
+    def open_stream(model: str) -> None:
+        try:
+            pipeline.Stream([], model, f"http://127.0.0.1:{pages[model]}").close()
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_stream, args=(model,)) for model in pages]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors and builds() == 2, errors
+    for model, port in pages.items():
+        other = next(name for name in pages if name != model)
+        statuses = shown[port]
+        building = [status for status, _ in statuses if status.startswith("building a TensorRT engine for ")]
+        assert building and all(f"for {model} FP16" in status for status in building), statuses
+        assert not any(other in status for status, _ in statuses), statuses
+        steps = [build for _, build in statuses if build is not None]
+        assert len(steps) == 2 + 2 + 5, steps  # one build's: its two phases begun, their 2 and 5 steps
+
+
+def test_a_stream_waiting_for_another_stream_s_build_of_its_engine_says_so_on_its_page(
+        first_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two cameras on one model: one stream builds, and the other's page says that it waits for that build, without
+    the other build's steps as if they were its own."""
+    from unetrt.stream import pipeline
+
+    shown: dict[int, list[tuple[str, object]]] = {}
+    set_status = pipeline.HttpViewSink.set_status
+    waiting = threading.Event()
+
+    def recording(self: Any, status: str, build: object = None) -> None:
+        shown.setdefault(self.port, []).append((status, build))
+        if status.startswith("another process (or thread) is building the TensorRT engine for camvid FP16"):
+            waiting.set()
+        set_status(self, status, build)
+
+    monkeypatch.setattr(pipeline.HttpViewSink, "set_status", recording)
+    monkeypatch.setattr(Builder, "steps", 5)
+    monkeypatch.setattr(Builder, "on_step", lambda step: step or waiting.wait(30))
+    ports = [_free_port(), _free_port()]
+    errors: list[BaseException] = []
+
+    def open_stream(port: int) -> None:
+        try:
+            pipeline.Stream([], "camvid", f"http://127.0.0.1:{port}").close()
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_stream, args=(port,)) for port in ports]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors and builds() == 1 and waiting.is_set(), errors
+    steps = {port: [build for _, build in shown[port] if build is not None] for port in ports}
+    waited = next(port for port in ports if any(status.startswith("another process") for status, _ in shown[port]))
+    built = next(port for port in ports if port != waited)
+    assert steps[waited] == [] and len(steps[built]) == 2 + 2 + 5, steps
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
 def test_a_first_build_stopped_ends_the_live_view_with_the_program(
