@@ -277,7 +277,7 @@ def open_when_up(source: FrameSource, stop: threading.Event, reconnect_delay: tu
         on_retry: told each retry's log line too (a live view's page shows it), before the wait for the retry.
 
     Returns:
-        True once the source is open; False when ``stop`` was set first.
+        True once the source is open; False when ``stop`` was set first (also during an attempt that failed).
 
     Raises:
         SourceError: when the source is still not up after ``wait`` seconds or ``max_attempts`` retries.
@@ -299,6 +299,10 @@ def open_when_up(source: FrameSource, stop: threading.Event, reconnect_delay: tu
             return True
         attempt += 1
         waited = time.monotonic() - started
+        if stop.is_set():
+            # A stop during the attempt (SIGTERM from systemd, a shutdown during the one more attempt after a first
+            # build) ends the start as a stop: giving up with the camera's error made unet-stream exit 2, not 143.
+            return False
         if wait == 0:
             raise failure
         if wait is not None and waited >= wait:

@@ -241,6 +241,9 @@ class EarlyOpen:
         except BaseException:
             self.abandon()
             raise
+        if stop.is_set():  # as the opening ended (SIGTERM as the policy gave up): a stop, not the source's error
+            self.abandon()
+            return None
         if self._error is not None and not self._failed_while_building:
             raise self._error
         return self._held

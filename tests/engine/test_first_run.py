@@ -1221,6 +1221,96 @@ def test_a_camera_not_up_yet_does_not_stop_the_first_build_and_is_said_at_once(
                                             "sudo systemctl restart nvargus-daemon"), err
 
 
+def _booting_csi(monkeypatch: pytest.MonkeyPatch, sessions: list[int],
+                 on_attempt: Any = None) -> threading.Event:
+    """``cv2.VideoCapture`` of a CSI sensor whose driver is not up yet, as at a Jetson's boot: each attempt fails
+    until the returned event is set. ``on_attempt`` is called with each attempt's number (1, 2, ...) first."""
+    from unetrt.stream import sources
+
+    monkeypatch.setattr(sources, "opencv_has_gstreamer", lambda: True)
+    up = threading.Event()
+    attempts = [0]
+    no_sensor = sources.cv2.VideoCapture  # without GStreamer here the pipeline fails to open, as without a sensor
+
+    def capture(*args: object) -> object:
+        attempts[0] += 1
+        if on_attempt is not None:
+            on_attempt(attempts[0])
+        return _CsiCamera(sessions) if up.is_set() else no_sensor(*args)
+
+    monkeypatch.setattr(sources.cv2, "VideoCapture", capture)
+    return up
+
+
+@pytest.mark.parametrize("when", ["engine-cached", "up-during-the-build", "up-after-the-build"])
+def test_a_service_at_boot_streams_once_the_camera_is_up(when: str, first_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/jetson.md: a systemd service started at boot, `unet-stream csi://0 ... --wait 60`, whose camera driver comes
+    up seconds after it: it streams once the camera is up, with a cached engine and with a first build (the camera
+    up during it, or after it), and holds no camera session at the end."""
+    from unetrt.stream.cli import main
+
+    if when == "engine-cached":
+        Segmenter("camvid").close()
+    sessions = [0, 0]
+    up = _booting_csi(monkeypatch, sessions, lambda attempt: up.set() if attempt == 3 and when != "up-during-the-build"
+                      else None)
+    if when == "up-during-the-build":
+        act_during_build(monkeypatch, up.set, steps=5, step_s=0)
+    else:
+        act_during_build(monkeypatch, lambda: None, steps=5, step_s=0)
+    assert main(["csi://0", "--wait", "60", "--max-frames", "3", "--headless"]) == 0
+    assert builds() == 1 and sessions[1] == 0 and sessions[0] >= 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("moment", ["before-the-camera-answers", "before-it-answers-a-first-build", "during-the-build",
+                                    "during-the-one-more-attempt", "once-the-camera-is-open"])
+def test_a_service_stopped_while_its_camera_is_not_up_exits_as_a_stop(
+        moment: str, signum: int, code: int, first_run: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C, or systemd's SIGTERM (a stop during boot, a shutdown), while a service's camera is not up yet: before
+    it answers (a cached engine: its second attempt; a first build: its first, which the build waits for), during
+    the first build, during the one more attempt after a build the retry policy gave up in; or once it opened (a
+    cached engine: its frames dropped while the model loads, or streaming). The program ends as a stop (130, 143),
+    without a traceback, and holds no camera session (SIGTERM during the one more attempt exited 2 with the camera's
+    error)."""
+    from unetrt.stream.cli import main
+
+    def stop(attempt: int) -> None:
+        if moment == "once-the-camera-is-open" and attempt == 1:
+            up.set()
+            threading.Thread(target=lambda: opened.wait(30) and os.kill(os.getpid(), signum)).start()
+        if (moment, attempt) in (("before-the-camera-answers", 2), ("before-it-answers-a-first-build", 1),
+                                 ("during-the-one-more-attempt", 3)):
+            os.kill(os.getpid(), signum)
+
+    sessions = [0, 0]
+    opened = threading.Event()
+    read = _CsiCamera.read
+
+    def reading(self: _CsiCamera) -> tuple[bool, np.ndarray]:
+        opened.set()
+        return read(self)
+
+    monkeypatch.setattr(_CsiCamera, "read", reading)
+    up = _booting_csi(monkeypatch, sessions, stop)
+    if moment in ("before-the-camera-answers", "once-the-camera-is-open"):
+        Segmenter("camvid").close()
+    if moment == "during-the-build":
+        signal_during_build(monkeypatch, signum, steps=5, step_s=0)
+    else:
+        # --max-reconnects 1: two attempts beside the build, then the one more after it.
+        act_during_build(monkeypatch, lambda: None, steps=5, step_s=0)
+    arguments = ["csi://0", "--headless"]
+    arguments += ["--max-reconnects", "1"] if moment == "during-the-one-more-attempt" else ["--wait", "60"]
+    assert main(arguments) == code
+    assert sessions[1] == 0 and (sessions[0] == 1 if moment == "once-the-camera-is-open" else not up.is_set()), sessions
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_a_video_that_does_not_open_is_reported_before_the_first_build(
         first_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A file that exists but does not open (damaged, a codec OpenCV lacks) can never stream: it is said in one

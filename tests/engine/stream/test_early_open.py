@@ -124,6 +124,17 @@ def test_a_stream_stopped_while_it_waits_gets_nothing_and_the_source_is_closed()
     assert not camera.is_open
 
 
+def test_a_stop_as_the_opening_fails_for_good_is_a_stop() -> None:
+    """SIGTERM from systemd as the camera's --wait runs out: the stream ends as a stop (exit 143), not with the
+    camera's error (exit 2)."""
+    camera = Camera(down_for=1)
+    early = EarlyOpen(camera, StreamOptions(wait=0))
+    early._thread.join(30)
+    stop = threading.Event()
+    stop.set()
+    assert early.result(stop) is None and not camera.is_open
+
+
 def test_an_abandoned_opening_closes_what_it_opened() -> None:
     """The model failed to open (or Ctrl-C during the build): the camera is not left open."""
     camera = Camera()

@@ -306,3 +306,19 @@ def test_a_bad_frame_after_a_reconnect_is_named_by_its_place_since_the_reopen(ca
     assert summary["corrupt"] == 1 and summary["reconnects"] == 1
     lines = [record.getMessage() for record in caplog.records if "corrupt" in record.getMessage()]
     assert len(lines) == 1 and "(frame 1 since it opened)" in lines[0], lines
+
+
+def test_a_stop_during_the_last_attempt_ends_the_wait_as_a_stop() -> None:
+    """SIGTERM (a service stopped) during the one attempt a stream has left: a stop, not the camera's error (which
+    made unet-stream exit 2 where a stop exits 143)."""
+    stop = threading.Event()
+    camera = LateCamera(down_for=10**6)
+    opening = camera.open
+
+    def stopped_while_opening() -> None:
+        stop.set()
+        opening()
+
+    camera.open = stopped_while_opening  # type: ignore[method-assign]
+    assert open_when_up(camera, stop, FAST, wait=0) is False
+    assert camera.opens == 1
