@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -37,6 +38,10 @@ from .options import StreamOptions
 from .sources import RELEASE_WAIT_S, CorruptFrameError, FrameSource, SourceError, VideoCaptureSource, give_up_on
 
 log = logging.getLogger(__name__)
+
+# How long a build waits for the source's first attempt when the stream has no open timeout: FFmpeg's default open
+# timeout, the one a network stream's attempt ends at then.
+FIRST_ANSWER_WAIT_S = 30.0
 
 
 class _FirstFrame:
@@ -200,15 +205,26 @@ class EarlyOpen:
 
     def before_build(self) -> None:
         """Called on the model's thread before a build (or a wait for another's) begins: waits for the source's first
-        attempt to answer (at most the source's own open timeout), then lets a source that is open go for the
-        build's minutes.
+        attempt to answer (at most the stream's open timeout, else ``FIRST_ANSWER_WAIT_S``), then lets a source that
+        is open go for the build's minutes.
+
+        An attempt that has not answered by then (a CSI open blocked in a wedged nvargus-daemon, which no timeout of
+        OpenCV's bounds) goes on beside the build, as a source not up yet does: the build is not held back for it.
 
         Raises:
             SourceError: the source's own error, when it failed for good (nothing is built then).
             BaseException: what interrupted the wait (Ctrl-C, SIGTERM's TerminatedError).
         """
+        limit = self._options.open_timeout or FIRST_ANSWER_WAIT_S
+        deadline = time.monotonic() + limit
         while not self._answered.wait(POLL_S):
-            pass
+            if time.monotonic() >= deadline:
+                line = (f"{self.source.name} has not answered after {limit:g} s (--open-timeout); the model goes on "
+                        "opening, and so does the source beside it")
+                log.warning("%s", line)
+                if self._tell is not None:
+                    self._tell(line)
+                self._answered.set()  # a later build of the same start does not wait for it again
         with self._lock:
             if self._error is not None:
                 raise self._error

@@ -1311,6 +1311,40 @@ def test_a_service_stopped_while_its_camera_is_not_up_exits_as_a_stop(
     assert "Traceback" not in capsys.readouterr().err
 
 
+def test_a_csi_open_that_does_not_answer_holds_the_first_build_back_no_longer_than_the_open_timeout(
+        first_run: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A wedged nvargus-daemon blocks the pipeline's open, which no timeout of OpenCV's bounds: the build waited for
+    that first attempt without end, where before the change it was built and cached first. It waits --open-timeout
+    (streaming.md: "at most --open-timeout"), says so, and builds; the attempt goes on beside it."""
+    from unetrt.stream import sources
+    from unetrt.stream.cli import main
+
+    monkeypatch.setattr(sources, "opencv_has_gstreamer", lambda: True)
+    sessions = [0, 0]
+    events: list[str] = []
+    building = threading.Event()
+
+    def wedged(*args: object) -> _CsiCamera:
+        building.wait(60)  # answers only once the build has begun (without end, on a wedged daemon)
+        events.append("camera answered")
+        return _CsiCamera(sessions)
+
+    def on_step(step: int) -> None:
+        if step == 0:
+            events.append("build began")
+            building.set()
+
+    monkeypatch.setattr(sources.cv2, "VideoCapture", wedged)
+    monkeypatch.setattr(Builder, "steps", 5)
+    monkeypatch.setattr(Builder, "on_step", on_step)
+    assert main(["csi://0", "--open-timeout", "1", "--max-frames", "3", "--headless"]) == 0
+    assert events[:2] == ["build began", "camera answered"], events
+    assert ("csi://0 has not answered after 1 s (--open-timeout); the model goes on opening, and so does the source "
+            "beside it") in caplog.messages, caplog.messages
+    assert builds() == 1 and sessions == [2, 0] and "Traceback" not in capsys.readouterr().err
+
+
 def test_a_video_that_does_not_open_is_reported_before_the_first_build(
         first_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A file that exists but does not open (damaged, a codec OpenCV lacks) can never stream: it is said in one
