@@ -129,10 +129,18 @@ class EarlyOpen:
         # opening is abandoned.
         self._release = threading.Event()
         self._error: BaseException | None = None
+        self._began = threading.Event()  # the thread's first step: from then on it can be joined
         self._thread = threading.Thread(target=self._run, name="unetrt-early-open", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:
+            # Ctrl-C or SIGTERM as the thread starts (the stream being made): it may be opening the source already,
+            # and no one holds this opening to end it; the camera stayed open, its frames read, until the exit.
+            self.abandon()
+            raise
 
     def _run(self) -> None:
+        self._began.set()
         options = self._options
         opened = False
         try:
@@ -284,7 +292,8 @@ class EarlyOpen:
         # As a timed reader's release: an open in progress (a file's: milliseconds) or a read of the frames being
         # dropped is waited for a while, since one counted as hung makes a command skip the interpreter's shutdown
         # (os._exit), also where it was about to end. The thread closes what it opens from then on.
-        self._thread.join(RELEASE_WAIT_S)
+        if self._began.wait(RELEASE_WAIT_S):  # else it never started: one that starts late finds itself abandoned
+            self._thread.join(RELEASE_WAIT_S)
         if self._thread.is_alive():
             give_up_on(self._thread)
         with self._lock:

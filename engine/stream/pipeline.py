@@ -152,6 +152,7 @@ class Stream:
         self._owns_segmenter = isinstance(segmenter, str | Path)
         # The source opened while the model opens (see _open_model), taken by start().
         self._early: EarlyOpen | None = None
+        self._early_dropped: weakref.finalize[[], Stream] | None = None
         # The live view is served from here on, before the model opens (its first open on a Jetson builds a TensorRT
         # engine for minutes, during which a browser was refused as if the install were broken): its page says what
         # the stream does meanwhile. Opening it here also refuses a busy port before anything else.
@@ -199,6 +200,10 @@ class Stream:
                 # sensor has no device file to check) was found minutes into a Jetson's first run, once the engine
                 # was built.
                 self._early = EarlyOpen(self.source, self.options, page.source_news if page is not None else None)
+                # Dropped unclosed and never started (also made no further: an interrupt before __init__'s end): the
+                # source, which the opening's thread holds (a live one read without end, its frames dropped), is let
+                # go, as the page's port is.
+                self._early_dropped = weakref.finalize(self, self._early.abandon)
                 opening.enter_context(checking_before_builds(self._early.before_build))
             self.segmenters: list[FrameSegmenter] = self._segmenters(segmenter)
         try:
@@ -277,7 +282,7 @@ class Stream:
         Raises:
             SourceError: when the source cannot be opened.
         """
-        early, self._early = self._early, None
+        early = self._take_early()
         options = self.options
         wait = options.wait
         if early is not None:
@@ -291,6 +296,14 @@ class Stream:
         if not self.source.live:
             return open_stored(self.source, self._stop)
         return open_when_up(self.source, self._stop, options.reconnect_delay, options.max_reconnects, wait)
+
+    def _take_early(self) -> EarlyOpen | None:
+        """The opening begun with the model's, if any, now the caller's to finish: not let go when the stream is
+        dropped (the capture may own the source by then)."""
+        early, self._early = self._early, None
+        if self._early_dropped is not None:
+            self._early_dropped.detach()
+        return early
 
     def _pick_output_fps(self) -> float:
         if self.options.output_fps is not None:
@@ -440,9 +453,9 @@ class Stream:
         self._shutdown()
         if self._state == "new":
             self._state = "finished"
-            if self._early is not None:  # opened beside the model, never taken by start()
-                self._early.abandon()
-                self._early = None
+            early = self._take_early()
+            if early is not None:  # opened beside the model, never taken by start()
+                early.abandon()
         if self._page is not None:  # served since the stream was made, also when it never started
             self._page.close()
         self._close_segmenters()

@@ -300,3 +300,46 @@ def test_without_a_build_the_first_result_is_of_a_frame_captured_once_the_model_
     # Half the model's opening as leeway for a busy machine's scheduling; the stale frame was 100 frames older.
     assert stamp > ready[0] - 50, (stamp, ready)
     assert sensor.captures == []  # the camera was released
+
+
+def test_a_stream_dropped_before_it_starts_lets_its_camera_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Robot code that makes a Stream and drops it unstarted, unclosed (an error before its loop): the camera opened
+    beside the model stayed open (read without end, its frames dropped) until the process ended, as its live view's
+    port does not."""
+    import gc
+
+    from stream_helpers import FakeSegmenter
+
+    from unetrt.stream import pipeline, sources
+
+    sensor = _Sensor()
+    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda *args: _V4l2Capture(sensor))
+    monkeypatch.setattr(pipeline, "open_segmenters", lambda *args: [FakeSegmenter()])
+    try:
+        stream = pipeline.Stream("0", "camvid", wait=30)
+        sensor.wait_for(sensor.ticks + 3)
+        del stream
+        gc.collect()
+        assert sensor.captures == []
+    finally:
+        sensor.stop()
+
+
+def test_an_opening_interrupted_as_its_thread_starts_closes_what_it_opens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C or SIGTERM as the stream is made, while the opening's thread starts (it may already have opened the
+    camera): no one held the opening to end it, and the camera stayed open, read, until the process ended."""
+    camera = Camera()
+    start = threading.Thread.start
+
+    def interrupted(self: threading.Thread) -> None:
+        start(self)
+        for _ in range(3000):
+            if camera.reads > 1:  # open, and its frames being dropped
+                break
+            threading.Event().wait(0.01)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        EarlyOpen(camera, StreamOptions(wait=0))
+    assert camera.opens == 1 and not camera.is_open
