@@ -65,3 +65,14 @@ def test_a_device_past_the_last_names_the_index_asked_and_the_count_apart(monkey
     with pytest.raises(NoSuchDeviceError,
                        match=r"^CUDA device 3 does not exist; this machine has 1 CUDA device\(s\)$"):
         PrimaryContext(3)
+
+
+def test_a_device_past_those_cuda_visible_devices_shows_names_the_index_and_the_count_apart(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuda:3 from a shell with CUDA_VISIBLE_DEVICES=1 (one GPU shown): the line names the index asked for and how
+    many the variable shows, each in its place (cuda:1 there reads the same with the two swapped)."""
+    install_fake_gpu(monkeypatch)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    with pytest.raises(NoSuchDeviceError, match=r"^CUDA device 3 does not exist for this process: "
+                                                r"CUDA_VISIBLE_DEVICES=1 shows it 1 CUDA device\(s\), numbered from 0"):
+        PrimaryContext(3)

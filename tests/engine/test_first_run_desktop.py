@@ -524,3 +524,42 @@ def test_cuda_visible_devices_naming_no_gpu_is_named_where_cuda_does_not_start(
     assert named in str(refused.value) and "prime-select" not in str(refused.value)
     assert doctor([]) == 0
     assert named in capsys.readouterr().out
+
+
+def test_an_empty_cuda_visible_devices_is_named_where_cuda_does_not_start(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """CUDA_VISIBLE_DEVICES= (set, empty: `export CUDA_VISIBLE_DEVICES=` to keep a program off the GPU) hides every
+    GPU as -1 does; the variable is named although its value is empty."""
+    from fakes.cuda import CUDA_ERROR_NO_DEVICE
+
+    gpu = _two_gpu_desktop("pycuda", monkeypatch, tmp_path)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    gpu.init_error = CUDA_ERROR_NO_DEVICE
+    named = r"^CUDA did not start \(.*\): CUDA_VISIBLE_DEVICES='' may name no GPU of this machine"
+    with pytest.raises(ValueError, match=named) as refused:
+        Segmenter("camvid", backend="tensorrt", warm_up=False)
+    assert "prime-select" not in str(refused.value)
+
+
+def test_a_gpu_the_desktop_lacks_is_named_alone_where_tensorrt_gave_way_to_onnx_runtime(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`--device cuda:2` on the two-GPU desktop with TensorRT but no pycuda, and onnxruntime-gpu: TensorRT gives way
+    for want of pycuda and ONNX Runtime finds no such GPU. The device is the user's mistake, and any other fix is
+    wasted on it: the line names it alone (no TensorRT failure, no pycuda install) as NoSuchDeviceError."""
+    from unetrt.cuda import NoSuchDeviceError
+
+    _two_gpu_desktop("no-pycuda-ort-gpu", monkeypatch, tmp_path)
+    with pytest.raises(NoSuchDeviceError, match=r"^CUDA device 2 does not exist; this machine has 2 CUDA device\(s\)$"):
+        Segmenter("camvid", device="cuda:2", warm_up=False)
+
+
+def test_an_onnx_runtime_that_does_not_import_behind_tensorrt_is_an_import_error(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """TensorRT without pycuda gives way to an onnxruntime that does not import (one built against another NumPy):
+    the line names both, and stays the ImportError that Segmenter documents for a package missing, which a
+    caller's `except ImportError` (install it, or run another backend) relies on."""
+    _two_gpu_desktop("no-pycuda", monkeypatch, tmp_path)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ImportError, match=r"^no TensorRT engine \(pycuda is not installed: .*\), and onnxruntime "
+                                          r"cannot run it instead: "):
+        Segmenter("camvid", device="cuda:1", warm_up=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stream_helpers import frame_with_index
+from stream_helpers import FakeSegmenter, frame_with_index
 
 from unetrt.stream.early_open import EarlyOpen, opens_early
 from unetrt.stream.options import StreamOptions
@@ -343,3 +343,103 @@ def test_an_opening_interrupted_as_its_thread_starts_closes_what_it_opens(monkey
     with pytest.raises(KeyboardInterrupt):
         EarlyOpen(camera, StreamOptions(wait=0))
     assert camera.opens == 1 and not camera.is_open
+
+
+class _Page:
+    """A live view's page: what it was told, in order."""
+
+    def __init__(self) -> None:
+        self.shown: list[tuple[str, object]] = []
+
+    def set_status(self, status: str, build: object = None) -> None:
+        self.shown.append((status, build))
+
+
+def test_a_camera_that_opens_at_once_tells_the_page_nothing() -> None:
+    """A camera open at its first attempt tells the live view's page nothing: "is up" answers the page's "not up
+    yet", and said without one it pushed the build's line aside for nothing."""
+    told: list[str] = []
+    early = EarlyOpen(Camera(), StreamOptions(wait=0), told.append)
+    assert early.result(threading.Event()) is True and told == []
+
+
+def test_a_stream_stopped_while_its_camera_is_retried_stops_the_retries() -> None:
+    """stop() (Ctrl-C, a service's SIGTERM) while a camera is not up yet: the opening ends with it; its retries went
+    on after the stream had ended, and a camera that came up then was held open by nobody's stream."""
+    camera = Camera(down_for=10 ** 6)
+    stop = threading.Event()
+    stop.set()
+    early = EarlyOpen(camera, StreamOptions(reconnect_delay=(30.0, 30.0)))
+    assert early.result(stop) is None
+    early._thread.join(10)
+    assert not early._thread.is_alive() and not camera.is_open
+
+
+def test_a_recorded_file_over_http_is_let_go_for_a_build() -> None:
+    """http://server/clip.mp4 is read as a stored file, but through a connection: left unread for a build's minutes
+    the server may drop it; only a file on this machine stays open through a build."""
+    clip = VideoCaptureSource(SourceSpec("rtsp", "http://127.0.0.1:8000/clip.mp4", live=False))
+    opened: list[str] = []
+    clip.open = lambda: opened.append("open")  # type: ignore[method-assign]
+    clip.close = lambda: opened.append("close")  # type: ignore[method-assign]
+    early = EarlyOpen(clip, StreamOptions())
+    early.before_build()
+    assert early.result(threading.Event()) is False and opened == ["open", "close"]
+
+
+def _patch_live_source(monkeypatch: pytest.MonkeyPatch, camera: Camera) -> None:
+    """An RTSP camera's VideoCaptureSource that is ``camera``."""
+    from unetrt.stream import sources
+
+    monkeypatch.setattr(sources.VideoCaptureSource, "open", lambda self: camera.open())
+    monkeypatch.setattr(sources.VideoCaptureSource, "read", lambda self: camera.read())
+    monkeypatch.setattr(sources.VideoCaptureSource, "close", lambda self: camera.close())
+
+
+def test_a_stream_closed_without_starting_closes_the_camera_opened_beside_its_model(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stream(...) opens the camera while the model opens; close() before start() let it go on holding the camera."""
+    from unetrt.stream import pipeline
+
+    camera = Camera()
+    _patch_live_source(monkeypatch, camera)
+    stream = pipeline.Stream("rtsp://127.0.0.1:9/cam", "camvid", segmenter_options={"device": "cpu"})
+    early = stream._early
+    assert early is not None
+    stream.close()
+    early._thread.join(30)
+    assert camera.opens == 1 and not camera.is_open
+
+
+def test_a_stream_given_a_segmenter_object_opens_its_source_in_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing is built for a segmenter that is already open: the camera is opened by start(), as before, not held
+    from the moment the stream is made."""
+    from unetrt.stream import pipeline
+
+    camera = Camera()
+    _patch_live_source(monkeypatch, camera)
+    stream = pipeline.Stream("rtsp://127.0.0.1:9/cam", FakeSegmenter())
+    try:
+        assert stream._early is None and camera.opens == 0
+    finally:
+        stream.close()
+
+
+def test_the_page_shows_the_build_and_the_source_and_nothing_after_the_model_opened() -> None:
+    """A new engine cache line replaces the last build step; the source's news follows the build's line; once the
+    model is open the stream says what it does, and a late line of the opening no longer overwrites it."""
+    from unetrt.build_watch import BuildStep, tell_note, tell_step
+    from unetrt.stream.pipeline import _watching_on_page
+
+    page = _Page()
+    step = BuildStep("building", 1, 3, 0.5)
+    with _watching_on_page(page, "loading the model camvid") as shown:  # type: ignore[arg-type]
+        tell_step(step)
+        assert page.shown[-1] == ("loading the model camvid", step)
+        tell_note("cached /engines/camvid.plan")
+        assert page.shown[-1] == ("cached /engines/camvid.plan", None)
+        shown.source_news("camera 0 is up")
+        assert page.shown[-1] == ("cached /engines/camvid.plan; camera 0 is up", None)
+    told = len(page.shown)
+    shown.source_news("camera 0 is not up yet")
+    assert len(page.shown) == told

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator
 
@@ -70,6 +71,19 @@ def test_source_that_comes_up_is_opened_with_a_line_per_attempt(caplog: pytest.L
     messages = [record.getMessage() for record in caplog.records]
     assert sum("is not up yet (connection refused)" in m for m in messages) == 3
     assert any("late camera is up after" in m for m in messages)
+
+
+def test_each_retry_line_names_the_wait_and_the_attempt_and_reaches_on_retry(caplog: pytest.LogCaptureFixture) -> None:
+    """The line a live view's page shows too (on_retry): the attempt about to be made, counted from the first, and
+    the --wait it counts against."""
+    camera = LateCamera(down_for=2)
+    told: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="unetrt.stream"):
+        assert open_when_up(camera, threading.Event(), FAST, wait=30, on_retry=told.append) is True
+    assert [record.getMessage() for record in caplog.records][:2] == told
+    for line, attempt in zip(told, (2, 3), strict=True):
+        assert re.fullmatch(rf"late camera is not up yet \(connection refused\); waited \d+\.\d s of 30 s, retrying in "
+                            rf"\d+\.\d\d s \(attempt {attempt}\)", line), line
 
 
 def test_wait_bounds_the_time(caplog: pytest.LogCaptureFixture) -> None:
