@@ -237,7 +237,12 @@ class EarlyOpen:
             if self._error is not None:
                 raise self._error
             self._building = True
-            reading = self._held and not self._kept_during_builds()
+            let_go = self._held and not self._kept_during_builds()
+            if let_go and not self.source.live:
+                # No thread reads a stored source once it is open (a recording over HTTP): let go here.
+                self.source.close()
+                self._held = False
+            reading = let_go and self.source.live
         if reading:
             # The thread reading it closes it: a capture is not closed under a read in progress.
             self._release.set()
