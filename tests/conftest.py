@@ -15,13 +15,30 @@ import pytest
 from unetrt.dropped import wait_for_releases
 from unetrt.model_info import ModelInfo
 
+_RUNNER = os.getpid()
+_process_exit = os._exit
+
+
+def _exit_outside_the_runner(code: int) -> None:
+    """``os._exit`` for a forked child; in the test runner's own process, a test failure instead."""
+    if os.getpid() != _RUNNER:
+        _process_exit(code)
+    raise AssertionError(f"os._exit({code}) in the test runner's process: a command's main() called in-process left "
+                         "the interpreter (unet-stream after a hung read); the run would have ended there with that "
+                         "exit code, every later test unrun")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Tests stop unet-stream children with Ctrl-C (SIGINT). A shell's background job starts with SIGINT ignored,
     and an ignored signal stays ignored across exec in every child, which then never stops; a handled one is reset
-    to the default there. So the suite handles it, however it was started."""
+    to the default there. So the suite handles it, however it was started.
+
+    Tests call the commands' ``main()`` in-process, and ``unet-stream``'s leaves with ``os._exit`` where a read is
+    still hung: a defect that left one hung ended a run half-way with exit code 0 (found by a mutation audit), so
+    the runner's own process turns ``os._exit`` into the failure of the test that reached it."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    os._exit = _exit_outside_the_runner
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
