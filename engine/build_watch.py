@@ -79,7 +79,15 @@ def watching_builds(watcher: BuildWatcher) -> Iterator[None]:
 
 def build_watchers() -> tuple[BuildWatcher, ...]:
     """This thread's watchers, taken by a build as it begins: its steps come from TensorRT's builder threads, which
-    have none of their own (pass them to :func:`tell_step`)."""
+    have none of their own (pass them to :func:`tell_step`).
+
+    Returns:
+        The watchers of this thread's :func:`watching_builds` blocks, innermost last (empty outside them).
+
+    Example:
+        >>> build_watchers()
+        ()
+    """
     return tuple(_thread_watchers())
 
 
@@ -90,8 +98,15 @@ def tell_note(text: str) -> None:
 
 
 def tell_step(step: BuildStep, watchers: Sequence[BuildWatcher] | None = None) -> None:
-    """Hand a build's progress to ``watchers``: those :func:`build_watchers` gave on the thread that began the build
-    (None: this thread's)."""
+    """Hand a build's progress to ``watchers``.
+
+    Args:
+        step: where the build stands.
+        watchers: those :func:`build_watchers` gave on the thread that began the build (None: this thread's).
+
+    Example:
+        >>> tell_step(BuildStep("Tactic selection", 412, 1030, 90.0), build_watchers())
+    """
     for watcher in build_watchers() if watchers is None else watchers:
         watcher.build_step(step)
 
@@ -132,6 +147,9 @@ def check_before_build() -> None:
 
     Raises:
         Exception: what a check raises (a stream's ``SourceError``).
+
+    Example:
+        >>> check_before_build()  # outside checking_before_builds: no check to run
     """
     for check in list(_thread_checks()):
         check()

@@ -263,6 +263,9 @@ def why_no_gpu() -> str:
     set (empty, -1 or an index the machine lacks hides every GPU, while ``nvidia-smi``, which does not read it, still
     lists them), else that no NVIDIA driver sees one.
 
+    Returns:
+        The reason, to follow "this machine has no CUDA GPU" in parentheses.
+
     Example:
         >>> why_no_gpu()  # doctest: +SKIP
         'no NVIDIA driver sees one'
