@@ -48,7 +48,8 @@ class StreamOptions:
             bounds the retries while a live source is not up yet at the start.
         wait: seconds to wait at the start for a live source that is not up yet, retrying with the reconnect
             backoff and a log line per attempt (None: as long as ``max_reconnects`` allows; 0: fail at once);
-            counted from when the stream began opening its model, beside which the source opens.
+            counted from when the stream began opening its model, beside which the source opens (given a segmenter
+            object, the stream opens no model: from :meth:`~unetrt.stream.Stream.start`).
             Stored sources never wait.
         open_timeout: seconds a network stream may take to open, or to deliver a frame, before the attempt
             counts as failed (None: FFmpeg's default, 30 s).

@@ -113,7 +113,8 @@ class Stream:
     A camera, stream or video given by its URI, with a model given by its name or path, is opened while the model
     opens (its first open on a Jetson builds a TensorRT engine for minutes): one that cannot open for good is
     reported before the build begins (one that a live source's policy gives up on during the build is said then, and
-    :meth:`start` tries it once more); one that opened is let go for a build and opened again by :meth:`start`, and
+    :meth:`start` tries it once more); one that opened is let go for a build (a file on this machine stays open,
+    unread) and opened again by :meth:`start`, and
     without a build :meth:`start` takes it open (a live source's frames are read and dropped until then, so that the
     first result is not of a frame its driver queued while the model loaded; a file is not read, and starts at its
     first frame).
