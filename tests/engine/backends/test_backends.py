@@ -139,6 +139,7 @@ def test_device_cuda_on_a_machine_without_a_gpu_names_the_cpu(tiny_model_files: 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has a CUDA provider")
     monkeypatch.setattr("unetrt.backends.onnxruntime.cuda_device_count", lambda: 0)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # set, the line names it and the process, not the machine
     for device in ("cuda", "cuda:0"):
         with pytest.raises(ValueError, match=rf"device '{device}' asked, but this machine has no CUDA GPU.*"
                                              r"use device 'cpu'") as refused:

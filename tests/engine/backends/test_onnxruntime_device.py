@@ -148,13 +148,14 @@ def test_a_gpu_the_machine_does_not_have_is_refused_in_one_line_before_ort_falls
 def test_a_cuda_visible_devices_that_hides_every_gpu_is_named_not_a_missing_driver(
         monkeypatch: pytest.MonkeyPatch, model: Path, visible: str) -> None:
     """CUDA_VISIBLE_DEVICES=-1 (or empty) in the shell makes the driver see no GPU while nvidia-smi, which does not
-    read it, lists them: "no NVIDIA driver sees one" sent the user to reinstall a working driver."""
+    read it, lists them: "no NVIDIA driver sees one" sent the user to reinstall a working driver, and "this machine
+    has no CUDA GPU" (until later that day) told the owner of two that they had none."""
     install_fake_onnxruntime_cuda(monkeypatch, install_fake_gpu(monkeypatch, FakeGpu(count=0)))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-    with pytest.raises(ValueError, match=rf"this machine has no CUDA GPU \(CUDA_VISIBLE_DEVICES='{visible}' shows "
+    with pytest.raises(ValueError, match=rf"this process sees no CUDA GPU \(CUDA_VISIBLE_DEVICES='{visible}' shows "
                                          r"this process none: unset it") as raised:
         OnnxRuntimeBackend(model, device="cuda")
-    assert "driver" not in str(raised.value)
+    assert "driver" not in str(raised.value) and "machine" not in str(raised.value)
 
 
 def test_auto_on_a_machine_without_a_gpu_runs_on_the_cpu_without_ort_s_fallback(
