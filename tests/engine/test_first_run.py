@@ -462,6 +462,29 @@ def test_without_pycuda_the_first_run_says_how_to_get_tensorrt(first_run: Path, 
     assert "a GPU is present, but TensorRT cannot run: pycuda is not installed" in capsys.readouterr().out
 
 
+def test_without_pycuda_device_cuda_on_a_jetson_names_pycuda_first(
+        first_run: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/jetson.md: with `--device cuda` the fallback is ONNX Runtime's CUDA provider, which JetPack's pip has
+    not; the Segmenter, unet-stream and the doctor stop on the one line it quotes, pycuda named first."""
+    from unetrt.doctor import main as doctor
+    from unetrt.stream.cli import main as stream
+
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    with pytest.raises(ValueError) as refused:
+        Segmenter("camvid", device="cuda", warm_up=False)
+    line = str(refused.value)
+    assert re.fullmatch(r"no TensorRT engine \(pycuda is not installed: .*\), and onnxruntime cannot run it instead: "
+                        r"device 'cuda' asked, but this onnxruntime has no CUDA provider; install onnxruntime-gpu",
+                        line), line
+    capsys.readouterr()
+    assert stream(["sample", str(tmp_path / "out.mp4"), "--device", "cuda", "--headless"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {line}"
+    assert doctor(["--device", "cuda"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {line}"
+    assert builds() == 0
+
+
 def test_without_the_cuda_kernels_frames_go_through_host_memory_and_say_why(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """unetrt installed where nvcc was not found: TensorRT still runs the network (through host memory), with a
