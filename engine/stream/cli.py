@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="give a live source up after N failed reopen attempts in a row (default: never)")
     parser.add_argument("--open-timeout", type=float, default=10.0, metavar="SECONDS",
                         help="a network stream that does not open, or send a frame, within this time counts "
-                             "as failed and is retried (default: 10)")
+                             "as failed and is retried; a first TensorRT build waits at most this long for the "
+                             "source's first attempt, a camera's too (default: 10)")
     parser.add_argument("--topic", default=None,
                         help="the image topic of a ROS 2 bag input (default: the bag's only image topic)")
     parser.add_argument("--verbose", "-v", action="store_true",

@@ -52,7 +52,8 @@ class StreamOptions:
             object, the stream opens no model: from :meth:`~unetrt.stream.Stream.start`).
             Stored sources never wait.
         open_timeout: seconds a network stream may take to open, or to deliver a frame, before the attempt
-            counts as failed (None: FFmpeg's default, 30 s).
+            counts as failed (None: FFmpeg's default, 30 s); also the longest an engine build waits for the first
+            attempt of a source opened beside the model (a camera's too).
         segmenter_options: keyword arguments for :class:`~unetrt.segmenter.Segmenter` when the stream opens
             the segmenters from a model name or path (e.g. ``{"backend": "onnxruntime", "threads": 2}``);
             without ``threads`` the CPU cores are shared out among the workers.

@@ -237,3 +237,11 @@ def test_a_recording_cut_short_is_streamed_to_where_it_was_cut(tmp_path: Path, t
     assert summary["corrupt"] == 0, summary
     lines = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
     assert len(lines) == 2 and all("of the 30 it announces: the rest did not decode" in line for line in lines), lines
+
+
+def test_the_help_says_open_timeout_bounds_a_builds_wait_for_the_camera() -> None:
+    """docs/jetson.md and streaming.md: a first TensorRT build waits for the source's first attempt at most
+    --open-timeout, a CSI camera's included; --help said the flag was a network stream's alone."""
+    help_text = " ".join(build_parser().format_help().split())
+    entry = help_text.split("--open-timeout SECONDS", 1)[1].split(" --topic", 1)[0]
+    assert "a first TensorRT build waits at most this long for the source's first attempt, a camera's too" in entry
