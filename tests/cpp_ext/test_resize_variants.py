@@ -8,12 +8,15 @@ on."""
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from forked import in_a_fork
 
 from unetrt import _tiling
 
@@ -37,6 +40,9 @@ SIZES = {
     "one column": ((9, 1), (4, 3)),
     "one pixel": ((1, 1), (1, 1)),
     "identity": ((12, 10), (12, 10)),
+    # Rows of 8k + 7 values: the AVX2 row conversion's last 8-value step would take one value too many.
+    "upscale of 8k+7 wide rows": ((6, 23), (17, 31)),
+    "downscale of 8k+7 wide rows": ((19, 15), (7, 9)),
 }
 
 
@@ -115,3 +121,43 @@ def test_a_variant_this_cpu_does_not_run_is_refused_in_one_line() -> None:
         _tiling.resize_bilinear_variant(image, np.empty((2, 2, 3), np.uint8), "sse9")
     with pytest.raises(ValueError, match="out dtype must be the image's"):
         _tiling.resize_bilinear_variant(image, np.empty((2, 2, 3), np.uint16), "portable")
+
+
+PROT_NONE = 0  # mprotect(2): no access (the mmap module names only PROT_READ, PROT_WRITE and PROT_EXEC)
+
+
+def frame_before_a_guard_page(image: np.ndarray) -> tuple[np.ndarray, mmap.mmap]:
+    """A copy of ``image`` that ends where an unreadable page begins: a read past its last value is a SIGSEGV."""
+    page = mmap.PAGESIZE
+    size = -(-image.nbytes // page) * page
+    memory = mmap.mmap(-1, size + page)
+    start = size - image.nbytes
+    guarded = np.frombuffer(memory, image.dtype, image.size, start).reshape(image.shape)
+    guarded[...] = image
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    address = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+    assert libc.mprotect(address + size, page, PROT_NONE) == 0, ctypes.get_errno()
+    return guarded, memory
+
+
+def test_no_variant_reads_past_the_image() -> None:
+    """The AVX2 loops load 8 bytes per source pair and 4 values per source pixel, and stop where such a load would
+    pass the row's end: past the last row that is past the image, another allocation's memory or no memory at all
+    (a frame in a buffer that ends at a page the process may not read: a crash). Run in a child, whose crash fails
+    the test."""
+
+    def every_case() -> list[str]:
+        overreads: list[str] = []
+        for name, ((height, width), out_hw) in SIZES.items():
+            for channels in CHANNELS:
+                for dtype in DTYPES:
+                    rng = np.random.default_rng([height, width, len(channels) and channels[0]])
+                    guarded, _memory = frame_before_a_guard_page(random_frame(rng, (height, width, *channels), dtype))
+                    expected = resized(guarded.copy(), out_hw, "portable")
+                    for variant in _tiling.resize_variants():
+                        if not same_bits(resized(guarded, out_hw, variant), expected):
+                            overreads.append(f"{variant} {name} {channels} {np.dtype(dtype).name}")
+        return overreads
+
+    assert in_a_fork(every_case, seconds=120) == []

@@ -443,3 +443,196 @@ def test_the_page_shows_the_build_and_the_source_and_nothing_after_the_model_ope
     told = len(page.shown)
     shown.source_news("camera 0 is not up yet")
     assert len(page.shown) == told
+
+
+def test_a_first_attempt_that_never_answers_holds_a_build_back_ffmpeg_s_30_s_without_an_open_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Stream made in Python without open_timeout: the build waits for a first attempt that does not answer (a
+    wedged nvargus-daemon) for FFmpeg's default open timeout, 30 s, the one a network stream's attempt ends at then
+    (streaming.md), and says so. The stream's clock is a stand-in that moves 10 s at each look."""
+    from types import SimpleNamespace
+
+    from unetrt.stream import early_open
+
+    answer = threading.Event()
+
+    class Wedged(Camera):
+        def open(self) -> None:
+            answer.wait(60)
+            super().open()
+
+    seconds = iter(range(0, 10 ** 6, 10))
+    monkeypatch.setattr(early_open, "time", SimpleNamespace(monotonic=lambda: float(next(seconds))))
+    camera = Wedged()
+    told: list[str] = []
+    early = EarlyOpen(camera, StreamOptions(wait=0), told.append)
+    try:
+        early.before_build()
+    finally:
+        answer.set()
+    assert told == ["camera 0 has not answered after 30 s (--open-timeout); the model goes on opening, and so does "
+                    "the source beside it"]
+    assert early.result(threading.Event()) is False and not camera.is_open  # let go for the build
+
+
+def test_a_corrupt_frame_while_the_model_opens_does_not_stop_the_dropping() -> None:
+    """A corrupt frame (a damaged H.264 slice) among those dropped while the model opens is dropped as the others:
+    had the reading stopped there, the camera's driver would queue stale frames again until the stream started."""
+    from unetrt.stream.sources import CorruptFrameError
+
+    class Glitchy(Camera):
+        def read(self) -> np.ndarray | None:
+            if self.reads == 3:
+                self.reads += 1
+                raise CorruptFrameError("corrupt frame")
+            return super().read()
+
+    camera = Glitchy()
+    early = EarlyOpen(camera, StreamOptions(wait=0))
+    for _ in range(3000):
+        if camera.reads > 10:
+            break
+        threading.Event().wait(0.01)
+    assert camera.reads > 10
+    assert early.result(threading.Event()) is True and camera.is_open
+    camera.close()
+
+
+def test_a_camera_that_stops_while_the_model_opens_is_closed_then_and_said(caplog: pytest.LogCaptureFixture) -> None:
+    """A camera that stops delivering while the model opens (unplugged) is closed at once, said in a line, and the
+    stream opens it again under its retry policy."""
+
+    class Unplugged(Camera):
+        def read(self) -> np.ndarray | None:
+            return super().read() if self.reads < 3 else None
+
+    camera = Unplugged()
+    early = EarlyOpen(camera, StreamOptions(wait=0))
+    for _ in range(3000):
+        if not early._thread.is_alive():
+            break
+        threading.Event().wait(0.01)
+    assert not early._thread.is_alive() and not camera.is_open
+    assert early.result(threading.Event()) is False
+    assert ("camera 0 failed while the model opened ('camera 0' stopped delivering frames); it is opened again when "
+            "the stream starts") in caplog.messages
+
+
+def test_an_opening_abandoned_during_a_hung_read_closes_the_camera_once_the_read_returns(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model failed to open (or Ctrl-C) while a read of the frames being dropped hangs (a network stream
+    stalling): the capture is not closed under that read (OpenCV's capture is not thread-safe), and it is closed as
+    soon as the read returns, not left open."""
+    from unetrt.stream import early_open
+
+    class Stalling(Camera):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stalled = threading.Event()
+            self.resume = threading.Event()
+            self.reading = False
+            self.closed_under_a_read = False
+
+        def read(self) -> np.ndarray | None:
+            if self.reads >= 2:
+                self.reading = True
+                self.stalled.set()
+                self.resume.wait(60)
+                self.reading = False
+            return super().read()
+
+        def close(self) -> None:
+            self.closed_under_a_read |= self.reading
+            super().close()
+
+    monkeypatch.setattr(early_open, "RELEASE_WAIT_S", 0.05)
+    camera = Stalling()
+    early = EarlyOpen(camera, StreamOptions(wait=0))
+    assert camera.stalled.wait(30)
+    early.abandon()  # the read goes on past the wait: given up on, as a hung read
+    assert camera.is_open and not camera.closed_under_a_read
+    camera.resume.set()
+    early._thread.join(30)
+    assert not early._thread.is_alive() and not camera.is_open and not camera.closed_under_a_read
+    assert not reads_still_hung()
+
+
+def test_abandoning_an_opening_waits_for_its_thread_only_as_long_as_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream closed unstarted, or a model that failed to open: the opening's thread, reading and dropping frames,
+    ends at once, and abandon() returns then, not after the release wait meant for a read that hangs (every such
+    close took it). The wait is made an hour here: a close that sat it out fails the test at its 30 s bound."""
+    from unetrt.stream import early_open
+
+    monkeypatch.setattr(early_open, "RELEASE_WAIT_S", 3600.0)
+    camera = Camera()
+    early = EarlyOpen(camera, StreamOptions(wait=0))
+    for _ in range(3000):
+        if camera.reads > 1:  # open, and its frames being dropped
+            break
+        threading.Event().wait(0.01)
+    closing = threading.Thread(target=early.abandon, daemon=True)
+    closing.start()
+    closing.join(30)
+    assert not closing.is_alive() and not camera.is_open and not early._thread.is_alive()
+
+
+def test_a_started_stream_dropped_unclosed_does_not_close_its_camera_under_a_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream started on a camera opened beside its model, then dropped without close() (robot code that keeps
+    no reference): its capture is told to stop and releases the camera once its read returns. The opening's own
+    let-go on a drop is for a stream never started: left armed, it closed the camera under the capture's read in
+    progress (OpenCV's capture is not thread-safe)."""
+    import gc
+
+    from stream_helpers import FakeSegmenter
+
+    from unetrt.stream import pipeline, sources
+
+    class HeldCapture(_V4l2Capture):
+        """A read that, once ``hold`` is set, waits inside until ``resume``; release() notes a read in progress."""
+
+        def __init__(self, sensor: _Sensor) -> None:
+            super().__init__(sensor)
+            self.hold = threading.Event()
+            self.in_read = threading.Event()
+            self.resume = threading.Event()
+            self.released_under_a_read = False
+
+        def read(self) -> tuple[bool, np.ndarray]:
+            if self.hold.is_set():
+                self.in_read.set()
+                self.resume.wait(30)
+            frame = super().read()
+            self.in_read.clear()
+            return frame
+
+        def release(self) -> None:
+            self.released_under_a_read |= self.in_read.is_set()
+            super().release()
+
+    sensor = _Sensor()
+    made: list[HeldCapture] = []
+
+    def capture(*args: object) -> HeldCapture:
+        made.append(HeldCapture(sensor))
+        return made[-1]
+
+    monkeypatch.setattr(sources.cv2, "VideoCapture", capture)
+    monkeypatch.setattr(pipeline, "open_segmenters", lambda *args: [FakeSegmenter()])
+    try:
+        stream = pipeline.Stream("0", "camvid", wait=30).start()
+        camera = made[-1]  # opened beside the model, taken open by start()
+        camera.hold.set()
+        assert camera.in_read.wait(30)  # the capture's thread is inside a read
+        del stream
+        gc.collect()
+        released_under_the_read = camera.released_under_a_read
+        camera.resume.set()
+        for _ in range(3000):
+            if not sensor.captures:
+                break
+            threading.Event().wait(0.01)
+        assert len(made) == 1 and sensor.captures == []  # released, once the read returned
+        assert not released_under_the_read
+    finally:
+        sensor.stop()
