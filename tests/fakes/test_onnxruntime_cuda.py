@@ -66,15 +66,22 @@ def test_a_failed_run_with_iobinding_is_a_runtime_error_in_onnxruntime(cpu_sessi
         cpu_session.run_with_iobinding(_bind(cpu_session, images, logits))
 
 
-def test_binding_errors_and_a_foreign_binding_are_what_the_fake_raises(cpu_session: Any,
-                                                                       tiny_model_files: dict[str, Path]) -> None:
-    """[ERRORS]: a name the model lacks is a RuntimeError of the binding call; another session's IOBinding is a
-    ValueError of ``run_with_iobinding``."""
-    images, logits = np.zeros((1, 3, 16, 16), np.float32), np.zeros((1, 3, 16, 16), np.float32)
+def test_a_binding_error_is_what_the_fake_raises(cpu_session: Any) -> None:
+    """[ERRORS]: a name the model lacks is a RuntimeError of the binding call."""
+    images = np.zeros((1, 3, 16, 16), np.float32)
     with pytest.raises(RuntimeError, match=r"^Error when binding input: "):
         cpu_session.io_binding().bind_input("no_such_input", "cpu", 0, np.float32, [1, 3, 16, 16],
                                             images.ctypes.data)
-    other = real_onnxruntime().InferenceSession(str(tiny_model_files["onnx"]), providers=[CPU])
+
+
+def test_a_foreign_binding_is_what_the_fake_raises(cpu_session: Any, tiny_model_files: dict[str, Path]) -> None:
+    """[ERRORS]: another session's IOBinding is a ValueError of ``run_with_iobinding`` in the onnxruntime the fake
+    follows; older releases (1.23, the newest for Python 3.10) run it without the check."""
+    ort = real_onnxruntime()
+    if "IOBinding must be used with the session" not in inspect.getsource(ort.InferenceSession.run_with_iobinding):
+        pytest.skip(f"onnxruntime {ort.__version__} does not check whose IOBinding a session runs")
+    images, logits = np.zeros((1, 3, 16, 16), np.float32), np.zeros((1, 3, 16, 16), np.float32)
+    other = ort.InferenceSession(str(tiny_model_files["onnx"]), providers=[CPU])
     with pytest.raises(ValueError, match="IOBinding must be used with the session that created it"):
         other.run_with_iobinding(_bind(cpu_session, images, logits))
 
