@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 
 @dataclass(frozen=True)
@@ -46,15 +46,26 @@ class BuildWatcher(Protocol):
         """A phase began (``done`` 0) or a step of it completed; called from TensorRT's builder threads."""
 
 
-# The watchers of each thread's watching_builds blocks, innermost last.
-_watchers = threading.local()
+_Item = TypeVar("_Item")
 
 
-def _thread_watchers() -> list[BuildWatcher]:
-    watchers: list[BuildWatcher] | None = getattr(_watchers, "list", None)
-    if watchers is None:
-        watchers = _watchers.list = []
-    return watchers
+class _PerThread(threading.local, Generic[_Item]):
+    """What each thread's blocks of one kind hold, innermost last: a thread sees its own only."""
+
+    def __init__(self) -> None:
+        self.items: list[_Item] = []
+
+    @contextmanager
+    def holding(self, item: _Item) -> Iterator[None]:
+        self.items.append(item)
+        try:
+            yield
+        finally:
+            self.items.remove(item)
+
+
+_watchers: _PerThread[BuildWatcher] = _PerThread()  # watching_builds
+_checks: _PerThread[Callable[[], None]] = _PerThread()  # checking_before_builds
 
 
 @contextmanager
@@ -69,12 +80,8 @@ def watching_builds(watcher: BuildWatcher) -> Iterator[None]:
         >>> with watching_builds(page):  # doctest: +SKIP
         ...     segmenter = Segmenter("camvid")
     """
-    watchers = _thread_watchers()
-    watchers.append(watcher)
-    try:
+    with _watchers.holding(watcher):
         yield
-    finally:
-        watchers.remove(watcher)
 
 
 def build_watchers() -> tuple[BuildWatcher, ...]:
@@ -88,7 +95,7 @@ def build_watchers() -> tuple[BuildWatcher, ...]:
         >>> build_watchers()
         ()
     """
-    return tuple(_thread_watchers())
+    return tuple(_watchers.items)
 
 
 def tell_note(text: str) -> None:
@@ -111,17 +118,6 @@ def tell_step(step: BuildStep, watchers: Sequence[BuildWatcher] | None = None) -
         watcher.build_step(step)
 
 
-# The checks of each thread's checking_before_builds blocks, innermost last.
-_checks = threading.local()
-
-
-def _thread_checks() -> list[Callable[[], None]]:
-    checks: list[Callable[[], None]] | None = getattr(_checks, "list", None)
-    if checks is None:
-        checks = _checks.list = []
-    return checks
-
-
 @contextmanager
 def checking_before_builds(check: Callable[[], None]) -> Iterator[None]:
     """Call ``check`` before each engine build (or wait for another's build) that this thread begins while inside;
@@ -134,12 +130,8 @@ def checking_before_builds(check: Callable[[], None]) -> Iterator[None]:
         >>> with checking_before_builds(source_can_open):  # doctest: +SKIP
         ...     segmenter = Segmenter("camvid")
     """
-    checks = _thread_checks()
-    checks.append(check)
-    try:
+    with _checks.holding(check):
         yield
-    finally:
-        checks.remove(check)
 
 
 def check_before_build() -> None:
@@ -151,5 +143,5 @@ def check_before_build() -> None:
     Example:
         >>> check_before_build()  # outside checking_before_builds: no check to run
     """
-    for check in list(_thread_checks()):
+    for check in list(_checks.items):
         check()

@@ -1477,6 +1477,27 @@ def test_the_live_view_shows_the_first_build_then_the_stream_without_a_reload(
     assert builds() == 1 and "Traceback" not in capsys.readouterr().err
 
 
+def _streams_made_at_once(streams: list[tuple[str, str]]) -> list[BaseException]:
+    """Make (and close) a Stream of no frames for each (model, live view address), each on a thread of its own, as
+    a process with several cameras does; what any of them raised."""
+    from unetrt.stream import pipeline
+
+    errors: list[BaseException] = []
+
+    def make(model: str, output: str) -> None:
+        try:
+            pipeline.Stream([], model, output).close()
+        except BaseException as exc:  # handed to the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=make, args=stream) for stream in streams]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return errors
+
+
 def test_two_streams_building_at_once_each_show_their_own_build_on_their_page(
         first_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/streaming.md: several streams with live views in one process (two cameras, two models) each show their
@@ -1501,19 +1522,7 @@ def test_two_streams_building_at_once_each_show_their_own_build_on_their_page(
     monkeypatch.setattr(Builder, "steps", 5)
     monkeypatch.setattr(Builder, "on_step", on_step)
     pages = {"camvid": _free_port(), "isbi": _free_port()}
-    errors: list[BaseException] = []
-
-    def open_stream(model: str) -> None:
-        try:
-            pipeline.Stream([], model, f"http://127.0.0.1:{pages[model]}").close()
-        except BaseException as exc:  # handed to the test's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=open_stream, args=(model,)) for model in pages]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    errors = _streams_made_at_once([(model, f"http://127.0.0.1:{port}") for model, port in pages.items()])
     assert not errors and builds() == 2, errors
     for model, port in pages.items():
         other = next(name for name in pages if name != model)
@@ -1545,19 +1554,7 @@ def test_a_stream_waiting_for_another_stream_s_build_of_its_engine_says_so_on_it
     monkeypatch.setattr(Builder, "steps", 5)
     monkeypatch.setattr(Builder, "on_step", lambda step: step or waiting.wait(30))
     ports = [_free_port(), _free_port()]
-    errors: list[BaseException] = []
-
-    def open_stream(port: int) -> None:
-        try:
-            pipeline.Stream([], "camvid", f"http://127.0.0.1:{port}").close()
-        except BaseException as exc:  # handed to the test's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=open_stream, args=(port,)) for port in ports]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    errors = _streams_made_at_once([("camvid", f"http://127.0.0.1:{port}") for port in ports])
     assert not errors and builds() == 1 and waiting.is_set(), errors
     steps = {port: [build for _, build in shown[port] if build is not None] for port in ports}
     waited = next(port for port in ports if any(status.startswith("another process") for status, _ in shown[port]))

@@ -104,11 +104,17 @@ def test_without_a_build_the_stream_takes_the_source_open() -> None:
     assert camera.is_open and camera.opens == 1 and camera.reads >= 1 and not early._thread.is_alive()
 
 
-def test_a_file_is_kept_open_through_a_build_and_never_read() -> None:
-    clip = VideoCaptureSource(SourceSpec("video", "clip.mp4", live=False))
+def _stored_clip(kind: str, uri: str) -> tuple[VideoCaptureSource, list[str]]:
+    """A stored video's source whose opens and closes are recorded (and nothing else happens)."""
+    clip = VideoCaptureSource(SourceSpec(kind, uri, live=False))
     opened: list[str] = []
     clip.open = lambda: opened.append("open")  # type: ignore[method-assign]
     clip.close = lambda: opened.append("close")  # type: ignore[method-assign]
+    return clip, opened
+
+
+def test_a_file_is_kept_open_through_a_build_and_never_read() -> None:
+    clip, opened = _stored_clip("video", "clip.mp4")
     early = EarlyOpen(clip, StreamOptions())
     early.before_build()
     assert early.result(threading.Event()) is True and opened == ["open"]
@@ -135,14 +141,21 @@ def test_a_stop_as_the_opening_fails_for_good_is_a_stop() -> None:
     assert early.result(stop) is None and not camera.is_open
 
 
-def test_an_abandoned_opening_closes_what_it_opened() -> None:
-    """The model failed to open (or Ctrl-C during the build): the camera is not left open."""
-    camera = Camera()
+def _camera_being_drained(camera: Camera | None = None, reads: int = 1) -> tuple[Camera, EarlyOpen]:
+    """A camera opened early whose frames are being read and dropped (the model still opening): more than
+    ``reads`` read."""
+    camera = Camera() if camera is None else camera
     early = EarlyOpen(camera, StreamOptions(wait=0))
     for _ in range(3000):
-        if camera.reads > 1:  # open, and its frames being dropped
+        if camera.reads > reads:
             break
         threading.Event().wait(0.01)
+    return camera, early
+
+
+def test_an_abandoned_opening_closes_what_it_opened() -> None:
+    """The model failed to open (or Ctrl-C during the build): the camera is not left open."""
+    camera, early = _camera_being_drained()
     assert camera.is_open
     early.abandon()
     assert not camera.is_open and not early._thread.is_alive()
@@ -378,10 +391,7 @@ def test_a_stream_stopped_while_its_camera_is_retried_stops_the_retries() -> Non
 def test_a_recorded_file_over_http_is_let_go_for_a_build() -> None:
     """http://server/clip.mp4 is read as a stored file, but through a connection: left unread for a build's minutes
     the server may drop it; only a file on this machine stays open through a build."""
-    clip = VideoCaptureSource(SourceSpec("rtsp", "http://127.0.0.1:8000/clip.mp4", live=False))
-    opened: list[str] = []
-    clip.open = lambda: opened.append("open")  # type: ignore[method-assign]
-    clip.close = lambda: opened.append("close")  # type: ignore[method-assign]
+    clip, opened = _stored_clip("rtsp", "http://127.0.0.1:8000/clip.mp4")
     early = EarlyOpen(clip, StreamOptions())
     early.before_build()
     assert early.result(threading.Event()) is False and opened == ["open", "close"]
@@ -487,12 +497,7 @@ def test_a_corrupt_frame_while_the_model_opens_does_not_stop_the_dropping() -> N
                 raise CorruptFrameError("corrupt frame")
             return super().read()
 
-    camera = Glitchy()
-    early = EarlyOpen(camera, StreamOptions(wait=0))
-    for _ in range(3000):
-        if camera.reads > 10:
-            break
-        threading.Event().wait(0.01)
+    camera, early = _camera_being_drained(Glitchy(), reads=10)
     assert camera.reads > 10
     assert early.result(threading.Event()) is True and camera.is_open
     camera.close()
@@ -564,12 +569,7 @@ def test_abandoning_an_opening_waits_for_its_thread_only_as_long_as_it_runs(monk
     from unetrt.stream import early_open
 
     monkeypatch.setattr(early_open, "RELEASE_WAIT_S", 3600.0)
-    camera = Camera()
-    early = EarlyOpen(camera, StreamOptions(wait=0))
-    for _ in range(3000):
-        if camera.reads > 1:  # open, and its frames being dropped
-            break
-        threading.Event().wait(0.01)
+    camera, early = _camera_being_drained()
     closing = threading.Thread(target=early.abandon, daemon=True)
     closing.start()
     closing.join(30)
