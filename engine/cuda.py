@@ -258,23 +258,24 @@ def check_device_exists(ordinal: int, count: int) -> None:
                             "one of those, or unset CUDA_VISIBLE_DEVICES to see every GPU of the machine")
 
 
-def why_no_gpu() -> str:
-    """Why :func:`cuda_device_count` found no GPU, in words for an error line: ``CUDA_VISIBLE_DEVICES`` where it is
-    set (empty, -1 or an index the machine lacks hides every GPU, while ``nvidia-smi``, which does not read it, still
-    lists them), else that no NVIDIA driver sees one.
+def no_gpu_seen() -> str:
+    """Where :func:`cuda_device_count` found no GPU, that and why, in words for an error line: where
+    ``CUDA_VISIBLE_DEVICES`` is set, that this process sees none and the variable (empty, -1 or an index the machine
+    lacks hides every GPU, while ``nvidia-smi``, which does not read it, still lists them: "this machine has no CUDA
+    GPU" was untrue to the owner of two); else that the machine has none no NVIDIA driver sees.
 
     Returns:
-        The reason, to follow "this machine has no CUDA GPU" in parentheses.
+        The words, e.g. 'this machine has no CUDA GPU (no NVIDIA driver sees one)'.
 
     Example:
-        >>> why_no_gpu()  # doctest: +SKIP
-        'no NVIDIA driver sees one'
+        >>> no_gpu_seen()  # doctest: +SKIP
+        'this machine has no CUDA GPU (no NVIDIA driver sees one)'
     """
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
-        return "no NVIDIA driver sees one"
-    return (f"CUDA_VISIBLE_DEVICES={visible!r} shows this process none: unset it or name a GPU `nvidia-smi` "
-            "lists")
+        return "this machine has no CUDA GPU (no NVIDIA driver sees one)"
+    return (f"this process sees no CUDA GPU (CUDA_VISIBLE_DEVICES={visible!r} shows this process none: unset it or "
+            "name a GPU `nvidia-smi` lists)")
 
 
 class GpuResourceError(ValueError):

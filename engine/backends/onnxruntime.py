@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -19,8 +18,8 @@ from ..cuda import (
     check_device_exists,
     cuda_device_count,
     cuda_ordinal,
+    no_gpu_seen,
     synchronize_stream,
-    why_no_gpu,
 )
 from ..dropped import release_when_dropped
 from ..model_file import ONNX_EXPECTED, read_model_file
@@ -192,11 +191,8 @@ class OnnxRuntimeBackend:
         gpus = cuda_device_count() if device.startswith("cuda") or (device == "auto" and has_cuda) else 0
         if device.startswith("cuda"):
             if gpus == 0:
-                # onnxruntime-gpu would bring no GPU: the CPU is the way to run here. Where CUDA_VISIBLE_DEVICES hides
-                # the machine's GPUs, "this machine has no CUDA GPU" was untrue to the owner of two.
-                seen = "this process sees" if "CUDA_VISIBLE_DEVICES" in os.environ else "this machine has"
-                raise ValueError(f"device {device!r} asked, but {seen} no CUDA GPU ({why_no_gpu()}); use device 'cpu' "
-                                 "or 'auto'")
+                # onnxruntime-gpu would bring no GPU: the CPU is the way to run here.
+                raise ValueError(f"device {device!r} asked, but {no_gpu_seen()}; use device 'cpu' or 'auto'")
             if not has_cuda:
                 raise ValueError(
                     f"device {device!r} asked, but this onnxruntime has no CUDA provider; install onnxruntime-gpu"
