@@ -14,6 +14,16 @@
 
 namespace UNETRT_NAMESPACE {
 namespace {
+#if defined(__x86_64__) || defined(__i386__)
+// Whether the AVX2 row loops may run here (every loop with an AVX2 variant asks this one probe).
+bool cpu_has_avx2() {
+    __builtin_cpu_init();  // needed before __builtin_cpu_supports outside main()
+    return __builtin_cpu_supports("avx2");
+}
+#else
+bool cpu_has_avx2() { return false; }
+#endif
+
 
 // Runs body(begin, end) over [0, total) split into `threads` contiguous parts.
 template <typename Body>
@@ -182,8 +192,7 @@ __attribute__((target("avx2"))) void interleaved_u8_row_avx2(const uint8_t* src,
 using InterleavedRow = void (*)(const uint8_t*, const int*, const float*, const float*, float* const*, int64_t);
 
 InterleavedRow pick_interleaved_u8_row() {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") ? interleaved_u8_row_avx2 : interleaved_u8_row_portable;
+    return cpu_has_avx2() ? interleaved_u8_row_avx2 : interleaved_u8_row_portable;
 }
 
 void interleaved_u8_row(const uint8_t* src, const int* src_channel, const float* mul, const float* add,
@@ -659,8 +668,7 @@ UNETRT_AVX2 bool settle_avx2(const int32_t* top, const int32_t* bottom, int32_t*
 }
 
 RowLoops pick_row_loops() {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2"))
+    if (cpu_has_avx2())
         return {lerp_gather_avx2,      lerp_avx2,          argmax_avx2, lerp_argmax_avx2,
                 confident_labels_avx2, column_labels_avx2, settle_avx2};
     return {lerp_gather_portable,      lerp_portable,          argmax_portable, lerp_argmax_portable,
@@ -1278,12 +1286,6 @@ UNETRT_AVX2 void resize_row_avx2(const T* src0, const T* src1, const float* row0
         resize_range_portable(src0, src1, c, fy, gy, dst, done, n);
 }
 
-bool cpu_has_avx2() {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2");
-}
-#else
-bool cpu_has_avx2() { return false; }
 #endif
 
 // The loops `loops` names (best: AVX2 where the CPU has it, picked once).
