@@ -921,7 +921,11 @@ def _target(reference: Any) -> Any:
 
 
 class FakeDriverLibrary:
-    """The ``libcuda.so.1`` calls the project makes, on :class:`FakeGpu` (names as in cuda.h)."""
+    """The ``libcuda.so.1`` calls the project makes, on :class:`FakeGpu` (names as in cuda.h).
+
+    Attributes:
+        calls: the name of every driver function called, in order (what a test counts).
+    """
 
     def __init__(self, gpu: FakeGpu) -> None:
         self.gpu = gpu
@@ -932,11 +936,15 @@ class FakeDriverLibrary:
 
     def __getattribute__(self, name: str) -> Any:
         attribute = object.__getattribute__(self, name)
-        if not name.startswith("cu") or name in ("cuInit", "cuDriverGetVersion"):
+        if not name.startswith("cu"):
             return attribute
         gpu = object.__getattribute__(self, "gpu")
+        calls = object.__getattribute__(self, "calls")
 
         def call(*args: Any) -> int:
+            calls.append(name)
+            if name in ("cuInit", "cuDriverGetVersion"):
+                return int(attribute(*args))
             # [INIT]: "If cuInit() has not been called, any function from the driver API will return
             # CUDA_ERROR_NOT_INITIALIZED".
             return CUDA_ERROR_NOT_INITIALIZED if not gpu.initialized else int(attribute(*args))

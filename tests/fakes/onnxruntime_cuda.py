@@ -26,6 +26,22 @@ picks the stricter behaviour and says so.
   CUDA 12.* ... ONNX Runtime is using the CPU (CPUExecutionProvider)" and ``get_providers()`` is
   ``['CPUExecutionProvider']`` (microsoft/onnxruntime issue 21825; ``get_available_providers()`` still lists the
   CUDA provider: it names what the build has, not what loads). ``FakeCudaProvider.libraries = False`` fakes it.
+  Before 1.19, with ``CUDA_PATH`` set, the same is an error instead: ``CreateExecutionProviderInstance`` throws
+  "CUDA_PATH is set but CUDA wasnt able to be loaded. Please install the correct version of CUDA andcuDNN as
+  mentioned in the GPU requirements page ..." (``onnxruntime/python/onnxruntime_pybind_state.cc`` of 1.17 and
+  1.18; microsoft/onnxruntime issue 21424, which PR #21425 fixed for 1.19 by logging it alone), a ``RuntimeError``
+  that [FALLBACK] answers; the warning of those versions names no CUDA or cuDNN version ("Failed to create
+  CUDAExecutionProvider. Please reference https://onnxruntime.ai/docs/execution-providers/CUDA-ExecutionProvider.html
+  #requirements to ensure all dependencies are met.").
+* [DRIVER] onnxruntime-gpu's CUDA provider runs on the CUDA runtime it was built for (``FakeCudaProvider.cuda_major``,
+  12 as the 1.19+ wheels on PyPI; CUDA EP, "Requirements"), which needs a driver of that CUDA major version or newer
+  (any driver of the major serves: minor version compatibility, CUDA Compatibility guide): with an older one
+  (:attr:`fakes.cuda.FakeGpu.driver_version`) the provider's first runtime call, ``cudaGetDeviceCount`` of the
+  ``device_id`` option's parser ([DEVICE-ID]), fails with ``cudaErrorInsufficientDriver`` (35, "the installed NVIDIA
+  CUDA driver is older than the CUDA runtime library", CUDA Runtime API, ``cudaError``), reported as ORT's
+  ``CudaCall`` formats it ("CUDA failure 35: CUDA driver version is insufficient for CUDA runtime version ; GPU=...
+  ; hostname=... ; file=... ; line=... ; expr=...; ", ``onnxruntime/core/providers/cuda/cuda_call.cc``) behind the
+  throwing function's location, and thrown: a ``RuntimeError`` that [FALLBACK] answers.
 * [PROVIDER-OPTIONS] The CUDA provider's options are parsed as ORT parses them: an unknown key is refused
   (``onnxruntime/core/framework/provider_options_utils.h``, ``ProviderOptionsParser::Parse``: "Unknown provider
   option"); the fake knows ``device_id`` (default 0), ``user_compute_stream`` and ``do_copy_in_default_stream``
@@ -41,10 +57,19 @@ picks the stricter behaviour and says so.
   and, unless ``enable_fallback=0`` was passed, prints "EP Error ... when using [...]" and "Falling back to
   ['CPUExecutionProvider'] and retrying." *on stdout* and makes the session on the CPU
   (``onnxruntime/python/onnxruntime_inference_collection.py``, ``InferenceSession.__init__`` and
-  ``_create_inference_session``; the CPU as the fallback of a CUDA session since ORT 1.19, microsoft/onnxruntime
-  PR #21425, before which the retry asked for CUDA again and raised). So a bad ``device_id`` gives a session on
-  the CPU, not an error. The fake's own refusals of provider names and options ([PROVIDERS],
-  [PROVIDER-OPTIONS]) are raised before, without the fallback (stricter).
+  ``_create_inference_session``). So a bad ``device_id`` gives a session on the CPU, not an error. The fake's own
+  refusals of provider names and options ([PROVIDERS], [PROVIDER-OPTIONS]) are raised before, without the
+  fallback (stricter). A session's ``disable_fallback()`` turns off the same fallback of its ``run`` (which prints
+  "EP Error: ..." on stdout too); the fake's ``run`` never fails for the provider, so it only records the call.
+* [VERSIONS] ``FakeCudaProvider.version`` is the onnxruntime release modelled (default: the installed one), which
+  the fake module's ``__version__`` reports; read in the wheels' ``onnxruntime_inference_collection.py``:
+  ``enable_fallback`` is read from ``InferenceSession``'s keywords from 1.23 on (1.17 to 1.22 set
+  ``self._enable_fallback = True`` and ignore the keyword, so they print the banner whatever is passed); before
+  1.19 the fallback of a session asking for ``CUDAExecutionProvider`` is ``['CUDAExecutionProvider',
+  'CPUExecutionProvider']`` without options (a GPU build lists ``TensorrtExecutionProvider``,
+  ``_create_inference_session``; PR #21425 made it the CPU), so the retry makes the CUDA provider again, on
+  device 0, and where that fails too raises its error ``from`` the first (``raise fallback_error from e``): after
+  the banner, a traceback.
 * [RUNTIME-CONTEXT] The provider works in the device's *primary* context through the CUDA runtime: creating it and
   every Run start with ``cudaSetDevice(device_id)`` (``onnxruntime/core/providers/cuda/cuda_execution_provider.cc``,
   ``CUDAExecutionProvider::OnRunStart``: "always set CUDA device when session::Run() in case it runs in a worker
@@ -123,6 +148,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.machinery
+import os
+import re
 import sys
 import threading
 import types
@@ -162,6 +189,13 @@ def real_onnxruntime() -> types.ModuleType:
     return importlib.import_module("onnxruntime")
 
 
+def installed_version() -> tuple[int, int]:
+    """The (major, minor) release of the installed onnxruntime."""
+    match = re.match(r"(\d+)\.(\d+)", str(real_onnxruntime().__version__))
+    assert match is not None
+    return int(match[1]), int(match[2])
+
+
 def _errors() -> types.ModuleType:
     """ONNX Runtime's Python error types (``onnxruntime.capi.onnxruntime_pybind11_state``)."""
     return importlib.import_module("onnxruntime.capi.onnxruntime_pybind11_state")
@@ -196,6 +230,8 @@ class FakeCudaProvider:
     Attributes:
         gpu: the fake GPU (pycuda and the driver library see the same one).
         libraries: whether the CUDA provider's libraries load ([PROVIDER-LIBS]; False: sessions run on the CPU).
+        version: the onnxruntime release modelled, (major, minor) ([VERSIONS]).
+        cuda_major: the CUDA major version the provider's runtime was built for ([DRIVER]).
         runtime_contexts: the primary context the CUDA runtime retained, per device ordinal ([RUNTIME-CONTEXT]).
         runs: every ``run_with_iobinding`` that queued work.
         refused: why each refused call was refused (also raised).
@@ -203,6 +239,8 @@ class FakeCudaProvider:
 
     gpu: FakeGpu
     libraries: bool = True  # whether CUDA's and cuDNN's libraries load [PROVIDER-LIBS]
+    version: tuple[int, int] = field(default_factory=installed_version)  # [VERSIONS]
+    cuda_major: int = 12  # [DRIVER]
     runtime_contexts: dict[int, FakeContext] = field(default_factory=dict)
     runs: list[RunRecord] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
@@ -328,27 +366,20 @@ class FakeInferenceSession:
         # The model loads (or fails to, with ORT's own errors) before any provider is set up, as in ORT.
         self._cpu = real.InferenceSession(path_or_bytes, sess_options, providers=[CPU], **kwargs)
         self._on_cuda = bool(names) and names[0] == CUDA
-        if self._on_cuda and not self.provider.libraries:  # [PROVIDER-LIBS]
-            print("[W:onnxruntime:Default, onnxruntime_pybind_state.cc:965 CreateExecutionProviderInstance] Failed "
-                  "to create CUDAExecutionProvider. Require cuDNN 9.* and CUDA 12.*. Please install all dependencies "
-                  "as mentioned in the GPU requirements page, make sure they're in the PATH, and that your GPU is "
-                  "supported.\nONNX Runtime is using the CPU (CPUExecutionProvider).", file=sys.stderr)
-            self._on_cuda = False
-        self._providers_in_use = [CUDA, CPU] if self._on_cuda else [CPU]
         self._options = options.get(CUDA, {})
         self._output_shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
         self.device_id = 0
         self.context: FakeContext | None = None
         self.stream = 0
+        self.fallback = True  # [FALLBACK] of run(), until disable_fallback()
         if self._on_cuda:
             try:
-                self._make_cuda_provider()
-            except RuntimeError as exc:  # [FALLBACK]
-                if int(kwargs.get("enable_fallback", 1)) != 1:
-                    raise
-                print(f"*************** EP Error ***************\nEP Error {exc} when using {providers}\n"
-                      f"Falling back to {[CPU]} and retrying.\n****************************************")
-                self._on_cuda, self._providers_in_use, self._options = False, [CPU], {}
+                self._on_cuda = self._start_cuda_provider()
+            except RuntimeError as exc:  # [FALLBACK], [VERSIONS]
+                self._fall_back(exc, providers, int(kwargs.get("enable_fallback", 1)) == 1)
+        self._providers_in_use = [CUDA, CPU] if self._on_cuda else [CPU]
+        if not self._on_cuda:
+            self._options = {}
 
     # --- creation ---------------------------------------------------------------------------------------------
 
@@ -381,9 +412,71 @@ class FakeInferenceSession:
                 raise self.provider.refuse(ValueError, f"Unknown provider option: {key!r} {reason}")
         return names, options
 
+    def _start_cuda_provider(self) -> bool:
+        """Load the CUDA provider's libraries and make it: whether it runs ([PROVIDER-LIBS]: False after ORT's
+        warning on stderr where they do not load).
+
+        Raises:
+            RuntimeError: [PROVIDER-LIBS] with ``CUDA_PATH`` set before 1.19, [DRIVER], [DEVICE-ID].
+        """
+        provider = self.provider
+        if not provider.libraries:  # [PROVIDER-LIBS]
+            where = "/onnxruntime_src/onnxruntime/python/onnxruntime_pybind_state.cc"
+            if provider.version < (1, 19):
+                if os.environ.get("CUDA_PATH"):
+                    raise provider.refuse(RuntimeError, f"{where}:857 std::unique_ptr<onnxruntime::IExecutionProvider>"
+                                                        " onnxruntime::python::CreateExecutionProviderInstance(const "
+                                                        "onnxruntime::SessionOptions&, const string&, const "
+                                                        "ProviderOptionsMap&) CUDA_PATH is set but CUDA wasnt able to "
+                                                        "be loaded. Please install the correct version of CUDA "
+                                                        "andcuDNN as mentioned in the GPU requirements page  "
+                                                        "(https://onnxruntime.ai/docs/execution-providers/CUDA-"
+                                                        "ExecutionProvider.html#requirements),  make sure they're in "
+                                                        "the PATH, and that your GPU is supported.")
+                print("[W:onnxruntime:Default, onnxruntime_pybind_state.cc:866 CreateExecutionProviderInstance] Failed "
+                      "to create CUDAExecutionProvider. Please reference https://onnxruntime.ai/docs/execution-"
+                      "providers/CUDA-ExecutionProvider.html#requirements to ensure all dependencies are met.",
+                      file=sys.stderr)
+            else:
+                print("[W:onnxruntime:Default, onnxruntime_pybind_state.cc:965 CreateExecutionProviderInstance] Failed "
+                      "to create CUDAExecutionProvider. Require cuDNN 9.* and CUDA 12.*. Please install all "
+                      "dependencies as mentioned in the GPU requirements page, make sure they're in the PATH, and "
+                      "that your GPU is supported.\nONNX Runtime is using the CPU (CPUExecutionProvider).",
+                      file=sys.stderr)
+            return False
+        self._make_cuda_provider()
+        return True
+
+    def _fall_back(self, error: RuntimeError, providers: Any, enabled: bool) -> None:
+        """[FALLBACK] as the modelled release makes it ([VERSIONS]): the banner on stdout, then the CPU, or before
+        1.19 the CUDA provider again without options.
+
+        Raises:
+            RuntimeError: ``error`` where the fallback is off, or the retry's own error.
+        """
+        version = self.provider.version
+        if not enabled and version >= (1, 23):
+            raise error
+        retry = [CUDA, CPU] if version < (1, 19) else [CPU]
+        print(f"*************** EP Error ***************\nEP Error {error} when using {providers}\n"
+              f"Falling back to {retry} and retrying.\n****************************************")
+        self._on_cuda, self._options = False, {}
+        if retry[0] == CUDA:
+            try:
+                self._on_cuda = self._start_cuda_provider()
+            except RuntimeError as again:
+                raise again from error
+
     def _make_cuda_provider(self) -> None:
         provider, gpu = self.provider, self.provider.gpu
         device_id = int(self._options.get("device_id", 0))
+        if gpu.driver_version // 1000 < provider.cuda_major:  # [DRIVER]
+            where = "/onnxruntime_src/onnxruntime/core/providers/cuda/cuda_execution_provider_info.cc"
+            raise provider.refuse(RuntimeError, f"{where}:185 static onnxruntime::CUDAExecutionProviderInfo "
+                                                "onnxruntime::CUDAExecutionProviderInfo::FromProviderOptions(const "
+                                                "onnxruntime::ProviderOptions&) CUDA failure 35: CUDA driver version "
+                                                "is insufficient for CUDA runtime version ; GPU=0 ; hostname=desktop ; "
+                                                f"file={where} ; line=75 ; expr=cudaGetDeviceCount(&num_devices); ")
         if gpu.count == 0:  # [DEVICE-ID]
             raise provider.refuse(RuntimeError, "CUDA failure 100: no CUDA-capable device is detected ; "
                                                 "cudaGetDeviceCount() failed (cuda_execution_provider_info.cc)")
@@ -407,6 +500,14 @@ class FakeInferenceSession:
 
     def get_providers(self) -> list[str]:
         return list(self._providers_in_use)
+
+    def disable_fallback(self) -> None:
+        """See ``onnxruntime.InferenceSession.disable_fallback`` ([FALLBACK])."""
+        self.fallback = False
+
+    def enable_fallback(self) -> None:
+        """See ``onnxruntime.InferenceSession.enable_fallback`` ([FALLBACK])."""
+        self.fallback = True
 
     def get_provider_options(self) -> dict[str, dict[str, str]]:
         return {name: ({k: str(v) for k, v in self._options.items()} if name == CUDA else {})
@@ -581,7 +682,6 @@ def make_onnxruntime(provider: FakeCudaProvider) -> types.ModuleType:
     module = types.ModuleType("onnxruntime")
     module.__spec__ = importlib.machinery.ModuleSpec("onnxruntime", None, is_package=True)
     module.__path__ = list(real.__path__)  # submodules (onnxruntime.capi...) import as from the real package
-    module.__version__ = real.__version__  # type: ignore[attr-defined]
     module._real = real  # type: ignore[attr-defined]
     module._fake_cuda_provider = provider  # type: ignore[attr-defined]
     session = type("InferenceSession", (FakeInferenceSession,), {"provider": provider})
@@ -592,6 +692,8 @@ def make_onnxruntime(provider: FakeCudaProvider) -> types.ModuleType:
     module.get_device = lambda: "GPU"  # type: ignore[attr-defined]
 
     def __getattr__(name: str) -> Any:  # noqa: N807 - a module's attribute hook (PEP 562)
+        if name == "__version__":  # [VERSIONS]: read when asked, so a test may set the provider's after install
+            return "{}.{}.0".format(*provider.version)
         return getattr(real, name)
 
     module.__dict__["__getattr__"] = __getattr__

@@ -216,6 +216,19 @@ def test_a_driver_without_a_usable_gpu_fails_cuinit_and_pycudas_init(monkeypatch
     assert isinstance(failed.value, cuda.Error) and not isinstance(failed.value, RuntimeError)
 
 
+def test_the_driver_records_every_call_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FakeDriverLibrary.calls: what a test counts (cuInit and cuDriverGetVersion, which need no cuInit, too)."""
+    import unetrt.cuda
+
+    install_fake_gpu(monkeypatch, FakeGpu(count=2))
+    library = unetrt.cuda.driver_library()
+    count, version = ctypes.c_int(0), ctypes.c_int(0)
+    assert library.cuDeviceGetCount(ctypes.byref(count)) != 0  # before cuInit: refused, and recorded all the same
+    assert library.cuDriverGetVersion(ctypes.byref(version)) == 0 and library.cuInit(0) == 0
+    assert library.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value == 2
+    assert library.calls == ["cuDeviceGetCount", "cuDriverGetVersion", "cuInit", "cuDeviceGetCount"]
+
+
 def test_the_driver_and_pycuda_refuse_every_call_before_cuinit(monkeypatch: pytest.MonkeyPatch) -> None:
     """[INIT]: "If cuInit() has not been called, any function from the driver API will return
     CUDA_ERROR_NOT_INITIALIZED"; pycuda's init "must be called before any other function in this module"."""

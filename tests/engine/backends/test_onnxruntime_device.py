@@ -428,6 +428,60 @@ def test_the_fake_without_the_providers_libraries_runs_a_session_on_the_cpu(
     assert "Failed to create CUDAExecutionProvider" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("version", "warning"), [((1, 32), "Require cuDNN 9.* and CUDA 12.*"),
+                                                  ((1, 18), "to ensure all dependencies are met")],
+                         ids=["1.32", "1.18"])
+def test_the_fake_with_cuda_path_set_and_no_libraries_raises_before_1_19_only(
+        provider: FakeCudaProvider, model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        version: tuple[int, int], warning: str) -> None:
+    """[PROVIDER-LIBS], [VERSIONS]: without CUDA_PATH every release warns and runs on the CPU; with it, 1.17 and 1.18
+    throw "CUDA_PATH is set but CUDA wasnt able to be loaded", which their fallback retries on CUDA and raises."""
+    import onnxruntime as ort
+
+    provider.libraries, provider.version = False, version
+    assert ort.InferenceSession(str(model), providers=[CUDA, CPU]).get_providers() == [CPU]
+    assert warning in capsys.readouterr().err
+    monkeypatch.setenv("CUDA_PATH", "/usr/local/cuda-12.4")
+    if version >= (1, 19):
+        assert ort.InferenceSession(str(model), providers=[CUDA, CPU]).get_providers() == [CPU]
+        return
+    with pytest.raises(RuntimeError, match="CUDA_PATH is set but CUDA wasnt able to be loaded") as raised:
+        ort.InferenceSession(str(model), providers=[CUDA, CPU])
+    assert isinstance(raised.value.__cause__, RuntimeError)  # raise fallback_error from e
+    assert "Falling back to ['CUDAExecutionProvider', 'CPUExecutionProvider'] and retrying." in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("version", "enable_fallback", "banner", "outcome"), [
+    ((1, 32), 1, True, "cpu"), ((1, 32), 0, False, "raises"), ((1, 23), 0, False, "raises"),
+    ((1, 22), 0, True, "cpu"), ((1, 19), 1, True, "cpu"), ((1, 18), 0, True, "raises"), ((1, 17), 1, True, "raises"),
+], ids=["1.32", "1.32-no-fallback", "1.23-no-fallback", "1.22-no-fallback", "1.19", "1.18-no-fallback", "1.17"])
+def test_the_fake_falls_back_as_each_onnxruntime_release_does(
+        monkeypatch: pytest.MonkeyPatch, model: Path, capsys: pytest.CaptureFixture[str], version: tuple[int, int],
+        enable_fallback: int, banner: bool, outcome: str) -> None:
+    """[DRIVER], [FALLBACK], [VERSIONS]: a driver older than the provider's CUDA fails the provider with CUDA error
+    35; enable_fallback=0 is read from 1.23 on; the fallback is the CPU from 1.19 on, CUDA again (and so the same
+    error, raised from the first) before."""
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False, driver_version=11080))  # r520: CUDA 11.8
+    provider = install_fake_onnxruntime_cuda(monkeypatch, gpu)
+    import onnxruntime as ort
+
+    provider.version = version
+    assert ort.__version__ == "{}.{}.0".format(*version)
+    providers = [(CUDA, {"device_id": 0}), CPU]
+    if outcome == "raises":
+        with pytest.raises(RuntimeError, match="CUDA failure 35: CUDA driver version is insufficient for CUDA "
+                                               "runtime version ; GPU="):
+            ort.InferenceSession(str(model), providers=providers, enable_fallback=enable_fallback)
+    else:
+        session = ort.InferenceSession(str(model), providers=providers, enable_fallback=enable_fallback)
+        assert session.get_providers() == [CPU]
+    out = capsys.readouterr().out
+    assert ("EP Error" in out and "CUDA failure 35" in out) == banner
+    assert not provider.runtime_contexts
+    gpu.driver_version = 12000  # any driver of the provider's CUDA major serves
+    assert ort.InferenceSession(str(model), providers=providers).get_providers() == [CUDA, CPU]
+
+
 def test_the_fake_reads_stale_input_when_the_producer_stream_was_not_waited_for(
         provider: FakeCudaProvider, session: tuple[Any, Any], model: Path) -> None:
     fake, cuda = session
