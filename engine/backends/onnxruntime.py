@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+import threading
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -17,6 +21,7 @@ from ..cuda import (
     PrimaryContext,
     check_device_exists,
     cuda_device_count,
+    cuda_driver_version,
     cuda_ordinal,
     no_gpu_seen,
     synchronize_stream,
@@ -40,13 +45,17 @@ if TYPE_CHECKING:
     from .registry import OpenRequest
 
 
-def open_session(path: str | Path, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+def open_session(path: str | Path, options: ort.SessionOptions, providers: list[Any], *,
+                 fallback: bool = True) -> ort.InferenceSession:
     """An ONNX Runtime session for ``path``; a file ONNX Runtime cannot load is reported in one line.
 
     Args:
         path: the ONNX file (it must exist).
         options: the session options.
-        providers: execution providers in order of preference.
+        providers: execution providers in order of preference (names, or (name, options) pairs).
+        fallback: whether ONNX Runtime's own fallback may answer a provider that fails to start (its "EP Error"
+            banner on stdout, then the session made again on the CPU); False passes ``enable_fallback=0``, which
+            onnxruntime reads from 1.23 on (before, the keyword is ignored).
 
     Returns:
         The session.
@@ -54,6 +63,7 @@ def open_session(path: str | Path, options: ort.SessionOptions, providers: list[
     Raises:
         ValueError: when the file is not a loadable ONNX model (damaged, truncated, empty, another format),
             naming the file and what is wrong.
+        RuntimeError: ONNX Runtime's, when a provider fails to start and its fallback does not answer it.
 
     Example:
         >>> session = open_session("model.onnx", session_options(2), ["CPUExecutionProvider"])  # doctest: +SKIP
@@ -62,13 +72,147 @@ def open_session(path: str | Path, options: ort.SessionOptions, providers: list[
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        return ort.InferenceSession(str(path), options, providers=providers,
+                                    **({} if fallback else {"enable_fallback": 0}))
     except ort_errors.InvalidProtobuf as exc:
         raise invalid_model_file(path, ONNX_EXPECTED, "it is truncated, damaged or not ONNX at all "
                                  "(ONNX Runtime cannot parse it as a protobuf)") from exc
     except (ort_errors.InvalidArgument, ort_errors.InvalidGraph, ort_errors.NoModel, ort_errors.Fail) as exc:
         # Fail: e.g. an external-data path that escapes the model's folder, which ONNX Runtime refuses.
         raise invalid_model_file(path, ONNX_EXPECTED, _onnx_runtime_reason(exc)) from exc
+
+
+# The first onnxruntime whose InferenceSession reads enable_fallback from its keywords (1.17 to 1.22 ignore it and
+# print the fallback's banner whatever is passed: onnxruntime_inference_collection.py of each release's wheel).
+_ENABLE_FALLBACK_READ_FROM = (1, 23)
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+def _onnxruntime_release() -> tuple[int, int] | None:
+    """The installed onnxruntime's (major, minor); None where its version does not read as one."""
+    import onnxruntime as ort
+
+    match = re.match(r"(\d+)\.(\d+)", str(getattr(ort, "__version__", "")))
+    return None if match is None else (int(match[1]), int(match[2]))
+
+
+class _ThreadsStdout:
+    """``sys.stdout`` while threads have their prints captured (:func:`_prints_captured`): a capturing thread's
+    writes go to its list, every other thread's to the stream this one replaced, as before."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        captured: list[str] | None = getattr(_capturing, "texts", None)
+        if captured is None:
+            return int(self.stream.write(text))
+        captured.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if getattr(_capturing, "texts", None) is None:
+            self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+_capturing = threading.local()
+_stdout_lock = threading.Lock()
+_stdout_users = [0]  # threads inside _prints_captured, under _stdout_lock
+
+
+@contextmanager
+def _prints_captured() -> Iterator[list[str]]:
+    """What this thread prints on ``sys.stdout`` during the block, kept off it; other threads print as before.
+
+    ``sys.stdout`` is one for the process, so a plain redirect (``contextlib.redirect_stdout``) would also swallow
+    what another thread prints meanwhile (a stream's frames or JSON on stdout, a notebook's cells): the stream is
+    replaced by a :class:`_ThreadsStdout` that sends this thread's writes to the list it yields, and put back once
+    the last thread inside leaves, unless someone replaced it meanwhile (theirs is kept).
+    """
+    texts: list[str] = []
+    with _stdout_lock:
+        if not isinstance(sys.stdout, _ThreadsStdout) and sys.stdout is not None:
+            sys.stdout = _ThreadsStdout(sys.stdout)
+        _stdout_users[0] += 1
+    _capturing.texts = texts
+    try:
+        yield texts
+    finally:
+        _capturing.texts = None
+        with _stdout_lock:
+            _stdout_users[0] -= 1
+            if _stdout_users[0] == 0 and isinstance(sys.stdout, _ThreadsStdout):
+                sys.stdout = sys.stdout.stream
+
+
+def _open_cuda_session(path: Path, options: ort.SessionOptions,
+                       providers: list[Any]) -> tuple[ort.InferenceSession | None, str | None]:
+    """A session asking for the CUDA provider, with nothing of ONNX Runtime's fallback on stdout (where a command
+    writes its data: frames, JSON): (the session, or None where the provider failed to start; ONNX Runtime's
+    reason where it failed or fell back to the CPU, else None).
+
+    Where the provider fails for a reason of its own (a driver older than its CUDA, ``CUDA_PATH`` set without CUDA's
+    libraries before 1.19), ``InferenceSession`` prints an "EP Error" banner on stdout and makes the session on the
+    CPU (1.19 and later), or asks for CUDA once more and raises (1.17, 1.18: the fallback's providers are CUDA's
+    there, microsoft/onnxruntime PR #21425). ``enable_fallback=0`` turns it off from 1.23 on; before, its prints
+    are captured on this thread (:func:`_prints_captured`) and their reason kept. The session's own fallback of a
+    Run is turned off too (``disable_fallback``): a provider failing in a Run raises, rather than print the same
+    banner and go on on the CPU.
+    """
+    release = _onnxruntime_release()
+    quiet = release is not None and release >= _ENABLE_FALLBACK_READ_FROM
+    printed: list[str] = []
+    try:
+        if quiet:
+            session = open_session(path, options, providers, fallback=False)
+        else:
+            with _prints_captured() as printed:
+                session = open_session(path, options, providers, fallback=False)
+    except RuntimeError as exc:  # the provider's own failure (a C++ exception), the fallback's retry's on 1.17/1.18
+        return None, str(exc)
+    session.disable_fallback()
+    banner = re.search(r"EP Error (.*) when using ", "".join(printed), re.DOTALL)
+    return session, None if banner is None else banner[1]
+
+
+def _cuda_provider_failure(failure: str | None) -> str:
+    """Why ONNX Runtime's CUDA provider does not run, and the fix, from ONNX Runtime's reason (None: its libraries
+    did not load, which it says in a warning of its own on stderr), in words for one line."""
+    if failure is None:
+        return ("ONNX Runtime's CUDA provider did not load (onnxruntime-gpu without CUDA's and cuDNN's libraries, or "
+                "with ones of another CUDA: its warning above names the one missing); install them with "
+                "pip install 'onnxruntime-gpu[cuda,cudnn]'")
+    reason = _reason_in_one_line(failure)
+    if "CUDA failure 35:" in reason:  # cudaErrorInsufficientDriver: the driver is older than the provider's CUDA
+        driver = cuda_driver_version()
+        supports = "" if driver is None else f" (it supports CUDA {driver[0]}.{driver[1]})"
+        return (f"ONNX Runtime's CUDA provider did not start ({reason}): the NVIDIA driver{supports} is older than "
+                "the CUDA onnxruntime-gpu was built for; update the NVIDIA driver (`python -m unetrt.doctor` shows "
+                "its version)")
+    if "CUDA_PATH is set" in reason:
+        # Its first sentence: the rest sends to the page named below.
+        first, where = reason.split(". ", 1)[0], os.environ.get("CUDA_PATH", "")
+        return (f"ONNX Runtime's CUDA provider did not load ({first}): CUDA_PATH={where!r} does not hold the CUDA "
+                "and cuDNN onnxruntime-gpu was built for; install those "
+                "(https://onnxruntime.ai/docs/execution-providers/CUDA-ExecutionProvider.html#requirements) or point "
+                "CUDA_PATH at them")
+    return f"ONNX Runtime's CUDA provider did not start ({reason})"
+
+
+# Where ONNX Runtime's reason starts behind the throwing function's file, line and signature.
+_REASON_STARTS = ("CUDA failure ", "CUDNN failure ", "CUDA_PATH is set", "Invalid device ID")
+
+
+def _reason_in_one_line(text: str) -> str:
+    """ONNX Runtime's reason for a provider that failed, in one line: from its words on (the file, line and C++
+    signature before them left out) to the first ' ; ' (CUDA's GPU, host, file and expression after it)."""
+    starts = [text.find(words) for words in _REASON_STARTS if words in text]
+    reason = text[min(starts):].split(" ; ", 1)[0] if starts else text
+    return " ".join(reason.split()).rstrip(".")
 
 
 # ONNX Runtime's words for a node whose kernel failed during a Run (the executor's report of it).
@@ -200,11 +344,11 @@ class OnnxRuntimeBackend:
             check_device_exists(self._ordinal, gpus)
         # 'auto' is the CUDA provider where the build has it and a GPU is there to run it.
         use_cuda = has_cuda and device != "cpu" and gpus > 0
-        providers: list[Any] = (
-            [("CUDAExecutionProvider", {"device_id": self._ordinal}), "CPUExecutionProvider"] if use_cuda
-            else ["CPUExecutionProvider"])
-        self._session: ort.InferenceSession | None = open_session(path, session_options(threads), providers)
-        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        session = (_gpu_session(path, threads, device, self._ordinal) if use_cuda
+                   else open_session(path, session_options(threads), [_CPU]))
+        on_cuda = session.get_providers()[0] == _CUDA
+        self._session: ort.InferenceSession | None = session
+        inputs, outputs = session.get_inputs(), session.get_outputs()
         check_one_input_and_output(len(inputs), len(outputs), path)
         check_network_layout(self.info, inputs[0].shape, str(path))
         check_network_channels(self.info, inputs[0].shape[1], outputs[0].shape[1], str(path))
@@ -220,19 +364,6 @@ class OnnxRuntimeBackend:
         # A smaller image is mirror-padded up to a fixed size and its output cropped back, as on a TensorRT engine
         # whose profile minimum it is under: the same frame gets an answer on both backends.
         self.min_input_hw = self.max_input_hw
-        on_cuda = self._session.get_providers()[0] == "CUDAExecutionProvider"
-        if use_cuda and not on_cuda:
-            # onnxruntime-gpu without CUDA's and cuDNN's libraries (or with ones of another major version) makes the
-            # session on the CPU after a warning of its own (microsoft/onnxruntime issue 21825): a GPU asked for ran
-            # on the CPU, and an automatic choice ran the GPU's FP32 there, where OpenVINO INT8 is the CPU's path.
-            reason = ("ONNX Runtime's CUDA provider did not load (onnxruntime-gpu without CUDA's and cuDNN's "
-                      "libraries, or with ones of another CUDA: its warning above names the one missing); "
-                      "install them with pip install 'onnxruntime-gpu[cuda,cudnn]'")
-            if device.startswith("cuda"):
-                self._session = None
-                raise ValueError(f"device {device!r} asked, but {reason}, or use device 'cpu'")
-            warnings.warn(f"running ONNX Runtime on the CPU: {reason}; device='cpu' (--device cpu) runs the "
-                          "CPU's fastest engine instead", RuntimeWarning, stacklevel=2)
         self.device = f"cuda:{self._ordinal}" if on_cuda else "cpu"
         self.threads = threads
         self.path = path
@@ -367,6 +498,29 @@ class OnnxRuntimeBackend:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _gpu_session(path: Path, threads: int | None, device: str, ordinal: int) -> ort.InferenceSession:
+    """The session of a backend that asks for the CUDA provider on GPU ``ordinal``: on it, or, for ``device`` 'auto'
+    where the provider does not run, on the CPU after one warning saying why.
+
+    Raises:
+        ValueError: for a 'cuda' or 'cuda:N' ``device`` where the provider does not run, naming why and the fix.
+    """
+    session, failure = _open_cuda_session(path, session_options(threads), [(_CUDA, {"device_id": ordinal}), _CPU])
+    if session is not None and session.get_providers()[0] == _CUDA:
+        return session
+    # onnxruntime-gpu without CUDA's and cuDNN's libraries (or with ones of another major version) makes the session on
+    # the CPU after a warning of its own (microsoft/onnxruntime issue 21825), as it does after its banner for a
+    # provider failing otherwise (a driver older than its CUDA): a GPU asked for ran on the CPU, and an automatic
+    # choice ran the GPU's FP32 there, where OpenVINO INT8 is the CPU's path.
+    reason = _cuda_provider_failure(failure)
+    if device.startswith("cuda"):
+        raise ValueError(f"device {device!r} asked, but {reason}, or use device 'cpu'")
+    warnings.warn(f"running ONNX Runtime on the CPU: {reason}; device='cpu' (--device cpu) runs the CPU's fastest "
+                  "engine instead", RuntimeWarning, stacklevel=3)
+    # Where the provider's failure was raised (onnxruntime from 1.23 on, 1.17 and 1.18) the CPU session is made here.
+    return session or open_session(path, session_options(threads), [_CPU])
 
 
 _ELEMENT_TYPES: dict[str, np.dtype[Any]] = {"tensor(float)": np.dtype(np.float32),

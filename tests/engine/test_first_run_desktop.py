@@ -9,6 +9,8 @@ after one line saying why: never a traceback, never a silent CPU run where Tenso
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -372,6 +374,77 @@ def test_onnxruntime_gpu_without_its_cuda_libraries_stops_a_numbered_device_too(
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(ValueError, match=r"^device 'cuda:0' asked, but ONNX Runtime's CUDA provider did not load"):
         Segmenter("camvid", device="cuda:0", warm_up=False)
+
+
+def _provider_failing(how: str, version: tuple[int, int], gpu: FakeGpu, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No TensorRT; onnxruntime ``version`` (major, minor) from onnxruntime-gpu, whose CUDA provider fails for a
+    reason of its own: ``driver``, an NVIDIA driver older than its CUDA 12 (r520, CUDA 11.8: [DRIVER]);
+    ``cuda-path``, CUDA_PATH set without CUDA's and cuDNN's libraries ([PROVIDER-LIBS], an error before 1.19)."""
+    from fakes.cuda import install_fake_gpu
+    from fakes.onnxruntime_cuda import install_fake_onnxruntime_cuda
+
+    install_fake_gpu(monkeypatch, gpu)
+    provider = install_fake_onnxruntime_cuda(monkeypatch, gpu)
+    provider.version = version
+    if how == "driver":
+        gpu.driver_version = 11080
+    else:
+        provider.libraries = False
+        monkeypatch.setenv("CUDA_PATH", "/usr/local/cuda-12.4")
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+
+
+PROVIDER_FAILURES = [("driver", (1, 32)), ("driver", (1, 22)), ("driver", (1, 18)), ("cuda-path", (1, 18)),
+                     ("cuda-path", (1, 17))]
+FAILURE_IDS = [f"{how}-{major}.{minor}" for how, (major, minor) in PROVIDER_FAILURES]
+# What unetrt's line names for each failure.
+NAMED = {"driver": r"CUDA failure 35: CUDA driver version is insufficient for CUDA runtime version\): the NVIDIA "
+                   r"driver \(it supports CUDA 11\.8\) is older than the CUDA onnxruntime-gpu was built for; update "
+                   "the NVIDIA driver",
+         "cuda-path": r"CUDA_PATH is set but CUDA wasnt able to be loaded\): CUDA_PATH='/usr/local/cuda-12\.4' does "
+                      "not hold the CUDA and cuDNN onnxruntime-gpu was built for"}
+
+
+@pytest.mark.parametrize(("how", "version"), PROVIDER_FAILURES, ids=FAILURE_IDS)
+def test_a_cuda_provider_failing_for_its_own_reason_leaves_the_json_on_stdout_alone(
+        how: str, version: tuple[int, int], gpu: FakeGpu, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`unet-stream sample out.mp4 --stats` writes its JSON summary on stdout (docs/streaming.md) for a script to
+    read. With the provider failing, ORT's Python printed its "EP Error" banner there before the JSON (1.19 and
+    later, where it then makes the session on the CPU), or printed it and raised (1.17, 1.18: the retry asks for
+    CUDA again), a traceback after the banner. stdout is the JSON alone, and the CPU run is said in unetrt's one
+    warning, naming the failure."""
+    from unetrt.stream.cli import main as stream
+
+    _provider_failing(how, version, gpu, monkeypatch)
+    with pytest.warns(RuntimeWarning, match=r"^running ONNX Runtime on the CPU: ONNX Runtime's CUDA provider did not "
+                                            rf"(start|load) \({NAMED[how]}") as warned:
+        code = stream(["sample", str(tmp_path / "out.mp4"), "--max-frames", "2", "--headless", "--stats"])
+    captured = capsys.readouterr()
+    assert code == 0 and "EP Error" not in captured.out + captured.err and "Traceback" not in captured.err
+    assert json.loads(captured.out)["runtime"]["device"] == "cpu"  # stdout is the JSON and nothing else
+    # One warning, given by each worker's backend at one place: Python shows it once.
+    assert len({(str(w.message), w.filename, w.lineno) for w in warned}) == 1
+
+
+@pytest.mark.parametrize(("how", "version"), PROVIDER_FAILURES, ids=FAILURE_IDS)
+def test_a_cuda_provider_failing_for_its_own_reason_stops_a_gpu_request_in_one_line_naming_it(
+        how: str, version: tuple[int, int], gpu: FakeGpu, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`--device cuda` where the provider fails for a reason of its own: the banner on stdout, then the line that
+    blamed CUDA's libraries for an old driver (1.19 and later), or the banner and a traceback (1.17, 1.18). Exit
+    code 2, one line naming ORT's reason and the fix, nothing on stdout."""
+    from unetrt.stream.cli import main as stream
+
+    _provider_failing(how, version, gpu, monkeypatch)
+    code = stream(["sample", str(tmp_path / "out.mp4"), "--device", "cuda", "--max-frames", "2", "--headless"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "" and "Traceback" not in captured.err
+    (line,) = captured.err.splitlines()[-1:]
+    assert line.startswith("error: device 'cuda' asked, but ONNX Runtime's CUDA provider did not ")
+    assert re.search(NAMED[how], line) and line.endswith(", or use device 'cpu'"), line
+    if how == "driver":
+        assert "libraries" not in line
 
 
 # A workstation with two kinds of GPU: device 0 sm_89, device 1 sm_86, on the r580 driver (CUDA 13.0).

@@ -170,6 +170,68 @@ def test_auto_on_a_machine_without_a_gpu_runs_on_the_cpu_without_ort_s_fallback(
     assert capsys.readouterr().out == "" and not provider.refused
 
 
+@pytest.mark.parametrize("version", [(1, 32), (1, 22), (1, 18)], ids=["1.32", "1.22", "1.18"])
+def test_a_provider_failing_for_its_own_reason_is_one_line_for_cuda_and_one_warning_for_auto(
+        monkeypatch: pytest.MonkeyPatch, model: Path, capsys: pytest.CaptureFixture[str],
+        version: tuple[int, int]) -> None:
+    """An NVIDIA driver older than onnxruntime-gpu's CUDA ([DRIVER]): from 1.19 on ORT printed its "EP Error" banner
+    on stdout and made the session on the CPU, and device='cuda' then blamed CUDA's libraries; on 1.17 and 1.18 it
+    printed the banner and raised its RuntimeError (the retry asks for CUDA again: [VERSIONS]), a traceback for
+    both devices. 'cuda' is one ValueError naming ORT's reason and the fix; 'auto' runs on the CPU after one
+    warning saying so; nothing reaches stdout."""
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False, driver_version=11080))
+    install_fake_onnxruntime_cuda(monkeypatch, gpu).version = version
+    named = (r"ONNX Runtime's CUDA provider did not start \(CUDA failure 35: CUDA driver version is insufficient for "
+             r"CUDA runtime version\): the NVIDIA driver \(it supports CUDA 11\.8\) is older than the CUDA "
+             "onnxruntime-gpu was built for; update the NVIDIA driver")
+    with pytest.raises(ValueError, match=rf"^device 'cuda' asked, but {named}") as raised:
+        OnnxRuntimeBackend(model, device="cuda")
+    assert "\n" not in str(raised.value) and "libraries" not in str(raised.value)
+    with pytest.warns(RuntimeWarning, match=rf"^running ONNX Runtime on the CPU: {named}") as warned:
+        backend = OnnxRuntimeBackend(model, device="auto")
+    with backend:
+        assert backend.device == "cpu"
+        images = random_batch(SHAPE)
+        np.testing.assert_allclose(backend.infer(images), cpu_logits(model, images), rtol=1e-5, atol=1e-5)
+    assert len(warned) == 1 and capsys.readouterr().out == ""
+
+
+def test_a_cuda_session_s_run_does_not_fall_back_to_the_cpu(provider: FakeCudaProvider, model: Path) -> None:
+    """[FALLBACK]: a Run failing in the provider would print ORT's banner on stdout and go on on the CPU; the
+    backend turns that fallback off (disable_fallback) so that it raises instead."""
+    with OnnxRuntimeBackend(model, device="cuda") as backend:
+        assert backend.device == "cuda:0" and backend._session is not None
+        assert backend._session.fallback is False  # type: ignore[attr-defined]  # the fake's record of it
+
+
+def test_the_capture_of_ort_s_prints_keeps_another_thread_s_prints_on_stdout(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Before onnxruntime 1.23 the banner can only be captured, and sys.stdout is the process's: what another thread
+    prints while a session is made (a stream's frames on stdout) reaches stdout, and what the creating thread prints
+    does not; stdout is given back after."""
+    import sys
+
+    from unetrt.backends.onnxruntime import _prints_captured
+
+    before, inside, printed = sys.stdout, threading.Event(), threading.Event()
+
+    def other() -> None:
+        inside.wait(5)
+        print("another thread's data")
+        printed.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with _prints_captured() as texts:
+        print("*** EP Error ***")
+        inside.set()
+        assert printed.wait(5)
+    thread.join()
+    print("after")
+    assert "".join(texts) == "*** EP Error ***\n" and sys.stdout is before
+    assert capsys.readouterr().out == "another thread's data\nafter\n"
+
+
 def test_a_network_that_cannot_run_a_shape_is_one_line_naming_the_depth_on_the_device_path(
         provider: FakeCudaProvider, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """A network from elsewhere described with too small a depth fails inside the Run: run_with_iobinding raises
