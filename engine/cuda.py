@@ -25,6 +25,7 @@ import threading
 import warnings
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Protocol
@@ -122,8 +123,33 @@ def driver_library() -> Any:
     return ctypes.CDLL("libcuda.so.1")
 
 
+# The answer of cuda_device_count inside one_device_count's block, once asked (a list: empty until then).
+_device_count_asked: ContextVar[list[int] | None] = ContextVar("unetrt_device_count_asked", default=None)
+
+
+@contextmanager
+def one_device_count() -> Iterator[None]:
+    """Within the block (on this thread, nested blocks included), :func:`cuda_device_count` asks the driver once.
+
+    Opening a model asks it at each step (whether TensorRT has a GPU, whether ONNX Runtime's CUDA provider has one,
+    whether the device asked for exists): one question per open is enough, since the driver enumerates its devices
+    once, in ``cuInit``.
+
+    Example:
+        >>> with one_device_count():  # doctest: +SKIP
+        ...     backend = open_backend("camvid")
+    """
+    token = _device_count_asked.set([]) if _device_count_asked.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _device_count_asked.reset(token)
+
+
 def cuda_device_count() -> int:
-    """How many CUDA GPUs the driver sees, asked of ``libcuda.so.1`` itself (0 without a driver).
+    """How many CUDA GPUs the driver sees, asked of ``libcuda.so.1`` itself (0 without a driver); inside
+    :func:`one_device_count`, the first answer there.
 
     Needs neither pycuda nor a context, so a machine with a GPU and TensorRT but no pycuda is still told apart
     from one without a GPU (and told to install pycuda).
@@ -136,6 +162,17 @@ def cuda_device_count() -> int:
         1
     """
     check_not_forked()
+    asked = _device_count_asked.get()
+    if asked:
+        return asked[0]
+    count = _ask_device_count()
+    if asked is not None:
+        asked.append(count)
+    return count
+
+
+def _ask_device_count() -> int:
+    """How many CUDA GPUs ``libcuda.so.1`` sees (0 without a driver, or where CUDA does not start)."""
     try:
         library = driver_library()
     except OSError:  # no NVIDIA driver on this machine

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 from ..build_watch import tell_note
 from ..bundled import bundled_cpu_precision, bundled_model_names, bundled_model_path, bundled_precision_path
 from ..cpu import check_threads
-from ..cuda import NoSuchDeviceError
+from ..cuda import NoSuchDeviceError, one_device_count
 from ..model_file import file_precision
 from ..paths import check_file, check_utf8_name
 from .base import Backend, DeviceBackend, check_batch
@@ -339,6 +339,13 @@ def open_backend(model: str | Path, backend: str = "auto", device: str = "auto",
         ...     logits = net.infer(batch)
     """
     check_threads(options.get("threads"))  # before any backend is tried: past the cap PyTorch crashes
+    # The choice and the backend it opens each ask whether there is a GPU: the driver is asked once.
+    with one_device_count():
+        return _open_backend(model, backend, device, precision, build, working_size, options)
+
+
+def _open_backend(model: str | Path, backend: str, device: str, precision: str, build: bool,
+                  working_size: tuple[int, int] | None, options: dict[str, Any]) -> Backend:
     choices = model_choices(model, backend, precision, device)
     _check_options(options, [backend_spec(choice.backend) for choice in choices], automatic=backend == "auto")
     *preferred, last = choices

@@ -196,6 +196,25 @@ def test_a_provider_failing_for_its_own_reason_is_one_line_for_cuda_and_one_warn
     assert len(warned) == 1 and capsys.readouterr().out == ""
 
 
+def test_auto_asks_the_driver_for_the_gpu_count_once(provider: FakeCudaProvider,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Segmenter("camvid")` with onnxruntime-gpu and no TensorRT: the choice asked the driver whether there is a GPU
+    for ONNX Runtime's CUDA provider, and the backend it opened asked again for its device_id. Once is enough."""
+    import sys
+
+    import unetrt.cuda
+    from unetrt.segmenter import Segmenter
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    library = unetrt.cuda.driver_library()
+    with Segmenter("camvid", warm_up=False) as segmenter:
+        assert (segmenter.backend.name, segmenter.backend.device) == ("onnxruntime", "cuda:0")
+    assert library.calls.count("cuDeviceGetCount") == 1, library.calls
+    with Segmenter("camvid", warm_up=False) as segmenter:  # each open asks again
+        assert segmenter.backend.device == "cuda:0"
+    assert library.calls.count("cuDeviceGetCount") == 2
+
+
 def test_a_cuda_session_s_run_does_not_fall_back_to_the_cpu(provider: FakeCudaProvider, model: Path) -> None:
     """[FALLBACK]: a Run failing in the provider would print ORT's banner on stdout and go on on the CPU; the
     backend turns that fallback off (disable_fallback) so that it raises instead."""
