@@ -542,20 +542,22 @@ def _torch_cuda() -> Any | None:
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when a CUDA GPU can run here, else 'cpu'.
 
-    A GPU counts when torch sees one, or when TensorRT can run on it (its bindings and pycuda import, the driver
-    sees a GPU): a Jetson set up with JetPack's TensorRT has no torch, or a CPU build of it, and its TensorRT rows
-    must still run.
+    A GPU counts when torch sees one, when TensorRT can run on it (its bindings and pycuda import, the driver
+    sees a GPU), or when onnxruntime-gpu's CUDA provider can (:func:`unetrt.backends.onnxruntime_gpu_available`):
+    a Jetson set up with JetPack's TensorRT has no torch, or a CPU build of it, and its TensorRT rows must still
+    run; a desktop with onnxruntime-gpu and a CPU build of torch was told that no GPU was visible.
 
     Raises:
-        ValueError: when 'cuda' is asked and neither sees a GPU.
+        ValueError: when 'cuda' is asked and none sees a GPU.
     """
-    from unetrt.backends import tensorrt_gpu_available
+    from unetrt.backends import onnxruntime_gpu_available, tensorrt_gpu_available
     from unetrt.cuda import pycuda_available
 
-    has_cuda = _torch_cuda() is not None or (tensorrt_gpu_available() and pycuda_available())
+    has_cuda = (_torch_cuda() is not None or (tensorrt_gpu_available() and pycuda_available())
+                or onnxruntime_gpu_available())
     if device == "cuda" and not has_cuda:
-        raise ValueError("--device cuda asked, but no CUDA GPU is visible (neither to torch nor to TensorRT with "
-                         "pycuda); use --device cpu")
+        raise ValueError("--device cuda asked, but no CUDA GPU is visible (neither to torch, nor to TensorRT with "
+                         "pycuda, nor to onnxruntime-gpu); use --device cpu")
     if device == "auto":
         return "cuda" if has_cuda else "cpu"
     return device
@@ -1161,12 +1163,14 @@ def unserved_requests(named: Sequence[str], variants: Sequence[Variant],
 
 
 def _gpu_name(torch_cuda: Any | None) -> str:
-    """The GPU's name, from torch when it sees the GPU, else from pycuda (a Jetson without a CUDA torch)."""
+    """The GPU's name, from torch when it sees the GPU, else from pycuda (a Jetson without a CUDA torch), else from
+    the driver (onnxruntime-gpu alone: "pycuda is not installed ... to run TensorRT engines" stopped its run)."""
     if torch_cuda is not None:
         return str(torch_cuda.cuda.get_device_name())
     from unetrt.backends.tensorrt import gpu_identity
+    from unetrt.cuda import cuda_device_name, pycuda_available
 
-    return gpu_identity(0).name
+    return gpu_identity(0).name if pycuda_available() else cuda_device_name(0)
 
 
 def _default_path(engine: str | None) -> str | None:

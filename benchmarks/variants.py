@@ -515,12 +515,15 @@ class OnnxRuntimeDeviceRunner:
     def __init__(self, model_path: Path, device: str, threads: int | None, batch: np.ndarray) -> None:
         import onnxruntime as ort
 
-        from unetrt.backends.onnxruntime import session_options
+        from unetrt.backends.onnxruntime import open_cuda_session, open_session, session_options
 
         provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
         if provider not in ort.get_available_providers():
             raise ValueError(f"this onnxruntime has no {provider}; install onnxruntime-gpu")
-        self._session = ort.InferenceSession(str(model_path), session_options(threads), providers=[provider])
+        # The CUDA provider failing for a reason of its own is one line, and ORT's banner stays off the report's
+        # stdout.
+        self._session = (open_cuda_session(model_path, threads) if device == "cuda"
+                         else open_session(model_path, session_options(threads), [provider]))
         ort_device = "cuda" if device == "cuda" else "cpu"
         self._binding = self._session.io_binding()
         self._input = ort.OrtValue.ortvalue_from_numpy(batch, ort_device, 0)

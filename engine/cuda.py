@@ -185,6 +185,34 @@ def _ask_device_count() -> int:
     return int(count.value)
 
 
+def cuda_device_name(ordinal: int = 0) -> str:
+    """The name the driver gives CUDA device ``ordinal`` (``cuDeviceGetName``), asked of ``libcuda.so.1`` itself:
+    without pycuda, torch or a context (a machine whose GPU only onnxruntime-gpu runs).
+
+    Raises:
+        ValueError: when the driver cannot name it (none installed, CUDA not started, no such device), or in a fork()
+            child of a process that used CUDA (:func:`check_not_forked`).
+
+    Example:
+        >>> cuda_device_name(0)  # doctest: +SKIP
+        'NVIDIA GeForce RTX 4070 Laptop GPU'
+    """
+    check_not_forked()
+    try:
+        library = driver_library()
+    except OSError as exc:
+        raise ValueError(f"no NVIDIA driver names CUDA device {ordinal} ({exc})") from exc
+    device, name = ctypes.c_int(0), ctypes.create_string_buffer(256)
+    status = int(library.cuInit(0))
+    if status == 0:
+        status = int(library.cuDeviceGet(ctypes.byref(device), ordinal))
+    if status == 0:
+        status = int(library.cuDeviceGetName(name, len(name), device))
+    if status != 0:
+        raise ValueError(f"the NVIDIA driver cannot name CUDA device {ordinal} (CUDA error {status})")
+    return name.value.decode(errors="replace")
+
+
 def cuda_init_error() -> int | None:
     """The error ``cuInit`` returns where the NVIDIA driver is installed but CUDA does not start on it (a laptop's
     hybrid graphics set to the integrated GPU only: ``CUDA_ERROR_NO_DEVICE``, 100; a driver a suspend left broken);

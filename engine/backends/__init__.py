@@ -41,7 +41,7 @@ CPU_PREFERENCE = (("openvino", "int8"), ("onnxruntime", "int8"), ("openvino", "f
 TENSORRT_PRECISIONS = ("auto", *backend_spec("tensorrt").hint_precisions)
 
 __all__ = ["PRECISIONS", "Backend", "DeviceBackend", "ModelChoice", "check_batch", "choose_model", "model_choices",
-           "open_backend", "resolve_model", "tensorrt_gpu_available"]
+           "onnxruntime_gpu_available", "open_backend", "resolve_model", "tensorrt_gpu_available"]
 
 
 class ModelChoice(NamedTuple):
@@ -79,13 +79,21 @@ def tensorrt_gpu_available() -> bool:
     return (tensorrt_available() or tensorrt_installed()) and (cuda_device_count() > 0 or cuda_init_error() is not None)
 
 
-def _onnxruntime_cuda() -> bool:
+def onnxruntime_gpu_available() -> bool:
+    """Whether the installed onnxruntime has the CUDA provider (onnxruntime-gpu) and the driver sees a CUDA GPU.
+
+    The provider is listed by what the build has, not by what runs: on a machine without a GPU a session asking for
+    it falls back to the CPU, where the CPU list is the faster choice. Whether it starts (its CUDA's and cuDNN's
+    libraries, a driver new enough for its CUDA) is known once a session asks for it.
+
+    Example:
+        >>> onnxruntime_gpu_available()  # doctest: +SKIP
+        True
+    """
     import onnxruntime as ort
 
     from ..cuda import cuda_device_count
 
-    # The provider is listed by what the build has, not by what runs: on a machine without a GPU a session asking
-    # for it falls back to the CPU (after an "EP Error" banner on stdout), where the CPU list is the faster choice.
     return "CUDAExecutionProvider" in ort.get_available_providers() and cuda_device_count() > 0
 
 
@@ -240,7 +248,7 @@ def model_choices(model: str | Path, backend: str = "auto", precision: str = "au
         choices.append(_tensorrt_bundled(name, precision))
     # After TensorRT: ONNX Runtime's CUDA provider where it is installed (or the device is forced), else the
     # CPU list.
-    gpu = device.startswith("cuda") or (device == "auto" and _onnxruntime_cuda())
+    gpu = device.startswith("cuda") or (device == "auto" and onnxruntime_gpu_available())
     candidates = _candidates(backend, precision, gpu, bundled_cpu_precision(name))
     for chosen, wanted in candidates:
         # An uninstalled OpenVINO is passed over when something else can serve; alone (bf16), opening it

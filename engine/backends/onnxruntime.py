@@ -344,7 +344,7 @@ class OnnxRuntimeBackend:
             check_device_exists(self._ordinal, gpus)
         # 'auto' is the CUDA provider where the build has it and a GPU is there to run it.
         use_cuda = has_cuda and device != "cpu" and gpus > 0
-        session = (_gpu_session(path, threads, device, self._ordinal) if use_cuda
+        session = (open_cuda_session(path, threads, device, self._ordinal) if use_cuda
                    else open_session(path, session_options(threads), [_CPU]))
         on_cuda = session.get_providers()[0] == _CUDA
         self._session: ort.InferenceSession | None = session
@@ -500,13 +500,26 @@ class OnnxRuntimeBackend:
         self.close()
 
 
-def _gpu_session(path: Path, threads: int | None, device: str, ordinal: int) -> ort.InferenceSession:
-    """The session of a backend that asks for the CUDA provider on GPU ``ordinal``: on it, or, for ``device`` 'auto'
-    where the provider does not run, on the CPU after one warning saying why.
+def open_cuda_session(path: str | Path, threads: int | None = None, device: str = "cuda",
+                      ordinal: int = 0) -> ort.InferenceSession:
+    """A session (with :func:`session_options`) asking for ONNX Runtime's CUDA provider on GPU ``ordinal``: on it,
+    or, for ``device`` 'auto' where the provider does not run, on the CPU after one warning saying why. Nothing of
+    ONNX Runtime's own fallback reaches stdout.
+
+    Args:
+        path: the ONNX file (it must exist).
+        threads: intra-op threads (None: ONNX Runtime's default).
+        device: 'cuda', 'cuda:N' or 'auto' (what was asked: only 'auto' may end on the CPU).
+        ordinal: the GPU's index (the provider's ``device_id``).
 
     Raises:
-        ValueError: for a 'cuda' or 'cuda:N' ``device`` where the provider does not run, naming why and the fix.
+        ValueError: for a 'cuda' or 'cuda:N' ``device`` where the provider does not run, naming why and the fix; as
+            :func:`open_session` for a file that is not a loadable ONNX model.
+
+    Example:
+        >>> session = open_cuda_session("model.onnx")  # doctest: +SKIP
     """
+    path = Path(path)
     session, failure = _open_cuda_session(path, session_options(threads), [(_CUDA, {"device_id": ordinal}), _CPU])
     if session is not None and session.get_providers()[0] == _CUDA:
         return session

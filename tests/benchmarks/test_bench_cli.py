@@ -743,6 +743,51 @@ def test_device_cuda_without_a_gpu_is_one_line(tiny_model_files: dict[str, Path]
     assert "--device cuda asked, but no CUDA GPU is visible" in _one_line_error(err)
 
 
+def _onnxruntime_gpu_desktop(monkeypatch: pytest.MonkeyPatch, driver_version: int = 12060) -> Any:
+    """A desktop whose GPU only onnxruntime-gpu runs: a CPU build of torch, no TensorRT, no pycuda (fakes)."""
+    from fakes.cuda import FakeGpu, install_fake_gpu
+    from fakes.onnxruntime_cuda import install_fake_onnxruntime_cuda
+
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(name="NVIDIA GeForce RTX 4070", integrated=False,
+                                                driver_version=driver_version))
+    install_fake_onnxruntime_cuda(monkeypatch, gpu)
+    for module in ("tensorrt", "pycuda", "pycuda.driver"):
+        monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.setattr(bench, "_torch_cuda", lambda: None)
+    return gpu
+
+
+def test_onnx_runtime_on_a_gpu_only_onnxruntime_gpu_runs_is_timed_there(
+        tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`unet-bench --backend onnxruntime --device cuda` with onnxruntime-gpu and a CPU build of torch: "no CUDA GPU
+    is visible (neither to torch nor to TensorRT with pycuda)", where the GPU runs ONNX Runtime's CUDA provider (and
+    without pycuda, naming the GPU asked for pycuda "to run TensorRT engines"). The row runs on it, the GPU named
+    by the driver."""
+    _onnxruntime_gpu_desktop(monkeypatch)
+    code, out, err = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", *FAST,
+                           "--device", "cuda"], capsys)
+    assert code == 0, err
+    assert "GPU: NVIDIA GeForce RTX 4070;" in out
+    (row,) = [line for line in out.splitlines() if line.startswith("| ONNX Runtime FP32 |")]
+    assert "| cuda:0 |" in row
+
+
+@pytest.mark.parametrize("mode", [[], ["--no-data-transfers"]], ids=["host", "device-buffers"])
+def test_a_cuda_provider_failing_for_its_own_reason_is_one_line_and_nothing_on_stdout(
+        tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        mode: list[str]) -> None:
+    """The driver is older than onnxruntime-gpu's CUDA ([DRIVER]): the device-buffer runner made its own session,
+    so ORT's "EP Error" banner landed on stdout, in the report, before a RuntimeError of a CPU session given device
+    memory. Both modes stop with unetrt's line naming the driver, and stdout stays empty."""
+    _onnxruntime_gpu_desktop(monkeypatch, driver_version=11080)
+    code, out, err = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", *FAST,
+                           "--device", "cuda", *mode], capsys)
+    assert code == 2 and out == ""
+    line = _one_line_error(err)
+    assert "CUDA failure 35: CUDA driver version is insufficient for CUDA runtime version" in line
+    assert "update the NVIDIA driver" in line
+
+
 def test_frames_are_timed_at_the_working_size_the_model_states() -> None:
     info = tiny_info(working_size=(64, 48))
     model = bench.ModelFiles("tiny", {}, {}, info)

@@ -183,7 +183,7 @@ def test_a_plan_that_cannot_load_here_exits_2_after_the_rows_that_ran(
     from fakes.onnxruntime_cuda import install_fake_onnxruntime_cuda
 
     provider = install_fake_onnxruntime_cuda(monkeypatch, jetson)  # onnxruntime-gpu: a row other than the plan's
-    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: True)
+    monkeypatch.setattr("unetrt.backends.onnxruntime_gpu_available", lambda: True)
     # A Xavier: TensorRT refuses a plan of another compute capability (one of another GPU model of the same
     # architecture loads, with a warning [GPU-MODEL]).
     monkeypatch.setattr(jetson, "name", "Xavier (fake)")

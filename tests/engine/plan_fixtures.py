@@ -55,7 +55,7 @@ def install_fake_jetson(monkeypatch: pytest.MonkeyPatch, cache: Path) -> FakeGpu
     gpu = FakeGpu()
     install_fake_tensorrt_gpu(monkeypatch, gpu)
     monkeypatch.setattr("unetrt.benchmarks.bench._torch_cuda", lambda: None)
-    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: False)
+    monkeypatch.setattr("unetrt.backends.onnxruntime_gpu_available", lambda: False)
     monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(cache))
     return gpu
 

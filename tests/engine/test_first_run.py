@@ -61,7 +61,7 @@ def first_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gpu: FakeGpu) -> 
 
     install_fake_tensorrt_gpu(monkeypatch, gpu)
     route_cuda_kernels_to(monkeypatch, gpu, _tiling)
-    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: False)
+    monkeypatch.setattr("unetrt.backends.onnxruntime_gpu_available", lambda: False)
     cache = tmp_path / "engines"
     monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(cache))
     return cache
@@ -494,7 +494,7 @@ def test_without_the_cuda_kernels_frames_go_through_host_memory_and_say_why(
     # This checkout's build may have its CUDA kernels (nvcc was here): answer as a build without them does.
     monkeypatch.setattr("unetrt.cuda_device.cuda_kernels_built", lambda: False)
     install_fake_tensorrt_gpu(monkeypatch)
-    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: False)
+    monkeypatch.setattr("unetrt.backends.onnxruntime_gpu_available", lambda: False)
     monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(tmp_path / "engines"))
     frame = np.full((360, 480, 3), 90, np.uint8)
     with pytest.warns(RuntimeWarning, match="frames go through host memory: unetrt._tiling was built without its "
@@ -994,7 +994,7 @@ def test_tensorrt_11_first_run_builds_fp16_from_the_converted_graph(monkeypatch:
     gpu = FakeGpu()
     install_fake_tensorrt_gpu(monkeypatch, gpu, version="11.4.1")
     route_cuda_kernels_to(monkeypatch, gpu, _tiling)
-    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: False)
+    monkeypatch.setattr("unetrt.backends.onnxruntime_gpu_available", lambda: False)
     monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(tmp_path / "engines"))
     if not converter:
         monkeypatch.setitem(sys.modules, "onnxconverter_common", None)  # import onnxconverter_common now raises
@@ -1025,7 +1025,7 @@ def test_the_bundled_model_whose_weights_are_stored_as_float16_builds_an_fp16_en
     gpu = FakeGpu()
     install_fake_tensorrt_gpu(monkeypatch, gpu, version=version)
     route_cuda_kernels_to(monkeypatch, gpu, _tiling)
-    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: False)
+    monkeypatch.setattr("unetrt.backends.onnxruntime_gpu_available", lambda: False)
     monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(tmp_path / "engines"))
     for name in ("camvid", "isbi"):
         with Segmenter(name, warm_up=False) as segmenter:

@@ -41,7 +41,7 @@ def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gpu: FakeGpu) -> Path:
 
     install_fake_tensorrt_gpu(monkeypatch, gpu, version=TENSORRT_11)
     route_cuda_kernels_to(monkeypatch, gpu, _tiling)
-    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: False)
+    monkeypatch.setattr("unetrt.backends.onnxruntime_gpu_available", lambda: False)
     monkeypatch.delenv("UNETRT_ENGINE_CACHE", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))

@@ -123,6 +123,7 @@ CUDA_SUCCESS = 0
 CUDA_ERROR_INVALID_VALUE = 1
 CUDA_ERROR_NOT_INITIALIZED = 3
 CUDA_ERROR_NO_DEVICE = 100
+CUDA_ERROR_INVALID_DEVICE = 101
 CUDA_ERROR_UNKNOWN = 999
 # cuGetErrorString's text of the errors cuInit may return here (pycuda puts it after "cuInit failed: ").
 ERROR_STRINGS = {CUDA_ERROR_NO_DEVICE: "no CUDA-capable device is detected", CUDA_ERROR_UNKNOWN: "unknown error"}
@@ -977,6 +978,16 @@ class FakeDriverLibrary:
         if not 0 <= index < self.gpu.count:
             return CUDA_ERROR_INVALID_VALUE
         _target(device).value = index
+        return CUDA_SUCCESS
+
+    def cuDeviceGetName(self, name: Any, length: Any, device: Any) -> int:  # noqa: N802
+        # CUDA Driver API: "Returns an ASCII string identifying the device dev in the NULL-terminated string pointed
+        # to by name. len specifies the maximum length of the string that may be returned."
+        index = _value(device)
+        if not 0 <= index < self.gpu.count:
+            return CUDA_ERROR_INVALID_DEVICE
+        text = self.gpu.identity(index)[0].encode()[:_value(length) - 1]
+        ctypes.memmove(name, text + b"\0", len(text) + 1)
         return CUDA_SUCCESS
 
     def cuDeviceGetAttribute(self, value: Any, attribute: Any, device: Any) -> int:  # noqa: N802

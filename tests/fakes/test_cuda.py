@@ -229,6 +229,25 @@ def test_the_driver_records_every_call_in_order(monkeypatch: pytest.MonkeyPatch)
     assert library.calls == ["cuDeviceGetCount", "cuDriverGetVersion", "cuInit", "cuDeviceGetCount"]
 
 
+def test_the_driver_names_each_device_as_pycuda_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuDeviceGetName: the name pycuda's Device.name() gives, cut to the buffer's length with its NUL; a device the
+    driver lacks is CUDA_ERROR_INVALID_DEVICE."""
+    import unetrt.cuda
+    from fakes.cuda import CUDA_ERROR_INVALID_DEVICE
+
+    install_fake_gpu(monkeypatch, FakeGpu(name="NVIDIA RTX 4090", count=2, kinds={1: ("NVIDIA RTX A4000", (8, 6), 48)}))
+    import pycuda.driver as cuda
+
+    cuda.init()
+    library, name = unetrt.cuda.driver_library(), ctypes.create_string_buffer(64)
+    for ordinal in (0, 1):
+        assert library.cuDeviceGetName(name, len(name), ordinal) == 0
+        assert name.value.decode() == cuda.Device(ordinal).name()
+    assert library.cuDeviceGetName(name, 6, 0) == 0 and name.value == b"NVIDI"
+    assert library.cuDeviceGetName(name, len(name), 2) == CUDA_ERROR_INVALID_DEVICE
+    assert unetrt.cuda.cuda_device_name(1) == "NVIDIA RTX A4000"
+
+
 def test_the_driver_and_pycuda_refuse_every_call_before_cuinit(monkeypatch: pytest.MonkeyPatch) -> None:
     """[INIT]: "If cuInit() has not been called, any function from the driver API will return
     CUDA_ERROR_NOT_INITIALIZED"; pycuda's init "must be called before any other function in this module"."""

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.gpu_contract
 def tensorrt_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """TensorRT, pycuda and a GPU are present; ONNX Runtime has no CUDA provider; OpenVINO is absent."""
     monkeypatch.setattr("unetrt.backends.tensorrt_gpu_available", lambda: True)
-    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: False)
+    monkeypatch.setattr("unetrt.backends.onnxruntime_gpu_available", lambda: False)
     monkeypatch.setattr("unetrt.backends.openvino.openvino_available", lambda: False)
 
 
@@ -46,7 +46,7 @@ def test_an_fp16_engine_is_built_from_the_fp32_graph_the_default_engine_comes_fr
 def test_fallbacks_follow_tensorrt(tensorrt_gpu: None, monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = model_choices("camvid")
     assert [c.backend for c in cpu] == ["tensorrt", "onnxruntime"] and cpu[1].precision == "int8"
-    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: True)
+    monkeypatch.setattr("unetrt.backends.onnxruntime_gpu_available", lambda: True)
     assert model_choices("camvid")[1] == ModelChoice(MODELS_DIR / "camvid.onnx", "onnxruntime", "fp32")
 
 

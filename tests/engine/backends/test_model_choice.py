@@ -62,7 +62,7 @@ def test_an_asked_precision_runs_on_openvino_on_a_cpu_and_on_onnxruntime_on_a_gp
 @needs_camvid_int8
 def test_device_cpu_keeps_the_cpu_preference_where_onnxruntime_has_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     # onnxruntime-gpu installed: 'auto' runs its CUDA provider, but device 'cpu' is the CPU list all the same.
-    monkeypatch.setattr("unetrt.backends._onnxruntime_cuda", lambda: True)
+    monkeypatch.setattr("unetrt.backends.onnxruntime_gpu_available", lambda: True)
     monkeypatch.setattr("unetrt.backends.tensorrt_gpu_available", lambda: False)
     monkeypatch.setattr("unetrt.backends.openvino.openvino_available", lambda: True)
     assert choose_model("camvid", device="cpu") == ModelChoice(MODELS_DIR / "camvid.int8.onnx", "openvino", "int8")
