@@ -189,10 +189,10 @@ def _cuda_provider_failure(failure: str | None) -> str:
     reason = _reason_in_one_line(failure)
     if "CUDA failure 35:" in reason:  # cudaErrorInsufficientDriver: the driver is older than the provider's CUDA
         driver = cuda_driver_version()
-        supports = "" if driver is None else f" (it supports CUDA {driver[0]}.{driver[1]})"
+        # Named here: the doctor, which would show it, stops on this same line for --device cuda.
+        supports = " (`nvidia-smi` shows it)" if driver is None else f" (it supports CUDA {driver[0]}.{driver[1]})"
         return (f"ONNX Runtime's CUDA provider did not start ({reason}): the NVIDIA driver{supports} is older than "
-                "the CUDA onnxruntime-gpu was built for; update the NVIDIA driver (`python -m unetrt.doctor` shows "
-                "its version)")
+                "the CUDA onnxruntime-gpu was built for; update the NVIDIA driver")
     if "CUDA_PATH is set" in reason:
         # Its first sentence: the rest sends to the page named below.
         first, where = reason.split(". ", 1)[0], os.environ.get("CUDA_PATH", "")

@@ -462,6 +462,8 @@ def _two_gpu_desktop(setup: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     * ``no-pycuda-ort-gpu-no-libs``: TensorRT 11 without pycuda, onnxruntime-gpu without CUDA's and cuDNN's libraries;
     * ``lean-only``: tensorrt-lean-cu13 alone (no ``tensorrt`` module), pycuda, ONNX Runtime for the CPU;
     * ``ort-gpu-only``: onnxruntime-gpu and pycuda, no TensorRT;
+    * ``ort-gpu-only-old-driver``: the same on onnxruntime 1.18 and an r520 driver (CUDA 11.8), older than its CUDA 12
+      ([DRIVER]: its provider fails; 1.18 retries it on CUDA and raises, [VERSIONS]);
     * ``no-driver``: TensorRT 11's wheels, no NVIDIA driver (no libcuda.so.1, so pycuda does not import either).
     """
     from fakes.onnxruntime_cuda import install_fake_onnxruntime_cuda
@@ -480,8 +482,11 @@ def _two_gpu_desktop(setup: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
         monkeypatch.setitem(sys.modules, "pycuda", None)
         monkeypatch.setitem(sys.modules, "pycuda.driver", None)
     if "ort-gpu" in setup:
-        install_fake_onnxruntime_cuda(monkeypatch, gpu).libraries = not setup.endswith("no-libs")
-    if setup == "ort-gpu-only":
+        provider = install_fake_onnxruntime_cuda(monkeypatch, gpu)
+        provider.libraries = not setup.endswith("no-libs")
+        if setup.endswith("old-driver"):
+            provider.version, gpu.driver_version = (1, 18), 11080
+    if setup.startswith("ort-gpu-only"):
         monkeypatch.setitem(sys.modules, "tensorrt", None)
     if setup == "lean-only":
         _site_packages(tmp_path / "site", monkeypatch, {"tensorrt_lean": f"__version__ = '{TENSORRT_11}'\n"},
@@ -498,7 +503,8 @@ def _two_gpu_desktop(setup: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 DESKTOP_CASES = [("pycuda", "cuda:1"), ("pycuda", "auto"), ("hidden", "cuda:1"), ("hidden", "cuda"),
                  ("no-pycuda", "cuda:1"), ("no-pycuda", "auto"), ("no-pycuda-ort-gpu", "cuda:1"),
                  ("no-pycuda-ort-gpu-no-libs", "cuda:1"), ("lean-only", "cuda:1"), ("lean-only", "auto"),
-                 ("ort-gpu-only", "cuda:1"), ("ort-gpu-only", "auto"), ("no-driver", "cuda:1"), ("no-driver", "auto")]
+                 ("ort-gpu-only", "cuda:1"), ("ort-gpu-only", "auto"), ("ort-gpu-only-old-driver", "cuda:1"),
+                 ("ort-gpu-only-old-driver", "auto"), ("no-driver", "cuda:1"), ("no-driver", "auto")]
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the host path without pycuda, ORT's CPU session: as asked
@@ -518,6 +524,7 @@ def test_the_doctors_last_line_is_what_a_stream_on_that_device_does(
     report = capsys.readouterr()
     stream_code = stream(["sample", str(tmp_path / "out.mp4"), *asked, "--max-frames", "1", "--headless"])
     ran = capsys.readouterr()
+    assert "EP Error" not in report.out + ran.out  # ORT's fallback banner stays off the report and the stream
     if stream_code != 0:
         assert (stream_code, doctor_code) == (2, 2), (report, ran)
         assert report.err.splitlines()[-1] == ran.err.splitlines()[-1]
