@@ -129,7 +129,7 @@ def _prints_captured() -> Iterator[list[str]]:
     """What this thread prints on ``sys.stdout`` during the block, kept off it; other threads print as before.
 
     ``sys.stdout`` is one for the process, so a plain redirect (``contextlib.redirect_stdout``) would also swallow
-    what another thread prints meanwhile (a stream's frames or JSON on stdout, a notebook's cells): the stream is
+    what another thread prints meanwhile (a report or JSON on stdout, a notebook's cells): the stream is
     replaced by a :class:`_ThreadsStdout` that sends this thread's writes to the list it yields, and put back once
     the last thread inside leaves, unless someone replaced it meanwhile (theirs is kept).
     """
@@ -152,7 +152,7 @@ def _prints_captured() -> Iterator[list[str]]:
 def _open_cuda_session(path: Path, options: ort.SessionOptions,
                        providers: list[Any]) -> tuple[ort.InferenceSession | None, str | None]:
     """A session asking for the CUDA provider, with nothing of ONNX Runtime's fallback on stdout (where a command
-    writes its data: frames, JSON): (the session, or None where the provider failed to start; ONNX Runtime's
+    writes its data: a report, JSON): (the session, or None where the provider failed to start; ONNX Runtime's
     reason where it failed or fell back to the CPU, else None).
 
     Where the provider fails for a reason of its own (a driver older than its CUDA, ``CUDA_PATH`` set without CUDA's
