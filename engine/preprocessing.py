@@ -14,6 +14,7 @@ Pixel values are scaled to [0, 1] by :func:`frame_scale` before the model's mean
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -155,9 +156,21 @@ def check_frame(frame: object) -> np.ndarray:
         low, high = float(frame.min()), float(frame.max())
         # NaN fails both comparisons and is refused too.
         if not (low >= 0.0 and high <= 1.0):
-            raise ValueError(f"float frames must hold values in [0, 1], got min {low:g} and max {high:g}; "
-                             "divide 8-bit values by 255 and 16-bit values by 65535, or pass them as uint8/uint16")
+            raise ValueError(f"float frames must hold values in [0, 1], got min {low:g} and max {high:g}"
+                             f"{_nonfinite_advice(frame, low, high)}")
     return frame
+
+
+def _nonfinite_advice(frame: np.ndarray, low: float, high: float) -> str:
+    """The end of a refused float frame's error: how many pixels are NaN or infinite and what to do, or the scaling
+    advice. The pixels are counted only here, on the way to the error (min and max already find them, a NaN making
+    both NaN), so a good frame pays nothing for it."""
+    if math.isfinite(low) and math.isfinite(high):
+        return "; divide 8-bit values by 255 and 16-bit values by 65535, or pass them as uint8/uint16"
+    bad = ~np.isfinite(frame)
+    pixels = int(np.count_nonzero(bad.any(axis=2) if frame.ndim == 3 else bad))
+    return (f": {pixels} of {frame.shape[0] * frame.shape[1]} pixels are NaN or infinite; fix the source or "
+            "replace them, e.g. np.nan_to_num(frame, nan=0.0, posinf=1.0, neginf=0.0)")
 
 
 def frame_scale(dtype: np.dtype) -> float:

@@ -52,6 +52,21 @@ def test_float_frames_outside_the_unit_range_are_refused(value: float) -> None:
         check_frame(frame)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_frames_with_nan_or_inf_pixels_name_their_count_and_the_fix(dtype: type) -> None:
+    """NaN and infinities are no scaling mistake: the error counts the pixels (any channel) and says how to replace
+    them, where the scaling advice would mislead."""
+    frame = np.full((4, 5, 4), 0.5, dtype)
+    frame[0, 0, 0] = np.nan
+    frame[1, 2] = np.inf
+    frame[3, 4, 2] = -np.inf
+    frame[2, 2, 3] = np.nan  # alpha, which the path drops: not counted
+    with pytest.raises(ValueError, match=r"got min nan and max nan: 3 of 20 pixels are NaN or infinite; .*"
+                                         r"np\.nan_to_num") as error:
+        check_frame(frame)
+    assert "divide 8-bit" not in str(error.value)
+
+
 def test_scale_brings_every_dtype_to_the_unit_range() -> None:
     assert frame_scale(np.dtype(np.uint8)) * 255 == pytest.approx(1.0)
     assert frame_scale(np.dtype(np.uint16)) * 65535 == pytest.approx(1.0)
