@@ -269,12 +269,18 @@ void run_extract(const unetrt::ImageView& image, void* out, DType out_dtype, con
 void run_stitch(const void* tiles, float* acc, float* weight, const unetrt::StitchParams& p, int) {
     check_emulated(unetrt::stitch_tiles_cuda(tiles, acc, weight, p, nullptr), "stitch_tiles");
 }
-void run_finish(float* acc, const float* weight, uint8_t* mask, const unetrt::FinishParams& p, int) {
-    check_emulated(unetrt::finish_cuda(acc, weight, mask, p, nullptr), "finish");
+// The finishes count into a counter of their own, as the GPU path's device counter.
+int64_t run_finish(float* acc, const float* weight, uint8_t* mask, const unetrt::FinishParams& p, int) {
+    unsigned long long nonfinite = 0;
+    check_emulated(unetrt::finish_cuda(acc, weight, mask, p, &nonfinite, nullptr), "finish");
+    return static_cast<int64_t>(nonfinite);
 }
-void run_finish_resized(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
-                        const unetrt::FinishResizedParams& p, int) {
-    check_emulated(unetrt::finish_resized_cuda(scores, weight, mask, probabilities, p, nullptr), "finish_resized");
+int64_t run_finish_resized(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                           const unetrt::FinishResizedParams& p, int) {
+    unsigned long long nonfinite = 0;
+    check_emulated(unetrt::finish_resized_cuda(scores, weight, mask, probabilities, p, &nonfinite, nullptr),
+                   "finish_resized");
+    return static_cast<int64_t>(nonfinite);
 }
 void run_resize(const void* in, void* out, const unetrt::ResizeParams& p, int, unetrt::CpuLoops) {
     check_emulated(unetrt::resize_bilinear_cuda(in, out, p, nullptr), "resize_bilinear");
@@ -289,12 +295,12 @@ void run_extract(const unetrt::ImageView& image, void* out, DType out_dtype, con
 void run_stitch(const void* tiles, float* acc, float* weight, const unetrt::StitchParams& p, int threads) {
     unetrt::stitch_tiles_cpu(tiles, acc, weight, p, threads);
 }
-void run_finish(float* acc, const float* weight, uint8_t* mask, const unetrt::FinishParams& p, int threads) {
-    unetrt::finish_cpu(acc, weight, mask, p, threads);
+int64_t run_finish(float* acc, const float* weight, uint8_t* mask, const unetrt::FinishParams& p, int threads) {
+    return unetrt::finish_cpu(acc, weight, mask, p, threads);
 }
-void run_finish_resized(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
-                        const unetrt::FinishResizedParams& p, int threads) {
-    unetrt::finish_resized_cpu(scores, weight, mask, probabilities, p, threads);
+int64_t run_finish_resized(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                           const unetrt::FinishResizedParams& p, int threads) {
+    return unetrt::finish_resized_cpu(scores, weight, mask, probabilities, p, threads);
 }
 void run_resize(const void* in, void* out, const unetrt::ResizeParams& p, int threads, unetrt::CpuLoops loops) {
     unetrt::resize_bilinear_cpu(in, out, p, threads, loops);
@@ -435,8 +441,8 @@ unetrt::FinishParams make_finish_params(const std::vector<int64_t>& acc_shape, b
     return p;
 }
 
-void finish(py::array acc, std::optional<py::array> weight, std::optional<py::array> mask, bool binary,
-            double threshold, bool write_logits, int threads) {
+int64_t finish(py::array acc, std::optional<py::array> weight, std::optional<py::array> mask, bool binary,
+               double threshold, bool write_logits, int threads) {
     require_dtype(acc, "acc", {DType::f32});
     require_output(acc, "acc");
     const auto acc_shape = array_shape(acc);
@@ -459,7 +465,7 @@ void finish(py::array acc, std::optional<py::array> weight, std::optional<py::ar
     const int n_threads = resolve_threads(threads);
     float* acc_data = static_cast<float*>(acc.mutable_data());
     py::gil_scoped_release release;
-    run_finish(acc_data, weight_data, mask_data, p, n_threads);
+    return run_finish(acc_data, weight_data, mask_data, p, n_threads);
 }
 
 // ---------------------------------------------------------------- resized finish and working-size resize
@@ -509,9 +515,9 @@ unetrt::FinishResizedParams make_finish_resized_params(const std::vector<int64_t
     return p;
 }
 
-void finish_resized(const py::array& scores, std::optional<py::array> mask, const Rect& rect,
-                    std::optional<py::array> weight, bool binary, double threshold,
-                    std::optional<py::array> probabilities, int threads) {
+int64_t finish_resized(const py::array& scores, std::optional<py::array> mask, const Rect& rect,
+                       std::optional<py::array> weight, bool binary, double threshold,
+                       std::optional<py::array> probabilities, int threads) {
     const DType score_dtype = array_dtype(scores, "scores", {DType::f32, DType::f16});
     require_contiguous(scores, "scores");
     const auto scores_shape = array_shape(scores);
@@ -548,7 +554,7 @@ void finish_resized(const py::array& scores, std::optional<py::array> mask, cons
     const int n_threads = resolve_threads(threads);
     const void* score_data = scores.data();
     py::gil_scoped_release release;
-    run_finish_resized(score_data, weight_data, mask_data, probability_data, p, n_threads);
+    return run_finish_resized(score_data, weight_data, mask_data, probability_data, p, n_threads);
 }
 
 // Checks the shapes and dtype of resize_bilinear (both builds): image H x W x C, out h x w x C with C <= 4, uint8,
@@ -825,22 +831,26 @@ void stitch_tiles_cuda(uintptr_t tiles_ptr, std::array<int64_t, 4> tiles_shape, 
 }
 
 void finish_cuda(uintptr_t acc_ptr, std::array<int64_t, 3> acc_shape, uintptr_t weight_ptr, uintptr_t mask_ptr,
-                 bool binary, double threshold, bool write_logits, uintptr_t stream) {
+                 bool binary, double threshold, bool write_logits, uintptr_t nonfinite_ptr, uintptr_t stream) {
     const unetrt::FinishParams p = make_finish_params({acc_shape.begin(), acc_shape.end()}, weight_ptr != 0,
                                                       mask_ptr != 0, binary, threshold, write_logits);
     require_device();
     require_device_pointer(acc_ptr, 4, "acc_ptr");
     if (weight_ptr != 0) require_device_pointer(weight_ptr, 4, "weight_ptr");
     if (mask_ptr != 0) require_device_pointer(mask_ptr, 1, "mask_ptr");
+    if (nonfinite_ptr != 0) require_device_pointer(nonfinite_ptr, 8, "nonfinite_ptr");
     py::gil_scoped_release release;
     check_launch(unetrt::finish_cuda(reinterpret_cast<float*>(acc_ptr), reinterpret_cast<const float*>(weight_ptr),
-                                     reinterpret_cast<uint8_t*>(mask_ptr), p, reinterpret_cast<void*>(stream)),
+                                     reinterpret_cast<uint8_t*>(mask_ptr), p,
+                                     reinterpret_cast<unsigned long long*>(nonfinite_ptr),
+                                     reinterpret_cast<void*>(stream)),
                  "finish_cuda launch failed");
 }
 
 void finish_resized_cuda(uintptr_t scores_ptr, std::array<int64_t, 3> scores_shape, const std::string& scores_dtype,
                          uintptr_t mask_ptr, Pair mask_hw, const Rect& rect, uintptr_t weight_ptr,
-                         uintptr_t probabilities_ptr, bool binary, double threshold, uintptr_t stream) {
+                         uintptr_t probabilities_ptr, bool binary, double threshold, uintptr_t nonfinite_ptr,
+                         uintptr_t stream) {
     const DType score_type = parse_dtype_name(scores_dtype, "scores");
     const unetrt::FinishResizedParams p = make_finish_resized_params({scores_shape.begin(), scores_shape.end()},
                                                                      score_type, mask_hw, rect, binary, threshold);
@@ -852,11 +862,13 @@ void finish_resized_cuda(uintptr_t scores_ptr, std::array<int64_t, 3> scores_sha
     if (mask_ptr != 0) require_device_pointer(mask_ptr, 1, "mask_ptr");
     if (weight_ptr != 0) require_device_pointer(weight_ptr, 4, "weight_ptr");
     if (probabilities_ptr != 0) require_device_pointer(probabilities_ptr, 4, "probabilities_ptr");
+    if (nonfinite_ptr != 0) require_device_pointer(nonfinite_ptr, 8, "nonfinite_ptr");
     py::gil_scoped_release release;
     check_launch(unetrt::finish_resized_cuda(reinterpret_cast<const void*>(scores_ptr),
                                              reinterpret_cast<const float*>(weight_ptr),
                                              reinterpret_cast<uint8_t*>(mask_ptr),
                                              reinterpret_cast<float*>(probabilities_ptr), p,
+                                             reinterpret_cast<unsigned long long*>(nonfinite_ptr),
                                              reinterpret_cast<void*>(stream)),
                  "finish_resized_cuda launch failed");
 }
@@ -912,8 +924,11 @@ namespace unetrt {
 // Never called: every CUDA entry point raises in require_device() first. Defined so the module links.
 int extract_tiles_cuda(const ImageView&, void*, DType, const ExtractParams&, void*) { return 1; }
 int stitch_tiles_cuda(const void*, float*, float*, const StitchParams&, void*) { return 1; }
-int finish_cuda(float*, const float*, uint8_t*, const FinishParams&, void*) { return 1; }
-int finish_resized_cuda(const void*, const float*, uint8_t*, float*, const FinishResizedParams&, void*) { return 1; }
+int finish_cuda(float*, const float*, uint8_t*, const FinishParams&, unsigned long long*, void*) { return 1; }
+int finish_resized_cuda(const void*, const float*, uint8_t*, float*, const FinishResizedParams&, unsigned long long*,
+                        void*) {
+    return 1;
+}
 int resize_bilinear_cuda(const void*, void*, const ResizeParams&, void*) { return 1; }
 }  // namespace unetrt
 #endif
@@ -986,6 +1001,10 @@ Raises:
 Per pixel: v = acc / weight (when weight is given; stored back when write_logits), then mask = argmax over K
 (first maximum) or, when binary, v > threshold.
 
+Returns:
+    How many pixels have a best value (the argmax's, or the binary value) that is NaN or infinite: a NaN or +inf in
+    any class, -inf where it wins. Their mask means nothing; the frame path refuses them.
+
 Raises:
     ValueError: on wrong dtypes or shapes, or nothing to do.)doc");
 
@@ -1009,6 +1028,11 @@ Args:
     binary, threshold: threshold the single channel instead of the argmax.
     probabilities: K x H x W float32 output, or None. threads: 0 = one per core.
 
+Returns:
+    How many output pixels have a best resized value (the argmax's, or the binary value) that is NaN or infinite: a NaN
+    or +inf in any class, -inf where it wins (a -inf that loses is an exact "never this class"). Their mask and
+    probabilities mean nothing, and the frame path refuses such a frame (unetrt.NonFiniteScoresError).
+
 Raises:
     ValueError: on a wrong dtype, shape or rect, or neither mask nor probabilities.
 
@@ -1018,6 +1042,7 @@ Example:
     >>> scores[2, :, 128:] = 1.0  # class 2 scores highest on the right half
     >>> mask = np.empty((360, 480), np.uint8)
     >>> finish_resized(scores, mask, rect=(0, 0, 192, 256))
+    0
     >>> int(mask[0, 0]), int(mask[0, -1])
     (0, 2))doc");
 
@@ -1092,8 +1117,9 @@ Raises:
 
     m.def("finish_cuda", &finish_cuda, py::arg("acc_ptr"), py::arg("acc_shape"), py::arg("weight_ptr") = 0,
           py::arg("mask_ptr") = 0, py::kw_only(), py::arg("binary") = false, py::arg("threshold") = 0.0,
-          py::arg("write_logits") = false, py::arg("stream") = 0,
-          R"doc(finish on the GPU; pointers of 0 mean 'not given'.
+          py::arg("write_logits") = false, py::arg("nonfinite_ptr") = 0, py::arg("stream") = 0,
+          R"doc(finish on the GPU; pointers of 0 mean 'not given'. finish's count (pixels whose best value is NaN or
+infinite) is added to the uint64 at nonfinite_ptr (zero it on the stream first).
 
 Raises:
     ValueError: on bad shapes or pointers. RuntimeError: without a CUDA device or on launch failure.)doc");
@@ -1101,8 +1127,10 @@ Raises:
     m.def("finish_resized_cuda", &finish_resized_cuda, py::arg("scores_ptr"), py::arg("scores_shape"),
           py::arg("scores_dtype"), py::arg("mask_ptr"), py::arg("mask_hw"), py::kw_only(), py::arg("rect"),
           py::arg("weight_ptr") = 0, py::arg("probabilities_ptr") = 0, py::arg("binary") = false,
-          py::arg("threshold") = 0.0, py::arg("stream") = 0,
+          py::arg("threshold") = 0.0, py::arg("nonfinite_ptr") = 0, py::arg("stream") = 0,
           R"doc(finish_resized on the GPU, asynchronous on `stream`; contiguous device buffers, 0 = 'not given'.
+finish_resized's count (output pixels whose best resized value is NaN or infinite) is added to the uint64 at
+nonfinite_ptr (zero it on the stream first: only a thread that meets such a pixel touches it).
 
 mask_hw is the output size (also when mask_ptr is 0 and only probabilities_ptr, K x H x W float32, is written).
 

@@ -1,6 +1,7 @@
 // Just enough of CUDA for g++ to compile tiling_kernels.cuh for the host, and a launch that runs every
 // (block, thread) of the real launch configuration in sequence. Exact for kernels without shared memory,
-// barriers, atomics or warp intrinsics (ptxas reports 0 barriers for ours; scripts/check_cuda_build.sh checks).
+// barriers or warp intrinsics (ptxas reports 0 barriers for ours; scripts/check_cuda_build.sh checks); their one
+// atomic, atomicAdd, is a plain add when one thread runs at a time.
 //
 // __half is GCC's _Float16, whose conversion from float rounds to nearest even like __float2half_rn on every
 // non-NaN value (NaN payloads may differ: tests compare NaNs as equal). Build with -ffp-contract=off, so that
@@ -39,6 +40,13 @@ using __half = _Float16;
 
 inline float __half2float(__half h) { return static_cast<float>(h); }
 inline __half __float2half_rn(float f) { return static_cast<__half>(f); }
+
+// CUDA's atomicAdd: the old value, the sum stored (the emulated threads run one at a time).
+inline unsigned long long atomicAdd(unsigned long long* address, unsigned long long value) {
+    const unsigned long long old = *address;
+    *address = old + value;
+    return old;
+}
 
 namespace cuda_emulation {
 

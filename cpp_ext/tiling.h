@@ -303,8 +303,20 @@ UNETRT_HD void stitch_pixel(int64_t y, int64_t x, const StitchParams& p, const L
     }
 }
 
+// Whether a score is NaN or infinite.
+UNETRT_HD bool not_finite(float v) { return !(fabsf(v) <= 3.40282347e38f); }
+
+// A pixel's result means nothing when the score it is decided on, the argmax's best value (a binary model's one
+// score), is not finite: a NaN in any class (NaN wins the argmax), +inf in any class (it beats every number, as an
+// FP16 engine's activations overflow past 65504 first; NaN follows from inf - inf), or -inf where it wins (every class
+// -inf, or a binary score; the softmax is then NaN). A -inf in a class that loses says "never this class": the
+// argmax and the softmax (exp(-inf) = 0) take it exactly, and heads that mask classes so are legitimate, so it does
+// not count. Checking the best value alone costs one test per pixel, not one per class (docs/api.md#errors).
+
 // One pixel of the finish: divide by the blend weight, then argmax (first maximum, NaN wins, as numpy) or threshold.
-UNETRT_HD void finish_pixel(int64_t pixel, float* acc, const float* weight, uint8_t* mask, const FinishParams& p) {
+// Returns whether the best value is not finite (above): the callers count those pixels, and the frame path refuses
+// the frame, so that such a mask never goes out in silence.
+UNETRT_HD bool finish_pixel(int64_t pixel, float* acc, const float* weight, uint8_t* mask, const FinishParams& p) {
     const int64_t plane = p.height * p.width;
     int64_t best = 0;
     float best_value = 0.0f;
@@ -319,6 +331,7 @@ UNETRT_HD void finish_pixel(int64_t pixel, float* acc, const float* weight, uint
     }
     if (mask != nullptr)
         store(mask + pixel, static_cast<uint8_t>(p.binary ? (best_value > p.threshold ? 1 : 0) : best));
+    return not_finite(best_value);
 }
 
 // The BT.601 luma of one colour pixel, the gray value a 1-channel model reads from a colour frame (OpenCV's
@@ -416,11 +429,12 @@ UNETRT_HD float resized_value(int64_t k, const ResizedSample& s, const Load& loa
 }
 
 // One output pixel (y, x) of finish_resized; `load(k, sy, sx)` reads the source score as float, already divided by
-// the weight. The argmax (or threshold) is finish_pixel's. Probabilities: softmax over K with the maximum
+// the weight. The argmax (or threshold) is finish_pixel's, and so is the result: whether the best resized value is
+// not finite. Probabilities: softmax over K with the maximum
 // subtracted (exp(v - max), summed in class order, each divided by the sum), or the sigmoid when binary; the
 // values are recomputed in each pass so that every output element is written once.
 template <typename Load>
-UNETRT_HD void finish_resized_pixel(int64_t y, int64_t x, const FinishResizedParams& p, const Load& load,
+UNETRT_HD bool finish_resized_pixel(int64_t y, int64_t x, const FinishResizedParams& p, const Load& load,
                                     uint8_t* mask, float* probabilities) {
     const ResizedSample s = resized_sample(y, x, p);
     const int64_t plane = p.out_h * p.out_w;
@@ -434,18 +448,20 @@ UNETRT_HD void finish_resized_pixel(int64_t y, int64_t x, const FinishResizedPar
             best_value = v;
         }
     }
+    const bool nonfinite = not_finite(best_value);
     if (mask != nullptr)
         store(mask + pixel, static_cast<uint8_t>(p.binary ? (best_value > p.threshold ? 1 : 0) : best));
-    if (probabilities == nullptr) return;
+    if (probabilities == nullptr) return nonfinite;
     if (p.binary) {
         store(probabilities + pixel, div_rn(1.0f, add_rn(1.0f, expf(-best_value))));
-        return;
+        return nonfinite;
     }
     float total = 0.0f;
     for (int64_t k = 0; k < p.classes; ++k) total = add_rn(total, expf(add_rn(resized_value(k, s, load), -best_value)));
     for (int64_t k = 0; k < p.classes; ++k)
         store(probabilities + k * plane + pixel,
               div_rn(expf(add_rn(resized_value(k, s, load), -best_value)), total));
+    return nonfinite;
 }
 
 // The band [*y_begin, *y_end) of image rows the batch of a stitch can touch (empty when *y_end <= *y_begin).
@@ -459,12 +475,13 @@ inline void stitch_band(const StitchParams& p, int64_t* y_begin, int64_t* y_end)
     *y_end = bottom < p.height ? bottom : p.height;
 }
 
-// CPU kernels (tiling_cpu.cpp); `threads` >= 1. Outputs are contiguous.
+// CPU kernels (tiling_cpu.cpp); `threads` >= 1. Outputs are contiguous. The finishes return how many output pixels
+// had a best value that is not finite (finish_pixel's result).
 void extract_tiles_cpu(const ImageView& image, void* out, DType out_dtype, const ExtractParams& params, int threads);
 void stitch_tiles_cpu(const void* tiles, float* acc, float* weight, const StitchParams& params, int threads);
-void finish_cpu(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, int threads);
-void finish_resized_cpu(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
-                        const FinishResizedParams& params, int threads);
+int64_t finish_cpu(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, int threads);
+int64_t finish_resized_cpu(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                           const FinishResizedParams& params, int threads);
 // The row loops resize_bilinear_cpu runs: the portable ones (every CPU), the AVX2 ones (the CPU must have AVX2:
 // cpu_loops_available), or the best this CPU has, picked once. Every choice gives the same image bit for bit; the
 // tests run them side by side.
@@ -474,12 +491,14 @@ void resize_bilinear_cpu(const void* in, void* out, const ResizeParams& params, 
                          CpuLoops loops = CpuLoops::best);
 
 // CUDA launchers (defined in tiling_kernels.cuh, built by tiling_cuda.cu): asynchronous on `stream`; return a
-// cudaError_t value (0 = success).
+// cudaError_t value (0 = success). The finishes add the count of output pixels whose best value is not finite to the
+// device counter *nonfinite (nullptr: not counted); the caller zeroes it on the stream first.
 int extract_tiles_cuda(const ImageView& image, void* out, DType out_dtype, const ExtractParams& params, void* stream);
 int stitch_tiles_cuda(const void* tiles, float* acc, float* weight, const StitchParams& params, void* stream);
-int finish_cuda(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, void* stream);
+int finish_cuda(float* acc, const float* weight, uint8_t* mask, const FinishParams& params,
+                unsigned long long* nonfinite, void* stream);
 int finish_resized_cuda(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
-                        const FinishResizedParams& params, void* stream);
+                        const FinishResizedParams& params, unsigned long long* nonfinite, void* stream);
 int resize_bilinear_cuda(const void* in, void* out, const ResizeParams& params, void* stream);
 
 }  // namespace UNETRT_NAMESPACE

@@ -1,5 +1,6 @@
 // CPU kernels: the semantics of tiling.h on a few threads (stitching in scatter form, term for term stitch_pixel()).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -378,11 +379,15 @@ void stitch_tiles_cpu(const void* tiles, float* acc, float* weight, const Stitch
     }
 }
 
-void finish_cpu(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, int threads) {
+int64_t finish_cpu(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, int threads) {
+    std::atomic<int64_t> nonfinite{0};
     parallel_for(params.height * params.width, threads, [&, acc, weight, mask](int64_t begin, int64_t end) {
         const FinishParams p = params;  // a local copy: mask stores (uint8_t) may alias anything else
-        for (int64_t pixel = begin; pixel < end; ++pixel) finish_pixel(pixel, acc, weight, mask, p);
+        int64_t count = 0;
+        for (int64_t pixel = begin; pixel < end; ++pixel) count += finish_pixel(pixel, acc, weight, mask, p) ? 1 : 0;
+        nonfinite += count;
     });
+    return nonfinite;
 }
 
 namespace {
@@ -403,8 +408,9 @@ struct RowLoops {
     void (*lerp_argmax)(const float* top, const float* bottom, float f, float g, float* best_value,
                         int32_t* best_class, int32_t k, int64_t n);
     // label[x] = the argmax class of source pixel x over `classes` rows `class_stride` floats apart where it is
-    // confident (see run_labels), else -1.
-    void (*confident_labels)(const float* v, int64_t class_stride, int32_t classes, int32_t* label, int64_t n);
+    // confident (see run_labels), else -1. Returns whether a value is NaN or of magnitude 2^100 or more (infinities
+    // included): only then can a blend of the row have a best value that is not finite.
+    bool (*confident_labels)(const float* v, int64_t class_stride, int32_t classes, int32_t* label, int64_t n);
     // column_label[x] = label[i0[x]] where label[i1[x]] is the same, else -1. label holds 8 readable values past its
     // last index; block_base as in lerp_gather.
     void (*column_labels)(const int32_t* label, const int32_t* i0, const int32_t* i1, const int32_t* block_base,
@@ -414,6 +420,17 @@ struct RowLoops {
     bool (*settle)(const int32_t* top, const int32_t* bottom, int32_t* label, uint8_t* unsettled, int64_t n);
 };
 
+// How many of n floats are NaN or infinite (every exponent bit set), in integer operations that vectorise (n < 2^32).
+int64_t count_not_finite(const float* v, int64_t n) {
+    uint32_t count = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        uint32_t bits;
+        std::memcpy(&bits, v + i, sizeof bits);
+        count += (bits & 0x7f800000u) == 0x7f800000u ? 1u : 0u;
+    }
+    return count;
+}
+
 // A source pixel is confident (run_labels) when no value is NaN, every magnitude is below 2^100 (no overflow in a
 // blend), and the argmax leads the runner-up by more than 2^-100 (no underflow matters) and by more than 2^-18 of the
 // largest magnitude (64 ulp; a blend's rounding moves two classes' values apart by at most 8 ulp of it).
@@ -421,7 +438,8 @@ constexpr float kSettledMagnitude = 0x1p100f;
 constexpr float kSettledGap = 0x1p-100f;
 constexpr float kSettledRatio = 0x1p-18f;
 
-void confident_labels_portable(const float* v, int64_t class_stride, int32_t classes, int32_t* label, int64_t n) {
+bool confident_labels_portable(const float* v, int64_t class_stride, int32_t classes, int32_t* label, int64_t n) {
+    bool risky = false;
     for (int64_t x = 0; x < n; ++x) {
         float best = v[x];
         float runner_up = -std::numeric_limits<float>::infinity();
@@ -440,7 +458,9 @@ void confident_labels_portable(const float* v, int64_t class_stride, int32_t cla
         const bool confident = l >= 0 && magnitude < kSettledMagnitude && gap > kSettledGap &&
                                gap > magnitude * kSettledRatio;
         label[x] = confident ? l : -1;
+        risky = risky || l < 0 || !(magnitude < kSettledMagnitude);  // l < 0: a NaN
     }
+    return risky;
 }
 
 void column_labels_portable(const int32_t* label, const int32_t* i0, const int32_t* i1, const int32_t*,
@@ -584,9 +604,11 @@ struct ConfidentLanes {
         nan = _mm256_or_ps(nan, _mm256_cmp_ps(value, value, _CMP_UNORD_Q));
     }
 
-    // The confident label of each lane, or -1.
-    UNETRT_AVX2 __m256i labels() const {
+    // The confident label of each lane, or -1; ORs into *risky the lanes with a NaN or a magnitude of 2^100 or more.
+    UNETRT_AVX2 __m256i labels(__m256* risky) const {
         const __m256 magnitude = _mm256_max_ps(best, _mm256_xor_ps(smallest, _mm256_set1_ps(-0.0f)));
+        *risky = _mm256_or_ps(*risky, _mm256_or_ps(nan, _mm256_cmp_ps(magnitude, _mm256_set1_ps(kSettledMagnitude),
+                                                                      _CMP_NLT_UQ)));
         const __m256 gap = _mm256_sub_ps(best, runner_up);  // b - r is b + (-r), as add_rn(best, -runner_up)
         const __m256 confident = _mm256_andnot_ps(
             nan, _mm256_and_ps(_mm256_and_ps(_mm256_cmp_ps(magnitude, _mm256_set1_ps(kSettledMagnitude), _CMP_LT_OQ),
@@ -601,8 +623,9 @@ struct ConfidentLanes {
 // Two groups of 8 pixels at a time: each class step of one group waits on the previous step's max (a chain of
 // dependent instructions), so two independent chains keep the core busy; 16 floats are also one cache line of each
 // class plane, read whole before the 11 planes (4 KiB-aligned apart, one L1 set) can evict it.
-UNETRT_AVX2 void confident_labels_avx2(const float* v, int64_t class_stride, int32_t classes, int32_t* label,
+UNETRT_AVX2 bool confident_labels_avx2(const float* v, int64_t class_stride, int32_t classes, int32_t* label,
                                        int64_t n) {
+    __m256 risky = _mm256_setzero_ps();
     int64_t x = 0;
     for (; x + 16 <= n; x += 16) {
         ConfidentLanes low(_mm256_loadu_ps(v + x)), high(_mm256_loadu_ps(v + x + 8));
@@ -612,18 +635,19 @@ UNETRT_AVX2 void confident_labels_avx2(const float* v, int64_t class_stride, int
             low.step(_mm256_loadu_ps(plane), kk);
             high.step(_mm256_loadu_ps(plane + 8), kk);
         }
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(label + x), low.labels());
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(label + x + 8), high.labels());
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(label + x), low.labels(&risky));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(label + x + 8), high.labels(&risky));
     }
     for (; x + 8 <= n; x += 8) {
         ConfidentLanes lanes(_mm256_loadu_ps(v + x));
         for (int32_t k = 1; k < classes; ++k) lanes.step(_mm256_loadu_ps(v + k * class_stride + x), _mm256_set1_epi32(k));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(label + x), lanes.labels());
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(label + x), lanes.labels(&risky));
     }
+    const bool any = _mm256_movemask_ps(risky) != 0;
     // GCC 12 puts no vzeroupper before a tail call: the portable loop and the SSE code after it would run with the
     // upper halves dirty, each of their instructions paying for them (tests/cpp_ext/test_avx_state.py).
     _mm256_zeroupper();
-    confident_labels_portable(v + x, class_stride, classes, label + x, n - x);
+    return confident_labels_portable(v + x, class_stride, classes, label + x, n - x) || any;
 }
 
 UNETRT_AVX2 void column_labels_avx2(const int32_t* label, const int32_t* i0, const int32_t* i1,
@@ -751,7 +775,10 @@ class FinishResizedRows {
         unsettled_ = reinterpret_cast<uint8_t*>(interpolated_[1] + blocks(p));
     }
 
-    void run(int64_t y_begin, int64_t y_end, uint8_t* mask, float* probabilities) {
+    // Rows [y_begin, y_end) of the mask and/or probabilities; returns how many of their pixels have a best resized
+    // value that is not finite (finish_resized_pixel's result).
+    int64_t run(int64_t y_begin, int64_t y_end, uint8_t* mask, float* probabilities) {
+        nonfinite_ = 0;
         if (mask != nullptr && probabilities == nullptr && !p_.binary && p_.classes > 1) {
             y_begin = run_labels(y_begin, y_end, mask);
         }
@@ -783,20 +810,28 @@ class FinishResizedRows {
                     loops_.argmax(v, best_value, best_class, kk, w);
                 }
             }
-            if (mask != nullptr) {
-                uint8_t* out = mask + y * w;
-                if (p_.binary) {
-                    const float threshold = p_.threshold;
-                    for (int64_t x = 0; x < w; ++x) out[x] = best_value[x] > threshold ? 1 : 0;
-                } else {
-                    for (int64_t x = 0; x < w; ++x) out[x] = static_cast<uint8_t>(best_class[x]);
-                }
-            }
+            nonfinite_ += finish_row(best_value, best_class, mask == nullptr ? nullptr : mask + y * w);
             if (probabilities != nullptr) to_probabilities(probabilities + y * w, plane);
         }
+        return nonfinite_;
     }
 
    private:
+    // The mask row `out` (nullptr: none) from one row's argmax; returns how many of the row's pixels have a best
+    // value that is not finite (finish_resized_pixel's result), counted over the best values the argmax left in L1.
+    int64_t finish_row(const float* best_value, const int32_t* best_class, uint8_t* out) const {
+        const int64_t w = p_.out_w;
+        const int64_t count = count_not_finite(best_value, w);
+        if (out == nullptr) return count;
+        if (p_.binary) {
+            const float threshold = p_.threshold;
+            for (int64_t x = 0; x < w; ++x) out[x] = best_value[x] > threshold ? 1 : 0;
+        } else {
+            for (int64_t x = 0; x < w; ++x) out[x] = static_cast<uint8_t>(best_class[x]);
+        }
+        return count;
+    }
+
     // The source row holds this many more floats, so that an 8-float load at its last pixel stays inside.
     static constexpr int64_t kSourcePadding = 8;
     // Output pixels go in blocks of this many: a block with one unsettled pixel is computed class by class whole.
@@ -816,7 +851,8 @@ class FinishResizedRows {
     // interpolating its classes. The other pixels (class borders, near ties, NaN, infinities, huge or tiny values)
     // go through the class loop, in blocks. The labels cost a pass over the scores: when, after kProbeRows rows,
     // more than kMostlyUnsettled of the blocks held an unsettled pixel (noisy scores: a border everywhere), the rest
-    // of the band goes through the plain class loop of run(); returns the first row left for it.
+    // of the band goes through the plain class loop of run(); returns the first row left for it, and adds the rows'
+    // pixels whose best value is not finite to nonfinite_ (all in unsettled blocks: confident pixels are finite).
     int64_t run_labels(int64_t y_begin, int64_t y_end, uint8_t* mask) {
         const int64_t w = p_.out_w;
         int64_t blocks_seen = 0, blocks_unsettled = 0;
@@ -829,7 +865,7 @@ class FinishResizedRows {
             const bool all_settled =
                 loops_.settle(column_label_[top], column_label_[bottom], row_label_, unsettled_, w);
             blocks_seen += blocks(p_);
-            if (!all_settled) blocks_unsettled += argmax_unsettled_blocks(sy);
+            if (!all_settled) blocks_unsettled += argmax_unsettled_blocks(sy, risky_[top] || risky_[bottom]);
             // A local: the uint8 stores may alias anything, a member would be read again at every pixel.
             const int32_t* label = row_label_;
             uint8_t* out = mask + y * w;
@@ -839,8 +875,10 @@ class FinishResizedRows {
     }
 
     // The class loop of run() over the blocks of row_label_ that hold an unsettled pixel, whose labels it replaces
-    // (the settled pixels among them get the label they had); returns how many blocks that was.
-    int64_t argmax_unsettled_blocks(const AxisSample& sy) {
+    // (the settled pixels among them get the label they had); returns how many blocks that was. Where the two source
+    // rows are `risky` (confident_labels), adds the pixels whose best value is not finite to nonfinite_; elsewhere
+    // none can be, and finite scores pay nothing for the count.
+    int64_t argmax_unsettled_blocks(const AxisSample& sy, bool risky) {
         const int64_t w = p_.out_w;
         int64_t count = 0;
         const float gy = add_rn(1.0f, -sy.frac);
@@ -869,6 +907,7 @@ class FinishResizedRows {
                 if (sy.frac == 0.0f) loops_.argmax(h0, best_value, best_class, kk, n);
                 else loops_.lerp_argmax(h0, bottom + k * w + x, sy.frac, gy, best_value, best_class, kk, n);
             }
+            if (risky) nonfinite_ += count_not_finite(best_value, n);
             x = end;
         }
         return count;
@@ -880,24 +919,24 @@ class FinishResizedRows {
             if (summarized_[i] == row) return i;
         const int slot = summarized_[0] == keep ? 1 : 0;
         summarized_[slot] = row;
-        summarize_source_row(row);
+        risky_[slot] = summarize_source_row(row);
         loops_.column_labels(source_label_, columns_.i0.data(), columns_.i1.data(), columns_.block_base.data(),
                              column_label_[slot], p_.out_w);
         return slot;
     }
 
-    // The confident label of each pixel of source row `row` (divided by the weight, as interpolated), or -1.
-    void summarize_source_row(int64_t row) {
+    // The confident label of each pixel of source row `row` (divided by the weight, as interpolated), or -1; returns
+    // whether the row is risky (confident_labels).
+    bool summarize_source_row(int64_t row) {
         const int64_t n = p_.rect_w;
         const int32_t classes = static_cast<int32_t>(p_.classes);
         if (p_.score_dtype == DType::f32 && weight_ == nullptr) {
             const float* scores = static_cast<const float*>(scores_) + (p_.rect_y + row) * p_.src_w + p_.rect_x;
-            loops_.confident_labels(scores, p_.src_h * p_.src_w, classes, source_label_, n);
-            return;
+            return loops_.confident_labels(scores, p_.src_h * p_.src_w, classes, source_label_, n);
         }
         for (int64_t k = 0; k < p_.classes; ++k)
             std::memcpy(source_classes_ + k * n, load_source_row(k, row, false), static_cast<size_t>(n) * 4);
-        loops_.confident_labels(source_classes_, n, classes, source_label_, n);
+        return loops_.confident_labels(source_classes_, n, classes, source_label_, n);
     }
 
     // The horizontally interpolated rows (K x out_w) of source row `row`, computed into the slot not holding `keep`.
@@ -992,25 +1031,31 @@ class FinishResizedRows {
     int32_t* column_label_[2];
     int32_t* interpolated_[2];  // per block of output columns: whether rows_[slot] holds it
     uint8_t* unsettled_;        // per block of output columns of a row: whether it holds an unsettled pixel
+    int64_t nonfinite_ = 0;  // pixels of run()'s rows whose best value is not finite
     int64_t cached_[2] = {-1, -1};
     int64_t summarized_[2] = {-1, -1};
+    bool risky_[2] = {false, false};  // whether the source row of each slot of column labels is risky
 };
 
 }  // namespace
 
-void finish_resized_cpu(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
-                        const FinishResizedParams& params, int threads) {
+int64_t finish_resized_cpu(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
+                           const FinishResizedParams& params, int threads) {
     const FinishResizedRows::Columns columns = FinishResizedRows::columns(params);
     const int64_t per_part = FinishResizedRows::scratch_size(params);
     const int64_t labels_per_part = FinishResizedRows::label_scratch_size(params);
     const int64_t parts = part_count(params.out_h, threads);
     std::vector<float> scratch(static_cast<size_t>(parts * per_part));
     std::vector<int32_t> labels(static_cast<size_t>(parts * labels_per_part));
+    std::vector<int64_t> nonfinite(static_cast<size_t>(parts), 0);
     parallel_parts(params.out_h, threads, [&](int64_t part, int64_t begin, int64_t end) {
         FinishResizedRows rows(params, scores, weight, columns, scratch.data() + part * per_part,
                                labels.data() + part * labels_per_part);
-        rows.run(begin, end, mask, probabilities);
+        nonfinite[static_cast<size_t>(part)] = rows.run(begin, end, mask, probabilities);
     });
+    int64_t total = 0;
+    for (const int64_t count : nonfinite) total += count;
+    return total;
 }
 
 namespace {

@@ -1,12 +1,14 @@
 // CUDA kernels and their launch configuration, shared by the real launchers (tiling_cuda.cu, nvcc) and the
 // emulated ones (tiling_emulated.cpp, g++ under cuda_emulation.h), with the entry points of tiling.h. Only the
 // launch itself differs: <<<>>> on a GPU or a loop over every (block, thread) in emulation. The kernels use no
-// shared memory, barriers, atomics or warp intrinsics, so the emulation is exact.
+// shared memory, barriers or warp intrinsics, and one atomic only: the finishes' atomicAdd of 1 to the count of
+// non-finite pixels, made by a thread that meets one (a sum, whose order does not matter), so the emulation is exact.
 //
 // Before including this header, the including file provides __half, __half2float, __float2half_rn, dim3,
 // threadIdx, blockIdx, blockDim and gridDim (cuda_fp16.h and the CUDA runtime, or cuda_emulation.h), and
 // launch_on_stream(grid, block, stream, kernel, args...) -> error code: the one line that differs, `<<<>>>` on a
-// GPU or the emulated loop (which also records the stream, so the tests see which stream every launch got).
+// GPU or the emulated loop (which also records the stream, so the tests see which stream every launch got), and
+// atomicAdd on unsigned long long (the finishes' count of non-finite pixels, its one atomic).
 #pragma once
 
 #include "tiling.h"
@@ -83,11 +85,18 @@ __global__ void stitch_kernel(const T* __restrict__ tiles, float* acc, float* we
     stitch_pixel(y, x, p, DeviceLoad<T>{tiles}, acc, weight);
 }
 
-__global__ void finish_kernel(float* acc, const float* weight, uint8_t* mask, FinishParams p) {
+// The count of non-finite pixels costs nothing where the scores are finite: only a thread that meets such a pixel
+// touches the counter (nullptr: not counted).
+__device__ __forceinline__ void count_nonfinite(bool nonfinite, unsigned long long* counter) {
+    if (nonfinite && counter != nullptr) atomicAdd(counter, 1ULL);
+}
+
+__global__ void finish_kernel(float* acc, const float* weight, uint8_t* mask, FinishParams p,
+                              unsigned long long* nonfinite) {
     const int64_t total = p.height * p.width;
     for (int64_t pixel = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; pixel < total;
          pixel += static_cast<int64_t>(gridDim.x) * blockDim.x)
-        finish_pixel(pixel, acc, weight, mask, p);
+        count_nonfinite(finish_pixel(pixel, acc, weight, mask, p), nonfinite);
 }
 
 template <typename T>
@@ -104,11 +113,13 @@ struct ScoreLoad {
 template <typename T>
 __global__ void finish_resized_kernel(const T* __restrict__ scores, const float* __restrict__ weight,
                                       uint8_t* __restrict__ mask, float* __restrict__ probabilities,
-                                      FinishResizedParams p) {
+                                      FinishResizedParams p, unsigned long long* nonfinite) {
     const int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     const int64_t y = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
     if (x >= p.out_w || y >= p.out_h) return;
-    finish_resized_pixel(y, x, p, ScoreLoad<T>{scores, weight, p.src_h, p.src_w}, mask, probabilities);
+    count_nonfinite(
+        finish_resized_pixel(y, x, p, ScoreLoad<T>{scores, weight, p.src_h, p.src_w}, mask, probabilities),
+        nonfinite);
 }
 
 template <typename T>
@@ -190,18 +201,19 @@ int stitch_tiles_cuda(const void* tiles, float* acc, float* weight, const Stitch
                   c.y_begin);
 }
 
-int finish_cuda(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, void* stream) {
-    return launch(finish_config(params), stream, finish_kernel, acc, weight, mask, params);
+int finish_cuda(float* acc, const float* weight, uint8_t* mask, const FinishParams& params,
+                unsigned long long* nonfinite, void* stream) {
+    return launch(finish_config(params), stream, finish_kernel, acc, weight, mask, params, nonfinite);
 }
 
 int finish_resized_cuda(const void* scores, const float* weight, uint8_t* mask, float* probabilities,
-                        const FinishResizedParams& params, void* stream) {
+                        const FinishResizedParams& params, unsigned long long* nonfinite, void* stream) {
     const LaunchConfig c = finish_resized_config(params);
     if (params.score_dtype == DType::f16)
         return launch(c, stream, finish_resized_kernel<__half>, static_cast<const __half*>(scores), weight, mask,
-                      probabilities, params);
+                      probabilities, params, nonfinite);
     return launch(c, stream, finish_resized_kernel<float>, static_cast<const float*>(scores), weight, mask,
-                  probabilities, params);
+                  probabilities, params, nonfinite);
 }
 
 template <typename T>

@@ -223,6 +223,28 @@ def test_finish_resized_cuda_equals_cpu(device: Device, dtype: Any, classes: int
     np.testing.assert_allclose(device.get(probabilities_dev), probabilities, rtol=4e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize(("classes", "binary"), [(11, False), (1, True)])
+def test_finish_resized_cuda_counts_nonfinite_pixels_as_the_cpu(device: Device, dtype: Any, classes: int,
+                                                                binary: bool) -> None:
+    """The device counter (atomicAdd by each thread that meets a NaN or infinite pixel) adds the CPU kernel's count
+    to what it held, and the mask is still the CPU's bit for bit."""
+    rng = np.random.default_rng(classes)
+    scores = (rng.standard_normal((classes, 192, 256)) * 3).astype(dtype)
+    picks = rng.random(scores.shape) < 0.01
+    scores[picks] = rng.choice(np.array([np.nan, np.inf, -np.inf], dtype), int(picks.sum()))
+    mask = np.empty((360, 480), np.uint8)
+    expected = _tiling.finish_resized(scores, mask, rect=(0, 0, 192, 256), binary=binary)
+    assert expected > 0
+    scores_dev, mask_dev = device.put(scores), device.empty((360, 480), np.uint8)
+    counter_dev = device.put(np.array([3], np.uint64))
+    _tiling.finish_resized_cuda(device_args(scores_dev).ptr, scores.shape, np.dtype(dtype).name,
+                                device_args(mask_dev).ptr, (360, 480), rect=(0, 0, 192, 256), binary=binary,
+                                nonfinite_ptr=device_args(counter_dev).ptr)
+    assert int(device.get(counter_dev)[0]) == 3 + expected
+    assert np.array_equal(device.get(mask_dev), mask)
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 @pytest.mark.parametrize(("src", "out_hw"), [((1080, 1920, 3), (192, 256)), ((360, 480, 1), (721, 959)),
                                              ((5, 7, 4), (5, 7))])
