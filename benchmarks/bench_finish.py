@@ -15,17 +15,23 @@ kernel's worst case) or ``--content regions`` (a scene: coarse class regions, ea
 little noise, as a network's scores look; the kernel settles the pixels inside a region from the argmax of their
 source pixels and interpolates the classes only along the borders).
 
+``--baseline PATH`` adds another build of the kernels (a ``_tiling*.so`` saved before a rebuild, e.g. main's) as
+``baseline_fused`` and ``baseline_fused_1_thread``, interleaved with the rows of this build in every trial, so that a
+change of the kernel is measured under the same load; the report says whether both builds give the same masks.
+
 Target: ``fused`` <= 2 ms (issue 11). The load average before and after is printed with the machine.
 
 Usage::
 
     python -m unetrt.benchmarks.bench_finish --trials 5 --iterations 50
     python -m unetrt.benchmarks.bench_finish --content regions --name finish_cpu_regions
+    python -m unetrt.benchmarks.bench_finish --baseline /tmp/main/_tiling.cpython-311-x86_64-linux-gnu.so
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import socket
 import sys
 import time
@@ -67,6 +73,25 @@ def region_scores(classes: int, height: int, width: int, seed: int = 0) -> np.nd
     return scores
 
 
+def load_baseline(path: Path) -> Any:
+    """Another build of ``unetrt._tiling`` from its ``.so`` file, loaded beside this one (as ``baseline._tiling``).
+
+    Raises:
+        ValueError: when the file is no loadable build of the kernels.
+    """
+    if not path.is_file():
+        raise ValueError(f"--baseline {str(path)!r} is no file: give a _tiling*.so saved from another build")
+    spec = importlib.util.spec_from_file_location("baseline._tiling", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"--baseline {str(path)!r} is no Python extension module (a _tiling*.so)")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as exc:
+        raise ValueError(f"--baseline {str(path)!r} cannot be loaded as unetrt's kernels: {exc}") from exc
+    return module
+
+
 def opencv_numpy_finish(scores: np.ndarray, out_hw: tuple[int, int], mask: np.ndarray) -> np.ndarray:
     """Per-class cv2.resize (INTER_LINEAR) into one K x H x W buffer, then numpy's argmax."""
     height, width = out_hw
@@ -82,6 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.classes < 1 or args.classes > 256 or args.trials < 1 or args.iterations < 1:
         raise ValueError("--classes must be 1 to 256, --trials and --iterations positive")
     threads = kernel_threads(args.threads)
+    baseline = None if args.baseline is None else load_baseline(args.baseline)
     (net_w, net_h), (out_w, out_h) = args.scores, args.mask
     machine = machine_description()
     if args.content == "regions":
@@ -103,6 +129,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "opencv_numpy": lambda: opencv_numpy_finish(scores, (out_h, out_w), masks["opencv_numpy"]),
         "argmax_nearest": argmax_nearest,
     }
+    if baseline is not None:
+        masks["baseline_fused"] = np.empty((out_h, out_w), np.uint8)
+        actions["baseline_fused"] = lambda: baseline.finish_resized(scores, masks["baseline_fused"], rect=rect,
+                                                                    threads=threads)
+        actions["baseline_fused_1_thread"] = lambda: baseline.finish_resized(scores, masks["baseline_fused"],
+                                                                             rect=rect, threads=1)
     stats = time_interleaved(actions, args.trials, args.iterations, cpu_timer, "finish")
     # OpenCV rounds the sample coordinates in double, the kernel in float32: near-ties may pick another class.
     agreement = float((masks["fused"] == masks["opencv_numpy"]).mean())
@@ -117,6 +149,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "fused_vs_opencv_numpy_agreement": agreement, "target_ms": TARGET_MS, "target_met": fused_ms <= TARGET_MS,
         "load_average_after": machine_description()["load_average"],
     }
+    if baseline is not None:
+        result["baseline"] = str(args.baseline)
+        result["baseline_masks_equal"] = bool(np.array_equal(masks["fused"], masks["baseline_fused"]))
     write_results(args.results_dir, args.name, result, to_markdown(result))
     return result
 
@@ -141,6 +176,11 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines += ["", f"Fused finish ({result['threads']} threads): {fused:.3f} ms median (target <= "
               f"{result['target_ms']:g} ms: {'met' if result['target_met'] else 'NOT met'}); its mask equals "
               f"cv2.resize + argmax on {result['fused_vs_opencv_numpy_agreement']:.4%} of pixels."]
+    if "baseline" in result:
+        ratio = (result["latency_ms"]["fused_1_thread"]["median"]
+                 / result["latency_ms"]["baseline_fused_1_thread"]["median"])
+        lines += ["", f"Baseline build `{result['baseline']}` interleaved: one thread {ratio:.3f}x its median; "
+                  f"masks {'equal' if result['baseline_masks_equal'] else 'DIFFERENT'}."]
     return "\n".join(lines) + "\n"
 
 
@@ -156,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=50, help="timed calls per trial")
     parser.add_argument("--threads", type=int, default=0,
                         help="threads of the fused kernel (0 = one per core this process may use)")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another build's _tiling*.so to time beside this one, interleaved")
     parser.add_argument("--name", default="finish_cpu", help="result file stem (default finish_cpu)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)

@@ -27,6 +27,22 @@ def test_short_run_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "Fused finish" in capsys.readouterr().out
 
 
+def test_a_baseline_build_is_timed_beside_this_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--baseline loads another build of the kernels (here this one's file again) and interleaves its rows."""
+    code = main(["--classes", "3", "--scores", "32x24", "--mask", "60x45", "--trials", "2", "--iterations", "2",
+                 "--baseline", bench_finish._tiling.__file__, "--name", "finish_baseline",
+                 "--results-dir", str(tmp_path)])
+    assert code == 0
+    result = json.loads((tmp_path / "finish_baseline.json").read_text())
+    assert {"baseline_fused", "baseline_fused_1_thread"} <= set(result["latency_ms"])
+    assert result["baseline_masks_equal"] is True
+    assert "Baseline build" in (tmp_path / "finish_baseline.md").read_text()
+    capsys.readouterr()
+    assert main(["--baseline", str(tmp_path / "none.so"), "--results-dir", str(tmp_path)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "--baseline" in err[0]
+
+
 def test_regions_content_is_a_scene_of_class_regions(tmp_path: Path) -> None:
     labels = region_scores(5, 192, 256).argmax(axis=0)
     # Regions, not noise: the class changes between few neighbouring pixels.
