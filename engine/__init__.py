@@ -24,11 +24,13 @@ try:
 except metadata.PackageNotFoundError:  # a copy of the package that pip did not install
     __version__ = "0+unknown"
 
-__all__ = ["ModelInfo", "Palette", "SegmentationResult", "Segmenter", "__version__", "cancel_builds"]
+__all__ = ["ModelInfo", "NonFiniteScoresError", "Palette", "SegmentationResult", "Segmenter", "__version__",
+           "cancel_builds"]
 
 _NEEDS_OPENCV = {"Segmenter": ".segmenter", "SegmentationResult": ".segmenter"}
 
 if TYPE_CHECKING:
+    from .frame_path import NonFiniteScoresError
     from .plan_build import cancel_builds
     from .segmenter import SegmentationResult, Segmenter
 else:
@@ -36,6 +38,8 @@ else:
     def __getattr__(name: str) -> Any:
         if name == "cancel_builds":
             return importlib.import_module(".plan_build", __name__).cancel_builds
+        if name == "NonFiniteScoresError":
+            return importlib.import_module(".frame_path", __name__).NonFiniteScoresError
         if name not in _NEEDS_OPENCV:
             raise AttributeError(f"module 'unetrt' has no attribute {name!r}")
         from .opencv import import_cv2

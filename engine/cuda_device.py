@@ -136,13 +136,14 @@ class CudaKernels(Protocol):
         ...
 
     def finish_cuda(self, acc_ptr: int, acc_shape: tuple[int, ...], weight_ptr: int, mask_ptr: int, *,
-                    binary: bool, threshold: float, write_logits: bool, stream: int) -> None:
+                    binary: bool, threshold: float, write_logits: bool, nonfinite_ptr: int, stream: int) -> None:
         """See ``unetrt._tiling.finish_cuda``."""
         ...
 
     def finish_resized_cuda(self, scores_ptr: int, scores_shape: tuple[int, ...], scores_dtype: str, mask_ptr: int,
                             mask_hw: tuple[int, int], *, rect: tuple[int, int, int, int], weight_ptr: int,
-                            binary: bool, threshold: float, probabilities_ptr: int, stream: int) -> None:
+                            binary: bool, threshold: float, probabilities_ptr: int, nonfinite_ptr: int,
+                            stream: int) -> None:
         """See ``unetrt._tiling.finish_resized_cuda``."""
         ...
 
@@ -388,18 +389,21 @@ class CudaDevice:
                                        window_x_ptr=0 if window_x is None else window_x.ptr, stream=self.stream)
 
     def finish(self, scores: CudaBuffer, mask: CudaBuffer | None, probabilities: CudaBuffer | None, *,
-               rect: tuple[int, int, int, int], weight: CudaBuffer | None, binary: bool) -> None:
+               rect: tuple[int, int, int, int], weight: CudaBuffer | None, binary: bool,
+               nonfinite: CudaBuffer | None = None) -> None:
         """See :meth:`unetrt.device.Device.finish`: a weight divides the accumulator in place first, once per
-        source pixel (``finish_cuda`` with ``write_logits``)."""
+        source pixel (``finish_cuda`` with ``write_logits``); the resized finish adds its count of non-finite pixels
+        to ``nonfinite`` on the device (an atomicAdd by each thread that meets one)."""
         if weight is not None:
             self.kernels.finish_cuda(scores.ptr, scores.shape, weight.ptr, 0, binary=binary, threshold=0.0,
-                                     write_logits=True, stream=self.stream)
+                                     write_logits=True, nonfinite_ptr=0, stream=self.stream)
         out = mask if mask is not None else probabilities
         assert out is not None  # the frame path asks for a mask, probabilities or both
         self.kernels.finish_resized_cuda(scores.ptr, scores.shape, scores.dtype_name, 0 if mask is None else mask.ptr,
                                          (out.shape[-2], out.shape[-1]), rect=rect, weight_ptr=0, binary=binary,
                                          threshold=0.0, probabilities_ptr=0 if probabilities is None else
-                                         probabilities.ptr, stream=self.stream)
+                                         probabilities.ptr, nonfinite_ptr=0 if nonfinite is None else nonfinite.ptr,
+                                         stream=self.stream)
 
     def download(self, buffer: CudaBuffer) -> NDArray[Any]:
         """See :meth:`unetrt.device.Device.download`: into a page-locked array reused for this buffer."""

@@ -78,7 +78,7 @@ class Device(Protocol[BufferT]):
         ...
 
     def zero(self, buffer: BufferT) -> None:
-        """Set every element of a float32 buffer to 0."""
+        """Set every element of a float32 or uint64 buffer to 0."""
         ...
 
     def part(self, buffer: BufferT, start: int, stop: int) -> BufferT:
@@ -110,10 +110,12 @@ class Device(Protocol[BufferT]):
         ...
 
     def finish(self, scores: BufferT, mask: BufferT | None, probabilities: BufferT | None, *,
-               rect: tuple[int, int, int, int], weight: BufferT | None, binary: bool) -> None:
+               rect: tuple[int, int, int, int], weight: BufferT | None, binary: bool,
+               nonfinite: BufferT | None = None) -> None:
         """Resize ``rect`` of K x h x w scores bilinearly to the mask's size, fused with argmax (threshold 0 when
         binary) and optional softmax/sigmoid probabilities (``unetrt._tiling.finish_resized``); without a mask,
-        the probabilities alone at their own size.
+        the probabilities alone at their own size. The kernel adds the count of output pixels with a NaN or
+        infinite resized score to ``nonfinite`` (one uint64, zeroed by the caller; None: not counted).
 
         With a ``weight`` (blended tiles), the scores are the float32 stitch accumulator and are divided by it in
         place first, once per source pixel (``unetrt._tiling.finish`` with ``write_logits``), not at every
@@ -288,16 +290,19 @@ class HostDevice:
                              window_y=window_y, window_x=window_x, threads=self.threads_for(acc.size))
 
     def finish(self, scores: NDArray[Any], mask: NDArray[Any] | None, probabilities: NDArray[Any] | None, *,
-               rect: tuple[int, int, int, int], weight: NDArray[Any] | None, binary: bool) -> None:
-        """See :meth:`Device.finish`."""
+               rect: tuple[int, int, int, int], weight: NDArray[Any] | None, binary: bool,
+               nonfinite: NDArray[Any] | None = None) -> None:
+        """See :meth:`Device.finish`: the CPU kernel returns its count."""
         if weight is not None:
             _tiling.finish(scores, weight, write_logits=True, threads=self.threads_for(scores.size))
         out = mask if mask is not None else probabilities
         assert out is not None  # the frame path asks for a mask, probabilities or both
         pixels = out.shape[-2] * out.shape[-1]
         written = pixels * (scores.shape[0] if probabilities is None else 2 * scores.shape[0])
-        _tiling.finish_resized(scores, mask, rect=rect, binary=binary, threshold=0.0, probabilities=probabilities,
-                               threads=self.threads_for(written))
+        count = _tiling.finish_resized(scores, mask, rect=rect, binary=binary, threshold=0.0,
+                                       probabilities=probabilities, threads=self.threads_for(written))
+        if nonfinite is not None:
+            nonfinite += np.uint64(count)
 
     def download(self, buffer: NDArray[Any]) -> NDArray[Any]:
         """See :meth:`Device.download` (host buffers are returned as they are)."""

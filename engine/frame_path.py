@@ -5,8 +5,10 @@ frame as the camera gave it (a gray one as one channel) -> native working-size r
 into a colour model's channels or colour turned gray for a 1-channel model, the frame's colour order -> the
 model's RGB, scaling, normalisation, layout and dtype in one kernel) -> network
 -> stitch (several tiles) -> native finish: bilinear resize of the scores to the frame's size fused with
-argmax (or threshold) and optional probabilities. :class:`FramePath` drives a :class:`unetrt.device.Device`
-through these steps; the device decides where the buffers live.
+argmax (or threshold) and optional probabilities, counting the output pixels whose scores are NaN or infinite (a
+counter that comes back with the mask; a frame with any is refused: :class:`NonFiniteScoresError`).
+:class:`FramePath` drives a :class:`unetrt.device.Device` through these steps; the device decides where the buffers
+live.
 
 Threads: a :class:`FramePath` may be called from any number of threads. Each call takes its own set of
 working buffers (tile batch, accumulator, weights) from a small pool, so calls on a device that declares
@@ -33,9 +35,45 @@ from .tiling import TileGrid, blend_window, check_blend, extract_call, plan_whol
 from .values import is_whole_number
 
 PROBABILITY_SIZES = ("frame", "working")
+# What the error of a frame with NaN or infinite scores tells the user to do.
+NONFINITE_FIX = ("rebuild the engine at FP32 (`unet-build ... --precision fp32`, or Segmenter(..., precision='fp32')) "
+                 "or check the model (its export, an INT8 calibration)")
 # Idle buffer sets kept per geometry: enough for the threads that usually share a segmenter; a burst of more
 # callers allocates extra sets that are dropped when returned.
 POOL_SIZE = 4
+
+
+class NonFiniteScoresError(ValueError):
+    """The network gave NaN or infinite scores for a frame: its mask would mean nothing, so none is returned.
+
+    The usual cause is an FP16 engine (the default on a Jetson) whose activations pass 65504 and overflow to
+    infinity, then NaN; also an INT8 engine with a bad calibration, a damaged engine file or a model exported with a
+    bug. A ``ValueError``, so that the commands end in its one line with exit code 2 like every other refused input.
+
+    Attributes:
+        counts: per frame of the call, how many of its output pixels had a NaN or infinite score.
+        pixels: the output pixels of one frame.
+
+    Example:
+        >>> try:  # doctest: +SKIP
+        ...     result = seg.segment(frame)
+        ... except NonFiniteScoresError as error:
+        ...     print(error.counts)
+    """
+
+    def __init__(self, counts: Sequence[int], pixels: int) -> None:
+        self.counts, self.pixels = [int(c) for c in counts], int(pixels)
+        bad = [i for i, c in enumerate(self.counts) if c]
+        worst, frames = max(self.counts), len(self.counts)
+        if frames == 1:
+            where = f"{worst} of {self.pixels} pixels of this frame"
+        elif len(bad) == 1:
+            where = f"{worst} of {self.pixels} pixels of frame {bad[0]} of this call's {frames}"
+        else:
+            listed = ", ".join(map(str, bad))
+            where = f"up to {worst} of {self.pixels} pixels of frames {listed} of this call's {frames}"
+        super().__init__(f"the network gave NaN or infinite scores at {where} (an FP16 engine overflows this way when "
+                         f"activations pass 65504): {NONFINITE_FIX}")
 
 
 @dataclass
@@ -183,6 +221,7 @@ class FramePath(Generic[BufferT]):
             ValueError: when there are no frames or they are no arrays or differ, the grid is no TileGrid or does
                 not fit them, the batch size is no int >= 1, ``probabilities`` is no bool or the network returns
                 another shape.
+            NonFiniteScoresError: when the network gave NaN or infinite scores for any of the frames.
         """
         # This is public (docs/tiling.md): a mistake here gets a line that says so, not an AttributeError.
         if isinstance(frames, np.ndarray) or not frames or not all(isinstance(f, np.ndarray) for f in frames):
@@ -217,16 +256,24 @@ class FramePath(Generic[BufferT]):
             probs_hw = work_hw if probabilities_size == "working" else frame_hw
             probs = (device.output((count, classes, *probs_hw), np.dtype(np.float32), ("probs", count, probs_hw))
                      if probabilities else None)
+            # Per frame, the finish kernels' count of output pixels with NaN or infinite scores: zeroed on the device
+            # with the rest of the call's work and downloaded with the masks, so it costs no wait of its own.
+            nonfinite = device.output((count,), np.dtype(np.uint64), ("nonfinite", count))
             normalisation = extract_normalisation(first, info, self.color_order)
             marks: dict[str, float] = {}
 
             def enqueue() -> None:
-                self._enqueue(prepared, grid, buffers, masks, probs, normalisation, marks)
+                self._enqueue(prepared, grid, buffers, masks, probs, nonfinite, normalisation, marks)
 
             device.launch(("frames", first.shape, first.dtype.str, grid, count, probabilities, probs_hw), enqueue)
             host_masks = device.download(masks)
             host_probs = None if probs is None else device.download(probs)
+            host_nonfinite = device.download(nonfinite)
             device.synchronize()
+            if host_nonfinite.any():
+                # A mask of NaN scores is class 0 (or whatever NaN's place in the argmax gives) on every frame: never
+                # handed out in silence.
+                raise NonFiniteScoresError(host_nonfinite.tolist(), frame_hw[0] * frame_hw[1])
             if device.reuses_outputs:
                 host_masks = host_masks.copy()
                 host_probs = None if host_probs is None else host_probs.copy()
@@ -290,10 +337,12 @@ class FramePath(Generic[BufferT]):
         return _Buffers(batch, acc, weight, window_y, window_x)
 
     def _enqueue(self, images: Sequence[BufferT], grid: TileGrid, buffers: _Buffers[BufferT], masks: BufferT,
-                 probs: BufferT | None, normalisation: dict[str, Any], marks: dict[str, float]) -> None:
+                 probs: BufferT | None, nonfinite: BufferT, normalisation: dict[str, Any],
+                 marks: dict[str, float]) -> None:
         device = self.device
         jobs = [(frame, tile) for frame in range(len(images)) for tile in range(grid.count)]
         whole = grid.count == 1
+        device.zero(nonfinite)
         if not whole:
             assert buffers.acc is not None  # allocated for every grid of several tiles
             device.zero(buffers.acc)
@@ -320,7 +369,8 @@ class FramePath(Generic[BufferT]):
                 rect = (-margin_y, -margin_x, *grid.image_hw)
                 for index, (frame, _) in enumerate(chunk):
                     self._finish(device.item(outputs, index), device.item(masks, frame),
-                                 None if probs is None else device.item(probs, frame), rect, None)
+                                 None if probs is None else device.item(probs, frame), rect, None,
+                                 device.part(nonfinite, frame, frame + 1))
                 continue
             for index, (_, tile) in enumerate(chunk):
                 row, col = divmod(tile, cols)
@@ -341,16 +391,18 @@ class FramePath(Generic[BufferT]):
         for frame in range(len(images)):
             self._finish(device.item(buffers.acc, frame), device.item(masks, frame),
                          None if probs is None else device.item(probs, frame), (0, 0, *grid.image_hw),
-                         None if buffers.weight is None else device.item(buffers.weight, frame))
+                         None if buffers.weight is None else device.item(buffers.weight, frame),
+                         device.part(nonfinite, frame, frame + 1))
 
     def _finish(self, scores: BufferT, mask: BufferT, probs: BufferT | None, rect: tuple[int, int, int, int],
-                weight: BufferT | None) -> None:
-        """The mask, and the probabilities in the same pass when they share its size, else in a second one."""
+                weight: BufferT | None, nonfinite: BufferT) -> None:
+        """The mask, and the probabilities in the same pass when they share its size, else in a second one; the
+        mask's pass counts the non-finite pixels (of the frame's size, as the error names them)."""
         device, binary = self.device, self.info.binary
         if probs is None or device.shape(probs)[1:] == device.shape(mask):
-            device.finish(scores, mask, probs, rect=rect, weight=weight, binary=binary)
+            device.finish(scores, mask, probs, rect=rect, weight=weight, binary=binary, nonfinite=nonfinite)
             return
-        device.finish(scores, mask, None, rect=rect, weight=weight, binary=binary)
+        device.finish(scores, mask, None, rect=rect, weight=weight, binary=binary, nonfinite=nonfinite)
         # The first pass divided the scores by the weight in place.
         device.finish(scores, None, probs, rect=rect, weight=None, binary=binary)
 

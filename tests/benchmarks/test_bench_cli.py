@@ -136,6 +136,19 @@ def test_end_to_end_frames_from_a_folder(tiny_model_files: dict[str, Path], tmp_
     assert all(r["status"] == "ok" for r in report["results"])
 
 
+def test_end_to_end_of_a_network_that_gives_nan_is_one_line_and_exit_2(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """--end-to-end times masks; a network whose scores are NaN gives none, and the run says why in one line."""
+    from nonfinite_models import write_nonfinite_onnx
+
+    model = write_nonfinite_onnx(tmp_path / "nan.onnx", "nan")
+    code, _, err = _run(["--engine", str(model), "--backend", "onnxruntime", *FAST, "--end-to-end",
+                         "--json", str(tmp_path / "out.json")], capsys)
+    assert code == 2
+    line = _one_line_error(err)
+    assert line.startswith("error: ") and "the network gave NaN or infinite scores at " in line
+
+
 def test_workload_frames_come_from_the_images_in_turn(tmp_path: Path) -> None:
     first, second = np.full((20, 30, 3), 40, np.uint8), np.full((20, 30, 3), 200, np.uint8)
     paths = (tmp_path / "1.png", tmp_path / "2.png")

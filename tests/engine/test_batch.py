@@ -936,3 +936,30 @@ def test_a_folder_of_a_unetrt_before_job_json_still_refuses_another_models_rerun
     with pytest.raises(ValueError, match="holds the masks of another job"):
         job.run_batch([str(tmp_path / "in")], out, BatchSettings(model=str(tiny_model_files["onnx"]),
                                                                   working_size=(32, 24)), workers=1)
+
+
+def test_frames_whose_scores_are_nan_fail_alone_with_the_reason(local_ray: LocalRay, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A network that gives NaN on some frames only (an FP16 overflow on bright scenes): the batch still writes the
+    good frames' masks, each NaN frame is a failure whose row names the error and its fix, and the command ends in
+    the one line that points to the summary, exit 1 (some frames failed)."""
+    from nonfinite_models import write_nonfinite_onnx
+
+    model = write_nonfinite_onnx(tmp_path / "nan.onnx", "nan")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index in range(4):
+        frame = np.full((30, 40, 3), 150, np.uint8)
+        if index % 2:
+            frame[:5, :4, 0] = 0  # 20 pixels whose Log is NaN
+        cv2.imwrite(str(folder / f"img_{index:02d}.png"), frame)
+    out = tmp_path / "out"
+    assert main([str(folder), "-o", str(out), "--model", str(model), "--batch-size", "4", "--workers", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: 2 frames failed; {out}/summary.json lists them"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"]["written"] == 2 and summary["frames"]["failed"] == 2
+    assert sorted(f["output"] for f in summary["failures"]) == ["img_01.png", "img_03.png"]
+    assert all(f["error"].startswith("cannot segment: the network gave NaN or infinite scores at 20 of 1200 pixels "
+                                     "of this frame") for f in summary["failures"])
+    assert sorted(path.name for path in out.glob("img_*.png")) == ["img_00.png", "img_02.png"]

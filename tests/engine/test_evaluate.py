@@ -589,3 +589,17 @@ def test_an_output_over_the_bundled_split_named_by_its_model_is_refused(
     err = capsys.readouterr().err
     assert f"is the split file {str(split)!r}, which the output would replace" in err, err
     assert split.read_bytes() == before
+
+
+def test_cli_nan_scores_one_line_exit_2(tmp_path: Path) -> None:
+    """unet-eval of a network that gives NaN: the error's one line and exit 2, no score file."""
+    from nonfinite_models import write_nonfinite_onnx
+
+    images, labels = make_folders(tmp_path)
+    model = write_nonfinite_onnx(tmp_path / "nan.onnx", "nan")
+    proc = run_cli("--model", str(model), "--images", str(images), "--labels", str(labels), "--json", "out.json",
+                   cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: the network gave NaN or infinite scores at ") and "fp32" in lines[0]
+    assert not (tmp_path / "out.json").exists()

@@ -26,8 +26,9 @@ class StitchedScores(HostDevice):
         self.scores: list[np.ndarray] = []
 
     def finish(self, scores: np.ndarray, mask: np.ndarray | None, probabilities: np.ndarray | None, *,
-               rect: tuple[int, int, int, int], weight: np.ndarray | None, binary: bool) -> None:
-        super().finish(scores, mask, probabilities, rect=rect, weight=weight, binary=binary)
+               rect: tuple[int, int, int, int], weight: np.ndarray | None, binary: bool,
+               nonfinite: np.ndarray | None = None) -> None:
+        super().finish(scores, mask, probabilities, rect=rect, weight=weight, binary=binary, nonfinite=nonfinite)
         y0, x0, height, width = rect  # the finish divided blended scores by their weight in place
         self.scores.append(scores[:, y0 : y0 + height, x0 : x0 + width].copy())
 

@@ -76,36 +76,43 @@ class FakeKernels:
                        "window_x": view(window_x_ptr, (tiles_shape[3],), np.float32)}
         self._queue(stream, "stitch", lambda: self.kernels.stitch_tiles(tiles, acc, weight, **kwargs, **windows))
 
+    def _counted(self, nonfinite_ptr: int, count: int) -> None:
+        """What the CUDA build does with a count of non-finite pixels: add it to the device counter, if any."""
+        if nonfinite_ptr:
+            self.gpu.view(nonfinite_ptr, (1,), np.uint64)[0] += np.uint64(count)
+
     def finish_cuda(self, acc_ptr: int, acc_shape: tuple[int, ...], weight_ptr: int, mask_ptr: int, *,
-                    binary: bool, threshold: float, write_logits: bool, stream: int) -> None:
-        self.calls.append(("finish", {"weight_ptr": weight_ptr, "mask_ptr": mask_ptr, "write_logits": write_logits}))
+                    binary: bool, threshold: float, write_logits: bool, nonfinite_ptr: int = 0, stream: int) -> None:
+        self.calls.append(("finish", {"weight_ptr": weight_ptr, "mask_ptr": mask_ptr, "write_logits": write_logits,
+                                      "nonfinite_ptr": nonfinite_ptr}))
         if self.pointers:
             self._launch(stream, "normalise", "finish_cuda", acc_ptr, acc_shape, weight_ptr, mask_ptr, binary=binary,
-                         threshold=threshold, write_logits=write_logits)
+                         threshold=threshold, write_logits=write_logits, nonfinite_ptr=nonfinite_ptr)
             return
         view = self.gpu.view
         acc = view(acc_ptr, tuple(acc_shape), np.float32)
         weight = view(weight_ptr, tuple(acc_shape[1:]), np.float32) if weight_ptr else None
         mask = view(mask_ptr, tuple(acc_shape[1:]), np.uint8) if mask_ptr else None
-        self._queue(stream, "normalise", lambda: self.kernels.finish(acc, weight, mask, binary=binary,
-                                                                     threshold=threshold, write_logits=write_logits))
+        self._queue(stream, "normalise", lambda: self._counted(nonfinite_ptr, self.kernels.finish(
+            acc, weight, mask, binary=binary, threshold=threshold, write_logits=write_logits)))
 
     def finish_resized_cuda(self, scores_ptr: int, scores_shape: tuple[int, ...], scores_dtype: str, mask_ptr: int,
                             mask_hw: tuple[int, int], *, rect: tuple[int, int, int, int], weight_ptr: int,
-                            binary: bool, threshold: float, probabilities_ptr: int, stream: int) -> None:
-        self.calls.append(("finish_resized", {"weight_ptr": weight_ptr}))
+                            binary: bool, threshold: float, probabilities_ptr: int, nonfinite_ptr: int = 0,
+                            stream: int) -> None:
+        self.calls.append(("finish_resized", {"weight_ptr": weight_ptr, "nonfinite_ptr": nonfinite_ptr}))
         if self.pointers:
             self._launch(stream, "finish", "finish_resized_cuda", scores_ptr, scores_shape, scores_dtype, mask_ptr,
                          mask_hw, rect=rect, weight_ptr=weight_ptr, binary=binary, threshold=threshold,
-                         probabilities_ptr=probabilities_ptr)
+                         probabilities_ptr=probabilities_ptr, nonfinite_ptr=nonfinite_ptr)
             return
         view = self.gpu.view
         scores = view(scores_ptr, tuple(scores_shape), scores_dtype)
         mask = view(mask_ptr, tuple(mask_hw), np.uint8) if mask_ptr else None
         weight = view(weight_ptr, tuple(scores_shape[1:]), np.float32) if weight_ptr else None
         probs = view(probabilities_ptr, (scores_shape[0], *mask_hw), np.float32) if probabilities_ptr else None
-        self._queue(stream, "finish", lambda: self.kernels.finish_resized(
-            scores, mask, rect=rect, weight=weight, binary=binary, threshold=threshold, probabilities=probs))
+        self._queue(stream, "finish", lambda: self._counted(nonfinite_ptr, self.kernels.finish_resized(
+            scores, mask, rect=rect, weight=weight, binary=binary, threshold=threshold, probabilities=probs)))
 
     def resize_bilinear_cuda(self, image_ptr: int, image_shape: tuple[int, int, int], image_dtype: str, out_ptr: int,
                              out_hw: tuple[int, int], *, stream: int) -> None:

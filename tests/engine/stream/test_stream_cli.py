@@ -245,3 +245,24 @@ def test_the_help_says_open_timeout_bounds_a_builds_wait_for_the_camera() -> Non
     help_text = " ".join(build_parser().format_help().split())
     entry = help_text.split("--open-timeout SECONDS", 1)[1].split(" --topic", 1)[0]
     assert "a first TensorRT build waits at most this long for the source's first attempt, a camera's too" in entry
+
+
+def test_nan_scores_mid_stream_end_in_one_line_and_a_playable_video(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A network that turns NaN on the seventh frame (an FP16 engine overflowing on a bright scene): the stream ends
+    in the error's one line with exit 2, and the six frames written before stay a finished, playable video."""
+    from nonfinite_models import write_nonfinite_onnx
+
+    model = write_nonfinite_onnx(tmp_path / "nan.onnx", "nan")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index in range(8):
+        frame = np.full((48, 64, 3), 150, np.uint8)
+        if index >= 6:
+            frame[10:20, 10:20, 1] = 0  # 100 pixels whose Log is NaN
+        cv2.imwrite(str(folder / f"{index:03d}.png"), frame)
+    out = tmp_path / "out.mp4"
+    assert main([str(folder), str(out), "--model", str(model), "--headless", "--workers", "2"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error") or "Trace" in line]
+    assert len(err) == 1 and err[0].startswith("error: the network gave NaN or infinite scores at 100 of 3072 pixels")
+    assert count_video_frames(out) == 6

@@ -1,0 +1,166 @@
+"""A network whose scores are NaN or infinite never gives a mask in silence: every backend the tests run (ONNX Runtime,
+OpenVINO and torch on the CPU; the fake TensorRT with the emulated CUDA kernels and the fake GPU's CUDA graphs) ends
+in :class:`unetrt.NonFiniteScoresError`, naming exactly how many pixels of the frame the finish kernels counted.
+
+The networks produce NaN and infinities for real, per pixel: Log of a negative input (NaN), Exp of a large one (+inf,
+an FP16 overflow's first symptom) and its negation (-inf) (tests/nonfinite_models.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import tiny_info
+from fakes.cuda import FakeGpu, install_fake_gpu
+from fakes.kernels import FakeKernels
+from fakes.tensorrt import install_fake_tensorrt, write_plan_from_onnx
+from nonfinite_models import BAD, GOOD, KINDS, frame_with_bad_pixels, write_nonfinite_onnx
+
+import unetrt
+from unetrt import _tiling, _tiling_emu
+from unetrt.cuda_device import CudaDevice
+from unetrt.frame_path import FramePath, NonFiniteScoresError
+from unetrt.segmenter import Segmenter
+from unetrt.tiling import plan_tiles, plan_whole
+
+OPENVINO = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="OpenVINO is not installed")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, int], Path]:
+    pytest.importorskip("onnx")
+    folder = tmp_path_factory.mktemp("nonfinite")
+    return {(kind, classes): write_nonfinite_onnx(folder / f"{kind.replace('+', 'pos').replace('-', 'neg')}"
+                                                  f"_{classes}.onnx", kind, classes)
+            for kind in KINDS for classes in (1, 3)}
+
+
+def test_error_is_a_value_error_exported_from_unetrt() -> None:
+    assert unetrt.NonFiniteScoresError is NonFiniteScoresError and issubclass(NonFiniteScoresError, ValueError)
+    assert "NonFiniteScoresError" in unetrt.__all__
+    message = str(NonFiniteScoresError([0, 7, 0], 100))
+    assert message.startswith("the network gave NaN or infinite scores at 7 of 100 pixels of frame 1 of this call's 3")
+    assert "65504" in message and "--precision fp32" in message and "precision='fp32'" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=OPENVINO)])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("classes", [3, 1], ids=["multi-class", "binary"])
+@pytest.mark.parametrize("probabilities", [False, True], ids=["mask", "probabilities"])
+def test_segment_refuses_a_frame_with_nonfinite_scores(models: dict[tuple[str, int], Path], backend: str,
+                                                       kind: str, classes: int, probabilities: bool) -> None:
+    frame, bad = frame_with_bad_pixels(kind, (37, 53), seed=classes)
+    with Segmenter(models[kind, classes], backend=backend, probabilities=probabilities, cleanup=None) as seg:
+        with pytest.raises(NonFiniteScoresError, match=rf"at {bad} of {37 * 53} pixels of this frame \(") as error:
+            seg.segment(frame)
+        assert error.value.counts == [bad]
+        # The next good frame goes through: nothing of the refused one stays behind.
+        clean = seg.segment(np.full((37, 53, 3), GOOD, np.uint8))
+    assert clean.mask.shape == (37, 53)
+
+
+def test_minus_infinity_in_a_losing_class_is_no_error(models: dict[tuple[str, int], Path]) -> None:
+    """A head that rules a class out with -inf gives a mask, the class never chosen there, its probability 0."""
+    frame = np.full((24, 32, 3), GOOD, np.uint8)
+    frame[5:9, 5:9, 0] = BAD["-inf"]  # blue: the model's class 2 is -inf there (BGR frame, RGB model)
+    with Segmenter(models["-inf", 3], backend="onnxruntime", probabilities=True) as seg:
+        result = seg.segment(frame)
+    assert result.probabilities is not None and np.isfinite(result.probabilities).all()
+    assert (result.mask[5:9, 5:9] != 2).all() and (result.probabilities[2, 5:9, 5:9] == 0).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_segment_batch_names_the_frames_and_their_counts(models: dict[tuple[str, int], Path], kind: str) -> None:
+    first, bad_first = frame_with_bad_pixels(kind, (40, 48), seed=1)
+    third, bad_third = frame_with_bad_pixels(kind, (40, 48), seed=3, share=0.1)
+    good = np.full((40, 48, 3), GOOD, np.uint8)
+    with Segmenter(models[kind, 3], backend="onnxruntime", probabilities=True) as seg:
+        with pytest.raises(NonFiniteScoresError, match=r"of frames 0, 2 of this call's 4") as error:
+            seg.segment_batch([first, good, third, good])
+        assert error.value.counts == [bad_first, 0, bad_third, 0]
+        with pytest.raises(NonFiniteScoresError, match=rf"at {bad_third} of {40 * 48} pixels of frame 1 of this "
+                                                       r"call's 2"):
+            seg.segment_batch([good, third])
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "crop"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("classes", [3, 1], ids=["multi-class", "binary"])
+def test_tiled_frames_count_after_stitching(models: dict[tuple[str, int], Path], blend: str, kind: str,
+                                            classes: int) -> None:
+    frame, bad = frame_with_bad_pixels(kind, (70, 90), seed=5)
+    with Segmenter(models[kind, classes], backend="onnxruntime", tile=32, blend=blend, cleanup=None) as seg:
+        assert seg.tile_grid(70, 90).count > 1
+        with pytest.raises(NonFiniteScoresError, match=rf"at {bad} of {70 * 90} pixels"):
+            seg.segment(frame)
+
+
+def test_torch_backend_refuses_a_network_with_a_nan_bias(tmp_path: Path) -> None:
+    """A torch network broken for real: its last convolution's bias of class 1 is NaN, so every pixel is."""
+    torch = pytest.importorskip("torch")
+
+    from unetrt.export.checkpoint import build_model, save_checkpoint
+
+    info = tiny_info()
+    model = build_model(info).eval()
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == info.num_classes][-1]
+    with torch.no_grad():
+        last.bias[1] = float("nan")
+    save_checkpoint(tmp_path / "broken.pt", model, info)
+    with Segmenter(tmp_path / "broken.pt", backend="torch") as seg, \
+            pytest.raises(NonFiniteScoresError, match=rf"at {24 * 32} of {24 * 32} pixels of this frame"):
+        seg.segment(np.full((24, 32, 3), GOOD, np.uint8))
+
+
+@pytest.fixture(params=["emulated", "cpu"])
+def fake_trt(models: dict[tuple[str, int], Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+             request: pytest.FixtureRequest) -> Iterator[tuple[Any, FakeGpu, CudaDevice]]:
+    """The fake TensorRT engine of the '+inf' network (an FP16 engine's overflow) on the fake GPU, its CudaDevice
+    running the emulated CUDA kernels (or the CPU ones) on the fake device memory."""
+    from unetrt.backends.tensorrt import TensorRTBackend
+
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False))
+    install_fake_tensorrt(monkeypatch, gpu)
+    plan = write_plan_from_onnx(models["+inf", 3], tmp_path / "overflow.plan", gpu)
+    backend = TensorRTBackend(plan)
+    kernels = _tiling_emu if request.param == "emulated" else _tiling
+    yield backend, gpu, CudaDevice(backend, kernels=FakeKernels(gpu, kernels))
+    backend.close()
+
+
+@pytest.mark.parametrize("tiled", [False, True], ids=["whole", "tiled"])
+def test_gpu_path_counts_on_the_device_through_graph_replays(fake_trt: tuple[Any, FakeGpu, CudaDevice],
+                                                              tiled: bool) -> None:
+    """The counter is zeroed on the stream inside the recorded work: the replayed graph counts each frame afresh
+    (a good frame after a bad one passes), and it comes back with the mask before the one host wait."""
+    backend, gpu, device = fake_trt
+    path = FramePath(device, backend.info)
+    grid = plan_tiles((48, 64), 32, 8, "same", 3) if tiled else plan_whole(48, 64, "same", 3)
+    good = np.full((48, 64, 3), GOOD, np.uint8)
+    for seed in range(4):  # the first call runs, the second captures a graph, later ones replay it
+        frame, bad = frame_with_bad_pixels("+inf", (48, 64), seed)
+        with pytest.raises(NonFiniteScoresError, match=rf"at {bad} of {48 * 64} pixels") as error:
+            path.run([frame], grid, probabilities=seed % 2 == 1, batch_size=4)
+        assert error.value.counts == [bad]
+        assert path.run([good], grid, probabilities=seed % 2 == 1, batch_size=4)[0].mask.shape == (48, 64)
+    assert "graph" in [entry[0] for entry in gpu.log]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_frame_with_nan_or_inf_pixels_is_refused_naming_the_count(models: dict[tuple[str, int], Path],
+                                                                       dtype: Any) -> None:
+    """The caller's bad input is not the network's: a float frame with NaN or infinite pixels is refused before it
+    reaches the network, with the count of such pixels."""
+    frame = np.full((20, 24, 3), 0.5, dtype)
+    frame[3, 4, 1] = np.nan
+    frame[5, 6] = np.inf
+    frame[7, 8, 2] = -np.inf
+    with Segmenter(models["nan", 3], backend="onnxruntime") as seg, \
+            pytest.raises(ValueError, match=r"3 of 480 pixels are NaN or infinite; .*np\.nan_to_num") as error:
+        seg.segment(frame)
+    assert not isinstance(error.value, NonFiniteScoresError)

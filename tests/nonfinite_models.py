@@ -1,0 +1,66 @@
+"""Networks whose scores are NaN or infinite for real, per pixel, and frames that make them so (the tests of
+unetrt.NonFiniteScoresError: tests/engine/test_frame_path_nonfinite.py and the commands' tests).
+
+The networks are elementwise: Log of a negative input (NaN), Exp of a large one (+inf, an FP16 overflow's first
+symptom) and its negation (-inf). The tiny description normalises a uint8 value v to (v / 255 - 0.5) / 0.25, so GOOD
+(150) is finite for all three and the BAD value of each kind is not, in the channels where it is put: one channel for
+NaN and +inf (either wins the argmax), all three for -inf (which counts only where it wins). A frame's expected count
+of non-finite pixels is the number of pixels holding a BAD value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from conftest import tiny_info
+
+GOOD = 150
+BAD = {"nan": 0, "+inf": 255, "-inf": 255}
+KINDS = list(BAD)
+
+
+def write_nonfinite_onnx(path: Path, kind: str, classes: int = 3) -> Path:
+    """A described ONNX network, elementwise per pixel, whose scores are `kind` where a channel holds BAD[kind]:
+    Log(x) ('nan'), Exp(100 x) ('+inf') or -Exp(100 x) ('-inf'); one class (a binary model) takes the mean of the
+    three channels, which keeps a NaN or infinity."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from unetrt.model_file import write_onnx_description
+
+    if kind == "nan":
+        nodes = [helper.make_node("Log", ["image"], ["scores"])]
+    else:
+        nodes = [helper.make_node("Constant", [], ["hundred"],
+                                  value=helper.make_tensor("hundred_value", TensorProto.FLOAT, [], [100.0])),
+                 helper.make_node("Mul", ["image", "hundred"], ["scaled"]),
+                  helper.make_node("Exp", ["scaled"], ["scores" if kind == "+inf" else "grown"])]
+        if kind == "-inf":
+            nodes.append(helper.make_node("Neg", ["grown"], ["scores"]))
+    if classes == 1:
+        nodes.append(helper.make_node("ReduceMean", ["scores"], ["logits"], axes=[1], keepdims=1))
+    else:
+        nodes.append(helper.make_node("Identity", ["scores"], ["logits"]))
+    graph = helper.make_graph(nodes, "nonfinite",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", classes, "h", "w"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    write_onnx_description(model, tiny_info(num_classes=classes))
+    onnx.save(model, str(path))
+    return path
+
+
+def frame_with_bad_pixels(kind: str, shape: tuple[int, int], seed: int, share: float = 0.02) -> tuple[np.ndarray, int]:
+    """A uint8 BGR frame of GOOD with BAD[kind] in some pixels (in one channel, all three for '-inf'), and how many
+    pixels those are."""
+    rng = np.random.default_rng(seed)
+    frame = np.full((*shape, 3), GOOD, np.uint8)
+    bad = rng.random(shape) < share
+    bad[rng.integers(shape[0]), rng.integers(shape[1])] = True
+    ys, xs = np.nonzero(bad)
+    if kind == "-inf":
+        frame[ys, xs] = BAD[kind]
+    else:
+        frame[ys, xs, rng.integers(0, 3, shape)[ys, xs]] = BAD[kind]
+    return frame, int(bad.sum())
