@@ -114,8 +114,9 @@ class Device(Protocol[BufferT]):
                nonfinite: BufferT | None = None) -> None:
         """Resize ``rect`` of K x h x w scores bilinearly to the mask's size, fused with argmax (threshold 0 when
         binary) and optional softmax/sigmoid probabilities (``unetrt._tiling.finish_resized``); without a mask,
-        the probabilities alone at their own size. The kernel adds the count of output pixels with a NaN or
-        infinite resized score to ``nonfinite`` (one uint64, zeroed by the caller; None: not counted).
+        the probabilities alone at their own size. The kernel adds the count of output pixels whose best resized score
+        (the argmax's, a binary model's one) is NaN or infinite to ``nonfinite`` (one uint64, zeroed by the caller;
+        None: not counted).
 
         With a ``weight`` (blended tiles), the scores are the float32 stitch accumulator and are divided by it in
         place first, once per source pixel (``unetrt._tiling.finish`` with ``write_logits``), not at every

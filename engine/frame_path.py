@@ -51,8 +51,10 @@ class NonFiniteScoresError(ValueError):
     bug. A ``ValueError``, so that the commands end in its one line with exit code 2 like every other refused input.
 
     Attributes:
-        counts: per frame of the call, how many of its output pixels had a NaN or infinite score.
-        pixels: the output pixels of one frame.
+        counts: per frame of the call, how many of its output pixels have a best score (the argmax's, a binary
+            model's one) that is NaN or infinite; 0 also for a frame not segmented (a call of several frame sizes
+            stops at the first size group with such a frame).
+        pixels: the output pixels of one such frame.
 
     Example:
         >>> try:  # doctest: +SKIP

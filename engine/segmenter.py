@@ -19,7 +19,7 @@ from .backends import Backend, open_backend
 from .backends.base import DeviceBackend
 from .device import Device, HostDevice
 from .dropped import release_when_dropped
-from .frame_path import PROBABILITY_SIZES, FramePath
+from .frame_path import PROBABILITY_SIZES, FramePath, NonFiniteScoresError
 from .geometry import legal_sizes
 from .model_info import ModelInfo, check_working_size
 from .palette import Palette
@@ -402,7 +402,18 @@ class Segmenter:
         results: list[SegmentationResult | None] = [None] * len(checked)
         for indices in groups.values():
             same_size = [checked[i] for i in indices]
-            for index, result in zip(indices, self._segment_same_size(same_size, want_probs, probabilities_size)):
+            try:
+                segmented = self._segment_same_size(same_size, want_probs, probabilities_size)
+            except NonFiniteScoresError as error:
+                if len(indices) == len(checked):
+                    raise
+                # The error names frames by their place in the caller's list, not in their size group (the groups
+                # after this one are not segmented: 0).
+                counts = [0] * len(checked)
+                for index, count in zip(indices, error.counts):
+                    counts[index] = count
+                raise NonFiniteScoresError(counts, error.pixels) from None
+            for index, result in zip(indices, segmented):
                 results[index] = result
         # Each result's latency is the whole call's, as documented, not only its own size group's network pass.
         latency = (time.perf_counter() - start) * 1e3

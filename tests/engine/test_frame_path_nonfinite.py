@@ -88,6 +88,18 @@ def test_segment_batch_names_the_frames_and_their_counts(models: dict[tuple[str,
             seg.segment_batch([good, third])
 
 
+def test_segment_batch_of_several_sizes_names_the_frame_by_its_place_in_the_call(
+        models: dict[tuple[str, int], Path]) -> None:
+    """Frames of several sizes go through the network in size groups; the error names the caller's index."""
+    bad, count = frame_with_bad_pixels("nan", (30, 20), seed=4)
+    good = np.full((40, 48, 3), GOOD, np.uint8)
+    with Segmenter(models["nan", 3], backend="onnxruntime") as seg:
+        with pytest.raises(NonFiniteScoresError, match=rf"at {count} of 600 pixels of frame 2 of this call's 3") \
+                as error:
+            seg.segment_batch([good, good, bad])
+        assert error.value.counts == [0, 0, count]
+
+
 @pytest.mark.parametrize("blend", ["gaussian", "crop"])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("classes", [3, 1], ids=["multi-class", "binary"])
