@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -296,7 +297,10 @@ class Segmenter:
         """
         if self.info.working_size is not None and self.tile is None:
             width, height = self.info.working_size
-            self.segment(np.zeros((height, width, 3), np.uint8))
+            # The blank frame only compiles the shape; a network may legitimately give NaN on it (a normalisation of
+            # a constant input), and every real frame is still checked.
+            with contextlib.suppress(NonFiniteScoresError):
+                self.segment(np.zeros((height, width, 3), np.uint8))
 
     def segment(self, frame: np.ndarray, probabilities: bool | None = None,
                 probabilities_size: str = "frame") -> SegmentationResult:

@@ -100,6 +100,16 @@ def test_segment_batch_of_several_sizes_names_the_frame_by_its_place_in_the_call
         assert error.value.counts == [0, 0, count]
 
 
+def test_warm_up_on_a_blank_frame_that_gives_nan_does_not_refuse_the_model(
+        models: dict[tuple[str, int], Path]) -> None:
+    """The warm-up's blank frame (Log of its normalised -2 is NaN) only compiles the working size's shape: the
+    segmenter opens, and real frames are checked."""
+    with Segmenter(models["nan", 3], backend="onnxruntime", working_size=(32, 24)) as seg:
+        assert seg.segment(np.full((48, 64, 3), GOOD, np.uint8)).mask.shape == (48, 64)
+        with pytest.raises(NonFiniteScoresError, match=r"of 3072 pixels of this frame"):
+            seg.segment(frame_with_bad_pixels("nan", (48, 64), seed=2)[0])
+
+
 @pytest.mark.parametrize("blend", ["gaussian", "crop"])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("classes", [3, 1], ids=["multi-class", "binary"])
