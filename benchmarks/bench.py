@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
-import io
 import math
 import os
 import sys
@@ -63,6 +62,7 @@ from unetrt.model_file import file_precision, read_model_file
 from unetrt.model_info import ModelInfo
 from unetrt.paths import check_file, check_folder, write_whole
 from unetrt.plan_metadata import ShapeProfile, format_shape
+from unetrt.plot_png import plot_png
 from unetrt.stream.output_path import check_not_replacing, check_reads_nothing, check_writable_file, same_file
 
 from .flops import flops_per_image
@@ -915,10 +915,9 @@ def write_plot(results: Sequence[dict[str, Any]], path: Path) -> Path:
         ax.set_title(f"{mode}, frame {frame_hw[1]}x{frame_hw[0]} (WxH), batch {batch}", fontsize=9)
         ax.grid(True, axis="y", which="both", alpha=0.3)
     fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=120)
+    png = plot_png(fig, dpi=120)
     plt.close(fig)
-    write_whole(path, png.getvalue())
+    write_whole(path, png)
     return path
 
 

@@ -32,6 +32,8 @@ from unetrt.benchmarks import results_dir
 from unetrt.benchmarks.stats import current_rss_bytes, describe_cpu, load_average, machine_description, write_results
 from unetrt.bundled import sample_clip
 from unetrt.cli import run_cli
+from unetrt.paths import write_whole
+from unetrt.plot_png import plot_png
 from unetrt.stream.pipeline import Stream
 
 RESULTS_DIR = results_dir()
@@ -227,7 +229,7 @@ def plot_memory(result: dict[str, Any], path: Path) -> bool:
     axes.set_title(f"Soak: {result['model']} on {result['machine']['cpu_model']}", fontsize=9)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    write_whole(path, plot_png(figure, dpi=100))
     plt.close(figure)
     return True
 

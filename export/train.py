@@ -40,7 +40,8 @@ from unetrt.heldout import HeldOutSplit, split_file
 from unetrt.metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from unetrt.model_file import checkpoint_description
 from unetrt.model_info import ModelInfo
-from unetrt.paths import read_json
+from unetrt.paths import read_json, write_whole
+from unetrt.plot_png import plot_png
 from unetrt.postprocess import BinaryCleanup, statement_cleanup
 from unetrt.stream.output_path import check_writable_file
 
@@ -809,7 +810,7 @@ def plot_curves(history: Sequence[EpochResult], path: Path) -> None:
     metric_ax.set(xlabel="epoch", title="validation metrics", ylim=(0, 1))
     metric_ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    write_whole(path, plot_png(fig, dpi=80))
     plt.close(fig)
 
 

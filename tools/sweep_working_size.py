@@ -28,6 +28,8 @@ from typing import Any
 
 from unetrt.cli import HelpFormatter, format_size, parse_size, run_cli
 from unetrt.evaluate import evaluate, parse_stems
+from unetrt.paths import write_whole
+from unetrt.plot_png import plot_png
 from unetrt.segmenter import Segmenter
 
 DEFAULT_RUNS = ("onnxruntime:fp32", "auto:auto")
@@ -112,7 +114,7 @@ def plot(results: dict[str, Any], path: Path, trained: tuple[int, int] | None) -
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    write_whole(path, plot_png(figure, dpi=110))
     plt.close(figure)
 
 
