@@ -35,9 +35,22 @@ from .tiling import TileGrid, blend_window, check_blend, extract_call, plan_whol
 from .values import is_whole_number
 
 PROBABILITY_SIZES = ("frame", "working")
-# What the error of a frame with NaN or infinite scores tells the user to do.
-NONFINITE_FIX = ("rebuild the engine at FP32 (`unet-build ... --precision fp32`, or Segmenter(..., precision='fp32')) "
-                 "or check the model (its export, an INT8 calibration)")
+# What the error of a frame with NaN or infinite scores says of its cause and fix, by the precision the network ran
+# at (None: not known, as for a FramePath driven directly).
+NONFINITE_ADVICE = {
+    None: "(an FP16 engine overflows this way when activations pass 65504): rebuild the engine at FP32 "
+          "(`unet-build ... --precision fp32`, or Segmenter(..., precision='fp32')) or check the model (its export, "
+          "an INT8 calibration)",
+    "fp16": "(the network ran at FP16, which overflows this way when activations pass 65504): run it at FP32 "
+            "(--precision fp32, or Segmenter(..., precision='fp32'); `unet-build ... --precision fp32` for an engine)",
+    "bf16": "(the network ran at BF16, whose 8-bit significand is too coarse for some networks): run it at FP32 "
+            "(--precision fp32, or Segmenter(..., precision='fp32'))",
+    "int8": "(the network ran at INT8, whose calibration may not fit these frames): run it at FP16 or FP32 "
+            "(--precision fp16 or fp32, or Segmenter(..., precision=...)), or export the INT8 model again with "
+            "calibration frames like these",
+    "fp32": "(the network ran at FP32, so no reduced precision overflowed): check the model (its export, its "
+            "weights) and that the frames are what it was trained on",
+}
 # Idle buffer sets kept per geometry: enough for the threads that usually share a segmenter; a burst of more
 # callers allocates extra sets that are dropped when returned.
 POOL_SIZE = 4
@@ -55,6 +68,8 @@ class NonFiniteScoresError(ValueError):
             model's one) that is NaN or infinite; 0 also for a frame not segmented (a call of several frame sizes
             stops at the first size group with such a frame).
         pixels: the output pixels of one such frame.
+        precision: what the network ran at ('fp32', 'fp16', 'bf16', 'int8'), whose usual cause and fix the message
+            names; None where it is not known.
 
     Example:
         >>> try:  # doctest: +SKIP
@@ -63,8 +78,8 @@ class NonFiniteScoresError(ValueError):
         ...     print(error.counts)
     """
 
-    def __init__(self, counts: Sequence[int], pixels: int) -> None:
-        self.counts, self.pixels = [int(c) for c in counts], int(pixels)
+    def __init__(self, counts: Sequence[int], pixels: int, precision: str | None = None) -> None:
+        self.counts, self.pixels, self.precision = [int(c) for c in counts], int(pixels), precision
         bad = [i for i, c in enumerate(self.counts) if c]
         worst, frames = max(self.counts), len(self.counts)
         if frames == 1:
@@ -74,8 +89,8 @@ class NonFiniteScoresError(ValueError):
         else:
             listed = ", ".join(map(str, bad))
             where = f"up to {worst} of {self.pixels} pixels of frames {listed} of this call's {frames}"
-        super().__init__(f"the network gave NaN or infinite scores at {where} (an FP16 engine overflows this way when "
-                         f"activations pass 65504): {NONFINITE_FIX}")
+        advice = NONFINITE_ADVICE.get(precision, NONFINITE_ADVICE[None])
+        super().__init__(f"the network gave NaN or infinite scores at {where} {advice}")
 
 
 @dataclass

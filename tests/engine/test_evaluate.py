@@ -601,5 +601,6 @@ def test_cli_nan_scores_one_line_exit_2(tmp_path: Path) -> None:
                    cwd=tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: the network gave NaN or infinite scores at ") and "fp32" in lines[0]
+    assert lines[0].startswith("error: the network gave NaN or infinite scores at ")
+    assert "(the network ran at FP32" in lines[0]
     assert not (tmp_path / "out.json").exists()

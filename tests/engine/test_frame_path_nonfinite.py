@@ -48,6 +48,32 @@ def test_error_is_a_value_error_exported_from_unetrt() -> None:
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(("precision", "says", "not_said"), [
+    ("fp16", ["ran at FP16", "65504", "--precision fp32"], []),
+    ("bf16", ["ran at BF16", "--precision fp32"], ["65504"]),
+    ("int8", ["ran at INT8", "calibration", "--precision fp16 or fp32"], ["65504"]),
+    ("fp32", ["ran at FP32", "check the model"], ["65504", "--precision fp32"]),
+])
+def test_the_line_names_the_cause_and_fix_of_the_precision_the_network_ran_at(precision: str, says: list[str],
+                                                                              not_said: list[str]) -> None:
+    message = str(NonFiniteScoresError([3], 100, precision))
+    assert message.startswith("the network gave NaN or infinite scores at 3 of 100 pixels of this frame (")
+    assert all(words in message for words in says) and not any(words in message for words in not_said)
+    assert "\n" not in message
+
+
+def test_segment_names_the_precision_its_backend_ran_at(models: dict[tuple[str, int], Path]) -> None:
+    # An FP32 network that gives NaN: running it "at FP32" is no fix, which the line must not send the user to.
+    frame, bad = frame_with_bad_pixels("nan", (20, 24), seed=5)
+    with Segmenter(models["nan", 3], backend="onnxruntime") as seg:
+        with pytest.raises(NonFiniteScoresError, match=r"\(the network ran at FP32, so no reduced precision") as error:
+            seg.segment(frame)
+        assert error.value.precision == "fp32"
+        with pytest.raises(NonFiniteScoresError, match=r"ran at FP32") as error:
+            seg.segment_batch([frame, np.full((10, 12, 3), GOOD, np.uint8), frame])
+        assert error.value.counts == [bad, 0, bad]
+
+
 @pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=OPENVINO)])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("classes", [3, 1], ids=["multi-class", "binary"])
