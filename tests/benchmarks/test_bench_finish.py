@@ -101,6 +101,39 @@ def test_each_row_runs_with_its_threads_and_the_target_judges_the_fused_row(tmp_
     assert json.loads((tmp_path / "default.json").read_text())["threads"] == threads_of["fused"] == 1
 
 
+def test_a_baseline_whose_masks_differ_is_reported_so_with_its_rows_threads_and_ratio(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--baseline: its two rows run with the report's threads and with one thread, the masks of a build that
+    disagrees are reported DIFFERENT, and the ratio is this build's one-thread median over the baseline's."""
+    threads_of: dict[str, int] = {}
+    asked: list[int] = []
+
+    def disagreeing_finish_resized(scores: np.ndarray, mask: np.ndarray, rect: tuple[int, int, int, int],
+                                   threads: int) -> int:
+        asked.append(threads)
+        mask[:] = 255  # a class the 3-class scores never pick
+        return 0
+
+    def fake_time_interleaved(actions: dict[str, Callable[[], object]], *args: object) -> dict[str, LatencyStats]:
+        for name, action in actions.items():
+            before = len(asked)
+            action()
+            if len(asked) > before:
+                threads_of[name] = asked[before]
+        medians = {"fused_1_thread": 3.0, "baseline_fused_1_thread": 2.0}
+        return {name: summarize([[medians.get(name, 1.0)]]) for name in actions}
+
+    monkeypatch.setattr(bench_finish, "load_baseline",
+                        lambda path: SimpleNamespace(finish_resized=disagreeing_finish_resized))
+    monkeypatch.setattr(bench_finish, "time_interleaved", fake_time_interleaved)
+    assert main(["--classes", "3", "--scores", "32x24", "--mask", "60x45", "--threads", "3", "--baseline",
+                 str(tmp_path / "other.so"), "--name", "other", "--results-dir", str(tmp_path)]) == 0
+    assert threads_of == {"baseline_fused": 3, "baseline_fused_1_thread": 1}
+    result = json.loads((tmp_path / "other.json").read_text())
+    assert result["baseline_masks_equal"] is False
+    assert "one thread 1.500x its median; masks DIFFERENT" in (tmp_path / "other.md").read_text()
+
+
 def test_a_full_uint8_mask_of_256_classes_runs_and_257_are_refused(tmp_path: Path) -> None:
     assert main(["--classes", "256", "--scores", "8x8", "--mask", "8x8", "--trials", "1", "--iterations", "1",
                  "--name", "f", "--results-dir", str(tmp_path)]) == 0

@@ -173,3 +173,27 @@ def test_cuda_entry_points_refuse_a_misaligned_counter() -> None:
     with pytest.raises(ValueError, match="nonfinite_ptr"):
         _tiling_emu.finish_resized_cuda(scores.ctypes.data, scores.shape, "float32", mask.ctypes.data, mask.shape,
                                         rect=(0, 0, 8, 10), nonfinite_ptr=counter.ctypes.data + 4)
+
+
+@pytest.mark.parametrize("module", MODULES)
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "+inf", "-inf"])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_nonfinite_score_in_a_scene_that_settles_counts_in_every_row_that_samples_it(module: Any, value: float,
+                                                                                       threads: int) -> None:
+    """A scene of class regions (as a camvid model's scores look) settles nearly every pixel, so the labels path runs
+    over the whole frame: a NaN or infinity inside a region (-inf in every class) is counted in each output row whose
+    upper or lower source row holds it, not only where it is the upper one."""
+    rng = np.random.default_rng(4)
+    classes, height, width = 5, 48, 64
+    region = np.arange(width) // 13  # vertical bands of one class each
+    scores = (rng.standard_normal((classes, height, width)) * 0.1).astype(np.float32)
+    scores[region, :, np.arange(width)] += 8.0
+    for y, x in [(21, 6), (30, 33), (41, 58)]:  # inside bands, past the rows that probe for a noisy frame
+        if value == -np.inf:
+            scores[:, y, x] = value
+        else:
+            scores[2, y, x] = value
+    mask = np.empty((150, 200), np.uint8)
+    count = module.finish_resized(scores, mask, rect=(0, 0, height, width), threads=threads)
+    values, _, _ = finish_resized_reference(scores, (150, 200), (0, 0, height, width))
+    assert count == expected_count(values) > 0

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
-from fakes.cuda import install_fake_gpu
+from fakes.cuda import FakeGpu, install_fake_gpu
 from forked import in_a_fork
 from plan_fixtures import install_fake_tensorrt_gpu
 
 import unetrt.cuda
-from unetrt.cuda import NoSuchDeviceError, PrimaryContext
+from unetrt.cuda import NoSuchDeviceError, PrimaryContext, cuda_device_count, one_device_count
 from unetrt.segmenter import Segmenter
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
@@ -76,3 +76,19 @@ def test_a_device_past_those_cuda_visible_devices_shows_names_the_index_and_the_
     with pytest.raises(NoSuchDeviceError, match=r"^CUDA device 3 does not exist for this process: "
                                                 r"CUDA_VISIBLE_DEVICES=1 shows it 1 CUDA device\(s\), numbered from 0"):
         PrimaryContext(3)
+
+
+def test_one_device_count_asks_the_driver_once_across_nested_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """unetrt.cuda.one_device_count's own example wraps open_backend, which opens a block of its own: the inner block
+    answers from the outer one's question (two backends opened in one block ask once), and outside any block each
+    call asks again."""
+    install_fake_gpu(monkeypatch, FakeGpu(count=2))
+    library = unetrt.cuda.driver_library()
+    with one_device_count():
+        for _ in range(2):
+            with one_device_count():
+                assert cuda_device_count() == 2
+        assert cuda_device_count() == 2
+    assert library.calls.count("cuDeviceGetCount") == 1, library.calls
+    assert cuda_device_count() == 2
+    assert library.calls.count("cuDeviceGetCount") == 2

@@ -148,6 +148,36 @@ def test_tiled_frames_count_after_stitching(models: dict[tuple[str, int], Path],
             seg.segment(frame)
 
 
+def test_tiled_frames_of_a_batch_are_each_counted_as_their_own(models: dict[tuple[str, int], Path]) -> None:
+    """A batch of tiled frames is stitched and finished frame by frame: each frame's count is its own, so the error
+    names the bad frame of the call (here the second and the fourth), not the first."""
+    bad_second, count_second = frame_with_bad_pixels("nan", (70, 90), seed=6)
+    bad_fourth, count_fourth = frame_with_bad_pixels("nan", (70, 90), seed=7, share=0.05)
+    good = np.full((70, 90, 3), GOOD, np.uint8)
+    with Segmenter(models["nan", 3], backend="onnxruntime", tile=32, cleanup=None) as seg:
+        assert seg.tile_grid(70, 90).count > 1
+        with pytest.raises(NonFiniteScoresError, match=r"of frames 1, 3 of this call's 4") as error:
+            seg.segment_batch([good, bad_second, good, bad_fourth])
+    assert error.value.counts == [0, count_second, 0, count_fourth]
+    assert f"up to {max(count_second, count_fourth)} of {70 * 90} pixels" in str(error.value)
+
+
+@pytest.mark.parametrize("classes", [3, 1], ids=["multi-class", "binary"])
+def test_probabilities_at_the_working_size_do_not_skip_the_count(models: dict[tuple[str, int], Path],
+                                                                 classes: int) -> None:
+    """probabilities_size='working' finishes the mask and the probabilities in two passes (they differ in size): the
+    mask's pass still counts, as many pixels as with the probabilities at the frame's size."""
+    frame = np.full((48, 64, 3), GOOD, np.uint8)
+    frame[10:30, 20:44, 1] = BAD["nan"]
+    counts: dict[str, list[int]] = {}
+    with Segmenter(models["nan", classes], backend="onnxruntime", working_size=(32, 24), cleanup=None) as seg:
+        for size in ("frame", "working"):
+            with pytest.raises(NonFiniteScoresError, match=r"of 3072 pixels of this frame") as error:
+                seg.segment(frame, probabilities=True, probabilities_size=size)
+            counts[size] = error.value.counts
+    assert counts["working"] == counts["frame"] and counts["frame"][0] > 0
+
+
 def test_torch_backend_refuses_a_network_with_a_nan_bias(tmp_path: Path) -> None:
     """A torch network broken for real: its last convolution's bias of class 1 is NaN, so every pixel is."""
     torch = pytest.importorskip("torch")

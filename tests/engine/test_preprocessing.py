@@ -67,6 +67,20 @@ def test_float_frames_with_nan_or_inf_pixels_name_their_count_and_the_fix(dtype:
     assert "divide 8-bit" not in str(error.value)
 
 
+@pytest.mark.parametrize("value", [np.inf, -np.inf], ids=["+inf", "-inf"])
+@pytest.mark.parametrize("shape", [(4, 5, 3), (4, 5)], ids=["colour", "gray"])
+def test_a_float_frame_whose_only_bad_values_are_infinities_names_their_count(value: float,
+                                                                             shape: tuple[int, ...]) -> None:
+    """An infinity with no NaN leaves one end of the range finite (min 0.5, max inf): the error still counts the
+    pixels and names np.nan_to_num, where dividing by 255 would not help."""
+    frame = np.full(shape, 0.5, np.float32)
+    frame[1, 2] = value
+    frame[3, 0] = value
+    with pytest.raises(ValueError, match=r": 2 of 20 pixels are NaN or infinite; .*np\.nan_to_num") as error:
+        check_frame(frame)
+    assert "divide 8-bit" not in str(error.value)
+
+
 def test_scale_brings_every_dtype_to_the_unit_range() -> None:
     assert frame_scale(np.dtype(np.uint8)) * 255 == pytest.approx(1.0)
     assert frame_scale(np.dtype(np.uint16)) * 65535 == pytest.approx(1.0)

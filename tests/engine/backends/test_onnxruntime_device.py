@@ -251,6 +251,72 @@ def test_the_capture_of_ort_s_prints_keeps_another_thread_s_prints_on_stdout(
     assert capsys.readouterr().out == "another thread's data\nafter\n"
 
 
+@pytest.mark.parametrize("reason", [
+    "/onnxruntime_src/onnxruntime/core/providers/cuda/cuda_call.cc:123 onnxruntime::CudaCall() CUDNN failure 4: "
+    "CUDNN_STATUS_INTERNAL_ERROR\n  while creating the cuDNN handle ; GPU=0 ; hostname=desktop",
+    "Failed to create the CUDA provider:\n  the provider's library did not load.\n",
+], ids=["cudnn", "another-form"])
+def test_a_reason_of_several_lines_is_told_in_one(reason: str) -> None:
+    """ORT's reason as its banner or its exception carries it may span lines (its own message, a C++ signature
+    before it): the error and the warning built on it stay one line."""
+    from unetrt.backends.onnxruntime import _cuda_provider_failure
+
+    told = _cuda_provider_failure(reason)
+    assert "\n" not in told and "  " not in told and told.startswith("ONNX Runtime's CUDA provider did not start (")
+
+
+def test_two_threads_making_sessions_at_once_each_keep_their_prints_and_stdout_comes_back_after_the_last(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Two segmenters opened in threads at once, before onnxruntime 1.23: each thread's banner stays off stdout while
+    the other is inside too; what the first prints once it has left (its report) reaches stdout while the second is
+    still inside; stdout is the original once both have left. The order is set by events, not by timing."""
+    import sys
+
+    from unetrt.backends.onnxruntime import _prints_captured
+
+    before = sys.stdout
+    first_inside, second_inside, first_done = threading.Event(), threading.Event(), threading.Event()
+    first_texts: list[str] = []
+
+    def first() -> None:
+        with _prints_captured() as texts:
+            print("first's banner")
+            first_inside.set()
+            second_inside.wait(5)
+        first_texts.extend(texts)
+        print("first's report")
+        first_done.set()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert first_inside.wait(5)
+    with _prints_captured() as texts:
+        second_inside.set()
+        assert first_done.wait(5)
+        print("second's banner")
+    thread.join()
+    assert "".join(first_texts) == "first's banner\n" and "".join(texts) == "second's banner\n"
+    assert sys.stdout is before
+    assert capsys.readouterr().out == "first's report\n"
+
+
+def test_a_stdout_replaced_during_the_capture_is_kept() -> None:
+    """Someone replacing sys.stdout while a session is made (another thread's contextlib.redirect_stdout) keeps
+    theirs: the capture puts back the stream it replaced only where its own is still there."""
+    import io
+    import sys
+
+    from unetrt.backends.onnxruntime import _prints_captured
+
+    before, replacement = sys.stdout, io.StringIO()
+    try:
+        with _prints_captured():
+            sys.stdout = replacement
+        assert sys.stdout is replacement
+    finally:
+        sys.stdout = before
+
+
 def test_a_network_that_cannot_run_a_shape_is_one_line_naming_the_depth_on_the_device_path(
         provider: FakeCudaProvider, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """A network from elsewhere described with too small a depth fails inside the Run: run_with_iobinding raises
