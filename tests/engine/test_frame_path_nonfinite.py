@@ -242,3 +242,28 @@ def test_float_frame_with_nan_or_inf_pixels_is_refused_naming_the_count(models: 
             pytest.raises(ValueError, match=r"3 of 480 pixels are NaN or infinite; .*np\.nan_to_num") as error:
         seg.segment(frame)
     assert not isinstance(error.value, NonFiniteScoresError)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_a_tensorrt_engine_on_the_gpu_path_names_its_precision_and_fix(models: dict[tuple[str, int], Path],
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path, precision: str) -> None:
+    """A Jetson's default: a Segmenter on an FP16 engine whose scores overflow, frames on the GPU path. The line
+    names FP16's overflow and FP32 as the fix (an INT8 engine: its calibration), which the plan's own precision
+    decides, not a guess."""
+    from plan_fixtures import install_fake_tensorrt_gpu, route_cuda_kernels_to
+
+    gpu = FakeGpu()
+    install_fake_tensorrt_gpu(monkeypatch, gpu)
+    route_cuda_kernels_to(monkeypatch, gpu, _tiling_emu)
+    plan = write_plan_from_onnx(models["+inf", 3], tmp_path / f"overflow_{precision}.plan", gpu, precision=precision)
+    frame, bad = frame_with_bad_pixels("+inf", (48, 64), seed=2)
+    with Segmenter(plan) as seg:
+        assert isinstance(seg.device, CudaDevice)
+        with pytest.raises(NonFiniteScoresError, match=rf"at {bad} of {48 * 64} pixels of this frame") as error:
+            seg.segment(frame)
+    message = str(error.value)
+    if precision == "fp16":
+        assert "(the network ran at FP16, which overflows" in message and "--precision fp32" in message
+    else:
+        assert "(the network ran at INT8, whose calibration" in message
