@@ -60,6 +60,23 @@ def test_bad_class_count_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Captu
     assert len(err) == 1 and "--classes" in err[0]
 
 
+def _timing_that_records_threads(asked: list[int], threads_of: dict[str, int], medians: dict[str, float],
+                                 other: float) -> Callable[..., dict[str, LatencyStats]]:
+    """A stand-in for time_interleaved: each row's action runs once, its first finish_resized call's threads (the
+    last entries of ``asked``) are recorded in ``threads_of``, and each row reports its median from ``medians``
+    (``other`` where it has none)."""
+
+    def fake_time_interleaved(actions: dict[str, Callable[[], object]], *args: object) -> dict[str, LatencyStats]:
+        for name, action in actions.items():
+            before = len(asked)
+            action()
+            if len(asked) > before:
+                threads_of[name] = asked[before]
+        return {name: summarize([[medians.get(name, other)]]) for name in actions}
+
+    return fake_time_interleaved
+
+
 def test_each_row_runs_with_its_threads_and_the_target_judges_the_fused_row(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     threads_of: dict[str, int] = {}  # each row's threads, from its first finish_resized call
@@ -71,22 +88,15 @@ def test_each_row_runs_with_its_threads_and_the_target_judges_the_fused_row(tmp_
         asked.append(threads)
         return real_finish_resized(scores, mask, rect=rect, threads=threads)
 
-    def fake_time_interleaved(actions: dict[str, Callable[[], object]], *args: object) -> dict[str, LatencyStats]:
-        for name, action in actions.items():
-            before = len(asked)
-            action()
-            if len(asked) > before:
-                threads_of[name] = asked[before]
-        # fused 1.5 ms meets the 2 ms target; the one-thread row's 3 ms would not
-        return {name: summarize([[{"fused": 1.5, "fused_1_thread": 3.0}.get(name, 5.0)]]) for name in actions}
-
     def disagreeing_opencv_numpy(scores: np.ndarray, out_hw: tuple[int, int], mask: np.ndarray) -> np.ndarray:
         mask[:] = 255  # a class the 3-class scores never pick: no pixel can agree with the fused mask
         return mask
 
     monkeypatch.setattr(bench_finish, "_tiling", SimpleNamespace(finish=bench_finish._tiling.finish,
                                                                  finish_resized=recording_finish_resized))
-    monkeypatch.setattr(bench_finish, "time_interleaved", fake_time_interleaved)
+    # fused 1.5 ms meets the 2 ms target; the one-thread row's 3 ms would not
+    monkeypatch.setattr(bench_finish, "time_interleaved",
+                        _timing_that_records_threads(asked, threads_of, {"fused": 1.5, "fused_1_thread": 3.0}, 5.0))
     monkeypatch.setattr(bench_finish, "opencv_numpy_finish", disagreeing_opencv_numpy)
     small = ["--classes", "3", "--scores", "32x24", "--mask", "60x45", "--results-dir", str(tmp_path)]
     assert main([*small, "--threads", "3", "--name", "three"]) == 0
@@ -114,18 +124,10 @@ def test_a_baseline_whose_masks_differ_is_reported_so_with_its_rows_threads_and_
         mask[:] = 255  # a class the 3-class scores never pick
         return 0
 
-    def fake_time_interleaved(actions: dict[str, Callable[[], object]], *args: object) -> dict[str, LatencyStats]:
-        for name, action in actions.items():
-            before = len(asked)
-            action()
-            if len(asked) > before:
-                threads_of[name] = asked[before]
-        medians = {"fused_1_thread": 3.0, "baseline_fused_1_thread": 2.0}
-        return {name: summarize([[medians.get(name, 1.0)]]) for name in actions}
-
     monkeypatch.setattr(bench_finish, "load_baseline",
                         lambda path: SimpleNamespace(finish_resized=disagreeing_finish_resized))
-    monkeypatch.setattr(bench_finish, "time_interleaved", fake_time_interleaved)
+    monkeypatch.setattr(bench_finish, "time_interleaved", _timing_that_records_threads(
+        asked, threads_of, {"fused_1_thread": 3.0, "baseline_fused_1_thread": 2.0}, 1.0))
     assert main(["--classes", "3", "--scores", "32x24", "--mask", "60x45", "--threads", "3", "--baseline",
                  str(tmp_path / "other.so"), "--name", "other", "--results-dir", str(tmp_path)]) == 0
     assert threads_of == {"baseline_fused": 3, "baseline_fused_1_thread": 1}
