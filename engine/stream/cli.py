@@ -39,6 +39,7 @@ from ..cli_options import (
     add_size,
     add_threads,
 )
+from ..frame_path import NonFiniteScoresError
 from ..paths import write_whole
 from .flip import FLIPS
 from .options import StreamOptions
@@ -290,6 +291,7 @@ def _run_stream(args: argparse.Namespace, sigterm: StopOnSigterm) -> bool:
     interrupted = False
     output_error: OutputError | None = None
     source_error: SourceError | None = None
+    scores_error: NonFiniteScoresError | None = None
     _check_stats_target(args)
     try:
         # The stream checks the input and output before it loads the model, so mistakes are reported at once.
@@ -319,6 +321,11 @@ def _run_stream(args: argparse.Namespace, sigterm: StopOnSigterm) -> bool:
                     raise  # never streamed (not up, no frame that decodes): the error line says it all
                 # A camera unplugged mid-run: the summary (and --stats) of what was segmented and written comes first.
                 source_error = exc
+            except NonFiniteScoresError as exc:
+                if not delivered:
+                    raise
+                # A model overflowing FP16 on a bright scene hours into a run: its figures are kept, as a camera's.
+                scores_error = exc
             finally:
                 _close_ignoring_ctrl_c(stream)
     except SourceError as exc:
@@ -328,6 +335,8 @@ def _run_stream(args: argparse.Namespace, sigterm: StopOnSigterm) -> bool:
         raise output_error
     if source_error is not None:
         raise ValueError(str(source_error)) from source_error
+    if scores_error is not None:
+        raise scores_error
     return interrupted
 
 
@@ -355,7 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``unet-stream``.
 
     Returns:
-        0 on success, 2 on a user error or a live source gone for good (after the summary of what was streamed),
+        0 on success, 2 on a user error, or on a live source gone for good or a frame the network gave NaN or
+        infinite scores for (these two after the summary of what was streamed),
         1 when writing the output failed (a full disk: the frames written
         before are kept), 130 after Ctrl-C and 143 after SIGTERM (in these three cases the output is
         finished and the summary printed first).

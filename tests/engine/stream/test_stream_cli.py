@@ -266,3 +266,31 @@ def test_nan_scores_mid_stream_end_in_one_line_and_a_playable_video(tmp_path: Pa
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error") or "Trace" in line]
     assert len(err) == 1 and err[0].startswith("error: the network gave NaN or infinite scores at 100 of 3072 pixels")
     assert count_video_frames(out) == 6
+
+
+@pytest.mark.parametrize("to_stdout", [False, True], ids=["file", "stdout"])
+def test_nan_scores_mid_stream_keep_the_summary_and_stats_of_what_was_streamed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], to_stdout: bool) -> None:
+    """docs/jetson.md: an FP16 overflow stops the stream on that frame with its video finished. The summary and
+    --stats of the frames streamed before it were lost (the error left before them), where a camera unplugged
+    mid-run keeps them (docs/streaming.md): a robot's run of hours ended with no figures at all."""
+    from nonfinite_models import write_nonfinite_onnx
+
+    model = write_nonfinite_onnx(tmp_path / "nan.onnx", "nan")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index in range(8):
+        frame = np.full((48, 64, 3), 150, np.uint8)
+        if index >= 6:
+            frame[10:20, 10:20, 1] = 0  # 100 pixels whose Log is NaN
+        cv2.imwrite(str(folder / f"{index:03d}.png"), frame)
+    out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
+    argv = [str(folder), str(out), "--model", str(model), "--headless", "--workers", "2", "--stats"]
+    assert main([*argv, *([] if to_stdout else [str(stats)])]) == 2
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out) if to_stdout else json.loads(stats.read_text())
+    assert summary["written"] == count_video_frames(out) == 6
+    err = [line for line in captured.err.splitlines() if line.startswith("error") or "Trace" in line]
+    assert len(err) == 1 and err[0].startswith("error: the network gave NaN or infinite scores at 100 of 3072 pixels")
+    # The error line comes last, after the summary's table, as after a camera gone for good.
+    assert captured.err.rstrip().splitlines()[-1] == err[0]
