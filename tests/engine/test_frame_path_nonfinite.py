@@ -267,3 +267,52 @@ def test_a_tensorrt_engine_on_the_gpu_path_names_its_precision_and_fix(models: d
         assert "(the network ran at FP16, which overflows" in message and "--precision fp32" in message
     else:
         assert "(the network ran at INT8, whose calibration" in message
+
+
+@pytest.mark.parametrize("on_gpu", [False, True], ids=["host", "gpu"])
+def test_threads_sharing_a_segmenter_each_get_their_own_answer(models: dict[tuple[str, int], Path],
+                                                              monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                              on_gpu: bool) -> None:
+    """Robot code calling one Segmenter from several threads: only the thread whose frame gives +inf gets the error,
+    with its own count, from segment and segment_batch alike; the others get their masks (host path, and the GPU
+    path of an FP16 engine, whose counter and graphs the calls share)."""
+    import threading
+
+    if on_gpu:
+        from plan_fixtures import install_fake_tensorrt_gpu, route_cuda_kernels_to
+
+        gpu = FakeGpu()
+        install_fake_tensorrt_gpu(monkeypatch, gpu)
+        route_cuda_kernels_to(monkeypatch, gpu, _tiling_emu)
+        model: Path = write_plan_from_onnx(models["+inf", 3], tmp_path / "overflow.plan", gpu, precision="fp16")
+    else:
+        model = models["+inf", 3]
+    good = np.full((48, 64, 3), GOOD, np.uint8)
+    frame, bad = frame_with_bad_pixels("+inf", (48, 64), seed=3)
+    answers: dict[int, list[Any]] = {}
+
+    def work(thread: int) -> None:
+        got: list[Any] = []
+        for call in range(6):
+            mine = frame if thread == 0 and call % 2 == 0 else good
+            for frames in ([mine], [good, mine]):
+                try:
+                    results = seg.segment_batch(frames) if len(frames) > 1 else [seg.segment(mine)]
+                    got.append([r.mask.shape for r in results])
+                except NonFiniteScoresError as error:
+                    got.append(error.counts)
+        answers[thread] = got
+
+    with Segmenter(model) as seg:
+        assert isinstance(seg.device, CudaDevice) == on_gpu
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    masks = [[(48, 64)], [(48, 64), (48, 64)]]
+    for thread in range(3):
+        expected = [[bad] if thread == 0 and call % 2 == 0 and len(batch) == 1 else
+                    [0, bad] if thread == 0 and call % 2 == 0 else batch
+                    for call in range(6) for batch in masks]
+        assert answers[thread] == expected, thread
