@@ -1080,8 +1080,7 @@ def run_benchmark(args: argparse.Namespace, command: Sequence[str] = ()) -> dict
         workload = Workload(mode, frame_hw, batch, args.seed, images)
         results += measure_group(variants, model, device, threads, workload, args, flops)
     if not any(r["status"] == "ok" for r in results):
-        reasons = sorted({r["reason"] for r in results})
-        raise ValueError(f"no variant could run here: {'; '.join(reasons)}")
+        raise ValueError(f"no variant could run here: {_skip_reasons(results)}")
     add_ratios(results)
     matmul_cpu = None
     if args.matmul and device == "cpu":
@@ -1156,9 +1155,26 @@ def unserved_requests(named: Sequence[str], variants: Sequence[Variant],
         keys = {v.key for v in variants if name in (v.key, v.backend)}
         rows = [r for r in results if r["variant"] in keys]
         if rows and not any(r["status"] == "ok" for r in rows):
-            reasons = sorted({r["reason"] for r in rows})
-            lines.append(f"{name} did not run: {'; '.join(reasons)}")
+            lines.append(f"{name} did not run: {_skip_reasons(rows)}")
     return lines
+
+
+def _skip_reasons(rows: Sequence[dict[str, Any]]) -> str:
+    """Why skipped rows did not run, in one line: the reason alone where all share it, else each reason after the
+    rows it stopped (a network giving NaN names FP32 as the fix on its BF16 row and the model on its FP32 rows).
+
+    Example:
+        >>> _skip_reasons([{"label": "OpenVINO BF16", "reason": "a"}, {"label": "ONNX Runtime FP32", "reason": "b"}])
+        'ONNX Runtime FP32: b; OpenVINO BF16: a'
+    """
+    by_reason: dict[str, list[str]] = {}
+    for row in rows:
+        labels = by_reason.setdefault(row["reason"], [])
+        if row["label"] not in labels:
+            labels.append(row["label"])
+    if len(by_reason) == 1:
+        return next(iter(by_reason))
+    return "; ".join(sorted(f"{', '.join(labels)}: {reason}" for reason, labels in by_reason.items()))
 
 
 def _gpu_name(torch_cuda: Any | None) -> str:

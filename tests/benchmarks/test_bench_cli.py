@@ -149,6 +149,27 @@ def test_end_to_end_of_a_network_that_gives_nan_is_one_line_and_exit_2(tmp_path:
     assert line.startswith("error: ") and "the network gave NaN or infinite scores at " in line
 
 
+def test_rows_that_fail_for_different_reasons_are_each_named_in_the_line(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A model that gives NaN on every row of --end-to-end: OpenVINO BF16's line says to run at FP32, the FP32 rows'
+    that FP32 overflowed nothing. 'no variant could run here: A; B' named no row, so the user read two fixes that
+    contradict each other and could not tell which row each was for."""
+    pytest.importorskip("openvino")
+    from nonfinite_models import write_nonfinite_onnx
+
+    model = write_nonfinite_onnx(tmp_path / "nan.onnx", "nan")
+    code, _, err = _run(["--engine", str(model), "--backend", "onnxruntime", "--backend", "openvino", *FAST,
+                         "--end-to-end", "--json", str(tmp_path / "out.json")], capsys)
+    assert code == 2
+    line = _one_line_error(err)
+    assert line.startswith("error: no variant could run here: ")
+    reasons = line.split("no variant could run here: ", 1)[1].split("; ")
+    by_rows = dict(reason.split(": ", 1) for reason in reasons)
+    assert "the network ran at BF16" in by_rows["OpenVINO BF16"]
+    fp32 = next(reason for rows, reason in by_rows.items() if "ONNX Runtime FP32" in rows.split(", "))
+    assert "the network ran at FP32" in fp32
+
+
 def test_workload_frames_come_from_the_images_in_turn(tmp_path: Path) -> None:
     first, second = np.full((20, 30, 3), 40, np.uint8), np.full((20, 30, 3), 200, np.uint8)
     paths = (tmp_path / "1.png", tmp_path / "2.png")
