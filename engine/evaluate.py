@@ -38,6 +38,7 @@ from .cli_options import (
     add_threads,
 )
 from .datasets import check_label_ids, find_class_table, paired_files, read_class_table, read_image, read_label
+from .frame_path import NonFiniteScoresError
 from .heldout import PARTS, HeldOutSplit, split_file
 from .metrics import ConfusionMatrix, IsbiChallengeScorer, rand_error
 from .model_info import ModelInfo
@@ -139,7 +140,8 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[tuple[Path, Path]]) -> 
         A JSON-ready dictionary of figures (see the module docstring).
 
     Raises:
-        ValueError: when a file cannot be read or a label's size differs from its image.
+        ValueError: when a file cannot be read or a label's size differs from its image;
+            :class:`~unetrt.NonFiniteScoresError` naming the image whose scores were NaN or infinite.
 
     Example:
         >>> split = HeldOutSplit.read(split_file("camvid"))
@@ -166,7 +168,12 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[tuple[Path, Path]]) -> 
         if not binary:
             # Ids outside the table (another data set's labels, 0/255 masks) would score as nothing, silently.
             check_label_ids(label, label_path, info.num_classes, info.ignore_index)
-        result = segmenter.segment(image, probabilities=binary)
+        try:
+            result = segmenter.segment(image, probabilities=binary)
+        except NonFiniteScoresError as error:
+            # 'this frame' of a data set of hundreds: the image to look at (or leave out) is named.
+            raise NonFiniteScoresError(error.counts, error.pixels, error.precision,
+                                       f"image {image_path.name}") from None
         matrix.update(result.mask, label)
         if binary and result.probabilities is not None:
             rand_errors.append(rand_error(result.mask, label))

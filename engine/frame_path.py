@@ -70,6 +70,8 @@ class NonFiniteScoresError(ValueError):
         pixels: the output pixels of one such frame.
         precision: what the network ran at ('fp32', 'fp16', 'bf16', 'int8'), whose usual cause and fix the message
             names; None where it is not known.
+        frame: what the message calls the one frame of its call ('image f1.png' where a command read it from a
+            file); None: 'this frame'.
 
     Example:
         >>> try:  # doctest: +SKIP
@@ -78,12 +80,14 @@ class NonFiniteScoresError(ValueError):
         ...     print(error.counts)
     """
 
-    def __init__(self, counts: Sequence[int], pixels: int, precision: str | None = None) -> None:
+    def __init__(self, counts: Sequence[int], pixels: int, precision: str | None = None,
+                 frame: str | None = None) -> None:
         self.counts, self.pixels, self.precision = [int(c) for c in counts], int(pixels), precision
+        self.frame = frame
         bad = [i for i, c in enumerate(self.counts) if c]
         worst, frames = max(self.counts), len(self.counts)
         if frames == 1:
-            where = f"{worst} of {self.pixels} pixels of this frame"
+            where = f"{worst} of {self.pixels} pixels of {frame or 'this frame'}"
         elif len(bad) == 1:
             where = f"{worst} of {self.pixels} pixels of frame {bad[0]} of this call's {frames}"
         else:

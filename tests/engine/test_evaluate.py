@@ -604,3 +604,21 @@ def test_cli_nan_scores_one_line_exit_2(tmp_path: Path) -> None:
     assert lines[0].startswith("error: the network gave NaN or infinite scores at ")
     assert "(the network ran at FP32" in lines[0]
     assert not (tmp_path / "out.json").exists()
+
+
+def test_cli_nan_scores_name_the_image(tmp_path: Path) -> None:
+    """unet-eval over a data set where one image's scores are NaN: the line said 'of this frame', leaving the user
+    of hundreds of images to find it; it names the image file."""
+    from nonfinite_models import GOOD, write_nonfinite_onnx
+
+    images, labels = make_folders(tmp_path)
+    for index in range(3):
+        frame = np.full((24, 32, 3), GOOD, np.uint8)
+        if index == 1:
+            frame[2:4, 2:7, 1] = 0  # 10 pixels whose Log is NaN
+        cv2.imwrite(str(images / f"f{index}.png"), frame)
+    model = write_nonfinite_onnx(tmp_path / "nan.onnx", "nan")
+    proc = run_cli("--model", str(model), "--images", str(images), "--labels", str(labels), cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: the network gave NaN or infinite scores at 10 of 768 pixels of image f1.png ")
