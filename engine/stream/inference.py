@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..frame_path import NonFiniteScoresError
 from ..segmenter import SegmentationResult, Segmenter
 from .capture import POLL_S, CapturedFrame, EndOfStream, Handoff, HandoffItem
 from .ordered import OrderedResults
@@ -139,7 +140,12 @@ class InferenceWorkers:
         taken_at = time.perf_counter()
         # The frame was checked at capture: a unetrt Segmenter is not asked to check it again.
         if isinstance(segmenter, Segmenter):
-            segmentation = segmenter.segment_checked(item.image)
+            try:
+                segmentation = segmenter.segment_checked(item.image)
+            except NonFiniteScoresError as error:
+                # 'this frame' of a bag or a recording of hours: the one to look at is named by its index.
+                raise NonFiniteScoresError(error.counts, error.pixels, error.precision,
+                                           f"frame {item.index} of the input") from None
         else:
             segmentation = segmenter.segment(item.image)
             if not isinstance(segmentation, SegmentationResult):

@@ -294,3 +294,22 @@ def test_nan_scores_mid_stream_keep_the_summary_and_stats_of_what_was_streamed(
     assert len(err) == 1 and err[0].startswith("error: the network gave NaN or infinite scores at 100 of 3072 pixels")
     # The error line comes last, after the summary's table, as after a camera gone for good.
     assert captured.err.rstrip().splitlines()[-1] == err[0]
+
+
+def test_nan_scores_mid_stream_name_the_frame_of_the_input(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The stream's line said 'of this frame': after hours of a bag or a recording, which one? It names the
+    frame's index in the input (the sixth of eight frames gives NaN: frame 5)."""
+    from nonfinite_models import write_nonfinite_onnx
+
+    model = write_nonfinite_onnx(tmp_path / "nan.onnx", "nan")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index in range(8):
+        frame = np.full((48, 64, 3), 150, np.uint8)
+        if index == 5:
+            frame[10:20, 10:20, 1] = 0  # 100 pixels whose Log is NaN
+        cv2.imwrite(str(folder / f"{index:03d}.png"), frame)
+    assert main([str(folder), str(tmp_path / "out.mp4"), "--model", str(model), "--headless"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert err == [line for line in err if "at 100 of 3072 pixels of frame 5 of the input (" in line] != []
