@@ -336,6 +336,11 @@ class Stream:
             self._iterating = True
         try:
             yield from self._results()
+        except Exception as exc:
+            if self._page is not None:
+                # An operator watching the page sees why the stream stopped (a NaN frame, a camera gone).
+                self._page.end(" ".join(str(exc).split()))
+            raise
         finally:
             # Also on an exception, a break in the caller's loop or Ctrl-C: the output is always finished.
             self._shutdown()

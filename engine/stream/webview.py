@@ -104,6 +104,8 @@ async function poll() {{
   if (document.hidden) {{ setTimeout(poll, {poll_ms}); return; }}
   try {{
     const stats = await (await fetch("/stats", {{cache: "no-store"}})).json();
+    // Why the stream ended (an error's line): kept on the page, which asks no more.
+    if (stats.ended) {{ document.getElementById("stats").textContent = stats.status; return; }}
     const shown = stats.frame !== undefined ? describe(stats) : stats.status ? describeStatus(stats) : null;
     if (shown !== null) document.getElementById("stats").textContent = shown;
   }} catch (error) {{
@@ -120,6 +122,9 @@ STATS_POLL_MS = 500
 # What /stats says before the stream says anything (HttpViewSink.set_status) or a frame comes.
 STARTING_STATUS: dict[str, Any] = {"status": "waiting for the first frame"}
 STREAMING_STATUS: dict[str, Any] = {"status": "streaming"}
+# How long closing waits, with viewers connected, for a page to ask /stats once after the stream ended on an error:
+# two of its polls, so that the reason is on the operator's screen rather than a bare "the stream has ended".
+END_SHOWN_S = 2 * STATS_POLL_MS / 1000
 
 
 class LatestFrame:
@@ -204,6 +209,9 @@ class _ViewServer(ThreadingHTTPServer):
         self.viewers_lock = threading.Lock()
         self._refused = 0
         self._refusal_logged_at = -REFUSAL_LOG_S
+        # Set by HttpViewSink.end; end_seen once /stats has said so to a page.
+        self.ended = threading.Event()
+        self.end_seen = threading.Event()
         super().__init__(address, _ViewHandler)
 
     def status_now(self) -> tuple[dict[str, Any], bytes]:
@@ -273,8 +281,11 @@ class _ViewHandler(BaseHTTPRequestHandler):
             page = PAGE.format(title=self.server.title, poll_ms=STATS_POLL_MS, status=html.escape(status_text(status)))
             self._send_body(page.encode(), "text/html; charset=utf-8")
         elif route == "stats":
+            ended = self.server.ended.is_set()
             _, stats = self.server.status_now()
             self._send_body(stats, "application/json")
+            if ended:
+                self.server.end_seen.set()
         else:
             self._send_stream()
 
@@ -433,10 +444,28 @@ class HttpViewSink:
             raise OSError(f"cannot encode a {image.shape} frame as JPEG for the live view")
         self._slot.put(jpeg.tobytes())
 
+    def end(self, reason: str) -> None:
+        """Say why the stream ended (an error's one line), on the page and at ``/stats``:
+        ``{"status": "the stream has ended: REASON", "ended": true}``; an open page keeps it in place of the figures.
+        :meth:`close` then waits up to ``END_SHOWN_S`` for a connected page to ask for it.
+
+        Example:
+            >>> sink.end("the network gave NaN or infinite scores at ...")  # doctest: +SKIP
+        """
+        document: dict[str, Any] = {"status": f"the stream has ended: {reason}", "ended": True}
+        with self._server.viewers_lock:
+            self._server.status = document
+            self._server.stats_json = json.dumps(document).encode()
+            self._server.build_began = None
+        self._server.ended.set()
+
     def close(self) -> None:
         """Stop serving and end every viewer's stream (idempotent)."""
         if self._slot.closed:
             return
+        if self._server.ended.is_set() and self.viewers:
+            # Without this the server went away before a page's next poll, which then said only that it ended.
+            self._server.end_seen.wait(END_SHOWN_S)
         self._slot.close()
         self._server.shutdown()
         self._server.server_close()

@@ -486,3 +486,42 @@ def test_a_discarded_frame_is_never_handed_to_a_viewer() -> None:
     assert slot.wait_newer(0, 0.01) is None
     slot.put(b"next")
     assert slot.wait_newer(0, 0.01) == (2, b"next")
+
+
+def test_a_stream_that_ends_on_an_error_says_why_on_the_page(sink: HttpViewSink) -> None:
+    """A robot operator watching the page when the stream stopped (a frame of NaN scores, a camera gone) read only
+    'the stream has ended': /stats and the page now say why, and the page's script keeps that line and asks no more."""
+    import json
+
+    sink.end("the network gave NaN or infinite scores at 100 of 3072 pixels of frame 5 of the input (...)")
+    status, body = _get(sink.url + "stats")
+    assert status == 200 and json.loads(body) == {
+        "status": "the stream has ended: the network gave NaN or infinite scores at 100 of 3072 pixels of frame 5 "
+                  "of the input (...)", "ended": True}
+    page = _get(sink.url)[1].decode()
+    assert "the stream has ended: the network gave NaN or infinite scores at 100" in page
+    assert ('if (stats.ended) { document.getElementById("stats").textContent = stats.status; return; }') in page
+
+
+def test_stream_passes_its_error_to_the_live_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Stream hands the live view the one line its loop raises (here a network that gives NaN on frame 2)."""
+    from nonfinite_models import write_nonfinite_onnx
+
+    from unetrt import NonFiniteScoresError
+
+    ended: list[str] = []
+    original = HttpViewSink.end
+
+    def spy(view: HttpViewSink, reason: str) -> None:
+        ended.append(reason)
+        original(view, reason)
+
+    monkeypatch.setattr(HttpViewSink, "end", spy)
+    model = write_nonfinite_onnx(tmp_path / "nan.onnx", "nan")
+    frames = [np.full((48, 64, 3), 150, np.uint8) for _ in range(4)]
+    frames[2][10:20, 10:20, 1] = 0
+    with Stream(iter(frames), model, "http://127.0.0.1:0") as stream, pytest.raises(NonFiniteScoresError):
+        for _ in stream:
+            pass
+    assert len(ended) == 1 and ended[0].startswith("the network gave NaN or infinite scores at 100 of 3072 pixels "
+                                                   "of frame 2 of the input")
