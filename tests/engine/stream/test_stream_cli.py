@@ -247,10 +247,9 @@ def test_the_help_says_open_timeout_bounds_a_builds_wait_for_the_camera() -> Non
     assert "a first TensorRT build waits at most this long for the source's first attempt, a camera's too" in entry
 
 
-def test_nan_scores_mid_stream_end_in_one_line_and_a_playable_video(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    """A network that turns NaN on the seventh frame (an FP16 engine overflowing on a bright scene): the stream ends
-    in the error's one line with exit 2, and the six frames written before stay a finished, playable video."""
+def _frames_of_a_network_turning_nan(tmp_path: Path, nan_frames: range) -> tuple[Path, Path]:
+    """A network whose scores are NaN where a pixel's green is 0 (Log), and a folder of eight 64x48 frames of which
+    those in ``nan_frames`` hold 100 such pixels."""
     from nonfinite_models import write_nonfinite_onnx
 
     model = write_nonfinite_onnx(tmp_path / "nan.onnx", "nan")
@@ -258,9 +257,17 @@ def test_nan_scores_mid_stream_end_in_one_line_and_a_playable_video(tmp_path: Pa
     folder.mkdir()
     for index in range(8):
         frame = np.full((48, 64, 3), 150, np.uint8)
-        if index >= 6:
+        if index in nan_frames:
             frame[10:20, 10:20, 1] = 0  # 100 pixels whose Log is NaN
         cv2.imwrite(str(folder / f"{index:03d}.png"), frame)
+    return model, folder
+
+
+def test_nan_scores_mid_stream_end_in_one_line_and_a_playable_video(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A network that turns NaN on the seventh frame (an FP16 engine overflowing on a bright scene): the stream ends
+    in the error's one line with exit 2, and the six frames written before stay a finished, playable video."""
+    model, folder = _frames_of_a_network_turning_nan(tmp_path, nan_frames=range(6, 8))
     out = tmp_path / "out.mp4"
     assert main([str(folder), str(out), "--model", str(model), "--headless", "--workers", "2"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error") or "Trace" in line]
@@ -274,16 +281,7 @@ def test_nan_scores_mid_stream_keep_the_summary_and_stats_of_what_was_streamed(
     """docs/jetson.md: an FP16 overflow stops the stream on that frame with its video finished. The summary and
     --stats of the frames streamed before it were lost (the error left before them), where a camera unplugged
     mid-run keeps them (docs/streaming.md): a robot's run of hours ended with no figures at all."""
-    from nonfinite_models import write_nonfinite_onnx
-
-    model = write_nonfinite_onnx(tmp_path / "nan.onnx", "nan")
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    for index in range(8):
-        frame = np.full((48, 64, 3), 150, np.uint8)
-        if index >= 6:
-            frame[10:20, 10:20, 1] = 0  # 100 pixels whose Log is NaN
-        cv2.imwrite(str(folder / f"{index:03d}.png"), frame)
+    model, folder = _frames_of_a_network_turning_nan(tmp_path, nan_frames=range(6, 8))
     out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
     argv = [str(folder), str(out), "--model", str(model), "--headless", "--workers", "2", "--stats"]
     assert main([*argv, *([] if to_stdout else [str(stats)])]) == 2
@@ -300,16 +298,7 @@ def test_nan_scores_mid_stream_name_the_frame_of_the_input(tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     """The stream's line said 'of this frame': after hours of a bag or a recording, which one? It names the
     frame's index in the input (the sixth of eight frames gives NaN: frame 5)."""
-    from nonfinite_models import write_nonfinite_onnx
-
-    model = write_nonfinite_onnx(tmp_path / "nan.onnx", "nan")
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    for index in range(8):
-        frame = np.full((48, 64, 3), 150, np.uint8)
-        if index == 5:
-            frame[10:20, 10:20, 1] = 0  # 100 pixels whose Log is NaN
-        cv2.imwrite(str(folder / f"{index:03d}.png"), frame)
+    model, folder = _frames_of_a_network_turning_nan(tmp_path, nan_frames=range(5, 6))
     assert main([str(folder), str(tmp_path / "out.mp4"), "--model", str(model), "--headless"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
     assert err == [line for line in err if "at 100 of 3072 pixels of frame 5 of the input (" in line] != []
