@@ -172,8 +172,7 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[tuple[Path, Path]]) -> 
             result = segmenter.segment(image, probabilities=binary)
         except NonFiniteScoresError as error:
             # 'this frame' of a data set of hundreds: the image to look at (or leave out) is named.
-            raise NonFiniteScoresError(error.counts, error.pixels, error.precision,
-                                       f"image {image_path.name}") from None
+            raise error.restated(frame=f"image {image_path.name}") from None
         matrix.update(result.mask, label)
         if binary and result.probabilities is not None:
             rand_errors.append(rand_error(result.mask, label))

@@ -96,6 +96,18 @@ class NonFiniteScoresError(ValueError):
         advice = NONFINITE_ADVICE.get(precision, NONFINITE_ADVICE[None])
         super().__init__(f"the network gave NaN or infinite scores at {where} {advice}")
 
+    def restated(self, *, counts: Sequence[int] | None = None, precision: str | None = None,
+                 frame: str | None = None) -> NonFiniteScoresError:
+        """The same error told by a caller that knows more (the counts in its own call's order, the precision the
+        network ran at, the frame's name), its message made again; what is not given is kept.
+
+        Example:
+            >>> NonFiniteScoresError([3], 100).restated(precision="fp16").precision
+            'fp16'
+        """
+        return NonFiniteScoresError(self.counts if counts is None else counts, self.pixels,
+                                    precision or self.precision, frame or self.frame)
+
 
 @dataclass
 class PathResult:

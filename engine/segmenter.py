@@ -416,7 +416,7 @@ class Segmenter:
                 counts = [0] * len(checked)
                 for index, count in zip(indices, error.counts):
                     counts[index] = count
-                raise NonFiniteScoresError(counts, error.pixels, error.precision) from None
+                raise error.restated(counts=counts) from None
             for index, result in zip(indices, segmented):
                 results[index] = result
         # Each result's latency is the whole call's, as documented, not only its own size group's network pass.
@@ -483,7 +483,7 @@ class Segmenter:
             results = self._path.run(frames, grid, want_probs or cleanup is not None, batch, probabilities_size)
         except NonFiniteScoresError as error:
             # The path does not know what the network ran at; the fix the line names depends on it.
-            raise NonFiniteScoresError(error.counts, error.pixels, self.backend.precision) from None
+            raise error.restated(precision=self.backend.precision) from None
         masks = [r.mask for r in results]
         if cleanup is not None:
             masks = []

@@ -144,8 +144,7 @@ class InferenceWorkers:
                 segmentation = segmenter.segment_checked(item.image)
             except NonFiniteScoresError as error:
                 # 'this frame' of a bag or a recording of hours: the one to look at is named by its index.
-                raise NonFiniteScoresError(error.counts, error.pixels, error.precision,
-                                           f"frame {item.index} of the input") from None
+                raise error.restated(frame=f"frame {item.index} of the input") from None
         else:
             segmentation = segmenter.segment(item.image)
             if not isinstance(segmentation, SegmentationResult):
