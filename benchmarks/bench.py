@@ -56,6 +56,7 @@ from unetrt.cli_options import (
 )
 from unetrt.cpu import usable_cores
 from unetrt.datasets import list_images
+from unetrt.frame_path import NonFiniteScoresError
 from unetrt.geometry import plan_padding
 from unetrt.jetson import jetson_state
 from unetrt.model_file import file_precision, read_model_file
@@ -701,7 +702,8 @@ def measure_group(variants: Sequence[Variant], model: ModelFiles, device: str, t
             try:
                 runner = open_runner(variant, model.files[variant.file_key], device, threads, workload, model.info)
                 for _ in range(args.warmup):
-                    clock.time_ms(runner.step)
+                    # The warm-up's outputs, not the timed ones: the check costs the timed calls nothing.
+                    check_scores(runner.checked_step(), results[variant.key]["precision"])
             except (ValueError, ImportError, FileNotFoundError) as exc:
                 release(runner)
                 results[variant.key].update(status="skipped", reason=str(exc))
@@ -724,6 +726,32 @@ def measure_group(variants: Sequence[Variant], model: ModelFiles, device: str, t
     for entry in measured:
         results[entry.variant.key].update(_figures(entry, workload.batch, flops, clock.kind, device, rss_resettable))
     return [results[v.key] for v in variants]
+
+
+def check_scores(logits: np.ndarray | None, precision: str | None) -> None:
+    """Refuse a network-only row's output (N x K x H x W logits) whose scores are NaN or infinite, as
+    ``Segmenter`` refuses an end-to-end row's: a row timing a broken engine (an FP16 overflow) would read as a fast
+    result. A pixel counts as the finish counts it: its best score (the argmax's, a binary model's one) is not
+    finite, so a NaN or +inf in any class counts and a -inf that loses does not.
+
+    Args:
+        logits: the output of one warm-up call, or None where the call checked its own (end-to-end).
+        precision: what the row ran at, whose cause and fix the error names (None: not known).
+
+    Raises:
+        NonFiniteScoresError: naming the pixels per image and the fix for ``precision``.
+
+    Example:
+        >>> check_scores(np.zeros((1, 3, 4, 4), np.float32), "fp16")  # finite: nothing happens
+    """
+    if logits is None:
+        return
+    with np.errstate(invalid="ignore"):
+        # np.max keeps a NaN of any class, as the argmax's best value does.
+        best = np.asarray(logits, np.float32).max(axis=1)
+    counts = (~np.isfinite(best)).reshape(len(best), -1).sum(axis=1)
+    if counts.any():
+        raise NonFiniteScoresError(counts.tolist(), best[0].size, precision, frame="the network's output")
 
 
 def _precision(variant: Variant, model: ModelFiles) -> str | None:

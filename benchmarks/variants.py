@@ -25,6 +25,7 @@ from typing import Any, Protocol, cast
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from unetrt.backends import Backend, open_backend
 from unetrt.backends.registry import registered_backends
@@ -122,6 +123,12 @@ class Runner(Protocol):
 
     def step(self) -> None:
         """Run once; for device-side work, only enqueue it (the timer synchronises)."""
+        ...
+
+    def checked_step(self) -> NDArray[Any] | None:
+        """Run once as :meth:`step` does, untimed (a warm-up call), and return the network's output copied to the
+        host (N x K x H x W) for the check of its values; None where the call checks them itself (end-to-end:
+        ``Segmenter`` refuses NaN or infinite scores) or makes no network output of unetrt's (hand-written)."""
         ...
 
     def close(self) -> None:
@@ -336,6 +343,10 @@ class BackendRunner:
         """One host-to-host inference."""
         self._backend.infer(self._batch)
 
+    def checked_step(self) -> NDArray[Any]:
+        """One host-to-host inference, its logits returned."""
+        return np.asarray(self._backend.infer(self._batch))
+
     def close(self) -> None:
         """Close the backend."""
         self._backend.close()
@@ -353,6 +364,10 @@ class SegmenterRunner:
     def step(self) -> None:
         """Frames in, masks out, all processing included."""
         self._segmenter.segment_batch(self._frames)
+
+    def checked_step(self) -> None:
+        """As :meth:`step`: ``segment_batch`` refuses NaN or infinite scores itself."""
+        self.step()
 
     def close(self) -> None:
         """Close the segmenter and its backend."""
@@ -456,6 +471,10 @@ class HandWrittenRunner:
         for frame in self._frames:
             self._pipeline.segment(frame)
 
+    def checked_step(self) -> None:
+        """As :meth:`step`: the hand-written recipe checks nothing, as its user's code would not."""
+        self.step()
+
     def close(self) -> None:
         """Close the pipeline."""
         self._pipeline.close()
@@ -495,12 +514,19 @@ class TorchDeviceRunner:
 
     def step(self) -> None:
         """One forward pass (enqueued, on a GPU)."""
+        self._forward()
+
+    def checked_step(self) -> NDArray[Any]:
+        """One forward pass, its output copied to the host."""
+        return self._forward().float().cpu().numpy()  # type: ignore[no-any-return,unused-ignore]
+
+    def _forward(self) -> Any:
+        """One forward pass (enqueued, on a GPU); its output tensor."""
         if self._graph_backend is not None:
             # Step 1 is the eager warm-up, step 2 captures, later steps replay (the runner's warm-up steps).
-            self._graph_backend.run(self._shape)
-            return
+            return self._graph_backend.run(self._shape)
         with self._torch.inference_mode():
-            self._model(self._input)
+            return self._model(self._input)
 
     def close(self) -> None:
         """Drop the model, graphs and tensors."""
@@ -536,6 +562,11 @@ class OnnxRuntimeDeviceRunner:
         """One run on the bound buffers."""
         self._session.run_with_iobinding(self._binding)
 
+    def checked_step(self) -> NDArray[Any]:
+        """One run on the bound buffers, the output copied to the host."""
+        self.step()
+        return np.asarray(self._binding.copy_outputs_to_cpu()[0])
+
     def close(self) -> None:
         """Drop session and buffers."""
         self._binding = self._input = self._session = None
@@ -559,6 +590,11 @@ class TensorRTDeviceRunner:
     def step(self) -> None:
         """One run from device input to device output."""
         self._backend.infer_device(self._images, self._out)
+
+    def checked_step(self) -> NDArray[Any]:
+        """One run from device input to device output, the output copied to the host."""
+        self.step()
+        return self._out.float().cpu().numpy()  # type: ignore[no-any-return,unused-ignore]
 
     def close(self) -> None:
         """Close the backend and drop the buffers."""

@@ -22,13 +22,16 @@ KINDS = list(BAD)
 def write_nonfinite_onnx(path: Path, kind: str, classes: int = 3) -> Path:
     """A described ONNX network, elementwise per pixel, whose scores are `kind` where a channel holds BAD[kind]:
     Log(x) ('nan'), Exp(100 x) ('+inf') or -Exp(100 x) ('-inf'); one class (a binary model) takes the mean of the
-    three channels, which keeps a NaN or infinity."""
+    three channels, which keeps a NaN or infinity. 'finite' is the same network with the image as its scores,
+    finite for every frame (a sibling file that runs where the others do not)."""
     import onnx
     from onnx import TensorProto, helper
 
     from unetrt.model_file import write_onnx_description
 
-    if kind == "nan":
+    if kind == "finite":
+        nodes = [helper.make_node("Identity", ["image"], ["scores"])]
+    elif kind == "nan":
         nodes = [helper.make_node("Log", ["image"], ["scores"])]
     else:
         nodes = [helper.make_node("Constant", [], ["hundred"],

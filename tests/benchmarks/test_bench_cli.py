@@ -149,6 +149,60 @@ def test_end_to_end_of_a_network_that_gives_nan_is_one_line_and_exit_2(tmp_path:
     assert line.startswith("error: ") and "the network gave NaN or infinite scores at " in line
 
 
+@pytest.mark.parametrize("mode", [[], ["--no-data-transfers"]])
+def test_network_rows_of_a_network_that_gives_nan_are_skipped_with_the_reason(
+        tmp_path: Path, mode: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """The rows that time the network alone (backend.infer, or device buffers) timed a network whose output is NaN
+    without a word, while --end-to-end refused it: a benchmark user read a fast row of a broken engine as a
+    result. Its warm-up's outputs are checked: the row is skipped with the end-to-end rows' reason (the pixels, the
+    cause and fix for its precision) in the table and the JSON; the finite INT8 row beside it runs."""
+    from nonfinite_models import write_nonfinite_onnx
+
+    model = write_nonfinite_onnx(tmp_path / "nan.onnx", "nan")
+    write_nonfinite_onnx(tmp_path / "nan.int8.onnx", "finite")
+    out = tmp_path / "out.json"
+    code, text, err = _run(["--engine", str(model), "--backend", "onnxruntime", *FAST, *mode, "--json", str(out)],
+                           capsys)
+    assert code == 0, err
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["results"]}
+    assert rows["onnxruntime-int8"]["status"] == "ok"
+    skipped = rows["onnxruntime"]
+    assert skipped["status"] == "skipped"
+    assert re.match(r"the network gave NaN or infinite scores at \d+ of 1024 pixels of the network's output "
+                    r"\(the network ran at FP32, ", skipped["reason"]), skipped["reason"]
+    assert f"| ONNX Runtime FP32 | cpu | 1x32x32 | skipped: {skipped['reason']} |" in text
+
+
+@pytest.mark.parametrize("mode", [[], ["--no-data-transfers"]])
+def test_a_network_row_of_nan_scores_alone_is_one_line_and_exit_2(tmp_path: Path, mode: list[str],
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The network rows end as the end-to-end ones do when no row could run: one line, exit 2."""
+    from nonfinite_models import write_nonfinite_onnx
+
+    model = write_nonfinite_onnx(tmp_path / "nan.onnx", "nan")
+    code, _, err = _run(["--engine", str(model), "--backend", "onnxruntime", *FAST, *mode], capsys)
+    assert code == 2
+    line = _one_line_error(err)
+    assert line.startswith("error: no variant could run here: the network gave NaN or infinite scores at ")
+    assert "(the network ran at FP32, so no reduced precision overflowed)" in line
+
+
+def test_check_scores_counts_a_pixel_as_the_finish_does() -> None:
+    """Per image, the pixels whose best score is NaN or infinite: NaN or +inf in any class, -inf only where every
+    class is -inf (a -inf that loses says 'never this class', as in Segmenter)."""
+    logits = np.zeros((2, 3, 2, 2), np.float32)
+    logits[0, 1, 0, 0] = np.nan
+    logits[0, 2, 0, 1] = np.inf
+    logits[0, 0, 1, 0] = -np.inf  # loses: finite best
+    logits[1, :, 1, 1] = -np.inf  # wins: not finite
+    with pytest.raises(bench.NonFiniteScoresError) as caught:
+        bench.check_scores(logits, "fp16")
+    assert caught.value.counts == [2, 1] and caught.value.pixels == 4
+    assert "(the network ran at FP16, " in str(caught.value)
+    bench.check_scores(np.zeros((1, 1, 3, 3), np.float32), "fp32")
+    bench.check_scores(None, "fp32")
+
+
 def test_rows_that_fail_for_different_reasons_are_each_named_in_the_line(tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """A model that gives NaN on every row of --end-to-end: OpenVINO BF16's line says to run at FP32, the FP32 rows'
@@ -480,6 +534,9 @@ class _CountingRunner:
 
     def step(self) -> None:
         self.log.append(self.key)
+
+    def checked_step(self) -> None:
+        self.step()
 
     def close(self) -> None:
         self.closed = True
