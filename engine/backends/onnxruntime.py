@@ -203,16 +203,59 @@ def _cuda_provider_failure(failure: str | None) -> str:
     return f"ONNX Runtime's CUDA provider did not start ({reason})"
 
 
-# Where ONNX Runtime's reason starts behind the throwing function's file, line and signature.
-_REASON_STARTS = ("CUDA failure ", "CUDNN failure ", "CUDA_PATH is set", "Invalid device ID")
+# Where ONNX Runtime's reason starts behind the throwing function's file, line and signature: CUDA's, cuDNN's,
+# cuDNN's frontend's and cuBLAS's own failures (cuda_call.cc, cudnn_fe_call.cc), the device arena's (bfc_arena.cc).
+_REASON_STARTS = ("CUDA failure ", "CUDNN failure ", "CUDNN_FE failure ", "CUBLAS failure ", "CUDA_PATH is set",
+                  "Invalid device ID", "Failed to allocate memory")
+# Where a failing node's own reason starts in ONNX Runtime's report of a Run (sequential_executor.cc).
+_NODE_REASON = "Status Message: "
 
 
 def _reason_in_one_line(text: str) -> str:
     """ONNX Runtime's reason for a provider that failed, in one line: from its words on (the file, line and C++
-    signature before them left out) to the first ' ; ' (CUDA's GPU, host, file and expression after it)."""
+    signature before them left out) to the first ' ; ' (CUDA's GPU, host, file and expression after it); else a
+    failing node's message, or the whole text."""
     starts = [text.find(words) for words in _REASON_STARTS if words in text]
-    reason = text[min(starts):].split(" ; ", 1)[0] if starts else text
+    reason = text[min(starts):].split(" ; ", 1)[0] if starts else text.split(_NODE_REASON, 1)[-1]
     return " ".join(reason.split()).rstrip(".")
+
+
+# A Run that failed in the CUDA provider rather than on the network's shape: ONNX Runtime's words for the provider's
+# own failures (run_with_iobinding's message drops the status code, so EP_FAIL alone cannot tell).
+_PROVIDER_RUN_FAILED = ("CUDA failure ", "CUDNN failure ", "CUDNN_FE failure ", "CUBLAS failure ",
+                        "Failed to initialize CUDNN Frontend", "Failed to allocate memory")
+_NODE = re.compile(r"running (\w+) node\. Name:'([^']*)'")
+
+
+def _provider_run_failure(error: Exception, path: Path, shape: tuple[int, ...]) -> ValueError | None:
+    """The one line for ONNX Runtime's CUDA provider failing inside a Run after the session opened (cuDNN's
+    libraries missing at the first convolution, the GPU's memory running out), naming the fix; None where ``error``
+    is not such a failure (a node that cannot run the shape: :func:`network_run_error`).
+
+    ONNX Runtime raises it as ``EPFail`` from ``run`` (status EP_FAIL, e.g. cuDNN's frontend failing to plan a
+    convolution, ``onnxruntime/core/providers/cuda/nn/conv.cc``) or as the node's failure with CUDA's, cuDNN's or its
+    arena's words (``RuntimeException`` for an allocation that throws, ``Fail`` for a CUDA call's status); from
+    ``run_with_iobinding`` as ``RuntimeError("Error in execution: ...")`` with the code left out.
+    """
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    text = str(error)
+    if not isinstance(error, ort_errors.EPFail) and not any(words in text for words in _PROVIDER_RUN_FAILED):
+        return None
+    reason = _reason_in_one_line(text)
+    node = _NODE.search(text)
+    where = "" if node is None else f" at its {node[1]} node {node[2]!r}"
+    if any(words in reason for words in ("out of memory", "Failed to allocate memory", "ALLOC_FAILED")):
+        fix = ("the GPU's memory ran out: free it (`nvidia-smi` lists what holds it) or run fewer or smaller images "
+               "at once (a smaller batch, --size or tile)")
+    elif "CUDNN" in reason.upper():
+        fix = ("cuDNN could not run it (its libraries missing or of another version than onnxruntime-gpu's, or too "
+               "little GPU memory for its workspace): install the cuDNN onnxruntime-gpu was built for with "
+               "pip install 'onnxruntime-gpu[cuda,cudnn]' and free GPU memory")
+    else:
+        fix = "a failure of the GPU or its libraries, not of the network's shape: check the GPU with `nvidia-smi`"
+    return ValueError(f"ONNX Runtime's CUDA provider failed running {path.name} on a "
+                      f"{' x '.join(map(str, shape))} batch{where} ({reason}): {fix}, or use device 'cpu'")
 
 
 # ONNX Runtime's words for a node whose kernel failed during a Run (the executor's report of it).
@@ -373,9 +416,10 @@ class OnnxRuntimeBackend:
         self._input = self._session.get_inputs()[0].name
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-        # A run that fails (a node's shapes do not meet) is raised as one line: ONNX Runtime's own log line of it
-        # is left out.
-        self._run_errors = (ort_errors.Fail, ort_errors.RuntimeException, ort_errors.InvalidArgument)
+        # A run that fails (a node's shapes do not meet, the CUDA provider fails) is raised as one line: ONNX
+        # Runtime's own log line of it is left out.
+        self._run_errors = (ort_errors.Fail, ort_errors.RuntimeException, ort_errors.InvalidArgument,
+                            ort_errors.EPFail)
         self._quiet_run = ort.RunOptions()
         self._quiet_run.log_severity_level = 4
         self._output = self._session.get_outputs()[0].name
@@ -384,7 +428,8 @@ class OnnxRuntimeBackend:
         """N x C x H x W float32 -> N x K x h x w float32 logits.
 
         Raises:
-            ValueError: on a malformed batch, or after :meth:`close`.
+            ValueError: on a malformed batch, a network that cannot run it, the CUDA provider failing in the Run
+                (naming the fix), or after :meth:`close`.
         """
         session = self._session  # one read: close() on another thread may drop the attribute meanwhile
         if session is None:
@@ -395,6 +440,9 @@ class OnnxRuntimeBackend:
             (logits,) = session.run([self._output], {self._input: batch.astype(self.input_dtype, copy=False)},
                                     self._quiet_run)
         except self._run_errors as exc:
+            failed = _provider_run_failure(exc, self.path, batch.shape) if self.device != "cpu" else None
+            if failed is not None:
+                raise failed from exc
             raise network_run_error("ONNX Runtime", self.path, batch.shape, _onnx_runtime_reason(exc)) from exc
         return np.asarray(logits, dtype=np.float32)
 
@@ -459,8 +507,8 @@ class OnnxRuntimeBackend:
         the logits are written.
 
         Raises:
-            ValueError: on a side the network does not take (a node of the network failing on it included), or
-                after :meth:`close`.
+            ValueError: on a side the network does not take (a node of the network failing on it included), the
+                CUDA provider failing in the Run (naming the fix), or after :meth:`close`.
             RuntimeError: outside :meth:`device_session`, when the driver refuses to wait for ``stream``, or when
                 ONNX Runtime's Run fails otherwise.
         """
@@ -479,7 +527,11 @@ class OnnxRuntimeBackend:
             session.run_with_iobinding(binding, self._quiet_run)  # as infer(): ORT's own log of a failure left out
         except RuntimeError as exc:
             # IO binding reports a failed Run as RuntimeError("Error in execution: ..."), not as the typed errors
-            # infer() catches: a node that cannot run the shape gets infer()'s one line, the rest stays as it is.
+            # infer() catches: the provider failing and a node that cannot run the shape get infer()'s one lines,
+            # the rest stays as it is.
+            failed = _provider_run_failure(exc, self.path, tuple(input_shape))
+            if failed is not None:
+                raise failed from exc
             if _NODE_FAILED not in str(exc):
                 raise
             raise network_run_error("ONNX Runtime", self.path, tuple(input_shape), _onnx_runtime_reason(exc)) from exc

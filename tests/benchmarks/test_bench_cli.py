@@ -879,6 +879,24 @@ def test_a_cuda_provider_failing_for_its_own_reason_is_one_line_and_nothing_on_s
     assert "update the NVIDIA driver" in line
 
 
+def test_a_cuda_provider_failing_inside_the_first_run_is_one_line_and_exit_2(
+        tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """onnxruntime-gpu's session opens, then its first Run fails in the provider (cuDNN's libraries missing at the
+    first convolution: EP_FAIL, [RUN-FAILS]): ONNX Runtime's own EPFail ended the run in a traceback. The row is
+    skipped with unetrt's line naming the fix, and the command ends in it with exit code 2."""
+    from fakes.onnxruntime_cuda import CUDNN_FRONTEND_FAILED
+
+    _onnxruntime_gpu_desktop(monkeypatch)
+    sys.modules["onnxruntime"]._fake_cuda_provider.run_failure = CUDNN_FRONTEND_FAILED  # type: ignore[attr-defined]
+    code, out, err = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", *FAST,
+                           "--device", "cuda"], capsys)
+    assert code == 2 and out == ""
+    line = _one_line_error(err)
+    assert line.startswith("error: no variant could run here: ONNX Runtime's CUDA provider failed running tiny.onnx ")
+    assert "(CUDNN_FE failure 11: CUDNN_BACKEND_API_FAILED)" in line
+    assert "pip install 'onnxruntime-gpu[cuda,cudnn]'" in line
+
+
 def test_frames_are_timed_at_the_working_size_the_model_states() -> None:
     info = tiny_info(working_size=(64, 48))
     model = bench.ModelFiles("tiny", {}, {}, info)

@@ -59,8 +59,24 @@ picks the stricter behaviour and says so.
   (``onnxruntime/python/onnxruntime_inference_collection.py``, ``InferenceSession.__init__`` and
   ``_create_inference_session``). So a bad ``device_id`` gives a session on the CPU, not an error. The fake's own
   refusals of provider names and options ([PROVIDERS], [PROVIDER-OPTIONS]) are raised before, without the
-  fallback (stricter). A session's ``disable_fallback()`` turns off the same fallback of its ``run`` (which prints
-  "EP Error: ..." on stdout too); the fake's ``run`` never fails for the provider, so it only records the call.
+  fallback (stricter). A session's ``disable_fallback()`` turns off the same fallback of its ``run`` ([RUN-FAILS]).
+* [RUN-FAILS] The provider can also fail inside a Run, after the session opened (``FakeCudaProvider.run_failure``,
+  a :class:`RunFailure`: every later Run of a CUDA session fails so). A kernel's failing status names the node
+  ("Non-zero status code returned while running Conv node. Name:'...' Status Message: ...") and keeps the kernel's
+  status code (``onnxruntime/core/framework/sequential_executor.cc``, ``ExecuteKernel``). The code is the
+  provider's: ``EP_FAIL`` (11) where cuDNN's frontend cannot plan a convolution ("Failed to initialize CUDNN
+  Frontend", ``onnxruntime/core/providers/cuda/nn/conv.cc``, ``CreateCudnnFeExecutionPlan``: cuDNN's engine
+  libraries missing or of another version, or too little memory for its workspace; microsoft/onnxruntime issue
+  23301), ``RUNTIME_EXCEPTION`` (6) where the device arena throws on an allocation it cannot make ("Failed to
+  allocate memory for requested buffer of size N", ``onnxruntime/core/framework/bfc_arena.cc``; microsoft/
+  onnxruntime issue 16307), ``FAIL`` (1) for a CUDA or cuDNN call's error returned as a status ("CUDA failure 2:
+  out of memory", ``cuda_call.cc``). ``run`` raises the typed error of that code with the message
+  "[ONNXRuntimeError] : CODE : NAME : ..." (``OrtPybindThrowIfError``, ``onnxruntime_pybind_exceptions.cc``), except
+  that an ``EPFail`` with the session's fallback on prints "EP Error: ... using [...]" and "Falling back to
+  ['CPUExecutionProvider'] and retrying." on stdout and runs again on the CPU, once
+  (``onnxruntime_inference_collection.py``, ``Session.run``); ``run_with_iobinding``, which has no such fallback,
+  raises ``RuntimeError("Error in execution: " + the message)``, the code left out
+  (``onnxruntime_pybind_state.cc``; [ERRORS]).
 * [VERSIONS] ``FakeCudaProvider.version`` is the onnxruntime release modelled (default: the installed one), which
   the fake module's ``__version__`` reports; read in the wheels' ``onnxruntime_inference_collection.py``:
   ``enable_fallback`` is read from ``InferenceSession``'s keywords from 1.23 on (1.17 to 1.22 set
@@ -210,6 +226,41 @@ def _element_dtype(element_type: Any) -> np.dtype[Any]:
     return np.dtype(element_type)
 
 
+# ONNX Runtime's status codes of the failures [RUN-FAILS] models (include/onnxruntime/core/common/status.h), each
+# with the name of the Python error ``run`` raises for it.
+_STATUS_CODES = {"FAIL": (1, "Fail"), "RUNTIME_EXCEPTION": (6, "RuntimeException"), "EP_FAIL": (11, "EPFail")}
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """The CUDA provider failing inside a Run ([RUN-FAILS]): ONNX Runtime's status code name and the executor's
+    message of the failing node."""
+
+    code: str
+    message: str
+
+    def raised(self) -> Exception:
+        """The typed error ``run`` raises for it (``[ONNXRuntimeError] : CODE : NAME : message``)."""
+        number, error = _STATUS_CODES[self.code]
+        return getattr(_errors(), error)(f"[ONNXRuntimeError] : {number} : {self.code} : {self.message}")
+
+
+# [RUN-FAILS]: the two failures of a first Run seen in the issues cited there, on a Conv node of the tiny model.
+CUDNN_FRONTEND_FAILED = RunFailure(
+    "EP_FAIL", "Non-zero status code returned while running Conv node. Name:'/enc0/conv/Conv' Status Message: Failed "
+    "to initialize CUDNN Frontend/onnxruntime_src/onnxruntime/core/providers/cuda/cudnn_fe_call.cc:99 "
+    "std::conditional_t<THRW, void, onnxruntime::common::Status> onnxruntime::CudaCall(ERRTYPE, const char*, const "
+    "char*, SUCCTYPE, const char*, const char*, int) [with ERRTYPE = cudnn_frontend::error_object; bool THRW = true; "
+    "SUCCTYPE = cudnn_frontend::error_code_t] CUDNN_FE failure 11: CUDNN_BACKEND_API_FAILED ; GPU=0 ; "
+    "hostname=desktop ; file=/onnxruntime_src/onnxruntime/core/providers/cuda/nn/conv.cc ; line=224 ; "
+    "expr=s_.cudnn_fe_graph->build_operation_graph(handle); with the cudnn frontend json:\n{\"context\": {}}")
+ARENA_OUT_OF_MEMORY = RunFailure(
+    "RUNTIME_EXCEPTION", "Non-zero status code returned while running Conv node. Name:'/enc0/conv/Conv' Status "
+    "Message: /onnxruntime_src/onnxruntime/core/framework/bfc_arena.cc:376 void* "
+    "onnxruntime::BFCArena::AllocateRawInternal(size_t, bool, onnxruntime::Stream*, bool, "
+    "onnxruntime::WaitNotificationFn) Failed to allocate memory for requested buffer of size 19327352832")
+
+
 @dataclass
 class RunRecord:
     """One ``run_with_iobinding``: what was bound and on which stream the provider queued its kernel."""
@@ -233,6 +284,7 @@ class FakeCudaProvider:
         version: the onnxruntime release modelled, (major, minor) ([VERSIONS]).
         cuda_major: the CUDA major version the provider's runtime was built for ([DRIVER]).
         runtime_contexts: the primary context the CUDA runtime retained, per device ordinal ([RUNTIME-CONTEXT]).
+        run_failure: how every Run of a CUDA session fails from now on ([RUN-FAILS]); None: Runs succeed.
         runs: every ``run_with_iobinding`` that queued work.
         refused: why each refused call was refused (also raised).
     """
@@ -242,6 +294,7 @@ class FakeCudaProvider:
     version: tuple[int, int] = field(default_factory=installed_version)  # [VERSIONS]
     cuda_major: int = 12  # [DRIVER]
     runtime_contexts: dict[int, FakeContext] = field(default_factory=dict)
+    run_failure: RunFailure | None = None  # [RUN-FAILS]
     runs: list[RunRecord] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
 
@@ -530,6 +583,15 @@ class FakeInferenceSession:
         provider's stream synchronised, so the CPU session's answer is the answer."""
         if self._on_cuda:
             self._run_start()
+            failure = self.provider.run_failure
+            if failure is not None:  # [RUN-FAILS]
+                error = failure.raised()
+                self.provider.refused.append(str(error))
+                if failure.code != "EP_FAIL" or not self.fallback:
+                    raise error
+                print(f"EP Error: {error} using {self.get_providers()}")
+                print(f"Falling back to {[CPU]} and retrying.")
+                self._on_cuda, self._options, self._providers_in_use, self.fallback = False, {}, [CPU], False
         return self._cpu.run(output_names, input_feed, run_options)
 
     def io_binding(self) -> FakeIOBinding:
@@ -640,6 +702,8 @@ class FakeInferenceSession:
             raise provider.refuse(RuntimeError, f"{failed}device memory bound in a session without the CUDA "
                                                 "provider")
         context = self._run_start(RuntimeError, failed)
+        if provider.run_failure is not None:  # [RUN-FAILS]
+            raise provider.refuse(RuntimeError, failed + provider.run_failure.message)
         name_in, bound_in, _, bound_out = self._validate(iobinding, run_options)
         for bound, what in ((bound_in, "input"), (bound_out, "output")):
             # The allocation may have gone since it was bound: on the GPU an illegal address (sticky error).

@@ -4,6 +4,7 @@ whose logits are a real CPU session's: driven directly and through a Segmenter, 
 
 from __future__ import annotations
 
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -17,7 +18,16 @@ import pytest
 from conftest import write_described_onnx
 from fakes.cuda import FakeGpu, FakeOp, install_fake_gpu, primary_context_pushed
 from fakes.kernels import FakeKernels
-from fakes.onnxruntime_cuda import CPU, CUDA, FakeCudaProvider, install_fake_onnxruntime_cuda, real_onnxruntime
+from fakes.onnxruntime_cuda import (
+    ARENA_OUT_OF_MEMORY,
+    CPU,
+    CUDA,
+    CUDNN_FRONTEND_FAILED,
+    FakeCudaProvider,
+    RunFailure,
+    install_fake_onnxruntime_cuda,
+    real_onnxruntime,
+)
 
 from unetrt.backends.onnxruntime import OnnxRuntimeBackend, session_options
 from unetrt.cuda_device import CudaDevice  # the class itself: the fixture below patches the module's name
@@ -345,6 +355,34 @@ def test_a_network_that_cannot_run_a_shape_is_one_line_naming_the_depth_on_the_d
     assert "Non-zero status code" not in capfd.readouterr().err
 
 
+@pytest.mark.parametrize(("failure", "reason", "fix"), [
+    (CUDNN_FRONTEND_FAILED, "CUDNN_FE failure 11: CUDNN_BACKEND_API_FAILED",
+     "install the cuDNN onnxruntime-gpu was built for with pip install 'onnxruntime-gpu[cuda,cudnn]'"),
+    (ARENA_OUT_OF_MEMORY, "Failed to allocate memory for requested buffer of size 19327352832",
+     "the GPU's memory ran out: free it (`nvidia-smi` lists what holds it)")], ids=["cudnn", "out-of-memory"])
+def test_the_cuda_provider_failing_inside_a_run_is_one_line_naming_the_fix(
+        provider: FakeCudaProvider, model: Path, capfd: pytest.CaptureFixture[str], failure: RunFailure,
+        reason: str, fix: str) -> None:
+    """[RUN-FAILS]: after the session opened, cuDNN's libraries missing at the first convolution (EP_FAIL) or the
+    GPU's memory running out: the host path raised ONNX Runtime's own multi-line EPFail (a traceback in the
+    commands) or told to describe the network with another depth, as the device path told for both. Each path
+    names the provider, the node, ONNX Runtime's reason in one line and the fix, as a ValueError."""
+    with OnnxRuntimeBackend(model, device="cuda") as backend:
+        provider.run_failure = failure
+        expected = (r"^ONNX Runtime's CUDA provider failed running tiny\.onnx on a 1 x 3 x 16 x 16 batch at its Conv "
+                    rf"node '/enc0/conv/Conv' \({re.escape(reason)}\): ")
+        with pytest.raises(ValueError, match=expected) as on_host:
+            backend.infer(random_batch(SHAPE))
+        with device_buffers(backend, SHAPE) as (stream, inputs, outputs, _), \
+                pytest.raises(ValueError, match=expected) as on_device:
+            backend.enqueue(inputs, SHAPE, outputs, stream)
+    for caught in (on_host, on_device):
+        text = str(caught.value)
+        assert "\n" not in text and fix in text and text.endswith(", or use device 'cpu'")
+        assert "depth" not in text and "json" not in text
+    assert capfd.readouterr().out == ""
+
+
 def test_device_session_on_a_cpu_provider_session_raises_value_error(provider: FakeCudaProvider,
                                                                       model: Path) -> None:
     with OnnxRuntimeBackend(model, device="cpu") as backend:
@@ -627,6 +665,35 @@ def test_the_fake_falls_back_as_each_onnxruntime_release_does(
     assert not provider.runtime_contexts
     gpu.driver_version = 12000  # any driver of the provider's CUDA major serves
     assert ort.InferenceSession(str(model), providers=providers).get_providers() == [CUDA, CPU]
+
+
+def test_the_fake_fails_a_run_as_onnx_runtime_does(provider: FakeCudaProvider, session: tuple[Any, Any],
+                                                   model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """[RUN-FAILS]: run raises the typed error of the status code, except that an EPFail with the session's
+    fallback on prints ORT's banner on stdout and runs again on the CPU, once; run_with_iobinding raises
+    RuntimeError("Error in execution: ...") without the code."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    fake, cuda = session
+    name, images = fake.get_inputs()[0].name, random_batch(SHAPE)
+    provider.run_failure = ARENA_OUT_OF_MEMORY
+    with pytest.raises(ort_errors.RuntimeException, match=r"^\[ONNXRuntimeError\] : 6 : RUNTIME_EXCEPTION : "
+                                                          "Non-zero status code returned while running Conv node"):
+        fake.run(None, {name: images})  # the fallback answers EPFail only
+    inputs, outputs = cuda.mem_alloc(int(np.prod(SHAPE)) * 4), cuda.mem_alloc(int(np.prod(OUT)) * 4)
+    binding = bind(fake, int(inputs), SHAPE, int(outputs), OUT)
+    with pytest.raises(RuntimeError, match=r"^Error in execution: Non-zero status code returned while running Conv"):
+        fake.run_with_iobinding(binding)
+    provider.run_failure = CUDNN_FRONTEND_FAILED
+    fake.disable_fallback()
+    with pytest.raises(ort_errors.EPFail, match=r"^\[ONNXRuntimeError\] : 11 : EP_FAIL : "):
+        fake.run(None, {name: images})
+    assert capsys.readouterr().out == ""
+    fake.enable_fallback()
+    (logits,) = fake.run(None, {name: images})
+    np.testing.assert_allclose(logits, cpu_logits(model, images), rtol=1e-5, atol=1e-5)
+    assert fake.get_providers() == [CPU]
+    assert capsys.readouterr().out.startswith("EP Error: [ONNXRuntimeError] : 11 : EP_FAIL : ")
 
 
 def test_the_fake_reads_stale_input_when_the_producer_stream_was_not_waited_for(
