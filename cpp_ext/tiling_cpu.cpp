@@ -1,6 +1,5 @@
 // CPU kernels: the semantics of tiling.h on a few threads (stitching in scatter form, term for term stitch_pixel()).
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -58,6 +57,19 @@ void parallel_parts(int64_t total, int threads, const Body& body) {
         for (int64_t part = begin; part < end; ++part)
             body(part, std::min(total, part * chunk), std::min(total, (part + 1) * chunk));
     });
+}
+
+// parallel_parts for bodies that count something (the finishes' NaN or infinite pixels): each part returns its own
+// count into a slot of its own, summed once every part has joined, so the threads share no counter.
+template <typename Body>
+int64_t parallel_count(int64_t total, int threads, const Body& body) {
+    std::vector<int64_t> counts(static_cast<size_t>(part_count(total, threads)), 0);
+    parallel_parts(total, threads, [&](int64_t part, int64_t begin, int64_t end) {
+        counts[static_cast<size_t>(part)] = body(part, begin, end);
+    });
+    int64_t sum = 0;
+    for (const int64_t count : counts) sum += count;
+    return sum;
 }
 
 template <typename T>
@@ -380,14 +392,13 @@ void stitch_tiles_cpu(const void* tiles, float* acc, float* weight, const Stitch
 }
 
 int64_t finish_cpu(float* acc, const float* weight, uint8_t* mask, const FinishParams& params, int threads) {
-    std::atomic<int64_t> nonfinite{0};
-    parallel_for(params.height * params.width, threads, [&, acc, weight, mask](int64_t begin, int64_t end) {
+    return parallel_count(params.height * params.width, threads,
+                          [&params, acc, weight, mask](int64_t, int64_t begin, int64_t end) {
         const FinishParams p = params;  // a local copy: mask stores (uint8_t) may alias anything else
         int64_t count = 0;
         for (int64_t pixel = begin; pixel < end; ++pixel) count += finish_pixel(pixel, acc, weight, mask, p) ? 1 : 0;
-        nonfinite += count;
+        return count;
     });
-    return nonfinite;
 }
 
 namespace {
@@ -1047,15 +1058,11 @@ int64_t finish_resized_cpu(const void* scores, const float* weight, uint8_t* mas
     const int64_t parts = part_count(params.out_h, threads);
     std::vector<float> scratch(static_cast<size_t>(parts * per_part));
     std::vector<int32_t> labels(static_cast<size_t>(parts * labels_per_part));
-    std::vector<int64_t> nonfinite(static_cast<size_t>(parts), 0);
-    parallel_parts(params.out_h, threads, [&](int64_t part, int64_t begin, int64_t end) {
+    return parallel_count(params.out_h, threads, [&](int64_t part, int64_t begin, int64_t end) {
         FinishResizedRows rows(params, scores, weight, columns, scratch.data() + part * per_part,
                                labels.data() + part * labels_per_part);
-        nonfinite[static_cast<size_t>(part)] = rows.run(begin, end, mask, probabilities);
+        return rows.run(begin, end, mask, probabilities);
     });
-    int64_t total = 0;
-    for (const int64_t count : nonfinite) total += count;
-    return total;
 }
 
 namespace {
