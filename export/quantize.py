@@ -20,7 +20,7 @@ symmetric INT8 weights, in one of two layouts of the activations (``target``):
 
 Memory: ONNX Runtime's histogram calibrators ('percentile', 'entropy') hold every
 activation of every calibration frame at once, about 300 MB per 512x512 frame of
-the base-16 U-Net; 'minmax' is reduced in chunks of ``MINMAX_CHUNK`` frames. About
+the base-16 U-Net; 'minmax' keeps each tensor's minimum and maximum per frame. About
 2 million network pixels (32 frames of 256x192, 8 of 512x512) calibrate well.
 
 The logit head stays FP32 in both, so the logits are not rounded to 256 levels.
@@ -59,7 +59,6 @@ from unetrt.segmenter import Segmenter
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("cpu", "tensorrt")
-MINMAX_CHUNK = 8
 DEFAULT_METHOD = "percentile"
 # An INT8 model may lose at most this much against FP32: 1 point of mean IoU (multi-class), or
 # 0.005 of the ISBI challenge pixel error (binary models).
@@ -192,8 +191,9 @@ def quantize_onnx(fp32_onnx: str | Path, output: str | Path, batches: Sequence[n
             quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=not symmetric,
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8, calibrate_method=methods[method], nodes_to_exclude=head,
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "CalibMovingAverage": False,
-                           "CalibMaxIntermediateOutputs": MINMAX_CHUNK if method == "minmax" else None},
+            # No CalibMaxIntermediateOutputs: ONNX Runtime's MinMaxCalibrater drops each full chunk of frames without
+            # taking its ranges (microsoft/onnxruntime#18893; "No data is collected." at a multiple of the chunk).
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "CalibMovingAverage": False},
         )
     proto = onnx.load(str(output))
     activations = "int8 symmetric per tensor" if symmetric else "uint8 asymmetric per tensor"

@@ -316,6 +316,22 @@ def test_every_calibration_batch_sets_the_ranges(tiny_model_files: dict[str, Pat
     assert _input_scale(path) == pytest.approx(8 / 255, rel=1e-3)
 
 
+@pytest.mark.parametrize("count", [8, 9, 32])
+def test_minmax_takes_the_range_of_every_frame_of_a_large_calibration(count: int, tiny_model_files: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    """`unet-export --precision int8 --calibration-method minmax` with the default 32 frames (any multiple of 8) ended
+    in ONNX Runtime's "No data is collected.", and with 9 to 15 took the ranges of the frames past the 8th alone:
+    unetrt asked ONNX Runtime to reduce every 8 frames (CalibMaxIntermediateOutputs), and its MinMaxCalibrater drops
+    each full chunk without reducing it (microsoft/onnxruntime#18893, unfixed in 1.32)."""
+    rng = np.random.default_rng(0)
+    batches = [rng.random((1, 3, 16, 16)).astype(np.float32) for _ in range(count)]
+    for batch in batches:
+        batch[0, 0, 0, :2] = (0.0, 1.0)
+    batches[0][0, 1, 3, :2] = (-3.0, 5.0)  # the first frame alone spans [-3, 5]
+    path = quantize_onnx(tiny_model_files["onnx"], tmp_path / "m.int8.onnx", batches, "minmax")
+    assert _input_scale(path) == pytest.approx(8 / 255, rel=1e-3)
+
+
 def test_percentile_calibration_clips_an_outlier_that_minmax_keeps(tiny_model_files: dict[str, Path],
                                                                     tmp_path: Path) -> None:
     # One input value of 1000 among about 200 000 standard normal ones: MinMax's input scale covers it (> 1000 / 255),
