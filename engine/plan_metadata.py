@@ -16,7 +16,7 @@ import json
 import shlex
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from .geometry import is_legal_size, nearest_legal_sizes
@@ -421,8 +421,21 @@ class PlanMetadata:
             raise ValueError(f"plan metadata is incomplete ({exc!r}); rebuild the engine with unet-build") from exc
 
     def rebuild_command(self, plan_path: str | Path) -> str:
-        """The ``unet-build`` command line that builds this plan again on the current machine."""
-        words = ["unet-build", self.source, "-o", str(plan_path),
+        """The ``unet-build`` command line that builds this plan again on the current machine.
+
+        A plan copied from the machine that built it (a desktop's, onto a Jetson) names that machine's path of its
+        model: where no file is there, the command names the model of that name beside the plan, copied with it.
+
+        Example:
+            >>> meta.rebuild_command("jetson/mine.plan").split()[:4]  # doctest: +SKIP
+            ['unet-build', 'jetson/mine.onnx', '-o', 'jetson/mine.plan']
+        """
+        source = self.source
+        # PureWindowsPath splits at both separators: the plan may come from a Windows desktop.
+        beside = Path(plan_path).parent / PureWindowsPath(source).name
+        if not Path(source).is_file() and beside.is_file():
+            source = str(beside)
+        words = ["unet-build", source, "-o", str(plan_path),
                  "--min-shape", format_shape(self.profile.min), "--opt-shape", format_shape(self.profile.opt),
                  "--max-shape", format_shape(self.profile.max)]
         if self.precision in ("fp16", "int8"):

@@ -2115,3 +2115,45 @@ def test_a_gpu_the_machine_lacks_is_one_line_for_a_stream_and_a_segmenter_too(
     with pytest.raises(ValueError, match=re.escape(line)):
         Segmenter("camvid", device="cuda:1")
     assert capsys.readouterr().err == "" and builds() == 0
+
+
+def test_a_plan_built_on_the_desktop_is_refused_naming_the_rebuild_from_the_model_copied_beside_it(
+        first_run: Path, gpu: FakeGpu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A user builds `mine.plan` on the desktop (TensorRT 11, an RTX GPU), copies it with its `.plan.json` and
+    `mine.onnx` to the Jetson and streams it. TensorRT runs a plan only with the TensorRT and the GPU architecture
+    that built it (TensorRT Support Matrix, "Engine Portability"), so it is refused in one line, before TensorRT sees
+    it; but the rebuild command that line gave named the desktop's path of the model, which the Jetson does not have.
+    It now names the copy beside the plan, and that command builds the plan that runs."""
+    import shutil
+
+    from unetrt.export.tensorrt import main as unet_build
+    from unetrt.stream.cli import main as stream
+
+    desktop, jetson = tmp_path / "desktop" / "runs", tmp_path / "jetson"
+    desktop.mkdir(parents=True)
+    jetson.mkdir()
+    shutil.copy(MODELS_DIR / "camvid.onnx", desktop / "mine.onnx")
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(name="NVIDIA GeForce RTX 4090", compute_capability=(8, 9),
+                                                   multiprocessors=128, integrated=False), version="11.4.1")
+    assert unet_build([str(desktop / "mine.onnx"), "-o", str(desktop / "mine.plan"), "--precision", "fp16"]) == 0
+    for name in ("mine.plan", "mine.plan.json", "mine.onnx"):
+        shutil.copy(desktop / name, jetson / name)
+    shutil.rmtree(tmp_path / "desktop")
+    install_fake_tensorrt_gpu(monkeypatch, gpu)
+    monkeypatch.chdir(jetson)
+    capsys.readouterr()
+    with pytest.raises(ValueError) as refused:
+        Segmenter("mine.plan", warm_up=False)
+    line = str(refused.value)
+    assert "\n" not in line
+    assert "TensorRT 11.4.1 built it, this machine has TensorRT 10.3.0" in line
+    assert "it was built for NVIDIA GeForce RTX 4090 (sm_89, 128 SMs)" in line
+    command = line.split("rebuild it on this machine with: ")[1]
+    assert command.startswith("unet-build mine.onnx -o mine.plan "), command
+    assert stream(["sample", str(tmp_path / "out.mp4"), "--model", "mine.plan", "--headless"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unet-build mine.onnx -o mine.plan " in err and "Traceback" not in err
+    assert unet_build(shlex.split(command)[1:]) == 0
+    with Segmenter("mine.plan", warm_up=False) as segmenter:
+        assert (segmenter.backend.name, segmenter.backend.precision) == ("tensorrt", "fp16")
