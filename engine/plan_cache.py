@@ -29,7 +29,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -496,6 +496,18 @@ def _write_outside_cache(built: BuiltPlan, stem: str, folder: Path, error: OSErr
                      f"temporary folder; free space there or set {ENGINE_CACHE_ENV} to another folder") from error
 
 
+def model_source(onnx_path: str | Path) -> Path:
+    """The model file as a cache entry records it (its metadata's ``source``) and as entries are compared: by its
+    absolute path, symbolic links kept. A path as typed, ``model.onnx``, names another file in each folder: two
+    robots' ``model.onnx`` each took the other's engine for an earlier version of itself and removed it.
+
+    Example:
+        >>> model_source("models/../mine.onnx") == Path.cwd() / "mine.onnx"
+        True
+    """
+    return Path(os.path.abspath(onnx_path))
+
+
 def _other_entries(folder: Path, key: PlanKey) -> list[tuple[Path, PlanMetadata]]:
     """The cache's other entries of this model and precision than ``key``'s own, by name, each with its metadata
     (those whose metadata cannot be read left out)."""
@@ -648,6 +660,7 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
         >>> plan = cached_plan(bundled_model_path("camvid"))  # doctest: +SKIP
     """
     key = plan_key(onnx_path, precision, working_size, dla_core, device_index)
+    source = model_source(onnx_path)
     try:
         folder = Path(cache_dir) if cache_dir is not None else engine_cache_dir()
     except NoCacheFolderError as exc:
@@ -661,10 +674,10 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
         return plan
     if not build:
         # An engine of an older TensorRT or of the file before it changed was reported as none at all.
-        older = _superseded_entries(folder, key, onnx_path) if _entry_missing(plan) else []
+        older = _superseded_entries(folder, key, source) if _entry_missing(plan) else []
         raise PlanNotCachedError(
             f"no usable cached TensorRT engine for {key.describe()} in {folder} "
-            f"({_why_superseded(older[0][1], key, onnx_path) if older else problem}); run once without --no-build "
+            f"({_why_superseded(older[0][1], key, source) if older else problem}); run once without --no-build "
             "(build=True) to build and cache it"
         )
     folder = _writable_folder(folder, key.stem)
@@ -695,9 +708,9 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
             stale.unlink(missing_ok=True)
         from .plan_build import build_plan, save_timing_cache
 
-        superseded = _superseded_entries(folder, key, onnx_path)
+        superseded = _superseded_entries(folder, key, source)
         if superseded and _entry_missing(plan):
-            problem = _why_superseded(superseded[0][1], key, onnx_path)
+            problem = _why_superseded(superseded[0][1], key, source)
         if progress:
             # A folder of this process's own was announced with "every start will build again": promising that
             # later starts load the engine from it, removed at exit, contradicted that line.
@@ -718,6 +731,8 @@ def cached_plan(onnx_path: str | Path, precision: str = "auto", working_size: tu
         except ValueError as exc:
             _note_failure(failed_note, exc)
             raise
+        # The build's messages name the file as the user gave it; the entry records it as later starts compare it.
+        built = replace(built, metadata=replace(built.metadata, source=str(source)))
         try:
             write_plan(plan, built.plan, built.metadata)
         except OSError as exc:
@@ -817,6 +832,7 @@ def look_up(key: PlanKey, onnx_path: str | Path, cache_dir: str | Path | None = 
         'none that runs here is cached (camvid-fp16-1f0c....plan, 24 MB: built by TensorRT 10.2.0, this is 10.3.0; \
 the next build replaces it)'
     """
+    onnx_path = model_source(onnx_path)
     folder = Path(cache_dir) if cache_dir is not None else engine_cache_dir()
     plan = folder / f"{key.stem}.plan"
     problem = entry_problem(plan, key)

@@ -207,7 +207,9 @@ def _judge_entry(folder: Path, stem: str, tensorrt_version: str, gpus: list[GpuI
         return damaged("its plan is missing", metadata.plan_sha256)
     source = metadata.source
     if source not in hashes:
-        hashes[source] = file_sha256(source) if Path(source).is_file() else None
+        # A source recorded as typed (a relative path, by unetrt before 2026-12-07) names a file of the folder the
+        # build ran in, not of this one: which file it was cannot be told, so nothing is said of it.
+        hashes[source] = file_sha256(source) if Path(source).is_absolute() and Path(source).is_file() else None
     reasons = [reason for reason in why_not_here(metadata, tensorrt_version, gpus, source, hashes[source])
                if reason.kind != "unetrt" or _stem_of(metadata) != stem]
     if not reasons:

@@ -1754,6 +1754,42 @@ def test_a_retrained_model_replaces_its_engine(first_run: Path, tmp_path: Path,
     assert len(list(first_run.glob("mine-*.plan"))) == 1
 
 
+def test_two_models_of_one_file_name_in_two_folders_keep_an_engine_each(
+        first_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two robots' models, each `model.onnx` in its own folder, run from that folder (`unet-stream --model
+    model.onnx`): the cache took the path as typed for the file, so each start removed the other's engine as "an
+    earlier version of model.onnx" and built again (minutes on a Jetson; a --no-build service fell back to the CPU).
+    The same file named by its absolute path after a retrain is still the one it replaces."""
+    import shutil
+
+    for robot, note in (("a", ""), ("b", "robot b")):
+        (tmp_path / robot).mkdir()
+        shutil.copy(MODELS_DIR / "camvid.onnx", tmp_path / robot / "model.onnx")
+        if note:
+            graph = onnx.load(str(tmp_path / robot / "model.onnx"))
+            graph.doc_string = note
+            onnx.save(graph, str(tmp_path / robot / "model.onnx"))
+    for robot in ("a", "b"):
+        monkeypatch.chdir(tmp_path / robot)
+        with Segmenter("model.onnx", warm_up=False):
+            pass
+    assert "replaces" not in capsys.readouterr().err
+    for robot in ("a", "b"):
+        monkeypatch.chdir(tmp_path / robot)
+        with Segmenter("model.onnx", warm_up=False, build=False) as segmenter:
+            assert segmenter.backend.name == "tensorrt", robot
+    assert builds() == 2 and len(list(first_run.glob("model-*.plan"))) == 2
+    graph = onnx.load(str(tmp_path / "a" / "model.onnx"))
+    graph.doc_string = "robot a, retrained"
+    onnx.save(graph, str(tmp_path / "a" / "model.onnx"))
+    monkeypatch.chdir(tmp_path)
+    with Segmenter(tmp_path / "a" / "model.onnx", warm_up=False):
+        pass
+    err = capsys.readouterr().err
+    assert "(the cached engine was built from an earlier version of model.onnx)" in err
+    assert "removed 1 cached engine(s) of model" in err and len(list(first_run.glob("model-*.plan"))) == 2
+
+
 def _ownership(monkeypatch: pytest.MonkeyPatch, euid: int, owners: dict[Path, tuple[int, int]]) -> None:
     """This process runs as ``euid``; a path's owner is its entry in ``owners`` (root where it has none), and
     os.chown records into it."""

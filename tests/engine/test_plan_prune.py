@@ -507,6 +507,30 @@ def test_a_model_path_that_became_a_folder_is_no_reason_to_remove(monkeypatch: p
     assert plan.exists()
 
 
+def test_prune_from_another_folder_keeps_the_engine_of_a_model_named_as_typed(
+        monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path], cache: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Robot a's `model.onnx`, built from its folder, and the prune run from robot b's folder, which holds a
+    `model.onnx` of its own: the cache recorded the path as typed and prune hashed b's file, so a's engine, which runs
+    here, went as "built from an earlier version of model.onnx". Entries now record the absolute path; one recorded
+    as typed (an older unetrt's) names no file prune can find, and stays."""
+    for robot in ("a", "b"):
+        (tmp_path / robot).mkdir()
+        _model(tiny_model_files, tmp_path / robot, "model")
+    (tmp_path / "b" / "model.onnx").write_bytes((tmp_path / "b" / "model.onnx").read_bytes() + b"\0")
+    install_fake_tensorrt_gpu(monkeypatch)
+    monkeypatch.chdir(tmp_path / "a")
+    plan = cached_plan("model.onnx", cache_dir=cache, progress=False)
+    assert read_plan_metadata(plan).source == str(tmp_path / "a" / "model.onnx")
+    monkeypatch.chdir(tmp_path / "b")
+    assert doctor(["--prune", "--yes"]) == 0
+    assert "nothing to remove; 1 engine that runs here stays" in capsys.readouterr().out
+    write_plan_metadata(plan, replace(read_plan_metadata(plan), source="model.onnx"))
+    assert doctor(["--prune", "--yes"]) == 0
+    assert "nothing to remove; 1 engine that runs here stays" in capsys.readouterr().out
+    assert plan.exists()
+
+
 def test_five_foreign_files_are_all_named(monkeypatch: pytest.MonkeyPatch, cache: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     install_fake_tensorrt_gpu(monkeypatch)
