@@ -63,7 +63,7 @@ from .backends.tensorrt import (
 from .build_watch import BuildStep, BuildWatcher, build_watchers, tell_step
 from .cuda import GpuResourceError, PrimaryContext, allocation_refused, require_pycuda
 from .interruptible import run_interruptible
-from .model_file import read_model_file
+from .model_file import file_precision, read_model_file
 from .paths import check_file, replace_file
 from .plan_metadata import (
     PlanMetadata,
@@ -834,13 +834,44 @@ def check_int8_request(options: BuildOptions, quantized: bool, onnx_path: str | 
                          "in FP16")
     if options.int8 and not quantized:
         raise ValueError(f"--int8 needs a QDQ model and {str(onnx_path)!r} has no QuantizeLinear/DequantizeLinear "
-                         "node; write one TensorRT takes with unet-export --int8 --int8-target tensorrt")
+                         f"node: {int8_source_advice(onnx_path, 'build')}")
     if quantized and not options.int8:
         raise ValueError(f"{str(onnx_path)!r} is a QDQ INT8 model; build it with --int8")
     if asymmetric:
         raise ValueError(f"{str(onnx_path)!r} quantizes activations to uint8 with zero points ({len(asymmetric)} "
                          "nodes, the CPU layout); TensorRT takes symmetric int8 only: export it with "
                          "unet-export --int8 --int8-target tensorrt")
+
+
+def int8_source_advice(onnx_path: str | Path, verb: str = "run") -> str:
+    """What to ``verb`` for an INT8 engine in place of the float model ``onnx_path``: the QDQ file beside it that
+    ``unet-export --precision int8`` wrote (``NAME.int8.onnx``), or the export that writes one TensorRT takes.
+
+    TensorRT builds INT8 here only from a graph whose QDQ nodes carry the calibration (explicit quantization), in
+    its symmetric layout; the export's default layout is the CPU's, which TensorRT refuses, so the advice names
+    ``--int8-target tensorrt`` and what the calibration needs.
+
+    Example:
+        >>> int8_source_advice("mine.onnx")  # doctest: +ELLIPSIS
+        'export one with unet-export CHECKPOINT -o mine.onnx --precision int8 --int8-target tensorrt ...'
+    """
+    path = Path(onnx_path)
+    stem = path.name.removesuffix(".onnx").removesuffix(".fp16")
+    sibling = path.with_name(f"{stem}.int8.onnx")
+    export = (f"unet-export CHECKPOINT -o {stem}.onnx --precision int8 --int8-target tensorrt --calibration FRAMES "
+              "--check-labels LABELS")
+    try:
+        # unetrt's reader first: a damaged file is a ValueError there, a protobuf error in onnx.load.
+        quantized = sibling.is_file() and file_precision(sibling) == "int8"
+    except (OSError, ValueError):  # not a model: no file to point at
+        quantized = False
+    if quantized:
+        if not asymmetric_quantizers(load_onnx(sibling)):
+            return f"{verb} {sibling.name}, beside it"
+        return (f"{sibling.name} beside it is in the CPU layout (uint8 with zero points), which TensorRT refuses: "
+                f"export it again with --int8-target tensorrt ({export}), then {verb} {sibling.name}")
+    return (f"export one with {export} (FRAMES: frames of the scenes the camera sees, to calibrate on; LABELS: "
+            f"labelled frames the INT8 model is checked on against FP32), then {verb} {stem}.int8.onnx")
 
 
 def _numpy_name(dtype: trt.DataType) -> str:

@@ -45,6 +45,7 @@ from .plan_build import (
     cancellable,
     file_sha256,
     has_qdq,
+    int8_source_advice,
     load_onnx,
     write_plan,
 )
@@ -169,10 +170,13 @@ def resolve_build_precision(precision: str, quantized: bool, onnx_path: str | Pa
         raise ValueError(f"a TensorRT engine is built at {', '.join(BUILD_PRECISIONS)}, not {precision!r}")
     if precision == "auto":
         return "int8" if quantized else "fp16"
-    if (precision == "int8") != quantized:
-        needs = ("a QDQ model (NAME.int8.onnx from unet-export --int8)" if precision == "int8"
-                 else "the FP32 model (this one is QDQ INT8: use precision 'int8')")
-        raise ValueError(f"precision {precision!r} needs {needs}; got {str(onnx_path)!r}")
+    if precision == "int8" and not quantized:
+        raise ValueError(f"precision 'int8' needs a QDQ model, the calibrated INT8 model TensorRT builds from, and "
+                         f"{str(onnx_path)!r} is a float model, which TensorRT does not calibrate here: "
+                         f"{int8_source_advice(onnx_path)}")
+    if quantized and precision != "int8":
+        raise ValueError(f"precision {precision!r} needs the FP32 model (this one is QDQ INT8: use precision "
+                         f"'int8'); got {str(onnx_path)!r}")
     return precision
 
 

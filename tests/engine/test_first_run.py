@@ -2193,3 +2193,45 @@ def test_a_plan_built_on_the_desktop_is_refused_naming_the_rebuild_from_the_mode
     assert unet_build(shlex.split(command)[1:]) == 0
     with Segmenter("mine.plan", warm_up=False) as segmenter:
         assert (segmenter.backend.name, segmenter.backend.precision) == ("tensorrt", "fp16")
+
+
+@pytest.mark.parametrize("beside", [None, "camvid.int8.onnx", "camvid.int8.tensorrt.onnx"],
+                         ids=["nothing-beside", "cpu-layout-beside", "tensorrt-layout-beside"])
+def test_int8_of_a_float_model_of_ones_own_names_the_file_an_int8_engine_is_built_from(
+        beside: str | None, first_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`unet-stream --model mine.onnx --precision int8` on a Jetson: TensorRT builds INT8 only from a calibrated QDQ
+    model in its symmetric layout, which a float model is not. The line said to write one "from unet-export --int8",
+    whose default is the CPU layout TensorRT refuses, and named no file beside the model. It now names the export with
+    --int8-target tensorrt and what calibration needs, or the INT8 file beside the model (a CPU-layout one as such)."""
+    import shutil
+
+    from unetrt.export.tensorrt import main as unet_build
+    from unetrt.stream.cli import main as stream
+
+    shutil.copy(MODELS_DIR / "camvid.onnx", tmp_path / "mine.onnx")
+    if beside is not None:
+        shutil.copy(MODELS_DIR / beside, tmp_path / "mine.int8.onnx")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as refused:
+        Segmenter("mine.onnx", precision="int8", warm_up=False)
+    line = str(refused.value)
+    assert "\n" not in line and "'mine.onnx'" in line, line
+    if beside is None:
+        assert ("unet-export CHECKPOINT -o mine.onnx --precision int8 --int8-target tensorrt --calibration FRAMES "
+                "--check-labels LABELS") in line and "then run mine.int8.onnx" in line, line
+    elif beside == "camvid.int8.onnx":
+        assert "mine.int8.onnx beside it is in the CPU layout" in line and "--int8-target tensorrt" in line, line
+    else:
+        assert "run mine.int8.onnx, beside it" in line, line
+    assert stream(["sample", "out.mp4", "--model", "mine.onnx", "--precision", "int8", "--headless"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and line in err
+    assert unet_build(["mine.onnx", "-o", "mine.plan", "--precision", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("--int8-target tensorrt" in err if beside != "camvid.int8.tensorrt.onnx" else
+                                     "mine.int8.onnx, beside it" in err), err
+    assert builds() == 0
+    if beside == "camvid.int8.tensorrt.onnx":
+        with Segmenter("mine.int8.onnx", warm_up=False) as segmenter:
+            assert (segmenter.backend.name, segmenter.backend.precision) == ("tensorrt", "int8")

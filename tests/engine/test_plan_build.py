@@ -308,7 +308,7 @@ def test_int8_of_an_fp32_model_names_the_export_tensorrt_takes(
     assert main([str(tiny_model_files["onnx"]), "-o", str(tmp_path / "tiny.plan"), "--int8", "--no-progress"]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and "has no QuantizeLinear/DequantizeLinear node" in lines[0]
-    assert "unet-export --int8 --int8-target tensorrt" in lines[0]
+    assert "unet-export CHECKPOINT -o tiny.onnx --precision int8 --int8-target tensorrt" in lines[0]
     assert builds() == 0 and not any(tmp_path.iterdir())
 
 
