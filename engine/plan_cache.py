@@ -42,7 +42,9 @@ from .plan_build import (
     BuildCancelledError,
     BuildOptions,
     BuiltPlan,
+    asymmetric_quantizers,
     cancellable,
+    check_int8_request,
     file_sha256,
     has_qdq,
     int8_source_advice,
@@ -187,7 +189,8 @@ def plan_key(onnx_path: str | Path, precision: str = "auto", working_size: tuple
     Raises:
         ImportError: when TensorRT, pycuda or onnx is missing.
         FileNotFoundError: when the ONNX file does not exist.
-        ValueError: on a precision the graph cannot be built at, or no such CUDA device.
+        ValueError: on a precision the graph cannot be built at (a QDQ graph in the CPU layout at any), or no such
+            CUDA device.
     """
     require_tensorrt()
     require_pycuda()
@@ -198,10 +201,15 @@ def plan_key(onnx_path: str | Path, precision: str = "auto", working_size: tuple
     if working_size is None:
         working_size = read_model_file(path).info.working_size
     quantized = has_qdq(model)
+    resolved = resolve_build_precision(precision, quantized, path)
+    if quantized:
+        # Refused here, before the build line's "takes minutes" and before the doctor names TensorRT as what a
+        # stream runs once built: the build would refuse the CPU layout in a second, every time.
+        check_int8_request(BuildOptions(int8=True), quantized, path, asymmetric_quantizers(model))
     return PlanKey(
         model_name=path.name.split(".")[0],
         source_sha256=file_sha256(path),
-        precision=resolve_build_precision(precision, quantized, path),
+        precision=resolved,
         working_size=None if working_size is None else (int(working_size[0]), int(working_size[1])),
         dla_core=dla_core,
         tensorrt_version=str(trt.__version__),

@@ -2235,3 +2235,28 @@ def test_int8_of_a_float_model_of_ones_own_names_the_file_an_int8_engine_is_buil
     if beside == "camvid.int8.tensorrt.onnx":
         with Segmenter("mine.int8.onnx", warm_up=False) as segmenter:
             assert (segmenter.backend.name, segmenter.backend.precision) == ("tensorrt", "int8")
+
+
+def test_an_int8_model_of_ones_own_in_the_cpu_layout_runs_on_the_cpu_after_one_line_and_the_doctor_says_so(
+        first_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`unet-export --precision int8` without `--int8-target tensorrt` writes the CPU layout, which TensorRT refuses.
+    docs/jetson.md: such a file is refused in one line naming --int8-target tensorrt, and the automatic choice runs
+    ONNX Runtime INT8 on the CPU. Before that line came "building a TensorRT engine ... the first run on a Jetson
+    takes minutes", and the doctor said a stream "runs on: tensorrt int8 once its engine is built ... its first start
+    builds it", where every start runs on the CPU: the layout is now checked with the cache key, before the build."""
+    import shutil
+
+    from unetrt.doctor import main as doctor
+
+    shutil.copy(MODELS_DIR / "camvid.int8.onnx", tmp_path / "mine.int8.onnx")
+    monkeypatch.chdir(tmp_path)
+    with Segmenter("mine.int8.onnx", warm_up=False) as segmenter:
+        assert (segmenter.backend.name, segmenter.backend.precision) == ("onnxruntime", "int8")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "building" not in err, err
+    assert err.startswith("unetrt: no TensorRT engine ('mine.int8.onnx' quantizes activations to uint8 with zero "
+                          "points") and "--int8-target tensorrt" in err, err
+    assert doctor(["--model", "mine.int8.onnx"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == "unet-stream --model mine.int8.onnx runs on: onnxruntime int8 cpu", last
+    assert builds() == 0
