@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                help="the .plan file to write (PLAN.json is written beside it); optional with --triton-repo")
     add_precision(parser, choices=BUILD_PRECISIONS, default="fp32",
                   help="fp16: FP16 kernels (inputs, outputs and head stay FP32); int8: INT8 kernels from a QDQ "
-                       "model (unet-export --precision int8: NAME.int8.onnx), FP16 fallback")
+                       "model in TensorRT's layout (unet-export --precision int8 --int8-target tensorrt: "
+                       "NAME.int8.onnx), FP16 fallback")
     add_aliases(parser, ["--fp16"], "fp16", action="store_true")
     add_aliases(parser, ["--int8"], "int8", action="store_true")
     add_size(parser, help="the working size the profile is tuned for, in place of the model's own (the "

@@ -54,6 +54,13 @@ def test_opt_level_range(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--opt-level" in capsys.readouterr().err
 
 
+def test_the_help_of_int8_names_the_export_tensorrt_takes() -> None:
+    """`unet-build --help` sent --precision int8 to `unet-export --precision int8`, whose default CPU layout (uint8 with
+    zero points) unet-build then refuses: the help names the TensorRT layout's option."""
+    help_text = " ".join(build_parser().format_help().split())
+    assert "unet-export --precision int8 --int8-target tensorrt" in help_text, help_text
+
+
 def test_rebuild_command_parses_back() -> None:
     profile = ShapeProfile((1, 3, 16, 16), (1, 3, 48, 64), (4, 3, 96, 128))
     metadata = PlanMetadata(
