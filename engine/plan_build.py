@@ -13,7 +13,7 @@ FP16 differs between TensorRT versions:
   :mod:`unetrt.export.fp16` (FP32 inputs, outputs and head; onnx and
   onnxconverter-common, no torch) before parsing.
 
-INT8 takes the QDQ model of ``unet-export --int8`` (explicit quantization: the
+INT8 takes the QDQ model of ``unet-export --int8 --int8-target tensorrt`` (explicit quantization: the
 graph's QuantizeLinear/DequantizeLinear pairs fix the INT8 tensors and scales):
 
 * TensorRT 10 builds it weakly typed with ``BuilderFlag.INT8`` and ``BuilderFlag.FP16``
@@ -556,7 +556,8 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, options: BuildOpt
     Args:
         onnx_path: a graph written by ``unet-export`` (FP32, FP16 from ``--fp16``, or QDQ INT8).
         plan_path: the ``.plan`` file to write; ``PLAN.json`` is written beside it, first.
-        options: builder settings; ``int8`` needs a QDQ graph (``unet-export --int8``).
+        options: builder settings; ``int8`` needs a QDQ graph in TensorRT's layout
+            (``unet-export --int8 --int8-target tensorrt``).
         device_index: the CUDA device to build for.
 
     Returns:
@@ -616,7 +617,8 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
 
     Args:
         onnx_path: a graph written by ``unet-export`` (FP32, FP16 from ``--fp16``, or QDQ INT8).
-        options: builder settings; ``int8`` needs a QDQ graph (``unet-export --int8``).
+        options: builder settings; ``int8`` needs a QDQ graph in TensorRT's layout
+            (``unet-export --int8 --int8-target tensorrt``).
         device_index: the CUDA device to build for.
 
     Returns:
