@@ -1,5 +1,5 @@
 """The files and folders a user names: checks with a message that says what is there instead, and writing a file
-whole or not at all.
+whole or not at all, and their digests.
 
 "does not exist" for a path that does exist, as a folder where a file was meant (or the other way round), sends a
 user looking for a typo that is not there.
@@ -8,6 +8,7 @@ user looking for a typo that is not there.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import sys
@@ -195,3 +196,17 @@ def write_whole(path: Path, text: str | bytes) -> None:
         path.write_bytes(data)
         return
     replace_file(path, data)
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, as hex.
+
+    Example:
+        >>> len(file_sha256(__file__))
+        64
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

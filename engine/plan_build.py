@@ -64,7 +64,7 @@ from .build_watch import BuildStep, BuildWatcher, build_watchers, tell_step
 from .cuda import GpuResourceError, PrimaryContext, allocation_refused, require_pycuda
 from .interruptible import run_interruptible
 from .model_file import file_precision, read_model_file
-from .paths import check_file, replace_file
+from .paths import check_file, file_sha256, replace_file
 from .plan_metadata import (
     PlanMetadata,
     Shape,
@@ -167,20 +167,6 @@ def _device_memory(index: int) -> tuple[bool, int]:
     device = cuda.Device(index)
     integrated = bool(device.get_attribute(cuda.device_attribute.INTEGRATED))
     return integrated, int(device.total_memory())
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, as hex.
-
-    Example:
-        >>> len(file_sha256(__file__))
-        64
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_onnx(path: str | Path) -> onnx.ModelProto:

@@ -38,6 +38,7 @@ from .build_watch import check_before_build, tell_note
 from .cli import format_size
 from .cuda import GpuResourceError, require_pycuda
 from .model_file import read_model_file
+from .paths import file_sha256
 from .plan_build import (
     BuildCancelledError,
     BuildOptions,
@@ -45,7 +46,6 @@ from .plan_build import (
     asymmetric_quantizers,
     cancellable,
     check_int8_request,
-    file_sha256,
     has_qdq,
     int8_source_advice,
     load_onnx,

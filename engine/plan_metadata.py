@@ -22,7 +22,7 @@ from typing import Any
 from .geometry import is_legal_size, nearest_legal_sizes
 from .model_file import decode_description
 from .model_info import ModelInfo
-from .paths import read_json, replace_file
+from .paths import file_sha256, read_json, replace_file
 
 PLAN_FORMAT_VERSION = 1
 METADATA_SUFFIX = ".json"
@@ -420,6 +420,20 @@ class PlanMetadata:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"plan metadata is incomplete ({exc!r}); rebuild the engine with unet-build") from exc
 
+    def source_file(self, plan_path: str | Path) -> Path | None:
+        """The model file this plan was built from as it is on this machine: the recorded one, else the file of its
+        name beside the plan (a plan copied from the machine that built it comes with its model); None: neither.
+
+        Example:
+            >>> meta.source_file("jetson/mine.plan")  # doctest: +SKIP
+            PosixPath('jetson/mine.onnx')
+        """
+        if Path(self.source).is_file():
+            return Path(self.source)
+        # PureWindowsPath splits at both separators: the plan may come from a Windows desktop.
+        beside = Path(plan_path).parent / PureWindowsPath(self.source).name
+        return beside if beside.is_file() else None
+
     def rebuild_command(self, plan_path: str | Path) -> str:
         """The ``unet-build`` command line that builds this plan again on the current machine.
 
@@ -430,12 +444,8 @@ class PlanMetadata:
             >>> meta.rebuild_command("jetson/mine.plan").split()[:4]  # doctest: +SKIP
             ['unet-build', 'jetson/mine.onnx', '-o', 'jetson/mine.plan']
         """
-        source = self.source
-        # PureWindowsPath splits at both separators: the plan may come from a Windows desktop.
-        beside = Path(plan_path).parent / PureWindowsPath(source).name
-        if not Path(source).is_file() and beside.is_file():
-            source = str(beside)
-        words = ["unet-build", source, "-o", str(plan_path),
+        found = self.source_file(plan_path)
+        words = ["unet-build", self.source if found is None else str(found), "-o", str(plan_path),
                  "--min-shape", format_shape(self.profile.min), "--opt-shape", format_shape(self.profile.opt),
                  "--max-shape", format_shape(self.profile.max)]
         if self.precision in ("fp16", "int8"):
@@ -475,9 +485,11 @@ def read_plan_metadata(plan_path: str | Path) -> PlanMetadata:
     """
     path = metadata_path(plan_path)
     if not path.is_file():
+        beside = Path(plan_path).with_suffix(".onnx")
+        model = shlex.quote(str(beside)) if beside.is_file() else "MODEL.onnx"
         raise FileNotFoundError(
             f"{str(path)!r} is missing: a plan needs the metadata unet-build writes beside it; "
-            f"rebuild with: unet-build MODEL.onnx -o {plan_path}"
+            f"rebuild with: unet-build {model} -o {shlex.quote(str(plan_path))}"
         )
     try:
         data = read_json(path, "plan metadata")
@@ -522,3 +534,36 @@ def check_compatibility(metadata: PlanMetadata, tensorrt_version: str, gpu: GpuI
             RuntimeWarning,
             stacklevel=2,
         )
+
+
+def warn_if_model_changed(metadata: PlanMetadata, plan_path: str | Path) -> None:
+    """Warn when the model file a plan was built from has changed since (retrained and copied over).
+
+    The plan still runs the network it was built from, which is what was asked for, but a user who retrained and
+    copied the new model over expects the new one. The engine cache needs no such check: its key holds the model's
+    digest. A plan without a recorded digest (or whose model is nowhere to be found) is not checked.
+
+    Args:
+        metadata: the plan's metadata.
+        plan_path: the plan, to find its model beside it.
+
+    Example:
+        >>> warn_if_model_changed(read_plan_metadata("mine.plan"), "mine.plan")  # doctest: +SKIP
+        RuntimeWarning: 'mine.plan' runs the network mine.onnx held when the plan was built; ...
+    """
+    source = metadata.source_file(plan_path)
+    if metadata.source_sha256 is None or source is None:
+        return
+    try:
+        unchanged = file_sha256(source) == metadata.source_sha256
+    except OSError:
+        return  # a model this process cannot read says nothing about the plan, which runs without it
+    if unchanged:
+        return
+    warnings.warn(
+        f"{str(plan_path)!r} runs the network {source.name} held when the plan was built; {str(source)!r} has "
+        f"changed since (retrained or replaced), so its masks are the old model's; to run the new one rebuild with: "
+        f"{metadata.rebuild_command(plan_path)}",
+        RuntimeWarning,
+        stacklevel=2,
+    )

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .backends.tensorrt import tensorrt_release
-from .plan_build import file_sha256
+from .paths import file_sha256
 from .plan_cache import PlanKey, blocking_file, cache_usage, megabytes, why_not_here
 from .plan_metadata import GpuIdentity, PlanMetadata, metadata_path, read_plan_metadata
 

@@ -67,6 +67,7 @@ from ..plan_metadata import (
     check_compatibility,
     format_shape,
     read_plan_metadata,
+    warn_if_model_changed,
 )
 from .base import check_batch, check_precision, network_output_shape
 
@@ -858,4 +859,6 @@ def open_model(request: OpenRequest) -> TensorRTBackend:
     if built_options:
         raise ValueError(f"{', '.join(built_options)}: options of an engine built here from an .onnx model; the plan "
                          f"{request.path.name} runs as it was built (rebuild it with unet-build to change them)")
-    return TensorRTBackend(request.path, device=request.device, precision=request.precision, **options)
+    backend = TensorRTBackend(request.path, device=request.device, precision=request.precision, **options)
+    warn_if_model_changed(backend.metadata, request.path)
+    return backend

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..backends import choose_model
 from ..cli import StopOnSigterm, raise_terminated
-from ..plan_build import file_sha256
+from ..paths import file_sha256
 from ..segmenter import Segmenter
 from ..stream.output_path import check_writable_file
 from .inputs import (

@@ -2195,6 +2195,35 @@ def test_a_plan_built_on_the_desktop_is_refused_naming_the_rebuild_from_the_mode
         assert (segmenter.backend.name, segmenter.backend.precision) == ("tensorrt", "fp16")
 
 
+def test_a_plan_whose_model_was_retrained_since_its_build_says_so_and_names_the_rebuild(
+        first_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A user builds `mine.plan` with unet-build on the Jetson, retrains, copies the new `mine.onnx` over the old one
+    and starts the stream with the plan again. The plan runs the network it was built from (the plan is what was
+    asked for), but nothing said the masks were the old model's. Now a warning names it and the rebuild; a plan whose
+    metadata went missing names the model beside it in its rebuild line instead of MODEL.onnx."""
+    import shutil
+    import warnings
+
+    from unetrt.export.tensorrt import main as unet_build
+
+    shutil.copy(MODELS_DIR / "camvid.onnx", tmp_path / "mine.onnx")
+    monkeypatch.chdir(tmp_path)
+    assert unet_build(["mine.onnx", "-o", "mine.plan"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Segmenter("mine.plan", warm_up=False).close()
+    shutil.copy(MODELS_DIR / "isbi.onnx", tmp_path / "mine.onnx")  # the retrained model, copied over
+    with pytest.warns(RuntimeWarning) as caught:
+        Segmenter("mine.plan", warm_up=False).close()
+    (line,) = [str(warning.message) for warning in caught if "changed since" in str(warning.message)]
+    assert "'mine.plan' runs the network mine.onnx held when the plan was built" in line
+    assert "rebuild with: unet-build mine.onnx -o mine.plan " in line
+    (tmp_path / "mine.plan.json").unlink()
+    capsys.readouterr()
+    with pytest.raises(FileNotFoundError, match=r"rebuild with: unet-build mine\.onnx -o mine\.plan$"):
+        Segmenter("mine.plan", warm_up=False)
+
+
 @pytest.mark.parametrize("beside", [None, "camvid.int8.onnx", "camvid.int8.tensorrt.onnx"],
                          ids=["nothing-beside", "cpu-layout-beside", "tensorrt-layout-beside"])
 def test_int8_of_a_float_model_of_ones_own_names_the_file_an_int8_engine_is_built_from(

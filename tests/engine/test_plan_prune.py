@@ -476,7 +476,7 @@ def test_an_entry_rebuilt_between_the_survey_and_the_removal_is_left(monkeypatch
     """A venv of the older TensorRT rebuilds its engine after --prune judged the old one: the new plan is not the one
     judged, so it stays."""
     from unetrt.backends.tensorrt import machine_gpus
-    from unetrt.plan_build import file_sha256
+    from unetrt.paths import file_sha256
     from unetrt.plan_prune import prune, survey
 
     install_fake_tensorrt_gpu(monkeypatch, version="10.3.0")
