@@ -15,6 +15,8 @@ import numpy as np
 from conftest import tiny_info
 
 GOOD = 150
+# Finite at FP16 too: GOOD's Exp(100 x) (about 2e15) overflows an FP16 engine, this one's (x = -0.12: 8e-6) does not.
+GOOD_FP16 = 120
 BAD = {"nan": 0, "+inf": 255, "-inf": 255}
 KINDS = list(BAD)
 
@@ -54,11 +56,12 @@ def write_nonfinite_onnx(path: Path, kind: str, classes: int = 3) -> Path:
     return path
 
 
-def frame_with_bad_pixels(kind: str, shape: tuple[int, int], seed: int, share: float = 0.02) -> tuple[np.ndarray, int]:
-    """A uint8 BGR frame of GOOD with BAD[kind] in some pixels (in one channel, all three for '-inf'), and how many
-    pixels those are."""
+def frame_with_bad_pixels(kind: str, shape: tuple[int, int], seed: int, share: float = 0.02,
+                          good: int = GOOD) -> tuple[np.ndarray, int]:
+    """A uint8 BGR frame of ``good`` (GOOD_FP16 for an FP16 engine) with BAD[kind] in some pixels (in one channel,
+    all three for '-inf'), and how many pixels those are."""
     rng = np.random.default_rng(seed)
-    frame = np.full((*shape, 3), GOOD, np.uint8)
+    frame = np.full((*shape, 3), good, np.uint8)
     bad = rng.random(shape) < share
     bad[rng.integers(shape[0]), rng.integers(shape[1])] = True
     ys, xs = np.nonzero(bad)

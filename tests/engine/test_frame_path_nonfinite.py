@@ -18,7 +18,14 @@ from conftest import tiny_info
 from fakes.cuda import FakeGpu, install_fake_gpu
 from fakes.kernels import FakeKernels
 from fakes.tensorrt import install_fake_tensorrt, write_plan_from_onnx
-from nonfinite_models import BAD, GOOD, KINDS, frame_with_bad_pixels, write_nonfinite_onnx
+from nonfinite_models import (
+    BAD,
+    GOOD,
+    GOOD_FP16,
+    KINDS,
+    frame_with_bad_pixels,
+    write_nonfinite_onnx,
+)
 
 import unetrt
 from unetrt import _tiling, _tiling_emu
@@ -198,8 +205,9 @@ def test_torch_backend_refuses_a_network_with_a_nan_bias(tmp_path: Path) -> None
 @pytest.fixture(params=["emulated", "cpu"])
 def fake_trt(models: dict[tuple[str, int], Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
              request: pytest.FixtureRequest) -> Iterator[tuple[Any, FakeGpu, CudaDevice]]:
-    """The fake TensorRT engine of the '+inf' network (an FP16 engine's overflow) on the fake GPU, its CudaDevice
-    running the emulated CUDA kernels (or the CPU ones) on the fake device memory."""
+    """The fake TensorRT FP16 engine of the '+inf' network (whose Exp overflows as an FP16 engine does) on the fake
+    GPU, its CudaDevice running the emulated CUDA kernels (or the CPU ones) on the fake device memory. Its good frames
+    are of GOOD_FP16, which FP16 holds."""
     from unetrt.backends.tensorrt import TensorRTBackend
 
     gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False))
@@ -219,9 +227,9 @@ def test_gpu_path_counts_on_the_device_through_graph_replays(fake_trt: tuple[Any
     backend, gpu, device = fake_trt
     path = FramePath(device, backend.info)
     grid = plan_tiles((48, 64), 32, 8, "same", 3) if tiled else plan_whole(48, 64, "same", 3)
-    good = np.full((48, 64, 3), GOOD, np.uint8)
+    good = np.full((48, 64, 3), GOOD_FP16, np.uint8)
     for seed in range(4):  # the first call runs, the second captures a graph, later ones replay it
-        frame, bad = frame_with_bad_pixels("+inf", (48, 64), seed)
+        frame, bad = frame_with_bad_pixels("+inf", (48, 64), seed, good=GOOD_FP16)
         with pytest.raises(NonFiniteScoresError, match=rf"at {bad} of {48 * 64} pixels") as error:
             path.run([frame], grid, probabilities=seed % 2 == 1, batch_size=4)
         assert error.value.counts == [bad]
@@ -257,7 +265,7 @@ def test_a_tensorrt_engine_on_the_gpu_path_names_its_precision_and_fix(models: d
     install_fake_tensorrt_gpu(monkeypatch, gpu)
     route_cuda_kernels_to(monkeypatch, gpu, _tiling_emu)
     plan = write_plan_from_onnx(models["+inf", 3], tmp_path / f"overflow_{precision}.plan", gpu, precision=precision)
-    frame, bad = frame_with_bad_pixels("+inf", (48, 64), seed=2)
+    frame, bad = frame_with_bad_pixels("+inf", (48, 64), seed=2, good=GOOD_FP16)
     with Segmenter(plan) as seg:
         assert isinstance(seg.device, CudaDevice)
         with pytest.raises(NonFiniteScoresError, match=rf"at {bad} of {48 * 64} pixels of this frame") as error:
@@ -287,8 +295,8 @@ def test_threads_sharing_a_segmenter_each_get_their_own_answer(models: dict[tupl
         model: Path = write_plan_from_onnx(models["+inf", 3], tmp_path / "overflow.plan", gpu, precision="fp16")
     else:
         model = models["+inf", 3]
-    good = np.full((48, 64, 3), GOOD, np.uint8)
-    frame, bad = frame_with_bad_pixels("+inf", (48, 64), seed=3)
+    good = np.full((48, 64, 3), GOOD_FP16, np.uint8)
+    frame, bad = frame_with_bad_pixels("+inf", (48, 64), seed=3, good=GOOD_FP16)
     answers: dict[int, list[Any]] = {}
 
     def work(thread: int) -> None:
@@ -316,3 +324,4 @@ def test_threads_sharing_a_segmenter_each_get_their_own_answer(models: dict[tupl
                     [0, bad] if thread == 0 and call % 2 == 0 else batch
                     for call in range(6) for batch in masks]
         assert answers[thread] == expected, thread
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -553,6 +554,27 @@ def test_tensorrt_11_builds_fp16_and_int8_strongly_typed(monkeypatch: pytest.Mon
     assert (int8.precision, int8.strongly_typed) == ("int8", True)
     fp32 = build_engine(tiny_model_files["onnx"], tmp_path / "fp32.plan", BuildOptions(progress=False))
     assert fp32.precision == "fp32"
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.4.0"])
+def test_the_fake_plan_runs_fp16_layers_only_under_the_fp16_flag_of_weak_typing(
+        monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path], tmp_path: Path, version: str) -> None:
+    """[FP16-LAYERS]: TensorRT 10's FP16 and INT8 builds set BuilderFlag.FP16 on a weakly typed network, so their
+    layers compute in FP16 (the runtime fake's [FP16]); an FP32 build, and TensorRT 11's strongly typed builds (whose
+    FP16 is in the graph's own types), record no such layers."""
+    from unetrt.export.quantize import quantize_onnx
+
+    install_fake_tensorrt_gpu(monkeypatch, FakeGpu(integrated=False), version=version)
+    batches = [np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)]
+    qdq = quantize_onnx(tiny_model_files["onnx"], tmp_path / "tiny.int8.onnx", batches, "minmax", "tensorrt")
+    weak = version.startswith("10.")
+    for name, source, options, fp16_layers in (("fp32", tiny_model_files["onnx"], BuildOptions(), False),
+                                               ("fp16", tiny_model_files["onnx"], BuildOptions(fp16=True), weak),
+                                               ("int8", qdq, BuildOptions(int8=True), weak)):
+        plan = tmp_path / f"{name}.plan"
+        build_engine(source, plan, dataclasses.replace(options, progress=False))
+        fake = deserialize(plan.read_bytes())
+        assert fake is not None and fake.fp16_layers == fp16_layers, name
 
 
 def test_fake_profile_refuses_inconsistent_shapes(fake_trt: FakeGpu) -> None:

@@ -115,6 +115,25 @@ in its own file. The fake refuses what TensorRT refuses; each rule names its doc
   issues 635, 2913). The CUDA 13 wheels need an r580 driver or newer, the CUDA 12 ones r535 (TensorRT 11.4.0
   installation guide, "Prerequisites"); within a major version any driver of it serves (minor version
   compatibility).
+* [FP16] An engine built with ``BuilderFlag.FP16`` on a weakly typed network ("Enable FP16 layer selection, with FP32
+  fallback"; ``kINT8``: "Enable Int8 layer selection, with FP32 fallback with FP16 fallback if kFP16 also
+  specified", ``BuilderFlag``, NvInfer.h, TensorRT 10) computes in FP16: "When TensorRT chooses a precision for a
+  layer, it automatically converts weights as needed to run the layer" (Developer Guide, "Reduced Precision",
+  "Network-Level Control of Precision"), and a layer's FP16 output is an IEEE half, whose largest finite value is
+  65504 (``CUDART_MAX_NORMAL_FP16``, 0x7BFF; ``CUDART_INF_FP16``, CUDA Math API, "Half Arithmetic Constants"): a
+  value past it is +-inf, and what follows from an infinity (inf - inf, 0 * inf) NaN. The fake runs such a plan
+  (``FakePlan.fp16_layers``, set by the builder fake for the FP16 flag without strong typing) on the ONNX graph
+  rewritten once per plan (:func:`computed_in_fp16`): every float weight rounded to half (round to nearest even),
+  every float tensor a node writes rounded to half after the node (beyond 65504: +-inf; NaN stays NaN), the
+  network's float input read as half, the node itself computing in FP32 on those halves (FP32 accumulation). The
+  I/O bindings keep the types the engine declares, and the layer writing the output stays FP32 where the plan
+  says so (``head_precision``: pinned, with OBEY_PRECISION_CONSTRAINTS). Not modelled: TensorRT "will still choose
+  a higher-precision kernel if it results in overall lower runtime, or if no low-precision implementation exists"
+  (same section), so a real engine may run some layers in FP32, and it fuses layers (a convolution with its bias
+  and activation) whose intermediate values never leave the kernel as half; the fake takes the worst case, every
+  ONNX node's float output stored as half. An INT8 engine's dequantized tensors (the values its INT8 kernels read)
+  and the scales of its Q/DQ pairs are not rounded. A strongly typed network takes its types from the graph
+  (Developer Guide, "Strong Typing vs Weak Typing"), which ONNX Runtime already computes as typed.
 """
 
 from __future__ import annotations
@@ -236,7 +255,10 @@ class FakeEngine:
         import onnxruntime as ort
 
         self.gpu, self.plan = gpu, plan
-        self.session = ort.InferenceSession(plan.onnx_model, providers=["CPUExecutionProvider"])
+        # [FP16]: the network as FP16 kernels compute it, rewritten once per plan.
+        network = computed_in_fp16(plan.onnx_model, plan.head_precision == "fp32") if plan.fp16_layers \
+            else plan.onnx_model
+        self.session = ort.InferenceSession(network, providers=["CPUExecutionProvider"])
         self._onnx_input = self.session.get_inputs()[0].name
         self._output_shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
         self.contexts: weakref.WeakSet[FakeExecutionContext] = weakref.WeakSet()
@@ -295,6 +317,83 @@ class FakeEngine:
     def compute(self, images: np.ndarray) -> np.ndarray:
         (out,) = self.session.run(None, {self._onnx_input: images.astype(np.float32)})
         return np.asarray(out)
+
+
+# Q/DQ inputs that are scales and zero points, Resize's region and scales: not data a layer stores as half [FP16].
+_NOT_HALF_INPUTS = {"QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2), "Resize": (1, 2), "Upsample": (1,)}
+
+
+@functools.lru_cache(maxsize=8)  # made once per plan: a test opens the engines of one model many times
+def computed_in_fp16(onnx_model: bytes, head_in_fp32: bool) -> bytes:
+    """The ONNX graph ``onnx_model`` rewritten to compute as TensorRT's FP16 kernels do [FP16].
+
+    Each float weight (initializer) is rounded to half; each float tensor a node writes, and the network's float
+    input, goes through ``Cast(FLOAT16)`` and back to ``FLOAT`` (IEEE round to nearest even, +-inf beyond 65504,
+    NaN kept), so every node reads halves and computes in FP32. The node writing the network's output runs in FP32
+    with its weights unrounded when ``head_in_fp32`` (TensorRT 10's pinned head). Dequantized tensors and Q/DQ
+    scales (an INT8 engine's) are left as they are.
+
+    Args:
+        onnx_model: the serialized ONNX model (the plan's network).
+        head_in_fp32: whether the layer writing the output computes in FP32.
+
+    Returns:
+        The serialized rewritten model, with the same inputs and outputs.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load_from_string(onnx_model)
+    graph = model.graph
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    float_tensors = {value.name for value in (*inferred.input, *inferred.value_info, *inferred.output)
+                     if value.type.tensor_type.elem_type == TensorProto.FLOAT}
+    outputs = {value.name for value in graph.output}
+    in_fp32 = [head_in_fp32 and bool(outputs.intersection(node.output)) for node in graph.node]
+    not_half = {node.input[i] for node in graph.node for i in _NOT_HALF_INPUTS.get(node.op_type, ())
+                if i < len(node.input)}
+    read_by_fp32 = {name for node, fp32 in zip(graph.node, in_fp32) if fp32 for name in node.input}
+    read_by_fp16 = {name for node, fp32 in zip(graph.node, in_fp32) if not fp32 for name in node.input}
+
+    def round_trip(name: str, rounded: str) -> list[onnx.NodeProto]:
+        half = f"{rounded}/half"
+        return [helper.make_node("Cast", [name], [half], to=TensorProto.FLOAT16, name=f"{half}/cast"),
+                helper.make_node("Cast", [half], [rounded], to=TensorProto.FLOAT, name=f"{rounded}/cast")]
+
+    # Weights: FP16 layers read them as half; a weight the FP32 head reads too keeps its own FP32 copy.
+    renamed: dict[str, str] = {}
+    for tensor in list(graph.initializer):
+        if tensor.data_type != TensorProto.FLOAT or tensor.name in not_half or tensor.name not in read_by_fp16:
+            continue
+        half = numpy_helper.to_array(tensor).astype(np.float16).astype(np.float32)
+        if tensor.name in read_by_fp32:
+            renamed[tensor.name] = f"{tensor.name}/fp16"
+            graph.initializer.append(numpy_helper.from_array(half, renamed[tensor.name]))
+        else:
+            tensor.CopyFrom(numpy_helper.from_array(half, tensor.name))
+    # The network's float input: FP32 bindings are reformatted to half for the first FP16 layer.
+    initializers = {tensor.name for tensor in graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    for value in graph.input:
+        if value.name not in initializers and value.name in float_tensors:
+            renamed[value.name] = f"{value.name}/fp16"
+            nodes += round_trip(value.name, renamed[value.name])
+    for node, fp32 in zip(graph.node, in_fp32):
+        if fp32:
+            nodes.append(node)
+            continue
+        for index, name in enumerate(node.input):
+            node.input[index] = renamed.get(name, name)
+        nodes.append(node)
+        if node.op_type == "DequantizeLinear":
+            continue  # the values an INT8 kernel reads, exactly int8 times the scale
+        for index, name in enumerate(node.output):
+            if name in float_tensors and name not in not_half:
+                node.output[index] = f"{name}/fp32"
+                nodes += round_trip(node.output[index], name)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model.SerializeToString()
 
 
 @functools.lru_cache(maxsize=8)  # engines of one model (a test opens the bundled one often) infer once per shape
@@ -520,6 +619,9 @@ def write_plan_from_onnx(onnx_path: Path, plan_path: Path, gpu: FakeGpu, *, vers
                     input_format: str = "LINEAR") -> Path:
     """A fake plan of an exported ONNX model for ``gpu``, with the metadata JSON unet-build writes beside it.
 
+    The plan is weakly typed with its head in FP32, as unet-build makes it on TensorRT 10: at ``precision`` fp16 or
+    int8 (whose FP16 flag unet-build sets too) its layers compute in FP16 ([FP16]).
+
     Example:
         >>> plan = write_plan_from_onnx(model_files["onnx"], tmp_path / "tiny.plan", gpu)  # doctest: +SKIP
     """
@@ -532,7 +634,7 @@ def write_plan_from_onnx(onnx_path: Path, plan_path: Path, gpu: FakeGpu, *, vers
     plan = FakePlan(tensorrt_version=version, device_name=gpu.name, compute_capability=gpu.compute_capability,
                     input_name="image", output_name="logits", input_dtype=input_dtype, output_dtype="float32",
                     profile=profile, precision=precision, dla_core=None, onnx_model=onnx_path.read_bytes(),
-                    input_format=input_format)
+                    input_format=input_format, fp16_layers=precision in ("fp16", "int8"))
     plan_path.write_bytes(serialize(plan))
     write_plan_metadata(plan_path, PlanMetadata(
         tensorrt_version=version, gpu=GpuIdentity(gpu.name, gpu.compute_capability, gpu.multiprocessors),

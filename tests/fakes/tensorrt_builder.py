@@ -44,6 +44,11 @@ Documents cited (TensorRT 10 C++ and Python API references, Developer Guide):
   required (Developer Guide, "Reduced Precision in Weakly-Typed Networks"); so under the FP16 or INT8 flag the
   layer writing the network's output runs FP32 only when it is pinned so and OBEY is set. In a strongly typed
   network it runs in its input's type [TYPING]. The fake records it in the plan (``head_precision``).
+* [FP16-LAYERS] The plan records whether the layers the graph leaves open may run FP16 kernels:
+  ``BuilderFlag.FP16`` ("Enable FP16 layer selection, with FP32 fallback") on a weakly typed network, with INT8 too
+  ("Enable Int8 layer selection, with FP32 fallback with FP16 fallback if kFP16 also specified"; ``BuilderFlag``,
+  NvInfer.h, TensorRT 10); without it they run FP32 (``FakePlan.fp16_layers``, which the runtime fake's [FP16] rule
+  computes by).
 * [DLA] Developer Guide, "Working with DLA": the DLA runs FP16 and INT8 layers; the core must lie in
   [0, getNbDLACores()); layers the DLA cannot run need BuilderFlag.GPU_FALLBACK, else the build fails. "DLA
   Supported Layers and Restrictions": "DLA does not support dynamic dimensions, so the profile's min, max, and opt
@@ -556,6 +561,7 @@ class Builder:
             dla_core=dla_core, onnx_model=network.onnx_model,
             head_precision=_head_precision(network, config, precision, self.module.DataType.FLOAT),
             input_format=input_format, output_format=output_format,
+            fp16_layers=not network.strongly_typed and BuilderFlag.FP16 in config.flags,  # [FP16-LAYERS]
         )
         return HostMemory(serialize(plan))
 

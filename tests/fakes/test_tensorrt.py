@@ -196,3 +196,118 @@ def test_the_fakes_take_the_parameters_tensorrt_names() -> None:
             if not any(names == overload[:len(names)] for overload in real[name]):
                 wrong.append(f"{fake_name}.{name}{tuple(names)}: TensorRT's {real_name}.{name} takes {real[name]}")
     assert wrong == [], "\n".join(wrong)
+
+
+def _half(values: Any) -> Any:
+    """``values`` stored as IEEE half and read back (round to nearest even; +-inf beyond 65504)."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        return np.asarray(values, np.float32).astype(np.float16).astype(np.float32)
+
+
+def _scaling_network(path: Path) -> dict[str, Any]:
+    """A described ONNX network, per pixel: a 1x1 convolution (3 -> 3 channels, with bias), a Mul by 1000.3, and the
+    head, an Add of 0.1 (which TensorRT 10 runs in FP32, pinned); returns its weights."""
+    import numpy as np
+    import onnx
+    from conftest import tiny_info
+    from onnx import TensorProto, helper, numpy_helper
+
+    from unetrt.model_file import write_onnx_description
+
+    rng = np.random.default_rng(7)
+    weights = {"w": (rng.integers(-16, 17, (3, 3, 1, 1)) / 16).astype(np.float32),
+               "b": (rng.integers(-8, 9, 3) / 8).astype(np.float32),
+               "scale": np.array(1000.3, np.float32), "shift": np.array(0.1, np.float32)}
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "w", "b"], ["mixed"]), helper.make_node("Mul", ["mixed", "scale"],
+                                                                                  ["scaled"]),
+         helper.make_node("Add", ["scaled", "shift"], ["logits"])], "scaling",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [numpy_helper.from_array(value, name) for name, value in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    write_onnx_description(model, tiny_info())
+    onnx.save(model, str(path))
+    return weights
+
+
+def _fp16_emulation(images: Any, weights: dict[str, Any]) -> Any:
+    """numpy's FP16 kernels for :func:`_scaling_network`: each layer reads halves, computes in FP32 and stores half;
+    the head computes in FP32 with its own weight unrounded."""
+    import numpy as np
+
+    w = _half(weights["w"])[:, :, 0, 0]
+    mixed = _half(np.einsum("oc,nchw->nohw", w, _half(images)) + _half(weights["b"])[None, :, None, None])
+    scaled = _half(mixed * _half(weights["scale"]))
+    return scaled + weights["shift"]
+
+
+def _engine_output(trt: Any, plan: Path, images: Any) -> Any:
+    """What the fake engine of ``plan`` writes for ``images`` through execute_async_v3 (device 0's context)."""
+    import numpy as np
+
+    with primary_context_pushed() as cuda:
+        engine = trt.Runtime(Logger()).deserialize_cuda_engine(plan.read_bytes())
+        context = engine.create_execution_context()
+        dtype = np.dtype(engine.get_tensor_dtype("image").value)
+        source, target = cuda.mem_alloc(images.size * dtype.itemsize), cuda.mem_alloc(images.size * 4)
+        engine.gpu.view(int(source), images.shape, dtype.name)[...] = images
+        assert context.set_input_shape("image", images.shape)
+        assert context.set_tensor_address("image", int(source)) and context.set_tensor_address("logits", int(target))
+        stream = cuda.Stream()
+        assert context.execute_async_v3(stream.handle)
+        stream.synchronize()
+        out = np.array(engine.gpu.view(int(target), images.shape, "float32"))
+        del context, engine
+    return out
+
+
+def test_an_fp16_engine_computes_each_layer_in_half_and_overflows_where_fp32_does_not(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """[FP16]: a weakly typed FP16 engine gives what numpy's per-layer float16 emulation gives, bit for bit: weights
+    and each layer's output rounded to half, FP32 inside a layer, the pinned head in FP32; past 65504 a layer's
+    output is inf (-inf), where the FP32 engine of the same network stays finite and equals ONNX Runtime's FP32."""
+    import numpy as np
+    import onnxruntime as ort
+
+    gpu = install_fake_gpu(monkeypatch)
+    trt = install_fake_tensorrt(monkeypatch, gpu)
+    weights = _scaling_network(tmp_path / "scaling.onnx")
+    rng = np.random.default_rng(3)
+    # Multiples of 1/64 up to 64 and weights of 1/16 and 1/8: the convolution's FP32 sums are exact, so any
+    # order of accumulation gives the same bits; a sum past 65.5 passes 65504 once scaled.
+    images = (rng.integers(-64 * 64, 64 * 64 + 1, (2, 3, 16, 16)) / 64).astype(np.float32)
+    images[0, :, 0, 0] = [60.0, 60.0, 60.0]
+    images[0, 0, 1, 1] = np.nan
+    fp16 = write_plan_from_onnx(tmp_path / "scaling.onnx", tmp_path / "fp16.plan", gpu, precision="fp16")
+    fp32 = write_plan_from_onnx(tmp_path / "scaling.onnx", tmp_path / "fp32.plan", gpu, precision="fp32")
+    got16, got32 = _engine_output(trt, fp16, images), _engine_output(trt, fp32, images)
+    want = _fp16_emulation(images, weights)
+    np.testing.assert_array_equal(got16, want)  # NaN where numpy has NaN, inf where it has inf
+    overflow = np.isinf(got16) & np.isfinite(got32)
+    assert overflow.any() and (np.abs(got32[overflow]) > 65504).all()
+    assert np.isnan(got16[0, :, 1, 1]).all() and np.isnan(got32[0, :, 1, 1]).all()
+    near = np.isfinite(got16)
+    assert not np.array_equal(got16[near], got32[near])  # the halves' rounding shows
+    reference = ort.InferenceSession(str(tmp_path / "scaling.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(got32, reference.run(None, {"image": images})[0])
+
+
+def test_fp16_input_binding_and_an_int8_engine_compute_in_fp16_too(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    """[FP16]: an engine that declares an FP16 input (unet-build's on TensorRT 10) reads the caller's halves; an INT8
+    engine (the FP16 flag set with INT8) runs its layers outside Q/DQ pairs in FP16 as well."""
+    import numpy as np
+
+    gpu = install_fake_gpu(monkeypatch)
+    trt = install_fake_tensorrt(monkeypatch, gpu)
+    weights = _scaling_network(tmp_path / "scaling.onnx")
+    images = _half(np.random.default_rng(4).uniform(-70, 70, (1, 3, 16, 16)))
+    for precision, input_dtype in (("fp16", "float16"), ("int8", "float32")):
+        plan = write_plan_from_onnx(tmp_path / "scaling.onnx", tmp_path / f"{precision}.plan", gpu,
+                                    precision=precision, input_dtype=input_dtype)
+        np.testing.assert_array_equal(_engine_output(trt, plan, images.astype(input_dtype)),
+                                      _fp16_emulation(images, weights))

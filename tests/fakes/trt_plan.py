@@ -35,6 +35,9 @@ class FakePlan:
     head_precision: str = "fp32"  # what the layer writing the network's output computes in
     input_format: str = "LINEAR"  # the tensorrt.TensorFormat member the engine reads its input in
     output_format: str = "LINEAR"  # and writes its output in
+    # Whether the layers the graph leaves open run FP16 kernels: BuilderFlag.FP16 on a weakly typed network (an INT8
+    # engine's layers outside its Q/DQ pairs too, when the flag came with INT8). The runtime fake's [FP16] rule.
+    fp16_layers: bool = False
 
 
 def serialize(plan: FakePlan) -> bytes:
