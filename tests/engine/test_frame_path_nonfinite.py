@@ -3,7 +3,9 @@ OpenVINO and torch on the CPU; the fake TensorRT with the emulated CUDA kernels 
 in :class:`unetrt.NonFiniteScoresError`, naming exactly how many pixels of the frame the finish kernels counted.
 
 The networks produce NaN and infinities for real, per pixel: Log of a negative input (NaN), Exp of a large one (+inf,
-an FP16 overflow's first symptom) and its negation (-inf) (tests/nonfinite_models.py)."""
+an FP16 overflow's first symptom) and its negation (-inf) (tests/nonfinite_models.py); and one finite at FP32 whose
+activations pass 65504 between two layers, which overflows only on an FP16 engine (the fake TensorRT computes FP16
+engines in FP16)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from nonfinite_models import (
     GOOD_FP16,
     KINDS,
     frame_with_bad_pixels,
+    write_fp16_overflow_onnx,
     write_nonfinite_onnx,
 )
 
@@ -325,3 +328,38 @@ def test_threads_sharing_a_segmenter_each_get_their_own_answer(models: dict[tupl
                     for call in range(6) for batch in masks]
         assert answers[thread] == expected, thread
 
+
+def test_an_fp16_engine_that_overflows_between_layers_is_refused_and_fp32_gives_the_mask(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The documented case end to end on a Jetson: a network of one's own, finite at FP32, whose activations pass
+    65504 only between its two layers. The FP16 engine a Segmenter builds by default refuses a frame that overflows
+    it, naming FP16's overflow and --precision fp32 (frames in FP16's range still get their mask); the fix the line
+    names, Segmenter(..., precision='fp32'), builds an FP32 engine whose mask is the CPU's FP32 mask. Frames on the
+    GPU path (the emulated CUDA kernels and the fake TensorRT's FP16 kernels)."""
+    from plan_fixtures import install_fake_tensorrt_gpu, route_cuda_kernels_to
+
+    gpu = FakeGpu()
+    install_fake_tensorrt_gpu(monkeypatch, gpu)
+    route_cuda_kernels_to(monkeypatch, gpu, _tiling_emu)
+    monkeypatch.setattr("unetrt.backends.onnxruntime_gpu_available", lambda: False)
+    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(tmp_path / "engines"))
+    model = write_fp16_overflow_onnx(tmp_path / "mine.onnx")
+    frame, bad = frame_with_bad_pixels("+inf", (48, 64), seed=4)
+    # Channels 1/64 of the range apart (each class wins somewhere) and inside FP16's range after the scaling.
+    clean = np.random.default_rng(4).integers(30, 225, (48, 64, 3)).astype(np.uint8)
+    with Segmenter(model, backend="onnxruntime", precision="fp32", device="cpu") as reference:
+        expected = {"frame": reference.segment(frame).mask, "clean": reference.segment(clean).mask}
+    with Segmenter(model) as seg:
+        assert (seg.backend.name, seg.backend.precision) == ("tensorrt", "fp16")
+        assert isinstance(seg.device, CudaDevice)
+        with pytest.raises(NonFiniteScoresError, match=rf"at {bad} of {48 * 64} pixels of this frame") as error:
+            seg.segment(frame)
+        np.testing.assert_array_equal(seg.segment(clean).mask, expected["clean"])
+    assert error.value.precision == "fp16" and error.value.counts == [bad]
+    assert "(the network ran at FP16, which overflows" in str(error.value) and "--precision fp32" in str(error.value)
+    with Segmenter(model, precision="fp32") as seg:
+        assert (seg.backend.name, seg.backend.precision) == ("tensorrt", "fp32")
+        assert isinstance(seg.device, CudaDevice)
+        np.testing.assert_array_equal(seg.segment(frame).mask, expected["frame"])
+        np.testing.assert_array_equal(seg.segment(clean).mask, expected["clean"])
+    assert len(list((tmp_path / "engines").glob("*.plan"))) == 2  # the FP32 engine is cached beside the FP16 one
