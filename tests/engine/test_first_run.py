@@ -2289,3 +2289,36 @@ def test_an_int8_model_of_ones_own_in_the_cpu_layout_runs_on_the_cpu_after_one_l
     last = capsys.readouterr().out.splitlines()[-1]
     assert last == "unet-stream --model mine.int8.onnx runs on: onnxruntime int8 cpu", last
     assert builds() == 0
+
+
+def test_unet_stream_of_a_model_overflowing_fp16_stops_naming_fp32_and_runs_with_it(
+        first_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/jetson.md, the user's own model that overflows FP16 (its activations pass 65504 between two layers,
+    finite at FP32): unet-stream builds the default FP16 engine, stops at the first frame that overflows it with the
+    one line naming the frame, FP16 and --precision fp32, exit 2; rerun with --precision fp32, it builds the FP32
+    engine beside the FP16 one and streams every frame."""
+    import cv2
+    from nonfinite_models import write_fp16_overflow_onnx
+
+    from unetrt.stream.cli import main
+
+    model = write_fp16_overflow_onnx(tmp_path / "mine.onnx")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index in range(6):
+        frame = np.full((48, 64, 3), 150, np.uint8)
+        if index >= 4:
+            frame[10:20, 10:20, 2] = 255  # 100 pixels whose red channel passes 65504 once scaled by 40000
+        cv2.imwrite(str(folder / f"{index:03d}.png"), frame)
+    argv = [str(folder), str(tmp_path / "out.mp4"), "--model", str(model), "--headless"]
+    assert main(argv) == 2  # the four frames before it stay a finished video
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error") or "Trace" in line]
+    assert len(err) == 1 and err[0].startswith("error: the network gave NaN or infinite scores at 100 of 3072 pixels "
+                                               "of frame 4 of the input (the network ran at FP16"), err
+    assert "--precision fp32" in err[0]
+    stats = tmp_path / "stats.json"
+    assert main([*argv, "--overwrite", "--precision", "fp32", "--stats", str(stats)]) == 0
+    summary = json.loads(stats.read_text())
+    assert (summary["runtime"]["backend"], summary["runtime"]["precision"]) == ("tensorrt", "fp32")
+    assert str(summary["runtime"]["device"]).startswith("cuda:0") and summary["written"] == 6
+    assert builds() == 2 and len(list(first_run.glob("*.plan"))) == 2
