@@ -133,7 +133,10 @@ in its own file. The fake refuses what TensorRT refuses; each rule names its doc
   and activation) whose intermediate values never leave the kernel as half; the fake takes the worst case, every
   ONNX node's float output stored as half. An INT8 engine's dequantized tensors (the values its INT8 kernels read)
   and the scales of its Q/DQ pairs are not rounded. A strongly typed network takes its types from the graph
-  (Developer Guide, "Strong Typing vs Weak Typing"), which ONNX Runtime already computes as typed.
+  (Developer Guide, "Strong Typing vs Weak Typing": TensorRT "will statically infer intermediate tensor types ...
+  and adhere strictly to those types"), so its FLOAT16 tensors are halves; ONNX Runtime's CPU provider would run
+  such a graph in FP32 (it casts around FP16 nodes it has no kernel for and drops the casts between them), so the
+  fake keeps each FLOAT16 tensor a half explicitly (:func:`halves_kept`).
 """
 
 from __future__ import annotations
@@ -257,7 +260,7 @@ class FakeEngine:
         self.gpu, self.plan = gpu, plan
         # [FP16]: the network as FP16 kernels compute it, rewritten once per plan.
         network = computed_in_fp16(plan.onnx_model, plan.head_precision == "fp32") if plan.fp16_layers \
-            else plan.onnx_model
+            else halves_kept(plan.onnx_model)
         self.session = ort.InferenceSession(network, providers=["CPUExecutionProvider"])
         self._onnx_input = self.session.get_inputs()[0].name
         self._output_shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
@@ -393,6 +396,65 @@ def computed_in_fp16(onnx_model: bytes, head_in_fp32: bool) -> bytes:
                 nodes += round_trip(node.output[index], name)
     del graph.node[:]
     graph.node.extend(nodes)
+    return model.SerializeToString()
+
+
+@functools.lru_cache(maxsize=8)  # made once per plan, as computed_in_fp16
+def halves_kept(onnx_model: bytes) -> bytes:
+    """The ONNX graph ``onnx_model`` rewritten so that its FLOAT16 tensors are halves when ONNX Runtime runs it, as
+    a strongly typed network's are in TensorRT [FP16] (unchanged when it has none).
+
+    ONNX Runtime's CPU provider runs an FP16 node it has no FP16 kernel for in FP32 between casts, and removes the
+    casts between two such nodes, so an FP16 graph computes in FP32 there and never overflows. Here every tensor
+    computes in FLOAT and each one the graph types FLOAT16 goes through ``Cast(FLOAT16)`` and back where it is
+    written (FLOAT16 weights become FLOAT of the same values); the network's inputs and outputs keep their types.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load_from_string(onnx_model)
+    graph = model.graph
+    half, single = TensorProto.FLOAT16, TensorProto.FLOAT
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    types = {value.name: value.type.tensor_type.elem_type for value in (*inferred.input, *inferred.value_info,
+                                                                         *inferred.output)}
+    types.update({tensor.name: tensor.data_type for tensor in graph.initializer})
+    if half not in types.values():
+        return onnx_model
+    for tensor in graph.initializer:
+        if tensor.data_type == half:
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name))
+    outputs = {value.name for value in graph.output}
+    nodes: list[onnx.NodeProto] = []
+    renamed: dict[str, str] = {}
+    initializers = {tensor.name for tensor in graph.initializer}
+    for value in graph.input:
+        if value.name not in initializers and types.get(value.name) == half:
+            renamed[value.name] = f"{value.name}/float"
+            nodes.append(helper.make_node("Cast", [value.name], [renamed[value.name]], to=single,
+                                          name=f"{value.name}/float/cast"))
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            node.input[index] = renamed.get(name, name)
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == half:
+                attribute.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attribute.t).astype(np.float32),
+                                                             attribute.t.name))
+        nodes.append(node)
+        for index, name in enumerate(node.output):
+            if types.get(name) != half:
+                continue
+            if node.op_type == "Cast":
+                node.attribute[[a.name for a in node.attribute].index("to")].i = single
+            # Written as half: rounded to nearest even, +-inf past 65504; a network output stays FLOAT16.
+            node.output[index] = f"{name}/float"
+            rounded = f"{name}/half" if name not in outputs else name
+            nodes.append(helper.make_node("Cast", [node.output[index]], [rounded], to=half, name=f"{name}/half/cast"))
+            if name not in outputs:
+                nodes.append(helper.make_node("Cast", [rounded], [name], to=single, name=f"{name}/back/cast"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.value_info[:]  # the FLOAT16 types of tensors now FLOAT
     return model.SerializeToString()
 
 
@@ -616,11 +678,12 @@ def install_fake_tensorrt(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu, version
 def write_plan_from_onnx(onnx_path: Path, plan_path: Path, gpu: FakeGpu, *, version: str = DEFAULT_VERSION,
                     input_dtype: str = "float32", precision: str = "fp16",
                     profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None,
-                    input_format: str = "LINEAR") -> Path:
+                    input_format: str = "LINEAR", strongly_typed: bool = False) -> Path:
     """A fake plan of an exported ONNX model for ``gpu``, with the metadata JSON unet-build writes beside it.
 
     The plan is weakly typed with its head in FP32, as unet-build makes it on TensorRT 10: at ``precision`` fp16 or
-    int8 (whose FP16 flag unet-build sets too) its layers compute in FP16 ([FP16]).
+    int8 (whose FP16 flag unet-build sets too) its layers compute in FP16 ([FP16]). A ``strongly_typed`` plan
+    computes in the graph's own types.
 
     Example:
         >>> plan = write_plan_from_onnx(model_files["onnx"], tmp_path / "tiny.plan", gpu)  # doctest: +SKIP
@@ -634,10 +697,12 @@ def write_plan_from_onnx(onnx_path: Path, plan_path: Path, gpu: FakeGpu, *, vers
     plan = FakePlan(tensorrt_version=version, device_name=gpu.name, compute_capability=gpu.compute_capability,
                     input_name="image", output_name="logits", input_dtype=input_dtype, output_dtype="float32",
                     profile=profile, precision=precision, dla_core=None, onnx_model=onnx_path.read_bytes(),
-                    input_format=input_format, fp16_layers=precision in ("fp16", "int8"))
+                    input_format=input_format,
+                    fp16_layers=not strongly_typed and precision in ("fp16", "int8"))
     plan_path.write_bytes(serialize(plan))
     write_plan_metadata(plan_path, PlanMetadata(
         tensorrt_version=version, gpu=GpuIdentity(gpu.name, gpu.compute_capability, gpu.multiprocessors),
         input_name="image", output_name="logits", input_dtype=input_dtype, output_dtype="float32",
-        profile=ShapeProfile(*profile), precision=precision, strongly_typed=False, source=str(onnx_path), info=info))
+        profile=ShapeProfile(*profile), precision=precision, strongly_typed=strongly_typed, source=str(onnx_path),
+        info=info))
     return plan_path

@@ -311,3 +311,34 @@ def test_fp16_input_binding_and_an_int8_engine_compute_in_fp16_too(monkeypatch: 
                                     precision=precision, input_dtype=input_dtype)
         np.testing.assert_array_equal(_engine_output(trt, plan, images.astype(input_dtype)),
                                       _fp16_emulation(images, weights))
+
+
+def test_a_strongly_typed_fp16_graph_computes_in_half_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """[FP16]: a strongly typed network's FLOAT16 tensors are halves (TensorRT adheres to the graph's types), where
+    ONNX Runtime's CPU provider alone runs an FP16 graph in FP32 (its casts around FP16 nodes are dropped between
+    them) and never overflows: the FP16 version of the scaling network equals the per-layer float16 emulation."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    gpu = install_fake_gpu(monkeypatch)
+    trt = install_fake_tensorrt(monkeypatch, gpu)
+    weights = _scaling_network(tmp_path / "scaling.onnx")
+    model = onnx.load(str(tmp_path / "scaling.onnx"))
+    graph = model.graph
+    # The graph typed FP16 between a Cast in and a Cast out, its head (the Add) FP32: unetrt.export.fp16's layout.
+    for tensor in graph.initializer:
+        if tensor.name != "shift":
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), tensor.name))
+    conv, mul, add = list(graph.node)
+    conv.input[0], add.input[0] = "image16", "scaled32"
+    del graph.node[:]
+    graph.node.extend([helper.make_node("Cast", ["image"], ["image16"], to=TensorProto.FLOAT16), conv, mul,
+                       helper.make_node("Cast", ["scaled"], ["scaled32"], to=TensorProto.FLOAT), add])
+    onnx.save(model, str(tmp_path / "scaling.fp16.onnx"))
+    images = (np.random.default_rng(5).integers(-64 * 64, 64 * 64 + 1, (1, 3, 16, 16)) / 64).astype(np.float32)
+    plan = write_plan_from_onnx(tmp_path / "scaling.fp16.onnx", tmp_path / "typed.plan", gpu, precision="fp16",
+                                strongly_typed=True)
+    got = _engine_output(trt, plan, images)
+    np.testing.assert_array_equal(got, _fp16_emulation(images, weights))
+    assert np.isinf(got).any() and np.isfinite(got).any()
