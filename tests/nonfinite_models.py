@@ -6,7 +6,7 @@ symptom) and its negation (-inf). The tiny description normalises a uint8 value 
 (150) is finite for all three at FP32 (GOOD_FP16 at FP16 too) and the BAD value of each kind is not, in the channels
 where it is put: one channel for NaN and +inf (either wins the argmax), all three for -inf (which counts only where
 it wins). A frame's expected count of non-finite pixels is the number of pixels holding a BAD value.
-write_fp16_overflow_onnx makes a network finite at FP32 that overflows FP16 between its two layers."""
+write_fp16_overflow_onnx makes a network finite at FP32 that overflows FP16 between its layers."""
 
 from __future__ import annotations
 
@@ -57,30 +57,33 @@ def write_nonfinite_onnx(path: Path, kind: str, classes: int = 3) -> Path:
     return path
 
 
-OVERFLOW_SCALE = 40000.0  # a normalised value past 65504 / 40000 = 1.64 (uint8 above 232) overflows FP16 in between
+# Each of two layers scales by this: a normalised value past 65504 / 200 ** 2 = 1.64 (uint8 above 232) overflows FP16
+# after the second. Under 10000, so an FP16 conversion (TensorRT 11's FP16, unetrt.export.fp16) keeps the weights.
+OVERFLOW_STEP = 200.0
 
 
 def write_fp16_overflow_onnx(path: Path, classes: int = 3) -> Path:
-    """A described ONNX network, per pixel, finite at FP32 everywhere and past FP16's 65504 only in the middle: a
-    1x1 convolution scales each channel by OVERFLOW_SCALE, a second (the head) scales it back, so its scores are the
-    normalised input. An FP16 engine stores the first convolution's output as half: +inf where a channel holds
-    BAD['+inf'] (255: 80000), while GOOD (150: about 14100) stays finite. Two convolutions, which TensorRT does not
-    fuse into one kernel, so the overflow is TensorRT's as much as the fake's."""
+    """A described ONNX network, per pixel, finite at FP32 everywhere and past FP16's 65504 only in the middle: two
+    1x1 convolutions scale each channel by OVERFLOW_STEP each, a third (the head) scales it back, so its scores are
+    the normalised input. An FP16 engine stores the second convolution's output as half: +inf where a channel holds
+    BAD['+inf'] (255: 80000), while GOOD (150: about 14100) stays finite. Convolutions, which TensorRT does not fuse
+    into one kernel, so the overflow is TensorRT's as much as the fake's."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from unetrt.model_file import write_onnx_description
 
-    eye = np.eye(classes, 3, dtype=np.float32)[:, :, None, None]
-    back = np.eye(classes, dtype=np.float32)[:, :, None, None] / np.float32(OVERFLOW_SCALE)
+    step = np.eye(3, dtype=np.float32)[:, :, None, None] * np.float32(OVERFLOW_STEP)
+    back = np.eye(classes, 3, dtype=np.float32)[:, :, None, None] / np.float32(OVERFLOW_STEP ** 2)
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["image", "up"], ["scaled"]), helper.make_node("Conv", ["scaled", "down"],
-                                                                              ["logits"])],
+        [helper.make_node("Conv", ["image", "step"], ["once"], name="/up1/Conv"),
+         helper.make_node("Conv", ["once", "step"], ["twice"], name="/up2/Conv"),
+         helper.make_node("Conv", ["twice", "back"], ["logits"], name="/head/Conv")],
         "fp16_overflow",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, "h", "w"])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", classes, "h", "w"])],
-        [numpy_helper.from_array(eye * np.float32(OVERFLOW_SCALE), "up"), numpy_helper.from_array(back, "down")])
+        [numpy_helper.from_array(step, "step"), numpy_helper.from_array(back, "back")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     write_onnx_description(model, tiny_info(num_classes=classes))

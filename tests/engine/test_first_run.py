@@ -2308,7 +2308,7 @@ def test_unet_stream_of_a_model_overflowing_fp16_stops_naming_fp32_and_runs_with
     for index in range(6):
         frame = np.full((48, 64, 3), 150, np.uint8)
         if index >= 4:
-            frame[10:20, 10:20, 2] = 255  # 100 pixels whose red channel passes 65504 once scaled by 40000
+            frame[10:20, 10:20, 2] = 255  # 100 pixels whose red channel passes 65504 once scaled by 200 twice
         cv2.imwrite(str(folder / f"{index:03d}.png"), frame)
     argv = [str(folder), str(tmp_path / "out.mp4"), "--model", str(model), "--headless"]
     assert main(argv) == 2  # the four frames before it stay a finished video

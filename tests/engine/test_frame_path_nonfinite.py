@@ -329,17 +329,21 @@ def test_threads_sharing_a_segmenter_each_get_their_own_answer(models: dict[tupl
         assert answers[thread] == expected, thread
 
 
+@pytest.mark.parametrize("version", ["10.3.0", "11.4.0"])
 def test_an_fp16_engine_that_overflows_between_layers_is_refused_and_fp32_gives_the_mask(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, version: str) -> None:
     """The documented case end to end on a Jetson: a network of one's own, finite at FP32, whose activations pass
     65504 only between its two layers. The FP16 engine a Segmenter builds by default refuses a frame that overflows
     it, naming FP16's overflow and --precision fp32 (frames in FP16's range still get their mask); the fix the line
     names, Segmenter(..., precision='fp32'), builds an FP32 engine whose mask is the CPU's FP32 mask. Frames on the
-    GPU path (the emulated CUDA kernels and the fake TensorRT's FP16 kernels)."""
+    GPU path (the emulated CUDA kernels and the fake TensorRT's FP16 kernels). TensorRT 10 builds FP16 with its
+    FP16 flag, TensorRT 11 from the graph converted to FP16 (unetrt.export.fp16): both overflow."""
     from plan_fixtures import install_fake_tensorrt_gpu, route_cuda_kernels_to
 
+    if version.startswith("11."):
+        pytest.importorskip("onnxconverter_common")
     gpu = FakeGpu()
-    install_fake_tensorrt_gpu(monkeypatch, gpu)
+    install_fake_tensorrt_gpu(monkeypatch, gpu, version=version)
     route_cuda_kernels_to(monkeypatch, gpu, _tiling_emu)
     monkeypatch.setattr("unetrt.backends.onnxruntime_gpu_available", lambda: False)
     monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(tmp_path / "engines"))
