@@ -86,6 +86,12 @@ picks the stricter behaviour and says so.
   ``_create_inference_session``; PR #21425 made it the CPU), so the retry makes the CUDA provider again, on
   device 0, and where that fails too raises its error ``from`` the first (``raise fallback_error from e``): after
   the banner, a traceback.
+* [FP16] The CUDA provider has FP16 kernels for the network's operators (``Conv``, ``ConvTranspose``, ``Relu``,
+  ``Concat``, ``MaxPool``, ``Resize``... registered for ``MLFloat16`` beside ``float`` in
+  ``onnxruntime/core/providers/cuda/cuda_execution_provider.cc``), so an FP16 graph (``unet-export --fp16``) computes
+  in half there: a value past 65504 is inf. The CPU provider runs such a graph in FP32 between casts, which it
+  removes between nodes, so the fake computes a CUDA session's FP16 graph with each FLOAT16 tensor kept a half
+  (:func:`fakes.tensorrt.halves_kept`); a session that fell back to the CPU computes as the CPU does.
 * [RUNTIME-CONTEXT] The provider works in the device's *primary* context through the CUDA runtime: creating it and
   every Run start with ``cudaSetDevice(device_id)`` (``onnxruntime/core/providers/cuda/cuda_execution_provider.cc``,
   ``CUDAExecutionProvider::OnRunStart``: "always set CUDA device when session::Run() in case it runs in a worker
@@ -162,6 +168,7 @@ picks the stricter behaviour and says so.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.machinery
 import os
@@ -170,12 +177,14 @@ import sys
 import threading
 import types
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from .cuda import FakeContext, FakeCudaError, FakeGpu, FakeOp
+from .tensorrt import halves_kept
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -433,6 +442,13 @@ class FakeInferenceSession:
         self._providers_in_use = [CUDA, CPU] if self._on_cuda else [CPU]
         if not self._on_cuda:
             self._options = {}
+        # [FP16]: what the CUDA provider's kernels compute (the CPU session stays for what the session answers).
+        self._cuda_compute = self._cpu
+        if self._on_cuda:
+            model = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+            if _computes_in_half(model):
+                self._cuda_compute = real.InferenceSession(halves_kept(model), sess_options, providers=[CPU],
+                                                           **kwargs)
 
     # --- creation ---------------------------------------------------------------------------------------------
 
@@ -592,7 +608,8 @@ class FakeInferenceSession:
                 print(f"EP Error: {error} using {self.get_providers()}")
                 print(f"Falling back to {[CPU]} and retrying.")
                 self._on_cuda, self._options, self._providers_in_use, self.fallback = False, {}, [CPU], False
-        return self._cpu.run(output_names, input_feed, run_options)
+        session = self._cuda_compute if self._on_cuda else self._cpu
+        return session.run(output_names, input_feed, run_options)
 
     def io_binding(self) -> FakeIOBinding:
         return FakeIOBinding(self)
@@ -714,7 +731,7 @@ class FakeInferenceSession:
             gpu.invalidate_capture(self.stream)
             raise provider.refuse(RuntimeError, f"{failed}CUDA failure 900: operation not permitted when stream "
                                                 "is capturing (cudaStreamSynchronize at the end of the Run)")
-        cpu, shape_in, shape_out = self._cpu, bound_in.shape, bound_out.shape
+        cpu, shape_in, shape_out = self._cuda_compute, bound_in.shape, bound_out.shape
         dtype_in, dtype_out, ptr_in, ptr_out = bound_in.dtype, bound_out.dtype, bound_in.ptr, bound_out.ptr
 
         def run() -> None:
@@ -728,6 +745,21 @@ class FakeInferenceSession:
                                        threading.get_ident()))
         if sync:
             gpu.run_pending(self.stream)  # OnRunEnd: cudaStreamSynchronize on the provider's stream only
+
+
+@functools.lru_cache(maxsize=8)  # sessions of one model (tests open the bundled ones often) parse it once
+def _computes_in_half(model: bytes) -> bool:
+    """Whether the graph computes FLOAT16 tensors ([FP16]): a FLOAT16 input or output, or a cast to FLOAT16 (an
+    FP16 export's, after its FLOAT inputs). Weights merely stored as FLOAT16 and cast to FLOAT (the bundled FP32
+    models') compute in FP32."""
+    import onnx
+    from onnx import TensorProto
+
+    graph = onnx.load_from_string(model).graph
+    ends = [value.type.tensor_type.elem_type for value in (*graph.input, *graph.output)]
+    casts = [attribute.i for node in graph.node if node.op_type == "Cast" for attribute in node.attribute
+             if attribute.name == "to"]
+    return TensorProto.FLOAT16 in ends or TensorProto.FLOAT16 in casts
 
 
 def _run_config(run_options: Any, key: str) -> str:

@@ -548,6 +548,40 @@ def test_a_float16_network_on_the_cuda_provider_is_bound_as_float16(cpu_kernels_
     assert provider.runs and not provider.refused
 
 
+def test_an_fp16_export_that_overflows_on_the_cuda_provider_is_refused_naming_fp32(
+        cpu_kernels_on_the_fake_gpu: FakeGpu, provider: FakeCudaProvider, tmp_path: Path) -> None:
+    """An FP16 export (unet-export --fp16) of a network whose activations pass 65504 between two layers: the CUDA
+    provider computes it in half ([FP16]), so a frame that overflows it is refused naming FP16 and --precision fp32,
+    and a frame in FP16's range gets the mask; the FP32 model on the same provider gives the CPU's mask. The CPU
+    provider computes the FP16 graph in FP32 and never overflows."""
+    import onnx
+    from nonfinite_models import frame_with_bad_pixels, write_fp16_overflow_onnx
+
+    from unetrt.export.fp16 import convert_to_fp16
+    from unetrt.frame_path import NonFiniteScoresError
+    from unetrt.segmenter import Segmenter
+
+    pytest.importorskip("onnxconverter_common")
+    model = write_fp16_overflow_onnx(tmp_path / "mine.onnx")
+    half = tmp_path / "mine.fp16.onnx"
+    onnx.save(convert_to_fp16(onnx.load(str(model))), str(half))
+    frame, bad = frame_with_bad_pixels("+inf", (48, 64), seed=4)
+    clean = np.random.default_rng(4).integers(30, 225, (48, 64, 3)).astype(np.uint8)
+    with Segmenter(model, backend="onnxruntime", device="cpu") as reference:
+        expected = {"frame": reference.segment(frame).mask, "clean": reference.segment(clean).mask}
+    with Segmenter(half, backend="onnxruntime", device="cpu") as on_cpu:
+        np.testing.assert_array_equal(on_cpu.segment(frame).mask, expected["frame"])
+    with Segmenter(half, backend="onnxruntime", device="cuda") as on_gpu:
+        assert on_gpu.backend.device == "cuda:0" and on_gpu.backend.precision == "fp16"
+        with pytest.raises(NonFiniteScoresError, match=rf"at {bad} of {48 * 64} pixels of this frame") as error:
+            on_gpu.segment(frame)
+        np.testing.assert_array_equal(on_gpu.segment(clean).mask, expected["clean"])
+    assert error.value.precision == "fp16" and "--precision fp32" in str(error.value)
+    with Segmenter(model, backend="onnxruntime", device="cuda") as on_gpu:
+        np.testing.assert_array_equal(on_gpu.segment(frame).mask, expected["frame"])
+    assert provider.runs and not provider.refused
+
+
 def test_four_threads_on_one_cuda_segmenter_get_what_each_gets_alone(cpu_kernels_on_the_fake_gpu: FakeGpu,
                                                                       provider: FakeCudaProvider,
                                                                       model: Path) -> None:
