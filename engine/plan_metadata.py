@@ -421,18 +421,26 @@ class PlanMetadata:
             raise ValueError(f"plan metadata is incomplete ({exc!r}); rebuild the engine with unet-build") from exc
 
     def source_file(self, plan_path: str | Path) -> Path | None:
-        """The model file this plan was built from as it is on this machine: the recorded one, else the file of its
-        name beside the plan (a plan copied from the machine that built it comes with its model); None: neither.
+        """The model file this plan was built from as it is on this machine: the recorded one where it is recorded
+        by its absolute path, else the file of its name beside the plan (a plan copied from the machine that built
+        it comes with its model), else a recorded relative path from here; None: none of them.
+
+        ``unet-build`` records the model as typed: a relative path names a file of the folder the build ran in, and
+        from another folder the file of that name there is another model (robot b's ``mine.onnx`` for robot a's
+        plan), so the plan's own folder is asked first.
 
         Example:
             >>> meta.source_file("jetson/mine.plan")  # doctest: +SKIP
             PosixPath('jetson/mine.onnx')
         """
-        if Path(self.source).is_file():
-            return Path(self.source)
+        recorded = Path(self.source)
+        if recorded.is_absolute() and recorded.is_file():
+            return recorded
         # PureWindowsPath splits at both separators: the plan may come from a Windows desktop.
         beside = Path(plan_path).parent / PureWindowsPath(self.source).name
-        return beside if beside.is_file() else None
+        if beside.is_file():
+            return beside
+        return recorded if recorded.is_file() else None
 
     def rebuild_command(self, plan_path: str | Path) -> str:
         """The ``unet-build`` command line that builds this plan again on the current machine.

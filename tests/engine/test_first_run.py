@@ -2322,3 +2322,28 @@ def test_unet_stream_of_a_model_overflowing_fp16_stops_naming_fp32_and_runs_with
     assert (summary["runtime"]["backend"], summary["runtime"]["precision"]) == ("tensorrt", "fp32")
     assert str(summary["runtime"]["device"]).startswith("cuda:0") and summary["written"] == 6
     assert builds() == 2 and len(list(first_run.glob("*.plan"))) == 2
+
+
+def test_a_plan_built_from_a_model_named_as_typed_and_opened_from_another_folder_is_not_taken_for_changed(
+        first_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Robot a's `mine.plan`, built in its folder with `unet-build mine.onnx -o mine.plan` (the model recorded as
+    typed), opened from robot b's folder, which holds a `mine.onnx` of its own: the plan warned that its model had
+    changed and named a rebuild from b's file, which would have put b's network into a's plan. The plan's model is
+    the one beside it: unchanged, no warning; retrained, the rebuild names it."""
+    import shutil
+    import warnings
+
+    from unetrt.export.tensorrt import main as unet_build
+
+    for robot, model in (("a", "camvid.onnx"), ("b", "isbi.onnx")):
+        (tmp_path / robot).mkdir()
+        shutil.copy(MODELS_DIR / model, tmp_path / robot / "mine.onnx")
+    monkeypatch.chdir(tmp_path / "a")
+    assert unet_build(["mine.onnx", "-o", "mine.plan"]) == 0
+    monkeypatch.chdir(tmp_path / "b")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Segmenter("../a/mine.plan", warm_up=False).close()
+    shutil.copy(MODELS_DIR / "isbi.onnx", tmp_path / "a" / "mine.onnx")  # a's model retrained
+    with pytest.warns(RuntimeWarning, match=r"rebuild with: unet-build \.\./a/mine\.onnx -o \.\./a/mine\.plan "):
+        Segmenter("../a/mine.plan", warm_up=False).close()
