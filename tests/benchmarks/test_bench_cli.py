@@ -990,3 +990,13 @@ def test_unet_base_without_torch_names_the_cpu_build(monkeypatch: pytest.MonkeyP
         "error: --unet-base builds the model with PyTorch and onnx, and 'torch' is not installed: install the "
         "PyTorch build you want first (the CPU build: pip install torch==2.13.0+cpu --extra-index-url "
         "https://download.pytorch.org/whl/cpu), then pip install 'unetrt[export]'")
+
+
+def test_check_scores_refuses_an_infinite_winner_and_names_only_the_images_that_have_one() -> None:
+    """A +inf beside finite scores wins the pixel (the finish counts it), and a batch where one image is finite and
+    the other is not is refused, naming the pixels of each image."""
+    logits = np.zeros((2, 3, 2, 2), np.float32)
+    logits[1, 2, 0, 1] = np.inf
+    with pytest.raises(bench.NonFiniteScoresError) as caught:
+        bench.check_scores(logits, "fp16")
+    assert caught.value.counts == [0, 1]

@@ -754,3 +754,49 @@ def test_a_build_refused_by_a_capture_is_a_gpu_resource_error(fake_trt: FakeGpu,
     with capturing_on_another_thread(), pytest.raises(GpuResourceError, match="captures a CUDA graph"):
         build_engine(tiny_model_files["onnx"], plan, BuildOptions(fp16=True))
     assert not plan.exists()
+
+
+@pytest.mark.parametrize("name", ["mine.onnx", "mine.fp16.onnx"])
+def test_int8_of_a_float_model_in_another_folder_builds_the_int8_file_beside_it(
+        name: str, fake_trt: FakeGpu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`unet-build models/mine.onnx --int8` (or its FP16 file) from the folder above: the line names the INT8 file
+    unet-export wrote beside that model (mine.int8.onnx, in TensorRT's layout), not one of the working folder, and
+    says to build it."""
+    import shutil
+
+    from unetrt.bundled import MODELS_DIR
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(MODELS_DIR / "camvid.onnx", models / name)
+    shutil.copy(MODELS_DIR / "camvid.int8.tensorrt.onnx", models / "mine.int8.onnx")
+    monkeypatch.chdir(tmp_path)
+    assert main([f"models/{name}", "-o", "mine.plan", "--int8", "--no-progress"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.endswith("has no QuantizeLinear/DequantizeLinear node: build mine.int8.onnx, beside it"), line
+    assert builds() == 0
+
+
+@pytest.mark.parametrize(("beside", "advice"), [
+    ("camvid.int8.onnx", "mine.int8.onnx beside it is in the CPU layout (uint8 with zero points), which TensorRT "
+                         "refuses: export it again with --int8-target tensorrt (unet-export CHECKPOINT -o mine.onnx "
+                         "--precision int8 --int8-target tensorrt --calibration FRAMES --check-labels LABELS), then "
+                         "build mine.int8.onnx"),
+    ("camvid.onnx", "export one with unet-export CHECKPOINT -o mine.onnx"),
+    (None, "export one with unet-export CHECKPOINT -o mine.onnx")], ids=["cpu-layout", "float", "damaged"])
+def test_int8_source_advice_points_only_at_a_qdq_file_tensorrt_takes(
+        beside: str | None, advice: str, tmp_path: Path) -> None:
+    """The INT8 file beside a float model is named as the one to build only where it is one TensorRT takes: one in
+    the CPU layout is named with the export that replaces it; a float model under that name, or a file that is no
+    model (a copy cut short), is no INT8 model, so the advice is the export."""
+    import shutil
+
+    from unetrt.bundled import MODELS_DIR
+    from unetrt.plan_build import int8_source_advice
+
+    if beside is None:
+        (tmp_path / "mine.int8.onnx").write_bytes(b"\x08\x07cut short")
+    else:
+        shutil.copy(MODELS_DIR / beside, tmp_path / "mine.int8.onnx")
+    assert int8_source_advice(tmp_path / "mine.onnx", "build").startswith(advice)

@@ -567,3 +567,83 @@ def test_why_a_cache_cannot_be_written_is_told_apart(monkeypatch: pytest.MonkeyP
     (tmp_path / "file").write_text("not a folder")
     assert cache_write_problem(tmp_path / "file") == f"{tmp_path / 'file'} is a file, not a folder"
     assert cache_write_problem(tmp_path / "file" / "engines") == f"{tmp_path / 'file'} is a file, not a folder"
+
+
+def _retrain(model: Path, note: str) -> None:
+    """The model trained again and written over itself (other bytes, same network shape)."""
+    import onnx
+
+    graph = onnx.load(str(model))
+    graph.doc_string = note
+    onnx.save(graph, str(model))
+
+
+def test_a_model_named_as_typed_and_retrained_in_place_replaces_its_engine(
+        fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`unet-stream --model model.onnx` from the model's folder, retrained and copied over: the entry records the
+    model's absolute path, and the doctor's look-up, --no-build's error and the next build each compare it with the
+    name as typed made absolute, so all three call the old engine an earlier version of model.onnx, and the build
+    removes it."""
+    folder, cache = tmp_path / "robot", tmp_path / "cache"
+    folder.mkdir()
+    shutil.copy(tiny_model_files["onnx"], folder / "model.onnx")
+    monkeypatch.chdir(folder)
+    old = cached_plan("model.onnx", cache_dir=cache, progress=False)
+    _retrain(folder / "model.onnx", "retrained")
+    lookup = look_up(plan_key("model.onnx"), "model.onnx", cache_dir=cache)
+    assert [(entry.plan, entry.replaced) for entry in lookup.stale] == [(old, True)]
+    assert "built from an earlier version of model.onnx; the next build replaces it" in lookup.note()
+    with pytest.raises(PlanNotCachedError, match=r"\(the cached engine was built from an earlier version of "
+                                                 r"model\.onnx\); run once without --no-build"):
+        cached_plan("model.onnx", cache_dir=cache, build=False)
+    capsys.readouterr()
+    new = cached_plan("model.onnx", cache_dir=cache)
+    err = capsys.readouterr().err
+    assert "(the cached engine was built from an earlier version of model.onnx)" in err
+    assert "removed 1 cached engine(s) of model" in err and not old.exists() and new.exists()
+
+
+def test_a_model_behind_a_link_moved_to_its_retrained_file_replaces_its_engine(
+        fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A service's `--model current.onnx`, a symbolic link a deploy moves from v1.onnx to the retrained v2.onnx: the
+    cache records the path the service names (links kept, as model_source says), so v2's engine replaces v1's; the
+    link's target recorded instead would keep every version's engine, tens of MB each, on the Jetson's disk."""
+    for version in ("v1", "v2"):
+        shutil.copy(tiny_model_files["onnx"], tmp_path / f"{version}.onnx")
+    _retrain(tmp_path / "v2.onnx", "v2")
+    link = tmp_path / "current.onnx"
+    link.symlink_to(tmp_path / "v1.onnx")
+    old = cached_plan(link, cache_dir=tmp_path / "cache", progress=False)
+    link.unlink()
+    link.symlink_to(tmp_path / "v2.onnx")
+    capsys.readouterr()
+    cached_plan(link, cache_dir=tmp_path / "cache")
+    assert "(the cached engine was built from an earlier version of current.onnx)" in capsys.readouterr().err
+    assert not old.exists()
+
+
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_a_qdq_model_at_a_float_precision_is_refused_naming_int8(precision: str, fake_trt: FakeGpu,
+                                                                 tmp_path: Path) -> None:
+    """`Segmenter('mine.int8.onnx', precision='fp16')`: a QDQ model's engine is built at INT8, its scales being in
+    the graph; at FP16 or FP32 the line names the FP32 model or precision 'int8', and nothing is built."""
+    from unetrt.bundled import MODELS_DIR
+
+    with pytest.raises(ValueError, match=rf"^precision '{precision}' needs the FP32 model \(this one is QDQ INT8: "
+                                         r"use precision 'int8'\)"):
+        cached_plan(MODELS_DIR / "camvid.int8.tensorrt.onnx", precision, cache_dir=tmp_path)
+    assert builds() == 0
+
+
+def test_a_qdq_model_in_the_cpu_layout_is_refused_before_the_build_line_at_the_default_precision(
+        fake_trt: FakeGpu, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`cached_plan('mine.int8.onnx')` at its default precision ('auto': INT8 for a QDQ model) of a file in the CPU
+    layout (uint8 with zero points), which TensorRT refuses: one line naming --int8-target tensorrt, before the
+    build line's "takes minutes", and nothing built."""
+    from unetrt.bundled import MODELS_DIR
+
+    with pytest.raises(ValueError, match="--int8-target tensorrt"):
+        cached_plan(MODELS_DIR / "camvid.int8.onnx", cache_dir=tmp_path)
+    assert "building" not in capsys.readouterr().err and builds() == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -267,3 +268,58 @@ def test_check_shape_of_a_frame_too_wide_names_only_what_it_passes() -> None:
     message = str(caught.value)
     assert message.endswith("; resize or tile the frames (Segmenter tiles frames larger than the profile), or "
                             "rebuild the engine with unet-build ... --max-shape 1x3x128x256"), message
+
+
+@pytest.mark.parametrize("source", [r"C:\Users\me\runs\mine.onnx", "/home/me/runs/mine.onnx"],
+                         ids=["windows-desktop", "linux-desktop"])
+def test_the_rebuild_of_a_copied_plan_names_the_model_beside_it_from_any_folder(
+        source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan built on a desktop (Windows or Linux) and copied with its model into `jetson/`, the command run from
+    the folder above: the rebuild names `jetson/mine.onnx`, the copy beside the plan, not the desktop's path nor a
+    file of the working folder."""
+    (tmp_path / "jetson").mkdir()
+    (tmp_path / "jetson" / "mine.onnx").write_bytes(b"model")
+    (tmp_path / "mine.onnx").write_bytes(b"another model")  # of the working folder: not the plan's
+    monkeypatch.chdir(tmp_path)
+    command = make_metadata(source=source).rebuild_command(Path("jetson") / "mine.plan")
+    assert command.startswith("unet-build jetson/mine.onnx -o jetson/mine.plan "), command
+
+
+def test_a_missing_metadata_file_names_the_model_beside_the_plan_by_a_path_the_shell_takes(tmp_path: Path) -> None:
+    """The line for a plan without its .plan.json, in a folder whose name has a space: the rebuild names the model
+    beside the plan by its path, quoted, and the plan quoted too, so the command runs as printed."""
+    folder = tmp_path / "my runs"
+    folder.mkdir()
+    (folder / "mine.onnx").write_bytes(b"model")
+    with pytest.raises(FileNotFoundError) as missing:
+        read_plan_metadata(folder / "mine.plan")
+    command = str(missing.value).split("rebuild with: ")[1]
+    assert shlex.split(command) == ["unet-build", str(folder / "mine.onnx"), "-o", str(folder / "mine.plan")]
+
+
+def test_a_plan_without_a_recorded_digest_is_not_taken_for_a_changed_model(tmp_path: Path) -> None:
+    """A plan whose metadata records no model digest (written before unetrt recorded it) with its model beside it:
+    nothing can tell whether the model changed, so nothing is said."""
+    from unetrt.plan_metadata import warn_if_model_changed
+
+    (tmp_path / "mine.onnx").write_bytes(b"model")
+    metadata = make_metadata(source=str(tmp_path / "mine.onnx"))
+    assert metadata.source_sha256 is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_model_changed(metadata, tmp_path / "mine.plan")
+
+
+def test_a_copied_plans_changed_model_is_named_as_it_is_here(tmp_path: Path) -> None:
+    """A desktop's plan copied with its model, which was retrained since: the warning names the model beside the
+    plan, the file that changed, not the desktop's path the metadata recorded."""
+    from unetrt.plan_metadata import warn_if_model_changed
+
+    (tmp_path / "mine.onnx").write_bytes(b"retrained")
+    metadata = make_metadata(source="/home/me/runs/mine.onnx", source_sha256="0" * 64)
+    with pytest.warns(RuntimeWarning) as caught:
+        warn_if_model_changed(metadata, tmp_path / "mine.plan")
+    (line,) = [str(warning.message) for warning in caught]
+    assert line.startswith(f"{str(tmp_path / 'mine.plan')!r} runs the network mine.onnx held when the plan was "
+                           f"built; {str(tmp_path / 'mine.onnx')!r} has changed since"), line
+    assert "/home/me" not in line

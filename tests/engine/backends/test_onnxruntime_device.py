@@ -948,3 +948,53 @@ def test_enqueue_on_a_stream_the_driver_cannot_wait_for_raises_and_runs_nothing(
         with pytest.raises(RuntimeError, match="cannot wait for the stream"):
             backend.enqueue(inputs, SHAPE, outputs, handle)
     assert len(provider.runs) == runs
+
+
+# [RUN-FAILS]: a CUDA call's error returned as a status (FAIL, cuda_call.cc's "%s failure %d: %s ; GPU=%d ; ..."):
+# CUDA's allocator out of memory in a Conv, cuBLAS out of memory in a MatMul.
+CUDA_OUT_OF_MEMORY = RunFailure(
+    "FAIL", "Non-zero status code returned while running Conv node. Name:'/enc0/conv/Conv' Status Message: "
+    "/onnxruntime_src/onnxruntime/core/providers/cuda/cuda_call.cc:123 std::conditional_t<THRW, void, "
+    "onnxruntime::common::Status> onnxruntime::CudaCall(ERRTYPE, const char*, const char*, SUCCTYPE, const char*, "
+    "const char*, int) [with ERRTYPE = cudaError; bool THRW = false] CUDA failure 2: out of memory ; GPU=0 ; "
+    "hostname=desktop ; file=/onnxruntime_src/onnxruntime/core/providers/cuda/cuda_allocator.cc ; line=50 ; "
+    "expr=cudaMalloc((void**)&p, size); ")
+CUBLAS_OUT_OF_MEMORY = RunFailure(
+    "FAIL", "Non-zero status code returned while running MatMul node. Name:'/head/MatMul' Status Message: "
+    "/onnxruntime_src/onnxruntime/core/providers/cuda/cuda_call.cc:123 std::conditional_t<THRW, void, "
+    "onnxruntime::common::Status> onnxruntime::CudaCall(ERRTYPE, const char*, const char*, SUCCTYPE, const char*, "
+    "const char*, int) [with ERRTYPE = cublasStatus_t; bool THRW = false] CUBLAS failure 3: "
+    "CUBLAS_STATUS_ALLOC_FAILED ; GPU=0 ; hostname=desktop ; "
+    "file=/onnxruntime_src/onnxruntime/core/providers/cuda/math/matmul.cc ; line=300 ; expr=cublasGemmHelper(); ")
+
+
+@pytest.mark.parametrize(("failure", "where", "reason"), [
+    (CUDA_OUT_OF_MEMORY, "Conv node '/enc0/conv/Conv'", "CUDA failure 2: out of memory"),
+    (CUBLAS_OUT_OF_MEMORY, "MatMul node '/head/MatMul'", "CUBLAS failure 3: CUBLAS_STATUS_ALLOC_FAILED")],
+    ids=["cuda", "cublas"])
+def test_a_cuda_or_cublas_call_running_out_of_memory_in_a_run_is_one_line_naming_the_memory(
+        provider: FakeCudaProvider, model: Path, failure: RunFailure, where: str, reason: str) -> None:
+    """[RUN-FAILS] with a CUDA or cuBLAS call's own error (status FAIL, not EP_FAIL): the GPU's memory running out in
+    cudaMalloc or cuBLAS's workspace is the provider's failure, not the network's shape: both paths name it, the
+    node, the reason in one line and the memory fix, never the network's depth."""
+    with OnnxRuntimeBackend(model, device="cuda") as backend:
+        provider.run_failure = failure
+        expected = (rf"^ONNX Runtime's CUDA provider failed running tiny\.onnx on a 1 x 3 x 16 x 16 batch at its "
+                    rf"{re.escape(where)} \({re.escape(reason)}\): the GPU's memory ran out: ")
+        with pytest.raises(ValueError, match=expected) as on_host:
+            backend.infer(random_batch(SHAPE))
+        with device_buffers(backend, SHAPE) as (stream, inputs, outputs, _), \
+                pytest.raises(ValueError, match=expected) as on_device:
+            backend.enqueue(inputs, SHAPE, outputs, stream)
+    for caught in (on_host, on_device):
+        assert "\n" not in str(caught.value) and "depth" not in str(caught.value)
+
+
+def test_a_failing_nodes_reason_without_a_library_prefix_is_its_status_message() -> None:
+    """A node's failure whose reason names no CUDA library's own words: the reason is the node's status message, not
+    the executor's words before it."""
+    from unetrt.backends.onnxruntime import _reason_in_one_line
+
+    text = ("[ONNXRuntimeError] : 11 : EP_FAIL : Non-zero status code returned while running Conv node. "
+            "Name:'/enc0/conv/Conv' Status Message: OP not supported by CUDNN Frontend\nwith the cudnn frontend json:")
+    assert _reason_in_one_line(text) == "OP not supported by CUDNN Frontend with the cudnn frontend json:"
