@@ -56,7 +56,7 @@ from unetrt.cli_options import (
 )
 from unetrt.cpu import usable_cores
 from unetrt.datasets import list_images
-from unetrt.frame_path import NonFiniteScoresError
+from unetrt.frame_path import NONFINITE_ADVICE, NonFiniteScoresError
 from unetrt.geometry import plan_padding
 from unetrt.jetson import jetson_state
 from unetrt.model_file import file_precision, read_model_file
@@ -707,6 +707,9 @@ def measure_group(variants: Sequence[Variant], model: ModelFiles, device: str, t
             except (ValueError, ImportError, FileNotFoundError) as exc:
                 release(runner)
                 results[variant.key].update(status="skipped", reason=str(exc))
+                if isinstance(exc, NonFiniteScoresError):
+                    results[variant.key]["nonfinite"] = {"precision": exc.precision, "pixels": exc.pixels,
+                                                         "worst": max(exc.counts)}
                 continue
             except BaseException:  # Ctrl-C during the warm-up: the engine and its GPU memory go too
                 release(runner)
@@ -1197,12 +1200,26 @@ def _skip_reasons(rows: Sequence[dict[str, Any]]) -> str:
     """
     by_reason: dict[str, list[str]] = {}
     for row in rows:
-        labels = by_reason.setdefault(row["reason"], [])
+        labels = by_reason.setdefault(_summary_reason(row, rows), [])
         if row["label"] not in labels:
             labels.append(row["label"])
     if len(by_reason) == 1:
         return next(iter(by_reason))
     return "; ".join(sorted(f"{', '.join(labels)}: {reason}" for reason, labels in by_reason.items()))
+
+
+def _summary_reason(row: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
+    """A skipped row's reason as the one-line summary tells it. NaN or infinite scores are told once per precision
+    ran at (its cause and fix): each row's own line counts other pixels (a batch of 4 frames, the network's output
+    alone), so the summary gives the largest share of an image's pixels that any row of that precision met."""
+    found = row.get("nonfinite")
+    if found is None:
+        return str(row["reason"])
+    share = max(other["nonfinite"]["worst"] / other["nonfinite"]["pixels"] for other in rows
+                if other.get("nonfinite") is not None and other["nonfinite"]["precision"] == found["precision"])
+    percent = f"{100 * share:.0f}%" if share >= 0.01 else f"{100 * share:.2g}%"
+    advice = NONFINITE_ADVICE.get(found["precision"], NONFINITE_ADVICE[None])
+    return f"the network gave NaN or infinite scores at up to {percent} of an image's pixels {advice}"
 
 
 def _gpu_name(torch_cuda: Any | None) -> str:

@@ -187,6 +187,25 @@ def test_a_network_row_of_nan_scores_alone_is_one_line_and_exit_2(tmp_path: Path
     assert "(the network ran at FP32, so no reduced precision overflowed)" in line
 
 
+def test_nan_scores_of_rows_of_several_batch_sizes_are_told_once_per_precision(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every row of a network that gives NaN, at batch 1 and 4, on ONNX Runtime and OpenVINO (FP32, and BF16 where
+    the CPU has it): each row's own line counts other pixels (one image, four), so the summary line listed the same
+    cause and fix once per row and batch. It now tells each precision's cause and fix once, after its rows."""
+    pytest.importorskip("openvino")
+    from nonfinite_models import write_nonfinite_onnx
+
+    model = write_nonfinite_onnx(tmp_path / "nan.onnx", "nan")
+    code, _, err = _run(["--engine", str(model), "--backend", "onnxruntime", "--backend", "openvino", *FAST,
+                         "--batch-size", "1,4"], capsys)
+    assert code == 2
+    line = _one_line_error(err)
+    assert line.count("(the network ran at FP32, so no reduced precision overflowed)") == 1, line
+    assert line.count("the network gave NaN or infinite scores") == line.count("(the network ran at "), line
+    assert re.search(r"ONNX Runtime FP32, OpenVINO FP32: the network gave NaN or infinite scores at up to "
+                     r"\d+% of an image's pixels \(the network ran at FP32", line), line
+
+
 def test_check_scores_counts_a_pixel_as_the_finish_does() -> None:
     """Per image, the pixels whose best score is NaN or infinite: NaN or +inf in any class, -inf only where every
     class is -inf (a -inf that loses says 'never this class', as in Segmenter)."""
