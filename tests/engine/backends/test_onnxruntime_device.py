@@ -355,6 +355,20 @@ def test_a_network_that_cannot_run_a_shape_is_one_line_naming_the_depth_on_the_d
     assert "Non-zero status code" not in capfd.readouterr().err
 
 
+def _run_failures_on_both_paths(provider: FakeCudaProvider, model: Path, failure: RunFailure,
+                                expected: str) -> list[pytest.ExceptionInfo[ValueError]]:
+    """The ValueErrors matching ``expected`` that a Run failing with ``failure`` raises on the host path (``infer``)
+    and on the device path (``enqueue``)."""
+    with OnnxRuntimeBackend(model, device="cuda") as backend:
+        provider.run_failure = failure
+        with pytest.raises(ValueError, match=expected) as on_host:
+            backend.infer(random_batch(SHAPE))
+        with device_buffers(backend, SHAPE) as (stream, inputs, outputs, _), \
+                pytest.raises(ValueError, match=expected) as on_device:
+            backend.enqueue(inputs, SHAPE, outputs, stream)
+    return [on_host, on_device]
+
+
 @pytest.mark.parametrize(("failure", "reason", "fix"), [
     (CUDNN_FRONTEND_FAILED, "CUDNN_FE failure 11: CUDNN_BACKEND_API_FAILED",
      "install the cuDNN onnxruntime-gpu was built for with pip install 'onnxruntime-gpu[cuda,cudnn]'"),
@@ -367,16 +381,9 @@ def test_the_cuda_provider_failing_inside_a_run_is_one_line_naming_the_fix(
     GPU's memory running out: the host path raised ONNX Runtime's own multi-line EPFail (a traceback in the
     commands) or told to describe the network with another depth, as the device path told for both. Each path
     names the provider, the node, ONNX Runtime's reason in one line and the fix, as a ValueError."""
-    with OnnxRuntimeBackend(model, device="cuda") as backend:
-        provider.run_failure = failure
-        expected = (r"^ONNX Runtime's CUDA provider failed running tiny\.onnx on a 1 x 3 x 16 x 16 batch at its Conv "
-                    rf"node '/enc0/conv/Conv' \({re.escape(reason)}\): ")
-        with pytest.raises(ValueError, match=expected) as on_host:
-            backend.infer(random_batch(SHAPE))
-        with device_buffers(backend, SHAPE) as (stream, inputs, outputs, _), \
-                pytest.raises(ValueError, match=expected) as on_device:
-            backend.enqueue(inputs, SHAPE, outputs, stream)
-    for caught in (on_host, on_device):
+    expected = (r"^ONNX Runtime's CUDA provider failed running tiny\.onnx on a 1 x 3 x 16 x 16 batch at its Conv "
+                rf"node '/enc0/conv/Conv' \({re.escape(reason)}\): ")
+    for caught in _run_failures_on_both_paths(provider, model, failure, expected):
         text = str(caught.value)
         assert "\n" not in text and fix in text and text.endswith(", or use device 'cpu'")
         assert "depth" not in text and "json" not in text
@@ -977,16 +984,9 @@ def test_a_cuda_or_cublas_call_running_out_of_memory_in_a_run_is_one_line_naming
     """[RUN-FAILS] with a CUDA or cuBLAS call's own error (status FAIL, not EP_FAIL): the GPU's memory running out in
     cudaMalloc or cuBLAS's workspace is the provider's failure, not the network's shape: both paths name it, the
     node, the reason in one line and the memory fix, never the network's depth."""
-    with OnnxRuntimeBackend(model, device="cuda") as backend:
-        provider.run_failure = failure
-        expected = (rf"^ONNX Runtime's CUDA provider failed running tiny\.onnx on a 1 x 3 x 16 x 16 batch at its "
-                    rf"{re.escape(where)} \({re.escape(reason)}\): the GPU's memory ran out: ")
-        with pytest.raises(ValueError, match=expected) as on_host:
-            backend.infer(random_batch(SHAPE))
-        with device_buffers(backend, SHAPE) as (stream, inputs, outputs, _), \
-                pytest.raises(ValueError, match=expected) as on_device:
-            backend.enqueue(inputs, SHAPE, outputs, stream)
-    for caught in (on_host, on_device):
+    expected = (rf"^ONNX Runtime's CUDA provider failed running tiny\.onnx on a 1 x 3 x 16 x 16 batch at its "
+                rf"{re.escape(where)} \({re.escape(reason)}\): the GPU's memory ran out: ")
+    for caught in _run_failures_on_both_paths(provider, model, failure, expected):
         assert "\n" not in str(caught.value) and "depth" not in str(caught.value)
 
 
