@@ -1,8 +1,9 @@
 """``unet-eval``: segmentation quality of a model over an image folder and its label folder.
 
 Multi-class models report mean IoU, per-class IoU and pixel accuracy (the ignore
-index excluded). Binary models report IoU, Dice, pixel error and the ISBI 2012
-Rand error of the model's own masks (threshold 0.5), and the same two errors as the
+index excluded). Binary models report IoU, Dice, pixel error (1 - pixel accuracy) and
+the mean ISBI 2012 Rand error of the masks the segmenter returns (its threshold and
+clean-up: isbi's stated 0.1 and cell lines), and the same two errors as the
 ISBI 2012 challenge computes them (best of thresholds 0.0 to 1.0, pooled over the
 images; see ``unetrt.metrics.IsbiChallengeScorer``), the figures the U-Net paper reports.
 
