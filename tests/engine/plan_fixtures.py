@@ -81,6 +81,18 @@ def route_cuda_kernels_to(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu, kernels
     monkeypatch.setattr(cuda_device, "cuda_kernels_built", lambda: True)
 
 
+def install_fake_gpu_machine(monkeypatch: pytest.MonkeyPatch, kernels: types.ModuleType, cache: Path,
+                             gpu: FakeGpu | None = None, version: str = "10.3.0") -> FakeGpu:
+    """A CUDA machine with TensorRT ``version`` (fakes) and no ONNX Runtime CUDA provider, engines cached in
+    ``cache``, the frame path's CUDA kernels ``kernels``' numpy entry points on the fake GPU's memory
+    (:func:`route_cuda_kernels_to`); returns the fake GPU."""
+    _, gpu = install_fake_tensorrt_gpu(monkeypatch, gpu, version=version)
+    route_cuda_kernels_to(monkeypatch, gpu, kernels)
+    monkeypatch.setattr("unetrt.backends.onnxruntime_gpu_available", lambda: False)
+    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(cache))
+    return gpu
+
+
 def act_during_build(monkeypatch: pytest.MonkeyPatch, action: Callable[[], object], at_step: int = 2,
                      steps: int = 600, step_s: float = 0.05) -> list[int]:
     """Make each fake build long (``steps`` steps of ``step_s`` seconds: 30 s by default) and call ``action`` from

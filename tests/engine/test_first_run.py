@@ -34,8 +34,8 @@ from plan_fixtures import (
     act_during_build,
     builds,
     full_disk_under,
+    install_fake_gpu_machine,
     install_fake_tensorrt_gpu,
-    route_cuda_kernels_to,
     signal_during_build,
 )
 
@@ -59,11 +59,8 @@ def first_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gpu: FakeGpu) -> 
     CUDA kernels are the CPU kernels run on the fake GPU's memory."""
     from unetrt import _tiling  # type: ignore[attr-defined]
 
-    install_fake_tensorrt_gpu(monkeypatch, gpu)
-    route_cuda_kernels_to(monkeypatch, gpu, _tiling)
-    monkeypatch.setattr("unetrt.backends.onnxruntime_gpu_available", lambda: False)
     cache = tmp_path / "engines"
-    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(cache))
+    install_fake_gpu_machine(monkeypatch, _tiling, cache, gpu)
     return cache
 
 
@@ -991,11 +988,7 @@ def test_tensorrt_11_first_run_builds_fp16_from_the_converted_graph(monkeypatch:
     to install instead of "No module named 'onnxconverter_common'"."""
     from unetrt import _tiling  # type: ignore[attr-defined]
 
-    gpu = FakeGpu()
-    install_fake_tensorrt_gpu(monkeypatch, gpu, version="11.4.1")
-    route_cuda_kernels_to(monkeypatch, gpu, _tiling)
-    monkeypatch.setattr("unetrt.backends.onnxruntime_gpu_available", lambda: False)
-    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(tmp_path / "engines"))
+    install_fake_gpu_machine(monkeypatch, _tiling, tmp_path / "engines", version="11.4.1")
     if not converter:
         monkeypatch.setitem(sys.modules, "onnxconverter_common", None)  # import onnxconverter_common now raises
     else:
@@ -1022,11 +1015,7 @@ def test_the_bundled_model_whose_weights_are_stored_as_float16_builds_an_fp16_en
     from unetrt import _tiling  # type: ignore[attr-defined]
 
     pytest.importorskip("onnxconverter_common")
-    gpu = FakeGpu()
-    install_fake_tensorrt_gpu(monkeypatch, gpu, version=version)
-    route_cuda_kernels_to(monkeypatch, gpu, _tiling)
-    monkeypatch.setattr("unetrt.backends.onnxruntime_gpu_available", lambda: False)
-    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(tmp_path / "engines"))
+    install_fake_gpu_machine(monkeypatch, _tiling, tmp_path / "engines", version=version)
     for name in ("camvid", "isbi"):
         with Segmenter(name, warm_up=False) as segmenter:
             assert (segmenter.backend.name, segmenter.backend.precision) == ("tensorrt", "fp16")

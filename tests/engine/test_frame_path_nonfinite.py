@@ -338,15 +338,11 @@ def test_an_fp16_engine_that_overflows_between_layers_is_refused_and_fp32_gives_
     names, Segmenter(..., precision='fp32'), builds an FP32 engine whose mask is the CPU's FP32 mask. Frames on the
     GPU path (the emulated CUDA kernels and the fake TensorRT's FP16 kernels). TensorRT 10 builds FP16 with its
     FP16 flag, TensorRT 11 from the graph converted to FP16 (unetrt.export.fp16): both overflow."""
-    from plan_fixtures import install_fake_tensorrt_gpu, route_cuda_kernels_to
+    from plan_fixtures import install_fake_gpu_machine
 
     if version.startswith("11."):
         pytest.importorskip("onnxconverter_common")
-    gpu = FakeGpu()
-    install_fake_tensorrt_gpu(monkeypatch, gpu, version=version)
-    route_cuda_kernels_to(monkeypatch, gpu, _tiling_emu)
-    monkeypatch.setattr("unetrt.backends.onnxruntime_gpu_available", lambda: False)
-    monkeypatch.setenv("UNETRT_ENGINE_CACHE", str(tmp_path / "engines"))
+    install_fake_gpu_machine(monkeypatch, _tiling_emu, tmp_path / "engines", version=version)
     model = write_fp16_overflow_onnx(tmp_path / "mine.onnx")
     frame, bad = frame_with_bad_pixels("+inf", (48, 64), seed=4)
     # Channels 1/64 of the range apart (each class wins somewhere) and inside FP16's range after the scaling.
