@@ -203,10 +203,12 @@ def _cuda_provider_failure(failure: str | None) -> str:
     return f"ONNX Runtime's CUDA provider did not start ({reason})"
 
 
-# Where ONNX Runtime's reason starts behind the throwing function's file, line and signature: CUDA's, cuDNN's,
-# cuDNN's frontend's and cuBLAS's own failures (cuda_call.cc, cudnn_fe_call.cc), the device arena's (bfc_arena.cc).
-_REASON_STARTS = ("CUDA failure ", "CUDNN failure ", "CUDNN_FE failure ", "CUBLAS failure ", "CUDA_PATH is set",
-                  "Invalid device ID", "Failed to allocate memory")
+# ONNX Runtime's words for a failure of the CUDA libraries under its provider: CUDA's, cuDNN's, cuDNN's frontend's
+# and cuBLAS's own (cuda_call.cc, cudnn_fe_call.cc), the device arena's (bfc_arena.cc).
+_LIBRARY_FAILURES = ("CUDA failure ", "CUDNN failure ", "CUDNN_FE failure ", "CUBLAS failure ",
+                     "Failed to allocate memory")
+# Where ONNX Runtime's reason starts behind the throwing function's file, line and signature.
+_REASON_STARTS = (*_LIBRARY_FAILURES, "CUDA_PATH is set", "Invalid device ID")
 # Where a failing node's own reason starts in ONNX Runtime's report of a Run (sequential_executor.cc).
 _NODE_REASON = "Status Message: "
 
@@ -222,8 +224,7 @@ def _reason_in_one_line(text: str) -> str:
 
 # A Run that failed in the CUDA provider rather than on the network's shape: ONNX Runtime's words for the provider's
 # own failures (run_with_iobinding's message drops the status code, so EP_FAIL alone cannot tell).
-_PROVIDER_RUN_FAILED = ("CUDA failure ", "CUDNN failure ", "CUDNN_FE failure ", "CUBLAS failure ",
-                        "Failed to initialize CUDNN Frontend", "Failed to allocate memory")
+_PROVIDER_RUN_FAILED = (*_LIBRARY_FAILURES, "Failed to initialize CUDNN Frontend")
 _NODE = re.compile(r"running (\w+) node\. Name:'([^']*)'")
 
 
