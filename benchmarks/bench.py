@@ -358,8 +358,8 @@ def locate_model(engine: str, build: bool = True, sizes: Sequence[tuple[int, int
         model.plan_precision = plan.precision
         model.plan_dla_core = plan.dla_core
         model.plan_profile = plan.profile
-        source = Path(plan.source)
-        if model.onnx_for_flops is None and source.suffix == ".onnx" and source.is_file():
+        source = plan.source_file(files["tensorrt"])
+        if model.onnx_for_flops is None and source is not None and source.suffix == ".onnx":
             model.onnx_for_flops = source
     return model
 

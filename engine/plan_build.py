@@ -750,7 +750,8 @@ def build_plan(onnx_path: str | Path, options: BuildOptions, device_index: int =
             profile=profile,
             precision=precision,
             strongly_typed=strongly_typed,
-            source=str(onnx_path),
+            # Absolute: a relative path names a file of the folder the build ran in, which no later reader knows.
+            source=str(Path(onnx_path).absolute()),
             info=info,
             build_options={"workspace_mib": workspace_mib, "opt_level": options.opt_level,
                            "builder_flags": builder_flags},

@@ -422,12 +422,13 @@ class PlanMetadata:
 
     def source_file(self, plan_path: str | Path) -> Path | None:
         """The model file this plan was built from as it is on this machine: the recorded one where it is recorded
-        by its absolute path, else the file of its name beside the plan (a plan copied from the machine that built
-        it comes with its model), else a recorded relative path from here; None: none of them.
+        by its absolute path and is there, else the file of its name beside the plan (a plan copied from the machine
+        that built it comes with its model); None: neither.
 
-        ``unet-build`` records the model as typed: a relative path names a file of the folder the build ran in, and
-        from another folder the file of that name there is another model (robot b's ``mine.onnx`` for robot a's
-        plan), so the plan's own folder is asked first.
+        ``unet-build`` records the model's absolute path. Plans built before 2026-12-07 record it as typed: a
+        relative path names a file of the folder the build ran in, which cannot be told, and from another folder the
+        file of that name there is another model (robot b's ``mine.onnx`` for robot a's plan), so such a path is
+        only taken as a name to look for beside the plan.
 
         Example:
             >>> meta.source_file("jetson/mine.plan")  # doctest: +SKIP
@@ -438,9 +439,7 @@ class PlanMetadata:
             return recorded
         # PureWindowsPath splits at both separators: the plan may come from a Windows desktop.
         beside = Path(plan_path).parent / PureWindowsPath(self.source).name
-        if beside.is_file():
-            return beside
-        return recorded if recorded.is_file() else None
+        return beside if beside.is_file() else None
 
     def rebuild_command(self, plan_path: str | Path) -> str:
         """The ``unet-build`` command line that builds this plan again on the current machine.

@@ -126,6 +126,22 @@ def test_workspace_is_capped_on_integrated_gpus(integrated: bool, memory: int, e
     assert Builder.workspaces == [None if expected is None else expected * 2**20, 300 * 2**20]
 
 
+def test_the_plan_records_its_model_by_its_absolute_path(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`unet-build models/tiny.onnx` from a folder: the metadata names the model wherever the plan is opened from
+    (recorded as typed, a reader in another folder could only guess which `models/tiny.onnx` it was)."""
+    import shutil
+
+    (tmp_path / "models").mkdir()
+    shutil.copy(tiny_model_files["onnx"], tmp_path / "models" / "tiny.onnx")
+    monkeypatch.chdir(tmp_path)
+    assert main(["models/tiny.onnx", "-o", "tiny.plan", "--no-progress"]) == 0
+    metadata = read_plan_metadata(tmp_path / "tiny.plan")
+    assert metadata.source == str(tmp_path / "models" / "tiny.onnx")
+    monkeypatch.chdir(tmp_path / "models")
+    assert metadata.source_file(tmp_path / "tiny.plan") == tmp_path / "models" / "tiny.onnx"
+
+
 def test_dla_core_with_gpu_fallback_is_recorded(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                                 tmp_path: Path) -> None:
     # Finding 7: --dla-core N, GPU fallback, the core in the plan's JSON and rebuild command.

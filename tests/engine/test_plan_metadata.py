@@ -323,3 +323,25 @@ def test_a_copied_plans_changed_model_is_named_as_it_is_here(tmp_path: Path) -> 
     assert line.startswith(f"{str(tmp_path / 'mine.plan')!r} runs the network mine.onnx held when the plan was "
                            f"built; {str(tmp_path / 'mine.onnx')!r} has changed since"), line
     assert "/home/me" not in line
+
+
+def test_a_relative_recorded_model_is_not_looked_up_in_the_working_folder(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan of before 2026-12-07 records its model as typed (`models/mine.onnx`, of the folder its build ran in).
+    Opened from another folder that has a `models/mine.onnx` of its own (robot b's), that file is not the plan's
+    model: taking it warned that the plan's model had changed and named robot b's model in the rebuild."""
+    from unetrt.plan_metadata import warn_if_model_changed
+
+    (tmp_path / "robot_a").mkdir()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mine.onnx").write_bytes(b"robot b's model")
+    monkeypatch.chdir(tmp_path)
+    metadata = make_metadata(source="models/mine.onnx", source_sha256="0" * 64)
+    plan = Path("robot_a") / "mine.plan"
+    assert metadata.source_file(plan) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_model_changed(metadata, plan)
+    assert metadata.rebuild_command(plan).startswith("unet-build models/mine.onnx -o robot_a/mine.plan ")
+    (tmp_path / "robot_a" / "mine.onnx").write_bytes(b"robot a's model")  # copied with its plan: found beside it
+    assert metadata.source_file(plan) == Path("robot_a") / "mine.onnx"
