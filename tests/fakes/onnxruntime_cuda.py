@@ -155,6 +155,36 @@ picks the stricter behaviour and says so.
   output being bound"). Both ends must be bound before a Run (ORT: a missing input is
   "Missing Input"; an unbound output ORT would allocate itself: refused, since the caller's buffer would then
   never be written).
+* [ORTVALUE] ``OrtValue.ortvalue_from_numpy(array, device_type, device_id)`` and ``ortvalue_from_shape_and_type(shape,
+  element_type, device_type, device_id)`` (api_summary, "OrtValue";
+  ``onnxruntime/python/onnxruntime_pybind_ortvalue.cc``) take a device name ``OrtDevice.make`` knows ([DEVICE-TYPE]:
+  ``Exception("Unsupported device type: ...")``) and place the tensor on the CPU or, "cuda", on the GPU; another known
+  name raises ``RuntimeError("Unsupported device: Cannot place the OrtValue on this device")``, and an array of
+  strings or objects ``RuntimeError("Creation of OrtValues is currently only supported from non-string numpy
+  arrays")``. A "cuda" value needs the CUDA provider's library (``GetProviderInfo_CUDA``,
+  ``onnxruntime/core/session/provider_bridge_ort.cc``: "CUDA Provider not available, can't get interface for it" where
+  it does not load, [PROVIDER-LIBS]) and a device id the machine has (``IsCudaDeviceIdValid``,
+  ``onnxruntime_pybind_state.cc``: ``cudaGetDeviceCount`` throws through ``CUDA_CALL_THROW`` under an old driver
+  ([DRIVER]); a count of 0 or an id out of range is "The provided device id doesn't match any available GPUs on the
+  machine."). Its memory is device memory of that device's primary context (``GetCudaAllocator``:
+  ``CUDAAllocator::Alloc`` sets the device, then ``cudaMalloc``), written from the array by a synchronous
+  ``cudaMemcpy`` (``CpuToCudaMemCpy``); the fake holds it while the value (or a binding of it) lives, and host code
+  reads it only by copying (``numpy()``, ``copy_outputs_to_cpu()``: ``cudaMemcpy`` device to host). Where ORT's stream
+  does not order with the legacy stream those copies use, the docs are silent: the fake's copies read device memory as
+  it is now, without running work still queued on the provider's stream (stricter). A "cpu" value of
+  ``ortvalue_from_numpy`` is backed by the array itself ("A copy of the data in the Numpy object is held by the
+  OrtValue only if the device is NOT cpu", ``OrtValue.ortvalue_from_numpy``).
+* [BIND-VALUE] ``IOBinding.bind_ortvalue_input`` binds a value as ``bind_input`` binds its pointer: a "cuda" value
+  obeys [BIND-DEVICE] (a session without the CUDA provider, another device: refused) and [BUFFER], and is read when
+  the provider's kernel runs ([OWN-STREAM]); its element type and shape meet [DTYPE] and [SHAPE] at the Run. A "cpu"
+  value binds in a CPU session; in a CUDA session ORT would copy it to the device once, at binding ([BIND-DEVICE]),
+  which the fake does not model (NotImplementedError). ``bind_output(name, device_type, device_id)`` without a
+  buffer lets ORT allocate the output on that device at each Run (``IOBinding.bind_output``: "ORT will allocate the
+  memory for the user"), under [DEVICE-TYPE] and [BIND-DEVICE]; ``get_outputs()`` returns the values of the last Run
+  and ``copy_outputs_to_cpu()`` host copies of them (onnxruntime_inference_collection.py, ``IOBinding``); before any
+  Run the fake refuses both (ORT returns values without data: stricter). ``synchronize_inputs`` and
+  ``synchronize_outputs`` wait for the device (``IExecutionProvider::Sync``, the CUDA provider's
+  ``cudaDeviceSynchronize``).
 * [ERRORS] What each call raises is the type ORT's bindings raise, not ORT's typed errors alone: ``bind_input`` and
   ``bind_output`` raise ``RuntimeError("Error when binding input: ...")`` / ``("Error when binding output:
   ...")`` (``onnxruntime/python/onnxruntime_pybind_iobinding.cc``: ``throw std::runtime_error(...)``);
@@ -168,6 +198,7 @@ picks the stricter behaviour and says so.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import importlib.machinery
@@ -176,6 +207,7 @@ import re
 import sys
 import threading
 import types
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -367,14 +399,168 @@ class _Bound:
     ptr: int
 
 
+def _release_to_arena(gpu: FakeGpu, ptr: int) -> None:
+    """Give an allocation of ORT's CUDA allocator back: its arena keeps the memory for later allocations, without a
+    ``cudaFree`` and so without the device synchronisation a free makes (``onnxruntime/core/framework/bfc_arena.cc``,
+    ``BFCArena::Free``); to the fake GPU it is gone."""
+    with gpu.lock:
+        if ptr in gpu._blocks:
+            del gpu._blocks[ptr]
+            gpu._starts.remove(ptr)
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    """What the fake's OrtValue holds (ORT's C++ ``OrtValue``): where the tensor lies, and its host array on the
+    CPU."""
+
+    device_type: str
+    device_id: int
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    ptr: int
+    host: np.ndarray | None = None
+
+
+class FakeOrtValue:
+    """``onnxruntime.OrtValue`` of onnxruntime-gpu: a tensor on the CPU or in fake device memory ([ORTVALUE])."""
+
+    provider: FakeCudaProvider  # set on the subclass that make_onnxruntime builds
+
+    def __init__(self, ortvalue: Any, numpy_obj: Any = None, session: Any = None) -> None:
+        if not isinstance(ortvalue, _Tensor):
+            # OrtValue.__init__ refuses anything but its C++ value alike ("An end user won't hit this error").
+            raise ValueError("`Provided ortvalue` needs to be of type "
+                             "`onnxruntime.capi.onnxruntime_pybind11_state.OrtValue`")
+        tensor = ortvalue
+        self._device_type, self._device_id, self._dtype = tensor.device_type, tensor.device_id, tensor.dtype
+        self._shape, self._ptr, self._host = tensor.shape, tensor.ptr, tensor.host
+
+    @classmethod
+    def _of(cls, tensor: _Tensor, owned: bool = False) -> FakeOrtValue:
+        """The value of ``tensor``; ``owned``: device memory ORT's allocator made for it, held while it lives."""
+        value = cls(tensor)
+        if owned:
+            weakref.finalize(value, _release_to_arena, cls.provider.gpu, tensor.ptr)
+        return value
+
+    @classmethod
+    def _place(cls, dtype: np.dtype[Any], shape: tuple[int, ...], device_type: str,
+               device_id: int) -> tuple[int, FakeContext | None]:
+        """[ORTVALUE]: device memory for a "cuda" value ((0, None) for "cpu"), made as ORT makes it.
+
+        Raises:
+            Exception, RuntimeError: as ORT raises them.
+        """
+        provider, gpu = cls.provider, cls.provider.gpu
+        if device_type not in KNOWN_DEVICE_TYPES:
+            raise provider.refuse(Exception, "Unsupported device type: " + str(device_type))
+        if dtype.kind not in "biufc":
+            raise provider.refuse(RuntimeError, "Creation of OrtValues is currently only supported from non-string "
+                                                "numpy arrays")
+        if device_type == "cpu":
+            return 0, None
+        if device_type != "cuda":
+            raise provider.refuse(RuntimeError, "Unsupported device: Cannot place the OrtValue on this device")
+        if not provider.libraries:  # [PROVIDER-LIBS]
+            raise provider.refuse(RuntimeError, "CUDA Provider not available, can't get interface for it")
+        if gpu.driver_version // 1000 < provider.cuda_major:  # [DRIVER]: cudaGetDeviceCount in IsCudaDeviceIdValid
+            raise provider.refuse(RuntimeError, "CUDA failure 35: CUDA driver version is insufficient for CUDA "
+                                                "runtime version ; GPU=0 ; hostname=desktop ; "
+                                                "expr=cudaGetDeviceCount(&num_devices); ")
+        if not 0 <= int(device_id) < gpu.count:
+            raise provider.refuse(RuntimeError, "The provided device id doesn't match any available GPUs on the "
+                                                "machine.")
+        context = provider.runtime_primary(int(device_id))
+        provider.set_device(context)  # CUDAAllocator::Alloc: cudaSetDevice, then cudaMalloc in its primary context
+        ptr, _ = gpu.allocate(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+        return ptr, context
+
+    @classmethod
+    def ortvalue_from_numpy(cls, numpy_obj: Any, /, device_type: str = "cpu", device_id: int = 0,
+                            vendor_id: int = -1) -> FakeOrtValue:
+        """See ``onnxruntime.OrtValue.ortvalue_from_numpy`` ([ORTVALUE])."""
+        if vendor_id != -1:
+            raise NotImplementedError("the fake places values by device name; vendor ids are not modelled")
+        if not isinstance(numpy_obj, np.ndarray):  # IsNumericNumpyArray: a list or a scalar is no array either
+            raise cls.provider.refuse(RuntimeError, "Creation of OrtValues is currently only supported from "
+                                                    "non-string numpy arrays")
+        array = numpy_obj
+        shape = tuple(int(d) for d in array.shape)
+        ptr, _ = cls._place(array.dtype, shape, device_type, device_id)
+        if device_type == "cpu":
+            return cls._of(_Tensor("cpu", int(device_id), array.dtype, shape, int(array.ctypes.data), array))
+        # CpuToCudaMemCpy: a synchronous cudaMemcpy, done when the call returns.
+        cls.provider.gpu.view(ptr, shape, array.dtype)[...] = array
+        return cls._of(_Tensor("cuda", int(device_id), array.dtype, shape, ptr), owned=True)
+
+    @classmethod
+    def ortvalue_from_shape_and_type(cls, shape: Any, element_type: Any, device_type: str = "cpu",
+                                     device_id: int = 0, vendor_id: int = -1,
+                                     memory_info: Any = None) -> FakeOrtValue:
+        """See ``onnxruntime.OrtValue.ortvalue_from_shape_and_type`` ([ORTVALUE]): the memory is left as it was."""
+        if vendor_id != -1 or memory_info is not None:
+            raise NotImplementedError("the fake places values by device name; vendor ids and memory infos are not "
+                                      "modelled")
+        dtype, dims = _element_dtype(element_type), tuple(int(d) for d in shape)
+        ptr, _ = cls._place(dtype, dims, device_type, device_id)
+        if device_type == "cpu":
+            host = np.empty(dims, dtype)
+            return cls._of(_Tensor("cpu", int(device_id), dtype, dims, int(host.ctypes.data), host))
+        return cls._of(_Tensor("cuda", int(device_id), dtype, dims, ptr), owned=True)
+
+    def data_ptr(self) -> int:
+        """See ``onnxruntime.OrtValue.data_ptr``: a device pointer for a "cuda" value."""
+        return self._ptr
+
+    def device_name(self) -> str:
+        return self._device_type
+
+    def shape(self) -> list[int]:
+        return list(self._shape)
+
+    def data_type(self) -> str:
+        return next(name for name, dtype in _ONNX_TYPES.items() if np.dtype(dtype) == self._dtype)
+
+    def element_type(self) -> int:
+        from onnx import helper
+
+        return int(helper.np_dtype_to_tensor_dtype(self._dtype))
+
+    def is_tensor(self) -> bool:
+        return True
+
+    def has_value(self) -> bool:
+        return True
+
+    def numpy(self) -> np.ndarray:
+        """See ``onnxruntime.OrtValue.numpy``: a host copy (of device memory as it is now, [ORTVALUE])."""
+        if self._host is not None:
+            return np.array(self._host)
+        return np.array(self.provider.gpu.view(self._ptr, self._shape, self._dtype))
+
+    def update_inplace(self, data: Any) -> None:
+        """See ``onnxruntime.OrtValue.update_inplace``: the array's values copied into the value's memory."""
+        values = np.ascontiguousarray(data)
+        if values.size != int(np.prod(self._shape, dtype=np.int64)):
+            raise self.provider.refuse(RuntimeError, "The input size of numpy arrays does not match the size of the "
+                                                     "OrtValue.")
+        target = self._host if self._host is not None else self.provider.gpu.view(self._ptr, self._shape,
+                                                                                 self._dtype)
+        target[...] = values.reshape(self._shape)
+
+
 class FakeIOBinding:
-    """``onnxruntime.IOBinding`` of a fake session: raw device pointers only (``bind_input`` and pre-allocated
-    ``bind_output``), as unetrt uses it."""
+    """``onnxruntime.IOBinding`` of a fake session: device pointers (``bind_input``, pre-allocated ``bind_output``),
+    OrtValues (``bind_ortvalue_input``) and outputs ORT allocates on a device ([BIND-VALUE])."""
 
     def __init__(self, session: FakeInferenceSession) -> None:
         self._session = session
         self.inputs: dict[str, _Bound] = {}
         self.outputs: dict[str, _Bound] = {}
+        self.allocated: dict[str, _Bound] = {}  # outputs bound to a device alone: ORT allocates them at each Run
+        self.values: dict[str, FakeOrtValue] = {}  # bound OrtValues, held as ORT's binding holds them
+        self.results: list[FakeOrtValue] | None = None  # the outputs of the last Run
 
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(f"the fake IOBinding has no {name}; fake it in tests/fakes/onnxruntime_cuda.py")
@@ -384,24 +570,64 @@ class FakeIOBinding:
         """See ``onnxruntime.IOBinding.bind_input``."""
         self.inputs[name] = self._session._bind("input", name, device_type, device_id, element_type, shape,
                                                 buffer_ptr)
+        self.values.pop(name, None)
+
+    def bind_ortvalue_input(self, name: str, ortvalue: Any) -> None:
+        """See ``onnxruntime.IOBinding.bind_ortvalue_input`` ([BIND-VALUE])."""
+        if not isinstance(ortvalue, FakeOrtValue):
+            raise NotImplementedError("the fake binds the fake onnxruntime's OrtValues only")
+        value, session = ortvalue, self._session
+        if value._device_type == "cpu":
+            if session._on_cuda:
+                raise NotImplementedError("a host OrtValue bound in a CUDA session (ORT copies it to the device "
+                                          "at binding) is not modelled")
+            session._input_name("input", name)
+            self.inputs[name] = _Bound("cpu", value._device_id, value._dtype, value._shape, value._ptr)
+        else:
+            self.inputs[name] = session._bind("input", name, "cuda", value._device_id, value._dtype,
+                                              list(value._shape), value._ptr)
+        self.values[name] = value
 
     def bind_output(self, name: str, device_type: str = "cpu", device_id: int = 0, element_type: Any = None,
                     shape: Any = None, buffer_ptr: int | None = None) -> None:
-        """See ``onnxruntime.IOBinding.bind_output`` (pre-allocated memory only)."""
+        """See ``onnxruntime.IOBinding.bind_output``: a pre-allocated buffer, or a device ORT allocates on."""
         if buffer_ptr is None:
-            raise NotImplementedError("the fake binds pre-allocated outputs only; ORT-allocated outputs are not "
-                                      "modelled")
+            self.allocated[name] = self._session._bind_device("output", name, device_type, device_id)
+            self.outputs.pop(name, None)
+            return
         if element_type is None or shape is None:
             # onnxruntime_inference_collection.IOBinding.bind_output raises this ValueError itself.
             raise ValueError("`element_type` and `shape` are to be provided if pre-allocated memory is provided")
         self.outputs[name] = self._session._bind("output", name, device_type, device_id, element_type, shape,
                                                  buffer_ptr)
+        self.allocated.pop(name, None)
+
+    def get_outputs(self) -> list[FakeOrtValue]:
+        """See ``onnxruntime.IOBinding.get_outputs``: the outputs of the last Run, where they lie ([BIND-VALUE])."""
+        if self.results is None:
+            raise self._session.provider.refuse(RuntimeError, "get_outputs() before any run_with_iobinding of this "
+                                                              "binding: no output has data yet")
+        return list(self.results)
+
+    def copy_outputs_to_cpu(self) -> list[np.ndarray]:
+        """See ``onnxruntime.IOBinding.copy_outputs_to_cpu``: host copies of the last Run's outputs."""
+        return [value.numpy() for value in self.get_outputs()]
+
+    def synchronize_inputs(self) -> None:
+        """See ``onnxruntime.IOBinding.synchronize_inputs``: the provider's Sync, a device synchronisation."""
+        self._session._sync_device()
+
+    def synchronize_outputs(self) -> None:
+        """See ``onnxruntime.IOBinding.synchronize_outputs``: the provider's Sync, a device synchronisation."""
+        self._session._sync_device()
 
     def clear_binding_inputs(self) -> None:
         self.inputs.clear()
+        self.values.clear()
 
     def clear_binding_outputs(self) -> None:
         self.outputs.clear()
+        self.allocated.clear()
 
 
 class FakeInferenceSession:
@@ -420,6 +646,7 @@ class FakeInferenceSession:
     """
 
     provider: FakeCudaProvider  # set on the subclass that make_onnxruntime builds
+    ort_value: type[FakeOrtValue]  # the module's OrtValue, alike
 
     def __init__(self, path_or_bytes: Any, sess_options: Any = None, providers: Any = None,
                  provider_options: Any = None, **kwargs: Any) -> None:
@@ -616,36 +843,67 @@ class FakeInferenceSession:
 
     # --- IO binding -------------------------------------------------------------------------------------------
 
-    def _bind(self, end: str, name: str, device_type: str, device_id: int, element_type: Any, shape: Any,
-              buffer_ptr: int) -> _Bound:
+    def _input_name(self, end: str, name: str) -> None:
+        """Refuse a name the model has no ``end`` ("input" or "output") of ([ERRORS])."""
+        args = self._cpu.get_inputs() if end == "input" else self._cpu.get_outputs()
+        if name not in [arg.name for arg in args]:
+            raise self.provider.refuse(RuntimeError, f"Error when binding {end}: Failed to find {end} name in the "
+                                                     f"mapping: {name}")
+
+    def _device_of(self, end: str, name: str, device_type: str, device_id: int) -> None:
+        """[DEVICE-TYPE], the name, and [BIND-DEVICE] for "cuda": what every binding of ``end`` ``name`` obeys."""
         provider, prefix = self.provider, f"Error when binding {end}: "
         if device_type not in KNOWN_DEVICE_TYPES:
             # onnxruntime_inference_collection.get_ort_device_type raises a plain Exception.
             raise provider.refuse(Exception, "Unsupported device type: " + str(device_type))
-        args = self._cpu.get_inputs() if end == "input" else self._cpu.get_outputs()
-        if name not in [arg.name for arg in args]:
-            raise provider.refuse(RuntimeError, f"{prefix}Failed to find {end} name in the mapping: {name}")
-        bound = _Bound(device_type, int(device_id), _element_dtype(element_type),
-                       tuple(int(d) for d in shape), int(buffer_ptr))
+        self._input_name(end, name)
         if device_type != "cuda":
-            raise provider.refuse(RuntimeError, f"{prefix}{end} {name!r} bound on device type {device_type!r} "
-                                                f"with a pointer into CUDA device memory")
+            return
         if not self._on_cuda or self.context is None:
             raise provider.refuse(RuntimeError, f"{prefix}There's no data transfer registered for copying "
                                                 f"tensors from CUDA: {end} {name!r} bound to CUDA memory in a "
                                                 "session without the CUDA provider")
-        if not 0 <= bound.device_id < provider.gpu.count:
+        if not 0 <= int(device_id) < provider.gpu.count:
             raise provider.refuse(RuntimeError, f"{prefix}{end} {name!r} bound on CUDA device {device_id}, which "
                                                 "does not exist (cudaErrorInvalidDevice)")
-        if bound.device_id != self.device_id:
+        if int(device_id) != self.device_id:
             raise provider.refuse(RuntimeError, f"{prefix}{end} {name!r} bound on CUDA device {device_id} but the "
                                                 f"session runs on device {self.device_id}: ORT would copy it once, "
                                                 "at binding, and miss later writes")
+
+    def _bind(self, end: str, name: str, device_type: str, device_id: int, element_type: Any, shape: Any,
+              buffer_ptr: int) -> _Bound:
+        provider, prefix = self.provider, f"Error when binding {end}: "
+        if device_type in KNOWN_DEVICE_TYPES and device_type != "cuda":
+            self._input_name(end, name)
+            raise provider.refuse(RuntimeError, f"{prefix}{end} {name!r} bound on device type {device_type!r} "
+                                                f"with a pointer into CUDA device memory")
+        self._device_of(end, name, device_type, device_id)
+        bound = _Bound(device_type, int(device_id), _element_dtype(element_type),
+                       tuple(int(d) for d in shape), int(buffer_ptr))
         if any(d <= 0 for d in bound.shape):
             raise provider.refuse(RuntimeError, f"{prefix}{end} {name!r} bound with shape {bound.shape}")
+        assert self.context is not None  # _device_of refused a session without the CUDA provider
         provider.device_memory(bound.ptr, self._nbytes(bound), self.context, RuntimeError,
                                f"{prefix}bind_{end}({name!r})")
         return bound
+
+    def _bind_device(self, end: str, name: str, device_type: str, device_id: int) -> _Bound:
+        """An output bound to a device alone ([BIND-VALUE]): ORT allocates it there at each Run (shape and pointer
+        are left empty until then)."""
+        self._device_of(end, name, device_type, device_id)
+        if device_type not in ("cpu", "cuda"):
+            raise NotImplementedError(f"outputs ORT allocates on {device_type!r} are not modelled")
+        if device_type == "cpu" and self._on_cuda:
+            raise NotImplementedError("a CUDA session's output ORT copies to the host is not modelled")
+        declared = self._cpu.get_outputs()[0]
+        return _Bound(device_type, int(device_id), np.dtype(_ONNX_TYPES[declared.type]), (), 0)
+
+    def _sync_device(self) -> None:
+        """The CUDA provider's Sync (``cudaDeviceSynchronize``): all work queued on the device runs (nothing to
+        wait for in a CPU session)."""
+        if self._on_cuda:
+            self.provider.gpu.run_pending()
 
     @staticmethod
     def _nbytes(bound: _Bound) -> int:
@@ -674,15 +932,25 @@ class FakeInferenceSession:
             self._output_shapes[input_shape] = tuple(int(d) for d in np.shape(out))
         return self._output_shapes[input_shape]
 
+    def _value(self, bound: _Bound, host: np.ndarray | None = None, owned: bool = False) -> FakeOrtValue:
+        """The OrtValue ``get_outputs`` returns for an output: over ``host`` on the CPU, else over the device memory
+        (``owned``: memory ORT allocated, held by the value)."""
+        ptr = bound.ptr if host is None else int(host.ctypes.data)
+        return self.ort_value._of(_Tensor(bound.device_type, bound.device_id, bound.dtype, bound.shape, ptr, host),
+                                  owned)
+
     def _validate(self, binding: FakeIOBinding, run_options: Any = None) -> tuple[str, _Bound, str, _Bound]:
-        """[DTYPE], [SHAPE] and both ends bound: (input name, input, output name, output)."""
+        """[DTYPE], [SHAPE] and both ends bound: (input name, input, output name, output); an output ORT allocates
+        comes with the shape it will have."""
         provider, failed, errors = self.provider, "Error in execution: ", _errors()
         declared_in, declared_out = self._cpu.get_inputs()[0], self._cpu.get_outputs()[0]
         if declared_in.name not in binding.inputs:
             raise provider.refuse(RuntimeError, f"{failed}Missing Input: {declared_in.name}")
-        if declared_out.name not in binding.outputs:
+        allocated = binding.allocated.get(declared_out.name)
+        if declared_out.name not in binding.outputs and allocated is None:
             raise provider.refuse(RuntimeError, f"{failed}output {declared_out.name!r} is not bound to a buffer")
-        bound_in, bound_out = binding.inputs[declared_in.name], binding.outputs[declared_out.name]
+        bound_in, bound_out = binding.inputs[declared_in.name], binding.outputs.get(declared_out.name, allocated)
+        assert bound_out is not None
         for end, arg, bound in (("input", declared_in, bound_in), ("output", declared_out, bound_out)):
             want = np.dtype(_ONNX_TYPES[arg.type])
             if bound.dtype != want:
@@ -702,6 +970,8 @@ class FakeInferenceSession:
             # A node that cannot run the input's shape fails the Run: run_with_iobinding reports ORT's message
             # without its status prefix ("[ONNXRuntimeError] : 1 : FAIL : ") after its own ([ERRORS]).
             raise provider.refuse(RuntimeError, failed + str(exc).split(" : ", 3)[-1]) from None
+        if allocated is not None:
+            return declared_in.name, bound_in, declared_out.name, dataclasses.replace(allocated, shape=expected)
         if bound_out.shape != expected:
             raise provider.refuse(RuntimeError, f"{failed}Got invalid dimensions for output: {declared_out.name} "
                                                 f"Got: {bound_out.shape} Expected: {expected}")
@@ -710,18 +980,23 @@ class FakeInferenceSession:
     def run_with_iobinding(self, iobinding: FakeIOBinding, run_options: Any = None) -> None:
         """See ``onnxruntime.InferenceSession.run_with_iobinding``: the network is queued on the provider's
         stream, reading the input when it runs there; the stream is synchronised at the end unless the run
-        options say not to ([OWN-STREAM], [RUN-SYNC])."""
+        options say not to ([OWN-STREAM], [RUN-SYNC]). In a CPU session (host OrtValues, [BIND-VALUE]) the CPU
+        session runs it."""
         provider, gpu, failed = self.provider, self.provider.gpu, "Error in execution: "
         if not isinstance(iobinding, FakeIOBinding) or iobinding._session is not self:
             # onnxruntime_inference_collection.Session.run_with_iobinding raises this ValueError itself.
             raise provider.refuse(ValueError, "IOBinding must be used with the session that created it.")
-        if not self._on_cuda:
-            raise provider.refuse(RuntimeError, f"{failed}device memory bound in a session without the CUDA "
-                                                "provider")
+        if not self._on_cuda:  # only host memory binds here ([BIND-DEVICE])
+            name_in, _, _, bound_out = self._validate(iobinding, run_options)
+            (logits,) = self._cpu.run(None, {name_in: iobinding.values[name_in].numpy()})
+            iobinding.results = [self._value(bound_out, np.asarray(logits, bound_out.dtype))]
+            return
         context = self._run_start(RuntimeError, failed)
         if provider.run_failure is not None:  # [RUN-FAILS]
             raise provider.refuse(RuntimeError, failed + provider.run_failure.message)
-        name_in, bound_in, _, bound_out = self._validate(iobinding, run_options)
+        name_in, bound_in, name_out, bound_out = self._validate(iobinding, run_options)
+        if name_out in iobinding.allocated:  # ORT allocates the output on the device, for this Run
+            bound_out = dataclasses.replace(bound_out, ptr=gpu.allocate(self._nbytes(bound_out))[0])
         for bound, what in ((bound_in, "input"), (bound_out, "output")):
             # The allocation may have gone since it was bound: on the GPU an illegal address (sticky error).
             provider.device_memory(bound.ptr, self._nbytes(bound), context, RuntimeError,
@@ -743,6 +1018,7 @@ class FakeInferenceSession:
         gpu.enqueue(self.stream, FakeOp(run, kind="onnxruntime", entry=("onnxruntime", shape_in)))
         provider.runs.append(RunRecord(self.stream, ptr_in, shape_in, ptr_out, shape_out, sync,
                                        threading.get_ident()))
+        iobinding.results = [self._value(bound_out, owned=name_out in iobinding.allocated)]
         if sync:
             gpu.run_pending(self.stream)  # OnRunEnd: cudaStreamSynchronize on the provider's stream only
 
@@ -780,8 +1056,10 @@ def make_onnxruntime(provider: FakeCudaProvider) -> types.ModuleType:
     module.__path__ = list(real.__path__)  # submodules (onnxruntime.capi...) import as from the real package
     module._real = real  # type: ignore[attr-defined]
     module._fake_cuda_provider = provider  # type: ignore[attr-defined]
-    session = type("InferenceSession", (FakeInferenceSession,), {"provider": provider})
+    value = type("OrtValue", (FakeOrtValue,), {"provider": provider})
+    session = type("InferenceSession", (FakeInferenceSession,), {"provider": provider, "ort_value": value})
     module.InferenceSession = session  # type: ignore[attr-defined]
+    module.OrtValue = value  # type: ignore[attr-defined]
     module.IOBinding = FakeIOBinding  # type: ignore[attr-defined]
     module.get_available_providers = lambda: list(PROVIDERS)  # type: ignore[attr-defined]
     module.get_all_providers = lambda: list(PROVIDERS)  # type: ignore[attr-defined]
