@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import cv2
 import numpy as np
@@ -33,6 +33,9 @@ from unetrt.frame_path import network_input
 from unetrt.model_info import ModelInfo
 from unetrt.paths import check_utf8_name
 from unetrt.segmenter import Segmenter
+
+if TYPE_CHECKING:
+    from unetrt.backends.onnxruntime import OnnxRuntimeBackend, ResidentBatch
 
 MODES = ("bare", "device", "end-to-end")
 BASELINE = "torch-fp32"
@@ -536,40 +539,34 @@ class TorchDeviceRunner:
 
 
 class OnnxRuntimeDeviceRunner:
-    """Device mode for ONNX Runtime: input and output bound once to device buffers (IOBinding)."""
+    """Device mode for ONNX Runtime: the batch copied once to the session's device and the output left there (IO
+    binding), on the backend the bare mode times, with its checks and its device's name."""
 
-    def __init__(self, model_path: Path, device: str, threads: int | None, batch: np.ndarray) -> None:
-        import onnxruntime as ort
-
-        from unetrt.backends.onnxruntime import open_cuda_session, open_session, session_options
-
-        provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
-        if provider not in ort.get_available_providers():
-            raise ValueError(f"this onnxruntime has no {provider}; install onnxruntime-gpu")
-        # The CUDA provider failing for a reason of its own is one line, and ORT's banner stays off the report's
-        # stdout.
-        self._session = (open_cuda_session(model_path, threads) if device == "cuda"
-                         else open_session(model_path, session_options(threads), [provider]))
-        ort_device = "cuda" if device == "cuda" else "cpu"
-        self._binding = self._session.io_binding()
-        self._input = ort.OrtValue.ortvalue_from_numpy(batch, ort_device, 0)
-        self._binding.bind_ortvalue_input(self._session.get_inputs()[0].name, self._input)
-        self._binding.bind_output(self._session.get_outputs()[0].name, ort_device)
-        self.device = device
-        self.threads = threads
+    def __init__(self, backend: OnnxRuntimeBackend, batch: np.ndarray) -> None:
+        self._backend = backend
+        self._batch: ResidentBatch | None = backend.resident(batch)
+        self.device = backend.device
+        self.threads = backend.threads
 
     def step(self) -> None:
         """One run on the bound buffers."""
-        self._session.run_with_iobinding(self._binding)
+        self._resident().run()
 
     def checked_step(self) -> NDArray[Any]:
         """One run on the bound buffers, the output copied to the host."""
-        self.step()
-        return np.asarray(self._binding.copy_outputs_to_cpu()[0])
+        resident = self._resident()
+        resident.run()
+        return resident.logits()
+
+    def _resident(self) -> ResidentBatch:
+        if self._batch is None:
+            raise ValueError("this runner is closed; open a new one")
+        return self._batch
 
     def close(self) -> None:
-        """Drop session and buffers."""
-        self._binding = self._input = self._session = None
+        """Close the backend and drop the buffers."""
+        self._batch = None
+        self._backend.close()
 
 
 class TensorRTDeviceRunner:
@@ -622,12 +619,12 @@ def open_runner(variant: Variant, model: Path, device: str, threads: int | None,
         return BackendRunner(open_variant_backend(variant, model, device, threads), batch)
     if variant.backend == "torch":
         return TorchDeviceRunner(variant, model, device, threads, batch)
-    if variant.backend == "onnxruntime":
-        return OnnxRuntimeDeviceRunner(model, device, threads, batch)
     backend = open_variant_backend(variant, model, device, threads)
     try:
+        if variant.backend == "onnxruntime":
+            return OnnxRuntimeDeviceRunner(cast("OnnxRuntimeBackend", backend), batch)
         return TensorRTDeviceRunner(backend, batch)
-    except BaseException:  # the runner owns the engine only once it exists
+    except BaseException:  # the runner owns the backend only once it exists
         backend.close()
         raise
 

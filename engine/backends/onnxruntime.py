@@ -524,18 +524,51 @@ class OnnxRuntimeBackend:
         binding = session.io_binding()
         binding.bind_input(self._input, "cuda", self._ordinal, self.input_dtype, list(input_shape), input_ptr)
         binding.bind_output(self._output, "cuda", self._ordinal, self.output_dtype, list(output_shape), output_ptr)
+        self._run_bound(session, binding, tuple(input_shape))
+
+    def _run_bound(self, session: ort.InferenceSession, binding: Any, shape: tuple[int, ...]) -> None:
+        """``run_with_iobinding`` of a batch of ``shape``, a failed Run raised as :meth:`infer` raises it.
+
+        Raises:
+            ValueError: on a node of the network failing on the shape, or the CUDA provider failing (naming the fix).
+            RuntimeError: ONNX Runtime's, when its Run fails otherwise.
+        """
         try:
             session.run_with_iobinding(binding, self._quiet_run)  # as infer(): ORT's own log of a failure left out
         except RuntimeError as exc:
             # IO binding reports a failed Run as RuntimeError("Error in execution: ..."), not as the typed errors
             # infer() catches: the provider failing and a node that cannot run the shape get infer()'s one lines,
             # the rest stays as it is.
-            failed = _provider_run_failure(exc, self.path, tuple(input_shape))
+            failed = _provider_run_failure(exc, self.path, shape)
             if failed is not None:
                 raise failed from exc
             if _NODE_FAILED not in str(exc):
                 raise
-            raise network_run_error("ONNX Runtime", self.path, tuple(input_shape), _onnx_runtime_reason(exc)) from exc
+            raise network_run_error("ONNX Runtime", self.path, shape, _onnx_runtime_reason(exc)) from exc
+
+    def resident(self, batch: NDArray[Any]) -> ResidentBatch:
+        """``batch`` copied once into the session's device memory (the host's on the CPU provider), to be run there
+        again and again with its logits left there: what unet-bench's device mode times (``--no-data-transfers``).
+
+        Raises:
+            ValueError: as :meth:`infer` for a malformed batch or a shape the network does not take, or after
+                :meth:`close`.
+        """
+        import onnxruntime as ort
+
+        session = self._session
+        if session is None:
+            raise ValueError("this backend is closed; open a new one")
+        batch = check_batch(batch, self.info)
+        self.output_shape(batch.shape)  # a shape the network refuses is infer()'s one line, not ORT's at the Run
+        device = "cpu" if self.device == "cpu" else "cuda"
+        # The network's own element type, as infer() casts the batch (a float16 input takes float16).
+        values = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(batch, self.input_dtype), device,
+                                                  self._ordinal)
+        binding = session.io_binding()
+        binding.bind_ortvalue_input(self._input, values)
+        binding.bind_output(self._output, device, self._ordinal)  # ONNX Runtime allocates it there at each Run
+        return ResidentBatch(self, session, binding, tuple(int(d) for d in batch.shape))
 
     def close(self) -> None:
         """Drop the session and the stream; release the retained CUDA context (idempotent)."""
@@ -551,6 +584,30 @@ class OnnxRuntimeBackend:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+class ResidentBatch:
+    """A batch bound in an :class:`OnnxRuntimeBackend`'s device memory (:meth:`OnnxRuntimeBackend.resident`), its
+    output allocated there by ONNX Runtime at each run."""
+
+    def __init__(self, backend: OnnxRuntimeBackend, session: ort.InferenceSession, binding: Any,
+                 shape: tuple[int, ...]) -> None:
+        self._backend, self._session, self._binding, self.shape = backend, session, binding, shape
+
+    def run(self) -> None:
+        """One run from the bound batch to the logits, both left on the device.
+
+        Raises:
+            ValueError: as :meth:`OnnxRuntimeBackend.infer` for a failed run (the CUDA provider failing included), or
+                after the backend's :meth:`~OnnxRuntimeBackend.close`.
+        """
+        if self._backend._session is None:  # the session itself lives on in this object: closed means closed
+            raise ValueError("this backend is closed; open a new one")
+        self._backend._run_bound(self._session, self._binding, self.shape)
+
+    def logits(self) -> NDArray[np.float32]:
+        """The last run's logits, copied to the host as float32 (as :meth:`OnnxRuntimeBackend.infer` returns them)."""
+        return np.asarray(self._binding.copy_outputs_to_cpu()[0], dtype=np.float32)
 
 
 def open_cuda_session(path: str | Path, threads: int | None = None, device: str = "cuda",

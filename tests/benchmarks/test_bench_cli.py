@@ -898,22 +898,106 @@ def test_a_cuda_provider_failing_for_its_own_reason_is_one_line_and_nothing_on_s
     assert "update the NVIDIA driver" in line
 
 
+@pytest.mark.parametrize("mode", [[], ["--no-data-transfers"]], ids=["host", "device-buffers"])
 def test_a_cuda_provider_failing_inside_the_first_run_is_one_line_and_exit_2(
-        tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        tiny_model_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        mode: list[str]) -> None:
     """onnxruntime-gpu's session opens, then its first Run fails in the provider (cuDNN's libraries missing at the
-    first convolution: EP_FAIL, [RUN-FAILS]): ONNX Runtime's own EPFail ended the run in a traceback. The row is
-    skipped with unetrt's line naming the fix, and the command ends in it with exit code 2."""
+    first convolution: EP_FAIL, [RUN-FAILS]): ONNX Runtime's own EPFail ended the run in a traceback, and so did
+    its RuntimeError("Error in execution: ...") of the device mode's IO binding. The row is skipped with unetrt's
+    line naming the fix, and the command ends in it with exit code 2."""
     from fakes.onnxruntime_cuda import CUDNN_FRONTEND_FAILED
 
     _onnxruntime_gpu_desktop(monkeypatch)
     sys.modules["onnxruntime"]._fake_cuda_provider.run_failure = CUDNN_FRONTEND_FAILED  # type: ignore[attr-defined]
     code, out, err = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", *FAST,
-                           "--device", "cuda"], capsys)
+                           "--device", "cuda", *mode], capsys)
     assert code == 2 and out == ""
     line = _one_line_error(err)
     assert line.startswith("error: no variant could run here: ONNX Runtime's CUDA provider failed running tiny.onnx ")
     assert "(CUDNN_FE failure 11: CUDNN_BACKEND_API_FAILED)" in line
     assert "pip install 'onnxruntime-gpu[cuda,cudnn]'" in line
+
+
+def _rows_and_logits(argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                     capsys: pytest.CaptureFixture[str]) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    """unet-bench ``argv`` that must succeed: its JSON rows and the logits of each warm-up call (what the rows
+    check)."""
+    seen: list[np.ndarray] = []
+    check = bench.check_scores
+
+    def check_scores(logits: np.ndarray | None, precision: str | None) -> None:
+        seen.append(np.array(logits))
+        check(logits, precision)
+
+    monkeypatch.setattr(bench, "check_scores", check_scores)
+    report = tmp_path / f"report{len(list(tmp_path.iterdir()))}.json"
+    code, _, err = _run([*argv, "--json", str(report)], capsys)
+    assert code == 0, err
+    return json.loads(report.read_text())["results"], seen
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_onnx_runtime_s_device_mode_on_onnxruntime_gpu_gives_the_bare_mode_s_logits_on_the_device(
+        tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], device: str) -> None:
+    """`unet-bench --backend onnxruntime --device cuda --no-data-transfers` with onnxruntime-gpu: the batch lives in
+    the GPU's memory (an OrtValue there, bound as the input) and the output stays there; the row names the GPU as
+    the bare row does ("cuda:0", it said "cuda") and its logits are the bare mode's of the same batch. On the CPU
+    alike, with host values."""
+    gpu = _onnxruntime_gpu_desktop(monkeypatch)
+    provider = sys.modules["onnxruntime"]._fake_cuda_provider  # type: ignore[attr-defined]
+    argv = ["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", *FAST, "--device", device]
+    (bare,), bare_logits = _rows_and_logits(argv, tmp_path, monkeypatch, capsys)
+    runs = len(provider.runs)
+    (row,), logits = _rows_and_logits([*argv, "--no-data-transfers"], tmp_path, monkeypatch, capsys)
+    assert (row["status"], row["mode"], row["device"]) == ("ok", "device", bare["device"])
+    assert row["device"] == ("cuda:0" if device == "cuda" else "cpu")
+    assert np.array_equal(logits[0], bare_logits[0]) and logits[0].dtype == bare_logits[0].dtype
+    if device == "cuda":
+        # Every call ran in the provider through IO binding (whose Run the fake refuses on memory that is not the
+        # device's, [BUFFER]), and the device memory went with the row.
+        assert len(provider.runs) - runs >= 1 + 2 * 2  # the warm-up call, 2 trials of 2 iterations
+        assert gpu.live("device") == 0
+
+
+@pytest.mark.parametrize("mode", [[], ["--no-data-transfers"]], ids=["host", "device-buffers"])
+def test_a_network_of_float16_input_runs_its_batch_cast_in_each_mode(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], mode: list[str]) -> None:
+    """A network whose input is float16 (an FP16 graph exported without keeping float32 inputs): the bare mode
+    casts the batch, the device mode bound the float32 batch, and ONNX Runtime's "Unexpected input data type" ended
+    the command in a traceback. Both run, with the same logits."""
+    from conftest import write_described_onnx
+    from onnx import TensorProto, helper
+
+    _onnxruntime_gpu_desktop(monkeypatch)
+    model = write_described_onnx(tmp_path / "half.onnx", [helper.make_node("Identity", ["image"], ["logits"])],
+                                 {"logits": TensorProto.FLOAT16}, input_shape=(1, 3, "h", "w"),
+                                 input_type=TensorProto.FLOAT16)
+    argv = ["--engine", str(model), "--backend", "onnxruntime", *FAST, "--device", "cuda"]
+    (row,), logits = _rows_and_logits([*argv, *mode], tmp_path, monkeypatch, capsys)
+    _, bare_logits = _rows_and_logits(argv, tmp_path, monkeypatch, capsys)
+    assert row["status"] == "ok" and row["device"] == "cuda:0"
+    assert np.array_equal(logits[0], bare_logits[0])
+
+
+@pytest.mark.parametrize("mode", [[], ["--no-data-transfers"]], ids=["host", "device-buffers"])
+def test_a_fixed_input_other_than_the_workload_s_is_one_line_in_each_mode(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], mode: list[str]) -> None:
+    """A network fixed at 16 x 16 timed at 32 x 32: the bare mode refuses in unetrt's line naming the fix; the device
+    mode bound the batch all the same, and ONNX Runtime's "Got invalid dimensions" ended the command in a
+    traceback."""
+    from conftest import write_described_onnx
+    from onnx import TensorProto, helper
+
+    _onnxruntime_gpu_desktop(monkeypatch)
+    model = write_described_onnx(tmp_path / "fixed.onnx", [helper.make_node("Identity", ["image"], ["logits"])],
+                                 {"logits": TensorProto.FLOAT}, input_shape=(1, 3, 16, 16))
+    code, out, err = _run(["--engine", str(model), "--backend", "onnxruntime", *FAST, "--device", "cuda", *mode],
+                          capsys)
+    assert code == 2 and out == ""
+    assert "fixed.onnx takes a fixed input of 1 x 3 x 16 x 16 (N x C x H x W), not 1 x 3 x 32 x 32" in \
+        _one_line_error(err)
 
 
 def test_frames_are_timed_at_the_working_size_the_model_states() -> None:

@@ -475,6 +475,27 @@ def test_host_inference_of_a_cuda_session_is_the_cpu_sessions(provider: FakeCuda
         np.testing.assert_array_equal(backend.infer(batch), cpu_logits(model, batch))
 
 
+def test_a_resident_batch_runs_on_the_device_and_gives_infer_s_logits(provider: FakeCudaProvider, model: Path) -> None:
+    """``resident`` (unet-bench's device mode): the batch is copied once into device memory and each run is a Run
+    on it through IO binding; the logits are ``infer``'s; a shape the network refuses is ``infer``'s line; after
+    ``close`` it is refused."""
+    batch = random_batch((1, 3, 32, 32), seed=7)
+    backend = OnnxRuntimeBackend(model, device="cuda")
+    resident = backend.resident(batch)
+    batch[...] = 0  # copied once: a later write is not the resident batch's
+    resident.run()
+    resident.run()
+    assert len(provider.runs) == 2 and provider.runs[0].input_ptr == provider.runs[1].input_ptr
+    np.testing.assert_array_equal(resident.logits(), cpu_logits(model, random_batch((1, 3, 32, 32), seed=7)))
+    with pytest.raises(ValueError, match="input height 30 is not legal"):
+        backend.resident(random_batch((1, 3, 30, 30)))
+    backend.close()
+    with pytest.raises(ValueError, match="closed"):
+        backend.resident(batch)
+    with pytest.raises(ValueError, match="closed"):
+        resident.run()
+
+
 # --- through the Segmenter: the GPU-resident frame path -------------------------------------------------------
 
 
