@@ -504,6 +504,9 @@ class TorchDeviceRunner:
         from unetrt.export.checkpoint import load_model
 
         self._graph_backend = None
+        if device == "cuda" and not torch.cuda.is_available():
+            # The bare mode's line (TorchBackend's); loading onto 'cuda' would fail as a "damaged" checkpoint.
+            raise ValueError("device 'cuda' asked, but torch sees no CUDA GPU; use device 'cpu' or 'auto'")
         if threads is not None:
             torch.set_num_threads(threads)
         dtype = _dtype_of(torch, variant.precision)

@@ -920,9 +920,10 @@ def test_a_cuda_provider_failing_inside_the_first_run_is_one_line_and_exit_2(
 
 
 def _rows_and_logits(argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                     capsys: pytest.CaptureFixture[str]) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
-    """unet-bench ``argv`` that must succeed: its JSON rows and the logits of each warm-up call (what the rows
-    check)."""
+                     capsys: pytest.CaptureFixture[str], exit_code: int = 0) -> tuple[list[dict[str, Any]],
+                                                                                    list[np.ndarray]]:
+    """unet-bench ``argv``, which must end with ``exit_code``: its JSON rows and the logits of each warm-up call (what
+    the rows check)."""
     seen: list[np.ndarray] = []
     check = bench.check_scores
 
@@ -933,7 +934,7 @@ def _rows_and_logits(argv: list[str], tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(bench, "check_scores", check_scores)
     report = tmp_path / f"report{len(list(tmp_path.iterdir()))}.json"
     code, _, err = _run([*argv, "--json", str(report)], capsys)
-    assert code == 0, err
+    assert code == exit_code, err
     return json.loads(report.read_text())["results"], seen
 
 
@@ -959,6 +960,22 @@ def test_onnx_runtime_s_device_mode_on_onnxruntime_gpu_gives_the_bare_mode_s_log
         # device's, [BUFFER]), and the device memory went with the row.
         assert len(provider.runs) - runs >= 1 + 2 * 2  # the warm-up call, 2 trials of 2 iterations
         assert gpu.live("device") == 0
+
+
+@pytest.mark.parametrize("mode", [[], ["--no-data-transfers"]], ids=["host", "device-buffers"])
+def test_a_pytorch_row_on_a_gpu_its_torch_does_not_see_says_so_in_each_mode(
+        tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], mode: list[str]) -> None:
+    """A CPU build of torch beside onnxruntime-gpu: the bare mode's PyTorch row is skipped because torch sees no
+    CUDA GPU; the device mode's loaded the checkpoint onto 'cuda' all the same and called it "damaged or truncated"
+    (torch.load's refusal of a CUDA map_location). Both name torch's missing GPU, and the ONNX Runtime row runs."""
+    pytest.importorskip("torch")
+    _onnxruntime_gpu_desktop(monkeypatch)
+    rows, _ = _rows_and_logits(["--engine", str(tiny_model_files["onnx"]), "--backend", "torch-fp32", "--backend",
+                                "onnxruntime", *FAST, "--device", "cuda", *mode], tmp_path, monkeypatch, capsys,
+                               exit_code=2)  # a row named that could not run
+    assert [(row["variant"], row["status"]) for row in rows] == [("torch-fp32", "skipped"), ("onnxruntime", "ok")]
+    assert rows[0]["reason"] == "device 'cuda' asked, but torch sees no CUDA GPU; use device 'cpu' or 'auto'"
 
 
 @pytest.mark.parametrize("mode", [[], ["--no-data-transfers"]], ids=["host", "device-buffers"])
