@@ -550,9 +550,21 @@ class OnnxRuntimeBackend:
         """``batch`` copied once into the session's device memory (the host's on the CPU provider), to be run there
         again and again with its logits left there: what unet-bench's device mode times (``--no-data-transfers``).
 
+        Args:
+            batch: N x C x H x W, as :meth:`infer` takes it (cast to the network's input type).
+
+        Returns:
+            The bound batch; its :meth:`ResidentBatch.run` runs the network, :meth:`ResidentBatch.logits` copies the
+            last run's output to the host.
+
         Raises:
             ValueError: as :meth:`infer` for a malformed batch or a shape the network does not take, or after
                 :meth:`close`.
+
+        Example:
+            >>> resident = backend.resident(np.zeros((1, 3, 192, 256), np.float32))  # doctest: +SKIP
+            >>> resident.run(); resident.logits().shape  # doctest: +SKIP
+            (1, 12, 192, 256)
         """
         import onnxruntime as ort
 
@@ -588,11 +600,14 @@ class OnnxRuntimeBackend:
 
 class ResidentBatch:
     """A batch bound in an :class:`OnnxRuntimeBackend`'s device memory (:meth:`OnnxRuntimeBackend.resident`), its
-    output allocated there by ONNX Runtime at each run."""
+    output allocated there by ONNX Runtime at each run. Safe from any thread: one binding holds one output, so its
+    runs and copies take turns."""
 
     def __init__(self, backend: OnnxRuntimeBackend, session: ort.InferenceSession, binding: Any,
                  shape: tuple[int, ...]) -> None:
         self._backend, self._session, self._binding, self.shape = backend, session, binding, shape
+        self._lock = threading.Lock()
+        self._ran = False
 
     def run(self) -> None:
         """One run from the bound batch to the logits, both left on the device.
@@ -603,11 +618,20 @@ class ResidentBatch:
         """
         if self._backend._session is None:  # the session itself lives on in this object: closed means closed
             raise ValueError("this backend is closed; open a new one")
-        self._backend._run_bound(self._session, self._binding, self.shape)
+        with self._lock:
+            self._backend._run_bound(self._session, self._binding, self.shape)
+            self._ran = True
 
     def logits(self) -> NDArray[np.float32]:
-        """The last run's logits, copied to the host as float32 (as :meth:`OnnxRuntimeBackend.infer` returns them)."""
-        return np.asarray(self._binding.copy_outputs_to_cpu()[0], dtype=np.float32)
+        """The last run's logits, copied to the host as float32 (as :meth:`OnnxRuntimeBackend.infer` returns them).
+
+        Raises:
+            ValueError: before the first :meth:`run` (ONNX Runtime holds no output until then).
+        """
+        with self._lock:
+            if not self._ran:
+                raise ValueError("this batch has not run yet; call run() before logits()")
+            return np.asarray(self._binding.copy_outputs_to_cpu()[0], dtype=np.float32)
 
 
 def open_cuda_session(path: str | Path, threads: int | None = None, device: str = "cuda",

@@ -482,6 +482,8 @@ def test_a_resident_batch_runs_on_the_device_and_gives_infer_s_logits(provider: 
     batch = random_batch((1, 3, 32, 32), seed=7)
     backend = OnnxRuntimeBackend(model, device="cuda")
     resident = backend.resident(batch)
+    with pytest.raises(ValueError, match=r"has not run yet; call run\(\) before logits\(\)"):
+        resident.logits()
     batch[...] = 0  # copied once: a later write is not the resident batch's
     resident.run()
     resident.run()
