@@ -422,8 +422,9 @@ class PlanMetadata:
 
     def source_file(self, plan_path: str | Path) -> Path | None:
         """The model file this plan was built from as it is on this machine: the recorded one where it is recorded
-        by its absolute path and is there, else the file of its name beside the plan (a plan copied from the machine
-        that built it comes with its model); None: neither.
+        by its absolute path and is there (named by the plan's folder where it lies beside the plan), else the file
+        of its name beside the plan (a plan copied from the machine that built it comes with its model); None:
+        neither.
 
         ``unet-build`` records the model's absolute path. Plans built before 2026-12-07 record it as typed: a
         relative path names a file of the folder the build ran in, which cannot be told, and from another folder the
@@ -435,10 +436,11 @@ class PlanMetadata:
             PosixPath('jetson/mine.onnx')
         """
         recorded = Path(self.source)
-        if recorded.is_absolute() and recorded.is_file():
-            return recorded
         # PureWindowsPath splits at both separators: the plan may come from a Windows desktop.
         beside = Path(plan_path).parent / PureWindowsPath(self.source).name
+        if recorded.is_absolute() and recorded.is_file():
+            # Named as the plan was, where it is that file: lines about 'mine.plan' name 'mine.onnx', not /home/...
+            return beside if beside.is_file() and beside.samefile(recorded) else recorded
         return beside if beside.is_file() else None
 
     def rebuild_command(self, plan_path: str | Path) -> str:
