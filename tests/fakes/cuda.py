@@ -93,6 +93,15 @@ The fakes refuse what the real libraries refuse; each rule names its document:
   ``("stream leaked", handle)`` (a stream of a destroyed context went with it); a destroyed stream's queued work
   still runs ("the resources associated with hStream will be released automatically once the device has completed
   all work", CUDA Driver API, ``cuStreamDestroy``) and its handle is then invalid.
+* [FREE-REACH] pycuda frees a ``DeviceAllocation`` (``free()``, or when it is garbage) in the context that was
+  current when it was allocated, activating that context itself only on the thread that made it: with the context
+  neither current nor of the freeing thread, or its context object detached, the memory is leaked without a word
+  (pycuda ``src/cpp/cuda.hpp``: ``device_allocation::free`` frees inside ``scoped_context_activation``, whose
+  ``cannot_activate_out_of_thread_context`` and ``cannot_activate_dead_context``
+  ``CUDAPP_CATCH_CLEANUP_ON_DEAD_CONTEXT`` swallows, as for streams above). The fake logs
+  ``("device memory leaked", address)`` and keeps the memory allocated; memory of a destroyed context went with it.
+  A second ``free()`` raises, as pycuda's does (``device_allocation::free`` of an allocation no longer valid:
+  ``CUDA_ERROR_INVALID_HANDLE``).
 * [INIT-FAILS] ``cuInit`` fails where the installed driver has no usable GPU (``FakeGpu.init_error``: a laptop's
   hybrid graphics set to the integrated GPU only, a driver left broken by a suspend): it returns that error
   (``CUDA_ERROR_NO_DEVICE``, 100: "This indicates that no CUDA-capable devices were detected by the installed CUDA
@@ -749,11 +758,22 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
         if reason is not None:
             raise FakeLogicError(reason)
 
+    def out_of_reach(ward: Context | None) -> bool:
+        """Whether pycuda cannot make ``ward`` (its context object current when a stream or an allocation was made)
+        current to destroy or free what was made in it: it was detached, or it is neither current nor of this
+        thread (pycuda's ``scoped_context_activation``)."""
+        pushed = wrappers()
+        current = pushed[-1] if pushed and gpu.pycuda_stack() else None
+        return ward is None or not ward.valid or (current is not ward and threading.get_ident() != ward._owner)
+
     class DeviceAllocation:
         def __init__(self, nbytes: int) -> None:
             pycuda_context()
             refuse_during_capture("cuMemAlloc")
             self.ptr, _ = gpu.allocate(nbytes)
+            pushed = wrappers()
+            self._ward: Context | None = pushed[-1] if pushed else None
+            self._valid = True  # pycuda's device_allocation::m_valid, cleared by the first free
 
         def __int__(self) -> int:
             return self.ptr
@@ -762,13 +782,25 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
             return self.ptr
 
         def free(self) -> None:
+            if not self._valid:
+                raise FakeCudaError("device_allocation::free failed: invalid resource handle")
             refuse_during_capture("cuMemFree")
-            gpu.free(self.ptr)
+            self._release()
+
+        def _release(self) -> None:
+            self._valid = False
+            ward = self._ward
+            if ward is not None and not ward._context.alive:
+                gpu.free(self.ptr)  # a destroyed context took its memory with it
+            elif out_of_reach(ward):
+                gpu.log.append(("device memory leaked", self.ptr))
+            else:
+                gpu.free(self.ptr)
 
         def __del__(self) -> None:
-            # not when the allocation itself failed; pycuda only warns when cuMemFree fails here
-            if hasattr(self, "ptr") and gpu.refuse_unsafe_during_capture("cuMemFree") is None:
-                gpu.free(self.ptr)
+            # not when the allocation itself failed or was freed; pycuda only warns when cuMemFree fails here
+            if getattr(self, "_valid", False) and gpu.refuse_unsafe_during_capture("cuMemFree") is None:
+                self._release()
 
     class HostAllocation(bytearray):
         """The base of a page-locked array (pycuda's HostAllocation, freed with free())."""
@@ -835,9 +867,7 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
             ward = getattr(self, "_ward", None)
             if ward is None or not ward._context.alive:
                 return  # a destroyed context took its streams with it
-            pushed = wrappers()
-            current = pushed[-1] if pushed and gpu.pycuda_stack() else None
-            if not ward.valid or (current is not ward and threading.get_ident() != ward._owner):
+            if out_of_reach(ward):
                 gpu.log.append(("stream leaked", self.handle))
                 return
             gpu.destroy_stream(self.handle)

@@ -165,6 +165,32 @@ def test_a_blocking_stream_waits_for_earlier_legacy_work_a_non_blocking_one_does
         cuda.Context.synchronize()
 
 
+def test_device_memory_freed_out_of_its_contexts_reach_is_leaked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """[FREE-REACH] pycuda's device_allocation::free: freed with its context current, or on the thread that retained
+    the context (pycuda pushes it); leaked without a word on another thread; a second free() raises."""
+    gpu = install_fake_gpu(monkeypatch)
+    import pycuda.driver as cuda
+
+    cuda.init()
+    context = cuda.Device(0).retain_primary_context()
+    context.push()
+    memory = [cuda.mem_alloc(16) for _ in range(3)]
+    pointers = [int(allocation) for allocation in memory]
+    memory[0].free()  # with its context current
+    with pytest.raises(cuda.Error, match="invalid resource handle"):
+        memory[0].free()
+    cuda.Context.pop()
+    elsewhere = threading.Thread(target=memory[1].free)  # on another thread, its context not current there
+    elsewhere.start()
+    elsewhere.join()
+    memory[2].free()  # on the thread that retained the context: pycuda pushes it to free the memory
+    assert ("device memory leaked", pointers[1]) in gpu.log and gpu.live("device") == 1
+    assert ("device memory leaked", pointers[2]) not in gpu.log and gpu.driver_stack() == []
+    context.push()
+    context.detach()
+    cuda.Context.pop()
+
+
 def test_a_stream_garbage_out_of_its_contexts_reach_is_leaked_in_it_destroyed(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """pycuda's stream::~stream: destroyed with its context current, or on the thread that retained the context;
