@@ -35,7 +35,7 @@ from unetrt.paths import check_utf8_name
 from unetrt.segmenter import Segmenter
 
 if TYPE_CHECKING:
-    from unetrt.backends.onnxruntime import OnnxRuntimeBackend, ResidentBatch
+    from unetrt.backends.base import ResidentBackend, ResidentBatch
 
 MODES = ("bare", "device", "end-to-end")
 BASELINE = "torch-fp32"
@@ -541,22 +541,23 @@ class TorchDeviceRunner:
         self._model = self._input = None
 
 
-class OnnxRuntimeDeviceRunner:
-    """Device mode for ONNX Runtime: the batch copied once to the session's device and the output left there (IO
-    binding), on the backend the bare mode times, with its checks and its device's name."""
+class DeviceRunner:
+    """Device mode for ONNX Runtime and TensorRT: the batch copied once into the backend's device memory and the
+    output left there (``backend.resident``), on the backend the bare mode times, with its checks and its device's
+    name; no torch (a Jetson has no CUDA build of it)."""
 
-    def __init__(self, backend: OnnxRuntimeBackend, batch: np.ndarray) -> None:
+    def __init__(self, backend: ResidentBackend, batch: np.ndarray) -> None:
         self._backend = backend
         self._batch: ResidentBatch | None = backend.resident(batch)
         self.device = backend.device
         self.threads = backend.threads
 
     def step(self) -> None:
-        """One run on the bound buffers."""
+        """One run on the resident buffers (it returns when the run is done)."""
         self._resident().run()
 
     def checked_step(self) -> NDArray[Any]:
-        """One run on the bound buffers, the output copied to the host."""
+        """One run on the resident buffers, the output copied to the host."""
         resident = self._resident()
         resident.run()
         return resident.logits()
@@ -567,39 +568,9 @@ class OnnxRuntimeDeviceRunner:
         return self._batch
 
     def close(self) -> None:
-        """Close the backend and drop the buffers."""
+        """Close the backend (which frees the buffers) and drop the batch."""
         self._batch = None
         self._backend.close()
-
-
-class TensorRTDeviceRunner:
-    """Device mode for a TensorRT plan: torch CUDA tensors in and out of ``TensorRTBackend.infer_device``."""
-
-    def __init__(self, backend: Any, batch: np.ndarray) -> None:
-        torch = _torch()
-        if not torch.cuda.is_available():
-            raise ValueError("the TensorRT device mode keeps its buffers in torch CUDA tensors; torch sees no GPU")
-        self._backend = backend
-        metadata = backend.metadata
-        self._images = torch.from_numpy(batch).to("cuda", getattr(torch, metadata.input_dtype)).contiguous()
-        logits = backend.infer_device(self._images)
-        self._out = torch.empty(logits.shape, dtype=getattr(torch, metadata.output_dtype), device="cuda")
-        self.device = backend.device
-        self.threads: int | None = None
-
-    def step(self) -> None:
-        """One run from device input to device output."""
-        self._backend.infer_device(self._images, self._out)
-
-    def checked_step(self) -> NDArray[Any]:
-        """One run from device input to device output, the output copied to the host."""
-        self.step()
-        return self._out.float().cpu().numpy()  # type: ignore[no-any-return,unused-ignore]
-
-    def close(self) -> None:
-        """Close the backend and drop the buffers."""
-        self._backend.close()
-        self._images = self._out = None
 
 
 def open_runner(variant: Variant, model: Path, device: str, threads: int | None, workload: Workload,
@@ -624,9 +595,7 @@ def open_runner(variant: Variant, model: Path, device: str, threads: int | None,
         return TorchDeviceRunner(variant, model, device, threads, batch)
     backend = open_variant_backend(variant, model, device, threads)
     try:
-        if variant.backend == "onnxruntime":
-            return OnnxRuntimeDeviceRunner(cast("OnnxRuntimeBackend", backend), batch)
-        return TensorRTDeviceRunner(backend, batch)
+        return DeviceRunner(cast("ResidentBackend", backend), batch)
     except BaseException:  # the runner owns the backend only once it exists
         backend.close()
         raise

@@ -177,6 +177,48 @@ class DeviceBackend(Backend, Protocol):
         ...
 
 
+class ResidentBatch(Protocol):
+    """A batch copied once into a backend's device memory, with an output buffer beside it, run there again and
+    again: what unet-bench's device mode (``--no-data-transfers``, trtexec's ``--noDataTransfers``) times. Made by a
+    backend's ``resident(batch)``; its memory goes with the backend's :meth:`Backend.close`.
+
+    Attributes:
+        shape: the batch's N x C x H x W shape.
+    """
+
+    shape: tuple[int, ...]
+
+    def run(self) -> None:
+        """Run the network from the device batch into the device output; returns when the run is done (so a host
+        clock times it).
+
+        Raises:
+            ValueError: as the backend's ``infer`` for a failed run, or after the backend's ``close``.
+        """
+        ...
+
+    def logits(self) -> NDArray[np.float32]:
+        """The last run's logits, copied to the host as float32 (as the backend's ``infer`` returns them).
+
+        Raises:
+            ValueError: before the first :meth:`run`, or after the backend's ``close``.
+        """
+        ...
+
+
+class ResidentBackend(Backend, Protocol):
+    """A backend that keeps a batch in its device memory for repeated runs (:class:`ResidentBatch`)."""
+
+    def resident(self, batch: NDArray[Any]) -> ResidentBatch:
+        """``batch`` (N x C x H x W, as ``infer`` takes it) checked as ``infer`` checks it, cast to the network's
+        input type and copied once into the backend's device memory.
+
+        Raises:
+            ValueError: as ``infer`` for a malformed batch or a shape the network does not take, or after ``close``.
+        """
+        ...
+
+
 def network_output_shape(info: ModelInfo, input_shape: tuple[int, ...]) -> tuple[int, ...]:
     """N x K x h x w logits shape of the model for an N x C x H x W input ('valid' networks lose their margin).
 

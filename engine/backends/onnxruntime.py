@@ -546,7 +546,7 @@ class OnnxRuntimeBackend:
                 raise
             raise network_run_error("ONNX Runtime", self.path, shape, _onnx_runtime_reason(exc)) from exc
 
-    def resident(self, batch: NDArray[Any]) -> ResidentBatch:
+    def resident(self, batch: NDArray[Any]) -> OnnxRuntimeResidentBatch:
         """``batch`` copied once into the session's device memory (the host's on the CPU provider), to be run there
         again and again with its logits left there: what unet-bench's device mode times (``--no-data-transfers``).
 
@@ -554,8 +554,8 @@ class OnnxRuntimeBackend:
             batch: N x C x H x W, as :meth:`infer` takes it (cast to the network's input type).
 
         Returns:
-            The bound batch; its :meth:`ResidentBatch.run` runs the network, :meth:`ResidentBatch.logits` copies the
-            last run's output to the host.
+            The bound batch; its :meth:`~OnnxRuntimeResidentBatch.run` runs the network,
+            :meth:`~OnnxRuntimeResidentBatch.logits` copies the last run's output to the host.
 
         Raises:
             ValueError: as :meth:`infer` for a malformed batch or a shape the network does not take, or after
@@ -580,7 +580,7 @@ class OnnxRuntimeBackend:
         binding = session.io_binding()
         binding.bind_ortvalue_input(self._input, values)
         binding.bind_output(self._output, device, self._ordinal)  # ONNX Runtime allocates it there at each Run
-        return ResidentBatch(self, session, binding, tuple(int(d) for d in batch.shape))
+        return OnnxRuntimeResidentBatch(self, session, binding, tuple(int(d) for d in batch.shape))
 
     def close(self) -> None:
         """Drop the session and the stream; release the retained CUDA context (idempotent)."""
@@ -598,10 +598,10 @@ class OnnxRuntimeBackend:
         self.close()
 
 
-class ResidentBatch:
-    """A batch bound in an :class:`OnnxRuntimeBackend`'s device memory (:meth:`OnnxRuntimeBackend.resident`), its
-    output allocated there by ONNX Runtime at each run. Safe from any thread: one binding holds one output, so its
-    runs and copies take turns."""
+class OnnxRuntimeResidentBatch:
+    """A batch bound in an :class:`OnnxRuntimeBackend`'s device memory (:meth:`OnnxRuntimeBackend.resident`; a
+    :class:`~unetrt.backends.base.ResidentBatch`), its output allocated there by ONNX Runtime at each run. Safe from
+    any thread: one binding holds one output, so its runs and copies take turns."""
 
     def __init__(self, backend: OnnxRuntimeBackend, session: ort.InferenceSession, binding: Any,
                  shape: tuple[int, ...]) -> None:
@@ -626,8 +626,11 @@ class ResidentBatch:
         """The last run's logits, copied to the host as float32 (as :meth:`OnnxRuntimeBackend.infer` returns them).
 
         Raises:
-            ValueError: before the first :meth:`run` (ONNX Runtime holds no output until then).
+            ValueError: before the first :meth:`run` (ONNX Runtime holds no output until then), or after the
+                backend's :meth:`~OnnxRuntimeBackend.close`.
         """
+        if self._backend._session is None:
+            raise ValueError("this backend is closed; open a new one")
         with self._lock:
             if not self._ran:
                 raise ValueError("this batch has not run yet; call run() before logits()")

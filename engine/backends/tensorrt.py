@@ -25,7 +25,9 @@ backend per thread: each gets its own execution contexts and stream.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
+import itertools
 import re
 import threading
 import traceback
@@ -92,9 +94,9 @@ DRIVER_FOR_CUDA = {13: "r580", 12: "r535"}
 # and `tensorrt-dispatch` install runtimes that only load prebuilt engines, as the modules `tensorrt_lean` and
 # `tensorrt_dispatch`. The group `cuda` is the CUDA major version a wheel is built for.
 _TENSORRT_WHEEL = re.compile(r"tensorrt(?:-(?P<runtime>lean|dispatch))?(?:-cu(?P<cuda>\d+))?(?:-(?:bindings|libs))?")
-__all__ = ["MISSING_PYCUDA", "MISSING_TENSORRT", "EngineResourceError", "TensorRTBackend", "gpu_identity",
-           "parse_device", "require_pycuda", "require_tensorrt", "start_tensorrt", "tensorrt_available",
-           "tensorrt_installed", "tensorrt_logger", "tensorrt_major", "tensorrt_wheels"]
+__all__ = ["MISSING_PYCUDA", "MISSING_TENSORRT", "EngineResourceError", "TensorRTBackend", "TensorRTResidentBatch",
+           "gpu_identity", "parse_device", "require_pycuda", "require_tensorrt", "start_tensorrt",
+           "tensorrt_available", "tensorrt_installed", "tensorrt_logger", "tensorrt_major", "tensorrt_wheels"]
 T = TypeVar("T")
 
 
@@ -420,6 +422,9 @@ class _EngineResources:
         self.execution: _Execution | None = None
         self.device_execution: _Execution | None = None
         self.unclaimed: _Execution | None = None
+        # The device buffers of each resident batch not yet dropped (TensorRTBackend.resident), by its key.
+        self.resident: dict[int, list[Any]] = {}
+        self.resident_keys = itertools.count()
 
     def release(self) -> None:
         """Free the buffers, the graph and the TensorRT objects, and release the retained context (idempotent; one
@@ -429,6 +434,9 @@ class _EngineResources:
         try:
             with self.cuda_context.active():
                 self.graphs.clear()
+                for allocations in self.resident.values():
+                    self._free_all(allocations)
+                self.resident.clear()
                 for name in ("device_in", "device_out"):
                     allocation = self.__dict__.pop(name, None)
                     if allocation is not None:
@@ -445,6 +453,24 @@ class _EngineResources:
             self.cuda_context.release()  # a failed free must not keep the context retained as well
             raise
         self.cuda_context.release()
+
+    def free_resident(self, key: int, lock: threading.Lock) -> None:
+        """Free the buffers of the resident batch ``key``, under the backend's ``lock`` with the context current
+        (nothing once :meth:`release` freed them all): the release of a batch dropped while its backend lives."""
+        with lock:
+            if self.cuda_context.released or key not in self.resident:
+                return
+            with self.cuda_context.active():
+                self._free_all(self.resident[key])
+            del self.resident[key]
+
+    @staticmethod
+    def _free_all(allocations: list[Any]) -> None:
+        """Free pycuda allocations (with their context current); the list keeps those not freed yet, so a free
+        interrupted by Ctrl-C is finished by the next call."""
+        while allocations:
+            allocations[-1].free()
+            allocations.pop()
 
 
 class TensorRTBackend:
@@ -739,12 +765,7 @@ class TensorRTBackend:
                         # "stream"). That stream alone: a context-wide synchronize is invalid while another thread
                         # captures a CUDA graph in this context, and breaks that capture.
                         synchronize_stream(stream, "a caller's CUDA array")
-                try:
-                    execution.bind(source.ptr, out_pointer, "the caller's device arrays")
-                    # The captured graph holds the backend's own buffer addresses: enqueue directly.
-                    execution.enqueue(self._held.stream.handle)
-                finally:
-                    self._bind_own_buffers(execution)
+                self._enqueue_from(execution, source.ptr, out_pointer, "the caller's device arrays")
                 if out is not None:
                     self._held.stream.synchronize()
                     return out
@@ -752,6 +773,81 @@ class TensorRTBackend:
                 cuda.memcpy_dtoh_async(host_out, self._held.device_out, self._held.stream)
                 self._held.stream.synchronize()
                 return host_out.astype(np.float32, copy=True)
+
+    def _enqueue_from(self, execution: _Execution, input_ptr: int, output_ptr: int, what: str) -> None:
+        """Queue :meth:`infer`'s context on the backend's stream from and into device buffers other than its own
+        (with the lock held and the context current, ``execution`` set to the shape): the captured graph holds the
+        backend's own buffer addresses, so this enqueues directly, and the context is bound to its own buffers
+        again afterwards.
+
+        Raises:
+            ValueError: on an address TensorRT refuses.
+            RuntimeError: when TensorRT refuses the launch.
+        """
+        try:
+            execution.bind(input_ptr, output_ptr, what)
+            execution.enqueue(self._held.stream.handle)
+        finally:
+            self._bind_own_buffers(execution)
+
+    def resident(self, batch: NDArray[Any]) -> TensorRTResidentBatch:
+        """``batch`` copied once into device memory this backend allocates, with an output buffer beside it, to be
+        run there again and again with its logits left there: what unet-bench's device mode times
+        (``--no-data-transfers``, trtexec's ``--noDataTransfers``), with pycuda alone (no torch or CuPy arrays).
+
+        Both buffers are the backend's: freed by :meth:`close`, or when the returned batch is dropped.
+
+        Args:
+            batch: N x C x H x W, as :meth:`infer` takes it (cast to the engine's input dtype).
+
+        Returns:
+            The batch on the device; its :meth:`~TensorRTResidentBatch.run` runs the engine,
+            :meth:`~TensorRTResidentBatch.logits` copies the last run's output to the host.
+
+        Raises:
+            ValueError: as :meth:`infer` for a malformed batch or a shape outside the engine's profile, or after
+                :meth:`close`.
+            EngineResourceError: (a ValueError) when the GPU has no memory left for the two buffers.
+
+        Example:
+            >>> resident = backend.resident(np.zeros((1, 3, 192, 256), np.float32))  # doctest: +SKIP
+            >>> resident.run(); resident.logits().shape  # doctest: +SKIP
+            (1, 12, 192, 256)
+        """
+        import pycuda.driver as cuda
+
+        batch = check_batch(batch, self.info)
+        shape = tuple(int(d) for d in batch.shape)
+        self.profile.check_shape(shape)
+        out_shape = network_output_shape(self.info, shape)
+        with self._lock:
+            self._check_open()
+            held = self._held
+            with held.cuda_context.active():
+                key = next(held.resident_keys)
+                # Owned by the backend from their allocation on: an interrupt before the batch exists leaves them
+                # to close().
+                buffers = held.resident[key] = []
+                sizes = (batch.size * self._input_dtype.itemsize,
+                         int(np.prod(out_shape)) * self._output_dtype.itemsize)
+                try:
+                    # cuMemAlloc's addresses are aligned to at least 256 bytes (CUDA C Programming Guide, "Device
+                    # Memory Accesses"), as setTensorAddress requires.
+                    for size in sizes:
+                        buffers.append(cuda.mem_alloc(max(1, size)))
+                except cuda.MemoryError as exc:
+                    held._free_all(buffers)
+                    del held.resident[key]
+                    raise EngineResourceError(
+                        f"the GPU has no memory left for a resident batch of {format_shape(shape)} on "
+                        f"{str(self.path)!r} ({sum(sizes) / 2**20:.1f} MiB): {exc}; close other GPU programs or "
+                        "time a smaller batch") from exc
+                host_in = held.host_in[: batch.size].reshape(shape)
+                np.copyto(host_in, batch, casting="same_kind")
+                cuda.memcpy_htod_async(buffers[0], host_in, held.stream)
+                held.stream.synchronize()
+                device_in, device_out = buffers
+        return TensorRTResidentBatch(self, key, shape, out_shape, int(device_in), int(device_out))
 
     # --- device entry (the GPU-resident frame path) -------------------------------------------------------
 
@@ -836,6 +932,66 @@ class TensorRTBackend:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+class TensorRTResidentBatch:
+    """A batch in a :class:`TensorRTBackend`'s device memory (:meth:`TensorRTBackend.resident`; a
+    :class:`~unetrt.backends.base.ResidentBatch`), with its output buffer beside it. Safe from any thread: its runs
+    and copies take the backend's lock in turn, as :meth:`TensorRTBackend.infer` does.
+
+    Attributes:
+        shape: the batch's N x C x H x W shape.
+    """
+
+    def __init__(self, backend: TensorRTBackend, key: int, shape: tuple[int, ...], out_shape: tuple[int, ...],
+                 input_ptr: int, output_ptr: int) -> None:
+        self._backend, self.shape, self._out_shape = backend, shape, out_shape
+        self._input, self._output = input_ptr, output_ptr
+        self._ran = False
+        # The release refers to the backend's resources and lock, not to this object (or it never becomes garbage).
+        self._release_if_dropped = release_when_dropped(
+            self, functools.partial(backend._held.free_resident, key, backend._lock),
+            f"a resident batch of {backend.path.name}")
+
+    def run(self) -> None:
+        """One run of the engine from the batch into the output buffer, on the backend's stream; returns when it is
+        done (a host clock times it).
+
+        Raises:
+            ValueError: on a shape or an address TensorRT refuses, or after the backend's
+                :meth:`~TensorRTBackend.close`.
+            RuntimeError: when TensorRT refuses the launch.
+        """
+        backend = self._backend
+        with backend._lock:
+            backend._check_open()
+            held = backend._held
+            with held.cuda_context.active():
+                execution = backend._host()
+                execution.set_shape(self.shape)
+                backend._enqueue_from(execution, self._input, self._output, "the resident batch's buffers")
+                held.stream.synchronize()
+            self._ran = True
+
+    def logits(self) -> NDArray[np.float32]:
+        """The last run's logits, copied to the host as float32 (as :meth:`TensorRTBackend.infer` returns them).
+
+        Raises:
+            ValueError: before the first :meth:`run`, or after the backend's :meth:`~TensorRTBackend.close`.
+        """
+        import pycuda.driver as cuda
+
+        backend = self._backend
+        with backend._lock:
+            backend._check_open()
+            if not self._ran:
+                raise ValueError("this batch has not run yet; call run() before logits()")
+            held = backend._held
+            with held.cuda_context.active():
+                host_out = held.host_out[: int(np.prod(self._out_shape))].reshape(self._out_shape)
+                cuda.memcpy_dtoh_async(host_out, self._output, held.stream)
+                held.stream.synchronize()
+                return host_out.astype(np.float32, copy=True)
 
 
 def open_model(request: OpenRequest) -> TensorRTBackend:

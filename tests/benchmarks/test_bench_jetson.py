@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fakes.cuda import FakeGpu
 
@@ -87,14 +88,32 @@ def test_ctrl_c_during_the_warm_up_releases_the_engine(jetson: FakeGpu, tiny_mod
     assert jetson.primary(0).retains == 0 and jetson.live("device") == 0 and jetson.live("library") == 0
 
 
-def test_the_device_mode_without_torch_cuda_is_skipped_and_released(jetson: FakeGpu,
-                                                                    tiny_model_files: dict[str, Path],
-                                                                    tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("spelling", [["--engine", "{plan}", "--no-data-transfers"],
+                                      ["--loadEngine={plan}", "--noDataTransfers"]], ids=["unetrt", "trtexec"])
+def test_the_device_mode_runs_without_torch_cuda_and_gives_the_bare_modes_logits(
+        spelling: list[str], jetson: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The row a trtexec user asks for (--noDataTransfers) on the product's main device: it kept its buffers in torch
+    CUDA tensors and was skipped on a Jetson ("torch sees no GPU"); it now runs on TensorRTBackend.resident, named as
+    the bare row, its warm-up's checked logits the bare row's, and everything is released."""
+    from unetrt.benchmarks import bench
+
     plan = _build(tiny_model_files["onnx"], tmp_path / "unet.plan")
-    assert main(["--engine", str(plan), "--backend", "tensorrt", "--no-data-transfers"]) == 2
-    assert "torch" in capsys.readouterr().err
-    assert jetson.primary(0).retains == 0 and jetson.live("device") == 0 and jetson.live("library") == 0
+    checked: list[np.ndarray] = []
+    check = bench.check_scores
+    monkeypatch.setattr(bench, "check_scores", lambda logits, precision: (checked.append(logits),
+                                                                          check(logits, precision)))
+    rows = {}
+    for mode, argv in (("bare", ["--engine", str(plan)]),
+                       ("device", [part.format(plan=plan) for part in spelling])):
+        (tmp_path / "report.json").unlink(missing_ok=True)
+        (rows[mode],) = [row for row in _run([*argv, "--backend", "tensorrt"], tmp_path)["results"]
+                         if row["variant"] == "tensorrt"]
+        assert rows[mode]["status"] == "ok" and rows[mode]["mode"] == mode, rows[mode]
+        assert jetson.primary(0).retains == 0 and jetson.live("device") == 0 and jetson.live("library") == 0
+    assert rows["device"]["device"] == rows["bare"]["device"] == f"cuda:0 ({jetson.name})"
+    assert len(checked) == 2  # one warm-up call per row
+    np.testing.assert_array_equal(checked[1], checked[0])
 
 
 def test_beside_its_onnx_and_pt_the_plan_still_runs_and_cpu_only_rows_say_why(

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from unetrt.benchmarks.variants import HandWrittenPipeline, HandWrittenRunner, TensorRTDeviceRunner, TorchDeviceRunner
+from unetrt.benchmarks.variants import DeviceRunner, HandWrittenPipeline, HandWrittenRunner, TorchDeviceRunner
 
 
 class _HostTensor:
@@ -37,20 +37,28 @@ def test_the_hand_written_rows_warm_up_segments_every_frame() -> None:
     assert len(segmented) == 2 and segmented[1] is frames[1]
 
 
-def test_the_tensorrt_device_rows_checked_output_is_that_of_the_run_it_makes() -> None:
+def test_a_device_rows_checked_output_is_that_of_the_run_it_makes() -> None:
     """The device row's checked step runs the engine and returns what that run wrote: the output buffer read without
     a run holds the last run's values (none before the first), so a NaN engine would pass the check."""
-    out = _HostTensor(np.zeros((1, 3, 2, 2), np.float32))
-    runs: list[Any] = []
+    calls: list[str] = []
 
-    def infer_device(images: Any, into: _HostTensor) -> None:
-        runs.append(images)
-        into.values[:] = np.nan
+    class Resident:
+        shape = (1, 3, 2, 2)
+        out = np.zeros((1, 3, 2, 2), np.float32)
 
-    runner = TensorRTDeviceRunner.__new__(TensorRTDeviceRunner)
-    runner._backend = cast(Any, type("Backend", (), {"infer_device": staticmethod(infer_device)})())
-    runner._images, runner._out = "images", out
-    assert np.isnan(runner.checked_step()).all() and runs == ["images"]
+        def run(self) -> None:
+            calls.append("run")
+            self.out[:] = np.nan
+
+        def logits(self) -> np.ndarray:
+            calls.append("logits")
+            return self.out.copy()
+
+    backend = type("Backend", (), {"device": "cuda:0 (fake)", "threads": None,
+                                   "resident": staticmethod(lambda batch: Resident())})()
+    runner = DeviceRunner(cast(Any, backend), np.zeros((1, 3, 2, 2), np.float32))
+    assert np.isnan(runner.checked_step()).all() and calls == ["run", "logits"]
+    assert runner.device == "cuda:0 (fake)"
 
 
 def test_a_cuda_graph_rows_step_replays_the_graph_alone() -> None:

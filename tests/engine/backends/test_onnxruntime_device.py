@@ -496,6 +496,8 @@ def test_a_resident_batch_runs_on_the_device_and_gives_infer_s_logits(provider: 
         backend.resident(batch)
     with pytest.raises(ValueError, match="closed"):
         resident.run()
+    with pytest.raises(ValueError, match="closed"):
+        resident.logits()  # the protocol's rule: after close() neither call answers
 
 
 # --- through the Segmenter: the GPU-resident frame path -------------------------------------------------------

@@ -1069,3 +1069,120 @@ def test_fake_plan_of_another_gpu_model_of_the_same_architecture_runs_with_a_war
     with pytest.warns(RuntimeWarning, match="same architecture"), TensorRTBackend(agx) as backend:
         assert backend.infer(np.zeros((1, 3, 32, 32), np.float32)).shape[:2] == (1, backend.info.num_classes)
     assert gpu.name == "Orin (fake)"
+
+
+# --- resident batches (unet-bench's device mode, --no-data-transfers) ------------------------------------------
+
+
+def _copies_to_the_device(gpu: FakeGpu) -> int:
+    return sum(1 for entry in gpu.log if entry == ("htod",))
+
+
+@pytest.mark.gpu_contract
+@pytest.mark.parametrize("input_dtype", ["float32", "float16"])
+def test_fake_a_resident_batch_is_copied_once_and_gives_infers_logits(
+        input_dtype: str, monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    """``resident`` (unet-bench's device mode on a Jetson, without torch): the batch is cast to the engine's input
+    dtype and copied once into two buffers of the backend's own, in its CUDA context; every run reads it there, and
+    the logits are ``infer``'s, with ``infer``'s captured graph still right after a run of another shape."""
+    gpu = install_fake_gpu(monkeypatch)
+    install_fake_tensorrt(monkeypatch, gpu)
+    plan = write_plan_from_onnx(tiny_model_files["onnx"], tmp_path / "tiny.plan", gpu, precision="fp32",
+                                input_dtype=input_dtype)
+    batch = np.random.default_rng(11).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    other = np.random.default_rng(12).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    with TensorRTBackend(plan) as backend:
+        expected = backend.infer(batch)
+        for _ in range(3):  # the third replays infer's graph of this shape
+            other_expected = backend.infer(other)
+        own = gpu.live("device")
+        resident = backend.resident(batch)
+        assert gpu.live("device") == own + 2
+        for pointer in (resident._input, resident._output):
+            assert pointer % 256 == 0 and gpu.context_of(pointer) is gpu.primary(0)
+        with pytest.raises(ValueError, match=r"^this batch has not run yet; call run\(\) before logits\(\)$"):
+            resident.logits()
+        copies = _copies_to_the_device(gpu)
+        batch[...] = 0  # copied once: a later write to the host batch is not the resident batch's
+        for _ in range(3):
+            resident.run()
+        assert _copies_to_the_device(gpu) == copies and gpu.pending() == 0
+        logits = resident.logits()
+        assert logits.dtype == np.float32 and resident.shape == (2, 3, 32, 32)
+        np.testing.assert_array_equal(logits, expected)
+        np.testing.assert_array_equal(backend.infer(other), other_expected)
+    assert gpu.live("device") == 0 and gpu.driver_stack() == []
+
+
+@pytest.mark.gpu_contract
+def test_fake_a_resident_batch_refuses_as_infer_and_after_close(fake_trt: tuple[FakeGpu, Path]) -> None:
+    gpu, plan = fake_trt
+    backend = TensorRTBackend(plan)
+    for bad, line in [(np.zeros((1, 3, 32), np.float32), "batch must be a 4-D N x C x H x W numpy array"),
+                      (np.zeros((1, 3, 32, 32), np.int64), "batch dtype must be float32"),
+                      (np.zeros((5, 3, 32, 32), np.float32), "outside the engine's optimisation profile")]:
+        with pytest.raises(ValueError, match=line) as refused:
+            backend.resident(bad)
+        assert "\n" not in str(refused.value)
+    assert gpu.live("device") == 2  # the backend's own buffers only
+    resident = backend.resident(np.zeros((1, 3, 32, 32), np.float32))
+    resident.run()
+    backend.close()
+    assert gpu.live("device") == 0 and gpu.primary(0).retains == 0
+    for call in (resident.run, resident.logits, lambda: backend.resident(np.zeros((1, 3, 32, 32), np.float32))):
+        with pytest.raises(ValueError, match=r"^this backend is closed; open a new one$"):
+            call()
+
+
+@pytest.mark.gpu_contract
+def test_fake_a_resident_batch_dropped_is_freed_in_its_context(fake_trt: tuple[FakeGpu, Path]) -> None:
+    """A resident batch dropped while its backend lives frees its two buffers on the release thread, with the
+    backend's CUDA context current; dropped after the backend's close, it frees nothing twice."""
+    import gc
+
+    from unetrt.dropped import wait_for_releases
+
+    gpu, plan = fake_trt
+    batch = np.random.default_rng(13).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    with TensorRTBackend(plan) as backend:
+        resident = backend.resident(batch)
+        resident.run()
+        del resident
+        gc.collect()
+        assert wait_for_releases(30)
+        assert gpu.live("device") == 2 and gpu.driver_stack() == []
+        kept = backend.resident(batch)
+    del kept
+    gc.collect()
+    assert wait_for_releases(30)
+    assert gpu.live("device") == 0 and gpu.primary(0).retains == 0
+
+
+@pytest.mark.gpu_contract
+def test_fake_threads_sharing_resident_batches_each_get_their_logits(fake_trt: tuple[FakeGpu, Path]) -> None:
+    """Threads running one resident batch, beside threads running another of another shape on the same backend,
+    each get the logits of their batch (runs and copies take the backend's lock in turn; each batch has its own
+    output buffer)."""
+    _gpu, plan = fake_trt
+    rng = np.random.default_rng(14)
+    batches = [rng.standard_normal(shape).astype(np.float32) for shape in ((1, 3, 32, 32), (2, 3, 64, 32))]
+    with TensorRTBackend(plan) as backend:
+        expected = [backend.infer(batch) for batch in batches]
+        residents = [backend.resident(batch) for batch in batches]
+        wrong: list[object] = []
+
+        def work(index: int) -> None:
+            try:
+                for _ in range(20):
+                    residents[index].run()
+                    if not np.array_equal(residents[index].logits(), expected[index]):
+                        wrong.append(index)
+            except Exception as exc:  # a thread's failure must fail the test, not vanish with the thread
+                wrong.append(exc)
+
+        workers = [threading.Thread(target=work, args=(i % 2,)) for i in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert wrong == []
