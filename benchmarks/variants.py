@@ -125,7 +125,8 @@ class Runner(Protocol):
     threads: int | None
 
     def step(self) -> None:
-        """Run once; for device-side work, only enqueue it (the timer synchronises)."""
+        """Run once. Work on torch's current stream may be only enqueued (the timer's CUDA events synchronise it);
+        work on a stream of the runner's own is waited for here, as no timer sees that stream."""
         ...
 
     def checked_step(self) -> NDArray[Any] | None:

@@ -1186,3 +1186,40 @@ def test_fake_threads_sharing_resident_batches_each_get_their_logits(fake_trt: t
         for worker in workers:
             worker.join()
         assert wrong == []
+
+
+@pytest.mark.gpu_contract
+def test_fake_a_resident_batch_without_device_memory_is_one_line_and_holds_nothing(
+        fake_trt: tuple[FakeGpu, Path]) -> None:
+    """The output buffer finds no memory after the input's was allocated: one line naming the sizes and the fix, and
+    the input's buffer freed at once, not left to close()."""
+    gpu, plan = fake_trt
+    batch = np.zeros((1, 3, 32, 32), np.float32)
+    with TensorRTBackend(plan) as backend:
+        own = gpu.live("device")
+        gpu.memory_bytes = 1 << 40
+        used = gpu.memory_bytes - (gpu.free_device_bytes() or 0)
+        gpu.memory_bytes = used + batch.nbytes  # room for the input's buffer, none for the output's
+        with pytest.raises(EngineResourceError, match=r"no memory left for a resident batch of 1x3x32x32.*close other "
+                                                      r"GPU programs or time a smaller batch") as refused:
+            backend.resident(batch)
+        assert "\n" not in str(refused.value) and gpu.live("device") == own
+        gpu.memory_bytes = None
+        resident = backend.resident(batch)
+        resident.run()
+        np.testing.assert_array_equal(resident.logits(), backend.infer(batch))
+
+
+@pytest.mark.tensorrt
+@requires_gpu
+def test_a_resident_batch_gives_infers_logits(tiny_plan: Path) -> None:
+    """unet-bench's device mode on a real engine: the batch copied once into the backend's own buffers (pycuda alone)
+    and run there gives infer's logits."""
+    batch = np.random.default_rng(15).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with TensorRTBackend(tiny_plan) as backend:
+        expected = backend.infer(batch)
+        resident = backend.resident(batch)
+        for _ in range(3):
+            resident.run()
+        np.testing.assert_allclose(resident.logits(), expected, atol=1e-5)
+
