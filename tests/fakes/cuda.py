@@ -102,6 +102,16 @@ The fakes refuse what the real libraries refuse; each rule names its document:
   ``("device memory leaked", address)`` and keeps the memory allocated; memory of a destroyed context went with it.
   A second ``free()`` raises, as pycuda's does (``device_allocation::free`` of an allocation no longer valid:
   ``CUDA_ERROR_INVALID_HANDLE``).
+* [MEM-INFO] ``cuMemGetInfo`` (pycuda's ``mem_get_info``) needs a current context (``CUDA_ERROR_INVALID_CONTEXT``
+  without one; CUDA Driver API, ``cuMemGetInfo``) and answers (free, total): "Returns in *total the total amount of
+  memory available to the the current context. Returns in *free the amount of memory on the device that is free
+  according to the OS" (CUDA Driver API, ``cuMemGetInfo_v2``). So free shrinks by every allocation in the device's
+  memory, a library's (an engine's weights, ONNX Runtime's initializers) as well as ``cuMemAlloc``'s, with or without
+  ``FakeGpu.memory_bytes`` (without it the total is :data:`UNLIMITED_TOTAL_BYTES`); until 2026-12-07 it stayed at
+  the total without a limit. On an integrated GPU the real figure is the shared system memory and moves with every
+  process's allocations ("The integrated GPU on Tegra shares memory with CPU and other component of the SoC", the
+  same page; CUDA for Tegra, "Estimating Total Allocatable Device Memory on an Integrated GPU Device"); the fake
+  counts its own device memory alone.
 * [INIT-FAILS] ``cuInit`` fails where the installed driver has no usable GPU (``FakeGpu.init_error``: a laptop's
   hybrid graphics set to the integrated GPU only, a driver left broken by a suspend): it returns that error
   (``CUDA_ERROR_NO_DEVICE``, 100: "This indicates that no CUDA-capable devices were detected by the installed CUDA
@@ -361,13 +371,22 @@ class FakeGpu:
                 del self._blocks[ptr]
                 self._starts.remove(ptr)
 
+    def device_bytes_in_use(self) -> int:
+        """Device memory allocated now: ``cuMemAlloc``'s and what libraries hold (:meth:`hold`)."""
+        with self.lock:
+            return sum(block.nbytes for block, _, kind in self._blocks.values() if kind in ("device", "library"))
+
     def free_device_bytes(self) -> int | None:
         """Device memory left to allocate (None: no limit)."""
         if self.memory_bytes is None:
             return None
-        with self.lock:
-            used = sum(block.nbytes for block, _, kind in self._blocks.values() if kind in ("device", "library"))
-        return self.memory_bytes - used
+        return self.memory_bytes - self.device_bytes_in_use()
+
+    def memory_info(self) -> tuple[int, int]:
+        """(free, total) as ``cuMemGetInfo`` reports them [MEM-INFO]: free shrinks as allocations grow, with or
+        without a limit (``memory_bytes``; without one the total is :data:`UNLIMITED_TOTAL_BYTES`)."""
+        total = self.memory_bytes if self.memory_bytes is not None else UNLIMITED_TOTAL_BYTES
+        return total - self.device_bytes_in_use(), total
 
     def hold(self, owner: object, nbytes: int) -> bool:
         """Device memory a library object keeps while it lives (an engine's weights, a context's activations):
@@ -595,12 +614,10 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
         gpu.initialized = True
 
     def mem_get_info() -> tuple[int, int]:
-        # pycuda documentation: "Return a tuple (free, total) indicating the free and total memory in the current
-        # context, in bytes"; cuMemGetInfo fails without a current context.
+        # [MEM-INFO]; pycuda documentation: "Return a tuple (free, total) indicating the free and total memory in the
+        # current context, in bytes".
         gpu.require_context()
-        total = gpu.memory_bytes if gpu.memory_bytes is not None else UNLIMITED_TOTAL_BYTES
-        free = gpu.free_device_bytes()
-        return (total if free is None else free), total
+        return gpu.memory_info()
 
     class device_attribute:  # noqa: N801 - pycuda's name
         MULTIPROCESSOR_COUNT = ATTRIBUTE_MULTIPROCESSOR_COUNT
@@ -1026,8 +1043,34 @@ class FakeDriverLibrary:
             return CUDA_SUCCESS
         return CUDA_ERROR_INVALID_VALUE
 
+    def cuDevicePrimaryCtxRetain(self, context: Any, device: Any) -> int:  # noqa: N802
+        # CUDA Driver API: "Retains the primary context on the device ... Unlike cuCtxCreate() the newly retained
+        # context is not pushed onto the stack."
+        index = _value(device)
+        if not 0 <= index < self.gpu.count:
+            return CUDA_ERROR_INVALID_DEVICE
+        primary = self.gpu.primary(index)
+        primary.retains += 1
+        _target(context).value = primary.handle
+        return CUDA_SUCCESS
+
     def cuDevicePrimaryCtxRelease_v2(self, device: Any) -> int:  # noqa: N802
         return self.gpu.release_primary(_value(device))
+
+    def cuCtxPushCurrent_v2(self, context: Any) -> int:  # noqa: N802
+        # A context the driver knows, alive: only primary contexts are handed out through this library.
+        handle = _value(context)
+        known = [fake for fake in self.gpu._primary.values() if fake.handle == handle and fake.alive]
+        if not known:
+            return CUDA_ERROR_INVALID_CONTEXT
+        self.gpu.driver_stack().append(known[0])
+        return CUDA_SUCCESS
+
+    def cuMemGetInfo_v2(self, free: Any, total: Any) -> int:  # noqa: N802
+        if self._context():  # [MEM-INFO]: a context must be current
+            return CUDA_ERROR_INVALID_CONTEXT
+        _target(free).value, _target(total).value = self.gpu.memory_info()
+        return CUDA_SUCCESS
 
     def cuCtxPopCurrent_v2(self, previous: Any) -> int:  # noqa: N802
         stack = self.gpu.driver_stack()

@@ -313,3 +313,38 @@ def test_a_capture_ends_only_on_the_thread_that_began_it(pycuda: tuple[FakeGpu, 
     thread.join()
     assert ended == [908] and gpu.capturing(stream.handle)
     assert library.cuStreamEndCapture(handle, ctypes.byref(graph)) == 0 and graph.value
+
+
+def test_memory_info_needs_a_current_context_and_free_shrinks_as_allocations_grow(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """[MEM-INFO]: cuMemGetInfo (pycuda's mem_get_info) answers CUDA_ERROR_INVALID_CONTEXT without a current context;
+    with one, free is the total less every allocation in the device's memory, a library's too, whether or not the
+    fake GPU has a limit (free stayed at the total without one, so no growth could be read)."""
+    import unetrt.cuda
+    from fakes.cuda import CUDA_ERROR_INVALID_CONTEXT, UNLIMITED_TOTAL_BYTES
+
+    gpu = install_fake_gpu(monkeypatch)
+    library = unetrt.cuda.driver_library()
+    free, total = ctypes.c_size_t(), ctypes.c_size_t()
+    assert library.cuInit(0) == 0
+    assert library.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total)) == CUDA_ERROR_INVALID_CONTEXT
+    context, device = ctypes.c_void_p(), ctypes.c_int(0)
+    assert library.cuDevicePrimaryCtxRetain(ctypes.byref(context), device) == 0 and gpu.primary(0).retains == 1
+    assert gpu.driver_stack() == []  # retained, not pushed
+    assert library.cuCtxPushCurrent_v2(context) == 0
+    assert library.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total)) == 0
+    assert (free.value, total.value) == (UNLIMITED_TOTAL_BYTES, UNLIMITED_TOTAL_BYTES)
+    assert library.cuCtxPopCurrent_v2(ctypes.byref(ctypes.c_void_p())) == 0
+    assert library.cuDevicePrimaryCtxRelease_v2(device) == 0 and not gpu.primary(0).retains
+    with primary_context_pushed() as cuda:
+        buffer = cuda.mem_alloc(1 << 20)
+        owner = FakeOp(lambda: None)
+        assert gpu.hold(owner, 3 << 20)
+        assert cuda.mem_get_info() == (UNLIMITED_TOTAL_BYTES - (4 << 20), UNLIMITED_TOTAL_BYTES)
+        gpu.memory_bytes = 64 << 20
+        assert cuda.mem_get_info() == (60 << 20, 64 << 20)
+        buffer.free()
+        del owner
+        assert cuda.mem_get_info() == (64 << 20, 64 << 20)
+    with pytest.raises(cuda.LogicError, match="invalid device context"):
+        cuda.mem_get_info()
