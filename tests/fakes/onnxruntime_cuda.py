@@ -104,6 +104,14 @@ picks the stricter behaviour and says so.
   driver destroyed it: CUDA Driver API, ``cuDevicePrimaryCtxRelease``) is refused ([ERRORS]): the provider's
   stream and memory belonged to that context (``cudaErrorContextIsDestroyed``; CUDA Runtime API,
   ``cudaErrorIncompatibleDriverContext``: "... or because the Driver context has been destroyed").
+* [INITIALIZERS] A session on the CUDA provider keeps the model's initializers (its weights) in device memory while
+  it lives: ORT allocates each initializer of a node placed on a non-CPU provider with that provider's allocator and
+  copies it there when the session is made ("deserialize to CPU first for non-CPU allocator, then copy to device",
+  ``onnxruntime/core/framework/session_state_utils.cc``, ``DeserializeTensorProto`` under
+  ``SaveInitializedTensors``). The fake holds their bytes in the primary context (:meth:`fakes.cuda.FakeGpu.hold`,
+  freed with the session), so the device's free memory ([MEM-INFO] of :mod:`fakes.cuda`) shrinks by them; the
+  arena's activations and cuDNN's workspace are not modelled. A GPU without room for them is not modelled either
+  (NotImplementedError).
 * [OWN-STREAM] The provider queues its kernels on a compute stream of its own, created with the provider, unless
   ``user_compute_stream`` names one (CUDA EP, ``user_compute_stream``: "Defines the compute stream for the inference
   to run on"; microsoft/onnxruntime PR #19229 "support user_compute_stream in python API": passing the caller's
@@ -673,6 +681,8 @@ class FakeInferenceSession:
         self._cuda_compute = self._cpu
         if self._on_cuda:
             model = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+            if not self.provider.gpu.hold(self, _initializer_bytes(model)):  # [INITIALIZERS]
+                raise NotImplementedError("a GPU without room for the model's initializers is not modelled")
             if _computes_in_half(model):
                 self._cuda_compute = real.InferenceSession(halves_kept(model), sess_options, providers=[CPU],
                                                            **kwargs)
@@ -1036,6 +1046,16 @@ def _computes_in_half(model: bytes) -> bool:
     casts = [attribute.i for node in graph.node if node.op_type == "Cast" for attribute in node.attribute
              if attribute.name == "to"]
     return TensorProto.FLOAT16 in ends or TensorProto.FLOAT16 in casts
+
+
+@functools.lru_cache(maxsize=8)
+def _initializer_bytes(model: bytes) -> int:
+    """The bytes of the graph's initializers ([INITIALIZERS])."""
+    import onnx
+
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype
+    return sum(int(np.prod(tensor.dims, dtype=np.int64)) * itemsize(tensor.data_type).itemsize
+               for tensor in onnx.load_from_string(model).graph.initializer)
 
 
 def _run_config(run_options: Any, key: str) -> str:

@@ -291,3 +291,24 @@ def test_a_copy_of_an_output_reads_the_device_as_it_is_now(provider: FakeCudaPro
     assert not binding.copy_outputs_to_cpu()[0].any()  # the fresh allocation, not yet written
     binding.synchronize_outputs()
     assert binding.copy_outputs_to_cpu()[0].any()
+
+
+def test_a_cuda_session_holds_its_initializers_in_device_memory_while_it_lives(
+        provider: FakeCudaProvider, tiny_model_files: dict[str, Path]) -> None:
+    """[INITIALIZERS]: the weights ORT copies to the device when the session is made take the device's free memory
+    ([MEM-INFO]) until the session goes; a CPU session takes none (no row of onnxruntime-gpu's could show growth)."""
+    import gc
+
+    import onnx
+
+    gpu = provider.gpu
+    weights = sum(onnx.numpy_helper.to_array(tensor).nbytes
+                  for tensor in onnx.load(str(tiny_model_files["onnx"])).graph.initializer)
+    assert weights > 0 and gpu.device_bytes_in_use() == 0
+    cpu = _ort().InferenceSession(str(tiny_model_files["onnx"]), providers=[CPU])
+    assert gpu.device_bytes_in_use() == 0
+    session = _cuda_session(tiny_model_files["onnx"])
+    assert gpu.device_bytes_in_use() == weights and gpu.context_of(min(gpu._blocks)) is gpu.primary(0)
+    del session, cpu
+    gc.collect()
+    assert gpu.device_bytes_in_use() == 0
