@@ -8,7 +8,9 @@ achieved TFLOP/s (convolution FLOPs counted from the ONNX graph), peak host and
 device memory and each variant's speed-up over PyTorch eager FP32 and over ONNX
 Runtime FP32 on the same device; ``--matmul`` adds this CPU's dense INT8/BF16/FP32
 matmul rate (:mod:`unetrt.benchmarks.bench_matmul`) and each row's share of it.
-GPU work is timed with CUDA events, CPU work with ``time.perf_counter_ns``.
+GPU work is timed with CUDA events where torch sees the GPU, else (and CPU work) with ``time.perf_counter_ns``,
+each GPU row's call returning once its work is done (:class:`Clock`); device memory is read through torch where it
+sees the GPU, else through the CUDA driver (:class:`DeviceMemory`).
 
 Example:
     unet-bench --model camvid --backend onnxruntime --backend torch --size 480x360 -o out.json
@@ -55,6 +57,7 @@ from unetrt.cli_options import (
     trtexec_shape,
 )
 from unetrt.cpu import usable_cores
+from unetrt.cuda import DeviceMemoryGauge
 from unetrt.datasets import list_images
 from unetrt.frame_path import NONFINITE_ADVICE, NonFiniteScoresError
 from unetrt.geometry import plan_padding
@@ -565,7 +568,17 @@ def resolve_device(device: str) -> str:
 
 
 class Clock:
-    """Times one call: CUDA events on a GPU (synchronised per call), ``perf_counter_ns`` on a CPU."""
+    """Times one call: CUDA events where torch sees the GPU (synchronised per call), ``perf_counter_ns`` elsewhere.
+
+    The host clock also times the GPU rows of a machine without a CUDA torch (a Jetson's TensorRT rows,
+    onnxruntime-gpu beside a CPU build of torch), which is right because each of their steps returns only once its
+    GPU work is done: a bare row's ``infer`` returns the logits on the host (TensorRT waits for its stream; ONNX
+    Runtime's ``run`` returns host arrays), a device row's ``ResidentBatch.run`` waits (TensorRT synchronises its
+    stream; ONNX Runtime's CUDA provider synchronises its own at the end of each Run unless the run option
+    ``disable_synchronize_execution_providers`` is "1", which unetrt never sets), and an end-to-end row returns host
+    masks. Only the PyTorch device rows leave work queued, and they run on a GPU only where torch sees it, under
+    CUDA events.
+    """
 
     def __init__(self, cuda: bool) -> None:
         self._torch = _torch_cuda() if cuda else None
@@ -626,19 +639,48 @@ def matmul_fp16_tflops(size: int = MATMUL_SIZE, trials: int = 5, repeats: int = 
 
 
 class DeviceMemory:
-    """Device memory a variant adds: torch's allocator peak for torch, cudaMemGetInfo growth for other libraries."""
+    """Device memory a variant adds, from just before its open to the end of its warm-up (the context manager's
+    block): torch's allocator peak for the PyTorch rows; for the other libraries the growth of the memory in use on
+    the device, read through torch (``cudaMemGetInfo``) where torch sees the GPU, else through the CUDA driver
+    (:class:`unetrt.cuda.DeviceMemoryGauge`: a Jetson's TensorRT rows, where JetPack has no CUDA torch; the ONNX
+    Runtime rows of onnxruntime-gpu beside a CPU build of torch). A row that ran on the CPU gets none: on an
+    integrated GPU its host memory would read as device memory."""
 
     def __init__(self, cuda: bool) -> None:
         self._torch = _torch_cuda() if cuda else None
+        self._gauge: DeviceMemoryGauge | None = None
         self._in_use = self._allocated = 0
         if self._torch is not None:
             self._torch.cuda.synchronize()
             self._torch.cuda.reset_peak_memory_stats()
             free, total = self._torch.cuda.mem_get_info()
             self._in_use, self._allocated = total - free, self._torch.cuda.memory_allocated()
+        elif cuda:
+            # Held to the end of the block: the context it retains is in place before the row opens, so its own
+            # memory is in neither reading.
+            self._gauge = DeviceMemoryGauge(0)
+            self._in_use = self._gauge.in_use()
 
-    def peak_mib(self, variant: Variant) -> tuple[float | None, str | None]:
-        """(MiB, how it was measured) since construction, or (None, None) on a CPU."""
+    def __enter__(self) -> DeviceMemory:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._gauge is not None:
+            self._gauge.release()
+
+    def peak_mib(self, variant: Variant, ran_on: str) -> tuple[float | None, str | None]:
+        """(MiB, how it was measured) since construction, or (None, None) for a row that ran on the CPU (``ran_on``,
+        the runner's device, names no CUDA device) or in a run on the CPU."""
+        if not ran_on.startswith("cuda"):
+            return None, None
+        if self._gauge is not None:
+            note = ("device memory in use after warm-up minus before (cuMemGetInfo through the CUDA driver, in the "
+                    "device's primary context, retained before the row opened so that the context itself is in "
+                    "neither reading; torch sees no GPU here)")
+            if self._gauge.integrated:
+                note += ("; this integrated GPU's memory is the system memory it shares with the CPU, so other "
+                         "processes' allocations and frees in between move the figure")
+            return (self._gauge.in_use() - self._in_use) / MIB, note
         if self._torch is None:
             return None, None
         self._torch.cuda.synchronize()
@@ -697,24 +739,26 @@ def measure_group(variants: Sequence[Variant], model: ModelFiles, device: str, t
                 continue
             reset_peak_rss()
             rss_before = current_rss_bytes()
-            memory = DeviceMemory(device == "cuda")
             runner: Runner | None = None
-            try:
-                runner = open_runner(variant, model.files[variant.file_key], device, threads, workload, model.info)
-                for _ in range(args.warmup):
-                    # The warm-up's outputs, not the timed ones: the check costs the timed calls nothing.
-                    check_scores(runner.checked_step(), results[variant.key]["precision"])
-            except (ValueError, ImportError, FileNotFoundError) as exc:
-                release(runner)
-                results[variant.key].update(status="skipped", reason=str(exc))
-                if isinstance(exc, NonFiniteScoresError):
-                    results[variant.key]["nonfinite"] = {"precision": exc.precision, "pixels": exc.pixels,
-                                                         "worst": max(exc.counts)}
-                continue
-            except BaseException:  # Ctrl-C during the warm-up: the engine and its GPU memory go too
-                release(runner)
-                raise
-            measured.append(_Measured(variant, runner, rss_before, peak_rss_bytes(), *memory.peak_mib(variant)))
+            with DeviceMemory(device == "cuda") as memory:
+                try:
+                    runner = open_runner(variant, model.files[variant.file_key], device, threads, workload,
+                                         model.info)
+                    for _ in range(args.warmup):
+                        # The warm-up's outputs, not the timed ones: the check costs the timed calls nothing.
+                        check_scores(runner.checked_step(), results[variant.key]["precision"])
+                except (ValueError, ImportError, FileNotFoundError) as exc:
+                    release(runner)
+                    results[variant.key].update(status="skipped", reason=str(exc))
+                    if isinstance(exc, NonFiniteScoresError):
+                        results[variant.key]["nonfinite"] = {"precision": exc.precision, "pixels": exc.pixels,
+                                                             "worst": max(exc.counts)}
+                    continue
+                except BaseException:  # Ctrl-C during the warm-up: the engine and its GPU memory go too
+                    release(runner)
+                    raise
+                device_memory = memory.peak_mib(variant, runner.device)
+            measured.append(_Measured(variant, runner, rss_before, peak_rss_bytes(), *device_memory))
         for trial in range(args.trials):
             shift = trial % max(len(measured), 1)
             for entry in measured[shift:] + measured[:shift]:

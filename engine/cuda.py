@@ -9,6 +9,8 @@ benchmarks all use these, so each rule below is kept in one place.
   arrays from it would not be valid in the runtime's context. No device ordinal is assumed.
 * Device arrays: :class:`DeviceArray` is the one device-array type; :func:`read_cuda_array` is the one reader of
   ``__cuda_array_interface__``.
+* Memory in use: :class:`DeviceMemoryGauge` is the one reader of ``cuMemGetInfo``; it retains the primary context
+  through the driver library, not pycuda, since it must read where only onnxruntime-gpu runs the GPU.
 * Graphs: :class:`GraphCache` is the one CUDA-graph policy: the first call of a key runs plainly (the warm-up
   TensorRT and cuDNN need), the second is captured and replayed, later calls replay; a new key drops the graph;
   a failed capture turns graphs off for that key with a warning and runs the work plainly.
@@ -49,6 +51,8 @@ CAPTURE_MODE_THREAD_LOCAL = 1
 STREAM_NON_BLOCKING = 1
 # CU_STREAM_LEGACY, the legacy default stream's handle (CUDA Array Interface v3: stream 1).
 STREAM_LEGACY = 1
+# CUdevice_attribute CU_DEVICE_ATTRIBUTE_INTEGRATED (cuda.h): the GPU shares one memory with the CPU (a Jetson).
+ATTRIBUTE_INTEGRATED = 18
 _DTYPE_NAMES = {np.dtype(np.uint8): "uint8", np.dtype(np.uint16): "uint16", np.dtype(np.float16): "float16",
                 np.dtype(np.float32): "float32"}
 
@@ -532,6 +536,74 @@ class _RetainedContext:
             device = ctypes.c_int()
             if driver.cuDeviceGet(ctypes.byref(device), ctypes.c_int(self.ordinal)) == 0:
                 driver.cuDevicePrimaryCtxRelease_v2(device)
+
+
+class DeviceMemoryGauge:
+    """The device memory in use on one CUDA device, as the driver counts it: total minus free from ``cuMemGetInfo``,
+    asked of the driver library alone, so that it reads wherever a GPU runs (with neither torch nor pycuda: a desktop
+    whose GPU only onnxruntime-gpu runs; a Jetson, whose torch is a CPU build). The one reader of it in unetrt.
+
+    ``cuMemGetInfo`` answers for the current context (``CUDA_ERROR_INVALID_CONTEXT`` without one), so the device's
+    primary context, the one every library here works in, is retained from construction to :meth:`release` and made
+    current around each reading: retained for each reading alone, it would be made and destroyed between two
+    readings when nothing else holds it, its own memory counted in one and not in the other ("Unlike cuCtxCreate()
+    the newly retained context is not pushed onto the stack", CUDA Driver API, ``cuDevicePrimaryCtxRetain``).
+
+    Free is "the amount of memory on the device that is free according to the OS" (CUDA Driver API,
+    ``cuMemGetInfo_v2``): on a discrete GPU every process's device memory counts, and on an integrated one
+    (:attr:`integrated`, a Jetson) it is the system memory the GPU shares with the CPU and every process, swap
+    left out ("The integrated GPU on Tegra shares memory with CPU and other component of the SoC", the same page;
+    CUDA for Tegra, "Estimating Total Allocatable Device Memory on an Integrated GPU Device").
+
+    Args:
+        ordinal: the CUDA device index.
+
+    Raises:
+        RuntimeError: when the driver refuses (no such device, CUDA not started).
+        ValueError: in a fork() child of a process that used CUDA (:func:`check_not_forked`).
+
+    Example:
+        >>> gauge = DeviceMemoryGauge(0)  # doctest: +SKIP
+        >>> before = gauge.in_use()  # doctest: +SKIP
+        >>> gauge.release()  # doctest: +SKIP
+    """
+
+    def __init__(self, ordinal: int = 0) -> None:
+        check_not_forked()
+        library = driver_library()
+        device, integrated = ctypes.c_int(), ctypes.c_int()
+        check(library.cuInit(0), "cuInit")
+        check(library.cuDeviceGet(ctypes.byref(device), ctypes.c_int(ordinal)), "cuDeviceGet")
+        check(library.cuDeviceGetAttribute(ctypes.byref(integrated), ctypes.c_int(ATTRIBUTE_INTEGRATED), device),
+              "cuDeviceGetAttribute")
+        self.integrated = bool(integrated.value)
+        self._library, self._device = library, device
+        self._context: ctypes.c_void_p | None = ctypes.c_void_p()
+        check(library.cuDevicePrimaryCtxRetain(ctypes.byref(self._context), device), "cuDevicePrimaryCtxRetain")
+
+    def in_use(self) -> int:
+        """Bytes in use on the device now (total minus free).
+
+        Raises:
+            ValueError: after :meth:`release`.
+            RuntimeError: when the driver refuses.
+        """
+        if self._context is None:
+            raise ValueError("this device memory gauge was released")
+        library = self._library
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        check(library.cuCtxPushCurrent_v2(self._context), "cuCtxPushCurrent")
+        try:
+            check(library.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total)), "cuMemGetInfo")
+        finally:
+            library.cuCtxPopCurrent_v2(ctypes.byref(ctypes.c_void_p()))
+        return int(total.value) - int(free.value)
+
+    def release(self) -> None:
+        """Release the retained context (idempotent)."""
+        context, self._context = self._context, None
+        if context is not None:
+            self._library.cuDevicePrimaryCtxRelease_v2(self._device)
 
 
 def synchronize_stream(handle: int, what: str) -> None:

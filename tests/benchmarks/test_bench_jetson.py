@@ -307,3 +307,90 @@ def test_what_a_cached_engine_takes_is_timed_on_it(flags: list[str], jetson: Fak
     report = _run(["--model", "camvid", "--backend", "tensorrt", *flags], tmp_path)
     assert [row["status"] for row in report["results"] if row["variant"] == "tensorrt"] == ["ok"]
     assert builds() == 1
+
+
+def _device_growth(monkeypatch: pytest.MonkeyPatch, gpu: FakeGpu) -> dict[str, int]:
+    """The fake GPU's device memory each row added, from just before its open to its warm-up's last call (what the
+    report's figure must be), by variant; and each timed step checked to return with its GPU work done."""
+    from unetrt.benchmarks import bench
+
+    before: dict[str, int] = {}
+    grown: dict[str, int] = {}
+    open_runner, check = bench.open_runner, bench.check_scores
+    opening: list[str] = []
+
+    def counted_open(variant: Any, *args: Any) -> Any:
+        opening.append(variant.key)
+        before[variant.key] = gpu.device_bytes_in_use()
+        return open_runner(variant, *args)
+
+    def counted_check(logits: Any, precision: str | None) -> None:
+        grown[opening[-1]] = gpu.device_bytes_in_use() - before[opening[-1]]
+        check(logits, precision)
+
+    monkeypatch.setattr(bench, "open_runner", counted_open)
+    monkeypatch.setattr(bench, "check_scores", counted_check)
+    # The host clock times these rows (no CUDA torch): right only if each step returns with its GPU work done, so
+    # no stream of the fake GPU (whose queued work waits for a synchronise, as on a GPU) may hold work after one.
+    time_ms = bench.Clock.time_ms
+
+    def waited(clock: Any, step: Any) -> float:
+        elapsed = time_ms(clock, step)
+        assert clock.kind == "perf_counter_ns" and not any(stream.pending for stream in gpu.streams.values())
+        return elapsed
+
+    monkeypatch.setattr(bench.Clock, "time_ms", waited)
+    return grown
+
+
+@pytest.mark.parametrize("mode", [[], ["--no-data-transfers"]], ids=["bare", "device"])
+def test_a_plans_rows_report_the_device_memory_the_engine_takes_without_torch(
+        mode: list[str], jetson: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a Jetson (no CUDA torch) `unet-bench --engine unet.plan` gave no device memory for its TensorRT rows (read
+    through torch alone), on a board whose GPU shares its memory with everything else. The figure is the growth
+    cuMemGetInfo reads through the driver, at least the engine's weights, with a note saying how it was measured and
+    that on this integrated GPU other processes move it; the gauge's retain of the context goes with the row."""
+    from fakes.tensorrt import FakeEngine
+
+    plan = _build(tiny_model_files["onnx"], tmp_path / "unet.plan")
+    grown = _device_growth(monkeypatch, jetson)
+    report = _run(["--engine", str(plan), "--backend", "tensorrt", *mode], tmp_path)
+    (row,) = report["results"]
+    assert row["status"] == "ok" and row["mode"] == ("device" if mode else "bare")
+    assert row["peak_device_mib"] == pytest.approx(grown["tensorrt"] / 2**20)
+    assert grown["tensorrt"] >= plan.stat().st_size + FakeEngine.load_overhead + FakeEngine.context_memory
+    note = row["device_memory_note"]
+    assert "cuMemGetInfo" in note and "integrated GPU" in note and "other processes" in note, note
+    assert jetson.primary(0).retains == 0 and jetson.live("device") == 0 and jetson.live("library") == 0
+
+
+@pytest.mark.parametrize("mode", [[], ["--no-data-transfers"]], ids=["bare", "device"])
+def test_onnx_runtime_rows_on_a_gpu_torch_does_not_see_report_their_device_memory(
+        mode: list[str], tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A desktop with onnxruntime-gpu beside a CPU build of torch (no pycuda, no TensorRT): the ONNX Runtime rows ran
+    on the GPU with no device memory in the report. The figure is the growth the driver reads, at least the model's
+    weights the session keeps on the device; a discrete GPU's note says nothing of shared memory."""
+    import onnx
+    from fakes.cuda import install_fake_gpu
+    from fakes.onnxruntime_cuda import install_fake_onnxruntime_cuda
+
+    from unetrt.benchmarks import bench
+
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(name="NVIDIA GeForce RTX 4070", integrated=False))
+    install_fake_onnxruntime_cuda(monkeypatch, gpu)
+    for module in ("tensorrt", "pycuda", "pycuda.driver"):
+        monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.setattr(bench, "_torch_cuda", lambda: None)
+    weights = sum(onnx.numpy_helper.to_array(tensor).nbytes
+                  for tensor in onnx.load(str(tiny_model_files["onnx"])).graph.initializer)
+    grown = _device_growth(monkeypatch, gpu)
+    report = _run(["--engine", str(tiny_model_files["onnx"]), "--backend", "onnxruntime", "--device", "cuda", *mode],
+                  tmp_path)
+    (row,) = [row for row in report["results"] if row["variant"] == "onnxruntime"]
+    assert row["status"] == "ok" and row["device"] == "cuda:0"
+    assert row["peak_device_mib"] == pytest.approx(grown["onnxruntime"] / 2**20) and grown["onnxruntime"] >= weights
+    note = row["device_memory_note"]
+    assert "cuMemGetInfo" in note and "integrated" not in note, note
+    # The CUDA runtime under ONNX Runtime keeps its retain for good; the gauge's own is gone.
+    assert gpu.primary(0).retains == 1 and gpu.driver_stack() in ([], [gpu.primary(0)])

@@ -92,3 +92,29 @@ def test_one_device_count_asks_the_driver_once_across_nested_blocks(monkeypatch:
     assert library.calls.count("cuDeviceGetCount") == 1, library.calls
     assert cuda_device_count() == 2
     assert library.calls.count("cuDeviceGetCount") == 2
+
+
+def test_the_memory_gauge_reads_growth_in_its_retained_context_and_leaves_the_thread_as_it_was(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """DeviceMemoryGauge: reads without pycuda (a desktop whose GPU only onnxruntime-gpu runs), holds the primary
+    context from construction to release, so that a context made for it is in both readings, says whether the GPU
+    is integrated, leaves no context current, and refuses a reading after its release."""
+    import sys
+
+    from unetrt.cuda import DeviceMemoryGauge
+
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False))
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    gauge = DeviceMemoryGauge(0)
+    context = gpu.primary(0)
+    assert context.retains == 1 and not gauge.integrated and gauge.in_use() == 0
+    owner = FakeGpu()  # any object: what holds the memory
+    gpu.driver_stack().append(context)
+    assert gpu.hold(owner, 5 << 20)
+    gpu.driver_stack().pop()
+    assert gauge.in_use() == 5 << 20 and gpu.driver_stack() == []
+    gauge.release()
+    gauge.release()
+    assert context.retains == 0 and not context.alive
+    with pytest.raises(ValueError, match="released"):
+        gauge.in_use()
