@@ -118,3 +118,27 @@ def test_the_memory_gauge_reads_growth_in_its_retained_context_and_leaves_the_th
     assert context.retains == 0 and not context.alive
     with pytest.raises(ValueError, match="released"):
         gauge.in_use()
+
+
+@pytest.mark.cuda
+def test_the_memory_gauge_reads_what_a_real_allocation_takes() -> None:
+    """On a real GPU (the calls' ctypes signatures included): 64 MiB torch allocates in the primary context show
+    as at least that much growth, gone again once freed; the thread keeps its current context."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from unetrt.cuda import DeviceMemoryGauge
+
+    torch.cuda.init()
+    gauge = DeviceMemoryGauge(0)
+    try:
+        before = gauge.in_use()
+        block = torch.empty(64 << 20, dtype=torch.uint8, device="cuda")
+        torch.cuda.synchronize()
+        assert gauge.in_use() - before >= 64 << 20
+        del block
+        torch.cuda.empty_cache()
+        assert gauge.in_use() - before < 64 << 20
+        assert torch.cuda.current_device() == 0 and torch.zeros(1, device="cuda").item() == 0  # its context intact
+    finally:
+        gauge.release()
