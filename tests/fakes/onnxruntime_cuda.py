@@ -163,9 +163,8 @@ picks the stricter behaviour and says so.
   output being bound"). Both ends must be bound before a Run (ORT: a missing input is
   "Missing Input"; an unbound output ORT would allocate itself: refused, since the caller's buffer would then
   never be written).
-* [ORTVALUE] ``OrtValue.ortvalue_from_numpy(array, device_type, device_id)`` and ``ortvalue_from_shape_and_type(shape,
-  element_type, device_type, device_id)`` (api_summary, "OrtValue";
-  ``onnxruntime/python/onnxruntime_pybind_ortvalue.cc``) take a device name ``OrtDevice.make`` knows ([DEVICE-TYPE]:
+* [ORTVALUE] ``OrtValue.ortvalue_from_numpy(array, device_type, device_id)`` (api_summary, "OrtValue";
+  ``onnxruntime/python/onnxruntime_pybind_ortvalue.cc``) takes a device name ``OrtDevice.make`` knows ([DEVICE-TYPE]:
   ``Exception("Unsupported device type: ...")``) and place the tensor on the CPU or, "cuda", on the GPU; another known
   name raises ``RuntimeError("Unsupported device: Cannot place the OrtValue on this device")``, and an array of
   strings or objects ``RuntimeError("Creation of OrtValues is currently only supported from non-string numpy
@@ -435,19 +434,15 @@ class FakeOrtValue:
 
     provider: FakeCudaProvider  # set on the subclass that make_onnxruntime builds
 
-    def __init__(self, ortvalue: Any, numpy_obj: Any = None, session: Any = None) -> None:
-        if not isinstance(ortvalue, _Tensor):
-            # OrtValue.__init__ refuses anything but its C++ value alike ("An end user won't hit this error").
-            raise ValueError("`Provided ortvalue` needs to be of type "
-                             "`onnxruntime.capi.onnxruntime_pybind11_state.OrtValue`")
-        tensor = ortvalue
-        self._device_type, self._device_id, self._dtype = tensor.device_type, tensor.device_id, tensor.dtype
-        self._shape, self._ptr, self._host = tensor.shape, tensor.ptr, tensor.host
+    # No __init__ of ORT's: its parameters differ between the onnxruntime of JetPack 6 (1.23: ortvalue, numpy_obj)
+    # and a desktop's (1.32 adds session), and only ORT's own factories call it, as only _of makes the fake's.
 
     @classmethod
     def _of(cls, tensor: _Tensor, owned: bool = False) -> FakeOrtValue:
         """The value of ``tensor``; ``owned``: device memory ORT's allocator made for it, held while it lives."""
-        value = cls(tensor)
+        value = cls.__new__(cls)
+        value._device_type, value._device_id, value._dtype = tensor.device_type, tensor.device_id, tensor.dtype
+        value._shape, value._ptr, value._host = tensor.shape, tensor.ptr, tensor.host
         if owned:
             weakref.finalize(value, _release_to_arena, cls.provider.gpu, tensor.ptr)
         return value
@@ -502,21 +497,6 @@ class FakeOrtValue:
         cls.provider.gpu.view(ptr, shape, array.dtype)[...] = array
         return cls._of(_Tensor("cuda", int(device_id), array.dtype, shape, ptr), owned=True)
 
-    @classmethod
-    def ortvalue_from_shape_and_type(cls, shape: Any, element_type: Any, device_type: str = "cpu",
-                                     device_id: int = 0, vendor_id: int = -1,
-                                     memory_info: Any = None) -> FakeOrtValue:
-        """See ``onnxruntime.OrtValue.ortvalue_from_shape_and_type`` ([ORTVALUE]): the memory is left as it was."""
-        if vendor_id != -1 or memory_info is not None:
-            raise NotImplementedError("the fake places values by device name; vendor ids and memory infos are not "
-                                      "modelled")
-        dtype, dims = _element_dtype(element_type), tuple(int(d) for d in shape)
-        ptr, _ = cls._place(dtype, dims, device_type, device_id)
-        if device_type == "cpu":
-            host = np.empty(dims, dtype)
-            return cls._of(_Tensor("cpu", int(device_id), dtype, dims, int(host.ctypes.data), host))
-        return cls._of(_Tensor("cuda", int(device_id), dtype, dims, ptr), owned=True)
-
     def data_ptr(self) -> int:
         """See ``onnxruntime.OrtValue.data_ptr``: a device pointer for a "cuda" value."""
         return self._ptr
@@ -546,16 +526,6 @@ class FakeOrtValue:
         if self._host is not None:
             return np.array(self._host)
         return np.array(self.provider.gpu.view(self._ptr, self._shape, self._dtype))
-
-    def update_inplace(self, data: Any) -> None:
-        """See ``onnxruntime.OrtValue.update_inplace``: the array's values copied into the value's memory."""
-        values = np.ascontiguousarray(data)
-        if values.size != int(np.prod(self._shape, dtype=np.int64)):
-            raise self.provider.refuse(RuntimeError, "The input size of numpy arrays does not match the size of the "
-                                                     "OrtValue.")
-        target = self._host if self._host is not None else self.provider.gpu.view(self._ptr, self._shape,
-                                                                                 self._dtype)
-        target[...] = values.reshape(self._shape)
 
 
 class FakeIOBinding:
