@@ -394,3 +394,41 @@ def test_onnx_runtime_rows_on_a_gpu_torch_does_not_see_report_their_device_memor
     assert "cuMemGetInfo" in note and "integrated" not in note, note
     # The CUDA runtime under ONNX Runtime keeps its retain for good; the gauge's own is gone.
     assert gpu.primary(0).retains == 1 and gpu.driver_stack() in ([], [gpu.primary(0)])
+
+
+def test_a_plan_moved_with_its_model_counts_its_flops_from_the_model_beside_it(
+        jetson: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    """A plan built from another name's model in one folder and moved with it to another (a desktop's plan copied
+    onto the robot): the model it records by its absolute path is not there, so the FLOP count reads the model of
+    that name beside the plan, not a path that names no file."""
+    from unetrt.benchmarks.flops import flops_per_image
+
+    built = tmp_path / "built"
+    built.mkdir()
+    shutil.copy(tiny_model_files["onnx"], built / "mine.onnx")
+    _build(built / "mine.onnx", built / "unet.plan")
+    robot = tmp_path / "robot"
+    shutil.move(built, robot)
+    report = _run(["--engine", str(robot / "unet.plan"), "--backend", "tensorrt"], tmp_path)
+    (row,) = report["results"]
+    assert row["status"] == "ok", row
+    assert row["flops_per_image"] == flops_per_image(robot / "mine.onnx", 3, *row["network_input_hw"])
+
+
+def test_device_memory_another_program_holds_is_not_in_a_rows_figure(
+        jetson: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU where another program already holds memory, a row's figure is the growth its own open and warm-up
+    cause, not all the memory in use on the device."""
+
+    class OtherProgram:
+        """What holds the memory (freed when it is garbage)."""
+
+    other = OtherProgram()
+    assert jetson.hold(other, 1 << 30)
+    plan = _build(tiny_model_files["onnx"], tmp_path / "unet.plan")
+    grown = _device_growth(monkeypatch, jetson)
+    report = _run(["--engine", str(plan), "--backend", "tensorrt"], tmp_path)
+    (row,) = report["results"]
+    assert row["status"] == "ok" and 0 < grown["tensorrt"] < 1 << 30
+    assert row["peak_device_mib"] == pytest.approx(grown["tensorrt"] / 2**20)
+    del other

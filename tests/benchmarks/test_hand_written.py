@@ -144,3 +144,20 @@ def test_a_valid_padding_model_is_refused() -> None:
     # The recipe resizes frames straight to the network input: a 'valid' model's masks would lack their context.
     with pytest.raises(ValueError, match="'same'-padding models only"):
         HandWrittenPipeline(Path("unused.int8.onnx"), tiny_info(padding="valid"), (32, 32), threads=1)
+
+
+def test_row_on_a_gpu_run_reports_no_device_memory(tiny_model_files: dict[str, Path], tiny_int8_onnx: Path,
+                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`unet-bench --device cuda --end-to-end` on a Jetson: the hand-written row runs on the CPU, so it gets no
+    device memory figure; on the integrated GPU its own host memory would read as device memory."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "engine"))
+    from plan_fixtures import install_fake_jetson
+
+    install_fake_jetson(monkeypatch, tmp_path / "engines")
+    int8 = _with_int8_sibling(tiny_model_files, tiny_int8_onnx, tmp_path)
+    out = tmp_path / "e2e.json"
+    assert main(["--engine", str(int8), "--backend", HAND_WRITTEN, *FAST, "--end-to-end", "--device", "cuda",
+                 "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["status"] == "ok" and row["device"] == "cpu", row
+    assert row["peak_device_mib"] is None and row["device_memory_note"] is None

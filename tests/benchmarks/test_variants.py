@@ -3,9 +3,11 @@ runs the network as the timed step does, once, and returns that call's own outpu
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import pytest
 
 from unetrt.benchmarks.variants import DeviceRunner, HandWrittenPipeline, HandWrittenRunner, TorchDeviceRunner
 
@@ -80,3 +82,61 @@ def test_a_cuda_graph_rows_step_replays_the_graph_alone() -> None:
     runner._shape, runner._model, runner._input = (1, 3, 2, 2), eager, None
     runner.step()
     assert (runner.checked_step() == 7.0).all() and calls == ["graph", "graph"]
+
+
+class _Resident:
+    """A resident batch that counts its runs."""
+
+    shape = (1, 3, 2, 2)
+
+    def __init__(self, calls: list[str]) -> None:
+        self._calls = calls
+
+    def run(self) -> None:
+        self._calls.append("run")
+
+    def logits(self) -> np.ndarray:
+        self._calls.append("logits")
+        return np.zeros((1, 3, 2, 2), np.float32)
+
+
+def _backend(calls: list[str], resident: Any = None) -> Any:
+    """A ResidentBackend on 2 threads whose resident() gives a counting batch (or raises ``resident``)."""
+
+    def make(batch: np.ndarray) -> _Resident:
+        if resident is not None:
+            raise resident
+        return _Resident(calls)
+
+    return type("Backend", (), {"device": "cpu", "threads": 2, "resident": staticmethod(make),
+                                "close": staticmethod(lambda: calls.append("close"))})()
+
+
+def test_a_device_rows_step_runs_once_and_after_close_is_refused() -> None:
+    """The timed step is one run (no copy), the row reports the backend's threads, and once closed (the backend
+    closed with it) the runner refuses in one line instead of running a batch whose memory is gone."""
+    calls: list[str] = []
+    runner = DeviceRunner(_backend(calls), np.zeros((1, 3, 2, 2), np.float32))
+    runner.step()
+    assert calls == ["run"] and (runner.device, runner.threads) == ("cpu", 2)
+    runner.close()
+    assert calls == ["run", "close"]
+    with pytest.raises(ValueError, match=r"^this runner is closed; open a new one$"):
+        runner.step()
+
+
+def test_a_device_row_whose_batch_cannot_be_made_closes_its_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """resident() refusing the batch (a shape outside a plan's profile, no device memory left): the row is skipped
+    and the backend it opened is closed, not left holding its engine."""
+    from unetrt.benchmarks import variants
+    from unetrt.benchmarks.variants import Variant, Workload, open_runner
+
+    calls: list[str] = []
+    backend = _backend(calls, ValueError("outside the engine's optimisation profile"))
+    monkeypatch.setattr(variants, "open_variant_backend", lambda *args: backend)
+    info = cast(Any, type("Info", (), {})())
+    monkeypatch.setattr(Workload, "network_batch", lambda self, info: np.zeros((1, 3, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="optimisation profile"):
+        open_runner(Variant("tensorrt", "TensorRT", "tensorrt"), Path("unet.plan"), "cuda", None,
+                    Workload("device", (2, 2), 1), info)
+    assert calls == ["close"]

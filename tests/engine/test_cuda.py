@@ -142,3 +142,24 @@ def test_the_memory_gauge_reads_what_a_real_allocation_takes() -> None:
         assert torch.cuda.current_device() == 0 and torch.zeros(1, device="cuda").item() == 0  # its context intact
     finally:
         gauge.release()
+
+
+def test_a_memory_gauge_in_a_fork_of_a_cuda_process_is_refused_naming_spawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """unet-bench's device memory read in a fork() child of a process that used CUDA: the fork's one line, not a
+    reading of CUDA state the child does not have."""
+    from unetrt.cuda import DeviceMemoryGauge
+
+    install_fake_gpu(monkeypatch)
+    PrimaryContext(0).release()
+    assert_refused_naming_spawn(in_a_fork(lambda: DeviceMemoryGauge(0).release()))
+
+
+def test_a_memory_gauge_of_the_second_gpu_holds_that_gpus_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DeviceMemoryGauge(1) reads GPU 1: it retains GPU 1's primary context, not GPU 0's, and lets it go."""
+    from unetrt.cuda import DeviceMemoryGauge
+
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False, count=2))
+    gauge = DeviceMemoryGauge(1)
+    assert (gpu.primary(1).retains, gpu.primary(0).retains) == (1, 0)
+    gauge.release()
+    assert gpu.primary(1).retains == 0

@@ -345,3 +345,19 @@ def test_a_relative_recorded_model_is_not_looked_up_in_the_working_folder(tmp_pa
     assert metadata.rebuild_command(plan).startswith("unet-build models/mine.onnx -o robot_a/mine.plan ")
     (tmp_path / "robot_a" / "mine.onnx").write_bytes(b"robot a's model")  # copied with its plan: found beside it
     assert metadata.source_file(plan) == Path("robot_a") / "mine.onnx"
+
+
+def test_the_recorded_model_is_taken_over_another_file_of_its_name_beside_the_plan(tmp_path: Path) -> None:
+    """A plan built from `runs/exp2/mine.onnx` into a folder holding an older `mine.onnx` of its own: the recorded
+    file is still there, so it is the plan's model (the one beside the plan is named only where it is that file)."""
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "deploy").mkdir()
+    recorded = tmp_path / "runs" / "mine.onnx"
+    recorded.write_bytes(b"the model the plan was built from")
+    (tmp_path / "deploy" / "mine.onnx").write_bytes(b"an older model")
+    metadata = make_metadata(source=str(recorded))
+    plan = tmp_path / "deploy" / "mine.plan"
+    assert metadata.source_file(plan) == recorded
+    (tmp_path / "deploy" / "mine.onnx").unlink()
+    (tmp_path / "deploy" / "mine.onnx").symlink_to(recorded)  # the same file: named as the plan is
+    assert metadata.source_file(plan) == tmp_path / "deploy" / "mine.onnx"

@@ -500,6 +500,90 @@ def test_a_resident_batch_runs_on_the_device_and_gives_infer_s_logits(provider: 
         resident.logits()  # the protocol's rule: after close() neither call answers
 
 
+def test_a_resident_batch_of_a_float16_network_is_bound_as_float16_and_gives_float32_logits(
+        provider: FakeCudaProvider, tmp_path: Path) -> None:
+    """A graph of float16 input and output (an FP16 export): the float32 batch is cast to float16 once, as infer()
+    casts it ([DTYPE] refuses any other type at the Run), and logits() gives float32, as infer() does."""
+    from onnx import TensorProto, helper
+
+    path = write_described_onnx(tmp_path / "half.onnx", [helper.make_node("Identity", ["image"], ["logits"])],
+                                {"logits": TensorProto.FLOAT16}, input_shape=("n", 3, "h", "w"),
+                                input_type=TensorProto.FLOAT16)
+    batch = random_batch((1, 3, 16, 16), seed=8)
+    with OnnxRuntimeBackend(path, device="cuda") as backend:
+        resident = backend.resident(batch)
+        resident.run()
+        logits = resident.logits()
+        assert logits.dtype == np.float32
+        np.testing.assert_array_equal(logits, backend.infer(batch))
+    assert not provider.refused
+
+
+def test_a_resident_batch_on_the_second_gpu_lies_on_that_gpu(monkeypatch: pytest.MonkeyPatch, model: Path) -> None:
+    """On cuda:1 the batch is copied to GPU 1, where the session runs (ORT would copy a value of another GPU once, at
+    binding, and the fake refuses it)."""
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False, count=2))
+    provider = install_fake_onnxruntime_cuda(monkeypatch, gpu)
+    batch = random_batch((1, 3, 16, 32), seed=9)
+    with OnnxRuntimeBackend(model, device="cuda:1") as backend:
+        resident = backend.resident(batch)
+        resident.run()
+        assert gpu.context_of(provider.runs[-1].input_ptr) is gpu.primary(1)
+        np.testing.assert_array_equal(resident.logits(), cpu_logits(model, batch))
+    assert not provider.refused
+
+
+def test_a_resident_batch_on_the_cpu_provider_stays_in_host_memory(provider: FakeCudaProvider, model: Path) -> None:
+    """unet-bench --device cpu --no-data-transfers with onnxruntime-gpu installed: the CPU session's batch and output
+    are host values (a CUDA value in a CPU session is refused), and the logits are infer()'s."""
+    batch = random_batch((1, 3, 16, 16), seed=10)
+    with OnnxRuntimeBackend(model, device="cpu") as backend:
+        resident = backend.resident(batch)
+        resident.run()
+        np.testing.assert_array_equal(resident.logits(), backend.infer(batch))
+    assert not provider.refused and not provider.runs
+
+
+@pytest.mark.parametrize(("bad", "line"), [
+    (np.zeros((1, 3, 16), np.float32), "batch must be a 4-D N x C x H x W numpy array"),
+    (np.zeros((1, 3, 16, 16), np.int64), "batch dtype must be float32"),
+], ids=["3-D", "int64"])
+def test_a_malformed_resident_batch_is_infer_s_one_line(bad: np.ndarray, line: str, provider: FakeCudaProvider,
+                                                         model: Path) -> None:
+    """A batch infer() refuses (another rank, an integer type ORT would take as it is) is refused by resident() in
+    infer()'s line, not bound and run."""
+    with OnnxRuntimeBackend(model, device="cuda") as backend:
+        with pytest.raises(ValueError, match=line):
+            backend.infer(bad)
+        with pytest.raises(ValueError, match=line) as refused:
+            backend.resident(bad)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_resident_batch_s_run_and_copy_each_hold_its_lock(provider: FakeCudaProvider, model: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """One binding holds one output, which each Run replaces: a run and a copy from two threads must take turns, so
+    each holds the batch's lock while it is in ONNX Runtime (checked from inside, not by racing threads)."""
+    with OnnxRuntimeBackend(model, device="cuda") as backend:
+        resident = backend.resident(random_batch((1, 3, 16, 16), seed=11))
+        held: list[bool] = []
+
+        def probed(call: Any) -> Any:
+            def inside(*args: Any) -> Any:
+                free = resident._lock.acquire(blocking=False)
+                if free:
+                    resident._lock.release()
+                held.append(not free)
+                return call(*args)
+            return inside
+
+        monkeypatch.setattr(resident._session, "run_with_iobinding", probed(resident._session.run_with_iobinding))
+        monkeypatch.setattr(resident._binding, "copy_outputs_to_cpu", probed(resident._binding.copy_outputs_to_cpu))
+        resident.run()
+        resident.logits()
+    assert held == [True, True]
+
+
 # --- through the Segmenter: the GPU-resident frame path -------------------------------------------------------
 
 

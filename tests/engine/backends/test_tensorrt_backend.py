@@ -1210,6 +1210,104 @@ def test_fake_a_resident_batch_without_device_memory_is_one_line_and_holds_nothi
         np.testing.assert_array_equal(resident.logits(), backend.infer(batch))
 
 
+
+@pytest.mark.gpu_contract
+def test_fake_resident_logits_are_the_callers_own_array(fake_trt: tuple[FakeGpu, Path]) -> None:
+    """logits() returns a copy: a later infer() or logits() of another batch, which reuse the backend's host output
+    buffer, leaves the logits a caller holds as they were."""
+    _gpu, plan = fake_trt
+    rng = np.random.default_rng(16)
+    batch, other = (rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(2))
+    with TensorRTBackend(plan) as backend:
+        expected = backend.infer(batch)
+        resident, other_resident = backend.resident(batch), backend.resident(other)
+        resident.run()
+        logits = resident.logits()
+        backend.infer(other)
+        other_resident.run()
+        other_resident.logits()
+        np.testing.assert_array_equal(logits, expected)
+
+
+@pytest.mark.gpu_contract
+def test_fake_resident_batches_of_one_shape_each_keep_their_own_data(fake_trt: tuple[FakeGpu, Path]) -> None:
+    """Two resident batches of one shape made one after the other: each copy is done before resident() returns, so
+    the second batch, staged through the same host buffer, is not what the first one holds."""
+    _gpu, plan = fake_trt
+    rng = np.random.default_rng(17)
+    batches = [rng.standard_normal((2, 3, 32, 32)).astype(np.float32) for _ in range(2)]
+    with TensorRTBackend(plan) as backend:
+        expected = [backend.infer(batch) for batch in batches]
+        residents = [backend.resident(batch) for batch in batches]
+        for resident, want in zip(residents, expected):
+            resident.run()
+            np.testing.assert_array_equal(resident.logits(), want)
+
+
+@pytest.mark.gpu_contract
+def test_fake_a_resident_batch_without_device_memory_names_its_size(fake_trt: tuple[FakeGpu, Path]) -> None:
+    """The out-of-memory line names the two buffers' size in MiB, so a user can tell how far the GPU fell short."""
+    gpu, plan = fake_trt
+    batch = np.zeros((4, 3, 96, 96), np.float32)
+    with TensorRTBackend(plan) as backend:
+        needed = batch.nbytes + int(np.prod(backend.output_shape(batch.shape))) * 4
+        gpu.memory_bytes = 1 << 40
+        gpu.memory_bytes -= gpu.free_device_bytes() or 0  # no room left at all
+        with pytest.raises(EngineResourceError, match=rf"resident batch of 4x3x96x96 on .* \({needed / 2**20:.1f} "
+                                                      r"MiB\): "):
+            backend.resident(batch)
+        gpu.memory_bytes = None
+
+
+@pytest.mark.gpu_contract
+def test_fake_a_dropped_resident_batch_is_freed_under_the_backends_lock(fake_trt: tuple[FakeGpu, Path],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The release thread frees a dropped batch's buffers holding the backend's lock, as close() and the runs do:
+    a close() on another thread meanwhile would free them a second time (checked from inside the free, not by racing
+    threads)."""
+    import gc
+
+    from unetrt.backends import tensorrt
+    from unetrt.dropped import wait_for_releases
+
+    _gpu, plan = fake_trt
+    with TensorRTBackend(plan) as backend:
+        resident = backend.resident(np.zeros((1, 3, 32, 32), np.float32))
+        held: list[bool] = []
+        free_all = tensorrt._EngineResources._free_all
+
+        def probed(allocations: list[Any]) -> None:
+            held.append(backend._lock.locked())
+            free_all(allocations)
+
+        monkeypatch.setattr(tensorrt._EngineResources, "_free_all", staticmethod(probed))
+        del resident
+        gc.collect()
+        assert wait_for_releases(30)
+        assert held == [True]
+
+
+@pytest.mark.gpu_contract
+def test_fake_a_resident_run_holds_the_backends_lock(fake_trt: tuple[FakeGpu, Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resident batch's run binds infer()'s execution context to its own buffers and back: it holds the backend's
+    lock meanwhile, or an infer() on another thread would run into the batch's buffers (checked from inside the run,
+    not by racing threads)."""
+    _gpu, plan = fake_trt
+    with TensorRTBackend(plan) as backend:
+        resident = backend.resident(np.zeros((1, 3, 32, 32), np.float32))
+        held: list[bool] = []
+        enqueue_from = backend._enqueue_from
+
+        def probed(*args: Any) -> None:
+            held.append(backend._lock.locked())
+            enqueue_from(*args)
+
+        monkeypatch.setattr(backend, "_enqueue_from", probed)
+        resident.run()
+        assert held == [True]
+
+
 @pytest.mark.tensorrt
 @requires_gpu
 def test_a_resident_batch_gives_infers_logits(tiny_plan: Path) -> None:
