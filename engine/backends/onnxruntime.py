@@ -425,6 +425,17 @@ class OnnxRuntimeBackend:
         self._quiet_run.log_severity_level = 4
         self._output = self._session.get_outputs()[0].name
 
+    def _open_session(self) -> ort.InferenceSession:
+        """The session, read once (close() on another thread may drop the attribute meanwhile).
+
+        Raises:
+            ValueError: after :meth:`close`.
+        """
+        session = self._session
+        if session is None:
+            raise ValueError("this backend is closed; open a new one")
+        return session
+
     def infer(self, batch: NDArray[Any]) -> NDArray[Any]:
         """N x C x H x W float32 -> N x K x h x w float32 logits.
 
@@ -432,9 +443,7 @@ class OnnxRuntimeBackend:
             ValueError: on a malformed batch, a network that cannot run it, the CUDA provider failing in the Run
                 (naming the fix), or after :meth:`close`.
         """
-        session = self._session  # one read: close() on another thread may drop the attribute meanwhile
-        if session is None:
-            raise ValueError("this backend is closed; open a new one")
+        session = self._open_session()
         batch = check_batch(batch, self.info)
         self._check_fixed(batch.shape)
         try:
@@ -476,8 +485,7 @@ class OnnxRuntimeBackend:
             ValueError: when the session runs on the CPU provider, or after :meth:`close`.
             ImportError: when pycuda is missing.
         """
-        if self._session is None:
-            raise ValueError("this backend is closed; open a new one")
+        self._open_session()
         if not self.device.startswith("cuda"):
             raise ValueError("the device entry needs ONNX Runtime's CUDA provider; install onnxruntime-gpu")
         import pycuda.driver as cuda  # PrimaryContext checked that it imports
@@ -513,9 +521,7 @@ class OnnxRuntimeBackend:
             RuntimeError: outside :meth:`device_session`, when the driver refuses to wait for ``stream``, or when
                 ONNX Runtime's Run fails otherwise.
         """
-        session = self._session  # one read: close() on another thread may drop the attribute meanwhile
-        if session is None:
-            raise ValueError("this backend is closed; open a new one")
+        session = self._open_session()
         output_shape = self.output_shape(input_shape)
         if self._held.stream is None:
             raise RuntimeError("enqueue runs inside 'with backend.device_session():'")
@@ -568,9 +574,7 @@ class OnnxRuntimeBackend:
         """
         import onnxruntime as ort
 
-        session = self._session
-        if session is None:
-            raise ValueError("this backend is closed; open a new one")
+        session = self._open_session()
         batch = check_batch(batch, self.info)
         self.output_shape(batch.shape)  # a shape the network refuses is infer()'s one line, not ORT's at the Run
         device = "cpu" if self.device == "cpu" else "cuda"
@@ -616,8 +620,7 @@ class OnnxRuntimeResidentBatch:
             ValueError: as :meth:`OnnxRuntimeBackend.infer` for a failed run (the CUDA provider failing included), or
                 after the backend's :meth:`~OnnxRuntimeBackend.close`.
         """
-        if self._backend._session is None:  # the session itself lives on in this object: closed means closed
-            raise ValueError("this backend is closed; open a new one")
+        self._backend._open_session()  # the session itself lives on in this object: closed means closed
         with self._lock:
             self._backend._run_bound(self._session, self._binding, self.shape)
             self._ran = True
@@ -629,8 +632,7 @@ class OnnxRuntimeResidentBatch:
             ValueError: before the first :meth:`run` (ONNX Runtime holds no output until then), or after the
                 backend's :meth:`~OnnxRuntimeBackend.close`.
         """
-        if self._backend._session is None:
-            raise ValueError("this backend is closed; open a new one")
+        self._backend._open_session()
         with self._lock:
             if not self._ran:
                 raise ValueError("this batch has not run yet; call run() before logits()")
