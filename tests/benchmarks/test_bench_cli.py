@@ -224,11 +224,14 @@ def test_check_scores_counts_a_pixel_as_the_finish_does() -> None:
 
 def test_rows_that_fail_for_different_reasons_are_each_named_in_the_line(tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """A model that gives NaN on every row of --end-to-end: OpenVINO BF16's line says to run at FP32, the FP32 rows'
-    that FP32 overflowed nothing. 'no variant could run here: A; B' named no row, so the user read two fixes that
-    contradict each other and could not tell which row each was for."""
+    """A model that gives NaN on every row of --end-to-end: OpenVINO BF16's line says to run at FP32 (on a CPU
+    without native BF16 the row is refused for that first, with its own fix), the FP32 rows' that FP32 overflowed
+    nothing. 'no variant could run here: A; B' named no row, so the user read two fixes that contradict each other
+    and could not tell which row each was for."""
     pytest.importorskip("openvino")
     from nonfinite_models import write_nonfinite_onnx
+
+    from unetrt.backends.openvino import cpu_has_bf16
 
     model = write_nonfinite_onnx(tmp_path / "nan.onnx", "nan")
     code, _, err = _run(["--engine", str(model), "--backend", "onnxruntime", "--backend", "openvino", *FAST,
@@ -236,9 +239,12 @@ def test_rows_that_fail_for_different_reasons_are_each_named_in_the_line(tmp_pat
     assert code == 2
     line = _one_line_error(err)
     assert line.startswith("error: no variant could run here: ")
-    reasons = line.split("no variant could run here: ", 1)[1].split("; ")
-    by_rows = dict(reason.split(": ", 1) for reason in reasons)
-    assert "the network ran at BF16" in by_rows["OpenVINO BF16"]
+    # A reason may hold "; " itself (the BF16 refusal's fix): each group starts at a row's label.
+    groups = re.split(r"; (?=(?:(?:ONNX Runtime|OpenVINO) (?:FP32|BF16|INT8)(?:, )?)+: )",
+                      line.split("no variant could run here: ", 1)[1])
+    by_rows = dict(group.split(": ", 1) for group in groups)
+    bf16_reason = "the network ran at BF16" if cpu_has_bf16() else "this CPU has no native BF16; use precision 'fp32'"
+    assert bf16_reason in by_rows["OpenVINO BF16"], line
     fp32 = next(reason for rows, reason in by_rows.items() if "ONNX Runtime FP32" in rows.split(", "))
     assert "the network ran at FP32" in fp32
 
