@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
+from .cpu import int8_products_saturate
 from .model_info import METADATA_KEY, ModelInfo
 from .paths import check_file
 
@@ -445,3 +446,15 @@ def _read_ir(path: Path) -> ModelFile:
     quantized = quantization is not None or any(layer.get("type") == "FakeQuantize" for layer in root.iter("layer"))
     precision = "int8" if quantized else "fp32"
     return ModelFile(path, decode_description(str(entry.get("value"))), precision, quantization)
+
+
+def int8_weights_saturate_here(quantization: Mapping[str, Any] | None) -> bool:
+    """Whether fused INT8 convolution kernels on this CPU would saturate the weights of a file of this quantization
+    record (``unetrt.quantization``; None for a float file): 8-bit weights (TensorRT's layout, or a CPU file
+    exported before 7-bit weights) on an x86 CPU without VNNI (:func:`unetrt.cpu.int8_products_saturate`).
+
+    Example:
+        >>> int8_weights_saturate_here(None)
+        False
+    """
+    return quantization is not None and quantization.get("weights") != SEVEN_BIT_WEIGHTS and int8_products_saturate()

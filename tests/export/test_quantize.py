@@ -240,6 +240,33 @@ def test_unet_export_int8_passes_its_options_on(tiny_model_files: dict[str, Path
     assert record is not None and (record["target"], record["method"], record["frames"]) == ("tensorrt", "minmax", 2)
 
 
+@pytest.mark.parametrize("saturates", [True, False], ids=["without-vnni", "with-vnni"])
+def test_a_tensorrt_layout_export_is_checked_on_the_engines_that_run_it(tiny_model_files: dict[str, Path],
+                                                                        tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        saturates: bool) -> None:
+    """On a CPU without VNNI OpenVINO refuses a file of 8-bit weights (TensorRT's layout), whose products it
+    saturates: the export's accuracy check stopped on that refusal (before it, on OpenVINO's saturated figure). It
+    checks the file on ONNX Runtime there, and on both engines where OpenVINO runs it."""
+    pytest.importorskip("openvino")
+    images, labels = _labelled_folder(tmp_path)
+    monkeypatch.setattr("unetrt.model_file.int8_products_saturate", lambda: saturates)
+    checked: list[list[str]] = []
+    real_check = quantize.check_accuracy
+
+    def check(*args: object, **kwargs: object) -> list[AccuracyCheck]:
+        found = real_check(*args, **kwargs)  # type: ignore[arg-type]
+        checked.append([one.engine for one in found])
+        return [AccuracyCheck(m.metric, m.fp32, m.fp32, m.limit, m.engine, m.fp32_figures, m.int8_figures)
+                for m in found]
+
+    monkeypatch.setattr(quantize, "check_accuracy", check)
+    output = tmp_path / "m.onnx"
+    assert export_main([str(tiny_model_files["pt"]), "-o", str(output), "--precision", "int8", "--calibration",
+                        str(images), "--check-labels", str(labels), "--int8-target", "tensorrt"]) == 0
+    assert checked == [["onnxruntime"] if saturates else ["onnxruntime", "openvino"]]
+
+
 def test_quantization_record_is_json(tiny_int8_onnx: Path) -> None:
     props = {p.key: p.value for p in onnx.load(str(tiny_int8_onnx)).metadata_props}
     assert json.loads(props[QUANTIZATION_KEY])["format"] == "QDQ"
