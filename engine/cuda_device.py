@@ -278,6 +278,15 @@ class CudaDevice:
         # The staging array must outlive the asynchronous copy: the buffer keeps it.
         return CudaBuffer(buffer.ptr, buffer.shape, buffer.dtype, (buffer.owner, staged))
 
+    def free(self, buffer: CudaBuffer) -> None:
+        """See :meth:`unetrt.device.Device.free`: the graph is dropped first, since it may hold the buffer's address
+        (replayed after the frame path made new buffers in its place, it read and wrote freed memory)."""
+        self._graphs.invalidate()
+        owner = buffer.owner
+        # A constant's owner is its allocation and the page-locked staging copy its upload read.
+        for memory in owner if isinstance(owner, tuple) else (owner,):
+            self.driver.free(memory)
+
     def shape(self, buffer: CudaBuffer) -> tuple[int, ...]:
         """See :meth:`unetrt.device.Device.shape`."""
         return buffer.shape

@@ -77,6 +77,11 @@ class Device(Protocol[BufferT]):
         """A buffer holding a copy of ``array``."""
         ...
 
+    def free(self, buffer: BufferT) -> None:
+        """Free a buffer from :meth:`allocate` or :meth:`constant` now (inside a session); a recorded launch that may
+        use it is not replayed again."""
+        ...
+
     def zero(self, buffer: BufferT) -> None:
         """Set every element of a float32 or uint64 buffer to 0."""
         ...
@@ -245,6 +250,9 @@ class HostDevice:
     def constant(self, array: NDArray[Any]) -> NDArray[Any]:
         """See :meth:`Device.constant`."""
         return np.array(array, order="C", copy=True)
+
+    def free(self, buffer: NDArray[Any]) -> None:
+        """See :meth:`Device.free`: host memory goes with its last reference (a call in flight may hold one)."""
 
     def zero(self, buffer: NDArray[Any]) -> None:
         """See :meth:`Device.zero`."""

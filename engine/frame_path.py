@@ -329,7 +329,8 @@ class FramePath(Generic[BufferT]):
         """
         with self._turn(), self.device.session():
             with self._pool_lock:
-                self._pool_key, self._pool = None, []
+                idle, self._pool_key, self._pool = self._pool, None, []
+            self._free(idle)
             self.device.release()
 
     def _turn(self) -> AbstractContextManager[Any]:
@@ -340,20 +341,35 @@ class FramePath(Generic[BufferT]):
     def _borrowed_buffers(self, grid: TileGrid, count: int, batch_size: int) -> Iterator[_Buffers[BufferT]]:
         """A set of working buffers for one call (inside its session), returned to the pool afterwards."""
         key = (grid, count, batch_size)
+        idle: list[_Buffers[BufferT]] = []
         with self._pool_lock:
             if key != self._pool_key:
                 # Only the latest geometry's buffers stay: a stream's frames share one size, and a large frame's
                 # accumulator should not outlive the frames that need it.
-                self._pool_key, self._pool = key, []
+                idle, self._pool_key, self._pool = self._pool, key, []
             buffers = self._pool.pop() if self._pool else None
+        # Through the device, which drops a CUDA graph recorded with them: left to the garbage collector, a call
+        # that failed before its launch (no memory for this geometry's buffers) left the graph of the geometry
+        # before to be replayed next on freed memory, beside the new buffers made in their place.
+        self._free(idle)
         if buffers is None:
             buffers = self._allocate_buffers(grid, count, batch_size)
         try:
             yield buffers
         finally:
             with self._pool_lock:
-                if key == self._pool_key and len(self._pool) < POOL_SIZE:
+                kept = key == self._pool_key and len(self._pool) < POOL_SIZE
+                if kept:
                     self._pool.append(buffers)
+            if not kept:
+                self._free([buffers])
+
+    def _free(self, sets: Sequence[_Buffers[BufferT]]) -> None:
+        """Free working buffer sets no call holds (inside a session)."""
+        for buffers in sets:
+            for buffer in (buffers.batch, buffers.acc, buffers.weight, buffers.window_y, buffers.window_x):
+                if buffer is not None:
+                    self.device.free(buffer)
 
     def _allocate_buffers(self, grid: TileGrid, count: int, batch_size: int) -> _Buffers[BufferT]:
         device = self.device

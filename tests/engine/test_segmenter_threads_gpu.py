@@ -657,3 +657,43 @@ def test_three_streams_on_one_engine_file_each_on_its_own_thread(gpu_plan: tuple
     assert answers == {index: [True] * (len(frames) + 1) for index in range(3)}
     assert gpu.primary(0).retains == 0
     assert not [entry for entry in gpu.log if entry[0] == "tensorrt freed outside its context"]
+
+
+def _larger_frame() -> np.ndarray:
+    """A frame of more pixels than any of :func:`_frames` (a camera switched to a higher resolution)."""
+    rng = np.random.default_rng(7)
+    return cv2.GaussianBlur(rng.integers(0, 256, (120, 160, 3), np.uint8), (0, 0), 3)
+
+
+def test_a_larger_frame_the_gpu_has_no_memory_for_leaves_the_size_before_it_working(
+        gpu_plan: tuple[FakeGpu, Path]) -> None:
+    """A Jetson short of memory, a camera switched to a larger resolution: its first frame failed in one line (no
+    memory for its buffers), but after the frame path had dropped the working buffers of the size before it. The
+    CUDA graph of that size, captured with their addresses, was then replayed by the next frame of that size beside
+    the buffers made in their place (on a GPU: freed memory read and written; the fake refuses the access, and the
+    call ended in pycuda's error)."""
+    from unetrt.cuda import GpuResourceError
+
+    gpu, plan = gpu_plan
+    small, large = _frames()[0], _larger_frame()
+    with Segmenter(plan) as reference:
+        alone = {id(small): reference.segment(small).mask, id(large): reference.segment(large).mask}
+    with Segmenter(plan) as segmenter:
+        for _ in range(3):  # warm-up, capture, replay
+            assert np.array_equal(segmenter.segment(small).mask, alone[id(small)])
+        gpu.memory_bytes = gpu.device_bytes_in_use() + 1024  # less than the larger frame's input tiles
+        for _ in range(2):
+            with pytest.raises(GpuResourceError, match="no memory left for"):
+                segmenter.segment(large)
+            assert gpu.driver_stack() == [] and gpu.pycuda_stack() == []
+        gpu.log.clear()
+        assert np.array_equal(segmenter.segment(small).mask, alone[id(small)])
+        assert not any(entry[0] == "graph" for entry in gpu.log), "a graph of freed buffers was replayed"
+        for _ in range(2):  # captured again with the new buffers, then replayed
+            assert np.array_equal(segmenter.segment(small).mask, alone[id(small)])
+        assert any(entry[0] == "graph" for entry in gpu.log), "no CUDA graph ran"
+        gpu.memory_bytes = None  # the other programs are gone
+        for _ in range(3):
+            assert np.array_equal(segmenter.segment(large).mask, alone[id(large)])
+    assert gpu.primary(0).retains == 0 and gpu.live() == 0
+
