@@ -272,8 +272,12 @@ class CudaDevice:
     def constant(self, array: NDArray[Any]) -> CudaBuffer:
         """See :meth:`unetrt.device.Device.constant`."""
         staged = self.driver.pinned(tuple(array.shape), array.dtype)
-        np.copyto(staged, array)
-        buffer = self.allocate(tuple(array.shape), array.dtype)
+        try:
+            np.copyto(staged, array)
+            buffer = self.allocate(tuple(array.shape), array.dtype)
+        except BaseException:
+            self.driver.free(staged)  # now, with the context current: the error's traceback would hold it
+            raise
         self.driver.upload(buffer.ptr, staged, self.stream)
         # The staging array must outlive the asynchronous copy: the buffer keeps it.
         return CudaBuffer(buffer.ptr, buffer.shape, buffer.dtype, (buffer.owner, staged))

@@ -375,15 +375,21 @@ class FramePath(Generic[BufferT]):
         device = self.device
         tiles = min(batch_size, grid.count * count)
         batch = device.allocate((tiles, self.info.in_channels, *grid.tile_hw), device.input_dtype)
-        acc = weight = window_y = window_x = None
-        if grid.count > 1:
-            float32 = np.dtype(np.float32)
-            acc = device.allocate((count, self.info.num_classes, *grid.image_hw), float32)
-            if self.blend != "crop":
-                weight = device.allocate((count, *grid.image_hw), float32)
-                window_y = device.constant(blend_window(self.blend, grid.output_hw[0]))
-                window_x = device.constant(blend_window(self.blend, grid.output_hw[1]))
-        return _Buffers(batch, acc, weight, window_y, window_x)
+        made: _Buffers[BufferT] = _Buffers(batch, None, None, None, None)
+        try:
+            if grid.count > 1:
+                float32 = np.dtype(np.float32)
+                made.acc = device.allocate((count, self.info.num_classes, *grid.image_hw), float32)
+                if self.blend != "crop":
+                    made.weight = device.allocate((count, *grid.image_hw), float32)
+                    made.window_y = device.constant(blend_window(self.blend, grid.output_hw[0]))
+                    made.window_x = device.constant(blend_window(self.blend, grid.output_hw[1]))
+        except BaseException:
+            # Those made so far, now: the error's traceback holds them, and its owner may drop it on a thread where
+            # their CUDA context cannot be made current, which leaks them ([FREE-REACH]).
+            self._free([made])
+            raise
+        return made
 
     def _enqueue(self, images: Sequence[BufferT], grid: TileGrid, buffers: _Buffers[BufferT], masks: BufferT,
                  probs: BufferT | None, nonfinite: BufferT, normalisation: dict[str, Any],

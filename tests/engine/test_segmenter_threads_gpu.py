@@ -697,3 +697,48 @@ def test_a_larger_frame_the_gpu_has_no_memory_for_leaves_the_size_before_it_work
             assert np.array_equal(segmenter.segment(large).mask, alone[id(large)])
     assert gpu.primary(0).retains == 0 and gpu.live() == 0
 
+
+@pytest.mark.parametrize("failing", [2, 4], ids=["accumulator", "blend-window"])
+def test_buffers_made_before_the_gpu_ran_out_are_freed_by_the_failed_call(gpu_plan: tuple[FakeGpu, Path],
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          failing: int) -> None:
+    """A tiled frame's working buffers are made one by one (input tiles, accumulator, weights, the blend windows
+    each staged in page-locked memory): when the GPU had no memory left for a later one, those made before it
+    stayed with the error's traceback, and a camera callback thread that dropped the error (not the thread that
+    opened the segmenter, with the context no longer current) leaked them for good ([FREE-REACH])."""
+    import pycuda.driver as cuda
+
+    from unetrt.cuda import GpuResourceError
+
+    gpu, plan = gpu_plan
+    frame = _larger_frame()
+    with Segmenter(plan, tile=64) as reference:
+        alone = reference.segment(frame).mask
+    with Segmenter(plan, tile=64) as segmenter:
+        in_use, pinned = gpu.device_bytes_in_use(), gpu.live("pinned")
+        allocate, made = cuda.mem_alloc, [0]
+
+        def out_of_memory_at_one(nbytes: int) -> object:
+            made[0] += 1
+            if made[0] == failing:
+                raise cuda.MemoryError("cuMemAlloc failed: out of memory")
+            return allocate(nbytes)
+
+        monkeypatch.setattr(cuda, "mem_alloc", out_of_memory_at_one)
+        failed: list[str] = []
+
+        def camera_callback() -> None:
+            try:
+                segmenter.segment(frame)
+            except GpuResourceError as error:
+                # The error, its traceback and what that holds go at the end of this block, on this thread.
+                failed.append(str(error))
+
+        _on_another_thread(camera_callback)
+        assert made[0] == failing and len(failed) == 1
+        assert [entry for entry in gpu.log if entry[0] == "device memory leaked"] == []
+        assert gpu.device_bytes_in_use() == in_use and gpu.live("pinned") == pinned
+        monkeypatch.setattr(cuda, "mem_alloc", allocate)
+        for _ in range(3):
+            assert np.array_equal(segmenter.segment(frame).mask, alone)
+    assert gpu.live() == 0
