@@ -352,6 +352,11 @@ class GpuResourceError(ValueError):
     the input, and fewer programs on the GPU may let it succeed. A cached TensorRT engine is kept for it."""
 
 
+class GpuMemoryError(GpuResourceError):
+    """The GPU has no memory left for what was asked (pycuda's ``MemoryError``, ``CUDA_ERROR_OUT_OF_MEMORY``): freeing
+    memory, unetrt's own cached buffers included, may let it succeed."""
+
+
 @contextmanager
 def gpu_resources(what: str) -> Iterator[None]:
     """Report pycuda's errors during the block as one-line :class:`GpuResourceError` naming ``what`` was set up.
@@ -360,7 +365,8 @@ def gpu_resources(what: str) -> Iterator[None]:
     command's one-line report would catch them, and a Jetson short of memory would end in a traceback.
 
     Raises:
-        GpuResourceError: for a pycuda error in the block.
+        GpuMemoryError: (a GpuResourceError) for pycuda's ``MemoryError`` in the block.
+        GpuResourceError: for any other pycuda error in the block.
 
     Example:
         >>> with gpu_resources("the frame path's buffers"):  # doctest: +SKIP
@@ -373,8 +379,8 @@ def gpu_resources(what: str) -> Iterator[None]:
     except cuda.Error as exc:
         message = " ".join(str(exc).split())
         if isinstance(exc, cuda.MemoryError):
-            raise GpuResourceError(f"the GPU has no memory left for {what} ({message}); close other programs that "
-                                   "use the GPU, or run on the CPU (device='cpu', --device cpu)") from exc
+            raise GpuMemoryError(f"the GPU has no memory left for {what} ({message}); close other programs that "
+                                 "use the GPU, or run on the CPU (device='cpu', --device cpu)") from exc
         raise GpuResourceError(f"CUDA failed on {what} ({message}); `python -m unetrt.doctor` checks the GPU "
                                "setup") from exc
 

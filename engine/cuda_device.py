@@ -12,6 +12,7 @@ runs padded), so a graph holds one input shape.
 
 Buffers kept between calls (staging, device copies, logits, downloads) are cached per shape in a bounded
 least-recently-used cache, freed on eviction: a stream of changing frame sizes does not grow memory without end.
+Where the GPU has no memory left for a new buffer, the cached ones the call does not use are freed first.
 
 The driver calls (context, allocation, copies, memset, graphs) go through :class:`CudaDriver`
 (:class:`PycudaDriver` pushes the device's primary context, because pycuda allocates only in a context it pushed
@@ -25,7 +26,7 @@ import ctypes
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -44,6 +45,7 @@ CACHED_BYTES = 512 << 20
 
 # The frame path's buffers are unetrt's one device-array type.
 CudaBuffer = DeviceArray
+_Made = TypeVar("_Made")
 MISSING_CUDA_KERNELS = (
     "unetrt._tiling was built without its CUDA kernels (no nvcc was found when it was installed): rebuild it with "
     "nvcc on PATH or CUDA_HOME set: on a Jetson, bash scripts/setup_jetson.sh --no-engine in the checkout; "
@@ -234,7 +236,7 @@ class CudaDevice:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        value = make()
+        value = self._with_room(make)
         self._cache[key] = value
         excess = len(self._cache) - self._capacity
         cached_bytes = sum(int(buffer.nbytes) for buffer in self._cache.values())
@@ -245,12 +247,29 @@ class CudaDevice:
             stale.append(old)
             excess -= 1
             cached_bytes -= int(self._cache[old].nbytes)
-        if stale:
-            # Earlier calls ended with a synchronize, so no queued work reads these; a graph might.
-            self._graphs.invalidate()
-            for old in stale:
-                self._free(self._cache.pop(old))
+        self._free_cached(stale)
         return value
+
+    def _free_cached(self, keys: Sequence[Hashable]) -> bool:
+        """Free the cached buffers of ``keys``, none of this session's; whether there were any."""
+        if not keys:
+            return False
+        # No queued work reads them once freed (a free waits for the device's work); a graph might.
+        self._graphs.invalidate()
+        for key in keys:
+            self._free(self._cache.pop(key))
+        return True
+
+    def _with_room(self, make: Callable[[], _Made]) -> _Made:
+        """``make()``; where the GPU has no memory left for it, once more after the cached buffers no call of this
+        session uses are freed: those of earlier frame sizes are kept only to spare an allocation, and a larger
+        frame (a camera switched to a higher resolution on a Jetson) failed for them, naming other programs."""
+        try:
+            return make()
+        except cuda.GpuMemoryError:
+            if not self._free_cached([key for key in self._cache if key not in self._used_now]):
+                raise
+            return make()
 
     def _free(self, buffer: Any) -> None:
         self.driver.free(buffer.owner if isinstance(buffer, DeviceArray) else buffer)
@@ -261,7 +280,7 @@ class CudaDevice:
         """See :meth:`unetrt.device.Device.allocate`."""
         dtype = np.dtype(dtype)
         nbytes = max(1, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
-        ptr, owner = self.driver.allocate(nbytes)
+        ptr, owner = self._with_room(lambda: self.driver.allocate(nbytes))
         return CudaBuffer(ptr, tuple(shape), dtype, owner)
 
     def output(self, shape: tuple[int, ...], dtype: np.dtype[Any], key: object) -> CudaBuffer:

@@ -742,3 +742,28 @@ def test_buffers_made_before_the_gpu_ran_out_are_freed_by_the_failed_call(gpu_pl
         for _ in range(3):
             assert np.array_equal(segmenter.segment(frame).mask, alone)
     assert gpu.live() == 0
+
+
+@pytest.mark.parametrize("integrated", [True, False], ids=["jetson", "discrete"])
+def test_a_larger_frame_that_fits_without_the_buffers_of_earlier_sizes_is_segmented(
+        gpu_plan: tuple[FakeGpu, Path], integrated: bool) -> None:
+    """The buffers of earlier frame sizes stay cached to spare an allocation when those sizes come again: a larger
+    frame on a GPU with room for its buffers once those were freed failed, telling the user to close other programs
+    while unetrt held the memory itself."""
+    gpu, plan = gpu_plan
+    gpu.integrated = integrated
+    large = _larger_frame()
+    with Segmenter(plan) as alone:
+        opened = gpu.device_bytes_in_use()
+        want = alone.segment(large).mask
+        needed = gpu.device_bytes_in_use() - opened  # all a segmenter holds after segmenting that frame alone
+    with Segmenter(plan) as segmenter:
+        opened = gpu.device_bytes_in_use()
+        for frame in _frames():
+            segmenter.segment(frame)
+        assert gpu.device_bytes_in_use() > opened
+        gpu.memory_bytes = opened + needed
+        for _ in range(3):  # warm-up, capture, replay
+            assert np.array_equal(segmenter.segment(large).mask, want)
+        assert gpu.driver_stack() == [] and gpu.pycuda_stack() == []
+    assert gpu.live() == 0
