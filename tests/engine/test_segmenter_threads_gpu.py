@@ -767,3 +767,129 @@ def test_a_larger_frame_that_fits_without_the_buffers_of_earlier_sizes_is_segmen
             assert np.array_equal(segmenter.segment(large).mask, want)
         assert gpu.driver_stack() == [] and gpu.pycuda_stack() == []
     assert gpu.live() == 0
+
+
+# (where it fails, the call of the frame size that meets it: 0 the warm-up, 1 the capture, 3 a replay)
+FAILING_STEPS = [("allocation", 0), ("extract launch", 0), ("extract launch", 1), ("enqueue", 0), ("enqueue", 1),
+                 ("stream synchronize", 0), ("stream synchronize", 1), ("stream synchronize", 3), ("download", 0),
+                 ("download", 3), ("graph launch", 1), ("graph launch", 3)]
+
+
+@pytest.mark.parametrize("interrupt", [False, True], ids=["fails", "ctrl-c"])
+@pytest.mark.parametrize(("step", "call"), FAILING_STEPS, ids=[f"{step}-{call}" for step, call in FAILING_STEPS])
+def test_a_call_that_fails_or_is_interrupted_at_any_step_leaves_the_next_frames_their_masks(
+        gpu_plan: tuple[FakeGpu, Path], monkeypatch: pytest.MonkeyPatch, step: str, call: int,
+        interrupt: bool) -> None:
+    """Each step of a call on the GPU path failing once (the GPU out of memory, a kernel launch the device refuses,
+    TensorRT's enqueue refused, a driver call failing) or a KeyboardInterrupt landing there: the caller gets one
+    line (or the interrupt), the thread's context stacks are as before, the frames after get the masks a fresh
+    segmenter gives (other sizes too), and close() frees everything."""
+    import pycuda.driver as cuda
+    from fakes.kernels import FakeKernels
+    from fakes.tensorrt import FakeExecutionContext
+
+    from unetrt import cuda as unetrt_cuda
+    from unetrt.cuda import GpuResourceError
+
+    gpu, plan = gpu_plan
+    frame, other = _frames()[:2]
+    with Segmenter(plan) as reference:
+        alone = {id(frame): reference.segment(frame).mask, id(other): reference.segment(other).mask}
+    armed = [False]
+
+    def fails_now() -> bool:
+        """Whether the armed failure happens here (once); raises the interrupt in its place."""
+        if not armed[0]:
+            return False
+        armed[0] = False
+        if interrupt:
+            raise KeyboardInterrupt
+        return True
+
+    if step == "allocation":
+        allocate = cuda.mem_alloc
+        monkeypatch.setattr(cuda, "mem_alloc", lambda nbytes: (_ for _ in ()).throw(
+            cuda.MemoryError("cuMemAlloc failed: out of memory")) if fails_now() else allocate(nbytes))
+    elif step == "extract launch":
+        extract = FakeKernels.extract_tiles_cuda
+
+        def launch(kernels: FakeKernels, *args: object, **kwargs: object) -> None:
+            if fails_now():  # as the CUDA build's launcher reports a launch the device refuses
+                raise RuntimeError("extract_tiles_cuda launch failed: cudaErrorInvalidConfiguration (invalid "
+                                   "configuration argument)")
+            extract(kernels, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(FakeKernels, "extract_tiles_cuda", launch)
+    elif step == "enqueue":
+        execute = FakeExecutionContext.execute_async_v3
+        monkeypatch.setattr(FakeExecutionContext, "execute_async_v3",
+                            lambda context, stream: False if fails_now() else execute(context, stream))
+    else:
+        library = type(unetrt_cuda.driver_library())
+        name = {"stream synchronize": "cuStreamSynchronize", "download": "cuMemcpyDtoHAsync_v2",
+                "graph launch": "cuGraphLaunch"}[step]
+        driver_call = getattr(library, name)
+        monkeypatch.setattr(library, name, lambda self, *args: 999 if fails_now() else driver_call(self, *args))
+    with Segmenter(plan) as segmenter:
+        for _ in range(call):
+            assert np.array_equal(segmenter.segment(frame).mask, alone[id(frame)])
+        armed[0] = True
+        try:
+            mask = segmenter.segment(frame).mask
+        except KeyboardInterrupt:
+            assert interrupt
+        except (GpuResourceError, RuntimeError) as error:
+            assert not interrupt and "\n" not in str(error)
+        else:  # a capture refused is run plainly: the frame is still segmented
+            assert step in ("extract launch", "enqueue") and call == 1 and not interrupt
+            assert np.array_equal(mask, alone[id(frame)])
+        assert not armed[0], f"nothing failed at the {step}"
+        assert gpu.driver_stack() == [] and gpu.pycuda_stack() == []
+        for later in (frame, frame, frame, other, other, other, frame):
+            assert np.array_equal(segmenter.segment(later).mask, alone[id(later)])
+    assert gpu.primary(0).retains == 0 and gpu.live() == 0
+
+
+def test_a_camera_thread_s_bad_frames_and_memory_failures_leave_the_other_threads_answers(
+        gpu_plan: tuple[FakeGpu, Path]) -> None:
+    """Robot code calling one segmenter from three camera callback threads while a fourth sends frames that are
+    refused (wrong dtype, empty, five channels, NaN) or larger than the GPU has memory for: the others get the masks
+    they get alone, every thread's context stacks are as before, and close() frees everything."""
+    from unetrt.cuda import GpuResourceError
+
+    gpu, plan = gpu_plan
+    frames = _frames()[:3]
+    with Segmenter(plan) as reference:
+        alone = [reference.segment(frame).mask for frame in frames]
+    bad = [frames[0].astype(np.int32), np.zeros((0, 64, 3), np.uint8), np.zeros((48, 64, 5), np.uint8),
+           np.full((48, 64), np.nan, np.float32)]
+    with Segmenter(plan) as segmenter:
+        for frame in frames:
+            segmenter.segment(frame)
+        gpu.memory_bytes = gpu.device_bytes_in_use() + 1024  # room for no larger frame's buffers
+        together = threading.Barrier(4)
+        refused: list[ValueError] = []
+
+        def camera(index: int) -> int:
+            together.wait(30)
+            wrong = sum(not np.array_equal(segmenter.segment(frames[index]).mask, alone[index]) for _ in range(12))
+            assert gpu.driver_stack() == [] and gpu.pycuda_stack() == []
+            return wrong
+
+        def bad_camera() -> None:
+            together.wait(30)
+            for _ in range(3):
+                for frame in [*bad, _larger_frame()]:
+                    with pytest.raises(ValueError) as error:
+                        segmenter.segment(frame)
+                    refused.append(error.value)
+            assert gpu.driver_stack() == [] and gpu.pycuda_stack() == []
+
+        with ThreadPoolExecutor(4) as pool:
+            failing = pool.submit(bad_camera)
+            assert list(pool.map(camera, range(3))) == [0, 0, 0]
+            failing.result(60)
+        assert [isinstance(error, GpuResourceError) for error in refused] == [False] * 4 + [True] + [False] * 4 + \
+            [True] + [False] * 4 + [True]
+        assert [entry for entry in gpu.log if "leaked" in str(entry[0])] == []
+    assert gpu.primary(0).retains == 0 and gpu.live() == 0
