@@ -320,6 +320,10 @@ class Segmenter:
         Raises:
             ValueError: on a wrong dtype, value range, channel count or an empty frame; after :meth:`close`; in a
                 process forked from the one that opened the segmenter.
+            unetrt.cuda.GpuResourceError: (a ValueError) on the GPU path, when the GPU has no memory left for this
+                frame's buffers; the segmenter keeps working for frames that fit.
+            RuntimeError: on the GPU path, when the GPU refuses the call's work (a kernel launch, TensorRT's
+                enqueue, a CUDA driver call), in one line naming the call; the next frame is tried afresh.
         """
         return self._segment_frames([check_frame(frame)], probabilities, probabilities_size, check=False)[0]
 
@@ -334,6 +338,7 @@ class Segmenter:
             ValueError: when any frame is malformed (the message names its index), or on an unknown
                 ``probabilities_size`` ('frame' or 'working'; 'working' not with a cleanup, which needs them at the
                 frame's size), after :meth:`close`, or in a process forked from the one that opened it.
+            unetrt.cuda.GpuResourceError, RuntimeError: on the GPU path, as :meth:`segment`.
         """
         if isinstance(frames, np.ndarray):
             # Iterating one frame would segment each of its rows as a gray image.

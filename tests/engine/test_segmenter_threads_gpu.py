@@ -893,3 +893,48 @@ def test_a_camera_thread_s_bad_frames_and_memory_failures_leave_the_other_thread
             [True] + [False] * 4 + [True]
         assert [entry for entry in gpu.log if "leaked" in str(entry[0])] == []
     assert gpu.primary(0).retains == 0 and gpu.live() == 0
+
+
+def test_close_from_another_thread_waits_for_the_call_in_flight_which_gets_its_mask(
+        gpu_plan: tuple[FakeGpu, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node shutting down closes the segmenter while a camera's call is inside TensorRT's enqueue: close() returns
+    only after it, which gets its own mask with its thread's context stacks as before; a call after it is one
+    ValueError, and everything is freed."""
+    from fakes.tensorrt import FakeExecutionContext
+
+    gpu, plan = gpu_plan
+    frame = _frames()[1]
+    with Segmenter(plan) as reference:
+        alone = reference.segment(frame).mask
+    segmenter = Segmenter(plan)
+    entered, go_on = threading.Event(), threading.Event()
+    execute = FakeExecutionContext.execute_async_v3
+
+    def held(context: FakeExecutionContext, stream: int) -> bool:
+        entered.set()
+        assert go_on.wait(60)
+        return execute(context, stream)
+
+    monkeypatch.setattr(FakeExecutionContext, "execute_async_v3", held)
+    masks: list[np.ndarray] = []
+    stacks: list[bool] = []
+
+    def camera() -> None:
+        masks.append(segmenter.segment(frame).mask)
+        stacks.append(gpu.driver_stack() == [] and gpu.pycuda_stack() == [])
+
+    call = threading.Thread(target=camera)
+    call.start()
+    assert entered.wait(60)
+    closing = threading.Thread(target=segmenter.close)
+    closing.start()
+    closing.join(0.2)
+    assert closing.is_alive(), "close() returned with a call in flight"
+    go_on.set()
+    for thread in (call, closing):
+        thread.join(60)
+        assert not thread.is_alive()
+    assert len(masks) == 1 and np.array_equal(masks[0], alone) and stacks == [True]
+    with pytest.raises(ValueError, match="closed"):
+        segmenter.segment(frame)
+    assert gpu.primary(0).retains == 0 and gpu.live() == 0
