@@ -47,6 +47,16 @@ def test_packed_row_ending_one_past_the_right_edge_is_mirrored(module: ModuleTyp
 
 @MODULES
 @pytest.mark.parametrize("swap_rb", [False, True])
+def test_packed_row_starting_one_before_the_left_edge_is_mirrored(module: ModuleType, swap_rb: bool) -> None:
+    """A tile that starts one pixel left of the frame (an overlap tile's padding) and ends inside it: its first
+    column is mirrored (x = -1 reflects to 1), not read from the 3 bytes before the row (the row above's last pixel,
+    or before the frame)."""
+    image = np.random.default_rng(4).integers(0, 256, (9, 40, 3), dtype=np.uint8)
+    _extract(module, image, (9, 21), (0, -1), (9, 1), (1, 1), swap_rb)
+    _extract(module, image, (4, 17), (0, -1), (4, 1), (3, 1), swap_rb)
+
+@MODULES
+@pytest.mark.parametrize("swap_rb", [False, True])
 def test_channel_reversed_view_is_read_through_its_strides(module: ModuleType, swap_rb: bool) -> None:
     """frame[..., ::-1] (an RGB view of a BGR frame: 3-byte pixels, channel stride -1) is not packed BGR; each
     channel is read through the view's strides."""
