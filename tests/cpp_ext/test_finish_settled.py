@@ -89,6 +89,18 @@ def test_special_values_equal_the_reference() -> None:
     check(np.ascontiguousarray(tiny), (77, 90))
 
 
+def test_subnormal_near_ties_equal_the_reference() -> None:
+    """A one-step lead among subnormal scores (about 1e-41): their blend rounds to a fixed step of 2^-149 whatever the
+    values, so no lead relative to the magnitude is safe there, and only the absolute floor (2^-100) keeps such a
+    pixel from being settled; the blends round to ties at many output pixels, which the lower class wins. The
+    subnormal scores of test_special_values_equal_the_reference lead by millions of steps and cannot show it. 85
+    source columns: on an AVX2 CPU the last 5 of each row go through the portable loop, the others the AVX2 one."""
+    scores = region_scores(np.random.default_rng(29), (60, 85)) * np.float32(1e-41)
+    expected = check(near_ties(scores), (151, 203))
+    corner_labels = finish_resized_reference(near_ties(scores, lead=1e-42), (151, 203), (0, 0, 60, 85))[1]
+    assert np.count_nonzero(expected != corner_labels) > 100
+
+
 def test_float16_rect_and_weight_equal_the_reference() -> None:
     rng = np.random.default_rng(17)
     scores = near_ties(region_scores(rng, (70, 90)))
