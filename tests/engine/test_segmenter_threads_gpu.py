@@ -357,14 +357,11 @@ def test_a_failed_first_call_of_a_size_leaves_that_size_working(gpu_plan: tuple[
             assert np.array_equal(segmenter.segment(frame).mask, alone)
 
 
-def test_close_interrupted_while_it_waits_for_a_call_lets_the_next_close_release(
-        gpu_plan: tuple[FakeGpu, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ctrl-C while close() waits for a call on an executor thread (a ROS 2 node shutting down): the first close
-    had claimed the release, so the next close() waited for it for ever and the GPU memory and context stayed held."""
+def _hold_enqueue(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Make TensorRT's enqueue wait at its start: the first event is set when a call enters it, which goes on once
+    the second is set."""
     from fakes.tensorrt import FakeExecutionContext
 
-    gpu, plan = gpu_plan
-    segmenter = Segmenter(plan)
     entered, go_on = threading.Event(), threading.Event()
     execute = FakeExecutionContext.execute_async_v3
 
@@ -374,6 +371,16 @@ def test_close_interrupted_while_it_waits_for_a_call_lets_the_next_close_release
         return execute(context, stream)
 
     monkeypatch.setattr(FakeExecutionContext, "execute_async_v3", held)
+    return entered, go_on
+
+
+def test_close_interrupted_while_it_waits_for_a_call_lets_the_next_close_release(
+        gpu_plan: tuple[FakeGpu, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while close() waits for a call on an executor thread (a ROS 2 node shutting down): the first close
+    had claimed the release, so the next close() waited for it for ever and the GPU memory and context stayed held."""
+    gpu, plan = gpu_plan
+    segmenter = Segmenter(plan)
+    entered, go_on = _hold_enqueue(monkeypatch)
     call = threading.Thread(target=segmenter.segment, args=(_frames()[0],))
     call.start()
     assert entered.wait(60)
@@ -900,22 +907,12 @@ def test_close_from_another_thread_waits_for_the_call_in_flight_which_gets_its_m
     """A node shutting down closes the segmenter while a camera's call is inside TensorRT's enqueue: close() returns
     only after it, which gets its own mask with its thread's context stacks as before; a call after it is one
     ValueError, and everything is freed."""
-    from fakes.tensorrt import FakeExecutionContext
-
     gpu, plan = gpu_plan
     frame = _frames()[1]
     with Segmenter(plan) as reference:
         alone = reference.segment(frame).mask
     segmenter = Segmenter(plan)
-    entered, go_on = threading.Event(), threading.Event()
-    execute = FakeExecutionContext.execute_async_v3
-
-    def held(context: FakeExecutionContext, stream: int) -> bool:
-        entered.set()
-        assert go_on.wait(60)
-        return execute(context, stream)
-
-    monkeypatch.setattr(FakeExecutionContext, "execute_async_v3", held)
+    entered, go_on = _hold_enqueue(monkeypatch)
     masks: list[np.ndarray] = []
     stacks: list[bool] = []
 
