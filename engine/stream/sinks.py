@@ -110,7 +110,9 @@ class VideoFileSink:
     """An .mp4 (H.264 where an encoder exists, else MPEG-4 Part 2) or .avi (Motion JPEG) file.
 
     The file is opened on the first frame, which fixes its size; ``codec`` then says what is written
-    (see :func:`unetrt.stream.encoders.open_video_encoder`).
+    (see :func:`unetrt.stream.encoders.open_video_encoder`). A later picture of another size (a camera that
+    changed its resolution, a folder of mixed sizes) is scaled to fit that size with its aspect kept, centred on
+    black, and the first such picture is named in one warning line.
 
     Args:
         path: the file to write; its folder is created.
@@ -142,9 +144,11 @@ class VideoFileSink:
         self.codec: str | None = None
         self._encoder: VideoEncoder | None = None
         self._size: tuple[int, int] | None = None
+        self._written = 0
+        self._told_of_sizes = False
 
     def write(self, image: np.ndarray) -> None:
-        """Append a frame (resized to the first frame's size if it differs).
+        """Append a frame (one of another size than the first scaled to fit it, its aspect kept: :func:`fit_into`).
 
         Raises:
             OSError: when no encoder can be opened, the encoder fails, or (without ``overwrite``) the file exists
@@ -165,9 +169,17 @@ class VideoFileSink:
                 raise
             self.codec = self._encoder.codec
             log.info("writing %s as %s (%s)", self.name, CODEC_NAMES[self.codec], self._encoder.how)
+        assert self._size is not None  # fixed with the encoder above
         if (image.shape[1], image.shape[0]) != self._size:
-            image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
+            if not self._told_of_sizes:
+                self._told_of_sizes = True
+                log.warning("picture %d for %s is %dx%d, the video %dx%d (its first picture's): pictures of another "
+                            "size are scaled to fit with their aspect kept, on black; write an image folder "
+                            "(OUTPUT out/) to keep each frame's size", self._written, self.name, image.shape[1],
+                            image.shape[0], *self._size)
+            image = fit_into(image, self._size)
         self._encoder.write(image)
+        self._written += 1
 
     def close(self) -> None:
         """Finish the file so its index is written (idempotent).
@@ -178,6 +190,30 @@ class VideoFileSink:
         encoder, self._encoder = self._encoder, None
         if encoder is not None:
             encoder.release()
+
+
+def fit_into(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` scaled to fit ``size`` (width, height) with its aspect kept, centred on black.
+
+    A video holds one size: stretching a picture of another aspect ratio into it (a 640x480 camera into a
+    1280x720 video, a portrait frame into a landscape one) would distort the scene and its overlay alike.
+
+    Example:
+        >>> fitted = fit_into(np.full((480, 640, 3), 255, np.uint8), (1280, 720))
+        >>> fitted.shape, int(fitted[:, :160].max()), int(fitted[:, 160:1120].min())
+        ((720, 1280, 3), 0, 255)
+    """
+    width, height = size
+    scale = min(width / image.shape[1], height / image.shape[0])
+    fitted_w = min(width, max(1, round(image.shape[1] * scale)))
+    fitted_h = min(height, max(1, round(image.shape[0] * scale)))
+    # INTER_AREA averages what shrinking drops (as the sink resized before); enlarging, it would copy pixels.
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    fitted = cv2.resize(image, (fitted_w, fitted_h), interpolation=interpolation)
+    canvas = np.zeros((height, width, *image.shape[2:]), image.dtype)
+    top, left = (height - fitted_h) // 2, (width - fitted_w) // 2
+    canvas[top : top + fitted_h, left : left + fitted_w] = fitted.reshape(fitted_h, fitted_w, *image.shape[2:])
+    return canvas
 
 
 class ImageSequenceSink:

@@ -17,7 +17,7 @@ from stream_helpers import write_video
 
 from unetrt.bundled import sample_clip
 from unetrt.stream import sinks
-from unetrt.stream.sinks import DisplaySink, ImageSequenceSink, VideoFileSink, open_sink, opencv_has_gui
+from unetrt.stream.sinks import DisplaySink, ImageSequenceSink, VideoFileSink, fit_into, open_sink, opencv_has_gui
 from unetrt.stream.sources import (
     MAX_CONSECUTIVE_FILE_FAILURES,
     CorruptFrameError,
@@ -259,6 +259,38 @@ def test_video_sink_is_playable_and_keeps_size(tmp_path: Path) -> None:
     capture = cv2.VideoCapture(str(tmp_path / "sub" / "out.mp4"))
     assert capture.get(cv2.CAP_PROP_FRAME_WIDTH) == 64
     assert sum(1 for _ in iter(lambda: capture.read()[0], False)) == 6
+
+
+def test_a_video_keeps_the_aspect_of_pictures_of_another_size_and_says_so(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A camera that renegotiated from 1280x720 to 640x480 (or turned portrait) mid-stream had its pictures stretched
+    into the video's first size without a word, the scene and its overlay distorted alike."""
+    sink = VideoFileSink(tmp_path / "out.avi", fps=5)
+    white = np.full((48, 64, 3), 255, np.uint8)
+    with caplog.at_level(logging.WARNING, logger="unetrt.stream.sinks"):
+        sink.write(np.full((72, 128, 3), 255, np.uint8))
+        sink.write(white)  # 4:3 into 16:9: 96x72 in the middle, black bars of 16 columns either side
+        sink.write(white.transpose(1, 0, 2))  # portrait: 54x72 in the middle
+    sink.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "picture 1 for" in warnings[0] and "is 64x48, the video 128x72" in warnings[0]
+    assert "aspect kept" in warnings[0] and "image folder" in warnings[0]
+    capture = cv2.VideoCapture(str(tmp_path / "out.avi"))
+    pictures = []
+    while (read := capture.read())[0]:
+        pictures.append(read[1])
+    assert [p.shape for p in pictures] == [(72, 128, 3)] * 3
+    gray = [p.mean(axis=(0, 2)) for p in pictures]
+    assert gray[0].min() > 200
+    assert gray[1][:12].max() < 40 and gray[1][-12:].max() < 40 and gray[1][20:108].min() > 200
+    assert gray[2][:33].max() < 40 and gray[2][-33:].max() < 40 and gray[2][41:87].min() > 200
+
+
+def test_fit_into_keeps_the_aspect_and_centres() -> None:
+    fitted = fit_into(np.full((3, 1, 3), 9, np.uint8), (8, 6))
+    assert fitted.shape == (6, 8, 3)
+    assert np.flatnonzero(fitted[:, :, 0].any(axis=0)).tolist() == [3, 4]
+    assert fit_into(np.ones((1, 640), np.uint8), (64, 48)).shape == (48, 64)
 
 
 def test_image_sink_numbers_frames(tmp_path: Path) -> None:
