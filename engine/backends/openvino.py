@@ -2,7 +2,9 @@
 
 OpenVINO compiles a network for one static input shape much faster than for a
 dynamic one, so the model is reshaped to each batch's shape and the compiled model
-is cached per shape (a camera stream has one shape). Its CPU plugin runs a QDQ
+is cached per shape (a camera stream has one shape; the least recently used beyond
+:data:`COMPILED_SHAPES` are dropped, so frames of ever new sizes do not hold a compiled
+model each for good). Its CPU plugin runs a QDQ
 model with INT8 (VNNI) kernels, and takes an inference-precision hint: 'f32', or
 'bf16' on CPUs with native BF16 (AVX-512 BF16 or AMX).
 
@@ -17,7 +19,7 @@ logits, bit for bit (``docs/cpu.md`` has the figures).
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -37,6 +39,11 @@ if TYPE_CHECKING:
 
 MISSING_OPENVINO = "backend 'openvino' needs OpenVINO: pip install 'unetrt[openvino]' (or pip install openvino)"
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
+# Compiled models kept, per kind (one request, lanes), least recently used dropped first: each holds its shape's
+# activations (about 100 MB for isbi at 512x512), and a model without a working size meets a new shape with every
+# new frame size (a folder of mixed sizes grew by that much per size, for good). Enough for two cameras' frames and
+# the batches of a few sizes.
+COMPILED_SHAPES = 4
 
 
 def require_openvino() -> Any:
@@ -131,6 +138,14 @@ def _check_weight_range(quantization: dict[str, Any] | None, path: Path) -> None
                      "(uint8 x int8 products add in int16): re-export it with this unetrt (unet-export --int8 "
                      "writes 7-bit weights), or run it with backend 'onnxruntime', which computes it unfused at about "
                      "FP32's speed")
+
+
+def _keep_recent(cache: OrderedDict[Any, Any], key: Any) -> None:
+    """Mark ``key`` as just used and drop the least recently used entries beyond :data:`COMPILED_SHAPES` (called
+    under the backend's lock: no dropped request is running)."""
+    cache.move_to_end(key)
+    while len(cache) > COMPILED_SHAPES:
+        cache.popitem(last=False)
 
 
 def _static_channels(port: Any) -> int | None:
@@ -249,8 +264,9 @@ class OpenVinoBackend:
             self._config["INFERENCE_NUM_THREADS"] = threads
         self._thread_budget = threads if threads is not None else usable_cores()
         self.lanes = lanes if lanes is not None else self._thread_budget
-        self._requests: dict[tuple[int, ...], tuple[Any, tuple[int, ...]]] = {}
-        self._lane_requests: dict[tuple[tuple[int, ...], int], tuple[list[Any], tuple[int, ...]]] = {}
+        self._requests: OrderedDict[tuple[int, ...], tuple[Any, tuple[int, ...]]] = OrderedDict()
+        self._lane_requests: OrderedDict[tuple[tuple[int, ...], int], tuple[list[Any], tuple[int, ...]]] = \
+            OrderedDict()
         self._lock = threading.Lock()
         self._closed = False
 
@@ -272,6 +288,7 @@ class OpenVinoBackend:
             compiled = self._core.compile_model(self._model, "CPU", self._config)
             entry = (compiled.create_infer_request(), tuple(compiled.outputs[0].get_shape()))
             self._requests[shape] = entry
+        _keep_recent(self._requests, shape)
         return entry
 
     def profiled_request(self, shape: tuple[int, ...]) -> Any:
@@ -300,6 +317,7 @@ class OpenVinoBackend:
             compiled = self._core.compile_model(self._model, "CPU", config)
             entry = ([compiled.create_infer_request() for _ in range(count)], tuple(compiled.outputs[0].get_shape()))
             self._lane_requests[(image_shape, count)] = entry
+        _keep_recent(self._lane_requests, (image_shape, count))
         return entry
 
     def _infer_in_lanes(self, batch: np.ndarray) -> np.ndarray:

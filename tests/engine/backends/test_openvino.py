@@ -354,6 +354,36 @@ def test_close_drops_every_compiled_model(tiny_model_files: dict[str, Path]) -> 
 
 
 @requires_openvino
+def test_frames_of_ever_new_sizes_keep_a_bounded_number_of_compiled_models(tiny_model_files: dict[str, Path],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every input shape's compiled model was kept for good: a model without a working size (isbi) fed a folder of
+    mixed sizes held one more for each new size (about 100 MB each for isbi, 1.5 GB after 12 sizes)."""
+    from unetrt.backends.openvino import COMPILED_SHAPES
+
+    spy = _spy_on_compiles(monkeypatch)
+    rng = np.random.default_rng(3)
+    sides = [16 + 16 * k for k in range(COMPILED_SHAPES + 3)]
+    with OpenVinoBackend(tiny_model_files["onnx"], threads=2) as backend:
+        for side in sides:
+            backend.infer(np.zeros((1, 3, side, side), np.float32))
+            backend.infer(np.zeros((2, 3, side, side), np.float32))  # in lanes
+        assert len(backend._requests) == COMPILED_SHAPES and len(backend._lane_requests) == COMPILED_SHAPES
+        # Two cameras' sizes alternating: each compiled once, then reused.
+        front, rear = (rng.standard_normal((1, 3, side, side)).astype(np.float32) for side in (32, 48))
+        answers = [backend.infer(batch) for batch in (front, rear)]
+        compiled = len(spy.configs)
+        for _ in range(3):
+            assert all(np.array_equal(backend.infer(batch), answer)
+                       for batch, answer in zip((front, rear), answers, strict=True))
+        assert len(spy.configs) == compiled
+        # A shape dropped long ago is compiled again, with the same logits.
+        backend.infer(np.zeros((1, 3, sides[0], sides[0]), np.float32))
+        assert len(spy.configs) == compiled + 1
+        np.testing.assert_allclose(backend.infer(front), _ort_logits(tiny_model_files["onnx"], front), atol=1e-4,
+                                   rtol=1e-4)
+
+
+@requires_openvino
 def test_a_model_of_two_outputs_is_refused(tmp_path: Path) -> None:
     from onnx import TensorProto, helper
 
