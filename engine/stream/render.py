@@ -6,6 +6,7 @@ and the FPS and latency caption.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,6 +26,9 @@ VISUALIZE_MODES = ("overlay", "mask")
 LEGEND_PLACES = ("outside", "inside", "off")
 # Space kept right of the legend's longest name in an outside strip, in pixels.
 LEGEND_MARGIN = 4
+# Legend strips kept, one per frame height, least recently used dropped first: a folder of photos of many heights
+# kept one for each (about 0.6 MB at 720 rows) for the whole run. Enough for a few cameras' sizes.
+LEGEND_STRIPS = 4
 
 LegendEntries = tuple[list[str], list[tuple[int, int, int]]]
 
@@ -203,7 +207,7 @@ class Renderer:
         self.legend = legend
         self.legend_place = parse_legend(legend_place)
         self.undrawn_ids = np.asarray(sorted(set(undrawn_ids)), np.uint8)
-        self._strips: dict[int, np.ndarray] = {}
+        self._strips: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def render(self, result: StreamResult, dropped: int) -> np.ndarray:
         """The picture for a stream result, ``dropped`` frames so far written in the caption."""
@@ -225,7 +229,15 @@ class Renderer:
             return image
         if self.legend_place == "inside":
             return draw_legend(image, *legend)
-        height = image.shape[0]
-        if height not in self._strips:  # one strip per frame height: the legend does not change
-            self._strips[height] = legend_strip(legend, height)
-        return np.hstack([image, self._strips[height]])
+        return np.hstack([image, self._strip(legend, image.shape[0])])
+
+    def _strip(self, legend: LegendEntries, height: int) -> np.ndarray:
+        """The outside legend for pictures ``height`` rows high, drawn once per height while it is in use (the
+        legend does not change)."""
+        strip = self._strips.get(height)
+        if strip is None:
+            strip = self._strips[height] = legend_strip(legend, height)
+        self._strips.move_to_end(height)
+        while len(self._strips) > LEGEND_STRIPS:
+            self._strips.popitem(last=False)
+        return strip

@@ -50,6 +50,23 @@ def test_stream_writes_the_legend_beside_the_frame() -> None:
     assert (written[True] == written["outside"]).all()
 
 
+def test_pictures_of_many_heights_keep_a_bounded_number_of_legend_strips(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A strip was kept for every frame height met: a folder of photos of many heights held one each (0.6 MB at
+    720 rows) until the stream ended."""
+    drawn: list[int] = []
+    draw_strip = render.legend_strip
+    monkeypatch.setattr(render, "legend_strip", lambda entries, height: drawn.append(height) or draw_strip(entries,
+                                                                                                         height))
+    renderer = Renderer(DescribedSegmenter(), "mask", 0.5, False, (["background", "thing"], [(0, 0, 0), (0, 0, 255)]))
+    heights = [40 + 8 * k for k in range(render.LEGEND_STRIPS + 5)]
+    for height in [*heights, 48, 40, 48, 40]:  # then two cameras' heights in turn: each strip drawn once more
+        picture = renderer.draw(np.zeros((height, 30, 3), np.uint8),
+                                SegmentationResult(np.ones((height, 30), np.uint8), None, 0.0), 0.0, 0.0, 0)
+        assert picture.shape[0] == height and (picture[:, 30:] == (0, 0, 255)).all(axis=2).any()
+    assert drawn == [*heights, 48, 40]
+    assert len(renderer._strips) == render.LEGEND_STRIPS
+
+
 @pytest.mark.parametrize(("fps", "shown"), [(0.0, False), (24.96, True)])
 def test_caption_leaves_out_an_fps_not_yet_measured(fps: float, shown: bool) -> None:
     caption = stats_caption(fps, 41.6, 0)
