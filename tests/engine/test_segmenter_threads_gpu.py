@@ -96,6 +96,48 @@ def test_threads_get_the_answers_they_would_get_alone_and_close_elsewhere(gpu_pl
     assert gpu.primary(0).retains == 0 and gpu.driver_stack() == []
 
 
+def test_two_cameras_of_two_sizes_reuse_or_replace_buffers_and_graphs(gpu_plan: tuple[FakeGpu, Path]) -> None:
+    """A robot's front and rear cameras (a tiled and a whole frame on the tiny plan) on one segmenter, in turn from
+    one thread and from two: each call's mask is the one a fresh segmenter gives, device memory stays at what one
+    round of both sizes holds, and a size run again and again is captured and replayed after each change (the fake
+    TensorRT refuses an enqueue under capture right after a shape change)."""
+    gpu, plan = gpu_plan
+    rng = np.random.default_rng(5)
+    front, rear = (cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), np.uint8), (0, 0), 3) for h, w in ((72, 128),
+                                                                                                     (48, 64)))
+    alone = []
+    for frame in (front, rear):
+        with Segmenter(plan) as fresh:
+            alone.append(fresh.segment(frame).mask)
+    with Segmenter(plan) as segmenter, warnings.catch_warnings():
+        warnings.simplefilter("error")  # a capture refused three times warns
+        assert segmenter.tile_grid(72, 128).count > 1 and segmenter.tile_grid(48, 64).count == 1
+        for frame, mask in ((front, alone[0]), (rear, alone[1])):
+            assert np.array_equal(segmenter.segment(frame).mask, mask)
+        held = gpu.live("device"), gpu.live("pinned")
+        for turn in range(24):
+            assert np.array_equal(segmenter.segment((front, rear)[turn % 2]).mask, alone[turn % 2])
+        assert (gpu.live("device"), gpu.live("pinned")) == held
+        wrong: list[int] = []
+
+        def camera(index: int) -> None:
+            wrong.extend(index for _ in range(12) if not np.array_equal(segmenter.segment((front, rear)[index]).mask,
+                                                                         alone[index]))
+
+        threads = [threading.Thread(target=camera, args=(index,)) for index in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert wrong == [] and not any(thread.is_alive() for thread in threads)
+        for index in (0, 1, 0, 1):  # ending on the rear camera, as the rounds above did
+            gpu.log.clear()
+            masks = [segmenter.segment((front, rear)[index]).mask for _ in range(4)]  # warm-up, capture, replays
+            assert all(np.array_equal(mask, alone[index]) for mask in masks)
+            assert sum(entry[0] == "graph" for entry in gpu.log) >= 2, "no CUDA graph replayed after the change"
+        assert (gpu.live("device"), gpu.live("pinned")) == held
+
+
 def test_output_shape_from_another_thread_leaves_the_captured_graphs_alone(gpu_plan: tuple[FakeGpu, Path]) -> None:
     """It was answered by setting the shape of the execution context the frame path's graphs were captured with,
     outside its lock: the next replay computed from stale state (the fake refuses it)."""

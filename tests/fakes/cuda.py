@@ -102,6 +102,11 @@ The fakes refuse what the real libraries refuse; each rule names its document:
   ``("device memory leaked", address)`` and keeps the memory allocated; memory of a destroyed context went with it.
   A second ``free()`` raises, as pycuda's does (``device_allocation::free`` of an allocation no longer valid:
   ``CUDA_ERROR_INVALID_HANDLE``).
+* [PINNED-GC] Page-locked host memory from ``pagelocked_empty`` is freed when its ``HostAllocation`` (the array's
+  ``base``) is garbage, as a ``DeviceAllocation`` is, and in its context as [FREE-REACH] says (pycuda documentation,
+  "Pagelocked Host Memory", ``PagelockedHostAllocation``: "Once this object is deleted, its associated device memory
+  is freed"; ``free()``: "Release the held memory now instead of when this object becomes unreachable"); until
+  2026-12-07 the fake kept it allocated for good, so a page-locked buffer dropped by the frame path counted as live.
 * [MEM-INFO] ``cuMemGetInfo`` (pycuda's ``mem_get_info``) needs a current context (``CUDA_ERROR_INVALID_CONTEXT``
   without one; CUDA Driver API, ``cuMemGetInfo``) and answers (free, total): "Returns in *total the total amount of
   memory available to the the current context. Returns in *free the amount of memory on the device that is free
@@ -820,11 +825,13 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
                 self._release()
 
     class HostAllocation(bytearray):
-        """The base of a page-locked array (pycuda's HostAllocation, freed with free())."""
+        """The base of a page-locked array (pycuda's HostAllocation): freed with free(), or when it is garbage
+        ([PINNED-GC])."""
 
         def free(self) -> None:
             refuse_during_capture("cuMemFreeHost")
-            gpu.free(self.ptr)
+            self.freed_when_garbage.detach()  # type: ignore[attr-defined]
+            gpu.free(self.ptr)  # type: ignore[attr-defined]
 
         def get_device_pointer(self) -> int:
             # cuMemHostGetDevicePointer: only for memory allocated with CU_MEMHOSTALLOC_DEVICEMAP (CUDA Driver API).
@@ -860,9 +867,25 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
         address = ctypes.addressof(ctypes.c_char.from_buffer(base))
         offset = (-address) % ALIGNMENT
         array = np.ndarray(shape, dtype, buffer=base, offset=offset)
-        base.ptr = gpu.register(array, "pinned")  # type: ignore[attr-defined]
+        # [PINNED-GC]: the fake's record of the memory must not keep the allocation alive, so that it can be garbage.
+        unowned = (ctypes.c_uint8 * array.nbytes).from_address(int(array.ctypes.data))
+        base.ptr = gpu.register(np.frombuffer(unowned, np.uint8), "pinned")  # type: ignore[attr-defined]
         base.flags = mem_flags  # type: ignore[attr-defined]
+        pushed = wrappers()
+        base.freed_when_garbage = weakref.finalize(  # type: ignore[attr-defined]
+            base, free_pinned_garbage, base.ptr, pushed[-1] if pushed else None)  # type: ignore[attr-defined]
         return array
+
+    def free_pinned_garbage(ptr: int, ward: Context | None) -> None:
+        # pycuda's pagelocked_host_allocation frees in its context as device_allocation does ([FREE-REACH]).
+        if gpu.refuse_unsafe_during_capture("cuMemFreeHost") is not None:
+            return
+        if ward is not None and not ward._context.alive:
+            gpu.free(ptr)
+        elif out_of_reach(ward):
+            gpu.log.append(("pinned memory leaked", ptr))
+        else:
+            gpu.free(ptr)
 
     def register_host_memory(array: np.ndarray, flags: int = 0) -> np.ndarray:
         pycuda_context()

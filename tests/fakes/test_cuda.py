@@ -191,6 +191,32 @@ def test_device_memory_freed_out_of_its_contexts_reach_is_leaked(monkeypatch: py
     cuda.Context.pop()
 
 
+def test_page_locked_memory_is_freed_when_it_is_garbage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """[PINNED-GC] pycuda's PagelockedHostAllocation frees its memory once deleted, in its context's reach as
+    [FREE-REACH] says; the fake kept it allocated for good."""
+    gpu = install_fake_gpu(monkeypatch)
+    import pycuda.driver as cuda
+
+    cuda.init()
+    context = cuda.Device(0).retain_primary_context()
+    context.push()
+    arrays = [cuda.pagelocked_empty((4, 4), np.float32) for _ in range(3)]
+    pointers = [int(array.ctypes.data) for array in arrays]
+    assert gpu.live("pinned") == 3 and all(gpu.pinned(array) for array in arrays)
+    arrays[0].base.free()
+    arrays.pop(0)  # freed already: nothing more when it is garbage
+    arrays.pop(0)  # garbage with its context current
+    assert gpu.live("pinned") == 1
+    cuda.Context.pop()
+    elsewhere = threading.Thread(target=arrays.clear)  # garbage on another thread, its context not current there
+    elsewhere.start()
+    elsewhere.join()
+    assert ("pinned memory leaked", pointers[2]) in gpu.log and gpu.live("pinned") == 1
+    context.push()
+    context.detach()
+    cuda.Context.pop()
+
+
 def test_a_stream_garbage_out_of_its_contexts_reach_is_leaked_in_it_destroyed(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """pycuda's stream::~stream: destroyed with its context current, or on the thread that retained the context;
