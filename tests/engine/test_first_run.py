@@ -1237,10 +1237,21 @@ def test_a_camera_not_up_yet_does_not_stop_the_first_build_and_is_said_at_once(
 
     monkeypatch.setattr(sources, "opencv_has_gstreamer", lambda: True)
     sessions = [0, 0]
-    plugged = threading.Event()
+    plugged, looked = threading.Event(), threading.Event()
     no_sensor = sources.cv2.VideoCapture  # without GStreamer here the pipeline fails to open, as without a sensor
-    monkeypatch.setattr(sources.cv2, "VideoCapture",
-                        lambda *args: _CsiCamera(sessions) if plugged.is_set() else no_sensor(*args))
+    attempts = [0]
+
+    def capture(*args: object) -> Any:
+        if plugged.is_set():
+            return _CsiCamera(sessions)
+        attempts[0] += 1
+        if attempts[0] == 2:
+            # The retry fails (and the policy gives up) once the live view was read: under load the policy gave up
+            # before the build's step that reads it, whose page then said so in place of "not up yet".
+            assert looked.wait(60), "the live view was never read"
+        return no_sensor(*args)
+
+    monkeypatch.setattr(sources.cv2, "VideoCapture", capture)
     port = _free_port()
     given_up = threading.Event()
 
@@ -1254,8 +1265,13 @@ def test_a_camera_not_up_yet_does_not_stop_the_first_build_and_is_said_at_once(
     seen: list[tuple[list[str], str]] = []
 
     def look() -> None:
-        status = json.loads(_get(f"http://127.0.0.1:{port}/stats")[1])["status"]
+        # The first attempt's line reaches the page just after the build may begin: read until it is there.
+        deadline = time.monotonic() + 60
+        status = ""
+        while "is not up yet" not in status and time.monotonic() < deadline:
+            status = json.loads(_get(f"http://127.0.0.1:{port}/stats")[1])["status"]
         seen.append(([r.getMessage() for r in caplog.records if r.levelno == logging.WARNING], status))
+        looked.set()
         assert given_up.wait(30), "the retry policy never gave up"
         if fixed:
             plugged.set()
