@@ -191,6 +191,26 @@ def tiny_int8_onnx(tiny_model_files: dict[str, Path], tmp_path_factory: pytest.T
     return quantize_onnx(tiny_model_files["onnx"], folder / "tiny.int8.onnx", batches, "minmax")
 
 
+def write_eight_bit_record(int8_onnx: Path, destination: Path, drop: tuple[str, ...] = ()) -> Path:
+    """An INT8 file as unet-export wrote it before its CPU weights were 7 bits: the same graph, its quantization
+    record saying 8-bit weights (without the entries in ``drop``)."""
+    import json
+
+    import onnx
+
+    from unetrt.model_file import SEVEN_BIT_WEIGHTS
+
+    proto = onnx.load(str(int8_onnx))
+    for prop in proto.metadata_props:
+        if prop.key == "unetrt.quantization":
+            record = json.loads(prop.value)
+            assert record["weights"] == SEVEN_BIT_WEIGHTS, record
+            record = {key: value for key, value in record.items() if key not in drop}
+            prop.value = json.dumps({**record, "weights": "int8 symmetric per channel"})
+    onnx.save(proto, str(destination))
+    return destination
+
+
 @pytest.fixture(scope="session")
 def tiny_fp16_onnx(tiny_model_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model converted to an FP16 graph (``unet-export --precision fp16``'s conversion), alone in a folder."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_info, write_described_onnx, write_unparsable_onnx
+from conftest import tiny_info, write_described_onnx, write_eight_bit_record, write_unparsable_onnx
 
 from unetrt.backends import open_backend, resolve_model
 from unetrt.backends.base import check_batch, invalid_model_file, network_output_shape, network_run_error
@@ -466,20 +466,13 @@ def test_onnx_runtime_leaves_eight_bit_int8_weights_unfused_where_its_kernels_sa
     word, against 62.28 for the same graph computed as written: the fused INT8 convolutions add uint8 x int8 pairs
     in int16 there. Such a file runs at the basic graph optimisation level there, with one warning; a file of 7-bit
     weights, or any file on a CPU with VNNI, keeps the full optimisation."""
-    import json
     import warnings
 
-    import onnx
     import onnxruntime as ort
 
     from unetrt.backends.onnxruntime import OnnxRuntimeBackend
 
-    proto = onnx.load(str(tiny_int8_onnx))
-    for prop in proto.metadata_props:
-        if prop.key == "unetrt.quantization":
-            prop.value = json.dumps({**json.loads(prop.value), "weights": "int8 symmetric per channel"})
-    eight_bit = tmp_path / "eight.int8.onnx"
-    onnx.save(proto, str(eight_bit))
+    eight_bit = write_eight_bit_record(tiny_int8_onnx, tmp_path / "eight.int8.onnx")
     monkeypatch.setattr("unetrt.model_file.int8_products_saturate", lambda: saturates)
     full, basic = ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     for model, unfused in ((eight_bit, saturates), (tiny_int8_onnx, False)):

@@ -9,12 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import write_described_onnx
+from conftest import write_described_onnx, write_eight_bit_record
 
 from unetrt.backends import open_backend
 from unetrt.backends.openvino import MISSING_OPENVINO, OpenVinoBackend, openvino_available, require_openvino
 from unetrt.bundled import bundled_model_path
-from unetrt.model_file import SEVEN_BIT_WEIGHTS
 
 requires_openvino = pytest.mark.skipif(not openvino_available(), reason="needs openvino (pip install openvino)")
 
@@ -55,34 +54,16 @@ def test_int8_qdq_model_runs_close_to_onnxruntime(tiny_int8_onnx: Path) -> None:
     assert (logits.argmax(1) == reference.argmax(1)).mean() > 0.9
 
 
-def _with_eight_bit_record(int8_onnx: Path, destination: Path, drop: tuple[str, ...] = ()) -> Path:
-    """The INT8 file as unet-export wrote it before its CPU weights were 7 bits: the same record without them
-    (and without the entries in ``drop``)."""
-    import json
-
-    import onnx
-
-    proto = onnx.load(str(int8_onnx))
-    for prop in proto.metadata_props:
-        if prop.key == "unetrt.quantization":
-            record = json.loads(prop.value)
-            assert record["weights"] == SEVEN_BIT_WEIGHTS, record
-            record = {key: value for key, value in record.items() if key not in drop}
-            prop.value = json.dumps({**record, "weights": "int8 symmetric per channel"})
-    onnx.save(proto, str(destination))
-    return destination
-
-
 @requires_openvino
 def test_eight_bit_weights_are_refused_where_int8_products_saturate(tiny_int8_onnx: Path, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    old = _with_eight_bit_record(tiny_int8_onnx, tmp_path / "old.int8.onnx")
+    old = write_eight_bit_record(tiny_int8_onnx, tmp_path / "old.int8.onnx")
     monkeypatch.setattr("unetrt.model_file.int8_products_saturate", lambda: True)
     with pytest.raises(ValueError, match=r"8-bit INT8 weights, which OpenVINO saturates.*backend 'onnxruntime'"):
         OpenVinoBackend(old)
     # A record without 'target' is a CPU one: quantization for TensorRT is the one that says so.
     with pytest.raises(ValueError, match="8-bit INT8 weights"):
-        OpenVinoBackend(_with_eight_bit_record(tiny_int8_onnx, tmp_path / "untargeted.int8.onnx", drop=("target",)))
+        OpenVinoBackend(write_eight_bit_record(tiny_int8_onnx, tmp_path / "untargeted.int8.onnx", drop=("target",)))
     with OpenVinoBackend(tiny_int8_onnx) as backend:  # 7-bit weights: safe on every CPU
         assert backend.precision == "int8"
     monkeypatch.setattr("unetrt.model_file.int8_products_saturate", lambda: False)
