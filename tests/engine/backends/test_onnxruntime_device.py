@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from conftest import write_described_onnx
+from conftest import write_described_onnx, write_eight_bit_record
 from fakes.cuda import FakeGpu, FakeOp, install_fake_gpu, primary_context_pushed
 from fakes.kernels import FakeKernels
 from fakes.onnxruntime_cuda import (
@@ -204,6 +204,30 @@ def test_a_provider_failing_for_its_own_reason_is_one_line_for_cuda_and_one_warn
         images = random_batch(SHAPE)
         np.testing.assert_allclose(backend.infer(images), cpu_logits(model, images), rtol=1e-5, atol=1e-5)
     assert len(warned) == 1 and capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("saturates", [True, False], ids=["without-vnni", "with-vnni"])
+def test_an_eight_bit_int8_file_falling_back_to_the_cpu_runs_unfused_where_its_weights_saturate(
+        monkeypatch: pytest.MonkeyPatch, tiny_int8_onnx: Path, tmp_path: Path, saturates: bool) -> None:
+    """'auto' with onnxruntime-gpu whose provider does not start ends on ORT's own CPU session, made with the CUDA
+    session's options: fully optimised, so an INT8 file of 8-bit weights ran on fused kernels that saturate them on a
+    CPU without VNNI (as device='cpu' no longer does), without a word. It runs unfused there, saying so."""
+    gpu = install_fake_gpu(monkeypatch, FakeGpu(integrated=False, driver_version=11080))
+    install_fake_onnxruntime_cuda(monkeypatch, gpu)
+    monkeypatch.setattr("unetrt.model_file.int8_products_saturate", lambda: saturates)
+    eight_bit = write_eight_bit_record(tiny_int8_onnx, tmp_path / "eight.int8.onnx")
+    ort = real_onnxruntime()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with OnnxRuntimeBackend(eight_bit, device="auto") as backend:
+            assert backend.device == "cpu"
+            level = backend._session.get_session_options().graph_optimization_level  # type: ignore[union-attr]
+    said = [str(warning.message).split(":")[0] for warning in caught]
+    assert said == ["running ONNX Runtime on the CPU"] + (["eight.int8.onnx has 8-bit INT8 weights, which ONNX "
+                                                           "Runtime's fused INT8 kernels saturate on this CPU without "
+                                                           "VNNI"] if saturates else []), said
+    assert level == (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if saturates
+                     else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
 
 
 def test_auto_asks_the_driver_for_the_gpu_count_once(provider: FakeCudaProvider,
