@@ -9,7 +9,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from types import FrameType, TracebackType
 
 USAGE_ERROR = 2
@@ -248,8 +249,32 @@ def fill_closed_standard_streams() -> None:
                 setattr(sys, name, open(descriptor, "r" if descriptor == 0 else "w", closefd=False))  # noqa: SIM115
 
 
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  line: str | None = None) -> str:
+    """A warning as a command prints it: one line, as its errors are (``warnings.formatwarning``'s signature)."""
+    return "warning: " + " ".join(str(message).split()) + "\n"
+
+
+@contextlib.contextmanager
+def _warnings_in_one_line() -> Iterator[None]:
+    """Warnings shown during the block (any thread's) print as ``warning: MESSAGE``.
+
+    Python's own format is the file and line that warned and that line's source, two lines of unetrt's internals
+    that read like a traceback before the command's own output. Only the formatting is replaced: which warnings
+    show is still the filters' choice, and ``catch_warnings(record=True)`` (pytest's capture) still records them.
+    """
+    previous = warnings.formatwarning
+    warnings.formatwarning = _warning_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
 def run_cli(action: Callable[[], object]) -> int:
     """Run a command's work; report user errors as one line on stderr with exit code 2.
+
+    Warnings print as one line each, ``warning: MESSAGE``.
 
     Returns:
         0 on success, 2 on a user error (one of ``USER_ERRORS``, or a file name longer than the file system
@@ -258,7 +283,8 @@ def run_cli(action: Callable[[], object]) -> int:
     """
     fill_closed_standard_streams()
     try:
-        action()
+        with _warnings_in_one_line():
+            action()
     except USER_ERRORS as exc:
         interruption = _interruption_behind(exc)
         if interruption is not None:

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -37,6 +38,27 @@ def test_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(lambda: _raise(KeyboardInterrupt())) == 130
     assert run_cli(lambda: _raise(TerminatedError())) == TERMINATED == 143
     assert capsys.readouterr().err == "interrupted\nterminated\n"
+
+
+def test_a_warning_during_a_command_is_one_line_on_stderr() -> None:
+    """A warning a command met (ONNX Runtime on the CPU, INT8 weights left unfused, a timing cache rebuilt) printed
+    as Python shows it: the path and line of the unetrt module that warned, then that line's source, as a traceback
+    would, before the command's own output. It is one line, as an error is; Python's format is back afterwards.
+    A process of its own: pytest records the warnings of its tests rather than printing them."""
+    script = ("import threading, warnings\n"
+              "from unetrt.cli import run_cli\n"
+              "def work():\n"
+              "    warnings.warn('the first\\n  of two', RuntimeWarning)\n"
+              "    worker = threading.Thread(target=warnings.warn, args=('from a worker', UserWarning))\n"
+              "    worker.start()\n"
+              "    worker.join()\n"
+              "print(run_cli(work))\n"
+              "warnings.warn('after the command', RuntimeWarning)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout == "0\n"
+    lines = done.stderr.splitlines()
+    assert lines[:2] == ["warning: the first of two", "warning: from a worker"], done.stderr
+    assert lines[2].endswith("RuntimeWarning: after the command"), done.stderr
 
 
 def _native_import_interrupted_by(interruption: BaseException) -> None:
