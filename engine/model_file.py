@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
+import numpy as np
+
 from .cpu import int8_products_saturate
 from .model_info import METADATA_KEY, ModelInfo
 from .paths import check_file
@@ -42,6 +44,9 @@ QUANTIZATION_KEY = "unetrt.quantization"
 # The record's "weights" entry of a CPU INT8 model whose weights use 7 of their 8 bits (safe where INT8 products
 # saturate: unetrt.cpu.int8_products_saturate); before 2026-12-05 it read "int8 symmetric per channel".
 SEVEN_BIT_WEIGHTS = "int8 symmetric per channel, 7 bits"
+# The largest INT8 weight that cannot saturate there: 2 x 255 x 64 = 32640 fits int16 (ONNX Runtime's reduce_range
+# weights span -64..64); TensorRT's layout and other full-range weights reach 127.
+SEVEN_BIT_PEAK = 64
 # Marks an FP32 graph whose weights are stored as FP16 and cast to FP32 on load (unetrt.export.compact): its FP16
 # initializers are storage, not an FP16 graph.
 WEIGHT_STORAGE_KEY = "unetrt.weight_storage"
@@ -71,7 +76,8 @@ _SPARSE_TENSORS = frozenset({1, 2})  # SparseTensorProto: values 1, indices 2
 _TENSOR_DATA_TYPE, _TENSOR_EXTERNAL_DATA = 2, 13  # TensorProto
 _EXTERNAL_LOCATION = "location"  # the external_data entry naming the file (onnx/onnx.proto3)
 _ENTRY_KEY, _ENTRY_VALUE = 1, 2  # StringStringEntryProto
-_FLOAT16 = 10  # TensorProto.DataType.FLOAT16
+_FLOAT16, _INT8 = 10, 3  # TensorProto.DataType
+_TENSOR_DIMS, _TENSOR_INT32_DATA, _TENSOR_RAW_DATA = 1, 5, 9  # TensorProto
 _QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
@@ -448,13 +454,116 @@ def _read_ir(path: Path) -> ModelFile:
     return ModelFile(path, decode_description(str(entry.get("value"))), precision, quantization)
 
 
-def int8_weights_saturate_here(quantization: Mapping[str, Any] | None) -> bool:
-    """Whether fused INT8 convolution kernels on this CPU would saturate the weights of a file of this quantization
-    record (``unetrt.quantization``; None for a float file): 8-bit weights (TensorRT's layout, or a CPU file
-    exported before 7-bit weights) on an x86 CPU without VNNI (:func:`unetrt.cpu.int8_products_saturate`).
+def int8_weights_saturate_here(model: ModelFile) -> bool:
+    """Whether fused INT8 convolution kernels on this CPU would saturate the weights of this model file: 8-bit
+    weights (TensorRT's layout, a CPU file exported before 7-bit weights, a file quantized elsewhere with full-range
+    weights) on an x86 CPU without VNNI (:func:`unetrt.cpu.int8_products_saturate`).
+
+    The quantization record of ``unet-export`` says what its weights are; a file without one (quantized elsewhere)
+    is judged by its weights themselves (:func:`int8_weight_peak`), and where they cannot be read taken for 8-bit
+    ones.
 
     Example:
-        >>> int8_weights_saturate_here(None)
+        >>> int8_weights_saturate_here(ModelFile(Path("camvid.onnx"), ModelInfo(("road",), ((0, 0, 0),)), "fp32"))
         False
     """
-    return quantization is not None and quantization.get("weights") != SEVEN_BIT_WEIGHTS and int8_products_saturate()
+    if model.precision != "int8" or not int8_products_saturate():
+        return False
+    if model.quantization is not None:
+        return model.quantization.get("weights") != SEVEN_BIT_WEIGHTS
+    peak = int8_weight_peak(model.path)
+    return peak is None or peak > SEVEN_BIT_PEAK
+
+
+def int8_weight_peak(path: str | Path) -> int | None:
+    """The largest magnitude among a model file's INT8 weights (its INT8 constants of two or more dimensions: the
+    per-channel zero points and scalars beside them are left out), 0 without any; None where they cannot be read (an
+    ONNX file's external data, an IR without its .bin, an IR whose weights are float under FakeQuantize layers).
+
+    Args:
+        path: an .onnx file or an OpenVINO IR .xml.
+
+    Raises:
+        ValueError: when the file is damaged (as :func:`read_model_file`).
+
+    Example:
+        >>> int8_weight_peak("camvid.int8.onnx")  # doctest: +SKIP
+        64
+    """
+    path = Path(path)
+    if path.suffix in IR_SUFFIXES:
+        return _ir_int8_peak(path)
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        try:
+            peak: int | None = 0
+            for number, wire, first, last in _fields(data, 0, size):
+                if number == _MODEL_GRAPH and wire == _LENGTH:
+                    graph_peak = _graph_int8_peak(data, first, last)
+                    peak = None if graph_peak is None or peak is None else max(peak, graph_peak)
+            return peak
+        except _MalformedError as exc:
+            raise _invalid(path, ONNX_EXPECTED, f"it is truncated, damaged or not ONNX at all ({exc})") from None
+
+
+def _ir_int8_peak(path: Path) -> int | None:
+    try:
+        root = ElementTree.parse(path).getroot()
+    except ElementTree.ParseError as exc:
+        raise _invalid(path, IR_EXPECTED, f"it is not well-formed XML ({exc})") from None
+    weights = path.with_suffix(".bin")
+    constants = [data for layer in root.iter("layer") if layer.get("type") == "Const"
+                 for data in layer.findall("data") if data.get("element_type") == "i8"
+                 and len([d for d in (data.get("shape") or "").split(",") if d.strip()]) >= 2]
+    if not constants:
+        # Without INT8 constants the weights of an INT8 IR are float ones under FakeQuantize layers.
+        return None if any(layer.get("type") == "FakeQuantize" for layer in root.iter("layer")) else 0
+    if not weights.is_file():
+        return None
+    peak = 0
+    with weights.open("rb") as file:
+        for data in constants:
+            file.seek(int(data.get("offset", "0")))
+            values = file.read(int(data.get("size", "0")))
+            if values:
+                peak = max(peak, int(np.abs(np.frombuffer(values, np.int8).astype(np.int16)).max()))
+    return peak
+
+
+def _graph_int8_peak(data: Any, start: int, end: int) -> int | None:
+    peak = 0
+    for number, wire, first, last in _fields(data, start, end):
+        if number != _GRAPH_INITIALIZER or wire != _LENGTH:
+            continue
+        dims, data_type, values = 0, None, bytearray()
+        external = False
+        for field, kind, low, high in _fields(data, first, last):
+            if field == _TENSOR_DIMS:
+                dims += 1 if kind == _VARINT else sum(1 for _ in _varints(data, low, high))
+            elif field == _TENSOR_DATA_TYPE and kind == _VARINT:
+                data_type = low
+            elif field == _TENSOR_RAW_DATA and kind == _LENGTH:
+                values += bytes(data[low:high])
+            elif field == _TENSOR_INT32_DATA:
+                # INT8 values stored one per int32 (packed, or one field each), negative ones as 10-byte varints.
+                stored = [low] if kind == _VARINT else list(_varints(data, low, high))
+                values += bytes(value & 0xFF for value in stored)
+            elif field == _TENSOR_EXTERNAL_DATA:
+                external = True
+        if data_type != _INT8 or dims < 2:
+            continue
+        if external:
+            return None
+        if values:
+            peak = max(peak, int(np.abs(np.frombuffer(values, np.int8).astype(np.int16)).max()))
+    return peak
+
+
+def _varints(data: Any, start: int, end: int) -> Iterator[int]:
+    """The values of a packed repeated varint field."""
+    pos = start
+    while pos < end:
+        value, pos = _varint(data, pos, end)
+        yield value

@@ -278,7 +278,7 @@ def check_accuracy(fp32_onnx: str | Path, int8_onnx: str | Path, images: str | P
     limit = MAX_PIXEL_ERROR_GAIN if binary else MAX_MEAN_IOU_LOSS
     checks = []
     engines = ["onnxruntime"]
-    if openvino_available() and not int8_weights_saturate_here(read_model_file(int8_onnx).quantization):
+    if openvino_available() and not int8_weights_saturate_here(read_model_file(int8_onnx)):
         engines.append("openvino")
     for engine in engines:
         with Segmenter(int8_onnx, backend=engine) as segmenter:

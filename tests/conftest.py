@@ -211,6 +211,26 @@ def write_eight_bit_record(int8_onnx: Path, destination: Path, drop: tuple[str, 
     return destination
 
 
+def write_int8_of_elsewhere(tiny_fp32_onnx: Path, destination: Path, target: str) -> Path:
+    """An INT8 file quantized elsewhere: the tiny model through ONNX Runtime's quantize_static (unet-export's
+    quantization for ``target``: 7-bit weights for 'cpu', 8-bit for 'tensorrt') with its description written on, as
+    docs/models.md's network from elsewhere, but no ``unetrt.quantization`` record."""
+    import numpy as np
+    import onnx
+
+    from unetrt.export.quantize import quantize_onnx
+
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((1, 3, 32, 48)).astype(np.float32) for _ in range(4)]
+    quantize_onnx(tiny_fp32_onnx, destination, batches, "minmax", target)
+    proto = onnx.load(str(destination))
+    kept = [prop for prop in proto.metadata_props if prop.key != "unetrt.quantization"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    onnx.save(proto, str(destination))
+    return destination
+
+
 @pytest.fixture(scope="session")
 def tiny_fp16_onnx(tiny_model_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model converted to an FP16 graph (``unet-export --precision fp16``'s conversion), alone in a folder."""

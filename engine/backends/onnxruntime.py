@@ -8,7 +8,7 @@ import sys
 import threading
 import warnings
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -27,7 +27,7 @@ from ..cuda import (
     synchronize_stream,
 )
 from ..dropped import release_when_dropped
-from ..model_file import ONNX_EXPECTED, int8_weights_saturate_here, read_model_file
+from ..model_file import ONNX_EXPECTED, ModelFile, int8_weights_saturate_here, read_model_file
 from ..model_info import check_network_channels, check_network_layout
 from ..paths import check_file
 from .base import (
@@ -389,9 +389,9 @@ class OnnxRuntimeBackend:
         # 'auto' is the CUDA provider where the build has it and a GPU is there to run it.
         use_cuda = has_cuda and device != "cpu" and gpus > 0
         if use_cuda:
-            session = open_cuda_session(path, threads, device, self._ordinal, described.quantization)
+            session = open_cuda_session(path, threads, device, self._ordinal, described)
         else:
-            session = open_session(path, _cpu_session_options(path, threads, described.quantization), [_CPU])
+            session = open_session(path, _cpu_session_options(path, threads, described), [_CPU])
         on_cuda = session.get_providers()[0] == _CUDA
         self._session: ort.InferenceSession | None = session
         inputs, outputs = session.get_inputs(), session.get_outputs()
@@ -641,12 +641,11 @@ class OnnxRuntimeResidentBatch:
             return np.asarray(self._binding.copy_outputs_to_cpu()[0], dtype=np.float32)
 
 
-def _cpu_session_options(path: Path, threads: int | None,
-                         quantization: Mapping[str, Any] | None) -> ort.SessionOptions:
-    """The options of a CPU session of the file of this quantization record: :func:`session_options`, left unfused
+def _cpu_session_options(path: Path, threads: int | None, described: ModelFile) -> ort.SessionOptions:
+    """The options of a CPU session of the file ``described``: :func:`session_options`, left unfused
     (:func:`_leave_int8_unfused`) where its INT8 weights would saturate this CPU's fused kernels."""
     options = session_options(threads)
-    if int8_weights_saturate_here(quantization):
+    if int8_weights_saturate_here(described):
         _leave_int8_unfused(options, path)
     return options
 
@@ -671,7 +670,7 @@ def _leave_int8_unfused(options: ort.SessionOptions, path: Path) -> None:
 
 
 def open_cuda_session(path: str | Path, threads: int | None = None, device: str = "cuda", ordinal: int = 0,
-                      quantization: Mapping[str, Any] | None = None) -> ort.InferenceSession:
+                      described: ModelFile | None = None) -> ort.InferenceSession:
     """A session (with :func:`session_options`) asking for ONNX Runtime's CUDA provider on GPU ``ordinal``: on it,
     or, for ``device`` 'auto' where the provider does not run, on the CPU after one warning saying why. Nothing of
     ONNX Runtime's own fallback reaches stdout.
@@ -681,8 +680,8 @@ def open_cuda_session(path: str | Path, threads: int | None = None, device: str 
         threads: intra-op threads (None: ONNX Runtime's default).
         device: 'cuda', 'cuda:N' or 'auto' (what was asked: only 'auto' may end on the CPU).
         ordinal: the GPU's index (the provider's ``device_id``).
-        quantization: the file's quantization record (:func:`unetrt.model_file.read_model_file`'s; None for a float
-            file): a CPU session of 8-bit INT8 weights on a CPU whose fused INT8 kernels saturate them runs unfused.
+        described: what :func:`unetrt.model_file.read_model_file` read of the file (None: read it here): a CPU
+            session of 8-bit INT8 weights on a CPU whose fused INT8 kernels saturate them runs unfused.
 
     Raises:
         ValueError: for a 'cuda' or 'cuda:N' ``device`` where the provider does not run, naming why and the fix; as
@@ -706,8 +705,9 @@ def open_cuda_session(path: str | Path, threads: int | None = None, device: str 
                   "engine instead", RuntimeWarning, stacklevel=3)
     # Where the provider's failure was raised (onnxruntime from 1.23 on, 1.17 and 1.18) the CPU session is made here,
     # and where ORT's own CPU session would fuse INT8 weights that saturate (its options are the CUDA session's).
-    if session is None or int8_weights_saturate_here(quantization):
-        return open_session(path, _cpu_session_options(path, threads, quantization), [_CPU])
+    described = described or read_model_file(path)
+    if session is None or int8_weights_saturate_here(described):
+        return open_session(path, _cpu_session_options(path, threads, described), [_CPU])
     return session
 
 

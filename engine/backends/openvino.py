@@ -28,7 +28,14 @@ import numpy as np
 
 from ..bundled import TENSORRT_INT8_SUFFIX
 from ..cpu import check_threads, usable_cores
-from ..model_file import IR_SUFFIXES, int8_weights_saturate_here, read_model_file, write_ir_description
+from ..model_file import (
+    IR_SUFFIXES,
+    ModelFile,
+    int8_weight_peak,
+    int8_weights_saturate_here,
+    read_model_file,
+    write_ir_description,
+)
 from ..model_file import PRECISIONS as FILE_PRECISIONS
 from ..model_info import check_network_channels, check_network_layout
 from ..paths import check_file
@@ -118,16 +125,28 @@ def _read_model(core: Any, path: Path) -> Any:
                          f"{lines[-1] if lines else type(exc).__name__}") from None
 
 
-def _check_weight_range(quantization: dict[str, Any] | None, path: Path) -> None:
+def _check_weight_range(described: ModelFile) -> None:
     """Refuse an INT8 file of full 8-bit weights where OpenVINO's kernels would saturate (:mod:`unetrt.cpu`).
 
-    unet-export writes CPU INT8 weights in 7 bits (its record says so); a CPU file from before that, or a file in
-    TensorRT's layout (8-bit weights, made for TensorRT's kernels), run here would give masks that differ from
-    every other CPU's without a word: ``camvid.int8.tensorrt.onnx`` scored 53.80 mean IoU on OpenVINO on a Zen 3
-    EPYC, against 62.41 at FP32 and 62.28 on ONNX Runtime computing it unfused there.
+    unet-export writes CPU INT8 weights in 7 bits (its record says so); a CPU file from before that, a file in
+    TensorRT's layout (8-bit weights, made for TensorRT's kernels) or one quantized elsewhere with full-range
+    weights, run here, would give masks that differ from every other CPU's without a word:
+    ``camvid.int8.tensorrt.onnx`` scored 53.80 mean IoU on OpenVINO on a Zen 3 EPYC, against 62.41 at FP32 and 62.28
+    on ONNX Runtime computing it unfused there.
     """
-    if quantization is None or not int8_weights_saturate_here(quantization):
+    if not int8_weights_saturate_here(described):
         return
+    path, quantization = described.path, described.quantization
+    if quantization is None:
+        # Quantized elsewhere: unet-export cannot make it again, and ONNX Runtime runs the .onnx file alone.
+        read = int8_weight_peak(path) is not None
+        weights = ("8-bit INT8 weights," if read else
+                   "INT8 weights of a range unetrt cannot read (no unetrt.quantization record), taken for 8-bit ones,")
+        onnx_file = "it" if path.suffix != ".xml" else "its .onnx file"
+        raise ValueError(f"{path.name} has {weights} which OpenVINO saturates on this CPU without VNNI (uint8 x int8 "
+                         "products add in int16): quantize its weights to 7 bits (ONNX Runtime's quantize_static with "
+                         f"reduce_range=True, as unet-export --int8 does), or run {onnx_file} with backend "
+                         "'onnxruntime', which computes it unfused at about FP32's speed")
     if quantization.get("target", "cpu") == "tensorrt":
         cpu_file = (path.name.removesuffix(TENSORRT_INT8_SUFFIX) + ".int8.onnx"
                     if path.name.endswith(TENSORRT_INT8_SUFFIX) else "the CPU layout (unet-export --int8)")
@@ -235,7 +254,7 @@ class OpenVinoBackend:
             raise ValueError(f"{path.name} runs at {described.precision} on backend 'openvino', not {precision!r}: "
                              "pass precision 'auto', or the file of that precision")
         self.info = described.info
-        _check_weight_range(described.quantization, path)
+        _check_weight_range(described)
         check_one_input_and_output(len(self._model.inputs), len(self._model.outputs), path)
         input_shape = self._model.inputs[0].get_partial_shape()
         if input_shape.rank.is_static:

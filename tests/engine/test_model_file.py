@@ -16,6 +16,8 @@ from unetrt.backends import choose_model, open_backend
 from unetrt.model_file import (
     QUANTIZATION_KEY,
     file_precision,
+    int8_weight_peak,
+    int8_weights_saturate_here,
     read_model_file,
     write_onnx_description,
 )
@@ -256,3 +258,57 @@ def test_a_quantization_record_that_is_no_json_object_is_one_line_naming_the_fil
     with pytest.raises(ValueError, match=words) as caught:
         read_model_file(path)
     assert "\n" not in str(caught.value) and repr(str(path)) in str(caught.value)
+
+
+def test_the_int8_weight_peak_is_read_from_the_weights_of_each_layout(tmp_path: Path) -> None:
+    """An INT8 file without unetrt's quantization record (quantized elsewhere) is judged by its weights where INT8
+    products saturate: 7-bit ones (unet-export's CPU layout) peak at 64, 8-bit ones (TensorRT's layout) at 127,
+    whether stored as raw bytes or one per int32; weights that cannot be read count as 8-bit."""
+    from onnx import TensorProto, helper
+
+    from unetrt.bundled import MODELS_DIR
+
+    assert int8_weight_peak(MODELS_DIR / "camvid.int8.onnx") == 64
+    assert int8_weight_peak(MODELS_DIR / "camvid.int8.tensorrt.onnx") == 127
+    assert int8_weight_peak(MODELS_DIR / "camvid.onnx") == 0
+
+    def dequantized(name: str, weights: onnx.TensorProto) -> Path:
+        scale = helper.make_tensor("scale", TensorProto.FLOAT, [], [0.1])
+        nodes = [helper.make_node("DequantizeLinear", ["w", "scale"], ["wf"]),
+                 helper.make_node("Conv", ["image", "wf"], ["logits"])]
+        path = write_described_onnx(tmp_path / name, nodes, {"logits": TensorProto.FLOAT})
+        proto = onnx.load(str(path))
+        proto.graph.initializer.extend([weights, scale])
+        onnx.save(proto, str(path))
+        return path
+
+    as_int32 = helper.make_tensor("w", TensorProto.INT8, [2, 3, 1, 1], [-100, 5, 0, 1, 2, 3])
+    assert not as_int32.raw_data and int8_weight_peak(dequantized("int32.onnx", as_int32)) == 100
+    raw = helper.make_tensor("w", TensorProto.INT8, [2, 3, 1, 1], np.array([1, -64, 3, 4, 5, 6], np.int8).tobytes(),
+                             raw=True)
+    seven_bit = dequantized("raw.onnx", raw)
+    assert int8_weight_peak(seven_bit) == 64
+    outside = TensorProto(name="w", data_type=TensorProto.INT8, dims=[2, 3, 1, 1])
+    outside.data_location = TensorProto.EXTERNAL
+    outside.external_data.add(key="location", value="w.bin")
+    (tmp_path / "w.bin").write_bytes(bytes(6))
+    assert int8_weight_peak(dequantized("outside.onnx", outside)) is None
+    assert int8_weight_peak(_ir(tmp_path, "FakeQuantize")) is None  # float weights under FakeQuantize layers
+    assert int8_weight_peak(_ir(tmp_path, "Convolution")) == 0
+
+
+def test_an_int8_file_without_a_record_saturates_by_its_weights(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import write_int8_of_elsewhere
+
+    from unetrt.bundled import MODELS_DIR
+
+    monkeypatch.setattr("unetrt.model_file.int8_products_saturate", lambda: True)
+    eight = read_model_file(write_int8_of_elsewhere(tiny_model_files["onnx"], tmp_path / "e.int8.onnx", "tensorrt"))
+    seven = read_model_file(write_int8_of_elsewhere(tiny_model_files["onnx"], tmp_path / "s.int8.onnx", "cpu"))
+    assert eight.quantization is None and seven.quantization is None
+    assert int8_weights_saturate_here(eight) and not int8_weights_saturate_here(seven)
+    assert not int8_weights_saturate_here(read_model_file(MODELS_DIR / "camvid.onnx"))
+    assert int8_weights_saturate_here(read_model_file(_ir(tmp_path, "FakeQuantize")))  # not readable: 8-bit
+    monkeypatch.setattr("unetrt.model_file.int8_products_saturate", lambda: False)
+    assert not int8_weights_saturate_here(eight)

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_info, write_described_onnx, write_eight_bit_record, write_unparsable_onnx
+from conftest import (
+    tiny_info,
+    write_described_onnx,
+    write_eight_bit_record,
+    write_int8_of_elsewhere,
+    write_unparsable_onnx,
+)
 
 from unetrt.backends import open_backend, resolve_model
 from unetrt.backends.base import check_batch, invalid_model_file, network_output_shape, network_run_error
@@ -483,6 +489,36 @@ def test_onnx_runtime_leaves_eight_bit_int8_weights_unfused_where_its_kernels_sa
                 assert backend.precision == "int8"
         assert level == (basic if unfused else full), model.name
         said = [str(warning.message) for warning in caught if "8-bit INT8 weights" in str(warning.message)]
+        assert said == ([f"{model.name} has 8-bit INT8 weights, which ONNX Runtime's fused INT8 kernels saturate on "
+                         "this CPU without VNNI: it runs unfused, with the file's own answers at about FP32's speed "
+                         "(a file exported by unet-export --int8 for the CPU has 7-bit weights and runs at INT8's)"]
+                        if unfused else []), said
+
+
+@pytest.mark.parametrize("saturates", [True, False], ids=["without-vnni", "with-vnni"])
+def test_onnx_runtime_judges_an_int8_file_of_elsewhere_by_its_weights_where_int8_products_saturate(
+        tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saturates: bool) -> None:
+    """An INT8 file quantized elsewhere (ONNX Runtime's quantize_static, a description written on as for a network
+    from elsewhere) has no unetrt.quantization record: one of 8-bit weights ran fused on a CPU without VNNI, its
+    products saturating, without a word, since only the record was read. Its weights say it now: 8-bit ones run
+    unfused with the warning, 7-bit ones keep the full optimisation."""
+    import warnings
+
+    import onnxruntime as ort
+
+    from unetrt.backends.onnxruntime import OnnxRuntimeBackend
+
+    monkeypatch.setattr("unetrt.model_file.int8_products_saturate", lambda: saturates)
+    full, basic = ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    for target, unfused in (("tensorrt", saturates), ("cpu", False)):
+        model = write_int8_of_elsewhere(tiny_model_files["onnx"], tmp_path / f"{target}.int8.onnx", target)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with OnnxRuntimeBackend(model, device="cpu") as backend:
+                level = backend._session.get_session_options().graph_optimization_level  # type: ignore[union-attr]
+                assert backend.precision == "int8"
+        assert level == (basic if unfused else full), target
+        said = [str(warning.message) for warning in caught if "INT8 weights" in str(warning.message)]
         assert said == ([f"{model.name} has 8-bit INT8 weights, which ONNX Runtime's fused INT8 kernels saturate on "
                          "this CPU without VNNI: it runs unfused, with the file's own answers at about FP32's speed "
                          "(a file exported by unet-export --int8 for the CPU has 7-bit weights and runs at INT8's)"]

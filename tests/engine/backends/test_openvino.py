@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import write_described_onnx, write_eight_bit_record
+from conftest import write_described_onnx, write_eight_bit_record, write_int8_of_elsewhere
 
 from unetrt.backends import open_backend
 from unetrt.backends.openvino import MISSING_OPENVINO, OpenVinoBackend, openvino_available, require_openvino
@@ -68,6 +68,27 @@ def test_eight_bit_weights_are_refused_where_int8_products_saturate(tiny_int8_on
         assert backend.precision == "int8"
     monkeypatch.setattr("unetrt.model_file.int8_products_saturate", lambda: False)
     with OpenVinoBackend(old) as backend:  # a CPU with VNNI adds in int32
+        assert backend.precision == "int8"
+
+
+@requires_openvino
+def test_an_int8_file_of_elsewhere_with_eight_bit_weights_is_refused_where_int8_products_saturate(
+        tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An INT8 file quantized elsewhere has no unetrt.quantization record: one of 8-bit weights ran on OpenVINO on a
+    CPU without VNNI, its products saturating, without a word (only the record was read). Its weights say it now:
+    refused there naming what runs it, 7-bit ones run, and any runs where products add in int32."""
+    eight_bit = write_int8_of_elsewhere(tiny_model_files["onnx"], tmp_path / "eight.int8.onnx", "tensorrt")
+    seven_bit = write_int8_of_elsewhere(tiny_model_files["onnx"], tmp_path / "seven.int8.onnx", "cpu")
+    monkeypatch.setattr("unetrt.model_file.int8_products_saturate", lambda: True)
+    with pytest.raises(ValueError, match=r"^eight\.int8\.onnx has 8-bit INT8 weights, which OpenVINO saturates on "
+                                         r"this CPU without VNNI .*: quantize its weights to 7 bits .*, or run it "
+                                         r"with backend 'onnxruntime', which computes it unfused at about FP32's "
+                                         r"speed$"):
+        OpenVinoBackend(eight_bit)
+    with OpenVinoBackend(seven_bit) as backend:
+        assert backend.precision == "int8"
+    monkeypatch.setattr("unetrt.model_file.int8_products_saturate", lambda: False)
+    with OpenVinoBackend(eight_bit) as backend:
         assert backend.precision == "int8"
 
 
