@@ -291,13 +291,17 @@ class CudaDevice:
     def constant(self, array: NDArray[Any]) -> CudaBuffer:
         """See :meth:`unetrt.device.Device.constant`."""
         staged = self.driver.pinned(tuple(array.shape), array.dtype)
+        buffer: CudaBuffer | None = None
         try:
             np.copyto(staged, array)
             buffer = self.allocate(tuple(array.shape), array.dtype)
+            self.driver.upload(buffer.ptr, staged, self.stream)
         except BaseException:
-            self.driver.free(staged)  # now, with the context current: the error's traceback would hold it
+            # Now, with the context current: the error's traceback would hold them (an upload refused included).
+            if buffer is not None:
+                self.driver.free(buffer.owner)
+            self.driver.free(staged)
             raise
-        self.driver.upload(buffer.ptr, staged, self.stream)
         # The staging array must outlive the asynchronous copy: the buffer keeps it.
         return CudaBuffer(buffer.ptr, buffer.shape, buffer.dtype, (buffer.owner, staged))
 

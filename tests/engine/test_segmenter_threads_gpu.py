@@ -793,6 +793,52 @@ def test_buffers_made_before_the_gpu_ran_out_are_freed_by_the_failed_call(gpu_pl
     assert gpu.live() == 0
 
 
+@pytest.mark.parametrize("interrupt", [False, True], ids=["fails", "ctrl-c"])
+def test_a_blend_window_whose_upload_fails_is_freed_by_the_failed_call(gpu_plan: tuple[FakeGpu, Path],
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       interrupt: bool) -> None:
+    """A tiled frame's blend window is allocated, staged in page-locked memory and uploaded: an upload the driver
+    refused (or a Ctrl-C there) left both with the error's traceback, and a camera callback thread that dropped the
+    error leaked them for good ([FREE-REACH]), as the buffers made before an allocation that failed once did."""
+    from unetrt import cuda as unetrt_cuda
+
+    gpu, plan = gpu_plan
+    frame = _larger_frame()
+    with Segmenter(plan, tile=64) as reference:
+        alone = reference.segment(frame).mask
+    library = type(unetrt_cuda.driver_library())
+    upload, armed = library.cuMemcpyHtoDAsync_v2, [False]
+
+    def refused(self: object, *args: object) -> int:
+        if not armed[0]:
+            return int(upload(self, *args))
+        armed[0] = False
+        if interrupt:
+            raise KeyboardInterrupt
+        return 999
+
+    monkeypatch.setattr(library, "cuMemcpyHtoDAsync_v2", refused)
+    with Segmenter(plan, tile=64) as segmenter:
+        in_use, pinned = gpu.device_bytes_in_use(), gpu.live("pinned")
+        failed: list[BaseException] = []
+
+        def camera_callback() -> None:
+            armed[0] = True
+            try:
+                segmenter.segment(frame)
+            except (RuntimeError, KeyboardInterrupt) as error:
+                # The error, its traceback and what that holds go at the end of this block, on this thread.
+                failed.append(type(error)(str(error)))
+
+        _on_another_thread(camera_callback)
+        assert not armed[0] and len(failed) == 1, failed
+        assert [entry for entry in gpu.log if "leaked" in str(entry[0])] == []
+        assert gpu.device_bytes_in_use() == in_use and gpu.live("pinned") == pinned
+        for _ in range(3):
+            assert np.array_equal(segmenter.segment(frame).mask, alone)
+    assert gpu.live() == 0
+
+
 @pytest.mark.parametrize("integrated", [True, False], ids=["jetson", "discrete"])
 def test_a_larger_frame_that_fits_without_the_buffers_of_earlier_sizes_is_segmented(
         gpu_plan: tuple[FakeGpu, Path], integrated: bool) -> None:
