@@ -290,7 +290,7 @@ class CudaDevice:
 
     def constant(self, array: NDArray[Any]) -> CudaBuffer:
         """See :meth:`unetrt.device.Device.constant`."""
-        staged = self.driver.pinned(tuple(array.shape), array.dtype)
+        staged = self._with_room(lambda: self.driver.pinned(tuple(array.shape), array.dtype))
         buffer: CudaBuffer | None = None
         try:
             np.copyto(staged, array)

@@ -840,6 +840,38 @@ def test_a_blend_window_whose_upload_fails_is_freed_by_the_failed_call(gpu_plan:
 
 
 @pytest.mark.parametrize("integrated", [True, False], ids=["jetson", "discrete"])
+def test_a_tiled_frame_whose_page_locked_memory_fits_without_that_of_earlier_sizes_is_segmented(
+        gpu_plan: tuple[FakeGpu, Path], monkeypatch: pytest.MonkeyPatch, integrated: bool) -> None:
+    """Page-locked memory runs out too (cuMemHostAlloc: CUDA_ERROR_OUT_OF_MEMORY; on a Jetson it is the GPU's one
+    memory). Where the frame path kept page-locked buffers of earlier frame sizes, a tiled frame's blend window,
+    staged in page-locked memory, failed with "no memory left ... close other programs" while unetrt held that
+    memory itself: every other page-locked buffer was retried after the cached ones were freed, not that one."""
+    import pycuda.driver as cuda
+
+    gpu, plan = gpu_plan
+    gpu.integrated = integrated
+    large = _larger_frame()
+    with Segmenter(plan, tile=64) as alone:
+        want = alone.segment(large).mask
+    rng = np.random.default_rng(3)
+    with Segmenter(plan, tile=64) as segmenter:
+        for height, width in ((48, 64), (40, 56), (64, 32), (56, 48)):  # each taken whole: no blend windows
+            segmenter.segment(rng.integers(0, 256, (height, width, 3), np.uint8))
+        allocate, room = cuda.pagelocked_empty, [gpu.live("pinned")]
+
+        def short_of_memory(*args: object, **kwargs: object) -> np.ndarray:
+            if gpu.live("pinned") >= room[0]:
+                raise cuda.MemoryError("cuMemHostAlloc failed: out of memory")
+            return allocate(*args, **kwargs)
+
+        monkeypatch.setattr(cuda, "pagelocked_empty", short_of_memory)
+        for _ in range(3):  # warm-up, capture, replay
+            assert np.array_equal(segmenter.segment(large).mask, want)
+        assert gpu.driver_stack() == [] and gpu.pycuda_stack() == []
+    assert gpu.live() == 0
+
+
+@pytest.mark.parametrize("integrated", [True, False], ids=["jetson", "discrete"])
 def test_a_larger_frame_that_fits_without_the_buffers_of_earlier_sizes_is_segmented(
         gpu_plan: tuple[FakeGpu, Path], integrated: bool) -> None:
     """The buffers of earlier frame sizes stay cached to spare an allocation when those sizes come again: a larger
