@@ -24,7 +24,6 @@ import ctypes
 import os
 import re
 import threading
-import warnings
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -34,6 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .caller_warning import warn_caller
 from .dropped import release_when_dropped
 
 MISSING_PYCUDA = (
@@ -905,8 +905,8 @@ class GraphCache:
                     self._runs = 1  # the next call of this key tries the capture again
                 else:
                     self._failed.add(key)
-                    warnings.warn(f"CUDA graph capture of {self.what} failed {refusals} times; running it without "
-                                  "graphs", RuntimeWarning, stacklevel=3)
+                    warn_caller(f"CUDA graph capture of {self.what} failed {refusals} times; running it without "
+                                "graphs")
         if self._graph is not None:
             self._graph.launch(stream)
             return

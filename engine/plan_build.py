@@ -45,7 +45,6 @@ import sys
 import threading
 import time
 import traceback
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,6 +60,7 @@ from .backends.tensorrt import (
     tensorrt_release,
 )
 from .build_watch import BuildStep, BuildWatcher, build_watchers, tell_step
+from .caller_warning import warn_caller
 from .cuda import GpuResourceError, PrimaryContext, allocation_refused, require_pycuda
 from .interruptible import run_interruptible
 from .model_file import file_precision, read_model_file
@@ -438,8 +438,7 @@ def attach_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> Any:
         return cache
     why = "cannot be read (damaged, or not a timing cache)" if cache is None else \
         "was written on another GPU or TensorRT version"
-    warnings.warn(f"timing cache {str(path)!r} {why}; building with a fresh one, which replaces it", RuntimeWarning,
-                  stacklevel=3)
+    warn_caller(f"timing cache {str(path)!r} {why}; building with a fresh one, which replaces it")
     cache = config.create_timing_cache(b"")
     if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
         raise RuntimeError("TensorRT refused an empty timing cache")

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import shlex
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
+from .caller_warning import warn_caller
 from .geometry import is_legal_size, nearest_legal_sizes
 from .model_file import decode_description
 from .model_info import ModelInfo
@@ -536,12 +536,10 @@ def check_compatibility(metadata: PlanMetadata, tensorrt_version: str, gpu: GpuI
             f"{metadata.rebuild_command(plan_path)}"
         )
     if not metadata.gpu.same_model(gpu):
-        warnings.warn(
+        warn_caller(
             f"{str(plan_path)!r} was built on {metadata.gpu.describe()} and runs on {gpu.describe()}: same "
             f"architecture, but its kernels were timed on the other GPU; for best speed rebuild with: "
-            f"{metadata.rebuild_command(plan_path)}",
-            RuntimeWarning,
-            stacklevel=2,
+            f"{metadata.rebuild_command(plan_path)}"
         )
 
 
@@ -569,10 +567,8 @@ def warn_if_model_changed(metadata: PlanMetadata, plan_path: str | Path) -> None
         return  # a model this process cannot read says nothing about the plan, which runs without it
     if unchanged:
         return
-    warnings.warn(
+    warn_caller(
         f"{str(plan_path)!r} runs the network {source.name} held when the plan was built; {str(source)!r} has "
         f"changed since (retrained or replaced), so its masks are the old model's; to run the new one rebuild with: "
-        f"{metadata.rebuild_command(plan_path)}",
-        RuntimeWarning,
-        stacklevel=2,
+        f"{metadata.rebuild_command(plan_path)}"
     )

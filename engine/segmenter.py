@@ -6,7 +6,6 @@ import contextlib
 import os
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -18,6 +17,7 @@ import numpy as np
 
 from .backends import Backend, open_backend
 from .backends.base import DeviceBackend
+from .caller_warning import warn_caller
 from .device import Device, HostDevice
 from .dropped import release_when_dropped
 from .frame_path import PROBABILITY_SIZES, FramePath, NonFiniteScoresError
@@ -281,8 +281,7 @@ class Segmenter:
         elif not cuda_kernels_built():
             missing = MISSING_CUDA_KERNELS
         if device_path == "auto" and missing is not None:
-            warnings.warn(f"{backend.name} runs on {backend.device} but frames go through host memory: {missing}",
-                          RuntimeWarning, stacklevel=3)
+            warn_caller(f"{backend.name} runs on {backend.device} but frames go through host memory: {missing}")
             return HostDevice(self._network.infer)
         return CudaDevice(backend)
 

@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from unetrt.caller_warning import warn_caller
 from unetrt.model_file import WEIGHT_STORAGE_KEY
 from unetrt.paths import check_file
 
@@ -168,8 +169,8 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         )
     clamped = _clamped_values(source, converted)
     if clamped:
-        warnings.warn(f"FP16 conversion clamped {clamped} weight value(s) into FP16's range "
-                      f"(|w| < {MIN_POSITIVE:g} or > {MAX_FINITE:g})", UserWarning, stacklevel=2)
+        warn_caller(f"FP16 conversion clamped {clamped} weight value(s) into FP16's range "
+                    f"(|w| < {MIN_POSITIVE:g} or > {MAX_FINITE:g})", UserWarning)
     _restore_fp32_outputs(converted, {o.name for o in float_outputs(model)})
     del converted.metadata_props[:]
     converted.metadata_props.extend(source.metadata_props)

@@ -6,7 +6,6 @@ import os
 import re
 import sys
 import threading
-import warnings
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..caller_warning import warn_caller
 from ..cuda import (
     PrimaryContext,
     check_device_exists,
@@ -663,10 +663,9 @@ def _leave_int8_unfused(options: ort.SessionOptions, path: Path) -> None:
     import onnxruntime as ort
 
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    warnings.warn(f"{path.name} has 8-bit INT8 weights, which ONNX Runtime's fused INT8 kernels saturate on this CPU "
-                  "without VNNI: it runs unfused, with the file's own answers at about FP32's speed (a file "
-                  "exported by unet-export --int8 for the CPU has 7-bit weights and runs at INT8's)", RuntimeWarning,
-                  stacklevel=4)
+    warn_caller(f"{path.name} has 8-bit INT8 weights, which ONNX Runtime's fused INT8 kernels saturate on this CPU "
+                "without VNNI: it runs unfused, with the file's own answers at about FP32's speed (a file exported "
+                "by unet-export --int8 for the CPU has 7-bit weights and runs at INT8's)")
 
 
 def open_cuda_session(path: str | Path, threads: int | None = None, device: str = "cuda", ordinal: int = 0,
@@ -701,8 +700,8 @@ def open_cuda_session(path: str | Path, threads: int | None = None, device: str 
     reason = _cuda_provider_failure(failure)
     if device.startswith("cuda"):
         raise ValueError(f"device {device!r} asked, but {reason}, or use device 'cpu'")
-    warnings.warn(f"running ONNX Runtime on the CPU: {reason}; device='cpu' (--device cpu) runs the CPU's fastest "
-                  "engine instead", RuntimeWarning, stacklevel=3)
+    warn_caller(f"running ONNX Runtime on the CPU: {reason}; device='cpu' (--device cpu) runs the CPU's fastest "
+                "engine instead")
     # Where the provider's failure was raised (onnxruntime from 1.23 on, 1.17 and 1.18) the CPU session is made here,
     # and where ORT's own CPU session would fuse INT8 weights that saturate (its options are the CUDA session's).
     described = described or read_model_file(path)
