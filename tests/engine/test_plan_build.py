@@ -241,6 +241,23 @@ def test_profile_is_fixed_at_the_working_size(fake_trt: FakeGpu, tiny_model_file
     assert (wider.profile.min, wider.profile.max) == ((1, 3, 16, 16), (2, 3, 96, 96))
 
 
+def test_the_engine_is_tuned_for_the_shapes_its_metadata_records(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    """The optimisation profile given to TensorRT is the one the metadata records, opt included: TensorRT picks its
+    tactics for opt ("opt: the dimensions to use for autotuning", ``IOptimizationProfile.set_shape``), so an engine
+    given max for opt is tuned for batch 4 where the Segmenter runs batch 1 (the default's opt), and the metadata
+    and the doctor would say otherwise (only min and max were checked: opt could be max and every test passed)."""
+    plan = tmp_path / "tiny.plan"
+    for options in (BuildOptions(fp16=True, working_size=(64, 48), progress=False),
+                    BuildOptions(min_shape=(1, 3, 16, 16), opt_shape=(1, 3, 64, 64), max_shape=(2, 3, 96, 96),
+                                 progress=False)):
+        metadata = build_engine(tiny_model_files["onnx"], plan, options)
+        fake = deserialize(plan.read_bytes())
+        assert fake is not None
+        assert fake.profile == (metadata.profile.min, metadata.profile.opt, metadata.profile.max)
+        assert metadata.profile.opt[0] == 1 and metadata.profile.opt != metadata.profile.max
+
+
 def test_a_dla_build_takes_one_shape(fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
     plan = tmp_path / "tiny.plan"
     opt = (1, 3, 64, 96)
