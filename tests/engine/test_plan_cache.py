@@ -239,6 +239,26 @@ def test_half_replaced_entry_is_detected(fake_trt: FakeGpu, tiny_model_files: di
         "its plan is truncated or replaced (checksum mismatch)")
 
 
+def test_an_entry_rebuilt_since_it_was_refused_is_not_discarded(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
+                                                                tmp_path: Path) -> None:
+    """Two cameras' starts both find that TensorRT refuses the cached engine (bytes its checksum was written for,
+    which TensorRT cannot load): the first discards it and builds it again; the second, judged before that rebuild,
+    must discard only the engine it was refused, not the one the first just built (built a third time then, with
+    the first camera's open finding no file)."""
+    from unetrt.plan_cache import discard_entry
+
+    plan = cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path, progress=False)
+    plan.write_bytes(b"not an engine TensorRT loads")
+    refused = hashlib.sha256(plan.read_bytes()).hexdigest()
+    write_plan_metadata(plan, replace(read_plan_metadata(plan), plan_sha256=refused))
+    discard_entry(plan, refused)  # the first start
+    assert not plan.exists() and not metadata_path(plan).exists()
+    assert cached_plan(tiny_model_files["onnx"], cache_dir=tmp_path, progress=False) == plan and builds() == 2
+    rebuilt = plan.read_bytes()
+    discard_entry(plan, refused)  # the second start
+    assert plan.read_bytes() == rebuilt and entry_problem(plan, plan_key(tiny_model_files["onnx"])) is None
+
+
 def test_a_new_tensorrt_builds_its_own_entry(monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path],
                                              tmp_path: Path) -> None:
     module, _ = install_fake_tensorrt_gpu(monkeypatch, version="10.3.0")
