@@ -643,6 +643,28 @@ def test_fake_a_failed_capture_destroys_its_graph_and_the_key_is_tried_again(
 
 
 @pytest.mark.gpu_contract
+def test_fake_graphs_refused_at_one_shape_are_still_captured_at_another(fake_trt: tuple[FakeGpu, Path]) -> None:
+    """CUDA graphs are turned off per input shape: one whose capture was refused three times runs plainly, and the
+    other size of a robot's second camera is still captured and replayed (infer's graphs are keyed by the shape; a
+    constant key turned them off for every shape after one shape's refusals, and every test passed)."""
+    _gpu, plan = fake_trt
+    refused, other = np.zeros((1, 3, 32, 32), np.float32), np.zeros((1, 3, 64, 64), np.float32)
+    with TensorRTBackend(plan) as backend:
+        engine = backend._held.engine
+        engine.capturable = False  # the fake's enqueueV3 under capture then fails, as for an engine with a loop
+        with pytest.warns(RuntimeWarning, match="failed 3 times"):
+            for _ in range(4):  # a warm-up, then three refused captures
+                backend.infer(refused)
+        assert backend._held.graphs.graph is None
+        engine.capturable = True
+        for _ in range(3):
+            backend.infer(other)
+        assert backend._held.graphs.graph is not None
+        backend.infer(refused)
+        assert backend._held.graphs.graph is None  # that shape runs plainly from now on
+
+
+@pytest.mark.gpu_contract
 def test_fake_contexts_on_one_profile_are_not_run_concurrently(fake_trt: tuple[FakeGpu, Path]) -> None:
     """[PROFILE-SHARING]: two contexts of one dynamic-shape engine share profile 0, so the fake refuses the second
     while the first still runs on another stream; the backend's two contexts (infer and the device entry) share its
