@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -744,6 +745,44 @@ def test_a_larger_frame_the_gpu_has_no_memory_for_leaves_the_size_before_it_work
         gpu.memory_bytes = None  # the other programs are gone
         for _ in range(3):
             assert np.array_equal(segmenter.segment(large).mask, alone[id(large)])
+    assert gpu.primary(0).retains == 0 and gpu.live() == 0
+
+
+def test_a_larger_frame_interrupted_at_its_first_buffer_leaves_the_size_before_it_working(
+        gpu_plan: tuple[FakeGpu, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C landing as a camera's larger frame makes its working buffers, once the frame path has freed those of
+    the size before it: the CUDA graph of that size, captured with their addresses, must go with them
+    (``CudaDevice.free`` drops it). A failed allocation also drops it, as it frees the cached buffers to try again,
+    so the test of a frame the GPU has no memory for passed without that: an interrupt frees nothing, and the graph
+    was then replayed beside the buffers made in their place (on a GPU: freed memory read and written; the fake
+    refuses the access)."""
+    from unetrt.frame_path import FramePath
+
+    gpu, plan = gpu_plan
+    small, large = _frames()[0], _larger_frame()
+    with Segmenter(plan) as reference:
+        alone = {id(small): reference.segment(small).mask, id(large): reference.segment(large).mask}
+    allocate, armed = FramePath._allocate_buffers, [False]
+
+    def interrupted(path: FramePath[Any], *args: Any) -> Any:
+        if armed[0]:
+            armed[0] = False
+            raise KeyboardInterrupt  # what SIGINT raises at the next bytecode
+        return allocate(path, *args)
+
+    monkeypatch.setattr(FramePath, "_allocate_buffers", interrupted)
+    with Segmenter(plan) as segmenter:
+        for _ in range(3):  # warm-up, capture, replay
+            assert np.array_equal(segmenter.segment(small).mask, alone[id(small)])
+        armed[0] = True
+        with pytest.raises(KeyboardInterrupt):
+            segmenter.segment(large)
+        assert not armed[0] and gpu.driver_stack() == [] and gpu.pycuda_stack() == []
+        gpu.log.clear()
+        assert np.array_equal(segmenter.segment(small).mask, alone[id(small)])
+        assert not any(entry[0] == "graph" for entry in gpu.log), "a graph of freed buffers was replayed"
+        for frame in (small, small, large, large, large):
+            assert np.array_equal(segmenter.segment(frame).mask, alone[id(frame)])
     assert gpu.primary(0).retains == 0 and gpu.live() == 0
 
 
