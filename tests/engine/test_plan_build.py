@@ -518,6 +518,35 @@ def test_unet_build_over_a_plan_on_a_full_disk_leaves_no_new_metadata_beside_the
         assert not metadata_path(plan).exists()
 
 
+def test_unet_build_over_a_plan_on_a_disk_too_full_for_its_metadata_keeps_the_old_plan_running(
+        fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A Jetson's SD card too full for even the new metadata, written first: the earlier plan and its metadata stay
+    as they were, and the engine runs as before the failed build. Its metadata, never replaced, was removed as if it
+    were the new build's (putting it back failed on the same full disk), so the engine that ran before was refused
+    from then on, naming a rebuild that the full disk refuses too."""
+    import errno
+
+    from unetrt import plan_build, plan_metadata
+    from unetrt.backends.tensorrt import TensorRTBackend
+
+    plan = tmp_path / "tiny.plan"
+    assert main([str(tiny_model_files["onnx"]), "-o", str(plan), "--precision", "fp16", "--no-progress"]) == 0
+    engine, described = plan.read_bytes(), metadata_path(plan).read_bytes()
+
+    def full_disk(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    for module in (plan_build, plan_metadata):
+        monkeypatch.setattr(module, "replace_file", full_disk)
+    capsys.readouterr()
+    assert main([str(tiny_model_files["onnx"]), "-o", str(plan), "--precision", "fp32", "--no-progress"]) == 2
+    assert "could not be written" in capsys.readouterr().err
+    assert plan.read_bytes() == engine and metadata_path(plan).read_bytes() == described
+    with TensorRTBackend(plan) as backend:
+        assert backend.precision == "fp16"
+
+
 def test_fp16_graph_builds_strongly_typed_with_its_own_input_type(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                                                   tmp_path: Path) -> None:
     from unetrt.export.fp16 import convert_file
