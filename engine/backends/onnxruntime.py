@@ -389,7 +389,7 @@ class OnnxRuntimeBackend:
         # 'auto' is the CUDA provider where the build has it and a GPU is there to run it.
         use_cuda = has_cuda and device != "cpu" and gpus > 0
         if use_cuda:
-            session = open_cuda_session(path, threads, device, self._ordinal, described)
+            session = open_cuda_session(described, threads, device, self._ordinal)
         else:
             session = open_session(path, _cpu_session_options(path, threads, described), [_CPU])
         on_cuda = session.get_providers()[0] == _CUDA
@@ -668,28 +668,27 @@ def _leave_int8_unfused(options: ort.SessionOptions, path: Path) -> None:
                 "by unet-export --int8 for the CPU has 7-bit weights and runs at INT8's)")
 
 
-def open_cuda_session(path: str | Path, threads: int | None = None, device: str = "cuda", ordinal: int = 0,
-                      described: ModelFile | None = None) -> ort.InferenceSession:
+def open_cuda_session(described: ModelFile, threads: int | None = None, device: str = "cuda",
+                      ordinal: int = 0) -> ort.InferenceSession:
     """A session (with :func:`session_options`) asking for ONNX Runtime's CUDA provider on GPU ``ordinal``: on it,
     or, for ``device`` 'auto' where the provider does not run, on the CPU after one warning saying why. Nothing of
     ONNX Runtime's own fallback reaches stdout.
 
     Args:
-        path: the ONNX file (it must exist).
+        described: the ONNX file, as :func:`unetrt.model_file.read_model_file` read it: a CPU session of 8-bit INT8
+            weights on a CPU whose fused INT8 kernels saturate them runs unfused.
         threads: intra-op threads (None: ONNX Runtime's default).
         device: 'cuda', 'cuda:N' or 'auto' (what was asked: only 'auto' may end on the CPU).
         ordinal: the GPU's index (the provider's ``device_id``).
-        described: what :func:`unetrt.model_file.read_model_file` read of the file (None: read it here): a CPU
-            session of 8-bit INT8 weights on a CPU whose fused INT8 kernels saturate them runs unfused.
 
     Raises:
         ValueError: for a 'cuda' or 'cuda:N' ``device`` where the provider does not run, naming why and the fix; as
             :func:`open_session` for a file that is not a loadable ONNX model.
 
     Example:
-        >>> session = open_cuda_session("model.onnx")  # doctest: +SKIP
+        >>> session = open_cuda_session(read_model_file("model.onnx"))  # doctest: +SKIP
     """
-    path = Path(path)
+    path = described.path
     session, failure = _open_cuda_session(path, session_options(threads), [(_CUDA, {"device_id": ordinal}), _CPU])
     if session is not None and session.get_providers()[0] == _CUDA:
         return session
@@ -704,7 +703,6 @@ def open_cuda_session(path: str | Path, threads: int | None = None, device: str 
                 "engine instead")
     # Where the provider's failure was raised (onnxruntime from 1.23 on, 1.17 and 1.18) the CPU session is made here,
     # and where ORT's own CPU session would fuse INT8 weights that saturate (its options are the CUDA session's).
-    described = described or read_model_file(path)
     if session is None or int8_weights_saturate_here(described):
         return open_session(path, _cpu_session_options(path, threads, described), [_CPU])
     return session
