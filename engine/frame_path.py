@@ -330,8 +330,10 @@ class FramePath(Generic[BufferT]):
         with self._turn(), self.device.session():
             with self._pool_lock:
                 idle, self._pool_key, self._pool = self._pool, None, []
-            self._free(idle)
-            self.device.release()
+            try:
+                self._free(idle)
+            finally:
+                self.device.release()
 
     def _turn(self) -> AbstractContextManager[Any]:
         """Held for the whole of one call: nothing on a concurrent device, else the path's one lock."""
@@ -365,11 +367,23 @@ class FramePath(Generic[BufferT]):
                 self._free([buffers])
 
     def _free(self, sets: Sequence[_Buffers[BufferT]]) -> None:
-        """Free working buffer sets no call holds (inside a session)."""
+        """Free working buffer sets no call holds (inside a session): every one, then the first error raised.
+
+        A Ctrl-C (or a failed free) between two frees left the rest to the error's traceback, which this path no
+        longer reaches: freed only when the traceback goes, and only where its thread can make their context
+        current ([FREE-REACH]).
+        """
+        first_error: BaseException | None = None
         for buffers in sets:
             for buffer in (buffers.batch, buffers.acc, buffers.weight, buffers.window_y, buffers.window_x):
-                if buffer is not None:
+                if buffer is None:
+                    continue
+                try:
                     self.device.free(buffer)
+                except BaseException as error:  # raised below, once the rest are freed
+                    first_error = first_error or error
+        if first_error is not None:
+            raise first_error
 
     def _allocate_buffers(self, grid: TileGrid, count: int, batch_size: int) -> _Buffers[BufferT]:
         device = self.device

@@ -1094,3 +1094,28 @@ def test_close_from_another_thread_waits_for_the_call_in_flight_which_gets_its_m
     with pytest.raises(ValueError, match="closed"):
         segmenter.segment(frame)
     assert gpu.primary(0).retains == 0 and gpu.live() == 0
+
+
+def test_a_ctrl_c_between_two_frees_of_close_still_frees_every_buffer_of_the_path(
+        gpu_plan: tuple[FakeGpu, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C landing in close() between the frees of the path's idle buffers (a tiled frame's batch,
+    accumulator, weights and blend windows) left the rest to the KeyboardInterrupt's traceback, and the next close()
+    found the idle set already emptied: while the traceback was held (a supervisor logging it), they leaked. The rest
+    are freed before the interrupt goes on, and the second close() releases what is left."""
+    gpu, plan = gpu_plan
+    segmenter = Segmenter(plan, tile=64)
+    segmenter.segment(_larger_frame())
+    device = segmenter._path.device
+    free, first = device.free, iter([True])
+
+    def interrupted_after_the_first(memory: object) -> None:
+        free(memory)
+        if next(first, False):
+            raise KeyboardInterrupt  # the Ctrl-C's handler runs at the next bytecode
+
+    monkeypatch.setattr(device, "free", interrupted_after_the_first)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        segmenter.close()
+    segmenter.close()
+    assert interrupted.value is not None  # its traceback, and what it holds, still alive here
+    assert gpu.live() == 0 and gpu.primary(0).retains == 0
