@@ -578,7 +578,7 @@ def _restore_description(described: Path, earlier: bytes | None) -> None:
     a plan without metadata is refused in one line that names the rebuild, never run as another build."""
     try:
         if earlier is not None:
-            if described.read_bytes() == earlier:
+            if described.is_file() and described.read_bytes() == earlier:
                 # Never replaced (the disk refused the new metadata too): putting it back would fail alike on a full
                 # disk, and the earlier plan's own description was then removed.
                 return
