@@ -25,6 +25,7 @@ import mmap
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -96,6 +97,12 @@ class ModelFile:
     info: ModelInfo
     precision: str
     quantization: dict[str, Any] | None = None
+
+    @cached_property
+    def int8_weight_peak(self) -> int | None:
+        """:func:`int8_weight_peak` of the file, read on first use and kept: the checks that judge a file without a
+        quantization record by its weights, and their messages, read them once per opening."""
+        return int8_weight_peak(self.path)
 
 
 def decode_description(document: str | Mapping[str, Any]) -> ModelInfo:
@@ -471,7 +478,7 @@ def int8_weights_saturate_here(model: ModelFile) -> bool:
         return False
     if model.quantization is not None:
         return model.quantization.get("weights") != SEVEN_BIT_WEIGHTS
-    peak = int8_weight_peak(model.path)
+    peak = model.int8_weight_peak
     return peak is None or peak > SEVEN_BIT_PEAK
 
 

@@ -391,7 +391,7 @@ class OnnxRuntimeBackend:
         if use_cuda:
             session = open_cuda_session(described, threads, device, self._ordinal)
         else:
-            session = open_session(path, _cpu_session_options(path, threads, described), [_CPU])
+            session = open_session(path, _cpu_session_options(described, threads), [_CPU])
         on_cuda = session.get_providers()[0] == _CUDA
         self._session: ort.InferenceSession | None = session
         inputs, outputs = session.get_inputs(), session.get_outputs()
@@ -641,12 +641,12 @@ class OnnxRuntimeResidentBatch:
             return np.asarray(self._binding.copy_outputs_to_cpu()[0], dtype=np.float32)
 
 
-def _cpu_session_options(path: Path, threads: int | None, described: ModelFile) -> ort.SessionOptions:
+def _cpu_session_options(described: ModelFile, threads: int | None) -> ort.SessionOptions:
     """The options of a CPU session of the file ``described``: :func:`session_options`, left unfused
     (:func:`_leave_int8_unfused`) where its INT8 weights would saturate this CPU's fused kernels."""
     options = session_options(threads)
     if int8_weights_saturate_here(described):
-        _leave_int8_unfused(options, path)
+        _leave_int8_unfused(options, described.path)
     return options
 
 
@@ -704,7 +704,7 @@ def open_cuda_session(described: ModelFile, threads: int | None = None, device: 
     # Where the provider's failure was raised (onnxruntime from 1.23 on, 1.17 and 1.18) the CPU session is made here,
     # and where ORT's own CPU session would fuse INT8 weights that saturate (its options are the CUDA session's).
     if session is None or int8_weights_saturate_here(described):
-        return open_session(path, _cpu_session_options(path, threads, described), [_CPU])
+        return open_session(path, _cpu_session_options(described, threads), [_CPU])
     return session
 
 

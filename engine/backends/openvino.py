@@ -31,7 +31,6 @@ from ..cpu import check_threads, usable_cores
 from ..model_file import (
     IR_SUFFIXES,
     ModelFile,
-    int8_weight_peak,
     int8_weights_saturate_here,
     read_model_file,
     write_ir_description,
@@ -139,7 +138,7 @@ def _check_weight_range(described: ModelFile) -> None:
     path, quantization = described.path, described.quantization
     if quantization is None:
         # Quantized elsewhere: unet-export cannot make it again, and ONNX Runtime runs the .onnx file alone.
-        read = int8_weight_peak(path) is not None
+        read = described.int8_weight_peak is not None
         weights = ("8-bit INT8 weights," if read else
                    "INT8 weights of a range unetrt cannot read (no unetrt.quantization record), taken for 8-bit ones,")
         onnx_file = "it" if path.suffix != ".xml" else "its .onnx file"

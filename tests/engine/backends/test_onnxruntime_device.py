@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from conftest import write_described_onnx, write_eight_bit_record
+from conftest import write_described_onnx, write_eight_bit_record, write_int8_of_elsewhere
 from fakes.cuda import FakeGpu, FakeOp, install_fake_gpu, primary_context_pushed
 from fakes.kernels import FakeKernels
 from fakes.onnxruntime_cuda import (
@@ -228,6 +228,29 @@ def test_an_eight_bit_int8_file_falling_back_to_the_cpu_runs_unfused_where_its_w
                                                            "VNNI"] if saturates else []), said
     assert level == (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if saturates
                      else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+
+
+def test_an_int8_file_of_elsewhere_falling_back_to_the_cpu_reads_its_weights_once(
+        monkeypatch: pytest.MonkeyPatch, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    """A file quantized elsewhere (no quantization record) is judged by its weights: the fallback judged them to
+    choose its session, then its session's options read them all again. Once per opening, and it runs unfused."""
+    import unetrt.model_file
+
+    # Without CUDA's libraries onnxruntime-gpu makes its own CPU session ([PROVIDER-LIBS]), which is judged too.
+    install_fake_onnxruntime_cuda(monkeypatch, install_fake_gpu(monkeypatch, FakeGpu())).libraries = False
+    monkeypatch.setattr("unetrt.model_file.int8_products_saturate", lambda: True)
+    eight_bit = write_int8_of_elsewhere(tiny_model_files["onnx"], tmp_path / "eight.int8.onnx", "tensorrt")
+    reads: list[int] = []
+    read_graph = unetrt.model_file._graph_int8_peak
+    monkeypatch.setattr("unetrt.model_file._graph_int8_peak",
+                        lambda *graph: reads.append(len(reads)) or read_graph(*graph))
+    with pytest.warns(RuntimeWarning) as warned, OnnxRuntimeBackend(eight_bit, device="auto") as backend:
+        level = backend._session.get_session_options().graph_optimization_level  # type: ignore[union-attr]
+    assert [str(warning.message).split(":")[0] for warning in warned] == [
+        "running ONNX Runtime on the CPU", "eight.int8.onnx has 8-bit INT8 weights, which ONNX Runtime's fused INT8 "
+        "kernels saturate on this CPU without VNNI"]
+    assert level == real_onnxruntime().GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert len(reads) == 1
 
 
 def test_auto_asks_the_driver_for_the_gpu_count_once(provider: FakeCudaProvider,

@@ -93,6 +93,24 @@ def test_an_int8_file_of_elsewhere_with_eight_bit_weights_is_refused_where_int8_
 
 
 @requires_openvino
+def test_the_refusal_of_an_int8_file_of_elsewhere_reads_its_weights_once(
+        tiny_model_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check judged the file by its weights, then its message read them all again to say whether they could be
+    read: the weights are read once per opening."""
+    import unetrt.model_file
+
+    eight_bit = write_int8_of_elsewhere(tiny_model_files["onnx"], tmp_path / "eight.int8.onnx", "tensorrt")
+    monkeypatch.setattr("unetrt.model_file.int8_products_saturate", lambda: True)
+    reads: list[int] = []
+    read_graph = unetrt.model_file._graph_int8_peak
+    monkeypatch.setattr("unetrt.model_file._graph_int8_peak",
+                        lambda *graph: reads.append(len(reads)) or read_graph(*graph))
+    with pytest.raises(ValueError, match=r"^eight\.int8\.onnx has 8-bit INT8 weights, which OpenVINO saturates"):
+        OpenVinoBackend(eight_bit)
+    assert len(reads) == 1
+
+
+@requires_openvino
 def test_tensorrt_layout_int8_is_refused_where_int8_products_saturate(monkeypatch: pytest.MonkeyPatch) -> None:
     """camvid.int8.tensorrt.onnx (8-bit weights, for TensorRT's kernels) ran on OpenVINO on a Zen 3 EPYC without a
     word at 53.80 mean IoU, against 62.41 at FP32: its record's target let it past the weight check. Refused
