@@ -55,14 +55,17 @@ def test_foreign_timing_cache_warns_and_starts_fresh(fake_trt: FakeGpu, tiny_mod
                                                      tmp_path: Path) -> None:
     # Finding 4: set_timing_cache refuses a cache from another device (returns False); the old code ignored that
     # and then failed on get_timing_cache() (None) after the build.
-    cache = tmp_path / "trt.cache"
-    cache.write_text(json.dumps({"magic": "unetrt-fake-timing-cache", "tensorrt_version": "10.3.0",
-                                 "device": "NVIDIA A100/sm_80", "entries": 40}))
-    with pytest.warns(RuntimeWarning, match="another GPU or TensorRT version"):
-        build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan",
-                     BuildOptions(fp16=True, timing_cache=cache, progress=False))
-    rewritten = json.loads(cache.read_text())
-    assert rewritten["device"] == f"{fake_trt.name}/sm_87" and rewritten["entries"] > 0
+    # An AGX Orin's cache given on an Orin Nano (8 SMs) is another device's too: both are "Orin", sm_87.
+    here = f"{fake_trt.name}/sm_87/{fake_trt.multiprocessors}sm"
+    for foreign in ("NVIDIA A100/sm_80/108sm", f"{fake_trt.name}/sm_87/{fake_trt.multiprocessors * 2}sm"):
+        cache = tmp_path / "trt.cache"
+        cache.write_text(json.dumps({"magic": "unetrt-fake-timing-cache", "tensorrt_version": "10.3.0",
+                                     "device": foreign, "entries": 40}))
+        with pytest.warns(RuntimeWarning, match="another GPU or TensorRT version"):
+            build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan",
+                         BuildOptions(fp16=True, timing_cache=cache, progress=False))
+        rewritten = json.loads(cache.read_text())
+        assert rewritten["device"] == here and rewritten["entries"] > 0
 
 
 def test_damaged_timing_cache_warns_and_starts_fresh(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
@@ -75,7 +78,7 @@ def test_damaged_timing_cache_warns_and_starts_fresh(fake_trt: FakeGpu, tiny_mod
         build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan",
                      BuildOptions(fp16=True, timing_cache=cache, progress=False))
     rewritten = json.loads(cache.read_text())
-    assert rewritten["device"] == f"{fake_trt.name}/sm_87" and rewritten["entries"] > 0
+    assert rewritten["device"] == f"{fake_trt.name}/sm_87/{fake_trt.multiprocessors}sm" and rewritten["entries"] > 0
 
 
 def test_own_timing_cache_is_reused_without_warning(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],

@@ -85,7 +85,8 @@ Documents cited (TensorRT 10 C++ and Python API references, Developer Guide):
   bound to a specific GPU when it is instantiated, either by the builder or on deserialization. To select the GPU,
   use cudaSetDevice() before calling the builder"; with no device set, the CUDA runtime works on device 0 (CUDA C++
   Programming Guide, "Device Selection"). The fake records the device each build ran on (``Builder.devices``), and
-  writes the plan (and keys the timing cache) for that device's name and compute capability (``FakeGpu.kinds``).
+  writes the plan for that device's name and compute capability, and keys the timing cache by those and its
+  multiprocessor count ([TIMING]; ``FakeGpu.kinds``).
 * [TRT11] TensorRT 11 "Removed Python APIs and Replacements" (Migrating from TensorRT 10.x to 11.x): the APIs
   listed "have been removed in TensorRT 11.x and will cause runtime errors if called", among them
   ``BuilderFlag.FP16`` ("Strong typing with ModelOpt AutoCast"), ``BuilderFlag.INT8`` ("Explicit quantization with
@@ -467,8 +468,12 @@ class Builder:
 
     @property
     def device_key(self) -> str:
-        name, capability, _ = self._device()
-        return f"{name}/sm_{capability[0]}{capability[1]}"
+        # [TIMING]: the cache's verification header holds the device's properties ("Combining caches generated
+        # from devices with different device properties may lead to functional/performance bugs!", ITimingCache::
+        # combine): the multiprocessor count with the rest, so an AGX Orin's cache (16 SMs) is another device's on an
+        # Orin Nano (8), though both are "Orin", sm_87.
+        name, capability, multiprocessors = self._device()
+        return f"{name}/sm_{capability[0]}{capability[1]}/{multiprocessors}sm"
 
     def _device(self) -> tuple[str, tuple[int, int], int]:
         """The name, compute capability and multiprocessors of the device the builder works on [DEVICE]."""
