@@ -540,32 +540,67 @@ def _ir_int8_peak(path: Path) -> int | None:
 
 
 def _graph_int8_peak(data: Any, start: int, end: int) -> int | None:
+    """The INT8 peak of a graph's tensors: initializers, and those in its nodes' attributes (a Constant node's
+    value, where some exporters keep the weights), subgraphs included; None where one is in external data."""
     peak = 0
     for number, wire, first, last in _fields(data, start, end):
-        if number != _GRAPH_INITIALIZER or wire != _LENGTH:
+        if wire != _LENGTH:
             continue
-        dims, data_type, values = 0, None, bytearray()
-        external = False
-        for field, kind, low, high in _fields(data, first, last):
-            if field == _TENSOR_DIMS:
-                dims += 1 if kind == _VARINT else sum(1 for _ in _varints(data, low, high))
-            elif field == _TENSOR_DATA_TYPE and kind == _VARINT:
-                data_type = low
-            elif field == _TENSOR_RAW_DATA and kind == _LENGTH:
-                values += bytes(data[low:high])
-            elif field == _TENSOR_INT32_DATA:
-                # INT8 values stored one per int32 (packed, or one field each), negative ones as 10-byte varints.
-                stored = [low] if kind == _VARINT else list(_varints(data, low, high))
-                values += bytes(value & 0xFF for value in stored)
-            elif field == _TENSOR_EXTERNAL_DATA:
-                external = True
-        if data_type != _INT8 or dims < 2:
+        if number == _GRAPH_INITIALIZER:
+            found = _tensor_int8_peak(data, first, last)
+        elif number == _GRAPH_NODE:
+            found = _node_int8_peak(data, first, last)
+        else:
             continue
-        if external:
+        if found is None:
             return None
-        if values:
-            peak = max(peak, int(np.abs(np.frombuffer(values, np.int8).astype(np.int16)).max()))
+        peak = max(peak, found)
     return peak
+
+
+def _node_int8_peak(data: Any, start: int, end: int) -> int | None:
+    peak = 0
+    for number, wire, first, last in _fields(data, start, end):
+        if number != _NODE_ATTRIBUTE or wire != _LENGTH:
+            continue
+        for field, kind, low, high in _fields(data, first, last):
+            if kind != _LENGTH:
+                continue
+            if field in _ATTRIBUTE_TENSORS:
+                found = _tensor_int8_peak(data, low, high)
+            elif field in _ATTRIBUTE_GRAPHS:
+                found = _graph_int8_peak(data, low, high)
+            else:
+                continue
+            if found is None:
+                return None
+            peak = max(peak, found)
+    return peak
+
+
+def _tensor_int8_peak(data: Any, start: int, end: int) -> int | None:
+    """The largest magnitude of one INT8 tensor of two or more dimensions (0 for any other), None where its values
+    are in external data."""
+    dims, data_type, values = 0, None, bytearray()
+    external = False
+    for field, kind, low, high in _fields(data, start, end):
+        if field == _TENSOR_DIMS:
+            dims += 1 if kind == _VARINT else sum(1 for _ in _varints(data, low, high))
+        elif field == _TENSOR_DATA_TYPE and kind == _VARINT:
+            data_type = low
+        elif field == _TENSOR_RAW_DATA and kind == _LENGTH:
+            values += bytes(data[low:high])
+        elif field == _TENSOR_INT32_DATA:
+            # INT8 values stored one per int32 (packed, or one field each), negative ones as 10-byte varints.
+            stored = [low] if kind == _VARINT else list(_varints(data, low, high))
+            values += bytes(value & 0xFF for value in stored)
+        elif field == _TENSOR_EXTERNAL_DATA:
+            external = True
+    if data_type != _INT8 or dims < 2:
+        return 0
+    if external:
+        return None
+    return int(np.abs(np.frombuffer(values, np.int8).astype(np.int16)).max()) if values else 0
 
 
 def _varints(data: Any, start: int, end: int) -> Iterator[int]:

@@ -312,3 +312,22 @@ def test_an_int8_file_without_a_record_saturates_by_its_weights(tiny_model_files
     assert int8_weights_saturate_here(read_model_file(_ir(tmp_path, "FakeQuantize")))  # not readable: 8-bit
     monkeypatch.setattr("unetrt.model_file.int8_products_saturate", lambda: False)
     assert not int8_weights_saturate_here(eight)
+
+
+def test_int8_weights_held_in_constant_nodes_are_read_as_the_initializers_are(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exporters that fold weights into Constant nodes (PyTorch without constant folding, tf2onnx) keep no INT8
+    initializer: the peak read 0 there, so a file of 8-bit weights quantized elsewhere passed for 7-bit ones and ran
+    fused and saturating on a CPU without VNNI."""
+    from onnx import TensorProto, helper
+
+    weights = helper.make_tensor("w", TensorProto.INT8, [2, 3, 1, 1],
+                                 np.array([1, -127, 3, 4, 5, 6], np.int8).tobytes(), raw=True)
+    nodes = [helper.make_node("Constant", [], ["w"], value=weights),
+             helper.make_node("Constant", [], ["scale"], value=helper.make_tensor("s", TensorProto.FLOAT, [], [0.1])),
+             helper.make_node("DequantizeLinear", ["w", "scale"], ["wf"]),
+             helper.make_node("Conv", ["image", "wf"], ["logits"])]
+    path = write_described_onnx(tmp_path / "constant.int8.onnx", nodes, {"logits": TensorProto.FLOAT})
+    assert int8_weight_peak(path) == 127
+    monkeypatch.setattr("unetrt.model_file.int8_products_saturate", lambda: True)
+    assert int8_weights_saturate_here(read_model_file(path))
