@@ -136,26 +136,26 @@ def _check_weight_range(described: ModelFile) -> None:
     if not int8_weights_saturate_here(described):
         return
     path, quantization = described.path, described.quantization
+    # ONNX Runtime runs .onnx files alone: for an IR it is the file the IR was converted from.
+    onnx_file = "its .onnx file" if path.suffix in IR_SUFFIXES else "it"
+    unfused = "with backend 'onnxruntime', which computes it unfused at about FP32's speed"
     if quantization is None:
-        # Quantized elsewhere: unet-export cannot make it again, and ONNX Runtime runs the .onnx file alone.
+        # Quantized elsewhere: unet-export cannot make it again.
         read = described.int8_weight_peak is not None
         weights = ("8-bit INT8 weights," if read else
                    "INT8 weights of a range unetrt cannot read (no unetrt.quantization record), taken for 8-bit ones,")
-        onnx_file = "it" if path.suffix != ".xml" else "its .onnx file"
         raise ValueError(f"{path.name} has {weights} which OpenVINO saturates on this CPU without VNNI (uint8 x int8 "
                          "products add in int16): quantize its weights to 7 bits (ONNX Runtime's quantize_static with "
-                         f"reduce_range=True, as unet-export --int8 does), or run {onnx_file} with backend "
-                         "'onnxruntime', which computes it unfused at about FP32's speed")
+                         f"reduce_range=True, as unet-export --int8 does), or run {onnx_file} {unfused}")
     if quantization.get("target", "cpu") == "tensorrt":
         cpu_file = (path.name.removesuffix(TENSORRT_INT8_SUFFIX) + ".int8.onnx"
                     if path.name.endswith(TENSORRT_INT8_SUFFIX) else "the CPU layout (unet-export --int8)")
         raise ValueError(f"{path.name} is INT8 in TensorRT's layout, whose 8-bit weights OpenVINO saturates on this "
                          f"CPU without VNNI (uint8 x int8 products add in int16): run {cpu_file} here (7-bit weights), "
-                         "or this file with backend 'onnxruntime', which computes it unfused at about FP32's speed")
+                         f"or {'run ' + onnx_file if path.suffix in IR_SUFFIXES else 'this file'} {unfused}")
     raise ValueError(f"{path.name} has 8-bit INT8 weights, which OpenVINO saturates on this CPU without VNNI "
                      "(uint8 x int8 products add in int16): re-export it with this unetrt (unet-export --int8 "
-                     "writes 7-bit weights), or run it with backend 'onnxruntime', which computes it unfused at about "
-                     "FP32's speed")
+                     f"writes 7-bit weights), or run {onnx_file} {unfused}")
 
 
 def _keep_recent(cache: OrderedDict[Any, Any], key: Any) -> None:

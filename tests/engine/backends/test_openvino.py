@@ -111,6 +111,25 @@ def test_the_refusal_of_an_int8_file_of_elsewhere_reads_its_weights_once(
 
 
 @requires_openvino
+def test_an_ir_of_eight_bit_weights_refused_names_its_onnx_file_for_onnx_runtime(
+        tiny_int8_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An IR converted from a file in TensorRT's layout or of 8-bit CPU weights was refused naming 'this file' (or
+    'it') for backend 'onnxruntime', which refuses an .xml file in turn: the refusal names the .onnx file it came
+    from, as it does for an IR quantized elsewhere."""
+    from unetrt.backends.openvino import write_ir
+    from unetrt.bundled import MODELS_DIR, TENSORRT_INT8_SUFFIX
+
+    monkeypatch.setattr("unetrt.model_file.int8_products_saturate", lambda: True)
+    tensorrt_ir = write_ir(MODELS_DIR / f"camvid{TENSORRT_INT8_SUFFIX}", tmp_path / "camvid.int8.tensorrt.xml")
+    old_ir = write_ir(write_eight_bit_record(tiny_int8_onnx, tmp_path / "old.int8.onnx"), tmp_path / "old.int8.xml")
+    for ir in (tensorrt_ir, old_ir):
+        with pytest.raises(ValueError, match=r"8-bit (INT8 )?weights") as refused:
+            OpenVinoBackend(ir)
+        assert str(refused.value).endswith(", or run its .onnx file with backend 'onnxruntime', which computes it "
+                                           "unfused at about FP32's speed"), str(refused.value)
+
+
+@requires_openvino
 def test_tensorrt_layout_int8_is_refused_where_int8_products_saturate(monkeypatch: pytest.MonkeyPatch) -> None:
     """camvid.int8.tensorrt.onnx (8-bit weights, for TensorRT's kernels) ran on OpenVINO on a Zen 3 EPYC without a
     word at 53.80 mean IoU, against 62.41 at FP32: its record's target let it past the weight check. Refused
