@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from .caller_warning import caller_frame, working_for
+
 Result = TypeVar("Result")
 # How often the waiting thread wakes: a signal the kernel hands to another thread (a builder thread) does not
 # interrupt the wait, and its Python handler runs at the next wake-up.
@@ -51,6 +53,8 @@ def run_interruptible(work: Callable[[], Result], cancel: threading.Event, name:
     outcome: list[tuple[bool, object]] = []
     finished = threading.Event()
     running = False
+    # The work's warnings name the line that made this call, which this thread holds, not the work thread's start.
+    caller = caller_frame()
 
     def target() -> None:
         nonlocal running
@@ -59,7 +63,8 @@ def run_interruptible(work: Callable[[], Result], cancel: threading.Event, name:
             # work sees the cancel and never runs, or the caller sees it running and waits for it.
             running = True
             if not cancel.is_set():
-                outcome.append((True, work()))
+                with working_for(caller):
+                    outcome.append((True, work()))
         except BaseException as exc:  # handed to the caller's thread, which re-raises it
             outcome.append((False, exc))
         finally:

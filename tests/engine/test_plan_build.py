@@ -81,6 +81,21 @@ def test_damaged_timing_cache_warns_and_starts_fresh(fake_trt: FakeGpu, tiny_mod
     assert rewritten["device"] == f"{fake_trt.name}/sm_87/{fake_trt.multiprocessors}sm" and rewritten["entries"] > 0
 
 
+def test_the_timing_cache_warning_names_the_line_that_called_build_engine(
+        fake_trt: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    """The build runs on a thread of its own (so that Ctrl-C stops it), where no frame is the caller's: the warning
+    named unetrt's interruptible.py, for every caller, so the default filter showed it once a process."""
+    cache = tmp_path / "trt.cache"
+    cache.write_bytes(b'{"magic": "unetrt-fake-timing-ca')
+    options = BuildOptions(fp16=True, timing_cache=cache, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = sys._getframe().f_lineno + 1
+        build_engine(tiny_model_files["onnx"], tmp_path / "tiny.plan", options)
+    said = [(w.filename, w.lineno) for w in caught if "timing cache" in str(w.message)]
+    assert said == [(__file__, line)], said
+
+
 def test_own_timing_cache_is_reused_without_warning(fake_trt: FakeGpu, tiny_model_files: dict[str, Path],
                                                     tmp_path: Path) -> None:
     cache = tmp_path / "trt.cache"
