@@ -310,9 +310,16 @@ class CudaDevice:
         (replayed after the frame path made new buffers in its place, it read and wrote freed memory)."""
         self._graphs.invalidate()
         owner = buffer.owner
-        # A constant's owner is its allocation and the page-locked staging copy its upload read.
+        # A constant's owner is its allocation and the page-locked staging copy its upload read: both are freed
+        # before an error (a Ctrl-C after the first) goes on, whose traceback would otherwise hold the second.
+        first_error: BaseException | None = None
         for memory in owner if isinstance(owner, tuple) else (owner,):
-            self.driver.free(memory)
+            try:
+                self.driver.free(memory)
+            except BaseException as error:  # raised below, once the other is freed
+                first_error = first_error or error
+        if first_error is not None:
+            raise first_error
 
     def shape(self, buffer: CudaBuffer) -> tuple[int, ...]:
         """See :meth:`unetrt.device.Device.shape`."""

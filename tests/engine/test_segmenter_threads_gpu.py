@@ -1119,3 +1119,34 @@ def test_a_ctrl_c_between_two_frees_of_close_still_frees_every_buffer_of_the_pat
     segmenter.close()
     assert interrupted.value is not None  # its traceback, and what it holds, still alive here
     assert gpu.live() == 0 and gpu.primary(0).retains == 0
+
+
+def test_a_ctrl_c_between_the_two_frees_of_a_blend_window_still_frees_its_staging_copy(
+        gpu_plan: tuple[FakeGpu, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blend window is two allocations, its device memory and the page-locked staging copy its upload read:
+    CudaDevice.free freed them one after the other, so a Ctrl-C landing in close() after the first left the staging
+    copy to the interrupt's traceback (the frame path's every-buffer loop goes on to the next buffer, not to the
+    rest of this one), leaked while a supervisor held the traceback."""
+    gpu, plan = gpu_plan
+    segmenter = Segmenter(plan, tile=64)
+    segmenter.segment(_larger_frame())
+    device = segmenter._path.device
+    free_buffer, free_memory, first = device.free, device.driver.free, iter([True])
+    in_a_window: list[bool] = []
+
+    def freeing(buffer: Any) -> None:
+        in_a_window.append(isinstance(buffer.owner, tuple))
+        free_buffer(buffer)
+
+    def interrupted_after_a_windows_first(memory: object) -> None:
+        free_memory(memory)
+        if in_a_window[-1] and next(first, False):
+            raise KeyboardInterrupt  # the Ctrl-C's handler runs at the next bytecode
+
+    monkeypatch.setattr(device, "free", freeing)
+    monkeypatch.setattr(device.driver, "free", interrupted_after_a_windows_first)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        segmenter.close()
+    segmenter.close()
+    assert interrupted.value is not None and any(in_a_window)  # its traceback, and what it holds, still alive here
+    assert (gpu.live("device"), gpu.live("pinned"), gpu.primary(0).retains) == (0, 0, 0)
