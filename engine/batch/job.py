@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -26,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..backends import choose_model
+from ..caller_warning import warn_caller
 from ..cli import StopOnSigterm, raise_terminated
 from ..paths import file_sha256
 from ..segmenter import Segmenter
@@ -139,7 +141,12 @@ class SegmentWorker:
                  segmenter_factory: SegmenterFactory | None = None) -> None:
         self.settings = settings
         self.out_dir = Path(out_dir)
-        self.segmenter = segmenter_factory() if segmenter_factory is not None else settings.open_segmenter(device)
+        with warnings.catch_warnings(record=True) as said:
+            # Ray shows an actor's output only in its node's log: what the open warned (ONNX Runtime on the CPU, an
+            # INT8 file left unfused) goes back with every batch's rows, for the job to say.
+            self.segmenter = (segmenter_factory() if segmenter_factory is not None
+                              else settings.open_segmenter(device))
+        self.warnings = "\n".join(dict.fromkeys(" ".join(str(warning.message).split()) for warning in said))
         if self.segmenter.color_order != "bgr":
             self.segmenter.close()
             # Every frame is read with OpenCV: an RGB segmenter would get BGR frames and write BGR overlays wrong.
@@ -188,6 +195,7 @@ class SegmentWorker:
             "busy_s": np.full(count, busy / count),
             "backend": np.asarray([self.segmenter.backend.name] * count),
             "device": np.asarray([self.segmenter.backend.device] * count),
+            "warnings": np.asarray([self.warnings] * count),
         }
 
     def _segment(self, frames: list[np.ndarray]) -> list[Any]:
@@ -443,6 +451,7 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
     failures: list[dict[str, Any]] = []
     per_worker: dict[str, dict[str, Any]] = defaultdict(lambda: {"frames": 0, "busy_s": 0.0})
     engines: set[tuple[str, str]] = set()
+    said: set[str] = set()  # the actors' warnings, each said once
     start = time.perf_counter()
     # SIGTERM (docker stop, a scheduler) ends the job as Ctrl-C does: what is written stays, Ray is shut down,
     # and a re-run resumes; without this Ray's own handler dumps a native stack trace.
@@ -478,6 +487,10 @@ def run_batch(inputs: Sequence[str], out_dir: str | Path, settings: BatchSetting
                 dataset = _dataset(ray, pending, folder, settings, pool, on_gpu, len(nodes), segmenter_factory)
                 for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                     _tally(batch, counts, failures, per_worker, engines, written_before)
+                    met = {line for text in batch["warnings"] for line in str(text).splitlines()}
+                    for message in sorted(met - said):
+                        said.add(message)
+                        warn_caller(message)
                     bar.update(len(batch["output"]))
                     bar.set_postfix(failed=counts[FAILED], refresh=False)
                     sigterm.raise_if_received()

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -228,3 +229,28 @@ def test_bad_inputs_are_listed_and_the_exit_is_non_zero(
     assert main([str(tmp_path / "nothing_here.png"), "-o", str(out), "--model", settings.model]) == 2
     assert capsys.readouterr().err.strip() == (f"error: input {str(tmp_path / 'nothing_here.png')!r} does not exist "
                                               "(expected a video file, an image folder or a glob)")
+
+
+def test_a_warning_an_actor_met_opening_its_segmenter_is_said_by_the_job(
+        two_node_cluster: Any, settings: BatchSettings, recordings: dict[str, Any], tiny_int8_onnx: Path,
+        tmp_path: Path) -> None:
+    """Ray shows an actor's output only in its node's log (the job connects with log_to_driver off): an INT8 file
+    of 8-bit weights ran unfused on a CPU without VNNI, at about FP32's speed, and unet-batch never said why, where
+    unet-stream and Segmenter warn. The job says each warning its actors met, once."""
+    from conftest import write_eight_bit_record
+
+    eight_bit = str(write_eight_bit_record(tiny_int8_onnx, tmp_path / "eight.int8.onnx"))
+
+    def open_where_int8_products_saturate() -> Segmenter:
+        import unetrt.model_file
+
+        unetrt.model_file.int8_products_saturate = lambda: True  # type: ignore[assignment]  # the actor's process
+        return Segmenter(eight_bit, backend="onnxruntime", threads=settings.threads)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = run_batch(recordings["inputs"][:1], tmp_path / "out", replace(settings, model=eight_bit),
+                            workers=2, segmenter_factory=open_where_int8_products_saturate, progress=False)
+    assert summary["frames"]["failed"] == 0
+    said = [str(w.message) for w in caught if "8-bit INT8 weights" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("eight.int8.onnx has 8-bit INT8 weights"), said
