@@ -39,7 +39,9 @@ FP16_SUFFIX = ".fp16.onnx"
 # The nodes whose weights (input 1) set the precision a graph computes in.
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 # Weights are clamped into [MIN_POSITIVE, MAX_FINITE] in magnitude (the converter's defaults): smaller ones
-# would flush to FP16 subnormals or zero, larger ones come near FP16's 65504 limit.
+# would flush to FP16 subnormals or zero, larger ones come near FP16's 65504 limit. Raising a weight below
+# MIN_POSITIVE to it moves it by less than MIN_POSITIVE, nothing next to the weights that matter (the bundled models
+# have a few such, stored as float16 subnormals already); clamping one above MAX_FINITE changes the network.
 MIN_POSITIVE = 1e-7
 MAX_FINITE = 1e4
 
@@ -167,10 +169,11 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
             min_positive_val=MIN_POSITIVE,
             max_finite_val=MAX_FINITE,
         )
-    clamped = _clamped_values(source, converted)
+    clamped = _clamped_large_values(source, converted)
     if clamped:
-        warn_caller(f"FP16 conversion clamped {clamped} weight value(s) into FP16's range "
-                    f"(|w| < {MIN_POSITIVE:g} or > {MAX_FINITE:g})", UserWarning)
+        warn_caller(f"FP16 conversion clamped {clamped} weight value(s) larger than {MAX_FINITE:g} in magnitude to "
+                    f"{MAX_FINITE:g}: the FP16 network computes with changed weights; compare its answers with "
+                    "FP32's, and keep FP32 where they differ", UserWarning)
     _restore_fp32_outputs(converted, {o.name for o in float_outputs(model)})
     del converted.metadata_props[:]
     converted.metadata_props.extend(source.metadata_props)
@@ -181,15 +184,15 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     return converted
 
 
-def _clamped_values(source: onnx.ModelProto, converted: onnx.ModelProto) -> int:
-    """How many values of the FP32 weights that became float16 lie outside [MIN_POSITIVE, MAX_FINITE] in magnitude
-    (zero excepted): the ones the converter clamped."""
+def _clamped_large_values(source: onnx.ModelProto, converted: onnx.ModelProto) -> int:
+    """How many values of the FP32 weights that became float16 lie above MAX_FINITE in magnitude: the ones the
+    converter clamped down, changing the network."""
     stored_fp16 = {init.name for init in converted.graph.initializer if init.data_type == onnx.TensorProto.FLOAT16}
     count = 0
     for init in source.graph.initializer:
         if init.data_type == onnx.TensorProto.FLOAT and init.name in stored_fp16:
             magnitude = np.abs(numpy_helper.to_array(init))
-            count += int(np.count_nonzero(((magnitude > 0) & (magnitude < MIN_POSITIVE)) | (magnitude > MAX_FINITE)))
+            count += int(np.count_nonzero(magnitude > MAX_FINITE))
     return count
 
 

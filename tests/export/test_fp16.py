@@ -172,10 +172,11 @@ def test_bundled_camvid_fp16_agrees_on_val_frames(shared_data: Path) -> None:
     assert agreement.pixel_agreement >= MIN_PIXEL_AGREEMENT
 
 
-def test_weights_are_clamped_into_the_stated_fp16_range_with_one_warning() -> None:
+def test_weights_are_clamped_into_the_stated_fp16_range_with_one_warning_for_the_large_ones() -> None:
     # x -> Mul(w) -> Add(b) -> y: Mul runs FP16, so w is stored as float16 within [1e-7, 1e4] in magnitude. 2e4 and
-    # 3e4 are above the range (stored as 1e4), -5e4 below it (-1e4) and 1e-9 too small (1e-7, an FP16 subnormal):
-    # 4 values, in the 3 warnings the converter gives for this tensor; 1e-5 is inside (about 1.0014e-5), 0 stays 0.
+    # 3e4 are above the range (stored as 1e4), -5e4 below it (-1e4): 3 values changed, in one warning (the converter
+    # gives 3 for this tensor); 1e-9 too small is raised to 1e-7 (an FP16 subnormal), a change of less than 1e-7 that
+    # goes unsaid; 1e-5 is inside (about 1.0014e-5), 0 stays 0.
     w = helper.make_tensor("w", TensorProto.FLOAT, [1, 6, 1, 1], [2e4, 1e-5, 3e4, -5e4, 1e-9, 0.0])
     b = helper.make_tensor("b", TensorProto.FLOAT, [1], [0.25])
     nodes = [helper.make_node("Mul", ["x", "w"], ["scaled"], name="scale"),
@@ -186,7 +187,8 @@ def test_weights_are_clamped_into_the_stated_fp16_range_with_one_warning() -> No
     with pytest.warns(UserWarning) as caught:
         converted = convert_to_fp16(model)
     assert [str(warning.message) for warning in caught] == [
-        "FP16 conversion clamped 4 weight value(s) into FP16's range (|w| < 1e-07 or > 10000)"]
+        "FP16 conversion clamped 3 weight value(s) larger than 10000 in magnitude to 10000: the FP16 network computes "
+        "with changed weights; compare its answers with FP32's, and keep FP32 where they differ"]
     stored = next(init for init in converted.graph.initializer if init.name == "w")
     assert stored.data_type == TensorProto.FLOAT16
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(stored).ravel(),
