@@ -13,6 +13,7 @@ Usage::
 
     python -m unetrt.benchmarks.bench_network_layers --model camvid --threads 2 --calls 200 \\
         --out benchmarks/results/network_layers_cpu
+    python -m unetrt.benchmarks.bench_network_layers --model camvid --size 256x192   # another working size
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from unetrt.backends.openvino import OpenVinoBackend
 from unetrt.benchmarks import results_dir
 from unetrt.benchmarks.flops import flops_per_image
 from unetrt.benchmarks.stats import cpu_nominal_mhz, describe_cpu, machine_description, write_results
-from unetrt.cli import run_cli
+from unetrt.cli import parse_size, run_cli
 from unetrt.frame_path import network_input
 from unetrt.segmenter import Segmenter
 
@@ -40,13 +41,16 @@ RESULTS_DIR = results_dir()
 CONVOLUTIONS = ("Convolution", "ConvolutionBackpropData")
 
 
-def profile_layers(model: str, threads: int, calls: int) -> dict[str, Any]:
+def profile_layers(model: str, threads: int, calls: int,
+                   working_size: tuple[int, int] | None = None) -> dict[str, Any]:
     """Per-layer-type milliseconds of the default CPU path's network, and the convolutions' rate.
 
     Args:
         model: a bundled name or a model file the 'openvino' backend opens.
         threads: inference threads, as ``Segmenter(..., threads=)``.
         calls: profiled inferences (after 20 unprofiled ones).
+        working_size: (width, height) the network runs at, as ``Segmenter(..., working_size=)``; None: the model's
+            own (a figure stated at a bundled model's earlier working size is reproduced by naming that size).
 
     Returns:
         A JSON-ready dictionary: the machine, the file and precision, wall and layer-sum milliseconds per call, one
@@ -61,7 +65,8 @@ def profile_layers(model: str, threads: int, calls: int) -> dict[str, Any]:
     """
     if calls < 1:
         raise ValueError(f"calls must be at least 1, got {calls}")
-    with Segmenter(model, backend="openvino", threads=threads) as segmenter:
+    size_option: dict[str, Any] = {} if working_size is None else {"working_size": working_size}
+    with Segmenter(model, backend="openvino", threads=threads, **size_option) as segmenter:
         backend = segmenter.backend
         if not isinstance(backend, OpenVinoBackend):
             raise ValueError(f"{model!r} opened on backend {backend.name!r}; the profile needs 'openvino'")
@@ -137,12 +142,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="camvid", help="bundled name or model file (default camvid)")
     parser.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
     parser.add_argument("--calls", type=int, default=200, help="profiled inferences (default 200)")
+    parser.add_argument("--size", type=parse_size, default=None, metavar="WxH",
+                        help="working size the network runs at (default: the model's own)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "network_layers_cpu",
                         help="result path without suffix (.md and .json are written)")
     args = parser.parse_args(argv)
 
     def run() -> None:
-        result = profile_layers(args.model, args.threads, args.calls)
+        result = profile_layers(args.model, args.threads, args.calls, args.size)
         write_results(args.out.parent, args.out.name, result, markdown(result))
 
     return run_cli(run)
