@@ -121,8 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument("--tile", type=parse_tile, default=None,
                         help="segment in overlapping tiles of N pixels or WIDTHxHEIGHT (large frames)")
-    parser.add_argument("--overlap", type=int, default=None, help="pixels neighbouring tiles share (with --tile)")
-    parser.add_argument("--blend", default=None, help="how tile overlaps combine: gaussian, linear or crop")
+    parser.add_argument("--overlap", type=int, default=None,
+                        help="pixels neighbouring tiles share (with --tile) (default: the smaller tile side / 8, in "
+                             "steps of the network's size multiple; 0 for a 'valid' model)")
+    parser.add_argument("--blend", default=None,
+                        help="how tile overlaps combine: gaussian, linear or crop (default: gaussian)")
     parser.add_argument("--input-flip", default="none", choices=list(FLIPS),
                         help="turn every frame before segmenting it (a camera mounted upside down: rotate-180)")
     parser.add_argument("--legend", nargs="?", const="outside", default="off", choices=LEGEND_PLACES,

@@ -247,6 +247,16 @@ def test_the_help_says_open_timeout_bounds_a_builds_wait_for_the_camera() -> Non
     assert "a first TensorRT build waits at most this long for the source's first attempt, a camera's too" in entry
 
 
+def test_the_help_states_the_tiling_defaults() -> None:
+    """docs/cli.md: --help states every default that has a value; --overlap and --blend have one (Segmenter's) and
+    said nothing of it."""
+    help_text = " ".join(build_parser().format_help().split())
+    overlap = help_text.split("--overlap OVERLAP", 1)[1].split(" --blend", 1)[0]
+    blend = help_text.split("--blend BLEND", 1)[1].split(" --input-flip", 1)[0]
+    assert "(default: the smaller tile side / 8" in overlap and "0 for a 'valid' model" in overlap, overlap
+    assert "(default: gaussian)" in blend, blend
+
+
 def _frames_of_a_network_turning_nan(tmp_path: Path, nan_frames: range) -> tuple[Path, Path]:
     """A network whose scores are NaN where a pixel's green is 0 (Log), and a folder of eight 64x48 frames of which
     those in ``nan_frames`` hold 100 such pixels."""
