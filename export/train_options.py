@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                help="output folder for checkpoints and logs")
     parser.add_argument("--name", default=None, help="model name stored in the checkpoint (default: dataset)")
     parser.add_argument("--base", type=int, default=16,
-                        help="channels of the first level (16 to 64; the bundled models: 16)")
+                        help="channels of the first level (16 to 64; the bundled camvid: 24, isbi: 16)")
     parser.add_argument("--depth", type=int, default=5, help="levels of the U-Net (the paper's has 5)")
     parser.add_argument("--activation", choices=("elu", "relu"), default=None,
                         help="activation after every convolution (default: the bundled model's of the layout: relu "
