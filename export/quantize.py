@@ -52,6 +52,7 @@ import onnx
 from tqdm import tqdm
 
 from unetrt.backends import Backend
+from unetrt.backends.onnxruntime import prints_captured
 from unetrt.datasets import list_images, read_image
 from unetrt.evaluate import evaluate
 from unetrt.model_file import (
@@ -192,15 +193,20 @@ def quantize_onnx(fp32_onnx: str | Path, output: str | Path, batches: Sequence[n
         outputs = {value.name for value in graph.output}
         head = [node.name for node in graph.node if outputs & set(node.output)]
         symmetric = target == "tensorrt"
-        quantize_static(
-            str(prepared), str(output), _BatchReader(batches),
-            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=not symmetric,
-            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=methods[method], nodes_to_exclude=head,
-            # No CalibMaxIntermediateOutputs: ONNX Runtime's MinMaxCalibrater drops each full chunk of frames without
-            # taking its ranges (microsoft/onnxruntime#18893; "No data is collected." at a multiple of the chunk).
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "CalibMovingAverage": False},
-        )
+        # The histogram calibrations print their progress and bin counts on stdout, five lines before the
+        # export's own line names the method and frames.
+        with prints_captured():
+            quantize_static(
+                str(prepared), str(output), _BatchReader(batches),
+                quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=not symmetric,
+                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=methods[method], nodes_to_exclude=head,
+                # No CalibMaxIntermediateOutputs: ONNX Runtime's MinMaxCalibrater drops each full chunk of frames
+                # without taking its ranges (microsoft/onnxruntime#18893; "No data is collected." at a multiple of
+                # the chunk).
+                extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+                               "CalibMovingAverage": False},
+            )
     proto = onnx.load(str(output))
     activations = "int8 symmetric per tensor" if symmetric else "uint8 asymmetric per tensor"
     write_onnx_description(proto, info, {"precision": "int8", "format": "QDQ", "target": target, "method": method,

@@ -98,7 +98,7 @@ def _onnxruntime_release() -> tuple[int, int] | None:
 
 
 class _ThreadsStdout:
-    """``sys.stdout`` while threads have their prints captured (:func:`_prints_captured`): a capturing thread's
+    """``sys.stdout`` while threads have their prints captured (:func:`prints_captured`): a capturing thread's
     writes go to its list, every other thread's to the stream this one replaced, as before."""
 
     def __init__(self, stream: Any) -> None:
@@ -121,17 +121,28 @@ class _ThreadsStdout:
 
 _capturing = threading.local()
 _stdout_lock = threading.Lock()
-_stdout_users = [0]  # threads inside _prints_captured, under _stdout_lock
+_stdout_users = [0]  # threads inside prints_captured, under _stdout_lock
 
 
 @contextmanager
-def _prints_captured() -> Iterator[list[str]]:
+def prints_captured() -> Iterator[list[str]]:
     """What this thread prints on ``sys.stdout`` during the block, kept off it; other threads print as before.
 
-    ``sys.stdout`` is one for the process, so a plain redirect (``contextlib.redirect_stdout``) would also swallow
-    what another thread prints meanwhile (a report or JSON on stdout, a notebook's cells): the stream is
-    replaced by a :class:`_ThreadsStdout` that sends this thread's writes to the list it yields, and put back once
-    the last thread inside leaves, unless someone replaced it meanwhile (theirs is kept).
+    ONNX Runtime's Python prints where unetrt says what happened in its own line: the CUDA provider's "EP Error"
+    banner, the static quantizer's calibration progress. ``sys.stdout`` is one for the process, so a plain redirect
+    (``contextlib.redirect_stdout``) would also swallow what another thread prints meanwhile (a report or JSON on
+    stdout, a notebook's cells): the stream is replaced by a :class:`_ThreadsStdout` that sends this thread's writes
+    to the list it yields, and put back once the last thread inside leaves, unless someone replaced it meanwhile
+    (theirs is kept).
+
+    Returns:
+        A context manager yielding the list this thread's writes go to, in order.
+
+    Example:
+        >>> with prints_captured() as printed:
+        ...     print("Collecting tensor data and making histogram ...")
+        >>> printed
+        ['Collecting tensor data and making histogram ...', '\\n']
     """
     texts: list[str] = []
     with _stdout_lock:
@@ -159,7 +170,7 @@ def _open_cuda_session(path: Path, options: ort.SessionOptions,
     libraries before 1.19), ``InferenceSession`` prints an "EP Error" banner on stdout and makes the session on the
     CPU (1.19 and later), or asks for CUDA once more and raises (1.17, 1.18: the fallback's providers are CUDA's
     there, microsoft/onnxruntime PR #21425). ``enable_fallback=0`` turns it off from 1.23 on; before, its prints
-    are captured on this thread (:func:`_prints_captured`) and their reason kept. The session's own fallback of a
+    are captured on this thread (:func:`prints_captured`) and their reason kept. The session's own fallback of a
     Run is turned off too (``disable_fallback``): a provider failing in a Run raises, rather than print the same
     banner and go on on the CPU.
     """
@@ -170,7 +181,7 @@ def _open_cuda_session(path: Path, options: ort.SessionOptions,
         if quiet:
             session = open_session(path, options, providers, fallback=False)
         else:
-            with _prints_captured() as printed:
+            with prints_captured() as printed:
                 session = open_session(path, options, providers, fallback=False)
     except RuntimeError as exc:  # the provider's own failure (a C++ exception), the fallback's retry's on 1.17/1.18
         return None, str(exc)

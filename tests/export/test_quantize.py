@@ -377,3 +377,35 @@ def test_check_accuracy_holds_a_multiclass_model_to_one_point_of_mean_iou(
     assert checks and checks[0].engine == "onnxruntime"
     for check in checks:
         assert check.metric == "mean_iou" and check.limit == quantize.MAX_MEAN_IOU_LOSS == 0.01
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_quantizing_prints_nothing_of_onnx_runtimes_calibration(method: str, tiny_model_files: dict[str, Path],
+                                                                 tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # ONNX Runtime's histogram calibrations (entropy, percentile: the default) printed "Collecting tensor data and
+    # making histogram ...", the tensor and bin counts and the percentiles on stdout, five lines of a
+    # `unet-export --precision int8` whose own line names the method and frames.
+    batch = np.random.default_rng(5).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    quantize_onnx(tiny_model_files["onnx"], tmp_path / "m.int8.onnx", [batch], method)
+    assert capsys.readouterr().out == ""
+
+
+def test_unet_export_int8_prints_its_own_lines_alone(tiny_model_files: dict[str, Path], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    images, labels = _labelled_folder(tmp_path)
+    real_check = quantize.check_accuracy
+
+    def check(*args: object, **kwargs: object) -> list[AccuracyCheck]:
+        # An untrained network's figures are noise: INT8 keeps FP32's, so the export writes.
+        return [AccuracyCheck(m.metric, m.fp32, m.fp32, m.limit, m.engine, m.fp32_figures, m.int8_figures)
+                for m in real_check(*args, **kwargs)]  # type: ignore[arg-type]
+
+    monkeypatch.setattr(quantize, "check_accuracy", check)
+    output = tmp_path / "m.onnx"
+    assert export_main([str(tiny_model_files["pt"]), "-o", str(output), "--precision", "int8", "--calibration",
+                        str(images), "--calibration-count", "2", "--check-labels", str(labels)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" ", 2)[:2] for line in lines] == [["wrote", str(output)], ["wrote", str(int8_path(output))]]
+    assert "(percentile calibration on 2 frames, for cpu)" in lines[1]

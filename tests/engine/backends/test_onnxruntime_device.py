@@ -287,7 +287,7 @@ def test_the_capture_of_ort_s_prints_keeps_another_thread_s_prints_on_stdout(
     does not; stdout is given back after."""
     import sys
 
-    from unetrt.backends.onnxruntime import _prints_captured
+    from unetrt.backends.onnxruntime import prints_captured
 
     before, inside, printed = sys.stdout, threading.Event(), threading.Event()
 
@@ -298,7 +298,7 @@ def test_the_capture_of_ort_s_prints_keeps_another_thread_s_prints_on_stdout(
 
     thread = threading.Thread(target=other)
     thread.start()
-    with _prints_captured() as texts:
+    with prints_captured() as texts:
         print("*** EP Error ***")
         inside.set()
         assert printed.wait(5)
@@ -329,14 +329,14 @@ def test_two_threads_making_sessions_at_once_each_keep_their_prints_and_stdout_c
     still inside; stdout is the original once both have left. The order is set by events, not by timing."""
     import sys
 
-    from unetrt.backends.onnxruntime import _prints_captured
+    from unetrt.backends.onnxruntime import prints_captured
 
     before = sys.stdout
     first_inside, second_inside, first_done = threading.Event(), threading.Event(), threading.Event()
     first_texts: list[str] = []
 
     def first() -> None:
-        with _prints_captured() as texts:
+        with prints_captured() as texts:
             print("first's banner")
             first_inside.set()
             second_inside.wait(5)
@@ -347,7 +347,7 @@ def test_two_threads_making_sessions_at_once_each_keep_their_prints_and_stdout_c
     thread = threading.Thread(target=first)
     thread.start()
     assert first_inside.wait(5)
-    with _prints_captured() as texts:
+    with prints_captured() as texts:
         second_inside.set()
         assert first_done.wait(5)
         print("second's banner")
@@ -363,11 +363,11 @@ def test_a_stdout_replaced_during_the_capture_is_kept() -> None:
     import io
     import sys
 
-    from unetrt.backends.onnxruntime import _prints_captured
+    from unetrt.backends.onnxruntime import prints_captured
 
     before, replacement = sys.stdout, io.StringIO()
     try:
-        with _prints_captured():
+        with prints_captured():
             sys.stdout = replacement
         assert sys.stdout is replacement
     finally:
