@@ -543,6 +543,29 @@ def _torch_cuda() -> Any | None:
     return torch if torch.cuda.is_available() else None
 
 
+def _not_on_the_chosen_gpu(variant: Variant) -> str | None:
+    """Why a row cannot run on the GPU that ``--device auto`` chose, or None where it can.
+
+    The backends' own refusals answer a device asked for ("device 'cuda' asked, but torch sees no CUDA GPU; use
+    device 'cpu' or 'auto'"), which told the user of the default, on a Jetson's TensorRT, to use the default.
+    """
+    from unetrt.backends import onnxruntime_gpu_available
+
+    if variant.hand_written:
+        return None  # the yardstick of --end-to-end, OpenVINO on the CPU beside any device's rows
+    if variant.backend == "openvino":
+        why = "OpenVINO runs on the CPU alone"
+    elif variant.backend == "torch" and _torch_cuda() is None:
+        why = "this torch sees no CUDA GPU"
+    elif variant.backend == "onnxruntime" and not onnxruntime_gpu_available():
+        why = "this onnxruntime has no CUDA provider (onnxruntime-gpu has)"
+    else:
+        return None
+    if variant.needs_cuda:
+        return why
+    return f"{why}; --device auto chose the GPU here, and --device cpu times this row on the CPU"
+
+
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when a CUDA GPU can run here, else 'cpu'.
 
@@ -736,6 +759,10 @@ def measure_group(variants: Sequence[Variant], model: ModelFiles, device: str, t
             }
             if variant.needs_cuda and device != "cuda":
                 results[variant.key].update(status="skipped", reason="needs a CUDA GPU (this run is on the CPU)")
+                continue
+            off_the_gpu = _not_on_the_chosen_gpu(variant) if device == "cuda" and args.device == "auto" else None
+            if off_the_gpu is not None:
+                results[variant.key].update(status="skipped", reason=off_the_gpu)
                 continue
             reset_peak_rss()
             rss_before = current_rss_bytes()

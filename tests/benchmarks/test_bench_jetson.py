@@ -3,6 +3,7 @@ over the fake TensorRT, pycuda and driver. The plan named is the one timed, and 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -17,7 +18,7 @@ from unetrt.benchmarks.bench import main
 
 pytestmark = pytest.mark.gpu_contract
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from plan_fixtures import install_fake_jetson  # noqa: E402
+from plan_fixtures import install_fake_jetson, route_cuda_kernels_to  # noqa: E402
 
 
 @pytest.fixture
@@ -432,3 +433,50 @@ def test_device_memory_another_program_holds_is_not_in_a_rows_figure(
     assert row["status"] == "ok" and 0 < grown["tensorrt"] < 1 << 30
     assert row["peak_device_mib"] == pytest.approx(grown["tensorrt"] / 2**20)
     del other
+
+
+def test_rows_the_default_device_cannot_run_say_why_and_name_device_cpu(jetson: FakeGpu,
+                                                                           tiny_model_files: dict[str, Path],
+                                                                           tmp_path: Path) -> None:
+    """``unet-bench`` with the default ``--device auto`` on a Jetson times on its GPU. The rows that cannot run
+    there gave the backends' refusals of a device asked for: "device 'cuda' asked, but torch sees no CUDA GPU; use
+    device 'cpu' or 'auto'" (the user asked nothing, and had 'auto'), "backend 'openvino' runs on the CPU; device
+    must be 'auto' or 'cpu', got 'cuda'". Each now says why and which flag times it."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for kind in ("onnx", "pt"):
+        shutil.copy(tiny_model_files[kind], folder / f"unet.{kind}")
+    plan = _build(folder / "unet.onnx", folder / "unet.plan")
+    report = _run(["--engine", str(plan)], tmp_path)
+    reasons = {row["label"]: row.get("reason") for row in report["results"]}
+    on_the_cpu = "; --device auto chose the GPU here, and --device cpu times this row on the CPU"
+    expected = {"TensorRT FP16": None,
+                "ONNX Runtime FP32": "this onnxruntime has no CUDA provider (onnxruntime-gpu has)" + on_the_cpu,
+                "OpenVINO FP32": "OpenVINO runs on the CPU alone" + on_the_cpu,
+                "OpenVINO BF16": "OpenVINO runs on the CPU alone" + on_the_cpu}
+    if importlib.util.find_spec("torch") is not None:
+        expected |= {"PyTorch eager FP32": "this torch sees no CUDA GPU" + on_the_cpu,
+                     "PyTorch eager FP16": "this torch sees no CUDA GPU",
+                     "PyTorch channels_last FP16": "this torch sees no CUDA GPU",
+                     "PyTorch CUDA graphs FP16": "this torch sees no CUDA GPU"}
+    assert {label: reasons.get(label) for label in expected} == expected
+
+
+def test_the_hand_written_yardstick_still_runs_beside_a_jetsons_end_to_end_rows(
+        jetson: FakeGpu, tiny_model_files: dict[str, Path], tiny_int8_onnx: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hand-written OpenVINO pipeline is the reference of the "x hand-written" column on every device: the rows
+    OpenVINO cannot run on the GPU that --device auto chose are skipped, this one is not."""
+    pytest.importorskip("openvino")
+    from unetrt import _tiling  # type: ignore[attr-defined]
+
+    route_cuda_kernels_to(monkeypatch, jetson, _tiling)  # the TensorRT row's frame path
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(tiny_model_files["onnx"], folder / "unet.onnx")
+    shutil.copy(tiny_int8_onnx, folder / "unet.int8.onnx")
+    plan = _build(folder / "unet.onnx", folder / "unet.plan")
+    report = _run(["--engine", str(plan), "--end-to-end", "--size", "32x32"], tmp_path)
+    rows = {row["variant"]: row for row in report["results"]}
+    assert rows["hand-written-openvino-int8"]["status"] == "ok"
+    assert rows["openvino-int8"]["status"] == "skipped" and rows["tensorrt"]["status"] == "ok"
