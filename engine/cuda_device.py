@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 from . import cuda
 from .backends.base import DeviceBackend
 from .cuda import DeviceArray, Graph, GraphCache, PrimaryContext, cuda_ordinal
+from .device import free_each
 
 # CUmemorytype of device memory in CUDA_MEMCPY2D.
 _MEMORY_DEVICE = 2
@@ -312,14 +313,7 @@ class CudaDevice:
         owner = buffer.owner
         # A constant's owner is its allocation and the page-locked staging copy its upload read: both are freed
         # before an error (a Ctrl-C after the first) goes on, whose traceback would otherwise hold the second.
-        first_error: BaseException | None = None
-        for memory in owner if isinstance(owner, tuple) else (owner,):
-            try:
-                self.driver.free(memory)
-            except BaseException as error:  # raised below, once the other is freed
-                first_error = first_error or error
-        if first_error is not None:
-            raise first_error
+        free_each(self.driver.free, owner if isinstance(owner, tuple) else (owner,))
 
     def shape(self, buffer: CudaBuffer) -> tuple[int, ...]:
         """See :meth:`unetrt.device.Device.shape`."""

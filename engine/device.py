@@ -10,7 +10,7 @@ Only these thin calls differ, so the CPU tests exercise the orchestration the GP
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol, TypeVar
 
@@ -144,6 +144,38 @@ class Device(Protocol[BufferT]):
     def release(self) -> None:
         """Free the buffers and graphs the device keeps between calls (inside a session)."""
         ...
+
+
+Freed = TypeVar("Freed")
+
+
+def free_each(free: Callable[[Freed], None], items: Iterable[Freed]) -> None:
+    """Call ``free`` on every item, then raise the first error any call raised.
+
+    A Ctrl-C (or a failed free) between two frees would otherwise leave the rest to the error's traceback: freed
+    only when the traceback goes, and only where its thread can make their context current ([FREE-REACH]).
+
+    Args:
+        free: what frees one item (a device's ``free``, a driver's).
+        items: the items, each freed once.
+
+    Raises:
+        BaseException: the first error a ``free`` raised, once every item has been tried.
+
+    Example:
+        >>> freed = []
+        >>> free_each(freed.append, [1, 2])
+        >>> freed
+        [1, 2]
+    """
+    first_error: BaseException | None = None
+    for item in items:
+        try:
+            free(item)
+        except BaseException as error:  # raised below, once the rest are freed
+            first_error = first_error or error
+    if first_error is not None:
+        raise first_error
 
 
 def resize_frame(frame: NDArray[Any], work_hw: tuple[int, int], threads: int = 1) -> NDArray[Any]:

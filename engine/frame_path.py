@@ -28,7 +28,7 @@ from typing import Any, Generic
 import numpy as np
 from numpy.typing import NDArray
 
-from .device import BufferT, Device, HostDevice
+from .device import BufferT, Device, HostDevice, free_each
 from .model_info import ModelInfo
 from .preprocessing import check_color_order, check_frame, frame_scale
 from .tiling import TileGrid, blend_window, check_blend, extract_call, plan_whole, tile_runs
@@ -367,23 +367,10 @@ class FramePath(Generic[BufferT]):
                 self._free([buffers])
 
     def _free(self, sets: Sequence[_Buffers[BufferT]]) -> None:
-        """Free working buffer sets no call holds (inside a session): every one, then the first error raised.
-
-        A Ctrl-C (or a failed free) between two frees left the rest to the error's traceback, which this path no
-        longer reaches: freed only when the traceback goes, and only where its thread can make their context
-        current ([FREE-REACH]).
-        """
-        first_error: BaseException | None = None
-        for buffers in sets:
-            for buffer in (buffers.batch, buffers.acc, buffers.weight, buffers.window_y, buffers.window_x):
-                if buffer is None:
-                    continue
-                try:
-                    self.device.free(buffer)
-                except BaseException as error:  # raised below, once the rest are freed
-                    first_error = first_error or error
-        if first_error is not None:
-            raise first_error
+        """Free working buffer sets no call holds (inside a session): every buffer, then the first error raised
+        (:func:`unetrt.device.free_each`)."""
+        free_each(self.device.free, (buffer for buffers in sets for buffer in (
+            buffers.batch, buffers.acc, buffers.weight, buffers.window_y, buffers.window_x) if buffer is not None))
 
     def _allocate_buffers(self, grid: TileGrid, count: int, batch_size: int) -> _Buffers[BufferT]:
         device = self.device
