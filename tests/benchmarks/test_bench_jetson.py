@@ -117,16 +117,21 @@ def test_the_device_mode_runs_without_torch_cuda_and_gives_the_bare_modes_logits
     np.testing.assert_array_equal(checked[1], checked[0])
 
 
-def test_beside_its_onnx_and_pt_the_plan_still_runs_and_cpu_only_rows_say_why(
-        jetson: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
-    """JetPack's torch (when there is one) is a CPU build: the PyTorch rows on the GPU are skipped with the reason,
-    not a traceback, and the plan's row runs."""
+def _run_plan_beside_its_onnx_and_pt(tiny_model_files: dict[str, Path], tmp_path: Path) -> dict[str, Any]:
+    """unet-bench's report for a plan built beside the .onnx and .pt it came from, as a Jetson user keeps them."""
     folder = tmp_path / "model"
     folder.mkdir()
     for kind in ("onnx", "pt"):
         shutil.copy(tiny_model_files[kind], folder / f"unet.{kind}")
     plan = _build(folder / "unet.onnx", folder / "unet.plan")
-    report = _run(["--engine", str(plan)], tmp_path)
+    return _run(["--engine", str(plan)], tmp_path)
+
+
+def test_beside_its_onnx_and_pt_the_plan_still_runs_and_cpu_only_rows_say_why(
+        jetson: FakeGpu, tiny_model_files: dict[str, Path], tmp_path: Path) -> None:
+    """JetPack's torch (when there is one) is a CPU build: the PyTorch rows on the GPU are skipped with the reason,
+    not a traceback, and the plan's row runs."""
+    report = _run_plan_beside_its_onnx_and_pt(tiny_model_files, tmp_path)
     rows = {row["variant"]: row for row in report["results"]}
     assert rows["tensorrt"]["status"] == "ok"
     assert all(row["status"] == "ok" or row["reason"] for row in rows.values())
@@ -442,12 +447,7 @@ def test_rows_the_default_device_cannot_run_say_why_and_name_device_cpu(jetson: 
     there gave the backends' refusals of a device asked for: "device 'cuda' asked, but torch sees no CUDA GPU; use
     device 'cpu' or 'auto'" (the user asked nothing, and had 'auto'), "backend 'openvino' runs on the CPU; device
     must be 'auto' or 'cpu', got 'cuda'". Each now says why and which flag times it."""
-    folder = tmp_path / "model"
-    folder.mkdir()
-    for kind in ("onnx", "pt"):
-        shutil.copy(tiny_model_files[kind], folder / f"unet.{kind}")
-    plan = _build(folder / "unet.onnx", folder / "unet.plan")
-    report = _run(["--engine", str(plan)], tmp_path)
+    report = _run_plan_beside_its_onnx_and_pt(tiny_model_files, tmp_path)
     reasons = {row["label"]: row.get("reason") for row in report["results"]}
     on_the_cpu = "; --device auto chose the GPU here, and --device cpu times this row on the CPU"
     expected = {"TensorRT FP16": None,
